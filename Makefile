@@ -1,0 +1,27 @@
+# The two commands a new user needs:  make demo   and   make test
+PY := .venv/bin/python
+SUITE ?= ../shared/conformance
+
+.PHONY: setup demo test unit vm-test bench conformance clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	@$(PY) -m controller.demo
+
+test: setup
+	@scripts/test.sh
+
+unit: setup
+	@$(PY) -m pytest -q tests
+
+vm-test: setup
+	@$(PY) -m pytest -q vm_tests
+
+bench:
+	@scripts/setup.sh bench
+	@$(PY) -m bench.run_all
+
+clean:
+	rm -rf .venv .pytest_cache

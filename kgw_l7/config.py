@@ -1,0 +1,260 @@
+"""The L7 proxy's configuration model.
+
+This is the contract between the controller and the userspace proxy: plain, frozen,
+typed records that say *what to serve* and nothing about where it came from. The proxy
+never imports Gateway API code; the controller's translation builds these records
+(like an xDS snapshot in Envoy-based gateways).
+
+Ordering is meaningful and already resolved by the producer:
+
+* ``Listener.virtual_hosts`` -- the proxy picks a virtual host by exact hostname first,
+  then by the longest matching wildcard suffix (``*.example.com``), then ``*``.
+* ``VirtualHost.routes`` -- evaluated in order; the first whose match accepts the
+  request wins. The producer sorts them by Gateway API precedence.
+
+Every record is hashable and compares by value, so an unchanged piece of configuration
+can be detected cheaply and reused (a worker keeps its compiled router for a virtual
+host whose record is equal to the previous one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+PathMatchType = Literal["Exact", "PathPrefix", "RegularExpression"]
+ValueMatchType = Literal["Exact", "RegularExpression"]
+PathModifierType = Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+ListenerProtocol = Literal["HTTP", "HTTPS"]
+BackendProtocol = Literal["http", "h2c", "https", "ws", "wss"]
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatch:
+    type: PathMatchType = "PathPrefix"
+    value: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    """Match on a request header. ``name`` is compared case-insensitively."""
+
+    name: str
+    value: str
+    type: ValueMatchType = "Exact"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParamMatch:
+    """Match on a query parameter. ``name`` is compared case-sensitively."""
+
+    name: str
+    value: str
+    type: ValueMatchType = "Exact"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """All conditions must hold (logical AND)."""
+
+    path: PathMatch = PathMatch()
+    headers: tuple[HeaderMatch, ...] = ()
+    query_params: tuple[QueryParamMatch, ...] = ()
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderModifier:
+    """Applied in the order: set (overwrite), add (append a value), remove."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PathModifier:
+    type: PathModifierType
+    #: Replacement: the full path, or the prefix that replaces ``RouteMatch.path.value``.
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Answer with a redirect instead of forwarding.
+
+    ``None`` fields keep the request's value. ``port`` None means "the port implied by
+    the scheme" when ``scheme`` is set, otherwise the listener's port; a port that is the
+    scheme's default (80 for http, 443 for https) is left out of Location.
+    """
+
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    path: PathModifier | None = None
+    status_code: int = 302
+
+
+@dataclass(frozen=True, slots=True)
+class URLRewrite:
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CORS:
+    allow_origins: tuple[str, ...] = ()  # may hold "*" or "https://*.example.com"
+    allow_methods: tuple[str, ...] = ()  # may hold "*"
+    allow_headers: tuple[str, ...] = ()  # may hold "*"
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTLS:
+    """TLS from the proxy to a backend (BackendTLSPolicy)."""
+
+    #: Server name sent in SNI and checked against the certificate.
+    hostname: str
+    #: PEM bundle of trusted CAs; empty means the system trust store.
+    ca_pem: str = ""
+    #: Extra names accepted in the backend certificate's SAN (besides ``hostname``).
+    subject_alt_names: tuple[str, ...] = ()
+    #: Client certificate and key (PEM) presented to the backend, if any.
+    client_cert_pem: str = ""
+    client_key_pem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One weighted destination of a rule.
+
+    ``endpoints`` holds only ready endpoints. A backend with ``error_status`` set is a
+    reference that could not be resolved: the share of requests it would have received
+    is answered with that status (500 in Gateway API) instead of being forwarded.
+    """
+
+    name: str  # e.g. "ns/service:port", used in metrics and logs
+    weight: int = 1
+    endpoints: tuple[Endpoint, ...] = ()
+    protocol: BackendProtocol = "http"
+    tls: UpstreamTLS | None = None
+    filters: "Filters | None" = None
+    error_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    backend: Backend
+    #: Share of requests mirrored, 0-100 (fractions allowed).
+    percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: Redirect | None = None
+    rewrite: URLRewrite | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    cors: CORS | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    attempts: int = 1
+    #: Response codes that trigger a retry; connection errors always do.
+    codes: tuple[int, ...] = ()
+    backoff: float | None = None  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One (match, action) pair: a rule's match, with the rule's action.
+
+    A rule with several matches becomes several ``Route`` records sharing ``rule``.
+    """
+
+    match: RouteMatch
+    rule: "Rule"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    #: Stable identity for metrics, logs and status: "ns/route-name/rule-index" (or name).
+    name: str
+    route: str  # "ns/route-name"
+    gateway: str  # "ns/gateway-name"
+    filters: Filters = Filters()
+    backends: tuple[Backend, ...] = ()
+    #: Answer every request with this status instead of forwarding (e.g. 500 when the
+    #: rule has no usable backend). Redirect filters take precedence.
+    direct_status: int | None = None
+    #: Whole request timeout and per-try backend timeout, in seconds.
+    request_timeout: float | None = None
+    backend_timeout: float | None = None
+    retry: Retry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    #: "*" (any host), "*.example.com" (wildcard) or an exact hostname, lowercase.
+    hostname: str
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """A serving certificate, chosen by SNI among those of a listener."""
+
+    #: Hostname patterns this certificate serves ("*" = default).
+    server_names: tuple[str, ...]
+    cert_pem: str
+    key_pem: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One bound socket: everything the Gateways serve on (address, port)."""
+
+    name: str  # e.g. "0.0.0.0:80"
+    address: str  # "0.0.0.0", "::" or a specific address
+    port: int
+    protocol: ListenerProtocol = "HTTP"
+    certificates: tuple[Certificate, ...] = ()
+    virtual_hosts: tuple[VirtualHost, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class L7Config:
+    listeners: tuple[Listener, ...] = ()
+    #: Increases with each configuration the producer publishes.
+    generation: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def to_dict(value: Any) -> Any:
+    """A JSON-ready view of a config record (stable key order, tuples as lists)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [to_dict(v) for v in value]
+    return value
+
+
+__all__ = [
+    "Backend", "CORS", "Certificate", "Endpoint", "Filters", "HeaderMatch", "HeaderModifier",
+    "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
+    "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
+    "VirtualHost", "to_dict",
+]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Install what kgw needs on a Debian/Ubuntu machine, as root, idempotently.
+#   scripts/setup.sh            the runtime and test dependencies
+#   scripts/setup.sh bench      also the peers the benchmarks compare against
+# The second run is quick: apt runs only when a package is missing, pip only when
+# pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools bpftool iproute2 curl
+      ethtool kmod)
+arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+want+=("linux-headers-$arch")
+if [ "${1:-}" = bench ]; then want+=(nginx-light haproxy wrk iperf3); fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing packages ${missing[*]}; run as root to install them" >&2
+  else
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Headers may not exist for every architecture/kernel; install the rest regardless.
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+      || apt-get install -y -qq --no-install-recommends \
+           $(printf '%s\n' "${missing[@]}" | grep -v '^linux-headers') >/dev/null
+  fi
+fi
+
+scripts/kernel-headers.sh || true
+
+# A virtual environment on the distribution's Python, with its site-packages visible:
+# that is where bcc (python3-bpfcc) lives.
+py=/usr/bin/python3
+[ -x "$py" ] || py=$(command -v python3)
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $py"
+  "$py" -m venv --system-site-packages .venv
+fi
+stamp=.venv/.kgw-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing Python packages into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi
