@@ -8,7 +8,7 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	@$(PY) -m controller.demo
+	@$(PY) examples/demo.py
 
 test: setup
 	@scripts/test.sh

@@ -35,7 +35,7 @@ KINDS: dict[str, Kind] = {
         Kind(GATEWAY_GROUP, "HTTPRoute", True, ("v1", "v1beta1"), "httproutes"),
         Kind(GATEWAY_GROUP, "GRPCRoute", True, ("v1",), "grpcroutes"),
         Kind(GATEWAY_GROUP, "TLSRoute", True, ("v1", "v1alpha3", "v1alpha2"), "tlsroutes"),
-        Kind(GATEWAY_GROUP, "TCPRoute", True, ("v1alpha2",), "tcproutes"),
+        Kind(GATEWAY_GROUP, "TCPRoute", True, ("v1", "v1alpha2"), "tcproutes"),
         Kind(GATEWAY_GROUP, "UDPRoute", True, ("v1alpha2",), "udproutes"),
         Kind(GATEWAY_GROUP, "ReferenceGrant", True, ("v1", "v1beta1", "v1alpha2"), "referencegrants"),
         Kind(GATEWAY_GROUP, "BackendTLSPolicy", True, ("v1", "v1alpha3"), "backendtlspolicies"),
@@ -67,6 +67,8 @@ class ObjectKey:
     name: str
 
     def __str__(self) -> str:
+        if not self.name:  # an object we could not name (e.g. metadata.name missing)
+            return self.kind
         return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
 
     @classmethod

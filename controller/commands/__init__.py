@@ -1,0 +1,1 @@
+"""One module per ``kgw`` subcommand, each with ``run(args, env) -> ExitStatus``."""

@@ -1,0 +1,66 @@
+"""``kgw run -c DIR``: serve a directory of Gateway API objects (standalone mode)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from controller.env import Environment, ExitStatus
+from controller.files import FileSource
+from controller.node import discover_addresses
+from controller.supervisor import Supervisor, serve_admin
+from controller.translate import Options
+
+log = logging.getLogger("kgw")
+
+
+def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    logging.basicConfig(level=args.log_level.upper(), stream=env.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
+        log.warning("uvloop is not installed; using the default event loop")
+    try:
+        return asyncio.run(_serve(args))
+    except OSError as exc:
+        env.err(f"error: {exc}")
+        return ExitStatus.ERROR
+
+
+async def _serve(args: argparse.Namespace) -> ExitStatus:
+    from kgw_l4.plane import open_plane
+    from kgw_l7.plane import L7Plane
+
+    nodes = (args.node_address,) if args.node_address else discover_addresses()
+    source = FileSource(args.config)
+    l7 = L7Plane(workers=args.workers, access_log=args.access_log)
+    await l7.start()
+    interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
+    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=nodes[0])
+    sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4)
+    admin = await serve_admin(sup, args.admin_address)
+    log.info("admin API on http://%s (l4 mode: %s)", args.admin_address, l4.mode)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(sup.run())
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    status = ExitStatus.SUCCESS
+    if runner in done and runner.exception() is not None:
+        log.error("configuration loop failed: %r", runner.exception())
+        status = ExitStatus.ERROR
+    log.info("shutting down")
+    await source.close()
+    runner.cancel()
+    stopper.cancel()
+    await admin.close()
+    await l7.close(drain_timeout=5.0)
+    await l4.close()
+    return status

@@ -1,0 +1,22 @@
+"""``kgw translate -c DIR``: the data-plane configurations a directory becomes."""
+
+from __future__ import annotations
+
+import argparse
+
+from controller.env import Environment, ExitStatus
+from controller.files import FileSource
+from controller.output import dump
+from controller.store import Store
+from controller.translate import translate
+
+
+def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    batch = FileSource(args.config, watch=False).load()
+    for p in batch.problems:
+        env.err(f"error: {p}")
+    store = Store()
+    store.apply(batch.events)
+    t = translate(store)
+    env.out(dump({"l7": t.l7.to_dict(), "l4": t.l4.to_dict()}, args.output))
+    return ExitStatus.SUCCESS

@@ -1,0 +1,48 @@
+"""``kgw validate -c DIR``: everything wrong with a directory, without serving it."""
+
+from __future__ import annotations
+
+import argparse
+
+from controller.env import Environment, ExitStatus
+from controller.files import FileSource
+from controller.output import STATUS_HEADERS, dump, status_rows, table, unhealthy_objects
+from controller.status import StatusBook
+from controller.store import Store
+from controller.translate import translate
+
+
+def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    source = FileSource(args.config, watch=False)
+    batch = source.load()
+    store = Store()
+    store.apply(batch.events)
+    book = StatusBook(clock=lambda: None)  # offline: no transition times
+    book.update(translate(store).statuses)
+    statuses = book.as_list(store.get_key)
+    for item in statuses["items"]:
+        _drop_times(item)
+    bad = unhealthy_objects(statuses)
+    fmt = env.default_format(args.output)
+    if fmt == "table":
+        for p in batch.problems:
+            env.out(f"error: {p}")
+        if batch.problems:
+            env.out()
+        env.out(table(STATUS_HEADERS, status_rows(statuses)))
+        env.out()
+        env.out(f"{len(store)} objects, {len(batch.problems)} refused, {len(bad)} with a failing condition")
+    else:
+        env.out(dump({"problems": [str(p) for p in batch.problems], "status": statuses,
+                      "unhealthy": bad}, fmt))
+    return ExitStatus.INVALID if batch.problems or bad else ExitStatus.SUCCESS
+
+
+def _drop_times(value: object) -> None:
+    if isinstance(value, dict):
+        value.pop("lastTransitionTime", None)
+        for v in value.values():
+            _drop_times(v)
+    elif isinstance(value, list):
+        for v in value:
+            _drop_times(v)

@@ -1,0 +1,99 @@
+"""Rendering for the CLI: tables for people, JSON and YAML for scripts.
+
+JSON and YAML output is stable (no colour, no terminal-dependent layout) so scripts
+can rely on it; tables follow ``kubectl get``: upper-case headers, columns padded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+NEGATIVE_WHEN_TRUE = {"Conflicted"}
+
+
+def dump(value: Any, fmt: str) -> str:
+    if fmt == "yaml":
+        return yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip("\n")
+    return json.dumps(value, indent=2)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def conditions_text(conditions: Any) -> str:
+    """"Accepted=True Programmed=False(Invalid)": reasons shown only where it went wrong."""
+    parts = []
+    for c in conditions or []:
+        if not isinstance(c, dict):
+            continue
+        t, s = c.get("type", "?"), c.get("status", "?")
+        bad = (s == "True") if t in NEGATIVE_WHEN_TRUE else (s != "True")
+        parts.append(f"{t}={s}({c.get('reason', '')})" if bad else f"{t}={s}")
+    return " ".join(parts) or "-"
+
+
+def is_unhealthy(conditions: Any) -> bool:
+    for c in conditions or []:
+        if not isinstance(c, dict):
+            continue
+        t, s = c.get("type"), c.get("status")
+        if (t in NEGATIVE_WHEN_TRUE and s == "True") or (t not in NEGATIVE_WHEN_TRUE and s == "False"):
+            return True
+    return False
+
+
+def _ref_text(ref: dict[str, Any]) -> str:
+    text = f"{ref.get('namespace', '')}/{ref.get('name', '')}".lstrip("/")
+    if ref.get("sectionName"):
+        text += f"/{ref['sectionName']}"
+    if ref.get("port"):
+        text += f":{ref['port']}"
+    return text
+
+
+def status_rows(status_list: dict[str, Any]) -> list[list[str]]:
+    """One row per object, plus one per Gateway listener and per route parent."""
+    rows: list[list[str]] = []
+    for item in status_list.get("items", []):
+        meta, status, kind = item.get("metadata", {}), item.get("status") or {}, item.get("kind", "")
+        gen = str(meta.get("generation", ""))
+        name, ns = meta.get("name", ""), meta.get("namespace", "")
+        if kind in ("GatewayClass", "Gateway") or "conditions" in status:
+            addrs = ",".join(a.get("value", "") for a in status.get("addresses") or [])
+            rows.append([kind, ns, name, gen, addrs, conditions_text(status.get("conditions"))])
+        for listener in status.get("listeners") or []:
+            rows.append(["", "", f"  listener {listener.get('name')}", "",
+                         f"routes={listener.get('attachedRoutes', 0)}",
+                         conditions_text(listener.get("conditions"))])
+        for parent in status.get("parents") or []:
+            rows.append([kind, ns, name, gen, f"parent {_ref_text(parent.get('parentRef') or {})}",
+                         conditions_text(parent.get("conditions"))])
+        for anc in status.get("ancestors") or []:
+            rows.append([kind, ns, name, gen, f"ancestor {_ref_text(anc.get('ancestorRef') or {})}",
+                         conditions_text(anc.get("conditions"))])
+    return rows
+
+
+STATUS_HEADERS = ("KIND", "NAMESPACE", "NAME", "GEN", "WHERE", "CONDITIONS")
+
+
+def unhealthy_objects(status_list: dict[str, Any]) -> list[str]:
+    """Names of objects any of whose conditions says something is wrong."""
+    bad = []
+    for item in status_list.get("items", []):
+        status = item.get("status") or {}
+        groups = [status.get("conditions")]
+        groups += [x.get("conditions") for k in ("listeners", "parents", "ancestors") for x in status.get(k) or []]
+        if any(is_unhealthy(g) for g in groups):
+            meta = item.get("metadata", {})
+            bad.append(f"{item.get('kind')} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}"
+                       f"{meta.get('name')}")
+    return bad

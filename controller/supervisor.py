@@ -1,0 +1,194 @@
+"""The supervisor: source -> store -> translate -> publish, plus the admin API.
+
+One loop, shared by standalone mode (file source) and cluster mode (Kubernetes
+source): each batch of object events is applied to the store, translated
+incrementally, and pushed to both data planes; the new status goes to the status
+book (and, in a cluster, to a writer). The data planes are passed in, so the loop can
+run with whichever planes a deployment has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from controller.admin import AdminServer, Response, json_response, text_response
+from controller.source import Batch, Problem, Source
+from controller.status import StatusBook
+from controller.store import Store
+from controller.translate import Options, Translation, Translator
+from kgw_l4.config import L4Config
+from kgw_l7.config import L7Config
+
+log = logging.getLogger("kgw")
+
+
+class L7PlaneLike(Protocol):
+    async def apply(self, config: L7Config) -> None: ...
+    async def metrics(self) -> bytes: ...
+
+
+class L4PlaneLike(Protocol):
+    mode: str
+
+    async def apply(self, config: L4Config) -> None: ...
+
+
+class StatusWriter(Protocol):
+    """Where status goes besides the admin API (the Kubernetes API in a cluster)."""
+
+    async def write(self, book: StatusBook, changed: set[Any], store: Store) -> None: ...
+
+
+@dataclass
+class _Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.generation = Gauge("kgw_config_generation", "Generation of the configuration last published", registry=r)
+        self.objects = Gauge("kgw_source_objects", "Objects in the store", registry=r)
+        self.problems = Gauge("kgw_source_problems", "Objects or files the source refused", registry=r)
+        self.translate = Histogram("kgw_translate_seconds", "Time to translate a batch of changes", registry=r,
+                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.publish = Histogram(
+            "kgw_config_publish_seconds",
+            "Time from the source noticing a change to the configuration being live in every data plane",
+            registry=r, buckets=(.005, .01, .025, .05, .1, .2, .5, 1, 2.5, 5, 10))
+        self.errors = Counter("kgw_config_apply_errors_total", "Data plane apply failures", ["plane"], registry=r)
+
+
+class Supervisor:
+    def __init__(self, source: Source, *, options: Options = Options(),
+                 l7: L7PlaneLike | None = None, l4: L4PlaneLike | None = None,
+                 status_writer: StatusWriter | None = None) -> None:
+        self.source = source
+        self.store = Store()
+        self.translator = Translator(options)
+        self.status = StatusBook()
+        self.l7 = l7
+        self.l4 = l4
+        self.status_writer = status_writer
+        self.translation: Translation | None = None
+        self.problems: tuple[Problem, ...] = ()
+        self.generation = 0
+        self.ready = asyncio.Event()
+        self.not_ready_reason = "waiting for the first configuration"
+        self.metrics = _Metrics()
+        self._published = asyncio.Condition()
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        async for batch in self.source.batches():
+            await self.apply(batch)
+
+    async def apply(self, batch: Batch) -> None:
+        changed = self.store.apply(batch.events)
+        new_problems = [p for p in batch.problems if p not in set(self.problems)]
+        for p in new_problems:
+            log.error("%s", p)
+        self.problems = batch.problems
+        self.metrics.problems.set(len(self.problems))
+        self.metrics.objects.set(len(self.store))
+        if not changed and self.translation is not None:
+            return
+
+        started = time.perf_counter()
+        previous = self.translation
+        self.translation = t = self.translator.update(self.store, changed)
+        self.metrics.translate.observe(time.perf_counter() - started)
+
+        self.generation += 1
+        ok = True
+        if self.l7 is not None and (previous is None or t.l7 != previous.l7):
+            ok &= await self._apply_plane("l7", self.l7.apply(_with_generation(t.l7, self.generation)))
+        if self.l4 is not None and (previous is None or t.l4 != previous.l4):
+            ok &= await self._apply_plane("l4", self.l4.apply(_with_generation(t.l4, self.generation)))
+        self.metrics.publish.observe(max(0.0, time.monotonic() - batch.noticed_at))
+        self.metrics.generation.set(self.generation)
+
+        status_changed = self.status.update(t.statuses)
+        if self.status_writer is not None and status_changed:
+            try:
+                await self.status_writer.write(self.status, status_changed, self.store)
+            except Exception:  # a writer failure must not stop serving
+                log.exception("status write failed")
+        if ok:
+            self.ready.set()
+            self.not_ready_reason = ""
+        async with self._published:
+            self._published.notify_all()
+
+    async def _apply_plane(self, name: str, coro: Any) -> bool:
+        try:
+            await coro
+            return True
+        except Exception as exc:
+            self.metrics.errors.labels(name).inc()
+            self.not_ready_reason = f"{name} data plane failed to apply the configuration: {exc!r}"
+            log.exception("%s data plane failed to apply generation %d", name, self.generation)
+            return False
+
+    # -- admin API ---------------------------------------------------------------
+
+    def admin(self) -> AdminServer:
+        return AdminServer({
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/status": self._status,
+            "/problems": self._problems,
+            "/config_dump": self._config_dump,
+            "/metrics": self._metrics,
+        })
+
+    async def _healthz(self) -> Response:
+        return text_response("ok\n")
+
+    async def _readyz(self) -> Response:
+        if self.ready.is_set() and not self.not_ready_reason:
+            return text_response("ready\n")
+        return text_response(f"not ready: {self.not_ready_reason}\n", 503)
+
+    async def _status(self) -> Response:
+        return json_response(self.status.as_list(self.store.get_key))
+
+    async def _problems(self) -> Response:
+        return json_response({"problems": [
+            {"origin": p.origin, "object": str(p.key) if p.key else None, "field": p.field,
+             "message": p.message, "text": str(p)} for p in self.problems]})
+
+    async def _config_dump(self) -> Response:
+        t = self.translation
+        return json_response({
+            "generation": self.generation,
+            "l7": _with_generation(t.l7, self.generation).to_dict() if t else None,
+            "l4": _with_generation(t.l4, self.generation).to_dict() if t else None,
+            "l4_mode": getattr(self.l4, "mode", None),
+        })
+
+    async def _metrics(self) -> Response:
+        body = generate_latest(self.metrics.registry)
+        if self.l7 is not None:
+            try:
+                body += await self.l7.metrics()
+            except Exception as exc:
+                log.warning("collecting L7 metrics failed: %r", exc)
+        return 200, "text/plain; version=0.0.4; charset=utf-8", body
+
+
+def _with_generation(config: Any, generation: int) -> Any:
+    return dataclasses.replace(config, generation=generation)
+
+
+async def serve_admin(sup: Supervisor, address: str) -> AdminServer:
+    host, _, port = address.rpartition(":")
+    server = sup.admin()
+    await server.start(host.strip("[]") or "127.0.0.1", int(port))
+    return server
