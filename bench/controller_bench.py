@@ -127,11 +127,12 @@ async def measure(n: int, changes: int) -> dict[str, float]:
         pumper = asyncio.create_task(pump())
         await asyncio.sleep(0.3)  # let the watcher start
         latencies = []
+        ports = {}  # route -> its current backend port; every edit flips one route's port
         for k in range(changes):
             i = (k * 37) % n
             target = d / f"routes-{i // PER_FILE:04d}.yaml"
-            port = 81 if k % 2 == 0 else 80
-            text = "---\n".join(route_doc(j, port if j == i else 80)
+            ports[i] = 81 if ports.get(i, 80) == 80 else 80
+            text = "---\n".join(route_doc(j, ports.get(j, 80))
                                 for j in range(i - i % PER_FILE, min(n, i - i % PER_FILE + PER_FILE)))
             gen = sup.generation
             start = time.perf_counter()

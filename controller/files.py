@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from controller.defaults import apply_defaults
 from controller.objects import KINDS, Obj, ObjectKey, parse_api_version
@@ -54,11 +54,22 @@ class _Defined:
     obj: dict[str, Any]  # defaulted, without server-owned metadata
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """What checking one document's text gave, reusable while the text is unchanged."""
+
+    key: ObjectKey | None
+    obj: dict[str, Any] | None
+    errors: Sequence[Problem]  # with origin "" (the line is filled in per read)
+
+
 @dataclass
 class _FileState:
     fingerprint: tuple[int, int, int] | None = None  # (mtime_ns, size, inode)
     objects: dict[ObjectKey, _Defined] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    #: Document text -> result of checking it, from the previous read.
+    checked: dict[str, _Checked] = field(default_factory=dict)
 
 
 @dataclass
@@ -228,9 +239,10 @@ class FileSource(Source):
             state = self._files[path] = _FileState()
         state.fingerprint = fingerprint
         rel = self._rel(path)
+        previous = state.checked
         try:
             data = path.read_bytes()
-            docs = list(load_documents(data))
+            docs = list(load_documents(data, skip=previous.__contains__))
         except DocumentError as exc:
             # Mid-edit or broken: keep every object this file served, report where.
             state.problems = [Problem(f"{rel}:{exc.line}",
@@ -243,9 +255,15 @@ class FileSource(Source):
 
         problems: list[Problem] = []
         new: dict[ObjectKey, _Defined] = {}
+        state.checked = {}
         for doc in docs:
             origin = f"{rel}:{doc.line}"
-            key, obj, errs = self._check_document(doc.data, origin)
+            checked = previous.get(doc.source) if doc.data is None else None
+            if checked is None:
+                checked = _Checked(*self._check_document(doc.data))
+            state.checked[doc.source] = checked
+            key, obj = checked.key, checked.obj
+            errs = [Problem(origin, e.message, e.key, e.field) for e in checked.errors]
             if key is not None and key in new:
                 errs = [Problem(origin, f"duplicate: already defined at {rel}:{new[key].line}", key)]
             elif key is not None and self._owner.get(key, path) != path:
@@ -279,9 +297,14 @@ class FileSource(Source):
                 freed.add(key)
         return freed
 
-    def _check_document(self, data: Any, origin: str
+    def _check_document(self, data: Any
                         ) -> tuple[ObjectKey | None, dict[str, Any] | None, list[Problem]]:
-        """Identify, default and validate one document. Never raises."""
+        """Identify, default and validate one document. Never raises.
+
+        Depends on nothing but the document, so the result can be reused while the
+        document's text is unchanged. Problems have no origin yet.
+        """
+        origin = ""
         if not isinstance(data, dict):
             return None, None, [Problem(origin, f"a document must be a mapping (an object), not {type(data).__name__}")]
         kind_name, api = data.get("kind"), data.get("apiVersion")

@@ -73,3 +73,11 @@ class Source(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop watching; the iterator of ``batches`` ends."""
+
+    def health(self) -> str:
+        """What is wrong with the source's connection now ("" when nothing is).
+
+        A source that loses its upstream (an API server outage) keeps the last good
+        objects; this says so, for ``/readyz``.
+        """
+        return ""

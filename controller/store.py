@@ -44,7 +44,7 @@ class Store:
         self._objects[key] = obj
         self._by_kind[key.kind][key] = obj
         if key.kind == "EndpointSlice":
-            svc = ((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+            svc = _service_of(obj)
             if svc:
                 self._slices[(key.namespace, svc)].add(key)
 
@@ -54,7 +54,7 @@ class Store:
             return False
         self._by_kind[key.kind].pop(key, None)
         if key.kind == "EndpointSlice":
-            svc = ((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+            svc = _service_of(obj)
             if svc:
                 self._slices[(key.namespace, svc)].discard(key)
         return True
@@ -88,3 +88,11 @@ class Store:
 
     def __contains__(self, key: object) -> bool:
         return key in self._objects
+
+
+def _service_of(slice_: Obj) -> str | None:
+    """The Service an EndpointSlice belongs to (tolerates malformed metadata)."""
+    meta = slice_.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    svc = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, dict) else None
+    return svc if isinstance(svc, str) else None

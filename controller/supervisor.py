@@ -152,9 +152,20 @@ class Supervisor:
         return text_response("ok\n")
 
     async def _readyz(self) -> Response:
+        """Not ready until the first configuration is live in every data plane.
+
+        After that, trouble with the source (an API server outage) does not make the
+        gateway unready: it keeps serving the last good configuration, and readiness
+        failing on every node at once would take the whole gateway out of its load
+        balancers. The body says so.
+        """
+        trouble = self.source.health()
         if self.ready.is_set() and not self.not_ready_reason:
+            if trouble:
+                return text_response(f"ready, serving the last good configuration; {trouble}\n")
             return text_response("ready\n")
-        return text_response(f"not ready: {self.not_ready_reason}\n", 503)
+        suffix = f"; {trouble}" if trouble else ""
+        return text_response(f"not ready: {self.not_ready_reason}{suffix}\n", 503)
 
     async def _status(self) -> Response:
         return json_response(self.status.as_list(self.store.get_key))

@@ -10,7 +10,7 @@ before anything walks the data, as are files over ``MAX_FILE_BYTES``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -38,6 +38,9 @@ class DocumentError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Document:
     line: int  # 1-based line of the document's first node
+    #: The document's own text (from its first node to its last), a cache key.
+    source: str
+    #: The parsed data; None when the caller asked to skip constructing it.
     data: Any
 
 
@@ -62,17 +65,26 @@ def _check_size(root: yaml.Node) -> None:
         stack.extend((c, depth + 1) for c in children)
 
 
-def load_documents(text: str | bytes) -> Iterator[Document]:
+def load_documents(text: str | bytes, skip: Callable[[str], bool] | None = None) -> Iterator[Document]:
     """Yield each non-empty document. Raises DocumentError (with a line) on bad YAML.
 
+    ``skip(source)`` may say that a document's data is not needed (the caller has the
+    result for that exact text already): its data is then not constructed, which is
+    most of the cost of re-reading a large file in which one document changed.
     Documents before the first error are yielded; the caller decides what a partial
     file means (kgw keeps the file's previous objects, see ``controller.files``).
     """
     if len(text) > MAX_FILE_BYTES:
         raise DocumentError(1, f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = text[:exc.start].count(b"\n") + 1
+            raise DocumentError(line, f"not UTF-8 text: {exc.reason}") from None
     # Aliases need an anchor ("&"); without one no document can expand, so the walk
     # (pure Python, slow on big files) is only needed when the text has one.
-    may_alias = (b"&" in text) if isinstance(text, bytes) else ("&" in text)
+    may_alias = "&" in text
     loader = _Loader(text)
     try:
         while True:
@@ -91,6 +103,10 @@ def load_documents(text: str | bytes) -> Iterator[Document]:
             if may_alias:
                 _check_size(node)
             line = node.start_mark.line + 1
+            source = text[node.start_mark.index:node.end_mark.index]
+            if skip is not None and skip(source):
+                yield Document(line, source, None)
+                continue
             try:
                 data = loader.construct_document(node)
             except yaml.YAMLError as exc:
@@ -98,6 +114,6 @@ def load_documents(text: str | bytes) -> Iterator[Document]:
             except RecursionError:
                 raise DocumentError(line, "document nests too deeply") from None
             if data is not None:
-                yield Document(line, data)
+                yield Document(line, source, data)
     finally:
         loader.dispose()

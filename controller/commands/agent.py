@@ -57,30 +57,6 @@ def node_addresses(flag: str | None) -> tuple[str, ...]:
     return discover_addresses()
 
 
-def install_readiness(server: Any, sup: Supervisor, source: KubeSource) -> None:
-    """Make ``/readyz`` name the API server's trouble as well as the supervisor's.
-
-    Before the first configuration: not ready, and why (for example the API server is
-    unreachable). After it: an API server outage does not make the agent unready — it
-    keeps serving the last good configuration, and readiness failing on every node at
-    once would take the whole gateway out of its load balancers — but the 200 says so.
-    """
-    from controller.admin import text_response
-
-    inner = server.routes["/readyz"]
-
-    async def readyz() -> Any:
-        status, ctype, body = await inner()
-        trouble = source.health()
-        if not trouble:
-            return status, ctype, body
-        if status != 200:
-            return text_response(body.decode().rstrip("\n") + f"; {trouble}\n", status)
-        return text_response(f"ready, serving the last good configuration; {trouble}\n")
-
-    server.routes["/readyz"] = readyz
-
-
 def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     logging.basicConfig(level=args.log_level.upper(), stream=env.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -120,15 +96,15 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     l7 = L7Plane(workers=args.workers, access_log=args.access_log)
     await l7.start()
     interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
-    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=nodes[0])
+    # The kernel plane SNATs to one IPv4 address; Gateway status reports them all.
+    snat = next((a for a in nodes if ":" not in a), None)
+    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat)
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4, status_writer=writer)
     admin = await serve_admin(sup, args.admin_address)
-    install_readiness(admin, sup, source)
     public = None
     if args.metrics_address:
         public = sup.admin()
         public.routes = {p: h for p, h in public.routes.items() if p in PUBLIC_PAGES}
-        install_readiness(public, sup, source)
         host, _, port = args.metrics_address.rpartition(":")
         await public.start(host.strip("[]") or "0.0.0.0", int(port))
     log.info("kgw agent %s: admin API on http://%s, metrics on %s (l4 mode: %s)", elector.identity,

@@ -212,7 +212,7 @@ def _secret_rules(secret: dict, path: str) -> Iterable[FieldError]:
     if secret.get("type") == "kubernetes.io/tls":
         for key in TLS_SECRET_KEYS:
             if key not in data and key not in secret.get("stringData", {}):
-                yield FieldError(index(join(path, "data"), key), f"required for a Secret of type kubernetes.io/tls")
+                yield FieldError(index(join(path, "data"), key), "required for a Secret of type kubernetes.io/tls")
     if _decoded_size(data) > MAX_DATA_SIZE:
         yield FieldError(join(path, "data"), f"Too long: may not be more than {MAX_DATA_SIZE} bytes")
 

@@ -1,0 +1,41 @@
+"""Gateway API objects -> L7Config, L4Config and status (kgateway-style translator).
+
+``translate(store)`` is a pure function; ``Translator.update(store, changed)`` gives the
+same result while re-resolving only what ``changed`` affects. Bad user input never
+raises: it becomes a condition in the returned statuses.
+
+One module per hop:
+
+    gateway.py     GatewayClass / Gateway -> GatewayIR (addresses, conflicts, port sharing)
+    listener.py    one listener: protocol, route kinds, TLS certificates, allowedRoutes
+    route.py       parentRef attachment (any route kind) -> RouteResult
+    httproute.py   HTTPRoute / GRPCRoute rules and matches
+    filters.py     HTTPRoute filters -> kgw_l7 Filters
+    backend.py     backendRef -> Service port -> ready endpoints
+    backendtls.py  BackendTLSPolicy -> UpstreamTLS, policy conditions
+    refgrant.py    ReferenceGrant checks
+    hostname.py    hostname matching / intersection
+    precedence.py  match precedence (the one place it lives)
+    emit_l7.py     IR -> L7Config (virtual hosts, listener isolation)
+    emit_l4.py     IR -> L4Config (TCP/UDP frontends, TLS passthrough)
+    status.py      IR -> status stanzas; conditions.py: types and reasons
+    translator.py  the full / incremental driver, Options, Translation
+
+Choices where the spec leaves room (or kgw cannot do something yet):
+
+* An ExtensionRef filter can never be resolved (kgw has no custom filters): the rule
+  answers 500 and the route gets ResolvedRefs=False, reason InvalidKind.
+* TLS listeners in Terminate mode: neither data plane can terminate TLS for TLSRoutes;
+  the listener gets Accepted=False, reason UnsupportedValue.
+* Several TCPRoutes/UDPRoutes on one listener: all Accepted; the oldest carries traffic.
+* RegularExpression paths rank between Exact and PathPrefix (like Envoy Gateway).
+* Gateways share sockets: without spec.addresses (or Options.gateway_addresses) every
+  Gateway binds 0.0.0.0; listeners of different Gateways on one port merge when their
+  protocols are compatible, else the younger one gets Accepted=False PortUnavailable.
+
+The configs carry ``generation`` 0; the publisher numbers the configs it sends.
+"""
+
+from controller.translate.translator import Options, Translation, Translator, translate
+
+__all__ = ["Options", "Translation", "Translator", "translate"]

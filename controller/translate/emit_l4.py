@@ -1,0 +1,68 @@
+"""IR -> kgw_l4.config.L4Config: TCP/UDP frontends and TLS passthrough by SNI.
+
+Several TCPRoutes (or UDPRoutes) on one listener are all Accepted, but only the oldest
+(then namespace/name order) carries traffic: a frontend forwards without looking at
+the data, so there is nothing to choose a route by (conformance
+TCPRouteMultipleRoutesAttachment).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Mapping
+
+from controller.objects import ObjectKey
+from controller.translate.emit_l7 import owners
+from controller.translate.ir import GatewayIR, L4Contribution, ListenerIR
+from kgw_l4 import config as l4
+
+
+def build(gateways: Mapping[ObjectKey, GatewayIR], contributions: Iterable[L4Contribution]) -> l4.L4Config:
+    frontends: dict[tuple[str, int, str, tuple], tuple[ListenerIR, list[L4Contribution]]] = {}
+    tls_binds: dict[tuple[str, int], list[ListenerIR]] = defaultdict(list)
+    for gk in sorted(gateways):
+        g = gateways[gk]
+        if not g.accepted:
+            continue
+        for lis in g.listeners:
+            if not lis.programmed:
+                continue
+            for addr in g.binds:
+                if lis.protocol in ("TCP", "UDP"):
+                    frontends[(addr, lis.port, lis.protocol, lis.id)] = (lis, [])
+                elif lis.protocol == "TLS":
+                    tls_binds[(addr, lis.port)].append(lis)
+    sni: dict[tuple[str, int], list[L4Contribution]] = defaultdict(list)
+    for con in contributions:
+        if con.protocol in ("TCP", "UDP"):
+            fe = frontends.get((con.bind[0], con.bind[1], con.protocol, con.listener.id))
+            if fe is not None:
+                fe[1].append(con)
+        elif con.bind in tls_binds:
+            sni[con.bind].append(con)
+
+    fes = []
+    for (addr, port, proto, lid), (lis, cons) in frontends.items():
+        cons.sort(key=lambda x: (x.created, x.route_key))
+        backends = cons[0].backends if cons else ()
+        fes.append(l4.Frontend(name=f"{lid[0].namespace}/{lid[0].name}/{lis.name}", address=addr,
+                               port=port, protocol=proto, backends=backends))  # type: ignore[arg-type]
+    fes.sort(key=lambda f: (f.port, f.protocol, f.address, f.name))
+
+    passthrough = []
+    for bind in sorted(tls_binds, key=lambda b: (b[1], b[0])):
+        listeners = tls_binds[bind]
+        by_route: dict[ObjectKey, tuple[set[str], tuple[l4.BackendGroup, ...]]] = {}
+        for con in sorted(sni.get(bind, ()), key=lambda x: (x.created, x.route_key)):
+            # Listener isolation by SNI, as for HTTP Host (emit_l7).
+            hosts = {h for h in con.hostnames if con.listener.id in owners(listeners, h)}
+            if not hosts:
+                continue
+            entry = by_route.setdefault(con.route_key, (set(), con.backends))
+            entry[0].update(hosts)
+        routes = tuple(
+            l4.SNIRoute(name=f"{k.namespace}/{k.name}", hostnames=tuple(sorted(hosts)), backends=backends)
+            for k, (hosts, backends) in by_route.items()  # oldest first: it wins a shared SNI
+        )
+        passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], routes=routes))
+    return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))

@@ -1,0 +1,164 @@
+"""HTTPRoute and GRPCRoute rules -> kgw_l7 rules and matches (gateway left blank).
+
+The Gateway a rule is served for is filled in by route.py once parents are known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from controller.objects import ObjectKey
+from controller.translate import backend as be
+from controller.translate import conditions as c
+from controller.translate.filters import resolve_filters
+from controller.translate.ir import Cond
+from controller.translate.reader import Reader
+from controller.translate.util import as_dict, as_int, as_list, as_str, parse_duration, spec
+from kgw_l7 import config as l7
+
+
+@dataclass
+class RulesResult:
+    #: (rule index, rule with gateway "", matches)
+    rules: list[tuple[int, l7.Rule, tuple[l7.RouteMatch, ...]]] = field(default_factory=list)
+    problems: list[Cond] = field(default_factory=list)
+    services: set[ObjectKey] = field(default_factory=set)
+
+
+def _regex_ok(value: str) -> bool:
+    try:
+        re.compile(value)
+    except re.error:
+        return False
+    return True
+
+
+def _value_matches(raw: object, cls: type, problems: list[Cond]) -> tuple:
+    out = []
+    for m in map(as_dict, as_list(raw)):
+        name = as_str(m.get("name"))
+        value = as_str(m.get("value"))
+        t = as_str(m.get("type"), "Exact") or "Exact"
+        if not name:
+            continue
+        if t not in ("Exact", "RegularExpression") or (t == "RegularExpression" and not _regex_ok(value)):
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"invalid {cls.__name__} {name}"))
+            continue
+        out.append(cls(name=name, value=value, type=t))
+    return tuple(out)
+
+
+def http_match(raw: dict, problems: list[Cond]) -> l7.RouteMatch | None:
+    p = as_dict(raw.get("path"))
+    ptype = as_str(p.get("type"), "PathPrefix") or "PathPrefix"
+    pval = as_str(p.get("value"), "/") or "/"
+    if ptype not in ("Exact", "PathPrefix", "RegularExpression") or (
+        ptype == "RegularExpression" and not _regex_ok(pval)
+    ) or (ptype != "RegularExpression" and not pval.startswith("/")):
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"unsupported path match {ptype} {pval!r}"))
+        return None
+    method = as_str(raw.get("method")) or None
+    return l7.RouteMatch(
+        path=l7.PathMatch(ptype, pval),  # type: ignore[arg-type]
+        headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems),
+        query_params=_value_matches(raw.get("queryParams"), l7.QueryParamMatch, problems),
+        method=method.upper() if method else None,
+    )
+
+
+def grpc_match(raw: dict, problems: list[Cond]) -> l7.RouteMatch | None:
+    """gRPC method match -> HTTP/2 path: /service/method."""
+    m = as_dict(raw.get("method"))
+    t = as_str(m.get("type"), "Exact") or "Exact"
+    svc, meth = as_str(m.get("service")), as_str(m.get("method"))
+    if t == "Exact":
+        if svc and meth:
+            path = l7.PathMatch("Exact", f"/{svc}/{meth}")
+        elif svc:
+            path = l7.PathMatch("PathPrefix", f"/{svc}")
+        elif meth:
+            path = l7.PathMatch("RegularExpression", f"/[^/]+/{re.escape(meth)}")
+        else:
+            path = l7.PathMatch()
+    elif t == "RegularExpression":
+        if (svc and not _regex_ok(svc)) or (meth and not _regex_ok(meth)):
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, "invalid gRPC method regex"))
+            return None
+        path = l7.PathMatch("RegularExpression", f"/{svc or '[^/]+'}/{meth or '[^/]+'}")
+    else:
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"unsupported method match type {t!r}"))
+        return None
+    return l7.RouteMatch(path=path, headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems))
+
+
+def _timeout(value: object) -> float | None:
+    d = parse_duration(value)
+    return d if d else None  # "0s" disables the timeout
+
+
+def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
+    grpc = key.kind == "GRPCRoute"
+    default_proto: l7.BackendProtocol = "h2c" if grpc else "http"
+    res = RulesResult()
+    rules = as_list(spec(route).get("rules")) or [{}]
+    for ri, raw in enumerate(map(as_dict, rules)):
+        rname = as_str(raw.get("name"))
+        name = f"{key.namespace}/{key.name}/{rname or ri}"
+        raw_matches = as_list(raw.get("matches")) or [{}]
+        matches = []
+        for m in map(as_dict, raw_matches):
+            rm = (grpc_match if grpc else http_match)(m, res.problems)
+            if rm is not None:
+                matches.append(rm)
+        fr = resolve_filters(reader, raw.get("filters"), key.kind, key.namespace, default_proto)
+        res.problems.extend(fr.problems)
+        res.services.update(b.service for b in fr.mirrors if b.service is not None)
+        backends = []
+        for ref in map(as_dict, as_list(raw.get("backendRefs"))):
+            rb = be.resolve(reader, ref, key.kind, key.namespace)
+            if rb.problem is not None:
+                res.problems.append(rb.problem)
+            if rb.service is not None:
+                res.services.add(rb.service)
+            bf = resolve_filters(reader, ref.get("filters"), key.kind, key.namespace, default_proto)
+            res.problems.extend(bf.problems)
+            res.services.update(b.service for b in bf.mirrors if b.service is not None)
+            b = rb.l7(filters=None if bf.filters == l7.Filters() else bf.filters, default_protocol=default_proto)
+            if bf.fail:
+                b = l7.Backend(name=b.name, weight=b.weight, filters=b.filters, error_status=500)
+            backends.append(b)
+        rule_filters = fr.filters
+        live = [b for b in backends if b.weight > 0]
+        if len(live) == 1 and live[0].filters is not None and live[0].filters.redirect is not None \
+                and rule_filters.redirect is None and live[0].error_status is None:
+            # A redirect on the only backend answers every request of the rule: state it
+            # on the rule, where the proxy applies redirects (identical behaviour).
+            bf_ = live[0].filters
+            rule_filters = dataclasses.replace(rule_filters, redirect=bf_.redirect)
+            rest = dataclasses.replace(bf_, redirect=None)
+            backends[backends.index(live[0])] = dataclasses.replace(
+                live[0], filters=None if rest == l7.Filters() else rest)
+        direct = None
+        if fr.fail:
+            direct = 500
+        elif not backends and rule_filters.redirect is None:
+            direct = 500
+        timeouts = as_dict(raw.get("timeouts"))
+        retry = None
+        rraw = raw.get("retry")
+        if isinstance(rraw, dict):
+            codes = tuple(sorted({x for x in (as_int(v) for v in as_list(rraw.get("codes"))) if x is not None}))
+            attempts = as_int(rraw.get("attempts"), 1)
+            retry = l7.Retry(attempts=attempts if attempts is not None and attempts >= 0 else 1,
+                             codes=codes, backoff=parse_duration(rraw.get("backoff")))
+        rule = l7.Rule(
+            name=name, route=f"{key.namespace}/{key.name}", gateway="",
+            filters=rule_filters, backends=tuple(backends), direct_status=direct,
+            request_timeout=_timeout(timeouts.get("request")),
+            backend_timeout=_timeout(timeouts.get("backendRequest")),
+            retry=retry,
+        )
+        res.rules.append((ri, rule, tuple(matches)))
+    return res

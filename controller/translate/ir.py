@@ -1,0 +1,144 @@
+"""The internal representation between Gateway API objects and the data-plane configs.
+
+Every record is frozen and compares by value, so the incremental Translator can tell
+whether a resolved Gateway changed and reuse whatever depends only on unchanged ones.
+Conditions are kept as ``Cond`` tuples; the status module turns them into API dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controller.objects import ObjectKey
+from kgw_l7 import config as l7
+from kgw_l4 import config as l4
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    type: str
+    ok: bool
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """A label selector, frozen. ``valid`` False matches nothing."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    #: (key, operator, values)
+    match_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    valid: bool = True
+
+    def matches(self, labels: dict) -> bool:
+        if not self.valid:
+            return False
+        for k, v in self.match_labels:
+            if labels.get(k) != v:
+                return False
+        for k, op, values in self.match_expressions:
+            if op == "In":
+                if labels.get(k) not in values:
+                    return False
+            elif op == "NotIn":
+                if k in labels and labels[k] in values:
+                    return False
+            elif op == "Exists":
+                if k not in labels:
+                    return False
+            elif op == "DoesNotExist":
+                if k in labels:
+                    return False
+            else:
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerIR:
+    gateway: ObjectKey
+    name: str
+    port: int
+    protocol: str
+    hostname: str | None
+    #: "Terminate" / "Passthrough" for TLS-capable protocols, else None.
+    tls_mode: str | None
+    #: "Same" / "All" / "Selector" / "None"
+    allowed_from: str
+    selector: Selector | None
+    supported_kinds: tuple[str, ...]
+    certificates: tuple[l7.Certificate, ...]
+    conditions: tuple[Cond, ...]
+    #: Routes may attach (Accepted=True and not conflicted).
+    accepted: bool
+    #: The data planes serve it.
+    programmed: bool
+
+    @property
+    def id(self) -> tuple[ObjectKey, str]:
+        return (self.gateway, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayIR:
+    key: ObjectKey
+    generation: int
+    class_name: str
+    accepted: bool
+    conditions: tuple[Cond, ...]
+    listeners: tuple[ListenerIR, ...]
+    #: Addresses reported in status (type IPAddress).
+    addresses: tuple[str, ...]
+    #: Addresses the data planes bind for this Gateway.
+    binds: tuple[str, ...]
+    created: str = ""
+    #: (cert PEM, key PEM) presented to TLS backends (spec.tls.backend.clientCertificateRef).
+    backend_client_cert: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParentResult:
+    """One parentRef of a route that names a Gateway of ours."""
+
+    parent_ref: tuple[tuple[str, object], ...]  # the normalized parentRef, as sorted items
+    gateway: ObjectKey
+    accepted: Cond
+    #: (listener, effective hostnames) the route attached to.
+    listeners: tuple[tuple[ListenerIR, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class L7Contribution:
+    """Routes one route adds to one virtual host of one bound socket."""
+
+    bind: tuple[str, int]
+    hostname: str
+    listener: ListenerIR
+    #: (precedence key, route) pairs
+    routes: tuple[tuple[tuple, l7.Route], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class L4Contribution:
+    bind: tuple[str, int]
+    protocol: str  # "TCP" / "UDP" / "TLS"
+    listener: ListenerIR
+    route_key: ObjectKey
+    created: str
+    backends: tuple[l4.BackendGroup, ...]
+    hostnames: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    key: ObjectKey
+    generation: int
+    parents: tuple[ParentResult, ...]
+    resolved_refs: Cond
+    l7: tuple[L7Contribution, ...] = ()
+    l4: tuple[L4Contribution, ...] = ()
+    #: (Service key, Gateway key) pairs, for BackendTLSPolicy ancestors.
+    services: frozenset = field(default_factory=frozenset)
+    #: Everything read while resolving it.
+    deps: frozenset = field(default_factory=frozenset)

@@ -1,0 +1,163 @@
+"""One Gateway listener: protocol, route kinds, TLS, allowedRoutes -> ListenerIR.
+
+Conflicts between listeners need all of a Gateway's listeners and are decided in
+``gateway.py``; this module validates one listener on its own.
+"""
+
+from __future__ import annotations
+
+from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.translate import conditions as c
+from controller.translate import hostname as hn
+from controller.translate import refgrant
+from controller.translate.ir import Cond, ListenerIR, Selector
+from controller.translate.reader import Reader
+from controller.translate.tlscert import tls_secret
+from controller.translate.util import as_dict, as_int, as_list, as_str, ref_group
+from kgw_l7 import config as l7
+
+#: Route kinds each protocol accepts, in the order supportedKinds lists them.
+PROTOCOL_KINDS: dict[str, tuple[str, ...]] = {
+    "HTTP": ("HTTPRoute", "GRPCRoute"),
+    "HTTPS": ("HTTPRoute", "GRPCRoute"),
+    "TLS": ("TLSRoute",),
+    "TCP": ("TCPRoute",),
+    "UDP": ("UDPRoute",),
+}
+
+
+def parse_selector(raw: object) -> Selector:
+    sel = as_dict(raw)
+    labels = as_dict(sel.get("matchLabels"))
+    exprs = []
+    valid = all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+    for e in as_list(sel.get("matchExpressions")):
+        e = as_dict(e)
+        op = as_str(e.get("operator"))
+        values = tuple(sorted(v for v in as_list(e.get("values")) if isinstance(v, str)))
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist") or not as_str(e.get("key")):
+            valid = False
+        if op in ("In", "NotIn") and not values:
+            valid = False
+        exprs.append((as_str(e.get("key")), op, values))
+    return Selector(
+        tuple(sorted((k, v) for k, v in labels.items() if isinstance(v, str))),
+        tuple(sorted(exprs)),
+        valid,
+    )
+
+
+def _route_kinds(protocol: str, allowed: dict) -> tuple[tuple[str, ...], bool]:
+    """(supported kinds, all requested kinds valid)."""
+    valid_for = PROTOCOL_KINDS.get(protocol, ())
+    kinds = allowed.get("kinds")
+    if not isinstance(kinds, list) or not kinds:
+        return valid_for, True
+    out: list[str] = []
+    ok = True
+    for k in map(as_dict, kinds):
+        kind = as_str(k.get("kind"))
+        if ref_group(k) == GATEWAY_GROUP and kind in valid_for:
+            if kind not in out:
+                out.append(kind)
+        else:
+            ok = False
+    return tuple(out), ok
+
+
+def _certificates(
+    reader: Reader, gw: ObjectKey, tls: dict, server_names: tuple[str, ...]
+) -> tuple[tuple[l7.Certificate, ...], Cond | None]:
+    refs = as_list(tls.get("certificateRefs"))
+    if not refs:
+        return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, "no certificateRefs")
+    certs: list[l7.Certificate] = []
+    for ref in map(as_dict, refs):
+        group, kind = ref_group(ref, ""), as_str(ref.get("kind"), "Secret") or "Secret"
+        name = as_str(ref.get("name"))
+        ns = as_str(ref.get("namespace")) or gw.namespace
+        where = f"{kind} {ns}/{name}"
+        if group != "" or kind != "Secret":
+            return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
+                            f"unsupported certificateRef {group or 'core'}/{kind}")
+        if not refgrant.permitted(reader, GATEWAY_GROUP, "Gateway", gw.namespace, "", "Secret", ns, name):
+            return (), Cond(c.RESOLVED_REFS, False, c.R_REF_NOT_PERMITTED,
+                            f"{where} is in another namespace and no ReferenceGrant allows it")
+        secret = reader.get("Secret", ns, name)
+        if secret is None:
+            return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, f"{where} not found")
+        pair = tls_secret(secret)
+        if isinstance(pair, str):
+            return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, f"{where}: {pair}")
+        certs.append(l7.Certificate(server_names, pair[0], pair[1]))
+    return tuple(certs), None
+
+
+def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
+    """Validate one listener; conflicts are applied later by the Gateway."""
+    name = as_str(raw.get("name"))
+    protocol = as_str(raw.get("protocol"))
+    port = as_int(raw.get("port"), 0) or 0
+    h = as_str(raw.get("hostname"))
+    hostname = hn.normalize(h) if h else None
+    allowed = as_dict(raw.get("allowedRoutes"))
+    ns_sel = as_dict(allowed.get("namespaces"))
+    allowed_from = as_str(ns_sel.get("from"), "Same") or "Same"
+    selector = parse_selector(ns_sel.get("selector")) if allowed_from == "Selector" else None
+    tls = as_dict(raw.get("tls"))
+    tls_mode = None
+    problems: list[Cond] = []
+    certs: tuple[l7.Certificate, ...] = ()
+
+    supported, kinds_ok = _route_kinds(protocol, allowed)
+    if protocol not in PROTOCOL_KINDS:
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_PROTOCOL,
+                             f"protocol {protocol!r} is not supported"))
+        supported = ()
+    elif not (1 <= port <= 65535):
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"port {port} out of range"))
+    if allowed_from not in ("Same", "All", "Selector", "None"):
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                             f"allowedRoutes.namespaces.from {allowed_from!r} is not supported"))
+    if protocol in ("HTTPS", "TLS"):
+        tls_mode = as_str(tls.get("mode"), "Terminate") or "Terminate"
+        if protocol == "HTTPS" and tls_mode != "Terminate":
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                 "HTTPS listeners must use tls.mode Terminate"))
+        elif protocol == "TLS" and tls_mode == "Terminate":
+            # The L4 plane only splices TLS by SNI; terminating TLS for TLSRoutes is not
+            # implemented by either data plane yet.
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                 "TLS listeners with tls.mode Terminate are not supported; use Passthrough"))
+        elif protocol == "TLS" and tls_mode != "Passthrough":
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                 f"tls.mode {tls_mode!r} is not supported"))
+    if protocol == "HTTPS" and tls_mode == "Terminate":
+        certs, cond = _certificates(reader, gw, tls, (hostname or "*",))
+        if cond is not None:
+            problems.append(cond)
+    if not kinds_ok:
+        problems.append(Cond(c.RESOLVED_REFS, False, c.R_INVALID_ROUTE_KINDS,
+                             "allowedRoutes.kinds names kinds this listener cannot serve"))
+
+    accepted_bad = next((p for p in problems if p.type == c.ACCEPTED), None)
+    if accepted_bad is not None:
+        supported = ()  # a listener that is not accepted serves no kind
+    refs_bad = next((p for p in problems if p.type == c.RESOLVED_REFS), None)
+    conds = [
+        accepted_bad or Cond(c.ACCEPTED, True, c.R_ACCEPTED, "listener accepted"),
+        Cond(c.CONFLICTED, False, c.R_NO_CONFLICTS, "no conflicts"),
+        refs_bad or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, "all references resolved"),
+    ]
+    programmed = accepted_bad is None and refs_bad is None
+    conds.append(
+        Cond(c.PROGRAMMED, True, c.R_PROGRAMMED, "listener programmed")
+        if programmed
+        else Cond(c.PROGRAMMED, False, c.R_INVALID, (accepted_bad or refs_bad).message)  # type: ignore[union-attr]
+    )
+    return ListenerIR(
+        gateway=gw, name=name, port=port, protocol=protocol, hostname=hostname,
+        tls_mode=tls_mode, allowed_from=allowed_from, selector=selector,
+        supported_kinds=supported, certificates=certs, conditions=tuple(conds),
+        accepted=accepted_bad is None, programmed=programmed,
+    )

@@ -1,0 +1,214 @@
+"""A route of any kind: parentRef attachment, then the per-kind rules -> RouteResult.
+
+Attachment follows the spec's order of checks for each parentRef naming one of our
+Gateways: sectionName/port must select listeners (else NoMatchingParent); those must
+accept the route's kind and namespace (else NotAllowedByListeners); and, for routes
+with hostnames, share a hostname with it (else NoMatchingListenerHostname).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.translate import backend as be
+from controller.translate import conditions as c
+from controller.translate import hostname as hn
+from controller.translate.httproute import resolve_rules
+from controller.translate.ir import (
+    Cond, GatewayIR, L4Contribution, L7Contribution, ListenerIR, ParentResult, RouteResult,
+)
+from controller.translate.precedence import sort_key
+from controller.translate.reader import Reader
+from controller.translate.util import (
+    as_dict, as_int, as_list, as_str, creation_timestamp, gen, meta, ref_group, spec,
+)
+from kgw_l4 import config as l4
+from kgw_l7 import config as l7
+
+L7_KINDS = ("HTTPRoute", "GRPCRoute")
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def normalized_parent_ref(ref: dict, route_ns: str) -> dict:
+    """The parentRef as status reports it: explicit group, kind and namespace."""
+    out: dict = {
+        "group": ref_group(ref),
+        "kind": ref_kind_of(ref),
+        "namespace": as_str(ref.get("namespace")) or route_ns,
+        "name": as_str(ref.get("name")),
+    }
+    if as_str(ref.get("sectionName")):
+        out["sectionName"] = as_str(ref.get("sectionName"))
+    port = as_int(ref.get("port"))
+    if port is not None:
+        out["port"] = port
+    return out
+
+
+def ref_kind_of(ref: dict) -> str:
+    return as_str(ref.get("kind"), "Gateway") or "Gateway"
+
+
+def namespace_allowed(reader: Reader, lis: ListenerIR, route_ns: str) -> bool:
+    if lis.allowed_from == "All":
+        return True
+    if lis.allowed_from == "Same":
+        return route_ns == lis.gateway.namespace
+    if lis.allowed_from == "Selector" and lis.selector is not None:
+        ns = reader.get("Namespace", "", route_ns)
+        labels = dict(as_dict(meta(ns).get("labels"))) if ns is not None else {}
+        labels.setdefault(NAMESPACE_NAME_LABEL, route_ns)
+        return lis.selector.matches(labels)
+    return False
+
+
+def attach(
+    reader: Reader, key: ObjectKey, route_hostnames: list[str], ref: dict, gw: GatewayIR
+) -> ParentResult:
+    nref = normalized_parent_ref(ref, key.namespace)
+    items = tuple(sorted(nref.items()))
+    section, port = nref.get("sectionName"), nref.get("port")
+    cands = [lis for lis in gw.listeners
+             if (section is None or lis.name == section) and (port is None or lis.port == port)]
+    if not gw.accepted:
+        return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_PARENT,
+                                                "the Gateway is not accepted"))
+    if not cands:
+        what = " and ".join(x for x in (section and f"sectionName {section!r}",
+                                        port is not None and f"port {port}") if x)
+        return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_PARENT,
+                                                f"no listener matches {what}"))
+    allowed = [lis for lis in cands
+               if lis.accepted and key.kind in lis.supported_kinds and namespace_allowed(reader, lis, key.namespace)]
+    if not allowed:
+        return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NOT_ALLOWED_BY_LISTENERS,
+                                                f"no listener allows a {key.kind} from namespace {key.namespace}"))
+    attached: list[tuple[ListenerIR, tuple[str, ...]]] = []
+    for lis in allowed:
+        if key.kind in ("TCPRoute", "UDPRoute"):
+            attached.append((lis, ()))
+            continue
+        hosts = hn.intersect_all(lis.hostname, route_hostnames)
+        if hosts:
+            attached.append((lis, tuple(hosts)))
+    if not attached:
+        return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_LISTENER_HOSTNAME,
+                                                "no listener hostname intersects the route's hostnames"))
+    return ParentResult(items, gw.key, Cond(c.ACCEPTED, True, c.R_ACCEPTED, "route accepted"), tuple(attached))
+
+
+def _l4_backends(reader: Reader, route: dict, key: ObjectKey, problems: list[Cond], services: set) -> tuple[l4.BackendGroup, ...]:
+    groups: list[l4.BackendGroup] = []
+    for rule in map(as_dict, as_list(spec(route).get("rules"))):
+        for ref in map(as_dict, as_list(rule.get("backendRefs"))):
+            rb = be.resolve(reader, ref, key.kind, key.namespace, with_tls=False)
+            if rb.problem is not None:
+                problems.append(rb.problem)
+            if rb.service is not None:
+                services.add(rb.service)
+            groups.append(rb.l4())
+    return tuple(groups)
+
+
+def with_client_certificate(rule: l7.Rule, client: tuple[str, str]) -> l7.Rule:
+    """The Gateway's backend client certificate on every TLS backend of the rule."""
+    def fix(b: l7.Backend) -> l7.Backend:
+        if b.tls is None:
+            return b
+        return dataclasses.replace(b, tls=dataclasses.replace(b.tls, client_cert_pem=client[0], client_key_pem=client[1]))
+
+    mirrors = tuple(dataclasses.replace(m, backend=fix(m.backend)) for m in rule.filters.mirrors)
+    return dataclasses.replace(rule, backends=tuple(fix(b) for b in rule.backends),
+                               filters=dataclasses.replace(rule.filters, mirrors=mirrors))
+
+
+def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, GatewayIR]) -> RouteResult | None:
+    """None when the route names no Gateway of ours (it gets no status from us)."""
+    key = ObjectKey.of(route)
+    s = spec(route)
+    parents: list[ParentResult] = []
+    seen: set = set()
+    hostnames = [hn.normalize(h) for h in as_list(s.get("hostnames")) if isinstance(h, str) and h]
+    for ref in map(as_dict, as_list(s.get("parentRefs"))):
+        if ref_group(ref) != GATEWAY_GROUP or ref_kind_of(ref) != "Gateway":
+            continue
+        ns = as_str(ref.get("namespace")) or key.namespace
+        name = as_str(ref.get("name"))
+        gkey = ObjectKey("Gateway", ns, name)
+        reader.deps.add(gkey)
+        gw = gateways.get(gkey)
+        if gw is None:
+            continue
+        pr = attach(reader, key, hostnames, ref, gw)
+        if pr.parent_ref in seen:
+            continue
+        seen.add(pr.parent_ref)
+        parents.append(pr)
+    if not parents:
+        return None
+
+    problems: list[Cond] = []
+    services: set[ObjectKey] = set()
+    l7c: list[L7Contribution] = []
+    l4c: list[L4Contribution] = []
+    created = creation_timestamp(route)
+    # A listener reached through several parentRefs (say, by name and by port) serves
+    # the route once.
+    attached = []
+    seen_listeners: set = set()
+    for p in parents:
+        if p.accepted.ok:
+            for lis, hosts in p.listeners:
+                if lis.id not in seen_listeners:
+                    seen_listeners.add(lis.id)
+                    attached.append((p, lis, hosts))
+
+    if key.kind in L7_KINDS:
+        rr = resolve_rules(reader, route, key)
+        problems.extend(rr.problems)
+        services |= rr.services
+        per_gw: dict[ObjectKey, list] = {}
+        for p, lis, hosts in attached:
+            if not lis.programmed:
+                continue
+            if p.gateway not in per_gw:
+                gname = f"{p.gateway.namespace}/{p.gateway.name}"
+                client = gateways[p.gateway].backend_client_cert
+                entries = []
+                for ri, rule, matches in rr.rules:
+                    rule = dataclasses.replace(rule, gateway=gname)
+                    if client is not None:
+                        rule = with_client_certificate(rule, client)
+                    for mi, m in enumerate(matches):
+                        entries.append((sort_key(m, created, key.namespace, key.name, ri, mi), l7.Route(m, rule)))
+                per_gw[p.gateway] = entries
+            routes = tuple(per_gw[p.gateway])
+            for addr in gateways[p.gateway].binds:
+                for h in hosts:
+                    l7c.append(L7Contribution((addr, lis.port), h, lis, routes))
+    else:
+        groups = _l4_backends(reader, route, key, problems, services)
+        for p, lis, hosts in attached:
+            if not lis.programmed:
+                continue
+            proto = {"TCPRoute": "TCP", "UDPRoute": "UDP", "TLSRoute": "TLS"}[key.kind]
+            if lis.protocol != proto:
+                continue
+            for addr in gateways[p.gateway].binds:
+                l4c.append(L4Contribution((addr, lis.port), proto, lis, key, created, groups, hosts))
+
+    refs_bad = next((p for p in problems if p.type == c.RESOLVED_REFS and not p.ok), None)
+    acc_bad = next((p for p in problems if p.type == c.ACCEPTED and not p.ok), None)
+    if acc_bad is not None:
+        parents = [dataclasses.replace(p, accepted=acc_bad, listeners=()) if p.accepted.ok else p for p in parents]
+        l7c, l4c = [], []
+    resolved = refs_bad or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, "all references resolved")
+    gws = {p.gateway for p in parents if p.accepted.ok}
+    return RouteResult(
+        key=key, generation=gen(route), parents=tuple(parents), resolved_refs=resolved,
+        l7=tuple(l7c), l4=tuple(l4c),
+        services=frozenset((svc, g) for svc in services for g in gws),
+        deps=frozenset(reader.deps),
+    )

@@ -1,0 +1,63 @@
+"""IR -> the ``status`` stanza of each object, as the Kubernetes API holds it.
+
+Conditions are sorted by type and carry observedGeneration but no lastTransitionTime
+(the status writer stamps it when a condition's status changes).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.translate.conditions import condition
+from controller.translate.ir import Cond, GatewayIR, RouteResult
+
+
+def conds(items: Iterable[Cond], generation: int) -> list[dict]:
+    return [condition(x.type, x.ok, x.reason, x.message, generation)
+            for x in sorted(items, key=lambda x: x.type)]
+
+
+def gateway_class_status(cs: tuple[Cond, ...], generation: int) -> dict:
+    return {"conditions": conds(cs, generation)}
+
+
+def gateway_status(g: GatewayIR, attached: Mapping[tuple[ObjectKey, str], int]) -> dict:
+    return {
+        "addresses": [{"type": "IPAddress", "value": a} for a in g.addresses],
+        "conditions": conds(g.conditions, g.generation),
+        "listeners": [
+            {
+                "name": lis.name,
+                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": k} for k in lis.supported_kinds],
+                "attachedRoutes": attached.get(lis.id, 0),
+                "conditions": conds(lis.conditions, g.generation),
+            }
+            for lis in g.listeners
+        ],
+    }
+
+
+def route_status(r: RouteResult, controller_name: str) -> dict:
+    parents = []
+    for p in sorted(r.parents, key=lambda p: p.parent_ref):
+        parents.append({
+            "parentRef": dict(p.parent_ref),
+            "controllerName": controller_name,
+            "conditions": conds((p.accepted, r.resolved_refs), r.generation),
+        })
+    return {"parents": parents}
+
+
+def policy_status(ancestors: Iterable[ObjectKey], accepted: Cond, resolved: Cond, generation: int,
+                  controller_name: str) -> dict:
+    return {
+        "ancestors": [
+            {
+                "ancestorRef": {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": g.namespace, "name": g.name},
+                "controllerName": controller_name,
+                "conditions": conds((accepted, resolved), generation),
+            }
+            for g in sorted(ancestors)
+        ]
+    }

@@ -1,0 +1,231 @@
+"""Translation driver: full and incremental.
+
+Gateways and GatewayClasses are re-resolved on every call (few, and cheap: certificate
+checks are cached). Routes are the bulk: each RouteResult records every key it read,
+and a later call re-resolves only routes whose own object, or something they read,
+changed -- including a Gateway whose resolved IR differs from the previous one.
+Emission then rebuilds only the virtual hosts those routes touch.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter, defaultdict
+from contextlib import contextmanager
+from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
+from controller.store import Store
+from controller.translate import backendtls, emit_l4, status
+from controller.translate import conditions as c
+from controller.translate.emit_l7 import L7Emitter
+from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
+from controller.translate.ir import Cond, GatewayIR, L4Contribution, RouteResult
+from controller.translate.reader import Reader, pseudo_keys
+from controller.translate.route import resolve_route
+from controller.translate.util import as_str, gen, spec
+from kgw_l4.config import L4Config
+from kgw_l7.config import L7Config
+
+
+@dataclass(frozen=True)
+class Options:
+    #: Reported in Gateway status.addresses when spec.addresses asks for none.
+    node_addresses: tuple[str, ...] = ("127.0.0.1",)
+    controller_name: str = CONTROLLER_NAME
+    #: If set, the addresses this node owns: a Gateway asking for another IP gets
+    #: Programmed=False AddressNotUsable. None: every IP address is taken as usable.
+    local_addresses: tuple[str, ...] | None = None
+    #: ("namespace/name", IP) pairs: the address a Gateway without spec.addresses binds
+    #: and reports, instead of 0.0.0.0 + node_addresses (one address per Gateway, as a
+    #: cloud load balancer would give; lets several Gateways use one port).
+    gateway_addresses: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Translation:
+    l7: L7Config
+    l4: L4Config
+    #: ObjectKey -> the object's ``status`` (GatewayClasses and Gateways of ours, routes
+    #: with a parentRef to one of our Gateways, BackendTLSPolicies with an ancestor).
+    statuses: Mapping[ObjectKey, dict] = field(default_factory=dict)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Translation allocates many small acyclic records; the cyclic collector's scans of
+    them cost as much as the translation itself (measured: 10k routes 1.5 s -> 0.75 s).
+    Nothing here creates cycles, so collection waits until the call is over."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class Translator:
+    def __init__(self, options: Options = Options()) -> None:
+        self.options = options
+        self._started = False
+        self._gateways: dict[ObjectKey, GatewayIR] = {}
+        self._routes: dict[ObjectKey, RouteResult] = {}
+        self._route_deps: dict[ObjectKey, frozenset[ObjectKey]] = {}
+        self._rdeps: dict[ObjectKey, set[ObjectKey]] = defaultdict(set)
+        self._slice_owner: dict[ObjectKey, list[ObjectKey]] = {}
+        self._l7 = L7Emitter()
+        self._l4: dict[ObjectKey, tuple[L4Contribution, ...]] = {}
+        self._attached: Counter = Counter()
+        self._route_status: dict[ObjectKey, dict] = {}
+        self._svc_users: dict[ObjectKey, dict[ObjectKey, frozenset[ObjectKey]]] = defaultdict(dict)
+
+    # -- change bookkeeping --------------------------------------------------------
+
+    def _expand(self, store: Store, changed: set[ObjectKey]) -> set[ObjectKey]:
+        eff = set(changed)
+        for k in changed:
+            if k.kind == "EndpointSlice":
+                eff.update(self._slice_owner.pop(k, ()))
+                obj = store.get_key(k)
+                if obj is not None:
+                    pk = pseudo_keys(k, obj)
+                    self._slice_owner[k] = pk
+                    eff.update(pk)
+            else:
+                eff.update(pseudo_keys(k, None))
+        return eff
+
+    def _resolve_gateways(self, store: Store, eff: set[ObjectKey]) -> dict[ObjectKey, tuple[Cond, ...]]:
+        reader = Reader(store)
+        classes: dict[ObjectKey, tuple[Cond, ...]] = {}
+        class_names: set[str] = set()
+        for gwc in store.list("GatewayClass"):
+            if as_str(spec(gwc).get("controllerName")) == self.options.controller_name:
+                k = ObjectKey.of(gwc)
+                classes[k] = class_conditions(reader, gwc)
+                class_names.add(k.name)
+        resolved = []
+        assigned = dict(self.options.gateway_addresses)
+        for gw in store.list("Gateway"):
+            cname = as_str(spec(gw).get("gatewayClassName"))
+            if cname in class_names:
+                k = ObjectKey.of(gw)
+                resolved.append(resolve_gateway(reader, gw, cname, self.options.node_addresses,
+                                                self.options.local_addresses,
+                                                assigned.get(f"{k.namespace}/{k.name}")))
+        new = apply_port_sharing(resolved)
+        for k, g in new.items():
+            old = self._gateways.get(k)
+            if old == g:
+                new[k] = old
+            else:
+                eff.add(k)
+        eff.update(self._gateways.keys() - new.keys())
+        self._gateways = new
+        return classes
+
+    def _drop_route(self, rk: ObjectKey) -> None:
+        for d in self._route_deps.pop(rk, ()):
+            users = self._rdeps.get(d)
+            if users is not None:
+                users.discard(rk)
+                if not users:
+                    del self._rdeps[d]
+        old = self._routes.pop(rk, None)
+        if old is None:
+            return
+        self._l7.set_route(rk, ())
+        self._l4.pop(rk, None)
+        self._route_status.pop(rk, None)
+        for lid in {lis.id for p in old.parents for lis, _ in p.listeners}:
+            self._attached[lid] -= 1
+        for svc, _g in old.services:
+            self._svc_users[svc].pop(rk, None)
+
+    def _add_route(self, store: Store, rk: ObjectKey) -> None:
+        obj = store.get_key(rk)
+        if obj is None:
+            return
+        reader = Reader(store)
+        res = resolve_route(reader, obj, self._gateways)
+        deps = frozenset(reader.deps | {rk})
+        self._route_deps[rk] = deps
+        for d in deps:
+            self._rdeps[d].add(rk)
+        if res is None:
+            return
+        self._routes[rk] = res
+        self._l7.set_route(rk, res.l7)
+        if res.l4:
+            self._l4[rk] = res.l4
+        self._route_status[rk] = status.route_status(res, self.options.controller_name)
+        for lid in {lis.id for p in res.parents for lis, _ in p.listeners}:
+            self._attached[lid] += 1
+        by_svc: dict[ObjectKey, set[ObjectKey]] = defaultdict(set)
+        for svc, g in res.services:
+            by_svc[svc].add(g)
+        for svc, gws in by_svc.items():
+            self._svc_users[svc][rk] = frozenset(gws)
+
+    # -- the entry point -------------------------------------------------------------
+
+    def update(self, store: Store, changed: set[ObjectKey]) -> Translation:
+        """Translate, redoing only what depends on ``changed`` (everything the first time)."""
+        with _gc_paused():
+            return self._update(store, changed)
+
+    def _update(self, store: Store, changed: set[ObjectKey]) -> Translation:
+        if not self._started:
+            self._started = True
+            changed = set(store.keys())
+        eff = self._expand(store, set(changed))
+        classes = self._resolve_gateways(store, eff)
+
+        todo = {k for k in changed if k.kind in ROUTE_KINDS}
+        for d in eff:
+            todo |= self._rdeps.get(d, set())
+        for rk in sorted(todo):
+            self._drop_route(rk)
+            self._add_route(store, rk)
+
+        l7cfg = self._l7.build(self._gateways)
+        l4cfg = emit_l4.build(self._gateways, (con for cons in self._l4.values() for con in cons))
+
+        statuses: dict[ObjectKey, dict] = dict(self._route_status)
+        for k, cs in classes.items():
+            statuses[k] = status.gateway_class_status(cs, gen(store.get_key(k) or {}))
+        for k, g in self._gateways.items():
+            statuses[k] = status.gateway_status(g, self._attached)
+        statuses.update(self._policy_statuses(store))
+        return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses)
+
+    def _policy_statuses(self, store: Store) -> dict[ObjectKey, dict]:
+        out: dict[ObjectKey, dict] = {}
+        reader = Reader(store)
+        by_ns: dict[str, list] = defaultdict(list)
+        for p in store.list("BackendTLSPolicy"):
+            by_ns[ObjectKey.of(p).namespace].append(p)
+        for ns, policies in by_ns.items():
+            losing = backendtls.conflicted(policies)
+            for p in policies:
+                pk = ObjectKey.of(p)
+                ancestors: set[ObjectKey] = set()
+                for svc, _section in backendtls.targets(p):
+                    for gws in self._svc_users.get(ObjectKey("Service", ns, svc), {}).values():
+                        ancestors |= gws
+                if not ancestors:
+                    continue
+                ev = backendtls.evaluate(reader, p)
+                accepted = (Cond(c.ACCEPTED, False, c.R_CONFLICTED, "another policy targets the same Service port")
+                            if pk in losing else ev.accepted)
+                out[pk] = status.policy_status(ancestors, accepted, ev.resolved_refs, gen(p),
+                                               self.options.controller_name)
+        return out
+
+
+def translate(store: Store, options: Options = Options()) -> Translation:
+    """Pure: the data-plane configs and statuses for everything in ``store``."""
+    return Translator(options).update(store, set())

@@ -1,0 +1,152 @@
+"""Translator.update() after any sequence of changes equals a fresh translate()."""
+
+from __future__ import annotations
+
+import random
+
+from controller.objects import ObjectKey
+from controller.source import Event, EventType
+from controller.store import Store
+from controller.translate import Options, Translator, translate
+from tests.translate.tlsgen import ca_configmap, tls_secret
+from tests.translate.worlds import (
+    CLASS, gateway, grant, http_route, namespace, norm, service, slice_, store_of,
+)
+
+NAMESPACES = ["default", "team-a", "team-b"]
+SERVICES = ["svc0", "svc1", "svc2"]
+
+
+def _gateways(rng: random.Random) -> list[dict]:
+    frm = rng.choice(["Same", "All", "Selector"])
+    allowed: dict = {"namespaces": {"from": frm}}
+    if frm == "Selector":
+        allowed["namespaces"]["selector"] = {"matchLabels": {"team": rng.choice(["a", "b"])}}
+    return [
+        gateway("web", [
+            {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": allowed},
+            {"name": "wild", "port": 80, "protocol": "HTTP", "hostname": rng.choice(["*.example.com", "*.test"]),
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
+            {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "secure.example.com",
+             "tls": {"certificateRefs": [{"name": rng.choice(["cert", "missing"])}]}},
+        ]),
+        gateway("l4", [
+            {"name": "tcp", "port": 9000, "protocol": "TCP", "allowedRoutes": {"namespaces": {"from": "All"}}},
+            {"name": "udp", "port": 9053, "protocol": "UDP"},
+            {"name": "tls", "port": 8443, "protocol": "TLS", "tls": {"mode": "Passthrough"},
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
+        ]),
+    ]
+
+
+def _route(rng: random.Random, i: int) -> dict:
+    kind = rng.choice(["HTTPRoute", "HTTPRoute", "HTTPRoute", "GRPCRoute", "TCPRoute", "UDPRoute", "TLSRoute"])
+    ns = rng.choice(NAMESPACES + ["default", "default"])
+    if kind in ("HTTPRoute", "GRPCRoute"):
+        parents = [{"name": "web", "namespace": "default", **rng.choice([{}, {"sectionName": "http"}, {"sectionName": "wild"},
+                                                                      {"port": 443}, {"sectionName": "nope"}, {}])}]
+    else:
+        parents = [{"name": "l4", "namespace": "default"}]
+    backends = [{"name": rng.choice(SERVICES), "namespace": rng.choice(NAMESPACES + [ns, ns, ns]), "port": 80,
+                 "weight": rng.randint(0, 3)} for _ in range(rng.randint(0, 2))]
+    rule: dict = {"backendRefs": backends}
+    if kind == "HTTPRoute":
+        rule["matches"] = [{"path": {"type": rng.choice(["Exact", "PathPrefix"]), "value": rng.choice(["/", "/a", "/a/b"])},
+                            **({"method": "GET"} if rng.random() < 0.3 else {})}]
+        if rng.random() < 0.2:
+            rule["filters"] = [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "svc1", "port": 80}, "percent": 50}}]
+    if kind == "GRPCRoute":
+        rule["matches"] = [{"method": {"service": "echo.Echo", "method": rng.choice(["Say", ""]) or None}}]
+    hostnames = rng.choice([None, ["a.example.com"], ["b.example.com", "*.example.com"], ["x.test"], ["secure.example.com"]])
+    if kind in ("TCPRoute", "UDPRoute"):
+        hostnames = None
+    return http_route(f"r{i}", parents, [rule], hostnames, ns=ns, kind=kind,
+                      creationTimestamp=f"2026-01-01T00:{rng.randint(0, 5):02d}:00Z")
+
+
+def _world(rng: random.Random) -> list[dict]:
+    objs: list[dict] = [CLASS, namespace("default"), namespace("team-a", team="a"), namespace("team-b", team="b"),
+                        tls_secret("cert", "default")]
+    objs += _gateways(rng)
+    for ns in NAMESPACES:
+        for s in SERVICES:
+            objs.append(service(s, ns))
+            objs.append(slice_(s, [f"10.0.{NAMESPACES.index(ns)}.{SERVICES.index(s) + 1}"], ns=ns))
+    objs.append(grant("allow", "team-a", "HTTPRoute", "default"))
+    objs += [_route(rng, i) for i in range(20)]
+    return objs
+
+
+def _mutation(rng: random.Random, store: Store, step: int) -> list[Event]:
+    choice = rng.randrange(9)
+    if choice <= 2:
+        o = _route(rng, rng.randrange(24))
+        o = norm(o, step)
+        key = ObjectKey.of(o)
+        # a route of another kind with the same name would be a different object; delete the old ones
+        evs = [Event(EventType.DELETED, k, store.get_key(k), "x", 1) for k in
+               (ObjectKey(kd, key.namespace, key.name) for kd in ("HTTPRoute", "GRPCRoute", "TCPRoute", "UDPRoute", "TLSRoute"))
+               if k != key and k in store]
+        if rng.random() < 0.2 and key in store:
+            return evs + [Event(EventType.DELETED, key, store.get_key(key), "x", 1)]
+        return evs + [Event(EventType.MODIFIED, key, o, "x", 1)]
+    if choice == 3:
+        ns, s = rng.choice(NAMESPACES), rng.choice(SERVICES)
+        o = norm(slice_(s, [f"10.9.{rng.randrange(3)}.{rng.randrange(3)}" for _ in range(rng.randint(0, 2))], ns=ns,
+                        ready=rng.choice([True, False, None])))
+        if rng.random() < 0.3:
+            return [Event(EventType.DELETED, ObjectKey.of(o), o, "x", 1)]
+        return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
+    if choice == 4:
+        ns, s = rng.choice(NAMESPACES), rng.choice(SERVICES)
+        o = norm(service(s, ns, ports=[{"name": "http", "port": 80,
+                                        **({"appProtocol": "kubernetes.io/h2c"} if rng.random() < 0.5 else {})}]))
+        if rng.random() < 0.3:
+            return [Event(EventType.DELETED, ObjectKey.of(o), o, "x", 1)]
+        return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
+    if choice == 5:
+        g = norm(rng.choice(_gateways(rng)), step)
+        return [Event(EventType.MODIFIED, ObjectKey.of(g), g, "x", 1)]
+    if choice == 6:
+        o = norm(grant("allow", rng.choice(["team-a", "team-b"]), rng.choice(["HTTPRoute", "TCPRoute"]), "default"))
+        if rng.random() < 0.4:
+            return [Event(EventType.DELETED, ObjectKey.of(o), o, "x", 1)]
+        return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
+    if choice == 7:
+        o = norm(namespace(rng.choice(["team-a", "team-b"]), team=rng.choice(["a", "b", "c"])))
+        return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
+    ns = rng.choice(NAMESPACES)
+    pol = norm({"kind": "BackendTLSPolicy", "metadata": {"name": "p", "namespace": ns},
+                "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": rng.choice(SERVICES)}],
+                         "validation": {"hostname": "backend.example.com",
+                                        "caCertificateRefs": [{"group": "", "kind": "ConfigMap",
+                                                               "name": rng.choice(["ca", "no-ca"])}]}}})
+    cm = norm(ca_configmap("ca", ns))
+    if rng.random() < 0.3:
+        return [Event(EventType.DELETED, ObjectKey.of(cm), cm, "x", 1)]
+    return [Event(EventType.MODIFIED, ObjectKey.of(pol), pol, "x", 1), Event(EventType.MODIFIED, ObjectKey.of(cm), cm, "x", 1)]
+
+
+def test_update_equals_translate_after_random_changes() -> None:
+    for seed in range(6):
+        rng = random.Random(seed)
+        store = store_of(_world(rng))
+        opts = Options()
+        tr = Translator(opts)
+        assert tr.update(store, set()) == translate(store, opts)
+        for step in range(40):
+            changed = store.apply(_mutation(rng, store, step))
+            got = tr.update(store, changed)
+            want = translate(store, opts)
+            assert got.l7 == want.l7, f"seed {seed} step {step}: L7 differs"
+            assert got.l4 == want.l4, f"seed {seed} step {step}: L4 differs"
+            assert dict(got.statuses) == dict(want.statuses), f"seed {seed} step {step}: statuses differ"
+
+
+def test_world_is_not_trivial() -> None:
+    """The random worlds exercise routes on every data plane (else the test above proves little)."""
+    rng = random.Random(1)
+    t = translate(store_of(_world(rng)))
+    assert t.l7.listeners and any(vh.routes for lis in t.l7.listeners for vh in lis.virtual_hosts)
+    assert t.l4.frontends
+    assert any(k.kind.endswith("Route") for k in t.statuses)
