@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controller import planestatus
 from controller.admin import AdminServer, Response, json_response, text_response
 from controller.source import Batch, Problem, Source
 from controller.status import StatusBook
@@ -32,12 +33,14 @@ log = logging.getLogger("kgw")
 class L7PlaneLike(Protocol):
     async def apply(self, config: L7Config) -> None: ...
     async def metrics(self) -> bytes: ...
+    def listener_errors(self) -> dict[str, str]: ...
 
 
 class L4PlaneLike(Protocol):
     mode: str
 
     async def apply(self, config: L4Config) -> None: ...
+    def errors(self) -> dict[str, str]: ...
 
 
 class StatusWriter(Protocol):
@@ -114,7 +117,11 @@ class Supervisor:
         self.metrics.publish.observe(max(0.0, time.monotonic() - batch.noticed_at))
         self.metrics.generation.set(self.generation)
 
-        status_changed = self.status.update(t.statuses)
+        statuses = planestatus.overlay(
+            t.statuses, self.store.get_key, t.l7, t.l4,
+            self.l7.listener_errors() if self.l7 is not None else {},
+            self.l4.errors() if self.l4 is not None else {})
+        status_changed = self.status.update(statuses)
         if self.status_writer is not None and status_changed:
             try:
                 await self.status_writer.write(self.status, status_changed, self.store)

@@ -1,0 +1,85 @@
+"""What the data planes could not do, folded into Gateway listener status.
+
+Translation decides what *should* be served and cannot know that a port is taken by
+another process or that the kernel refused a frontend; the data planes find that out
+when they apply the configuration. Those failures become the affected listeners'
+``Programmed=False`` (reason ``Invalid``, the data plane's message), and the Gateway's own
+``Programmed`` condition turns False when none of its listeners is programmed — so
+``kgw status`` and the Kubernetes API show the problem where a user looks for it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+from controller.objects import ObjectKey, Obj
+from kgw_l4.config import L4Config
+from kgw_l7.config import L7Config
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def _listener_failures(gateway: Obj, status: Mapping[str, Any], l7: L7Config, l7_errors: Mapping[str, str],
+                       l4_errors: Mapping[str, str], key: ObjectKey) -> dict[str, str]:
+    """Gateway listener name -> why its data plane could not serve it."""
+    out: dict[str, str] = {}
+    spec = gateway.get("spec") or {}
+    has_addresses = bool(spec.get("addresses"))
+    addresses = {a.get("value") for a in status.get("addresses") or [] if isinstance(a, dict)}
+    failed_binds = {(lst.address, lst.port): l7_errors[lst.name] for lst in l7.listeners if lst.name in l7_errors}
+    for listener in spec.get("listeners") or []:
+        if not isinstance(listener, dict):
+            continue
+        name = listener.get("name")
+        msg = l4_errors.get(f"{key.namespace}/{key.name}/{name}")
+        if msg is None:
+            for (address, port), error in failed_binds.items():
+                if port == listener.get("port") and (
+                        address in addresses or (address in WILDCARDS and not has_addresses)):
+                    msg = error
+                    break
+        if msg is not None and isinstance(name, str):
+            out[name] = msg
+    return out
+
+
+def overlay(statuses: Mapping[ObjectKey, dict[str, Any]], lookup: Any, l7: L7Config, l4: L4Config,
+            l7_errors: Mapping[str, str], l4_errors: Mapping[str, str]) -> dict[ObjectKey, dict[str, Any]]:
+    """Return ``statuses`` with data-plane failures applied (inputs are not modified)."""
+    if not l7_errors and not l4_errors:
+        return dict(statuses)
+    out = dict(statuses)
+    for key, status in statuses.items():
+        if key.kind != "Gateway":
+            continue
+        gateway = lookup(key)
+        if gateway is None:
+            continue
+        failures = _listener_failures(gateway, status, l7, l7_errors, l4_errors, key)
+        if not failures:
+            continue
+        new = copy.deepcopy(status)
+        generation = (gateway.get("metadata") or {}).get("generation", 1)
+        programmed_left = 0
+        for listener in new.get("listeners") or []:
+            msg = failures.get(listener.get("name"))
+            conds = listener.setdefault("conditions", [])
+            if msg is not None:
+                _set(conds, "Programmed", "False", "Invalid", msg, generation)
+            elif any(c.get("type") == "Programmed" and c.get("status") == "True" for c in conds):
+                programmed_left += 1
+        if programmed_left == 0:
+            _set(new.setdefault("conditions", []), "Programmed", "False", "Invalid",
+                 "no listener could be programmed: " + "; ".join(sorted(set(failures.values()))), generation)
+        out[key] = new
+    return out
+
+
+def _set(conds: list[dict[str, Any]], type_: str, status: str, reason: str, message: str, generation: int) -> None:
+    new = {"type": type_, "status": status, "reason": reason, "message": message, "observedGeneration": generation}
+    for i, c in enumerate(conds):
+        if c.get("type") == type_:
+            conds[i] = new
+            return
+    conds.append(new)

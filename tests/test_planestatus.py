@@ -1,0 +1,59 @@
+"""Data-plane failures show up in Gateway listener status."""
+
+from __future__ import annotations
+
+from controller.objects import ObjectKey
+from controller.planestatus import overlay
+from kgw_l4.config import L4Config
+from kgw_l7.config import L7Config, Listener
+
+GW = ObjectKey("Gateway", "ns", "gw")
+
+
+def gateway(addresses: list[str]) -> dict:
+    return {"metadata": {"name": "gw", "namespace": "ns", "generation": 2},
+            "spec": {"addresses": [{"type": "IPAddress", "value": a} for a in addresses],
+                     "listeners": [{"name": "http", "port": 80}, {"name": "tcp", "port": 9000},
+                                   {"name": "alt", "port": 8080}]}}
+
+
+def status(addresses: list[str]) -> dict:
+    ok = [{"type": "Programmed", "status": "True", "reason": "Programmed", "message": "", "observedGeneration": 2}]
+    return {"addresses": [{"type": "IPAddress", "value": a} for a in addresses],
+            "conditions": [dict(ok[0])],
+            "listeners": [{"name": n, "conditions": [dict(ok[0])]} for n in ("http", "tcp", "alt")]}
+
+
+def programmed(st: dict, listener: str | None = None) -> dict:
+    conds = st["conditions"] if listener is None else next(
+        x for x in st["listeners"] if x["name"] == listener)["conditions"]
+    return next(c for c in conds if c["type"] == "Programmed")
+
+
+def test_bind_failure_and_l4_error_mark_their_listeners() -> None:
+    l7 = L7Config(listeners=(Listener(name="10.0.0.1:80", address="10.0.0.1", port=80),
+                             Listener(name="10.0.0.1:8080", address="10.0.0.1", port=8080)))
+    st = {GW: status(["10.0.0.1"])}
+    out = overlay(st, {GW: gateway(["10.0.0.1"])}.get, l7, L4Config(),
+                  {"10.0.0.1:80": "cannot listen on 10.0.0.1:80: address already in use"},
+                  {"ns/gw/tcp": "frontend has no backends"})
+    http, tcp = programmed(out[GW], "http"), programmed(out[GW], "tcp")
+    assert (http["status"], http["reason"], http["observedGeneration"]) == ("False", "Invalid", 2)
+    assert "already in use" in http["message"]
+    assert tcp["status"] == "False" and tcp["message"] == "frontend has no backends"
+    assert programmed(out[GW], "alt")["status"] == "True"
+    assert programmed(out[GW])["status"] == "True", "one listener still serves"
+    assert programmed(st[GW], "http")["status"] == "True", "the input is not modified"
+
+
+def test_gateway_not_programmed_when_no_listener_is() -> None:
+    l7 = L7Config(listeners=(Listener(name="0.0.0.0:80", address="0.0.0.0", port=80),
+                             Listener(name="0.0.0.0:8080", address="0.0.0.0", port=8080)))
+    errs = {"0.0.0.0:80": "in use", "0.0.0.0:8080": "in use"}
+    out = overlay({GW: status(["192.0.2.1"])}, {GW: gateway([])}.get, l7, L4Config(), errs, {"ns/gw/tcp": "x"})
+    assert programmed(out[GW])["status"] == "False"
+
+
+def test_nothing_to_do_without_errors() -> None:
+    st = {GW: status([])}
+    assert overlay(st, {}.get, L7Config(), L4Config(), {}, {}) == st
