@@ -83,7 +83,7 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
 
     from controller.translate import Options
 
-    nodes = node_addresses(args.node_address)
+    nodes = await asyncio.to_thread(node_addresses, args.node_address)  # pyroute2 runs its own loop
     source = KubeSource(api, KubeOptions(namespace_selector=args.namespace_selector or ""))
     writer_box: list[KubeStatusWriter] = []
     elector = LeaderElector(api, args.lease_namespace or default_lease_namespace(), args.lease_name,

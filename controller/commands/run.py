@@ -35,7 +35,8 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
     from kgw_l4.plane import open_plane
     from kgw_l7.plane import L7Plane
 
-    nodes = (args.node_address,) if args.node_address else discover_addresses()
+    # pyroute2 runs an event loop of its own: it must not be called on this one
+    nodes = (args.node_address,) if args.node_address else await asyncio.to_thread(discover_addresses)
     source = FileSource(args.config)
     l7 = L7Plane(workers=args.workers, access_log=args.access_log)
     await l7.start()

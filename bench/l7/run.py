@@ -1,0 +1,341 @@
+"""L7 proxy benchmark: kgw vs nginx vs haproxy in front of the same ``kgw echo``.
+
+Each proxy runs with one worker, as a keep-alive reverse proxy on loopback, with two
+routes: ``/plain`` (a prefix route) and ``/hdr`` (requires ``X-Bench: yes`` and adds a
+request header). ``wrk`` drives each (proxy, route) for a fixed time; we report
+requests/s, p50/p99 latency, and the proxy process's CPU time per request read from
+/proc/PID/stat (utime + stime of the worker process only).
+
+Usage: ``.venv/bin/python -m bench.l7.run [--duration 5] [--connections 16]
+[--out bench/results/l7.md]``. Needs ``wrk``, ``nginx`` and ``haproxy`` (``scripts/setup.sh
+bench``); a missing peer is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from kgw_l7.config import (  # noqa: E402
+    Backend, Endpoint, Filters, HeaderMatch, HeaderModifier, L7Config, Listener, PathMatch,
+    Route, RouteMatch, Rule, VirtualHost,
+)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of one process in seconds, from /proc/PID/stat."""
+    data = Path(f"/proc/{pid}/stat").read_text()
+    fields = data[data.rindex(")") + 2:].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+@dataclass
+class Result:
+    proxy: str
+    route: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    cpu_us_per_req: float
+    user_us_per_req: float
+    sys_us_per_req: float
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    v = float(m.group(1))
+    return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
+
+
+def run_wrk(port: int, route: str, duration: int, connections: int, pid: int,
+            proxy: str) -> Result:
+    url = f"http://127.0.0.1:{port}/{route}"
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+           "-H", "X-Bench: yes", url]
+    # warm-up (pools filled, caches hot), not measured
+    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", "-H", "X-Bench: yes", url],
+                   capture_output=True, timeout=30, check=True)
+    before = cpu_seconds(pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30,
+                         check=True).stdout
+    after = cpu_seconds(pid)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    n = max(total, 1)
+    user = (after[0] - before[0]) / n * 1e6
+    system = (after[1] - before[1]) / n * 1e6
+    return Result(proxy, route, rps, p50, p99, total, errors, user + system, user, system)
+
+
+# -- the proxies ------------------------------------------------------------------------------
+
+class Kgw:
+    name = "kgw"
+
+    def __init__(self, port: int, echo_port: int) -> None:
+        from kgw_l7.plane import L7Plane
+
+        self.port = port
+        ep = (Endpoint("127.0.0.1", echo_port),)
+        plain = Rule("bench/plain/0", "bench/plain", "bench/gw",
+                     backends=(Backend("bench/echo:80", endpoints=ep),))
+        hdr = Rule("bench/hdr/0", "bench/hdr", "bench/gw",
+                   backends=(Backend("bench/echo:80", endpoints=ep),),
+                   filters=Filters(request_headers=HeaderModifier(add=(("X-Added", "1"),))))
+        routes = (
+            Route(RouteMatch(path=PathMatch("PathPrefix", "/hdr"),
+                             headers=(HeaderMatch("X-Bench", "yes"),)), hdr),
+            Route(RouteMatch(path=PathMatch("PathPrefix", "/plain")), plain),
+        )
+        self.config = L7Config((Listener("bench", "127.0.0.1", port,
+                                         virtual_hosts=(VirtualHost("*", routes),)),), 1)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.plane = L7Plane(workers=1, access_log="off")
+        self._call(self.plane.start())
+        self._call(self.plane.apply(self.config))
+        self.pid = self.plane.worker_pids()[0]
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def stop(self) -> None:
+        self._call(self.plane.close(1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  upstream echo {{ server 127.0.0.1:{echo}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport;
+    location /plain {{
+      proxy_pass http://echo; proxy_http_version 1.1; proxy_set_header Connection "";
+    }}
+    location /hdr {{
+      if ($http_x_bench != "yes") {{ return 404; }}
+      proxy_pass http://echo; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Added "1";
+    }}
+  }}
+}}
+"""
+
+HAPROXY_CONF = """
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  acl is_hdr path_beg /hdr
+  acl is_plain path_beg /plain
+  acl has_bench req.hdr(x-bench) -m str yes
+  http-request add-header X-Added 1 if is_hdr has_bench
+  use_backend echo if is_hdr has_bench
+  use_backend echo if is_plain
+  default_backend none
+backend echo
+  server s1 127.0.0.1:{echo}
+backend none
+  http-request return status 404
+"""
+
+
+class External:
+    def __init__(self, name: str, cmd: list[str], port: int, pid_of_worker: Any) -> None:
+        self.name = name
+        self.port = port
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(port)
+        self.pid = pid_of_worker(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _only_child(pid: int) -> int:
+    """nginx's worker: the master's child process."""
+    for _ in range(50):
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.05)
+    raise RuntimeError("nginx worker not found")
+
+
+def start_nginx(port: int, echo: int, tmp: Path) -> External:
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, echo=echo))
+    return External("nginx", ["nginx", "-c", str(conf), "-p", str(tmp)], port, _only_child)
+
+
+def start_haproxy(port: int, echo: int, tmp: Path) -> External:
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(HAPROXY_CONF.format(port=port, echo=echo))
+    return External("haproxy", ["haproxy", "-db", "-f", str(conf)], port, lambda pid: pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--out", default=str(ROOT / "bench/results/l7.md"))
+    p.add_argument("--proxies", default="kgw,nginx,haproxy",
+                   help="comma-separated subset to run")
+    args = p.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (scripts/setup.sh bench)", file=sys.stderr)
+        return 2
+    echo_port = free_port()
+    echo = subprocess.Popen([sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1",
+                             "--port", str(echo_port), "--pod", "bench-echo", "--quiet"],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL)
+    results: list[Result] = []
+    skipped: list[str] = []
+    try:
+        wait_port(echo_port)
+        with tempfile.TemporaryDirectory(prefix="kgw-bench-") as d:
+            tmp = Path(d)
+            starters = [("kgw", lambda port: Kgw(port, echo_port))]
+            for name, fn in (("nginx", start_nginx), ("haproxy", start_haproxy)):
+                if shutil.which(name):
+                    starters.append((name, lambda port, fn=fn: fn(port, echo_port, tmp)))
+                else:
+                    skipped.append(name)
+            wanted = set(args.proxies.split(","))
+            for name, start in starters:
+                if name not in wanted:
+                    continue
+                port = free_port()
+                proxy = start(port)
+                try:
+                    for route in ("plain", "hdr"):
+                        r = run_wrk(port, route, args.duration, args.connections, proxy.pid, name)
+                        results.append(r)
+                        print(f"{name:8} /{route:5} {r.rps:9.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                              f"p99 {r.p99_ms:6.2f} ms  cpu {r.cpu_us_per_req:6.1f} us/req "
+                              f"(user {r.user_us_per_req:.1f} sys {r.sys_us_per_req:.1f})  "
+                              f"errors {r.errors}", flush=True)
+                finally:
+                    proxy.stop()
+    finally:
+        echo.terminate()
+        echo.wait(5)
+    write_report(Path(args.out), results, skipped, args)
+    return 0
+
+
+def write_report(path: Path, results: list[Result], skipped: list[str],
+                 args: argparse.Namespace) -> None:
+    by = {(r.proxy, r.route): r for r in results}
+    lines = [
+        "# L7 proxy benchmark",
+        "",
+        f"Command: `.venv/bin/python -m bench.l7.run --duration {args.duration} "
+        f"--connections {args.connections}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} CPUs, loopback).",
+        "",
+        "Setup: one worker per proxy, keep-alive to the client (wrk -t1) and to the backend; "
+        "the backend is one `kgw echo` process (Python, uvloop) shared by all runs; access "
+        "logs off everywhere. `/plain` is a prefix route; `/hdr` needs the header "
+        "`X-Bench: yes` and adds a request header. CPU is the proxy worker's utime+stime "
+        "(/proc/PID/stat) over the measured run divided by the requests served. wrk, the "
+        "echo backend and the proxy share the machine's cores, so requests/s is bounded by "
+        "the backend as much as by the proxy; CPU per request is the fairer comparison.",
+        "",
+        "| proxy | route | req/s | p50 ms | p99 ms | CPU µs/req | user | sys | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r.proxy} | /{r.route} | {r.rps:.0f} | {r.p50_ms:.2f} | "
+                     f"{r.p99_ms:.2f} | {r.cpu_us_per_req:.1f} | {r.user_us_per_req:.1f} | "
+                     f"{r.sys_us_per_req:.1f} | {r.errors} |")
+    lines.append("")
+    for route in ("plain", "hdr"):
+        k, n = by.get(("kgw", route)), by.get(("nginx", route))
+        if k and n:
+            cpu = k.cpu_us_per_req / n.cpu_us_per_req
+            p99 = k.p99_ms / n.p99_ms
+            lines.append(
+                f"- /{route}: kgw CPU/request = {cpu:.2f}x nginx (target <= 1.3x: "
+                f"{'met' if cpu <= 1.3 else 'NOT met'}); kgw p99 = {p99:.2f}x nginx "
+                f"(target <= 1.5x: {'met' if p99 <= 1.5 else 'NOT met'}).")
+    if skipped:
+        lines.append(f"- Not run (not installed): {', '.join(skipped)}.")
+    lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

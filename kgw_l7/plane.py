@@ -1,0 +1,257 @@
+"""The L7 data plane as the supervisor sees it: N worker processes fed config snapshots.
+
+Usage (the controller's supervisor)::
+
+    plane = L7Plane(workers=2, access_log="off")
+    await plane.start()
+    await plane.apply(config)        # returns once every worker serves ``config``
+    text = await plane.metrics()     # Prometheus exposition, summed over workers
+    plane.listener_errors()          # {"0.0.0.0:80": "cannot listen on ...: ..."}
+    await plane.close()
+
+Workers are separate processes (``python -m kgw_l7.worker``: no fork of a supervisor
+that may run threads), each with its own uvloop, sharing listening ports through
+SO_REUSEPORT. Each worker is spoken to over a socketpair carrying pickled frozen config
+records. A worker
+that dies is restarted and given the latest config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import itertools
+import logging
+import os
+import pickle
+import socket
+import sys
+from typing import Any
+
+from kgw_l7.config import L7Config
+from kgw_l7.metrics import render
+from kgw_l7.worker import WorkerOptions, encode_frame, read_frame
+
+log = logging.getLogger("kgw.l7.plane")
+
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+#: How long a worker may take to start (import, event loop) or to answer a request.
+START_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 30.0
+
+
+class _Worker:
+    """The supervisor's handle on one worker process: a request/response channel."""
+
+    def __init__(self, plane: "L7Plane", index: int) -> None:
+        self.plane = plane
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.pending: dict[Any, asyncio.Future[Any]] = {}
+        self.seq = itertools.count(1)
+        self.alive = False
+        #: The worker reported ready at least once (only such workers are restarted).
+        self.ready = False
+        self.restarts = 0
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        parent, child = socket.socketpair()
+        options = base64.b64encode(pickle.dumps(self.plane.options)).decode()
+        ready = loop.create_future()
+        self.pending = {"ready": ready}
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "kgw_l7.worker", "--fd", str(child.fileno()),
+                "--index", str(self.index), "--options", options,
+                pass_fds=(child.fileno(),), env=_worker_env())
+        finally:
+            child.close()
+        reader, self.writer = await asyncio.open_connection(sock=parent)
+        self.alive = True
+        self._reader_task = loop.create_task(self._receive(reader))
+        await asyncio.wait_for(ready, START_TIMEOUT)
+        self.ready = True
+
+    async def _receive(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                seq, payload = await read_frame(reader)
+                fut = self.pending.pop(seq, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(payload)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        self.alive = False
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"L7 worker {self.index} exited"))
+        self.pending.clear()
+        self.plane._worker_lost(self)
+
+    async def request(self, kind: str, *args: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
+        if not self.alive or self.writer is None:
+            raise ConnectionError(f"L7 worker {self.index} is not running")
+        loop = asyncio.get_running_loop()
+        seq = next(self.seq)
+        fut = loop.create_future()
+        self.pending[seq] = fut
+        self.writer.write(encode_frame((kind, seq, *args)))
+        await self.writer.drain()
+        return await asyncio.wait_for(fut, timeout)
+
+    async def stop(self, timeout: float) -> None:
+        if self.process is not None:
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self.writer is not None:
+            self.writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+
+
+def _worker_env() -> dict[str, str]:
+    """The worker imports kgw_l7 the way this process did (source checkouts included)."""
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+class L7Plane:
+    def __init__(self, workers: int | None = None, access_log: str | None = None,
+                 max_connections_per_worker: int = 10000, idle_timeout: float = 60.0,
+                 header_timeout: float = 10.0, drain_timeout: float = 5.0,
+                 log_level: int = logging.INFO) -> None:
+        self.workers_wanted = workers or os.cpu_count() or 1
+        self.options = WorkerOptions(
+            access_log=access_log, max_connections=max_connections_per_worker,
+            idle_timeout=idle_timeout, header_timeout=header_timeout,
+            drain_timeout=drain_timeout, log_level=log_level)
+        self._workers: list[_Worker] = []
+        self._config: L7Config | None = None
+        self._errors: dict[str, str] = {}
+        self._closing = False
+        self._restarts: set[asyncio.Task[Any]] = set()
+        #: (address, port) our workers listen on; listeners refused by the probe.
+        self._serving: set[tuple[str, int]] = set()
+        self._refused: dict[str, str] = {}
+
+    async def start(self) -> None:
+        self._workers = [_Worker(self, i) for i in range(self.workers_wanted)]
+        await asyncio.gather(*(w.start() for w in self._workers))
+        log.info("L7 plane started with %d worker(s)", len(self._workers))
+
+    async def apply(self, config: L7Config) -> None:
+        """Push ``config`` to every worker; returns once all of them serve it."""
+        if not self._workers:
+            raise RuntimeError("L7Plane.apply() before start()")
+        self._config = config
+        self._refused = refused = self._probe_new_listeners(config)
+        results = await asyncio.gather(*(w.request("apply", config, refused)
+                                         for w in self._workers if w.alive),
+                                       return_exceptions=True)
+        errors: dict[str, str] = dict(refused)
+        for res in results:
+            if isinstance(res, BaseException):
+                log.error("a worker did not apply generation %d: %s", config.generation, res)
+                continue
+            _status, _gen, errs = res
+            for name, msg in errs.items():
+                errors.setdefault(name, msg)
+        for name, msg in errors.items():
+            if self._errors.get(name) != msg:
+                log.error("L7 listener %s not serving: %s", name, msg)
+        for name in self._errors.keys() - errors.keys():
+            log.info("L7 listener %s: no longer failing", name)
+        self._errors = errors
+        self._serving = {(l.address, l.port) for l in config.listeners if l.name not in errors}
+
+    def _probe_new_listeners(self, config: L7Config) -> dict[str, str]:
+        """Listeners whose address another process already listens on.
+
+        Workers bind with SO_REUSEPORT, which the kernel also grants to *another*
+        process of the same user that set it (a second kgw, an nginx with
+        ``reuseport``): both would then silently share the traffic. So before a new
+        (address, port) is handed to the workers, the supervisor tries to bind it
+        without SO_REUSEPORT; "address in use" there means someone else has it.
+        """
+        refused: dict[str, str] = {}
+        for l in config.listeners:
+            if (l.address, l.port) in self._serving:
+                continue  # ours already
+            if any(port == l.port and (addr in _WILDCARDS or l.address in _WILDCARDS)
+                   for addr, port in self._serving):
+                continue  # overlaps one of our own sockets: the probe cannot tell
+            family = socket.AF_INET6 if ":" in l.address else socket.AF_INET
+            try:
+                probe = socket.socket(family, socket.SOCK_STREAM)
+            except OSError:
+                continue
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((l.address, l.port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    refused[l.name] = (f"cannot listen on {l.address}:{l.port}: address "
+                                       f"already in use by another process")
+            except (OverflowError, ValueError):
+                pass  # the workers report these with their own message
+            finally:
+                probe.close()
+        return refused
+
+    def listener_errors(self) -> dict[str, str]:
+        """Listeners of the last config that could not be opened: name -> message."""
+        return dict(self._errors)
+
+    async def metrics(self) -> bytes:
+        snaps = await asyncio.gather(*(w.request("metrics") for w in self._workers if w.alive),
+                                     return_exceptions=True)
+        return render(s for s in snaps if isinstance(s, dict))
+
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        self._closing = True
+        for t in self._restarts:
+            t.cancel()
+        await asyncio.gather(*(w.request("close", drain_timeout, timeout=drain_timeout + 5)
+                               for w in self._workers if w.alive), return_exceptions=True)
+        await asyncio.gather(*(w.stop(5.0) for w in self._workers))
+        self._workers = []
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process is not None and w.alive]
+
+    # -- worker supervision -------------------------------------------------------------
+    def _worker_lost(self, w: _Worker) -> None:
+        if self._closing or not w.ready:
+            return  # closing, or start() is still waiting for it and reports the failure
+        log.error("L7 worker %d (pid %s) exited; restarting it", w.index,
+                  w.process.pid if w.process else "?")
+        task = asyncio.get_running_loop().create_task(self._restart(w))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, w: _Worker) -> None:
+        """Start the worker again (with a growing delay if it keeps dying) and give it
+        the current config."""
+        await w.stop(1.0)
+        while not self._closing:
+            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(w.restarts, 5)))
+            w.restarts += 1
+            try:
+                await w.start()
+                if self._config is not None:
+                    await w.request("apply", self._config, self._refused)
+                return
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                log.error("restarting L7 worker %d failed: %s", w.index, exc)
+                await w.stop(1.0)

@@ -1,0 +1,152 @@
+"""Per-worker counters and the access log.
+
+Workers count in plain dicts (a dict increment per request, no locks, no shared memory);
+the supervisor gathers ``WorkerStats.snapshot()`` from every worker and renders one
+Prometheus exposition (``kgw_l7.metrics``). This keeps the hot path cheap and the numbers
+exact.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+#: Request duration buckets, seconds (Prometheus client defaults, extended downwards:
+#: a proxy's own latency is sub-millisecond).
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0)
+
+
+class WorkerStats:
+    __slots__ = ("requests", "durations", "connect_failures", "active_connections",
+                 "generation", "connections_total", "rejected_connections")
+
+    def __init__(self) -> None:
+        #: (gateway, route, backend, code) -> count
+        self.requests: dict[tuple[str, str, str, int], int] = {}
+        #: (gateway, route) -> [bucket counts..., +Inf count, sum]
+        self.durations: dict[tuple[str, str], list[float]] = {}
+        self.connect_failures: dict[str, int] = {}
+        self.active_connections = 0
+        self.connections_total = 0
+        self.rejected_connections = 0
+        self.generation = 0
+
+    def request(self, gateway: str, route: str, backend: str, code: int,
+                seconds: float) -> None:
+        key = (gateway, route, backend, code)
+        req = self.requests
+        req[key] = req.get(key, 0) + 1
+        dkey = (gateway, route)
+        hist = self.durations.get(dkey)
+        if hist is None:
+            hist = self.durations[dkey] = [0.0] * (len(DURATION_BUCKETS) + 2)
+        hist[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+
+    def connect_failure(self, backend: str) -> None:
+        self.connect_failures[backend] = self.connect_failures.get(backend, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "durations": {k: list(v) for k, v in self.durations.items()},
+            "connect_failures": dict(self.connect_failures),
+            "active_connections": self.active_connections,
+            "connections_total": self.connections_total,
+            "rejected_connections": self.rejected_connections,
+            "generation": self.generation,
+        }
+
+
+class AccessLog:
+    """One JSON object per request, with Envoy's default field names.
+
+    Lines are buffered and written every ``flush_interval`` seconds (or when the buffer
+    is large), each write holding whole lines only, so lines from several workers
+    appending to one file never interleave.
+    """
+
+    __slots__ = ("_out", "_fd", "_buf", "_size", "_owns")
+
+    #: Largest single write: lines written with O_APPEND (or to a pipe, PIPE_BUF) in one
+    #: write(2) are not split by other writers.
+    WRITE_LIMIT = 4096
+
+    def __init__(self, target: str | None) -> None:
+        self._owns = False
+        if target is None:
+            self._out: TextIO | None = sys.stdout
+            self._fd = sys.stdout.fileno()
+        else:
+            self._fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._out = None
+            self._owns = True
+        self._buf: list[bytes] = []
+        self._size = 0
+
+    def log(self, start: float, method: bytes, path: bytes, protocol: bytes, status: int,
+            received: int, sent: int, duration: float, upstream: str | None,
+            authority: bytes, route: str | None, request_id: bytes, xff: bytes | None,
+            user_agent: bytes | None, flags: str) -> None:
+        line = json.dumps({
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start))
+                          + ".%03dZ" % int((start % 1) * 1000),
+            "method": method.decode("latin-1"),
+            "path": path.decode("latin-1"),
+            "protocol": "HTTP/" + protocol.decode("latin-1"),
+            "response_code": status,
+            "response_flags": flags or "-",
+            "bytes_received": received,
+            "bytes_sent": sent,
+            "duration": int(duration * 1000),
+            "upstream_host": upstream,
+            "x_forwarded_for": xff.decode("latin-1") if xff else None,
+            "user_agent": user_agent.decode("latin-1") if user_agent else None,
+            "request_id": request_id.decode("latin-1"),
+            "authority": authority.decode("latin-1"),
+            "route_name": route,
+        }, separators=(",", ":")).encode() + b"\n"
+        self._buf.append(line)
+        self._size += len(line)
+        if self._size >= 64 * 1024:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        buf, self._buf, self._size = self._buf, [], 0
+        if self._out is not None:
+            try:
+                self._out.flush()  # anything print()ed first
+            except (OSError, ValueError):
+                pass
+        chunk: list[bytes] = []
+        size = 0
+        for line in buf:
+            if chunk and size + len(line) > self.WRITE_LIMIT:
+                self._write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        if chunk:
+            self._write(b"".join(chunk))
+
+    def _write(self, data: bytes) -> None:
+        try:
+            while data:
+                n = os.write(self._fd, data)
+                data = data[n:]
+        except BlockingIOError:
+            pass  # a blocked log pipe must not stall proxying: lines are dropped
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.flush()
+        if self._owns:
+            os.close(self._fd)

@@ -1,0 +1,163 @@
+"""TLS termination: certificates chosen by SNI, swappable without rebinding.
+
+Each HTTPS listener's server socket is created once with a *dispatch* context whose
+``sni_callback`` looks up the listener's current ``CertStore`` and switches the
+connection to the matching certificate's context. A new config only replaces the store,
+so a changed certificate is served from the next handshake on, with no restart.
+
+Contexts are cached by (cert PEM, key PEM): an unchanged certificate is never reloaded.
+A certificate that fails to load is logged and skipped; it never takes a worker down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import tempfile
+from typing import Callable
+
+from kgw_l7.config import Certificate, UpstreamTLS
+
+log = logging.getLogger("kgw.l7.tls")
+
+#: TLS 1.2 suites with forward secrecy and AEAD only (Mozilla "intermediate");
+#: TLS 1.3 suites are OpenSSL's defaults, all modern.
+CIPHERS_TLS12 = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                 "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                 "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+ALPN = ["http/1.1"]
+
+
+def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    """ssl only loads key material from files: write both to a private temp dir."""
+    with tempfile.TemporaryDirectory(prefix="kgw-tls-") as d:
+        cert_path = os.path.join(d, "tls.crt")
+        key_path = os.path.join(d, "tls.key")
+        for path, data in ((cert_path, cert_pem), (key_path, key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+        ctx.load_cert_chain(cert_path, key_path)
+
+
+def server_context(cert_pem: str | None = None, key_pem: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(CIPHERS_TLS12)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_alpn_protocols(ALPN)
+    if cert_pem is not None and key_pem is not None:
+        _load_chain(ctx, cert_pem, key_pem)
+    return ctx
+
+
+class CertStore:
+    """One listener's certificates, selected by server name: exact, then the longest
+    wildcard, then ``*`` (and the first certificate when nothing else applies)."""
+
+    def __init__(self, certs: tuple[Certificate, ...],
+                 load: Callable[[str, str], ssl.SSLContext | None]) -> None:
+        self.exact: dict[str, ssl.SSLContext] = {}
+        wild: list[tuple[str, ssl.SSLContext]] = []
+        self.default: ssl.SSLContext | None = None
+        self.count = 0
+        for cert in certs:
+            ctx = load(cert.cert_pem, cert.key_pem)
+            if ctx is None:
+                continue
+            self.count += 1
+            for name in cert.server_names:
+                name = name.lower()
+                if name == "*":
+                    self.default = self.default or ctx
+                elif name.startswith("*."):
+                    wild.append((name[1:], ctx))
+                else:
+                    self.exact.setdefault(name, ctx)
+        wild.sort(key=lambda x: len(x[0]), reverse=True)
+        self.wildcards = tuple(wild)
+
+    def select(self, name: str | None) -> ssl.SSLContext | None:
+        if name:
+            name = name.lower().rstrip(".")
+            ctx = self.exact.get(name)
+            if ctx is not None:
+                return ctx
+            for suffix, ctx in self.wildcards:
+                if name.endswith(suffix) and len(name) > len(suffix):
+                    return ctx
+        return self.default
+
+    def misdirected(self, ssl_context: ssl.SSLContext | None, host: bytes) -> bool:
+        """True when ``host`` would have picked another certificate than the one the
+        connection's SNI picked: the request belongs to another listener (421)."""
+        if self.count < 2 or ssl_context is None:
+            return False
+        return self.select(host.decode("latin-1")) is not ssl_context
+
+
+class TLSContexts:
+    """Per-worker cache of loaded certificates."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], ssl.SSLContext | None] = {}
+        self._upstream: dict[UpstreamTLS, ssl.SSLContext | None] = {}
+
+    def load(self, cert_pem: str, key_pem: str) -> ssl.SSLContext | None:
+        key = (cert_pem, key_pem)
+        if key in self._cache:
+            return self._cache[key]
+        try:
+            ctx: ssl.SSLContext | None = server_context(cert_pem, key_pem)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            log.error("certificate skipped: cannot load it: %s", exc)
+            ctx = None
+        self._cache[key] = ctx
+        return ctx
+
+    def store(self, certs: tuple[Certificate, ...]) -> CertStore:
+        return CertStore(certs, self.load)
+
+    def retain(self, used: set[tuple[str, str]]) -> None:
+        """Forget certificates no listener uses any more."""
+        self._cache = {k: v for k, v in self._cache.items() if k in used}
+
+    def upstream(self, tls: UpstreamTLS) -> ssl.SSLContext | None:
+        """A client context for a backend (BackendTLSPolicy), or None if it cannot load."""
+        if tls in self._upstream:
+            return self._upstream[tls]
+        try:
+            ctx: ssl.SSLContext | None = ssl.create_default_context(
+                cadata=tls.ca_pem or None)
+            assert ctx is not None
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_alpn_protocols(ALPN)
+            if tls.subject_alt_names:
+                # Names besides ``hostname`` are accepted: check them ourselves after the
+                # handshake (see upstream.verify_san).
+                ctx.check_hostname = False
+            if tls.client_cert_pem and tls.client_key_pem:
+                _load_chain(ctx, tls.client_cert_pem, tls.client_key_pem)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            log.error("backend TLS settings for %s unusable: %s", tls.hostname, exc)
+            ctx = None
+        self._upstream[tls] = ctx
+        return ctx
+
+
+def dispatch_context(get_store: Callable[[], CertStore | None]) -> ssl.SSLContext:
+    """The context a listener's server socket is created with: it holds no certificate
+    itself and hands each handshake to the context ``get_store()`` selects."""
+    ctx = server_context()
+
+    def on_sni(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        store = get_store()
+        chosen = store.select(name) if store is not None else None
+        if chosen is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        sslobj.context = chosen
+        return None
+
+    ctx.sni_callback = on_sni
+    return ctx

@@ -1,0 +1,231 @@
+"""Connections to backends: a keep-alive pool per endpoint and the client-side protocol.
+
+``UpstreamConn`` only moves bytes: it feeds a ``ResponseReader`` and hands the events to
+whoever currently owns the connection (an ``Exchange`` in ``kgw_l7.proxy``, or a mirror's
+discarding sink). Ownership changes only at request boundaries; a connection that ends an
+exchange in an unknown state is closed, never pooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any, Protocol
+
+from kgw_l7.config import UpstreamTLS
+from kgw_l7.events import Event
+from kgw_l7.h1 import ResponseReader
+from kgw_l7.tls import TLSContexts
+
+log = logging.getLogger("kgw.l7.upstream")
+
+#: Idle connections kept per endpoint (nginx's keepalive directive is per worker too).
+MAX_IDLE_PER_ENDPOINT = 128
+#: An idle pooled connection is closed after this long (backends commonly time out idle
+#: keep-alive connections after 60-75 s; closing first avoids racing their close).
+IDLE_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 5.0
+
+
+class UpstreamError(Exception):
+    """A try failed before a response started. ``status`` is what the client gets."""
+
+    def __init__(self, reason: str, status: int = 502, connect: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.connect = connect
+
+
+class Owner(Protocol):
+    def on_upstream_events(self, conn: "UpstreamConn", events: list[Event]) -> None: ...
+    def on_upstream_lost(self, conn: "UpstreamConn") -> None: ...
+    def on_upstream_pause(self, paused: bool) -> None: ...
+
+
+class UpstreamConn(asyncio.Protocol):
+    __slots__ = ("transport", "reader", "owner", "key", "closed", "idle_since", "reused",
+                 "tunnel", "write_paused")
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = ResponseReader()
+        self.owner: Owner | None = None
+        self.key = key
+        self.closed = False
+        self.idle_since = 0.0
+        self.reused = False
+        #: Set once a 101 response switched protocols: raw bytes go to this transport.
+        self.tunnel: asyncio.Transport | None = None
+        self.write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.write(data)
+            return
+        owner = self.owner
+        if owner is None:  # bytes while idle: the backend broke framing, drop it
+            self.close()
+            return
+        events = self.reader.feed(data)
+        if events:
+            owner.on_upstream_events(self, events)
+
+    def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            try:
+                self.tunnel.write_eof()
+            except (OSError, RuntimeError, AttributeError, NotImplementedError):
+                self.tunnel.close()
+            return True
+        owner = self.owner
+        events = self.reader.eof()
+        if owner is not None and events:
+            owner.on_upstream_events(self, events)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reader.reusable = False
+        if self.tunnel is not None:
+            self.tunnel.close()
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.on_upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.owner is not None:
+            self.owner.on_upstream_pause(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.owner is not None:
+            self.owner.on_upstream_pause(False)
+
+    def close(self) -> None:
+        self.closed = True
+        self.reader.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.reader.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _san_ok(cert: dict[str, Any], names: tuple[str, ...]) -> bool:
+    dns = [v.lower() for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+    for want in names:
+        want = want.lower()
+        for have in dns:
+            if have == want or (have.startswith("*.") and want.endswith(have[1:])
+                                and want.count(".") == have.count(".")):
+                return True
+    return False
+
+
+class Pool:
+    """Idle keep-alive connections per (address, port, TLS settings), LIFO."""
+
+    def __init__(self, tls: TLSContexts) -> None:
+        self._idle: dict[tuple[Any, ...], list[UpstreamConn]] = {}
+        self._tls = tls
+
+    def take_idle(self, address: str, port: int, tls: UpstreamTLS | None,
+                  now: float) -> UpstreamConn | None:
+        """An idle pooled connection to the endpoint, if there is one (no waiting)."""
+        idle = self._idle.get((address, port, tls))
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < IDLE_TIMEOUT:
+                conn.reused = True
+                return conn
+            conn.close()
+        return None
+
+    async def acquire(self, address: str, port: int, tls: UpstreamTLS | None,
+                      now: float) -> UpstreamConn:
+        conn = self.take_idle(address, port, tls, now)
+        if conn is not None:
+            return conn
+        return await self.connect((address, port, tls), address, port, tls)
+
+    async def connect(self, key: tuple[Any, ...], address: str, port: int,
+                      tls: UpstreamTLS | None) -> UpstreamConn:
+        loop = asyncio.get_running_loop()
+        ctx: ssl.SSLContext | None = None
+        if tls is not None:
+            ctx = self._tls.upstream(tls)
+            if ctx is None:
+                raise UpstreamError("backend TLS settings unusable", 502, connect=True)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConn(key), address, port, ssl=ctx,
+                    server_hostname=tls.hostname if tls is not None else None)
+        except TimeoutError:
+            raise UpstreamError(f"connect to {address}:{port} timed out", 504,
+                                connect=True) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError(f"connect to {address}:{port} failed: {exc}", 502,
+                                connect=True) from None
+        if tls is not None and tls.subject_alt_names:
+            sslobj = conn.transport.get_extra_info("ssl_object") if conn.transport else None
+            cert = sslobj.getpeercert() if sslobj is not None else None
+            if not cert or not _san_ok(cert, (tls.hostname, *tls.subject_alt_names)):
+                conn.abort()
+                raise UpstreamError("backend certificate names do not match", 502,
+                                    connect=True)
+        return conn
+
+    def release(self, conn: UpstreamConn, now: float) -> None:
+        """Give a connection back after a complete exchange (closed if not reusable)."""
+        conn.owner = None
+        if conn.closed or not conn.reader.reusable or conn.reader.in_message:
+            conn.close()
+            return
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= MAX_IDLE_PER_ENDPOINT:
+            conn.close()
+            return
+        conn.idle_since = now
+        idle.append(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle for too long (called by the worker's periodic timer)."""
+        for key, idle in list(self._idle.items()):
+            keep = []
+            for conn in idle:
+                if conn.closed:
+                    continue
+                if now - conn.idle_since > IDLE_TIMEOUT:
+                    conn.close()
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    def retain(self, endpoints: set[tuple[str, int]]) -> None:
+        """Close idle connections to endpoints no longer in the config."""
+        for key in list(self._idle):
+            if (key[0], key[1]) not in endpoints:
+                for conn in self._idle.pop(key):
+                    conn.close()
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+
+    def idle_count(self) -> int:
+        return sum(len(v) for v in self._idle.values())

@@ -1,0 +1,178 @@
+"""The sans-IO HTTP/1 layer, without sockets: whole input, byte by byte, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from kgw_l7.events import Body, EndOfMessage, Rejected, RequestHead, ResponseHead, Upgraded
+from kgw_l7.h1 import (
+    RequestReader, ResponseReader, encode_chunk, encode_last_chunk, encode_request_head,
+    parse_connection_tokens, simple_response,
+)
+
+CHUNKED = (b"POST /up?x=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nTransfer-Encoding: chunked\r\n"
+           b"Expect: 100-continue\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\n\r\n")
+
+
+def collapse(events):
+    """Merge Body events so whole-input and byte-by-byte runs compare equal."""
+    out = []
+    for ev in events:
+        if isinstance(ev, Body) and out and isinstance(out[-1], Body):
+            out[-1] = Body(out[-1].data + ev.data)
+        else:
+            out.append(ev)
+    return out
+
+
+@pytest.mark.parametrize("step", [None, 1, 7])
+def test_chunked_request_whole_and_split(step):
+    r = RequestReader()
+    if step is None:
+        events = r.feed(CHUNKED)
+    else:
+        events = []
+        for i in range(0, len(CHUNKED), step):
+            events += r.feed(CHUNKED[i:i + step])
+    events = collapse(events)
+    head = events[0]
+    assert isinstance(head, RequestHead)
+    assert head.method == b"POST" and head.target == b"/up?x=1" and head.version == b"1.1"
+    assert head.host == b"example.com" and head.authority == b"Example.COM:8080"
+    assert head.body == "chunked" and head.expect_continue and head.keep_alive
+    assert events[1] == Body(b"hello world")
+    assert events[2] == EndOfMessage(((b"x-sum", b"1"),))
+    assert len(events) == 3
+
+
+def test_pipelined_and_http10():
+    r = RequestReader()
+    events = r.feed(b"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+                    b"GET /b HTTP/1.0\r\n\r\n")
+    heads = [e for e in events if isinstance(e, RequestHead)]
+    assert [h.target for h in heads] == [b"/a", b"/b"]
+    assert heads[0].body == "length" and heads[0].content_length == 2
+    assert heads[1].version == b"1.0" and not heads[1].keep_alive and heads[1].host == b""
+    assert sum(isinstance(e, EndOfMessage) for e in events) == 2
+
+
+def test_ipv6_host_keeps_brackets():
+    head = RequestReader().feed(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n")[0]
+    assert head.host == b"[::1]"
+    head = RequestReader().feed(b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n")[0]
+    assert head.host == b"[::1]"
+
+
+def test_upgrade():
+    events = RequestReader().feed(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                                  b"Upgrade: websocket\r\n\r\nRAW")
+    assert events[0].upgrade
+    assert events[-1] == Upgraded(b"RAW")
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 501),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: a\n\n", 400),
+    (b"GET /\x00 HTTP/1.1\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+])
+def test_bad_requests_rejected(data, status):
+    events = RequestReader().feed(data)
+    assert isinstance(events[-1], Rejected), events
+    assert events[-1].error.status == status
+    assert not any(isinstance(e, RequestHead) for e in events)
+
+
+def test_bad_chunk_after_head():
+    events = RequestReader().feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked"
+                                  b"\r\n\r\nzz\r\n")
+    assert isinstance(events[0], RequestHead)
+    assert isinstance(events[-1], Rejected) and events[-1].error.status == 400
+
+
+def test_reader_stops_after_rejection():
+    r = RequestReader()
+    assert isinstance(r.feed(b"BAD\r\n\r\n")[-1], Rejected)
+    assert r.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == []
+
+
+def test_header_limits():
+    r = RequestReader(max_header_bytes=100)
+    ev = r.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 200 + b"\r\n\r\n")
+    assert ev[-1].error.status == 431
+    # A header line that never ends is caught too (bytes buffered in the parser).
+    r = RequestReader(max_header_bytes=100)
+    assert r.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * 60) == []
+    assert r.mid_head
+    assert r.feed(b"a" * 60)[-1].error.status == 431
+    r = RequestReader(max_headers=3)
+    ev = r.feed(b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+    assert ev[-1].error.status == 431
+    # A large body in the same read as the head is not mistaken for a large head.
+    r = RequestReader(max_header_bytes=100)
+    ev = r.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
+    assert isinstance(ev[0], RequestHead) and isinstance(ev[-1], EndOfMessage)
+
+
+def test_response_reader_framings():
+    rr = ResponseReader()
+    ev = rr.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+    assert ev[0] == ResponseHead(200, b"1.1", ((b"content-length", b"3"),), True, "length", 3)
+    assert ev[1:] == [Body(b"abc"), EndOfMessage()]
+    assert rr.reusable and not rr.in_message
+    # chunked with trailers, split anywhere
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\n"
+    rr = ResponseReader()
+    ev = []
+    for i in range(len(data)):
+        ev += rr.feed(data[i:i + 1])
+    ev = collapse(ev)
+    assert ev[0].body == "chunked" and ev[1] == Body(b"abc")
+    assert ev[2] == EndOfMessage(((b"t", b"1"),))
+    # close-delimited: completed by eof(), connection not reusable
+    rr = ResponseReader()
+    ev = rr.feed(b"HTTP/1.1 200 OK\r\n\r\nab")
+    assert ev[0].body == "close" and not rr.reusable
+    assert rr.eof() == [EndOfMessage()]
+
+
+def test_response_reader_head_interim_and_truncation():
+    rr = ResponseReader()
+    rr.expect(head_request=True)
+    ev = rr.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    assert ev[0].body == "none" and ev[1] == EndOfMessage() and not rr.reusable
+    rr = ResponseReader()
+    ev = rr.feed(b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+    assert [type(e) for e in ev] == [ResponseHead, EndOfMessage] and ev[0].status == 204
+    rr = ResponseReader()
+    rr.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    assert isinstance(rr.eof()[0], Rejected)
+    rr = ResponseReader()
+    assert isinstance(rr.feed(b"HTTP/1.1 abc\r\n\r\n")[-1], Rejected)
+    rr = ResponseReader()
+    ev = rr.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\n\r\nframes")
+    assert ev[0].status == 101 and ev[-1] == Upgraded(b"frames")
+
+
+def test_encoders_roundtrip():
+    head = encode_request_head(b"PUT", b"/x", [(b"host", b"a"), (b"transfer-encoding", b"chunked")])
+    data = head + encode_chunk(b"abc") + encode_last_chunk([(b"t", b"v")])
+    ev = collapse(RequestReader().feed(data))
+    assert ev[0].method == b"PUT" and ev[1] == Body(b"abc")
+    assert ev[2] == EndOfMessage(((b"t", b"v"),))
+    resp = simple_response(404, b"nope", close=True, extra=[(b"x", b"y")])
+    ev = ResponseReader().feed(resp)
+    assert ev[0].status == 404 and (b"connection", b"close") in ev[0].headers
+    assert ev[1] == Body(b"nope")
+    assert parse_connection_tokens([(b"connection", b"close, X-Foo"), (b"a", b"b")]) == {
+        b"close", b"x-foo"}
