@@ -29,6 +29,7 @@ import socket
 import sys
 from typing import Any
 
+from kgw_l7 import snapshot
 from kgw_l7.config import L7Config
 from kgw_l7.metrics import render
 from kgw_l7.worker import WorkerOptions, encode_frame, read_frame
@@ -57,8 +58,21 @@ class _Worker:
         self.ready = False
         self.restarts = 0
         self._reader_task: asyncio.Task[None] | None = None
+        #: The config this worker last acknowledged: deltas are computed against it.
+        self.config: L7Config | None = None
+
+    async def apply(self, config: L7Config, refused: dict[str, str]) -> Any:
+        """Send ``config`` as a delta against what this worker holds (full if unsure)."""
+        result = await self.request("apply", snapshot.diff(self.config, config), refused)
+        if result[0] == "stale":  # it does not hold what we thought: send everything
+            self.config = None
+            result = await self.request("apply", snapshot.diff(None, config), refused)
+        if result[0] == "ok":
+            self.config = config
+        return result
 
     async def start(self) -> None:
+        self.config = None  # a new process holds nothing
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         options = base64.b64encode(pickle.dumps(self.plane.options)).decode()
@@ -156,7 +170,7 @@ class L7Plane:
             raise RuntimeError("L7Plane.apply() before start()")
         self._config = config
         self._refused = refused = self._probe_new_listeners(config)
-        results = await asyncio.gather(*(w.request("apply", config, refused)
+        results = await asyncio.gather(*(w.apply(config, refused)
                                          for w in self._workers if w.alive),
                                        return_exceptions=True)
         errors: dict[str, str] = dict(refused)
@@ -250,7 +264,7 @@ class L7Plane:
             try:
                 await w.start()
                 if self._config is not None:
-                    await w.request("apply", self._config, self._refused)
+                    await w.apply(self._config, self._refused)
                 return
             except (OSError, ConnectionError, TimeoutError) as exc:
                 log.error("restarting L7 worker %d failed: %s", w.index, exc)

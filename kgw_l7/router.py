@@ -489,21 +489,27 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
 
 
 class RouterCache:
-    """Compiled pieces keyed by their config records, kept across configs.
+    """Compiled pieces kept across configs.
 
-    A config that changes one route recompiles that route's virtual host only; rules and
-    backends equal to previous ones keep their compiled objects (and round-robin state).
-    Entries not used by the latest config are dropped.
+    A config that changes one route recompiles that route's virtual host only. Virtual
+    hosts are recognised by identity: the producer (and ``kgw_l7.snapshot`` on the
+    worker side) hands out the same VirtualHost object while it is unchanged, so a
+    10k-host config is rebuilt without hashing 10k nested records. Rules and backends
+    of newly compiled hosts are looked up by value, so equal ones keep their compiled
+    objects (and round-robin state). Entries not used by the latest config are dropped.
     """
 
     def __init__(self) -> None:
-        self._vhosts: dict[VirtualHost, CompiledVirtualHost] = {}
+        # id(vh) -> (vh, compiled, the rules and backends it compiled or reused)
+        self._vhosts: dict[int, tuple[VirtualHost, CompiledVirtualHost,
+                                      dict[Rule, CompiledRule], dict[Backend, CompiledBackend]]] = {}
         self._rules: dict[Rule, CompiledRule] = {}
         self._backends: dict[Backend, CompiledBackend] = {}
         self.compiled_vhosts = 0  # how many vhosts the last build compiled (tests)
 
     def build(self, config: L7Config) -> dict[str, ListenerRouter]:
-        vhosts: dict[VirtualHost, CompiledVirtualHost] = {}
+        vhosts: dict[int, tuple[VirtualHost, CompiledVirtualHost,
+                                dict[Rule, CompiledRule], dict[Backend, CompiledBackend]]] = {}
         rules: dict[Rule, CompiledRule] = {}
         backends: dict[Backend, CompiledBackend] = {}
         self.compiled_vhosts = 0
@@ -528,15 +534,28 @@ class RouterCache:
             return cr
 
         def vhost(vh: VirtualHost) -> CompiledVirtualHost:
-            cv = vhosts.get(vh) or self._vhosts.get(vh)
-            if cv is None:
+            entry = vhosts.get(id(vh)) or self._vhosts.get(id(vh))
+            if entry is not None and entry[0] is vh:
+                # dict.update reuses the stored hashes: no record is hashed again
+                rules.update(entry[2])
+                backends.update(entry[3])
+            else:
+                nr, nb = len(rules), len(backends)
                 cv = CompiledVirtualHost(vh, rule)
                 self.compiled_vhosts += 1
-            else:
+                # what this host uses, including what it shares with hosts compiled
+                # before it in this build (those are not among the newly added items)
+                own_rules = dict(itertools.islice(rules.items(), nr, None))
+                own_backends = dict(itertools.islice(backends.items(), nb, None))
                 for r in vh.routes:
-                    rule(r.rule)
-            vhosts[vh] = cv
-            return cv
+                    if r.rule in rules:
+                        own_rules[r.rule] = rules[r.rule]
+                    for b in r.rule.backends:
+                        if b in backends:
+                            own_backends[b] = backends[b]
+                entry = (vh, cv, own_rules, own_backends)
+            vhosts[id(vh)] = entry
+            return entry[1]
 
         out = {l.name: ListenerRouter(l, [vhost(vh) for vh in l.virtual_hosts])
                for l in config.listeners}

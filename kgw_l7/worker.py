@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Coroutine
 
+from kgw_l7 import snapshot
 from kgw_l7.config import L7Config, Listener
 from kgw_l7.proxy import DownstreamConn, ListenerState
 from kgw_l7.router import RouterCache
@@ -276,12 +277,20 @@ async def _serve(sock: socket.socket, options: WorkerOptions) -> None:
             pass
 
     await reply("ready", os.getpid())
+    held: L7Config | None = None  # the snapshot deltas are applied to
     while True:
         msg = await inbox.get()
         kind, seq = msg[0], msg[1]
         if kind == "apply":
             try:
-                errors = await ctx.apply(msg[2], msg[3] if len(msg) > 3 else None)
+                config = snapshot.patch(held, msg[2])
+            except snapshot.BaseMismatch as exc:
+                log.warning("config delta refused (%s); asking for a full snapshot", exc)
+                await reply(seq, ("stale", ctx.stats.generation, {}))
+                continue
+            try:
+                errors = await ctx.apply(config, msg[3] if len(msg) > 3 else None)
+                held = config
                 await reply(seq, ("ok", ctx.stats.generation, errors))
             except Exception as exc:  # a config must never kill the worker
                 log.exception("applying config failed")
