@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import sys
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, Coroutine, TextIO, TypeVar
+
+T = TypeVar("T")
 
 
 class ExitStatus(enum.IntEnum):
@@ -36,3 +39,18 @@ class Environment:
 
     def default_format(self, requested: str | None) -> str:
         return requested or ("table" if self.stdout_isatty else "json")
+
+
+def run_async(main: "Coroutine[Any, Any, T]") -> T:
+    """Run the supervisor's event loop on uvloop, without making uvloop the policy.
+
+    Only this loop is uvloop. Threads keep getting the standard loop: pyroute2 runs an
+    asyncio loop of its own in worker threads and needs AF_NETLINK datagram endpoints,
+    which uvloop does not support.
+    """
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

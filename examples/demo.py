@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -49,14 +50,14 @@ Ctrl-C stops everything.
 """
 
 
-def request(path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+def request(path: str, headers: dict[str, str]) -> tuple[int, Message, bytes]:
     req = urllib.request.Request(GATEWAY + path, headers=headers)
     opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(req, timeout=5) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, err.headers, err.read()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -20,7 +20,7 @@ import signal
 import socket
 from typing import Any
 
-from controller.env import Environment, ExitStatus
+from controller.env import Environment, ExitStatus, run_async
 from controller.kube.client import make_api_client
 from controller.kube.leader import LeaderElector
 from controller.kube.source import KubeOptions, KubeSource
@@ -61,17 +61,12 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     logging.basicConfig(level=args.log_level.upper(), stream=env.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
-        log.warning("uvloop is not installed; using the default event loop")
-    try:
         api = make_api_client(args.kubeconfig)
     except Exception as exc:
         env.err(f"error: no Kubernetes configuration (in-cluster or kubeconfig): {exc}")
         return ExitStatus.ERROR
     try:
-        return asyncio.run(_serve(args, api))
+        return run_async(_serve(args, api))
     except OSError as exc:
         env.err(f"error: {exc}")
         return ExitStatus.ERROR

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 
-from controller.env import Environment, ExitStatus
+from controller.env import Environment, ExitStatus, run_async
 from controller.files import FileSource
 from controller.node import discover_addresses
 from controller.supervisor import Supervisor, serve_admin
@@ -20,12 +20,7 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     logging.basicConfig(level=args.log_level.upper(), stream=env.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
-        log.warning("uvloop is not installed; using the default event loop")
-    try:
-        return asyncio.run(_serve(args))
+        return run_async(_serve(args))
     except OSError as exc:
         env.err(f"error: {exc}")
         return ExitStatus.ERROR
