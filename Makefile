@@ -19,6 +19,11 @@ unit: setup
 vm-test: setup
 	@$(PY) -m pytest -q vm_tests
 
+# The Gateway API conformance suite, replayed against a standalone kgw (see conformance/).
+CONFORMANCE_ARGS ?= --isolate
+conformance: setup
+	@$(PY) -m conformance --suite $(SUITE) $(CONFORMANCE_ARGS)
+
 bench:
 	@scripts/setup.sh bench
 	@$(PY) -m bench.run_all

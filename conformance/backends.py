@@ -1,0 +1,234 @@
+"""Echo pods: every replica of an echo Deployment becomes one ``kgw echo`` process.
+
+Each pod gets its own loopback address (127.2.D.R), so target ports are the manifest's
+own (3000...). Pod names are shaped like Kubernetes' (``<deployment>-<hash>-<hash>``),
+because the suite identifies backends by pod-name prefix and by dropping the last two
+dash-separated parts. NAMESPACE and POD_NAME are set as the Downward API would set them,
+and Secret volumes are emulated by writing the Secret's items into the pod's directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from conformance.loader import Obj, container_env, pod_labels
+
+log = logging.getLogger("conformance.backends")
+
+#: Characters Kubernetes uses in generated name suffixes (k8s.io/apimachinery rand.String).
+NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+ECHO_HTTP_PORT = 3000
+START_TIMEOUT_S = 20.0
+
+
+def pod_names(deployment: str, replicas: int, rng: random.Random) -> list[str]:
+    """Names as a Deployment's ReplicaSet would give its pods: one template hash, one
+    random suffix per pod."""
+    template_hash = "".join(rng.choice(NAME_ALPHABET) for _ in range(10))
+    names: list[str] = []
+    while len(names) < replicas:
+        name = f"{deployment}-{template_hash}-{''.join(rng.choice(NAME_ALPHABET) for _ in range(5))}"
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def backend_of_pod(pod: str) -> str:
+    """Upstream's weighted tests: the backend is the pod name minus its last two parts."""
+    return "-".join(pod.split("-")[:-2])
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    deployment: str
+    address: str
+    labels: dict[str, str] = field(hash=False, compare=False)
+
+
+@dataclass
+class _Running:
+    pod: Pod
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class EchoFleet:
+    """Starts, tracks and stops echo pods. ``python`` runs ``-m controller.cli echo``."""
+
+    def __init__(self, workdir: Path, *, python: str = sys.executable, cwd: Path | None = None,
+                 seed: int | None = None) -> None:
+        self.workdir = workdir
+        self.python = python
+        self.cwd = cwd
+        self.rng = random.Random(seed)
+        self._deployment_index: dict[tuple[str, str], int] = {}
+        self._running: dict[tuple[str, str], _Running] = {}  # (namespace, pod) -> process
+
+    # -- pods ------------------------------------------------------------------
+
+    def pods(self) -> list[Pod]:
+        return [r.pod for r in self._running.values()]
+
+    def pods_of(self, namespace: str, deployment: str) -> list[Pod]:
+        return [p for p in self.pods() if p.namespace == namespace and p.deployment == deployment]
+
+    def _address(self, namespace: str, deployment: str, replica: int) -> str:
+        key = (namespace, deployment)
+        if key not in self._deployment_index:
+            self._deployment_index[key] = len(self._deployment_index) + 1
+        idx = self._deployment_index[key]
+        if idx > 250 or replica > 250:
+            raise RuntimeError("too many echo deployments for the 127.2.0.0/16 plan")
+        return f"127.2.{idx}.{replica + 1}"
+
+    def start(self, deployment: Obj, secrets: dict[tuple[str, str], Obj]) -> list[Pod]:
+        """Start every replica of ``deployment``; return the pods once they accept connections."""
+        meta = deployment["metadata"]
+        ns, name = meta.get("namespace", "default"), meta["name"]
+        replicas = int((deployment.get("spec") or {}).get("replicas", 1))
+        started: list[Pod] = []
+        try:
+            self._start_replicas(deployment, ns, name, replicas, secrets, started)
+            for pod in started:
+                self._wait_listening(pod)
+        except BaseException:
+            self.stop(started)  # a Deployment starts whole or not at all
+            raise
+        return started
+
+    def _start_replicas(self, deployment: Obj, ns: str, name: str, replicas: int,
+                        secrets: dict[tuple[str, str], Obj], started: list[Pod]) -> None:
+        for i, pod_name in enumerate(pod_names(name, replicas, self.rng)):
+            pod = Pod(pod_name, ns, name, self._address(ns, name, i), pod_labels(deployment))
+            _ensure_free(pod.address, ECHO_HTTP_PORT)
+            env = {**os.environ, **self._pod_env(deployment, pod, secrets), "NAMESPACE": ns, "POD_NAME": pod_name}
+            log_path = self.workdir / "logs" / f"{ns}.{pod_name}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [self.python, "-m", "controller.cli", "echo", "--address", pod.address,
+                   "--port", str(ECHO_HTTP_PORT), "--pod", pod_name, "--namespace", ns]
+            with open(log_path, "ab") as out:
+                proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                        cwd=self.cwd, start_new_session=True)
+            self._running[(ns, pod_name)] = _Running(pod, proc, log_path)
+            started.append(pod)
+
+    def _pod_env(self, deployment: Obj, pod: Pod, secrets: dict[tuple[str, str], Obj]) -> dict[str, str]:
+        """The container's literal env, with paths into Secret volumes pointed at files
+        written for this pod."""
+        env = container_env(deployment)
+        spec = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        mounts = (spec.get("containers") or [{}])[0].get("volumeMounts") or []
+        for mount in mounts:
+            vol = volumes.get(mount.get("name"), {})
+            secret_name = (vol.get("secret") or {}).get("secretName")
+            if not secret_name:
+                continue
+            secret = secrets.get((pod.namespace, secret_name))
+            target = self.workdir / "pods" / pod.namespace / pod.name / mount["name"]
+            target.mkdir(parents=True, exist_ok=True)
+            data = (secret or {}).get("data") or {}
+            items = (vol.get("secret") or {}).get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                if item["key"] in data:
+                    (target / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
+            for k, v in list(env.items()):
+                if v.startswith(mount["mountPath"].rstrip("/") + "/"):
+                    env[k] = str(target / v[len(mount["mountPath"].rstrip("/")) + 1:])
+        return env
+
+    def _wait_listening(self, pod: Pod) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        run = self._running[(pod.namespace, pod.name)]
+        while time.monotonic() < deadline:
+            if run.proc.poll() is not None:
+                tail = run.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} exited with {run.proc.returncode}: {tail}")
+            try:
+                with socket.create_connection((pod.address, ECHO_HTTP_PORT), timeout=0.5):
+                    pass
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if run.proc.poll() is None:
+                return
+        raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} did not listen on {pod.address}:{ECHO_HTTP_PORT} "
+                           f"within {START_TIMEOUT_S:.0f}s")
+
+    def stop(self, pods: Iterable[Pod]) -> None:
+        runs = [self._running.pop((p.namespace, p.name)) for p in pods if (p.namespace, p.name) in self._running]
+        for r in runs:
+            if r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGTERM)
+        for r in runs:
+            try:
+                r.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+                r.proc.wait()
+
+    def stop_all(self) -> None:
+        self.stop(self.pods())
+
+    # -- observations -------------------------------------------------------------
+
+    def dead(self) -> list[Pod]:
+        return [r.pod for r in self._running.values() if r.proc.poll() is not None]
+
+    def log_has(self, namespace: str, deployment: str, needle: str) -> bool:
+        """Whether any pod of the deployment logged a line containing ``needle``."""
+        for r in self._running.values():
+            if r.pod.namespace == namespace and r.pod.deployment == deployment:
+                try:
+                    if needle in r.log_path.read_text(errors="replace"):
+                        return True
+                except OSError:
+                    pass
+        return False
+
+    def log_count(self, namespace: str, deployment: str, needle: str) -> int:
+        total = 0
+        for r in self._running.values():
+            if r.pod.namespace == namespace and r.pod.deployment == deployment:
+                try:
+                    total += r.log_path.read_text(errors="replace").count(needle)
+                except OSError:
+                    pass
+        return total
+
+
+def _ensure_free(address: str, port: int) -> None:
+    """Refuse to start a pod on an address something else already serves: connecting to
+    it would look like our pod being ready (another conformance run in this network
+    namespace is the usual cause; ``--isolate`` runs in a namespace of its own)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as exc:
+            raise RuntimeError(f"{address}:{port} is already in use ({exc.strerror}); is another conformance "
+                               "run using this network namespace? (use --isolate)") from exc
+
+
+def services_selecting(pod: Pod, services: Iterable[Obj]) -> list[Obj]:
+    out = []
+    for svc in services:
+        meta = svc.get("metadata") or {}
+        sel: dict[str, Any] = (svc.get("spec") or {}).get("selector") or {}
+        if meta.get("namespace", "default") == pod.namespace and sel and all(
+                pod.labels.get(k) == v for k, v in sel.items()):
+            out.append(svc)
+    return out

@@ -1,0 +1,70 @@
+"""What kgw claims to support: the one list the lead edits as features land.
+
+A test runs only when every feature it needs is claimed here; otherwise it is reported
+as skipped (upstream does the same with its SupportedFeatures). A profile whose core
+features are not all claimed is skipped as a whole.
+"""
+
+from __future__ import annotations
+
+#: SupportedFeatures kgw claims (names as in upstream pkg/features).
+SUPPORTED_FEATURES: frozenset[str] = frozenset({
+    # core
+    "Gateway",
+    "HTTPRoute",
+    "ReferenceGrant",
+    # Gateway extended
+    "GatewayPort8080",
+    # HTTPRoute extended, as implemented by kgw_l7
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteSchemeRedirect",
+    "HTTPRoutePathRedirect",
+    "HTTPRouteHostRewrite",
+    "HTTPRoutePathRewrite",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteParentRefPort",
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteBackendRequestRedirect",
+    "HTTPRouteBackendURLRewrite",
+    "HTTPRouteRetry",
+    "HTTPRouteRetryConnectionError",
+    "HTTPRouteRetryBackendTimeout",
+    "GatewayHTTPListenerIsolation",
+    "GatewayAddressEmpty",
+    # Not yet: TCPRoute (kgw_l4), TLSRoute, GRPCRoute, UDPRoute, BackendTLSPolicy,
+    # ListenerSet, HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
+})
+
+#: Core features of each conformance profile (upstream conformance/utils/suite/profiles.go).
+PROFILE_CORE_FEATURES: dict[str, frozenset[str]] = {
+    "GATEWAY-HTTP": frozenset({"Gateway", "ReferenceGrant", "HTTPRoute"}),
+    "GATEWAY-TLS": frozenset({"Gateway", "ReferenceGrant", "TLSRoute"}),
+    "GATEWAY-GRPC": frozenset({"Gateway", "ReferenceGrant", "GRPCRoute"}),
+    "GATEWAY-TCP": frozenset({"Gateway", "ReferenceGrant", "TCPRoute"}),
+    "GATEWAY-UDP": frozenset({"Gateway", "ReferenceGrant", "UDPRoute"}),
+}
+
+PROFILES: tuple[str, ...] = tuple(PROFILE_CORE_FEATURES)
+
+
+def profile_supported(profile: str, supported: frozenset[str] = SUPPORTED_FEATURES) -> bool:
+    return PROFILE_CORE_FEATURES[profile] <= supported
+
+
+def missing_features(features: list[str] | tuple[str, ...],
+                     supported: frozenset[str] = SUPPORTED_FEATURES) -> list[str]:
+    """The features a test needs that kgw does not claim (empty: the test can run)."""
+    return sorted(set(features) - supported)

@@ -1,0 +1,490 @@
+"""Replaying request cases with upstream's rules (conformance/utils/http, roundtripper).
+
+- A new TCP connection per request (upstream disables keep-alives), 10 s per request.
+- Every HTTP request carries ``X-Echo-Set-Header`` (empty when the case sets none).
+- The body is parsed as the echo's JSON only when Content-Type is exactly
+  ``application/json``; otherwise the captured request is empty but for the method
+  (upstream: "assume it made the right request if the service isn't echoing").
+- A case passes after 3 consecutive matching responses, probing every 100 ms, giving up
+  after 30 s.
+- Comparison (``compare``): status code among the expected ones (408 and 504 are
+  interchangeable, and then nothing else is compared); for 200/204 the echoed path
+  (byte for byte, with the query), method, namespace, host (only when given), headers
+  (values joined with ","), absent headers, response headers, and the pod-name prefix;
+  for 3xx with a redirect expectation the Location's scheme, host, port and path.
+
+HTTPS uses the suite's certificate as the only trust anchor and checks the server name
+the way Go's crypto/x509 does (``go_match_hostname``), as upstream's client is Go.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import re
+import socket
+import ssl
+import tempfile
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+REQUEST_TIMEOUT_S = 10.0
+CONSECUTIVE_SUCCESSES = 3
+PROBE_INTERVAL_S = 0.1
+MAX_TIME_TO_CONSISTENCY_S = 30.0
+
+_GO_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+class RequestError(Exception):
+    """The round trip itself failed (connect, TLS, protocol, timeout)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    scheme: str  # http | https
+    address: str  # host:port to dial
+    path: str  # with the query, as the case gives it
+    host: str = ""  # Host header (default: the address without the scheme's default port)
+    headers: tuple[tuple[str, str], ...] = ()
+    protocol: str = ""  # "" (HTTP/1.1), H2, H2C_PRIOR_KNOWLEDGE
+    server_name: str = ""  # TLS SNI and name to verify
+    ca_pem: bytes = b""
+    client_cert: tuple[bytes, bytes] | None = None  # (cert PEM, key PEM)
+    unfollow_redirect: bool = False
+
+    @property
+    def authority(self) -> str:
+        """Upstream CalculateHost: the gateway address without the scheme's default port."""
+        host, _, port = self.address.rpartition(":")
+        if (self.scheme == "http" and port == "80") or (self.scheme == "https" and port == "443"):
+            return host
+        return self.address
+
+    @property
+    def request_uri(self) -> str:
+        path, sep, query = self.path.partition("?")
+        return urllib.parse.quote(path, safe=_GO_PATH_SAFE) + (sep + query if sep else "")
+
+
+@dataclass
+class CapturedRequest:
+    path: str = ""
+    host: str = ""
+    method: str = ""
+    protocol: str = ""
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    namespace: str = ""
+    pod: str = ""
+    sni: str = ""  # the server name the backend saw (backend TLS)
+
+
+@dataclass
+class Redirect:
+    scheme: str
+    host: str
+    port: str
+    path: str
+
+
+@dataclass
+class CapturedResponse:
+    status: int
+    headers: dict[str, list[str]]  # lower-cased names
+    body: bytes = b""
+    redirect: Redirect | None = None
+    protocol: str = "HTTP/1.1"
+
+
+def canonical_header(name: str) -> str:
+    """Go's textproto.CanonicalMIMEHeaderKey (what upstream's client sends)."""
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+", name):
+        return name
+    return "-".join(p[:1].upper() + p[1:].lower() for p in name.split("-"))
+
+
+def echo_set_header(pairs: dict[str, str] | None) -> str:
+    return ",".join(f"{k}:{v}" for k, v in (pairs or {}).items())
+
+
+# -- TLS ------------------------------------------------------------------------
+
+
+def go_match_hostname(pattern: str, host: str) -> bool:
+    """crypto/x509 matchHostnames: label-wise, '*' only as the whole leftmost label."""
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if not pattern or not host:
+        return False
+    p_labels, h_labels = pattern.split("."), host.split(".")
+    if len(p_labels) != len(h_labels):
+        return False
+    for i, (p, h) in enumerate(zip(p_labels, h_labels)):
+        if i == 0 and p == "*":
+            continue
+        if p != h:
+            return False
+    return True
+
+
+def _tls_context(req: Request, alpn: list[str] | None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # verified below with Go's rules
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if req.ca_pem:
+        ctx.load_verify_locations(cadata=req.ca_pem.decode())
+    if req.client_cert:
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as f:
+            f.write(req.client_cert[0] + b"\n" + req.client_cert[1])
+            f.flush()
+            ctx.load_cert_chain(f.name)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def _verify_name(sock: ssl.SSLSocket, name: str) -> None:
+    cert = sock.getpeercert() or {}
+    sans = [v for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address")]
+    if not any(go_match_hostname(s, name) or s == name for s in sans):
+        raise RequestError(f"x509: certificate is valid for {sans}, not {name}")
+
+
+def _dial(req: Request, alpn: list[str] | None = None) -> socket.socket:
+    host, _, port = req.address.rpartition(":")
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=REQUEST_TIMEOUT_S)
+    except OSError as exc:
+        raise RequestError(f"dial {req.address}: {exc}") from exc
+    if req.scheme != "https":
+        return sock
+    name = req.server_name or req.host.rsplit(":", 1)[0] or host
+    try:
+        tls = _tls_context(req, alpn).wrap_socket(sock, server_hostname=name)
+        _verify_name(tls, name)
+        return tls
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise RequestError(f"tls handshake with {req.address} (sni {name}): {exc}") from exc
+
+
+# -- HTTP/1.1 and HTTP/2 round trips ----------------------------------------------
+
+
+def round_trip(req: Request) -> tuple[CapturedRequest, CapturedResponse]:
+    if req.protocol in ("H2", "H2C_PRIOR_KNOWLEDGE"):
+        res = _round_trip_h2(req)
+    else:
+        res = _round_trip_h1(req)
+    return capture_request(req, res), res
+
+
+def _request_headers(req: Request) -> list[tuple[str, str]]:
+    """The case's headers as Go's client sends them: canonical names, its User-Agent, and
+    ``Accept-Encoding: gzip`` (which Go adds, and then undoes, transparently)."""
+    hdrs = [(canonical_header(k), v) for k, v in req.headers]
+    if not any(k.lower() == "user-agent" for k, _ in hdrs):
+        hdrs.append(("User-Agent", "Go-http-client/1.1"))
+    if req.method != "HEAD" and not any(k.lower() in ("accept-encoding", "range") for k, _ in hdrs):
+        hdrs.append(("Accept-Encoding", "gzip"))
+    return hdrs
+
+
+def _transparent_gzip(req: Request, res: CapturedResponse) -> CapturedResponse:
+    """Go's transport decompresses a gzip body it asked for and drops the headers that
+    described the compressed form."""
+    asked = not any(k.lower() in ("accept-encoding", "range") for k, _ in req.headers) and req.method != "HEAD"
+    if asked and [v.lower() for v in res.headers.get("content-encoding", [])] == ["gzip"]:
+        try:
+            res.body = gzip.decompress(res.body)
+        except (OSError, EOFError) as exc:
+            raise RequestError(f"gzip body: {exc}") from exc
+        res.headers.pop("content-encoding", None)
+        res.headers.pop("content-length", None)
+    return res
+
+
+def _round_trip_h1(req: Request) -> CapturedResponse:
+    sock = _dial(req)
+    conn = http.client.HTTPConnection(req.address.rpartition(":")[0].strip("[]"), timeout=REQUEST_TIMEOUT_S)
+    conn.sock = sock
+    try:
+        conn.putrequest(req.method, req.request_uri, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", req.host or req.authority)
+        for k, v in _request_headers(req):
+            conn.putheader(k, v)
+        conn.putheader("Connection", "close")
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = resp.read()
+        headers: dict[str, list[str]] = {}
+        for k, v in resp.getheaders():
+            headers.setdefault(k.lower(), []).append(v)
+        out = CapturedResponse(resp.status, headers, body, protocol="HTTP/1.1")
+    except (http.client.HTTPException, OSError) as exc:
+        raise RequestError(f"{req.method} {req.scheme}://{req.address}{req.request_uri}: {exc!r}") from exc
+    finally:
+        conn.close()
+    return _with_redirect(req, _transparent_gzip(req, out))
+
+
+def _round_trip_h2(req: Request) -> CapturedResponse:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    sock = _dial(req, alpn=["h2"] if req.scheme == "https" else None)
+    if isinstance(sock, ssl.SSLSocket) and sock.selected_alpn_protocol() != "h2":
+        sock.close()
+        raise RequestError(f"server did not negotiate h2 (ALPN {sock.selected_alpn_protocol()!r})")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    try:
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        hdrs = [(":method", req.method), (":scheme", req.scheme), (":authority", req.host or req.authority),
+                (":path", req.request_uri)] + [(k.lower(), v) for k, v in _request_headers(req)]
+        conn.send_headers(sid, hdrs, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        status, headers, body, done = 0, {}, bytearray(), False
+        while not done:
+            data = sock.recv(65536)
+            if not data:
+                raise RequestError("connection closed before the response completed")
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    for k, v in ev.headers:
+                        if k == ":status":
+                            status = int(v)
+                        else:
+                            headers.setdefault(k.lower(), []).append(v)
+                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                    done = True
+                elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                    raise RequestError(f"stream reset: error code {ev.error_code}")
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    raise RequestError(f"GOAWAY: error code {ev.error_code}")
+            sock.sendall(conn.data_to_send())
+        out = _transparent_gzip(req, CapturedResponse(status, headers, bytes(body), protocol="HTTP/2.0"))
+    except (OSError, ValueError) as exc:
+        raise RequestError(f"h2 {req.method} {req.address}{req.request_uri}: {exc!r}") from exc
+    except Exception as exc:  # h2 protocol errors have no common base worth naming here
+        if exc.__class__.__module__.startswith("h2"):
+            raise RequestError(f"h2 protocol error: {exc!r}") from exc
+        raise
+    finally:
+        sock.close()
+    return _with_redirect(req, out)
+
+
+def is_redirect(code: int) -> bool:
+    return code in (300, 301, 302, 303, 304, 305, 307, 308)
+
+
+def _with_redirect(req: Request, res: CapturedResponse) -> CapturedResponse:
+    if not is_redirect(res.status):
+        return res
+    location = (res.headers.get("location") or [""])[0]
+    if not location:
+        if req.unfollow_redirect:
+            raise RequestError(f"{res.status} response without a Location header")
+        return res
+    res.redirect = parse_location(f"{req.scheme}://{req.host or req.authority}{req.request_uri}", location)
+    if not req.unfollow_redirect and res.status in (301, 302, 303, 307, 308):
+        # Go's client would follow it, dialling the Location's host: outside loopback.
+        raise RequestError(f"unexpected {res.status} redirect to {location}")
+    return res
+
+
+def parse_location(request_url: str, location: str) -> Redirect:
+    """Go's resp.Location(): resolved against the request URL; Hostname() and Port()
+    split without changing case; Path decoded."""
+    url = urllib.parse.urljoin(request_url, location)
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    if netloc.startswith("["):
+        host, _, rest = netloc[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = netloc.partition(":")
+    return Redirect(parts.scheme, host, port, urllib.parse.unquote(parts.path))
+
+
+def capture_request(req: Request, res: CapturedResponse) -> CapturedRequest:
+    ctype = (res.headers.get("content-type") or [""])[0]
+    if ctype != "application/json":
+        return CapturedRequest(method=req.method)
+    try:
+        doc = json.loads(res.body)
+    except ValueError as exc:
+        raise RequestError(f"unexpected error reading response: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise RequestError("echo response is not a JSON object")
+    headers = doc.get("headers") or {}
+    return CapturedRequest(
+        path=str(doc.get("path", "")), host=str(doc.get("host", "")), method=str(doc.get("method", "")),
+        protocol=str(doc.get("proto", "")),
+        headers={str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in headers.items()},
+        namespace=str(doc.get("namespace", "")), pod=str(doc.get("pod", "")),
+        sni=str(doc.get("sni") or (doc.get("tls") or {}).get("serverName") or ""))
+
+
+# -- expectations ----------------------------------------------------------------
+
+
+def is_timeout_code(code: int) -> bool:
+    return code in (408, 504)
+
+
+def _join(values: list[str]) -> str:
+    return ",".join(values)
+
+
+def compare(req: Request, creq: CapturedRequest, cres: CapturedResponse, expect: dict[str, Any],
+            sent: dict[str, Any] | None = None) -> str | None:
+    """One probe against one case's ``expect`` (as recorded in cases/*.json); ``None``
+    when it matches. ``sent`` is the case's request as sent (placeholders filled): with
+    no recorded backendRequest, the backend must have seen exactly that (upstream)."""
+    codes = [int(c) for c in expect.get("statusCodes") or [200]]
+    if is_timeout_code(cres.status) and any(is_timeout_code(c) for c in codes):
+        return None
+    if cres.status not in codes:
+        return f"expected status code {codes if len(codes) > 1 else codes[0]}, got {cres.status}"
+    if cres.status in (200, 204):
+        er = expect.get("backendRequest")
+        if er is None:
+            sent = sent or {}
+            er = {"path": sent.get("path", req.path), "method": sent.get("method") or req.method,
+                  "host": sent.get("host", ""), "headers": dict(sent.get("headers") or {}),
+                  "_source": "defaults to Request"}
+        method = er.get("method") or "GET"
+        if er.get("host") and er["host"] != creq.host:
+            return f"expected host to be {er['host']}, got {creq.host}"
+        if er.get("path", "") != creq.path:
+            return f"expected path to be {er.get('path', '')}, got {creq.path}"
+        if method != creq.method:
+            return f"expected method to be {method}, got {creq.method}"
+        if expect.get("backendNamespace", "") != creq.namespace:
+            return f"expected namespace to be {expect.get('backendNamespace', '')}, got {creq.namespace}"
+        lower_req = {k.lower(): v for k, v in creq.headers.items()}
+        if er.get("headers"):
+            if not creq.headers:
+                return f"no headers captured, expected {len(er['headers'])}"
+            for name, want in er["headers"].items():
+                got = lower_req.get(name.lower())
+                if got is None:
+                    return f"expected {name} header to be set, actual headers: {creq.headers}"
+                if _join(got) != want:
+                    return f"expected {name} header to be set to {want}, got {_join(got)}"
+        why = _response_headers(cres, expect)
+        if why:
+            return why
+        for name in er.get("absentHeaders") or []:
+            if name.lower() in lower_req:
+                return f"expected {name} header to not be set, got {lower_req[name.lower()]}"
+        prefix = expect.get("backendPodPrefix", "") or ""
+        if not creq.pod.startswith(prefix):
+            return f"expected pod name to start with {prefix}, got {creq.pod}"
+        want_sni = backend_sni(er, sent or {})
+        if want_sni and creq.sni != want_sni:
+            return f"expected the backend to see SNI {want_sni}, got {creq.sni or 'none'}"
+    elif is_redirect(cres.status) and expect.get("redirect"):
+        return _compare_redirect(req, cres, expect["redirect"])
+    return None
+
+
+def backend_sni(er: dict[str, Any], sent: dict[str, Any]) -> str:
+    """The server name the backend must have seen (backend TLS): the expected request's
+    own, or, where the expected request defaults to the request sent (the data marks
+    that in ``_source``), the request's ``sni``."""
+    if er.get("tlsServerName"):
+        return str(er["tlsServerName"])
+    if str(er.get("_source", "")).startswith("defaults to Request"):
+        return str(sent.get("sni") or "")
+    return ""
+
+
+def _response_headers(cres: CapturedResponse, expect: dict[str, Any]) -> str | None:
+    for name, want in (expect.get("responseHeaders") or {}).items():
+        got = cres.headers.get(name.lower())
+        if got is None:
+            return f"expected response header {name} to be set, actual headers: {cres.headers}"
+        if _join(got) != want:
+            return f"expected response header {name} to be set to {want}, got {_join(got)}"
+    squash = (lambda s: re.sub(r"\s+", "", s)) if expect.get("ignoreWhitespaceInHeaderValues") else (lambda s: s)
+    for name, allowed in (expect.get("responseHeaderOneOf") or {}).items():
+        got = cres.headers.get(name.lower())
+        if got is None:
+            return f"expected response header {name} to be set, actual headers: {cres.headers}"
+        if squash(_join(got)) not in {squash(a) for a in allowed}:
+            return f"expected response header {name} to be one of {allowed}, got {_join(got)}"
+    for name in expect.get("responseAbsentHeaders") or []:
+        if name.lower() in cres.headers:
+            return f"expected response header {name} to not be set, got {cres.headers[name.lower()]}"
+    return None
+
+
+def _compare_redirect(req: Request, cres: CapturedResponse, want: dict[str, Any]) -> str | None:
+    got = cres.redirect
+    if got is None:
+        return f"{cres.status} response without a usable Location"
+    host = want.get("host") or got.host
+    scheme = want.get("scheme") or req.scheme
+    path = want.get("path") or req.path.partition("?")[0]
+    if host != got.host:
+        return f"expected redirected hostname to be {host!r}, got {got.host!r}"
+    port = str(want.get("port") or "")
+    if not port:
+        if got.scheme.lower() == "http" and got.port not in ("80", ""):
+            return f"for http scheme, expected redirected port to be 80 or not set, got {got.port!r}"
+        if got.scheme.lower() == "https" and got.port not in ("443", ""):
+            return f"for https scheme, expected redirected port to be 443 or not set, got {got.port!r}"
+    elif port != got.port:
+        return f"expected redirected port to be {port!r}, got {got.port!r}"
+    if scheme != got.scheme:
+        return f"expected redirected scheme to be {scheme!r}, got {got.scheme!r}"
+    if path != got.path:
+        return f"expected redirected path to be {path!r}, got {got.path!r}"
+    return None
+
+
+# -- eventual consistency -------------------------------------------------------
+
+
+class NotConsistent(Exception):
+    """A case did not pass CONSECUTIVE_SUCCESSES times in a row within its time limit."""
+
+
+def wait_consistent(probe: Callable[[], str | None], *, threshold: int = CONSECUTIVE_SUCCESSES,
+                    interval: float = PROBE_INTERVAL_S, limit: float = MAX_TIME_TO_CONSISTENCY_S,
+                    clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> int:
+    """Run ``probe`` (None = pass, else the reason) until it passes ``threshold`` times in
+    a row; no delay after a pass, ``interval`` after a failure. Returns the attempts made."""
+    start = clock()
+    successes = attempts = 0
+    last = "no attempt made"
+    while True:
+        if clock() - start > limit:
+            raise NotConsistent(f"timeout after {attempts} attempts ({successes}/{threshold} successes); "
+                                f"last: {last}")
+        why = probe()
+        attempts += 1
+        if why is None:
+            successes += 1
+            if successes >= threshold:
+                return attempts
+            continue
+        successes = 0
+        last = why
+        sleep(interval)
+
+
+def fill_uuid(text: str, value: str | None = None) -> str:
+    return text.replace("<uuid>", value or str(uuid.uuid4())) if "<uuid>" in text else text

@@ -1,0 +1,636 @@
+"""The conformance harness's own logic: manifest rewriting, status-helper semantics,
+replay rules and report shape. Fast, no processes, no sockets."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conformance import requests as rq
+from conformance.backends import NAME_ALPHABET, backend_of_pod, pod_names
+from conformance.features import SUPPORTED_FEATURES, missing_features, profile_supported
+from conformance.loader import (AddressBook, GATEWAY_CLASS_NAME, endpoint_slice, is_echo_deployment,
+                                read_manifest, rewrite_gateway)
+from conformance.replay import case_name, with_request_id
+from conformance.report import FAILED, PASSED, SKIPPED, Report, TestResult
+from conformance.runner import Options, plan
+from conformance.scenarios import resolve_name_expressions
+from conformance.status_checks import (CheckFailed, Fatal, StatusChecker, Timeouts, conditions_match,
+                                       fill_placeholders, find_condition, listeners_match, parents_match,
+                                       route_has_condition, stale_conditions)
+
+# -- manifests ----------------------------------------------------------------------
+
+
+def test_placeholders_become_kgw_class_and_controller(tmp_path: Path) -> None:
+    f = tmp_path / "m.yaml"
+    f.write_text('kind: GatewayClass\nmetadata: {name: x}\nspec: {controllerName: "{GATEWAY_CONTROLLER_NAME}"}\n'
+                 '---\nkind: Gateway\nmetadata: {name: g, namespace: n}\nspec: {gatewayClassName: "{GATEWAY_CLASS_NAME}"}\n')
+    gwc, gw = read_manifest(f)
+    assert gwc["spec"]["controllerName"] == "kgw.dev/gateway-controller"
+    assert gw["spec"]["gatewayClassName"] == GATEWAY_CLASS_NAME
+
+
+def test_each_gateway_gets_its_own_stable_loopback_address() -> None:
+    book = AddressBook()
+    a = rewrite_gateway({"kind": "Gateway", "metadata": {"name": "a", "namespace": "n"}, "spec": {}}, book)
+    b = rewrite_gateway({"kind": "Gateway", "metadata": {"name": "b", "namespace": "n"}, "spec": {}}, book)
+    a2 = rewrite_gateway({"kind": "Gateway", "metadata": {"name": "a", "namespace": "n"}, "spec": {}}, book)
+    assert a["spec"]["addresses"] == [{"type": "IPAddress", "value": "127.1.0.1"}]
+    assert b["spec"]["addresses"][0]["value"] == "127.1.0.2"
+    assert a2["spec"]["addresses"] == a["spec"]["addresses"]
+
+
+def test_gateway_with_its_own_addresses_is_left_alone() -> None:
+    gw = {"kind": "Gateway", "metadata": {"name": "a", "namespace": "n"},
+          "spec": {"addresses": [{"type": "IPAddress", "value": "10.0.0.1"}]}}
+    assert rewrite_gateway(gw, AddressBook()) == gw
+
+
+def test_address_book_skips_broadcast_like_octets() -> None:
+    import ipaddress
+    book = AddressBook(ipaddress.IPv4Address("127.1.0.254"))
+    assert book.address("n", "a") == "127.1.0.254"
+    assert book.address("n", "b") == "127.1.1.1"
+
+
+def test_endpoint_slice_names_ports_like_the_service() -> None:
+    svc = {"kind": "Service", "metadata": {"name": "s", "namespace": "n"},
+           "spec": {"ports": [{"name": "first-port", "port": 8080, "targetPort": 3000},
+                              {"name": "second-port", "port": 8081, "targetPort": 3001,
+                               "appProtocol": "kubernetes.io/h2c"}]}}
+    es = endpoint_slice(svc, [("s-abc-def", "127.2.1.1")])
+    assert es["metadata"]["labels"] == {"kubernetes.io/service-name": "s"}
+    assert es["ports"] == [{"name": "first-port", "port": 3000, "protocol": "TCP"},
+                           {"name": "second-port", "port": 3001, "protocol": "TCP",
+                            "appProtocol": "kubernetes.io/h2c"}]
+    assert es["endpoints"][0]["addresses"] == ["127.2.1.1"]
+    assert es["endpoints"][0]["conditions"] == {"ready": True}
+
+
+def test_only_echo_deployments_become_pods() -> None:
+    def dep(image: str) -> dict:
+        return {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"image": image}]}}}}
+    assert is_echo_deployment(dep("registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0"))
+    assert not is_echo_deployment(dep("registry.k8s.io/coredns/coredns:v1.14.6"))
+
+
+def test_pod_names_look_like_kubernetes_and_map_back_to_the_backend() -> None:
+    names = pod_names("infra-backend-v1", 2, random.Random(1))
+    assert len(set(names)) == 2
+    for n in names:
+        prefix, h1, h2 = n.rsplit("-", 2)
+        assert prefix == "infra-backend-v1" and len(h1) == 10 and len(h2) == 5
+        assert set(h1 + h2) <= set(NAME_ALPHABET)
+        assert backend_of_pod(n) == "infra-backend-v1"
+
+
+def test_name_expressions_resolve_against_the_tests_manifests() -> None:
+    long = "gateway-name-maximum-length-" + "a" * (253 - 28)
+    expr = '<gatewayNameMaximumLengthPrefix + strings.Repeat("a", 253 - len(gatewayNameMaximumLengthPrefix))>'
+    args = [{"Name": expr, "Namespace": "ns"}]
+    assert resolve_name_expressions(args, ["other", long]) == [{"Name": long, "Namespace": "ns"}]
+    assert fill_placeholders("<suite.ControllerName>") == "kgw.dev/gateway-controller"
+
+
+# -- features and plan ---------------------------------------------------------------
+
+
+def test_profiles_and_features() -> None:
+    assert profile_supported("GATEWAY-HTTP")
+    assert not profile_supported("GATEWAY-TCP", frozenset({"Gateway", "ReferenceGrant"}))
+    assert missing_features(["Gateway", "HTTPRoute", "TLSRoute"], frozenset({"Gateway", "HTTPRoute"})) == ["TLSRoute"]
+    assert "HTTPRoute" in SUPPORTED_FEATURES
+
+
+def _suite(tmp_path: Path, tests: list[dict]) -> object:
+    import json
+    from conformance.loader import load_suite
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "manifests" / "base").mkdir(parents=True)
+    (tmp_path / "manifests" / "base" / "manifests.yaml").write_text("")
+    for t in tests:
+        rec = {"test": t["name"], "features": t["features"], "profiles": t["profiles"],
+               "provisional": t.get("provisional", False), "manifests": [], "statusChecks": [],
+               "requestGroups": []}
+        (tmp_path / "cases" / f"{t['name']}.json").write_text(json.dumps(rec))
+    return load_suite(tmp_path)
+
+
+def test_plan_skips_unclaimed_features_unsupported_profiles_and_unselected(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, [
+        {"name": "A", "features": ["Gateway", "HTTPRoute"], "profiles": {"GATEWAY-HTTP": "core"}},
+        {"name": "B", "features": ["Gateway", "HTTPRoute", "Nope"], "profiles": {"GATEWAY-HTTP": "extended"}},
+        {"name": "C", "features": ["Gateway", "TCPRoute"], "profiles": {"GATEWAY-TCP": "core"}},
+        {"name": "D", "features": ["Gateway"], "profiles": {"GATEWAY-HTTP": "core"}, "provisional": True},
+    ])
+    p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
+    assert [t.name for t in p.run] == ["A", "D"]  # provisional tests run by default, as upstream
+    assert "Nope" in p.skipped["B"] and "not supported" in p.skipped["C"]
+    p = plan(suite, Options(suite=tmp_path, run=["A"], skip_provisional=True))  # type: ignore[arg-type]
+    assert [t.name for t in p.run] == ["A"] and p.skipped["D"] == "not selected (--run)"
+
+
+# -- status helpers ------------------------------------------------------------------
+
+
+def cond(t: str, s: str, r: str = "R", gen: int = 1) -> dict:
+    return {"type": t, "status": s, "reason": r, "observedGeneration": gen}
+
+
+def test_empty_reason_or_status_matches_any() -> None:
+    conds = [cond("Accepted", "False", "NotAllowedByListeners")]
+    assert find_condition(conds, "Accepted", "False") is None
+    assert find_condition(conds, "Accepted", "") is None
+    assert find_condition(conds, "Accepted", "False", "NoMatchingParent") is not None
+    assert find_condition(conds, "Accepted", "True") is not None
+    assert find_condition([], "Accepted", "True") is not None
+
+
+def test_stale_conditions_name_the_lagging_ones() -> None:
+    obj = {"metadata": {"generation": 2}}
+    assert stale_conditions(obj, [cond("Accepted", "True", gen=2)]) is None
+    assert "Programmed" in stale_conditions(obj, [cond("Accepted", "True", gen=2), cond("Programmed", "True", gen=1)])
+    assert stale_conditions(obj, []) is None  # upstream: nothing to be stale
+
+
+def test_conditions_match_needs_as_many_conditions_as_expected() -> None:
+    assert conditions_match([{"Type": "A", "Status": "True"}, {"Type": "B", "Status": "True"}],
+                            [cond("A", "True")]) is not None
+
+
+def parent(name: str, ns: str | None, conds: list[dict], group: str | None = "gateway.networking.k8s.io",
+           kind: str | None = "Gateway", controller: str = "kgw.dev/gateway-controller") -> dict:
+    ref = {"name": name}
+    if group is not None:
+        ref["group"] = group
+    if kind is not None:
+        ref["kind"] = kind
+    if ns is not None:
+        ref["namespace"] = ns
+    return {"parentRef": ref, "controllerName": controller, "conditions": conds}
+
+
+EXPECTED = [{"ParentRef": {"Group": "gateway.networking.k8s.io", "Kind": "Gateway", "Name": "gw",
+                           "Namespace": "infra", "SectionName": ""},
+             "ControllerName": "kgw.dev/gateway-controller",
+             "Conditions": [{"Type": "Accepted", "Status": "True", "Reason": "Accepted"}]}]
+
+
+def test_parents_need_explicit_group_and_kind_and_the_controller_name() -> None:
+    ok = [parent("gw", "infra", [cond("Accepted", "True", "Accepted")])]
+    assert parents_match(EXPECTED, ok, namespace_required=True) is None
+    assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Accepted")], group=None)],
+                         True) is not None
+    assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Accepted")], kind=None)],
+                         True) is not None
+    assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Accepted")],
+                                           controller="other")], True) is not None
+    assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Other")])], True) is not None
+
+
+def test_parent_namespace_may_be_omitted_only_for_same_namespace_routes() -> None:
+    omitted = [parent("gw", None, [cond("Accepted", "True", "Accepted")])]
+    assert parents_match(EXPECTED, omitted, namespace_required=False) is None
+    assert parents_match(EXPECTED, omitted, namespace_required=True) is not None
+    wrong = [parent("gw", "elsewhere", [cond("Accepted", "True", "Accepted")])]
+    assert parents_match(EXPECTED, wrong, namespace_required=False) is not None
+
+
+def test_other_parents_may_exist_in_any_order() -> None:
+    actual = [parent("other", "infra", [cond("Accepted", "True", "Accepted")]),
+              parent("gw", "infra", [cond("Accepted", "True", "Accepted")])]
+    assert parents_match(EXPECTED, actual, True) is None
+    assert parents_match(EXPECTED, [], True) is not None
+
+
+def test_route_condition_requires_latest_generation_on_every_parent() -> None:
+    route = {"metadata": {"generation": 2}, "status": {"parents": [
+        parent("gw", "infra", [cond("ResolvedRefs", "True", "ResolvedRefs", gen=2)]),
+        parent("other", "infra", [cond("Accepted", "True", gen=1)])]}}
+    assert "generation" in route_has_condition(route, ("infra", "gw"),
+                                               {"Type": "ResolvedRefs", "Status": "True", "Reason": "ResolvedRefs"})
+    route["status"]["parents"][1]["conditions"][0]["observedGeneration"] = 2
+    assert route_has_condition(route, ("infra", "gw"),
+                               {"Type": "ResolvedRefs", "Status": "True", "Reason": "ResolvedRefs"}) is None
+    assert route_has_condition(route, ("infra", "missing"), {"Type": "ResolvedRefs", "Status": "True"}) is not None
+
+
+def test_listeners_match_by_name_with_supported_kinds_as_superset() -> None:
+    expected = [{"Name": "http", "SupportedKinds": [{"Group": "gateway.networking.k8s.io", "Kind": "HTTPRoute"}],
+                 "Conditions": [{"Type": "Accepted", "Status": "True"}], "AttachedRoutes": 1}]
+    actual = [{"name": "http", "attachedRoutes": 1, "conditions": [cond("Accepted", "True")],
+               "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
+                                  {"kind": "HTTPRoute"}]}]
+    assert listeners_match(expected, actual) is None
+    actual[0]["attachedRoutes"] = 2
+    assert "attachedRoutes" in listeners_match(expected, actual)
+    actual[0]["attachedRoutes"] = 1
+    actual[0]["supportedKinds"] = [{"kind": "GRPCRoute"}]
+    assert "lacks" in listeners_match(expected, actual)
+    assert listeners_match([dict(expected[0], SupportedKinds=[])], [dict(actual[0])]) is not None
+    assert listeners_match(expected, actual + [dict(actual[0], name="https")]) is not None
+
+
+class FakeAdmin:
+    def __init__(self, snapshots: list[dict]) -> None:
+        self.snapshots = snapshots
+
+    def statuses(self) -> dict:
+        return self.snapshots.pop(0) if len(self.snapshots) > 1 else self.snapshots[0]
+
+    def get_json(self, path: str) -> dict:
+        assert path == "/problems"
+        return {"problems": [{"text": "gw.yaml: Gateway infra/missing: spec.listeners: required"}]}
+
+
+def gw_status(gen: int, conds: list[dict], obs: int | None = None) -> dict:
+    return {("Gateway", "infra", "gw"): {"metadata": {"generation": gen},
+                                         "status": {"conditions": [dict(c, observedGeneration=obs or gen) for c in conds],
+                                                    "addresses": [{"type": "IPAddress", "value": "127.1.0.3"}]}}}
+
+
+def test_polling_waits_for_the_expectation_then_passes() -> None:
+    admin = FakeAdmin([{}, gw_status(1, [cond("Programmed", "False")]), gw_status(1, [cond("Programmed", "True")])])
+    chk = StatusChecker(admin, Timeouts(2.0), interval=0.001)  # type: ignore[arg-type]
+    chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"}, {"Type": "Programmed", "Status": "True"})
+
+
+def test_polling_gives_up_with_the_last_reason() -> None:
+    admin = FakeAdmin([gw_status(1, [cond("Programmed", "False", "Pending")])])
+    chk = StatusChecker(admin, Timeouts(0.05), interval=0.001)  # type: ignore[arg-type]
+    with pytest.raises(CheckFailed, match="Pending"):
+        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"}, {"Type": "Programmed", "Status": "True"})
+
+
+def test_gateway_condition_with_stale_generation_fails_at_once() -> None:
+    admin = FakeAdmin([gw_status(2, [cond("Programmed", "True")], obs=1)])
+    chk = StatusChecker(admin, Timeouts(60.0), interval=0.001)  # type: ignore[arg-type]
+    with pytest.raises(CheckFailed, match="generation"):
+        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"}, {"Type": "Programmed", "Status": "True"})
+    assert isinstance(Fatal("x"), str)
+
+
+def test_gateway_address_uses_status_address_and_spec_port() -> None:
+    admin = FakeAdmin([gw_status(1, [cond("Accepted", "True")])])
+    listeners = [{"name": "http", "port": 80}, {"name": "alt", "port": 8080}]
+    chk = StatusChecker(admin, Timeouts(1.0), interval=0.001, spec_listeners=lambda nn: listeners)  # type: ignore[arg-type]
+    assert chk.WaitForGatewayAddress({"gateway": {"Name": "gw", "Namespace": "infra"}}) == "127.1.0.3:80"
+    assert chk.WaitForGatewayAddress({"gateway": {"Name": "gw", "Namespace": "infra"},
+                                      "listeners": ["alt"]}) == "127.1.0.3:8080"
+
+
+def test_object_without_status_says_whether_kgw_refused_it() -> None:
+    chk = StatusChecker(FakeAdmin([{}]), Timeouts(0.02), interval=0.001)  # type: ignore[arg-type]
+    with pytest.raises(CheckFailed, match="kgw refused it: .*spec.listeners"):
+        chk.GatewayMustHaveLatestConditions({"Name": "missing", "Namespace": "infra"})
+
+
+def test_address_without_type_does_not_count() -> None:
+    st = gw_status(1, [cond("Accepted", "True")])
+    st[("Gateway", "infra", "gw")]["status"]["addresses"] = [{"value": "127.1.0.3"}]
+    chk = StatusChecker(FakeAdmin([st]), Timeouts(0.05), interval=0.001,  # type: ignore[arg-type]
+                        spec_listeners=lambda nn: [{"name": "http", "port": 80}])
+    with pytest.raises(CheckFailed, match="no typed address"):
+        chk.WaitForGatewayAddress({"gateway": {"Name": "gw", "Namespace": "infra"}})
+
+
+# -- replay -------------------------------------------------------------------------
+
+
+def req(**kw: object) -> rq.Request:
+    base = dict(method="GET", scheme="http", address="127.1.0.1:80", path="/")
+    base.update(kw)
+    return rq.Request(**base)  # type: ignore[arg-type]
+
+
+def echo(path: str = "/", pod: str = "infra-backend-v1-abcdefghij-klmno", ns: str = "gateway-conformance-infra",
+         headers: dict | None = None, method: str = "GET", host: str = "") -> rq.CapturedRequest:
+    return rq.CapturedRequest(path=path, method=method, namespace=ns, pod=pod, headers=headers or {}, host=host)
+
+
+def resp(status: int = 200, headers: dict | None = None, redirect: rq.Redirect | None = None) -> rq.CapturedResponse:
+    return rq.CapturedResponse(status, headers or {}, redirect=redirect)
+
+
+EXPECT = {"statusCodes": [200], "backendRequest": {"path": "/", "method": "GET"},
+          "backendPodPrefix": "infra-backend-v1", "backendNamespace": "gateway-conformance-infra"}
+
+
+def test_host_header_drops_only_the_schemes_default_port() -> None:
+    assert req(address="127.1.0.1:80").authority == "127.1.0.1"
+    assert req(address="127.1.0.1:8080").authority == "127.1.0.1:8080"
+    assert req(scheme="https", address="127.1.0.1:443").authority == "127.1.0.1"
+    assert req(scheme="http", address="127.1.0.1:443").authority == "127.1.0.1:443"
+
+
+def test_matching_echo_passes() -> None:
+    assert rq.compare(req(), echo(), resp(), EXPECT) is None
+
+
+def test_path_is_compared_byte_for_byte_with_the_query() -> None:
+    e = dict(EXPECT, backendRequest={"path": "/a?x=1", "method": "GET"})
+    assert rq.compare(req(path="/a?x=1"), echo("/a?x=1"), resp(), e) is None
+    assert "path" in rq.compare(req(path="/a?x=1"), echo("/a"), resp(), e)
+    assert "path" in rq.compare(req(path="/a?x=1"), echo("/a?x=1 "), resp(), e)
+
+
+def test_status_method_namespace_and_pod_prefix() -> None:
+    assert "status code" in rq.compare(req(), echo(), resp(404), EXPECT)
+    assert "method" in rq.compare(req(), echo(method="POST"), resp(), EXPECT)
+    assert "namespace" in rq.compare(req(), echo(ns="other"), resp(), EXPECT)
+    assert "pod name" in rq.compare(req(), echo(pod="infra-backend-v2-abcdefghij-klmno"), resp(), EXPECT)
+
+
+def test_timeout_codes_are_interchangeable_and_end_the_comparison() -> None:
+    e = {"statusCodes": [504]}
+    assert rq.compare(req(), echo(), resp(408), e) is None
+    assert rq.compare(req(), echo(), resp(504), {"statusCodes": [408]}) is None
+    assert rq.compare(req(), echo(), resp(500), e) is not None
+
+
+def test_headers_are_joined_with_commas_and_case_insensitive() -> None:
+    e = dict(EXPECT, backendRequest={"path": "/", "method": "GET",
+                                     "headers": {"X-Header-Add-Append": "append-val-1,header-val-2"},
+                                     "absentHeaders": ["X-Header-Remove"]})
+    ok = echo(headers={"X-Header-Add-Append": ["append-val-1", "header-val-2"]})
+    assert rq.compare(req(), ok, resp(), e) is None
+    spaced = echo(headers={"X-Header-Add-Append": ["append-val-1, header-val-2"]})
+    assert "append-val-1, header-val-2" in rq.compare(req(), spaced, resp(), e)
+    present = echo(headers={"X-Header-Add-Append": ["append-val-1", "header-val-2"], "x-header-remove": ["v"]})
+    assert "not be set" in rq.compare(req(), present, resp(), e)
+
+
+def test_host_is_checked_only_when_given() -> None:
+    e = dict(EXPECT, backendRequest={"path": "/", "method": "GET", "host": "rewrite.example"})
+    assert rq.compare(req(), echo(host="rewrite.example"), resp(), e) is None
+    assert "host" in rq.compare(req(), echo(host="orig"), resp(), e)
+    assert rq.compare(req(), echo(host="anything"), resp(), EXPECT) is None
+
+
+def test_without_recorded_backend_request_the_sent_request_is_expected() -> None:
+    e = {"statusCodes": [200], "backendPodPrefix": "", "backendNamespace": "gateway-conformance-infra"}
+    sent = {"method": "GET", "path": "/x", "headers": {"X-A": "1"}}
+    assert rq.compare(req(path="/x"), echo("/x", headers={"X-A": ["1"]}), resp(), e, sent=sent) is None
+    assert rq.compare(req(path="/x"), echo("/x"), resp(), e, sent=sent) is not None
+
+
+def test_response_headers_and_one_of_with_whitespace_rule() -> None:
+    e = dict(EXPECT, responseHeaders={"X-Set": "v"}, responseAbsentHeaders=["X-Gone"])
+    assert rq.compare(req(), echo(), resp(headers={"x-set": ["v"]}), e) is None
+    assert "X-Gone" in rq.compare(req(), echo(), resp(headers={"x-set": ["v"], "x-gone": ["1"]}), e)
+    cors = {"statusCodes": [200, 204], "backendRequest": {"path": "", "method": "OPTIONS"}, "backendNamespace": "",
+            "responseHeaderOneOf": {"access-control-allow-methods": ["GET, OPTIONS", "OPTIONS, GET"]},
+            "ignoreWhitespaceInHeaderValues": True}
+    preflight = rq.CapturedRequest(method="OPTIONS")  # gateway-generated: not the echo's JSON
+    r = req(method="OPTIONS", path="/cors-1")
+    assert rq.compare(r, preflight, resp(204, {"access-control-allow-methods": ["OPTIONS,GET"]}), cors) is None
+    assert rq.compare(r, preflight, resp(204, {"access-control-allow-methods": ["GET"]}), cors) is not None
+    assert "path" in rq.compare(r, echo("/cors-1", method="OPTIONS"), resp(200), cors)
+
+
+def test_redirect_defaults_follow_upstream() -> None:
+    e = {"statusCodes": [302], "redirect": {"scheme": "https", "host": "example.org"}}
+    r = req(path="/p?q=1")
+    ok = rq.Redirect("https", "example.org", "", "/p")
+    assert rq.compare(r, echo(), resp(302, redirect=ok), e) is None
+    assert "port" in rq.compare(r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "8443", "/p")), e)
+    assert rq.compare(r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "443", "/p")), e) is None
+    assert "path" in rq.compare(r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "", "/q")), e)
+    e8080 = {"statusCodes": [302], "redirect": {"scheme": "http", "host": "example.org", "port": "8080"}}
+    assert rq.compare(r, echo(), resp(302, redirect=rq.Redirect("http", "example.org", "8080", "/p")), e8080) is None
+    assert rq.compare(r, echo(), resp(302, redirect=rq.Redirect("http", "example.org", "", "/p")), e8080) is not None
+
+
+def test_location_parsing_keeps_case_and_resolves_relative() -> None:
+    assert rq.parse_location("http://a/b?c", "https://Example.ORG:8443/x%20y") == rq.Redirect(
+        "https", "Example.ORG", "8443", "/x y")
+    assert rq.parse_location("http://gw:8080/b", "/c") == rq.Redirect("http", "gw", "8080", "/c")
+
+
+def test_only_exact_json_content_type_is_parsed() -> None:
+    r = req()
+    body = b'{"path": "/", "method": "GET", "namespace": "n", "pod": "p", "headers": {"A": ["1"]}}'
+    assert rq.capture_request(r, rq.CapturedResponse(200, {"content-type": ["application/json"]}, body)).pod == "p"
+    other = rq.capture_request(r, rq.CapturedResponse(200, {"content-type": ["application/json; charset=utf-8"]}, body))
+    assert other.pod == "" and other.path == "" and other.method == "GET"
+    with pytest.raises(rq.RequestError):
+        rq.capture_request(r, rq.CapturedResponse(200, {"content-type": ["application/json"]}, b"{nope"))
+
+
+def test_go_hostname_matching() -> None:
+    assert rq.go_match_hostname("*.org", "example.org")
+    assert not rq.go_match_hostname("*", "example.org")
+    assert not rq.go_match_hostname("*.org", "a.example.org")
+    assert rq.go_match_hostname("*.wildcard.org", "third-example.wildcard.org")
+    assert rq.go_match_hostname("Example.org", "example.org")
+
+
+def test_echo_set_header_and_canonical_names() -> None:
+    assert rq.echo_set_header({"X-A": "1", "b": "2"}) == "X-A:1,b:2"
+    assert rq.echo_set_header(None) == ""
+    assert rq.canonical_header("x-lowercase-add") == "X-Lowercase-Add"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+def test_three_consecutive_successes_are_needed() -> None:
+    results = iter([None, None, "bad", None, None, None])
+    clock = Clock()
+    attempts = rq.wait_consistent(lambda: next(results), clock=clock, sleep=clock.sleep)
+    assert attempts == 6
+
+
+def test_consistency_gives_up_after_the_limit_with_the_last_reason() -> None:
+    clock = Clock()
+    with pytest.raises(rq.NotConsistent, match="still bad"):
+        rq.wait_consistent(lambda: "still bad", limit=30.0, clock=clock, sleep=clock.sleep)
+    assert 29.9 <= clock.t <= 30.2  # polled every 100 ms until 30 s
+
+
+def test_case_names_and_request_ids() -> None:
+    assert case_name(0, {"request": {"path": "/x"}, "expect": {"backendPodPrefix": "b"}}) == \
+        "0 request to '/x' should go to b"
+    assert case_name(1, {"request": {"path": "/x", "host": "h"}, "expect": {"statusCodes": [404]}}) == \
+        "1 request to 'h/x' should receive a 404"
+    assert with_request_id("/m", "id") == "/m?gateway-api-conformance-request-id=id"
+    assert with_request_id("/m?a=1", "id") == "/m?a=1&gateway-api-conformance-request-id=id"
+
+
+# -- report --------------------------------------------------------------------------
+
+
+def test_report_counts_levels_and_lists_first_failures() -> None:
+    rep = Report()
+    rep.add_test("A", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
+    rep.add_test("B", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
+    rep.add_test("C", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "HTTPRouteCORS"])
+    rep.add_test("D", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "BackendTLSPolicy"])
+    rep.record(TestResult("A", PASSED))
+    rep.record(TestResult("B", FAILED, "expected status code 200, got 404", "0 request to '/'"))
+    rep.record(TestResult("C", PASSED))
+    rep.record(TestResult("D", SKIPPED, "unsupported features: BackendTLSPolicy"))
+    assert rep.summary_lines(["GATEWAY-HTTP"]) == ["GATEWAY-HTTP core 1/2 extended 1/2  [failed: core 1, extended 0]"]
+    doc = yaml.safe_load(rep.to_yaml(["GATEWAY-HTTP"], version="0.1.0", date="2026-01-01T00:00:00Z"))
+    assert doc["kind"] == "ConformanceReport" and doc["apiVersion"] == "gateway.networking.k8s.io/v1"
+    prof = doc["profiles"][0]
+    assert prof["name"] == "GATEWAY-HTTP"
+    assert prof["core"]["result"] == "failure"
+    assert prof["core"]["statistics"] == {"Passed": 1, "Failed": 1, "Skipped": 0}
+    assert prof["core"]["failedTests"] == ["B"]
+    assert prof["core"]["failures"] == [{"test": "B", "case": "0 request to '/'",
+                                         "message": "expected status code 200, got 404"}]
+    assert prof["extended"]["result"] == "partial"
+    assert prof["extended"]["skippedTests"] == ["D"]
+    assert "BackendTLSPolicy" in prof["extended"]["unsupportedFeatures"]
+    assert "HTTPRouteCORS" in prof["extended"]["supportedFeatures"]
+
+
+def test_unsupported_profile_is_reported_skipped() -> None:
+    rep = Report(supported=frozenset({"Gateway", "HTTPRoute", "ReferenceGrant"}))
+    rep.add_test("T", {"GATEWAY-TCP": "core"}, ["Gateway", "TCPRoute"])
+    rep.record(TestResult("T", SKIPPED, "profile not supported"))
+    line = rep.summary_lines(["GATEWAY-TCP"])[0]
+    assert line.startswith("GATEWAY-TCP core 0/1 extended 0/0") and "not supported" in line
+    assert rep.to_dict(["GATEWAY-TCP"], version="x")["profiles"][0]["core"]["result"] == "skipped"
+
+
+def test_generic_tests_count_as_skipped_in_unsupported_profiles() -> None:
+    rep = Report(supported=frozenset({"Gateway", "HTTPRoute", "ReferenceGrant"}))
+    rep.add_test("G", {"GATEWAY-HTTP": "core", "GATEWAY-TLS": "core"}, ["Gateway"])
+    rep.record(TestResult("G", PASSED))
+    assert rep.counts("GATEWAY-HTTP", "core") == (1, 0, 0, 1)
+    assert rep.counts("GATEWAY-TLS", "core") == (0, 0, 1, 1)
+    tls = rep.to_dict(["GATEWAY-TLS"], version="x")["profiles"][0]["core"]
+    assert "TLSRoute" in tls["skipReasons"]["G"]
+
+
+def test_gzip_is_undone_like_gos_transport() -> None:
+    import gzip
+    body = gzip.compress(b'{"pod": "p"}')
+    res = rq.CapturedResponse(200, {"content-encoding": ["gzip"], "content-length": [str(len(body))],
+                                    "content-type": ["application/json"]}, body)
+    out = rq._transparent_gzip(req(), res)
+    assert out.body == b'{"pod": "p"}' and "content-encoding" not in out.headers
+    asked_itself = req(headers=(("Accept-Encoding", "gzip"),))
+    kept = rq.CapturedResponse(200, {"content-encoding": ["gzip"]}, body)
+    assert rq._transparent_gzip(asked_itself, kept).body == body
+
+
+def test_kgw_errors_are_summarised_with_the_exception_they_end_in(tmp_path: Path) -> None:
+    from conformance.runner import Runner
+    (tmp_path / "suite").mkdir()
+    suite = _suite(tmp_path / "suite", [])
+    runner = Runner(suite, Options(suite=tmp_path / "suite"), out=lambda m: None)  # type: ignore[arg-type]
+    runner.workdir = tmp_path
+    (tmp_path / "kgw.log").write_text(
+        "2026-11-26 09:34:03,880 ERROR asyncio: Task exception was never retrieved\n"
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+        "ValueError: cannot open a UDP handle\n"
+        "2026-11-26 09:34:04,023 INFO kgw.l7.plane: L7 plane started\n"
+        "2026-11-26 09:34:05,000 ERROR kgw: l7 data plane failed to apply generation 3\n")
+    assert runner._kgw_errors() == [
+        "asyncio: Task exception was never retrieved -- ValueError: cannot open a UDP handle",
+        "kgw: l7 data plane failed to apply generation 3"]
+
+
+def test_backend_sni_is_checked_when_the_case_names_one() -> None:
+    defaulted = dict(EXPECT, backendRequest={"path": "/", "method": "GET", "_source": "defaults to Request (...)"})
+    sent = {"method": "GET", "path": "/", "sni": "abc.example.com"}
+    seen = echo()
+    seen.sni = "abc.example.com"
+    assert rq.compare(req(), seen, resp(), defaulted, sent=sent) is None
+    assert "SNI" in rq.compare(req(), echo(), resp(), defaulted, sent=sent)
+    # an explicit expected request names the backend SNI itself; the request's sni was the client's
+    explicit = dict(EXPECT, backendRequest={"path": "/", "method": "GET", "tlsServerName": "abc.example.com",
+                                            "_source": "ExpectedRequest"})
+    client_sni = {"method": "GET", "path": "/", "sni": "https-listener.org"}
+    assert rq.compare(req(), seen, resp(), explicit, sent=client_sni) is None
+    assert rq.compare(req(), echo(), resp(), dict(EXPECT, backendRequest={"path": "/", "method": "GET",
+                                                                          "_source": "ExpectedRequest"}),
+                      sent=client_sni) is None
+
+
+def test_tests_the_data_cannot_replay_are_skipped_before_anything_runs(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, [{"name": "GatewayInfrastructure", "features": ["Gateway"],
+                               "profiles": {"GATEWAY-HTTP": "extended"}}])
+    p = plan(suite, Options(suite=tmp_path, supported=frozenset(  # type: ignore[arg-type]
+        {"Gateway", "HTTPRoute", "ReferenceGrant"})))
+    assert p.run == [] and p.skipped["GatewayInfrastructure"].startswith("harness: ")
+
+
+class FakeFleet:
+    """EchoFleet's interface without processes."""
+
+    def __init__(self) -> None:
+        from conformance.backends import Pod
+        self.Pod = Pod
+        self.running: list = []
+
+    def start(self, deployment: dict, secrets: dict) -> list:
+        meta = deployment["metadata"]
+        pods = [self.Pod(f"{meta['name']}-abcdefghij-k{i}", meta["namespace"], meta["name"], f"127.2.9.{i + 1}",
+                         deployment["spec"]["template"]["metadata"]["labels"])
+                for i in range(deployment["spec"].get("replicas", 1))]
+        self.running += pods
+        return pods
+
+    def stop(self, pods: list) -> None:
+        self.running = [p for p in self.running if p not in pods]
+
+    def stop_all(self) -> None:
+        self.running = []
+
+    def pods(self) -> list:
+        return list(self.running)
+
+    def pods_of(self, ns: str, dep: str) -> list:
+        return [p for p in self.running if p.namespace == ns and p.deployment == dep]
+
+    def dead(self) -> list:
+        return []
+
+
+MANIFEST = [
+    {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+     "metadata": {"name": "gw", "namespace": "infra", "annotations": {"gateway-api/skip-this-for-readiness": "true"}},
+     "spec": {"gatewayClassName": "kgw", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}},
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": "infra"},
+     "spec": {"selector": {"app": "echo"}, "ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}},
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo", "namespace": "infra"},
+     "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "echo"}}, "spec": {"containers": [
+         {"image": "registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0"}]}}}},
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dns", "namespace": "infra"},
+     "spec": {"template": {"metadata": {"labels": {"app": "udp"}}, "spec": {"containers": [
+         {"image": "registry.k8s.io/coredns/coredns:v1.14.6"}]}}}},
+]
+
+
+def test_world_writes_what_kgw_reads_and_endpoints_for_the_pods(tmp_path: Path) -> None:
+    from conformance.world import World
+    world = World(tmp_path, FakeFleet(), secrets=[])  # type: ignore[arg-type]
+    world.apply("T", MANIFEST)
+    written = list(yaml.safe_load_all((tmp_path / "config" / "tests" / "T.yaml").read_text()))
+    assert [o["kind"] for o in written] == ["Gateway", "Service"]  # no Deployments
+    assert written[0]["spec"]["addresses"] == [{"type": "IPAddress", "value": "127.1.0.1"}]
+    slices = list(yaml.safe_load_all((tmp_path / "config" / "00-endpoints.yaml").read_text()))
+    assert len(slices) == 1 and slices[0]["metadata"]["labels"] == {"kubernetes.io/service-name": "echo"}
+    assert sorted(e["addresses"][0] for e in slices[0]["endpoints"]) == ["127.2.9.1", "127.2.9.2"]
+    assert world.skip_readiness() == {("infra", "gw")}
+    assert world.status_keys("T") == {("Gateway", "infra", "gw")}
+    assert world.gateway_listeners(("infra", "gw"))[0]["port"] == 80
+    world.remove("T")
+    assert not (tmp_path / "config" / "tests" / "T.yaml").exists()
+    assert not list(yaml.safe_load_all((tmp_path / "config" / "00-endpoints.yaml").read_text()))
