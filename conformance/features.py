@@ -44,7 +44,11 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "HTTPRouteRetryBackendTimeout",
     "GatewayHTTPListenerIsolation",
     "GatewayAddressEmpty",
-    # Not yet: TCPRoute (kgw_l4), TLSRoute, GRPCRoute, UDPRoute, BackendTLSPolicy,
+    # Backend TLS (BackendTLSPolicy; Gateway spec.tls.backend client certificate)
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
+    "GatewayBackendClientCertificate",
+    # Not yet: TCPRoute (kgw_l4), TLSRoute, GRPCRoute, UDPRoute,
     # ListenerSet, HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
 })
 

@@ -121,8 +121,15 @@ class UpstreamConn(asyncio.Protocol):
 
 
 def _san_ok(cert: dict[str, Any], names: tuple[str, ...]) -> bool:
-    dns = [v.lower() for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+    """Does the certificate carry one of ``names`` (DNS names, or URIs such as SPIFFE IDs)?"""
+    sans = cert.get("subjectAltName", ())
+    uris = {v for k, v in sans if k == "URI"}
+    dns = [v.lower() for k, v in sans if k == "DNS"]
     for want in names:
+        if ":" in want:  # a URI SAN compares exactly
+            if want in uris:
+                return True
+            continue
         want = want.lower()
         for have in dns:
             if have == want or (have.startswith("*.") and want.endswith(have[1:])
@@ -179,7 +186,9 @@ class Pool:
         if tls is not None and tls.subject_alt_names:
             sslobj = conn.transport.get_extra_info("ssl_object") if conn.transport else None
             cert = sslobj.getpeercert() if sslobj is not None else None
-            if not cert or not _san_ok(cert, (tls.hostname, *tls.subject_alt_names)):
+            # Gateway API: with subjectAltNames set, the hostname is for SNI only and
+            # must not be what authenticates the backend.
+            if not cert or not _san_ok(cert, tls.subject_alt_names):
                 conn.abort()
                 raise UpstreamError("backend certificate names do not match", 502,
                                     connect=True)

@@ -477,11 +477,11 @@ def test_report_counts_levels_and_lists_first_failures() -> None:
     rep.add_test("A", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
     rep.add_test("B", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
     rep.add_test("C", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "HTTPRouteCORS"])
-    rep.add_test("D", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "BackendTLSPolicy"])
+    rep.add_test("D", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolH2C"])
     rep.record(TestResult("A", PASSED))
     rep.record(TestResult("B", FAILED, "expected status code 200, got 404", "0 request to '/'"))
     rep.record(TestResult("C", PASSED))
-    rep.record(TestResult("D", SKIPPED, "unsupported features: BackendTLSPolicy"))
+    rep.record(TestResult("D", SKIPPED, "unsupported features: HTTPRouteBackendProtocolH2C"))
     assert rep.summary_lines(["GATEWAY-HTTP"]) == ["GATEWAY-HTTP core 1/2 extended 1/2  [failed: core 1, extended 0]"]
     doc = yaml.safe_load(rep.to_yaml(["GATEWAY-HTTP"], version="0.1.0", date="2026-01-01T00:00:00Z"))
     assert doc["kind"] == "ConformanceReport" and doc["apiVersion"] == "gateway.networking.k8s.io/v1"
@@ -494,7 +494,7 @@ def test_report_counts_levels_and_lists_first_failures() -> None:
                                          "message": "expected status code 200, got 404"}]
     assert prof["extended"]["result"] == "partial"
     assert prof["extended"]["skippedTests"] == ["D"]
-    assert "BackendTLSPolicy" in prof["extended"]["unsupportedFeatures"]
+    assert "HTTPRouteBackendProtocolH2C" in prof["extended"]["unsupportedFeatures"]
     assert "HTTPRouteCORS" in prof["extended"]["supportedFeatures"]
 
 
