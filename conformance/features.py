@@ -48,6 +48,9 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",
     "GatewayBackendClientCertificate",
+    # Gateway spec.tls.frontend: client certificate validation (mTLS) on HTTPS listeners
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
     # Not yet: TCPRoute (kgw_l4), TLSRoute, GRPCRoute, UDPRoute,
     # ListenerSet, HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
 })

@@ -221,6 +221,24 @@ class Certificate:
     key_pem: str
 
 
+ClientValidationMode = Literal["AllowValidOnly", "AllowInsecureFallback"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientValidation:
+    """Client certificate validation on a listener (Gateway ``spec.tls.frontend``).
+
+    Gateway API sets it per port, so it applies to every certificate (every SNI name)
+    served on the listener.
+    """
+
+    #: PEM bundle of the CAs a client certificate must chain to.
+    ca_pem: str
+    #: ``AllowValidOnly``: a handshake without a certificate that verifies fails.
+    #: ``AllowInsecureFallback``: every client is served, with or without a certificate.
+    mode: ClientValidationMode = "AllowValidOnly"
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     """One bound socket: everything the Gateways serve on (address, port)."""
@@ -231,6 +249,8 @@ class Listener:
     protocol: ListenerProtocol = "HTTP"
     certificates: tuple[Certificate, ...] = ()
     virtual_hosts: tuple[VirtualHost, ...] = ()
+    #: HTTPS only: client certificates are requested and checked (mTLS); None = not.
+    client_validation: ClientValidation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +273,7 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "Endpoint", "Filters", "HeaderMatch", "HeaderModifier",
+    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch", "HeaderModifier",
     "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
     "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
     "VirtualHost", "to_dict",

@@ -5,8 +5,18 @@ Each HTTPS listener's server socket is created once with a *dispatch* context wh
 connection to the matching certificate's context. A new config only replaces the store,
 so a changed certificate is served from the next handshake on, with no restart.
 
-Contexts are cached by (cert PEM, key PEM): an unchanged certificate is never reloaded.
-A certificate that fails to load is logged and skipped; it never takes a worker down.
+Contexts are cached by (cert PEM, key PEM, client validation): an unchanged certificate
+is never reloaded. A certificate that fails to load is logged and skipped; it never takes
+a worker down.
+
+Client certificate validation (mTLS, Gateway ``spec.tls.frontend``) is per port, so it
+is set on the dispatch context *and* on every context the SNI callback may select.
+Both are needed: OpenSSL fixes a connection's verify mode when the connection is
+created (from the dispatch context; switching contexts in the SNI callback does not
+change it), but verifies the client's chain against the trust store of the context the
+callback switched to. A change of validation therefore needs a new dispatch context:
+the worker rebinds the listener (``worker._same_socket``), which also discards the
+session-ticket keys, so no ticket issued under the old settings can resume a session.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import ssl
 import tempfile
 from typing import Callable
 
-from kgw_l7.config import Certificate, UpstreamTLS
+from kgw_l7.config import Certificate, ClientValidation, UpstreamTLS
 
 log = logging.getLogger("kgw.l7.tls")
 
@@ -41,7 +51,27 @@ def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
         ctx.load_cert_chain(cert_path, key_path)
 
 
-def server_context(cert_pem: str | None = None, key_pem: str | None = None) -> ssl.SSLContext:
+def apply_client_validation(ctx: ssl.SSLContext, validation: ClientValidation | None) -> None:
+    """Make a server context ask for and check client certificates.
+
+    ``AllowValidOnly``: CERT_REQUIRED against ``ca_pem`` -- no certificate, or one that
+    does not chain to those CAs, fails the handshake.
+
+    ``AllowInsecureFallback``: the spec lets every client in, with no certificate or one
+    that fails verification. The stdlib ``ssl`` module cannot accept a certificate that
+    fails verification (CERT_OPTIONAL still aborts the handshake on a bad one, and no
+    verify callback is exposed), and nothing downstream consumes the result yet, so no
+    certificate is requested: every client is served, which is what the mode promises.
+    Raises ssl.SSLError when ``ca_pem`` holds no usable certificate.
+    """
+    if validation is None or validation.mode != "AllowValidOnly":
+        return
+    ctx.load_verify_locations(cadata=validation.ca_pem)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+
+
+def server_context(cert_pem: str | None = None, key_pem: str | None = None,
+                   validation: ClientValidation | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS_TLS12)
@@ -49,6 +79,7 @@ def server_context(cert_pem: str | None = None, key_pem: str | None = None) -> s
     ctx.set_alpn_protocols(ALPN)
     if cert_pem is not None and key_pem is not None:
         _load_chain(ctx, cert_pem, key_pem)
+    apply_client_validation(ctx, validation)
     return ctx
 
 
@@ -97,29 +128,37 @@ class CertStore:
         return self.select(host.decode("latin-1")) is not ssl_context
 
 
+#: Cache key of a serving context: (cert PEM, key PEM, client validation).
+ContextKey = tuple[str, str, ClientValidation | None]
+
+
 class TLSContexts:
     """Per-worker cache of loaded certificates."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], ssl.SSLContext | None] = {}
+        self._cache: dict[ContextKey, ssl.SSLContext | None] = {}
         self._upstream: dict[UpstreamTLS, ssl.SSLContext | None] = {}
 
-    def load(self, cert_pem: str, key_pem: str) -> ssl.SSLContext | None:
-        key = (cert_pem, key_pem)
+    def load(self, cert_pem: str, key_pem: str,
+             validation: ClientValidation | None = None) -> ssl.SSLContext | None:
+        key = (cert_pem, key_pem, validation)
         if key in self._cache:
             return self._cache[key]
         try:
-            ctx: ssl.SSLContext | None = server_context(cert_pem, key_pem)
+            ctx: ssl.SSLContext | None = server_context(cert_pem, key_pem, validation)
         except (ssl.SSLError, ValueError, OSError) as exc:
-            log.error("certificate skipped: cannot load it: %s", exc)
+            log.error("certificate skipped: cannot load it (or its client CA bundle): %s", exc)
             ctx = None
         self._cache[key] = ctx
         return ctx
 
-    def store(self, certs: tuple[Certificate, ...]) -> CertStore:
-        return CertStore(certs, self.load)
+    def store(self, certs: tuple[Certificate, ...],
+              validation: ClientValidation | None = None) -> CertStore:
+        """The certificates of one listener; with ``validation``, each context also
+        checks client certificates (see the module docstring)."""
+        return CertStore(certs, lambda cert, key: self.load(cert, key, validation))
 
-    def retain(self, used: set[tuple[str, str]]) -> None:
+    def retain(self, used: set[ContextKey]) -> None:
         """Forget certificates no listener uses any more."""
         self._cache = {k: v for k, v in self._cache.items() if k in used}
 
@@ -146,10 +185,15 @@ class TLSContexts:
         return ctx
 
 
-def dispatch_context(get_store: Callable[[], CertStore | None]) -> ssl.SSLContext:
+def dispatch_context(get_store: Callable[[], CertStore | None],
+                     validation: ClientValidation | None = None) -> ssl.SSLContext:
     """The context a listener's server socket is created with: it holds no certificate
-    itself and hands each handshake to the context ``get_store()`` selects."""
-    ctx = server_context()
+    itself and hands each handshake to the context ``get_store()`` selects.
+
+    ``validation`` must be the one the store's contexts were loaded with: it sets the
+    verify mode every connection of this socket starts with. Raises ssl.SSLError when
+    its CA bundle is unusable (the listener cannot be served safely)."""
+    ctx = server_context(validation=validation)
 
     def on_sni(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
         store = get_store()

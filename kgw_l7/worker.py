@@ -31,7 +31,7 @@ from kgw_l7.config import L7Config, Listener
 from kgw_l7.proxy import DownstreamConn, ListenerState
 from kgw_l7.router import RouterCache
 from kgw_l7.stats import AccessLog, WorkerStats
-from kgw_l7.tls import TLSContexts, dispatch_context
+from kgw_l7.tls import ContextKey, TLSContexts, dispatch_context
 from kgw_l7.upstream import Pool
 
 log = logging.getLogger("kgw.l7.worker")
@@ -102,14 +102,16 @@ class WorkerContext:
         refused = refused or {}
         errors: dict[str, str] = {}
         seen: set[str] = set()
-        used_certs: set[tuple[str, str]] = set()
+        used_certs: set[ContextKey] = set()
         endpoints: set[tuple[str, int]] = set()
         for listener in config.listeners:
             seen.add(listener.name)
             certs = None
             if listener.protocol == "HTTPS":
-                certs = self.tls.store(listener.certificates)
-                used_certs.update((c.cert_pem, c.key_pem) for c in listener.certificates)
+                validation = listener.client_validation
+                certs = self.tls.store(listener.certificates, validation)
+                used_certs.update((c.cert_pem, c.key_pem, validation)
+                                  for c in listener.certificates)
                 if certs.count == 0:
                     log.error("listener %s: no usable certificate; TLS handshakes will fail",
                               listener.name)
@@ -154,6 +156,11 @@ class WorkerContext:
 
     async def _bind(self, st: ListenerState) -> None:
         record = st.record
+        ssl_ctx = None
+        if record.protocol == "HTTPS":
+            # Before the socket exists: an unusable client CA bundle raises ssl.SSLError
+            # (an OSError), and the listener is reported, not served without validation.
+            ssl_ctx = dispatch_context(lambda: st.certs, record.client_validation)
         family = socket.AF_INET6 if ":" in record.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -165,9 +172,6 @@ class WorkerContext:
         except (OSError, OverflowError, ValueError):
             sock.close()
             raise
-        ssl_ctx = None
-        if record.protocol == "HTTPS":
-            ssl_ctx = dispatch_context(lambda: st.certs)
         st.sock = sock
         st.server = await self.loop.create_server(
             lambda: DownstreamConn(self, st), sock=sock, ssl=ssl_ctx, backlog=BACKLOG,
@@ -209,7 +213,10 @@ class WorkerContext:
 
 
 def _same_socket(a: Listener, b: Listener) -> bool:
-    return (a.address, a.port, a.protocol) == (b.address, b.port, b.protocol)
+    """A listener keeps its socket unless its address, protocol or client validation
+    changed (validation is fixed in the socket's dispatch TLS context, see kgw_l7.tls)."""
+    return ((a.address, a.port, a.protocol, a.client_validation)
+            == (b.address, b.port, b.protocol, b.client_validation))
 
 
 # -- the worker process ---------------------------------------------------------------------

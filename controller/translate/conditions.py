@@ -13,6 +13,7 @@ PROGRAMMED = "Programmed"
 RESOLVED_REFS = "ResolvedRefs"
 CONFLICTED = "Conflicted"
 SUPPORTED_VERSION = "SupportedVersion"
+INSECURE_FRONTEND_VALIDATION_MODE = "InsecureFrontendValidationMode"
 
 # -- reasons ----------------------------------------------------------------------
 R_ACCEPTED = "Accepted"
@@ -42,6 +43,8 @@ R_PENDING = "Pending"
 R_CONFLICTED = "Conflicted"
 R_NO_VALID_CA_CERTIFICATE = "NoValidCACertificate"
 R_INVALID_CA_CERTIFICATE_REF = "InvalidCACertificateRef"
+R_INVALID_CA_CERTIFICATE_KIND = "InvalidCACertificateKind"
+R_CONFIGURATION_CHANGED = "ConfigurationChanged"
 R_TARGET_NOT_FOUND = "TargetNotFound"
 R_INVALID_CLIENT_CERTIFICATE_REF = "InvalidClientCertificateRef"
 

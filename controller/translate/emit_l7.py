@@ -24,6 +24,7 @@ from typing import Iterable, Mapping
 
 from controller.objects import ObjectKey
 from controller.translate import hostname as hn
+from controller.translate.frontendtls import bind_validation
 from controller.translate.ir import GatewayIR, L7Contribution, ListenerIR
 from kgw_l7 import config as l7
 
@@ -151,6 +152,7 @@ class L7Emitter:
             out.append(l7.Listener(
                 name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], protocol=protocol,
                 certificates=tuple(certs), virtual_hosts=vhosts,
+                client_validation=bind_validation(listeners) if protocol == "HTTPS" else None,
             ))
         for bind in set(self._bind_sig) - set(binds):
             del self._bind_sig[bind]

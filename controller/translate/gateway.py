@@ -15,6 +15,7 @@ from controller.objects import GATEWAY_GROUP, ObjectKey
 from controller.translate import conditions as c
 from controller.translate.ir import Cond, GatewayIR, ListenerIR
 from controller.translate import refgrant
+from controller.translate.frontendtls import FrontendTLS
 from controller.translate.listener import resolve_listener
 from controller.translate.reader import Reader
 from controller.translate.tlscert import tls_secret
@@ -171,7 +172,9 @@ def resolve_gateway(
     """``assigned``: the address to bind when spec.addresses names none (Options.gateway_addresses)."""
     key = ObjectKey.of(gw)
     g = gen(gw)
-    listeners = [resolve_listener(reader, key, as_dict(raw)) for raw in as_list(spec(gw).get("listeners"))]
+    frontend = FrontendTLS(reader, key, spec(gw))
+    listeners = [frontend.apply(resolve_listener(reader, key, as_dict(raw)))
+                 for raw in as_list(spec(gw).get("listeners"))]
     listeners = apply_conflicts(listeners)
     status_addrs, binds, addr_acc, addr_prog = _addresses(gw, node_addresses, local_addresses, assigned)
 
@@ -210,7 +213,9 @@ def resolve_gateway(
         programmed = Cond(c.PROGRAMMED, True, c.R_PROGRAMMED, "Gateway programmed")
     return GatewayIR(
         key=key, generation=g, class_name=class_name, accepted=accepted.ok,
-        conditions=(accepted, programmed) + ((refs_cond,) if refs_cond else ()), listeners=tuple(listeners),
+        conditions=((accepted, programmed) + ((refs_cond,) if refs_cond else ())
+                    + frontend.gateway_conditions(listeners)),
+        listeners=tuple(listeners),
         addresses=status_addrs, binds=binds, created=creation_timestamp(gw), backend_client_cert=client_cert,
     )
 

@@ -74,6 +74,8 @@ class ListenerIR:
     accepted: bool
     #: The data planes serve it.
     programmed: bool
+    #: HTTPS: client certificate validation of its port (Gateway spec.tls.frontend).
+    client_validation: l7.ClientValidation | None = None
 
     @property
     def id(self) -> tuple[ObjectKey, str]:

@@ -29,7 +29,11 @@ NOT_ROUTING = {
     "HTTPRouteHTTPSListenerDetectMisdirectedRequests",  # needs SNI vs Host (421) - the proxy's job
     "HTTPRouteServiceTypes",  # backend identity comes from hand-made EndpointSlices' pods
     "HTTPRouteReferenceGrant",  # its 500 case follows deleting the grant (multi-phase)
-    "GatewayFrontendClientCertificateValidation",  # unsupported: client certificate validation
+    # client certificates are checked in the TLS handshake (tests/l7/test_client_cert.py and
+    # the conformance harness), not by the router
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
+    "GatewayFrontendInvalidDefaultClientCertificateValidation",
 }
 
 

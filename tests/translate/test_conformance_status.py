@@ -21,9 +21,6 @@ ROOT = conformance_dir()
 
 #: Features kgw does not implement (yet): these tests are not claimed.
 UNSUPPORTED = {
-    "GatewayFrontendClientCertificateValidationInsecureFallback": "frontend client certificate validation",
-    "GatewayFrontendInvalidDefaultClientCertificateValidation": "frontend client certificate validation",
-    "GatewayInvalidFrontendClientCertificateValidation": "frontend client certificate validation",
     "TLSRouteListenerTerminateSupportedKinds": "TLS listeners in Terminate mode",
     "TLSRouteMixedTerminationSameNamespace": "TLS listeners in Terminate mode",
     "TLSRouteTerminateSimpleSameNamespace": "TLS listeners in Terminate mode",
