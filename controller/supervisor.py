@@ -41,6 +41,7 @@ class L4PlaneLike(Protocol):
 
     async def apply(self, config: L4Config) -> None: ...
     def errors(self) -> dict[str, str]: ...
+    def config_dump(self) -> dict[str, Any]: ...
 
 
 class StatusWriter(Protocol):
@@ -184,10 +185,15 @@ class Supervisor:
 
     async def _config_dump(self) -> Response:
         t = self.translation
+        l4 = _with_generation(t.l4, self.generation).to_dict() if t else None
+        if l4 is not None and self.l4 is not None:
+            # what the L4 plane holds besides its config: mode, errors, frontend ids,
+            # programmed endpoints, spliced connections (kgw-inspect reads these)
+            l4.update(self.l4.config_dump())
         return json_response({
             "generation": self.generation,
             "l7": _with_generation(t.l7, self.generation).to_dict() if t else None,
-            "l4": _with_generation(t.l4, self.generation).to_dict() if t else None,
+            "l4": l4,
             "l4_mode": getattr(self.l4, "mode", None),
         })
 

@@ -1,0 +1,100 @@
+/* kgw_consts.h — sizes, flags and the counter index space.
+ *
+ * Every size is an #ifndef-guarded macro: the loader passes the values from one Python
+ * dict (kgw_l4/abi.py, SIZES) as -D cflags, so C and Python never disagree. The
+ * defaults here only matter for standalone builds (the ABI test compiles this header
+ * with gcc and the same -D flags).
+ *
+ * Keep in sync: kgw_l4/abi.py (Counter enum and flags) — tests/l4/test_abi.py compiles
+ * this header and fails if a value differs.
+ */
+#ifndef KGW_CONSTS_H
+#define KGW_CONSTS_H
+
+#ifndef KGW_MAX_FRONTENDS
+#define KGW_MAX_FRONTENDS 64
+#endif
+#ifndef KGW_MAX_BACKENDS
+#define KGW_MAX_BACKENDS 4096
+#endif
+/* Maglev table size per frontend: a prime, much larger than the backend count. */
+#ifndef KGW_MAGLEV_SIZE
+#define KGW_MAGLEV_SIZE 16381
+#endif
+/* Established flows: two entries each (forward and reply). */
+#ifndef KGW_CT_SIZE
+#define KGW_CT_SIZE 262144
+#endif
+/* Embryonic flows (SYN seen, handshake not finished) live in their own LRU so that a
+ * SYN flood only evicts other embryonic entries, never an established flow. */
+#ifndef KGW_CT_SYN_SIZE
+#define KGW_CT_SYN_SIZE 65536
+#endif
+#ifndef KGW_MAX_LOCAL_ADDRS
+#define KGW_MAX_LOCAL_ADDRS 256
+#endif
+#ifndef KGW_SOCKHASH_SIZE
+#define KGW_SOCKHASH_SIZE 65536
+#endif
+/* How many NAT ports a new flow tries before giving up (bounded loop). */
+#ifndef KGW_NAT_PROBES
+#define KGW_NAT_PROBES 8
+#endif
+/* A NAT port whose flow closed both ways is reused after this quiet time. */
+#ifndef KGW_PORT_REUSE_NS
+#define KGW_PORT_REUSE_NS 1000000000ULL
+#endif
+#ifndef KGW_PIN_DIR
+#define KGW_PIN_DIR "/sys/fs/bpf/kgw"
+#endif
+
+#define KGW_HASH_SEED 0x6b67770aU
+#define KGW_NO_BACKEND 0xffffffffU
+
+/* kgw_ct_entry.flags */
+#define KGW_CT_F_REPLY   (1U << 0) /* entry for the backend -> client direction */
+#define KGW_CT_F_FIN     (1U << 1) /* FIN seen in this entry's direction */
+#define KGW_CT_F_RST     (1U << 2) /* RST seen in this entry's direction */
+#define KGW_CT_F_SYN_TBL (1U << 3) /* entry lives in the embryonic table */
+
+/* Verdicts of the shared decision function (parse.h/nat.h return convention). */
+#define KGW_ACT_PASS    0 /* not ours: hand to the stack unchanged */
+#define KGW_ACT_DROP    1
+#define KGW_ACT_REWRITE 2 /* rewrite with the filled kgw_rewrite and forward */
+
+/* Counter index space (one per-CPU array, kgw_stats):
+ *   [0, KGW_MAX_FRONTENDS)                      per frontend (fe_id)
+ *   [KGW_MAX_FRONTENDS, +KGW_MAX_BACKENDS)      per backend (backend_id)
+ *   [KGW_GLOBAL_BASE, +KGW_C_COUNT)              global, named below
+ * Per-frontend/backend slots count packets/bytes in both directions of their flows. */
+#define KGW_BACKEND_BASE KGW_MAX_FRONTENDS
+#define KGW_GLOBAL_BASE (KGW_MAX_FRONTENDS + KGW_MAX_BACKENDS)
+
+enum kgw_counter {
+	KGW_C_NEW_FLOWS = 0,      /* flows that got a backend */
+	KGW_C_CT_HIT,             /* packets matched an existing flow */
+	KGW_C_CT_MISS,            /* packet for a frontend with no flow entry */
+	KGW_C_CT_EXPIRED,         /* entry found but past its timeout */
+	KGW_C_CT_PROMOTED,        /* embryonic flow became established */
+	KGW_C_PASS_NOT_IPV4,
+	KGW_C_PASS_FRAGMENT,      /* IPv4 fragments go to the stack untouched */
+	KGW_C_IP_OPTIONS,         /* frontend packets carrying IP options (forwarded) */
+	KGW_C_FIB_PASS,           /* FIB said "let the stack forward it" */
+	KGW_C_DROP_MALFORMED,     /* truncated or invalid IPv4/TCP/UDP header */
+	KGW_C_DROP_NOT_SYN,       /* TCP non-SYN first packet of an unknown flow */
+	KGW_C_DROP_NO_BACKEND,    /* frontend has no backend with weight > 0 */
+	KGW_C_DROP_NAT_EXHAUSTED, /* no free NAT port after KGW_NAT_PROBES tries */
+	KGW_C_DROP_CT_INSERT,     /* connection table insert failed */
+	KGW_C_DROP_FIB,           /* no route to the rewritten destination */
+	KGW_C_DROP_REWRITE,       /* packet rewrite failed */
+	KGW_C_FWD_TC,             /* packets rewritten and redirected by the TC program */
+	KGW_C_FWD_XDP,            /* packets rewritten and redirected by the XDP program */
+	KGW_C_SPLICE_REDIRECT,    /* sockmap: skbs redirected to the peer socket */
+	KGW_C_SPLICE_PASS,        /* sockmap: skbs passed (FIN, no peer) */
+	KGW_C_SPLICE_DROP,        /* sockmap: peer not in the sockhash, skb dropped */
+	KGW_C_COUNT
+};
+
+#define KGW_STATS_SIZE (KGW_GLOBAL_BASE + KGW_C_COUNT)
+
+#endif

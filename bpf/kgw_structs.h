@@ -1,0 +1,87 @@
+/* kgw_structs.h — the ABI shared with userspace (kgw_l4/abi.py mirrors it in ctypes;
+ * tests/l4/test_abi.py checks every size and offset against this file).
+ *
+ * Byte order: fields typed __be32/__be16 hold IPv4 addresses and ports in network byte
+ * order, exactly as on the wire. Every other field is host byte order. Padding is
+ * explicit so that the layout is the same for clang (BPF) and gcc (the ABI test).
+ */
+#ifndef KGW_STRUCTS_H
+#define KGW_STRUCTS_H
+
+#include <linux/types.h>
+
+/* Frontend key: (address, port, protocol). address 0 = every local address. */
+struct kgw_fe_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct kgw_fe_val {
+	__u32 fe_id; /* row of the Maglev table and per-frontend counter slot */
+	__u32 flags; /* reserved, 0 */
+};
+
+/* Backend, indexed by backend_id in kgw_backends. addr 0 = unused slot. */
+struct kgw_backend {
+	__be32 addr;
+	__be32 snat_addr; /* node address the backend sees flows coming from */
+	__be16 port;
+	__u16 flags; /* reserved, 0 */
+};
+
+/* Connection-table key: a 5-tuple as seen on the wire when the packet arrives. */
+struct kgw_flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Connection-table value: the tuple to rewrite the packet to, plus bookkeeping.
+ * Forward entry (client -> frontend) rewrites to (snat_addr:nat_port -> backend);
+ * reply entry (backend -> snat_addr:nat_port) rewrites to (frontend -> client). */
+struct kgw_ct_entry {
+	__be32 new_saddr;
+	__be32 new_daddr;
+	__be16 new_sport;
+	__be16 new_dport;
+	__u32 fe_id;
+	__u32 backend_id;
+	__u32 flags; /* KGW_CT_F_* */
+	__u64 created_ns;   /* bpf_ktime_get_ns() */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns(); written without atomics, see nat.h */
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Global settings, kgw_settings[0]; written by the loader. */
+struct kgw_settings {
+	__u64 ct_timeout_syn_ns;     /* embryonic entries */
+	__u64 ct_timeout_est_ns;     /* established entries */
+	__u64 ct_timeout_closing_ns; /* after FIN or RST in the entry's direction */
+	__u16 nat_port_min;          /* SNAT port range, host order, inclusive */
+	__u16 nat_port_max;
+	__u32 flags;                 /* reserved, 0 */
+};
+
+/* One per-CPU counter slot (kgw_stats). */
+struct kgw_counter_val {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Sockmap splice: key of kgw_sockhash and kgw_splice_peer (host order ports as the
+ * kernel reports them in __sk_buff: local_port host order, remote_port network order
+ * is normalised by sockmap.c to host order). */
+struct kgw_sock_key {
+	__be32 local_addr;
+	__be32 remote_addr;
+	__u32 local_port;  /* host order */
+	__u32 remote_port; /* host order */
+};
+
+#endif

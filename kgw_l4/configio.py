@@ -1,0 +1,45 @@
+"""L4Config from its JSON form (the inverse of config.to_dict), for the agent's
+--config file and for tests. Unknown keys and wrong types raise ValueError naming
+the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import BackendGroup, Endpoint, Frontend, L4Config, SNIRoute, TLSPassthrough
+
+
+def _req(d: dict, key: str, typ: type, where: str) -> Any:
+    if key not in d:
+        raise ValueError(f"{where}: missing {key!r}")
+    v = d[key]
+    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+        raise ValueError(f"{where}.{key}: expected {typ.__name__}, got {type(v).__name__}")
+    return v
+
+
+def _groups(items: list, where: str) -> tuple[BackendGroup, ...]:
+    out = []
+    for i, g in enumerate(items):
+        w = f"{where}.backends[{i}]"
+        eps = tuple(Endpoint(_req(e, "address", str, w), _req(e, "port", int, w))
+                    for e in g.get("endpoints", []))
+        out.append(BackendGroup(_req(g, "name", str, w), g.get("weight", 1), eps))
+    return tuple(out)
+
+
+def from_dict(d: dict[str, Any]) -> L4Config:
+    fes = []
+    for i, f in enumerate(d.get("frontends", [])):
+        w = f"frontends[{i}]"
+        fes.append(Frontend(_req(f, "name", str, w), _req(f, "address", str, w),
+                            _req(f, "port", int, w), f.get("protocol", "TCP"),
+                            _groups(f.get("backends", []), w)))
+    tls = []
+    for i, t in enumerate(d.get("tls_passthrough", [])):
+        w = f"tls_passthrough[{i}]"
+        routes = tuple(SNIRoute(_req(r, "name", str, w), tuple(r.get("hostnames", [])),
+                                _groups(r.get("backends", []), w)) for r in t.get("routes", []))
+        tls.append(TLSPassthrough(_req(t, "name", str, w), _req(t, "address", str, w),
+                                  _req(t, "port", int, w), routes))
+    return L4Config(tuple(fes), tuple(tls), d.get("generation", 0))

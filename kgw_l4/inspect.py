@@ -1,0 +1,363 @@
+"""kgw-inspect: what the kernel L4 plane is doing, from its pinned maps and the admin API.
+
+  kgw-inspect frontends            frontends, backends, weights, Maglev share, counters
+  kgw-inspect flows [filters]      connection-table entries with age and counters
+  kgw-inspect counters             global counters (drops by reason, new flows, ...)
+  kgw-inspect maps                 fill level of every table
+  kgw-inspect spliced              connections spliced by the sockmap program
+  kgw-inspect flow SRC:PORT DST:PORT   which backend this flow gets
+  kgw-inspect cleanup              detach kgw's programs and remove its pins
+
+Maps are read through kgw_l4.loader's accessors, never decoded here. ``-o json`` is
+stable and uncoloured for scripts; table output is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import ipaddress
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from . import abi, loader as ld, maglev
+from .maps import MapSet, PinnedMapSet
+
+DEFAULT_ADMIN = "http://127.0.0.1:9095"
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NO_STATE = 3  # no pinned maps: the kernel plane is not running here
+    NOT_FOUND = 4  # `flow`: no frontend matches
+
+
+@dataclass
+class Env:
+    """Where output goes, and how to reach the state (tests swap these)."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    maps_factory: Callable[[str], MapSet] | None = None
+    admin_get: Callable[[str], dict] | None = None
+    sizes: dict[str, int] = field(default_factory=lambda: dict(abi.SIZES))
+    now_ns: Callable[[], int] = field(default_factory=lambda: (
+        lambda: time.clock_gettime_ns(time.CLOCK_MONOTONIC)))
+
+
+class InspectError(Exception):
+    def __init__(self, msg: str, status: ExitStatus = ExitStatus.ERROR):
+        super().__init__(msg)
+        self.status = status
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def _maps(env: Env, ns: argparse.Namespace) -> MapSet:
+    if env.maps_factory is not None:
+        return env.maps_factory(ns.pin_dir)
+    if not os.path.exists(os.path.join(ns.pin_dir, "kgw_ct")):
+        raise InspectError(f"no kgw maps pinned under {ns.pin_dir}: is the kernel plane running "
+                           f"(kgw run --l4-mode tc|xdp)?", ExitStatus.NO_STATE)
+    return PinnedMapSet(ns.pin_dir)
+
+
+def _admin(env: Env, ns: argparse.Namespace) -> dict | None:
+    get = env.admin_get or _http_get
+    try:
+        return get(ns.admin.rstrip("/") + "/config_dump")
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+def _http_get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 — a local admin URL
+        return json.loads(r.read())
+
+
+def _l4_names(admin: dict | None) -> dict[tuple[str, int, str], str]:
+    names: dict[tuple[str, int, str], str] = {}
+    l4 = (admin or {}).get("l4") or {}
+    for fe in l4.get("frontends", []) if isinstance(l4, dict) else []:
+        if isinstance(fe, dict) and {"address", "port", "name"} <= fe.keys():
+            names[(fe["address"], fe["port"], fe.get("protocol", "TCP"))] = fe["name"]
+    return names
+
+
+def _backends(maps: MapSet, sizes: dict[str, int]) -> dict[int, tuple[str, int, str]]:
+    m = maps.get("kgw_backends")
+    out = {}
+    for bid in range(sizes["KGW_MAX_BACKENDS"]):
+        raw = m.lookup(bid.to_bytes(4, "little"))
+        if not raw:
+            continue
+        b = abi.Backend.from_buffer_copy(raw)
+        if b.addr:
+            out[bid] = (abi.ip_str(b.addr), abi.port_host(b.port), abi.ip_str(b.snat_addr))
+    return out
+
+
+def _ring(maps: MapSet, fe_id: int, size: int) -> list[int]:
+    m = maps.get("kgw_maglev")
+    base = fe_id * size
+    out = []
+    for slot in range(size):
+        raw = m.lookup((base + slot).to_bytes(4, "little"))
+        out.append(int.from_bytes(raw, "little") if raw else abi.NO_BACKEND)
+    return out
+
+
+def _frontend_keys(maps: MapSet) -> list[tuple[str, int, str, int]]:
+    m = maps.get("kgw_frontends")
+    out = []
+    for k in m.keys():
+        v = m.lookup(k)
+        if v is None:
+            continue
+        key, val = abi.FeKey.from_buffer_copy(k), abi.FeVal.from_buffer_copy(v)
+        out.append((abi.ip_str(key.addr), abi.port_host(key.port),
+                    abi.PROTO_NAME.get(key.proto, str(key.proto)), val.fe_id))
+    return sorted(out, key=lambda t: t[3])
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_frontends(env: Env, ns: argparse.Namespace) -> list[dict]:
+    maps = _maps(env, ns)
+    names = _l4_names(_admin(env, ns))
+    bes = _backends(maps, env.sizes)
+    size = env.sizes["KGW_MAGLEV_SIZE"]
+    rows = []
+    for addr, port, proto, fe_id in _frontend_keys(maps):
+        shares = Tally(_ring(maps, fe_id, size))
+        pk, by = ld.frontend_counter(maps, fe_id)
+        backends = []
+        for bid, n in sorted(shares.items()):
+            if bid == abi.NO_BACKEND:
+                continue
+            a, p, snat = bes.get(bid, ("?", 0, "?"))
+            bp, bb = ld.backend_counter(maps, bid, env.sizes)
+            backends.append({"backend_id": bid, "endpoint": f"{a}:{p}", "snat": snat,
+                             "maglev_share": round(n / size, 4), "packets": bp, "bytes": bb})
+        rows.append({"name": names.get((addr, port, proto), ""), "frontend": f"{addr}:{port}/{proto}",
+                     "fe_id": fe_id, "packets": pk, "bytes": by, "backends": backends})
+    return rows
+
+
+def _parse_endpoint(s: str) -> tuple[str, int | None]:
+    host, sep, port = s.rpartition(":")
+    if not sep:
+        host, port = s, ""
+    try:
+        ipaddress.IPv4Address(host)
+        return host, int(port) if port else None
+    except ValueError:
+        raise InspectError(f"{s!r} is not ADDRESS[:PORT] with an IPv4 address", ExitStatus.USAGE) from None
+
+
+def cmd_flows(env: Env, ns: argparse.Namespace) -> list[dict]:
+    maps = _maps(env, ns)
+    now = env.now_ns()
+    src = _parse_endpoint(ns.src) if ns.src else None
+    dst = _parse_endpoint(ns.dst) if ns.dst else None
+    rows = []
+    for f in ld.flows(maps):
+        if ns.reply is False and f.reply:
+            continue
+        if ns.frontend is not None and f.fe_id != ns.frontend:
+            continue
+        if ns.backend is not None and f.backend_id != ns.backend:
+            continue
+        if src and (f.saddr != src[0] or (src[1] is not None and f.sport != src[1])):
+            continue
+        if dst and (f.daddr != dst[0] or (dst[1] is not None and f.dport != dst[1])):
+            continue
+        state = ("closing" if f.flags & (abi.CT_F_FIN | abi.CT_F_RST) else
+                 "embryonic" if f.flags & abi.CT_F_SYN_TBL else "established")
+        rows.append({"table": f.table, "dir": "reply" if f.reply else "orig",
+                     "from": f"{f.saddr}:{f.sport}", "to": f"{f.daddr}:{f.dport}", "proto": f.proto,
+                     "rewrite": f"{f.new_saddr}:{f.new_sport} -> {f.new_daddr}:{f.new_dport}",
+                     "fe_id": f.fe_id, "backend_id": f.backend_id, "state": state,
+                     "age_s": round(max(0, now - f.created_ns) / 1e9, 1),
+                     "idle_s": round(max(0, now - f.last_seen_ns) / 1e9, 1),
+                     "packets": f.packets, "bytes": f.bytes})
+    rows.sort(key=lambda r: (r["fe_id"], r["from"], r["dir"]))
+    return rows[:ns.limit] if ns.limit else rows
+
+
+def cmd_counters(env: Env, ns: argparse.Namespace) -> list[dict]:
+    maps = _maps(env, ns)
+    return [{"counter": name, "packets": p, "bytes": b}
+            for name, (p, b) in ld.counters(maps, env.sizes).items() if p or b or ns.all]
+
+
+def cmd_maps(env: Env, ns: argparse.Namespace) -> list[dict]:
+    maps = _maps(env, ns)
+    return [{"map": n, "entries": e, "capacity": c, "fill": round(e / c, 4) if c else 0}
+            for n, (e, c) in ld.fill_levels(maps).items()]
+
+
+def cmd_spliced(env: Env, ns: argparse.Namespace) -> list[dict]:
+    admin = _admin(env, ns)
+    if admin is None:
+        raise InspectError(f"admin API at {ns.admin} unreachable: spliced connections live in "
+                           f"the agent, not in pinned maps")
+    l4 = admin.get("l4") or {}
+    return list(l4.get("spliced", [])) if isinstance(l4, dict) else []
+
+
+def cmd_flow(env: Env, ns: argparse.Namespace) -> list[dict]:
+    maps = _maps(env, ns)
+    src, sport = _parse_endpoint(ns.src)
+    dst, dport = _parse_endpoint(ns.dst)
+    if sport is None or dport is None:
+        raise InspectError("flow needs SRC:PORT and DST:PORT", ExitStatus.USAGE)
+    proto = abi.PROTO[ns.proto.upper()]
+    key = abi.FlowKey(saddr=abi.ip_be(src), daddr=abi.ip_be(dst), sport=abi.port_be(sport),
+                      dport=abi.port_be(dport), proto=proto)
+    for table in ("kgw_ct", "kgw_ct_syn"):
+        raw = maps.get(table).lookup(bytes(key))
+        if raw:
+            e = abi.CtEntry.from_buffer_copy(raw)
+            return [{"flow": f"{src}:{sport} -> {dst}:{dport}/{ns.proto.upper()}",
+                     "source": f"existing entry in {table.removeprefix('kgw_')}",
+                     "backend_id": e.backend_id,
+                     "backend": f"{abi.ip_str(e.new_daddr)}:{abi.port_host(e.new_dport)}",
+                     "snat": f"{abi.ip_str(e.new_saddr)}:{abi.port_host(e.new_sport)}"}]
+    fe_id = None
+    for addr, port, p, fid in _frontend_keys(maps):
+        if port == dport and p == ns.proto.upper() and addr == dst:
+            fe_id = fid
+    if fe_id is None:
+        for addr, port, p, fid in _frontend_keys(maps):
+            if port == dport and p == ns.proto.upper() and addr == "0.0.0.0":
+                local = maps.get("kgw_local_addrs").lookup(abi.ip_be(dst).to_bytes(4, "little"))
+                if local:
+                    fe_id = fid
+    if fe_id is None:
+        raise InspectError(f"no frontend matches {dst}:{dport}/{ns.proto.upper()}: the packet "
+                           f"would pass to the stack", ExitStatus.NOT_FOUND)
+    size = env.sizes["KGW_MAGLEV_SIZE"]
+    slot = maglev.flow_slot(src, sport, dst, dport, proto, size)
+    raw = maps.get("kgw_maglev").lookup((fe_id * size + slot).to_bytes(4, "little"))
+    bid = int.from_bytes(raw, "little") if raw else abi.NO_BACKEND
+    be = _backends(maps, env.sizes).get(bid)
+    return [{"flow": f"{src}:{sport} -> {dst}:{dport}/{ns.proto.upper()}",
+             "source": "new flow: Maglev slot computed with kgw_l4.maglev.flow_hash (the "
+                       "Python mirror of bpf/hash.h; bcc 0.26 has no BPF_PROG_TEST_RUN)",
+             "fe_id": fe_id, "slot": slot,
+             "backend_id": None if bid == abi.NO_BACKEND else bid,
+             "backend": f"{be[0]}:{be[1]}" if be else "none (no backend with weight > 0: dropped)",
+             "snat": f"{be[2]}:<allocated>" if be else ""}]
+
+
+def cmd_cleanup(env: Env, ns: argparse.Namespace) -> list[dict]:
+    ld.remove_everything(ns.pin_dir)
+    return [{"removed": ns.pin_dir}]
+
+
+# ----------------------------------------------------------------------------- CLI table
+
+#: name -> (handler, help, extra arguments)
+COMMANDS: dict[str, tuple[Callable[[Env, argparse.Namespace], list[dict]], str, list[tuple]]] = {
+    "frontends": (cmd_frontends, "frontends, backends, weights and Maglev shares", []),
+    "flows": (cmd_flows, "connection-table entries", [
+        (("--frontend",), {"type": int, "help": "fe_id"}),
+        (("--backend",), {"type": int, "help": "backend_id"}),
+        (("--src",), {"help": "ADDRESS[:PORT] of the packet's source"}),
+        (("--dst",), {"help": "ADDRESS[:PORT] of the packet's destination"}),
+        (("--no-reply",), {"dest": "reply", "action": "store_false", "default": None,
+                           "help": "only the client -> frontend direction"}),
+        (("--limit",), {"type": int, "default": 0}),
+    ]),
+    "counters": (cmd_counters, "global counters", [
+        (("--all",), {"action": "store_true", "help": "include counters at zero"})]),
+    "maps": (cmd_maps, "fill level of every table", []),
+    "spliced": (cmd_spliced, "connections spliced by sockmap (from the admin API)", []),
+    "flow": (cmd_flow, "which backend a flow gets", [
+        (("src",), {"metavar": "SRC:PORT"}), (("dst",), {"metavar": "DST:PORT"}),
+        (("--proto",), {"default": "tcp", "choices": ["tcp", "udp", "TCP", "UDP"]})]),
+    "cleanup": (cmd_cleanup, "detach kgw's programs and remove its pins (flows stop)", []),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kgw-inspect", description=__doc__.split("\n")[0])
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("--pin-dir", default=abi.PIN_DIR)
+    p.add_argument("--admin", default=DEFAULT_ADMIN, help="admin API base URL")
+    p.add_argument("--cleanup", action="store_true", help="same as the cleanup command")
+    sub = p.add_subparsers(dest="command")
+    for name, (_, help_, args) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_)
+        for flags, kw in args:
+            sp.add_argument(*flags, **kw)
+    return p
+
+
+def render_table(rows: list[dict], out: TextIO) -> None:
+    if not rows:
+        out.write("(none)\n")
+        return
+    flat: list[dict[str, str]] = []
+    for r in rows:
+        nested = {k: v for k, v in r.items() if isinstance(v, list)}
+        flat.append({k: "" if v is None else str(v) for k, v in r.items() if k not in nested})
+        for k, items in nested.items():
+            for it in items:
+                flat.append({"": f"  {k[:-1] if k.endswith('s') else k}",
+                             **{kk: str(vv) for kk, vv in it.items()}})
+    cols: list[str] = []
+    for r in flat:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    widths = {c: max(len(c), *(len(r.get(c, "")) for r in flat)) for c in cols}
+    out.write("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip() + "\n")
+    for r in flat:
+        out.write("  ".join(r.get(c, "").ljust(widths[c]) for c in cols).rstrip() + "\n")
+
+
+def main(argv: list[str] | None = None, env: Env | None = None) -> int:
+    env = env or Env()
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as e:
+        return ExitStatus.OK if e.code == 0 else ExitStatus.USAGE
+    command = "cleanup" if ns.cleanup else ns.command
+    if command is None:
+        parser.print_help(env.stderr)
+        return ExitStatus.USAGE
+    handler = COMMANDS[command][0]
+    try:
+        rows = handler(env, ns)
+    except InspectError as e:
+        env.stderr.write(f"kgw-inspect: {e}\n")
+        return e.status
+    except PermissionError as e:
+        env.stderr.write(f"kgw-inspect: {e} (reading BPF maps needs root)\n")
+        return ExitStatus.ERROR
+    except OSError as e:
+        env.stderr.write(f"kgw-inspect: {e}\n")
+        return ExitStatus.ERROR
+    if ns.output == "json":
+        env.stdout.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    else:
+        render_table(rows, env.stdout)
+    return ExitStatus.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

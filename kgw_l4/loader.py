@@ -1,0 +1,479 @@
+"""Compile, load, pin and attach kgw's BPF programs (bcc for compiling and XDP,
+pyroute2 for TC), and read the pinned maps through named accessors (STYLE §4.4).
+
+Everything persistent lives under one pin directory: maps are pinned by the programs'
+BPF_TABLE_PINNED declarations (bcc reuses a pin that exists), programs are pinned by
+``Loader.load``. Attachments outlive the process (a tc filter and an XDP program hold
+their program), which is what lets established flows survive an agent restart;
+``detach``/``cleanup`` remove them explicitly, and ``attached()`` is the
+context-managed pair for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+from . import abi
+from .csource import program_source
+from .maps import MapInfo, MapSet, PinnedMapSet, FdMap, MAP_ARRAY, MAP_HASH, MAP_LRU_HASH, \
+    MAP_PERCPU_ARRAY
+
+log = logging.getLogger("kgw.l4.loader")
+
+BPF_PROG_TYPE_SCHED_CLS = 3
+BPF_PROG_TYPE_XDP = 6
+BPF_PROG_TYPE_SK_SKB = 14
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+TC_INGRESS_PARENT = "ffff:fff2"
+TC_PRIO = 0xC0DE & 0x7FFF  # our filter's priority; one filter per device
+TC_HANDLE = 1
+
+#: program name -> (source file, function, bcc program type)
+PROGRAMS: dict[str, tuple[str, str, int]] = {
+    "tc": ("lb_tc.c", "kgw_tc", BPF_PROG_TYPE_SCHED_CLS),
+    "xdp": ("lb_xdp.c", "kgw_xdp", BPF_PROG_TYPE_XDP),
+    "sockmap": ("sockmap.c", "kgw_sk_verdict", BPF_PROG_TYPE_SK_SKB),
+}
+
+DEFAULT_TIMEOUTS = {
+    "ct_timeout_syn_ns": 30 * 10**9,
+    "ct_timeout_est_ns": 3600 * 10**9,
+    "ct_timeout_closing_ns": 30 * 10**9,
+}
+#: SNAT ports: the whole unprivileged range, so that a client's own source port can be
+#: kept (bpf/nat.h). A port the node itself uses towards the same backend is skipped
+#: (socket lookup on the reply tuple).
+DEFAULT_NAT_PORTS = (1024, 65535)
+
+
+class BpfUnavailable(RuntimeError):
+    """The kernel data plane cannot run here; the message says why."""
+
+
+def unavailable_reason() -> str | None:
+    """Why BPF cannot be used on this machine, or None."""
+    if os.geteuid() != 0:
+        return "not running as root"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "bcc is not installed (Debian: python3-bpfcc)"
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return None  # bcc unpacks the kernel's own headers
+    mod = f"/lib/modules/{os.uname().release}"
+    build, source = f"{mod}/build", f"{mod}/source"
+    if not os.path.isdir(os.path.join(build, "include")):
+        return f"no kernel headers ({build} is missing)"
+    # bcc compiles against `source` when it exists (Debian splits the headers into an
+    # arch tree, `build`, and a -common tree, `source`), else against `build`.
+    tree = source if os.path.exists(source) else build
+    if not os.path.exists(os.path.join(tree, "include/linux/kconfig.h")):
+        return (f"kernel headers incomplete: {tree}/include/linux/kconfig.h is missing "
+                f"(on Debian, {source} must point at the linux-headers-*-common tree)")
+    return None
+
+
+def ensure_bpffs(path: str = "/sys/fs/bpf") -> None:
+    """Mount bpffs at /sys/fs/bpf if it is not (pins need it)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[1] == path and parts[2] == "bpf":
+                return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"bpf", path.encode(), b"bpf", 0, None) != 0:
+        e = ctypes.get_errno()
+        raise BpfUnavailable(f"cannot mount bpffs at {path}: {os.strerror(e)}")
+
+
+def expected_maps(sizes: Mapping[str, int] = abi.SIZES) -> dict[str, MapInfo]:
+    """Type, key size, value size and capacity of every map, from the ABI."""
+    s = ctypes.sizeof
+    return {
+        "kgw_frontends": MapInfo(MAP_HASH, s(abi.FeKey), s(abi.FeVal), sizes["KGW_MAX_FRONTENDS"]),
+        "kgw_backends": MapInfo(MAP_ARRAY, 4, s(abi.Backend), sizes["KGW_MAX_BACKENDS"]),
+        "kgw_maglev": MapInfo(MAP_ARRAY, 4, 4, sizes["KGW_MAX_FRONTENDS"] * sizes["KGW_MAGLEV_SIZE"]),
+        "kgw_ct": MapInfo(MAP_LRU_HASH, s(abi.FlowKey), s(abi.CtEntry), sizes["KGW_CT_SIZE"]),
+        "kgw_ct_syn": MapInfo(MAP_LRU_HASH, s(abi.FlowKey), s(abi.CtEntry), sizes["KGW_CT_SYN_SIZE"]),
+        "kgw_local_addrs": MapInfo(MAP_HASH, 4, 4, sizes["KGW_MAX_LOCAL_ADDRS"]),
+        "kgw_settings": MapInfo(MAP_ARRAY, 4, s(abi.Settings), 1),
+        "kgw_stats": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.CounterVal), abi.stats_size(sizes)),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    ifname: str
+    hook: str  # "tc" | "xdp"
+    xdp_mode: str = ""  # "native" | "generic"
+
+
+def ifindex(ifname: str) -> int:
+    """Index of an interface in this network namespace; ValueError names it if absent."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        raise ValueError(f"unknown interface {ifname!r}") from None
+
+
+class Loader:
+    def __init__(self, pin_dir: str = abi.PIN_DIR, sizes: Mapping[str, int] = abi.SIZES):
+        self.pin_dir = pin_dir
+        self.sizes = dict(sizes)
+        self._bpf: dict[str, object] = {}  # program name -> bcc.BPF (keeps fds alive)
+        self.prog_fds: dict[str, int] = {}
+        self._maps: PinnedMapSet | None = None
+
+    # ----------------------------------------------------------------- state
+
+    def pinned(self) -> bool:
+        return os.path.exists(os.path.join(self.pin_dir, "kgw_ct"))
+
+    def check_pins(self) -> str | None:
+        """None if the pinned maps match this ABI, else what differs."""
+        for name, want in expected_maps(self.sizes).items():
+            path = os.path.join(self.pin_dir, name)
+            if not os.path.exists(path):
+                continue
+            try:
+                m = FdMap.open_pinned(path)
+            except OSError as e:
+                return f"{name}: {e}"
+            got = m.info
+            m.close()
+            if got != want:
+                return f"{name}: pinned {got}, expected {want}"
+        return None
+
+    def maps(self) -> MapSet:
+        if self._maps is None:
+            self._maps = PinnedMapSet(self.pin_dir)
+        return self._maps
+
+    # ----------------------------------------------------------------- load
+
+    def load(self, name: str) -> int:
+        """Compile and load one program (once per process), pin it, return its fd."""
+        if name in self.prog_fds:
+            return self.prog_fds[name]
+        reason = unavailable_reason()
+        if reason:
+            raise BpfUnavailable(reason)
+        from bcc import BPF, libbcc
+
+        ensure_bpffs()
+        os.makedirs(self.pin_dir, exist_ok=True)
+        diff = self.check_pins()
+        if diff:
+            log.warning("pinned maps under %s do not match this build (%s): removing them",
+                        self.pin_dir, diff)
+            self.remove_pins()
+            os.makedirs(self.pin_dir, exist_ok=True)
+        src, func, ptype = PROGRAMS[name]
+        t0 = time.monotonic()
+        b = BPF(text=program_source(src), cflags=abi.cflags(self.sizes, self.pin_dir) + [
+            "-Wno-incompatible-pointer-types-discards-qualifiers", "-Wno-macro-redefined"])
+        fn = b.load_func(func, ptype)
+        self._bpf[name] = b
+        self.prog_fds[name] = fn.fd
+        pin = os.path.join(self.pin_dir, f"prog_{name}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pin)
+        if libbcc.lib.bpf_obj_pin(fn.fd, pin.encode()) != 0:
+            raise BpfUnavailable(f"cannot pin program at {pin}")
+        log.info("compiled and loaded %s (%s) in %.1fs", src, func, time.monotonic() - t0)
+        self._init_settings()
+        return fn.fd
+
+    def load_extra(self, prog: str, func: str) -> int:
+        """fd of another function of an already loaded program file (same type)."""
+        b = self._bpf[prog]
+        return b.load_func(func, PROGRAMS[prog][2]).fd  # type: ignore[attr-defined]
+
+    def table_fd(self, prog: str, table: str) -> int:
+        """fd of a map a loaded program declares without pinning (e.g. the sockhash)."""
+        from bcc import libbcc
+
+        # bcc 0.26's Python tables do not support SOCKHASH: ask libbcc for the fd.
+        b = self._bpf[prog]
+        fd = libbcc.lib.bpf_table_fd(b.module, table.encode())  # type: ignore[attr-defined]
+        if fd < 0:
+            raise KeyError(f"{prog} has no map {table}")
+        return fd
+
+    def _init_settings(self) -> None:
+        m = self.maps().get("kgw_settings")
+        raw = m.lookup(bytes(4))
+        cur = abi.Settings.from_buffer_copy(raw) if raw else abi.Settings()
+        if cur.ct_timeout_est_ns == 0:  # fresh map: defaults; adopted: keep
+            self.set_settings()
+
+    def set_settings(self, **kw: int) -> None:
+        """Write kgw_settings (timeouts in ns, nat_port_min/max); unspecified fields keep
+        their current value, or the default on a fresh map."""
+        m = self.maps().get("kgw_settings")
+        raw = m.lookup(bytes(4))
+        cur = abi.Settings.from_buffer_copy(raw) if raw else abi.Settings()
+        defaults = dict(DEFAULT_TIMEOUTS, nat_port_min=DEFAULT_NAT_PORTS[0],
+                        nat_port_max=DEFAULT_NAT_PORTS[1])
+        for field, default in defaults.items():
+            value = kw.get(field, getattr(cur, field) or default)
+            setattr(cur, field, value)
+        m.update(bytes(4), bytes(cur))
+
+    def settings(self) -> abi.Settings:
+        raw = self.maps().get("kgw_settings").lookup(bytes(4))
+        return abi.Settings.from_buffer_copy(raw) if raw else abi.Settings()
+
+    # ----------------------------------------------------------------- attach
+
+    def attach_tc(self, ifname: str) -> Attachment:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        idx = ifindex(ifname)
+        fd = self.load("tc")
+        with IPRoute() as ipr:
+            try:
+                ipr.tc("add", "clsact", idx)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+            ipr.tc("replace-filter", "bpf", idx, TC_HANDLE, fd=fd, name="kgw_tc",
+                   parent=TC_INGRESS_PARENT, prio=TC_PRIO, classid=1, direct_action=True)
+        log.info("attached kgw_tc at tc ingress of %s", ifname)
+        return Attachment(ifname, "tc")
+
+    def detach_tc(self, ifname: str) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            idx = ifindex(ifname)
+        except ValueError:
+            return
+        with IPRoute() as ipr, contextlib.suppress(NetlinkError):
+            ipr.tc("del-filter", "bpf", idx, TC_HANDLE, parent=TC_INGRESS_PARENT, prio=TC_PRIO)
+
+    def attach_xdp(self, ifname: str, mode: str = "native") -> Attachment:
+        """Attach at XDP, native (driver) mode first; ``mode="auto"`` falls back to
+        generic mode where the driver has no XDP support."""
+        from bcc import libbcc
+
+        ifindex(ifname)
+        fd = self.load("xdp")
+        modes = {"native": [XDP_FLAGS_DRV_MODE], "generic": [XDP_FLAGS_SKB_MODE],
+                 "auto": [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]}[mode]
+        for flags in modes:
+            if libbcc.lib.bpf_attach_xdp(ifname.encode(), fd, flags) == 0:
+                got = "native" if flags == XDP_FLAGS_DRV_MODE else "generic"
+                log.info("attached kgw_xdp at XDP (%s) on %s", got, ifname)
+                return Attachment(ifname, "xdp", got)
+        raise OSError(f"cannot attach XDP ({mode}) on {ifname}")
+
+    def detach_xdp(self, ifname: str) -> None:
+        from bcc import libbcc
+
+        with contextlib.suppress(ValueError):
+            ifindex(ifname)
+            for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
+                libbcc.lib.bpf_attach_xdp(ifname.encode(), -1, flags)
+
+    def attach(self, ifname: str, hook: str) -> Attachment:
+        return self.attach_tc(ifname) if hook == "tc" else self.attach_xdp(ifname, "auto")
+
+    def detach(self, att: Attachment) -> None:
+        (self.detach_tc if att.hook == "tc" else self.detach_xdp)(att.ifname)
+
+    @contextlib.contextmanager
+    def attached(self, ifnames: list[str], hook: str) -> Iterator[list[Attachment]]:
+        """Attach on every interface; detach them all on exit, whatever happens."""
+        done: list[Attachment] = []
+        try:
+            for ifname in ifnames:
+                done.append(self.attach(ifname, hook))
+            yield done
+        finally:
+            for att in reversed(done):
+                self.detach(att)
+
+    # ----------------------------------------------------------------- cleanup
+
+    def remove_pins(self) -> None:
+        if self._maps is not None:
+            self._maps.close()
+            self._maps = None
+        if os.path.isdir(self.pin_dir):
+            for name in os.listdir(self.pin_dir):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.pin_dir, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(self.pin_dir)
+
+    def close(self) -> None:
+        """Release this process's handles; attachments and pins stay."""
+        if self._maps is not None:
+            self._maps.close()
+            self._maps = None
+        for b in self._bpf.values():
+            with contextlib.suppress(Exception):
+                b.cleanup()  # type: ignore[attr-defined]
+        self._bpf.clear()
+        self.prog_fds.clear()
+
+
+# --------------------------------------------------------------------- accessors
+# The inspect CLI and the tests read state only through these (STYLE §4.4/§4.5).
+
+def counter(maps: MapSet, c: abi.Counter, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
+    """(packets, bytes) of a global counter, summed over CPUs."""
+    return _slot(maps, abi.global_base(sizes) + int(c))
+
+
+def counters(maps: MapSet, sizes: Mapping[str, int] = abi.SIZES) -> dict[str, tuple[int, int]]:
+    return {c.name: counter(maps, c, sizes) for c in abi.Counter}
+
+
+def frontend_counter(maps: MapSet, fe_id: int) -> tuple[int, int]:
+    return _slot(maps, fe_id)
+
+
+def backend_counter(maps: MapSet, backend_id: int, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
+    return _slot(maps, abi.backend_base(sizes) + backend_id)
+
+
+def _slot(maps: MapSet, idx: int) -> tuple[int, int]:
+    vals = maps.get("kgw_stats").percpu(idx.to_bytes(4, "little"))
+    p = b = 0
+    for raw in vals:
+        v = abi.CounterVal.from_buffer_copy(raw)
+        p += v.packets
+        b += v.bytes
+    return p, b
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    table: str  # "ct" | "ct_syn"
+    saddr: str
+    sport: int
+    daddr: str
+    dport: int
+    proto: str
+    new_saddr: str
+    new_sport: int
+    new_daddr: str
+    new_dport: int
+    fe_id: int
+    backend_id: int
+    flags: int
+    created_ns: int
+    last_seen_ns: int
+    packets: int
+    bytes: int
+
+    @property
+    def reply(self) -> bool:
+        return bool(self.flags & abi.CT_F_REPLY)
+
+
+def flows(maps: MapSet, tables: tuple[str, ...] = ("kgw_ct", "kgw_ct_syn")) -> list[Flow]:
+    out = []
+    for t in tables:
+        m = maps.get(t)
+        for k in m.keys():
+            raw = m.lookup(k)
+            if raw is None:
+                continue
+            key, e = abi.FlowKey.from_buffer_copy(k), abi.CtEntry.from_buffer_copy(raw)
+            out.append(Flow(t.removeprefix("kgw_"), abi.ip_str(key.saddr), abi.port_host(key.sport),
+                            abi.ip_str(key.daddr), abi.port_host(key.dport),
+                            abi.PROTO_NAME.get(key.proto, str(key.proto)),
+                            abi.ip_str(e.new_saddr), abi.port_host(e.new_sport),
+                            abi.ip_str(e.new_daddr), abi.port_host(e.new_dport),
+                            e.fe_id, e.backend_id, e.flags, e.created_ns, e.last_seen_ns,
+                            e.packets, e.bytes))
+    return out
+
+
+def fill_levels(maps: MapSet, names: tuple[str, ...] = ("kgw_frontends", "kgw_ct", "kgw_ct_syn",
+                                                          "kgw_local_addrs")) -> dict[str, tuple[int, int]]:
+    """(entries, capacity) of each hash map."""
+    out = {}
+    for n in names:
+        m = maps.get(n)
+        out[n] = (sum(1 for _ in m.keys()), m.info.max_entries)
+    return out
+
+
+def expire_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None) -> int:
+    """Delete connection-table entries past their timeout (the programs also ignore
+    them on lookup; this sweep keeps fill levels honest). Returns entries removed."""
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
+    n = 0
+    for t in ("kgw_ct", "kgw_ct_syn"):
+        m = maps.get(t)
+        for k in m.keys():
+            raw = m.lookup(k)
+            if raw is None:
+                continue
+            e = abi.CtEntry.from_buffer_copy(raw)
+            if e.flags & (abi.CT_F_FIN | abi.CT_F_RST):
+                timeout = settings.ct_timeout_closing_ns
+            elif e.flags & abi.CT_F_SYN_TBL:
+                timeout = settings.ct_timeout_syn_ns
+            else:
+                timeout = settings.ct_timeout_est_ns
+            if now > e.last_seen_ns and now - e.last_seen_ns > timeout:
+                n += m.delete(k)
+    return n
+
+
+def remove_everything(pin_dir: str = abi.PIN_DIR, interfaces: list[str] | None = None) -> None:
+    """Detach kgw from the given interfaces (default: every interface) and remove pins."""
+    loader = Loader(pin_dir)
+    names = interfaces if interfaces is not None else [n for _, n in socket.if_nameindex()]
+    for n in names:
+        with contextlib.suppress(Exception):
+            loader.detach_tc(n)
+        if _xdp_is_ours(n, pin_dir):
+            with contextlib.suppress(Exception):
+                loader.detach_xdp(n)
+    loader.remove_pins()
+    shutil.rmtree(pin_dir, ignore_errors=True)
+
+
+def _xdp_is_ours(ifname: str, pin_dir: str) -> bool:
+    """True when the XDP program on ifname is kgw's (by name)."""
+    from pyroute2 import IPRoute
+
+    try:
+        with IPRoute() as ipr:
+            link = ipr.get_links(ifname)[0]
+    except Exception:  # noqa: BLE001
+        return False
+    xdp = link.get_attr("IFLA_XDP")
+    if not xdp:
+        return False
+    prog_id = xdp.get_attr("IFLA_XDP_PROG_ID")
+    if not prog_id:
+        return False
+    try:
+        import subprocess
+
+        out = subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)],
+                             capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "kgw_xdp" in out

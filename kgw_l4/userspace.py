@@ -1,0 +1,160 @@
+"""The userspace L4 proxy: the fallback when BPF cannot be used.
+
+One asyncio listener per frontend; each connection picks its backend from the same
+weighted Maglev table the kernel uses (keyed by the client's 5-tuple), connects and
+copies bytes both ways with backpressure (drain) and half-close (EOF is forwarded
+as a shutdown of the write side, the other direction keeps flowing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+
+from . import maglev
+from .config import Frontend, L4Config
+
+log = logging.getLogger("kgw.l4.userspace")
+
+CHUNK = 256 * 1024
+CONNECT_TIMEOUT = 5.0
+TABLE_SIZE = 4099  # prime; a per-listener table needs no kernel-sized ring
+
+
+@dataclass(frozen=True, slots=True)
+class _Pick:
+    endpoints: tuple[tuple[str, int], ...]
+    table: tuple[int, ...]
+
+    def choose(self, peer: tuple[str, int], local: tuple[str, int]) -> tuple[str, int] | None:
+        if not self.table:
+            return None
+        idx = self.table[maglev.flow_slot(peer[0], peer[1], local[0], local[1],
+                                          socket.IPPROTO_TCP, len(self.table))]
+        return None if idx < 0 else self.endpoints[idx]
+
+
+def picker(fe: Frontend) -> _Pick:
+    eps: dict[tuple[str, int], int] = {}
+    groups = [(g.weight, len(g.endpoints)) for g in fe.backends]
+    for g, w in zip(fe.backends, maglev.group_weights(groups)):
+        for ep in g.endpoints:
+            eps[(ep.address, ep.port)] = eps.get((ep.address, ep.port), 0) + w
+    order = tuple(sorted(eps))
+    if not any(eps.values()):
+        return _Pick(order, ())
+    table = maglev.build_table([maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
+                               TABLE_SIZE)
+    return _Pick(order, tuple(table))
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """Copy until EOF, then shut down the write side. Returns bytes copied."""
+    n = 0
+    try:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                break
+            writer.write(data)
+            n += len(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.transport.abort()
+    return n
+
+
+async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
+                         br: asyncio.StreamReader, bw: asyncio.StreamWriter) -> None:
+    try:
+        await asyncio.gather(pipe(cr, bw), pipe(br, cw))
+    finally:
+        for w in (cw, bw):
+            w.close()
+        for w in (cw, bw):
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
+
+
+class UserspaceProxy:
+    def __init__(self) -> None:
+        self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self._picks: dict[tuple[str, int], _Pick] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.errors: dict[str, str] = {}
+
+    async def apply(self, config: L4Config) -> None:
+        errors: dict[str, str] = {}
+        wanted: dict[tuple[str, int], Frontend] = {}
+        for fe in config.frontends:
+            if fe.protocol != "TCP":
+                errors[fe.name] = f"{fe.protocol} frontends need the kernel data plane"
+                continue
+            key = (fe.address, fe.port)
+            if key in wanted:
+                errors[fe.name] = (f"port clash: {fe.address}:{fe.port} is already used by "
+                                   f"frontend {wanted[key].name!r}")
+                continue
+            p = picker(fe)
+            if not p.endpoints:
+                errors[fe.name] = "no backends"
+                continue
+            if not p.table:
+                errors[fe.name] = "no backend with weight > 0: new connections are refused"
+                continue
+            wanted[key] = fe
+            self._picks[key] = p
+        for key in list(self._servers):
+            if key not in wanted:
+                srv = self._servers.pop(key)
+                srv.close()  # established connections carry on
+                self._picks.pop(key, None)
+        for key, fe in wanted.items():
+            if key in self._servers:
+                continue
+            try:
+                self._servers[key] = await asyncio.start_server(
+                    lambda r, w, k=key: self._accept(k, r, w), fe.address, fe.port,
+                    reuse_address=True, backlog=1024)
+            except OSError as e:
+                errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}: {e.strerror or e}"
+                self._picks.pop(key, None)
+        self.errors = errors
+        for name, err in errors.items():
+            log.warning("frontend %s: %s", name, err)
+
+    def _accept(self, key: tuple[str, int], r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        t = asyncio.get_running_loop().create_task(self._serve(key, r, w))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, key: tuple[str, int], cr: asyncio.StreamReader,
+                     cw: asyncio.StreamWriter) -> None:
+        pick = self._picks.get(key)
+        peer = cw.get_extra_info("peername")
+        local = cw.get_extra_info("sockname")
+        be = pick.choose(peer[:2], local[:2]) if pick else None
+        if be is None:
+            cw.transport.abort()
+            return
+        try:
+            br, bw = await asyncio.wait_for(asyncio.open_connection(*be), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
+            log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
+            cw.transport.abort()
+            return
+        await splice_streams(cr, cw, br, bw)
+
+    async def close(self) -> None:
+        for srv in self._servers.values():
+            srv.close()
+        self._servers.clear()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,128 @@
+"""kgw-inspect against the in-memory map fake and a fake admin API."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from kgw_l4 import abi, loader, maglev
+from kgw_l4.config import BackendGroup, Endpoint, Frontend, L4Config
+from kgw_l4.inspect import Env, ExitStatus, main
+from kgw_l4.maps import FakeMapSet
+from kgw_l4.programmer import Programmer
+
+SIZES = dict(abi.SIZES, KGW_MAX_FRONTENDS=4, KGW_MAX_BACKENDS=16, KGW_MAGLEV_SIZE=251,
+             KGW_CT_SIZE=64, KGW_CT_SYN_SIZE=64)
+
+
+@pytest.fixture
+def maps():
+    m = FakeMapSet(loader.expected_maps(SIZES))
+    p = Programmer(m, snat_for=lambda _a: "10.9.0.1", sizes=SIZES)
+    p.apply(L4Config((Frontend("ns/gw/tcp", "10.0.0.1", 8080, "TCP", (
+        BackendGroup("a", 1, (Endpoint("10.1.0.1", 80),)),
+        BackendGroup("b", 3, (Endpoint("10.1.0.2", 80),)),)),)))
+    ct = m.get("kgw_ct")
+    k = abi.FlowKey(saddr=abi.ip_be("10.5.0.9"), daddr=abi.ip_be("10.0.0.1"), sport=abi.port_be(40000),
+                    dport=abi.port_be(8080), proto=6)
+    e = abi.CtEntry(new_saddr=abi.ip_be("10.9.0.1"), new_daddr=abi.ip_be("10.1.0.2"),
+                    new_sport=abi.port_be(12345), new_dport=abi.port_be(80), fe_id=0, backend_id=1,
+                    created_ns=1_000_000_000, last_seen_ns=4_000_000_000, packets=10, bytes=5000)
+    ct.update(bytes(k), bytes(e))
+    idx = abi.global_base(SIZES) + abi.Counter.DROP_NOT_SYN
+    m.get("kgw_stats").set_percpu(idx.to_bytes(4, "little"),
+                                  [bytes(abi.CounterVal(3, 120)), bytes(abi.CounterVal(4, 160))])
+    return m
+
+
+def run(maps, *argv, admin=None):
+    out, err = io.StringIO(), io.StringIO()
+
+    def get(url):
+        if admin is None:
+            raise OSError("connection refused")
+        return admin
+
+    env = Env(stdout=out, stderr=err, maps_factory=lambda _d: maps, admin_get=get,
+              sizes=SIZES, now_ns=lambda: 6_000_000_000)
+    code = main(list(argv), env)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_frontends_json_has_shares_and_names(maps):
+    admin = {"l7": {}, "l4": {"frontends": [{"name": "ns/gw/tcp", "address": "10.0.0.1",
+                                             "port": 8080, "protocol": "TCP"}]}}
+    code, out, _ = run(maps, "-o", "json", "frontends", admin=admin)
+    assert code == ExitStatus.OK
+    rows = json.loads(out)
+    assert rows[0]["name"] == "ns/gw/tcp" and rows[0]["frontend"] == "10.0.0.1:8080/TCP"
+    shares = {b["endpoint"]: b["maglev_share"] for b in rows[0]["backends"]}
+    assert abs(shares["10.1.0.1:80"] - 0.25) < 0.02 and abs(shares["10.1.0.2:80"] - 0.75) < 0.02
+
+
+def test_frontends_table_without_admin(maps):
+    code, out, _ = run(maps, "frontends")
+    assert code == ExitStatus.OK
+    assert out.splitlines()[0].startswith("NAME")
+    assert "10.1.0.2:80" in out and "backend" in out
+
+
+def test_flows_filters_and_age(maps):
+    code, out, _ = run(maps, "-o", "json", "flows", "--src", "10.5.0.9")
+    rows = json.loads(out)
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["rewrite"] == "10.9.0.1:12345 -> 10.1.0.2:80"
+    assert (r["age_s"], r["idle_s"], r["state"]) == (5.0, 2.0, "established")
+    _, out, _ = run(maps, "-o", "json", "flows", "--backend", "0")
+    assert json.loads(out) == []
+    code, _, err = run(maps, "flows", "--src", "nope")
+    assert code == ExitStatus.USAGE and "IPv4" in err
+
+
+def test_counters_sum_cpus(maps):
+    _, out, _ = run(maps, "-o", "json", "counters")
+    rows = {r["counter"]: r for r in json.loads(out)}
+    assert rows["DROP_NOT_SYN"]["packets"] == 7 and rows["DROP_NOT_SYN"]["bytes"] == 280
+    _, out, _ = run(maps, "-o", "json", "counters", "--all")
+    assert len(json.loads(out)) == len(abi.Counter)
+
+
+def test_maps_fill_levels(maps):
+    _, out, _ = run(maps, "-o", "json", "maps")
+    rows = {r["map"]: r for r in json.loads(out)}
+    assert rows["kgw_ct"]["entries"] == 1 and rows["kgw_ct"]["capacity"] == 64
+    assert rows["kgw_frontends"]["entries"] == 1
+
+
+def test_flow_existing_and_new(maps):
+    _, out, _ = run(maps, "-o", "json", "flow", "10.5.0.9:40000", "10.0.0.1:8080")
+    r = json.loads(out)[0]
+    assert r["backend"] == "10.1.0.2:80" and "existing" in r["source"]
+    code, out, _ = run(maps, "-o", "json", "flow", "10.5.0.9:40001", "10.0.0.1:8080")
+    r = json.loads(out)[0]
+    assert code == ExitStatus.OK and "Python mirror" in r["source"]
+    slot = maglev.flow_slot("10.5.0.9", 40001, "10.0.0.1", 8080, 6, SIZES["KGW_MAGLEV_SIZE"])
+    assert r["slot"] == slot and r["backend"] in ("10.1.0.1:80", "10.1.0.2:80")
+    code, _, err = run(maps, "flow", "10.5.0.9:1", "10.0.0.1:9999")
+    assert code == ExitStatus.NOT_FOUND and "no frontend" in err
+    code, _, _ = run(maps, "flow", "10.5.0.9", "10.0.0.1:8080")
+    assert code == ExitStatus.USAGE
+
+
+def test_spliced_needs_admin(maps):
+    code, _, err = run(maps, "spliced")
+    assert code == ExitStatus.ERROR and "unreachable" in err
+    admin = {"l4": {"spliced": [{"client": "10.0.0.5:1", "backend": "10.1.0.1:80"}]}}
+    code, out, _ = run(maps, "-o", "json", "spliced", admin=admin)
+    assert json.loads(out) == admin["l4"]["spliced"]
+
+
+def test_usage_and_missing_state(tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    assert main([], Env(stdout=out, stderr=err)) == ExitStatus.USAGE
+    assert main(["bogus"], Env(stdout=out, stderr=err)) == ExitStatus.USAGE
+    code = main(["--pin-dir", str(tmp_path), "counters"], Env(stdout=out, stderr=err))
+    assert code == ExitStatus.NO_STATE and "no kgw maps pinned" in err.getvalue()

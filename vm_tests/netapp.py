@@ -1,0 +1,213 @@
+"""Small TCP server and clients the kernel tests run inside their namespaces
+(stdlib only, so they run under the system python3 via nsenter).
+
+  serve ADDR...            on each ADDR: port 9000 greets with "ADDR\\n" then echoes
+                           (half-close aware: EOF from the peer -> finish echoing, then
+                           shut down); port 9001 sends "ADDR\\n" and closes first.
+  transfer HOST PORT N     send N bytes while reading the echo, then SHUT_WR and read to
+                           EOF; prints {"sent","received","ok","backend"}.
+  whoami HOST PORT N [SPORT0]  N sequential connections (fixed source ports from SPORT0
+                           if given); prints the list of backends.
+  uping HOST PORT FLOWS N  UDP: FLOWS sockets send N datagrams each to the UDP echo
+                           (port 9053 on every ADDR); prints backends, lost, moved.
+  hold HOST PORT CONNS SECONDS  keep CONNS connections, ping each every 50 ms, print
+                           {"backends", "rounds", "failures"}; stops early on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+
+CHUNK = 256 * 1024
+
+
+def _pattern(n: int) -> bytes:
+    block = hashlib.sha256(b"kgw").digest() * (CHUNK // 32)
+    return (block * (n // len(block) + 1))[:n]
+
+
+def _readline(s: socket.socket) -> str:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        c = s.recv(1)
+        if not c:
+            break
+        buf += c
+    return buf.decode().strip()
+
+
+def _echo(c: socket.socket, addr: str) -> None:
+    try:
+        c.sendall(addr.encode() + b"\n")
+        while True:
+            d = c.recv(CHUNK)
+            if not d:
+                break
+            c.sendall(d)
+        c.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+
+def _listen(addr: str, port: int, handler) -> None:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(4096)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handler, args=(c, addr), daemon=True).start()
+
+
+def _whoami(c: socket.socket, addr: str) -> None:
+    try:
+        c.sendall(addr.encode() + b"\n")
+    finally:
+        c.close()
+
+
+def _udp_echo(addr: str, port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, port))
+    while True:
+        data, peer = s.recvfrom(65535)
+        s.sendto(addr.encode() + b" " + data, peer)
+
+
+def serve(addrs: list[str]) -> None:
+    for a in addrs:
+        threading.Thread(target=_listen, args=(a, 9000, _echo), daemon=True).start()
+        threading.Thread(target=_listen, args=(a, 9001, _whoami), daemon=True).start()
+        threading.Thread(target=_udp_echo, args=(a, 9053), daemon=True).start()
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+def transfer(host: str, port: int, n: int) -> dict:
+    s = socket.create_connection((host, port), timeout=float(__import__("os").environ.get("NETAPP_TIMEOUT", "20")))
+    backend = _readline(s)
+    data = _pattern(n)
+    sent_hash = hashlib.sha256(data).hexdigest()
+    got = hashlib.sha256()
+    received = 0
+
+    def reader() -> None:
+        nonlocal received
+        while True:
+            d = s.recv(CHUNK)
+            if not d:
+                return
+            got.update(d)
+            received += len(d)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    view = memoryview(data)
+    for i in range(0, n, CHUNK):
+        s.sendall(view[i:i + CHUNK])
+    s.shutdown(socket.SHUT_WR)  # half-close: the echo must still arrive in full
+    t.join(60)
+    s.close()
+    return {"sent": n, "received": received, "ok": got.hexdigest() == sent_hash and received == n,
+            "backend": backend}
+
+
+def whoami(host: str, port: int, n: int, sport0: int | None) -> list[str]:
+    out = []
+    for i in range(n):
+        s = socket.socket()
+        s.settimeout(5)
+        if sport0 is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", sport0 + i))
+        try:
+            s.connect((host, port))
+            out.append(_readline(s))
+        except OSError as e:
+            out.append(f"error:{e.__class__.__name__}")
+        finally:
+            s.close()
+    return out
+
+
+def hold(host: str, port: int, conns: int, seconds: float) -> dict:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    socks = [socket.create_connection((host, port), timeout=5) for _ in range(conns)]
+    backends = [_readline(s) for s in socks]
+    print(json.dumps({"backends": backends}), flush=True)
+    rounds = failures = 0
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        for i, s in enumerate(socks):
+            msg = f"ping {rounds} {i}\n".encode()
+            try:
+                s.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    d = s.recv(len(msg) - len(got))
+                    if not d:
+                        break
+                    got += d
+                if got != msg:
+                    failures += 1
+            except OSError:
+                failures += 1
+        rounds += 1
+        time.sleep(0.05)
+    return {"backends": backends, "rounds": rounds, "failures": failures}
+
+
+def uping(host: str, port: int, flows: int, per_flow: int) -> dict:
+    """`flows` UDP sockets (distinct source ports), `per_flow` datagrams each; every
+    reply must name the same backend for a given socket."""
+    backends, lost, moved = [], 0, 0
+    for f in range(flows):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(1)
+        first = None
+        for i in range(per_flow):
+            msg = f"{f}-{i}".encode()
+            s.sendto(msg, (host, port))
+            try:
+                data, peer = s.recvfrom(65535)
+            except socket.timeout:
+                lost += 1
+                continue
+            who, _, echo = data.partition(b" ")
+            if echo != msg or peer != (host, port):
+                lost += 1
+                continue
+            first = first or who.decode()
+            moved += who.decode() != first
+        backends.append(first)
+        s.close()
+    return {"backends": backends, "lost": lost, "moved": moved}
+
+
+def main(argv: list[str]) -> None:
+    cmd, *a = argv
+    if cmd == "serve":
+        serve(a)
+    elif cmd == "transfer":
+        print(json.dumps(transfer(a[0], int(a[1]), int(a[2]))))
+    elif cmd == "whoami":
+        print(json.dumps(whoami(a[0], int(a[1]), int(a[2]), int(a[3]) if len(a) > 3 else None)))
+    elif cmd == "uping":
+        print(json.dumps(uping(a[0], int(a[1]), int(a[2]), int(a[3]))))
+    elif cmd == "hold":
+        print(json.dumps(hold(a[0], int(a[1]), int(a[2]), float(a[3]))), flush=True)
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
