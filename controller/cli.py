@@ -23,6 +23,10 @@ _OUTPUT = (("-o", "--output"), {"choices": ("table", "json", "yaml"), "default":
 _ADMIN = (("--admin-address",), {"default": DEFAULT_ADMIN, "metavar": "HOST:PORT",
                                    "help": f"admin API address (default {DEFAULT_ADMIN})"})
 
+_L4_PIN_DIR = (("--l4-pin-dir",), {"default": "/sys/fs/bpf/kgw", "metavar": "DIR",
+                                   "help": "where the kernel data plane pins its maps and programs; a restart "
+                                           "with the same directory adopts them (default /sys/fs/bpf/kgw)"})
+
 #: name -> (help, module under controller.commands, arguments)
 COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]], ...]]] = {
     "run": ("serve the Gateway API objects in a directory (standalone mode)", "run", (
@@ -34,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
                           "help": "how TCPRoute/UDPRoute/TLS passthrough traffic is carried (default auto)"}),
         (("--l4-interfaces",), {"default": None, "metavar": "DEV[,DEV]",
                                 "help": "devices the kernel data plane attaches to (default: all up, non-loopback)"}),
+        _L4_PIN_DIR,
         (("--node-address",), {"default": None, "metavar": "ADDR",
                                "help": "address reported in Gateway status and used for SNAT (default: discovered)"}),
         (("--log-level",), {"default": "info", "choices": ("debug", "info", "warning", "error")}),
@@ -62,6 +67,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
                           "help": "how TCPRoute/UDPRoute/TLS passthrough traffic is carried (default auto)"}),
         (("--l4-interfaces",), {"default": None, "metavar": "DEV[,DEV]",
                                 "help": "devices the kernel data plane attaches to (default: all up, non-loopback)"}),
+        _L4_PIN_DIR,
         (("--node-address",), {"default": None, "metavar": "ADDR",
                                "help": "address reported in Gateway status and used for SNAT "
                                        "(default: $NODE_IP, else discovered)"}),

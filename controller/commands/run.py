@@ -36,7 +36,8 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
     l7 = L7Plane(workers=args.workers, access_log=args.access_log)
     await l7.start()
     interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
-    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=nodes[0])
+    snat = next((a for a in nodes if ":" not in a), None)  # the kernel plane NATs IPv4 only
+    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir)
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4)
     admin = await serve_admin(sup, args.admin_address)
     log.info("admin API on http://%s (l4 mode: %s)", args.admin_address, l4.mode)

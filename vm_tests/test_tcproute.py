@@ -1,0 +1,123 @@
+"""TCPRoute end to end: `kgw run` on Gateway API YAML carries TCP through the kernel path.
+
+The gateway runs in the `gw` namespace of the test topology as the real CLI does it
+(`kgw run -c DIR --l4-mode tc`), reading a Gateway with a TCP listener and a TCPRoute
+with two weighted backendRefs; clients in the `client` namespace connect to the
+listener's address and each backend answers with its own address.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from kgw_l4 import loader
+from vm_tests.conftest import ROOT, SYSPY, wait_for
+from vm_tests.topology import GW_BACKEND_ADDR, GW_CLIENT_ADDR
+
+ADMIN = "127.0.0.1:9195"
+
+CONFIG = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: kgw}}
+spec: {{controllerName: kgw.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: tcp-gw, namespace: l4}}
+spec:
+  gatewayClassName: kgw
+  addresses: [{{type: IPAddress, value: {gw}}}]
+  listeners: [{{name: tcp, protocol: TCP, port: 8081, allowedRoutes: {{kinds: [{{kind: TCPRoute}}]}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: split, namespace: l4}}
+spec:
+  parentRefs: [{{name: tcp-gw, sectionName: tcp}}]
+  rules:
+  - backendRefs: [{{name: one, port: 9001, weight: 1}}, {{name: two, port: 9001, weight: 3}}]
+{services}"""
+
+SERVICE = """\
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: l4}}
+spec: {{ports: [{{name: whoami, port: 9001}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-x, namespace: l4, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: whoami, port: 9001}}]
+endpoints:
+{endpoints}
+"""
+
+
+def endpoints(addrs: list[str]) -> str:
+    return "\n".join(f"- {{addresses: [{a}], conditions: {{ready: true}}}}" for a in addrs)
+
+
+def admin(lab, path: str) -> dict:
+    code = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    r = lab.topo.run(lab.topo.gw, SYSPY, "-c", code, f"http://{ADMIN}{path}", check=False)
+    if r.returncode != 0:
+        return {}
+    return json.loads(r.stdout)
+
+
+def condition(conds: list[dict], type_: str) -> str | None:
+    return next((c["status"] for c in conds if c["type"] == type_), None)
+
+
+def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
+    a = lab.topo.backend_addrs
+    services = (SERVICE.format(name="one", endpoints=endpoints(a[:1]))
+                + SERVICE.format(name="two", endpoints=endpoints(a[1:3])))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "l4.yaml").write_text(CONFIG.format(gw=GW_CLIENT_ADDR, services=services))
+    pin_dir = f"/sys/fs/bpf/kgw-run-{lab.topo.tag}"
+    log = (tmp_path / "kgw.log").open("w")
+    proc = lab.topo.popen(lab.topo.gw, sys.executable, "-m", "controller.cli", "run", "-c", str(conf),
+                          "--admin-address", ADMIN, "--workers", "1", "--access-log", "off",
+                          "--l4-mode", "tc", "--l4-interfaces", ",".join(lab.topo.gw_ifs),
+                          "--l4-pin-dir", pin_dir, "--node-address", GW_BACKEND_ADDR,
+                          cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def accepted() -> bool:
+            items = admin(lab, "/status").get("items", [])
+            route = next((i for i in items if i["kind"] == "TCPRoute"), None)
+            gw = next((i for i in items if i["kind"] == "Gateway"), None)
+            return bool(route and gw
+                        and condition(route["status"]["parents"][0]["conditions"], "Accepted") == "True"
+                        and condition(gw["status"]["conditions"], "Programmed") == "True"
+                        and gw["status"]["listeners"][0]["attachedRoutes"] == 1)
+
+        assert wait_for(accepted, timeout=30), (tmp_path / "kgw.log").read_text()[-3000:]
+        dump = admin(lab, "/config_dump")
+        assert dump["l4_mode"] == "tc"
+        assert [f["port"] for f in dump["l4"]["frontends"]] == [8081]
+
+        n = 400
+        got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", str(n)))
+        assert not [k for k in got if k.startswith("error")], got
+        share_one = got[a[0]] / n
+        assert abs(share_one - 0.25) <= 0.05, got  # weight 1 of 4
+        assert got[a[1]] > 0 and got[a[2]] > 0, "a backendRef's weight is shared by its endpoints"
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        loader.Loader(pin_dir).remove_pins()
