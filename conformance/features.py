@@ -51,8 +51,9 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     # Gateway spec.tls.frontend: client certificate validation (mTLS) on HTTPS listeners
     "GatewayFrontendClientCertificateValidation",
     "GatewayFrontendClientCertificateValidationInsecureFallback",
+    "ListenerSet",
     # Not yet: TCPRoute (kgw_l4), TLSRoute, GRPCRoute, UDPRoute,
-    # ListenerSet, HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
+    # HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
 })
 
 #: Core features of each conformance profile (upstream conformance/utils/suite/profiles.go).

@@ -39,6 +39,7 @@ KINDS: dict[str, Kind] = {
         Kind(GATEWAY_GROUP, "UDPRoute", True, ("v1alpha2",), "udproutes"),
         Kind(GATEWAY_GROUP, "ReferenceGrant", True, ("v1", "v1beta1", "v1alpha2"), "referencegrants"),
         Kind(GATEWAY_GROUP, "BackendTLSPolicy", True, ("v1", "v1alpha3"), "backendtlspolicies"),
+        Kind(GATEWAY_GROUP, "ListenerSet", True, ("v1",), "listenersets"),
         Kind("", "Namespace", False, ("v1",), "namespaces"),
         Kind("", "Service", True, ("v1",), "services"),
         Kind("discovery.k8s.io", "EndpointSlice", True, ("v1",), "endpointslices"),

@@ -34,6 +34,15 @@ spec:
   parentRefs: [{name: gw}]
 """
 
+LISTENER_SET = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {name: ls, namespace: ns}
+spec:
+  parentRef: {name: gw}
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"""
+
 # (id, document, path into the defaulted object, expected value there)
 CASES = [
     # HTTPRoute: rules, matches, paths
@@ -156,6 +165,14 @@ spec:
   listeners: [{name: http, port: 80, protocol: HTTP}]
 """, "status.conditions[1]", {"type": "Programmed", "status": "Unknown", "reason": "Pending",
                               "message": "Waiting for controller", "lastTransitionTime": "1970-01-01T00:00:00Z"}),
+    # ListenerSet
+    ("listenerset-parent-ref", LISTENER_SET, "spec.parentRef", {"name": "gw", "group": GW, "kind": "Gateway"}),
+    ("listenerset-allowed-routes", LISTENER_SET, "spec.listeners[0].allowedRoutes", {"namespaces": {"from": "Same"}}),
+    ("listenerset-tls-mode", LISTENER_SET.replace("protocol: HTTP}", "protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}"),
+     "spec.listeners[0].tls", {"mode": "Terminate", "certificateRefs": [{"name": "c", "group": "", "kind": "Secret"}]}),
+    ("listenerset-status", LISTENER_SET, "status.conditions", [
+        {"type": t, "status": "Unknown", "reason": "Pending", "message": "Waiting for controller",
+         "lastTransitionTime": "1970-01-01T00:00:00Z"} for t in ("Accepted", "Programmed")]),
     ("gatewayclass-status", f"""
 apiVersion: {GW}/v1
 kind: GatewayClass

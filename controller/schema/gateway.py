@@ -180,3 +180,22 @@ GATEWAY_CLASS_SPEC = obj({
                          required=["group", "kind", "name"]),
     "description": Str(None, 64),
 }, required=["controllerName"])
+
+# -- ListenerSet (apis/v1/listenerset_types.go; experimental channel) ---------------------------
+
+#: ParentGatewayReference: the Gateway a ListenerSet adds its listeners to.
+PARENT_GATEWAY_REFERENCE = obj({
+    "group": with_default(GROUP, GATEWAY_GROUP),
+    "kind": with_default(KIND, "Gateway"),
+    "name": Str(1, 253),
+    "namespace": NAMESPACE,
+}, required=["name"])
+
+#: ListenerEntry has the Gateway Listener's fields, markers and list-level CEL rules
+#: (the same messages, "unique within the Gateway" included).
+LISTENER_SET_SPEC = obj({
+    "parentRef": PARENT_GATEWAY_REFERENCE,
+    "listeners": LISTENERS,
+}, required=["listeners", "parentRef"])
+
+LISTENER_SET_STATUS_DEFAULT = GATEWAY_STATUS_DEFAULT

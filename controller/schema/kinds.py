@@ -36,6 +36,8 @@ _HTTP_ROUTE = _crd("HTTPRoute", routes.HTTP_ROUTE_SPEC)
 _GRPC_ROUTE = _crd("GRPCRoute", routes.GRPC_ROUTE_SPEC)
 _REFERENCE_GRANT = _crd("ReferenceGrant", policy.REFERENCE_GRANT_SPEC)
 _BACKEND_TLS_POLICY = _crd("BackendTLSPolicy", policy.BACKEND_TLS_POLICY_SPEC)
+_LISTENER_SET = _crd("ListenerSet", gateway.LISTENER_SET_SPEC,
+                     with_default(Anything(), gateway.LISTENER_SET_STATUS_DEFAULT))
 
 SCHEMAS: dict[tuple[str, str], Obj] = {
     ("GatewayClass", "v1"): _GATEWAY_CLASS,
@@ -56,6 +58,7 @@ SCHEMAS: dict[tuple[str, str], Obj] = {
     ("ReferenceGrant", "v1alpha2"): _REFERENCE_GRANT,
     ("BackendTLSPolicy", "v1"): _BACKEND_TLS_POLICY,
     ("BackendTLSPolicy", "v1alpha3"): _BACKEND_TLS_POLICY,
+    ("ListenerSet", "v1"): _LISTENER_SET,
     ("Namespace", "v1"): _root("Namespace", core.NAMESPACE_FIELDS, name_check=core.NAME_CHECKS["Namespace"]),
     ("Service", "v1"): _root("Service", core.SERVICE_FIELDS, name_check=core.NAME_CHECKS["Service"]),
     ("EndpointSlice", "v1"): _root("EndpointSlice", core.ENDPOINT_SLICE_FIELDS,

@@ -8,6 +8,7 @@ One module per hop:
 
     gateway.py     GatewayClass / Gateway -> GatewayIR (addresses, conflicts, port sharing)
     listener.py    one listener: protocol, route kinds, TLS certificates, allowedRoutes
+    listenerset.py ListenerSets: allowedListeners, merge into the Gateway, precedence, status
     route.py       parentRef attachment (any route kind) -> RouteResult
     httproute.py   HTTPRoute / GRPCRoute rules and matches
     filters.py     HTTPRoute filters -> kgw_l7 Filters

@@ -24,7 +24,7 @@ from controller.translate.util import (
 )
 
 #: Transport a listener's socket uses, and the family of listeners that can share it.
-_FAMILY = {"HTTP": ("tcp", "http"), "HTTPS": ("tcp", "https"), "TLS": ("tcp", "tls"),
+FAMILY = {"HTTP": ("tcp", "http"), "HTTPS": ("tcp", "https"), "TLS": ("tcp", "tls"),
            "TCP": ("tcp", "tcp"), "UDP": ("udp", "udp")}
 
 
@@ -48,7 +48,7 @@ def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
                            "Gateway API version supported"))
 
 
-def _mark_conflict(listener: ListenerIR, reason: str, message: str) -> ListenerIR:
+def mark_conflict(listener: ListenerIR, reason: str, message: str) -> ListenerIR:
     conds = []
     for cond in listener.conditions:
         if cond.type == c.ACCEPTED:
@@ -81,16 +81,16 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
     """
     by_port: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, lis in enumerate(listeners):
-        if lis.protocol in _FAMILY and 1 <= lis.port <= 65535:
-            by_port[(_FAMILY[lis.protocol][0], lis.port)].append(i)
+        if lis.protocol in FAMILY and 1 <= lis.port <= 65535:
+            by_port[(FAMILY[lis.protocol][0], lis.port)].append(i)
     out = list(listeners)
     for (_, port), idx in by_port.items():
         if len(idx) < 2:
             continue
-        families = {(_FAMILY[out[i].protocol][1], out[i].tls_mode) for i in idx}
+        families = {(FAMILY[out[i].protocol][1], out[i].tls_mode) for i in idx}
         if len(families) > 1:
             for i in idx:
-                out[i] = _mark_conflict(out[i], c.R_PROTOCOL_CONFLICT,
+                out[i] = mark_conflict(out[i], c.R_PROTOCOL_CONFLICT,
                                         f"port {port} is used by listeners of different protocols")
             continue
         seen: dict[str | None, list[int]] = defaultdict(list)
@@ -99,7 +99,7 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
         for h, same in seen.items():
             if len(same) > 1:
                 for i in same:
-                    out[i] = _mark_conflict(out[i], c.R_HOSTNAME_CONFLICT,
+                    out[i] = mark_conflict(out[i], c.R_HOSTNAME_CONFLICT,
                                             f"port {port} has several listeners for hostname {h or '(any)'}")
     return out
 
@@ -240,7 +240,7 @@ def apply_port_sharing(gateways: Iterable[GatewayIR]) -> dict[ObjectKey, Gateway
         new_listeners = []
         for lis in g.listeners:
             if lis.programmed and g.accepted:
-                transport, family = _FAMILY[lis.protocol]
+                transport, family = FAMILY[lis.protocol]
                 taken = None
                 for addr in g.binds:
                     for bind in {addr, "0.0.0.0"} if addr != "0.0.0.0" else {"0.0.0.0"}:

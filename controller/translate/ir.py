@@ -76,10 +76,29 @@ class ListenerIR:
     programmed: bool
     #: HTTPS: client certificate validation of its port (Gateway spec.tls.frontend).
     client_validation: l7.ClientValidation | None = None
+    #: The ListenerSet that declares it; None for the Gateway's own listeners.
+    listener_set: ObjectKey | None = None
+
+    @property
+    def owner(self) -> ObjectKey:
+        """The object declaring the listener: its namespace is allowedRoutes' "Same"."""
+        return self.listener_set or self.gateway
 
     @property
     def id(self) -> tuple[ObjectKey, str]:
-        return (self.gateway, self.name)
+        """Unique among all listeners: names repeat across a Gateway and its ListenerSets."""
+        return (self.listener_set or self.gateway, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSetIR:
+    """A ListenerSet naming a Gateway of ours. Its listeners, once attached, are in the
+    Gateway's ``listeners`` (``listener_set`` set); its conditions follow from theirs."""
+
+    key: ObjectKey
+    generation: int
+    #: Accepted=False for the whole set (NotAllowed, ParentNotAccepted): nothing attached.
+    problem: Cond | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +116,11 @@ class GatewayIR:
     created: str = ""
     #: (cert PEM, key PEM) presented to TLS backends (spec.tls.backend.clientCertificateRef).
     backend_client_cert: tuple[str, str] | None = None
+    #: spec.allowedListeners lets some namespace attach ListenerSets (status then
+    #: reports attachedListenerSets).
+    allows_listener_sets: bool = False
+    #: ListenerSets naming this Gateway, in listener precedence order.
+    listener_sets: tuple[ListenerSetIR, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

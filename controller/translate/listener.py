@@ -13,7 +13,7 @@ from controller.translate import refgrant
 from controller.translate.ir import Cond, ListenerIR, Selector
 from controller.translate.reader import Reader
 from controller.translate.tlscert import tls_secret
-from controller.translate.util import as_dict, as_int, as_list, as_str, ref_group
+from controller.translate.util import as_dict, as_int, as_list, as_str, meta, ref_group
 from kgw_l7 import config as l7
 
 #: Route kinds each protocol accepts, in the order supportedKinds lists them.
@@ -24,6 +24,18 @@ PROTOCOL_KINDS: dict[str, tuple[str, ...]] = {
     "TCP": ("TCPRoute",),
     "UDP": ("UDPRoute",),
 }
+
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def namespace_selected(reader: Reader, selector: Selector, namespace: str) -> bool:
+    """Does ``selector`` match the labels of ``namespace`` (which always carries its
+    kubernetes.io/metadata.name label, as the API server sets it)?"""
+    ns = reader.get("Namespace", "", namespace)
+    labels = dict(as_dict(meta(ns).get("labels"))) if ns is not None else {}
+    labels.setdefault(NAMESPACE_NAME_LABEL, namespace)
+    return selector.matches(labels)
 
 
 def parse_selector(raw: object) -> Selector:
@@ -80,7 +92,8 @@ def _certificates(
         if group != "" or kind != "Secret":
             return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
                             f"unsupported certificateRef {group or 'core'}/{kind}")
-        if not refgrant.permitted(reader, GATEWAY_GROUP, "Gateway", gw.namespace, "", "Secret", ns, name):
+        # gw is the declaring object: a Gateway, or a ListenerSet (whose grants are its own).
+        if not refgrant.permitted(reader, GATEWAY_GROUP, gw.kind, gw.namespace, "", "Secret", ns, name):
             return (), Cond(c.RESOLVED_REFS, False, c.R_REF_NOT_PERMITTED,
                             f"{where} is in another namespace and no ReferenceGrant allows it")
         secret = reader.get("Secret", ns, name)
@@ -94,7 +107,10 @@ def _certificates(
 
 
 def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
-    """Validate one listener; conflicts are applied later by the Gateway."""
+    """Validate one listener; conflicts are applied later by the Gateway.
+
+    ``gw`` is the object declaring it (a Gateway, or a ListenerSet: listenerset.py
+    then re-parents the result); certificate references are resolved as its own."""
     name = as_str(raw.get("name"))
     protocol = as_str(raw.get("protocol"))
     port = as_int(raw.get("port"), 0) or 0

@@ -4,6 +4,10 @@ Attachment follows the spec's order of checks for each parentRef naming one of o
 Gateways: sectionName/port must select listeners (else NoMatchingParent); those must
 accept the route's kind and namespace (else NotAllowedByListeners); and, for routes
 with hostnames, share a hostname with it (else NoMatchingListenerHostname).
+
+A parentRef of kind ListenerSet is checked the same way against that set's listeners
+only (and a parentRef to the Gateway never reaches a set's listeners); a set its
+Gateway did not accept gives NoMatchingParent.
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ from controller.translate import backend as be
 from controller.translate import conditions as c
 from controller.translate import hostname as hn
 from controller.translate.httproute import resolve_rules
+from controller.translate import listenerset
+from controller.translate.listener import namespace_selected
 from controller.translate.ir import (
     Cond, GatewayIR, L4Contribution, L7Contribution, ListenerIR, ParentResult, RouteResult,
 )
 from controller.translate.precedence import sort_key
 from controller.translate.reader import Reader
 from controller.translate.util import (
-    as_dict, as_int, as_list, as_str, creation_timestamp, gen, meta, ref_group, spec,
+    as_dict, as_int, as_list, as_str, creation_timestamp, gen, ref_group, spec,
 )
 from kgw_l4 import config as l4
 from kgw_l7 import config as l7
 
 L7_KINDS = ("HTTPRoute", "GRPCRoute")
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 def normalized_parent_ref(ref: dict, route_ns: str) -> dict:
@@ -54,27 +59,34 @@ def ref_kind_of(ref: dict) -> str:
 def namespace_allowed(reader: Reader, lis: ListenerIR, route_ns: str) -> bool:
     if lis.allowed_from == "All":
         return True
-    if lis.allowed_from == "Same":
-        return route_ns == lis.gateway.namespace
+    if lis.allowed_from == "Same":  # the namespace of the Gateway or ListenerSet declaring it
+        return route_ns == lis.owner.namespace
     if lis.allowed_from == "Selector" and lis.selector is not None:
-        ns = reader.get("Namespace", "", route_ns)
-        labels = dict(as_dict(meta(ns).get("labels"))) if ns is not None else {}
-        labels.setdefault(NAMESPACE_NAME_LABEL, route_ns)
-        return lis.selector.matches(labels)
+        return namespace_selected(reader, lis.selector, route_ns)
     return False
 
 
 def attach(
-    reader: Reader, key: ObjectKey, route_hostnames: list[str], ref: dict, gw: GatewayIR
+    reader: Reader, key: ObjectKey, route_hostnames: list[str], ref: dict, gw: GatewayIR,
+    listener_set: ObjectKey | None = None,
 ) -> ParentResult:
+    """``listener_set``: the parentRef names this ListenerSet of ``gw`` (and may reach
+    only its listeners); None: it names ``gw`` (and reaches only the Gateway's own)."""
     nref = normalized_parent_ref(ref, key.namespace)
     items = tuple(sorted(nref.items()))
     section, port = nref.get("sectionName"), nref.get("port")
     cands = [lis for lis in gw.listeners
-             if (section is None or lis.name == section) and (port is None or lis.port == port)]
+             if lis.listener_set == listener_set
+             and (section is None or lis.name == section) and (port is None or lis.port == port)]
     if not gw.accepted:
         return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_PARENT,
                                                 "the Gateway is not accepted"))
+    if listener_set is not None:
+        ls = listenerset.find(gw, listener_set)
+        if ls is None or ls.problem is not None:
+            why = ls.problem.message if ls is not None and ls.problem is not None else "not attached to the Gateway"
+            return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_PARENT,
+                                                    f"the ListenerSet is not accepted: {why}"))
     if not cands:
         what = " and ".join(x for x in (section and f"sectionName {section!r}",
                                         port is not None and f"port {port}") if x)
@@ -132,16 +144,22 @@ def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, Gate
     seen: set = set()
     hostnames = [hn.normalize(h) for h in as_list(s.get("hostnames")) if isinstance(h, str) and h]
     for ref in map(as_dict, as_list(s.get("parentRefs"))):
-        if ref_group(ref) != GATEWAY_GROUP or ref_kind_of(ref) != "Gateway":
+        kind = ref_kind_of(ref)
+        if ref_group(ref) != GATEWAY_GROUP or kind not in ("Gateway", listenerset.KIND):
             continue
         ns = as_str(ref.get("namespace")) or key.namespace
         name = as_str(ref.get("name"))
-        gkey = ObjectKey("Gateway", ns, name)
-        reader.deps.add(gkey)
-        gw = gateways.get(gkey)
+        ls_key: ObjectKey | None = None
+        if kind == "Gateway":
+            gkey: ObjectKey | None = ObjectKey("Gateway", ns, name)
+            reader.deps.add(gkey)
+        else:
+            ls_key = ObjectKey(listenerset.KIND, ns, name)
+            gkey = listenerset.parent_gateway(reader, ls_key)
+        gw = gateways.get(gkey) if gkey is not None else None
         if gw is None:
             continue
-        pr = attach(reader, key, hostnames, ref, gw)
+        pr = attach(reader, key, hostnames, ref, gw, ls_key)
         if pr.parent_ref in seen:
             continue
         seen.add(pr.parent_ref)

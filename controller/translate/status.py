@@ -22,8 +22,11 @@ def gateway_class_status(cs: tuple[Cond, ...], generation: int) -> dict:
     return {"conditions": conds(cs, generation)}
 
 
-def gateway_status(g: GatewayIR, attached: Mapping[tuple[ObjectKey, str], int]) -> dict:
-    return {
+def gateway_status(g: GatewayIR, attached: Mapping[tuple[ObjectKey, str], int],
+                   attached_listener_sets: int | None = None) -> dict:
+    """``attached_listener_sets``: reported when the Gateway admits ListenerSets at all.
+    Listeners of ListenerSets are reported by their sets, not here."""
+    out = {
         "addresses": [{"type": "IPAddress", "value": a} for a in g.addresses],
         "conditions": conds(g.conditions, g.generation),
         "listeners": [
@@ -33,9 +36,12 @@ def gateway_status(g: GatewayIR, attached: Mapping[tuple[ObjectKey, str], int]) 
                 "attachedRoutes": attached.get(lis.id, 0),
                 "conditions": conds(lis.conditions, g.generation),
             }
-            for lis in g.listeners
+            for lis in g.listeners if lis.listener_set is None
         ],
     }
+    if attached_listener_sets is not None:
+        out["attachedListenerSets"] = attached_listener_sets
+    return out
 
 
 def route_status(r: RouteResult, controller_name: str) -> dict:

@@ -18,7 +18,7 @@ from typing import Mapping
 
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
 from controller.store import Store
-from controller.translate import backendtls, emit_l4, status
+from controller.translate import backendtls, emit_l4, listenerset, status
 from controller.translate import conditions as c
 from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
@@ -109,13 +109,14 @@ class Translator:
                 class_names.add(k.name)
         resolved = []
         assigned = dict(self.options.gateway_addresses)
+        sets = listenerset.by_parent(store.list(listenerset.KIND))
         for gw in store.list("Gateway"):
             cname = as_str(spec(gw).get("gatewayClassName"))
             if cname in class_names:
                 k = ObjectKey.of(gw)
-                resolved.append(resolve_gateway(reader, gw, cname, self.options.node_addresses,
-                                                self.options.local_addresses,
-                                                assigned.get(f"{k.namespace}/{k.name}")))
+                g = resolve_gateway(reader, gw, cname, self.options.node_addresses,
+                                    self.options.local_addresses, assigned.get(f"{k.namespace}/{k.name}"))
+                resolved.append(listenerset.attach_sets(reader, g, gw, sets.get(k, ())))
         new = apply_port_sharing(resolved)
         for k, g in new.items():
             old = self._gateways.get(k)
@@ -198,7 +199,9 @@ class Translator:
         for k, cs in classes.items():
             statuses[k] = status.gateway_class_status(cs, gen(store.get_key(k) or {}))
         for k, g in self._gateways.items():
-            statuses[k] = status.gateway_status(g, self._attached)
+            statuses[k] = status.gateway_status(
+                g, self._attached, listenerset.attached_count(g) if g.allows_listener_sets else None)
+        statuses.update(listenerset.statuses(self._gateways.values(), self._attached))
         statuses.update(self._policy_statuses(store))
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses)
 

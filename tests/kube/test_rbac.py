@@ -29,7 +29,7 @@ from tests.kube.manifests import base_documents
 GW_GROUP = "gateway.networking.k8s.io"
 #: Kinds with a status kgw writes.
 STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute",
-                "BackendTLSPolicy")
+                "BackendTLSPolicy", "ListenerSet")
 
 
 def rules(docs: list[dict[str, Any]], service_account: str = "kgw-agent") -> list[tuple[str, dict[str, Any]]]:

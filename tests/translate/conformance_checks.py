@@ -6,12 +6,10 @@ from __future__ import annotations
 from controller.objects import GATEWAY_GROUP, ObjectKey
 
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
-#: Helpers about things kgw does not model (ListenerSet, pods) -> not evaluated.
-SKIPPED_HELPERS = {
-    "NamespacesMustBeReady", "ListenerSetMustHaveCondition", "ListenerSetListenersMustHaveConditions",
-    "ListenerSetStatusMustHaveListeners", "RoutesAndParentMustBeAccepted", "GatewayMustHaveAttachedListeners",
-    "BackendTLSPolicyMustHaveLatestConditions",
-}
+#: Helpers about things translation does not decide (pods) -> not evaluated.
+SKIPPED_HELPERS = {"NamespacesMustBeReady", "BackendTLSPolicyMustHaveLatestConditions"}
+REQUIRED_LISTENER_CONDITIONS = [{"Type": "ResolvedRefs", "Status": "True"}, {"Type": "Accepted", "Status": "True"},
+                                {"Type": "Programmed", "Status": "True"}]
 
 
 class CheckFailed(AssertionError):
@@ -43,12 +41,41 @@ def _route_status(statuses, nn: dict, kind: str | None) -> tuple[ObjectKey, dict
     raise CheckFailed(f"no status for route {nn} ({kinds})")
 
 
-def _parent(st: dict, gw: dict) -> dict:
+def _parent(st: dict, gw: dict, kind: str | None = "Gateway") -> dict:
+    """The status entry of the parent named ``gw`` (of ``kind``; None: Gateway or
+    ListenerSet, as upstream's helpers match by name and namespace only)."""
     for p in st.get("parents", []):
         ref = p["parentRef"]
-        if ref["name"] == gw["Name"] and ref.get("namespace") == gw["Namespace"] and ref["kind"] == "Gateway":
+        if (ref["name"] == gw["Name"] and ref.get("namespace") == gw["Namespace"]
+                and (kind is None or ref["kind"] == kind)):
             return p
     raise CheckFailed(f"no parent {gw} in {st}")
+
+
+def _listener_set(statuses, nn: dict) -> dict:
+    key = _nn(nn, "ListenerSet")
+    if key not in statuses:
+        raise CheckFailed(f"no status for {key}")
+    return statuses[key]
+
+
+def _listeners_match(expected: list[dict], actual: list[dict]) -> None:
+    """Upstream listenersMatch: same count, by name; supportedKinds a superset of the
+    expected (none expected: none allowed); attachedRoutes equal; conditions present."""
+    if len(actual) != len(expected):
+        raise CheckFailed(f"want {len(expected)} listeners, have {len(actual)}")
+    for want in expected:
+        lis = _listener({"listeners": actual}, want["Name"])
+        have = {(k["group"], k["kind"]) for k in lis["supportedKinds"]}
+        exp = {(GATEWAY_GROUP if k["Group"].startswith("<") else k["Group"], k["Kind"])
+               for k in want.get("SupportedKinds") or []}
+        if (not exp and have) or not exp <= have:
+            raise CheckFailed(f"listener {want['Name']} supportedKinds {have} vs expected {exp}")
+        for c in want.get("Conditions") or []:
+            if not _cond_ok(lis["conditions"], c):
+                raise CheckFailed(f"listener {want['Name']} lacks {c}: {lis['conditions']}")
+        if "AttachedRoutes" in want and lis["attachedRoutes"] != want["AttachedRoutes"]:
+            raise CheckFailed(f"listener {want['Name']} attachedRoutes {lis['attachedRoutes']} != {want['AttachedRoutes']}")
 
 
 def _gateway(statuses, nn: dict) -> dict:
@@ -112,7 +139,7 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
         return
     if kind and h.endswith("MustHaveCondition"):
         _, st = _route_status(statuses, args[0], kind)
-        p = _parent(st, args[1])
+        p = _parent(st, args[1], None)
         if not _cond_ok(p["conditions"], args[2]):
             raise CheckFailed(f"{args[0]} lacks {args[2]}: {p['conditions']}")
         return
@@ -132,7 +159,11 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
             raise CheckFailed(f"{args[0]}: want {len(want)} parents, have {st}")
         for w in want:
             ref = w["ParentRef"]
-            p = _parent(st, {"Name": ref["Name"], "Namespace": ref.get("Namespace") or args[0]["Namespace"]})
+            p = _parent(st, {"Name": ref["Name"], "Namespace": ref.get("Namespace") or args[0]["Namespace"]},
+                        ref.get("Kind") or "Gateway")
+            want_group = ref.get("Group") or GATEWAY_GROUP
+            if p["parentRef"]["group"] != (GATEWAY_GROUP if want_group.startswith("<") else want_group):
+                raise CheckFailed(f"group mismatch {p}")
             if ref.get("SectionName") and p["parentRef"].get("sectionName") != ref["SectionName"]:
                 raise CheckFailed(f"sectionName mismatch {p}")
             for c in w.get("Conditions", []):
@@ -166,23 +197,43 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
             raise CheckFailed("no address")
         return
     if h == "GatewayStatusMustHaveListeners":
-        gst = _gateway(statuses, args[0])
-        if len(gst["listeners"]) != len(args[1]):
-            raise CheckFailed(f"want {len(args[1])} listeners, have {len(gst['listeners'])}")
-        for want in args[1]:
-            lis = _listener(gst, want["Name"])
-            # upstream listenersMatch: expected kinds must be present (more are fine), and
-            # an empty expectation requires an empty list.
-            have = {(k["group"], k["kind"]) for k in lis["supportedKinds"]}
-            exp = {(GATEWAY_GROUP if k["Group"].startswith("<") else k["Group"], k["Kind"])
-                   for k in want.get("SupportedKinds") or []}
-            if (not exp and have) or not exp <= have:
-                raise CheckFailed(f"listener {want['Name']} supportedKinds {have} vs expected {exp}")
-            for c in want.get("Conditions") or []:
+        _listeners_match(args[1], _gateway(statuses, args[0])["listeners"])
+        return
+    if h == "GatewayMustHaveAttachedListeners":
+        got = _gateway(statuses, args[0]).get("attachedListenerSets") or 0
+        if got != args[1]:
+            raise CheckFailed(f"{args[0]} attachedListenerSets {got}, want {args[1]}")
+        return
+    if h == "ListenerSetMustHaveCondition":
+        lst = _listener_set(statuses, args[0])
+        if not _cond_ok(lst["conditions"], args[1]):
+            raise CheckFailed(f"{args[0]} lacks {args[1]}: {lst['conditions']}")
+        return
+    if h == "ListenerSetListenersMustHaveConditions":
+        lst = _listener_set(statuses, args[0])
+        for name in args[2:] or [x["name"] for x in lst["listeners"]]:
+            lis = _listener(lst, name)
+            for c in args[1]:
                 if not _cond_ok(lis["conditions"], c):
-                    raise CheckFailed(f"listener {want['Name']} lacks {c}: {lis['conditions']}")
-            if "AttachedRoutes" in want and lis["attachedRoutes"] != want["AttachedRoutes"]:
-                raise CheckFailed(f"listener {want['Name']} attachedRoutes {lis['attachedRoutes']} != {want['AttachedRoutes']}")
+                    raise CheckFailed(f"listener {name} of {args[0]} lacks {c}: {lis['conditions']}")
+        return
+    if h == "ListenerSetStatusMustHaveListeners":
+        _listeners_match(args[1], _listener_set(statuses, args[0])["listeners"])
+        return
+    if h == "RoutesAndParentMustBeAccepted":
+        gk, res = args[0]["groupKind"], args[0]["resource"]
+        for nn in _flatten_nns(args[2:]):
+            _, st = _route_status(statuses, nn, None)
+            p = _parent(st, res, gk["Kind"])
+            if not _cond_ok(p["conditions"], {"Type": "Accepted", "Status": "True", "Reason": "Accepted"}):
+                raise CheckFailed(f"{nn} not accepted by {res}: {p['conditions']}")
+            if p["controllerName"] != "kgw.dev/gateway-controller" or p["parentRef"]["group"] != gk["Group"]:
+                raise CheckFailed(f"bad parent entry {p}")
+        parent = _listener_set(statuses, res) if gk["Kind"] == "ListenerSet" else _gateway(statuses, res)
+        for lis in parent["listeners"]:
+            for c in REQUIRED_LISTENER_CONDITIONS:
+                if not _cond_ok(lis["conditions"], c):
+                    raise CheckFailed(f"listener {lis['name']} of {res} lacks {c}: {lis['conditions']}")
         return
     if h == "GatewayListenerMustHaveConditions":
         lis = _listener(_gateway(statuses, args[0]), args[1])

@@ -48,9 +48,7 @@ def _cases() -> list:
         if not groups:
             continue
         marks = []
-        if name.startswith("ListenerSet"):
-            marks.append(pytest.mark.skip(reason="ListenerSet is not a kind kgw reads"))
-        elif name in UNSUPPORTED or name in MULTI_PHASE or name in NOT_ROUTING:
+        if name in UNSUPPORTED or name in MULTI_PHASE or name in NOT_ROUTING:
             marks.append(pytest.mark.skip(reason="not decidable by routing alone / unsupported"))
         out.append(pytest.param(case, groups, id=name, marks=marks))
     return out

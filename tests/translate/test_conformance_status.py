@@ -44,9 +44,7 @@ def _cases() -> list:
         marks = []
         if not case.get("statusChecks"):
             continue
-        if name.startswith("ListenerSet"):
-            marks.append(pytest.mark.skip(reason="ListenerSet is not a kind kgw reads"))
-        elif name in UNSUPPORTED:
+        if name in UNSUPPORTED:
             marks.append(pytest.mark.skip(reason=f"unsupported: {UNSUPPORTED[name]}"))
         elif name in MULTI_PHASE:
             marks.append(pytest.mark.skip(reason="multi-phase test"))

@@ -10,7 +10,7 @@ from controller.store import Store
 from controller.translate import Options, Translator, translate
 from tests.translate.tlsgen import ca_configmap, tls_secret
 from tests.translate.worlds import (
-    CLASS, gateway, grant, http_route, namespace, norm, service, slice_, store_of,
+    CLASS, gateway, grant, http_route, listener_set, namespace, norm, service, slice_, store_of,
 )
 
 NAMESPACES = ["default", "team-a", "team-b"]
@@ -23,7 +23,7 @@ def _gateways(rng: random.Random) -> list[dict]:
     if frm == "Selector":
         allowed["namespaces"]["selector"] = {"matchLabels": {"team": rng.choice(["a", "b"])}}
     return [
-        gateway("web", [
+        gateway("web", allowedListeners={"namespaces": {"from": rng.choice(["All", "Same", "None"])}}, listeners=[
             {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": allowed},
             {"name": "wild", "port": 80, "protocol": "HTTP", "hostname": rng.choice(["*.example.com", "*.test"]),
              "allowedRoutes": {"namespaces": {"from": "All"}}},
@@ -39,12 +39,36 @@ def _gateways(rng: random.Random) -> list[dict]:
     ]
 
 
+def _listener_sets(rng: random.Random) -> list[dict]:
+    """Two ListenerSets on "web": hostnames that may conflict with each other or with the
+    Gateway's, a TCP listener that may collide with Gateway "l4"'s port."""
+    extra = [{"name": "tcp", "port": rng.choice([9000, 9001]), "protocol": "TCP",
+              "allowedRoutes": {"namespaces": {"from": "All"}}}] if rng.random() < 0.5 else []
+    return [
+        listener_set("ls-a", "web", [
+            {"name": "http", "port": 80, "protocol": "HTTP", "hostname": rng.choice(["a.example.com", "ls.test"]),
+             "allowedRoutes": {"namespaces": {"from": rng.choice(["Same", "All"])}}}, *extra], ns="team-a"),
+        listener_set("ls-b", "web", [
+            {"name": "http", "port": 80, "protocol": "HTTP", "hostname": rng.choice(["ls.test", "b.example.com"]),
+             "allowedRoutes": {"namespaces": {"from": "All"}}}], ns="default"),
+    ]
+
+
+LS_PARENTS = [{"kind": "ListenerSet", "group": "gateway.networking.k8s.io", "name": "ls-a", "namespace": "team-a"},
+              {"kind": "ListenerSet", "group": "gateway.networking.k8s.io", "name": "ls-b", "namespace": "default",
+               "sectionName": "http"}]
+
+
 def _route(rng: random.Random, i: int) -> dict:
     kind = rng.choice(["HTTPRoute", "HTTPRoute", "HTTPRoute", "GRPCRoute", "TCPRoute", "UDPRoute", "TLSRoute"])
     ns = rng.choice(NAMESPACES + ["default", "default"])
     if kind in ("HTTPRoute", "GRPCRoute"):
         parents = [{"name": "web", "namespace": "default", **rng.choice([{}, {"sectionName": "http"}, {"sectionName": "wild"},
                                                                       {"port": 443}, {"sectionName": "nope"}, {}])}]
+        if rng.random() < 0.3:
+            parents = rng.choice([parents, []]) + [rng.choice(LS_PARENTS)]
+    elif kind == "TCPRoute" and rng.random() < 0.3:
+        parents = [LS_PARENTS[0]]
     else:
         parents = [{"name": "l4", "namespace": "default"}]
     backends = [{"name": rng.choice(SERVICES), "namespace": rng.choice(NAMESPACES + [ns, ns, ns]), "port": 80,
@@ -68,6 +92,7 @@ def _world(rng: random.Random) -> list[dict]:
     objs: list[dict] = [CLASS, namespace("default"), namespace("team-a", team="a"), namespace("team-b", team="b"),
                         tls_secret("cert", "default")]
     objs += _gateways(rng)
+    objs += _listener_sets(rng)
     for ns in NAMESPACES:
         for s in SERVICES:
             objs.append(service(s, ns))
@@ -78,7 +103,7 @@ def _world(rng: random.Random) -> list[dict]:
 
 
 def _mutation(rng: random.Random, store: Store, step: int) -> list[Event]:
-    choice = rng.randrange(9)
+    choice = rng.randrange(10)
     if choice <= 2:
         o = _route(rng, rng.randrange(24))
         o = norm(o, step)
@@ -110,6 +135,11 @@ def _mutation(rng: random.Random, store: Store, step: int) -> list[Event]:
     if choice == 6:
         o = norm(grant("allow", rng.choice(["team-a", "team-b"]), rng.choice(["HTTPRoute", "TCPRoute"]), "default"))
         if rng.random() < 0.4:
+            return [Event(EventType.DELETED, ObjectKey.of(o), o, "x", 1)]
+        return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
+    if choice == 9:
+        o = norm(rng.choice(_listener_sets(rng)), step)
+        if rng.random() < 0.25:
             return [Event(EventType.DELETED, ObjectKey.of(o), o, "x", 1)]
         return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
     if choice == 7:
@@ -150,3 +180,17 @@ def test_world_is_not_trivial() -> None:
     assert t.l7.listeners and any(vh.routes for lis in t.l7.listeners for vh in lis.virtual_hosts)
     assert t.l4.frontends
     assert any(k.kind.endswith("Route") for k in t.statuses)
+
+
+def test_worlds_exercise_listener_sets() -> None:
+    """Across the seeds, ListenerSets get accepted and refused, and routes attach to them."""
+    accepted = refused = attached = 0
+    for seed in range(6):
+        t = translate(store_of(_world(random.Random(seed))))
+        for k, st in t.statuses.items():
+            if k.kind == "ListenerSet":
+                ok = next(c for c in st["conditions"] if c["type"] == "Accepted")["status"] == "True"
+                accepted += ok
+                refused += not ok
+                attached += sum(lis["attachedRoutes"] for lis in st["listeners"])
+    assert accepted and refused and attached

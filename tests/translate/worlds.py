@@ -71,3 +71,12 @@ def grant(name: str, ns: str, from_kind: str, from_ns: str, to_kind: str = "Serv
         to["name"] = to_name
     return {"kind": "ReferenceGrant", "metadata": {"name": name, "namespace": ns},
             "spec": {"from": [{"group": from_group, "kind": from_kind, "namespace": from_ns}], "to": [to]}}
+
+
+def listener_set(name: str, gateway_name: str, listeners: list[dict], ns: str = "default",
+                 gateway_ns: str | None = "default", **meta) -> dict:
+    parent: dict = {"name": gateway_name}
+    if gateway_ns is not None:
+        parent["namespace"] = gateway_ns
+    return {"kind": "ListenerSet", "metadata": {"name": name, "namespace": ns, **meta},
+            "spec": {"parentRef": parent, "listeners": listeners}}
