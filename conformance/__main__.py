@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-timeout", type=float, default=30.0, metavar="S",
                    help="cap on every status helper's timeout (0: upstream's own, up to 300 s; default 30)")
     p.add_argument("--workers", type=int, default=1, help="L7 workers for kgw run (default 1)")
+    p.add_argument("--l4-mode", choices=("userspace", "splice"), default="userspace",
+                   help="kgw run's L4 data plane for TCP/TLS-passthrough listeners (default userspace: the "
+                        "kernel modes attach to non-loopback interfaces, and --isolate leaves only lo)")
     p.add_argument("--supported-features", default="", metavar="F[,F]",
                    help="claim exactly these features instead of conformance/features.py (as upstream's flag)")
     p.add_argument("--exempt-features", default="", metavar="F[,F]",
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                    report=args.report, keep=args.keep, verbose=args.verbose,
                    skip_provisional=args.skip_provisional,
                    status_timeout=args.status_timeout or None, workers=args.workers, workdir=args.workdir,
-                   supported=supported)
+                   supported=supported, l4_mode=args.l4_mode)
     started = time.monotonic()
     runner = Runner(suite, opts, out=lambda m: print(m, flush=True))
     try:

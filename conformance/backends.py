@@ -5,6 +5,8 @@ own (3000...). Pod names are shaped like Kubernetes' (``<deployment>-<hash>-<has
 because the suite identifies backends by pod-name prefix and by dropping the last two
 dash-separated parts. NAMESPACE and POD_NAME are set as the Downward API would set them,
 and Secret volumes are emulated by writing the Secret's items into the pod's directory.
+Containers with ``TCP_ECHO_SERVER`` set run the echo's TCP mode (echo-basic's tcpserver:
+a line protocol on TCP_PORT, and over TLS on TLS_PORT when given a certificate).
 """
 
 from __future__ import annotations
@@ -63,6 +65,29 @@ class _Running:
     pod: Pod
     proc: subprocess.Popen[bytes]
     log_path: Path
+    ports: tuple[int, ...] = (ECHO_HTTP_PORT,)  # what the pod listens on once started
+
+
+def echo_command(env: dict[str, str], address: str, pod: str, namespace: str) -> tuple[list[str], tuple[int, ...]]:
+    """The ``kgw echo`` arguments for a container with environment ``env``, and the ports
+    the pod will listen on. echo-basic serves HTTP unless ``TCP_ECHO_SERVER`` is set; then
+    it serves its TCP line protocol on ``TCP_PORT`` (3000) and, with ``TLS_SERVER_CERT``
+    and ``TLS_SERVER_PRIV_KEY``, the same over TLS on ``TLS_PORT`` (8443)."""
+    base = ["-m", "controller.cli", "echo", "--address", address, "--pod", pod, "--namespace", namespace]
+    if not env.get("TCP_ECHO_SERVER"):
+        return base + ["--port", str(ECHO_HTTP_PORT)], (ECHO_HTTP_PORT,)
+    tcp_port, tls_port = _env_port(env, "TCP_PORT", 3000), _env_port(env, "TLS_PORT", 8443)
+    args = base + ["--tcp-port", str(tcp_port), "--tls-port", str(tls_port)]
+    if env.get("TLS_SERVER_CERT") and env.get("TLS_SERVER_PRIV_KEY"):
+        return args, (tcp_port, tls_port)
+    return args, (tcp_port,)
+
+
+def _env_port(env: dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name) or default)
+    except ValueError:
+        raise RuntimeError(f"non-integer value in {name}: {env[name]!r}") from None
 
 
 class EchoFleet:
@@ -113,16 +138,17 @@ class EchoFleet:
                         secrets: dict[tuple[str, str], Obj], started: list[Pod]) -> None:
         for i, pod_name in enumerate(pod_names(name, replicas, self.rng)):
             pod = Pod(pod_name, ns, name, self._address(ns, name, i), pod_labels(deployment))
-            _ensure_free(pod.address, ECHO_HTTP_PORT)
-            env = {**os.environ, **self._pod_env(deployment, pod, secrets), "NAMESPACE": ns, "POD_NAME": pod_name}
+            pod_env = self._pod_env(deployment, pod, secrets)
+            args, ports = echo_command(pod_env, pod.address, pod_name, ns)
+            for port in ports:
+                _ensure_free(pod.address, port)
+            env = {**os.environ, **pod_env, "NAMESPACE": ns, "POD_NAME": pod_name}
             log_path = self.workdir / "logs" / f"{ns}.{pod_name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [self.python, "-m", "controller.cli", "echo", "--address", pod.address,
-                   "--port", str(ECHO_HTTP_PORT), "--pod", pod_name, "--namespace", ns]
             with open(log_path, "ab") as out:
-                proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                proc = subprocess.Popen([self.python, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
                                         cwd=self.cwd, start_new_session=True)
-            self._running[(ns, pod_name)] = _Running(pod, proc, log_path)
+            self._running[(ns, pod_name)] = _Running(pod, proc, log_path, ports)
             started.append(pod)
 
     def _pod_env(self, deployment: Obj, pod: Pod, secrets: dict[tuple[str, str], Obj]) -> dict[str, str]:
@@ -153,20 +179,22 @@ class EchoFleet:
     def _wait_listening(self, pod: Pod) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         run = self._running[(pod.namespace, pod.name)]
+        waiting = list(run.ports)
         while time.monotonic() < deadline:
             if run.proc.poll() is not None:
                 tail = run.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} exited with {run.proc.returncode}: {tail}")
             try:
-                with socket.create_connection((pod.address, ECHO_HTTP_PORT), timeout=0.5):
+                with socket.create_connection((pod.address, waiting[0]), timeout=0.5):
                     pass
             except OSError:
                 time.sleep(0.05)
                 continue
-            if run.proc.poll() is None:
+            waiting.pop(0)
+            if not waiting and run.proc.poll() is None:
                 return
-        raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} did not listen on {pod.address}:{ECHO_HTTP_PORT} "
-                           f"within {START_TIMEOUT_S:.0f}s")
+        raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} did not listen on {pod.address}:"
+                           f"{waiting[0] if waiting else run.ports[-1]} within {START_TIMEOUT_S:.0f}s")
 
     def stop(self, pods: Iterable[Pod]) -> None:
         runs = [self._running.pop((p.namespace, p.name)) for p in pods if (p.namespace, p.name) in self._running]

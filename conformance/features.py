@@ -52,7 +52,10 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "GatewayFrontendClientCertificateValidation",
     "GatewayFrontendClientCertificateValidationInsecureFallback",
     "ListenerSet",
-    # Not yet: TCPRoute (kgw_l4), TLSRoute, GRPCRoute, UDPRoute,
+    # L4: TCPRoute through kgw_l4, TLSRoute passthrough by SNI
+    "TCPRoute",
+    "TLSRoute",
+    # Not yet: GRPCRoute, UDPRoute, TLSRoute Terminate mode,
     # HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
 })
 

@@ -37,10 +37,74 @@ class CaseFailed(CheckFailed):
 @dataclass
 class Target:
     address: str
-    scheme: str
+    scheme: str  # the group's protocol: http | https | tcp | tls
     server_name: str = ""
     ca_pem: bytes = b""
     client_cert: tuple[bytes, bytes] | None = None
+    use_tls: bool = False  # tcp: TLS first (TLS passthrough to a TLS-serving echo)
+
+    def tcp(self) -> rq.TcpTarget:
+        return rq.TcpTarget(self.address, use_tls=self.use_tls, server_name=self.server_name, ca_pem=self.ca_pem)
+
+
+def _placeholder(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("<") and value.endswith(">")
+
+
+def tcp_expectation(case: Obj) -> rq.TcpExpectation:
+    """A tcp group's case (upstream tcp.ExpectedResponse, as recorded)."""
+    fields = {"Backend": case.get("Backend"), "Namespace": case.get("Namespace"),
+              "Hostname": case.get("Hostname") or "", "TLSProtocol": case.get("TLSProtocol") or ""}
+    for name, value in fields.items():
+        if _placeholder(value):
+            raise HarnessGap(f"cannot resolve {name} {value} of a tcp case")
+    if not fields["Backend"]:
+        raise HarnessGap(f"tcp case without a Backend: {case}")
+    return rq.TcpExpectation(backend=str(fields["Backend"]), namespace=str(fields["Namespace"] or ""),
+                             backend_is_tls=bool(case.get("BackendIsTLS")), hostname=str(fields["Hostname"]),
+                             tls_protocol=str(fields["TLSProtocol"]))
+
+
+#: The certificate a TLS-passthrough test trusts: upstream reads it from this Secret in
+#: the route's namespace; it is what the TLS-serving tcp-backend presents.
+PASSTHROUGH_CERT_SECRET = "tls-passthrough-checks-certificate"
+
+
+def fill_route_placeholders(group: Obj, objects: list[Obj]) -> Obj:
+    """Resolve what a tcp/tls group records as expressions over the test's objects:
+    ``<hostnames[0]>`` (the first ``spec.hostnames`` of the group's first TLSRoute) and,
+    for TLS passthrough to a TLS-serving backend (every case ``BackendIsTLS``),
+    ``<[]byte(caString)>`` (the passthrough Secret's certificate, which the backend
+    serves). Anything else stays as recorded and is reported as a harness gap when used."""
+    if group.get("protocol") not in ("tcp", "tls"):
+        return group
+    out = copy.deepcopy(group)
+    routes = (out.get("target") or {}).get("routes") or []
+    hostnames: list[str] = []
+    if routes:
+        want = (routes[0].get("Namespace") or "", routes[0].get("Name") or "")
+        for o in objects:
+            meta = o.get("metadata") or {}
+            if o.get("kind") == "TLSRoute" and (meta.get("namespace") or "", meta.get("name")) == want:
+                hostnames = [str(h) for h in (o.get("spec") or {}).get("hostnames") or []]
+    if hostnames:
+        out = _replace_text(out, "<hostnames[0]>", hostnames[0])
+    cases = out.get("cases") or []
+    if out.get("trustedServerCert") == "<[]byte(caString)>" and routes and cases and all(
+            c.get("BackendIsTLS") for c in cases):
+        out["trustedServerCert"] = {"fn": "kubernetes.GetTLSSecret", "args": [
+            "<suite.Client>", {"Name": PASSTHROUGH_CERT_SECRET, "Namespace": routes[0].get("Namespace") or ""}]}
+    return out
+
+
+def _replace_text(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [_replace_text(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_text(v, old, new) for k, v in value.items()}
+    return value
 
 
 def case_name(i: int, case: Obj) -> str:
@@ -98,11 +162,20 @@ class Replayer:
                 raise HarnessGap(f"cannot read a port from target expression {t['expr']!r}")
             port = int(m.group(1))
         listeners = t.get("listeners") or []
-        addr = self.checker.gateway_address(nn, listeners[0] if listeners else "", port=port)
         proto = group.get("protocol", "http")
-        if proto not in ("http", "https"):
+        if proto not in ("http", "https", "tcp", "tls"):
             raise HarnessGap(f"{proto} requests are not replayed by the harness yet")
-        target = Target(addr, proto, server_name=group.get("tlsServerName") or "")
+        server_name = group.get("tlsServerName") or ""
+        if _placeholder(server_name):
+            raise HarnessGap(f"cannot resolve the server name {server_name}")
+        addr = self.checker.gateway_address(nn, listeners[0] if listeners else "", port=port)
+        target = Target(addr, proto, server_name=server_name)
+        if proto == "tcp" and group.get("useTLS"):
+            ref = group.get("trustedServerCert")
+            if ref and not isinstance(ref, dict):
+                raise HarnessGap(f"cannot resolve the trusted certificate {ref}")
+            target.use_tls = True
+            target.ca_pem = self._secret_from(ref)[0] if ref else b""
         if proto == "https":
             target.ca_pem = self._secret_from(group.get("trustedServerCert"))[0] if group.get("trustedServerCert") else b""
             if group.get("clientCertificate"):
@@ -145,6 +218,12 @@ class Replayer:
             # per probe, each with a fresh <uuid> (a fresh attempt counter in the echo)
             expect_kind = "response"
         target = self.target(group, default_gateway)
+        if target.scheme == "tcp":
+            self.run_tcp_group(group, target, expect_kind, cases)
+            return
+        if target.scheme == "tls":
+            self.run_tls_group(target, expect_kind)
+            return
         for i, case in enumerate(group.get("cases") if cases is None else cases):
             name = case_name(i, case)
             try:
@@ -187,6 +266,30 @@ class Replayer:
         for m in mirrors:
             self.expect_mirrored(m["BackendRef"], sent_path[0])
 
+    def run_tcp_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+        """Upstream tcp.MakeTCPRequestAndExpectEventuallyValidResponse for each case: a new
+        connection per attempt, each case eventually consistent."""
+        if expect_kind != "response":
+            raise HarnessGap(f"tcp requests expecting {expect_kind!r} need a test-specific replay")
+        for i, case in enumerate(group.get("cases") if cases is None else cases):
+            expected = tcp_expectation(case)
+            name = f"{i} tcp connection should reach {expected.namespace}/{expected.backend}"
+            try:
+                rq.wait_consistent(lambda: rq.tcp_probe(target.tcp(), expected), limit=self.limit)
+            except rq.NotConsistent as exc:
+                raise CaseFailed(name, f"{name}: {exc}") from exc
+
+    def run_tls_group(self, target: Target, expect_kind: str) -> None:
+        """Upstream tls.MakeTLSConnectionAndExpectEventuallyConnectionRejection: the
+        handshake with the group's server name ends in EOF or a reset."""
+        if expect_kind != "connection-rejected":
+            raise HarnessGap(f"tls requests expecting {expect_kind!r} are not replayed by the harness")
+        name = f"TLS connection with server name {target.server_name!r} should be rejected"
+        try:
+            rq.wait_consistent(lambda: rq.tls_rejection_probe(target.address, target.server_name), limit=self.limit)
+        except rq.NotConsistent as exc:
+            raise CaseFailed(name, f"{name}: {exc}") from exc
+
     def expect_mirrored(self, ref: Obj, path: str) -> None:
         """Upstream ExpectMirroredRequest: the mirror backend logged the request."""
         ns, name = ref.get("Namespace") or "", ref.get("Name") or ""
@@ -224,27 +327,25 @@ class Replayer:
                 raise CheckFailed(f"response expectation failed for request: {why}")
             return creq.pod
 
-        seen = {b: 0 for b in weights}
-        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-            try:
-                for pod in pool.map(send, range(total)):
-                    backend = next((b for b in weights if pod.startswith(b)), None)
-                    if backend is None:
-                        return f"request was handled by an unexpected pod {pod!r}"
-                    seen[backend] += 1
-            except (rq.RequestError, CheckFailed) as exc:
-                return str(exc)
-        errs = []
-        for backend, want in weights.items():
-            got = seen[backend]
-            if want == 0.0:
-                if got:
-                    errs.append(f"backend {backend} should have received 0 requests but got {got}")
-                continue
-            if abs(got / total - want) > tolerance:
-                errs.append(f"backend {backend} weighted traffic of {got / total:.2f} not within tolerance "
-                            f"{tolerance} of {want}")
-        return "; ".join(errs) or None
+        return distribution_error(send, weights, total, concurrency, tolerance,
+                                  attribute=lambda pod: next((b for b in weights if pod.startswith(b)), None))
+
+    def tcp_weighted_distribution(self, target: Target, weights: dict[str, float], *, total: int = 500,
+                                  concurrency: int = 10, tolerance: float = 0.05, retries: int = 10) -> None:
+        """The TCP weighted test: ``total`` connections (``concurrency`` at a time), each
+        attributed to the backend named by the pod in its TEST answer minus the pod's last
+        two name parts (upstream EchoSendOnce), every backend within ``tolerance`` of its
+        weight and weight 0 getting nothing; retried up to weight.MaxTestRetries times."""
+        errors = []
+        for attempt in range(retries):
+            err = distribution_error(lambda _: rq.tcp_echo_pod(target.address), weights, total, concurrency,
+                                     tolerance, attribute=lambda pod: backend_of_pod(pod) if backend_of_pod(pod)
+                                     in weights else None)
+            if err is None:
+                return
+            errors.append(err)
+            self.log(f"tcp weighted distribution attempt {attempt + 1}: {err}")
+        raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
 
     def header_per_backend(self, target: Target, case: Obj, *, total: int = 100, header: str = "Backend") -> None:
         """HTTPRouteRequestHeaderModifierBackendWeights: each backendRef's filter sets
@@ -325,3 +426,32 @@ class Replayer:
                 break
             time.sleep(0.1)
         return last
+
+
+def distribution_error(send: Callable[[int], str], weights: dict[str, float], total: int, concurrency: int,
+                       tolerance: float, *, attribute: Callable[[str], str | None]) -> str | None:
+    """Send ``total`` probes, ``concurrency`` at a time (``send`` returns the pod that
+    answered; RequestError or CheckFailed end the round), attribute each pod to a backend
+    and compare each backend's share with its weight (upstream
+    weight.TestWeightedDistribution); ``None`` when within tolerance, else why not."""
+    seen = {b: 0 for b in weights}
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        try:
+            for pod in pool.map(send, range(total)):
+                backend = attribute(pod)
+                if backend is None:
+                    return f"request was handled by an unexpected pod {pod!r}"
+                seen[backend] += 1
+        except (rq.RequestError, CheckFailed) as exc:
+            return str(exc)
+    errs = []
+    for backend, want in weights.items():
+        got = seen[backend]
+        if want == 0.0:
+            if got:
+                errs.append(f"backend {backend} should have received 0 requests but got {got}")
+            continue
+        if abs(got / total - want) > tolerance:
+            errs.append(f"backend {backend} weighted traffic of {got / total:.2f} not within tolerance "
+                        f"{tolerance} of {want}")
+    return "; ".join(errs) or None

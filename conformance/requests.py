@@ -14,7 +14,14 @@
   for 3xx with a redirect expectation the Location's scheme, host, port and path.
 
 HTTPS uses the suite's certificate as the only trust anchor and checks the server name
-the way Go's crypto/x509 does (``go_match_hostname``), as upstream's client is Go.
+the way Go's crypto/x509 does (``go_match_hostname``), as upstream's client is Go. As in
+Go, a trusted certificate is an anchor even when it is a CA-issued leaf (OpenSSL's
+partial-chain flag), which is how upstream trusts e.g. ``tls-checks-certificate``.
+
+TCP probes (``tcp_probe``, ``tcp_echo_pod``, ``tls_rejection_probe``) follow
+conformance/utils/tcp and utils/tls: the echo's welcome line, PING, IS_TLS and TEST on a
+new connection per attempt; a TLS passthrough rejection is EOF or a reset during the
+handshake, never an alert or a refused dial.
 """
 
 from __future__ import annotations
@@ -137,6 +144,7 @@ def _tls_context(req: Request, alpn: list[str] | None) -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_REQUIRED
     if req.ca_pem:
         ctx.load_verify_locations(cadata=req.ca_pem.decode())
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # Go: every pool certificate is an anchor
     if req.client_cert:
         with tempfile.NamedTemporaryFile("wb", suffix=".pem") as f:
             f.write(req.client_cert[0] + b"\n" + req.client_cert[1])
@@ -488,3 +496,183 @@ def wait_consistent(probe: Callable[[], str | None], *, threshold: int = CONSECU
 
 def fill_uuid(text: str, value: str | None = None) -> str:
     return text.replace("<uuid>", value or str(uuid.uuid4())) if "<uuid>" in text else text
+
+
+# -- TCP echo exchanges (conformance/utils/tcp, conformance/utils/tls) ---------------
+
+TCP_WELCOME = "Gateway API Test TCP Server\n"
+TCP_SEND_ONCE_TIMEOUT_S = 5.0  # upstream EchoSendOnce's probe timeout
+
+
+@dataclass(frozen=True)
+class TcpTarget:
+    """Where a TCP probe goes; with ``use_tls`` the client does TLS first (SNI
+    ``server_name``, trusting ``ca_pem`` only, or the system roots when empty)."""
+
+    address: str
+    use_tls: bool = False
+    server_name: str = ""
+    ca_pem: bytes = b""
+
+
+@dataclass(frozen=True)
+class TcpExpectation:
+    """Upstream tcp.ExpectedResponse."""
+
+    backend: str
+    namespace: str
+    backend_is_tls: bool = False
+    hostname: str = ""  # the SNI the backend must have seen
+    tls_protocol: str = ""  # the ALPN protocol the backend must have negotiated
+
+
+def _tcp_dial(target: TcpTarget, timeout: float) -> socket.socket:
+    host, _, port = target.address.rpartition(":")
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    except OSError as exc:
+        raise RequestError(f"dial {target.address}: {exc}") from exc
+    if not target.use_tls:
+        return sock
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False  # Go's name rules, below
+    if target.ca_pem:
+        ctx.load_verify_locations(cadata=target.ca_pem.decode())
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # Go: every pool certificate is an anchor
+    else:
+        ctx.load_default_certs()
+    try:
+        tls = ctx.wrap_socket(sock, server_hostname=target.server_name or None)
+        if target.server_name:
+            _verify_name(tls, target.server_name)
+        return tls
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise RequestError(f"tls handshake with {target.address} (sni {target.server_name}): {exc}") from exc
+
+
+class _LineReader:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def line(self) -> str:
+        """One line with its newline (Go's ReadString('\\n')); a close before it is an error."""
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RequestError(f"EOF after {self.buf!r}")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode("utf-8", "replace") + "\n"
+
+
+def tcp_probe(target: TcpTarget, expected: TcpExpectation, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+    """One attempt of upstream WaitForValidTCPResponse on a new connection: the welcome
+    line, PING -> PONG, IS_TLS -> the expected flag, TEST -> JSON matching ``expected``.
+    ``None`` when it all matches, else why not."""
+    try:
+        sock = _tcp_dial(target, timeout)
+    except RequestError as exc:
+        return f"client could not connect: {exc}"
+    try:
+        reader = _LineReader(sock)
+        msg = reader.line()
+        if msg != TCP_WELCOME:
+            return f"TCP server welcome message does not match: got {msg!r}"
+        sock.sendall(b"PING\n")
+        msg = reader.line()
+        if msg != "PONG\n":
+            return f"TCP server PING response does not match: got {msg!r}"
+        sock.sendall(b"IS_TLS\n")
+        msg = reader.line().removesuffix("\n")
+        if msg != ("true" if expected.backend_is_tls else "false"):
+            return f"TCP server TLS response does not match: got {msg!r}"
+        sock.sendall(b"TEST\n")
+        payload = json.loads(reader.line())
+    except (RequestError, OSError, ValueError) as exc:
+        return f"an error occurred during assertion: {exc}"
+    finally:
+        sock.close()
+    return validate_tcp_payload(payload, expected)
+
+
+def validate_tcp_payload(payload: Any, expected: TcpExpectation) -> str | None:
+    """Upstream validateTestMessage."""
+    if not isinstance(payload, dict):
+        return f"TCP response payload is not an object: {payload!r}"
+    ns, pod = str(payload.get("namespace", "")), str(payload.get("pod", ""))
+    if ns != expected.namespace:
+        return f"namespace does not match: got {ns!r}, want {expected.namespace!r}"
+    if not pod.startswith(f"{expected.backend}-"):
+        return f"backend name does not match with pod prefix: pod={pod!r} backend={expected.backend!r}"
+    tls = payload.get("tls")
+    if expected.hostname:
+        if not isinstance(tls, dict):
+            return f"TLS server name does not match: no TLS assertions received, want {expected.hostname!r}"
+        if tls.get("serverName", "") != expected.hostname:
+            return f"TLS server name does not match: got {tls.get('serverName', '')!r}, want {expected.hostname!r}"
+    if expected.tls_protocol:
+        if not isinstance(tls, dict):
+            return f"TLS protocol does not match: no TLS assertions received, want {expected.tls_protocol!r}"
+        if tls.get("negotiatedProtocol", "") != expected.tls_protocol:
+            return (f"TLS protocol does not match: got {tls.get('negotiatedProtocol', '')!r}, "
+                    f"want {expected.tls_protocol!r}")
+    return None
+
+
+def tcp_echo_pod(address: str, timeout: float = TCP_SEND_ONCE_TIMEOUT_S) -> str:
+    """Upstream tcp.EchoSendOnce: one connection, the welcome line, TEST; the pod that
+    answered. Raises RequestError when any step fails."""
+    sock = _tcp_dial(TcpTarget(address), timeout)
+    try:
+        reader = _LineReader(sock)
+        welcome = reader.line()
+        if welcome != TCP_WELCOME:
+            raise RequestError(f"unexpected TCP welcome message: {welcome!r}")
+        sock.sendall(b"TEST\n")
+        line = reader.line()
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise RequestError(f"decoding TCP echo response {line!r}: {exc}") from exc
+    except OSError as exc:
+        raise RequestError(f"TCP echo exchange with {address}: {exc}") from exc
+    finally:
+        sock.close()
+    pod = doc.get("pod") if isinstance(doc, dict) else None
+    if not pod:
+        raise RequestError(f"TCP echo response missing pod name: {line!r}")
+    return str(pod)
+
+
+def tls_rejection_probe(address: str, server_name: str, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+    """One attempt of upstream MakeTLSConnectionAndExpectEventuallyConnectionRejection:
+    dial and start a TLS handshake with ``server_name``; ``None`` when the connection is
+    rejected (EOF or a reset during the handshake), else why not (a completed handshake,
+    a TLS alert or a refused dial are not rejections)."""
+    host, _, port = address.rpartition(":")
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    except ConnectionResetError:
+        return None
+    except OSError as exc:
+        return f"client could not connect: {exc}"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_default_certs()
+    try:
+        tls = ctx.wrap_socket(sock, server_hostname=server_name or None)
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError):
+        return None
+    except ssl.SSLError as exc:
+        if "EOF" in str(exc) or "connection reset" in str(exc).lower():
+            return None
+        return f"client could not connect: {exc}"
+    except OSError as exc:
+        return f"client could not connect: {exc}"
+    finally:
+        sock.close()
+    tls.close()
+    return "client could connect (TLS handshake completed)"

@@ -48,6 +48,7 @@ class Options:
     skip_provisional: bool = False
     status_timeout: float | None = 30.0
     workers: int = 1
+    l4_mode: str = "userspace"  # loopback-only Gateways: the kernel modes need a real interface
     workdir: Path | None = None
     supported: frozenset[str] = SUPPORTED_FEATURES
     python: str = sys.executable
@@ -160,20 +161,21 @@ class Runner:
         return self.report
 
     def _wants_deployment(self, deployment: dict) -> bool:
-        """gRPC and TCP echo modes serve only the GRPC and TCP profiles: run them when
-        those are claimed (kgw echo speaks HTTP otherwise, which no test would use)."""
+        """gRPC and TCP echo modes serve only the GRPC, TCP and TLS profiles: run them when
+        those are claimed (kgw echo has no gRPC mode yet; its TCP mode is what the TCPRoute
+        tests and the TLS-passthrough tests' tcp-backend speak)."""
         env = container_env(deployment)
         if env.get("GRPC_ECHO_SERVER"):
             return "GRPCRoute" in self.opts.supported
         if env.get("TCP_ECHO_SERVER"):
-            return "TCPRoute" in self.opts.supported
+            return bool({"TCPRoute", "TLSRoute"} & self.opts.supported)
         return True
 
     def _start_kgw(self, world: World, admin_addr: str) -> None:
         assert self.workdir is not None
         cmd = [self.opts.python, "-m", "controller.cli", "run", "-c", str(world.config),
                "--admin-address", admin_addr, "--workers", str(self.opts.workers),
-               "--access-log", "off", "--l4-mode", "userspace"]
+               "--access-log", "off", "--l4-mode", self.opts.l4_mode]
         self.log("starting: " + " ".join(cmd))
         with open(self.workdir / "kgw.log", "ab") as logf:
             self.kgw = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)

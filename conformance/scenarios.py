@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from conformance import requests as rq
 from conformance.loader import TestCase, key_of
-from conformance.replay import CaseFailed, Replayer
+from conformance.replay import CaseFailed, Replayer, fill_route_placeholders
 from conformance.status_checks import CheckFailed, HarnessGap, StatusChecker
 from conformance.world import World
 
@@ -66,7 +67,9 @@ class TestRun:
         return None
 
     def run_groups(self, groups: list[Obj]) -> None:
+        objects = self.world.files[self.file].objects
         for g in groups:
+            g = fill_route_placeholders(g, objects)
             self.log(f"  requests {g.get('helper')} ({len(g.get('cases') or [])} cases)")
             try:
                 self.replayer.run_group(g, default_gateway=self.default_gateway())
@@ -199,6 +202,52 @@ def httproute_reference_grant(run: TestRun) -> None:
     run.run_groups(groups[1:])
 
 
+def tcproute_multiple_routes_attachment(run: TestRun) -> None:
+    """Upstream TCPRouteMultipleRoutesAttachment: once the Gateway and the older route
+    are accepted, a second TCPRoute (built by the test's Go code, to tcp-attach-backend-2)
+    is created at least a second later (creationTimestamp precision); both must be
+    Accepted, the listener counts 2 routes, and traffic, sampled 100 times after it
+    converges, reaches only the older route's backend."""
+    first = [c for c in run.test.status_checks if not c.get("context")]
+    later = [c for c in run.test.status_checks if c.get("context")]
+    groups = run.test.request_groups
+    if not first or not later or len(groups) != 1:
+        raise HarnessGap("unexpected record shape for TCPRouteMultipleRoutesAttachment")
+    run.run_checks(first)
+    time.sleep(1.0)
+    run.world.files[run.file].objects.append({
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+        "metadata": {"name": "tcproute-attach-newer", "namespace": INFRA},
+        "spec": {"parentRefs": [{"name": "tcp-multi-route-attach-gateway", "sectionName": "tcp"}],
+                 "rules": [{"backendRefs": [{"name": "tcp-attach-backend-2", "port": 3000}]}]}})
+    run.world.rewrite(run.file)
+    run.run_checks(later)
+    run.run_groups(groups)
+    target = run.replayer.target(groups[0], run.default_gateway())
+    for i in range(100):
+        try:
+            pod = rq.tcp_echo_pod(target.address)
+        except rq.RequestError as exc:
+            raise StepFailed("only the oldest route", f"TCP echo request {i + 1}/100 failed: {exc}") from exc
+        if not pod.startswith("tcp-attach-backend-1-"):
+            raise StepFailed("only the oldest route", f"request {i + 1}/100 reached {pod!r}; only the oldest "
+                                                      "route (tcp-attach-backend-1) should be attached")
+
+
+def tcproute_reference_grant(run: TestRun) -> None:
+    """Upstream TCPRouteReferenceGrant: traffic reaches the web-backend pod while the
+    grant exists; once the grant is deleted the route's ResolvedRefs turns
+    False/RefNotPermitted (the checks recorded under "after the ReferenceGrant is deleted")."""
+    after = [c for c in run.test.status_checks
+             if any("after the ReferenceGrant is deleted" in x for x in c.get("context") or [])]
+    if not after:
+        raise HarnessGap("no status check recorded for after the ReferenceGrant is deleted")
+    run.run_checks([c for c in run.test.status_checks if c not in after])
+    run.run_groups(run.test.request_groups)
+    run.delete("ReferenceGrant", "gateway-conformance-web-backend", "tcp-reference-grant")
+    run.run_checks(after)
+
+
 def httproute_service_types(run: TestRun) -> None:
     """Upstream HTTPRouteServiceTypes fills the selector-less Services' EndpointSlices with
     the infra-backend-v1 pods before checking."""
@@ -222,6 +271,22 @@ def httproute_weight(run: TestRun) -> None:
             run.replayer.weighted_distribution(target, loops[0]["cases"][0], d["expectedWeights"])
         except CheckFailed as exc:
             raise StepFailed("weighted distribution", str(exc)) from exc
+
+
+def tcproute_weighted(run: TestRun) -> None:
+    """Upstream TCPRouteWeightedRouting: after the checks, the connection distribution
+    over the route's weighted backends (the recorded group only names the target)."""
+    run.run_checks(run.checks())
+    groups = run.test.request_groups
+    dists = run.test.record.get("weightedDistribution") or []
+    if len(groups) != 1 or groups[0].get("protocol") != "tcp" or not dists:
+        raise HarnessGap("TCP weighted distribution without its target or weights")
+    target = run.replayer.target(groups[0], run.default_gateway())
+    for d in dists:
+        try:
+            run.replayer.tcp_weighted_distribution(target, d["expectedWeights"])
+        except CheckFailed as exc:
+            raise StepFailed("tcp weighted distribution", str(exc)) from exc
 
 
 def backend_weights_headers(run: TestRun) -> None:
@@ -280,6 +345,9 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
     "HTTPRouteWeight": httproute_weight,
     "HTTPRouteRequestHeaderModifierBackendWeights": backend_weights_headers,
     "HTTPRouteRequestPercentageMirror": percentage_mirror,
+    "TCPRouteWeightedRouting": tcproute_weighted,
+    "TCPRouteReferenceGrant": tcproute_reference_grant,
+    "TCPRouteMultipleRoutesAttachment": tcproute_multiple_routes_attachment,
 }
 
 

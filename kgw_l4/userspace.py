@@ -62,9 +62,9 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> in
             writer.write(data)
             n += len(data)
             await writer.drain()
-        if writer.can_write_eof():
+        if not writer.is_closing() and writer.can_write_eof():
             writer.write_eof()
-    except (ConnectionError, OSError):
+    except (ConnectionError, OSError, RuntimeError):  # RuntimeError: uvloop, transport closed
         writer.transport.abort()
     return n
 

@@ -3,7 +3,7 @@ suite's echo server ("echo-basic"), fast enough to be the benchmarks' backend.
 
 Usage: ``kgw echo [--address ADDR] [--port PORT] [--pod NAME] [--namespace NS]
 [--service NAME] [--ingress NAME] [--tls-port PORT --tls-cert FILE --tls-key FILE]
-[--quiet]``
+[--quiet] [--tcp-port PORT]``
 
 Flags (environment variables of echo-basic are honoured as defaults):
 
@@ -17,6 +17,8 @@ Flags (environment variables of echo-basic are honoured as defaults):
                 a certificate)
 ``--tls-cert``, ``--tls-key``  PEM files (default $TLS_SERVER_CERT, $TLS_SERVER_PRIVKEY)
 ``--quiet``     don't print the per-request log line (benchmarks)
+``--tcp-port``  TCP mode (below) on this port instead of HTTP (default: $TCP_PORT or 3000
+                when $TCP_ECHO_SERVER is set, else HTTP mode)
 
 Behaviour (as echo-basic):
 
@@ -37,6 +39,15 @@ Behaviour (as echo-basic):
 * kgw extension: ``/bytes/N`` answers N bytes (``?chunked=1`` for chunked encoding), for
   streaming tests and benchmarks.
 * every echoed request prints ``Echoing back request made to <URI> to client (<addr>)``.
+
+TCP mode (echo-basic's ``tcpserver``, chosen by ``--tcp-port`` or $TCP_ECHO_SERVER): no
+HTTP; every connection gets the welcome line ``Gateway API Test TCP Server``, then each
+line the client sends is answered: ``PING`` -> ``PONG``, ``IS_TLS`` -> ``true``/``false``,
+``TEST`` -> one line of JSON (``namespace``, ``ingress``, ``service``, ``pod``,
+``tcpport``, ``tlsport``, ``isTLS`` and, over TLS, ``tls{version, serverName,
+negotiatedProtocol, curves, cipherSuite}``); other lines are ignored. With a certificate
+it also serves the same protocol over TLS on ``--tls-port`` (default $TLS_PORT or 8443;
+the key defaults to $TLS_SERVER_PRIV_KEY, tcpserver's name for it).
 """
 
 from __future__ import annotations
@@ -419,6 +430,111 @@ class EchoConn(asyncio.Protocol):
         self._write(data, close)
 
 
+TCP_WELCOME = b"Gateway API Test TCP Server\n"
+#: bufio.Scanner's default limit: a longer line ends the connection, as in tcpserver.
+TCP_MAX_LINE = 64 * 1024
+_GO_TLS_VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
+
+
+class TcpEchoServer:
+    """What every connection of the TCP echo reports (echo-basic's tcpserver Context)."""
+
+    def __init__(self, pod: str, namespace: str, service: str, ingress: str, tcp_port: int,
+                 tls_port: int) -> None:
+        self.context: dict[str, Any] = {"namespace": namespace, "ingress": ingress,
+                                        "service": service, "pod": pod, "tcpport": str(tcp_port),
+                                        "tlsport": str(tls_port)}
+
+    def payload(self, tls: dict[str, str] | None) -> bytes:
+        """The TEST answer: the pod context, ``isTLS`` and, over TLS, the ``tls`` facts."""
+        doc = dict(self.context, isTLS=tls is not None)
+        if tls is not None:
+            doc["tls"] = tls
+        return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+
+class TcpEchoConn(asyncio.Protocol):
+    """One TCP (or TLS: asyncio calls connection_made after the handshake) connection."""
+
+    def __init__(self, server: TcpEchoServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.tls: dict[str, str] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            cipher = sslobj.cipher()
+            version = sslobj.version() or ""
+            self.tls = {"version": _GO_TLS_VERSIONS.get(version, version),
+                        "serverName": getattr(sslobj, "_kgw_sni", "") or "",
+                        "cipherSuite": cipher[0] if cipher else ""}
+            if sslobj.selected_alpn_protocol():
+                self.tls["negotiatedProtocol"] = sslobj.selected_alpn_protocol()
+        self.transport.write(TCP_WELCOME)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while self.transport is not None:
+            nl = self.buf.find(b"\n")
+            if nl < 0:
+                if len(self.buf) > TCP_MAX_LINE:
+                    self.transport.close()
+                return
+            line = bytes(self.buf[:nl]).removesuffix(b"\r")  # bufio.ScanLines drops a final CR
+            del self.buf[:nl + 1]
+            if line == b"TEST":
+                self.transport.write(self.server.payload(self.tls))
+            elif line == b"IS_TLS":
+                self.transport.write(b"true\n" if self.tls is not None else b"false\n")
+            elif line == b"PING":
+                self.transport.write(b"PONG\n")
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is done: close (tcpserver's scanner loop ends)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+def _tcp_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """tcpserver's TLS: the certificate, TLS 1.2 or later, no ALPN; the SNI is recorded."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+
+    def on_sni(sslobj: Any, name: str | None, _ctx: Any) -> None:
+        try:
+            sslobj._kgw_sni = name or ""
+        except AttributeError:
+            pass
+        return None
+
+    ctx.sni_callback = on_sni
+    return ctx
+
+
+async def serve_tcp(args: argparse.Namespace) -> None:
+    """TCP mode: the line protocol on ``tcp_port``, and over TLS on ``tls_port`` when a
+    certificate and key are given."""
+    loop = asyncio.get_running_loop()
+    with_tls = bool(args.tls_cert and args.tls_key)
+    server = TcpEchoServer(args.pod, args.namespace, args.service, args.ingress, args.tcp_port,
+                           args.tls_port)
+    servers = [await loop.create_server(lambda: TcpEchoConn(server), args.address, args.tcp_port,
+                                        reuse_address=True, backlog=1024)]
+    print(f"Starting server (tcp), listening on port {args.tcp_port} (tcp)", flush=True)
+    if with_tls:
+        ctx = _tcp_tls_context(args.tls_cert, args.tls_key)
+        servers.append(await loop.create_server(lambda: TcpEchoConn(server), args.address,
+                                                args.tls_port, ssl=ctx, reuse_address=True,
+                                                backlog=1024))
+        print(f"Starting server (tcp), listening on port {args.tls_port} (tls)", flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
 def _valid_duration(text: str) -> bool:
     try:
         parse_duration(text)
@@ -474,6 +590,10 @@ def main(argv: list[str]) -> int:
     --tls-cert FILE    PEM certificate (default $TLS_SERVER_CERT)
     --tls-key FILE     PEM key (default $TLS_SERVER_PRIVKEY)
     --quiet            no per-request "Echoing back request made to ..." line
+    --tcp-port PORT    TCP mode instead of HTTP: echo-basic's tcpserver line protocol
+                       on PORT (default: $TCP_PORT or 3000 when $TCP_ECHO_SERVER is set);
+                       over TLS on --tls-port (default $TLS_PORT or 8443) with a
+                       certificate, whose key defaults to $TLS_SERVER_PRIV_KEY
 
     See the module docstring for what it answers.
     """
@@ -485,15 +605,32 @@ def main(argv: list[str]) -> int:
     p.add_argument("--namespace", default=env.get("NAMESPACE", ""))
     p.add_argument("--service", default=env.get("SERVICE_NAME", ""))
     p.add_argument("--ingress", default=env.get("INGRESS_NAME", ""))
-    p.add_argument("--tls-port", type=int, default=int(env.get("HTTPS_PORT", "8443")))
+    p.add_argument("--tls-port", type=int, default=None)
     p.add_argument("--tls-cert", default=env.get("TLS_SERVER_CERT", ""))
-    p.add_argument("--tls-key", default=env.get("TLS_SERVER_PRIVKEY", ""))
+    p.add_argument("--tls-key", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--tcp-port", type=int, default=None)
     args = p.parse_args(argv)
+
+    def env_port(name: str) -> int:
+        try:
+            return int(env.get(name) or 0) or (3000 if name == "TCP_PORT" else 8443)
+        except ValueError:
+            p.error(f"non-integer value in {name}: {env.get(name)!r}")
+            raise
+
+    if args.tcp_port is None and env.get("TCP_ECHO_SERVER"):
+        args.tcp_port = env_port("TCP_PORT")
+    tcp = args.tcp_port is not None
+    # HTTP mode keeps echo-basic's HTTP names; TCP mode uses tcpserver's
+    if args.tls_port is None:
+        args.tls_port = env_port("TLS_PORT" if tcp else "HTTPS_PORT")
+    if args.tls_key is None:
+        args.tls_key = env.get("TLS_SERVER_PRIV_KEY" if tcp else "TLS_SERVER_PRIVKEY", "")
     import uvloop
 
     try:
-        uvloop.run(serve(args))
+        uvloop.run(serve_tcp(args) if tcp else serve(args))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

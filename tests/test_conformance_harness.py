@@ -10,15 +10,16 @@ import pytest
 import yaml
 
 from conformance import requests as rq
-from conformance.backends import NAME_ALPHABET, backend_of_pod, pod_names
+from conformance.backends import NAME_ALPHABET, backend_of_pod, echo_command, pod_names
 from conformance.features import SUPPORTED_FEATURES, missing_features, profile_supported
 from conformance.loader import (AddressBook, GATEWAY_CLASS_NAME, endpoint_slice, is_echo_deployment,
                                 read_manifest, rewrite_gateway)
-from conformance.replay import case_name, with_request_id
+from conformance.replay import (PASSTHROUGH_CERT_SECRET, case_name, distribution_error, fill_route_placeholders,
+                                tcp_expectation, with_request_id)
 from conformance.report import FAILED, PASSED, SKIPPED, Report, TestResult
 from conformance.runner import Options, plan
 from conformance.scenarios import resolve_name_expressions
-from conformance.status_checks import (CheckFailed, Fatal, StatusChecker, Timeouts, conditions_match,
+from conformance.status_checks import (CheckFailed, Fatal, HarnessGap, StatusChecker, Timeouts, conditions_match,
                                        fill_placeholders, find_condition, listeners_match, parents_match,
                                        route_has_condition, stale_conditions)
 
@@ -124,7 +125,7 @@ def test_plan_skips_unclaimed_features_unsupported_profiles_and_unselected(tmp_p
     suite = _suite(tmp_path, [
         {"name": "A", "features": ["Gateway", "HTTPRoute"], "profiles": {"GATEWAY-HTTP": "core"}},
         {"name": "B", "features": ["Gateway", "HTTPRoute", "Nope"], "profiles": {"GATEWAY-HTTP": "extended"}},
-        {"name": "C", "features": ["Gateway", "TCPRoute"], "profiles": {"GATEWAY-TCP": "core"}},
+        {"name": "C", "features": ["Gateway", "UDPRoute"], "profiles": {"GATEWAY-UDP": "core"}},
         {"name": "D", "features": ["Gateway"], "profiles": {"GATEWAY-HTTP": "core"}, "provisional": True},
     ])
     p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
@@ -467,6 +468,112 @@ def test_case_names_and_request_ids() -> None:
         "1 request to 'h/x' should receive a 404"
     assert with_request_id("/m", "id") == "/m?gateway-api-conformance-request-id=id"
     assert with_request_id("/m?a=1", "id") == "/m?a=1&gateway-api-conformance-request-id=id"
+
+
+# -- tcp / tls passthrough ------------------------------------------------------------
+
+
+def test_tcp_echo_containers_run_the_tcp_mode_on_their_ports() -> None:
+    args, ports = echo_command({}, "127.2.1.1", "p-a-b", "ns")
+    assert "--port" in args and "--tcp-port" not in args and ports == (3000,)
+    args, ports = echo_command({"TCP_ECHO_SERVER": "1"}, "127.2.1.1", "p-a-b", "ns")
+    assert args[args.index("--tcp-port") + 1] == "3000" and ports == (3000,)  # no certificate: plain only
+    env = {"TCP_ECHO_SERVER": "1", "TCP_PORT": "4000", "TLS_PORT": "9443",
+           "TLS_SERVER_CERT": "/p/crt", "TLS_SERVER_PRIV_KEY": "/p/key"}
+    args, ports = echo_command(env, "127.2.1.1", "p-a-b", "ns")
+    assert args[args.index("--tcp-port") + 1] == "4000" and args[args.index("--tls-port") + 1] == "9443"
+    assert ports == (4000, 9443)
+    with pytest.raises(RuntimeError, match="TCP_PORT"):
+        echo_command({"TCP_ECHO_SERVER": "1", "TCP_PORT": "x"}, "127.2.1.1", "p-a-b", "ns")
+
+
+def _payload(**kw: object) -> dict:
+    return {"namespace": "infra", "pod": "tcp-backend-abc-12345", "isTLS": False, **kw}
+
+
+def test_tcp_payload_checks_namespace_and_backend_prefix_with_its_dash() -> None:
+    exp = rq.TcpExpectation(backend="tcp-backend", namespace="infra")
+    assert rq.validate_tcp_payload(_payload(), exp) is None
+    assert "namespace does not match" in rq.validate_tcp_payload(_payload(namespace="web"), exp)
+    # the prefix is the backend name plus its dash: "tcp-backendx-..." is another backend's pod
+    assert "pod prefix" in rq.validate_tcp_payload(_payload(pod="tcp-backendx-abc-12345"), exp)
+    assert rq.validate_tcp_payload(["not", "an", "object"], exp) is not None
+
+
+def test_tcp_payload_checks_server_name_and_alpn_only_when_expected() -> None:
+    exp = rq.TcpExpectation(backend="tcp-backend", namespace="infra", backend_is_tls=True, hostname="abc.example.com")
+    assert "no TLS assertions" in rq.validate_tcp_payload(_payload(), exp)
+    assert "server name does not match" in rq.validate_tcp_payload(
+        _payload(tls={"serverName": "other.example.com"}), exp)
+    assert rq.validate_tcp_payload(_payload(tls={"serverName": "abc.example.com"}), exp) is None
+    alpn = rq.TcpExpectation(backend="tcp-backend", namespace="infra", tls_protocol="h2")
+    assert "TLS protocol does not match" in rq.validate_tcp_payload(_payload(tls={"serverName": ""}), alpn)
+    assert rq.validate_tcp_payload(_payload(tls={"negotiatedProtocol": "h2"}), alpn) is None
+
+
+def test_tcp_cases_become_expectations_and_unresolved_names_are_gaps() -> None:
+    exp = tcp_expectation({"Backend": "tcp-backend", "Namespace": "infra", "BackendIsTLS": True,
+                           "Hostname": "abc.example.com"})
+    assert exp == rq.TcpExpectation("tcp-backend", "infra", True, "abc.example.com", "")
+    with pytest.raises(HarnessGap):
+        tcp_expectation({"Backend": "tcp-backend", "Namespace": "infra", "Hostname": "<hostnamesPassthrough[0]>"})
+    with pytest.raises(HarnessGap):
+        tcp_expectation({"Namespace": "infra"})
+
+
+def _tls_group() -> dict:
+    return {"protocol": "tcp", "useTLS": True, "tlsServerName": "<hostnames[0]>",
+            "trustedServerCert": "<[]byte(caString)>",
+            "target": {"gateway": {"Name": "gw", "Namespace": "infra"},
+                       "routes": [{"Name": "r", "Namespace": "infra"}]},
+            "cases": [{"BackendIsTLS": True, "Backend": "tcp-backend", "Namespace": "infra",
+                       "Hostname": "<hostnames[0]>"}]}
+
+
+def test_route_placeholders_resolve_from_the_tlsroute_and_the_passthrough_secret() -> None:
+    objects = [{"kind": "TLSRoute", "metadata": {"name": "r", "namespace": "infra"},
+                "spec": {"hostnames": ["abc.example.com", "x.example.com"]}},
+               {"kind": "TLSRoute", "metadata": {"name": "r", "namespace": "other"},
+                "spec": {"hostnames": ["wrong.example.com"]}}]
+    g = fill_route_placeholders(_tls_group(), objects)
+    assert g["tlsServerName"] == "abc.example.com" and g["cases"][0]["Hostname"] == "abc.example.com"
+    assert g["trustedServerCert"]["args"][1] == {"Name": PASSTHROUGH_CERT_SECRET, "Namespace": "infra"}
+    assert _tls_group()["tlsServerName"] == "<hostnames[0]>"  # the record is not changed
+    # a backend that does not serve TLS itself (terminate mode): the anchor is not guessed
+    terminate = _tls_group()
+    terminate["cases"][0]["BackendIsTLS"] = False
+    assert fill_route_placeholders(terminate, objects)["trustedServerCert"] == "<[]byte(caString)>"
+    # no such route: left as recorded
+    assert fill_route_placeholders(_tls_group(), [])["tlsServerName"] == "<hostnames[0]>"
+    http = {"protocol": "http", "tlsServerName": "<hostnames[0]>"}
+    assert fill_route_placeholders(http, objects) is http
+
+
+def _attribute(weights: dict[str, float]):
+    return lambda pod: backend_of_pod(pod) if backend_of_pod(pod) in weights else None
+
+
+def test_distribution_within_tolerance_and_weight_zero_gets_nothing() -> None:
+    weights = {"tcp-backend-v1": 0.7, "tcp-backend-v2": 0.3, "tcp-backend-v3": 0.0}
+    pods = ["tcp-backend-v1-abc-1"] * 68 + ["tcp-backend-v2-abc-2"] * 32
+    assert distribution_error(lambda i: pods[i], weights, 100, 4, 0.05, attribute=_attribute(weights)) is None
+    skewed = ["tcp-backend-v1-abc-1"] * 80 + ["tcp-backend-v2-abc-2"] * 20
+    why = distribution_error(lambda i: skewed[i], weights, 100, 4, 0.05, attribute=_attribute(weights))
+    assert "tcp-backend-v1" in why and "tcp-backend-v2" in why
+    zero = ["tcp-backend-v1-abc-1"] * 70 + ["tcp-backend-v2-abc-2"] * 29 + ["tcp-backend-v3-abc-3"]
+    assert "v3 should have received 0" in distribution_error(lambda i: zero[i], weights, 100, 4, 0.05,
+                                                              attribute=_attribute(weights))
+
+
+def test_distribution_fails_on_a_foreign_pod_or_a_failed_probe() -> None:
+    weights = {"tcp-backend-v1": 1.0}
+    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1x-abc-1", weights, 10, 2, 0.05,
+                                                  attribute=_attribute(weights))
+
+    def broken(i: int) -> str:
+        raise rq.RequestError("EOF after b''")
+
+    assert "EOF" in distribution_error(broken, weights, 10, 2, 0.05, attribute=_attribute(weights))
 
 
 # -- report --------------------------------------------------------------------------

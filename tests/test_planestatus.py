@@ -57,3 +57,11 @@ def test_gateway_not_programmed_when_no_listener_is() -> None:
 def test_nothing_to_do_without_errors() -> None:
     st = {GW: status([])}
     assert overlay(st, {}.get, L7Config(), L4Config(), {}, {}) == st
+
+
+def test_frontend_without_endpoints_is_not_a_listener_failure() -> None:
+    from kgw_l4.config import BackendGroup, Frontend
+    l4 = L4Config(frontends=(Frontend("ns/gw/tcp", "10.0.0.1", 9000, backends=(BackendGroup("ns/missing:80"),)),))
+    st = {GW: status(["10.0.0.1"])}
+    out = overlay(st, {GW: gateway(["10.0.0.1"])}.get, L7Config(), l4, {}, {"ns/gw/tcp": "no backends"})
+    assert programmed(out[GW], "tcp")["status"] == "True"
