@@ -26,8 +26,8 @@ import struct
 from dataclasses import dataclass, field
 
 from . import abi
-from .config import Frontend, L4Config
-from .userspace import CONNECT_TIMEOUT, picker
+from .config import L4Config
+from .userspace import CONNECT_TIMEOUT, select_frontends
 
 log = logging.getLogger("kgw.l4.splice")
 
@@ -276,26 +276,8 @@ class SpliceProxy:
         self.errors: dict[str, str] = {}
 
     async def apply(self, config: L4Config) -> None:
-        errors: dict[str, str] = {}
-        wanted: dict[tuple[str, int], Frontend] = {}
-        for fe in config.frontends:
-            if fe.protocol != "TCP":
-                errors[fe.name] = f"{fe.protocol} frontends cannot be spliced (use tc or xdp)"
-                continue
-            key = (fe.address, fe.port)
-            if key in wanted:
-                errors[fe.name] = (f"port clash: {fe.address}:{fe.port} is already used by "
-                                   f"frontend {wanted[key].name!r}")
-                continue
-            p = picker(fe)
-            if not p.endpoints:
-                errors[fe.name] = "no backends"
-                continue
-            if not p.table:
-                errors[fe.name] = "no backend with weight > 0: new connections are refused"
-                continue
-            wanted[key] = fe
-            self._picks[key] = p
+        wanted, picks, errors = select_frontends(config, "cannot be spliced (use tc or xdp)")
+        self._picks.update(picks)
         for key in list(self._listeners):
             if key not in wanted:
                 lsock, task = self._listeners.pop(key)

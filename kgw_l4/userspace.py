@@ -81,6 +81,34 @@ async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
                 await w.wait_closed()
 
 
+def select_frontends(config: L4Config, unsupported: str) -> tuple[
+        dict[tuple[str, int], Frontend], dict[tuple[str, int], _Pick], dict[str, str]]:
+    """The TCP frontends an accepting proxy can serve, their pickers, and why the others
+    cannot be served (non-TCP protocol, port clash, no backends, all weights 0)."""
+    errors: dict[str, str] = {}
+    wanted: dict[tuple[str, int], Frontend] = {}
+    picks: dict[tuple[str, int], _Pick] = {}
+    for fe in config.frontends:
+        if fe.protocol != "TCP":
+            errors[fe.name] = f"{fe.protocol} frontends {unsupported}"
+            continue
+        key = (fe.address, fe.port)
+        if key in wanted:
+            errors[fe.name] = (f"port clash: {fe.address}:{fe.port} is already used by "
+                               f"frontend {wanted[key].name!r}")
+            continue
+        p = picker(fe)
+        if not p.endpoints:
+            errors[fe.name] = "no backends"
+            continue
+        if not p.table:
+            errors[fe.name] = "no backend with weight > 0: new connections are refused"
+            continue
+        wanted[key] = fe
+        picks[key] = p
+    return wanted, picks, errors
+
+
 class UserspaceProxy:
     def __init__(self) -> None:
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
@@ -89,26 +117,8 @@ class UserspaceProxy:
         self.errors: dict[str, str] = {}
 
     async def apply(self, config: L4Config) -> None:
-        errors: dict[str, str] = {}
-        wanted: dict[tuple[str, int], Frontend] = {}
-        for fe in config.frontends:
-            if fe.protocol != "TCP":
-                errors[fe.name] = f"{fe.protocol} frontends need the kernel data plane"
-                continue
-            key = (fe.address, fe.port)
-            if key in wanted:
-                errors[fe.name] = (f"port clash: {fe.address}:{fe.port} is already used by "
-                                   f"frontend {wanted[key].name!r}")
-                continue
-            p = picker(fe)
-            if not p.endpoints:
-                errors[fe.name] = "no backends"
-                continue
-            if not p.table:
-                errors[fe.name] = "no backend with weight > 0: new connections are refused"
-                continue
-            wanted[key] = fe
-            self._picks[key] = p
+        wanted, picks, errors = select_frontends(config, "need the kernel data plane")
+        self._picks.update(picks)
         for key in list(self._servers):
             if key not in wanted:
                 srv = self._servers.pop(key)
