@@ -26,6 +26,7 @@ import struct
 from dataclasses import dataclass, field
 
 from . import abi
+from .acceptor import Acceptor
 from .config import L4Config
 from .userspace import CONNECT_TIMEOUT, select_frontends
 
@@ -265,50 +266,22 @@ async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> so
     return s
 
 
-class SpliceProxy:
+class SpliceProxy(Acceptor):
     """L4 frontends served by accept + connect + sockmap splice."""
 
     def __init__(self, splicer: Splicer) -> None:
+        super().__init__()
         self.splicer = splicer
-        self._listeners: dict[tuple[str, int], tuple[socket.socket, asyncio.Task]] = {}
         self._picks: dict[tuple[str, int], object] = {}
-        self._tasks: set[asyncio.Task] = set()
         self.errors: dict[str, str] = {}
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, "cannot be spliced (use tc or xdp)")
         self._picks.update(picks)
-        for key in list(self._listeners):
-            if key not in wanted:
-                lsock, task = self._listeners.pop(key)
-                task.cancel()
-                lsock.close()
-        loop = asyncio.get_running_loop()
-        for key, fe in wanted.items():
-            if key in self._listeners:
-                continue
-            try:
-                ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                ls.bind(key)
-                ls.listen(1024)
-                ls.setblocking(False)
-            except OSError as e:
-                ls.close()
-                errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}: {e.strerror or e}"
-                continue
-            self._listeners[key] = (ls, loop.create_task(self._accept_loop(key, ls)))
+        errors.update(self.listen({key: fe.name for key, fe in wanted.items()}))
         self.errors = errors
 
-    async def _accept_loop(self, key: tuple[str, int], ls: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            c, _ = await loop.sock_accept(ls)
-            t = loop.create_task(self._serve(key, c))
-            self._tasks.add(t)
-            t.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, key: tuple[str, int], c: socket.socket) -> None:
+    async def serve(self, key: tuple[str, int], c: socket.socket) -> None:
         pick = self._picks.get(key)
         be = pick.choose(c.getpeername()[:2], c.getsockname()[:2]) if pick else None  # type: ignore[attr-defined]
         if be is None:
@@ -329,9 +302,4 @@ class SpliceProxy:
             b.close()
 
     async def close(self) -> None:
-        for ls, task in self._listeners.values():
-            task.cancel()
-            ls.close()
-        self._listeners.clear()
-        for t in list(self._tasks):
-            t.cancel()
+        self.close_listeners()

@@ -14,6 +14,7 @@ import logging
 import socket
 import struct
 
+from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, TLSPassthrough
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer, connect
@@ -52,12 +53,11 @@ def _route_picker(groups: tuple[BackendGroup, ...], name: str):
     return picker(Frontend(name, "0.0.0.0", 1, "TCP", groups))
 
 
-class TLSPassthroughProxy:
+class TLSPassthroughProxy(Acceptor):
     def __init__(self, splicer: Splicer | None) -> None:
+        super().__init__()
         self.splicer = splicer
-        self._listeners: dict[tuple[str, int], tuple[socket.socket, asyncio.Task]] = {}
         self._cfg: dict[tuple[str, int], TLSPassthrough] = {}
-        self._tasks: set[asyncio.Task] = set()
         self.errors: dict[str, str] = {}
 
     async def apply(self, config: L4Config, taken: set[tuple[str, int]] = frozenset()) -> None:
@@ -72,38 +72,11 @@ class TLSPassthroughProxy:
                 errors[t.name] = "no routes"
                 continue
             wanted[key] = t
-        for key in list(self._listeners):
-            if key not in wanted:
-                ls, task = self._listeners.pop(key)
-                task.cancel()
-                ls.close()
-        loop = asyncio.get_running_loop()
-        for key, t in wanted.items():
-            self._cfg[key] = t
-            if key in self._listeners:
-                continue
-            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                ls.bind(key)
-                ls.listen(1024)
-                ls.setblocking(False)
-            except OSError as e:
-                ls.close()
-                errors[t.name] = f"cannot listen on {t.address}:{t.port}: {e.strerror or e}"
-                continue
-            self._listeners[key] = (ls, loop.create_task(self._accept_loop(key, ls)))
+        errors.update(self.listen({key: t.name for key, t in wanted.items()}))
+        self._cfg.update(wanted)
         self.errors = errors
 
-    async def _accept_loop(self, key: tuple[str, int], ls: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            c, _ = await loop.sock_accept(ls)
-            t = loop.create_task(self._serve(key, c))
-            self._tasks.add(t)
-            t.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, key: tuple[str, int], c: socket.socket) -> None:
+    async def serve(self, key: tuple[str, int], c: socket.socket) -> None:
         cfg = self._cfg.get(key)
         try:
             sni = await asyncio.wait_for(peek_sni(c), HELLO_TIMEOUT)
@@ -136,12 +109,7 @@ class TLSPassthroughProxy:
         await splice_streams(cr, cw, br, bw)
 
     async def close(self) -> None:
-        for ls, task in self._listeners.values():
-            task.cancel()
-            ls.close()
-        self._listeners.clear()
-        for t in list(self._tasks):
-            t.cancel()
+        self.close_listeners()
 
 
 def _reset(c: socket.socket) -> None:
