@@ -7,6 +7,8 @@ dash-separated parts. NAMESPACE and POD_NAME are set as the Downward API would s
 and Secret volumes are emulated by writing the Secret's items into the pod's directory.
 Containers with ``TCP_ECHO_SERVER`` set run the echo's TCP mode (echo-basic's tcpserver:
 a line protocol on TCP_PORT, and over TLS on TLS_PORT when given a certificate).
+Containers with ``UDP_ECHO_SERVER`` set run its UDP mode on UDP_PORT (8080, the suite's
+UDP containerPort); such a pod is ready when it answers a datagram.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from conformance import requests as rq
 from conformance.loader import Obj, container_env, pod_labels
 
 log = logging.getLogger("conformance.backends")
@@ -31,6 +34,7 @@ log = logging.getLogger("conformance.backends")
 #: Characters Kubernetes uses in generated name suffixes (k8s.io/apimachinery rand.String).
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 ECHO_HTTP_PORT = 3000
+ECHO_UDP_PORT = 8080  # the containerPort of the suite's UDP echo Deployments
 START_TIMEOUT_S = 20.0
 
 
@@ -66,14 +70,19 @@ class _Running:
     proc: subprocess.Popen[bytes]
     log_path: Path
     ports: tuple[int, ...] = (ECHO_HTTP_PORT,)  # what the pod listens on once started
+    udp: bool = False  # the ports are UDP (the echo's UDP mode)
 
 
 def echo_command(env: dict[str, str], address: str, pod: str, namespace: str) -> tuple[list[str], tuple[int, ...]]:
     """The ``kgw echo`` arguments for a container with environment ``env``, and the ports
     the pod will listen on. echo-basic serves HTTP unless ``TCP_ECHO_SERVER`` is set; then
     it serves its TCP line protocol on ``TCP_PORT`` (3000) and, with ``TLS_SERVER_CERT``
-    and ``TLS_SERVER_PRIV_KEY``, the same over TLS on ``TLS_PORT`` (8443)."""
+    and ``TLS_SERVER_PRIV_KEY``, the same over TLS on ``TLS_PORT`` (8443). With
+    ``UDP_ECHO_SERVER`` it answers datagrams on ``UDP_PORT`` (8080) instead."""
     base = ["-m", "controller.cli", "echo", "--address", address, "--pod", pod, "--namespace", namespace]
+    if env.get("UDP_ECHO_SERVER"):
+        udp_port = _env_port(env, "UDP_PORT", ECHO_UDP_PORT)
+        return base + ["--udp-port", str(udp_port)], (udp_port,)
     if not env.get("TCP_ECHO_SERVER"):
         return base + ["--port", str(ECHO_HTTP_PORT)], (ECHO_HTTP_PORT,)
     tcp_port, tls_port = _env_port(env, "TCP_PORT", 3000), _env_port(env, "TLS_PORT", 8443)
@@ -140,15 +149,16 @@ class EchoFleet:
             pod = Pod(pod_name, ns, name, self._address(ns, name, i), pod_labels(deployment))
             pod_env = self._pod_env(deployment, pod, secrets)
             args, ports = echo_command(pod_env, pod.address, pod_name, ns)
+            udp = bool(pod_env.get("UDP_ECHO_SERVER"))
             for port in ports:
-                _ensure_free(pod.address, port)
+                _ensure_free(pod.address, port, udp=udp)
             env = {**os.environ, **pod_env, "NAMESPACE": ns, "POD_NAME": pod_name}
             log_path = self.workdir / "logs" / f"{ns}.{pod_name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen([self.python, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
                                         cwd=self.cwd, start_new_session=True)
-            self._running[(ns, pod_name)] = _Running(pod, proc, log_path, ports)
+            self._running[(ns, pod_name)] = _Running(pod, proc, log_path, ports, udp)
             started.append(pod)
 
     def _pod_env(self, deployment: Obj, pod: Pod, secrets: dict[tuple[str, str], Obj]) -> dict[str, str]:
@@ -184,12 +194,17 @@ class EchoFleet:
             if run.proc.poll() is not None:
                 tail = run.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} exited with {run.proc.returncode}: {tail}")
-            try:
-                with socket.create_connection((pod.address, waiting[0]), timeout=0.5):
-                    pass
-            except OSError:
-                time.sleep(0.05)
-                continue
+            if run.udp:
+                if rq.udp_probe(f"{pod.address}:{waiting[0]}", timeout=0.5) is not None:
+                    time.sleep(0.05)
+                    continue
+            else:
+                try:
+                    with socket.create_connection((pod.address, waiting[0]), timeout=0.5):
+                        pass
+                except OSError:
+                    time.sleep(0.05)
+                    continue
             waiting.pop(0)
             if not waiting and run.proc.poll() is None:
                 return
@@ -238,12 +253,13 @@ class EchoFleet:
         return total
 
 
-def _ensure_free(address: str, port: int) -> None:
+def _ensure_free(address: str, port: int, *, udp: bool = False) -> None:
     """Refuse to start a pod on an address something else already serves: connecting to
     it would look like our pod being ready (another conformance run in this network
     namespace is the usual cause; ``--isolate`` runs in a namespace of its own)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
+        if not udp:  # for UDP, SO_REUSEADDR would let the bind share a bound port
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((address, port))
         except OSError as exc:

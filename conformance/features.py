@@ -55,7 +55,8 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     # L4: TCPRoute through kgw_l4, TLSRoute passthrough by SNI
     "TCPRoute",
     "TLSRoute",
-    # Not yet: GRPCRoute, UDPRoute, TLSRoute Terminate mode,
+    "UDPRoute",
+    # Not yet: GRPCRoute, TLSRoute Terminate mode,
     # HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
 })
 

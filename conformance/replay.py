@@ -37,7 +37,7 @@ class CaseFailed(CheckFailed):
 @dataclass
 class Target:
     address: str
-    scheme: str  # the group's protocol: http | https | tcp | tls
+    scheme: str  # the group's protocol: http | https | tcp | tls | udp
     server_name: str = ""
     ca_pem: bytes = b""
     client_cert: tuple[bytes, bytes] | None = None
@@ -163,7 +163,7 @@ class Replayer:
             port = int(m.group(1))
         listeners = t.get("listeners") or []
         proto = group.get("protocol", "http")
-        if proto not in ("http", "https", "tcp", "tls"):
+        if proto not in ("http", "https", "tcp", "tls", "udp"):
             raise HarnessGap(f"{proto} requests are not replayed by the harness yet")
         server_name = group.get("tlsServerName") or ""
         if _placeholder(server_name):
@@ -224,6 +224,9 @@ class Replayer:
         if target.scheme == "tls":
             self.run_tls_group(target, expect_kind)
             return
+        if target.scheme == "udp":
+            self.run_udp_group(group, target, expect_kind, cases)
+            return
         for i, case in enumerate(group.get("cases") if cases is None else cases):
             name = case_name(i, case)
             try:
@@ -276,6 +279,30 @@ class Replayer:
             name = f"{i} tcp connection should reach {expected.namespace}/{expected.backend}"
             try:
                 rq.wait_consistent(lambda: rq.tcp_probe(target.tcp(), expected), limit=self.limit)
+            except rq.NotConsistent as exc:
+                raise CaseFailed(name, f"{name}: {exc}") from exc
+
+    def run_udp_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+        """The udp helpers as recorded: ``response`` (ExpectEchoResponseFromBackend) wants
+        each case's answer from a pod of its Service in its namespace; ``any-echo``
+        (ExpectEchoResponse) wants an answer from any echo. A new socket (a new flow) per
+        attempt, each case eventually consistent (3 in a row, 100 ms apart, 30 s)."""
+        if expect_kind == "any-echo":
+            name = f"UDP echo via {target.address} should answer"
+            try:
+                rq.wait_consistent(lambda: rq.udp_probe(target.address), limit=self.limit)
+            except rq.NotConsistent as exc:
+                raise CaseFailed(name, f"{name}: {exc}") from exc
+            return
+        if expect_kind != "response":
+            raise HarnessGap(f"udp requests expecting {expect_kind!r} are not replayed by the harness")
+        for i, case in enumerate(group.get("cases") if cases is None else cases):
+            service, namespace = case.get("Service"), case.get("Namespace")
+            if not service or not namespace or _placeholder(service) or _placeholder(namespace):
+                raise HarnessGap(f"udp case without a Service and Namespace: {case}")
+            name = f"{i} udp echo should reach {namespace}/{service}"
+            try:
+                rq.wait_consistent(lambda: rq.udp_probe(target.address, service, namespace), limit=self.limit)
             except rq.NotConsistent as exc:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
 
@@ -345,6 +372,24 @@ class Replayer:
                 return
             errors.append(err)
             self.log(f"tcp weighted distribution attempt {attempt + 1}: {err}")
+        raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
+
+    def udp_weighted_distribution(self, target: Target, weights: dict[str, float], *, total: int = 500,
+                                  concurrency: int = 10, tolerance: float = 0.05, retries: int = 10) -> None:
+        """The UDP weighted test (upstream weight.TestWeightedDistribution over UDP echo):
+        ``total`` exchanges, each on a new socket (so a new flow and a fresh pick),
+        ``concurrency`` at a time, attributed to the pod name minus its last two parts;
+        every backend within ``tolerance`` of its weight, weight 0 getting nothing;
+        retried up to weight.MaxTestRetries times."""
+        errors = []
+        for attempt in range(retries):
+            err = distribution_error(lambda _: rq.udp_echo_pod(target.address), weights, total, concurrency,
+                                     tolerance, attribute=lambda pod: backend_of_pod(pod) if backend_of_pod(pod)
+                                     in weights else None)
+            if err is None:
+                return
+            errors.append(err)
+            self.log(f"udp weighted distribution attempt {attempt + 1}: {err}")
         raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
 
     def header_per_backend(self, target: Target, case: Obj, *, total: int = 100, header: str = "Backend") -> None:

@@ -676,3 +676,76 @@ def tls_rejection_probe(address: str, server_name: str, timeout: float = REQUEST
         sock.close()
     tls.close()
     return "client could connect (TLS handshake completed)"
+
+
+# -- UDP echo exchanges (conformance/utils/udp, as the case records name them) -------
+
+UDP_SEND_ONCE_TIMEOUT_S = 5.0
+UDP_MAX_DATAGRAM = 65535
+
+
+def udp_exchange(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> dict[str, Any]:
+    """One datagram to ``address`` ("host:port") on a new socket, carrying a fresh
+    message, and the echo's JSON answer (``kgw echo`` UDP mode: the pod context and the
+    message). Raises RequestError on no answer, a non-JSON answer or someone else's
+    answer (the message must come back)."""
+    host, _, port = address.rpartition(":")
+    message = f"kgw-conformance {uuid.uuid4()}"
+    try:
+        port_n = int(port)
+    except ValueError:
+        raise RequestError(f"bad UDP address {address!r}") from None
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((host.strip("[]"), port_n))  # replies from elsewhere are filtered
+            sock.send(message.encode())
+            data = sock.recv(UDP_MAX_DATAGRAM)
+        except socket.timeout:
+            raise RequestError(f"no UDP answer from {address} within {timeout:g}s") from None
+        except OSError as exc:
+            raise RequestError(f"UDP exchange with {address}: {exc}") from exc
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise RequestError(f"decoding UDP echo response {data[:200]!r}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise RequestError(f"UDP echo response is not an object: {data[:200]!r}")
+    if doc.get("message") != message:
+        raise RequestError(f"UDP echo answered another message: {doc.get('message')!r}, sent {message!r}")
+    return doc
+
+
+def validate_udp_payload(doc: dict[str, Any], service: str, namespace: str) -> str | None:
+    """The echo answer came from a pod of ``service`` (pod-name prefix, as the suite
+    names pods after their Deployment, which the UDP manifests name after the Service)
+    in ``namespace``."""
+    ns, pod = str(doc.get("namespace", "")), str(doc.get("pod", ""))
+    if ns != namespace:
+        return f"namespace does not match: got {ns!r}, want {namespace!r}"
+    if not pod.startswith(f"{service}-"):
+        return f"backend name does not match with pod prefix: pod={pod!r} backend={service!r}"
+    return None
+
+
+def udp_probe(address: str, service: str = "", namespace: str = "",
+              timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> str | None:
+    """One attempt: ``None`` when an echo answers (from ``service`` in ``namespace`` when
+    given), else why not."""
+    try:
+        doc = udp_exchange(address, timeout)
+    except RequestError as exc:
+        return str(exc)
+    if not doc.get("pod"):
+        return f"UDP echo response missing pod name: {doc!r}"
+    return validate_udp_payload(doc, service, namespace) if service else None
+
+
+def udp_echo_pod(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> str:
+    """One exchange on a new socket (a new flow); the pod that answered."""
+    doc = udp_exchange(address, timeout)
+    pod = doc.get("pod")
+    if not pod:
+        raise RequestError(f"UDP echo response missing pod name: {doc!r}")
+    return str(pod)

@@ -161,14 +161,17 @@ class Runner:
         return self.report
 
     def _wants_deployment(self, deployment: dict) -> bool:
-        """gRPC and TCP echo modes serve only the GRPC, TCP and TLS profiles: run them when
-        those are claimed (kgw echo has no gRPC mode yet; its TCP mode is what the TCPRoute
-        tests and the TLS-passthrough tests' tcp-backend speak)."""
+        """gRPC, TCP and UDP echo modes serve only the GRPC, TCP, TLS and UDP profiles: run
+        them when those are claimed (kgw echo has no gRPC mode yet; its TCP mode is what the
+        TCPRoute tests and the TLS-passthrough tests' tcp-backend speak, its UDP mode what
+        the UDPRoute tests' backends answer)."""
         env = container_env(deployment)
         if env.get("GRPC_ECHO_SERVER"):
             return "GRPCRoute" in self.opts.supported
         if env.get("TCP_ECHO_SERVER"):
             return bool({"TCPRoute", "TLSRoute"} & self.opts.supported)
+        if env.get("UDP_ECHO_SERVER"):
+            return "UDPRoute" in self.opts.supported
         return True
 
     def _start_kgw(self, world: World, admin_addr: str) -> None:

@@ -248,6 +248,73 @@ def tcproute_reference_grant(run: TestRun) -> None:
     run.run_checks(after)
 
 
+def udproute_weighted(run: TestRun) -> None:
+    """Upstream UDPRouteWeightedRouting: after the checks, one echo through the route,
+    then the distribution of new UDP flows over the route's weighted backends."""
+    run.run_checks(run.checks())
+    groups = run.test.request_groups
+    dists = run.test.record.get("weightedDistribution") or []
+    if len(groups) != 1 or groups[0].get("protocol") != "udp" or not dists:
+        raise HarnessGap("UDP weighted distribution without its target or weights")
+    run.run_groups(groups)
+    target = run.replayer.target(groups[0], run.default_gateway())
+    for d in dists:
+        try:
+            run.replayer.udp_weighted_distribution(target, d["expectedWeights"])
+        except CheckFailed as exc:
+            raise StepFailed("udp weighted distribution", str(exc)) from exc
+
+
+def udproute_reference_grant(run: TestRun) -> None:
+    """Upstream UDPRouteReferenceGrant: traffic reaches the cross-namespace backend while
+    the grant exists; once the grant is deleted the route's ResolvedRefs turns
+    False/RefNotPermitted (the check recorded as "after deleting the ReferenceGrant")."""
+    after = [c for c in run.test.status_checks
+             if any("after deleting the ReferenceGrant" in x for x in c.get("context") or [])]
+    if not after:
+        raise HarnessGap("no status check recorded for after the ReferenceGrant is deleted")
+    run.run_checks([c for c in run.test.status_checks if c not in after])
+    run.run_groups(run.test.request_groups)
+    run.delete("ReferenceGrant", "gateway-conformance-app-backend", "udp-reference-grant")
+    run.run_checks(after)
+
+
+def udproute_multiple_routes_attachment(run: TestRun) -> None:
+    """Upstream UDPRouteMultipleRoutesAttachment: once the Gateway and the older route
+    are accepted, a second UDPRoute (built by the test's Go code, to udp-attach-backend-2)
+    is created at least a second later (creationTimestamp precision); both must be
+    Accepted and the listener counts 2 routes (the recorded checks). The record holds no
+    requests; as the test's description says only the oldest route receives traffic,
+    20 new flows are sampled and each must reach udp-attach-backend-1."""
+    first = [c for c in run.test.status_checks if not c.get("context")]
+    later = [c for c in run.test.status_checks if c.get("context")]
+    if not first or not later or run.test.request_groups:
+        raise HarnessGap("unexpected record shape for UDPRouteMultipleRoutesAttachment")
+    run.run_checks(first)
+    time.sleep(1.0)
+    run.world.files[run.file].objects.append({
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "UDPRoute",
+        "metadata": {"name": "udproute-attach-newer", "namespace": INFRA},
+        "spec": {"parentRefs": [{"name": "udp-multi-route-attach-gateway", "sectionName": "udp"}],
+                 "rules": [{"backendRefs": [{"name": "udp-attach-backend-2", "port": 8080}]}]}})
+    run.world.rewrite(run.file)
+    run.run_checks(later)
+    address = run.checker.gateway_address((INFRA, "udp-multi-route-attach-gateway"), "udp")
+    try:
+        rq.wait_consistent(lambda: rq.udp_probe(address, "udp-attach-backend-1", INFRA),
+                           limit=run.replayer.limit)
+    except rq.NotConsistent as exc:
+        raise StepFailed("only the oldest route", str(exc)) from exc
+    for i in range(20):
+        try:
+            pod = rq.udp_echo_pod(address)
+        except rq.RequestError as exc:
+            raise StepFailed("only the oldest route", f"UDP echo {i + 1}/20 failed: {exc}") from exc
+        if not pod.startswith("udp-attach-backend-1-"):
+            raise StepFailed("only the oldest route", f"UDP echo {i + 1}/20 reached {pod!r}; only the oldest "
+                                                      "route (udp-attach-backend-1) should be attached")
+
+
 def httproute_service_types(run: TestRun) -> None:
     """Upstream HTTPRouteServiceTypes fills the selector-less Services' EndpointSlices with
     the infra-backend-v1 pods before checking."""
@@ -348,6 +415,9 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
     "TCPRouteWeightedRouting": tcproute_weighted,
     "TCPRouteReferenceGrant": tcproute_reference_grant,
     "TCPRouteMultipleRoutesAttachment": tcproute_multiple_routes_attachment,
+    "UDPRouteWeightedRouting": udproute_weighted,
+    "UDPRouteReferenceGrant": udproute_reference_grant,
+    "UDPRouteMultipleRoutesAttachment": udproute_multiple_routes_attachment,
 }
 
 

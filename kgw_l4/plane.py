@@ -5,7 +5,7 @@ Modes:
   tc         kernel NAT load balancer at TC ingress (the baseline)
   xdp        the same at XDP (native where the driver supports it), with TC behind it
   splice     accept + connect in userspace, bytes moved by a sockmap program
-  userspace  asyncio L4 proxy (kgw_l4.userspace)
+  userspace  asyncio L4 proxy (kgw_l4.userspace; UDP flows in kgw_l4.udp)
   auto       tc when BPF can run here, otherwise userspace, with one log line saying why
 
 TLS passthrough listeners (L4Config.tls_passthrough) read the SNI and splice with
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Mapping, Sequence
 
@@ -27,6 +28,7 @@ from . import abi, loader as ld, netinfo
 from .config import L4Config
 from .programmer import ApplyResult, Programmer
 from .tlspass import TLSPassthroughProxy
+from .udp import UdpProxy
 from .userspace import UserspaceProxy
 
 log = logging.getLogger("kgw.l4")
@@ -58,20 +60,32 @@ def _frontend_ports(config: L4Config) -> set[tuple[str, int]]:
 
 
 class UserspacePlane(L4Plane):
+    """TCP frontends in kgw_l4.userspace, UDP frontends in kgw_l4.udp (flows per client),
+    TLS passthrough in kgw_l4.tlspass."""
+
     def __init__(self) -> None:
         self.mode = "userspace"
-        self.proxy = UserspaceProxy()
+        self.proxy = UserspaceProxy(udp=True)
+        self.udp = UdpProxy()
         self.tls = TLSPassthroughProxy(None)
 
     async def apply(self, config: L4Config) -> None:
         await self.proxy.apply(config)
+        await self.udp.apply(config)
         await self.tls.apply(config, _frontend_ports(config))
 
     def errors(self) -> dict[str, str]:
-        return {**self.proxy.errors, **self.tls.errors}
+        return {**self.proxy.errors, **self.udp.errors, **self.tls.errors}
+
+    def config_dump(self) -> dict:
+        d = super().config_dump()
+        if self.udp.frontends:
+            d["udp"] = {name: dataclasses.asdict(st) for name, st in self.udp.stats().items()}
+        return d
 
     async def close(self) -> None:
         await self.proxy.close()
+        await self.udp.close()
         await self.tls.close()
 
 

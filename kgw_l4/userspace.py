@@ -29,11 +29,12 @@ class _Pick:
     endpoints: tuple[tuple[str, int], ...]
     table: tuple[int, ...]
 
-    def choose(self, peer: tuple[str, int], local: tuple[str, int]) -> tuple[str, int] | None:
+    def choose(self, peer: tuple[str, int], local: tuple[str, int],
+               proto: int = socket.IPPROTO_TCP) -> tuple[str, int] | None:
         if not self.table:
             return None
         idx = self.table[maglev.flow_slot(peer[0], peer[1], local[0], local[1],
-                                          socket.IPPROTO_TCP, len(self.table))]
+                                          proto, len(self.table))]
         return None if idx < 0 else self.endpoints[idx]
 
 
@@ -81,14 +82,19 @@ async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
                 await w.wait_closed()
 
 
-def select_frontends(config: L4Config, unsupported: str) -> tuple[
+def select_frontends(config: L4Config, unsupported: str, *,
+                     elsewhere: frozenset[str] = frozenset()) -> tuple[
         dict[tuple[str, int], Frontend], dict[tuple[str, int], _Pick], dict[str, str]]:
     """The TCP frontends an accepting proxy can serve, their pickers, and why the others
-    cannot be served (non-TCP protocol, port clash, no backends, all weights 0)."""
+    cannot be served (non-TCP protocol, port clash, no backends, all weights 0).
+    Frontends of a protocol in ``elsewhere`` are skipped without an error: another part
+    of the plane serves them (kgw_l4.udp for UDP in the userspace plane)."""
     errors: dict[str, str] = {}
     wanted: dict[tuple[str, int], Frontend] = {}
     picks: dict[tuple[str, int], _Pick] = {}
     for fe in config.frontends:
+        if fe.protocol in elsewhere:
+            continue
         if fe.protocol != "TCP":
             errors[fe.name] = f"{fe.protocol} frontends {unsupported}"
             continue
@@ -110,14 +116,19 @@ def select_frontends(config: L4Config, unsupported: str) -> tuple[
 
 
 class UserspaceProxy:
-    def __init__(self) -> None:
+    """TCP frontends, accepted and copied in asyncio. ``udp=True``: UDP frontends are
+    left to kgw_l4.udp.UdpProxy (no error here); otherwise they are reported."""
+
+    def __init__(self, *, udp: bool = False) -> None:
+        self._elsewhere = frozenset({"UDP"}) if udp else frozenset()
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._picks: dict[tuple[str, int], _Pick] = {}
         self._tasks: set[asyncio.Task] = set()
         self.errors: dict[str, str] = {}
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_frontends(config, "need the kernel data plane")
+        wanted, picks, errors = select_frontends(config, "need the kernel data plane",
+                                                 elsewhere=self._elsewhere)
         self._picks.update(picks)
         for key in list(self._servers):
             if key not in wanted:

@@ -3,7 +3,7 @@ suite's echo server ("echo-basic"), fast enough to be the benchmarks' backend.
 
 Usage: ``kgw echo [--address ADDR] [--port PORT] [--pod NAME] [--namespace NS]
 [--service NAME] [--ingress NAME] [--tls-port PORT --tls-cert FILE --tls-key FILE]
-[--quiet] [--tcp-port PORT]``
+[--quiet] [--tcp-port PORT] [--udp-port PORT]``
 
 Flags (environment variables of echo-basic are honoured as defaults):
 
@@ -19,6 +19,8 @@ Flags (environment variables of echo-basic are honoured as defaults):
 ``--quiet``     don't print the per-request log line (benchmarks)
 ``--tcp-port``  TCP mode (below) on this port instead of HTTP (default: $TCP_PORT or 3000
                 when $TCP_ECHO_SERVER is set, else HTTP mode)
+``--udp-port``  UDP mode (below) on this port instead of HTTP (default: $UDP_PORT or 8080
+                when $UDP_ECHO_SERVER is set)
 
 Behaviour (as echo-basic):
 
@@ -48,6 +50,14 @@ line the client sends is answered: ``PING`` -> ``PONG``, ``IS_TLS`` -> ``true``/
 negotiatedProtocol, curves, cipherSuite}``); other lines are ignored. With a certificate
 it also serves the same protocol over TLS on ``--tls-port`` (default $TLS_PORT or 8443;
 the key defaults to $TLS_SERVER_PRIV_KEY, tcpserver's name for it).
+
+UDP mode (chosen by ``--udp-port`` or $UDP_ECHO_SERVER, as the suite's UDPRoute manifests
+set it; port 8080, their containerPort, unless $UDP_PORT says otherwise): every datagram
+is answered with one datagram to its sender: ``PING`` -> ``PONG``; anything else -> one
+line of JSON with the pod context (``namespace``, ``ingress``, ``service``, ``pod``,
+``udpport``) and ``message``, the datagram received (UTF-8, undecodable bytes replaced),
+so a client can tell its answer from a stray one. The suite's data does not record the
+upstream echo's UDP wire format; this is kgw's, read by the conformance harness.
 """
 
 from __future__ import annotations
@@ -535,6 +545,56 @@ async def serve_tcp(args: argparse.Namespace) -> None:
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
+UDP_MAX_DATAGRAM = 65535
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    """UDP mode: each datagram answered with PONG or the pod context and the message."""
+
+    def __init__(self, pod: str, namespace: str, service: str, ingress: str, udp_port: int,
+                 quiet: bool = False) -> None:
+        self.context: dict[str, Any] = {"namespace": namespace, "ingress": ingress,
+                                        "service": service, "pod": pod, "udpport": str(udp_port)}
+        self.quiet = quiet
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def answer(self, data: bytes) -> bytes:
+        if data.rstrip(b"\r\n") == b"PING":
+            return b"PONG\n"
+        doc = dict(self.context, message=data.decode("utf-8", "replace"))
+        out = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+        return out if len(out) <= UDP_MAX_DATAGRAM else json.dumps(
+            dict(self.context, message="", truncated=True), separators=(",", ":")).encode() + b"\n"
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.transport is None:
+            return
+        if not self.quiet:
+            print(f"Echoing back UDP datagram of {len(data)} bytes to client ({addr[0]}:{addr[1]})",
+                  flush=True)
+        self.transport.sendto(self.answer(data), addr)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # an ICMP error for an earlier answer: the client went away
+
+
+async def serve_udp(args: argparse.Namespace) -> None:
+    """UDP mode: answer datagrams on ``udp_port`` until cancelled."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: UdpEcho(args.pod, args.namespace, args.service, args.ingress, args.udp_port,
+                        args.quiet),
+        local_addr=(args.address, args.udp_port))
+    print(f"Starting server (udp), listening on port {args.udp_port} (udp)", flush=True)
+    try:
+        await asyncio.Future()
+    finally:
+        transport.close()
+
+
 def _valid_duration(text: str) -> bool:
     try:
         parse_duration(text)
@@ -594,6 +654,8 @@ def main(argv: list[str]) -> int:
                        on PORT (default: $TCP_PORT or 3000 when $TCP_ECHO_SERVER is set);
                        over TLS on --tls-port (default $TLS_PORT or 8443) with a
                        certificate, whose key defaults to $TLS_SERVER_PRIV_KEY
+    --udp-port PORT    UDP mode instead of HTTP: each datagram answered (default:
+                       $UDP_PORT or 8080 when $UDP_ECHO_SERVER is set)
 
     See the module docstring for what it answers.
     """
@@ -610,6 +672,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tls-key", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--tcp-port", type=int, default=None)
+    p.add_argument("--udp-port", type=int, default=None)
     args = p.parse_args(argv)
 
     def env_port(name: str) -> int:
@@ -619,6 +682,13 @@ def main(argv: list[str]) -> int:
             p.error(f"non-integer value in {name}: {env.get(name)!r}")
             raise
 
+    if args.udp_port is None and env.get("UDP_ECHO_SERVER"):
+        try:
+            args.udp_port = int(env.get("UDP_PORT") or 8080)
+        except ValueError:
+            p.error(f"non-integer value in UDP_PORT: {env.get('UDP_PORT')!r}")
+    if args.udp_port is not None and args.tcp_port is not None:
+        p.error("--udp-port and --tcp-port are different modes: choose one")
     if args.tcp_port is None and env.get("TCP_ECHO_SERVER"):
         args.tcp_port = env_port("TCP_PORT")
     tcp = args.tcp_port is not None
@@ -630,7 +700,10 @@ def main(argv: list[str]) -> int:
     import uvloop
 
     try:
-        uvloop.run(serve_tcp(args) if tcp else serve(args))
+        if args.udp_port is not None:
+            uvloop.run(serve_udp(args))
+        else:
+            uvloop.run(serve_tcp(args) if tcp else serve(args))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -125,7 +125,7 @@ def test_plan_skips_unclaimed_features_unsupported_profiles_and_unselected(tmp_p
     suite = _suite(tmp_path, [
         {"name": "A", "features": ["Gateway", "HTTPRoute"], "profiles": {"GATEWAY-HTTP": "core"}},
         {"name": "B", "features": ["Gateway", "HTTPRoute", "Nope"], "profiles": {"GATEWAY-HTTP": "extended"}},
-        {"name": "C", "features": ["Gateway", "UDPRoute"], "profiles": {"GATEWAY-UDP": "core"}},
+        {"name": "C", "features": ["Gateway", "GRPCRoute"], "profiles": {"GATEWAY-GRPC": "core"}},
         {"name": "D", "features": ["Gateway"], "profiles": {"GATEWAY-HTTP": "core"}, "provisional": True},
     ])
     p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
@@ -741,3 +741,85 @@ def test_world_writes_what_kgw_reads_and_endpoints_for_the_pods(tmp_path: Path) 
     world.remove("T")
     assert not (tmp_path / "config" / "tests" / "T.yaml").exists()
     assert not list(yaml.safe_load_all((tmp_path / "config" / "00-endpoints.yaml").read_text()))
+
+
+# -- udp --------------------------------------------------------------------------------
+
+
+def test_udp_echo_containers_run_the_udp_mode_on_8080() -> None:
+    args, ports = echo_command({"UDP_ECHO_SERVER": "1"}, "127.2.1.1", "p-a-b", "ns")
+    assert args[args.index("--udp-port") + 1] == "8080" and ports == (8080,)
+    assert "--port" not in args and "--tcp-port" not in args
+    args, ports = echo_command({"UDP_ECHO_SERVER": "1", "UDP_PORT": "5353"}, "127.2.1.1", "p-a-b", "ns")
+    assert args[args.index("--udp-port") + 1] == "5353" and ports == (5353,)
+    with pytest.raises(RuntimeError, match="UDP_PORT"):
+        echo_command({"UDP_ECHO_SERVER": "1", "UDP_PORT": "x"}, "127.2.1.1", "p-a-b", "ns")
+
+
+def test_udp_payload_checks_namespace_and_backend_prefix_with_its_dash() -> None:
+    doc = {"pod": "udp-backend-v1-abc-def", "namespace": "infra"}
+    assert rq.validate_udp_payload(doc, "udp-backend-v1", "infra") is None
+    assert "pod prefix" in rq.validate_udp_payload(doc, "udp-backend-v2", "infra")
+    assert rq.validate_udp_payload({"pod": "udp-backend-v10-a-b", "namespace": "infra"},
+                                   "udp-backend-v1", "infra") is not None
+    assert "namespace" in rq.validate_udp_payload(doc, "udp-backend-v1", "other")
+
+
+def _udp_replayer():
+    from conformance.replay import Replayer
+
+    return Replayer(None, secret_pair=lambda n, s: (b"", b""), mirror_log_has=lambda *a: False,  # type: ignore[arg-type]
+                    mirror_log_count=lambda *a: 0, limit=0.5)
+
+
+def test_udp_groups_probe_each_case_until_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.replay import CaseFailed, Target
+
+    calls: list[tuple] = []
+
+    def probe(address: str, service: str = "", namespace: str = "", timeout: float = 0) -> str | None:
+        calls.append((address, service, namespace))
+        return None if service != "missing" else "no UDP answer"
+
+    monkeypatch.setattr(rq, "udp_probe", probe)
+    r = _udp_replayer()
+    target = Target("127.1.0.5:5310", "udp")
+    group = {"protocol": "udp", "cases": [{"Service": "svc-a", "Namespace": "infra"},
+                                          {"Service": "svc-b", "Namespace": "infra"}]}
+    r.run_udp_group(group, target, "response")
+    assert calls == [("127.1.0.5:5310", "svc-a", "infra")] * 3 + [("127.1.0.5:5310", "svc-b", "infra")] * 3
+    calls.clear()
+    r.run_udp_group({"protocol": "udp"}, target, "any-echo")
+    assert calls == [("127.1.0.5:5310", "", "")] * 3
+    with pytest.raises(CaseFailed, match="missing"):
+        r.run_udp_group({"cases": [{"Service": "missing", "Namespace": "infra"}]}, target, "response")
+    with pytest.raises(HarnessGap):
+        r.run_udp_group({"cases": [{"Namespace": "infra"}]}, target, "response")
+    with pytest.raises(HarnessGap):
+        r.run_udp_group({"cases": []}, target, "failure")
+
+
+def test_udp_weighted_distribution_attributes_pods_to_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.replay import Target
+
+    weights = {"udp-backend-v1": 0.7, "udp-backend-v2": 0.3, "udp-backend-v3": 0.0}
+    pods = iter(["udp-backend-v1-h-a"] * 350 + ["udp-backend-v2-h-b"] * 150)
+    monkeypatch.setattr(rq, "udp_echo_pod", lambda address, timeout=0: next(pods))
+    r = _udp_replayer()
+    r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1, retries=1)
+    pods = iter(["udp-backend-v1-h-a"] * 349 + ["udp-backend-v3-h-c"] + ["udp-backend-v2-h-b"] * 150)
+    with pytest.raises(CheckFailed, match="udp-backend-v3 should have received 0"):
+        r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1, retries=1)
+
+
+def test_udp_echo_pods_run_only_when_udproute_is_claimed() -> None:
+    from types import SimpleNamespace
+
+    from conformance.runner import Runner
+
+    dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
+        {"image": "echo-basic", "env": [{"name": "UDP_ECHO_SERVER", "value": "1"}]}]}}}}
+    claimed = SimpleNamespace(opts=SimpleNamespace(supported=frozenset({"Gateway", "UDPRoute"})))
+    unclaimed = SimpleNamespace(opts=SimpleNamespace(supported=frozenset({"Gateway", "TCPRoute"})))
+    assert Runner._wants_deployment(claimed, dep) is True  # type: ignore[arg-type]
+    assert Runner._wants_deployment(unclaimed, dep) is False  # type: ignore[arg-type]
