@@ -8,15 +8,32 @@ them on HTTP/1), values are bytes exactly as received.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 Headers = list[tuple[bytes, bytes]]
+
+
+def _same_kind_eq(self: tuple[Any, ...], other: object) -> bool:
+    """Equality for the NamedTuple events below: equal only to the same kind of event
+    (plain tuple equality would make ``Body(b"x") == EndOfMessage(b"x")``)."""
+    return type(other) is type(self) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+
+
+def _same_kind_ne(self: tuple[Any, ...], other: object) -> bool:
+    return not _same_kind_eq(self, other)
+
+
+# The four events made for every proxied request (RequestHead, ResponseHead, Body,
+# EndOfMessage) are immutable NamedTuples rather than frozen dataclasses: a frozen
+# dataclass's __init__ goes through object.__setattr__ once per field (1.3 us for an
+# 11-field RequestHead, measured), a NamedTuple is built by tuple.__new__ (0.3 us) and its
+# fields are read by C descriptors. Same attribute names, keywords, immutability.
+
 #: How a message body is delimited on the wire.
 BodyKind = Literal["none", "length", "chunked", "close"]
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):
     """A parsed request line and header block."""
 
     method: bytes
@@ -37,9 +54,12 @@ class RequestHead:
     #: An ``Upgrade`` was requested (e.g. WebSocket).
     upgrade: bool
 
+    __eq__ = _same_kind_eq
+    __ne__ = _same_kind_ne
+    __hash__ = tuple.__hash__
 
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
+
+class ResponseHead(NamedTuple):
     status: int
     version: bytes
     headers: tuple[tuple[bytes, bytes], ...]
@@ -47,16 +67,26 @@ class ResponseHead:
     body: BodyKind
     content_length: int | None
 
+    __eq__ = _same_kind_eq
+    __ne__ = _same_kind_ne
+    __hash__ = tuple.__hash__
 
-@dataclass(frozen=True, slots=True)
-class Body:
+
+class Body(NamedTuple):
     data: bytes
 
+    __eq__ = _same_kind_eq
+    __ne__ = _same_kind_ne
+    __hash__ = tuple.__hash__
 
-@dataclass(frozen=True, slots=True)
-class EndOfMessage:
+
+class EndOfMessage(NamedTuple):
     #: Trailer fields of a chunked message (lower-case names), usually empty.
     trailers: tuple[tuple[bytes, bytes], ...] = ()
+
+    __eq__ = _same_kind_eq
+    __ne__ = _same_kind_ne
+    __hash__ = tuple.__hash__
 
 
 @dataclass(frozen=True, slots=True)

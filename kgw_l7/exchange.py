@@ -70,12 +70,13 @@ class _RequestIds:
     without calling uuid4() (os.urandom) for every request."""
 
     def __init__(self) -> None:
-        self._prefix = str(uuid.uuid4())[:24].encode()
+        # The prefix is hex digits and dashes: safe inside a %-format.
+        self._fmt = str(uuid.uuid4())[:24].encode() + b"%012x"
         self._n = 0
 
     def next(self) -> bytes:
-        self._n += 1
-        return b"%s%012x" % (self._prefix, self._n & 0xFFFFFFFFFFFF)
+        self._n = n = self._n + 1
+        return self._fmt % (n & 0xFFFFFFFFFFFF)
 
 
 _REQUEST_IDS = _RequestIds()
@@ -136,7 +137,8 @@ class Exchange:
         self.sent = 0
         self.rule: CompiledRule | None = None
         self.backend_name = ""
-        self.upstream_host: str | None = None
+        #: The endpoint of the last try; formatted only when an access log is written.
+        self.upstream_host: tuple[str, int] | None = None
         self.flags = ""
         self.resp_extra: list[tuple[bytes, bytes]] | None = None
         self.resp_ops: tuple[Any, ...] = _EMPTY
@@ -230,8 +232,7 @@ class Exchange:
                 self.finish()
                 return
             rule, backend, request_head = plan
-            if rule.request_timeout is None and rule.backend_timeout is None \
-                    and not rule.retry_attempts and not self.head.upgrade:
+            if rule.no_deadline and not self.head.upgrade:
                 endpoint = backend.pick()
                 if endpoint is None:
                     self.respond(503, b"no healthy upstream\n")
@@ -240,7 +241,7 @@ class Exchange:
                 up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend.tls, ctx.now)
                 if up is not None:
                     self.fast = plan
-                    self.upstream_host = "%s:%d" % endpoint
+                    self.upstream_host = endpoint
                     self.send(up, request_head, True)
                     return
         except Exception:
@@ -319,7 +320,8 @@ class Exchange:
                     xff = v
             ctx.access_log.log(
                 self.wall_start, head.method, head.target, head.version, status,
-                self.received, self.sent, duration, self.upstream_host, head.authority,
+                self.received, self.sent, duration,
+                "%s:%d" % self.upstream_host if self.upstream_host else None, head.authority,
                 rule.name if rule is not None else None, self.request_id, xff, ua,
                 self.flags)
         if not self.request_done and not self.client_lost and not self.close_after:
@@ -569,7 +571,7 @@ class Exchange:
         loop = ctx.loop
         per_try = rule.backend_timeout
         deadline = loop.time() + per_try if per_try else None
-        self.upstream_host = "%s:%d" % endpoint
+        self.upstream_host = endpoint
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 try:
@@ -723,14 +725,19 @@ class Exchange:
         head = self.head
         self.committed = True
         self.status = resp.status
-        drop = HOP_BY_HOP
-        for n, _ in resp.headers:
-            if n == b"connection":
-                drop = HOP_BY_HOP | parse_connection_tokens(resp.headers)
-                break
-        if resp.status == 101:
-            drop = drop - {b"connection", b"upgrade"}
-        out = [h for h in resp.headers if h[0] not in drop]
+        rh = resp.headers
+        out = [h for h in rh if h[0] not in HOP_BY_HOP]
+        if len(out) != len(rh):
+            # Rare: hop-by-hop fields (and whatever Connection names) are dropped; a 101
+            # keeps Connection and Upgrade. The common response has none: one pass.
+            drop = HOP_BY_HOP
+            for n, _ in rh:
+                if n == b"connection":
+                    drop = HOP_BY_HOP | parse_connection_tokens(rh)
+                    break
+            if resp.status == 101:
+                drop = drop - {b"connection", b"upgrade"}
+            out = [h for h in rh if h[0] not in drop]
         for ops in self.resp_ops:
             out = ops.apply(out)
         if self.resp_extra:

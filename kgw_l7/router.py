@@ -281,7 +281,7 @@ class CompiledRule:
     __slots__ = ("name", "route", "gateway", "filters", "backends", "_cum", "_total",
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
-                 "_schedule", "_pos")
+                 "_schedule", "_pos", "no_deadline")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend]) -> None:
         self.name = r.name
@@ -304,6 +304,10 @@ class CompiledRule:
         self.retry_attempts = retry.attempts if retry else 0
         self.retry_codes = frozenset(retry.codes) if retry else frozenset()
         self.retry_backoff = retry.backoff if retry else None
+        #: No timeout and no retry: eligible for the exchange's synchronous fast path
+        #: (precomputed: it is checked for every request).
+        self.no_deadline = (self.request_timeout is None and self.backend_timeout is None
+                            and not self.retry_attempts)
         self.needs_body_copy = bool(self.retry_attempts or self.filters.mirrors or any(
             b.filters is not None and b.filters.mirrors for b in live))
         #: Response header operations per chosen backend (its own, then the rule's).
@@ -398,10 +402,13 @@ class CompiledRoute:
         if self.method is not None and method != self.method:
             return False
         for name, want, is_re in self.headers:
-            values = [v for n, v in headers if n == name]
-            if not values:
+            # A plain loop: a list comprehension costs a frame per header matcher.
+            got = None
+            for n, v in headers:
+                if n == name:
+                    got = v if got is None else got + b"," + v
+            if got is None:
                 return False
-            got = values[0] if len(values) == 1 else b",".join(values)
             if is_re:
                 if want.search(got) is None:  # type: ignore[union-attr]
                     return False

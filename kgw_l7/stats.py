@@ -22,14 +22,14 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class WorkerStats:
-    __slots__ = ("requests", "durations", "connect_failures", "active_connections",
-                 "generation", "connections_total", "rejected_connections")
+    __slots__ = ("_per", "connect_failures", "active_connections", "generation",
+                 "connections_total", "rejected_connections")
 
     def __init__(self) -> None:
-        #: (gateway, route, backend, code) -> count
-        self.requests: dict[tuple[str, str, str, int], int] = {}
-        #: (gateway, route) -> [bucket counts..., +Inf count, sum]
-        self.durations: dict[tuple[str, str], list[float]] = {}
+        #: (gateway, route, backend, code) -> [count, bucket counts..., +Inf count, sum].
+        #: One dict lookup per request; the request counters and the per-route duration
+        #: histograms are aggregated from it on scrape (``snapshot``).
+        self._per: dict[tuple[str, str, str, int], list[float]] = {}
         self.connect_failures: dict[str, int] = {}
         self.active_connections = 0
         self.connections_total = 0
@@ -39,22 +39,38 @@ class WorkerStats:
     def request(self, gateway: str, route: str, backend: str, code: int,
                 seconds: float) -> None:
         key = (gateway, route, backend, code)
-        req = self.requests
-        req[key] = req.get(key, 0) + 1
-        dkey = (gateway, route)
-        hist = self.durations.get(dkey)
-        if hist is None:
-            hist = self.durations[dkey] = [0.0] * (len(DURATION_BUCKETS) + 2)
-        hist[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-        hist[-1] += seconds
+        h = self._per.get(key)
+        if h is None:
+            h = self._per[key] = [0] * (len(DURATION_BUCKETS) + 3)
+        h[0] += 1
+        h[1 + bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        h[-1] += seconds
+
+    @property
+    def requests(self) -> dict[tuple[str, str, str, int], int]:
+        """(gateway, route, backend, code) -> count."""
+        return {k: int(h[0]) for k, h in self._per.items()}
+
+    @property
+    def durations(self) -> dict[tuple[str, str], list[float]]:
+        """(gateway, route) -> [bucket counts..., +Inf count, sum] (not cumulative)."""
+        out: dict[tuple[str, str], list[float]] = {}
+        for (gateway, route, _, _), h in self._per.items():
+            cur = out.get((gateway, route))
+            if cur is None:
+                out[(gateway, route)] = [float(x) for x in h[1:]]
+            else:
+                for i, x in enumerate(h[1:]):
+                    cur[i] += x
+        return out
 
     def connect_failure(self, backend: str) -> None:
         self.connect_failures[backend] = self.connect_failures.get(backend, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "requests": dict(self.requests),
-            "durations": {k: list(v) for k, v in self.durations.items()},
+            "requests": self.requests,
+            "durations": self.durations,
             "connect_failures": dict(self.connect_failures),
             "active_connections": self.active_connections,
             "connections_total": self.connections_total,

@@ -200,7 +200,9 @@ class Pool:
         if conn.closed or not conn.reader.reusable or conn.reader.in_message:
             conn.close()
             return
-        idle = self._idle.setdefault(conn.key, [])
+        idle = self._idle.get(conn.key)
+        if idle is None:  # (setdefault would build a throwaway list on every release)
+            idle = self._idle[conn.key] = []
         if len(idle) >= MAX_IDLE_PER_ENDPOINT:
             conn.close()
             return
