@@ -23,7 +23,8 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .config import Frontend, L4Config
+from .config import L4Config
+from .userspace import select_frontends
 
 log = logging.getLogger("kgw.l4.udp")
 
@@ -193,34 +194,6 @@ class UdpFrontend(asyncio.DatagramProtocol):
                         self.no_backend_drops, self.oversize_drops, self.send_errors)
 
 
-def select_udp_frontends(config: L4Config) -> tuple[dict[Key, Frontend], dict[Key, object], dict[str, str]]:
-    """The UDP frontends to serve, their pickers, and errors. A frontend whose groups all
-    have weight 0 is still served (its flows drain) but reported; one with no backends
-    at all is not served."""
-    from .userspace import picker
-
-    errors: dict[str, str] = {}
-    wanted: dict[Key, Frontend] = {}
-    picks: dict[Key, object] = {}
-    for fe in config.frontends:
-        if fe.protocol != "UDP":
-            continue
-        key = (fe.address, fe.port)
-        if key in wanted:
-            errors[fe.name] = (f"port clash: {fe.address}:{fe.port}/udp is already used by "
-                               f"frontend {wanted[key].name!r}")
-            continue
-        p = picker(fe)
-        if not p.endpoints:
-            errors[fe.name] = "no backends"
-            continue
-        if not p.table:
-            errors[fe.name] = "no backend with weight > 0: new flows are dropped"
-        wanted[key] = fe
-        picks[key] = p
-    return wanted, picks, errors
-
-
 class UdpProxy:
     """All UDP frontends of the userspace plane: apply() a config, errors, close()."""
 
@@ -234,7 +207,7 @@ class UdpProxy:
         self._sweeper: asyncio.Task | None = None
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_udp_frontends(config)
+        wanted, picks, errors = select_frontends(config, "UDP", keep_drained=True)
         await self._drop_all([k for k in self.frontends if k not in wanted])
         loop = asyncio.get_running_loop()
         for key, fe in wanted.items():
@@ -291,5 +264,4 @@ class UdpProxy:
         await self._drop_all(list(self.frontends))
 
 
-__all__ = ["IDLE_TIMEOUT_S", "MAX_FLOWS", "MAX_DATAGRAM", "UdpProxy", "UdpFrontend", "UdpStats",
-           "select_udp_frontends"]
+__all__ = ["IDLE_TIMEOUT_S", "MAX_FLOWS", "MAX_DATAGRAM", "UdpProxy", "UdpFrontend", "UdpStats"]

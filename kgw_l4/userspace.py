@@ -82,34 +82,40 @@ async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
                 await w.wait_closed()
 
 
-def select_frontends(config: L4Config, unsupported: str, *,
-                     elsewhere: frozenset[str] = frozenset()) -> tuple[
+def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: str | None = None,
+                     keep_drained: bool = False) -> tuple[
         dict[tuple[str, int], Frontend], dict[tuple[str, int], _Pick], dict[str, str]]:
-    """The TCP frontends an accepting proxy can serve, their pickers, and why the others
-    cannot be served (non-TCP protocol, port clash, no backends, all weights 0).
-    Frontends of a protocol in ``elsewhere`` are skipped without an error: another part
-    of the plane serves them (kgw_l4.udp for UDP in the userspace plane)."""
+    """The ``protocol`` frontends a userspace proxy can serve, their pickers, and why the
+    others cannot be served (port clash, no backends, all weights 0).
+
+    Frontends of another protocol are reported with ``unsupported`` as the reason, or
+    skipped silently when it is None (another part of the plane serves them).
+    ``keep_drained``: a frontend whose groups all have weight 0 is still served (UDP:
+    existing flows ride its socket) but reported; otherwise it is not served (TCP:
+    established connections do not need the listener).
+    """
     errors: dict[str, str] = {}
     wanted: dict[tuple[str, int], Frontend] = {}
     picks: dict[tuple[str, int], _Pick] = {}
+    new = "flows are dropped" if keep_drained else "connections are refused"
     for fe in config.frontends:
-        if fe.protocol in elsewhere:
-            continue
-        if fe.protocol != "TCP":
-            errors[fe.name] = f"{fe.protocol} frontends {unsupported}"
+        if fe.protocol != protocol:
+            if unsupported is not None:
+                errors[fe.name] = f"{fe.protocol} frontends {unsupported}"
             continue
         key = (fe.address, fe.port)
         if key in wanted:
-            errors[fe.name] = (f"port clash: {fe.address}:{fe.port} is already used by "
-                               f"frontend {wanted[key].name!r}")
+            errors[fe.name] = (f"port clash: {fe.address}:{fe.port}/{protocol.lower()} is already "
+                               f"used by frontend {wanted[key].name!r}")
             continue
         p = picker(fe)
         if not p.endpoints:
             errors[fe.name] = "no backends"
             continue
         if not p.table:
-            errors[fe.name] = "no backend with weight > 0: new connections are refused"
-            continue
+            errors[fe.name] = f"no backend with weight > 0: new {new}"
+            if not keep_drained:
+                continue
         wanted[key] = fe
         picks[key] = p
     return wanted, picks, errors
@@ -120,15 +126,15 @@ class UserspaceProxy:
     left to kgw_l4.udp.UdpProxy (no error here); otherwise they are reported."""
 
     def __init__(self, *, udp: bool = False) -> None:
-        self._elsewhere = frozenset({"UDP"}) if udp else frozenset()
+        # with udp=True, kgw_l4.udp serves the UDP frontends: nothing to report here
+        self._unsupported = None if udp else "need the kernel data plane"
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._picks: dict[tuple[str, int], _Pick] = {}
         self._tasks: set[asyncio.Task] = set()
         self.errors: dict[str, str] = {}
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_frontends(config, "need the kernel data plane",
-                                                 elsewhere=self._elsewhere)
+        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
         self._picks.update(picks)
         for key in list(self._servers):
             if key not in wanted:
