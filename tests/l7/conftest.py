@@ -14,17 +14,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+from tests.helpers import ROOT, eventually, free_port  # noqa: F401 - re-exported to the l7 tests
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
@@ -36,20 +30,6 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"{host}:{port} never accepted")
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except (AssertionError, OSError, ValueError, KeyError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last error: {last!r})")
 
 
 class Echo:
