@@ -395,16 +395,18 @@ class StatusChecker:
         self.poll(f"GatewayMustHaveCondition({nn[0]}/{nn[1]})", T_GATEWAY_CONDITION, fn)
 
     def GatewayStatusMustHaveListeners(self, gw: Obj, listeners: list[Obj]) -> None:
-        nn = self._nn(gw)
+        self._status_has_listeners("Gateway", self._nn(gw), listeners, T_GATEWAY_LISTENERS)
 
+    def _status_has_listeners(self, kind: str, nn: tuple[str, str], listeners: list[Obj],
+                              timeout: float) -> None:
         def fn(st: dict) -> str | None:
-            obj = self._get(st, "Gateway", nn)
+            obj = self._get(st, kind, nn)
             if obj is None:
-                return f"Gateway {nn[0]}/{nn[1]} has no status"
+                return f"{kind} {nn[0]}/{nn[1]} has no status"
             status = obj.get("status") or {}
             return (stale_conditions(obj, status.get("conditions") or [])
                     or listeners_match(listeners, status.get("listeners") or []))
-        self.poll(f"GatewayStatusMustHaveListeners({nn[0]}/{nn[1]})", T_GATEWAY_LISTENERS, fn)
+        self.poll(f"{kind}StatusMustHaveListeners({nn[0]}/{nn[1]})", timeout, fn)
 
     def GatewayListenersMustHaveConditions(self, gw: Obj, conditions: list[Obj], listener: str = "") -> None:
         nn = self._nn(gw)
@@ -487,16 +489,7 @@ class StatusChecker:
         self._listeners_conditions("ListenerSet", self._nn(ls), conditions, list(listeners), stale_fatal=True)
 
     def ListenerSetStatusMustHaveListeners(self, ls: Obj, listeners: list[Obj]) -> None:
-        nn = self._nn(ls)
-
-        def fn(st: dict) -> str | None:
-            obj = self._get(st, "ListenerSet", nn)
-            if obj is None:
-                return f"ListenerSet {nn[0]}/{nn[1]} has no status"
-            status = obj.get("status") or {}
-            return (stale_conditions(obj, status.get("conditions") or [])
-                    or listeners_match(listeners, status.get("listeners") or []))
-        self.poll(f"ListenerSetStatusMustHaveListeners({nn[0]}/{nn[1]})", T_LISTENERS_CONDITIONS, fn)
+        self._status_has_listeners("ListenerSet", self._nn(ls), listeners, T_LISTENERS_CONDITIONS)
 
     def RoutesAndParentMustBeAccepted(self, ref: Obj, _route_type: Any = None, *routes: Any) -> None:
         """Upstream RoutesAndParentMustBeAccepted for a Gateway or a ListenerSet parent."""
