@@ -3,9 +3,13 @@
  * peer in kgw_splice_peer and inserts both sockets into kgw_sockhash; this verdict
  * program then sends every skb received on one socket out of the other.
  *
- * Sharp edges (DESIGN.md): a zero-length skb carries the FIN — pass it to the socket
- * so userspace sees EOF (EPOLLRDHUP) and forwards the half-close itself, after the
- * redirected bytes are acknowledged. A socket without a peer entry passes too. */
+ * Attached as a stream verdict without a stream parser: the kernel hands it whole
+ * skbs off the receive queue (tcp_read_skb).
+ *
+ * Sharp edges (DESIGN.md): a zero-length skb carries a bare FIN — free it (below);
+ * userspace sees EOF (EPOLLRDHUP) from the TCP state and forwards the half-close
+ * itself, after the redirected bytes are acknowledged. A socket without a peer entry
+ * passes. */
 #include <uapi/linux/bpf.h>
 #include "kgw_maps.h"
 #include "stats.h"
@@ -13,19 +17,17 @@
 BPF_SOCKHASH(kgw_sockhash, struct kgw_sock_key, KGW_SOCKHASH_SIZE);
 BPF_HASH(kgw_splice_peer, struct kgw_sock_key, struct kgw_sock_key, KGW_SOCKHASH_SIZE);
 
-/* Stream parser: every skb is one message (no framing). With a parser attached the
- * kernel feeds the verdict through strparser, which keeps TCP ordering and copied_seq
- * accounting on the classic tcp_read_sock path. */
-int kgw_sk_parser(struct __sk_buff *skb)
-{
-	return skb->len;
-}
-
 int kgw_sk_verdict(struct __sk_buff *skb)
 {
 	if (skb->len == 0) {
+		/* A bare FIN. TCP has already recorded it (RCV_SHUTDOWN: userspace sees
+		 * EPOLLRDHUP); the skb has no bytes to deliver. SK_PASS would queue it on
+		 * this socket's psock backlog when data for this socket is pending there
+		 * (the other direction is busy), and the backlog worker treats a 0-byte
+		 * delivery as a hard error: EPIPE, transmit disabled, the rest of that
+		 * direction dropped. So free it here. Counted with the passes (0 bytes). */
 		kgw_count(KGW_C_SPLICE_PASS, 0);
-		return SK_PASS;
+		return SK_DROP;
 	}
 	struct kgw_sock_key k = {};
 	k.local_addr = skb->local_ip4;

@@ -196,11 +196,6 @@ class Loader:
         self._init_settings()
         return fn.fd
 
-    def load_extra(self, prog: str, func: str) -> int:
-        """fd of another function of an already loaded program file (same type)."""
-        b = self._bpf[prog]
-        return b.load_func(func, PROGRAMS[prog][2]).fd  # type: ignore[attr-defined]
-
     def table_fd(self, prog: str, table: str) -> int:
         """fd of a map a loaded program declares without pinning (e.g. the sockhash)."""
         from bcc import libbcc

@@ -26,5 +26,7 @@ def test_splice_integrity_64mb_each_way(lab):
     c = loader.counters(agent.maps(), agent.sizes)
     # every byte went through the verdict program (both ways), none through userspace
     assert c["SPLICE_REDIRECT"][1] >= 2 * 64 * MB, c["SPLICE_REDIRECT"]
+    assert c["SPLICE_DROP"] == (0, 0), c  # no skb met a peer missing from the sockhash
+    assert "socket error" not in agent.log(), agent.log()[-1500:]
     for ns in (lab.topo.backend, lab.topo.client):
         assert lab.topo.snmp(ns)["Tcp"]["InCsumErrors"] == 0

@@ -15,9 +15,12 @@ Per mode: iperf3 throughput (-t SECONDS, one stream), short-connection rate (wrk
 HTTP with `Connection: close`, so every request is a new TCP connection, to nginx in the
 backend namespace), and CPU per GB moved during the iperf3 run: the gateway process's
 own CPU (agent or haproxy; kernel work in softirq/kworkers is not attributed to it) and
-the whole machine's CPU (client and server included).
+the whole machine's CPU (client and server included; other jobs on a shared machine
+too, so the busy CPUs of the idle second before each run are reported next to it), and
+how many bytes the client had sent but the server not received when iperf3 ended.
 
-  sudo .venv/bin/python -m bench.l4.run [--seconds 2] [--repeat 3] [--out bench/results/l4.md]
+  sudo .venv/bin/python -m bench.l4.run [--seconds 2] [--repeat 3] [--modes a,b]
+                                        [--out bench/results/l4.md]
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class Result:
     conn_errors: int = 0
     gw_cpu_s_per_gb: float | None = None
     sys_cpu_s_per_gb: float = 0.0
+    backlog_gb: float = 0.0  # median sent - received per iperf3 run
+    bg_cpus: float = 0.0  # machine CPUs busy in the idle second before each run
     note: str = ""
 
 
@@ -73,14 +78,17 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
 
 
-def iperf(topo: Topology, host: str, port: int, seconds: int) -> tuple[float, float]:
+def iperf(topo: Topology, host: str, port: int, seconds: int) -> tuple[float, float, float]:
+    """(receiver Gbit/s, GB received, GB the client sent but the server had not
+    received when the run ended: what sits between them, in the gateway or buffers)."""
     r = topo.run(topo.client, "iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J",
                  timeout=seconds + 30, check=False)
     data = json.loads(r.stdout or "{}")
     if "error" in data or "end" not in data:
         raise RuntimeError(f"iperf3 to {host}:{port} failed: {data.get('error', r.stderr[-300:])}")
     s = data["end"]["sum_received"]
-    return s["bits_per_second"] / 1e9, s["bytes"] / 1e9
+    backlog = (data["end"]["sum_sent"]["bytes"] - s["bytes"]) / 1e9
+    return s["bits_per_second"] / 1e9, s["bytes"] / 1e9, backlog
 
 
 def wrk(topo: Topology, host: str, port: int, seconds: int) -> tuple[float, int]:
@@ -167,16 +175,21 @@ def measure(topo: Topology, mode: str, host: str, iperf_port: int, http_port: in
             seconds: int, gw_pid: int | None, repeat: int, note: str = "") -> Result:
     """Median of ``repeat`` runs of each tool (the machine is shared: single runs are
     noisy); CPU per GB over all iperf3 runs together."""
-    rates, gbpss = [], []
+    rates, gbpss, backlogs = [], [], []
     cpu = gbytes = 0.0
-    jiffies = 0
+    jiffies = bg_jiffies = 0
     errors = 0
     for _ in range(repeat):
+        # The machine is shared: how busy is it with nothing of ours running?
+        b0 = busy_jiffies()
+        time.sleep(1)
+        bg_jiffies += busy_jiffies() - b0
         cpu0, j0 = (proc_cpu(gw_pid) if gw_pid else 0.0), busy_jiffies()
-        gbps, gb = iperf(topo, host, iperf_port, seconds)
+        gbps, gb, backlog = iperf(topo, host, iperf_port, seconds)
         cpu += (proc_cpu(gw_pid) if gw_pid else 0.0) - cpu0
         jiffies += busy_jiffies() - j0
         gbpss.append(gbps)
+        backlogs.append(backlog)
         gbytes += gb
     for _ in range(repeat):
         rate, errs = wrk(topo, host, http_port, seconds)
@@ -185,7 +198,8 @@ def measure(topo: Topology, mode: str, host: str, iperf_port: int, http_port: in
     gb = max(gbytes, 1e-9)
     return Result(mode, round(statistics.median(gbpss), 2), round(gbytes, 2),
                   round(statistics.median(rates)), errors,
-                  round(cpu / gb, 3) if gw_pid else None, round(jiffies / CLK / gb, 3), note)
+                  round(cpu / gb, 3) if gw_pid else None, round(jiffies / CLK / gb, 3),
+                  round(statistics.median(backlogs), 2), round(bg_jiffies / CLK / repeat, 2), note)
 
 
 def stop(p: subprocess.Popen | None) -> None:
@@ -232,6 +246,12 @@ def run_topology(xdp: bool, modes: list[str], seconds: int, tmp: Path,
     return out
 
 
+#: (XDP-ready topology, mode), in report order
+ALL_MODES = [(False, "routed"), (False, "kgw-tc"), (False, "kgw-splice"),
+             (False, "kgw-userspace"), (False, "haproxy"),
+             (True, "routed-xdp-topo"), (True, "kgw-xdp")]
+
+
 def report(results: list[Result], seconds: int, repeat: int, cmd: str) -> str:
     by = {r.mode: r for r in results}
     lines = [
@@ -243,13 +263,14 @@ def report(results: list[Result], seconds: int, repeat: int, cmd: str) -> str:
         f"Each tool runs {repeat} times for {seconds} s (median reported): `iperf3 -c HOST -t {seconds} -J` (one stream) and "
         f"`wrk -t2 -c32 -d{seconds}s -H 'Connection: close'` against nginx `return 200` "
         "(every request a new TCP connection). Each mode gets a fresh topology.", "",
-        "| mode | iperf3 Gbit/s | short conns/s | errors | gw process CPU s/GB | machine CPU s/GB | note |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| mode | iperf3 Gbit/s | short conns/s | errors | gw process CPU s/GB | machine CPU s/GB "
+        "| sent − received GB | background CPUs | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         gw = "-" if r.gw_cpu_s_per_gb is None else f"{r.gw_cpu_s_per_gb}"
         lines.append(f"| {r.mode} | {r.gbps} | {r.conn_rate} | {r.conn_errors} | {gw} | "
-                     f"{r.sys_cpu_s_per_gb} | {r.note} |")
+                     f"{r.sys_cpu_s_per_gb} | {r.backlog_gb} | {r.bg_cpus} | {r.note} |")
     lines += ["", "## Against the targets", ""]
 
     def ratio(a: str, b: str, attr: str) -> str:
@@ -277,12 +298,23 @@ def report(results: list[Result], seconds: int, repeat: int, cmd: str) -> str:
         "clients' tuples whose TCP timestamps fail PAWS; tcpdump showed the SYN answered by "
         "an ACK, a client reset and a retry. The same effect hits any proxy whose backend "
         "sockets reuse ports, hence a fresh topology per mode.",
-        "- Splice runs the verdict through strparser (a parser program is attached). The "
-        "verdict-only attachment lost echoed bytes within a second on this kernel "
-        "(vm_tests/test_splice.py fails with it), so it is not used. The splicing agent "
-        "spends ~0 CPU itself; the copying happens in softirq and the sockmap backlog "
-        "kworkers, which the machine column counts: on veth it is not cheaper than "
-        "haproxy's splice() per GB.",
+        "- Splice: verdict-only attachment (tcp_read_skb, no strparser). The data loss "
+        "once seen with it came from the bare-FIN skb: returned SK_PASS while data for "
+        "the same socket was queued on its psock backlog, it was queued behind that "
+        "data, and the backlog worker treats a 0-byte delivery as a hard error (EPIPE, "
+        "transmit disabled, the rest of the direction dropped). bpf/sockmap.c now frees "
+        "it (TCP already recorded the FIN). Spliced sockets get an 8 MB send buffer "
+        "(SO_SNDBUFFORCE): the backlog worker stops at half a full send buffer and "
+        "retries one jiffy later, which with the autotuned 4 MB idled the link (4.1 Gbit/s).",
+        "- Splice has no backpressure on this kernel: an SK_SKB egress redirect consumes "
+        "the skb (the client's window reopens) and queues it on the peer's psock for a "
+        "worker; that queue is unbounded and not charged to any socket. The "
+        "'sent − received' column shows it: before the send-buffer change ~0.9 GB of a "
+        "2 s run sat in the gateway's kernel memory when iperf3 stopped. A slow backend "
+        "(or a fast client) makes the gateway buffer without limit — the splice mode is "
+        "only for trusted or rate-limited clients until the kernel bounds that queue.",
+        "- Machine CPU counts every process on the machine; when 'background CPUs' is "
+        "not ~0 another job was running and the column overstates the mode's cost.",
         "- XDP on veth needs full checksums from the senders (tx offload off) and GRO on "
         "the peers; that topology is slower for everything (see routed-xdp-topo). XDP's "
         "gain over TC is expected on NICs with native XDP, not on veth.",
@@ -295,7 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the median is reported")
     ap.add_argument("--out", default=str(ROOT / "bench/results/l4.md"))
+    ap.add_argument("--modes", default=",".join(m for _, m in ALL_MODES),
+                    help="comma-separated subset of: " + ", ".join(m for _, m in ALL_MODES))
     ns = ap.parse_args(argv)
+    wanted = [m.strip() for m in ns.modes.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - {m for _, m in ALL_MODES})
+    if unknown:
+        ap.error(f"unknown modes: {', '.join(unknown)}")
     reason = loader.unavailable_reason()
     missing = [t for t in ("iperf3", "wrk", "haproxy", "nginx") if shutil.which(t) is None]
     if reason or missing:
@@ -307,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     # connections would otherwise slow the next mode's (PAWS rejects a SYN whose
     # timestamps come from another connection's clock offset).
     results: list[Result] = []
-    for xdp, mode in [(False, "routed"), (False, "kgw-tc"), (False, "kgw-splice"),
-                      (False, "kgw-userspace"), (False, "haproxy"),
-                      (True, "routed-xdp-topo"), (True, "kgw-xdp")]:
-        results += run_topology(xdp, [mode], ns.seconds, tmp, ns.repeat)
+    for xdp, mode in ALL_MODES:
+        if mode in wanted:
+            results += run_topology(xdp, [mode], ns.seconds, tmp, ns.repeat)
     cmd = f"sudo .venv/bin/python -m bench.l4.run --seconds {ns.seconds} --repeat {ns.repeat}"
+    if set(wanted) != {m for _, m in ALL_MODES}:
+        cmd += f" --modes {','.join(wanted)}"
     text = report(results, ns.seconds, ns.repeat, cmd)
     Path(ns.out).write_text(text)
     print(text)
