@@ -10,3 +10,66 @@ Modules, from the wire up:
 * ``stats``/``metrics`` -- counters, access log, Prometheus exposition.
 * ``echo`` -- ``kgw echo``, the conformance-compatible echo backend.
 """
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+#: Modules on the per-request path that ``scripts/build_ext.py`` compiles with Cython from
+#: these same sources (declarations in the matching ``.pxd``), as aiohttp and uvloop ship
+#: compiled parsers: the code is read, tested and changed as Python; the build makes the
+#: struct-field attribute access that the hot path is mostly made of.
+COMPILED_MODULES = ("h1", "router", "upstream", "exchange", "proxy", "stats", "worker")
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _extension_path(name: str) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = _HERE / f"{name}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def extension_in_use(name: str) -> bool:
+    """Is the compiled ``kgw_l7.<name>`` the one imported? Only when extensions are not
+    disabled (``KGW_NO_EXTENSIONS=1``) and every compiled module is newer than every .py
+    and .pxd they are made from: the modules share declarations (a .pxd cimported by
+    another), so a build is used whole or not at all, and a stale build never (edit,
+    test, rebuild later)."""
+    if os.environ.get("KGW_NO_EXTENSIONS", "") not in ("", "0"):
+        return False
+    return name in COMPILED_MODULES and _build_is_fresh()
+
+
+def _build_is_fresh() -> bool:
+    built = []
+    for name in COMPILED_MODULES:
+        ext = _extension_path(name)
+        if ext is None:
+            return False
+        built.append(ext.stat().st_mtime)
+    newest_source = max(src.stat().st_mtime for name in COMPILED_MODULES
+                        for src in (_HERE / f"{name}.py", _HERE / f"{name}.pxd")
+                        if src.exists())
+    return min(built) >= newest_source
+
+
+class _SourceUnlessBuilt(importlib.abc.MetaPathFinder):
+    """Imports ``kgw_l7.<name>`` from its .py whenever the extension must not be used
+    (the default finder would prefer any extension file next to the source)."""
+
+    def find_spec(self, fullname: str, path: object = None,
+                  target: object = None) -> importlib.machinery.ModuleSpec | None:
+        pkg, _, name = fullname.partition(".")
+        if pkg != __name__ or name not in COMPILED_MODULES or extension_in_use(name):
+            return None
+        return importlib.util.spec_from_file_location(fullname, _HERE / f"{name}.py")
+
+
+if not any(isinstance(f, _SourceUnlessBuilt) for f in sys.meta_path):
+    sys.meta_path.insert(0, _SourceUnlessBuilt())

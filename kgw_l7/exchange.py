@@ -725,6 +725,19 @@ class Exchange:
         head = self.head
         self.committed = True
         self.status = resp.status
+        up = self.upstream
+        if self.fast is not None and up is not None and up.reader.whole is not None \
+                and not self.resp_ops and not self.resp_extra and not self.close_after \
+                and not self.conn.closing and head.version == b"1.1":
+            # The whole response arrived in one read and needs no change (no filter, no
+            # hop-by-hop field, same framing): relay the bytes as they came. Field names
+            # keep the backend's case here, as nginx does; re-encoded heads are lower-case.
+            self.resp_body = resp.body
+            self.early = None
+            if resp.body == "length":
+                self.sent += resp.content_length  # type: ignore[operator]
+            self.conn.write(up.reader.whole)
+            return True
         rh = resp.headers
         out = [h for h in rh if h[0] not in HOP_BY_HOP]
         if len(out) != len(rh):

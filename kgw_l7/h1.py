@@ -44,6 +44,9 @@ _new = tuple.__new__
 _NO_TRAILERS = _new(EndOfMessage, ((),))
 
 
+#: Response header names that on_headers_complete looks at (framing and hop-by-hop).
+_RESPONSE_FRAMING = HOP_BY_HOP | {b"content-length"}
+
 #: Request header names that on_headers_complete looks at: one set lookup skips the rest.
 _REQUEST_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
 
@@ -57,7 +60,7 @@ class RequestReader:
 
     __slots__ = ("_parser", "_events", "_url", "_headers", "_in_head", "_head_bytes",
                  "_header_count", "_trailers", "_failed", "max_header_bytes", "max_headers",
-                 "_hdr_size")
+                 "_hdr_size", "_fresh")
 
     def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES,
                  max_headers: int = MAX_HEADERS) -> None:
@@ -71,6 +74,8 @@ class RequestReader:
         self._header_count = 0
         self._hdr_size = 0
         self._failed = False
+        #: The data being fed when a request line starts at its first byte (see _version).
+        self._fresh: bytes | None = None
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
 
@@ -90,6 +95,7 @@ class RequestReader:
             return []
         events = self._events = []
         if self._in_head:
+            self._fresh = data if not self._head_bytes else None
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
@@ -139,12 +145,8 @@ class RequestReader:
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        version = parser.get_http_version()
-        if version == "1.1":
-            v = b"1.1"
-        elif version == "1.0":
-            v = b"1.0"
-        else:
+        v = self._version()
+        if v is None:
             raise ProtocolError("unsupported HTTP version", 505)
         host = authority = None
         body: BodyKind = "none"
@@ -190,6 +192,27 @@ class RequestReader:
             body, length, expect and body != "none", parser.should_upgrade(),
         )))
 
+    def _version(self) -> bytes | None:
+        """b"1.1", b"1.0" or None (unsupported). httptools only offers
+        ``get_http_version()``, which formats a str per call; when the request line is the
+        first line of the data being fed (llhttp has validated it), its last 8 bytes say
+        the same for a fraction of the cost."""
+        data, self._fresh = self._fresh, None
+        if data is not None:
+            end = data.find(b"\r\n")
+            if end >= 8:
+                tail = data[end - 8:end]
+                if tail == b"HTTP/1.1":
+                    return b"1.1"
+                if tail == b"HTTP/1.0":
+                    return b"1.0"
+        version = self._parser.get_http_version()
+        if version == "1.1":
+            return b"1.1"
+        if version == "1.0":
+            return b"1.0"
+        return None
+
     def on_body(self, body: bytes) -> None:
         self._events.append(_new(Body, (body,)))
 
@@ -214,7 +237,8 @@ class ResponseReader:
     """
 
     __slots__ = ("_parser", "_events", "_headers", "_trailers", "_head_request", "_body",
-                 "_in_message", "_failed", "reusable", "_head_bytes", "_got_head")
+                 "_in_message", "_failed", "reusable", "_head_bytes", "_got_head", "whole",
+                 "_begins", "_plain", "_fresh")
 
     def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
@@ -229,6 +253,14 @@ class ResponseReader:
         self._head_bytes = 0
         #: False once the connection cannot carry another exchange.
         self.reusable = True
+        #: The bytes of the last ``feed`` when they were exactly one whole final HTTP/1.1
+        #: response, framed by Content-Length (or without a body) and free of hop-by-hop
+        #: fields: such a response can be relayed as received, without re-encoding.
+        self.whole: bytes | None = None
+        self._begins = 0
+        self._plain = False
+        #: The data being fed starts with an HTTP/1.1 status line.
+        self._fresh = False
 
     def expect(self, head_request: bool) -> None:
         self._head_request = head_request
@@ -247,6 +279,9 @@ class ResponseReader:
         events = self._events = []
         if not self._got_head:
             self._head_bytes += len(data)
+        self.whole = None
+        self._begins = 0
+        self._fresh = data.startswith(b"HTTP/1.1 ")
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -263,7 +298,12 @@ class ResponseReader:
         except httptools.HttpParserError as exc:
             self._fail(ProtocolError(f"malformed response: {exc}", 502))
         else:
-            if not self._got_head and self._head_bytes > MAX_HEADER_BYTES * 2:
+            if self._begins == 1 and self._plain and not self._in_message and self._fresh:
+                # One message began in these bytes, at their start (the status line),
+                # and ended at their end (nothing followed it: that would have begun
+                # another message).
+                self.whole = data
+            elif not self._got_head and self._head_bytes > MAX_HEADER_BYTES * 2:
                 self._fail(ProtocolError("response header block too large", 502))
         return events
 
@@ -290,6 +330,8 @@ class ResponseReader:
         self._in_message = True
         self._headers = []
         self._trailers = None
+        self._begins += 1
+        self._plain = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers is not None:
@@ -307,19 +349,30 @@ class ResponseReader:
             return  # interim response (100, 103): dropped, the final one follows
         body: BodyKind = "close"
         length = None
+        hop = False
         for name, value in self._headers:
-            if name == b"content-length":
-                length = int(value)
-                body = "length"
-            elif name == b"transfer-encoding":
-                body = "chunked"
+            if name in _RESPONSE_FRAMING:
+                if name == b"content-length":
+                    length = int(value)
+                    body = "length"
+                else:
+                    hop = True
+                    if name == b"transfer-encoding":
+                        body = "chunked"
         if status in (204, 304, 101) or self._head_request:
             body = "none"
         elif body == "length" and length == 0:
             body = "none"
+        self._plain = not hop and body != "close" and body != "chunked" and status != 101 \
+            and not self._head_request
         self._body = body
         self._got_head = True
-        version = b"1.1" if parser.get_http_version() == "1.1" else b"1.0"
+        if self._begins == 1 and self._fresh:
+            # The status line is the first line of the data being fed (see feed):
+            # cheaper than httptools' get_http_version(), which formats a str.
+            version = b"1.1"
+        else:
+            version = b"1.1" if parser.get_http_version() == "1.1" else b"1.0"
         keep_alive = parser.should_keep_alive() and body != "close"
         if not keep_alive:
             self.reusable = False

@@ -9,7 +9,7 @@ Usage (the controller's supervisor)::
     plane.listener_errors()          # {"0.0.0.0:80": "cannot listen on ...: ..."}
     await plane.close()
 
-Workers are separate processes (``python -m kgw_l7.worker``: no fork of a supervisor
+Workers are separate processes (``python -m kgw_l7 worker``: no fork of a supervisor
 that may run threads), each with its own uvloop, sharing listening ports through
 SO_REUSEPORT. Each worker is spoken to over a socketpair carrying pickled frozen config
 records. A worker
@@ -80,7 +80,7 @@ class _Worker:
         self.pending = {"ready": ready}
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "kgw_l7.worker", "--fd", str(child.fileno()),
+                sys.executable, "-m", "kgw_l7", "worker", "--fd", str(child.fileno()),
                 "--index", str(self.index), "--options", options,
                 pass_fds=(child.fileno(),), env=_worker_env())
         finally:

@@ -50,7 +50,7 @@ class ListenerState:
         self.sock: Any = None
 
 
-class DownstreamConn(asyncio.Protocol):
+class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
     __slots__ = ("ctx", "listener", "transport", "reader", "queue", "parsing", "paused",
                  "write_paused", "closing", "peer", "last_activity", "head_started",
                  "ssl_context", "tunnel", "_pending_tunnel")

@@ -448,17 +448,17 @@ class CompiledVirtualHost:
 class ListenerRouter:
     """Host lookup for one listener: exact, then longest wildcard suffix, then ``*``."""
 
-    __slots__ = ("exact", "wildcards", "default", "listener")
+    __slots__ = ("exact", "wildcards", "catch_all", "listener")
 
     def __init__(self, listener: Listener, vhosts: list[CompiledVirtualHost]) -> None:
         self.listener = listener
         self.exact: dict[bytes, CompiledVirtualHost] = {}
         wild: list[tuple[bytes, CompiledVirtualHost]] = []
-        self.default: CompiledVirtualHost | None = None
+        self.catch_all: CompiledVirtualHost | None = None
         for vh in vhosts:
             name = vh.hostname.lower()
             if name == "*":
-                self.default = vh
+                self.catch_all = vh
             elif name.startswith("*."):
                 wild.append((_b(name[1:]), vh))  # ".example.com"
             else:
@@ -477,7 +477,7 @@ class ListenerRouter:
         for suffix, vh in self.wildcards:
             if host.endswith(suffix) and len(host) > len(suffix):
                 return vh
-        return self.default
+        return self.catch_all
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:

@@ -43,7 +43,7 @@ class Owner(Protocol):
     def on_upstream_pause(self, paused: bool) -> None: ...
 
 
-class UpstreamConn(asyncio.Protocol):
+class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
     __slots__ = ("transport", "reader", "owner", "key", "closed", "idle_since", "reused",
                  "tunnel", "write_paused")
 
@@ -140,6 +140,8 @@ def _san_ok(cert: dict[str, Any], names: tuple[str, ...]) -> bool:
 
 class Pool:
     """Idle keep-alive connections per (address, port, TLS settings), LIFO."""
+
+    __slots__ = ("_idle", "_tls")
 
     def __init__(self, tls: TLSContexts) -> None:
         self._idle: dict[tuple[Any, ...], list[UpstreamConn]] = {}

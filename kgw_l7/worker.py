@@ -55,6 +55,10 @@ class WorkerOptions:
 class WorkerContext:
     """Everything a worker's connections share."""
 
+    __slots__ = ("loop", "options", "stats", "tls", "pool", "access_log", "max_connections",
+                 "conns", "listeners", "errors", "cache", "now", "stopping", "_tasks",
+                 "_sweeper", "_interval")
+
     def __init__(self, loop: asyncio.AbstractEventLoop, options: WorkerOptions) -> None:
         self.loop = loop
         self.options = options
@@ -223,7 +227,7 @@ def _same_socket(a: Listener, b: Listener) -> bool:
 #
 # Supervisor <-> worker channel: a socketpair inherited by the worker, carrying frames of
 # a 4-byte big-endian length and a pickle. Requests are (kind, seq, *args); replies are
-# (seq, payload). The worker is started with ``python -m kgw_l7.worker`` rather than
+# (seq, payload). The worker is started with ``python -m kgw_l7 worker`` rather than
 # multiprocessing, so it never re-imports the supervisor's main module.
 
 def encode_frame(obj: Any) -> bytes:
@@ -312,7 +316,3 @@ async def _serve(sock: socket.socket, options: WorkerOptions) -> None:
             break
     receiver.cancel()
     writer.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools bpftool iproute2 curl
-      ethtool kmod)
+      ethtool kmod gcc python3-dev)
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 want+=("linux-headers-$arch")
 if [ "${1:-}" = bench ]; then want+=(nginx-light haproxy wrk iperf3); fi
@@ -45,6 +45,10 @@ stamp=.venv/.kgw-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,speedups]'
   touch "$stamp"
 fi
+
+# The L7 hot path compiled with Cython from its .py sources (optional: without a
+# compiler kgw runs the same modules interpreted). Rebuilds only what changed.
+.venv/bin/python scripts/build_ext.py

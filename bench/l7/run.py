@@ -117,9 +117,12 @@ def run_wrk(port: int, route: str, duration: int, connections: int, pid: int,
 # -- the proxies ------------------------------------------------------------------------------
 
 class Kgw:
+    """kgw's L7 plane with one worker; ``interpreted`` runs the worker on the .py modules
+    even where scripts/build_ext.py compiled them (KGW_NO_EXTENSIONS=1)."""
+
     name = "kgw"
 
-    def __init__(self, port: int, echo_port: int) -> None:
+    def __init__(self, port: int, echo_port: int, interpreted: bool = False) -> None:
         from kgw_l7.plane import L7Plane
 
         self.port = port
@@ -140,7 +143,16 @@ class Kgw:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.plane = L7Plane(workers=1, access_log="off")
-        self._call(self.plane.start())
+        saved = os.environ.get("KGW_NO_EXTENSIONS")
+        if interpreted:
+            os.environ["KGW_NO_EXTENSIONS"] = "1"  # inherited by the worker it starts
+        try:
+            self._call(self.plane.start())
+        finally:
+            if saved is None:
+                os.environ.pop("KGW_NO_EXTENSIONS", None)
+            else:
+                os.environ["KGW_NO_EXTENSIONS"] = saved
         self._call(self.plane.apply(self.config))
         self.pid = self.plane.worker_pids()[0]
 
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--out", default=str(ROOT / "bench/results/l7.md"))
-    p.add_argument("--proxies", default="kgw,nginx,haproxy",
+    p.add_argument("--proxies", default="kgw,kgw-interpreted,nginx,haproxy",
                    help="comma-separated subset to run")
     args = p.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -265,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         wait_port(echo_port)
         with tempfile.TemporaryDirectory(prefix="kgw-bench-") as d:
             tmp = Path(d)
-            starters = [("kgw", lambda port: Kgw(port, echo_port))]
+            starters = [("kgw", lambda port: Kgw(port, echo_port)),
+                        ("kgw-interpreted", lambda port: Kgw(port, echo_port, True))]
             for name, fn in (("nginx", start_nginx), ("haproxy", start_haproxy)):
                 if shutil.which(name):
                     starters.append((name, lambda port, fn=fn: fn(port, echo_port, tmp)))
@@ -294,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _compiled() -> bool:
+    import kgw_l7
+
+    return kgw_l7._build_is_fresh()
+
+
 def write_report(path: Path, results: list[Result], skipped: list[str],
                  args: argparse.Namespace) -> None:
     by = {(r.proxy, r.route): r for r in results}
@@ -302,7 +321,9 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
         "",
         f"Command: `.venv/bin/python -m bench.l7.run --duration {args.duration} "
         f"--connections {args.connections}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{os.cpu_count()} CPUs, loopback).",
+        f"{os.cpu_count()} CPUs, loopback). kgw_l7 compiled by scripts/build_ext.py: "
+        f"{'yes' if _compiled() else 'no (not built)'}; `kgw-interpreted` is the same "
+        "worker on the .py modules (KGW_NO_EXTENSIONS=1).",
         "",
         "Setup: one worker per proxy, keep-alive to the client (wrk -t1) and to the backend; "
         "the backend is one `kgw echo` process (Python, uvloop) shared by all runs; access "

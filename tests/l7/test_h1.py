@@ -176,3 +176,67 @@ def test_encoders_roundtrip():
     assert ev[1] == Body(b"nope")
     assert parse_connection_tokens([(b"connection", b"close, X-Foo"), (b"a", b"b")]) == {
         b"close", b"x-foo"}
+
+
+@pytest.mark.parametrize("step", [None, 1, 5])
+def test_request_version_whole_split_and_pipelined(step):
+    """The version comes from the request line however the bytes arrive (the reader reads
+    it off the data when the line starts a feed, from llhttp otherwise)."""
+    data = (b"GET /a HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+            b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n" b"GET /c HTTP/1.0\r\n\r\n")
+    r = RequestReader()
+    events = []
+    if step is None:
+        events = r.feed(data)
+    else:
+        for i in range(0, len(data), step):
+            events += r.feed(data[i:i + step])
+    heads = [e for e in events if isinstance(e, RequestHead)]
+    assert [(h.target, h.version, h.keep_alive) for h in heads] == [
+        (b"/a", b"1.0", True), (b"/b", b"1.1", True), (b"/c", b"1.0", False)]
+
+
+def test_unsupported_version_rejected():
+    [ev] = RequestReader().feed(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n")
+    assert isinstance(ev, Rejected) and ev.error.status == 505
+
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+
+
+@pytest.mark.parametrize("data, whole", [
+    (RESPONSE, True),
+    (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", True),
+    # re-encoded: framing or hop-by-hop fields change on the way to the client
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello", False),
+    (b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello", False),
+    # not exactly one message
+    (b"HTTP/1.1 100 Continue\r\n\r\n" + RESPONSE, False),
+    (RESPONSE + b"HTTP/1.1 200 OK\r\n", False),
+    (RESPONSE[:-1], False),
+])
+def test_response_whole_only_for_one_clean_message(data, whole):
+    rr = ResponseReader()
+    rr.expect(False)
+    events = rr.feed(data)
+    assert (rr.whole == data) is whole
+    assert isinstance(events[0], ResponseHead)
+    assert events[0].version == (b"1.0" if data.startswith(b"HTTP/1.0") else b"1.1")
+
+
+def test_response_whole_never_for_head_or_split_input():
+    rr = ResponseReader()
+    rr.expect(True)
+    rr.feed(RESPONSE[:-5])
+    assert rr.whole is None
+    rr = ResponseReader()
+    rr.expect(False)
+    rr.feed(RESPONSE[:20])
+    assert rr.whole is None
+    rr.feed(RESPONSE[20:])
+    assert rr.whole is None  # the message did not begin in this piece
+    rr.expect(False)
+    rr.feed(RESPONSE)
+    assert rr.whole == RESPONSE  # the next one, whole, on the same reader

@@ -1,0 +1,72 @@
+# Cython declarations for kgw_l7/exchange.py (the source of truth; see scripts/build_ext.py).
+# Each class with __slots__ becomes an extension type whose slots are C struct fields:
+# attribute access on the per-request path is a pointer offset instead of a descriptor
+# lookup. Types stay ``object``, so behaviour is the same compiled or not.
+
+from kgw_l7.proxy cimport DownstreamConn
+from kgw_l7.upstream cimport UpstreamConn
+
+cimport cython
+from kgw_l7.worker cimport WorkerContext
+from kgw_l7.router cimport CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule, ListenerRouter, CompiledVirtualHost
+from kgw_l7.proxy cimport ListenerState
+
+cdef class Exchange:
+    cdef public DownstreamConn conn
+    cdef public object head
+    cdef public WorkerContext ctx
+    cdef public object start_time
+    cdef public object wall_start
+    cdef public object body_buf
+    cdef public object buf_size
+    cdef public object retained
+    cdef public object received
+    cdef public object request_done
+    cdef public object trailers
+    cdef public UpstreamConn upstream
+    cdef public object streaming
+    cdef public object chunked_up
+    cdef public object head_fut
+    cdef public object done_fut
+    cdef public object early
+    cdef public object committed
+    cdef public object down_chunked
+    cdef public object close_after
+    cdef public object status
+    cdef public object sent
+    cdef public CompiledRule rule
+    cdef public object backend_name
+    cdef public object upstream_host
+    cdef public object flags
+    cdef public object resp_extra
+    cdef public object resp_ops
+    cdef public object task
+    cdef public object client_lost
+    cdef public object request_id
+    cdef public object body_waiters
+    cdef public object resp_body
+    cdef public object finished
+    cdef public object up_done
+    cdef public object released
+    cdef public object fast
+    cpdef on_request_body(self, data)
+    cpdef on_request_end(self, trailers)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend)
+    cpdef start(self)
+    cpdef _fast_failed(self, status, reason)
+    @cython.locals(rule=CompiledRule)
+    cpdef finish(self)
+    cpdef respond(self, status, body=*, extra=*)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter, vhost=CompiledVirtualHost, listener=ListenerState)
+    cpdef route(self)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter, vhost=CompiledVirtualHost, listener=ListenerState)
+    cpdef upstream_headers(self, route, rule, backend)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter, vhost=CompiledVirtualHost, listener=ListenerState)
+    cpdef prepare(self, route, rule, backend, path, query)
+    cpdef send(self, up, request_head, first)
+    cpdef on_upstream_events(self, up, events)
+    cpdef _done(self)
+    cpdef commit(self, resp)
+
+cdef class _Discard:
+    cdef public object done

@@ -1,0 +1,42 @@
+# Cython declarations for kgw_l7/proxy.py (the source of truth; see scripts/build_ext.py).
+# Each class with __slots__ becomes an extension type whose slots are C struct fields:
+# attribute access on the per-request path is a pointer offset instead of a descriptor
+# lookup. Types stay ``object``, so behaviour is the same compiled or not.
+
+from kgw_l7.h1 cimport RequestReader
+from kgw_l7.upstream cimport UpstreamConn
+
+from kgw_l7.worker cimport WorkerContext
+
+cdef class ListenerState:
+    cdef public object name
+    cdef public object record
+    cdef public object router
+    cdef public object scheme
+    cdef public object port
+    cdef public object certs
+    cdef public object conns
+    cdef public object server
+    cdef public object sock
+
+cdef class DownstreamConn:
+    cdef public WorkerContext ctx
+    cdef public ListenerState listener
+    cdef public object transport
+    cdef public RequestReader reader
+    cdef public object queue
+    cdef public object parsing
+    cdef public object paused
+    cdef public object write_paused
+    cdef public object closing
+    cdef public object peer
+    cdef public object last_activity
+    cdef public object head_started
+    cdef public object ssl_context
+    cdef public UpstreamConn tunnel
+    cdef public object _pending_tunnel
+    cpdef pause(self, reason)
+    cpdef resume(self, reason)
+    cpdef write(self, data)
+    cpdef close(self)
+    cpdef exchange_done(self, ex)

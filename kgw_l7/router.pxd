@@ -1,0 +1,94 @@
+# Cython declarations for kgw_l7/router.py (the source of truth; see scripts/build_ext.py).
+# Each class with __slots__ becomes an extension type whose slots are C struct fields:
+# attribute access on the per-request path is a pointer offset instead of a descriptor
+# lookup. Types stay ``object``, so behaviour is the same compiled or not.
+
+cdef class HeaderOps:
+    cdef public object drop
+    cdef public object append
+
+cdef class PathAction:
+    cdef public object full
+    cdef public object value
+
+cdef class RedirectAction:
+    cdef public object scheme
+    cdef public object hostname
+    cdef public object port
+    cdef public object path
+    cdef public object status
+
+cdef class CorsPolicy:
+    cdef public object any_origin
+    cdef public object exact
+    cdef public object patterns
+    cdef public object methods
+    cdef public object any_method
+    cdef public object headers
+    cdef public object any_header
+    cdef public object expose
+    cdef public object credentials
+    cdef public object max_age
+
+cdef class CompiledFilters:
+    cdef public object req_ops
+    cdef public object resp_ops
+    cdef public object redirect
+    cdef public object rewrite_host
+    cdef public object rewrite_path
+    cdef public object mirrors
+    cdef public object cors
+
+cdef class CompiledBackend:
+    cdef public object name
+    cdef public object weight
+    cdef public object endpoints
+    cdef public object protocol
+    cdef public object tls
+    cdef public object error_status
+    cdef public object req_ops
+    cdef public object resp_ops
+    cdef public object _rr
+    cdef public object record
+    cdef public object filters
+
+cdef class CompiledRule:
+    cdef public object name
+    cdef public object route
+    cdef public object gateway
+    cdef public object filters
+    cdef public object backends
+    cdef public object _cum
+    cdef public object _total
+    cdef public object direct_status
+    cdef public object request_timeout
+    cdef public object backend_timeout
+    cdef public object retry_attempts
+    cdef public object retry_codes
+    cdef public object retry_backoff
+    cdef public object needs_body_copy
+    cdef public object resp_ops_for
+    cdef public object _schedule
+    cdef public object _pos
+    cdef public object no_deadline
+
+cdef class CompiledRoute:
+    cdef public object path_kind
+    cdef public object path
+    cdef public object path_slash
+    cdef public object regex
+    cdef public object method
+    cdef public object headers
+    cdef public object query
+    cdef public object rule
+    cdef public object matched_prefix
+
+cdef class CompiledVirtualHost:
+    cdef public object hostname
+    cdef public object routes
+
+cdef class ListenerRouter:
+    cdef public object exact
+    cdef public object wildcards
+    cdef public object catch_all
+    cdef public object listener

@@ -1,0 +1,27 @@
+# Cython declarations for kgw_l7/upstream.py (the source of truth; see scripts/build_ext.py).
+# Each class with __slots__ becomes an extension type whose slots are C struct fields:
+# attribute access on the per-request path is a pointer offset instead of a descriptor
+# lookup. Types stay ``object``, so behaviour is the same compiled or not.
+
+cimport cython
+from kgw_l7.h1 cimport ResponseReader
+
+cdef class UpstreamConn:
+    cdef public object transport
+    cdef public ResponseReader reader
+    cdef public object owner
+    cdef public object key
+    cdef public object closed
+    cdef public object idle_since
+    cdef public object reused
+    cdef public object tunnel
+    cdef public object write_paused
+    cpdef close(self)
+    cpdef abort(self)
+
+cdef class Pool:
+    cdef public object _idle
+    cdef public object _tls
+    cpdef take_idle(self, address, port, tls, now)
+    @cython.locals(conn=UpstreamConn)
+    cpdef release(self, conn, now)

@@ -1,0 +1,25 @@
+# Cython declarations for kgw_l7/worker.py (the source of truth; see scripts/build_ext.py).
+# Each class with __slots__ becomes an extension type whose slots are C struct fields:
+# attribute access on the per-request path is a pointer offset instead of a descriptor
+# lookup. Types stay ``object``, so behaviour is the same compiled or not.
+
+from kgw_l7.stats cimport WorkerStats
+from kgw_l7.upstream cimport Pool
+
+cdef class WorkerContext:
+    cdef public object loop
+    cdef public object options
+    cdef public WorkerStats stats
+    cdef public object tls
+    cdef public Pool pool
+    cdef public object access_log
+    cdef public object max_connections
+    cdef public object conns
+    cdef public object listeners
+    cdef public object errors
+    cdef public object cache
+    cdef public object now
+    cdef public object stopping
+    cdef public object _tasks
+    cdef public object _sweeper
+    cdef public object _interval

@@ -1,0 +1,73 @@
+"""Compile kgw_l7's per-request modules with Cython (optional speed-up).
+
+The sources stay plain Python (``kgw_l7/COMPILED_MODULES``); each ``.pxd`` next to them
+declares the ``__slots__`` classes as extension types. Without a C compiler, Python
+headers or Cython, nothing is built and kgw runs the same code interpreted
+(``kgw_l7.extension_in_use`` tells which). Run by ``scripts/setup.sh``; rebuilds (all
+of them) when a .py or .pxd changed. ``KGW_NO_EXTENSIONS=1`` skips it.
+
+Usage: ``.venv/bin/python scripts/build_ext.py [--force]``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str]) -> int:
+    if os.environ.get("KGW_NO_EXTENSIONS", "") not in ("", "0"):
+        print("build_ext: KGW_NO_EXTENSIONS is set, nothing built")
+        return 0
+    import kgw_l7
+
+    if "--force" not in argv and kgw_l7._build_is_fresh():
+        return 0
+    # All or nothing: the .pxd files cimport each other, so one changed declaration
+    # changes the layout other modules were compiled against.
+    stale = list(kgw_l7.COMPILED_MODULES)
+    try:
+        from Cython.Build import cythonize
+        from setuptools import Distribution, Extension
+    except ImportError as exc:
+        print(f"build_ext: {exc}; kgw_l7 runs interpreted", file=sys.stderr)
+        return 0
+    print(f"build_ext: compiling kgw_l7.{{{','.join(stale)}}} with Cython")
+    os.chdir(ROOT)
+    exts = [Extension(f"kgw_l7.{m}", [f"kgw_l7/{m}.py"]) for m in stale]
+    try:
+        modules = cythonize(exts, language_level=3, quiet=True, nthreads=os.cpu_count() or 1,
+                            compiler_directives={
+                                # Annotations are for mypy and readers; typing C
+                                # variables from them would change str/bytes semantics.
+                                "annotation_typing": False,
+                                "binding": True,
+                            })
+        # A bare Distribution: the project's pyproject.toml is not read (pip owns it).
+        cmd = Distribution({"name": "kgw-speedups", "ext_modules": modules}) \
+            .get_command_obj("build_ext")
+        cmd.inplace = True
+        cmd.build_temp = "build/ext"
+        cmd.parallel = os.cpu_count() or 1
+        cmd.ensure_finalized()
+        cmd.run()
+    except (Exception, SystemExit) as exc:  # a compiler error must not fail the set-up
+        print(f"build_ext: compilation failed ({exc}); kgw_l7 runs interpreted",
+              file=sys.stderr)
+        for m in stale:
+            for so in (ROOT / "kgw_l7").glob(f"{m}.*.so"):
+                so.unlink()
+        return 0
+    for m in stale:  # make the freshly built file newer than its sources for certain
+        so = kgw_l7._extension_path(m)
+        if so is not None:
+            os.utime(so)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
