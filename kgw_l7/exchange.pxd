@@ -1,14 +1,17 @@
 # Cython declarations for kgw_l7/exchange.py (the source of truth; see scripts/build_ext.py).
 # Each class with __slots__ becomes an extension type whose slots are C struct fields:
 # attribute access on the per-request path is a pointer offset instead of a descriptor
-# lookup. Types stay ``object``, so behaviour is the same compiled or not.
+# lookup. Fields are ``object`` or one of these extension types, and methods called on the
+# hot path are ``cpdef`` (a C call between compiled modules); behaviour is the same
+# compiled or not, which `make test` checks by running tests/l7 both ways.
 
 from kgw_l7.proxy cimport DownstreamConn
 from kgw_l7.upstream cimport UpstreamConn
 
 cimport cython
 from kgw_l7.worker cimport WorkerContext
-from kgw_l7.router cimport CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule, ListenerRouter, CompiledVirtualHost
+from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule,
+                            CompiledVirtualHost, HeaderOps, ListenerRouter)
 from kgw_l7.proxy cimport ListenerState
 
 cdef class Exchange:
@@ -57,11 +60,13 @@ cdef class Exchange:
     @cython.locals(rule=CompiledRule)
     cpdef finish(self)
     cpdef respond(self, status, body=*, extra=*)
-    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter, vhost=CompiledVirtualHost, listener=ListenerState)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
+                   filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter,
+                   vhost=CompiledVirtualHost, listener=ListenerState)
     cpdef route(self)
-    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter, vhost=CompiledVirtualHost, listener=ListenerState)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, bf=CompiledFilters, ops=HeaderOps)
     cpdef upstream_headers(self, route, rule, backend)
-    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter, vhost=CompiledVirtualHost, listener=ListenerState)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters)
     cpdef prepare(self, route, rule, backend, path, query)
     cpdef send(self, up, request_head, first)
     cpdef on_upstream_events(self, up, events)

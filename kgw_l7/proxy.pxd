@@ -1,7 +1,9 @@
 # Cython declarations for kgw_l7/proxy.py (the source of truth; see scripts/build_ext.py).
 # Each class with __slots__ becomes an extension type whose slots are C struct fields:
 # attribute access on the per-request path is a pointer offset instead of a descriptor
-# lookup. Types stay ``object``, so behaviour is the same compiled or not.
+# lookup. Fields are ``object`` or one of these extension types, and methods called on the
+# hot path are ``cpdef`` (a C call between compiled modules); behaviour is the same
+# compiled or not, which `make test` checks by running tests/l7 both ways.
 
 from kgw_l7.h1 cimport RequestReader
 from kgw_l7.upstream cimport UpstreamConn

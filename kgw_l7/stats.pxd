@@ -1,7 +1,11 @@
 # Cython declarations for kgw_l7/stats.py (the source of truth; see scripts/build_ext.py).
 # Each class with __slots__ becomes an extension type whose slots are C struct fields:
 # attribute access on the per-request path is a pointer offset instead of a descriptor
-# lookup. Types stay ``object``, so behaviour is the same compiled or not.
+# lookup. Fields are ``object`` or one of these extension types, and methods called on the
+# hot path are ``cpdef`` (a C call between compiled modules); behaviour is the same
+# compiled or not, which `make test` checks by running tests/l7 both ways.
+
+cimport cython
 
 cdef class WorkerStats:
     cdef public object _per
@@ -10,6 +14,7 @@ cdef class WorkerStats:
     cdef public object generation
     cdef public object connections_total
     cdef public object rejected_connections
+    @cython.locals(h=list)
     cpdef request(self, gateway, route, backend, code, seconds)
 
 cdef class AccessLog:

@@ -85,17 +85,30 @@ def _ms(text: str) -> float:
     return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
 
 
+#: With --pin: the proxy under test gets a core of its own, wrk and the echo backend share
+#: the others, so every proxy sees the same neighbours in every run.
+PROXY_CPUS: set[int] | None = None
+LOAD_CPUS: set[int] | None = None
+
+
+def _pin_load() -> None:
+    if LOAD_CPUS:
+        os.sched_setaffinity(0, LOAD_CPUS)
+
+
 def run_wrk(port: int, route: str, duration: int, connections: int, pid: int,
             proxy: str) -> Result:
     url = f"http://127.0.0.1:{port}/{route}"
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
            "-H", "X-Bench: yes", url]
+    if PROXY_CPUS:
+        os.sched_setaffinity(pid, PROXY_CPUS)
     # warm-up (pools filled, caches hot), not measured
     subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", "-H", "X-Bench: yes", url],
-                   capture_output=True, timeout=30, check=True)
+                   capture_output=True, timeout=30, check=True, preexec_fn=_pin_load)
     before = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30,
-                         check=True).stdout
+                         check=True, preexec_fn=_pin_load).stdout
     after = cpu_seconds(pid)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -262,7 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench/results/l7.md"))
     p.add_argument("--proxies", default="kgw,kgw-interpreted,nginx,haproxy",
                    help="comma-separated subset to run")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not give the proxy a CPU of its own (it is pinned by default "
+                        "on machines with 2 or more CPUs)")
     args = p.parse_args(argv)
+    global PROXY_CPUS, LOAD_CPUS
+    cpus = sorted(os.sched_getaffinity(0))
+    if not args.no_pin and len(cpus) >= 2:
+        PROXY_CPUS, LOAD_CPUS = {cpus[-1]}, set(cpus[:-1])
     if shutil.which("wrk") is None:
         print("wrk is not installed (scripts/setup.sh bench)", file=sys.stderr)
         return 2
@@ -270,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     echo = subprocess.Popen([sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1",
                              "--port", str(echo_port), "--pod", "bench-echo", "--quiet"],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, preexec_fn=_pin_load)
     results: list[Result] = []
     skipped: list[str] = []
     try:
@@ -329,9 +349,14 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
         "the backend is one `kgw echo` process (Python, uvloop) shared by all runs; access "
         "logs off everywhere. `/plain` is a prefix route; `/hdr` needs the header "
         "`X-Bench: yes` and adds a request header. CPU is the proxy worker's utime+stime "
-        "(/proc/PID/stat) over the measured run divided by the requests served. wrk, the "
-        "echo backend and the proxy share the machine's cores, so requests/s is bounded by "
-        "the backend as much as by the proxy; CPU per request is the fairer comparison.",
+        "(/proc/PID/stat) over the measured run divided by the requests served. "
+        + (f"The proxy is pinned to CPU {sorted(PROXY_CPUS)}, wrk and the echo backend to "
+           f"CPUs {sorted(LOAD_CPUS)} (`--no-pin` turns this off), so each proxy has the "
+           "same neighbours; requests/s is bounded by wrk and the backend on their core, "
+           "CPU per request is the comparison." if PROXY_CPUS else
+           "wrk, the echo backend and the proxy share the machine's cores, so requests/s "
+           "is bounded by the backend as much as by the proxy; CPU per request is the "
+           "fairer comparison."),
         "",
         "| proxy | route | req/s | p50 ms | p99 ms | CPU µs/req | user | sys | errors |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
