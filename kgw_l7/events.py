@@ -53,6 +53,9 @@ class RequestHead(NamedTuple):
     expect_continue: bool
     #: An ``Upgrade`` was requested (e.g. WebSocket).
     upgrade: bool
+    #: The bytes being parsed when this request's line began them, so its header block
+    #: starts there (the proxy may forward it as received); None otherwise.
+    raw: bytes | None = None
 
     __eq__ = _same_kind_eq
     __ne__ = _same_kind_ne

@@ -14,6 +14,13 @@ from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledRoute, Com
                             CompiledVirtualHost, HeaderOps, ListenerRouter)
 from kgw_l7.proxy cimport ListenerState
 
+cdef class _RequestIds:
+    cdef public object _fmt
+    cdef public object _n
+    cpdef next(self)
+
+cdef _RequestIds _REQUEST_IDS
+
 cdef class Exchange:
     cdef public DownstreamConn conn
     cdef public object head
@@ -64,13 +71,16 @@ cdef class Exchange:
                    filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter,
                    vhost=CompiledVirtualHost, listener=ListenerState)
     cpdef route(self)
-    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, bf=CompiledFilters, ops=HeaderOps)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
+                   bf=CompiledFilters, ops=HeaderOps, out=list, h=tuple)
     cpdef upstream_headers(self, route, rule, backend)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters)
     cpdef prepare(self, route, rule, backend, path, query)
     cpdef send(self, up, request_head, first)
     cpdef on_upstream_events(self, up, events)
     cpdef _done(self)
+    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, conn=DownstreamConn)
+    cpdef head_as_received(self, suffix)
     cpdef commit(self, resp)
 
 cdef class _Discard:

@@ -49,6 +49,8 @@ _EMPTY: tuple[Any, ...] = ()
 #: Request headers the proxy never copies as they are.
 _REQUEST_SPECIAL = HOP_BY_HOP | {b"expect", b"content-length", b"x-forwarded-for",
                                  b"x-forwarded-proto", b"x-request-id"}
+#: Request headers that keep a client's header block from going upstream as received.
+_REBUILD_HEAD = _REQUEST_SPECIAL - {b"content-length"}
 
 
 class _NoTimeout:
@@ -68,6 +70,8 @@ _NO_TIMEOUT = _NoTimeout()
 class _RequestIds:
     """X-Request-Id values: a random UUID-shaped prefix per worker and a counter, unique
     without calling uuid4() (os.urandom) for every request."""
+
+    __slots__ = ("_fmt", "_n")
 
     def __init__(self) -> None:
         # The prefix is hex digits and dashes: safe inside a %-format.
@@ -475,6 +479,27 @@ class Exchange:
             out.append((b"transfer-encoding", b"chunked"))
         return out
 
+    def head_as_received(self, suffix: bytes) -> bytes | None:
+        """The client's own request line and header block plus the proxy's lines
+        (X-Request-Id, X-Forwarded-For/-Proto, then ``suffix``), when nothing in it needs
+        rebuilding: same fields as upstream_headers() would send, in the client's order and
+        case (as nginx forwards them). None when the head must be rebuilt."""
+        head = self.head
+        raw = head.raw
+        if raw is None or head.version != b"1.1" or not head.authority:
+            return None
+        for h in head.headers:
+            if h[0] in _REBUILD_HEAD:
+                return None
+        end = raw.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        conn = self.conn
+        self.request_id = rid = _REQUEST_IDS.next()
+        return b"".join((raw[:end + 2], b"x-request-id: ", rid, b"\r\nx-forwarded-for: ",
+                         conn.peer, b"\r\nx-forwarded-proto: ", conn.listener.scheme,
+                         b"\r\n", suffix, b"\r\n"))
+
     def prepare(self, route: CompiledRoute, rule: CompiledRule, backend: CompiledBackend,
                 path: bytes, query: bytes) -> bytes:
         """The upstream request head; starts mirrors and sends 100 Continue."""
@@ -491,8 +516,11 @@ class Exchange:
             target = new_path + b"?" + query if query else new_path
         elif target[:1] != b"/" and target != b"*":
             target = path + b"?" + query if query else path  # absolute-form -> origin-form
-        headers = self.upstream_headers(route, rule, backend)
-        request_head = encode_request_head(head.method, target, headers)
+        suffix = rule.head_suffix_for.get(backend) if target is head.target else None
+        request_head = self.head_as_received(suffix) if suffix is not None else None
+        if request_head is None:
+            headers = self.upstream_headers(route, rule, backend)
+            request_head = encode_request_head(head.method, target, headers)
         self.resp_ops = rule.resp_ops_for.get(backend, _EMPTY)
         if rule.needs_body_copy and self.received <= RETAIN_LIMIT:
             self.retained = list(self.body_buf)  # nothing was sent yet: this is all of it

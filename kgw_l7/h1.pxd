@@ -25,7 +25,7 @@ cdef class RequestReader:
     cpdef list feed(self, data)
     cdef _fail(self, error)
     @cython.locals(data=bytes, end=Py_ssize_t, tail=bytes)
-    cdef _version(self)
+    cdef _version(self, data)
     @cython.locals(name=bytes, value=bytes, host=bytes, authority=bytes, colon=Py_ssize_t,
                    url=list)
     cpdef on_headers_complete(self)

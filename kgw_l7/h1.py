@@ -145,7 +145,8 @@ class RequestReader:
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        v = self._version()
+        raw, self._fresh = self._fresh, None
+        v = self._version(raw)
         if v is None:
             raise ProtocolError("unsupported HTTP version", 505)
         host = authority = None
@@ -185,19 +186,18 @@ class RequestReader:
         self._trailers = []
         url = self._url
         # Positional (method, target, version, headers, host, authority, keep_alive, body,
-        # content_length, expect_continue, upgrade): keywords cost more on the hot path.
+        # content_length, expect_continue, upgrade, raw): keywords cost more here.
         self._events.append(_new(RequestHead, (
             parser.get_method(), url[0] if len(url) == 1 else b"".join(url), v,
             tuple(self._headers), host.lower(), authority, parser.should_keep_alive(),
-            body, length, expect and body != "none", parser.should_upgrade(),
+            body, length, expect and body != "none", parser.should_upgrade(), raw,
         )))
 
-    def _version(self) -> bytes | None:
+    def _version(self, data: bytes | None) -> bytes | None:
         """b"1.1", b"1.0" or None (unsupported). httptools only offers
         ``get_http_version()``, which formats a str per call; when the request line is the
-        first line of the data being fed (llhttp has validated it), its last 8 bytes say
-        the same for a fraction of the cost."""
-        data, self._fresh = self._fresh, None
+        first line of ``data`` (llhttp has validated it), its last 8 bytes say the same
+        for a fraction of the cost."""
         if data is not None:
             end = data.find(b"\r\n")
             if end >= 8:

@@ -59,6 +59,7 @@ cdef class CompiledBackend:
     cpdef pick(self)
 
 cdef class CompiledRule:
+    cdef public object head_suffix_for
     cdef public object name
     cdef public object route
     cdef public object gateway
@@ -102,6 +103,7 @@ cdef class ListenerRouter:
     cdef public object wildcards
     cdef public object catch_all
     cdef public object listener
+    @cython.locals(host=bytes, vh=CompiledVirtualHost, suffix=bytes)
     cpdef vhost(self, host)
 
 @cython.locals(target=bytes, q=Py_ssize_t)

@@ -281,7 +281,7 @@ class CompiledRule:
     __slots__ = ("name", "route", "gateway", "filters", "backends", "_cum", "_total",
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
-                 "_schedule", "_pos", "no_deadline")
+                 "_schedule", "_pos", "no_deadline", "head_suffix_for")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend]) -> None:
         self.name = r.name
@@ -314,6 +314,11 @@ class CompiledRule:
         self.resp_ops_for = {
             b: tuple(o for o in (b.resp_ops, self.filters.resp_ops) if o is not None)
             for b in live}
+        #: Per chosen backend, when the request's own header block may go upstream as it
+        #: came with only lines added: those added lines (the rule's, then the
+        #: backend's header "add"s), encoded. Absent when something rewrites the head.
+        self.head_suffix_for = {b: s for b in live
+                                if (s := _head_suffix(self.filters, b)) is not None}
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).
@@ -332,6 +337,22 @@ class CompiledRule:
             self._pos = i + 1 if i + 1 < len(sched) else 0
             return sched[i]
         return self.backends[bisect.bisect_right(self._cum, random.random() * self._total)]
+
+
+def _head_suffix(rule: CompiledFilters, backend: CompiledBackend) -> bytes | None:
+    """See CompiledRule.head_suffix_for: header lines to append, or None when the request
+    head must be rebuilt (a rewrite, or a header "set"/"remove")."""
+    bf = backend.filters
+    if rule.rewrite_host is not None or rule.rewrite_path is not None or (
+            bf is not None and (bf.rewrite_host is not None or bf.rewrite_path is not None)):
+        return None
+    lines = []
+    for ops in (rule.req_ops, backend.req_ops):
+        if ops is not None:
+            if ops.drop:
+                return None
+            lines.extend(b"%s: %s\r\n" % nv for nv in ops.append)
+    return b"".join(lines)
 
 
 # -- matching ---------------------------------------------------------------------------

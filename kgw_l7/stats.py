@@ -8,11 +8,11 @@ exact.
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import sys
 import time
+from bisect import bisect_left
 from typing import Any, TextIO
 
 #: Request duration buckets, seconds (Prometheus client defaults, extended downwards:
@@ -43,7 +43,7 @@ class WorkerStats:
         if h is None:
             h = self._per[key] = [0] * (len(DURATION_BUCKETS) + 3)
         h[0] += 1
-        h[1 + bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        h[1 + bisect_left(DURATION_BUCKETS, seconds)] += 1
         h[-1] += seconds
 
     @property

@@ -7,8 +7,9 @@ import collections
 import pytest
 
 from kgw_l7.config import (
-    CORS, Backend, Endpoint, HeaderMatch, HeaderModifier, L7Config, Listener,
-    PathMatch, PathModifier, QueryParamMatch, Redirect, Route, RouteMatch, Rule, VirtualHost,
+    CORS, Backend, Endpoint, Filters, HeaderMatch, HeaderModifier, L7Config, Listener,
+    PathMatch, PathModifier, QueryParamMatch, Redirect, Route, RouteMatch, Rule, URLRewrite,
+    VirtualHost,
 )
 from kgw_l7.router import (
     CorsPolicy, HeaderOps, RedirectAction, RouterCache, replace_prefix, split_target,
@@ -200,3 +201,23 @@ def test_invalid_regex_matches_nothing_instead_of_failing():
               route(RouteMatch(), "ok"))
     _, routers = build([VirtualHost("*", routes)])
     assert find(routers["l"], b"h", b"/a[", headers=[(b"x", b"(")]) == "ok"
+
+
+@pytest.mark.parametrize("filters, backend_filters, suffix", [
+    (None, None, b""),
+    (Filters(request_headers=HeaderModifier(add=(("X-A", "1"),))),
+     Filters(request_headers=HeaderModifier(add=(("X-B", "2"),))), b"x-a: 1\r\nx-b: 2\r\n"),
+    (Filters(request_headers=HeaderModifier(set=(("X-A", "1"),))), None, None),
+    (Filters(request_headers=HeaderModifier(remove=("X-A",))), None, None),
+    (None, Filters(request_headers=HeaderModifier(set=(("X-A", "1"),))), None),
+    (Filters(rewrite=URLRewrite(hostname="other")), None, None),
+    (None, Filters(rewrite=URLRewrite(path=PathModifier("ReplaceFullPath", "/x"))), None),
+])
+def test_head_suffix_only_when_the_head_is_not_rewritten(filters, backend_filters, suffix):
+    """CompiledRule.head_suffix_for: the lines a request head as received gets, or no
+    entry when the head must be rebuilt (set, remove, rewrites)."""
+    b = Backend(name="b", endpoints=(Endpoint("10.0.0.1", 80),), filters=backend_filters)
+    r = Rule(name="r", route="r", gateway="gw", backends=(b,), filters=filters)
+    _, routers = build([VirtualHost("*", (Route(RouteMatch(), r),))])
+    compiled = routers["l"].vhost(b"x").routes[0].rule
+    assert compiled.head_suffix_for.get(compiled.backends[0]) == suffix
