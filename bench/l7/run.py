@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,7 @@ class Result:
     cpu_us_per_req: float
     user_us_per_req: float
     sys_us_per_req: float
+    round: int = 1
 
 
 def _ms(text: str) -> float:
@@ -275,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench/results/l7.md"))
     p.add_argument("--proxies", default="kgw,kgw-interpreted,nginx,haproxy",
                    help="comma-separated subset to run")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds over every proxy, interleaved; the summary takes each "
+                        "proxy's median (a shared machine drifts between runs)")
     p.add_argument("--no-pin", action="store_true",
                    help="do not give the proxy a CPU of its own (it is pinned by default "
                         "on machines with 2 or more CPUs)")
@@ -305,21 +310,25 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     skipped.append(name)
             wanted = set(args.proxies.split(","))
-            for name, start in starters:
-                if name not in wanted:
-                    continue
-                port = free_port()
-                proxy = start(port)
-                try:
-                    for route in ("plain", "hdr"):
-                        r = run_wrk(port, route, args.duration, args.connections, proxy.pid, name)
-                        results.append(r)
-                        print(f"{name:8} /{route:5} {r.rps:9.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
-                              f"p99 {r.p99_ms:6.2f} ms  cpu {r.cpu_us_per_req:6.1f} us/req "
-                              f"(user {r.user_us_per_req:.1f} sys {r.sys_us_per_req:.1f})  "
-                              f"errors {r.errors}", flush=True)
-                finally:
-                    proxy.stop()
+            for rnd in range(1, args.rounds + 1):
+                for name, start in starters:
+                    if name not in wanted:
+                        continue
+                    port = free_port()
+                    proxy = start(port)
+                    try:
+                        for route in ("plain", "hdr"):
+                            r = run_wrk(port, route, args.duration, args.connections,
+                                        proxy.pid, name)
+                            r.round = rnd
+                            results.append(r)
+                            print(f"{rnd} {name:15} /{route:5} {r.rps:9.0f} req/s  "
+                                  f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
+                                  f"cpu {r.cpu_us_per_req:6.1f} us/req "
+                                  f"(user {r.user_us_per_req:.1f} sys {r.sys_us_per_req:.1f})"
+                                  f"  errors {r.errors}", flush=True)
+                    finally:
+                        proxy.stop()
     finally:
         echo.terminate()
         echo.wait(5)
@@ -335,12 +344,13 @@ def _compiled() -> bool:
 
 def write_report(path: Path, results: list[Result], skipped: list[str],
                  args: argparse.Namespace) -> None:
-    by = {(r.proxy, r.route): r for r in results}
     lines = [
         "# L7 proxy benchmark",
         "",
         f"Command: `.venv/bin/python -m bench.l7.run --duration {args.duration} "
-        f"--connections {args.connections}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"--connections {args.connections} --rounds {args.rounds}"
+        f"{' --no-pin' if args.no_pin else ''}` "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs, loopback). kgw_l7 compiled by scripts/build_ext.py: "
         f"{'yes' if _compiled() else 'no (not built)'}; `kgw-interpreted` is the same "
         "worker on the .py modules (KGW_NO_EXTENSIONS=1).",
@@ -356,24 +366,42 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
            "CPU per request is the comparison." if PROXY_CPUS else
            "wrk, the echo backend and the proxy share the machine's cores, so requests/s "
            "is bounded by the backend as much as by the proxy; CPU per request is the "
-           "fairer comparison."),
+           "fairer comparison.")
+        + f" The proxies take turns, {args.rounds} rounds; the summary is each one's "
+          "median over the rounds.",
         "",
-        "| proxy | route | req/s | p50 ms | p99 ms | CPU µs/req | user | sys | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| round | proxy | route | req/s | p50 ms | p99 ms | CPU µs/req | user | sys | errors |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r.proxy} | /{r.route} | {r.rps:.0f} | {r.p50_ms:.2f} | "
+        lines.append(f"| {r.round} | {r.proxy} | /{r.route} | {r.rps:.0f} | {r.p50_ms:.2f} | "
                      f"{r.p99_ms:.2f} | {r.cpu_us_per_req:.1f} | {r.user_us_per_req:.1f} | "
                      f"{r.sys_us_per_req:.1f} | {r.errors} |")
+    med: dict[tuple[str, str], tuple[float, float, float, float]] = {}
+    for key in dict.fromkeys((r.proxy, r.route) for r in results):
+        rs = [r for r in results if (r.proxy, r.route) == key]
+        med[key] = (statistics.median(r.cpu_us_per_req for r in rs),
+                    statistics.median(r.user_us_per_req for r in rs),
+                    statistics.median(r.sys_us_per_req for r in rs),
+                    statistics.median(r.p99_ms for r in rs))
+    lines += ["", "Medians:", "",
+              "| proxy | route | CPU µs/req | user | sys | p99 ms |",
+              "|---|---|---:|---:|---:|---:|"]
+    for (proxy, route), (cpu, user, sys_, p99) in med.items():
+        lines.append(f"| {proxy} | /{route} | {cpu:.1f} | {user:.1f} | {sys_:.1f} | {p99:.2f} |")
     lines.append("")
     for route in ("plain", "hdr"):
-        k, n = by.get(("kgw", route)), by.get(("nginx", route))
+        k, n = med.get(("kgw", route)), med.get(("nginx", route))
         if k and n:
-            cpu = k.cpu_us_per_req / n.cpu_us_per_req
-            p99 = k.p99_ms / n.p99_ms
+            cpu = k[0] / n[0]
+            p99 = k[3] / n[3]
+            per_round = [a.cpu_us_per_req / b.cpu_us_per_req for a in results for b in results
+                         if a.route == b.route == route and a.round == b.round
+                         and a.proxy == "kgw" and b.proxy == "nginx"]
             lines.append(
-                f"- /{route}: kgw CPU/request = {cpu:.2f}x nginx (target <= 1.3x: "
-                f"{'met' if cpu <= 1.3 else 'NOT met'}); kgw p99 = {p99:.2f}x nginx "
+                f"- /{route}: kgw CPU/request = {cpu:.2f}x nginx, medians (target <= 1.3x: "
+                f"{'met' if cpu <= 1.3 else 'NOT met'}; per round "
+                f"{', '.join(f'{x:.2f}' for x in per_round)}); kgw p99 = {p99:.2f}x nginx "
                 f"(target <= 1.5x: {'met' if p99 <= 1.5 else 'NOT met'}).")
     if skipped:
         lines.append(f"- Not run (not installed): {', '.join(skipped)}.")
