@@ -87,15 +87,25 @@ class WorkerContext:
 
     # -- the periodic timer -------------------------------------------------------------
     def _sweep(self) -> None:
-        """One self-rescheduling timer for all timeouts, instead of one per connection."""
+        """One self-rescheduling timer for all timeouts, instead of one per connection.
+        It reschedules itself whatever happens: a failure here must not end every
+        connection timeout of the worker."""
         self.now = now = self.loop.time()
         opts = self.options
-        for conn in list(self.conns):
-            conn.sweep(now, opts.idle_timeout, opts.header_timeout)
-        self.pool.sweep(now)
-        if self.access_log is not None:
-            self.access_log.flush()
-        self._sweeper = self.loop.call_later(self._interval, self._sweep)
+        try:
+            for conn in list(self.conns):
+                try:
+                    conn.sweep(now, opts.idle_timeout, opts.header_timeout)
+                except Exception:  # one connection's failure stays its own
+                    log.exception("timeout check failed for a connection")
+                    conn.close()
+            self.pool.sweep(now)
+            if self.access_log is not None:
+                self.access_log.flush()
+        except Exception:
+            log.exception("periodic timeout check failed")
+        finally:
+            self._sweeper = self.loop.call_later(self._interval, self._sweep)
 
     # -- configuration ------------------------------------------------------------------
     async def apply(self, config: L7Config,
