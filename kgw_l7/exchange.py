@@ -486,7 +486,8 @@ class Exchange:
         case (as nginx forwards them). None when the head must be rebuilt."""
         head = self.head
         raw = head.raw
-        if raw is None or head.version != b"1.1" or not head.authority:
+        if raw is None or head.version != b"1.1" or not head.authority \
+                or not raw.startswith(head.method):  # (llhttp skips empty lines before it)
             return None
         for h in head.headers:
             if h[0] in _REBUILD_HEAD:
