@@ -27,7 +27,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc python3-dev \
  && /opt/kgw/venv/bin/pip install --no-cache-dir 'Cython>=3.0,<3.2' \
  && /opt/kgw/venv/bin/python scripts/build_ext.py \
- && /opt/kgw/venv/bin/python -c "import kgw_l7, sys; sys.exit(not kgw_l7._build_is_fresh())" \
+ && /opt/kgw/venv/bin/python -c "import kgw_l7, sys; sys.exit(not kgw_l7.build_is_fresh())" \
  && /opt/kgw/venv/bin/pip uninstall -y Cython \
  && apt-get purge -y gcc python3-dev && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/* build kgw_l7/*.c

@@ -27,7 +27,8 @@ COMPILED_MODULES = ("h1", "router", "upstream", "exchange", "proxy", "stats", "w
 _HERE = Path(__file__).resolve().parent
 
 
-def _extension_path(name: str) -> Path | None:
+def extension_path(name: str) -> Path | None:
+    """The compiled ``kgw_l7.<name>`` next to its source, if one was built."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = _HERE / f"{name}{suffix}"
         if path.exists():
@@ -43,13 +44,14 @@ def extension_in_use(name: str) -> bool:
     test, rebuild later)."""
     if os.environ.get("KGW_NO_EXTENSIONS", "") not in ("", "0"):
         return False
-    return name in COMPILED_MODULES and _build_is_fresh()
+    return name in COMPILED_MODULES and build_is_fresh()
 
 
-def _build_is_fresh() -> bool:
+def build_is_fresh() -> bool:
+    """Is there a compiled build of every module, newer than all their sources?"""
     built = []
     for name in COMPILED_MODULES:
-        ext = _extension_path(name)
+        ext = extension_path(name)
         if ext is None:
             return False
         built.append(ext.stat().st_mtime)

@@ -25,20 +25,20 @@ def main(argv: list[str]) -> int:
         return 0
     import kgw_l7
 
-    if "--force" not in argv and kgw_l7._build_is_fresh():
+    if "--force" not in argv and kgw_l7.build_is_fresh():
         return 0
     # All or nothing: the .pxd files cimport each other, so one changed declaration
     # changes the layout other modules were compiled against.
-    stale = list(kgw_l7.COMPILED_MODULES)
+    names = list(kgw_l7.COMPILED_MODULES)
     try:
         from Cython.Build import cythonize
         from setuptools import Distribution, Extension
     except ImportError as exc:
         print(f"build_ext: {exc}; kgw_l7 runs interpreted", file=sys.stderr)
         return 0
-    print(f"build_ext: compiling kgw_l7.{{{','.join(stale)}}} with Cython")
+    print(f"build_ext: compiling kgw_l7.{{{','.join(names)}}} with Cython")
     os.chdir(ROOT)
-    exts = [Extension(f"kgw_l7.{m}", [f"kgw_l7/{m}.py"]) for m in stale]
+    exts = [Extension(f"kgw_l7.{m}", [f"kgw_l7/{m}.py"]) for m in names]
     try:
         modules = cythonize(exts, language_level=3, quiet=True, nthreads=os.cpu_count() or 1,
                             compiler_directives={
@@ -58,12 +58,12 @@ def main(argv: list[str]) -> int:
     except (Exception, SystemExit) as exc:  # a compiler error must not fail the set-up
         print(f"build_ext: compilation failed ({exc}); kgw_l7 runs interpreted",
               file=sys.stderr)
-        for m in stale:
+        for m in names:
             for so in (ROOT / "kgw_l7").glob(f"{m}.*.so"):
                 so.unlink()
         return 0
-    for m in stale:  # make the freshly built file newer than its sources for certain
-        so = kgw_l7._extension_path(m)
+    for m in names:  # make the freshly built file newer than its sources for certain
+        so = kgw_l7.extension_path(m)
         if so is not None:
             os.utime(so)
     return 0

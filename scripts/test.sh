@@ -8,7 +8,7 @@ rc=0
 .venv/bin/python -m pytest -q -p no:cacheprovider tests || rc=$?
 # The L7 modules run compiled when scripts/build_ext.py could build them: their tests run
 # once more interpreted, so both forms of the same source stay correct.
-if .venv/bin/python -c "import kgw_l7, sys; sys.exit(0 if kgw_l7._build_is_fresh() else 1)"; then
+if .venv/bin/python -c "import kgw_l7, sys; sys.exit(0 if kgw_l7.build_is_fresh() else 1)"; then
   echo "test: tests/l7 again with the interpreted kgw_l7 (KGW_NO_EXTENSIONS=1)"
   KGW_NO_EXTENSIONS=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/l7 || rc=$?
 fi

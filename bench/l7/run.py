@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
 def _compiled() -> bool:
     import kgw_l7
 
-    return kgw_l7._build_is_fresh()
+    return kgw_l7.build_is_fresh()
 
 
 def write_report(path: Path, results: list[Result], skipped: list[str],
