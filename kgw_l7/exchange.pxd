@@ -5,14 +5,12 @@
 # hot path are ``cpdef`` (a C call between compiled modules); behaviour is the same
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
-from kgw_l7.proxy cimport DownstreamConn
-from kgw_l7.upstream cimport UpstreamConn
-
 cimport cython
-from kgw_l7.worker cimport WorkerContext
+from kgw_l7.proxy cimport DownstreamConn, ListenerState
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule,
                             CompiledVirtualHost, HeaderOps, ListenerRouter)
-from kgw_l7.proxy cimport ListenerState
+from kgw_l7.upstream cimport UpstreamConn
+from kgw_l7.worker cimport WorkerContext
 
 cdef class _RequestIds:
     cdef public object _fmt

@@ -512,12 +512,15 @@ class Exchange:
         rewrite = filters.rewrite_path
         if bf is not None and bf.rewrite_path is not None:
             rewrite = bf.rewrite_path  # the BackendRef's own rewrite is the more specific
+        same_target = False
         if rewrite is not None:
             new_path = rewrite.apply(path, route.matched_prefix)
             target = new_path + b"?" + query if query else new_path
         elif target[:1] != b"/" and target != b"*":
             target = path + b"?" + query if query else path  # absolute-form -> origin-form
-        suffix = rule.head_suffix_for.get(backend) if target is head.target else None
+        else:
+            same_target = True
+        suffix = rule.head_suffix_for.get(backend) if same_target else None
         request_head = self.head_as_received(suffix) if suffix is not None else None
         if request_head is None:
             headers = self.upstream_headers(route, rule, backend)

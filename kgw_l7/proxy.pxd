@@ -7,7 +7,6 @@
 
 from kgw_l7.h1 cimport RequestReader
 from kgw_l7.upstream cimport UpstreamConn
-
 from kgw_l7.worker cimport WorkerContext
 
 cdef class ListenerState:

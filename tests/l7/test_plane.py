@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -327,3 +328,77 @@ def test_port_held_by_another_reuseport_process_is_refused(echoes):
     finally:
         other.close()
         runner.close()
+
+
+class HeadCapture:
+    """A backend that records each request head exactly as it arrives and answers 200."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
+
+    def _conn(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                self.heads.append(head + b"\r\n\r\n")  # (the tests send no bodies)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_request_head_forwarded_as_received_or_rebuilt():
+    """What a backend receives, byte for byte: an unrewritten head keeps the client's
+    request line, field order and case, with the proxy's fields and an "add" appended; a
+    head with a field the proxy owns (X-Forwarded-For), an empty line before it, or a
+    "set" modifier is rebuilt."""
+    cap = HeadCapture()
+    port = free_port()
+    backend = Backend(name="infra/cap:80", endpoints=(Endpoint("127.0.0.1", cap.port),))
+    add = Rule(name="infra/add/0", route="infra/add", gateway="infra/gw", backends=(backend,),
+               filters=Filters(request_headers=HeaderModifier(add=(("X-Add", "1"),))))
+    put = Rule(name="infra/set/0", route="infra/set", gateway="infra/gw", backends=(backend,),
+               filters=Filters(request_headers=HeaderModifier(set=(("X-Set", "1"),))))
+    vhost = VirtualHost("*", (Route(RouteMatch(path=PathMatch("PathPrefix", "/set")), put),
+                              Route(RouteMatch(path=PathMatch("PathPrefix", "/")), add)))
+    runner = PlaneRunner(workers=1, access_log="off")
+    try:
+        runner.apply(L7Config((Listener("l", "127.0.0.1", port, virtual_hosts=(vhost,)),), 1))
+        raw(port, b"GET /a?q=1 HTTP/1.1\r\nHost: svc.test\r\nX-Mixed-Case: v\r\n\r\n",
+            read_all=False)
+        raw(port, b"GET /b HTTP/1.1\r\nHost: svc.test\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+            read_all=False)
+        raw(port, b"\r\nGET /c HTTP/1.1\r\nHost: svc.test\r\n\r\n", read_all=False)
+        raw(port, b"GET /set HTTP/1.1\r\nHost: svc.test\r\nX-Set: old\r\n\r\n", read_all=False)
+        eventually(lambda: len(cap.heads) == 4, timeout=5)
+        a, b, c, d = cap.heads
+        rid = re.search(rb"x-request-id: ([0-9a-f-]{36})\r\n", a)
+        assert rid is not None
+        assert a == (b"GET /a?q=1 HTTP/1.1\r\nHost: svc.test\r\nX-Mixed-Case: v\r\n"
+                     b"x-request-id: " + rid.group(1) + b"\r\nx-forwarded-for: 127.0.0.1\r\n"
+                     b"x-forwarded-proto: http\r\nx-add: 1\r\n\r\n")
+        assert b.startswith(b"GET /b HTTP/1.1\r\nhost: svc.test\r\n")
+        assert b"x-forwarded-for: 10.0.0.1, 127.0.0.1\r\n" in b and b.endswith(b"x-add: 1\r\n\r\n")
+        assert c.startswith(b"GET /c HTTP/1.1\r\nhost: svc.test\r\n")
+        assert d.startswith(b"GET /set HTTP/1.1\r\nhost: svc.test\r\n")
+        assert b"x-set: 1\r\n" in d and b"old" not in d
+    finally:
+        runner.close()
+        cap.close()

@@ -627,9 +627,3 @@ def test_head_as_received_and_rebuilt_send_the_same_fields(proxy):
         assert len(h["X-Request-Id"][0]) == 36
     assert docs[0]["headers"]["X-Request-Id"] != docs[1]["headers"]["X-Request-Id"]
     assert "Connection" not in docs[2]["headers"]
-
-
-def test_request_after_an_empty_line_is_served(proxy):
-    out = raw(proxy.port, b"\r\nGET /lead HTTP/1.1\r\nHost: svc.test\r\nConnection: close\r\n\r\n")
-    assert out.startswith(b"HTTP/1.1 200")
-    assert json.loads(out[out.index(b"{"):out.rindex(b"}") + 1])["path"] == "/lead"
