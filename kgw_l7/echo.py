@@ -509,23 +509,6 @@ class TcpEchoConn(asyncio.Protocol):
         self.transport = None
 
 
-def _tcp_tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """tcpserver's TLS: the certificate, TLS 1.2 or later, no ALPN; the SNI is recorded."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-
-    def on_sni(sslobj: Any, name: str | None, _ctx: Any) -> None:
-        try:
-            sslobj._kgw_sni = name or ""
-        except AttributeError:
-            pass
-        return None
-
-    ctx.sni_callback = on_sni
-    return ctx
-
-
 async def serve_tcp(args: argparse.Namespace) -> None:
     """TCP mode: the line protocol on ``tcp_port``, and over TLS on ``tls_port`` when a
     certificate and key are given."""
@@ -537,7 +520,7 @@ async def serve_tcp(args: argparse.Namespace) -> None:
                                         reuse_address=True, backlog=1024)]
     print(f"Starting server (tcp), listening on port {args.tcp_port} (tcp)", flush=True)
     if with_tls:
-        ctx = _tcp_tls_context(args.tls_cert, args.tls_key)
+        ctx = _tls_context(args.tls_cert, args.tls_key)
         servers.append(await loop.create_server(lambda: TcpEchoConn(server), args.address,
                                                 args.tls_port, ssl=ctx, reuse_address=True,
                                                 backlog=1024))
@@ -603,10 +586,14 @@ def _valid_duration(text: str) -> bool:
         return False
 
 
-def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+def _tls_context(cert: str, key: str, alpn: list[str] | None = None) -> ssl.SSLContext:
+    """The echo server's TLS (HTTPS with ALPN http/1.1; the TCP mode, like the
+    conformance tcpserver, without ALPN): TLS 1.2 or later, the SNI recorded."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
 
     def on_sni(sslobj: Any, name: str | None, _ctx: Any) -> None:
         try:
@@ -627,7 +614,7 @@ async def serve(args: argparse.Namespace) -> None:
                                         reuse_address=True, backlog=1024)]
     print(f"Starting server, listening on port {args.port} (http)", flush=True)
     if args.tls_cert and args.tls_key:
-        ctx = _tls_context(args.tls_cert, args.tls_key)
+        ctx = _tls_context(args.tls_cert, args.tls_key, ["http/1.1"])
         servers.append(await loop.create_server(lambda: EchoConn(server), args.address,
                                                 args.tls_port, ssl=ctx, reuse_address=True))
         print(f"Starting server, listening on port {args.tls_port} (https)", flush=True)
