@@ -168,10 +168,16 @@ def hold(host: str, port: int, conns: int, seconds: float) -> dict:
 
 def uping(host: str, port: int, flows: int, per_flow: int) -> dict:
     """`flows` UDP sockets (distinct source ports), `per_flow` datagrams each; every
-    reply must name the same backend for a given socket."""
+    reply must name the same backend for a given socket.
+
+    All sockets stay open until the end: a socket closed early frees its port, and the
+    kernel may hand the same port to a later socket, which would make two "flows" one
+    5-tuple (one connection-table pair instead of two)."""
     backends, lost, moved = [], 0, 0
+    held = []
     for f in range(flows):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        held.append(s)
         s.settimeout(1)
         first = None
         for i in range(per_flow):
@@ -189,6 +195,7 @@ def uping(host: str, port: int, flows: int, per_flow: int) -> dict:
             first = first or who.decode()
             moved += who.decode() != first
         backends.append(first)
+    for s in held:
         s.close()
     return {"backends": backends, "lost": lost, "moved": moved}
 
