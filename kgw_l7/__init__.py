@@ -22,7 +22,7 @@ from pathlib import Path
 #: these same sources (declarations in the matching ``.pxd``), as aiohttp and uvloop ship
 #: compiled parsers: the code is read, tested and changed as Python; the build makes the
 #: struct-field attribute access that the hot path is mostly made of.
-COMPILED_MODULES = ("h1", "router", "upstream", "exchange", "proxy", "stats", "worker")
+COMPILED_MODULES = ("events", "h1", "router", "upstream", "exchange", "proxy", "stats", "worker")
 
 _HERE = Path(__file__).resolve().parent
 

@@ -6,6 +6,7 @@
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
 cimport cython
+from kgw_l7.events cimport RequestHead, ResponseHead
 from kgw_l7.proxy cimport DownstreamConn, ListenerState
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule,
                             CompiledVirtualHost, HeaderOps, ListenerRouter)
@@ -21,7 +22,7 @@ cdef _RequestIds _REQUEST_IDS
 
 cdef class Exchange:
     cdef public DownstreamConn conn
-    cdef public object head
+    cdef public RequestHead head
     cdef public WorkerContext ctx
     cdef public object start_time
     cdef public object wall_start
@@ -62,24 +63,26 @@ cdef class Exchange:
     @cython.locals(rule=CompiledRule, backend=CompiledBackend)
     cpdef start(self)
     cpdef _fast_failed(self, status, reason)
-    @cython.locals(rule=CompiledRule)
+    @cython.locals(rule=CompiledRule, head=RequestHead)
     cpdef finish(self)
     cpdef respond(self, status, body=*, extra=*)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter,
-                   vhost=CompiledVirtualHost, listener=ListenerState)
+                   vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead)
     cpdef route(self)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
-                   bf=CompiledFilters, ops=HeaderOps, out=list, h=tuple)
+                   bf=CompiledFilters, ops=HeaderOps, out=list, h=tuple, head=RequestHead)
     cpdef upstream_headers(self, route, rule, backend)
-    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute, filters=CompiledFilters, bf=CompiledFilters)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
+                   filters=CompiledFilters, bf=CompiledFilters, head=RequestHead)
     cpdef prepare(self, route, rule, backend, path, query)
-    cpdef send(self, up, request_head, first)
+    cpdef send(self, UpstreamConn up, request_head, first)
     cpdef on_upstream_events(self, up, events)
     cpdef _done(self)
-    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, conn=DownstreamConn)
+    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, conn=DownstreamConn, head=RequestHead)
     cpdef head_as_received(self, suffix)
-    cpdef commit(self, resp)
+    @cython.locals(head=RequestHead)
+    cpdef commit(self, ResponseHead resp)
 
 cdef class _Discard:
     cdef public object done

@@ -117,26 +117,28 @@ class Exchange:
                  "request_id", "body_waiters", "resp_body", "finished", "up_done", "released", "fast")
 
     def __init__(self, conn: DownstreamConn, head: RequestHead) -> None:
+        # (The fields are read back below rather than the arguments: compiled, the
+        # fields are typed and the arguments are not.)
         self.conn = conn
         self.head = head
-        self.ctx = conn.ctx
+        self.ctx = self.conn.ctx
         self.start_time = 0.0
         self.wall_start = 0.0
         self.body_buf: list[bytes] = []
         self.buf_size = 0
         self.retained: list[bytes] | None = None
         self.received = 0
-        self.request_done = head.body == "none"
+        self.request_done = self.head.body == "none"
         self.trailers: tuple[tuple[bytes, bytes], ...] = ()
         self.upstream: UpstreamConn | None = None
         self.streaming = False
-        self.chunked_up = head.body == "chunked"
+        self.chunked_up = self.head.body == "chunked"
         self.head_fut: asyncio.Future[ResponseHead] | None = None
         self.done_fut: asyncio.Future[None] | None = None
         self.early: list[Event] | None = None
         self.committed = False
         self.down_chunked = False
-        self.close_after = not head.keep_alive
+        self.close_after = not self.head.keep_alive
         self.status = 0
         self.sent = 0
         self.rule: CompiledRule | None = None

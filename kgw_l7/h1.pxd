@@ -6,6 +6,7 @@
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
 cimport cython
+from kgw_l7.events cimport Body, EndOfMessage, RequestHead, ResponseHead
 
 cdef class RequestReader:
     cdef public object _parser

@@ -37,11 +37,7 @@ HOP_BY_HOP = frozenset({
 })
 
 
-#: Events are NamedTuples (``kgw_l7.events``); on the per-request path they are built with
-#: tuple.__new__ directly, skipping the generated Python-level __new__ (one frame less per
-#: event, four events per proxied request). Field order is the class's.
-_new = tuple.__new__
-_NO_TRAILERS = _new(EndOfMessage, ((),))
+_NO_TRAILERS = EndOfMessage()
 
 
 #: Response header names that on_headers_complete looks at (framing and hop-by-hop).
@@ -185,13 +181,11 @@ class RequestReader:
         self._head_bytes = 0
         self._trailers = []
         url = self._url
-        # Positional (method, target, version, headers, host, authority, keep_alive, body,
-        # content_length, expect_continue, upgrade, raw): keywords cost more here.
-        self._events.append(_new(RequestHead, (
+        # Positional arguments: keywords cost more here.
+        self._events.append(RequestHead(
             parser.get_method(), url[0] if len(url) == 1 else b"".join(url), v,
             tuple(self._headers), host.lower(), authority, parser.should_keep_alive(),
-            body, length, expect and body != "none", parser.should_upgrade(), raw,
-        )))
+            body, length, expect and body != "none", parser.should_upgrade(), raw))
 
     def _version(self, data: bytes | None) -> bytes | None:
         """b"1.1", b"1.0" or None (unsupported). httptools only offers
@@ -214,10 +208,10 @@ class RequestReader:
         return None
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(_new(Body, (body,)))
+        self._events.append(Body(body))
 
     def on_message_complete(self) -> None:
-        self._events.append(_new(EndOfMessage, (tuple(self._trailers),))
+        self._events.append(EndOfMessage(tuple(self._trailers))
                             if self._trailers else _NO_TRAILERS)
         self._trailers = None
         self._in_head = True
@@ -376,9 +370,8 @@ class ResponseReader:
         keep_alive = parser.should_keep_alive() and body != "close"
         if not keep_alive:
             self.reusable = False
-        # (status, version, headers, keep_alive, body, content_length)
-        self._events.append(_new(ResponseHead, (status, version, tuple(self._headers),
-                                                keep_alive, body, length)))
+        self._events.append(ResponseHead(status, version, tuple(self._headers), keep_alive,
+                                         body, length))
         if self._head_request:
             self.reusable = False
             self._in_message = False
@@ -386,7 +379,7 @@ class ResponseReader:
             raise _Stop()
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(_new(Body, (body,)))
+        self._events.append(Body(body))
 
     def on_message_complete(self) -> None:
         if not self._got_head:
@@ -394,7 +387,7 @@ class ResponseReader:
         self._in_message = False
         self._got_head = False
         self._head_bytes = 0
-        self._events.append(_new(EndOfMessage, (tuple(self._trailers),))
+        self._events.append(EndOfMessage(tuple(self._trailers))
                             if self._trailers else _NO_TRAILERS)
         self._trailers = None
 

@@ -8,7 +8,7 @@
 cimport cython
 
 cdef class WorkerStats:
-    cdef public object _per
+    cdef public dict _per
     cdef public object connect_failures
     cdef public object active_connections
     cdef public object generation

@@ -22,8 +22,9 @@ cdef class UpstreamConn:
     cpdef abort(self)
 
 cdef class Pool:
-    cdef public object _idle
+    cdef public dict _idle
     cdef public object _tls
+    @cython.locals(conn=UpstreamConn, idle=list)
     cpdef take_idle(self, address, port, tls, now)
-    @cython.locals(conn=UpstreamConn)
+    @cython.locals(conn=UpstreamConn, idle=list)
     cpdef release(self, conn, now)

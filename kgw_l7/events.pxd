@@ -1,0 +1,31 @@
+# Cython declarations for kgw_l7/events.py (the source of truth; see scripts/build_ext.py).
+# The per-request events become extension types with read-only typed fields: the proxy
+# reads them as struct members, and nothing can change an event after it is made.
+
+cdef class RequestHead:
+    cdef readonly bytes method
+    cdef readonly bytes target
+    cdef readonly bytes version
+    cdef readonly tuple headers
+    cdef readonly bytes host
+    cdef readonly bytes authority
+    cdef readonly bint keep_alive
+    cdef readonly str body
+    cdef readonly object content_length
+    cdef readonly bint expect_continue
+    cdef readonly bint upgrade
+    cdef readonly bytes raw
+
+cdef class ResponseHead:
+    cdef readonly object status
+    cdef readonly bytes version
+    cdef readonly tuple headers
+    cdef readonly bint keep_alive
+    cdef readonly str body
+    cdef readonly object content_length
+
+cdef class Body:
+    cdef readonly bytes data
+
+cdef class EndOfMessage:
+    cdef readonly tuple trailers
