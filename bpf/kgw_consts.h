@@ -44,6 +44,15 @@
 #ifndef KGW_PORT_REUSE_NS
 #define KGW_PORT_REUSE_NS 1000000000ULL
 #endif
+/* Per-CPU FIB cache slots (a power of two: the slot is hash & (size - 1)). */
+#ifndef KGW_FIB_CACHE_SIZE
+#define KGW_FIB_CACHE_SIZE 256
+#endif
+/* How long a cached FIB result is used before bpf_fib_lookup runs again: the bound on
+ * how late a route or neighbour change reaches flows that keep sending. */
+#ifndef KGW_FIB_CACHE_NS
+#define KGW_FIB_CACHE_NS 100000000ULL
+#endif
 #ifndef KGW_PIN_DIR
 #define KGW_PIN_DIR "/sys/fs/bpf/kgw"
 #endif

@@ -28,6 +28,9 @@ BPF_TABLE_PINNED("lru_hash", struct kgw_flow_key, struct kgw_ct_entry, kgw_ct_sy
 BPF_TABLE_PINNED("hash", __be32, u32, kgw_local_addrs, KGW_MAX_LOCAL_ADDRS,
 		 KGW_PIN(kgw_local_addrs));
 BPF_TABLE_PINNED("array", u32, struct kgw_settings, kgw_settings, 1, KGW_PIN(kgw_settings));
+/* recent FIB results, per CPU (kgw_structs.h, struct kgw_fib_entry) */
+BPF_TABLE_PINNED("percpu_array", u32, struct kgw_fib_entry, kgw_fib_cache, KGW_FIB_CACHE_SIZE,
+		 KGW_PIN(kgw_fib_cache));
 BPF_TABLE_PINNED("percpu_array", u32, struct kgw_counter_val, kgw_stats, KGW_STATS_SIZE,
 		 KGW_PIN(kgw_stats));
 

@@ -74,6 +74,22 @@ struct kgw_counter_val {
 	__u64 bytes;
 };
 
+/* One slot of the per-CPU FIB cache (kgw_fib_cache): the result of a successful
+ * bpf_fib_lookup for (saddr, daddr, iif), reused for KGW_FIB_CACHE_NS. Per-CPU, so
+ * only the CPU that owns the slot reads or writes it: no torn reads. The slot index is
+ * a hash of the inputs; the inputs are stored too and compared on every hit. */
+struct kgw_fib_entry {
+	__u64 stamp_ns; /* bpf_ktime_get_ns() of the lookup; 0 = empty slot */
+	__be32 saddr;   /* lookup input: source address (after NAT) */
+	__be32 daddr;   /* lookup input: destination address (after NAT) */
+	__u32 iif;      /* lookup input: ingress ifindex */
+	__u32 oif;      /* result: egress ifindex */
+	__u16 mtu;      /* result: egress device MTU */
+	__u8 smac[6];   /* result: egress device address */
+	__u8 dmac[6];   /* result: next hop's address */
+	__u8 pad[2];
+};
+
 /* Sockmap splice: key of kgw_sockhash and kgw_splice_peer (host order ports as the
  * kernel reports them in __sk_buff: local_port host order, remote_port network order
  * is normalised by sockmap.c to host order). */

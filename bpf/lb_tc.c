@@ -1,66 +1,107 @@
 /* lb_tc.c — the load balancer at TC (clsact ingress): parse, decide (nat.h), rewrite
- * with the skb checksum helpers (correct for partial checksums too), FIB lookup and
- * redirect. Attach on every interface that receives client or backend traffic. */
+ * in place with the checksum differences of csum.h (bpf_l4_csum_replace keeps partial
+ * checksums correct), FIB lookup (cached per CPU for a short time) and redirect.
+ * Attach on every interface that receives client or backend traffic. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
 #include "nat.h"
+#include "csum.h"
 
 /* bcc 0.26 declares bpf_redirect_neigh with three arguments; the kernel takes four. */
 static long (*kgw_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
 	(void *)BPF_FUNC_redirect_neigh;
 
-#define IP_CSUM_OFF(p) ((p)->l3_off + offsetof(struct iphdr, check))
-#define IP_SRC_OFF(p) ((p)->l3_off + offsetof(struct iphdr, saddr))
-#define IP_DST_OFF(p) ((p)->l3_off + offsetof(struct iphdr, daddr))
-
+/* Rewrite addresses and ports in place (direct packet access; the verifier's prologue
+ * unclones the skb once, as bpf_skb_store_bytes would) and fix the checksums with
+ * one difference per word pair (csum.h): the IPv4 header checksum in place, the L4
+ * one through bpf_l4_csum_replace, which knows the skb's checksum state. */
 static __always_inline int kgw_tc_rewrite(struct __sk_buff *skb, struct kgw_pkt *p,
-					  struct kgw_rewrite *rw)
+					  const struct kgw_rewrite *rw)
 {
-	__u32 l4_csum, sport_off = p->l4_off, dport_off = p->l4_off + 2;
-	if (p->key.proto == IPPROTO_TCP)
-		l4_csum = p->l4_off + offsetof(struct tcphdr, check);
-	else
-		l4_csum = p->l4_off + offsetof(struct udphdr, check);
-
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	__u32 l4_off = p->l4_off;
+	if (l4_off > 14 + 60)
+		return -1;
+	__be16 *ports = data + l4_off;
+	if ((void *)(ports + 2) > data_end)
+		return -1;
+	__u32 l4_csum = l4_off + (p->key.proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
+							       : offsetof(struct udphdr, check));
 	/* UDP checksum 0 means "none": leave it 0 (BPF_F_MARK_MANGLED_0 keeps it so). */
 	__u64 l4f = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	if (rw->saddr != p->key.saddr) {
-		if (bpf_l4_csum_replace(skb, l4_csum, p->key.saddr, rw->saddr,
-					l4f | BPF_F_PSEUDO_HDR | sizeof(__be32)) ||
-		    bpf_l3_csum_replace(skb, IP_CSUM_OFF(p), p->key.saddr, rw->saddr, sizeof(__be32)) ||
-		    bpf_skb_store_bytes(skb, IP_SRC_OFF(p), &rw->saddr, sizeof(__be32), 0))
-			return -1;
+
+	int addrs = rw->saddr != p->key.saddr || rw->daddr != p->key.daddr;
+	int port_change = rw->sport != p->key.sport || rw->dport != p->key.dport;
+	__u32 addr_diff = kgw_csum_diff2(p->key.saddr, p->key.daddr, rw->saddr, rw->daddr);
+	__u32 port_diff = kgw_csum_diff2_16(p->key.sport, p->key.dport, rw->sport, rw->dport);
+	if (addrs) {
+		kgw_csum_apply(&ip->check, addr_diff);
+		ip->saddr = rw->saddr;
+		ip->daddr = rw->daddr;
 	}
-	if (rw->daddr != p->key.daddr) {
-		if (bpf_l4_csum_replace(skb, l4_csum, p->key.daddr, rw->daddr,
-					l4f | BPF_F_PSEUDO_HDR | sizeof(__be32)) ||
-		    bpf_l3_csum_replace(skb, IP_CSUM_OFF(p), p->key.daddr, rw->daddr, sizeof(__be32)) ||
-		    bpf_skb_store_bytes(skb, IP_DST_OFF(p), &rw->daddr, sizeof(__be32), 0))
-			return -1;
+	if (port_change) {
+		ports[0] = rw->sport;
+		ports[1] = rw->dport;
 	}
-	if (rw->sport != p->key.sport) {
-		if (bpf_l4_csum_replace(skb, l4_csum, p->key.sport, rw->sport, l4f | sizeof(__be16)) ||
-		    bpf_skb_store_bytes(skb, sport_off, &rw->sport, sizeof(__be16), 0))
-			return -1;
-	}
-	if (rw->dport != p->key.dport) {
-		if (bpf_l4_csum_replace(skb, l4_csum, p->key.dport, rw->dport, l4f | sizeof(__be16)) ||
-		    bpf_skb_store_bytes(skb, dport_off, &rw->dport, sizeof(__be16), 0))
-			return -1;
-	}
+	/* Packet pointers are invalid after these calls. */
+	if (addrs && bpf_l4_csum_replace(skb, l4_csum, 0, addr_diff, l4f | BPF_F_PSEUDO_HDR))
+		return -1;
+	if (port_change && bpf_l4_csum_replace(skb, l4_csum, 0, port_diff, l4f))
+		return -1;
 	return 0;
 }
 
-static __always_inline int kgw_tc_forward(struct __sk_buff *skb, const struct kgw_rewrite *rw)
+/* bpf_fib_lookup for the rewritten tuple, or its result from the per-CPU cache
+ * (kgw_fib_cache) when the same lookup succeeded less than KGW_FIB_CACHE_NS ago.
+ * A hit also requires the packet to fit the cached egress MTU (or be GSO), which is
+ * what the real lookup checks for tot_len 0: a packet that does not fit takes the
+ * real lookup and gets its FRAG_NEEDED. Only successes are cached: NO_NEIGH and the
+ * rest are decided by the kernel on every packet. Route and neighbour changes reach a
+ * flow within KGW_FIB_CACHE_NS (vm_tests/test_datapath.py tests both). */
+static __always_inline int kgw_tc_fib(struct __sk_buff *skb, const struct kgw_rewrite *rw,
+				      __u64 now, struct bpf_fib_lookup *fib)
+{
+	__u32 iif = skb->ingress_ifindex;
+	__u32 slot = kgw_jhash_3words(rw->saddr, rw->daddr, iif, KGW_HASH_SEED) &
+		     (KGW_FIB_CACHE_SIZE - 1);
+	struct kgw_fib_entry *c = kgw_fib_cache.lookup(&slot);
+	if (c && c->stamp_ns && c->saddr == rw->saddr && c->daddr == rw->daddr && c->iif == iif &&
+	    now >= c->stamp_ns && now - c->stamp_ns < KGW_FIB_CACHE_NS &&
+	    (skb->len <= (__u32)c->mtu + ETH_HLEN || skb->gso_size)) {
+		fib->ifindex = c->oif;
+		__builtin_memcpy(fib->smac, c->smac, ETH_ALEN);
+		__builtin_memcpy(fib->dmac, c->dmac, ETH_ALEN);
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	}
+	fib->family = 2; /* AF_INET */
+	fib->ipv4_src = rw->saddr;
+	fib->ipv4_dst = rw->daddr;
+	fib->ifindex = iif;
+	/* tot_len 0: let the kernel check the MTU against the skb (GSO-aware); on success
+	 * it reports the egress device's MTU in mtu_result. */
+	int rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && c) {
+		c->stamp_ns = now;
+		c->saddr = rw->saddr;
+		c->daddr = rw->daddr;
+		c->iif = iif;
+		c->oif = fib->ifindex;
+		c->mtu = fib->mtu_result;
+		__builtin_memcpy(c->smac, fib->smac, ETH_ALEN);
+		__builtin_memcpy(c->dmac, fib->dmac, ETH_ALEN);
+	}
+	return rc;
+}
+
+static __always_inline int kgw_tc_forward(struct __sk_buff *skb, const struct kgw_rewrite *rw,
+					  __u64 now)
 {
 	struct bpf_fib_lookup fib = {};
-	fib.family = 2; /* AF_INET */
-	fib.l4_protocol = 0;
-	fib.ipv4_src = rw->saddr;
-	fib.ipv4_dst = rw->daddr;
-	fib.ifindex = skb->ingress_ifindex;
-	/* tot_len 0: let the kernel check the MTU against the skb (GSO-aware). */
-	int rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	int rc = kgw_tc_fib(skb, rw, now, &fib);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		void *data = (void *)(long)skb->data;
 		void *data_end = (void *)(long)skb->data_end;
@@ -127,5 +168,5 @@ int kgw_tc(struct __sk_buff *skb)
 		kgw_count(KGW_C_DROP_REWRITE, skb->len);
 		return TC_ACT_SHOT;
 	}
-	return kgw_tc_forward(skb, &rw);
+	return kgw_tc_forward(skb, &rw, p.now_ns);
 }

@@ -32,13 +32,12 @@ static __always_inline int kgw_xdp_rewrite(struct xdp_md *ctx, struct kgw_pkt *p
 	}
 	int l4_none = p->key.proto == IPPROTO_UDP && *l4_csum == 0;
 
-	kgw_csum_replace4(&ip->check, ip->saddr, rw->saddr);
-	kgw_csum_replace4(&ip->check, ip->daddr, rw->daddr);
+	/* One difference per word pair (csum.h); the L4 checksum takes both. */
+	__u32 addr_diff = kgw_csum_diff2(ip->saddr, ip->daddr, rw->saddr, rw->daddr);
+	__u32 port_diff = kgw_csum_diff2_16(ports[0], ports[1], rw->sport, rw->dport);
+	kgw_csum_apply(&ip->check, addr_diff);
 	if (!l4_none) {
-		kgw_csum_replace4(l4_csum, ip->saddr, rw->saddr);
-		kgw_csum_replace4(l4_csum, ip->daddr, rw->daddr);
-		kgw_csum_replace2(l4_csum, ports[0], rw->sport);
-		kgw_csum_replace2(l4_csum, ports[1], rw->dport);
+		kgw_csum_apply(l4_csum, kgw_csum_add(addr_diff, port_diff));
 		if (p->key.proto == IPPROTO_UDP && *l4_csum == 0)
 			*l4_csum = 0xffff;
 	}

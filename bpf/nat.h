@@ -261,6 +261,7 @@ static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_r
 	if (!s)
 		return KGW_ACT_PASS;
 	__u64 now = bpf_ktime_get_ns();
+	p->now_ns = now;
 	int is_tcp = k->proto == IPPROTO_TCP;
 
 	struct kgw_ct_entry *e = kgw_ct.lookup(k);

@@ -24,6 +24,7 @@ SIZES: dict[str, int] = {
     "KGW_MAX_LOCAL_ADDRS": 256,
     "KGW_SOCKHASH_SIZE": 65536,
     "KGW_NAT_PROBES": 8,
+    "KGW_FIB_CACHE_SIZE": 256,
 }
 
 PIN_DIR = "/sys/fs/bpf/kgw"
@@ -147,6 +148,20 @@ class CounterVal(ctypes.Structure):
     _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
+class FibEntry(ctypes.Structure):
+    _fields_ = [
+        ("stamp_ns", ctypes.c_uint64),
+        ("saddr", ctypes.c_uint32),  # network order
+        ("daddr", ctypes.c_uint32),  # network order
+        ("iif", ctypes.c_uint32),
+        ("oif", ctypes.c_uint32),
+        ("mtu", ctypes.c_uint16),
+        ("smac", ctypes.c_uint8 * 6),
+        ("dmac", ctypes.c_uint8 * 6),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
 class SockKey(ctypes.Structure):
     _fields_ = [
         ("local_addr", ctypes.c_uint32),
@@ -165,6 +180,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "kgw_ct_entry": CtEntry,
     "kgw_settings": Settings,
     "kgw_counter_val": CounterVal,
+    "kgw_fib_entry": FibEntry,
     "kgw_sock_key": SockKey,
 }
 

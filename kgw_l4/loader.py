@@ -109,6 +109,7 @@ def expected_maps(sizes: Mapping[str, int] = abi.SIZES) -> dict[str, MapInfo]:
         "kgw_local_addrs": MapInfo(MAP_HASH, 4, 4, sizes["KGW_MAX_LOCAL_ADDRS"]),
         "kgw_settings": MapInfo(MAP_ARRAY, 4, s(abi.Settings), 1),
         "kgw_stats": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.CounterVal), abi.stats_size(sizes)),
+        "kgw_fib_cache": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.FibEntry), sizes["KGW_FIB_CACHE_SIZE"]),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -209,3 +210,59 @@ def test_udp_flows_are_balanced_and_sticky(lab):
     flows = loader.flows(agent.maps(), ("kgw_ct",))
     assert all(f.proto == "UDP" for f in flows) and len(flows) == 120
     assert lab.topo.snmp(lab.topo.client)["Udp"]["InCsumErrors"] == 0
+
+
+def test_integrity_tc_full_checksums(xdp_lab):
+    """TC on packets with complete checksums (senders' tx offload off): the L4 checksum
+    differences are applied to the field itself, not to a partial sum."""
+    agent = xdp_lab.agent(mode="tc")
+    _integrity(xdp_lab, agent)
+
+
+def _tx_packets(lab, ns: str, dev: str) -> int:
+    import json
+
+    out = lab.topo.run(ns, "ip", "-s", "-j", "link", "show", dev).stdout
+    return json.loads(out)[0]["stats64"]["tx"]["packets"]
+
+
+def test_fib_cache_follows_neighbour_and_route_changes(lab):
+    """The TC program caches FIB results per CPU for KGW_FIB_CACHE_NS (100 ms): an
+    established flow must follow a changed neighbour address and a changed route. A
+    cache that never expired would keep sending to the old MAC (the flow stalls) and
+    out of the old interface (no packets on the new one)."""
+    import json
+
+    a = lab.topo.backend_addrs[0]
+    topo = lab.topo
+    agent = lab.agent(mode="tc")
+    agent.start({"frontends": [frontend("fe", 8080, [("g", 1, [a])])]})
+    holder = lab.client_bg("hold", GW_CLIENT_ADDR, "8080", "1", "4")
+    assert json.loads(holder.stdout.readline())["backends"] == [a]
+    time.sleep(0.3)
+
+    # Neighbour change: the backend's interface gets a new MAC and the gateway learns it.
+    new_mac = "02:6b:67:77:00:01"
+    topo.run(topo.gw, "ip", "neigh", "replace", a, "lladdr", new_mac, "dev", "gb", "nud", "reachable")
+    topo.run(topo.backend, "ip", "link", "set", "b0", "address", new_mac)
+    time.sleep(0.8)
+
+    # Route change: a second link gw(gb2) — backend(b1), and a host route to `a` over it.
+    topo.run(topo.gw, "ip", "link", "add", "gb2", "type", "veth", "peer", "name", "b1",
+             "netns", topo.backend)
+    topo.run(topo.gw, "ip", "addr", "add", "10.201.3.1/24", "dev", "gb2")
+    topo.run(topo.backend, "ip", "addr", "add", "10.201.3.2/24", "dev", "b1")
+    topo.run(topo.backend, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0",
+             "net.ipv4.conf.b1.rp_filter=0")
+    topo.run(topo.gw, "ip", "link", "set", "gb2", "up")
+    topo.run(topo.backend, "ip", "link", "set", "b1", "up")
+    before = _tx_packets(lab, topo.gw, "gb2")
+    topo.run(topo.gw, "ip", "route", "add", f"{a}/32", "via", "10.201.3.2", "dev", "gb2")
+    time.sleep(1.0)
+    moved = _tx_packets(lab, topo.gw, "gb2") - before
+    res = json.loads(holder.stdout.readline())
+    holder.wait(10)
+    assert res["failures"] == 0 and res["rounds"] > 40, res
+    assert moved >= 10, moved  # ~20 pings in that second, all over the new route
+    c = loader.counters(agent.maps(), agent.sizes)
+    assert c["DROP_FIB"][0] == 0 and c["DROP_REWRITE"][0] == 0

@@ -18,14 +18,19 @@ own CPU (agent or haproxy; kernel work in softirq/kworkers is not attributed to 
 the whole machine's CPU (client and server included; other jobs on a shared machine
 too, so the busy CPUs of the idle second before each run are reported next to it), and
 how many bytes the client had sent but the server not received when iperf3 ended.
+During the wrk runs it also takes the machine's busy CPU time per connection, and with
+--prog-stats (kernel.bpf_stats_enabled=1 for the run, restored afterwards) the gateway
+program's run count and average run time from the kernel's own accounting (bpftool
+prog show: run_cnt, run_time_ns): a deterministic per-packet cost, unlike rates.
 
   sudo .venv/bin/python -m bench.l4.run [--seconds 2] [--repeat 3] [--modes a,b]
-                                        [--out bench/results/l4.md]
+                                        [--prog-stats] [--out bench/results/l4.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -38,6 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -60,6 +66,9 @@ class Result:
     sys_cpu_s_per_gb: float = 0.0
     backlog_gb: float = 0.0  # median sent - received per iperf3 run
     bg_cpus: float = 0.0  # machine CPUs busy in the idle second before each run
+    conn_cpu_us: float = 0.0  # machine busy CPU per connection during the wrk runs
+    prog_ns_per_run: float | None = None  # kgw program, during the wrk runs (--prog-stats)
+    prog_runs_per_conn: float | None = None
     note: str = ""
 
 
@@ -91,13 +100,41 @@ def iperf(topo: Topology, host: str, port: int, seconds: int) -> tuple[float, fl
     return s["bits_per_second"] / 1e9, s["bytes"] / 1e9, backlog
 
 
-def wrk(topo: Topology, host: str, port: int, seconds: int) -> tuple[float, int]:
+def wrk(topo: Topology, host: str, port: int, seconds: int) -> tuple[float, int, int]:
+    """(requests/s, errors, requests): every request is one TCP connection."""
     r = topo.run(topo.client, "wrk", "-t2", "-c32", f"-d{seconds}s", "-H", "Connection: close",
                  f"http://{host}:{port}/", timeout=seconds + 30, check=False)
     m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+    total = re.search(r"(\d+) requests in", r.stdout)
     errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", r.stdout))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", r.stdout)
-    return (float(m.group(1)) if m else 0.0), errs + (int(non2xx.group(1)) if non2xx else 0)
+    return ((float(m.group(1)) if m else 0.0), errs + (int(non2xx.group(1)) if non2xx else 0),
+            int(total.group(1)) if total else 0)
+
+
+def prog_stats(pin: str) -> tuple[int, int] | None:
+    """(run_cnt, run_time_ns) of the program pinned at ``pin``, or None."""
+    r = subprocess.run(["bpftool", "-j", "prog", "show", "pinned", pin], capture_output=True,
+                       text=True, timeout=10)
+    if r.returncode != 0:
+        return None
+    info = json.loads(r.stdout)
+    return int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled(on: bool) -> Iterator[None]:
+    """kernel.bpf_stats_enabled=1 while the block runs, then its previous value."""
+    path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    if not on:
+        yield
+        return
+    before = path.read_text().strip()
+    path.write_text("1")
+    try:
+        yield
+    finally:
+        path.write_text(before)
 
 
 def start_backends(topo: Topology, tmp: Path) -> list[subprocess.Popen]:
@@ -172,9 +209,11 @@ backend http
 
 
 def measure(topo: Topology, mode: str, host: str, iperf_port: int, http_port: int,
-            seconds: int, gw_pid: int | None, repeat: int, note: str = "") -> Result:
+            seconds: int, gw_pid: int | None, repeat: int, note: str = "",
+            prog_pin: str | None = None) -> Result:
     """Median of ``repeat`` runs of each tool (the machine is shared: single runs are
-    noisy); CPU per GB over all iperf3 runs together."""
+    noisy); CPU per GB over all iperf3 runs together, CPU per connection and the
+    program's run time (``prog_pin``) over all wrk runs together."""
     rates, gbpss, backlogs = [], [], []
     cpu = gbytes = 0.0
     jiffies = bg_jiffies = 0
@@ -191,15 +230,26 @@ def measure(topo: Topology, mode: str, host: str, iperf_port: int, http_port: in
         gbpss.append(gbps)
         backlogs.append(backlog)
         gbytes += gb
+    conns = conn_jiffies = 0
+    p0 = prog_stats(prog_pin) if prog_pin else None
     for _ in range(repeat):
-        rate, errs = wrk(topo, host, http_port, seconds)
+        j0 = busy_jiffies()
+        rate, errs, total = wrk(topo, host, http_port, seconds)
+        conn_jiffies += busy_jiffies() - j0
+        conns += total
         rates.append(rate)
         errors += errs
+    p1 = prog_stats(prog_pin) if prog_pin else None
+    ns_run = runs_conn = None
+    if p0 and p1 and p1[0] > p0[0]:
+        ns_run = round((p1[1] - p0[1]) / (p1[0] - p0[0]), 1)
+        runs_conn = round((p1[0] - p0[0]) / max(conns, 1), 1)
     gb = max(gbytes, 1e-9)
     return Result(mode, round(statistics.median(gbpss), 2), round(gbytes, 2),
                   round(statistics.median(rates)), errors,
                   round(cpu / gb, 3) if gw_pid else None, round(jiffies / CLK / gb, 3),
-                  round(statistics.median(backlogs), 2), round(bg_jiffies / CLK / repeat, 2), note)
+                  round(statistics.median(backlogs), 2), round(bg_jiffies / CLK / repeat, 2),
+                  round(conn_jiffies / CLK / max(conns, 1) * 1e6, 1), ns_run, runs_conn, note)
 
 
 def stop(p: subprocess.Popen | None) -> None:
@@ -229,7 +279,11 @@ def run_topology(xdp: bool, modes: list[str], seconds: int, tmp: Path,
                         gw = start_haproxy(topo, tmp)
                     else:
                         gw = start_agent(topo, tmp, mode.removeprefix("kgw-"), pin_dir)
-                    out.append(measure(topo, mode, GW_CLIENT_ADDR, 5201, 8080, seconds, gw.pid, repeat))
+                    pin = None
+                    if mode.startswith("kgw-") and mode.removeprefix("kgw-") in ("tc", "xdp"):
+                        pin = f"{pin_dir}/prog_{mode.removeprefix('kgw-')}"
+                    out.append(measure(topo, mode, GW_CLIENT_ADDR, 5201, 8080, seconds, gw.pid,
+                                       repeat, prog_pin=pin))
                 except (RuntimeError, subprocess.TimeoutExpired) as e:
                     out.append(Result(mode, note=f"failed: {e}"))
                 finally:
@@ -262,15 +316,22 @@ def report(results: list[Result], seconds: int, repeat: int, cmd: str) -> str:
         "Topology: network namespaces client — veth — gw — veth — backend (vm_tests/topology.py). "
         f"Each tool runs {repeat} times for {seconds} s (median reported): `iperf3 -c HOST -t {seconds} -J` (one stream) and "
         f"`wrk -t2 -c32 -d{seconds}s -H 'Connection: close'` against nginx `return 200` "
-        "(every request a new TCP connection). Each mode gets a fresh topology.", "",
+        "(every request a new TCP connection). Each mode gets a fresh topology. "
+        "Machine CPU per connection: busy CPU time of the whole machine during the wrk runs "
+        "over the connections made. Program ns/run and runs/conn (with --prog-stats): the "
+        "kernel's run_time_ns / run_cnt for the kgw program during the wrk runs.", "",
         "| mode | iperf3 Gbit/s | short conns/s | errors | gw process CPU s/GB | machine CPU s/GB "
-        "| sent − received GB | background CPUs | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| sent − received GB | background CPUs | machine CPU µs/conn | program ns/run "
+        "| program runs/conn | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         gw = "-" if r.gw_cpu_s_per_gb is None else f"{r.gw_cpu_s_per_gb}"
+        ns_run = "-" if r.prog_ns_per_run is None else f"{r.prog_ns_per_run}"
+        runs = "-" if r.prog_runs_per_conn is None else f"{r.prog_runs_per_conn}"
         lines.append(f"| {r.mode} | {r.gbps} | {r.conn_rate} | {r.conn_errors} | {gw} | "
-                     f"{r.sys_cpu_s_per_gb} | {r.backlog_gb} | {r.bg_cpus} | {r.note} |")
+                     f"{r.sys_cpu_s_per_gb} | {r.backlog_gb} | {r.bg_cpus} | {r.conn_cpu_us} | "
+                     f"{ns_run} | {runs} | {r.note} |")
     lines += ["", "## Against the targets", ""]
 
     def ratio(a: str, b: str, attr: str) -> str:
@@ -327,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the median is reported")
     ap.add_argument("--out", default=str(ROOT / "bench/results/l4.md"))
+    ap.add_argument("--prog-stats", action="store_true",
+                    help="set kernel.bpf_stats_enabled=1 during the run (restored after) and "
+                         "report the program's ns/run")
     ap.add_argument("--modes", default=",".join(m for _, m in ALL_MODES),
                     help="comma-separated subset of: " + ", ".join(m for _, m in ALL_MODES))
     ns = ap.parse_args(argv)
@@ -345,10 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     # connections would otherwise slow the next mode's (PAWS rejects a SYN whose
     # timestamps come from another connection's clock offset).
     results: list[Result] = []
-    for xdp, mode in ALL_MODES:
-        if mode in wanted:
-            results += run_topology(xdp, [mode], ns.seconds, tmp, ns.repeat)
+    with bpf_stats_enabled(ns.prog_stats):
+        for xdp, mode in ALL_MODES:
+            if mode in wanted:
+                results += run_topology(xdp, [mode], ns.seconds, tmp, ns.repeat)
     cmd = f"sudo .venv/bin/python -m bench.l4.run --seconds {ns.seconds} --repeat {ns.repeat}"
+    if ns.prog_stats:
+        cmd += " --prog-stats"
     if set(wanted) != {m for _, m in ALL_MODES}:
         cmd += f" --modes {','.join(wanted)}"
     text = report(results, ns.seconds, ns.repeat, cmd)
