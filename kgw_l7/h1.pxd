@@ -8,6 +8,9 @@
 cimport cython
 from kgw_l7.events cimport Body, EndOfMessage, RequestHead, ResponseHead
 
+cdef frozenset _RESPONSE_FRAMING
+cdef frozenset _REQUEST_FRAMING
+
 cdef class RequestReader:
     cdef public object _parser
     cdef public object _events
@@ -25,10 +28,10 @@ cdef class RequestReader:
     @cython.locals(events=list)
     cpdef list feed(self, data)
     cdef _fail(self, error)
-    @cython.locals(data=bytes, end=Py_ssize_t, tail=bytes)
-    cdef _version(self, data)
+    @cython.locals(data=bytes, at=Py_ssize_t, tail=bytes, url=list)
+    cdef _version(self, data, bytes method)
     @cython.locals(name=bytes, value=bytes, host=bytes, authority=bytes, colon=Py_ssize_t,
-                   url=list)
+                   url=list, framing=frozenset, method=bytes)
     cpdef on_headers_complete(self)
     @cython.locals(name=bytes, value=bytes)
     cpdef on_header(self, name, value)

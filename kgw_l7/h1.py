@@ -141,8 +141,9 @@ class RequestReader:
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        method = parser.get_method()
         raw, self._fresh = self._fresh, None
-        v = self._version(raw)
+        v = self._version(raw, method)
         if v is None:
             raise ProtocolError("unsupported HTTP version", 505)
         host = authority = None
@@ -183,23 +184,24 @@ class RequestReader:
         url = self._url
         # Positional arguments: keywords cost more here.
         self._events.append(RequestHead(
-            parser.get_method(), url[0] if len(url) == 1 else b"".join(url), v,
+            method, url[0] if len(url) == 1 else b"".join(url), v,
             tuple(self._headers), host.lower(), authority, parser.should_keep_alive(),
             body, length, expect and body != "none", parser.should_upgrade(), raw))
 
-    def _version(self, data: bytes | None) -> bytes | None:
+    def _version(self, data: bytes | None, method: bytes) -> bytes | None:
         """b"1.1", b"1.0" or None (unsupported). httptools only offers
-        ``get_http_version()``, which formats a str per call; when the request line is the
-        first line of ``data`` (llhttp has validated it), its last 8 bytes say the same
-        for a fraction of the cost."""
-        if data is not None:
-            end = data.find(b"\r\n")
-            if end >= 8:
-                tail = data[end - 8:end]
-                if tail == b"HTTP/1.1":
-                    return b"1.1"
-                if tail == b"HTTP/1.0":
-                    return b"1.0"
+        ``get_http_version()``, which formats a str per call. When ``data`` starts with
+        this request's line and the target came in one piece, the version sits right after
+        "METHOD SP target SP" (llhttp has validated that line); requiring the CRLF after it
+        rules out a line that llhttp found after skipped empty lines."""
+        url = self._url
+        if data is not None and len(url) == 1:
+            at = len(method) + len(url[0]) + 2
+            tail = data[at:at + 10]
+            if tail == b"HTTP/1.1\r\n":
+                return b"1.1"
+            if tail == b"HTTP/1.0\r\n":
+                return b"1.0"
         version = self._parser.get_http_version()
         if version == "1.1":
             return b"1.1"

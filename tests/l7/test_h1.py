@@ -196,6 +196,15 @@ def test_request_version_whole_split_and_pipelined(step):
         (b"/a", b"1.0", True), (b"/b", b"1.1", True), (b"/c", b"1.0", False)]
 
 
+def test_request_version_after_skipped_empty_lines():
+    """llhttp skips empty lines before a request line, so the line does not start the
+    data: the version must not be read at the offset the line would have had (here that
+    offset holds "HTTP/1.1" from the target)."""
+    [head, _] = RequestReader().feed(b"\r\n" * 5 + b"GET /HTTP/1.1x HTTP/1.0\r\n\r\n")
+    assert isinstance(head, RequestHead)
+    assert (head.target, head.version, head.keep_alive) == (b"/HTTP/1.1x", b"1.0", False)
+
+
 def test_unsupported_version_rejected():
     [ev] = RequestReader().feed(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n")
     assert isinstance(ev, Rejected) and ev.error.status == 505
