@@ -65,6 +65,10 @@
 #define KGW_CT_F_FIN     (1U << 1) /* FIN seen in this entry's direction */
 #define KGW_CT_F_RST     (1U << 2) /* RST seen in this entry's direction */
 #define KGW_CT_F_SYN_TBL (1U << 3) /* entry lives in the embryonic table */
+/* Handshake not finished, entry in kgw_ct: a fresh SYN reused the tuple of a closing
+ * flow whose entries already held the same rewrite, and they were re-armed in place
+ * (nat.h, kgw_ct_rearm) instead of being moved through kgw_ct_syn. */
+#define KGW_CT_F_EMBRYO  (1U << 4)
 
 /* Verdicts of the shared decision function (parse.h/nat.h return convention). */
 #define KGW_ACT_PASS    0 /* not ours: hand to the stack unchanged */

@@ -52,8 +52,8 @@ struct kgw_ct_entry {
 	__u32 fe_id;
 	__u32 backend_id;
 	__u32 flags; /* KGW_CT_F_* */
-	__u64 created_ns;   /* bpf_ktime_get_ns() */
-	__u64 last_seen_ns; /* bpf_ktime_get_ns(); written without atomics, see nat.h */
+	__u64 created_ns;   /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, tick resolution) */
+	__u64 last_seen_ns; /* the same clock; written without atomics, see nat.h */
 	__u64 packets;
 	__u64 bytes;
 };
@@ -79,7 +79,7 @@ struct kgw_counter_val {
  * only the CPU that owns the slot reads or writes it: no torn reads. The slot index is
  * a hash of the inputs; the inputs are stored too and compared on every hit. */
 struct kgw_fib_entry {
-	__u64 stamp_ns; /* bpf_ktime_get_ns() of the lookup; 0 = empty slot */
+	__u64 stamp_ns; /* bpf_ktime_get_coarse_ns() of the lookup; 0 = empty slot */
 	__be32 saddr;   /* lookup input: source address (after NAT) */
 	__be32 daddr;   /* lookup input: destination address (after NAT) */
 	__u32 iif;      /* lookup input: ingress ifindex */

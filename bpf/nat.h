@@ -11,6 +11,17 @@
  * few uncounted packets, and never a wrong rewrite, because the rewrite tuple is
  * written once at insert and never changed. NAT port allocation is race-free: the
  * reply entry is inserted with BPF_NOEXIST and a lost race tries the next port.
+ *
+ * Reused tuples: a fresh SYN on a closing flow in kgw_ct (quiet for less than half its
+ * timeout) whose new decision is the rewrite its entries already hold (same frontend,
+ * backend, SNAT address and first NAT port: the usual case with port preservation)
+ * re-arms both entries in place as embryonic (KGW_CT_F_EMBRYO: SYN timeout), and the
+ * handshake's end clears the flag in place: no delete, insert or table move. It adds
+ * no kgw_ct entry, so a SYN flood still only fills kgw_ct_syn. Any other case forgets
+ * the old entries and takes the kgw_ct_syn path. The reply entry's owner is decided by
+ * a compare-and-swap on its created_ns, which only a re-arm and another flow's
+ * takeover of that NAT port write (kgw_ct_claim); a takeover also needs the entry to
+ * be KGW_PORT_REUSE_NS old, so it cannot take one a re-arm has just claimed.
  */
 #ifndef KGW_NAT_H
 #define KGW_NAT_H
@@ -39,7 +50,7 @@ static __always_inline int kgw_ct_expired(const struct kgw_ct_entry *e,
 	__u64 timeout;
 	if (e->flags & (KGW_CT_F_FIN | KGW_CT_F_RST))
 		timeout = s->ct_timeout_closing_ns;
-	else if (e->flags & KGW_CT_F_SYN_TBL)
+	else if (e->flags & (KGW_CT_F_SYN_TBL | KGW_CT_F_EMBRYO))
 		timeout = s->ct_timeout_syn_ns;
 	else
 		timeout = s->ct_timeout_est_ns;
@@ -48,6 +59,32 @@ static __always_inline int kgw_ct_expired(const struct kgw_ct_entry *e,
 	 * different moment): that entry is fresh, and the u64 subtraction would wrap. */
 	__u64 seen = e->last_seen_ns;
 	return now > seen && now - seen > timeout;
+}
+
+/* True when e has been quiet for more than half its timeout: too close to expiry to be
+ * re-armed in place, since the userspace sweep (kgw_l4/loader.py, expire_flows) may
+ * have read it as expired and be about to delete it. */
+static __always_inline int kgw_ct_stale(const struct kgw_ct_entry *e,
+					const struct kgw_settings *s, __u64 now)
+{
+	__u64 timeout;
+	if (e->flags & (KGW_CT_F_FIN | KGW_CT_F_RST))
+		timeout = s->ct_timeout_closing_ns;
+	else if (e->flags & (KGW_CT_F_SYN_TBL | KGW_CT_F_EMBRYO))
+		timeout = s->ct_timeout_syn_ns;
+	else
+		timeout = s->ct_timeout_est_ns;
+	__u64 seen = e->last_seen_ns;
+	return now > seen && now - seen > timeout / 2;
+}
+
+/* Take ownership of a kgw_ct reply entry whose created_ns was read as `seen_created`:
+ * a compare-and-swap to `mark`, so of a re-arm (mark = now) and another flow's
+ * takeover of the NAT port (mark = 0) racing on one entry exactly one wins. Nothing
+ * else writes created_ns after insert. */
+static __always_inline int kgw_ct_claim(struct kgw_ct_entry *r, __u64 seen_created, __u64 mark)
+{
+	return __sync_val_compare_and_swap(&r->created_ns, seen_created, mark) == seen_created;
 }
 
 /* The key under which the opposite direction of `e` (looked up with `k`) is stored. */
@@ -111,6 +148,20 @@ static __always_inline void kgw_ct_promote(const struct kgw_flow_key *k,
 	kgw_count(KGW_C_CT_PROMOTED, 0);
 }
 
+/* End of the handshake of a flow re-armed in place (KGW_CT_F_EMBRYO): clear the flag
+ * on both entries, where they are. */
+static __always_inline void kgw_ct_promote_in_place(const struct kgw_flow_key *k,
+						    struct kgw_ct_entry *e)
+{
+	struct kgw_flow_key pk;
+	kgw_ct_peer_key(k, e, &pk);
+	struct kgw_ct_entry *r = kgw_ct.lookup(&pk);
+	if (r)
+		r->flags &= ~KGW_CT_F_EMBRYO;
+	e->flags &= ~KGW_CT_F_EMBRYO;
+	kgw_count(KGW_C_CT_PROMOTED, 0);
+}
+
 static __always_inline int kgw_frontend(const struct kgw_flow_key *k, __u32 *fe_id)
 {
 	struct kgw_fe_key fk = {};
@@ -131,7 +182,6 @@ static __always_inline int kgw_frontend(const struct kgw_flow_key *k, __u32 *fe_
 	return 1;
 }
 
-/* New flow to frontend fe_id: pick a backend, allocate a NAT port, insert entries. */
 /* True when a socket of this node owns the reply tuple (backend -> snat:port): the
  * node's own connection to that backend from that port (or a listener on it). */
 static __always_inline int kgw_port_is_local(void *ctx, const struct kgw_flow_key *rk)
@@ -148,18 +198,76 @@ static __always_inline int kgw_port_is_local(void *ctx, const struct kgw_flow_ke
 	return 1;
 }
 
+/* Re-arm the kgw_ct entries of a closing or expired flow (forward entry `old`, key k)
+ * for a new connection on the same tuple whose decision `fwd` (first NAT port
+ * `port0`) is the rewrite they already hold. Returns 1 when done, 0 when the caller
+ * must forget them and take the ordinary new-flow path. */
+static __always_inline int kgw_ct_rearm(void *ctx, const struct kgw_flow_key *k,
+					struct kgw_ct_entry *old, const struct kgw_ct_entry *fwd,
+					__be16 port0, const struct kgw_settings *s, __u64 now)
+{
+	if (old->fe_id != fwd->fe_id || old->backend_id != fwd->backend_id ||
+	    old->new_saddr != fwd->new_saddr || old->new_daddr != fwd->new_daddr ||
+	    old->new_dport != fwd->new_dport || old->new_sport != port0 ||
+	    (old->flags & (KGW_CT_F_REPLY | KGW_CT_F_SYN_TBL)) || kgw_ct_stale(old, s, now))
+		return 0;
+	struct kgw_flow_key rk;
+	kgw_ct_peer_key(k, old, &rk);
+	struct kgw_ct_entry *r = kgw_ct.lookup(&rk);
+	if (!r)
+		return 0;
+	/* It must be old's own reply entry (rewriting back to k) and still ownable. */
+	__u64 created = r->created_ns;
+	if (created == 0 || !(r->flags & KGW_CT_F_REPLY) || r->new_saddr != k->daddr ||
+	    r->new_daddr != k->saddr || r->new_sport != k->dport || r->new_dport != k->sport ||
+	    kgw_ct_stale(r, s, now))
+		return 0;
+	if (kgw_port_is_local(ctx, &rk))
+		return 0;
+	__u64 mark = now > created ? now : created + 1; /* strictly increasing: no ABA */
+	if (!kgw_ct_claim(r, created, mark))
+		return 0;
+	r->last_seen_ns = now;
+	r->packets = 0;
+	r->bytes = 0;
+	r->flags = KGW_CT_F_REPLY | KGW_CT_F_EMBRYO;
+	old->created_ns = mark;
+	old->last_seen_ns = now;
+	old->packets = 0;
+	old->bytes = 0;
+	old->flags = KGW_CT_F_EMBRYO;
+	return 1;
+}
+
+/* Forget both kgw_ct entries of the flow whose forward or reply entry is (k, e). */
+static __always_inline void kgw_ct_forget(const struct kgw_flow_key *k,
+					  const struct kgw_ct_entry *e)
+{
+	struct kgw_flow_key pk;
+	kgw_ct_peer_key(k, e, &pk);
+	kgw_ct.delete(&pk);
+	kgw_ct.delete((struct kgw_flow_key *)k);
+}
+
+/* New flow to frontend fe_id: pick a backend, allocate a NAT port, insert entries.
+ * `old`, when not NULL, is the kgw_ct forward entry of a closing or expired flow on the
+ * same tuple (key k): re-armed in place if the decision matches it, else forgotten. */
 static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_id,
 					const struct kgw_settings *s, __u64 now,
-					struct kgw_rewrite *rw)
+					struct kgw_rewrite *rw, struct kgw_ct_entry *old)
 {
 	struct kgw_flow_key *k = &p->key;
 	__u32 bid = kgw_maglev_pick(fe_id, k);
 	if (bid >= KGW_MAX_BACKENDS) {
+		if (old)
+			kgw_ct_forget(k, old);
 		kgw_count(KGW_C_DROP_NO_BACKEND, p->len);
 		return KGW_ACT_DROP;
 	}
 	struct kgw_backend *be = kgw_backends.lookup(&bid);
 	if (!be || be->addr == 0) {
+		if (old)
+			kgw_ct_forget(k, old);
 		kgw_count(KGW_C_DROP_NO_BACKEND, p->len);
 		return KGW_ACT_DROP;
 	}
@@ -178,6 +286,8 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 
 	__u32 lo = s->nat_port_min, hi = s->nat_port_max;
 	if (hi < lo || lo == 0) {
+		if (old)
+			kgw_ct_forget(k, old);
 		kgw_count(KGW_C_DROP_NAT_EXHAUSTED, p->len);
 		return KGW_ACT_DROP;
 	}
@@ -195,6 +305,15 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 				       KGW_HASH_SEED ^ 0x5a5a5a5aU ^ bid);
 	if (cport >= lo && cport <= hi)
 		start = cport - lo;
+	if (old) {
+		if (kgw_ct_rearm(ctx, k, old, &fwd, bpf_htons((__u16)(lo + start % range)), s, now)) {
+			kgw_count(KGW_C_NEW_FLOWS, p->len);
+			kgw_count_flow(fe_id, bid, p->len);
+			kgw_rewrite_from(rw, old);
+			return KGW_ACT_REWRITE;
+		}
+		kgw_ct_forget(k, old);
+	}
 	struct kgw_flow_key rk = {};
 	struct kgw_ct_entry rev;
 	int found = 0;
@@ -203,25 +322,31 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 		kgw_ct_peer_key(k, &fwd, &rk);
 		if (kgw_port_is_local(ctx, &rk))
 			continue;
-		struct kgw_ct_entry *old = kgw_ct.lookup(&rk);
-		if (old) {
+		struct kgw_ct_entry *cur = kgw_ct.lookup(&rk);
+		if (cur) {
 			/* In use by another flow to this backend, unless that flow is over:
 			 * expired, or closed in both directions (RST, or FIN both ways) and
 			 * quiet for KGW_PORT_REUSE_NS — by then the backend's socket is in
 			 * TIME_WAIT, which accepts a new SYN on the same tuple. Reusing a port
 			 * while only one side has closed would meet a FIN_WAIT socket that
 			 * answers the SYN with an ACK. */
+			__u64 created = cur->created_ns;
 			struct kgw_flow_key ok;
-			kgw_ct_peer_key(&rk, old, &ok);
-			if (!kgw_ct_expired(old, s, now)) {
+			kgw_ct_peer_key(&rk, cur, &ok);
+			if (!kgw_ct_expired(cur, s, now)) {
 				struct kgw_ct_entry *fw = kgw_ct.lookup(&ok);
 				__u32 fw_flags = fw ? fw->flags : KGW_CT_F_FIN;
-				int closed = ((old->flags | fw_flags) & KGW_CT_F_RST) ||
-					     ((old->flags & KGW_CT_F_FIN) && (fw_flags & KGW_CT_F_FIN));
-				__u64 seen = old->last_seen_ns;
+				int closed = ((cur->flags | fw_flags) & KGW_CT_F_RST) ||
+					     ((cur->flags & KGW_CT_F_FIN) && (fw_flags & KGW_CT_F_FIN));
+				__u64 seen = cur->last_seen_ns;
 				if (!closed || now < seen || now - seen < KGW_PORT_REUSE_NS)
 					continue;
 			}
+			/* Claim it against a re-arm by its own client (kgw_ct_rearm): a flow
+			 * younger than KGW_PORT_REUSE_NS (as a re-arm leaves it) is not taken. */
+			if (created == 0 || now < created || now - created < KGW_PORT_REUSE_NS ||
+			    !kgw_ct_claim(cur, created, 0))
+				continue;
 			kgw_ct.delete(&ok);
 			kgw_ct.delete(&rk);
 		}
@@ -260,13 +385,17 @@ static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_r
 	struct kgw_settings *s = kgw_get_settings();
 	if (!s)
 		return KGW_ACT_PASS;
-	__u64 now = bpf_ktime_get_ns();
+	/* The coarse clock (CLOCK_MONOTONIC at tick resolution, no clock-source read): the
+	 * timeouts it serves are seconds, the FIB cache's 100 ms, and userspace compares
+	 * with the fine CLOCK_MONOTONIC, which is never behind it. */
+	__u64 now = bpf_ktime_get_coarse_ns();
 	p->now_ns = now;
 	int is_tcp = k->proto == IPPROTO_TCP;
 
 	struct kgw_ct_entry *e = kgw_ct.lookup(k);
 	if (!e)
 		e = kgw_ct_syn.lookup(k);
+	struct kgw_ct_entry *old = NULL;
 	if (e) {
 		/* A fresh SYN on a closing entry is a new connection reusing the tuple. */
 		int reused = is_tcp && (p->tcp_flags & (KGW_TCP_SYN | KGW_TCP_ACK)) == KGW_TCP_SYN &&
@@ -283,29 +412,44 @@ static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_r
 			kgw_count_flow(e->fe_id, e->backend_id, p->len);
 			kgw_rewrite_from(rw, e);
 			/* The client's first non-SYN packet completes the handshake. */
-			if ((e->flags & (KGW_CT_F_SYN_TBL | KGW_CT_F_REPLY)) == KGW_CT_F_SYN_TBL &&
-			    !(p->tcp_flags & (KGW_TCP_SYN | KGW_TCP_RST)))
-				kgw_ct_promote(k, e);
+			if ((e->flags & (KGW_CT_F_SYN_TBL | KGW_CT_F_EMBRYO)) &&
+			    !(e->flags & KGW_CT_F_REPLY) &&
+			    !(p->tcp_flags & (KGW_TCP_SYN | KGW_TCP_RST))) {
+				if (e->flags & KGW_CT_F_SYN_TBL)
+					kgw_ct_promote(k, e);
+				else
+					kgw_ct_promote_in_place(k, e);
+			}
 			if (p->ip_options)
 				kgw_count(KGW_C_IP_OPTIONS, p->len);
 			return KGW_ACT_REWRITE;
 		}
-		/* Expired: forget both directions, then treat the packet as new. */
-		struct kgw_flow_key pk;
-		kgw_ct_peer_key(k, e, &pk);
-		if (e->flags & KGW_CT_F_SYN_TBL) {
-			kgw_ct_syn.delete(&pk);
-			kgw_ct_syn.delete(k);
-		} else {
-			kgw_ct.delete(&pk);
-			kgw_ct.delete(k);
-		}
+		/* Expired or reused: forget both directions (a SYN on kgw_ct entries may
+		 * re-arm them instead, in kgw_new_flow), then treat the packet as new. */
 		kgw_count(KGW_C_CT_EXPIRED, 0);
+		if (is_tcp && !(e->flags & KGW_CT_F_SYN_TBL) &&
+		    (p->tcp_flags & (KGW_TCP_SYN | KGW_TCP_ACK | KGW_TCP_RST | KGW_TCP_FIN)) ==
+			    KGW_TCP_SYN) {
+			old = e;
+		} else {
+			struct kgw_flow_key pk;
+			kgw_ct_peer_key(k, e, &pk);
+			if (e->flags & KGW_CT_F_SYN_TBL) {
+				kgw_ct_syn.delete(&pk);
+				kgw_ct_syn.delete(k);
+			} else {
+				kgw_ct.delete(&pk);
+				kgw_ct.delete(k);
+			}
+		}
 	}
 
 	__u32 fe_id;
-	if (!kgw_frontend(k, &fe_id))
+	if (!kgw_frontend(k, &fe_id)) {
+		if (old)
+			kgw_ct_forget(k, old);
 		return KGW_ACT_PASS;
+	}
 	kgw_count(KGW_C_CT_MISS, p->len);
 	if (p->ip_options)
 		kgw_count(KGW_C_IP_OPTIONS, p->len);
@@ -316,7 +460,7 @@ static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_r
 		kgw_count(KGW_C_DROP_NOT_SYN, p->len);
 		return KGW_ACT_DROP;
 	}
-	return kgw_new_flow(ctx, p, fe_id, s, now, rw);
+	return kgw_new_flow(ctx, p, fe_id, s, now, rw, old);
 }
 
 #endif

@@ -27,7 +27,7 @@ struct kgw_pkt {
 	__u32 len;       /* bytes of the frame */
 	__u8 tcp_flags;  /* byte 13 of the TCP header (0 for UDP) */
 	__u8 ip_options; /* IPv4 header longer than 20 bytes */
-	__u64 now_ns;    /* bpf_ktime_get_ns() as kgw_decide read it */
+	__u64 now_ns;    /* the clock as kgw_decide read it (nat.h) */
 };
 
 #define KGW_TCP_FIN 0x01

@@ -34,6 +34,9 @@ CT_F_REPLY = 1 << 0
 CT_F_FIN = 1 << 1
 CT_F_RST = 1 << 2
 CT_F_SYN_TBL = 1 << 3
+CT_F_EMBRYO = 1 << 4  # embryonic, re-armed in place in kgw_ct (bpf/nat.h)
+#: either way of being embryonic: syn timeout, "embryonic" in kgw-inspect
+CT_F_EMBRYONIC = CT_F_SYN_TBL | CT_F_EMBRYO
 
 
 class Counter(enum.IntEnum):

@@ -184,7 +184,7 @@ def cmd_flows(env: Env, ns: argparse.Namespace) -> list[dict]:
         if dst and (f.daddr != dst[0] or (dst[1] is not None and f.dport != dst[1])):
             continue
         state = ("closing" if f.flags & (abi.CT_F_FIN | abi.CT_F_RST) else
-                 "embryonic" if f.flags & abi.CT_F_SYN_TBL else "established")
+                 "embryonic" if f.flags & abi.CT_F_EMBRYONIC else "established")
         rows.append({"table": f.table, "dir": "reply" if f.reply else "orig",
                      "from": f"{f.saddr}:{f.sport}", "to": f"{f.daddr}:{f.dport}", "proto": f.proto,
                      "rewrite": f"{f.new_saddr}:{f.new_sport} -> {f.new_daddr}:{f.new_dport}",

@@ -427,7 +427,7 @@ def expire_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None
             e = abi.CtEntry.from_buffer_copy(raw)
             if e.flags & (abi.CT_F_FIN | abi.CT_F_RST):
                 timeout = settings.ct_timeout_closing_ns
-            elif e.flags & abi.CT_F_SYN_TBL:
+            elif e.flags & abi.CT_F_EMBRYONIC:
                 timeout = settings.ct_timeout_syn_ns
             else:
                 timeout = settings.ct_timeout_est_ns

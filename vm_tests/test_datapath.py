@@ -266,3 +266,70 @@ def test_fib_cache_follows_neighbour_and_route_changes(lab):
     assert moved >= 10, moved  # ~20 pings in that second, all over the new route
     c = loader.counters(agent.maps(), agent.sizes)
     assert c["DROP_FIB"][0] == 0 and c["DROP_REWRITE"][0] == 0
+
+
+def test_reused_tuple_is_rearmed_in_place(lab):
+    """A client that reuses its source port while the old flow's entries are closing gets
+    a working connection whose entries are re-armed in kgw_ct (bpf/nat.h, kgw_ct_rearm):
+    never also in kgw_ct_syn, one row per direction in kgw-inspect, counted as a new flow
+    and promoted in place. A bare SYN leaves them embryonic, and they expire on the SYN
+    timeout, not the established one."""
+    import io
+    import json
+
+    from kgw_l4.inspect import Env, main
+    from vm_tests.conftest import PY, wait_for
+
+    a = lab.topo.backend_addrs[0]
+    s = 10**9
+    agent = lab.agent(settings={"ct_timeout_syn_ns": 2 * s, "ct_timeout_est_ns": 3600 * s,
+                                "ct_timeout_closing_ns": 30 * s}, extra=["--gc-interval", "0.3"])
+    agent.start({"frontends": [frontend("who", 8081, [("g", 1, [a])], backend_port=9001)]})
+    m = agent.maps()
+    sport = 22345
+
+    def mine():
+        return [f for f in loader.flows(m) if (f.saddr, f.sport) == ("10.201.1.2", sport)
+                or (f.new_daddr, f.new_dport) == ("10.201.1.2", sport)]
+
+    assert lab.client("whoami", GW_CLIENT_ADDR, "8081", "1", str(sport)) == [a]
+    assert wait_for(lambda: len(mine()) == 2 and all(f.flags & abi.CT_F_FIN for f in mine())), mine()
+    first = {f.reply: f for f in mine()}
+    before = loader.counters(m, agent.sizes)
+
+    assert lab.client("whoami", GW_CLIENT_ADDR, "8081", "1", str(sport)) == [a]
+    after = loader.counters(m, agent.sizes)
+    grew = {k: after[k][0] - before[k][0] for k in after}
+    assert grew["NEW_FLOWS"] == 1 and grew["CT_PROMOTED"] == 1 and grew["CT_EXPIRED"] == 1, grew
+    assert all(v == 0 for k, v in grew.items() if k.startswith("DROP_")), grew
+    again = mine()
+    assert sorted(f.table for f in again) == ["ct", "ct"], again
+    for f in again:  # the same rewrite, new bookkeeping, no longer embryonic
+        old = first[f.reply]
+        assert (f.new_saddr, f.new_sport, f.new_daddr, f.new_dport) == \
+            (old.new_saddr, old.new_sport, old.new_daddr, old.new_dport)
+        assert f.created_ns > old.created_ns and not f.flags & abi.CT_F_EMBRYONIC
+
+    out = io.StringIO()
+    env = Env(stdout=out, stderr=io.StringIO(), sizes=agent.sizes, admin_get=lambda _u: None)
+    assert main(["--pin-dir", agent.pin_dir, "-o", "json", "flows"], env) == 0
+    rows = [r for r in json.loads(out.getvalue()) if f"10.201.1.2:{sport}" in r["from"] + r["rewrite"]]
+    assert sorted((r["dir"], r["table"]) for r in rows) == [("orig", "ct"), ("reply", "ct")], rows
+
+    # A bare SYN on the tuple (the client's kernel answers the SYN-ACK with a reset).
+    mac = json.loads(lab.topo.run(lab.topo.gw, "ip", "-j", "link", "show", "gc").stdout)[0]["address"]
+    assert wait_for(lambda: all(f.flags & abi.CT_F_FIN for f in mine()), timeout=5)
+    lab.topo.run(lab.topo.client, PY, "-c",
+                 "from scapy.all import Ether, IP, TCP, sendp; "
+                 f"sendp(Ether(dst='{mac}')/IP(src='10.201.1.2', dst='{GW_CLIENT_ADDR}')/"
+                 f"TCP(sport={sport}, dport=8081, flags='S', seq=12345), iface='c0', verbose=False)")
+    armed = mine()
+    assert sorted(f.table for f in armed) == ["ct", "ct"], armed
+    assert all(f.flags & abi.CT_F_EMBRYO for f in armed), armed
+    # The reply entry expires on the SYN timeout; the forward one saw the client's reset
+    # and has the closing timeout, as an embryonic entry in kgw_ct_syn would.
+    assert wait_for(lambda: [f.reply for f in mine()] == [False], timeout=8), mine()
+    assert mine()[0].flags & abi.CT_F_RST
+    assert lab.client("whoami", GW_CLIENT_ADDR, "8081", "1", str(sport)) == [a]
+    assert wait_for(lambda: len(mine()) == 2), mine()
+    assert not any(f.flags & abi.CT_F_EMBRYONIC for f in mine()), mine()

@@ -33,7 +33,7 @@ def _program() -> str:
     for c in abi.Counter:
         lines.append(f'printf("counter {c.name} %d\\n", (int)KGW_C_{c.name});')
     lines.append('printf("counter COUNT %d\\n", (int)KGW_C_COUNT);')
-    for m in ("KGW_CT_F_REPLY", "KGW_CT_F_FIN", "KGW_CT_F_RST", "KGW_CT_F_SYN_TBL",
+    for m in ("KGW_CT_F_REPLY", "KGW_CT_F_FIN", "KGW_CT_F_RST", "KGW_CT_F_SYN_TBL", "KGW_CT_F_EMBRYO",
               "KGW_NO_BACKEND", "KGW_HASH_SEED", "KGW_GLOBAL_BASE", "KGW_STATS_SIZE",
               *abi.SIZES):
         lines.append(f'printf("macro {m} %llu\\n", (unsigned long long)({m}));')
@@ -75,6 +75,7 @@ def test_counters_and_macros(c_facts):
     assert c_facts["macro KGW_CT_F_FIN"] == abi.CT_F_FIN
     assert c_facts["macro KGW_CT_F_RST"] == abi.CT_F_RST
     assert c_facts["macro KGW_CT_F_SYN_TBL"] == abi.CT_F_SYN_TBL
+    assert c_facts["macro KGW_CT_F_EMBRYO"] == abi.CT_F_EMBRYO
     assert c_facts["macro KGW_NO_BACKEND"] == abi.NO_BACKEND
     assert c_facts["macro KGW_HASH_SEED"] == maglev.HASH_SEED
     assert c_facts["macro KGW_GLOBAL_BASE"] == abi.global_base()

@@ -82,6 +82,28 @@ def test_flows_filters_and_age(maps):
     assert code == ExitStatus.USAGE and "IPv4" in err
 
 
+def test_rearmed_entry_is_embryonic_and_swept_on_the_syn_timeout(maps):
+    """An entry re-armed in place in kgw_ct (CT_F_EMBRYO, bpf/nat.h) is shown as embryonic
+    and expires on the SYN timeout, like one in kgw_ct_syn; without the flag it is
+    established and keeps the established timeout."""
+    ct = maps.get("kgw_ct")
+    k, = list(ct.keys())
+    e = abi.CtEntry.from_buffer_copy(ct.lookup(k))
+    e.flags = abi.CT_F_EMBRYO
+    ct.update(k, bytes(e))
+    _, out, _ = run(maps, "-o", "json", "flows")
+    assert [r["state"] for r in json.loads(out)] == ["embryonic"]
+    st = abi.Settings(ct_timeout_syn_ns=1_000_000_000, ct_timeout_est_ns=3600_000_000_000,
+                      ct_timeout_closing_ns=30_000_000_000)
+    e.flags = 0
+    ct.update(k, bytes(e))
+    assert loader.expire_flows(maps, st, now_ns=6_000_000_000) == 0  # idle 2 s < 1 h
+    e.flags = abi.CT_F_EMBRYO
+    ct.update(k, bytes(e))
+    assert loader.expire_flows(maps, st, now_ns=6_000_000_000) == 1  # idle 2 s > 1 s
+    assert list(ct.keys()) == []
+
+
 def test_counters_sum_cpus(maps):
     _, out, _ = run(maps, "-o", "json", "counters")
     rows = {r["counter"]: r for r in json.loads(out)}
