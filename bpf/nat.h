@@ -44,21 +44,32 @@ static __always_inline struct kgw_settings *kgw_get_settings(void)
 	return kgw_settings.lookup(&zero);
 }
 
+/* The idle timeout that applies to e now: closing, embryonic (either table) or
+ * established. kgw_l4/loader.py expire_flows applies the same rule. */
+static __always_inline __u64 kgw_ct_timeout(const struct kgw_ct_entry *e,
+					    const struct kgw_settings *s)
+{
+	if (e->flags & (KGW_CT_F_FIN | KGW_CT_F_RST))
+		return s->ct_timeout_closing_ns;
+	if (e->flags & (KGW_CT_F_SYN_TBL | KGW_CT_F_EMBRYO))
+		return s->ct_timeout_syn_ns;
+	return s->ct_timeout_est_ns;
+}
+
+/* True when e has seen no packet for more than `quiet` ns. Another CPU may have stored
+ * a last_seen_ns later than our `now` (both directions of a flow update one entry's
+ * peer concurrently, and each CPU read its clock at a different moment): that entry
+ * is fresh, and the u64 subtraction would wrap. */
+static __always_inline int kgw_ct_quiet(const struct kgw_ct_entry *e, __u64 now, __u64 quiet)
+{
+	__u64 seen = e->last_seen_ns;
+	return now > seen && now - seen > quiet;
+}
+
 static __always_inline int kgw_ct_expired(const struct kgw_ct_entry *e,
 					  const struct kgw_settings *s, __u64 now)
 {
-	__u64 timeout;
-	if (e->flags & (KGW_CT_F_FIN | KGW_CT_F_RST))
-		timeout = s->ct_timeout_closing_ns;
-	else if (e->flags & (KGW_CT_F_SYN_TBL | KGW_CT_F_EMBRYO))
-		timeout = s->ct_timeout_syn_ns;
-	else
-		timeout = s->ct_timeout_est_ns;
-	/* Another CPU may have stored a last_seen_ns later than our `now` (both directions
-	 * of a flow update one entry's peer concurrently, and each CPU read its clock at a
-	 * different moment): that entry is fresh, and the u64 subtraction would wrap. */
-	__u64 seen = e->last_seen_ns;
-	return now > seen && now - seen > timeout;
+	return kgw_ct_quiet(e, now, kgw_ct_timeout(e, s));
 }
 
 /* True when e has been quiet for more than half its timeout: too close to expiry to be
@@ -67,15 +78,7 @@ static __always_inline int kgw_ct_expired(const struct kgw_ct_entry *e,
 static __always_inline int kgw_ct_stale(const struct kgw_ct_entry *e,
 					const struct kgw_settings *s, __u64 now)
 {
-	__u64 timeout;
-	if (e->flags & (KGW_CT_F_FIN | KGW_CT_F_RST))
-		timeout = s->ct_timeout_closing_ns;
-	else if (e->flags & (KGW_CT_F_SYN_TBL | KGW_CT_F_EMBRYO))
-		timeout = s->ct_timeout_syn_ns;
-	else
-		timeout = s->ct_timeout_est_ns;
-	__u64 seen = e->last_seen_ns;
-	return now > seen && now - seen > timeout / 2;
+	return kgw_ct_quiet(e, now, kgw_ct_timeout(e, s) / 2);
 }
 
 /* Take ownership of a kgw_ct reply entry whose created_ns was read as `seen_created`:
