@@ -23,7 +23,9 @@ vm_tests/test_splice.py, 70-130 KB of the client-to-backend direction reach the
 verdict program twice, so the backend receives them twice. The evidence is that the
 SPLICE_REDIRECT byte counter exceeds the bytes moved by twice the receiver's surplus
 (once each way through the echo), so the duplicate happens at or before the verdict,
-not in userspace. Re-attaching a stream parser (strparser) as before did not help: in
+not in userspace. The end-of-splice check below caught one: the client socket had
+received exactly 64 MB + FIN, the backend socket had acknowledged 65160 bytes more,
+i.e. one GRO skb (45 x 1448 bytes) handed to the verdict twice. Re-attaching a stream parser (strparser) as before did not help: in
 71 runs it lost one short transfer to an SK_PASS instead. The test keeps failing on
 it, as it should. In production, the end-of-splice check (``_check_delivery``) logs an
 error for a connection whose one side sent more than arrived on the other.
