@@ -18,18 +18,12 @@ static long (*kgw_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 f
 static __always_inline int kgw_tc_rewrite(struct __sk_buff *skb, struct kgw_pkt *p,
 					  const struct kgw_rewrite *rw)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
-	if ((void *)(ip + 1) > data_end)
+	__be16 *ports;
+	struct iphdr *ip = kgw_ip_ports((void *)(long)skb->data, (void *)(long)skb->data_end,
+					p, &ports);
+	if (!ip)
 		return -1;
-	__u32 l4_off = p->l4_off;
-	if (l4_off > 14 + 60)
-		return -1;
-	__be16 *ports = data + l4_off;
-	if ((void *)(ports + 2) > data_end)
-		return -1;
-	__u32 l4_csum = l4_off + (p->key.proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
+	__u32 l4_csum = p->l4_off + (p->key.proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
 							       : offsetof(struct udphdr, check));
 	/* UDP checksum 0 means "none": leave it 0 (BPF_F_MARK_MANGLED_0 keeps it so). */
 	__u64 l4f = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;

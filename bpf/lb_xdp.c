@@ -8,17 +8,13 @@
 static __always_inline int kgw_xdp_rewrite(struct xdp_md *ctx, struct kgw_pkt *p,
 					   const struct kgw_rewrite *rw)
 {
-	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
-	if ((void *)(ip + 1) > data_end)
+	__be16 *ports;
+	struct iphdr *ip = kgw_ip_ports((void *)(long)ctx->data, data_end, p, &ports);
+	if (!ip)
 		return -1;
-	__u32 l4_off = p->l4_off;
-	if (l4_off > 14 + 60)
-		return -1;
-	void *l4 = data + l4_off;
+	void *l4 = ports;
 	__sum16 *l4_csum;
-	__be16 *ports = l4;
 	if (p->key.proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
 		if ((void *)(tcp + 1) > data_end)

@@ -94,4 +94,23 @@ static __always_inline int kgw_parse(void *data, void *data_end, struct kgw_pkt 
 	return KGW_PARSE_OK;
 }
 
+/* The IPv4 header and the port pair of a packet kgw_parse accepted, found again from
+ * `data` with the bounds checks the verifier needs before a write (the hooks call it
+ * after helpers that may have moved the packet). NULL when they do not fit. */
+static __always_inline struct iphdr *kgw_ip_ports(void *data, void *data_end,
+						  const struct kgw_pkt *p, __be16 **ports)
+{
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > data_end)
+		return NULL;
+	__u32 l4_off = p->l4_off;
+	if (l4_off > sizeof(struct ethhdr) + 60)
+		return NULL;
+	__be16 *pp = data + l4_off;
+	if ((void *)(pp + 2) > data_end)
+		return NULL;
+	*ports = pp;
+	return ip;
+}
+
 #endif
