@@ -2,7 +2,10 @@
 # The per-request events become extension types with read-only typed fields: the proxy
 # reads them as struct members, and nothing can change an event after it is made.
 
-cdef class RequestHead:
+cdef class _Record:
+    pass
+
+cdef class RequestHead(_Record):
     cdef readonly bytes method
     cdef readonly bytes target
     cdef readonly bytes version
@@ -16,7 +19,7 @@ cdef class RequestHead:
     cdef readonly bint upgrade
     cdef readonly bytes raw
 
-cdef class ResponseHead:
+cdef class ResponseHead(_Record):
     cdef readonly object status
     cdef readonly bytes version
     cdef readonly tuple headers
@@ -24,8 +27,8 @@ cdef class ResponseHead:
     cdef readonly str body
     cdef readonly object content_length
 
-cdef class Body:
+cdef class Body(_Record):
     cdef readonly bytes data
 
-cdef class EndOfMessage:
+cdef class EndOfMessage(_Record):
     cdef readonly tuple trailers

@@ -13,19 +13,21 @@ from typing import Any, Literal
 Headers = list[tuple[bytes, bytes]]
 
 
-def _fields(event: Any) -> tuple[Any, ...]:
-    return tuple([getattr(event, name) for name in type(event).__slots__])
+class _Record:
+    """Base of the per-request events: equal only to the same kind of event with equal
+    fields (so ``Body(b"x") != EndOfMessage(b"x")``), shown with their field names."""
 
+    __slots__ = ()
 
-def _same_kind_eq(self: Any, other: object) -> bool:
-    """Equal only to the same kind of event with equal fields (so
-    ``Body(b"x") != EndOfMessage(b"x")``)."""
-    return type(other) is type(self) and _fields(self) == _fields(other)
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple([getattr(self, name) for name in type(self).__slots__])
 
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._fields() == other._fields()  # type: ignore[attr-defined]
 
-def _event_repr(self: Any) -> str:
-    args = ", ".join(f"{n}={getattr(self, n)!r}" for n in type(self).__slots__)
-    return f"{type(self).__name__}({args})"
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in type(self).__slots__)
+        return f"{type(self).__name__}({args})"
 
 
 # The four events made for every proxied request (RequestHead, ResponseHead, Body,
@@ -39,7 +41,7 @@ def _event_repr(self: Any) -> str:
 BodyKind = Literal["none", "length", "chunked", "close"]
 
 
-class RequestHead:
+class RequestHead(_Record):
     """A parsed request line and header block."""
 
     __slots__ = ("method", "target", "version", "headers", "host", "authority", "keep_alive",
@@ -70,14 +72,8 @@ class RequestHead:
         #: block starts there (the proxy may forward it as received); None otherwise.
         self.raw = raw
 
-    def __eq__(self, other: object) -> bool:
-        return _same_kind_eq(self, other)
 
-    def __repr__(self) -> str:
-        return _event_repr(self)
-
-
-class ResponseHead:
+class ResponseHead(_Record):
     """A parsed status line and header block (interim 1xx responses are not reported)."""
 
     __slots__ = ("status", "version", "headers", "keep_alive", "body", "content_length")
@@ -91,38 +87,20 @@ class ResponseHead:
         self.body = body
         self.content_length = content_length
 
-    def __eq__(self, other: object) -> bool:
-        return _same_kind_eq(self, other)
 
-    def __repr__(self) -> str:
-        return _event_repr(self)
-
-
-class Body:
+class Body(_Record):
     __slots__ = ("data",)
 
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    def __eq__(self, other: object) -> bool:
-        return _same_kind_eq(self, other)
 
-    def __repr__(self) -> str:
-        return _event_repr(self)
-
-
-class EndOfMessage:
+class EndOfMessage(_Record):
     __slots__ = ("trailers",)
 
     def __init__(self, trailers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         #: Trailer fields of a chunked message (lower-case names), usually empty.
         self.trailers = trailers
-
-    def __eq__(self, other: object) -> bool:
-        return _same_kind_eq(self, other)
-
-    def __repr__(self) -> str:
-        return _event_repr(self)
 
 
 @dataclass(frozen=True, slots=True)
