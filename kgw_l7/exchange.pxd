@@ -16,7 +16,11 @@ from kgw_l7.worker cimport WorkerContext
 cdef class _RequestIds:
     cdef public object _fmt
     cdef public object _n
+    cdef public bytes _high
+    @cython.locals(n=cython.ulonglong, low=cython.uint)
     cpdef next(self)
+
+cdef tuple _HEX_BYTE
 
 cdef _RequestIds _REQUEST_IDS
 

@@ -14,8 +14,8 @@ cdef class WorkerStats:
     cdef public object generation
     cdef public object connections_total
     cdef public object rejected_connections
-    @cython.locals(h=list)
-    cpdef request(self, gateway, route, backend, code, seconds)
+    @cython.locals(h=list, buckets=tuple, n=Py_ssize_t, i=Py_ssize_t)
+    cpdef request(self, gateway, route, backend, code, double seconds)
 
 cdef class AccessLog:
     cdef public object _out
