@@ -63,6 +63,8 @@ class Counter(enum.IntEnum):
     SPLICE_REDIRECT = enum.auto()
     SPLICE_PASS = enum.auto()
     SPLICE_DROP = enum.auto()
+    SPLICE_TRIM = enum.auto()
+    SPLICE_TRIM_FAIL = enum.auto()
 
 
 COUNTER_COUNT = len(Counter)

@@ -20,9 +20,9 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
-from . import abi
+from . import abi, kernel_btf
 from .csource import program_source
 from .maps import MapInfo, MapSet, PinnedMapSet, FdMap, MAP_ARRAY, MAP_HASH, MAP_LRU_HASH, \
     MAP_PERCPU_ARRAY
@@ -97,6 +97,11 @@ def ensure_bpffs(path: str = "/sys/fs/bpf") -> None:
         raise BpfUnavailable(f"cannot mount bpffs at {path}: {os.strerror(e)}")
 
 
+#: Maps whose contents may be lost (counters, a cache): when only these differ from the
+#: pinned ones (a counter was added), they are recreated alone on load.
+REPLACEABLE_MAPS = frozenset({"kgw_stats", "kgw_fib_cache"})
+
+
 def expected_maps(sizes: Mapping[str, int] = abi.SIZES) -> dict[str, MapInfo]:
     """Type, key size, value size and capacity of every map, from the ABI."""
     s = ctypes.sizeof
@@ -141,8 +146,9 @@ class Loader:
     def pinned(self) -> bool:
         return os.path.exists(os.path.join(self.pin_dir, "kgw_ct"))
 
-    def check_pins(self) -> str | None:
-        """None if the pinned maps match this ABI, else what differs."""
+    def pin_mismatches(self) -> dict[str, str]:
+        """Pinned maps that do not match this ABI: name -> what differs."""
+        out: dict[str, str] = {}
         for name, want in expected_maps(self.sizes).items():
             path = os.path.join(self.pin_dir, name)
             if not os.path.exists(path):
@@ -150,12 +156,18 @@ class Loader:
             try:
                 m = FdMap.open_pinned(path)
             except OSError as e:
-                return f"{name}: {e}"
+                out[name] = str(e)
+                continue
             got = m.info
             m.close()
             if got != want:
-                return f"{name}: pinned {got}, expected {want}"
-        return None
+                out[name] = f"pinned {got}, expected {want}"
+        return out
+
+    def check_pins(self) -> str | None:
+        """None if the pinned maps match this ABI, else what differs."""
+        diff = self.pin_mismatches()
+        return "; ".join(f"{n}: {r}" for n, r in diff.items()) or None
 
     def maps(self) -> MapSet:
         if self._maps is None:
@@ -175,15 +187,23 @@ class Loader:
 
         ensure_bpffs()
         os.makedirs(self.pin_dir, exist_ok=True)
-        diff = self.check_pins()
-        if diff:
+        diff = self.pin_mismatches()
+        if diff and set(diff) <= REPLACEABLE_MAPS:
+            # e.g. a new counter: only those maps are recreated; the connection table
+            # and the configuration maps stay, so established flows carry on.
+            log.warning("pinned %s under %s do not match this build (%s): replacing "
+                        "them, keeping the other maps", ", ".join(sorted(diff)),
+                        self.pin_dir, "; ".join(f"{n}: {r}" for n, r in diff.items()))
+            self._unpin(diff)
+        elif diff:
             log.warning("pinned maps under %s do not match this build (%s): removing them",
-                        self.pin_dir, diff)
+                        self.pin_dir, "; ".join(f"{n}: {r}" for n, r in diff.items()))
             self.remove_pins()
             os.makedirs(self.pin_dir, exist_ok=True)
         src, func, ptype = PROGRAMS[name]
         t0 = time.monotonic()
-        b = BPF(text=program_source(src), cflags=abi.cflags(self.sizes, self.pin_dir) + [
+        extra = list(kernel_btf.splice_cflags()) if name == "sockmap" else []
+        b = BPF(text=program_source(src), cflags=abi.cflags(self.sizes, self.pin_dir) + extra + [
             "-Wno-incompatible-pointer-types-discards-qualifiers", "-Wno-macro-redefined"])
         fn = b.load_func(func, ptype)
         self._bpf[name] = b
@@ -305,6 +325,14 @@ class Loader:
                 self.detach(att)
 
     # ----------------------------------------------------------------- cleanup
+
+    def _unpin(self, names: Iterable[str]) -> None:
+        if self._maps is not None:
+            self._maps.close()
+            self._maps = None
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.pin_dir, name))
 
     def remove_pins(self) -> None:
         if self._maps is not None:

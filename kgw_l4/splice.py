@@ -18,17 +18,16 @@ for a worker that writes it into the peer's send buffer; that queue is not bound
 client that sends faster than the backend reads makes the gateway hold the difference
 in kernel memory (bench/results/l4.md has the measurement).
 
-Open defect (6.18, cause not found): in about 1 of 100 runs of
-vm_tests/test_splice.py, 70-130 KB of the client-to-backend direction reach the
-verdict program twice, so the backend receives them twice. The evidence is that the
-SPLICE_REDIRECT byte counter exceeds the bytes moved by twice the receiver's surplus
-(once each way through the echo), so the duplicate happens at or before the verdict,
-not in userspace. The end-of-splice check below caught one: the client socket had
-received exactly 64 MB + FIN, the backend socket had acknowledged 65160 bytes more,
-i.e. one GRO skb (45 x 1448 bytes) handed to the verdict twice. Re-attaching a stream parser (strparser) as before did not help: in
-71 runs it lost one short transfer to an SK_PASS instead. The test keeps failing on
-it, as it should. In production, the end-of-splice check (``_check_delivery``) logs an
-error for a connection whose one side sent more than arrived on the other.
+Retransmissions (6.x kernels): TCP queues a segment that repeats bytes the socket
+already has, but also carries new ones, whole (tcp_data_queue's "partial packet",
+tcp_ofo_queue), and leaves readers to skip to copied_seq; tcp_read_skb(), which feeds the
+verdict program, hands over whole skbs without looking. Redirected as they were, the old
+bytes reached the peer a second time: about 1 in 100 runs of vm_tests/test_splice.py
+duplicated one 65160-byte skb. bpf/sockmap.c pops the old head (counter SPLICE_TRIM),
+with struct offsets from the kernel's BTF (kgw_l4/kernel_btf.py);
+vm_tests/test_splice.py replays such segments by hand. The end-of-splice check
+(``_check_delivery``) stays: it logs an error for a connection whose one side sent more
+than arrived on the other.
 """
 
 from __future__ import annotations
@@ -317,8 +316,8 @@ class Splicer:
 
     def _check_delivery(self, conn: _Conn) -> None:
         """After a clean end: each side must have sent exactly what arrived on the other.
-        More means the kernel delivered some bytes twice (the open defect in the module
-        docstring): say so, since the peers' data is then corrupt."""
+        More means the kernel delivered some bytes twice (module docstring,
+        "Retransmissions"): say so, since the peers' data is then corrupt."""
         for src, dst in ((conn.a, conn.b), (conn.b, conn.a)):
             try:
                 arrived = tcp_bytes(src)[1] - conn.base_received[src.fileno()]

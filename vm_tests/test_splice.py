@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from kgw_l4 import loader
-from vm_tests.conftest import frontend
+from vm_tests.conftest import SYSPY, frontend
 from vm_tests.topology import GW_CLIENT_ADDR
 
 MB = 1024 * 1024
+OVERLAP = str(Path(__file__).resolve().parent / "overlap.py")
+#: the overlap client's source address: configured nowhere (see overlap.py)
+UNOWNED_CLIENT_ADDR = "10.201.1.99"
 
 
 def test_splice_integrity_64mb_each_way(lab):
@@ -33,3 +39,27 @@ def test_splice_integrity_64mb_each_way(lab):
     assert "corrupted" not in agent.log(), agent.log()[-1500:]
     for ns in (lab.topo.backend, lab.topo.client):
         assert lab.topo.snmp(ns)["Tcp"]["InCsumErrors"] == 0
+
+
+def test_splice_retransmission_repeating_delivered_bytes_goes_out_once(lab):
+    """Segments that repeat 500 already-received bytes, once in order and once filling a
+    hole in front of out-of-order data: TCP queues them whole, the verdict program trims
+    the old head (SPLICE_TRIM), and the backend gets each byte once."""
+    topo = lab.topo
+    agent = lab.agent(mode="splice")
+    out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, topo.backend_addrs)])]})
+    assert out["mode"] == "splice", out
+    mac = json.loads(topo.run(topo.client, "ip", "-j", "link", "show", "c0").stdout)[0]["address"]
+    topo.run(topo.gw, "ip", "neigh", "replace", UNOWNED_CLIENT_ADDR, "lladdr", mac, "dev", "gc",
+             "nud", "permanent")
+    r = topo.run(topo.client, SYSPY, OVERLAP, "c0", UNOWNED_CLIENT_ADDR, GW_CLIENT_ADDR, "8080",
+                 timeout=60)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    c = loader.counters(agent.maps(), agent.sizes)
+    splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
+    assert res["greeting"].strip() in topo.backend_addrs, res
+    assert res["echo_is_prefix"] and res["echoed"] == 3000, (res, splice)
+    assert c["SPLICE_TRIM"] == (2, 1000), splice
+    assert c["SPLICE_TRIM_FAIL"] == (0, 0), splice
+    # greeting + 3000 bytes each way, each byte once
+    assert c["SPLICE_REDIRECT"][1] == len(res["greeting"]) + 2 * 3000, splice
