@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import signal
 import socket
 import sys
@@ -28,8 +29,19 @@ CHUNK = 256 * 1024
 
 
 def _pattern(n: int) -> bytes:
-    block = hashlib.sha256(b"kgw").digest() * (CHUNK // 32)
-    return (block * (n // len(block) + 1))[:n]
+    """Bytes that never repeat in any window a test could look at: a repeated or skipped
+    piece of the stream changes the content at once, whatever its length (a periodic
+    pattern hides shifts by a multiple of its period)."""
+    return random.Random(0x6B6777).randbytes(n)
+
+
+def _first_difference(sent: bytes, received: bytes, at: int) -> dict:
+    """Where the received stream first differs from what was sent, and where in the
+    sent stream the bytes received there come from (their offset minus ``at``: negative
+    when bytes were repeated, positive when some were skipped)."""
+    sample = received[:64]
+    origin = sent.find(sample, max(0, at - 8 * 1024 * 1024), at + 8 * 1024 * 1024)
+    return {"offset": at, "shift": origin - at if origin >= 0 else None}
 
 
 def _readline(s: socket.socket) -> str:
@@ -98,14 +110,19 @@ def transfer(host: str, port: int, n: int) -> dict:
     sent_hash = hashlib.sha256(data).hexdigest()
     got = hashlib.sha256()
     received = 0
+    first_difference = None
 
     def reader() -> None:
-        nonlocal received
+        nonlocal received, first_difference
         while True:
             d = s.recv(CHUNK)
             if not d:
                 return
             got.update(d)
+            if first_difference is None and d != data[received:received + len(d)]:
+                i = next(i for i in range(len(d)) if received + i >= n
+                         or d[i] != data[received + i])
+                first_difference = _first_difference(data, d[i:], received + i)
             received += len(d)
 
     t = threading.Thread(target=reader)
@@ -116,8 +133,11 @@ def transfer(host: str, port: int, n: int) -> dict:
     s.shutdown(socket.SHUT_WR)  # half-close: the echo must still arrive in full
     t.join(60)
     s.close()
-    return {"sent": n, "received": received, "ok": got.hexdigest() == sent_hash and received == n,
-            "backend": backend}
+    out = {"sent": n, "received": received, "ok": got.hexdigest() == sent_hash and received == n,
+           "backend": backend}
+    if first_difference is not None:
+        out["first_difference"] = first_difference
+    return out
 
 
 def whoami(host: str, port: int, n: int, sport0: int | None) -> list[str]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from kgw_l4 import loader
-from vm_tests.conftest import SYSPY, frontend
+from vm_tests.conftest import PY, SYSPY, frontend
 from vm_tests.topology import GW_CLIENT_ADDR
 
 MB = 1024 * 1024
 OVERLAP = str(Path(__file__).resolve().parent / "overlap.py")
+LOSSY = str(Path(__file__).resolve().parent / "lossy.py")
 #: the overlap client's source address: configured nowhere (see overlap.py)
 UNOWNED_CLIENT_ADDR = "10.201.1.99"
 
@@ -20,9 +22,13 @@ def test_splice_integrity_64mb_each_way(lab):
     agent = lab.agent(mode="splice")
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, addrs)])]})
     assert out["mode"] == "splice" and out["errors"] == {}
-    def detail(res: dict) -> tuple:
+    def detail(res: dict) -> str:
+        # counters first: pytest shortens long messages from the end
         c = loader.counters(agent.maps(), agent.sizes)
-        return res, {k: v for k, v in c.items() if k.startswith("SPLICE")}, agent.log()[-1500:]
+        splice = {k[7:]: v for k, v in c.items() if k.startswith("SPLICE")}
+        retrans = {ns: lab.topo.snmp(ns)["Tcp"]["RetransSegs"]
+                   for ns in (lab.topo.client, lab.topo.gw, lab.topo.backend)}
+        return f"{splice} retransmitted segments {retrans} {res} log: {agent.log()[-1200:]}"
 
     res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(64 * MB), timeout=120)
     assert res["ok"], detail(res)
@@ -39,6 +45,29 @@ def test_splice_integrity_64mb_each_way(lab):
     assert "corrupted" not in agent.log(), agent.log()[-1500:]
     for ns in (lab.topo.backend, lab.topo.client):
         assert lab.topo.snmp(ns)["Tcp"]["InCsumErrors"] == 0
+
+
+def test_splice_integrity_with_two_percent_loss_both_ways(lab):
+    """Every packet into the gateway, data or ACK, from either side, is lost with
+    probability 2%: both senders retransmit, and the stream still arrives whole."""
+    topo = lab.topo
+    agent = lab.agent(mode="splice")
+    out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, topo.backend_addrs)])]})
+    assert out["mode"] == "splice", out
+    lossy = topo.popen(topo.gw, PY, LOSSY, "20", "gc", "gb", stdout=subprocess.PIPE, text=True)
+    try:
+        assert lossy.stdout and lossy.stdout.readline().strip() == "ready"
+        res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB), timeout=120)
+    finally:
+        lossy.terminate()
+        loss = json.loads(lossy.communicate(timeout=20)[0].strip().splitlines()[-1])
+    c = loader.counters(agent.maps(), agent.sizes)
+    splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
+    retrans = {ns: topo.snmp(ns)["Tcp"]["RetransSegs"] for ns in (topo.client, topo.backend)}
+    assert res["ok"], (res, loss, retrans, splice)
+    assert loss["dropped"] > 0 and all(n > 0 for n in retrans.values()), (loss, retrans)
+    assert c["SPLICE_DROP"] == (0, 0), splice
+    assert c["SPLICE_REDIRECT"][1] >= 2 * 16 * MB, splice
 
 
 def test_splice_retransmission_repeating_delivered_bytes_goes_out_once(lab):
