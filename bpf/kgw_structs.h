@@ -90,14 +90,4 @@ struct kgw_fib_entry {
 	__u8 pad[2];
 };
 
-/* Sockmap splice: key of kgw_sockhash and kgw_splice_peer (host order ports as the
- * kernel reports them in __sk_buff: local_port host order, remote_port network order
- * is normalised by sockmap.c to host order). */
-struct kgw_sock_key {
-	__be32 local_addr;
-	__be32 remote_addr;
-	__u32 local_port;  /* host order */
-	__u32 remote_port; /* host order */
-};
-
 #endif

@@ -3,6 +3,11 @@
  * peer in kgw_splice_peer and inserts both sockets into kgw_sockhash; this verdict
  * program then sends every skb received on one socket out of the other.
  *
+ * Both maps are keyed by socket cookie (SO_COOKIE), not by address and ports: a socket
+ * TCP has closed and unhashed (its peer's FIN after we shut down its write side) reads
+ * as local port 0, yet its last skbs still come through here and must still find the
+ * peer; and userspace can delete its entries after getpeername() stops working.
+ *
  * Attached as a stream verdict without a stream parser: the kernel hands it whole
  * skbs off the receive queue (tcp_read_skb).
  *
@@ -22,8 +27,8 @@
 #include "kgw_maps.h"
 #include "stats.h"
 
-BPF_SOCKHASH(kgw_sockhash, struct kgw_sock_key, KGW_SOCKHASH_SIZE);
-BPF_HASH(kgw_splice_peer, struct kgw_sock_key, struct kgw_sock_key, KGW_SOCKHASH_SIZE);
+BPF_SOCKHASH(kgw_sockhash, u64, KGW_SOCKHASH_SIZE);          /* cookie -> socket */
+BPF_HASH(kgw_splice_peer, u64, u64, KGW_SOCKHASH_SIZE);       /* cookie -> peer's cookie */
 
 #ifndef KGW_SPLICE_TRIM
 #define KGW_SPLICE_TRIM 0
@@ -80,17 +85,13 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 		kgw_count(KGW_C_SPLICE_PASS, 0);
 		return SK_DROP;
 	}
-	struct kgw_sock_key k = {};
-	k.local_addr = skb->local_ip4;
-	k.remote_addr = skb->remote_ip4;
-	k.local_port = skb->local_port;                 /* host order already */
-	k.remote_port = bpf_ntohl(skb->remote_port);   /* network order in the upper half */
-	struct kgw_sock_key *peer = kgw_splice_peer.lookup(&k);
+	u64 cookie = bpf_get_socket_cookie(skb);
+	u64 *peer = kgw_splice_peer.lookup(&cookie);
 	if (!peer) {
 		kgw_count(KGW_C_SPLICE_PASS, skb->len);
 		return SK_PASS;
 	}
-	struct kgw_sock_key pk = *peer;
+	u64 pk = *peer;
 	int old = kgw_old_bytes(skb);
 	if (old > 0) {
 		int popped = kgw_pop_head(skb, old);

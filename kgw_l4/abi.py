@@ -167,15 +167,6 @@ class FibEntry(ctypes.Structure):
     ]
 
 
-class SockKey(ctypes.Structure):
-    _fields_ = [
-        ("local_addr", ctypes.c_uint32),
-        ("remote_addr", ctypes.c_uint32),
-        ("local_port", ctypes.c_uint32),  # host order
-        ("remote_port", ctypes.c_uint32),  # host order
-    ]
-
-
 #: C struct name -> ctypes mirror, for the ABI test.
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "kgw_fe_key": FeKey,
@@ -186,7 +177,6 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "kgw_settings": Settings,
     "kgw_counter_val": CounterVal,
     "kgw_fib_entry": FibEntry,
-    "kgw_sock_key": SockKey,
 }
 
 PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP}

@@ -44,7 +44,6 @@ import struct
 import termios
 from dataclasses import dataclass, field
 
-from . import abi
 from .acceptor import Acceptor
 from .config import L4Config
 from .userspace import CONNECT_TIMEOUT, select_frontends
@@ -121,17 +120,20 @@ def _tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SPLICE_SNDBUF)
 
 
-def sock_key(sock: socket.socket) -> abi.SockKey:
-    la, lp = sock.getsockname()[:2]
-    ra, rp = sock.getpeername()[:2]
-    return abi.SockKey(local_addr=abi.ip_be(la), remote_addr=abi.ip_be(ra), local_port=lp,
-                       remote_port=rp)
+SO_COOKIE = getattr(socket, "SO_COOKIE", 57)  # Linux's value; Python 3.11 has no name for it
+
+
+def sock_cookie(sock: socket.socket) -> int:
+    """The socket's cookie: the key of both splice maps (bpf/sockmap.c says why not the
+    address and ports)."""
+    return struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
 
 
 @dataclass(eq=False)
 class _Conn:
     a: socket.socket  # client side
     b: socket.socket  # backend side
+    cookies: tuple[int, int] = (0, 0)  # (a's, b's): their keys in the splice maps
     base_acked: dict[int, int] = field(default_factory=dict)  # fd -> bytes_acked at splice
     #: fd -> bytes received before the splice that are not left for the verdict (read
     #: by userspace earlier, e.g. a peeked-and-consumed ClientHello).
@@ -167,14 +169,14 @@ class Splicer:
 
     # -------------------------------------------------------------- maps
 
-    def _update(self, fd: int, key: abi.SockKey, value: bytes) -> None:
-        k = ctypes.create_string_buffer(bytes(key), ctypes.sizeof(key))
+    def _update(self, fd: int, cookie: int, value: bytes) -> None:
+        k = ctypes.create_string_buffer(struct.pack("=Q", cookie), 8)
         v = ctypes.create_string_buffer(value, len(value))
         if self._lib.bpf_update_elem(fd, k, v, 0) != 0:
             raise OSError(f"map update failed (fd {fd})")
 
-    def _delete(self, fd: int, key: abi.SockKey) -> None:
-        k = ctypes.create_string_buffer(bytes(key), ctypes.sizeof(key))
+    def _delete(self, fd: int, cookie: int) -> None:
+        k = ctypes.create_string_buffer(struct.pack("=Q", cookie), 8)
         self._lib.bpf_delete_elem(fd, k)
 
     def spliced(self) -> list[tuple[str, str]]:
@@ -194,10 +196,10 @@ class Splicer:
         if self._loop is None:
             self._loop = loop
             loop.add_reader(self._ep.fileno(), self._on_events)
-        conn = _Conn(a, b)
+        ka, kb = sock_cookie(a), sock_cookie(b)
+        conn = _Conn(a, b, (ka, kb))
         for s in (a, b):
             _tune(s)
-        ka, kb = sock_key(a), sock_key(b)
         for s in (a, b):
             acked, received = tcp_bytes(s)
             conn.base_acked[s.fileno()] = acked
@@ -206,8 +208,8 @@ class Splicer:
             conn.base_received[s.fileno()] = received - _queued(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, INSERT_RCVLOWAT)
         try:
-            self._update(self.peer_fd, ka, bytes(kb))
-            self._update(self.peer_fd, kb, bytes(ka))
+            self._update(self.peer_fd, ka, struct.pack("=Q", kb))
+            self._update(self.peer_fd, kb, struct.pack("=Q", ka))
             self._update(self.sockhash_fd, ka, struct.pack("<I", a.fileno()))
             self._update(self.sockhash_fd, kb, struct.pack("<I", b.fileno()))
         except OSError:
@@ -300,12 +302,10 @@ class Splicer:
         conn.closed = True
         if not abort:
             self._check_delivery(conn)
-        for s in (conn.a, conn.b):
+        for s, cookie in zip((conn.a, conn.b), conn.cookies):
             fd = s.fileno()
-            with contextlib.suppress(OSError, ValueError):
-                key = sock_key(s)
-                self._delete(self.sockhash_fd, key)
-                self._delete(self.peer_fd, key)
+            self._delete(self.sockhash_fd, cookie)
+            self._delete(self.peer_fd, cookie)
             with contextlib.suppress(OSError, ValueError):
                 self._ep.unregister(fd)
             self._conns.pop(fd, None)

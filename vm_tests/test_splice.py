@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 from kgw_l4 import loader
 from vm_tests.conftest import PY, SYSPY, frontend
-from vm_tests.topology import GW_CLIENT_ADDR
+from vm_tests.topology import GW_CLIENT_ADDR, sh
 
 MB = 1024 * 1024
 OVERLAP = str(Path(__file__).resolve().parent / "overlap.py")
 LOSSY = str(Path(__file__).resolve().parent / "lossy.py")
 #: the overlap client's source address: configured nowhere (see overlap.py)
 UNOWNED_CLIENT_ADDR = "10.201.1.99"
+
+
+def splice_peer_entries(pin_dir: str) -> int:
+    """Entries in the agent's kgw_splice_peer map (not pinned: found through the pinned
+    verdict program's map ids)."""
+    prog = json.loads(sh("bpftool", "-j", "prog", "show", "pinned", f"{pin_dir}/prog_sockmap").stdout)
+    for map_id in prog["map_ids"]:
+        if json.loads(sh("bpftool", "-j", "map", "show", "id", str(map_id)).stdout)["name"] \
+                == "kgw_splice_peer":
+            return len(json.loads(sh("bpftool", "-j", "map", "dump", "id", str(map_id)).stdout))
+    raise AssertionError(f"no kgw_splice_peer among maps {prog['map_ids']}")
 
 
 def test_splice_integrity_64mb_each_way(lab):
@@ -45,6 +57,12 @@ def test_splice_integrity_64mb_each_way(lab):
     assert "corrupted" not in agent.log(), agent.log()[-1500:]
     for ns in (lab.topo.backend, lab.topo.client):
         assert lab.topo.snmp(ns)["Tcp"]["InCsumErrors"] == 0
+    # every closed splice took its map entries with it (the backend socket is already
+    # closed by TCP when its FIN follows ours: its entries must not depend on its ports)
+    deadline = time.monotonic() + 5
+    while (left := splice_peer_entries(lab.pin_dir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == 0, f"{left} kgw_splice_peer entries left after 21 closed splices"
 
 
 def test_splice_integrity_with_two_percent_loss_both_ways(lab):
