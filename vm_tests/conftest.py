@@ -3,6 +3,7 @@ per test, run the L4 agent in the gw namespace as a subprocess, clean up always.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -22,6 +24,7 @@ from kgw_l4.maps import PinnedMapSet  # noqa: E402
 from vm_tests.topology import GW_CLIENT_ADDR, Topology  # noqa: E402
 
 NETAPP = str(Path(__file__).resolve().parent / "netapp.py")
+LOSSY = str(Path(__file__).resolve().parent / "lossy.py")
 PY = sys.executable
 SYSPY = shutil.which("python3") or PY
 
@@ -146,6 +149,22 @@ class Lab:
         p = self.topo.popen(self.topo.client, SYSPY, NETAPP, *args, stdout=subprocess.PIPE, text=True)
         self.procs.append(p)
         return p
+
+    @contextlib.contextmanager
+    def lossy(self, ns: str, *devs: str, permille: int = 20) -> Iterator[dict]:
+        """Random loss of packets coming into DEVS of namespace NS while the block runs
+        (vm_tests/lossy.py); afterwards the dict holds {"seen": N, "dropped": M}."""
+        p = self.topo.popen(ns, PY, LOSSY, str(permille), *devs, stdout=subprocess.PIPE,
+                            text=True)
+        counts: dict = {}
+        try:
+            assert p.stdout and p.stdout.readline().strip() == "ready", "lossy.py did not start"
+            yield counts
+        finally:
+            p.terminate()
+            lines = p.communicate(timeout=20)[0].strip().splitlines()
+            if lines and lines[-1].startswith("{"):
+                counts.update(json.loads(lines[-1]))
 
     def close(self) -> None:
         for a in self.agents:

@@ -39,6 +39,26 @@ def test_integrity_tc(lab):
     _inspect_reads_the_real_maps(lab, agent)
 
 
+def test_integrity_tc_with_two_percent_loss_both_ways(lab):
+    """Packets leaving the gateway towards either end are lost with probability 2%,
+    data and ACKs alike: both ends retransmit through the NAT, and the stream still
+    arrives whole with correct checksums."""
+    topo = lab.topo
+    agent = lab.agent(mode="tc")
+    out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, topo.backend_addrs)])]})
+    assert out["errors"] == {}
+    with lab.lossy(topo.client, "c0") as to_client, lab.lossy(topo.backend, "b0") as to_backend:
+        res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB))
+    retrans = {ns: topo.snmp(ns)["Tcp"] for ns in (topo.client, topo.backend)}
+    assert res["ok"], (res, to_client, to_backend)
+    assert to_client["dropped"] > 0 and to_backend["dropped"] > 0, (to_client, to_backend)
+    for ns, tcp in retrans.items():
+        assert tcp["RetransSegs"] > 0 and tcp["InCsumErrors"] == 0, (ns, tcp)
+    c = loader.counters(agent.maps(), agent.sizes)
+    assert c["NEW_FLOWS"][0] == 1, c["NEW_FLOWS"]
+    assert c["DROP_REWRITE"][0] == 0 and c["DROP_FIB"][0] == 0
+
+
 def _inspect_reads_the_real_maps(lab, agent) -> None:
     """kgw-inspect on the pinned maps: frontends, flows, and `flow` agrees with the
     backend an established flow actually got."""

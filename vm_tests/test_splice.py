@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 from kgw_l4 import loader
-from vm_tests.conftest import PY, SYSPY, frontend
+from vm_tests.conftest import SYSPY, frontend
 from vm_tests.topology import GW_CLIENT_ADDR, sh
 
 MB = 1024 * 1024
 OVERLAP = str(Path(__file__).resolve().parent / "overlap.py")
-LOSSY = str(Path(__file__).resolve().parent / "lossy.py")
 #: the overlap client's source address: configured nowhere (see overlap.py)
 UNOWNED_CLIENT_ADDR = "10.201.1.99"
 
@@ -72,13 +70,8 @@ def test_splice_integrity_with_two_percent_loss_both_ways(lab):
     agent = lab.agent(mode="splice")
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, topo.backend_addrs)])]})
     assert out["mode"] == "splice", out
-    lossy = topo.popen(topo.gw, PY, LOSSY, "20", "gc", "gb", stdout=subprocess.PIPE, text=True)
-    try:
-        assert lossy.stdout and lossy.stdout.readline().strip() == "ready"
+    with lab.lossy(topo.gw, "gc", "gb") as loss:
         res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB), timeout=120)
-    finally:
-        lossy.terminate()
-        loss = json.loads(lossy.communicate(timeout=20)[0].strip().splitlines()[-1])
     c = loader.counters(agent.maps(), agent.sizes)
     splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
     retrans = {ns: topo.snmp(ns)["Tcp"]["RetransSegs"] for ns in (topo.client, topo.backend)}
