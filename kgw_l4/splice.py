@@ -133,7 +133,7 @@ def sock_cookie(sock: socket.socket) -> int:
 class _Conn:
     a: socket.socket  # client side
     b: socket.socket  # backend side
-    cookies: tuple[int, int] = (0, 0)  # (a's, b's): their keys in the splice maps
+    cookies: tuple[int, int]  # (a's, b's): their keys in the splice maps
     base_acked: dict[int, int] = field(default_factory=dict)  # fd -> bytes_acked at splice
     #: fd -> bytes received before the splice that are not left for the verdict (read
     #: by userspace earlier, e.g. a peeked-and-consumed ClientHello).
