@@ -76,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ns = _args(argv)
+    # The event loop `kgw run` uses (uvloop for this loop only), so that vm_tests and
+    # bench/l4 see the agent as it runs in production.
+    from controller.env import run_async
+
     try:
-        return asyncio.run(_agent(ns))
+        return run_async(_agent(ns))
     except Exception as e:  # noqa: BLE001 — one clear line, not a traceback
         print(f"kgw_l4 agent: {e}", file=sys.stderr)
         return 2

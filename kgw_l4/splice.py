@@ -38,6 +38,7 @@ import ctypes
 import errno
 import fcntl
 import logging
+import os
 import select
 import socket
 import struct
@@ -341,12 +342,31 @@ class Splicer:
         self._ep.close()
 
 
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+    """A non-blocking connect to an address literal. Not loop.sock_connect(): it resolves
+    the address first, and on uvloop (the loop `kgw run` uses) that made the connect cost
+    more than the rest of a splice's setup (bench/results/l4.md)."""
     loop = asyncio.get_running_loop()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setblocking(False)
     try:
-        await asyncio.wait_for(loop.sock_connect(s, addr), timeout)
+        err = s.connect_ex(addr)
+        if err == errno.EINPROGRESS:
+            fut = loop.create_future()
+            loop.add_writer(s.fileno(), _set_done, fut)
+            try:
+                async with asyncio.timeout(timeout):
+                    await fut
+            finally:
+                loop.remove_writer(s.fileno())
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
     except BaseException:
         s.close()
         raise
