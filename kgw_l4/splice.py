@@ -38,7 +38,6 @@ import ctypes
 import errno
 import fcntl
 import logging
-import os
 import select
 import socket
 import struct
@@ -47,7 +46,7 @@ from dataclasses import dataclass, field
 
 from .acceptor import Acceptor
 from .config import L4Config
-from .userspace import CONNECT_TIMEOUT, select_frontends
+from .userspace import connect, select_frontends
 
 log = logging.getLogger("kgw.l4.splice")
 
@@ -121,6 +120,7 @@ def _tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SPLICE_SNDBUF)
 
 
+_u64 = struct.Struct("=Q").pack  # a cookie as the splice maps hold it
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)  # Linux's value; Python 3.11 has no name for it
 
 
@@ -171,13 +171,13 @@ class Splicer:
     # -------------------------------------------------------------- maps
 
     def _update(self, fd: int, cookie: int, value: bytes) -> None:
-        k = ctypes.create_string_buffer(struct.pack("=Q", cookie), 8)
+        k = ctypes.create_string_buffer(_u64(cookie), 8)
         v = ctypes.create_string_buffer(value, len(value))
         if self._lib.bpf_update_elem(fd, k, v, 0) != 0:
             raise OSError(f"map update failed (fd {fd})")
 
     def _delete(self, fd: int, cookie: int) -> None:
-        k = ctypes.create_string_buffer(struct.pack("=Q", cookie), 8)
+        k = ctypes.create_string_buffer(_u64(cookie), 8)
         self._lib.bpf_delete_elem(fd, k)
 
     def spliced(self) -> list[tuple[str, str]]:
@@ -209,8 +209,8 @@ class Splicer:
             conn.base_received[s.fileno()] = received - _queued(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, INSERT_RCVLOWAT)
         try:
-            self._update(self.peer_fd, ka, struct.pack("=Q", kb))
-            self._update(self.peer_fd, kb, struct.pack("=Q", ka))
+            self._update(self.peer_fd, ka, _u64(kb))
+            self._update(self.peer_fd, kb, _u64(ka))
             self._update(self.sockhash_fd, ka, struct.pack("<I", a.fileno()))
             self._update(self.sockhash_fd, kb, struct.pack("<I", b.fileno()))
         except OSError:
@@ -340,37 +340,6 @@ class Splicer:
         if self._loop is not None:
             self._loop.remove_reader(self._ep.fileno())
         self._ep.close()
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> socket.socket:
-    """A non-blocking connect to an address literal. Not loop.sock_connect(): it resolves
-    the address first, and on uvloop (the loop `kgw run` uses) that made the connect cost
-    more than the rest of a splice's setup (bench/results/l4.md)."""
-    loop = asyncio.get_running_loop()
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    try:
-        err = s.connect_ex(addr)
-        if err == errno.EINPROGRESS:
-            fut = loop.create_future()
-            loop.add_writer(s.fileno(), _set_done, fut)
-            try:
-                async with asyncio.timeout(timeout):
-                    await fut
-            finally:
-                loop.remove_writer(s.fileno())
-            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise OSError(err, os.strerror(err))
-    except BaseException:
-        s.close()
-        raise
-    return s
 
 
 class SpliceProxy(Acceptor):

@@ -17,8 +17,8 @@ import struct
 from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, TLSPassthrough
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
-from .splice import Splicer, connect
-from .userspace import picker, splice_streams
+from .splice import Splicer
+from .userspace import connect, picker, splice_streams
 
 log = logging.getLogger("kgw.l4.tls")
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 from dataclasses import dataclass
 
@@ -22,6 +24,38 @@ log = logging.getLogger("kgw.l4.userspace")
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT = 5.0
 TABLE_SIZE = 4099  # prime; a per-listener table needs no kernel-sized ring
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+    """A non-blocking connect to an address literal. Not loop.sock_connect(): it resolves
+    the address first, and on uvloop (the loop `kgw run` uses) that made the connect cost
+    more than the rest of a splice's setup (bench/results/l4.md). Used by every
+    userspace L4 path: the proxy here, splice and TLS passthrough."""
+    loop = asyncio.get_running_loop()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        err = s.connect_ex(addr)
+        if err == errno.EINPROGRESS:
+            fut = loop.create_future()
+            loop.add_writer(s.fileno(), _set_done, fut)
+            try:
+                async with asyncio.timeout(timeout):
+                    await fut
+            finally:
+                loop.remove_writer(s.fileno())
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +204,12 @@ class UserspaceProxy:
             cw.transport.abort()
             return
         try:
-            br, bw = await asyncio.wait_for(asyncio.open_connection(*be), CONNECT_TIMEOUT)
+            b = await connect(be)
         except (OSError, asyncio.TimeoutError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             cw.transport.abort()
             return
+        br, bw = await asyncio.open_connection(sock=b)
         await splice_streams(cr, cw, br, bw)
 
     async def close(self) -> None:
