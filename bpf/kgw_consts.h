@@ -36,6 +36,14 @@
 #ifndef KGW_SOCKHASH_SIZE
 #define KGW_SOCKHASH_SIZE 65536
 #endif
+/* Splice backpressure (bpf/sockmap.c): past this many skbs waiting on the destination's
+ * psock queue to be written out, the verdict stops redirecting and holds the direction
+ * for userspace. A GSO skb holds up to 64 KB, so this bounds a direction's queue to
+ * about 64 MB; a lower bound means more bytes copied by userspace when a sender
+ * outruns its receiver (bench/results/l4.md). */
+#ifndef KGW_SPLICE_BACKLOG_MAX
+#define KGW_SPLICE_BACKLOG_MAX 1024
+#endif
 /* How many NAT ports a new flow tries before giving up (bounded loop). */
 #ifndef KGW_NAT_PROBES
 #define KGW_NAT_PROBES 8
@@ -107,6 +115,8 @@ enum kgw_counter {
 	KGW_C_SPLICE_DROP,        /* sockmap: peer not in the sockhash, skb dropped */
 	KGW_C_SPLICE_TRIM,        /* sockmap: old (already delivered) head bytes popped */
 	KGW_C_SPLICE_TRIM_FAIL,   /* sockmap: old head bytes that could not be popped */
+	KGW_C_SPLICE_HOLD,        /* sockmap: skbs held for userspace (backpressure, order) */
+	KGW_C_SPLICE_EVENT_LOST,  /* sockmap: hold events the ring buffer had no room for */
 	KGW_C_COUNT
 };
 

@@ -90,4 +90,13 @@ struct kgw_fib_entry {
 	__u8 pad[2];
 };
 
+/* One spliced socket, kgw_splice_peer[its cookie] (bpf/sockmap.c). The byte counts let
+ * userspace take a direction over without reordering it (kgw_l4/splice.py,
+ * "Backpressure"): everything redirected must be written out before it writes. */
+struct kgw_splice_peer {
+	__u64 peer;       /* the peer socket's cookie */
+	__u64 redirected; /* bytes redirected to the peer */
+	__u64 passed;     /* bytes held: passed to this socket's own queue for userspace */
+};
+
 #endif

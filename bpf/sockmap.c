@@ -22,25 +22,71 @@
  * trusting readers to skip to copied_seq. Redirected as is, its old head reaches the
  * peer a second time. So the old head (copied_seq - seq) is popped first; nothing new
  * left (old data + FIN) is freed like the bare FIN. The offsets come from the running
- * kernel's BTF (kgw_l4/kernel_btf.py); without them KGW_SPLICE_TRIM is 0. */
+ * kernel's BTF (kgw_l4/kernel_btf.py); without them KGW_SPLICE_TRIM is 0.
+ *
+ * Backpressure: a redirect takes the skb off the source socket at once (its receive
+ * window reopens) and queues it on the peer's psock for a worker that writes it into
+ * the peer's send buffer; that queue has no bound of its own. So when the peer's queue
+ * holds more than KGW_SPLICE_BACKLOG_MAX skbs, the verdict *holds* the direction:
+ * SK_PASS puts the skb on the source socket's own queue, where it stays charged to the
+ * socket's receive memory and copied_seq stays put until userspace reads it: the
+ * receive window closes and the sender is slowed like any TCP sender. A ring buffer
+ * event tells userspace, which waits until the peer has written out everything
+ * redirected so far (the byte counts in kgw_splice_peer), then copies the held bytes
+ * itself, with flow control, and releases the hold (kgw_splice_hold) once it has caught
+ * up. Order: while any held byte is unread, a later skb starts at a sequence number
+ * past copied_seq, and is held too (gap < 0 below); userspace keeps the hold entry
+ * while it has bytes read but not written. Needs the psock offsets from BTF
+ * (KGW_SPLICE_BACKPRESSURE); without them every skb is redirected, as before.
+ * Limit: SK_PASS queues the skb on the source's own psock queue (uncharged) instead
+ * of its socket when that queue is not empty, i.e. when the other direction is stuck
+ * too; it is bounded then only by the other direction getting going again.
+ *
+ * Why not pause a direction by taking its source out of the sockhash instead (no
+ * copying)? Tried: the kernel drops (and acknowledges) an skb whose verdict runs while
+ * the psock goes away (sk_psock_verdict_recv without a psock), and the flow stalled
+ * now and then; a socket must stay in the map while bytes can arrive. */
 #include <uapi/linux/bpf.h>
 #include "kgw_maps.h"
 #include "stats.h"
 
-BPF_SOCKHASH(kgw_sockhash, u64, KGW_SOCKHASH_SIZE);          /* cookie -> socket */
-BPF_HASH(kgw_splice_peer, u64, u64, KGW_SOCKHASH_SIZE);       /* cookie -> peer's cookie */
+/* cookie -> socket. bcc's BPF_SOCKHASH declares no lookup(); this is the same
+ * declaration with one (a bpf_map_lookup_elem that returns a referenced socket). */
+struct kgw_sockhash_table_t {
+	u64 key;
+	int leaf;
+	struct bpf_sock *(*lookup)(u64 *);
+	int (*update)(u64 *, int *);
+	int (*delete)(u64 *);
+	int (*sk_redirect_hash)(void *, void *, u64);
+	u32 max_entries;
+};
+__attribute__((section("maps/sockhash")))
+struct kgw_sockhash_table_t kgw_sockhash = { .max_entries = KGW_SOCKHASH_SIZE };
+BPF_ANNOTATE_KV_PAIR(kgw_sockhash, u64, int);
+
+/* cookie -> peer and byte counts (kgw_structs.h) */
+BPF_HASH(kgw_splice_peer, u64, struct kgw_splice_peer, KGW_SOCKHASH_SIZE);
+/* cookie -> 1 while the socket's direction is held (userspace copies it) */
+BPF_HASH(kgw_splice_hold, u64, u32, KGW_SOCKHASH_SIZE);
+/* cookies of sockets whose direction just became held (one record per hold) */
+BPF_RINGBUF_OUTPUT(kgw_splice_evt, 16);
 
 #ifndef KGW_SPLICE_TRIM
 #define KGW_SPLICE_TRIM 0
 #endif
+#ifndef KGW_SPLICE_BACKPRESSURE
+#define KGW_SPLICE_BACKPRESSURE 0
+#endif
 
-/* Bytes at the head of this skb the socket has already consumed: copied_seq minus
- * TCP_SKB_CB(skb)->seq (0 when none). The ctx is the kernel's struct sk_buff;
- * tcp_eat_skb() advances copied_seq by every redirected or dropped skb's length, so
- * copied_seq is the first byte this program has not passed on. */
-static __always_inline int kgw_old_bytes(struct __sk_buff *skb)
+/* copied_seq minus TCP_SKB_CB(skb)->seq: > 0 when the skb's head was already consumed
+ * (a retransmission), < 0 when bytes before it are still unread (held), 0 otherwise or
+ * when unknown. The ctx is the kernel's struct sk_buff; tcp_eat_skb() advances
+ * copied_seq by every redirected or dropped skb's length, reading advances it by the
+ * bytes read. */
+static __always_inline int kgw_seq_gap(struct __sk_buff *skb)
 {
-#if KGW_SPLICE_TRIM
+#if KGW_SPLICE_TRIM || KGW_SPLICE_BACKPRESSURE
 	u32 seq = 0, copied = 0;
 	u64 sk = 0;
 	char *kskb = (char *)(long)skb;
@@ -50,10 +96,7 @@ static __always_inline int kgw_old_bytes(struct __sk_buff *skb)
 		return 0;
 	if (bpf_probe_read_kernel(&copied, sizeof(copied), (char *)sk + KGW_OFF_TP_COPIED_SEQ))
 		return 0;
-	int old = (int)(copied - seq);
-	if (old <= 0)
-		return 0;
-	return old > (int)skb->len ? (int)skb->len : old;
+	return (int)(copied - seq);
 #else
 	return 0;
 #endif
@@ -73,6 +116,48 @@ static __always_inline int kgw_pop_head(struct __sk_buff *skb, int old)
 	return old - left;
 }
 
+/* skbs waiting on the peer's psock queue to be written out (0 when unknown). */
+static __always_inline u32 kgw_peer_backlog(u64 *peer)
+{
+#if KGW_SPLICE_BACKPRESSURE
+	struct bpf_sock *sk = kgw_sockhash.lookup(peer);
+	if (!sk)
+		return 0;
+	u64 addr = 0, psock = 0;
+	u32 qlen = 0;
+	/* The verifier forbids arithmetic on a socket pointer: take its value. */
+	bpf_probe_read_kernel(&addr, sizeof(addr), &sk);
+	bpf_sk_release(sk);
+	if (bpf_probe_read_kernel(&psock, sizeof(psock), (char *)addr + KGW_OFF_SK_USER_DATA))
+		return 0;
+	if (!(psock & 4))   /* SK_USER_DATA_PSOCK: the low 3 bits are flags */
+		return 0;
+	psock &= ~7UL;
+	if (bpf_probe_read_kernel(&qlen, sizeof(qlen),
+				  (char *)psock + KGW_OFF_PSOCK_INGRESS_SKB + KGW_OFF_SKB_HEAD_QLEN))
+		return 0;
+	return qlen;
+#else
+	return 0;
+#endif
+}
+
+/* Hold this socket's direction: pass the skb to userspace. The first skb of a hold
+ * inserts the hold entry and tells userspace. */
+static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie, struct kgw_splice_peer *sp)
+{
+	u32 one = 1;
+	if (kgw_splice_hold.insert(&cookie, &one) == 0 &&
+	    kgw_splice_evt.ringbuf_output(&cookie, sizeof(cookie), 0) != 0) {
+		/* userspace will not hear of it: undo, so the next skb tries again */
+		kgw_splice_hold.delete(&cookie);
+		kgw_count(KGW_C_SPLICE_EVENT_LOST, skb->len);
+	}
+	__sync_fetch_and_add(&sp->passed, skb->len);
+	kgw_count(KGW_C_SPLICE_HOLD, skb->len);
+	return SK_PASS;
+}
+
 int kgw_sk_verdict(struct __sk_buff *skb)
 {
 	if (skb->len == 0) {
@@ -86,14 +171,16 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 		return SK_DROP;
 	}
 	u64 cookie = bpf_get_socket_cookie(skb);
-	u64 *peer = kgw_splice_peer.lookup(&cookie);
-	if (!peer) {
+	struct kgw_splice_peer *sp = kgw_splice_peer.lookup(&cookie);
+	if (!sp) {
 		kgw_count(KGW_C_SPLICE_PASS, skb->len);
 		return SK_PASS;
 	}
-	u64 pk = *peer;
-	int old = kgw_old_bytes(skb);
-	if (old > 0) {
+	u64 pk = sp->peer;
+	int gap = kgw_seq_gap(skb);
+#if KGW_SPLICE_TRIM
+	if (gap > 0) {
+		int old = gap > (int)skb->len ? (int)skb->len : gap;
 		int popped = kgw_pop_head(skb, old);
 		kgw_count(KGW_C_SPLICE_TRIM, popped);
 		if (popped != old)
@@ -101,10 +188,20 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 		if (skb->len == 0)
 			return SK_DROP;   /* only old bytes (and maybe the FIN): like the bare FIN */
 	}
+#endif
+#if KGW_SPLICE_BACKPRESSURE
+	/* held by userspace; or bytes before this one are still unread (held); or the
+	 * peer is not keeping up */
+	if (kgw_splice_hold.lookup(&cookie) || gap < 0 ||
+	    kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX)
+		return kgw_hold(skb, cookie, sp);
+#endif
 	int verdict = kgw_sockhash.sk_redirect_hash(skb, &pk, 0);
-	if (verdict == SK_PASS)
+	if (verdict == SK_PASS) {
+		__sync_fetch_and_add(&sp->redirected, skb->len);
 		kgw_count(KGW_C_SPLICE_REDIRECT, skb->len);
-	else
+	} else {
 		kgw_count(KGW_C_SPLICE_DROP, skb->len);
+	}
 	return verdict;
 }

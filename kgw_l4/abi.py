@@ -23,6 +23,7 @@ SIZES: dict[str, int] = {
     "KGW_CT_SYN_SIZE": 65536,
     "KGW_MAX_LOCAL_ADDRS": 256,
     "KGW_SOCKHASH_SIZE": 65536,
+    "KGW_SPLICE_BACKLOG_MAX": 1024,
     "KGW_NAT_PROBES": 8,
     "KGW_FIB_CACHE_SIZE": 256,
 }
@@ -65,6 +66,8 @@ class Counter(enum.IntEnum):
     SPLICE_DROP = enum.auto()
     SPLICE_TRIM = enum.auto()
     SPLICE_TRIM_FAIL = enum.auto()
+    SPLICE_HOLD = enum.auto()
+    SPLICE_EVENT_LOST = enum.auto()
 
 
 COUNTER_COUNT = len(Counter)
@@ -153,6 +156,11 @@ class CounterVal(ctypes.Structure):
     _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
+class SplicePeer(ctypes.Structure):
+    _fields_ = [("peer", ctypes.c_uint64), ("redirected", ctypes.c_uint64),
+                ("passed", ctypes.c_uint64)]
+
+
 class FibEntry(ctypes.Structure):
     _fields_ = [
         ("stamp_ns", ctypes.c_uint64),
@@ -177,6 +185,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "kgw_settings": Settings,
     "kgw_counter_val": CounterVal,
     "kgw_fib_entry": FibEntry,
+    "kgw_splice_peer": SplicePeer,
 }
 
 PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP}

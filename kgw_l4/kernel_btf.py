@@ -1,12 +1,15 @@
 """Offsets of a few kernel struct fields, read from the running kernel's BTF.
 
 bpf/sockmap.c reads TCP_SKB_CB(skb)->seq and tcp_sk(sk)->copied_seq to pop the bytes of a
-retransmission that the socket already consumed (see the comment there). The headers bcc
+retransmission that the socket already consumed, and to keep a held direction in order;
+and the length of the peer socket's psock queue, for backpressure (see the comments
+there). The headers bcc
 compiles against may belong to another kernel (on the development VM: Debian's 6.1
 headers under a 6.18 kernel), so the offsets come from /sys/kernel/btf/vmlinux, dumped by
 bpftool. A field may sit inside an anonymous union or struct (``sk_buff.sk`` does on 6.1,
 not on 6.18): anonymous members are followed. When anything is missing the program is
-built with ``KGW_SPLICE_TRIM=0`` (no trimming) and one warning says why.
+built without that feature (``KGW_SPLICE_TRIM=0``: no trimming;
+``KGW_SPLICE_BACKPRESSURE=0``: no backpressure) and one warning says why.
 """
 
 from __future__ import annotations
@@ -27,6 +30,21 @@ WANTED: dict[str, tuple[str, str]] = {
     "KGW_OFF_SKB_CB": ("sk_buff", "cb"),
     "KGW_OFF_TCB_SEQ": ("tcp_skb_cb", "seq"),
     "KGW_OFF_TP_COPIED_SEQ": ("tcp_sock", "copied_seq"),
+    "KGW_OFF_SK_USER_DATA": ("sock", "sk_user_data"),
+    "KGW_OFF_PSOCK_INGRESS_SKB": ("sk_psock", "ingress_skb"),
+    "KGW_OFF_SKB_HEAD_QLEN": ("sk_buff_head", "qlen"),
+}
+
+#: feature macro -> (the offsets it needs, what is lost without it)
+FEATURES: dict[str, tuple[tuple[str, ...], str]] = {
+    "KGW_SPLICE_TRIM": (
+        ("KGW_OFF_SKB_SK", "KGW_OFF_SKB_CB", "KGW_OFF_TCB_SEQ", "KGW_OFF_TP_COPIED_SEQ"),
+        "spliced retransmissions that repeat delivered bytes are not trimmed"),
+    "KGW_SPLICE_BACKPRESSURE": (
+        ("KGW_OFF_SKB_SK", "KGW_OFF_SKB_CB", "KGW_OFF_TCB_SEQ", "KGW_OFF_TP_COPIED_SEQ",
+         "KGW_OFF_SK_USER_DATA", "KGW_OFF_PSOCK_INGRESS_SKB", "KGW_OFF_SKB_HEAD_QLEN"),
+        "spliced connections have no backpressure (a slow reader makes the gateway "
+        "buffer without limit)"),
 }
 
 _TYPE = re.compile(r"^\[(\d+)\] (STRUCT|UNION) '([^']*)' size=\d+ vlen=(\d+)")
@@ -89,21 +107,29 @@ def offsets(raw_dump: str) -> dict[str, int]:
     return out
 
 
+def feature_cflags(got: dict[str, int]) -> tuple[tuple[str, ...], list[str]]:
+    """-D flags for bpf/sockmap.c from the offsets found, and one warning per feature
+    that has to be left out."""
+    flags = [f"-D{k}={v}" for k, v in sorted(got.items())]
+    warnings = []
+    for feature, (needs, loss) in FEATURES.items():
+        missing = [n for n in needs if n not in got]
+        flags.append(f"-D{feature}={0 if missing else 1}")
+        if missing:
+            warnings.append(f"kernel BTF lacks {', '.join(f'{WANTED[k][0]}.{WANTED[k][1]}' for k in missing)}: {loss}")
+    return tuple(flags), warnings
+
+
 @functools.cache
 def splice_cflags() -> tuple[str, ...]:
-    """-D flags for bpf/sockmap.c: the offsets and KGW_SPLICE_TRIM=1, or KGW_SPLICE_TRIM=0."""
+    """-D flags for bpf/sockmap.c: the offsets, and each feature on or off."""
     try:
         dump = subprocess.run(["bpftool", "btf", "dump", "file", BTF_PATH, "format", "raw"],
                               capture_output=True, text=True, check=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
-        log.warning("cannot read the kernel's BTF (%s): spliced retransmissions that repeat "
-                    "delivered bytes are not trimmed", e)
-        return ("-DKGW_SPLICE_TRIM=0",)
-    got = offsets(dump)
-    missing = sorted(set(WANTED) - set(got))
-    if missing:
-        log.warning("kernel BTF lacks %s: spliced retransmissions that repeat delivered "
-                    "bytes are not trimmed", ", ".join(f"{WANTED[k][0]}.{WANTED[k][1]}"
-                                                       for k in missing))
-        return ("-DKGW_SPLICE_TRIM=0",)
-    return ("-DKGW_SPLICE_TRIM=1", *(f"-D{k}={v}" for k, v in sorted(got.items())))
+        dump = ""
+        log.warning("cannot read the kernel's BTF (%s)", e)
+    flags, warnings = feature_cflags(offsets(dump))
+    for w in warnings:
+        log.warning("%s", w)
+    return flags

@@ -20,6 +20,7 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass
+from typing import Callable
 from typing import Iterable, Iterator, Mapping
 
 from . import abi, kernel_btf
@@ -227,6 +228,15 @@ class Loader:
         if fd < 0:
             raise KeyError(f"{prog} has no map {table}")
         return fd
+
+    def ring_buffer(self, prog: str, table: str,
+                    on_record: Callable[[bytes], None]) -> tuple[int, Callable[[], None]]:
+        """Open a ring buffer a loaded program writes to: returns its fd (readable while
+        records wait) and a function that hands each waiting record to ``on_record``."""
+        b = self._bpf[prog]
+        rb = b[table]
+        rb.open_ring_buffer(lambda _ctx, data, size: on_record(ctypes.string_at(data, size)))
+        return rb.map_fd, b.ring_buffer_consume
 
     def _init_settings(self) -> None:
         m = self.maps().get("kgw_settings")

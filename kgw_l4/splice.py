@@ -3,8 +3,8 @@
 For each frontend connection: accept, pick a backend (same Maglev table as the
 userspace proxy), connect, record each socket's peer in kgw_splice_peer, insert both
 sockets into kgw_sockhash; bpf/sockmap.c then redirects every skb to the peer socket.
-Userspace only watches for the ends, with its own epoll set registered for EPOLLRDHUP
-(never EPOLLIN: the data never reaches userspace):
+Userspace watches for the ends, with its own epoll set registered for EPOLLRDHUP (never
+EPOLLIN: bytes reach userspace only when a direction is held, below):
 
   peer EOF on X (TCP saw the FIN)           -> wait until Y has had every byte X
       received acknowledged (tcpi_bytes_acked), then shutdown(Y, SHUT_WR)
@@ -12,11 +12,33 @@ Userspace only watches for the ends, with its own epoll set registered for EPOLL
 
 This is also the transport TLS passthrough reuses (``Splicer.splice``).
 
-Known kernel limit (6.x): an SK_SKB egress redirect has no backpressure. The verdict
-consumes the skb (the receive window reopens at once) and queues it on the peer's psock
-for a worker that writes it into the peer's send buffer; that queue is not bounded. A
-client that sends faster than the backend reads makes the gateway hold the difference
-in kernel memory (bench/results/l4.md has the measurement).
+Backpressure: an SK_SKB redirect consumes the skb at once (the receive window reopens)
+and queues it on the peer's psock for a kernel worker; that queue has no bound of its
+own, so a client sending faster than the backend reads (or a slow-reading client of a
+download) would make the gateway hold the difference. bpf/sockmap.c therefore *holds* a
+direction whose destination has more than KGW_SPLICE_BACKLOG_MAX skbs queued: the
+verdict passes its skbs to the source socket's own queue, where they stay charged to its
+receive buffer, so TCP closes the window and the sender waits. A ring buffer event
+(kgw_splice_evt) starts ``_relay``:
+
+  1. wait until the destination has taken in every byte redirected to it so far
+     (bytes_acked + SIOCOUTQ against kgw_splice_peer.redirected): the kernel worker is
+     done with this direction, and writing now cannot overtake it;
+  2. copy the held bytes from source to destination, with flow control (the source is
+     read only as fast as the destination accepts);
+  3. once nothing more is held, release the hold (delete kgw_splice_hold[source]) and
+     check, after taking the source socket's lock, that every byte the verdict held was
+     read (kgw_splice_peer.passed); if not, a later skb was held in between (the verdict
+     holds any skb behind an unread held byte), so go on copying.
+
+A slow reader thus costs a bounded amount of gateway memory per direction (about
+KGW_SPLICE_BACKLOG_MAX skbs plus the sockets' buffers), and the direction goes back to
+the kernel once the reader keeps up again. The price: while a sender outruns its
+receiver, part of the stream is copied here (bench/results/l4.md). The limit: an skb
+held while the source's own psock still queues bytes of the other direction (both
+directions stuck at once) waits on that queue, uncharged, until they are sent. Without
+the psock offsets in the kernel's BTF the program is built without holds and warns
+(kgw_l4/kernel_btf.py).
 
 Retransmissions (6.x kernels): TCP queues a segment that repeats bytes the socket
 already has, but also carries new ones, whole (tcp_data_queue's "partial packet",
@@ -44,6 +66,7 @@ import struct
 import termios
 from dataclasses import dataclass, field
 
+from .abi import SplicePeer
 from .acceptor import Acceptor
 from .config import L4Config
 from .userspace import connect, select_frontends
@@ -64,7 +87,12 @@ _TCP_INFO_LEN = 232
 _OFF_BYTES_ACKED = 120
 _OFF_BYTES_RECEIVED = 128
 ACK_POLL = 0.002
-ACK_WAIT_MAX = 60.0
+#: polling backs off to this while nothing moves
+POLL_MAX = 0.1
+#: a wait for the peer (acknowledgements, a held direction's queue) gives up after this
+#: long without progress: a reader that stops for good must not pin a connection forever
+STALL_MAX = 300.0
+RELAY_CHUNK = 1024 * 1024
 
 
 def tcp_bytes(sock: socket.socket) -> tuple[int, int]:
@@ -86,6 +114,12 @@ def tcp_state(sock: socket.socket) -> int:
 def _queued(sock: socket.socket) -> int:
     """Bytes in the socket's receive queue (FIONREAD)."""
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+def taken_in(sock: socket.socket) -> int:
+    """Bytes written into the socket so far: acknowledged plus still queued (SIOCOUTQ)."""
+    outq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    return tcp_bytes(sock)[0] + outq
 
 
 def duplicated_bytes(arrived: int, delivered: int) -> int:
@@ -131,15 +165,30 @@ def sock_cookie(sock: socket.socket) -> int:
 
 
 @dataclass(eq=False)
+class _Way:
+    """One direction of a spliced connection: what arrives on src goes out of dst."""
+    src: socket.socket
+    dst: socket.socket
+    cookie: int  # src's
+    read: int = 0  # held bytes userspace read from src
+    written: int = 0  # bytes userspace wrote into dst
+    relay: asyncio.Task | None = None  # copying a held direction (module docstring)
+
+
+@dataclass(eq=False)
 class _Conn:
     a: socket.socket  # client side
     b: socket.socket  # backend side
     cookies: tuple[int, int]  # (a's, b's): their keys in the splice maps
+    ways: dict[int, _Way] = field(default_factory=dict)  # src fd -> direction
     base_acked: dict[int, int] = field(default_factory=dict)  # fd -> bytes_acked at splice
+    base_taken: dict[int, int] = field(default_factory=dict)  # fd -> taken_in() at splice
     #: fd -> bytes received before the splice that are not left for the verdict (read
     #: by userspace earlier, e.g. a peeked-and-consumed ClientHello).
     base_received: dict[int, int] = field(default_factory=dict)
     eof: set[int] = field(default_factory=set)  # fds whose peer sent FIN
+    #: (fd, for writing) registered with the event loop by ``_ready``: removed on close
+    watched: set[tuple[int, bool]] = field(default_factory=set)
     shut: set[int] = field(default_factory=set)  # fds we shut down for writing
     closed: bool = False
 
@@ -157,6 +206,9 @@ class Splicer:
         prog_fd = loader.load("sockmap")
         self.sockhash_fd = loader.table_fd("sockmap", "kgw_sockhash")
         self.peer_fd = loader.table_fd("sockmap", "kgw_splice_peer")
+        self.hold_fd = loader.table_fd("sockmap", "kgw_splice_hold")
+        self._events_fd, self._consume_events = loader.ring_buffer(
+            "sockmap", "kgw_splice_evt", self._on_event)
         # Verdict only, no stream parser: the kernel hands the verdict whole skbs off
         # the receive queue (tcp_read_skb), without strparser's clone per skb. An
         # earlier version lost data this way; the cause was the bare-FIN skb, which
@@ -165,6 +217,7 @@ class Splicer:
             raise OSError("cannot attach the sockmap verdict program")
         self._ep = select.epoll()
         self._conns: dict[int, _Conn] = {}
+        self._by_cookie: dict[int, tuple[_Conn, _Way]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -179,6 +232,14 @@ class Splicer:
     def _delete(self, fd: int, cookie: int) -> None:
         k = ctypes.create_string_buffer(_u64(cookie), 8)
         self._lib.bpf_delete_elem(fd, k)
+
+    def _counts(self, cookie: int) -> SplicePeer:
+        """The socket's kgw_splice_peer entry (its byte counts)."""
+        k = ctypes.create_string_buffer(_u64(cookie), 8)
+        v = SplicePeer()
+        if self._lib.bpf_lookup_elem(self.peer_fd, k, ctypes.byref(v)) != 0:
+            raise OSError(errno.ENOENT, "spliced socket missing from kgw_splice_peer")
+        return v
 
     def spliced(self) -> list[tuple[str, str]]:
         """(client peer, backend peer) of every spliced connection, for inspect."""
@@ -197,20 +258,23 @@ class Splicer:
         if self._loop is None:
             self._loop = loop
             loop.add_reader(self._ep.fileno(), self._on_events)
+            loop.add_reader(self._events_fd, self._consume_events)
         ka, kb = sock_cookie(a), sock_cookie(b)
         conn = _Conn(a, b, (ka, kb))
+        conn.ways = {a.fileno(): _Way(a, b, ka), b.fileno(): _Way(b, a, kb)}
         for s in (a, b):
             _tune(s)
         for s in (a, b):
             acked, received = tcp_bytes(s)
             conn.base_acked[s.fileno()] = acked
+            conn.base_taken[s.fileno()] = taken_in(s)
             # (bytes_received first: a byte arriving before FIONREAD can only make the
             # base smaller, never report a duplicate that is not there)
             conn.base_received[s.fileno()] = received - _queued(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, INSERT_RCVLOWAT)
         try:
-            self._update(self.peer_fd, ka, _u64(kb))
-            self._update(self.peer_fd, kb, _u64(ka))
+            self._update(self.peer_fd, ka, bytes(SplicePeer(peer=kb)))
+            self._update(self.peer_fd, kb, bytes(SplicePeer(peer=ka)))
             self._update(self.sockhash_fd, ka, struct.pack("<I", a.fileno()))
             self._update(self.sockhash_fd, kb, struct.pack("<I", b.fileno()))
         except OSError:
@@ -220,11 +284,19 @@ class Splicer:
             raise
         for s in (a, b):
             self._conns[s.fileno()] = conn
+            way = conn.ways[s.fileno()]
+            self._by_cookie[way.cookie] = (conn, way)
             self._ep.register(s.fileno(), select.EPOLLRDHUP)
             # Bytes queued before the insert (or held back by INSERT_RCVLOWAT during
             # it) reach the verdict program only on the next data_ready; setting
             # SO_RCVLOWAT runs it now (tcp_set_rcvlowat).
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
 
     def _on_events(self) -> None:
         for fd, ev in self._ep.poll(0):
@@ -242,50 +314,155 @@ class Splicer:
                 conn.eof.add(fd)
                 with contextlib.suppress(OSError):
                     self._ep.modify(fd, 0)  # only ERR/HUP from now on
-                t = asyncio.get_running_loop().create_task(self._half_close(conn, fd))
-                self._tasks.add(t)
-                t.add_done_callback(self._tasks.discard)
+                self._spawn(self._half_close(conn, fd))
             if ev & select.EPOLLHUP:
                 # Both directions of this socket are shut: nothing more to hear from
                 # it (HUP is level-triggered; staying registered would spin).
                 with contextlib.suppress(OSError):
                     self._ep.unregister(fd)
 
-    async def _wait_acked(self, conn: _Conn, dst: socket.socket, target: int) -> None:
-        base = conn.base_acked[dst.fileno()]
-        waited = 0.0
-        while tcp_bytes(dst)[0] - base < target:
+    # -------------------------------------------------------------- holds
+
+    def _on_event(self, record: bytes) -> None:
+        """The verdict started holding a socket's direction (ring buffer record: the
+        socket's cookie)."""
+        try:
+            cookie = struct.unpack("=Q", record[:8])[0]
+            found = self._by_cookie.get(cookie)
+            if found is None:  # closed meanwhile
+                self._delete(self.hold_fd, cookie)
+            else:
+                self._start_relay(*found)
+        except Exception:  # called from C (the ring buffer): never let it unwind there
+            log.exception("splice: cannot act on a held direction")
+
+    def _start_relay(self, conn: _Conn, way: _Way) -> None:
+        if conn.closed or way.src.fileno() in conn.eof:
+            return  # the half-close copies what is held
+        if way.relay is None or way.relay.done():
+            way.relay = self._spawn(self._relay(conn, way))
+            way.relay.add_done_callback(lambda t: self._task_done(conn, t))
+
+    def _task_done(self, conn: _Conn, task: asyncio.Task) -> None:
+        if task.cancelled() or conn.closed:
+            return
+        e = task.exception()
+        if e is not None:
+            log.warning("splice: copying a held direction failed: %s", e)
+            self._close(conn, abort=True)
+
+    async def _wait(self, conn: _Conn, what: str, measure, target: int) -> None:
+        """Poll until measure() >= target; give up after STALL_MAX without progress."""
+        last, still, delay = -1, 0.0, ACK_POLL
+        while (cur := measure()) < target:
             if conn.closed:
                 raise OSError(errno.ECONNABORTED, "splice closed")
-            await asyncio.sleep(ACK_POLL)
-            waited += ACK_POLL
-            if waited > ACK_WAIT_MAX:
-                raise TimeoutError("peer did not acknowledge the spliced bytes")
+            if cur != last:
+                last, still, delay = cur, 0.0, ACK_POLL
+            elif still > STALL_MAX:
+                raise TimeoutError(f"{what}: no progress for {STALL_MAX:.0f}s")
+            await asyncio.sleep(delay)
+            still += delay
+            delay = min(delay * 2, POLL_MAX)
+
+    async def _wait_taken(self, conn: _Conn, way: _Way) -> None:
+        """Until dst has taken in every byte redirected to it (and everything we wrote):
+        the kernel worker is done with this direction."""
+        tcp_bytes(way.src)  # takes src's lock: a verdict running on it has finished
+        target = self._counts(way.cookie).redirected + way.written
+        base = conn.base_taken[way.dst.fileno()]
+        await self._wait(conn, "redirected bytes", lambda: taken_in(way.dst) - base, target)
+
+    def _release(self, way: _Way) -> bool:
+        """Hand the direction back to the kernel; False if a byte was held meanwhile."""
+        self._delete(self.hold_fd, way.cookie)
+        tcp_bytes(way.src)  # takes src's lock: a verdict running on it has finished
+        if self._counts(way.cookie).passed == way.read:
+            return True
+        # A later skb was held (behind a held byte, or the peer's queue is long
+        # again): it is ours to copy, and nothing may be redirected before it.
+        self._update(self.hold_fd, way.cookie, struct.pack("=I", 1))
+        return False
+
+    async def _relay(self, conn: _Conn, way: _Way, to_eof: bool = False) -> None:
+        """Copy a held direction until it has caught up (module docstring), or, with
+        ``to_eof``, until src's end of stream (the half-close)."""
+        loop = asyncio.get_running_loop()
+        await self._wait_taken(conn, way)
+        buf = bytearray(RELAY_CHUNK)
+        view = memoryview(buf)
+        waited = 0.0
+        while not conn.closed:
+            try:
+                n = way.src.recv_into(buf, RELAY_CHUNK, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                if not to_eof and self._release(way):
+                    return
+                await self._ready(conn, way.src, writing=False)
+                continue
+            if not n:
+                if not to_eof or self._counts(way.cookie).passed <= way.read:
+                    return
+                # EOF, yet a held skb is still on its way to src's queue (queued
+                # behind bytes the other direction sends out of src)
+                if waited > STALL_MAX:
+                    raise TimeoutError("held bytes did not arrive")
+                await asyncio.sleep(ACK_POLL)
+                waited += ACK_POLL
+                continue
+            way.read += n
+            sent = 0
+            while sent < n:
+                try:
+                    sent += way.dst.send(view[sent:n], socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    await self._ready(conn, way.dst, writing=True)
+            way.written += n
+
+    def _ready(self, conn: _Conn, sock: socket.socket, writing: bool) -> asyncio.Future:
+        """A future done when sock is readable (writable). Registered with the event loop
+        until then; ``_close`` unregisters what is left before it closes the fds (a
+        later removal could hit a new socket that reuses the number)."""
+        loop = asyncio.get_running_loop()
+        fd = sock.fileno()
+        fut = loop.create_future()
+        add, remove = (loop.add_writer, loop.remove_writer) if writing else \
+            (loop.add_reader, loop.remove_reader)
+
+        def ready() -> None:
+            remove(fd)
+            conn.watched.discard((fd, writing))
+            if not fut.done():
+                fut.set_result(None)
+
+        add(fd, ready)
+        conn.watched.add((fd, writing))
+        return fut
+
+    # -------------------------------------------------------------- ends
 
     async def _half_close(self, conn: _Conn, fd: int) -> None:
         """src sent FIN: forward it to dst once every byte src received is acked there.
 
-        If src already left TCP_CLOSE_WAIT for TCP_CLOSE (we had shut its write side,
-        so its FIN completed the close), the kernel unhashes it and drops it from the
-        sockmap at once, and data that arrived with the FIN is never redirected: it
-        stays in src's receive queue. We read that remainder and send it ourselves,
-        after the redirected bytes before it are acknowledged, so order is kept."""
+        Bytes that did not go through the verdict are copied first (``_relay``): held
+        ones, and those left in src's receive queue when src already left
+        TCP_CLOSE_WAIT for TCP_CLOSE (we had shut its write side, so its FIN completed
+        the close): the kernel then unhashes it and drops it from the sockmap at once,
+        and data that arrived with the FIN is never redirected."""
         if conn.closed:
             return
-        src = conn.a if fd == conn.a.fileno() else conn.b
-        dst = conn.other(fd)
+        way = conn.ways[fd]
+        src, dst = way.src, way.dst
         try:
             # bytes_received counts the FIN's sequence number too: the data is one less.
-            received = tcp_bytes(src)[1] - 1
-            rest = b""
-            if tcp_state(src) == TCP_CLOSE:
-                rest = _drain(src)
-            await self._wait_acked(conn, dst, received - len(rest))
-            if rest:
-                dst.setblocking(True)
-                dst.sendall(rest)
-                dst.setblocking(False)
-                await self._wait_acked(conn, dst, received)
+            received = tcp_bytes(src)[1] - 1 - conn.base_received[fd]
+            if way.relay is not None:
+                await way.relay
+            if tcp_state(src) == TCP_CLOSE or self._counts(way.cookie).passed > way.read \
+                    or _queued(src):
+                await self._relay(conn, way, to_eof=True)
+            base = conn.base_acked[dst.fileno()]
+            await self._wait(conn, "acknowledgements", lambda: tcp_bytes(dst)[0] - base, received)
             dst.shutdown(socket.SHUT_WR)
             conn.shut.add(dst.fileno())
         except (OSError, TimeoutError) as e:
@@ -303,10 +480,19 @@ class Splicer:
         conn.closed = True
         if not abort:
             self._check_delivery(conn)
+        for way in conn.ways.values():
+            if way.relay is not None and not way.relay.done():
+                way.relay.cancel()
+        if self._loop is not None:
+            for fd, writing in conn.watched:
+                (self._loop.remove_writer if writing else self._loop.remove_reader)(fd)
+            conn.watched.clear()
         for s, cookie in zip((conn.a, conn.b), conn.cookies):
             fd = s.fileno()
             self._delete(self.sockhash_fd, cookie)
             self._delete(self.peer_fd, cookie)
+            self._delete(self.hold_fd, cookie)
+            self._by_cookie.pop(cookie, None)
             with contextlib.suppress(OSError, ValueError):
                 self._ep.unregister(fd)
             self._conns.pop(fd, None)
@@ -339,6 +525,7 @@ class Splicer:
             t.cancel()
         if self._loop is not None:
             self._loop.remove_reader(self._ep.fileno())
+            self._loop.remove_reader(self._events_fd)
         self._ep.close()
 
 

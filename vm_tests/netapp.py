@@ -4,8 +4,13 @@
   serve ADDR...            on each ADDR: port 9000 greets with "ADDR\\n" then echoes
                            (half-close aware: EOF from the peer -> finish echoing, then
                            shut down); port 9001 sends "ADDR\\n" and closes first.
-  transfer HOST PORT N     send N bytes while reading the echo, then SHUT_WR and read to
-                           EOF; prints {"sent","received","ok","backend"}.
+  transfer HOST PORT N [READ_DELAY]  send N bytes while reading the echo, then SHUT_WR
+                           and read to EOF; prints {"sent","received","ok","backend"}.
+                           With READ_DELAY, the echo is first left unread for that many
+                           seconds: "sent_unread" says how far the sender got meanwhile.
+  sink HOST PORT N DELAY   send N bytes to port 9002's sink, which reads nothing for DELAY
+                           seconds, then everything, and answers with its count and hash;
+                           prints {"sent","received","ok","sent_unread"}.
   whoami HOST PORT N [SPORT0]  N sequential connections (fixed source ports from SPORT0
                            if given); prints the list of backends.
   uping HOST PORT FLOWS N  UDP: FLOWS sockets send N datagrams each to the UDP echo
@@ -32,7 +37,8 @@ def _pattern(n: int) -> bytes:
     """Bytes that never repeat in any window a test could look at: a repeated or skipped
     piece of the stream changes the content at once, whatever its length (a periodic
     pattern hides shifts by a multiple of its period)."""
-    return random.Random(0x6B6777).randbytes(n)
+    rng = random.Random(0x6B6777)  # (randbytes takes at most 2**31 bits at a time)
+    return b"".join(rng.randbytes(min(n - i, 1 << 24)) for i in range(0, n, 1 << 24))
 
 
 def _first_difference(sent: bytes, received: bytes, at: int) -> dict:
@@ -79,6 +85,23 @@ def _listen(addr: str, port: int, handler) -> None:
         threading.Thread(target=handler, args=(c, addr), daemon=True).start()
 
 
+def _sink(c: socket.socket, addr: str) -> None:
+    """First line: seconds to wait before reading; then read to EOF and answer
+    {"received", "sha256"}."""
+    try:
+        delay = float(_readline(c))
+        time.sleep(delay)
+        got, n = hashlib.sha256(), 0
+        while d := c.recv(CHUNK):
+            got.update(d)
+            n += len(d)
+        c.sendall(json.dumps({"received": n, "sha256": got.hexdigest()}).encode())
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+
 def _whoami(c: socket.socket, addr: str) -> None:
     try:
         c.sendall(addr.encode() + b"\n")
@@ -98,12 +121,13 @@ def serve(addrs: list[str]) -> None:
     for a in addrs:
         threading.Thread(target=_listen, args=(a, 9000, _echo), daemon=True).start()
         threading.Thread(target=_listen, args=(a, 9001, _whoami), daemon=True).start()
+        threading.Thread(target=_listen, args=(a, 9002, _sink), daemon=True).start()
         threading.Thread(target=_udp_echo, args=(a, 9053), daemon=True).start()
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
-def transfer(host: str, port: int, n: int) -> dict:
+def transfer(host: str, port: int, n: int, read_delay: float = 0.0) -> dict:
     s = socket.create_connection((host, port), timeout=float(__import__("os").environ.get("NETAPP_TIMEOUT", "20")))
     backend = _readline(s)
     data = _pattern(n)
@@ -111,9 +135,14 @@ def transfer(host: str, port: int, n: int) -> dict:
     got = hashlib.sha256()
     received = 0
     first_difference = None
+    sent = 0
+    sent_unread = None
 
     def reader() -> None:
-        nonlocal received, first_difference
+        nonlocal received, first_difference, sent_unread
+        if read_delay:
+            time.sleep(read_delay)
+            sent_unread = sent
         while True:
             d = s.recv(CHUNK)
             if not d:
@@ -130,14 +159,38 @@ def transfer(host: str, port: int, n: int) -> dict:
     view = memoryview(data)
     for i in range(0, n, CHUNK):
         s.sendall(view[i:i + CHUNK])
+        sent = min(n, i + CHUNK)
     s.shutdown(socket.SHUT_WR)  # half-close: the echo must still arrive in full
-    t.join(60)
+    t.join(60 + read_delay)
     s.close()
     out = {"sent": n, "received": received, "ok": got.hexdigest() == sent_hash and received == n,
            "backend": backend}
     if first_difference is not None:
         out["first_difference"] = first_difference
+    if sent_unread is not None:
+        out["sent_unread"] = sent_unread
     return out
+
+
+def sink(host: str, port: int, n: int, delay: float) -> dict:
+    data = _pattern(n)
+    s = socket.create_connection((host, port), timeout=60 + delay)
+    s.sendall(f"{delay}\n".encode())
+    start = time.monotonic()
+    sent, sent_unread = 0, None
+    view = memoryview(data)
+    for i in range(0, n, CHUNK):
+        s.sendall(view[i:i + CHUNK])
+        sent = min(n, i + CHUNK)
+        if sent_unread is None and time.monotonic() - start >= delay:
+            sent_unread = sent
+    if sent_unread is None:  # everything went before the sink started reading
+        sent_unread = n
+    s.shutdown(socket.SHUT_WR)
+    answer = json.loads(b"".join(iter(lambda: s.recv(CHUNK), b"")) or b"{}")
+    s.close()
+    return {"sent": n, "received": answer.get("received"), "sent_unread": sent_unread,
+            "ok": answer.get("sha256") == hashlib.sha256(data).hexdigest()}
 
 
 def whoami(host: str, port: int, n: int, sport0: int | None) -> list[str]:
@@ -225,7 +278,9 @@ def main(argv: list[str]) -> None:
     if cmd == "serve":
         serve(a)
     elif cmd == "transfer":
-        print(json.dumps(transfer(a[0], int(a[1]), int(a[2]))))
+        print(json.dumps(transfer(a[0], int(a[1]), int(a[2]), float(a[3]) if len(a) > 3 else 0.0)))
+    elif cmd == "sink":
+        print(json.dumps(sink(a[0], int(a[1]), int(a[2]), float(a[3]))))
     elif cmd == "whoami":
         print(json.dumps(whoami(a[0], int(a[1]), int(a[2]), int(a[3]) if len(a) > 3 else None)))
     elif cmd == "uping":

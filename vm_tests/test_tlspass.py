@@ -54,4 +54,5 @@ def test_sni_routing_and_splice(lab, mode, tmp_path):
     check("nothing.org", None)  # no route: reset
     check("a.example.com", a, 4 << 20)
     c = loader.counters(agent.maps(), agent.sizes)
-    assert c["SPLICE_REDIRECT"][1] > 2 * (6 << 20)  # the bytes went through sockmap
+    # the bytes went through sockmap (redirected, or held and copied when a side lagged)
+    assert c["SPLICE_REDIRECT"][1] + c["SPLICE_HOLD"][1] > 2 * (6 << 20)
