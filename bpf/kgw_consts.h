@@ -44,6 +44,12 @@
 #ifndef KGW_SPLICE_BACKLOG_MAX
 #define KGW_SPLICE_BACKLOG_MAX 1024
 #endif
+/* struct kgw_splice_peer flags */
+#define KGW_SPLICE_F_SEQ 1       /* next_seq is set */
+#define KGW_SPLICE_F_OVERFLOW 2  /* userspace was told to reset the connection */
+/* struct kgw_splice_event kinds */
+#define KGW_SPLICE_EVT_HOLD 1      /* the verdict started holding the socket's direction */
+#define KGW_SPLICE_EVT_OVERFLOW 2  /* both directions stuck past the limit: reset */
 /* How many NAT ports a new flow tries before giving up (bounded loop). */
 #ifndef KGW_NAT_PROBES
 #define KGW_NAT_PROBES 8
@@ -117,6 +123,7 @@ enum kgw_counter {
 	KGW_C_SPLICE_TRIM_FAIL,   /* sockmap: old head bytes that could not be popped */
 	KGW_C_SPLICE_HOLD,        /* sockmap: skbs held for userspace (backpressure, order) */
 	KGW_C_SPLICE_EVENT_LOST,  /* sockmap: hold events the ring buffer had no room for */
+	KGW_C_SPLICE_OVERFLOW,    /* sockmap: skbs dropped on a connection stuck both ways */
 	KGW_C_COUNT
 };
 

@@ -97,6 +97,15 @@ struct kgw_splice_peer {
 	__u64 peer;       /* the peer socket's cookie */
 	__u64 redirected; /* bytes redirected to the peer */
 	__u64 passed;     /* bytes held: passed to this socket's own queue for userspace */
+	__u32 next_seq;   /* sequence number after the last byte the verdict handled */
+	__u32 flags;      /* KGW_SPLICE_F_* */
+};
+
+/* A kgw_splice_evt record. */
+struct kgw_splice_event {
+	__u64 cookie; /* the socket's */
+	__u32 kind;   /* KGW_SPLICE_EVT_* */
+	__u32 pad;
 };
 
 #endif

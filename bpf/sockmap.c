@@ -20,7 +20,8 @@
  * never looks at their sequence numbers, but TCP queues a retransmission that is partly
  * old (seq < rcv_nxt < end_seq; tcp_data_queue "Partial packet", tcp_ofo_queue) whole,
  * trusting readers to skip to copied_seq. Redirected as is, its old head reaches the
- * peer a second time. So the old head (copied_seq - seq) is popped first; nothing new
+ * peer a second time. So the old head is popped first (up to where the last skb
+ * handled here ended: copied_seq, unless held bytes are still unread); nothing new
  * left (old data + FIN) is freed like the bare FIN. The offsets come from the running
  * kernel's BTF (kgw_l4/kernel_btf.py); without them KGW_SPLICE_TRIM is 0.
  *
@@ -35,12 +36,13 @@
  * redirected so far (the byte counts in kgw_splice_peer), then copies the held bytes
  * itself, with flow control, and releases the hold (kgw_splice_hold) once it has caught
  * up. Order: while any held byte is unread, a later skb starts at a sequence number
- * past copied_seq, and is held too (gap < 0 below); userspace keeps the hold entry
+ * past copied_seq, and is held too (`unread` below); userspace keeps the hold entry
  * while it has bytes read but not written. Needs the psock offsets from BTF
  * (KGW_SPLICE_BACKPRESSURE); without them every skb is redirected, as before.
  * Limit: SK_PASS queues the skb on the source's own psock queue (uncharged) instead
  * of its socket when that queue is not empty, i.e. when the other direction is stuck
- * too; it is bounded then only by the other direction getting going again.
+ * too; past 2 x KGW_SPLICE_BACKLOG_MAX skbs there userspace resets the connection
+ * (kgw_hold).
  *
  * Why not pause a direction by taking its source out of the sockhash instead (no
  * copying)? Tried: the kernel drops (and acknowledges) an skb whose verdict runs while
@@ -69,7 +71,7 @@ BPF_ANNOTATE_KV_PAIR(kgw_sockhash, u64, int);
 BPF_HASH(kgw_splice_peer, u64, struct kgw_splice_peer, KGW_SOCKHASH_SIZE);
 /* cookie -> 1 while the socket's direction is held (userspace copies it) */
 BPF_HASH(kgw_splice_hold, u64, u32, KGW_SOCKHASH_SIZE);
-/* cookies of sockets whose direction just became held (one record per hold) */
+/* struct kgw_splice_event: a direction became held, or a connection holds too much */
 BPF_RINGBUF_OUTPUT(kgw_splice_evt, 16);
 
 #ifndef KGW_SPLICE_TRIM
@@ -79,24 +81,21 @@ BPF_RINGBUF_OUTPUT(kgw_splice_evt, 16);
 #define KGW_SPLICE_BACKPRESSURE 0
 #endif
 
-/* copied_seq minus TCP_SKB_CB(skb)->seq: > 0 when the skb's head was already consumed
- * (a retransmission), < 0 when bytes before it are still unread (held), 0 otherwise or
- * when unknown. The ctx is the kernel's struct sk_buff; tcp_eat_skb() advances
- * copied_seq by every redirected or dropped skb's length, reading advances it by the
- * bytes read. */
-static __always_inline int kgw_seq_gap(struct __sk_buff *skb)
+/* TCP_SKB_CB(skb)->seq and the socket's copied_seq (0 when unknown). The ctx is the
+ * kernel's struct sk_buff; tcp_eat_skb() advances copied_seq by every redirected or
+ * dropped skb's length, reading advances it by the bytes read. */
+static __always_inline int kgw_tcp_seqs(struct __sk_buff *skb, u32 *seq, u32 *copied)
 {
 #if KGW_SPLICE_TRIM || KGW_SPLICE_BACKPRESSURE
-	u32 seq = 0, copied = 0;
 	u64 sk = 0;
 	char *kskb = (char *)(long)skb;
-	if (bpf_probe_read_kernel(&seq, sizeof(seq), kskb + KGW_OFF_SKB_CB + KGW_OFF_TCB_SEQ))
+	if (bpf_probe_read_kernel(seq, sizeof(*seq), kskb + KGW_OFF_SKB_CB + KGW_OFF_TCB_SEQ))
 		return 0;
 	if (bpf_probe_read_kernel(&sk, sizeof(sk), kskb + KGW_OFF_SKB_SK) || !sk)
 		return 0;
-	if (bpf_probe_read_kernel(&copied, sizeof(copied), (char *)sk + KGW_OFF_TP_COPIED_SEQ))
+	if (bpf_probe_read_kernel(copied, sizeof(*copied), (char *)sk + KGW_OFF_TP_COPIED_SEQ))
 		return 0;
-	return (int)(copied - seq);
+	return 1;
 #else
 	return 0;
 #endif
@@ -116,19 +115,14 @@ static __always_inline int kgw_pop_head(struct __sk_buff *skb, int old)
 	return old - left;
 }
 
-/* skbs waiting on the peer's psock queue to be written out (0 when unknown). */
-static __always_inline u32 kgw_peer_backlog(u64 *peer)
+/* skbs on a socket's psock queue (sk: the struct sock's address): bytes redirected to
+ * it and not yet written out, and its own held skbs queued behind them. 0 if unknown. */
+static __always_inline u32 kgw_psock_qlen(u64 sk)
 {
 #if KGW_SPLICE_BACKPRESSURE
-	struct bpf_sock *sk = kgw_sockhash.lookup(peer);
-	if (!sk)
-		return 0;
-	u64 addr = 0, psock = 0;
+	u64 psock = 0;
 	u32 qlen = 0;
-	/* The verifier forbids arithmetic on a socket pointer: take its value. */
-	bpf_probe_read_kernel(&addr, sizeof(addr), &sk);
-	bpf_sk_release(sk);
-	if (bpf_probe_read_kernel(&psock, sizeof(psock), (char *)addr + KGW_OFF_SK_USER_DATA))
+	if (!sk || bpf_probe_read_kernel(&psock, sizeof(psock), (char *)sk + KGW_OFF_SK_USER_DATA))
 		return 0;
 	if (!(psock & 4))   /* SK_USER_DATA_PSOCK: the low 3 bits are flags */
 		return 0;
@@ -142,13 +136,51 @@ static __always_inline u32 kgw_peer_backlog(u64 *peer)
 #endif
 }
 
+/* The peer socket's psock queue length. */
+static __always_inline u32 kgw_peer_backlog(u64 *peer)
+{
+#if KGW_SPLICE_BACKPRESSURE
+	struct bpf_sock *sk = kgw_sockhash.lookup(peer);
+	if (!sk)
+		return 0;
+	u64 addr = 0;
+	/* The verifier forbids arithmetic on a socket pointer: take its value. */
+	bpf_probe_read_kernel(&addr, sizeof(addr), &sk);
+	bpf_sk_release(sk);
+	return kgw_psock_qlen(addr);
+#else
+	return 0;
+#endif
+}
+
+static __always_inline int kgw_notify(u64 cookie, u32 kind)
+{
+	struct kgw_splice_event e = { .cookie = cookie, .kind = kind };
+	return kgw_splice_evt.ringbuf_output(&e, sizeof(e), 0);
+}
+
+#if KGW_SPLICE_BACKPRESSURE
 /* Hold this socket's direction: pass the skb to userspace. The first skb of a hold
  * inserts the hold entry and tells userspace. */
 static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie, struct kgw_splice_peer *sp)
 {
+	/* A held skb goes onto the socket's own psock queue, uncharged, when that queue
+	 * still has bytes of the other direction to send (both directions stuck): bounded
+	 * only by giving up. That queue holds up to KGW_SPLICE_BACKLOG_MAX skbs of the
+	 * other direction (then it is held too); past as many again of held ones,
+	 * userspace resets the connection, and until it has the skbs are dropped (the
+	 * connection is lost anyway). */
+	u64 sk = 0;
+	bpf_probe_read_kernel(&sk, sizeof(sk), (char *)(long)skb + KGW_OFF_SKB_SK);
+	if (kgw_psock_qlen(sk) > 2 * KGW_SPLICE_BACKLOG_MAX) {
+		if (!(sp->flags & KGW_SPLICE_F_OVERFLOW) &&
+		    kgw_notify(cookie, KGW_SPLICE_EVT_OVERFLOW) == 0)
+			sp->flags |= KGW_SPLICE_F_OVERFLOW;
+		kgw_count(KGW_C_SPLICE_OVERFLOW, skb->len);
+		return SK_DROP;
+	}
 	u32 one = 1;
-	if (kgw_splice_hold.insert(&cookie, &one) == 0 &&
-	    kgw_splice_evt.ringbuf_output(&cookie, sizeof(cookie), 0) != 0) {
+	if (kgw_splice_hold.insert(&cookie, &one) == 0 && kgw_notify(cookie, KGW_SPLICE_EVT_HOLD)) {
 		/* userspace will not hear of it: undo, so the next skb tries again */
 		kgw_splice_hold.delete(&cookie);
 		kgw_count(KGW_C_SPLICE_EVENT_LOST, skb->len);
@@ -157,6 +189,7 @@ static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie, struct kg
 	kgw_count(KGW_C_SPLICE_HOLD, skb->len);
 	return SK_PASS;
 }
+#endif
 
 int kgw_sk_verdict(struct __sk_buff *skb)
 {
@@ -177,22 +210,35 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 		return SK_PASS;
 	}
 	u64 pk = sp->peer;
-	int gap = kgw_seq_gap(skb);
+	u32 seq = 0, copied = 0;
+	int unread = 0;   /* bytes before this skb are still unread (held) */
+	if (kgw_tcp_seqs(skb, &seq, &copied)) {
+		/* Where this skb must start: after the last byte handled here. copied_seq
+		 * says the same while nothing is held, but lags behind held bytes nobody has
+		 * read yet, and a retransmission overlapping those must be trimmed too. */
+		u32 expected = (sp->flags & KGW_SPLICE_F_SEQ) ? sp->next_seq : copied;
 #if KGW_SPLICE_TRIM
-	if (gap > 0) {
-		int old = gap > (int)skb->len ? (int)skb->len : gap;
-		int popped = kgw_pop_head(skb, old);
-		kgw_count(KGW_C_SPLICE_TRIM, popped);
-		if (popped != old)
-			kgw_count(KGW_C_SPLICE_TRIM_FAIL, old - popped);
-		if (skb->len == 0)
-			return SK_DROP;   /* only old bytes (and maybe the FIN): like the bare FIN */
-	}
+		int old = (int)(expected - seq);
+		if (old > 0) {
+			if (old > (int)skb->len)
+				old = skb->len;
+			int popped = kgw_pop_head(skb, old);
+			kgw_count(KGW_C_SPLICE_TRIM, popped);
+			if (popped != old)
+				kgw_count(KGW_C_SPLICE_TRIM_FAIL, old - popped);
+			if (skb->len == 0)
+				return SK_DROP;   /* only old bytes (and maybe the FIN): like the bare FIN */
+			seq += popped;
+		}
 #endif
+		sp->next_seq = seq + skb->len;
+		sp->flags |= KGW_SPLICE_F_SEQ;
+		unread = (int)(seq - copied) > 0;
+	}
 #if KGW_SPLICE_BACKPRESSURE
 	/* held by userspace; or bytes before this one are still unread (held); or the
 	 * peer is not keeping up */
-	if (kgw_splice_hold.lookup(&cookie) || gap < 0 ||
+	if (kgw_splice_hold.lookup(&cookie) || unread ||
 	    kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX)
 		return kgw_hold(skb, cookie, sp);
 #endif

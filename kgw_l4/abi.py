@@ -68,6 +68,7 @@ class Counter(enum.IntEnum):
     SPLICE_TRIM_FAIL = enum.auto()
     SPLICE_HOLD = enum.auto()
     SPLICE_EVENT_LOST = enum.auto()
+    SPLICE_OVERFLOW = enum.auto()
 
 
 COUNTER_COUNT = len(Counter)
@@ -158,7 +159,18 @@ class CounterVal(ctypes.Structure):
 
 class SplicePeer(ctypes.Structure):
     _fields_ = [("peer", ctypes.c_uint64), ("redirected", ctypes.c_uint64),
-                ("passed", ctypes.c_uint64)]
+                ("passed", ctypes.c_uint64), ("next_seq", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32)]
+
+
+class SpliceEvent(ctypes.Structure):
+    _fields_ = [("cookie", ctypes.c_uint64), ("kind", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+SPLICE_F_SEQ = 1
+SPLICE_F_OVERFLOW = 2
+SPLICE_EVT_HOLD = 1
+SPLICE_EVT_OVERFLOW = 2
 
 
 class FibEntry(ctypes.Structure):
@@ -186,6 +198,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "kgw_counter_val": CounterVal,
     "kgw_fib_entry": FibEntry,
     "kgw_splice_peer": SplicePeer,
+    "kgw_splice_event": SpliceEvent,
 }
 
 PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP}

@@ -36,9 +36,11 @@ KGW_SPLICE_BACKLOG_MAX skbs plus the sockets' buffers), and the direction goes b
 the kernel once the reader keeps up again. The price: while a sender outruns its
 receiver, part of the stream is copied here (bench/results/l4.md). The limit: an skb
 held while the source's own psock still queues bytes of the other direction (both
-directions stuck at once) waits on that queue, uncharged, until they are sent. Without
-the psock offsets in the kernel's BTF the program is built without holds and warns
-(kgw_l4/kernel_btf.py).
+directions stuck at once: a client that keeps sending and reads nothing) waits on that
+queue, uncharged, so the window stays open; past 2 x KGW_SPLICE_BACKLOG_MAX skbs there
+the verdict drops and asks for a reset (SPLICE_EVT_OVERFLOW), and the connection is
+reset with a log line. Without the psock offsets in the kernel's BTF the program is
+built without holds and warns (kgw_l4/kernel_btf.py).
 
 Retransmissions (6.x kernels): TCP queues a segment that repeats bytes the socket
 already has, but also carries new ones, whole (tcp_data_queue's "partial packet",
@@ -66,7 +68,7 @@ import struct
 import termios
 from dataclasses import dataclass, field
 
-from .abi import SplicePeer
+from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
 from .config import L4Config
 from .userspace import connect, select_frontends
@@ -187,8 +189,8 @@ class _Conn:
     #: by userspace earlier, e.g. a peeked-and-consumed ClientHello).
     base_received: dict[int, int] = field(default_factory=dict)
     eof: set[int] = field(default_factory=set)  # fds whose peer sent FIN
-    #: (fd, for writing) registered with the event loop by ``_ready``: removed on close
-    watched: set[tuple[int, bool]] = field(default_factory=set)
+    #: (fd, for writing) -> future, registered with the event loop by ``_ready``
+    watched: dict[tuple[int, bool], asyncio.Future] = field(default_factory=dict)
     shut: set[int] = field(default_factory=set)  # fds we shut down for writing
     closed: bool = False
 
@@ -207,6 +209,7 @@ class Splicer:
         self.sockhash_fd = loader.table_fd("sockmap", "kgw_sockhash")
         self.peer_fd = loader.table_fd("sockmap", "kgw_splice_peer")
         self.hold_fd = loader.table_fd("sockmap", "kgw_splice_hold")
+        self.backlog_max = loader.sizes["KGW_SPLICE_BACKLOG_MAX"]
         self._events_fd, self._consume_events = loader.ring_buffer(
             "sockmap", "kgw_splice_evt", self._on_event)
         # Verdict only, no stream parser: the kernel hands the verdict whole skbs off
@@ -324,15 +327,21 @@ class Splicer:
     # -------------------------------------------------------------- holds
 
     def _on_event(self, record: bytes) -> None:
-        """The verdict started holding a socket's direction (ring buffer record: the
-        socket's cookie)."""
+        """A ring buffer record from the verdict (struct kgw_splice_event)."""
         try:
-            cookie = struct.unpack("=Q", record[:8])[0]
-            found = self._by_cookie.get(cookie)
+            e = SpliceEvent.from_buffer_copy(record)
+            found = self._by_cookie.get(e.cookie)
             if found is None:  # closed meanwhile
-                self._delete(self.hold_fd, cookie)
-            else:
+                self._delete(self.hold_fd, e.cookie)
+            elif e.kind == SPLICE_EVT_HOLD:
                 self._start_relay(*found)
+            elif e.kind == SPLICE_EVT_OVERFLOW:
+                conn, way = found
+                side = "client" if way.src is conn.a else "backend"
+                log.warning("splice: connection reset: the %s kept sending while it read "
+                            "nothing (both directions stuck, more than %d skbs queued)",
+                            side, 2 * self.backlog_max)
+                self._close(conn, abort=True)
         except Exception:  # called from C (the ring buffer): never let it unwind there
             log.exception("splice: cannot act on a held direction")
 
@@ -422,7 +431,7 @@ class Splicer:
     def _ready(self, conn: _Conn, sock: socket.socket, writing: bool) -> asyncio.Future:
         """A future done when sock is readable (writable). Registered with the event loop
         until then; ``_close`` unregisters what is left before it closes the fds (a
-        later removal could hit a new socket that reuses the number)."""
+        later removal could hit a new socket that reuses the number) and cancels it."""
         loop = asyncio.get_running_loop()
         fd = sock.fileno()
         fut = loop.create_future()
@@ -431,12 +440,12 @@ class Splicer:
 
         def ready() -> None:
             remove(fd)
-            conn.watched.discard((fd, writing))
+            conn.watched.pop((fd, writing), None)
             if not fut.done():
                 fut.set_result(None)
 
         add(fd, ready)
-        conn.watched.add((fd, writing))
+        conn.watched[(fd, writing)] = fut
         return fut
 
     # -------------------------------------------------------------- ends
@@ -483,9 +492,10 @@ class Splicer:
         for way in conn.ways.values():
             if way.relay is not None and not way.relay.done():
                 way.relay.cancel()
-        if self._loop is not None:
-            for fd, writing in conn.watched:
+        if self._loop is not None:  # (and whoever waits, e.g. a half-close, is cancelled)
+            for (fd, writing), fut in conn.watched.items():
                 (self._loop.remove_writer if writing else self._loop.remove_reader)(fd)
+                fut.cancel()
             conn.watched.clear()
         for s, cookie in zip((conn.a, conn.b), conn.cookies):
             fd = s.fileno()

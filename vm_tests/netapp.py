@@ -8,6 +8,8 @@
                            and read to EOF; prints {"sent","received","ok","backend"}.
                            With READ_DELAY, the echo is first left unread for that many
                            seconds: "sent_unread" says how far the sender got meanwhile.
+  flood HOST PORT N        send up to N bytes to the echo and never read; prints {"sent",
+                           "error"}: how far it got before the connection failed, and why.
   sink HOST PORT N DELAY   send N bytes to port 9002's sink, which reads nothing for DELAY
                            seconds, then everything, and answers with its count and hash;
                            prints {"sent","received","ok","sent_unread"}.
@@ -172,6 +174,20 @@ def transfer(host: str, port: int, n: int, read_delay: float = 0.0) -> dict:
     return out
 
 
+def flood(host: str, port: int, n: int) -> dict:
+    s = socket.create_connection((host, port), timeout=20)
+    chunk = _pattern(CHUNK)
+    sent, error = 0, None
+    try:
+        while sent < n:
+            s.sendall(chunk)
+            sent += len(chunk)
+    except OSError as e:
+        error = type(e).__name__
+    s.close()
+    return {"sent": sent, "error": error}
+
+
 def sink(host: str, port: int, n: int, delay: float) -> dict:
     data = _pattern(n)
     s = socket.create_connection((host, port), timeout=60 + delay)
@@ -279,6 +295,8 @@ def main(argv: list[str]) -> None:
         serve(a)
     elif cmd == "transfer":
         print(json.dumps(transfer(a[0], int(a[1]), int(a[2]), float(a[3]) if len(a) > 3 else 0.0)))
+    elif cmd == "flood":
+        print(json.dumps(flood(a[0], int(a[1]), int(a[2]))))
     elif cmd == "sink":
         print(json.dumps(sink(a[0], int(a[1]), int(a[2]), float(a[3]))))
     elif cmd == "whoami":

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from kgw_l4 import loader
-from vm_tests.conftest import SYSPY, frontend
+from vm_tests.conftest import SYSPY, TEST_SIZES, frontend
 from vm_tests.topology import GW_CLIENT_ADDR, sh
 
 MB = 1024 * 1024
@@ -134,19 +134,42 @@ def test_splice_backpressure_slow_backend(lab):
         agent.log()[-1500:]
 
 
-def test_splice_holds_both_ways_keep_the_stream_whole(lab):
-    """128 MB to the echo backend while the client leaves the echo unread for 2 s: both
-    directions back up and are held, and a held skb can queue behind bytes the psock
-    still has to send the other way (not bounded then: bpf/sockmap.c). The streams
-    still arrive whole, in order."""
+def test_splice_client_that_never_reads_is_reset_not_buffered(lab):
+    """A client that keeps sending to the echo and never reads: both directions stick,
+    and a held skb then waits on the client socket's own psock queue, uncharged, behind
+    the echo it does not read (bpf/sockmap.c). Past the backlog limit there the agent
+    resets the connection instead of buffering without end: the client gets an error
+    after a bounded amount (27-35 MB measured with a 64-skb limit; before, the gateway
+    took all it was sent)."""
     agent = lab.agent(mode="splice")
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, lab.topo.backend_addrs)])]})
     assert out["mode"] == "splice", out
-    res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(128 * MB), "2", timeout=120)
+    res = lab.client("flood", GW_CLIENT_ADDR, "8080", str(1024 * MB), timeout=120)
+    c = loader.counters(agent.maps(), agent.sizes)
+    splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
+    assert res["error"] in ("ConnectionResetError", "BrokenPipeError"), (res, splice)
+    assert res["sent"] < 256 * MB, (res, splice)
+    assert c["SPLICE_OVERFLOW"][0] > 0, splice
+    assert "kept sending while it read nothing" in agent.log(), agent.log()[-1500:]
+    # the gateway goes on splicing other connections
+    r = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(4 * MB))
+    assert r["ok"], r
+
+
+def test_splice_holds_both_ways_keep_the_stream_whole(lab):
+    """64 MB to the echo backend while the client leaves the echo unread for 1 s: both
+    directions back up and are held, and a held skb can queue behind bytes the psock
+    still has to send the other way (not bounded then: bpf/sockmap.c). The streams
+    still arrive whole, in order. (A backlog limit of 256 skbs: with the tests' 64,
+    1 s of not reading is enough to be reset, as above.)"""
+    agent = lab.agent(mode="splice", sizes=dict(TEST_SIZES, KGW_SPLICE_BACKLOG_MAX=256))
+    out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, lab.topo.backend_addrs)])]})
+    assert out["mode"] == "splice", out
+    res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(64 * MB), "1", timeout=120)
     c = loader.counters(agent.maps(), agent.sizes)
     splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
     assert res["ok"], (res, splice)
     assert c["SPLICE_HOLD"][0] > 0, splice
-    assert_through_verdict(c, 2 * 128 * MB)
+    assert_through_verdict(c, 2 * 64 * MB)
     assert "held direction" not in agent.log() and "half-close failed" not in agent.log(), \
         agent.log()[-1500:]

@@ -35,7 +35,8 @@ def _program() -> str:
     lines.append('printf("counter COUNT %d\\n", (int)KGW_C_COUNT);')
     for m in ("KGW_CT_F_REPLY", "KGW_CT_F_FIN", "KGW_CT_F_RST", "KGW_CT_F_SYN_TBL", "KGW_CT_F_EMBRYO",
               "KGW_NO_BACKEND", "KGW_HASH_SEED", "KGW_GLOBAL_BASE", "KGW_STATS_SIZE",
-              *abi.SIZES):
+              "KGW_SPLICE_F_SEQ", "KGW_SPLICE_F_OVERFLOW", "KGW_SPLICE_EVT_HOLD",
+              "KGW_SPLICE_EVT_OVERFLOW", *abi.SIZES):
         lines.append(f'printf("macro {m} %llu\\n", (unsigned long long)({m}));')
     for i, (s, sp, d, dp, p) in enumerate(FLOWS):
         lines.append(f'{{ struct kgw_flow_key k = {{0}}; k.saddr = inet_addr("{s}"); '
@@ -80,6 +81,8 @@ def test_counters_and_macros(c_facts):
     assert c_facts["macro KGW_HASH_SEED"] == maglev.HASH_SEED
     assert c_facts["macro KGW_GLOBAL_BASE"] == abi.global_base()
     assert c_facts["macro KGW_STATS_SIZE"] == abi.stats_size()
+    for m in ("SPLICE_F_SEQ", "SPLICE_F_OVERFLOW", "SPLICE_EVT_HOLD", "SPLICE_EVT_OVERFLOW"):
+        assert c_facts[f"macro KGW_{m}"] == getattr(abi, m), m
     for k, v in abi.SIZES.items():
         assert c_facts[f"macro {k}"] == v, k
 
