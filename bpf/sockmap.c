@@ -41,8 +41,9 @@
  * (KGW_SPLICE_BACKPRESSURE); without them every skb is redirected, as before.
  * Limit: SK_PASS queues the skb on the source's own psock queue (uncharged) instead
  * of its socket when that queue is not empty, i.e. when the other direction is stuck
- * too; past 2 x KGW_SPLICE_BACKLOG_MAX skbs there userspace resets the connection
- * (kgw_hold).
+ * too. The peer's direction is then held as well, so the queue drains as soon as
+ * this side reads; past 4 x KGW_SPLICE_BACKLOG_MAX skbs there (a client that sends
+ * and never reads) userspace resets the connection (kgw_hold).
  *
  * Why not pause a direction by taking its source out of the sockhash instead (no
  * copying)? Tried: the kernel drops (and acknowledges) an skb whose verdict runs while
@@ -164,15 +165,17 @@ static __always_inline int kgw_notify(u64 cookie, u32 kind)
  * inserts the hold entry and tells userspace. */
 static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie, struct kgw_splice_peer *sp)
 {
-	/* A held skb goes onto the socket's own psock queue, uncharged, when that queue
-	 * still has bytes of the other direction to send (both directions stuck): bounded
-	 * only by giving up. That queue holds up to KGW_SPLICE_BACKLOG_MAX skbs of the
-	 * other direction (then it is held too); past as many again of held ones,
-	 * userspace resets the connection, and until it has the skbs are dropped (the
-	 * connection is lost anyway). */
+	/* A held skb goes onto the socket's own psock queue, uncharged, while that queue
+	 * still has bytes of the other direction to send: those drain once this side
+	 * reads (the other direction is held too now, see the verdict), but a client that
+	 * keeps sending and never reads would fill the gateway. That queue holds up to
+	 * KGW_SPLICE_BACKLOG_MAX skbs of the other direction, and a full-duplex peer
+	 * (an echo) adds about as many held ones while they drain; past four times the
+	 * limit, userspace resets the connection, and until it has the skbs are dropped
+	 * (the connection is lost anyway). */
 	u64 sk = 0;
 	bpf_probe_read_kernel(&sk, sizeof(sk), (char *)(long)skb + KGW_OFF_SKB_SK);
-	if (kgw_psock_qlen(sk) > 2 * KGW_SPLICE_BACKLOG_MAX) {
+	if (kgw_psock_qlen(sk) > 4 * KGW_SPLICE_BACKLOG_MAX) {
 		if (!(sp->flags & KGW_SPLICE_F_OVERFLOW) &&
 		    kgw_notify(cookie, KGW_SPLICE_EVT_OVERFLOW) == 0)
 			sp->flags |= KGW_SPLICE_F_OVERFLOW;
@@ -237,8 +240,10 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 	}
 #if KGW_SPLICE_BACKPRESSURE
 	/* held by userspace; or bytes before this one are still unread (held); or the
-	 * peer is not keeping up */
-	if (kgw_splice_hold.lookup(&cookie) || unread ||
+	 * peer is not keeping up; or the peer's own direction is held: then nothing more
+	 * may go onto the peer's psock queue, for the peer's held skbs queue behind it
+	 * (uncharged, so they would not close its window) until it is empty */
+	if (kgw_splice_hold.lookup(&cookie) || unread || kgw_splice_hold.lookup(&pk) ||
 	    kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX)
 		return kgw_hold(skb, cookie, sp);
 #endif

@@ -118,7 +118,7 @@ class SplicePlane(L4Plane):
     def config_dump(self) -> dict:
         d = super().config_dump()
         if self.proxy is not None:
-            d["spliced"] = [{"client": a, "backend": b} for a, b in self.proxy.splicer.spliced()]
+            d["spliced"] = self.proxy.splicer.spliced()
         return d
 
     async def close(self) -> None:
@@ -222,7 +222,7 @@ class KernelPlane(L4Plane):
         d["interfaces"] = list(self.interfaces)
         d["pin_dir"] = self.loader.pin_dir
         if self._splicer is not None:
-            d["spliced"] = [{"client": a, "backend": b} for a, b in self._splicer.spliced()]
+            d["spliced"] = self._splicer.spliced()
         if self.programmer is not None:
             d["frontends"] = [
                 {"name": v.name, "address": v.address, "port": v.port, "protocol": v.protocol,

@@ -37,8 +37,9 @@ the kernel once the reader keeps up again. The price: while a sender outruns its
 receiver, part of the stream is copied here (bench/results/l4.md). The limit: an skb
 held while the source's own psock still queues bytes of the other direction (both
 directions stuck at once: a client that keeps sending and reads nothing) waits on that
-queue, uncharged, so the window stays open; past 2 x KGW_SPLICE_BACKLOG_MAX skbs there
-the verdict drops and asks for a reset (SPLICE_EVT_OVERFLOW), and the connection is
+queue, uncharged, so the window stays open. The verdict then holds the other direction
+too, so that queue drains as soon as the client reads; past 4 x KGW_SPLICE_BACKLOG_MAX
+skbs there it drops and asks for a reset (SPLICE_EVT_OVERFLOW), and the connection is
 reset with a log line. Without the psock offsets in the kernel's BTF the program is
 built without holds and warns (kgw_l4/kernel_btf.py).
 
@@ -244,12 +245,23 @@ class Splicer:
             raise OSError(errno.ENOENT, "spliced socket missing from kgw_splice_peer")
         return v
 
-    def spliced(self) -> list[tuple[str, str]]:
-        """(client peer, backend peer) of every spliced connection, for inspect."""
+    def spliced(self) -> list[dict]:
+        """Every spliced connection, for inspect: its peers and, per direction ("up":
+        client to backend, "down": back), the bytes the kernel redirected, the bytes the
+        agent copied while the direction was held, and whether it is held now."""
         out = []
         for c in {id(c): c for c in self._conns.values()}.values():
-            with contextlib.suppress(OSError):
-                out.append(("%s:%d" % c.a.getpeername()[:2], "%s:%d" % c.b.getpeername()[:2]))
+            try:
+                row: dict = {"client": "%s:%d" % c.a.getpeername()[:2],
+                             "backend": "%s:%d" % c.b.getpeername()[:2]}
+                for name, sock in (("up", c.a), ("down", c.b)):
+                    way = c.ways[sock.fileno()]
+                    row[f"{name}_redirected"] = self._counts(way.cookie).redirected
+                    row[f"{name}_copied"] = way.written
+                    row[f"{name}_held"] = way.relay is not None and not way.relay.done()
+            except OSError:
+                continue
+            out.append(row)
         return out
 
     # -------------------------------------------------------------- splice
@@ -340,7 +352,7 @@ class Splicer:
                 side = "client" if way.src is conn.a else "backend"
                 log.warning("splice: connection reset: the %s kept sending while it read "
                             "nothing (both directions stuck, more than %d skbs queued)",
-                            side, 2 * self.backlog_max)
+                            side, 4 * self.backlog_max)
                 self._close(conn, abort=True)
         except Exception:  # called from C (the ring buffer): never let it unwind there
             log.exception("splice: cannot act on a held direction")

@@ -9,7 +9,8 @@
                            With READ_DELAY, the echo is first left unread for that many
                            seconds: "sent_unread" says how far the sender got meanwhile.
   flood HOST PORT N        send up to N bytes to the echo and never read; prints {"sent",
-                           "error"}: how far it got before the connection failed, and why.
+                           "error"}: how far it got before the connection failed or a send
+                           blocked for 5 s, and why.
   sink HOST PORT N DELAY   send N bytes to port 9002's sink, which reads nothing for DELAY
                            seconds, then everything, and answers with its count and hash;
                            prints {"sent","received","ok","sent_unread"}.
@@ -175,7 +176,7 @@ def transfer(host: str, port: int, n: int, read_delay: float = 0.0) -> dict:
 
 
 def flood(host: str, port: int, n: int) -> dict:
-    s = socket.create_connection((host, port), timeout=20)
+    s = socket.create_connection((host, port), timeout=5)  # blocked that long: held back
     chunk = _pattern(CHUNK)
     sent, error = 0, None
     try:

@@ -50,7 +50,10 @@ def test_splice_integrity_64mb_each_way(lab):
                    for ns in (lab.topo.client, lab.topo.gw, lab.topo.backend)}
         return f"{splice} retransmitted segments {retrans} {res} log: {agent.log()[-1200:]}"
 
-    res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(64 * MB), timeout=120)
+    try:
+        res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(64 * MB), timeout=120)
+    except RuntimeError as e:  # the client failed: say what the agent saw
+        raise AssertionError(detail({"client": str(e)[-300:]})) from e
     assert res["ok"], detail(res)
     for _ in range(20):  # many short spliced connections, each closing cleanly
         r = lab.client("transfer", GW_CLIENT_ADDR, "8080", "10000")
@@ -134,23 +137,27 @@ def test_splice_backpressure_slow_backend(lab):
         agent.log()[-1500:]
 
 
-def test_splice_client_that_never_reads_is_reset_not_buffered(lab):
-    """A client that keeps sending to the echo and never reads: both directions stick,
-    and a held skb then waits on the client socket's own psock queue, uncharged, behind
-    the echo it does not read (bpf/sockmap.c). Past the backlog limit there the agent
-    resets the connection instead of buffering without end: the client gets an error
-    after a bounded amount (27-35 MB measured with a 64-skb limit; before, the gateway
-    took all it was sent)."""
+def test_splice_client_that_never_reads_is_held_back_or_reset(lab):
+    """A client that keeps sending to the echo and never reads: both directions stick.
+    A held skb then waits on the client socket's own psock queue, uncharged, while the
+    echo it does not read is queued there (bpf/sockmap.c): depending on timing the
+    client is held back (its send blocks: TCP's window closed) or, past four times the
+    backlog limit, reset by the agent. Either way the gateway stops taking its bytes
+    after a bounded amount (before backpressure it took all it was sent)."""
     agent = lab.agent(mode="splice")
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, lab.topo.backend_addrs)])]})
     assert out["mode"] == "splice", out
     res = lab.client("flood", GW_CLIENT_ADDR, "8080", str(1024 * MB), timeout=120)
     c = loader.counters(agent.maps(), agent.sizes)
     splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
-    assert res["error"] in ("ConnectionResetError", "BrokenPipeError"), (res, splice)
+    assert res["error"] in ("ConnectionResetError", "BrokenPipeError", "TimeoutError"), \
+        (res, splice)
     assert res["sent"] < 256 * MB, (res, splice)
-    assert c["SPLICE_OVERFLOW"][0] > 0, splice
-    assert "kept sending while it read nothing" in agent.log(), agent.log()[-1500:]
+    if res["error"] == "TimeoutError":
+        assert c["SPLICE_OVERFLOW"] == (0, 0), splice
+    else:
+        assert c["SPLICE_OVERFLOW"][0] > 0, splice
+        assert "kept sending while it read nothing" in agent.log(), agent.log()[-1500:]
     # the gateway goes on splicing other connections
     r = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(4 * MB))
     assert r["ok"], r
