@@ -89,16 +89,22 @@ def _listen(addr: str, port: int, handler) -> None:
 
 
 def _sink(c: socket.socket, addr: str) -> None:
-    """First line: seconds to wait before reading; then read to EOF and answer
-    {"received", "sha256"}."""
+    """First line: "DELAY N": seconds to wait before reading, and how many bytes of
+    _pattern come; then read to EOF and answer {"received", "sha256"} and where the
+    bytes first differ from the pattern, if they do."""
     try:
-        delay = float(_readline(c))
-        time.sleep(delay)
-        got, n = hashlib.sha256(), 0
+        delay, size = _readline(c).split()
+        want = _pattern(int(size))
+        time.sleep(float(delay))
+        got, n, first_difference = hashlib.sha256(), 0, None
         while d := c.recv(CHUNK):
             got.update(d)
+            if first_difference is None and d != want[n:n + len(d)]:
+                i = next(i for i in range(len(d)) if n + i >= len(want) or d[i] != want[n + i])
+                first_difference = _first_difference(want, d[i:], n + i)
             n += len(d)
-        c.sendall(json.dumps({"received": n, "sha256": got.hexdigest()}).encode())
+        c.sendall(json.dumps({"received": n, "sha256": got.hexdigest(),
+                              "first_difference": first_difference}).encode())
     except OSError:
         pass
     finally:
@@ -192,7 +198,7 @@ def flood(host: str, port: int, n: int) -> dict:
 def sink(host: str, port: int, n: int, delay: float) -> dict:
     data = _pattern(n)
     s = socket.create_connection((host, port), timeout=60 + delay)
-    s.sendall(f"{delay}\n".encode())
+    s.sendall(f"{delay} {n}\n".encode())
     start = time.monotonic()
     sent, sent_unread = 0, None
     view = memoryview(data)
@@ -206,8 +212,11 @@ def sink(host: str, port: int, n: int, delay: float) -> dict:
     s.shutdown(socket.SHUT_WR)
     answer = json.loads(b"".join(iter(lambda: s.recv(CHUNK), b"")) or b"{}")
     s.close()
-    return {"sent": n, "received": answer.get("received"), "sent_unread": sent_unread,
-            "ok": answer.get("sha256") == hashlib.sha256(data).hexdigest()}
+    out = {"sent": n, "received": answer.get("received"), "sent_unread": sent_unread,
+           "ok": answer.get("sha256") == hashlib.sha256(data).hexdigest()}
+    if answer.get("first_difference"):
+        out["first_difference"] = answer["first_difference"]
+    return out
 
 
 def whoami(host: str, port: int, n: int, sport0: int | None) -> list[str]:

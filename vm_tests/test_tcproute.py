@@ -8,17 +8,20 @@ listener's address and each backend answers with its own address.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from kgw_l4 import loader
 from vm_tests.conftest import ROOT, SYSPY, wait_for
 from vm_tests.topology import GW_BACKEND_ADDR, GW_CLIENT_ADDR
 
 ADMIN = "127.0.0.1:9195"
+MB = 1024 * 1024
 
 CONFIG = """\
 apiVersion: gateway.networking.k8s.io/v1
@@ -40,7 +43,7 @@ metadata: {{name: split, namespace: l4}}
 spec:
   parentRefs: [{{name: tcp-gw, sectionName: tcp}}]
   rules:
-  - backendRefs: [{{name: one, port: 9001, weight: 1}}, {{name: two, port: 9001, weight: 3}}]
+  - backendRefs: [{{name: one, port: {port}, weight: 1}}, {{name: two, port: {port}, weight: 3}}]
 {services}"""
 
 SERVICE = """\
@@ -48,13 +51,13 @@ SERVICE = """\
 apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: l4}}
-spec: {{ports: [{{name: whoami, port: 9001}}]}}
+spec: {{ports: [{{name: app, port: {port}}}]}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {{name: {name}-x, namespace: l4, labels: {{kubernetes.io/service-name: {name}}}}}
 addressType: IPv4
-ports: [{{name: whoami, port: 9001}}]
+ports: [{{name: app, port: {port}}}]
 endpoints:
 {endpoints}
 """
@@ -76,18 +79,21 @@ def condition(conds: list[dict], type_: str) -> str | None:
     return next((c["status"] for c in conds if c["type"] == type_), None)
 
 
-def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def kgw_run(lab, tmp_path: Path, mode: str, port: int) -> Iterator[subprocess.Popen]:
+    """`kgw run` in the gw namespace on the TCPRoute above (backends on PORT), until its
+    Gateway is Programmed and the route Accepted."""
     a = lab.topo.backend_addrs
-    services = (SERVICE.format(name="one", endpoints=endpoints(a[:1]))
-                + SERVICE.format(name="two", endpoints=endpoints(a[1:3])))
+    services = (SERVICE.format(name="one", endpoints=endpoints(a[:1]), port=port)
+                + SERVICE.format(name="two", endpoints=endpoints(a[1:3]), port=port))
     conf = tmp_path / "conf"
     conf.mkdir()
-    (conf / "l4.yaml").write_text(CONFIG.format(gw=GW_CLIENT_ADDR, services=services))
+    (conf / "l4.yaml").write_text(CONFIG.format(gw=GW_CLIENT_ADDR, services=services, port=port))
     pin_dir = f"/sys/fs/bpf/kgw-run-{lab.topo.tag}"
     log = (tmp_path / "kgw.log").open("w")
     proc = lab.topo.popen(lab.topo.gw, sys.executable, "-m", "controller.cli", "run", "-c", str(conf),
                           "--admin-address", ADMIN, "--workers", "1", "--access-log", "off",
-                          "--l4-mode", "tc", "--l4-interfaces", ",".join(lab.topo.gw_ifs),
+                          "--l4-mode", mode, "--l4-interfaces", ",".join(lab.topo.gw_ifs),
                           "--l4-pin-dir", pin_dir, "--node-address", GW_BACKEND_ADDR,
                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -101,6 +107,22 @@ def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
                         and gw["status"]["listeners"][0]["attachedRoutes"] == 1)
 
         assert wait_for(accepted, timeout=30), (tmp_path / "kgw.log").read_text()[-3000:]
+        yield proc
+        assert proc.poll() is None, (tmp_path / "kgw.log").read_text()[-3000:]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        loader.Loader(pin_dir).remove_pins()
+
+
+def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
+    a = lab.topo.backend_addrs
+    with kgw_run(lab, tmp_path, "tc", 9001):
         dump = admin(lab, "/config_dump")
         assert dump["l4_mode"] == "tc"
         assert [f["port"] for f in dump["l4"]["frontends"]] == [8081]
@@ -111,13 +133,27 @@ def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
         share_one = got[a[0]] / n
         assert abs(share_one - 0.25) <= 0.05, got  # weight 1 of 4
         assert got[a[1]] > 0 and got[a[2]] > 0, "a backendRef's weight is shared by its endpoints"
-        assert proc.poll() is None
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        loader.Loader(pin_dir).remove_pins()
+
+
+def test_tcproute_spliced_shows_held_direction_in_inspect(lab, tmp_path: Path) -> None:
+    """`kgw run --l4-mode splice`: a client sends 256 MB to a backend that reads nothing
+    for 3 s. Meanwhile `kgw-inspect spliced` (from the admin API) shows the connection,
+    the bytes the kernel redirected client -> backend, and that direction held; then
+    everything arrives."""
+    with kgw_run(lab, tmp_path, "splice", 9002):
+        p = lab.client_bg("sink", GW_CLIENT_ADDR, "8081", str(256 * MB), "3")
+
+        def held() -> list[dict]:
+            r = lab.topo.run(lab.topo.gw, sys.executable, "-m", "kgw_l4.inspect", "--admin",
+                             f"http://{ADMIN}", "-o", "json", "spliced", check=False)
+            rows = json.loads(r.stdout) if r.returncode == 0 else []
+            return [row for row in rows if row["up_held"]]
+
+        rows = wait_for(held, timeout=20)
+        assert rows, admin(lab, "/config_dump").get("l4", {}).get("spliced")
+        row = rows[0]
+        assert row["client"].startswith("10.201.1.") and row["backend"].endswith(":9002"), row
+        assert row["up_redirected"] > 0 and row["down_redirected"] == 0, row
+        out, _ = p.communicate(timeout=60)
+        res = json.loads(out.strip().splitlines()[-1])
+        assert res["ok"] and res["received"] == 256 * MB, res
