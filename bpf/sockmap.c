@@ -21,7 +21,7 @@
  * old (seq < rcv_nxt < end_seq; tcp_data_queue "Partial packet", tcp_ofo_queue) whole,
  * trusting readers to skip to copied_seq. Redirected as is, its old head reaches the
  * peer a second time. So the old head is popped first (up to where the last skb
- * handled here ended: copied_seq, unless held bytes are still unread); nothing new
+ * handled here ended, kgw_splice_peer.next_seq); nothing new
  * left (old data + FIN) is freed like the bare FIN. The offsets come from the running
  * kernel's BTF (kgw_l4/kernel_btf.py); without them KGW_SPLICE_TRIM is 0.
  *
@@ -30,14 +30,16 @@
  * the peer's send buffer; that queue has no bound of its own. So when the peer's queue
  * holds more than KGW_SPLICE_BACKLOG_MAX skbs, the verdict *holds* the direction:
  * SK_PASS puts the skb on the source socket's own queue, where it stays charged to the
- * socket's receive memory and copied_seq stays put until userspace reads it: the
- * receive window closes and the sender is slowed like any TCP sender. A ring buffer
- * event tells userspace, which waits until the peer has written out everything
- * redirected so far (the byte counts in kgw_splice_peer), then copies the held bytes
- * itself, with flow control, and releases the hold (kgw_splice_hold) once it has caught
- * up. Order: while any held byte is unread, a later skb starts at a sequence number
- * past copied_seq, and is held too (`unread` below); userspace keeps the hold entry
- * while it has bytes read but not written. Needs the psock offsets from BTF
+ * socket's receive memory until userspace reads it: the receive window closes and the
+ * sender is slowed like any TCP sender. A ring buffer event tells userspace, which
+ * waits until the peer has written out everything redirected so far (the byte counts
+ * in kgw_splice_peer), then copies the held bytes itself, with flow control. Order is
+ * kept by counting: kgw_splice_peer.passed (bytes held, counted here) against
+ * kgw_splice_hold (bytes the agent has read *and written*, published by it): while
+ * they differ every skb is held, so none can overtake a held byte, and the direction
+ * goes back to the kernel exactly when the agent has caught up. (An earlier version
+ * deleted a hold flag and relied on copied_seq to hold skbs behind unread bytes; a
+ * redirect in that window reordered 1 in ~40 slow-backend runs.) Needs the psock offsets from BTF
  * (KGW_SPLICE_BACKPRESSURE); without them every skb is redirected, as before.
  * Limit: SK_PASS queues the skb on the source's own psock queue (uncharged) instead
  * of its socket when that queue is not empty, i.e. when the other direction is stuck
@@ -70,8 +72,9 @@ BPF_ANNOTATE_KV_PAIR(kgw_sockhash, u64, int);
 
 /* cookie -> peer and byte counts (kgw_structs.h) */
 BPF_HASH(kgw_splice_peer, u64, struct kgw_splice_peer, KGW_SOCKHASH_SIZE);
-/* cookie -> 1 while the socket's direction is held (userspace copies it) */
-BPF_HASH(kgw_splice_hold, u64, u32, KGW_SOCKHASH_SIZE);
+/* cookie -> held bytes the agent has taken (read and written on): the direction is held
+ * while kgw_splice_peer.passed is more */
+BPF_HASH(kgw_splice_hold, u64, u64, KGW_SOCKHASH_SIZE);
 /* struct kgw_splice_event: a direction became held, or a connection holds too much */
 BPF_RINGBUF_OUTPUT(kgw_splice_evt, 16);
 
@@ -161,9 +164,20 @@ static __always_inline int kgw_notify(u64 cookie, u32 kind)
 }
 
 #if KGW_SPLICE_BACKPRESSURE
-/* Hold this socket's direction: pass the skb to userspace. The first skb of a hold
- * inserts the hold entry and tells userspace. */
-static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie, struct kgw_splice_peer *sp)
+/* Held bytes the agent has not taken yet (kgw_splice_hold has what it has read and
+ * written): nonzero while it owes some. */
+static __always_inline int kgw_owes(struct kgw_splice_peer *sp, u64 *cookie)
+{
+	if (!sp)
+		return 0;
+	u64 *taken = kgw_splice_hold.lookup(cookie);
+	return sp->passed != (taken ? *taken : 0);
+}
+
+/* Hold this socket's direction: pass the skb to the agent. The first skb of a hold
+ * (nothing owed before it) tells userspace; -1 if that message cannot be sent. */
+static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie,
+				    struct kgw_splice_peer *sp, int first)
 {
 	/* A held skb goes onto the socket's own psock queue, uncharged, while that queue
 	 * still has bytes of the other direction to send: those drain once this side
@@ -182,11 +196,9 @@ static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie, struct kg
 		kgw_count(KGW_C_SPLICE_OVERFLOW, skb->len);
 		return SK_DROP;
 	}
-	u32 one = 1;
-	if (kgw_splice_hold.insert(&cookie, &one) == 0 && kgw_notify(cookie, KGW_SPLICE_EVT_HOLD)) {
-		/* userspace will not hear of it: undo, so the next skb tries again */
-		kgw_splice_hold.delete(&cookie);
+	if (first && kgw_notify(cookie, KGW_SPLICE_EVT_HOLD)) {
 		kgw_count(KGW_C_SPLICE_EVENT_LOST, skb->len);
+		return -1;
 	}
 	__sync_fetch_and_add(&sp->passed, skb->len);
 	kgw_count(KGW_C_SPLICE_HOLD, skb->len);
@@ -214,11 +226,10 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 	}
 	u64 pk = sp->peer;
 	u32 seq = 0, copied = 0;
-	int unread = 0;   /* bytes before this skb are still unread (held) */
 	if (kgw_tcp_seqs(skb, &seq, &copied)) {
-		/* Where this skb must start: after the last byte handled here. copied_seq
-		 * says the same while nothing is held, but lags behind held bytes nobody has
-		 * read yet, and a retransmission overlapping those must be trimmed too. */
+		/* Where this skb must start: after the last byte handled here (copied_seq
+		 * for the first one). copied_seq alone is not enough once bytes are held:
+		 * they are consumed when the agent reads them, not here. */
 		u32 expected = (sp->flags & KGW_SPLICE_F_SEQ) ? sp->next_seq : copied;
 #if KGW_SPLICE_TRIM
 		int old = (int)(expected - seq);
@@ -236,16 +247,22 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 #endif
 		sp->next_seq = seq + skb->len;
 		sp->flags |= KGW_SPLICE_F_SEQ;
-		unread = (int)(seq - copied) > 0;
 	}
 #if KGW_SPLICE_BACKPRESSURE
-	/* held by userspace; or bytes before this one are still unread (held); or the
-	 * peer is not keeping up; or the peer's own direction is held: then nothing more
-	 * may go onto the peer's psock queue, for the peer's held skbs queue behind it
-	 * (uncharged, so they would not close its window) until it is empty */
-	if (kgw_splice_hold.lookup(&cookie) || unread || kgw_splice_hold.lookup(&pk) ||
-	    kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX)
-		return kgw_hold(skb, cookie, sp);
+	/* The agent still owes held bytes (has not read and written them all): this skb
+	 * would overtake them, so it is held too. Or the peer's direction is held: then
+	 * nothing more may go onto the peer's psock queue, for the peer's held skbs queue
+	 * behind it (uncharged, so they would not close its window) until it is empty.
+	 * Or the peer is not keeping up. */
+	int owed = kgw_owes(sp, &cookie);
+	if (owed || kgw_owes(kgw_splice_peer.lookup(&pk), &pk) ||
+	    kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX) {
+		int verdict = kgw_hold(skb, cookie, sp, !owed);
+		if (verdict >= 0)
+			return verdict;
+		/* a new hold userspace cannot hear of (ring buffer full): nothing is
+		 * owed, so redirecting keeps the order; the next skb tries again */
+	}
 #endif
 	int verdict = kgw_sockhash.sk_redirect_hash(skb, &pk, 0);
 	if (verdict == SK_PASS) {

@@ -26,10 +26,11 @@ receive buffer, so TCP closes the window and the sender waits. A ring buffer eve
      done with this direction, and writing now cannot overtake it;
   2. copy the held bytes from source to destination, with flow control (the source is
      read only as fast as the destination accepts);
-  3. once nothing more is held, release the hold (delete kgw_splice_hold[source]) and
-     check, after taking the source socket's lock, that every byte the verdict held was
-     read (kgw_splice_peer.passed); if not, a later skb was held in between (the verdict
-     holds any skb behind an unread held byte), so go on copying.
+  3. once nothing more is waiting, publish how much it has taken (kgw_splice_hold:
+     bytes read and written) and check, after taking the source socket's lock, that it
+     is every byte the verdict held (kgw_splice_peer.passed); if not, more were held
+     meanwhile, so go on copying. The verdict holds every skb while the two differ, so
+     nothing can overtake a held byte, and redirects resume exactly when they agree.
 
 A slow reader thus costs a bounded amount of gateway memory per direction (about
 KGW_SPLICE_BACKLOG_MAX skbs plus the sockets' buffers), and the direction goes back to
@@ -395,15 +396,12 @@ class Splicer:
         await self._wait(conn, "redirected bytes", lambda: taken_in(way.dst) - base, target)
 
     def _release(self, way: _Way) -> bool:
-        """Hand the direction back to the kernel; False if a byte was held meanwhile."""
-        self._delete(self.hold_fd, way.cookie)
+        """Publish what we have taken (read and written: the verdict holds every skb
+        while the bytes it held are more); True if that is all of them, so the
+        direction is the kernel's again, False if more were held meanwhile."""
+        self._update(self.hold_fd, way.cookie, _u64(way.written))
         tcp_bytes(way.src)  # takes src's lock: a verdict running on it has finished
-        if self._counts(way.cookie).passed == way.read:
-            return True
-        # A later skb was held (behind a held byte, or the peer's queue is long
-        # again): it is ours to copy, and nothing may be redirected before it.
-        self._update(self.hold_fd, way.cookie, struct.pack("=I", 1))
-        return False
+        return self._counts(way.cookie).passed == way.read
 
     async def _relay(self, conn: _Conn, way: _Way, to_eof: bool = False) -> None:
         """Copy a held direction until it has caught up (module docstring), or, with
@@ -423,6 +421,8 @@ class Splicer:
                 continue
             if not n:
                 if not to_eof or self._counts(way.cookie).passed <= way.read:
+                    # (published, so that the other direction stops being held for it)
+                    self._update(self.hold_fd, way.cookie, _u64(way.written))
                     return
                 # EOF, yet a held skb is still on its way to src's queue (queued
                 # behind bytes the other direction sends out of src)

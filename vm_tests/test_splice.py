@@ -129,7 +129,7 @@ def test_splice_backpressure_slow_backend(lab):
     res = lab.client("sink", GW_CLIENT_ADDR, "8080", str(256 * MB), "3", timeout=120)
     c = loader.counters(agent.maps(), agent.sizes)
     splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
-    assert res["ok"] and res["received"] == 256 * MB, (res, splice)
+    assert res["ok"] and res["received"] == 256 * MB, f"{res} {splice} {agent.log()[-6000:]}"
     assert c["SPLICE_HOLD"][0] > 0, splice
     assert_through_verdict(c, 256 * MB)
     assert res["sent_unread"] < 100 * MB, (res, splice)
