@@ -43,9 +43,8 @@
  * (KGW_SPLICE_BACKPRESSURE); without them every skb is redirected, as before.
  * Limit: SK_PASS queues the skb on the source's own psock queue (uncharged) instead
  * of its socket when that queue is not empty, i.e. when the other direction is stuck
- * too. The peer's direction is then held as well, so the queue drains as soon as
- * this side reads; past 4 x KGW_SPLICE_BACKLOG_MAX skbs there (a client that sends
- * and never reads) userspace resets the connection (kgw_hold).
+ * too; past 4 x KGW_SPLICE_BACKLOG_MAX skbs there (a client that sends and never
+ * reads) userspace resets the connection (kgw_hold).
  *
  * Why not pause a direction by taking its source out of the sockhash instead (no
  * copying)? Tried: the kernel drops (and acknowledges) an skb whose verdict runs while
@@ -181,12 +180,13 @@ static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie,
 {
 	/* A held skb goes onto the socket's own psock queue, uncharged, while that queue
 	 * still has bytes of the other direction to send: those drain once this side
-	 * reads (the other direction is held too now, see the verdict), but a client that
-	 * keeps sending and never reads would fill the gateway. That queue holds up to
-	 * KGW_SPLICE_BACKLOG_MAX skbs of the other direction, and a full-duplex peer
-	 * (an echo) adds about as many held ones while they drain; past four times the
-	 * limit, userspace resets the connection, and until it has the skbs are dropped
-	 * (the connection is lost anyway). */
+	 * reads, but a client that keeps sending and never reads would fill the gateway.
+	 * That queue holds up to about KGW_SPLICE_BACKLOG_MAX skbs of the other
+	 * direction, and a full-duplex peer (an echo) adds about as many held ones while
+	 * they drain; past four times the limit, userspace resets the connection, and
+	 * until it has the skbs are dropped (the connection is lost anyway). (Holding the
+	 * other direction as well, so that this queue only drains, made things worse: a
+	 * client reading slower than it sends then had all its sends held uncharged.) */
 	u64 sk = 0;
 	bpf_probe_read_kernel(&sk, sizeof(sk), (char *)(long)skb + KGW_OFF_SKB_SK);
 	if (kgw_psock_qlen(sk) > 4 * KGW_SPLICE_BACKLOG_MAX) {
@@ -250,13 +250,9 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 	}
 #if KGW_SPLICE_BACKPRESSURE
 	/* The agent still owes held bytes (has not read and written them all): this skb
-	 * would overtake them, so it is held too. Or the peer's direction is held: then
-	 * nothing more may go onto the peer's psock queue, for the peer's held skbs queue
-	 * behind it (uncharged, so they would not close its window) until it is empty.
-	 * Or the peer is not keeping up. */
+	 * would overtake them, so it is held too. Or the peer is not keeping up. */
 	int owed = kgw_owes(sp, &cookie);
-	if (owed || kgw_owes(kgw_splice_peer.lookup(&pk), &pk) ||
-	    kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX) {
+	if (owed || kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX) {
 		int verdict = kgw_hold(skb, cookie, sp, !owed);
 		if (verdict >= 0)
 			return verdict;

@@ -38,9 +38,8 @@ the kernel once the reader keeps up again. The price: while a sender outruns its
 receiver, part of the stream is copied here (bench/results/l4.md). The limit: an skb
 held while the source's own psock still queues bytes of the other direction (both
 directions stuck at once: a client that keeps sending and reads nothing) waits on that
-queue, uncharged, so the window stays open. The verdict then holds the other direction
-too, so that queue drains as soon as the client reads; past 4 x KGW_SPLICE_BACKLOG_MAX
-skbs there it drops and asks for a reset (SPLICE_EVT_OVERFLOW), and the connection is
+queue, uncharged, so the window stays open; past 4 x KGW_SPLICE_BACKLOG_MAX skbs there
+the verdict drops and asks for a reset (SPLICE_EVT_OVERFLOW), and the connection is
 reset with a log line. Without the psock offsets in the kernel's BTF the program is
 built without holds and warns (kgw_l4/kernel_btf.py).
 
