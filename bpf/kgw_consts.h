@@ -44,6 +44,13 @@
 #ifndef KGW_SPLICE_BACKLOG_MAX
 #define KGW_SPLICE_BACKLOG_MAX 1024
 #endif
+/* A held skb can only queue, uncharged (the window stays open), behind bytes its
+ * socket's psock still has to send the other way: when both directions are stuck (a
+ * client that keeps sending and reads nothing). Past this many skbs there the
+ * connection is reset (bpf/sockmap.c, kgw_hold). */
+#ifndef KGW_SPLICE_OVERFLOW_MAX
+#define KGW_SPLICE_OVERFLOW_MAX 4096
+#endif
 /* struct kgw_splice_peer flags */
 #define KGW_SPLICE_F_SEQ 1       /* next_seq is set */
 #define KGW_SPLICE_F_OVERFLOW 2  /* userspace was told to reset the connection */

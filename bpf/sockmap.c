@@ -43,7 +43,7 @@
  * (KGW_SPLICE_BACKPRESSURE); without them every skb is redirected, as before.
  * Limit: SK_PASS queues the skb on the source's own psock queue (uncharged) instead
  * of its socket when that queue is not empty, i.e. when the other direction is stuck
- * too; past 4 x KGW_SPLICE_BACKLOG_MAX skbs there (a client that sends and never
+ * too; past KGW_SPLICE_OVERFLOW_MAX skbs there (a client that sends and never
  * reads) userspace resets the connection (kgw_hold).
  *
  * Why not pause a direction by taking its source out of the sockhash instead (no
@@ -183,13 +183,13 @@ static __always_inline int kgw_hold(struct __sk_buff *skb, u64 cookie,
 	 * reads, but a client that keeps sending and never reads would fill the gateway.
 	 * That queue holds up to about KGW_SPLICE_BACKLOG_MAX skbs of the other
 	 * direction, and a full-duplex peer (an echo) adds about as many held ones while
-	 * they drain; past four times the limit, userspace resets the connection, and
+	 * they drain; past KGW_SPLICE_OVERFLOW_MAX, userspace resets the connection, and
 	 * until it has the skbs are dropped (the connection is lost anyway). (Holding the
 	 * other direction as well, so that this queue only drains, made things worse: a
 	 * client reading slower than it sends then had all its sends held uncharged.) */
 	u64 sk = 0;
 	bpf_probe_read_kernel(&sk, sizeof(sk), (char *)(long)skb + KGW_OFF_SKB_SK);
-	if (kgw_psock_qlen(sk) > 4 * KGW_SPLICE_BACKLOG_MAX) {
+	if (kgw_psock_qlen(sk) > KGW_SPLICE_OVERFLOW_MAX) {
 		if (!(sp->flags & KGW_SPLICE_F_OVERFLOW) &&
 		    kgw_notify(cookie, KGW_SPLICE_EVT_OVERFLOW) == 0)
 			sp->flags |= KGW_SPLICE_F_OVERFLOW;

@@ -38,7 +38,7 @@ the kernel once the reader keeps up again. The price: while a sender outruns its
 receiver, part of the stream is copied here (bench/results/l4.md). The limit: an skb
 held while the source's own psock still queues bytes of the other direction (both
 directions stuck at once: a client that keeps sending and reads nothing) waits on that
-queue, uncharged, so the window stays open; past 4 x KGW_SPLICE_BACKLOG_MAX skbs there
+queue, uncharged, so the window stays open; past KGW_SPLICE_OVERFLOW_MAX skbs there
 the verdict drops and asks for a reset (SPLICE_EVT_OVERFLOW), and the connection is
 reset with a log line. Without the psock offsets in the kernel's BTF the program is
 built without holds and warns (kgw_l4/kernel_btf.py).
@@ -210,7 +210,7 @@ class Splicer:
         self.sockhash_fd = loader.table_fd("sockmap", "kgw_sockhash")
         self.peer_fd = loader.table_fd("sockmap", "kgw_splice_peer")
         self.hold_fd = loader.table_fd("sockmap", "kgw_splice_hold")
-        self.backlog_max = loader.sizes["KGW_SPLICE_BACKLOG_MAX"]
+        self.overflow_max = loader.sizes["KGW_SPLICE_OVERFLOW_MAX"]
         self._events_fd, self._consume_events = loader.ring_buffer(
             "sockmap", "kgw_splice_evt", self._on_event)
         # Verdict only, no stream parser: the kernel hands the verdict whole skbs off
@@ -352,7 +352,7 @@ class Splicer:
                 side = "client" if way.src is conn.a else "backend"
                 log.warning("splice: connection reset: the %s kept sending while it read "
                             "nothing (both directions stuck, more than %d skbs queued)",
-                            side, 4 * self.backlog_max)
+                            side, self.overflow_max)
                 self._close(conn, abort=True)
         except Exception:  # called from C (the ring buffer): never let it unwind there
             log.exception("splice: cannot act on a held direction")

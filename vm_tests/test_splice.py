@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from kgw_l4 import loader
-from vm_tests.conftest import SYSPY, TEST_SIZES, frontend
+from vm_tests.conftest import HOLD_SIZES, SYSPY, frontend
 from vm_tests.topology import GW_CLIENT_ADDR, sh
 
 MB = 1024 * 1024
@@ -122,7 +122,7 @@ def test_splice_backpressure_slow_backend(lab):
     at most 4 + 32 + 4 + 16 + 32 = 88 MB here (client send buffer, the gateway's client
     socket holding, a 64-skb backlog, the splice send buffer, the backend's receive
     buffer, with this machine's tcp_wmem/tcp_rmem). Then every byte arrives."""
-    agent = lab.agent(mode="splice")
+    agent = lab.agent(mode="splice", sizes=HOLD_SIZES)
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, lab.topo.backend_addrs)],
                                               backend_port=9002)]})
     assert out["mode"] == "splice", out
@@ -141,10 +141,11 @@ def test_splice_client_that_never_reads_is_held_back_or_reset(lab):
     """A client that keeps sending to the echo and never reads: both directions stick.
     A held skb then waits on the client socket's own psock queue, uncharged, while the
     echo it does not read is queued there (bpf/sockmap.c): depending on timing the
-    client is held back (its send blocks: TCP's window closed) or, past four times the
-    backlog limit, reset by the agent. Either way the gateway stops taking its bytes
-    after a bounded amount (before backpressure it took all it was sent)."""
-    agent = lab.agent(mode="splice")
+    client is held back (its send blocks: TCP's window closed) or, past
+    KGW_SPLICE_OVERFLOW_MAX skbs there (256 here), reset by the agent. Either way the
+    gateway stops taking its bytes after a bounded amount (before backpressure it took
+    all it was sent)."""
+    agent = lab.agent(mode="splice", sizes=dict(HOLD_SIZES, KGW_SPLICE_OVERFLOW_MAX=256))
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, lab.topo.backend_addrs)])]})
     assert out["mode"] == "splice", out
     res = lab.client("flood", GW_CLIENT_ADDR, "8080", str(1024 * MB), timeout=120)
@@ -169,7 +170,7 @@ def test_splice_holds_both_ways_keep_the_stream_whole(lab):
     still has to send the other way (not bounded then: bpf/sockmap.c). The streams
     still arrive whole, in order. (A backlog limit of 256 skbs: with the tests' 64,
     1 s of not reading is enough to be reset, as above.)"""
-    agent = lab.agent(mode="splice", sizes=dict(TEST_SIZES, KGW_SPLICE_BACKLOG_MAX=256))
+    agent = lab.agent(mode="splice", sizes=dict(HOLD_SIZES, KGW_SPLICE_BACKLOG_MAX=256))
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, lab.topo.backend_addrs)])]})
     assert out["mode"] == "splice", out
     res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(64 * MB), "1", timeout=120)
