@@ -28,7 +28,8 @@
  * Backpressure: a redirect takes the skb off the source socket at once (its receive
  * window reopens) and queues it on the peer's psock for a worker that writes it into
  * the peer's send buffer; that queue has no bound of its own. So when the peer's queue
- * holds more than KGW_SPLICE_BACKLOG_MAX skbs, the verdict *holds* the direction:
+ * holds more than KGW_SPLICE_BACKLOG_MAX skbs (0, the default: never; experimental,
+ * see kgw_l4/splice.py), the verdict *holds* the direction:
  * SK_PASS puts the skb on the source socket's own queue, where it stays charged to the
  * socket's receive memory until userspace reads it: the receive window closes and the
  * sender is slowed like any TCP sender. A ring buffer event tells userspace, which
@@ -252,7 +253,7 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 	/* The agent still owes held bytes (has not read and written them all): this skb
 	 * would overtake them, so it is held too. Or the peer is not keeping up. */
 	int owed = kgw_owes(sp, &cookie);
-	if (owed || kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX) {
+	if (owed || (KGW_SPLICE_BACKLOG_MAX > 0 && kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX)) {
 		int verdict = kgw_hold(skb, cookie, sp, !owed);
 		if (verdict >= 0)
 			return verdict;

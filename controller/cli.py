@@ -23,6 +23,11 @@ _OUTPUT = (("-o", "--output"), {"choices": ("table", "json", "yaml"), "default":
 _ADMIN = (("--admin-address",), {"default": DEFAULT_ADMIN, "metavar": "HOST:PORT",
                                    "help": f"admin API address (default {DEFAULT_ADMIN})"})
 
+_L4_SPLICE_BACKLOG = (("--l4-splice-backlog",), {
+    "type": int, "default": 0, "metavar": "SKBS",
+    "help": "splice backpressure: hold a spliced direction once its peer has more than SKBS "
+            "skbs queued (1024 is about 64 MB; default 0: off, experimental, see README)"})
+
 _L4_PIN_DIR = (("--l4-pin-dir",), {"default": "/sys/fs/bpf/kgw", "metavar": "DIR",
                                    "help": "where the kernel data plane pins its maps and programs; a restart "
                                            "with the same directory adopts them (default /sys/fs/bpf/kgw)"})
@@ -39,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
         (("--l4-interfaces",), {"default": None, "metavar": "DEV[,DEV]",
                                 "help": "devices the kernel data plane attaches to (default: all up, non-loopback)"}),
         _L4_PIN_DIR,
+        _L4_SPLICE_BACKLOG,
         (("--node-address",), {"default": None, "metavar": "ADDR",
                                "help": "address reported in Gateway status and used for SNAT (default: discovered)"}),
         (("--log-level",), {"default": "info", "choices": ("debug", "info", "warning", "error")}),
@@ -68,6 +74,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
         (("--l4-interfaces",), {"default": None, "metavar": "DEV[,DEV]",
                                 "help": "devices the kernel data plane attaches to (default: all up, non-loopback)"}),
         _L4_PIN_DIR,
+        _L4_SPLICE_BACKLOG,
         (("--node-address",), {"default": None, "metavar": "ADDR",
                                "help": "address reported in Gateway status and used for SNAT "
                                        "(default: $NODE_IP, else discovered)"}),

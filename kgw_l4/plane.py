@@ -243,6 +243,13 @@ class KernelPlane(L4Plane):
         self.loader.close()
 
 
+def sizes_with_splice_backlog(skbs: int) -> dict[str, int]:
+    """abi.SIZES with splice backpressure at SKBS (0: off). `--l4-splice-backlog`."""
+    if skbs < 0:
+        raise ValueError(f"--l4-splice-backlog must be 0 (off) or a number of skbs, not {skbs}")
+    return dict(abi.SIZES, KGW_SPLICE_BACKLOG_MAX=skbs)
+
+
 async def open_plane(mode: str = "auto", interfaces: Sequence[str] | None = None,
                      node_address: str | None = None, *, pin_dir: str = abi.PIN_DIR,
                      sizes: Mapping[str, int] = abi.SIZES,

@@ -80,7 +80,7 @@ def condition(conds: list[dict], type_: str) -> str | None:
 
 
 @contextlib.contextmanager
-def kgw_run(lab, tmp_path: Path, mode: str, port: int) -> Iterator[subprocess.Popen]:
+def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str) -> Iterator[subprocess.Popen]:
     """`kgw run` in the gw namespace on the TCPRoute above (backends on PORT), until its
     Gateway is Programmed and the route Accepted."""
     a = lab.topo.backend_addrs
@@ -94,7 +94,7 @@ def kgw_run(lab, tmp_path: Path, mode: str, port: int) -> Iterator[subprocess.Po
     proc = lab.topo.popen(lab.topo.gw, sys.executable, "-m", "controller.cli", "run", "-c", str(conf),
                           "--admin-address", ADMIN, "--workers", "1", "--access-log", "off",
                           "--l4-mode", mode, "--l4-interfaces", ",".join(lab.topo.gw_ifs),
-                          "--l4-pin-dir", pin_dir, "--node-address", GW_BACKEND_ADDR,
+                          "--l4-pin-dir", pin_dir, "--node-address", GW_BACKEND_ADDR, *extra,
                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         def accepted() -> bool:
@@ -136,11 +136,12 @@ def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
 
 
 def test_tcproute_spliced_shows_held_direction_in_inspect(lab, tmp_path: Path) -> None:
-    """`kgw run --l4-mode splice`: a client sends 256 MB to a backend that reads nothing
+    """`kgw run --l4-mode splice --l4-splice-backlog 64`: a client sends 256 MB to a
+    backend that reads nothing
     for 3 s. Meanwhile `kgw-inspect spliced` (from the admin API) shows the connection,
     the bytes the kernel redirected client -> backend, and that direction held; then
     everything arrives."""
-    with kgw_run(lab, tmp_path, "splice", 9002):
+    with kgw_run(lab, tmp_path, "splice", 9002, "--l4-splice-backlog", "64"):
         p = lab.client_bg("sink", GW_CLIENT_ADDR, "8081", str(256 * MB), "3")
 
         def held() -> list[dict]:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
-    from kgw_l4.plane import open_plane
+    from kgw_l4.plane import open_plane, sizes_with_splice_backlog
     from kgw_l7.plane import L7Plane
 
     from controller.translate import Options
@@ -93,7 +93,8 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
     # The kernel plane SNATs to one IPv4 address; Gateway status reports them all.
     snat = next((a for a in nodes if ":" not in a), None)
-    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir)
+    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
+                          sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4, status_writer=writer)
     admin = await serve_admin(sup, args.admin_address)
     public = None

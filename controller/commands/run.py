@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def _serve(args: argparse.Namespace) -> ExitStatus:
-    from kgw_l4.plane import open_plane
+    from kgw_l4.plane import open_plane, sizes_with_splice_backlog
     from kgw_l7.plane import L7Plane
 
     # pyroute2 runs an event loop of its own: it must not be called on this one
@@ -37,7 +37,8 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
     await l7.start()
     interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
     snat = next((a for a in nodes if ":" not in a), None)  # the kernel plane NATs IPv4 only
-    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir)
+    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
+                          sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4)
     admin = await serve_admin(sup, args.admin_address)
     log.info("admin API on http://%s (l4 mode: %s)", args.admin_address, l4.mode)

@@ -1,4 +1,5 @@
-"""The splice agent's end-of-connection delivery check (kgw_l4.splice.duplicated_bytes)."""
+"""Splice pieces that need no kernel: the end-of-connection delivery check
+(kgw_l4.splice.duplicated_bytes) and the --l4-splice-backlog sizes."""
 
 import pytest
 
@@ -14,3 +15,16 @@ from kgw_l4.splice import duplicated_bytes
 ])
 def test_duplicated_bytes(arrived, delivered, extra):
     assert duplicated_bytes(arrived, delivered) == extra
+
+
+def test_splice_backlog_option_sets_the_size_or_refuses():
+    from kgw_l4 import abi
+    from kgw_l4.plane import sizes_with_splice_backlog
+
+    assert abi.SIZES["KGW_SPLICE_BACKLOG_MAX"] == 0  # backpressure is opt-in
+    got = sizes_with_splice_backlog(1024)
+    assert got["KGW_SPLICE_BACKLOG_MAX"] == 1024
+    assert {k: v for k, v in got.items() if k != "KGW_SPLICE_BACKLOG_MAX"} == \
+        {k: v for k, v in abi.SIZES.items() if k != "KGW_SPLICE_BACKLOG_MAX"}
+    with pytest.raises(ValueError, match="--l4-splice-backlog"):
+        sizes_with_splice_backlog(-1)
