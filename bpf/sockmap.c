@@ -249,11 +249,11 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 		sp->next_seq = seq + skb->len;
 		sp->flags |= KGW_SPLICE_F_SEQ;
 	}
-#if KGW_SPLICE_BACKPRESSURE
+#if KGW_SPLICE_BACKPRESSURE && KGW_SPLICE_BACKLOG_MAX > 0   /* (off: nothing per skb) */
 	/* The agent still owes held bytes (has not read and written them all): this skb
 	 * would overtake them, so it is held too. Or the peer is not keeping up. */
 	int owed = kgw_owes(sp, &cookie);
-	if (owed || (KGW_SPLICE_BACKLOG_MAX > 0 && kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX)) {
+	if (owed || kgw_peer_backlog(&pk) > KGW_SPLICE_BACKLOG_MAX) {
 		int verdict = kgw_hold(skb, cookie, sp, !owed);
 		if (verdict >= 0)
 			return verdict;
