@@ -119,11 +119,11 @@ static __always_inline int kgw_pop_head(struct __sk_buff *skb, int old)
 	return old - left;
 }
 
+#if KGW_SPLICE_BACKPRESSURE
 /* skbs on a socket's psock queue (sk: the struct sock's address): bytes redirected to
  * it and not yet written out, and its own held skbs queued behind them. 0 if unknown. */
 static __always_inline u32 kgw_psock_qlen(u64 sk)
 {
-#if KGW_SPLICE_BACKPRESSURE
 	u64 psock = 0;
 	u32 qlen = 0;
 	if (!sk || bpf_probe_read_kernel(&psock, sizeof(psock), (char *)sk + KGW_OFF_SK_USER_DATA))
@@ -135,15 +135,11 @@ static __always_inline u32 kgw_psock_qlen(u64 sk)
 				  (char *)psock + KGW_OFF_PSOCK_INGRESS_SKB + KGW_OFF_SKB_HEAD_QLEN))
 		return 0;
 	return qlen;
-#else
-	return 0;
-#endif
 }
 
 /* The peer socket's psock queue length. */
 static __always_inline u32 kgw_peer_backlog(u64 *peer)
 {
-#if KGW_SPLICE_BACKPRESSURE
 	struct bpf_sock *sk = kgw_sockhash.lookup(peer);
 	if (!sk)
 		return 0;
@@ -152,9 +148,6 @@ static __always_inline u32 kgw_peer_backlog(u64 *peer)
 	bpf_probe_read_kernel(&addr, sizeof(addr), &sk);
 	bpf_sk_release(sk);
 	return kgw_psock_qlen(addr);
-#else
-	return 0;
-#endif
 }
 
 static __always_inline int kgw_notify(u64 cookie, u32 kind)
@@ -163,13 +156,10 @@ static __always_inline int kgw_notify(u64 cookie, u32 kind)
 	return kgw_splice_evt.ringbuf_output(&e, sizeof(e), 0);
 }
 
-#if KGW_SPLICE_BACKPRESSURE
 /* Held bytes the agent has not taken yet (kgw_splice_hold has what it has read and
  * written): nonzero while it owes some. */
 static __always_inline int kgw_owes(struct kgw_splice_peer *sp, u64 *cookie)
 {
-	if (!sp)
-		return 0;
 	u64 *taken = kgw_splice_hold.lookup(cookie);
 	return sp->passed != (taken ? *taken : 0);
 }

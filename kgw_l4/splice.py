@@ -214,6 +214,8 @@ class Splicer:
         self.peer_fd = loader.table_fd("sockmap", "kgw_splice_peer")
         self.hold_fd = loader.table_fd("sockmap", "kgw_splice_hold")
         self.overflow_max = loader.sizes["KGW_SPLICE_OVERFLOW_MAX"]
+        #: the verdict can hold directions (backpressure on); else nothing is ever held
+        self.holds = loader.sizes["KGW_SPLICE_BACKLOG_MAX"] > 0
         self._events_fd, self._consume_events = loader.ring_buffer(
             "sockmap", "kgw_splice_evt", self._on_event)
         # Verdict only, no stream parser: the kernel hands the verdict whole skbs off
@@ -481,8 +483,8 @@ class Splicer:
             received = tcp_bytes(src)[1] - 1 - conn.base_received[fd]
             if way.relay is not None:
                 await way.relay
-            if tcp_state(src) == TCP_CLOSE or self._counts(way.cookie).passed > way.read \
-                    or _queued(src):
+            if tcp_state(src) == TCP_CLOSE or \
+                    (self.holds and self._counts(way.cookie).passed > way.read):
                 await self._relay(conn, way, to_eof=True)
             base = conn.base_acked[dst.fileno()]
             await self._wait(conn, "acknowledgements", lambda: tcp_bytes(dst)[0] - base, received)
