@@ -28,8 +28,8 @@
  * Backpressure: a redirect takes the skb off the source socket at once (its receive
  * window reopens) and queues it on the peer's psock for a worker that writes it into
  * the peer's send buffer; that queue has no bound of its own. So when the peer's queue
- * holds more than KGW_SPLICE_BACKLOG_MAX skbs (0, the default: never; experimental,
- * see kgw_l4/splice.py), the verdict *holds* the direction:
+ * holds more than KGW_SPLICE_BACKLOG_MAX skbs (1024 by default; 0: never), the verdict
+ * *holds* the direction:
  * SK_PASS puts the skb on the source socket's own queue, where it stays charged to the
  * socket's receive memory until userspace reads it: the receive window closes and the
  * sender is slowed like any TCP sender. A ring buffer event tells userspace, which
@@ -106,11 +106,16 @@ static __always_inline int kgw_tcp_seqs(struct __sk_buff *skb, u32 *seq, u32 *co
 }
 
 /* Pop `old` bytes off the head (sk_skb's adjust_room moves at most 0xfff at a time).
- * Returns the bytes popped. */
+ * Returns the bytes popped. An skb can be far larger than one GSO segment: TCP
+ * coalesces out-of-order segments while a hole is open, and a retransmission that
+ * fills the hole can leave a 250 KB coalesced skb whose head is old (seen with held
+ * directions, whose charged receive buffers make the senders retransmit a lot). So
+ * the bound covers MAX_SKB_FRAGS (17) frags of 64 KB. */
+#define KGW_POP_STEPS 280   /* 280 * 4095 > 17 * 64 KB */
 static __always_inline int kgw_pop_head(struct __sk_buff *skb, int old)
 {
 	int left = old;
-	for (int i = 0; i < 17 && left > 0; i++) {   /* 17 * 4095 > 64 KB */
+	for (int i = 0; i < KGW_POP_STEPS && left > 0; i++) {
 		int n = left > 4095 ? 4095 : left;
 		if (bpf_skb_adjust_room(skb, -n, 0, 0))
 			break;

@@ -12,10 +12,8 @@ EPOLLIN: bytes reach userspace only when a direction is held, below):
 
 This is also the transport TLS passthrough reuses (``Splicer.splice``).
 
-Backpressure (off unless KGW_SPLICE_BACKLOG_MAX > 0: `--l4-splice-backlog`; experimental:
-with a 64-skb limit about 1 in 40 runs of a 64 MB full-duplex echo, both directions held,
-was reordered or stalled at its end, cause not found; one-way runs passed 60 of 60): an
-SK_SKB redirect consumes the skb at once (the receive window reopens)
+Backpressure (KGW_SPLICE_BACKLOG_MAX, `--l4-splice-backlog`, 1024 skbs by default; 0 turns
+it off): an SK_SKB redirect consumes the skb at once (the receive window reopens)
 and queues it on the peer's psock for a kernel worker; that queue has no bound of its
 own, so a client sending faster than the backend reads (or a slow-reading client of a
 download) would make the gateway hold the difference. bpf/sockmap.c therefore *holds* a
@@ -122,10 +120,42 @@ def _queued(sock: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
 
 
+def _outq(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue, sent or not, not acknowledged (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def _at_once(counter, queue) -> tuple[int, int]:
+    """(counter(), queue()) as of one moment. They come from separate calls, and a
+    packet in between moves bytes from the queue into the counter: the pair is read
+    again until the counter did not move across the queue's reading."""
+    before = counter()
+    while True:
+        q = queue()
+        after = counter()
+        if after == before:
+            return before, q
+        before = after
+
+
 def taken_in(sock: socket.socket) -> int:
-    """Bytes written into the socket so far: acknowledged plus still queued (SIOCOUTQ)."""
-    outq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-    return tcp_bytes(sock)[0] + outq
+    """Bytes written into the socket so far: acknowledged plus still queued.
+
+    Read queued-then-acknowledged in separate calls, an ACK in between counted its
+    bytes twice and the sum ran ahead of what had been written: a held direction then
+    started copying while the kernel worker still had redirected bytes to write (about
+    1 full-duplex run in 40 skipped ~130 KB). Hence ``_at_once``."""
+    acked, queued = _at_once(lambda: tcp_bytes(sock)[0], lambda: _outq(sock))
+    return acked + queued
+
+
+def received_before(sock: socket.socket) -> int:
+    """Bytes the socket received that are not in its receive queue: taken by userspace
+    before a splice; the rest is left for the verdict. (A greeting from a backend that
+    speaks first, arriving between the two readings, once made this 12 bytes too small:
+    the half-close then waited for 12 bytes that were never coming. Hence ``_at_once``.)"""
+    received, queued = _at_once(lambda: tcp_bytes(sock)[1], lambda: _queued(sock))
+    return received - queued
 
 
 def duplicated_bytes(arrived: int, delivered: int) -> int:
@@ -187,8 +217,9 @@ class _Conn:
     b: socket.socket  # backend side
     cookies: tuple[int, int]  # (a's, b's): their keys in the splice maps
     ways: dict[int, _Way] = field(default_factory=dict)  # src fd -> direction
-    base_acked: dict[int, int] = field(default_factory=dict)  # fd -> bytes_acked at splice
-    base_taken: dict[int, int] = field(default_factory=dict)  # fd -> taken_in() at splice
+    #: fd -> taken_in() at splice: bytes written before it count neither as redirected
+    #: nor as acknowledged splice bytes
+    base_taken: dict[int, int] = field(default_factory=dict)
     #: fd -> bytes received before the splice that are not left for the verdict (read
     #: by userspace earlier, e.g. a peeked-and-consumed ClientHello).
     base_received: dict[int, int] = field(default_factory=dict)
@@ -285,12 +316,8 @@ class Splicer:
         for s in (a, b):
             _tune(s)
         for s in (a, b):
-            acked, received = tcp_bytes(s)
-            conn.base_acked[s.fileno()] = acked
             conn.base_taken[s.fileno()] = taken_in(s)
-            # (bytes_received first: a byte arriving before FIONREAD can only make the
-            # base smaller, never report a duplicate that is not there)
-            conn.base_received[s.fileno()] = received - _queued(s)
+            conn.base_received[s.fileno()] = received_before(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, INSERT_RCVLOWAT)
         try:
             self._update(self.peer_fd, ka, bytes(SplicePeer(peer=kb)))
@@ -486,7 +513,7 @@ class Splicer:
             if tcp_state(src) == TCP_CLOSE or \
                     (self.holds and self._counts(way.cookie).passed > way.read):
                 await self._relay(conn, way, to_eof=True)
-            base = conn.base_acked[dst.fileno()]
+            base = conn.base_taken[dst.fileno()]
             await self._wait(conn, "acknowledgements", lambda: tcp_bytes(dst)[0] - base, received)
             dst.shutdown(socket.SHUT_WR)
             conn.shut.add(dst.fileno())
@@ -534,7 +561,7 @@ class Splicer:
         for src, dst in ((conn.a, conn.b), (conn.b, conn.a)):
             try:
                 arrived = tcp_bytes(src)[1] - conn.base_received[src.fileno()]
-                delivered = tcp_bytes(dst)[0] - conn.base_acked[dst.fileno()]
+                delivered = tcp_bytes(dst)[0] - conn.base_taken[dst.fileno()]
             except (OSError, KeyError):
                 continue
             extra = duplicated_bytes(arrived, delivered)

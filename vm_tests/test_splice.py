@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from kgw_l4 import loader
 from vm_tests.conftest import HOLD_SIZES, SYSPY, frontend
 from vm_tests.topology import GW_CLIENT_ADDR, sh
@@ -37,9 +39,13 @@ def assert_through_verdict(c: dict, nbytes: int) -> None:
     assert c["SPLICE_EVENT_LOST"] == (0, 0), splice
 
 
-def test_splice_integrity_64mb_each_way(lab):
+@pytest.mark.parametrize("sizes", [None, HOLD_SIZES], ids=["default", "held"])
+def test_splice_integrity_64mb_each_way(lab, sizes):
+    """64 MB to the echo backend and back at once, then 20 short connections. "held":
+    a 64-skb backlog limit, so that both directions are held and handed back to the
+    kernel over and over while the other one is too."""
     addrs = lab.topo.backend_addrs
-    agent = lab.agent(mode="splice")
+    agent = lab.agent(mode="splice", sizes=sizes)
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, addrs)])]})
     assert out["mode"] == "splice" and out["errors"] == {}
     def detail(res: dict) -> str:
@@ -71,7 +77,8 @@ def test_splice_integrity_64mb_each_way(lab):
     deadline = time.monotonic() + 5
     while (left := splice_peer_entries(lab.pin_dir)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert left == 0, f"{left} kgw_splice_peer entries left after 21 closed splices"
+    assert left == 0, f"{left} kgw_splice_peer entries left after 21 closed splices: " \
+        f"{agent.log()[-1500:]}"
 
 
 def test_splice_integrity_with_two_percent_loss_both_ways(lab):
@@ -81,14 +88,21 @@ def test_splice_integrity_with_two_percent_loss_both_ways(lab):
     agent = lab.agent(mode="splice")
     out = agent.start({"frontends": [frontend("fe", 8080, [("g", 1, topo.backend_addrs)])]})
     assert out["mode"] == "splice", out
+    # A drop lands on a data packet of each sender only by chance (GRO makes the packets
+    # few; a held direction sends fewer still): another 16 MB until both have resent,
+    # each transfer checked whole.
+    transfers = 0
     with lab.lossy(topo.gw, "gc", "gb") as loss:
-        res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB), timeout=120)
-    c = loader.counters(agent.maps(), agent.sizes)
-    splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
-    retrans = {ns: topo.snmp(ns)["Tcp"]["RetransSegs"] for ns in (topo.client, topo.backend)}
-    assert res["ok"], (res, loss, retrans, splice)
+        for transfers in range(1, 4):
+            res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB), timeout=120)
+            c = loader.counters(agent.maps(), agent.sizes)
+            splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
+            retrans = {ns: topo.snmp(ns)["Tcp"]["RetransSegs"] for ns in (topo.client, topo.backend)}
+            assert res["ok"], (res, retrans, splice)
+            if all(n > 0 for n in retrans.values()):
+                break
     assert loss["dropped"] > 0 and all(n > 0 for n in retrans.values()), (loss, retrans)
-    assert_through_verdict(c, 2 * 16 * MB)
+    assert_through_verdict(c, transfers * 2 * 16 * MB)
 
 
 def test_splice_retransmission_repeating_delivered_bytes_goes_out_once(lab):
