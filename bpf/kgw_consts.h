@@ -40,10 +40,9 @@
  * psock queue to be written out, the verdict stops redirecting and holds the direction
  * for userspace. A GSO skb holds up to 64 KB, so 1024 bounds a direction's queue to
  * about 64 MB; a lower bound means more bytes copied by userspace when a sender
- * outruns its receiver (bench/results/l4.md). 0: off (the default; experimental, see
- * README: a full-duplex stream held both ways was reordered in rare runs). */
+ * outruns its receiver (bench/results/l4.md). 0: off. */
 #ifndef KGW_SPLICE_BACKLOG_MAX
-#define KGW_SPLICE_BACKLOG_MAX 0
+#define KGW_SPLICE_BACKLOG_MAX 1024
 #endif
 /* A held skb can only queue, uncharged (the window stays open), behind bytes its
  * socket's psock still has to send the other way: when both directions are stuck (a

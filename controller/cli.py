@@ -24,9 +24,9 @@ _ADMIN = (("--admin-address",), {"default": DEFAULT_ADMIN, "metavar": "HOST:PORT
                                    "help": f"admin API address (default {DEFAULT_ADMIN})"})
 
 _L4_SPLICE_BACKLOG = (("--l4-splice-backlog",), {
-    "type": int, "default": 0, "metavar": "SKBS",
+    "type": int, "default": 1024, "metavar": "SKBS",
     "help": "splice backpressure: hold a spliced direction once its peer has more than SKBS "
-            "skbs queued (1024 is about 64 MB; default 0: off, experimental, see README)"})
+            "skbs queued (default 1024, about 64 MB; 0: off, the queue is then unbounded)"})
 
 _L4_PIN_DIR = (("--l4-pin-dir",), {"default": "/sys/fs/bpf/kgw", "metavar": "DIR",
                                    "help": "where the kernel data plane pins its maps and programs; a restart "

@@ -23,7 +23,7 @@ SIZES: dict[str, int] = {
     "KGW_CT_SYN_SIZE": 65536,
     "KGW_MAX_LOCAL_ADDRS": 256,
     "KGW_SOCKHASH_SIZE": 65536,
-    "KGW_SPLICE_BACKLOG_MAX": 0,  # splice backpressure off (--l4-splice-backlog)
+    "KGW_SPLICE_BACKLOG_MAX": 1024,  # splice backpressure (--l4-splice-backlog; 0: off)
     "KGW_SPLICE_OVERFLOW_MAX": 4096,
     "KGW_NAT_PROBES": 8,
     "KGW_FIB_CACHE_SIZE": 256,

@@ -371,13 +371,12 @@ def report(results: list[Result], seconds: int, repeat: int, cmd: str) -> str:
         "client's window reopens) and queues it on the peer's psock for a worker; that "
         "queue is not bounded by the kernel. Before backpressure the 'sent − received' "
         "column showed 0.6-1 GB of a 2 s run sitting in the gateway's kernel memory when "
-        "iperf3 stopped. With --l4-splice-backlog the verdict holds a direction whose peer has more than "
+        "iperf3 stopped. Now the verdict holds a direction whose peer has more than "
         "KGW_SPLICE_BACKLOG_MAX skbs queued (the bytes stay on the client's socket and "
         "TCP closes the window) and the agent copies the held bytes once the peer has "
         "caught up: iperf3 here outruns its receiver, so part of each run is copied by "
         "the agent, which is its 'gw process CPU' (KGW_SPLICE_BACKLOG_MAX 64: 0.38 s/GB, "
-        "256: 0.18, 512: 0.09-0.10, 1024: 0.07). Backpressure is off by default "
-        "(--l4-splice-backlog; experimental), so this run's splice mode has none.",
+        "256: 0.18, 512: 0.09-0.10, 1024 (the default, --l4-splice-backlog): 0.07).",
         "- Machine CPU counts every process on the machine; when 'background CPUs' is "
         "not ~0 another job was running and the column overstates the mode's cost.",
         "- XDP on veth needs full checksums from the senders (tx offload off) and GRO on "
