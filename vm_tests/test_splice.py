@@ -91,7 +91,6 @@ def test_splice_integrity_with_two_percent_loss_both_ways(lab):
     # A drop lands on a data packet of each sender only by chance (GRO makes the packets
     # few; a held direction sends fewer still): another 16 MB until both have resent,
     # each transfer checked whole.
-    transfers = 0
     with lab.lossy(topo.gw, "gc", "gb") as loss:
         for transfers in range(1, 4):
             res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB), timeout=120)

@@ -75,6 +75,6 @@ def test_received_before_counts_what_userspace_took_not_what_waits():
             b.sendall(b"10.0.0.1:80\n")  # a backend that speaks first
             a.settimeout(10)
             assert a.recv(3, socket.MSG_PEEK) == b"10."
-            assert received_before(a) == 0  # all 12 still queued: the verdict's
+            assert received_before(a) == 0  # all 12 still queued, left for the verdict
             assert a.recv(5) == b"10.0."
             assert received_before(a) == 5
