@@ -40,8 +40,8 @@
  * they differ every skb is held, so none can overtake a held byte, and the direction
  * goes back to the kernel exactly when the agent has caught up. (An earlier version
  * deleted a hold flag and relied on copied_seq to hold skbs behind unread bytes; a
- * redirect in that window reordered 1 in ~40 slow-backend runs.) Needs the psock offsets from BTF
- * (KGW_SPLICE_BACKPRESSURE); without them every skb is redirected, as before.
+ * redirect in that window reordered 1 in ~40 slow-backend runs.) Needs the psock
+ * offsets from BTF (KGW_SPLICE_BACKPRESSURE); without them every skb is redirected.
  * Limit: SK_PASS queues the skb on the source's own psock queue (uncharged) instead
  * of its socket when that queue is not empty, i.e. when the other direction is stuck
  * too; past KGW_SPLICE_OVERFLOW_MAX skbs there (a client that sends and never

@@ -13,6 +13,7 @@ import sys
 from typing import Any, Sequence
 
 from controller.env import Environment, ExitStatus
+from kgw_l4.abi import SIZES  # (plain data: no bcc, nothing loaded)
 
 DEFAULT_ADMIN = "127.0.0.1:9095"
 
@@ -24,9 +25,10 @@ _ADMIN = (("--admin-address",), {"default": DEFAULT_ADMIN, "metavar": "HOST:PORT
                                    "help": f"admin API address (default {DEFAULT_ADMIN})"})
 
 _L4_SPLICE_BACKLOG = (("--l4-splice-backlog",), {
-    "type": int, "default": 1024, "metavar": "SKBS",
+    "type": int, "default": SIZES["KGW_SPLICE_BACKLOG_MAX"], "metavar": "SKBS",
     "help": "splice backpressure: hold a spliced direction once its peer has more than SKBS "
-            "skbs queued (default 1024, about 64 MB; 0: off, the queue is then unbounded)"})
+            "skbs queued (default %(default)s; 1024 is about 64 MB; 0: off, the queue is "
+            "then unbounded)"})
 
 _L4_PIN_DIR = (("--l4-pin-dir",), {"default": "/sys/fs/bpf/kgw", "metavar": "DIR",
                                    "help": "where the kernel data plane pins its maps and programs; a restart "

@@ -69,6 +69,7 @@ import socket
 import struct
 import termios
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
@@ -125,7 +126,7 @@ def _outq(sock: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
-def _at_once(counter, queue) -> tuple[int, int]:
+def _at_once(counter: Callable[[], int], queue: Callable[[], int]) -> tuple[int, int]:
     """(counter(), queue()) as of one moment. They come from separate calls, and a
     packet in between moves bytes from the queue into the counter: the pair is read
     again until the counter did not move across the queue's reading."""
@@ -450,10 +451,8 @@ class Splicer:
                     return
                 await self._ready(conn, way.src, writing=False)
                 continue
-            if not n:
+            if not n:  # (after src's FIN no skb reaches the verdict: nothing to publish)
                 if not to_eof or self._counts(way.cookie).passed <= way.read:
-                    # (published, so that the other direction stops being held for it)
-                    self._update(self.hold_fd, way.cookie, _u64(way.written))
                     return
                 # EOF, yet a held skb is still on its way to src's queue (queued
                 # behind bytes the other direction sends out of src)

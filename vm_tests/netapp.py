@@ -53,6 +53,14 @@ def _first_difference(sent: bytes, received: bytes, at: int) -> dict:
     return {"offset": at, "shift": origin - at if origin >= 0 else None}
 
 
+def _differs(sent: bytes, d: bytes, at: int) -> dict | None:
+    """_first_difference when ``d``, received at offset ``at``, is not what was sent there."""
+    if d == sent[at:at + len(d)]:
+        return None
+    i = next(i for i in range(len(d)) if at + i >= len(sent) or d[i] != sent[at + i])
+    return _first_difference(sent, d[i:], at + i)
+
+
 def _readline(s: socket.socket) -> str:
     buf = b""
     while not buf.endswith(b"\n"):
@@ -99,9 +107,7 @@ def _sink(c: socket.socket, addr: str) -> None:
         got, n, first_difference = hashlib.sha256(), 0, None
         while d := c.recv(CHUNK):
             got.update(d)
-            if first_difference is None and d != want[n:n + len(d)]:
-                i = next(i for i in range(len(d)) if n + i >= len(want) or d[i] != want[n + i])
-                first_difference = _first_difference(want, d[i:], n + i)
+            first_difference = first_difference or _differs(want, d, n)
             n += len(d)
         c.sendall(json.dumps({"received": n, "sha256": got.hexdigest(),
                               "first_difference": first_difference}).encode())
@@ -157,10 +163,7 @@ def transfer(host: str, port: int, n: int, read_delay: float = 0.0) -> dict:
             if not d:
                 return
             got.update(d)
-            if first_difference is None and d != data[received:received + len(d)]:
-                i = next(i for i in range(len(d)) if received + i >= n
-                         or d[i] != data[received + i])
-                first_difference = _first_difference(data, d[i:], received + i)
+            first_difference = first_difference or _differs(data, d, received)
             received += len(d)
 
     t = threading.Thread(target=reader)
