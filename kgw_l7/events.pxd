@@ -2,6 +2,8 @@
 # The per-request events become extension types with read-only typed fields: the proxy
 # reads them as struct members, and nothing can change an event after it is made.
 
+cimport cython
+
 cdef class _Record:
     pass
 
@@ -32,3 +34,14 @@ cdef class Body(_Record):
 
 cdef class EndOfMessage(_Record):
     cdef readonly tuple trailers
+
+@cython.locals(head=RequestHead)
+cpdef RequestHead request_head(bytes method, bytes target, bytes version, tuple headers,
+                               bytes host, bytes authority, bint keep_alive, str body,
+                               object content_length, bint expect_continue, bint upgrade,
+                               bytes raw)
+@cython.locals(head=ResponseHead)
+cpdef ResponseHead response_head(object status, bytes version, tuple headers,
+                                 bint keep_alive, str body, object content_length)
+@cython.locals(ev=Body)
+cpdef Body body_event(bytes data)

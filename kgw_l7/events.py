@@ -103,6 +103,49 @@ class EndOfMessage(_Record):
         self.trailers = trailers
 
 
+# The parsers make these per message through the functions below: compiled, each is a
+# C call that fills the fields in place (calling the class goes through the generic
+# type call, with an argument tuple and keyword parsing, which cost more than the
+# rest of making the event). Same fields, same order as the classes.
+
+def request_head(method: bytes, target: bytes, version: bytes,
+                 headers: tuple[tuple[bytes, bytes], ...], host: bytes, authority: bytes,
+                 keep_alive: bool, body: BodyKind, content_length: int | None,
+                 expect_continue: bool, upgrade: bool, raw: bytes | None) -> RequestHead:
+    head = RequestHead.__new__(RequestHead)
+    head.method = method
+    head.target = target
+    head.version = version
+    head.headers = headers
+    head.host = host
+    head.authority = authority
+    head.keep_alive = keep_alive
+    head.body = body
+    head.content_length = content_length
+    head.expect_continue = expect_continue
+    head.upgrade = upgrade
+    head.raw = raw
+    return head
+
+
+def response_head(status: int, version: bytes, headers: tuple[tuple[bytes, bytes], ...],
+                  keep_alive: bool, body: BodyKind, content_length: int | None) -> ResponseHead:
+    head = ResponseHead.__new__(ResponseHead)
+    head.status = status
+    head.version = version
+    head.headers = headers
+    head.keep_alive = keep_alive
+    head.body = body
+    head.content_length = content_length
+    return head
+
+
+def body_event(data: bytes) -> Body:
+    ev = Body.__new__(Body)
+    ev.data = data
+    return ev
+
+
 @dataclass(frozen=True, slots=True)
 class Upgraded:
     """The message switched protocols; ``data`` is what followed the header block."""

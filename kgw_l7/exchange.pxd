@@ -28,25 +28,25 @@ cdef class Exchange:
     cdef public DownstreamConn conn
     cdef public RequestHead head
     cdef public WorkerContext ctx
-    cdef public object start_time
-    cdef public object wall_start
+    cdef public double start_time
+    cdef public double wall_start
     cdef public object body_buf
-    cdef public object buf_size
+    cdef public Py_ssize_t buf_size
     cdef public object retained
-    cdef public object received
-    cdef public object request_done
+    cdef public Py_ssize_t received
+    cdef public bint request_done
     cdef public object trailers
     cdef public UpstreamConn upstream
-    cdef public object streaming
-    cdef public object chunked_up
+    cdef public bint streaming
+    cdef public bint chunked_up
     cdef public object head_fut
     cdef public object done_fut
     cdef public object early
-    cdef public object committed
-    cdef public object down_chunked
-    cdef public object close_after
-    cdef public object status
-    cdef public object sent
+    cdef public bint committed
+    cdef public bint down_chunked
+    cdef public bint close_after
+    cdef public int status
+    cdef public Py_ssize_t sent
     cdef public CompiledRule rule
     cdef public object backend_name
     cdef public object upstream_host
@@ -54,13 +54,13 @@ cdef class Exchange:
     cdef public object resp_extra
     cdef public object resp_ops
     cdef public object task
-    cdef public object client_lost
+    cdef public bint client_lost
     cdef public object request_id
     cdef public object body_waiters
     cdef public object resp_body
-    cdef public object finished
-    cdef public object up_done
-    cdef public object released
+    cdef public bint finished
+    cdef public bint up_done
+    cdef public bint released
     cdef public object fast
     cpdef on_request_body(self, data)
     cpdef on_request_end(self, trailers)

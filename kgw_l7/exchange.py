@@ -772,9 +772,10 @@ class Exchange:
         if self.fast is not None and up is not None and up.reader.whole is not None \
                 and not self.resp_ops and not self.resp_extra and not self.close_after \
                 and not self.conn.closing and head.version == b"1.1":
-            # The whole response arrived in one read and needs no change (no filter, no
-            # hop-by-hop field, same framing): relay the bytes as they came. Field names
-            # keep the backend's case here, as nginx does; re-encoded heads are lower-case.
+            # The whole response arrived in one read and needs no change (no filter, same
+            # framing, no hop-by-hop field but Connection and Keep-Alive, whose lines the
+            # reader cut out): relay the bytes as they came. Field names keep the
+            # backend's case here, as nginx does; re-encoded heads are lower-case.
             self.resp_body = resp.body
             self.early = None
             if resp.body == "length":

@@ -6,9 +6,19 @@
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
 cimport cython
-from kgw_l7.events cimport Body, EndOfMessage, RequestHead, ResponseHead
+from kgw_l7.events cimport (Body, EndOfMessage, RequestHead, ResponseHead, body_event,
+                             request_head, response_head)
 
 cdef frozenset _RESPONSE_FRAMING
+cdef frozenset _CUTTABLE
+cdef frozenset _PLAIN_CONNECTION
+
+@cython.locals(token=bytes)
+cpdef bint _plain_connection(bytes value)
+cdef dict _USUAL_SPELLING
+@cython.locals(at=Py_ssize_t, stop=Py_ssize_t, pos=Py_ssize_t, low=bytes, spans=list,
+               parts=list, pattern=bytes)
+cpdef bytes without_fields(bytes data, list names, Py_ssize_t head_size)
 cdef frozenset _REQUEST_FRAMING
 
 cdef class RequestReader:
@@ -16,19 +26,23 @@ cdef class RequestReader:
     cdef public object _events
     cdef public object _url
     cdef public object _headers
-    cdef public object _in_head
-    cdef public object _head_bytes
-    cdef public object _header_count
+    cdef public bint _in_head
+    cdef public Py_ssize_t _head_bytes
+    cdef public Py_ssize_t _header_count
     cdef public object _trailers
-    cdef public object _failed
-    cdef public object max_header_bytes
-    cdef public object max_headers
-    cdef public object _hdr_size
+    cdef public bint _failed
+    cdef public Py_ssize_t max_header_bytes
+    cdef public Py_ssize_t max_headers
+    cdef public Py_ssize_t _hdr_size
     cdef public object _fresh
+    cdef public object _feed
+    cdef public object _method
+    cdef public object _keep_alive
+    cdef public object _upgrade
     @cython.locals(events=list)
     cpdef list feed(self, data)
     cdef _fail(self, error)
-    @cython.locals(data=bytes, at=Py_ssize_t, tail=bytes, url=list)
+    @cython.locals(data=bytes, at=Py_ssize_t, url=list)
     cdef _version(self, data, bytes method)
     @cython.locals(name=bytes, value=bytes, host=bytes, authority=bytes, colon=Py_ssize_t,
                    url=list, framing=frozenset, method=bytes)
@@ -41,17 +55,22 @@ cdef class ResponseReader:
     cdef public object _events
     cdef public object _headers
     cdef public object _trailers
-    cdef public object _head_request
+    cdef public bint _head_request
     cdef public object _body
-    cdef public object _in_message
-    cdef public object _failed
-    cdef public object reusable
-    cdef public object _head_bytes
-    cdef public object _got_head
+    cdef public bint _in_message
+    cdef public bint _failed
+    cdef public bint reusable
+    cdef public Py_ssize_t _head_bytes
+    cdef public bint _got_head
     cdef public object whole
-    cdef public object _begins
-    cdef public object _plain
-    cdef public object _fresh
+    cdef public Py_ssize_t _begins
+    cdef public bint _plain
+    cdef public bint _fresh
+    cdef public object _cut
+    cdef public Py_ssize_t _length
+    cdef public object _feed
+    cdef public object _status
+    cdef public object _keep_alive
     @cython.locals(events=list)
     cpdef list feed(self, data)
     cpdef expect(self, head_request)

@@ -19,8 +19,8 @@ from typing import Iterable
 import httptools
 
 from kgw_l7.events import (
-    Body, BodyKind, EndOfMessage, Event, ProtocolError, Rejected, RequestHead, ResponseHead,
-    Upgraded,
+    BodyKind, EndOfMessage, Event, ProtocolError, Rejected, Upgraded, body_event,
+    request_head, response_head,
 )
 
 #: Header block limits. nginx defaults to 8 KiB per line (large_client_header_buffers
@@ -42,6 +42,16 @@ _NO_TRAILERS = EndOfMessage()
 
 #: Response header names that on_headers_complete looks at (framing and hop-by-hop).
 _RESPONSE_FRAMING = HOP_BY_HOP | {b"content-length"}
+#: Hop-by-hop response fields that leave a whole response relayable once their lines are
+#: cut out: they describe the backend connection only (nginx and Node.js backends send
+#: "Connection: keep-alive" on every response). The others change framing or protocol.
+_CUTTABLE = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
+#: Connection tokens that name no other field (any other token makes that field
+#: hop-by-hop too, and the head is rebuilt).
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+#: How backends spell the _CUTTABLE fields, as the line that starts each.
+_USUAL_SPELLING = {b"connection": b"\r\nConnection:", b"keep-alive": b"\r\nKeep-Alive:",
+                   b"proxy-connection": b"\r\nProxy-Connection:"}
 
 #: Request header names that on_headers_complete looks at: one set lookup skips the rest.
 _REQUEST_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
@@ -56,11 +66,16 @@ class RequestReader:
 
     __slots__ = ("_parser", "_events", "_url", "_headers", "_in_head", "_head_bytes",
                  "_header_count", "_trailers", "_failed", "max_header_bytes", "max_headers",
-                 "_hdr_size", "_fresh")
+                 "_hdr_size", "_fresh", "_feed", "_method", "_keep_alive", "_upgrade")
 
     def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES,
                  max_headers: int = MAX_HEADERS) -> None:
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = parser = httptools.HttpRequestParser(self)
+        # The parser's methods, bound once: a call per request each, without the lookup.
+        self._feed = parser.feed_data
+        self._method = parser.get_method
+        self._keep_alive = parser.should_keep_alive
+        self._upgrade = parser.should_upgrade
         self._events: list[Event] = []
         self._url: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
@@ -94,7 +109,7 @@ class RequestReader:
             self._fresh = data if not self._head_bytes else None
             self._head_bytes += len(data)
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             events.append(Upgraded(bytes(data[offset:])))
@@ -140,8 +155,7 @@ class RequestReader:
             self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        parser = self._parser
-        method = parser.get_method()
+        method = self._method()
         raw, self._fresh = self._fresh, None
         v = self._version(raw, method)
         if v is None:
@@ -174,7 +188,7 @@ class RequestReader:
                 raise ProtocolError("missing Host header")
             authority = b""
         host = authority
-        if host[-1:] != b"]":  # strip the port, keep IPv6 literals intact
+        if not host.endswith(b"]"):  # strip the port, keep IPv6 literals intact
             colon = host.rfind(b":")
             if colon >= 0:
                 host = host[:colon]
@@ -183,10 +197,10 @@ class RequestReader:
         self._trailers = []
         url = self._url
         # Positional arguments: keywords cost more here.
-        self._events.append(RequestHead(
+        self._events.append(request_head(
             method, url[0] if len(url) == 1 else b"".join(url), v,
-            tuple(self._headers), host.lower(), authority, parser.should_keep_alive(),
-            body, length, expect and body != "none", parser.should_upgrade(), raw))
+            tuple(self._headers), host.lower(), authority, self._keep_alive(),
+            body, length, expect and body != "none", self._upgrade(), raw))
 
     def _version(self, data: bytes | None, method: bytes) -> bytes | None:
         """b"1.1", b"1.0" or None (unsupported). httptools only offers
@@ -197,10 +211,9 @@ class RequestReader:
         url = self._url
         if data is not None and len(url) == 1:
             at = len(method) + len(url[0]) + 2
-            tail = data[at:at + 10]
-            if tail == b"HTTP/1.1\r\n":
+            if data.startswith(b"HTTP/1.1\r\n", at):
                 return b"1.1"
-            if tail == b"HTTP/1.0\r\n":
+            if data.startswith(b"HTTP/1.0\r\n", at):
                 return b"1.0"
         version = self._parser.get_http_version()
         if version == "1.1":
@@ -210,7 +223,7 @@ class RequestReader:
         return None
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Body(body))
+        self._events.append(body_event(body))
 
     def on_message_complete(self) -> None:
         self._events.append(EndOfMessage(tuple(self._trailers))
@@ -234,10 +247,14 @@ class ResponseReader:
 
     __slots__ = ("_parser", "_events", "_headers", "_trailers", "_head_request", "_body",
                  "_in_message", "_failed", "reusable", "_head_bytes", "_got_head", "whole",
-                 "_begins", "_plain", "_fresh")
+                 "_begins", "_plain", "_fresh", "_cut", "_length", "_feed", "_status",
+                 "_keep_alive")
 
     def __init__(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser = parser = httptools.HttpResponseParser(self)
+        self._feed = parser.feed_data  # bound once, as in RequestReader
+        self._status = parser.get_status_code
+        self._keep_alive = parser.should_keep_alive
         self._events: list[Event] = []
         self._headers: list[tuple[bytes, bytes]] = []
         self._trailers: list[tuple[bytes, bytes]] | None = None
@@ -250,13 +267,18 @@ class ResponseReader:
         #: False once the connection cannot carry another exchange.
         self.reusable = True
         #: The bytes of the last ``feed`` when they were exactly one whole final HTTP/1.1
-        #: response, framed by Content-Length (or without a body) and free of hop-by-hop
-        #: fields: such a response can be relayed as received, without re-encoding.
+        #: response, framed by Content-Length (or without a body), with no hop-by-hop
+        #: field but those in _CUTTABLE, whose lines are cut out: such a response can be
+        #: relayed as received, without re-encoding.
         self.whole: bytes | None = None
         self._begins = 0
         self._plain = False
         #: The data being fed starts with an HTTP/1.1 status line.
         self._fresh = False
+        #: Names of the _CUTTABLE fields of the current response (None: there are none).
+        self._cut: list[bytes] | None = None
+        #: The current response's body length when it is framed by Content-Length, else 0.
+        self._length = 0
 
     def expect(self, head_request: bool) -> None:
         self._head_request = head_request
@@ -279,7 +301,7 @@ class ResponseReader:
         self._begins = 0
         self._fresh = data.startswith(b"HTTP/1.1 ")
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             events.append(Upgraded(bytes(data[offset:])))
@@ -298,7 +320,11 @@ class ResponseReader:
                 # One message began in these bytes, at their start (the status line),
                 # and ended at their end (nothing followed it: that would have begun
                 # another message).
-                self.whole = data
+                cut = self._cut
+                if cut is None:
+                    self.whole = data
+                else:
+                    self.whole = without_fields(data, cut, len(data) - self._length)
             elif not self._got_head and self._head_bytes > MAX_HEADER_BYTES * 2:
                 self._fail(ProtocolError("response header block too large", 502))
         return events
@@ -328,6 +354,7 @@ class ResponseReader:
         self._trailers = None
         self._begins += 1
         self._plain = False
+        self._cut = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers is not None:
@@ -338,27 +365,34 @@ class ResponseReader:
                 raise ProtocolError("too many response headers", 502)
 
     def on_headers_complete(self) -> None:
-        parser = self._parser
-        status = parser.get_status_code()
+        status = self._status()
         self._trailers = []
         if 100 <= status < 200 and status != 101:
             return  # interim response (100, 103): dropped, the final one follows
         body: BodyKind = "close"
         length = None
         hop = False
+        cut = None
         for name, value in self._headers:
             if name in _RESPONSE_FRAMING:
                 if name == b"content-length":
                     length = int(value)
                     body = "length"
+                elif name in _CUTTABLE and (name != b"connection" or _plain_connection(value)):
+                    if cut is None:
+                        cut = [name]
+                    else:
+                        cut.append(name)
                 else:
                     hop = True
                     if name == b"transfer-encoding":
                         body = "chunked"
+        self._cut = cut
         if status in (204, 304, 101) or self._head_request:
             body = "none"
         elif body == "length" and length == 0:
             body = "none"
+        self._length = length if body == "length" else 0
         self._plain = not hop and body != "close" and body != "chunked" and status != 101 \
             and not self._head_request
         self._body = body
@@ -368,12 +402,12 @@ class ResponseReader:
             # cheaper than httptools' get_http_version(), which formats a str.
             version = b"1.1"
         else:
-            version = b"1.1" if parser.get_http_version() == "1.1" else b"1.0"
-        keep_alive = parser.should_keep_alive() and body != "close"
+            version = b"1.1" if self._parser.get_http_version() == "1.1" else b"1.0"
+        keep_alive = self._keep_alive() and body != "close"
         if not keep_alive:
             self.reusable = False
-        self._events.append(ResponseHead(status, version, tuple(self._headers), keep_alive,
-                                         body, length))
+        self._events.append(response_head(status, version, tuple(self._headers), keep_alive,
+                                          body, length))
         if self._head_request:
             self.reusable = False
             self._in_message = False
@@ -381,7 +415,7 @@ class ResponseReader:
             raise _Stop()
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Body(body))
+        self._events.append(body_event(body))
 
     def on_message_complete(self) -> None:
         if not self._got_head:
@@ -392,6 +426,45 @@ class ResponseReader:
         self._events.append(EndOfMessage(tuple(self._trailers))
                             if self._trailers else _NO_TRAILERS)
         self._trailers = None
+
+
+def _plain_connection(value: bytes) -> bool:
+    """A Connection field that lists no other field name (only keep-alive or close)."""
+    for token in value.split(b","):
+        token = token.strip().lower()
+        if token and token not in _PLAIN_CONNECTION:
+            return False
+    return True
+
+
+def without_fields(data: bytes, names: list[bytes], head_size: int) -> bytes:
+    """``data``, a message whose head (its first ``head_size`` bytes) llhttp accepted,
+    without the header fields ``names`` (lower-case, one entry per field). Accepted means
+    each field is one line ("CRLF name:" with no space before the colon, no CR or LF
+    inside, no obs-fold), so a field's line runs from that CRLF to the next one."""
+    if len(names) == 1:
+        # One field, looked for with its usual spelling first: no lower-case copy. It is
+        # the only field of that name, so a match inside the head is that field.
+        at = data.find(_USUAL_SPELLING[names[0]], 0, head_size)
+        if at >= 0:
+            return data[:at] + data[data.find(b"\r\n", at + 2):]
+    low = data[:head_size].lower()
+    spans = []
+    for name in set(names):
+        pattern = b"\r\n" + name + b":"
+        at = low.find(pattern)
+        while at >= 0:
+            stop = low.find(b"\r\n", at + 2)
+            spans.append((at, stop))
+            at = low.find(pattern, stop)
+    spans.sort()
+    parts = []
+    pos = 0
+    for at, stop in spans:
+        parts.append(data[pos:at])
+        pos = stop
+    parts.append(data[pos:])
+    return b"".join(parts)
 
 
 # -- encoders ---------------------------------------------------------------------------

@@ -5,7 +5,9 @@
 # hot path are ``cpdef`` (a C call between compiled modules); behaviour is the same
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
+cimport cython
 from kgw_l7.h1 cimport RequestReader
+from kgw_l7.exchange cimport Exchange
 from kgw_l7.upstream cimport UpstreamConn
 from kgw_l7.worker cimport WorkerContext
 
@@ -26,18 +28,20 @@ cdef class DownstreamConn:
     cdef public object transport
     cdef public RequestReader reader
     cdef public object queue
-    cdef public object parsing
-    cdef public object paused
-    cdef public object write_paused
-    cdef public object closing
+    cdef public Exchange parsing
+    cdef public int paused
+    cdef public bint write_paused
+    cdef public bint closing
     cdef public object peer
-    cdef public object last_activity
-    cdef public object head_started
+    cdef public double last_activity
+    cdef public double head_started
     cdef public object ssl_context
     cdef public UpstreamConn tunnel
     cdef public object _pending_tunnel
+    @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
+    cpdef data_received(self, data)
     cpdef pause(self, reason)
     cpdef resume(self, reason)
     cpdef write(self, data)
     cpdef close(self)
-    cpdef exchange_done(self, ex)
+    cpdef exchange_done(self, Exchange ex)

@@ -13,11 +13,11 @@ cdef class UpstreamConn:
     cdef public ResponseReader reader
     cdef public object owner
     cdef public object key
-    cdef public object closed
-    cdef public object idle_since
-    cdef public object reused
+    cdef public bint closed
+    cdef public double idle_since
+    cdef public bint reused
     cdef public object tunnel
-    cdef public object write_paused
+    cdef public bint write_paused
     cpdef close(self)
     cpdef abort(self)
 

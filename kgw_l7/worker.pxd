@@ -15,13 +15,13 @@ cdef class WorkerContext:
     cdef public object tls
     cdef public Pool pool
     cdef public object access_log
-    cdef public object max_connections
+    cdef public Py_ssize_t max_connections
     cdef public object conns
     cdef public object listeners
     cdef public object errors
     cdef public object cache
-    cdef public object now
-    cdef public object stopping
+    cdef public double now
+    cdef public bint stopping
     cdef public object _tasks
     cdef public object _sweeper
     cdef public object _interval

@@ -218,8 +218,8 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\
     (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", True),
     # re-encoded: framing or hop-by-hop fields change on the way to the client
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", False),
-    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello", False),
-    (b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nConnection: x-a\r\nX-A: 1\r\nContent-Length: 5\r\n\r\nhello", False),
+    (b"HTTP/1.1 200 OK\r\nTE: trailers\r\nContent-Length: 5\r\n\r\nhello", False),
     (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello", False),
     # not exactly one message
     (b"HTTP/1.1 100 Continue\r\n\r\n" + RESPONSE, False),
@@ -233,6 +233,38 @@ def test_response_whole_only_for_one_clean_message(data, whole):
     assert (rr.whole == data) is whole
     assert isinstance(events[0], ResponseHead)
     assert events[0].version == (b"1.0" if data.startswith(b"HTTP/1.0") else b"1.1")
+
+
+@pytest.mark.parametrize("data, relayed", [
+    # nginx's spelling, last field
+    (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\n\r\nhello"),
+    # Node.js: Connection and Keep-Alive, first fields
+    (b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n"
+     b"Content-Length: 0\r\n\r\n",
+     b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"),
+    # close: the backend connection ends, the client's does not
+    (b"HTTP/1.1 200 OK\r\nconnection: Close\r\nContent-Length: 5\r\n\r\nhello",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+    # two fields of one name, in other spellings; the body quotes one of them
+    (b"HTTP/1.1 200 OK\r\nCONNECTION: keep-alive\r\nX-A: 1\r\nconnection: keep-alive\r\n"
+     b"Content-Length: 21\r\n\r\n\r\nConnection: close\r\n",
+     b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 21\r\n\r\n\r\nConnection: close\r\n"),
+    # the usual spelling only in the body: found in the head in another spelling
+    (b"HTTP/1.1 200 OK\r\nconnection:keep-alive\r\nContent-Length: 21\r\n\r\n"
+     b"\r\nConnection: close\r\n",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n\r\nConnection: close\r\n"),
+    (b"HTTP/1.1 304 Not Modified\r\nETag: 1\r\nConnection: keep-alive\r\n\r\n",
+     b"HTTP/1.1 304 Not Modified\r\nETag: 1\r\n\r\n"),
+])
+def test_response_whole_without_connection_fields(data, relayed):
+    """Connection (listing only keep-alive/close) and Keep-Alive describe the backend
+    connection: the response is relayed as received with their lines cut out."""
+    rr = ResponseReader()
+    rr.expect(False)
+    [head, *_] = rr.feed(data)
+    assert rr.whole == relayed
+    assert len(head.headers) == data.split(b"\r\n\r\n")[0].count(b"\r\n")  # all kept
 
 
 def test_response_whole_never_for_head_or_split_input():

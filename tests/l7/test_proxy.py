@@ -248,6 +248,29 @@ def test_forwarded_headers_and_host_preserved(proxy):
     assert len(r2["X-Request-Id"][0]) == 36  # generated UUID
 
 
+def test_backend_connection_fields_never_reach_the_client(proxy):
+    """A backend that sends Connection: keep-alive and Keep-Alive (nginx, Node.js): the
+    client gets neither, on a fresh backend connection (head re-encoded) and on a pooled
+    one (the response relayed as received, names in the backend's case)."""
+    set_header = "Connection:keep-alive,Keep-Alive:timeout=5,X-Kept:1"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        f = s.makefile("rb")
+        for i in range(3):
+            s.sendall(b"GET /conn-fields/%d HTTP/1.1\r\nHost: x\r\nX-Echo-Set-Header: %s\r\n\r\n"
+                      % (i, set_header.encode()))
+            status = f.readline()
+            assert status.startswith(b"HTTP/1.1 200"), status
+            fields = []
+            while (line := f.readline()) != b"\r\n":
+                fields.append(line.rstrip(b"\r\n").split(b":", 1))
+            names = [n.lower() for n, _ in fields]
+            assert b"connection" not in names and b"keep-alive" not in names
+            assert [v.strip() for n, v in fields if n.lower() == b"x-kept"] == [b"1"]
+            length = int(dict((n.lower(), v) for n, v in fields)[b"content-length"])
+            assert json.loads(f.read(length))["path"] == "/conn-fields/%d" % i
+        # The last two went over a pooled connection, relayed as the backend wrote them.
+        assert [b"X-Kept"] == [n for n, _ in fields if n.lower() == b"x-kept"]
+
 def test_request_header_modifier(proxy):
     r = request(proxy.port, "/reqhdr", headers=[
         ("X-Header-Remove", "remove-val"), ("X-Header-Add-Append", "append-val-1"),
