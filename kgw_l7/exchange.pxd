@@ -15,7 +15,7 @@ from kgw_l7.worker cimport WorkerContext
 
 cdef class _RequestIds:
     cdef public object _fmt
-    cdef public object _n
+    cdef public unsigned long long _n
     cdef public bytes _high
     @cython.locals(n=cython.ulonglong, low=cython.uint)
     cpdef next(self)
@@ -81,6 +81,7 @@ cdef class Exchange:
                    filters=CompiledFilters, bf=CompiledFilters, head=RequestHead)
     cpdef prepare(self, route, rule, backend, path, query)
     cpdef send(self, UpstreamConn up, request_head, first)
+    @cython.locals(i=Py_ssize_t, events=list, early=list)
     cpdef on_upstream_events(self, up, events)
     cpdef _done(self)
     @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, conn=DownstreamConn, head=RequestHead)

@@ -238,7 +238,7 @@ class Exchange:
         no task and no future. Everything else runs in a task (``run``).
         """
         ctx = self.ctx
-        self.start_time = ctx.loop.time()
+        self.start_time = ctx.clock()
         if ctx.access_log is not None:
             self.wall_start = time.time()
         try:
@@ -318,7 +318,7 @@ class Exchange:
             self.close_after = True
         if self.head.upgrade and self.conn.tunnel is None:
             self.close_after = True  # the request reader stopped at the Upgrade
-        duration = ctx.loop.time() - self.start_time
+        duration = ctx.clock() - self.start_time
         rule = self.rule
         status = self.status or (499 if self.client_lost else 0)
         if rule is not None:
@@ -670,10 +670,12 @@ class Exchange:
         if up is not self.upstream:
             return
         if self.fast is not None and not self.committed:
-            for i, ev in enumerate(events):
+            i = 0
+            for ev in events:
+                i += 1
                 t = type(ev)
                 if t is ResponseHead:
-                    early = self.early = events[i + 1:]
+                    early = self.early = events[i:]
                     for e in early:
                         if type(e) is EndOfMessage:
                             self.up_done = True

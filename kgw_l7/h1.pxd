@@ -10,8 +10,14 @@ from kgw_l7.events cimport (Body, EndOfMessage, RequestHead, ResponseHead, body_
                              request_head, response_head)
 
 cdef frozenset _RESPONSE_FRAMING
+cdef dict _LOWER
+cdef Py_ssize_t _LOWER_MAX
+
+@cython.locals(low=bytes)
+cpdef bytes lower_name(bytes name)
 cdef frozenset _CUTTABLE
 cdef frozenset _PLAIN_CONNECTION
+cdef frozenset _PLAIN_CONNECTION_VALUES
 
 @cython.locals(token=bytes)
 cpdef bint _plain_connection(bytes value)

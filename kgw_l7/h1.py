@@ -49,12 +49,31 @@ _CUTTABLE = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
 #: Connection tokens that name no other field (any other token makes that field
 #: hop-by-hop too, and the head is rebuilt).
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+#: The usual whole values of such a Connection field (no split needed).
+_PLAIN_CONNECTION_VALUES = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 #: How backends spell the _CUTTABLE fields, as the line that starts each.
 _USUAL_SPELLING = {b"connection": b"\r\nConnection:", b"keep-alive": b"\r\nKeep-Alive:",
                    b"proxy-connection": b"\r\nProxy-Connection:"}
 
 #: Request header names that on_headers_complete looks at: one set lookup skips the rest.
 _REQUEST_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
+
+
+#: Header names as received -> lower-case. Most names repeat from message to message
+#: (Host, User-Agent, Content-Type...): one dict lookup returns a name whose hash is
+#: already known, where lower() would make a new bytes object each time. Bounded, so
+#: that a peer sending made-up names cannot grow it.
+_LOWER: dict[bytes, bytes] = {}
+_LOWER_MAX = 1024
+
+
+def lower_name(name: bytes) -> bytes:
+    low = _LOWER.get(name)
+    if low is None:
+        low = name.lower()
+        if len(_LOWER) < _LOWER_MAX:
+            _LOWER[name] = low = _LOWER.setdefault(low, low)
+    return low
 
 
 class _Stop(Exception):
@@ -150,9 +169,9 @@ class RequestReader:
         if self._hdr_size > self.max_header_bytes:
             raise ProtocolError("request header block too large", 431)
         if self._trailers is not None:
-            self._trailers.append((name.lower(), value))
+            self._trailers.append((lower_name(name), value))
         else:
-            self._headers.append((name.lower(), value))
+            self._headers.append((lower_name(name), value))
 
     def on_headers_complete(self) -> None:
         method = self._method()
@@ -358,9 +377,9 @@ class ResponseReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers is not None:
-            self._trailers.append((name.lower(), value))
+            self._trailers.append((lower_name(name), value))
         else:
-            self._headers.append((name.lower(), value))
+            self._headers.append((lower_name(name), value))
             if len(self._headers) > MAX_HEADERS * 2:
                 raise ProtocolError("too many response headers", 502)
 
@@ -430,6 +449,8 @@ class ResponseReader:
 
 def _plain_connection(value: bytes) -> bool:
     """A Connection field that lists no other field name (only keep-alive or close)."""
+    if value in _PLAIN_CONNECTION_VALUES:
+        return True
     for token in value.split(b","):
         token = token.strip().lower()
         if token and token not in _PLAIN_CONNECTION:

@@ -38,6 +38,8 @@ cdef class DownstreamConn:
     cdef public object ssl_context
     cdef public UpstreamConn tunnel
     cdef public object _pending_tunnel
+    cdef public object _write
+    cdef public object _is_closing
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
     cpdef pause(self, reason)

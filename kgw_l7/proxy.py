@@ -53,7 +53,7 @@ class ListenerState:
 class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
     __slots__ = ("ctx", "listener", "transport", "reader", "queue", "parsing", "paused",
                  "write_paused", "closing", "peer", "last_activity", "head_started",
-                 "ssl_context", "tunnel", "_pending_tunnel")
+                 "ssl_context", "tunnel", "_pending_tunnel", "_write", "_is_closing")
 
     def __init__(self, ctx: "WorkerContext", listener: ListenerState) -> None:
         self.ctx = ctx
@@ -71,10 +71,15 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         self.ssl_context: Any = None
         self.tunnel: UpstreamConn | None = None
         self._pending_tunnel: list[bytes] | None = None
+        #: The transport's write and is_closing, bound once (called for every response).
+        self._write: Any = None
+        self._is_closing: Any = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._write = transport.write  # type: ignore[attr-defined]
+        self._is_closing = transport.is_closing
         ctx = self.ctx
         if ctx.stats.active_connections >= ctx.max_connections or ctx.stopping:
             ctx.stats.rejected_connections += 1
@@ -217,9 +222,8 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
                 pass
 
     def write(self, data: bytes) -> None:
-        t = self.transport
-        if t is not None and not t.is_closing():
-            t.write(data)
+        if self._write is not None and not self._is_closing():
+            self._write(data)
 
     def on_protocol_error(self, err: ProtocolError) -> None:
         """Malformed input: answer (if no response is under way) and close."""

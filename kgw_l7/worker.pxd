@@ -25,3 +25,4 @@ cdef class WorkerContext:
     cdef public object _tasks
     cdef public object _sweeper
     cdef public object _interval
+    cdef public object clock

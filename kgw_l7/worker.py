@@ -57,10 +57,12 @@ class WorkerContext:
 
     __slots__ = ("loop", "options", "stats", "tls", "pool", "access_log", "max_connections",
                  "conns", "listeners", "errors", "cache", "now", "stopping", "_tasks",
-                 "_sweeper", "_interval")
+                 "_sweeper", "_interval", "clock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: WorkerOptions) -> None:
         self.loop = loop
+        #: loop.time, bound once (read twice per request).
+        self.clock = loop.time
         self.options = options
         self.stats = WorkerStats()
         self.tls = TLSContexts()

@@ -281,3 +281,18 @@ def test_response_whole_never_for_head_or_split_input():
     rr.expect(False)
     rr.feed(RESPONSE)
     assert rr.whole == RESPONSE  # the next one, whole, on the same reader
+
+
+def test_header_names_lower_cased_through_a_bounded_cache():
+    from kgw_l7.h1 import lower_name
+
+    rr = RequestReader()
+    [head, _] = rr.feed(b"GET / HTTP/1.1\r\nHOST: a\r\nX-Mixed-Case: 1\r\n\r\n")
+    assert [n for n, _ in head.headers] == [b"host", b"x-mixed-case"]
+    # A known name comes back as one shared object, whatever its spelling.
+    assert lower_name(b"Content-Type") is lower_name(b"CONTENT-TYPE")
+    # Made-up names are still lower-cased once the cache is full, and no longer kept.
+    names = [b"X-Made-Up-%d" % i for i in range(5000)]
+    assert [lower_name(n) for n in names] == [n.lower() for n in names]
+    assert lower_name(b"X-One-More") == b"x-one-more"
+    assert lower_name(b"X-One-More") is not lower_name(b"X-One-More")
