@@ -7,7 +7,10 @@ requests/s, p50/p99 latency, and the proxy process's CPU time per request read f
 /proc/PID/stat (utime + stime of the worker process only).
 
 Usage: ``.venv/bin/python -m bench.l7.run [--duration 5] [--connections 16]
-[--out bench/results/l7.md]``. Needs ``wrk``, ``nginx`` and ``haproxy`` (``scripts/setup.sh
+[--backend echo|nginx] [--out bench/results/l7.md]``. The backend is ``kgw echo`` by
+default; ``--backend nginx`` puts a static nginx server there instead, which answers the
+way many production backends do (Server, Date and ``Connection: keep-alive`` fields) and
+costs less than the echo server per request. Needs ``wrk``, ``nginx`` and ``haproxy`` (``scripts/setup.sh
 bench``); a missing peer is skipped and reported.
 """
 
@@ -205,6 +208,29 @@ http {{
 }}
 """
 
+#: --backend nginx: a fixed JSON answer of the echo server's size, from nginx.
+BACKEND_CONF = """
+worker_processes 1;
+daemon off;
+master_process off;
+pid {tmp}/backend.pid;
+error_log {tmp}/backend-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path {tmp}/bbody; proxy_temp_path {tmp}/bproxy;
+  fastcgi_temp_path {tmp}/bfcgi; uwsgi_temp_path {tmp}/buwsgi; scgi_temp_path {tmp}/bscgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      default_type application/json;
+      return 200 '{{"path": "$uri", "host": "$http_host", "method": "$request_method", "proto": "$server_protocol", "headers": {{"X-Bench": ["$http_x_bench"], "X-Request-Id": ["$http_x_request_id"], "X-Forwarded-For": ["$http_x_forwarded_for"], "X-Added": ["$http_x_added"]}}, "namespace": "", "pod": "bench-nginx"}}';
+    }}
+  }}
+}}
+"""
+
 HAPROXY_CONF = """
 global
   nbthread 1
@@ -274,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--backend", choices=("echo", "nginx"), default="echo",
+                   help="what the proxies forward to (see the module docstring)")
     p.add_argument("--out", default=str(ROOT / "bench/results/l7.md"))
     p.add_argument("--proxies", default="kgw,kgw-interpreted,nginx,haproxy",
                    help="comma-separated subset to run")
@@ -292,16 +320,24 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed (scripts/setup.sh bench)", file=sys.stderr)
         return 2
     echo_port = free_port()
-    echo = subprocess.Popen([sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1",
-                             "--port", str(echo_port), "--pod", "bench-echo", "--quiet"],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, preexec_fn=_pin_load)
     results: list[Result] = []
     skipped: list[str] = []
-    try:
-        wait_port(echo_port)
-        with tempfile.TemporaryDirectory(prefix="kgw-bench-") as d:
-            tmp = Path(d)
+    with tempfile.TemporaryDirectory(prefix="kgw-bench-") as d:
+        tmp = Path(d)
+        if args.backend == "nginx":
+            if shutil.which("nginx") is None:
+                print("nginx is not installed (scripts/setup.sh bench)", file=sys.stderr)
+                return 2
+            conf = tmp / "backend.conf"
+            conf.write_text(BACKEND_CONF.format(tmp=tmp, port=echo_port))
+            cmd = ["nginx", "-c", str(conf), "-p", str(tmp)]
+        else:
+            cmd = [sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1",
+                   "--port", str(echo_port), "--pod", "bench-echo", "--quiet"]
+        echo = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stdout=subprocess.DEVNULL, preexec_fn=_pin_load)
+        try:
+            wait_port(echo_port)
             starters = [("kgw", lambda port: Kgw(port, echo_port)),
                         ("kgw-interpreted", lambda port: Kgw(port, echo_port, True))]
             for name, fn in (("nginx", start_nginx), ("haproxy", start_haproxy)):
@@ -336,9 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                                   f"  errors {r.errors}", flush=True)
                     finally:
                         proxy.stop()
-    finally:
-        echo.terminate()
-        echo.wait(5)
+        finally:
+            echo.terminate()
+            echo.wait(5)
     write_report(Path(args.out), results, skipped, args)
     return 0
 
@@ -356,6 +392,7 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
         "",
         f"Command: `.venv/bin/python -m bench.l7.run --duration {args.duration} "
         f"--connections {args.connections} --rounds {args.rounds}"
+        f"{' --backend nginx' if args.backend == 'nginx' else ''}"
         f"{' --no-pin' if args.no_pin else ''}` "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs, loopback). kgw_l7 compiled by scripts/build_ext.py: "
@@ -363,15 +400,19 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
         "worker on the .py modules (KGW_NO_EXTENSIONS=1).",
         "",
         "Setup: one worker per proxy, keep-alive to the client (wrk -t1) and to the backend; "
-        "the backend is one `kgw echo` process (Python, uvloop) shared by all runs; access "
-        "logs off everywhere. `/plain` is a prefix route; `/hdr` needs the header "
+        + ("the backend is one `kgw echo` process (Python, uvloop) shared by all runs; "
+           if args.backend == "echo" else
+           "the backend is one nginx process answering a fixed JSON document (with the "
+           "Server, Date and `Connection: keep-alive` fields nginx sends), shared by all "
+           "runs; ")
+        + "access logs off everywhere. `/plain` is a prefix route; `/hdr` needs the header "
         "`X-Bench: yes` and adds a request header. CPU is the proxy worker's utime+stime "
         "(/proc/PID/stat) over the measured run divided by the requests served. "
-        + (f"The proxy is pinned to CPU {sorted(PROXY_CPUS)}, wrk and the echo backend to "
+        + (f"The proxy is pinned to CPU {sorted(PROXY_CPUS)}, wrk and the backend to "
            f"CPUs {sorted(LOAD_CPUS)} (`--no-pin` turns this off), so each proxy has the "
            "same neighbours; requests/s is bounded by wrk and the backend on their core, "
            "CPU per request is the comparison." if PROXY_CPUS else
-           "wrk, the echo backend and the proxy share the machine's cores, so requests/s "
+           "wrk, the backend and the proxy share the machine's cores, so requests/s "
            "is bounded by the backend as much as by the proxy; CPU per request is the "
            "fairer comparison.")
         + f" The proxies take turns, {args.rounds} rounds, each round starting with the next proxy"
