@@ -10,11 +10,6 @@ from kgw_l7.events cimport (Body, EndOfMessage, RequestHead, ResponseHead, body_
                              request_head, response_head)
 
 cdef frozenset _RESPONSE_FRAMING
-cdef dict _LOWER
-cdef Py_ssize_t _LOWER_MAX
-
-@cython.locals(low=bytes)
-cpdef bytes lower_name(bytes name)
 cdef frozenset _CUTTABLE
 cdef frozenset _PLAIN_CONNECTION
 cdef frozenset _PLAIN_CONNECTION_VALUES
@@ -51,7 +46,8 @@ cdef class RequestReader:
     @cython.locals(data=bytes, at=Py_ssize_t, url=list)
     cdef _version(self, data, bytes method)
     @cython.locals(name=bytes, value=bytes, host=bytes, authority=bytes, colon=Py_ssize_t,
-                   url=list, framing=frozenset, method=bytes)
+                   url=list, framing=frozenset, method=bytes, asked=bint, keep_alive=bint,
+                   upgrade=bint)
     cpdef on_headers_complete(self)
     @cython.locals(name=bytes, value=bytes)
     cpdef on_header(self, name, value)

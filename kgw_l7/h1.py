@@ -56,24 +56,8 @@ _USUAL_SPELLING = {b"connection": b"\r\nConnection:", b"keep-alive": b"\r\nKeep-
                    b"proxy-connection": b"\r\nProxy-Connection:"}
 
 #: Request header names that on_headers_complete looks at: one set lookup skips the rest.
-_REQUEST_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
-
-
-#: Header names as received -> lower-case. Most names repeat from message to message
-#: (Host, User-Agent, Content-Type...): one dict lookup returns a name whose hash is
-#: already known, where lower() would make a new bytes object each time. Bounded, so
-#: that a peer sending made-up names cannot grow it.
-_LOWER: dict[bytes, bytes] = {}
-_LOWER_MAX = 1024
-
-
-def lower_name(name: bytes) -> bytes:
-    low = _LOWER.get(name)
-    if low is None:
-        low = name.lower()
-        if len(_LOWER) < _LOWER_MAX:
-            _LOWER[name] = low = _LOWER.setdefault(low, low)
-    return low
+_REQUEST_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect",
+                              b"connection", b"proxy-connection", b"upgrade"})
 
 
 class _Stop(Exception):
@@ -169,9 +153,9 @@ class RequestReader:
         if self._hdr_size > self.max_header_bytes:
             raise ProtocolError("request header block too large", 431)
         if self._trailers is not None:
-            self._trailers.append((lower_name(name), value))
+            self._trailers.append((name.lower(), value))
         else:
-            self._headers.append((lower_name(name), value))
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         method = self._method()
@@ -183,6 +167,8 @@ class RequestReader:
         body: BodyKind = "none"
         length = None
         expect = False
+        #: A field that llhttp reads for keep-alive or upgrade (see below).
+        asked = False
         framing = _REQUEST_FRAMING
         for name, value in self._headers:
             if name not in framing:
@@ -202,6 +188,16 @@ class RequestReader:
                 body = "chunked"
             elif name == b"expect":
                 expect = value.strip().lower() == b"100-continue"
+            else:  # Connection, Proxy-Connection, Upgrade
+                asked = True
+        if asked or method == b"CONNECT":
+            keep_alive = self._keep_alive()
+            upgrade = self._upgrade()
+        else:
+            # What llhttp answers for a request without those fields (its keep-alive
+            # and upgrade flags come from them only), without two calls per request.
+            keep_alive = v == b"1.1"
+            upgrade = False
         if authority is None:
             if v == b"1.1":
                 raise ProtocolError("missing Host header")
@@ -218,8 +214,8 @@ class RequestReader:
         # Positional arguments: keywords cost more here.
         self._events.append(request_head(
             method, url[0] if len(url) == 1 else b"".join(url), v,
-            tuple(self._headers), host.lower(), authority, self._keep_alive(),
-            body, length, expect and body != "none", self._upgrade(), raw))
+            tuple(self._headers), host.lower(), authority, keep_alive,
+            body, length, expect and body != "none", upgrade, raw))
 
     def _version(self, data: bytes | None, method: bytes) -> bytes | None:
         """b"1.1", b"1.0" or None (unsupported). httptools only offers
@@ -377,9 +373,9 @@ class ResponseReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers is not None:
-            self._trailers.append((lower_name(name), value))
+            self._trailers.append((name.lower(), value))
         else:
-            self._headers.append((lower_name(name), value))
+            self._headers.append((name.lower(), value))
             if len(self._headers) > MAX_HEADERS * 2:
                 raise ProtocolError("too many response headers", 502)
 

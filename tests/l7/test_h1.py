@@ -283,16 +283,32 @@ def test_response_whole_never_for_head_or_split_input():
     assert rr.whole == RESPONSE  # the next one, whole, on the same reader
 
 
-def test_header_names_lower_cased_through_a_bounded_cache():
-    from kgw_l7.h1 import lower_name
+@pytest.mark.parametrize("request_head", [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+])
+def test_keep_alive_and_upgrade_as_llhttp_says(request_head):
+    """RequestHead.keep_alive/upgrade agree with llhttp's own answers, also where the
+    reader answers without asking it (no Connection or Upgrade field, not CONNECT)."""
+    import httptools
 
-    rr = RequestReader()
-    [head, _] = rr.feed(b"GET / HTTP/1.1\r\nHOST: a\r\nX-Mixed-Case: 1\r\n\r\n")
-    assert [n for n, _ in head.headers] == [b"host", b"x-mixed-case"]
-    # A known name comes back as one shared object, whatever its spelling.
-    assert lower_name(b"Content-Type") is lower_name(b"CONTENT-TYPE")
-    # Made-up names are still lower-cased once the cache is full, and no longer kept.
-    names = [b"X-Made-Up-%d" % i for i in range(5000)]
-    assert [lower_name(n) for n in names] == [n.lower() for n in names]
-    assert lower_name(b"X-One-More") == b"x-one-more"
-    assert lower_name(b"X-One-More") is not lower_name(b"X-One-More")
+    class Probe:
+        def on_headers_complete(self):
+            self.answer = (parser.should_keep_alive(), parser.should_upgrade())
+
+    probe = Probe()
+    parser = httptools.HttpRequestParser(probe)
+    try:
+        parser.feed_data(request_head)
+    except httptools.HttpParserUpgrade:
+        pass
+    [head, *_] = RequestReader().feed(request_head)
+    assert (head.keep_alive, head.upgrade) == probe.answer
