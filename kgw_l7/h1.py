@@ -167,7 +167,7 @@ class RequestReader:
         body: BodyKind = "none"
         length = None
         expect = False
-        #: A field that llhttp reads for keep-alive or upgrade (see below).
+        # A field that llhttp reads for keep-alive or upgrade (see below).
         asked = False
         framing = _REQUEST_FRAMING
         for name, value in self._headers:
