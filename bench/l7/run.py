@@ -134,6 +134,24 @@ def run_wrk(port: int, route: str, duration: int, connections: int, pid: int,
 
 # -- the proxies ------------------------------------------------------------------------------
 
+def bench_config(port: int, echo_port: int) -> L7Config:
+    """kgw's side of the two routes: /hdr (header match, a request header added), then
+    /plain (a prefix), both to the backend at ``echo_port``."""
+    ep = (Endpoint("127.0.0.1", echo_port),)
+    plain = Rule("bench/plain/0", "bench/plain", "bench/gw",
+                 backends=(Backend("bench/echo:80", endpoints=ep),))
+    hdr = Rule("bench/hdr/0", "bench/hdr", "bench/gw",
+               backends=(Backend("bench/echo:80", endpoints=ep),),
+               filters=Filters(request_headers=HeaderModifier(add=(("X-Added", "1"),))))
+    routes = (
+        Route(RouteMatch(path=PathMatch("PathPrefix", "/hdr"),
+                         headers=(HeaderMatch("X-Bench", "yes"),)), hdr),
+        Route(RouteMatch(path=PathMatch("PathPrefix", "/plain")), plain),
+    )
+    return L7Config((Listener("bench", "127.0.0.1", port,
+                              virtual_hosts=(VirtualHost("*", routes),)),), 1)
+
+
 class Kgw:
     """kgw's L7 plane with one worker; ``interpreted`` runs the worker on the .py modules
     even where scripts/build_ext.py compiled them (KGW_NO_EXTENSIONS=1)."""
@@ -144,19 +162,7 @@ class Kgw:
         from kgw_l7.plane import L7Plane
 
         self.port = port
-        ep = (Endpoint("127.0.0.1", echo_port),)
-        plain = Rule("bench/plain/0", "bench/plain", "bench/gw",
-                     backends=(Backend("bench/echo:80", endpoints=ep),))
-        hdr = Rule("bench/hdr/0", "bench/hdr", "bench/gw",
-                   backends=(Backend("bench/echo:80", endpoints=ep),),
-                   filters=Filters(request_headers=HeaderModifier(add=(("X-Added", "1"),))))
-        routes = (
-            Route(RouteMatch(path=PathMatch("PathPrefix", "/hdr"),
-                             headers=(HeaderMatch("X-Bench", "yes"),)), hdr),
-            Route(RouteMatch(path=PathMatch("PathPrefix", "/plain")), plain),
-        )
-        self.config = L7Config((Listener("bench", "127.0.0.1", port,
-                                         virtual_hosts=(VirtualHost("*", routes),)),), 1)
+        self.config = bench_config(port, echo_port)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
