@@ -84,7 +84,7 @@ cdef class Exchange:
     @cython.locals(i=Py_ssize_t, events=list, early=list)
     cpdef on_upstream_events(self, up, events)
     cpdef _done(self)
-    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, conn=DownstreamConn, head=RequestHead)
+    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead)
     cpdef head_as_received(self, suffix)
     @cython.locals(head=RequestHead)
     cpdef commit(self, ResponseHead resp)

@@ -506,11 +506,9 @@ class Exchange:
         end = raw.find(b"\r\n\r\n")
         if end < 0:
             return None
-        conn = self.conn
         self.request_id = rid = _REQUEST_IDS.next()
-        return b"".join((raw[:end + 2], b"x-request-id: ", rid, b"\r\nx-forwarded-for: ",
-                         conn.peer, b"\r\nx-forwarded-proto: ", conn.listener.scheme,
-                         b"\r\n", suffix, b"\r\n"))
+        return b"".join((raw[:end + 2], b"x-request-id: ", rid, self.conn.forwarded, suffix,
+                         b"\r\n"))
 
     def prepare(self, route: CompiledRoute, rule: CompiledRule, backend: CompiledBackend,
                 path: bytes, query: bytes) -> bytes:

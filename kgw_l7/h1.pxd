@@ -59,11 +59,11 @@ cdef class ResponseReader:
     cdef public object _trailers
     cdef public bint _head_request
     cdef public object _body
-    cdef public bint _in_message
+    cdef public bint in_message
     cdef public bint _failed
     cdef public bint reusable
     cdef public Py_ssize_t _head_bytes
-    cdef public bint _got_head
+    cdef public bint got_head
     cdef public object whole
     cdef public Py_ssize_t _begins
     cdef public bint _plain

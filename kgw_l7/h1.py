@@ -261,7 +261,7 @@ class ResponseReader:
     """
 
     __slots__ = ("_parser", "_events", "_headers", "_trailers", "_head_request", "_body",
-                 "_in_message", "_failed", "reusable", "_head_bytes", "_got_head", "whole",
+                 "in_message", "_failed", "reusable", "_head_bytes", "got_head", "whole",
                  "_begins", "_plain", "_fresh", "_cut", "_length", "_feed", "_status",
                  "_keep_alive")
 
@@ -275,8 +275,10 @@ class ResponseReader:
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self._head_request = False
         self._body: BodyKind = "none"
-        self._in_message = False
-        self._got_head = False
+        #: A response has begun and not ended (the connection is not reusable now).
+        self.in_message = False
+        #: The current response's head has been parsed.
+        self.got_head = False
         self._failed = False
         self._head_bytes = 0
         #: False once the connection cannot carry another exchange.
@@ -298,19 +300,11 @@ class ResponseReader:
     def expect(self, head_request: bool) -> None:
         self._head_request = head_request
 
-    @property
-    def in_message(self) -> bool:
-        return self._in_message
-
-    @property
-    def got_head(self) -> bool:
-        return self._got_head
-
     def feed(self, data: bytes) -> list[Event]:
         if self._failed:
             return []
         events = self._events = []
-        if not self._got_head:
+        if not self.got_head:
             self._head_bytes += len(data)
         self.whole = None
         self._begins = 0
@@ -331,7 +325,7 @@ class ResponseReader:
         except httptools.HttpParserError as exc:
             self._fail(ProtocolError(f"malformed response: {exc}", 502))
         else:
-            if self._begins == 1 and self._plain and not self._in_message and self._fresh:
+            if self._begins == 1 and self._plain and not self.in_message and self._fresh:
                 # One message began in these bytes, at their start (the status line),
                 # and ended at their end (nothing followed it: that would have begun
                 # another message).
@@ -340,18 +334,18 @@ class ResponseReader:
                     self.whole = data
                 else:
                     self.whole = without_fields(data, cut, len(data) - self._length)
-            elif not self._got_head and self._head_bytes > MAX_HEADER_BYTES * 2:
+            elif not self.got_head and self._head_bytes > MAX_HEADER_BYTES * 2:
                 self._fail(ProtocolError("response header block too large", 502))
         return events
 
     def eof(self) -> list[Event]:
         """The upstream closed: completes a close-delimited body, or reports truncation."""
         self.reusable = False
-        if self._failed or not self._in_message:
+        if self._failed or not self.in_message:
             return []
         self._failed = True
-        if self._got_head and self._body == "close":
-            self._in_message = False
+        if self.got_head and self._body == "close":
+            self.in_message = False
             return [EndOfMessage()]
         return [Rejected(ProtocolError("upstream closed mid-response", 502))]
 
@@ -364,7 +358,7 @@ class ResponseReader:
     # on_message_begin stays (unlike the request side): it is what tells a connection
     # whose backend sent bytes past the end of a response from a clean one (never pooled).
     def on_message_begin(self) -> None:
-        self._in_message = True
+        self.in_message = True
         self._headers = []
         self._trailers = None
         self._begins += 1
@@ -411,7 +405,7 @@ class ResponseReader:
         self._plain = not hop and body != "close" and body != "chunked" and status != 101 \
             and not self._head_request
         self._body = body
-        self._got_head = True
+        self.got_head = True
         if self._begins == 1 and self._fresh:
             # The status line is the first line of the data being fed (see feed):
             # cheaper than httptools' get_http_version(), which formats a str.
@@ -425,7 +419,7 @@ class ResponseReader:
                                           body, length))
         if self._head_request:
             self.reusable = False
-            self._in_message = False
+            self.in_message = False
             self._events.append(EndOfMessage())
             raise _Stop()
 
@@ -433,10 +427,10 @@ class ResponseReader:
         self._events.append(body_event(body))
 
     def on_message_complete(self) -> None:
-        if not self._got_head:
+        if not self.got_head:
             return  # end of an interim response
-        self._in_message = False
-        self._got_head = False
+        self.in_message = False
+        self.got_head = False
         self._head_bytes = 0
         self._events.append(EndOfMessage(tuple(self._trailers))
                             if self._trailers else _NO_TRAILERS)

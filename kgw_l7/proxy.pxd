@@ -40,6 +40,7 @@ cdef class DownstreamConn:
     cdef public object _pending_tunnel
     cdef public object _write
     cdef public object _is_closing
+    cdef public bytes forwarded
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
     cpdef pause(self, reason)

@@ -53,7 +53,8 @@ class ListenerState:
 class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
     __slots__ = ("ctx", "listener", "transport", "reader", "queue", "parsing", "paused",
                  "write_paused", "closing", "peer", "last_activity", "head_started",
-                 "ssl_context", "tunnel", "_pending_tunnel", "_write", "_is_closing")
+                 "ssl_context", "tunnel", "_pending_tunnel", "_write", "_is_closing",
+                 "forwarded")
 
     def __init__(self, ctx: "WorkerContext", listener: ListenerState) -> None:
         self.ctx = ctx
@@ -74,6 +75,9 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         #: The transport's write and is_closing, bound once (called for every response).
         self._write: Any = None
         self._is_closing: Any = None
+        #: The X-Forwarded-For/-Proto lines this connection's requests get when their
+        #: head goes upstream as received (the same for every request on it).
+        self.forwarded = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,6 +97,8 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
+        self.forwarded = b"\r\nx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
+            self.peer, self.listener.scheme)
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             self.ssl_context = sslobj.context

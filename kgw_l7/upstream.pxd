@@ -8,6 +8,9 @@
 cimport cython
 from kgw_l7.h1 cimport ResponseReader
 
+cdef double IDLE_TIMEOUT
+cdef Py_ssize_t MAX_IDLE_PER_ENDPOINT
+
 cdef class UpstreamConn:
     cdef public object transport
     cdef public ResponseReader reader
