@@ -41,7 +41,7 @@ cdef class RequestReader:
     cdef public object _keep_alive
     cdef public object _upgrade
     @cython.locals(events=list)
-    cpdef list feed(self, data)
+    cpdef list feed(self, bytes data)
     cdef _fail(self, error)
     @cython.locals(data=bytes, at=Py_ssize_t, url=list)
     cdef _version(self, data, bytes method)
@@ -74,7 +74,7 @@ cdef class ResponseReader:
     cdef public object _status
     cdef public object _keep_alive
     @cython.locals(events=list)
-    cpdef list feed(self, data)
+    cpdef list feed(self, bytes data)
     cpdef expect(self, head_request)
     cdef _fail(self, error)
     @cython.locals(name=bytes, value=bytes)
