@@ -14,7 +14,6 @@ cdef frozenset _CUTTABLE
 cdef frozenset _PLAIN_CONNECTION
 cdef frozenset _PLAIN_CONNECTION_VALUES
 
-@cython.locals(token=bytes)
 cpdef bint _plain_connection(bytes value)
 cdef dict _USUAL_SPELLING
 @cython.locals(at=Py_ssize_t, stop=Py_ssize_t, pos=Py_ssize_t, low=bytes, spans=list,

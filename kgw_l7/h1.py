@@ -439,13 +439,7 @@ class ResponseReader:
 
 def _plain_connection(value: bytes) -> bool:
     """A Connection field that lists no other field name (only keep-alive or close)."""
-    if value in _PLAIN_CONNECTION_VALUES:
-        return True
-    for token in value.split(b","):
-        token = token.strip().lower()
-        if token and token not in _PLAIN_CONNECTION:
-            return False
-    return True
+    return value in _PLAIN_CONNECTION_VALUES or connection_tokens(value) <= _PLAIN_CONNECTION
 
 
 def without_fields(data: bytes, names: list[bytes], head_size: int) -> bytes:
@@ -536,11 +530,17 @@ def simple_response(status: int, body: bytes = b"", close: bool = False,
     return encode_response_head(status, headers) + body
 
 
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The lower-case names one Connection field lists."""
+    tokens = {t.strip().lower() for t in value.split(b",")}
+    tokens.discard(b"")
+    return tokens
+
+
 def parse_connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """Names listed in Connection headers (they are hop-by-hop too)."""
     tokens: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    tokens.discard(b"")
+            tokens |= connection_tokens(value)
     return frozenset(tokens)

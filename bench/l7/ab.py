@@ -89,14 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.PROXY_CPUS, bench.LOAD_CPUS = {cpus[-1]}, set(cpus[:-1])
     tmp = Path(tempfile.mkdtemp(prefix="kgw-ab-"))
     backend_port = bench.free_port()
-    if args.backend == "nginx":
-        (tmp / "backend.conf").write_text(bench.BACKEND_CONF.format(tmp=tmp, port=backend_port))
-        cmd = ["nginx", "-c", str(tmp / "backend.conf"), "-p", str(tmp)]
-    else:
-        cmd = [sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port",
-               str(backend_port), "--pod", "bench-echo", "--quiet"]
-    backend = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               preexec_fn=bench._pin_load)
+    backend = bench.start_backend(args.backend, backend_port, tmp)
     kgws: list[subprocess.Popen[bytes]] = []
     nginx = None
     results: dict[tuple[str, str], list[bench.Result]] = {}

@@ -302,6 +302,20 @@ def start_haproxy(port: int, echo: int, tmp: Path) -> External:
     return External("haproxy", ["haproxy", "-db", "-f", str(conf)], port, lambda pid: pid)
 
 
+def start_backend(kind: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
+    """The backend every proxy forwards to: ``kgw echo`` or the static nginx server
+    (BACKEND_CONF), on the load CPUs."""
+    if kind == "nginx":
+        conf = tmp / "backend.conf"
+        conf.write_text(BACKEND_CONF.format(tmp=tmp, port=port))
+        cmd = ["nginx", "-c", str(conf), "-p", str(tmp)]
+    else:
+        cmd = [sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1",
+               "--port", str(port), "--pod", "bench-echo", "--quiet"]
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, preexec_fn=_pin_load)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=5)
@@ -334,14 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             if shutil.which("nginx") is None:
                 print("nginx is not installed (scripts/setup.sh bench)", file=sys.stderr)
                 return 2
-            conf = tmp / "backend.conf"
-            conf.write_text(BACKEND_CONF.format(tmp=tmp, port=echo_port))
-            cmd = ["nginx", "-c", str(conf), "-p", str(tmp)]
-        else:
-            cmd = [sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1",
-                   "--port", str(echo_port), "--pod", "bench-echo", "--quiet"]
-        echo = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                stdout=subprocess.DEVNULL, preexec_fn=_pin_load)
+        echo = start_backend(args.backend, echo_port, tmp)
         try:
             wait_port(echo_port)
             starters = [("kgw", lambda port: Kgw(port, echo_port)),

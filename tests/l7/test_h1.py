@@ -256,6 +256,9 @@ def test_response_whole_only_for_one_clean_message(data, whole):
      b"HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n\r\nConnection: close\r\n"),
     (b"HTTP/1.1 304 Not Modified\r\nETag: 1\r\nConnection: keep-alive\r\n\r\n",
      b"HTTP/1.1 304 Not Modified\r\nETag: 1\r\n\r\n"),
+    # a list of tokens, none of them a field name
+    (b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive , close\r\nContent-Length: 0\r\n\r\n",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
 ])
 def test_response_whole_without_connection_fields(data, relayed):
     """Connection (listing only keep-alive/close) and Keep-Alive describe the backend
