@@ -188,6 +188,15 @@ class Kgw:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+#: The request fields kgw sets on every forwarded request, set the same way by the peers
+#: so that the three proxies do the same work and the backend sees the same request
+#: (and answers the same body): Host as the client sent it, X-Request-Id (the client's,
+#: else a new one), X-Forwarded-For (appended to), X-Forwarded-Proto.
+NGINX_FORWARDED = (
+    "proxy_set_header Host $http_host; proxy_set_header X-Request-Id $bench_request_id; "
+    "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; "
+    "proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header Connection \"\";")
+
 NGINX_CONF = """
 worker_processes 1;
 daemon off;
@@ -200,14 +209,15 @@ http {{
   client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
   fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
   upstream echo {{ server 127.0.0.1:{echo}; keepalive 128; }}
+  map $http_x_request_id $bench_request_id {{ default $http_x_request_id; "" $request_id; }}
   server {{
     listen 127.0.0.1:{port} reuseport;
     location /plain {{
-      proxy_pass http://echo; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass http://echo; proxy_http_version 1.1; {forwarded}
     }}
     location /hdr {{
       if ($http_x_bench != "yes") {{ return 404; }}
-      proxy_pass http://echo; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass http://echo; proxy_http_version 1.1; {forwarded}
       proxy_set_header X-Added "1";
     }}
   }}
@@ -250,6 +260,10 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:{port}
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  unique-id-format %[uuid()]
+  http-request set-header X-Request-Id %[unique-id] unless {{ req.hdr(x-request-id) -m found }}
   acl is_hdr path_beg /hdr
   acl is_plain path_beg /plain
   acl has_bench req.hdr(x-bench) -m str yes
@@ -292,7 +306,8 @@ def _only_child(pid: int) -> int:
 
 def start_nginx(port: int, echo: int, tmp: Path) -> External:
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, echo=echo))
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, echo=echo,
+                                     forwarded=NGINX_FORWARDED))
     return External("nginx", ["nginx", "-c", str(conf), "-p", str(tmp)], port, _only_child)
 
 
