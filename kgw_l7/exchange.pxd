@@ -9,7 +9,7 @@ cimport cython
 from kgw_l7.events cimport RequestHead, ResponseHead
 from kgw_l7.proxy cimport DownstreamConn, ListenerState
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule,
-                            CompiledVirtualHost, HeaderOps, ListenerRouter)
+                            CompiledVirtualHost, HeaderOps, ListenerRouter, split_target)
 from kgw_l7.upstream cimport UpstreamConn
 from kgw_l7.worker cimport WorkerContext
 

@@ -59,7 +59,7 @@ cdef class CompiledBackend:
     cpdef pick(self)
 
 cdef class CompiledRule:
-    cdef public object head_suffix_for
+    cdef public dict head_suffix_for
     cdef public object name
     cdef public object route
     cdef public object gateway
@@ -74,10 +74,10 @@ cdef class CompiledRule:
     cdef public object retry_codes
     cdef public object retry_backoff
     cdef public object needs_body_copy
-    cdef public object resp_ops_for
+    cdef public dict resp_ops_for
     cdef public object _schedule
     cdef public object _pos
-    cdef public object no_deadline
+    cdef public bint no_deadline
     cpdef pick_backend(self)
 
 cdef class CompiledRoute:
