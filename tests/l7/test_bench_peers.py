@@ -93,3 +93,17 @@ def test_same_body_size_from_the_backend(proxies: dict[str, int]) -> None:
         sizes[name] = len(json.dumps(report, sort_keys=True))
     assert len(set(sizes.values())) == 1, sizes
 
+
+
+def test_peers_make_a_new_request_id_per_request(proxies: dict[str, int]) -> None:
+    for name, port in proxies.items():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        ids = []
+        try:
+            for _ in range(3):  # one keep-alive connection
+                conn.request("GET", "/plain", headers={"X-Bench": "yes"})
+                resp = conn.getresponse()
+                ids.append(json.loads(resp.read())["headers"]["X-Request-Id"][0])
+        finally:
+            conn.close()
+        assert len(set(ids)) == 3 and all(ids), (name, ids)
