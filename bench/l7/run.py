@@ -438,7 +438,9 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
            "Server, Date and `Connection: keep-alive` fields nginx sends), shared by all "
            "runs; ")
         + "access logs off everywhere. `/plain` is a prefix route; `/hdr` needs the header "
-        "`X-Bench: yes` and adds a request header. CPU is the proxy worker's utime+stime "
+        "`X-Bench: yes` and adds a request header. Every proxy forwards the same request "
+        "fields: Host as the client sent it, X-Request-Id (the client's, else a new one "
+        "from a counter), X-Forwarded-For and X-Forwarded-Proto. CPU is the proxy worker's utime+stime "
         "(/proc/PID/stat) over the measured run divided by the requests served. "
         + (f"The proxy is pinned to CPU {sorted(PROXY_CPUS)}, wrk and the backend to "
            f"CPUs {sorted(LOAD_CPUS)} (`--no-pin` turns this off), so each proxy has the "
