@@ -213,7 +213,9 @@ http {{
   client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
   fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
   upstream echo {{ server 127.0.0.1:{echo}; keepalive 128; }}
-  map $http_x_request_id $bench_request_id {{ default $http_x_request_id; "" $pid-$connection-$connection_requests; }}
+  map $http_x_request_id $bench_request_id {{
+    default $http_x_request_id; "" $pid-$connection-$connection_requests;
+  }}
   server {{
     listen 127.0.0.1:{port} reuseport;
     location /plain {{
@@ -440,8 +442,9 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
         + "access logs off everywhere. `/plain` is a prefix route; `/hdr` needs the header "
         "`X-Bench: yes` and adds a request header. Every proxy forwards the same request "
         "fields: Host as the client sent it, X-Request-Id (the client's, else a new one "
-        "from a counter), X-Forwarded-For and X-Forwarded-Proto. CPU is the proxy worker's utime+stime "
-        "(/proc/PID/stat) over the measured run divided by the requests served. "
+        "from a counter), X-Forwarded-For and X-Forwarded-Proto. CPU is the proxy "
+        "worker's utime+stime (/proc/PID/stat) over the measured run divided by the "
+        "requests served. "
         + (f"The proxy is pinned to CPU {sorted(PROXY_CPUS)}, wrk and the backend to "
            f"CPUs {sorted(LOAD_CPUS)} (`--no-pin` turns this off), so each proxy has the "
            "same neighbours; requests/s is bounded by wrk and the backend on their core, "
