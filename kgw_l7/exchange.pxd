@@ -80,6 +80,7 @@ cdef class Exchange:
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, head=RequestHead)
     cpdef prepare(self, route, rule, backend, path, query)
+    cpdef UpstreamConn detach(self)
     cpdef send(self, UpstreamConn up, request_head, first)
     @cython.locals(i=Py_ssize_t, events=list, early=list)
     cpdef on_upstream_events(self, up, events)

@@ -286,9 +286,8 @@ class Exchange:
 
     def _fast_failed(self, status: int, reason: str) -> None:
         """The fast path's connection failed before a response started."""
-        up, self.upstream = self.upstream, None
+        up = self.detach()
         plan, self.fast = self.fast, None
-        self.streaming = False
         if up is not None:
             up.abort()
         assert plan is not None
@@ -307,9 +306,8 @@ class Exchange:
             return
         self.finished = True
         ctx = self.ctx
-        up = self.upstream
+        up = self.detach()
         if up is not None:
-            self.upstream = None
             if self.client_lost or not self.request_done or not self.up_done:
                 up.abort()
             else:
@@ -588,9 +586,7 @@ class Exchange:
                 await self.one_try(rule, backend, endpoint, request_head, first=attempt == 0)
             except _Retry as exc:
                 last = exc
-                up = self.upstream
-                self.upstream = None
-                self.streaming = False
+                up = self.detach()
                 if up is not None:
                     stale = up.reused and not self.received and self.request_done \
                             and exc.status == 503 and not up.reader.got_head
@@ -635,6 +631,17 @@ class Exchange:
             if self.committed:
                 raise
             raise _Retry(504, "upstream timeout") from None
+
+    def detach(self) -> UpstreamConn | None:
+        """Let go of the current upstream connection (returned, for the caller to pool or
+        abort). The client connection is read again if that connection's full buffer had
+        stopped it: nothing else would resume it, and the rest of the request body, or
+        the next request, would never be read."""
+        up = self.upstream
+        self.upstream = None
+        self.streaming = False
+        self.conn.resume(_PAUSE_UPSTREAM)
+        return up
 
     def send(self, up: UpstreamConn, request_head: bytes, first: bool) -> None:
         """Write the request head and the body received so far, in one write."""
@@ -850,8 +857,8 @@ class Exchange:
         if self.fast is None:
             self.done_fut = self.ctx.loop.create_future()
         up = self.upstream
-        if self.conn.write_paused and up is not None and up.transport is not None:
-            up.transport.pause_reading()
+        if self.conn.write_paused and up is not None:
+            up.pause_reading()
         return False
 
     def start_tunnel(self, up: UpstreamConn, data: bytes) -> None:

@@ -186,27 +186,21 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.tunnel is not None and self.tunnel.transport is not None:
-            self.tunnel.transport.pause_reading()
+        if self.tunnel is not None:
+            self.tunnel.pause_reading()
             return
         ex = self.queue[0] if self.queue else None
-        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
-            ex.upstream.transport.pause_reading()
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.tunnel is not None and self.tunnel.transport is not None:
-            try:
-                self.tunnel.transport.resume_reading()
-            except RuntimeError:
-                pass
+        if self.tunnel is not None:
+            self.tunnel.resume_reading()
             return
         ex = self.queue[0] if self.queue else None
-        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
-            try:
-                ex.upstream.transport.resume_reading()
-            except RuntimeError:
-                pass
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume_reading()
 
     # -- helpers ------------------------------------------------------------------------
     def pause(self, reason: int) -> None:

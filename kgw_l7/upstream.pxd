@@ -21,6 +21,9 @@ cdef class UpstreamConn:
     cdef public bint reused
     cdef public object tunnel
     cdef public bint write_paused
+    cdef public bint read_paused
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)
     cpdef close(self)
     cpdef abort(self)
 

@@ -45,7 +45,7 @@ class Owner(Protocol):
 
 class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
     __slots__ = ("transport", "reader", "owner", "key", "closed", "idle_since", "reused",
-                 "tunnel", "write_paused")
+                 "tunnel", "write_paused", "read_paused")
 
     def __init__(self, key: tuple[Any, ...]) -> None:
         self.transport: asyncio.Transport | None = None
@@ -58,6 +58,8 @@ class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension
         #: Set once a 101 response switched protocols: raw bytes go to this transport.
         self.tunnel: asyncio.Transport | None = None
         self.write_paused = False
+        #: Reading was paused (the client cannot take more): see pause_reading.
+        self.read_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -106,6 +108,25 @@ class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension
         self.write_paused = False
         if self.owner is not None:
             self.owner.on_upstream_pause(False)
+
+    def pause_reading(self) -> None:
+        """Stop reading from the backend while the client's buffer is full. Kept track of
+        here so that whoever ends the exchange can undo it (Pool.release does): a pooled
+        connection that is not read never delivers its next response."""
+        if self.transport is not None and not self.read_paused:
+            self.read_paused = True
+            try:
+                self.transport.pause_reading()
+            except RuntimeError:  # closing
+                pass
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.read_paused:
+            self.read_paused = False
+            try:
+                self.transport.resume_reading()
+            except RuntimeError:  # closing
+                pass
 
     def close(self) -> None:
         self.closed = True
@@ -208,6 +229,8 @@ class Pool:
         if len(idle) >= MAX_IDLE_PER_ENDPOINT:
             conn.close()
             return
+        if conn.read_paused:  # paused for the last client: idle, it must notice a close
+            conn.resume_reading()
         conn.idle_since = now
         idle.append(conn)
 
