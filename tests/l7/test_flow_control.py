@@ -70,11 +70,8 @@ class Transport:
 @pytest.fixture
 def ctx() -> Iterator[WorkerContext]:
     loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    context = WorkerContext(loop, WorkerOptions(access_log="off"))
-    yield context
+    yield WorkerContext(loop, WorkerOptions(access_log="off"))
     loop.close()
-    asyncio.set_event_loop(None)
 
 
 def client_of(ctx: WorkerContext, high: int | None = None) -> tuple[DownstreamConn, Transport]:
