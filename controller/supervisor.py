@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from controller import planestatus
 from controller.admin import AdminServer, Response, json_response, text_response
+from controller.redact import redact
 from controller.source import Batch, Problem, Source
 from controller.status import StatusBook
 from controller.store import Store
@@ -190,12 +191,12 @@ class Supervisor:
             # what the L4 plane holds besides its config: mode, errors, frontend ids,
             # programmed endpoints, spliced connections (kgw-inspect reads these)
             l4.update(self.l4.config_dump())
-        return json_response({
+        return json_response(redact({
             "generation": self.generation,
             "l7": _with_generation(t.l7, self.generation).to_dict() if t else None,
             "l4": l4,
             "l4_mode": getattr(self.l4, "mode", None),
-        })
+        }))
 
     async def _metrics(self) -> Response:
         body = generate_latest(self.metrics.registry)
