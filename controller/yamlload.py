@@ -20,9 +20,10 @@ try:  # the C loader is ~10x faster; fall back where libyaml is missing
 except AttributeError:  # pragma: no cover - depends on the build
     _Loader = yaml.SafeLoader  # type: ignore[misc]
 
-#: Larger files are refused whole. Kubernetes caps an object at ~1.5 MiB (etcd); a file
-#: holds many objects, so allow generously but not without bound.
-MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Larger files are refused whole. Kubernetes caps an object at ~1.5 MiB (etcd's request
+#: limit); 8 MiB holds about 25,000 HTTPRoutes (reading them takes ~5 s): a configuration
+#: larger than that is split into several files, each read on its own.
+MAX_FILE_BYTES = 8 * 1024 * 1024
 #: Nodes one document may expand to (aliases counted every time they are used).
 MAX_NODES = 2_000_000
 #: Nesting depth; real Gateway API objects are under 20 levels deep.
