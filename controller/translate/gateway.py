@@ -73,6 +73,10 @@ def _mark_unavailable(listener: ListenerIR, message: str) -> ListenerIR:
     return dataclasses.replace(listener, conditions=tuple(conds), accepted=False, programmed=False)
 
 
+def _protocol_text(lis: ListenerIR) -> str:
+    return f"{lis.protocol} {lis.tls_mode}" if lis.protocol == "TLS" and lis.tls_mode else lis.protocol
+
+
 def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
     """Listeners of one Gateway sharing a port must be compatible (spec: Conflicted).
 
@@ -90,8 +94,9 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
         families = {(FAMILY[out[i].protocol][1], out[i].tls_mode) for i in idx}
         if len(families) > 1:
             for i in idx:
+                others = ", ".join(f"{out[j].name} ({_protocol_text(out[j])})" for j in idx if j != i)
                 out[i] = mark_conflict(out[i], c.R_PROTOCOL_CONFLICT,
-                                        f"port {port} is used by listeners of different protocols")
+                                        f"port {port} is also used by listener(s) of another protocol: {others}")
             continue
         seen: dict[str | None, list[int]] = defaultdict(list)
         for i in idx:
@@ -99,8 +104,10 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
         for h, same in seen.items():
             if len(same) > 1:
                 for i in same:
+                    others = ", ".join(out[j].name for j in same if j != i)
                     out[i] = mark_conflict(out[i], c.R_HOSTNAME_CONFLICT,
-                                            f"port {port} has several listeners for hostname {h or '(any)'}")
+                                            f"port {port} and hostname {h or '(any)'} are also used by "
+                                            f"listener(s) {others}")
     return out
 
 
