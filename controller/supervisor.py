@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from controller import planestatus
+from controller import confloop, planestatus
 from controller.admin import AdminServer, Response, json_response, text_response
 from controller.redact import redact
 from controller.source import Batch, Problem, Source
@@ -87,22 +87,22 @@ class Supervisor:
         self.not_ready_reason = "waiting for the first configuration"
         self.metrics = _Metrics()
         self._published = asyncio.Condition()
+        self._source_problems: tuple[Problem, ...] = ()
+        #: The last batch (or the source) failed: what went wrong, while the last good
+        #: configuration keeps serving (confloop).
+        self.loop_error: Problem | None = None
 
     # -- the loop ----------------------------------------------------------------
 
     async def run(self) -> None:
-        async for batch in self.source.batches():
-            await self.apply(batch)
+        await confloop.run(self)
 
     async def apply(self, batch: Batch) -> None:
         changed = self.store.apply(batch.events)
-        new_problems = [p for p in batch.problems if p not in set(self.problems)]
-        for p in new_problems:
-            log.error("%s", p)
-        self.problems = batch.problems
-        self.metrics.problems.set(len(self.problems))
+        self._source_problems = batch.problems
+        confloop.publish_problems(self)
         self.metrics.objects.set(len(self.store))
-        if not changed and self.translation is not None:
+        if not changed and self.translation is not None and self.loop_error is None:
             return
 
         started = time.perf_counter()
@@ -110,6 +110,7 @@ class Supervisor:
         self.translation = t = self.translator.update(self.store, changed)
         self.metrics.translate.observe(time.perf_counter() - started)
 
+        confloop.publish_problems(self)
         self.generation += 1
         ok = True
         if self.l7 is not None and (previous is None or t.l7 != previous.l7):
@@ -168,7 +169,7 @@ class Supervisor:
         failing on every node at once would take the whole gateway out of its load
         balancers. The body says so.
         """
-        trouble = self.source.health()
+        trouble = confloop.trouble(self)
         if self.ready.is_set() and not self.not_ready_reason:
             if trouble:
                 return text_response(f"ready, serving the last good configuration; {trouble}\n")
