@@ -71,6 +71,8 @@ class Failure:
 
     line: int
     message: str
+    #: Not the file's fault (the reader process died): read it again at the next rescan.
+    retry: bool = False
 
 
 def digest(source: str) -> bytes:
@@ -180,7 +182,12 @@ def child_main(argv: Sequence[str]) -> int:
     exits: the parent starts a fresh child for the next file.
     """
     import resource
+    import signal
 
+    # Signals sent to the whole process group are the supervisor's to act on (it stops
+    # this child when it stops): controller/signals.py.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
     limit = int(argv[0]) if argv else MEMORY_BUDGET
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     inp, out = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -241,7 +248,8 @@ class ParserProcess:
             await self._kill()
             why = f"exit status {code}" if code is not None else repr(exc)
             log.error("the file reader process failed reading %s (%s); starting a new one", path, why)
-            return Failure(0, f"the file reader process failed on this file ({why}); refused")
+            return Failure(0, f"the file reader process failed on this file ({why}); trying again at the "
+                              "next rescan", retry=True)
 
     async def _read(self, path: Path, skip: frozenset[bytes]) -> list[Doc] | Failure:
         proc = await self._start()

@@ -217,7 +217,9 @@ class FileSource(Source):
             if what == _READ:
                 assert self._parser is not None
                 reads[path] = await self._parser.read(path, self._skip(path))
-        return self._apply(plan, reads, noticed)
+        # Merging tens of thousands of objects takes a while: in a thread, so the admin API
+        # answers meanwhile (only this task changes the source's state).
+        return await asyncio.to_thread(self._apply, plan, reads, noticed)
 
     async def _watch(self, queue: "asyncio.Queue[Any]") -> None:
         """Watch the directory; when it goes away, wait for it and watch the new one."""
@@ -454,6 +456,8 @@ class FileSource(Source):
         rel = self._rel(path)
         if isinstance(result, Failure):
             # Mid-edit, broken or too costly: keep every object this file served, say where.
+            if result.retry:
+                state.fingerprint = None  # read it again at the next rescan
             origin = f"{rel}:{result.line}" if result.line else rel
             keeping = " (keeping this file's previous objects)" if state.objects else ""
             state.problems = [Problem(origin, result.message + keeping)]
