@@ -107,7 +107,10 @@ class Supervisor:
 
         started = time.perf_counter()
         previous = self.translation
-        self.translation = t = self.translator.update(self.store, changed)
+        # In a thread: a large change (a maximum-size file) takes seconds to translate, and
+        # the admin API must answer meanwhile. Nothing else touches the translator, and the
+        # store changes only between batches.
+        self.translation = t = await asyncio.to_thread(self.translator.update, self.store, changed)
         self.metrics.translate.observe(time.perf_counter() - started)
 
         confloop.publish_problems(self)
@@ -124,7 +127,7 @@ class Supervisor:
             t.statuses, self.store.get_key, t.l7, t.l4,
             self.l7.listener_errors() if self.l7 is not None else {},
             self.l4.errors() if self.l4 is not None else {})
-        status_changed = self.status.update(statuses)
+        status_changed = await asyncio.to_thread(self.status.update, statuses)  # (copy-on-write)
         if self.status_writer is not None and status_changed:
             try:
                 await self.status_writer.write(self.status, status_changed, self.store)
