@@ -73,12 +73,18 @@ def publish_problems(sup: "Supervisor") -> None:
         problems.extend(located(sup.source, sup.translation.problems))
     if sup.loop_error is not None:
         problems.append(sup.loop_error)
-    before = set(sup.problems)
+    # (a problem is new when its object, field or message is: not when only its origin
+    # moved, or is unknown for a moment because its file was just removed)
+    before = {_identity(p) for p in sup.problems}
     for p in problems:
-        if p not in before:
+        if _identity(p) not in before:
             log.error("%s", p)
     sup.problems = tuple(problems)
     sup.metrics.problems.set(len(problems))
+
+
+def _identity(p: Problem) -> tuple:
+    return (p.key, p.field, p.message) if p.key is not None else (p.origin, p.field, p.message)
 
 
 def located(source: Source, problems: Iterable[Problem]) -> list[Problem]:

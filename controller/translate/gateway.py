@@ -36,16 +36,26 @@ def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
         pref = as_dict(pref)
         group, kind = ref_group(pref, ""), as_str(pref.get("kind"))
         name, ns = as_str(pref.get("name")), as_str(pref.get("namespace"))
-        # kgw takes no class parameters; a ConfigMap is tolerated (and ignored) so a
-        # class can carry notes, anything else is refused.
+        # kgw takes no class parameters: an empty ConfigMap is tolerated, one that sets
+        # something (which kgw would ignore) is refused, as is anything else.
         if group != "" or kind != "ConfigMap":
             bad = f"parametersRef {group or 'core'}/{kind} is not a kind kgw supports"
         elif not ns or reader.get("ConfigMap", ns, name) is None:
             bad = f"parametersRef ConfigMap {ns}/{name} not found"
+        else:
+            bad = _parameters_set(reader.get("ConfigMap", ns, name), f"parametersRef ConfigMap {ns}/{name}")
     accepted = (Cond(c.ACCEPTED, False, c.R_INVALID_PARAMETERS, bad) if bad
                 else Cond(c.ACCEPTED, True, c.R_ACCEPTED, "GatewayClass accepted by kgw"))
     return (accepted, Cond(c.SUPPORTED_VERSION, True, c.R_SUPPORTED_VERSION,
                            "Gateway API version supported"))
+
+
+def _parameters_set(cm: dict | None, what: str) -> str | None:
+    """kgw reads no parameters: a ConfigMap that sets any would be ignored, so it is refused."""
+    keys = sorted(map(str, {**as_dict((cm or {}).get("data")), **as_dict((cm or {}).get("binaryData"))}))
+    if not keys:
+        return None
+    return f"{what} sets {', '.join(keys)}: kgw reads no parameters (an empty ConfigMap is accepted)"
 
 
 def mark_conflict(listener: ListenerIR, reason: str, message: str) -> ListenerIR:
@@ -194,6 +204,9 @@ def resolve_gateway(
             params_problem = f"infrastructure.parametersRef {group or 'core'}/{kind} is not supported"
         elif reader.get("ConfigMap", key.namespace, name) is None:
             params_problem = f"infrastructure.parametersRef ConfigMap {name} not found"
+        else:
+            params_problem = _parameters_set(reader.get("ConfigMap", key.namespace, name),
+                                             f"infrastructure.parametersRef ConfigMap {name}")
 
     client_cert, refs_cond = backend_client_certificate(reader, gw, key)
     invalid = [lis for lis in listeners if not lis.programmed]

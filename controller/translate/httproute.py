@@ -21,6 +21,14 @@ from kgw_l7 import config as l7
 from kgw_l7.regex import compile_bytes, compile_text
 
 
+#: Rule fields the schema accepts and kgw does not implement: the route is not Accepted
+#: (UnsupportedValue), as the spec asks of an implementation that cannot honour a field.
+UNSUPPORTED_RULE_FIELDS = {
+    "sessionPersistence": "session persistence is not supported by kgw yet; the route is not served "
+                          "rather than served without it",
+}
+
+
 @dataclass
 class RulesResult:
     #: (rule index, rule with gateway "", matches)
@@ -142,6 +150,9 @@ def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
                                 for p in found)
             if rm is not None:
                 matches.append(rm)
+        for fld, why in UNSUPPORTED_RULE_FIELDS.items():
+            if raw.get(fld) is not None:
+                res.problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"spec.rules[{ri}].{fld}: {why}"))
         fr = resolve_filters(reader, raw.get("filters"), key.kind, key.namespace, default_proto)
         res.problems.extend(fr.problems)
         res.services.update(b.service for b in fr.mirrors if b.service is not None)

@@ -59,3 +59,15 @@ def gateway_problems(reader: Reader, gw: dict, ours: bool) -> tuple[Problem, ...
         return (Problem("", f"defaultScope {scope!r}: kgw does not support default Gateways; no route is "
                             "attached to this Gateway unless its parentRefs name it", key, "spec.defaultScope"),)
     return ()
+
+
+def policy_problems(policy: dict) -> tuple[Problem, ...]:
+    """A BackendTLSPolicy applies to core Services only; another target kind gets no status."""
+    key = ObjectKey.of(policy)
+    out = []
+    for i, t in enumerate(map(as_dict, as_list(spec(policy).get("targetRefs")))):
+        group, kind = ref_group(t, ""), as_str(t.get("kind"))
+        if group != "" or kind != "Service":
+            out.append(Problem("", f"{group or 'core'}/{kind} {as_str(t.get('name'))}: kgw applies BackendTLSPolicy "
+                                   "to Services only; this target is ignored", key, f"spec.targetRefs[{i}]"))
+    return tuple(out)

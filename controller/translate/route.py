@@ -21,7 +21,7 @@ from controller.translate import conditions as c
 from controller.translate import hostname as hn
 from controller.translate.httproute import resolve_rules
 from controller.translate import listenerset
-from controller.translate.listener import namespace_selected
+from controller.translate.listener import NOT_SERVED, namespace_selected
 from controller.translate.ir import (
     Cond, GatewayIR, L4Contribution, L7Contribution, ListenerIR, ParentResult, RouteResult,
 )
@@ -83,7 +83,8 @@ def not_allowed_message(reader: Reader, key: ObjectKey, listeners: list[Listener
             frm = {"Same": f"namespace {lis.owner.namespace} only", "None": "no namespace",
                    "Selector": "namespaces matching its selector"}.get(lis.allowed_from, lis.allowed_from)
             why.append(f"listener {lis.name} takes routes from {frm}, not from {key.namespace}")
-    return "; ".join(why) or f"no listener allows a {key.kind} from namespace {key.namespace}"
+    text = "; ".join(why) or f"no listener allows a {key.kind} from namespace {key.namespace}"
+    return f"{NOT_SERVED[key.kind]}: {text}" if key.kind in NOT_SERVED else text
 
 
 def attach(

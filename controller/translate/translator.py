@@ -217,6 +217,7 @@ class Translator:
         statuses.update(self._policy_statuses(store))
         found = self._gateway_problems + tuple(p for k in sorted(self._route_problems)
                                                for p in self._route_problems[k])
+        found += tuple(p for pol in store.list("BackendTLSPolicy") for p in problems.policy_problems(pol))
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found)
 
     def _policy_statuses(self, store: Store) -> dict[ObjectKey, dict]:

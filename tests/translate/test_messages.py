@@ -112,6 +112,7 @@ def test_invalid_regex_shows_the_error_and_its_position(match, expected) -> None
     "/a(b", "/ok/[0-9]+", "/\\N{DIGIT ONE}", "/caf\u00e9", "/caf\u20ac", "(?u)x", "(?L)x", "(?a)x", "\\d+\\w*",
     "[[:alpha:]]", "(?P<n>a)(?P=n)", "\\p{L}", "a{2,1}", "(?<!a)b", "x" * 5000, "(" * 200 + ")" * 200,
 ])
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # "[[:alpha:]]": a possible nested set
 def test_what_validation_accepts_the_router_compiles(pattern, caplog) -> None:
     """Paths and headers compile as bytes, queries as text, in the router and in validation."""
     for as_bytes, compile_ in ((True, compile_bytes), (False, compile_text)):
