@@ -25,7 +25,7 @@ from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
 from controller.translate.ir import Cond, GatewayIR, L4Contribution, RouteResult
 from controller.translate.reader import Reader, pseudo_keys
-from controller.translate.route import resolve_route
+from controller.translate.route import L7_KINDS, resolve_route
 from controller.translate.util import as_str, gen, spec
 from kgw_l4.config import L4Config
 from kgw_l7.config import L7Config
@@ -218,9 +218,13 @@ class Translator:
         found = self._gateway_problems + tuple(p for k in sorted(self._route_problems)
                                                for p in self._route_problems[k])
         found += tuple(p for pol in store.list("BackendTLSPolicy") for p in problems.policy_problems(pol))
+        found += tuple(sorted(set(self._policy_problems), key=lambda p: (p.key, p.message)))
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found)
 
     def _policy_statuses(self, store: Store) -> dict[ObjectKey, dict]:
+        """Statuses of BackendTLSPolicies, with an ancestor per Gateway whose HTTP routes
+        use a targeted Service (and self._policy_problems for the other uses)."""
+        self._policy_problems: list[Problem] = []
         out: dict[ObjectKey, dict] = {}
         reader = Reader(store)
         by_ns: dict[str, list] = defaultdict(list)
@@ -232,8 +236,14 @@ class Translator:
                 pk = ObjectKey.of(p)
                 ancestors: set[ObjectKey] = set()
                 for svc, _section in backendtls.targets(p):
-                    for gws in self._svc_users.get(ObjectKey("Service", ns, svc), {}).values():
-                        ancestors |= gws
+                    for rk, gws in self._svc_users.get(ObjectKey("Service", ns, svc), {}).items():
+                        if rk.kind in L7_KINDS:
+                            ancestors |= gws
+                        else:  # TCP/TLS passthrough bytes: kgw originates no TLS there
+                            self._policy_problems.append(Problem(
+                                "", f"Service {ns}/{svc} is used by {rk.kind} {rk.namespace}/{rk.name}, whose "
+                                    "connections kgw forwards as they are: the policy does not apply to them",
+                                pk, "spec.targetRefs"))
                 if not ancestors:
                     continue
                 ev = backendtls.evaluate(reader, p)

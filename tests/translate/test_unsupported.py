@@ -182,3 +182,19 @@ def test_backend_tls_policy_on_something_else_than_a_service_is_a_problem() -> N
     t = translate(store_of([CLASS, gateway("gw", [HTTP]), policy, ca_configmap("ca", "default")]))
     (p,) = t.problems
     assert p.field == "spec.targetRefs[0]" and "net.example.com/Backend" in p.message
+
+
+def test_backend_tls_policy_does_not_claim_tcp_routes() -> None:
+    """A TCPRoute's connections are forwarded as they are: no TLS is originated for them,
+    so the policy gets no ancestor through it (it did: Accepted on the TCP Gateway)."""
+    tcp = {"name": "tcp", "port": 9000, "protocol": "TCP"}
+    route = http_route("t", [{"name": "tcpgw"}], kind="TCPRoute")
+    objs = [CLASS, gateway("tcpgw", [tcp]), service("svc"), slice_("svc", ["10.0.0.1"]), route, POLICY]
+    t = translate(store_of(objs))
+    assert ObjectKey("BackendTLSPolicy", "default", "p") not in t.statuses
+    (p,) = t.problems
+    assert p.key.name == "p" and "used by TCPRoute default/t" in p.message
+    objs += [gateway("gw", [HTTP]), http_route("r", P)]
+    t = translate(store_of(objs))
+    ancestors = t.statuses[ObjectKey("BackendTLSPolicy", "default", "p")]["ancestors"]
+    assert [a["ancestorRef"]["name"] for a in ancestors] == ["gw"]
