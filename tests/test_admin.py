@@ -76,3 +76,34 @@ async def test_a_foreign_host_is_refused() -> None:
         assert resp.startswith(b"HTTP/1.1 200")
     finally:
         await server.close()
+
+
+def test_own_non_loopback_address_is_accepted(host) -> None:
+    """The agent's public address (/metrics, probes): kubelet and Prometheus send the node
+    IP they connected to as Host. A private host whose only non-loopback address is
+    10.9.0.1 (on lo), the server bound to every address."""
+    host.run("ip", "addr", "add", "10.9.0.1/32", "dev", "lo")
+    host.run("ip", "addr", "add", "10.9.0.2/32", "dev", "lo")
+
+    async def scenario() -> list[bytes]:
+        async def ok():
+            return json_response({"a": 1})
+
+        server = AdminServer({"/metrics": ok})
+        _, port = await server.start("0.0.0.0", 0)
+
+        async def get(addr: str, hostname: str) -> bytes:
+            reader, writer = await asyncio.open_connection(addr, port)
+            writer.write(f"GET /metrics HTTP/1.1\r\nHost: {hostname}\r\n\r\n".encode())
+            data = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return data[:12]
+
+        try:
+            return [await get("10.9.0.1", f"10.9.0.1:{port}"),   # the node IP it connected to
+                    await get("10.9.0.2", f"10.9.0.1:{port}"),   # another address of the node
+                    await get("10.9.0.1", f"node-1.example:{port}")]  # a name
+        finally:
+            await server.close()
+
+    assert host.call(asyncio.run, scenario()) == [b"HTTP/1.1 200", b"HTTP/1.1 421", b"HTTP/1.1 421"]
