@@ -158,7 +158,10 @@ def _observed_generation_bump(kind: str, namespace: str, name: str, change: Call
 
 
 def _add_alternate_listener(gw: Obj) -> None:
-    gw["spec"]["listeners"].append({"name": "alternate", "port": 8080, "protocol": "HTTP"})
+    """Upstream GatewayObservedGenerationBump's patch: an HTTP listener on port 80 for
+    foo.com, routes from all namespaces."""
+    gw["spec"]["listeners"].append({"name": "alternate", "hostname": "foo.com", "port": 80, "protocol": "HTTP",
+                                    "allowedRoutes": {"namespaces": {"from": "All"}}})
 
 
 def _route_to_v2(route: Obj) -> None:
@@ -169,16 +172,31 @@ def _new_description(gwc: Obj) -> None:
     gwc["spec"]["description"] = "new"
 
 
+def _add_http_listener(gw: Obj) -> None:
+    """GatewayModifyListeners' first patch: an HTTP listener ``http`` on port 80 for
+    data.test.com, routes from all namespaces."""
+    gw["spec"]["listeners"].append({"name": "http", "port": 80, "protocol": "HTTP", "hostname": "data.test.com",
+                                    "allowedRoutes": {"namespaces": {"from": "All"}}})
+
+
+def _keep_only_http_listener(gw: Obj) -> None:
+    """GatewayModifyListeners' second patch: the Gateway must have exactly 2 listeners;
+    only those named ``http`` are kept."""
+    listeners = gw["spec"]["listeners"]
+    if len(listeners) != 2:
+        raise StepFailed("update", f"the gateway must have 2 listeners, it has {len(listeners)}")
+    gw["spec"]["listeners"] = [lst for lst in listeners if lst.get("name") == "http"]
+
+
 def gateway_modify_listeners(run: TestRun) -> None:
     """Upstream GatewayModifyListeners: add an HTTP listener to gateway-add-listener, then
-    drop the HTTPS listener of gateway-remove-listener; status must follow each change."""
+    keep only the ``http`` listener of gateway-remove-listener; status must follow each
+    change."""
     add_ctx = "should be able to add a listener that then becomes available for routing traffic"
     remove_ctx = "should be able to remove listeners, which would then stop routing the relevant traffic"
     for ctx, gw, change in (
-        (add_ctx, "gateway-add-listener", lambda o: o["spec"]["listeners"].append(
-            {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}})),
-        (remove_ctx, "gateway-remove-listener", lambda o: o["spec"].__setitem__(
-            "listeners", [lst for lst in o["spec"]["listeners"] if lst["name"] != "https"])),
+        (add_ctx, "gateway-add-listener", _add_http_listener),
+        (remove_ctx, "gateway-remove-listener", _keep_only_http_listener),
     ):
         checks = run.checks(ctx)
         sanity = [c for c in checks if c["helper"] in ("NamespacesMustBeReady", "GatewayMustHaveLatestConditions")]
@@ -315,6 +333,22 @@ def udproute_multiple_routes_attachment(run: TestRun) -> None:
                                                       "route (udp-attach-backend-1) should be attached")
 
 
+def udproute_dns(run: TestRun) -> None:
+    """Upstream UDPRoute: once the Gateway and udp-coredns are accepted, an A query for
+    foo.bar.com. sent to the Gateway must get a DNS reply from the coredns backend (the
+    suite's Corefile serves that zone with whoami). Upstream polls every second for one
+    reply within its test timeout; here 3 in a row (``rq.wait_consistent``)."""
+    run.run_checks(run.checks())
+    if run.test.request_groups:
+        raise HarnessGap("unexpected record shape for UDPRoute (request groups recorded)")
+    address = run.checker.gateway_address((INFRA, "udp-gateway"), "coredns")
+    try:
+        rq.wait_consistent(lambda: rq.dns_whoami_probe(address, "foo.bar.com."), interval=1.0,
+                           limit=run.replayer.limit)
+    except rq.NotConsistent as exc:
+        raise StepFailed("DNS query foo.bar.com. through the Gateway", str(exc)) from exc
+
+
 def httproute_service_types(run: TestRun) -> None:
     """Upstream HTTPRouteServiceTypes fills the selector-less Services' EndpointSlices with
     the infra-backend-v1 pods before checking."""
@@ -349,6 +383,14 @@ def tcproute_weighted(run: TestRun) -> None:
     if len(groups) != 1 or groups[0].get("protocol") != "tcp" or not dists:
         raise HarnessGap("TCP weighted distribution without its target or weights")
     target = run.replayer.target(groups[0], run.default_gateway())
+    # upstream: tcp.ExpectAddressBeAvailable, then tcp.ExpectEchoResponse, then the loop
+    try:
+        rq.wait_consistent(lambda: rq.tcp_connect_probe(target.address), threshold=1,
+                           interval=rq.PROBE_INTERVAL_S, limit=run.replayer.limit)
+        rq.wait_consistent(lambda: rq.tcp_echo_probe(target.address), threshold=1,
+                           interval=rq.PROBE_INTERVAL_S, limit=run.replayer.limit)
+    except rq.NotConsistent as exc:
+        raise StepFailed("tcp echo before the distribution", str(exc)) from exc
     for d in dists:
         try:
             run.replayer.tcp_weighted_distribution(target, d["expectedWeights"])
@@ -415,6 +457,7 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
     "TCPRouteWeightedRouting": tcproute_weighted,
     "TCPRouteReferenceGrant": tcproute_reference_grant,
     "TCPRouteMultipleRoutesAttachment": tcproute_multiple_routes_attachment,
+    "UDPRoute": udproute_dns,
     "UDPRouteWeightedRouting": udproute_weighted,
     "UDPRouteReferenceGrant": udproute_reference_grant,
     "UDPRouteMultipleRoutesAttachment": udproute_multiple_routes_attachment,

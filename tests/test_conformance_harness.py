@@ -549,31 +549,37 @@ def test_route_placeholders_resolve_from_the_tlsroute_and_the_passthrough_secret
     assert fill_route_placeholders(http, objects) is http
 
 
-def _attribute(weights: dict[str, float]):
-    return lambda pod: backend_of_pod(pod) if backend_of_pod(pod) in weights else None
-
-
 def test_distribution_within_tolerance_and_weight_zero_gets_nothing() -> None:
     weights = {"tcp-backend-v1": 0.7, "tcp-backend-v2": 0.3, "tcp-backend-v3": 0.0}
     pods = ["tcp-backend-v1-abc-1"] * 68 + ["tcp-backend-v2-abc-2"] * 32
-    assert distribution_error(lambda i: pods[i], weights, 100, 4, 0.05, attribute=_attribute(weights)) is None
+    assert distribution_error(lambda i: pods[i], weights, 100, 4, 0.05) is None
     skewed = ["tcp-backend-v1-abc-1"] * 80 + ["tcp-backend-v2-abc-2"] * 20
-    why = distribution_error(lambda i: skewed[i], weights, 100, 4, 0.05, attribute=_attribute(weights))
+    why = distribution_error(lambda i: skewed[i], weights, 100, 4, 0.05)
     assert "tcp-backend-v1" in why and "tcp-backend-v2" in why
     zero = ["tcp-backend-v1-abc-1"] * 70 + ["tcp-backend-v2-abc-2"] * 29 + ["tcp-backend-v3-abc-3"]
-    assert "v3 should have received 0" in distribution_error(lambda i: zero[i], weights, 100, 4, 0.05,
-                                                              attribute=_attribute(weights))
+    assert "expected 2 backends to receive traffic, but got 3" in distribution_error(
+        lambda i: zero[i], weights, 100, 4, 0.05)
+    none = ["tcp-backend-v1-abc-1"] * 100
+    assert "expect traffic to hit backend 'tcp-backend-v2'" in distribution_error(
+        lambda i: none[i], {"tcp-backend-v1": 0.98, "tcp-backend-v2": 0.02}, 100, 4, 0.05)
 
 
-def test_distribution_fails_on_a_foreign_pod_or_a_failed_probe() -> None:
+def test_distribution_maps_pods_to_backends_by_exact_name() -> None:
+    """Upstream extractBackendName: a pod of infra-backend-v1x (or of a Deployment whose
+    name merely starts like a weighted backend's) is an unexpected pod, not v1's."""
     weights = {"tcp-backend-v1": 1.0}
-    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1x-abc-1", weights, 10, 2, 0.05,
-                                                  attribute=_attribute(weights))
+    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1x-abc-1", weights, 10, 2, 0.05)
+    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1-extra-abc-1", weights, 10, 2, 0.05)
+    assert backend_of_pod("short-name") == "short-name"
+
+
+def test_distribution_fails_on_a_failed_probe() -> None:
+    weights = {"tcp-backend-v1": 1.0}
 
     def broken(i: int) -> str:
         raise rq.RequestError("EOF after b''")
 
-    assert "EOF" in distribution_error(broken, weights, 10, 2, 0.05, attribute=_attribute(weights))
+    assert "EOF" in distribution_error(broken, weights, 10, 2, 0.05)
 
 
 # -- report --------------------------------------------------------------------------
@@ -686,7 +692,7 @@ class FakeFleet:
         self.Pod = Pod
         self.running: list = []
 
-    def start(self, deployment: dict, secrets: dict) -> list:
+    def start(self, deployment: dict, secrets: dict, configmaps: dict | None = None) -> list:
         meta = deployment["metadata"]
         pods = [self.Pod(f"{meta['name']}-abcdefghij-k{i}", meta["namespace"], meta["name"], f"127.2.9.{i + 1}",
                          deployment["spec"]["template"]["metadata"]["labels"])
@@ -756,13 +762,15 @@ def test_udp_echo_containers_run_the_udp_mode_on_8080() -> None:
         echo_command({"UDP_ECHO_SERVER": "1", "UDP_PORT": "x"}, "127.2.1.1", "p-a-b", "ns")
 
 
-def test_udp_payload_checks_namespace_and_backend_prefix_with_its_dash() -> None:
-    doc = {"pod": "udp-backend-v1-abc-def", "namespace": "infra"}
+def test_udp_payload_checks_service_and_namespace_as_upstream() -> None:
+    """udp.ExpectEchoResponseFromBackend compares the envelope's service (the echo's
+    SERVICE_NAME) and namespace, each when expected."""
+    doc = {"pod": "udp-backend-v1-abc-def", "namespace": "infra", "service": "udp-backend-v1"}
     assert rq.validate_udp_payload(doc, "udp-backend-v1", "infra") is None
-    assert "pod prefix" in rq.validate_udp_payload(doc, "udp-backend-v2", "infra")
-    assert rq.validate_udp_payload({"pod": "udp-backend-v10-a-b", "namespace": "infra"},
-                                   "udp-backend-v1", "infra") is not None
+    assert "service" in rq.validate_udp_payload(doc, "udp-backend-v2", "infra")
+    assert rq.validate_udp_payload(dict(doc, service="udp-backend-v10"), "udp-backend-v1", "infra") is not None
     assert "namespace" in rq.validate_udp_payload(doc, "udp-backend-v1", "other")
+    assert rq.validate_udp_payload(doc, "", "") is None
 
 
 def _udp_replayer():
@@ -808,7 +816,7 @@ def test_udp_weighted_distribution_attributes_pods_to_backends(monkeypatch: pyte
     r = _udp_replayer()
     r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1, retries=1)
     pods = iter(["udp-backend-v1-h-a"] * 349 + ["udp-backend-v3-h-c"] + ["udp-backend-v2-h-b"] * 150)
-    with pytest.raises(CheckFailed, match="udp-backend-v3 should have received 0"):
+    with pytest.raises(CheckFailed, match="expected 2 backends to receive traffic, but got 3"):
         r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1, retries=1)
 
 
