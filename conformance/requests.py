@@ -617,8 +617,8 @@ def tcp_probe(target: TcpTarget, expected: TcpExpectation, timeout: float = REQU
     """One attempt of upstream WaitForValidTCPResponse on a new connection: the welcome
     line, PING -> PONG, IS_TLS -> the expected flag, TEST -> JSON matching ``expected``.
     ``None`` when it all matches; the reason when the exchange did not complete (dial,
-    read or JSON errors: upstream retries those). An exchange that completed with a wrong
-    answer raises WrongAnswer: upstream's assertions fail the test on the first one."""
+    read or JSON errors: upstream retries those). A wrong answer raises WrongAnswer, even
+    when a later read fails: upstream's assertions fail the test on the first one."""
     try:
         sock = _tcp_dial(target, timeout)
     except RequestError as exc:
@@ -640,6 +640,8 @@ def tcp_probe(target: TcpTarget, expected: TcpExpectation, timeout: float = REQU
         sock.sendall(b"TEST\n")
         payload = json.loads(reader.line())
     except (RequestError, OSError, ValueError) as exc:
+        if wrong:  # upstream's assertion already failed the test; the read error only ends the attempt
+            raise WrongAnswer("; ".join(wrong)) from exc
         return f"an error occurred during assertion: {exc}"
     finally:
         sock.close()

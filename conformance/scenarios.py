@@ -8,6 +8,7 @@ with the reason (``HarnessGap``), never guessed.
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Callable
 from conformance import requests as rq
 from conformance.loader import TestCase, key_of
 from conformance.replay import CaseFailed, Replayer, fill_route_placeholders
-from conformance.status_checks import CheckFailed, HarnessGap, StatusChecker
+from conformance.status_checks import CheckFailed, HarnessGap, StatusChecker, stale_conditions
 from conformance.world import World
 
 Obj = dict[str, Any]
@@ -423,6 +424,90 @@ def percentage_mirror(run: TestRun) -> None:
                 raise StepFailed(f"case {i} {case['request'].get('path')}", str(exc)) from exc
 
 
+RECONCILE_CTX = ("Changing the content of a ConfigMap used by BackendTLSPolicy as CA certificate should be "
+                 "reconciled by the controller")
+
+
+def _policy_condition(run: TestRun, policy: str, gw: str, type_: str, status: str, reason: str) -> None:
+    try:
+        run.checker.BackendTLSPolicyMustHaveCondition({"Name": policy, "Namespace": INFRA},
+                                                      {"Name": gw, "Namespace": INFRA},
+                                                      {"Type": type_, "Status": status, "Reason": reason})
+    except CheckFailed as exc:
+        raise StepFailed("BackendTLSPolicyMustHaveCondition", str(exc)) from exc
+
+
+def backendtlspolicy(run: TestRun) -> None:
+    """Upstream BackendTLSPolicy: the recorded checks and requests, then its last
+    subtest, made from the Go code: reconcile-test is pointed at a ConfigMap that does
+    not exist yet (Accepted=False/NoValidCACertificate, ResolvedRefs=False/
+    InvalidCACertificateRef), the ConfigMap is created with tls-checks-ca-certificate's
+    ca.crt (both True), emptied (both False), restored (both True), and the policy's
+    references are restored."""
+    run.run_checks([c for c in run.test.status_checks if RECONCILE_CTX not in (c.get("context") or [])])
+    run.run_groups(run.test.request_groups)
+    valid = (("Accepted", "True", "Accepted"), ("ResolvedRefs", "True", "ResolvedRefs"))
+    invalid = (("Accepted", "False", "NoValidCACertificate"), ("ResolvedRefs", "False", "InvalidCACertificateRef"))
+    policy, gw, cm_name = "reconcile-test", "same-namespace", "tls-checks-ca-certificate-reconcile-test"
+
+    def expect(conds: tuple[tuple[str, str, str], ...]) -> None:
+        for c in conds:
+            _policy_condition(run, policy, gw, *c)
+
+    expect(valid)
+    shared = run.world.configmaps().get((INFRA, "tls-checks-ca-certificate"))
+    if shared is None:
+        raise StepFailed("get", f"ConfigMap {INFRA}/tls-checks-ca-certificate not found")
+    original_ca = (shared.get("data") or {}).get("ca.crt", "")
+    original_refs = copy.deepcopy(run.object("BackendTLSPolicy", INFRA, policy)["spec"]["validation"]
+                                  ["caCertificateRefs"])
+    run.update("BackendTLSPolicy", INFRA, policy, lambda o: o["spec"]["validation"].__setitem__(
+        "caCertificateRefs", [{"group": "", "kind": "ConfigMap", "name": cm_name}]))
+    expect(invalid)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm_name, "namespace": INFRA},
+          "data": {"ca.crt": original_ca}}
+    run.world.files[run.file].objects.append(cm)
+    run.world.rewrite(run.file)
+    expect(valid)
+    cm["data"]["ca.crt"] = ""
+    run.world.rewrite(run.file)
+    expect(invalid)
+    cm["data"]["ca.crt"] = original_ca
+    run.world.rewrite(run.file)
+    expect(valid)
+    run.update("BackendTLSPolicy", INFRA, policy, lambda o: o["spec"]["validation"].__setitem__(
+        "caCertificateRefs", original_refs))
+
+
+def backendtlspolicy_observed_generation_bump(run: TestRun) -> None:
+    """Upstream BackendTLSPolicyObservedGenerationBump, from the Go code: the namespace
+    is ready, the policy's ancestor conditions are at its generation (one look, no
+    polling), its hostname is changed to foo.example.com, it is Accepted for the
+    Gateway again, its conditions are at the new generation, which has moved."""
+    policy, gw = "observed-generation-bump", "same-namespace"
+    run.run_checks([c for c in run.test.status_checks if c["helper"] == "NamespacesMustBeReady"])
+
+    def latest(step: str) -> int:
+        item = run.checker.admin.statuses().get(("BackendTLSPolicy", INFRA, policy))
+        if item is None:
+            if not run.world.exists("BackendTLSPolicy", INFRA, policy):
+                raise StepFailed(step, f"BackendTLSPolicy {INFRA}/{policy} not found")
+            return 0  # no status yet: no ancestor to be stale (upstream reads the same)
+        for a in (item.get("status") or {}).get("ancestors") or []:
+            stale = stale_conditions(item, a.get("conditions") or [])
+            if stale:
+                raise StepFailed(step, f"BackendTLSPolicy {INFRA}/{policy}: {stale}")
+        return int((item.get("metadata") or {}).get("generation") or 0)
+
+    before = latest("BackendTLSPolicyMustHaveLatestConditions")
+    run.update("BackendTLSPolicy", INFRA, policy,
+               lambda o: o["spec"]["validation"].__setitem__("hostname", "foo.example.com"))
+    _policy_condition(run, policy, gw, "Accepted", "True", "")
+    after = latest("BackendTLSPolicyMustHaveLatestConditions")
+    if after == before:
+        raise StepFailed("generation", "generation should change after an update")
+
+
 #: Tests whose decisive steps the data does not record: skipped (before anything is
 #: applied) with the reason, whatever is claimed, rather than passed on a partial replay.
 NOT_REPLAYABLE: dict[str, str] = {
@@ -431,10 +516,6 @@ NOT_REPLAYABLE: dict[str, str] = {
     "GatewayStaticAddresses":
         "the test edits spec.addresses mid-test and substitutes implementation-provided usable and "
         "unusable addresses (PLACEHOLDER_*); those steps are not recorded as data",
-    "BackendTLSPolicyObservedGenerationBump": "the policy change made mid-test is not recorded as data",
-    "BackendTLSPolicy":
-        "its last step changes a CA ConfigMap's content mid-test (reconcile-test); the new content is not "
-        "recorded as data",
     "GatewayInfrastructure":
         "its assertions read the cluster resources generated for the Gateway (labels and annotations "
         "propagated); only the status checks are recorded, and standalone kgw generates no such resources",
@@ -450,6 +531,8 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
         "GatewayClass", "", "gatewayclass-observed-generation-bump", _new_description),
     "GatewayModifyListeners": gateway_modify_listeners,
     "HTTPRouteReferenceGrant": httproute_reference_grant,
+    "BackendTLSPolicy": backendtlspolicy,
+    "BackendTLSPolicyObservedGenerationBump": backendtlspolicy_observed_generation_bump,
     "HTTPRouteServiceTypes": httproute_service_types,
     "HTTPRouteWeight": httproute_weight,
     "HTTPRouteRequestHeaderModifierBackendWeights": backend_weights_headers,
