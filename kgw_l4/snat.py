@@ -36,6 +36,22 @@ def is_loopback(addr: str) -> bool:
         return False
 
 
+def fixed_source(node_addresses: Iterable[str]) -> str | None:
+    """The one SNAT source ``--node-address`` names: its first IPv4 address that is not
+    loopback (the kernel plane NATs IPv4 only). None: each backend's route decides."""
+    for a in node_addresses:
+        try:
+            ip = ipaddress.ip_address(a)
+        except ValueError:
+            return a  # open_plane says what is wrong with it
+        if ip.version == 4 and not ip.is_loopback:
+            return a
+        if ip.is_loopback:
+            log.info("node address %s is a loopback address: the kernel data plane NATs each "
+                     "backend from the source of its route instead", a)
+    return None
+
+
 class SnatSources:
     """``snat_for`` of the programmer: the SNAT source of a backend address (raises
     OSError saying why there is none). ``fixed``: one address for every backend."""

@@ -76,3 +76,13 @@ def test_forgotten_backends_are_looked_up_and_logged_again(caplog):
     caplog.set_level(logging.INFO, "kgw.l4.snat")
     s.resolve(["10.2.0.5"])
     assert len(caplog.records) == 1
+
+
+def test_the_flag_names_one_non_loopback_ipv4_source(caplog):
+    from kgw_l4.snat import fixed_source
+
+    caplog.set_level(logging.INFO, "kgw.l4.snat")
+    assert fixed_source([]) is None
+    assert fixed_source(["2001:db8::1", "192.0.2.7"]) == "192.0.2.7"
+    assert fixed_source(["127.0.0.1"]) is None
+    assert "loopback" in caplog.records[-1].message

@@ -167,3 +167,13 @@ async def test_kernel_plane_start_failure_is_reported(monkeypatch, tmp_path):
     await plane.apply(L4Config((fe(8080, [("a", 1, [9000])]),)))
     assert plane.errors() == {"fe": "kernel data plane failed to start: compiler exploded"}
     await plane.close()
+
+
+async def test_kernel_plane_refuses_a_loopback_node_address(monkeypatch, tmp_path):
+    from kgw_l4 import loader as ld
+
+    monkeypatch.setattr(ld, "unavailable_reason", lambda: None)
+    with pytest.raises(ValueError, match="loopback address"):
+        await open_plane("tc", interfaces=["lo"], node_address="127.0.0.1", pin_dir=str(tmp_path / "pins"))
+    plane = await open_plane("userspace", node_address="127.0.0.1")  # nothing is NATed there
+    await plane.close()
