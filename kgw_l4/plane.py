@@ -308,14 +308,19 @@ class KernelPlane(L4Plane):
             self._watchers.append(loop.create_task(self._route_loop(changed)))
 
     async def _route_loop(self, changed: asyncio.Event) -> None:
+        settle = ROUTE_SETTLE
         while True:
             await changed.wait()
-            await asyncio.sleep(ROUTE_SETTLE)  # one refresh for a burst of changes
+            # one refresh for a burst of changes, and at most ~10% of the time refreshing
+            # on a node whose routes never stop changing (a refresh costs ~0.3 ms a backend)
+            await asyncio.sleep(settle)
             changed.clear()
+            started = time.monotonic()
             try:
                 await self.refresh_node()
             except Exception:  # noqa: BLE001 — the watch must never take the plane down
                 log.exception("SNAT source refresh failed")
+            settle = max(ROUTE_SETTLE, 9 * (time.monotonic() - started))
 
     async def refresh_node(self) -> int:
         """Look every backend's SNAT source up again and rewrite what changed (and the
