@@ -385,7 +385,7 @@ class KernelPlane(L4Plane):
                 "affected: %s): rewritten%s", self.loader.pin_dir, drift.describe(),
                 ", ".join(drift.frontends) or "none", streak)
             msg = (f"kernel maps under {self.loader.pin_dir} were changed outside kgw "
-                   f"({drift.describe()} entries wrong) and rewritten at {at}; Programmed again "
+                   f"({drift.describe()} entries wrong) and rewritten; Programmed again "
                    f"when the next check finds them intact")
             self._drift_errors = {name: msg for name in drift.frontends}
         else:
