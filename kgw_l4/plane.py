@@ -15,8 +15,12 @@ BPF is compiled lazily, on the first config that has a frontend, so a laptop wit
 TCPRoutes never pays for it. close() leaves programs attached and maps pinned: a
 restarted agent adopts them and established flows carry on. cleanup() removes all.
 
-The kernel modes hold the pin directory's lock (kgw_l4.pinlock) from open_plane() to
-close(): a second instance on the same pins is refused. While it runs, the kernel plane
+The kernel modes hold the pin directory's lock (kgw_l4.pinlock) while they use the pins,
+until close(): from open_plane() when pins exist (adopting them is owning them: an
+instance with nothing to program would otherwise remove another's frontends), else from
+the first configuration that needs them. A second instance is refused: at open, or with
+its L4 listeners reporting why. An instance with no TCP/UDP/passthrough listener never
+touches the pins and takes no lock. While it runs, the kernel plane
 re-reads what it programmed every DRIFT_INTERVAL seconds and rewrites anything changed
 behind its back, reporting it (log, metrics, the affected listeners' status); and it
 looks the backends' SNAT sources up again when the node's routes change (kgw_l4.snat).
@@ -121,16 +125,23 @@ class UserspacePlane(L4Plane):
 class SplicePlane(L4Plane):
     """Frontends served by the sockmap splice acceptor (kgw_l4.splice)."""
 
-    def __init__(self, pin_dir: str, sizes: Mapping[str, int], lock: pinlock.PinDirLock | None = None):
+    def __init__(self, pin_dir: str, sizes: Mapping[str, int]):
         self.mode = "splice"
         self.loader = ld.Loader(pin_dir, sizes)
         self.proxy = None
         self.tls: TLSPassthroughProxy | None = None
-        self._lock = lock
+        self.pins = PinUse(pin_dir)
+        self._busy_errors: dict[str, str] = {}
+        if self.pins.in_use():
+            self.pins.take()
 
     async def apply(self, config: L4Config) -> None:
+        self._busy_errors = {}
         if self.proxy is None:
             if not config.frontends and not config.tls_passthrough:
+                return
+            self._busy_errors = self.pins.take_for(config)
+            if self._busy_errors:
                 return
             from .splice import SpliceProxy, Splicer
 
@@ -142,7 +153,7 @@ class SplicePlane(L4Plane):
 
     def errors(self) -> dict[str, str]:
         if not self.proxy:
-            return {}
+            return dict(self._busy_errors)
         return {**self.proxy.errors, **(self.tls.errors if self.tls else {})}
 
     def config_dump(self) -> dict:
@@ -158,8 +169,45 @@ class SplicePlane(L4Plane):
                 await self.tls.close()
             await self.proxy.splicer.close()
         self.loader.close()
-        if self._lock is not None:
-            self._lock.release()
+        self.pins.release()
+
+
+class PinUse:
+    """This process's use of a pin directory: the lock, taken on first use."""
+
+    def __init__(self, pin_dir: str):
+        self.pin_dir = pin_dir
+        self.lock: pinlock.PinDirLock | None = None
+
+    def in_use(self) -> bool:
+        """Pins are there (a running or an earlier instance's)."""
+        try:
+            return bool(os.listdir(self.pin_dir))
+        except OSError:
+            return False
+
+    def take(self) -> None:
+        """Lock the directory (made if needed, bpffs mounted first where the default
+        place is meant); PinDirBusy when another process holds it."""
+        if self.lock is None:
+            if os.path.abspath(self.pin_dir).startswith("/sys/fs/bpf/"):
+                ld.ensure_bpffs()
+            self.lock = pinlock.acquire(self.pin_dir)
+            log.info("holding the lock on %s (one kgw per pin directory)", self.pin_dir)
+
+    def take_for(self, config: L4Config) -> dict[str, str]:
+        """take(), or the listeners of ``config`` that cannot be served and why."""
+        try:
+            self.take()
+            return {}
+        except pinlock.PinDirBusy as e:
+            log.error("%s", e)
+            return {x.name: str(e) for x in (*config.frontends, *config.tls_passthrough)}
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 class _DriftMetrics:
@@ -179,8 +227,7 @@ class _DriftMetrics:
 
 class KernelPlane(L4Plane):
     def __init__(self, mode: str, interfaces: list[str], node_address: str | None,
-                 pin_dir: str, sizes: Mapping[str, int], settings: Mapping[str, int] | None,
-                 lock: pinlock.PinDirLock | None = None):
+                 pin_dir: str, sizes: Mapping[str, int], settings: Mapping[str, int] | None):
         self.mode = mode
         self.interfaces = interfaces
         self.loader = ld.Loader(pin_dir, sizes)
@@ -189,7 +236,7 @@ class KernelPlane(L4Plane):
         #: each backend's SNAT source: --node-address, else the route to it
         self.sources = SnatSources(node_address)
         self.programmer: Programmer | None = None
-        self._lock = lock
+        self.pins = PinUse(pin_dir)
         self._attached = False
         self._errors: dict[str, str] = {}  # start failures, TLS passthrough
         self._program_errors: dict[str, str] = {}  # the programmer's, after apply or a refresh
@@ -206,8 +253,10 @@ class KernelPlane(L4Plane):
         self.last_apply: ApplyResult | None = None
         self.tls: TLSPassthroughProxy | None = None
         self._splicer = None
-        if self.loader.pinned() and self.loader.check_pins() is None:
-            self._programmer()  # adopt now: the pinned maps are usable without compiling
+        if self.pins.in_use():
+            self.pins.take()  # PinDirBusy: another instance runs on these pins
+            if self.loader.pinned() and self.loader.check_pins() is None:
+                self._programmer()  # adopt now: the pinned maps are usable without compiling
 
     def _programmer(self) -> Programmer:
         if self.programmer is None:
@@ -242,6 +291,11 @@ class KernelPlane(L4Plane):
 
     async def _apply(self, config: L4Config) -> None:
         self._errors = {}
+        if config.frontends or config.tls_passthrough:
+            busy = self.pins.take_for(config)
+            if busy:
+                self._errors = busy
+                return
         if config.tls_passthrough or self.tls is not None:
             if self.tls is None:
                 from .splice import Splicer
@@ -453,8 +507,7 @@ class KernelPlane(L4Plane):
         if self._splicer is not None:
             await self._splicer.close()
         self.loader.close()
-        if self._lock is not None:
-            self._lock.release()
+        self.pins.release()
 
 
 def sizes_with_splice_backlog(skbs: int) -> dict[str, int]:
@@ -496,27 +549,14 @@ async def open_plane(mode: str = "auto", interfaces: Sequence[str] | None = None
             ifs = list(interfaces) if interfaces is not None else await asyncio.to_thread(netinfo.up_interfaces)
             for i in ifs:
                 ld.ifindex(i)  # ValueError("unknown interface ...")
-        lock = _lock_pins(pin_dir)  # PinDirBusy: another instance runs on these pins
+        # both raise PinDirBusy when pins exist and another instance holds them
         if mode == "splice":
             log.info("L4 data plane: splice mode (accept, connect, sockmap)")
-            return SplicePlane(pin_dir, sizes, lock)
+            return SplicePlane(pin_dir, sizes)
         log.info("L4 data plane: %s mode on %s", mode, ", ".join(ifs) or "no interfaces")
-        try:
-            return KernelPlane(mode, ifs, node_address, pin_dir, sizes, settings, lock)
-        except BaseException:
-            lock.release()
-            raise
+        return KernelPlane(mode, ifs, node_address, pin_dir, sizes, settings)
     log.info("L4 data plane: userspace proxy (asked for)")
     return UserspacePlane()
-
-
-def _lock_pins(pin_dir: str) -> pinlock.PinDirLock:
-    """The pin directory's lock, bpffs mounted first where the default place is meant."""
-    if os.path.abspath(pin_dir).startswith("/sys/fs/bpf/"):
-        ld.ensure_bpffs()
-    lock = pinlock.acquire(pin_dir)
-    log.info("holding the lock on %s (one kgw per pin directory)", pin_dir)
-    return lock
 
 
 def cleanup(pin_dir: str = abi.PIN_DIR, interfaces: Sequence[str] | None = None) -> None:

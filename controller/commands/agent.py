@@ -93,7 +93,7 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     # Gateway status reports the node addresses; the kernel plane NATs each backend from the
     # source of the route to it, unless --node-address names one IPv4 address for all.
     snat = fixed_source(a for a in (args.node_address or "").split(",") if a)
-    # First: it takes the pin directory's lock (a second agent on the node stops here).
+    # First: with pins in place it takes their lock (a second agent on the node stops here).
     l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
                           sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     l7 = L7Plane(workers=args.workers, access_log=args.access_log)

@@ -37,8 +37,8 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
     # Without --node-address each backend is NATed from the source of the route to it
     # (kgw_l4.snat), not from one discovered address.
     snat = fixed_source([args.node_address] if args.node_address else [])
-    # First: it takes the pin directory's lock, and a second instance must stop before
-    # starting anything.
+    # First: with pins in place it takes their lock, and a second instance must stop
+    # before starting anything.
     l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
                           sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     source = FileSource(args.config)
