@@ -122,6 +122,47 @@ class UserspacePlane(L4Plane):
         await self.tls.close()
 
 
+class PinUse:
+    """This process's use of a pin directory: the lock, taken on first use."""
+
+    def __init__(self, pin_dir: str):
+        self.pin_dir = pin_dir
+        self.lock: pinlock.PinDirLock | None = None
+
+    def in_use(self) -> bool:
+        """Pins are there (a running or an earlier instance's)."""
+        try:
+            return bool(os.listdir(self.pin_dir))
+        except OSError:
+            return False
+
+    def take(self) -> None:
+        """Lock the directory (made if needed, bpffs mounted first where the default
+        place is meant); PinDirBusy when another process holds it."""
+        if self.lock is None:
+            if os.path.abspath(self.pin_dir).startswith("/sys/fs/bpf/"):
+                ld.ensure_bpffs()
+            self.lock = pinlock.acquire(self.pin_dir)
+            log.info("holding the lock on %s (one kgw per pin directory)", self.pin_dir)
+
+    def take_for(self, config: L4Config) -> dict[str, str]:
+        """take(), or the listeners of ``config`` that cannot be served and why."""
+        try:
+            self.take()
+            return {}
+        except pinlock.PinDirBusy as e:
+            msg = str(e)
+        except (OSError, ld.BpfUnavailable) as e:
+            msg = f"cannot use pin directory {self.pin_dir}: {e}"
+        log.error("%s", msg)
+        return {x.name: msg for x in (*config.frontends, *config.tls_passthrough)}
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
 class SplicePlane(L4Plane):
     """Frontends served by the sockmap splice acceptor (kgw_l4.splice)."""
 
@@ -170,44 +211,6 @@ class SplicePlane(L4Plane):
             await self.proxy.splicer.close()
         self.loader.close()
         self.pins.release()
-
-
-class PinUse:
-    """This process's use of a pin directory: the lock, taken on first use."""
-
-    def __init__(self, pin_dir: str):
-        self.pin_dir = pin_dir
-        self.lock: pinlock.PinDirLock | None = None
-
-    def in_use(self) -> bool:
-        """Pins are there (a running or an earlier instance's)."""
-        try:
-            return bool(os.listdir(self.pin_dir))
-        except OSError:
-            return False
-
-    def take(self) -> None:
-        """Lock the directory (made if needed, bpffs mounted first where the default
-        place is meant); PinDirBusy when another process holds it."""
-        if self.lock is None:
-            if os.path.abspath(self.pin_dir).startswith("/sys/fs/bpf/"):
-                ld.ensure_bpffs()
-            self.lock = pinlock.acquire(self.pin_dir)
-            log.info("holding the lock on %s (one kgw per pin directory)", self.pin_dir)
-
-    def take_for(self, config: L4Config) -> dict[str, str]:
-        """take(), or the listeners of ``config`` that cannot be served and why."""
-        try:
-            self.take()
-            return {}
-        except pinlock.PinDirBusy as e:
-            log.error("%s", e)
-            return {x.name: str(e) for x in (*config.frontends, *config.tls_passthrough)}
-
-    def release(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
 
 
 class _DriftMetrics:
