@@ -86,6 +86,11 @@ class Supervisor:
         self.not_ready_reason = "waiting for the first configuration"
         self.metrics = _Metrics()
         self._published = asyncio.Condition()
+        self._refreshes: set[asyncio.Task] = set()
+        if l4 is not None and hasattr(l4, "on_errors_changed"):
+            # the kernel plane finds problems between configurations (maps changed
+            # behind its back, a backend that lost its route): status follows
+            l4.on_errors_changed = self._plane_errors_changed
 
     # -- the loop ----------------------------------------------------------------
 
@@ -118,6 +123,16 @@ class Supervisor:
         self.metrics.publish.observe(max(0.0, time.monotonic() - batch.noticed_at))
         self.metrics.generation.set(self.generation)
 
+        await self._publish_status(t)
+        if ok:
+            self.ready.set()
+            self.not_ready_reason = ""
+        async with self._published:
+            self._published.notify_all()
+
+    async def _publish_status(self, t: Translation) -> None:
+        """Translation's status with the data planes' failures folded in, to the book
+        and the writer."""
         statuses = planestatus.overlay(
             t.statuses, self.store.get_key, t.l7, t.l4,
             self.l7.listener_errors() if self.l7 is not None else {},
@@ -128,11 +143,13 @@ class Supervisor:
                 await self.status_writer.write(self.status, status_changed, self.store)
             except Exception:  # a writer failure must not stop serving
                 log.exception("status write failed")
-        if ok:
-            self.ready.set()
-            self.not_ready_reason = ""
-        async with self._published:
-            self._published.notify_all()
+
+    def _plane_errors_changed(self) -> None:
+        if self.translation is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._publish_status(self.translation))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
     async def _apply_plane(self, name: str, coro: Any) -> bool:
         try:
@@ -199,6 +216,8 @@ class Supervisor:
 
     async def _metrics(self) -> Response:
         body = generate_latest(self.metrics.registry)
+        if self.l4 is not None and hasattr(self.l4, "metrics"):
+            body += self.l4.metrics()
         if self.l7 is not None:
             try:
                 body += await self.l7.metrics()
