@@ -91,6 +91,12 @@ class Supervisor:
         #: The last batch (or the source) failed: what went wrong, while the last good
         #: configuration keeps serving (confloop).
         self.loop_error: Problem | None = None
+        self._refreshes: set[asyncio.Task] = set()
+        self._status_lock = asyncio.Lock()
+        if l4 is not None and hasattr(l4, "on_errors_changed"):
+            # the kernel plane finds problems between configurations (maps changed
+            # behind its back, a backend that lost its route): status follows
+            l4.on_errors_changed = self._plane_errors_changed
 
     # -- the loop ----------------------------------------------------------------
 
@@ -123,21 +129,37 @@ class Supervisor:
         self.metrics.publish.observe(max(0.0, time.monotonic() - batch.noticed_at))
         self.metrics.generation.set(self.generation)
 
-        statuses = planestatus.overlay(
-            t.statuses, self.store.get_key, t.l7, t.l4,
-            self.l7.listener_errors() if self.l7 is not None else {},
-            self.l4.errors() if self.l4 is not None else {})
-        status_changed = await asyncio.to_thread(self.status.update, statuses)  # (copy-on-write)
-        if self.status_writer is not None and status_changed:
-            try:
-                await self.status_writer.write(self.status, status_changed, self.store)
-            except Exception:  # a writer failure must not stop serving
-                log.exception("status write failed")
+        await self._publish_status(t)
         if ok:
             self.ready.set()
             self.not_ready_reason = ""
         async with self._published:
             self._published.notify_all()
+
+    async def _publish_status(self, t: Translation) -> None:
+        """Translation's status with the data planes' failures folded in, to the book
+        and the writer. One at a time, always from the newest translation: the book is
+        updated in a thread (a large update takes a while), and a refresh for plane
+        errors must not overwrite a newer configuration's statuses with older ones."""
+        async with self._status_lock:
+            t = self.translation or t
+            statuses = planestatus.overlay(
+                t.statuses, self.store.get_key, t.l7, t.l4,
+                self.l7.listener_errors() if self.l7 is not None else {},
+                self.l4.errors() if self.l4 is not None else {})
+            status_changed = await asyncio.to_thread(self.status.update, statuses)  # (copy-on-write)
+            if self.status_writer is not None and status_changed:
+                try:
+                    await self.status_writer.write(self.status, status_changed, self.store)
+                except Exception:  # a writer failure must not stop serving
+                    log.exception("status write failed")
+
+    def _plane_errors_changed(self) -> None:
+        if self.translation is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._publish_status(self.translation))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
     async def _apply_plane(self, name: str, coro: Any) -> bool:
         try:
@@ -204,6 +226,8 @@ class Supervisor:
 
     async def _metrics(self) -> Response:
         body = generate_latest(self.metrics.registry)
+        if self.l4 is not None and hasattr(self.l4, "metrics"):
+            body += self.l4.metrics()
         if self.l7 is not None:
             try:
                 body += await self.l7.metrics()

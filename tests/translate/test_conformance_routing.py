@@ -39,7 +39,7 @@ NOT_ROUTING = {
 
 def _cases() -> list:
     if ROOT is None:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="conformance data not found"))]
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason="conformance data not found"))]
     data = json.loads((ROOT / "route_cases.json").read_text())
     out = []
     for name, case in sorted(data.items()):
