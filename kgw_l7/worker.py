@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         level=options.log_level, stream=sys.stderr,
         format=f"%(asctime)s l7-worker-{args.index} %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # meant for the supervisor (controller/signals.py)
+        signal.signal(sig, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
     uvloop.run(_serve(sock, options))
     return 0

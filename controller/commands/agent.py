@@ -16,10 +16,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 from typing import Any
 
+from controller import signals
 from controller.env import Environment, ExitStatus, run_async
 from controller.kube.client import make_api_client
 from controller.kube.leader import LeaderElector
@@ -111,8 +111,7 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    signals.install(loop, stop.set, source.rescan)
     runner = asyncio.create_task(sup.run())
     background = [asyncio.create_task(elector.run()), asyncio.create_task(writer.run())]
     stopper = asyncio.create_task(stop.wait())

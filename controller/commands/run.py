@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
+from controller import signals
 from controller.env import Environment, ExitStatus, run_async
 from controller.files import FileSource
 from controller.node import discover_addresses
@@ -50,8 +50,7 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    signals.install(loop, stop.set, source.rescan)
     runner = asyncio.create_task(sup.run())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
