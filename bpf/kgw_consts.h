@@ -51,6 +51,12 @@
 #ifndef KGW_SPLICE_OVERFLOW_MAX
 #define KGW_SPLICE_OVERFLOW_MAX 4096
 #endif
+/* Ring buffer for splice events (kgw_splice_evt), in pages: one 16-byte record (plus
+ * its 8-byte header) per direction that becomes held, so 16 pages hold ~2700 of them
+ * between two reads by the agent; when full, KGW_C_SPLICE_EVENT_LOST counts. */
+#ifndef KGW_SPLICE_EVT_PAGES
+#define KGW_SPLICE_EVT_PAGES 16
+#endif
 /* struct kgw_splice_peer flags */
 #define KGW_SPLICE_F_SEQ 1       /* next_seq is set */
 #define KGW_SPLICE_F_OVERFLOW 2  /* userspace was told to reset the connection */
@@ -60,6 +66,13 @@
 /* How many NAT ports a new flow tries before giving up (bounded loop). */
 #ifndef KGW_NAT_PROBES
 #define KGW_NAT_PROBES 8
+#endif
+/* Successive NAT ports a new flow tries are this far apart (mod the port range): a
+ * prime, so that the KGW_NAT_PROBES ports are distinct for any range that is not a
+ * multiple of it, and large, so that they leave the first port's neighbourhood (with
+ * port preservation, where the client's next source ports land). */
+#ifndef KGW_NAT_PROBE_STRIDE
+#define KGW_NAT_PROBE_STRIDE 7919
 #endif
 /* A NAT port whose flow closed both ways is reused after this quiet time. */
 #ifndef KGW_PORT_REUSE_NS
@@ -79,6 +92,11 @@
 #endif
 
 #define KGW_HASH_SEED 0x6b67770aU
+/* Seed of the first NAT port's hash (nat.h, xored with the backend id): not the flow
+ * hash's, so that the port does not follow the Maglev slot. */
+#define KGW_NAT_PORT_SEED (KGW_HASH_SEED ^ 0x5a5a5a5aU)
+/* AF_INET for bpf_fib_lookup (linux/socket.h is not a UAPI header). */
+#define KGW_AF_INET 2
 #define KGW_NO_BACKEND 0xffffffffU
 
 /* kgw_ct_entry.flags */

@@ -71,7 +71,7 @@ static __always_inline int kgw_tc_fib(struct __sk_buff *skb, const struct kgw_re
 		__builtin_memcpy(fib->dmac, c->dmac, ETH_ALEN);
 		return BPF_FIB_LKUP_RET_SUCCESS;
 	}
-	fib->family = 2; /* AF_INET */
+	fib->family = KGW_AF_INET;
 	fib->ipv4_src = rw->saddr;
 	fib->ipv4_dst = rw->daddr;
 	fib->ifindex = iif;
@@ -128,7 +128,7 @@ int kgw_tc(struct __sk_buff *skb)
 	int rc = kgw_parse(data, data_end, &p);
 	if (rc == KGW_PARSE_MALFORMED && skb->len > data_end - data) {
 		/* Headers may sit in paged data: pull them into the linear area and retry. */
-		__u32 want = skb->len < 134 ? skb->len : 134;
+		__u32 want = skb->len < KGW_HDRS_MAX ? skb->len : KGW_HDRS_MAX;
 		if (bpf_skb_pull_data(skb, want) == 0) {
 			data = (void *)(long)skb->data;
 			data_end = (void *)(long)skb->data_end;

@@ -57,7 +57,7 @@ static __always_inline int kgw_xdp_fib(struct xdp_md *ctx, struct kgw_pkt *p,
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > data_end)
 		return -1;
-	fib->family = 2; /* AF_INET */
+	fib->family = KGW_AF_INET;
 	fib->ipv4_src = rw->saddr;
 	fib->ipv4_dst = rw->daddr;
 	fib->tot_len = bpf_ntohs(ip->tot_len);

@@ -305,7 +305,7 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 	__u32 cport = bpf_ntohs(k->sport);
 	__u32 start = kgw_jhash_3words(bpf_ntohl(k->saddr), bpf_ntohl(k->daddr),
 				       (cport << 16) | bpf_ntohs(k->dport),
-				       KGW_HASH_SEED ^ 0x5a5a5a5aU ^ bid);
+				       KGW_NAT_PORT_SEED ^ bid);
 	if (cport >= lo && cport <= hi)
 		start = cport - lo;
 	if (old) {
@@ -321,7 +321,7 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 	struct kgw_ct_entry rev;
 	int found = 0;
 	for (int i = 0; i < KGW_NAT_PROBES; i++) {
-		fwd.new_sport = bpf_htons((__u16)(lo + (start + i * 7919) % range));
+		fwd.new_sport = bpf_htons((__u16)(lo + (start + i * KGW_NAT_PROBE_STRIDE) % range));
 		kgw_ct_peer_key(k, &fwd, &rk);
 		if (kgw_port_is_local(ctx, &rk))
 			continue;

@@ -20,6 +20,12 @@
 #define KGW_IP_MF 0x2000
 #define KGW_IP_OFFSET 0x1fff
 
+/* The longest headers kgw reads: IPv4 and TCP, each with 40 bytes of options (ihl and
+ * doff 15), after the Ethernet header. */
+#define KGW_IPV4_HDR_MAX 60
+#define KGW_TCP_HDR_MAX 60
+#define KGW_HDRS_MAX (ETH_HLEN + KGW_IPV4_HDR_MAX + KGW_TCP_HDR_MAX)
+
 struct kgw_pkt {
 	struct kgw_flow_key key;
 	__u32 l3_off;    /* offset of the IPv4 header */
@@ -104,7 +110,7 @@ static __always_inline struct iphdr *kgw_ip_ports(void *data, void *data_end,
 	if ((void *)(ip + 1) > data_end)
 		return NULL;
 	__u32 l4_off = p->l4_off;
-	if (l4_off > sizeof(struct ethhdr) + 60)
+	if (l4_off > sizeof(struct ethhdr) + KGW_IPV4_HDR_MAX)
 		return NULL;
 	__be16 *pp = data + l4_off;
 	if ((void *)(pp + 2) > data_end)

@@ -53,37 +53,8 @@
  * now and then; a socket must stay in the map while bytes can arrive. */
 #include <uapi/linux/bpf.h>
 #include "kgw_maps.h"
+#include "kgw_splice.h"
 #include "stats.h"
-
-/* cookie -> socket. bcc's BPF_SOCKHASH declares no lookup(); this is the same
- * declaration with one (a bpf_map_lookup_elem that returns a referenced socket). */
-struct kgw_sockhash_table_t {
-	u64 key;
-	int leaf;
-	struct bpf_sock *(*lookup)(u64 *);
-	int (*update)(u64 *, int *);
-	int (*delete)(u64 *);
-	int (*sk_redirect_hash)(void *, void *, u64);
-	u32 max_entries;
-};
-__attribute__((section("maps/sockhash")))
-struct kgw_sockhash_table_t kgw_sockhash = { .max_entries = KGW_SOCKHASH_SIZE };
-BPF_ANNOTATE_KV_PAIR(kgw_sockhash, u64, int);
-
-/* cookie -> peer and byte counts (kgw_structs.h) */
-BPF_HASH(kgw_splice_peer, u64, struct kgw_splice_peer, KGW_SOCKHASH_SIZE);
-/* cookie -> held bytes the agent has taken (read and written on): the direction is held
- * while kgw_splice_peer.passed is more */
-BPF_HASH(kgw_splice_hold, u64, u64, KGW_SOCKHASH_SIZE);
-/* struct kgw_splice_event: a direction became held, or a connection holds too much */
-BPF_RINGBUF_OUTPUT(kgw_splice_evt, 16);
-
-#ifndef KGW_SPLICE_TRIM
-#define KGW_SPLICE_TRIM 0
-#endif
-#ifndef KGW_SPLICE_BACKPRESSURE
-#define KGW_SPLICE_BACKPRESSURE 0
-#endif
 
 /* TCP_SKB_CB(skb)->seq and the socket's copied_seq (0 when unknown). The ctx is the
  * kernel's struct sk_buff; tcp_eat_skb() advances copied_seq by every redirected or
@@ -105,18 +76,18 @@ static __always_inline int kgw_tcp_seqs(struct __sk_buff *skb, u32 *seq, u32 *co
 #endif
 }
 
-/* Pop `old` bytes off the head (sk_skb's adjust_room moves at most 0xfff at a time).
- * Returns the bytes popped. An skb can be far larger than one GSO segment: TCP
- * coalesces out-of-order segments while a hole is open, and a retransmission that
- * fills the hole can leave a 250 KB coalesced skb whose head is old (seen with held
- * directions, whose charged receive buffers make the senders retransmit a lot). So
- * the bound covers MAX_SKB_FRAGS (17) frags of 64 KB. */
-#define KGW_POP_STEPS 280   /* 280 * 4095 > 17 * 64 KB */
+/* Pop `old` bytes off the head, KGW_ADJUST_ROOM_MAX at a time. Returns the bytes
+ * popped. An skb can be far larger than one GSO segment: TCP coalesces out-of-order
+ * segments while a hole is open, and a retransmission that fills the hole can leave a
+ * 250 KB coalesced skb whose head is old (seen with held directions, whose charged
+ * receive buffers make the senders retransmit a lot). So the bound covers
+ * MAX_SKB_FRAGS (17) frags of 64 KB. */
+#define KGW_POP_STEPS 280   /* 280 * KGW_ADJUST_ROOM_MAX > 17 * 64 KB */
 static __always_inline int kgw_pop_head(struct __sk_buff *skb, int old)
 {
 	int left = old;
 	for (int i = 0; i < KGW_POP_STEPS && left > 0; i++) {
-		int n = left > 4095 ? 4095 : left;
+		int n = left > KGW_ADJUST_ROOM_MAX ? KGW_ADJUST_ROOM_MAX : left;
 		if (bpf_skb_adjust_room(skb, -n, 0, 0))
 			break;
 		left -= n;
@@ -133,9 +104,9 @@ static __always_inline u32 kgw_psock_qlen(u64 sk)
 	u32 qlen = 0;
 	if (!sk || bpf_probe_read_kernel(&psock, sizeof(psock), (char *)sk + KGW_OFF_SK_USER_DATA))
 		return 0;
-	if (!(psock & 4))   /* SK_USER_DATA_PSOCK: the low 3 bits are flags */
+	if (!(psock & KGW_SK_USER_DATA_PSOCK))
 		return 0;
-	psock &= ~7UL;
+	psock &= KGW_SK_USER_DATA_PTRMASK;
 	if (bpf_probe_read_kernel(&qlen, sizeof(qlen),
 				  (char *)psock + KGW_OFF_PSOCK_INGRESS_SKB + KGW_OFF_SKB_HEAD_QLEN))
 		return 0;

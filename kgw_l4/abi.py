@@ -1,9 +1,13 @@
 """The ABI shared with the BPF programs: sizes, ctypes mirrors of bpf/kgw_structs.h,
-counter indexes and flags.
+counter indexes and flags, and how each map's keys and values are laid out as bytes.
 
 SIZES is the one source of the tunable sizes: the loader passes it as -D cflags, the
 ABI test compiles the C headers with the same flags and compares every size, offset
 and constant with this module (tests/l4/test_abi.py).
+
+Maps are read and written as bytes (kgw_l4.maps); the encoders and decoders at the end
+of this module are the only place those bytes are made or taken apart, so that the
+programmer, the splicer, the inspect CLI and the tests cannot disagree on a layout.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import ctypes
 import enum
 import ipaddress
 import socket
+import struct
 import sys
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
 SIZES: dict[str, int] = {
     "KGW_MAX_FRONTENDS": 64,
@@ -221,3 +226,120 @@ def port_be(port: int) -> int:
 
 def port_host(be: int) -> int:
     return socket.ntohs(be)
+
+
+# ----------------------------------------------------------------------------- map bytes
+# Integer keys and values (u32 indexes, ids, counts; u64 socket cookies) are in host
+# byte order, as the kernel stores them; __be32 addresses are the address's own bytes.
+
+_U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
+
+
+def u32(n: int) -> bytes:
+    """A u32 key or value: an array index, a backend id, a flag."""
+    return _U32.pack(n)
+
+
+def u32_of(raw: bytes) -> int:
+    return _U32.unpack(raw)[0]
+
+
+def u64(n: int) -> bytes:
+    """A u64 key or value: a socket cookie, a byte count."""
+    return _U64.pack(n)
+
+
+def u64_of(raw: bytes) -> int:
+    return _U64.unpack(raw)[0]
+
+
+def u32s(values: Sequence[int]) -> bytes:
+    """Consecutive u32 array values (a Maglev row), as one batched read returns them."""
+    return struct.pack(f"={len(values)}I", *values)
+
+
+def u32s_of(raw: bytes) -> list[int]:
+    return list(struct.unpack(f"={len(raw) // 4}I", raw))
+
+
+#: kgw_settings has one entry, at index 0
+SETTINGS_KEY = u32(0)
+#: the value of every kgw_local_addrs entry (the key's presence is what counts)
+LOCAL_ADDR_PRESENT = u32(1)
+
+
+def fe_key(address: str, port: int, protocol: str) -> bytes:
+    """kgw_frontends key; a protocol kgw does not know is encoded as 0."""
+    return bytes(FeKey(addr=ip_be(address), port=port_be(port), proto=PROTO.get(protocol, 0)))
+
+
+def fe_val(fe_id: int) -> bytes:
+    return bytes(FeVal(fe_id=fe_id))
+
+
+def fe_entry(key: bytes, val: bytes) -> tuple[str, int, str, int]:
+    """(address, port, protocol, fe_id) of a kgw_frontends entry (an unknown protocol by
+    its number)."""
+    k, v = FeKey.from_buffer_copy(key), FeVal.from_buffer_copy(val)
+    return ip_str(k.addr), port_host(k.port), PROTO_NAME.get(k.proto, str(k.proto)), v.fe_id
+
+
+def backend_val(address: str, port: int, snat_address: str) -> bytes:
+    """kgw_backends value (keyed by ``u32(backend_id)``)."""
+    return bytes(Backend(addr=ip_be(address), snat_addr=ip_be(snat_address), port=port_be(port)))
+
+
+def backend_of(raw: bytes) -> tuple[str, int, str]:
+    """(address, port, SNAT address) of a kgw_backends value."""
+    b = Backend.from_buffer_copy(raw)
+    return ip_str(b.addr), port_host(b.port), ip_str(b.snat_addr)
+
+
+def backends_of(table: bytes) -> dict[int, bytes]:
+    """backend_id -> value of every used slot of a whole kgw_backends read (address 0:
+    unused)."""
+    size = ctypes.sizeof(Backend)
+    unused = bytes(4)
+    return {bid: table[off:off + size] for bid, off in enumerate(range(0, len(table), size))
+            if table[off:off + 4] != unused}
+
+
+def maglev_index(fe_id: int, slot: int, ring_size: int) -> int:
+    """kgw_maglev index of a frontend's slot (one row of ring_size slots per frontend)."""
+    return fe_id * ring_size + slot
+
+
+def local_addr_key(address: str) -> bytes:
+    """kgw_local_addrs key (a __be32)."""
+    return ipaddress.IPv4Address(address).packed
+
+
+def local_addr_of(key: bytes) -> str:
+    return str(ipaddress.IPv4Address(key))
+
+
+def flow_key(saddr: str, sport: int, daddr: str, dport: int, proto: int) -> bytes:
+    """kgw_ct / kgw_ct_syn key, the tuple as the packet carries it."""
+    return bytes(FlowKey(saddr=ip_be(saddr), daddr=ip_be(daddr), sport=port_be(sport),
+                         dport=port_be(dport), proto=proto))
+
+
+def counter_total(per_cpu: Iterable[bytes]) -> tuple[int, int]:
+    """(packets, bytes) of a kgw_stats slot, summed over its per-CPU values."""
+    p = b = 0
+    for raw in per_cpu:
+        v = CounterVal.from_buffer_copy(raw)
+        p += v.packets
+        b += v.bytes
+    return p, b
+
+
+def splice_peer_val(peer_cookie: int) -> bytes:
+    """A fresh kgw_splice_peer value (keyed by ``u64(cookie)``): the peer, no bytes yet."""
+    return bytes(SplicePeer(peer=peer_cookie))
+
+
+def sockhash_val(fd: int) -> bytes:
+    """kgw_sockhash value: the socket's file descriptor (the kernel stores the socket)."""
+    return struct.pack("=i", fd)

@@ -19,7 +19,6 @@ import enum
 import ipaddress
 import json
 import os
-import struct
 import sys
 import time
 import urllib.error
@@ -95,47 +94,17 @@ def _l4_names(admin: dict | None) -> dict[tuple[str, int, str], str]:
     return names
 
 
-def _backends(maps: MapSet, sizes: dict[str, int]) -> dict[int, tuple[str, int, str]]:
-    m = maps.get("kgw_backends")
-    n, vsz = sizes["KGW_MAX_BACKENDS"], m.info.value_size
-    table = m.lookup_range(0, n)  # one batched read
-    out = {}
-    for bid in range(n):
-        b = abi.Backend.from_buffer_copy(table, bid * vsz)
-        if b.addr:
-            out[bid] = (abi.ip_str(b.addr), abi.port_host(b.port), abi.ip_str(b.snat_addr))
-    return out
-
-
-def _ring(maps: MapSet, fe_id: int, size: int) -> list[int]:
-    raw = maps.get("kgw_maglev").lookup_range(fe_id * size, size)
-    return list(struct.unpack(f"<{size}I", raw))
-
-
-def _frontend_keys(maps: MapSet) -> list[tuple[str, int, str, int]]:
-    m = maps.get("kgw_frontends")
-    out = []
-    for k in m.keys():
-        v = m.lookup(k)
-        if v is None:
-            continue
-        key, val = abi.FeKey.from_buffer_copy(k), abi.FeVal.from_buffer_copy(v)
-        out.append((abi.ip_str(key.addr), abi.port_host(key.port),
-                    abi.PROTO_NAME.get(key.proto, str(key.proto)), val.fe_id))
-    return sorted(out, key=lambda t: t[3])
-
-
 # ----------------------------------------------------------------------------- commands
 
 
 def cmd_frontends(env: Env, ns: argparse.Namespace) -> list[dict]:
     maps = _maps(env, ns)
     names = _l4_names(_admin(env, ns))
-    bes = _backends(maps, env.sizes)
+    bes = ld.backends(maps, env.sizes)
     size = env.sizes["KGW_MAGLEV_SIZE"]
     rows = []
-    for addr, port, proto, fe_id in _frontend_keys(maps):
-        shares = Tally(_ring(maps, fe_id, size))
+    for addr, port, proto, fe_id in ld.frontends(maps):
+        shares = Tally(ld.maglev_row(maps, fe_id, env.sizes))
         pk, by = ld.frontend_counter(maps, fe_id)
         backends = []
         for bid, n in sorted(shares.items()):
@@ -219,35 +188,31 @@ def cmd_flow(env: Env, ns: argparse.Namespace) -> list[dict]:
     if sport is None or dport is None:
         raise InspectError("flow needs SRC:PORT and DST:PORT", ExitStatus.USAGE)
     proto = abi.PROTO[ns.proto.upper()]
-    key = abi.FlowKey(saddr=abi.ip_be(src), daddr=abi.ip_be(dst), sport=abi.port_be(sport),
-                      dport=abi.port_be(dport), proto=proto)
     for table in ("kgw_ct", "kgw_ct_syn"):
-        raw = maps.get(table).lookup(bytes(key))
-        if raw:
-            e = abi.CtEntry.from_buffer_copy(raw)
+        e = ld.ct_entry(maps, table, src, sport, dst, dport, proto)
+        if e is not None:
             return [{"flow": f"{src}:{sport} -> {dst}:{dport}/{ns.proto.upper()}",
                      "source": f"existing entry in {table.removeprefix('kgw_')}",
                      "backend_id": e.backend_id,
                      "backend": f"{abi.ip_str(e.new_daddr)}:{abi.port_host(e.new_dport)}",
                      "snat": f"{abi.ip_str(e.new_saddr)}:{abi.port_host(e.new_sport)}"}]
     fe_id = None
-    for addr, port, p, fid in _frontend_keys(maps):
+    fes = ld.frontends(maps)
+    for addr, port, p, fid in fes:
         if port == dport and p == ns.proto.upper() and addr == dst:
             fe_id = fid
     if fe_id is None:
-        for addr, port, p, fid in _frontend_keys(maps):
+        for addr, port, p, fid in fes:
             if port == dport and p == ns.proto.upper() and addr == "0.0.0.0":
-                local = maps.get("kgw_local_addrs").lookup(abi.ip_be(dst).to_bytes(4, "little"))
-                if local:
+                if ld.is_local(maps, dst):
                     fe_id = fid
     if fe_id is None:
         raise InspectError(f"no frontend matches {dst}:{dport}/{ns.proto.upper()}: the packet "
                            f"would pass to the stack", ExitStatus.NOT_FOUND)
     size = env.sizes["KGW_MAGLEV_SIZE"]
     slot = maglev.flow_slot(src, sport, dst, dport, proto, size)
-    raw = maps.get("kgw_maglev").lookup((fe_id * size + slot).to_bytes(4, "little"))
-    bid = int.from_bytes(raw, "little") if raw else abi.NO_BACKEND
-    be = _backends(maps, env.sizes).get(bid)
+    bid = ld.maglev_slot(maps, fe_id, slot, env.sizes)
+    be = ld.backends(maps, env.sizes).get(bid)
     return [{"flow": f"{src}:{sport} -> {dst}:{dport}/{ns.proto.upper()}",
              "source": "new flow: Maglev slot computed with kgw_l4.maglev.flow_hash (the "
                        "Python mirror of bpf/hash.h; bcc 0.26 has no BPF_PROG_TEST_RUN)",

@@ -26,13 +26,14 @@ from typing import Iterable, Iterator, Mapping
 from . import abi, kernel_btf, pinlock
 from .csource import program_source
 from .maps import MapInfo, MapSet, PinnedMapSet, FdMap, MAP_ARRAY, MAP_HASH, MAP_LRU_HASH, \
-    MAP_PERCPU_ARRAY
+    MAP_PERCPU_ARRAY, MAP_SOCKHASH
 
 log = logging.getLogger("kgw.l4.loader")
 
 BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_PROG_TYPE_XDP = 6
 BPF_PROG_TYPE_SK_SKB = 14
+BPF_SK_SKB_STREAM_VERDICT = 5  # enum bpf_attach_type
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -116,6 +117,18 @@ def expected_maps(sizes: Mapping[str, int] = abi.SIZES) -> dict[str, MapInfo]:
         "kgw_settings": MapInfo(MAP_ARRAY, 4, s(abi.Settings), 1),
         "kgw_stats": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.CounterVal), abi.stats_size(sizes)),
         "kgw_fib_cache": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.FibEntry), sizes["KGW_FIB_CACHE_SIZE"]),
+    }
+
+
+def splice_maps(sizes: Mapping[str, int] = abi.SIZES) -> dict[str, MapInfo]:
+    """The maps of bpf/sockmap.c (declared in kgw_splice.h), keyed by socket cookie.
+    Not pinned: they hold sockets of this process only (Loader.table)."""
+    s = ctypes.sizeof
+    n = sizes["KGW_SOCKHASH_SIZE"]
+    return {
+        "kgw_sockhash": MapInfo(MAP_SOCKHASH, 8, 4, n),
+        "kgw_splice_peer": MapInfo(MAP_HASH, 8, s(abi.SplicePeer), n),
+        "kgw_splice_hold": MapInfo(MAP_HASH, 8, 8, n),
     }
 
 
@@ -217,16 +230,27 @@ class Loader:
         self._init_settings()
         return fn.fd
 
-    def table_fd(self, prog: str, table: str) -> int:
-        """fd of a map a loaded program declares without pinning (e.g. the sockhash)."""
+    def table(self, prog: str, table: str) -> FdMap:
+        """A map a loaded program declares without pinning (the splice maps), behind the
+        same interface as the pinned ones. bcc 0.26's Python tables do not support
+        SOCKHASH, so every such map is reached by its fd from libbcc; the program's bcc
+        module keeps owning the fd."""
         from bcc import libbcc
 
-        # bcc 0.26's Python tables do not support SOCKHASH: ask libbcc for the fd.
         b = self._bpf[prog]
         fd = libbcc.lib.bpf_table_fd(b.module, table.encode())  # type: ignore[attr-defined]
         if fd < 0:
             raise KeyError(f"{prog} has no map {table}")
-        return fd
+        return FdMap(fd, table, owned=False)
+
+    def attach_verdict(self, prog: str, sockhash: FdMap) -> None:
+        """Attach a loaded SK_SKB program as the stream verdict of a sockhash (no stream
+        parser: the kernel hands it whole skbs off the receive queue, tcp_read_skb)."""
+        from bcc import libbcc
+
+        if libbcc.lib.bpf_prog_attach(self.prog_fds[prog], sockhash.fd,
+                                      BPF_SK_SKB_STREAM_VERDICT, 0) != 0:
+            raise OSError(f"cannot attach the {prog} verdict program")
 
     def ring_buffer(self, prog: str, table: str,
                     on_record: Callable[[bytes], None]) -> tuple[int, Callable[[], None]]:
@@ -238,28 +262,22 @@ class Loader:
         return rb.map_fd, b.ring_buffer_consume
 
     def _init_settings(self) -> None:
-        m = self.maps().get("kgw_settings")
-        raw = m.lookup(bytes(4))
-        cur = abi.Settings.from_buffer_copy(raw) if raw else abi.Settings()
-        if cur.ct_timeout_est_ns == 0:  # fresh map: defaults; adopted: keep
+        if self.settings().ct_timeout_est_ns == 0:  # fresh map: defaults; adopted: keep
             self.set_settings()
 
     def set_settings(self, **kw: int) -> None:
         """Write kgw_settings (timeouts in ns, nat_port_min/max); unspecified fields keep
         their current value, or the default on a fresh map."""
-        m = self.maps().get("kgw_settings")
-        raw = m.lookup(bytes(4))
-        cur = abi.Settings.from_buffer_copy(raw) if raw else abi.Settings()
+        cur = self.settings()
         defaults = dict(DEFAULT_TIMEOUTS, nat_port_min=DEFAULT_NAT_PORTS[0],
                         nat_port_max=DEFAULT_NAT_PORTS[1])
         for field, default in defaults.items():
             value = kw.get(field, getattr(cur, field) or default)
             setattr(cur, field, value)
-        m.update(bytes(4), bytes(cur))
+        self.maps().get("kgw_settings").update(abi.SETTINGS_KEY, bytes(cur))
 
     def settings(self) -> abi.Settings:
-        raw = self.maps().get("kgw_settings").lookup(bytes(4))
-        return abi.Settings.from_buffer_copy(raw) if raw else abi.Settings()
+        return settings(self.maps())
 
     # ----------------------------------------------------------------- attach
 
@@ -368,7 +386,64 @@ class Loader:
 
 
 # --------------------------------------------------------------------- accessors
-# The inspect CLI and the tests read state only through these (STYLE §4.4/§4.5).
+# The inspect CLI and the tests read state only through these (STYLE §4.4/§4.5); the
+# bytes are taken apart by kgw_l4.abi's decoders.
+
+def settings(maps: MapSet) -> abi.Settings:
+    """kgw_settings (all zero in a fresh map)."""
+    raw = maps.get("kgw_settings").lookup(abi.SETTINGS_KEY)
+    return abi.Settings.from_buffer_copy(raw) if raw else abi.Settings()
+
+
+def frontends(maps: MapSet) -> list[tuple[str, int, str, int]]:
+    """(address, port, protocol, fe_id) of every kgw_frontends entry, by fe_id."""
+    m = maps.get("kgw_frontends")
+    out = []
+    for k in m.keys():
+        v = m.lookup(k)
+        if v is not None:
+            out.append(abi.fe_entry(k, v))
+    return sorted(out, key=lambda t: t[3])
+
+
+def backend_entries(maps: MapSet, sizes: Mapping[str, int] = abi.SIZES) -> dict[int, bytes]:
+    """backend_id -> kgw_backends value of every used slot (one batched read)."""
+    return abi.backends_of(maps.get("kgw_backends").lookup_range(0, sizes["KGW_MAX_BACKENDS"]))
+
+
+def backends(maps: MapSet, sizes: Mapping[str, int] = abi.SIZES) -> dict[int, tuple[str, int, str]]:
+    """backend_id -> (address, port, SNAT address) of every used kgw_backends slot."""
+    return {bid: abi.backend_of(raw) for bid, raw in backend_entries(maps, sizes).items()}
+
+
+def maglev_row(maps: MapSet, fe_id: int, sizes: Mapping[str, int] = abi.SIZES) -> list[int]:
+    """A frontend's Maglev row: the backend id of every slot (one batched read)."""
+    n = sizes["KGW_MAGLEV_SIZE"]
+    return abi.u32s_of(maps.get("kgw_maglev").lookup_range(abi.maglev_index(fe_id, 0, n), n))
+
+
+def maglev_slot(maps: MapSet, fe_id: int, slot: int, sizes: Mapping[str, int] = abi.SIZES) -> int:
+    """The backend id in one slot of a frontend's Maglev row (NO_BACKEND if unreadable)."""
+    idx = abi.maglev_index(fe_id, slot, sizes["KGW_MAGLEV_SIZE"])
+    raw = maps.get("kgw_maglev").lookup(abi.u32(idx))
+    return abi.u32_of(raw) if raw else abi.NO_BACKEND
+
+
+def local_addrs(maps: MapSet) -> set[str]:
+    """The node addresses in kgw_local_addrs (where frontends on 0.0.0.0 match)."""
+    return {abi.local_addr_of(k) for k in maps.get("kgw_local_addrs").keys()}
+
+
+def is_local(maps: MapSet, address: str) -> bool:
+    return bool(maps.get("kgw_local_addrs").lookup(abi.local_addr_key(address)))
+
+
+def ct_entry(maps: MapSet, table: str, saddr: str, sport: int, daddr: str, dport: int,
+             proto: int) -> abi.CtEntry | None:
+    """The entry of a tuple in a connection table (kgw_ct or kgw_ct_syn), if any."""
+    raw = maps.get(table).lookup(abi.flow_key(saddr, sport, daddr, dport, proto))
+    return abi.CtEntry.from_buffer_copy(raw) if raw else None
+
 
 def counter(maps: MapSet, c: abi.Counter, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
     """(packets, bytes) of a global counter, summed over CPUs."""
@@ -388,13 +463,7 @@ def backend_counter(maps: MapSet, backend_id: int, sizes: Mapping[str, int] = ab
 
 
 def _slot(maps: MapSet, idx: int) -> tuple[int, int]:
-    vals = maps.get("kgw_stats").percpu(idx.to_bytes(4, "little"))
-    p = b = 0
-    for raw in vals:
-        v = abi.CounterVal.from_buffer_copy(raw)
-        p += v.packets
-        b += v.bytes
-    return p, b
+    return abi.counter_total(maps.get("kgw_stats").percpu(abi.u32(idx)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
 """Map access behind a small interface, with an in-memory fake (STYLE §4.2).
 
-Keys and values cross this interface as bytes laid out per kgw_l4.abi; the
-programmer and the inspect CLI never touch bcc or file descriptors. ``FdMap`` talks
-to a real (pinned) map through libbcc's syscall wrappers; ``FakeMap`` keeps a dict and
-enforces the same capacity rules, so control logic is unit-tested on any machine.
+Keys and values cross this interface as bytes laid out per kgw_l4.abi (its encoders
+make them); the programmer, the splicer and the inspect CLI never touch bcc or file
+descriptors. ``FdMap`` talks to a real map (pinned, or one a loaded program owns, such as
+the sockhash bcc's Python tables cannot handle) through libbcc's syscall wrappers;
+``FakeMap`` keeps a dict and enforces the same capacity rules, so control logic is
+unit-tested on any machine.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import sys
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -86,7 +89,7 @@ class FakeMap:
         if len(key) != self.info.key_size:
             raise MapError(errno.EINVAL, f"key size {len(key)} != {self.info.key_size}")
         if self.info.map_type in _ARRAYS:
-            if int.from_bytes(key, "little") >= self.info.max_entries:
+            if int.from_bytes(key, sys.byteorder) >= self.info.max_entries:
                 raise MapError(errno.E2BIG, "array index out of range")
 
     def lookup(self, key: bytes) -> bytes | None:
@@ -128,7 +131,7 @@ class FakeMap:
     def keys(self) -> Iterator[bytes]:
         if self.info.map_type in _ARRAYS:
             for i in range(self.info.max_entries):
-                yield i.to_bytes(self.info.key_size, "little")
+                yield i.to_bytes(self.info.key_size, sys.byteorder)
         else:
             yield from list(self._d)
 
@@ -148,7 +151,8 @@ class FakeMap:
         if self.info.map_type != MAP_ARRAY or start < 0 or start + count > self.info.max_entries:
             raise MapError(errno.EINVAL, "lookup_range: not an array, or out of range")
         ks = self.info.key_size
-        return b"".join(self.lookup(i.to_bytes(ks, "little")) or b"" for i in range(start, start + count))
+        return b"".join(self.lookup(i.to_bytes(ks, sys.byteorder)) or b""
+                        for i in range(start, start + count))
 
     def set_percpu(self, key: bytes, values: list[bytes]) -> None:
         """Test helper: what the BPF program would have counted on each CPU."""
@@ -179,10 +183,16 @@ class _BpfMapInfo(ctypes.Structure):
     ]
 
 
-def _lib():  # imported lazily: bcc is optional
-    from bcc import libbcc
+_libbcc = None
 
-    return libbcc.lib
+
+def _lib():  # imported lazily: bcc is optional
+    global _libbcc
+    if _libbcc is None:
+        from bcc import libbcc
+
+        _libbcc = libbcc.lib
+    return _libbcc
 
 
 def map_info_of_fd(fd: int) -> MapInfo:
@@ -194,11 +204,14 @@ def map_info_of_fd(fd: int) -> MapInfo:
 
 
 class FdMap:
-    """A real BPF map, by file descriptor (usually opened from its pin)."""
+    """A real BPF map, by file descriptor: opened from its pin (and closed by ``close``),
+    or borrowed from the program that declares it (``owned=False``: the loader's bcc
+    module closes it)."""
 
-    def __init__(self, fd: int, name: str = ""):
+    def __init__(self, fd: int, name: str = "", owned: bool = True):
         self.fd = fd
         self.name = name
+        self.owned = owned
         self.info = map_info_of_fd(fd)
         self._ncpus = possible_cpus()
         self._percpu = self.info.map_type in _PERCPU
@@ -215,9 +228,9 @@ class FdMap:
         return cls(fd, os.path.basename(path))
 
     def close(self) -> None:
-        if self.fd >= 0:
+        if self.fd >= 0 and self.owned:
             os.close(self.fd)
-            self.fd = -1
+        self.fd = -1
 
     def _kbuf(self, key: bytes) -> ctypes.Array:
         if len(key) != self.info.key_size:
@@ -306,7 +319,7 @@ class FdMap:
                 self._batch_ok = False
         parts = []
         for i in range(start, start + count):
-            v = self._raw_lookup(i.to_bytes(4, "little"))
+            v = self._raw_lookup(i.to_bytes(4, sys.byteorder))
             if v is None:
                 raise MapError(ctypes.get_errno() or errno.EIO, f"{self.name}: lookup of index {i} failed")
             parts.append(v)

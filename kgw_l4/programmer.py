@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from . import abi, maglev
+from . import abi, loader as ld, maglev
 from .config import Endpoint, Frontend, L4Config
 from .maps import MapSet
 
@@ -33,6 +32,8 @@ log = logging.getLogger("kgw.l4.programmer")
 
 FeIdent = tuple[str, int, str]  # (address, port, protocol)
 BeIdent = tuple[str, int]  # (address, port)
+#: what apply() is asked for: frontend -> (the frontend, its endpoints' weights)
+Wanted = dict[FeIdent, tuple[Frontend, dict[BeIdent, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class Programmer:
         self.maps = maps
         self.snat_for = snat_for
         self.local_addrs = local_addrs
+        self.sizes = sizes
         self.max_fe = sizes["KGW_MAX_FRONTENDS"]
         self.max_be = sizes["KGW_MAX_BACKENDS"]
         self.ring_size = sizes["KGW_MAGLEV_SIZE"]
@@ -112,30 +114,15 @@ class Programmer:
 
     def adopt(self) -> int:
         """Read ids and Maglev rows from the maps. Returns the number of frontends."""
-        fem = self.maps.get("kgw_frontends")
-        for k in fem.keys():
-            v = fem.lookup(k)
-            if v is None:
-                continue
-            key, val = abi.FeKey.from_buffer_copy(k), abi.FeVal.from_buffer_copy(v)
-            ident = (abi.ip_str(key.addr), abi.port_host(key.port), abi.PROTO_NAME.get(key.proto, "?"))
-            self.fe_ids[ident] = val.fe_id
-        bem = self.maps.get("kgw_backends")
-        vsz = bem.info.value_size
-        table = bem.lookup_range(0, self.max_be)  # batched reads: a copy, not a syscall each
-        for bid in range(self.max_be):
-            raw = table[bid * vsz:(bid + 1) * vsz]
-            be = abi.Backend.from_buffer_copy(raw)
-            if be.addr == 0:
-                continue
-            self.be_ids[(abi.ip_str(be.addr), abi.port_host(be.port))] = bid
+        for addr, port, proto, fe_id in ld.frontends(self.maps):
+            self.fe_ids[(addr, port, proto)] = fe_id
+        for bid, raw in ld.backend_entries(self.maps, self.sizes).items():
+            addr, port, _ = abi.backend_of(raw)
+            self.be_ids[(addr, port)] = bid
             self.be_entries[bid] = raw
-        ring = self.maps.get("kgw_maglev")
-        n = self.ring_size
         for fe_id in self.fe_ids.values():
-            self.rings[fe_id] = list(struct.unpack(f"<{n}I", ring.lookup_range(fe_id * n, n)))
-        lam = self.maps.get("kgw_local_addrs")
-        self.local = {abi.ip_str(int.from_bytes(k, "little")) for k in lam.keys()}
+            self.rings[fe_id] = ld.maglev_row(self.maps, fe_id, self.sizes)
+        self.local = ld.local_addrs(self.maps)
         log.info("adopted %d frontends and %d backends from pinned maps",
                  len(self.fe_ids), len(self.be_ids))
         return len(self.fe_ids)
@@ -202,74 +189,72 @@ class Programmer:
     # ------------------------------------------------------------------ apply
 
     def apply(self, config: L4Config) -> ApplyResult:
+        """Bring the maps to ``config`` in three steps: backends (ids and entries), then
+        frontends (Maglev rows, then keys; removals last), then the record of what is
+        programmed and what is wrong with it (views, errors) that status, ``check()`` and
+        ``refresh_node()`` work from. The local addresses follow the node."""
+        wanted, errors = self._wanted(config)
+        source_errors: dict[BeIdent, str] = {}
+        backends_written = self._assign_backends(wanted, errors, source_errors)
+        views, slots_written, added, removed = self._install_frontends(wanted)
+        self._write_local()
+        self._record(views, wanted, errors, source_errors)
+        return ApplyResult(added, removed, backends_written, slots_written, dict(self.errors))
+
+    def _wanted(self, config: L4Config) -> tuple[Wanted, dict[str, str]]:
+        """The valid frontends with their endpoints' weights, and what is wrong."""
         fes, errors = self._validate(config)
-        wanted: dict[FeIdent, tuple[Frontend, dict[BeIdent, int]]] = {}
+        wanted: Wanted = {}
         for fe in fes:
             wanted[(fe.address, fe.port, fe.protocol)] = (fe, self._endpoints(fe, errors))
+        return wanted, errors
 
-        # 1. backends: every endpoint of every frontend gets an id (weight 0 included,
-        #    so that counters keep following a drained backend).
+    def _assign_backends(self, wanted: Wanted, errors: dict[str, str],
+                         source_errors: dict[BeIdent, str]) -> int:
+        """Give every endpoint of every wanted frontend a backend id (weight 0 included,
+        so that counters keep following a drained backend) and write its kgw_backends
+        entry where it changed; ids no endpoint uses any more are freed. Returns the
+        entries written."""
         needed = {ep for _, eps in wanted.values() for ep in eps}
-        source_errors: dict[BeIdent, str] = {}
-        bem = self.maps.get("kgw_backends")
-        stats = self.maps.get("kgw_stats")
-        backends_written = 0
+        written = 0
         for ep in sorted(needed):
             bid = self.be_ids.get(ep)
             fresh = bid is None
             if fresh:
                 used = set(self.be_ids.values())
-                candidates = (i for i in range(self.max_be) if i not in used)
-                bid = next(candidates, None)
+                bid = next((i for i in range(self.max_be) if i not in used), None)
                 if bid is None:
-                    for ident, (fe, eps) in wanted.items():
+                    for fe, eps in wanted.values():
                         if ep in eps:
                             errors[fe.name] = f"too many backends (the kernel table holds {self.max_be})"
                     continue
                 self.be_ids[ep] = bid
-            value = self._backend_value(ep, source_errors)
-            if self.be_entries.get(bid) != value:
-                if fresh:  # a reused id starts with fresh counters
-                    stats.update((abi.backend_base({"KGW_MAX_FRONTENDS": self.max_fe}) + bid)
-                                 .to_bytes(4, "little"), bytes(abi.CounterVal()))
-                bem.update(bid.to_bytes(4, "little"), value)
-                self.be_entries[bid] = value
-                backends_written += 1
+            written += self._write_backend(bid, self._backend_value(ep, source_errors),
+                                           fresh_counters=fresh)
             self.free_be.discard(bid)
         for ep in list(self.be_ids):
             if ep not in needed:
                 self.free_be.add(self.be_ids.pop(ep))
+        return written
 
-        # 2. Maglev rows, then frontend keys.
+    def _install_frontends(self, wanted: Wanted) -> tuple[dict[str, FrontendView], int, int, int]:
+        """Maglev row, then key, of every wanted frontend with a live backend (one without
+        is not installed: the stack refuses new connections); then every other frontend
+        key is deleted. Returns (views, slots written, keys added, keys removed)."""
         fem = self.maps.get("kgw_frontends")
-        ring = self.maps.get("kgw_maglev")
         slots_written = added = removed = 0
         views: dict[str, FrontendView] = {}
         for ident, (fe, eps) in wanted.items():
             live = {ep: w for ep, w in eps.items() if w > 0 and ep in self.be_ids}
             if not live:
-                continue  # not installed: the stack refuses new connections
+                continue
             fe_id = self.fe_ids.get(ident)
             if fe_id is None:
                 used = set(self.fe_ids.values())
                 fe_id = next(i for i in range(self.max_fe) if i not in used)
                 self.fe_ids[ident] = fe_id
-            order = sorted(live)
-            table = maglev.build_table(
-                [maglev.WeightedEndpoint(f"{a}:{p}", live[(a, p)]) for a, p in order],
-                self.ring_size)
-            new_row = [self.be_ids[order[i]] if i >= 0 else abi.NO_BACKEND for i in table]
-            old_row = self.rings.get(fe_id)
-            base = fe_id * self.ring_size
-            changes = (maglev.changed_slots(old_row, new_row) if old_row is not None
-                       else list(enumerate(new_row)))
-            ring.update_many([((base + slot).to_bytes(4, "little"), bid.to_bytes(4, "little"))
-                              for slot, bid in changes])
-            slots_written += len(changes)
-            self.rings[fe_id] = new_row
-            key = bytes(abi.FeKey(addr=abi.ip_be(fe.address), port=abi.port_be(fe.port),
-                                  proto=abi.PROTO[fe.protocol]))
-            val = bytes(abi.FeVal(fe_id=fe_id))
+            slots_written += self._write_row(fe_id, live)
+            key, val = abi.fe_key(*ident), abi.fe_val(fe_id)
             if fem.lookup(key) != val:
                 fem.update(key, val)
                 added += 1
@@ -277,20 +262,18 @@ class Programmer:
                 fe.name, fe.address, fe.port, fe.protocol, fe_id,
                 tuple((self.be_ids[ep], f"{ep[0]}:{ep[1]}", w) for ep, w in sorted(eps.items())
                       if ep in self.be_ids))
-
         installed = {(v.address, v.port, v.protocol) for v in views.values()}
         for ident in list(self.fe_ids):
             if ident not in installed:
-                addr, port, proto = ident
-                key = bytes(abi.FeKey(addr=abi.ip_be(addr), port=abi.port_be(port),
-                                      proto=abi.PROTO.get(proto, 0)))
-                fem.delete(key)
+                fem.delete(abi.fe_key(*ident))
                 del self.fe_ids[ident]
                 removed += 1
+        return views, slots_written, added, removed
 
-        # 3. local addresses (for frontends on 0.0.0.0)
-        self._write_local()
-
+    def _record(self, views: dict[str, FrontendView], wanted: Wanted, errors: dict[str, str],
+                source_errors: dict[BeIdent, str]) -> None:
+        """Keep what was programmed and why anything was not (status reads it; check()
+        compares the maps with it; refresh_node() recomputes the SNAT part)."""
         self.views = views
         self._config_errors = errors
         self._source_errors = source_errors
@@ -298,7 +281,41 @@ class Programmer:
         self.errors = self._merged_errors()
         for name, err in self.errors.items():
             log.warning("frontend %s: %s", name, err)
-        return ApplyResult(added, removed, backends_written, slots_written, dict(self.errors))
+
+    # ------------------------------------------------------------------ writes
+
+    def _write_backend(self, bid: int, value: bytes, fresh_counters: bool = False) -> bool:
+        """Write a kgw_backends entry unless it already holds ``value``; True if written.
+        ``fresh_counters``: the id is new to this endpoint, its counters start at 0."""
+        if self.be_entries.get(bid) == value:
+            return False
+        if fresh_counters:
+            self.maps.get("kgw_stats").update(abi.u32(abi.backend_base(self.sizes) + bid),
+                                              bytes(abi.CounterVal()))
+        self.maps.get("kgw_backends").update(abi.u32(bid), value)
+        self.be_entries[bid] = value
+        return True
+
+    def _write_row(self, fe_id: int, live: dict[BeIdent, int]) -> int:
+        """Build a frontend's Maglev row from its live backends and write the slots that
+        differ from the row last written (all of them for a new frontend)."""
+        order = sorted(live)
+        table = maglev.build_table(
+            [maglev.WeightedEndpoint(f"{a}:{p}", live[(a, p)]) for a, p in order],
+            self.ring_size)
+        new_row = [self.be_ids[order[i]] if i >= 0 else abi.NO_BACKEND for i in table]
+        old_row = self.rings.get(fe_id)
+        changes = (maglev.changed_slots(old_row, new_row) if old_row is not None
+                   else list(enumerate(new_row)))
+        self._write_slots(fe_id, changes)
+        self.rings[fe_id] = new_row
+        return len(changes)
+
+    def _write_slots(self, fe_id: int, changes: list[tuple[int, int]]) -> None:
+        """(slot, backend id) pairs of one frontend's Maglev row, in batches."""
+        base = abi.maglev_index(fe_id, 0, self.ring_size)
+        u32 = abi.u32
+        self.maps.get("kgw_maglev").update_many([(u32(base + slot), u32(bid)) for slot, bid in changes])
 
     def _backend_value(self, ep: BeIdent, source_errors: dict[BeIdent, str]) -> bytes:
         """The kgw_backends entry of an endpoint; a backend without a SNAT source is
@@ -308,7 +325,7 @@ class Programmer:
         except Exception as e:  # noqa: BLE001 — a routing failure is a config error
             source_errors[ep] = f"backend {ep[0]}: {e}"
             snat = "0.0.0.0"
-        return bytes(abi.Backend(addr=abi.ip_be(ep[0]), snat_addr=abi.ip_be(snat), port=abi.port_be(ep[1])))
+        return abi.backend_val(ep[0], ep[1], snat)
 
     def _merged_errors(self) -> dict[str, str]:
         out = dict(self._config_errors)
@@ -324,9 +341,9 @@ class Programmer:
         lam = self.maps.get("kgw_local_addrs")
         local = {a for a in self.local_addrs() if _valid_ipv4(a)}
         for a in local - self.local:
-            lam.update(abi.ip_be(a).to_bytes(4, "little"), (1).to_bytes(4, "little"))
+            lam.update(abi.local_addr_key(a), abi.LOCAL_ADDR_PRESENT)
         for a in self.local - local:
-            lam.delete(abi.ip_be(a).to_bytes(4, "little"))
+            lam.delete(abi.local_addr_key(a))
         changed = len(local ^ self.local)
         self.local = local
         return changed
@@ -337,24 +354,15 @@ class Programmer:
         """After a route or address change: rewrite the backend entries whose SNAT source
         changed and the local addresses. Returns the number of entries rewritten; the
         frontends' errors follow (a backend that lost its route is reported)."""
-        bem = self.maps.get("kgw_backends")
         source_errors: dict[BeIdent, str] = {}
         written = 0
         for ep, bid in sorted(self.be_ids.items()):
-            value = self._backend_value(ep, source_errors)
-            if self.be_entries.get(bid) != value:
-                bem.update(bid.to_bytes(4, "little"), value)
-                self.be_entries[bid] = value
-                written += 1
+            written += self._write_backend(bid, self._backend_value(ep, source_errors))
         self._source_errors = source_errors
         self.errors = self._merged_errors()
         return written + self._write_local()
 
     # ------------------------------------------------------------------ drift
-
-    def _fe_key(self, ident: FeIdent) -> bytes:
-        addr, port, proto = ident
-        return bytes(abi.FeKey(addr=abi.ip_be(addr), port=abi.port_be(port), proto=abi.PROTO.get(proto, 0)))
 
     def check(self, repair: bool = True, max_rows: int | None = None) -> Drift:
         """Read back every entry this programmer wrote (frontend keys, the backends they
@@ -371,7 +379,7 @@ class Programmer:
         by_ident = {(v.address, v.port, v.protocol): v for v in self.views.values()}
 
         fem = self.maps.get("kgw_frontends")
-        want = {self._fe_key(ident): (ident, bytes(abi.FeVal(fe_id=fid))) for ident, fid in self.fe_ids.items()}
+        want = {abi.fe_key(*ident): (ident, abi.fe_val(fid)) for ident, fid in self.fe_ids.items()}
         have = {k: fem.lookup(k) for k in fem.keys()}
         for key, (ident, val) in want.items():
             if have.get(key) != val:
@@ -393,7 +401,7 @@ class Programmer:
         for bid in sorted(wrong_be):
             counts["kgw_backends"] += 1
             if repair:
-                bem.update(bid.to_bytes(4, "little"), self.be_entries[bid])
+                bem.update(abi.u32(bid), self.be_entries[bid])
         if wrong_be:
             affected.update(v.name for v in self.views.values() if any(b in wrong_be for b, _, _ in v.endpoints))
 
@@ -408,23 +416,20 @@ class Programmer:
             row = self.rings.get(v.fe_id)
             if row is None:
                 continue
-            got = ring.lookup_range(v.fe_id * n, n)
-            expected = struct.pack(f"<{n}I", *row)
-            if got == expected:
+            got = ring.lookup_range(abi.maglev_index(v.fe_id, 0, n), n)
+            if got == abi.u32s(row):
                 continue
-            have_row = struct.unpack(f"<{n}I", got)
+            have_row = abi.u32s_of(got)
             diff = [(slot, bid) for slot, (bid, old) in enumerate(zip(row, have_row)) if bid != old]
             counts["kgw_maglev"] += len(diff)
             affected.add(v.name)
             if repair:
-                base = v.fe_id * n
-                ring.update_many([((base + slot).to_bytes(4, "little"), bid.to_bytes(4, "little"))
-                                  for slot, bid in diff])
+                self._write_slots(v.fe_id, diff)
 
         lam = self.maps.get("kgw_local_addrs")
-        want_local = {abi.ip_be(a).to_bytes(4, "little") for a in self.local}
+        want_local = {abi.local_addr_key(a) for a in self.local}
         have_local = {k: lam.lookup(k) for k in lam.keys()}
-        one = (1).to_bytes(4, "little")
+        one = abi.LOCAL_ADDR_PRESENT
         wrong_local = [k for k in want_local if have_local.get(k) != one]
         extra_local = [k for k in have_local if k not in want_local]
         if wrong_local or extra_local:

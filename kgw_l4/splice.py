@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import fcntl
 import logging
@@ -71,6 +70,7 @@ import termios
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import abi
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
 from .config import L4Config
@@ -78,7 +78,6 @@ from .userspace import connect, select_frontends
 
 log = logging.getLogger("kgw.l4.splice")
 
-BPF_SK_SKB_STREAM_VERDICT = 5
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 #: Send buffer of a spliced socket (the kernel doubles it). The sockmap backlog worker
 #: stops writing into a socket once half its send buffer is in use and retries one
@@ -191,7 +190,6 @@ def _tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SPLICE_SNDBUF)
 
 
-_u64 = struct.Struct("=Q").pack  # a cookie as the splice maps hold it
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)  # Linux's value; Python 3.11 has no name for it
 
 
@@ -238,13 +236,11 @@ class Splicer:
     """Owns the sockmap program, its maps, and the epoll set of spliced sockets."""
 
     def __init__(self, loader) -> None:
-        from bcc import libbcc
-
-        self._lib = libbcc.lib
-        prog_fd = loader.load("sockmap")
-        self.sockhash_fd = loader.table_fd("sockmap", "kgw_sockhash")
-        self.peer_fd = loader.table_fd("sockmap", "kgw_splice_peer")
-        self.hold_fd = loader.table_fd("sockmap", "kgw_splice_hold")
+        loader.load("sockmap")
+        #: cookie -> socket; cookie -> kgw_splice_peer; cookie -> bytes taken from a hold
+        self.sockhash = loader.table("sockmap", "kgw_sockhash")
+        self.peers = loader.table("sockmap", "kgw_splice_peer")
+        self.taken = loader.table("sockmap", "kgw_splice_hold")
         self.overflow_max = loader.sizes["KGW_SPLICE_OVERFLOW_MAX"]
         #: the verdict can hold directions (backpressure on); else nothing is ever held
         self.holds = loader.sizes["KGW_SPLICE_BACKLOG_MAX"] > 0
@@ -254,8 +250,7 @@ class Splicer:
         # the receive queue (tcp_read_skb), without strparser's clone per skb. An
         # earlier version lost data this way; the cause was the bare-FIN skb, which
         # bpf/sockmap.c now frees instead of passing (see there).
-        if self._lib.bpf_prog_attach(prog_fd, self.sockhash_fd, BPF_SK_SKB_STREAM_VERDICT, 0) != 0:
-            raise OSError("cannot attach the sockmap verdict program")
+        loader.attach_verdict("sockmap", self.sockhash)
         self._ep = select.epoll()
         self._conns: dict[int, _Conn] = {}
         self._by_cookie: dict[int, tuple[_Conn, _Way]] = {}
@@ -264,23 +259,18 @@ class Splicer:
 
     # -------------------------------------------------------------- maps
 
-    def _update(self, fd: int, cookie: int, value: bytes) -> None:
-        k = ctypes.create_string_buffer(_u64(cookie), 8)
-        v = ctypes.create_string_buffer(value, len(value))
-        if self._lib.bpf_update_elem(fd, k, v, 0) != 0:
-            raise OSError(f"map update failed (fd {fd})")
-
-    def _delete(self, fd: int, cookie: int) -> None:
-        k = ctypes.create_string_buffer(_u64(cookie), 8)
-        self._lib.bpf_delete_elem(fd, k)
-
     def _counts(self, cookie: int) -> SplicePeer:
         """The socket's kgw_splice_peer entry (its byte counts)."""
-        k = ctypes.create_string_buffer(_u64(cookie), 8)
-        v = SplicePeer()
-        if self._lib.bpf_lookup_elem(self.peer_fd, k, ctypes.byref(v)) != 0:
+        raw = self.peers.lookup(abi.u64(cookie))
+        if raw is None:
             raise OSError(errno.ENOENT, "spliced socket missing from kgw_splice_peer")
-        return v
+        return SplicePeer.from_buffer_copy(raw)
+
+    def _forget(self, cookie: int) -> None:
+        """Remove a socket from the three maps (whatever it is in)."""
+        key = abi.u64(cookie)
+        for m in (self.sockhash, self.peers, self.taken):
+            m.delete(key)
 
     def spliced(self) -> list[dict]:
         """Every spliced connection, for inspect: its peers and, per direction ("up":
@@ -321,14 +311,13 @@ class Splicer:
             conn.base_received[s.fileno()] = received_before(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, INSERT_RCVLOWAT)
         try:
-            self._update(self.peer_fd, ka, bytes(SplicePeer(peer=kb)))
-            self._update(self.peer_fd, kb, bytes(SplicePeer(peer=ka)))
-            self._update(self.sockhash_fd, ka, struct.pack("<I", a.fileno()))
-            self._update(self.sockhash_fd, kb, struct.pack("<I", b.fileno()))
+            self.peers.update(abi.u64(ka), abi.splice_peer_val(kb))
+            self.peers.update(abi.u64(kb), abi.splice_peer_val(ka))
+            self.sockhash.update(abi.u64(ka), abi.sockhash_val(a.fileno()))
+            self.sockhash.update(abi.u64(kb), abi.sockhash_val(b.fileno()))
         except OSError:
             for k in (ka, kb):
-                self._delete(self.sockhash_fd, k)
-                self._delete(self.peer_fd, k)
+                self._forget(k)
             raise
         for s in (a, b):
             self._conns[s.fileno()] = conn
@@ -377,7 +366,7 @@ class Splicer:
             e = SpliceEvent.from_buffer_copy(record)
             found = self._by_cookie.get(e.cookie)
             if found is None:  # closed meanwhile
-                self._delete(self.hold_fd, e.cookie)
+                self.taken.delete(abi.u64(e.cookie))
             elif e.kind == SPLICE_EVT_HOLD:
                 self._start_relay(*found)
             elif e.kind == SPLICE_EVT_OVERFLOW:
@@ -431,7 +420,7 @@ class Splicer:
         """Publish what we have taken (read and written: the verdict holds every skb
         while the bytes it held are more); True if that is all of them, so the
         direction is the kernel's again, False if more were held meanwhile."""
-        self._update(self.hold_fd, way.cookie, _u64(way.written))
+        self.taken.update(abi.u64(way.cookie), abi.u64(way.written))
         tcp_bytes(way.src)  # takes src's lock: a verdict running on it has finished
         return self._counts(way.cookie).passed == way.read
 
@@ -541,9 +530,7 @@ class Splicer:
             conn.watched.clear()
         for s, cookie in zip((conn.a, conn.b), conn.cookies):
             fd = s.fileno()
-            self._delete(self.sockhash_fd, cookie)
-            self._delete(self.peer_fd, cookie)
-            self._delete(self.hold_fd, cookie)
+            self._forget(cookie)
             self._by_cookie.pop(cookie, None)
             with contextlib.suppress(OSError, ValueError):
                 self._ep.unregister(fd)

@@ -32,7 +32,7 @@ def maps():
                     created_ns=1_000_000_000, last_seen_ns=4_000_000_000, packets=10, bytes=5000)
     ct.update(bytes(k), bytes(e))
     idx = abi.global_base(SIZES) + abi.Counter.DROP_NOT_SYN
-    m.get("kgw_stats").set_percpu(idx.to_bytes(4, "little"),
+    m.get("kgw_stats").set_percpu(abi.u32(idx),
                                   [bytes(abi.CounterVal(3, 120)), bytes(abi.CounterVal(4, 160))])
     return m
 

@@ -76,11 +76,11 @@ size = abi.SIZES["KGW_MAGLEV_SIZE"]
 if len(sys.argv) > 1:
     n, end = int(sys.argv[1]), time.monotonic() + float(sys.argv[2] if len(sys.argv) > 2 else 0)
     while True:
-        m.update_many([(i.to_bytes(4, "little"), (63).to_bytes(4, "little")) for i in range(n)])
+        m.update_many([(abi.u32(i), abi.u32(63)) for i in range(n)])
         if time.monotonic() >= end:
             break
         time.sleep(0.1)
-print(json.dumps([int.from_bytes(m.lookup(i.to_bytes(4, "little")), "little") for i in range(size)]))
+print(json.dumps(abi.u32s_of(m.lookup_range(0, size))))
 """
 
 
