@@ -5,9 +5,10 @@ to it from whichever agent holds the Lease. Every agent serves traffic from its 
 watch, so losing the API server (or the Lease) never stops traffic: the data planes keep
 the last good configuration and ``/readyz`` says what is wrong.
 
-SIGTERM: hand the Lease back, stop watching, drain L7 connections, and close the kernel
-plane without unpinning it, so the next pod on this node adopts the programs and maps
-and established L4 flows continue.
+SIGTERM: hand the Lease back, turn /readyz not ready while still accepting for
+``--drain-delay``, stop watching, drain L7 connections (``--drain-timeout``), and close the
+kernel plane without unpinning it, so the next pod on this node adopts the programs and
+maps and established L4 flows continue.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     writer = KubeStatusWriter(api, is_leader=lambda: elector.is_leader)
     writer_box.append(writer)
 
-    l7 = L7Plane(workers=args.workers, access_log=args.access_log)
+    l7 = L7Plane(workers=args.workers, access_log=args.access_log, drain_timeout=args.drain_timeout,
+                 response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort)
     await l7.start()
     interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
     # The kernel plane SNATs to one IPv4 address; Gateway status reports them all.
@@ -108,8 +110,9 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    received: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
     runner = asyncio.create_task(sup.run())
     background = [asyncio.create_task(elector.run()), asyncio.create_task(writer.run())]
     stopper = asyncio.create_task(stop.wait())
@@ -120,12 +123,13 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
         status = ExitStatus.ERROR
     log.info("shutting down: releasing the lease, draining connections; the kernel data plane stays pinned")
     await elector.stop(release=True)
+    await sup.drain(args.drain_delay if received[:1] == [signal.SIGTERM] else 0.0)
     await source.close()
     for task in (runner, stopper, *background):
         task.cancel()
+    await l7.close(drain_timeout=args.drain_timeout)
     await admin.close()
     if public is not None:
         await public.close()
-    await l7.close(drain_timeout=args.drain_timeout)
     await l4.close()
     return status

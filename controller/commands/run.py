@@ -33,7 +33,8 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
     # pyroute2 runs an event loop of its own: it must not be called on this one
     nodes = (args.node_address,) if args.node_address else await asyncio.to_thread(discover_addresses)
     source = FileSource(args.config)
-    l7 = L7Plane(workers=args.workers, access_log=args.access_log)
+    l7 = L7Plane(workers=args.workers, access_log=args.access_log, drain_timeout=args.drain_timeout,
+                 response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort)
     await l7.start()
     interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
     snat = next((a for a in nodes if ":" not in a), None)  # the kernel plane NATs IPv4 only
@@ -45,8 +46,9 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    received: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
     runner = asyncio.create_task(sup.run())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -55,10 +57,12 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
         log.error("configuration loop failed: %r", runner.exception())
         status = ExitStatus.ERROR
     log.info("shutting down")
+    # SIGTERM (Kubernetes, systemd): not ready first, accepting for --drain-delay; Ctrl-C: no delay.
+    await sup.drain(args.drain_delay if received[:1] == [signal.SIGTERM] else 0.0)
     await source.close()
     runner.cancel()
     stopper.cancel()
+    await l7.close(drain_timeout=args.drain_timeout)
     await admin.close()
-    await l7.close(drain_timeout=5.0)
     await l4.close()
     return status
