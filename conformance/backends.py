@@ -9,6 +9,9 @@ Containers with ``TCP_ECHO_SERVER`` set run the echo's TCP mode (echo-basic's tc
 a line protocol on TCP_PORT, and over TLS on TLS_PORT when given a certificate).
 Containers with ``UDP_ECHO_SERVER`` set run its UDP mode on UDP_PORT (8080, the suite's
 UDP containerPort); such a pod is ready when it answers a datagram.
+The ``coredns`` Deployment (CoreDNS image, ``-conf`` a Corefile from a ConfigMap volume)
+runs ``conformance.dns_backend`` on that Corefile; it is ready when it answers a query.
+ConfigMap volumes are written like Secret volumes.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import dns.exception
+import dns.message
+import dns.query
+
 from conformance import requests as rq
-from conformance.loader import Obj, container_env, pod_labels
+from conformance.loader import Obj, container_env, is_coredns_deployment, pod_labels
 
 log = logging.getLogger("conformance.backends")
 
@@ -51,8 +58,10 @@ def pod_names(deployment: str, replicas: int, rng: random.Random) -> list[str]:
 
 
 def backend_of_pod(pod: str) -> str:
-    """Upstream's weighted tests: the backend is the pod name minus its last two parts."""
-    return "-".join(pod.split("-")[:-2])
+    """Upstream's weighted tests (extractBackendName): the backend is the pod name minus
+    its last two dash-separated parts; a name with fewer than three parts is itself."""
+    parts = pod.split("-")
+    return pod if len(parts) < 3 else "-".join(parts[:-2])
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class _Running:
     log_path: Path
     ports: tuple[int, ...] = (ECHO_HTTP_PORT,)  # what the pod listens on once started
     udp: bool = False  # the ports are UDP (the echo's UDP mode)
+    dns: bool = False  # a DNS server on UDP (the coredns stand-in)
 
 
 def echo_command(env: dict[str, str], address: str, pod: str, namespace: str) -> tuple[list[str], tuple[int, ...]]:
@@ -90,6 +100,34 @@ def echo_command(env: dict[str, str], address: str, pod: str, namespace: str) ->
     if env.get("TLS_SERVER_CERT") and env.get("TLS_SERVER_PRIV_KEY"):
         return args, (tcp_port, tls_port)
     return args, (tcp_port,)
+
+
+def coredns_command(deployment: Obj, address: str, files: dict[str, Path]) -> tuple[list[str], tuple[int, ...]]:
+    """The ``conformance.dns_backend`` arguments for the suite's CoreDNS Deployment: its
+    ``-conf`` path, mapped to where the ConfigMap volume was written (``files``: mount
+    path -> directory), and the ports the Corefile's server blocks listen on."""
+    from conformance.dns_backend import CorefileError, parse_corefile
+
+    container = (deployment["spec"]["template"]["spec"].get("containers") or [{}])[0]
+    args = [str(a) for a in container.get("args") or []]
+    conf = args[args.index("-conf") + 1] if "-conf" in args[:-1] else "/etc/coredns/Corefile"
+    local = _local_path(conf, files)
+    if local is None:
+        raise RuntimeError(f"coredns -conf {conf} is not in a volume the harness wrote")
+    try:
+        blocks = parse_corefile(local.read_text())
+    except (OSError, CorefileError, ValueError) as exc:
+        raise RuntimeError(f"coredns Corefile {conf}: {exc}") from exc
+    return (["-m", "conformance.dns_backend", "--address", address, "--conf", str(local)],
+            tuple(sorted({b.port for b in blocks})))
+
+
+def _local_path(path: str, files: dict[str, Path]) -> Path | None:
+    for mount, directory in files.items():
+        prefix = mount.rstrip("/") + "/"
+        if path.startswith(prefix):
+            return directory / path[len(prefix):]
+    return None
 
 
 def _env_port(env: dict[str, str], name: str, default: int) -> int:
@@ -128,14 +166,15 @@ class EchoFleet:
             raise RuntimeError("too many echo deployments for the 127.2.0.0/16 plan")
         return f"127.2.{idx}.{replica + 1}"
 
-    def start(self, deployment: Obj, secrets: dict[tuple[str, str], Obj]) -> list[Pod]:
+    def start(self, deployment: Obj, secrets: dict[tuple[str, str], Obj],
+              configmaps: dict[tuple[str, str], Obj] | None = None) -> list[Pod]:
         """Start every replica of ``deployment``; return the pods once they accept connections."""
         meta = deployment["metadata"]
         ns, name = meta.get("namespace", "default"), meta["name"]
         replicas = int((deployment.get("spec") or {}).get("replicas", 1))
         started: list[Pod] = []
         try:
-            self._start_replicas(deployment, ns, name, replicas, secrets, started)
+            self._start_replicas(deployment, ns, name, replicas, secrets, configmaps or {}, started)
             for pod in started:
                 self._wait_listening(pod)
         except BaseException:
@@ -144,12 +183,18 @@ class EchoFleet:
         return started
 
     def _start_replicas(self, deployment: Obj, ns: str, name: str, replicas: int,
-                        secrets: dict[tuple[str, str], Obj], started: list[Pod]) -> None:
+                        secrets: dict[tuple[str, str], Obj], configmaps: dict[tuple[str, str], Obj],
+                        started: list[Pod]) -> None:
         for i, pod_name in enumerate(pod_names(name, replicas, self.rng)):
             pod = Pod(pod_name, ns, name, self._address(ns, name, i), pod_labels(deployment))
-            pod_env = self._pod_env(deployment, pod, secrets)
-            args, ports = echo_command(pod_env, pod.address, pod_name, ns)
-            udp = bool(pod_env.get("UDP_ECHO_SERVER"))
+            files: dict[str, Path] = {}
+            pod_env = self._pod_env(deployment, pod, secrets, configmaps, files)
+            dns_pod = is_coredns_deployment(deployment)
+            if dns_pod:
+                args, ports = coredns_command(deployment, pod.address, files)
+            else:
+                args, ports = echo_command(pod_env, pod.address, pod_name, ns)
+            udp = dns_pod or bool(pod_env.get("UDP_ECHO_SERVER"))
             for port in ports:
                 _ensure_free(pod.address, port, udp=udp)
             env = {**os.environ, **pod_env, "NAMESPACE": ns, "POD_NAME": pod_name}
@@ -158,29 +203,36 @@ class EchoFleet:
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen([self.python, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
                                         cwd=self.cwd, start_new_session=True)
-            self._running[(ns, pod_name)] = _Running(pod, proc, log_path, ports, udp)
+            self._running[(ns, pod_name)] = _Running(pod, proc, log_path, ports, udp, dns_pod)
             started.append(pod)
 
-    def _pod_env(self, deployment: Obj, pod: Pod, secrets: dict[tuple[str, str], Obj]) -> dict[str, str]:
-        """The container's literal env, with paths into Secret volumes pointed at files
-        written for this pod."""
+    def _pod_env(self, deployment: Obj, pod: Pod, secrets: dict[tuple[str, str], Obj],
+                 configmaps: dict[tuple[str, str], Obj], files: dict[str, Path]) -> dict[str, str]:
+        """The container's literal env, with paths into Secret and ConfigMap volumes
+        pointed at files written for this pod (``files`` gets mount path -> directory)."""
         env = container_env(deployment)
         spec = deployment["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         mounts = (spec.get("containers") or [{}])[0].get("volumeMounts") or []
         for mount in mounts:
             vol = volumes.get(mount.get("name"), {})
-            secret_name = (vol.get("secret") or {}).get("secretName")
-            if not secret_name:
+            if (vol.get("secret") or {}).get("secretName"):
+                source = vol["secret"]
+                obj = secrets.get((pod.namespace, source["secretName"])) or {}
+                data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+            elif (vol.get("configMap") or {}).get("name"):
+                source = vol["configMap"]
+                obj = configmaps.get((pod.namespace, source["name"])) or {}
+                data = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
+            else:
                 continue
-            secret = secrets.get((pod.namespace, secret_name))
             target = self.workdir / "pods" / pod.namespace / pod.name / mount["name"]
             target.mkdir(parents=True, exist_ok=True)
-            data = (secret or {}).get("data") or {}
-            items = (vol.get("secret") or {}).get("items") or [{"key": k, "path": k} for k in data]
+            files[mount["mountPath"]] = target
+            items = source.get("items") or [{"key": k, "path": k} for k in data]
             for item in items:
                 if item["key"] in data:
-                    (target / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
+                    (target / item["path"]).write_bytes(data[item["key"]])
             for k, v in list(env.items()):
                 if v.startswith(mount["mountPath"].rstrip("/") + "/"):
                     env[k] = str(target / v[len(mount["mountPath"].rstrip("/")) + 1:])
@@ -194,7 +246,11 @@ class EchoFleet:
             if run.proc.poll() is not None:
                 tail = run.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} exited with {run.proc.returncode}: {tail}")
-            if run.udp:
+            if run.dns:
+                if not _dns_answers(pod.address, waiting[0]):
+                    time.sleep(0.05)
+                    continue
+            elif run.udp:
                 if rq.udp_probe(f"{pod.address}:{waiting[0]}", timeout=0.5) is not None:
                     time.sleep(0.05)
                     continue
@@ -251,6 +307,14 @@ class EchoFleet:
                 except OSError:
                     pass
         return total
+
+
+def _dns_answers(address: str, port: int) -> bool:
+    try:
+        dns.query.udp(dns.message.make_query(".", "NS"), address, port=port, timeout=0.5)
+        return True
+    except (dns.exception.DNSException, OSError):
+        return False
 
 
 def _ensure_free(address: str, port: int, *, udp: bool = False) -> None:

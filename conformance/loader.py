@@ -163,6 +163,14 @@ def is_echo_deployment(obj: Obj) -> bool:
     return any("echo-basic" in (c.get("image") or "") for c in containers)
 
 
+def is_coredns_deployment(obj: Obj) -> bool:
+    """The suite's CoreDNS Deployment (UDPRoute's DNS backend)."""
+    if obj.get("kind") != "Deployment":
+        return False
+    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return any("coredns/coredns" in (c.get("image") or "") for c in containers)
+
+
 def container_env(deployment: Obj) -> dict[str, str]:
     """Literal env values of the Deployment's first container (fieldRefs are the pod's own)."""
     containers = deployment["spec"]["template"]["spec"].get("containers") or [{}]

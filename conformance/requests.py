@@ -64,6 +64,9 @@ class Request:
     ca_pem: bytes = b""
     client_cert: tuple[bytes, bytes] | None = None  # (cert PEM, key PEM)
     unfollow_redirect: bool = False
+    #: Called when the server asks for a client certificate during the handshake (Go's
+    #: GetClientCertificate hook, which upstream's TLS helpers use to assert the ask).
+    on_certificate_request: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def authority(self) -> str:
@@ -89,6 +92,8 @@ class CapturedRequest:
     namespace: str = ""
     pod: str = ""
     sni: str = ""  # the server name the backend saw (backend TLS)
+    #: PEM certificates the client presented to the backend (echo ``tls.peerCertificates``)
+    peer_certificates: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -152,7 +157,30 @@ def _tls_context(req: Request, alpn: list[str] | None) -> ssl.SSLContext:
             ctx.load_cert_chain(f.name)
     if alpn:
         ctx.set_alpn_protocols(alpn)
+    if req.on_certificate_request is not None:
+        watch_certificate_request(ctx, req.on_certificate_request)
     return ctx
+
+
+def watch_certificate_request(ctx: ssl.SSLContext, hook: Callable[[], None]) -> None:
+    """Call ``hook`` when the server sends a CertificateRequest (TLS 1.2 and 1.3 alike).
+
+    Go's client has a GetClientCertificate hook that runs exactly then; Python's ssl has
+    none, so the handshake messages are watched through the context's message callback
+    (``_msg_callback``, the CPython hook behind OpenSSL's SSL_CTX_set_msg_callback; it
+    sees TLS 1.3's encrypted handshake messages in the clear)."""
+    if not hasattr(ctx, "_msg_callback"):
+        raise RuntimeError("this Python's ssl module has no message callback: cannot tell whether "
+                           "the server asked for a client certificate")
+    handshake = ssl._TLSContentType.HANDSHAKE  # type: ignore[attr-defined]
+    request = ssl._TLSMessageType.CERTIFICATE_REQUEST  # type: ignore[attr-defined]
+
+    def on_message(_conn: Any, direction: str, _version: Any, content_type: Any, msg_type: Any,
+                   _data: bytes) -> None:
+        if direction == "read" and content_type == handshake and msg_type == request:
+            hook()
+
+    ctx._msg_callback = on_message  # type: ignore[attr-defined]
 
 
 def _verify_name(sock: ssl.SSLSocket, name: str) -> None:
@@ -300,9 +328,8 @@ def _with_redirect(req: Request, res: CapturedResponse) -> CapturedResponse:
         return res
     location = (res.headers.get("location") or [""])[0]
     if not location:
-        if req.unfollow_redirect:
-            raise RequestError(f"{res.status} response without a Location header")
-        return res
+        # upstream's roundtripper calls resp.Location() for every redirect status: an error
+        raise RequestError(f"{res.status} response without a Location header")
     res.redirect = parse_location(f"{req.scheme}://{req.host or req.authority}{req.request_uri}", location)
     if not req.unfollow_redirect and res.status in (301, 302, 303, 307, 308):
         # Go's client would follow it, dialling the Location's host: outside loopback.
@@ -340,7 +367,8 @@ def capture_request(req: Request, res: CapturedResponse) -> CapturedRequest:
         protocol=str(doc.get("proto", "")),
         headers={str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in headers.items()},
         namespace=str(doc.get("namespace", "")), pod=str(doc.get("pod", "")),
-        sni=str(doc.get("sni") or (doc.get("tls") or {}).get("serverName") or ""))
+        sni=str(doc.get("sni") or (doc.get("tls") or {}).get("serverName") or ""),
+        peer_certificates=[str(c) for c in ((doc.get("tls") or {}).get("peerCertificates") or [])])
 
 
 # -- expectations ----------------------------------------------------------------
@@ -365,15 +393,18 @@ def compare(req: Request, creq: CapturedRequest, cres: CapturedResponse, expect:
     if cres.status not in codes:
         return f"expected status code {codes if len(codes) > 1 else codes[0]}, got {cres.status}"
     if cres.status in (200, 204):
+        sent = sent or {}
         er = expect.get("backendRequest")
         if er is None:
-            sent = sent or {}
             er = {"path": sent.get("path", req.path), "method": sent.get("method") or req.method,
-                  "host": sent.get("host", ""), "headers": dict(sent.get("headers") or {}),
-                  "_source": "defaults to Request"}
+                  "headers": dict(sent.get("headers") or {}), "_source": "defaults to Request"}
+        defaults_to_request = str(er.get("_source", "")).startswith("defaults to Request")
+        # upstream: ExpectedRequest = &ExpectedRequest{Request: expected.Request}, so the
+        # sent Host (and SNI and client certificate) are expected at the backend
+        host = str(sent.get("host") or "") if defaults_to_request else str(er.get("host") or "")
         method = er.get("method") or "GET"
-        if er.get("host") and er["host"] != creq.host:
-            return f"expected host to be {er['host']}, got {creq.host}"
+        if host and host != creq.host:
+            return f"expected host to be {host}, got {creq.host}"
         if er.get("path", "") != creq.path:
             return f"expected path to be {er.get('path', '')}, got {creq.path}"
         if method != creq.method:
@@ -399,9 +430,16 @@ def compare(req: Request, creq: CapturedRequest, cres: CapturedResponse, expect:
         prefix = expect.get("backendPodPrefix", "") or ""
         if not creq.pod.startswith(prefix):
             return f"expected pod name to start with {prefix}, got {creq.pod}"
-        want_sni = backend_sni(er, sent or {})
+        want_sni = backend_sni(er, sent)
         if want_sni and creq.sni != want_sni:
             return f"expected the backend to see SNI {want_sni}, got {creq.sni or 'none'}"
+        want_cert = sent.get("clientCert") if defaults_to_request else er.get("clientCert")
+        if want_cert:
+            if not isinstance(want_cert, str):
+                raise ValueError(f"client certificate to expect is not resolved to PEM: {want_cert!r}")
+            if want_cert not in creq.peer_certificates:
+                return (f"expected client certificate was not captured (the backend saw "
+                        f"{len(creq.peer_certificates)} peer certificate(s))")
     elif is_redirect(cres.status) and expect.get("redirect"):
         return _compare_redirect(req, cres, expect["redirect"])
     return None
@@ -467,6 +505,13 @@ def _compare_redirect(req: Request, cres: CapturedResponse, want: dict[str, Any]
 
 class NotConsistent(Exception):
     """A case did not pass CONSECUTIVE_SUCCESSES times in a row within its time limit."""
+
+
+class WrongAnswer(Exception):
+    """An answer upstream fails the test on at once, without retrying: a 200 where the
+    request must fail (WaitForConsistentFailureResponse), a TCP echo exchange that
+    completed with the wrong content (WaitForValidTCPResponse's assertions). A probe
+    raises it; ``wait_consistent`` lets it through."""
 
 
 def wait_consistent(probe: Callable[[], str | None], *, threshold: int = CONSECUTIVE_SUCCESSES,
@@ -571,31 +616,41 @@ class _LineReader:
 def tcp_probe(target: TcpTarget, expected: TcpExpectation, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
     """One attempt of upstream WaitForValidTCPResponse on a new connection: the welcome
     line, PING -> PONG, IS_TLS -> the expected flag, TEST -> JSON matching ``expected``.
-    ``None`` when it all matches, else why not."""
+    ``None`` when it all matches; the reason when the exchange did not complete (dial,
+    read or JSON errors: upstream retries those). A wrong answer raises WrongAnswer, even
+    when a later read fails: upstream's assertions fail the test on the first one."""
     try:
         sock = _tcp_dial(target, timeout)
     except RequestError as exc:
         return f"client could not connect: {exc}"
+    wrong: list[str] = []
     try:
         reader = _LineReader(sock)
         msg = reader.line()
         if msg != TCP_WELCOME:
-            return f"TCP server welcome message does not match: got {msg!r}"
+            wrong.append(f"TCP server welcome message does not match: got {msg!r}")
         sock.sendall(b"PING\n")
         msg = reader.line()
         if msg != "PONG\n":
-            return f"TCP server PING response does not match: got {msg!r}"
+            wrong.append(f"TCP server PING response does not match: got {msg!r}")
         sock.sendall(b"IS_TLS\n")
         msg = reader.line().removesuffix("\n")
         if msg != ("true" if expected.backend_is_tls else "false"):
-            return f"TCP server TLS response does not match: got {msg!r}"
+            wrong.append(f"TCP server TLS response does not match: got {msg!r}")
         sock.sendall(b"TEST\n")
         payload = json.loads(reader.line())
     except (RequestError, OSError, ValueError) as exc:
+        if wrong:  # upstream's assertion already failed the test; the read error only ends the attempt
+            raise WrongAnswer("; ".join(wrong)) from exc
         return f"an error occurred during assertion: {exc}"
     finally:
         sock.close()
-    return validate_tcp_payload(payload, expected)
+    why = validate_tcp_payload(payload, expected)
+    if why:
+        wrong.append(why)
+    if wrong:
+        raise WrongAnswer("; ".join(wrong))
+    return None
 
 
 def validate_tcp_payload(payload: Any, expected: TcpExpectation) -> str | None:
@@ -647,6 +702,25 @@ def tcp_echo_pod(address: str, timeout: float = TCP_SEND_ONCE_TIMEOUT_S) -> str:
     return str(pod)
 
 
+def tcp_connect_probe(address: str, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+    """Upstream tcp.ExpectAddressBeAvailable's attempt: a TCP connection opens."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"failed to establish TCP connection to {address}: {exc}"
+
+
+def tcp_echo_probe(address: str, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+    """Upstream tcp.ExpectEchoResponse's attempt: one EchoSendOnce exchange completes."""
+    try:
+        tcp_echo_pod(address, timeout)
+        return None
+    except RequestError as exc:
+        return f"failed to receive a TCP echo response from {address}: {exc}"
+
+
 def tls_rejection_probe(address: str, server_name: str, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
     """One attempt of upstream MakeTLSConnectionAndExpectEventuallyConnectionRejection:
     dial and start a TLS handshake with ``server_name``; ``None`` when the connection is
@@ -686,9 +760,9 @@ UDP_MAX_DATAGRAM = 65535
 
 def udp_exchange(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> dict[str, Any]:
     """One datagram to ``address`` ("host:port") on a new socket, carrying a fresh
-    message, and the echo's JSON answer (``kgw echo`` UDP mode: the pod context and the
-    message). Raises RequestError on no answer, a non-JSON answer or someone else's
-    answer (the message must come back)."""
+    message, and the echo's JSON answer (echo-basic's udpechoserver envelope: the pod
+    context and ``request``, the datagram it received). Raises RequestError on no
+    answer, a non-JSON answer or someone else's answer (the message must come back)."""
     host, _, port = address.rpartition(":")
     message = f"kgw-conformance {uuid.uuid4()}"
     try:
@@ -712,20 +786,19 @@ def udp_exchange(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> dict
         raise RequestError(f"decoding UDP echo response {data[:200]!r}: {exc}") from exc
     if not isinstance(doc, dict):
         raise RequestError(f"UDP echo response is not an object: {data[:200]!r}")
-    if doc.get("message") != message:
-        raise RequestError(f"UDP echo answered another message: {doc.get('message')!r}, sent {message!r}")
+    if doc.get("request") != message:
+        raise RequestError(f"UDP echo answered another datagram: {doc.get('request')!r}, sent {message!r}")
     return doc
 
 
 def validate_udp_payload(doc: dict[str, Any], service: str, namespace: str) -> str | None:
-    """The echo answer came from a pod of ``service`` (pod-name prefix, as the suite
-    names pods after their Deployment, which the UDP manifests name after the Service)
-    in ``namespace``."""
-    ns, pod = str(doc.get("namespace", "")), str(doc.get("pod", ""))
-    if ns != namespace:
-        return f"namespace does not match: got {ns!r}, want {namespace!r}"
-    if not pod.startswith(f"{service}-"):
-        return f"backend name does not match with pod prefix: pod={pod!r} backend={service!r}"
+    """Upstream udp.ExpectEchoResponseFromBackend: the envelope's ``service`` (the
+    echo's SERVICE_NAME) and ``namespace`` equal the expected ones, when given."""
+    got_service, ns = str(doc.get("service", "")), str(doc.get("namespace", ""))
+    if service and got_service != service:
+        return f"UDP echo response service={got_service!r} did not match expected {service!r} (pod={doc.get('pod')!r})"
+    if namespace and ns != namespace:
+        return f"UDP echo response namespace={ns!r} did not match expected {namespace!r} (pod={doc.get('pod')!r})"
     return None
 
 
@@ -737,9 +810,7 @@ def udp_probe(address: str, service: str = "", namespace: str = "",
         doc = udp_exchange(address, timeout)
     except RequestError as exc:
         return str(exc)
-    if not doc.get("pod"):
-        return f"UDP echo response missing pod name: {doc!r}"
-    return validate_udp_payload(doc, service, namespace) if service else None
+    return validate_udp_payload(doc, service, namespace)
 
 
 def udp_echo_pod(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> str:
@@ -749,3 +820,43 @@ def udp_echo_pod(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> str:
     if not pod:
         raise RequestError(f"UDP echo response missing pod name: {doc!r}")
     return str(pod)
+
+
+# -- DNS through a UDP route (upstream UDPRoute: dns.Exchange to CoreDNS) -------------
+
+DNS_EXCHANGE_TIMEOUT_S = 2.0  # miekg/dns Exchange's default read timeout
+
+
+def dns_whoami_probe(address: str, qname: str = "foo.bar.com.",
+                     timeout: float = DNS_EXCHANGE_TIMEOUT_S) -> str | None:
+    """One A query for ``qname`` to ``address`` on a new socket, as upstream's
+    ``dns.Exchange`` (which accepts any reply that parses and matches the query). The
+    reply must also be what CoreDNS's whoami plugin, which serves that zone in the
+    suite's Corefile, answers: NOERROR, authoritative, an empty answer section, and the
+    client's address (A/AAAA for ``qname``) and port (SRV ``_udp.<qname>``) in the
+    additional section. ``None`` when so, else why not."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+
+    host, _, port = address.rpartition(":")
+    query = dns.message.make_query(qname, "A")
+    try:
+        reply = dns.query.udp(query, host.strip("[]"), port=int(port), timeout=timeout)
+    except (dns.exception.DNSException, OSError, ValueError) as exc:
+        return f"failed to perform a UDP query: {exc!r}"
+    if reply.rcode() != dns.rcode.NOERROR:
+        return f"DNS reply {dns.rcode.to_text(reply.rcode())}, want NOERROR (whoami)"
+    if not reply.flags & dns.flags.AA or reply.answer:
+        return f"DNS reply is not whoami's (authoritative, empty answer): {reply}"
+    name = dns.name.from_text(qname)
+    srv = dns.name.Name((b"_udp",) + name.labels)
+    have_addr = any(r.name == name and r.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for r in reply.additional)
+    have_srv = any(r.name == srv and r.rdtype == dns.rdatatype.SRV for r in reply.additional)
+    if not (have_addr and have_srv):
+        return f"DNS reply lacks whoami's address and _udp SRV records: {reply}"
+    return None

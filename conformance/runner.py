@@ -24,7 +24,8 @@ from typing import Callable
 from conformance import certs
 from conformance.backends import EchoFleet
 from conformance.features import PROFILES, SUPPORTED_FEATURES, missing_features, profile_supported
-from conformance.loader import GATEWAY_CLASS_NAME, Suite, TestCase, container_env, read_manifest
+from conformance.loader import (GATEWAY_CLASS_NAME, Suite, TestCase, container_env, is_coredns_deployment,
+                                read_manifest)
 from conformance.replay import Replayer
 from conformance.report import FAILED, PASSED, SKIPPED, Report, TestResult
 from conformance.scenarios import NOT_REPLAYABLE, StepFailed, TestRun, scenario_for
@@ -126,7 +127,7 @@ class Runner:
         admin = AdminClient(admin_addr)
         checker = StatusChecker(admin, Timeouts(self.opts.status_timeout), pods_ready=world.pods_ready,
                                 skip_readiness=world.skip_readiness, spec_listeners=world.gateway_listeners,
-                                log=self.log)
+                                exists=world.exists, gateways_in=world.gateways_in, log=self.log)
 
         def secret_pair(ns: str, name: str) -> tuple[bytes, bytes]:
             pair = generated.pair(ns, name)
@@ -165,6 +166,8 @@ class Runner:
         them when those are claimed (kgw echo has no gRPC mode yet; its TCP mode is what the
         TCPRoute tests and the TLS-passthrough tests' tcp-backend speak, its UDP mode what
         the UDPRoute tests' backends answer)."""
+        if is_coredns_deployment(deployment):
+            return "UDPRoute" in self.opts.supported
         env = container_env(deployment)
         if env.get("GRPC_ECHO_SERVER"):
             return "GRPCRoute" in self.opts.supported

@@ -8,6 +8,7 @@ with the reason (``HarnessGap``), never guessed.
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Callable
 from conformance import requests as rq
 from conformance.loader import TestCase, key_of
 from conformance.replay import CaseFailed, Replayer, fill_route_placeholders
-from conformance.status_checks import CheckFailed, HarnessGap, StatusChecker
+from conformance.status_checks import CheckFailed, HarnessGap, StatusChecker, stale_conditions
 from conformance.world import World
 
 Obj = dict[str, Any]
@@ -158,7 +159,10 @@ def _observed_generation_bump(kind: str, namespace: str, name: str, change: Call
 
 
 def _add_alternate_listener(gw: Obj) -> None:
-    gw["spec"]["listeners"].append({"name": "alternate", "port": 8080, "protocol": "HTTP"})
+    """Upstream GatewayObservedGenerationBump's patch: an HTTP listener on port 80 for
+    foo.com, routes from all namespaces."""
+    gw["spec"]["listeners"].append({"name": "alternate", "hostname": "foo.com", "port": 80, "protocol": "HTTP",
+                                    "allowedRoutes": {"namespaces": {"from": "All"}}})
 
 
 def _route_to_v2(route: Obj) -> None:
@@ -169,16 +173,31 @@ def _new_description(gwc: Obj) -> None:
     gwc["spec"]["description"] = "new"
 
 
+def _add_http_listener(gw: Obj) -> None:
+    """GatewayModifyListeners' first patch: an HTTP listener ``http`` on port 80 for
+    data.test.com, routes from all namespaces."""
+    gw["spec"]["listeners"].append({"name": "http", "port": 80, "protocol": "HTTP", "hostname": "data.test.com",
+                                    "allowedRoutes": {"namespaces": {"from": "All"}}})
+
+
+def _keep_only_http_listener(gw: Obj) -> None:
+    """GatewayModifyListeners' second patch: the Gateway must have exactly 2 listeners;
+    only those named ``http`` are kept."""
+    listeners = gw["spec"]["listeners"]
+    if len(listeners) != 2:
+        raise StepFailed("update", f"the gateway must have 2 listeners, it has {len(listeners)}")
+    gw["spec"]["listeners"] = [lst for lst in listeners if lst.get("name") == "http"]
+
+
 def gateway_modify_listeners(run: TestRun) -> None:
     """Upstream GatewayModifyListeners: add an HTTP listener to gateway-add-listener, then
-    drop the HTTPS listener of gateway-remove-listener; status must follow each change."""
+    keep only the ``http`` listener of gateway-remove-listener; status must follow each
+    change."""
     add_ctx = "should be able to add a listener that then becomes available for routing traffic"
     remove_ctx = "should be able to remove listeners, which would then stop routing the relevant traffic"
     for ctx, gw, change in (
-        (add_ctx, "gateway-add-listener", lambda o: o["spec"]["listeners"].append(
-            {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}})),
-        (remove_ctx, "gateway-remove-listener", lambda o: o["spec"].__setitem__(
-            "listeners", [lst for lst in o["spec"]["listeners"] if lst["name"] != "https"])),
+        (add_ctx, "gateway-add-listener", _add_http_listener),
+        (remove_ctx, "gateway-remove-listener", _keep_only_http_listener),
     ):
         checks = run.checks(ctx)
         sanity = [c for c in checks if c["helper"] in ("NamespacesMustBeReady", "GatewayMustHaveLatestConditions")]
@@ -315,6 +334,22 @@ def udproute_multiple_routes_attachment(run: TestRun) -> None:
                                                       "route (udp-attach-backend-1) should be attached")
 
 
+def udproute_dns(run: TestRun) -> None:
+    """Upstream UDPRoute: once the Gateway and udp-coredns are accepted, an A query for
+    foo.bar.com. sent to the Gateway must get a DNS reply from the coredns backend (the
+    suite's Corefile serves that zone with whoami). Upstream polls every second for one
+    reply within its test timeout; here 3 in a row (``rq.wait_consistent``)."""
+    run.run_checks(run.checks())
+    if run.test.request_groups:
+        raise HarnessGap("unexpected record shape for UDPRoute (request groups recorded)")
+    address = run.checker.gateway_address((INFRA, "udp-gateway"), "coredns")
+    try:
+        rq.wait_consistent(lambda: rq.dns_whoami_probe(address, "foo.bar.com."), interval=1.0,
+                           limit=run.replayer.limit)
+    except rq.NotConsistent as exc:
+        raise StepFailed("DNS query foo.bar.com. through the Gateway", str(exc)) from exc
+
+
 def httproute_service_types(run: TestRun) -> None:
     """Upstream HTTPRouteServiceTypes fills the selector-less Services' EndpointSlices with
     the infra-backend-v1 pods before checking."""
@@ -349,6 +384,14 @@ def tcproute_weighted(run: TestRun) -> None:
     if len(groups) != 1 or groups[0].get("protocol") != "tcp" or not dists:
         raise HarnessGap("TCP weighted distribution without its target or weights")
     target = run.replayer.target(groups[0], run.default_gateway())
+    # upstream: tcp.ExpectAddressBeAvailable, then tcp.ExpectEchoResponse, then the loop
+    try:
+        rq.wait_consistent(lambda: rq.tcp_connect_probe(target.address), threshold=1,
+                           interval=rq.PROBE_INTERVAL_S, limit=run.replayer.limit)
+        rq.wait_consistent(lambda: rq.tcp_echo_probe(target.address), threshold=1,
+                           interval=rq.PROBE_INTERVAL_S, limit=run.replayer.limit)
+    except rq.NotConsistent as exc:
+        raise StepFailed("tcp echo before the distribution", str(exc)) from exc
     for d in dists:
         try:
             run.replayer.tcp_weighted_distribution(target, d["expectedWeights"])
@@ -381,6 +424,90 @@ def percentage_mirror(run: TestRun) -> None:
                 raise StepFailed(f"case {i} {case['request'].get('path')}", str(exc)) from exc
 
 
+RECONCILE_CTX = ("Changing the content of a ConfigMap used by BackendTLSPolicy as CA certificate should be "
+                 "reconciled by the controller")
+
+
+def _policy_condition(run: TestRun, policy: str, gw: str, type_: str, status: str, reason: str) -> None:
+    try:
+        run.checker.BackendTLSPolicyMustHaveCondition({"Name": policy, "Namespace": INFRA},
+                                                      {"Name": gw, "Namespace": INFRA},
+                                                      {"Type": type_, "Status": status, "Reason": reason})
+    except CheckFailed as exc:
+        raise StepFailed("BackendTLSPolicyMustHaveCondition", str(exc)) from exc
+
+
+def backendtlspolicy(run: TestRun) -> None:
+    """Upstream BackendTLSPolicy: the recorded checks and requests, then its last
+    subtest, made from the Go code: reconcile-test is pointed at a ConfigMap that does
+    not exist yet (Accepted=False/NoValidCACertificate, ResolvedRefs=False/
+    InvalidCACertificateRef), the ConfigMap is created with tls-checks-ca-certificate's
+    ca.crt (both True), emptied (both False), restored (both True), and the policy's
+    references are restored."""
+    run.run_checks([c for c in run.test.status_checks if RECONCILE_CTX not in (c.get("context") or [])])
+    run.run_groups(run.test.request_groups)
+    valid = (("Accepted", "True", "Accepted"), ("ResolvedRefs", "True", "ResolvedRefs"))
+    invalid = (("Accepted", "False", "NoValidCACertificate"), ("ResolvedRefs", "False", "InvalidCACertificateRef"))
+    policy, gw, cm_name = "reconcile-test", "same-namespace", "tls-checks-ca-certificate-reconcile-test"
+
+    def expect(conds: tuple[tuple[str, str, str], ...]) -> None:
+        for c in conds:
+            _policy_condition(run, policy, gw, *c)
+
+    expect(valid)
+    shared = run.world.configmaps().get((INFRA, "tls-checks-ca-certificate"))
+    if shared is None:
+        raise StepFailed("get", f"ConfigMap {INFRA}/tls-checks-ca-certificate not found")
+    original_ca = (shared.get("data") or {}).get("ca.crt", "")
+    original_refs = copy.deepcopy(run.object("BackendTLSPolicy", INFRA, policy)["spec"]["validation"]
+                                  ["caCertificateRefs"])
+    run.update("BackendTLSPolicy", INFRA, policy, lambda o: o["spec"]["validation"].__setitem__(
+        "caCertificateRefs", [{"group": "", "kind": "ConfigMap", "name": cm_name}]))
+    expect(invalid)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm_name, "namespace": INFRA},
+          "data": {"ca.crt": original_ca}}
+    run.world.files[run.file].objects.append(cm)
+    run.world.rewrite(run.file)
+    expect(valid)
+    cm["data"]["ca.crt"] = ""
+    run.world.rewrite(run.file)
+    expect(invalid)
+    cm["data"]["ca.crt"] = original_ca
+    run.world.rewrite(run.file)
+    expect(valid)
+    run.update("BackendTLSPolicy", INFRA, policy, lambda o: o["spec"]["validation"].__setitem__(
+        "caCertificateRefs", original_refs))
+
+
+def backendtlspolicy_observed_generation_bump(run: TestRun) -> None:
+    """Upstream BackendTLSPolicyObservedGenerationBump, from the Go code: the namespace
+    is ready, the policy's ancestor conditions are at its generation (one look, no
+    polling), its hostname is changed to foo.example.com, it is Accepted for the
+    Gateway again, its conditions are at the new generation, which has moved."""
+    policy, gw = "observed-generation-bump", "same-namespace"
+    run.run_checks([c for c in run.test.status_checks if c["helper"] == "NamespacesMustBeReady"])
+
+    def latest(step: str) -> int:
+        item = run.checker.admin.statuses().get(("BackendTLSPolicy", INFRA, policy))
+        if item is None:
+            if not run.world.exists("BackendTLSPolicy", INFRA, policy):
+                raise StepFailed(step, f"BackendTLSPolicy {INFRA}/{policy} not found")
+            return 0  # no status yet: no ancestor to be stale (upstream reads the same)
+        for a in (item.get("status") or {}).get("ancestors") or []:
+            stale = stale_conditions(item, a.get("conditions") or [])
+            if stale:
+                raise StepFailed(step, f"BackendTLSPolicy {INFRA}/{policy}: {stale}")
+        return int((item.get("metadata") or {}).get("generation") or 0)
+
+    before = latest("BackendTLSPolicyMustHaveLatestConditions")
+    run.update("BackendTLSPolicy", INFRA, policy,
+               lambda o: o["spec"]["validation"].__setitem__("hostname", "foo.example.com"))
+    _policy_condition(run, policy, gw, "Accepted", "True", "")
+    after = latest("BackendTLSPolicyMustHaveLatestConditions")
+    if after == before:
+        raise StepFailed("generation", "generation should change after an update")
+
+
 #: Tests whose decisive steps the data does not record: skipped (before anything is
 #: applied) with the reason, whatever is claimed, rather than passed on a partial replay.
 NOT_REPLAYABLE: dict[str, str] = {
@@ -389,10 +516,6 @@ NOT_REPLAYABLE: dict[str, str] = {
     "GatewayStaticAddresses":
         "the test edits spec.addresses mid-test and substitutes implementation-provided usable and "
         "unusable addresses (PLACEHOLDER_*); those steps are not recorded as data",
-    "BackendTLSPolicyObservedGenerationBump": "the policy change made mid-test is not recorded as data",
-    "BackendTLSPolicy":
-        "its last step changes a CA ConfigMap's content mid-test (reconcile-test); the new content is not "
-        "recorded as data",
     "GatewayInfrastructure":
         "its assertions read the cluster resources generated for the Gateway (labels and annotations "
         "propagated); only the status checks are recorded, and standalone kgw generates no such resources",
@@ -408,6 +531,8 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
         "GatewayClass", "", "gatewayclass-observed-generation-bump", _new_description),
     "GatewayModifyListeners": gateway_modify_listeners,
     "HTTPRouteReferenceGrant": httproute_reference_grant,
+    "BackendTLSPolicy": backendtlspolicy,
+    "BackendTLSPolicyObservedGenerationBump": backendtlspolicy_observed_generation_bump,
     "HTTPRouteServiceTypes": httproute_service_types,
     "HTTPRouteWeight": httproute_weight,
     "HTTPRouteRequestHeaderModifierBackendWeights": backend_weights_headers,
@@ -415,6 +540,7 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
     "TCPRouteWeightedRouting": tcproute_weighted,
     "TCPRouteReferenceGrant": tcproute_reference_grant,
     "TCPRouteMultipleRoutesAttachment": tcproute_multiple_routes_attachment,
+    "UDPRoute": udproute_dns,
     "UDPRouteWeightedRouting": udproute_weighted,
     "UDPRouteReferenceGrant": udproute_reference_grant,
     "UDPRouteMultipleRoutesAttachment": udproute_multiple_routes_attachment,

@@ -230,12 +230,16 @@ class StatusChecker:
                  pods_ready: Callable[[list[str]], str | None] = lambda ns: None,
                  skip_readiness: Callable[[], set[NN]] = set,
                  spec_listeners: Callable[[NN], list[Obj]] = lambda nn: [], interval: float = 0.1,
+                 exists: Callable[[str, str, str], bool] = lambda kind, ns, name: True,
+                 gateways_in: Callable[[list[str]], list[Obj]] | None = None,
                  log: Callable[[str], None] = lambda m: None) -> None:
         self.admin = admin
         self.timeouts = timeouts
         self.pods_ready = pods_ready
         self.skip_readiness = skip_readiness
         self.spec_listeners = spec_listeners
+        self.exists = exists
+        self.gateways_in = gateways_in
         self.interval = interval
         self.log = log
 
@@ -279,6 +283,15 @@ class StatusChecker:
         hits = [p.get("text", "") for p in problems if name and name in (p.get("text") or "")]
         return f" (kgw refused it: {'; '.join(hits)[:500]})" if hits else ""
 
+    def _absent(self, kind: str, nn: NN) -> str:
+        """Why an object is not in kgw's /status: not applied at all is a lookup error
+        (upstream's client.Get fails: the poll ends at once); applied but not listed means
+        kgw has not written its status (yet), which is polled like any other miss."""
+        kinds = {"Route": ROUTE_KINDS, "ListenerSet": ("ListenerSet", "XListenerSet")}.get(kind, (kind,))
+        if not any(self.exists(k, nn[0], nn[1]) for k in kinds):
+            return Fatal(f"{kind} {nn[0]}/{nn[1]} not found: no such object is applied")
+        return f"{kind} {nn[0]}/{nn[1]} has no status"
+
     @staticmethod
     def _nn(ref: Obj) -> NN:
         return ref.get("Namespace") or "", ref["Name"]
@@ -298,11 +311,23 @@ class StatusChecker:
     # -- Gateway / GatewayClass --
 
     def NamespacesMustBeReady(self, namespaces: list[str]) -> None:
+        """Upstream lists every Gateway in the namespaces (from the API server: here, the
+        applied ones; kgw's status is what it reports for each) and needs each, unless
+        annotated to be skipped, Accepted and Programmed at its latest generation; then
+        the namespaces' pods (``pods_ready``)."""
         def fn(st: dict) -> str | None:
             skip = self.skip_readiness()
-            for (kind, ns, name), obj in sorted(st.items()):
-                if kind != "Gateway" or ns not in namespaces or (ns, name) in skip:
+            if self.gateways_in is not None:
+                keys = sorted(((o.get("metadata") or {}).get("namespace", "default"), o["metadata"]["name"])
+                              for o in self.gateways_in(namespaces))
+            else:
+                keys = sorted((ns, name) for (kind, ns, name) in st if kind == "Gateway" and ns in namespaces)
+            for ns, name in keys:
+                if (ns, name) in skip:
                     continue
+                obj = st.get(("Gateway", ns, name))
+                if obj is None:
+                    return f"Gateway {ns}/{name} not Accepted yet: kgw reports no status for it"
                 conds = (obj.get("status") or {}).get("conditions") or []
                 why = (stale_conditions(obj, conds) or find_condition(conds, "Accepted", "True")
                        or find_condition(conds, "Programmed", "True"))
@@ -326,7 +351,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             gw = self._get(st, "Gateway", nn)
             if gw is None:
-                return f"Gateway {nn[0]}/{nn[1]} has no status"
+                return self._absent("Gateway", nn)
             status = gw.get("status") or {}
             why = stale_conditions(gw, status.get("conditions") or [])
             if why:
@@ -360,13 +385,15 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, kind, nn)
             if obj is None:
-                return f"{kind} {nn[0]}/{nn[1]} has no status"
+                return self._absent(kind, nn)
             return stale_conditions(obj, conditions(obj))
         self.poll(f"{kind}MustHaveLatestConditions({nn[0]}/{nn[1]})", T_LATEST_GENERATION, fn)
 
     def GWCMustHaveAcceptedConditionAny(self, name: str) -> None:
         def fn(st: dict) -> str | None:
-            obj = self._get(st, "GatewayClass", ("", name)) or {}
+            obj = self._get(st, "GatewayClass", ("", name))
+            if obj is None:
+                return self._absent("GatewayClass", ("", name))
             conds = (obj.get("status") or {}).get("conditions") or []
             return stale_conditions(obj, conds) or find_condition(conds, "Accepted", "")
         self.poll(f"GWCMustHaveAcceptedConditionAny({name})", T_GWC_ACCEPTED, fn)
@@ -375,7 +402,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, "GatewayClass", ("", name))
             if obj is None:
-                return f"GatewayClass {name} has no status"
+                return self._absent("GatewayClass", ("", name))
             conds = (obj.get("status") or {}).get("conditions") or []
             return stale_conditions(obj, conds) or find_condition(conds, "Accepted", "True")
         self.poll(f"GWCMustHaveAcceptedConditionTrue({name})", T_GWC_ACCEPTED, fn)
@@ -386,7 +413,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, "Gateway", nn)
             if obj is None:
-                return f"Gateway {nn[0]}/{nn[1]} has no status"
+                return self._absent("Gateway", nn)
             conds = (obj.get("status") or {}).get("conditions") or []
             stale = stale_conditions(obj, conds)
             if stale:
@@ -402,7 +429,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, kind, nn)
             if obj is None:
-                return f"{kind} {nn[0]}/{nn[1]} has no status"
+                return self._absent(kind, nn)
             status = obj.get("status") or {}
             return (stale_conditions(obj, status.get("conditions") or [])
                     or listeners_match(listeners, status.get("listeners") or []))
@@ -414,7 +441,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, "Gateway", nn)
             if obj is None:
-                return f"Gateway {nn[0]}/{nn[1]} has no status"
+                return self._absent("Gateway", nn)
             seen = False
             for lst in (obj.get("status") or {}).get("listeners") or []:
                 if listener and lst.get("name") != listener:
@@ -435,7 +462,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, "Gateway", nn)
             if obj is None:
-                return f"Gateway {nn[0]}/{nn[1]} has no status"
+                return self._absent("Gateway", nn)
             for lst in (obj.get("status") or {}).get("listeners") or []:
                 if lst.get("name") == listener:
                     return conditions_match(conditions, lst.get("conditions") or [])
@@ -448,7 +475,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, "Gateway", nn)
             if obj is None:
-                return f"Gateway {nn[0]}/{nn[1]} has no status"
+                return self._absent("Gateway", nn)
             stale = stale_conditions(obj, (obj.get("status") or {}).get("conditions") or [])
             if stale:
                 return stale
@@ -464,7 +491,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, "Gateway", nn)
             if obj is None:
-                return f"Gateway {nn[0]}/{nn[1]} has no status"
+                return self._absent("Gateway", nn)
             status = obj.get("status") or {}
             got = status.get("attachedListenerSets") or 0
             return stale_conditions(obj, status.get("conditions") or []) or (
@@ -479,7 +506,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, "ListenerSet", nn)
             if obj is None:
-                return f"ListenerSet {nn[0]}/{nn[1]} has no status"
+                return self._absent("ListenerSet", nn)
             conds = (obj.get("status") or {}).get("conditions") or []
             return stale_conditions(obj, conds) or find_condition(conds, cond["Type"], cond["Status"],
                                                                   cond.get("Reason", ""))
@@ -516,7 +543,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, kind, nn)
             if obj is None:
-                return f"{kind} {nn[0]}/{nn[1]} has no status"
+                return self._absent(kind, nn)
             status = obj.get("status") or {}
             stale = stale_conditions(obj, status.get("conditions") or [])
             if stale:
@@ -541,7 +568,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, "BackendTLSPolicy", pnn)
             if obj is None:
-                return f"BackendTLSPolicy {pnn[0]}/{pnn[1]} has no status"
+                return self._absent("BackendTLSPolicy", pnn)
             ancestors = (obj.get("status") or {}).get("ancestors") or []
             last = f"no ancestor status for Gateway {gnn[0]}/{gnn[1]}"
             for a in ancestors:
@@ -621,7 +648,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj, k = self._route(st, rnn, kind)
             if obj is None:
-                return f"{k} {rnn[0]}/{rnn[1]} has no status"
+                return self._absent(k, rnn)
             for p in previous:
                 stale = stale_conditions(obj, p.get("conditions") or [])
                 if stale:
@@ -655,7 +682,7 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             obj = self._get(st, kind, rnn)
             if obj is None:
-                return f"{kind} {rnn[0]}/{rnn[1]} has no status"
+                return self._absent(kind, rnn)
             return route_has_condition(obj, gnn, cond)
         want = f"{cond['Type']}={cond['Status']}" + (f"/{cond['Reason']}" if cond.get("Reason") else "")
         self.poll(f"{kind}MustHaveCondition({rnn[0]}/{rnn[1]}, {want})", T_ROUTE_CONDITION, fn)
@@ -673,7 +700,10 @@ class StatusChecker:
 
         def fn(st: dict) -> str | None:
             obj = self._get(st, kind, rnn)
-            parents = ((obj or {}).get("status") or {}).get("parents") or []
+            if obj is None:  # an object kgw does not list is not one with empty parents
+                empty_since.clear()
+                return self._absent(kind, rnn)
+            parents = (obj.get("status") or {}).get("parents") or []
             if not parents:
                 now = time.monotonic()
                 if not empty_since:

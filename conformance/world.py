@@ -17,7 +17,8 @@ from typing import Callable
 
 from conformance.backends import EchoFleet, Pod, services_selecting
 from conformance.loader import (AddressBook, Obj, dump_yaml, endpoint_slice, gateway_class,
-                                is_echo_deployment, key_of, read_manifest, rewrite_gateway)
+                                is_coredns_deployment, is_echo_deployment, key_of, read_manifest,
+                                rewrite_gateway)
 
 log = logging.getLogger("conformance.world")
 
@@ -61,7 +62,23 @@ class World:
         return [o for o in self.objects() if o.get("kind") == "Service"]
 
     def secrets(self) -> dict[tuple[str, str], Obj]:
-        return {(k[1], k[2]): o for o in self.objects() if (k := key_of(o))[0] == "Secret"}
+        return self._of_kind("Secret", self.objects())
+
+    def configmaps(self) -> dict[tuple[str, str], Obj]:
+        return self._of_kind("ConfigMap", self.objects())
+
+    @staticmethod
+    def _of_kind(kind: str, objects: list[Obj]) -> dict[tuple[str, str], Obj]:
+        return {(k[1], k[2]): o for o in objects if (k := key_of(o))[0] == kind}
+
+    def exists(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether the object is applied (what the API server would return on a Get)."""
+        return any(key_of(o) == (kind, namespace, name) for o in self.objects())
+
+    def gateways_in(self, namespaces: list[str]) -> list[Obj]:
+        """The Gateways applied in these namespaces (what upstream lists)."""
+        return [o for o in self.objects() if o.get("kind") == "Gateway"
+                and (o.get("metadata") or {}).get("namespace", "default") in namespaces]
 
     def gateway_listeners(self, nn: tuple[str, str]) -> list[Obj]:
         for o in self.objects():
@@ -78,6 +95,12 @@ class World:
         return out
 
     def pods_ready(self, namespaces: list[str]) -> str | None:
+        """Upstream NamespacesMustBeReady's pod half: each namespace has pods, all ready
+        (here: running)."""
+        running = {p.namespace for p in self.fleet.pods()}
+        for ns in namespaces:
+            if ns not in running:
+                return f"No pods deployed yet in namespace {ns}"
         dead = [p for p in self.fleet.dead() if p.namespace in namespaces]
         if dead:
             return f"echo pods not running: {', '.join(p.namespace + '/' + p.name for p in dead)}"
@@ -96,11 +119,11 @@ class World:
         previous = self.files.get(name)
         objects, deployments = [], []
         for d in docs:
-            if is_echo_deployment(d):
+            if is_echo_deployment(d) or is_coredns_deployment(d):
                 if self.wants(d):
                     deployments.append(d)
             elif d.get("kind") == "Deployment":
-                continue  # not an echo backend (coredns): nothing in kgw reads Deployments
+                continue  # no stand-in for it: nothing in kgw reads Deployments
             elif d.get("kind") == "Gateway":
                 objects.append(rewrite_gateway(d, self.book))
             else:
@@ -111,10 +134,11 @@ class World:
         else:
             if previous is not None:
                 self.fleet.stop(previous.pods)
-            secrets = {**self.secrets(), **{(k[1], k[2]): o for o in objects if (k := key_of(o))[0] == "Secret"}}
+            secrets = {**self.secrets(), **self._of_kind("Secret", objects)}
+            configmaps = {**self.configmaps(), **self._of_kind("ConfigMap", objects)}
             try:
                 for dep in deployments:
-                    applied.pods.extend(self.fleet.start(dep, secrets))
+                    applied.pods.extend(self.fleet.start(dep, secrets, configmaps))
             except BaseException:
                 self.fleet.stop(applied.pods)  # earlier Deployments of this file; start() cleans its own
                 raise

@@ -3,11 +3,19 @@
 Small and dependency-light on purpose: it must keep answering while the data planes
 are busy or broken, so it runs on the supervisor's event loop with httptools parsing
 requests, one response per connection, bounded request sizes.
+
+It answers only requests whose ``Host`` names it by address: ``localhost``, a loopback
+address, or the address the connection came in on (what kubelet probes and Prometheus
+send when they scrape a node address). Any other name is refused with 421: a web page in
+a browser on the node could otherwise reach it through DNS rebinding (a name of the
+attacker's that first resolves to the attacker, then to 127.0.0.1) and read what it
+serves. A request without ``Host`` (HTTP/1.0) is not a browser's and is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass
@@ -25,7 +33,7 @@ MAX_REQUEST_BYTES = 16 * 1024
 READ_TIMEOUT = 10.0
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+            421: "Misdirected Request", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -39,13 +47,48 @@ def text_response(text: str, status: int = 200) -> Response:
 @dataclass
 class _Request:
     url: bytes = b""
+    host: bytes | None = None
     complete: bool = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"host":
+            self.host = value if self.host is None else b""  # two Host fields: refused below
+
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def host_allowed(host: bytes | None, local_address: str | None) -> bool:
+    """May a request with this ``Host`` be answered on a connection to ``local_address``?"""
+    if host is None:
+        return True
+    try:
+        text = host.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return False
+    if text.startswith("["):  # [v6]:port
+        name = text[1:text.find("]")] if "]" in text else ""
+    else:
+        name = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    if name in ("localhost", "localhost."):
+        return True
+    ip = _ip(name)
+    if ip is None:
+        return False
+    return ip.is_loopback or (local_address is not None and ip == _ip(local_address))
 
 
 class AdminServer:
@@ -64,8 +107,10 @@ class AdminServer:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sockname = writer.get_extra_info("sockname")
+        local = sockname[0] if isinstance(sockname, tuple) else None
         try:
-            status, ctype, body, method = await asyncio.wait_for(self._handle(reader), READ_TIMEOUT)
+            status, ctype, body, method = await asyncio.wait_for(self._handle(reader, local), READ_TIMEOUT)
         except (asyncio.TimeoutError, ConnectionError):
             writer.close()
             return
@@ -79,7 +124,7 @@ class AdminServer:
         finally:
             writer.close()
 
-    async def _handle(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes, bytes]:
+    async def _handle(self, reader: asyncio.StreamReader, local: str | None) -> tuple[int, str, bytes, bytes]:
         req = _Request()
         parser = httptools.HttpRequestParser(req)
         total = 0
@@ -95,6 +140,11 @@ class AdminServer:
             except httptools.HttpParserError as exc:
                 return (*text_response(f"bad request: {exc}\n", 400), b"")
         method = parser.get_method()
+        if not host_allowed(req.host, local):
+            log.warning("admin request refused: Host %r is not this server's address or localhost",
+                        (req.host or b"")[:100])
+            return (*text_response("the admin API answers only requests for its own address or localhost "
+                                   "(Host header; DNS rebinding protection)\n", 421), method)
         path = httptools.parse_url(req.url).path.decode("latin-1")
         handler = self.routes.get(path.rstrip("/") or "/")
         if handler is None:

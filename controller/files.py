@@ -20,17 +20,16 @@ import asyncio
 import datetime
 import logging
 import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, AsyncIterator, Callable
 
-from controller.defaults import apply_defaults
-from controller.objects import KINDS, Obj, ObjectKey, parse_api_version
+from controller.fileparse import Checked, Doc, Failure, ParserProcess, read_file
+from controller.objects import Obj, ObjectKey
 from controller.source import Batch, Event, EventType, Problem, Source
-from controller.validation import validate
-from controller.yamlload import DocumentError, load_documents
 
 log = logging.getLogger("kgw.files")
 
@@ -38,7 +37,29 @@ SUFFIXES = (".yaml", ".yml", ".json")
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 #: Seconds between full rescans (fingerprints only; unchanged files are not re-read).
 RESCAN_INTERVAL = 30.0
+#: How often the watched directory is checked for having been moved or deleted (inotify
+#: goes on watching the old inode and says nothing), and for being back.
+DIR_CHECK_INTERVAL = 0.25
+#: When the directory is back: wait for its content to stop changing (a copy in progress),
+#: at most this long, before reading it.
+SETTLE_MAX = 5.0
+#: Files that vanished: how long to wait for their directory to vanish too before their
+#: objects are withdrawn (``rm -rf`` deletes the files first).
+DELETE_GRACE = 0.25
+#: After re-arming the watcher: when to read the whole directory (the watch is in place by then).
+REARM_RESCAN_DELAY = 0.1
 _STOP = object()
+#: What _plan says about one file.
+_READ, _GONE, _SAME = "read", "gone", "same"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory at ``path``; None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def is_config_file(path: Path) -> bool:
@@ -54,22 +75,15 @@ class _Defined:
     obj: dict[str, Any]  # defaulted, without server-owned metadata
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """What checking one document's text gave, reusable while the text is unchanged."""
-
-    key: ObjectKey | None
-    obj: dict[str, Any] | None
-    errors: Sequence[Problem]  # with origin "" (the line is filled in per read)
-
-
 @dataclass
 class _FileState:
     fingerprint: tuple[int, int, int] | None = None  # (mtime_ns, size, inode)
     objects: dict[ObjectKey, _Defined] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    #: Document text -> result of checking it, from the previous read.
-    checked: dict[str, _Checked] = field(default_factory=dict)
+    #: (line, digest) of each document of the last successful read.
+    docs: list[tuple[int, bytes]] = field(default_factory=list)
+    #: Document digest -> result of checking it, from the last successful read.
+    checked: dict[bytes, Checked] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,29 +102,45 @@ def _now_rfc3339() -> str:
 
 
 class FileSource(Source):
-    """Reads ``directory`` (recursively) and, when watching, every later change to it."""
+    """Reads ``directory`` (recursively) and, when watching, every later change to it.
+
+    The directory is named by its absolute path, taken once: the watcher reports absolute
+    paths, and a relative ``-c`` would otherwise name each file twice (two "files"
+    defining the same objects). When watching, files are read in a child process
+    (controller.fileparse) so that the event loop never waits on a large file. A
+    directory that disappears (moved, deleted, unmounted) is a problem of the source, not
+    an empty configuration: everything keeps serving until it is back, and the watcher is
+    re-armed on the new directory then.
+    """
 
     def __init__(self, directory: str | os.PathLike[str], *, watch: bool = True,
-                 debounce_ms: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
-        self.directory = Path(directory)
+                 debounce_ms: int = 10, clock: Callable[[], float] = time.monotonic,
+                 parser: ParserProcess | None = None) -> None:
+        self.directory = Path(os.path.abspath(directory))
         self.watch = watch
         self.debounce_ms = debounce_ms
         self._clock = clock
+        self._parser = parser if parser is not None or not watch else ParserProcess()
         self._files: dict[Path, _FileState] = {}
         self._owner: dict[ObjectKey, Path] = {}
         self._waiting: dict[ObjectKey, set[Path]] = {}  # duplicates to retry when freed
         self._live: dict[ObjectKey, _Live] = {}
         self._rv = 0
         self._dir_problem: Problem | None = None
+        self._dir_missing_since: float | None = None
+        self._loop_problem: Problem | None = None
         self._stop = asyncio.Event()
 
     # -- public ----------------------------------------------------------------
 
     def load(self) -> Batch:
-        """Read the whole directory and return what changed since the last read."""
+        """Read the whole directory (in this process) and return what changed since the last read."""
         noticed = self._clock()
-        paths = set(self._scan()) | set(self._files)
-        return self._process(paths, noticed)
+        plan = self._plan(None, force=False)
+        if plan is None:
+            return self._batch([], noticed)
+        reads = {path: read_file(path, self._skip(path)) for path, (what, _) in plan.items() if what == _READ}
+        return self._apply(plan, reads, noticed)
 
     async def batches(self) -> AsyncIterator[Batch]:
         if not self.watch:
@@ -123,52 +153,170 @@ class FileSource(Source):
         watcher = asyncio.create_task(self._watch(self._queue))
         loop = asyncio.get_running_loop()
         try:
-            yield self.load()
+            yield await self._process_safely(None, self._clock(), force=False)
             next_rescan = loop.time() + 0.5
             while not self._stop.is_set():
                 try:
                     item = await asyncio.wait_for(self._queue.get(), max(0.0, next_rescan - loop.time()))
                 except asyncio.TimeoutError:
-                    item = (self._clock(), None)
+                    item = (self._clock(), None, False)
                 if item is _STOP:
                     break
-                noticed, paths = item
+                noticed, paths, force = item
                 while not self._queue.empty():  # merge what piled up meanwhile
                     more = self._queue.get_nowait()
                     if more is _STOP:
                         self._stop.set()
                         break
                     paths = None if paths is None or more[1] is None else paths | more[1]
+                    force = force or more[2]
                 if paths is None:
                     next_rescan = loop.time() + RESCAN_INTERVAL
-                    paths = set(self._scan()) | set(self._files)
                 before = self._last_problems
-                batch = self._process(paths, noticed)
+                batch = await self._process_safely(paths, noticed, force)
                 if batch.events or batch.problems != before:
                     yield batch
         finally:
             watcher.cancel()
+            if self._parser is not None:
+                await self._parser.close()
+
+    def rescan(self) -> bool:
+        """Re-read every file now, changed or not (SIGHUP). False when not watching."""
+        if self._queue is None or self._stop.is_set():
+            return False
+        log.info("re-reading every file of %s", self.directory)
+        self._queue.put_nowait((self._clock(), None, True))
+        return True
+
+    async def _process_safely(self, paths: set[Path] | None, noticed: float, force: bool) -> Batch:
+        """One batch; whatever goes wrong is logged and reported, and the source goes on."""
+        try:
+            self._loop_problem = None
+            return await self._process(paths, noticed, force)
+        except Exception as exc:  # a bug, or MemoryError: keep every object, say so
+            log.exception("reading %s failed; keeping the last good objects", self.directory)
+            self._loop_problem = Problem(str(self.directory), f"reading the directory failed ({exc!r}); "
+                                                              "serving the last good configuration")
+            return self._batch([], noticed)
+
+    async def _process(self, paths: set[Path] | None, noticed: float, force: bool) -> Batch:
+        ident = _identity(self.directory)
+        plan = self._plan(paths, force)
+        if plan is None:
+            return self._batch([], noticed)
+        if any(what == _GONE and path in self._files for path, (what, _) in plan.items()):
+            # `rm -rf` deletes the files before the directory: files that vanished may be
+            # the directory going away. Withdraw their objects only if it is still here.
+            await asyncio.sleep(DELETE_GRACE)
+            if _identity(self.directory) != ident:  # gone or replaced: the watcher reads it when back
+                self._plan(set(), force)  # (says so if it is missing)
+                return self._batch([], noticed)
+        reads: dict[Path, list[Doc] | Failure] = {}
+        for path, (what, _) in plan.items():
+            if what == _READ:
+                assert self._parser is not None
+                reads[path] = await self._parser.read(path, self._skip(path))
+        # Merging tens of thousands of objects takes a while: in a thread, so the admin API
+        # answers meanwhile (only this task changes the source's state).
+        return await asyncio.to_thread(self._apply, plan, reads, noticed)
 
     async def _watch(self, queue: "asyncio.Queue[Any]") -> None:
+        """Watch the directory; when it goes away, wait for it and watch the new one."""
         import watchfiles  # imported here: only the watching mode needs it
 
+        loop = asyncio.get_running_loop()
+        rearmed = False
         while not self._stop.is_set():
+            ident = _identity(self.directory)
+            if ident is None:
+                queue.put_nowait((self._clock(), None, False))  # reports the missing directory
+                await self._until_back()
+                rearmed = True
+                continue
+            gone = asyncio.Event()
+            stop = asyncio.Event()
+            monitor = asyncio.create_task(self._monitor(ident, gone, stop))
+            if rearmed:  # read the directory as it is now, once the new watch is in place
+                loop.call_later(REARM_RESCAN_DELAY, queue.put_nowait, (self._clock(), None, False))
+            rearmed = True
+            changes_of = watchfiles.awatch(self.directory, debounce=self.debounce_ms, step=10,
+                                           stop_event=stop, recursive=True)
             try:
-                async for changes in watchfiles.awatch(
-                    self.directory, debounce=self.debounce_ms, step=10,
-                    stop_event=self._stop, recursive=True,
-                ):
+                async for changes in changes_of:
                     paths: set[Path] | None = {Path(p) for _, p in changes}
-                    if any(not is_config_file(p) for p in paths or ()):
-                        paths = None  # a directory came or went, or a rename: rescan
-                    queue.put_nowait((self._clock(), paths))
+                    if self.directory in (paths or ()):
+                        # The directory itself was deleted or moved (a new one may already
+                        # be there, even with the old inode number): watch it afresh.
+                        gone.set()
+                        break
+                    if any(not is_config_file(p) or not p.is_relative_to(self.directory) for p in paths or ()):
+                        paths = None  # a directory came or went, a rename, a path not ours: rescan
+                    queue.put_nowait((self._clock(), paths, False))
             except (OSError, RuntimeError) as exc:  # the directory vanished, inotify limits…
-                log.warning("watching %s failed (%s); retrying in 1s", self.directory, exc)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
-                queue.put_nowait((self._clock(), None))
+                if _identity(self.directory) == ident:
+                    log.warning("watching %s failed (%s); retrying in 1s", self.directory, exc)
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        pass
+                queue.put_nowait((self._clock(), None, False))
+            finally:
+                stop.set()
+                monitor.cancel()
+                await changes_of.aclose()
+            if gone.is_set():
+                log.warning("%s was moved, deleted or replaced: keeping the last good objects until "
+                            "it is back", self.directory)
+                queue.put_nowait((self._clock(), None, False))  # reports a missing directory
+                await self._until_back()
+
+    async def _monitor(self, ident: tuple[int, int], gone: asyncio.Event, stop: asyncio.Event) -> None:
+        """Stop the watch when the directory is no longer the one watched: inotify keeps
+        watching the old inode (moved or deleted) and says nothing more."""
+        while not self._stop.is_set():
+            if _identity(self.directory) != ident:
+                gone.set()
+                break
+            try:
+                await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+        stop.set()
+
+    async def _until_back(self) -> None:
+        """Wait for the directory to exist again, then for its content to settle (a copy
+        in progress), at most SETTLE_MAX seconds."""
+        while not self._stop.is_set() and _identity(self.directory) is None:
+            try:
+                await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+        deadline = time.monotonic() + SETTLE_MAX
+        before = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            now = await asyncio.to_thread(self._tree_signature)
+            if now == before:
+                break
+            before = now
+            try:
+                await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+        log.info("%s is back: watching it again", self.directory)
+
+    def _tree_signature(self) -> tuple:
+        scanned = self._scan()
+        if scanned is None:
+            return ()
+        out = []
+        for p in scanned:
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            out.append((p, st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
 
     _last_problems: tuple[Problem, ...] = ()
     _queue: "asyncio.Queue[Any] | None" = None
@@ -177,91 +325,165 @@ class FileSource(Source):
         self._stop.set()
         if self._queue is not None:
             self._queue.put_nowait(_STOP)
+        if self._parser is not None:
+            await self._parser.close()
 
     def problems(self) -> tuple[Problem, ...]:
-        probs: list[Problem] = [self._dir_problem] if self._dir_problem else []
+        probs: list[Problem] = [p for p in (self._dir_problem, self._loop_problem) if p is not None]
         for path in sorted(self._files):
             probs.extend(self._files[path].problems)
         return tuple(probs)
 
+    def health(self) -> str:
+        parts = []
+        if self._dir_problem is not None:
+            since = ""
+            if self._dir_missing_since is not None:
+                since = f" for {self._clock() - self._dir_missing_since:.0f}s"
+            parts.append(f"{self._dir_problem.origin}: {self._dir_problem.message}{since}")
+        if self._loop_problem is not None:
+            parts.append(str(self._loop_problem))
+        return "; ".join(parts)
+
+    def origin(self, key: ObjectKey) -> str:
+        owner = self._owner.get(key)
+        state = self._files.get(owner) if owner is not None else None
+        d = state.objects.get(key) if state is not None else None
+        return f"{self._rel(owner)}:{d.line}" if owner is not None and d is not None else ""
+
     # -- reading ---------------------------------------------------------------
 
-    def _scan(self) -> Iterable[Path]:
-        if not self.directory.is_dir():
-            self._dir_problem = Problem(str(self.directory), "not a directory (or missing); nothing to serve")
-            return []
-        self._dir_problem = None
+    def _scan(self) -> list[Path] | None:
+        """Every config file under the directory; None when the directory cannot be listed."""
+        failed: list[OSError] = []
+
+        def onerror(exc: OSError) -> None:
+            failed.append(exc)
+
         found = []
-        for root, dirs, files in os.walk(self.directory):
+        for root, dirs, files in os.walk(self.directory, onerror=onerror):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             found.extend(Path(root) / f for f in sorted(files) if is_config_file(Path(f)))
+        if any(getattr(e, "filename", None) in (str(self.directory), self.directory) for e in failed) \
+                or not self.directory.is_dir():
+            return None
         return found
 
-    def _process(self, paths: Iterable[Path], noticed: float) -> Batch:
-        todo: list[tuple[Path, bool]] = [(p, False) for p in sorted(paths)]
+    def _plan(self, paths: set[Path] | None, force: bool) -> dict[Path, tuple[str, Any]] | None:
+        """Which files to look at (all of them when ``paths`` is None), and for each what
+        to do: (_READ, fingerprint), (_GONE, None) or (_SAME, None). A file that exists but
+        cannot be looked at is read (and the read says why it failed): only a file that is
+        not there any more is gone.
+
+        None when the directory itself is missing: then nothing changes."""
+        if not self.directory.is_dir():
+            if self._dir_missing_since is None:
+                self._dir_missing_since = self._clock()
+                log.error("%s is missing: serving the last good configuration until it is back", self.directory)
+            self._dir_problem = Problem(str(self.directory), "the configuration directory is missing (moved, "
+                                                             "deleted or not a directory); serving the last "
+                                                             "good configuration")
+            return None
+        if paths is None:
+            scanned = self._scan()
+            if scanned is None:
+                self._dir_problem = Problem(str(self.directory), "cannot list the configuration directory; "
+                                                                 "serving the last good configuration")
+                return None
+            paths = set(scanned) | set(self._files)
+        if self._dir_missing_since is not None:
+            log.info("%s is back", self.directory)
+        self._dir_problem, self._dir_missing_since = None, None
+        plan: dict[Path, tuple[str, Any]] = {}
+        for path in sorted(paths):
+            state = self._files.get(path)
+            try:
+                st = path.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                plan[path] = (_GONE, None)
+                continue
+            except OSError:
+                st = None
+            if st is not None and not (stat.S_ISREG(st.st_mode) and is_config_file(path)):
+                plan[path] = (_GONE, None)  # not a config file (any more)
+                continue
+            fp = (st.st_mtime_ns, st.st_size, st.st_ino) if st is not None else (-1, -1, -1)
+            changed = state is None or state.fingerprint != fp or force
+            plan[path] = (_READ, fp) if changed else (_SAME, None)
+        return plan
+
+    def _skip(self, path: Path) -> frozenset[bytes]:
+        state = self._files.get(path)
+        return frozenset(state.checked) if state is not None else frozenset()
+
+    def _apply(self, plan: dict[Path, tuple[str, Any]],
+               reads: dict[Path, list[Doc] | Failure], noticed: float) -> Batch:
+        todo: list[tuple[Path, bool]] = [(p, False) for p in sorted(plan)]
         seen: set[Path] = set()
         touched: set[ObjectKey] = set()
         while todo:
-            path, force = todo.pop(0)
-            if path in seen and not force:
+            path, retry = todo.pop(0)
+            if path in seen and not retry:
                 continue
             seen.add(path)
-            freed = self._read_file(path, force, touched)
-            for key in sorted(freed):  # a duplicate elsewhere may now take over the freed name
+            if retry:  # a duplicate elsewhere may now take over a freed name: its last read
+                state = self._files.get(path)
+                freed = self._merge(path, state, state.docs, touched) if state is not None else set()
+            elif path in reads:
+                freed = self._read_into(path, plan[path][1], reads[path], touched)
+            elif plan[path][0] == _GONE and path in self._files:
+                state = self._files.pop(path)
+                touched.update(state.objects)
+                freed = self._release(path, set(state.objects))
+            else:
+                freed = set()
+            for key in sorted(freed):
                 todo.extend((p, True) for p in sorted(self._waiting.pop(key, ())))
-        events = self._sync_live(touched)
+        return self._batch(self._sync_live(touched), noticed)
+
+    def _batch(self, events: list[Event], noticed: float) -> Batch:
         problems = self.problems()
         self._last_problems = problems
         return Batch(tuple(events), problems, noticed)
 
-    def _read_file(self, path: Path, force: bool, touched: set[ObjectKey]) -> set[ObjectKey]:
-        """Re-read one file; return the keys it stopped owning.
-
-        Adds to ``touched`` every key whose definition may have changed.
-        """
+    def _read_into(self, path: Path, fingerprint: tuple[int, int, int] | None,
+                   result: list[Doc] | Failure, touched: set[ObjectKey]) -> set[ObjectKey]:
+        """Take one file's new read; return the keys it stopped owning."""
         state = self._files.get(path)
-        try:
-            st = path.stat()
-            exists = path.is_file() and is_config_file(path)
-        except OSError:
-            exists = False
-        if not exists:
-            if state is None:
-                return set()
-            del self._files[path]
-            touched.update(state.objects)
-            return self._release(path, set(state.objects))
-
-        fingerprint = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if state is not None and state.fingerprint == fingerprint and not force:
-            return set()
         if state is None:
             state = self._files[path] = _FileState()
         state.fingerprint = fingerprint
         rel = self._rel(path)
+        if isinstance(result, Failure):
+            # Mid-edit, broken or too costly: keep every object this file served, say where.
+            if result.retry:
+                state.fingerprint = None  # read it again at the next rescan
+            origin = f"{rel}:{result.line}" if result.line else rel
+            keeping = " (keeping this file's previous objects)" if state.objects else ""
+            state.problems = [Problem(origin, result.message + keeping)]
+            return set()
         previous = state.checked
-        try:
-            data = path.read_bytes()
-            docs = list(load_documents(data, skip=previous.__contains__))
-        except DocumentError as exc:
-            # Mid-edit or broken: keep every object this file served, report where.
-            state.problems = [Problem(f"{rel}:{exc.line}",
-                                      exc.message + (" (keeping this file's previous objects)"
-                                                     if state.objects else ""))]
-            return set()
-        except OSError as exc:
-            state.problems = [Problem(rel, f"cannot read: {exc.strerror or exc}")]
-            return set()
+        state.checked = {}
+        docs = []
+        for doc in result:
+            checked = doc.checked if doc.checked is not None else previous.get(doc.digest)
+            if checked is None:  # cannot happen: the reader skips only digests we sent
+                checked = Checked(None, None, [Problem("", "internal error: document result missing")])
+            state.checked[doc.digest] = checked
+            docs.append((doc.line, doc.digest))
+        state.docs = docs
+        return self._merge(path, state, docs, touched)
 
+    def _merge(self, path: Path, state: _FileState, docs: list[tuple[int, bytes]],
+               touched: set[ObjectKey]) -> set[ObjectKey]:
+        """The objects of one file from its documents' results: ownership, duplicates,
+        last good versions kept; return the keys it stopped owning."""
+        rel = self._rel(path)
         problems: list[Problem] = []
         new: dict[ObjectKey, _Defined] = {}
-        state.checked = {}
-        for doc in docs:
-            origin = f"{rel}:{doc.line}"
-            checked = previous.get(doc.source) if doc.data is None else None
-            if checked is None:
-                checked = _Checked(*self._check_document(doc.data))
-            state.checked[doc.source] = checked
+        for line, d in docs:
+            origin = f"{rel}:{line}"
+            checked = state.checked[d]
             key, obj = checked.key, checked.obj
             errs = [Problem(origin, e.message, e.key, e.field) for e in checked.errors]
             if key is not None and key in new:
@@ -279,7 +501,7 @@ class FileSource(Source):
                                            errs[-1].key, errs[-1].field)
                 continue
             assert key is not None and obj is not None
-            new[key] = _Defined(doc.line, obj)
+            new[key] = _Defined(line, obj)
             self._owner[key] = path
             self._waiting.get(key, set()).discard(path)
         dropped = set(state.objects) - set(new)
@@ -296,61 +518,6 @@ class FileSource(Source):
                 del self._owner[key]
                 freed.add(key)
         return freed
-
-    def _check_document(self, data: Any
-                        ) -> tuple[ObjectKey | None, dict[str, Any] | None, list[Problem]]:
-        """Identify, default and validate one document. Never raises.
-
-        Depends on nothing but the document, so the result can be reused while the
-        document's text is unchanged. Problems have no origin yet.
-        """
-        origin = ""
-        if not isinstance(data, dict):
-            return None, None, [Problem(origin, f"a document must be a mapping (an object), not {type(data).__name__}")]
-        kind_name, api = data.get("kind"), data.get("apiVersion")
-        if not isinstance(kind_name, str) or not kind_name:
-            return None, None, [Problem(origin, "required", field="kind")]
-        anon = ObjectKey(kind_name, "", "")
-        if not isinstance(api, str) or not api:
-            return None, None, [Problem(origin, "required", anon, "apiVersion")]
-        kind = KINDS.get(kind_name)
-        if kind is None:
-            known = ", ".join(sorted(KINDS))
-            return None, None, [Problem(origin, f"unknown kind {kind_name!r} (kgw reads: {known})", field="kind")]
-        group, version = parse_api_version(api)
-        if group != kind.group or version not in kind.versions:
-            served = ", ".join(f"{kind.group + '/' if kind.group else ''}{v}" for v in kind.versions)
-            return None, None, [Problem(origin, f"{api!r} is not served (served: {served})", anon, "apiVersion")]
-        meta = data.get("metadata")
-        if not isinstance(meta, dict):
-            return None, None, [Problem(origin, "must be an object with a name", anon, "metadata")]
-        name = meta.get("name")
-        if not isinstance(name, str) or not name:
-            return None, None, [Problem(origin, "required, a string", anon, "metadata.name")]
-        ns = meta.get("namespace")
-        if kind.namespaced:
-            if ns is None or ns == "":
-                ns = "default"
-            if not isinstance(ns, str):
-                return None, None, [Problem(origin, "must be a string", anon, "metadata.namespace")]
-        else:
-            ns = ""
-        key = ObjectKey(kind_name, ns, name)
-        try:
-            obj = apply_defaults(data)
-            obj.pop("status", None)
-            obj["metadata"] = dict(obj.get("metadata") or {})
-            if kind.namespaced:
-                obj["metadata"]["namespace"] = ns
-            else:
-                obj["metadata"].pop("namespace", None)
-            errors = validate(obj)
-        except Exception as exc:  # validation must not crash the source, whatever the input
-            log.exception("internal error validating %s at %s", key, origin)
-            return key, None, [Problem(origin, f"internal error while validating: {exc!r}", key)]
-        if errors:
-            return key, None, [Problem(origin, e.message, key, e.path) for e in errors]
-        return key, obj, []
 
     # -- publishing ------------------------------------------------------------
 

@@ -97,3 +97,25 @@ def unhealthy_objects(status_list: dict[str, Any]) -> list[str]:
             bad.append(f"{item.get('kind')} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}"
                        f"{meta.get('name')}")
     return bad
+
+
+def failing_conditions(status_list: dict[str, Any]) -> list[str]:
+    """One line per condition that says something is wrong, with its message (the table
+    shows only the reason): "HTTPRoute shop/web: parent default/gw: Accepted=False
+    (NotAllowedByListeners): listener http is not accepted (...)"."""
+    lines = []
+    for item in status_list.get("items", []):
+        meta, status = item.get("metadata", {}), item.get("status") or {}
+        obj = f"{item.get('kind')} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta.get('name')}"
+        groups: list[tuple[str, Any]] = [("", status.get("conditions"))]
+        groups += [(f"listener {x.get('name')}: ", x.get("conditions")) for x in status.get("listeners") or []]
+        groups += [(f"parent {_ref_text(x.get('parentRef') or {})}: ", x.get("conditions"))
+                   for x in status.get("parents") or []]
+        groups += [(f"ancestor {_ref_text(x.get('ancestorRef') or {})}: ", x.get("conditions"))
+                   for x in status.get("ancestors") or []]
+        for where, conds in groups:
+            for c in conds or []:
+                if isinstance(c, dict) and is_unhealthy([c]):
+                    lines.append(f"{obj}: {where}{c.get('type')}={c.get('status')} ({c.get('reason')}): "
+                                 f"{c.get('message', '')}")
+    return lines

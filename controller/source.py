@@ -42,7 +42,7 @@ class Problem:
     field: str = ""
 
     def __str__(self) -> str:
-        parts = [self.origin]
+        parts = [self.origin] if self.origin else []
         if self.key is not None:
             parts.append(str(self.key))
         if self.field:
@@ -73,6 +73,15 @@ class Source(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop watching; the iterator of ``batches`` ends."""
+
+    def origin(self, key: ObjectKey) -> str:
+        """Where ``key`` is defined ("routes.yaml:12"), for problems found after the source
+        (by translation); "" when the source cannot say."""
+        return ""
+
+    def rescan(self) -> bool:
+        """Read everything again now (SIGHUP); False when the source has nothing to re-read."""
+        return False
 
     def health(self) -> str:
         """What is wrong with the source's connection now ("" when nothing is).

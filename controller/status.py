@@ -70,19 +70,26 @@ class StatusBook:
         self._unstamped: dict[ObjectKey, Any] = {}
 
     def update(self, statuses: Mapping[ObjectKey, Mapping[str, Any]]) -> set[ObjectKey]:
-        """Replace the whole set of statuses; return the keys whose status changed."""
+        """Replace the whole set of statuses; return the keys whose status changed.
+
+        Copy-on-write: the new book replaces the old one in one assignment, so a reader
+        on another thread (the admin API, while a large update runs in a worker thread)
+        sees the old statuses or the new ones, never a mix, never a dict that changes
+        size under it."""
         now = self._clock()
         changed: set[ObjectKey] = set()
-        for key in set(self._status) - set(statuses):
-            del self._status[key]
-            del self._unstamped[key]
+        status, unstamped = dict(self._status), dict(self._unstamped)
+        for key in set(status) - set(statuses):
+            del status[key]
+            del unstamped[key]
             changed.add(key)
-        for key, status in statuses.items():
-            if self._unstamped.get(key) == status:
+        for key, new in statuses.items():
+            if unstamped.get(key) == new:
                 continue
-            self._status[key] = stamp(status, self._status.get(key), now)
-            self._unstamped[key] = status
+            status[key] = stamp(new, status.get(key), now)
+            unstamped[key] = new
             changed.add(key)
+        self._status, self._unstamped = status, unstamped
         return changed
 
     def get(self, key: ObjectKey) -> dict[str, Any] | None:
@@ -94,7 +101,8 @@ class StatusBook:
     def as_list(self, lookup: Callable[[ObjectKey], Obj | None]) -> dict[str, Any]:
         """The statuses as a Kubernetes List of objects (metadata + status, no spec)."""
         items = []
-        for key in self:
+        book = self._status  # one version of the book (update() replaces it whole)
+        for key in sorted(book):
             obj = lookup(key) or {}
             meta = obj.get("metadata") or {}
             kind = KINDS.get(key.kind)
@@ -107,6 +115,6 @@ class StatusBook:
                 if f in meta:
                     item_meta[f] = meta[f]
             items.append({"apiVersion": version, "kind": key.kind, "metadata": item_meta,
-                          "status": self._status[key]})
+                          "status": book[key]})
         return {"apiVersion": "v1", "kind": "List", "items": items}
 

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from controller import planestatus
+from controller import confloop, planestatus
 from controller.admin import AdminServer, Response, json_response, text_response
+from controller.redact import redact
 from controller.source import Batch, Problem, Source
 from controller.status import StatusBook
 from controller.store import Store
@@ -90,29 +91,39 @@ class Supervisor:
         self.shutting_down = False
         self.metrics = _Metrics()
         self._published = asyncio.Condition()
+        self._source_problems: tuple[Problem, ...] = ()
+        #: The last batch (or the source) failed: what went wrong, while the last good
+        #: configuration keeps serving (confloop).
+        self.loop_error: Problem | None = None
+        self._refreshes: set[asyncio.Task] = set()
+        self._status_lock = asyncio.Lock()
+        if l4 is not None and hasattr(l4, "on_errors_changed"):
+            # the kernel plane finds problems between configurations (maps changed
+            # behind its back, a backend that lost its route): status follows
+            l4.on_errors_changed = self._plane_errors_changed
 
     # -- the loop ----------------------------------------------------------------
 
     async def run(self) -> None:
-        async for batch in self.source.batches():
-            await self.apply(batch)
+        await confloop.run(self)
 
     async def apply(self, batch: Batch) -> None:
         changed = self.store.apply(batch.events)
-        new_problems = [p for p in batch.problems if p not in set(self.problems)]
-        for p in new_problems:
-            log.error("%s", p)
-        self.problems = batch.problems
-        self.metrics.problems.set(len(self.problems))
+        self._source_problems = batch.problems
+        confloop.publish_problems(self)
         self.metrics.objects.set(len(self.store))
-        if not changed and self.translation is not None:
+        if not changed and self.translation is not None and self.loop_error is None:
             return
 
         started = time.perf_counter()
         previous = self.translation
-        self.translation = t = self.translator.update(self.store, changed)
+        # In a thread: a large change (a maximum-size file) takes seconds to translate, and
+        # the admin API must answer meanwhile. Nothing else touches the translator, and the
+        # store changes only between batches.
+        self.translation = t = await asyncio.to_thread(self.translator.update, self.store, changed)
         self.metrics.translate.observe(time.perf_counter() - started)
 
+        confloop.publish_problems(self)
         self.generation += 1
         ok = True
         if self.l7 is not None and (previous is None or t.l7 != previous.l7):
@@ -122,21 +133,37 @@ class Supervisor:
         self.metrics.publish.observe(max(0.0, time.monotonic() - batch.noticed_at))
         self.metrics.generation.set(self.generation)
 
-        statuses = planestatus.overlay(
-            t.statuses, self.store.get_key, t.l7, t.l4,
-            self.l7.listener_errors() if self.l7 is not None else {},
-            self.l4.errors() if self.l4 is not None else {})
-        status_changed = self.status.update(statuses)
-        if self.status_writer is not None and status_changed:
-            try:
-                await self.status_writer.write(self.status, status_changed, self.store)
-            except Exception:  # a writer failure must not stop serving
-                log.exception("status write failed")
+        await self._publish_status(t)
         if ok:
             self.ready.set()
             self.not_ready_reason = ""
         async with self._published:
             self._published.notify_all()
+
+    async def _publish_status(self, t: Translation) -> None:
+        """Translation's status with the data planes' failures folded in, to the book
+        and the writer. One at a time, always from the newest translation: the book is
+        updated in a thread (a large update takes a while), and a refresh for plane
+        errors must not overwrite a newer configuration's statuses with older ones."""
+        async with self._status_lock:
+            t = self.translation or t
+            statuses = planestatus.overlay(
+                t.statuses, self.store.get_key, t.l7, t.l4,
+                self.l7.listener_errors() if self.l7 is not None else {},
+                self.l4.errors() if self.l4 is not None else {})
+            status_changed = await asyncio.to_thread(self.status.update, statuses)  # (copy-on-write)
+            if self.status_writer is not None and status_changed:
+                try:
+                    await self.status_writer.write(self.status, status_changed, self.store)
+                except Exception:  # a writer failure must not stop serving
+                    log.exception("status write failed")
+
+    def _plane_errors_changed(self) -> None:
+        if self.translation is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._publish_status(self.translation))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
     async def _apply_plane(self, name: str, coro: Any) -> bool:
         try:
@@ -191,7 +218,7 @@ class Supervisor:
         """
         if self.shutting_down:
             return text_response("not ready: shutting down\n", 503)
-        trouble = self.source.health()
+        trouble = confloop.trouble(self)
         serving = await self.l7.health() if self.l7 is not None and self.ready.is_set() else []
         if serving:
             return text_response(f"not ready: {'; '.join(serving)}\n", 503)
@@ -217,15 +244,17 @@ class Supervisor:
             # what the L4 plane holds besides its config: mode, errors, frontend ids,
             # programmed endpoints, spliced connections (kgw-inspect reads these)
             l4.update(self.l4.config_dump())
-        return json_response({
+        return json_response(redact({
             "generation": self.generation,
             "l7": _with_generation(t.l7, self.generation).to_dict() if t else None,
             "l4": l4,
             "l4_mode": getattr(self.l4, "mode", None),
-        })
+        }))
 
     async def _metrics(self) -> Response:
         body = generate_latest(self.metrics.registry)
+        if self.l4 is not None and hasattr(self.l4, "metrics"):
+            body += self.l4.metrics()
         if self.l7 is not None:
             try:
                 body += await self.l7.metrics()

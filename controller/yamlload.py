@@ -9,6 +9,7 @@ before anything walks the data, as are files over ``MAX_FILE_BYTES``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -19,9 +20,10 @@ try:  # the C loader is ~10x faster; fall back where libyaml is missing
 except AttributeError:  # pragma: no cover - depends on the build
     _Loader = yaml.SafeLoader  # type: ignore[misc]
 
-#: Larger files are refused whole. Kubernetes caps an object at ~1.5 MiB (etcd); a file
-#: holds many objects, so allow generously but not without bound.
-MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Larger files are refused whole. Kubernetes caps an object at ~1.5 MiB (etcd's request
+#: limit); 8 MiB holds about 25,000 HTTPRoutes (reading them takes ~5 s): a configuration
+#: larger than that is split into several files, each read on its own.
+MAX_FILE_BYTES = 8 * 1024 * 1024
 #: Nodes one document may expand to (aliases counted every time they are used).
 MAX_NODES = 2_000_000
 #: Nesting depth; real Gateway API objects are under 20 levels deep.
@@ -65,6 +67,30 @@ def _check_size(root: yaml.Node) -> None:
         stack.extend((c, depth + 1) for c in children)
 
 
+#: Quoted text in a YAML error message.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _unquote(m: "re.Match[str]") -> str:
+    """Quoted text with a letter or digit in it is a piece of the file (a character, a tag,
+    an escape): elided. Quoted punctuation is YAML's own syntax (',' or ']'): kept."""
+    return "(…)" if re.search(r"\w", m.group()) else m.group()
+
+
+def _yaml_error(exc: yaml.YAMLError, line: int) -> DocumentError:
+    """A DocumentError for a YAML error: its line and column, and what is wrong, without
+    quoting the file. Files hold Secrets: a message that goes to logs and ``/problems``
+    must not carry a piece of one (PyYAML quotes the offending character, tag or escape,
+    and the pure-Python loader adds the whole line)."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return DocumentError(line, "invalid YAML")
+    mark = exc.problem_mark or exc.context_mark
+    what = _QUOTED.sub(_unquote, exc.problem or exc.context or "syntax error")
+    if mark is None:
+        return DocumentError(line, f"invalid YAML: {what}")
+    return DocumentError(mark.line + 1, f"invalid YAML at column {mark.column + 1}: {what}")
+
+
 def load_documents(text: str | bytes, skip: Callable[[str], bool] | None = None) -> Iterator[Document]:
     """Yield each non-empty document. Raises DocumentError (with a line) on bad YAML.
 
@@ -92,12 +118,8 @@ def load_documents(text: str | bytes, skip: Callable[[str], bool] | None = None)
                 if not loader.check_node():
                     break
                 node = loader.get_node()
-            except yaml.MarkedYAMLError as exc:
-                mark = exc.problem_mark or exc.context_mark
-                line = mark.line + 1 if mark else 1
-                raise DocumentError(line, f"invalid YAML: {exc.problem or exc}") from None
             except yaml.YAMLError as exc:
-                raise DocumentError(1, f"invalid YAML: {exc}") from None
+                raise _yaml_error(exc, 1) from None
             if node is None:
                 continue
             if may_alias:
@@ -110,7 +132,7 @@ def load_documents(text: str | bytes, skip: Callable[[str], bool] | None = None)
             try:
                 data = loader.construct_document(node)
             except yaml.YAMLError as exc:
-                raise DocumentError(line, f"invalid YAML: {exc}") from None
+                raise _yaml_error(exc, line) from None
             except RecursionError:
                 raise DocumentError(line, "document nests too deeply") from None
             if data is not None:

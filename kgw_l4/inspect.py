@@ -19,6 +19,7 @@ import enum
 import ipaddress
 import json
 import os
+import struct
 import sys
 import time
 import urllib.error
@@ -96,25 +97,19 @@ def _l4_names(admin: dict | None) -> dict[tuple[str, int, str], str]:
 
 def _backends(maps: MapSet, sizes: dict[str, int]) -> dict[int, tuple[str, int, str]]:
     m = maps.get("kgw_backends")
+    n, vsz = sizes["KGW_MAX_BACKENDS"], m.info.value_size
+    table = m.lookup_range(0, n)  # one batched read
     out = {}
-    for bid in range(sizes["KGW_MAX_BACKENDS"]):
-        raw = m.lookup(bid.to_bytes(4, "little"))
-        if not raw:
-            continue
-        b = abi.Backend.from_buffer_copy(raw)
+    for bid in range(n):
+        b = abi.Backend.from_buffer_copy(table, bid * vsz)
         if b.addr:
             out[bid] = (abi.ip_str(b.addr), abi.port_host(b.port), abi.ip_str(b.snat_addr))
     return out
 
 
 def _ring(maps: MapSet, fe_id: int, size: int) -> list[int]:
-    m = maps.get("kgw_maglev")
-    base = fe_id * size
-    out = []
-    for slot in range(size):
-        raw = m.lookup((base + slot).to_bytes(4, "little"))
-        out.append(int.from_bytes(raw, "little") if raw else abi.NO_BACKEND)
-    return out
+    raw = maps.get("kgw_maglev").lookup_range(fe_id * size, size)
+    return list(struct.unpack(f"<{size}I", raw))
 
 
 def _frontend_keys(maps: MapSet) -> list[tuple[str, int, str, int]]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 from typing import Iterable, Iterator, Mapping
 
-from . import abi, kernel_btf
+from . import abi, kernel_btf, pinlock
 from .csource import program_source
 from .maps import MapInfo, MapSet, PinnedMapSet, FdMap, MAP_ARRAY, MAP_HASH, MAP_LRU_HASH, \
     MAP_PERCPU_ARRAY
@@ -199,8 +199,7 @@ class Loader:
         elif diff:
             log.warning("pinned maps under %s do not match this build (%s): removing them",
                         self.pin_dir, "; ".join(f"{n}: {r}" for n, r in diff.items()))
-            self.remove_pins()
-            os.makedirs(self.pin_dir, exist_ok=True)
+            self.remove_pins(keep_dir=True)  # the directory carries this process's lock
         src, func, ptype = PROGRAMS[name]
         t0 = time.monotonic()
         extra = list(kernel_btf.splice_cflags()) if name == "sockmap" else []
@@ -344,7 +343,7 @@ class Loader:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.pin_dir, name))
 
-    def remove_pins(self) -> None:
+    def remove_pins(self, keep_dir: bool = False) -> None:
         if self._maps is not None:
             self._maps.close()
             self._maps = None
@@ -352,8 +351,9 @@ class Loader:
             for name in os.listdir(self.pin_dir):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.pin_dir, name))
-            with contextlib.suppress(OSError):
-                os.rmdir(self.pin_dir)
+            if not keep_dir:
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.pin_dir)
 
     def close(self) -> None:
         """Release this process's handles; attachments and pins stay."""
@@ -475,7 +475,26 @@ def expire_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None
 
 
 def remove_everything(pin_dir: str = abi.PIN_DIR, interfaces: list[str] | None = None) -> None:
-    """Detach kgw from the given interfaces (default: every interface) and remove pins."""
+    """Detach kgw from the given interfaces (default: every interface) and remove pins.
+    Refused (pinlock.PinDirBusy) while a kgw holds the pin directory: its flows would stop
+    while it still reported them Programmed."""
+    if os.path.isdir(pin_dir):
+        try:
+            lock = pinlock.acquire(pin_dir)
+        except pinlock.PinDirBusy:
+            pid = pinlock.holder(pin_dir)
+            who = f"kgw (PID {pid})" if pid else "another process"
+            raise pinlock.PinDirBusy(errno.EBUSY, f"{who} is running with pin directory {pin_dir}: "
+                                                  f"stop it before removing its pins") from None
+        try:
+            _remove_everything(pin_dir, interfaces)
+        finally:
+            lock.release()
+    else:
+        _remove_everything(pin_dir, interfaces)
+
+
+def _remove_everything(pin_dir: str, interfaces: list[str] | None) -> None:
     loader = Loader(pin_dir)
     names = interfaces if interfaces is not None else [n for _, n in socket.if_nameindex()]
     for n in names:

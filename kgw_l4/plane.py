@@ -14,6 +14,16 @@ sockmap in the kernel modes, and copy in userspace in the userspace mode.
 BPF is compiled lazily, on the first config that has a frontend, so a laptop with no
 TCPRoutes never pays for it. close() leaves programs attached and maps pinned: a
 restarted agent adopts them and established flows carry on. cleanup() removes all.
+
+The kernel modes hold the pin directory's lock (kgw_l4.pinlock) while they use the pins,
+until close(): from open_plane() when pins exist (adopting them is owning them: an
+instance with nothing to program would otherwise remove another's frontends), else from
+the first configuration that needs them. A second instance is refused: at open, or with
+its L4 listeners reporting why. An instance with no TCP/UDP/passthrough listener never
+touches the pins and takes no lock. While it runs, the kernel plane
+re-reads what it programmed every DRIFT_INTERVAL seconds and rewrites anything changed
+behind its back, reporting it (log, metrics, the affected listeners' status); and it
+looks the backends' SNAT sources up again when the node's routes change (kgw_l4.snat).
 """
 
 from __future__ import annotations
@@ -21,12 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
-from typing import Mapping, Sequence
+import os
+import time
+from typing import Callable, Mapping, Sequence
 
-from . import abi, loader as ld, netinfo
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from . import abi, loader as ld, netinfo, pinlock
 from .config import L4Config
-from .programmer import ApplyResult, Programmer
+from .programmer import ApplyResult, Drift, Programmer
+from .snat import SnatSources
 from .tlspass import TLSPassthroughProxy
 from .udp import UdpProxy
 from .userspace import UserspaceProxy
@@ -35,6 +51,15 @@ log = logging.getLogger("kgw.l4")
 
 MODES = ("auto", "tc", "xdp", "splice", "userspace")
 GC_INTERVAL = 5.0
+#: seconds between two checks that the pinned maps still hold what was programmed
+DRIFT_INTERVAL = float(os.environ.get("KGW_L4_DRIFT_INTERVAL", "5"))
+#: Maglev rows read per check (~1.7 ms of CPU each at the default size); with more
+#: frontends the rows are read in turn, each within ceil(frontends / 8) checks
+DRIFT_MAGLEV_ROWS = 8
+#: while every check finds changes, one warning per this many seconds
+DRIFT_LOG_EVERY = 60.0
+#: a burst of route or address changes is gathered this long into one SNAT refresh
+ROUTE_SETTLE = 0.5
 
 
 class L4Plane:
@@ -53,6 +78,14 @@ class L4Plane:
 
     def config_dump(self) -> dict:
         return {"mode": self.mode, "errors": self.errors()}
+
+    def metrics(self) -> bytes:
+        """Prometheus text of the plane's own metrics (the kernel plane's drift checks)."""
+        return b""
+
+    #: called (on the event loop) when errors() changed outside apply(): the supervisor
+    #: sets it to recompute status
+    on_errors_changed: Callable[[], None] | None = None
 
 
 def _frontend_ports(config: L4Config) -> set[tuple[str, int]]:
@@ -89,6 +122,47 @@ class UserspacePlane(L4Plane):
         await self.tls.close()
 
 
+class PinUse:
+    """This process's use of a pin directory: the lock, taken on first use."""
+
+    def __init__(self, pin_dir: str):
+        self.pin_dir = pin_dir
+        self.lock: pinlock.PinDirLock | None = None
+
+    def in_use(self) -> bool:
+        """Pins are there (a running or an earlier instance's)."""
+        try:
+            return bool(os.listdir(self.pin_dir))
+        except OSError:
+            return False
+
+    def take(self) -> None:
+        """Lock the directory (made if needed, bpffs mounted first where the default
+        place is meant); PinDirBusy when another process holds it."""
+        if self.lock is None:
+            if os.path.abspath(self.pin_dir).startswith("/sys/fs/bpf/"):
+                ld.ensure_bpffs()
+            self.lock = pinlock.acquire(self.pin_dir)
+            log.info("holding the lock on %s (one kgw per pin directory)", self.pin_dir)
+
+    def take_for(self, config: L4Config) -> dict[str, str]:
+        """take(), or the listeners of ``config`` that cannot be served and why."""
+        try:
+            self.take()
+            return {}
+        except pinlock.PinDirBusy as e:
+            msg = str(e)
+        except (OSError, ld.BpfUnavailable) as e:
+            msg = f"cannot use pin directory {self.pin_dir}: {e}"
+        log.error("%s", msg)
+        return {x.name: msg for x in (*config.frontends, *config.tls_passthrough)}
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
 class SplicePlane(L4Plane):
     """Frontends served by the sockmap splice acceptor (kgw_l4.splice)."""
 
@@ -97,10 +171,18 @@ class SplicePlane(L4Plane):
         self.loader = ld.Loader(pin_dir, sizes)
         self.proxy = None
         self.tls: TLSPassthroughProxy | None = None
+        self.pins = PinUse(pin_dir)
+        self._busy_errors: dict[str, str] = {}
+        if self.pins.in_use():
+            self.pins.take()
 
     async def apply(self, config: L4Config) -> None:
+        self._busy_errors = {}
         if self.proxy is None:
             if not config.frontends and not config.tls_passthrough:
+                return
+            self._busy_errors = self.pins.take_for(config)
+            if self._busy_errors:
                 return
             from .splice import SpliceProxy, Splicer
 
@@ -112,7 +194,7 @@ class SplicePlane(L4Plane):
 
     def errors(self) -> dict[str, str]:
         if not self.proxy:
-            return {}
+            return dict(self._busy_errors)
         return {**self.proxy.errors, **(self.tls.errors if self.tls else {})}
 
     def config_dump(self) -> dict:
@@ -128,6 +210,22 @@ class SplicePlane(L4Plane):
                 await self.tls.close()
             await self.proxy.splicer.close()
         self.loader.close()
+        self.pins.release()
+
+
+class _DriftMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.checks = Counter("kgw_l4_drift_checks_total",
+                              "Checks that the pinned BPF maps hold what kgw programmed", registry=r)
+        self.repairs = Counter("kgw_l4_drift_repairs_total",
+                               "Map entries found changed outside kgw and rewritten", ["map"], registry=r)
+        self.entries = Gauge("kgw_l4_drift_entries", "Map entries the last check found changed outside kgw",
+                             registry=r)
+        self.cpu = Gauge("kgw_l4_drift_check_cpu_seconds", "CPU time of the last drift check", registry=r)
+        self.refreshes = Counter("kgw_l4_snat_refreshes_total",
+                                 "SNAT source lookups of every backend after a route or address change",
+                                 registry=r)
 
 
 class KernelPlane(L4Plane):
@@ -138,21 +236,34 @@ class KernelPlane(L4Plane):
         self.loader = ld.Loader(pin_dir, sizes)
         self.sizes = dict(sizes)
         self.settings = dict(settings or {})
-        snat = (lambda _addr: node_address) if node_address else netinfo.source_for
+        #: each backend's SNAT source: --node-address, else the route to it
+        self.sources = SnatSources(node_address)
         self.programmer: Programmer | None = None
-        self._snat = snat
+        self.pins = PinUse(pin_dir)
         self._attached = False
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, str] = {}  # start failures, TLS passthrough
+        self._program_errors: dict[str, str] = {}  # the programmer's, after apply or a refresh
+        self._drift_errors: dict[str, str] = {}  # frontends whose maps were changed outside kgw
+        #: apply, the SNAT refresh and the drift check take turns on the maps
+        self._busy = asyncio.Lock()
         self._gc: asyncio.Task | None = None
+        self._watchers: list[asyncio.Task] = []
+        self._routes: netinfo.RouteChanges | None = None
+        self.drift_metrics = _DriftMetrics()
+        self.last_drift: dict = {}
+        self._drift_streak = 0  # consecutive checks that found changes
+        self._drift_logged = 0.0  # monotonic time of the last warning
         self.last_apply: ApplyResult | None = None
         self.tls: TLSPassthroughProxy | None = None
         self._splicer = None
-        if self.loader.pinned() and self.loader.check_pins() is None:
-            self._programmer()  # adopt now: the pinned maps are usable without compiling
+        if self.pins.in_use():
+            self.pins.take()  # PinDirBusy: another instance runs on these pins
+            if self.loader.pinned() and self.loader.check_pins() is None:
+                self._programmer()  # adopt now: the pinned maps are usable without compiling
 
     def _programmer(self) -> Programmer:
         if self.programmer is None:
-            self.programmer = Programmer(self.loader.maps(), snat_for=self._snat,
+            self.programmer = Programmer(self.loader.maps(), snat_for=self.sources,
                                          local_addrs=netinfo.local_ipv4, sizes=self.sizes)
             if self.loader.pinned():
                 self.programmer.adopt()
@@ -176,7 +287,18 @@ class KernelPlane(L4Plane):
         self._programmer()
 
     async def apply(self, config: L4Config) -> None:
+        if config.frontends and not self._watchers:
+            self._watch()  # before the first lookups, so that no route change is missed
+        async with self._busy:
+            await self._apply(config)
+
+    async def _apply(self, config: L4Config) -> None:
         self._errors = {}
+        if config.frontends or config.tls_passthrough:
+            busy = self.pins.take_for(config)
+            if busy:
+                self._errors = busy
+                return
         if config.tls_passthrough or self.tls is not None:
             if self.tls is None:
                 from .splice import Splicer
@@ -199,9 +321,147 @@ class KernelPlane(L4Plane):
                 self._programmer()
             else:
                 return  # nothing programmed, nothing to remove: stay cheap
-        result = await asyncio.to_thread(self.programmer.apply, config)  # type: ignore[union-attr]
+        result = await asyncio.to_thread(self._program, config)
         self.last_apply = result
-        self._errors.update(result.errors)
+        self._program_errors = dict(result.errors)
+
+    def _program(self, config: L4Config) -> ApplyResult:
+        """(In a thread.) Look up the SNAT sources of new backends, then write the diff."""
+        addrs = set()
+        for fe in config.frontends:
+            for g in fe.backends:
+                for ep in g.endpoints:
+                    with contextlib.suppress(ValueError):
+                        if ipaddress.ip_address(ep.address).version == 4:
+                            addrs.add(ep.address)
+        self.sources.resolve(addrs)
+        self.sources.keep_only(addrs)
+        return self.programmer.apply(config)  # type: ignore[union-attr]
+
+    # ---------------------------------------------------------------- while running
+
+    def _watch(self) -> None:
+        """Start the drift check, and the route watch when sources come from routes."""
+        loop = asyncio.get_running_loop()
+        self._watchers.append(loop.create_task(self._drift_loop()))
+        if self.sources.fixed is None:
+            try:
+                self._routes = netinfo.RouteChanges()
+            except OSError as e:
+                log.warning("cannot watch route changes (%s): backends' SNAT sources are looked "
+                            "up again only when the configuration changes", e)
+                return
+            changed = asyncio.Event()
+
+            def readable() -> None:
+                try:
+                    if self._routes is not None and self._routes.drain():
+                        changed.set()
+                except OSError as e:
+                    log.warning("route watch: %s", e)
+                    changed.set()
+
+            loop.add_reader(self._routes.fileno(), readable)
+            self._watchers.append(loop.create_task(self._route_loop(changed)))
+
+    async def _route_loop(self, changed: asyncio.Event) -> None:
+        settle = ROUTE_SETTLE
+        while True:
+            await changed.wait()
+            # one refresh for a burst of changes, and at most ~10% of the time refreshing
+            # on a node whose routes never stop changing (a refresh costs ~0.3 ms a backend)
+            await asyncio.sleep(settle)
+            changed.clear()
+            started = time.monotonic()
+            try:
+                await self.refresh_node()
+            except Exception:  # noqa: BLE001 — the watch must never take the plane down
+                log.exception("SNAT source refresh failed")
+            settle = max(ROUTE_SETTLE, 9 * (time.monotonic() - started))
+
+    async def refresh_node(self) -> int:
+        """Look every backend's SNAT source up again and rewrite what changed (and the
+        local addresses). Returns the entries rewritten."""
+        async with self._busy:
+            if self.programmer is None:
+                return 0
+
+            def work() -> int:
+                self.sources.resolve([ep[0] for ep in self.programmer.be_ids], again=True)  # type: ignore[union-attr]
+                return self.programmer.refresh_node()  # type: ignore[union-attr]
+
+            n = await asyncio.to_thread(work)
+            self.drift_metrics.refreshes.inc()
+            before, self._program_errors = self._program_errors, dict(self.programmer.errors)
+        if n:
+            log.info("node routes or addresses changed: %d kernel map entries rewritten", n)
+        if before != self._program_errors:
+            self._errors_changed()
+        return n
+
+    async def _drift_loop(self) -> None:
+        while True:
+            await asyncio.sleep(DRIFT_INTERVAL)  # module global: tests may shorten it
+            try:
+                await self.check_drift()
+            except Exception:  # noqa: BLE001 — the check must never take the plane down
+                log.exception("kernel map drift check failed")
+
+    async def check_drift(self) -> Drift | None:
+        """Compare the pinned maps with what was programmed, rewrite what differs, and
+        report it: a log line, the metrics, and the affected frontends' errors (their
+        listeners are not Programmed) until a later check finds everything intact."""
+        async with self._busy:
+            if self.programmer is None or not self.programmer.views:
+                return None
+
+            def timed() -> tuple[Drift, float]:
+                t0 = time.thread_time()
+                d = self.programmer.check(repair=True, max_rows=DRIFT_MAGLEV_ROWS)  # type: ignore[union-attr]
+                return d, time.thread_time() - t0
+
+            drift, cpu = await asyncio.to_thread(timed)
+        m = self.drift_metrics
+        m.checks.inc()
+        m.cpu.set(cpu)
+        m.entries.set(drift.total)
+        before = dict(self._drift_errors)
+        at = time.strftime("%H:%M:%S")
+        if drift:
+            for name, n in drift.entries.items():
+                m.repairs.labels(name).inc(n)
+            self._drift_streak += 1
+            now = time.monotonic()
+            # something that keeps writing gets one line a minute, not one per check
+            loud = self._drift_streak == 1 or now - self._drift_logged >= DRIFT_LOG_EVERY
+            if loud:
+                self._drift_logged = now
+            streak = f" ({self._drift_streak} checks in a row)" if self._drift_streak > 1 else ""
+            (log.warning if loud else log.debug)(
+                "kernel maps under %s were changed outside kgw (%s entries wrong; frontends "
+                "affected: %s): rewritten%s", self.loader.pin_dir, drift.describe(),
+                ", ".join(drift.frontends) or "none", streak)
+            msg = (f"kernel maps under {self.loader.pin_dir} were changed outside kgw "
+                   f"({drift.describe()} entries wrong) and rewritten; Programmed again "
+                   f"when the next check finds them intact")
+            self._drift_errors = {name: msg for name in drift.frontends}
+        else:
+            self._drift_streak = 0
+            if self._drift_errors:
+                log.info("kernel maps intact again for %s", ", ".join(sorted(self._drift_errors)))
+                self._drift_errors = {}
+        self.last_drift = {"at": at, "cpu_seconds": round(cpu, 6), "entries": dict(drift.entries),
+                           "frontends": list(drift.frontends)}
+        if before != self._drift_errors:
+            self._errors_changed()
+        return drift
+
+    def _errors_changed(self) -> None:
+        if self.on_errors_changed is not None:
+            self.on_errors_changed()
+
+    def metrics(self) -> bytes:
+        return generate_latest(self.drift_metrics.registry)
 
     async def _gc_loop(self) -> None:
         while True:
@@ -215,12 +475,15 @@ class KernelPlane(L4Plane):
                 log.exception("connection-table sweep failed")
 
     def errors(self) -> dict[str, str]:
-        return dict(self._errors)
+        return {**self._program_errors, **self._errors, **self._drift_errors}
 
     def config_dump(self) -> dict:
         d = super().config_dump()
         d["interfaces"] = list(self.interfaces)
         d["pin_dir"] = self.loader.pin_dir
+        d["snat_sources"] = ({"all": self.sources.fixed} if self.sources.fixed is not None
+                             else self.sources.known())
+        d["drift_check"] = {"interval_seconds": DRIFT_INTERVAL, "last": self.last_drift}
         if self._splicer is not None:
             d["spliced"] = self._splicer.spliced()
         if self.programmer is not None:
@@ -232,15 +495,22 @@ class KernelPlane(L4Plane):
         return d
 
     async def close(self) -> None:
-        if self._gc:
-            self._gc.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc
+        if self._routes is not None:
+            asyncio.get_running_loop().remove_reader(self._routes.fileno())
+            self._routes.close()
+            self._routes = None
+        for task in [self._gc, *self._watchers]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watchers.clear()
         if self.tls is not None:
             await self.tls.close()
         if self._splicer is not None:
             await self._splicer.close()
         self.loader.close()
+        self.pins.release()
 
 
 def sizes_with_splice_backlog(skbs: int) -> dict[str, int]:
@@ -274,13 +544,18 @@ async def open_plane(mode: str = "auto", interfaces: Sequence[str] | None = None
             return UserspacePlane()
         if mode == "auto":
             mode = "tc"
+        if mode != "splice" and node_address is not None:
+            SnatSources(node_address)  # ValueError for a loopback address
+        ifs: list[str] = []
+        if mode != "splice":
+            # pyroute2 runs an event loop of its own: never on the caller's running loop
+            ifs = list(interfaces) if interfaces is not None else await asyncio.to_thread(netinfo.up_interfaces)
+            for i in ifs:
+                ld.ifindex(i)  # ValueError("unknown interface ...")
+        # both raise PinDirBusy when pins exist and another instance holds them
         if mode == "splice":
             log.info("L4 data plane: splice mode (accept, connect, sockmap)")
             return SplicePlane(pin_dir, sizes)
-        # pyroute2 runs an event loop of its own: never on the caller's running loop
-        ifs = list(interfaces) if interfaces is not None else await asyncio.to_thread(netinfo.up_interfaces)
-        for i in ifs:
-            ld.ifindex(i)  # ValueError("unknown interface ...")
         log.info("L4 data plane: %s mode on %s", mode, ", ".join(ifs) or "no interfaces")
         return KernelPlane(mode, ifs, node_address, pin_dir, sizes, settings)
     log.info("L4 data plane: userspace proxy (asked for)")

@@ -8,12 +8,20 @@ entries hold the full rewrite, so its established flows carry on.
 
 On restart ``adopt()`` reads the ids and rows back from the pinned maps, so the first
 apply of a restarted agent writes nothing when the config did not change.
+
+``refresh_node()`` rewrites what depends on the node rather than the configuration (each
+backend's SNAT source, the local addresses) after the node's routes or addresses changed.
+``check()`` reads the maps back and compares them with what was written: anything else
+changed them (another process on the same pins, a hand-run bpftool), and it is rewritten
+and reported.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import struct
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -34,6 +42,26 @@ class ApplyResult:
     backends_written: int = 0
     slots_written: int = 0
     errors: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """What ``check()`` found different from what the programmer wrote."""
+
+    #: map name -> entries that differed (and were rewritten, or deleted when unexpected)
+    entries: Mapping[str, int] = field(default_factory=dict)
+    #: frontends whose forwarding those entries affect
+    frontends: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(self.entries.values())
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def describe(self) -> str:
+        return ", ".join(f"{n} {name}" for name, n in sorted(self.entries.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +103,10 @@ class Programmer:
         self.local: set[str] = set()
         self.views: dict[str, FrontendView] = {}
         self.errors: dict[str, str] = {}
+        self._config_errors: dict[str, str] = {}  # from the configuration itself
+        self._source_errors: dict[BeIdent, str] = {}  # backends without a SNAT source
+        self._fe_endpoints: dict[str, set[BeIdent]] = {}  # frontend -> its endpoints
+        self._row_cursor = 0  # where check() goes on reading Maglev rows
 
     # ------------------------------------------------------------------ adoption
 
@@ -89,23 +121,19 @@ class Programmer:
             ident = (abi.ip_str(key.addr), abi.port_host(key.port), abi.PROTO_NAME.get(key.proto, "?"))
             self.fe_ids[ident] = val.fe_id
         bem = self.maps.get("kgw_backends")
+        vsz = bem.info.value_size
+        table = bem.lookup_range(0, self.max_be)  # batched reads: a copy, not a syscall each
         for bid in range(self.max_be):
-            raw = bem.lookup(bid.to_bytes(4, "little"))
-            if raw is None:
-                continue
+            raw = table[bid * vsz:(bid + 1) * vsz]
             be = abi.Backend.from_buffer_copy(raw)
             if be.addr == 0:
                 continue
             self.be_ids[(abi.ip_str(be.addr), abi.port_host(be.port))] = bid
             self.be_entries[bid] = raw
         ring = self.maps.get("kgw_maglev")
+        n = self.ring_size
         for fe_id in self.fe_ids.values():
-            base = fe_id * self.ring_size
-            row = []
-            for slot in range(self.ring_size):
-                raw = ring.lookup((base + slot).to_bytes(4, "little"))
-                row.append(int.from_bytes(raw, "little") if raw else abi.NO_BACKEND)
-            self.rings[fe_id] = row
+            self.rings[fe_id] = list(struct.unpack(f"<{n}I", ring.lookup_range(fe_id * n, n)))
         lam = self.maps.get("kgw_local_addrs")
         self.local = {abi.ip_str(int.from_bytes(k, "little")) for k in lam.keys()}
         log.info("adopted %d frontends and %d backends from pinned maps",
@@ -182,6 +210,7 @@ class Programmer:
         # 1. backends: every endpoint of every frontend gets an id (weight 0 included,
         #    so that counters keep following a drained backend).
         needed = {ep for _, eps in wanted.values() for ep in eps}
+        source_errors: dict[BeIdent, str] = {}
         bem = self.maps.get("kgw_backends")
         stats = self.maps.get("kgw_stats")
         backends_written = 0
@@ -198,15 +227,7 @@ class Programmer:
                             errors[fe.name] = f"too many backends (the kernel table holds {self.max_be})"
                     continue
                 self.be_ids[ep] = bid
-            try:
-                snat = self.snat_for(ep[0])
-            except Exception as e:  # noqa: BLE001 — a routing failure is a config error
-                for fe, eps in wanted.values():
-                    if ep in eps:
-                        errors[fe.name] = f"no route to backend {ep[0]}: {e}"
-                snat = "0.0.0.0"
-            value = bytes(abi.Backend(addr=abi.ip_be(ep[0]), snat_addr=abi.ip_be(snat),
-                                      port=abi.port_be(ep[1])))
+            value = self._backend_value(ep, source_errors)
             if self.be_entries.get(bid) != value:
                 if fresh:  # a reused id starts with fresh counters
                     stats.update((abi.backend_base({"KGW_MAX_FRONTENDS": self.max_fe}) + bid)
@@ -268,16 +289,150 @@ class Programmer:
                 removed += 1
 
         # 3. local addresses (for frontends on 0.0.0.0)
+        self._write_local()
+
+        self.views = views
+        self._config_errors = errors
+        self._source_errors = source_errors
+        self._fe_endpoints = {fe.name: set(eps) for fe, eps in wanted.values()}
+        self.errors = self._merged_errors()
+        for name, err in self.errors.items():
+            log.warning("frontend %s: %s", name, err)
+        return ApplyResult(added, removed, backends_written, slots_written, dict(self.errors))
+
+    def _backend_value(self, ep: BeIdent, source_errors: dict[BeIdent, str]) -> bytes:
+        """The kgw_backends entry of an endpoint; a backend without a SNAT source is
+        written with 0.0.0.0 and its frontends report why."""
+        try:
+            snat = self.snat_for(ep[0])
+        except Exception as e:  # noqa: BLE001 — a routing failure is a config error
+            source_errors[ep] = f"backend {ep[0]}: {e}"
+            snat = "0.0.0.0"
+        return bytes(abi.Backend(addr=abi.ip_be(ep[0]), snat_addr=abi.ip_be(snat), port=abi.port_be(ep[1])))
+
+    def _merged_errors(self) -> dict[str, str]:
+        out = dict(self._config_errors)
+        for name, eps in self._fe_endpoints.items():
+            msgs = sorted({self._source_errors[ep] for ep in eps if ep in self._source_errors})
+            if msgs:
+                more = f"; and {len(msgs) - 3} more backends" if len(msgs) > 3 else ""
+                out[name] = "; ".join(([out[name]] if name in out else []) + msgs[:3]) + more
+        return out
+
+    def _write_local(self) -> int:
+        """Bring kgw_local_addrs to the node's addresses; returns entries changed."""
         lam = self.maps.get("kgw_local_addrs")
         local = {a for a in self.local_addrs() if _valid_ipv4(a)}
         for a in local - self.local:
             lam.update(abi.ip_be(a).to_bytes(4, "little"), (1).to_bytes(4, "little"))
         for a in self.local - local:
             lam.delete(abi.ip_be(a).to_bytes(4, "little"))
+        changed = len(local ^ self.local)
         self.local = local
+        return changed
 
-        self.views = views
-        self.errors = errors
-        for name, err in errors.items():
-            log.warning("frontend %s: %s", name, err)
-        return ApplyResult(added, removed, backends_written, slots_written, dict(errors))
+    # ------------------------------------------------------------------ node changes
+
+    def refresh_node(self) -> int:
+        """After a route or address change: rewrite the backend entries whose SNAT source
+        changed and the local addresses. Returns the number of entries rewritten; the
+        frontends' errors follow (a backend that lost its route is reported)."""
+        bem = self.maps.get("kgw_backends")
+        source_errors: dict[BeIdent, str] = {}
+        written = 0
+        for ep, bid in sorted(self.be_ids.items()):
+            value = self._backend_value(ep, source_errors)
+            if self.be_entries.get(bid) != value:
+                bem.update(bid.to_bytes(4, "little"), value)
+                self.be_entries[bid] = value
+                written += 1
+        self._source_errors = source_errors
+        self.errors = self._merged_errors()
+        return written + self._write_local()
+
+    # ------------------------------------------------------------------ drift
+
+    def _fe_key(self, ident: FeIdent) -> bytes:
+        addr, port, proto = ident
+        return bytes(abi.FeKey(addr=abi.ip_be(addr), port=abi.port_be(port), proto=abi.PROTO.get(proto, 0)))
+
+    def check(self, repair: bool = True, max_rows: int | None = None) -> Drift:
+        """Read back every entry this programmer wrote (frontend keys, the backends they
+        use, their Maglev rows, the local addresses) and compare. What differs is
+        rewritten (``repair``), what should not be there deleted, and reported.
+
+        Cost: one syscall per frontend key and local address, one batched read of
+        kgw_backends and one per Maglev row (KGW_MAGLEV_SIZE * 4 bytes, ~1.7 ms each),
+        then a bytes comparison; Python loops only over a row or table that differs.
+        ``max_rows`` bounds the Maglev rows read per call: the next call goes on where
+        this one stopped, so every row is read within ceil(frontends / max_rows) calls."""
+        counts: Counter[str] = Counter()
+        affected: set[str] = set()
+        by_ident = {(v.address, v.port, v.protocol): v for v in self.views.values()}
+
+        fem = self.maps.get("kgw_frontends")
+        want = {self._fe_key(ident): (ident, bytes(abi.FeVal(fe_id=fid))) for ident, fid in self.fe_ids.items()}
+        have = {k: fem.lookup(k) for k in fem.keys()}
+        for key, (ident, val) in want.items():
+            if have.get(key) != val:
+                counts["kgw_frontends"] += 1
+                if ident in by_ident:
+                    affected.add(by_ident[ident].name)
+                if repair:
+                    fem.update(key, val)
+        for key in have.keys() - want.keys():
+            counts["kgw_frontends"] += 1
+            if repair:
+                fem.delete(key)
+
+        bem = self.maps.get("kgw_backends")
+        vsz = bem.info.value_size
+        table = bem.lookup_range(0, self.max_be)
+        wrong_be = {bid for bid in set(self.be_ids.values())
+                    if table[bid * vsz:(bid + 1) * vsz] != self.be_entries.get(bid)}
+        for bid in sorted(wrong_be):
+            counts["kgw_backends"] += 1
+            if repair:
+                bem.update(bid.to_bytes(4, "little"), self.be_entries[bid])
+        if wrong_be:
+            affected.update(v.name for v in self.views.values() if any(b in wrong_be for b, _, _ in v.endpoints))
+
+        ring = self.maps.get("kgw_maglev")
+        n = self.ring_size
+        views = sorted(self.views.values(), key=lambda v: v.fe_id)
+        if max_rows is not None and len(views) > max_rows:
+            start = self._row_cursor % len(views)
+            views = (views + views)[start:start + max_rows]
+            self._row_cursor = start + max_rows
+        for v in views:
+            row = self.rings.get(v.fe_id)
+            if row is None:
+                continue
+            got = ring.lookup_range(v.fe_id * n, n)
+            expected = struct.pack(f"<{n}I", *row)
+            if got == expected:
+                continue
+            have_row = struct.unpack(f"<{n}I", got)
+            diff = [(slot, bid) for slot, (bid, old) in enumerate(zip(row, have_row)) if bid != old]
+            counts["kgw_maglev"] += len(diff)
+            affected.add(v.name)
+            if repair:
+                base = v.fe_id * n
+                ring.update_many([((base + slot).to_bytes(4, "little"), bid.to_bytes(4, "little"))
+                                  for slot, bid in diff])
+
+        lam = self.maps.get("kgw_local_addrs")
+        want_local = {abi.ip_be(a).to_bytes(4, "little") for a in self.local}
+        have_local = {k: lam.lookup(k) for k in lam.keys()}
+        one = (1).to_bytes(4, "little")
+        wrong_local = [k for k in want_local if have_local.get(k) != one]
+        extra_local = [k for k in have_local if k not in want_local]
+        if wrong_local or extra_local:
+            counts["kgw_local_addrs"] += len(wrong_local) + len(extra_local)
+            affected.update(v.name for v in self.views.values() if v.address == "0.0.0.0")
+            if repair:
+                for k in wrong_local:
+                    lam.update(k, one)
+                for k in extra_local:
+                    lam.delete(k)
+        return Drift(dict(counts), tuple(sorted(affected)))

@@ -130,7 +130,8 @@ class UpstreamTLS:
     subject_alt_names: tuple[str, ...] = ()
     #: Client certificate and key (PEM) presented to the backend, if any.
     client_cert_pem: str = ""
-    client_key_pem: str = ""
+    #: Not in the repr: a log line or a traceback that prints the record must not leak it.
+    client_key_pem: str = dataclasses.field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +219,8 @@ class Certificate:
     #: Hostname patterns this certificate serves ("*" = default).
     server_names: tuple[str, ...]
     cert_pem: str
-    key_pem: str
+    #: Not in the repr: a log line or a traceback that prints the record must not leak it.
+    key_pem: str = dataclasses.field(repr=False)
 
 
 ClientValidationMode = Literal["AllowValidOnly", "AllowInsecureFallback"]

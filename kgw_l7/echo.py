@@ -16,6 +16,9 @@ Flags (environment variables of echo-basic are honoured as defaults):
 ``--tls-port``  also serve HTTPS on this port (default $HTTPS_PORT or 8443, only with
                 a certificate)
 ``--tls-cert``, ``--tls-key``  PEM files (default $TLS_SERVER_CERT, $TLS_SERVER_PRIVKEY)
+``--tls-client-ca``  HTTPS requests a client certificate and, when one is presented,
+                verifies it against these CAs (default $TLS_CLIENT_CACERTS); the JSON's
+                ``tls.peerCertificates`` lists what the client presented (PEM)
 ``--quiet``     don't print the per-request log line (benchmarks)
 ``--tcp-port``  TCP mode (below) on this port instead of HTTP (default: $TCP_PORT or 3000
                 when $TCP_ECHO_SERVER is set, else HTTP mode)
@@ -53,11 +56,9 @@ the key defaults to $TLS_SERVER_PRIV_KEY, tcpserver's name for it).
 
 UDP mode (chosen by ``--udp-port`` or $UDP_ECHO_SERVER, as the suite's UDPRoute manifests
 set it; port 8080, their containerPort, unless $UDP_PORT says otherwise): every datagram
-is answered with one datagram to its sender: ``PING`` -> ``PONG``; anything else -> one
-line of JSON with the pod context (``namespace``, ``ingress``, ``service``, ``pod``,
-``udpport``) and ``message``, the datagram received (UTF-8, undecodable bytes replaced),
-so a client can tell its answer from a stray one. The suite's data does not record the
-upstream echo's UDP wire format; this is kgw's, read by the conformance harness.
+is answered with one datagram to its sender, echo-basic's udpechoserver envelope: JSON
+with ``request`` (the datagram received, UTF-8, undecodable bytes replaced) and the pod
+context (``namespace``, ``ingress``, ``service``, ``pod``).
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ class EchoConn(asyncio.Protocol):
             self.tls = {"version": sslobj.version() or "", "serverName": self.sni,
                         "negotiatedProtocol": sslobj.selected_alpn_protocol() or "",
                         "cipherSuite": cipher[0] if cipher else ""}
+            peers = peer_certificates(sslobj)
+            if peers:
+                self.tls["peerCertificates"] = peers
 
     def data_received(self, data: bytes) -> None:
         if self.ws is not None:
@@ -532,12 +536,12 @@ UDP_MAX_DATAGRAM = 65535
 
 
 class UdpEcho(asyncio.DatagramProtocol):
-    """UDP mode: each datagram answered with PONG or the pod context and the message."""
+    """UDP mode: each datagram answered with the pod context and the datagram received."""
 
     def __init__(self, pod: str, namespace: str, service: str, ingress: str, udp_port: int,
                  quiet: bool = False) -> None:
         self.context: dict[str, Any] = {"namespace": namespace, "ingress": ingress,
-                                        "service": service, "pod": pod, "udpport": str(udp_port)}
+                                        "service": service, "pod": pod}
         self.quiet = quiet
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -545,12 +549,10 @@ class UdpEcho(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def answer(self, data: bytes) -> bytes:
-        if data.rstrip(b"\r\n") == b"PING":
-            return b"PONG\n"
-        doc = dict(self.context, message=data.decode("utf-8", "replace"))
-        out = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+        doc = {"request": data.decode("utf-8", "replace"), **self.context}
+        out = json.dumps(doc, separators=(",", ":")).encode()
         return out if len(out) <= UDP_MAX_DATAGRAM else json.dumps(
-            dict(self.context, message="", truncated=True), separators=(",", ":")).encode() + b"\n"
+            {"request": "", **self.context, "truncated": True}, separators=(",", ":")).encode()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.transport is None:
@@ -586,12 +588,29 @@ def _valid_duration(text: str) -> bool:
         return False
 
 
-def _tls_context(cert: str, key: str, alpn: list[str] | None = None) -> ssl.SSLContext:
+def peer_certificates(sslobj: Any) -> list[str]:
+    """The certificates the client presented, PEM-encoded, leaf first (echo-basic's
+    ``tls.peerCertificates``). Python before 3.13 exposes only the leaf."""
+    chain = getattr(sslobj, "get_unverified_chain", None)  # public from Python 3.13
+    if chain is not None:
+        certs = chain() or []
+        return [c.public_bytes(ssl.ENCODING_PEM) for c in certs if c is not None]
+    der = sslobj.getpeercert(binary_form=True)
+    return [ssl.DER_cert_to_PEM_cert(der)] if der else []
+
+
+def _tls_context(cert: str, key: str, alpn: list[str] | None = None,
+                 client_ca: str = "") -> ssl.SSLContext:
     """The echo server's TLS (HTTPS with ALPN http/1.1; the TCP mode, like the
-    conformance tcpserver, without ALPN): TLS 1.2 or later, the SNI recorded."""
+    conformance tcpserver, without ALPN): TLS 1.2 or later, the SNI recorded. With
+    ``client_ca`` (echo-basic's TLS_CLIENT_CACERTS) a client certificate is requested
+    and, when one is given, must chain to those CAs (Go's VerifyClientCertIfGiven)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.load_verify_locations(cafile=client_ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     if alpn:
         ctx.set_alpn_protocols(alpn)
 
@@ -614,7 +633,7 @@ async def serve(args: argparse.Namespace) -> None:
                                         reuse_address=True, backlog=1024)]
     print(f"Starting server, listening on port {args.port} (http)", flush=True)
     if args.tls_cert and args.tls_key:
-        ctx = _tls_context(args.tls_cert, args.tls_key, ["http/1.1"])
+        ctx = _tls_context(args.tls_cert, args.tls_key, ["http/1.1"], args.tls_client_ca)
         servers.append(await loop.create_server(lambda: EchoConn(server), args.address,
                                                 args.tls_port, ssl=ctx, reuse_address=True))
         print(f"Starting server, listening on port {args.tls_port} (https)", flush=True)
@@ -636,6 +655,8 @@ def main(argv: list[str]) -> int:
                        or 8443)
     --tls-cert FILE    PEM certificate (default $TLS_SERVER_CERT)
     --tls-key FILE     PEM key (default $TLS_SERVER_PRIVKEY)
+    --tls-client-ca FILE  HTTPS asks for a client certificate, which must chain to
+                       these CAs when given (default $TLS_CLIENT_CACERTS)
     --quiet            no per-request "Echoing back request made to ..." line
     --tcp-port PORT    TCP mode instead of HTTP: echo-basic's tcpserver line protocol
                        on PORT (default: $TCP_PORT or 3000 when $TCP_ECHO_SERVER is set);
@@ -657,6 +678,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tls-port", type=int, default=None)
     p.add_argument("--tls-cert", default=env.get("TLS_SERVER_CERT", ""))
     p.add_argument("--tls-key", default=None)
+    p.add_argument("--tls-client-ca", default=env.get("TLS_CLIENT_CACERTS", ""))
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--tcp-port", type=int, default=None)
     p.add_argument("--udp-port", type=int, default=None)

@@ -24,6 +24,7 @@ from kgw_l7.config import (
     CORS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect, Route, Rule,
     URLRewrite, VirtualHost,
 )
+from kgw_l7.regex import compile_bytes, compile_text
 
 log = logging.getLogger("kgw.l7.router")
 
@@ -380,15 +381,16 @@ _NEVER_B = re.compile(b"(?!)")
 _NEVER_S = re.compile("(?!)")
 
 
-def _regex(pattern: Any, rule: str) -> "re.Pattern[Any]":
-    """Compile a user's regular expression; a broken one makes its match never succeed
-    (logged) instead of failing the whole config."""
+def _regex(pattern: str, as_bytes: bool, rule: str) -> "re.Pattern[Any]":
+    """Compile a user's regular expression (kgw_l7.regex: the controller validates with
+    the same functions); a broken one makes its match never succeed (logged) instead of
+    failing the whole config."""
     try:
-        return re.compile(pattern)
+        return compile_bytes(pattern) if as_bytes else compile_text(pattern)
     except re.error as exc:
         log.error("rule %s: invalid regular expression %r (%s): it matches nothing",
                   rule, pattern, exc)
-        return _NEVER_B if isinstance(pattern, bytes) else _NEVER_S
+        return _NEVER_B if as_bytes else _NEVER_S
 
 
 class CompiledRoute:
@@ -399,7 +401,7 @@ class CompiledRoute:
 
     def __init__(self, route: Route, rule: CompiledRule) -> None:
         m = route.match
-        value = _b(m.path.value)
+        value = _b(m.path.value) if m.path.type != "RegularExpression" else b""
         self.matched_prefix = None
         if m.path.type == "Exact":
             self.path_kind = _EXACT
@@ -411,15 +413,15 @@ class CompiledRoute:
             self.matched_prefix = value or b"/"
         self.path = value
         self.path_slash = value + b"/"
-        self.regex = _regex(value, rule.name) if self.path_kind == _REGEX else None
+        self.regex = _regex(m.path.value, True, rule.name) if self.path_kind == _REGEX else None
         self.method = _b(m.method).upper() if m.method else None
         self.headers = tuple(
             (_b(h.name).lower(),
-             _regex(_b(h.value), rule.name) if h.type == "RegularExpression" else _b(h.value),
+             _regex(h.value, True, rule.name) if h.type == "RegularExpression" else _b(h.value),
              h.type == "RegularExpression")
             for h in m.headers)
         self.query = tuple(
-            (q.name, _regex(q.value, rule.name) if q.type == "RegularExpression" else q.value,
+            (q.name, _regex(q.value, False, rule.name) if q.type == "RegularExpression" else q.value,
              q.type == "RegularExpression")
             for q in m.query_params)
         self.rule = rule

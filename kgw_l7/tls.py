@@ -35,6 +35,7 @@ import ssl
 import tempfile
 from typing import Callable
 
+from kgw_l7 import tls_fallback
 from kgw_l7.config import Certificate, ClientValidation, UpstreamTLS
 
 log = logging.getLogger("kgw.l7.tls")
@@ -65,17 +66,20 @@ def apply_client_validation(ctx: ssl.SSLContext, validation: ClientValidation | 
     ``AllowValidOnly``: CERT_REQUIRED against ``ca_pem`` -- no certificate, or one that
     does not chain to those CAs, fails the handshake.
 
-    ``AllowInsecureFallback``: the spec lets every client in, with no certificate or one
-    that fails verification. The stdlib ``ssl`` module cannot accept a certificate that
-    fails verification (CERT_OPTIONAL still aborts the handshake on a bad one, and no
-    verify callback is exposed), and nothing downstream consumes the result yet, so no
-    certificate is requested: every client is served, which is what the mode promises.
-    Raises ssl.SSLError when ``ca_pem`` holds no usable certificate.
+    ``AllowInsecureFallback``: a certificate is asked for too, and checked against
+    ``ca_pem`` by OpenSSL, but the handshake goes on whatever the check says and when
+    none is given; a failed check is logged (kgw_l7.tls_fallback, which installs the
+    verify callback the stdlib does not expose).
+    Raises ssl.SSLError when ``ca_pem`` holds no usable certificate, or when the
+    fallback mode cannot be set up in this Python.
     """
-    if validation is None or validation.mode != "AllowValidOnly":
+    if validation is None:
         return
     ctx.load_verify_locations(cadata=validation.ca_pem)
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    if validation.mode == "AllowValidOnly":
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        tls_fallback.install(ctx)
 
 
 def server_context(cert_pem: str | None = None, key_pem: str | None = None,

@@ -401,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=options.log_level, stream=sys.stderr,
         format=f"%(asctime)s l7-worker-{args.index} %(levelname)s %(name)s: %(message)s")
-    # The supervisor decides when we stop (see the module docstring).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The supervisor decides when we stop (see the module docstring); the others are
+    # meant for it too (controller/signals.py).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
     limit = raise_fd_limit()
     log.debug("worker %d: RLIMIT_NOFILE %d", args.index, limit)
     sock = socket.socket(fileno=args.fd)

@@ -62,20 +62,24 @@ class Host:
             raise
 
     # -- processes ------------------------------------------------------------------------
-    def cmd(self, *argv: str, bpffs: bool = True) -> list[str]:
-        """``argv`` as run inside the host (with a private /sys/fs/bpf unless told not)."""
+    def cmd(self, *argv: str, bpffs: bool = True, beside: int | None = None) -> list[str]:
+        """``argv`` as run inside the host (with a private /sys/fs/bpf unless told not;
+        ``beside=PID``: in that process's mount namespace, sharing its /sys/fs/bpf)."""
+        if beside is not None:
+            return ["nsenter", f"--net={self.path}", f"--mount=/proc/{beside}/ns/mnt", *argv]
         inner = [*_PRIVATE_BPFFS, *argv] if bpffs else list(argv)
         return ["nsenter", f"--net={self.path}", *inner]
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.cmd(*argv, bpffs=False), check=check, capture_output=True,
-                              text=True, timeout=timeout)
+    def run(self, *argv: str, check: bool = True, timeout: float = 30,
+            beside: int | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.cmd(*argv, bpffs=False, beside=beside), check=check, capture_output=True,
+                              text=True, timeout=timeout, cwd=ROOT)
 
-    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    def popen(self, argv: list[str], beside: int | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` in the host (its PID is the command's own: nsenter, unshare and sh
         all exec). Stopped by close() if still running."""
         kwargs.setdefault("cwd", ROOT)
-        proc = subprocess.Popen(self.cmd(*argv), **kwargs)
+        proc = subprocess.Popen(self.cmd(*argv, beside=beside), **kwargs)
         self._procs.append(proc)
         return proc
 

@@ -549,31 +549,37 @@ def test_route_placeholders_resolve_from_the_tlsroute_and_the_passthrough_secret
     assert fill_route_placeholders(http, objects) is http
 
 
-def _attribute(weights: dict[str, float]):
-    return lambda pod: backend_of_pod(pod) if backend_of_pod(pod) in weights else None
-
-
 def test_distribution_within_tolerance_and_weight_zero_gets_nothing() -> None:
     weights = {"tcp-backend-v1": 0.7, "tcp-backend-v2": 0.3, "tcp-backend-v3": 0.0}
     pods = ["tcp-backend-v1-abc-1"] * 68 + ["tcp-backend-v2-abc-2"] * 32
-    assert distribution_error(lambda i: pods[i], weights, 100, 4, 0.05, attribute=_attribute(weights)) is None
+    assert distribution_error(lambda i: pods[i], weights, 100, 4, 0.05) is None
     skewed = ["tcp-backend-v1-abc-1"] * 80 + ["tcp-backend-v2-abc-2"] * 20
-    why = distribution_error(lambda i: skewed[i], weights, 100, 4, 0.05, attribute=_attribute(weights))
+    why = distribution_error(lambda i: skewed[i], weights, 100, 4, 0.05)
     assert "tcp-backend-v1" in why and "tcp-backend-v2" in why
     zero = ["tcp-backend-v1-abc-1"] * 70 + ["tcp-backend-v2-abc-2"] * 29 + ["tcp-backend-v3-abc-3"]
-    assert "v3 should have received 0" in distribution_error(lambda i: zero[i], weights, 100, 4, 0.05,
-                                                              attribute=_attribute(weights))
+    assert "expected 2 backends to receive traffic, but got 3" in distribution_error(
+        lambda i: zero[i], weights, 100, 4, 0.05)
+    none = ["tcp-backend-v1-abc-1"] * 100
+    assert "expect traffic to hit backend 'tcp-backend-v2'" in distribution_error(
+        lambda i: none[i], {"tcp-backend-v1": 0.98, "tcp-backend-v2": 0.02}, 100, 4, 0.05)
 
 
-def test_distribution_fails_on_a_foreign_pod_or_a_failed_probe() -> None:
+def test_distribution_maps_pods_to_backends_by_exact_name() -> None:
+    """Upstream extractBackendName: a pod of infra-backend-v1x (or of a Deployment whose
+    name merely starts like a weighted backend's) is an unexpected pod, not v1's."""
     weights = {"tcp-backend-v1": 1.0}
-    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1x-abc-1", weights, 10, 2, 0.05,
-                                                  attribute=_attribute(weights))
+    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1x-abc-1", weights, 10, 2, 0.05)
+    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1-extra-abc-1", weights, 10, 2, 0.05)
+    assert backend_of_pod("short-name") == "short-name"
+
+
+def test_distribution_fails_on_a_failed_probe() -> None:
+    weights = {"tcp-backend-v1": 1.0}
 
     def broken(i: int) -> str:
         raise rq.RequestError("EOF after b''")
 
-    assert "EOF" in distribution_error(broken, weights, 10, 2, 0.05, attribute=_attribute(weights))
+    assert "EOF" in distribution_error(broken, weights, 10, 2, 0.05)
 
 
 # -- report --------------------------------------------------------------------------
@@ -686,7 +692,7 @@ class FakeFleet:
         self.Pod = Pod
         self.running: list = []
 
-    def start(self, deployment: dict, secrets: dict) -> list:
+    def start(self, deployment: dict, secrets: dict, configmaps: dict | None = None) -> list:
         meta = deployment["metadata"]
         pods = [self.Pod(f"{meta['name']}-abcdefghij-k{i}", meta["namespace"], meta["name"], f"127.2.9.{i + 1}",
                          deployment["spec"]["template"]["metadata"]["labels"])
@@ -756,13 +762,15 @@ def test_udp_echo_containers_run_the_udp_mode_on_8080() -> None:
         echo_command({"UDP_ECHO_SERVER": "1", "UDP_PORT": "x"}, "127.2.1.1", "p-a-b", "ns")
 
 
-def test_udp_payload_checks_namespace_and_backend_prefix_with_its_dash() -> None:
-    doc = {"pod": "udp-backend-v1-abc-def", "namespace": "infra"}
+def test_udp_payload_checks_service_and_namespace_as_upstream() -> None:
+    """udp.ExpectEchoResponseFromBackend compares the envelope's service (the echo's
+    SERVICE_NAME) and namespace, each when expected."""
+    doc = {"pod": "udp-backend-v1-abc-def", "namespace": "infra", "service": "udp-backend-v1"}
     assert rq.validate_udp_payload(doc, "udp-backend-v1", "infra") is None
-    assert "pod prefix" in rq.validate_udp_payload(doc, "udp-backend-v2", "infra")
-    assert rq.validate_udp_payload({"pod": "udp-backend-v10-a-b", "namespace": "infra"},
-                                   "udp-backend-v1", "infra") is not None
+    assert "service" in rq.validate_udp_payload(doc, "udp-backend-v2", "infra")
+    assert rq.validate_udp_payload(dict(doc, service="udp-backend-v10"), "udp-backend-v1", "infra") is not None
     assert "namespace" in rq.validate_udp_payload(doc, "udp-backend-v1", "other")
+    assert rq.validate_udp_payload(doc, "", "") is None
 
 
 def _udp_replayer():
@@ -808,7 +816,7 @@ def test_udp_weighted_distribution_attributes_pods_to_backends(monkeypatch: pyte
     r = _udp_replayer()
     r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1, retries=1)
     pods = iter(["udp-backend-v1-h-a"] * 349 + ["udp-backend-v3-h-c"] + ["udp-backend-v2-h-b"] * 150)
-    with pytest.raises(CheckFailed, match="udp-backend-v3 should have received 0"):
+    with pytest.raises(CheckFailed, match="expected 2 backends to receive traffic, but got 3"):
         r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1, retries=1)
 
 
@@ -823,3 +831,302 @@ def test_udp_echo_pods_run_only_when_udproute_is_claimed() -> None:
     unclaimed = SimpleNamespace(opts=SimpleNamespace(supported=frozenset({"Gateway", "TCPRoute"})))
     assert Runner._wants_deployment(claimed, dep) is True  # type: ignore[arg-type]
     assert Runner._wants_deployment(unclaimed, dep) is False  # type: ignore[arg-type]
+
+
+# -- upstream's checks, restored: each one against a deliberately wrong behaviour -----------
+#
+# Real servers where the check is about the wire: ``kgw echo`` (HTTP, HTTPS with and
+# without a client CA, TCP), the CoreDNS stand-in, and small socket servers that misbehave
+# on purpose. Each test shows the check failing on the wrong behaviour and passing on the
+# right one.
+
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from conformance import certs  # noqa: E402
+from conformance.replay import CaseFailed, Replayer, Target  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = "gateway-conformance-infra"
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(tmp: Path, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TLS_", "TCP_", "UDP_", "HTTP"))}
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**clean, "PYTHONPATH": str(ROOT), **env},
+                            stdout=open(tmp / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "server exited"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on {port}")
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def echoes(tmp_path_factory: pytest.TempPathFactory):
+    """``kgw echo`` three ways: HTTP; HTTPS asking for client certificates (the suite's
+    TLS_CLIENT_CACERTS); HTTPS that does not ask (the wrong behaviour for a listener that
+    must). Certificates are the suite's (conformance.certs)."""
+    tmp = tmp_path_factory.mktemp("echoes")
+    g = certs.generate()
+    server, client = g.pair(INFRA, "tls-validity-checks-certificate"), g.pair(INFRA, "tls-validity-checks-client-certificate")
+    ca = next(o for o in g.objects if o["kind"] == "ConfigMap"
+              and o["metadata"]["name"] == "tls-validity-checks-ca-certificate")["data"]["ca.crt"]
+    for name, data in (("crt", server.cert_pem), ("key", server.key_pem), ("ca", ca.encode())):
+        (tmp / name).write_bytes(data)
+    ports = {"http": _free_port(), "asks": _free_port(), "silent": _free_port()}
+    common = {"POD_NAME": "infra-backend-v1-abcdefghij-klmno", "NAMESPACE": INFRA,
+              "TLS_SERVER_CERT": str(tmp / "crt"), "TLS_SERVER_PRIVKEY": str(tmp / "key")}
+    procs = [
+        _spawn(tmp, "asks", ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(ports["http"]),
+                             "--tls-port", str(ports["asks"])], {**common, "TLS_CLIENT_CACERTS": str(tmp / "ca")}),
+        _spawn(tmp, "silent", ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(_free_port()),
+                               "--tls-port", str(ports["silent"])], common),
+    ]
+    try:
+        for p in ports.values():
+            _wait_tcp(p, procs[0] if p != ports["silent"] else procs[1])
+        yield ports, server, client
+    finally:
+        _stop_all(procs)
+
+
+def _replayer(limit: float = 2.0) -> Replayer:
+    return Replayer(None, secret_pair=lambda ns, n: (b"", b""), mirror_log_has=lambda *a: False,  # type: ignore[arg-type]
+                    mirror_log_count=lambda *a: 0, limit=limit)
+
+
+CASE_200 = {"request": {"path": "/", "host": "example.org"},
+            "expect": {"statusCodes": [200], "backendPodPrefix": "infra-backend-v1", "backendNamespace": INFRA}}
+
+
+def test_a_listener_that_does_not_ask_for_the_client_certificate_fails(echoes) -> None:
+    """Upstream's TLS helpers assert the server asked for the certificate they hold
+    (GetClientCertificate hook); serving the request is not enough."""
+    ports, server, client = echoes
+    target = Target(f"127.0.0.1:{ports['silent']}", "https", server_name="example.org", ca_pem=server.cert_pem,
+                    client_cert=(client.cert_pem, client.key_pem))
+    with pytest.raises(CheckFailed, match="client certificate was not presented"):
+        _replayer().run_case(target, CASE_200)
+    _replayer().run_case(Target(f"127.0.0.1:{ports['asks']}", "https", server_name="example.org",
+                                ca_pem=server.cert_pem, client_cert=(client.cert_pem, client.key_pem)), CASE_200)
+    # the same for a request that must fail (MakeTLSRequestAndExpectEventuallyConsistentFailureResponse)
+    bad = Target(f"127.0.0.1:{ports['silent']}", "https", server_name="example.org", ca_pem=b"",
+                 client_cert=(client.cert_pem, client.key_pem))
+    with pytest.raises(CheckFailed, match="client certificate was not presented"):
+        _replayer().run_case(bad, CASE_200, "failure")
+
+
+def test_a_backend_that_did_not_see_the_client_certificate_fails(echoes) -> None:
+    """GatewayTLSBackendClientCertificate: the echo's tls.peerCertificates must hold the
+    certificate the case names (here the client is the one presenting it)."""
+    ports, server, client = echoes
+    sent = {"path": "/", "host": "example.org", "clientCert": client.cert_pem.decode()}
+    expect = dict(CASE_200["expect"], backendRequest={"path": "/", "method": "GET",
+                                                       "_source": "defaults to Request (host not checked)"})
+    for port, ok in ((ports["silent"], False), (ports["asks"], True)):
+        request = rq.Request("GET", "https", f"127.0.0.1:{port}", "/", host="example.org", server_name="example.org",
+                             ca_pem=server.cert_pem, client_cert=(client.cert_pem, client.key_pem))
+        creq, cres = rq.round_trip(request)
+        why = rq.compare(request, creq, cres, expect, sent=sent)
+        assert (why is None) is ok, why
+        if not ok:
+            assert "expected client certificate was not captured" in why
+
+
+def test_the_backend_must_see_the_host_sent_when_no_request_is_expected() -> None:
+    """http.go: ExpectedRequest defaults to the Request, Host included."""
+    sent = {"path": "/", "host": "abc.example.com"}
+    defaulted = dict(EXPECT, backendRequest={"path": "/", "method": "GET", "_source": "defaults to Request (...)"})
+    assert rq.compare(req(), echo(host="abc.example.com"), resp(), defaulted, sent=sent) is None
+    assert "expected host to be abc.example.com" in rq.compare(req(), echo(host="rewritten.example.com"), resp(),
+                                                              defaulted, sent=sent)
+    assert "expected host" in rq.compare(req(), echo(host="other"), resp(), {"statusCodes": [200],
+                                         "backendPodPrefix": "infra-backend-v1",
+                                         "backendNamespace": "gateway-conformance-infra"}, sent=sent)
+    # an explicit expected request without a host does not check it
+    assert rq.compare(req(), echo(host="other"), resp(), EXPECT, sent=sent) is None
+
+
+def test_a_200_where_the_request_must_fail_fails_at_once(echoes) -> None:
+    """WaitForConsistentFailureResponse: t.Fatalf on the first 200, no retrying until 30 s."""
+    ports, _, _ = echoes
+    started = time.monotonic()
+    with pytest.raises(rq.WrongAnswer, match=r"should fail, returned HTTP status OK \(200\)"):
+        _replayer(limit=30.0).run_case(Target(f"127.0.0.1:{ports['http']}", "http"), CASE_200, "failure-not-200")
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_wrong_tcp_answer_fails_at_once(tmp_path: Path) -> None:
+    """WaitForValidTCPResponse: an exchange with a wrong answer fails the test (its
+    assertions), it is not retried for 30 s."""
+    port = _free_port()
+    proc = _spawn(tmp_path, "tcp", ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--pod", "tcp-backend-abc-12345",
+                                    "--namespace", "other-namespace"], {"TCP_ECHO_SERVER": "1", "TCP_PORT": str(port)})
+    try:
+        _wait_tcp(port, proc)
+        r = _replayer(limit=30.0)
+        target = Target(f"127.0.0.1:{port}", "tcp")
+        started = time.monotonic()
+        with pytest.raises(CaseFailed, match="namespace does not match"):
+            r.run_tcp_group({"cases": [{"Backend": "tcp-backend", "Namespace": INFRA}]}, target, "response")
+        assert time.monotonic() - started < 5.0
+        r.run_tcp_group({"cases": [{"Backend": "tcp-backend", "Namespace": "other-namespace"}]}, target, "response")
+    finally:
+        _stop_all([proc])
+
+
+def test_udproute_needs_a_dns_answer_from_coredns_through_the_route(tmp_path: Path) -> None:
+    """UDPRoute: the DNS query for foo.bar.com. must be answered as CoreDNS's whoami
+    would; an echo that answers something else, silence, or a server without that zone
+    (SERVFAIL from forward) fail."""
+    port = _free_port(socket.SOCK_DGRAM)
+    (tmp_path / "Corefile").write_text(f".:{port} {{\n    forward . 8.8.8.8 9.9.9.9\n    log\n}}\n"
+                                       f"foo.bar.com:{port} {{\n  whoami\n}}\n")
+    (tmp_path / "Forward").write_text(f".:{port} {{\n    forward . 8.8.8.8\n}}\n")
+    dns_proc = _spawn(tmp_path, "dns", ["-m", "conformance.dns_backend", "--address", "127.0.0.1",
+                                        "--conf", str(tmp_path / "Corefile")], {})
+    try:
+        deadline = time.monotonic() + 15
+        while rq.dns_whoami_probe(f"127.0.0.1:{port}", timeout=0.3) is not None:
+            assert time.monotonic() < deadline and dns_proc.poll() is None, (tmp_path / "dns.log").read_text()
+        assert rq.dns_whoami_probe(f"127.0.0.1:{port}") is None
+    finally:
+        _stop_all([dns_proc])
+    assert "failed to perform a UDP query" in rq.dns_whoami_probe(f"127.0.0.1:{port}", timeout=0.3)
+    fwd = _spawn(tmp_path, "fwd", ["-m", "conformance.dns_backend", "--address", "127.0.0.1",
+                                   "--conf", str(tmp_path / "Forward")], {})
+    udp = _spawn(tmp_path, "udp", ["-m", "kgw_l7.echo", "--address", "127.0.0.1"],
+                 {"UDP_ECHO_SERVER": "1", "UDP_PORT": str(udp_port := _free_port(socket.SOCK_DGRAM))})
+    try:
+        deadline = time.monotonic() + 15
+        while "failed to perform" in (rq.dns_whoami_probe(f"127.0.0.1:{port}", timeout=0.3) or "ok"):
+            assert time.monotonic() < deadline, (tmp_path / "fwd.log").read_text()
+        assert "SERVFAIL" in rq.dns_whoami_probe(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 15
+        while rq.udp_probe(f"127.0.0.1:{udp_port}", timeout=0.3) is not None:
+            assert time.monotonic() < deadline, (tmp_path / "udp.log").read_text()
+        assert "failed to perform a UDP query" in rq.dns_whoami_probe(f"127.0.0.1:{udp_port}", timeout=1.0)
+    finally:
+        _stop_all([fwd, udp])
+
+
+def test_an_object_that_is_not_applied_fails_at_once_and_an_unlisted_one_is_not_empty() -> None:
+    """helpers.go: a failed Get ends the poll; and kgw not listing a route is not the
+    same as the route having no parents (HTTPRouteMustHaveNoAcceptedParents)."""
+    chk = StatusChecker(FakeAdmin([{}]), Timeouts(30.0), interval=0.001,  # type: ignore[arg-type]
+                        exists=lambda kind, ns, name: False)
+    started = time.monotonic()
+    with pytest.raises(CheckFailed, match="not found"):
+        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"}, {"Type": "Programmed", "Status": "True"})
+    with pytest.raises(CheckFailed, match="not found"):
+        chk.HTTPRouteMustHaveNoAcceptedParents({"Name": "r", "Namespace": "infra"})
+    assert time.monotonic() - started < 2.0
+    applied = StatusChecker(FakeAdmin([{}]), Timeouts(1.2), interval=0.01,  # type: ignore[arg-type]
+                            exists=lambda kind, ns, name: True)
+    with pytest.raises(CheckFailed, match="has no status"):
+        applied.HTTPRouteMustHaveNoAcceptedParents({"Name": "r", "Namespace": "infra"})
+    listed = {("HTTPRoute", "infra", "r"): {"metadata": {"generation": 1}, "status": {"parents": []}}}
+    StatusChecker(FakeAdmin([listed]), Timeouts(3.0), interval=0.01).HTTPRouteMustHaveNoAcceptedParents(  # type: ignore[arg-type]
+        {"Name": "r", "Namespace": "infra"})
+
+
+def test_namespaces_must_be_ready_checks_every_applied_gateway() -> None:
+    """Upstream lists the namespace's Gateways from the API server: one kgw reports no
+    status for is not ready (only the skip annotation leaves it out)."""
+    ready = gw_status(1, [cond("Accepted", "True"), cond("Programmed", "True")])
+    gws = [{"kind": "Gateway", "metadata": {"name": "gw", "namespace": "infra"}},
+           {"kind": "Gateway", "metadata": {"name": "forgotten", "namespace": "infra"}}]
+    chk = StatusChecker(FakeAdmin([ready]), Timeouts(0.05), interval=0.001,  # type: ignore[arg-type]
+                        gateways_in=lambda nss: gws)
+    with pytest.raises(CheckFailed, match="forgotten not Accepted yet"):
+        chk.NamespacesMustBeReady(["infra"])
+    StatusChecker(FakeAdmin([ready]), Timeouts(0.05), interval=0.001, gateways_in=lambda nss: gws,  # type: ignore[arg-type]
+                  skip_readiness=lambda: {("infra", "forgotten")}).NamespacesMustBeReady(["infra"])
+
+
+def test_namespaces_without_pods_are_not_ready(tmp_path: Path) -> None:
+    from conformance.world import World
+    world = World(tmp_path, FakeFleet(), secrets=[])  # type: ignore[arg-type]
+    assert "No pods deployed yet in namespace infra" in world.pods_ready(["infra"])
+    world.apply("T", MANIFEST)
+    assert world.pods_ready(["infra"]) is None
+    assert world.exists("Gateway", "infra", "gw") and not world.exists("Gateway", "infra", "nope")
+
+
+def test_mid_test_edits_are_upstreams() -> None:
+    from conformance.scenarios import StepFailed, _add_alternate_listener, _add_http_listener, _keep_only_http_listener
+
+    gw = {"spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}
+    _add_alternate_listener(gw)
+    assert gw["spec"]["listeners"][-1] == {"name": "alternate", "hostname": "foo.com", "port": 80, "protocol": "HTTP",
+                                           "allowedRoutes": {"namespaces": {"from": "All"}}}
+    gw = {"spec": {"listeners": [{"name": "https", "port": 443, "protocol": "HTTPS"}]}}
+    _add_http_listener(gw)
+    assert gw["spec"]["listeners"][-1]["hostname"] == "data.test.com"
+    _keep_only_http_listener(gw)
+    assert [lst["name"] for lst in gw["spec"]["listeners"]] == ["http"]
+    with pytest.raises(StepFailed, match="must have 2 listeners"):
+        _keep_only_http_listener(gw)
+
+
+def test_backend_weights_need_exactly_one_backend_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPRouteRequestHeaderModifierBackendWeights: two Backend values (both filters
+    applied) fail even when the first matches the pod."""
+    captured = [echo(headers={"Backend": ["infra-backend-v1", "infra-backend-v2"]})]
+    monkeypatch.setattr(rq, "round_trip", lambda request: (captured[0], resp()))
+    r = _replayer()
+    with pytest.raises(CheckFailed, match="expected a single 'Backend' header"):
+        r.header_per_backend(Target("127.0.0.1:1", "http"), CASE_200, total=3)
+    captured[0] = echo(headers={"Backend": ["infra-backend-v1"]})
+    r.header_per_backend(Target("127.0.0.1:1", "http"), CASE_200, total=3)
+    captured[0] = echo(headers={"Backend": ["infra-backend-v2"]})
+    with pytest.raises(CheckFailed, match="does not match pod"):
+        r.header_per_backend(Target("127.0.0.1:1", "http"), CASE_200, total=3)
+
+
+def test_a_redirect_without_location_is_an_error() -> None:
+    """roundtripper: resp.Location() fails for every redirect status without one."""
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        port = srv.getsockname()[1]
+
+        def serve() -> None:
+            for _ in range(2):
+                conn, _ = srv.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+        t = threading.Thread(target=serve)
+        t.start()
+        for unfollow in (True, False):
+            with pytest.raises(rq.RequestError, match="without a Location"):
+                rq.round_trip(req(address=f"127.0.0.1:{port}", unfollow_redirect=unfollow))
+        t.join()

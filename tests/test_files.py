@@ -242,3 +242,131 @@ async def test_watch_picks_up_changes(tmp_path: Path) -> None:
     batch = await asyncio.wait_for(it.__anext__(), 5)
     assert ObjectKey("HTTPRoute", "default", "r2") in keys(batch, EventType.DELETED)
     await src.close()
+
+
+class Pump:
+    """A watching source's batches, collected by a task of their own: waiting for one with
+    a timeout must not cancel the source's generator."""
+
+    def __init__(self, src: FileSource) -> None:
+        self.src = src
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for batch in self.src.batches():
+            self.queue.put_nowait(batch)
+
+    async def next(self, timeout: float = 5.0):
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+    async def until(self, pred, timeout: float = 5.0):
+        """The first batch within ``timeout`` for which ``pred`` holds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            batch = await self.next(max(0.01, deadline - loop.time()))
+            if pred(batch):
+                return batch
+
+    async def close(self) -> None:
+        await self.src.close()
+        await asyncio.wait_for(self.task, 5)
+
+async def test_relative_directory_edits_go_live_without_duplicates(tmp_path: Path, monkeypatch) -> None:
+    """README's `kgw run -c examples/`: the watcher reports absolute paths, the scan took
+    the relative ones; both must name the same file."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    write(conf, "a.yaml", route("r1", port=80))
+    monkeypatch.chdir(tmp_path)
+    src = FileSource("conf/")
+    it = Pump(src)
+    try:
+        assert R1 in keys(await it.next())
+        await asyncio.sleep(0.05)
+        for port in range(81, 86):
+            write(conf, "a.yaml", route("r1", port=port))
+            batch = await it.until(lambda b: b.events or b.problems, timeout=3)
+            assert not batch.problems, batch.problems
+            (ev,) = [e for e in batch.events if e.key == R1]
+            assert ev.obj["spec"]["rules"][0]["backendRefs"][0]["port"] == port
+    finally:
+        await it.close()
+
+
+async def test_moved_directory_keeps_everything_and_comes_back(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    write(conf, "a.yaml", route("r1"))
+    src = FileSource(conf)
+    it = Pump(src)
+    try:
+        assert R1 in keys(await it.next())
+        await asyncio.sleep(0.05)
+        conf.rename(tmp_path / "moved")
+        batch = await it.until(lambda b: b.problems)
+        assert not batch.events  # nothing withdrawn
+        assert "configuration directory is missing" in str(batch.problems[0])
+        assert "serving the last good configuration" in src.health()
+        # an edit in the moved directory is not ours
+        write(tmp_path / "moved", "a.yaml", route("r1", port=81))
+        (tmp_path / "moved").rename(conf)
+        batch = await it.until(lambda b: not b.problems)
+        assert src.health() == ""
+        # the watcher is armed on the directory again: an edit is live at once
+        write(conf, "a.yaml", route("r1", port=82))
+        batch = await it.until(lambda b: b.events, timeout=3)
+        (ev,) = [e for e in batch.events if e.key == R1]
+        assert ev.obj["spec"]["rules"][0]["backendRefs"][0]["port"] == 82
+    finally:
+        await it.close()
+
+
+async def test_deleted_and_recreated_directory_is_watched_again(tmp_path: Path) -> None:
+    import shutil
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    write(conf, "a.yaml", route("r1"))
+    write(conf, "b.yaml", route("r2"))
+    src = FileSource(conf)
+    it = Pump(src)
+    try:
+        assert R1 in keys(await it.next())
+        await asyncio.sleep(0.05)
+        shutil.rmtree(conf)
+        batch = await it.until(lambda b: b.problems)
+        assert not batch.events
+        conf.mkdir()
+        write(conf, "a.yaml", route("r1", port=81))  # b.yaml is not part of the new directory
+        batch = await it.until(lambda b: b.events)
+        assert {e.key: e.type for e in batch.events if e.key.kind == "HTTPRoute"} == {
+            R1: EventType.MODIFIED, ObjectKey("HTTPRoute", "default", "r2"): EventType.DELETED}
+        write(conf, "a.yaml", route("r1", port=82))
+        batch = await it.until(lambda b: b.events, timeout=3)
+        assert [e.obj["spec"]["rules"][0]["backendRefs"][0]["port"] for e in batch.events if e.key == R1] == [82]
+    finally:
+        await it.close()
+
+
+async def test_rescan_rereads_files_the_fingerprint_says_are_unchanged(tmp_path: Path) -> None:
+    """SIGHUP: an edit that kept the size, the inode and the mtime is still read."""
+    import os
+
+    p = write(tmp_path, "a.yaml", route("r1", port=81))
+    st = p.stat()
+    src = FileSource(tmp_path)
+    it = Pump(src)
+    try:
+        assert R1 in keys(await it.next())
+        with p.open("r+") as f:
+            f.write(route("r1", port=82))
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        with pytest.raises(asyncio.TimeoutError):
+            await it.until(lambda b: b.events, timeout=1.0)
+        assert src.rescan()
+        batch = await it.until(lambda b: b.events)
+        assert [e.obj["spec"]["rules"][0]["backendRefs"][0]["port"] for e in batch.events if e.key == R1] == [82]
+    finally:
+        await it.close()

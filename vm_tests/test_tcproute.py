@@ -4,6 +4,9 @@ The gateway runs in the `gw` namespace of the test topology as the real CLI does
 (`kgw run -c DIR --l4-mode tc`), reading a Gateway with a TCP listener and a TCPRoute
 with two weighted backendRefs; clients in the `client` namespace connect to the
 listener's address and each backend answers with its own address.
+
+The gw namespace is router-shaped (connected subnets, no default route). Without
+`--node-address`, kgw takes each backend's SNAT source from the route to it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+import pytest
+
 from kgw_l4 import loader
-from vm_tests.conftest import ROOT, SYSPY, wait_for
-from vm_tests.topology import GW_BACKEND_ADDR, GW_CLIENT_ADDR
+from vm_tests.conftest import NETAPP, ROOT, SYSPY, Lab, wait_for
+from vm_tests.topology import (CLIENT_ADDR, GW_BACKEND_ADDR, GW_CLIENT_ADDR, GW_OTHER_ADDR, OTHER_ADDR,
+                               Topology)
 
 ADMIN = "127.0.0.1:9195"
 MB = 1024 * 1024
@@ -34,8 +40,7 @@ kind: Gateway
 metadata: {{name: tcp-gw, namespace: l4}}
 spec:
   gatewayClassName: kgw
-  addresses: [{{type: IPAddress, value: {gw}}}]
-  listeners: [{{name: tcp, protocol: TCP, port: 8081, allowedRoutes: {{kinds: [{{kind: TCPRoute}}]}}}}]
+{addresses}  listeners: [{{name: tcp, protocol: TCP, port: 8081, allowedRoutes: {{kinds: [{{kind: TCPRoute}}]}}}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
@@ -43,7 +48,7 @@ metadata: {{name: split, namespace: l4}}
 spec:
   parentRefs: [{{name: tcp-gw, sectionName: tcp}}]
   rules:
-  - backendRefs: [{{name: one, port: {port}, weight: 1}}, {{name: two, port: {port}, weight: 3}}]
+  - backendRefs: [{{name: one, port: {port}, weight: 1}}, {{name: two, port: {port}, weight: {two_weight}}}]
 {services}"""
 
 SERVICE = """\
@@ -80,21 +85,28 @@ def condition(conds: list[dict], type_: str) -> str | None:
 
 
 @contextlib.contextmanager
-def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str) -> Iterator[subprocess.Popen]:
+def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str,
+            node_address: str | None = GW_BACKEND_ADDR, gateway_address: str | None = GW_CLIENT_ADDR,
+            two: list[str] | None = None, two_weight: int = 3) -> Iterator[subprocess.Popen]:
     """`kgw run` in the gw namespace on the TCPRoute above (backends on PORT), until its
-    Gateway is Programmed and the route Accepted."""
+    Gateway is Programmed and the route Accepted. Service "one" is the first backend
+    address, "two" the next two unless given; without ``gateway_address`` the Gateway binds
+    every address of the node."""
     a = lab.topo.backend_addrs
     services = (SERVICE.format(name="one", endpoints=endpoints(a[:1]), port=port)
-                + SERVICE.format(name="two", endpoints=endpoints(a[1:3]), port=port))
+                + SERVICE.format(name="two", endpoints=endpoints(two or a[1:3]), port=port))
     conf = tmp_path / "conf"
     conf.mkdir()
-    (conf / "l4.yaml").write_text(CONFIG.format(gw=GW_CLIENT_ADDR, services=services, port=port))
+    addresses = f"  addresses: [{{type: IPAddress, value: {gateway_address}}}]\n" if gateway_address else ""
+    (conf / "l4.yaml").write_text(CONFIG.format(addresses=addresses, services=services, port=port,
+                                                two_weight=two_weight))
     pin_dir = f"/sys/fs/bpf/kgw-run-{lab.topo.tag}"
     log = (tmp_path / "kgw.log").open("w")
+    node = ["--node-address", node_address] if node_address else []
     proc = lab.topo.popen(lab.topo.gw, sys.executable, "-m", "controller.cli", "run", "-c", str(conf),
                           "--admin-address", ADMIN, "--workers", "1", "--access-log", "off",
                           "--l4-mode", mode, "--l4-interfaces", ",".join(lab.topo.gw_ifs),
-                          "--l4-pin-dir", pin_dir, "--node-address", GW_BACKEND_ADDR, *extra,
+                          "--l4-pin-dir", pin_dir, *node, *extra,
                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         def accepted() -> bool:
@@ -158,3 +170,86 @@ def test_tcproute_spliced_shows_held_direction_in_inspect(lab, tmp_path: Path) -
         out, _ = p.communicate(timeout=60)
         res = json.loads(out.strip().splitlines()[-1])
         assert res["ok"] and res["received"] == 256 * MB, res
+
+
+@pytest.fixture
+def router_lab(tmp_path):
+    """The lab with a second backend network behind another interface of the gateway
+    (gx -- x0, 10.201.3.0/24), whose namespace has no route beyond its own subnet."""
+    topo = Topology(backends=3, other_subnet=True)
+    topo.__enter__()
+    lab = Lab(topo, tmp_path)
+    try:
+        lab.serve()
+        p = topo.popen(topo.other, SYSPY, NETAPP, "serve", OTHER_ADDR, stdout=subprocess.PIPE, text=True)
+        lab.procs.append(p)
+        assert p.stdout and p.stdout.readline().strip() == "ready"
+        yield lab
+    finally:
+        lab.close()
+
+
+def inspect(lab, *args: str) -> list[dict]:
+    pin_dir = f"/sys/fs/bpf/kgw-run-{lab.topo.tag}"
+    r = lab.topo.run(lab.topo.gw, sys.executable, "-m", "kgw_l4.inspect", "--pin-dir", pin_dir,
+                     "--admin", f"http://{ADMIN}", "-o", "json", *args, check=False)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def snat_by_backend(lab) -> dict[str, str]:
+    return {b["endpoint"].split(":")[0]: b["snat"]
+            for fe in inspect(lab, "frontends") for b in fe["backends"]}
+
+
+def test_tcproute_without_node_address_snats_per_backend_route(router_lab, tmp_path: Path) -> None:
+    """No --node-address on a router-shaped node (no default route): each backend is NATed
+    from the address of the interface its route leaves by, never from 127.0.0.1; the log
+    names each backend's source once; a route change moves the source; and the Gateway that
+    binds every address reports the node's addresses, not 127.0.0.1."""
+    lab = router_lab
+    a = lab.topo.backend_addrs
+    with kgw_run(lab, tmp_path, "tc", 9001, node_address=None, gateway_address=None,
+                 two=[OTHER_ADDR], two_weight=1):
+        got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", "4"))
+        assert not [k for k in got if k.startswith("error")], got
+        got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", "60"))
+        assert not [k for k in got if k.startswith("error")], got
+        assert got[a[0]] > 0 and got[OTHER_ADDR] > 0, got
+        assert snat_by_backend(lab) == {a[0]: GW_BACKEND_ADDR, OTHER_ADDR: GW_OTHER_ADDR}
+        rewrites = {f["rewrite"].split(":")[0] for f in inspect(lab, "flows") if f["dir"] == "orig"}
+        assert rewrites <= {GW_BACKEND_ADDR, GW_OTHER_ADDR} and rewrites, rewrites
+
+        log = (tmp_path / "kgw.log").read_text()
+        assert log.count(f"SNAT source {GW_BACKEND_ADDR}") == 1, log[-3000:]
+        assert log.count(f"SNAT source {GW_OTHER_ADDR}") == 1, log[-3000:]
+        gw = next(i for i in admin(lab, "/status")["items"] if i["kind"] == "Gateway")
+        reported = [x["value"] for x in gw["status"]["addresses"]]
+        assert "127.0.0.1" not in reported and GW_CLIENT_ADDR in reported, reported
+
+        # the route to the other network now prefers a second address of gx
+        lab.topo.run(lab.topo.gw, "ip", "addr", "add", "10.201.3.9/24", "dev", "gx")
+        lab.topo.run(lab.topo.gw, "ip", "route", "replace", "10.201.3.0/24", "dev", "gx",
+                     "proto", "kernel", "scope", "link", "src", "10.201.3.9")
+        assert wait_for(lambda: snat_by_backend(lab).get(OTHER_ADDR) == "10.201.3.9", timeout=10), \
+            snat_by_backend(lab)
+        assert snat_by_backend(lab)[a[0]] == GW_BACKEND_ADDR
+        got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", "20"))
+        assert not [k for k in got if k.startswith("error")], got
+        assert "SNAT source 10.201.3.9" in (tmp_path / "kgw.log").read_text()
+
+
+def test_tcproute_multihomed_backends_behind_another_interface(router_lab, tmp_path: Path) -> None:
+    """The default route leaves by gc, the backends sit behind gb and gx: without
+    --node-address each backend still gets its own interface's address (the default
+    route's address, 10.201.1.1, is one the other network cannot answer)."""
+    lab = router_lab
+    lab.topo.run(lab.topo.gw, "ip", "route", "add", "default", "via", CLIENT_ADDR)
+    a = lab.topo.backend_addrs
+    with kgw_run(lab, tmp_path, "tc", 9001, node_address=None, two=[OTHER_ADDR], two_weight=1):
+        got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", "4"))
+        assert not [k for k in got if k.startswith("error")], got
+        got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", "40"))
+        assert not [k for k in got if k.startswith("error")], got
+        assert got[a[0]] > 0 and got[OTHER_ADDR] > 0, got
+        assert snat_by_backend(lab) == {a[0]: GW_BACKEND_ADDR, OTHER_ADDR: GW_OTHER_ADDR}

@@ -2,6 +2,13 @@
 
     client ns  c0 10.201.1.2/24 ---- gc 10.201.1.1/24  gw ns  gb 10.201.2.1/24 ---- b0 backend ns
                                                                                     10.201.2.11..N
+                                                  (other_subnet) gx 10.201.3.1/24 ---- x0 other ns
+                                                                                    10.201.3.11
+
+The gw namespace has no default route (a router between connected subnets). The backend
+namespace routes everything back through the gateway; the optional other namespace has
+only its connected subnet, so it can answer nothing but 10.201.3.0/24 (a backend network
+behind another interface, as on a multi-homed node).
 
 Names carry a short unique suffix so parallel or leftover runs never collide;
 close() deletes the namespaces (and with them every veth), also after a failure.
@@ -21,6 +28,8 @@ _seq = itertools.count()
 CLIENT_ADDR = "10.201.1.2"
 GW_CLIENT_ADDR = "10.201.1.1"
 GW_BACKEND_ADDR = "10.201.2.1"
+GW_OTHER_ADDR = "10.201.3.1"
+OTHER_ADDR = "10.201.3.11"
 
 
 def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -31,12 +40,20 @@ def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.Complet
 class Topology:
     backends: int = 3
     xdp_ready: bool = False  # tx checksum offload off + GRO on at the outer ends
+    other_subnet: bool = False  # a second backend network (gx -- x0) with no route out
     tag: str = field(default_factory=lambda: f"{os.getpid() % 10000}{next(_seq)}")
 
     def __post_init__(self) -> None:
         self.client, self.gw, self.backend = (f"kc{self.tag}", f"kg{self.tag}", f"kb{self.tag}")
         self.backend_addrs = [f"10.201.2.{11 + i}" for i in range(self.backends)]
         self.gw_ifs = ["gc", "gb"]
+        self.other = f"kx{self.tag}"
+        if self.other_subnet:
+            self.gw_ifs.append("gx")
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.client, self.gw, self.backend) + ((self.other,) if self.other_subnet else ())
 
     def ns_cmd(self, ns: str, *cmd: str) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{ns}", *cmd]
@@ -59,7 +76,7 @@ class Topology:
         self.close()
 
     def create(self) -> None:
-        for ns in (self.client, self.gw, self.backend):
+        for ns in self.namespaces:
             sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", f"c{self.tag}", "netns", self.client, "type", "veth",
            "peer", "name", "gc", "netns", self.gw)
@@ -79,6 +96,14 @@ class Topology:
         self.run(self.client, "ip", "route", "add", "default", "via", GW_CLIENT_ADDR)
         self.run(self.backend, "ip", "route", "add", "default", "via", GW_BACKEND_ADDR)
         self.run(self.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if self.other_subnet:
+            sh("ip", "link", "add", f"x{self.tag}", "netns", self.other, "type", "veth",
+               "peer", "name", "gx", "netns", self.gw)
+            self.run(self.other, "ip", "link", "set", f"x{self.tag}", "name", "x0")
+            self.run(self.gw, "ip", "addr", "add", f"{GW_OTHER_ADDR}/24", "dev", "gx")
+            self.run(self.other, "ip", "addr", "add", f"{OTHER_ADDR}/24", "dev", "x0")
+            for ns, d in ((self.gw, "gx"), (self.other, "lo"), (self.other, "x0")):
+                self.run(ns, "ip", "link", "set", d, "up")
         if self.xdp_ready:
             # XDP sees no skb checksum state: senders must put full checksums on the
             # wire, and XDP_REDIRECT into a veth needs GRO (or XDP) on its peer.
@@ -86,7 +111,7 @@ class Topology:
                 self.run(ns, "ethtool", "-K", dev, "tx", "off", "gro", "on")
 
     def close(self) -> None:
-        for ns in (self.client, self.gw, self.backend):
+        for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)
 
     def snmp(self, ns: str) -> dict[str, dict[str, int]]:

@@ -21,6 +21,7 @@ import signal
 import socket
 from typing import Any
 
+from controller import signals
 from controller.env import Environment, ExitStatus, run_async
 from controller.kube.client import make_api_client
 from controller.kube.leader import LeaderElector
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     from kgw_l4.plane import open_plane, sizes_with_splice_backlog
+    from kgw_l4.snat import fixed_source
     from kgw_l7.plane import L7Plane
 
     from controller.translate import Options
@@ -89,14 +91,16 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     writer = KubeStatusWriter(api, is_leader=lambda: elector.is_leader)
     writer_box.append(writer)
 
+    interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
+    # Gateway status reports the node addresses; the kernel plane NATs each backend from the
+    # source of the route to it, unless --node-address names one IPv4 address for all.
+    snat = fixed_source(a for a in (args.node_address or "").split(",") if a)
+    # First: with pins in place it takes their lock (a second agent on the node stops here).
+    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
+                          sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     l7 = L7Plane(workers=args.workers, access_log=args.access_log, drain_timeout=args.drain_timeout,
                  response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort)
     await l7.start()
-    interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
-    # The kernel plane SNATs to one IPv4 address; Gateway status reports them all.
-    snat = next((a for a in nodes if ":" not in a), None)
-    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
-                          sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4, status_writer=writer)
     admin = await serve_admin(sup, args.admin_address)
     public = None
@@ -111,8 +115,7 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
+    signals.install(loop, lambda sig: (received.append(sig), stop.set()), source.rescan)
     runner = asyncio.create_task(sup.run())
     background = [asyncio.create_task(elector.run()), asyncio.create_task(writer.run())]
     stopper = asyncio.create_task(stop.wait())

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+from controller import signals
 from controller.env import Environment, ExitStatus, run_async
 from controller.files import FileSource
 from controller.node import discover_addresses
@@ -28,18 +29,23 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 async def _serve(args: argparse.Namespace) -> ExitStatus:
     from kgw_l4.plane import open_plane, sizes_with_splice_backlog
+    from kgw_l4.snat import fixed_source
     from kgw_l7.plane import L7Plane
 
     # pyroute2 runs an event loop of its own: it must not be called on this one
     nodes = (args.node_address,) if args.node_address else await asyncio.to_thread(discover_addresses)
+    interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
+    # Without --node-address each backend is NATed from the source of the route to it
+    # (kgw_l4.snat), not from one discovered address.
+    snat = fixed_source([args.node_address] if args.node_address else [])
+    # First: with pins in place it takes their lock, and a second instance must stop
+    # before starting anything.
+    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
+                          sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     source = FileSource(args.config)
     l7 = L7Plane(workers=args.workers, access_log=args.access_log, drain_timeout=args.drain_timeout,
                  response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort)
     await l7.start()
-    interfaces = args.l4_interfaces.split(",") if args.l4_interfaces else None
-    snat = next((a for a in nodes if ":" not in a), None)  # the kernel plane NATs IPv4 only
-    l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
-                          sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4)
     admin = await serve_admin(sup, args.admin_address)
     log.info("admin API on http://%s (l4 mode: %s)", args.admin_address, l4.mode)
@@ -47,8 +53,7 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
+    signals.install(loop, lambda sig: (received.append(sig), stop.set()), source.rescan)
     runner = asyncio.create_task(sup.run())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 from controller.env import Environment, ExitStatus
-from controller.output import STATUS_HEADERS, dump, status_rows, table
+from controller.output import STATUS_HEADERS, dump, failing_conditions, status_rows, table
 
 
 def fetch(admin_address: str, path: str, timeout: float = 5.0) -> dict:
@@ -30,6 +30,11 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         if problems:
             env.out()
         env.out(table(STATUS_HEADERS, status_rows(statuses)))
+        failing = failing_conditions(statuses)
+        if failing:
+            env.out()
+            for line in failing:
+                env.out(f"  {line}")
     else:
         env.out(dump({"problems": problems, "status": statuses}, fmt))
     return ExitStatus.SUCCESS

@@ -1,4 +1,5 @@
-"""``kgw translate -c DIR``: the data-plane configurations a directory becomes."""
+"""``kgw translate -c DIR``: the data-plane configurations a directory becomes (private keys
+shown as fingerprints: controller.redact)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 from controller.env import Environment, ExitStatus
 from controller.files import FileSource
 from controller.output import dump
+from controller.redact import redact
 from controller.store import Store
 from controller.translate import translate
 
@@ -18,5 +20,5 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     store = Store()
     store.apply(batch.events)
     t = translate(store)
-    env.out(dump({"l7": t.l7.to_dict(), "l4": t.l4.to_dict()}, args.output))
+    env.out(dump(redact({"l7": t.l7.to_dict(), "l4": t.l4.to_dict()}), args.output))
     return ExitStatus.SUCCESS

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from controller.confloop import located
 from controller.env import Environment, ExitStatus
 from controller.files import FileSource
-from controller.output import STATUS_HEADERS, dump, status_rows, table, unhealthy_objects
+from controller.output import STATUS_HEADERS, dump, failing_conditions, status_rows, table, unhealthy_objects
 from controller.status import StatusBook
 from controller.store import Store
 from controller.translate import translate
@@ -18,24 +19,32 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     store = Store()
     store.apply(batch.events)
     book = StatusBook(clock=lambda: None)  # offline: no transition times
-    book.update(translate(store).statuses)
+    t = translate(store)
+    book.update(t.statuses)
+    problems = [*batch.problems, *located(source, t.problems)]
     statuses = book.as_list(store.get_key)
     for item in statuses["items"]:
         _drop_times(item)
     bad = unhealthy_objects(statuses)
     fmt = env.default_format(args.output)
     if fmt == "table":
-        for p in batch.problems:
+        for p in problems:
             env.out(f"error: {p}")
-        if batch.problems:
+        if problems:
             env.out()
         env.out(table(STATUS_HEADERS, status_rows(statuses)))
+        failing = failing_conditions(statuses)
+        if failing:
+            env.out()
+            for line in failing:
+                env.out(f"  {line}")
         env.out()
-        env.out(f"{len(store)} objects, {len(batch.problems)} refused, {len(bad)} with a failing condition")
+        env.out(f"{len(store)} objects, {len(batch.problems)} refused, {len(problems) - len(batch.problems)} "
+                f"other problems, {len(bad)} with a failing condition")
     else:
-        env.out(dump({"problems": [str(p) for p in batch.problems], "status": statuses,
+        env.out(dump({"problems": [str(p) for p in problems], "status": statuses,
                       "unhealthy": bad}, fmt))
-    return ExitStatus.INVALID if batch.problems or bad else ExitStatus.SUCCESS
+    return ExitStatus.INVALID if problems or bad else ExitStatus.SUCCESS
 
 
 def _drop_times(value: object) -> None:

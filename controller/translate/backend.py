@@ -23,6 +23,27 @@ APP_PROTOCOLS: dict[str, l7.BackendProtocol] = {
     "kubernetes.io/ws": "ws",
     "kubernetes.io/wss": "wss",
 }
+#: Service port appProtocols (lower case) kgw cannot speak to a backend yet: HTTP/2 only.
+HTTP2_ONLY = frozenset({"kubernetes.io/h2c", "h2c", "http2", "grpc"})
+#: ... and those that mean TLS, which kgw speaks only when a BackendTLSPolicy says how to
+#: verify the backend (without one it would send clear text to a TLS port).
+TLS_ONLY = frozenset({"https", "kubernetes.io/wss", "wss"})
+
+
+def unsupported_protocol(app_protocol: str, has_policy: bool) -> str | None:
+    """Why kgw cannot talk to a Service port with this appProtocol (None: it can).
+
+    kgw talks HTTP/1.1 to backends, in clear text or in TLS from a BackendTLSPolicy; a
+    WebSocket (kubernetes.io/ws) is an HTTP/1.1 Upgrade, relayed. Other values (none,
+    "http", a domain-prefixed name kgw does not know) are taken as HTTP/1.1."""
+    app = app_protocol.lower()
+    if app in HTTP2_ONLY:
+        return (f"appProtocol {app_protocol!r}: kgw speaks HTTP/1.1 to backends (no HTTP/2 yet); requests "
+                "routed here are answered 500")
+    if app in TLS_ONLY and not has_policy:
+        return (f"appProtocol {app_protocol!r} is TLS, and no BackendTLSPolicy targets this port: kgw would "
+                "send clear text; requests routed here are answered 500")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,5 +140,10 @@ def resolve(
             # own error), but traffic must not go out in clear text -> 500, as upstream.
             policy_error = pol.tls is None
             tls = pol.tls
+        why = unsupported_protocol(as_str(sp.get("appProtocol")), pol is not None)
+        if why is not None:
+            return ResolvedBackend(label, weight, problem=Cond(
+                c.RESOLVED_REFS, False, c.R_UNSUPPORTED_PROTOCOL, f"Service {ns}/{name} port {port}: {why}"),
+                service=ObjectKey("Service", ns, name))
     return ResolvedBackend(label, weight, endpoints, protocol, tls, None,
                            ObjectKey("Service", ns, name), policy_error)

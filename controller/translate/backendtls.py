@@ -70,6 +70,11 @@ def evaluate(reader: Reader, policy: Obj) -> PolicyResult:
     if not refs and well_known != "System":
         problem = problem or Cond(c.RESOLVED_REFS, False, c.R_INVALID_CA_CERTIFICATE_REF,
                                   "neither caCertificateRefs nor wellKnownCACertificates: System")
+    options = as_dict(spec(policy).get("options"))
+    if options:  # kgw defines none: applying the policy without them would be a lie
+        return PolicyResult(key, None, problem or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, ""), Cond(
+            c.ACCEPTED, False, c.R_INVALID, "options: kgw defines no BackendTLSPolicy options ("
+            + ", ".join(sorted(map(str, options))) + "); requests to the Service port are answered 500"))
     if not host:
         accepted = Cond(c.ACCEPTED, False, c.R_INVALID, "validation.hostname is required")
         return PolicyResult(key, None, problem or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, ""), accepted)

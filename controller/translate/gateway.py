@@ -36,16 +36,26 @@ def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
         pref = as_dict(pref)
         group, kind = ref_group(pref, ""), as_str(pref.get("kind"))
         name, ns = as_str(pref.get("name")), as_str(pref.get("namespace"))
-        # kgw takes no class parameters; a ConfigMap is tolerated (and ignored) so a
-        # class can carry notes, anything else is refused.
+        # kgw takes no class parameters: an empty ConfigMap is tolerated, one that sets
+        # something (which kgw would ignore) is refused, as is anything else.
         if group != "" or kind != "ConfigMap":
             bad = f"parametersRef {group or 'core'}/{kind} is not a kind kgw supports"
         elif not ns or reader.get("ConfigMap", ns, name) is None:
             bad = f"parametersRef ConfigMap {ns}/{name} not found"
+        else:
+            bad = _parameters_set(reader.get("ConfigMap", ns, name), f"parametersRef ConfigMap {ns}/{name}")
     accepted = (Cond(c.ACCEPTED, False, c.R_INVALID_PARAMETERS, bad) if bad
                 else Cond(c.ACCEPTED, True, c.R_ACCEPTED, "GatewayClass accepted by kgw"))
     return (accepted, Cond(c.SUPPORTED_VERSION, True, c.R_SUPPORTED_VERSION,
                            "Gateway API version supported"))
+
+
+def _parameters_set(cm: dict | None, what: str) -> str | None:
+    """kgw reads no parameters: a ConfigMap that sets any would be ignored, so it is refused."""
+    keys = sorted(map(str, {**as_dict((cm or {}).get("data")), **as_dict((cm or {}).get("binaryData"))}))
+    if not keys:
+        return None
+    return f"{what} sets {', '.join(keys)}: kgw reads no parameters (an empty ConfigMap is accepted)"
 
 
 def mark_conflict(listener: ListenerIR, reason: str, message: str) -> ListenerIR:
@@ -73,6 +83,10 @@ def _mark_unavailable(listener: ListenerIR, message: str) -> ListenerIR:
     return dataclasses.replace(listener, conditions=tuple(conds), accepted=False, programmed=False)
 
 
+def _protocol_text(lis: ListenerIR) -> str:
+    return f"{lis.protocol} {lis.tls_mode}" if lis.protocol == "TLS" and lis.tls_mode else lis.protocol
+
+
 def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
     """Listeners of one Gateway sharing a port must be compatible (spec: Conflicted).
 
@@ -90,8 +104,9 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
         families = {(FAMILY[out[i].protocol][1], out[i].tls_mode) for i in idx}
         if len(families) > 1:
             for i in idx:
+                others = ", ".join(f"{out[j].name} ({_protocol_text(out[j])})" for j in idx if j != i)
                 out[i] = mark_conflict(out[i], c.R_PROTOCOL_CONFLICT,
-                                        f"port {port} is used by listeners of different protocols")
+                                        f"port {port} is also used by listener(s) of another protocol: {others}")
             continue
         seen: dict[str | None, list[int]] = defaultdict(list)
         for i in idx:
@@ -99,8 +114,10 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
         for h, same in seen.items():
             if len(same) > 1:
                 for i in same:
+                    others = ", ".join(out[j].name for j in same if j != i)
                     out[i] = mark_conflict(out[i], c.R_HOSTNAME_CONFLICT,
-                                            f"port {port} has several listeners for hostname {h or '(any)'}")
+                                            f"port {port} and hostname {h or '(any)'} are also used by "
+                                            f"listener(s) {others}")
     return out
 
 
@@ -187,6 +204,9 @@ def resolve_gateway(
             params_problem = f"infrastructure.parametersRef {group or 'core'}/{kind} is not supported"
         elif reader.get("ConfigMap", key.namespace, name) is None:
             params_problem = f"infrastructure.parametersRef ConfigMap {name} not found"
+        else:
+            params_problem = _parameters_set(reader.get("ConfigMap", key.namespace, name),
+                                             f"infrastructure.parametersRef ConfigMap {name}")
 
     client_cert, refs_cond = backend_client_certificate(reader, gw, key)
     invalid = [lis for lis in listeners if not lis.programmed]

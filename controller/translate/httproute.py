@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from controller.objects import ObjectKey
 from controller.translate import backend as be
@@ -17,6 +18,15 @@ from controller.translate.ir import Cond
 from controller.translate.reader import Reader
 from controller.translate.util import as_dict, as_int, as_list, as_str, parse_duration, spec
 from kgw_l7 import config as l7
+from kgw_l7.regex import compile_bytes, compile_text
+
+
+#: Rule fields the schema accepts and kgw does not implement: the route is not Accepted
+#: (UnsupportedValue), as the spec asks of an implementation that cannot honour a field.
+UNSUPPORTED_RULE_FIELDS = {
+    "sessionPersistence": "session persistence is not supported by kgw yet; the route is not served "
+                          "rather than served without it",
+}
 
 
 @dataclass
@@ -27,24 +37,35 @@ class RulesResult:
     services: set[ObjectKey] = field(default_factory=set)
 
 
-def _regex_ok(value: str) -> bool:
+def regex_error(value: str, compile_: Callable[[str], object]) -> str | None:
+    """Why the router cannot compile ``value`` (Python's message, with the position), or None."""
     try:
-        re.compile(value)
-    except re.error:
-        return False
-    return True
+        compile_(value)
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None and "position" not in exc.msg else ""
+        return f"{exc.msg}{where}"
+    except (RecursionError, OverflowError, MemoryError) as exc:  # pathological nesting or repeats
+        return f"cannot be compiled ({type(exc).__name__})"
+    return None
 
 
-def _value_matches(raw: object, cls: type, problems: list[Cond]) -> tuple:
+def _value_matches(raw: object, cls: type, problems: list[Cond], what: str,
+                   compile_: Callable[[str], object]) -> tuple:
     out = []
-    for m in map(as_dict, as_list(raw)):
+    for i, m in enumerate(map(as_dict, as_list(raw))):
         name = as_str(m.get("name"))
         value = as_str(m.get("value"))
         t = as_str(m.get("type"), "Exact") or "Exact"
         if not name:
             continue
-        if t not in ("Exact", "RegularExpression") or (t == "RegularExpression" and not _regex_ok(value)):
-            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"invalid {cls.__name__} {name}"))
+        if t not in ("Exact", "RegularExpression"):
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                 f"{what}[{i}] ({name}): match type {t!r} is not supported"))
+            continue
+        why = regex_error(value, compile_) if t == "RegularExpression" else None
+        if why is not None:
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                 f"{what}[{i}] ({name}): invalid regular expression {value!r}: {why}"))
             continue
         out.append(cls(name=name, value=value, type=t))
     return tuple(out)
@@ -54,16 +75,21 @@ def http_match(raw: dict, problems: list[Cond]) -> l7.RouteMatch | None:
     p = as_dict(raw.get("path"))
     ptype = as_str(p.get("type"), "PathPrefix") or "PathPrefix"
     pval = as_str(p.get("value"), "/") or "/"
-    if ptype not in ("Exact", "PathPrefix", "RegularExpression") or (
-        ptype == "RegularExpression" and not _regex_ok(pval)
-    ) or (ptype != "RegularExpression" and not pval.startswith("/")):
-        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"unsupported path match {ptype} {pval!r}"))
+    if ptype == "RegularExpression":
+        why = regex_error(pval, compile_bytes)
+        if why is not None:
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                 f"path: invalid regular expression {pval!r}: {why}"))
+            return None
+    elif ptype not in ("Exact", "PathPrefix") or not pval.startswith("/"):
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"path: unsupported match {ptype} {pval!r}"))
         return None
     method = as_str(raw.get("method")) or None
     return l7.RouteMatch(
         path=l7.PathMatch(ptype, pval),  # type: ignore[arg-type]
-        headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems),
-        query_params=_value_matches(raw.get("queryParams"), l7.QueryParamMatch, problems),
+        headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems, "headers", compile_bytes),
+        query_params=_value_matches(raw.get("queryParams"), l7.QueryParamMatch, problems, "queryParams",
+                                    compile_text),
         method=method.upper() if method else None,
     )
 
@@ -83,14 +109,23 @@ def grpc_match(raw: dict, problems: list[Cond]) -> l7.RouteMatch | None:
         else:
             path = l7.PathMatch()
     elif t == "RegularExpression":
-        if (svc and not _regex_ok(svc)) or (meth and not _regex_ok(meth)):
-            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, "invalid gRPC method regex"))
-            return None
+        for what, value in (("service", svc), ("method", meth)):
+            why = regex_error(value, compile_bytes) if value else None
+            if why is not None:
+                problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                     f"method.{what}: invalid regular expression {value!r}: {why}"))
+                return None
         path = l7.PathMatch("RegularExpression", f"/{svc or '[^/]+'}/{meth or '[^/]+'}")
+        why = regex_error(path.value, compile_bytes)  # each part compiles; together they must too
+        if why is not None:
+            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                 f"method: invalid regular expression {path.value!r}: {why}"))
+            return None
     else:
-        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"unsupported method match type {t!r}"))
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"method: unsupported match type {t!r}"))
         return None
-    return l7.RouteMatch(path=path, headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems))
+    return l7.RouteMatch(path=path, headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems, "headers",
+                                                          compile_bytes))
 
 
 def _timeout(value: object) -> float | None:
@@ -108,10 +143,16 @@ def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
         name = f"{key.namespace}/{key.name}/{rname or ri}"
         raw_matches = as_list(raw.get("matches")) or [{}]
         matches = []
-        for m in map(as_dict, raw_matches):
-            rm = (grpc_match if grpc else http_match)(m, res.problems)
+        for mi, m in enumerate(map(as_dict, raw_matches)):
+            found: list[Cond] = []
+            rm = (grpc_match if grpc else http_match)(m, found)
+            res.problems.extend(dataclasses.replace(p, message=f"spec.rules[{ri}].matches[{mi}].{p.message}")
+                                for p in found)
             if rm is not None:
                 matches.append(rm)
+        for fld, why in UNSUPPORTED_RULE_FIELDS.items():
+            if raw.get(fld) is not None:
+                res.problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"spec.rules[{ri}].{fld}: {why}"))
         fr = resolve_filters(reader, raw.get("filters"), key.kind, key.namespace, default_proto)
         res.problems.extend(fr.problems)
         res.services.update(b.service for b in fr.mirrors if b.service is not None)

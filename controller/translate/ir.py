@@ -115,7 +115,7 @@ class GatewayIR:
     binds: tuple[str, ...]
     created: str = ""
     #: (cert PEM, key PEM) presented to TLS backends (spec.tls.backend.clientCertificateRef).
-    backend_client_cert: tuple[str, str] | None = None
+    backend_client_cert: tuple[str, str] | None = field(default=None, repr=False)
     #: spec.allowedListeners lets some namespace attach ListenerSets (status then
     #: reports attachedListenerSets).
     allows_listener_sets: bool = False

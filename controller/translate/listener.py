@@ -18,11 +18,17 @@ from kgw_l7 import config as l7
 
 #: Route kinds each protocol accepts, in the order supportedKinds lists them.
 PROTOCOL_KINDS: dict[str, tuple[str, ...]] = {
-    "HTTP": ("HTTPRoute", "GRPCRoute"),
-    "HTTPS": ("HTTPRoute", "GRPCRoute"),
+    "HTTP": ("HTTPRoute",),
+    "HTTPS": ("HTTPRoute",),
     "TLS": ("TLSRoute",),
     "TCP": ("TCPRoute",),
     "UDP": ("UDPRoute",),
+}
+#: Route kinds of the API kgw reads but does not serve yet, and why: no listener lists
+#: them in supportedKinds, a listener asking for one has ResolvedRefs=False
+#: InvalidRouteKinds, and such a route is never Accepted.
+NOT_SERVED: dict[str, str] = {
+    "GRPCRoute": "kgw does not serve GRPCRoute yet (no HTTP/2)",
 }
 
 
@@ -59,22 +65,24 @@ def parse_selector(raw: object) -> Selector:
     )
 
 
-def _route_kinds(protocol: str, allowed: dict) -> tuple[tuple[str, ...], bool]:
-    """(supported kinds, all requested kinds valid)."""
+def _route_kinds(protocol: str, allowed: dict) -> tuple[tuple[str, ...], list[str]]:
+    """(supported kinds, why each requested kind that is not supported is not)."""
     valid_for = PROTOCOL_KINDS.get(protocol, ())
     kinds = allowed.get("kinds")
     if not isinstance(kinds, list) or not kinds:
-        return valid_for, True
+        return valid_for, []
     out: list[str] = []
-    ok = True
+    bad: list[str] = []
     for k in map(as_dict, kinds):
-        kind = as_str(k.get("kind"))
-        if ref_group(k) == GATEWAY_GROUP and kind in valid_for:
+        group, kind = ref_group(k), as_str(k.get("kind"))
+        if group == GATEWAY_GROUP and kind in valid_for:
             if kind not in out:
                 out.append(kind)
+        elif group == GATEWAY_GROUP and kind in NOT_SERVED:
+            bad.append(f"{kind}: {NOT_SERVED[kind]}")
         else:
-            ok = False
-    return tuple(out), ok
+            bad.append(f"{group}/{kind} is not a route kind a {protocol} listener serves")
+    return tuple(out), bad
 
 
 def _certificates(
@@ -125,7 +133,7 @@ def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
     problems: list[Cond] = []
     certs: tuple[l7.Certificate, ...] = ()
 
-    supported, kinds_ok = _route_kinds(protocol, allowed)
+    supported, bad_kinds = _route_kinds(protocol, allowed)
     if protocol not in PROTOCOL_KINDS:
         problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_PROTOCOL,
                              f"protocol {protocol!r} is not supported"))
@@ -148,13 +156,18 @@ def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
         elif protocol == "TLS" and tls_mode != "Passthrough":
             problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
                                  f"tls.mode {tls_mode!r} is not supported"))
+    options = as_dict(tls.get("options"))
+    if options and protocol in ("HTTPS", "TLS"):
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                             "tls.options: kgw defines no TLS options (" + ", ".join(sorted(map(str, options)))
+                             + "); the listener is not served rather than served without them"))
     if protocol == "HTTPS" and tls_mode == "Terminate":
         certs, cond = _certificates(reader, gw, tls, (hostname or "*",))
         if cond is not None:
             problems.append(cond)
-    if not kinds_ok:
+    if bad_kinds:
         problems.append(Cond(c.RESOLVED_REFS, False, c.R_INVALID_ROUTE_KINDS,
-                             "allowedRoutes.kinds names kinds this listener cannot serve"))
+                             "allowedRoutes.kinds: " + "; ".join(bad_kinds)))
 
     accepted_bad = next((p for p in problems if p.type == c.ACCEPTED), None)
     if accepted_bad is not None:

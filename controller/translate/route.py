@@ -21,7 +21,7 @@ from controller.translate import conditions as c
 from controller.translate import hostname as hn
 from controller.translate.httproute import resolve_rules
 from controller.translate import listenerset
-from controller.translate.listener import namespace_selected
+from controller.translate.listener import NOT_SERVED, namespace_selected
 from controller.translate.ir import (
     Cond, GatewayIR, L4Contribution, L7Contribution, ListenerIR, ParentResult, RouteResult,
 )
@@ -66,6 +66,27 @@ def namespace_allowed(reader: Reader, lis: ListenerIR, route_ns: str) -> bool:
     return False
 
 
+def not_allowed_message(reader: Reader, key: ObjectKey, listeners: list[ListenerIR]) -> str:
+    """Why none of ``listeners`` takes the route, listener by listener: a listener that is
+    not accepted (a protocol conflict, an unsupported protocol) is named with its own
+    reason, not blamed on the route's kind or namespace."""
+    why = []
+    for lis in listeners:
+        if not lis.accepted:
+            cond = next((x for x in lis.conditions if x.type == c.ACCEPTED and not x.ok), None)
+            detail = f"{cond.reason}: {cond.message}" if cond is not None else "not programmed"
+            why.append(f"listener {lis.name} is not accepted ({detail})")
+        elif key.kind not in lis.supported_kinds:
+            kinds = ", ".join(lis.supported_kinds) or "no route kind"
+            why.append(f"listener {lis.name} does not take {key.kind} (it takes {kinds})")
+        elif not namespace_allowed(reader, lis, key.namespace):
+            frm = {"Same": f"namespace {lis.owner.namespace} only", "None": "no namespace",
+                   "Selector": "namespaces matching its selector"}.get(lis.allowed_from, lis.allowed_from)
+            why.append(f"listener {lis.name} takes routes from {frm}, not from {key.namespace}")
+    text = "; ".join(why) or f"no listener allows a {key.kind} from namespace {key.namespace}"
+    return f"{NOT_SERVED[key.kind]}: {text}" if key.kind in NOT_SERVED else text
+
+
 def attach(
     reader: Reader, key: ObjectKey, route_hostnames: list[str], ref: dict, gw: GatewayIR,
     listener_set: ObjectKey | None = None,
@@ -96,7 +117,7 @@ def attach(
                if lis.accepted and key.kind in lis.supported_kinds and namespace_allowed(reader, lis, key.namespace)]
     if not allowed:
         return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NOT_ALLOWED_BY_LISTENERS,
-                                                f"no listener allows a {key.kind} from namespace {key.namespace}"))
+                                                not_allowed_message(reader, key, cands)))
     attached: list[tuple[ListenerIR, tuple[str, ...]]] = []
     for lis in allowed:
         if key.kind in ("TCPRoute", "UDPRoute"):

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
+from controller.source import Problem
 from controller.store import Store
-from controller.translate import backendtls, emit_l4, listenerset, status
+from controller.translate import backendtls, emit_l4, listenerset, problems, status
 from controller.translate import conditions as c
 from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
 from controller.translate.ir import Cond, GatewayIR, L4Contribution, RouteResult
 from controller.translate.reader import Reader, pseudo_keys
-from controller.translate.route import resolve_route
+from controller.translate.route import L7_KINDS, resolve_route
 from controller.translate.util import as_str, gen, spec
 from kgw_l4.config import L4Config
 from kgw_l7.config import L7Config
@@ -51,6 +52,8 @@ class Translation:
     #: ObjectKey -> the object's ``status`` (GatewayClasses and Gateways of ours, routes
     #: with a parentRef to one of our Gateways, BackendTLSPolicies with an ancestor).
     statuses: Mapping[ObjectKey, dict] = field(default_factory=dict)
+    #: What no status can show (translate/problems.py), origin "": the source knows it.
+    problems: tuple[Problem, ...] = ()
 
 
 @contextmanager
@@ -81,6 +84,8 @@ class Translator:
         self._attached: Counter = Counter()
         self._route_status: dict[ObjectKey, dict] = {}
         self._svc_users: dict[ObjectKey, dict[ObjectKey, frozenset[ObjectKey]]] = defaultdict(dict)
+        self._route_problems: dict[ObjectKey, tuple[Problem, ...]] = {}
+        self._gateway_problems: tuple[Problem, ...] = ()
 
     # -- change bookkeeping --------------------------------------------------------
 
@@ -110,13 +115,16 @@ class Translator:
         resolved = []
         assigned = dict(self.options.gateway_addresses)
         sets = listenerset.by_parent(store.list(listenerset.KIND))
+        gw_problems: list[Problem] = []
         for gw in store.list("Gateway"):
             cname = as_str(spec(gw).get("gatewayClassName"))
+            gw_problems.extend(problems.gateway_problems(reader, gw, cname in class_names))
             if cname in class_names:
                 k = ObjectKey.of(gw)
                 g = resolve_gateway(reader, gw, cname, self.options.node_addresses,
                                     self.options.local_addresses, assigned.get(f"{k.namespace}/{k.name}"))
                 resolved.append(listenerset.attach_sets(reader, g, gw, sets.get(k, ())))
+        self._gateway_problems = tuple(gw_problems)
         new = apply_port_sharing(resolved)
         for k, g in new.items():
             old = self._gateways.get(k)
@@ -129,6 +137,7 @@ class Translator:
         return classes
 
     def _drop_route(self, rk: ObjectKey) -> None:
+        self._route_problems.pop(rk, None)
         for d in self._route_deps.pop(rk, ()):
             users = self._rdeps.get(d)
             if users is not None:
@@ -151,6 +160,9 @@ class Translator:
         if obj is None:
             return
         reader = Reader(store)
+        found = problems.route_problems(reader, obj)
+        if found:
+            self._route_problems[rk] = found
         res = resolve_route(reader, obj, self._gateways)
         deps = frozenset(reader.deps | {rk})
         self._route_deps[rk] = deps
@@ -203,9 +215,16 @@ class Translator:
                 g, self._attached, listenerset.attached_count(g) if g.allows_listener_sets else None)
         statuses.update(listenerset.statuses(self._gateways.values(), self._attached))
         statuses.update(self._policy_statuses(store))
-        return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses)
+        found = self._gateway_problems + tuple(p for k in sorted(self._route_problems)
+                                               for p in self._route_problems[k])
+        found += tuple(p for pol in store.list("BackendTLSPolicy") for p in problems.policy_problems(pol))
+        found += tuple(sorted(set(self._policy_problems), key=lambda p: (p.key, p.message)))
+        return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found)
 
     def _policy_statuses(self, store: Store) -> dict[ObjectKey, dict]:
+        """Statuses of BackendTLSPolicies, with an ancestor per Gateway whose HTTP routes
+        use a targeted Service (and self._policy_problems for the other uses)."""
+        self._policy_problems: list[Problem] = []
         out: dict[ObjectKey, dict] = {}
         reader = Reader(store)
         by_ns: dict[str, list] = defaultdict(list)
@@ -217,8 +236,14 @@ class Translator:
                 pk = ObjectKey.of(p)
                 ancestors: set[ObjectKey] = set()
                 for svc, _section in backendtls.targets(p):
-                    for gws in self._svc_users.get(ObjectKey("Service", ns, svc), {}).values():
-                        ancestors |= gws
+                    for rk, gws in self._svc_users.get(ObjectKey("Service", ns, svc), {}).items():
+                        if rk.kind in L7_KINDS:
+                            ancestors |= gws
+                        else:  # TCP/TLS passthrough bytes: kgw originates no TLS there
+                            self._policy_problems.append(Problem(
+                                "", f"Service {ns}/{svc} is used by {rk.kind} {rk.namespace}/{rk.name}, whose "
+                                    "connections kgw forwards as they are: the policy does not apply to them",
+                                pk, "spec.targetRefs"))
                 if not ancestors:
                     continue
                 ev = backendtls.evaluate(reader, p)

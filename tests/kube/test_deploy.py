@@ -84,6 +84,9 @@ def test_base_renders_valid_objects() -> None:
     pod = ds["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert pod["hostNetwork"] is True
+    # A node's data plane is node infrastructure: not evicted before ordinary pods under
+    # memory pressure, as node networking agents (kube-proxy, CNI daemons) are not.
+    assert pod["priorityClassName"] == "system-node-critical"
     assert c["securityContext"]["privileged"] is False
     assert {"BPF", "NET_ADMIN", "PERFMON", "SYS_RESOURCE"} <= set(c["securityContext"]["capabilities"]["add"])
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/sys/fs/bpf", "/usr/src", "/lib/modules"}

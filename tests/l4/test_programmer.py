@@ -164,7 +164,7 @@ def test_unroutable_backend_is_reported(maps):
 
     p = Programmer(maps, snat_for=snat, sizes=SIZES)
     r = p.apply(L4Config((fe(),)))
-    assert "no route to backend" in r.errors["fe"]
+    assert "backend 10.1.0.1: network unreachable" in r.errors["fe"]
 
 
 def test_counters_accessor_sums_cpus(maps):
@@ -185,3 +185,91 @@ def test_expire_flows_uses_the_entry_state(maps):
     assert loader.expire_flows(maps, s, now_ns=1000) == 2
     left = {f.saddr for f in loader.flows(maps, ("kgw_ct",))}
     assert left == {abi.ip_str(1), abi.ip_str(3)}
+
+
+# ----------------------------------------------------------------------------- drift
+
+
+def test_check_finds_nothing_after_apply(maps):
+    p = prog(maps)
+    p.apply(L4Config((fe("a", port=1), fe("b", port=2, address="0.0.0.0"))))
+    assert not p.check() and p.check().total == 0
+
+
+def test_check_repairs_every_kind_of_change_and_names_the_frontends(maps):
+    p = prog(maps)
+    p.apply(L4Config((fe("a", port=1), fe("b", port=2, groups=[("g", 1, ["10.1.0.9"])]),
+                      fe("c", port=3, address="0.0.0.0", groups=[("g", 1, ["10.1.0.8"])]))))
+    before = {name: dict(m._d) for name, m in maps.maps.items()}
+    va, vb = p.views["a"], p.views["b"]
+    # Maglev slots of "a" moved to b's backend; b's backend rewritten; a frontend key
+    # of kgw's deleted and a foreign one added; a local address removed and one added
+    ring = maps.get("kgw_maglev")
+    b_bid = vb.endpoints[0][0]
+    base = va.fe_id * SIZES["KGW_MAGLEV_SIZE"]
+    for slot in range(5):
+        ring.update((base + slot).to_bytes(4, "little"), b_bid.to_bytes(4, "little"))
+    bem = maps.get("kgw_backends")
+    bem.update(b_bid.to_bytes(4, "little"), bytes(abi.Backend(addr=abi.ip_be("10.66.0.1"), port=abi.port_be(80))))
+    fem = maps.get("kgw_frontends")
+    fem.delete(bytes(abi.FeKey(addr=abi.ip_be("0.0.0.0"), port=abi.port_be(3), proto=6)))
+    foreign = bytes(abi.FeKey(addr=abi.ip_be("10.0.0.1"), port=abi.port_be(99), proto=6))
+    fem.update(foreign, bytes(abi.FeVal(fe_id=va.fe_id)))
+    lam = maps.get("kgw_local_addrs")
+    lam.delete(abi.ip_be("10.0.0.1").to_bytes(4, "little"))
+    lam.update(abi.ip_be("10.0.0.77").to_bytes(4, "little"), (1).to_bytes(4, "little"))
+
+    d = p.check()
+    assert d.entries == {"kgw_maglev": 5, "kgw_backends": 1, "kgw_frontends": 2, "kgw_local_addrs": 2}
+    assert d.frontends == ("a", "b", "c")
+    assert {name: dict(m._d) for name, m in maps.maps.items()} == before
+    assert not p.check()
+
+
+def test_check_without_repair_only_reports(maps):
+    p = prog(maps)
+    p.apply(L4Config((fe(),)))
+    ring = maps.get("kgw_maglev")
+    ring.update((0).to_bytes(4, "little"), (7).to_bytes(4, "little"))
+    assert p.check(repair=False).entries == {"kgw_maglev": 1}
+    assert p.check(repair=False).entries == {"kgw_maglev": 1}
+    assert p.check().entries == {"kgw_maglev": 1}
+    assert not p.check()
+
+
+def test_refresh_node_rewrites_only_backends_whose_source_changed(maps):
+    sources = {"10.1.0.1": "10.9.0.1", "10.1.0.2": "10.9.0.1", "10.1.0.3": "10.9.0.1"}
+
+    def snat(addr):
+        if sources[addr] is None:
+            raise OSError("no route (Network is unreachable)")
+        return sources[addr]
+
+    p = Programmer(maps, snat_for=snat, sizes=SIZES)
+    p.apply(L4Config((fe(),)))
+    assert p.refresh_node() == 0
+    sources["10.1.0.2"] = "10.9.0.2"
+    writes = maps.get("kgw_maglev").writes
+    assert p.refresh_node() == 1
+    assert maps.get("kgw_maglev").writes == writes  # no Maglev work
+    be = abi.Backend.from_buffer_copy(maps.get("kgw_backends").lookup(
+        p.be_ids[("10.1.0.2", 80)].to_bytes(4, "little")))
+    assert abi.ip_str(be.snat_addr) == "10.9.0.2"
+    assert not p.errors
+    sources["10.1.0.3"] = None
+    p.refresh_node()
+    assert p.errors == {"fe": "backend 10.1.0.3: no route (Network is unreachable)"}
+    sources["10.1.0.3"] = "10.9.0.1"
+    p.refresh_node()
+    assert not p.errors
+
+
+def test_check_reads_maglev_rows_in_turn_within_a_budget(maps):
+    p = prog(maps)
+    p.apply(L4Config(tuple(fe(f"f{i}", port=i + 1) for i in range(4))))
+    victim = p.views["f2"].fe_id
+    maps.get("kgw_maglev").update((victim * SIZES["KGW_MAGLEV_SIZE"]).to_bytes(4, "little"),
+                                  (9).to_bytes(4, "little"))
+    found = [p.check(max_rows=1).frontends for _ in range(4)]
+    assert sorted(found) == [(), (), (), ("f2",)]
+    assert not any(p.check(max_rows=1) for _ in range(4))

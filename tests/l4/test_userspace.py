@@ -167,3 +167,55 @@ async def test_kernel_plane_start_failure_is_reported(monkeypatch, tmp_path):
     await plane.apply(L4Config((fe(8080, [("a", 1, [9000])]),)))
     assert plane.errors() == {"fe": "kernel data plane failed to start: compiler exploded"}
     await plane.close()
+
+
+async def test_kernel_plane_refuses_a_loopback_node_address(monkeypatch, tmp_path):
+    from kgw_l4 import loader as ld
+
+    monkeypatch.setattr(ld, "unavailable_reason", lambda: None)
+    with pytest.raises(ValueError, match="loopback address"):
+        await open_plane("tc", interfaces=["lo"], node_address="127.0.0.1", pin_dir=str(tmp_path / "pins"))
+    plane = await open_plane("userspace", node_address="127.0.0.1")  # nothing is NATed there
+    await plane.close()
+
+
+async def test_pins_are_locked_only_when_used(monkeypatch, tmp_path):
+    """Instances without L4 listeners share a machine (and leave no directory behind); one
+    that finds pins owns them at once; one that needs them while another holds them
+    reports its listeners instead of touching anything."""
+    import subprocess
+    import sys
+
+    from kgw_l4 import loader as ld, pinlock
+    from tests.l4.test_pinlock import HOLD
+
+    monkeypatch.setattr(ld, "unavailable_reason", lambda: None)
+
+    def boom(self, name):
+        raise AssertionError("compiled BPF while another instance holds the pins")
+
+    monkeypatch.setattr(ld.Loader, "load", boom)
+    pins = tmp_path / "pins"
+    a = await open_plane("tc", interfaces=["lo"], pin_dir=str(pins))
+    b = await open_plane("tc", interfaces=["lo"], pin_dir=str(pins))
+    await a.apply(L4Config())
+    await b.apply(L4Config())
+    assert not pins.exists()
+    await a.close()
+    await b.close()
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(pins)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        plane = await open_plane("tc", interfaces=["lo"], pin_dir=str(pins))  # nothing pinned yet
+        await plane.apply(L4Config((fe(8080, [("a", 1, [9000])]),)))
+        assert plane.errors() == {"fe": pinlock.busy_message(str(pins), holder.pid)}
+        await plane.close()
+        (pins / "kgw_ct").touch()  # what a running instance has pinned
+        with pytest.raises(pinlock.PinDirBusy, match=f"PID {holder.pid}"):
+            await open_plane("tc", interfaces=["lo"], pin_dir=str(pins))
+        with pytest.raises(pinlock.PinDirBusy, match=f"PID {holder.pid}"):
+            await open_plane("splice", pin_dir=str(pins))
+    finally:
+        holder.kill()
+        holder.wait(10)

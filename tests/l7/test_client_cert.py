@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from conformance.requests import watch_certificate_request
+from kgw_l7 import tls_fallback
 from kgw_l7.config import (
     Backend, Certificate, ClientValidation, Endpoint, L7Config, Listener, PathMatch, Route,
     RouteMatch, Rule, VirtualHost,
@@ -137,10 +139,13 @@ def _client_context(cert: tuple[str, str] | None,
 
 
 def _get(port: int, cert: tuple[str, str] | None, sni: str | None = "a.example.com",
-         version: ssl.TLSVersion | None = None) -> int:
+         version: ssl.TLSVersion | None = None, asked: list[bool] | None = None) -> int:
     """One request; returns the status. A refused handshake raises ssl.SSLError (or
-    the connection is reset / closed, which raises ConnectionError)."""
+    the connection is reset / closed, which raises ConnectionError). With ``asked``,
+    True is appended when the server sends a CertificateRequest."""
     ctx = _client_context(cert, version)
+    if asked is not None:
+        watch_certificate_request(ctx, lambda: asked.append(True))
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw_sock:
         with ctx.wrap_socket(raw_sock, server_hostname=sni) as s:
             host = sni or "default.example.com"  # the Host the SNI's certificate serves
@@ -205,12 +210,30 @@ def test_several_cas_in_one_bundle(runner, echoes, material):
 
 # -- AllowInsecureFallback ------------------------------------------------------------------
 
-def test_insecure_fallback_serves_every_client(runner, echoes, material):
+def test_insecure_fallback_asks_for_a_certificate_and_serves_every_client(runner, echoes, material):
+    """AllowInsecureFallback still requests a client certificate (clients present theirs
+    as under AllowValidOnly), but serves one that does not verify, or none; on TLS 1.2
+    and 1.3, for a named and the default certificate."""
     m, port = material, free_port()
     runner.apply(L7Config((_listener("fallback", port, m, echoes["v1"].port,
                                      ClientValidation(m.ca_a.pem, "AllowInsecureFallback")),), 4))
-    for cert in (m.client_a, m.client_b, m.self_signed_client, None):
-        assert _get(port, cert) == 200
+    for sni in ("a.example.com", None):
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            for cert in (m.client_a, m.client_b, m.self_signed_client, None):
+                asked: list[bool] = []
+                assert _get(port, cert, sni=sni, version=version, asked=asked) == 200
+                assert asked, f"no certificate request (sni {sni}, {version.name}, cert {cert is not None})"
+
+
+def test_insecure_fallback_verify_callback_reports_and_accepts():
+    """The callback the fallback mode installs: OpenSSL's verdict on a chain that does
+    not verify is counted, and the handshake goes on."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls_fallback.install(ctx)
+    assert ctx.verify_mode == ssl.CERT_OPTIONAL
+    before = tls_fallback.counters.failed
+    assert tls_fallback._on_verify(1, 1) == 1 and tls_fallback.counters.failed == before
+    assert tls_fallback._on_verify(0, None) == 1
 
 
 # -- changes and bad input ------------------------------------------------------------------

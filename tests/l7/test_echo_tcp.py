@@ -155,8 +155,11 @@ def test_harness_tcp_probe_passes_plain_and_tls_and_names_mismatches(tcp_echo):
     tcp_port, tls_port, cert_pem = tcp_echo
     plain = rq.TcpTarget(f"127.0.0.1:{tcp_port}")
     assert rq.tcp_probe(plain, rq.TcpExpectation("tcp-backend", "infra")) is None
-    assert "TLS response does not match" in rq.tcp_probe(plain, rq.TcpExpectation("tcp-backend", "infra", True))
-    assert "namespace" in rq.tcp_probe(plain, rq.TcpExpectation("tcp-backend", "web"))
+    # a completed exchange with a wrong answer fails at once (upstream's assertions), not retried
+    with pytest.raises(rq.WrongAnswer, match="TLS response does not match"):
+        rq.tcp_probe(plain, rq.TcpExpectation("tcp-backend", "infra", True))
+    with pytest.raises(rq.WrongAnswer, match="namespace"):
+        rq.tcp_probe(plain, rq.TcpExpectation("tcp-backend", "web"))
     tls = rq.TcpTarget(f"127.0.0.1:{tls_port}", use_tls=True, server_name="abc.example.com", ca_pem=cert_pem)
     assert rq.tcp_probe(tls, rq.TcpExpectation("tcp-backend", "infra", True, "abc.example.com")) is None
     wrong_name = rq.TcpTarget(f"127.0.0.1:{tls_port}", use_tls=True, server_name="x.example.com", ca_pem=cert_pem)
@@ -175,9 +178,9 @@ def test_harness_tcp_probe_rejects_a_foreign_welcome() -> None:
 
         t = threading.Thread(target=serve)
         t.start()
-        why = rq.tcp_probe(rq.TcpTarget(f"127.0.0.1:{port}"), rq.TcpExpectation("b", "ns"), timeout=5)
+        with pytest.raises(rq.WrongAnswer, match="welcome message does not match"):
+            rq.tcp_probe(rq.TcpTarget(f"127.0.0.1:{port}"), rq.TcpExpectation("b", "ns"), timeout=5)
         t.join()
-    assert "welcome message does not match" in why
 
 
 def test_harness_tls_rejection_means_eof_or_reset_not_a_handshake(tcp_echo):

@@ -71,26 +71,28 @@ def test_answers_each_datagram_with_the_pod_context(udp_echo):
     assert doc["pod"] == "udp-backend-v1-abcde12345-fghij"
     assert doc["namespace"] == "infra"
     assert doc["service"] == "udp-backend-v1"
-    assert doc["udpport"] == str(port)
     assert rq.validate_udp_payload(doc, "udp-backend-v1", "infra") is None
-    assert "pod prefix" in rq.validate_udp_payload(doc, "udp-backend-v2", "infra")
+    assert "service" in rq.validate_udp_payload(doc, "udp-backend-v2", "infra")
     assert "namespace" in rq.validate_udp_payload(doc, "udp-backend-v1", "other")
     assert rq.udp_echo_pod(f"127.0.0.1:{port}").startswith("udp-backend-v1-")
     assert "Echoing back UDP datagram" in (tmp / "echo.log").read_text()
 
 
-def test_ping_binary_and_large_datagrams(udp_echo):
+def test_upstream_envelope_binary_and_large_datagrams(udp_echo):
+    """echo-basic's udpechoserver: every datagram, PING included, is answered with JSON
+    carrying the datagram as ``request`` and the pod context."""
     port, _ = udp_echo
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(5)
         s.connect(("127.0.0.1", port))
         s.send(b"PING")
-        assert s.recv(100) == b"PONG\n"
+        assert json.loads(s.recv(65535)) == {"request": "PING", "namespace": "infra", "ingress": "",
+                                              "service": "udp-backend-v1", "pod": "udp-backend-v1-abcde12345-fghij"}
         s.send(b"\xff\x00abc")
-        assert json.loads(s.recv(65535))["message"] == "\ufffd\x00abc"
+        assert json.loads(s.recv(65535))["request"] == "\ufffd\x00abc"
         big = "x" * 60000
         s.send(big.encode())
-        assert json.loads(s.recv(65535))["message"] == big
+        assert json.loads(s.recv(65535))["request"] == big
 
 
 def test_answer_never_exceeds_a_datagram():
@@ -98,7 +100,7 @@ def test_answer_never_exceeds_a_datagram():
     out = e.answer(b"\xff" * 65000)  # each byte becomes a 6-byte JSON escape
     assert len(out) <= 65535
     assert json.loads(out)["truncated"] is True
-    assert json.loads(e.answer(b"hi"))["message"] == "hi"
+    assert json.loads(e.answer(b"hi"))["request"] == "hi"
 
 
 def test_modes_exclude_each_other_and_bad_udp_port_is_refused(tmp_path):

@@ -18,7 +18,7 @@ from controller.objects import ObjectKey
 from controller.translate import Options, translate
 from kgw_l7.router import RouterCache, split_target
 from tests.translate.conformance_load import conformance_dir, gateway_addresses, make_store, objects_for
-from tests.translate.test_conformance_status import MULTI_PHASE, UNSUPPORTED
+from tests.translate.test_conformance_status import MULTI_PHASE, _unsupported
 
 ROOT = conformance_dir()
 #: Tests whose HTTP expectations depend on something routing alone cannot show.
@@ -39,7 +39,7 @@ NOT_ROUTING = {
 
 def _cases() -> list:
     if ROOT is None:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="conformance data not found"))]
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason="conformance data not found"))]
     data = json.loads((ROOT / "route_cases.json").read_text())
     out = []
     for name, case in sorted(data.items()):
@@ -48,7 +48,7 @@ def _cases() -> list:
         if not groups:
             continue
         marks = []
-        if name in UNSUPPORTED or name in MULTI_PHASE or name in NOT_ROUTING:
+        if _unsupported({"test": name, **case}) or name in MULTI_PHASE or name in NOT_ROUTING:
             marks.append(pytest.mark.skip(reason="not decidable by routing alone / unsupported"))
         out.append(pytest.param(case, groups, id=name, marks=marks))
     return out
