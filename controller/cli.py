@@ -34,6 +34,23 @@ _L4_PIN_DIR = (("--l4-pin-dir",), {"default": "/sys/fs/bpf/kgw", "metavar": "DIR
                                    "help": "where the kernel data plane pins its maps and programs; a restart "
                                            "with the same directory adopts them (default /sys/fs/bpf/kgw)"})
 
+#: How the L7 proxy bounds what clients and backends can hold, and how it shuts down (both
+#: commands). The DaemonSet's terminationGracePeriodSeconds (30) covers delay + timeout.
+_L7_LIFECYCLE = (
+    (("--drain-delay",), {"type": float, "default": 5.0, "metavar": "SECONDS",
+                          "help": "on SIGTERM, /readyz turns not ready and the listeners keep accepting this "
+                                  "long, so load balancers move away (default 5; SIGINT skips it)"}),
+    (("--drain-timeout",), {"type": float, "default": 20.0, "metavar": "SECONDS",
+                            "help": "then the listeners close and requests in flight get this long to finish "
+                                    "(default 20)"}),
+    (("--response-timeout",), {"type": float, "default": 15.0, "metavar": "SECONDS",
+                               "help": "a backend that sends nothing this long while a response is awaited or "
+                                       "relayed gets 504 (routes with timeouts use theirs; default 15, 0: none)"}),
+    (("--ignore-client-abort",), {"action": "store_true",
+                                  "help": "keep serving a request whose client closed its side (FIN); by default "
+                                          "the request and its backend connection are abandoned, as nginx does"}),
+)
+
 #: name -> (help, module under controller.commands, arguments)
 COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]], ...]]] = {
     "run": ("serve the Gateway API objects in a directory (standalone mode)", "run", (
@@ -50,6 +67,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
         (("--node-address",), {"default": None, "metavar": "ADDR",
                                "help": "address reported in Gateway status and used for SNAT (default: discovered)"}),
         (("--log-level",), {"default": "info", "choices": ("debug", "info", "warning", "error")}),
+        *_L7_LIFECYCLE,
     )),
     "agent": ("run in a cluster (one per node): watch the API server, serve, write status as the Lease holder",
               "agent", (
@@ -66,8 +84,6 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
         _ADMIN,
         (("--metrics-address",), {"default": None, "metavar": "HOST:PORT",
                                   "help": "also serve /metrics, /healthz and /readyz (only those) here"}),
-        (("--drain-timeout",), {"type": float, "default": 20.0, "metavar": "SECONDS",
-                                "help": "on SIGTERM, how long open L7 connections may finish (default 20)"}),
         (("--workers",), {"type": int, "default": None, "help": "L7 worker processes (default: one per CPU)"}),
         (("--access-log",), {"default": None, "metavar": "PATH",
                              "help": "access log file ('off' to disable; default stdout)"}),
@@ -81,6 +97,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
                                "help": "address reported in Gateway status and used for SNAT "
                                        "(default: $NODE_IP, else discovered)"}),
         (("--log-level",), {"default": "info", "choices": ("debug", "info", "warning", "error")}),
+        *_L7_LIFECYCLE,
     )),
     "validate": ("check a directory offline: every problem and the status each object would get", "validate", (
         _CONFIG, _OUTPUT)),

@@ -1,6 +1,8 @@
 """What each signal means to ``kgw run`` and ``kgw agent`` (README: Signals).
 
-* SIGTERM, SIGINT: stop (drain, then exit).
+* SIGTERM: stop: /readyz turns not ready, the listeners keep accepting for --drain-delay,
+  then close, and the requests in flight get --drain-timeout (Supervisor.drain).
+* SIGINT: the same without the delay (Ctrl-C: nobody's load balancer is waiting).
 * SIGHUP: re-read the configuration now, every file (as nginx and haproxy users expect);
   nothing stops, no connection is touched. The agent's source is a watch of the API
   server: there is nothing to re-read, and it says so.
@@ -9,8 +11,8 @@
 * SIGPIPE: ignored (Python's own setting: a write to a closed socket is an error on that
   socket, not the end of the process).
 
-The L7 workers ignore SIGHUP, SIGUSR1 and SIGUSR2 themselves (kgw_l7.worker): a signal
-sent to the whole process group reaches them too.
+The L7 workers ignore all of these themselves (kgw_l7.worker): a signal sent to the whole
+process group reaches them too.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ log = logging.getLogger("kgw")
 IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
 
 
-def install(loop: asyncio.AbstractEventLoop, stop: Callable[[], None], reread: Callable[[], bool]) -> None:
-    """``reread()`` re-reads the configuration; False when the source has nothing to re-read."""
+def install(loop: asyncio.AbstractEventLoop, stop: Callable[[int], None], reread: Callable[[], bool]) -> None:
+    """``stop(signum)`` starts stopping; ``reread()`` re-reads the configuration, False when
+    the source has nothing to re-read."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, stop, sig)
 
     def on_hup() -> None:
         if reread():

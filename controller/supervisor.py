@@ -35,6 +35,8 @@ class L7PlaneLike(Protocol):
     async def apply(self, config: L7Config) -> None: ...
     async def metrics(self) -> bytes: ...
     def listener_errors(self) -> dict[str, str]: ...
+    async def health(self) -> list[str]: ...
+    async def drain(self) -> None: ...
 
 
 class L4PlaneLike(Protocol):
@@ -85,6 +87,8 @@ class Supervisor:
         self.generation = 0
         self.ready = asyncio.Event()
         self.not_ready_reason = "waiting for the first configuration"
+        #: Shutting down: /readyz says not ready whatever else holds (see drain()).
+        self.shutting_down = False
         self.metrics = _Metrics()
         self._published = asyncio.Condition()
         self._source_problems: tuple[Problem, ...] = ()
@@ -186,15 +190,38 @@ class Supervisor:
     async def _healthz(self) -> Response:
         return text_response("ok\n")
 
+    async def drain(self, delay: float) -> None:
+        """Shutting down (SIGTERM), before the listeners close: /readyz says not ready at
+        once, every L7 response closes its connection, and the listeners keep accepting
+        for ``delay`` seconds, so that load balancers take this gateway out of their pools
+        before it stops accepting. The caller then closes the planes (drain timeout)."""
+        self.shutting_down = True
+        if self.l7 is not None:
+            try:
+                await self.l7.drain()
+            except Exception:
+                log.exception("L7 drain failed")
+        if delay > 0:
+            log.info("not ready; still accepting for %gs (--drain-delay)", delay)
+            await asyncio.sleep(delay)
+
     async def _readyz(self) -> Response:
-        """Not ready until the first configuration is live in every data plane.
+        """Not ready until the first configuration is live in every data plane, while a
+        configured L7 listener is not served (no worker running, a listener that cannot
+        be opened or stopped accepting, a worker out of file descriptors), and once
+        shutting down.
 
         After that, trouble with the source (an API server outage) does not make the
         gateway unready: it keeps serving the last good configuration, and readiness
         failing on every node at once would take the whole gateway out of its load
         balancers. The body says so.
         """
+        if self.shutting_down:
+            return text_response("not ready: shutting down\n", 503)
         trouble = confloop.trouble(self)
+        serving = await self.l7.health() if self.l7 is not None and self.ready.is_set() else []
+        if serving:
+            return text_response(f"not ready: {'; '.join(serving)}\n", 503)
         if self.ready.is_set() and not self.not_ready_reason:
             if trouble:
                 return text_response(f"ready, serving the last good configuration; {trouble}\n")

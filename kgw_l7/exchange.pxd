@@ -62,12 +62,13 @@ cdef class Exchange:
     cdef public bint up_done
     cdef public bint released
     cdef public object fast
+    cdef public object detail
     cpdef on_request_body(self, data)
     cpdef on_request_end(self, trailers)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend)
     cpdef start(self)
     cpdef _fast_failed(self, status, reason)
-    @cython.locals(rule=CompiledRule, head=RequestHead)
+    @cython.locals(rule=CompiledRule, head=RequestHead, listener=ListenerState)
     cpdef finish(self)
     cpdef respond(self, status, body=*, extra=*)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,

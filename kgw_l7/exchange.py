@@ -10,7 +10,12 @@ usable backends 500 (``Rule.direct_status``/``Backend.error_status``); a backend
 ready endpoints 503; a backend that cannot be connected to or answers garbage 502; a
 connection reset before the response head 503 (as Envoy, and as the retry conformance
 test expects); a timeout 504; a Host that belongs to another certificate than the
-connection's SNI 421.
+connection's SNI 421. Error bodies are generic: what failed in detail (the backend's
+address, the system error) goes to the log and the access log's response_code_details,
+never to the client.
+
+Load balancing: the backend is chosen once per request (``CompiledRule.pick_backend``),
+the endpoint once per try; a retry prefers an endpoint the request has not tried yet.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ _PAUSE_BODY, _PAUSE_UPSTREAM, _PAUSE_PIPELINE = 1, 2, 4
 _EMPTY: tuple[Any, ...] = ()
 #: Request headers the proxy never copies as they are.
 _REQUEST_SPECIAL = HOP_BY_HOP | {b"expect", b"content-length", b"x-forwarded-for",
-                                 b"x-forwarded-proto", b"x-request-id"}
+                                 b"x-forwarded-proto", b"x-request-id", b"http2-settings"}
 #: Request headers that keep a client's header block from going upstream as received.
 _REBUILD_HEAD = _REQUEST_SPECIAL - {b"content-length"}
 
@@ -96,11 +101,30 @@ _REQUEST_IDS = _RequestIds()
 
 
 class _Retry(Exception):
-    """The try failed in a way another try may fix."""
+    """The try failed in a way another try may fix. ``body`` is what the client is told
+    if no try succeeds, with the access log's ``flags``; the reason (str) is for the
+    logs."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, body: bytes | None = None,
+                 flags: str = "") -> None:
         super().__init__(reason)
         self.status = status
+        self.body = body if body is not None else reason.encode() + b"\n"
+        self.flags = flags or ("UT" if status == 504 else "UF" if status == 503 else "UR")
+
+
+#: Client bodies of upstream failures, by UpstreamError.kind and status.
+_CONNECT_ERROR = b"upstream connect error\n"
+_CONNECT_TIMEOUT = b"upstream connect timeout\n"
+_OVERFLOW = b"upstream overflow\n"
+_BAD_RESPONSE = b"invalid upstream response\n"
+_TIMEOUT = b"upstream request timeout\n"
+
+
+def _upstream_error(exc: UpstreamError) -> _Retry:
+    if exc.kind != "connect":
+        return _Retry(exc.status, str(exc), _OVERFLOW, "UO")
+    return _Retry(exc.status, str(exc), _CONNECT_TIMEOUT if exc.status == 504 else _CONNECT_ERROR)
 
 
 class Exchange:
@@ -123,7 +147,8 @@ class Exchange:
                  "streaming", "chunked_up", "head_fut", "done_fut", "early", "committed",
                  "down_chunked", "close_after", "status", "sent", "rule", "backend_name",
                  "upstream_host", "flags", "resp_extra", "resp_ops", "task", "client_lost",
-                 "request_id", "body_waiters", "resp_body", "finished", "up_done", "released", "fast")
+                 "request_id", "body_waiters", "resp_body", "finished", "up_done", "released", "fast",
+                 "detail")
 
     def __init__(self, conn: DownstreamConn, head: RequestHead) -> None:
         # (The fields are read back below rather than the arguments: compiled, the
@@ -170,6 +195,8 @@ class Exchange:
         self.released = False
         #: (rule, backend, request head) while served on the synchronous fast path.
         self.fast: tuple[CompiledRule, CompiledBackend, bytes] | None = None
+        #: Why the response is an error, when the client was told less (access log).
+        self.detail: str | None = None
 
     # -- request body, called by DownstreamConn -----------------------------------------
     def on_request_body(self, data: bytes) -> None:
@@ -241,6 +268,7 @@ class Exchange:
         self.start_time = ctx.clock()
         if ctx.access_log is not None:
             self.wall_start = time.time()
+        endpoint = None
         try:
             plan = self.route()
             if plan is None:
@@ -266,12 +294,14 @@ class Exchange:
             self.close_after = True
             self.finish()
             return
-        self.task = ctx.loop.create_task(self.run(rule, backend, request_head))
+        # The endpoint picked above (if any) is the first try's: picking again would
+        # skew the round robin for every request that misses the pool.
+        self.task = ctx.loop.create_task(self.run(rule, backend, request_head, endpoint))
 
     async def run(self, rule: CompiledRule, backend: CompiledBackend,
-                  request_head: bytes) -> None:
+                  request_head: bytes, endpoint: tuple[str, int] | None = None) -> None:
         try:
-            await self.forward(rule, backend, request_head)
+            await self.forward(rule, backend, request_head, endpoint)
         except asyncio.CancelledError:
             if not self.client_lost:
                 raise
@@ -294,12 +324,21 @@ class Exchange:
         if up is not None and up.reused and not self.received and self.request_done \
                 and not self.client_lost:
             # A pooled connection the backend had already closed: the request never
-            # reached it. Go through the regular path (fresh connection).
-            self.task = self.ctx.loop.create_task(self.run(*plan))
+            # reached it. Go through the regular path (fresh connection, same endpoint).
+            self.task = self.ctx.loop.create_task(self.run(*plan, self.upstream_host))
             return
-        self.flags = "UF" if status == 503 else "UR"
-        self.respond(status, (reason + "\n").encode())
+        self.upstream_failed(status, reason, b"upstream reset before response\n"
+                             if status == 503 else _BAD_RESPONSE, "UF" if status == 503 else "UR")
         self.finish()
+
+    def upstream_failed(self, status: int, detail: str, body: bytes, flags: str) -> None:
+        """Answer a request no backend answered: a generic body for the client, the detail
+        for the access log and (at most every few seconds per backend) the log."""
+        self.flags = self.flags or flags
+        self.detail = detail
+        self.ctx.limiter.warning(("upstream", self.backend_name), "backend %s: %s (%d)",
+                                 self.backend_name, detail, status)
+        self.respond(status, body)
 
     def finish(self) -> None:
         if self.finished:
@@ -319,10 +358,14 @@ class Exchange:
         duration = ctx.clock() - self.start_time
         rule = self.rule
         status = self.status or (499 if self.client_lost else 0)
+        if self.client_lost and not self.flags:
+            self.flags = "DC"  # (Envoy's flag: the client connection went away)
+        listener = self.conn.listener
         if rule is not None:
-            ctx.stats.request(rule.gateway, rule.route, self.backend_name, status, duration)
+            ctx.stats.request(listener.name, rule.gateway, rule.route, self.backend_name,
+                              status, duration)
         else:
-            ctx.stats.request("", "", "", status, duration)
+            ctx.stats.request(listener.name, listener.gateway, "", "", status, duration)
         if ctx.access_log is not None:
             head = self.head
             xff = ua = None
@@ -336,7 +379,7 @@ class Exchange:
                 self.received, self.sent, duration,
                 "%s:%d" % self.upstream_host if self.upstream_host else None, head.authority,
                 rule.name if rule is not None else None, self.request_id, xff, ua,
-                self.flags)
+                self.flags, listener.name, self.detail)
         if not self.request_done and not self.client_lost and not self.close_after:
             # Wait for the rest of the request body (discarded), then move on.
             self.conn.resume(_PAUSE_BODY)
@@ -462,7 +505,9 @@ class Exchange:
         out.append((b"x-forwarded-proto", conn.listener.scheme))
         if head.upgrade:
             up = _header(head.headers, b"upgrade")
-            if up is not None:
+            if up is not None and b"h2c" in up.lower():
+                up = _without_h2c(up)
+            if up:
                 out.append((b"connection", b"upgrade"))
                 out.append((b"upgrade", up))
         ops = rule.filters.req_ops
@@ -547,24 +592,27 @@ class Exchange:
         return request_head
 
     async def forward(self, rule: CompiledRule, backend: CompiledBackend,
-                      request_head: bytes) -> None:
+                      request_head: bytes, endpoint: tuple[str, int] | None) -> None:
         deadline = None
         if rule.request_timeout:
             deadline = self.start_time + rule.request_timeout
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
-                await self.tries(rule, backend, request_head)
+                await self.tries(rule, backend, request_head, endpoint)
         except TimeoutError:
             self.flags = self.flags or "UT"
             if not self.committed:
-                self.respond(504, b"upstream request timeout\n")
+                self.detail = "request timeout (%gs)" % rule.request_timeout
+                self.respond(504, _TIMEOUT)
             else:
                 self.close_after = True
                 if self.conn.transport is not None:
                     self.conn.transport.abort()
 
     async def tries(self, rule: CompiledRule, backend: CompiledBackend,
-                    request_head: bytes) -> None:
+                    request_head: bytes, endpoint: tuple[str, int] | None) -> None:
+        """Up to 1 + retry attempts tries, each on one endpoint (``endpoint`` for the
+        first when the caller picked it already)."""
         attempts = 1 + rule.retry_attempts
         # Without a retry policy, one extra try is allowed when a pooled keep-alive
         # connection turns out to be closed by the backend before answering (the
@@ -572,13 +620,15 @@ class Exchange:
         stale_retry_left = 0 if rule.retry_attempts else 1
         attempt = 0
         last: _Retry | None = None
+        tried: list[tuple[str, int]] = []
         while attempt < attempts:
             if attempt > 0:
                 if self.received and (self.retained is None or self.client_lost):
                     break  # the body cannot be replayed
                 if rule.retry_backoff:
                     await asyncio.sleep(rule.retry_backoff)
-            endpoint = backend.pick()
+            if endpoint is None:
+                endpoint = backend.pick_untried(tried) if tried else backend.pick()
             if endpoint is None:
                 self.respond(503, b"no healthy upstream\n")
                 return
@@ -592,15 +642,17 @@ class Exchange:
                             and exc.status == 503 and not up.reader.got_head
                     up.abort()
                     if stale and stale_retry_left:
-                        # A pooled connection the backend had closed: not a real try.
+                        # A pooled connection the backend had closed: not a real try
+                        # (the same endpoint again, on a fresh connection).
                         stale_retry_left -= 1
                         continue
+                tried.append(endpoint)
+                endpoint = None
                 attempt += 1
                 continue
             return
         assert last is not None
-        self.flags = self.flags or ("UF" if last.status == 503 else "UR")
-        self.respond(last.status, (str(last) + "\n").encode())
+        self.upstream_failed(last.status, str(last), last.body, last.flags)
 
     async def one_try(self, rule: CompiledRule, backend: CompiledBackend,
                       endpoint: tuple[str, int], request_head: bytes, first: bool) -> None:
@@ -614,8 +666,13 @@ class Exchange:
                 try:
                     up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend.tls, ctx.now)
                 except UpstreamError as exc:
-                    ctx.stats.connect_failure(backend.name)
-                    raise _Retry(exc.status, str(exc)) from None
+                    if exc.kind == "connect":
+                        ctx.stats.connect_failure(backend.name)
+                    else:
+                        ctx.stats.upstream_overflow(backend.name, exc.kind)
+                        if exc.kind == "descriptors":
+                            ctx.out_of_descriptors()
+                    raise _upstream_error(exc) from None
                 if self.client_lost:
                     up.abort()
                     raise asyncio.CancelledError()
@@ -630,7 +687,7 @@ class Exchange:
         except TimeoutError:
             if self.committed:
                 raise
-            raise _Retry(504, "upstream timeout") from None
+            raise _Retry(504, "backend timeout (%gs)" % per_try, _TIMEOUT) from None
 
     def detach(self) -> UpstreamConn | None:
         """Let go of the current upstream connection (returned, for the caller to pool or
@@ -710,7 +767,8 @@ class Exchange:
             if t is Rejected:
                 fut = self.head_fut
                 if fut is not None and not fut.done():
-                    fut.set_exception(_Retry(502, ev.error.reason))  # type: ignore[union-attr]
+                    fut.set_exception(_Retry(502, ev.error.reason,  # type: ignore[union-attr]
+                                             _BAD_RESPONSE))
                 return
             if self.early is not None:
                 self.early.append(ev)
@@ -754,6 +812,31 @@ class Exchange:
                 if self.conn.transport is not None:
                     self.conn.transport.abort()
             self._done()
+
+    def on_upstream_timeout(self, timeout: float) -> None:
+        """The backend sent nothing for ``timeout`` seconds while this exchange waited
+        for (or relayed) its response: the worker's default response timeout, checked by
+        its periodic sweep (``DownstreamConn.sweep``) for rules without timeouts."""
+        up = self.upstream
+        if up is None or self.finished:
+            return
+        detail = "no response from the backend for %gs (the default response timeout)" % timeout
+        if self.committed:
+            # Mid-response: the client cannot get a complete one any more.
+            self.flags = "UT"
+            self.detail = detail
+            up.abort()  # -> on_upstream_lost: the client connection is cut
+            return
+        if self.fast is not None:
+            self.detach()
+            self.fast = None
+            up.abort()
+            self.upstream_failed(504, detail, _TIMEOUT, "UT")
+            self.finish()
+            return
+        fut = self.head_fut
+        if fut is not None and not fut.done():
+            fut.set_exception(_Retry(504, detail, _TIMEOUT))
 
     def on_upstream_pause(self, paused: bool) -> None:
         if paused:
@@ -947,6 +1030,17 @@ class _Discard:
 
     def on_upstream_pause(self, paused: bool) -> None:
         pass
+
+
+def _without_h2c(upgrade: bytes) -> bytes:
+    """An Upgrade value without h2c, which is never offered to a backend (see kgw_l7.h1);
+    the other protocols are."""
+    out = []
+    for token in upgrade.split(b","):
+        token = token.strip()
+        if token and token.lower() != b"h2c":
+            out.append(token)
+    return b", ".join(out)
 
 
 def _header(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:

@@ -39,8 +39,14 @@ cdef class RequestReader:
     cdef public object _method
     cdef public object _keep_alive
     cdef public object _upgrade
+    cdef public object _h2c
+    cdef public bint _hidden
+    cdef public bint http2_preface
     @cython.locals(events=list)
     cpdef list feed(self, bytes data)
+    cdef _upgraded(self, bytes data, exc)
+    cdef _more(self, bytes data)
+    cdef _parse_error(self, exc)
     cdef _fail(self, error)
     @cython.locals(data=bytes, at=Py_ssize_t, url=list)
     cdef _version(self, data, bytes method)

@@ -9,6 +9,12 @@ Transfer-Encoding, duplicate Content-Length, bad chunk sizes, bare LF, whitespac
 a colon, obs-fold). On top of it this module enforces what llhttp leaves to the
 application: a bounded header block, a single Host, a known Transfer-Encoding, and a
 supported HTTP version.
+
+HTTP/2 is not served yet. A request asking to upgrade to ``h2c`` only is served as the
+HTTP/1.1 request it also is, the upgrade ignored, as RFC 9113 §3.2 lets a server do; a
+connection that opens with the HTTP/2 preface is rejected (``RequestReader.http2_preface``)
+and answered with an HTTP/2 GOAWAY saying HTTP_1_1_REQUIRED (``http2_refusal``), which an
+HTTP/2 client understands, instead of HTTP/1.1 bytes it cannot parse.
 """
 
 from __future__ import annotations
@@ -64,12 +70,18 @@ class _Stop(Exception):
     """Raised inside a parser callback to stop parsing (the rest of the data is unused)."""
 
 
+#: What a request that asked for h2c is framed as once llhttp stopped at its upgrade (see
+#: RequestReader._h2c): a head that is not reported, whose framing field is then added.
+_H2C_BODY_HEAD = b"POST / HTTP/1.1\r\nHost: h2c\r\n"
+
+
 class RequestReader:
     """Server side: bytes from a client in, request events out."""
 
     __slots__ = ("_parser", "_events", "_url", "_headers", "_in_head", "_head_bytes",
                  "_header_count", "_trailers", "_failed", "max_header_bytes", "max_headers",
-                 "_hdr_size", "_fresh", "_feed", "_method", "_keep_alive", "_upgrade")
+                 "_hdr_size", "_fresh", "_feed", "_method", "_keep_alive", "_upgrade",
+                 "_h2c", "_hidden", "http2_preface")
 
     def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES,
                  max_headers: int = MAX_HEADERS) -> None:
@@ -92,6 +104,15 @@ class RequestReader:
         self._fresh: bytes | None = None
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
+        #: The request just parsed asked to upgrade to h2c only; llhttp stops at such a
+        #: request as at any upgrade and skips its body. Served as HTTP/1.1 instead: the
+        #: bytes after its head are parsed on, its body (if any) framed by the head held
+        #: here, fed to the parser as if it had come instead of the upgrade request.
+        self._h2c: bytes | None = None
+        #: The head being parsed is that framing head: its callbacks report nothing.
+        self._hidden = False
+        #: The connection opened with the HTTP/2 preface (rejected with status 505).
+        self.http2_preface = False
 
     @property
     def in_head(self) -> bool:
@@ -114,22 +135,58 @@ class RequestReader:
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            events.append(Upgraded(bytes(data[offset:])))
-            self._failed = True  # the rest of the connection is not HTTP/1
-        except httptools.HttpParserCallbackError as exc:
-            self._fail(exc.__context__ if isinstance(exc.__context__, ProtocolError)
-                       else ProtocolError("bad request"))
-        except httptools.HttpParserInvalidMethodError:
-            self._fail(ProtocolError("invalid method"))
-        except httptools.HttpParserInvalidURLError:
-            self._fail(ProtocolError("invalid request target"))
+            self._upgraded(data, exc)
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(str(exc) or "malformed request"))
+            self._parse_error(exc)
         else:
             if self._in_head and self._head_bytes > self.max_header_bytes:
                 self._fail(ProtocolError("request header block too large", 431))
         return events
+
+    def _upgraded(self, data: bytes, exc: Exception) -> None:
+        """llhttp stopped at an upgrade: what follows is another protocol's, unless the
+        request asked for h2c alone, served as HTTP/1.1 (see ``_h2c``)."""
+        offset = exc.args[0] if exc.args else len(data)
+        framing = self._h2c
+        if framing is None:
+            self._events.append(Upgraded(bytes(data[offset:])))
+            self._failed = True  # the rest of the connection is not HTTP/1
+            return
+        # The parser resumes after the upgrade (httptools does on the next feed), with
+        # the request's body framed by a hidden head, then whatever the client pipelined.
+        self._h2c = None
+        if framing:
+            self._hidden = True
+            self._more(framing)
+        if offset < len(data) and not self._failed:
+            self._more(data[offset:])
+
+    def _more(self, data: bytes) -> None:
+        """Parse on after an ignored h2c upgrade (feed's steps, for the rare path)."""
+        try:
+            self._feed(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data, exc)
+        except httptools.HttpParserError as exc:
+            self._parse_error(exc)
+        else:
+            if self._in_head and self._head_bytes > self.max_header_bytes:
+                self._fail(ProtocolError("request header block too large", 431))
+
+    def _parse_error(self, exc: Exception) -> None:
+        if isinstance(exc, httptools.HttpParserCallbackError):
+            self._fail(exc.__context__ if isinstance(exc.__context__, ProtocolError)
+                       else ProtocolError("bad request"))
+        elif isinstance(exc, httptools.HttpParserInvalidMethodError):
+            self._fail(ProtocolError("invalid method"))
+        elif isinstance(exc, httptools.HttpParserInvalidURLError):
+            self._fail(ProtocolError("invalid request target"))
+        elif self._method() == b"PRI" and self._parser.get_http_version() == "2.0":
+            self.http2_preface = True
+            self._fail(ProtocolError("HTTP/2 connection preface on an HTTP/1.1 listener "
+                                     "(HTTP/2 is not served yet)", 505))
+        else:
+            self._fail(ProtocolError(str(exc) or "malformed request"))
 
     def _fail(self, error: ProtocolError) -> None:
         self._failed = True
@@ -140,12 +197,16 @@ class RequestReader:
     # __init__), which saves one parser -> Python callback per request.
 
     def on_url(self, url: bytes) -> None:
+        if self._hidden:
+            return
         self._url.append(url)
         self._hdr_size += len(url)
         if self._hdr_size > self.max_header_bytes:
             raise ProtocolError("request target too long", 414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._hidden:
+            return
         self._header_count += 1
         if self._header_count > self.max_headers:
             raise ProtocolError("too many request headers", 431)
@@ -158,6 +219,12 @@ class RequestReader:
             self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        if self._hidden:  # the framing head of an h2c request's body: nothing to report
+            self._hidden = False
+            self._in_head = False
+            self._head_bytes = 0
+            self._trailers = []
+            return
         method = self._method()
         raw, self._fresh = self._fresh, None
         v = self._version(raw, method)
@@ -193,6 +260,16 @@ class RequestReader:
         if asked or method == b"CONNECT":
             keep_alive = self._keep_alive()
             upgrade = self._upgrade()
+            if upgrade and method != b"CONNECT" and _h2c_only(self._headers):
+                # Served as HTTP/1.1 (RFC 9113 §3.2): llhttp stops here all the same
+                # and skips the body, so its framing is kept for _parse.
+                upgrade = False
+                if body == "length":
+                    self._h2c = _H2C_BODY_HEAD + b"Content-Length: %d\r\n\r\n" % length
+                elif body == "chunked":
+                    self._h2c = _H2C_BODY_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+                else:
+                    self._h2c = b""
         else:
             # What llhttp answers for a request without those fields (its keep-alive
             # and upgrade flags come from them only), without two calls per request.
@@ -241,8 +318,9 @@ class RequestReader:
         self._events.append(body_event(body))
 
     def on_message_complete(self) -> None:
-        self._events.append(EndOfMessage(tuple(self._trailers))
-                            if self._trailers else _NO_TRAILERS)
+        if not self._h2c:  # (an h2c request with a body ends after its framed body)
+            self._events.append(EndOfMessage(tuple(self._trailers))
+                                if self._trailers else _NO_TRAILERS)
         self._trailers = None
         self._in_head = True
         self._head_bytes = 0
@@ -250,6 +328,15 @@ class RequestReader:
         self._headers = []
         self._header_count = 0
         self._hdr_size = 0
+
+
+def _h2c_only(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Do the request's Upgrade fields name h2c and nothing else?"""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"upgrade":
+            tokens |= connection_tokens(value)
+    return tokens == {b"h2c"}
 
 
 class ResponseReader:
@@ -528,6 +615,27 @@ def simple_response(status: int, body: bytes = b"", close: bool = False,
     if close:
         headers.append((b"connection", b"close"))
     return encode_response_head(status, headers) + body
+
+
+_HTTP2_REFUSAL: bytes | None = None
+
+
+def http2_refusal() -> bytes:
+    """What a connection that opened with the HTTP/2 preface is answered: the server's
+    SETTINGS and a GOAWAY with HTTP_1_1_REQUIRED (RFC 9113 §7) that says why, made by the
+    h2 library, which an HTTP/2 client reports as such ("received GOAWAY, error=13")."""
+    global _HTTP2_REFUSAL
+    if _HTTP2_REFUSAL is None:
+        import h2.config
+        import h2.connection
+        import h2.errors
+
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        conn.close_connection(error_code=h2.errors.ErrorCodes.HTTP_1_1_REQUIRED,
+                              additional_data=b"HTTP/2 is not served here yet; use HTTP/1.1")
+        _HTTP2_REFUSAL = conn.data_to_send()
+    return _HTTP2_REFUSAL
 
 
 def connection_tokens(value: bytes) -> set[bytes]:

@@ -17,23 +17,60 @@ from prometheus_client.core import (
 from kgw_l7.stats import DURATION_BUCKETS
 
 
-def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {"requests": {}, "durations": {}, "connect_failures": {},
-                             "active_connections": 0, "connections_total": 0,
-                             "rejected_connections": 0, "generations": [], "workers": 0}
+_COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
+            "upstream_overflows")
+
+
+def _counters() -> dict[str, Any]:
+    out: dict[str, Any] = {key: {} for key in _COUNTED}
+    out["durations"] = {}
+    out["connections_total"] = 0
+    return out
+
+
+def _accumulate(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add the counters of one snapshot (or retired base) into ``into``."""
+    for key in _COUNTED:
+        counts = into[key]
+        for k, v in part.get(key, {}).items():
+            counts[k] = counts.get(k, 0) + v
+    durations = into["durations"]
+    for k, v in part.get("durations", {}).items():
+        cur = durations.get(k)
+        durations[k] = list(v) if cur is None else [a + b for a, b in zip(cur, v)]
+    into["connections_total"] += part.get("connections_total", 0)
+
+
+def retire(base: dict[str, Any] | None, snap: dict[str, Any]) -> dict[str, Any]:
+    """``base`` plus the counters (not the gauges) of a worker that exited: kept by the
+    supervisor so that summed counters never go backwards when a worker dies."""
+    out = _counters()
+    if base is not None:
+        _accumulate(out, base)
+    _accumulate(out, snap)
+    return out
+
+
+def merge(snapshots: Iterable[dict[str, Any]],
+          retired: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The live workers' snapshots summed, plus the retired workers' counters."""
+    total = _counters()
+    total.update({"active_connections": 0, "generations": [], "workers": 0})
+    if retired is not None:
+        _accumulate(total, retired)
     for snap in snapshots:
+        _accumulate(total, snap)
         total["workers"] += 1
-        for k, v in snap["requests"].items():
-            total["requests"][k] = total["requests"].get(k, 0) + v
-        for k, v in snap["durations"].items():
-            cur = total["durations"].get(k)
-            total["durations"][k] = list(v) if cur is None else [a + b for a, b in zip(cur, v)]
-        for k, v in snap["connect_failures"].items():
-            total["connect_failures"][k] = total["connect_failures"].get(k, 0) + v
-        for key in ("active_connections", "connections_total", "rejected_connections"):
-            total[key] += snap[key]
+        total["active_connections"] += snap["active_connections"]
         total["generations"].append(snap["generation"])
     return total
+
+
+def render(snapshots: Iterable[dict[str, Any]],
+           retired: dict[str, Any] | None = None) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(merge(snapshots, retired)))  # type: ignore[arg-type]
+    return generate_latest(registry)
 
 
 class _Collector:
@@ -42,11 +79,13 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
-        req = CounterMetricFamily("kgw_l7_requests", "HTTP requests answered by the L7 proxy",
-                                  labels=["gateway", "route", "backend", "code"])
-        for (gw, route, backend, code), n in sorted(m["requests"].items(),
-                                                    key=lambda kv: tuple(map(str, kv[0]))):
-            req.add_metric([gw, route, backend, str(code)], n)
+        req = CounterMetricFamily(
+            "kgw_l7_requests", "HTTP requests answered by the L7 proxy (those refused before "
+            "routing with an empty route)", labels=["listener", "gateway", "route", "backend",
+                                                   "code"])
+        for (lst, gw, route, backend, code), n in sorted(
+                m["requests"].items(), key=lambda kv: tuple(map(str, kv[0]))):
+            req.add_metric([lst, gw, route, backend, str(code)], n)
         yield req
         hist = HistogramMetricFamily(
             "kgw_l7_request_duration_seconds",
@@ -72,18 +111,30 @@ class _Collector:
                                 value=m["active_connections"])
         yield CounterMetricFamily("kgw_l7_connections", "Accepted client connections",
                                   value=m["connections_total"])
-        yield CounterMetricFamily("kgw_l7_rejected_connections",
-                                  "Connections closed at once: worker connection limit",
-                                  value=m["rejected_connections"])
+        rc = CounterMetricFamily(
+            "kgw_l7_rejected_connections", "Connections closed as soon as accepted, by reason "
+            "(limit: the worker's connection limit; descriptors: out of file descriptors; "
+            "shutting_down)", labels=["reason"])
+        for reason, n in sorted(m["rejected_connections"].items()):
+            rc.add_metric([reason], n)
+        yield rc
+        tls = CounterMetricFamily(
+            "kgw_l7_tls_handshake_refusals", "TLS handshakes refused with the "
+            "unrecognized_name alert (unknown_server_name, no_server_name)",
+            labels=["listener", "reason"])
+        for (lst, reason), n in sorted(m["tls_refusals"].items()):
+            tls.add_metric([lst, reason], n)
+        yield tls
+        ov = CounterMetricFamily(
+            "kgw_l7_upstream_overflow", "Tries refused a backend connection at once "
+            "(endpoint_limit: connections per endpoint per worker; descriptors)",
+            labels=["backend", "reason"])
+        for (backend, reason), n in sorted(m["upstream_overflows"].items()):
+            ov.add_metric([backend, reason], n)
+        yield ov
         gens = m["generations"]
         yield GaugeMetricFamily("kgw_l7_config_generation",
                                 "Config generation every worker serves (the oldest)",
                                 value=min(gens) if gens else 0)
         yield GaugeMetricFamily("kgw_l7_workers", "Running L7 worker processes",
                                 value=m["workers"])
-
-
-def render(snapshots: Iterable[dict[str, Any]]) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(merge(snapshots)))  # type: ignore[arg-type]
-    return generate_latest(registry)

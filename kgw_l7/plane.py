@@ -12,8 +12,15 @@ Usage (the controller's supervisor)::
 Workers are separate processes (``python -m kgw_l7 worker``: no fork of a supervisor
 that may run threads), each with its own uvloop, sharing listening ports through
 SO_REUSEPORT. Each worker is spoken to over a socketpair carrying pickled frozen config
-records. A worker
-that dies is restarted and given the latest config.
+records. A worker that dies is restarted and given the latest config, after a delay
+that doubles with each crash (0.2 s to 5 s) and starts over once a worker has run for
+``healthy_after`` seconds. Its counters are not lost with it: the plane collects every
+worker's counters every ``COLLECT_INTERVAL`` seconds (and on each scrape) and keeps
+those of the workers that exited, so the summed totals never go backwards.
+
+``health()`` says why the plane does not serve every configured listener (no worker
+running, a listener that could not be opened or stopped accepting, a worker out of file
+descriptors); the supervisor's ``/readyz`` reports it.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from typing import Any
 
 from kgw_l7 import snapshot
 from kgw_l7.config import L7Config
-from kgw_l7.metrics import render
+from kgw_l7.metrics import render, retire
+from kgw_l7.upstream import MAX_CONNECTIONS_PER_ENDPOINT
 from kgw_l7.worker import WorkerOptions, encode_frame, read_frame
 
 log = logging.getLogger("kgw.l7.plane")
@@ -41,6 +49,10 @@ _WILDCARDS = ("0.0.0.0", "::", "")
 #: How long a worker may take to start (import, event loop) or to answer a request.
 START_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 30.0
+#: How long /readyz waits for a worker's health before using the last one it gave.
+HEALTH_TIMEOUT = 1.0
+#: How often the workers' counters are collected (what a worker that dies loses at most).
+COLLECT_INTERVAL = 5.0
 
 
 class _Worker:
@@ -57,6 +69,11 @@ class _Worker:
         #: The worker reported ready at least once (only such workers are restarted).
         self.ready = False
         self.restarts = 0
+        #: loop.time() when the process last started.
+        self.started_at = 0.0
+        #: The last counters snapshot it sent, and the last health it reported.
+        self.snapshot: dict[str, Any] | None = None
+        self.health: list[str] = []
         self._reader_task: asyncio.Task[None] | None = None
         #: The config this worker last acknowledged: deltas are computed against it.
         self.config: L7Config | None = None
@@ -87,6 +104,9 @@ class _Worker:
             child.close()
         reader, self.writer = await asyncio.open_connection(sock=parent)
         self.alive = True
+        self.started_at = loop.time()
+        self.snapshot = None
+        self.health = []
         self._reader_task = loop.create_task(self._receive(reader))
         await asyncio.wait_for(ready, START_TIMEOUT)
         self.ready = True
@@ -144,12 +164,24 @@ class L7Plane:
     def __init__(self, workers: int | None = None, access_log: str | None = None,
                  max_connections_per_worker: int = 10000, idle_timeout: float = 60.0,
                  header_timeout: float = 10.0, drain_timeout: float = 5.0,
-                 log_level: int = logging.INFO) -> None:
+                 log_level: int = logging.INFO, response_timeout: float = 15.0,
+                 ignore_client_abort: bool = False,
+                 max_upstream_connections: int = MAX_CONNECTIONS_PER_ENDPOINT,
+                 healthy_after: float = 60.0, restart_delay: float = 0.2) -> None:
         self.workers_wanted = workers or os.cpu_count() or 1
         self.options = WorkerOptions(
             access_log=access_log, max_connections=max_connections_per_worker,
             idle_timeout=idle_timeout, header_timeout=header_timeout,
-            drain_timeout=drain_timeout, log_level=log_level)
+            drain_timeout=drain_timeout, log_level=log_level,
+            response_timeout=response_timeout, ignore_client_abort=ignore_client_abort,
+            max_upstream_connections=max_upstream_connections)
+        #: A worker that ran this long before it died is restarted without delay growth.
+        self.healthy_after = healthy_after
+        #: The first restart delay (doubling with each crash, up to 5 s).
+        self.restart_delay = restart_delay
+        #: Counters of the workers that exited (kgw_l7.metrics.retire).
+        self._retired: dict[str, Any] | None = None
+        self._collector: asyncio.Task[None] | None = None
         self._workers: list[_Worker] = []
         self._config: L7Config | None = None
         self._errors: dict[str, str] = {}
@@ -162,6 +194,7 @@ class L7Plane:
     async def start(self) -> None:
         self._workers = [_Worker(self, i) for i in range(self.workers_wanted)]
         await asyncio.gather(*(w.start() for w in self._workers))
+        self._collector = asyncio.get_running_loop().create_task(self._collect())
         log.info("L7 plane started with %d worker(s)", len(self._workers))
 
     async def apply(self, config: L7Config) -> None:
@@ -228,12 +261,55 @@ class L7Plane:
         return dict(self._errors)
 
     async def metrics(self) -> bytes:
-        snaps = await asyncio.gather(*(w.request("metrics") for w in self._workers if w.alive),
+        await self._snapshots()
+        return render([w.snapshot for w in self._workers if w.alive and w.snapshot],
+                      self._retired)
+
+    async def _snapshots(self) -> None:
+        live = [w for w in self._workers if w.alive]
+        snaps = await asyncio.gather(*(w.request("metrics") for w in live),
                                      return_exceptions=True)
-        return render(s for s in snaps if isinstance(s, dict))
+        for w, snap in zip(live, snaps):
+            if isinstance(snap, dict) and w.alive:
+                w.snapshot = snap
+
+    async def _collect(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(COLLECT_INTERVAL)
+            try:
+                await self._snapshots()
+            except Exception:  # collecting must never stop
+                log.exception("collecting L7 worker counters failed")
+
+    async def health(self) -> list[str]:
+        """Why a configured listener is not (fully) served, one line each; empty when
+        every listener is served by every worker."""
+        if self._closing:
+            return ["the L7 plane is shutting down"]
+        live = [w for w in self._workers if w.alive]
+        problems = [f"listener {name} not served: {msg}"
+                    for name, msg in sorted(self._errors.items())]
+        if not live:
+            return ["no L7 worker running", *problems]
+        answers = await asyncio.gather(*(w.request("health", timeout=HEALTH_TIMEOUT)
+                                         for w in live), return_exceptions=True)
+        for w, answer in zip(live, answers):
+            if isinstance(answer, list):
+                w.health = answer
+            # (a worker too busy to answer in time is judged by its last answer)
+            problems.extend(f"L7 worker {w.index}: {p}" for p in w.health)
+        return problems
+
+    async def drain(self) -> None:
+        """Shutting down, first step: every response from now on closes its connection
+        (the listeners keep accepting until ``close``)."""
+        await asyncio.gather(*(w.request("drain") for w in self._workers if w.alive),
+                             return_exceptions=True)
 
     async def close(self, drain_timeout: float = 5.0) -> None:
         self._closing = True
+        if self._collector is not None:
+            self._collector.cancel()
         for t in self._restarts:
             t.cancel()
         await asyncio.gather(*(w.request("close", drain_timeout, timeout=drain_timeout + 5)
@@ -246,8 +322,14 @@ class L7Plane:
 
     # -- worker supervision -------------------------------------------------------------
     def _worker_lost(self, w: _Worker) -> None:
+        if w.snapshot is not None:
+            self._retired = retire(self._retired, w.snapshot)
+            w.snapshot = None
         if self._closing or not w.ready:
             return  # closing, or start() is still waiting for it and reports the failure
+        loop = asyncio.get_running_loop()
+        if loop.time() - w.started_at >= self.healthy_after:
+            w.restarts = 0  # it had been fine for a while: not a crash loop
         log.error("L7 worker %d (pid %s) exited; restarting it", w.index,
                   w.process.pid if w.process else "?")
         task = asyncio.get_running_loop().create_task(self._restart(w))
@@ -259,7 +341,7 @@ class L7Plane:
         the current config."""
         await w.stop(1.0)
         while not self._closing:
-            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(w.restarts, 5)))
+            await asyncio.sleep(min(5.0, self.restart_delay * 2 ** min(w.restarts, 5)))
             w.restarts += 1
             try:
                 await w.start()

@@ -21,6 +21,7 @@ cdef class ListenerState:
     cdef public object conns
     cdef public object server
     cdef public object sock
+    cdef public object gateway
 
 cdef class DownstreamConn:
     cdef public WorkerContext ctx

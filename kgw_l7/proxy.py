@@ -3,8 +3,16 @@
 ``DownstreamConn`` only moves bytes: it feeds the sans-IO ``RequestReader`` and hands the
 events to the current ``Exchange`` (``kgw_l7.exchange``), keeps pipelined requests in
 order, and enforces the connection-level limits (header-read and idle timeouts, the
-pipeline depth, the worker's connection limit). Malformed requests get 400 (431 for
-oversized headers, 501 for unknown transfer codings) and the connection is closed.
+pipeline depth, the worker's connection and file-descriptor limits, the default
+response timeout). Malformed requests get 400 (431 for oversized headers, 501 for
+unknown transfer codings, an HTTP/2 GOAWAY for the HTTP/2 preface) and the connection
+is closed; like every request, each refusal is counted with its listener and written to
+the access log.
+
+A client that closes its side (FIN) while a request is in flight has gone away: the
+request is abandoned and its backend connection closed, as nginx does by default
+(``proxy_ignore_client_abort off``); ``WorkerOptions.ignore_client_abort`` keeps
+serving such half-closed clients instead.
 """
 
 from __future__ import annotations
@@ -12,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from kgw_l7.events import Body, EndOfMessage, Event, ProtocolError, Rejected, RequestHead, Upgraded
 from kgw_l7.exchange import _PAUSE_PIPELINE, Exchange
-from kgw_l7.h1 import RequestReader, simple_response
+from kgw_l7.h1 import RequestReader, http2_refusal, simple_response
 from kgw_l7.router import ListenerRouter
 from kgw_l7.upstream import UpstreamConn
 
@@ -35,11 +44,14 @@ class ListenerState:
     place by a new config, so open connections see the new routes on their next request."""
 
     __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
-                 "sock")
+                 "sock", "gateway")
 
     def __init__(self, name: str, record: Any, router: ListenerRouter,
                  certs: "CertStore | None") -> None:
         self.name = name
+        #: The Gateway whose routes this listener serves when there is exactly one (else
+        #: ""): what requests refused before routing are counted under.
+        self.gateway = listener_gateway(record)
         self.record = record
         self.router = router
         self.scheme = b"https" if record.protocol == "HTTPS" else b"http"
@@ -48,6 +60,14 @@ class ListenerState:
         self.conns: set[DownstreamConn] = set()
         self.server: asyncio.AbstractServer | None = None
         self.sock: Any = None
+
+    def update(self, record: Any, router: ListenerRouter, certs: "CertStore | None") -> None:
+        """A new config for the same socket: open connections see it on their next
+        request."""
+        self.record = record
+        self.router = router
+        self.certs = certs
+        self.gateway = listener_gateway(record)
 
 
 class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
@@ -85,11 +105,12 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         self._write = transport.write  # type: ignore[attr-defined]
         self._is_closing = transport.is_closing
         ctx = self.ctx
-        if ctx.stats.active_connections >= ctx.max_connections or ctx.stopping:
-            ctx.stats.rejected_connections += 1
+        if not ctx.admit(self.listener.name):
             transport.abort()  # type: ignore[attr-defined]
             self.closing = True
             return
+        if ctx.draining:
+            self.closing = True  # served, then closed: the gateway is shutting down
         ctx.stats.active_connections += 1
         ctx.stats.connections_total += 1
         ctx.conns.add(self)
@@ -165,12 +186,19 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
             except (OSError, RuntimeError, NotImplementedError):
                 pass
             return True
-        # A half-closed client: finish what is in flight, then close (keep_open=True
-        # lets the response go out).
         self.closing = True
         if not self.queue:
             return False
-        return True
+        if self.ctx.ignore_client_abort:
+            # A half-closed client: finish what is in flight, then close (keep_open=True
+            # lets the response go out).
+            return True
+        # The client is gone (nginx's proxy_ignore_client_abort off): abandon what is in
+        # flight and its backend connection, rather than hold both sockets for as long
+        # as the backend takes.
+        for ex in list(self.queue):
+            ex.on_client_lost()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         ctx = self.ctx
@@ -225,11 +253,25 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         if self._write is not None and not self._is_closing():
             self._write(data)
 
+    def refused(self, status: int, reason: str, flags: str) -> None:
+        """A request refused before it had a head (malformed, too large, too slow):
+        counted and logged like any request, with its listener."""
+        ctx = self.ctx
+        listener = self.listener
+        ctx.stats.request(listener.name, listener.gateway, "", "", status, 0.0)
+        if ctx.access_log is not None:
+            ctx.access_log.log(time.time(), b"", b"", b"", status, 0, 0, 0.0, None, b"",
+                               None, b"", None, None, flags, listener.name, reason)
+
     def on_protocol_error(self, err: ProtocolError) -> None:
         """Malformed input: answer (if no response is under way) and close."""
-        self.ctx.stats.request("", "", "", err.status, 0.0)
+        self.refused(err.status, err.reason, "DPE")
         if not self.queue:
-            self.write(simple_response(err.status, err.reason.encode() + b"\n", close=True))
+            if self.reader.http2_preface:
+                self.write(http2_refusal())  # an HTTP/2 client understands this one
+            else:
+                self.write(simple_response(err.status, err.reason.encode() + b"\n",
+                                           close=True))
             self.close()
         else:
             # A response is in progress: finish it, then close; the broken request is
@@ -262,7 +304,8 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         if self.queue:
             self.queue[0].start()
 
-    def sweep(self, now: float, idle_timeout: float, header_timeout: float) -> None:
+    def sweep(self, now: float, idle_timeout: float, header_timeout: float,
+              response_timeout: float) -> None:
         """Per-connection timeouts, checked by the worker's periodic timer."""
         if self.tunnel is not None:
             if now - self.last_activity > idle_timeout * 10:
@@ -271,16 +314,33 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         if not self.queue:
             if self.reader.mid_head:
                 if now - self.head_started > header_timeout:
+                    self.refused(408, "request header timeout", "")
                     self.write(simple_response(408, b"request header timeout\n", close=True))
                     self.close()
             elif now - self.last_activity > idle_timeout:
                 self.close()
-        else:
-            ex = self.queue[0]
-            if not ex.request_done and now - self.last_activity > idle_timeout:
-                ex.on_client_lost()
-                if self.transport is not None:
-                    self.transport.abort()
+            return
+        ex = self.queue[0]
+        if not ex.request_done and now - self.last_activity > idle_timeout:
+            ex.on_client_lost()
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        up = ex.upstream
+        if up is None or ex.rule is None or not ex.rule.default_timeout \
+                or response_timeout <= 0:
+            return
+        # The default response timeout: the backend must make progress (a read) at least
+        # every ``response_timeout`` once the request is complete, except while the
+        # client is the one not keeping up (reading from the backend paused).
+        if up.watch_owner is not ex or up.reads != up.watch_reads or up.read_paused \
+                or not ex.request_done:
+            up.watch_owner = ex
+            up.watch_reads = up.reads
+            up.watch_since = now
+        elif now - up.watch_since > response_timeout:
+            up.watch_owner = None
+            ex.on_upstream_timeout(response_timeout)
 
     def drain(self) -> None:
         """The listener goes away: idle connections close now, busy ones after their
@@ -288,3 +348,10 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         self.closing = True
         if not self.queue:
             self.close()
+
+
+def listener_gateway(record: Any) -> str:
+    """The one Gateway whose routes a listener record serves, or "" (none, or several
+    Gateways sharing the address and port)."""
+    gateways = {route.rule.gateway for vh in record.virtual_hosts for route in vh.routes}
+    return gateways.pop() if len(gateways) == 1 else ""

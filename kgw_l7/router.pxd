@@ -57,6 +57,7 @@ cdef class CompiledBackend:
     cdef public object record
     cdef public object filters
     cpdef pick(self)
+    cpdef pick_untried(self, list tried)
 
 cdef class CompiledRule:
     cdef public dict head_suffix_for
@@ -78,6 +79,7 @@ cdef class CompiledRule:
     cdef public object _schedule
     cdef public object _pos
     cdef public bint no_deadline
+    cdef public bint default_timeout
     cpdef pick_backend(self)
 
 cdef class CompiledRoute:

@@ -251,6 +251,19 @@ class CompiledBackend:
             return None
         return self.endpoints[next(self._rr)]
 
+    def pick_untried(self, tried: list[tuple[str, int]]) -> tuple[str, int] | None:
+        """For a retry: the next endpoint in round-robin order that this request has not
+        tried yet, if there is one (Envoy's previous_hosts retry predicate); else the
+        next one."""
+        first = self.pick()
+        if first is None or first not in tried:
+            return first
+        for _ in range(len(self.endpoints) - 1):
+            endpoint = self.pick()
+            if endpoint not in tried:
+                return endpoint
+        return first
+
 
 #: Longest weighted round-robin cycle precomputed per rule.
 MAX_SCHEDULE = 1000
@@ -282,7 +295,7 @@ class CompiledRule:
     __slots__ = ("name", "route", "gateway", "filters", "backends", "_cum", "_total",
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
-                 "_schedule", "_pos", "no_deadline", "head_suffix_for")
+                 "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend]) -> None:
         self.name = r.name
@@ -309,6 +322,9 @@ class CompiledRule:
         #: (precomputed: it is checked for every request).
         self.no_deadline = (self.request_timeout is None and self.backend_timeout is None
                             and not self.retry_attempts)
+        #: Neither timeout is set: the worker's default response timeout applies
+        #: (WorkerOptions.response_timeout, enforced by its periodic sweep).
+        self.default_timeout = self.request_timeout is None and self.backend_timeout is None
         self.needs_body_copy = bool(self.retry_attempts or self.filters.mirrors or any(
             b.filters is not None and b.filters.mirrors for b in live))
         #: Response header operations per chosen backend (its own, then the rule's).

@@ -14,8 +14,10 @@ cdef class WorkerStats:
     cdef public object generation
     cdef public object connections_total
     cdef public object rejected_connections
+    cdef public object tls_refusals
+    cdef public object upstream_overflows
     @cython.locals(h=list, buckets=tuple, n=Py_ssize_t, i=Py_ssize_t)
-    cpdef request(self, gateway, route, backend, code, double seconds)
+    cpdef request(self, listener, gateway, route, backend, code, double seconds)
 
 cdef class AccessLog:
     cdef public object _out
@@ -23,3 +25,9 @@ cdef class AccessLog:
     cdef public object _buf
     cdef public object _size
     cdef public object _owns
+
+cdef class LogLimiter:
+    cdef public object _log
+    cdef public object interval
+    cdef public object _last
+    cdef public object _held

@@ -9,6 +9,7 @@ exact.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -22,22 +23,30 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 class WorkerStats:
     __slots__ = ("_per", "connect_failures", "active_connections", "generation",
-                 "connections_total", "rejected_connections")
+                 "connections_total", "rejected_connections", "tls_refusals",
+                 "upstream_overflows")
 
     def __init__(self) -> None:
-        #: (gateway, route, backend, code) -> [count, bucket counts..., +Inf count, sum].
-        #: One dict lookup per request; the request counters and the per-route duration
-        #: histograms are aggregated from it on scrape (``snapshot``).
-        self._per: dict[tuple[str, str, str, int], list[float]] = {}
+        #: (listener, gateway, route, backend, code) -> [count, bucket counts..., +Inf
+        #: count, sum]. One dict lookup per request; the request counters and the
+        #: per-route duration histograms are aggregated from it on scrape (``snapshot``).
+        self._per: dict[tuple[str, str, str, str, int], list[float]] = {}
         self.connect_failures: dict[str, int] = {}
         self.active_connections = 0
         self.connections_total = 0
-        self.rejected_connections = 0
+        #: Connections closed as soon as accepted, by reason ("limit": the worker's
+        #: connection limit, "descriptors": out of file descriptors, "shutting_down").
+        self.rejected_connections: dict[str, int] = {}
+        #: (listener, reason) -> TLS handshakes refused for their server name.
+        self.tls_refusals: dict[tuple[str, str], int] = {}
+        #: (backend, reason) -> tries refused a new backend connection ("endpoint_limit":
+        #: the per-endpoint limit, "descriptors": out of file descriptors).
+        self.upstream_overflows: dict[tuple[str, str], int] = {}
         self.generation = 0
 
-    def request(self, gateway: str, route: str, backend: str, code: int,
+    def request(self, listener: str, gateway: str, route: str, backend: str, code: int,
                 seconds: float) -> None:
-        key = (gateway, route, backend, code)
+        key = (listener, gateway, route, backend, code)
         h = self._per.get(key)
         if h is None:
             h = self._per[key] = [0] * (len(DURATION_BUCKETS) + 3)
@@ -53,15 +62,15 @@ class WorkerStats:
         h[-1] += seconds
 
     @property
-    def requests(self) -> dict[tuple[str, str, str, int], int]:
-        """(gateway, route, backend, code) -> count."""
+    def requests(self) -> dict[tuple[str, str, str, str, int], int]:
+        """(listener, gateway, route, backend, code) -> count."""
         return {k: int(h[0]) for k, h in self._per.items()}
 
     @property
     def durations(self) -> dict[tuple[str, str], list[float]]:
         """(gateway, route) -> [bucket counts..., +Inf count, sum] (not cumulative)."""
         out: dict[tuple[str, str], list[float]] = {}
-        for (gateway, route, _, _), h in self._per.items():
+        for (_, gateway, route, _, _), h in self._per.items():
             cur = out.get((gateway, route))
             if cur is None:
                 out[(gateway, route)] = [float(x) for x in h[1:]]
@@ -73,6 +82,17 @@ class WorkerStats:
     def connect_failure(self, backend: str) -> None:
         self.connect_failures[backend] = self.connect_failures.get(backend, 0) + 1
 
+    def reject_connection(self, reason: str) -> None:
+        self.rejected_connections[reason] = self.rejected_connections.get(reason, 0) + 1
+
+    def tls_refused(self, listener: str, reason: str) -> None:
+        key = (listener, reason)
+        self.tls_refusals[key] = self.tls_refusals.get(key, 0) + 1
+
+    def upstream_overflow(self, backend: str, reason: str) -> None:
+        key = (backend, reason)
+        self.upstream_overflows[key] = self.upstream_overflows.get(key, 0) + 1
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
@@ -80,9 +100,41 @@ class WorkerStats:
             "connect_failures": dict(self.connect_failures),
             "active_connections": self.active_connections,
             "connections_total": self.connections_total,
-            "rejected_connections": self.rejected_connections,
+            "rejected_connections": dict(self.rejected_connections),
+            "tls_refusals": dict(self.tls_refusals),
+            "upstream_overflows": dict(self.upstream_overflows),
             "generation": self.generation,
         }
+
+
+class LogLimiter:
+    """At most one log line per key every ``interval`` seconds, for events a client or a
+    broken backend can repeat at will (refused handshakes, descriptors running out, a
+    dead backend): each is logged, but a scanner must not flood the log. Lines held back
+    are counted, and the count is told with the next line of that key."""
+
+    __slots__ = ("_log", "interval", "_last", "_held")
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self._log = logger
+        self.interval = interval
+        self._last: dict[Any, float] = {}
+        self._held: dict[Any, int] = {}
+
+    def warning(self, key: Any, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        if len(self._last) > 1000:  # keys come from the config, but stay bounded anyway
+            self._last.clear()
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            msg += " (%d more like this in the last %.0f s)"
+            args = (*args, held, now - last if last is not None else self.interval)
+        self._log.warning(msg, *args)
 
 
 class AccessLog:
@@ -114,15 +166,22 @@ class AccessLog:
     def log(self, start: float, method: bytes, path: bytes, protocol: bytes, status: int,
             received: int, sent: int, duration: float, upstream: str | None,
             authority: bytes, route: str | None, request_id: bytes, xff: bytes | None,
-            user_agent: bytes | None, flags: str) -> None:
+            user_agent: bytes | None, flags: str, listener: str = "",
+            details: str | None = None) -> None:
+        """One line. A request refused before its head was read (malformed, too large,
+        too slow) has no method, path or protocol: those are null, and ``details`` says
+        why (Envoy's %RESPONSE_CODE_DETAILS%); so do the upstream errors whose client
+        body is generic (the backend's address stays here and in the log)."""
         line = json.dumps({
             "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start))
                           + ".%03dZ" % int((start % 1) * 1000),
-            "method": method.decode("latin-1"),
-            "path": path.decode("latin-1"),
-            "protocol": "HTTP/" + protocol.decode("latin-1"),
+            "method": method.decode("latin-1") if method else None,
+            "path": path.decode("latin-1") if path else None,
+            "protocol": "HTTP/" + protocol.decode("latin-1") if protocol else None,
             "response_code": status,
             "response_flags": flags or "-",
+            "response_code_details": details,
+            "listener": listener,
             "bytes_received": received,
             "bytes_sent": sent,
             "duration": int(duration * 1000),

@@ -17,6 +17,14 @@ change it), but verifies the client's chain against the trust store of the conte
 callback switched to. A change of validation therefore needs a new dispatch context:
 the worker rebinds the listener (``worker._same_socket``), which also discards the
 session-ticket keys, so no ticket issued under the old settings can resume a session.
+
+A handshake whose server name (or its absence) selects no certificate fails with the
+``unrecognized_name`` alert, and the listener's ``on_refused`` hook counts and logs it.
+asyncio and uvloop close the socket as soon as a server handshake fails, before sending
+what OpenSSL wrote for the peer, so the alert would never leave: the dispatch context's
+``_AlertingSSLObject`` holds the failure back for one turn, the event loop flushes the
+alert as for any handshake step, and the failure is raised on the next one (the peer,
+having the fatal alert, closes; the handshake timeout covers one that does not).
 """
 
 from __future__ import annotations
@@ -189,20 +197,48 @@ class TLSContexts:
         return ctx
 
 
+class _AlertingSSLObject(ssl.SSLObject):
+    """A server-side SSLObject whose failed handshake lets its alert out first (see the
+    module docstring): the first failure is reported as "want read", after which the
+    event loop sends what OpenSSL wrote (the alert); the next step raises the failure."""
+
+    _failed: ssl.SSLError | None = None
+
+    def do_handshake(self) -> None:
+        failed = self._failed
+        if failed is not None:
+            raise failed
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            self._failed = exc
+            raise ssl.SSLWantReadError("handshake failed; sending the alert") from exc
+
+
 def dispatch_context(get_store: Callable[[], CertStore | None],
-                     validation: ClientValidation | None = None) -> ssl.SSLContext:
+                     validation: ClientValidation | None = None,
+                     on_refused: Callable[[str | None], None] | None = None) -> ssl.SSLContext:
     """The context a listener's server socket is created with: it holds no certificate
     itself and hands each handshake to the context ``get_store()`` selects.
 
     ``validation`` must be the one the store's contexts were loaded with: it sets the
     verify mode every connection of this socket starts with. Raises ssl.SSLError when
-    its CA bundle is unusable (the listener cannot be served safely)."""
+    its CA bundle is unusable (the listener cannot be served safely). ``on_refused``
+    is told the server name (None: none sent) of each handshake refused for it."""
     ctx = server_context(validation=validation)
+    ctx.sslobject_class = _AlertingSSLObject
 
     def on_sni(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
         store = get_store()
         chosen = store.select(name) if store is not None else None
         if chosen is None:
+            if on_refused is not None:
+                try:
+                    on_refused(name)
+                except Exception:  # counting must never break a handshake
+                    log.exception("counting a refused TLS handshake failed")
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         sslobj.context = chosen
         return None

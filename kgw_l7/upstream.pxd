@@ -22,6 +22,12 @@ cdef class UpstreamConn:
     cdef public object tunnel
     cdef public bint write_paused
     cdef public bint read_paused
+    cdef public object pool
+    cdef public bint counted
+    cdef public Py_ssize_t reads
+    cdef public object watch_owner
+    cdef public Py_ssize_t watch_reads
+    cdef public double watch_since
     cpdef pause_reading(self)
     cpdef resume_reading(self)
     cpdef close(self)
@@ -30,6 +36,10 @@ cdef class UpstreamConn:
 cdef class Pool:
     cdef public dict _idle
     cdef public object _tls
+    cdef public dict _open
+    cdef public Py_ssize_t open_total
+    cdef public Py_ssize_t max_per_endpoint
+    cdef public object room
     @cython.locals(conn=UpstreamConn, idle=list)
     cpdef take_idle(self, address, port, tls, now)
     @cython.locals(conn=UpstreamConn, idle=list)

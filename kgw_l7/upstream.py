@@ -4,14 +4,21 @@
 whoever currently owns the connection (an ``Exchange`` in ``kgw_l7.proxy``, or a mirror's
 discarding sink). Ownership changes only at request boundaries; a connection that ends an
 exchange in an unknown state is closed, never pooled.
+
+Bounds: a connect takes at most ``CONNECT_TIMEOUT``; a worker keeps at most
+``max_per_endpoint`` connections (idle, busy or connecting) to one endpoint, and opens
+none when the worker is short of file descriptors (``Pool.room``): a try that would need
+one more is refused at once (503, "upstream overflow"), never queued, so a backend that
+hangs holds a bounded number of sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from kgw_l7.config import UpstreamTLS
 from kgw_l7.events import Event
@@ -26,15 +33,20 @@ MAX_IDLE_PER_ENDPOINT = 128
 #: keep-alive connections after 60-75 s; closing first avoids racing their close).
 IDLE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
+#: Connections per endpoint per worker, idle and busy (Envoy's circuit breakers default
+#: to 1024 connections per cluster).
+MAX_CONNECTIONS_PER_ENDPOINT = 1024
 
 
 class UpstreamError(Exception):
-    """A try failed before a response started. ``status`` is what the client gets."""
+    """A try failed before a response started. ``status`` is what the client gets;
+    ``kind`` is "connect" (no connection), "endpoint_limit" or "descriptors" (not even
+    tried: the endpoint's connection limit, or the worker is out of file descriptors)."""
 
-    def __init__(self, reason: str, status: int = 502, connect: bool = False) -> None:
+    def __init__(self, reason: str, status: int = 502, kind: str = "connect") -> None:
         super().__init__(reason)
         self.status = status
-        self.connect = connect
+        self.kind = kind
 
 
 class Owner(Protocol):
@@ -45,9 +57,10 @@ class Owner(Protocol):
 
 class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
     __slots__ = ("transport", "reader", "owner", "key", "closed", "idle_since", "reused",
-                 "tunnel", "write_paused", "read_paused")
+                 "tunnel", "write_paused", "read_paused", "pool", "counted", "reads",
+                 "watch_owner", "watch_reads", "watch_since")
 
-    def __init__(self, key: tuple[Any, ...]) -> None:
+    def __init__(self, key: tuple[Any, ...], pool: "Pool | None" = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
         self.owner: Owner | None = None
@@ -60,11 +73,23 @@ class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension
         self.write_paused = False
         #: Reading was paused (the client cannot take more): see pause_reading.
         self.read_paused = False
+        #: The pool that counts this connection against its endpoint's limit; ``counted``
+        #: once it does (the count is given back when the connection is lost).
+        self.pool = pool
+        self.counted = False
+        #: Reads so far. The worker's periodic sweep compares it with what it saw
+        #: (``watch_*``: the exchange, the count, since when) to time out a backend
+        #: that stops answering, without a timer per request.
+        self.reads = 0
+        self.watch_owner: Any = None
+        self.watch_reads = 0
+        self.watch_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
@@ -93,6 +118,9 @@ class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reader.reusable = False
+        if self.counted:
+            self.counted = False
+            self.pool.count(self.key, -1)  # type: ignore[union-attr]
         if self.tunnel is not None:
             self.tunnel.close()
         owner, self.owner = self.owner, None
@@ -160,13 +188,30 @@ def _san_ok(cert: dict[str, Any], names: tuple[str, ...]) -> bool:
 
 
 class Pool:
-    """Idle keep-alive connections per (address, port, TLS settings), LIFO."""
+    """Idle keep-alive connections per (address, port, TLS settings), LIFO, and the
+    count of open connections per endpoint (see the module docstring)."""
 
-    __slots__ = ("_idle", "_tls")
+    __slots__ = ("_idle", "_tls", "_open", "open_total", "max_per_endpoint", "room")
 
-    def __init__(self, tls: TLSContexts) -> None:
+    def __init__(self, tls: TLSContexts, max_per_endpoint: int = MAX_CONNECTIONS_PER_ENDPOINT,
+                 room: Callable[[], bool] | None = None) -> None:
         self._idle: dict[tuple[Any, ...], list[UpstreamConn]] = {}
         self._tls = tls
+        #: (address, port) -> connections open or being opened.
+        self._open: dict[tuple[str, int], int] = {}
+        self.open_total = 0
+        self.max_per_endpoint = max_per_endpoint
+        #: Is there a file descriptor to spare for one more connection? (the worker's)
+        self.room = room
+
+    def count(self, key: tuple[Any, ...], delta: int) -> None:
+        endpoint = (key[0], key[1])
+        n = self._open.get(endpoint, 0) + delta
+        if n > 0:
+            self._open[endpoint] = n
+        else:
+            self._open.pop(endpoint, None)
+        self.open_total += delta
 
     def take_idle(self, address: str, port: int, tls: UpstreamTLS | None,
                   now: float) -> UpstreamConn | None:
@@ -194,18 +239,38 @@ class Pool:
         if tls is not None:
             ctx = self._tls.upstream(tls)
             if ctx is None:
-                raise UpstreamError("backend TLS settings unusable", 502, connect=True)
+                raise UpstreamError("backend TLS settings unusable", 502)
+        if self._open.get((address, port), 0) >= self.max_per_endpoint:
+            raise UpstreamError(f"{self.max_per_endpoint} connections to {address}:{port} "
+                                f"already open (the per-endpoint limit)", 503,
+                                "endpoint_limit")
+        if self.room is not None and not self.room():
+            raise UpstreamError(f"no file descriptor to spare for a connection to "
+                                f"{address}:{port}", 503, "descriptors")
+        self.count(key, 1)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, conn = await loop.create_connection(
-                    lambda: UpstreamConn(key), address, port, ssl=ctx,
+                    lambda: UpstreamConn(key, self), address, port, ssl=ctx,
                     server_hostname=tls.hostname if tls is not None else None)
-        except TimeoutError:
-            raise UpstreamError(f"connect to {address}:{port} timed out", 504,
-                                connect=True) from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError(f"connect to {address}:{port} failed: {exc}", 502,
-                                connect=True) from None
+        except BaseException as exc:
+            self.count(key, -1)
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError(f"connect to {address}:{port} timed out", 504) from None
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise UpstreamError(f"connect to {address}:{port} failed: {exc}", 503,
+                                    "descriptors") from None
+            if isinstance(exc, (OSError, ssl.SSLError)):
+                raise UpstreamError(f"connect to {address}:{port} failed: {exc}",
+                                    502) from None
+            raise
+        # From here the connection gives its count back when it is lost; if that already
+        # happened (before this coroutine resumed), give it back now.
+        conn.counted = True
+        if conn.closed:
+            conn.counted = False
+            self.count(key, -1)
+            raise UpstreamError(f"connection to {address}:{port} closed at once", 502)
         if tls is not None and tls.subject_alt_names:
             sslobj = conn.transport.get_extra_info("ssl_object") if conn.transport else None
             cert = sslobj.getpeercert() if sslobj is not None else None
@@ -213,13 +278,13 @@ class Pool:
             # must not be what authenticates the backend.
             if not cert or not _san_ok(cert, tls.subject_alt_names):
                 conn.abort()
-                raise UpstreamError("backend certificate names do not match", 502,
-                                    connect=True)
+                raise UpstreamError("backend certificate names do not match", 502)
         return conn
 
     def release(self, conn: UpstreamConn, now: float) -> None:
         """Give a connection back after a complete exchange (closed if not reusable)."""
         conn.owner = None
+        conn.watch_owner = None  # (the sweep's reference to the exchange it watched)
         if conn.closed or not conn.reader.reusable or conn.reader.in_message:
             conn.close()
             return

@@ -26,3 +26,9 @@ cdef class WorkerContext:
     cdef public object _sweeper
     cdef public object _interval
     cdef public object clock
+    cdef public object limiter
+    cdef public Py_ssize_t fd_limit
+    cdef public Py_ssize_t fd_base
+    cdef public double fd_short_at
+    cdef public bint draining
+    cdef public bint ignore_client_abort

@@ -10,15 +10,29 @@ pipe and applies each one without dropping anything:
   kernel spreads connections); a bind failure is reported, never fatal;
 * removed listeners stop accepting at once and drain: idle connections close, busy ones
   close after their current response, and whatever is left at the deadline is aborted.
+
+Shutting down (the supervisor's "drain", then "close"): first every response says
+``Connection: close`` while the listeners still accept, then they stop accepting and the
+requests in flight get until the drain deadline. The worker ignores SIGTERM and SIGINT:
+the supervisor decides when it stops (a process-group signal from systemd or a terminal
+must not close the listeners ahead of that order).
+
+File descriptors: the worker raises its soft RLIMIT_NOFILE to the hard limit, counts
+what its connections hold, and refuses new client connections (and new backend
+connections) before the limit is reached rather than fail in accept(); running short is
+logged, counted (``kgw_l7_rejected_connections_total{reason="descriptors"}``) and
+reported to the supervisor's readiness (``health``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
 import os
 import pickle
+import resource
 import signal
 import socket
 import struct
@@ -30,14 +44,19 @@ from kgw_l7 import snapshot
 from kgw_l7.config import L7Config, Listener
 from kgw_l7.proxy import DownstreamConn, ListenerState
 from kgw_l7.router import RouterCache
-from kgw_l7.stats import AccessLog, WorkerStats
+from kgw_l7.stats import AccessLog, LogLimiter, WorkerStats
 from kgw_l7.tls import ContextKey, TLSContexts, dispatch_context
-from kgw_l7.upstream import Pool
+from kgw_l7.upstream import MAX_CONNECTIONS_PER_ENDPOINT, Pool
 
 log = logging.getLogger("kgw.l7.worker")
 
 #: Accept queue length per listener socket (nginx uses 511 by default on Linux).
 BACKLOG = 1024
+#: File descriptors kept for everything but connections (the event loop, log files, the
+#: supervisor channel, certificates being loaded, libuv's own reserve).
+FD_RESERVE = 32
+#: How long running short of file descriptors is reported after it last happened.
+FD_SHORT_REPORT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +69,16 @@ class WorkerOptions:
     header_timeout: float = 10.0
     drain_timeout: float = 5.0
     log_level: int = logging.INFO
+    #: A backend that sends nothing for this long while a response is awaited or being
+    #: relayed is given up on (504, or the client connection cut mid-response); routes
+    #: with a request or backend timeout use theirs. 0 disables it. (Envoy's default
+    #: route timeout is 15 s too.)
+    response_timeout: float = 15.0
+    #: Keep serving a client that closed its sending side (FIN) instead of abandoning
+    #: its request (nginx's proxy_ignore_client_abort).
+    ignore_client_abort: bool = False
+    #: Connections per backend endpoint per worker; a try beyond it gets 503 at once.
+    max_upstream_connections: int = MAX_CONNECTIONS_PER_ENDPOINT
 
 
 class WorkerContext:
@@ -57,7 +86,8 @@ class WorkerContext:
 
     __slots__ = ("loop", "options", "stats", "tls", "pool", "access_log", "max_connections",
                  "conns", "listeners", "errors", "cache", "now", "stopping", "_tasks",
-                 "_sweeper", "_interval", "clock")
+                 "_sweeper", "_interval", "clock", "limiter", "fd_limit", "fd_base",
+                 "fd_short_at", "draining", "ignore_client_abort")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: WorkerOptions) -> None:
         self.loop = loop
@@ -66,7 +96,15 @@ class WorkerContext:
         self.options = options
         self.stats = WorkerStats()
         self.tls = TLSContexts()
-        self.pool = Pool(self.tls)
+        self.pool = Pool(self.tls, options.max_upstream_connections, self.room_for_upstream)
+        self.limiter = LogLimiter(log)
+        self.fd_limit = _fd_limit()
+        #: Descriptors open before any connection (stdio, the loop, the access log...).
+        self.fd_base = _open_descriptors()
+        self.fd_short_at = 0.0
+        #: Shutting down: responses say Connection: close (listeners still accept).
+        self.draining = False
+        self.ignore_client_abort = options.ignore_client_abort
         self.access_log = None if options.access_log == "off" else AccessLog(options.access_log)
         self.max_connections = options.max_connections
         self.conns: set[DownstreamConn] = set()
@@ -78,7 +116,8 @@ class WorkerContext:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._interval = max(0.05, min(1.0, options.header_timeout / 4,
-                                       options.idle_timeout / 4))
+                                       options.idle_timeout / 4,
+                                       options.response_timeout / 4 or 1.0))
         self._sweep()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -86,6 +125,69 @@ class WorkerContext:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- admission and file descriptors -------------------------------------------------
+    def descriptors_in_use(self) -> int:
+        """File descriptors this worker's listeners and connections hold (an estimate that
+        leaves out TLS handshakes in progress; the sweep's probe catches the rest)."""
+        return (self.fd_base + len(self.listeners) + self.stats.active_connections
+                + self.pool.open_total)
+
+    def admit(self, listener: str) -> bool:
+        """May one more client connection be served? A refusal is counted and logged."""
+        if self.stopping:
+            self.stats.reject_connection("shutting_down")
+            return False
+        if self.stats.active_connections >= self.max_connections:
+            self.stats.reject_connection("limit")
+            self.limiter.warning("limit", "listener %s: connection refused: the worker's "
+                                 "connection limit (%d) is reached", listener,
+                                 self.max_connections)
+            return False
+        # Room for the connection and the one to its backend.
+        if self.descriptors_in_use() + 2 + FD_RESERVE > self.fd_limit:
+            self.stats.reject_connection("descriptors")
+            self.out_of_descriptors()
+            return False
+        return True
+
+    def room_for_upstream(self) -> bool:
+        if self.descriptors_in_use() + 1 + FD_RESERVE // 2 <= self.fd_limit:
+            return True
+        self.out_of_descriptors()
+        return False
+
+    def out_of_descriptors(self) -> None:
+        self.fd_short_at = self.now or 1e-9
+        self.limiter.warning("descriptors", "out of file descriptors: about %d in use of %d "
+                             "(RLIMIT_NOFILE); new connections are refused until some close",
+                             self.descriptors_in_use(), self.fd_limit)
+
+    def sni_refused(self, listener: str, name: str | None) -> None:
+        """A TLS handshake refused for its server name (kgw_l7.tls.dispatch_context)."""
+        self.stats.tls_refused(listener, "unknown_server_name" if name else "no_server_name")
+        what = (f"no certificate for server name {name[:253]!r}" if name else
+                "the client sent no server name and no certificate serves every name")
+        self.limiter.warning(("sni", listener), "listener %s: TLS handshake refused with "
+                             "the unrecognized_name alert: %s", listener, what)
+
+    def health(self) -> list[str]:
+        """Why this worker does not serve all it should (empty: it does); /readyz."""
+        problems = []
+        for name, st in self.listeners.items():
+            if st.server is None or not st.server.is_serving():
+                problems.append(f"listener {name} is not accepting connections")
+        if self.fd_short_at and self.now - self.fd_short_at < FD_SHORT_REPORT:
+            problems.append(f"out of file descriptors (about {self.descriptors_in_use()} in "
+                            f"use of {self.fd_limit})")
+        return problems
+
+    def drain(self) -> None:
+        """The gateway is shutting down: from now on every response closes its
+        connection (listeners keep accepting until ``close``)."""
+        self.draining = True
+        for conn in self.conns:
+            conn.closing = True
 
     # -- the periodic timer -------------------------------------------------------------
     def _sweep(self) -> None:
@@ -97,11 +199,18 @@ class WorkerContext:
         try:
             for conn in list(self.conns):
                 try:
-                    conn.sweep(now, opts.idle_timeout, opts.header_timeout)
+                    conn.sweep(now, opts.idle_timeout, opts.header_timeout,
+                               opts.response_timeout)
                 except Exception:  # one connection's failure stays its own
                     log.exception("timeout check failed for a connection")
                     conn.close()
             self.pool.sweep(now)
+            self.fd_limit = _fd_limit()  # (an operator may change it: prlimit --pid)
+            try:  # can this process open one more descriptor? (libuv's accept can't tell)
+                os.close(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self.out_of_descriptors()
             if self.access_log is not None:
                 self.access_log.flush()
         except Exception:
@@ -133,9 +242,7 @@ class WorkerContext:
                               listener.name)
             st = self.listeners.get(listener.name)
             if st is not None and _same_socket(st.record, listener):
-                st.record = listener
-                st.router = routers[listener.name]
-                st.certs = certs
+                st.update(listener, routers[listener.name], certs)
                 continue
             if st is not None:
                 self._remove_listener(st)
@@ -176,7 +283,8 @@ class WorkerContext:
         if record.protocol == "HTTPS":
             # Before the socket exists: an unusable client CA bundle raises ssl.SSLError
             # (an OSError), and the listener is reported, not served without validation.
-            ssl_ctx = dispatch_context(lambda: st.certs, record.client_validation)
+            ssl_ctx = dispatch_context(lambda: st.certs, record.client_validation,
+                                       on_refused=lambda name: self.sni_refused(st.name, name))
         family = socket.AF_INET6 if ":" in record.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -228,6 +336,32 @@ class WorkerContext:
             self.access_log.close()
 
 
+def _fd_limit() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 32
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as Go programs do at start): the
+    soft default (often 1024) is far below what a proxy holds. Returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def _same_socket(a: Listener, b: Listener) -> bool:
     """A listener keeps its socket unless its address, protocol or client validation
     changed (validation is fixed in the socket's dispatch TLS context, see kgw_l7.tls)."""
@@ -267,9 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=options.log_level, stream=sys.stderr,
         format=f"%(asctime)s l7-worker-{args.index} %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # meant for the supervisor (controller/signals.py)
+    # The supervisor decides when we stop (see the module docstring); the others are
+    # meant for it too (controller/signals.py).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
+    limit = raise_fd_limit()
+    log.debug("worker %d: RLIMIT_NOFILE %d", args.index, limit)
     sock = socket.socket(fileno=args.fd)
     uvloop.run(_serve(sock, options))
     return 0
@@ -288,8 +425,6 @@ async def _serve(sock: socket.socket, options: WorkerOptions) -> None:
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             inbox.put_nowait(("close", None, 1.0))  # the supervisor is gone
 
-    loop.add_signal_handler(signal.SIGTERM, lambda: inbox.put_nowait(
-        ("close", None, options.drain_timeout)))
     receiver = loop.create_task(receive())
 
     async def reply(seq: Any, payload: Any) -> None:
@@ -324,6 +459,11 @@ async def _serve(sock: socket.socket, options: WorkerOptions) -> None:
             if ctx.access_log is not None:
                 ctx.access_log.flush()
             await reply(seq, ctx.stats.snapshot())
+        elif kind == "health":
+            await reply(seq, ctx.health())
+        elif kind == "drain":
+            ctx.drain()
+            await reply(seq, "draining")
         elif kind == "close":
             await ctx.close(msg[2])
             await reply(seq, "closed")

@@ -52,6 +52,12 @@ class L7:
     def listener_errors(self) -> dict:
         return {}
 
+    async def health(self) -> list:
+        return []
+
+    async def drain(self) -> None:
+        pass
+
 
 async def _settle(sup: Supervisor, check, timeout: float = 5.0) -> None:
     loop = asyncio.get_running_loop()

@@ -5,9 +5,10 @@ to it from whichever agent holds the Lease. Every agent serves traffic from its 
 watch, so losing the API server (or the Lease) never stops traffic: the data planes keep
 the last good configuration and ``/readyz`` says what is wrong.
 
-SIGTERM: hand the Lease back, stop watching, drain L7 connections, and close the kernel
-plane without unpinning it, so the next pod on this node adopts the programs and maps
-and established L4 flows continue.
+SIGTERM: hand the Lease back, turn /readyz not ready while still accepting for
+``--drain-delay``, stop watching, drain L7 connections (``--drain-timeout``), and close the
+kernel plane without unpinning it, so the next pod on this node adopts the programs and
+maps and established L4 flows continue.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -96,7 +98,8 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     # First: with pins in place it takes their lock (a second agent on the node stops here).
     l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
                           sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
-    l7 = L7Plane(workers=args.workers, access_log=args.access_log)
+    l7 = L7Plane(workers=args.workers, access_log=args.access_log, drain_timeout=args.drain_timeout,
+                 response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort)
     await l7.start()
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4, status_writer=writer)
     admin = await serve_admin(sup, args.admin_address)
@@ -111,7 +114,8 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals.install(loop, stop.set, source.rescan)
+    received: list[int] = []
+    signals.install(loop, lambda sig: (received.append(sig), stop.set()), source.rescan)
     runner = asyncio.create_task(sup.run())
     background = [asyncio.create_task(elector.run()), asyncio.create_task(writer.run())]
     stopper = asyncio.create_task(stop.wait())
@@ -122,12 +126,13 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
         status = ExitStatus.ERROR
     log.info("shutting down: releasing the lease, draining connections; the kernel data plane stays pinned")
     await elector.stop(release=True)
+    await sup.drain(args.drain_delay if received[:1] == [signal.SIGTERM] else 0.0)
     await source.close()
     for task in (runner, stopper, *background):
         task.cancel()
+    await l7.close(drain_timeout=args.drain_timeout)
     await admin.close()
     if public is not None:
         await public.close()
-    await l7.close(drain_timeout=args.drain_timeout)
     await l4.close()
     return status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 
 from controller import signals
 from controller.env import Environment, ExitStatus, run_async
@@ -42,7 +43,8 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
     l4 = await open_plane(args.l4_mode, interfaces=interfaces, node_address=snat, pin_dir=args.l4_pin_dir,
                           sizes=sizes_with_splice_backlog(args.l4_splice_backlog))
     source = FileSource(args.config)
-    l7 = L7Plane(workers=args.workers, access_log=args.access_log)
+    l7 = L7Plane(workers=args.workers, access_log=args.access_log, drain_timeout=args.drain_timeout,
+                 response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort)
     await l7.start()
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4)
     admin = await serve_admin(sup, args.admin_address)
@@ -50,7 +52,8 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals.install(loop, stop.set, source.rescan)
+    received: list[int] = []
+    signals.install(loop, lambda sig: (received.append(sig), stop.set()), source.rescan)
     runner = asyncio.create_task(sup.run())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -59,10 +62,12 @@ async def _serve(args: argparse.Namespace) -> ExitStatus:
         log.error("configuration loop failed: %r", runner.exception())
         status = ExitStatus.ERROR
     log.info("shutting down")
+    # SIGTERM (Kubernetes, systemd): not ready first, accepting for --drain-delay; Ctrl-C: no delay.
+    await sup.drain(args.drain_delay if received[:1] == [signal.SIGTERM] else 0.0)
     await source.close()
     runner.cancel()
     stopper.cancel()
+    await l7.close(drain_timeout=args.drain_timeout)
     await admin.close()
-    await l7.close(drain_timeout=5.0)
     await l4.close()
     return status

@@ -295,7 +295,8 @@ def test_response_whole_never_for_head_or_split_input():
     b"GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n",
     b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
-    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    # (h2c alone is the exception: served as HTTP/1.1, see test_h2c_upgrade_is_served_as_http11)
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: foo/2\r\n\r\n",
     b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
 ])
 def test_keep_alive_and_upgrade_as_llhttp_says(request_head):
@@ -315,3 +316,73 @@ def test_keep_alive_and_upgrade_as_llhttp_says(request_head):
         pass
     [head, *_] = RequestReader().feed(request_head)
     assert (head.keep_alive, head.upgrade) == probe.answer
+
+
+H2C = (b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+       b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n")
+
+
+@pytest.mark.parametrize("step", [None, 1, 5])
+@pytest.mark.parametrize("framing,body", [
+    (b"", b""),
+    (b"Content-Length: 5\r\n", b"hello"),
+    (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+])
+def test_h2c_upgrade_is_served_as_http11(step, framing, body):
+    """curl --http2 asks for h2c; until HTTP/2 exists the request is served as the HTTP/1.1
+    request it also is (RFC 9113 §3.2): no Upgraded event, its body, and the requests
+    pipelined after it."""
+    data = (b"POST /up HTTP/1.1\r\nHost: a\r\n" + framing + H2C + b"\r\n" + body
+            + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    r = RequestReader()
+    if step is None:
+        events = r.feed(data)
+    else:
+        events = []
+        for i in range(0, len(data), step):
+            events += r.feed(data[i:i + step])
+    events = collapse(events)
+    assert not any(isinstance(e, (Upgraded, Rejected)) for e in events), events
+    heads = [e for e in events if isinstance(e, RequestHead)]
+    assert [h.target for h in heads] == [b"/up", b"/next"]
+    assert not heads[0].upgrade and heads[0].keep_alive
+    bodies = [e.data for e in events if isinstance(e, Body)]
+    assert bodies == ([b"hello"] if body else [])
+    assert [type(e).__name__ for e in events if not isinstance(e, Body)] == [
+        "RequestHead", "EndOfMessage", "RequestHead", "EndOfMessage"]
+
+
+def test_other_upgrades_still_upgrade():
+    events = RequestReader().feed(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                                  b"Upgrade: websocket\r\n\r\nrest")
+    assert events[0].upgrade and events[-1] == Upgraded(b"rest")
+    events = RequestReader().feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                                  b"Upgrade: h2c, websocket\r\n\r\n")
+    assert events[0].upgrade
+
+
+def test_http2_preface_is_rejected_with_505():
+    r = RequestReader()
+    events = r.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00")
+    assert len(events) == 1 and isinstance(events[0], Rejected)
+    assert events[0].error.status == 505 and "HTTP/2" in events[0].error.reason
+    assert "Pause" not in events[0].error.reason
+    assert r.http2_preface
+    r = RequestReader()
+    assert r.feed(b"PRI * HTTP/1.1\r\nHost: a\r\n\r\n")[0].error.status == 400
+    assert not r.http2_preface
+
+
+def test_http2_refusal_is_a_goaway_http_1_1_required():
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from kgw_l7.h1 import http2_refusal
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    events = client.receive_data(http2_refusal())
+    goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway and goaway[0].error_code == 0xd  # HTTP_1_1_REQUIRED
+    assert b"HTTP/1.1" in goaway[0].additional_data

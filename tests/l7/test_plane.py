@@ -231,7 +231,7 @@ def test_connection_limit_per_worker(echoes):
         eventually(lambda: request(port, "/").status == 200, timeout=5)
         for c in held[1:]:
             c.close()
-        assert "kgw_l7_rejected_connections_total 1.0" in runner.metrics()
+        assert 'kgw_l7_rejected_connections_total{reason="limit"} 1.0' in runner.metrics()
     finally:
         runner.close()
 
@@ -402,3 +402,111 @@ def test_request_head_forwarded_as_received_or_rebuilt():
     finally:
         runner.close()
         cap.close()
+
+
+# -- rejections nobody could see, readiness, restarts, counters --------------------------------
+
+def _handshake_alert(port: int, sni: str | None) -> str:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw_sock:
+        with pytest.raises(ssl.SSLError) as err:
+            ctx.wrap_socket(raw_sock, server_hostname=sni)
+    return str(err.value)
+
+
+def test_unknown_or_missing_sni_gets_unrecognized_name_logged_and_counted(echoes, capfd):
+    """Without a certificate for the name (and no "*" one), the handshake fails with the
+    unrecognized_name alert (not a bare close), counted per listener and logged at most
+    once per interval."""
+    port = free_port()
+    a = self_signed(["a.example.com"])
+    runner = PlaneRunner(workers=1, access_log="off")
+    try:
+        runner.apply(L7Config((Listener("tls", "127.0.0.1", port, "HTTPS",
+                                        (Certificate(("a.example.com",), *a),),
+                                        (simple_vhost("a.example.com", echoes["v1"]),)),), 1))
+        for _ in range(5):
+            assert "UNRECOGNIZED_NAME" in _handshake_alert(port, "b.example.com")
+        assert "UNRECOGNIZED_NAME" in _handshake_alert(port, None)
+        assert _tls_get(port, "a.example.com", "a.example.com")[0] == 200
+        text = runner.metrics()
+        assert ('kgw_l7_tls_handshake_refusals_total{listener="tls",'
+                'reason="unknown_server_name"} 5.0') in text
+        assert ('kgw_l7_tls_handshake_refusals_total{listener="tls",'
+                'reason="no_server_name"} 1.0') in text
+    finally:
+        runner.close()
+    err = capfd.readouterr().err
+    assert err.count("unrecognized_name alert") == 1, err  # rate-limited per listener
+    assert "'b.example.com'" in err
+
+
+def test_health_says_when_a_listener_is_not_served(echoes):
+    """What /readyz reports: a listener that cannot be opened, and no worker running."""
+    port = free_port()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    busy = blocker.getsockname()[1]
+    runner = PlaneRunner(workers=1, access_log="off", restart_delay=1.5)
+    try:
+        ok = Listener("ok", "127.0.0.1", port, virtual_hosts=(simple_vhost("*", echoes["v1"]),))
+        runner.apply(L7Config((ok,), 1))
+        assert runner.call(runner.plane.health()) == []
+        bad = Listener("busy", "127.0.0.1", busy, virtual_hosts=(simple_vhost("*", echoes["v1"]),))
+        runner.apply(L7Config((ok, bad), 2))
+        [problem] = runner.call(runner.plane.health())
+        assert problem.startswith("listener busy not served: cannot listen on")
+        runner.apply(L7Config((ok,), 3))
+        assert runner.call(runner.plane.health()) == []
+        os.kill(runner.plane.worker_pids()[0], signal.SIGKILL)
+        eventually(lambda: runner.call(runner.plane.health()) == ["no L7 worker running"],
+                   timeout=2)
+        eventually(lambda: runner.call(runner.plane.health()) == [], timeout=10)
+    finally:
+        blocker.close()
+        runner.close()
+
+
+def test_restart_delay_starts_over_after_a_healthy_period(echoes):
+    """A worker that crashes after running fine for a while is not treated as crash
+    looping: its restart delay does not keep growing."""
+    runner = PlaneRunner(workers=1, access_log="off", healthy_after=0.3)
+    try:
+        worker = runner.plane._workers[0]
+        for _ in range(4):
+            pid = runner.plane.worker_pids()[0]
+            time.sleep(0.4)  # healthy for longer than healthy_after
+            os.kill(pid, signal.SIGKILL)
+            eventually(lambda: runner.plane.worker_pids() and
+                       runner.plane.worker_pids()[0] != pid, timeout=10)
+        assert worker.restarts == 1
+    finally:
+        runner.close()
+
+
+def test_counters_survive_a_worker_that_dies(echoes):
+    """Summed counters never go backwards: a killed worker's counts stay in the totals."""
+    port = free_port()
+    runner = PlaneRunner(workers=1, access_log="off")
+    series = ('kgw_l7_requests_total{backend="infra/v1:8080",code="200",gateway="infra/gw",'
+              'listener="l",route="infra/*"}')
+    try:
+        runner.apply(L7Config((Listener("l", "127.0.0.1", port,
+                                        virtual_hosts=(simple_vhost("*", echoes["v1"]),)),), 1))
+        for _ in range(10):
+            assert request(port, "/").status == 200
+        assert f"{series} 10.0" in runner.metrics()
+        pid = runner.plane.worker_pids()[0]
+        os.kill(pid, signal.SIGKILL)
+        eventually(lambda: runner.plane.worker_pids() and runner.plane.worker_pids()[0] != pid,
+                   timeout=10)
+        eventually(lambda: request(port, "/").status == 200, timeout=10)
+        for _ in range(2):
+            assert request(port, "/").status == 200
+        assert f"{series} 13.0" in runner.metrics()
+        assert "kgw_l7_connections_total 13.0" in runner.metrics()
+    finally:
+        runner.close()

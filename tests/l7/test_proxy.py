@@ -152,6 +152,11 @@ def build_config(echoes: dict[str, Echo], port: int, generation: int = 1,
             redirect=Redirect(path=PathModifier("ReplaceFullPath", "/redirected")))))),
         prefix("/be-mirror", rule("be-mirror", backend(v1, filters=Filters(
             mirrors=(Mirror(backend(v3)),))))),
+        # One endpoint of the heavier backend is dead: shares with cold pools.
+        prefix("/lb-weights", rule("lb-weights", Backend(
+            name="infra/lbw-a:80", weight=3,
+            endpoints=(Endpoint("127.0.0.1", v1.port), Endpoint("127.0.0.1", dead))),
+            backend(v2, name="infra/lbw-b:80", weight=1))),
         prefix("/raw", rule("raw", Backend(name="infra/raw:80",
                                              endpoints=(Endpoint("127.0.0.1", raw_port),)))),
         prefix("/", rule("default", backend(v1))),
@@ -347,6 +352,20 @@ def test_weights(proxy):
     assert abs(counts["v2"] / 500 - 0.30) <= 0.05, counts
 
 
+def test_weights_with_cold_pools_and_a_dead_endpoint(proxy):
+    """Every request misses the pool (the backend closes each connection): backends by
+    weight (3:1), endpoints in turn (one of the two of the heavier backend dead, 502).
+    Picking the endpoint twice per request sent all of that backend's share to the same
+    endpoint."""
+    counts = {"v1": 0, "v2": 0, "502": 0}
+    n = 400
+    for _ in range(n):
+        r = request(proxy.port, "/lb-weights", headers={"X-Echo-Set-Header": "Connection:close"})
+        counts["502" if r.status == 502 else pod(r)[:2]] += 1
+    for key, share in (("v1", 0.375), ("502", 0.375), ("v2", 0.25)):
+        assert abs(counts[key] / n - share) <= 0.07, counts
+
+
 # -- error mapping --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path,status", [
@@ -493,6 +512,62 @@ def test_curl_client(proxy):
     assert json.loads(out)["pod"].startswith("v2")
 
 
+# -- HTTP/2 on the HTTP/1.1 listener ------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.parametrize("body", [None, "hello"])
+def test_h2c_upgrade_is_served_as_http11_and_never_forwarded(proxy, body):
+    """curl --http2 asks to upgrade to h2c (with a body too): served as HTTP/1.1, and the
+    backend sees none of Upgrade, Connection: upgrade, HTTP2-Settings."""
+    argv = ["curl", "-sS", "-i", "--http2", f"http://127.0.0.1:{proxy.port}/h2c"]
+    if body is not None:
+        argv += ["-d", body]
+    out = subprocess.run(argv, capture_output=True, timeout=10, check=True).stdout
+    head, _, data = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), out[:300]
+    doc = json.loads(data)
+    assert doc["method"] == ("GET" if body is None else "POST")
+    sent = {k.lower() for k in doc["headers"]}
+    assert not sent & {"upgrade", "http2-settings", "connection"}, doc["headers"]
+    if body is not None:
+        assert doc["body"]["length"] == len(body)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_http2_prior_knowledge_gets_goaway_http_1_1_required(proxy):
+    p = subprocess.run(["curl", "-sv", "--http2-prior-knowledge",
+                        f"http://127.0.0.1:{proxy.port}/h2"],
+                       capture_output=True, timeout=10)
+    assert p.returncode != 0
+    assert b"GOAWAY, error=13" in p.stderr, p.stderr[-500:]  # HTTP_1_1_REQUIRED
+    assert b"Pause on PRI" not in p.stdout + p.stderr
+
+
+def test_refused_requests_are_logged_and_counted_with_their_listener(proxy):
+    """Requests kgw refuses before routing (400, 431, 505 for the HTTP/2 preface, 408)
+    get an access-log line and count under their listener and its gateway."""
+    assert raw(proxy.port, b"GET /dup HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+               ).startswith(b"HTTP/1.1 400")
+    assert raw(proxy.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000
+               + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
+    h2 = raw(proxy.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert h2[3:5] == b"\x04\x00" and b"use HTTP/1.1" in h2  # SETTINGS, then GOAWAY
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished: 408 after 1 s
+        assert s.recv(1000).startswith(b"HTTP/1.1 408")
+    text = proxy.metrics()
+    for code in (400, 431, 505, 408):
+        assert (f'kgw_l7_requests_total{{backend="",code="{code}",gateway="infra/gw",'
+                f'listener="main",route=""}}') in text, code
+    lines = [json.loads(l) for l in Path(proxy.access_log).read_text().splitlines()]
+    refused = {l["response_code"]: l for l in lines if l["method"] is None}
+    assert refused[400]["response_code_details"] == "more than one Host header"
+    assert refused[400]["response_flags"] == "DPE" and refused[400]["listener"] == "main"
+    assert "HTTP/2" in refused[505]["response_code_details"]
+    assert refused[431]["response_code_details"] == "request header block too large"
+    assert refused[408]["response_code_details"] == "request header timeout"
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 def test_malformed_request_400_and_close(proxy):
@@ -547,7 +622,7 @@ def test_idle_keepalive_connection_closed(proxy):
 def test_metrics_and_access_log(proxy):
     request(proxy.port, "/metrics-probe")
     text = proxy.metrics()
-    assert 'kgw_l7_requests_total{backend="infra/v1:8080",code="200",gateway="infra/gw",route="infra/default"}' in text
+    assert 'kgw_l7_requests_total{backend="infra/v1:8080",code="200",gateway="infra/gw",listener="main",route="infra/default"}' in text
     assert "kgw_l7_request_duration_seconds_bucket" in text
     assert 'kgw_l7_upstream_connect_failures_total{backend="infra/dead:80"}' in text
     assert "kgw_l7_config_generation 1.0" in text

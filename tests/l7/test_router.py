@@ -169,6 +169,20 @@ def test_round_robin_endpoints():
     assert [cb.pick() for _ in range(4)] == [("10.0.0.1", 1), ("10.0.0.2", 2)] * 2
 
 
+def test_retry_picks_an_endpoint_not_tried_yet():
+    eps = tuple(Endpoint(f"10.0.0.{i}", i) for i in (1, 2, 3))
+    _, routers = build([VirtualHost("*", (Route(RouteMatch(), rule("r", Backend("b", endpoints=eps))),))])
+    cb = routers["l"].vhost(b"x").routes[0].rule.backends[0]
+    a, b, c = (("10.0.0.1", 1), ("10.0.0.2", 2), ("10.0.0.3", 3))
+    assert cb.pick() == a
+    assert cb.pick() == b  # another request's, meanwhile
+    assert cb.pick_untried([a]) == c
+    # After a and c: a is next in turn, b is taken instead.
+    assert cb.pick_untried([a, c]) == b
+    # Everything tried: the next in turn.
+    assert cb.pick_untried([a, b, c]) == c
+
+
 def test_cache_reuses_unchanged_parts():
     keep = VirtualHost("keep.test", (route(RouteMatch(), "keep"),))
     change = VirtualHost("change.test", (route(RouteMatch(), "v1"),))

@@ -13,7 +13,7 @@ class Conn:
         self.swept = 0
         self.closed = False
 
-    def sweep(self, now: float, idle: float, header: float) -> None:
+    def sweep(self, now: float, idle: float, header: float, response: float) -> None:
         self.swept += 1
         if self.fail:
             raise RuntimeError("broken connection state")
