@@ -44,6 +44,13 @@ def _listener_failures(gateway: Obj, status: Mapping[str, Any], l7: L7Config, l7
     return out
 
 
+def l4_listener_failures(l4: L4Config, l4_errors: Mapping[str, str]) -> dict[str, str]:
+    """The kernel plane's errors that are listener failures: those of frontends with at
+    least one endpoint (see ``overlay``). Keys are ``namespace/gateway/listener``."""
+    empty = {f.name for f in l4.frontends if not any(g.endpoints for g in f.backends)}
+    return {name: msg for name, msg in l4_errors.items() if name not in empty}
+
+
 def overlay(statuses: Mapping[ObjectKey, dict[str, Any]], lookup: Any, l7: L7Config, l4: L4Config,
             l7_errors: Mapping[str, str], l4_errors: Mapping[str, str]) -> dict[ObjectKey, dict[str, Any]]:
     """Return ``statuses`` with data-plane failures applied (inputs are not modified).
@@ -52,8 +59,7 @@ def overlay(statuses: Mapping[ObjectKey, dict[str, Any]], lookup: Any, l7: L7Con
     did not resolve (or have no ready endpoint), which the route's own status reports,
     and Gateway API wants the listener Programmed while its connections are refused.
     """
-    empty = {f.name for f in l4.frontends if not any(g.endpoints for g in f.backends)}
-    l4_errors = {name: msg for name, msg in l4_errors.items() if name not in empty}
+    l4_errors = l4_listener_failures(l4, l4_errors)
     if not l7_errors and not l4_errors:
         return dict(statuses)
     out = dict(statuses)

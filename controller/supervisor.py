@@ -207,9 +207,10 @@ class Supervisor:
 
     async def _readyz(self) -> Response:
         """Not ready until the first configuration is live in every data plane, while a
-        configured L7 listener is not served (no worker running, a listener that cannot
-        be opened or stopped accepting, a worker out of file descriptors), and once
-        shutting down.
+        configured listener is not served (L7: no worker running, a listener that cannot
+        be opened or stopped accepting, a worker out of file descriptors; L4: a frontend
+        the kernel or userspace plane could not program, or whose pinned maps drifted),
+        and once shutting down.
 
         After that, trouble with the source (an API server outage) does not make the
         gateway unready: it keeps serving the last good configuration, and readiness
@@ -220,6 +221,9 @@ class Supervisor:
             return text_response("not ready: shutting down\n", 503)
         trouble = confloop.trouble(self)
         serving = await self.l7.health() if self.l7 is not None and self.ready.is_set() else []
+        if self.l4 is not None and self.translation is not None and self.ready.is_set():
+            failures = planestatus.l4_listener_failures(self.translation.l4, self.l4.errors())
+            serving += [f"listener {name} not served: {msg}" for name, msg in sorted(failures.items())]
         if serving:
             return text_response(f"not ready: {'; '.join(serving)}\n", 503)
         if self.ready.is_set() and not self.not_ready_reason:

@@ -132,3 +132,35 @@ def test_readyz_not_ready_while_a_listener_is_not_served(tmp_path: Path) -> None
                                    f"cannot listen on 127.0.0.1:{port}".encode()), body
     finally:
         blocker.close()
+
+
+TCP_CONFIG = CONFIG.replace("protocol: HTTP", "protocol: TCP").split("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute")[0] + """\
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: raw, namespace: test}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]
+"""
+
+
+def test_readyz_not_ready_while_a_tcp_listener_is_not_served(tmp_path: Path) -> None:
+    """The L4 plane's listeners count too: a TCPRoute frontend whose port another process
+    holds makes /readyz say which listener is not served."""
+    port, admin_port = free_port(), free_port()
+    admin = f"127.0.0.1:{admin_port}"
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    (tmp_path / "gw.yaml").write_text(TCP_CONFIG.format(port=port, backend_port=free_port()))
+    cmd = kgw_cmd("run", "-c", str(tmp_path), "--admin-address", admin, "--workers", "1",
+                  "--access-log", "off", "--l4-mode", "userspace")
+    try:
+        with running(cmd, stderr=subprocess.DEVNULL):
+            code, body = eventually(lambda: (r := http_get(f"http://{admin}/readyz"))
+                                    and b"not served" in r[1] and r, timeout=30)
+            assert code == 503
+            assert body.startswith(b"not ready: listener test/gw/http not served: "), body
+    finally:
+        blocker.close()
