@@ -320,10 +320,11 @@ class CompiledRule:
         self.retry_backoff = retry.backoff if retry else None
         #: No timeout and no retry: eligible for the exchange's synchronous fast path
         #: (precomputed: it is checked for every request).
-        self.no_deadline = (self.request_timeout is None and self.backend_timeout is None
+        self.no_deadline = (not self.request_timeout and not self.backend_timeout
                             and not self.retry_attempts)
         #: Neither timeout is set: the worker's default response timeout applies
-        #: (WorkerOptions.response_timeout, enforced by its periodic sweep).
+        #: (WorkerOptions.response_timeout, enforced by its periodic sweep). An explicit
+        #: 0 (Gateway API "0s") is no timeout at all.
         self.default_timeout = self.request_timeout is None and self.backend_timeout is None
         self.needs_body_copy = bool(self.retry_attempts or self.filters.mirrors or any(
             b.filters is not None and b.filters.mirrors for b in live))

@@ -129,8 +129,11 @@ def grpc_match(raw: dict, problems: list[Cond]) -> l7.RouteMatch | None:
 
 
 def _timeout(value: object) -> float | None:
-    d = parse_duration(value)
-    return d if d else None  # "0s" disables the timeout
+    """Seconds; None when unset (the proxy's default response timeout applies), 0.0 for
+    "0s", which Gateway API defines as no timeout at all."""
+    if value is None:
+        return None
+    return parse_duration(value) or 0.0
 
 
 def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:

@@ -235,3 +235,16 @@ def test_head_suffix_only_when_the_head_is_not_rewritten(filters, backend_filter
     _, routers = build([VirtualHost("*", (Route(RouteMatch(), r),))])
     compiled = routers["l"].vhost(b"x").routes[0].rule
     assert compiled.head_suffix_for.get(compiled.backends[0]) == suffix
+
+
+@pytest.mark.parametrize("timeouts, no_deadline, default_timeout", [
+    ({}, True, True),  # unset: the worker's default response timeout applies
+    ({"request_timeout": 0.0}, True, False),  # Gateway API "0s": no timeout at all
+    ({"request_timeout": 0.0, "backend_timeout": 0.0}, True, False),
+    ({"request_timeout": 5.0}, False, False),
+    ({"backend_timeout": 1.0}, False, False),
+])
+def test_timeouts_unset_zero_and_set(timeouts, no_deadline, default_timeout):
+    _, routers = build([VirtualHost("*", (Route(RouteMatch(), rule("t", be("a"), **timeouts)),))])
+    compiled = routers["l"].vhost(b"x").routes[0].rule
+    assert (compiled.no_deadline, compiled.default_timeout) == (no_deadline, default_timeout)

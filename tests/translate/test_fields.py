@@ -2,7 +2,7 @@
 
 import pytest
 
-from controller.translate.httproute import grpc_match, http_match
+from controller.translate.httproute import _timeout, grpc_match, http_match
 from controller.translate.util import parse_duration
 from kgw_l7.config import PathMatch, RouteMatch
 
@@ -36,3 +36,9 @@ def test_http_match_defaults_and_rejections():
     assert http_match({"path": {"type": "RegularExpression", "value": "("}}, problems) is None
     assert http_match({"path": {"type": "Exact", "value": "no-slash"}}, problems) is None
     assert [p.reason for p in problems] == ["UnsupportedValue", "UnsupportedValue"]
+
+
+@pytest.mark.parametrize("value,seconds", [(None, None), ("0s", 0.0), ("1500ms", 1.5)])
+def test_route_timeouts_keep_zero_apart_from_unset(value, seconds):
+    """Gateway API's "0s" means no timeout; unset leaves the proxy's default in force."""
+    assert _timeout(value) == seconds
