@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="claim exactly these features instead of conformance/features.py (as upstream's flag)")
     p.add_argument("--exempt-features", default="", metavar="F[,F]",
                    help="drop these from the claimed features (as upstream's flag)")
+    p.add_argument("--claim", default="", metavar="F[,F]",
+                   help="claim these features too, on top of the claim (to replay what kgw does not claim yet, "
+                        "e.g. --claim GRPCRoute for the GRPC profile, --claim HTTPRouteBackendProtocolH2C)")
     p.add_argument("--fail-on", choices=("any", "core", "none"), default="core",
                    help="which failures make the exit status non-zero (default core)")
     p.add_argument("--isolate", action="store_true",
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     profiles = args.profile or list(PROFILES)
     supported = frozenset(f for f in args.supported_features.split(",") if f) or SUPPORTED_FEATURES
+    supported |= {f for f in args.claim.split(",") if f}
     supported -= {f for f in args.exempt_features.split(",") if f}
     opts = Options(suite=args.suite, run=[n for n in args.run.split(",") if n], profiles=profiles,
                    report=args.report, keep=args.keep, verbose=args.verbose,
