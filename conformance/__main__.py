@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="claim exactly these features instead of conformance/features.py (as upstream's flag)")
     p.add_argument("--exempt-features", default="", metavar="F[,F]",
                    help="drop these from the claimed features (as upstream's flag)")
+    p.add_argument("--claim", default="", metavar="F[,F]",
+                   help="claim these features too, on top of the claim (to replay what kgw does not claim yet, "
+                        "e.g. --claim GRPCRoute for the GRPC profile, --claim HTTPRouteBackendProtocolH2C)")
     p.add_argument("--fail-on", choices=("any", "core", "none"), default="core",
                    help="which failures make the exit status non-zero (default core)")
     p.add_argument("--isolate", action="store_true",
@@ -73,6 +76,16 @@ def _reexec_isolated(argv: list[str]) -> None:
     os.execv(unshare, cmd)
 
 
+def _names(text: str) -> frozenset[str]:
+    return frozenset(f.strip() for f in text.split(",") if f.strip())
+
+
+def claimed(supported_features: str = "", claim: str = "", exempt: str = "") -> frozenset[str]:
+    """The features the run claims: ``--supported-features`` (or features.py), plus
+    ``--claim``, minus ``--exempt-features``."""
+    return ((_names(supported_features) or SUPPORTED_FEATURES) | _names(claim)) - _names(exempt)
+
+
 def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(raw)
@@ -84,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     profiles = args.profile or list(PROFILES)
-    supported = frozenset(f for f in args.supported_features.split(",") if f) or SUPPORTED_FEATURES
-    supported -= {f for f in args.exempt_features.split(",") if f}
+    supported = claimed(args.supported_features, args.claim, args.exempt_features)
     opts = Options(suite=args.suite, run=[n for n in args.run.split(",") if n], profiles=profiles,
                    report=args.report, keep=args.keep, verbose=args.verbose,
                    skip_provisional=args.skip_provisional,

@@ -9,6 +9,10 @@ Containers with ``TCP_ECHO_SERVER`` set run the echo's TCP mode (echo-basic's tc
 a line protocol on TCP_PORT, and over TLS on TLS_PORT when given a certificate).
 Containers with ``UDP_ECHO_SERVER`` set run its UDP mode on UDP_PORT (8080, the suite's
 UDP containerPort); such a pod is ready when it answers a datagram.
+Containers with ``GRPC_ECHO_SERVER`` set run its gRPC mode (the suite's GrpcEcho service)
+on HTTP_PORT (3000), and over TLS on HTTPS_PORT (8443) with TLS_SERVER_CERT and
+TLS_SERVER_PRIV_KEY. HTTP echo pods also serve h2c on H2C_PORT (3001), as echo-basic does
+(the port HTTPRouteBackendProtocolH2C routes to).
 The ``coredns`` Deployment (CoreDNS image, ``-conf`` a Corefile from a ConfigMap volume)
 runs ``conformance.dns_backend`` on that Corefile; it is ready when it answers a query.
 ConfigMap volumes are written like Secret volumes.
@@ -41,6 +45,8 @@ log = logging.getLogger("conformance.backends")
 #: Characters Kubernetes uses in generated name suffixes (k8s.io/apimachinery rand.String).
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 ECHO_HTTP_PORT = 3000
+ECHO_H2C_PORT = 3001  # echo-basic's H2C_PORT
+ECHO_HTTPS_PORT = 8443  # echo-basic's HTTPS_PORT (its gRPC mode's TLS port too)
 ECHO_UDP_PORT = 8080  # the containerPort of the suite's UDP echo Deployments
 START_TIMEOUT_S = 20.0
 
@@ -88,13 +94,23 @@ def echo_command(env: dict[str, str], address: str, pod: str, namespace: str) ->
     the pod will listen on. echo-basic serves HTTP unless ``TCP_ECHO_SERVER`` is set; then
     it serves its TCP line protocol on ``TCP_PORT`` (3000) and, with ``TLS_SERVER_CERT``
     and ``TLS_SERVER_PRIV_KEY``, the same over TLS on ``TLS_PORT`` (8443). With
-    ``UDP_ECHO_SERVER`` it answers datagrams on ``UDP_PORT`` (8080) instead."""
+    ``UDP_ECHO_SERVER`` it answers datagrams on ``UDP_PORT`` (8080) instead. With
+    ``GRPC_ECHO_SERVER`` it serves the gRPC echo on ``HTTP_PORT`` (3000) and, with
+    ``TLS_SERVER_CERT`` and ``TLS_SERVER_PRIV_KEY``, over TLS on ``HTTPS_PORT`` (8443).
+    The HTTP echo also serves h2c on ``H2C_PORT`` (3001)."""
     base = ["-m", "controller.cli", "echo", "--address", address, "--pod", pod, "--namespace", namespace]
     if env.get("UDP_ECHO_SERVER"):
         udp_port = _env_port(env, "UDP_PORT", ECHO_UDP_PORT)
         return base + ["--udp-port", str(udp_port)], (udp_port,)
+    if env.get("GRPC_ECHO_SERVER"):
+        grpc_port, tls_port = _env_port(env, "HTTP_PORT", ECHO_HTTP_PORT), _env_port(env, "HTTPS_PORT", ECHO_HTTPS_PORT)
+        args = base + ["--grpc-port", str(grpc_port), "--tls-port", str(tls_port)]
+        if env.get("TLS_SERVER_CERT") and env.get("TLS_SERVER_PRIV_KEY"):
+            return args, (grpc_port, tls_port)
+        return args, (grpc_port,)
     if not env.get("TCP_ECHO_SERVER"):
-        return base + ["--port", str(ECHO_HTTP_PORT)], (ECHO_HTTP_PORT,)
+        h2c_port = _env_port(env, "H2C_PORT", ECHO_H2C_PORT)
+        return base + ["--port", str(ECHO_HTTP_PORT), "--h2c-port", str(h2c_port)], (ECHO_HTTP_PORT, h2c_port)
     tcp_port, tls_port = _env_port(env, "TCP_PORT", 3000), _env_port(env, "TLS_PORT", 8443)
     args = base + ["--tcp-port", str(tcp_port), "--tls-port", str(tls_port)]
     if env.get("TLS_SERVER_CERT") and env.get("TLS_SERVER_PRIV_KEY"):

@@ -38,7 +38,7 @@ class CaseFailed(CheckFailed):
 @dataclass
 class Target:
     address: str
-    scheme: str  # the group's protocol: http | https | tcp | tls | udp
+    scheme: str  # the group's protocol: http | https | grpc | tcp | tls | udp
     server_name: str = ""
     ca_pem: bytes = b""
     client_cert: tuple[bytes, bytes] | None = None
@@ -164,7 +164,7 @@ class Replayer:
             port = int(m.group(1))
         listeners = t.get("listeners") or []
         proto = group.get("protocol", "http")
-        if proto not in ("http", "https", "tcp", "tls", "udp"):
+        if proto not in ("http", "https", "grpc", "tcp", "tls", "udp"):
             raise HarnessGap(f"{proto} requests are not replayed by the harness yet")
         server_name = group.get("tlsServerName") or ""
         if _placeholder(server_name):
@@ -239,6 +239,9 @@ class Replayer:
             return
         if target.scheme == "udp":
             self.run_udp_group(group, target, expect_kind, cases)
+            return
+        if target.scheme == "grpc":
+            self.run_grpc_group(group, target, expect_kind, cases)
             return
         for i, case in enumerate(group.get("cases") if cases is None else cases):
             name = case_name(i, case)
@@ -328,6 +331,27 @@ class Replayer:
             except rq.NotConsistent as exc:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
 
+    def run_grpc_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+        """Upstream grpc.MakeRequestAndExpectEventuallyConsistentResponse (``response``)
+        and ...Failure (``failure``) for each case: one client per case (clear text, the
+        case's authority), each case eventually consistent (``conformance.grpc_requests``)."""
+        from conformance import grpc_requests as gq
+
+        if expect_kind not in ("response", "failure"):
+            raise HarnessGap(f"grpc requests expecting {expect_kind!r} are not replayed by the harness")
+        probe = gq.response_probe if expect_kind == "response" else gq.failure_probe
+        for i, raw in enumerate(group.get("cases") if cases is None else cases):
+            try:
+                case = gq.GrpcCase.from_record(raw)
+            except gq.CaseError as exc:
+                raise HarnessGap(str(exc)) from exc
+            name = case.test_case_name(i)
+            with gq.GrpcClient(target.address, case.authority) as client:
+                try:
+                    rq.wait_consistent(lambda: probe(client, case), limit=self.limit)
+                except (rq.NotConsistent, rq.WrongAnswer) as exc:
+                    raise CaseFailed(name, f"{name}: {exc}") from exc
+
     def run_tls_group(self, target: Target, expect_kind: str) -> None:
         """Upstream tls.MakeTLSConnectionAndExpectEventuallyConnectionRejection: the
         handshake with the group's server name ends in EOF or a reset."""
@@ -411,6 +435,30 @@ class Replayer:
                 return
             errors.append(err)
             self.log(f"udp weighted distribution attempt {attempt + 1}: {err}")
+        raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
+
+    def grpc_weighted_distribution(self, target: Target, case: Obj, weights: dict[str, float], *,
+                                   total: int = 500, concurrency: int = 10, tolerance: float = 0.05,
+                                   retries: int = 10) -> None:
+        """GRPCRouteWeight's loop (upstream weight.TestWeightedDistribution over gRPC Echo
+        calls): ``total`` calls, each on a new client with upstream's entropy, attributed
+        to the answering pod minus its last two name parts; retried up to
+        weight.MaxTestRetries times."""
+        from conformance import grpc_requests as gq
+
+        try:
+            grpc_case = gq.GrpcCase.from_record(case)
+        except gq.CaseError as exc:
+            raise HarnessGap(str(exc)) from exc
+        entropy = gq.Entropy()
+        errors = []
+        for attempt in range(retries):
+            err = distribution_error(lambda _: gq.echo_pod(target.address, grpc_case, entropy), weights, total,
+                                     concurrency, tolerance)
+            if err is None:
+                return
+            errors.append(err)
+            self.log(f"grpc weighted distribution attempt {attempt + 1}: {err}")
         raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
 
     def header_per_backend(self, target: Target, case: Obj, *, total: int = 100, header: str = "Backend") -> None:

@@ -163,9 +163,9 @@ class Runner:
 
     def _wants_deployment(self, deployment: dict) -> bool:
         """gRPC, TCP and UDP echo modes serve only the GRPC, TCP, TLS and UDP profiles: run
-        them when those are claimed (kgw echo has no gRPC mode yet; its TCP mode is what the
-        TCPRoute tests and the TLS-passthrough tests' tcp-backend speak, its UDP mode what
-        the UDPRoute tests' backends answer)."""
+        them when those are claimed (the gRPC mode is what the GRPCRoute tests call, the TCP
+        mode what the TCPRoute tests and the TLS-passthrough tests' tcp-backend speak, the
+        UDP mode what the UDPRoute tests' backends answer)."""
         if is_coredns_deployment(deployment):
             return "UDPRoute" in self.opts.supported
         env = container_env(deployment)

@@ -375,6 +375,24 @@ def httproute_weight(run: TestRun) -> None:
             raise StepFailed("weighted distribution", str(exc)) from exc
 
 
+def grpcroute_weight(run: TestRun) -> None:
+    """Upstream GRPCRouteWeight: after the checks, one eventually consistent Echo call
+    (code OK, the namespace), then the distribution of calls over the weighted backends."""
+    run.run_checks(run.checks())
+    groups = run.test.request_groups
+    dists = run.test.record.get("weightedDistribution") or []
+    if len(groups) != 1 or groups[0].get("protocol") != "grpc" or len(groups[0].get("cases") or []) != 1 \
+            or not dists:
+        raise HarnessGap("gRPC weighted distribution without its call or weights")
+    run.run_groups(groups)
+    target = run.replayer.target(groups[0], run.default_gateway())
+    for d in dists:
+        try:
+            run.replayer.grpc_weighted_distribution(target, groups[0]["cases"][0], d["expectedWeights"])
+        except CheckFailed as exc:
+            raise StepFailed("grpc weighted distribution", str(exc)) from exc
+
+
 def tcproute_weighted(run: TestRun) -> None:
     """Upstream TCPRouteWeightedRouting: after the checks, the connection distribution
     over the route's weighted backends (the recorded group only names the target)."""
@@ -537,6 +555,7 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
     "HTTPRouteWeight": httproute_weight,
     "HTTPRouteRequestHeaderModifierBackendWeights": backend_weights_headers,
     "HTTPRouteRequestPercentageMirror": percentage_mirror,
+    "GRPCRouteWeight": grpcroute_weight,
     "TCPRouteWeightedRouting": tcproute_weighted,
     "TCPRouteReferenceGrant": tcproute_reference_grant,
     "TCPRouteMultipleRoutesAttachment": tcproute_multiple_routes_attachment,

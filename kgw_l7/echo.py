@@ -3,7 +3,7 @@ suite's echo server ("echo-basic"), fast enough to be the benchmarks' backend.
 
 Usage: ``kgw echo [--address ADDR] [--port PORT] [--pod NAME] [--namespace NS]
 [--service NAME] [--ingress NAME] [--tls-port PORT --tls-cert FILE --tls-key FILE]
-[--quiet] [--tcp-port PORT] [--udp-port PORT]``
+[--quiet] [--h2c-port PORT] [--tcp-port PORT] [--udp-port PORT] [--grpc-port PORT]``
 
 Flags (environment variables of echo-basic are honoured as defaults):
 
@@ -20,10 +20,14 @@ Flags (environment variables of echo-basic are honoured as defaults):
                 verifies it against these CAs (default $TLS_CLIENT_CACERTS); the JSON's
                 ``tls.peerCertificates`` lists what the client presented (PEM)
 ``--quiet``     don't print the per-request log line (benchmarks)
+``--h2c-port``  also serve the echo over h2c on this port, as echo-basic does on its
+                H2C_PORT (default $H2C_PORT; off when unset: ``kgw_l7/echo_h2c.py``)
 ``--tcp-port``  TCP mode (below) on this port instead of HTTP (default: $TCP_PORT or 3000
                 when $TCP_ECHO_SERVER is set, else HTTP mode)
 ``--udp-port``  UDP mode (below) on this port instead of HTTP (default: $UDP_PORT or 8080
                 when $UDP_ECHO_SERVER is set)
+``--grpc-port`` gRPC mode (below) on this port instead of HTTP (default: $HTTP_PORT or 3000
+                when $GRPC_ECHO_SERVER is set)
 
 Behaviour (as echo-basic):
 
@@ -59,6 +63,13 @@ set it; port 8080, their containerPort, unless $UDP_PORT says otherwise): every 
 is answered with one datagram to its sender, echo-basic's udpechoserver envelope: JSON
 with ``request`` (the datagram received, UTF-8, undecodable bytes replaced) and the pod
 context (``namespace``, ``ingress``, ``service``, ``pod``).
+
+gRPC mode (echo-basic's gRPC echo, chosen by ``--grpc-port`` or $GRPC_ECHO_SERVER, as the
+suite's grpc-infra-backend Deployments set it): the suite's ``GrpcEcho`` service served by
+grpcio in clear text on the gRPC port and, with a certificate and key ($TLS_SERVER_CERT,
+$TLS_SERVER_PRIV_KEY as echo-basic's gRPC server names them), over TLS (ALPN h2) on
+``--tls-port`` (default $HTTPS_PORT or 8443): ``kgw_l7/grpc_echo.py``. Needs the ``grpc``
+extra (grpcio, grpcio-tools, protobuf).
 """
 
 from __future__ import annotations
@@ -401,47 +412,59 @@ class EchoConn(asyncio.Protocol):
 
     def _echo(self, req: _Request, close: bool) -> None:
         head = req.head
-        server = self.server
-        server.log(head.target, self.peer)
-        headers: dict[str, list[str]] = {}
-        set_pairs: list[tuple[str, str]] = []
-        for name, value in head.headers:
-            if name == b"host":
-                continue
-            key = _canonical_cached(name)
-            sval = value.decode("latin-1")
-            headers.setdefault(key, []).append(sval)
-            if name == b"x-echo-set-header":
-                for kv in sval.split(","):
-                    k, _, v = kv.strip().partition(":")
-                    if k:
-                        set_pairs.append((k, v.strip()))
-        doc: dict[str, Any] = {
-            "path": head.target.decode("latin-1"),
-            "host": head.authority.decode("latin-1"),
-            "method": head.method.decode("latin-1"),
-            "proto": "HTTP/" + head.version.decode(),
-            "headers": headers,
-            **server.context,
-            "httpPort": server.http_port,
-            "sni": self.sni,
-        }
-        if self.tls is not None:
-            doc["tls"] = self.tls
-        if req.length:
-            doc["body"] = {"length": req.length, "sha256": req.sha.hexdigest()}
-        # Compact JSON: json's C encoder only runs without ``indent``.
-        body = json.dumps(doc).encode()
-        extra: dict[str, str] = {}
-        for k, v in set_pairs:
-            extra[k] = v if k not in extra else extra[k] + "," + v
-        resp_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
-        resp_headers.append((b"x-content-type-options", b"nosniff"))
+        self.server.log(head.target, self.peer)
+        body, resp_headers = echo_document(
+            self.server, head.method, head.target, head.authority, "HTTP/" + head.version.decode(),
+            head.headers, self.sni, self.tls, req.length, req.sha)
         data = simple_response(200, body, close=close, extra=resp_headers,
                                content_type=b"application/json")
         if head.method == b"HEAD":
             data = data[:-len(body)]
         self._write(data, close)
+
+
+def echo_document(server: EchoServer, method: bytes, target: bytes, authority: bytes, proto: str,
+                  header_pairs: Any, sni: str, tls: dict[str, Any] | None, length: int,
+                  sha: Any) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """echo-basic's answer to one request, for HTTP/1.1 and h2c alike: the JSON body and
+    the extra response headers (the ``X-Echo-Set-Header`` pairs, nosniff).
+    ``header_pairs`` are (lower-case name, value) bytes; Host and HTTP/2 pseudo-headers
+    are not reported as headers (Go keeps them out of Request.Header)."""
+    headers: dict[str, list[str]] = {}
+    set_pairs: list[tuple[str, str]] = []
+    for name, value in header_pairs:
+        if name == b"host" or name[:1] == b":":
+            continue
+        key = _canonical_cached(name)
+        sval = value.decode("latin-1")
+        headers.setdefault(key, []).append(sval)
+        if name == b"x-echo-set-header":
+            for kv in sval.split(","):
+                k, _, v = kv.strip().partition(":")
+                if k:
+                    set_pairs.append((k, v.strip()))
+    doc: dict[str, Any] = {
+        "path": target.decode("latin-1"),
+        "host": authority.decode("latin-1"),
+        "method": method.decode("latin-1"),
+        "proto": proto,
+        "headers": headers,
+        **server.context,
+        "httpPort": server.http_port,
+        "sni": sni,
+    }
+    if tls is not None:
+        doc["tls"] = tls
+    if length:
+        doc["body"] = {"length": length, "sha256": sha.hexdigest()}
+    # Compact JSON: json's C encoder only runs without ``indent``.
+    body = json.dumps(doc).encode()
+    extra: dict[str, str] = {}
+    for k, v in set_pairs:
+        extra[k] = v if k not in extra else extra[k] + "," + v
+    resp_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    resp_headers.append((b"x-content-type-options", b"nosniff"))
+    return body, resp_headers
 
 
 TCP_WELCOME = b"Gateway API Test TCP Server\n"
@@ -632,6 +655,10 @@ async def serve(args: argparse.Namespace) -> None:
     servers = [await loop.create_server(lambda: EchoConn(server), args.address, args.port,
                                         reuse_address=True, backlog=1024)]
     print(f"Starting server, listening on port {args.port} (http)", flush=True)
+    if args.h2c_port is not None:
+        from kgw_l7.echo_h2c import serve_h2c
+
+        servers.append(await serve_h2c(server, args.address, args.h2c_port))
     if args.tls_cert and args.tls_key:
         ctx = _tls_context(args.tls_cert, args.tls_key, ["http/1.1"], args.tls_client_ca)
         servers.append(await loop.create_server(lambda: EchoConn(server), args.address,
@@ -658,12 +685,18 @@ def main(argv: list[str]) -> int:
     --tls-client-ca FILE  HTTPS asks for a client certificate, which must chain to
                        these CAs when given (default $TLS_CLIENT_CACERTS)
     --quiet            no per-request "Echoing back request made to ..." line
+    --h2c-port PORT    also the echo over h2c (prior knowledge or Upgrade: h2c) on PORT
+                       (default $H2C_PORT; none when unset)
     --tcp-port PORT    TCP mode instead of HTTP: echo-basic's tcpserver line protocol
                        on PORT (default: $TCP_PORT or 3000 when $TCP_ECHO_SERVER is set);
                        over TLS on --tls-port (default $TLS_PORT or 8443) with a
                        certificate, whose key defaults to $TLS_SERVER_PRIV_KEY
     --udp-port PORT    UDP mode instead of HTTP: each datagram answered (default:
                        $UDP_PORT or 8080 when $UDP_ECHO_SERVER is set)
+    --grpc-port PORT   gRPC mode instead of HTTP: the suite's GrpcEcho service (default:
+                       $HTTP_PORT or 3000 when $GRPC_ECHO_SERVER is set); over TLS on
+                       --tls-port (default $HTTPS_PORT or 8443) with a certificate, whose
+                       key defaults to $TLS_SERVER_PRIV_KEY
 
     See the module docstring for what it answers.
     """
@@ -682,6 +715,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--tcp-port", type=int, default=None)
     p.add_argument("--udp-port", type=int, default=None)
+    p.add_argument("--grpc-port", type=int, default=None)
+    p.add_argument("--h2c-port", type=int, default=None)
     args = p.parse_args(argv)
 
     def env_port(name: str) -> int:
@@ -696,21 +731,45 @@ def main(argv: list[str]) -> int:
             args.udp_port = int(env.get("UDP_PORT") or 8080)
         except ValueError:
             p.error(f"non-integer value in UDP_PORT: {env.get('UDP_PORT')!r}")
-    if args.udp_port is not None and args.tcp_port is not None:
-        p.error("--udp-port and --tcp-port are different modes: choose one")
+    if args.grpc_port is None and env.get("GRPC_ECHO_SERVER"):
+        args.grpc_port = args.port  # echo-basic's gRPC server listens on HTTP_PORT
     if args.tcp_port is None and env.get("TCP_ECHO_SERVER"):
         args.tcp_port = env_port("TCP_PORT")
+    modes = [f for f, v in (("--udp-port", args.udp_port), ("--tcp-port", args.tcp_port),
+                            ("--grpc-port", args.grpc_port)) if v is not None]
+    if len(modes) > 1:
+        p.error(f"{' and '.join(modes)} are different modes: choose one")
+    if args.h2c_port is None and env.get("H2C_PORT"):
+        try:
+            args.h2c_port = int(env["H2C_PORT"])
+        except ValueError:
+            p.error(f"non-integer value in H2C_PORT: {env.get('H2C_PORT')!r}")
     tcp = args.tcp_port is not None
-    # HTTP mode keeps echo-basic's HTTP names; TCP mode uses tcpserver's
+    # HTTP mode keeps echo-basic's HTTP names; TCP mode uses tcpserver's, gRPC mode its
+    # gRPC server's (HTTPS_PORT, TLS_SERVER_PRIV_KEY)
     if args.tls_port is None:
         args.tls_port = env_port("TLS_PORT" if tcp else "HTTPS_PORT")
     if args.tls_key is None:
-        args.tls_key = env.get("TLS_SERVER_PRIV_KEY" if tcp else "TLS_SERVER_PRIVKEY", "")
+        args.tls_key = env.get("TLS_SERVER_PRIV_KEY" if tcp or args.grpc_port is not None
+                               else "TLS_SERVER_PRIVKEY", "")
     import uvloop
 
     try:
         if args.udp_port is not None:
             uvloop.run(serve_udp(args))
+        elif args.grpc_port is not None:
+            try:
+                from kgw_l7 import grpc_echo, protoc
+            except ImportError as exc:
+                from kgw_l7.protoc import MISSING
+
+                print(f"kgw echo: {MISSING} ({exc})", file=sys.stderr)
+                return 1
+            try:
+                uvloop.run(grpc_echo.serve(args))
+            except protoc.ProtoError as exc:
+                print(f"kgw echo: {exc}", file=sys.stderr)
+                return 1
         else:
             uvloop.run(serve_tcp(args) if tcp else serve(args))
     except KeyboardInterrupt:

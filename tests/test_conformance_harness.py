@@ -475,7 +475,7 @@ def test_case_names_and_request_ids() -> None:
 
 def test_tcp_echo_containers_run_the_tcp_mode_on_their_ports() -> None:
     args, ports = echo_command({}, "127.2.1.1", "p-a-b", "ns")
-    assert "--port" in args and "--tcp-port" not in args and ports == (3000,)
+    assert "--port" in args and "--tcp-port" not in args and ports == (3000, 3001)  # HTTP and h2c
     args, ports = echo_command({"TCP_ECHO_SERVER": "1"}, "127.2.1.1", "p-a-b", "ns")
     assert args[args.index("--tcp-port") + 1] == "3000" and ports == (3000,)  # no certificate: plain only
     env = {"TCP_ECHO_SERVER": "1", "TCP_PORT": "4000", "TLS_PORT": "9443",
@@ -1130,3 +1130,290 @@ def test_a_redirect_without_location_is_an_error() -> None:
             with pytest.raises(rq.RequestError, match="without a Location"):
                 rq.round_trip(req(address=f"127.0.0.1:{port}", unfollow_redirect=unfollow))
         t.join()
+
+
+# -- gRPC (the GRPC profile; HTTPRouteBackendProtocolH2C) -------------------------------
+#
+# Replayed before kgw speaks HTTP/2: against ``kgw echo``'s gRPC mode, directly and
+# through a small grpcio proxy that routes as the test's GRPCRoute says (the right
+# behaviour) or deliberately wrong.
+
+import concurrent.futures  # noqa: E402
+import itertools  # noqa: E402
+from typing import Callable  # noqa: E402
+
+from conformance.__main__ import claimed  # noqa: E402
+
+GRPC_ECHO = "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/"
+
+
+def grpc_case(method: str, code: int = 0, backend: str = "", namespace: str = INFRA, **request: object) -> dict:
+    """A case as the records hold them (cases/GRPC*.json)."""
+    expect: dict = {"grpcCode": code}
+    if code == 0:
+        expect.update(backendNamespace=namespace, **({"backendPodPrefix": backend} if backend else {}))
+    return {"request": {"rpc": GRPC_ECHO + method, **request}, "expect": expect}
+
+
+def test_grpc_cases_read_as_upstream_expected_responses() -> None:
+    import grpc
+
+    from conformance import grpc_requests as gq
+
+    c = gq.GrpcCase.from_record(grpc_case("EchoTwo", backend="grpc-infra-backend-v2", authority="foo.bar.com",
+                                          metadata={"Version": "two", "Color": "orange"}))
+    assert (c.method, c.authority, c.code, c.backend, c.namespace) == (
+        "EchoTwo", "foo.bar.com", grpc.StatusCode.OK, "grpc-infra-backend-v2", INFRA)
+    assert c.metadata == (("Version", "two"), ("Color", "orange"))
+    # upstream GetTestCaseName
+    assert c.test_case_name(3) == (f"3 request to 'foo.bar.com{GRPC_ECHO}EchoTwo' with headers "
+                                   "'{Color:orange,Version:two}' should go to grpc-infra-backend-v2")
+    three = gq.GrpcCase.from_record(grpc_case("EchoThree", code=12))
+    assert three.code is grpc.StatusCode.UNIMPLEMENTED
+    assert three.test_case_name(2) == f"2 request to '{GRPC_ECHO}EchoThree' should receive a Unimplemented (12)"
+    assert gq.GrpcCase.from_record(dict(grpc_case("Echo"), name="Named")).test_case_name(0) == "Named"
+    for bad in ({"request": {"rpc": "/other.Service/Echo"}, "expect": {}},
+                {"request": {"rpc": GRPC_ECHO + "EchoFour"}, "expect": {}},
+                {"request": {"rpc": GRPC_ECHO + "Echo"}, "expect": {"grpcCode": 99}}):
+        with pytest.raises(gq.CaseError):
+            gq.GrpcCase.from_record(bad)
+    with pytest.raises(HarnessGap, match="not a method"):
+        _replayer().run_grpc_group({"cases": [{"request": {"rpc": "/x.Y/Z"}, "expect": {}}]},
+                                   Target("127.0.0.1:1", "grpc"), "response")
+
+
+def test_grpc_comparison_is_upstreams_compare_response() -> None:
+    import grpc
+
+    from conformance import grpc_requests as gq
+
+    pb, _ = gq.echo_modules()
+
+    def answer(method: str = "Echo", pod: str = "grpc-infra-backend-v1-abc-def", ns: str = INFRA) -> gq.GrpcResponse:
+        a = pb.Assertions(fully_qualified_method=GRPC_ECHO + method, context=pb.Context(namespace=ns, pod=pod))
+        return gq.GrpcResponse(grpc.StatusCode.OK, response=pb.EchoResponse(assertions=a))
+
+    case = gq.GrpcCase.from_record(grpc_case("Echo", backend="grpc-infra-backend-v1"))
+    assert gq.compare(case, answer()) is None
+    assert "expected status code to be OK (0), but got Unimplemented (12)" in gq.compare(
+        case, gq.GrpcResponse(grpc.StatusCode.UNIMPLEMENTED, "no route"))
+    assert "expected path to be" in gq.compare(case, answer(method="EchoTwo"))
+    assert "expected namespace" in gq.compare(case, answer(ns="other"))
+    assert "expected pod name to start with grpc-infra-backend-v1" in gq.compare(
+        case, answer(pod="grpc-infra-backend-v2-abc-def"))
+    # no namespace in the case: not compared; a non-OK code ends the comparison
+    assert gq.compare(gq.GrpcCase(method="Echo"), answer(ns="other")) is None
+    assert gq.compare(gq.GrpcCase.from_record(grpc_case("EchoThree", code=12)),
+                      gq.GrpcResponse(grpc.StatusCode.UNIMPLEMENTED)) is None
+
+
+def test_grpc_and_h2c_echo_containers_run_as_echo_basic() -> None:
+    args, ports = echo_command({"GRPC_ECHO_SERVER": "1"}, "127.2.1.1", "grpc-a-b", "ns")
+    assert args[args.index("--grpc-port") + 1] == "3000" and ports == (3000,)  # no certificate: clear text only
+    env = {"GRPC_ECHO_SERVER": "1", "TLS_SERVER_CERT": "/p/crt", "TLS_SERVER_PRIV_KEY": "/p/key"}
+    args, ports = echo_command(env, "127.2.1.1", "grpc-a-b", "ns")
+    assert args[args.index("--tls-port") + 1] == "8443" and ports == (3000, 8443)
+    args, ports = echo_command({"H2C_PORT": "4001"}, "127.2.1.1", "p-a-b", "ns")
+    assert args[args.index("--h2c-port") + 1] == "4001" and ports == (3000, 4001)
+
+
+def test_grpc_profile_is_skipped_until_claimed_and_claim_adds_features(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, [
+        {"name": "GRPCExactMethodMatching", "features": ["Gateway", "GRPCRoute"], "profiles": {"GATEWAY-GRPC": "core"}},
+        {"name": "HTTPRouteBackendProtocolH2C", "features": ["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolH2C"],
+         "profiles": {"GATEWAY-HTTP": "extended"}},
+    ])
+    p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
+    assert not p.run and "GATEWAY-GRPC not supported" in p.skipped["GRPCExactMethodMatching"]
+    assert "HTTPRouteBackendProtocolH2C" in p.skipped["HTTPRouteBackendProtocolH2C"]
+    more = claimed(claim="GRPCRoute,HTTPRouteBackendProtocolH2C")
+    assert more == SUPPORTED_FEATURES | {"GRPCRoute", "HTTPRouteBackendProtocolH2C"}
+    p = plan(suite, Options(suite=tmp_path, supported=more))  # type: ignore[arg-type]
+    assert [t.name for t in p.run] == ["GRPCExactMethodMatching", "HTTPRouteBackendProtocolH2C"]
+    assert claimed("Gateway,HTTPRoute", "GRPCRoute", "HTTPRoute") == {"Gateway", "GRPCRoute"}
+
+
+def test_grpc_echo_pods_run_only_when_grpcroute_is_claimed() -> None:
+    from types import SimpleNamespace
+
+    from conformance.runner import Runner
+
+    dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
+        {"image": "echo-basic", "env": [{"name": "GRPC_ECHO_SERVER", "value": "1"}]}]}}}}
+    assert Runner._wants_deployment(SimpleNamespace(opts=SimpleNamespace(  # type: ignore[arg-type]
+        supported=claimed(claim="GRPCRoute"))), dep) is True
+    assert Runner._wants_deployment(SimpleNamespace(opts=SimpleNamespace(  # type: ignore[arg-type]
+        supported=SUPPORTED_FEATURES)), dep) is False
+
+
+@pytest.fixture(scope="module")
+def grpc_pods(tmp_path_factory: pytest.TempPathFactory):
+    """Three gRPC echo pods as the suite's grpc-infra-backend-v1..3 (GRPC_ECHO_SERVER, their
+    HTTP_PORT), each on its own free port: {backend: address}."""
+    tmp = tmp_path_factory.mktemp("grpcpods")
+    pods, procs = {}, []
+    for v in ("v1", "v2", "v3"):
+        port = _free_port()
+        procs.append(_spawn(tmp, v, ["-m", "kgw_l7.echo", "--address", "127.0.0.1"], {
+            "GRPC_ECHO_SERVER": "1", "HTTP_PORT": str(port), "NAMESPACE": INFRA,
+            "POD_NAME": f"grpc-infra-backend-{v}-{v}bcdfghjk-{v}mnp"}))
+        pods[f"grpc-infra-backend-{v}"] = f"127.0.0.1:{port}"
+    try:
+        for p, addr in zip(procs, pods.values()):
+            _wait_tcp(int(addr.rpartition(":")[2]), p)
+        yield pods
+    finally:
+        _stop_all(procs)
+
+
+class GrpcProxy:
+    """A tiny gRPC gateway stand-in (grpcio, bytes passed through): ``route(method,
+    authority, metadata)`` names the backend address, or None for UNIMPLEMENTED (no
+    route, as Envoy and kgw answer); ``rewrite`` may change the method forwarded."""
+
+    def __init__(self, route: Callable[[str, str, dict], str | None],
+                 rewrite: Callable[[str], str] = lambda m: m) -> None:
+        import grpc
+
+        from kgw_l7.grpc_echo import authority_of
+
+        self.channels: dict[str, grpc.Channel] = {}
+        proxy = self
+
+        def forward(method: str) -> Callable:
+            def call(request: bytes, context: grpc.ServicerContext) -> bytes:
+                md = {k: v for k, v in context.invocation_metadata() if k != "user-agent"}
+                backend = route(method, authority_of(context), md)
+                if backend is None:
+                    context.abort(grpc.StatusCode.UNIMPLEMENTED, "no route")
+                ch = proxy.channels.setdefault(backend, grpc.insecure_channel(backend))
+                try:
+                    return ch.unary_unary(rewrite(method))(request, metadata=tuple(md.items()), timeout=5)
+                except grpc.RpcError as exc:
+                    context.abort(exc.code(), exc.details())
+            return call
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details: grpc.HandlerCallDetails):
+                return grpc.unary_unary_rpc_method_handler(forward(details.method))
+
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=16))
+        self.server.add_generic_rpc_handlers((Handler(),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.stop(None)
+        for ch in self.channels.values():
+            ch.close()
+
+
+def _grpc_group(cases: list[dict], expect: str = "response") -> dict:
+    return {"helper": "grpc.MakeRequestAndExpectEventuallyConsistentResponse", "protocol": "grpc",
+            "expect": expect, "cases": cases}
+
+
+EXACT_METHOD_CASES = [grpc_case("Echo", backend="grpc-infra-backend-v1"),
+                      grpc_case("EchoTwo", backend="grpc-infra-backend-v2"),
+                      grpc_case("EchoThree", code=12)]
+
+
+def test_grpc_replay_passes_the_right_routing_and_fails_wrong_ones(grpc_pods) -> None:
+    """GRPCExactMethodMatching's cases through a proxy routing by method as its GRPCRoute
+    says; then one that sends everything to v1 and one that forwards EchoTwo as Echo."""
+    by_method = {GRPC_ECHO + "Echo": grpc_pods["grpc-infra-backend-v1"],
+                 GRPC_ECHO + "EchoTwo": grpc_pods["grpc-infra-backend-v2"]}
+    right = GrpcProxy(lambda m, a, md: by_method.get(m))
+    one_backend = GrpcProxy(lambda m, a, md: grpc_pods["grpc-infra-backend-v1"])
+    renamed = GrpcProxy(lambda m, a, md: by_method.get(m), rewrite=lambda m: m.replace("EchoTwo", "Echo"))
+    try:
+        r = _replayer(limit=1.0)  # the wrong behaviours are retried until then, as upstream does
+        r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(right.address, "grpc"), "response")
+        with pytest.raises(CaseFailed, match="1 request to .*EchoTwo' should go to grpc-infra-backend-v2: .*"
+                                             "expected pod name to start with grpc-infra-backend-v2"):
+            r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(one_backend.address, "grpc"), "response")
+        with pytest.raises(CaseFailed, match=f"expected path to be {GRPC_ECHO}EchoTwo, got {GRPC_ECHO}Echo"):
+            r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(renamed.address, "grpc"), "response")
+        # no route must be UNIMPLEMENTED: a proxy answering UNAVAILABLE fails EchoThree's case
+        unavailable = GrpcProxy(lambda m, a, md: by_method.get(m) or "127.0.0.1:1")
+        try:
+            with pytest.raises(CaseFailed, match=r"expected status code to be Unimplemented \(12\), but got "
+                                                 r"Unavailable \(14\)"):
+                r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES[2:]), Target(unavailable.address, "grpc"), "response")
+        finally:
+            unavailable.close()
+    finally:
+        for p in (right, one_backend, renamed):
+            p.close()
+
+
+def test_grpc_replay_sends_the_cases_authority_and_metadata(grpc_pods) -> None:
+    """GRPCRouteListenerHostnameMatching routes by :authority, GRPCRouteHeaderMatching by
+    metadata: a proxy that ignores them fails those cases."""
+    v1, v2 = grpc_pods["grpc-infra-backend-v1"], grpc_pods["grpc-infra-backend-v2"]
+    cases = [grpc_case("Echo", backend="grpc-infra-backend-v1", authority="bar.com"),
+             grpc_case("Echo", backend="grpc-infra-backend-v2", authority="foo.bar.com"),
+             grpc_case("Echo", backend="grpc-infra-backend-v2", metadata={"Version": "two"}),
+             grpc_case("Echo", code=12, authority="no.matching.host")]
+
+    def right_route(m: str, authority: str, md: dict) -> str | None:
+        if authority == "no.matching.host":
+            return None
+        return v2 if authority == "foo.bar.com" or md.get("version") == "two" else v1
+
+    right = GrpcProxy(right_route)
+    blind = GrpcProxy(lambda m, a, md: None if a == "no.matching.host" else v1)
+    try:
+        _replayer(limit=1.0).run_grpc_group(_grpc_group(cases), Target(right.address, "grpc"), "response")
+        with pytest.raises(CaseFailed, match="'foo.bar.com.*should go to grpc-infra-backend-v2"):
+            _replayer(limit=1.0).run_grpc_group(_grpc_group(cases), Target(blind.address, "grpc"), "response")
+    finally:
+        right.close()
+        blind.close()
+
+
+def test_grpc_failure_expectation_fails_at_once_on_ok(grpc_pods) -> None:
+    """MakeRequestAndExpectEventuallyConsistentFailure (BackendTLSPolicyGRPCRoute): any
+    code but OK passes, an OK fails the case at once (t.Fatalf), not after 30 s."""
+    failing = GrpcProxy(lambda m, a, md: "127.0.0.1:1")  # the backend cannot be reached: UNAVAILABLE
+    try:
+        cases = [grpc_case("EchoTwo", authority="abc.example.com")]
+        r = _replayer(limit=30.0)
+        r.run_grpc_group(_grpc_group(cases, "failure"), Target(failing.address, "grpc"), "failure")
+        started = time.monotonic()
+        with pytest.raises(CaseFailed, match="should have failed, but got status OK"):
+            r.run_grpc_group(_grpc_group(cases, "failure"), Target(grpc_pods["grpc-infra-backend-v1"], "grpc"),
+                             "failure")
+        assert time.monotonic() - started < 5.0
+    finally:
+        failing.close()
+
+
+def test_grpc_weighted_distribution_right_and_wrong(grpc_pods) -> None:
+    """GRPCRouteWeight: 70/30/0 over v1/v2/v3, each call on a new connection; a 50/50
+    split fails, a call reaching v3 (weight 0) fails."""
+    v1, v2, v3 = (grpc_pods[f"grpc-infra-backend-{v}"] for v in ("v1", "v2", "v3"))
+    weights = {"grpc-infra-backend-v1": 0.7, "grpc-infra-backend-v2": 0.3, "grpc-infra-backend-v3": 0.0}
+    case = grpc_case("Echo")
+
+    def cycle(pattern: list[str]) -> Callable[[str, str, dict], str]:
+        it, lock = itertools.cycle(pattern), threading.Lock()
+
+        def route(m: str, a: str, md: dict) -> str:
+            with lock:
+                return next(it)
+        return route
+
+    proxies = {"right": GrpcProxy(cycle([v1] * 7 + [v2] * 3)), "even": GrpcProxy(cycle([v1, v2])),
+               "zero": GrpcProxy(cycle([v1] * 69 + [v3] + [v2] * 30))}
+    try:
+        r = _replayer()
+        r.grpc_weighted_distribution(Target(proxies["right"].address, "grpc"), case, weights, total=200, retries=1)
+        with pytest.raises(CheckFailed, match="weighted traffic of 0.5 not within tolerance 0.7"):
+            r.grpc_weighted_distribution(Target(proxies["even"].address, "grpc"), case, weights, total=200, retries=1)
+        with pytest.raises(CheckFailed, match="expected 2 backends to receive traffic, but got 3"):
+            r.grpc_weighted_distribution(Target(proxies["zero"].address, "grpc"), case, weights, total=200, retries=1)
+    finally:
+        for p in proxies.values():
+            p.close()
