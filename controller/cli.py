@@ -1,8 +1,8 @@
 """The ``kgw`` command line: the command tree is data, dispatched through a table.
 
 Each command lives in its own module under ``controller/commands`` with a
-``run(args, env) -> ExitStatus`` function; this module only declares the tree and
-builds argparse from it (after httpie's manager CLI).
+``run(args, env) -> ExitStatus`` function; this module only declares the tree, built into
+argparse by ``kgw_cli.commands`` (after httpie's manager CLI).
 """
 
 from __future__ import annotations
@@ -10,19 +10,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
-from controller.env import Environment, ExitStatus
+from kgw_cli.admin import ADMIN_ADDRESS
+from kgw_cli.commands import Arg, Command, add_commands, output_arg, parse
+from kgw_cli.env import Environment, ExitStatus
 from kgw_l4.abi import SIZES  # (plain data: no bcc, nothing loaded)
 
-DEFAULT_ADMIN = "127.0.0.1:9095"
-
-_CONFIG = (("-c", "--config"), {"required": True, "metavar": "DIR",
-                                 "help": "directory of Gateway API YAML files"})
-_OUTPUT = (("-o", "--output"), {"choices": ("table", "json", "yaml"), "default": None,
-                                 "help": "output format (default: table on a terminal, json otherwise)"})
-_ADMIN = (("--admin-address",), {"default": DEFAULT_ADMIN, "metavar": "HOST:PORT",
-                                   "help": f"admin API address (default {DEFAULT_ADMIN})"})
+_CONFIG: Arg = (("-c", "--config"), {"required": True, "metavar": "DIR",
+                                     "help": "directory of Gateway API YAML files"})
+_ADMIN: Arg = (("--admin-address",), {"default": ADMIN_ADDRESS, "metavar": "HOST:PORT",
+                                      "help": f"admin API address (default {ADMIN_ADDRESS})"})
 
 _L4_SPLICE_BACKLOG = (("--l4-splice-backlog",), {
     "type": int, "default": SIZES["KGW_SPLICE_BACKLOG_MAX"], "metavar": "SKBS",
@@ -51,9 +49,9 @@ _L7_LIFECYCLE = (
                                           "the request and its backend connection are abandoned, as nginx does"}),
 )
 
-#: name -> (help, module under controller.commands, arguments)
-COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]], ...]]] = {
-    "run": ("serve the Gateway API objects in a directory (standalone mode)", "run", (
+#: name -> the command, whose handler is a module under controller.commands
+COMMANDS: dict[str, Command[str]] = {
+    "run": Command("serve the Gateway API objects in a directory (standalone mode)", "run", (
         _CONFIG, _ADMIN,
         (("--workers",), {"type": int, "default": None, "help": "L7 worker processes (default: one per CPU)"}),
         (("--access-log",), {"default": None, "metavar": "PATH",
@@ -69,7 +67,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
         (("--log-level",), {"default": "info", "choices": ("debug", "info", "warning", "error")}),
         *_L7_LIFECYCLE,
     )),
-    "agent": ("run in a cluster (one per node): watch the API server, serve, write status as the Lease holder",
+    "agent": Command("run in a cluster (one per node): watch the API server, serve, write status as the Lease holder",
               "agent", (
         (("--kubeconfig",), {"default": None, "metavar": "PATH",
                              "help": "kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)"}),
@@ -99,22 +97,19 @@ COMMANDS: dict[str, tuple[str, str, tuple[tuple[tuple[str, ...], dict[str, Any]]
         (("--log-level",), {"default": "info", "choices": ("debug", "info", "warning", "error")}),
         *_L7_LIFECYCLE,
     )),
-    "validate": ("check a directory offline: every problem and the status each object would get", "validate", (
-        _CONFIG, _OUTPUT)),
-    "translate": ("print the data-plane configurations a directory translates to", "translate", (
-        _CONFIG, (("-o", "--output"), {"choices": ("json", "yaml"), "default": "json"}))),
-    "status": ("show the running gateway's objects, conditions and reasons", "status", (_ADMIN, _OUTPUT)),
-    "echo": ("run the echo backend used by the demo, tests and conformance", "echo", ()),
+    "validate": Command("check a directory offline: every problem and the status each object would get",
+                        "validate", (_CONFIG, output_arg())),
+    "translate": Command("print the data-plane configurations a directory translates to", "translate", (
+        _CONFIG, output_arg(("json", "yaml"), "json"))),
+    "status": Command("show the running gateway's objects, conditions and reasons", "status",
+                      (_ADMIN, output_arg())),
+    "echo": Command("run the echo backend used by the demo, tests and conformance", "echo"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgw", description="kgw: a Gateway API gateway")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (help_, _module, arguments) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        for flags, kwargs in arguments:
-            p.add_argument(*flags, **kwargs)
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), COMMANDS)
     return parser
 
 
@@ -124,8 +119,10 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     if argv[:1] == ["echo"]:  # the echo backend parses its own flags
         from kgw_l7 import echo
         return int(echo.main(argv[1:]))
-    args = build_parser().parse_args(argv)
-    module = importlib.import_module(f"controller.commands.{COMMANDS[args.command][1]}")
+    args = parse(build_parser(), argv, env)
+    if isinstance(args, ExitStatus):
+        return int(args)
+    module = importlib.import_module(f"controller.commands.{COMMANDS[args.command].handler}")
     try:
         return int(module.run(args, env))
     except KeyboardInterrupt:

@@ -22,13 +22,14 @@ import socket
 from typing import Any
 
 from controller import signals
-from controller.env import Environment, ExitStatus, run_async
 from controller.kube.client import make_api_client
 from controller.kube.leader import LeaderElector
 from controller.kube.source import KubeOptions, KubeSource
 from controller.kube.status_writer import KubeStatusWriter
 from controller.node import discover_addresses
 from controller.supervisor import Supervisor, serve_admin
+from kgw_cli.env import Environment, ExitStatus
+from kgw_cli.eventloop import run_async
 
 log = logging.getLogger("kgw")
 

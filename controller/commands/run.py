@@ -8,11 +8,12 @@ import logging
 import signal
 
 from controller import signals
-from controller.env import Environment, ExitStatus, run_async
 from controller.files import FileSource
 from controller.node import discover_addresses
 from controller.supervisor import Supervisor, serve_admin
 from controller.translate import Options
+from kgw_cli.env import Environment, ExitStatus
+from kgw_cli.eventloop import run_async
 
 log = logging.getLogger("kgw")
 
