@@ -19,7 +19,7 @@ from kgw_cli.eventloop import run_async
 
 from . import abi, configio
 from . import plane as plane_mod
-from .plane import MODES, open_plane
+from .plane import DEFAULT_MODE, MODES, open_plane
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,7 +27,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("agent", help="run the L4 plane from a JSON config file")
     a.add_argument("--config", required=True)
-    a.add_argument("--mode", default="auto", choices=MODES)
+    a.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     a.add_argument("--interfaces", default=None, help="comma-separated; default: all up")
     a.add_argument("--node-address", default=None)
     a.add_argument("--pin-dir", default=abi.PIN_DIR)
