@@ -7,13 +7,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
 
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.output import FORMATS
 
 #: One argparse argument: ``add_argument(*flags, **options)``.
 Arg = tuple[tuple[str, ...], dict[str, Any]]
+#: A command's arguments, or a function that gives them only when that command is parsed:
+#: defaults read from modules that are slow to import cost only the commands using them.
+Arguments = Union[tuple[Arg, ...], Callable[[], tuple[Arg, ...]]]
 
 H = TypeVar("H")
 
@@ -25,7 +28,7 @@ class Command(Generic[H]):
     help: str
     #: What the caller dispatches to: a handler, or the module holding one.
     handler: H
-    arguments: tuple[Arg, ...] = ()
+    arguments: Arguments = ()
 
 
 def output_arg(formats: Sequence[str] = FORMATS, default: str | None = None) -> Arg:
@@ -37,11 +40,15 @@ def output_arg(formats: Sequence[str] = FORMATS, default: str | None = None) -> 
                 "output format (default: table on a terminal, json otherwise)"})
 
 
-def add_commands(sub: Any, commands: Mapping[str, Command[Any]]) -> None:
-    """A parser per command under ``sub`` (from ``add_subparsers``)."""
+def add_commands(sub: Any, commands: Mapping[str, Command[Any]], only: str | None = None) -> None:
+    """A parser per command under ``sub`` (from ``add_subparsers``); with ``only``, the
+    arguments of that command alone (the command line names it: no other is parsed)."""
     for name, command in commands.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
-        for flags, options in command.arguments:
+        if only is not None and name != only:
+            continue
+        arguments = command.arguments() if callable(command.arguments) else command.arguments
+        for flags, options in arguments:
             p.add_argument(*flags, **options)
 
 

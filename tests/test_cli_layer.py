@@ -113,3 +113,21 @@ def test_inspect_environment_is_the_shared_one_and_speaks_yaml() -> None:
     assert isinstance(env, Environment)
     assert inspect_main(["-o", "yaml", "spliced"], env) == ExitStatus.SUCCESS
     assert out.getvalue() == "- backend: 10.1.0.1:80\n  client: 10.0.0.5:1\n"
+
+
+def test_arguments_given_by_a_function_are_built_only_for_their_command() -> None:
+    built: list[str] = []
+
+    def slow() -> tuple:
+        built.append("serve")
+        return ((("--port",), {"type": int, "default": 1}),)
+
+    commands = {"serve": Command("serve", "s", slow), "show": Command("show", "t", (output_arg(),))}
+    for only, argv, expected in ((None, ["serve", "--port", "2"], ["serve"]), ("show", ["show"], []),
+                                 ("serve", ["serve"], ["serve"])):
+        built.clear()
+        parser = argparse.ArgumentParser(prog="t")
+        add_commands(parser.add_subparsers(dest="command", required=True), commands, only)
+        assert built == expected
+        assert isinstance(parse(parser, argv, Environment(stdout=io.StringIO(), stderr=io.StringIO())),
+                          argparse.Namespace)

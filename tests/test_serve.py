@@ -4,6 +4,8 @@ their owners' defaults, and bad serving flags said in one line."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from kgw_cli.admin import ADMIN_ADDRESS
 from kgw_cli.env import Environment, ExitStatus
 from kgw_l4 import abi, plane
 from kgw_l7.worker import WorkerOptions
-from tests.helpers import admin_json, eventually, find, free_port, kgw_cmd, running
+from tests.helpers import ROOT, admin_json, eventually, find, free_port, kgw_cmd, running
 
 SERVING = ["--admin-address", "127.0.0.1:1", "--workers", "2", "--access-log", "off", "--l4-mode", "splice",
            "--l4-interfaces", "a0,b0", "--l4-pin-dir", "/sys/fs/bpf/other", "--l4-splice-backlog", "7",
@@ -91,3 +93,17 @@ def test_run_reports_every_node_address_it_is_given(tmp_path: Path) -> None:
             return [a["value"] for a in (gw or {}).get("status", {}).get("addresses", [])]
 
         assert eventually(addresses) == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_only_serving_commands_import_the_planes_for_their_defaults() -> None:
+    """`kgw status` and `kgw validate` start as fast as before: their command line is read
+    without importing the planes whose defaults `kgw run` shows."""
+    code = ("import sys\n"
+            "from controller.cli import build_parser\n"
+            "build_parser('status').parse_args(['status'])\n"
+            "build_parser('validate').parse_args(['validate', '-c', 'x'])\n"
+            "assert not {'kgw_l4.plane', 'kgw_l7.worker', 'controller.signals'} & set(sys.modules)\n"
+            "build_parser('run').parse_args(['run', '-c', 'x'])\n"
+            "assert {'kgw_l4.plane', 'kgw_l7.worker'} <= set(sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
