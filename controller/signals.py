@@ -26,6 +26,13 @@ log = logging.getLogger("kgw")
 
 IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
 
+#: SIGTERM: seconds /readyz says not ready while the listeners still accept (--drain-delay),
+#: long enough for load balancers to take the gateway out of their pools.
+DRAIN_DELAY = 5.0
+#: Then seconds the requests in flight get to finish (--drain-timeout). The DaemonSet's
+#: terminationGracePeriodSeconds (30) covers both.
+DRAIN_TIMEOUT = 20.0
+
 
 def install(loop: asyncio.AbstractEventLoop, stop: Callable[[int], None], reread: Callable[[], bool]) -> None:
     """``stop(signum)`` starts stopping; ``reread()`` re-reads the configuration, False when

@@ -14,9 +14,12 @@ import logging
 import signal
 import sys
 
+from kgw_cli.env import Environment, ExitStatus
+from kgw_cli.eventloop import run_async
+
 from . import abi, configio
 from . import plane as plane_mod
-from .plane import MODES, open_plane
+from .plane import DEFAULT_MODE, MODES, open_plane
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,7 +27,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("agent", help="run the L4 plane from a JSON config file")
     a.add_argument("--config", required=True)
-    a.add_argument("--mode", default="auto", choices=MODES)
+    a.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     a.add_argument("--interfaces", default=None, help="comma-separated; default: all up")
     a.add_argument("--node-address", default=None)
     a.add_argument("--pin-dir", default=abi.PIN_DIR)
@@ -35,7 +38,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _agent(ns: argparse.Namespace) -> int:
+async def _agent(ns: argparse.Namespace, env: Environment) -> ExitStatus:
     sizes = dict(abi.SIZES, **json.loads(ns.sizes))
     ifs = ns.interfaces.split(",") if ns.interfaces else None
     plane = await open_plane(ns.mode, ifs, ns.node_address, pin_dir=ns.pin_dir, sizes=sizes,
@@ -63,28 +66,27 @@ async def _agent(ns: argparse.Namespace) -> int:
                     out["backends_written"] = last.backends_written
             except (OSError, ValueError) as e:
                 out = {"generation": None, "mode": plane.mode, "errors": {"config": str(e)}}
-            print(json.dumps(out), flush=True)
+            env.out(json.dumps(out), flush=True)  # the caller reads it at once
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reload.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for w in waiters:
             w.cancel()
     await plane.close()
-    return 0
+    return ExitStatus.SUCCESS
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    env = env or Environment()
+    logging.basicConfig(level=logging.INFO, stream=env.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ns = _args(argv)
     # The event loop `kgw run` uses (uvloop for this loop only), so that vm_tests and
     # bench/l4 see the agent as it runs in production.
-    from controller.env import run_async
-
     try:
-        return run_async(_agent(ns))
+        return run_async(_agent(ns, env))
     except Exception as e:  # noqa: BLE001 — one clear line, not a traceback
-        print(f"kgw_l4 agent: {e}", file=sys.stderr)
-        return 2
+        env.err(f"kgw_l4 agent: {e}")
+        return ExitStatus.ERROR
 
 
 if __name__ == "__main__":

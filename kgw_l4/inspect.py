@@ -8,45 +8,40 @@
   kgw-inspect flow SRC:PORT DST:PORT   which backend this flow gets
   kgw-inspect cleanup              detach kgw's programs and remove its pins
 
-Maps are read through kgw_l4.loader's accessors, never decoded here. ``-o json`` is
-stable and uncoloured for scripts; table output is the default.
+Maps are read through kgw_l4.loader's accessors, never decoded here. ``-o json`` and
+``-o yaml`` are stable and uncoloured for scripts; table output is the default. The CLI
+itself (exit codes, streams, rendering, the command table) is kgw_cli's, as for ``kgw``.
 """
 
 from __future__ import annotations
 
 import argparse
-import enum
 import ipaddress
-import json
 import os
 import sys
 import time
 import urllib.error
-import urllib.request
 from collections import Counter as Tally
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import Any, Callable
+
+from kgw_cli.admin import ADMIN_ADDRESS, get_json
+from kgw_cli.commands import Command, add_commands, output_arg, parse
+from kgw_cli import output
+from kgw_cli.env import Environment, ExitStatus
 
 from . import abi, loader as ld, maglev
 from .maps import MapSet, PinnedMapSet
 
-DEFAULT_ADMIN = "http://127.0.0.1:9095"
-
-
-class ExitStatus(enum.IntEnum):
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    NO_STATE = 3  # no pinned maps: the kernel plane is not running here
-    NOT_FOUND = 4  # `flow`: no frontend matches
+DEFAULT_ADMIN = f"http://{ADMIN_ADDRESS}"
+#: Seconds to wait for the admin API (it answers on the node's loopback).
+ADMIN_TIMEOUT = 2.0
 
 
 @dataclass
-class Env:
-    """Where output goes, and how to reach the state (tests swap these)."""
+class Env(Environment):
+    """Where output goes (``Environment``), and how to reach the state (tests swap these)."""
 
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
     maps_factory: Callable[[str], MapSet] | None = None
     admin_get: Callable[[str], dict] | None = None
     sizes: dict[str, int] = field(default_factory=lambda: dict(abi.SIZES))
@@ -68,7 +63,7 @@ def _maps(env: Env, ns: argparse.Namespace) -> MapSet:
         return env.maps_factory(ns.pin_dir)
     if not os.path.exists(os.path.join(ns.pin_dir, "kgw_ct")):
         raise InspectError(f"no kgw maps pinned under {ns.pin_dir}: is the kernel plane running "
-                           f"(kgw run --l4-mode tc|xdp)?", ExitStatus.NO_STATE)
+                           f"(kgw run --l4-mode tc|xdp)?", ExitStatus.UNAVAILABLE)
     return PinnedMapSet(ns.pin_dir)
 
 
@@ -81,8 +76,7 @@ def _admin(env: Env, ns: argparse.Namespace) -> dict | None:
 
 
 def _http_get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 — a local admin URL
-        return json.loads(r.read())
+    return get_json(url, ADMIN_TIMEOUT)
 
 
 def _l4_names(admin: dict | None) -> dict[tuple[str, int, str], str]:
@@ -127,7 +121,7 @@ def _parse_endpoint(s: str) -> tuple[str, int | None]:
         ipaddress.IPv4Address(host)
         return host, int(port) if port else None
     except ValueError:
-        raise InspectError(f"{s!r} is not ADDRESS[:PORT] with an IPv4 address", ExitStatus.USAGE) from None
+        raise InspectError(f"{s!r} is not ADDRESS[:PORT] with an IPv4 address", ExitStatus.INVALID) from None
 
 
 def cmd_flows(env: Env, ns: argparse.Namespace) -> list[dict]:
@@ -186,7 +180,7 @@ def cmd_flow(env: Env, ns: argparse.Namespace) -> list[dict]:
     src, sport = _parse_endpoint(ns.src)
     dst, dport = _parse_endpoint(ns.dst)
     if sport is None or dport is None:
-        raise InspectError("flow needs SRC:PORT and DST:PORT", ExitStatus.USAGE)
+        raise InspectError("flow needs SRC:PORT and DST:PORT", ExitStatus.INVALID)
     proto = abi.PROTO[ns.proto.upper()]
     for table in ("kgw_ct", "kgw_ct_syn"):
         e = ld.ct_entry(maps, table, src, sport, dst, dport, proto)
@@ -229,10 +223,12 @@ def cmd_cleanup(env: Env, ns: argparse.Namespace) -> list[dict]:
 
 # ----------------------------------------------------------------------------- CLI table
 
-#: name -> (handler, help, extra arguments)
-COMMANDS: dict[str, tuple[Callable[[Env, argparse.Namespace], list[dict]], str, list[tuple]]] = {
-    "frontends": (cmd_frontends, "frontends, backends, weights and Maglev shares", []),
-    "flows": (cmd_flows, "connection-table entries", [
+Handler = Callable[[Env, argparse.Namespace], list[dict]]
+
+#: name -> the command and its handler
+COMMANDS: dict[str, Command[Handler]] = {
+    "frontends": Command("frontends, backends, weights and Maglev shares", cmd_frontends),
+    "flows": Command("connection-table entries", cmd_flows, (
         (("--frontend",), {"type": int, "help": "fe_id"}),
         (("--backend",), {"type": int, "help": "backend_id"}),
         (("--src",), {"help": "ADDRESS[:PORT] of the packet's source"}),
@@ -240,36 +236,35 @@ COMMANDS: dict[str, tuple[Callable[[Env, argparse.Namespace], list[dict]], str, 
         (("--no-reply",), {"dest": "reply", "action": "store_false", "default": None,
                            "help": "only the client -> frontend direction"}),
         (("--limit",), {"type": int, "default": 0}),
-    ]),
-    "counters": (cmd_counters, "global counters", [
-        (("--all",), {"action": "store_true", "help": "include counters at zero"})]),
-    "maps": (cmd_maps, "fill level of every table", []),
-    "spliced": (cmd_spliced, "connections spliced by sockmap (from the admin API)", []),
-    "flow": (cmd_flow, "which backend a flow gets", [
+    )),
+    "counters": Command("global counters", cmd_counters, (
+        (("--all",), {"action": "store_true", "help": "include counters at zero"}),)),
+    "maps": Command("fill level of every table", cmd_maps),
+    "spliced": Command("connections spliced by sockmap (from the admin API)", cmd_spliced),
+    "flow": Command("which backend a flow gets", cmd_flow, (
         (("src",), {"metavar": "SRC:PORT"}), (("dst",), {"metavar": "DST:PORT"}),
-        (("--proto",), {"default": "tcp", "choices": ["tcp", "udp", "TCP", "UDP"]})]),
-    "cleanup": (cmd_cleanup, "detach kgw's programs and remove its pins (flows stop)", []),
+        (("--proto",), {"default": "tcp", "choices": ["tcp", "udp", "TCP", "UDP"]}))),
+    "cleanup": Command("detach kgw's programs and remove its pins (flows stop)", cmd_cleanup),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgw-inspect", description=__doc__.split("\n")[0])
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    # A table by default, even on a pipe (unlike kgw's -o): scripts ask for -o json.
+    flags, options = output_arg(default="table")
+    p.add_argument(*flags, **options)
     p.add_argument("--pin-dir", default=abi.PIN_DIR)
     p.add_argument("--admin", default=DEFAULT_ADMIN, help="admin API base URL")
     p.add_argument("--cleanup", action="store_true", help="same as the cleanup command")
-    sub = p.add_subparsers(dest="command")
-    for name, (_, help_, args) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_)
-        for flags, kw in args:
-            sp.add_argument(*flags, **kw)
+    add_commands(p.add_subparsers(dest="command"), COMMANDS)
     return p
 
 
-def render_table(rows: list[dict], out: TextIO) -> None:
+def rows_table(rows: list[dict[str, Any]]) -> str:
+    """Records as a table: a column per key (in order of appearance), and each list-valued
+    field (a frontend's backends) as indented rows under its record."""
     if not rows:
-        out.write("(none)\n")
-        return
+        return "(none)"
     flat: list[dict[str, str]] = []
     for r in rows:
         nested = {k: v for k, v in r.items() if isinstance(v, list)}
@@ -283,40 +278,35 @@ def render_table(rows: list[dict], out: TextIO) -> None:
         for k in r:
             if k not in cols:
                 cols.append(k)
-    widths = {c: max(len(c), *(len(r.get(c, "")) for r in flat)) for c in cols}
-    out.write("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip() + "\n")
-    for r in flat:
-        out.write("  ".join(r.get(c, "").ljust(widths[c]) for c in cols).rstrip() + "\n")
+    return output.table([c.upper() for c in cols], ([r.get(c, "") for c in cols] for r in flat), gap=2)
 
 
 def main(argv: list[str] | None = None, env: Env | None = None) -> int:
     env = env or Env()
     parser = build_parser()
-    try:
-        ns = parser.parse_args(argv)
-    except SystemExit as e:
-        return ExitStatus.OK if e.code == 0 else ExitStatus.USAGE
+    ns = parse(parser, argv, env)
+    if isinstance(ns, ExitStatus):
+        return ns
     command = "cleanup" if ns.cleanup else ns.command
     if command is None:
         parser.print_help(env.stderr)
-        return ExitStatus.USAGE
-    handler = COMMANDS[command][0]
+        return ExitStatus.INVALID
     try:
-        rows = handler(env, ns)
+        rows = COMMANDS[command].handler(env, ns)
     except InspectError as e:
-        env.stderr.write(f"kgw-inspect: {e}\n")
+        env.err(f"kgw-inspect: {e}")
         return e.status
     except PermissionError as e:
-        env.stderr.write(f"kgw-inspect: {e} (reading BPF maps needs root)\n")
+        env.err(f"kgw-inspect: {e} (reading BPF maps needs root)")
         return ExitStatus.ERROR
     except OSError as e:
-        env.stderr.write(f"kgw-inspect: {e}\n")
+        env.err(f"kgw-inspect: {e}")
         return ExitStatus.ERROR
-    if ns.output == "json":
-        env.stdout.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    if ns.output == "table":
+        env.out(rows_table(rows))
     else:
-        render_table(rows, env.stdout)
-    return ExitStatus.OK
+        env.out(output.dump(rows, ns.output, sort_keys=True))
+    return ExitStatus.SUCCESS
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from .userspace import UserspaceProxy
 log = logging.getLogger("kgw.l4")
 
 MODES = ("auto", "tc", "xdp", "splice", "userspace")
+DEFAULT_MODE = "auto"
 GC_INTERVAL = 5.0
 #: seconds between two checks that the pinned maps still hold what was programmed
 DRIFT_INTERVAL = float(os.environ.get("KGW_L4_DRIFT_INTERVAL", "5"))
@@ -520,7 +521,7 @@ def sizes_with_splice_backlog(skbs: int) -> dict[str, int]:
     return dict(abi.SIZES, KGW_SPLICE_BACKLOG_MAX=skbs)
 
 
-async def open_plane(mode: str = "auto", interfaces: Sequence[str] | None = None,
+async def open_plane(mode: str = DEFAULT_MODE, interfaces: Sequence[str] | None = None,
                      node_address: str | None = None, *, pin_dir: str = abi.PIN_DIR,
                      sizes: Mapping[str, int] = abi.SIZES,
                      settings: Mapping[str, int] | None = None) -> L4Plane:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.env import Environment, ExitStatus
+from kgw_cli.env import Environment, ExitStatus
 from tests.helpers import (admin_json, condition, eventually, find, free_port, http_get, kgw_cmd,
                            running)
 

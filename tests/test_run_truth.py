@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.env import Environment, ExitStatus
+from kgw_cli.env import Environment, ExitStatus
 from tests.helpers import ROOT, condition, eventually, find, http_get
 from tests.netns import Host, kgw_argv
 

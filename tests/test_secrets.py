@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from controller.cli import main
-from controller.env import Environment, ExitStatus
+from kgw_cli.env import Environment, ExitStatus
 from controller.files import FileSource
 from controller.supervisor import Supervisor
 from controller.translate import translate

@@ -3,38 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
 import urllib.error
-import urllib.request
 
-from controller.env import Environment, ExitStatus
-from controller.output import STATUS_HEADERS, dump, failing_conditions, status_rows, table
+from controller.statusview import status_text
+from kgw_cli.admin import get_json
+from kgw_cli.env import Environment, ExitStatus
+from kgw_cli.output import dump
 
-
-def fetch(admin_address: str, path: str, timeout: float = 5.0) -> dict:
-    with urllib.request.urlopen(f"http://{admin_address}{path}", timeout=timeout) as resp:
-        return json.load(resp)
+TIMEOUT = 5.0
 
 
 def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     try:
-        statuses = fetch(args.admin_address, "/status")
-        problems = fetch(args.admin_address, "/problems").get("problems", [])
+        statuses = get_json(f"http://{args.admin_address}/status", TIMEOUT)
+        problems = get_json(f"http://{args.admin_address}/problems", TIMEOUT).get("problems", [])
     except (urllib.error.URLError, OSError, ValueError) as exc:
         env.err(f"error: cannot read the admin API at http://{args.admin_address}: {exc}")
         return ExitStatus.UNAVAILABLE
     fmt = env.default_format(args.output)
     if fmt == "table":
-        for p in problems:
-            env.out(f"error: {p['text']}")
-        if problems:
-            env.out()
-        env.out(table(STATUS_HEADERS, status_rows(statuses)))
-        failing = failing_conditions(statuses)
-        if failing:
-            env.out()
-            for line in failing:
-                env.out(f"  {line}")
+        env.out(status_text([p["text"] for p in problems], statuses))
     else:
         env.out(dump({"problems": problems, "status": statuses}, fmt))
     return ExitStatus.SUCCESS

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from controller.env import Environment, ExitStatus
 from controller.files import FileSource
-from controller.output import dump
 from controller.redact import redact
 from controller.store import Store
 from controller.translate import translate
+from kgw_cli.env import Environment, ExitStatus
+from kgw_cli.output import dump
 
 
 def run(args: argparse.Namespace, env: Environment) -> ExitStatus:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from controller.confloop import located
-from controller.env import Environment, ExitStatus
 from controller.files import FileSource
-from controller.output import STATUS_HEADERS, dump, failing_conditions, status_rows, table, unhealthy_objects
 from controller.status import StatusBook
+from controller.statusview import status_text, unhealthy_objects
 from controller.store import Store
 from controller.translate import translate
+from kgw_cli.env import Environment, ExitStatus
+from kgw_cli.output import dump
 
 
 def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -28,16 +29,7 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     bad = unhealthy_objects(statuses)
     fmt = env.default_format(args.output)
     if fmt == "table":
-        for p in problems:
-            env.out(f"error: {p}")
-        if problems:
-            env.out()
-        env.out(table(STATUS_HEADERS, status_rows(statuses)))
-        failing = failing_conditions(statuses)
-        if failing:
-            env.out()
-            for line in failing:
-                env.out(f"  {line}")
+        env.out(status_text([str(p) for p in problems], statuses))
         env.out()
         env.out(f"{len(store)} objects, {len(batch.problems)} refused, {len(problems) - len(batch.problems)} "
                 f"other problems, {len(bad)} with a failing condition")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from controller.cli import main
-from controller.env import Environment, ExitStatus
+from kgw_cli.env import Environment, ExitStatus
 from controller.files import FileSource
 from controller.objects import ObjectKey
 from controller.source import Event, EventType

@@ -1,31 +1,16 @@
-"""Rendering for the CLI: tables for people, JSON and YAML for scripts.
-
-JSON and YAML output is stable (no colour, no terminal-dependent layout) so scripts
-can rely on it; tables follow ``kubectl get``: upper-case headers, columns padded.
+"""Gateway API status for people: one line of conditions per object, listener and parent
+(``kubectl get``-style rows for ``kgw_cli.output.table``), and every failing condition
+with its message. ``kgw validate`` and ``kgw status`` show a directory's or a running
+gateway's status with these.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-import yaml
+from kgw_cli.output import table
 
 NEGATIVE_WHEN_TRUE = {"Conflicted"}
-
-
-def dump(value: Any, fmt: str) -> str:
-    if fmt == "yaml":
-        return yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip("\n")
-    return json.dumps(value, indent=2)
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    rows = [list(map(str, r)) for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
 
 
 def conditions_text(conditions: Any) -> str:
@@ -119,3 +104,17 @@ def failing_conditions(status_list: dict[str, Any]) -> list[str]:
                     lines.append(f"{obj}: {where}{c.get('type')}={c.get('status')} ({c.get('reason')}): "
                                  f"{c.get('message', '')}")
     return lines
+
+
+def status_text(problems: list[str], status_list: dict[str, Any]) -> str:
+    """The table form of ``kgw validate`` and ``kgw status``: the problems no status can
+    show, one row per object, listener and parent, then each failing condition's message."""
+    lines = [f"error: {p}" for p in problems]
+    if problems:
+        lines.append("")
+    lines.append(table(STATUS_HEADERS, status_rows(status_list)))
+    failing = failing_conditions(status_list)
+    if failing:
+        lines.append("")
+        lines += [f"  {line}" for line in failing]
+    return "\n".join(lines)
