@@ -6,12 +6,12 @@
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
 cimport cython
+from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
-from kgw_l7.proxy cimport DownstreamConn, ListenerState
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule,
                             CompiledVirtualHost, HeaderOps, ListenerRouter, split_target)
+from kgw_l7.streams cimport PAUSE_BODY, PAUSE_UPSTREAM, DownstreamStream
 from kgw_l7.upstream cimport UpstreamConn
-from kgw_l7.worker cimport WorkerContext
 
 cdef class _RequestIds:
     cdef public object _fmt
@@ -25,7 +25,7 @@ cdef tuple _HEX_BYTE
 cdef _RequestIds _REQUEST_IDS
 
 cdef class Exchange:
-    cdef public DownstreamConn conn
+    cdef public DownstreamStream conn
     cdef public RequestHead head
     cdef public WorkerContext ctx
     cdef public double start_time

@@ -25,18 +25,25 @@ import logging
 import random
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kgw_l7.context import WorkerContext
 from kgw_l7.events import Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded
 from kgw_l7.h1 import (
     HOP_BY_HOP, encode_chunk, encode_last_chunk, encode_request_head, encode_response_head,
     parse_connection_tokens, simple_response,
 )
 from kgw_l7.router import CompiledBackend, CompiledRoute, CompiledRule, split_target
+from kgw_l7.streams import DownstreamStream
 from kgw_l7.upstream import UpstreamConn, UpstreamError
 
-if TYPE_CHECKING:
-    from kgw_l7.proxy import DownstreamConn
+try:
+    import cython
+except ImportError:
+    from kgw_l7 import _cython as cython
+
+if not cython.compiled:  # (compiled: C constants, cimported in exchange.pxd)
+    from kgw_l7.streams import PAUSE_BODY, PAUSE_UPSTREAM
 
 log = logging.getLogger("kgw.l7.exchange")
 
@@ -45,10 +52,6 @@ log = logging.getLogger("kgw.l7.exchange")
 BODY_HIGH_WATER = 256 * 1024
 #: Body bytes kept to replay a request (retries, mirrors); larger bodies are streamed once.
 RETAIN_LIMIT = 1024 * 1024
-
-#: Reasons a client connection's reading is paused (a bit set: reading resumes when
-#: none is left).
-_PAUSE_BODY, _PAUSE_UPSTREAM, _PAUSE_PIPELINE = 1, 2, 4
 
 _EMPTY: tuple[Any, ...] = ()
 #: Request headers the proxy never copies as they are.
@@ -150,12 +153,12 @@ class Exchange:
                  "request_id", "body_waiters", "resp_body", "finished", "up_done", "released", "fast",
                  "detail")
 
-    def __init__(self, conn: DownstreamConn, head: RequestHead) -> None:
+    def __init__(self, ctx: WorkerContext, conn: DownstreamStream, head: RequestHead) -> None:
         # (The fields are read back below rather than the arguments: compiled, the
         # fields are typed and the arguments are not.)
         self.conn = conn
         self.head = head
-        self.ctx = self.conn.ctx
+        self.ctx = ctx
         self.start_time = 0.0
         self.wall_start = 0.0
         self.body_buf: list[bytes] = []
@@ -218,12 +221,11 @@ class Exchange:
         self.body_buf.append(data)
         self.buf_size += n
         if self.buf_size > BODY_HIGH_WATER:
-            self.conn.pause(_PAUSE_BODY)
+            self.conn.pause(PAUSE_BODY)
 
     def on_request_end(self, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
         self.request_done = True
         self.trailers = trailers
-        self.conn.parsing = None
         if self.streaming and self.chunked_up:
             up = self.upstream
             if up is not None and up.transport is not None:
@@ -382,7 +384,7 @@ class Exchange:
                 self.flags, listener.name, self.detail)
         if not self.request_done and not self.client_lost and not self.close_after:
             # Wait for the rest of the request body (discarded), then move on.
-            self.conn.resume(_PAUSE_BODY)
+            self.conn.resume(PAUSE_BODY)
             self.body_buf = []
             return
         self.conn.exchange_done(self)
@@ -606,8 +608,7 @@ class Exchange:
                 self.respond(504, _TIMEOUT)
             else:
                 self.close_after = True
-                if self.conn.transport is not None:
-                    self.conn.transport.abort()
+                self.conn.abort()
 
     async def tries(self, rule: CompiledRule, backend: CompiledBackend,
                     request_head: bytes, endpoint: tuple[str, int] | None) -> None:
@@ -697,7 +698,7 @@ class Exchange:
         up = self.upstream
         self.upstream = None
         self.streaming = False
-        self.conn.resume(_PAUSE_UPSTREAM)
+        self.conn.resume(PAUSE_UPSTREAM)
         return up
 
     def send(self, up: UpstreamConn, request_head: bytes, first: bool) -> None:
@@ -719,7 +720,7 @@ class Exchange:
         self.body_buf = []
         if self.buf_size:
             self.buf_size = 0
-            self.conn.resume(_PAUSE_BODY)
+            self.conn.resume(PAUSE_BODY)
         if self.request_done:
             if self.chunked_up:
                 parts.append(encode_last_chunk(self.trailers))
@@ -789,8 +790,7 @@ class Exchange:
             # response any more; close its connection.
             self.close_after = True
             self.flags = "UPE"
-            if self.conn.transport is not None:
-                self.conn.transport.abort()
+            self.conn.abort()
             self._done()
         elif t is Upgraded:
             self.start_tunnel(up, ev.data)  # type: ignore[union-attr]
@@ -809,8 +809,7 @@ class Exchange:
         elif not self.finished and (self.fast is not None or self.done_fut is not None):
             if up.tunnel is None:
                 self.close_after = True
-                if self.conn.transport is not None:
-                    self.conn.transport.abort()
+                self.conn.abort()
             self._done()
 
     def on_upstream_timeout(self, timeout: float) -> None:
@@ -840,9 +839,9 @@ class Exchange:
 
     def on_upstream_pause(self, paused: bool) -> None:
         if paused:
-            self.conn.pause(_PAUSE_UPSTREAM)
+            self.conn.pause(PAUSE_UPSTREAM)
         else:
-            self.conn.resume(_PAUSE_UPSTREAM)
+            self.conn.resume(PAUSE_UPSTREAM)
 
     def _done(self) -> None:
         if self.fast is not None:
@@ -934,8 +933,7 @@ class Exchange:
         if complete:
             return True
         if self.flags == "UPE":
-            if self.conn.transport is not None:
-                self.conn.transport.abort()
+            self.conn.abort()
             return True
         if self.fast is None:
             self.done_fut = self.ctx.loop.create_future()
@@ -946,20 +944,12 @@ class Exchange:
 
     def start_tunnel(self, up: UpstreamConn, data: bytes) -> None:
         """After 101 Switching Protocols both connections become a byte pipe."""
-        conn = self.conn
-        if self.status != 101 or conn.transport is None or up.transport is None:
+        if self.status != 101 or not self.conn.start_tunnel(up, data):
             up.abort()
             self.close_after = True
             return
-        if data:
-            conn.write(data)
-        up.tunnel = conn.transport
         # up.owner stays this exchange: its on_upstream_pause() pauses the client's
         # reading while the backend's socket is full (backpressure in the tunnel).
-        conn.tunnel = up
-        pending, conn._pending_tunnel = conn._pending_tunnel, None
-        for chunk in pending or ():
-            up.transport.write(chunk)
         self.upstream = None
         self.request_done = True
         # The exchange ends here; the tunnel lives until either side closes.

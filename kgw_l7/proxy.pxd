@@ -6,46 +6,34 @@
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
 cimport cython
-from kgw_l7.h1 cimport RequestReader
+from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.exchange cimport Exchange
+from kgw_l7.h1 cimport RequestReader
+from kgw_l7.streams cimport DownstreamStream
 from kgw_l7.upstream cimport UpstreamConn
-from kgw_l7.worker cimport WorkerContext
 
-cdef class ListenerState:
-    cdef public object name
-    cdef public object record
-    cdef public object router
-    cdef public object scheme
-    cdef public object port
-    cdef public object certs
-    cdef public object conns
-    cdef public object server
-    cdef public object sock
-    cdef public object gateway
+cdef int _PAUSE_PIPELINE
 
-cdef class DownstreamConn:
+cdef class DownstreamConn(DownstreamStream):
     cdef public WorkerContext ctx
-    cdef public ListenerState listener
     cdef public object transport
     cdef public RequestReader reader
     cdef public object queue
     cdef public Exchange parsing
     cdef public int paused
-    cdef public bint write_paused
-    cdef public bint closing
-    cdef public object peer
     cdef public double last_activity
     cdef public double head_started
-    cdef public object ssl_context
     cdef public UpstreamConn tunnel
     cdef public object _pending_tunnel
     cdef public object _write
     cdef public object _is_closing
-    cdef public bytes forwarded
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
-    cpdef pause(self, reason)
-    cpdef resume(self, reason)
     cpdef write(self, data)
+    cpdef pause(self, int reason)
+    cpdef resume(self, int reason)
+    cpdef abort(self)
+    @cython.locals(e=Exchange)
+    cpdef exchange_done(self, ex)
+    cpdef bint start_tunnel(self, up, data) except -1
     cpdef close(self)
-    cpdef exchange_done(self, Exchange ex)

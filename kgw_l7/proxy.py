@@ -1,4 +1,4 @@
-"""Client connections: ``DownstreamConn`` and the per-listener state it serves.
+"""Client connections: ``DownstreamConn``, HTTP/1.1 from a client.
 
 ``DownstreamConn`` only moves bytes: it feeds the sans-IO ``RequestReader`` and hands the
 events to the current ``Exchange`` (``kgw_l7.exchange``), keeps pipelined requests in
@@ -21,62 +21,32 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import Body, EndOfMessage, Event, ProtocolError, Rejected, RequestHead, Upgraded
-from kgw_l7.exchange import _PAUSE_PIPELINE, Exchange
+from kgw_l7.exchange import Exchange
 from kgw_l7.h1 import RequestReader, http2_refusal, simple_response
-from kgw_l7.router import ListenerRouter
+from kgw_l7.streams import DownstreamStream
 from kgw_l7.upstream import UpstreamConn
-
-if TYPE_CHECKING:
-    from kgw_l7.tls import CertStore
-    from kgw_l7.worker import WorkerContext
 
 log = logging.getLogger("kgw.l7.proxy")
 
 #: Pipelined requests accepted ahead of the one being served before reading pauses.
 MAX_PIPELINED = 16
+#: Why reading pauses when too many are (a bit beside the exchange's, kgw_l7.streams).
+_PAUSE_PIPELINE = 4
 
 
-class ListenerState:
-    """What a worker knows about one listener; ``router`` and ``certs`` are swapped in
-    place by a new config, so open connections see the new routes on their next request."""
+class DownstreamConn(DownstreamStream):
+    """An asyncio.Protocol (duck-typed: compiled as an extension type) for one client
+    connection, and the ``DownstreamStream`` of the exchange it is answering."""
 
-    __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
-                 "sock", "gateway")
+    __slots__ = ("ctx", "transport", "reader", "queue", "parsing", "paused",
+                 "last_activity", "head_started", "tunnel", "_pending_tunnel", "_write",
+                 "_is_closing")
 
-    def __init__(self, name: str, record: Any, router: ListenerRouter,
-                 certs: "CertStore | None") -> None:
-        self.name = name
-        #: The Gateway whose routes this listener serves when there is exactly one (else
-        #: ""): what requests refused before routing are counted under.
-        self.gateway = listener_gateway(record)
-        self.record = record
-        self.router = router
-        self.scheme = b"https" if record.protocol == "HTTPS" else b"http"
-        self.port = record.port
-        self.certs = certs
-        self.conns: set[DownstreamConn] = set()
-        self.server: asyncio.AbstractServer | None = None
-        self.sock: Any = None
-
-    def update(self, record: Any, router: ListenerRouter, certs: "CertStore | None") -> None:
-        """A new config for the same socket: open connections see it on their next
-        request."""
-        self.record = record
-        self.router = router
-        self.certs = certs
-        self.gateway = listener_gateway(record)
-
-
-class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
-    __slots__ = ("ctx", "listener", "transport", "reader", "queue", "parsing", "paused",
-                 "write_paused", "closing", "peer", "last_activity", "head_started",
-                 "ssl_context", "tunnel", "_pending_tunnel", "_write", "_is_closing",
-                 "forwarded")
-
-    def __init__(self, ctx: "WorkerContext", listener: ListenerState) -> None:
+    def __init__(self, ctx: WorkerContext, listener: ListenerState) -> None:
         self.ctx = ctx
         self.listener = listener
         self.transport: asyncio.Transport | None = None
@@ -140,7 +110,7 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
             # The two events of every request are handled inline (one call less each).
             t = type(ev)
             if t is RequestHead:
-                ex = Exchange(self, ev)  # type: ignore[arg-type]
+                ex = Exchange(self.ctx, self, ev)  # type: ignore[arg-type]
                 self.parsing = ex
                 queue = self.queue
                 queue.append(ex)
@@ -152,6 +122,7 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
             elif t is EndOfMessage:
                 ex = self.parsing
                 if ex is not None:
+                    self.parsing = None
                     ex.on_request_end(ev.trailers)  # type: ignore[union-attr]
             else:
                 self._event(ev)
@@ -159,7 +130,7 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
     def _event(self, ev: Event) -> None:
         t = type(ev)
         if t is RequestHead:
-            ex = Exchange(self, ev)  # type: ignore[arg-type]
+            ex = Exchange(self.ctx, self, ev)  # type: ignore[arg-type]
             self.parsing = ex
             self.queue.append(ex)
             if len(self.queue) == 1:
@@ -172,6 +143,7 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         elif t is EndOfMessage:
             ex = self.parsing
             if ex is not None:
+                self.parsing = None
                 ex.on_request_end(ev.trailers)  # type: ignore[union-attr]
         elif t is Rejected:
             self.on_protocol_error(ev.error)  # type: ignore[union-attr]
@@ -286,19 +258,41 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         if self.transport is not None:
             self.transport.close()
 
-    def exchange_done(self, ex: "Exchange") -> None:
+    def abort(self) -> None:
+        """Cut the connection (no more bytes either way): a response that cannot be
+        completed, or what is left when a drain's time is up."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def start_tunnel(self, up: Any, data: bytes) -> bool:
+        """After 101 Switching Protocols this connection and the backend's become a byte
+        pipe; the client bytes held since the Upgrade request go first."""
+        if not isinstance(up, UpstreamConn) or self.transport is None \
+                or up.transport is None:
+            return False
+        if data:
+            self.write(data)
+        up.tunnel = self.transport
+        self.tunnel = up
+        pending, self._pending_tunnel = self._pending_tunnel, None
+        for chunk in pending or ():
+            up.transport.write(chunk)
+        return True
+
+    def exchange_done(self, ex: Any) -> None:
         """Called when a response is complete: next pipelined request, or close."""
-        if ex.released:
+        e: Exchange = ex
+        if e.released:
             return
-        ex.released = True
-        if self.queue and self.queue[0] is ex:
+        e.released = True
+        if self.queue and self.queue[0] is e:
             self.queue.popleft()
         if self.tunnel is not None:
             return  # the connection is a byte pipe now
         if self.paused & _PAUSE_PIPELINE and len(self.queue) <= MAX_PIPELINED:
             self.resume(_PAUSE_PIPELINE)
         self.last_activity = self.head_started = self.ctx.now
-        if ex.close_after or self.closing:
+        if e.close_after or self.closing:
             self.close()
             return
         if self.queue:
@@ -323,8 +317,7 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         ex = self.queue[0]
         if not ex.request_done and now - self.last_activity > idle_timeout:
             ex.on_client_lost()
-            if self.transport is not None:
-                self.transport.abort()
+            self.abort()
             return
         up = ex.upstream
         if up is None or ex.rule is None or not ex.rule.default_timeout \
@@ -349,9 +342,3 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         if not self.queue:
             self.close()
 
-
-def listener_gateway(record: Any) -> str:
-    """The one Gateway whose routes a listener record serves, or "" (none, or several
-    Gateways sharing the address and port)."""
-    gateways = {route.rule.gateway for vh in record.virtual_hosts for route in vh.routes}
-    return gateways.pop() if len(gateways) == 1 else ""

@@ -1,7 +1,7 @@
 """Connections to backends: a keep-alive pool per endpoint and the client-side protocol.
 
 ``UpstreamConn`` only moves bytes: it feeds a ``ResponseReader`` and hands the events to
-whoever currently owns the connection (an ``Exchange`` in ``kgw_l7.proxy``, or a mirror's
+whoever currently owns the connection (an ``Exchange``, ``kgw_l7.exchange``, or a mirror's
 discarding sink). Ownership changes only at request boundaries; a connection that ends an
 exchange in an unknown state is closed, never pooled.
 
@@ -33,9 +33,6 @@ MAX_IDLE_PER_ENDPOINT = 128
 #: keep-alive connections after 60-75 s; closing first avoids racing their close).
 IDLE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
-#: Connections per endpoint per worker, idle and busy (Envoy's circuit breakers default
-#: to 1024 connections per cluster).
-MAX_CONNECTIONS_PER_ENDPOINT = 1024
 
 
 class UpstreamError(Exception):
@@ -193,7 +190,7 @@ class Pool:
 
     __slots__ = ("_idle", "_tls", "_open", "open_total", "max_per_endpoint", "room")
 
-    def __init__(self, tls: TLSContexts, max_per_endpoint: int = MAX_CONNECTIONS_PER_ENDPOINT,
+    def __init__(self, tls: TLSContexts, max_per_endpoint: int,
                  room: Callable[[], bool] | None = None) -> None:
         self._idle: dict[tuple[Any, ...], list[UpstreamConn]] = {}
         self._tls = tls
