@@ -9,7 +9,7 @@ cimport cython
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.exchange cimport Exchange
 from kgw_l7.h1 cimport RequestReader
-from kgw_l7.streams cimport DownstreamStream
+from kgw_l7.streams cimport DownstreamStream, UpstreamStream
 from kgw_l7.upstream cimport UpstreamConn
 
 cdef int _PAUSE_PIPELINE
@@ -20,7 +20,9 @@ cdef class DownstreamConn(DownstreamStream):
     cdef public RequestReader reader
     cdef public object queue
     cdef public Exchange parsing
+    cdef public Exchange current
     cdef public int paused
+    cdef public bint chunked
     cdef public double last_activity
     cdef public double head_started
     cdef public UpstreamConn tunnel
@@ -29,11 +31,18 @@ cdef class DownstreamConn(DownstreamStream):
     cdef public object _is_closing
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
-    cpdef write(self, data)
+    @cython.locals(ex=Exchange, version=bytes, chunked=bint, head=bytes, parts=list)
+    cpdef bint send_response(self, int status, list headers, str body, list data, bint end,
+                             tuple trailers, bint close) except -1
+    cpdef bint send_raw(self, bytes data) except -1
+    cpdef send_body(self, bytes data)
+    cpdef send_end(self, tuple trailers)
+    cpdef send_continue(self)
     cpdef pause(self, int reason)
     cpdef resume(self, int reason)
     cpdef abort(self)
+    cpdef bint start_tunnel(self, UpstreamStream up, bytes data) except -1
     @cython.locals(e=Exchange)
     cpdef exchange_done(self, ex)
-    cpdef bint start_tunnel(self, up, data) except -1
+    cpdef write(self, data)
     cpdef close(self)
