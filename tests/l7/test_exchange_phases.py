@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import kgw_l7
-from kgw_l7.config import (Backend, Endpoint, L7Config, Listener, PathMatch, Route,
-                           RouteMatch, Rule, VirtualHost)
+from kgw_l7.config import (Backend, Endpoint, Filters, L7Config, Listener, Mirror, PathMatch,
+                           Route, RouteMatch, Rule, VirtualHost)
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import request_head
 from kgw_l7.exchange import (REQUEST_TRANSITIONS, RESPONSE_TRANSITIONS, Exchange, PhaseError,
@@ -258,3 +258,19 @@ def test_bytes_a_backend_sends_past_its_response_never_reach_the_client(ctx):
     ctx.loop.run_until_complete(asyncio.sleep(0.01))  # the task finishes the exchange
     assert b"".join(client.out) == (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
     assert backend.closed  # (never pooled: it broke framing)
+
+
+def test_a_mirror_ends_when_the_client_went_away_before_it_started(ctx):
+    """A mirror waits for the request body it copies; if the client is gone by the time
+    the mirror's task runs, that body will never come and the mirror must not wait."""
+    mirror = Backend("t/m:80", endpoints=(Endpoint("127.0.0.1", 10),))
+    rule = Rule("t/r/0", "t/r", "t/gw", filters=Filters(mirrors=(Mirror(mirror),)),
+                backends=(Backend("t/b:80", endpoints=(Endpoint(*BACKEND),)),))
+    stream = Stream(listener_for(ctx, rule))
+    pooled_backend(ctx)
+    ex = Exchange(ctx, stream, head(b"POST", "length", 10, ((b"content-length", b"10"),)))
+    ex.start()  # spawns the mirror's task
+    assert len(ctx._tasks) == 1
+    ex.on_client_lost()
+    ctx.loop.run_until_complete(asyncio.sleep(0.01))
+    assert not ctx._tasks
