@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     config = bench_config(8080, 9)
     listener = ListenerState("bench", config.listeners[0],
                              ctx.cache.build(config)["bench"], None)
-    print(f"kgw_l7 {'compiled' if kgw_l7.build_is_fresh() else 'interpreted'}")
+    print(f"kgw_l7 {'compiled' if kgw_l7.extension_in_use('exchange') else 'interpreted'}")
     for kind, response in RESPONSES.items():
         conn = DownstreamConn(ctx, listener)
         client = MemoryTransport()
