@@ -1,6 +1,7 @@
 """kgw's userspace L7 data plane (HTTP/1.1 and HTTPS reverse proxy).
 
-Modules, from the wire up (each imports only modules listed before it; docs/l7.md):
+Modules, from the wire up (each imports only modules listed before it, and ``config``,
+``regex``, ``snapshot``; docs/l7.md):
 
 * ``events`` -- kgw's HTTP event records; ``h1`` -- sans-IO HTTP/1.1 over httptools.
 * ``router`` -- ``L7Config`` compiled into matchers and prebuilt filter operations.
@@ -11,10 +12,10 @@ Modules, from the wire up (each imports only modules listed before it; docs/l7.m
 * ``context`` -- ``WorkerContext`` and ``ListenerState``, shared by a worker's connections.
 * ``exchange`` -- one request (routing, filters, tries, relay), whatever the protocol.
 * ``proxy`` -- HTTP/1.1 client connections.
-* ``worker`` -- one worker process; ``plane`` -- ``L7Plane``, the supervisor's API
-  (``plane`` imports ``channel``, ``config``, ``metrics``, ``snapshot``: none of the above
-  per-request modules).
+* ``worker`` -- one worker process.
 * ``metrics`` -- Prometheus exposition of the workers' counters.
+* ``plane`` -- ``L7Plane``, the supervisor's API: it imports ``channel`` and ``metrics``,
+  none of the per-request modules.
 * ``echo`` -- ``kgw echo``, the conformance-compatible echo backend.
 """
 

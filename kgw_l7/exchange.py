@@ -348,6 +348,8 @@ class Exchange(UpstreamOwner):
             self.down.pause(PAUSE_BODY)
 
     def on_request_end(self, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
+        """The request's end. Never called for a request whose head says it has no body
+        (``RequestHead.body == "none"``): that head is the whole request."""
         self.trailers = trailers
         streaming = self.req == STREAMING
         self._request_to(END)

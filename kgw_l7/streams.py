@@ -12,9 +12,9 @@ interfaces only. Today they are implemented for HTTP/1.1 on both sides:
 
 An HTTP/2 implementation adds one stream object per HTTP/2 stream on each side and
 nothing in the exchange (docs/l7.md says how). Events flow into the exchange through its
-methods (``on_request_body``/``on_request_end``/``on_client_lost``/
-``on_downstream_pause`` from the client side; ``UpstreamOwner``'s from the backend side),
-and out through the methods below. Nothing here blocks: a stream that cannot take more
+methods (``on_request_body``, ``on_request_end`` -- not for a request whose head says it
+has no body --, ``on_client_lost``, ``on_downstream_pause`` and ``sweep`` from the client
+side; ``UpstreamOwner``'s from the backend side), and out through the methods below. Nothing here blocks: a stream that cannot take more
 says so (``write_paused``, ``on_upstream_pause``) and the other side stops reading.
 
 Compiled (``streams.pxd``), the interfaces are extension types whose methods are
