@@ -39,6 +39,7 @@ cdef class UpstreamStream:
     cpdef resume_reading(self)
     cpdef abort(self)
     cpdef bint stale(self) except -1
+    cpdef bint reusable(self) except -1
     cpdef object response_as_received(self)
 
 cdef class DownstreamStream:

@@ -104,8 +104,8 @@ class UpstreamStream:
     ``read_paused`` says it is not being read (the client is slow): the default
     response timeout watches both (``Exchange.sweep``).
 
-    Given back with ``Pool.release`` when its response is complete (kept if reusable),
-    or ended with ``abort`` in any other state."""
+    Given back with ``Pool.release`` when its response is complete (kept when
+    ``reusable``), or ended with ``abort`` in any other state."""
 
     __slots__ = ("owner", "reused", "reads", "read_paused")
 
@@ -135,6 +135,11 @@ class UpstreamStream:
     def stale(self) -> bool:
         """Lost before any response byte on a connection that served requests before:
         the backend may never have seen the request (a fresh connection may retry it)."""
+        raise NotImplementedError
+
+    def reusable(self) -> bool:
+        """Can the connection carry another request once this one is released? (Asked
+        by ``Pool.release``: not when closed, mid-message, or told to close.)"""
         raise NotImplementedError
 
     def response_as_received(self) -> bytes | None:

@@ -106,6 +106,9 @@ class UpstreamConn(UpstreamStream):
     def stale(self) -> bool:
         return self.reused and not self.reader.got_head
 
+    def reusable(self) -> bool:
+        return not self.closed and self.reader.reusable and not self.reader.in_message
+
     def response_as_received(self) -> bytes | None:
         return self.reader.whole
 
@@ -305,7 +308,7 @@ class Pool:
     def release(self, conn: UpstreamConn, now: float) -> None:
         """Give a connection back after a complete exchange (closed if not reusable)."""
         conn.owner = None
-        if conn.closed or not conn.reader.reusable or conn.reader.in_message:
+        if not conn.reusable():
             conn.close()
             return
         idle = self._idle.get(conn.key)
