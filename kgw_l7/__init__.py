@@ -1,13 +1,21 @@
 """kgw's userspace L7 data plane (HTTP/1.1 and HTTPS reverse proxy).
 
-Modules, from the wire up:
+Modules, from the wire up (each imports only modules listed before it, and ``config``,
+``regex``, ``snapshot``; docs/l7.md):
 
 * ``events`` -- kgw's HTTP event records; ``h1`` -- sans-IO HTTP/1.1 over httptools.
 * ``router`` -- ``L7Config`` compiled into matchers and prebuilt filter operations.
-* ``upstream`` -- backend connections and keep-alive pools; ``tls`` -- SNI certificates.
-* ``proxy`` -- client connections; ``exchange`` -- one request (filters, tries, relay).
-* ``worker`` -- one worker process; ``plane`` -- ``L7Plane``, the supervisor's API.
-* ``stats``/``metrics`` -- counters, access log, Prometheus exposition.
+* ``stats`` -- counters and the access log; ``tls`` -- SNI certificates, backend TLS.
+* ``streams`` -- the interfaces an exchange talks to its client and backend through.
+* ``upstream`` -- backend connections and keep-alive pools.
+* ``channel`` -- ``WorkerOptions`` and the supervisor <-> worker frames.
+* ``context`` -- ``WorkerContext`` and ``ListenerState``, shared by a worker's connections.
+* ``exchange`` -- one request (routing, filters, tries, relay), whatever the protocol.
+* ``proxy`` -- HTTP/1.1 client connections.
+* ``worker`` -- one worker process.
+* ``metrics`` -- Prometheus exposition of the workers' counters.
+* ``plane`` -- ``L7Plane``, the supervisor's API: it imports ``channel`` and ``metrics``,
+  none of the per-request modules.
 * ``echo`` -- ``kgw echo``, the conformance-compatible echo backend.
 """
 
@@ -22,7 +30,8 @@ from pathlib import Path
 #: these same sources (declarations in the matching ``.pxd``), as aiohttp and uvloop ship
 #: compiled parsers: the code is read, tested and changed as Python; the build makes the
 #: struct-field attribute access that the hot path is mostly made of.
-COMPILED_MODULES = ("events", "h1", "router", "upstream", "exchange", "proxy", "stats", "worker")
+COMPILED_MODULES = ("events", "h1", "router", "stats", "streams", "upstream", "context",
+                    "exchange", "proxy")
 
 _HERE = Path(__file__).resolve().parent
 
@@ -63,14 +72,24 @@ def build_is_fresh() -> bool:
 
 class _SourceUnlessBuilt(importlib.abc.MetaPathFinder):
     """Imports ``kgw_l7.<name>`` from its .py whenever the extension must not be used
-    (the default finder would prefer any extension file next to the source)."""
+    (the default finder would prefer any extension file next to the source), and for
+    every module not in COMPILED_MODULES (an extension left from an older build that
+    compiled it is never used)."""
 
     def find_spec(self, fullname: str, path: object = None,
                   target: object = None) -> importlib.machinery.ModuleSpec | None:
         pkg, _, name = fullname.partition(".")
-        if pkg != __name__ or name not in COMPILED_MODULES or extension_in_use(name):
+        if pkg != __name__ or not name or "." in name:
             return None
-        return importlib.util.spec_from_file_location(fullname, _HERE / f"{name}.py")
+        if name in COMPILED_MODULES:
+            if extension_in_use(name):
+                return None
+        elif extension_path(name) is None:
+            return None  # (the default finder: no extension file to avoid)
+        source = _HERE / f"{name}.py"
+        if not source.exists():
+            return None
+        return importlib.util.spec_from_file_location(fullname, source)
 
 
 if not any(isinstance(f, _SourceUnlessBuilt) for f in sys.meta_path):

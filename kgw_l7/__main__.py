@@ -1,7 +1,7 @@
 """``python -m kgw_l7 worker --fd N ...``: one L7 worker process, started by ``kgw_l7.plane``.
 
-A module of its own because ``kgw_l7.worker`` may be a compiled extension
-(``scripts/build_ext.py``), and ``python -m`` can only run a module that has Python code.
+The process main is ``kgw_l7.worker.main``; this module only lets the package run as
+``python -m kgw_l7`` (no fork of the supervisor, which may run threads).
 """
 
 import sys

@@ -8,9 +8,33 @@ them on HTTP/1), values are bytes exactly as received.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 Headers = list[tuple[bytes, bytes]]
+
+#: Headers that describe one connection, never forwarded (RFC 9110 7.6.1), plus the
+#: Proxy-Connection header some old clients still send. (HTTP semantics, not HTTP/1.1
+#: syntax: an HTTP/2 message must not carry them either, RFC 9113 8.2.2.)
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+    b"upgrade", b"trailer", b"proxy-authenticate", b"proxy-authorization",
+})
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The lower-case names one Connection field lists."""
+    tokens = {t.strip().lower() for t in value.split(b",")}
+    tokens.discard(b"")
+    return tokens
+
+
+def parse_connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Names listed in Connection headers (they are hop-by-hop too)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens |= connection_tokens(value)
+    return frozenset(tokens)
 
 
 class _Record:

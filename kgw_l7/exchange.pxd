@@ -3,15 +3,51 @@
 # attribute access on the per-request path is a pointer offset instead of a descriptor
 # lookup. Fields are ``object`` or one of these extension types, and methods called on the
 # hot path are ``cpdef`` (a C call between compiled modules); behaviour is the same
-# compiled or not, which `make test` checks by running tests/l7 both ways.
+# compiled or not, which `make test` checks by running tests/l7 both ways (and
+# tests/l7/test_exchange_phases.py checks that the enums below match the .py's).
 
 cimport cython
+from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
-from kgw_l7.proxy cimport DownstreamConn, ListenerState
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule,
                             CompiledVirtualHost, HeaderOps, ListenerRouter, split_target)
-from kgw_l7.upstream cimport UpstreamConn
-from kgw_l7.worker cimport WorkerContext
+from kgw_l7.streams cimport (PAUSE_BODY, PAUSE_UPSTREAM, DownstreamStream, OutRequest,
+                             UpstreamOwner, UpstreamStream, out_request)
+
+# The phases and events of exchange.py's tables (the same names and values).
+cpdef enum RequestPhase:
+    BUFFERING = 0
+    STREAMING = 1
+    DISCARDING = 2
+    RECEIVED = 3
+    LOST = 4
+
+cpdef enum RequestEvent:
+    SEND = 0
+    DETACH = 1
+    END = 2
+    DISCARD = 3
+    LOSE = 4
+
+cpdef enum ResponsePhase:
+    QUEUED = 0
+    AWAITING = 1
+    SENDING = 2
+    RELAYED = 3
+    ANSWERED = 4
+    DONE = 5
+    RELEASED = 6
+
+cpdef enum ResponseEvent:
+    FORWARD = 0
+    RESPOND = 1
+    COMMIT = 2
+    COMPLETE = 3
+    FINISH = 4
+    RELEASE = 5
+
+cdef const unsigned char[::1] _REQUEST_NEXT
+cdef const unsigned char[::1] _RESPONSE_NEXT
 
 cdef class _RequestIds:
     cdef public object _fmt
@@ -24,26 +60,25 @@ cdef tuple _HEX_BYTE
 
 cdef _RequestIds _REQUEST_IDS
 
-cdef class Exchange:
-    cdef public DownstreamConn conn
+cdef class Exchange(UpstreamOwner):
+    cdef public DownstreamStream down
     cdef public RequestHead head
     cdef public WorkerContext ctx
+    cdef public int req
+    cdef public int resp
     cdef public double start_time
     cdef public double wall_start
-    cdef public object body_buf
+    cdef public list body_buf
     cdef public Py_ssize_t buf_size
     cdef public object retained
     cdef public Py_ssize_t received
-    cdef public bint request_done
-    cdef public object trailers
-    cdef public UpstreamConn upstream
-    cdef public bint streaming
-    cdef public bint chunked_up
+    cdef public tuple trailers
+    cdef public UpstreamStream upstream
+    cdef public OutRequest out
+    cdef public CompiledBackend backend
     cdef public object head_fut
     cdef public object done_fut
     cdef public object early
-    cdef public bint committed
-    cdef public bint down_chunked
     cdef public bint close_after
     cdef public int status
     cdef public Py_ssize_t sent
@@ -54,42 +89,66 @@ cdef class Exchange:
     cdef public object resp_extra
     cdef public object resp_ops
     cdef public object task
-    cdef public bint client_lost
     cdef public object request_id
     cdef public object body_waiters
-    cdef public object resp_body
-    cdef public bint finished
-    cdef public bint up_done
-    cdef public bint released
-    cdef public object fast
     cdef public object detail
+    cdef public UpstreamStream watch_up
+    cdef public Py_ssize_t watch_reads
+    cdef public double watch_since
+    @cython.locals(after=int)
+    cdef _request_to(self, int event)
+    @cython.locals(after=int)
+    cdef _response_to(self, int event)
+    @cython.locals(n=Py_ssize_t, req=int)
     cpdef on_request_body(self, data)
+    @cython.locals(streaming=bint)
     cpdef on_request_end(self, trailers)
-    @cython.locals(rule=CompiledRule, backend=CompiledBackend)
+    cpdef on_client_lost(self)
+    cpdef on_downstream_pause(self, bint paused)
+    @cython.locals(up=UpstreamStream)
+    cpdef bint sweep(self, double now, double client_idle, double idle_timeout,
+                     double response_timeout) except -1
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, up=UpstreamStream)
     cpdef start(self)
+    @cython.locals(up=UpstreamStream)
     cpdef _fast_failed(self, status, reason)
-    @cython.locals(rule=CompiledRule, head=RequestHead, listener=ListenerState)
+    @cython.locals(rule=CompiledRule, head=RequestHead, listener=ListenerState,
+                   relayed=bint, lost=bint, up=UpstreamStream)
     cpdef finish(self)
+    cdef _release(self)
+    @cython.locals(headers=list, data=list)
     cpdef respond(self, status, body=*, extra=*)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter,
-                   vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead)
+                   vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,
+                   down=DownstreamStream)
     cpdef route(self)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
-                   bf=CompiledFilters, ops=HeaderOps, out=list, h=tuple, head=RequestHead)
+                   bf=CompiledFilters, ops=HeaderOps, out=list, h=tuple, head=RequestHead,
+                   down=DownstreamStream, listener=ListenerState)
     cpdef upstream_headers(self, route, rule, backend)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
-                   filters=CompiledFilters, bf=CompiledFilters, head=RequestHead)
+                   filters=CompiledFilters, bf=CompiledFilters, head=RequestHead,
+                   out=OutRequest)
     cpdef prepare(self, route, rule, backend, path, query)
-    cpdef UpstreamConn detach(self)
-    cpdef send(self, UpstreamConn up, request_head, first)
-    @cython.locals(i=Py_ssize_t, events=list, early=list)
-    cpdef on_upstream_events(self, up, events)
+    @cython.locals(up=UpstreamStream)
+    cpdef UpstreamStream detach(self)
+    cpdef send(self, UpstreamStream up, bint first)
+    @cython.locals(i=Py_ssize_t, early=list)
+    cpdef on_upstream_events(self, UpstreamStream up, list events)
+    @cython.locals(resp=int)
+    cpdef on_upstream_event(self, UpstreamStream up, ev)
+    @cython.locals(resp=int)
+    cpdef on_upstream_lost(self, UpstreamStream up)
+    @cython.locals(up=UpstreamStream)
+    cpdef on_upstream_timeout(self, timeout)
+    cpdef on_upstream_pause(self, bint paused)
     cpdef _done(self)
     @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead)
     cpdef head_as_received(self, suffix)
-    @cython.locals(head=RequestHead)
-    cpdef commit(self, ResponseHead resp)
+    @cython.locals(head=RequestHead, up=UpstreamStream, data=list, end=bint, broken=bint)
+    cpdef bint commit(self, ResponseHead resp) except -1
+    cpdef start_tunnel(self, UpstreamStream up, data)
 
-cdef class _Discard:
+cdef class _Discard(UpstreamOwner):
     cdef public object done

@@ -1,9 +1,17 @@
-"""One request and its response: routing, filters, tries against backends, relay.
+"""One request and its response, whatever the protocol: routing, filters, tries against
+backends, relay, timeouts, metrics and the access log.
 
-An ``Exchange`` is created by ``DownstreamConn`` (``kgw_l7.proxy``) for each request
-head. Body bytes never go through a coroutine: request body chunks are written straight
-to the upstream transport and response body chunks straight to the client transport,
-with reading paused on one side while the other side's writes are paused.
+An ``Exchange`` talks to its client through a ``DownstreamStream`` and to a backend
+through an ``UpstreamStream`` (``kgw_l7.streams``; today HTTP/1.1 on both sides,
+``kgw_l7.proxy`` and ``kgw_l7.upstream``), and imports no protocol module. It is created
+for each request head by the client side, which feeds it the request body
+(``on_request_body``/``on_request_end``) and tells it when the client is gone
+(``on_client_lost``) or slow (``on_downstream_pause``); the backend side delivers
+response events (``on_upstream_events``). Body bytes never go through a coroutine:
+request body chunks go straight to the upstream stream and response body chunks straight
+to the client's, with reading paused on one side while the other side's writes are.
+
+Its state is two phases, one per direction, changed only by the tables below.
 
 Error mapping (Gateway API conformance, Envoy behaviour): no route 404; a rule without
 usable backends 500 (``Rule.direct_status``/``Backend.error_status``); a backend without
@@ -21,22 +29,137 @@ the endpoint once per try; a retry prefers an endpoint the request has not tried
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kgw_l7.events import Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded
-from kgw_l7.h1 import (
-    HOP_BY_HOP, encode_chunk, encode_last_chunk, encode_request_head, encode_response_head,
-    parse_connection_tokens, simple_response,
+from kgw_l7.context import ListenerState, WorkerContext
+from kgw_l7.events import (
+    HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
+    parse_connection_tokens,
 )
 from kgw_l7.router import CompiledBackend, CompiledRoute, CompiledRule, split_target
-from kgw_l7.upstream import UpstreamConn, UpstreamError
+from kgw_l7.streams import (
+    DownstreamStream, OutRequest, UpstreamError, UpstreamOwner, UpstreamStream, out_request,
+)
 
-if TYPE_CHECKING:
-    from kgw_l7.proxy import DownstreamConn
+try:
+    import cython
+except ImportError:
+    from kgw_l7 import _cython as cython
+
+if not cython.compiled:  # (compiled: C constants, cimported in exchange.pxd)
+    from kgw_l7.streams import PAUSE_BODY, PAUSE_UPSTREAM
+
+# ---------------------------------------------------------------------------------------
+# The phases
+#
+# Rule 1: an exchange's state is two phases, one per direction, and each changes only
+# through its table below (``Exchange._request_to``, ``Exchange._response_to``). An event
+# not listed in the row of the current phase is a bug: it raises PhaseError. An event
+# listed as leading back to the same phase happens there and changes nothing.
+#
+# Rule 2: the tables know nothing of HTTP/1.1 or HTTP/2. What a phase means on the wire
+# is the streams' business (kgw_l7.streams).
+#
+# The request side: what the client has sent, and where its body goes.
+#
+#   BUFFERING   body bytes are kept (not routed yet, between tries, connecting)
+#   STREAMING   an upstream has the head: body bytes go to it as they come
+#   DISCARDING  the response ended first: body bytes are read and dropped until the end
+#   RECEIVED    the whole request has arrived (and went to the upstream that has it)
+#   LOST        the client went away (or broke framing) before the exchange ended
+#
+# The response side: what the client has been sent.
+#
+#   QUEUED      not started: behind a pipelined request, or being routed
+#   AWAITING    forwarded: a try connects, sends, or waits for the backend's head
+#   SENDING     committed: the backend's head went to the client, its body follows
+#               (no retry from here)
+#   RELAYED     the backend's whole response went out: its stream may be reused
+#   ANSWERED    kgw's own whole response went out (a local answer, or an error instead
+#               of the backend's): any upstream stream still attached is ended
+#   DONE        finished: counted, logged, the upstream stream released or ended
+#   RELEASED    handed back to the client side (``DownstreamStream.exchange_done``),
+#               once the request side is RECEIVED, DISCARDING's end came, or it is LOST
+#
+# Phases are numbered in the order written: the response side only moves forward
+# (``resp >= SENDING``: committed), and on the request side, ``req < RECEIVED``: the
+# request is still being read.
+# ---------------------------------------------------------------------------------------
+
+if not cython.compiled:  # (compiled: C enums from exchange.pxd, the same names and values)
+    RequestPhase = enum.IntEnum("RequestPhase", [
+        ("BUFFERING", 0), ("STREAMING", 1), ("DISCARDING", 2), ("RECEIVED", 3), ("LOST", 4)])
+    BUFFERING, STREAMING, DISCARDING, RECEIVED, LOST = RequestPhase
+    #: What happens to the request side.
+    RequestEvent = enum.IntEnum("RequestEvent", [
+        ("SEND", 0),     # an upstream takes the request (head and body so far sent to it)
+        ("DETACH", 1),   # the upstream is let go (its try is over)
+        ("END", 2),      # the request's end arrived
+        ("DISCARD", 3),  # the response is finished: the rest of the body is not wanted
+        ("LOSE", 4)])    # the client went away
+    SEND, DETACH, END, DISCARD, LOSE = RequestEvent
+
+    ResponsePhase = enum.IntEnum("ResponsePhase", [
+        ("QUEUED", 0), ("AWAITING", 1), ("SENDING", 2), ("RELAYED", 3), ("ANSWERED", 4),
+        ("DONE", 5), ("RELEASED", 6)])
+    QUEUED, AWAITING, SENDING, RELAYED, ANSWERED, DONE, RELEASED = ResponsePhase
+    #: What happens to the response side.
+    ResponseEvent = enum.IntEnum("ResponseEvent", [
+        ("FORWARD", 0),   # routed to a backend: tries start
+        ("RESPOND", 1),   # a whole response of kgw's own is sent
+        ("COMMIT", 2),    # the backend's response head is sent
+        ("COMPLETE", 3),  # the backend's response end is sent
+        ("FINISH", 4),    # counted and logged; the upstream stream released or ended
+        ("RELEASE", 5)])  # handed back to the client side
+    FORWARD, RESPOND, COMMIT, COMPLETE, FINISH, RELEASE = ResponseEvent
+
+REQUEST_TRANSITIONS: dict[int, dict[int, int]] = {
+    BUFFERING: {SEND: STREAMING, DETACH: BUFFERING, END: RECEIVED, DISCARD: DISCARDING,
+                LOSE: LOST},
+    STREAMING: {DETACH: BUFFERING, END: RECEIVED, LOSE: LOST},
+    DISCARDING: {END: RECEIVED, LOSE: LOST},
+    RECEIVED: {SEND: RECEIVED, DETACH: RECEIVED, DISCARD: RECEIVED, LOSE: LOST},
+    LOST: {DETACH: LOST, END: LOST, DISCARD: LOST, LOSE: LOST},
+}
+
+RESPONSE_TRANSITIONS: dict[int, dict[int, int]] = {
+    QUEUED: {FORWARD: AWAITING, RESPOND: ANSWERED},
+    AWAITING: {RESPOND: ANSWERED, COMMIT: SENDING, FINISH: DONE},
+    SENDING: {COMPLETE: RELAYED, FINISH: DONE},
+    RELAYED: {FINISH: DONE},
+    ANSWERED: {FINISH: DONE},
+    DONE: {RELEASE: RELEASED},
+    RELEASED: {},
+}
+
+
+class PhaseError(RuntimeError):
+    """An event the phase tables do not allow in the current phase (a bug in kgw)."""
+
+
+def _flatten(table: dict[int, dict[int, int]]) -> bytes:
+    """The table as bytes indexed by phase * 8 + event (255: not allowed), which is what
+    the transitions read (compiled, a byte read from a C array)."""
+    flat = bytearray([255] * (8 * len(table)))
+    for phase, row in table.items():
+        for event, after in row.items():
+            assert 0 <= event < 8 and after in table
+            flat[phase * 8 + event] = after
+    return bytes(flat)
+
+
+_REQUEST_NEXT = _flatten(REQUEST_TRANSITIONS)
+_RESPONSE_NEXT = _flatten(RESPONSE_TRANSITIONS)
+
+
+def _phase_error(side: str, phases: Any, events: Any, phase: int, event: int) -> PhaseError:
+    return PhaseError(f"{side} side: {events(event).name} is not allowed in phase "
+                      f"{phases(phase).name}")
 
 log = logging.getLogger("kgw.l7.exchange")
 
@@ -45,10 +168,6 @@ log = logging.getLogger("kgw.l7.exchange")
 BODY_HIGH_WATER = 256 * 1024
 #: Body bytes kept to replay a request (retries, mirrors); larger bodies are streamed once.
 RETAIN_LIMIT = 1024 * 1024
-
-#: Reasons a client connection's reading is paused (a bit set: reading resumes when
-#: none is left).
-_PAUSE_BODY, _PAUSE_UPSTREAM, _PAUSE_PIPELINE = 1, 2, 4
 
 _EMPTY: tuple[Any, ...] = ()
 #: Request headers the proxy never copies as they are.
@@ -127,51 +246,51 @@ def _upstream_error(exc: UpstreamError) -> _Retry:
     return _Retry(exc.status, str(exc), _CONNECT_TIMEOUT if exc.status == 504 else _CONNECT_ERROR)
 
 
-class Exchange:
-    """One request and its response.
+class Exchange(UpstreamOwner):
+    """One request and its response (the phases: see the tables above).
 
-    Lifecycle (each step only moves forward):
-
-    1. created when the request head is parsed; request body events may already
-       arrive (``body_buf``, or straight to the upstream once ``streaming``);
-    2. ``start()``: routed; answered locally (``respond``) or sent to a backend on the
-       fast path (``fast``) or in a task (``run`` -> ``forward`` -> ``tries``);
-    3. ``committed``: the response head went to the client (no retry after this);
-    4. ``finish()``: counted and logged, upstream pooled or closed, then
-       ``DownstreamConn.exchange_done`` once the request body has been fully read
-       (``released``), which starts the next pipelined request or closes.
+    Created by the client side when a request head is parsed (request body events may
+    arrive at once: ``body_buf``, or straight to the upstream while STREAMING);
+    ``start()`` routes it and answers locally (``respond``), forwards it on the *fast
+    path* (a pooled upstream stream at hand, no timeout, no retry: written at once and
+    relayed from the stream's callbacks, no task, no future), or forwards it in a task
+    (``run`` -> ``forward`` -> ``tries``, with timeouts and retries). ``finish()`` counts
+    and logs it and releases or ends its upstream stream; it is handed back to the client
+    side once its request has been read too.
     """
 
-    __slots__ = ("conn", "head", "ctx", "start_time", "wall_start", "body_buf", "buf_size",
-                 "retained", "received", "request_done", "trailers", "upstream",
-                 "streaming", "chunked_up", "head_fut", "done_fut", "early", "committed",
-                 "down_chunked", "close_after", "status", "sent", "rule", "backend_name",
-                 "upstream_host", "flags", "resp_extra", "resp_ops", "task", "client_lost",
-                 "request_id", "body_waiters", "resp_body", "finished", "up_done", "released", "fast",
-                 "detail")
+    __slots__ = ("down", "head", "ctx", "start_time", "wall_start", "body_buf", "buf_size",
+                 "retained", "received", "req", "resp", "trailers", "upstream", "out",
+                 "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
+                 "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
+                 "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
+                 "watch_since")
 
-    def __init__(self, conn: DownstreamConn, head: RequestHead) -> None:
+    def __init__(self, ctx: WorkerContext, down: DownstreamStream, head: RequestHead) -> None:
         # (The fields are read back below rather than the arguments: compiled, the
         # fields are typed and the arguments are not.)
-        self.conn = conn
+        self.down = down
         self.head = head
-        self.ctx = self.conn.ctx
+        self.ctx = ctx
+        self.req = RECEIVED if self.head.body == "none" else BUFFERING
+        self.resp = QUEUED
         self.start_time = 0.0
         self.wall_start = 0.0
         self.body_buf: list[bytes] = []
         self.buf_size = 0
         self.retained: list[bytes] | None = None
         self.received = 0
-        self.request_done = self.head.body == "none"
         self.trailers: tuple[tuple[bytes, bytes], ...] = ()
-        self.upstream: UpstreamConn | None = None
-        self.streaming = False
-        self.chunked_up = self.head.body == "chunked"
+        self.upstream: UpstreamStream | None = None
+        #: What goes upstream (prepare), and to which backend (chosen once per request).
+        self.out: OutRequest | None = None
+        self.backend: CompiledBackend | None = None
+        #: In a task: the backend's response head, then the end of its response.
         self.head_fut: asyncio.Future[ResponseHead] | None = None
         self.done_fut: asyncio.Future[None] | None = None
+        #: Events after the response head, until it is committed.
         self.early: list[Event] | None = None
-        self.committed = False
-        self.down_chunked = False
+        #: End the client stream after this exchange (HTTP/1.1: close the connection).
         self.close_after = not self.head.keep_alive
         self.status = 0
         self.sent = 0
@@ -182,23 +301,32 @@ class Exchange:
         self.flags = ""
         self.resp_extra: list[tuple[bytes, bytes]] | None = None
         self.resp_ops: tuple[Any, ...] = _EMPTY
+        #: The task of a forwarded request off the fast path (None: the fast path).
         self.task: asyncio.Task[None] | None = None
-        self.client_lost = False
         self.request_id = b""
         self.body_waiters: list[asyncio.Future[None]] | None = None
-        self.resp_body = "none"
-        #: The response is complete; request body bytes still arriving are discarded.
-        self.finished = False
-        #: The current upstream connection delivered a complete response.
-        self.up_done = False
-        #: exchange_done() ran for this exchange.
-        self.released = False
-        #: (rule, backend, request head) while served on the synchronous fast path.
-        self.fast: tuple[CompiledRule, CompiledBackend, bytes] | None = None
         #: Why the response is an error, when the client was told less (access log).
         self.detail: str | None = None
+        #: The default response timeout's watch (``sweep``): the upstream stream, its
+        #: ``reads`` when last seen moving, and since when.
+        self.watch_up: UpstreamStream | None = None
+        self.watch_reads = 0
+        self.watch_since = 0.0
 
-    # -- request body, called by DownstreamConn -----------------------------------------
+    # -- the phase tables ---------------------------------------------------------------
+    def _request_to(self, event: int) -> None:
+        after = _REQUEST_NEXT[self.req * 8 + event]
+        if after == 255:
+            raise _phase_error("request", RequestPhase, RequestEvent, self.req, event)
+        self.req = after
+
+    def _response_to(self, event: int) -> None:
+        after = _RESPONSE_NEXT[self.resp * 8 + event]
+        if after == 255:
+            raise _phase_error("response", ResponsePhase, ResponseEvent, self.resp, event)
+        self.resp = after
+
+    # -- from the client side -----------------------------------------------------------
     def on_request_body(self, data: bytes) -> None:
         n = len(data)
         self.received += n
@@ -208,42 +336,41 @@ class Exchange:
                 self.retained = None
             else:
                 retained.append(data)
-        if self.streaming:
-            up = self.upstream
-            if up is not None and up.transport is not None:
-                up.transport.write(encode_chunk(data) if self.chunked_up else data)
+        req = self.req
+        if req == STREAMING:
+            self.upstream.send_body(data)  # type: ignore[union-attr]
             return
-        if self.finished:
-            return  # response finished, the rest of the body is discarded
+        if req != BUFFERING:
+            return  # DISCARDING (the response is finished) or LOST
         self.body_buf.append(data)
         self.buf_size += n
         if self.buf_size > BODY_HIGH_WATER:
-            self.conn.pause(_PAUSE_BODY)
+            self.down.pause(PAUSE_BODY)
 
     def on_request_end(self, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
-        self.request_done = True
+        """The request's end. Never called for a request whose head says it has no body
+        (``RequestHead.body == "none"``): that head is the whole request."""
         self.trailers = trailers
-        self.conn.parsing = None
-        if self.streaming and self.chunked_up:
-            up = self.upstream
-            if up is not None and up.transport is not None:
-                up.transport.write(encode_last_chunk(trailers))
+        streaming = self.req == STREAMING
+        self._request_to(END)
+        if streaming:
+            self.upstream.send_end(trailers)  # type: ignore[union-attr]
         waiters, self.body_waiters = self.body_waiters, None
         if waiters:
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
-        if self.finished:
+        if self.resp == DONE:
             # The response went out before the body was read to its end.
-            self.conn.exchange_done(self)
+            self._release()
 
     def on_client_lost(self) -> None:
-        self.client_lost = True
+        self._request_to(LOSE)
         self.close_after = True
         up = self.upstream
         if up is not None:
             up.abort()
-        if self.task is not None and not self.task.done() and not self.committed:
+        if self.task is not None and not self.task.done() and self.resp < SENDING:
             self.task.cancel()
         elif self.done_fut is not None and not self.done_fut.done():
             self.done_fut.set_result(None)
@@ -251,8 +378,45 @@ class Exchange:
         for w in waiters or ():
             if not w.done():
                 w.cancel()
-        if self.fast is not None and self.start_time:
-            self.finish()
+        if self.task is None and (self.resp == AWAITING or self.resp == SENDING):
+            self.finish()  # the fast path: nothing else would
+
+    def on_downstream_pause(self, paused: bool) -> None:
+        """The client takes no more response bytes now (``paused``), or again: so does
+        the backend."""
+        up = self.upstream
+        if up is not None:
+            if paused:
+                up.pause_reading()
+            else:
+                up.resume_reading()
+
+    def sweep(self, now: float, client_idle: float, idle_timeout: float,
+              response_timeout: float) -> bool:
+        """The exchange's timeouts, checked by its client stream's periodic sweep.
+        ``client_idle``: seconds since the client last sent anything. True when the client
+        is given up on (its stream is then cut by the caller).
+
+        The default response timeout (rules without timeouts of their own): the backend
+        must make progress (a read) at least every ``response_timeout`` once the request
+        is complete, except while the client is the one not keeping up (reading from the
+        backend paused)."""
+        if self.req != RECEIVED and client_idle > idle_timeout:
+            self.on_client_lost()
+            return True
+        up = self.upstream
+        if up is None or self.rule is None or not self.rule.default_timeout \
+                or response_timeout <= 0:
+            return False
+        if self.watch_up is not up or up.reads != self.watch_reads or up.read_paused \
+                or self.req != RECEIVED:
+            self.watch_up = up
+            self.watch_reads = up.reads
+            self.watch_since = now
+        elif now - self.watch_since > response_timeout:
+            self.watch_up = None
+            self.on_upstream_timeout(response_timeout)
+        return False
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -260,9 +424,9 @@ class Exchange:
 
         Local answers (404, redirects, CORS preflights, direct statuses) complete right
         here. A forwarded request takes the *fast path* when its rule has no timeouts and
-        no retries and a pooled connection to the chosen endpoint is idle: it is written
-        at once and the response is relayed from the upstream protocol's callbacks, with
-        no task and no future. Everything else runs in a task (``run``).
+        no retries and a pooled upstream stream to the chosen endpoint is idle: it is
+        written at once and the response is relayed from the stream's callbacks, with no
+        task and no future. Everything else runs in a task (``run``).
         """
         ctx = self.ctx
         self.start_time = ctx.clock()
@@ -270,12 +434,13 @@ class Exchange:
             self.wall_start = time.time()
         endpoint = None
         try:
-            plan = self.route()
-            if plan is None:
+            backend = self.route()
+            if backend is None:
                 self.finish()
                 return
-            rule, backend, request_head = plan
-            if rule.no_deadline and not self.head.upgrade:
+            rule = self.rule
+            self._response_to(FORWARD)
+            if rule.no_deadline and not self.head.upgrade:  # type: ignore[union-attr]
                 endpoint = backend.pick()
                 if endpoint is None:
                     self.respond(503, b"no healthy upstream\n")
@@ -283,31 +448,29 @@ class Exchange:
                     return
                 up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend.tls, ctx.now)
                 if up is not None:
-                    self.fast = plan
                     self.upstream_host = endpoint
-                    self.send(up, request_head, True)
+                    self.send(up, True)
                     return
         except Exception:
             log.exception("request failed")
-            if not self.committed:
+            if self.resp < SENDING:
                 self.respond(500, b"internal error\n")
             self.close_after = True
             self.finish()
             return
         # The endpoint picked above (if any) is the first try's: picking again would
         # skew the round robin for every request that misses the pool.
-        self.task = ctx.loop.create_task(self.run(rule, backend, request_head, endpoint))
+        self.task = ctx.loop.create_task(self.run(endpoint))
 
-    async def run(self, rule: CompiledRule, backend: CompiledBackend,
-                  request_head: bytes, endpoint: tuple[str, int] | None = None) -> None:
+    async def run(self, endpoint: tuple[str, int] | None = None) -> None:
         try:
-            await self.forward(rule, backend, request_head, endpoint)
+            await self.forward(endpoint)
         except asyncio.CancelledError:
-            if not self.client_lost:
+            if self.req != LOST:
                 raise
         except Exception:
             log.exception("request failed")
-            if not self.committed:
+            if self.resp < SENDING:
                 self.respond(500, b"internal error\n")
             else:
                 self.close_after = True
@@ -315,17 +478,14 @@ class Exchange:
             self.finish()
 
     def _fast_failed(self, status: int, reason: str) -> None:
-        """The fast path's connection failed before a response started."""
+        """The fast path's upstream stream failed before a response started."""
         up = self.detach()
-        plan, self.fast = self.fast, None
         if up is not None:
             up.abort()
-        assert plan is not None
-        if up is not None and up.reused and not self.received and self.request_done \
-                and not self.client_lost:
+        if up is not None and up.stale() and not self.received and self.req == RECEIVED:
             # A pooled connection the backend had already closed: the request never
             # reached it. Go through the regular path (fresh connection, same endpoint).
-            self.task = self.ctx.loop.create_task(self.run(*plan, self.upstream_host))
+            self.task = self.ctx.loop.create_task(self.run(self.upstream_host))
             return
         self.upstream_failed(status, reason, b"upstream reset before response\n"
                              if status == 503 else _BAD_RESPONSE, "UF" if status == 503 else "UR")
@@ -341,26 +501,26 @@ class Exchange:
         self.respond(status, body)
 
     def finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
+        """Count and log the exchange, release or end its upstream stream; hand it back to
+        the client side unless the rest of the request body is still to be read."""
+        if self.resp >= DONE:
+            return  # (finished already: the client went away meanwhile, say)
+        relayed = self.resp == RELAYED
+        self._response_to(FINISH)
         ctx = self.ctx
         up = self.detach()
         if up is not None:
-            if self.client_lost or not self.request_done or not self.up_done:
-                up.abort()
-            else:
+            if relayed and self.req == RECEIVED:
                 ctx.pool.release(up, ctx.now)
-        if self.resp_body == "close" and not self.down_chunked:
-            self.close_after = True
-        if self.head.upgrade and self.conn.tunnel is None:
-            self.close_after = True  # the request reader stopped at the Upgrade
+            else:
+                up.abort()
         duration = ctx.clock() - self.start_time
         rule = self.rule
-        status = self.status or (499 if self.client_lost else 0)
-        if self.client_lost and not self.flags:
+        lost = self.req == LOST
+        status = self.status or (499 if lost else 0)
+        if lost and not self.flags:
             self.flags = "DC"  # (Envoy's flag: the client connection went away)
-        listener = self.conn.listener
+        listener = self.down.listener
         if rule is not None:
             ctx.stats.request(listener.name, rule.gateway, rule.route, self.backend_name,
                               status, duration)
@@ -380,37 +540,47 @@ class Exchange:
                 "%s:%d" % self.upstream_host if self.upstream_host else None, head.authority,
                 rule.name if rule is not None else None, self.request_id, xff, ua,
                 self.flags, listener.name, self.detail)
-        if not self.request_done and not self.client_lost and not self.close_after:
-            # Wait for the rest of the request body (discarded), then move on.
-            self.conn.resume(_PAUSE_BODY)
-            self.body_buf = []
-            return
-        self.conn.exchange_done(self)
+        if self.req < RECEIVED:
+            self._request_to(DISCARD)
+            if not self.close_after:
+                # Read the rest of the request body (dropped), then move on.
+                self.body_buf = []
+                self.down.resume(PAUSE_BODY)
+                return
+        self._release()
+
+    def _release(self) -> None:
+        self._response_to(RELEASE)
+        self.down.exchange_done(self)
 
     # -- local responses ----------------------------------------------------------------
     def respond(self, status: int, body: bytes = b"",
                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        """A whole response of kgw's own."""
+        self._response_to(RESPOND)
         self.status = status
-        self.committed = True
-        if not self.request_done and self.received + self.buf_size > BODY_HIGH_WATER:
+        if self.req < RECEIVED and self.received + self.buf_size > BODY_HIGH_WATER:
             self.close_after = True  # don't read a large unwanted body
-        data = simple_response(status, body, close=self.close_after or self.conn.closing,
-                               extra=extra or ())
-        if body and self.head.method == b"HEAD":
-            data = data[:-len(body)]  # same headers, no body
-        else:
+        headers = list(extra) if extra else []
+        if body:
+            headers.append((b"content-type", b"text/plain"))
+        headers.append((b"content-length", b"%d" % len(body)))
+        data = []
+        if body and self.head.method != b"HEAD":  # (HEAD: the same fields, no body)
+            data.append(body)
             self.sent += len(body)
-        self.conn.write(data)
+        self.down.send_response(status, headers, "length" if body else "none", data, True,
+                                _EMPTY, self.close_after)
 
     # -- the request --------------------------------------------------------------------
-    def route(self) -> tuple[CompiledRule, CompiledBackend, bytes] | None:
-        """Pick the route and apply everything that can answer locally; returns what to
-        forward (rule, backend, encoded request head), or None when answered."""
-        conn = self.conn
+    def route(self) -> CompiledBackend | None:
+        """Pick the route and apply everything that can answer locally; returns the
+        backend to forward to (``rule``, ``out`` set), or None when answered."""
+        down = self.down
         head = self.head
-        listener = conn.listener
+        listener: ListenerState = down.listener
         router = listener.router
-        if listener.certs is not None and listener.certs.misdirected(conn.ssl_context,
+        if listener.certs is not None and listener.certs.misdirected(down.ssl_context,
                                                                         head.host):
             self.flags = "MR"
             self.respond(421, b"misdirected request\n")
@@ -471,12 +641,14 @@ class Exchange:
             self.flags = "UH"
             self.respond(503, b"no healthy upstream\n")
             return None
-        return rule, backend, self.prepare(route, rule, backend, path, query)
+        self.backend = backend
+        self.prepare(route, rule, backend, path, query)
+        return backend
 
     def upstream_headers(self, route: CompiledRoute, rule: CompiledRule,
                          backend: CompiledBackend) -> list[tuple[bytes, bytes]]:
         head = self.head
-        conn = self.conn
+        down = self.down
         out: list[tuple[bytes, bytes]] = []
         xff = None
         rid = None
@@ -501,8 +673,9 @@ class Exchange:
             rid = _REQUEST_IDS.next()
             out.append((b"x-request-id", rid))
         self.request_id = rid
-        out.append((b"x-forwarded-for", xff + b", " + conn.peer if xff else conn.peer))
-        out.append((b"x-forwarded-proto", conn.listener.scheme))
+        out.append((b"x-forwarded-for", xff + b", " + down.peer if xff else down.peer))
+        listener: ListenerState = down.listener
+        out.append((b"x-forwarded-proto", listener.scheme))
         if head.upgrade:
             up = _header(head.headers, b"upgrade")
             if up is not None and b"h2c" in up.lower():
@@ -537,7 +710,8 @@ class Exchange:
         """The client's own request line and header block plus the proxy's lines
         (X-Request-Id, X-Forwarded-For/-Proto, then ``suffix``), when nothing in it needs
         rebuilding: same fields as upstream_headers() would send, in the client's order and
-        case (as nginx forwards them). None when the head must be rebuilt."""
+        case (as nginx forwards them). None when the head must be rebuilt (or the request
+        did not come as HTTP/1.1 bytes: ``raw`` is None)."""
         head = self.head
         raw = head.raw
         if raw is None or head.version != b"1.1" or not head.authority \
@@ -550,12 +724,12 @@ class Exchange:
         if end < 0:
             return None
         self.request_id = rid = _REQUEST_IDS.next()
-        return b"".join((raw[:end + 2], b"x-request-id: ", rid, self.conn.forwarded, suffix,
+        return b"".join((raw[:end + 2], b"x-request-id: ", rid, self.down.forwarded, suffix,
                          b"\r\n"))
 
     def prepare(self, route: CompiledRoute, rule: CompiledRule, backend: CompiledBackend,
-                path: bytes, query: bytes) -> bytes:
-        """The upstream request head; starts mirrors and sends 100 Continue."""
+                path: bytes, query: bytes) -> None:
+        """What goes upstream (``out``); starts mirrors and sends 100 Continue."""
         head = self.head
         ctx = self.ctx
         filters = rule.filters
@@ -573,10 +747,13 @@ class Exchange:
         else:
             same_target = True
         suffix = rule.head_suffix_for.get(backend) if same_target else None
-        request_head = self.head_as_received(suffix) if suffix is not None else None
-        if request_head is None:
-            headers = self.upstream_headers(route, rule, backend)
-            request_head = encode_request_head(head.method, target, headers)
+        raw = self.head_as_received(suffix) if suffix is not None else None
+        if raw is None:
+            out = self.out = out_request(head.method, target,
+                                         self.upstream_headers(route, rule, backend), None,
+                                         head.body)
+        else:
+            out = self.out = out_request(head.method, target, None, raw, head.body)
         self.resp_ops = rule.resp_ops_for.get(backend, _EMPTY)
         if rule.needs_body_copy and self.received <= RETAIN_LIMIT:
             self.retained = list(self.body_buf)  # nothing was sent yet: this is all of it
@@ -586,31 +763,29 @@ class Exchange:
         if mirrors:
             for mb, percent in mirrors:
                 if percent >= 100 or random.random() * 100 < percent:
-                    ctx.spawn(self.mirror(mb, request_head))
-        if head.expect_continue and self.received == 0 and not self.request_done:
-            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return request_head
+                    ctx.spawn(self.mirror(mb, out))
+        if head.expect_continue and self.received == 0 and self.req < RECEIVED:
+            self.down.send_continue()
 
-    async def forward(self, rule: CompiledRule, backend: CompiledBackend,
-                      request_head: bytes, endpoint: tuple[str, int] | None) -> None:
+    async def forward(self, endpoint: tuple[str, int] | None) -> None:
+        rule: CompiledRule = self.rule  # type: ignore[assignment]
         deadline = None
         if rule.request_timeout:
             deadline = self.start_time + rule.request_timeout
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
-                await self.tries(rule, backend, request_head, endpoint)
+                await self.tries(rule, self.backend, endpoint)  # type: ignore[arg-type]
         except TimeoutError:
             self.flags = self.flags or "UT"
-            if not self.committed:
+            if self.resp < SENDING:
                 self.detail = "request timeout (%gs)" % rule.request_timeout
                 self.respond(504, _TIMEOUT)
             else:
                 self.close_after = True
-                if self.conn.transport is not None:
-                    self.conn.transport.abort()
+                self.down.abort()
 
     async def tries(self, rule: CompiledRule, backend: CompiledBackend,
-                    request_head: bytes, endpoint: tuple[str, int] | None) -> None:
+                    endpoint: tuple[str, int] | None) -> None:
         """Up to 1 + retry attempts tries, each on one endpoint (``endpoint`` for the
         first when the caller picked it already)."""
         attempts = 1 + rule.retry_attempts
@@ -623,7 +798,7 @@ class Exchange:
         tried: list[tuple[str, int]] = []
         while attempt < attempts:
             if attempt > 0:
-                if self.received and (self.retained is None or self.client_lost):
+                if self.received and (self.retained is None or self.req == LOST):
                     break  # the body cannot be replayed
                 if rule.retry_backoff:
                     await asyncio.sleep(rule.retry_backoff)
@@ -633,13 +808,13 @@ class Exchange:
                 self.respond(503, b"no healthy upstream\n")
                 return
             try:
-                await self.one_try(rule, backend, endpoint, request_head, first=attempt == 0)
+                await self.one_try(rule, backend, endpoint, first=attempt == 0)
             except _Retry as exc:
                 last = exc
                 up = self.detach()
                 if up is not None:
-                    stale = up.reused and not self.received and self.request_done \
-                            and exc.status == 503 and not up.reader.got_head
+                    stale = up.stale() and not self.received and self.req == RECEIVED \
+                            and exc.status == 503
                     up.abort()
                     if stale and stale_retry_left:
                         # A pooled connection the backend had closed: not a real try
@@ -655,7 +830,7 @@ class Exchange:
         self.upstream_failed(last.status, str(last), last.body, last.flags)
 
     async def one_try(self, rule: CompiledRule, backend: CompiledBackend,
-                      endpoint: tuple[str, int], request_head: bytes, first: bool) -> None:
+                      endpoint: tuple[str, int], first: bool) -> None:
         ctx = self.ctx
         loop = ctx.loop
         per_try = rule.backend_timeout
@@ -673,11 +848,11 @@ class Exchange:
                         if exc.kind == "descriptors":
                             ctx.out_of_descriptors()
                     raise _upstream_error(exc) from None
-                if self.client_lost:
+                if self.req == LOST:
                     up.abort()
                     raise asyncio.CancelledError()
                 fut = self.head_fut = loop.create_future()
-                self.send(up, request_head, first)
+                self.send(up, first)
                 resp = await fut
                 if resp.status in rule.retry_codes:
                     raise _Retry(resp.status, "retriable status %d" % resp.status)
@@ -685,62 +860,48 @@ class Exchange:
                 if self.done_fut is not None:
                     await self.done_fut
         except TimeoutError:
-            if self.committed:
+            if self.resp >= SENDING:
                 raise
             raise _Retry(504, "backend timeout (%gs)" % per_try, _TIMEOUT) from None
 
-    def detach(self) -> UpstreamConn | None:
-        """Let go of the current upstream connection (returned, for the caller to pool or
-        abort). The client connection is read again if that connection's full buffer had
-        stopped it: nothing else would resume it, and the rest of the request body, or
-        the next request, would never be read."""
+    def detach(self) -> UpstreamStream | None:
+        """Let go of the current upstream stream (returned, for the caller to release or
+        abort). The client is read again if that stream's full buffer had stopped it:
+        nothing else would resume it, and the rest of the request body, or the next
+        request, would never be read."""
         up = self.upstream
         self.upstream = None
-        self.streaming = False
-        self.conn.resume(_PAUSE_UPSTREAM)
+        self._request_to(DETACH)
+        self.down.resume(PAUSE_UPSTREAM)
         return up
 
-    def send(self, up: UpstreamConn, request_head: bytes, first: bool) -> None:
-        """Write the request head and the body received so far, in one write."""
+    def send(self, up: UpstreamStream, first: bool) -> None:
+        """The request to ``up``: its head and the body received so far (the whole body
+        kept for a retry's replay, ``retained``), and its end if it came."""
         self.upstream = up
-        self.up_done = False
-        up.owner = self
-        up.reader.expect(self.head.method == b"HEAD")
         self.early = None
-        t = up.transport
-        assert t is not None
-        parts = [request_head]
         chunks = self.retained if not first and self.retained is not None else self.body_buf
-        if chunks:
-            if self.chunked_up:
-                parts.extend([encode_chunk(c) for c in chunks])
-            else:
-                parts.extend(chunks)
-        self.body_buf = []
+        if self.body_buf:
+            self.body_buf = []
         if self.buf_size:
             self.buf_size = 0
-            self.conn.resume(_PAUSE_BODY)
-        if self.request_done:
-            if self.chunked_up:
-                parts.append(encode_last_chunk(self.trailers))
-        else:
-            self.streaming = True
-        t.write(b"".join(parts) if len(parts) > 1 else request_head)
+            self.down.resume(PAUSE_BODY)
+        end = self.req == RECEIVED
+        self._request_to(SEND)
+        up.send_request(self, self.out, chunks, end, self.trailers)  # type: ignore[arg-type]
 
-    # -- response, driven by UpstreamConn ------------------------------------------------
-    def on_upstream_events(self, up: UpstreamConn, events: list[Event]) -> None:
+    # -- the response, from the upstream stream -----------------------------------------
+    def on_upstream_events(self, up: UpstreamStream, events: list[Event]) -> None:
         if up is not self.upstream:
             return
-        if self.fast is not None and not self.committed:
+        if self.task is None and self.resp == AWAITING:
+            # The fast path: the head is committed as it arrives.
             i = 0
             for ev in events:
                 i += 1
                 t = type(ev)
                 if t is ResponseHead:
-                    early = self.early = events[i:]
-                    for e in early:
-                        if type(e) is EndOfMessage:
-                            self.up_done = True
+                    self.early = events[i:]
                     if self.commit(ev):  # type: ignore[arg-type]
                         self.finish()
                     return
@@ -753,11 +914,10 @@ class Exchange:
             if up is not self.upstream:
                 return
 
-    def on_upstream_event(self, up: UpstreamConn, ev: Event) -> None:
-        if up is not self.upstream:
-            return
+    def on_upstream_event(self, up: UpstreamStream, ev: Event) -> None:
         t = type(ev)
-        if not self.committed:
+        resp = self.resp
+        if resp == AWAITING:
             if t is ResponseHead:
                 fut = self.head_fut
                 if fut is not None and not fut.done():
@@ -772,64 +932,60 @@ class Exchange:
                 return
             if self.early is not None:
                 self.early.append(ev)
-                if t is EndOfMessage:
-                    self.up_done = True
             return
+        if resp != SENDING:
+            return  # (bytes past the response's end: the stream is not reused)
         if t is Body:
             data = ev.data  # type: ignore[union-attr]
             self.sent += len(data)
-            self.conn.write(encode_chunk(data) if self.down_chunked else data)
+            self.down.send_body(data)
         elif t is EndOfMessage:
-            self.up_done = True
-            if self.down_chunked:
-                self.conn.write(encode_last_chunk(ev.trailers))  # type: ignore[union-attr]
+            self.down.send_end(ev.trailers)  # type: ignore[union-attr]
+            self._response_to(COMPLETE)
             self._done()
         elif t is Rejected:
             # The backend broke off mid-response: the client cannot get a valid
-            # response any more; close its connection.
+            # response any more.
             self.close_after = True
             self.flags = "UPE"
-            if self.conn.transport is not None:
-                self.conn.transport.abort()
+            self.down.abort()
             self._done()
         elif t is Upgraded:
             self.start_tunnel(up, ev.data)  # type: ignore[union-attr]
 
-    def on_upstream_lost(self, up: UpstreamConn) -> None:
+    def on_upstream_lost(self, up: UpstreamStream) -> None:
         if up is not self.upstream:
             return
-        if self.fast is not None and not self.committed:
-            self._fast_failed(503, "upstream reset before response")
-            return
-        if not self.committed:
+        resp = self.resp
+        if resp == AWAITING:
+            if self.task is None:
+                self._fast_failed(503, "upstream reset before response")
+                return
             fut = self.head_fut
             if fut is not None and not fut.done():
                 # Envoy: "upstream connect error or disconnect/reset before headers"
                 fut.set_exception(_Retry(503, "upstream reset before response"))
-        elif not self.finished and (self.fast is not None or self.done_fut is not None):
-            if up.tunnel is None:
-                self.close_after = True
-                if self.conn.transport is not None:
-                    self.conn.transport.abort()
+        elif resp == SENDING:
+            self.close_after = True
+            self.down.abort()
             self._done()
 
     def on_upstream_timeout(self, timeout: float) -> None:
         """The backend sent nothing for ``timeout`` seconds while this exchange waited
         for (or relayed) its response: the worker's default response timeout, checked by
-        its periodic sweep (``DownstreamConn.sweep``) for rules without timeouts."""
+        its periodic sweep (``sweep``) for rules without timeouts."""
         up = self.upstream
-        if up is None or self.finished:
+        if up is None or self.resp > SENDING:
             return
         detail = "no response from the backend for %gs (the default response timeout)" % timeout
-        if self.committed:
+        if self.resp == SENDING:
             # Mid-response: the client cannot get a complete one any more.
             self.flags = "UT"
             self.detail = detail
-            up.abort()  # -> on_upstream_lost: the client connection is cut
+            up.abort()  # -> on_upstream_lost: the client is cut off
             return
-        if self.fast is not None:
+        if self.task is None:
             self.detach()
-            self.fast = None
             up.abort()
             self.upstream_failed(504, detail, _TIMEOUT, "UT")
             self.finish()
@@ -840,12 +996,13 @@ class Exchange:
 
     def on_upstream_pause(self, paused: bool) -> None:
         if paused:
-            self.conn.pause(_PAUSE_UPSTREAM)
+            self.down.pause(PAUSE_UPSTREAM)
         else:
-            self.conn.resume(_PAUSE_UPSTREAM)
+            self.down.resume(PAUSE_UPSTREAM)
 
     def _done(self) -> None:
-        if self.fast is not None:
+        """The response is over (whole, or broken off)."""
+        if self.task is None:
             self.finish()
             return
         fut = self.done_fut
@@ -853,25 +1010,27 @@ class Exchange:
             fut.set_result(None)
 
     def commit(self, resp: ResponseHead) -> bool:
-        """Send the response head downstream; body events are written as they come.
-        Returns True when the response is already complete (or broken off)."""
+        """Send the response head downstream with the events that came after it; body
+        events are relayed as they come. Returns True when the response is already
+        complete (or broken off)."""
         head = self.head
-        self.committed = True
+        self._response_to(COMMIT)
         self.status = resp.status
         up = self.upstream
-        if self.fast is not None and up is not None and up.reader.whole is not None \
-                and not self.resp_ops and not self.resp_extra and not self.close_after \
-                and not self.conn.closing and head.version == b"1.1":
+        if self.task is None and not self.resp_ops and not self.resp_extra \
+                and not self.close_after and head.version == b"1.1":
             # The whole response arrived in one read and needs no change (no filter, same
             # framing, no hop-by-hop field but Connection and Keep-Alive, whose lines the
-            # reader cut out): relay the bytes as they came. Field names keep the
-            # backend's case here, as nginx does; re-encoded heads are lower-case.
-            self.resp_body = resp.body
-            self.early = None
-            if resp.body == "length":
-                self.sent += resp.content_length  # type: ignore[operator]
-            self.conn.write(up.reader.whole)
-            return True
+            # reader cut out): relay the bytes as they came, if the client stream can.
+            # Field names keep the backend's case here, as nginx does; re-encoded heads
+            # are lower-case.
+            whole = up.response_as_received()  # type: ignore[union-attr]
+            if whole is not None and self.down.send_raw(whole):
+                self.early = None
+                if resp.body == "length":
+                    self.sent += resp.content_length  # type: ignore[operator]
+                self._response_to(COMPLETE)
+                return True
         rh = resp.headers
         out = [h for h in rh if h[0] not in HOP_BY_HOP]
         if len(out) != len(rh):
@@ -889,89 +1048,71 @@ class Exchange:
             out = ops.apply(out)
         if self.resp_extra:
             out.extend(self.resp_extra)
-        body = resp.body
-        self.resp_body = body
-        if body == "chunked" or body == "close":
-            if head.version == b"1.1":
-                self.down_chunked = True
-                out.append((b"transfer-encoding", b"chunked"))
-            else:
-                self.close_after = True
-        if resp.status == 101:
-            pass
-        elif self.close_after or self.conn.closing:
-            self.close_after = True
-            out.append((b"connection", b"close"))
-        elif head.version == b"1.0":
-            out.append((b"connection", b"keep-alive"))
-        parts = [encode_response_head(resp.status, out)]
+        # Body bytes (and the end) that came with the head go out with it, in one write
+        # where the stream can (one syscall for a small response instead of two).
         early, self.early = self.early, None
-        if body == "none":
-            # No body: the EndOfMessage event is already in ``early``.
-            self.conn.write(parts[0])
-            for ev in early or ():
-                if type(ev) is Upgraded:
-                    self.start_tunnel(self.upstream, ev.data)  # type: ignore[arg-type,union-attr]
-            return True
-        # Body bytes that came with the head go out in the same write (one syscall for a
-        # small response instead of two).
-        complete = False
-        chunked = self.down_chunked
+        data = []
+        end = False
+        trailers = _EMPTY
+        broken = False
+        tunnel = None
         for ev in early or ():
             t = type(ev)
-            if t is Body:
-                data = ev.data  # type: ignore[union-attr]
-                self.sent += len(data)
-                parts.append(encode_chunk(data) if chunked else data)
+            if t is Upgraded:
+                tunnel = ev.data  # type: ignore[union-attr]
+            elif end:
+                break  # (whatever follows the end is not this response; never relayed)
+            elif t is Body:
+                d = ev.data  # type: ignore[union-attr]
+                self.sent += len(d)
+                data.append(d)
             elif t is EndOfMessage:
-                if chunked:
-                    parts.append(encode_last_chunk(ev.trailers))  # type: ignore[union-attr]
-                complete = True
+                end = True
+                trailers = ev.trailers  # type: ignore[union-attr]
             elif t is Rejected:
-                self.close_after = True
-                self.flags = "UPE"
-        self.conn.write(b"".join(parts) if len(parts) > 1 else parts[0])
-        if complete:
+                broken = True
+        if resp.body == "none":
+            end = True  # (no body: the head is the whole response)
+        if self.down.send_response(resp.status, out, resp.body, data, end, trailers,
+                                   self.close_after):
+            self.close_after = True
+        if end:
+            self._response_to(COMPLETE)
+            if tunnel is not None:
+                self.start_tunnel(up, tunnel)  # type: ignore[arg-type]
             return True
-        if self.flags == "UPE":
-            if self.conn.transport is not None:
-                self.conn.transport.abort()
+        if broken:
+            self.close_after = True
+            self.flags = "UPE"
+            self.down.abort()
             return True
-        if self.fast is None:
+        if self.task is not None:
             self.done_fut = self.ctx.loop.create_future()
-        up = self.upstream
-        if self.conn.write_paused and up is not None:
+        if self.down.write_paused and up is not None:
             up.pause_reading()
         return False
 
-    def start_tunnel(self, up: UpstreamConn, data: bytes) -> None:
-        """After 101 Switching Protocols both connections become a byte pipe."""
-        conn = self.conn
-        if self.status != 101 or conn.transport is None or up.transport is None:
+    def start_tunnel(self, up: UpstreamStream, data: bytes) -> None:
+        """After 101 Switching Protocols both sides become a byte pipe; the exchange ends
+        here and the tunnel lives until either side closes."""
+        if self.status != 101 or not self.down.start_tunnel(up, data):
             up.abort()
             self.close_after = True
             return
-        if data:
-            conn.write(data)
-        up.tunnel = conn.transport
         # up.owner stays this exchange: its on_upstream_pause() pauses the client's
         # reading while the backend's socket is full (backpressure in the tunnel).
-        conn.tunnel = up
-        pending, conn._pending_tunnel = conn._pending_tunnel, None
-        for chunk in pending or ():
-            up.transport.write(chunk)
         self.upstream = None
-        self.request_done = True
-        # The exchange ends here; the tunnel lives until either side closes.
 
     # -- mirrors --------------------------------------------------------------------------
-    async def mirror(self, backend: CompiledBackend, request_head: bytes) -> None:
+    async def mirror(self, backend: CompiledBackend, out: OutRequest) -> None:
         """Send a copy of the request to ``backend`` and ignore the answer."""
         ctx = self.ctx
         endpoint = backend.pick()
         if endpoint is None:
             return
-        if not self.request_done:
+        if self.req == LOST:
+            return
+        if self.req < RECEIVED:
             fut = ctx.loop.create_future()
             if self.body_waiters is None:
                 self.body_waiters = []
@@ -986,16 +1127,7 @@ class Exchange:
         try:
             async with asyncio.timeout(30):
                 up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend.tls, ctx.now)
-                up.owner = sink
-                up.reader.expect(self.head.method == b"HEAD")
-                assert up.transport is not None
-                up.transport.write(request_head)
-                chunks = self.retained or ()
-                if self.chunked_up:
-                    up.transport.write(b"".join([encode_chunk(c) for c in chunks])
-                                       + encode_last_chunk(self.trailers))
-                elif chunks:
-                    up.transport.write(b"".join(chunks))
+                up.send_request(sink, out, self.retained or [], True, self.trailers)
                 ok = await sink.done
         except (TimeoutError, UpstreamError, OSError):
             ctx.stats.connect_failure(backend.name)
@@ -1006,15 +1138,15 @@ class Exchange:
             up.abort()
 
 
-class _Discard:
-    """Owner of a mirror's upstream connection: reads the response, keeps nothing."""
+class _Discard(UpstreamOwner):
+    """Owner of a mirror's upstream stream: reads the response, keeps nothing."""
 
     __slots__ = ("done",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done: asyncio.Future[bool] = loop.create_future()
 
-    def on_upstream_events(self, conn: UpstreamConn, events: list[Event]) -> None:
+    def on_upstream_events(self, up: UpstreamStream, events: list[Event]) -> None:
         for ev in events:
             t = type(ev)
             if t is EndOfMessage:
@@ -1024,7 +1156,7 @@ class _Discard:
                 if not self.done.done():
                     self.done.set_result(False)
 
-    def on_upstream_lost(self, conn: UpstreamConn) -> None:
+    def on_upstream_lost(self, up: UpstreamStream) -> None:
         if not self.done.done():
             self.done.set_result(False)
 

@@ -78,6 +78,7 @@ cdef class ResponseReader:
     cdef public object _feed
     cdef public object _status
     cdef public object _keep_alive
+    cdef public Py_ssize_t _finals
     @cython.locals(events=list)
     cpdef list feed(self, bytes data)
     cpdef expect(self, head_request)

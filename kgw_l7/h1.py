@@ -25,8 +25,8 @@ from typing import Iterable
 import httptools
 
 from kgw_l7.events import (
-    BodyKind, EndOfMessage, Event, ProtocolError, Rejected, Upgraded, body_event,
-    request_head, response_head,
+    HOP_BY_HOP, BodyKind, EndOfMessage, Event, ProtocolError, Rejected, Upgraded, body_event,
+    connection_tokens, request_head, response_head,
 )
 
 #: Header block limits. nginx defaults to 8 KiB per line (large_client_header_buffers
@@ -34,14 +34,6 @@ from kgw_l7.events import (
 #: that anything Envoy-based gateways accept is accepted here too.
 MAX_HEADER_BYTES = 60 * 1024
 MAX_HEADERS = 100
-
-#: Headers that describe one connection, never forwarded (RFC 9110 7.6.1), plus the
-#: Proxy-Connection header some old clients still send.
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
-    b"upgrade", b"trailer", b"proxy-authenticate", b"proxy-authorization",
-})
-
 
 _NO_TRAILERS = EndOfMessage()
 
@@ -350,7 +342,7 @@ class ResponseReader:
     __slots__ = ("_parser", "_events", "_headers", "_trailers", "_head_request", "_body",
                  "in_message", "_failed", "reusable", "_head_bytes", "got_head", "whole",
                  "_begins", "_plain", "_fresh", "_cut", "_length", "_feed", "_status",
-                 "_keep_alive")
+                 "_keep_alive", "_finals")
 
     def __init__(self) -> None:
         self._parser = parser = httptools.HttpResponseParser(self)
@@ -383,9 +375,13 @@ class ResponseReader:
         self._cut: list[bytes] | None = None
         #: The current response's body length when it is framed by Content-Length, else 0.
         self._length = 0
+        #: Final responses begun since the request was sent (``expect``): a second one
+        #: is bytes past the end of the response, and the connection is not reused.
+        self._finals = 0
 
     def expect(self, head_request: bool) -> None:
         self._head_request = head_request
+        self._finals = 0
 
     def feed(self, data: bytes) -> list[Event]:
         if self._failed:
@@ -465,6 +461,9 @@ class ResponseReader:
         self._trailers = []
         if 100 <= status < 200 and status != 101:
             return  # interim response (100, 103): dropped, the final one follows
+        self._finals += 1
+        if self._finals > 1:
+            self.reusable = False
         body: BodyKind = "close"
         length = None
         hop = False
@@ -636,19 +635,3 @@ def http2_refusal() -> bytes:
                               additional_data=b"HTTP/2 is not served here yet; use HTTP/1.1")
         _HTTP2_REFUSAL = conn.data_to_send()
     return _HTTP2_REFUSAL
-
-
-def connection_tokens(value: bytes) -> set[bytes]:
-    """The lower-case names one Connection field lists."""
-    tokens = {t.strip().lower() for t in value.split(b",")}
-    tokens.discard(b"")
-    return tokens
-
-
-def parse_connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Names listed in Connection headers (they are hop-by-hop too)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            tokens |= connection_tokens(value)
-    return frozenset(tokens)

@@ -12,7 +12,7 @@ Usage (the controller's supervisor)::
 Workers are separate processes (``python -m kgw_l7 worker``: no fork of a supervisor
 that may run threads), each with its own uvloop, sharing listening ports through
 SO_REUSEPORT. Each worker is spoken to over a socketpair carrying pickled frozen config
-records. A worker that dies is restarted and given the latest config, after a delay
+records (``kgw_l7.channel``: this module imports none of the per-request ones). A worker that dies is restarted and given the latest config, after a delay
 that doubles with each crash (0.2 s to 5 s) and starts over once a worker has run for
 ``healthy_after`` seconds. Its counters are not lost with it: the plane collects every
 worker's counters every ``COLLECT_INTERVAL`` seconds (and on each scrape) and keeps
@@ -26,21 +26,19 @@ descriptors); the supervisor's ``/readyz`` reports it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
 import itertools
 import logging
 import os
-import pickle
 import socket
 import sys
 from typing import Any
 
 from kgw_l7 import snapshot
+from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_frame,
+                            encode_options, read_frame)
 from kgw_l7.config import L7Config
 from kgw_l7.metrics import render, retire
-from kgw_l7.upstream import MAX_CONNECTIONS_PER_ENDPOINT
-from kgw_l7.worker import WorkerOptions, encode_frame, read_frame
 
 log = logging.getLogger("kgw.l7.plane")
 
@@ -92,7 +90,7 @@ class _Worker:
         self.config = None  # a new process holds nothing
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
-        options = base64.b64encode(pickle.dumps(self.plane.options)).decode()
+        options = encode_options(self.plane.options)
         ready = loop.create_future()
         self.pending = {"ready": ready}
         try:

@@ -6,46 +6,43 @@
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
 cimport cython
-from kgw_l7.h1 cimport RequestReader
+from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.exchange cimport Exchange
+from kgw_l7.h1 cimport RequestReader
+from kgw_l7.streams cimport DownstreamStream, UpstreamStream
 from kgw_l7.upstream cimport UpstreamConn
-from kgw_l7.worker cimport WorkerContext
 
-cdef class ListenerState:
-    cdef public object name
-    cdef public object record
-    cdef public object router
-    cdef public object scheme
-    cdef public object port
-    cdef public object certs
-    cdef public object conns
-    cdef public object server
-    cdef public object sock
-    cdef public object gateway
+cdef int _PAUSE_PIPELINE
 
-cdef class DownstreamConn:
+cdef class DownstreamConn(DownstreamStream):
     cdef public WorkerContext ctx
-    cdef public ListenerState listener
     cdef public object transport
     cdef public RequestReader reader
     cdef public object queue
     cdef public Exchange parsing
+    cdef public Exchange current
     cdef public int paused
-    cdef public bint write_paused
-    cdef public bint closing
-    cdef public object peer
+    cdef public bint chunked
     cdef public double last_activity
     cdef public double head_started
-    cdef public object ssl_context
     cdef public UpstreamConn tunnel
     cdef public object _pending_tunnel
     cdef public object _write
     cdef public object _is_closing
-    cdef public bytes forwarded
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
-    cpdef pause(self, reason)
-    cpdef resume(self, reason)
+    @cython.locals(ex=Exchange, version=bytes, chunked=bint, head=bytes, parts=list)
+    cpdef bint send_response(self, int status, list headers, str body, list data, bint end,
+                             tuple trailers, bint close) except -1
+    cpdef bint send_raw(self, bytes data) except -1
+    cpdef send_body(self, bytes data)
+    cpdef send_end(self, tuple trailers)
+    cpdef send_continue(self)
+    cpdef pause(self, int reason)
+    cpdef resume(self, int reason)
+    cpdef abort(self)
+    cpdef bint start_tunnel(self, UpstreamStream up, bytes data) except -1
+    @cython.locals(e=Exchange)
+    cpdef exchange_done(self, ex)
     cpdef write(self, data)
     cpdef close(self)
-    cpdef exchange_done(self, Exchange ex)

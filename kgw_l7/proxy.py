@@ -1,10 +1,12 @@
-"""Client connections: ``DownstreamConn`` and the per-listener state it serves.
+"""Client connections: ``DownstreamConn``, HTTP/1.1 from a client.
 
 ``DownstreamConn`` only moves bytes: it feeds the sans-IO ``RequestReader`` and hands the
 events to the current ``Exchange`` (``kgw_l7.exchange``), keeps pipelined requests in
 order, and enforces the connection-level limits (header-read and idle timeouts, the
-pipeline depth, the worker's connection and file-descriptor limits, the default
-response timeout). Malformed requests get 400 (431 for oversized headers, 501 for
+pipeline depth, the worker's connection and file-descriptor limits). It is the
+``DownstreamStream`` (``kgw_l7.streams``) of the exchange it is answering: it frames that
+exchange's response for HTTP/1.1 (chunked when the length is unknown, ``Connection``
+for HTTP/1.0 and when closing) and becomes a byte pipe after a 101. Malformed requests get 400 (431 for oversized headers, 501 for
 unknown transfer codings, an HTTP/2 GOAWAY for the HTTP/2 preface) and the connection
 is closed; like every request, each refusal is counted with its listener and written to
 the access log.
@@ -21,69 +23,48 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import Body, EndOfMessage, Event, ProtocolError, Rejected, RequestHead, Upgraded
-from kgw_l7.exchange import _PAUSE_PIPELINE, Exchange
-from kgw_l7.h1 import RequestReader, http2_refusal, simple_response
-from kgw_l7.router import ListenerRouter
+from kgw_l7.exchange import Exchange
+from kgw_l7.h1 import (
+    RequestReader, encode_chunk, encode_last_chunk, encode_response_head, http2_refusal,
+    simple_response,
+)
+from kgw_l7.streams import DownstreamStream, UpstreamStream
 from kgw_l7.upstream import UpstreamConn
-
-if TYPE_CHECKING:
-    from kgw_l7.tls import CertStore
-    from kgw_l7.worker import WorkerContext
 
 log = logging.getLogger("kgw.l7.proxy")
 
 #: Pipelined requests accepted ahead of the one being served before reading pauses.
 MAX_PIPELINED = 16
+#: Why reading pauses when too many are (a bit beside the exchange's, kgw_l7.streams).
+_PAUSE_PIPELINE = 4
 
 
-class ListenerState:
-    """What a worker knows about one listener; ``router`` and ``certs`` are swapped in
-    place by a new config, so open connections see the new routes on their next request."""
+class DownstreamConn(DownstreamStream):
+    """An asyncio.Protocol (duck-typed: compiled as an extension type) for one client
+    connection, and the ``DownstreamStream`` of the exchange it is answering
+    (``current``: the first of ``queue``, the requests received in order)."""
 
-    __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
-                 "sock", "gateway")
+    __slots__ = ("ctx", "transport", "reader", "queue", "parsing", "current", "paused",
+                 "chunked", "last_activity", "head_started", "tunnel", "_pending_tunnel",
+                 "_write", "_is_closing")
 
-    def __init__(self, name: str, record: Any, router: ListenerRouter,
-                 certs: "CertStore | None") -> None:
-        self.name = name
-        #: The Gateway whose routes this listener serves when there is exactly one (else
-        #: ""): what requests refused before routing are counted under.
-        self.gateway = listener_gateway(record)
-        self.record = record
-        self.router = router
-        self.scheme = b"https" if record.protocol == "HTTPS" else b"http"
-        self.port = record.port
-        self.certs = certs
-        self.conns: set[DownstreamConn] = set()
-        self.server: asyncio.AbstractServer | None = None
-        self.sock: Any = None
-
-    def update(self, record: Any, router: ListenerRouter, certs: "CertStore | None") -> None:
-        """A new config for the same socket: open connections see it on their next
-        request."""
-        self.record = record
-        self.router = router
-        self.certs = certs
-        self.gateway = listener_gateway(record)
-
-
-class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
-    __slots__ = ("ctx", "listener", "transport", "reader", "queue", "parsing", "paused",
-                 "write_paused", "closing", "peer", "last_activity", "head_started",
-                 "ssl_context", "tunnel", "_pending_tunnel", "_write", "_is_closing",
-                 "forwarded")
-
-    def __init__(self, ctx: "WorkerContext", listener: ListenerState) -> None:
+    def __init__(self, ctx: WorkerContext, listener: ListenerState) -> None:
         self.ctx = ctx
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.reader = RequestReader()
         self.queue: collections.deque[Exchange] = collections.deque()
+        #: The exchange whose request body is being read (None between bodies).
         self.parsing: Exchange | None = None
+        #: The exchange being answered (started), None between them.
+        self.current: Exchange | None = None
         self.paused = 0
+        #: The current response's body goes out in chunks.
+        self.chunked = False
         self.write_paused = False
         self.closing = False
         self.peer = b""
@@ -95,8 +76,6 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         #: The transport's write and is_closing, bound once (called for every response).
         self._write: Any = None
         self._is_closing: Any = None
-        #: The X-Forwarded-For/-Proto lines this connection's requests get when their
-        #: head goes upstream as received (the same for every request on it).
         self.forwarded = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -105,7 +84,8 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         self._write = transport.write  # type: ignore[attr-defined]
         self._is_closing = transport.is_closing
         ctx = self.ctx
-        if not ctx.admit(self.listener.name):
+        listener: ListenerState = self.listener
+        if not ctx.admit(listener.name):
             transport.abort()  # type: ignore[attr-defined]
             self.closing = True
             return
@@ -114,12 +94,12 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         ctx.stats.active_connections += 1
         ctx.stats.connections_total += 1
         ctx.conns.add(self)
-        self.listener.conns.add(self)
+        listener.conns.add(self)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
         self.forwarded = b"\r\nx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
-            self.peer, self.listener.scheme)
+            self.peer, listener.scheme)
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             self.ssl_context = sslobj.context
@@ -140,39 +120,30 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
             # The two events of every request are handled inline (one call less each).
             t = type(ev)
             if t is RequestHead:
-                ex = Exchange(self, ev)  # type: ignore[arg-type]
-                self.parsing = ex
+                ex = Exchange(self.ctx, self, ev)  # type: ignore[arg-type]
+                # A request without a body is whole with its head: its end is not news.
+                self.parsing = ex if ex.head.body != "none" else None
                 queue = self.queue
                 queue.append(ex)
                 n = len(queue)
                 if n == 1:
+                    self.current = ex
                     ex.start()
                 elif n > MAX_PIPELINED:
                     self.pause(_PAUSE_PIPELINE)
             elif t is EndOfMessage:
                 ex = self.parsing
                 if ex is not None:
+                    self.parsing = None
                     ex.on_request_end(ev.trailers)  # type: ignore[union-attr]
             else:
                 self._event(ev)
 
     def _event(self, ev: Event) -> None:
         t = type(ev)
-        if t is RequestHead:
-            ex = Exchange(self, ev)  # type: ignore[arg-type]
-            self.parsing = ex
-            self.queue.append(ex)
-            if len(self.queue) == 1:
-                ex.start()
-            elif len(self.queue) > MAX_PIPELINED:
-                self.pause(_PAUSE_PIPELINE)
-        elif t is Body:
+        if t is Body:
             if self.parsing is not None:
                 self.parsing.on_request_body(ev.data)  # type: ignore[union-attr]
-        elif t is EndOfMessage:
-            ex = self.parsing
-            if ex is not None:
-                ex.on_request_end(ev.trailers)  # type: ignore[union-attr]
         elif t is Rejected:
             self.on_protocol_error(ev.error)  # type: ignore[union-attr]
         elif t is Upgraded:
@@ -216,21 +187,68 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         self.write_paused = True
         if self.tunnel is not None:
             self.tunnel.pause_reading()
-            return
-        ex = self.queue[0] if self.queue else None
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.pause_reading()
+        elif self.current is not None:
+            self.current.on_downstream_pause(True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.tunnel is not None:
             self.tunnel.resume_reading()
-            return
-        ex = self.queue[0] if self.queue else None
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.resume_reading()
+        elif self.current is not None:
+            self.current.on_downstream_pause(False)
 
-    # -- helpers ------------------------------------------------------------------------
+    # -- DownstreamStream: the response to the current request ---------------------------
+    def send_response(self, status: int, headers: list[tuple[bytes, bytes]], body: str,
+                      data: list[bytes], end: bool, trailers: tuple[tuple[bytes, bytes], ...],
+                      close: bool) -> bool:
+        ex = self.current
+        version = ex.head.version if ex is not None else b"1.1"
+        chunked = False
+        if body == "chunked" or body == "close":
+            if version == b"1.1":
+                chunked = True
+                headers.append((b"transfer-encoding", b"chunked"))
+            else:
+                close = True  # the end of the body is the end of the connection
+        self.chunked = chunked
+        if status != 101:  # (a 101 keeps the backend's Connection: upgrade)
+            if close or self.closing:
+                close = True
+                headers.append((b"connection", b"close"))
+            elif version == b"1.0":
+                headers.append((b"connection", b"keep-alive"))
+        head = encode_response_head(status, headers)
+        if not data and not (end and chunked):
+            self.write(head)
+            return close
+        parts = [head]
+        if chunked:
+            for d in data:
+                parts.append(encode_chunk(d))
+            if end:
+                parts.append(encode_last_chunk(trailers))
+        else:
+            parts.extend(data)
+        self.write(b"".join(parts))
+        return close
+
+    def send_raw(self, data: bytes) -> bool:
+        if self.closing:
+            return False  # (it must say Connection: close)
+        self.write(data)
+        return True
+
+    def send_body(self, data: bytes) -> None:
+        if data:  # (an empty chunk would end a chunked body)
+            self.write(encode_chunk(data) if self.chunked else data)
+
+    def send_end(self, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
+        if self.chunked:
+            self.write(encode_last_chunk(trailers))
+
+    def send_continue(self) -> None:
+        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
             try:
@@ -249,6 +267,47 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
             except RuntimeError:
                 pass
 
+    def abort(self) -> None:
+        """Cut the connection (no more bytes either way): a response that cannot be
+        completed, or what is left when a drain's time is up."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def start_tunnel(self, up: UpstreamStream, data: bytes) -> bool:
+        """After 101 Switching Protocols this connection and the backend's become a byte
+        pipe; the client bytes held since the Upgrade request go first."""
+        if not isinstance(up, UpstreamConn) or self.transport is None \
+                or up.transport is None:
+            return False
+        if data:
+            self.write(data)
+        up.tunnel = self.transport
+        self.tunnel = up
+        pending, self._pending_tunnel = self._pending_tunnel, None
+        for chunk in pending or ():
+            up.transport.write(chunk)
+        return True
+
+    def exchange_done(self, ex: Any) -> None:
+        """The current exchange is over: the next pipelined request, or close."""
+        e: Exchange = ex
+        self.current = None
+        if self.queue and self.queue[0] is e:
+            self.queue.popleft()
+        if self.tunnel is not None:
+            return  # the connection is a byte pipe now
+        if self.paused & _PAUSE_PIPELINE and len(self.queue) <= MAX_PIPELINED:
+            self.resume(_PAUSE_PIPELINE)
+        self.last_activity = self.head_started = self.ctx.now
+        # (An Upgrade request that got no 101: the reader stopped at it.)
+        if e.close_after or self.closing or e.head.upgrade:
+            self.close()
+            return
+        if self.queue:
+            e = self.current = self.queue[0]
+            e.start()
+
+    # -- helpers ------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self._write is not None and not self._is_closing():
             self._write(data)
@@ -257,7 +316,7 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         """A request refused before it had a head (malformed, too large, too slow):
         counted and logged like any request, with its listener."""
         ctx = self.ctx
-        listener = self.listener
+        listener: ListenerState = self.listener
         ctx.stats.request(listener.name, listener.gateway, "", "", status, 0.0)
         if ctx.access_log is not None:
             ctx.access_log.log(time.time(), b"", b"", b"", status, 0, 0, 0.0, None, b"",
@@ -278,7 +337,8 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
             # never served. A request whose body broke framing cannot be completed.
             self.closing = True
             ex = self.parsing
-            if ex is not None and not ex.request_done:
+            if ex is not None:
+                self.parsing = None
                 ex.on_client_lost()
 
     def close(self) -> None:
@@ -286,27 +346,10 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         if self.transport is not None:
             self.transport.close()
 
-    def exchange_done(self, ex: "Exchange") -> None:
-        """Called when a response is complete: next pipelined request, or close."""
-        if ex.released:
-            return
-        ex.released = True
-        if self.queue and self.queue[0] is ex:
-            self.queue.popleft()
-        if self.tunnel is not None:
-            return  # the connection is a byte pipe now
-        if self.paused & _PAUSE_PIPELINE and len(self.queue) <= MAX_PIPELINED:
-            self.resume(_PAUSE_PIPELINE)
-        self.last_activity = self.head_started = self.ctx.now
-        if ex.close_after or self.closing:
-            self.close()
-            return
-        if self.queue:
-            self.queue[0].start()
-
     def sweep(self, now: float, idle_timeout: float, header_timeout: float,
               response_timeout: float) -> None:
-        """Per-connection timeouts, checked by the worker's periodic timer."""
+        """Per-connection timeouts, checked by the worker's periodic timer; the current
+        exchange checks its own (``Exchange.sweep``)."""
         if self.tunnel is not None:
             if now - self.last_activity > idle_timeout * 10:
                 self.close()
@@ -320,27 +363,8 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
             elif now - self.last_activity > idle_timeout:
                 self.close()
             return
-        ex = self.queue[0]
-        if not ex.request_done and now - self.last_activity > idle_timeout:
-            ex.on_client_lost()
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        up = ex.upstream
-        if up is None or ex.rule is None or not ex.rule.default_timeout \
-                or response_timeout <= 0:
-            return
-        # The default response timeout: the backend must make progress (a read) at least
-        # every ``response_timeout`` once the request is complete, except while the
-        # client is the one not keeping up (reading from the backend paused).
-        if up.watch_owner is not ex or up.reads != up.watch_reads or up.read_paused \
-                or not ex.request_done:
-            up.watch_owner = ex
-            up.watch_reads = up.reads
-            up.watch_since = now
-        elif now - up.watch_since > response_timeout:
-            up.watch_owner = None
-            ex.on_upstream_timeout(response_timeout)
+        if self.queue[0].sweep(now, now - self.last_activity, idle_timeout, response_timeout):
+            self.abort()
 
     def drain(self) -> None:
         """The listener goes away: idle connections close now, busy ones after their
@@ -348,10 +372,3 @@ class DownstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extensi
         self.closing = True
         if not self.queue:
             self.close()
-
-
-def listener_gateway(record: Any) -> str:
-    """The one Gateway whose routes a listener record serves, or "" (none, or several
-    Gateways sharing the address and port)."""
-    gateways = {route.rule.gateway for vh in record.virtual_hosts for route in vh.routes}
-    return gateways.pop() if len(gateways) == 1 else ""

@@ -7,31 +7,33 @@
 
 cimport cython
 from kgw_l7.h1 cimport ResponseReader
+from kgw_l7.streams cimport OutRequest, UpstreamOwner, UpstreamStream
 
 cdef double IDLE_TIMEOUT
 cdef Py_ssize_t MAX_IDLE_PER_ENDPOINT
 
-cdef class UpstreamConn:
+cdef class UpstreamConn(UpstreamStream):
     cdef public object transport
     cdef public ResponseReader reader
-    cdef public object owner
     cdef public object key
     cdef public bint closed
     cdef public double idle_since
-    cdef public bint reused
     cdef public object tunnel
     cdef public bint write_paused
-    cdef public bint read_paused
     cdef public object pool
     cdef public bint counted
-    cdef public Py_ssize_t reads
-    cdef public object watch_owner
-    cdef public Py_ssize_t watch_reads
-    cdef public double watch_since
+    cdef public bint chunked
+    cpdef send_request(self, UpstreamOwner owner, OutRequest out, list chunks, bint end,
+                       tuple trailers)
+    cpdef send_body(self, bytes data)
+    cpdef send_end(self, tuple trailers)
     cpdef pause_reading(self)
     cpdef resume_reading(self)
-    cpdef close(self)
     cpdef abort(self)
+    cpdef bint stale(self) except -1
+    cpdef bint reusable(self) except -1
+    cpdef object response_as_received(self)
+    cpdef close(self)
 
 cdef class Pool:
     cdef public dict _idle

@@ -1,9 +1,11 @@
-"""Connections to backends: a keep-alive pool per endpoint and the client-side protocol.
+"""Connections to backends: a keep-alive pool per endpoint and the HTTP/1.1 client side.
 
-``UpstreamConn`` only moves bytes: it feeds a ``ResponseReader`` and hands the events to
-whoever currently owns the connection (an ``Exchange`` in ``kgw_l7.proxy``, or a mirror's
-discarding sink). Ownership changes only at request boundaries; a connection that ends an
-exchange in an unknown state is closed, never pooled.
+``UpstreamConn`` only moves bytes: it is the ``UpstreamStream`` (``kgw_l7.streams``) of the
+request it carries, writes that request (chunked when its length is unknown), feeds a
+``ResponseReader`` and hands the events to whoever currently owns the connection (an
+``Exchange``, ``kgw_l7.exchange``, or a mirror's discarding sink). Ownership changes only
+at request boundaries; a connection that ends an exchange in an unknown state is closed,
+never pooled.
 
 Bounds: a connect takes at most ``CONNECT_TIMEOUT``; a worker keeps at most
 ``max_per_endpoint`` connections (idle, busy or connecting) to one endpoint, and opens
@@ -18,11 +20,11 @@ import asyncio
 import errno
 import logging
 import ssl
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from kgw_l7.config import UpstreamTLS
-from kgw_l7.events import Event
-from kgw_l7.h1 import ResponseReader
+from kgw_l7.h1 import ResponseReader, encode_chunk, encode_last_chunk, encode_request_head
+from kgw_l7.streams import OutRequest, UpstreamError, UpstreamOwner, UpstreamStream
 from kgw_l7.tls import TLSContexts
 
 log = logging.getLogger("kgw.l7.upstream")
@@ -33,37 +35,19 @@ MAX_IDLE_PER_ENDPOINT = 128
 #: keep-alive connections after 60-75 s; closing first avoids racing their close).
 IDLE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
-#: Connections per endpoint per worker, idle and busy (Envoy's circuit breakers default
-#: to 1024 connections per cluster).
-MAX_CONNECTIONS_PER_ENDPOINT = 1024
 
 
-class UpstreamError(Exception):
-    """A try failed before a response started. ``status`` is what the client gets;
-    ``kind`` is "connect" (no connection), "endpoint_limit" or "descriptors" (not even
-    tried: the endpoint's connection limit, or the worker is out of file descriptors)."""
+class UpstreamConn(UpstreamStream):
+    """An asyncio.Protocol (duck-typed: compiled as an extension type) for one backend
+    connection, and the ``UpstreamStream`` of the request it carries."""
 
-    def __init__(self, reason: str, status: int = 502, kind: str = "connect") -> None:
-        super().__init__(reason)
-        self.status = status
-        self.kind = kind
-
-
-class Owner(Protocol):
-    def on_upstream_events(self, conn: "UpstreamConn", events: list[Event]) -> None: ...
-    def on_upstream_lost(self, conn: "UpstreamConn") -> None: ...
-    def on_upstream_pause(self, paused: bool) -> None: ...
-
-
-class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension type)
-    __slots__ = ("transport", "reader", "owner", "key", "closed", "idle_since", "reused",
-                 "tunnel", "write_paused", "read_paused", "pool", "counted", "reads",
-                 "watch_owner", "watch_reads", "watch_since")
+    __slots__ = ("transport", "reader", "key", "closed", "idle_since", "tunnel",
+                 "write_paused", "pool", "counted", "chunked")
 
     def __init__(self, key: tuple[Any, ...], pool: "Pool | None" = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
-        self.owner: Owner | None = None
+        self.owner: UpstreamOwner | None = None
         self.key = key
         self.closed = False
         self.idle_since = 0.0
@@ -78,15 +62,55 @@ class UpstreamConn:  # an asyncio.Protocol (duck-typed: compiled as an extension
         self.pool = pool
         self.counted = False
         #: Reads so far. The worker's periodic sweep compares it with what it saw
-        #: (``watch_*``: the exchange, the count, since when) to time out a backend
-        #: that stops answering, without a timer per request.
+        #: (``Exchange.sweep``) to time out a backend that stops answering, without a
+        #: timer per request.
         self.reads = 0
-        self.watch_owner: Any = None
-        self.watch_reads = 0
-        self.watch_since = 0.0
+        #: The request's body goes out in chunks (its length is unknown).
+        self.chunked = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    # -- UpstreamStream -----------------------------------------------------------------
+    def send_request(self, owner: UpstreamOwner, out: OutRequest, chunks: list[bytes],
+                     end: bool, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.owner = owner
+        head = out.raw
+        if head is None:  # (encoded once, for every try and mirror)
+            head = out.raw = encode_request_head(out.method, out.target, out.headers)
+        self.reader.expect(out.method == b"HEAD")
+        chunked = self.chunked = out.body == "chunked"
+        t = self.transport
+        if t is None:
+            return
+        if not chunks and not (end and chunked):
+            t.write(head)
+            return
+        parts = [head]
+        if chunked:
+            parts.extend([encode_chunk(c) for c in chunks])
+            if end:
+                parts.append(encode_last_chunk(trailers))
+        else:
+            parts.extend(chunks)
+        t.write(b"".join(parts))
+
+    def send_body(self, data: bytes) -> None:
+        if self.transport is not None and data:  # (an empty chunk would end the body)
+            self.transport.write(encode_chunk(data) if self.chunked else data)
+
+    def send_end(self, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
+        if self.chunked and self.transport is not None:
+            self.transport.write(encode_last_chunk(trailers))
+
+    def stale(self) -> bool:
+        return self.reused and not self.reader.got_head
+
+    def reusable(self) -> bool:
+        return not self.closed and self.reader.reusable and not self.reader.in_message
+
+    def response_as_received(self) -> bytes | None:
+        return self.reader.whole
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
@@ -193,7 +217,7 @@ class Pool:
 
     __slots__ = ("_idle", "_tls", "_open", "open_total", "max_per_endpoint", "room")
 
-    def __init__(self, tls: TLSContexts, max_per_endpoint: int = MAX_CONNECTIONS_PER_ENDPOINT,
+    def __init__(self, tls: TLSContexts, max_per_endpoint: int,
                  room: Callable[[], bool] | None = None) -> None:
         self._idle: dict[tuple[Any, ...], list[UpstreamConn]] = {}
         self._tls = tls
@@ -284,8 +308,7 @@ class Pool:
     def release(self, conn: UpstreamConn, now: float) -> None:
         """Give a connection back after a complete exchange (closed if not reusable)."""
         conn.owner = None
-        conn.watch_owner = None  # (the sweep's reference to the exchange it watched)
-        if conn.closed or not conn.reader.reusable or conn.reader.in_message:
+        if not conn.reusable():
             conn.close()
             return
         idle = self._idle.get(conn.key)

@@ -66,7 +66,20 @@ def main(argv: list[str]) -> int:
         so = kgw_l7.extension_path(m)
         if so is not None:
             os.utime(so)
+    _remove_strays(set(names))
     return 0
+
+
+def _remove_strays(compiled: set[str]) -> None:
+    """Extensions (and their C files) of modules an older build compiled and this one does
+    not: never imported (kgw_l7's finder skips them), but confusing to find."""
+    for so in (ROOT / "kgw_l7").glob("*.so"):
+        name = so.name.split(".", 1)[0]
+        if name not in compiled:
+            so.unlink()
+            c = ROOT / "kgw_l7" / f"{name}.c"
+            if c.exists():
+                c.unlink()
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ import uvloop  # noqa: E402
 
 import kgw_l7  # noqa: E402
 from bench.l7.run import bench_config  # noqa: E402
-from kgw_l7.proxy import DownstreamConn, ListenerState  # noqa: E402
+from kgw_l7.channel import WorkerOptions  # noqa: E402
+from kgw_l7.context import ListenerState, WorkerContext  # noqa: E402
+from kgw_l7.proxy import DownstreamConn  # noqa: E402
 from kgw_l7.upstream import UpstreamConn  # noqa: E402
-from kgw_l7.worker import WorkerContext, WorkerOptions  # noqa: E402
 
 BODY = (b'{"path": "/hdr", "host": "127.0.0.1:8080", "method": "GET", "proto": "HTTP/1.1", '
         b'"headers": {"X-Bench": ["yes"], "X-Request-Id": ["f558408e-a240-4df2-817f-'
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     config = bench_config(8080, 9)
     listener = ListenerState("bench", config.listeners[0],
                              ctx.cache.build(config)["bench"], None)
-    print(f"kgw_l7 {'compiled' if kgw_l7.build_is_fresh() else 'interpreted'}")
+    print(f"kgw_l7 {'compiled' if kgw_l7.extension_in_use('exchange') else 'interpreted'}")
     for kind, response in RESPONSES.items():
         conn = DownstreamConn(ctx, listener)
         client = MemoryTransport()

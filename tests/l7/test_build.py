@@ -45,7 +45,7 @@ def test_fresh_build_is_used(tree):
 
 def test_no_build_or_partial_build_is_not_used(tree):
     assert not kgw_l7.extension_in_use("h1")
-    build(tree, 200, skip="worker")
+    build(tree, 200, skip="context")
     assert not kgw_l7.extension_in_use("h1")
 
 

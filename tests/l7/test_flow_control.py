@@ -14,11 +14,12 @@ from typing import Any, Iterator
 
 import pytest
 
+from kgw_l7.channel import WorkerOptions
 from kgw_l7.config import (Backend, Endpoint, L7Config, Listener, PathMatch, Route,
                            RouteMatch, Rule, VirtualHost)
-from kgw_l7.proxy import DownstreamConn, ListenerState
+from kgw_l7.context import ListenerState, WorkerContext
+from kgw_l7.proxy import DownstreamConn
 from kgw_l7.upstream import UpstreamConn
-from kgw_l7.worker import WorkerContext, WorkerOptions
 
 BACKEND = ("127.0.0.1", 9)
 

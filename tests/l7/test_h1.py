@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from kgw_l7.events import Body, EndOfMessage, Rejected, RequestHead, ResponseHead, Upgraded
+from kgw_l7.events import (
+    Body, EndOfMessage, Rejected, RequestHead, ResponseHead, Upgraded, parse_connection_tokens,
+)
 from kgw_l7.h1 import (
     RequestReader, ResponseReader, encode_chunk, encode_last_chunk, encode_request_head,
-    parse_connection_tokens, simple_response,
+    simple_response,
 )
 
 CHUNKED = (b"POST /up?x=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nTransfer-Encoding: chunked\r\n"
@@ -156,6 +158,22 @@ def test_response_reader_head_interim_and_truncation():
     rr = ResponseReader()
     rr.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     assert isinstance(rr.eof()[0], Rejected)
+
+
+def test_a_second_response_to_one_request_makes_the_connection_unusable():
+    """A response the backend sends unasked (bytes past the end of the one expected) is
+    framed like any other, so the connection would look clean: it is not reused."""
+    rr = ResponseReader()
+    rr.expect(head_request=False)
+    rr.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert rr.reusable  # (an interim response is not a second one)
+    ev = rr.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+    assert [type(e) for e in ev] == [ResponseHead, Body, EndOfMessage] and not rr.reusable
+    rr = ResponseReader()
+    for _ in range(2):  # one response per request: reusable
+        rr.expect(head_request=False)
+        rr.feed(b"HTTP/1.1 204 No Content\r\n\r\n")
+        assert rr.reusable
     rr = ResponseReader()
     assert isinstance(rr.feed(b"HTTP/1.1 abc\r\n\r\n")[-1], Rejected)
     rr = ResponseReader()

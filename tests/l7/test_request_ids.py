@@ -2,7 +2,6 @@
 
 import re
 
-import kgw_l7.proxy  # noqa: F401  (imports exchange the way the worker does)
 from kgw_l7.exchange import _RequestIds
 
 SHAPE = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

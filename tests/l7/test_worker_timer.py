@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from kgw_l7.worker import WorkerContext, WorkerOptions
+from kgw_l7.channel import WorkerOptions
+from kgw_l7.context import WorkerContext
 
 
 class Conn:

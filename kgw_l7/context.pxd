@@ -1,4 +1,4 @@
-# Cython declarations for kgw_l7/worker.py (the source of truth; see scripts/build_ext.py).
+# Cython declarations for kgw_l7/context.py (the source of truth; see scripts/build_ext.py).
 # Each class with __slots__ becomes an extension type whose slots are C struct fields:
 # attribute access on the per-request path is a pointer offset instead of a descriptor
 # lookup. Fields are ``object`` or one of these extension types, and methods called on the
@@ -7,6 +7,18 @@
 
 from kgw_l7.stats cimport WorkerStats
 from kgw_l7.upstream cimport Pool
+
+cdef class ListenerState:
+    cdef public object name
+    cdef public object record
+    cdef public object router
+    cdef public object scheme
+    cdef public object port
+    cdef public object certs
+    cdef public object conns
+    cdef public object server
+    cdef public object sock
+    cdef public object gateway
 
 cdef class WorkerContext:
     cdef public object loop

@@ -1,0 +1,238 @@
+"""What a worker's connections share: ``WorkerContext`` and ``ListenerState``.
+
+Imported by every per-request module and importing none of them (only the pool, the
+counters and the TLS contexts it holds): the connections and exchanges reach the
+worker's state through it, and the process around it (``kgw_l7.worker``) fills it.
+
+File descriptors: the worker raises its soft RLIMIT_NOFILE to the hard limit
+(``kgw_l7.worker.raise_fd_limit``), counts what its connections hold, and refuses new
+client connections (and new backend connections) before the limit is reached rather
+than fail in accept(); running short is logged, counted
+(``kgw_l7_rejected_connections_total{reason="descriptors"}``) and reported to the
+supervisor's readiness (``health``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import resource
+from typing import Any, Coroutine
+
+from kgw_l7.channel import WorkerOptions
+from kgw_l7.router import ListenerRouter, RouterCache
+from kgw_l7.stats import AccessLog, LogLimiter, WorkerStats
+from kgw_l7.tls import CertStore, TLSContexts
+from kgw_l7.upstream import Pool
+
+log = logging.getLogger("kgw.l7.worker")
+
+#: File descriptors kept for everything but connections (the event loop, log files, the
+#: supervisor channel, certificates being loaded, libuv's own reserve).
+FD_RESERVE = 32
+#: How long running short of file descriptors is reported after it last happened.
+FD_SHORT_REPORT = 3.0
+
+
+class ListenerState:
+    """What a worker knows about one listener; ``router`` and ``certs`` are swapped in
+    place by a new config, so open connections see the new routes on their next request."""
+
+    __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
+                 "sock", "gateway")
+
+    def __init__(self, name: str, record: Any, router: ListenerRouter,
+                 certs: CertStore | None) -> None:
+        self.name = name
+        #: The Gateway whose routes this listener serves when there is exactly one (else
+        #: ""): what requests refused before routing are counted under.
+        self.gateway = listener_gateway(record)
+        self.record = record
+        self.router = router
+        self.scheme = b"https" if record.protocol == "HTTPS" else b"http"
+        self.port = record.port
+        self.certs = certs
+        #: The client connections accepted on it (kgw_l7.proxy.DownstreamConn).
+        self.conns: set[Any] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.sock: Any = None
+
+    def update(self, record: Any, router: ListenerRouter, certs: CertStore | None) -> None:
+        """A new config for the same socket: open connections see it on their next
+        request."""
+        self.record = record
+        self.router = router
+        self.certs = certs
+        self.gateway = listener_gateway(record)
+
+
+def listener_gateway(record: Any) -> str:
+    """The one Gateway whose routes a listener record serves, or "" (none, or several
+    Gateways sharing the address and port)."""
+    gateways = {route.rule.gateway for vh in record.virtual_hosts for route in vh.routes}
+    return gateways.pop() if len(gateways) == 1 else ""
+
+
+class WorkerContext:
+    """Everything a worker's connections share.
+
+    ``conns`` holds the client connections; the periodic sweep calls their
+    ``sweep(now, idle_timeout, header_timeout, response_timeout)`` (and ``close()`` if
+    that fails), ``drain`` sets their ``closing``.
+    """
+
+    __slots__ = ("loop", "options", "stats", "tls", "pool", "access_log", "max_connections",
+                 "conns", "listeners", "errors", "cache", "now", "stopping", "_tasks",
+                 "_sweeper", "_interval", "clock", "limiter", "fd_limit", "fd_base",
+                 "fd_short_at", "draining", "ignore_client_abort")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: WorkerOptions) -> None:
+        self.loop = loop
+        #: loop.time, bound once (read twice per request).
+        self.clock = loop.time
+        self.options = options
+        self.stats = WorkerStats()
+        self.tls = TLSContexts()
+        self.pool = Pool(self.tls, options.max_upstream_connections, self.room_for_upstream)
+        self.limiter = LogLimiter(log)
+        self.fd_limit = _fd_limit()
+        #: Descriptors open before any connection (stdio, the loop, the access log...).
+        self.fd_base = _open_descriptors()
+        self.fd_short_at = 0.0
+        #: Shutting down: responses say Connection: close (listeners still accept).
+        self.draining = False
+        self.ignore_client_abort = options.ignore_client_abort
+        self.access_log = None if options.access_log == "off" else AccessLog(options.access_log)
+        self.max_connections = options.max_connections
+        self.conns: set[Any] = set()
+        self.listeners: dict[str, ListenerState] = {}
+        self.errors: dict[str, str] = {}
+        self.cache = RouterCache()
+        self.now = loop.time()
+        self.stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._interval = max(0.05, min(1.0, options.header_timeout / 4,
+                                       options.idle_timeout / 4,
+                                       options.response_timeout / 4 or 1.0))
+        self._sweep()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a fire-and-forget task (mirrors, drains), keeping a reference to it."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- admission and file descriptors -------------------------------------------------
+    def descriptors_in_use(self) -> int:
+        """File descriptors this worker's listeners and connections hold (an estimate that
+        leaves out TLS handshakes in progress; the sweep's probe catches the rest)."""
+        return (self.fd_base + len(self.listeners) + self.stats.active_connections
+                + self.pool.open_total)
+
+    def admit(self, listener: str) -> bool:
+        """May one more client connection be served? A refusal is counted and logged."""
+        if self.stopping:
+            self.stats.reject_connection("shutting_down")
+            return False
+        if self.stats.active_connections >= self.max_connections:
+            self.stats.reject_connection("limit")
+            self.limiter.warning("limit", "listener %s: connection refused: the worker's "
+                                 "connection limit (%d) is reached", listener,
+                                 self.max_connections)
+            return False
+        # Room for the connection and the one to its backend.
+        if self.descriptors_in_use() + 2 + FD_RESERVE > self.fd_limit:
+            self.stats.reject_connection("descriptors")
+            self.out_of_descriptors()
+            return False
+        return True
+
+    def room_for_upstream(self) -> bool:
+        if self.descriptors_in_use() + 1 + FD_RESERVE // 2 <= self.fd_limit:
+            return True
+        self.out_of_descriptors()
+        return False
+
+    def out_of_descriptors(self) -> None:
+        self.fd_short_at = self.now or 1e-9
+        self.limiter.warning("descriptors", "out of file descriptors: about %d in use of %d "
+                             "(RLIMIT_NOFILE); new connections are refused until some close",
+                             self.descriptors_in_use(), self.fd_limit)
+
+    def sni_refused(self, listener: str, name: str | None) -> None:
+        """A TLS handshake refused for its server name (kgw_l7.tls.dispatch_context)."""
+        self.stats.tls_refused(listener, "unknown_server_name" if name else "no_server_name")
+        what = (f"no certificate for server name {name[:253]!r}" if name else
+                "the client sent no server name and no certificate serves every name")
+        self.limiter.warning(("sni", listener), "listener %s: TLS handshake refused with "
+                             "the unrecognized_name alert: %s", listener, what)
+
+    def health(self) -> list[str]:
+        """Why this worker does not serve all it should (empty: it does); /readyz."""
+        problems = []
+        for name, st in self.listeners.items():
+            if st.server is None or not st.server.is_serving():
+                problems.append(f"listener {name} is not accepting connections")
+        if self.fd_short_at and self.now - self.fd_short_at < FD_SHORT_REPORT:
+            problems.append(f"out of file descriptors (about {self.descriptors_in_use()} in "
+                            f"use of {self.fd_limit})")
+        return problems
+
+    def drain(self) -> None:
+        """The gateway is shutting down: from now on every response closes its
+        connection (listeners keep accepting until they are closed)."""
+        self.draining = True
+        for conn in self.conns:
+            conn.closing = True
+
+    # -- the periodic timer -------------------------------------------------------------
+    def _sweep(self) -> None:
+        """One self-rescheduling timer for all timeouts, instead of one per connection.
+        It reschedules itself whatever happens: a failure here must not end every
+        connection timeout of the worker."""
+        self.now = now = self.loop.time()
+        opts = self.options
+        try:
+            for conn in list(self.conns):
+                try:
+                    conn.sweep(now, opts.idle_timeout, opts.header_timeout,
+                               opts.response_timeout)
+                except Exception:  # one connection's failure stays its own
+                    log.exception("timeout check failed for a connection")
+                    conn.close()
+            self.pool.sweep(now)
+            self.fd_limit = _fd_limit()  # (an operator may change it: prlimit --pid)
+            try:  # can this process open one more descriptor? (libuv's accept can't tell)
+                os.close(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self.out_of_descriptors()
+            if self.access_log is not None:
+                self.access_log.flush()
+        except Exception:
+            log.exception("periodic timeout check failed")
+        finally:
+            self._sweeper = self.loop.call_later(self._interval, self._sweep)
+
+    def close(self) -> None:
+        """The worker stops: idle backend connections, the timer and the access log."""
+        self.pool.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.access_log is not None:
+            self.access_log.close()
+
+
+def _fd_limit() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 32
