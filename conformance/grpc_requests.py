@@ -44,7 +44,7 @@ class CaseError(ValueError):
 
 def echo_modules() -> tuple[Any, Any]:
     """The GrpcEcho messages and stubs, compiled from the proto kgw echo serves."""
-    from kgw_l7 import grpc_echo
+    from kgw_l7.echo import grpcecho as grpc_echo
 
     return grpc_echo.load()
 

@@ -33,7 +33,7 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
     pay."""
     from controller.signals import DRAIN_DELAY, DRAIN_TIMEOUT
     from kgw_l4.plane import DEFAULT_MODE, MODES
-    from kgw_l7.worker import WorkerOptions
+    from kgw_l7.channel import WorkerOptions
 
     l7_defaults = WorkerOptions()
     # The L7 plane: its workers and what they log.

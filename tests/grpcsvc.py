@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kgw_l7 import protoc  # noqa: E402
-from kgw_l7.grpc_echo import authority_of  # noqa: E402
+from kgw_l7.echo.grpcecho import authority_of  # noqa: E402
 
 PROTO = Path(__file__).with_name("grpcsvc.proto")
 SERVICE = "kgw.test.grpcsvc.Test"

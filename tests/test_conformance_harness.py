@@ -1275,7 +1275,7 @@ class GrpcProxy:
                  rewrite: Callable[[str], str] = lambda m: m) -> None:
         import grpc
 
-        from kgw_l7.grpc_echo import authority_of
+        from kgw_l7.echo.grpcecho import authority_of
 
         self.channels: dict[str, grpc.Channel] = {}
         proxy = self

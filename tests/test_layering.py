@@ -22,17 +22,11 @@ FORBIDDEN = {
 }
 
 
-#: Imported first: the compiled kgw_l7.exchange cannot be imported before kgw_l7.worker
-#: while the exchange -> worker -> proxy -> exchange cycle stands.
-FIRST = {"kgw_l7": ["kgw_l7.plane"]}
-
-
 def modules(package: str) -> list[str]:
     found = [package]
     for info in pkgutil.walk_packages([str(ROOT / package)], prefix=f"{package}."):
         found.append(info.name)
-    first = FIRST.get(package, [])
-    return first + sorted(set(found) - set(first))
+    return sorted(set(found))
 
 
 def imported_roots(path: Path, package: str) -> set[str]:

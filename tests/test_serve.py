@@ -16,7 +16,7 @@ from controller.serve import PlaneOptions
 from kgw_cli.admin import ADMIN_ADDRESS
 from kgw_cli.env import Environment, ExitStatus
 from kgw_l4 import abi, plane
-from kgw_l7.worker import WorkerOptions
+from kgw_l7.channel import WorkerOptions
 from tests.helpers import ROOT, admin_json, eventually, find, free_port, kgw_cmd, running
 
 SERVING = ["--admin-address", "127.0.0.1:1", "--workers", "2", "--access-log", "off", "--l4-mode", "splice",
@@ -102,8 +102,8 @@ def test_only_serving_commands_import_the_planes_for_their_defaults() -> None:
             "from controller.cli import build_parser\n"
             "build_parser('status').parse_args(['status'])\n"
             "build_parser('validate').parse_args(['validate', '-c', 'x'])\n"
-            "assert not {'kgw_l4.plane', 'kgw_l7.worker', 'controller.signals'} & set(sys.modules)\n"
+            "assert not {'kgw_l4.plane', 'kgw_l7.channel', 'controller.signals'} & set(sys.modules)\n"
             "build_parser('run').parse_args(['run', '-c', 'x'])\n"
-            "assert {'kgw_l4.plane', 'kgw_l7.worker'} <= set(sys.modules)\n")
+            "assert {'kgw_l4.plane', 'kgw_l7.channel'} <= set(sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -16,7 +16,8 @@ import pytest
 
 from conformance import grpc_requests as gq
 from conformance.certs import self_signed
-from kgw_l7 import grpc_echo, protoc
+from kgw_l7 import protoc
+from kgw_l7.echo import grpcecho as grpc_echo
 from .conftest import ROOT, free_port, wait_port
 
 SERVICE = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho"

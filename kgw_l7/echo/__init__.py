@@ -21,7 +21,7 @@ Flags (environment variables of echo-basic are honoured as defaults):
                 ``tls.peerCertificates`` lists what the client presented (PEM)
 ``--quiet``     don't print the per-request log line (benchmarks)
 ``--h2c-port``  also serve the echo over h2c on this port, as echo-basic does on its
-                H2C_PORT (default $H2C_PORT; off when unset: ``kgw_l7/echo_h2c.py``)
+                H2C_PORT (default $H2C_PORT; off when unset: ``kgw_l7/echo/h2c.py``)
 ``--tcp-port``  TCP mode (below) on this port instead of HTTP (default: $TCP_PORT or 3000
                 when $TCP_ECHO_SERVER is set, else HTTP mode)
 ``--udp-port``  UDP mode (below) on this port instead of HTTP (default: $UDP_PORT or 8080
@@ -68,7 +68,7 @@ gRPC mode (echo-basic's gRPC echo, chosen by ``--grpc-port`` or $GRPC_ECHO_SERVE
 suite's grpc-infra-backend Deployments set it): the suite's ``GrpcEcho`` service served by
 grpcio in clear text on the gRPC port and, with a certificate and key ($TLS_SERVER_CERT,
 $TLS_SERVER_PRIV_KEY as echo-basic's gRPC server names them), over TLS (ALPN h2) on
-``--tls-port`` (default $HTTPS_PORT or 8443): ``kgw_l7/grpc_echo.py``. Needs the ``grpc``
+``--tls-port`` (default $HTTPS_PORT or 8443): ``kgw_l7/echo/grpcecho.py``. Needs the ``grpc``
 extra (grpcio, grpcio-tools, protobuf).
 """
 
@@ -656,7 +656,7 @@ async def serve(args: argparse.Namespace) -> None:
                                         reuse_address=True, backlog=1024)]
     print(f"Starting server, listening on port {args.port} (http)", flush=True)
     if args.h2c_port is not None:
-        from kgw_l7.echo_h2c import serve_h2c
+        from kgw_l7.echo.h2c import serve_h2c
 
         servers.append(await serve_h2c(server, args.address, args.h2c_port))
     if args.tls_cert and args.tls_key:
@@ -759,7 +759,8 @@ def main(argv: list[str]) -> int:
             uvloop.run(serve_udp(args))
         elif args.grpc_port is not None:
             try:
-                from kgw_l7 import grpc_echo, protoc
+                from kgw_l7 import protoc
+                from kgw_l7.echo import grpcecho as grpc_echo
             except ImportError as exc:
                 from kgw_l7.protoc import MISSING
 
@@ -778,7 +779,3 @@ def main(argv: list[str]) -> int:
         print(f"kgw echo: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,7 @@
+"""``python -m kgw_l7.echo``: the echo backend (``kgw echo`` runs the same main)."""
+
+import sys
+
+from kgw_l7.echo import main
+
+sys.exit(main(sys.argv[1:]))
