@@ -22,6 +22,10 @@ vm-test: setup
 # The Gateway API conformance suite, replayed against a standalone kgw (see conformance/).
 CONFORMANCE_ARGS ?= --isolate
 conformance: setup
+	@if [ ! -d "$(SUITE)/cases" ]; then \
+	  echo "make conformance: no conformance suite in $(SUITE)." >&2; \
+	  echo "  Pass the Gateway API suite kept as data (a directory with cases/ and manifests/):" >&2; \
+	  echo "  make conformance SUITE=/path/to/conformance" >&2; exit 2; fi
 	@$(PY) -m conformance --suite $(SUITE) $(CONFORMANCE_ARGS)
 
 bench:
