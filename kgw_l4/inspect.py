@@ -99,7 +99,7 @@ def cmd_frontends(env: Env, ns: argparse.Namespace) -> list[dict]:
     rows = []
     for addr, port, proto, fe_id in ld.frontends(maps):
         shares = Tally(ld.maglev_row(maps, fe_id, env.sizes))
-        pk, by = ld.frontend_counter(maps, fe_id)
+        pk, by = ld.frontend_counter(maps, fe_id, env.sizes)
         backends = []
         for bid, n in sorted(shares.items()):
             if bid == abi.NO_BACKEND:
