@@ -184,6 +184,7 @@ class Supervisor:
             "/status": self._status,
             "/problems": self._problems,
             "/config_dump": self._config_dump,
+            "/l4": self._l4,
             "/metrics": self._metrics,
         })
 
@@ -254,6 +255,16 @@ class Supervisor:
             "l4": l4,
             "l4_mode": getattr(self.l4, "mode", None),
         }))
+
+    async def _l4(self) -> Response:
+        """The L4 plane's counters and the flows a userspace path holds, with the L4
+        configuration they belong to: what ``kgw-inspect`` shows when no kernel maps hold
+        them (the userspace mode)."""
+        if self.l4 is None or not hasattr(self.l4, "inspect"):
+            return json_response({"mode": None, "error": "no L4 data plane"}, 404)
+        t = self.translation
+        return json_response({**self.l4.inspect(),
+                              "config": _with_generation(t.l4, self.generation).to_dict() if t else None})
 
     async def _metrics(self) -> Response:
         body = generate_latest(self.metrics.registry)
