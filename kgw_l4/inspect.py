@@ -118,20 +118,29 @@ def cmd_frontends(env: Env, ns: argparse.Namespace) -> list[dict]:
     bes = ld.backends(maps, env.sizes)
     size = env.sizes["KGW_MAGLEV_SIZE"]
     rows = []
-    for addr, port, proto, fe_id in ld.frontends(maps):
+    fes = ld.frontends(maps)
+    st = ld.stats(maps, [f[3] for f in fes], bes, env.sizes)
+    for addr, port, proto, fe_id in fes:
         shares = Tally(ld.maglev_row(maps, fe_id, env.sizes))
-        pk, by = ld.frontend_counter(maps, fe_id, env.sizes)
+        c = st.frontends[fe_id]
         backends = []
         for bid, n in sorted(shares.items()):
             if bid == abi.NO_BACKEND:
                 continue
             a, p, snat = bes.get(bid, ("?", 0, "?"))
-            bp, bb = ld.backend_counter(maps, bid, env.sizes)
+            b = st.backends.get(bid)
             backends.append({"backend_id": bid, "endpoint": f"{a}:{p}", "snat": snat,
-                             "maglev_share": round(n / size, 4), "packets": bp, "bytes": bb})
+                             "maglev_share": round(n / size, 4), "flows": b.flows if b else 0,
+                             "packets": _both(b, 0), "bytes": _both(b, 1)})
         rows.append({"name": names.get((addr, port, proto), ""), "frontend": f"{addr}:{port}/{proto}",
-                     "fe_id": fe_id, "packets": pk, "bytes": by, "backends": backends})
+                     "fe_id": fe_id, "flows": c.flows, "packets": _both(c, 0), "bytes": _both(c, 1),
+                     "drops": sum(p for p, _ in c.drops.values()), "backends": backends})
     return rows
+
+
+def _both(c: ld.FrontendCounts | ld.BackendCounts | None, i: int) -> int:
+    """Packets (i=0) or bytes (1) of a frontend's or backend's flows, both ways."""
+    return c.to_backend[i] + c.to_client[i] if c is not None else 0
 
 
 def _parse_endpoint(s: str) -> tuple[str, int | None]:

@@ -198,6 +198,11 @@ def test_tcproute_spliced_shows_held_direction_in_inspect(lab, tmp_path: Path) -
         out, _ = p.communicate(timeout=60)
         res = json.loads(out.strip().splitlines()[-1])
         assert res["ok"] and res["received"] == 256 * MB, res
+        # /metrics in splice mode: the sockmap program's own counters (the splice
+        # frontends' are not kept yet)
+        fams = metrics(lab)
+        assert fams[("kgw_l4_mode", _key({"mode": "splice"}))] == 1
+        assert fams[("kgw_l4_datapath_events_total", _key({"event": "splice_redirect"}))] > 0
 
 
 @pytest.fixture

@@ -62,6 +62,19 @@ def test_frontends_json_has_shares_and_names(maps):
     assert abs(shares["10.1.0.1:80"] - 0.25) < 0.02 and abs(shares["10.1.0.2:80"] - 0.75) < 0.02
 
 
+def test_frontends_show_flows_and_drops_counted_per_frontend(maps):
+    lay = abi.StatsLayout(SIZES)
+    stats = maps.get("kgw_stats")
+    stats.set_percpu(abi.u32(lay.fe_flows_base), [bytes(abi.CounterVal(2, 0)), bytes(abi.CounterVal(1, 0))])
+    stats.set_percpu(abi.u32(lay.fe_drops_base + 1), [bytes(abi.CounterVal(5, 0)), bytes(abi.CounterVal(0, 0))])
+    stats.set_percpu(abi.u32(lay.fe_base + 1), [bytes(abi.CounterVal(4, 400)), bytes(abi.CounterVal(0, 0))])
+    stats.set_percpu(abi.u32(lay.be_flows_base + 1), [bytes(abi.CounterVal(3, 0)), bytes(abi.CounterVal(0, 0))])
+    _, out, _ = run(maps, "-o", "json", "frontends")
+    fe = json.loads(out)[0]
+    assert (fe["flows"], fe["drops"], fe["packets"], fe["bytes"]) == (3, 5, 4, 400)
+    assert {b["endpoint"]: b["flows"] for b in fe["backends"]} == {"10.1.0.1:80": 0, "10.1.0.2:80": 3}
+
+
 def test_frontends_table_without_admin(maps):
     code, out, _ = run(maps, "frontends")
     assert code == ExitStatus.OK
