@@ -114,13 +114,36 @@
 #define KGW_ACT_DROP    1
 #define KGW_ACT_REWRITE 2 /* rewrite with the filled kgw_rewrite and forward */
 
-/* Counter index space (one per-CPU array, kgw_stats):
- *   [0, KGW_MAX_FRONTENDS)                      per frontend (fe_id)
- *   [KGW_MAX_FRONTENDS, +KGW_MAX_BACKENDS)      per backend (backend_id)
- *   [KGW_GLOBAL_BASE, +KGW_C_COUNT)              global, named below
- * Per-frontend/backend slots count packets/bytes in both directions of their flows. */
-#define KGW_BACKEND_BASE KGW_MAX_FRONTENDS
-#define KGW_GLOBAL_BASE (KGW_MAX_FRONTENDS + KGW_MAX_BACKENDS)
+/* Counter index space (one per-CPU array, kgw_stats), after katran's: per-frontend and
+ * per-backend slots first, the global counters last, each range named here.
+ *   [KGW_FE_BASE, +2 * KGW_MAX_FRONTENDS)           per frontend and direction:
+ *                                                   fe_id * 2 + KGW_DIR_*
+ *   [KGW_BACKEND_BASE, +2 * KGW_MAX_BACKENDS)        per backend and direction
+ *   [KGW_FE_FLOWS_BASE, +KGW_MAX_FRONTENDS)          new flows per frontend
+ *   [KGW_BE_FLOWS_BASE, +KGW_MAX_BACKENDS)           new flows per backend
+ *   [KGW_FE_DROPS_BASE, +KGW_MAX_FRONTENDS * KGW_FE_DROP_COUNT)
+ *                                                   drops per frontend and reason:
+ *                                                   fe_id * KGW_FE_DROP_COUNT +
+ *                                                   (counter - KGW_FE_DROP_FIRST)
+ *   [KGW_GLOBAL_BASE, +KGW_C_COUNT)                  global, named below
+ * A direction slot counts the packets and bytes of its frontend's (backend's) flows
+ * that way; a flow slot counts flows in `packets` (bytes 0). Userspace reads the ranges
+ * at scrape time (kgw_l4/loader.py, stats) and zeroes an id's slots before reusing it
+ * (kgw_l4/programmer.py). Sizing: 3 * (FE + BE) + 6 * FE + 26 slots of 16 bytes per CPU,
+ * about 200 KB per CPU at the default sizes. */
+#define KGW_DIR_TO_BACKEND 0 /* client -> frontend -> backend: entries without KGW_CT_F_REPLY */
+#define KGW_DIR_TO_CLIENT 1  /* backend -> client: KGW_CT_F_REPLY entries */
+#define KGW_FE_BASE 0
+#define KGW_BACKEND_BASE (KGW_FE_BASE + 2 * KGW_MAX_FRONTENDS)
+#define KGW_FE_FLOWS_BASE (KGW_BACKEND_BASE + 2 * KGW_MAX_BACKENDS)
+#define KGW_BE_FLOWS_BASE (KGW_FE_FLOWS_BASE + KGW_MAX_FRONTENDS)
+#define KGW_FE_DROPS_BASE (KGW_BE_FLOWS_BASE + KGW_MAX_BACKENDS)
+/* The drop reasons counted per frontend: the global counters from KGW_C_DROP_NOT_SYN to
+ * KGW_C_DROP_REWRITE, contiguous in enum kgw_counter (a malformed packet has no
+ * frontend yet). */
+#define KGW_FE_DROP_FIRST KGW_C_DROP_NOT_SYN
+#define KGW_FE_DROP_COUNT (KGW_C_DROP_REWRITE - KGW_C_DROP_NOT_SYN + 1)
+#define KGW_GLOBAL_BASE (KGW_FE_DROPS_BASE + KGW_MAX_FRONTENDS * KGW_FE_DROP_COUNT)
 
 enum kgw_counter {
 	KGW_C_NEW_FLOWS = 0,      /* flows that got a backend */

@@ -116,7 +116,7 @@ static __always_inline int kgw_tc_forward(struct __sk_buff *skb, const struct kg
 		kgw_count(KGW_C_FIB_PASS, skb->len);
 		return TC_ACT_OK;
 	}
-	kgw_count(KGW_C_DROP_FIB, skb->len);
+	kgw_count_drop(KGW_C_DROP_FIB, rw->fe_id, skb->len);
 	return TC_ACT_SHOT;
 }
 
@@ -159,7 +159,7 @@ int kgw_tc(struct __sk_buff *skb)
 	if (act == KGW_ACT_DROP)
 		return TC_ACT_SHOT;
 	if (kgw_tc_rewrite(skb, &p, &rw)) {
-		kgw_count(KGW_C_DROP_REWRITE, skb->len);
+		kgw_count_drop(KGW_C_DROP_REWRITE, rw.fe_id, skb->len);
 		return TC_ACT_SHOT;
 	}
 	return kgw_tc_forward(skb, &rw, p.now_ns);

@@ -99,11 +99,11 @@ int kgw_xdp(struct xdp_md *ctx)
 			kgw_count(KGW_C_FIB_PASS, p.len);
 			return XDP_PASS; /* to TC, unmodified */
 		}
-		kgw_count(KGW_C_DROP_FIB, p.len);
+		kgw_count_drop(KGW_C_DROP_FIB, rw.fe_id, p.len);
 		return XDP_DROP;
 	}
 	if (kgw_xdp_rewrite(ctx, &p, &rw)) {
-		kgw_count(KGW_C_DROP_REWRITE, p.len);
+		kgw_count_drop(KGW_C_DROP_REWRITE, rw.fe_id, p.len);
 		return XDP_DROP;
 	}
 	data_end = (void *)(long)ctx->data_end;

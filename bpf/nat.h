@@ -36,6 +36,7 @@ struct kgw_rewrite {
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
+	__u32 fe_id; /* the flow's frontend: the hooks count their own drops against it */
 };
 
 static __always_inline struct kgw_settings *kgw_get_settings(void)
@@ -129,6 +130,7 @@ static __always_inline void kgw_rewrite_from(struct kgw_rewrite *rw,
 	rw->daddr = e->new_daddr;
 	rw->sport = e->new_sport;
 	rw->dport = e->new_dport;
+	rw->fe_id = e->fe_id;
 }
 
 /* Move a flow from the embryonic table to the established one (both entries). */
@@ -264,14 +266,14 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 	if (bid >= KGW_MAX_BACKENDS) {
 		if (old)
 			kgw_ct_forget(k, old);
-		kgw_count(KGW_C_DROP_NO_BACKEND, p->len);
+		kgw_count_drop(KGW_C_DROP_NO_BACKEND, fe_id, p->len);
 		return KGW_ACT_DROP;
 	}
 	struct kgw_backend *be = kgw_backends.lookup(&bid);
 	if (!be || be->addr == 0) {
 		if (old)
 			kgw_ct_forget(k, old);
-		kgw_count(KGW_C_DROP_NO_BACKEND, p->len);
+		kgw_count_drop(KGW_C_DROP_NO_BACKEND, fe_id, p->len);
 		return KGW_ACT_DROP;
 	}
 	int embryonic = k->proto == IPPROTO_TCP;
@@ -291,7 +293,7 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 	if (hi < lo || lo == 0) {
 		if (old)
 			kgw_ct_forget(k, old);
-		kgw_count(KGW_C_DROP_NAT_EXHAUSTED, p->len);
+		kgw_count_drop(KGW_C_DROP_NAT_EXHAUSTED, fe_id, p->len);
 		return KGW_ACT_DROP;
 	}
 	__u32 range = hi - lo + 1;
@@ -311,7 +313,8 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 	if (old) {
 		if (kgw_ct_rearm(ctx, k, old, &fwd, bpf_htons((__u16)(lo + start % range)), s, now)) {
 			kgw_count(KGW_C_NEW_FLOWS, p->len);
-			kgw_count_flow(fe_id, bid, p->len);
+			kgw_count_new_flow(fe_id, bid);
+			kgw_count_flow(fe_id, bid, KGW_DIR_TO_BACKEND, p->len);
 			kgw_rewrite_from(rw, old);
 			return KGW_ACT_REWRITE;
 		}
@@ -364,7 +367,7 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 		break;
 	}
 	if (!found) {
-		kgw_count(KGW_C_DROP_NAT_EXHAUSTED, p->len);
+		kgw_count_drop(KGW_C_DROP_NAT_EXHAUSTED, fe_id, p->len);
 		return KGW_ACT_DROP;
 	}
 	int err = embryonic ? kgw_ct_syn.update(k, &fwd) : kgw_ct.update(k, &fwd);
@@ -373,11 +376,12 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 			kgw_ct_syn.delete(&rk);
 		else
 			kgw_ct.delete(&rk);
-		kgw_count(KGW_C_DROP_CT_INSERT, p->len);
+		kgw_count_drop(KGW_C_DROP_CT_INSERT, fe_id, p->len);
 		return KGW_ACT_DROP;
 	}
 	kgw_count(KGW_C_NEW_FLOWS, p->len);
-	kgw_count_flow(fe_id, bid, p->len);
+	kgw_count_new_flow(fe_id, bid);
+	kgw_count_flow(fe_id, bid, KGW_DIR_TO_BACKEND, p->len);
 	kgw_rewrite_from(rw, &fwd);
 	return KGW_ACT_REWRITE;
 }
@@ -412,7 +416,7 @@ static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_r
 			if (is_tcp && (p->tcp_flags & KGW_TCP_RST))
 				e->flags |= KGW_CT_F_RST;
 			kgw_count(KGW_C_CT_HIT, p->len);
-			kgw_count_flow(e->fe_id, e->backend_id, p->len);
+			kgw_count_flow(e->fe_id, e->backend_id, kgw_ct_dir(e->flags), p->len);
 			kgw_rewrite_from(rw, e);
 			/* The client's first non-SYN packet completes the handshake. */
 			if ((e->flags & (KGW_CT_F_SYN_TBL | KGW_CT_F_EMBRYO)) &&
@@ -460,7 +464,7 @@ static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_r
 	 * know (lost entry, scan, spoof) and a backend would answer it with a reset. */
 	if (is_tcp && (p->tcp_flags & (KGW_TCP_SYN | KGW_TCP_ACK | KGW_TCP_RST | KGW_TCP_FIN)) !=
 			      KGW_TCP_SYN) {
-		kgw_count(KGW_C_DROP_NOT_SYN, p->len);
+		kgw_count_drop(KGW_C_DROP_NOT_SYN, fe_id, p->len);
 		return KGW_ACT_DROP;
 	}
 	return kgw_new_flow(ctx, p, fe_id, s, now, rw, old);

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from controller import confloop, planestatus
+from controller import certexpiry, confloop, planestatus
 from controller.admin import AdminServer, Response, json_response, text_response
 from controller.redact import redact
 from controller.source import Batch, Problem, Source
@@ -97,6 +97,10 @@ class Supervisor:
         self.loop_error: Problem | None = None
         self._refreshes: set[asyncio.Task] = set()
         self._status_lock = asyncio.Lock()
+        #: status is published again when the next served certificate expires or becomes
+        #: valid (certexpiry); the warnings already logged, so each is logged once
+        self._cert_timer: asyncio.TimerHandle | None = None
+        self._cert_warned: set[str] = set()
         if l4 is not None and hasattr(l4, "on_errors_changed"):
             # the kernel plane finds problems between configurations (maps changed
             # behind its back, a backend that lost its route): status follows
@@ -151,12 +155,35 @@ class Supervisor:
                 t.statuses, self.store.get_key, t.l7, t.l4,
                 self.l7.listener_errors() if self.l7 is not None else {},
                 self.l4.errors() if self.l4 is not None else {})
+            statuses = self._certificate_warnings(statuses, t)
             status_changed = await asyncio.to_thread(self.status.update, statuses)  # (copy-on-write)
             if self.status_writer is not None and status_changed:
                 try:
                     await self.status_writer.write(self.status, status_changed, self.store)
                 except Exception:  # a writer failure must not stop serving
                     log.exception("status write failed")
+
+    def _certificate_warnings(self, statuses: dict, t: Translation) -> dict:
+        """Expired and not-yet-valid certificates in their listeners' status (certexpiry),
+        each logged once; and a status refresh when the next one changes."""
+        now = time.time()
+        found = certexpiry.warnings(t.certificates, now)
+        for (owner, listener), msgs in sorted(found.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            for msg in msgs:
+                key = f"{owner}/{listener}: {msg}"
+                if key not in self._cert_warned:
+                    self._cert_warned.add(key)
+                    log.warning("listener %s of %s: %s", listener, owner, msg.removeprefix("warning: "))
+        self._cert_warned &= {f"{o}/{lis}: {m}" for (o, lis), ms in found.items() for m in ms}
+        if self._cert_timer is not None:
+            self._cert_timer.cancel()
+            self._cert_timer = None
+        nxt = certexpiry.next_change(t.certificates, now)
+        if nxt is not None:
+            # a day at most: call_later's clock is monotonic, the certificates' is not
+            delay = min(nxt - now + 1.0, 86400.0)
+            self._cert_timer = asyncio.get_running_loop().call_later(delay, self._plane_errors_changed)
+        return certexpiry.overlay(statuses, t.certificates, now) if found else statuses
 
     def _plane_errors_changed(self) -> None:
         if self.translation is None:
@@ -184,6 +211,7 @@ class Supervisor:
             "/status": self._status,
             "/problems": self._problems,
             "/config_dump": self._config_dump,
+            "/l4": self._l4,
             "/metrics": self._metrics,
         })
 
@@ -255,8 +283,19 @@ class Supervisor:
             "l4_mode": getattr(self.l4, "mode", None),
         }))
 
+    async def _l4(self) -> Response:
+        """The L4 plane's counters and the flows a userspace path holds, with the L4
+        configuration they belong to: what ``kgw-inspect`` shows when no kernel maps hold
+        them (the userspace mode)."""
+        if self.l4 is None or not hasattr(self.l4, "inspect"):
+            return json_response({"mode": None, "error": "no L4 data plane"}, 404)
+        t = self.translation
+        return json_response({**self.l4.inspect(),
+                              "config": _with_generation(t.l4, self.generation).to_dict() if t else None})
+
     async def _metrics(self) -> Response:
         body = generate_latest(self.metrics.registry)
+        body += certexpiry.render(self.translation.certificates if self.translation else ())
         if self.l4 is not None and hasattr(self.l4, "metrics"):
             body += self.l4.metrics()
         if self.l7 is not None:

@@ -79,17 +79,57 @@ class Counter(enum.IntEnum):
 
 COUNTER_COUNT = len(Counter)
 
+#: The drop reasons also counted per frontend (KGW_FE_DROP_FIRST, KGW_FE_DROP_COUNT in
+#: bpf/kgw_consts.h): contiguous in Counter, from DROP_NOT_SYN to DROP_REWRITE.
+FE_DROPS: tuple[Counter, ...] = tuple(Counter(i) for i in range(Counter.DROP_NOT_SYN,
+                                                             Counter.DROP_REWRITE + 1))
+
+
+class Direction(enum.IntEnum):
+    """A flow's two ways (KGW_DIR_* in bpf/kgw_consts.h): what its direction slots count."""
+
+    TO_BACKEND = 0  # client -> frontend -> backend (connection-table entries without REPLY)
+    TO_CLIENT = 1  # backend -> client (REPLY entries)
+
+
+class StatsLayout:
+    """Where each range of the kgw_stats index space starts (bpf/kgw_consts.h explains it),
+    for one set of sizes."""
+
+    def __init__(self, sizes: Mapping[str, int] = SIZES):
+        fe, be = sizes["KGW_MAX_FRONTENDS"], sizes["KGW_MAX_BACKENDS"]
+        self.max_frontends, self.max_backends = fe, be
+        self.fe_base = 0
+        self.backend_base = self.fe_base + 2 * fe
+        self.fe_flows_base = self.backend_base + 2 * be
+        self.be_flows_base = self.fe_flows_base + fe
+        self.fe_drops_base = self.be_flows_base + be
+        self.global_base = self.fe_drops_base + fe * len(FE_DROPS)
+        self.size = self.global_base + COUNTER_COUNT
+
+    def frontend_slots(self, fe_id: int) -> list[int]:
+        """Every slot of one frontend (directions, flows, drops): zeroed when the id is
+        given to another frontend."""
+        d = len(FE_DROPS)
+        return [self.fe_base + 2 * fe_id, self.fe_base + 2 * fe_id + 1, self.fe_flows_base + fe_id,
+                *range(self.fe_drops_base + fe_id * d, self.fe_drops_base + (fe_id + 1) * d)]
+
+    def backend_slots(self, backend_id: int) -> list[int]:
+        """Every slot of one backend (directions, flows)."""
+        return [self.backend_base + 2 * backend_id, self.backend_base + 2 * backend_id + 1,
+                self.be_flows_base + backend_id]
+
 
 def global_base(sizes: Mapping[str, int] = SIZES) -> int:
-    return sizes["KGW_MAX_FRONTENDS"] + sizes["KGW_MAX_BACKENDS"]
+    return StatsLayout(sizes).global_base
 
 
 def backend_base(sizes: Mapping[str, int] = SIZES) -> int:
-    return sizes["KGW_MAX_FRONTENDS"]
+    return StatsLayout(sizes).backend_base
 
 
 def stats_size(sizes: Mapping[str, int] = SIZES) -> int:
-    return global_base(sizes) + COUNTER_COUNT
+    return StatsLayout(sizes).size
 
 
 def cflags(sizes: Mapping[str, int] = SIZES, pin_dir: str = PIN_DIR) -> list[str]:
@@ -333,6 +373,20 @@ def counter_total(per_cpu: Iterable[bytes]) -> tuple[int, int]:
         p += v.packets
         b += v.bytes
     return p, b
+
+
+def counter_totals(raw: bytes, count: int) -> list[tuple[int, int]]:
+    """(packets, bytes) of ``count`` consecutive kgw_stats slots, summed over CPUs, from
+    one batched read of the per-CPU array (``Map.lookup_range``: per slot, one
+    kgw_counter_val per CPU, 16 bytes each, so no padding)."""
+    if not count:
+        return []
+    words = memoryview(raw).cast("Q")  # packets, bytes, packets, bytes, ...
+    per_slot = len(words) // count  # 2 * CPUs
+    out = []
+    for i in range(0, per_slot * count, per_slot):
+        out.append((sum(words[i:i + per_slot:2]), sum(words[i + 1:i + per_slot:2])))
+    return out
 
 
 def splice_peer_val(peer_cookie: int) -> bytes:

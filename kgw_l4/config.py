@@ -42,6 +42,11 @@ class Frontend:
     port: int
     protocol: Protocol = "TCP"
     backends: tuple[BackendGroup, ...] = ()
+    #: Where it comes from, for metrics labels: the Gateway ("ns/name"), its listener's
+    #: name, and the route whose backends it forwards to ("ns/name"; "" when none).
+    gateway: str = ""
+    listener: str = ""
+    route: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,10 @@ class SNIRoute:
     #: Exact names or "*.example.com" wildcards, lowercase; "*" matches any SNI.
     hostnames: tuple[str, ...]
     backends: tuple[BackendGroup, ...] = ()
+    #: The Gateway ("ns/name") and listener the route attached to, for metrics labels (a
+    #: route attached through two listeners of one port is two SNIRoutes).
+    gateway: str = ""
+    listener: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,11 @@ def _req(d: dict, key: str, typ: type, where: str) -> Any:
     return v
 
 
+def _opt(d: dict, key: str, where: str) -> str:
+    """An optional string field ("" when absent)."""
+    return _req(d, key, str, where) if key in d else ""
+
+
 def _groups(items: list, where: str) -> tuple[BackendGroup, ...]:
     out = []
     for i, g in enumerate(items):
@@ -34,12 +39,14 @@ def from_dict(d: dict[str, Any]) -> L4Config:
         w = f"frontends[{i}]"
         fes.append(Frontend(_req(f, "name", str, w), _req(f, "address", str, w),
                             _req(f, "port", int, w), f.get("protocol", "TCP"),
-                            _groups(f.get("backends", []), w)))
+                            _groups(f.get("backends", []), w), _opt(f, "gateway", w),
+                            _opt(f, "listener", w), _opt(f, "route", w)))
     tls = []
     for i, t in enumerate(d.get("tls_passthrough", [])):
         w = f"tls_passthrough[{i}]"
         routes = tuple(SNIRoute(_req(r, "name", str, w), tuple(r.get("hostnames", [])),
-                                _groups(r.get("backends", []), w)) for r in t.get("routes", []))
+                                _groups(r.get("backends", []), w), _opt(r, "gateway", w),
+                                _opt(r, "listener", w)) for r in t.get("routes", []))
         tls.append(TLSPassthrough(_req(t, "name", str, w), _req(t, "address", str, w),
                                   _req(t, "port", int, w), routes))
     return L4Config(tuple(fes), tuple(tls), d.get("generation", 0))

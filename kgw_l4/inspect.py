@@ -1,4 +1,4 @@
-"""kgw-inspect: what the kernel L4 plane is doing, from its pinned maps and the admin API.
+"""kgw-inspect: what the L4 plane is doing, from its pinned maps and the admin API.
 
   kgw-inspect frontends            frontends, backends, weights, Maglev share, counters
   kgw-inspect flows [filters]      connection-table entries with age and counters
@@ -8,9 +8,14 @@
   kgw-inspect flow SRC:PORT DST:PORT   which backend this flow gets
   kgw-inspect cleanup              detach kgw's programs and remove its pins
 
-Maps are read through kgw_l4.loader's accessors, never decoded here. ``-o json`` and
-``-o yaml`` are stable and uncoloured for scripts; table output is the default. The CLI
-itself (exit codes, streams, rendering, the command table) is kgw_cli's, as for ``kgw``.
+Maps are read through kgw_l4.loader's accessors, never decoded here. A kgw whose L4
+plane keeps its flows in userspace (``--l4-mode userspace``, what ``auto`` falls back to
+without root or bcc; splice) has no frontends in kernel maps: when its admin API's ``/l4``
+page says so, every command answers from that page instead (its frontends, flows,
+counters and flow tables; ``flow`` asks the userspace proxy's own Maglev picker). ``-o
+json`` and ``-o yaml`` are stable and uncoloured for scripts; table output is the
+default. The CLI itself (exit codes, streams, rendering, the command table) is kgw_cli's,
+as for ``kgw``.
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ from kgw_cli.commands import Command, add_commands, output_arg, parse
 from kgw_cli import output
 from kgw_cli.env import Environment, ExitStatus
 
-from . import abi, loader as ld, maglev
+from . import abi, configio, loader as ld, maglev
 from .maps import MapSet, PinnedMapSet
+from .userspace import picker
 
 DEFAULT_ADMIN = f"http://{ADMIN_ADDRESS}"
 #: Seconds to wait for the admin API (it answers on the node's loopback).
 ADMIN_TIMEOUT = 2.0
+#: L4 modes whose frontends and flows are not in kernel maps: shown from the admin API
+ADMIN_MODES = ("userspace", "splice")
 
 
 @dataclass
@@ -62,17 +70,27 @@ def _maps(env: Env, ns: argparse.Namespace) -> MapSet:
     if env.maps_factory is not None:
         return env.maps_factory(ns.pin_dir)
     if not os.path.exists(os.path.join(ns.pin_dir, "kgw_ct")):
-        raise InspectError(f"no kgw maps pinned under {ns.pin_dir}: is the kernel plane running "
-                           f"(kgw run --l4-mode tc|xdp)?", ExitStatus.UNAVAILABLE)
+        raise InspectError(f"no kgw maps pinned under {ns.pin_dir}, and no kgw answers at {ns.admin}: "
+                           f"is kgw running (kgw-inspect --admin URL, --pin-dir DIR)?",
+                           ExitStatus.UNAVAILABLE)
     return PinnedMapSet(ns.pin_dir)
 
 
-def _admin(env: Env, ns: argparse.Namespace) -> dict | None:
+def _admin(env: Env, ns: argparse.Namespace, page: str = "/config_dump") -> dict | None:
     get = env.admin_get or _http_get
     try:
-        return get(ns.admin.rstrip("/") + "/config_dump")
+        return get(ns.admin.rstrip("/") + page)
     except (OSError, ValueError, urllib.error.URLError):
         return None
+
+
+def _userspace(env: Env, ns: argparse.Namespace) -> dict | None:
+    """The admin API's /l4 page when the running kgw's L4 plane keeps its frontends and
+    flows outside kernel maps (ADMIN_MODES), else None: the maps are the truth."""
+    page = _admin(env, ns, "/l4")
+    if isinstance(page, dict) and page.get("mode") in ADMIN_MODES and isinstance(page.get("stats"), dict):
+        return page
+    return None
 
 
 def _http_get(url: str) -> dict:
@@ -92,25 +110,37 @@ def _l4_names(admin: dict | None) -> dict[tuple[str, int, str], str]:
 
 
 def cmd_frontends(env: Env, ns: argparse.Namespace) -> list[dict]:
+    page = _userspace(env, ns)
+    if page is not None:
+        return _us_frontends(page)
     maps = _maps(env, ns)
     names = _l4_names(_admin(env, ns))
     bes = ld.backends(maps, env.sizes)
     size = env.sizes["KGW_MAGLEV_SIZE"]
     rows = []
-    for addr, port, proto, fe_id in ld.frontends(maps):
+    fes = ld.frontends(maps)
+    st = ld.stats(maps, [f[3] for f in fes], bes, env.sizes)
+    for addr, port, proto, fe_id in fes:
         shares = Tally(ld.maglev_row(maps, fe_id, env.sizes))
-        pk, by = ld.frontend_counter(maps, fe_id)
+        c = st.frontends[fe_id]
         backends = []
         for bid, n in sorted(shares.items()):
             if bid == abi.NO_BACKEND:
                 continue
             a, p, snat = bes.get(bid, ("?", 0, "?"))
-            bp, bb = ld.backend_counter(maps, bid, env.sizes)
+            b = st.backends.get(bid)
             backends.append({"backend_id": bid, "endpoint": f"{a}:{p}", "snat": snat,
-                             "maglev_share": round(n / size, 4), "packets": bp, "bytes": bb})
+                             "maglev_share": round(n / size, 4), "flows": b.flows if b else 0,
+                             "packets": _both(b, 0), "bytes": _both(b, 1)})
         rows.append({"name": names.get((addr, port, proto), ""), "frontend": f"{addr}:{port}/{proto}",
-                     "fe_id": fe_id, "packets": pk, "bytes": by, "backends": backends})
+                     "fe_id": fe_id, "flows": c.flows, "packets": _both(c, 0), "bytes": _both(c, 1),
+                     "drops": sum(p for p, _ in c.drops.values()), "backends": backends})
     return rows
+
+
+def _both(c: ld.FrontendCounts | ld.BackendCounts | None, i: int) -> int:
+    """Packets (i=0) or bytes (1) of a frontend's or backend's flows, both ways."""
+    return c.to_backend[i] + c.to_client[i] if c is not None else 0
 
 
 def _parse_endpoint(s: str) -> tuple[str, int | None]:
@@ -125,10 +155,13 @@ def _parse_endpoint(s: str) -> tuple[str, int | None]:
 
 
 def cmd_flows(env: Env, ns: argparse.Namespace) -> list[dict]:
-    maps = _maps(env, ns)
-    now = env.now_ns()
     src = _parse_endpoint(ns.src) if ns.src else None
     dst = _parse_endpoint(ns.dst) if ns.dst else None
+    page = _userspace(env, ns)
+    if page is not None:
+        return _us_flows(page, ns, src, dst)
+    maps = _maps(env, ns)
+    now = env.now_ns()
     rows = []
     for f in ld.flows(maps):
         if ns.reply is False and f.reply:
@@ -155,15 +188,20 @@ def cmd_flows(env: Env, ns: argparse.Namespace) -> list[dict]:
 
 
 def cmd_counters(env: Env, ns: argparse.Namespace) -> list[dict]:
+    page = _userspace(env, ns)
+    if page is not None:
+        return _us_counters(page, ns)
     maps = _maps(env, ns)
     return [{"counter": name, "packets": p, "bytes": b}
             for name, (p, b) in ld.counters(maps, env.sizes).items() if p or b or ns.all]
 
 
 def cmd_maps(env: Env, ns: argparse.Namespace) -> list[dict]:
-    maps = _maps(env, ns)
+    page = _userspace(env, ns)
+    levels = ({n: tuple(v) for n, v in page["stats"].get("tables", {}).items()} if page is not None
+              else ld.fill_levels(_maps(env, ns)))
     return [{"map": n, "entries": e, "capacity": c, "fill": round(e / c, 4) if c else 0}
-            for n, (e, c) in ld.fill_levels(maps).items()]
+            for n, (e, c) in levels.items()]
 
 
 def cmd_spliced(env: Env, ns: argparse.Namespace) -> list[dict]:
@@ -176,11 +214,14 @@ def cmd_spliced(env: Env, ns: argparse.Namespace) -> list[dict]:
 
 
 def cmd_flow(env: Env, ns: argparse.Namespace) -> list[dict]:
-    maps = _maps(env, ns)
     src, sport = _parse_endpoint(ns.src)
     dst, dport = _parse_endpoint(ns.dst)
     if sport is None or dport is None:
         raise InspectError("flow needs SRC:PORT and DST:PORT", ExitStatus.INVALID)
+    page = _userspace(env, ns)
+    if page is not None:
+        return _us_flow(page, ns, (src, sport), (dst, dport))
+    maps = _maps(env, ns)
     proto = abi.PROTO[ns.proto.upper()]
     for table in ("kgw_ct", "kgw_ct_syn"):
         e = ld.ct_entry(maps, table, src, sport, dst, dport, proto)
@@ -214,6 +255,92 @@ def cmd_flow(env: Env, ns: argparse.Namespace) -> list[dict]:
              "backend_id": None if bid == abi.NO_BACKEND else bid,
              "backend": f"{be[0]}:{be[1]}" if be else "none (no backend with weight > 0: dropped)",
              "snat": f"{be[2]}:<allocated>" if be else ""}]
+
+
+# ----------------------------------------------------------------------------- userspace mode
+# From the admin API's /l4 page: {"mode", "stats" (kgw_l4.metrics.L4Stats as a dict),
+# "flows", "flows_truncated", "config" (the L4Config now live)}.
+
+
+def _us_frontends(page: dict) -> list[dict]:
+    """Each frontend's counters (a TLS passthrough port: one row per route) with its
+    backend endpoints: weight from the configuration, counters from the page."""
+    st = page["stats"]
+    cfg = configio.from_dict(page.get("config") or {})
+    names = {(f"{fe.address}:{fe.port}/{fe.protocol}", fe.route): (fe.name, fe.backends)
+             for fe in cfg.frontends}
+    for t in cfg.tls_passthrough:
+        for r in t.routes:
+            names[(f"{t.address}:{t.port}/TLS", r.name)] = (t.name, r.backends)
+    bes = {b["endpoint"]: b for b in st.get("backends", [])}
+    rows = []
+    for f in st.get("frontends", []):
+        name, groups = names.get((f["frontend"], f["route"]), ("", ()))
+        row = {"name": name, "frontend": f["frontend"], "route": f["route"], "flows": f["flows"],
+               "active": f["active"], **_ways("bytes", f["bytes"]), **_ways("packets", f["packets"]),
+               "drops": sum(f["drops"].values())}
+        backends = []
+        for g in groups:
+            for ep in g.endpoints:
+                b = bes.get(f"{ep.address}:{ep.port}", {})
+                backends.append({"endpoint": f"{ep.address}:{ep.port}", "backend": g.name,
+                                 "weight": g.weight, "flows": b.get("flows", 0),
+                                 **_ways("bytes", b.get("bytes"))})
+        row["backends"] = backends
+        rows.append(row)
+    return rows
+
+
+def _ways(what: str, pair: list[int] | None) -> dict:
+    """A (to backend, to client) pair as two columns; nothing where it is not counted."""
+    return {} if pair is None else {f"{what}_to_backend": pair[0], f"{what}_to_client": pair[1]}
+
+
+def _us_flows(page: dict, ns: argparse.Namespace, src: tuple[str, int | None] | None,
+              dst: tuple[str, int | None] | None) -> list[dict]:
+    if ns.frontend is not None or ns.backend is not None:
+        raise InspectError(f"--frontend and --backend take kernel ids, and this kgw's L4 plane "
+                           f"runs in {page['mode']} mode: use --dst and --src", ExitStatus.INVALID)
+
+    def match(endpoint: str, want: tuple[str, int | None] | None) -> bool:
+        if want is None:
+            return True
+        host, _, port = endpoint.split("/")[0].rpartition(":")
+        return host == want[0] and (want[1] is None or int(port) == want[1])
+
+    rows = [f for f in page.get("flows", []) if match(f["client"], src) and match(f["frontend"], dst)]
+    rows.sort(key=lambda r: (r["frontend"], r["client"]))
+    return rows[:ns.limit] if ns.limit else rows
+
+
+def _us_counters(page: dict, ns: argparse.Namespace) -> list[dict]:
+    """Flows given a backend and drops by reason, summed over frontends: the userspace
+    proxies count connections (TCP) and datagrams (UDP), not packets."""
+    st = page["stats"]
+    rows = [{"counter": "NEW_FLOWS", "count": sum(f["flows"] for f in st.get("frontends", []))}]
+    rows += [{"counter": f"DROP_{reason.upper()}", "count": n} for reason, n in sorted(st.get("drops", {}).items())]
+    return [r for r in rows if r["count"] or ns.all]
+
+
+def _us_flow(page: dict, ns: argparse.Namespace, src: tuple[str, int], dst: tuple[str, int]) -> list[dict]:
+    """Which backend the userspace proxy gives (or gave) this flow: an open flow's own, or
+    its Maglev pick (kgw_l4.userspace.picker, the proxy's own code)."""
+    proto = ns.proto.upper()
+    flow = f"{src[0]}:{src[1]} -> {dst[0]}:{dst[1]}/{proto}"
+    for f in page.get("flows", []):
+        if f["client"] == f"{src[0]}:{src[1]}" and f["frontend"] in (
+                f"{dst[0]}:{dst[1]}/{proto}", f"0.0.0.0:{dst[1]}/{proto}"):
+            return [{"flow": flow, "source": f"open flow in the {page['mode']} proxy", "backend": f["backend"]}]
+    cfg = configio.from_dict(page.get("config") or {})
+    fes = [fe for fe in cfg.frontends if fe.port == dst[1] and fe.protocol == proto]
+    fe = next((f for f in fes if f.address == dst[0]), None) or next(
+        (f for f in fes if f.address == "0.0.0.0"), None)
+    if fe is None:
+        raise InspectError(f"no frontend matches {dst[0]}:{dst[1]}/{proto}", ExitStatus.NOT_FOUND)
+    be = picker(fe).choose(src, dst, abi.PROTO[proto])
+    return [{"flow": flow, "source": f"new flow: the {page['mode']} proxy's Maglev pick "
+                                     f"(kgw_l4.userspace.picker)", "frontend": fe.name,
+             "backend": f"{be[0]}:{be[1]}" if be else "none (no backend with weight > 0: refused)"}]
 
 
 def cmd_cleanup(env: Env, ns: argparse.Namespace) -> list[dict]:

@@ -19,7 +19,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 from typing import Iterable, Iterator, Mapping
 
@@ -454,16 +454,77 @@ def counters(maps: MapSet, sizes: Mapping[str, int] = abi.SIZES) -> dict[str, tu
     return {c.name: counter(maps, c, sizes) for c in abi.Counter}
 
 
-def frontend_counter(maps: MapSet, fe_id: int) -> tuple[int, int]:
-    return _slot(maps, fe_id)
+def frontend_counter(maps: MapSet, fe_id: int, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
+    """(packets, bytes) of a frontend's flows, both ways."""
+    base = abi.StatsLayout(sizes).fe_base + 2 * fe_id
+    return _both(_slot(maps, base), _slot(maps, base + 1))
 
 
 def backend_counter(maps: MapSet, backend_id: int, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
-    return _slot(maps, abi.backend_base(sizes) + backend_id)
+    """(packets, bytes) of a backend's flows, both ways."""
+    base = abi.StatsLayout(sizes).backend_base + 2 * backend_id
+    return _both(_slot(maps, base), _slot(maps, base + 1))
+
+
+def _both(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
 
 
 def _slot(maps: MapSet, idx: int) -> tuple[int, int]:
     return abi.counter_total(maps.get("kgw_stats").percpu(abi.u32(idx)))
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendCounts:
+    """A frontend's slots of kgw_stats, summed over CPUs; (packets, bytes) pairs."""
+
+    to_backend: tuple[int, int]
+    to_client: tuple[int, int]
+    flows: int
+    #: drop reason (abi.FE_DROPS, by name) -> (packets, bytes)
+    drops: Mapping[str, tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCounts:
+    to_backend: tuple[int, int]
+    to_client: tuple[int, int]
+    flows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    frontends: Mapping[int, FrontendCounts]
+    backends: Mapping[int, BackendCounts]
+    #: every global counter by name -> (packets, bytes)
+    counters: Mapping[str, tuple[int, int]]
+
+
+def stats(maps: MapSet, fe_ids: Iterable[int], backend_ids: Iterable[int],
+          sizes: Mapping[str, int] = abi.SIZES) -> Stats:
+    """The counters of these frontends and backends and the global ones, in six batched
+    reads of kgw_stats (each range only up to the highest id asked for): what a scrape of
+    /metrics costs the kernel plane, whatever the traffic."""
+    lay = abi.StatsLayout(sizes)
+    m = maps.get("kgw_stats")
+    fes, bes = sorted(set(fe_ids)), sorted(set(backend_ids))
+    nfe = fes[-1] + 1 if fes else 0
+    nbe = bes[-1] + 1 if bes else 0
+    ndrop = len(abi.FE_DROPS)
+
+    def read(start: int, count: int) -> list[tuple[int, int]]:
+        return abi.counter_totals(m.lookup_range(start, count), count) if count else []
+
+    fe_dir, fe_flows = read(lay.fe_base, 2 * nfe), read(lay.fe_flows_base, nfe)
+    fe_drops = read(lay.fe_drops_base, ndrop * nfe)
+    be_dir, be_flows = read(lay.backend_base, 2 * nbe), read(lay.be_flows_base, nbe)
+    glob = read(lay.global_base, abi.COUNTER_COUNT)
+    return Stats(
+        {i: FrontendCounts(fe_dir[2 * i], fe_dir[2 * i + 1], fe_flows[i][0],
+                           {c.name: fe_drops[i * ndrop + j] for j, c in enumerate(abi.FE_DROPS)})
+         for i in fes},
+        {i: BackendCounts(be_dir[2 * i], be_dir[2 * i + 1], be_flows[i][0]) for i in bes},
+        {c.name: glob[c.value] for c in abi.Counter})
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,13 +581,30 @@ def fill_levels(maps: MapSet, names: tuple[str, ...] = ("kgw_frontends", "kgw_ct
     return out
 
 
-def expire_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None) -> int:
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What a pass over the connection tables found."""
+
+    removed: int = 0
+    #: table -> entries left (both directions of each flow)
+    entries: Mapping[str, int] = field(default_factory=dict)
+    #: fe_id -> flows left (forward entries)
+    flows: Mapping[int, int] = field(default_factory=dict)
+
+
+def sweep_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None) -> Sweep:
     """Delete connection-table entries past their timeout (the programs also ignore
-    them on lookup; this sweep keeps fill levels honest). Returns entries removed."""
+    them on lookup; this sweep keeps fill levels honest), and count what is left: the
+    tables' fill levels and each frontend's flows, which /metrics reports from the last
+    sweep (counting a table of 262144 entries at every scrape would cost as much as the
+    sweep itself)."""
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
     n = 0
+    entries: dict[str, int] = {}
+    flows: dict[int, int] = {}
     for t in ("kgw_ct", "kgw_ct_syn"):
         m = maps.get(t)
+        left = 0
         for k in m.keys():
             raw = m.lookup(k)
             if raw is None:
@@ -540,7 +618,17 @@ def expire_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None
                 timeout = settings.ct_timeout_est_ns
             if now > e.last_seen_ns and now - e.last_seen_ns > timeout:
                 n += m.delete(k)
-    return n
+                continue
+            left += 1
+            if not e.flags & abi.CT_F_REPLY:
+                flows[e.fe_id] = flows.get(e.fe_id, 0) + 1
+        entries[t] = left
+    return Sweep(n, entries, flows)
+
+
+def expire_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None) -> int:
+    """``sweep_flows``; returns entries removed."""
+    return sweep_flows(maps, settings, now_ns).removed
 
 
 def remove_everything(pin_dir: str = abi.PIN_DIR, interfaces: list[str] | None = None) -> None:

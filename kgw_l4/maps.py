@@ -147,10 +147,15 @@ class FakeMap:
             self.update(k, v)
 
     def lookup_range(self, start: int, count: int) -> bytes:
-        """Values of array indexes start..start+count-1, concatenated."""
-        if self.info.map_type != MAP_ARRAY or start < 0 or start + count > self.info.max_entries:
+        """Values of array indexes start..start+count-1, concatenated (a per-CPU array:
+        each index's value once per CPU, padded to 8 bytes, as the kernel returns it)."""
+        if self.info.map_type not in _ARRAYS or start < 0 or start + count > self.info.max_entries:
             raise MapError(errno.EINVAL, "lookup_range: not an array, or out of range")
         ks = self.info.key_size
+        if self.info.map_type in _PERCPU:
+            pad = -self.info.value_size % 8
+            return b"".join(v + bytes(pad) for i in range(start, start + count)
+                            for v in self.percpu(i.to_bytes(ks, sys.byteorder)))
         return b"".join(self.lookup(i.to_bytes(ks, sys.byteorder)) or b""
                         for i in range(start, start + count))
 
@@ -298,9 +303,11 @@ class FdMap:
     def lookup_range(self, start: int, count: int) -> bytes:
         """Values of array indexes start..start+count-1, concatenated: one
         BPF_MAP_LOOKUP_BATCH syscall (element by element where the kernel has none), so
-        that reading a whole Maglev row costs a copy, not 16381 syscalls."""
+        that reading a whole Maglev row costs a copy, not 16381 syscalls. A per-CPU
+        array gives each index's value once per possible CPU, padded to 8 bytes (the
+        counters read at scrape time)."""
         info = self.info
-        if info.map_type != MAP_ARRAY or info.key_size != 4 or start < 0 or start + count > info.max_entries:
+        if info.map_type not in _ARRAYS or info.key_size != 4 or start < 0 or start + count > info.max_entries:
             raise MapError(errno.EINVAL, f"{self.name}: lookup_range needs an array and indexes in range")
         if count == 0:
             return b""

@@ -41,6 +41,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from . import abi, loader as ld, netinfo, pinlock
 from .config import L4Config
+from .kernelstats import kernel_stats
+from .metrics import L4Stats, render, sum_drops
 from .programmer import ApplyResult, Drift, Programmer
 from .snat import SnatSources
 from .tlspass import TLSPassthroughProxy
@@ -61,6 +63,10 @@ DRIFT_MAGLEV_ROWS = 8
 DRIFT_LOG_EVERY = 60.0
 #: a burst of route or address changes is gathered this long into one SNAT refresh
 ROUTE_SETTLE = 0.5
+#: flows listed by the admin API's /l4 page (kgw-inspect flows in userspace mode) at most
+INSPECT_FLOWS_MAX = 10000
+#: while reading the counters fails at every scrape, one warning per this many seconds
+STATS_LOG_EVERY = 60.0
 
 
 class L4Plane:
@@ -80,9 +86,36 @@ class L4Plane:
     def config_dump(self) -> dict:
         return {"mode": self.mode, "errors": self.errors()}
 
+    def stats(self) -> L4Stats:
+        """The plane's counters now (kgw_l4.metrics): what /metrics and /l4 report."""
+        return L4Stats(self.mode)
+
     def metrics(self) -> bytes:
-        """Prometheus text of the plane's own metrics (the kernel plane's drift checks)."""
-        return b""
+        """Prometheus text of the plane's metrics: the families of kgw_l4.metrics, from
+        ``stats()`` (and the kernel plane's drift checks). Never raises: a scrape that
+        cannot read the counters reports the mode alone and logs why."""
+        try:
+            stats = self.stats()
+        except Exception as e:  # noqa: BLE001 — a scrape must not fail the admin API
+            now = time.monotonic()
+            if now - getattr(self, "_stats_logged", -STATS_LOG_EVERY) >= STATS_LOG_EVERY:
+                self._stats_logged = now
+                log.warning("reading the L4 counters failed: %s", e)
+            stats = L4Stats(self.mode)
+        return render(stats)
+
+    def flows(self) -> list[dict]:
+        """The flows a userspace path holds (kgw-inspect flows); the kernel's are in its
+        maps, which kgw-inspect reads itself."""
+        return []
+
+    def inspect(self) -> dict:
+        """The admin API's /l4 page: the counters, and the flows (at most
+        INSPECT_FLOWS_MAX)."""
+        flows = self.flows()
+        return {"mode": self.mode, "stats": self.stats().to_dict(),
+                "flows": flows[:INSPECT_FLOWS_MAX],
+                "flows_truncated": max(0, len(flows) - INSPECT_FLOWS_MAX)}
 
     #: called (on the event loop) when errors() changed outside apply(): the supervisor
     #: sets it to recompute status
@@ -116,6 +149,16 @@ class UserspacePlane(L4Plane):
         if self.udp.frontends:
             d["udp"] = {name: dataclasses.asdict(st) for name, st in self.udp.stats().items()}
         return d
+
+    def stats(self) -> L4Stats:
+        tcp_fes, tcp_bes = self.proxy.stats()
+        udp_fes, udp_bes, tables = self.udp.l4_stats()
+        tls_fes, tls_bes = self.tls.stats()
+        fes = (*tcp_fes, *udp_fes, *tls_fes)
+        return L4Stats(self.mode, fes, (*tcp_bes, *udp_bes, *tls_bes), sum_drops(fes), {}, tables)
+
+    def flows(self) -> list[dict]:
+        return [*self.proxy.flows(), *self.udp.flows(), *self.tls.flows()]
 
     async def close(self) -> None:
         await self.proxy.close()
@@ -204,6 +247,16 @@ class SplicePlane(L4Plane):
             d["spliced"] = self.proxy.splicer.spliced()
         return d
 
+    def stats(self) -> L4Stats:
+        """The sockmap program's global counters and TLS passthrough's; the splice
+        frontends' own counters are not kept yet."""
+        if self.proxy is None:
+            return L4Stats(self.mode)
+        st = kernel_stats(self.mode, self.loader.maps(), (), L4Config(), self.loader.sizes)
+        fes, bes = self.tls.stats() if self.tls is not None else ([], [])
+        return dataclasses.replace(st, frontends=tuple(fes), backends=tuple(bes),
+                                   drops=sum_drops(fes, st.drops))
+
     async def close(self) -> None:
         if self.proxy is not None:
             await self.proxy.close()
@@ -255,6 +308,9 @@ class KernelPlane(L4Plane):
         self._drift_streak = 0  # consecutive checks that found changes
         self._drift_logged = 0.0  # monotonic time of the last warning
         self.last_apply: ApplyResult | None = None
+        #: the configuration last applied (metrics labels) and the last sweep's findings
+        self._config = L4Config()
+        self._sweep: ld.Sweep | None = None
         self.tls: TLSPassthroughProxy | None = None
         self._splicer = None
         if self.pins.in_use():
@@ -295,6 +351,7 @@ class KernelPlane(L4Plane):
 
     async def _apply(self, config: L4Config) -> None:
         self._errors = {}
+        self._config = config
         if config.frontends or config.tls_passthrough:
             busy = self.pins.take_for(config)
             if busy:
@@ -462,14 +519,32 @@ class KernelPlane(L4Plane):
             self.on_errors_changed()
 
     def metrics(self) -> bytes:
-        return generate_latest(self.drift_metrics.registry)
+        return generate_latest(self.drift_metrics.registry) + super().metrics()
+
+    def stats(self) -> L4Stats:
+        prog = self.programmer
+        if prog is None:
+            st = L4Stats(self.mode)
+        else:
+            s = self.sizes
+            tables = {"kgw_frontends": (len(prog.fe_ids), s["KGW_MAX_FRONTENDS"]),
+                      "kgw_backends": (len(prog.be_ids), s["KGW_MAX_BACKENDS"]),
+                      "kgw_local_addrs": (len(prog.local), s["KGW_MAX_LOCAL_ADDRS"])}
+            st = kernel_stats(self.mode, self.loader.maps(), list(prog.views.values()), self._config,
+                              s, self._sweep, tables)
+        if self.tls is not None:
+            fes, bes = self.tls.stats()
+            st = dataclasses.replace(st, frontends=(*st.frontends, *fes), backends=(*st.backends, *bes),
+                                     drops=sum_drops(fes, st.drops))
+        return st
 
     async def _gc_loop(self) -> None:
         while True:
             await asyncio.sleep(GC_INTERVAL)  # module global: the agent may tune it
             try:
-                n = await asyncio.to_thread(ld.expire_flows, self.loader.maps(),
-                                            self.loader.settings())
+                self._sweep = sweep = await asyncio.to_thread(ld.sweep_flows, self.loader.maps(),
+                                                              self.loader.settings())
+                n = sweep.removed
                 if n:
                     log.debug("expired %d connection-table entries", n)
             except Exception:  # noqa: BLE001 — the sweep must never take the plane down

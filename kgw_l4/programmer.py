@@ -97,6 +97,7 @@ class Programmer:
         self.max_fe = sizes["KGW_MAX_FRONTENDS"]
         self.max_be = sizes["KGW_MAX_BACKENDS"]
         self.ring_size = sizes["KGW_MAGLEV_SIZE"]
+        self.layout = abi.StatsLayout(sizes)
         self.fe_ids: dict[FeIdent, int] = {}
         self.be_ids: dict[BeIdent, int] = {}
         self.be_entries: dict[int, bytes] = {}  # backend_id -> value last written
@@ -253,6 +254,7 @@ class Programmer:
                 used = set(self.fe_ids.values())
                 fe_id = next(i for i in range(self.max_fe) if i not in used)
                 self.fe_ids[ident] = fe_id
+                self._zero_counters(self.layout.frontend_slots(fe_id))
             slots_written += self._write_row(fe_id, live)
             key, val = abi.fe_key(*ident), abi.fe_val(fe_id)
             if fem.lookup(key) != val:
@@ -290,11 +292,16 @@ class Programmer:
         if self.be_entries.get(bid) == value:
             return False
         if fresh_counters:
-            self.maps.get("kgw_stats").update(abi.u32(abi.backend_base(self.sizes) + bid),
-                                              bytes(abi.CounterVal()))
+            self._zero_counters(self.layout.backend_slots(bid))
         self.maps.get("kgw_backends").update(abi.u32(bid), value)
         self.be_entries[bid] = value
         return True
+
+    def _zero_counters(self, slots: list[int]) -> None:
+        """A new frontend's or backend's counters start at 0, not at what the id's last
+        holder counted (its metrics would otherwise start with someone else's traffic)."""
+        zero = bytes(abi.CounterVal())
+        self.maps.get("kgw_stats").update_many([(abi.u32(i), zero) for i in slots])
 
     def _write_row(self, fe_id: int, live: dict[BeIdent, int]) -> int:
         """Build a frontend's Maglev row from its live backends and write the slots that

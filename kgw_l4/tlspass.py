@@ -4,21 +4,30 @@ and splice (kgw_l4.splice) — or, with no sockmap, copy in userspace.
 
 The hello stays in the client socket: spliced, the kernel forwards it first; copied,
 it is simply the first bytes read.
+
+Counters (/metrics, kgw-inspect) per port and SNIRoute: connections given a backend,
+drops by reason (``bad_client_hello``, ``no_route``, ``no_backend``,
+``backend_unreachable``) under the route they matched ("" when none), and, when copied
+here, bytes each way and the connections open. A spliced connection's bytes are the
+kernel's (not counted per route).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import struct
+import time
 
 from .acceptor import Acceptor
-from .config import BackendGroup, Frontend, L4Config, TLSPassthrough
+from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
+from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer
-from .userspace import connect, picker, splice_streams
+from .userspace import Conn, backend_stats, connect, picker, splice_streams
 
 log = logging.getLogger("kgw.l4.tls")
 
@@ -59,6 +68,12 @@ class TLSPassthroughProxy(Acceptor):
         self.splicer = splicer
         self._cfg: dict[tuple[str, int], TLSPassthrough] = {}
         self.errors: dict[str, str] = {}
+        #: (port, route name, gateway, listener) -> counters; route "" for connections that
+        #: matched none
+        self._tallies: dict[tuple[tuple[str, int], str, str, str], Tally] = {}
+        self._backends: dict[tuple[str, int], Tally] = {}
+        self._groups: dict[str, set[str]] = {}
+        self.conns: set[Conn] = set()
 
     async def apply(self, config: L4Config, taken: set[tuple[str, int]] = frozenset()) -> None:
         errors: dict[str, str] = {}
@@ -75,6 +90,18 @@ class TLSPassthroughProxy(Acceptor):
         errors.update(self.listen({key: t.name for key, t in wanted.items()}))
         self._cfg.update(wanted)
         self.errors = errors
+        keep = {(key, r.name, r.gateway, r.listener) for key, t in wanted.items() for r in t.routes}
+        keep |= {(key, "", "", "") for key in wanted}
+        self._tallies = {k: self._tallies.get(k) or Tally() for k in keep}
+        routes = [r for t in wanted.values() for r in t.routes]
+        self._groups = endpoint_groups(routes)
+        self._backends = {(ep.address, ep.port): self._backends.get((ep.address, ep.port)) or Tally()
+                          for r in routes for g in r.backends for ep in g.endpoints}
+
+    def _tally(self, key: tuple[str, int], route: SNIRoute | None) -> Tally:
+        k = (key, route.name, route.gateway, route.listener) if route else (key, "", "", "")
+        t = self._tallies.get(k)
+        return t if t is not None else Tally()  # (a port or route removed meanwhile)
 
     async def serve(self, key: tuple[str, int], c: socket.socket) -> None:
         cfg = self._cfg.get(key)
@@ -82,31 +109,62 @@ class TLSPassthroughProxy(Acceptor):
             sni = await asyncio.wait_for(peek_sni(c), HELLO_TIMEOUT)
         except (HelloError, asyncio.TimeoutError, OSError) as e:
             log.info("tls passthrough %s: dropping connection: %s", key, e)
+            self._tally(key, None).drop("bad_client_hello")
             _reset(c)
             return
         route = match_route(cfg.routes, sni) if cfg else None
+        tally = self._tally(key, route)
         be = None
         if route is not None:
             be = _route_picker(route.backends, route.name).choose(c.getpeername()[:2], c.getsockname()[:2])
         if be is None:
             log.info("tls passthrough %s: no route for SNI %r", key, sni)
+            tally.drop("no_route" if route is None else "no_backend")
             _reset(c)
             return
         try:
             b = await connect(be)
         except (OSError, asyncio.TimeoutError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
+            tally.drop("backend_unreachable")
             _reset(c)
             return
+        tally.flows += 1
+        be_tally = self._backends.get(be)
+        if be_tally is not None:
+            be_tally.flows += 1
         if self.splicer is not None:
             try:
                 await self.splicer.splice(c, b)
                 return
             except OSError as e:
                 log.warning("splice failed (%s): copying in userspace", e)
-        cr, cw = await asyncio.open_connection(sock=c)
-        br, bw = await asyncio.open_connection(sock=b)
-        await splice_streams(cr, cw, br, bw)
+        conn = Conn(f"{key[0]}:{key[1]}/TLS", c.getpeername(), be, tally, be_tally)
+        tally.active += 1
+        self.conns.add(conn)
+        try:
+            cr, cw = await asyncio.open_connection(sock=c)
+            br, bw = await asyncio.open_connection(sock=b)
+            await splice_streams(cr, cw, br, bw, conn)
+        finally:
+            tally.active -= 1
+            self.conns.discard(conn)
+
+    def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
+        """Per port and route; bytes and connections open only when copied here (no
+        splicer), since a spliced connection's bytes are the kernel's."""
+        copied = self.splicer is None
+        fes = [FrontendStats(f"{key[0]}:{key[1]}/TLS", gw, listener, route,
+                             bytes=(t.bytes[0], t.bytes[1]) if copied else None,
+                             flows=t.flows, active=t.active if copied else None, drops=dict(t.drops))
+               for (key, route, gw, listener), t in self._tallies.items()]
+        bes = [dataclasses.replace(backend_stats(ep, t, self._groups), bytes=None) if not copied
+               else backend_stats(ep, t, self._groups) for ep, t in self._backends.items()]
+        return fes, bes
+
+    def flows(self) -> list[dict]:
+        now = time.monotonic()
+        return [c.row(now) for c in list(self.conns)]
 
     async def close(self) -> None:
         self.close_listeners()

@@ -12,6 +12,10 @@ from new clients beyond that are dropped and counted (``flow_limit_hits``).
 Config changes keep each flow on its backend while that backend is still listed (a
 group of weight 0 drains: its flows carry on, it gets no new ones); a flow whose
 backend disappeared is closed, and the client's next datagram picks anew.
+
+Counters (/metrics, kgw-inspect): each frontend and backend endpoint has a
+``metrics.Tally`` of datagrams and bytes each way, flows and drops by reason
+(``flow_limit``, ``no_backend``, ``oversize``, ``send_error``).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .config import L4Config
-from .userspace import select_frontends
+from .config import Frontend, L4Config
+from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
+from .userspace import backend_stats, frontend_stats, select_frontends
 
 log = logging.getLogger("kgw.l4.udp")
 
@@ -58,12 +63,15 @@ class UdpStats:
 class _Flow:
     """One client's flow: a connected UDP socket to its backend, replies relayed back."""
 
-    __slots__ = ("frontend", "client", "backend", "sock", "last", "closed")
+    __slots__ = ("frontend", "client", "backend", "sock", "last", "closed", "started", "tally",
+                 "bytes")
 
-    def __init__(self, frontend: "UdpFrontend", client: Key, backend: Key) -> None:
+    def __init__(self, frontend: "UdpFrontend", client: Key, backend: Key, tally: Tally) -> None:
         self.frontend = frontend
         self.client = client
         self.backend = backend
+        self.tally = tally  # the backend endpoint's
+        self.bytes = [0, 0]
         family = socket.AF_INET6 if ":" in backend[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.closed = False
@@ -74,16 +82,23 @@ class _Flow:
         except BaseException:
             self.sock.close()
             raise
-        self.last = time.monotonic()
+        self.last = self.started = time.monotonic()
 
     def send(self, data: bytes) -> None:
         self.last = time.monotonic()
         try:
             self.sock.send(data)
         except (BlockingIOError, InterruptedError):
-            self.frontend.send_errors += 1  # buffer full: UDP may drop, and does
+            self.frontend.tally.drop("send_error")  # buffer full: UDP may drop, and does
+            return
         except OSError:  # ECONNREFUSED from an earlier ICMP port unreachable, and the like
-            self.frontend.send_errors += 1
+            self.frontend.tally.drop("send_error")
+            return
+        n = len(data)
+        self.bytes[0] += n
+        for t in (self.frontend.tally, self.tally):
+            t.packets[0] += 1
+            t.bytes[0] += n
 
     def _readable(self) -> None:
         for _ in range(READ_BURST):
@@ -92,10 +107,21 @@ class _Flow:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # ICMP errors surface here; the flow stays until idle
-                self.frontend.send_errors += 1
+                self.frontend.tally.drop("send_error")
                 return
             self.last = time.monotonic()
-            self.frontend.reply(data, self.client)
+            if self.frontend.reply(data, self.client):
+                n = len(data)
+                self.bytes[1] += n
+                for t in (self.frontend.tally, self.tally):
+                    t.packets[1] += 1
+                    t.bytes[1] += n
+
+    def row(self, now: float, frontend: str) -> dict:
+        return {"proto": "UDP", "frontend": frontend, "client": "%s:%d" % self.client[:2],
+                "backend": "%s:%d" % self.backend[:2], "age_s": round(now - self.started, 1),
+                "idle_s": round(now - self.last, 1), "bytes_to_backend": self.bytes[0],
+                "bytes_to_client": self.bytes[1]}
 
     def close(self) -> None:
         if self.closed:
@@ -109,8 +135,10 @@ class _Flow:
 class UdpFrontend(asyncio.DatagramProtocol):
     """The listening socket of one UDP frontend and its flows."""
 
-    def __init__(self, name: str, key: Key, pick, *, idle_timeout: float, max_flows: int) -> None:
+    def __init__(self, name: str, key: Key, pick, *, idle_timeout: float, max_flows: int,
+                 config: Frontend | None = None) -> None:
         self.name = name
+        self.config = config
         self.key = key
         self.pick = pick
         self.idle_timeout = idle_timeout
@@ -120,8 +148,11 @@ class UdpFrontend(asyncio.DatagramProtocol):
         self.lost: asyncio.Future[None] = self.loop.create_future()  # the socket is closed
         self.local: Key = key
         self.flows: dict[Key, _Flow] = {}
-        self.flows_opened = self.flows_expired = self.flow_limit_hits = 0
-        self.no_backend_drops = self.oversize_drops = self.send_errors = 0
+        self.flows_expired = 0
+        #: flows, datagrams and bytes each way, drops by reason (the module docstring)
+        self.tally = Tally()
+        #: backend endpoint -> its counters (shared with the proxy's other frontends)
+        self.backends: dict[Key, Tally] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -129,34 +160,41 @@ class UdpFrontend(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         if len(data) > MAX_DATAGRAM:
-            self.oversize_drops += 1
+            self.tally.drop("oversize")
             return
         client: Key = addr[:2]
         flow = self.flows.get(client)
         if flow is None:
             if len(self.flows) >= self.max_flows:
-                self.flow_limit_hits += 1
+                self.tally.drop("flow_limit")
                 return
             backend = self.pick.choose(client, self.local, socket.IPPROTO_UDP)
             if backend is None:
-                self.no_backend_drops += 1
+                self.tally.drop("no_backend")
                 return
+            be_tally = self.backends.get(backend)
+            if be_tally is None:
+                be_tally = self.backends[backend] = Tally()
             try:
-                flow = _Flow(self, client, backend)
+                flow = _Flow(self, client, backend, be_tally)
             except OSError as e:
                 log.info("frontend %s: cannot open a flow to %s:%d: %s", self.name, *backend, e)
-                self.send_errors += 1
+                self.tally.drop("send_error")
                 return
             self.flows[client] = flow
-            self.flows_opened += 1
+            self.tally.flows += 1
+            be_tally.flows += 1
         flow.send(data)
 
-    def reply(self, data: bytes, client: Key) -> None:
+    def reply(self, data: bytes, client: Key) -> bool:
+        """Send a backend's reply to its client; False if the socket is gone."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, client)
+            return True
+        return False
 
     def error_received(self, exc: Exception) -> None:
-        self.send_errors += 1  # an ICMP error for a reply to a client: nothing to do
+        self.tally.drop("send_error")  # an ICMP error for a reply to a client: nothing to do
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -164,9 +202,14 @@ class UdpFrontend(asyncio.DatagramProtocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def update(self, name: str, pick) -> None:
+    def update(self, name: str, pick, config: Frontend | None = None) -> None:
         """A new backend table: flows whose backend is gone are closed, others stay."""
+        if config is not None and self.config is not None and (
+                (config.gateway, config.listener, config.route) !=
+                (self.config.gateway, self.config.listener, self.config.route)):
+            self.tally = Tally()  # new labels: new series, from 0
         self.name = name
+        self.config = config
         self.pick = pick
         listed = set(pick.endpoints)
         for client, flow in list(self.flows.items()):
@@ -190,8 +233,15 @@ class UdpFrontend(asyncio.DatagramProtocol):
         self.flows.clear()
 
     def stats(self) -> UdpStats:
-        return UdpStats(len(self.flows), self.flows_opened, self.flows_expired, self.flow_limit_hits,
-                        self.no_backend_drops, self.oversize_drops, self.send_errors)
+        d = self.tally.drops
+        return UdpStats(len(self.flows), self.tally.flows, self.flows_expired, d.get("flow_limit", 0),
+                        d.get("no_backend", 0), d.get("oversize", 0), d.get("send_error", 0))
+
+    def frontend_stats(self) -> FrontendStats:
+        fe = self.config or Frontend(self.name, self.key[0], self.key[1], "UDP")
+        t = self.tally
+        t.active = len(self.flows)
+        return frontend_stats(fe, "UDP", t, packets=True)
 
 
 class UdpProxy:
@@ -205,18 +255,26 @@ class UdpProxy:
         self.frontends: dict[Key, UdpFrontend] = {}
         self.errors: dict[str, str] = {}
         self._sweeper: asyncio.Task | None = None
+        #: backend endpoint -> its counters, shared by every frontend; endpoint -> groups
+        self._backends: dict[Key, Tally] = {}
+        self._groups: dict[str, set[str]] = {}
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, "UDP", keep_drained=True)
+        self._groups = endpoint_groups(wanted.values())
+        listed = {ep for p in picks.values() for ep in p.endpoints}
+        for ep in [ep for ep in self._backends if ep not in listed]:
+            del self._backends[ep]  # (the dict is shared: changed in place)
         await self._drop_all([k for k in self.frontends if k not in wanted])
         loop = asyncio.get_running_loop()
         for key, fe in wanted.items():
             cur = self.frontends.get(key)
             if cur is not None:
-                cur.update(fe.name, picks[key])
+                cur.update(fe.name, picks[key], fe)
                 continue
             proto = UdpFrontend(fe.name, key, picks[key], idle_timeout=self.idle_timeout,
-                                max_flows=self.max_flows)
+                                max_flows=self.max_flows, config=fe)
+            proto.backends = self._backends
             family = socket.AF_INET6 if ":" in fe.address else socket.AF_INET
             try:
                 # no SO_REUSEADDR: for UDP it would let two sockets share the port
@@ -254,6 +312,20 @@ class UdpProxy:
 
     def stats(self) -> dict[str, UdpStats]:
         return {fe.name: fe.stats() for fe in self.frontends.values()}
+
+    def l4_stats(self) -> tuple[list[FrontendStats], list[BackendStats], dict[str, tuple[int, int]]]:
+        """The frontends' and backend endpoints' counters (/metrics), and each frontend's
+        flow table as (flows, capacity)."""
+        fes = [fe.frontend_stats() for fe in self.frontends.values()]
+        bes = [backend_stats(ep, t, self._groups, packets=True) for ep, t in self._backends.items()]
+        tables = {f"udp_flows {fe.key[0]}:{fe.key[1]}": (len(fe.flows), fe.max_flows)
+                  for fe in self.frontends.values()}
+        return fes, bes, tables
+
+    def flows(self) -> list[dict]:
+        now = time.monotonic()
+        return [flow.row(now, f"{fe.key[0]}:{fe.key[1]}/UDP")
+                for fe in list(self.frontends.values()) for flow in list(fe.flows.values())]
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -4,6 +4,10 @@ One asyncio listener per frontend; each connection picks its backend from the sa
 weighted Maglev table the kernel uses (keyed by the client's 5-tuple), connects and
 copies bytes both ways with backpressure (drain) and half-close (EOF is forwarded
 as a shutdown of the write side, the other direction keeps flowing).
+
+Each frontend and backend endpoint keeps a ``metrics.Tally`` (bytes each way, flows,
+flows open, drops by reason), and each connection a ``Conn`` (kgw-inspect's flows): the
+same families /metrics reports for the kernel plane.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import errno
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from . import maglev
 from .config import Frontend, L4Config
+from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 
 log = logging.getLogger("kgw.l4.userspace")
 
@@ -86,8 +93,45 @@ def picker(fe: Frontend) -> _Pick:
     return _Pick(order, tuple(table))
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    """Copy until EOF, then shut down the write side. Returns bytes copied."""
+class Conn:
+    """One proxied TCP connection: its ends, and the bytes it moved each way, added to
+    its frontend's and backend's tallies as they go (kgw-inspect's flows in userspace
+    mode, and /metrics)."""
+
+    __slots__ = ("frontend", "client", "backend", "started", "bytes", "fe", "be")
+
+    def __init__(self, frontend: str, client: tuple[str, int], backend: tuple[str, int],
+                 fe: Tally, be: Tally | None) -> None:
+        self.frontend = frontend
+        self.client = client
+        self.backend = backend
+        self.started = time.monotonic()
+        self.bytes = [0, 0]
+        self.fe = fe
+        self.be = be
+
+    def to_backend(self, n: int) -> None:
+        self.bytes[0] += n
+        self.fe.bytes[0] += n
+        if self.be is not None:
+            self.be.bytes[0] += n
+
+    def to_client(self, n: int) -> None:
+        self.bytes[1] += n
+        self.fe.bytes[1] += n
+        if self.be is not None:
+            self.be.bytes[1] += n
+
+    def row(self, now: float) -> dict:
+        return {"proto": "TCP", "frontend": self.frontend, "client": "%s:%d" % self.client[:2],
+                "backend": "%s:%d" % self.backend[:2], "age_s": round(now - self.started, 1),
+                "bytes_to_backend": self.bytes[0], "bytes_to_client": self.bytes[1]}
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               count: Callable[[int], None] | None = None) -> int:
+    """Copy until EOF, then shut down the write side. Returns bytes copied; ``count`` is
+    told each chunk's size as it is written."""
     n = 0
     try:
         while True:
@@ -96,6 +140,8 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> in
                 break
             writer.write(data)
             n += len(data)
+            if count is not None:
+                count(len(data))
             await writer.drain()
         if not writer.is_closing() and writer.can_write_eof():
             writer.write_eof()
@@ -105,15 +151,39 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> in
 
 
 async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
-                         br: asyncio.StreamReader, bw: asyncio.StreamWriter) -> None:
+                         br: asyncio.StreamReader, bw: asyncio.StreamWriter,
+                         conn: Conn | None = None) -> None:
     try:
-        await asyncio.gather(pipe(cr, bw), pipe(br, cw))
+        await asyncio.gather(pipe(cr, bw, conn.to_backend if conn else None),
+                             pipe(br, cw, conn.to_client if conn else None))
     finally:
         for w in (cw, bw):
             w.close()
         for w in (cw, bw):
             with contextlib.suppress(Exception):
                 await w.wait_closed()
+
+
+def _kept(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
+    """A frontend's counters carry on while it keeps its labels (a new route, say, starts
+    new series at 0)."""
+    if cur is not None and (cur[0].gateway, cur[0].listener, cur[0].route) == (fe.gateway, fe.listener, fe.route):
+        return cur[1]
+    return Tally()
+
+
+def frontend_stats(fe: Frontend, protocol: str, t: Tally, packets: bool = False) -> FrontendStats:
+    return FrontendStats(f"{fe.address}:{fe.port}/{protocol}", fe.gateway, fe.listener, fe.route,
+                         bytes=(t.bytes[0], t.bytes[1]),
+                         packets=(t.packets[0], t.packets[1]) if packets else None,
+                         flows=t.flows, active=t.active, drops=dict(t.drops))
+
+
+def backend_stats(ep: tuple[str, int], t: Tally, groups: dict[str, set[str]],
+                  packets: bool = False) -> BackendStats:
+    name = f"{ep[0]}:{ep[1]}"
+    return BackendStats(name, ",".join(sorted(groups.get(name, ()))), bytes=(t.bytes[0], t.bytes[1]),
+                        packets=(t.packets[0], t.packets[1]) if packets else None, flows=t.flows)
 
 
 def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: str | None = None,
@@ -166,10 +236,20 @@ class UserspaceProxy:
         self._picks: dict[tuple[str, int], _Pick] = {}
         self._tasks: set[asyncio.Task] = set()
         self.errors: dict[str, str] = {}
+        #: (address, port) -> the frontend served there, and its counters
+        self._frontends: dict[tuple[str, int], tuple[Frontend, Tally]] = {}
+        #: backend endpoint -> its counters; endpoint -> its backendRef groups
+        self._backends: dict[tuple[str, int], Tally] = {}
+        self._groups: dict[str, set[str]] = {}
+        self.conns: set[Conn] = set()
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
         self._picks.update(picks)
+        self._frontends = {key: (fe, _kept(self._frontends.get(key), fe)) for key, fe in wanted.items()}
+        self._groups = endpoint_groups(wanted.values())
+        self._backends = {ep: self._backends.get(ep) or Tally()
+                          for p in picks.values() for ep in p.endpoints}
         for key in list(self._servers):
             if key not in wanted:
                 srv = self._servers.pop(key)
@@ -197,20 +277,44 @@ class UserspaceProxy:
     async def _serve(self, key: tuple[str, int], cr: asyncio.StreamReader,
                      cw: asyncio.StreamWriter) -> None:
         pick = self._picks.get(key)
+        fe, tally = self._frontends.get(key) or (None, Tally())
         peer = cw.get_extra_info("peername")
         local = cw.get_extra_info("sockname")
         be = pick.choose(peer[:2], local[:2]) if pick else None
         if be is None:
+            tally.drop("no_backend")
             cw.transport.abort()
             return
         try:
             b = await connect(be)
         except (OSError, asyncio.TimeoutError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
+            tally.drop("backend_unreachable")
             cw.transport.abort()
             return
-        br, bw = await asyncio.open_connection(sock=b)
-        await splice_streams(cr, cw, br, bw)
+        be_tally = self._backends.get(be)
+        conn = Conn(f"{key[0]}:{key[1]}/TCP", peer, be, tally, be_tally)
+        tally.flows += 1
+        tally.active += 1
+        if be_tally is not None:
+            be_tally.flows += 1
+        self.conns.add(conn)
+        try:
+            br, bw = await asyncio.open_connection(sock=b)
+            await splice_streams(cr, cw, br, bw, conn)
+        finally:
+            tally.active -= 1
+            self.conns.discard(conn)
+
+    def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
+        """The counters of the frontends served now and of their backend endpoints."""
+        fes = [frontend_stats(fe, "TCP", t) for fe, t in self._frontends.values()]
+        bes = [backend_stats(ep, t, self._groups) for ep, t in self._backends.items()]
+        return fes, bes
+
+    def flows(self) -> list[dict]:
+        now = time.monotonic()
+        return [c.row(now) for c in list(self.conns)]
 
     async def close(self) -> None:
         for srv in self._servers.values():

@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# prometheus: the scraper tests/test_observability.py runs against kgw (not a runtime need)
 want=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools bpftool iproute2 curl
-      ethtool kmod gcc python3-dev)
+      ethtool kmod gcc python3-dev prometheus)
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 want+=("linux-headers-$arch")
 if [ "${1:-}" = bench ]; then want+=(nginx-light haproxy wrk iperf3); fi
@@ -28,6 +29,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
       || apt-get install -y -qq --no-install-recommends \
            $(printf '%s\n' "${missing[@]}" | grep -v '^linux-headers') >/dev/null
+    # Debian starts the prometheus service it installs (on *:9090): the tests run their
+    # own, so a service this script brought in is stopped and left disabled.
+    if printf '%s\n' "${missing[@]}" | grep -qx prometheus && command -v systemctl >/dev/null; then
+      systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
   fi
 fi
 

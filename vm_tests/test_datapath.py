@@ -31,6 +31,27 @@ def _integrity(lab, agent) -> None:
     c = loader.counters(agent.maps(), agent.sizes)
     assert c["NEW_FLOWS"][0] == 11
     assert c["DROP_REWRITE"][0] == 0 and c["DROP_FIB"][0] == 0
+    _per_frontend_and_backend_counters(agent, flows=11, sent=32 * MB + 10 * 256 * 1024)
+
+
+def _per_frontend_and_backend_counters(agent, flows: int, sent: int) -> None:
+    """The frontend's and backends' slots (what /metrics reports) agree with the global
+    counters and with each other: every flow counted once on its frontend and once on its
+    backend, every packet of a flow on both, each way."""
+    m = agent.maps()
+    views = {f[3] for f in loader.frontends(m)}
+    bids = set(loader.backends(m, agent.sizes))
+    st = loader.stats(m, views, bids, agent.sizes)
+    fe, = st.frontends.values()
+    assert fe.flows == flows == sum(b.flows for b in st.backends.values())
+    for way in ("to_backend", "to_client"):
+        assert getattr(fe, way) == tuple(map(sum, zip(*(getattr(b, way) for b in st.backends.values())))), way
+    # the client's payload went to the backends (plus headers), replies came back
+    assert fe.to_backend[1] > sent and fe.to_client[0] > 0
+    # every packet of a known flow is counted on its frontend: the first of each flow
+    # (NEW_FLOWS) and every connection-table hit
+    assert fe.to_backend[0] + fe.to_client[0] == st.counters["CT_HIT"][0] + st.counters["NEW_FLOWS"][0]
+    assert all(v == (0, 0) for v in fe.drops.values()), fe.drops
 
 
 def test_integrity_tc(lab):

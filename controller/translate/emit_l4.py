@@ -45,24 +45,31 @@ def build(gateways: Mapping[ObjectKey, GatewayIR], contributions: Iterable[L4Con
     for (addr, port, proto, lid), (lis, cons) in frontends.items():
         cons.sort(key=lambda x: (x.created, x.route_key))
         backends = cons[0].backends if cons else ()
+        route = f"{cons[0].route_key.namespace}/{cons[0].route_key.name}" if cons else ""
         fes.append(l4.Frontend(name=f"{lid[0].namespace}/{lid[0].name}/{lis.name}", address=addr,
-                               port=port, protocol=proto, backends=backends))  # type: ignore[arg-type]
+                               port=port, protocol=proto, backends=backends,  # type: ignore[arg-type]
+                               gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
+                               listener=lis.name, route=route))
     fes.sort(key=lambda f: (f.port, f.protocol, f.address, f.name))
 
     passthrough = []
     for bind in sorted(tls_binds, key=lambda b: (b[1], b[0])):
         listeners = tls_binds[bind]
-        by_route: dict[ObjectKey, tuple[set[str], tuple[l4.BackendGroup, ...]]] = {}
+        # (route, listener) -> (hostnames, backends, listener): a route attached through
+        # two listeners of the port gets an SNIRoute per listener, each with the hostnames
+        # that listener owns (metrics say which listener a connection came through)
+        by_route: dict[tuple[ObjectKey, tuple], tuple[set[str], tuple[l4.BackendGroup, ...], ListenerIR]] = {}
         for con in sorted(sni.get(bind, ()), key=lambda x: (x.created, x.route_key)):
             # Listener isolation by SNI, as for HTTP Host (emit_l7).
             hosts = {h for h in con.hostnames if con.listener.id in owners(listeners, h)}
             if not hosts:
                 continue
-            entry = by_route.setdefault(con.route_key, (set(), con.backends))
+            entry = by_route.setdefault((con.route_key, con.listener.id), (set(), con.backends, con.listener))
             entry[0].update(hosts)
         routes = tuple(
-            l4.SNIRoute(name=f"{k.namespace}/{k.name}", hostnames=tuple(sorted(hosts)), backends=backends)
-            for k, (hosts, backends) in by_route.items()  # oldest first: it wins a shared SNI
+            l4.SNIRoute(name=f"{k.namespace}/{k.name}", hostnames=tuple(sorted(hosts)), backends=backends,
+                        gateway=f"{lis.gateway.namespace}/{lis.gateway.name}", listener=lis.name)
+            for (k, _), (hosts, backends, lis) in by_route.items()  # oldest first: it wins a shared SNI
         )
         passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], routes=routes))
     return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))

@@ -78,6 +78,8 @@ class ListenerIR:
     client_validation: l7.ClientValidation | None = None
     #: The ListenerSet that declares it; None for the Gateway's own listeners.
     listener_set: ObjectKey | None = None
+    #: The Secret ("ns/name") each of ``certificates`` comes from.
+    certificate_secrets: tuple[str, ...] = ()
 
     @property
     def owner(self) -> ObjectKey:

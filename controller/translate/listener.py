@@ -87,31 +87,35 @@ def _route_kinds(protocol: str, allowed: dict) -> tuple[tuple[str, ...], list[st
 
 def _certificates(
     reader: Reader, gw: ObjectKey, tls: dict, server_names: tuple[str, ...]
-) -> tuple[tuple[l7.Certificate, ...], Cond | None]:
+) -> tuple[tuple[l7.Certificate, ...], tuple[str, ...], Cond | None]:
+    """The certificates of an HTTPS listener, the Secret ("ns/name") each comes from, or
+    the ResolvedRefs problem."""
     refs = as_list(tls.get("certificateRefs"))
     if not refs:
-        return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, "no certificateRefs")
+        return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, "no certificateRefs")
     certs: list[l7.Certificate] = []
+    secrets: list[str] = []
     for ref in map(as_dict, refs):
         group, kind = ref_group(ref, ""), as_str(ref.get("kind"), "Secret") or "Secret"
         name = as_str(ref.get("name"))
         ns = as_str(ref.get("namespace")) or gw.namespace
         where = f"{kind} {ns}/{name}"
         if group != "" or kind != "Secret":
-            return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
-                            f"unsupported certificateRef {group or 'core'}/{kind}")
+            return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
+                                f"unsupported certificateRef {group or 'core'}/{kind}")
         # gw is the declaring object: a Gateway, or a ListenerSet (whose grants are its own).
         if not refgrant.permitted(reader, GATEWAY_GROUP, gw.kind, gw.namespace, "", "Secret", ns, name):
-            return (), Cond(c.RESOLVED_REFS, False, c.R_REF_NOT_PERMITTED,
-                            f"{where} is in another namespace and no ReferenceGrant allows it")
+            return (), (), Cond(c.RESOLVED_REFS, False, c.R_REF_NOT_PERMITTED,
+                                f"{where} is in another namespace and no ReferenceGrant allows it")
         secret = reader.get("Secret", ns, name)
         if secret is None:
-            return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, f"{where} not found")
+            return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, f"{where} not found")
         pair = tls_secret(secret)
         if isinstance(pair, str):
-            return (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, f"{where}: {pair}")
+            return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, f"{where}: {pair}")
         certs.append(l7.Certificate(server_names, pair[0], pair[1]))
-    return tuple(certs), None
+        secrets.append(f"{ns}/{name}")
+    return tuple(certs), tuple(secrets), None
 
 
 def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
@@ -132,6 +136,7 @@ def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
     tls_mode = None
     problems: list[Cond] = []
     certs: tuple[l7.Certificate, ...] = ()
+    secrets: tuple[str, ...] = ()
 
     supported, bad_kinds = _route_kinds(protocol, allowed)
     if protocol not in PROTOCOL_KINDS:
@@ -162,7 +167,7 @@ def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
                              "tls.options: kgw defines no TLS options (" + ", ".join(sorted(map(str, options)))
                              + "); the listener is not served rather than served without them"))
     if protocol == "HTTPS" and tls_mode == "Terminate":
-        certs, cond = _certificates(reader, gw, tls, (hostname or "*",))
+        certs, secrets, cond = _certificates(reader, gw, tls, (hostname or "*",))
         if cond is not None:
             problems.append(cond)
     if bad_kinds:
@@ -187,6 +192,7 @@ def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
     return ListenerIR(
         gateway=gw, name=name, port=port, protocol=protocol, hostname=hostname,
         tls_mode=tls_mode, allowed_from=allowed_from, selector=selector,
-        supported_kinds=supported, certificates=certs, conditions=tuple(conds),
+        supported_kinds=supported, certificates=certs, certificate_secrets=secrets,
+        conditions=tuple(conds),
         accepted=accepted_bad is None, programmed=programmed,
     )

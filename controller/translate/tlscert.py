@@ -1,20 +1,56 @@
-"""Checks that a Secret holds a usable serving certificate and matching key.
+"""Checks that a Secret holds a usable serving certificate and matching key, and lists
+the certificates the Gateways serve with their validity.
 
 Uses ``cryptography`` to parse; results are cached by content since the same Secret is
-re-checked on every translation.
+re-checked on every translation. Validity is recorded, not judged: whether a certificate
+has expired depends on when one asks (controller/certexpiry.py asks, for metrics and
+status), and translation stays a pure function of its inputs.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from controller.objects import Obj
+from controller.objects import ObjectKey, Obj
+from controller.translate.ir import GatewayIR
 from controller.translate.util import as_dict, as_str
+
+
+@dataclass(frozen=True, slots=True)
+class ServedCertificate:
+    """A certificate an HTTPS listener serves, and when it is valid."""
+
+    #: The object whose status lists the listener: its Gateway, or its ListenerSet.
+    owner: ObjectKey
+    gateway: str  # "ns/name" of the Gateway
+    listener: str
+    secret: str  # "ns/name"
+    not_before: float  # Unix time
+    not_after: float
+
+
+def served(gateways: Iterable[GatewayIR]) -> tuple[ServedCertificate, ...]:
+    """Every certificate of every programmed HTTPS listener of accepted Gateways."""
+    out = []
+    for g in gateways:
+        if not g.accepted:
+            continue
+        for lis in g.listeners:
+            if not lis.programmed:
+                continue
+            for cert, secret in zip(lis.certificates, lis.certificate_secrets):
+                v = validity(cert.cert_pem)
+                if v is not None:
+                    out.append(ServedCertificate(lis.owner, f"{g.key.namespace}/{g.key.name}", lis.name,
+                                                 secret, *v))
+    return tuple(out)
 
 
 def secret_value(secret: Obj, key: str) -> str | None:
@@ -49,6 +85,17 @@ def check_pair(cert_pem: str, key_pem: str) -> str | None:
     if certs[0].public_key().public_bytes(enc, pub) != key.public_key().public_bytes(enc, pub):
         return "private key does not match the certificate"
     return None
+
+
+@lru_cache(maxsize=1024)
+def validity(cert_pem: str) -> tuple[float, float] | None:
+    """(notBefore, notAfter) of the first certificate of a PEM chain, the one a client
+    checks against its clock, as Unix timestamps; None if it does not parse."""
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem.encode())[0]
+    except (ValueError, IndexError):
+        return None
+    return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
 
 
 @lru_cache(maxsize=1024)

@@ -19,7 +19,7 @@ from typing import Mapping
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
 from controller.source import Problem
 from controller.store import Store
-from controller.translate import backendtls, emit_l4, listenerset, problems, status
+from controller.translate import backendtls, emit_l4, listenerset, problems, status, tlscert
 from controller.translate import conditions as c
 from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
@@ -54,6 +54,9 @@ class Translation:
     statuses: Mapping[ObjectKey, dict] = field(default_factory=dict)
     #: What no status can show (translate/problems.py), origin "": the source knows it.
     problems: tuple[Problem, ...] = ()
+    #: The certificates HTTPS listeners serve, with their validity (metrics, and the
+    #: expiry warnings status gets at publish time: controller/certexpiry.py).
+    certificates: tuple[tlscert.ServedCertificate, ...] = ()
 
 
 @contextmanager
@@ -219,7 +222,8 @@ class Translator:
                                                for p in self._route_problems[k])
         found += tuple(p for pol in store.list("BackendTLSPolicy") for p in problems.policy_problems(pol))
         found += tuple(sorted(set(self._policy_problems), key=lambda p: (p.key, p.message)))
-        return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found)
+        return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found,
+                           certificates=tlscert.served(self._gateways.values()))
 
     def _policy_statuses(self, store: Store) -> dict[ObjectKey, dict]:
         """Statuses of BackendTLSPolicies, with an ancestor per Gateway whose HTTP routes

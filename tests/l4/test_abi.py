@@ -38,6 +38,9 @@ def _program() -> str:
     lines.append('printf("counter COUNT %d\\n", (int)KGW_C_COUNT);')
     for m in ("KGW_CT_F_REPLY", "KGW_CT_F_FIN", "KGW_CT_F_RST", "KGW_CT_F_SYN_TBL", "KGW_CT_F_EMBRYO",
               "KGW_NO_BACKEND", "KGW_HASH_SEED", "KGW_GLOBAL_BASE", "KGW_STATS_SIZE",
+              "KGW_FE_BASE", "KGW_BACKEND_BASE", "KGW_FE_FLOWS_BASE", "KGW_BE_FLOWS_BASE",
+              "KGW_FE_DROPS_BASE", "KGW_FE_DROP_FIRST", "KGW_FE_DROP_COUNT",
+              "KGW_DIR_TO_BACKEND", "KGW_DIR_TO_CLIENT",
               "KGW_SPLICE_F_SEQ", "KGW_SPLICE_F_OVERFLOW", "KGW_SPLICE_EVT_HOLD",
               "KGW_SPLICE_EVT_OVERFLOW", *abi.SIZES):
         lines.append(f'printf("macro {m} %llu\\n", (unsigned long long)({m}));')
@@ -123,6 +126,17 @@ def test_counters_and_macros(c_facts):
     assert c_facts["macro KGW_HASH_SEED"] == maglev.HASH_SEED
     assert c_facts["macro KGW_GLOBAL_BASE"] == abi.global_base()
     assert c_facts["macro KGW_STATS_SIZE"] == abi.stats_size()
+    lay = abi.StatsLayout()
+    for macro, value in (("FE_BASE", lay.fe_base), ("BACKEND_BASE", lay.backend_base),
+                         ("FE_FLOWS_BASE", lay.fe_flows_base), ("BE_FLOWS_BASE", lay.be_flows_base),
+                         ("FE_DROPS_BASE", lay.fe_drops_base), ("GLOBAL_BASE", lay.global_base),
+                         ("STATS_SIZE", lay.size), ("FE_DROP_FIRST", abi.FE_DROPS[0].value),
+                         ("FE_DROP_COUNT", len(abi.FE_DROPS)),
+                         ("DIR_TO_BACKEND", abi.Direction.TO_BACKEND),
+                         ("DIR_TO_CLIENT", abi.Direction.TO_CLIENT)):
+        assert c_facts[f"macro KGW_{macro}"] == value, macro
+    # the reply flag is the direction bit (stats.h, kgw_ct_dir)
+    assert abi.CT_F_REPLY == abi.Direction.TO_CLIENT
     for m in ("SPLICE_F_SEQ", "SPLICE_F_OVERFLOW", "SPLICE_EVT_HOLD", "SPLICE_EVT_OVERFLOW"):
         assert c_facts[f"macro KGW_{m}"] == getattr(abi, m), m
     for k, v in abi.SIZES.items():

@@ -62,6 +62,19 @@ def test_frontends_json_has_shares_and_names(maps):
     assert abs(shares["10.1.0.1:80"] - 0.25) < 0.02 and abs(shares["10.1.0.2:80"] - 0.75) < 0.02
 
 
+def test_frontends_show_flows_and_drops_counted_per_frontend(maps):
+    lay = abi.StatsLayout(SIZES)
+    stats = maps.get("kgw_stats")
+    stats.set_percpu(abi.u32(lay.fe_flows_base), [bytes(abi.CounterVal(2, 0)), bytes(abi.CounterVal(1, 0))])
+    stats.set_percpu(abi.u32(lay.fe_drops_base + 1), [bytes(abi.CounterVal(5, 0)), bytes(abi.CounterVal(0, 0))])
+    stats.set_percpu(abi.u32(lay.fe_base + 1), [bytes(abi.CounterVal(4, 400)), bytes(abi.CounterVal(0, 0))])
+    stats.set_percpu(abi.u32(lay.be_flows_base + 1), [bytes(abi.CounterVal(3, 0)), bytes(abi.CounterVal(0, 0))])
+    _, out, _ = run(maps, "-o", "json", "frontends")
+    fe = json.loads(out)[0]
+    assert (fe["flows"], fe["drops"], fe["packets"], fe["bytes"]) == (3, 5, 4, 400)
+    assert {b["endpoint"]: b["flows"] for b in fe["backends"]} == {"10.1.0.1:80": 0, "10.1.0.2:80": 3}
+
+
 def test_frontends_table_without_admin(maps):
     code, out, _ = run(maps, "frontends")
     assert code == ExitStatus.OK
@@ -142,9 +155,98 @@ def test_spliced_needs_admin(maps):
     assert json.loads(out) == admin["l4"]["spliced"]
 
 
+def _refused(_url):
+    raise OSError("connection refused")
+
+
 def test_usage_and_missing_state(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert main([], Env(stdout=out, stderr=err)) == ExitStatus.USAGE
     assert main(["bogus"], Env(stdout=out, stderr=err)) == ExitStatus.USAGE
-    code = main(["--pin-dir", str(tmp_path), "counters"], Env(stdout=out, stderr=err))
+    code = main(["--pin-dir", str(tmp_path), "counters"], Env(stdout=out, stderr=err, admin_get=_refused))
     assert code == ExitStatus.NO_STATE and "no kgw maps pinned" in err.getvalue()
+    assert "no kgw answers at http://127.0.0.1:9095" in err.getvalue()
+
+
+# ----------------------------------------------------------------------------- userspace mode
+
+
+async def test_userspace_mode_answers_from_the_admin_api(tmp_path):
+    """With the L4 plane in userspace mode nothing is pinned: every command answers from
+    the admin API's /l4 page (here the page a live UserspacePlane serves, with one TCP
+    connection open through it) instead of saying no maps are pinned."""
+    import asyncio
+    import dataclasses
+
+    from kgw_l4.plane import UserspacePlane
+    from tests.l4.test_l4_metrics import _echo, _free_port
+
+    be = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    be_port = be.sockets[0].getsockname()[1]
+    port = _free_port()
+    config = L4Config((Frontend("ns/gw/tcp", "127.0.0.1", port, "TCP", (
+        BackendGroup("ns/db:5432", 2, (Endpoint("127.0.0.1", be_port),)),), gateway="ns/gw",
+        listener="tcp", route="ns/db"),))
+    plane = UserspacePlane()
+    await plane.apply(config)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"q" * 500)
+        await w.drain()
+        await r.readexactly(500)
+        client = "127.0.0.1:%d" % w.get_extra_info("sockname")[1]
+        page = json.loads(json.dumps({**plane.inspect(), "config": config.to_dict()}))
+
+        read_maps: list[bool] = []
+
+        def run_us(*argv):
+            out, err = io.StringIO(), io.StringIO()
+            seen = []
+
+            def get(url):
+                seen.append(url)
+                if url.endswith("/l4"):
+                    return page
+                raise OSError("not asked for")
+
+            def maps_factory(_d):
+                read_maps.append(True)
+                return FakeMapSet(loader.expected_maps(SIZES))
+
+            env = Env(stdout=out, stderr=err, admin_get=get, maps_factory=maps_factory, sizes=SIZES)
+            code = main(["--pin-dir", str(tmp_path), *argv], env)
+            return code, out.getvalue(), err.getvalue()
+
+        code, out, err = run_us("-o", "json", "frontends")
+        assert code == ExitStatus.OK, err
+        fe, = json.loads(out)
+        assert (fe["name"], fe["frontend"], fe["route"]) == ("ns/gw/tcp", f"127.0.0.1:{port}/TCP", "ns/db")
+        assert (fe["flows"], fe["active"], fe["bytes_to_backend"]) == (1, 1, 500)
+        assert fe["backends"] == [{"endpoint": f"127.0.0.1:{be_port}", "backend": "ns/db:5432", "weight": 2,
+                                   "flows": 1, "bytes_to_backend": 500, "bytes_to_client": 500}]
+        code, out, _ = run_us("-o", "json", "flows", "--src", client)
+        flow, = json.loads(out)
+        assert flow["backend"] == f"127.0.0.1:{be_port}" and flow["bytes_to_client"] == 500
+        _, out, _ = run_us("-o", "json", "flows", "--dst", "127.0.0.1:1")
+        assert json.loads(out) == []
+        code, _, err = run_us("flows", "--frontend", "0")
+        assert code == ExitStatus.INVALID and "userspace mode" in err
+        _, out, _ = run_us("-o", "json", "counters")
+        assert json.loads(out) == [{"counter": "NEW_FLOWS", "count": 1}]
+        code, out, _ = run_us("-o", "json", "flow", client, f"127.0.0.1:{port}")
+        assert json.loads(out)[0]["backend"] == f"127.0.0.1:{be_port}" and "open flow" in out
+        code, out, _ = run_us("-o", "json", "flow", "10.9.9.9:1234", f"127.0.0.1:{port}")
+        assert json.loads(out)[0]["backend"] == f"127.0.0.1:{be_port}" and "picker" in out
+        code, _, _ = run_us("flow", "10.9.9.9:1234", "127.0.0.1:1")
+        assert code == ExitStatus.NOT_FOUND
+        code, out, _ = run_us("frontends")
+        assert code == ExitStatus.OK and out.splitlines()[0].startswith("NAME")
+        assert not read_maps
+        # a kernel mode's page does not divert: the maps are the truth
+        page = {"mode": "tc", "stats": dataclasses.replace(plane.stats(), mode="tc").to_dict()}
+        code, out, _ = run_us("-o", "json", "counters")
+        assert code == ExitStatus.OK and read_maps and json.loads(out) == []
+        w.close()
+    finally:
+        await plane.close()
+        be.close()

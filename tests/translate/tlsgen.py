@@ -12,14 +12,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
+FROM = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
 @lru_cache(maxsize=None)
-def self_signed(cn: str = "example.com", sans: tuple[str, ...] = ("*.example.com", "example.com")) -> tuple[str, str]:
+def self_signed(cn: str = "example.com", sans: tuple[str, ...] = ("*.example.com", "example.com"),
+                not_before: datetime.datetime = FROM,
+                not_after: datetime.datetime = FROM + datetime.timedelta(days=3650)) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+        .serial_number(1).not_valid_before(not_before).not_valid_after(not_after)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
