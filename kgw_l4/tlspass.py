@@ -23,6 +23,7 @@ import logging
 import socket
 import struct
 import time
+from typing import Any
 
 from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
@@ -78,6 +79,9 @@ class TLSPassthroughProxy(Acceptor):
         self._groups: dict[str, set[str]] = {}
         self.conns: set[Conn] = set()
         self.terminator = Terminator()
+        #: a route's backends -> its Maglev picker, built on first use (a table costs
+        #: milliseconds: once per config, not per connection)
+        self._pickers: dict[tuple[BackendGroup, ...], Any] = {}
         #: (port, route name, gateway, listener) of terminated routes (bytes counted here)
         self._terminated: set[tuple[tuple[str, int], str, str, str]] = set()
 
@@ -102,6 +106,8 @@ class TLSPassthroughProxy(Acceptor):
         self._terminated = {(key, r.name, r.gateway, r.listener) for key, t in wanted.items()
                             for r in t.routes if r.terminate is not None}
         self.terminator.apply(config)
+        used = {r.backends for t in wanted.values() for r in t.routes}
+        self._pickers = {k: v for k, v in self._pickers.items() if k in used}
         routes = [r for t in wanted.values() for r in t.routes]
         self._groups = endpoint_groups(routes)
         self._backends = {(ep.address, ep.port): self._backends.get((ep.address, ep.port)) or Tally()
@@ -125,7 +131,10 @@ class TLSPassthroughProxy(Acceptor):
         tally = self._tally(key, route)
         be = None
         if route is not None:
-            be = _route_picker(route.backends, route.name).choose(c.getpeername()[:2], c.getsockname()[:2])
+            pick = self._pickers.get(route.backends)
+            if pick is None:
+                pick = self._pickers[route.backends] = _route_picker(route.backends, route.name)
+            be = pick.choose(c.getpeername()[:2], c.getsockname()[:2])
         if be is None:
             log.info("tls passthrough %s: no route for SNI %r", key, sni)
             tally.drop("no_route" if route is None else "no_backend")
