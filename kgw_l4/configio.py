@@ -41,15 +41,16 @@ def _termination(t: Any, where: str) -> Termination | None:
         return None
     if not isinstance(t, dict):
         raise ValueError(f"{where}.terminate: expected dict, got {type(t).__name__}")
-    certs = tuple(ServingCert(tuple(c.get("server_names", [])), _req(c, "cert_pem", str, f"{where}.terminate"),
-                              _req(c, "key_pem", str, f"{where}.terminate"))
+    w = f"{where}.terminate"
+    certs = tuple(ServingCert(tuple(c.get("server_names", [])), _req(c, "cert_pem", str, w),
+                              _req(c, "key_pem", str, w))
                   for c in t.get("certificates", []))
     btls = []
     for name, b in t.get("backend_tls", []):
         w = f"{where}.terminate.backend_tls"
         btls.append((name, BackendTLS(_req(b, "hostname", str, w), _opt(b, "ca_pem", w),
-                                      tuple(b.get("subject_alt_names", [])), _opt(b, "client_cert_pem", w),
-                                      _opt(b, "client_key_pem", w))))
+                                      tuple(b.get("subject_alt_names", [])),
+                                      _opt(b, "client_cert_pem", w), _opt(b, "client_key_pem", w))))
     return Termination(certs, tuple(btls))
 
 

@@ -142,7 +142,8 @@ class TLSPassthroughProxy(Acceptor):
             return
         be_tally = self._backends.get(be)
         if route.terminate is not None:
-            await self.terminator.serve(c, sni, route, be, tally, be_tally, f"{key[0]}:{key[1]}/TLS", self.conns)
+            fe = f"{key[0]}:{key[1]}/TLS"
+            await self.terminator.serve(c, sni, route, be, tally, be_tally, fe, self.conns)
             return
         try:
             b = await connect(be)
@@ -182,7 +183,8 @@ class TLSPassthroughProxy(Acceptor):
             here = copied or k in self._terminated
             fes.append(FrontendStats(f"{key[0]}:{key[1]}/TLS", gw, listener, route,
                                      bytes=(t.bytes[0], t.bytes[1]) if here else None,
-                                     flows=t.flows, active=t.active if here else None, drops=dict(t.drops)))
+                                     flows=t.flows, active=t.active if here else None,
+                                     drops=dict(t.drops)))
         bes = [dataclasses.replace(backend_stats(ep, t, self._groups), bytes=None) if not copied
                else backend_stats(ep, t, self._groups) for ep, t in self._backends.items()]
         return fes, bes

@@ -124,7 +124,8 @@ class Contexts:
             try:
                 self._server[cert] = server_context(cert)
             except (ssl.SSLError, ValueError, OSError) as e:
-                log.error("TLS terminate: certificate for %s unusable: %s", ",".join(cert.server_names), e)
+                log.error("TLS terminate: certificate for %s unusable: %s",
+                          ",".join(cert.server_names), e)
                 self._server[cert] = None
         return self._server[cert]
 
@@ -160,7 +161,10 @@ def backend_tls(route: SNIRoute, be: tuple[str, int]) -> BackendTLS | None:
     return None
 
 
-async def accept_tls(c: socket.socket, ctx: ssl.SSLContext) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def accept_tls(c: socket.socket, ctx: ssl.SSLContext) -> Streams:
     """The server side of the TLS handshake on accepted socket ``c`` (its ClientHello
     still unread), as a stream pair. Raises on a failed or timed-out handshake."""
     loop = asyncio.get_running_loop()
@@ -172,8 +176,7 @@ async def accept_tls(c: socket.socket, ctx: ssl.SSLContext) -> tuple[asyncio.Str
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
-async def connect_tls(b: socket.socket, ctx: ssl.SSLContext,
-                      tls: BackendTLS) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def connect_tls(b: socket.socket, ctx: ssl.SSLContext, tls: BackendTLS) -> Streams:
     """The client side of TLS to a backend on connected socket ``b``, its certificate
     checked against the policy's CAs and hostname (or subjectAltNames)."""
     async with asyncio.timeout(HANDSHAKE_TIMEOUT + 1):
@@ -184,7 +187,8 @@ async def connect_tls(b: socket.socket, ctx: ssl.SSLContext,
         cert = sslobj.getpeercert() if sslobj is not None else None
         if not cert or not san_ok(cert, tls.subject_alt_names):
             bw.transport.abort()
-            raise ssl.SSLError(f"backend certificate carries none of {', '.join(tls.subject_alt_names)}")
+            names = ", ".join(tls.subject_alt_names)
+            raise ssl.SSLError(f"backend certificate carries none of {names}")
     return br, bw
 
 
@@ -234,7 +238,8 @@ class Terminator:
         try:
             cr, cw = await accept_tls(c, ctx)
         except (ssl.SSLError, OSError, TimeoutError) as e:
-            log.info("TLS terminate %s: handshake with %s:%d failed: %s", frontend, peer[0], peer[1], e)
+            log.info("TLS terminate %s: handshake with %s:%d failed: %s",
+                     frontend, peer[0], peer[1], e)
             tally.drop("tls_handshake")
             c.close()
             return

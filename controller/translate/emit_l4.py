@@ -79,9 +79,10 @@ def _sni_route(key: ObjectKey, hosts: set[str], con: L4Contribution) -> l4.SNIRo
     terminate = None
     backends = con.backends
     if lis.tls_mode == "Terminate":
-        certs = tuple(l4.ServingCert(c.server_names, c.cert_pem, c.key_pem) for c in lis.certificates)
+        certs = tuple(l4.ServingCert(c.server_names, c.cert_pem, c.key_pem)
+                      for c in lis.certificates)
         terminate = l4.Termination(certs, con.backend_tls)
         backends = con.terminated
-    return l4.SNIRoute(name=f"{key.namespace}/{key.name}", hostnames=tuple(sorted(hosts)), backends=backends,
-                       gateway=f"{lis.gateway.namespace}/{lis.gateway.name}", listener=lis.name,
-                       terminate=terminate)
+    return l4.SNIRoute(name=f"{key.namespace}/{key.name}", hostnames=tuple(sorted(hosts)),
+                       backends=backends, gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
+                       listener=lis.name, terminate=terminate)

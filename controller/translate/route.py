@@ -151,7 +151,8 @@ def backend_tls(tls: l7.UpstreamTLS, client: tuple[str, str] | None) -> l4.Backe
                          client[0] if client else "", client[1] if client else "")
 
 
-def _l4_backends(reader: Reader, route: dict, key: ObjectKey, problems: list[Cond], services: set) -> L4Backends:
+def _l4_backends(reader: Reader, route: dict, key: ObjectKey, problems: list[Cond],
+                 services: set) -> L4Backends:
     groups: list[l4.BackendGroup] = []
     terminated: list[l4.BackendGroup] = []
     policies: list[tuple[str, l7.UpstreamTLS]] = []
@@ -164,10 +165,12 @@ def _l4_backends(reader: Reader, route: dict, key: ObjectKey, problems: list[Con
                 services.add(rb.service)
             group = rb.l4()
             groups.append(group)
-            pol = (backendtls.for_service_port(reader, rb.service.namespace, rb.service.name, rb.port_name)
-                   if key.kind == "TLSRoute" and rb.service is not None and rb.problem is None else None)
+            svc = rb.service
+            pol = (backendtls.for_service_port(reader, svc.namespace, svc.name, rb.port_name)
+                   if key.kind == "TLSRoute" and svc is not None and rb.problem is None else None)
             if pol is not None and pol.tls is None:
-                group = dataclasses.replace(group, endpoints=())  # an unusable policy: never clear text
+                # an unusable policy: never clear text
+                group = dataclasses.replace(group, endpoints=())
             elif pol is not None and pol.tls is not None:
                 policies.append((group.name, pol.tls))
             terminated.append(group)
@@ -271,8 +274,8 @@ def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, Gate
                 terminated = bk.terminated
                 btls = tuple((name, backend_tls(t, client)) for name, t in bk.policies)
             for addr in gateways[p.gateway].binds:
-                l4c.append(L4Contribution((addr, lis.port), proto, lis, key, created, bk.groups, hosts,
-                                          terminated, btls))
+                l4c.append(L4Contribution((addr, lis.port), proto, lis, key, created, bk.groups,
+                                          hosts, terminated, btls))
 
     refs_bad = next((p for p in problems if p.type == c.RESOLVED_REFS and not p.ok), None)
     acc_bad = next((p for p in problems if p.type == c.ACCEPTED and not p.ok), None)
@@ -286,5 +289,6 @@ def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, Gate
         l7=tuple(l7c), l4=tuple(l4c),
         services=frozenset((svc, g) for svc in services for g in gws),
         deps=frozenset(reader.deps),
-        terminating=frozenset(con.listener.gateway for con in l4c if con.listener.tls_mode == "Terminate"),
+        terminating=frozenset(con.listener.gateway for con in l4c
+                              if con.listener.tls_mode == "Terminate"),
     )

@@ -88,7 +88,7 @@ class Translator:
         self._route_status: dict[ObjectKey, dict] = {}
         #: Service -> route -> (Gateways through which kgw connects to it itself, so a
         #: BackendTLSPolicy applies; Gateways that forward the route's bytes as they are)
-        self._svc_users: dict[ObjectKey, dict[ObjectKey, tuple[frozenset[ObjectKey], frozenset[ObjectKey]]]] = \
+        self._svc_users: dict[ObjectKey, dict[ObjectKey, tuple[frozenset, frozenset]]] = \
             defaultdict(dict)
         self._route_problems: dict[ObjectKey, tuple[Problem, ...]] = {}
         self._gateway_problems: tuple[Problem, ...] = ()
@@ -245,7 +245,8 @@ class Translator:
                 pk = ObjectKey.of(p)
                 ancestors: set[ObjectKey] = set()
                 for svc, _section in backendtls.targets(p):
-                    for rk, (applies, as_is) in self._svc_users.get(ObjectKey("Service", ns, svc), {}).items():
+                    users = self._svc_users.get(ObjectKey("Service", ns, svc), {})
+                    for rk, (applies, as_is) in users.items():
                         ancestors |= applies
                         if as_is:  # TCP/TLS passthrough bytes: kgw originates no TLS there
                             self._policy_problems.append(Problem(
