@@ -181,6 +181,11 @@ def test_terminate_and_mixed_with_kgw_run(host: Host, tmp_path: Path) -> None:
     assert (refs["status"], refs["reason"]) == ("False", "InvalidCertificateRef")
     assert "test/not-a-cert" in refs["message"]
     assert condition(broken["conditions"], "Programmed")["status"] == "False"
+    # what the admin API shows of the L4 config carries the serving key as a fingerprint only
+    key_body = GATEWAY_CERT[1].splitlines()[1]
+    for page in ("/l4", "/config_dump"):
+        code, body = host.call(http_get, f"{ADMIN}{page}")
+        assert code == 200 and b"[redacted:" in body and key_body.encode() not in body, page
     policy = find(status, "BackendTLSPolicy", "echo-tls", "test")
     assert policy is not None
     assert condition(policy["status"]["ancestors"][0]["conditions"], "Accepted")["status"] == "True"
