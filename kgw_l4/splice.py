@@ -22,16 +22,32 @@ verdict passes its skbs to the source socket's own queue, where they stay charge
 receive buffer, so TCP closes the window and the sender waits. A ring buffer event
 (kgw_splice_evt) starts ``_relay``:
 
-  1. wait until the destination has taken in every byte redirected to it so far
-     (bytes_acked + SIOCOUTQ against kgw_splice_peer.redirected): the kernel worker is
-     done with this direction, and writing now cannot overtake it;
-  2. copy the held bytes from source to destination, with flow control (the source is
-     read only as fast as the destination accepts);
-  3. once nothing more is waiting, publish how much it has taken (kgw_splice_hold:
+  1. copy the held bytes from source to destination, with flow control (the source is
+     read only as fast as the destination accepts); before writing each piece, wait
+     until the destination has taken in every byte redirected to it so far
+     (bytes_acked + SIOCOUTQ against kgw_splice_peer.redirected, ``_drained``): the
+     kernel worker is done with every byte ahead of the piece, which cannot overtake
+     one of them;
+  2. once nothing more is waiting, publish how much it has taken (kgw_splice_hold:
      bytes read and written) and check, after taking the source socket's lock, that it
      is every byte the verdict held (kgw_splice_peer.passed); if not, more were held
      meanwhile, so go on copying. The verdict holds every skb while the two differ, so
      nothing can overtake a held byte, and redirects resume exactly when they agree.
+
+Why the wait comes before every write and not once per relay: between the publication
+in 2 and the check, the verdict may find nothing owed, redirect more skbs (~50 GRO skbs
+were seen while the agent was preempted there), then hold again; the check then says go
+on, and the bytes held after those redirects would be written while the redirected
+ones were still queued for the kernel worker (a 3.3 MB shift in the stream of
+vm_tests' slow backend now and then under load; tests/l4/test_splice_relay.py plays
+that interleaving). Ordering is guaranteed, not made likely: a held byte
+becomes readable only after the verdict that held it has returned, so every redirect
+ahead of it in the stream (an earlier verdict on the same socket, serialised by its
+lock) is in kgw_splice_peer.redirected when the agent reads the counts after reading
+the byte; and no redirect can come after it before it is written (it is owed until
+then). Waiting for the destination to have taken in ``redirected`` plus what the agent
+wrote therefore orders it after everything the kernel sent ahead of it. The wait costs
+one map lookup per piece read (RELAY_CHUNK) when nothing was redirected since the last.
 
 A slow reader thus costs a bounded amount of gateway memory per direction (about
 KGW_SPLICE_BACKLOG_MAX skbs plus the sockets' buffers), and the direction goes back to
@@ -207,6 +223,9 @@ class _Way:
     cookie: int  # src's
     read: int = 0  # held bytes userspace read from src
     written: int = 0  # bytes userspace wrote into dst
+    #: kgw_splice_peer.redirected when dst was last seen to have taken in every
+    #: redirected byte (``_drained``)
+    drained: int = 0
     relay: asyncio.Task | None = None  # copying a held direction (module docstring)
 
 
@@ -408,13 +427,17 @@ class Splicer:
             still += delay
             delay = min(delay * 2, POLL_MAX)
 
-    async def _wait_taken(self, conn: _Conn, way: _Way) -> None:
+    async def _drained(self, conn: _Conn, way: _Way) -> None:
         """Until dst has taken in every byte redirected to it (and everything we wrote):
-        the kernel worker is done with this direction."""
-        tcp_bytes(way.src)  # takes src's lock: a verdict running on it has finished
-        target = self._counts(way.cookie).redirected + way.written
+        the kernel worker is done with this direction. Called after reading held bytes
+        and before writing them (module docstring: why that orders them)."""
+        redirected = self._counts(way.cookie).redirected
+        if redirected == way.drained:
+            return  # dst took in that many already, and every byte we wrote since
         base = conn.base_taken[way.dst.fileno()]
-        await self._wait(conn, "redirected bytes", lambda: taken_in(way.dst) - base, target)
+        await self._wait(conn, "redirected bytes", lambda: taken_in(way.dst) - base,
+                         redirected + way.written)
+        way.drained = redirected
 
     def _release(self, way: _Way) -> bool:
         """Publish what we have taken (read and written: the verdict holds every skb
@@ -427,8 +450,6 @@ class Splicer:
     async def _relay(self, conn: _Conn, way: _Way, to_eof: bool = False) -> None:
         """Copy a held direction until it has caught up (module docstring), or, with
         ``to_eof``, until src's end of stream (the half-close)."""
-        loop = asyncio.get_running_loop()
-        await self._wait_taken(conn, way)
         buf = bytearray(RELAY_CHUNK)
         view = memoryview(buf)
         waited = 0.0
@@ -451,6 +472,7 @@ class Splicer:
                 waited += ACK_POLL
                 continue
             way.read += n
+            await self._drained(conn, way)
             sent = 0
             while sent < n:
                 try:
