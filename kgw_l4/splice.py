@@ -89,8 +89,9 @@ from typing import Callable
 from . import abi
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
-from .config import L4Config
-from .userspace import connect, select_frontends
+from .config import Frontend, L4Config
+from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
+from .userspace import backend_stats, connect, frontend_stats, kept_tally, select_frontends
 
 log = logging.getLogger("kgw.l4.splice")
 
@@ -246,6 +247,9 @@ class _Conn:
     watched: dict[tuple[int, bool], asyncio.Future] = field(default_factory=dict)
     shut: set[int] = field(default_factory=set)  # fds we shut down for writing
     closed: bool = False
+    #: the frontend's and the backend endpoint's counters (SpliceProxy), if any: the
+    #: connection's bytes are added to them when it closes, read live until then
+    tallies: tuple[Tally | None, Tally | None] = (None, None)
 
     def other(self, fd: int) -> socket.socket:
         return self.b if fd == self.a.fileno() else self.a
@@ -312,16 +316,18 @@ class Splicer:
 
     # -------------------------------------------------------------- splice
 
-    async def splice(self, a: socket.socket, b: socket.socket) -> None:
+    async def splice(self, a: socket.socket, b: socket.socket, fe: Tally | None = None,
+                     be: Tally | None = None) -> None:
         """Hand two connected sockets to the kernel. Returns at once; the sockets are
-        closed by the splicer when both directions are done."""
+        closed by the splicer when both directions are done. ``fe``/``be``: counters of
+        the frontend and backend endpoint (bytes each way and connections open)."""
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
             loop.add_reader(self._ep.fileno(), self._on_events)
             loop.add_reader(self._events_fd, self._consume_events)
         ka, kb = sock_cookie(a), sock_cookie(b)
-        conn = _Conn(a, b, (ka, kb))
+        conn = _Conn(a, b, (ka, kb), tallies=(fe, be))
         conn.ways = {a.fileno(): _Way(a, b, ka), b.fileno(): _Way(b, a, kb)}
         for s in (a, b):
             _tune(s)
@@ -347,6 +353,30 @@ class Splicer:
             # it) reach the verdict program only on the next data_ready; setting
             # SO_RCVLOWAT runs it now (tcp_set_rcvlowat).
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        if fe is not None:
+            fe.active += 1
+
+    def _bytes(self, conn: _Conn) -> tuple[int, int]:
+        """(client to backend, backend to client) so far: what the kernel redirected
+        plus what the agent copied, each way."""
+        out = []
+        for sock in (conn.a, conn.b):
+            way = conn.ways[sock.fileno()]
+            try:
+                redirected = self._counts(way.cookie).redirected
+            except OSError:
+                redirected = 0
+            out.append(redirected + way.written)
+        return out[0], out[1]
+
+    def open_bytes(self) -> list[tuple[Tally | None, Tally | None, int, int]]:
+        """Each open connection's counters and its bytes each way so far (one map
+        lookup per socket: read at scrape time, nothing per packet)."""
+        out = []
+        for c in {id(c): c for c in self._conns.values()}.values():
+            if not c.closed and c.tallies != (None, None):
+                out.append((*c.tallies, *self._bytes(c)))
+        return out
 
     def _spawn(self, coro) -> asyncio.Task:
         t = asyncio.get_running_loop().create_task(coro)
@@ -390,6 +420,8 @@ class Splicer:
                 self._start_relay(*found)
             elif e.kind == SPLICE_EVT_OVERFLOW:
                 conn, way = found
+                if conn.tallies[0] is not None:
+                    conn.tallies[0].drop("overflow_reset")
                 side = "client" if way.src is conn.a else "backend"
                 log.warning("splice: connection reset: the %s kept sending while it read "
                             "nothing (both directions stuck, more than %d skbs queued)",
@@ -539,9 +571,18 @@ class Splicer:
     def _close(self, conn: _Conn, abort: bool = False) -> None:
         if conn.closed:
             return
-        conn.closed = True
         if not abort:
             self._check_delivery(conn)
+        fe, be = conn.tallies
+        if fe is not None or be is not None:
+            up, down = self._bytes(conn)
+            for t in (fe, be):
+                if t is not None:
+                    t.bytes[0] += up
+                    t.bytes[1] += down
+            if fe is not None:
+                fe.active -= 1
+        conn.closed = True
         for way in conn.ways.values():
             if way.relay is not None and not way.relay.done():
                 way.relay.cancel()
@@ -591,39 +632,90 @@ class Splicer:
 
 
 class SpliceProxy(Acceptor):
-    """L4 frontends served by accept + connect + sockmap splice."""
+    """L4 frontends served by accept + connect + sockmap splice.
+
+    Counters (kgw_l4.metrics, the same families as the other modes): per frontend and
+    backend endpoint, connections given a backend and those dropped by reason, counted
+    here per connection; bytes each way from the splice maps (the kernel's redirected
+    bytes plus the agent's copies), added up when a connection closes and read for the
+    open ones at scrape time, so the bytes cost nothing per packet. No packet counts:
+    the bytes move as skbs of any size."""
 
     def __init__(self, splicer: Splicer) -> None:
         super().__init__()
         self.splicer = splicer
         self._picks: dict[tuple[str, int], object] = {}
         self.errors: dict[str, str] = {}
+        #: (address, port) -> the frontend served there, and its counters
+        self._frontends: dict[tuple[str, int], tuple[Frontend, Tally]] = {}
+        #: backend endpoint -> its counters; endpoint -> its backendRef groups
+        self._backends: dict[tuple[str, int], Tally] = {}
+        self._groups: dict[str, set[str]] = {}
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_frontends(config, unsupported="cannot be spliced (use tc or xdp)")
+        wanted, picks, errors = select_frontends(config,
+                                                 unsupported="cannot be spliced (use tc or xdp)")
         self._picks.update(picks)
+        self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
+                           for key, fe in wanted.items()}
+        self._groups = endpoint_groups(wanted.values())
+        self._backends = {ep: self._backends.get(ep) or Tally()
+                          for p in picks.values() for ep in p.endpoints}
         errors.update(self.listen({key: fe.name for key, fe in wanted.items()}))
         self.errors = errors
 
     async def serve(self, key: tuple[str, int], c: socket.socket) -> None:
         pick = self._picks.get(key)
+        _, tally = self._frontends.get(key) or (None, Tally())
         be = pick.choose(c.getpeername()[:2], c.getsockname()[:2]) if pick else None  # type: ignore[attr-defined]
         if be is None:
+            tally.drop("no_backend")
             c.close()
             return
         try:
             b = await connect(be)
         except (OSError, asyncio.TimeoutError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
+            tally.drop("backend_unreachable")
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
             return
+        be_tally = self._backends.get(be)
         try:
-            await self.splicer.splice(c, b)
+            await self.splicer.splice(c, b, tally, be_tally)
         except OSError as e:
             log.warning("splice failed: %s", e)
+            tally.drop("splice_failed")
             c.close()
             b.close()
+            return
+        tally.flows += 1
+        if be_tally is not None:
+            be_tally.flows += 1
+
+    def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
+        """The counters of the frontends served now and of their backend endpoints, with
+        the open connections' bytes so far."""
+        live: dict[int, list[int]] = {}
+        for fe, be, up, down in self.splicer.open_bytes():
+            for t in (fe, be):
+                if t is not None:
+                    acc = live.setdefault(id(t), [0, 0])
+                    acc[0] += up
+                    acc[1] += down
+
+        def plus(t: Tally) -> Tally:
+            extra = live.get(id(t))
+            if extra is None:
+                return t
+            out = Tally()
+            out.bytes = [t.bytes[0] + extra[0], t.bytes[1] + extra[1]]
+            out.flows, out.active, out.drops = t.flows, t.active, t.drops
+            return out
+
+        fes = [frontend_stats(fe, "TCP", plus(t)) for fe, t in self._frontends.values()]
+        bes = [backend_stats(ep, plus(t), self._groups) for ep, t in self._backends.items()]
+        return fes, bes
 
     async def close(self) -> None:
         self.close_listeners()
