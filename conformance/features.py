@@ -44,6 +44,7 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "HTTPRouteRetryBackendTimeout",
     "GatewayHTTPListenerIsolation",
     "GatewayAddressEmpty",
+    "GatewayStaticAddresses",
     # Backend TLS (BackendTLSPolicy; Gateway spec.tls.backend client certificate)
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",

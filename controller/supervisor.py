@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from controller import certexpiry, confloop, planestatus
 from controller.admin import AdminServer, Response, json_response, text_response
+from controller.gwaddress import NodeView
 from controller.redact import redact
 from controller.source import Batch, Problem, Source
 from controller.status import StatusBook
@@ -74,8 +75,11 @@ class _Metrics:
 class Supervisor:
     def __init__(self, source: Source, *, options: Options = Options(),
                  l7: L7PlaneLike | None = None, l4: L4PlaneLike | None = None,
-                 status_writer: StatusWriter | None = None) -> None:
+                 status_writer: StatusWriter | None = None, node: NodeView | None = None) -> None:
         self.source = source
+        #: refreshes Options.local_addresses and resolved_hostnames before each
+        #: translation (controller/gwaddress.py); None keeps the options as given
+        self.node = node
         self.store = Store()
         self.translator = Translator(options)
         self.status = StatusBook()
@@ -121,6 +125,8 @@ class Supervisor:
 
         started = time.perf_counter()
         previous = self.translation
+        if self.node is not None:
+            self.translator.options = await self.node.refresh(self.store, self.translator.options)
         # In a thread: a large change (a maximum-size file) takes seconds to translate, and
         # the admin API must answer meanwhile. Nothing else touches the translator, and the
         # store changes only between batches.

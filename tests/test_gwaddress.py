@@ -1,0 +1,61 @@
+"""controller/gwaddress.py: the node's local table and the Gateways' hostnames, as
+Options for translation."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+
+from controller.gwaddress import RESOLVE_TTL_S, NodeView, gateway_hostnames, local_networks, resolve
+from controller.store import Store
+from controller.translate import Options
+
+
+def store_with(*addresses: dict) -> Store:
+    from controller.objects import ObjectKey
+    from controller.source import Event, EventType
+
+    s = Store()
+    gw = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+          "metadata": {"name": "gw", "namespace": "default"},
+          "spec": {"gatewayClassName": "kgw", "addresses": list(addresses), "listeners": []}}
+    s.apply((Event(EventType.ADDED, ObjectKey.of(gw), gw, "1", 1),))
+    return s
+
+
+def test_local_table_holds_loopback_prefix() -> None:
+    nets = local_networks()
+    assert nets is not None
+    assert any(ipaddress.ip_address("127.3.4.5") in ipaddress.ip_network(n) for n in nets)
+    assert not any(ipaddress.ip_address("198.51.100.1") in ipaddress.ip_network(n) for n in nets)
+
+
+def test_resolve_localhost_and_nothing() -> None:
+    assert "127.0.0.1" in resolve("localhost")
+    assert resolve("no-such-host.invalid") == ()
+
+
+def test_hostnames_of_gateways_normalised() -> None:
+    s = store_with({"type": "Hostname", "value": "GW.Example.com."}, {"type": "IPAddress", "value": "10.0.0.1"})
+    assert gateway_hostnames(s) == ["gw.example.com"]
+
+
+def test_refresh_caches_answers_for_the_ttl() -> None:
+    asked: list[str] = []
+    now = [time.monotonic()]
+
+    def resolver(name: str) -> tuple[str, ...]:
+        asked.append(name)
+        return ("127.0.0.9",) if name == "gw.example.com" else ()
+
+    view = NodeView(read_local=lambda: ("127.0.0.0/8",), resolver=resolver, clock=lambda: now[0])
+    s = store_with({"type": "Hostname", "value": "gw.example.com"}, {"type": "Hostname", "value": "gone.test"})
+    opts = asyncio.run(view.refresh(s, Options()))
+    assert opts.local_addresses == ("127.0.0.0/8",)
+    assert opts.resolved_hostnames == (("gw.example.com", ("127.0.0.9",)),), "unresolved names are left out"
+    asyncio.run(view.refresh(s, opts))
+    assert asked == ["gone.test", "gw.example.com"], "answers are kept for the TTL"
+    now[0] += RESOLVE_TTL_S + 1
+    asyncio.run(view.refresh(s, opts))
+    assert len(asked) == 4
