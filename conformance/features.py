@@ -42,6 +42,7 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "HTTPRouteRetry",
     "HTTPRouteRetryConnectionError",
     "HTTPRouteRetryBackendTimeout",
+    "HTTPRouteBackendProtocolWebSocket",
     "GatewayHTTPListenerIsolation",
     "GatewayAddressEmpty",
     "GatewayStaticAddresses",
@@ -58,7 +59,7 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "TLSRoute",
     "UDPRoute",
     # Not yet: GRPCRoute, TLSRoute Terminate mode,
-    # HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
+    # HTTPRouteBackendProtocolH2C, ...
 })
 
 #: Core features of each conformance profile (upstream conformance/utils/suite/profiles.go).

@@ -860,3 +860,36 @@ def dns_whoami_probe(address: str, qname: str = "foo.bar.com.",
     if not (have_addr and have_srv):
         return f"DNS reply lacks whoami's address and _udp SRV records: {reply}"
     return None
+
+
+# -- WebSocket (HTTPRouteBackendProtocolWebSocket) ---------------------------------------
+
+WS_TEXT = "Websocket Support!"
+WS_BINARY = bytes([1, 2, 3, 4, 5, 6, 7])
+
+
+def websocket_probe(address: str, origin: str, path: str = "/ws",
+                    timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+    """Upstream's WebSocket exchange (golang.org/x/net/websocket, with websocket-client):
+    dial ``ws://<address><path>`` with ``Origin``, the Host being the address as Go's
+    dialer sends it; a text frame and a binary frame must each come back with the same
+    payload (upstream's Message.Receive reads either frame type). None = passed."""
+    import websocket  # websocket-client
+
+    try:
+        ws = websocket.create_connection(f"ws://{address}{path}", timeout=timeout, origin=origin,
+                                         host=address)
+    except (OSError, websocket.WebSocketException) as exc:
+        return f"failed to dial: {exc!r}"
+    try:
+        for sent, send in ((WS_TEXT.encode(), lambda: ws.send(WS_TEXT)),
+                           (WS_BINARY, lambda: ws.send_binary(WS_BINARY))):
+            send()
+            _opcode, reply = ws.recv_data()
+            if reply != sent:
+                return f"unexpected reply - want: {sent!r} got: {reply!r}"
+        return None
+    except (OSError, websocket.WebSocketException) as exc:
+        return f"WebSocket exchange failed: {exc!r}"
+    finally:
+        ws.close()

@@ -588,11 +588,25 @@ def gateway_static_addresses(run: TestRun) -> None:
                                                  f"address, got {a.get('type')}")
 
 
+def httproute_backend_protocol_websocket(run: TestRun) -> None:
+    """Upstream HTTPRouteBackendProtocolWebSocket, from the Go code: once the Gateway and
+    backend-protocol-ws are accepted, a WebSocket to /ws through the Gateway (the backend
+    port's appProtocol is kubernetes.io/ws) echoes a text and a binary frame; each attempt
+    dials anew, until 3 in a row pass (http.AwaitConvergence)."""
+    if len(run.test.status_checks) != 1 or run.test.request_groups:
+        raise HarnessGap("unexpected record shape for HTTPRouteBackendProtocolWebSocket")
+    run.run_checks(run.checks())
+    address = run.checker.gateway_address((INFRA, "same-namespace"))
+    origin = "ws://gateway/HTTPRouteBackendProtocolWebSocket/websocket_connection_should_reach_backend"
+    try:
+        rq.wait_consistent(lambda: rq.websocket_probe(address, origin), limit=run.replayer.limit)
+    except rq.NotConsistent as exc:
+        raise StepFailed("websocket connection should reach backend", str(exc)) from exc
+
+
 #: Tests whose decisive steps the data does not record: skipped (before anything is
 #: applied) with the reason, whatever is claimed, rather than passed on a partial replay.
 NOT_REPLAYABLE: dict[str, str] = {
-    "HTTPRouteBackendProtocolWebSocket":
-        "the WebSocket exchange (text and binary frames through /ws) is not recorded as cases",
     "GatewayInfrastructure":
         "its assertions read the cluster resources generated for the Gateway (labels and annotations "
         "propagated); only the status checks are recorded, and standalone kgw generates no such resources",
@@ -611,6 +625,7 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
     "BackendTLSPolicy": backendtlspolicy,
     "BackendTLSPolicyObservedGenerationBump": backendtlspolicy_observed_generation_bump,
     "GatewayStaticAddresses": gateway_static_addresses,
+    "HTTPRouteBackendProtocolWebSocket": httproute_backend_protocol_websocket,
     "HTTPRouteServiceTypes": httproute_service_types,
     "HTTPRouteWeight": httproute_weight,
     "HTTPRouteRequestHeaderModifierBackendWeights": backend_weights_headers,

@@ -1,0 +1,87 @@
+"""WebSocket through a Service port with ``appProtocol: kubernetes.io/ws``, with
+``kgw run -c DIR`` and no other flag, in a private host: the Upgrade reaches the echo
+backend and text and binary frames come back (upstream's HTTPRouteBackendProtocolWebSocket
+exchange); a plain request on the same route is still answered."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import eventually, http_get
+from tests.netns import Host, kgw_argv
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kgw}
+spec: {controllerName: kgw.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kgw
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ws, namespace: default}
+spec: {ports: [{name: ws, port: 8082, targetPort: 9101, appProtocol: kubernetes.io/ws}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ws-1, namespace: default, labels: {kubernetes.io/service-name: ws}}
+addressType: IPv4
+ports: [{name: ws, port: 9101, protocol: TCP, appProtocol: kubernetes.io/ws}]
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: ws, port: 8082}]}]
+"""
+
+
+def exchange() -> list[tuple[int, bytes]]:
+    import websocket
+
+    ws = websocket.create_connection("ws://127.0.0.1:8080/ws", timeout=5, origin="http://gateway")
+    try:
+        ws.send("Websocket Support!")
+        text = ws.recv_data()
+        ws.send_binary(bytes([1, 2, 3, 4, 5, 6, 7]))
+        binary = ws.recv_data()
+        return [text, binary]
+    finally:
+        ws.close()
+
+
+def plain() -> str:
+    with urllib.request.urlopen("http://127.0.0.1:8080/plain", timeout=5) as resp:
+        return json.loads(resp.read())["pod"]
+
+
+def test_websocket_through_ws_app_protocol_with_kgw_run(host: Host, tmp_path: Path) -> None:
+    import websocket
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "all.yaml").write_text(CONFIG)
+    host.popen(kgw_argv("echo", "--port", "9101", "--pod", "ws-x", "--namespace", "default"),
+               stdout=subprocess.DEVNULL)
+    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    eventually(lambda: host.call(http_get, "http://127.0.0.1:9095/readyz")[0] == 200, timeout=30)
+
+    text, binary = eventually(lambda: host.call(exchange), timeout=15)
+    assert text == (websocket.ABNF.OPCODE_TEXT, b"Websocket Support!")
+    assert binary == (websocket.ABNF.OPCODE_BINARY, bytes([1, 2, 3, 4, 5, 6, 7]))
+    assert host.call(plain) == "ws-x"
