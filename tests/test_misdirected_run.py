@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import eventually, http_get
+from tests.helpers import condition, eventually, find, http_get
 from tests.netns import Host, kgw_argv
 from tests.translate.tlsgen import self_signed, tls_secret
 
@@ -81,3 +81,10 @@ def test_misdirected_request_with_kgw_run(host: Host, tmp_path: Path) -> None:
     assert status == 200 and json.loads(body)["pod"] == "app-b-x"
     assert host.call(tls_get, "a.example.com", "b.example.com")[0] == 421
     assert host.call(tls_get, "b.example.com", "a.example.com")[0] == 421
+
+    # and status warns about it: the certificate is valid for both listeners' names
+    code, body = host.call(http_get, "http://127.0.0.1:9095/status")
+    gw = find(json.loads(body), "Gateway", "gw", "default")
+    for lis in gw["status"]["listeners"]:
+        cond = condition(lis["conditions"], "OverlappingTLSConfig")
+        assert cond and (cond["status"], cond["reason"]) == ("True", "OverlappingCertificates"), lis

@@ -19,7 +19,7 @@ from typing import Mapping
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
 from controller.source import Problem
 from controller.store import Store
-from controller.translate import backendtls, emit_l4, listenerset, problems, status, tlscert
+from controller.translate import backendtls, emit_l4, listenerset, problems, status, tlscert, tlsoverlap
 from controller.translate import conditions as c
 from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
@@ -132,7 +132,8 @@ class Translator:
                 k = ObjectKey.of(gw)
                 g = resolve_gateway(reader, gw, cname, self.options.node_addresses, self.options.local_addresses,
                                     assigned.get(f"{k.namespace}/{k.name}"), hostnames)
-                resolved.append(listenerset.attach_sets(reader, g, gw, sets.get(k, ())))
+                g = listenerset.attach_sets(reader, g, gw, sets.get(k, ()))
+                resolved.append(tlsoverlap.mark_overlapping(g))
         self._gateway_problems = tuple(gw_problems)
         new = apply_port_sharing(resolved)
         for k, g in new.items():
