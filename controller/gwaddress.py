@@ -106,3 +106,11 @@ class NodeView:
                 found = ()
             self._cache[name] = (now, found)
         return tuple((n, self._cache[n][1]) for n in wanted if self._cache[n][1])
+
+
+def offline_options(store: Store, options: Options = Options()) -> Options:
+    """Options for translating without serving (``kgw translate``, ``kgw validate``): the
+    Gateways' hostnames resolved as ``kgw run`` would resolve them, every IP address
+    taken as usable (the directory may be checked on another machine than the node that
+    will serve it)."""
+    return asyncio.run(NodeView(read_local=lambda: None).refresh(store, options))

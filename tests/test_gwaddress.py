@@ -59,3 +59,12 @@ def test_refresh_caches_answers_for_the_ttl() -> None:
     now[0] += RESOLVE_TTL_S + 1
     asyncio.run(view.refresh(s, opts))
     assert len(asked) == 4
+
+
+def test_offline_options_resolve_hostnames_and_take_every_ip_as_usable() -> None:
+    from controller.gwaddress import offline_options
+
+    s = store_with({"type": "Hostname", "value": "localhost"})
+    opts = offline_options(s)
+    assert opts.local_addresses is None
+    assert dict(opts.resolved_hostnames)["localhost"][0] == "127.0.0.1"
