@@ -45,7 +45,8 @@ def local_networks() -> tuple[str, ...] | None:
                 for route in ipr.get_routes(family=family, table=LOCAL_TABLE):
                     dst = route.get_attr("RTA_DST")
                     if route["type"] == RTN_LOCAL and dst:
-                        out.append(str(ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False)))
+                        net = ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False)
+                        out.append(str(net))
             return tuple(sorted(set(out)))
     except Exception as exc:  # no netlink (non-Linux, a sandbox without it)
         log.warning("cannot read the local addresses of the node: %r", exc)
@@ -70,8 +71,9 @@ def gateway_hostnames(store: Store) -> list[str]:
     names: set[str] = set()
     for gw in store.list("Gateway"):
         for a in (gw.get("spec") or {}).get("addresses") or []:
-            if isinstance(a, dict) and a.get("type") == "Hostname" and isinstance(a.get("value"), str):
-                names.add(a["value"].lower().rstrip("."))
+            value = a.get("value") if isinstance(a, dict) and a.get("type") == "Hostname" else None
+            if isinstance(value, str):
+                names.add(value.lower().rstrip("."))
     return sorted(names)
 
 
@@ -99,7 +101,8 @@ class NodeView:
             if cached is not None and now - cached[0] < RESOLVE_TTL_S:
                 continue
             try:
-                found = await asyncio.wait_for(asyncio.to_thread(self.resolver, name), RESOLVE_TIMEOUT_S)
+                found = await asyncio.wait_for(asyncio.to_thread(self.resolver, name),
+                                               RESOLVE_TIMEOUT_S)
             except asyncio.TimeoutError:
                 log.warning("Gateway address %s: no answer from the resolver within %.0fs", name,
                             RESOLVE_TIMEOUT_S)

@@ -120,13 +120,17 @@ class Supervisor:
         self._source_problems = batch.problems
         confloop.publish_problems(self)
         self.metrics.objects.set(len(self.store))
-        if not changed and self.translation is not None and self.loop_error is None:
+        node_changed = False
+        if self.node is not None:  # every batch (a SIGHUP rescan too) looks at the node again
+            options = await self.node.refresh(self.store, self.translator.options)
+            node_changed = options != self.translator.options
+            self.translator.options = options
+        if (not (changed or node_changed) and self.translation is not None
+                and self.loop_error is None):
             return
 
         started = time.perf_counter()
         previous = self.translation
-        if self.node is not None:
-            self.translator.options = await self.node.refresh(self.store, self.translator.options)
         # In a thread: a large change (a maximum-size file) takes seconds to translate, and
         # the admin API must answer meanwhile. Nothing else touches the translator, and the
         # store changes only between batches.

@@ -178,7 +178,8 @@ class TLSContexts:
               validation: ClientValidation | None = None) -> CertStore:
         """The certificates of one listener; with ``validation``, each context also
         checks client certificates (see the module docstring)."""
-        return CertStore(certs, lambda c: self.load(c.cert_pem, c.key_pem, validation, c.server_names))
+        return CertStore(
+            certs, lambda c: self.load(c.cert_pem, c.key_pem, validation, c.server_names))
 
     def retain(self, used: set[ContextKey]) -> None:
         """Forget certificates no listener uses any more."""

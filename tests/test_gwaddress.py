@@ -68,3 +68,28 @@ def test_offline_options_resolve_hostnames_and_take_every_ip_as_usable() -> None
     opts = offline_options(s)
     assert opts.local_addresses is None
     assert dict(opts.resolved_hostnames)["localhost"][0] == "127.0.0.1"
+
+
+async def test_supervisor_looks_at_the_node_again_on_every_batch() -> None:
+    """An address the node gains later is served from the next batch on, even one that
+    changes nothing (a SIGHUP rescan)."""
+    from controller.source import Batch
+    from controller.supervisor import Supervisor
+    from tests.test_confloop import HTTP, L7, ListSource, _added, _settle
+    from tests.translate.worlds import CLASS, gateway
+
+    local = [("127.0.0.0/8",)]
+    src, l7 = ListSource(), L7()
+    sup = Supervisor(src, l7=l7, node=NodeView(read_local=lambda: local[0], resolver=lambda n: ()))
+    runner = asyncio.create_task(sup.run())
+    try:
+        gw = gateway("gw", [HTTP], addresses=[{"type": "IPAddress", "value": "192.0.2.50"}])
+        src.queue.put_nowait(Batch((_added(CLASS, 1), _added(gw, 2)), (), 0.0))
+        await _settle(sup, lambda: sup.translation is not None)
+        assert [lis.address for lis in sup.translation.l7.listeners] == []
+        local[0] = ("127.0.0.0/8", "192.0.2.50/32")
+        src.queue.put_nowait(Batch((), (), 0.0))
+        await _settle(sup, lambda: [lis.address for lis in sup.translation.l7.listeners] == ["192.0.2.50"])
+    finally:
+        src.queue.put_nowait(None)
+        await asyncio.wait_for(runner, 5)

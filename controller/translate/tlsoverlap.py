@@ -8,8 +8,9 @@ listener (HTTPS, TLS Terminate) sharing a port with another whose hostname overl
 own (one covers the other, or either has none) gets OverlappingTLSConfig=True with
 reason OverlappingHostnames; when the certificates they serve share a name (a SAN of one
 covers a SAN of the other, whatever the hostnames), the reason is
-OverlappingCertificates, which the spec prefers when both hold. The condition is negative polarity: never set False. Listeners
-that are not accepted (conflicted, invalid) are left out: they serve nothing.
+OverlappingCertificates, which the spec prefers when both hold. The condition is
+negative polarity: never set False. Listeners that are not accepted (conflicted,
+invalid) are left out: they serve nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _certificates_overlap(a: ListenerIR, b: ListenerIR) -> bool:
 
 
 def _label(lis: ListenerIR) -> str:
-    where = f" of ListenerSet {lis.listener_set.namespace}/{lis.listener_set.name}" if lis.listener_set else ""
+    ls = lis.listener_set
+    where = f" of ListenerSet {ls.namespace}/{ls.name}" if ls else ""
     return f"{lis.name}{where} ({lis.hostname or 'any hostname'})"
 
 
@@ -70,8 +72,10 @@ def mark_overlapping(g: GatewayIR) -> GatewayIR:
         reason = c.R_OVERLAPPING_CERTIFICATES if certs else c.R_OVERLAPPING_HOSTNAMES
         what = "certificates overlap" if certs else "hostname overlaps"
         cond = Cond(c.OVERLAPPING_TLS_CONFIG, True, reason,
-                    f"its {what} those of listener(s) {', '.join(others)} on port {listeners[i].port}: "
+                    f"its {what} those of listener(s) {', '.join(others)} "
+                    f"on port {listeners[i].port}: "
                     "a client may reuse a connection made for one to send requests for the other "
                     "(HTTP/2 connection coalescing); kgw answers those 421 Misdirected Request")
-        listeners[i] = dataclasses.replace(listeners[i], conditions=listeners[i].conditions + (cond,))
+        lis = listeners[i]
+        listeners[i] = dataclasses.replace(lis, conditions=lis.conditions + (cond,))
     return dataclasses.replace(g, listeners=tuple(listeners))
