@@ -42,8 +42,10 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "HTTPRouteRetry",
     "HTTPRouteRetryConnectionError",
     "HTTPRouteRetryBackendTimeout",
+    "HTTPRouteBackendProtocolWebSocket",
     "GatewayHTTPListenerIsolation",
     "GatewayAddressEmpty",
+    "GatewayStaticAddresses",
     # Backend TLS (BackendTLSPolicy; Gateway spec.tls.backend client certificate)
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",
@@ -59,8 +61,7 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     # TLSRoute on Terminate listeners (kgw_l4.tlsterm), and Passthrough + Terminate on one port
     "TLSRouteModeTerminate",
     "TLSRouteModeMixed",
-    # Not yet: GRPCRoute,
-    # HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
+    # Not yet: GRPCRoute, HTTPRouteBackendProtocolH2C, ...
 })
 
 #: Tests upstream returns from at once when the named feature is claimed (they check

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Coroutine, Protocol, Sequence
 
 from controller import signals
+from controller.gwaddress import NodeView
 from controller.node import discover_addresses
 from controller.source import Source
 from controller.supervisor import StatusWriter, Supervisor, serve_admin
@@ -113,9 +114,11 @@ def start_logging(args: argparse.Namespace, env: Environment) -> None:
 
 async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: str | None = None,
                        status_writer: StatusWriter | None = None,
-                       companions: Sequence[Companion] = ()) -> ExitStatus:
+                       companions: Sequence[Companion] = (), node_view: bool = False) -> ExitStatus:
     """Serve both planes from ``source`` until SIGTERM/SIGINT (see the module docstring
-    for the order of things); ERROR when the configuration loop failed."""
+    for the order of things); ERROR when the configuration loop failed. ``node_view``:
+    Gateway spec.addresses are checked against this node (controller/gwaddress.py), as
+    where one kgw serves every Gateway."""
     from kgw_l4.loader import BpfUnavailable
     from kgw_l4.plane import open_plane, sizes_with_splice_backlog
     from kgw_l4.snat import fixed_source
@@ -135,7 +138,7 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
                  ignore_client_abort=options.ignore_client_abort)
     await l7.start()
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4,
-                     status_writer=status_writer)
+                     status_writer=status_writer, node=NodeView() if node_view else None)
     admin = await serve_admin(sup, options.admin_address)
     for companion in companions:
         await companion.start(sup)

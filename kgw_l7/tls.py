@@ -97,16 +97,21 @@ def server_context(cert_pem: str | None = None, key_pem: str | None = None,
 
 class CertStore:
     """One listener's certificates, selected by server name: exact, then the longest
-    wildcard, then ``*`` (and the first certificate when nothing else applies)."""
+    wildcard, then ``*`` (and the first certificate when nothing else applies).
+
+    Each Gateway listener's certificates are loaded into contexts of their own (the cache
+    key holds the server names), even when two listeners serve the same certificate: the
+    context a handshake's SNI chose then says which Gateway listener the connection
+    belongs to, which ``misdirected`` compares with the request's Host."""
 
     def __init__(self, certs: tuple[Certificate, ...],
-                 load: Callable[[str, str], ssl.SSLContext | None]) -> None:
+                 load: Callable[[Certificate], ssl.SSLContext | None]) -> None:
         self.exact: dict[str, ssl.SSLContext] = {}
         wild: list[tuple[str, ssl.SSLContext]] = []
         self.default: ssl.SSLContext | None = None
         self.count = 0
         for cert in certs:
-            ctx = load(cert.cert_pem, cert.key_pem)
+            ctx = load(cert)
             if ctx is None:
                 continue
             self.count += 1
@@ -133,15 +138,20 @@ class CertStore:
         return self.default
 
     def misdirected(self, ssl_context: ssl.SSLContext | None, host: bytes) -> bool:
-        """True when ``host`` would have picked another certificate than the one the
-        connection's SNI picked: the request belongs to another listener (421)."""
+        """True when ``host`` selects another Gateway listener (or none) than the one the
+        connection's SNI selected: a request sent on a connection made for another name
+        (HTTP/2 connection coalescing, a client reusing a connection), answered 421 so
+        that the client opens one for this name, whether or not the certificates are the
+        same (GatewayHTTPSListenerDetectMisdirectedRequests). One listener on the port:
+        nothing to confuse it with, the request is routed (404 when no route)."""
         if self.count < 2 or ssl_context is None:
             return False
         return self.select(host.decode("latin-1")) is not ssl_context
 
 
-#: Cache key of a serving context: (cert PEM, key PEM, client validation).
-ContextKey = tuple[str, str, ClientValidation | None]
+#: Cache key of a serving context: (cert PEM, key PEM, client validation, the server
+#: names of the Gateway listener it serves).
+ContextKey = tuple[str, str, ClientValidation | None, tuple[str, ...]]
 
 
 class TLSContexts:
@@ -151,9 +161,9 @@ class TLSContexts:
         self._cache: dict[ContextKey, ssl.SSLContext | None] = {}
         self._upstream: dict[UpstreamTLS, ssl.SSLContext | None] = {}
 
-    def load(self, cert_pem: str, key_pem: str,
-             validation: ClientValidation | None = None) -> ssl.SSLContext | None:
-        key = (cert_pem, key_pem, validation)
+    def load(self, cert_pem: str, key_pem: str, validation: ClientValidation | None = None,
+             server_names: tuple[str, ...] = ()) -> ssl.SSLContext | None:
+        key = (cert_pem, key_pem, validation, server_names)
         if key in self._cache:
             return self._cache[key]
         try:
@@ -168,7 +178,8 @@ class TLSContexts:
               validation: ClientValidation | None = None) -> CertStore:
         """The certificates of one listener; with ``validation``, each context also
         checks client certificates (see the module docstring)."""
-        return CertStore(certs, lambda cert, key: self.load(cert, key, validation))
+        return CertStore(
+            certs, lambda c: self.load(c.cert_pem, c.key_pem, validation, c.server_names))
 
     def retain(self, used: set[ContextKey]) -> None:
         """Forget certificates no listener uses any more."""

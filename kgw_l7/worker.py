@@ -65,7 +65,7 @@ class Worker:
             if listener.protocol == "HTTPS":
                 validation = listener.client_validation
                 certs = ctx.tls.store(listener.certificates, validation)
-                used_certs.update((c.cert_pem, c.key_pem, validation)
+                used_certs.update((c.cert_pem, c.key_pem, validation, c.server_names)
                                   for c in listener.certificates)
                 if certs.count == 0:
                     log.error("listener %s: no usable certificate; TLS handshakes will fail",
