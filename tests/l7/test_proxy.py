@@ -516,15 +516,20 @@ def test_curl_client(proxy):
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 @pytest.mark.parametrize("body", [None, "hello"])
-def test_h2c_upgrade_is_served_as_http11_and_never_forwarded(proxy, body):
-    """curl --http2 asks to upgrade to h2c (with a body too): served as HTTP/1.1, and the
-    backend sees none of Upgrade, Connection: upgrade, HTTP2-Settings."""
+def test_h2c_upgrade(proxy, body):
+    """curl --http2 asks to upgrade to h2c: a request without a body is upgraded (101, its
+    response on stream 1 in HTTP/2), one with a body is served as HTTP/1.1 (RFC 9113
+    §3.2 lets a server ignore the upgrade); the backend sees none of Upgrade,
+    Connection: upgrade, HTTP2-Settings either way."""
     argv = ["curl", "-sS", "-i", "--http2", f"http://127.0.0.1:{proxy.port}/h2c"]
     if body is not None:
         argv += ["-d", body]
     out = subprocess.run(argv, capture_output=True, timeout=10, check=True).stdout
+    if body is None:
+        switch, _, out = out.partition(b"\r\n\r\n")
+        assert switch.startswith(b"HTTP/1.1 101") and b"Upgrade: h2c" in switch, switch
     head, _, data = out.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), out[:300]
+    assert head.startswith(b"HTTP/2 200" if body is None else b"HTTP/1.1 200"), out[:300]
     doc = json.loads(data)
     assert doc["method"] == ("GET" if body is None else "POST")
     sent = {k.lower() for k in doc["headers"]}
@@ -534,13 +539,13 @@ def test_h2c_upgrade_is_served_as_http11_and_never_forwarded(proxy, body):
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
-def test_http2_prior_knowledge_gets_goaway_http_1_1_required(proxy):
-    p = subprocess.run(["curl", "-sv", "--http2-prior-knowledge",
+def test_http2_prior_knowledge_is_served(proxy):
+    p = subprocess.run(["curl", "-sS", "-i", "--http2-prior-knowledge",
                         f"http://127.0.0.1:{proxy.port}/h2"],
-                       capture_output=True, timeout=10)
-    assert p.returncode != 0
-    assert b"GOAWAY, error=13" in p.stderr, p.stderr[-500:]  # HTTP_1_1_REQUIRED
-    assert b"Pause on PRI" not in p.stdout + p.stderr
+                       capture_output=True, timeout=10, check=True)
+    head, _, data = p.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/2 200"), p.stdout[:300]
+    assert json.loads(data)["path"] == "/h2"
 
 
 def test_refused_requests_are_logged_and_counted_with_their_listener(proxy):
@@ -550,8 +555,9 @@ def test_refused_requests_are_logged_and_counted_with_their_listener(proxy):
                ).startswith(b"HTTP/1.1 400")
     assert raw(proxy.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000
                + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
-    h2 = raw(proxy.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-    assert h2[3:5] == b"\x04\x00" and b"use HTTP/1.1" in h2  # SETTINGS, then GOAWAY
+    # The preface later than a connection's first bytes is not HTTP/2 prior knowledge.
+    h2 = raw(proxy.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert h2.startswith(b"HTTP/1.1 200") and h2.count(b"HTTP/1.1 ") == 1  # refused: 505
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished: 408 after 1 s
         assert s.recv(1000).startswith(b"HTTP/1.1 408")
