@@ -29,7 +29,8 @@ Abuse that costs the server more than the client (each answered with GOAWAY
 ENHANCE_YOUR_CALM and counted in ``kgw_l7_http2_errors_total{reason}``): rapid reset
 (CVE-2023-44487: more than ``MAX_RESETS`` streams reset by the client per
 ``ABUSE_WINDOW``), floods of SETTINGS, PING, WINDOW_UPDATE, empty DATA frames and frames
-on closed streams (``MAX_CONTROL`` per window), header blocks beyond
+on closed streams (``MAX_CONTROL`` per window; the WINDOW_UPDATEs that DATA sent asks for
+are not counted), header blocks beyond
 ``MAX_HEADER_LIST`` decoded (HPACK bombs) or more than h2's 64 CONTINUATION frames.
 A request whose header list is merely larger than HTTP/1.1 allows gets 431, as it would
 over HTTP/1.1. Malformed requests (RFC 9113 §8.2: upper-case names, connection-specific
@@ -170,20 +171,26 @@ class ServerConnection(h2.connection.H2Connection):
         super().__init__(config)
         self.control_frames = 0
         self.closed_stream_frames = 0
+        #: WINDOW_UPDATEs the DATA frames sent have earned (one for the stream, one for
+        #: the connection each): a client with small windows sends many, and rightly.
+        self.window_credit = 0
 
     def _receive_frame(self, frame: Any) -> list[Any]:
         t = frame.type
-        if t == 0x0:  # DATA
-            if not frame.data and "END_STREAM" not in frame.flags:
-                self.control_frames += 1
-        elif t != 0x1 and t != 0x9:  # (HEADERS, CONTINUATION)
-            self.control_frames += 1
+        if t == 0x1 or t == 0x9:  # HEADERS, CONTINUATION: requests (bounded elsewhere)
+            return super()._receive_frame(frame)
+        if t == 0x8 and self.window_credit > 0:  # WINDOW_UPDATE
+            self.window_credit -= 1
+            return super()._receive_frame(frame)
+        counted = t != 0x0 or (not frame.data and "END_STREAM" not in frame.flags)
         sid = frame.stream_id
-        if sid and sid <= self.highest_inbound_stream_id and t != 0x2 and t != 0x8:
+        if sid and t != 0x2 and sid <= self.highest_inbound_stream_id:  # (PRIORITY)
             st = self.streams.get(sid)
             if st is None or st.closed:
                 self.closed_stream_frames += 1
-                self.control_frames += 1
+                counted = True
+        if counted:
+            self.control_frames += 1
         return super()._receive_frame(frame)
 
 
@@ -418,6 +425,9 @@ class H2Conn:
         else:
             conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        # (h2 applies the limit once the client acknowledges the SETTINGS; a request
+        # may come before that.)
+        conn.decoder.max_header_list_size = MAX_HEADER_LIST
         if upgrade is not None:
             # Stream 1 is the upgrade request, half-closed: its response goes out on it.
             self.preface_done = False
@@ -451,7 +461,7 @@ class H2Conn:
                 return
             for ev in events:
                 self._event(ev)
-                if self.transport is None:
+                if self.transport is None or self.transport.is_closing():
                     return
             if self.h2.control_frames > MAX_CONTROL:
                 self.calm(self._flood_kind())
@@ -704,6 +714,7 @@ class H2Conn:
         conn = self.h2
         pending = st.pending
         sid = st.sid
+        before = st.pending_size
         try:
             while pending:
                 room = conn.local_flow_control_window(sid)
@@ -713,6 +724,7 @@ class H2Conn:
                 if room > frame:
                     room = frame
                 chunk = pending[0]
+                conn.window_credit += 2
                 if len(chunk) <= room:
                     conn.send_data(sid, chunk)
                     pending.pop(0)
@@ -733,11 +745,10 @@ class H2Conn:
             log.warning("HTTP/2 stream %d: response not sendable: %s", sid, exc)
             self.reset_stream(st, h2.errors.ErrorCodes.INTERNAL_ERROR)
             return
-        if pending:
-            if not st.blocked_since:
-                st.blocked_since = self.ctx.now
-        else:
+        if not pending:
             st.blocked_since = 0.0
+        elif not st.blocked_since or st.pending_size < before:
+            st.blocked_since = self.ctx.now  # (waiting for the window since the last send)
         paused = st.pending_size > PENDING_HIGH or self.write_paused
         if paused != st.write_paused:
             st.write_paused = paused
@@ -791,7 +802,7 @@ class H2Conn:
                 reason = "hpack_bomb"
         elif "continuation" in msg.lower():
             reason = "continuation_flood"
-        elif "preface" in msg.lower():
+        elif "preamble" in msg.lower():
             reason = "invalid_preface"
         elif isinstance(exc, h2.exceptions.FlowControlError):
             reason = "flow_control"
@@ -821,7 +832,7 @@ class H2Conn:
 
     def calm(self, reason: str) -> None:
         """Abuse: GOAWAY ENHANCE_YOUR_CALM, counted, and the connection closed."""
-        if self.transport is None:
+        if self.transport is None or self.transport.is_closing():
             return
         self.ctx.stats.http2_error(reason)
         self.ctx.limiter.warning(("h2", reason), "listener %s: HTTP/2 connection from %s "
