@@ -522,3 +522,29 @@ def test_silent_client_after_preface_is_closed(plane):
     finally:
         s.close()
     assert h2_errors(plane, "preface_timeout") == before + 1
+
+
+def test_idle_connection_gets_goaway_and_is_closed(plane):
+    c = H2Client(plane.port)
+    try:
+        assert c.request("GET", "/idle", "x").status == 200
+        t0 = time.monotonic()
+        c.read_until_closed(8)  # idle_timeout is 2 s here
+        assert time.monotonic() - t0 >= 1.5
+        assert c.goaway is not None and c.goaway.error_code == 0
+    finally:
+        c.close()
+
+
+def test_unfinished_header_block_times_out(plane):
+    before = h2_errors(plane, "header_timeout")
+    s = raw_conn(plane)
+    try:
+        s.sendall(HeadersFrame(1, headers_block()[:4]).serialize())  # no END_HEADERS
+        t0 = time.monotonic()
+        assert goaway_code(read_all(s, timeout=8)) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        assert time.monotonic() - t0 < 6
+    finally:
+        s.close()
+    assert h2_errors(plane, "header_timeout") == before + 1
+    still_serves(plane)
