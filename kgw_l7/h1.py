@@ -239,6 +239,8 @@ class RequestReader:
         expect = False
         # A field that llhttp reads for keep-alive or upgrade (see below).
         asked = False
+        # An h2c upgrade this reader takes (see the module docstring).
+        h2c_settings = None
         framing = _REQUEST_FRAMING
         for name, value in self._headers:
             if name not in framing:
@@ -273,6 +275,8 @@ class RequestReader:
                     self._h2c = _H2C_BODY_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
                 else:
                     self._h2c = b""
+                    if self.h2c_upgrade:
+                        h2c_settings = _h2c_settings(self._headers)
         else:
             # What llhttp answers for a request without those fields (its keep-alive
             # and upgrade flags come from them only), without two calls per request.
@@ -296,14 +300,12 @@ class RequestReader:
             method, url[0] if len(url) == 1 else b"".join(url), v,
             tuple(self._headers), host.lower(), authority, keep_alive,
             body, length, expect and body != "none", upgrade, raw)
-        if self._h2c == b"" and self.h2c_upgrade:
-            settings = _h2c_settings(self._headers)
-            if settings is not None:
-                # Upgraded: what follows the head is HTTP/2 (kgw_l7.proxy switches).
-                self._h2c = None
-                self.h2c_head = head
-                self.h2c_settings = settings
-                return
+        if h2c_settings is not None:
+            # Upgraded: what follows the head is HTTP/2 (kgw_l7.proxy switches).
+            self._h2c = None
+            self.h2c_head = head
+            self.h2c_settings = h2c_settings
+            return
         self._events.append(head)
 
     def _version(self, data: bytes | None, method: bytes) -> bytes | None:
