@@ -114,7 +114,7 @@ class H2Client:
             data = b""
         if not data:
             self.closed = True
-            raise ConnectionError("server closed the connection")
+            raise ConnectionError(f"server closed the connection (GOAWAY: {self.goaway!r})")
         for ev in self.conn.receive_data(data):
             self.on_event(ev)
         self.flush()
