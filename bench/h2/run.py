@@ -54,7 +54,7 @@ http {{
     listen 127.0.0.1:{port} ssl http2 reuseport;
     ssl_certificate {tmp}/tls.crt; ssl_certificate_key {tmp}/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3;
-    http2_max_concurrent_streams 100;
+    http2_max_concurrent_streams 100; keepalive_requests 100000000;
     location /hdr {{
       if ($http_x_bench != "yes") {{ return 404; }}
       proxy_pass http://echo; proxy_http_version 1.1; {forwarded}
