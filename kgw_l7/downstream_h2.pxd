@@ -61,5 +61,6 @@ cdef class H2Conn:
     cdef public bint counted
     cpdef push(self, H2Stream st)
     cpdef settle(self, H2Stream st)
+    cpdef release_held(self, H2Stream st)
     cpdef reset_stream(self, H2Stream st, int code)
     cpdef flush(self)

@@ -305,14 +305,9 @@ class H2Stream(DownstreamStream):
             return
         self.paused &= ~reason
         if not self.paused and self.held:
-            held, self.held = self.held, 0
             c = self.conn
-            if not self.reset and self.request_open:
-                try:
-                    c.h2.acknowledge_received_data(held, self.sid)
-                except h2.exceptions.ProtocolError:
-                    pass
-                c.flush()
+            c.release_held(self)
+            c.flush()
 
     def abort(self) -> None:
         self.conn.reset_stream(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
@@ -651,6 +646,7 @@ class H2Conn:
         if not st.request_open:
             return
         st.request_open = False
+        self.release_held(st)
         ex = st.ex
         if ex is not None and ex.head.body != "none":
             ex.on_request_end(trailers)
@@ -696,6 +692,7 @@ class H2Conn:
 
     def _lost(self, st: H2Stream) -> None:
         """The client reset the stream or went away: its exchange is abandoned."""
+        self.release_held(st)
         st.reset = True
         st.pending = []
         st.pending_size = 0
@@ -771,6 +768,17 @@ class H2Conn:
         self.streams.pop(st.sid, None)
         self._maybe_close()
 
+    def release_held(self, st: H2Stream) -> None:
+        """Acknowledge the request bytes a paused stream held: its window reopens, and
+        the connection's (a stream that ends or is reset while paused must give those
+        back, or every such stream would shrink the connection window for good)."""
+        held, st.held = st.held, 0
+        if held and self.transport is not None:
+            try:
+                self.h2.acknowledge_received_data(held, st.sid)
+            except h2.exceptions.ProtocolError:
+                pass
+
     def reset_stream(self, st: H2Stream, code: int) -> None:
         if not st.reset:
             st.reset = True
@@ -780,6 +788,7 @@ class H2Conn:
                 self.h2.reset_stream(st.sid, code)
             except h2.exceptions.ProtocolError:
                 pass  # (already closed)
+            self.release_held(st)
             self.flush()
         self.streams.pop(st.sid, None)
         self._maybe_close()

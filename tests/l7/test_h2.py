@@ -99,7 +99,8 @@ def plane(echoes: dict[str, Echo], tmp_path_factory: pytest.TempPathFactory):
     routes = (
         Route(RouteMatch(path=PathMatch("PathPrefix", "/trailers")),
               rule("trailers", be(trailers.port, "infra/trailers:80"))),
-        Route(RouteMatch(path=PathMatch("PathPrefix", "/")), rule("default", be(echoes["v1"].port))),
+        Route(RouteMatch(path=PathMatch("PathPrefix", "/")),
+              rule("default", be(echoes["v1"].port))),
     )
     vhosts = (VirtualHost("*", routes),)
     cert, key = self_signed(["h2.example.com"])
