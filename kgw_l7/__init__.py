@@ -11,7 +11,8 @@ Modules, from the wire up (each imports only modules listed before it, and ``con
 * ``channel`` -- ``WorkerOptions`` and the supervisor <-> worker frames.
 * ``context`` -- ``WorkerContext`` and ``ListenerState``, shared by a worker's connections.
 * ``exchange`` -- one request (routing, filters, tries, relay), whatever the protocol.
-* ``proxy`` -- HTTP/1.1 client connections.
+* ``downstream_h2`` -- HTTP/2 client connections and their streams.
+* ``proxy`` -- client connections: HTTP/1.1, and where HTTP/2 is detected.
 * ``worker`` -- one worker process.
 * ``metrics`` -- Prometheus exposition of the workers' counters.
 * ``plane`` -- ``L7Plane``, the supervisor's API: it imports ``channel`` and ``metrics``,
@@ -31,7 +32,7 @@ from pathlib import Path
 #: compiled parsers: the code is read, tested and changed as Python; the build makes the
 #: struct-field attribute access that the hot path is mostly made of.
 COMPILED_MODULES = ("events", "h1", "router", "stats", "streams", "upstream", "context",
-                    "exchange", "proxy")
+                    "exchange", "downstream_h2", "proxy")
 
 _HERE = Path(__file__).resolve().parent
 

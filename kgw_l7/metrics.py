@@ -18,13 +18,14 @@ from kgw_l7.stats import DURATION_BUCKETS
 
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
-            "upstream_overflows")
+            "upstream_overflows", "http2_errors")
 
 
 def _counters() -> dict[str, Any]:
     out: dict[str, Any] = {key: {} for key in _COUNTED}
     out["durations"] = {}
     out["connections_total"] = 0
+    out["http2_connections"] = 0
     return out
 
 
@@ -39,6 +40,7 @@ def _accumulate(into: dict[str, Any], part: dict[str, Any]) -> None:
         cur = durations.get(k)
         durations[k] = list(v) if cur is None else [a + b for a, b in zip(cur, v)]
     into["connections_total"] += part.get("connections_total", 0)
+    into["http2_connections"] += part.get("http2_connections", 0)
 
 
 def retire(base: dict[str, Any] | None, snap: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +134,17 @@ class _Collector:
         for (backend, reason), n in sorted(m["upstream_overflows"].items()):
             ov.add_metric([backend, reason], n)
         yield ov
+        yield CounterMetricFamily("kgw_l7_http2_connections",
+                                  "Client connections served as HTTP/2",
+                                  value=m["http2_connections"])
+        h2e = CounterMetricFamily(
+            "kgw_l7_http2_errors", "HTTP/2 client connections (GOAWAY) and streams (reset, "
+            "or refused with a status) ended for breaking the protocol or abusing it, by "
+            "reason (rapid_reset, ping_flood, hpack_bomb, malformed_*...)",
+            labels=["reason"])
+        for reason, n in sorted(m["http2_errors"].items()):
+            h2e.add_metric([reason], n)
+        yield h2e
         gens = m["generations"]
         yield GaugeMetricFamily("kgw_l7_config_generation",
                                 "Config generation every worker serves (the oldest)",

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from kgw_l7.context import ListenerState, WorkerContext
+from kgw_l7.downstream_h2 import PREFACE, H2Conn, upgraded_head
 from kgw_l7.events import Body, EndOfMessage, Event, ProtocolError, Rejected, RequestHead, Upgraded
 from kgw_l7.exchange import Exchange
 from kgw_l7.h1 import (
@@ -50,13 +51,13 @@ class DownstreamConn(DownstreamStream):
 
     __slots__ = ("ctx", "transport", "reader", "queue", "parsing", "current", "paused",
                  "chunked", "last_activity", "head_started", "tunnel", "_pending_tunnel",
-                 "_write", "_is_closing")
+                 "_write", "_is_closing", "h2_sniff", "_sniffed")
 
     def __init__(self, ctx: WorkerContext, listener: ListenerState) -> None:
         self.ctx = ctx
         self.listener = listener
         self.transport: asyncio.Transport | None = None
-        self.reader = RequestReader()
+        self.reader = RequestReader(h2c_upgrade=True)
         self.queue: collections.deque[Exchange] = collections.deque()
         #: The exchange whose request body is being read (None between bodies).
         self.parsing: Exchange | None = None
@@ -77,6 +78,9 @@ class DownstreamConn(DownstreamStream):
         self._write: Any = None
         self._is_closing: Any = None
         self.forwarded = b""
+        #: The first bytes have yet to show whether they are the HTTP/2 preface.
+        self.h2_sniff = True
+        self._sniffed = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,6 +107,10 @@ class DownstreamConn(DownstreamStream):
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             self.ssl_context = sslobj.context
+            self.h2_sniff = False
+            if sslobj.selected_alpn_protocol() == "h2":
+                H2Conn(ctx, listener).take_over(self, transport, b"")
+                return
         self.last_activity = self.head_started = ctx.now
 
     def data_received(self, data: bytes) -> None:
@@ -115,6 +123,8 @@ class DownstreamConn(DownstreamStream):
         now = self.ctx.now
         if not self.queue and not self.reader.mid_head:
             self.head_started = now
+            if self.h2_sniff and self._sniff(data):
+                return
         self.last_activity = now
         for ev in self.reader.feed(data):
             # The two events of every request are handled inline (one call less each).
@@ -147,8 +157,49 @@ class DownstreamConn(DownstreamStream):
         elif t is Rejected:
             self.on_protocol_error(ev.error)  # type: ignore[union-attr]
         elif t is Upgraded:
+            if self.reader.h2c_head is not None:
+                self._h2c(ev.data)  # type: ignore[union-attr]
+                return
             # Bytes after an Upgrade request: held until the backend answers 101.
             self._pending_tunnel = [ev.data] if ev.data else []  # type: ignore[union-attr]
+
+    def _sniff(self, data: bytes) -> bool:
+        """The first read of a clear-text connection: is it HTTP/2 with prior knowledge
+        (RFC 9113 §3.3)? Then the connection is handed over with what was read. A read
+        shorter than the preface that could still be one is kept for the next."""
+        held = self._sniffed
+        if held:
+            self._sniffed = b""
+            data = held + data
+        if len(data) < len(PREFACE) and PREFACE.startswith(data):
+            self._sniffed = data
+            return True
+        self.h2_sniff = False
+        if data.startswith(PREFACE):
+            H2Conn(self.ctx, self.listener).take_over(self, self.transport, data)
+            return True
+        if held:
+            self.data_received(data)
+            return True
+        return False
+
+    def _h2c(self, data: bytes) -> None:
+        """A request asked to upgrade to h2c (``RequestReader.h2c_upgrade``): 101, then
+        the connection is HTTP/2, the request its stream 1. Behind pipelined requests
+        (no client does that: it waits for the 101) it is served as HTTP/1.1, last."""
+        head = self.reader.h2c_head
+        if self.queue or self.closing:
+            ex = Exchange(self.ctx, self, head)  # type: ignore[arg-type]
+            ex.close_after = True
+            self.queue.append(ex)
+            if len(self.queue) == 1:
+                self.current = ex
+                ex.start()
+            return
+        self.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                   b"Upgrade: h2c\r\n\r\n")
+        H2Conn(self.ctx, self.listener).take_over(
+            self, self.transport, data, upgraded_head(head), self.reader.h2c_settings)
 
     def eof_received(self) -> bool:
         if self.tunnel is not None:

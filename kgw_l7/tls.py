@@ -46,6 +46,8 @@ CIPHERS_TLS12 = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 ALPN = ["http/1.1"]
+#: What listeners offer: HTTP/2 first (kgw_l7.downstream_h2), then HTTP/1.1.
+SERVER_ALPN = ["h2", "http/1.1"]
 
 
 def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
@@ -88,7 +90,7 @@ def server_context(cert_pem: str | None = None, key_pem: str | None = None,
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS_TLS12)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.set_alpn_protocols(ALPN)
+    ctx.set_alpn_protocols(SERVER_ALPN)
     if cert_pem is not None and key_pem is not None:
         _load_chain(ctx, cert_pem, key_pem)
     apply_client_validation(ctx, validation)

@@ -22,10 +22,10 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(kgw_l7.__path__))
 #: only modules listed before it.
 LAYERS = ["_cython", "config", "regex", "snapshot", "events", "h1", "router", "stats",
           "tls_fallback", "tls", "streams", "upstream", "channel", "context", "exchange",
-          "proxy", "worker", "__main__", "metrics", "plane", "protoc", "echo"]
+          "downstream_h2", "proxy", "worker", "__main__", "metrics", "plane", "protoc", "echo"]
 #: What a worker runs per request (and the worker process itself).
 PER_REQUEST = {"events", "h1", "router", "streams", "upstream", "context", "exchange",
-               "proxy", "worker"}
+               "downstream_h2", "proxy", "worker"}
 
 
 def run(code: str, compiled: bool) -> subprocess.Popen[str]:
