@@ -48,5 +48,5 @@ cdef class Pool:
     cdef public dict _h2_opening
     @cython.locals(conn=UpstreamConn, idle=list, h=H2Conn, conns=list, tls=object)
     cpdef take_idle(self, address, port, CompiledBackend backend, now)
-    @cython.locals(conn=UpstreamConn, idle=list)
-    cpdef release(self, conn, now)
+    @cython.locals(conn=UpstreamConn, idle=list, st=H2Stream)
+    cpdef release(self, up, now)

@@ -299,9 +299,9 @@ class Pool:
         if backend.h2:
             conns = self._h2.get((address, port, tls))
             if conns:
-                for conn in conns:
-                    if conn.has_room():
-                        return conn.new_stream()
+                for h in conns:
+                    if h.has_room():
+                        return h.new_stream()
             if tls is None:
                 return None  # (h2c: never HTTP/1.1)
         idle = self._idle.get((address, port, tls))
@@ -418,13 +418,15 @@ class Pool:
                 raise UpstreamError("backend certificate names do not match", 502)
         return conn
 
-    def release(self, conn: UpstreamStream, now: float) -> None:
+    def release(self, up: UpstreamStream, now: float) -> None:
         """Give an upstream stream back after a complete exchange: an HTTP/1.1
         connection is kept (closed if not reusable), an HTTP/2 stream is over."""
-        if type(conn) is H2Stream:
-            conn.owner = None
-            conn.give_back(now)
+        if type(up) is H2Stream:
+            st: H2Stream = up  # type: ignore[assignment]
+            st.owner = None
+            st.give_back(now)
             return
+        conn: UpstreamConn = up  # type: ignore[assignment]
         conn.owner = None
         if not conn.reusable():
             conn.close()

@@ -5,10 +5,6 @@
 cimport cython
 from kgw_l7.streams cimport OutRequest, UpstreamOwner, UpstreamStream
 
-cdef Py_ssize_t STREAM_WINDOW
-cdef Py_ssize_t CONNECTION_WINDOW
-cdef Py_ssize_t MAX_STREAMS
-
 cdef class H2Stream
 
 cdef class H2Conn:
