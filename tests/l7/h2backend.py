@@ -20,6 +20,8 @@ were accepted so far (``x-conns``). By the path's last segment:
 * ``/refuse`` -- RST_STREAM(REFUSED_STREAM) on the first stream per connection carrying
   it, served on later ones.
 
+``--tls-cert F --tls-key F``: TLS, ALPN ``h2`` only.
+
 ``--goaway-after K``: after the K-th stream of a connection, the backend sends GOAWAY
 with that stream's id as last_stream_id (a graceful shutdown mid-load), finishes the
 streams up to it, refuses the later ones (RFC 9113 6.8) and closes when they are done.
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import hashlib
 import itertools
+import ssl
 from urllib.parse import parse_qs, urlsplit
 
 import h2.config
@@ -213,9 +216,14 @@ class Conn(asyncio.Protocol):
             self.loop.call_later(0.05, self.transport.close)
 
 
-async def main(port: int, goaway_after: int) -> None:
+async def main(port: int, goaway_after: int, cert: str | None, key: str | None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Conn(goaway_after), "127.0.0.1", port)
+    ctx = None
+    if cert and key:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        ctx.set_alpn_protocols(["h2"])
+    server = await loop.create_server(lambda: Conn(goaway_after), "127.0.0.1", port, ssl=ctx)
     async with server:
         await server.serve_forever()
 
@@ -224,5 +232,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--goaway-after", type=int, default=0)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
-    asyncio.run(main(args.port, args.goaway_after))
+    asyncio.run(main(args.port, args.goaway_after, args.tls_cert, args.tls_key))

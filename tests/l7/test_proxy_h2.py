@@ -15,17 +15,20 @@ import time
 
 import pytest
 
+from pathlib import Path
+
 from kgw_l7.config import (Backend, Endpoint, Filters, L7Config, Listener, Mirror, PathMatch,
-                           Retry, Route, RouteMatch, Rule, VirtualHost)
-from .conftest import ROOT, PlaneRunner, free_port, request, wait_port
+                           Retry, Route, RouteMatch, Rule, UpstreamTLS, VirtualHost)
+from .conftest import ROOT, PlaneRunner, free_port, request, self_signed, wait_port
 
 
 class H2Backend:
-    def __init__(self, goaway_after: int = 0) -> None:
+    def __init__(self, goaway_after: int = 0, tls: tuple[Path, Path] | None = None) -> None:
         self.port = free_port()
+        extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.l7.h2backend", "--port", str(self.port),
-             "--goaway-after", str(goaway_after)], cwd=ROOT,
+             "--goaway-after", str(goaway_after), *extra], cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
         wait_port("127.0.0.1", self.port)
 
@@ -34,7 +37,8 @@ class H2Backend:
         self.proc.wait(5)
 
 
-def config(port: int, h2: H2Backend, goaway: H2Backend, h1_port: int) -> L7Config:
+def config(port: int, h2: H2Backend, goaway: H2Backend, h1_port: int,
+           tls_h2: H2Backend, tls_h1_port: int, ca: str) -> L7Config:
     def be(b: H2Backend, name: str = "infra/h2:80") -> Backend:
         return Backend(name, endpoints=(Endpoint("127.0.0.1", b.port),), protocol="h2c")
 
@@ -42,7 +46,12 @@ def config(port: int, h2: H2Backend, goaway: H2Backend, h1_port: int) -> L7Confi
         return Route(RouteMatch(path=PathMatch("PathPrefix", prefix)),
                      Rule(prefix, "infra/r", "infra/gw", backends=(backend,), **kw))
 
+    tls = UpstreamTLS("backend.example", ca_pem=ca)
     routes = (
+        route("/tls-h2", Backend("infra/tls-h2:443", protocol="h2", tls=tls,
+                                 endpoints=(Endpoint("127.0.0.1", tls_h2.port),))),
+        route("/tls-h1", Backend("infra/tls-h1:443", protocol="h2", tls=tls,
+                                 endpoints=(Endpoint("127.0.0.1", tls_h1_port),))),
         route("/goaway", be(goaway, "infra/goaway:80")),
         route("/retry", be(h2), retry=Retry(attempts=2, codes=(503,))),
         route("/mirrored", Backend("infra/h1:80", endpoints=(Endpoint("127.0.0.1", h1_port),)),
@@ -54,13 +63,24 @@ def config(port: int, h2: H2Backend, goaway: H2Backend, h1_port: int) -> L7Confi
 
 
 @pytest.fixture(scope="module")
-def plane(echoes):
+def plane(echoes, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("h2tls")
+    cert, key = self_signed(["backend.example"])
+    (tmp / "crt").write_text(cert)
+    (tmp / "key").write_text(key)
     h2, goaway = H2Backend(), H2Backend(goaway_after=50)
+    tls_h2 = H2Backend(tls=(tmp / "crt", tmp / "key"))
+    tls_h1_port = free_port()  # kgw echo's TLS port: no ALPN, so HTTP/1.1
+    tls_h1 = subprocess.Popen(
+        [sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(free_port()),
+         "--tls-port", str(tls_h1_port), "--tls-cert", str(tmp / "crt"), "--tls-key",
+         str(tmp / "key"), "--quiet"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
+        wait_port("127.0.0.1", tls_h1_port)
         port = free_port()
         runner = PlaneRunner(workers=1, access_log="off")
         try:
-            runner.apply(config(port, h2, goaway, echoes["v1"].port))
+            runner.apply(config(port, h2, goaway, echoes["v1"].port, tls_h2, tls_h1_port, cert))
             wait_port("127.0.0.1", port)
             runner.port = port  # type: ignore[attr-defined]
             yield runner
@@ -69,6 +89,9 @@ def plane(echoes):
     finally:
         h2.stop()
         goaway.stop()
+        tls_h2.stop()
+        tls_h1.terminate()
+        tls_h1.wait(5)
 
 
 def test_request_goes_as_http2_with_authority_and_fields(plane):
@@ -157,3 +180,10 @@ def test_retry_policy_retries_a_reset(plane):
 def test_a_mirror_to_an_http2_backend_gets_the_request_as_headers(plane):
     r = request(plane.port, "/mirrored/x", host="m.example")
     assert r.status == 200 and r.json()["path"] == "/mirrored/x"
+
+
+def test_tls_backend_offered_h2_speaks_http2_and_one_that_picks_http11_gets_it(plane):
+    r = request(plane.port, "/tls-h2/echo", host="t.example")
+    assert r.status == 200 and r.header("x-conn") and r.header("x-req-authority") == "t.example"
+    r = request(plane.port, "/tls-h1/x", host="t.example")
+    assert r.status == 200 and r.json()["path"] == "/tls-h1/x"  # kgw echo's JSON, HTTP/1.1
