@@ -72,7 +72,13 @@ MAX_STREAMS = 100
 #: :authority) and TE (kept when it is "trailers", as gRPC requires).
 _DROP = (HOP_BY_HOP | {b"host", b"http2-settings"}) - {b"te"}
 
-_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
+#: Outbound fields are not validated or normalised again by h2: ``request_headers``
+#: builds them from a request kgw parsed (lower-case names, no connection-specific
+#: field); that check costs more than the rest of sending a request. What a backend
+#: sends is validated.
+_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                    validate_outbound_headers=False,
+                                    normalize_outbound_headers=False)
 
 
 class _Connection(h2.connection.H2Connection):
