@@ -484,7 +484,10 @@ class Pool:
         self._idle.clear()
         for conns in list(self._h2.values()):
             for h in conns:
-                h.close()
+                # (as idle HTTP/1.1 connections: streams in flight finish first)
+                h.goaway = True
+                if h.taken == 0:
+                    h.close()
         self._h2.clear()
 
     def idle_count(self) -> int:

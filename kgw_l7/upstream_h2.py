@@ -382,9 +382,10 @@ class H2Stream(UpstreamStream):
                     self.end_pending = True
                     self.trailers = trailers
                 self.push()
-        except h2.exceptions.TooManyStreamsError:
-            # The backend lowered its stream limit after this stream was handed out:
-            # not processed, so the exchange may retry it on another connection.
+        except h2.exceptions.ProtocolError:
+            # The backend lowered its stream limit after this stream was handed out
+            # (TooManyStreamsError), or the connection is closing: not processed, so
+            # the exchange may retry it on another connection.
             conn.streams.pop(self.sid, None)
             self.refused = True
             asyncio.get_running_loop().call_soon(self.lose)
