@@ -331,7 +331,7 @@ class Pool:
             opening = self._h2_opening.get(key)
             if opening is None:
                 break
-            conn = await asyncio.shield(opening)
+            conn = await asyncio.shield(opening)  # (bounded: CONNECT_TIMEOUT)
             if type(conn) is H2Conn and conn.has_room():
                 return conn.new_stream()
             for conn in self._h2.get(key, ()):
@@ -341,8 +341,11 @@ class Pool:
         try:
             conn = await self.connect(key, address, port, tls, True)
         except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # (retrieved: nobody may be waiting)
+            if isinstance(exc, UpstreamError):  # the waiters' answer too
+                fut.set_exception(exc)
+                fut.exception()  # (retrieved: nobody may be waiting)
+            else:  # (this request was cancelled, not the others: they try again)
+                fut.set_result(None)
             raise
         finally:
             if self._h2_opening.get(key) is fut:

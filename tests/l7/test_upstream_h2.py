@@ -284,3 +284,32 @@ def test_a_broken_frame_cuts_the_connection():
     p.conn.new_stream().send_request(owner, GET(), [], True, ())
     p.conn.data_received(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00")  # 0 increment
     assert p.t.closed
+
+
+async def test_pool_opens_one_connection_for_requests_arriving_together():
+    """Requests that find no HTTP/2 connection while one is being opened wait for it:
+    one connection, one stream each (a real socket; the peer only accepts)."""
+    from kgw_l7.config import Backend, Endpoint
+    from kgw_l7.router import CompiledBackend
+    from kgw_l7.tls import TLSContexts
+    from kgw_l7.upstream import Pool
+
+    accepted = []
+    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = CompiledBackend(Backend("b", endpoints=(Endpoint("127.0.0.1", port),),
+                                      protocol="h2c"))
+    pool = Pool(TLSContexts(), 8)
+    try:
+        streams = await asyncio.gather(*[pool.acquire("127.0.0.1", port, backend, 0.0)
+                                         for _ in range(10)])
+        assert len({id(s.conn) for s in streams}) == 1 and streams[0].conn.taken == 10
+        assert pool.take_idle("127.0.0.1", port, backend, 0.0).conn is streams[0].conn
+        await asyncio.sleep(0.05)
+        assert len(accepted) == 1
+    finally:
+        pool.close()
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()
