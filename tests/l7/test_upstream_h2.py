@@ -16,7 +16,8 @@ from h2.errors import ErrorCodes
 
 from kgw_l7.events import Body, EndOfMessage, ResponseHead
 from kgw_l7.streams import UpstreamOwner, out_request
-from kgw_l7.upstream_h2 import CONNECTION_WINDOW, STREAM_WINDOW, H2Conn, request_headers
+from kgw_l7.upstream_h2 import (CONNECTION_WINDOW, MAX_STREAMS, STREAM_WINDOW, H2Conn,
+                                 request_headers)
 
 
 class Transport:
@@ -307,6 +308,13 @@ async def test_pool_opens_one_connection_for_requests_arriving_together():
         assert pool.take_idle("127.0.0.1", port, backend, 0.0).conn is streams[0].conn
         await asyncio.sleep(0.05)
         assert len(accepted) == 1
+        # past MAX_STREAMS on it, the next requests open one more connection, together
+        more = await asyncio.gather(*[pool.acquire("127.0.0.1", port, backend, 0.0)
+                                      for _ in range(MAX_STREAMS + 20)])
+        conns = {id(s.conn): s.conn for s in streams + more}
+        assert sorted(c.taken for c in conns.values()) == [31, MAX_STREAMS]  # (+ take_idle)
+        await asyncio.sleep(0.05)
+        assert len(accepted) == 2
     finally:
         pool.close()
         for w in accepted:
