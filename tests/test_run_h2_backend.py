@@ -124,9 +124,10 @@ def test_http2_backends_behind_kgw_run(host: Host, tmp_path: Path) -> None:
     conf.mkdir()
     (conf / "gateway.yaml").write_text(CONF + "".join(
         SERVICE.format(name=name, port=port) for name, (port, _) in BACKENDS.items()))
-    procs = {name: host.popen([sys.executable, "-m", "tests.l7.h2backend", "--port", str(port), *args])
-             for name, (port, args) in BACKENDS.items()}
-    kgw = host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = {name: host.popen([sys.executable, "-m", "tests.l7.h2backend", "--port", str(port),
+                               *args]) for name, (port, args) in BACKENDS.items()}
+    kgw = host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
     eventually(lambda: host.call(http_get, f"{ADMIN}/readyz")[0] == 200, timeout=30)
     r = eventually(lambda: (r := host.call(get, "h2.example.com", "/echo?x=1")).status == 200 and r)
 

@@ -32,8 +32,9 @@ APP_PROTOCOLS: dict[str, l7.BackendProtocol] = {
     "kubernetes.io/ws": "ws",
     "kubernetes.io/wss": "wss",
 }
-#: Service port appProtocols (lower case) that mean TLS, which kgw speaks only when a BackendTLSPolicy says how to
-#: verify the backend (without one it would send clear text to a TLS port).
+#: Service port appProtocols (lower case) that mean TLS, which kgw speaks only when a
+#: BackendTLSPolicy says how to verify the backend (without one it would send clear text
+#: to a TLS port).
 TLS_ONLY = frozenset({"https", "kubernetes.io/wss", "wss"})
 
 

@@ -139,7 +139,8 @@ class Conn(asyncio.Protocol):
             return
         headers = dict(ev.headers)
         path = headers[b":path"].decode()
-        req = {"path": "/" + urlsplit(path).path.rsplit("/", 1)[-1], "query": parse_qs(urlsplit(path).query),
+        url = urlsplit(path)
+        req = {"path": "/" + url.path.rsplit("/", 1)[-1], "query": parse_qs(url.query),
                "headers": ev.headers, "len": 0, "sha": hashlib.sha256()}
         if req["path"] == "/refuse" and not self.refused_once:
             self.refused_once = True
