@@ -43,13 +43,6 @@ import asyncio
 import logging
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.connection import ConnectionState
-from h2.errors import ErrorCodes
 
 from kgw_l7.events import HOP_BY_HOP, EndOfMessage, body_event, response_head
 from kgw_l7.streams import OutRequest, UpstreamOwner, UpstreamStream
@@ -72,27 +65,47 @@ MAX_STREAMS = 100
 #: :authority) and TE (kept when it is "trailers", as gRPC requires).
 _DROP = (HOP_BY_HOP | {b"host", b"http2-settings"}) - {b"te"}
 
-#: Outbound fields are not validated or normalised again by h2: ``request_headers``
-#: builds them from a request kgw parsed (lower-case names, no connection-specific
-#: field); that check costs more than the rest of sending a request. What a backend
-#: sends is validated.
-_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None,
-                                    validate_outbound_headers=False,
-                                    normalize_outbound_headers=False)
+#: The ``h2`` package, imported with the first HTTP/2 connection (``_load_h2``): a worker
+#: whose backends all speak HTTP/1.1 does not pay for it at start (~100 ms).
+h2: Any = None
+ErrorCodes: Any = None
+_Connection: Any = None
+_CONFIG: Any = None
 
 
-class _Connection(h2.connection.H2Connection):
-    """h2's client connection, except that a GOAWAY received leaves it open for the
-    streams up to its last_stream_id to finish (RFC 9113 6.8). h2 moves the connection
-    to CLOSED on a GOAWAY and then fails on every later frame, in the same read too;
-    ``H2Conn.goaway`` keeps new streams off instead."""
+def _load_h2() -> None:
+    global h2, ErrorCodes, _Connection, _CONFIG
+    if _Connection is not None:
+        return
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+    import h2.settings
+    from h2.connection import ConnectionState
+    from h2.errors import ErrorCodes
 
-    def _receive_goaway_frame(self, frame: Any) -> Any:
-        was = self.state_machine.state
-        result = super()._receive_goaway_frame(frame)
-        if was != ConnectionState.CLOSED:
-            self.state_machine.state = was
-        return result
+    class Connection(h2.connection.H2Connection):
+        """h2's client connection, except that a GOAWAY received leaves it open for the
+        streams up to its last_stream_id to finish (RFC 9113 6.8). h2 moves the
+        connection to CLOSED on a GOAWAY and then fails on every later frame, in the same
+        read too; ``H2Conn.goaway`` keeps new streams off instead."""
+
+        def _receive_goaway_frame(self, frame: Any) -> Any:
+            was = self.state_machine.state
+            result = h2.connection.H2Connection._receive_goaway_frame(self, frame)
+            if was != ConnectionState.CLOSED:
+                self.state_machine.state = was
+            return result
+
+    # Outbound fields are not validated or normalised again by h2: ``request_headers``
+    # builds them from a request kgw parsed (lower-case names, no connection-specific
+    # field); that check costs more than the rest of sending a request. What a backend
+    # sends is validated.
+    _CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                        validate_outbound_headers=False,
+                                        normalize_outbound_headers=False)
+    _Connection = Connection
 
 
 class H2Conn:
@@ -110,6 +123,7 @@ class H2Conn:
 
     def __init__(self, key: tuple[Any, ...], pool: Any = None, scheme: bytes = b"http") -> None:
         self.transport: asyncio.Transport | None = None
+        _load_h2()
         self.h2 = _Connection(config=_CONFIG)
         self.key = key
         #: The pool counting this connection against its endpoint's limit (as
