@@ -446,7 +446,7 @@ class Exchange(UpstreamOwner):
                     self.respond(503, b"no healthy upstream\n")
                     self.finish()
                     return
-                up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend.tls, ctx.now)
+                up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend, ctx.now)
                 if up is not None:
                     self.upstream_host = endpoint
                     self.send(up, True)
@@ -839,7 +839,7 @@ class Exchange(UpstreamOwner):
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 try:
-                    up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend.tls, ctx.now)
+                    up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend, ctx.now)
                 except UpstreamError as exc:
                     if exc.kind == "connect":
                         ctx.stats.connect_failure(backend.name)
@@ -1126,7 +1126,7 @@ class Exchange(UpstreamOwner):
         sink = _Discard(ctx.loop)
         try:
             async with asyncio.timeout(30):
-                up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend.tls, ctx.now)
+                up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend, ctx.now)
                 up.send_request(sink, out, self.retained or [], True, self.trailers)
                 ok = await sink.done
         except (TimeoutError, UpstreamError, OSError):

@@ -161,7 +161,7 @@ class TLSContexts:
 
     def __init__(self) -> None:
         self._cache: dict[ContextKey, ssl.SSLContext | None] = {}
-        self._upstream: dict[UpstreamTLS, ssl.SSLContext | None] = {}
+        self._upstream: dict[tuple[UpstreamTLS, bool], ssl.SSLContext | None] = {}
 
     def load(self, cert_pem: str, key_pem: str, validation: ClientValidation | None = None,
              server_names: tuple[str, ...] = ()) -> ssl.SSLContext | None:
@@ -187,16 +187,19 @@ class TLSContexts:
         """Forget certificates no listener uses any more."""
         self._cache = {k: v for k, v in self._cache.items() if k in used}
 
-    def upstream(self, tls: UpstreamTLS) -> ssl.SSLContext | None:
-        """A client context for a backend (BackendTLSPolicy), or None if it cannot load."""
-        if tls in self._upstream:
-            return self._upstream[tls]
+    def upstream(self, tls: UpstreamTLS, h2: bool = False) -> ssl.SSLContext | None:
+        """A client context for a backend (BackendTLSPolicy), or None if it cannot load.
+        ``h2``: the backend's appProtocol asks for HTTP/2, offered first in ALPN (then
+        http/1.1, which the backend may pick instead)."""
+        key = (tls, h2)
+        if key in self._upstream:
+            return self._upstream[key]
         try:
             ctx: ssl.SSLContext | None = ssl.create_default_context(
                 cadata=tls.ca_pem or None)
             assert ctx is not None
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.set_alpn_protocols(ALPN)
+            ctx.set_alpn_protocols(["h2", *ALPN] if h2 else ALPN)
             if tls.subject_alt_names:
                 # Names besides ``hostname`` are accepted: check them ourselves after the
                 # handshake (see upstream.verify_san).
@@ -206,7 +209,7 @@ class TLSContexts:
         except (ssl.SSLError, ValueError, OSError) as exc:
             log.error("backend TLS settings for %s unusable: %s", tls.hostname, exc)
             ctx = None
-        self._upstream[tls] = ctx
+        self._upstream[key] = ctx
         return ctx
 
 

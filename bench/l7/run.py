@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from kgw_l7.config import (  # noqa: E402
-    Backend, Endpoint, Filters, HeaderMatch, HeaderModifier, L7Config, Listener, PathMatch,
-    Route, RouteMatch, Rule, VirtualHost,
+    Backend, BackendProtocol, Endpoint, Filters, HeaderMatch, HeaderModifier, L7Config, Listener,
+    PathMatch, Route, RouteMatch, Rule, VirtualHost,
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -136,14 +136,14 @@ def run_wrk(port: int, route: str, duration: int, connections: int, pid: int,
 
 # -- the proxies ------------------------------------------------------------------------------
 
-def bench_config(port: int, echo_port: int) -> L7Config:
+def bench_config(port: int, echo_port: int, protocol: BackendProtocol = "http") -> L7Config:
     """kgw's side of the two routes: /hdr (header match, a request header added), then
-    /plain (a prefix), both to the backend at ``echo_port``."""
+    /plain (a prefix), both to the backend at ``echo_port`` (spoken to in ``protocol``)."""
     ep = (Endpoint("127.0.0.1", echo_port),)
     plain = Rule("bench/plain/0", "bench/plain", "bench/gw",
-                 backends=(Backend("bench/echo:80", endpoints=ep),))
+                 backends=(Backend("bench/echo:80", endpoints=ep, protocol=protocol),))
     hdr = Rule("bench/hdr/0", "bench/hdr", "bench/gw",
-               backends=(Backend("bench/echo:80", endpoints=ep),),
+               backends=(Backend("bench/echo:80", endpoints=ep, protocol=protocol),),
                filters=Filters(request_headers=HeaderModifier(add=(("X-Added", "1"),))))
     routes = (
         Route(RouteMatch(path=PathMatch("PathPrefix", "/hdr"),
