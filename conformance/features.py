@@ -43,6 +43,8 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "HTTPRouteRetryConnectionError",
     "HTTPRouteRetryBackendTimeout",
     "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendProtocolH2C",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayHTTPListenerIsolation",
     "GatewayAddressEmpty",
     "GatewayStaticAddresses",
@@ -61,7 +63,7 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     # TLSRoute on Terminate listeners (kgw_l4.tlsterm), and Passthrough + Terminate on one port
     "TLSRouteModeTerminate",
     "TLSRouteModeMixed",
-    # Not yet: GRPCRoute, HTTPRouteBackendProtocolH2C, ...
+    # Not yet: GRPCRoute
 })
 
 #: Tests upstream returns from at once when the named feature is claimed (they check
