@@ -7,7 +7,8 @@ compared within a few percent where the end-to-end CPU per request moves by 20% 
 runs on a shared machine. Responses: the echo server's (no hop-by-hop field) and nginx's
 (Server, Date and ``Connection: keep-alive``).
 
-Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30]``; prints
+Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30]
+[--access-log PATH [--access-log-format json|text...]]`` (default: no access log); prints
 the best microseconds per request of ``--repeat`` batches for each route and response.
 Pin it (``taskset -c 1``) for steadier figures. It measures whichever kgw_l7 is
 imported: compiled when the build is fresh (shown), else interpreted.
@@ -72,10 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--access-log", default="off", metavar="PATH",
+                   help="write the access log there (default off)")
+    p.add_argument("--access-log-format", default="json")
     args = p.parse_args(argv)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    ctx = WorkerContext(loop, WorkerOptions(access_log="off"))
+    ctx = WorkerContext(loop, WorkerOptions(access_log=args.access_log,
+                                            access_log_format=args.access_log_format))
     config = bench_config(8080, 9)
     listener = ListenerState("bench", config.listeners[0],
                              ctx.cache.build(config)["bench"], None)
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 best = min(best, (time.perf_counter() - t0) / args.requests)
             assert len(client.out) == args.requests
             print(f"{kind:5} response  /{route:5}  {best * 1e6:.2f} us/request", flush=True)
+    ctx.close()  # (the access log's last lines)
     return 0
 
 
