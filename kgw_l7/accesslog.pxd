@@ -46,8 +46,11 @@ cpdef bytes text_escape(bytes v)
 
 cdef class Formatter:
     cdef public bint json
-    cdef public list codes
+    cdef public bytes ops
+    cdef public Py_ssize_t slots
     cdef public list args
+    cdef public list lits
+    cdef public tuple ends
     cdef public long long _sec
     cdef public bytes _stamp
     cdef public dict _names
@@ -55,8 +58,9 @@ cdef class Formatter:
     @cython.locals(sec=cython.longlong, ms=cython.int)
     cpdef bytes stamp(self, double start)
     cpdef bytes _name(self, key)
-    @cython.locals(codes=list, args=list, parts=list, n=Py_ssize_t, i=Py_ssize_t,
-                   code=cython.int, arg=bytes, raw=bytes, done=bytes, is_json=bint, h=tuple)
+    @cython.locals(ops=bytes, args=list, lits=list, parts=list, i=Py_ssize_t, j=Py_ssize_t,
+                   code=cython.uchar, prev=cython.int, name=bytes, raw=bytes, done=bytes,
+                   is_json=bint, number=bint, h=tuple)
     cpdef bytes line(self, double start, RequestHead head, int status, Py_ssize_t received,
                      Py_ssize_t sent, double duration, upstream, route, bytes request_id,
                      flags, listener, details, bytes remote)

@@ -61,6 +61,8 @@ CHUNK = 64 * 1024
 MAX_PENDING = 4 * 1024 * 1024
 #: Largest write to a pipe: PIPE_BUF, what the kernel keeps whole among writers.
 PIPE_WRITE = 4096
+#: Buffers per writev call (the kernel's UIO_MAXIOV).
+IOV_MAX = 1024
 #: How long ``close`` waits for the writer to finish.
 CLOSE_TIMEOUT = 5.0
 
@@ -128,33 +130,42 @@ def text_escape(v: bytes) -> bytes:
 
 
 class Formatter:
-    """A format compiled for one worker: ``line(...)`` is one log line as bytes."""
+    """A format compiled for one worker: ``line(...)`` is one log line as bytes.
 
-    __slots__ = ("json", "codes", "args", "_sec", "_stamp", "_names", "_protocols")
+    ``ops`` holds one operator code per step (bytes: a C char each, compiled) and
+    ``args`` its header name or literal text. For json, each field's prefix comes in
+    four versions (``lits``: whether the field before was a string, whose closing quote
+    it then starts with, and whether this one is, whose opening quote it ends with), so
+    a field is two parts of the line whatever its value: about half as many parts to
+    join as with the quotes apart."""
+
+    __slots__ = ("json", "ops", "slots", "args", "lits", "ends", "_sec", "_stamp", "_names",
+                 "_protocols")
 
     def __init__(self, fmt: LogFormat) -> None:
         self.json = fmt.kind == "json"
         codes: list[int] = []
         args: list[bytes] = []
+        lits: list[bytes] = []
         if self.json:
-            # Each field: its prefix ('{"name":' or ',"name":') as a literal, then the
-            # value (quoted and escaped, a number, or null).
             first = True
             for code, arg in fmt.ops:
                 name, _, header = arg.partition("\0")
-                codes.append(LITERAL)
-                args.append(('{"' if first else ',"').encode() + name.encode() + b'":')
+                prefix = ('{"' if first else ',"').encode() + name.encode() + b'":'
+                lits.extend((prefix, prefix + b'"', b'"' + prefix, b'"' + prefix + b'"'))
                 codes.append(code)
                 args.append(header.encode())
                 first = False
-            codes.append(LITERAL)
-            args.append(b"}\n")
         else:
             for code, arg in fmt.ops:
                 codes.append(code)
                 args.append(arg.encode("utf-8"))
-        self.codes = codes
+        self.ops = bytes(codes)
+        #: Parts in a line: two per json field and the end; one per text operator.
+        self.slots = 2 * len(codes) + 1 if self.json else len(codes)
         self.args = args
+        self.lits = lits
+        self.ends = (b"}\n", b'"}\n')
         self._sec = -1
         self._stamp = b""
         #: Names from the config (listeners, routes, endpoints) -> their bytes, escaped.
@@ -188,23 +199,26 @@ class Formatter:
         """One line. ``head`` is None for what was refused before a request head was
         read; ``upstream`` an (address, port) or None; ``route``, ``details`` str or None;
         ``flags`` Envoy's response flags ("" for none); ``remote`` b"address:port"."""
-        codes = self.codes
+        ops = self.ops
         args = self.args
+        lits = self.lits
         is_json = self.json
-        parts: list[bytes] = []
-        n = len(codes)
-        i = 0
-        while i < n:
-            code = codes[i]
-            arg = args[i]
+        # The parts, by index in a list made at its size (no appends, no regrowth).
+        parts: list[bytes] = [b""] * self.slots
+        j = 0
+        prev = 0  # (json: the field before was a string)
+        i = -1
+        for code in ops:  # (compiled: a C loop over the bytes)
             i += 1
-            if code == LITERAL:
-                parts.append(arg)
+            if code == LITERAL:  # (text only)
+                parts[j] = args[i]
+                j += 1
                 continue
-            # The value: raw bytes (escaped below), a name from the config (escaped
-            # once, cached), a number, or missing (None).
+            # The value: raw bytes (escaped below), bytes ready to go (a name from the
+            # config, escaped once and cached), a number, or missing (None).
             raw = None
             done = None
+            number = False
             if code == START_TIME:
                 done = self.stamp(start)
             elif code == METHOD:
@@ -221,8 +235,8 @@ class Formatter:
                         if len(self._protocols) < 16:
                             self._protocols[head.version] = done
             elif code == RESPONSE_CODE:
-                parts.append(_number(status))
-                continue
+                done = _number(status)
+                number = True
             elif code == RESPONSE_FLAGS:
                 done = self._name(flags) if flags else b"-"
             elif code == RESPONSE_CODE_DETAILS:
@@ -231,14 +245,14 @@ class Formatter:
             elif code == LISTENER:
                 done = self._name(listener) if listener else b""
             elif code == BYTES_RECEIVED:
-                parts.append(_number(received))
-                continue
+                done = _number(received)
+                number = True
             elif code == BYTES_SENT:
-                parts.append(_number(sent))
-                continue
+                done = _number(sent)
+                number = True
             elif code == DURATION:
-                parts.append(_number(int(duration * 1000)))
-                continue
+                done = _number(int(duration * 1000))
+                number = True
             elif code == UPSTREAM_HOST:
                 if upstream is not None:
                     done = self._name(upstream)
@@ -257,20 +271,28 @@ class Formatter:
                     raw = remote[:remote.rfind(b":")].strip(b"[]")
             elif code == HEADER or code == REDACTED:
                 if head is not None:
+                    name = args[i]
                     for h in head.headers:
-                        if h[0] == arg:
+                        if h[0] == name:
                             raw = h[1] if code == HEADER else b"[redacted]"
                             break
             if raw is not None:
                 done = json_escape(raw) if is_json else text_escape(raw)
-            if done is None:
-                parts.append(b"null" if is_json else b"-")
-            elif is_json:
-                parts.append(b'"')
-                parts.append(done)
-                parts.append(b'"')
+            if not is_json:
+                parts[j] = done if done else b"-"
+                j += 1
+            elif done is None or number:
+                parts[j] = lits[4 * i + 2 * prev]
+                parts[j + 1] = b"null" if done is None else done
+                j += 2
+                prev = 0
             else:
-                parts.append(done if done else b"-")
+                parts[j] = lits[4 * i + 2 * prev + 1]
+                parts[j + 1] = done
+                j += 2
+                prev = 1
+        if is_json:
+            parts[j] = self.ends[prev]
         return b"".join(parts)
 
 
@@ -430,20 +452,26 @@ class AccessLog:
         return self._fd
 
     def _write(self, chunk: list[bytes]) -> None:
+        """The lines with writev (no join of the chunk): to a file at most IOV_MAX lines
+        a call, to a pipe at most PIPE_WRITE bytes a call."""
         fd = self._open()
-        if not self._pipe:
-            _write_all(fd, b"".join(chunk))
-            return
         part: list[bytes] = []
         size = 0
+        limit = PIPE_WRITE if self._pipe else 1 << 30
         for line in chunk:
-            if part and size + len(line) > PIPE_WRITE:
-                _write_all(fd, b"".join(part))
+            if part and (size + len(line) > limit or len(part) == IOV_MAX):
+                _writev_all(fd, part, size)
                 part, size = [], 0
             part.append(line)
             size += len(line)
         if part:
-            _write_all(fd, b"".join(part))
+            _writev_all(fd, part, size)
+
+
+def _writev_all(fd: int, lines: list[bytes], size: int) -> None:
+    n = os.writev(fd, lines)
+    if n < size:  # (a partial write: the rest, as one buffer)
+        _write_all(fd, b"".join(lines)[n:])
 
 
 def _write_all(fd: int, data: bytes) -> None:
