@@ -32,6 +32,7 @@ from controller.supervisor import StatusWriter, Supervisor, serve_admin
 from controller.translate import Options
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.eventloop import run_async
+from kgw_l7.logformat import DEFAULT_REDACT
 
 log = logging.getLogger("kgw")
 
@@ -66,6 +67,11 @@ class PlaneOptions:
     drain_timeout: float
     response_timeout: float
     ignore_client_abort: bool
+    #: The access log's lines (kgw_l7.logformat), which, and what they never show.
+    access_log_format: str = "json"
+    access_log_min_status: int = 0
+    access_log_sample: float = 1.0
+    access_log_redact: tuple[str, ...] = DEFAULT_REDACT
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PlaneOptions:
@@ -74,7 +80,10 @@ class PlaneOptions:
                    l4_pin_dir=args.l4_pin_dir, l4_splice_backlog=args.l4_splice_backlog,
                    node_address=split_list(args.node_address),
                    drain_delay=args.drain_delay, drain_timeout=args.drain_timeout,
-                   response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort)
+                   response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort,
+                   access_log_format=args.access_log_format, access_log_min_status=args.access_log_filter,
+                   access_log_sample=args.access_log_sample,
+                   access_log_redact=tuple(h.strip().lower() for h in split_list(args.access_log_redact)))
 
 
 class Companion(Protocol):
@@ -134,6 +143,9 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
     except (ValueError, BpfUnavailable) as exc:  # open_plane's word for a bad argument, a mode it cannot run
         raise CannotServe(str(exc)) from exc
     l7 = L7Plane(workers=options.workers, access_log=options.access_log,
+                 access_log_format=options.access_log_format,
+                 access_log_min_status=options.access_log_min_status,
+                 access_log_sample=options.access_log_sample, access_log_redact=options.access_log_redact,
                  drain_timeout=options.drain_timeout, response_timeout=options.response_timeout,
                  ignore_client_abort=options.ignore_client_abort)
     await l7.start()

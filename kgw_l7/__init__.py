@@ -5,7 +5,7 @@ Modules, from the wire up (each imports only modules listed before it, and ``con
 
 * ``events`` -- kgw's HTTP event records; ``h1`` -- sans-IO HTTP/1.1 over httptools.
 * ``router`` -- ``L7Config`` compiled into matchers and prebuilt filter operations.
-* ``stats`` -- counters and the access log; ``tls`` -- SNI certificates, backend TLS.
+* ``stats`` -- counters; ``accesslog`` -- the access log; ``tls`` -- SNI certificates, backend TLS.
 * ``streams`` -- the interfaces an exchange talks to its client and backend through.
 * ``upstream_h2`` -- HTTP/2 backend connections, a stream per request.
 * ``upstream`` -- backend connections and keep-alive pools (HTTP/1.1 or HTTP/2).
@@ -32,8 +32,8 @@ from pathlib import Path
 #: these same sources (declarations in the matching ``.pxd``), as aiohttp and uvloop ship
 #: compiled parsers: the code is read, tested and changed as Python; the build makes the
 #: struct-field attribute access that the hot path is mostly made of.
-COMPILED_MODULES = ("events", "h1", "router", "stats", "streams", "upstream_h2", "upstream",
-                    "context", "exchange", "downstream_h2", "proxy")
+COMPILED_MODULES = ("events", "h1", "router", "stats", "accesslog", "streams", "upstream_h2",
+                    "upstream", "context", "exchange", "downstream_h2", "proxy")
 
 _HERE = Path(__file__).resolve().parent
 

@@ -44,6 +44,7 @@ cdef class H2Conn:
     cdef public object h2
     cdef public dict streams
     cdef public bytes peer
+    cdef public bytes remote
     cdef public object ssl_context
     cdef public bint closing
     cdef public bint write_paused

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import h2.config
@@ -210,6 +209,7 @@ class H2Stream(DownstreamStream):
         self.sid = sid
         self.listener = conn.listener
         self.peer = conn.peer
+        self.remote = conn.remote
         self.ssl_context = conn.ssl_context
         self.forwarded = b""
         self.closing = False
@@ -325,8 +325,8 @@ class H2Conn:
     """An asyncio.Protocol (duck-typed: compiled as an extension type) for one HTTP/2
     client connection; its streams are ``H2Stream``s in ``streams`` (by id)."""
 
-    __slots__ = ("ctx", "listener", "transport", "h2", "streams", "peer", "ssl_context",
-                 "closing", "write_paused", "last_activity", "started", "in_read",
+    __slots__ = ("ctx", "listener", "transport", "h2", "streams", "peer", "remote",
+                 "ssl_context", "closing", "write_paused", "last_activity", "started", "in_read",
                  "goaway_id", "window_start", "resets", "pings", "settings_frames",
                  "window_updates", "preface_done",
                  "head_since", "counted")
@@ -340,6 +340,7 @@ class H2Conn:
         self.h2 = ServerConnection(config)
         self.streams: dict[int, H2Stream] = {}
         self.peer = b""
+        self.remote = b""
         self.ssl_context: Any = None
         self.closing = False
         self.write_paused = False
@@ -401,7 +402,10 @@ class H2Conn:
         ctx.stats.http2_connection()
         peer = transport.get_extra_info("peername")
         if peer:
-            self.peer = str(peer[0]).encode()
+            self.peer = host = str(peer[0]).encode()
+            if len(peer) > 2:  # (IPv6)
+                host = b"[" + host + b"]"
+            self.remote = b"%s:%d" % (host, peer[1])
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             self.ssl_context = sslobj.context
@@ -683,12 +687,7 @@ class H2Conn:
         self.settle(st)
 
     def _log_refused(self, status: int, reason: str) -> None:
-        ctx = self.ctx
-        listener: ListenerState = self.listener
-        ctx.stats.request(listener.name, listener.gateway, "", "", status, 0.0)
-        if ctx.access_log is not None:
-            ctx.access_log.log(time.time(), b"", b"", b"2", status, 0, 0, 0.0, None, b"",
-                               None, b"", None, None, "DPE", listener.name, reason)
+        self.ctx.access_refused(self.listener, status, "DPE", reason, self.remote)
 
     def _lost(self, st: H2Stream) -> None:
         """The client reset the stream or went away: its exchange is abandoned."""

@@ -32,6 +32,9 @@ cdef class DownstreamConn(DownstreamStream):
     cdef public object _is_closing
     cdef public bint h2_sniff
     cdef public bytes _sniffed
+    cdef public Exchange tunnel_ex
+    cdef public Py_ssize_t tunnel_in
+    cdef public object tunnel_out
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
     @cython.locals(ex=Exchange, version=bytes, chunked=bint, head=bytes, parts=list)

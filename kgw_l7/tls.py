@@ -19,7 +19,8 @@ the worker rebinds the listener (``worker._same_socket``), which also discards t
 session-ticket keys, so no ticket issued under the old settings can resume a session.
 
 A handshake whose server name (or its absence) selects no certificate fails with the
-``unrecognized_name`` alert, and the listener's ``on_refused`` hook counts and logs it.
+``unrecognized_name`` alert, and the listener's ``on_refused`` hook counts and logs it;
+its ``on_failed`` hook hears of every failed handshake (the access log, the counters).
 asyncio and uvloop close the socket as soon as a server handshake fails, before sending
 what OpenSSL wrote for the peer, so the alert would never leave: the dispatch context's
 ``_AlertingSSLObject`` holds the failure back for one turn, the event loop flushes the
@@ -219,6 +220,10 @@ class _AlertingSSLObject(ssl.SSLObject):
     event loop sends what OpenSSL wrote (the alert); the next step raises the failure."""
 
     _failed: ssl.SSLError | None = None
+    #: Set by the SNI callback when it refused the handshake: the reason and the name.
+    _refused: tuple[str, str] | None = None
+    #: The listener's hook (``dispatch_context``'s ``on_failed``), on a subclass.
+    on_failed: Callable[[str, str], None] | None = None
 
     def do_handshake(self) -> None:
         failed = self._failed
@@ -230,26 +235,63 @@ class _AlertingSSLObject(ssl.SSLObject):
             raise
         except ssl.SSLError as exc:
             self._failed = exc
+            hook = type(self).on_failed
+            if hook is not None:
+                try:
+                    why = self._refused or (failure_reason(exc), exc.reason or str(exc))
+                    hook(*why)
+                except Exception:  # counting must never break a handshake
+                    log.exception("counting a failed TLS handshake failed")
             raise ssl.SSLWantReadError("handshake failed; sending the alert") from exc
+
+
+#: OpenSSL's reasons (``SSLError.reason``) -> what kgw counts a failed handshake as.
+_FAILURE_REASONS = {
+    "UNSUPPORTED_PROTOCOL": "protocol_version",
+    "WRONG_VERSION_NUMBER": "protocol_version",
+    "NO_PROTOCOLS_AVAILABLE": "protocol_version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol_version",
+    "VERSION_TOO_LOW": "protocol_version",
+    "HTTP_REQUEST": "not_tls",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client_certificate",
+    "CERTIFICATE_VERIFY_FAILED": "client_certificate",
+}
+
+
+def failure_reason(exc: ssl.SSLError) -> str:
+    """A failed server handshake's reason, as a metrics label: protocol_version,
+    client_certificate, not_tls, or handshake (anything else)."""
+    reason = exc.reason or ""
+    found = _FAILURE_REASONS.get(reason)
+    if found is not None:
+        return found
+    return "client_certificate" if "CERTIFICATE" in reason else "handshake"
 
 
 def dispatch_context(get_store: Callable[[], CertStore | None],
                      validation: ClientValidation | None = None,
-                     on_refused: Callable[[str | None], None] | None = None) -> ssl.SSLContext:
+                     on_refused: Callable[[str | None], None] | None = None,
+                     on_failed: Callable[[str, str], None] | None = None) -> ssl.SSLContext:
     """The context a listener's server socket is created with: it holds no certificate
     itself and hands each handshake to the context ``get_store()`` selects.
 
     ``validation`` must be the one the store's contexts were loaded with: it sets the
     verify mode every connection of this socket starts with. Raises ssl.SSLError when
     its CA bundle is unusable (the listener cannot be served safely). ``on_refused``
-    is told the server name (None: none sent) of each handshake refused for it."""
+    is told the server name (None: none sent) of each handshake refused for it;
+    ``on_failed`` is told every failed handshake (the refused ones included): its reason
+    (``failure_reason``, or unknown_server_name/no_server_name) and OpenSSL's."""
     ctx = server_context(validation=validation)
-    ctx.sslobject_class = _AlertingSSLObject
+    ctx.sslobject_class = _AlertingSSLObject if on_failed is None else type(
+        "_ListenerSSLObject", (_AlertingSSLObject,), {"on_failed": staticmethod(on_failed)})
 
     def on_sni(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
         store = get_store()
         chosen = store.select(name) if store is not None else None
         if chosen is None:
+            sslobj._refused = (  # type: ignore[attr-defined]
+                ("unknown_server_name", f"server name {name[:253]!r}") if name else
+                ("no_server_name", "no server name sent"))
             if on_refused is not None:
                 try:
                     on_refused(name)

@@ -12,7 +12,8 @@ stream per request on one ``H2Conn``), answered with the echo's response as HTTP
 frames (HEADERS from the HPACK dynamic table, DATA with END_STREAM), made for each
 request's stream id before the batch is timed.
 
-Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30] [--h2c]``; prints
+Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30] [--h2c]
+[--access-log PATH [--access-log-format json|text...]]`` (default: no access log); prints
 the best microseconds per request of ``--repeat`` batches for each route and response.
 Pin it (``taskset -c 1``) for steadier figures. It measures whichever kgw_l7 is
 imported: compiled when the build is fresh (shown), else interpreted.
@@ -79,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--h2c", action="store_true", help="an HTTP/2 backend (h2c)")
+    p.add_argument("--access-log", default="off", metavar="PATH",
+                   help="write the access log there (default off)")
+    p.add_argument("--access-log-format", default="json")
     args = p.parse_args(argv)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    ctx = WorkerContext(loop, WorkerOptions(access_log="off"))
+    ctx = WorkerContext(loop, WorkerOptions(access_log=args.access_log,
+                                            access_log_format=args.access_log_format))
     config = bench_config(8080, 9, "h2c" if args.h2c else "http")
     listener = ListenerState("bench", config.listeners[0],
                              ctx.cache.build(config)["bench"], None)
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 best = min(best, (time.perf_counter() - t0) / args.requests)
             assert len(client.out) == args.requests
             print(f"{kind:5} response  /{route:5}  {best * 1e6:.2f} us/request", flush=True)
+    ctx.close()  # (the access log's last lines)
     return 0
 
 
