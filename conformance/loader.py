@@ -18,7 +18,7 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import yaml
 
@@ -181,10 +181,6 @@ def pod_labels(deployment: Obj) -> dict[str, str]:
     return dict(((deployment["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {})
 
 
-def selector_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
 def endpoint_slice(service: Obj, endpoints: Iterable[tuple[str, str]]) -> Obj:
     """An EndpointSlice for ``service`` (as the EndpointSlice controller would write it):
     ``endpoints`` are (pod name, address); ports are named as the Service's ports and
@@ -213,7 +209,3 @@ def endpoint_slice(service: Obj, endpoints: Iterable[tuple[str, str]]) -> Obj:
 
 def dump_yaml(objs: Iterable[Obj]) -> str:
     return yaml.safe_dump_all(list(objs), sort_keys=False)
-
-
-def iter_kind(objs: Iterable[Obj], kind: str) -> Iterator[Obj]:
-    return (o for o in objs if o.get("kind") == kind)

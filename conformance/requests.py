@@ -539,10 +539,6 @@ def wait_consistent(probe: Callable[[], str | None], *, threshold: int = CONSECU
         sleep(interval)
 
 
-def fill_uuid(text: str, value: str | None = None) -> str:
-    return text.replace("<uuid>", value or str(uuid.uuid4())) if "<uuid>" in text else text
-
-
 # -- TCP echo exchanges (conformance/utils/tcp, conformance/utils/tls) ---------------
 
 TCP_WELCOME = "Gateway API Test TCP Server\n"

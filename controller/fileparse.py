@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Container, Iterator, Sequence
 
-from controller.defaults import apply_defaults
 from controller.objects import KINDS, ObjectKey, parse_api_version
+from controller.schema import apply_defaults, validate
 from controller.source import Problem
-from controller.validation import validate
 from controller.yamlload import MAX_FILE_BYTES, DocumentError, load_documents
 
 log = logging.getLogger("kgw.files")

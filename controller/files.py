@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from controller.fileparse import Checked, Doc, Failure, ParserProcess, read_file
-from controller.objects import Obj, ObjectKey
+from controller.objects import ObjectKey
 from controller.source import Batch, Event, EventType, Problem, Source
 
 log = logging.getLogger("kgw.files")
@@ -592,10 +592,3 @@ class FileSource(Source):
             return str(path.relative_to(self.directory.parent if self.directory.name else self.directory))
         except ValueError:
             return str(path)
-
-
-def load_directory(directory: str | os.PathLike[str]) -> tuple[list[Obj], tuple[Problem, ...]]:
-    """One-shot read (for ``kgw validate`` / ``kgw translate``)."""
-    src = FileSource(directory, watch=False)
-    batch = src.load()
-    return [e.obj for e in batch.events if e.type is not EventType.DELETED], batch.problems

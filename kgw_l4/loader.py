@@ -34,7 +34,6 @@ BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_PROG_TYPE_XDP = 6
 BPF_PROG_TYPE_SK_SKB = 14
 BPF_SK_SKB_STREAM_VERDICT = 5  # enum bpf_attach_type
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 TC_INGRESS_PARENT = "ffff:fff2"
@@ -454,22 +453,6 @@ def counters(maps: MapSet, sizes: Mapping[str, int] = abi.SIZES) -> dict[str, tu
     return {c.name: counter(maps, c, sizes) for c in abi.Counter}
 
 
-def frontend_counter(maps: MapSet, fe_id: int, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
-    """(packets, bytes) of a frontend's flows, both ways."""
-    base = abi.StatsLayout(sizes).fe_base + 2 * fe_id
-    return _both(_slot(maps, base), _slot(maps, base + 1))
-
-
-def backend_counter(maps: MapSet, backend_id: int, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
-    """(packets, bytes) of a backend's flows, both ways."""
-    base = abi.StatsLayout(sizes).backend_base + 2 * backend_id
-    return _both(_slot(maps, base), _slot(maps, base + 1))
-
-
-def _both(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
-    return a[0] + b[0], a[1] + b[1]
-
-
 def _slot(maps: MapSet, idx: int) -> tuple[int, int]:
     return abi.counter_total(maps.get("kgw_stats").percpu(abi.u32(idx)))
 
@@ -624,11 +607,6 @@ def sweep_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None)
                 flows[e.fe_id] = flows.get(e.fe_id, 0) + 1
         entries[t] = left
     return Sweep(n, entries, flows)
-
-
-def expire_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None) -> int:
-    """``sweep_flows``; returns entries removed."""
-    return sweep_flows(maps, settings, now_ns).removed
 
 
 def remove_everything(pin_dir: str = abi.PIN_DIR, interfaces: list[str] | None = None) -> None:

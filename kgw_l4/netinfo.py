@@ -73,14 +73,6 @@ def routes_to(addrs: Iterable[str]) -> dict[str, Route | OSError]:
     return out
 
 
-def source_for(dst: str) -> str:
-    """The address this node uses to reach dst (the SNAT address for a backend)."""
-    r = routes_to([dst])[dst]
-    if isinstance(r, OSError):
-        raise OSError(f"{dst}: {r}")
-    return r.source
-
-
 class RouteChanges:
     """A netlink socket subscribed to the node's IPv4 route, address, rule and link
     changes. It becomes readable when any of them changes; the messages are only

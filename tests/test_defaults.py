@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from controller.defaults import apply_defaults
+from controller.schema import apply_defaults
 
 GW = "gateway.networking.k8s.io"
 

@@ -1,6 +1,6 @@
 """One-way imports: the data planes never import ``controller``, and the CLI layer both
-share imports none of them, however a module is reached (at import time, or inside a
-function, as ``python -m kgw_l4 agent`` once reached ``controller.env``)."""
+share imports none of them, however a module is reached (at import time, or by an
+import inside a function, which only runs when that path is taken)."""
 
 from __future__ import annotations
 

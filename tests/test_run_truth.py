@@ -1,6 +1,6 @@
-"""`kgw run` with every default tells the truth about what it does not serve (issue: a
-GRPCRoute was Accepted while every call failed; an h2c backend was spoken to in HTTP/1.1
-and answered 502 "malformed response"; sessionPersistence was silently ignored)."""
+"""`kgw run` with every default tells the truth about what it does not serve: no GRPCRoute
+Accepted while every call would fail, no h2c backend spoken to in HTTP/1.1 (it answers 502
+"malformed response"), no sessionPersistence silently ignored."""
 
 from __future__ import annotations
 

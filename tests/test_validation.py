@@ -15,12 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.defaults import apply_defaults
 from controller.duration import parse_duration
 from controller.objects import KINDS, api_version
-from controller.schema import SCHEMAS
+from controller.schema import SCHEMAS, FieldError, apply_defaults, validate
 from controller.schema.nodes import go_regex
-from controller.validation import FieldError, validate
 
 DELETE = object()
 

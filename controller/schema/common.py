@@ -66,10 +66,6 @@ def unset(value: Any) -> bool:
     return value is None or value == "" or value == 0
 
 
-def field_error(path: str, message: str) -> list[FieldError]:
-    return [FieldError(path, message)]
-
-
 def unique_by(key: Callable[[Any], Any], message: str) -> Callable[[list, str], Iterable[FieldError]]:
     """A list rule: report each later entry whose key equals an earlier one's (None = skip)."""
 

@@ -39,13 +39,11 @@ R_NO_MATCHING_PARENT = "NoMatchingParent"
 R_NO_MATCHING_LISTENER_HOSTNAME = "NoMatchingListenerHostname"
 R_BACKEND_NOT_FOUND = "BackendNotFound"
 R_INVALID_KIND = "InvalidKind"
-R_PENDING = "Pending"
 R_CONFLICTED = "Conflicted"
 R_NO_VALID_CA_CERTIFICATE = "NoValidCACertificate"
 R_INVALID_CA_CERTIFICATE_REF = "InvalidCACertificateRef"
 R_INVALID_CA_CERTIFICATE_KIND = "InvalidCACertificateKind"
 R_CONFIGURATION_CHANGED = "ConfigurationChanged"
-R_TARGET_NOT_FOUND = "TargetNotFound"
 R_INVALID_CLIENT_CERTIFICATE_REF = "InvalidClientCertificateRef"
 
 

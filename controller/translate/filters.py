@@ -128,7 +128,3 @@ def resolve_filters(
         mirrors=tuple(mirrors), cors=cors,
     )
     return res
-
-
-def is_empty(f: l7.Filters) -> bool:
-    return f == l7.Filters()

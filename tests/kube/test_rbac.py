@@ -26,7 +26,6 @@ from tests.kube.conftest import FAST, until
 from tests.kube.fake_apiserver import FakeAPIServer, Request
 from tests.kube.manifests import base_documents
 
-GW_GROUP = "gateway.networking.k8s.io"
 #: Kinds with a status kgw writes.
 STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute",
                 "BackendTLSPolicy", "ListenerSet")

@@ -110,10 +110,10 @@ def test_rearmed_entry_is_embryonic_and_swept_on_the_syn_timeout(maps):
                       ct_timeout_closing_ns=30_000_000_000)
     e.flags = 0
     ct.update(k, bytes(e))
-    assert loader.expire_flows(maps, st, now_ns=6_000_000_000) == 0  # idle 2 s < 1 h
+    assert loader.sweep_flows(maps, st, now_ns=6_000_000_000).removed == 0  # idle 2 s < 1 h
     e.flags = abi.CT_F_EMBRYO
     ct.update(k, bytes(e))
-    assert loader.expire_flows(maps, st, now_ns=6_000_000_000) == 1  # idle 2 s > 1 s
+    assert loader.sweep_flows(maps, st, now_ns=6_000_000_000).removed == 1  # idle 2 s > 1 s
     assert list(ct.keys()) == []
 
 

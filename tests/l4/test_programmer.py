@@ -179,7 +179,7 @@ def test_expire_flows_uses_the_entry_state(maps):
     for i, (flags, seen) in enumerate([(0, 950), (0, 850), (abi.CT_F_FIN, 985), (abi.CT_F_FIN, 960)]):
         k = abi.FlowKey(saddr=i + 1, proto=6)
         ct.update(bytes(k), bytes(abi.CtEntry(flags=flags, last_seen_ns=seen)))
-    assert loader.expire_flows(maps, s, now_ns=1000) == 2
+    assert loader.sweep_flows(maps, s, now_ns=1000).removed == 2
     left = {f.saddr for f in loader.flows(maps, ("kgw_ct",))}
     assert left == {abi.ip_str(1), abi.ip_str(3)}
 

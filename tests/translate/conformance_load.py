@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 
@@ -106,7 +105,3 @@ def make_store(objs: list[dict], *, with_endpoints: bool = True) -> Store:
 def gateway_addresses(store: Store) -> tuple[tuple[str, str], ...]:
     """One loopback address per Gateway, as a cluster gives each Gateway its own."""
     return tuple((f"{k.namespace}/{k.name}", f"127.0.10.{i + 1}") for i, k in enumerate(store.keys("Gateway")))
-
-
-def load_case(name: str, root: Path) -> dict:
-    return json.loads((root / "cases" / f"{name}.json").read_text())
