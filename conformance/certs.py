@@ -52,7 +52,7 @@ def _sans(hosts: list[str]) -> x509.SubjectAlternativeName:
 
 
 def _builder(subject: str, issuer: x509.Name | None, public_key: Any) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme Co"),
                       x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
@@ -82,7 +82,7 @@ class CA:
     cert: x509.Certificate
 
     @classmethod
-    def new(cls, name: str) -> "CA":
+    def new(cls, name: str) -> CA:
         key = _key()
         cert = (_builder(name, None, key.public_key())
                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

@@ -134,7 +134,7 @@ class CoreDNSStandIn:
             ip = ipaddress.ip_address(client[0])
             rtype = dns.rdatatype.A if ip.version == 4 else dns.rdatatype.AAAA
             reply.additional.append(dns.rrset.from_text(question.name, 0, question.rdclass, rtype, str(ip)))
-            srv_name = dns.name.Name(("_udp".encode(),) + question.name.labels)
+            srv_name = dns.name.Name((b"_udp",) + question.name.labels)
             reply.additional.append(dns.rrset.from_text(srv_name, 0, question.rdclass, dns.rdatatype.SRV,
                                                         f"0 0 {client[1]} ."))
         else:  # forward to resolvers out of reach

@@ -66,7 +66,7 @@ class GrpcCase:
         return f"/{SERVICE}/{self.method}"
 
     @classmethod
-    def from_record(cls, case: dict[str, Any]) -> "GrpcCase":
+    def from_record(cls, case: dict[str, Any]) -> GrpcCase:
         req, exp = case.get("request") or {}, case.get("expect") or {}
         rpc = str(req.get("rpc") or "")
         service, _, method = rpc.lstrip("/").rpartition("/")
@@ -164,7 +164,7 @@ class GrpcClient:
             self._channel.close()
             self._channel = None
 
-    def __enter__(self) -> "GrpcClient":
+    def __enter__(self) -> GrpcClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

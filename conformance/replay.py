@@ -14,8 +14,9 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from conformance import requests as rq
 from conformance.backends import backend_of_pod

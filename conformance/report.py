@@ -8,8 +8,9 @@ failing case and why) and ``skipReasons``, so a report alone says what to fix.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -118,7 +119,7 @@ class Report:
         doc: dict[str, Any] = {
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "ConformanceReport",
-            "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date": date or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "gatewayAPIVersion": self.api_version,
             "gatewayAPIChannel": self.channel,
             "implementation": {"organization": "kgw", "project": "kgw", "url": "https://kgw.dev",

@@ -36,8 +36,9 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 REQUEST_TIMEOUT_S = 10.0
 CONSECUTIVE_SUCCESSES = 3
@@ -772,7 +773,7 @@ def udp_exchange(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> dict
             sock.connect((host.strip("[]"), port_n))  # replies from elsewhere are filtered
             sock.send(message.encode())
             data = sock.recv(UDP_MAX_DATAGRAM)
-        except socket.timeout:
+        except TimeoutError:
             raise RequestError(f"no UDP answer from {address} within {timeout:g}s") from None
         except OSError as exc:
             raise RequestError(f"UDP exchange with {address}: {exc}") from exc

@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from conformance import requests as rq
 from conformance.loader import TestCase, key_of

@@ -22,8 +22,9 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from conformance.loader import CONTROLLER_NAME, GATEWAY_GROUP
 

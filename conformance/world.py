@@ -11,9 +11,9 @@ import copy
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from conformance.backends import EchoFleet, Pod, services_selecting
 from conformance.loader import (AddressBook, Obj, dump_yaml, endpoint_slice, gateway_class,

@@ -18,8 +18,9 @@ import asyncio
 import ipaddress
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httptools
 
@@ -111,7 +112,7 @@ class AdminServer:
         local = sockname[0] if isinstance(sockname, tuple) else None
         try:
             status, ctype, body, method = await asyncio.wait_for(self._handle(reader, local), READ_TIMEOUT)
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             writer.close()
             return
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from kgw_cli.admin import ADMIN_ADDRESS
 from kgw_cli.commands import Arg, Command, add_commands, output_arg, parse

@@ -25,9 +25,10 @@ import os
 import pickle
 import struct
 import sys
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Container, Iterator, Sequence
+from typing import Any, BinaryIO
 
 from controller.objects import KINDS, ObjectKey, parse_api_version
 from controller.schema import apply_defaults, validate
@@ -280,7 +281,7 @@ class ParserProcess:
                 pass
         try:
             await asyncio.wait_for(proc.wait(), 5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("the file reader process %s did not exit after SIGKILL", proc.pid)
 
     async def close(self) -> None:

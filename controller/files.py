@@ -23,9 +23,10 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from controller.fileparse import Checked, Doc, Failure, ParserProcess, read_file
 from controller.objects import ObjectKey
@@ -98,7 +99,7 @@ def _strip(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FileSource(Source):
@@ -158,7 +159,7 @@ class FileSource(Source):
             while not self._stop.is_set():
                 try:
                     item = await asyncio.wait_for(self._queue.get(), max(0.0, next_rescan - loop.time()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     item = (self._clock(), None, False)
                 if item is _STOP:
                     break
@@ -221,7 +222,7 @@ class FileSource(Source):
         # answers meanwhile (only this task changes the source's state).
         return await asyncio.to_thread(self._apply, plan, reads, noticed)
 
-    async def _watch(self, queue: "asyncio.Queue[Any]") -> None:
+    async def _watch(self, queue: asyncio.Queue[Any]) -> None:
         """Watch the directory; when it goes away, wait for it and watch the new one."""
         import watchfiles  # imported here: only the watching mode needs it
 
@@ -258,7 +259,7 @@ class FileSource(Source):
                     log.warning("watching %s failed (%s); retrying in 1s", self.directory, exc)
                     try:
                         await asyncio.wait_for(self._stop.wait(), 1.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 queue.put_nowait((self._clock(), None, False))
             finally:
@@ -280,7 +281,7 @@ class FileSource(Source):
                 break
             try:
                 await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         stop.set()
 
@@ -290,7 +291,7 @@ class FileSource(Source):
         while not self._stop.is_set() and _identity(self.directory) is None:
             try:
                 await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         deadline = time.monotonic() + SETTLE_MAX
         before = None
@@ -301,7 +302,7 @@ class FileSource(Source):
             before = now
             try:
                 await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         log.info("%s is back: watching it again", self.directory)
 
@@ -319,7 +320,7 @@ class FileSource(Source):
         return tuple(out)
 
     _last_problems: tuple[Problem, ...] = ()
-    _queue: "asyncio.Queue[Any] | None" = None
+    _queue: asyncio.Queue[Any] | None = None
 
     async def close(self) -> None:
         self._stop.set()

@@ -8,8 +8,9 @@ object is keyed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 CONTROLLER_NAME = "kgw.dev/gateway-controller"
@@ -73,7 +74,7 @@ class ObjectKey:
         return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
 
     @classmethod
-    def of(cls, obj: Obj) -> "ObjectKey":
+    def of(cls, obj: Obj) -> ObjectKey:
         meta = obj.get("metadata") or {}
         return cls(obj.get("kind", ""), meta.get("namespace") or "", meta.get("name") or "")
 

@@ -11,7 +11,8 @@ when they apply the configuration. Those failures become the affected listeners'
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from controller.objects import ObjectKey, Obj
 from kgw_l4.config import L4Config

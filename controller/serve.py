@@ -21,8 +21,9 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Coroutine, Protocol, Sequence
+from typing import Any, Protocol
 
 from controller import signals
 from controller.node import discover_addresses

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("kgw")
 

@@ -10,7 +10,8 @@ which is what a writer to the API server needs (write only on change).
 from __future__ import annotations
 
 import datetime
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from controller.objects import KINDS, Obj, ObjectKey, api_version
 
@@ -19,7 +20,7 @@ _IDENTITY_FIELDS = ("name", "parentRef", "ancestorRef")
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _identity(item: Mapping[str, Any]) -> Any:

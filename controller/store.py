@@ -8,7 +8,7 @@ translation; translation reads it and never writes it.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from controller.objects import Obj, ObjectKey
 from controller.source import Event, EventType

@@ -10,8 +10,9 @@ before anything walks the data, as are files over ``MAX_FILE_BYTES``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
 
@@ -71,7 +72,7 @@ def _check_size(root: yaml.Node) -> None:
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
-def _unquote(m: "re.Match[str]") -> str:
+def _unquote(m: re.Match[str]) -> str:
     """Quoted text with a letter or digit in it is a piece of the file (a character, a tag,
     an escape): elided. Quoted punctuation is YAML's own syntax (',' or ']'): kept."""
     return "(…)" if re.search(r"\w", m.group()) else m.group()

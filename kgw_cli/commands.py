@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
+from typing import Any, Generic, TypeVar, Union
 
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.output import FORMATS

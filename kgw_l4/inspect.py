@@ -27,8 +27,9 @@ import sys
 import time
 import urllib.error
 from collections import Counter as Tally
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kgw_cli.admin import ADMIN_ADDRESS, get_json
 from kgw_cli.commands import Command, add_commands, output_arg, parse

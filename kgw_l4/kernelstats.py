@@ -9,7 +9,7 @@ and the L4Config they were written from (address -> names).
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from . import abi, loader as ld
 from .config import L4Config

@@ -19,9 +19,8 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
-from typing import Iterable, Iterator, Mapping
 
 from . import abi, kernel_btf, pinlock
 from .csource import program_source

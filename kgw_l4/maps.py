@@ -14,8 +14,9 @@ import ctypes
 import errno
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 # enum bpf_map_type values used by kgw (include/uapi/linux/bpf.h)
 MAP_HASH = 1
@@ -226,7 +227,7 @@ class FdMap:
             self._vsz = ((self.info.value_size + 7) // 8) * 8 * self._ncpus
 
     @classmethod
-    def open_pinned(cls, path: str) -> "FdMap":
+    def open_pinned(cls, path: str) -> FdMap:
         fd = _lib().bpf_obj_get(path.encode())
         if fd < 0:
             raise MapError(ctypes.get_errno() or errno.ENOENT, f"cannot open pinned map {path}")

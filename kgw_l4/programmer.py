@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
 
 from . import abi, loader as ld, maglev
 from .config import Endpoint, Frontend, L4Config

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from . import netinfo
 

@@ -107,7 +107,7 @@ class TLSPassthroughProxy(Acceptor):
         cfg = self._cfg.get(key)
         try:
             sni = await asyncio.wait_for(peek_sni(c), HELLO_TIMEOUT)
-        except (HelloError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, HelloError, OSError) as e:
             log.info("tls passthrough %s: dropping connection: %s", key, e)
             self._tally(key, None).drop("bad_client_hello")
             _reset(c)
@@ -124,7 +124,7 @@ class TLSPassthroughProxy(Acceptor):
             return
         try:
             b = await connect(be)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
             _reset(c)

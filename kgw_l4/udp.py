@@ -66,7 +66,7 @@ class _Flow:
     __slots__ = ("frontend", "client", "backend", "sock", "last", "closed", "started", "tally",
                  "bytes")
 
-    def __init__(self, frontend: "UdpFrontend", client: Key, backend: Key, tally: Tally) -> None:
+    def __init__(self, frontend: UdpFrontend, client: Key, backend: Key, tally: Tally) -> None:
         self.frontend = frontend
         self.client = client
         self.backend = backend

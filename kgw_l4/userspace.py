@@ -19,8 +19,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import maglev
 from .config import Frontend, L4Config
@@ -287,7 +287,7 @@ class UserspaceProxy:
             return
         try:
             b = await connect(be)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
             cw.transport.abort()

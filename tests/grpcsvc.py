@@ -34,9 +34,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -94,7 +95,7 @@ class CallRecord:
 class _Call:
     """Server-side state of one call."""
 
-    def __init__(self, server: "GrpcTestServer", method: str, context: grpc.ServicerContext) -> None:
+    def __init__(self, server: GrpcTestServer, method: str, context: grpc.ServicerContext) -> None:
         self.server = server
         self.method = f"/{SERVICE}/{method}"
         self.context = context
@@ -186,7 +187,7 @@ class GrpcTestServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "GrpcTestServer":
+    def start(self) -> GrpcTestServer:
         bind = f"{self.host}:{self.port}"
         try:
             if self.tls:
@@ -209,7 +210,7 @@ class GrpcTestServer:
         """Stop serving; calls still running are cancelled after ``grace`` seconds."""
         self._server.stop(grace).wait(max(grace or 0, 0) + 5)
 
-    def __enter__(self) -> "GrpcTestServer":
+    def __enter__(self) -> GrpcTestServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -383,7 +384,7 @@ class GrpcTestClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "GrpcTestClient":
+    def __enter__(self) -> GrpcTestClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,7 +16,7 @@ from controller.translate.tlscert import ServedCertificate
 from tests.translate.tlsgen import self_signed, tls_secret
 from tests.translate.worlds import CLASS, gateway, listener_set, store_of
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 GW = ObjectKey("Gateway", "default", "gw")
 T0 = datetime.datetime(2030, 6, 1, tzinfo=UTC)
 EXPIRED = self_signed("old.example.com", ("old.example.com",), T0 - datetime.timedelta(days=90),

@@ -1140,7 +1140,7 @@ def test_a_redirect_without_location_is_an_error() -> None:
 
 import concurrent.futures  # noqa: E402
 import itertools  # noqa: E402
-from typing import Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 from conformance.__main__ import claimed  # noqa: E402
 

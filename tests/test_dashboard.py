@@ -27,7 +27,7 @@ def test_dashboard_json_model() -> None:
     for p in panels:
         g = p["gridPos"]
         assert all(isinstance(g[k], int) for k in ("h", "w", "x", "y")), p["title"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         for title, o in boxes:
             overlap = (g["x"] < o["x"] + o["w"] and o["x"] < g["x"] + g["w"]
                        and g["y"] < o["y"] + o["h"] and o["y"] < g["y"] + g["h"])

@@ -20,9 +20,10 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -281,7 +282,7 @@ def test_certificate_expiry_metrics_and_status_warning_while_still_served(host: 
     ResolvedRefs message, Programmed still True, and the TLS handshake still gets it.
     A certificate that expires while kgw runs gets the same warning then, with no change
     to the configuration."""
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     old = self_signed("old.example.com", ("old.example.com",), now - datetime.timedelta(days=30),
                       now - datetime.timedelta(days=1))
     soon_after = now + datetime.timedelta(seconds=8)

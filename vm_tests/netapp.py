@@ -287,7 +287,7 @@ def uping(host: str, port: int, flows: int, per_flow: int) -> dict:
             s.sendto(msg, (host, port))
             try:
                 data, peer = s.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 lost += 1
                 continue
             who, _, echo = data.partition(b" ")

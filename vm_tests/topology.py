@@ -64,7 +64,7 @@ class Topology:
     def popen(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
         return subprocess.Popen(self.ns_cmd(ns, *cmd), **kw)
 
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Topology:
         try:
             self.create()
         except BaseException:

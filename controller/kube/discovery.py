@@ -8,8 +8,8 @@ installed) without stopping the others.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from kubernetes import client
 

@@ -21,7 +21,7 @@ import datetime
 import logging
 import random
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from kubernetes import client
 
@@ -33,7 +33,7 @@ Callback = Callable[[], Awaitable[None]]
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 class LeaderElector:
@@ -77,7 +77,7 @@ class LeaderElector:
             period = self.retry_period if self.is_leader else self.retry_period * random.uniform(1.0, 1.2)
             try:
                 await asyncio.wait_for(self._stop.wait(), period)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def stop(self, release: bool = True) -> None:

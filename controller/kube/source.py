@@ -37,8 +37,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 from kubernetes import client
 
@@ -149,7 +150,7 @@ class _Reflector(threading.Thread):
     """List, then watch one kind forever; post what it reads to the event loop."""
 
     def __init__(self, api: client.ApiClient, served: Served, options: KubeOptions,
-                 post: Callable[[Any], None], state: "_State", stop: threading.Event) -> None:
+                 post: Callable[[Any], None], state: _State, stop: threading.Event) -> None:
         super().__init__(name=f"kgw-watch-{served.kind.plural}", daemon=True)
         self.api, self.served, self.options = api, served, options
         self.post, self.state, self.stop_event = post, state, stop
@@ -382,7 +383,7 @@ class KubeSource(Source):
             timeout = self._next_timer(last_discovery)
             try:
                 msg = await asyncio.wait_for(self._queue.get(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 msg = False  # a timer
             if msg is None:
                 return

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kubernetes import client
 

@@ -22,7 +22,8 @@ accept the rest unchecked.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from controller.objects import KINDS
 from controller.schema.core import default_core

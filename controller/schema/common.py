@@ -6,7 +6,8 @@ modules compose them the way the Go structs do.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from controller.duration import DURATION_PATTERN
 from controller.schema.errors import FieldError

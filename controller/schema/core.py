@@ -15,7 +15,8 @@ import base64
 import binascii
 import ipaddress
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from controller.schema.errors import FieldError
 from controller.schema.meta import dns1035_label, dns1123_label, dns1123_subdomain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from controller.schema.common import (ADDRESS_TYPE, ANNOTATION_KEY, ANNOTATION_VALUE, CONTROLLER_NAME, GATEWAY_GROUP,
                                       GROUP, HOSTNAME, HOSTNAME_RE, KIND, LABEL_KEY, LABEL_SELECTOR, LABEL_VALUE,

@@ -7,7 +7,8 @@ share a schema except where upstream's differ (TLSRoute).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from controller.objects import KINDS, api_version
 from controller.schema import core, gateway, policy, routes

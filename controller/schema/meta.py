@@ -8,7 +8,7 @@ are qualified names; label values are short tokens; annotations together stay un
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from controller.schema.errors import FieldError
 from controller.schema.nodes import Anything, Int, ListOf, MapOf, Node, Str, index, join, obj

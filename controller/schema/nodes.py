@@ -24,8 +24,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from controller.schema.errors import FieldError
 
@@ -275,7 +276,7 @@ def _check_str(node: Str, value: Any, path: str, depth: int) -> list[FieldError]
         errors.append(FieldError(path, f"must be at least {node.min_len} character{'s' if node.min_len > 1 else ''} long"))
     if node.max_len is not None and len(value) > node.max_len:
         errors.append(FieldError(path, f"must be at most {node.max_len} characters long (is {len(value)})"))
-    regex = getattr(node, "_re")
+    regex = node._re
     # Length first: an over-long value is not also run through the regex.
     if not errors and regex is not None and regex.search(value) is None:
         hint = node.pattern_hint or f"must match {node.pattern}"

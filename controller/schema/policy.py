@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from controller.schema.common import (ABSOLUTE_URI, GROUP, HOSTNAME, KIND, LOCAL_OBJECT_REFERENCE, NAMESPACE,
                                       OBJECT_NAME, OPTIONS, PRECISE_HOSTNAME, SECTION_NAME, unset)

@@ -7,7 +7,8 @@ carries it in the CRD, with the CRD's message.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from controller.duration import parse_duration
 from controller.schema.common import (BACKEND_OBJECT_REFERENCE, BACKEND_REF, DURATION, HEADER_FILTER,

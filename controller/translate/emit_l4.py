@@ -9,7 +9,7 @@ TCPRouteMultipleRoutesAttachment).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.objects import ObjectKey
 from controller.translate.emit_l7 import owners

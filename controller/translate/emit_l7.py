@@ -20,7 +20,7 @@ every rule that applies to the hosts it stands for:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.objects import ObjectKey
 from controller.translate import hostname as hn

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from controller.objects import GATEWAY_GROUP, ObjectKey
 from controller.translate import conditions as c

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from controller.objects import ObjectKey
 from controller.translate import backend as be
@@ -185,9 +185,7 @@ def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
             backends[backends.index(live[0])] = dataclasses.replace(
                 live[0], filters=None if rest == l7.Filters() else rest)
         direct = None
-        if fr.fail:
-            direct = 500
-        elif not backends and rule_filters.redirect is None:
+        if fr.fail or not backends and rule_filters.redirect is None:
             direct = 500
         timeouts = as_dict(raw.get("timeouts"))
         retry = None

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.translate import conditions as c

@@ -13,7 +13,7 @@ Gateway did not accept gives NoMatchingParent.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 from controller.objects import GATEWAY_GROUP, ObjectKey
 from controller.translate import backend as be

@@ -6,7 +6,7 @@ Conditions are sorted by type and carry observedGeneration but no lastTransition
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.objects import GATEWAY_GROUP, ObjectKey
 from controller.translate.conditions import condition

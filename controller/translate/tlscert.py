@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import gc
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
 from controller.source import Problem

@@ -191,7 +191,7 @@ class FakeAPIServer:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> "FakeAPIServer":
+    def start(self) -> FakeAPIServer:
         fake = self
 
         class Handler(_Handler):
@@ -321,7 +321,7 @@ class FakeAPIServer:
             else:
                 meta.pop("namespace", None)
             meta.update(uid=str(uuid.uuid4()), generation=1, resourceVersion=str(self._next_rv()),
-                        creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                        creationTimestamp=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
             store[(ns, name)] = obj
             self._record(r, "ADDED", obj, None)
             return 201, copy.deepcopy(obj)

@@ -13,8 +13,8 @@ import os
 import socket
 import ssl
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -48,10 +48,10 @@ class CA:
     key: ec.EllipticCurvePrivateKey
 
     @staticmethod
-    def new(name: str) -> "CA":
+    def new(name: str) -> CA:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(days=1))
@@ -70,7 +70,7 @@ class CA:
 
     def client(self, cn: str) -> tuple[str, str]:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
                 .issuer_name(self.cert.subject).public_key(key.public_key())

@@ -7,12 +7,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest

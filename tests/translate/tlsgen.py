@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from functools import lru_cache
+from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-FROM = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+FROM = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-@lru_cache(maxsize=None)
+@cache
 def self_signed(cn: str = "example.com", sans: tuple[str, ...] = ("*.example.com", "example.com"),
                 not_before: datetime.datetime = FROM,
                 not_after: datetime.datetime = FROM + datetime.timedelta(days=3650)) -> tuple[str, str]:
