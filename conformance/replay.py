@@ -304,7 +304,7 @@ class Replayer:
             expected = tcp_expectation(case)
             name = f"{i} tcp connection should reach {expected.namespace}/{expected.backend}"
             try:
-                rq.wait_consistent(lambda: rq.tcp_probe(target.tcp(), expected), limit=self.limit)
+                rq.wait_consistent(lambda: rq.tcp_probe(target.tcp(), expected), limit=self.limit)  # noqa: B023
             except (rq.NotConsistent, rq.WrongAnswer) as exc:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
 
@@ -328,7 +328,7 @@ class Replayer:
                 raise HarnessGap(f"udp case without a Service and Namespace: {case}")
             name = f"{i} udp echo should reach {namespace}/{service}"
             try:
-                rq.wait_consistent(lambda: rq.udp_probe(target.address, service, namespace), limit=self.limit)
+                rq.wait_consistent(lambda: rq.udp_probe(target.address, service, namespace), limit=self.limit)  # noqa: B023
             except rq.NotConsistent as exc:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
 
@@ -349,7 +349,7 @@ class Replayer:
             name = case.test_case_name(i)
             with gq.GrpcClient(target.address, case.authority) as client:
                 try:
-                    rq.wait_consistent(lambda: probe(client, case), limit=self.limit)
+                    rq.wait_consistent(lambda: probe(client, case), limit=self.limit)  # noqa: B023
                 except (rq.NotConsistent, rq.WrongAnswer) as exc:
                     raise CaseFailed(name, f"{name}: {exc}") from exc
 
@@ -501,12 +501,12 @@ class Replayer:
 
             def send(_: int) -> None:
                 def probe() -> str | None:
-                    request = self.build(target, case, path=path)
+                    request = self.build(target, case, path=path)  # noqa: B023
                     try:
                         creq, cres = rq.round_trip(request)
                     except rq.RequestError as exc:
                         return f"request failed: {exc}"
-                    return rq.compare(request, creq, cres, exp_r, sent=dict(case["request"], path=path))
+                    return rq.compare(request, creq, cres, exp_r, sent=dict(case["request"], path=path))  # noqa: B023
                 rq.wait_consistent(probe, threshold=1, limit=self.limit)
 
             with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:

@@ -269,9 +269,9 @@ class Loader:
         cur = self.settings()
         defaults = dict(DEFAULT_TIMEOUTS, nat_port_min=DEFAULT_NAT_PORTS[0],
                         nat_port_max=DEFAULT_NAT_PORTS[1])
-        for field, default in defaults.items():
-            value = kw.get(field, getattr(cur, field) or default)
-            setattr(cur, field, value)
+        for name, default in defaults.items():
+            value = kw.get(name, getattr(cur, name) or default)
+            setattr(cur, name, value)
         self.maps().get("kgw_settings").update(abi.SETTINGS_KEY, bytes(cur))
 
     def settings(self) -> abi.Settings:

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 # enum bpf_map_type values used by kgw (include/uapi/linux/bpf.h)
@@ -63,7 +64,7 @@ class MapSet(Protocol):
 def possible_cpus() -> int:
     """Number of possible CPUs (per-CPU map values have one slot each)."""
     try:
-        text = open("/sys/devices/system/cpu/possible").read().strip()
+        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
     except OSError:
         return os.cpu_count() or 1
     n = 0

@@ -427,7 +427,6 @@ class Splicer:
     async def _relay(self, conn: _Conn, way: _Way, to_eof: bool = False) -> None:
         """Copy a held direction until it has caught up (module docstring), or, with
         ``to_eof``, until src's end of stream (the half-close)."""
-        loop = asyncio.get_running_loop()
         await self._wait_taken(conn, way)
         buf = bytearray(RELAY_CHUNK)
         view = memoryview(buf)

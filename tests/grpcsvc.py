@@ -459,7 +459,8 @@ def spawn_server(log: Path, name: str = "grpcsvc", address: str = "127.0.0.1", p
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait(5)
-                raise RuntimeError(f"grpcsvc {name} did not listen on {address}:{port} within {timeout:.0f}s")
+                raise RuntimeError(f"grpcsvc {name} did not listen on {address}:{port} "
+                                   f"within {timeout:.0f}s") from None
             time.sleep(0.05)
 
 

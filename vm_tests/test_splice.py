@@ -92,7 +92,7 @@ def test_splice_integrity_with_two_percent_loss_both_ways(lab):
     # few; a held direction sends fewer still): another 16 MB until both have resent,
     # each transfer checked whole.
     with lab.lossy(topo.gw, "gc", "gb") as loss:
-        for transfers in range(1, 4):
+        for transfers in range(1, 4):  # noqa: B007 (counted after the loop)
             res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB), timeout=120)
             c = loader.counters(agent.maps(), agent.sizes)
             splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}

@@ -87,7 +87,7 @@ class Topology:
         for ns, dev, addr in ((self.client, "c0", CLIENT_ADDR), (self.gw, "gc", GW_CLIENT_ADDR),
                               (self.gw, "gb", GW_BACKEND_ADDR)):
             self.run(ns, "ip", "addr", "add", f"{addr}/24", "dev", dev)
-        for i, a in enumerate(self.backend_addrs):
+        for a in self.backend_addrs:
             self.run(self.backend, "ip", "addr", "add", f"{a}/24", "dev", "b0")
         for ns, devs in ((self.client, ["lo", "c0"]), (self.gw, ["lo", "gc", "gb"]),
                          (self.backend, ["lo", "b0"])):

@@ -103,7 +103,7 @@ def resolve_filters(
                 mirrors.append(l7.Mirror(rb.l7(default_protocol=default_protocol), _percent(r)))
         elif t == "CORS" and cors is None:
             r = as_dict(f.get("cors"))
-            strs = lambda k: tuple(x for x in as_list(r.get(k)) if isinstance(x, str))  # noqa: E731
+            strs = lambda k: tuple(x for x in as_list(r.get(k)) if isinstance(x, str))  # noqa: E731, B023
             age = as_int(r.get("maxAge"), 5)
             cors = l7.CORS(
                 allow_origins=strs("allowOrigins"), allow_methods=strs("allowMethods"),

@@ -148,7 +148,6 @@ def test_local_addresses_are_written_as_a_diff(maps):
     addrs = ["10.0.0.1", "10.0.0.2"]
     p = Programmer(maps, snat_for=lambda _a: "10.9.9.9", local_addrs=lambda: list(addrs), sizes=SIZES)
     p.apply(L4Config((fe(address="0.0.0.0"),)))
-    lam = maps.get("kgw_local_addrs")
     assert loader.local_addrs(maps) == set(addrs)
     addrs.pop()
     p.apply(L4Config((fe(address="0.0.0.0"),)))

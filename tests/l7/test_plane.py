@@ -481,7 +481,7 @@ def test_restart_delay_starts_over_after_a_healthy_period(echoes):
             time.sleep(0.4)  # healthy for longer than healthy_after
             os.kill(pid, signal.SIGKILL)
             eventually(lambda: runner.plane.worker_pids() and
-                       runner.plane.worker_pids()[0] != pid, timeout=10)
+                       runner.plane.worker_pids()[0] != pid, timeout=10)  # noqa: B023
         assert worker.restarts == 1
     finally:
         runner.close()

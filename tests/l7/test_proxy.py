@@ -559,8 +559,8 @@ def test_refused_requests_are_logged_and_counted_with_their_listener(proxy):
     for code in (400, 431, 505, 408):
         assert (f'kgw_l7_requests_total{{backend="",code="{code}",gateway="infra/gw",'
                 f'listener="main",route=""}}') in text, code
-    lines = [json.loads(l) for l in Path(proxy.access_log).read_text().splitlines()]
-    refused = {l["response_code"]: l for l in lines if l["method"] is None}
+    lines = [json.loads(s) for s in Path(proxy.access_log).read_text().splitlines()]
+    refused = {e["response_code"]: e for e in lines if e["method"] is None}
     assert refused[400]["response_code_details"] == "more than one Host header"
     assert refused[400]["response_flags"] == "DPE" and refused[400]["listener"] == "main"
     assert "HTTP/2" in refused[505]["response_code_details"]
@@ -627,8 +627,8 @@ def test_metrics_and_access_log(proxy):
     assert 'kgw_l7_upstream_connect_failures_total{backend="infra/dead:80"}' in text
     assert "kgw_l7_config_generation 1.0" in text
     assert "kgw_l7_workers 2.0" in text
-    lines = [json.loads(l) for l in Path(proxy.access_log).read_text().splitlines()]
-    probe = [l for l in lines if l["path"] == "/metrics-probe"]
+    lines = [json.loads(s) for s in Path(proxy.access_log).read_text().splitlines()]
+    probe = [e for e in lines if e["path"] == "/metrics-probe"]
     assert probe and probe[0]["response_code"] == 200
     assert probe[0]["route_name"] == "infra/default/0"
     assert probe[0]["upstream_host"].startswith("127.0.0.1:")

@@ -26,9 +26,7 @@ def _cond_ok(conds: list[dict], want: dict) -> bool:
             continue
         if want.get("Status") and c["status"] != want["Status"]:
             return False
-        if want.get("Reason") and c["reason"] != want["Reason"]:
-            return False
-        return True
+        return not (want.get("Reason") and c["reason"] != want["Reason"])
     return False
 
 
