@@ -35,7 +35,8 @@ def _when(ts: float) -> str:
 def problem(cert: ServedCertificate, now: float) -> str | None:
     """Why a client will refuse this certificate now, or None while it is valid."""
     if now >= cert.not_after:
-        return (f"warning: the certificate in Secret {cert.secret} expired at {_when(cert.not_after)}; "
+        return (f"warning: the certificate in Secret {cert.secret} expired at "
+                f"{_when(cert.not_after)}; "
                 f"it is still served, and clients that check it refuse the connection")
     if now < cert.not_before:
         return (f"warning: the certificate in Secret {cert.secret} is not valid before "
@@ -44,7 +45,8 @@ def problem(cert: ServedCertificate, now: float) -> str | None:
     return None
 
 
-def warnings(certificates: Iterable[ServedCertificate], now: float) -> dict[tuple[ObjectKey, str], list[str]]:
+def warnings(certificates: Iterable[ServedCertificate], now: float) -> dict[tuple[ObjectKey, str],
+                                                                            list[str]]:
     """(status owner, listener name) -> the warnings of its certificates now."""
     out: dict[tuple[ObjectKey, str], list[str]] = {}
     for cert in certificates:
@@ -71,7 +73,8 @@ def overlay(statuses: Mapping[ObjectKey, dict[str, Any]], certificates: Iterable
                 continue
             for cond in listener.get("conditions") or []:
                 if cond.get("type") == "ResolvedRefs" and cond.get("status") == "True":
-                    cond["message"] = "; ".join([cond.get("message") or "references resolved", *msgs])
+                    cond["message"] = "; ".join(
+                        [cond.get("message") or "references resolved", *msgs])
         out[owner] = new
     return out
 
@@ -102,9 +105,11 @@ class _Collector:
             if cur is None or c.not_after < cur.not_after:
                 by_labels[key] = c
         exp = GaugeMetricFamily("kgw_tls_certificate_expiry_timestamp_seconds",
-                                "When a served certificate expires (notAfter, Unix time)", labels=LABELS)
+                                "When a served certificate expires (notAfter, Unix time)",
+                                labels=LABELS)
         nb = GaugeMetricFamily("kgw_tls_certificate_not_before_timestamp_seconds",
-                               "When a served certificate becomes valid (notBefore, Unix time)", labels=LABELS)
+                               "When a served certificate becomes valid (notBefore, Unix time)",
+                               labels=LABELS)
         for key in sorted(by_labels):
             c = by_labels[key]
             exp.add_metric(list(key), c.not_after)

@@ -90,7 +90,8 @@ def _identity(p: Problem) -> tuple:
 
 def located(source: Source, problems: Iterable[Problem]) -> list[Problem]:
     """Translation's problems, each with where the source defines its object."""
-    return [Problem((source.origin(p.key) if p.key is not None else "") or p.origin, p.message, p.key, p.field)
+    return [Problem((source.origin(p.key) if p.key is not None else "") or p.origin, p.message,
+                    p.key, p.field)
             for p in problems]
 
 

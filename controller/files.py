@@ -140,7 +140,8 @@ class FileSource(Source):
         plan = self._plan(None, force=False)
         if plan is None:
             return self._batch([], noticed)
-        reads = {path: read_file(path, self._skip(path)) for path, (what, _) in plan.items() if what == _READ}
+        reads = {path: read_file(path, self._skip(path)) for path, (what, _) in plan.items()
+                 if what == _READ}
         return self._apply(plan, reads, noticed)
 
     async def batches(self) -> AsyncIterator[Batch]:
@@ -158,7 +159,8 @@ class FileSource(Source):
             next_rescan = loop.time() + 0.5
             while not self._stop.is_set():
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), max(0.0, next_rescan - loop.time()))
+                    item = await asyncio.wait_for(self._queue.get(),
+                                                  max(0.0, next_rescan - loop.time()))
                 except TimeoutError:
                     item = (self._clock(), None, False)
                 if item is _STOP:
@@ -197,8 +199,9 @@ class FileSource(Source):
             return await self._process(paths, noticed, force)
         except Exception as exc:  # a bug, or MemoryError: keep every object, say so
             log.exception("reading %s failed; keeping the last good objects", self.directory)
-            self._loop_problem = Problem(str(self.directory), f"reading the directory failed ({exc!r}); "
-                                                              "serving the last good configuration")
+            self._loop_problem = Problem(str(self.directory),
+                                         f"reading the directory failed ({exc!r}); "
+                                         "serving the last good configuration")
             return self._batch([], noticed)
 
     async def _process(self, paths: set[Path] | None, noticed: float, force: bool) -> Batch:
@@ -210,7 +213,8 @@ class FileSource(Source):
             # `rm -rf` deletes the files before the directory: files that vanished may be
             # the directory going away. Withdraw their objects only if it is still here.
             await asyncio.sleep(DELETE_GRACE)
-            if _identity(self.directory) != ident:  # gone or replaced: the watcher reads it when back
+            # gone or replaced: the watcher reads it when back
+            if _identity(self.directory) != ident:
                 self._plan(set(), force)  # (says so if it is missing)
                 return self._batch([], noticed)
         reads: dict[Path, list[Doc] | Failure] = {}
@@ -251,7 +255,8 @@ class FileSource(Source):
                         # be there, even with the old inode number): watch it afresh.
                         gone.set()
                         break
-                    if any(not is_config_file(p) or not p.is_relative_to(self.directory) for p in paths or ()):
+                    if any(not is_config_file(p) or not p.is_relative_to(self.directory)
+                           for p in paths or ()):
                         paths = None  # a directory came or went, a rename, a path not ours: rescan
                     queue.put_nowait((self._clock(), paths, False))
             except (OSError, RuntimeError) as exc:  # the directory vanished, inotify limits…
@@ -267,12 +272,13 @@ class FileSource(Source):
                 monitor.cancel()
                 await changes_of.aclose()
             if gone.is_set():
-                log.warning("%s was moved, deleted or replaced: keeping the last good objects until "
-                            "it is back", self.directory)
+                log.warning("%s was moved, deleted or replaced: keeping the last good objects "
+                            "until it is back", self.directory)
                 queue.put_nowait((self._clock(), None, False))  # reports a missing directory
                 await self._until_back()
 
-    async def _monitor(self, ident: tuple[int, int], gone: asyncio.Event, stop: asyncio.Event) -> None:
+    async def _monitor(self, ident: tuple[int, int], gone: asyncio.Event,
+                       stop: asyncio.Event) -> None:
         """Stop the watch when the directory is no longer the one watched: inotify keeps
         watching the old inode (moved or deleted) and says nothing more."""
         while not self._stop.is_set():
@@ -365,7 +371,8 @@ class FileSource(Source):
         for root, dirs, files in os.walk(self.directory, onerror=onerror):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             found.extend(Path(root) / f for f in sorted(files) if is_config_file(Path(f)))
-        if any(getattr(e, "filename", None) in (str(self.directory), self.directory) for e in failed) \
+        if any(getattr(e, "filename", None) in (str(self.directory), self.directory)
+               for e in failed) \
                 or not self.directory.is_dir():
             return None
         return found
@@ -380,16 +387,19 @@ class FileSource(Source):
         if not self.directory.is_dir():
             if self._dir_missing_since is None:
                 self._dir_missing_since = self._clock()
-                log.error("%s is missing: serving the last good configuration until it is back", self.directory)
-            self._dir_problem = Problem(str(self.directory), "the configuration directory is missing (moved, "
-                                                             "deleted or not a directory); serving the last "
-                                                             "good configuration")
+                log.error("%s is missing: serving the last good configuration until it is back",
+                          self.directory)
+            self._dir_problem = Problem(str(self.directory),
+                                        "the configuration directory is missing (moved, "
+                                        "deleted or not a directory); serving the last "
+                                        "good configuration")
             return None
         if paths is None:
             scanned = self._scan()
             if scanned is None:
-                self._dir_problem = Problem(str(self.directory), "cannot list the configuration directory; "
-                                                                 "serving the last good configuration")
+                self._dir_problem = Problem(str(self.directory),
+                                            "cannot list the configuration directory; "
+                                            "serving the last good configuration")
                 return None
             paths = set(scanned) | set(self._files)
         if self._dir_missing_since is not None:
@@ -429,7 +439,8 @@ class FileSource(Source):
             seen.add(path)
             if retry:  # a duplicate elsewhere may now take over a freed name: its last read
                 state = self._files.get(path)
-                freed = self._merge(path, state, state.docs, touched) if state is not None else set()
+                freed = self._merge(path, state, state.docs,
+                                    touched) if state is not None else set()
             elif path in reads:
                 freed = self._read_into(path, plan[path][1], reads[path], touched)
             elif plan[path][0] == _GONE and path in self._files:
@@ -469,7 +480,8 @@ class FileSource(Source):
         for doc in result:
             checked = doc.checked if doc.checked is not None else previous.get(doc.digest)
             if checked is None:  # cannot happen: the reader skips only digests we sent
-                checked = Checked(None, None, [Problem("", "internal error: document result missing")])
+                checked = Checked(None, None,
+                                  [Problem("", "internal error: document result missing")])
             state.checked[doc.digest] = checked
             docs.append((doc.line, doc.digest))
         state.docs = docs
@@ -488,7 +500,8 @@ class FileSource(Source):
             key, obj = checked.key, checked.obj
             errs = [Problem(origin, e.message, e.key, e.field) for e in checked.errors]
             if key is not None and key in new:
-                errs = [Problem(origin, f"duplicate: already defined at {rel}:{new[key].line}", key)]
+                errs = [
+                    Problem(origin, f"duplicate: already defined at {rel}:{new[key].line}", key)]
             elif key is not None and self._owner.get(key, path) != path:
                 other = self._owner[key]
                 errs = [Problem(origin, f"duplicate: already defined in {self._rel(other)}", key)]
@@ -498,7 +511,8 @@ class FileSource(Source):
                 prev = state.objects.get(key) if key is not None else None
                 if prev is not None and key not in new and self._owner.get(key) == path:
                     new[key] = prev  # keep serving the last good version
-                    problems[-1] = Problem(errs[-1].origin, errs[-1].message + " (previous version kept)",
+                    problems[-1] = Problem(errs[-1].origin,
+                                           errs[-1].message + " (previous version kept)",
                                            errs[-1].key, errs[-1].field)
                 continue
             assert key is not None and obj is not None
@@ -535,7 +549,8 @@ class FileSource(Source):
         for key in sorted(k for k, v in wanted.items() if v is None and k in self._live):
             live = self._live.pop(key)
             self._rv += 1
-            gone = {**live.obj, "metadata": {**live.obj["metadata"], "resourceVersion": str(self._rv)}}
+            gone = {**live.obj,
+                    "metadata": {**live.obj["metadata"], "resourceVersion": str(self._rv)}}
             events.append(Event(EventType.DELETED, key, gone, str(self._rv), live.generation))
         for key in sorted(k for k, v in wanted.items() if v is not None):
             obj = wanted[key]
@@ -544,7 +559,8 @@ class FileSource(Source):
             spec = _strip(obj)
             if live is not None:
                 old_meta = {k: v for k, v in live.obj["metadata"].items()
-                            if k not in ("resourceVersion", "generation", "creationTimestamp", "uid")}
+                            if k not in ("resourceVersion", "generation", "creationTimestamp",
+                                         "uid")}
                 if live.spec == spec and old_meta == obj["metadata"]:
                     continue
             self._rv += 1
@@ -581,7 +597,8 @@ class FileSource(Source):
             if obj is None:
                 owner = self._owner.get(key)
                 d = self._files[owner].objects.get(key) if owner in self._files else None
-                obj = d.obj if d is not None else {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+                obj = d.obj if d is not None else {"apiVersion": "v1", "kind": "Namespace",
+                                                   "metadata": {"name": ns}}
             labels = dict(obj["metadata"].get("labels") or {})
             if labels.get(NAMESPACE_NAME_LABEL) != ns:
                 labels[NAMESPACE_NAME_LABEL] = ns
@@ -590,6 +607,7 @@ class FileSource(Source):
 
     def _rel(self, path: Path) -> str:
         try:
-            return str(path.relative_to(self.directory.parent if self.directory.name else self.directory))
+            return str(
+                path.relative_to(self.directory.parent if self.directory.name else self.directory))
         except ValueError:
             return str(path)

@@ -42,7 +42,8 @@ def stamp(new: Any, old: Any, now: str) -> Any:
     if isinstance(new, list):
         olds = {}
         if isinstance(old, list):
-            olds = {_identity(o): o for o in old if isinstance(o, dict) and _identity(o) is not None}
+            olds = {_identity(o): o for o in old if isinstance(o, dict)
+                    and _identity(o) is not None}
         return [stamp(item, olds.get(_identity(item)) if isinstance(item, dict) else None, now)
                 for item in new]
     return new
@@ -56,7 +57,8 @@ def _stamp_conditions(conds: Any, old: Any, now: str) -> Any:
     for c in conds:
         c = dict(c)
         prev = before.get(c.get("type"))
-        if prev is not None and prev.get("status") == c.get("status") and "lastTransitionTime" in prev:
+        if prev is not None and prev.get("status") == c.get(
+            "status") and "lastTransitionTime" in prev:
             c["lastTransitionTime"] = prev["lastTransitionTime"]
         else:
             c.setdefault("lastTransitionTime", now)

@@ -58,7 +58,8 @@ def _check_size(root: yaml.Node) -> None:
             raise DocumentError(root.start_mark.line + 1,
                                 f"document expands to more than {MAX_NODES} nodes (alias bomb?)")
         if depth > MAX_DEPTH:  # also ends a recursive alias, which nests forever
-            raise DocumentError(node.start_mark.line + 1, f"document nests deeper than {MAX_DEPTH} levels")
+            raise DocumentError(node.start_mark.line + 1,
+                                f"document nests deeper than {MAX_DEPTH} levels")
         if isinstance(node, yaml.SequenceNode):
             children = node.value
         elif isinstance(node, yaml.MappingNode):
@@ -92,7 +93,8 @@ def _yaml_error(exc: yaml.YAMLError, line: int) -> DocumentError:
     return DocumentError(mark.line + 1, f"invalid YAML at column {mark.column + 1}: {what}")
 
 
-def load_documents(text: str | bytes, skip: Callable[[str], bool] | None = None) -> Iterator[Document]:
+def load_documents(text: str | bytes,
+                   skip: Callable[[str], bool] | None = None) -> Iterator[Document]:
     """Yield each non-empty document. Raises DocumentError (with a line) on bad YAML.
 
     ``skip(source)`` may say that a document's data is not needed (the caller has the

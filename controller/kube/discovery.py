@@ -40,7 +40,8 @@ def _group_version_path(group: str, version: str) -> str:
     return f"/apis/{group}/{version}" if group else f"/api/{version}"
 
 
-def discover(api: client.ApiClient, kinds: Iterable[Kind]) -> tuple[dict[str, Served], dict[str, str]]:
+def discover(api: client.ApiClient, kinds: Iterable[Kind]) -> tuple[dict[str, Served],
+                                                                    dict[str, str]]:
     """Return (kind name -> what serves it, kind name -> why it is not served).
 
     Raises on anything but "not served" (the server unreachable, forbidden…), so the
@@ -69,9 +70,11 @@ def discover(api: client.ApiClient, kinds: Iterable[Kind]) -> tuple[dict[str, Se
                 served[kind.kind] = Served(kind, version)
                 break
         else:
-            tried = ", ".join(_group_version_path(kind.group, v).removeprefix("/apis/").removeprefix("/api/")
+            tried = ", ".join(_group_version_path(kind.group,
+                                                  v).removeprefix("/apis/").removeprefix("/api/")
                               for v in kind.versions)
-            what = "the Gateway API CRD is not installed" if kind.group.endswith("gateway.networking.k8s.io") \
+            what = "the Gateway API CRD is not installed" if kind.group.endswith(
+                "gateway.networking.k8s.io") \
                 else "not served by this API server"
             missing[kind.kind] = f"{kind.kind} ({kind.plural}) is not served at {tried}: {what}; " \
                                  f"kgw works without it and looks again periodically"

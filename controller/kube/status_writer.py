@@ -99,7 +99,8 @@ class KubeStatusWriter:
     async def write(self, book: StatusBook, changed: set[Any], store: Store) -> None:
         self._book, self._store = book, store
         if self.is_leader():
-            self._pending |= {k for k in changed if k.kind in KINDS and KINDS[k.kind].group == GATEWAY_GROUP}
+            self._pending |= {k for k in changed if k.kind in KINDS
+                              and KINDS[k.kind].group == GATEWAY_GROUP}
             self._wake.set()
 
     async def write_all(self) -> None:
@@ -182,14 +183,16 @@ class KubeStatusWriter:
     def _get(self, plural: str, version: str, key: ObjectKey) -> dict[str, Any]:
         if key.namespace:
             return self.custom.get_namespaced_custom_object_status(
-                GATEWAY_GROUP, version, key.namespace, plural, key.name, _request_timeout=REQUEST_TIMEOUT)
+                GATEWAY_GROUP, version, key.namespace, plural, key.name,
+                _request_timeout=REQUEST_TIMEOUT)
         return self.custom.get_cluster_custom_object_status(
             GATEWAY_GROUP, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT)
 
     def _put(self, plural: str, version: str, key: ObjectKey, body: dict[str, Any]) -> None:
         if key.namespace:
             self.custom.replace_namespaced_custom_object_status(
-                GATEWAY_GROUP, version, key.namespace, plural, key.name, body, _request_timeout=REQUEST_TIMEOUT)
+                GATEWAY_GROUP, version, key.namespace, plural, key.name, body,
+                _request_timeout=REQUEST_TIMEOUT)
         else:
             self.custom.replace_cluster_custom_object_status(
                 GATEWAY_GROUP, version, plural, key.name, body, _request_timeout=REQUEST_TIMEOUT)

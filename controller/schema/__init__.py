@@ -77,14 +77,16 @@ def _validate(obj: Any) -> list[FieldError]:
     if not isinstance(kind, str) or not kind:
         return [FieldError("kind", "required field is missing")]
     if kind not in KINDS:
-        return [FieldError("kind", f"unknown kind {kind[:64]!r}; known kinds: {', '.join(sorted(KINDS))}")]
+        return [FieldError("kind",
+                           f"unknown kind {kind[:64]!r}; known kinds: {', '.join(sorted(KINDS))}")]
     if not isinstance(api, str) or not api:
         return [FieldError("apiVersion", "required field is missing")]
     schema = schema_for(kind, api)
     if schema is None:
         k = KINDS[kind]
         served = ", ".join(f"{k.group}/{v}" if k.group else v for v in k.versions)
-        return [FieldError("apiVersion", f"{kind} is not served at {api[:64]!r}; served versions: {served}")]
+        return [FieldError("apiVersion",
+                           f"{kind} is not served at {api[:64]!r}; served versions: {served}")]
     value = _copy(dict(obj))
     prune_nulls(schema, value)
     return check(schema, value, "")

@@ -17,7 +17,8 @@ from controller.translate.ir import GatewayIR, L4Contribution, ListenerIR
 from kgw_l4 import config as l4
 
 
-def build(gateways: Mapping[ObjectKey, GatewayIR], contributions: Iterable[L4Contribution]) -> l4.L4Config:
+def build(gateways: Mapping[ObjectKey, GatewayIR],
+          contributions: Iterable[L4Contribution]) -> l4.L4Config:
     frontends: dict[tuple[str, int, str, tuple], tuple[ListenerIR, list[L4Contribution]]] = {}
     tls_binds: dict[tuple[str, int], list[ListenerIR]] = defaultdict(list)
     for gk in sorted(gateways):
@@ -58,18 +59,23 @@ def build(gateways: Mapping[ObjectKey, GatewayIR], contributions: Iterable[L4Con
         # (route, listener) -> (hostnames, backends, listener): a route attached through
         # two listeners of the port gets an SNIRoute per listener, each with the hostnames
         # that listener owns (metrics say which listener a connection came through)
-        by_route: dict[tuple[ObjectKey, tuple], tuple[set[str], tuple[l4.BackendGroup, ...], ListenerIR]] = {}
+        by_route: dict[tuple[ObjectKey, tuple],
+                       tuple[set[str], tuple[l4.BackendGroup, ...], ListenerIR]] = {}
         for con in sorted(sni.get(bind, ()), key=lambda x: (x.created, x.route_key)):
             # Listener isolation by SNI, as for HTTP Host (emit_l7).
             hosts = {h for h in con.hostnames if con.listener.id in owners(listeners, h)}
             if not hosts:
                 continue
-            entry = by_route.setdefault((con.route_key, con.listener.id), (set(), con.backends, con.listener))
+            entry = by_route.setdefault((con.route_key, con.listener.id),
+                                        (set(), con.backends, con.listener))
             entry[0].update(hosts)
         routes = tuple(
-            l4.SNIRoute(name=f"{k.namespace}/{k.name}", hostnames=tuple(sorted(hosts)), backends=backends,
+            l4.SNIRoute(name=f"{k.namespace}/{k.name}", hostnames=tuple(sorted(hosts)),
+                        backends=backends,
                         gateway=f"{lis.gateway.namespace}/{lis.gateway.name}", listener=lis.name)
-            for (k, _), (hosts, backends, lis) in by_route.items()  # oldest first: it wins a shared SNI
+            # oldest first: it wins a shared SNI
+            for (k, _), (hosts, backends, lis) in by_route.items()
         )
-        passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], routes=routes))
+        passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0],
+                                             port=bind[1], routes=routes))
     return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))

@@ -43,7 +43,8 @@ def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
         elif not ns or reader.get("ConfigMap", ns, name) is None:
             bad = f"parametersRef ConfigMap {ns}/{name} not found"
         else:
-            bad = _parameters_set(reader.get("ConfigMap", ns, name), f"parametersRef ConfigMap {ns}/{name}")
+            bad = _parameters_set(reader.get("ConfigMap", ns, name),
+                                  f"parametersRef ConfigMap {ns}/{name}")
     accepted = (Cond(c.ACCEPTED, False, c.R_INVALID_PARAMETERS, bad) if bad
                 else Cond(c.ACCEPTED, True, c.R_ACCEPTED, "GatewayClass accepted by kgw"))
     return (accepted, Cond(c.SUPPORTED_VERSION, True, c.R_SUPPORTED_VERSION,
@@ -52,7 +53,8 @@ def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
 
 def _parameters_set(cm: dict | None, what: str) -> str | None:
     """kgw reads no parameters: a ConfigMap that sets any would be ignored, so it is refused."""
-    keys = sorted(map(str, {**as_dict((cm or {}).get("data")), **as_dict((cm or {}).get("binaryData"))}))
+    keys = sorted(
+        map(str, {**as_dict((cm or {}).get("data")), **as_dict((cm or {}).get("binaryData"))}))
     if not keys:
         return None
     return f"{what} sets {', '.join(keys)}: kgw reads no parameters (an empty ConfigMap is accepted)"
@@ -104,9 +106,11 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
         families = {(FAMILY[out[i].protocol][1], out[i].tls_mode) for i in idx}
         if len(families) > 1:
             for i in idx:
-                others = ", ".join(f"{out[j].name} ({_protocol_text(out[j])})" for j in idx if j != i)
+                others = ", ".join(f"{out[j].name} ({_protocol_text(out[j])})" for j in idx
+                                   if j != i)
                 out[i] = mark_conflict(out[i], c.R_PROTOCOL_CONFLICT,
-                                        f"port {port} is also used by listener(s) of another protocol: {others}")
+                                        f"port {port} is also used by listener(s) of another "
+                                        f"protocol: {others}")
             continue
         seen: dict[str | None, list[int]] = defaultdict(list)
         for i in idx:
@@ -116,8 +120,8 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
                 for i in same:
                     others = ", ".join(out[j].name for j in same if j != i)
                     out[i] = mark_conflict(out[i], c.R_HOSTNAME_CONFLICT,
-                                            f"port {port} and hostname {h or '(any)'} are also used by "
-                                            f"listener(s) {others}")
+                                            f"port {port} and hostname {h or '(any)'} are also "
+                                            f"used by listener(s) {others}")
     return out
 
 
@@ -156,7 +160,8 @@ def _addresses(
     return tuple(node_addresses), ("0.0.0.0",), acc, prog
 
 
-def backend_client_certificate(reader: Reader, gw: dict, key: ObjectKey) -> tuple[tuple[str, str] | None, Cond | None]:
+def backend_client_certificate(reader: Reader, gw: dict,
+                               key: ObjectKey) -> tuple[tuple[str, str] | None, Cond | None]:
     """spec.tls.backend.clientCertificateRef -> ((cert, key) | None, Gateway ResolvedRefs condition | None)."""
     ref = as_dict(as_dict(as_dict(spec(gw).get("tls")).get("backend")).get("clientCertificateRef"))
     if not ref:
@@ -165,17 +170,21 @@ def backend_client_certificate(reader: Reader, gw: dict, key: ObjectKey) -> tupl
     name, ns = as_str(ref.get("name")), as_str(ref.get("namespace")) or key.namespace
     bad = c.R_INVALID_CLIENT_CERTIFICATE_REF
     if group != "" or kind != "Secret":
-        return None, Cond(c.RESOLVED_REFS, False, bad, f"clientCertificateRef {group or 'core'}/{kind} is not a Secret")
-    if not refgrant.permitted(reader, GATEWAY_GROUP, "Gateway", key.namespace, "", "Secret", ns, name):
+        return None, Cond(c.RESOLVED_REFS, False, bad,
+                          f"clientCertificateRef {group or 'core'}/{kind} is not a Secret")
+    if not refgrant.permitted(reader, GATEWAY_GROUP, "Gateway", key.namespace, "", "Secret", ns,
+                              name):
         return None, Cond(c.RESOLVED_REFS, False, c.R_REF_NOT_PERMITTED,
-                          f"Secret {ns}/{name} is in another namespace and no ReferenceGrant allows it")
+                          f"Secret {ns}/{name} is in another namespace and no ReferenceGrant "
+                          "allows it")
     secret = reader.get("Secret", ns, name)
     if secret is None:
         return None, Cond(c.RESOLVED_REFS, False, bad, f"Secret {ns}/{name} not found")
     pair = tls_secret(secret)
     if isinstance(pair, str):
         return None, Cond(c.RESOLVED_REFS, False, bad, f"Secret {ns}/{name}: {pair}")
-    return pair, Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, "backend client certificate resolved")
+    return pair, Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS,
+                      "backend client certificate resolved")
 
 
 def resolve_gateway(
@@ -193,7 +202,8 @@ def resolve_gateway(
     listeners = [frontend.apply(resolve_listener(reader, key, as_dict(raw)))
                  for raw in as_list(spec(gw).get("listeners"))]
     listeners = apply_conflicts(listeners)
-    status_addrs, binds, addr_acc, addr_prog = _addresses(gw, node_addresses, local_addresses, assigned)
+    status_addrs, binds, addr_acc, addr_prog = _addresses(gw, node_addresses, local_addresses,
+                                                          assigned)
 
     params_problem = None
     infra = as_dict(spec(gw).get("infrastructure"))
@@ -236,7 +246,8 @@ def resolve_gateway(
         conditions=((accepted, programmed) + ((refs_cond,) if refs_cond else ())
                     + frontend.gateway_conditions(listeners)),
         listeners=tuple(listeners),
-        addresses=status_addrs, binds=binds, created=creation_timestamp(gw), backend_client_cert=client_cert,
+        addresses=status_addrs, binds=binds, created=creation_timestamp(gw),
+        backend_client_cert=client_cert,
     )
 
 
@@ -265,10 +276,12 @@ def apply_port_sharing(gateways: Iterable[GatewayIR]) -> dict[ObjectKey, Gateway
                 for addr in g.binds:
                     for bind in {addr, "0.0.0.0"} if addr != "0.0.0.0" else {"0.0.0.0"}:
                         prev = owner.get((transport, bind, lis.port))
-                        if prev and prev[1] != g.key and (prev[0] != family or family in ("tcp", "udp")):
+                        if prev and prev[1] != g.key and (prev[0] != family
+                                                          or family in ("tcp", "udp")):
                             taken = prev[1]
                 if taken is not None:
-                    lis = _mark_unavailable(lis, f"port {lis.port} is used by Gateway {taken.namespace}/{taken.name}")
+                    lis = _mark_unavailable(
+                        lis, f"port {lis.port} is used by Gateway {taken.namespace}/{taken.name}")
                     changed = True
                 else:
                     for addr in g.binds:

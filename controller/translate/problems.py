@@ -34,14 +34,19 @@ def route_problems(reader: Reader, route: dict) -> tuple[Problem, ...]:
         ns = as_str(ref.get("namespace")) or key.namespace
         name = as_str(ref.get("name"))
         if reader.get(kind, ns, name) is None:
-            out.append(Problem("", f"{kind} {ns}/{name} does not exist: the route is not attached to it",
+            out.append(Problem("",
+                               f"{kind} {ns}/{name} does not exist: the route is not attached to it",
                                key, f"spec.parentRefs[{i}]"))
     default = as_str(s.get("useDefaultGateways"))
     if default and default != "None":
-        out.append(Problem("", f"useDefaultGateways {default!r}: kgw does not support default Gateways; the "
-                               "route is attached only where its parentRefs say", key, "spec.useDefaultGateways"))
+        out.append(Problem("",
+                           f"useDefaultGateways {default!r}: kgw does not support default "
+                           "Gateways; the "
+                           "route is attached only where its parentRefs say", key,
+                           "spec.useDefaultGateways"))
     elif not refs:
-        out.append(Problem("", "the route has no parentRefs: it is attached to no Gateway", key, "spec.parentRefs"))
+        out.append(Problem("", "the route has no parentRefs: it is attached to no Gateway", key,
+                           "spec.parentRefs"))
     return tuple(out)
 
 
@@ -51,13 +56,17 @@ def gateway_problems(reader: Reader, gw: dict, ours: bool) -> tuple[Problem, ...
     cname = as_str(spec(gw).get("gatewayClassName"))
     if not ours:
         if reader.get("GatewayClass", "", cname) is None:
-            return (Problem("", f"GatewayClass {cname!r} does not exist: nothing serves this Gateway", key,
-                            "spec.gatewayClassName"),)
+            return (Problem("",
+                            f"GatewayClass {cname!r} does not exist: nothing serves this Gateway",
+                            key, "spec.gatewayClassName"),)
         return ()
     scope = as_str(spec(gw).get("defaultScope"))
     if scope and scope != "None":
-        return (Problem("", f"defaultScope {scope!r}: kgw does not support default Gateways; no route is "
-                            "attached to this Gateway unless its parentRefs name it", key, "spec.defaultScope"),)
+        return (Problem("",
+                        f"defaultScope {scope!r}: kgw does not support default Gateways; no route "
+                        "is "
+                        "attached to this Gateway unless its parentRefs name it", key,
+                        "spec.defaultScope"),)
     return ()
 
 
@@ -68,6 +77,9 @@ def policy_problems(policy: dict) -> tuple[Problem, ...]:
     for i, t in enumerate(map(as_dict, as_list(spec(policy).get("targetRefs")))):
         group, kind = ref_group(t, ""), as_str(t.get("kind"))
         if group != "" or kind != "Service":
-            out.append(Problem("", f"{group or 'core'}/{kind} {as_str(t.get('name'))}: kgw applies BackendTLSPolicy "
-                                   "to Services only; this target is ignored", key, f"spec.targetRefs[{i}]"))
+            out.append(Problem("",
+                               f"{group or 'core'}/{kind} {as_str(t.get('name'))}: kgw applies "
+                               "BackendTLSPolicy "
+                               "to Services only; this target is ignored", key,
+                               f"spec.targetRefs[{i}]"))
     return tuple(out)

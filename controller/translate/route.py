@@ -81,7 +81,8 @@ def not_allowed_message(reader: Reader, key: ObjectKey, listeners: list[Listener
             why.append(f"listener {lis.name} does not take {key.kind} (it takes {kinds})")
         elif not namespace_allowed(reader, lis, key.namespace):
             frm = {"Same": f"namespace {lis.owner.namespace} only", "None": "no namespace",
-                   "Selector": "namespaces matching its selector"}.get(lis.allowed_from, lis.allowed_from)
+                   "Selector": "namespaces matching its selector"}.get(lis.allowed_from,
+                                                                       lis.allowed_from)
             why.append(f"listener {lis.name} takes routes from {frm}, not from {key.namespace}")
     text = "; ".join(why) or f"no listener allows a {key.kind} from namespace {key.namespace}"
     return f"{NOT_SERVED[key.kind]}: {text}" if key.kind in NOT_SERVED else text
@@ -114,7 +115,8 @@ def attach(
         return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_PARENT,
                                                 f"no listener matches {what}"))
     allowed = [lis for lis in cands
-               if lis.accepted and key.kind in lis.supported_kinds and namespace_allowed(reader, lis, key.namespace)]
+               if lis.accepted and key.kind in lis.supported_kinds
+               and namespace_allowed(reader, lis, key.namespace)]
     if not allowed:
         return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NOT_ALLOWED_BY_LISTENERS,
                                                 not_allowed_message(reader, key, cands)))
@@ -127,12 +129,15 @@ def attach(
         if hosts:
             attached.append((lis, tuple(hosts)))
     if not attached:
-        return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_LISTENER_HOSTNAME,
-                                                "no listener hostname intersects the route's hostnames"))
-    return ParentResult(items, gw.key, Cond(c.ACCEPTED, True, c.R_ACCEPTED, "route accepted"), tuple(attached))
+        return ParentResult(items, gw.key,
+                            Cond(c.ACCEPTED, False, c.R_NO_MATCHING_LISTENER_HOSTNAME,
+                                 "no listener hostname intersects the route's hostnames"))
+    return ParentResult(items, gw.key, Cond(c.ACCEPTED, True, c.R_ACCEPTED, "route accepted"),
+                        tuple(attached))
 
 
-def _l4_backends(reader: Reader, route: dict, key: ObjectKey, problems: list[Cond], services: set) -> tuple[l4.BackendGroup, ...]:
+def _l4_backends(reader: Reader, route: dict, key: ObjectKey, problems: list[Cond],
+                 services: set) -> tuple[l4.BackendGroup, ...]:
     groups: list[l4.BackendGroup] = []
     for rule in map(as_dict, as_list(spec(route).get("rules"))):
         for ref in map(as_dict, as_list(rule.get("backendRefs"))):
@@ -150,14 +155,16 @@ def with_client_certificate(rule: l7.Rule, client: tuple[str, str]) -> l7.Rule:
     def fix(b: l7.Backend) -> l7.Backend:
         if b.tls is None:
             return b
-        return dataclasses.replace(b, tls=dataclasses.replace(b.tls, client_cert_pem=client[0], client_key_pem=client[1]))
+        return dataclasses.replace(
+            b, tls=dataclasses.replace(b.tls, client_cert_pem=client[0], client_key_pem=client[1]))
 
     mirrors = tuple(dataclasses.replace(m, backend=fix(m.backend)) for m in rule.filters.mirrors)
     return dataclasses.replace(rule, backends=tuple(fix(b) for b in rule.backends),
                                filters=dataclasses.replace(rule.filters, mirrors=mirrors))
 
 
-def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, GatewayIR]) -> RouteResult | None:
+def resolve_route(reader: Reader, route: dict,
+                  gateways: Mapping[ObjectKey, GatewayIR]) -> RouteResult | None:
     """None when the route names no Gateway of ours (it gets no status from us)."""
     key = ObjectKey.of(route)
     s = spec(route)
@@ -221,7 +228,8 @@ def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, Gate
                     if client is not None:
                         rule = with_client_certificate(rule, client)
                     for mi, m in enumerate(matches):
-                        entries.append((sort_key(m, created, key.namespace, key.name, ri, mi), l7.Route(m, rule)))
+                        entries.append((sort_key(m, created, key.namespace, key.name, ri, mi),
+                                        l7.Route(m, rule)))
                 per_gw[p.gateway] = entries
             routes = tuple(per_gw[p.gateway])
             for addr in gateways[p.gateway].binds:
@@ -236,12 +244,14 @@ def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, Gate
             if lis.protocol != proto:
                 continue
             for addr in gateways[p.gateway].binds:
-                l4c.append(L4Contribution((addr, lis.port), proto, lis, key, created, groups, hosts))
+                l4c.append(
+                    L4Contribution((addr, lis.port), proto, lis, key, created, groups, hosts))
 
     refs_bad = next((p for p in problems if p.type == c.RESOLVED_REFS and not p.ok), None)
     acc_bad = next((p for p in problems if p.type == c.ACCEPTED and not p.ok), None)
     if acc_bad is not None:
-        parents = [dataclasses.replace(p, accepted=acc_bad, listeners=()) if p.accepted.ok else p for p in parents]
+        parents = [dataclasses.replace(p, accepted=acc_bad, listeners=()) if p.accepted.ok else p
+                   for p in parents]
         l7c, l4c = [], []
     resolved = refs_bad or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, "all references resolved")
     gws = {p.gateway for p in parents if p.accepted.ok}

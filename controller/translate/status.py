@@ -32,7 +32,8 @@ def gateway_status(g: GatewayIR, attached: Mapping[tuple[ObjectKey, str], int],
         "listeners": [
             {
                 "name": lis.name,
-                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": k} for k in lis.supported_kinds],
+                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": k}
+                                   for k in lis.supported_kinds],
                 "attachedRoutes": attached.get(lis.id, 0),
                 "conditions": conds(lis.conditions, g.generation),
             }
@@ -60,7 +61,8 @@ def policy_status(ancestors: Iterable[ObjectKey], accepted: Cond, resolved: Cond
     return {
         "ancestors": [
             {
-                "ancestorRef": {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": g.namespace, "name": g.name},
+                "ancestorRef": {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": g.namespace,
+                                "name": g.name},
                 "controllerName": controller_name,
                 "conditions": conds((accepted, resolved), generation),
             }

@@ -48,8 +48,8 @@ def served(gateways: Iterable[GatewayIR]) -> tuple[ServedCertificate, ...]:
             for cert, secret in zip(lis.certificates, lis.certificate_secrets):
                 v = validity(cert.cert_pem)
                 if v is not None:
-                    out.append(ServedCertificate(lis.owner, f"{g.key.namespace}/{g.key.name}", lis.name,
-                                                 secret, *v))
+                    out.append(ServedCertificate(lis.owner, f"{g.key.namespace}/{g.key.name}",
+                                                 lis.name, secret, *v))
     return tuple(out)
 
 

@@ -105,7 +105,8 @@ class Translator:
                 eff.update(pseudo_keys(k, None))
         return eff
 
-    def _resolve_gateways(self, store: Store, eff: set[ObjectKey]) -> dict[ObjectKey, tuple[Cond, ...]]:
+    def _resolve_gateways(self, store: Store, eff: set[ObjectKey]) -> dict[ObjectKey,
+                                                                           tuple[Cond, ...]]:
         reader = Reader(store)
         classes: dict[ObjectKey, tuple[Cond, ...]] = {}
         class_names: set[str] = set()
@@ -124,7 +125,8 @@ class Translator:
             if cname in class_names:
                 k = ObjectKey.of(gw)
                 g = resolve_gateway(reader, gw, cname, self.options.node_addresses,
-                                    self.options.local_addresses, assigned.get(f"{k.namespace}/{k.name}"))
+                                    self.options.local_addresses,
+                                    assigned.get(f"{k.namespace}/{k.name}"))
                 resolved.append(listenerset.attach_sets(reader, g, gw, sets.get(k, ())))
         self._gateway_problems = tuple(gw_problems)
         new = apply_port_sharing(resolved)
@@ -214,12 +216,14 @@ class Translator:
             statuses[k] = status.gateway_class_status(cs, gen(store.get_key(k) or {}))
         for k, g in self._gateways.items():
             statuses[k] = status.gateway_status(
-                g, self._attached, listenerset.attached_count(g) if g.allows_listener_sets else None)
+                g, self._attached,
+                listenerset.attached_count(g) if g.allows_listener_sets else None)
         statuses.update(listenerset.statuses(self._gateways.values(), self._attached))
         statuses.update(self._policy_statuses(store))
         found = self._gateway_problems + tuple(p for k in sorted(self._route_problems)
                                                for p in self._route_problems[k])
-        found += tuple(p for pol in store.list("BackendTLSPolicy") for p in problems.policy_problems(pol))
+        found += tuple(p for pol in store.list("BackendTLSPolicy")
+                       for p in problems.policy_problems(pol))
         found += tuple(sorted(set(self._policy_problems), key=lambda p: (p.key, p.message)))
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found,
                            certificates=tlscert.served(self._gateways.values()))
@@ -244,13 +248,17 @@ class Translator:
                             ancestors |= gws
                         else:  # TCP/TLS passthrough bytes: kgw originates no TLS there
                             self._policy_problems.append(Problem(
-                                "", f"Service {ns}/{svc} is used by {rk.kind} {rk.namespace}/{rk.name}, whose "
-                                    "connections kgw forwards as they are: the policy does not apply to them",
+                                "",
+                                f"Service {ns}/{svc} is used by {rk.kind} "
+                                f"{rk.namespace}/{rk.name}, whose "
+                                "connections kgw forwards as they are: the policy does not apply "
+                                "to them",
                                 pk, "spec.targetRefs"))
                 if not ancestors:
                     continue
                 ev = backendtls.evaluate(reader, p)
-                accepted = (Cond(c.ACCEPTED, False, c.R_CONFLICTED, "another policy targets the same Service port")
+                accepted = (Cond(c.ACCEPTED, False, c.R_CONFLICTED,
+                                 "another policy targets the same Service port")
                             if pk in losing else ev.accepted)
                 out[pk] = status.policy_status(ancestors, accepted, ev.resolved_refs, gen(p),
                                                self.options.controller_name)
