@@ -54,7 +54,8 @@ def kernel_stats(mode: str, maps: MapSet, views: Iterable[FrontendView], config:
                                 packets=(c.to_backend[0], c.to_client[0]), flows=c.flows))
     drops = {DROP_REASONS[abi.Counter[n]]: p for n, (p, _) in st.counters.items()
              if abi.Counter[n] in DROP_REASONS}
-    events = {n.lower(): p for n, (p, _) in st.counters.items() if abi.Counter[n] not in DROP_REASONS}
+    events = {n.lower(): p for n, (p, _) in st.counters.items()
+              if abi.Counter[n] not in DROP_REASONS}
     all_tables = dict(tables or {})
     if sweep is not None:
         for t, n in sweep.entries.items():

@@ -108,9 +108,11 @@ def expected_maps(sizes: Mapping[str, int] = abi.SIZES) -> dict[str, MapInfo]:
     return {
         "kgw_frontends": MapInfo(MAP_HASH, s(abi.FeKey), s(abi.FeVal), sizes["KGW_MAX_FRONTENDS"]),
         "kgw_backends": MapInfo(MAP_ARRAY, 4, s(abi.Backend), sizes["KGW_MAX_BACKENDS"]),
-        "kgw_maglev": MapInfo(MAP_ARRAY, 4, 4, sizes["KGW_MAX_FRONTENDS"] * sizes["KGW_MAGLEV_SIZE"]),
+        "kgw_maglev": MapInfo(MAP_ARRAY, 4, 4,
+                              sizes["KGW_MAX_FRONTENDS"] * sizes["KGW_MAGLEV_SIZE"]),
         "kgw_ct": MapInfo(MAP_LRU_HASH, s(abi.FlowKey), s(abi.CtEntry), sizes["KGW_CT_SIZE"]),
-        "kgw_ct_syn": MapInfo(MAP_LRU_HASH, s(abi.FlowKey), s(abi.CtEntry), sizes["KGW_CT_SYN_SIZE"]),
+        "kgw_ct_syn": MapInfo(MAP_LRU_HASH, s(abi.FlowKey), s(abi.CtEntry),
+                              sizes["KGW_CT_SYN_SIZE"]),
         "kgw_local_addrs": MapInfo(MAP_HASH, 4, 4, sizes["KGW_MAX_LOCAL_ADDRS"]),
         "kgw_settings": MapInfo(MAP_ARRAY, 4, s(abi.Settings), 1),
         "kgw_stats": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.CounterVal), abi.stats_size(sizes)),
@@ -554,7 +556,8 @@ def flows(maps: MapSet, tables: tuple[str, ...] = ("kgw_ct", "kgw_ct_syn")) -> l
 
 
 def fill_levels(maps: MapSet, names: tuple[str, ...] = ("kgw_frontends", "kgw_ct", "kgw_ct_syn",
-                                                          "kgw_local_addrs")) -> dict[str, tuple[int, int]]:
+                                                          "kgw_local_addrs")) -> dict[
+                                                              str, tuple[int, int]]:
     """(entries, capacity) of each hash map."""
     out = {}
     for n in names:

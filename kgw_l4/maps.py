@@ -241,7 +241,8 @@ class FdMap:
 
     def _kbuf(self, key: bytes) -> ctypes.Array:
         if len(key) != self.info.key_size:
-            raise MapError(errno.EINVAL, f"{self.name}: key size {len(key)} != {self.info.key_size}")
+            raise MapError(errno.EINVAL,
+                           f"{self.name}: key size {len(key)} != {self.info.key_size}")
         return ctypes.create_string_buffer(key, len(key))
 
     def _raw_lookup(self, key: bytes) -> bytes | None:
@@ -310,7 +311,8 @@ class FdMap:
         counters read at scrape time)."""
         info = self.info
         if info.map_type not in _ARRAYS or info.key_size != 4 or start < 0 or start + count > info.max_entries:
-            raise MapError(errno.EINVAL, f"{self.name}: lookup_range needs an array and indexes in range")
+            raise MapError(errno.EINVAL,
+                           f"{self.name}: lookup_range needs an array and indexes in range")
         if count == 0:
             return b""
         if self._batch_ok is not False:
@@ -324,13 +326,15 @@ class FdMap:
                                          ctypes.byref(out), keys, vals, ctypes.byref(n))
             if (rc == 0 or ctypes.get_errno() == errno.ENOENT) and n.value == count:
                 return vals.raw
-            if rc != 0 and ctypes.get_errno() in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            if rc != 0 and ctypes.get_errno() in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                                  errno.ENOSYS):
                 self._batch_ok = False
         parts = []
         for i in range(start, start + count):
             v = self._raw_lookup(i.to_bytes(4, sys.byteorder))
             if v is None:
-                raise MapError(ctypes.get_errno() or errno.EIO, f"{self.name}: lookup of index {i} failed")
+                raise MapError(ctypes.get_errno() or errno.EIO,
+                               f"{self.name}: lookup of index {i} failed")
             parts.append(v)
         return b"".join(parts)
 

@@ -138,8 +138,10 @@ class _Collector:
         fb = CounterMetricFamily("kgw_l4_frontend_bytes", "Bytes of a frontend's flows, each way "
                                  "(to_backend: from clients; to_client: from backends)",
                                  labels=[*fl, "direction"], unit="bytes")
-        fp = CounterMetricFamily("kgw_l4_frontend_packets", "Packets of a frontend's flows, each way "
-                                 "(kernel modes; UDP datagrams in userspace)", labels=[*fl, "direction"])
+        fp = CounterMetricFamily("kgw_l4_frontend_packets",
+                                 "Packets of a frontend's flows, each way "
+                                 "(kernel modes; UDP datagrams in userspace)",
+                                 labels=[*fl, "direction"])
         ff = CounterMetricFamily("kgw_l4_frontend_flows", "Flows (TCP connections, UDP client "
                                  "flows) a frontend gave a backend", labels=fl)
         fa = GaugeMetricFamily("kgw_l4_frontend_active_flows", "Flows open now (kernel modes: at "
@@ -159,7 +161,8 @@ class _Collector:
             for reason, n in sorted(f.drops.items()):
                 fd.add_metric([*labels, reason], n)
         yield from (fb, fp, ff, fa, fd)
-        bb = CounterMetricFamily("kgw_l4_backend_bytes", "Bytes of a backend endpoint's flows, each "
+        bb = CounterMetricFamily("kgw_l4_backend_bytes",
+                                 "Bytes of a backend endpoint's flows, each "
                                  "way", labels=[*BACKEND_LABELS, "direction"], unit="bytes")
         bp = CounterMetricFamily("kgw_l4_backend_packets", "Packets of a backend endpoint's flows, "
                                  "each way", labels=[*BACKEND_LABELS, "direction"])
@@ -174,19 +177,22 @@ class _Collector:
             bf.add_metric(labels, b.flows)
         yield from (bb, bp, bf)
         dr = CounterMetricFamily("kgw_l4_drops", "Everything the L4 plane dropped, by reason "
-                                 "(including packets no frontend can be named for)", labels=["reason"])
+                                 "(including packets no frontend can be named for)",
+                                 labels=["reason"])
         for reason, n in sorted(s.drops.items()):
             dr.add_metric([reason], n)
         yield dr
         if s.events:
-            ev = CounterMetricFamily("kgw_l4_datapath_events", "The kernel programs' other counters "
+            ev = CounterMetricFamily("kgw_l4_datapath_events",
+                                     "The kernel programs' other counters "
                                      "(packets or skbs), by name", labels=["event"])
             for name, n in sorted(s.events.items()):
                 ev.add_metric([name], n)
             yield ev
         me = GaugeMetricFamily("kgw_l4_map_entries", "Entries in an L4 table (kernel maps; the "
                                "userspace plane's flow tables)", labels=["map"])
-        mc = GaugeMetricFamily("kgw_l4_map_capacity", "Entries an L4 table can hold", labels=["map"])
+        mc = GaugeMetricFamily("kgw_l4_map_capacity", "Entries an L4 table can hold",
+                               labels=["map"])
         for name, (entries, capacity) in sorted(s.tables.items()):
             me.add_metric([name], entries)
             mc.add_metric([name], capacity)

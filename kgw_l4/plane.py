@@ -271,14 +271,18 @@ class _DriftMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.checks = Counter("kgw_l4_drift_checks_total",
-                              "Checks that the pinned BPF maps hold what kgw programmed", registry=r)
+                              "Checks that the pinned BPF maps hold what kgw programmed",
+                              registry=r)
         self.repairs = Counter("kgw_l4_drift_repairs_total",
-                               "Map entries found changed outside kgw and rewritten", ["map"], registry=r)
-        self.entries = Gauge("kgw_l4_drift_entries", "Map entries the last check found changed outside kgw",
-                             registry=r)
-        self.cpu = Gauge("kgw_l4_drift_check_cpu_seconds", "CPU time of the last drift check", registry=r)
+                               "Map entries found changed outside kgw and rewritten", ["map"],
+                               registry=r)
+        self.entries = Gauge("kgw_l4_drift_entries",
+                             "Map entries the last check found changed outside kgw", registry=r)
+        self.cpu = Gauge("kgw_l4_drift_check_cpu_seconds", "CPU time of the last drift check",
+                         registry=r)
         self.refreshes = Counter("kgw_l4_snat_refreshes_total",
-                                 "SNAT source lookups of every backend after a route or address change",
+                                 "SNAT source lookups of every backend after a route or address "
+                                 "change",
                                  registry=r)
 
 
@@ -530,12 +534,12 @@ class KernelPlane(L4Plane):
             tables = {"kgw_frontends": (len(prog.fe_ids), s["KGW_MAX_FRONTENDS"]),
                       "kgw_backends": (len(prog.be_ids), s["KGW_MAX_BACKENDS"]),
                       "kgw_local_addrs": (len(prog.local), s["KGW_MAX_LOCAL_ADDRS"])}
-            st = kernel_stats(self.mode, self.loader.maps(), list(prog.views.values()), self._config,
-                              s, self._sweep, tables)
+            st = kernel_stats(self.mode, self.loader.maps(), list(prog.views.values()),
+                              self._config, s, self._sweep, tables)
         if self.tls is not None:
             fes, bes = self.tls.stats()
-            st = dataclasses.replace(st, frontends=(*st.frontends, *fes), backends=(*st.backends, *bes),
-                                     drops=sum_drops(fes, st.drops))
+            st = dataclasses.replace(st, frontends=(*st.frontends, *fes),
+                                     backends=(*st.backends, *bes), drops=sum_drops(fes, st.drops))
         return st
 
     async def _gc_loop(self) -> None:
@@ -566,7 +570,8 @@ class KernelPlane(L4Plane):
             d["frontends"] = [
                 {"name": v.name, "address": v.address, "port": v.port, "protocol": v.protocol,
                  "fe_id": v.fe_id,
-                 "endpoints": [{"backend_id": b, "endpoint": e, "weight": w} for b, e, w in v.endpoints]}
+                 "endpoints": [{"backend_id": b, "endpoint": e, "weight": w}
+                               for b, e, w in v.endpoints]}
                 for v in self.programmer.views.values()]
         return d
 
@@ -625,7 +630,8 @@ async def open_plane(mode: str = DEFAULT_MODE, interfaces: Sequence[str] | None 
         ifs: list[str] = []
         if mode != "splice":
             # pyroute2 runs an event loop of its own: never on the caller's running loop
-            ifs = list(interfaces) if interfaces is not None else await asyncio.to_thread(netinfo.up_interfaces)
+            ifs = list(interfaces) if interfaces is not None else await asyncio.to_thread(
+                netinfo.up_interfaces)
             for i in ifs:
                 ld.ifindex(i)  # ValueError("unknown interface ...")
         # both raise PinDirBusy when pins exist and another instance holds them

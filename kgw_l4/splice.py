@@ -577,7 +577,8 @@ class SpliceProxy(Acceptor):
         self.errors: dict[str, str] = {}
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_frontends(config, unsupported="cannot be spliced (use tc or xdp)")
+        wanted, picks, errors = select_frontends(config,
+                                                 unsupported="cannot be spliced (use tc or xdp)")
         self._picks.update(picks)
         errors.update(self.listen({key: fe.name for key, fe in wanted.items()}))
         self.errors = errors

@@ -95,8 +95,8 @@ class TLSPassthroughProxy(Acceptor):
         self._tallies = {k: self._tallies.get(k) or Tally() for k in keep}
         routes = [r for t in wanted.values() for r in t.routes]
         self._groups = endpoint_groups(routes)
-        self._backends = {(ep.address, ep.port): self._backends.get((ep.address, ep.port)) or Tally()
-                          for r in routes for g in r.backends for ep in g.endpoints}
+        self._backends = {(ep.address, ep.port): self._backends.get((ep.address, ep.port))
+                          or Tally() for r in routes for g in r.backends for ep in g.endpoints}
 
     def _tally(self, key: tuple[str, int], route: SNIRoute | None) -> Tally:
         k = (key, route.name, route.gateway, route.listener) if route else (key, "", "", "")
@@ -116,7 +116,8 @@ class TLSPassthroughProxy(Acceptor):
         tally = self._tally(key, route)
         be = None
         if route is not None:
-            be = _route_picker(route.backends, route.name).choose(c.getpeername()[:2], c.getsockname()[:2])
+            be = _route_picker(route.backends, route.name).choose(c.getpeername()[:2],
+                                                                  c.getsockname()[:2])
         if be is None:
             log.info("tls passthrough %s: no route for SNI %r", key, sni)
             tally.drop("no_route" if route is None else "no_backend")
@@ -156,7 +157,8 @@ class TLSPassthroughProxy(Acceptor):
         copied = self.splicer is None
         fes = [FrontendStats(f"{key[0]}:{key[1]}/TLS", gw, listener, route,
                              bytes=(t.bytes[0], t.bytes[1]) if copied else None,
-                             flows=t.flows, active=t.active if copied else None, drops=dict(t.drops))
+                             flows=t.flows, active=t.active if copied else None,
+                             drops=dict(t.drops))
                for (key, route, gw, listener), t in self._tallies.items()]
         bes = [dataclasses.replace(backend_stats(ep, t, self._groups), bytes=None) if not copied
                else backend_stats(ep, t, self._groups) for ep, t in self._backends.items()]

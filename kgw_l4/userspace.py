@@ -167,7 +167,8 @@ async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
 def _kept(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
     """A frontend's counters carry on while it keeps its labels (a new route, say, starts
     new series at 0)."""
-    if cur is not None and (cur[0].gateway, cur[0].listener, cur[0].route) == (fe.gateway, fe.listener, fe.route):
+    if cur is not None and (cur[0].gateway, cur[0].listener,
+                            cur[0].route) == (fe.gateway, fe.listener, fe.route):
         return cur[1]
     return Tally()
 
@@ -182,7 +183,8 @@ def frontend_stats(fe: Frontend, protocol: str, t: Tally, packets: bool = False)
 def backend_stats(ep: tuple[str, int], t: Tally, groups: dict[str, set[str]],
                   packets: bool = False) -> BackendStats:
     name = f"{ep[0]}:{ep[1]}"
-    return BackendStats(name, ",".join(sorted(groups.get(name, ()))), bytes=(t.bytes[0], t.bytes[1]),
+    return BackendStats(name, ",".join(sorted(groups.get(name, ()))),
+                        bytes=(t.bytes[0], t.bytes[1]),
                         packets=(t.packets[0], t.packets[1]) if packets else None, flows=t.flows)
 
 
@@ -246,7 +248,8 @@ class UserspaceProxy:
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
         self._picks.update(picks)
-        self._frontends = {key: (fe, _kept(self._frontends.get(key), fe)) for key, fe in wanted.items()}
+        self._frontends = {key: (fe, _kept(self._frontends.get(key), fe))
+                           for key, fe in wanted.items()}
         self._groups = endpoint_groups(wanted.values())
         self._backends = {ep: self._backends.get(ep) or Tally()
                           for p in picks.values() for ep in p.endpoints}
@@ -269,7 +272,8 @@ class UserspaceProxy:
         for name, err in errors.items():
             log.warning("frontend %s: %s", name, err)
 
-    def _accept(self, key: tuple[str, int], r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    def _accept(self, key: tuple[str, int], r: asyncio.StreamReader,
+                w: asyncio.StreamWriter) -> None:
         t = asyncio.get_running_loop().create_task(self._serve(key, r, w))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
