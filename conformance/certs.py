@@ -34,7 +34,8 @@ def _key() -> rsa.RSAPrivateKey:
 
 
 def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+    return key.private_bytes(serialization.Encoding.PEM,
+                             serialization.PrivateFormat.TraditionalOpenSSL,
                              serialization.NoEncryption())
 
 
@@ -66,9 +67,12 @@ def self_signed(hosts: list[str]) -> KeyPair:
     key = _key()
     cert = (_builder(hosts[0] if hosts else "kgw-conformance", None, key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=True,
-                                         content_commitment=False, data_encipherment=False, key_agreement=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
+                                         key_cert_sign=True,
+                                         content_commitment=False, data_encipherment=False,
+                                         key_agreement=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False),
+                           critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(_sans(hosts), critical=False)
             .sign(key, hashes.SHA256()))
@@ -86,9 +90,12 @@ class CA:
         key = _key()
         cert = (_builder(name, None, key.public_key())
                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=True,
-                                             content_commitment=False, data_encipherment=False, key_agreement=False,
-                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
+                                             key_cert_sign=True,
+                                             content_commitment=False, data_encipherment=False,
+                                             key_agreement=False,
+                                             crl_sign=True, encipher_only=False,
+                                             decipher_only=False), critical=True)
                 .sign(key, hashes.SHA256()))
         return cls(KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)), key, cert)
 
@@ -112,7 +119,8 @@ def tls_secret(namespace: str, name: str, pair: KeyPair) -> dict[str, Any]:
 
 
 def ca_config_map(namespace: str, name: str, ca: CA) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
             "data": {"ca.crt": ca.pair.cert_pem.decode()}}
 
 
@@ -144,7 +152,8 @@ def generate() -> SuiteCertificates:
     objects.append(ca_config_map(INFRA, "tls-checks-ca-certificate", backend_ca))
     secret(INFRA, "tls-checks-certificate", backend_ca.issue(
         ["abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"]))
-    secret(INFRA, "tls-checks-client-certificate", backend_ca.issue(["client.example.com"], client=True))
+    secret(INFRA, "tls-checks-client-certificate",
+           backend_ca.issue(["client.example.com"], client=True))
     secret(INFRA, "tls-terminate-checks-certificate", backend_ca.issue(["abc.example.com"]))
     objects.append(ca_config_map(INFRA, "mismatch-ca-certificate", CA.new("mismatch-ca")))
 
@@ -153,5 +162,6 @@ def generate() -> SuiteCertificates:
     secret(INFRA, "tls-validity-checks-client-certificate", client_ca.issue([], client=True))
     per_port_ca = CA.new("tls-validity-checks-per-port-ca")
     objects.append(ca_config_map(INFRA, "tls-validity-checks-per-port-ca-certificate", per_port_ca))
-    secret(INFRA, "tls-validity-checks-per-port-client-certificate", per_port_ca.issue([], client=True))
+    secret(INFRA, "tls-validity-checks-per-port-client-certificate",
+           per_port_ca.issue([], client=True))
     return SuiteCertificates(objects, pairs)

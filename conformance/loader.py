@@ -152,7 +152,8 @@ def rewrite_gateway(obj: Obj, book: AddressBook) -> Obj:
     if not spec.get("addresses"):
         meta = out.get("metadata") or {}
         spec["addresses"] = [{"type": "IPAddress",
-                              "value": book.address(meta.get("namespace") or "default", meta.get("name", ""))}]
+                              "value": book.address(meta.get("namespace") or "default",
+                                                    meta.get("name", ""))}]
     return out
 
 
@@ -160,7 +161,8 @@ def is_echo_deployment(obj: Obj) -> bool:
     """Deployments running the upstream echo image (not coredns, which serves UDP tests)."""
     if obj.get("kind") != "Deployment":
         return False
-    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec")
+                  or {}).get("containers") or []
     return any("echo-basic" in (c.get("image") or "") for c in containers)
 
 
@@ -168,7 +170,8 @@ def is_coredns_deployment(obj: Obj) -> bool:
     """The suite's CoreDNS Deployment (UDPRoute's DNS backend)."""
     if obj.get("kind") != "Deployment":
         return False
-    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec")
+                  or {}).get("containers") or []
     return any("coredns/coredns" in (c.get("image") or "") for c in containers)
 
 
@@ -179,7 +182,8 @@ def container_env(deployment: Obj) -> dict[str, str]:
 
 
 def pod_labels(deployment: Obj) -> dict[str, str]:
-    return dict(((deployment["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {})
+    return dict(((deployment["spec"].get("template") or {}).get("metadata") or {}).get("labels")
+                or {})
 
 
 def endpoint_slice(service: Obj, endpoints: Iterable[tuple[str, str]]) -> Obj:
@@ -192,18 +196,21 @@ def endpoint_slice(service: Obj, endpoints: Iterable[tuple[str, str]]) -> Obj:
         target = p.get("targetPort", p.get("port"))
         if not isinstance(target, int):
             continue  # named target ports would need the container's port list
-        port: Obj = {"name": p.get("name", ""), "port": target, "protocol": p.get("protocol", "TCP")}
+        port: Obj = {"name": p.get("name", ""), "port": target,
+                     "protocol": p.get("protocol", "TCP")}
         if p.get("appProtocol"):
             port["appProtocol"] = p["appProtocol"]
         ports.append(port)
     return {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": f"{meta['name']}-kgwconf", "namespace": meta.get("namespace", "default"),
+        "metadata": {"name": f"{meta['name']}-kgwconf",
+                     "namespace": meta.get("namespace", "default"),
                      "labels": {"kubernetes.io/service-name": meta["name"]}},
         "addressType": "IPv4",
         "ports": ports,
         "endpoints": [{"addresses": [addr], "conditions": {"ready": True},
-                       "targetRef": {"kind": "Pod", "name": pod, "namespace": meta.get("namespace", "default")}}
+                       "targetRef": {"kind": "Pod", "name": pod,
+                                     "namespace": meta.get("namespace", "default")}}
                       for pod, addr in endpoints],
     }
 

@@ -46,7 +46,8 @@ class Target:
     use_tls: bool = False  # tcp: TLS first (TLS passthrough to a TLS-serving echo)
 
     def tcp(self) -> rq.TcpTarget:
-        return rq.TcpTarget(self.address, use_tls=self.use_tls, server_name=self.server_name, ca_pem=self.ca_pem)
+        return rq.TcpTarget(self.address, use_tls=self.use_tls, server_name=self.server_name,
+                            ca_pem=self.ca_pem)
 
 
 def _placeholder(value: Any) -> bool:
@@ -62,8 +63,10 @@ def tcp_expectation(case: Obj) -> rq.TcpExpectation:
             raise HarnessGap(f"cannot resolve {name} {value} of a tcp case")
     if not fields["Backend"]:
         raise HarnessGap(f"tcp case without a Backend: {case}")
-    return rq.TcpExpectation(backend=str(fields["Backend"]), namespace=str(fields["Namespace"] or ""),
-                             backend_is_tls=bool(case.get("BackendIsTLS")), hostname=str(fields["Hostname"]),
+    return rq.TcpExpectation(backend=str(fields["Backend"]),
+                             namespace=str(fields["Namespace"] or ""),
+                             backend_is_tls=bool(case.get("BackendIsTLS")),
+                             hostname=str(fields["Hostname"]),
                              tls_protocol=str(fields["TLSProtocol"]))
 
 
@@ -87,7 +90,8 @@ def fill_route_placeholders(group: Obj, objects: list[Obj]) -> Obj:
         want = (routes[0].get("Namespace") or "", routes[0].get("Name") or "")
         for o in objects:
             meta = o.get("metadata") or {}
-            if o.get("kind") == "TLSRoute" and (meta.get("namespace") or "", meta.get("name")) == want:
+            if o.get("kind") == "TLSRoute" and (meta.get("namespace") or "",
+                                                meta.get("name")) == want:
                 hostnames = [str(h) for h in (o.get("spec") or {}).get("hostnames") or []]
     if hostnames:
         out = _replace_text(out, "<hostnames[0]>", hostnames[0])
@@ -95,7 +99,8 @@ def fill_route_placeholders(group: Obj, objects: list[Obj]) -> Obj:
     if out.get("trustedServerCert") == "<[]byte(caString)>" and routes and cases and all(
             c.get("BackendIsTLS") for c in cases):
         out["trustedServerCert"] = {"fn": "kubernetes.GetTLSSecret", "args": [
-            "<suite.Client>", {"Name": PASSTHROUGH_CERT_SECRET, "Namespace": routes[0].get("Namespace") or ""}]}
+            "<suite.Client>",
+            {"Name": PASSTHROUGH_CERT_SECRET, "Namespace": routes[0].get("Namespace") or ""}]}
     return out
 
 
@@ -136,10 +141,12 @@ def with_request_id(path: str, rid: str) -> str:
 
 
 class Replayer:
-    def __init__(self, checker: StatusChecker, *, secret_pair: Callable[[str, str], tuple[bytes, bytes]],
+    def __init__(self, checker: StatusChecker, *,
+                 secret_pair: Callable[[str, str], tuple[bytes, bytes]],
                  mirror_log_has: Callable[[str, str, str], bool],
                  mirror_log_count: Callable[[str, str, str], int],
-                 limit: float = rq.MAX_TIME_TO_CONSISTENCY_S, log: Callable[[str], None] = lambda m: None) -> None:
+                 limit: float = rq.MAX_TIME_TO_CONSISTENCY_S,
+                 log: Callable[[str], None] = lambda m: None) -> None:
         self.checker = checker
         self.secret_pair = secret_pair
         self.mirror_log_has = mirror_log_has
@@ -179,7 +186,8 @@ class Replayer:
             target.use_tls = True
             target.ca_pem = self._secret_from(ref)[0] if ref else b""
         if proto == "https":
-            target.ca_pem = self._secret_from(group.get("trustedServerCert"))[0] if group.get("trustedServerCert") else b""
+            target.ca_pem = self._secret_from(group.get("trustedServerCert"))[0] if group.get(
+                "trustedServerCert") else b""
             if group.get("clientCertificate"):
                 target.client_cert = self._secret_from(group["clientCertificate"])
         return target
@@ -209,7 +217,8 @@ class Replayer:
               on_certificate_request: Callable[[], None] | None = None) -> rq.Request:
         req = case.get("request") or {}
         if req.get("protocol") not in (None, "", "HTTP", "HTTPS", "H2", "H2C_PRIOR_KNOWLEDGE"):
-            raise HarnessGap(f"request protocol {req.get('protocol')} is not replayed by the harness")
+            raise HarnessGap(
+                f"request protocol {req.get('protocol')} is not replayed by the harness")
         headers = list((req.get("headers") or {}).items()) + list((extra_headers or {}).items())
         headers.append(("X-Echo-Set-Header", rq.echo_set_header(req.get("echoSetResponseHeaders"))))
         return rq.Request(
@@ -223,11 +232,13 @@ class Replayer:
 
     # -- groups --
 
-    def run_group(self, group: Obj, *, cases: list[Obj] | None = None, default_gateway: Obj | None = None) -> None:
+    def run_group(self, group: Obj, *, cases: list[Obj] | None = None,
+                  default_gateway: Obj | None = None) -> None:
         expect_kind = group.get("expect", "response")
         if expect_kind.startswith("response (custom loop"):
             if RETRY_LOOP not in (group.get("context") or []):
-                raise HarnessGap(f"custom request loop of {group.get('helper')} needs a test-specific replay")
+                raise HarnessGap(
+                    f"custom request loop of {group.get('helper')} needs a test-specific replay")
             # upstream assertConsistentRetryBehaviour: AwaitConvergence over one request
             # per probe, each with a fresh <uuid> (a fresh attempt counter in the echo)
             expect_kind = "response"
@@ -270,7 +281,8 @@ class Replayer:
                 req_path = with_request_id(req_path, rid)
                 if exp.get("backendRequest"):
                     exp = copy.deepcopy(exp)
-                    exp["backendRequest"]["path"] = with_request_id(exp["backendRequest"]["path"], rid)
+                    exp["backendRequest"]["path"] = with_request_id(exp["backendRequest"]["path"],
+                                                                    rid)
             request = self.build(target, c, path=req_path, on_certificate_request=hook)
             sent_path[:] = [req_path]
             try:
@@ -283,7 +295,8 @@ class Replayer:
                 if rq.is_timeout_code(cres.status):
                     return f"timeout status {cres.status} (retried)"
                 if cres.status == 200:  # upstream: t.Fatalf at once, no retry
-                    raise rq.WrongAnswer("the request should fail, returned HTTP status OK (200) instead")
+                    raise rq.WrongAnswer(
+                        "the request should fail, returned HTTP status OK (200) instead")
                 return None
             sent = self.resolve_client_certs(dict(c["request"], path=req_path))
             return rq.compare(request, creq, cres, exp, sent=sent)
@@ -295,7 +308,8 @@ class Replayer:
         for m in mirrors:
             self.expect_mirrored(m["BackendRef"], sent_path[0])
 
-    def run_tcp_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+    def run_tcp_group(self, group: Obj, target: Target, expect_kind: str,
+                      cases: list[Obj] | None = None) -> None:
         """Upstream tcp.MakeTCPRequestAndExpectEventuallyValidResponse for each case: a new
         connection per attempt, each case eventually consistent."""
         if expect_kind != "response":
@@ -308,7 +322,8 @@ class Replayer:
             except (rq.NotConsistent, rq.WrongAnswer) as exc:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
 
-    def run_udp_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+    def run_udp_group(self, group: Obj, target: Target, expect_kind: str,
+                      cases: list[Obj] | None = None) -> None:
         """The udp helpers as recorded: ``response`` (ExpectEchoResponseFromBackend) wants
         each case's answer from a pod of its Service in its namespace; ``any-echo``
         (ExpectEchoResponse) wants an answer from any echo. A new socket (a new flow) per
@@ -321,25 +336,29 @@ class Replayer:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
             return
         if expect_kind != "response":
-            raise HarnessGap(f"udp requests expecting {expect_kind!r} are not replayed by the harness")
+            raise HarnessGap(
+                f"udp requests expecting {expect_kind!r} are not replayed by the harness")
         for i, case in enumerate(group.get("cases") if cases is None else cases):
             service, namespace = case.get("Service"), case.get("Namespace")
             if not service or not namespace or _placeholder(service) or _placeholder(namespace):
                 raise HarnessGap(f"udp case without a Service and Namespace: {case}")
             name = f"{i} udp echo should reach {namespace}/{service}"
             try:
-                rq.wait_consistent(lambda: rq.udp_probe(target.address, service, namespace), limit=self.limit)  # noqa: B023
+                rq.wait_consistent(lambda: rq.udp_probe(target.address, service, namespace),  # noqa: B023
+                                   limit=self.limit)
             except rq.NotConsistent as exc:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
 
-    def run_grpc_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+    def run_grpc_group(self, group: Obj, target: Target, expect_kind: str,
+                       cases: list[Obj] | None = None) -> None:
         """Upstream grpc.MakeRequestAndExpectEventuallyConsistentResponse (``response``)
         and ...Failure (``failure``) for each case: one client per case (clear text, the
         case's authority), each case eventually consistent (``conformance.grpc_requests``)."""
         from conformance import grpc_requests as gq
 
         if expect_kind not in ("response", "failure"):
-            raise HarnessGap(f"grpc requests expecting {expect_kind!r} are not replayed by the harness")
+            raise HarnessGap(
+                f"grpc requests expecting {expect_kind!r} are not replayed by the harness")
         probe = gq.response_probe if expect_kind == "response" else gq.failure_probe
         for i, raw in enumerate(group.get("cases") if cases is None else cases):
             try:
@@ -357,10 +376,12 @@ class Replayer:
         """Upstream tls.MakeTLSConnectionAndExpectEventuallyConnectionRejection: the
         handshake with the group's server name ends in EOF or a reset."""
         if expect_kind != "connection-rejected":
-            raise HarnessGap(f"tls requests expecting {expect_kind!r} are not replayed by the harness")
+            raise HarnessGap(
+                f"tls requests expecting {expect_kind!r} are not replayed by the harness")
         name = f"TLS connection with server name {target.server_name!r} should be rejected"
         try:
-            rq.wait_consistent(lambda: rq.tls_rejection_probe(target.address, target.server_name), limit=self.limit)
+            rq.wait_consistent(lambda: rq.tls_rejection_probe(target.address, target.server_name),
+                               limit=self.limit)
         except rq.NotConsistent as exc:
             raise CaseFailed(name, f"{name}: {exc}") from exc
 
@@ -398,22 +419,26 @@ class Replayer:
             jitter = {"X-Jitter": str(random.randrange(10000))} if random.randrange(2) else {}
             request = self.build(target, case, extra_headers=jitter)
             creq, cres = rq.round_trip(request)
-            why = rq.compare(request, creq, cres, case.get("expect") or {}, sent=case.get("request"))
+            why = rq.compare(request, creq, cres, case.get("expect") or {},
+                             sent=case.get("request"))
             if why:
                 raise CheckFailed(f"response expectation failed for request: {why}")
             return creq.pod
 
         return distribution_error(send, weights, total, concurrency, tolerance)
 
-    def tcp_weighted_distribution(self, target: Target, weights: dict[str, float], *, total: int = 500,
-                                  concurrency: int = 10, tolerance: float = 0.05, retries: int = 10) -> None:
+    def tcp_weighted_distribution(self, target: Target, weights: dict[str, float], *,
+                                  total: int = 500,
+                                  concurrency: int = 10, tolerance: float = 0.05,
+                                  retries: int = 10) -> None:
         """The TCP weighted test: ``total`` connections (``concurrency`` at a time), each
         attributed to the backend named by the pod in its TEST answer minus the pod's last
         two name parts (upstream EchoSendOnce), every backend within ``tolerance`` of its
         weight and weight 0 getting nothing; retried up to weight.MaxTestRetries times."""
         errors = []
         for attempt in range(retries):
-            err = distribution_error(lambda _: rq.tcp_echo_pod(target.address, rq.REQUEST_TIMEOUT_S), weights,
+            err = distribution_error(lambda _: rq.tcp_echo_pod(target.address,
+                                                               rq.REQUEST_TIMEOUT_S), weights,
                                      total, concurrency, tolerance)
             if err is None:
                 return
@@ -421,8 +446,10 @@ class Replayer:
             self.log(f"tcp weighted distribution attempt {attempt + 1}: {err}")
         raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
 
-    def udp_weighted_distribution(self, target: Target, weights: dict[str, float], *, total: int = 500,
-                                  concurrency: int = 10, tolerance: float = 0.05, retries: int = 10) -> None:
+    def udp_weighted_distribution(self, target: Target, weights: dict[str, float], *,
+                                  total: int = 500,
+                                  concurrency: int = 10, tolerance: float = 0.05,
+                                  retries: int = 10) -> None:
         """The UDP weighted test (upstream weight.TestWeightedDistribution over UDP echo):
         ``total`` exchanges, each on a new socket (so a new flow and a fresh pick),
         ``concurrency`` at a time, attributed to the pod name minus its last two parts;
@@ -430,7 +457,8 @@ class Replayer:
         retried up to weight.MaxTestRetries times."""
         errors = []
         for attempt in range(retries):
-            err = distribution_error(lambda _: rq.udp_echo_pod(target.address, UDP_WEIGHT_SEND_TIMEOUT_S),
+            err = distribution_error(lambda _: rq.udp_echo_pod(target.address,
+                                                               UDP_WEIGHT_SEND_TIMEOUT_S),
                                      weights, total, concurrency, tolerance)
             if err is None:
                 return
@@ -454,15 +482,16 @@ class Replayer:
         entropy = gq.Entropy()
         errors = []
         for attempt in range(retries):
-            err = distribution_error(lambda _: gq.echo_pod(target.address, grpc_case, entropy), weights, total,
-                                     concurrency, tolerance)
+            err = distribution_error(lambda _: gq.echo_pod(target.address, grpc_case, entropy),
+                                     weights, total, concurrency, tolerance)
             if err is None:
                 return
             errors.append(err)
             self.log(f"grpc weighted distribution attempt {attempt + 1}: {err}")
         raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
 
-    def header_per_backend(self, target: Target, case: Obj, *, total: int = 100, header: str = "Backend") -> None:
+    def header_per_backend(self, target: Target, case: Obj, *, total: int = 100,
+                           header: str = "Backend") -> None:
         """Upstream HTTPRouteRequestHeaderModifierBackendWeights' loop: ``total`` requests,
         each must round-trip, the echo must report exactly one ``Backend`` value (the
         header each backendRef's filter sets; the echo's map key, Go's canonical name) and
@@ -475,11 +504,11 @@ class Replayer:
                 raise CheckFailed(f"request {i}: failed to roundtrip request: {exc}") from exc
             values = creq.headers.get(header) or []
             if len(values) != 1:
-                raise CheckFailed(f"request {i}: expected a single {header!r} header to have been set, "
-                                  f"got {len(values)} (pod {creq.pod or 'unknown'})")
+                raise CheckFailed(f"request {i}: expected a single {header!r} header to have been "
+                                  f"set, got {len(values)} (pod {creq.pod or 'unknown'})")
             if not creq.pod.startswith(values[0]):
-                raise CheckFailed(f"request {i}: {header} header {values[0]!r} does not match pod {creq.pod!r} "
-                                  f"(backend {backend_of_pod(creq.pod)})")
+                raise CheckFailed(f"request {i}: {header} header {values[0]!r} does not match pod "
+                                  f"{creq.pod!r} (backend {backend_of_pod(creq.pod)})")
 
     def percentage_mirror(self, target: Target, case: Obj, *, rounds: int = 5, total: int = 500,
                           concurrency: int = 10) -> None:
@@ -506,7 +535,8 @@ class Replayer:
                         creq, cres = rq.round_trip(request)
                     except rq.RequestError as exc:
                         return f"request failed: {exc}"
-                    return rq.compare(request, creq, cres, exp_r, sent=dict(case["request"], path=path))  # noqa: B023
+                    return rq.compare(request, creq, cres, exp_r,  # noqa: B023
+                                      sent=dict(case["request"], path=path))  # noqa: B023
                 rq.wait_consistent(probe, threshold=1, limit=self.limit)
 
             with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
@@ -543,8 +573,8 @@ class Replayer:
         return last
 
 
-def distribution_error(send: Callable[[int], str], weights: dict[str, float], total: int, concurrency: int,
-                       tolerance: float) -> str | None:
+def distribution_error(send: Callable[[int], str], weights: dict[str, float], total: int,
+                       concurrency: int, tolerance: float) -> str | None:
     """Upstream weight.TestWeightedDistribution: send ``total`` probes, ``concurrency``
     at a time (``send`` returns the pod that answered; RequestError or CheckFailed end
     the round), attribute each pod to the backend named by the pod name minus its last
@@ -570,6 +600,6 @@ def distribution_error(send: Callable[[int], str], weights: dict[str, float], to
             continue
         got = seen.get(backend, 0) / total
         if abs(got - want) > tolerance:
-            errs.append(f"backend {backend!r} weighted traffic of {got:g} not within tolerance {want:g} "
-                        f"(+/-{tolerance:f})")
+            errs.append(f"backend {backend!r} weighted traffic of {got:g} not within tolerance "
+                        f"{want:g} (+/-{tolerance:f})")
     return "; ".join(sorted(errs)) or None

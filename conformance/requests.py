@@ -67,7 +67,8 @@ class Request:
     unfollow_redirect: bool = False
     #: Called when the server asks for a client certificate during the handshake (Go's
     #: GetClientCertificate hook, which upstream's TLS helpers use to assert the ask).
-    on_certificate_request: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    on_certificate_request: Callable[[], None] | None = field(default=None, compare=False,
+                                                              repr=False)
 
     @property
     def authority(self) -> str:
@@ -234,7 +235,8 @@ def _request_headers(req: Request) -> list[tuple[str, str]]:
 def _transparent_gzip(req: Request, res: CapturedResponse) -> CapturedResponse:
     """Go's transport decompresses a gzip body it asked for and drops the headers that
     described the compressed form."""
-    asked = not any(k.lower() in ("accept-encoding", "range") for k, _ in req.headers) and req.method != "HEAD"
+    asked = not any(k.lower() in ("accept-encoding", "range")
+                    for k, _ in req.headers) and req.method != "HEAD"
     if asked and [v.lower() for v in res.headers.get("content-encoding", [])] == ["gzip"]:
         try:
             res.body = gzip.decompress(res.body)
@@ -247,7 +249,8 @@ def _transparent_gzip(req: Request, res: CapturedResponse) -> CapturedResponse:
 
 def _round_trip_h1(req: Request) -> CapturedResponse:
     sock = _dial(req)
-    conn = http.client.HTTPConnection(req.address.rpartition(":")[0].strip("[]"), timeout=REQUEST_TIMEOUT_S)
+    conn = http.client.HTTPConnection(req.address.rpartition(":")[0].strip("[]"),
+                                      timeout=REQUEST_TIMEOUT_S)
     conn.sock = sock
     try:
         conn.putrequest(req.method, req.request_uri, skip_host=True, skip_accept_encoding=True)
@@ -263,7 +266,8 @@ def _round_trip_h1(req: Request) -> CapturedResponse:
             headers.setdefault(k.lower(), []).append(v)
         out = CapturedResponse(resp.status, headers, body, protocol="HTTP/1.1")
     except (http.client.HTTPException, OSError) as exc:
-        raise RequestError(f"{req.method} {req.scheme}://{req.address}{req.request_uri}: {exc!r}") from exc
+        raise RequestError(
+            f"{req.method} {req.scheme}://{req.address}{req.request_uri}: {exc!r}") from exc
     finally:
         conn.close()
     return _with_redirect(req, _transparent_gzip(req, out))
@@ -278,11 +282,13 @@ def _round_trip_h2(req: Request) -> CapturedResponse:
     if isinstance(sock, ssl.SSLSocket) and sock.selected_alpn_protocol() != "h2":
         sock.close()
         raise RequestError(f"server did not negotiate h2 (ALPN {sock.selected_alpn_protocol()!r})")
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     try:
         conn.initiate_connection()
         sid = conn.get_next_available_stream_id()
-        hdrs = [(":method", req.method), (":scheme", req.scheme), (":authority", req.host or req.authority),
+        hdrs = [(":method", req.method), (":scheme", req.scheme),
+                (":authority", req.host or req.authority),
                 (":path", req.request_uri)] + [(k.lower(), v) for k, v in _request_headers(req)]
         conn.send_headers(sid, hdrs, end_stream=True)
         sock.sendall(conn.data_to_send())
@@ -308,7 +314,8 @@ def _round_trip_h2(req: Request) -> CapturedResponse:
                 elif isinstance(ev, h2.events.ConnectionTerminated):
                     raise RequestError(f"GOAWAY: error code {ev.error_code}")
             sock.sendall(conn.data_to_send())
-        out = _transparent_gzip(req, CapturedResponse(status, headers, bytes(body), protocol="HTTP/2.0"))
+        out = _transparent_gzip(req,
+                                CapturedResponse(status, headers, bytes(body), protocol="HTTP/2.0"))
     except (OSError, ValueError) as exc:
         raise RequestError(f"h2 {req.method} {req.address}{req.request_uri}: {exc!r}") from exc
     except Exception as exc:  # h2 protocol errors have no common base worth naming here
@@ -331,7 +338,8 @@ def _with_redirect(req: Request, res: CapturedResponse) -> CapturedResponse:
     if not location:
         # upstream's roundtripper calls resp.Location() for every redirect status: an error
         raise RequestError(f"{res.status} response without a Location header")
-    res.redirect = parse_location(f"{req.scheme}://{req.host or req.authority}{req.request_uri}", location)
+    res.redirect = parse_location(f"{req.scheme}://{req.host or req.authority}{req.request_uri}",
+                                  location)
     if not req.unfollow_redirect and res.status in (301, 302, 303, 307, 308):
         # Go's client would follow it, dialling the Location's host: outside loopback.
         raise RequestError(f"unexpected {res.status} redirect to {location}")
@@ -364,9 +372,10 @@ def capture_request(req: Request, res: CapturedResponse) -> CapturedRequest:
         raise RequestError("echo response is not a JSON object")
     headers = doc.get("headers") or {}
     return CapturedRequest(
-        path=str(doc.get("path", "")), host=str(doc.get("host", "")), method=str(doc.get("method", "")),
-        protocol=str(doc.get("proto", "")),
-        headers={str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in headers.items()},
+        path=str(doc.get("path", "")), host=str(doc.get("host", "")),
+        method=str(doc.get("method", "")), protocol=str(doc.get("proto", "")),
+        headers={str(k): [str(x) for x in (v if isinstance(v, list) else [v])]
+                 for k, v in headers.items()},
         namespace=str(doc.get("namespace", "")), pod=str(doc.get("pod", "")),
         sni=str(doc.get("sni") or (doc.get("tls") or {}).get("serverName") or ""),
         peer_certificates=[str(c) for c in ((doc.get("tls") or {}).get("peerCertificates") or [])])
@@ -437,7 +446,8 @@ def compare(req: Request, creq: CapturedRequest, cres: CapturedResponse, expect:
         want_cert = sent.get("clientCert") if defaults_to_request else er.get("clientCert")
         if want_cert:
             if not isinstance(want_cert, str):
-                raise ValueError(f"client certificate to expect is not resolved to PEM: {want_cert!r}")
+                raise ValueError(
+                    f"client certificate to expect is not resolved to PEM: {want_cert!r}")
             if want_cert not in creq.peer_certificates:
                 return (f"expected client certificate was not captured (the backend saw "
                         f"{len(creq.peer_certificates)} peer certificate(s))")
@@ -464,7 +474,8 @@ def _response_headers(cres: CapturedResponse, expect: dict[str, Any]) -> str | N
             return f"expected response header {name} to be set, actual headers: {cres.headers}"
         if _join(got) != want:
             return f"expected response header {name} to be set to {want}, got {_join(got)}"
-    squash = (lambda s: re.sub(r"\s+", "", s)) if expect.get("ignoreWhitespaceInHeaderValues") else (lambda s: s)
+    squash = (lambda s: re.sub(r"\s+", "", s)) if expect.get(
+        "ignoreWhitespaceInHeaderValues") else (lambda s: s)
     for name, allowed in (expect.get("responseHeaderOneOf") or {}).items():
         got = cres.headers.get(name.lower())
         if got is None:
@@ -526,8 +537,8 @@ def wait_consistent(probe: Callable[[], str | None], *, threshold: int = CONSECU
     last = "no attempt made"
     while True:
         if clock() - start > limit:
-            raise NotConsistent(f"timeout after {attempts} attempts ({successes}/{threshold} successes); "
-                                f"last: {last}")
+            raise NotConsistent(f"timeout after {attempts} attempts ({successes}/{threshold} "
+                                f"successes); last: {last}")
         why = probe()
         attempts += 1
         if why is None:
@@ -591,7 +602,8 @@ def _tcp_dial(target: TcpTarget, timeout: float) -> socket.socket:
         return tls
     except (ssl.SSLError, OSError) as exc:
         sock.close()
-        raise RequestError(f"tls handshake with {target.address} (sni {target.server_name}): {exc}") from exc
+        raise RequestError(
+            f"tls handshake with {target.address} (sni {target.server_name}): {exc}") from exc
 
 
 class _LineReader:
@@ -610,7 +622,8 @@ class _LineReader:
         return line.decode("utf-8", "replace") + "\n"
 
 
-def tcp_probe(target: TcpTarget, expected: TcpExpectation, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+def tcp_probe(target: TcpTarget, expected: TcpExpectation,
+              timeout: float = REQUEST_TIMEOUT_S) -> str | None:
     """One attempt of upstream WaitForValidTCPResponse on a new connection: the welcome
     line, PING -> PONG, IS_TLS -> the expected flag, TEST -> JSON matching ``expected``.
     ``None`` when it all matches; the reason when the exchange did not complete (dial,
@@ -637,7 +650,8 @@ def tcp_probe(target: TcpTarget, expected: TcpExpectation, timeout: float = REQU
         sock.sendall(b"TEST\n")
         payload = json.loads(reader.line())
     except (RequestError, OSError, ValueError) as exc:
-        if wrong:  # upstream's assertion already failed the test; the read error only ends the attempt
+        # upstream's assertion already failed the test; the read error only ends the attempt
+        if wrong:
             raise WrongAnswer("; ".join(wrong)) from exc
         return f"an error occurred during assertion: {exc}"
     finally:
@@ -718,7 +732,8 @@ def tcp_echo_probe(address: str, timeout: float = REQUEST_TIMEOUT_S) -> str | No
         return f"failed to receive a TCP echo response from {address}: {exc}"
 
 
-def tls_rejection_probe(address: str, server_name: str, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+def tls_rejection_probe(address: str, server_name: str,
+                        timeout: float = REQUEST_TIMEOUT_S) -> str | None:
     """One attempt of upstream MakeTLSConnectionAndExpectEventuallyConnectionRejection:
     dial and start a TLS handshake with ``server_name``; ``None`` when the connection is
     rejected (EOF or a reset during the handshake), else why not (a completed handshake,
@@ -784,7 +799,8 @@ def udp_exchange(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> dict
     if not isinstance(doc, dict):
         raise RequestError(f"UDP echo response is not an object: {data[:200]!r}")
     if doc.get("request") != message:
-        raise RequestError(f"UDP echo answered another datagram: {doc.get('request')!r}, sent {message!r}")
+        raise RequestError(
+            f"UDP echo answered another datagram: {doc.get('request')!r}, sent {message!r}")
     return doc
 
 
@@ -852,7 +868,8 @@ def dns_whoami_probe(address: str, qname: str = "foo.bar.com.",
         return f"DNS reply is not whoami's (authoritative, empty answer): {reply}"
     name = dns.name.from_text(qname)
     srv = dns.name.Name((b"_udp",) + name.labels)
-    have_addr = any(r.name == name and r.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for r in reply.additional)
+    have_addr = any(r.name == name and r.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+                    for r in reply.additional)
     have_srv = any(r.name == srv and r.rdtype == dns.rdatatype.SRV for r in reply.additional)
     if not (have_addr and have_srv):
         return f"DNS reply lacks whoami's address and _udp SRV records: {reply}"

@@ -24,8 +24,8 @@ from pathlib import Path
 from conformance import certs
 from conformance.backends import EchoFleet
 from conformance.features import PROFILES, SUPPORTED_FEATURES, missing_features, profile_supported
-from conformance.loader import (GATEWAY_CLASS_NAME, Suite, TestCase, container_env, is_coredns_deployment,
-                                read_manifest)
+from conformance.loader import (GATEWAY_CLASS_NAME, Suite, TestCase, container_env,
+                                is_coredns_deployment, read_manifest)
 from conformance.replay import Replayer
 from conformance.report import FAILED, PASSED, SKIPPED, Report, TestResult
 from conformance.scenarios import NOT_REPLAYABLE, StepFailed, TestRun, scenario_for
@@ -33,7 +33,8 @@ from conformance.status_checks import AdminClient, CheckFailed, HarnessGap, Stat
 from conformance.world import World
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE_NAMESPACES = ["gateway-conformance-infra", "gateway-conformance-app-backend", "gateway-conformance-web-backend"]
+BASE_NAMESPACES = ["gateway-conformance-infra", "gateway-conformance-app-backend",
+                   "gateway-conformance-web-backend"]
 CLEANUP_TIMEOUT_S = 10.0  # upstream DeleteTimeout
 READY_TIMEOUT_S = 60.0
 
@@ -76,7 +77,8 @@ def plan(suite: Suite, opts: Options) -> Plan:
         if wanted and t.name not in wanted:
             skipped[t.name] = "not selected (--run)"
         elif not any(profile_supported(p, opts.supported) for p in profiles):
-            skipped[t.name] = f"profile {'/'.join(profiles)} not supported (core features not all claimed)"
+            skipped[
+                t.name] = f"profile {'/'.join(profiles)} not supported (core features not all claimed)"
         elif missing := missing_features(t.features, opts.supported):
             skipped[t.name] = f"unsupported features: {', '.join(missing)}"
         elif t.provisional and opts.skip_provisional:
@@ -101,7 +103,8 @@ class Runner:
         self.out = out
         self.report = Report(supported=opts.supported)
         for t in suite.tests:
-            self.report.add_test(t.name, {p: lvl for p, lvl in t.profiles.items() if p in opts.profiles}, t.features)
+            self.report.add_test(
+                t.name, {p: lvl for p, lvl in t.profiles.items() if p in opts.profiles}, t.features)
         self.kgw: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
 
@@ -125,8 +128,10 @@ class Runner:
         world = World(self.workdir, fleet, secrets=generated.objects, wants=self._wants_deployment)
         admin_addr = f"127.0.0.1:{free_port()}"
         admin = AdminClient(admin_addr)
-        checker = StatusChecker(admin, Timeouts(self.opts.status_timeout), pods_ready=world.pods_ready,
-                                skip_readiness=world.skip_readiness, spec_listeners=world.gateway_listeners,
+        checker = StatusChecker(admin, Timeouts(self.opts.status_timeout),
+                                pods_ready=world.pods_ready,
+                                skip_readiness=world.skip_readiness,
+                                spec_listeners=world.gateway_listeners,
                                 exists=world.exists, gateways_in=world.gateways_in, log=self.log)
 
         def secret_pair(ns: str, name: str) -> tuple[bytes, bytes]:
@@ -142,8 +147,8 @@ class Runner:
             except (RuntimeError, OSError) as exc:
                 self.report.setup_problem = f"echo backends: {exc}"
                 for t in p.run:
-                    self.report.record(TestResult(t.name, FAILED, f"suite setup failed: {exc}", "setup",
-                                                  provisional=t.provisional))
+                    self.report.record(TestResult(t.name, FAILED, f"suite setup failed: {exc}",
+                                                  "setup", provisional=t.provisional))
                 return self.report
             self._start_kgw(world, admin_addr)
             self._setup_checks(admin, checker)
@@ -184,7 +189,8 @@ class Runner:
                "--access-log", "off", "--l4-mode", self.opts.l4_mode]
         self.log("starting: " + " ".join(cmd))
         with open(self.workdir / "kgw.log", "ab") as logf:
-            self.kgw = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+            self.kgw = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
 
     def _stop_kgw(self) -> None:
         if self.kgw is None or self.kgw.poll() is not None:
@@ -202,10 +208,12 @@ class Runner:
         tail = ""
         if self.workdir is not None:
             try:
-                tail = (self.workdir / "kgw.log").read_text(errors="replace").strip().splitlines()[-1]
+                tail = (self.workdir / "kgw.log").read_text(errors="replace").strip().splitlines()[
+                    -1]
             except (OSError, IndexError):
                 pass
-        return f"kgw run exited with status {self.kgw.returncode}" + (f" (last log line: {tail})" if tail else "")
+        return f"kgw run exited with status {self.kgw.returncode}" + (f" (last log line: {tail})"
+                                                                      if tail else "")
 
     def _kgw_errors(self, limit: int = 5) -> list[str]:
         """Distinct ERROR lines kgw logged during the run (the first few), to point at the
@@ -251,7 +259,8 @@ class Runner:
             self.report.setup_problem = str(exc)
             self.out(f"setup: {exc}")
 
-    def _run_test(self, t: TestCase, world: World, checker: StatusChecker, replayer: Replayer) -> TestResult:
+    def _run_test(self, t: TestCase, world: World, checker: StatusChecker,
+                  replayer: Replayer) -> TestResult:
         started = time.monotonic()
         dead = self._kgw_exit()
         if dead:
@@ -261,7 +270,8 @@ class Runner:
             world.apply(t.name, docs)
         except (RuntimeError, OSError) as exc:
             world.remove(t.name)
-            return self._done(t, FAILED, f"could not set up the test's backends: {exc}", "setup", started)
+            return self._done(t, FAILED, f"could not set up the test's backends: {exc}", "setup",
+                              started)
         run = TestRun(t, world, checker, replayer, t.name, log=self.log)
         try:
             scenario_for(t)(run)
@@ -299,7 +309,8 @@ class Runner:
                 return
             time.sleep(0.05)
 
-    def _done(self, t: TestCase, outcome: str, reason: str, step: str, started: float) -> TestResult:
+    def _done(self, t: TestCase, outcome: str, reason: str, step: str,
+              started: float) -> TestResult:
         secs = time.monotonic() - started
         label = {PASSED: "PASS", FAILED: "FAIL", SKIPPED: "SKIP"}[outcome]
         self.out(f"{label} {t.name} ({secs:.1f}s)" + (f": {reason}" if reason else ""))

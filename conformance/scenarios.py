@@ -45,7 +45,8 @@ class TestRun:
     # -- status checks --
 
     def checks(self, context: str | None = None) -> list[Obj]:
-        return [c for c in self.test.status_checks if context is None or context in (c.get("context") or [])]
+        return [c for c in self.test.status_checks if context is None
+                or context in (c.get("context") or [])]
 
     def run_checks(self, checks: list[Obj]) -> None:
         names = [key_of(o)[2] for o in self.world.files[self.file].objects]
@@ -145,7 +146,8 @@ INFRA = "gateway-conformance-infra"
 
 
 def _observed_generation_bump(kind: str, namespace: str, name: str, change: Callable[[Obj], None],
-                              context: str = "observedGeneration should increment") -> Callable[[TestRun], None]:
+                              context: str = "observedGeneration should increment") -> Callable[
+                                  [TestRun], None]:
     """Upstream *ObservedGenerationBump: checks, a spec change, the same checks again,
     and the generation must have moved."""
     def scenario(run: TestRun) -> None:
@@ -162,7 +164,8 @@ def _observed_generation_bump(kind: str, namespace: str, name: str, change: Call
 def _add_alternate_listener(gw: Obj) -> None:
     """Upstream GatewayObservedGenerationBump's patch: an HTTP listener on port 80 for
     foo.com, routes from all namespaces."""
-    gw["spec"]["listeners"].append({"name": "alternate", "hostname": "foo.com", "port": 80, "protocol": "HTTP",
+    gw["spec"]["listeners"].append({"name": "alternate", "hostname": "foo.com", "port": 80,
+                                    "protocol": "HTTP",
                                     "allowedRoutes": {"namespaces": {"from": "All"}}})
 
 
@@ -177,7 +180,8 @@ def _new_description(gwc: Obj) -> None:
 def _add_http_listener(gw: Obj) -> None:
     """GatewayModifyListeners' first patch: an HTTP listener ``http`` on port 80 for
     data.test.com, routes from all namespaces."""
-    gw["spec"]["listeners"].append({"name": "http", "port": 80, "protocol": "HTTP", "hostname": "data.test.com",
+    gw["spec"]["listeners"].append({"name": "http", "port": 80, "protocol": "HTTP",
+                                    "hostname": "data.test.com",
                                     "allowedRoutes": {"namespaces": {"from": "All"}}})
 
 
@@ -201,13 +205,15 @@ def gateway_modify_listeners(run: TestRun) -> None:
         (remove_ctx, "gateway-remove-listener", _keep_only_http_listener),
     ):
         checks = run.checks(ctx)
-        sanity = [c for c in checks if c["helper"] in ("NamespacesMustBeReady", "GatewayMustHaveLatestConditions")]
+        sanity = [c for c in checks
+                  if c["helper"] in ("NamespacesMustBeReady", "GatewayMustHaveLatestConditions")]
         run.run_checks(sanity)
         before = run.generation("Gateway", INFRA, gw)
         run.update("Gateway", INFRA, gw, change)
         run.run_checks(checks)
         if run.generation("Gateway", INFRA, gw) == before:
-            raise StepFailed("generation", f"Gateway {gw}: generation should change after an update")
+            raise StepFailed("generation",
+                             f"Gateway {gw}: generation should change after an update")
 
 
 def httproute_reference_grant(run: TestRun) -> None:
@@ -215,7 +221,8 @@ def httproute_reference_grant(run: TestRun) -> None:
     exists, and gets a 500 once the grant is deleted."""
     groups = run.test.request_groups
     if len(groups) != 2:
-        raise HarnessGap("expected two request groups (before and after deleting the ReferenceGrant)")
+        raise HarnessGap(
+            "expected two request groups (before and after deleting the ReferenceGrant)")
     run.run_checks(run.checks())
     run.run_groups(groups[:1])
     run.delete("ReferenceGrant", "gateway-conformance-web-backend", "reference-grant")
@@ -248,10 +255,12 @@ def tcproute_multiple_routes_attachment(run: TestRun) -> None:
         try:
             pod = rq.tcp_echo_pod(target.address)
         except rq.RequestError as exc:
-            raise StepFailed("only the oldest route", f"TCP echo request {i + 1}/100 failed: {exc}") from exc
+            raise StepFailed("only the oldest route",
+                             f"TCP echo request {i + 1}/100 failed: {exc}") from exc
         if not pod.startswith("tcp-attach-backend-1-"):
-            raise StepFailed("only the oldest route", f"request {i + 1}/100 reached {pod!r}; only the oldest "
-                                                      "route (tcp-attach-backend-1) should be attached")
+            raise StepFailed("only the oldest route",
+                             f"request {i + 1}/100 reached {pod!r}; only the oldest "
+                             "route (tcp-attach-backend-1) should be attached")
 
 
 def tcproute_reference_grant(run: TestRun) -> None:
@@ -331,8 +340,9 @@ def udproute_multiple_routes_attachment(run: TestRun) -> None:
         except rq.RequestError as exc:
             raise StepFailed("only the oldest route", f"UDP echo {i + 1}/20 failed: {exc}") from exc
         if not pod.startswith("udp-attach-backend-1-"):
-            raise StepFailed("only the oldest route", f"UDP echo {i + 1}/20 reached {pod!r}; only the oldest "
-                                                      "route (udp-attach-backend-1) should be attached")
+            raise StepFailed("only the oldest route",
+                             f"UDP echo {i + 1}/20 reached {pod!r}; only the oldest "
+                             "route (udp-attach-backend-1) should be attached")
 
 
 def udproute_dns(run: TestRun) -> None:
@@ -382,14 +392,16 @@ def grpcroute_weight(run: TestRun) -> None:
     run.run_checks(run.checks())
     groups = run.test.request_groups
     dists = run.test.record.get("weightedDistribution") or []
-    if len(groups) != 1 or groups[0].get("protocol") != "grpc" or len(groups[0].get("cases") or []) != 1 \
+    if len(groups) != 1 or groups[0].get("protocol") != "grpc" or len(groups[0].get("cases")
+                                                                      or []) != 1 \
             or not dists:
         raise HarnessGap("gRPC weighted distribution without its call or weights")
     run.run_groups(groups)
     target = run.replayer.target(groups[0], run.default_gateway())
     for d in dists:
         try:
-            run.replayer.grpc_weighted_distribution(target, groups[0]["cases"][0], d["expectedWeights"])
+            run.replayer.grpc_weighted_distribution(target, groups[0]["cases"][0],
+                                                    d["expectedWeights"])
         except CheckFailed as exc:
             raise StepFailed("grpc weighted distribution", str(exc)) from exc
 
@@ -435,23 +447,26 @@ def percentage_mirror(run: TestRun) -> None:
     for g in run.test.request_groups:
         target = run.replayer.target(g)
         for i, case in enumerate(g.get("cases") or []):
-            run.replayer.run_group(g, cases=[dict(case, expect={k: v for k, v in case["expect"].items()
-                                                                 if k != "mirroredTo"})])
+            run.replayer.run_group(g,
+                                   cases=[dict(case, expect={k: v for k, v in case["expect"].items()
+                                                              if k != "mirroredTo"})])
             try:
                 run.replayer.percentage_mirror(target, case)
             except CheckFailed as exc:
                 raise StepFailed(f"case {i} {case['request'].get('path')}", str(exc)) from exc
 
 
-RECONCILE_CTX = ("Changing the content of a ConfigMap used by BackendTLSPolicy as CA certificate should be "
-                 "reconciled by the controller")
+RECONCILE_CTX = ("Changing the content of a ConfigMap used by BackendTLSPolicy as CA certificate "
+                 "should be reconciled by the controller")
 
 
-def _policy_condition(run: TestRun, policy: str, gw: str, type_: str, status: str, reason: str) -> None:
+def _policy_condition(run: TestRun, policy: str, gw: str, type_: str, status: str,
+                      reason: str) -> None:
     try:
         run.checker.BackendTLSPolicyMustHaveCondition({"Name": policy, "Namespace": INFRA},
                                                       {"Name": gw, "Namespace": INFRA},
-                                                      {"Type": type_, "Status": status, "Reason": reason})
+                                                      {"Type": type_, "Status": status,
+                                                       "Reason": reason})
     except CheckFailed as exc:
         raise StepFailed("BackendTLSPolicyMustHaveCondition", str(exc)) from exc
 
@@ -463,10 +478,12 @@ def backendtlspolicy(run: TestRun) -> None:
     InvalidCACertificateRef), the ConfigMap is created with tls-checks-ca-certificate's
     ca.crt (both True), emptied (both False), restored (both True), and the policy's
     references are restored."""
-    run.run_checks([c for c in run.test.status_checks if RECONCILE_CTX not in (c.get("context") or [])])
+    run.run_checks(
+        [c for c in run.test.status_checks if RECONCILE_CTX not in (c.get("context") or [])])
     run.run_groups(run.test.request_groups)
     valid = (("Accepted", "True", "Accepted"), ("ResolvedRefs", "True", "ResolvedRefs"))
-    invalid = (("Accepted", "False", "NoValidCACertificate"), ("ResolvedRefs", "False", "InvalidCACertificateRef"))
+    invalid = (("Accepted", "False", "NoValidCACertificate"),
+               ("ResolvedRefs", "False", "InvalidCACertificateRef"))
     policy, gw, cm_name = "reconcile-test", "same-namespace", "tls-checks-ca-certificate-reconcile-test"
 
     def expect(conds: tuple[tuple[str, str, str], ...]) -> None:
@@ -478,13 +495,14 @@ def backendtlspolicy(run: TestRun) -> None:
     if shared is None:
         raise StepFailed("get", f"ConfigMap {INFRA}/tls-checks-ca-certificate not found")
     original_ca = (shared.get("data") or {}).get("ca.crt", "")
-    original_refs = copy.deepcopy(run.object("BackendTLSPolicy", INFRA, policy)["spec"]["validation"]
+    original_refs = copy.deepcopy(run.object("BackendTLSPolicy", INFRA,
+                                             policy)["spec"]["validation"]
                                   ["caCertificateRefs"])
     run.update("BackendTLSPolicy", INFRA, policy, lambda o: o["spec"]["validation"].__setitem__(
         "caCertificateRefs", [{"group": "", "kind": "ConfigMap", "name": cm_name}]))
     expect(invalid)
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm_name, "namespace": INFRA},
-          "data": {"ca.crt": original_ca}}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": cm_name, "namespace": INFRA}, "data": {"ca.crt": original_ca}}
     run.world.files[run.file].objects.append(cm)
     run.world.rewrite(run.file)
     expect(valid)
@@ -536,8 +554,10 @@ NOT_REPLAYABLE: dict[str, str] = {
         "the test edits spec.addresses mid-test and substitutes implementation-provided usable and "
         "unusable addresses (PLACEHOLDER_*); those steps are not recorded as data",
     "GatewayInfrastructure":
-        "its assertions read the cluster resources generated for the Gateway (labels and annotations "
-        "propagated); only the status checks are recorded, and standalone kgw generates no such resources",
+        "its assertions read the cluster resources generated for the Gateway (labels and "
+        "annotations "
+        "propagated); only the status checks are recorded, and standalone kgw generates no such "
+        "resources",
 }
 
 
@@ -571,4 +591,5 @@ def scenario_for(test: TestCase) -> Callable[[TestRun], None]:
     return SCENARIOS.get(test.name, default)
 
 
-__all__ = ["TestRun", "StepFailed", "scenario_for", "SCENARIOS", "NOT_REPLAYABLE", "Replayer", "StatusChecker"]
+__all__ = ["TestRun", "StepFailed", "scenario_for", "SCENARIOS", "NOT_REPLAYABLE", "Replayer",
+           "StatusChecker"]
