@@ -58,7 +58,8 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float 
 
 
 @contextmanager
-def running(cmd: list[str], env: dict[str, str] | None = None, **kwargs: Any) -> Iterator[subprocess.Popen]:
+def running(cmd: list[str], env: dict[str, str] | None = None,
+            **kwargs: Any) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, **kwargs)
     try:
         yield proc

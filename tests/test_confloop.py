@@ -90,7 +90,8 @@ async def test_a_failing_batch_is_reported_and_the_next_one_heals_it(monkeypatch
         await _settle(sup, lambda: sup.loop_error is not None)
         assert not runner.done() and l7.applied[-1] is good  # the last good configuration serves
         problems = json.loads((await sup._problems())[2])["problems"]
-        assert "applying a configuration change failed (MemoryError('translating'))" in problems[-1]["text"]
+        assert "applying a configuration change failed (MemoryError('translating'))" in problems[
+            -1]["text"]
         status, _, body = await sup._readyz()
         assert status == 200 and b"serving the last good configuration" in body and b"MemoryError" in body
 

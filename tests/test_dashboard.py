@@ -19,7 +19,8 @@ def test_dashboard_json_model() -> None:
     assert isinstance(dash["schemaVersion"], int) and dash["schemaVersion"] >= 36
     assert dash["uid"] and dash["title"] and dash["id"] is None  # importable anywhere
     variables = {v["name"]: v for v in dash["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"][
+        "query"] == "prometheus"
     panels = dash["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))

@@ -106,7 +106,8 @@ def material() -> Material:
 def _listener(name: str, port: int, m: Material, echo_port: int,
               validation: ClientValidation | None) -> Listener:
     rule = Rule(name=f"infra/{name}/0", route=f"infra/{name}", gateway="infra/gw",
-                backends=(Backend(name="infra/v1:8080", endpoints=(Endpoint("127.0.0.1", echo_port),)),))
+                backends=(
+                    Backend(name="infra/v1:8080", endpoints=(Endpoint("127.0.0.1", echo_port),)),))
     vhost = VirtualHost("*", (Route(RouteMatch(path=PathMatch("PathPrefix", "/")), rule),))
     certs = (Certificate(("a.example.com",), *m.server_named),
              Certificate(("*",), *m.server_default))

@@ -85,7 +85,8 @@ def test_upgrade():
     (b"GET /\x00 HTTP/1.1\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
     (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+     b"chunked\r\n\r\n", 400),
 ])
 def test_bad_requests_rejected(data, status):
     events = RequestReader().feed(data)

@@ -306,7 +306,8 @@ def test_backend_level_rewrite_redirect_mirror(proxy, echoes):
     r = request(proxy.port, "/be-redirect/x", host="h.test")
     assert r.status == 302 and r.header("location") == f"http://h.test:{proxy.port}/redirected"
     tag = uuid.uuid4().hex
-    assert pod(request(proxy.port, f"/be-mirror/{tag}", method="POST", body=b"abc")).startswith("v1")
+    assert pod(request(proxy.port, f"/be-mirror/{tag}", method="POST", body=b"abc")).startswith(
+        "v1")
     eventually(lambda: f"/be-mirror/{tag}" in echoes["v3"].log(), timeout=5)
 
 
@@ -489,7 +490,8 @@ def test_chunked_request_with_trailers(proxy):
               b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
     doc = json.loads(out.split(b"\r\n\r\n", 1)[1])
     assert doc["body"]["length"] == 11
-    assert doc["headers"]["Transfer-Encoding"] == ["chunked"] or "Transfer-Encoding" not in doc["headers"]
+    assert doc["headers"]["Transfer-Encoding"] == ["chunked"] or "Transfer-Encoding" not in doc[
+        "headers"]
 
 
 def test_large_bodies_stream_both_ways(proxy):
@@ -577,7 +579,8 @@ def test_malformed_request_400_and_close(proxy):
 
 
 @pytest.mark.parametrize("payload", [
-    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: "
+    b"chunked\r\n\r\n0\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",

@@ -37,8 +37,10 @@ def _unsupported(case: dict) -> str | None:
 #: Tests whose checks belong to several phases (the Go test edits objects in between);
 #: a single snapshot cannot satisfy them all. test_phases.py replays their phases.
 MULTI_PHASE = {
-    "GatewayModifyListeners", "GatewayStaticAddresses", "TCPRouteReferenceGrant", "UDPRouteReferenceGrant",
-    "TCPRouteMultipleRoutesAttachment", "UDPRouteMultipleRoutesAttachment", "GatewayNameMaximumLength",
+    "GatewayModifyListeners", "GatewayStaticAddresses", "TCPRouteReferenceGrant",
+    "UDPRouteReferenceGrant",
+    "TCPRouteMultipleRoutesAttachment", "UDPRouteMultipleRoutesAttachment",
+    "GatewayNameMaximumLength",
 }
 
 
