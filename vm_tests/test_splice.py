@@ -21,7 +21,8 @@ UNOWNED_CLIENT_ADDR = "10.201.1.99"
 def splice_peer_entries(pin_dir: str) -> int:
     """Entries in the agent's kgw_splice_peer map (not pinned: found through the pinned
     verdict program's map ids)."""
-    prog = json.loads(sh("bpftool", "-j", "prog", "show", "pinned", f"{pin_dir}/prog_sockmap").stdout)
+    prog = json.loads(
+        sh("bpftool", "-j", "prog", "show", "pinned", f"{pin_dir}/prog_sockmap").stdout)
     for map_id in prog["map_ids"]:
         if json.loads(sh("bpftool", "-j", "map", "show", "id", str(map_id)).stdout)["name"] \
                 == "kgw_splice_peer":
@@ -96,7 +97,8 @@ def test_splice_integrity_with_two_percent_loss_both_ways(lab):
             res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB), timeout=120)
             c = loader.counters(agent.maps(), agent.sizes)
             splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
-            retrans = {ns: topo.snmp(ns)["Tcp"]["RetransSegs"] for ns in (topo.client, topo.backend)}
+            retrans = {ns: topo.snmp(ns)["Tcp"]["RetransSegs"]
+                       for ns in (topo.client, topo.backend)}
             assert res["ok"], (res, retrans, splice)
             if all(n > 0 for n in retrans.values()):
                 break

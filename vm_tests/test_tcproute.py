@@ -23,8 +23,8 @@ import pytest
 
 from kgw_l4 import loader
 from vm_tests.conftest import NETAPP, ROOT, SYSPY, Lab, wait_for
-from vm_tests.topology import (CLIENT_ADDR, GW_BACKEND_ADDR, GW_CLIENT_ADDR, GW_OTHER_ADDR, OTHER_ADDR,
-                               Topology)
+from vm_tests.topology import (CLIENT_ADDR, GW_BACKEND_ADDR, GW_CLIENT_ADDR, GW_OTHER_ADDR,
+                               OTHER_ADDR, Topology)
 
 ADMIN = "127.0.0.1:9195"
 MB = 1024 * 1024
@@ -86,7 +86,8 @@ def condition(conds: list[dict], type_: str) -> str | None:
 
 @contextlib.contextmanager
 def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str,
-            node_address: str | None = GW_BACKEND_ADDR, gateway_address: str | None = GW_CLIENT_ADDR,
+            node_address: str | None = GW_BACKEND_ADDR,
+            gateway_address: str | None = GW_CLIENT_ADDR,
             two: list[str] | None = None, two_weight: int = 3) -> Iterator[subprocess.Popen]:
     """`kgw run` in the gw namespace on the TCPRoute above (backends on PORT), until its
     Gateway is Programmed and the route Accepted. Service "one" is the first backend
@@ -103,7 +104,8 @@ def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str,
     pin_dir = f"/sys/fs/bpf/kgw-run-{lab.topo.tag}"
     log = (tmp_path / "kgw.log").open("w")
     node = ["--node-address", node_address] if node_address else []
-    proc = lab.topo.popen(lab.topo.gw, sys.executable, "-m", "controller.cli", "run", "-c", str(conf),
+    proc = lab.topo.popen(lab.topo.gw, sys.executable, "-m", "controller.cli", "run", "-c",
+                          str(conf),
                           "--admin-address", ADMIN, "--workers", "1", "--access-log", "off",
                           "--l4-mode", mode, "--l4-interfaces", ",".join(lab.topo.gw_ifs),
                           "--l4-pin-dir", pin_dir, *node, *extra,
@@ -114,7 +116,8 @@ def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str,
             route = next((i for i in items if i["kind"] == "TCPRoute"), None)
             gw = next((i for i in items if i["kind"] == "Gateway"), None)
             return bool(route and gw
-                        and condition(route["status"]["parents"][0]["conditions"], "Accepted") == "True"
+                        and condition(route["status"]["parents"][0]["conditions"],
+                                      "Accepted") == "True"
                         and condition(gw["status"]["conditions"], "Programmed") == "True"
                         and gw["status"]["listeners"][0]["attachedRoutes"] == 1)
 
@@ -159,7 +162,8 @@ def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
             key = _key({"backend": backend, "endpoint": f"{addr}:9001"})
             assert fams[("kgw_l4_backend_flows_total", key)] == got[addr], (backend, addr)
         assert fams[("kgw_l4_mode", _key({"mode": "tc"}))] == 1
-        assert fams[("kgw_l4_map_capacity", _key({"map": "kgw_frontends"}))] == loader.abi.SIZES["KGW_MAX_FRONTENDS"]
+        assert fams[("kgw_l4_map_capacity", _key({"map": "kgw_frontends"}))] == loader.abi.SIZES[
+            "KGW_MAX_FRONTENDS"]
 
 
 def metrics(lab) -> dict[tuple[str, tuple], float]:
@@ -214,7 +218,8 @@ def router_lab(tmp_path):
     lab = Lab(topo, tmp_path)
     try:
         lab.serve()
-        p = topo.popen(topo.other, SYSPY, NETAPP, "serve", OTHER_ADDR, stdout=subprocess.PIPE, text=True)
+        p = topo.popen(topo.other, SYSPY, NETAPP, "serve", OTHER_ADDR, stdout=subprocess.PIPE,
+                       text=True)
         lab.procs.append(p)
         assert p.stdout and p.stdout.readline().strip() == "ready"
         yield lab

@@ -58,7 +58,8 @@ class Topology:
     def ns_cmd(self, ns: str, *cmd: str) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{ns}", *cmd]
 
-    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    def run(self, ns: str, *cmd: str, check: bool = True,
+            timeout: float = 30) -> subprocess.CompletedProcess:
         return sh(*self.ns_cmd(ns, *cmd), check=check, timeout=timeout)
 
     def popen(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
