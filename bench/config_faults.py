@@ -14,7 +14,7 @@ gateway from a thread inside the host meanwhile (tests/test_run_reliability.py's
   worst latency, and the peak RSS of the supervisor and its children.
 * move: the directory is renamed away for 2 s and back.
 * sighup: five SIGHUPs, 0.5 s apart.
-"""
+"""  # noqa: E501 (command lines)
 
 from __future__ import annotations
 

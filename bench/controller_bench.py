@@ -64,7 +64,7 @@ spec:
     backendRefs: [{{name: svc-{i % 50}, port: {port}}}]
   - matches: [{{path: {{type: PathPrefix, value: /}}}}]
     backendRefs: [{{name: svc-{i % 50}, port: 80, weight: 9}}, {{name: svc-{(i + 1) % 50}, port: 80}}]
-"""
+"""  # noqa: E501 (data)
 
 
 def services_doc() -> str:

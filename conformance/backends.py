@@ -58,7 +58,8 @@ def pod_names(deployment: str, replicas: int, rng: random.Random) -> list[str]:
     template_hash = "".join(rng.choice(NAME_ALPHABET) for _ in range(10))
     names: list[str] = []
     while len(names) < replicas:
-        name = f"{deployment}-{template_hash}-{''.join(rng.choice(NAME_ALPHABET) for _ in range(5))}"
+        name = (
+            f"{deployment}-{template_hash}-{''.join(rng.choice(NAME_ALPHABET) for _ in range(5))}")
         if name not in names:
             names.append(name)
     return names
@@ -269,7 +270,8 @@ class EchoFleet:
             if run.proc.poll() is not None:
                 tail = run.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(
-                    f"echo pod {pod.namespace}/{pod.name} exited with {run.proc.returncode}: {tail}")
+                    f"echo pod {pod.namespace}/{pod.name} exited with {run.proc.returncode}: "
+                    f"{tail}")
             if run.dns:
                 if not _dns_answers(pod.address, waiting[0]):
                     time.sleep(0.05)

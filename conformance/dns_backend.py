@@ -156,8 +156,8 @@ class _Protocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         out = self.server.answer(data, (addr[0], addr[1]))
         if self.log:
-            print(
-                f"[INFO] {addr[0]}:{addr[1]} query of {len(data)} bytes answered: {out is not None}", flush=True)
+            print(f"[INFO] {addr[0]}:{addr[1]} query of {len(data)} bytes answered: "
+                  f"{out is not None}", flush=True)
         if out is not None and self.transport is not None:
             self.transport.sendto(out, addr)
 

@@ -182,11 +182,15 @@ def compare(case: GrpcCase, resp: GrpcResponse) -> str | None:
     if case.code is not resp.code:
         got = f"{_code_name(resp.code)} ({resp.code.value[0]})" + (f": {resp.details}"
                                                                    if resp.details else "")
-        return f"expected status code to be {_code_name(case.code)} ({case.code.value[0]}), but got {got}"
+        return (
+            f"expected status code to be {_code_name(case.code)} ({case.code.value[0]}), but got "
+            f"{got}")
     if resp.code is grpc.StatusCode.OK:
         assertions = resp.response.assertions
         if assertions.fully_qualified_method != case.fully_qualified_method:
-            return f"expected path to be {case.fully_qualified_method}, got {assertions.fully_qualified_method}"
+            return (
+                f"expected path to be {case.fully_qualified_method}, got "
+                f"{assertions.fully_qualified_method}")
         if case.namespace and case.namespace != assertions.context.namespace:
             return f"expected namespace to be {case.namespace}, got {assertions.context.namespace}"
         if not assertions.context.pod.startswith(case.backend):

@@ -586,7 +586,9 @@ def distribution_error(send: Callable[[int], str], weights: dict[str, float], to
             for pod in pool.map(send, range(total)):
                 backend = backend_of_pod(pod)
                 if backend not in weights:
-                    return f"request was handled by an unexpected pod {pod!r} (extracted backend: {backend!r})"
+                    return (
+                        f"request was handled by an unexpected pod {pod!r} (extracted backend: "
+                        f"{backend!r})")
                 seen[backend] = seen.get(backend, 0) + 1
         except (rq.RequestError, CheckFailed) as exc:
             return f"error while sending requests: {exc}"

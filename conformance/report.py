@@ -121,7 +121,8 @@ class Report:
         for p in profiles:
             core, ext = self._level(p, "core"), self._level(p, "extended")
             profs.append({"name": p, "core": core, "extended": ext,
-                          "summary": f"Core tests {core['result']}; extended tests {ext['result']}."})
+                          "summary": f"Core tests {core['result']}; "
+                                     f"extended tests {ext['result']}."})
         doc: dict[str, Any] = {
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "ConformanceReport",

@@ -420,7 +420,9 @@ def compare(req: Request, creq: CapturedRequest, cres: CapturedResponse, expect:
         if method != creq.method:
             return f"expected method to be {method}, got {creq.method}"
         if expect.get("backendNamespace", "") != creq.namespace:
-            return f"expected namespace to be {expect.get('backendNamespace', '')}, got {creq.namespace}"
+            return (
+                f"expected namespace to be {expect.get('backendNamespace', '')}, got "
+                f"{creq.namespace}")
         lower_req = {k.lower(): v for k, v in creq.headers.items()}
         if er.get("headers"):
             if not creq.headers:
@@ -484,7 +486,8 @@ def _response_headers(cres: CapturedResponse, expect: dict[str, Any]) -> str | N
             return f"expected response header {name} to be one of {allowed}, got {_join(got)}"
     for name in expect.get("responseAbsentHeaders") or []:
         if name.lower() in cres.headers:
-            return f"expected response header {name} to not be set, got {cres.headers[name.lower()]}"
+            return (
+                f"expected response header {name} to not be set, got {cres.headers[name.lower()]}")
     return None
 
 
@@ -500,9 +503,11 @@ def _compare_redirect(req: Request, cres: CapturedResponse, want: dict[str, Any]
     port = str(want.get("port") or "")
     if not port:
         if got.scheme.lower() == "http" and got.port not in ("80", ""):
-            return f"for http scheme, expected redirected port to be 80 or not set, got {got.port!r}"
+            return (
+                f"for http scheme, expected redirected port to be 80 or not set, got {got.port!r}")
         if got.scheme.lower() == "https" and got.port not in ("443", ""):
-            return f"for https scheme, expected redirected port to be 443 or not set, got {got.port!r}"
+            return ("for https scheme, expected redirected port to be 443 or not set, "
+                    f"got {got.port!r}")
     elif port != got.port:
         return f"expected redirected port to be {port!r}, got {got.port!r}"
     if scheme != got.scheme:
@@ -672,16 +677,23 @@ def validate_tcp_payload(payload: Any, expected: TcpExpectation) -> str | None:
     if ns != expected.namespace:
         return f"namespace does not match: got {ns!r}, want {expected.namespace!r}"
     if not pod.startswith(f"{expected.backend}-"):
-        return f"backend name does not match with pod prefix: pod={pod!r} backend={expected.backend!r}"
+        return (f"backend name does not match with pod prefix: pod={pod!r} "
+                f"backend={expected.backend!r}")
     tls = payload.get("tls")
     if expected.hostname:
         if not isinstance(tls, dict):
-            return f"TLS server name does not match: no TLS assertions received, want {expected.hostname!r}"
+            return (
+                "TLS server name does not match: no TLS assertions received, want "
+                f"{expected.hostname!r}")
         if tls.get("serverName", "") != expected.hostname:
-            return f"TLS server name does not match: got {tls.get('serverName', '')!r}, want {expected.hostname!r}"
+            return (
+                f"TLS server name does not match: got {tls.get('serverName', '')!r}, want "
+                f"{expected.hostname!r}")
     if expected.tls_protocol:
         if not isinstance(tls, dict):
-            return f"TLS protocol does not match: no TLS assertions received, want {expected.tls_protocol!r}"
+            return (
+                "TLS protocol does not match: no TLS assertions received, want "
+                f"{expected.tls_protocol!r}")
         if tls.get("negotiatedProtocol", "") != expected.tls_protocol:
             return (f"TLS protocol does not match: got {tls.get('negotiatedProtocol', '')!r}, "
                     f"want {expected.tls_protocol!r}")
@@ -809,9 +821,13 @@ def validate_udp_payload(doc: dict[str, Any], service: str, namespace: str) -> s
     echo's SERVICE_NAME) and ``namespace`` equal the expected ones, when given."""
     got_service, ns = str(doc.get("service", "")), str(doc.get("namespace", ""))
     if service and got_service != service:
-        return f"UDP echo response service={got_service!r} did not match expected {service!r} (pod={doc.get('pod')!r})"
+        return (
+            f"UDP echo response service={got_service!r} did not match expected {service!r} "
+            f"(pod={doc.get('pod')!r})")
     if namespace and ns != namespace:
-        return f"UDP echo response namespace={ns!r} did not match expected {namespace!r} (pod={doc.get('pod')!r})"
+        return (
+            f"UDP echo response namespace={ns!r} did not match expected {namespace!r} "
+            f"(pod={doc.get('pod')!r})")
     return None
 
 

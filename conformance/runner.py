@@ -77,8 +77,8 @@ def plan(suite: Suite, opts: Options) -> Plan:
         if wanted and t.name not in wanted:
             skipped[t.name] = "not selected (--run)"
         elif not any(profile_supported(p, opts.supported) for p in profiles):
-            skipped[
-                t.name] = f"profile {'/'.join(profiles)} not supported (core features not all claimed)"
+            skipped[t.name] = (f"profile {'/'.join(profiles)} not supported "
+                               "(core features not all claimed)")
         elif missing := missing_features(t.features, opts.supported):
             skipped[t.name] = f"unsupported features: {', '.join(missing)}"
         elif t.provisional and opts.skip_provisional:
@@ -248,7 +248,8 @@ class Runner:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not admin.ready():
             if self._kgw_exit() or time.monotonic() > deadline:
-                self.report.setup_problem = self._kgw_exit() or f"/readyz not 200 within {READY_TIMEOUT_S:.0f}s"
+                self.report.setup_problem = (self._kgw_exit()
+                                             or f"/readyz not 200 within {READY_TIMEOUT_S:.0f}s")
                 self.out(f"setup: {self.report.setup_problem}")
                 return
             time.sleep(0.1)
@@ -288,7 +289,8 @@ class Runner:
         if outcome == FAILED and (dead := self._kgw_exit()):
             reason = f"{reason} [{dead}]"
         if outcome == PASSED and self.report.setup_problem:
-            outcome, reason, step = FAILED, f"suite setup failed: {self.report.setup_problem}", "setup"
+            outcome, reason, step = (FAILED, f"suite setup failed: {self.report.setup_problem}",
+                                     "setup")
         self._cleanup(t, world, checker)
         return self._done(t, outcome, reason, step, started)
 

@@ -199,7 +199,8 @@ def gateway_modify_listeners(run: TestRun) -> None:
     keep only the ``http`` listener of gateway-remove-listener; status must follow each
     change."""
     add_ctx = "should be able to add a listener that then becomes available for routing traffic"
-    remove_ctx = "should be able to remove listeners, which would then stop routing the relevant traffic"
+    remove_ctx = (
+        "should be able to remove listeners, which would then stop routing the relevant traffic")
     for ctx, gw, change in (
         (add_ctx, "gateway-add-listener", _add_http_listener),
         (remove_ctx, "gateway-remove-listener", _keep_only_http_listener),
@@ -484,7 +485,8 @@ def backendtlspolicy(run: TestRun) -> None:
     valid = (("Accepted", "True", "Accepted"), ("ResolvedRefs", "True", "ResolvedRefs"))
     invalid = (("Accepted", "False", "NoValidCACertificate"),
                ("ResolvedRefs", "False", "InvalidCACertificateRef"))
-    policy, gw, cm_name = "reconcile-test", "same-namespace", "tls-checks-ca-certificate-reconcile-test"
+    policy, gw, cm_name = ("reconcile-test", "same-namespace",
+                           "tls-checks-ca-certificate-reconcile-test")
 
     def expect(conds: tuple[tuple[str, str, str], ...]) -> None:
         for c in conds:

@@ -49,7 +49,8 @@ class Fatal(str):
 
 
 class HarnessGap(Exception):
-    """The harness cannot replay this from the suite's data (the test is skipped, with this reason)."""
+    """The harness cannot replay this from the suite's data (the test is skipped, with this
+    reason)."""
 
 
 # -- pure comparisons ---------------------------------------------------------------
@@ -147,7 +148,9 @@ def _brief_parents(parents: list[Obj]) -> str:
 def listeners_match(expected: list[Obj], actual: list[Obj]) -> str | None:
     """Upstream listenersMatch (order-independent, supportedKinds as a superset)."""
     if len(expected) != len(actual):
-        return f"expected {len(expected)} listeners in status, got {len(actual)} ({[a.get('name') for a in actual]})"
+        return (
+            f"expected {len(expected)} listeners in status, got {len(actual)} "
+            f"({[a.get('name') for a in actual]})")
     by_name = {a.get("name"): a for a in actual}
     for e in expected:
         a = by_name.get(e["Name"])
@@ -163,7 +166,9 @@ def listeners_match(expected: list[Obj], actual: list[Obj]) -> str | None:
                        for ak in a_kinds):
                 return f"listener {e['Name']}: supportedKinds {a_kinds} lacks {eg}/{ek['Kind']}"
         if a.get("attachedRoutes") != e.get("AttachedRoutes", 0):
-            return f"listener {e['Name']}: attachedRoutes {a.get('attachedRoutes')}, want {e.get('AttachedRoutes', 0)}"
+            return (
+                f"listener {e['Name']}: attachedRoutes {a.get('attachedRoutes')}, want "
+                f"{e.get('AttachedRoutes', 0)}")
         why = conditions_match(e.get("Conditions") or [], a.get("conditions") or [])
         if why:
             return f"listener {e['Name']}: {why}"
@@ -377,7 +382,8 @@ class StatusChecker:
                     result["addr"] = f"{a['value']}:{p}" if ":" not in a[
                         "value"] else f"[{a['value']}]:{p}"
                     return None
-            return f"Gateway {nn[0]}/{nn[1]} has no typed address in status: {status.get('addresses')}"
+            return (f"Gateway {nn[0]}/{nn[1]} has no typed address in status: "
+                    f"{status.get('addresses')}")
         self.poll(f"WaitForGatewayAddress({nn[0]}/{nn[1]})", T_GATEWAY_ADDRESS, fn)
         return result["addr"]
 
@@ -500,7 +506,9 @@ class StatusChecker:
             ls = (obj.get("status") or {}).get("listeners") or []
             if not ls or (len(ls) == 1 and ls[0].get("attachedRoutes") == 0):
                 return None
-            return f"want no listeners or one with 0 attachedRoutes, got {[(lst.get('name'), lst.get('attachedRoutes')) for lst in ls]}"
+            return (
+                "want no listeners or one with 0 attachedRoutes, got "
+                f"{[(lst.get('name'), lst.get('attachedRoutes')) for lst in ls]}")
         self.poll(f"GatewayMustHaveZeroRoutes({nn[0]}/{nn[1]})", T_GATEWAY_LISTENERS, fn)
 
     def GatewayMustHaveAttachedListeners(self, gw: Obj, count: int) -> None:

@@ -118,7 +118,8 @@ class AdminServer:
             writer.close()
             return
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n")
         try:
             writer.write(head.encode() + (b"" if method == b"HEAD" else body))
             await writer.drain()

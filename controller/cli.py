@@ -96,8 +96,8 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
 
 #: name -> the command, whose handler is a module under controller.commands
 COMMANDS: dict[str, Command[str]] = {
-    "run": Command("serve the Gateway API objects in a directory (standalone mode)", "run", lambda: (
-        _CONFIG, _ADMIN, *_serving("discovered"))),
+    "run": Command("serve the Gateway API objects in a directory (standalone mode)", "run",
+                   lambda: (_CONFIG, _ADMIN, *_serving("discovered"))),
     "agent": Command(
         "run in a cluster (one per node): watch the API server, serve, write status as the Lease "
         "holder",
@@ -123,10 +123,9 @@ COMMANDS: dict[str, Command[str]] = {
                                               "those) here"}),
             *_serving("$NODE_IP, else discovered"))),
     "validate": Command("check a directory offline: every problem and the status each object would "
-                        "get",
-                        "validate", (_CONFIG, output_arg())),
-    "translate": Command("print the data-plane configurations a directory translates to", "translate", (
-        _CONFIG, output_arg(("json", "yaml"), "json"))),
+                        "get", "validate", (_CONFIG, output_arg())),
+    "translate": Command("print the data-plane configurations a directory translates to",
+                         "translate", (_CONFIG, output_arg(("json", "yaml"), "json"))),
     "status": Command("show the running gateway's objects, conditions and reasons", "status",
                       (_ADMIN, output_arg())),
     "echo": Command("run the echo backend used by the demo, tests and conformance", "echo"),

@@ -135,7 +135,8 @@ class FileSource(Source):
     # -- public ----------------------------------------------------------------
 
     def load(self) -> Batch:
-        """Read the whole directory (in this process) and return what changed since the last read."""
+        """Read the whole directory (in this process) and return what changed since the last
+        read."""
         noticed = self._clock()
         plan = self._plan(None, force=False)
         if plan is None:

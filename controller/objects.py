@@ -72,7 +72,8 @@ class ObjectKey:
     def __str__(self) -> str:
         if not self.name:  # an object we could not name (e.g. metadata.name missing)
             return self.kind
-        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+        return (f"{self.kind} {self.namespace}/{self.name}" if self.namespace
+                else f"{self.kind} {self.name}")
 
     @classmethod
     def of(cls, obj: Obj) -> ObjectKey:

@@ -95,7 +95,9 @@ def failing_conditions(status_list: dict[str, Any]) -> list[str]:
     lines = []
     for item in status_list.get("items", []):
         meta, status = item.get("metadata", {}), item.get("status") or {}
-        obj = f"{item.get('kind')} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta.get('name')}"
+        obj = (
+            f"{item.get('kind')} "
+            f"{meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta.get('name')}")
         groups: list[tuple[str, Any]] = [("", status.get("conditions"))]
         groups += [(f"listener {x.get('name')}: ", x.get("conditions"))
                    for x in status.get("listeners") or []]

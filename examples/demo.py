@@ -47,7 +47,7 @@ kgw is serving examples/ on {GATEWAY}. Try:
 
 Edit a file under examples/ and the change is live within a fraction of a second.
 Ctrl-C stops everything.
-"""
+"""  # noqa: E501 (data)
 
 
 def request(path: str, headers: dict[str, str]) -> tuple[int, Message, bytes]:

@@ -310,7 +310,8 @@ class FdMap:
         array gives each index's value once per possible CPU, padded to 8 bytes (the
         counters read at scrape time)."""
         info = self.info
-        if info.map_type not in _ARRAYS or info.key_size != 4 or start < 0 or start + count > info.max_entries:
+        if (info.map_type not in _ARRAYS or info.key_size != 4 or start < 0
+                or start + count > info.max_entries):
             raise MapError(errno.EINVAL,
                            f"{self.name}: lookup_range needs an array and indexes in range")
         if count == 0:

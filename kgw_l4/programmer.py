@@ -227,8 +227,8 @@ class Programmer:
                 if bid is None:
                     for fe, eps in wanted.values():
                         if ep in eps:
-                            errors[
-                                fe.name] = f"too many backends (the kernel table holds {self.max_be})"
+                            errors[fe.name] = ("too many backends "
+                                               f"(the kernel table holds {self.max_be})")
                     continue
                 self.be_ids[ep] = bid
             written += self._write_backend(bid, self._backend_value(ep, source_errors),

@@ -98,7 +98,9 @@ def test_pod_names_look_like_kubernetes_and_map_back_to_the_backend() -> None:
 
 def test_name_expressions_resolve_against_the_tests_manifests() -> None:
     long = "gateway-name-maximum-length-" + "a" * (253 - 28)
-    expr = '<gatewayNameMaximumLengthPrefix + strings.Repeat("a", 253 - len(gatewayNameMaximumLengthPrefix))>'
+    expr = (
+        '<gatewayNameMaximumLengthPrefix + strings.Repeat("a", 253 - '
+        'len(gatewayNameMaximumLengthPrefix))>')
     args = [{"Name": expr, "Namespace": "ns"}]
     assert resolve_name_expressions(args, ["other", long]) == [{"Name": long, "Namespace": "ns"}]
     assert fill_placeholders("<suite.ControllerName>") == "kgw.dev/gateway-controller"
@@ -792,7 +794,8 @@ MANIFEST = [
               "ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}},
     {"apiVersion": "apps/v1", "kind": "Deployment",
      "metadata": {"name": "echo", "namespace": "infra"},
-     "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "echo"}}, "spec": {"containers": [
+     "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "echo"}},
+                                          "spec": {"containers": [
          {"image": "registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0"}]}}}},
     {"apiVersion": "apps/v1", "kind": "Deployment",
      "metadata": {"name": "dns", "namespace": "infra"},
@@ -1158,8 +1161,8 @@ def test_an_object_that_is_not_applied_fails_at_once_and_an_unlisted_one_is_not_
         applied.HTTPRouteMustHaveNoAcceptedParents({"Name": "r", "Namespace": "infra"})
     listed = {
         ("HTTPRoute", "infra", "r"): {"metadata": {"generation": 1}, "status": {"parents": []}}}
-    StatusChecker(FakeAdmin([listed]), Timeouts(3.0), interval=0.01).HTTPRouteMustHaveNoAcceptedParents(  # type: ignore[arg-type]
-        {"Name": "r", "Namespace": "infra"})
+    checker = StatusChecker(FakeAdmin([listed]), Timeouts(3.0), interval=0.01)  # type: ignore[arg-type]
+    checker.HTTPRouteMustHaveNoAcceptedParents({"Name": "r", "Namespace": "infra"})
 
 
 def test_namespaces_must_be_ready_checks_every_applied_gateway() -> None:
@@ -1186,7 +1189,8 @@ def test_namespaces_without_pods_are_not_ready(tmp_path: Path) -> None:
 
 
 def test_mid_test_edits_are_upstreams() -> None:
-    from conformance.scenarios import StepFailed, _add_alternate_listener, _add_http_listener, _keep_only_http_listener
+    from conformance.scenarios import (StepFailed, _add_alternate_listener, _add_http_listener,
+                                       _keep_only_http_listener)
 
     gw = {"spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}
     _add_alternate_listener(gw)
@@ -1276,7 +1280,8 @@ def test_grpc_cases_read_as_upstream_expected_responses() -> None:
     assert c.metadata == (("Version", "two"), ("Color", "orange"))
     # upstream GetTestCaseName
     assert c.test_case_name(3) == (f"3 request to 'foo.bar.com{GRPC_ECHO}EchoTwo' with headers "
-                                   "'{Color:orange,Version:two}' should go to grpc-infra-backend-v2")
+                                   "'{Color:orange,Version:two}' should go to "
+                                   "grpc-infra-backend-v2")
     three = gq.GrpcCase.from_record(grpc_case("EchoThree", code=12))
     assert three.code is grpc.StatusCode.UNIMPLEMENTED
     assert three.test_case_name(
@@ -1450,7 +1455,7 @@ def test_grpc_replay_passes_the_right_routing_and_fails_wrong_ones(grpc_pods) ->
         r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(right.address, "grpc"), "response")
         with pytest.raises(CaseFailed,
                            match="1 request to .*EchoTwo' should go to grpc-infra-backend-v2: .*"
-                                             "expected pod name to start with grpc-infra-backend-v2"):
+                                 "expected pod name to start with grpc-infra-backend-v2"):
             r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(one_backend.address, "grpc"),
                              "response")
         with pytest.raises(CaseFailed,

@@ -134,7 +134,7 @@ metadata: {name: g}
 spec:
   gatewayClassName: c
   listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {selector: {matchLabels: {a: b}}}}}]
-""", "spec.listeners[0].allowedRoutes.namespaces",
+""", "spec.listeners[0].allowedRoutes.namespaces",  # noqa: E501 (data)
      {"from": "Same", "selector": {"matchLabels": {"a": "b"}}}),
     ("listener-tls-mode-and-cert-ref", """
 apiVersion: gateway.networking.k8s.io/v1
@@ -172,7 +172,7 @@ spec:
   tls: {frontend: {default: {validation: {caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}},
         backend: {clientCertificateRef: {name: client}}}
   listeners: [{name: http, port: 80, protocol: HTTP}]
-""", "spec.tls", {"frontend": {"default": {"validation": {
+""", "spec.tls", {"frontend": {"default": {"validation": {  # noqa: E501 (data)
         "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}],
         "mode": "AllowValidOnly"}}},
         "backend": {"clientCertificateRef": {"name": "client", "group": "", "kind": "Secret"}}}),

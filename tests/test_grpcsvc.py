@@ -108,7 +108,8 @@ def test_every_call_type_fails_with_the_status_asked(server: GrpcTestServer, cli
          "bidi": lambda: client.bidi([msg])}[kind]()
     assert (r.code, r.details, r.replies) == (grpc.StatusCode.PERMISSION_DENIED, f"no {kind}", [])
     assert ("x-why", kind) in r.trailing_metadata
-    assert server.wait_calls(lambda c: c.outcome == "failed:PERMISSION_DENIED" and c.method.endswith(
+    assert server.wait_calls(lambda c: c.outcome == "failed:PERMISSION_DENIED"
+                             and c.method.endswith(
         {"unary": "Unary", "client_stream": "ClientStream", "server_stream": "ServerStream",
          "bidi": "Bidi"}[kind]))
 
@@ -166,7 +167,8 @@ def test_a_killed_server_ends_its_streams_unavailable(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError) as err:
                 for _ in call:
                     pass
-            assert err.value.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 5
+            assert (err.value.code() is grpc.StatusCode.UNAVAILABLE
+                    and time.monotonic() - started < 5)
             assert c.unary(timeout=2).code is grpc.StatusCode.UNAVAILABLE
     finally:
         spawned.stop()
@@ -180,6 +182,7 @@ def test_tls_server(tmp_path: Path) -> None:
         with GrpcTestClient(s.address, root_certificates=pair.cert_pem,
                             server_name="backend.example.com") as c:
             r = c.unary(payload=b"secret")
-            assert r.ok and r.reply.payload == b"secret" and r.reply.authority == "backend.example.com"
+            assert (r.ok and r.reply.payload == b"secret"
+                    and r.reply.authority == "backend.example.com")
         with GrpcTestClient(s.address) as plain:  # clear text to a TLS port fails
             assert plain.unary(timeout=2).code is grpc.StatusCode.UNAVAILABLE

@@ -279,7 +279,7 @@ spec:
   listeners:
   - {name: old, protocol: HTTPS, port: 8443, hostname: old.example.com, tls: {certificateRefs: [{name: old}]}}
   - {name: soon, protocol: HTTPS, port: 8443, hostname: soon.example.com, tls: {certificateRefs: [{name: soon}]}}
-""" + secret("old", old) + secret("soon", soon)
+""" + secret("old", old) + secret("soon", soon)  # noqa: E501 (data)
 
 
 def test_certificate_expiry_metrics_and_status_warning_while_still_served(host: Host,

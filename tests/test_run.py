@@ -108,7 +108,8 @@ def test_edits_under_a_running_gateway(tmp_path: Path) -> None:
         assert main(["status", "--admin-address", admin, "-o", "table"],
                     Environment(stdout=out)) == 0
         text = out.getvalue()
-        assert "HTTPRoute" in text and "parent test/gw" in text and "kind: unknown kind 'Pod'" in text
+        assert ("HTTPRoute" in text and "parent test/gw" in text
+                and "kind: unknown kind 'Pod'" in text)
 
         metrics = http_get(f"http://{admin}/metrics")[1].decode()
         assert "kgw_config_generation" in metrics and "kgw_config_publish_seconds_count" in metrics

@@ -214,7 +214,8 @@ def test_admin_api_answers_while_a_maximum_size_file_is_read(host: Host, tmp_pat
     finally:
         load.stop()
     assert len(latencies) > 20 and max(latencies) < 1.0, \
-        f"/readyz took up to {max(latencies):.2f}s while the file was read ({len(latencies)} probes)"
+        f"/readyz took up to {max(latencies):.2f}s while the file was read " \
+        f"({len(latencies)} probes)"
     assert load.failed == [], load.failed[:5]
     assert _problems(host) == []
     assert kgw.poll() is None

@@ -1,4 +1,5 @@
-"""API-server validation: valid minimal objects pass, each rule fails where it should, junk never raises.
+"""API-server validation: valid minimal objects pass, each rule fails where it should, junk
+never raises.
 
 Each rule gets a row: a valid base object, the edits that break it, and the exact path
 (and part of the message) of the error the API server would report.
@@ -29,7 +30,8 @@ MINIMAL: dict[str, str] = {
     "Gateway": "spec: {gatewayClassName: kgw, listeners: [{name: http, port: 80, protocol: HTTP}]}",
     "HTTPRoute": "spec: {}",
     "GRPCRoute": "spec: {}",
-    "TLSRoute": "spec: {hostnames: [a.example.com], rules: [{backendRefs: [{name: s, port: 443}]}]}",
+    "TLSRoute": "spec: {hostnames: [a.example.com], "
+                "rules: [{backendRefs: [{name: s, port: 443}]}]}",
     "TCPRoute": "spec: {rules: [{backendRefs: [{name: s, port: 9000}]}]}",
     "UDPRoute": "spec: {rules: [{backendRefs: [{name: s, port: 53}]}]}",
     "ReferenceGrant": "spec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, "
@@ -119,7 +121,7 @@ spec:
   listeners:
   - {name: http, port: 80, protocol: HTTP}
   - {name: https, port: 443, protocol: HTTPS, hostname: www.example.com, tls: {certificateRefs: [{name: cert}]}}
-""")
+""")  # noqa: E501 (data)
 
 GRPC = yaml.safe_load("""
 apiVersion: gateway.networking.k8s.io/v1
@@ -847,8 +849,9 @@ def _fuzz_bases() -> list[dict]:
                                                      {"type": "Hostname", "value": "a.b"}],
                                   "spec.infrastructure": {"labels": {"a": "b"},
                                                           "annotations": {"c": "d"}},
-                                  "spec.tls": {"frontend": {"default": {"validation": {"caCertificateRefs": [
-                                      {"group": "", "kind": "ConfigMap", "name": "ca"}]}}}}}))
+                                  "spec.tls": {"frontend": {"default": {"validation": {
+                                      "caCertificateRefs": [
+                                          {"group": "", "kind": "ConfigMap", "name": "ca"}]}}}}}))
     bases.append(edited(minimal("EndpointSlice"),
                         {"endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"port": 1}]}))
     bases.append(edited(minimal("Secret"), {"type": "kubernetes.io/tls",
@@ -876,7 +879,8 @@ def test_validate_never_raises_on_mangled_objects() -> None:
 
 
 def test_pathological_strings_are_rejected_not_hung() -> None:
-    """The CRD's header-value pattern backtracks exponentially in Python's engine if copied verbatim."""
+    """The CRD's header-value pattern backtracks exponentially in Python's engine if copied
+    verbatim."""
     value = "a" * 4000 + "\x00"
     errors = errors_of(edited(ROUTE, {f"{M0}.headers": [{"name": "h", "value": value}]}))
     assert [e.path for e in errors] == [f"{M0}.headers[0].value"]

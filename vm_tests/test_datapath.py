@@ -370,7 +370,8 @@ def test_reused_tuple_is_rearmed_in_place(lab):
     lab.topo.run(lab.topo.client, PY, "-c",
                  "from scapy.all import Ether, IP, TCP, sendp; "
                  f"sendp(Ether(dst='{mac}')/IP(src='10.201.1.2', dst='{GW_CLIENT_ADDR}')/"
-                 f"TCP(sport={sport}, dport=8081, flags='S', seq=12345), iface='c0', verbose=False)")
+                 f"TCP(sport={sport}, dport=8081, flags='S', seq=12345), iface='c0', "
+                 "verbose=False)")
     armed = mine()
     assert sorted(f.table for f in armed) == ["ct", "ct"], armed
     assert all(f.flags & abi.CT_F_EMBRYO for f in armed), armed

@@ -49,7 +49,7 @@ spec:
   parentRefs: [{{name: tcp-gw, sectionName: tcp}}]
   rules:
   - backendRefs: [{{name: one, port: {port}, weight: 1}}, {{name: two, port: {port}, weight: {two_weight}}}]
-{services}"""
+{services}"""  # noqa: E501 (data)
 
 SERVICE = """\
 ---
@@ -73,7 +73,9 @@ def endpoints(addrs: list[str]) -> str:
 
 
 def admin(lab, path: str) -> dict:
-    code = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    code = (
+        "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], "
+        "timeout=5).read().decode())")
     r = lab.topo.run(lab.topo.gw, SYSPY, "-c", code, f"http://{ADMIN}{path}", check=False)
     if r.returncode != 0:
         return {}
@@ -98,7 +100,8 @@ def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str,
                 + SERVICE.format(name="two", endpoints=endpoints(two or a[1:3]), port=port))
     conf = tmp_path / "conf"
     conf.mkdir()
-    addresses = f"  addresses: [{{type: IPAddress, value: {gateway_address}}}]\n" if gateway_address else ""
+    addresses = (f"  addresses: [{{type: IPAddress, value: {gateway_address}}}]\n"
+                 if gateway_address else "")
     (conf / "l4.yaml").write_text(CONFIG.format(addresses=addresses, services=services, port=port,
                                                 two_weight=two_weight))
     pin_dir = f"/sys/fs/bpf/kgw-run-{lab.topo.tag}"
@@ -169,7 +172,9 @@ def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
 def metrics(lab) -> dict[tuple[str, tuple], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    code = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    code = (
+        "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], "
+        "timeout=5).read().decode())")
     r = lab.topo.run(lab.topo.gw, SYSPY, "-c", code, f"http://{ADMIN}/metrics")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(r.stdout) for s in f.samples}

@@ -34,7 +34,8 @@ def route(i: int, extra_path: str | None, port: int) -> str:
     if extra_path:  # the new rule answers with a redirect: observable on the wire
         rules.insert(0, f"  - matches: [{{path: {{type: Exact, value: {extra_path}}}}}]\n"
                         "    filters: "
-                        f"[{{type: RequestRedirect, requestRedirect: {{hostname: moved.example.com}}}}]")
+                        "[{type: RequestRedirect, "
+                        "requestRedirect: {hostname: moved.example.com}}]")
     return (f"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
             f"metadata: {{name: r{i}, namespace: bench}}\nspec:\n  parentRefs: [{{name: gw}}]\n"
             f"  hostnames: [h{i}.example.com]\n  rules:\n" + "\n".join(rules) + "\n")

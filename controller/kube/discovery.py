@@ -28,7 +28,8 @@ class Served:
 
     def collection(self, namespace: str = "") -> str:
         """The list/watch path: all namespaces (or cluster-scoped) unless ``namespace``."""
-        base = f"/apis/{self.kind.group}/{self.version}" if self.kind.group else f"/api/{self.version}"
+        base = (f"/apis/{self.kind.group}/{self.version}" if self.kind.group
+                else f"/api/{self.version}")
         ns = f"/namespaces/{namespace}" if namespace and self.kind.namespaced else ""
         return f"{base}{ns}/{self.kind.plural}"
 

@@ -46,7 +46,8 @@ class LeaderElector:
             raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
         self.coordination = client.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
-        self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
+        self.lease_duration, self.renew_deadline = lease_duration, renew_deadline
+        self.retry_period = retry_period
         self.on_started, self.on_stopped = on_started, on_stopped
         # A Lease call never outlasts the renew deadline: a holder stuck on a slow API
         # server steps down (renew_deadline after its last renewal, plus one period)

@@ -43,7 +43,8 @@ from typing import Any
 
 from kubernetes import client
 
-from controller.kube.client import REQUEST_TIMEOUT, describe, get_json, lines, open_request, status_code
+from controller.kube.client import (REQUEST_TIMEOUT, describe, get_json, lines, open_request,
+                                    status_code)
 from controller.kube.discovery import Served, discover
 from controller.objects import KINDS, Kind, ObjectKey, generation, resource_version
 from controller.source import Batch, Event, EventType, Problem, Source
@@ -213,7 +214,8 @@ class _Reflector(threading.Thread):
                     continue
                 if code in (403, 404):
                     raise _KindVanished(
-                        f"{self.kind}: listing {self.served.collection()} failed: {describe(exc)}") from exc
+                        f"{self.kind}: listing {self.served.collection()} failed: "
+                        f"{describe(exc)}") from exc
                 raise
             meta = doc.get("metadata") or {}
             for item in doc.get("items") or ():

@@ -27,7 +27,8 @@ from kubernetes import client
 
 from controller.kube.client import REQUEST_TIMEOUT, describe, status_code
 from controller.kube.source import Backoff
-from controller.objects import CONTROLLER_NAME, GATEWAY_GROUP, KINDS, ObjectKey, generation, parse_api_version
+from controller.objects import (CONTROLLER_NAME, GATEWAY_GROUP, KINDS, ObjectKey, generation,
+                                parse_api_version)
 from controller.status import StatusBook, stamp
 from controller.store import Store
 

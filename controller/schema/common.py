@@ -20,7 +20,8 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS_SUBDOMAIN_RE = rf"^{DNS_LABEL}(\.{DNS_LABEL})*$"
 HOSTNAME_RE = rf"^(\*\.)?{DNS_LABEL}(\.{DNS_LABEL})*$"
-QUALIFIED_NAME_RE = rf"^({DNS_LABEL}(\.{DNS_LABEL})*/)?([A-Za-z0-9][-A-Za-z0-9_.]{{0,61}})?[A-Za-z0-9]$"
+QUALIFIED_NAME_RE = (
+    rf"^({DNS_LABEL}(\.{DNS_LABEL})*/)?([A-Za-z0-9][-A-Za-z0-9_.]{{0,61}})?[A-Za-z0-9]$")
 HEADER_NAME_RE = r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$"
 #: Experimental channel only: printable US-ASCII, single tabs/spaces between. The CRD
 #: writes ``^[!-~]+([\t ]?[!-~]+)*$``; this is the same language without the optional
@@ -60,7 +61,8 @@ LABEL_KEY = Str(1, None, QUALIFIED_NAME_RE,
 LABEL_VALUE = Str(0, 63, r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
                   pattern_hint="must be a label value")
 CONTROLLER_NAME = Str(1, 253, rf"^{DNS_LABEL}(\.{DNS_LABEL})*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$",
-                      pattern_hint="must be a domain-prefixed path such as 'example.com/controller'")
+                      pattern_hint="must be a domain-prefixed path such as "
+                                   "'example.com/controller'")
 ADDRESS_TYPE = Str(1, 253,
                    rf"^Hostname|IPAddress|NamedAddress|{DNS_LABEL}(\.{DNS_LABEL})*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$",
                    pattern_hint="must be 'IPAddress', 'Hostname' or a domain-prefixed type")

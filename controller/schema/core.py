@@ -20,7 +20,8 @@ from typing import Any
 
 from controller.schema.errors import FieldError
 from controller.schema.meta import dns1035_label, dns1123_label, dns1123_subdomain
-from controller.schema.nodes import Anything, Bool, Int, IntOrStr, ListOf, MapOf, Str, index, join, obj
+from controller.schema.nodes import (Anything, Bool, Int, IntOrStr, ListOf, MapOf, Str, index, join,
+                                     obj)
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 _IANA_SVC_NAME = re.compile(r"[-a-z0-9]+")

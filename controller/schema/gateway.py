@@ -1,4 +1,5 @@
-"""Gateway and GatewayClass (apis/v1/gateway_types.go, gatewayclass_types.go; experimental channel)."""
+"""Gateway and GatewayClass (apis/v1/gateway_types.go, gatewayclass_types.go; experimental
+channel)."""
 
 from __future__ import annotations
 

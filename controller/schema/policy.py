@@ -1,4 +1,5 @@
-"""ReferenceGrant and BackendTLSPolicy (apis/v1beta1/referencegrant_types.go, apis/v1/backendtlspolicy_types.go)."""
+"""ReferenceGrant and BackendTLSPolicy (apis/v1beta1/referencegrant_types.go,
+apis/v1/backendtlspolicy_types.go)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from controller.schema.common import (BACKEND_OBJECT_REFERENCE, BACKEND_REF, DUR
                                       SECTION_NAME, SESSION_PERSISTENCE, at_most_once, filter_union,
                                       rule_names_unique)
 from controller.schema.errors import FieldError
-from controller.schema.nodes import Bool, Int, ListOf, Str, extend, go_regex, index, join, obj, with_default
+from controller.schema.nodes import (Bool, Int, ListOf, Str, extend, go_regex, index, join, obj,
+                                     with_default)
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 DEFAULT_PATH = {"type": "PathPrefix", "value": "/"}

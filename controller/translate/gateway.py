@@ -57,7 +57,8 @@ def _parameters_set(cm: dict | None, what: str) -> str | None:
         map(str, {**as_dict((cm or {}).get("data")), **as_dict((cm or {}).get("binaryData"))}))
     if not keys:
         return None
-    return f"{what} sets {', '.join(keys)}: kgw reads no parameters (an empty ConfigMap is accepted)"
+    return (
+        f"{what} sets {', '.join(keys)}: kgw reads no parameters (an empty ConfigMap is accepted)")
 
 
 def mark_conflict(listener: ListenerIR, reason: str, message: str) -> ListenerIR:
@@ -86,7 +87,8 @@ def _mark_unavailable(listener: ListenerIR, message: str) -> ListenerIR:
 
 
 def _protocol_text(lis: ListenerIR) -> str:
-    return f"{lis.protocol} {lis.tls_mode}" if lis.protocol == "TLS" and lis.tls_mode else lis.protocol
+    return (f"{lis.protocol} {lis.tls_mode}" if lis.protocol == "TLS" and lis.tls_mode
+            else lis.protocol)
 
 
 def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
@@ -145,7 +147,8 @@ def _addresses(
             unsupported.append(f"IPAddress {value!r}")
         else:
             ip = str(ipaddress.ip_address(value))
-            if local_addresses is not None and ip not in local_addresses and not ipaddress.ip_address(ip).is_unspecified:
+            if (local_addresses is not None and ip not in local_addresses
+                and not ipaddress.ip_address(ip).is_unspecified):
                 unusable.append(ip)
             elif ip not in ips:
                 ips.append(ip)
@@ -162,7 +165,8 @@ def _addresses(
 
 def backend_client_certificate(reader: Reader, gw: dict,
                                key: ObjectKey) -> tuple[tuple[str, str] | None, Cond | None]:
-    """spec.tls.backend.clientCertificateRef -> ((cert, key) | None, Gateway ResolvedRefs condition | None)."""
+    """spec.tls.backend.clientCertificateRef -> ((cert, key) | None, Gateway ResolvedRefs
+    condition | None)."""
     ref = as_dict(as_dict(as_dict(spec(gw).get("tls")).get("backend")).get("clientCertificateRef"))
     if not ref:
         return None, None
@@ -195,7 +199,8 @@ def resolve_gateway(
     local_addresses: tuple[str, ...] | None,
     assigned: str | None = None,
 ) -> GatewayIR:
-    """``assigned``: the address to bind when spec.addresses names none (Options.gateway_addresses)."""
+    """``assigned``: the address to bind when spec.addresses names none
+    (Options.gateway_addresses)."""
     key = ObjectKey.of(gw)
     g = gen(gw)
     frontend = FrontendTLS(reader, key, spec(gw))
@@ -211,7 +216,8 @@ def resolve_gateway(
         pref = as_dict(infra.get("parametersRef"))
         group, kind, name = ref_group(pref, ""), as_str(pref.get("kind")), as_str(pref.get("name"))
         if group != "" or kind != "ConfigMap":
-            params_problem = f"infrastructure.parametersRef {group or 'core'}/{kind} is not supported"
+            params_problem = (
+                f"infrastructure.parametersRef {group or 'core'}/{kind} is not supported")
         elif reader.get("ConfigMap", key.namespace, name) is None:
             params_problem = f"infrastructure.parametersRef ConfigMap {name} not found"
         else:

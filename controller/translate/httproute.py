@@ -42,7 +42,8 @@ def regex_error(value: str, compile_: Callable[[str], object]) -> str | None:
     try:
         compile_(value)
     except re.error as exc:
-        where = f" at position {exc.pos}" if exc.pos is not None and "position" not in exc.msg else ""
+        where = (f" at position {exc.pos}" if exc.pos is not None and "position" not in exc.msg
+                 else "")
         return f"{exc.msg}{where}"
     except (RecursionError, OverflowError, MemoryError) as exc:  # pathological nesting or repeats
         return f"cannot be compiled ({type(exc).__name__})"

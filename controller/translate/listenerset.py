@@ -43,7 +43,8 @@ from controller.translate.ir import Cond, GatewayIR, ListenerIR, ListenerSetIR, 
 from controller.translate.listener import namespace_selected, parse_selector, resolve_listener
 from controller.translate.reader import Reader
 from controller.translate.status import conds
-from controller.translate.util import as_dict, as_list, as_str, creation_timestamp, gen, ref_group, spec
+from controller.translate.util import (as_dict, as_list, as_str, creation_timestamp, gen, ref_group,
+                                       spec)
 
 KIND = "ListenerSet"
 R_NOT_ALLOWED = "NotAllowed"
@@ -113,9 +114,11 @@ def _conflict(lis: ListenerIR, earlier: Iterable[ListenerIR]) -> tuple[str, str]
                  else f"listener {e.name}" if e.listener_set == lis.listener_set
                  else "a listener of an older ListenerSet")
         if (FAMILY[e.protocol][1], e.tls_mode) != (family, lis.tls_mode):
-            return c.R_PROTOCOL_CONFLICT, f"port {lis.port} is used by {where} with another protocol"
+            return (c.R_PROTOCOL_CONFLICT,
+                    f"port {lis.port} is used by {where} with another protocol")
         if e.hostname == lis.hostname:
-            return c.R_HOSTNAME_CONFLICT, f"port {lis.port} and hostname {lis.hostname or '(any)'} are used by {where}"
+            return (c.R_HOSTNAME_CONFLICT,
+                    f"port {lis.port} and hostname {lis.hostname or '(any)'} are used by {where}")
     return None
 
 
@@ -168,7 +171,8 @@ def set_conditions(g: GatewayIR, ls: ListenerSetIR) -> tuple[Cond, Cond]:
     if ls.problem is not None:
         # NotAllowed is the Programmed reason too (conformance ListenerSetAllowedNamespace*);
         # a Gateway not accepted is not programmed either.
-        reason = R_PARENT_NOT_PROGRAMMED if ls.problem.reason == R_PARENT_NOT_ACCEPTED else ls.problem.reason
+        reason = (R_PARENT_NOT_PROGRAMMED if ls.problem.reason == R_PARENT_NOT_ACCEPTED
+                  else ls.problem.reason)
         return ls.problem, Cond(c.PROGRAMMED, False, reason, ls.problem.message)
     listeners = listeners_of(g, ls.key)
     invalid = sorted(lis.name for lis in listeners if not lis.programmed)

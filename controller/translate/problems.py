@@ -35,7 +35,8 @@ def route_problems(reader: Reader, route: dict) -> tuple[Problem, ...]:
         name = as_str(ref.get("name"))
         if reader.get(kind, ns, name) is None:
             out.append(Problem("",
-                               f"{kind} {ns}/{name} does not exist: the route is not attached to it",
+                               f"{kind} {ns}/{name} does not exist: "
+                               "the route is not attached to it",
                                key, f"spec.parentRefs[{i}]"))
     default = as_str(s.get("useDefaultGateways"))
     if default and default != "None":

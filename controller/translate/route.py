@@ -106,7 +106,8 @@ def attach(
     if listener_set is not None:
         ls = listenerset.find(gw, listener_set)
         if ls is None or ls.problem is not None:
-            why = ls.problem.message if ls is not None and ls.problem is not None else "not attached to the Gateway"
+            why = (ls.problem.message if ls is not None and ls.problem is not None
+                   else "not attached to the Gateway")
             return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_PARENT,
                                                     f"the ListenerSet is not accepted: {why}"))
     if not cands:

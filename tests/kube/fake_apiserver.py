@@ -52,7 +52,8 @@ class Resource:
 
 
 def default_resources(versions: dict[str, str | None] | None = None) -> list[Resource]:
-    """Every kind kgw reads at its newest version (``versions`` overrides; None: not served), and Leases."""
+    """Every kind kgw reads at its newest version (``versions`` overrides; None: not served),
+    and Leases."""
     versions = versions or {}
     out = []
     for k in KINDS.values():

@@ -135,7 +135,7 @@ spec:
       openAPIV3Schema:
         type: object
         x-kubernetes-preserve-unknown-fields: true
-"""
+"""  # noqa: E501 (data)
 
 
 def test_crd_overlay_with_a_local_bundle(tmp_path: Path) -> None:

@@ -309,7 +309,8 @@ async def test_crd_removed_then_installed_again(fake: FakeAPIServer,
 
 async def test_bookmarks_move_the_resume_point(fake: FakeAPIServer,
                                                make_source: Callable[..., KubeSource]) -> None:
-    """A quiet kind resumes from its last bookmark, not its last event: no relist after compaction."""
+    """A quiet kind resumes from its last bookmark, not its last event: no relist after
+    compaction."""
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     fake.create(o.http_route("a.example.com"))

@@ -158,7 +158,9 @@ def test_second_instance_is_refused_and_kill9_releases_the_pins(host: Host, conf
 
     # nor does kgw-inspect cleanup take the pins from under it
     r = host.run(sys.executable, "-m", "kgw_l4.inspect", "cleanup", beside=keeper.pid, check=False)
-    assert r.returncode == 1 and f"kgw (PID {first.pid}) is running with pin directory /sys/fs/bpf/kgw" in r.stderr, r
+    assert (r.returncode == 1
+            and f"kgw (PID {first.pid}) is running with pin directory /sys/fs/bpf/kgw"
+            in r.stderr), r
 
     # the first instance keeps its maps, its status and its service
     assert first.poll() is None
@@ -196,7 +198,9 @@ def test_maps_changed_from_outside_are_repaired_and_reported(host: Host, conf: P
     eventually(lambda: metric(host, "kgw_l4_drift_repairs_total") == 100, timeout=10)
     assert json.loads(host.run(sys.executable, "-c", MAGLEV, beside=kgw.pid).stdout) == row
     log = log_path.read_text()
-    assert "changed outside kgw (100 kgw_maglev entries wrong; frontends affected: l4/tcp/db): rewritten" in log, log
+    assert (
+        "changed outside kgw (100 kgw_maglev entries wrong; frontends affected: l4/tcp/db): "
+        "rewritten" in log), log
 
     # Programmed again once a check finds the maps intact
     eventually(lambda: listener(host)["Programmed"]["status"] == "True", timeout=10)

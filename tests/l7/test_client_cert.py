@@ -223,7 +223,8 @@ def test_insecure_fallback_asks_for_a_certificate_and_serves_every_client(runner
             for cert in (m.client_a, m.client_b, m.self_signed_client, None):
                 asked: list[bool] = []
                 assert _get(port, cert, sni=sni, version=version, asked=asked) == 200
-                assert asked, f"no certificate request (sni {sni}, {version.name}, cert {cert is not None})"
+                assert asked, (
+                    f"no certificate request (sni {sni}, {version.name}, cert {cert is not None})")
 
 
 def test_insecure_fallback_verify_callback_reports_and_accepts():

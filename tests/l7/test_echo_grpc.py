@@ -155,8 +155,8 @@ def test_proto_is_compiled_once_per_process_and_errors_name_the_file(tmp_path: P
         protoc.load(tmp_path / "absent.proto")
 
 
-def test_without_grpcio_tools_the_error_says_what_to_install(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_grpcio_tools_the_error_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "grpc_tools", None)  # as if not installed
     proto = tmp_path / "absent_tools_kgw.proto"
     proto.write_text('syntax = "proto3";\n')

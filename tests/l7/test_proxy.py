@@ -625,7 +625,8 @@ def test_idle_keepalive_connection_closed(proxy):
 def test_metrics_and_access_log(proxy):
     request(proxy.port, "/metrics-probe")
     text = proxy.metrics()
-    assert 'kgw_l7_requests_total{backend="infra/v1:8080",code="200",gateway="infra/gw",listener="main",route="infra/default"}' in text
+    assert ('kgw_l7_requests_total{backend="infra/v1:8080",code="200",gateway="infra/gw",'
+            'listener="main",route="infra/default"}') in text
     assert "kgw_l7_request_duration_seconds_bucket" in text
     assert 'kgw_l7_upstream_connect_failures_total{backend="infra/dead:80"}' in text
     assert "kgw_l7_config_generation 1.0" in text

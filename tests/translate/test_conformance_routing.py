@@ -17,7 +17,8 @@ import pytest
 from controller.objects import ObjectKey
 from controller.translate import Options, translate
 from kgw_l7.router import RouterCache, split_target
-from tests.translate.conformance_load import conformance_dir, gateway_addresses, make_store, objects_for
+from tests.translate.conformance_load import (conformance_dir, gateway_addresses, make_store,
+                                              objects_for)
 from tests.translate.test_conformance_status import MULTI_PHASE, _unsupported
 
 ROOT = conformance_dir()
@@ -113,7 +114,8 @@ def test_routing(case: dict, groups: list) -> None:
             if "<" in req.get("path", "/"):
                 continue  # placeholders filled by the Go suite at run time
             codes = exp.get("statusCodes") or [200]
-            what = f"{req.get('method', 'GET')} {req.get('host', '')}{req.get('path', '/')} -> {codes}"
+            what = (f"{req.get('method', 'GET')} {req.get('host', '')}{req.get('path', '/')} "
+                    f"-> {codes}")
             host = (req.get("host") or addr).split(":")[0].lower().encode()
             path, query = split_target(req.get("path", "/").encode())
             headers = tuple((k.lower().encode(), str(v).encode())

@@ -15,7 +15,8 @@ import pytest
 
 from controller.translate import Options, translate
 from tests.translate.conformance_checks import CheckFailed, evaluate
-from tests.translate.conformance_load import conformance_dir, gateway_addresses, make_store, objects_for
+from tests.translate.conformance_load import (conformance_dir, gateway_addresses, make_store,
+                                              objects_for)
 
 ROOT = conformance_dir()
 

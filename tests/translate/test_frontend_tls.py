@@ -12,7 +12,8 @@ from controller.source import Event, EventType
 from controller.translate import Options, Translator, translate
 from controller.translate.frontendtls import raw_validation
 from tests.translate.tlsgen import ca_configmap, self_signed, tls_secret
-from tests.translate.worlds import CLASS, gateway, grant, http_route, norm, service, slice_, store_of
+from tests.translate.worlds import (CLASS, gateway, grant, http_route, norm, service, slice_,
+                                    store_of)
 
 CA_A = self_signed("client-ca-a", ("client-ca-a",))[0]
 CA_B = self_signed("client-ca-b", ("client-ca-b",))[0]
@@ -291,7 +292,8 @@ FRONTEND_CASES = ["GatewayFrontendClientCertificateValidation",
 @pytest.mark.parametrize("name", FRONTEND_CASES)
 def test_conformance_status_checks(name):
     from tests.translate.conformance_checks import CheckFailed, evaluate
-    from tests.translate.conformance_load import conformance_dir, gateway_addresses, make_store, objects_for
+    from tests.translate.conformance_load import (conformance_dir, gateway_addresses, make_store,
+                                                  objects_for)
 
     root = conformance_dir()
     if root is None:

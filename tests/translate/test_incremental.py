@@ -23,7 +23,9 @@ def _gateways(rng: random.Random) -> list[dict]:
     if frm == "Selector":
         allowed["namespaces"]["selector"] = {"matchLabels": {"team": rng.choice(["a", "b"])}}
     return [
-        gateway("web", allowedListeners={"namespaces": {"from": rng.choice(["All", "Same", "None"])}}, listeners=[
+        gateway("web",
+                allowedListeners={"namespaces": {"from": rng.choice(["All", "Same", "None"])}},
+                listeners=[
             {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": allowed},
             {"name": "wild", "port": 80, "protocol": "HTTP",
              "hostname": rng.choice(["*.example.com", "*.test"]),

@@ -40,9 +40,8 @@ def test_parent_gateway_that_does_not_exist_is_a_problem() -> None:
             http_route("s", [{"name": "gw"}, {"name": "gone", "namespace": "x"}])]
     t = translate(store_of(objs))
     texts = {(p.key, p.field): p.message for p in t.problems}
-    assert texts[
-        (R,
-         "spec.parentRefs[0]")] == "Gateway default/nope does not exist: the route is not attached to it"
+    assert texts[(R, "spec.parentRefs[0]")] == ("Gateway default/nope does not exist: "
+                                                "the route is not attached to it")
     assert texts[(ObjectKey("HTTPRoute", "default", "s"), "spec.parentRefs[1]")].startswith(
         "Gateway x/gone does not")
     assert R not in t.statuses  # no parent of ours: no status (the spec), the problem says it
@@ -80,8 +79,8 @@ def test_route_refused_by_a_conflicted_listener_names_it_and_the_conflict() -> N
                   "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}]
     objs = [CLASS, gateway("gw", listeners), service("svc"), http_route("r", P)]
     msg = _accepted(translate(store_of(objs)))["message"]
-    assert "listener http is not accepted (ProtocolConflict: port 80 is also used by listener(s) of another " \
-           "protocol: raw (TCP))" in msg
+    assert "listener http is not accepted (ProtocolConflict: port 80 is also used by " \
+           "listener(s) of another protocol: raw (TCP))" in msg
     assert "listener other does not take HTTPRoute (it takes no route kind)" in msg
     assert "namespace" not in msg
     # a namespace refusal names the namespace rule

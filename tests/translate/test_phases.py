@@ -9,7 +9,8 @@ from controller.objects import ObjectKey
 from controller.source import Event, EventType
 from controller.translate import Options, Translator, translate
 from tests.translate.tlsgen import ca_configmap
-from tests.translate.worlds import CLASS, gateway, grant, http_route, norm, service, slice_, store_of
+from tests.translate.worlds import (CLASS, gateway, grant, http_route, norm, service, slice_,
+                                    store_of)
 
 
 class Phases:

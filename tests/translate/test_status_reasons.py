@@ -61,7 +61,8 @@ CASES = [
     ("InvalidKind", [_gw(), http_route("r", P, [
         {"backendRefs": [{"group": "example.com", "kind": "Thing", "name": "x", "port": 80}]}])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "ResolvedRefs"), "False"),
-    ("InvalidKind", [_gw(), service("svc"), http_route("r", P, [{"filters": [{"type": "ExtensionRef", "extensionRef": {
+    ("InvalidKind", [_gw(), service("svc"), http_route("r", P, [{"filters": [{
+        "type": "ExtensionRef", "extensionRef": {
         "group": "example.com", "kind": "Filter", "name": "f"}}], "backendRefs": [
             {"name": "svc", "port": 80}]}])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "ResolvedRefs"), "False"),
