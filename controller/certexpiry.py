@@ -87,7 +87,7 @@ def next_change(certificates: Iterable[ServedCertificate], now: float) -> float 
 
 def render(certificates: Iterable[ServedCertificate]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(tuple(certificates)))  # type: ignore[arg-type]
+    registry.register(_Collector(tuple(certificates)))
     return generate_latest(registry)
 
 

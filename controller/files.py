@@ -368,7 +368,7 @@ class FileSource(Source):
         def onerror(exc: OSError) -> None:
             failed.append(exc)
 
-        found = []
+        found: list[Path] = []
         for root, dirs, files in os.walk(self.directory, onerror=onerror):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             found.extend(Path(root) / f for f in sorted(files) if is_config_file(Path(f)))
@@ -510,7 +510,8 @@ class FileSource(Source):
             if errs:
                 problems.extend(errs)
                 prev = state.objects.get(key) if key is not None else None
-                if prev is not None and key not in new and self._owner.get(key) == path:
+                if prev is not None and key is not None and key not in new \
+                        and self._owner.get(key) == path:
                     new[key] = prev  # keep serving the last good version
                     problems[-1] = Problem(errs[-1].origin,
                                            errs[-1].message + " (previous version kept)",
@@ -548,11 +549,11 @@ class FileSource(Source):
 
         events: list[Event] = []
         for key in sorted(k for k, v in wanted.items() if v is None and k in self._live):
-            live = self._live.pop(key)
+            old = self._live.pop(key)
             self._rv += 1
-            gone = {**live.obj,
-                    "metadata": {**live.obj["metadata"], "resourceVersion": str(self._rv)}}
-            events.append(Event(EventType.DELETED, key, gone, str(self._rv), live.generation))
+            gone = {**old.obj,
+                    "metadata": {**old.obj["metadata"], "resourceVersion": str(self._rv)}}
+            events.append(Event(EventType.DELETED, key, gone, str(self._rv), old.generation))
         for key in sorted(k for k, v in wanted.items() if v is not None):
             obj = wanted[key]
             assert obj is not None

@@ -30,7 +30,7 @@ def _identity(item: Mapping[str, Any]) -> Any:
     return None
 
 
-def stamp(new: Any, old: Any, now: str) -> Any:
+def stamp(new: Any, old: Any, now: str | None) -> Any:
     """Copy ``new`` adding lastTransitionTime to its conditions, keeping ``old``'s where
     a condition's status did not change."""
     if isinstance(new, dict):
@@ -49,7 +49,7 @@ def stamp(new: Any, old: Any, now: str) -> Any:
     return new
 
 
-def _stamp_conditions(conds: Any, old: Any, now: str) -> Any:
+def _stamp_conditions(conds: Any, old: Any, now: str | None) -> Any:
     if not isinstance(conds, list):
         return conds
     before = {c.get("type"): c for c in old if isinstance(c, dict)} if isinstance(old, list) else {}
@@ -67,7 +67,7 @@ def _stamp_conditions(conds: Any, old: Any, now: str) -> Any:
 
 
 class StatusBook:
-    def __init__(self, clock: Callable[[], str] = _now) -> None:
+    def __init__(self, clock: Callable[[], str | None] = _now) -> None:
         self._clock = clock
         self._status: dict[ObjectKey, dict[str, Any]] = {}
         self._unstamped: dict[ObjectKey, Any] = {}

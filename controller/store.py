@@ -7,6 +7,7 @@ translation; translation reads it and never writes it.
 
 from __future__ import annotations
 
+import builtins
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
@@ -78,7 +79,7 @@ class Store:
             return iter(sorted(self._objects))
         return iter(sorted(self._by_kind.get(kind, {})))
 
-    def endpoint_slices(self, namespace: str, service: str) -> list[Obj]:
+    def endpoint_slices(self, namespace: str, service: str) -> builtins.list[Obj]:
         """EndpointSlices labelled ``kubernetes.io/service-name: service``."""
         keys = sorted(self._slices.get((namespace, service), ()))
         return [self._objects[k] for k in keys]

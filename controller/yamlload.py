@@ -19,7 +19,7 @@ import yaml
 try:  # the C loader is ~10x faster; fall back where libyaml is missing
     _Loader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on the build
-    _Loader = yaml.SafeLoader  # type: ignore[misc]
+    _Loader = yaml.SafeLoader  # type: ignore[assignment, misc]
 
 #: Larger files are refused whole. Kubernetes caps an object at ~1.5 MiB (etcd's request
 #: limit); 8 MiB holds about 25,000 HTTPRoutes (reading them takes ~5 s): a configuration
@@ -109,7 +109,7 @@ def load_documents(text: str | bytes,
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = text[:exc.start].count(b"\n") + 1
+            line = exc.object[:exc.start].count(b"\n") + 1
             raise DocumentError(line, f"not UTF-8 text: {exc.reason}") from None
     # Aliases need an anchor ("&"); without one no document can expand, so the walk
     # (pure Python, slow on big files) is only needed when the text has one.

@@ -21,7 +21,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 
@@ -183,11 +183,11 @@ class KubeStatusWriter:
 
     def _get(self, plural: str, version: str, key: ObjectKey) -> dict[str, Any]:
         if key.namespace:
-            return self.custom.get_namespaced_custom_object_status(
+            return cast(dict[str, Any], self.custom.get_namespaced_custom_object_status(
                 GATEWAY_GROUP, version, key.namespace, plural, key.name,
-                _request_timeout=REQUEST_TIMEOUT)
-        return self.custom.get_cluster_custom_object_status(
-            GATEWAY_GROUP, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT)
+                _request_timeout=REQUEST_TIMEOUT))
+        return cast(dict[str, Any], self.custom.get_cluster_custom_object_status(
+            GATEWAY_GROUP, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT))
 
     def _put(self, plural: str, version: str, key: ObjectKey, body: dict[str, Any]) -> None:
         if key.namespace:

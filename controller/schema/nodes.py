@@ -123,6 +123,7 @@ class Str(Node):
     enum: tuple[str, ...] | None = None
     #: Shown instead of the raw pattern when a value does not match.
     pattern_hint: str | None = None
+    _re: re.Pattern[str] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_re", go_regex(self.pattern) if self.pattern else None)
@@ -358,8 +359,9 @@ def _check_list(node: ListOf, value: Any, path: str, depth: int) -> list[FieldEr
     if errors:
         return errors
     if node.map_keys is not None:
+        keys = node.map_keys
         errors.extend(_duplicates(
-            value, path, lambda item: tuple(_hashable(item.get(k)) for k in node.map_keys)))
+            value, path, lambda item: tuple(_hashable(item.get(k)) for k in keys)))
     elif node.unique:
         errors.extend(_duplicates(value, path, _hashable))
     return errors

@@ -11,7 +11,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
 
-from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.translate import conditions as c
 from controller.translate.ir import Cond, GatewayIR, ListenerIR
 from controller.translate import refgrant
@@ -28,7 +28,7 @@ FAMILY = {"HTTP": ("tcp", "http"), "HTTPS": ("tcp", "https"), "TLS": ("tcp", "tl
            "TCP": ("tcp", "tcp"), "UDP": ("udp", "udp")}
 
 
-def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
+def class_conditions(reader: Reader, gc: Obj) -> tuple[Cond, ...]:
     """Conditions of a GatewayClass of ours."""
     pref = spec(gc).get("parametersRef")
     bad = None
@@ -51,7 +51,7 @@ def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
                            "Gateway API version supported"))
 
 
-def _parameters_set(cm: dict | None, what: str) -> str | None:
+def _parameters_set(cm: Obj | None, what: str) -> str | None:
     """kgw reads no parameters: a ConfigMap that sets any would be ignored, so it is refused."""
     keys = sorted(
         map(str, {**as_dict((cm or {}).get("data")), **as_dict((cm or {}).get("binaryData"))}))
@@ -128,7 +128,7 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
 
 
 def _addresses(
-    gw: dict, node_addresses: tuple[str, ...], local_addresses: tuple[str, ...] | None,
+    gw: Obj, node_addresses: tuple[str, ...], local_addresses: tuple[str, ...] | None,
     assigned: str | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...], Cond | None, Cond | None]:
     """(status addresses, bind addresses, Accepted problem, Programmed problem)."""
@@ -163,7 +163,7 @@ def _addresses(
     return tuple(node_addresses), ("0.0.0.0",), acc, prog
 
 
-def backend_client_certificate(reader: Reader, gw: dict,
+def backend_client_certificate(reader: Reader, gw: Obj,
                                key: ObjectKey) -> tuple[tuple[str, str] | None, Cond | None]:
     """spec.tls.backend.clientCertificateRef -> ((cert, key) | None, Gateway ResolvedRefs
     condition | None)."""
@@ -193,7 +193,7 @@ def backend_client_certificate(reader: Reader, gw: dict,
 
 def resolve_gateway(
     reader: Reader,
-    gw: dict,
+    gw: Obj,
     class_name: str,
     node_addresses: tuple[str, ...],
     local_addresses: tuple[str, ...] | None,

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from controller.objects import ObjectKey
+from controller.objects import Obj, ObjectKey
 from controller.translate import backend as be
 from controller.translate import conditions as c
 from controller.translate.filters import resolve_filters
@@ -142,7 +142,7 @@ def _timeout(value: object) -> float | None:
     return parse_duration(value) or 0.0
 
 
-def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
+def resolve_rules(reader: Reader, route: Obj, key: ObjectKey) -> RulesResult:
     grpc = key.kind == "GRPCRoute"
     default_proto: l7.BackendProtocol = "h2c" if grpc else "http"
     res = RulesResult()

@@ -15,14 +15,14 @@ can express (default Gateways, GEP-3793).
 
 from __future__ import annotations
 
-from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.source import Problem
 from controller.translate import listenerset
 from controller.translate.reader import Reader
 from controller.translate.util import as_dict, as_list, as_str, ref_group, spec
 
 
-def route_problems(reader: Reader, route: dict) -> tuple[Problem, ...]:
+def route_problems(reader: Reader, route: Obj) -> tuple[Problem, ...]:
     key = ObjectKey.of(route)
     s = spec(route)
     out = []
@@ -51,7 +51,7 @@ def route_problems(reader: Reader, route: dict) -> tuple[Problem, ...]:
     return tuple(out)
 
 
-def gateway_problems(reader: Reader, gw: dict, ours: bool) -> tuple[Problem, ...]:
+def gateway_problems(reader: Reader, gw: Obj, ours: bool) -> tuple[Problem, ...]:
     """``ours``: the Gateway's class is one of kgw's."""
     key = ObjectKey.of(gw)
     cname = as_str(spec(gw).get("gatewayClassName"))
@@ -71,7 +71,7 @@ def gateway_problems(reader: Reader, gw: dict, ours: bool) -> tuple[Problem, ...
     return ()
 
 
-def policy_problems(policy: dict) -> tuple[Problem, ...]:
+def policy_problems(policy: Obj) -> tuple[Problem, ...]:
     """A BackendTLSPolicy applies to core Services only; another target kind gets no status."""
     key = ObjectKey.of(policy)
     out = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.translate import backend as be
 from controller.translate import conditions as c
 from controller.translate import hostname as hn
@@ -137,7 +137,7 @@ def attach(
                         tuple(attached))
 
 
-def _l4_backends(reader: Reader, route: dict, key: ObjectKey, problems: list[Cond],
+def _l4_backends(reader: Reader, route: Obj, key: ObjectKey, problems: list[Cond],
                  services: set) -> tuple[l4.BackendGroup, ...]:
     groups: list[l4.BackendGroup] = []
     for rule in map(as_dict, as_list(spec(route).get("rules"))):
@@ -164,7 +164,7 @@ def with_client_certificate(rule: l7.Rule, client: tuple[str, str]) -> l7.Rule:
                                filters=dataclasses.replace(rule.filters, mirrors=mirrors))
 
 
-def resolve_route(reader: Reader, route: dict,
+def resolve_route(reader: Reader, route: Obj,
                   gateways: Mapping[ObjectKey, GatewayIR]) -> RouteResult | None:
     """None when the route names no Gateway of ours (it gets no status from us)."""
     key = ObjectKey.of(route)
@@ -180,7 +180,8 @@ def resolve_route(reader: Reader, route: dict,
         name = as_str(ref.get("name"))
         ls_key: ObjectKey | None = None
         if kind == "Gateway":
-            gkey: ObjectKey | None = ObjectKey("Gateway", ns, name)
+            gkey: ObjectKey | None
+            gkey = ObjectKey("Gateway", ns, name)
             reader.deps.add(gkey)
         else:
             ls_key = ObjectKey(listenerset.KIND, ns, name)

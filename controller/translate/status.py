@@ -7,6 +7,7 @@ Conditions are sorted by type and carry observedGeneration but no lastTransition
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from controller.objects import GATEWAY_GROUP, ObjectKey
 from controller.translate.conditions import condition
@@ -26,7 +27,7 @@ def gateway_status(g: GatewayIR, attached: Mapping[tuple[ObjectKey, str], int],
                    attached_listener_sets: int | None = None) -> dict:
     """``attached_listener_sets``: reported when the Gateway admits ListenerSets at all.
     Listeners of ListenerSets are reported by their sets, not here."""
-    out = {
+    out: dict[str, Any] = {
         "addresses": [{"type": "IPAddress", "value": a} for a in g.addresses],
         "conditions": conds(g.conditions, g.generation),
         "listeners": [
