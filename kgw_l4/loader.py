@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import abi, kernel_btf, pinlock
 from .csource import program_source
@@ -151,7 +152,7 @@ class Loader:
     def __init__(self, pin_dir: str = abi.PIN_DIR, sizes: Mapping[str, int] = abi.SIZES):
         self.pin_dir = pin_dir
         self.sizes = dict(sizes)
-        self._bpf: dict[str, object] = {}  # program name -> bcc.BPF (keeps fds alive)
+        self._bpf: dict[str, Any] = {}  # program name -> bcc.BPF (keeps fds alive)
         self.prog_fds: dict[str, int] = {}
         self._maps: PinnedMapSet | None = None
 
@@ -238,7 +239,7 @@ class Loader:
         from bcc import libbcc
 
         b = self._bpf[prog]
-        fd = libbcc.lib.bpf_table_fd(b.module, table.encode())  # type: ignore[attr-defined]
+        fd = libbcc.lib.bpf_table_fd(b.module, table.encode())
         if fd < 0:
             raise KeyError(f"{prog} has no map {table}")
         return FdMap(fd, table, owned=False)
@@ -380,7 +381,7 @@ class Loader:
             self._maps = None
         for b in self._bpf.values():
             with contextlib.suppress(Exception):
-                b.cleanup()  # type: ignore[attr-defined]
+                b.cleanup()
         self._bpf.clear()
         self.prog_fds.clear()
 

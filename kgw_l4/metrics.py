@@ -106,7 +106,7 @@ def endpoint_groups(frontends: Iterable[Any]) -> dict[str, set[str]]:
     return out
 
 
-def sum_drops(frontends: Iterator[FrontendStats] | tuple[FrontendStats, ...],
+def sum_drops(frontends: Iterable[FrontendStats],
               extra: Mapping[str, int] | None = None) -> dict[str, int]:
     """The plane-wide drops of a userspace plane: its frontends' (plus ``extra``)."""
     out: dict[str, int] = dict(extra or {})
@@ -118,7 +118,7 @@ def sum_drops(frontends: Iterator[FrontendStats] | tuple[FrontendStats, ...],
 
 def render(stats: L4Stats) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats))  # type: ignore[arg-type]
+    registry.register(_Collector(stats))
     return generate_latest(registry)
 
 

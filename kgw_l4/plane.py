@@ -36,6 +36,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -48,6 +49,9 @@ from .snat import SnatSources
 from .tlspass import TLSPassthroughProxy
 from .udp import UdpProxy
 from .userspace import UserspaceProxy
+
+if TYPE_CHECKING:
+    from .splice import SpliceProxy, Splicer
 
 log = logging.getLogger("kgw.l4")
 
@@ -199,7 +203,8 @@ class PinUse:
         except (OSError, ld.BpfUnavailable) as e:
             msg = f"cannot use pin directory {self.pin_dir}: {e}"
         log.error("%s", msg)
-        return {x.name: msg for x in (*config.frontends, *config.tls_passthrough)}
+        return dict.fromkeys([*(f.name for f in config.frontends),
+                              *(t.name for t in config.tls_passthrough)], msg)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -213,7 +218,7 @@ class SplicePlane(L4Plane):
     def __init__(self, pin_dir: str, sizes: Mapping[str, int]):
         self.mode = "splice"
         self.loader = ld.Loader(pin_dir, sizes)
-        self.proxy = None
+        self.proxy: SpliceProxy | None = None
         self.tls: TLSPassthroughProxy | None = None
         self.pins = PinUse(pin_dir)
         self._busy_errors: dict[str, str] = {}
@@ -316,7 +321,7 @@ class KernelPlane(L4Plane):
         self._config = L4Config()
         self._sweep: ld.Sweep | None = None
         self.tls: TLSPassthroughProxy | None = None
-        self._splicer = None
+        self._splicer: Splicer | None = None
         if self.pins.in_use():
             self.pins.take()  # PinDirBusy: another instance runs on these pins
             if self.loader.pinned() and self.loader.check_pins() is None:

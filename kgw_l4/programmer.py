@@ -231,6 +231,7 @@ class Programmer:
                                                f"(the kernel table holds {self.max_be})")
                     continue
                 self.be_ids[ep] = bid
+            assert bid is not None
             written += self._write_backend(bid, self._backend_value(ep, source_errors),
                                            fresh_counters=fresh)
             self.free_be.discard(bid)

@@ -21,6 +21,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Set as AbstractSet
 
 from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
@@ -37,7 +38,12 @@ HELLO_TIMEOUT = 5.0
 async def _readable(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(sock.fileno(), ready)
     try:
         await fut
     finally:
@@ -75,7 +81,8 @@ class TLSPassthroughProxy(Acceptor):
         self._groups: dict[str, set[str]] = {}
         self.conns: set[Conn] = set()
 
-    async def apply(self, config: L4Config, taken: set[tuple[str, int]] = frozenset()) -> None:
+    async def apply(self, config: L4Config,
+                    taken: AbstractSet[tuple[str, int]] = frozenset()) -> None:
         errors: dict[str, str] = {}
         wanted: dict[tuple[str, int], TLSPassthrough] = {}
         for t in config.tls_passthrough:

@@ -279,7 +279,8 @@ class UdpProxy:
             family = socket.AF_INET6 if ":" in fe.address else socket.AF_INET
             try:
                 # no SO_REUSEADDR: for UDP it would let two sockets share the port
-                await loop.create_datagram_endpoint(lambda p=proto: p, local_addr=key,
+                # the factory is called before this returns
+                await loop.create_datagram_endpoint(lambda: proto, local_addr=key,  # noqa: B023
                                                     family=family)
             except OSError as e:
                 errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}/udp: {e.strerror or e}"

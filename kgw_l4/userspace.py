@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
@@ -263,7 +264,7 @@ class UserspaceProxy:
                 continue
             try:
                 self._servers[key] = await asyncio.start_server(
-                    lambda r, w, k=key: self._accept(k, r, w), fe.address, fe.port,
+                    functools.partial(self._accept, key), fe.address, fe.port,
                     reuse_address=True, backlog=1024)
             except OSError as e:
                 errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}: {e.strerror or e}"
