@@ -81,6 +81,7 @@ def _reexec_isolated(argv: list[str]) -> None:
         print("warning: --isolate: cannot create a network namespace here (needs root, unshare and "
               "ip); running in the current one", file=sys.stderr)
         return
+    assert unshare is not None and ip is not None
     cmd = [unshare, "--net", "--", "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
            sys.executable, "-m", "conformance", *argv]
     os.execv(unshare, cmd)

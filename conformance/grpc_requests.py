@@ -153,10 +153,10 @@ class GrpcClient:
                                            metadata=metadata or None)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            out = GrpcResponse(code, exc.details() if hasattr(exc, "details") else str(exc),
+            out = GrpcResponse(code, exc.details() if hasattr(exc, "details") else str(exc),  # type: ignore[arg-type]
                                headers=tuple(exc.initial_metadata() or ())
                                if hasattr(exc, "initial_metadata") else (),
-                               trailers=tuple(exc.trailing_metadata() or ())
+                               trailers=tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
                                if hasattr(exc, "trailing_metadata") else ())
             if code is grpc.StatusCode.INTERNAL:
                 self.close()  # upstream: "Received code Internal. Resetting connection."

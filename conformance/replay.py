@@ -186,7 +186,7 @@ class Replayer:
             target.use_tls = True
             target.ca_pem = self._secret_from(ref)[0] if ref else b""
         if proto == "https":
-            target.ca_pem = self._secret_from(group.get("trustedServerCert"))[0] if group.get(
+            target.ca_pem = self._secret_from(group["trustedServerCert"])[0] if group.get(
                 "trustedServerCert") else b""
             if group.get("clientCertificate"):
                 target.client_cert = self._secret_from(group["clientCertificate"])
@@ -255,7 +255,7 @@ class Replayer:
         if target.scheme == "grpc":
             self.run_grpc_group(group, target, expect_kind, cases)
             return
-        for i, case in enumerate(group.get("cases") if cases is None else cases):
+        for i, case in enumerate(group["cases"] if cases is None else cases):
             name = case_name(i, case)
             try:
                 self.run_case(target, case, expect_kind)
@@ -314,7 +314,7 @@ class Replayer:
         connection per attempt, each case eventually consistent."""
         if expect_kind != "response":
             raise HarnessGap(f"tcp requests expecting {expect_kind!r} need a test-specific replay")
-        for i, case in enumerate(group.get("cases") if cases is None else cases):
+        for i, case in enumerate(group["cases"] if cases is None else cases):
             expected = tcp_expectation(case)
             name = f"{i} tcp connection should reach {expected.namespace}/{expected.backend}"
             try:
@@ -338,7 +338,7 @@ class Replayer:
         if expect_kind != "response":
             raise HarnessGap(
                 f"udp requests expecting {expect_kind!r} are not replayed by the harness")
-        for i, case in enumerate(group.get("cases") if cases is None else cases):
+        for i, case in enumerate(group["cases"] if cases is None else cases):
             service, namespace = case.get("Service"), case.get("Namespace")
             if not service or not namespace or _placeholder(service) or _placeholder(namespace):
                 raise HarnessGap(f"udp case without a Service and Namespace: {case}")
@@ -360,7 +360,7 @@ class Replayer:
             raise HarnessGap(
                 f"grpc requests expecting {expect_kind!r} are not replayed by the harness")
         probe = gq.response_probe if expect_kind == "response" else gq.failure_probe
-        for i, raw in enumerate(group.get("cases") if cases is None else cases):
+        for i, raw in enumerate(group["cases"] if cases is None else cases):
             try:
                 case = gq.GrpcCase.from_record(raw)
             except gq.CaseError as exc:

@@ -38,7 +38,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 REQUEST_TIMEOUT_S = 10.0
 CONSECUTIVE_SUCCESSES = 3
@@ -182,12 +182,13 @@ def watch_certificate_request(ctx: ssl.SSLContext, hook: Callable[[], None]) -> 
         if direction == "read" and content_type == handshake and msg_type == request:
             hook()
 
-    ctx._msg_callback = on_message  # type: ignore[attr-defined]
+    ctx._msg_callback = on_message
 
 
 def _verify_name(sock: ssl.SSLSocket, name: str) -> None:
     cert = sock.getpeercert() or {}
-    sans = [v for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address")]
+    alt_names: Any = cert.get("subjectAltName", ())
+    sans = [v for k, v in alt_names if k in ("DNS", "IP Address")]
     if not any(go_match_hostname(s, name) or s == name for s in sans):
         raise RequestError(f"x509: certificate is valid for {sans}, not {name}")
 
@@ -292,14 +293,16 @@ def _round_trip_h2(req: Request) -> CapturedResponse:
                 (":path", req.request_uri)] + [(k.lower(), v) for k, v in _request_headers(req)]
         conn.send_headers(sid, hdrs, end_stream=True)
         sock.sendall(conn.data_to_send())
-        status, headers, body, done = 0, {}, bytearray(), False
+        status, body, done = 0, bytearray(), False
+        headers: dict[str, list[str]] = {}
         while not done:
             data = sock.recv(65536)
             if not data:
                 raise RequestError("connection closed before the response completed")
             for ev in conn.receive_data(data):
                 if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
-                    for k, v in ev.headers:
+                    # header_encoding="utf-8": names and values are str
+                    for k, v in cast("list[tuple[str, str]]", ev.headers):
                         if k == ":status":
                             status = int(v)
                         else:

@@ -503,8 +503,9 @@ def backendtlspolicy(run: TestRun) -> None:
     run.update("BackendTLSPolicy", INFRA, policy, lambda o: o["spec"]["validation"].__setitem__(
         "caCertificateRefs", [{"group": "", "kind": "ConfigMap", "name": cm_name}]))
     expect(invalid)
-    cm = {"apiVersion": "v1", "kind": "ConfigMap",
-          "metadata": {"name": cm_name, "namespace": INFRA}, "data": {"ca.crt": original_ca}}
+    cm: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": cm_name, "namespace": INFRA},
+                          "data": {"ca.crt": original_ca}}
     run.world.files[run.file].objects.append(cm)
     run.world.rewrite(run.file)
     expect(valid)

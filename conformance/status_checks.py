@@ -259,7 +259,7 @@ class StatusChecker:
     def poll(self, what: str, upstream_timeout: float, fn: Callable[[dict], str | None]) -> None:
         """Call ``fn(statuses)`` until it returns None; raise CheckFailed with its last reason."""
         deadline = time.monotonic() + self.timeouts.of(upstream_timeout)
-        why = "not checked"
+        why: str | None = "not checked"
         while True:
             try:
                 why = fn(self.admin.statuses())
@@ -765,7 +765,7 @@ def route_has_condition(route: Obj, gnn: NN, cond: Obj) -> str | None:
     """Upstream HTTPRouteMustHaveCondition on one snapshot: all parents' conditions are at
     the route's generation, and the parent for the Gateway has the condition."""
     parents = (route.get("status") or {}).get("parents") or []
-    found = None
+    found: bool | str | None = None
     for p in parents:
         why = stale_conditions(route, p.get("conditions") or [])
         if why:
