@@ -51,8 +51,8 @@ def _per_frontend_and_backend_counters(agent, flows: int, sent: int) -> None:
     assert fe.to_backend[1] > sent and fe.to_client[0] > 0
     # every packet of a known flow is counted on its frontend: the first of each flow
     # (NEW_FLOWS) and every connection-table hit
-    assert fe.to_backend[0] + fe.to_client[0] == st.counters["CT_HIT"][0] + st.counters[
-        "NEW_FLOWS"][0]
+    assert fe.to_backend[0] + fe.to_client[0] == (st.counters["CT_HIT"][0]
+                                                  + st.counters["NEW_FLOWS"][0])
     assert all(v == (0, 0) for v in fe.drops.values()), fe.drops
 
 
@@ -151,8 +151,8 @@ def test_maglev_stability_and_python_mirror(lab):
     size = agent.sizes["KGW_MAGLEV_SIZE"]
     eps = sorted(addrs)
     table = maglev.build_table([maglev.WeightedEndpoint(f"{x}:9001", 1) for x in eps], size)
-    predicted = [eps[
-        table[maglev.flow_slot("10.201.1.2", sport0 + i, GW_CLIENT_ADDR, 8081, 6, size)]]
+    predicted = [eps[table[maglev.flow_slot("10.201.1.2", sport0 + i, GW_CLIENT_ADDR, 8081, 6,
+                                            size)]]
                  for i in range(n)]
     assert predicted == before
 
@@ -359,8 +359,8 @@ def test_reused_tuple_is_rearmed_in_place(lab):
     out = io.StringIO()
     env = Env(stdout=out, stderr=io.StringIO(), sizes=agent.sizes, admin_get=lambda _u: None)
     assert main(["--pin-dir", agent.pin_dir, "-o", "json", "flows"], env) == 0
-    rows = [r for r in json.loads(out.getvalue()) if f"10.201.1.2:{sport}" in r["from"]
-            + r["rewrite"]]
+    rows = [r for r in json.loads(out.getvalue())
+            if f"10.201.1.2:{sport}" in r["from"] + r["rewrite"]]
     assert sorted((r["dir"], r["table"]) for r in rows) == [("orig", "ct"), ("reply", "ct")], rows
 
     # A bare SYN on the tuple (the client's kernel answers the SYN-ACK with a reset).

@@ -76,8 +76,8 @@ class LeaderElector:
             elif self.is_leader and (self.holder != self.identity
                                      or now - self._renewed_at > self.renew_deadline):
                 await self._become(False)
-            period = self.retry_period if self.is_leader else self.retry_period * random.uniform(
-                1.0, 1.2)
+            period = (self.retry_period if self.is_leader
+                      else self.retry_period * random.uniform(1.0, 1.2))
             try:
                 await asyncio.wait_for(self._stop.wait(), period)
             except TimeoutError:
