@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -130,9 +130,14 @@ class SuiteCertificates:
 
     objects: list[dict[str, Any]]
     pairs: dict[tuple[str, str], KeyPair]  # (namespace, secret name) -> key pair
+    #: (namespace, ConfigMap name) -> the CA certificate (PEM) its ca.crt holds
+    cas: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
     def pair(self, namespace: str, name: str) -> KeyPair:
         return self.pairs[(namespace, name)]
+
+    def ca(self, namespace: str, name: str) -> bytes:
+        return self.cas[(namespace, name)]
 
 
 def generate() -> SuiteCertificates:
@@ -145,16 +150,19 @@ def generate() -> SuiteCertificates:
 
     secret(WEB, "certificate", self_signed(["*"]))
     secret(INFRA, "tls-validity-checks-certificate", self_signed(["*", "*.org", "*.wildcard.org"]))
-    secret(INFRA, "tls-passthrough-checks-certificate", self_signed(["abc.example.com"]))
-    secret(APP, "tls-passthrough-checks-certificate", self_signed(["abc.example.com"]))
 
     backend_ca = CA.new("backend-tls-checks-ca")
     objects.append(ca_config_map(INFRA, "tls-checks-ca-certificate", backend_ca))
+    cas = {(INFRA, "tls-checks-ca-certificate"): backend_ca.pair.cert_pem}
     secret(INFRA, "tls-checks-certificate", backend_ca.issue(
         ["abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"]))
     secret(INFRA, "tls-checks-client-certificate",
            backend_ca.issue(["client.example.com"], client=True))
-    secret(INFRA, "tls-terminate-checks-certificate", backend_ca.issue(["abc.example.com"]))
+    # As upstream (suite.go): the TLS tcp-backend's and the Terminate listeners'
+    # certificates are issued by that CA, which the TLSRoute tests trust (caString).
+    secret(INFRA, "tls-passthrough-checks-certificate", backend_ca.issue(["abc.example.com"]))
+    secret(APP, "tls-passthrough-checks-certificate", backend_ca.issue(["abc.example.com"]))
+    secret(INFRA, "tls-terminate-checks-certificate", backend_ca.issue(["tls.example.com"]))
     objects.append(ca_config_map(INFRA, "mismatch-ca-certificate", CA.new("mismatch-ca")))
 
     client_ca = CA.new("tls-validity-checks-ca")
@@ -164,4 +172,4 @@ def generate() -> SuiteCertificates:
     objects.append(ca_config_map(INFRA, "tls-validity-checks-per-port-ca-certificate", per_port_ca))
     secret(INFRA, "tls-validity-checks-per-port-client-certificate",
            per_port_ca.issue([], client=True))
-    return SuiteCertificates(objects, pairs)
+    return SuiteCertificates(objects, pairs, cas)

@@ -56,9 +56,20 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "TCPRoute",
     "TLSRoute",
     "UDPRoute",
-    # Not yet: GRPCRoute, TLSRoute Terminate mode,
+    # TLSRoute on Terminate listeners (kgw_l4.tlsterm), and Passthrough + Terminate on one port
+    "TLSRouteModeTerminate",
+    "TLSRouteModeMixed",
+    # Not yet: GRPCRoute,
     # HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
 })
+
+#: Tests upstream returns from at once when the named feature is claimed (they check
+#: what an implementation without it reports): reported passed then, as upstream does,
+#: with that reason.
+ONLY_WITHOUT: dict[str, str] = {
+    "TLSRouteListenerTerminateNotSupported": "TLSRouteModeTerminate",
+    "TLSRouteListenerMixedTerminationNotSupported": "TLSRouteModeMixed",
+}
 
 #: Core features of each conformance profile (upstream conformance/utils/suite/profiles.go).
 PROFILE_CORE_FEATURES: dict[str, frozenset[str]] = {

@@ -70,47 +70,64 @@ def tcp_expectation(case: Obj) -> rq.TcpExpectation:
                              tls_protocol=str(fields["TLSProtocol"]))
 
 
-#: The certificate a TLS-passthrough test trusts: upstream reads it from this Secret in
-#: the route's namespace; it is what the TLS-serving tcp-backend presents.
-PASSTHROUGH_CERT_SECRET = "tls-passthrough-checks-certificate"
+#: What the TLSRoute tests trust (their ``caString``): upstream reads the ca.crt of this
+#: ConfigMap, the CA that issued the TLS tcp-backend's certificate and the Terminate
+#: listeners' (conformance/certs.py, as upstream's suite.go).
+TLS_CHECKS_CA = "tls-checks-ca-certificate"
+INFRA_NAMESPACE = "gateway-conformance-infra"
+
+_HOSTNAMES = re.compile(r"<hostnames([A-Za-z]*)\[0\]>")
 
 
 def fill_route_placeholders(group: Obj, objects: list[Obj]) -> Obj:
     """Resolve what a tcp/tls group records as expressions over the test's objects:
-    ``<hostnames[0]>`` (the first ``spec.hostnames`` of the group's first TLSRoute) and,
-    for TLS passthrough to a TLS-serving backend (every case ``BackendIsTLS``),
-    ``<[]byte(caString)>`` (the passthrough Secret's certificate, which the backend
-    serves). Anything else stays as recorded and is reported as a harness gap when used."""
+    ``<hostnames[0]>`` (the first ``spec.hostnames`` of the group's first TLSRoute),
+    ``<hostnamesX[0]>`` (a Go variable named for a route: the first hostname of the
+    test's TLSRoute whose name contains "x", as hostnamesTerminate names the
+    ...-terminateroute), and ``<[]byte(caString)>`` (the ca.crt of TLS_CHECKS_CA, as
+    upstream reads it). Anything else stays as recorded and is reported as a harness gap
+    when used."""
     if group.get("protocol") not in ("tcp", "tls"):
         return group
     out = copy.deepcopy(group)
     routes = (out.get("target") or {}).get("routes") or []
-    hostnames: list[str] = []
-    if routes:
-        want = (routes[0].get("Namespace") or "", routes[0].get("Name") or "")
-        for o in objects:
-            meta = o.get("metadata") or {}
-            if o.get("kind") == "TLSRoute" and (meta.get("namespace") or "",
-                                                meta.get("name")) == want:
-                hostnames = [str(h) for h in (o.get("spec") or {}).get("hostnames") or []]
-    if hostnames:
-        out = _replace_text(out, "<hostnames[0]>", hostnames[0])
-    cases = out.get("cases") or []
-    if out.get("trustedServerCert") == "<[]byte(caString)>" and routes and cases and all(
-            c.get("BackendIsTLS") for c in cases):
-        out["trustedServerCert"] = {"fn": "kubernetes.GetTLSSecret", "args": [
-            "<suite.Client>",
-            {"Name": PASSTHROUGH_CERT_SECRET, "Namespace": routes[0].get("Namespace") or ""}]}
+    tls_routes = [o for o in objects if o.get("kind") == "TLSRoute"]
+
+    def first_hostname(match: Callable[[Obj], bool]) -> str | None:
+        for o in tls_routes:
+            hosts = (o.get("spec") or {}).get("hostnames") or []
+            if match(o) and hosts:
+                return str(hosts[0])
+        return None
+
+    def resolve(m: re.Match) -> str:
+        suffix = m.group(1).lower()
+        if suffix:
+            found = first_hostname(
+                lambda o: suffix in str((o.get("metadata") or {}).get("name", "")))
+        elif routes:
+            want = (routes[0].get("Namespace") or "", routes[0].get("Name") or "")
+            found = first_hostname(lambda o: ((o.get("metadata") or {}).get("namespace") or "",
+                                              (o.get("metadata") or {}).get("name")) == want)
+        else:
+            found = None
+        return found if found is not None else m.group(0)
+
+    out = _replace_pattern(out, _HOSTNAMES, resolve)
+    if out.get("trustedServerCert") == "<[]byte(caString)>":
+        out["trustedServerCert"] = {"fn": "kubernetes.GetConfigMapData", "key": "ca.crt", "args": [
+            "<suite.Client>", "<suite.TimeoutConfig>",
+            {"Name": TLS_CHECKS_CA, "Namespace": INFRA_NAMESPACE}]}
     return out
 
 
-def _replace_text(value: Any, old: str, new: str) -> Any:
+def _replace_pattern(value: Any, pattern: re.Pattern, fn: Callable[[re.Match], str]) -> Any:
     if isinstance(value, str):
-        return value.replace(old, new)
+        return pattern.sub(fn, value)
     if isinstance(value, list):
-        return [_replace_text(v, old, new) for v in value]
+        return [_replace_pattern(v, pattern, fn) for v in value]
     if isinstance(value, dict):
-        return {k: _replace_text(v, old, new) for k, v in value.items()}
+        return {k: _replace_pattern(v, pattern, fn) for k, v in value.items()}
     return value
 
 
@@ -146,9 +163,12 @@ class Replayer:
                  mirror_log_has: Callable[[str, str, str], bool],
                  mirror_log_count: Callable[[str, str, str], int],
                  limit: float = rq.MAX_TIME_TO_CONSISTENCY_S,
-                 log: Callable[[str], None] = lambda m: None) -> None:
+                 log: Callable[[str], None] = lambda m: None,
+                 ca_pem: Callable[[str, str], bytes] | None = None) -> None:
         self.checker = checker
         self.secret_pair = secret_pair
+        #: (namespace, ConfigMap name) -> the CA certificate its ca.crt holds
+        self.ca_pem = ca_pem
         self.mirror_log_has = mirror_log_has
         self.mirror_log_count = mirror_log_count
         self.limit = limit
@@ -193,8 +213,18 @@ class Replayer:
         return target
 
     def _secret_from(self, ref: Obj) -> tuple[bytes, bytes]:
+        """(certificate, key) of a recorded GetTLSSecret; a GetConfigMapData of a CA
+        ConfigMap's ca.crt gives (its certificate, b"")."""
         args = ref.get("args") or []
         nn = next((a for a in args if isinstance(a, dict)), None)
+        if ref.get("fn") == "kubernetes.GetConfigMapData" and nn is not None and ref.get(
+            "key") == "ca.crt":
+            try:
+                if self.ca_pem is None:
+                    raise KeyError(nn["Name"])
+                return self.ca_pem(nn.get("Namespace", ""), nn["Name"]), b""
+            except KeyError as exc:
+                raise HarnessGap(f"CA ConfigMap {nn} is not generated by the harness") from exc
         if ref.get("fn") != "kubernetes.GetTLSSecret" or nn is None:
             raise HarnessGap(f"cannot resolve certificate reference {ref}")
         try:

@@ -304,8 +304,8 @@ class Supervisor:
             return json_response({"mode": None, "error": "no L4 data plane"}, 404)
         t = self.translation
         return json_response({**self.l4.inspect(),
-                              "config": _with_generation(t.l4, self.generation).to_dict() if t
-                              else None})
+                              "config": redact(_with_generation(t.l4, self.generation).to_dict())
+                              if t else None})
 
     async def _metrics(self) -> Response:
         body = generate_latest(self.metrics.registry)

@@ -1,7 +1,8 @@
 """The L4 data plane's configuration model.
 
 The contract between the controller and the kernel data plane (and its userspace
-fallback): frontends to load-balance and TLS passthrough listeners to route by SNI.
+fallback): frontends to load-balance, and TLS listeners that route by SNI, passing the
+TLS through or terminating it.
 Nothing here refers to Gateway API; the controller's translation produces it.
 """
 
@@ -50,8 +51,46 @@ class Frontend:
 
 
 @dataclass(frozen=True, slots=True)
+class ServingCert:
+    """A certificate chain and key (PEM) a terminating TLS listener presents."""
+
+    #: Names it serves ("*.example.com" wildcards; "*" = any), lowercase.
+    server_names: tuple[str, ...]
+    cert_pem: str
+    #: Not in the repr: a log line or a traceback that prints the record must not leak it.
+    key_pem: str = dataclasses.field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTLS:
+    """TLS from kgw to a backend (a BackendTLSPolicy) after terminating the client's."""
+
+    #: Sent as SNI; checked against the certificate unless ``subject_alt_names`` is set.
+    hostname: str
+    #: Trusted CAs (PEM); empty = the system trust store.
+    ca_pem: str = ""
+    #: With these, the certificate must carry one of them (DNS names or URIs), and
+    #: ``hostname`` is only sent.
+    subject_alt_names: tuple[str, ...] = ()
+    client_cert_pem: str = ""
+    client_key_pem: str = dataclasses.field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Termination:
+    """How a route of a Terminate listener is served: the TLS is terminated with
+    ``certificates`` (chosen by SNI) and the decrypted stream forwarded to the route's
+    backends, re-encrypted to the groups named in ``backend_tls``."""
+
+    certificates: tuple[ServingCert, ...]
+    #: (BackendGroup name, TLS to its endpoints); groups not named get plain TCP.
+    backend_tls: tuple[tuple[str, BackendTLS], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SNIRoute:
-    """TLS passthrough: connections whose ClientHello names one of ``hostnames``."""
+    """Connections whose ClientHello names one of ``hostnames``: passed through
+    (``terminate`` None) or terminated."""
 
     name: str  # e.g. "ns/tlsroute-name"
     #: Exact names or "*.example.com" wildcards, lowercase; "*" matches any SNI.
@@ -61,11 +100,14 @@ class SNIRoute:
     #: route attached through two listeners of one port is two SNIRoutes).
     gateway: str = ""
     listener: str = ""
+    terminate: Termination | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TLSPassthrough:
-    """A listener that reads the SNI, picks a route and splices the connection."""
+    """A TLS port: it reads the SNI, picks a route, and splices the connection to the
+    route's backend or (a Terminate listener's route) terminates it. One port may hold
+    routes of both kinds (Gateway API's "mixed" mode)."""
 
     name: str
     address: str

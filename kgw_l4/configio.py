@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import BackendGroup, Endpoint, Frontend, L4Config, SNIRoute, TLSPassthrough
+from .config import (
+    BackendGroup, BackendTLS, Endpoint, Frontend, L4Config, ServingCert, SNIRoute, Termination,
+    TLSPassthrough,
+)
 
 
 def _req(d: dict, key: str, typ: type, where: str) -> Any:
@@ -33,6 +36,24 @@ def _groups(items: list, where: str) -> tuple[BackendGroup, ...]:
     return tuple(out)
 
 
+def _termination(t: Any, where: str) -> Termination | None:
+    if t is None:
+        return None
+    if not isinstance(t, dict):
+        raise ValueError(f"{where}.terminate: expected dict, got {type(t).__name__}")
+    w = f"{where}.terminate"
+    certs = tuple(ServingCert(tuple(c.get("server_names", [])), _req(c, "cert_pem", str, w),
+                              _req(c, "key_pem", str, w))
+                  for c in t.get("certificates", []))
+    btls = []
+    for name, b in t.get("backend_tls", []):
+        w = f"{where}.terminate.backend_tls"
+        btls.append((name, BackendTLS(_req(b, "hostname", str, w), _opt(b, "ca_pem", w),
+                                      tuple(b.get("subject_alt_names", [])),
+                                      _opt(b, "client_cert_pem", w), _opt(b, "client_key_pem", w))))
+    return Termination(certs, tuple(btls))
+
+
 def from_dict(d: dict[str, Any]) -> L4Config:
     fes = []
     for i, f in enumerate(d.get("frontends", [])):
@@ -46,7 +67,8 @@ def from_dict(d: dict[str, Any]) -> L4Config:
         w = f"tls_passthrough[{i}]"
         routes = tuple(SNIRoute(_req(r, "name", str, w), tuple(r.get("hostnames", [])),
                                 _groups(r.get("backends", []), w), _opt(r, "gateway", w),
-                                _opt(r, "listener", w)) for r in t.get("routes", []))
+                                _opt(r, "listener", w), _termination(r.get("terminate"), w))
+                       for r in t.get("routes", []))
         tls.append(TLSPassthrough(_req(t, "name", str, w), _req(t, "address", str, w),
                                   _req(t, "port", int, w), routes))
     return L4Config(tuple(fes), tuple(tls), d.get("generation", 0))

@@ -1,15 +1,17 @@
-"""TLS passthrough: read the SNI of each connection's ClientHello without consuming
-it, pick the SNIRoute and its backend (weighted Maglev, as for L4 frontends), connect,
-and splice (kgw_l4.splice) — or, with no sockmap, copy in userspace.
+"""TLS ports: read the SNI of each connection's ClientHello without consuming it, pick
+the SNIRoute and its backend (weighted Maglev, as for L4 frontends); a passthrough route
+connects and splices (kgw_l4.splice) — or, with no sockmap, copies in userspace; a
+terminated route's connection goes to kgw_l4.tlsterm. One port may hold both.
 
 The hello stays in the client socket: spliced, the kernel forwards it first; copied,
 it is simply the first bytes read.
 
 Counters (/metrics, kgw-inspect) per port and SNIRoute: connections given a backend,
 drops by reason (``bad_client_hello``, ``no_route``, ``no_backend``,
-``backend_unreachable``) under the route they matched ("" when none), and, when copied
-here, bytes each way and the connections open. A spliced connection's bytes are the
-kernel's (not counted per route).
+``backend_unreachable``; terminated: ``bad_certificate``, ``tls_handshake``,
+``backend_tls``) under the route they matched ("" when none), and, when copied here
+(always for a terminated route), bytes each way and the connections open. A spliced
+connection's bytes are the kernel's (not counted per route).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import socket
 import struct
 import time
 from collections.abc import Set as AbstractSet
+from typing import Any
 
 from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer
+from .tlsterm import Terminator
 from .userspace import Conn, backend_stats, connect, picker, splice_streams
 
 log = logging.getLogger("kgw.l4.tls")
@@ -80,6 +84,12 @@ class TLSPassthroughProxy(Acceptor):
         self._backends: dict[tuple[str, int], Tally] = {}
         self._groups: dict[str, set[str]] = {}
         self.conns: set[Conn] = set()
+        self.terminator = Terminator()
+        #: a route's backends -> its Maglev picker, built on first use (a table costs
+        #: milliseconds: once per config, not per connection)
+        self._pickers: dict[tuple[BackendGroup, ...], Any] = {}
+        #: (port, route name, gateway, listener) of terminated routes (bytes counted here)
+        self._terminated: set[tuple[tuple[str, int], str, str, str]] = set()
 
     async def apply(self, config: L4Config,
                     taken: AbstractSet[tuple[str, int]] = frozenset()) -> None:
@@ -100,6 +110,11 @@ class TLSPassthroughProxy(Acceptor):
         keep = {(key, r.name, r.gateway, r.listener) for key, t in wanted.items() for r in t.routes}
         keep |= {(key, "", "", "") for key in wanted}
         self._tallies = {k: self._tallies.get(k) or Tally() for k in keep}
+        self._terminated = {(key, r.name, r.gateway, r.listener) for key, t in wanted.items()
+                            for r in t.routes if r.terminate is not None}
+        self.terminator.apply(config)
+        used = {r.backends for t in wanted.values() for r in t.routes}
+        self._pickers = {k: v for k, v in self._pickers.items() if k in used}
         routes = [r for t in wanted.values() for r in t.routes]
         self._groups = endpoint_groups(routes)
         self._backends = {(ep.address, ep.port): self._backends.get((ep.address, ep.port))
@@ -123,12 +138,20 @@ class TLSPassthroughProxy(Acceptor):
         tally = self._tally(key, route)
         be = None
         if route is not None:
-            be = _route_picker(route.backends, route.name).choose(c.getpeername()[:2],
-                                                                  c.getsockname()[:2])
+            pick = self._pickers.get(route.backends)
+            if pick is None:
+                pick = self._pickers[route.backends] = _route_picker(route.backends, route.name)
+            be = pick.choose(c.getpeername()[:2], c.getsockname()[:2])
         if be is None:
             log.info("tls passthrough %s: no route for SNI %r", key, sni)
             tally.drop("no_route" if route is None else "no_backend")
             _reset(c)
+            return
+        assert route is not None  # be was picked from it
+        be_tally = self._backends.get(be)
+        if route.terminate is not None:
+            fe = f"{key[0]}:{key[1]}/TLS"
+            await self.terminator.serve(c, sni, route, be, tally, be_tally, fe, self.conns)
             return
         try:
             b = await connect(be)
@@ -138,7 +161,6 @@ class TLSPassthroughProxy(Acceptor):
             _reset(c)
             return
         tally.flows += 1
-        be_tally = self._backends.get(be)
         if be_tally is not None:
             be_tally.flows += 1
         if self.splicer is not None:
@@ -160,13 +182,17 @@ class TLSPassthroughProxy(Acceptor):
 
     def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
         """Per port and route; bytes and connections open only when copied here (no
-        splicer), since a spliced connection's bytes are the kernel's."""
+        splicer, or a terminated route), since a spliced connection's bytes are the
+        kernel's. (A backend's bytes, shared by both kinds of route, likewise.)"""
         copied = self.splicer is None
-        fes = [FrontendStats(f"{key[0]}:{key[1]}/TLS", gw, listener, route,
-                             bytes=(t.bytes[0], t.bytes[1]) if copied else None,
-                             flows=t.flows, active=t.active if copied else None,
-                             drops=dict(t.drops))
-               for (key, route, gw, listener), t in self._tallies.items()]
+        fes = []
+        for k, t in self._tallies.items():
+            key, route, gw, listener = k
+            here = copied or k in self._terminated
+            fes.append(FrontendStats(f"{key[0]}:{key[1]}/TLS", gw, listener, route,
+                                     bytes=(t.bytes[0], t.bytes[1]) if here else None,
+                                     flows=t.flows, active=t.active if here else None,
+                                     drops=dict(t.drops)))
         bes = [dataclasses.replace(backend_stats(ep, t, self._groups), bytes=None) if not copied
                else backend_stats(ep, t, self._groups) for ep, t in self._backends.items()]
         return fes, bes

@@ -14,7 +14,7 @@ from conformance.backends import NAME_ALPHABET, backend_of_pod, echo_command, po
 from conformance.features import SUPPORTED_FEATURES, missing_features, profile_supported
 from conformance.loader import (AddressBook, GATEWAY_CLASS_NAME, endpoint_slice, is_echo_deployment,
                                 read_manifest, rewrite_gateway)
-from conformance.replay import (PASSTHROUGH_CERT_SECRET, case_name, distribution_error,
+from conformance.replay import (TLS_CHECKS_CA, case_name, distribution_error,
                                 fill_route_placeholders, tcp_expectation, with_request_id)
 from conformance.report import FAILED, PASSED, SKIPPED, Report, TestResult
 from conformance.runner import Options, plan
@@ -145,6 +145,27 @@ def test_plan_skips_unclaimed_features_unsupported_profiles_and_unselected(tmp_p
     assert "Nope" in p.skipped["B"] and "not supported" in p.skipped["C"]
     p = plan(suite, Options(suite=tmp_path, run=["A"], skip_provisional=True))  # type: ignore[arg-type]
     assert [t.name for t in p.run] == ["A"] and p.skipped["D"] == "not selected (--run)"
+
+
+def test_plan_passes_tests_upstream_returns_from_when_a_feature_is_claimed(tmp_path: Path) -> None:
+    tls = ["Gateway", "TLSRoute"]
+    suite = _suite(tmp_path, [
+        {"name": "TLSRouteListenerTerminateNotSupported", "features": tls,
+         "profiles": {"GATEWAY-TLS": "core"}},
+        {"name": "TLSRouteListenerMixedTerminationNotSupported",
+         "features": [*tls, "TLSRouteModeTerminate"], "profiles": {"GATEWAY-TLS": "extended"}},
+    ])
+    core = frozenset({"Gateway", "ReferenceGrant", "TLSRoute"})
+    p = plan(suite, Options(suite=tmp_path, supported=core))  # type: ignore[arg-type]
+    assert [t.name for t in p.run] == ["TLSRouteListenerTerminateNotSupported"]
+    p = plan(suite, Options(suite=tmp_path, supported=core | {"TLSRouteModeTerminate"}))  # type: ignore[arg-type]
+    assert [t.name for t in p.run] == ["TLSRouteListenerMixedTerminationNotSupported"]
+    # as upstream: the test returns at once, a pass that checks nothing (said so)
+    assert "returns at once" in p.passed["TLSRouteListenerTerminateNotSupported"]
+    p = plan(suite, Options(suite=tmp_path, supported=core | {
+        "TLSRouteModeTerminate", "TLSRouteModeMixed"}))  # type: ignore[arg-type]
+    assert p.run == [] and sorted(p.passed) == ["TLSRouteListenerMixedTerminationNotSupported",
+                                                "TLSRouteListenerTerminateNotSupported"]
 
 
 # -- status helpers ------------------------------------------------------------------
@@ -585,21 +606,27 @@ def _tls_group() -> dict:
                        "Hostname": "<hostnames[0]>"}]}
 
 
-def test_route_placeholders_resolve_from_the_tlsroute_and_the_passthrough_secret() -> None:
+def test_route_placeholders_resolve_from_the_tlsroutes_and_the_ca() -> None:
     objects = [{"kind": "TLSRoute", "metadata": {"name": "r", "namespace": "infra"},
                 "spec": {"hostnames": ["abc.example.com", "x.example.com"]}},
                {"kind": "TLSRoute", "metadata": {"name": "r", "namespace": "other"},
-                "spec": {"hostnames": ["wrong.example.com"]}}]
+                "spec": {"hostnames": ["wrong.example.com"]}},
+               {"kind": "TLSRoute",
+                "metadata": {"name": "mixed-terminateroute", "namespace": "infra"},
+                "spec": {"hostnames": ["tls.example.com"]}}]
     g = fill_route_placeholders(_tls_group(), objects)
     assert g["tlsServerName"] == "abc.example.com" and g["cases"][0][
         "Hostname"] == "abc.example.com"
-    assert g["trustedServerCert"]["args"][1] == {"Name": PASSTHROUGH_CERT_SECRET,
-                                                 "Namespace": "infra"}
+    # caString: upstream's ca.crt of tls-checks-ca-certificate, passthrough or terminate alike
+    assert g["trustedServerCert"]["fn"] == "kubernetes.GetConfigMapData"
+    assert g["trustedServerCert"]["args"][-1] == {"Name": TLS_CHECKS_CA,
+                                                  "Namespace": "gateway-conformance-infra"}
     assert _tls_group()["tlsServerName"] == "<hostnames[0]>"  # the record is not changed
-    # a backend that does not serve TLS itself (terminate mode): the anchor is not guessed
-    terminate = _tls_group()
-    terminate["cases"][0]["BackendIsTLS"] = False
-    assert fill_route_placeholders(terminate, objects)["trustedServerCert"] == "<[]byte(caString)>"
+    # a Go variable named for a route (mixed mode's hostnamesTerminate)
+    named = dict(_tls_group(), tlsServerName="<hostnamesTerminate[0]>")
+    assert fill_route_placeholders(named, objects)["tlsServerName"] == "tls.example.com"
+    unknown = dict(_tls_group(), tlsServerName="<hostnamesOther[0]>")
+    assert fill_route_placeholders(unknown, objects)["tlsServerName"] == "<hostnamesOther[0]>"
     # no such route: left as recorded
     assert fill_route_placeholders(_tls_group(), [])["tlsServerName"] == "<hostnames[0]>"
     http = {"protocol": "http", "tlsServerName": "<hostnames[0]>"}

@@ -57,6 +57,8 @@ class ResolvedBackend:
     service: ObjectKey | None = None
     #: The Service's BackendTLSPolicy is unusable (the policy reports why).
     policy_error: bool = False
+    #: The Service port's name (a BackendTLSPolicy's sectionName names it).
+    port_name: str = ""
 
     def l7(self, filters: l7.Filters | None = None,
            default_protocol: l7.BackendProtocol = "http") -> l7.Backend:
@@ -151,4 +153,4 @@ def resolve(
                 f"Service {ns}/{name} port {port}: {why}"),
                 service=ObjectKey("Service", ns, name))
     return ResolvedBackend(label, weight, endpoints, protocol, tls, None,
-                           ObjectKey("Service", ns, name), policy_error)
+                           ObjectKey("Service", ns, name), policy_error, port_name)

@@ -1,4 +1,5 @@
-"""IR -> kgw_l4.config.L4Config: TCP/UDP frontends and TLS passthrough by SNI.
+"""IR -> kgw_l4.config.L4Config: TCP/UDP frontends, and TLS ports routing by SNI to
+routes passed through or (Terminate listeners) terminated.
 
 Several TCPRoutes (or UDPRoutes) on one listener are all Accepted, but only the oldest
 (then namespace/name order) carries traffic: a frontend forwards without looking at
@@ -59,23 +60,31 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
         # (route, listener) -> (hostnames, backends, listener): a route attached through
         # two listeners of the port gets an SNIRoute per listener, each with the hostnames
         # that listener owns (metrics say which listener a connection came through)
-        by_route: dict[tuple[ObjectKey, tuple],
-                       tuple[set[str], tuple[l4.BackendGroup, ...], ListenerIR]] = {}
+        by_route: dict[tuple[ObjectKey, tuple], tuple[set[str], L4Contribution]] = {}
         for con in sorted(sni.get(bind, ()), key=lambda x: (x.created, x.route_key)):
-            # Listener isolation by SNI, as for HTTP Host (emit_l7).
+            # Listener isolation by SNI, as for HTTP Host (emit_l7); a Passthrough and a
+            # Terminate listener of one port (mixed mode) are told apart the same way.
             hosts = {h for h in con.hostnames if con.listener.id in owners(listeners, h)}
             if not hosts:
                 continue
-            entry = by_route.setdefault((con.route_key, con.listener.id),
-                                        (set(), con.backends, con.listener))
+            entry = by_route.setdefault((con.route_key, con.listener.id), (set(), con))
             entry[0].update(hosts)
-        routes = tuple(
-            l4.SNIRoute(name=f"{k.namespace}/{k.name}", hostnames=tuple(sorted(hosts)),
-                        backends=backends,
-                        gateway=f"{lis.gateway.namespace}/{lis.gateway.name}", listener=lis.name)
-            # oldest first: it wins a shared SNI
-            for (k, _), (hosts, backends, lis) in by_route.items()
-        )
+        routes = tuple(_sni_route(k, hosts, con) for (k, _), (hosts, con) in by_route.items())
+        # (oldest first: it wins a shared SNI)
         passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0],
                                              port=bind[1], routes=routes))
     return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))
+
+
+def _sni_route(key: ObjectKey, hosts: set[str], con: L4Contribution) -> l4.SNIRoute:
+    lis = con.listener
+    terminate = None
+    backends = con.backends
+    if lis.tls_mode == "Terminate":
+        certs = tuple(l4.ServingCert(c.server_names, c.cert_pem, c.key_pem)
+                      for c in lis.certificates)
+        terminate = l4.Termination(certs, con.backend_tls)
+        backends = con.terminated
+    return l4.SNIRoute(name=f"{key.namespace}/{key.name}", hostnames=tuple(sorted(hosts)),
+                       backends=backends, gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
+                       listener=lis.name, terminate=terminate)

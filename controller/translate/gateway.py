@@ -105,7 +105,8 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
     for (_, port), idx in by_port.items():
         if len(idx) < 2:
             continue
-        families = {(FAMILY[out[i].protocol][1], out[i].tls_mode) for i in idx}
+        # TLS Passthrough and Terminate share a port: the SNI picks the listener (mixed mode).
+        families = {FAMILY[out[i].protocol][1] for i in idx}
         if len(families) > 1:
             for i in idx:
                 others = ", ".join(f"{out[j].name} ({_protocol_text(out[j])})" for j in idx

@@ -156,6 +156,11 @@ class L4Contribution:
     created: str
     backends: tuple[l4.BackendGroup, ...]
     hostnames: tuple[str, ...] = ()
+    #: TLSRoute on a Terminate listener: ``backends`` as it forwards the decrypted
+    #: stream (a group whose BackendTLSPolicy is unusable has no endpoints: no clear text
+    #: to a TLS backend), and the TLS to each group that has a policy.
+    terminated: tuple[l4.BackendGroup, ...] = ()
+    backend_tls: tuple[tuple[str, l4.BackendTLS], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +175,6 @@ class RouteResult:
     services: frozenset = field(default_factory=frozenset)
     #: Everything read while resolving it.
     deps: frozenset = field(default_factory=frozenset)
+    #: TLSRoute: the Gateways that terminate it (a Terminate listener), connecting to
+    #: its backends themselves (a BackendTLSPolicy applies there).
+    terminating: frozenset = field(default_factory=frozenset)

@@ -88,8 +88,8 @@ def _route_kinds(protocol: str, allowed: dict) -> tuple[tuple[str, ...], list[st
 def _certificates(
     reader: Reader, gw: ObjectKey, tls: dict, server_names: tuple[str, ...]
 ) -> tuple[tuple[l7.Certificate, ...], tuple[str, ...], Cond | None]:
-    """The certificates of an HTTPS listener, the Secret ("ns/name") each comes from, or
-    the ResolvedRefs problem."""
+    """The certificates of a terminating listener (HTTPS, or TLS Terminate), the Secret
+    ("ns/name") each comes from, or the ResolvedRefs problem."""
     refs = as_list(tls.get("certificateRefs"))
     if not refs:
         return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
@@ -157,13 +157,7 @@ def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
         if protocol == "HTTPS" and tls_mode != "Terminate":
             problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
                                  "HTTPS listeners must use tls.mode Terminate"))
-        elif protocol == "TLS" and tls_mode == "Terminate":
-            # The L4 plane only splices TLS by SNI; terminating TLS for TLSRoutes is not
-            # implemented by either data plane yet.
-            problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
-                                 "TLS listeners with tls.mode Terminate are not supported; use "
-                                 "Passthrough"))
-        elif protocol == "TLS" and tls_mode != "Passthrough":
+        elif protocol == "TLS" and tls_mode not in ("Passthrough", "Terminate"):
             problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
                                  f"tls.mode {tls_mode!r} is not supported"))
     options = as_dict(tls.get("options"))
@@ -172,7 +166,7 @@ def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
                              "tls.options: kgw defines no TLS options ("
                              + ", ".join(sorted(map(str, options)))
                              + "); the listener is not served rather than served without them"))
-    if protocol == "HTTPS" and tls_mode == "Terminate":
+    if protocol in ("HTTPS", "TLS") and tls_mode == "Terminate":
         certs, secrets, cond = _certificates(reader, gw, tls, (hostname or "*",))
         if cond is not None:
             problems.append(cond)

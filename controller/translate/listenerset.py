@@ -113,7 +113,7 @@ def _conflict(lis: ListenerIR, earlier: Iterable[ListenerIR]) -> tuple[str, str]
         where = ("a listener of the Gateway" if e.listener_set is None
                  else f"listener {e.name}" if e.listener_set == lis.listener_set
                  else "a listener of an older ListenerSet")
-        if (FAMILY[e.protocol][1], e.tls_mode) != (family, lis.tls_mode):
+        if FAMILY[e.protocol][1] != family:  # TLS Passthrough and Terminate mix (by SNI)
             return (c.R_PROTOCOL_CONFLICT,
                     f"port {lis.port} is used by {where} with another protocol")
         if e.hostname == lis.hostname:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.translate import backend as be
+from controller.translate import backendtls
 from controller.translate import conditions as c
 from controller.translate import hostname as hn
 from controller.translate.httproute import resolve_rules
@@ -137,9 +139,28 @@ def attach(
                         tuple(attached))
 
 
+@dataclass(frozen=True, slots=True)
+class L4Backends:
+    """A route's backendRefs for the L4 plane: as passed through (or a TCP/UDP frontend
+    forwards), and as a TLS Terminate listener forwards the decrypted stream."""
+
+    groups: tuple[l4.BackendGroup, ...]
+    terminated: tuple[l4.BackendGroup, ...]
+    #: (group name, its BackendTLSPolicy's TLS)
+    policies: tuple[tuple[str, l7.UpstreamTLS], ...]
+
+
+def backend_tls(tls: l7.UpstreamTLS, client: tuple[str, str] | None) -> l4.BackendTLS:
+    """A BackendTLSPolicy's TLS (and the Gateway's client certificate) for the L4 plane."""
+    return l4.BackendTLS(tls.hostname, tls.ca_pem, tls.subject_alt_names,
+                         client[0] if client else "", client[1] if client else "")
+
+
 def _l4_backends(reader: Reader, route: Obj, key: ObjectKey, problems: list[Cond],
-                 services: set) -> tuple[l4.BackendGroup, ...]:
+                 services: set) -> L4Backends:
     groups: list[l4.BackendGroup] = []
+    terminated: list[l4.BackendGroup] = []
+    policies: list[tuple[str, l7.UpstreamTLS]] = []
     for rule in map(as_dict, as_list(spec(route).get("rules"))):
         for ref in map(as_dict, as_list(rule.get("backendRefs"))):
             rb = be.resolve(reader, ref, key.kind, key.namespace, with_tls=False)
@@ -147,8 +168,18 @@ def _l4_backends(reader: Reader, route: Obj, key: ObjectKey, problems: list[Cond
                 problems.append(rb.problem)
             if rb.service is not None:
                 services.add(rb.service)
-            groups.append(rb.l4())
-    return tuple(groups)
+            group = rb.l4()
+            groups.append(group)
+            svc = rb.service
+            pol = (backendtls.for_service_port(reader, svc.namespace, svc.name, rb.port_name)
+                   if key.kind == "TLSRoute" and svc is not None and rb.problem is None else None)
+            if pol is not None and pol.tls is None:
+                # an unusable policy: never clear text
+                group = dataclasses.replace(group, endpoints=())
+            elif pol is not None and pol.tls is not None:
+                policies.append((group.name, pol.tls))
+            terminated.append(group)
+    return L4Backends(tuple(groups), tuple(terminated), tuple(policies))
 
 
 def with_client_certificate(rule: l7.Rule, client: tuple[str, str]) -> l7.Rule:
@@ -238,16 +269,22 @@ def resolve_route(reader: Reader, route: Obj,
                 for h in hosts:
                     l7c.append(L7Contribution((addr, lis.port), h, lis, routes))
     else:
-        groups = _l4_backends(reader, route, key, problems, services)
+        bk = _l4_backends(reader, route, key, problems, services)
         for p, lis, hosts in attached:
             if not lis.programmed:
                 continue
             proto = {"TCPRoute": "TCP", "UDPRoute": "UDP", "TLSRoute": "TLS"}[key.kind]
             if lis.protocol != proto:
                 continue
+            terminated: tuple[l4.BackendGroup, ...] = ()
+            btls: tuple[tuple[str, l4.BackendTLS], ...] = ()
+            if lis.protocol == "TLS" and lis.tls_mode == "Terminate":
+                client = gateways[p.gateway].backend_client_cert
+                terminated = bk.terminated
+                btls = tuple((name, backend_tls(t, client)) for name, t in bk.policies)
             for addr in gateways[p.gateway].binds:
-                l4c.append(
-                    L4Contribution((addr, lis.port), proto, lis, key, created, groups, hosts))
+                l4c.append(L4Contribution((addr, lis.port), proto, lis, key, created, bk.groups,
+                                          hosts, terminated, btls))
 
     refs_bad = next((p for p in problems if p.type == c.RESOLVED_REFS and not p.ok), None)
     acc_bad = next((p for p in problems if p.type == c.ACCEPTED and not p.ok), None)
@@ -262,4 +299,6 @@ def resolve_route(reader: Reader, route: Obj,
         l7=tuple(l7c), l4=tuple(l4c),
         services=frozenset((svc, g) for svc in services for g in gws),
         deps=frozenset(reader.deps),
+        terminating=frozenset(con.listener.gateway for con in l4c
+                              if con.listener.tls_mode == "Terminate"),
     )

@@ -85,7 +85,10 @@ class Translator:
         self._l4: dict[ObjectKey, tuple[L4Contribution, ...]] = {}
         self._attached: Counter = Counter()
         self._route_status: dict[ObjectKey, dict] = {}
-        self._svc_users: dict[ObjectKey, dict[ObjectKey, frozenset[ObjectKey]]] = defaultdict(dict)
+        #: Service -> route -> (Gateways through which kgw connects to it itself, so a
+        #: BackendTLSPolicy applies; Gateways that forward the route's bytes as they are)
+        self._svc_users: dict[ObjectKey, dict[ObjectKey, tuple[frozenset, frozenset]]] = \
+            defaultdict(dict)
         self._route_problems: dict[ObjectKey, tuple[Problem, ...]] = {}
         self._gateway_problems: tuple[Problem, ...] = ()
 
@@ -185,7 +188,8 @@ class Translator:
         for svc, g in res.services:
             by_svc[svc].add(g)
         for svc, gws in by_svc.items():
-            self._svc_users[svc][rk] = frozenset(gws)
+            applies = gws if rk.kind in L7_KINDS else gws & res.terminating
+            self._svc_users[svc][rk] = (frozenset(applies), frozenset(gws - applies))
 
     # -- the entry point -------------------------------------------------------------
 
@@ -230,7 +234,8 @@ class Translator:
 
     def _policy_statuses(self, store: Store) -> dict[ObjectKey, dict]:
         """Statuses of BackendTLSPolicies, with an ancestor per Gateway whose HTTP routes
-        use a targeted Service (and self._policy_problems for the other uses)."""
+        (or TLSRoutes it terminates) use a targeted Service (and self._policy_problems for
+        the other uses)."""
         self._policy_problems: list[Problem] = []
         out: dict[ObjectKey, dict] = {}
         reader = Reader(store)
@@ -243,10 +248,10 @@ class Translator:
                 pk = ObjectKey.of(p)
                 ancestors: set[ObjectKey] = set()
                 for svc, _section in backendtls.targets(p):
-                    for rk, gws in self._svc_users.get(ObjectKey("Service", ns, svc), {}).items():
-                        if rk.kind in L7_KINDS:
-                            ancestors |= gws
-                        else:  # TCP/TLS passthrough bytes: kgw originates no TLS there
+                    users = self._svc_users.get(ObjectKey("Service", ns, svc), {})
+                    for rk, (applies, as_is) in users.items():
+                        ancestors |= applies
+                        if as_is:  # TCP/TLS passthrough bytes: kgw originates no TLS there
                             self._policy_problems.append(Problem(
                                 "",
                                 f"Service {ns}/{svc} is used by {rk.kind} "

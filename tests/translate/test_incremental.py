@@ -39,6 +39,12 @@ def _gateways(rng: random.Random) -> list[dict]:
             {"name": "udp", "port": 9053, "protocol": "UDP"},
             {"name": "tls", "port": 8443, "protocol": "TLS", "tls": {"mode": "Passthrough"},
              "allowedRoutes": {"namespaces": {"from": "All"}}},
+            # mixed mode: the SNI picks this listener for *.example.com (BackendTLSPolicy
+            # mutations re-encrypt its routes' backends)
+            {"name": "tls-term", "port": 8443, "protocol": "TLS", "hostname": "*.example.com",
+             "tls": {"mode": "Terminate",
+                     "certificateRefs": [{"name": rng.choice(["cert", "cert", "missing"])}]},
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
         ]),
     ]
 
@@ -203,6 +209,17 @@ def test_world_is_not_trivial() -> None:
     assert t.l7.listeners and any(vh.routes for lis in t.l7.listeners for vh in lis.virtual_hosts)
     assert t.l4.frontends
     assert any(k.kind.endswith("Route") for k in t.statuses)
+
+
+def test_worlds_exercise_tls_terminate() -> None:
+    """Across the seeds, TLSRoutes are terminated (mixed with passed-through ones)."""
+    terminated = passed = 0
+    for seed in range(6):
+        t = translate(store_of(_world(random.Random(seed))))
+        for port in t.l4.tls_passthrough:
+            terminated += sum(r.terminate is not None for r in port.routes)
+            passed += sum(r.terminate is None for r in port.routes)
+    assert terminated and passed
 
 
 def test_worlds_exercise_listener_sets() -> None:

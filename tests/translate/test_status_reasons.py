@@ -106,9 +106,8 @@ CASES = [
      [_gw(HTTP, {"name": "http2", "port": 80, "protocol": "HTTP", "hostname": "a.example.com"})],
      lambda t: _lis_cond(t, "http2", "Conflicted"), "False"),
     ("UnsupportedValue",
-     [_gw({"name": "tls", "port": 443, "protocol": "TLS", "tls": {"mode": "Terminate",
-                                                                  "certificateRefs": [
-                                                                      {"name": "c"}]}})],
+     [_gw({"name": "tls", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough",
+                                                                  "options": {"x": "y"}}})],
      lambda t: _lis_cond(t, "tls", "Accepted"), "False"),
     ("InvalidParameters",
      [_gw(infrastructure={"parametersRef": {"group": "invalid.io", "kind": "X", "name": "y"}})],
