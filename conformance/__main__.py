@@ -85,6 +85,7 @@ def _reexec_isolated(argv: list[str]) -> None:
     cmd = [unshare, "--net", "--", "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
            sys.executable, "-m", "conformance", *argv]
     assert unshare is not None and ip is not None
+    assert unshare is not None and ip is not None
     os.execv(unshare, cmd)
 
 

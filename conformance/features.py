@@ -42,8 +42,12 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     "HTTPRouteRetry",
     "HTTPRouteRetryConnectionError",
     "HTTPRouteRetryBackendTimeout",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendProtocolH2C",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayHTTPListenerIsolation",
     "GatewayAddressEmpty",
+    "GatewayStaticAddresses",
     # Backend TLS (BackendTLSPolicy; Gateway spec.tls.backend client certificate)
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",
@@ -59,8 +63,7 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     # TLSRoute on Terminate listeners (kgw_l4.tlsterm), and Passthrough + Terminate on one port
     "TLSRouteModeTerminate",
     "TLSRouteModeMixed",
-    # Not yet: GRPCRoute,
-    # HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket, ...
+    # Not yet: GRPCRoute
 })
 
 #: Tests upstream returns from at once when the named feature is claimed (they check

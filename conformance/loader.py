@@ -5,7 +5,8 @@ What a cluster would provide is replaced here, in plain data, before anything ru
 - ``{GATEWAY_CLASS_NAME}`` / ``{GATEWAY_CONTROLLER_NAME}`` become kgw's class and
   controller name (a GatewayClass of that name is part of the base files);
 - each Gateway gets its own loopback address through ``spec.addresses`` (type
-  IPAddress), so that several Gateways can listen on port 80 at once;
+  IPAddress), so that several Gateways can listen on port 80 at once; the static
+  address placeholders become that address and one no interface holds;
 - Deployments are not given to kgw (it does not read them): they become echo pods,
   started by :mod:`conformance.backends`, and the Services selecting them get
   EndpointSlices pointing at those pods.
@@ -144,17 +145,46 @@ class AddressBook:
         return self._given[key]
 
 
+#: The address pools upstream's suite takes as flags (UsableNetworkAddresses,
+#: UnusableNetworkAddresses), for Gateways naming PLACEHOLDER_USABLE_ADDRS /
+#: PLACEHOLDER_UNUSABLE_ADDRS (GatewayStaticAddresses). Usable: the Gateway's own loopback
+#: address (kgw can bind it). Unusable: an address of TEST-NET-3 (RFC 5737), which no
+#: interface of the run's network namespace holds (``World`` checks it cannot be bound).
+UNUSABLE_ADDRESS = "203.0.113.254"
+INVALID_ADDRESS_TYPE = "test/fake-invalid-type"
+
+
 def rewrite_gateway(obj: Obj, book: AddressBook) -> Obj:
     """Give a Gateway its own loopback address unless the manifest already names addresses
-    (the tests about spec.addresses keep theirs)."""
+    (the tests about spec.addresses keep theirs). Placeholders are overlaid as upstream's
+    applier does (``prepareGateway``): the special invalid-type addresses first, then the
+    unusable pool, then the usable one; nothing else of the manifest's addresses is kept."""
     out = copy.deepcopy(obj)
     spec = out.setdefault("spec", {})
+    meta = out.get("metadata") or {}
+    own = {"type": "IPAddress",
+           "value": book.address(meta.get("namespace") or "default", meta.get("name", ""))} \
+        if not spec.get("addresses") or _has_placeholders(spec["addresses"]) else None
     if not spec.get("addresses"):
-        meta = out.get("metadata") or {}
-        spec["addresses"] = [{"type": "IPAddress",
-                              "value": book.address(meta.get("namespace") or "default",
-                                                    meta.get("name", ""))}]
+        spec["addresses"] = [own]
+    elif own is not None:
+        addrs = spec["addresses"]
+        overlay = [a for a in addrs if isinstance(a, dict)
+                   and a.get("type") == INVALID_ADDRESS_TYPE]
+        if any(isinstance(a, dict) and a.get("value") == "PLACEHOLDER_UNUSABLE_ADDRS"
+               for a in addrs):
+            overlay.append({"type": "IPAddress", "value": UNUSABLE_ADDRESS})
+        if any(isinstance(a, dict) and a.get("value") == "PLACEHOLDER_USABLE_ADDRS" for a in addrs):
+            overlay.append(own)
+        spec["addresses"] = overlay
     return out
+
+
+def _has_placeholders(addresses: Any) -> bool:
+    return isinstance(addresses, list) and any(
+        isinstance(a, dict)
+        and (a.get("value") in ("PLACEHOLDER_USABLE_ADDRS", "PLACEHOLDER_UNUSABLE_ADDRS")
+             or a.get("type") == INVALID_ADDRESS_TYPE) for a in addresses)
 
 
 def is_echo_deployment(obj: Obj) -> bool:

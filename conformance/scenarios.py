@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from typing import Any
 from conformance import requests as rq
 from conformance.loader import TestCase, key_of
 from conformance.replay import CaseFailed, Replayer, fill_route_placeholders
-from conformance.status_checks import CheckFailed, HarnessGap, StatusChecker, stale_conditions
+from conformance.status_checks import (T_GATEWAY_ADDRESS, CheckFailed, HarnessGap, StatusChecker,
+                                        stale_conditions)
 from conformance.world import World
 
 Obj = dict[str, Any]
@@ -548,14 +550,90 @@ def backendtlspolicy_observed_generation_bump(run: TestRun) -> None:
         raise StepFailed("generation", "generation should change after an update")
 
 
+def gateway_static_addresses(run: TestRun) -> None:
+    """Upstream GatewayStaticAddresses, from the Go code: the Gateway's three addresses
+    (invalid type, unusable, usable: the placeholders the harness overlays as upstream's
+    applier, ``loader.rewrite_gateway``) make it Accepted=False/UnsupportedAddress; the
+    invalid one is patched out (Accepted=True, Programmed=False/AddressNotUsable), then
+    the unusable one (Accepted and Programmed True, the listener as upstream expects), and
+    status.addresses must become exactly the usable address, of its type."""
+    gw = "gateway-static-addresses"
+    checks = run.test.status_checks
+    helpers = [c["helper"] for c in checks]
+    if helpers != ["GatewayMustHaveLatestConditions"] + ["GatewayMustHaveCondition"] * 4 \
+            + ["GatewayStatusMustHaveListeners"]:
+        raise HarnessGap(f"unexpected record shape for GatewayStaticAddresses: {helpers}")
+    latest, not_accepted, accepted, not_programmed, programmed, listeners = checks
+    addresses = run.object("Gateway", INFRA, gw)["spec"].get("addresses") or []
+    if len(addresses) != 3:
+        raise StepFailed("addresses",
+                         f"expected 3 addresses on the Gateway, one invalid, one usable and one "
+                         f"unusable. somehow got {len(addresses)}")
+    invalid, unusable, usable = (dict(a) for a in addresses)
+    try:  # the pool's unusable address must be one nothing here can bind
+        with socket.socket(socket.AF_INET) as probe:
+            probe.bind((unusable["value"], 0))
+        raise HarnessGap(
+            f"the unusable address {unusable['value']} can be bound in this network namespace")
+    except OSError:
+        pass
+    run.run_checks([latest, not_accepted])
+
+    def without(value: str) -> Callable[[Obj], None]:
+        return lambda o: o["spec"].__setitem__("addresses", [a for a in o["spec"]["addresses"]
+                                                             if a.get("value") != value])
+
+    run.update("Gateway", INFRA, gw, without(invalid["value"]))
+    run.run_checks([latest, accepted, not_programmed])
+    run.update("Gateway", INFRA, gw, without(unusable["value"]))
+    run.run_checks([latest, accepted, programmed, listeners])
+
+    def one_address(st: dict) -> str | None:
+        obj = st.get(("Gateway", INFRA, gw))
+        found = ((obj or {}).get("status") or {}).get("addresses") or []
+        if len(found) != 1:
+            return f"expected only 1 status address on Gateway, got {found}"
+        return None
+    try:
+        run.checker.poll(f"status.addresses of {gw}", T_GATEWAY_ADDRESS, one_address)
+    except CheckFailed as exc:
+        raise StepFailed("status.addresses", str(exc)) from exc
+    item = run.checker.admin.statuses()[("Gateway", INFRA, gw)]
+    found = item["status"]["addresses"]
+    values = [a.get("value") for a in found]
+    for bad, what in ((unusable, "the unusable address"), (invalid, "the invalid address")):
+        if bad["value"] in values:
+            raise StepFailed("status.addresses",
+                             f"should not contain {what} {bad['value']}: {found}")
+    if usable["value"] not in values:
+        raise StepFailed("status.addresses",
+                         f"should contain the usable address {usable['value']}: {found}")
+    for a in found:
+        if a.get("value") == usable["value"] and a.get("type") != usable.get("type", "IPAddress"):
+            raise StepFailed("status.addresses",
+                             f"expected address type {usable.get('type')} for the usable "
+                             f"address, got {a.get('type')}")
+
+
+def httproute_backend_protocol_websocket(run: TestRun) -> None:
+    """Upstream HTTPRouteBackendProtocolWebSocket, from the Go code: once the Gateway and
+    backend-protocol-ws are accepted, a WebSocket to /ws through the Gateway (the backend
+    port's appProtocol is kubernetes.io/ws) echoes a text and a binary frame; each attempt
+    dials anew, until 3 in a row pass (http.AwaitConvergence)."""
+    if len(run.test.status_checks) != 1 or run.test.request_groups:
+        raise HarnessGap("unexpected record shape for HTTPRouteBackendProtocolWebSocket")
+    run.run_checks(run.checks())
+    address = run.checker.gateway_address((INFRA, "same-namespace"))
+    origin = "ws://gateway/HTTPRouteBackendProtocolWebSocket/websocket_connection_should_reach_backend"
+    try:
+        rq.wait_consistent(lambda: rq.websocket_probe(address, origin), limit=run.replayer.limit)
+    except rq.NotConsistent as exc:
+        raise StepFailed("websocket connection should reach backend", str(exc)) from exc
+
+
 #: Tests whose decisive steps the data does not record: skipped (before anything is
 #: applied) with the reason, whatever is claimed, rather than passed on a partial replay.
 NOT_REPLAYABLE: dict[str, str] = {
-    "HTTPRouteBackendProtocolWebSocket":
-        "the WebSocket exchange (text and binary frames through /ws) is not recorded as cases",
-    "GatewayStaticAddresses":
-        "the test edits spec.addresses mid-test and substitutes implementation-provided usable and "
-        "unusable addresses (PLACEHOLDER_*); those steps are not recorded as data",
     "GatewayInfrastructure":
         "its assertions read the cluster resources generated for the Gateway (labels and "
         "annotations "
@@ -575,6 +653,8 @@ SCENARIOS: dict[str, Callable[[TestRun], None]] = {
     "HTTPRouteReferenceGrant": httproute_reference_grant,
     "BackendTLSPolicy": backendtlspolicy,
     "BackendTLSPolicyObservedGenerationBump": backendtlspolicy_observed_generation_bump,
+    "GatewayStaticAddresses": gateway_static_addresses,
+    "HTTPRouteBackendProtocolWebSocket": httproute_backend_protocol_websocket,
     "HTTPRouteServiceTypes": httproute_service_types,
     "HTTPRouteWeight": httproute_weight,
     "HTTPRouteRequestHeaderModifierBackendWeights": backend_weights_headers,

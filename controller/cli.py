@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from kgw_cli.admin import ADMIN_ADDRESS
 from kgw_cli.commands import Arg, Command, add_commands, output_arg, parse
@@ -34,6 +35,7 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
     from controller.signals import DRAIN_DELAY, DRAIN_TIMEOUT
     from kgw_l4.plane import DEFAULT_MODE, MODES
     from kgw_l7.channel import WorkerOptions
+    from kgw_l7.logformat import DEFAULT_REDACT, FILTERS, parse_filter, parse_format, parse_sample
 
     l7_defaults = WorkerOptions()
     # The L7 plane: its workers and what they log.
@@ -42,6 +44,23 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
          {"type": int, "default": None, "help": "L7 worker processes (default: one per CPU)"}),
         (("--access-log",), {"default": None, "metavar": "PATH",
                              "help": "access log file ('off' to disable; default stdout)"}),
+        (("--access-log-format",), {
+            "default": l7_defaults.access_log_format, "metavar": "json|text|text:TEMPLATE",
+            "type": _checked(lambda v: (parse_format(v), v)[1]),
+            "help": "access log lines: JSON objects (default), or Envoy command operators "
+                    "('text:[%%START_TIME%%] %%REQ(:METHOD)%% %%RESPONSE_CODE%%...'; 'text': "
+                    "Envoy's default format)"}),
+        (("--access-log-filter",), {
+            "default": 0, "metavar": "|".join(FILTERS), "type": _checked(parse_filter),
+            "help": "log only errors (status >= 400) or server errors (>= 500); default all"}),
+        (("--access-log-sample",), {
+            "default": l7_defaults.access_log_sample, "metavar": "RATIO",
+            "type": _checked(parse_sample),
+            "help": "log this share of requests, 0 < RATIO <= 1 (after the filter; default 1)"}),
+        (("--access-log-redact",), {
+            "default": ",".join(DEFAULT_REDACT), "metavar": "HEADER[,HEADER]",
+            "help": "request headers whose values are never logged, '[redacted]' instead "
+                    "(default %(default)s)"}),
     )
     # The L4 plane: how it carries TCP/UDP/TLS passthrough, where, and its kernel state.
     l4_plane: tuple[Arg, ...] = (
@@ -92,6 +111,16 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
                                               "abandoned, as nginx does"}),
     )
     return (*l7_plane, *l4_plane, node_address, log_level, *lifecycle)
+
+
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` saying a bad value's own message (a ValueError's is lost)."""
+    def check(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return check
 
 
 #: name -> the command, whose handler is a module under controller.commands

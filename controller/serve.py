@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller import signals
+from controller.gwaddress import NodeView
 from controller.node import discover_addresses
 from controller.source import Source
 from controller.supervisor import StatusWriter, Supervisor, serve_admin
 from controller.translate import Options
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.eventloop import run_async
+from kgw_l7.logformat import DEFAULT_REDACT
 
 log = logging.getLogger("kgw")
 
@@ -66,6 +68,11 @@ class PlaneOptions:
     drain_timeout: float
     response_timeout: float
     ignore_client_abort: bool
+    #: The access log's lines (kgw_l7.logformat), which, and what they never show.
+    access_log_format: str = "json"
+    access_log_min_status: int = 0
+    access_log_sample: float = 1.0
+    access_log_redact: tuple[str, ...] = DEFAULT_REDACT
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PlaneOptions:
@@ -76,7 +83,12 @@ class PlaneOptions:
                    node_address=split_list(args.node_address),
                    drain_delay=args.drain_delay, drain_timeout=args.drain_timeout,
                    response_timeout=args.response_timeout,
-                   ignore_client_abort=args.ignore_client_abort)
+                   ignore_client_abort=args.ignore_client_abort,
+                   access_log_format=args.access_log_format,
+                   access_log_min_status=args.access_log_filter,
+                   access_log_sample=args.access_log_sample,
+                   access_log_redact=tuple(h.strip().lower()
+                                           for h in split_list(args.access_log_redact)))
 
 
 class Companion(Protocol):
@@ -116,9 +128,11 @@ def start_logging(args: argparse.Namespace, env: Environment) -> None:
 
 async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: str | None = None,
                        status_writer: StatusWriter | None = None,
-                       companions: Sequence[Companion] = ()) -> ExitStatus:
+                       companions: Sequence[Companion] = (), node_view: bool = False) -> ExitStatus:
     """Serve both planes from ``source`` until SIGTERM/SIGINT (see the module docstring
-    for the order of things); ERROR when the configuration loop failed."""
+    for the order of things); ERROR when the configuration loop failed. ``node_view``:
+    Gateway spec.addresses are checked against this node (controller/gwaddress.py), as
+    where one kgw serves every Gateway."""
     from kgw_l4.loader import BpfUnavailable
     from kgw_l4.plane import open_plane, sizes_with_splice_backlog
     from kgw_l4.snat import fixed_source
@@ -136,11 +150,15 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
     except (ValueError, BpfUnavailable) as exc:
         raise CannotServe(str(exc)) from exc
     l7 = L7Plane(workers=options.workers, access_log=options.access_log,
+                 access_log_format=options.access_log_format,
+                 access_log_min_status=options.access_log_min_status,
+                 access_log_sample=options.access_log_sample,
+                 access_log_redact=options.access_log_redact,
                  drain_timeout=options.drain_timeout, response_timeout=options.response_timeout,
                  ignore_client_abort=options.ignore_client_abort)
     await l7.start()
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4,
-                     status_writer=status_writer)
+                     status_writer=status_writer, node=NodeView() if node_view else None)
     admin = await serve_admin(sup, options.admin_address)
     for companion in companions:
         await companion.start(sup)

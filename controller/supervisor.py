@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from controller import certexpiry, confloop, planestatus
 from controller.admin import AdminServer, Response, json_response, text_response
+from controller.gwaddress import NodeView
 from controller.redact import redact
 from controller.source import Batch, Problem, Source
 from controller.status import StatusBook
@@ -80,8 +81,11 @@ class _Metrics:
 class Supervisor:
     def __init__(self, source: Source, *, options: Options = Options(),
                  l7: L7PlaneLike | None = None, l4: L4PlaneLike | None = None,
-                 status_writer: StatusWriter | None = None) -> None:
+                 status_writer: StatusWriter | None = None, node: NodeView | None = None) -> None:
         self.source = source
+        #: refreshes Options.local_addresses and resolved_hostnames before each
+        #: translation (controller/gwaddress.py); None keeps the options as given
+        self.node = node
         self.store = Store()
         self.translator = Translator(options)
         self.status = StatusBook()
@@ -122,7 +126,13 @@ class Supervisor:
         self._source_problems = batch.problems
         confloop.publish_problems(self)
         self.metrics.objects.set(len(self.store))
-        if not changed and self.translation is not None and self.loop_error is None:
+        node_changed = False
+        if self.node is not None:  # every batch (a SIGHUP rescan too) looks at the node again
+            options = await self.node.refresh(self.store, self.translator.options)
+            node_changed = options != self.translator.options
+            self.translator.options = options
+        if (not (changed or node_changed) and self.translation is not None
+                and self.loop_error is None):
             return
 
         started = time.perf_counter()

@@ -9,8 +9,8 @@ record, as a dict, is what the admin API's ``/l4`` page serves and ``kgw-inspect
 in userspace mode.
 
 What a mode cannot count is left out rather than reported as 0: a stream proxy (TCP in
-userspace, TLS passthrough) has no packets, and a connection the kernel splices has its
-bytes counted in the kernel per socket, not per frontend (``bytes`` None).
+userspace, TLS passthrough) has no packets, nor does splice mode; a TLS passthrough
+connection the kernel splices has no bytes per route (``bytes`` None).
 """
 
 from __future__ import annotations

@@ -253,13 +253,15 @@ class SplicePlane(L4Plane):
         return d
 
     def stats(self) -> L4Stats:
-        """The sockmap program's global counters and TLS passthrough's; the splice
-        frontends' own counters are not kept yet."""
+        """The sockmap program's global counters, and the frontends' and backends' of the
+        splice proxy (kgw_l4.splice.SpliceProxy) and TLS passthrough."""
         if self.proxy is None:
             return L4Stats(self.mode)
         st = kernel_stats(self.mode, self.loader.maps(), (), L4Config(), self.loader.sizes)
-        fes, bes = self.tls.stats() if self.tls is not None else ([], [])
-        return dataclasses.replace(st, frontends=tuple(fes), backends=tuple(bes),
+        tcp_fes, tcp_bes = self.proxy.stats()
+        tls_fes, tls_bes = self.tls.stats() if self.tls is not None else ([], [])
+        fes = (*tcp_fes, *tls_fes)
+        return dataclasses.replace(st, frontends=fes, backends=(*tcp_bes, *tls_bes),
                                    drops=sum_drops(fes, st.drops))
 
     async def close(self) -> None:

@@ -22,16 +22,32 @@ verdict passes its skbs to the source socket's own queue, where they stay charge
 receive buffer, so TCP closes the window and the sender waits. A ring buffer event
 (kgw_splice_evt) starts ``_relay``:
 
-  1. wait until the destination has taken in every byte redirected to it so far
-     (bytes_acked + SIOCOUTQ against kgw_splice_peer.redirected): the kernel worker is
-     done with this direction, and writing now cannot overtake it;
-  2. copy the held bytes from source to destination, with flow control (the source is
-     read only as fast as the destination accepts);
-  3. once nothing more is waiting, publish how much it has taken (kgw_splice_hold:
+  1. copy the held bytes from source to destination, with flow control (the source is
+     read only as fast as the destination accepts); before writing each piece, wait
+     until the destination has taken in every byte redirected to it so far
+     (bytes_acked + SIOCOUTQ against kgw_splice_peer.redirected, ``_drained``): the
+     kernel worker is done with every byte ahead of the piece, which cannot overtake
+     one of them;
+  2. once nothing more is waiting, publish how much it has taken (kgw_splice_hold:
      bytes read and written) and check, after taking the source socket's lock, that it
      is every byte the verdict held (kgw_splice_peer.passed); if not, more were held
      meanwhile, so go on copying. The verdict holds every skb while the two differ, so
      nothing can overtake a held byte, and redirects resume exactly when they agree.
+
+Why the wait comes before every write and not once per relay: between the publication
+in 2 and the check, the verdict may find nothing owed, redirect more skbs (~50 GRO skbs
+were seen while the agent was preempted there), then hold again; the check then says go
+on, and the bytes held after those redirects would be written while the redirected
+ones were still queued for the kernel worker (a 3.3 MB shift in the stream of
+vm_tests' slow backend now and then under load; tests/l4/test_splice_relay.py plays
+that interleaving). Ordering is guaranteed, not made likely: a held byte
+becomes readable only after the verdict that held it has returned, so every redirect
+ahead of it in the stream (an earlier verdict on the same socket, serialised by its
+lock) is in kgw_splice_peer.redirected when the agent reads the counts after reading
+the byte; and no redirect can come after it before it is written (it is owed until
+then). Waiting for the destination to have taken in ``redirected`` plus what the agent
+wrote therefore orders it after everything the kernel sent ahead of it. The wait costs
+one map lookup per piece read (RELAY_CHUNK) when nothing was redirected since the last.
 
 A slow reader thus costs a bounded amount of gateway memory per direction (about
 KGW_SPLICE_BACKLOG_MAX skbs plus the sockets' buffers), and the direction goes back to
@@ -73,8 +89,9 @@ from dataclasses import dataclass, field
 from . import abi
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
-from .config import L4Config
-from .userspace import connect, select_frontends
+from .config import Frontend, L4Config
+from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
+from .userspace import backend_stats, connect, frontend_stats, kept_tally, select_frontends
 
 log = logging.getLogger("kgw.l4.splice")
 
@@ -207,6 +224,9 @@ class _Way:
     cookie: int  # src's
     read: int = 0  # held bytes userspace read from src
     written: int = 0  # bytes userspace wrote into dst
+    #: kgw_splice_peer.redirected when dst was last seen to have taken in every
+    #: redirected byte (``_drained``)
+    drained: int = 0
     relay: asyncio.Task | None = None  # copying a held direction (module docstring)
 
 
@@ -227,6 +247,9 @@ class _Conn:
     watched: dict[tuple[int, bool], asyncio.Future] = field(default_factory=dict)
     shut: set[int] = field(default_factory=set)  # fds we shut down for writing
     closed: bool = False
+    #: the frontend's and the backend endpoint's counters (SpliceProxy), if any: the
+    #: connection's bytes are added to them when it closes, read live until then
+    tallies: tuple[Tally | None, Tally | None] = (None, None)
 
     def other(self, fd: int) -> socket.socket:
         return self.b if fd == self.a.fileno() else self.a
@@ -293,16 +316,18 @@ class Splicer:
 
     # -------------------------------------------------------------- splice
 
-    async def splice(self, a: socket.socket, b: socket.socket) -> None:
+    async def splice(self, a: socket.socket, b: socket.socket, fe: Tally | None = None,
+                     be: Tally | None = None) -> None:
         """Hand two connected sockets to the kernel. Returns at once; the sockets are
-        closed by the splicer when both directions are done."""
+        closed by the splicer when both directions are done. ``fe``/``be``: counters of
+        the frontend and backend endpoint (bytes each way and connections open)."""
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
             loop.add_reader(self._ep.fileno(), self._on_events)
             loop.add_reader(self._events_fd, self._consume_events)
         ka, kb = sock_cookie(a), sock_cookie(b)
-        conn = _Conn(a, b, (ka, kb))
+        conn = _Conn(a, b, (ka, kb), tallies=(fe, be))
         conn.ways = {a.fileno(): _Way(a, b, ka), b.fileno(): _Way(b, a, kb)}
         for s in (a, b):
             _tune(s)
@@ -328,6 +353,30 @@ class Splicer:
             # it) reach the verdict program only on the next data_ready; setting
             # SO_RCVLOWAT runs it now (tcp_set_rcvlowat).
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        if fe is not None:
+            fe.active += 1
+
+    def _bytes(self, conn: _Conn) -> tuple[int, int]:
+        """(client to backend, backend to client) so far: what the kernel redirected
+        plus what the agent copied, each way."""
+        out = []
+        for sock in (conn.a, conn.b):
+            way = conn.ways[sock.fileno()]
+            try:
+                redirected = self._counts(way.cookie).redirected
+            except OSError:
+                redirected = 0
+            out.append(redirected + way.written)
+        return out[0], out[1]
+
+    def open_bytes(self) -> list[tuple[Tally | None, Tally | None, int, int]]:
+        """Each open connection's counters and its bytes each way so far (one map
+        lookup per socket: read at scrape time, nothing per packet)."""
+        out = []
+        for c in {id(c): c for c in self._conns.values()}.values():
+            if not c.closed and c.tallies != (None, None):
+                out.append((*c.tallies, *self._bytes(c)))
+        return out
 
     def _spawn(self, coro) -> asyncio.Task:
         t = asyncio.get_running_loop().create_task(coro)
@@ -371,6 +420,8 @@ class Splicer:
                 self._start_relay(*found)
             elif e.kind == SPLICE_EVT_OVERFLOW:
                 conn, way = found
+                if conn.tallies[0] is not None:
+                    conn.tallies[0].drop("overflow_reset")
                 side = "client" if way.src is conn.a else "backend"
                 log.warning("splice: connection reset: the %s kept sending while it read "
                             "nothing (both directions stuck, more than %d skbs queued)",
@@ -408,13 +459,17 @@ class Splicer:
             still += delay
             delay = min(delay * 2, POLL_MAX)
 
-    async def _wait_taken(self, conn: _Conn, way: _Way) -> None:
+    async def _drained(self, conn: _Conn, way: _Way) -> None:
         """Until dst has taken in every byte redirected to it (and everything we wrote):
-        the kernel worker is done with this direction."""
-        tcp_bytes(way.src)  # takes src's lock: a verdict running on it has finished
-        target = self._counts(way.cookie).redirected + way.written
+        the kernel worker is done with this direction. Called after reading held bytes
+        and before writing them (module docstring: why that orders them)."""
+        redirected = self._counts(way.cookie).redirected
+        if redirected == way.drained:
+            return  # dst took in that many already, and every byte we wrote since
         base = conn.base_taken[way.dst.fileno()]
-        await self._wait(conn, "redirected bytes", lambda: taken_in(way.dst) - base, target)
+        await self._wait(conn, "redirected bytes", lambda: taken_in(way.dst) - base,
+                         redirected + way.written)
+        way.drained = redirected
 
     def _release(self, way: _Way) -> bool:
         """Publish what we have taken (read and written: the verdict holds every skb
@@ -427,7 +482,6 @@ class Splicer:
     async def _relay(self, conn: _Conn, way: _Way, to_eof: bool = False) -> None:
         """Copy a held direction until it has caught up (module docstring), or, with
         ``to_eof``, until src's end of stream (the half-close)."""
-        await self._wait_taken(conn, way)
         buf = bytearray(RELAY_CHUNK)
         view = memoryview(buf)
         waited = 0.0
@@ -450,6 +504,7 @@ class Splicer:
                 waited += ACK_POLL
                 continue
             way.read += n
+            await self._drained(conn, way)
             sent = 0
             while sent < n:
                 try:
@@ -516,9 +571,18 @@ class Splicer:
     def _close(self, conn: _Conn, abort: bool = False) -> None:
         if conn.closed:
             return
-        conn.closed = True
         if not abort:
             self._check_delivery(conn)
+        fe, be = conn.tallies
+        if fe is not None or be is not None:
+            up, down = self._bytes(conn)
+            for t in (fe, be):
+                if t is not None:
+                    t.bytes[0] += up
+                    t.bytes[1] += down
+            if fe is not None:
+                fe.active -= 1
+        conn.closed = True
         for way in conn.ways.values():
             if way.relay is not None and not way.relay.done():
                 way.relay.cancel()
@@ -568,40 +632,90 @@ class Splicer:
 
 
 class SpliceProxy(Acceptor):
-    """L4 frontends served by accept + connect + sockmap splice."""
+    """L4 frontends served by accept + connect + sockmap splice.
+
+    Counters (kgw_l4.metrics, the same families as the other modes): per frontend and
+    backend endpoint, connections given a backend and those dropped by reason, counted
+    here per connection; bytes each way from the splice maps (the kernel's redirected
+    bytes plus the agent's copies), added up when a connection closes and read for the
+    open ones at scrape time, so the bytes cost nothing per packet. No packet counts:
+    the bytes move as skbs of any size."""
 
     def __init__(self, splicer: Splicer) -> None:
         super().__init__()
         self.splicer = splicer
         self._picks: dict[tuple[str, int], object] = {}
         self.errors: dict[str, str] = {}
+        #: (address, port) -> the frontend served there, and its counters
+        self._frontends: dict[tuple[str, int], tuple[Frontend, Tally]] = {}
+        #: backend endpoint -> its counters; endpoint -> its backendRef groups
+        self._backends: dict[tuple[str, int], Tally] = {}
+        self._groups: dict[str, set[str]] = {}
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config,
                                                  unsupported="cannot be spliced (use tc or xdp)")
         self._picks.update(picks)
+        self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
+                           for key, fe in wanted.items()}
+        self._groups = endpoint_groups(wanted.values())
+        self._backends = {ep: self._backends.get(ep) or Tally()
+                          for p in picks.values() for ep in p.endpoints}
         errors.update(self.listen({key: fe.name for key, fe in wanted.items()}))
         self.errors = errors
 
     async def serve(self, key: tuple[str, int], c: socket.socket) -> None:
         pick = self._picks.get(key)
+        _, tally = self._frontends.get(key) or (None, Tally())
         be = pick.choose(c.getpeername()[:2], c.getsockname()[:2]) if pick else None  # type: ignore[attr-defined]
         if be is None:
+            tally.drop("no_backend")
             c.close()
             return
         try:
             b = await connect(be)
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
+            tally.drop("backend_unreachable")
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
             return
+        be_tally = self._backends.get(be)
         try:
-            await self.splicer.splice(c, b)
+            await self.splicer.splice(c, b, tally, be_tally)
         except OSError as e:
             log.warning("splice failed: %s", e)
+            tally.drop("splice_failed")
             c.close()
             b.close()
+            return
+        tally.flows += 1
+        if be_tally is not None:
+            be_tally.flows += 1
+
+    def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
+        """The counters of the frontends served now and of their backend endpoints, with
+        the open connections' bytes so far."""
+        live: dict[int, list[int]] = {}
+        for fe, be, up, down in self.splicer.open_bytes():
+            for t in (fe, be):
+                if t is not None:
+                    acc = live.setdefault(id(t), [0, 0])
+                    acc[0] += up
+                    acc[1] += down
+
+        def plus(t: Tally) -> Tally:
+            extra = live.get(id(t))
+            if extra is None:
+                return t
+            out = Tally()
+            out.bytes = [t.bytes[0] + extra[0], t.bytes[1] + extra[1]]
+            out.flows, out.active, out.drops = t.flows, t.active, t.drops
+            return out
+
+        fes = [frontend_stats(fe, "TCP", plus(t)) for fe, t in self._frontends.values()]
+        bes = [backend_stats(ep, plus(t), self._groups) for ep, t in self._backends.items()]
+        return fes, bes
 
     async def close(self) -> None:
         self.close_listeners()

@@ -165,7 +165,7 @@ async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
                 await w.wait_closed()
 
 
-def _kept(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
+def kept_tally(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
     """A frontend's counters carry on while it keeps its labels (a new route, say, starts
     new series at 0)."""
     if cur is not None and (cur[0].gateway, cur[0].listener,
@@ -249,7 +249,7 @@ class UserspaceProxy:
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
         self._picks.update(picks)
-        self._frontends = {key: (fe, _kept(self._frontends.get(key), fe))
+        self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
                            for key, fe in wanted.items()}
         self._groups = endpoint_groups(wanted.values())
         self._backends = {ep: self._backends.get(ep) or Tally()

@@ -5,13 +5,15 @@ Modules, from the wire up (each imports only modules listed before it, and ``con
 
 * ``events`` -- kgw's HTTP event records; ``h1`` -- sans-IO HTTP/1.1 over httptools.
 * ``router`` -- ``L7Config`` compiled into matchers and prebuilt filter operations.
-* ``stats`` -- counters and the access log; ``tls`` -- SNI certificates, backend TLS.
+* ``stats`` -- counters; ``accesslog`` -- the access log; ``tls`` -- SNI certificates, backend TLS.
 * ``streams`` -- the interfaces an exchange talks to its client and backend through.
-* ``upstream`` -- backend connections and keep-alive pools.
+* ``upstream_h2`` -- HTTP/2 backend connections, a stream per request.
+* ``upstream`` -- backend connections and keep-alive pools (HTTP/1.1 or HTTP/2).
 * ``channel`` -- ``WorkerOptions`` and the supervisor <-> worker frames.
 * ``context`` -- ``WorkerContext`` and ``ListenerState``, shared by a worker's connections.
 * ``exchange`` -- one request (routing, filters, tries, relay), whatever the protocol.
-* ``proxy`` -- HTTP/1.1 client connections.
+* ``downstream_h2`` -- HTTP/2 client connections and their streams.
+* ``proxy`` -- client connections: HTTP/1.1, and where HTTP/2 is detected.
 * ``worker`` -- one worker process.
 * ``metrics`` -- Prometheus exposition of the workers' counters.
 * ``plane`` -- ``L7Plane``, the supervisor's API: it imports ``channel`` and ``metrics``,
@@ -30,8 +32,8 @@ from pathlib import Path
 #: these same sources (declarations in the matching ``.pxd``), as aiohttp and uvloop ship
 #: compiled parsers: the code is read, tested and changed as Python; the build makes the
 #: struct-field attribute access that the hot path is mostly made of.
-COMPILED_MODULES = ("events", "h1", "router", "stats", "streams", "upstream", "context",
-                    "exchange", "proxy")
+COMPILED_MODULES = ("events", "h1", "router", "stats", "accesslog", "streams", "upstream_h2",
+                    "upstream", "context", "exchange", "downstream_h2", "proxy")
 
 _HERE = Path(__file__).resolve().parent
 

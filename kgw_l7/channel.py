@@ -2,7 +2,8 @@
 each other: the ``WorkerOptions`` a worker is started with, then frames on their
 socketpair.
 
-A module of its own, with nothing but the standard library under it, so that the
+A module of its own, with nothing but the standard library under it (and
+``kgw_l7.logformat``, standard library only), so that the
 supervisor side never imports the per-request modules (the proxy, the parsers) to talk
 to its workers.
 
@@ -21,6 +22,8 @@ import pickle
 import struct
 from dataclasses import dataclass
 from typing import Any
+
+from kgw_l7.logformat import DEFAULT_REDACT
 
 #: Connections per backend endpoint per worker, idle and busy (Envoy's circuit breakers
 #: default to 1024 connections per cluster).
@@ -47,6 +50,14 @@ class WorkerOptions:
     ignore_client_abort: bool = False
     #: Connections per backend endpoint per worker; a try beyond it gets 503 at once.
     max_upstream_connections: int = MAX_CONNECTIONS_PER_ENDPOINT
+    #: --access-log-format: "json", "text" or "text:TEMPLATE" (kgw_l7.logformat).
+    access_log_format: str = "json"
+    #: The lowest response status logged (0: all; kgw_l7.logformat.FILTERS).
+    access_log_min_status: int = 0
+    #: The share of requests logged (after the status filter).
+    access_log_sample: float = 1.0
+    #: Request headers whose values are never logged (lower case).
+    access_log_redact: tuple[str, ...] = DEFAULT_REDACT
 
 
 def encode_options(options: WorkerOptions) -> str:

@@ -27,7 +27,12 @@ PathMatchType = Literal["Exact", "PathPrefix", "RegularExpression"]
 ValueMatchType = Literal["Exact", "RegularExpression"]
 PathModifierType = Literal["ReplaceFullPath", "ReplacePrefixMatch"]
 ListenerProtocol = Literal["HTTP", "HTTPS"]
-BackendProtocol = Literal["http", "h2c", "https", "ws", "wss"]
+#: How the proxy speaks to a backend: HTTP/1.1 in clear text or TLS ("http", "https"),
+#: WebSocket relayed over HTTP/1.1 ("ws", "wss"), HTTP/2 with prior knowledge in clear
+#: text ("h2c"), or TLS offering ALPN h2 then http/1.1 ("h2": whichever the backend picks).
+BackendProtocol = Literal["http", "h2c", "h2", "https", "ws", "wss"]
+#: The protocols spoken in HTTP/2 (``kgw_l7.upstream.Pool``).
+HTTP2_PROTOCOLS = frozenset({"h2c", "h2"})
 
 
 @dataclass(frozen=True, slots=True)

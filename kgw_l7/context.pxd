@@ -5,6 +5,7 @@
 # hot path are ``cpdef`` (a C call between compiled modules); behaviour is the same
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
+from kgw_l7.accesslog cimport AccessLog
 from kgw_l7.stats cimport WorkerStats
 from kgw_l7.upstream cimport Pool
 
@@ -26,7 +27,7 @@ cdef class WorkerContext:
     cdef public WorkerStats stats
     cdef public object tls
     cdef public Pool pool
-    cdef public object access_log
+    cdef public AccessLog access_log
     cdef public Py_ssize_t max_connections
     cdef public object conns
     cdef public object listeners

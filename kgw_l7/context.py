@@ -19,11 +19,14 @@ import errno
 import logging
 import os
 import resource
+import time
 from typing import Any, Coroutine
 
 from kgw_l7.channel import WorkerOptions
 from kgw_l7.router import ListenerRouter, RouterCache
-from kgw_l7.stats import AccessLog, LogLimiter, WorkerStats
+from kgw_l7.accesslog import AccessLog
+from kgw_l7.logformat import parse_format
+from kgw_l7.stats import LogLimiter, WorkerStats
 from kgw_l7.tls import CertStore, TLSContexts
 from kgw_l7.upstream import Pool
 
@@ -104,7 +107,11 @@ class WorkerContext:
         #: Shutting down: responses say Connection: close (listeners still accept).
         self.draining = False
         self.ignore_client_abort = options.ignore_client_abort
-        self.access_log = None if options.access_log == "off" else AccessLog(options.access_log)
+        #: (The format was checked by the supervisor before any worker started.)
+        self.access_log = None if options.access_log == "off" else AccessLog(
+            options.access_log, parse_format(options.access_log_format,
+                                             options.access_log_redact),
+            options.access_log_min_status, options.access_log_sample)
         self.max_connections = options.max_connections
         self.conns: set[Any] = set()
         self.listeners: dict[str, ListenerState] = {}
@@ -162,13 +169,24 @@ class WorkerContext:
                              "(RLIMIT_NOFILE); new connections are refused until some close",
                              self.descriptors_in_use(), self.fd_limit)
 
-    def sni_refused(self, listener: str, name: str | None) -> None:
-        """A TLS handshake refused for its server name (kgw_l7.tls.dispatch_context)."""
-        self.stats.tls_refused(listener, "unknown_server_name" if name else "no_server_name")
-        what = (f"no certificate for server name {name[:253]!r}" if name else
-                "the client sent no server name and no certificate serves every name")
-        self.limiter.warning(("sni", listener), "listener %s: TLS handshake refused with "
-                             "the unrecognized_name alert: %s", listener, what)
+    def tls_failed(self, listener: ListenerState, reason: str, detail: str) -> None:
+        """A failed TLS handshake (kgw_l7.tls.dispatch_context): counted by reason with
+        its listener, logged (at most every few seconds per listener and reason) and
+        written to the access log (status 0, flag DTF; the peer's address is not known
+        at that point)."""
+        self.stats.tls_refused(listener.name, reason)
+        if reason in ("unknown_server_name", "no_server_name"):
+            what = f"no certificate for {detail}" if reason == "unknown_server_name" else \
+                "the client sent no server name and no certificate serves every name"
+            self.limiter.warning(("sni", listener.name), "listener %s: TLS "
+                                 "handshake refused with the unrecognized_name alert: %s",
+                                 listener.name, what)
+        else:
+            self.limiter.warning(("tls", listener.name, reason), "listener %s: TLS "
+                                 "handshake failed (%s): %s", listener.name, reason, detail)
+        if self.access_log is not None:
+            self.access_log.log(time.time(), None, 0, 0, 0, 0.0, None, None, b"", "DTF",
+                                listener.name, f"tls {reason}: {detail}", b"")
 
     def health(self) -> list[str]:
         """Why this worker does not serve all it should (empty: it does); /readyz."""
@@ -216,6 +234,35 @@ class WorkerContext:
             log.exception("periodic timeout check failed")
         finally:
             self._sweeper = self.loop.call_later(self._interval, self._sweep)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The worker's counters for the supervisor (kgw_l7.metrics); the access log's
+        lines so far go to its writer first."""
+        snap = self.stats.snapshot()
+        if self.access_log is not None:
+            self.access_log.flush()
+            snap.update(self.access_log.counters())
+        return snap
+
+    async def access_log_written(self, timeout: float = 1.0) -> None:
+        """Until the access log's lines so far are written (or ``timeout``): a metrics
+        scrape sees the lines of the requests it counts. The loop goes on meanwhile."""
+        log = self.access_log
+        if log is None:
+            return
+        log.flush()
+        deadline = self.loop.time() + timeout
+        while log.unwritten() and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+    def access_refused(self, listener: ListenerState, status: int, flags: str,
+                       details: str, remote: bytes) -> None:
+        """Something refused before a request head existed (a malformed request, a
+        failed TLS handshake): counted with its listener and written to the access log."""
+        self.stats.request(listener.name, listener.gateway, "", "", status, 0.0)
+        if self.access_log is not None:
+            self.access_log.log(time.time(), None, status, 0, 0, 0.0, None, None, b"", flags,
+                                listener.name, details, remote)
 
     def close(self) -> None:
         """The worker stops: idle backend connections, the timer and the access log."""

@@ -95,6 +95,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public UpstreamStream watch_up
     cdef public Py_ssize_t watch_reads
     cdef public double watch_since
+    cdef public bint tunneled
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)
@@ -149,6 +150,8 @@ cdef class Exchange(UpstreamOwner):
     @cython.locals(head=RequestHead, up=UpstreamStream, data=list, end=bint, broken=bint)
     cpdef bint commit(self, ResponseHead resp) except -1
     cpdef start_tunnel(self, UpstreamStream up, data)
+    @cython.locals(rule=CompiledRule)
+    cpdef tunnel_closed(self, Py_ssize_t from_client, Py_ssize_t to_client)
 
 cdef class _Discard(UpstreamOwner):
     cdef public object done

@@ -264,7 +264,7 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since")
+                 "watch_since", "tunneled")
 
     def __init__(self, ctx: WorkerContext, down: DownstreamStream, head: RequestHead) -> None:
         # (The fields are read back below rather than the arguments: compiled, the
@@ -312,6 +312,8 @@ class Exchange(UpstreamOwner):
         self.watch_up: UpstreamStream | None = None
         self.watch_reads = 0
         self.watch_since = 0.0
+        #: A 101 made the connection a tunnel: logged when it closes (``tunnel_closed``).
+        self.tunneled = False
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -446,7 +448,7 @@ class Exchange(UpstreamOwner):
                     self.respond(503, b"no healthy upstream\n")
                     self.finish()
                     return
-                up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend.tls, ctx.now)
+                up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend, ctx.now)
                 if up is not None:
                     self.upstream_host = endpoint
                     self.send(up, True)
@@ -526,20 +528,12 @@ class Exchange(UpstreamOwner):
                               status, duration)
         else:
             ctx.stats.request(listener.name, listener.gateway, "", "", status, duration)
-        if ctx.access_log is not None:
-            head = self.head
-            xff = ua = None
-            for n, v in head.headers:
-                if n == b"user-agent":
-                    ua = v
-                elif n == b"x-forwarded-for":
-                    xff = v
+        if ctx.access_log is not None and not self.tunneled:
+            # (A tunnel's line is written when it closes: ``tunnel_closed``.)
             ctx.access_log.log(
-                self.wall_start, head.method, head.target, head.version, status,
-                self.received, self.sent, duration,
-                "%s:%d" % self.upstream_host if self.upstream_host else None, head.authority,
-                rule.name if rule is not None else None, self.request_id, xff, ua,
-                self.flags, listener.name, self.detail)
+                self.wall_start, self.head, status, self.received, self.sent, duration,
+                self.upstream_host, rule.name if rule is not None else None,
+                self.request_id, self.flags, listener.name, self.detail, self.down.remote)
         if self.req < RECEIVED:
             self._request_to(DISCARD)
             if not self.close_after:
@@ -839,7 +833,7 @@ class Exchange(UpstreamOwner):
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 try:
-                    up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend.tls, ctx.now)
+                    up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend, ctx.now)
                 except UpstreamError as exc:
                     if exc.kind == "connect":
                         ctx.stats.connect_failure(backend.name)
@@ -1102,6 +1096,21 @@ class Exchange(UpstreamOwner):
         # up.owner stays this exchange: its on_upstream_pause() pauses the client's
         # reading while the backend's socket is full (backpressure in the tunnel).
         self.upstream = None
+        self.tunneled = True
+
+    def tunnel_closed(self, from_client: int, to_client: int) -> None:
+        """The tunnel this exchange opened closed: its access log line, with the bytes
+        each way after the heads (a tunnel's bytes are its request's and response's
+        bodies) and the time from the request to the close."""
+        ctx = self.ctx
+        log = ctx.access_log
+        if log is None:
+            return
+        rule = self.rule
+        log.log(self.wall_start, self.head, self.status, self.received + from_client,
+                self.sent + to_client, ctx.clock() - self.start_time, self.upstream_host,
+                rule.name if rule is not None else None, self.request_id, self.flags,
+                self.down.listener.name, self.detail, self.down.remote)
 
     # -- mirrors --------------------------------------------------------------------------
     async def mirror(self, backend: CompiledBackend, out: OutRequest) -> None:
@@ -1126,7 +1135,7 @@ class Exchange(UpstreamOwner):
         sink = _Discard(ctx.loop)
         try:
             async with asyncio.timeout(30):
-                up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend.tls, ctx.now)
+                up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend, ctx.now)
                 up.send_request(sink, out, self.retained or [], True, self.trailers)
                 ok = await sink.done
         except (TimeoutError, UpstreamError, OSError):

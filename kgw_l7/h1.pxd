@@ -42,6 +42,9 @@ cdef class RequestReader:
     cdef public object _h2c
     cdef public bint _hidden
     cdef public bint http2_preface
+    cdef public bint h2c_upgrade
+    cdef public object h2c_head
+    cdef public object h2c_settings
     @cython.locals(events=list)
     cpdef list feed(self, bytes data)
     cdef _upgraded(self, bytes data, exc)

@@ -10,11 +10,16 @@ a colon, obs-fold). On top of it this module enforces what llhttp leaves to the
 application: a bounded header block, a single Host, a known Transfer-Encoding, and a
 supported HTTP version.
 
-HTTP/2 is not served yet. A request asking to upgrade to ``h2c`` only is served as the
-HTTP/1.1 request it also is, the upgrade ignored, as RFC 9113 §3.2 lets a server do; a
-connection that opens with the HTTP/2 preface is rejected (``RequestReader.http2_preface``)
-and answered with an HTTP/2 GOAWAY saying HTTP_1_1_REQUIRED (``http2_refusal``), which an
-HTTP/2 client understands, instead of HTTP/1.1 bytes it cannot parse.
+HTTP/2 is served by ``kgw_l7.downstream_h2``; a client connection reaches it by ALPN, by
+the HTTP/2 preface (``kgw_l7.proxy`` looks for it before this reader sees the bytes), or
+by ``Upgrade: h2c``. A reader made with ``h2c_upgrade=True`` reports a request that can
+be upgraded (asking h2c alone, one HTTP2-Settings field, no body) as ``h2c_head`` and an
+``Upgraded`` event with the bytes after it, instead of a ``RequestHead``; any other
+request asking for h2c is served as the HTTP/1.1 request it also is, the upgrade
+ignored, as RFC 9113 §3.2 lets a server do. A preface later in a connection is rejected
+(``RequestReader.http2_preface``) and answered with an HTTP/2 GOAWAY saying
+HTTP_1_1_REQUIRED (``http2_refusal``), which an HTTP/2 client understands, instead of
+HTTP/1.1 bytes it cannot parse.
 """
 
 from __future__ import annotations
@@ -73,10 +78,11 @@ class RequestReader:
     __slots__ = ("_parser", "_events", "_url", "_headers", "_in_head", "_head_bytes",
                  "_header_count", "_trailers", "_failed", "max_header_bytes", "max_headers",
                  "_hdr_size", "_fresh", "_feed", "_method", "_keep_alive", "_upgrade",
-                 "_h2c", "_hidden", "http2_preface")
+                 "_h2c", "_hidden", "http2_preface", "h2c_upgrade", "h2c_head",
+                 "h2c_settings")
 
     def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES,
-                 max_headers: int = MAX_HEADERS) -> None:
+                 max_headers: int = MAX_HEADERS, h2c_upgrade: bool = False) -> None:
         self._parser = parser = httptools.HttpRequestParser(self)
         # The parser's methods, bound once: a call per request each, without the lookup.
         self._feed = parser.feed_data
@@ -105,6 +111,11 @@ class RequestReader:
         self._hidden = False
         #: The connection opened with the HTTP/2 preface (rejected with status 505).
         self.http2_preface = False
+        #: Report requests that can be upgraded to h2c (see the module docstring): the
+        #: head (not reported as an event) and its HTTP2-Settings value.
+        self.h2c_upgrade = h2c_upgrade
+        self.h2c_head: object = None
+        self.h2c_settings: bytes | None = None
 
     @property
     def in_head(self) -> bool:
@@ -228,6 +239,8 @@ class RequestReader:
         expect = False
         # A field that llhttp reads for keep-alive or upgrade (see below).
         asked = False
+        # An h2c upgrade this reader takes (see the module docstring).
+        h2c_settings = None
         framing = _REQUEST_FRAMING
         for name, value in self._headers:
             if name not in framing:
@@ -262,6 +275,8 @@ class RequestReader:
                     self._h2c = _H2C_BODY_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
                 else:
                     self._h2c = b""
+                    if self.h2c_upgrade:
+                        h2c_settings = _h2c_settings(self._headers)
         else:
             # What llhttp answers for a request without those fields (its keep-alive
             # and upgrade flags come from them only), without two calls per request.
@@ -281,10 +296,17 @@ class RequestReader:
         self._trailers = []
         url = self._url
         # Positional arguments: keywords cost more here.
-        self._events.append(request_head(
+        head = request_head(
             method, url[0] if len(url) == 1 else b"".join(url), v,
             tuple(self._headers), host.lower(), authority, keep_alive,
-            body, length, expect and body != "none", upgrade, raw))
+            body, length, expect and body != "none", upgrade, raw)
+        if h2c_settings is not None:
+            # Upgraded: what follows the head is HTTP/2 (kgw_l7.proxy switches).
+            self._h2c = None
+            self.h2c_head = head
+            self.h2c_settings = h2c_settings
+            return
+        self._events.append(head)
 
     def _version(self, data: bytes | None, method: bytes) -> bytes | None:
         """b"1.1", b"1.0" or None (unsupported). httptools only offers
@@ -320,6 +342,18 @@ class RequestReader:
         self._headers = []
         self._header_count = 0
         self._hdr_size = 0
+
+
+def _h2c_settings(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The HTTP2-Settings value of a request that may be upgraded to h2c (RFC 7540 §3.2:
+    exactly one such field, named in Connection), or None."""
+    values = [v for n, v in headers if n == b"http2-settings"]
+    if len(values) != 1:
+        return None
+    if b"http2-settings" not in {t for n, v in headers if n == b"connection"
+                                 for t in connection_tokens(v)}:
+        return None
+    return values[0].strip()
 
 
 def _h2c_only(headers: list[tuple[bytes, bytes]]) -> bool:

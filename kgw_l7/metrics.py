@@ -18,13 +18,16 @@ from kgw_l7.stats import DURATION_BUCKETS
 
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
-            "upstream_overflows")
+            "upstream_overflows", "http2_errors", "access_log_dropped")
+#: Plain numbers summed over workers.
+_SUMMED = ("connections_total", "http2_connections", "access_log_write_errors")
 
 
 def _counters() -> dict[str, Any]:
     out: dict[str, Any] = {key: {} for key in _COUNTED}
     out["durations"] = {}
-    out["connections_total"] = 0
+    for key in _SUMMED:
+        out[key] = 0
     return out
 
 
@@ -38,7 +41,8 @@ def _accumulate(into: dict[str, Any], part: dict[str, Any]) -> None:
     for k, v in part.get("durations", {}).items():
         cur = durations.get(k)
         durations[k] = list(v) if cur is None else [a + b for a, b in zip(cur, v)]
-    into["connections_total"] += part.get("connections_total", 0)
+    for key in _SUMMED:
+        into[key] += part.get(key, 0)
 
 
 def retire(base: dict[str, Any] | None, snap: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +123,9 @@ class _Collector:
             rc.add_metric([reason], n)
         yield rc
         tls = CounterMetricFamily(
-            "kgw_l7_tls_handshake_refusals", "TLS handshakes refused with the "
-            "unrecognized_name alert (unknown_server_name, no_server_name)",
+            "kgw_l7_tls_handshake_refusals", "TLS handshakes refused or failed, by reason "
+            "(unknown_server_name, no_server_name: refused with the unrecognized_name alert; "
+            "protocol_version, client_certificate, not_tls, handshake)",
             labels=["listener", "reason"])
         for (lst, reason), n in sorted(m["tls_refusals"].items()):
             tls.add_metric([lst, reason], n)
@@ -132,6 +137,27 @@ class _Collector:
         for (backend, reason), n in sorted(m["upstream_overflows"].items()):
             ov.add_metric([backend, reason], n)
         yield ov
+        yield CounterMetricFamily("kgw_l7_http2_connections",
+                                  "Client connections served as HTTP/2",
+                                  value=m["http2_connections"])
+        h2e = CounterMetricFamily(
+            "kgw_l7_http2_errors", "HTTP/2 client connections (GOAWAY) and streams (reset, "
+            "or refused with a status) ended for breaking the protocol or abusing it, by "
+            "reason (rapid_reset, ping_flood, hpack_bomb, malformed_*...)",
+            labels=["reason"])
+        for reason, n in sorted(m["http2_errors"].items()):
+            h2e.add_metric([reason], n)
+        yield h2e
+        dropped = CounterMetricFamily(
+            "kgw_access_log_dropped", "Access log lines lost (buffer_full: the writer could "
+            "not keep up with a slow disk or a blocked pipe; write_error: a write failed)",
+            labels=["reason"])
+        for reason in ("buffer_full", "write_error"):
+            dropped.add_metric([reason], m["access_log_dropped"].get(reason, 0))
+        yield dropped
+        yield CounterMetricFamily("kgw_access_log_write_errors",
+                                  "Failed access log writes (each loses its batch of lines)",
+                                  value=m["access_log_write_errors"])
         gens = m["generations"]
         yield GaugeMetricFamily("kgw_l7_config_generation",
                                 "Config generation every worker serves (the oldest)",

@@ -38,6 +38,7 @@ from kgw_l7 import snapshot
 from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_frame,
                             encode_options, read_frame)
 from kgw_l7.config import L7Config
+from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
 
 log = logging.getLogger("kgw.l7.plane")
@@ -165,10 +166,16 @@ class L7Plane:
                  log_level: int = logging.INFO, response_timeout: float = 15.0,
                  ignore_client_abort: bool = False,
                  max_upstream_connections: int = MAX_CONNECTIONS_PER_ENDPOINT,
-                 healthy_after: float = 60.0, restart_delay: float = 0.2) -> None:
+                 healthy_after: float = 60.0, restart_delay: float = 0.2,
+                 access_log_format: str = "json", access_log_min_status: int = 0,
+                 access_log_sample: float = 1.0,
+                 access_log_redact: tuple[str, ...] = DEFAULT_REDACT) -> None:
         self.workers_wanted = workers or os.cpu_count() or 1
+        parse_format(access_log_format, access_log_redact)  # (FormatError: before any worker)
         self.options = WorkerOptions(
-            access_log=access_log, max_connections=max_connections_per_worker,
+            access_log=access_log, access_log_format=access_log_format,
+            access_log_min_status=access_log_min_status, access_log_sample=access_log_sample,
+            access_log_redact=access_log_redact, max_connections=max_connections_per_worker,
             idle_timeout=idle_timeout, header_timeout=header_timeout,
             drain_timeout=drain_timeout, log_level=log_level,
             response_timeout=response_timeout, ignore_client_abort=ignore_client_abort,

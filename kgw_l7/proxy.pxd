@@ -8,6 +8,7 @@
 cimport cython
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.exchange cimport Exchange
+from kgw_l7.downstream_h2 cimport H2Conn
 from kgw_l7.h1 cimport RequestReader
 from kgw_l7.streams cimport DownstreamStream, UpstreamStream
 from kgw_l7.upstream cimport UpstreamConn
@@ -29,6 +30,11 @@ cdef class DownstreamConn(DownstreamStream):
     cdef public object _pending_tunnel
     cdef public object _write
     cdef public object _is_closing
+    cdef public bint h2_sniff
+    cdef public bytes _sniffed
+    cdef public Exchange tunnel_ex
+    cdef public Py_ssize_t tunnel_in
+    cdef public object tunnel_out
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
     @cython.locals(ex=Exchange, version=bytes, chunked=bint, head=bytes, parts=list)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
 from typing import Any
 
 from kgw_l7.context import ListenerState, WorkerContext
+from kgw_l7.downstream_h2 import PREFACE, H2Conn, upgraded_head
 from kgw_l7.events import Body, EndOfMessage, Event, ProtocolError, Rejected, RequestHead, Upgraded
 from kgw_l7.exchange import Exchange
 from kgw_l7.h1 import (
@@ -50,13 +50,14 @@ class DownstreamConn(DownstreamStream):
 
     __slots__ = ("ctx", "transport", "reader", "queue", "parsing", "current", "paused",
                  "chunked", "last_activity", "head_started", "tunnel", "_pending_tunnel",
-                 "_write", "_is_closing")
+                 "_write", "_is_closing", "h2_sniff", "_sniffed", "tunnel_ex", "tunnel_in",
+                 "tunnel_out")
 
     def __init__(self, ctx: WorkerContext, listener: ListenerState) -> None:
         self.ctx = ctx
         self.listener = listener
         self.transport: asyncio.Transport | None = None
-        self.reader = RequestReader()
+        self.reader = RequestReader(h2c_upgrade=True)
         self.queue: collections.deque[Exchange] = collections.deque()
         #: The exchange whose request body is being read (None between bodies).
         self.parsing: Exchange | None = None
@@ -77,6 +78,16 @@ class DownstreamConn(DownstreamStream):
         self._write: Any = None
         self._is_closing: Any = None
         self.forwarded = b""
+        #: The first bytes have yet to show whether they are the HTTP/2 preface.
+        self.h2_sniff = True
+        self._sniffed = b""
+        self.remote = b""
+        #: After a 101: the exchange that opened the tunnel (its access log line is
+        #: written when the tunnel closes), the bytes from the client, and the writer
+        #: that counts the backend's bytes to the client.
+        self.tunnel_ex: Exchange | None = None
+        self.tunnel_in = 0
+        self.tunnel_out: _CountingWriter | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,16 +108,24 @@ class DownstreamConn(DownstreamStream):
         listener.conns.add(self)
         peer = transport.get_extra_info("peername")
         if peer:
-            self.peer = str(peer[0]).encode()
+            self.peer = host = str(peer[0]).encode()
+            if len(peer) > 2:  # (IPv6)
+                host = b"[" + host + b"]"
+            self.remote = b"%s:%d" % (host, peer[1])
         self.forwarded = b"\r\nx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
             self.peer, listener.scheme)
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             self.ssl_context = sslobj.context
+            self.h2_sniff = False
+            if sslobj.selected_alpn_protocol() == "h2":
+                H2Conn(ctx, listener).take_over(self, transport, b"")
+                return
         self.last_activity = self.head_started = ctx.now
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            self.tunnel_in += len(data)
             self.tunnel.transport.write(data)  # type: ignore[union-attr]
             return
         if self._pending_tunnel is not None:
@@ -115,6 +134,8 @@ class DownstreamConn(DownstreamStream):
         now = self.ctx.now
         if not self.queue and not self.reader.mid_head:
             self.head_started = now
+            if self.h2_sniff and self._sniff(data):
+                return
         self.last_activity = now
         for ev in self.reader.feed(data):
             # The two events of every request are handled inline (one call less each).
@@ -147,8 +168,49 @@ class DownstreamConn(DownstreamStream):
         elif t is Rejected:
             self.on_protocol_error(ev.error)  # type: ignore[union-attr]
         elif t is Upgraded:
+            if self.reader.h2c_head is not None:
+                self._h2c(ev.data)  # type: ignore[union-attr]
+                return
             # Bytes after an Upgrade request: held until the backend answers 101.
             self._pending_tunnel = [ev.data] if ev.data else []  # type: ignore[union-attr]
+
+    def _sniff(self, data: bytes) -> bool:
+        """The first read of a clear-text connection: is it HTTP/2 with prior knowledge
+        (RFC 9113 §3.3)? Then the connection is handed over with what was read. A read
+        shorter than the preface that could still be one is kept for the next."""
+        held = self._sniffed
+        if held:
+            self._sniffed = b""
+            data = held + data
+        if len(data) < len(PREFACE) and PREFACE.startswith(data):
+            self._sniffed = data
+            return True
+        self.h2_sniff = False
+        if data.startswith(PREFACE):
+            H2Conn(self.ctx, self.listener).take_over(self, self.transport, data)
+            return True
+        if held:
+            self.data_received(data)
+            return True
+        return False
+
+    def _h2c(self, data: bytes) -> None:
+        """A request asked to upgrade to h2c (``RequestReader.h2c_upgrade``): 101, then
+        the connection is HTTP/2, the request its stream 1. Behind pipelined requests
+        (no client does that: it waits for the 101) it is served as HTTP/1.1, last."""
+        head = self.reader.h2c_head
+        if self.queue or self.closing:
+            ex = Exchange(self.ctx, self, head)  # type: ignore[arg-type]
+            ex.close_after = True
+            self.queue.append(ex)
+            if len(self.queue) == 1:
+                self.current = ex
+                ex.start()
+            return
+        self.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                   b"Upgrade: h2c\r\n\r\n")
+        H2Conn(self.ctx, self.listener).take_over(
+            self, self.transport, data, upgraded_head(head), self.reader.h2c_settings)
 
     def eof_received(self) -> bool:
         if self.tunnel is not None:
@@ -180,6 +242,10 @@ class DownstreamConn(DownstreamStream):
         self.closing = True
         if self.tunnel is not None:
             self.tunnel.close()
+            if self.tunnel_ex is not None:
+                ex, self.tunnel_ex = self.tunnel_ex, None
+                ex.tunnel_closed(self.tunnel_in, self.tunnel_out.written
+                                 if self.tunnel_out is not None else 0)
         for ex in list(self.queue):
             ex.on_client_lost()
 
@@ -281,10 +347,12 @@ class DownstreamConn(DownstreamStream):
             return False
         if data:
             self.write(data)
-        up.tunnel = self.transport
+        self.tunnel_out = _CountingWriter(self.transport, len(data))
+        up.tunnel = self.tunnel_out
         self.tunnel = up
         pending, self._pending_tunnel = self._pending_tunnel, None
         for chunk in pending or ():
+            self.tunnel_in += len(chunk)
             up.transport.write(chunk)
         return True
 
@@ -295,7 +363,8 @@ class DownstreamConn(DownstreamStream):
         if self.queue and self.queue[0] is e:
             self.queue.popleft()
         if self.tunnel is not None:
-            return  # the connection is a byte pipe now
+            self.tunnel_ex = e  # the connection is a byte pipe now
+            return
         if self.paused & _PAUSE_PIPELINE and len(self.queue) <= MAX_PIPELINED:
             self.resume(_PAUSE_PIPELINE)
         self.last_activity = self.head_started = self.ctx.now
@@ -315,12 +384,7 @@ class DownstreamConn(DownstreamStream):
     def refused(self, status: int, reason: str, flags: str) -> None:
         """A request refused before it had a head (malformed, too large, too slow):
         counted and logged like any request, with its listener."""
-        ctx = self.ctx
-        listener: ListenerState = self.listener
-        ctx.stats.request(listener.name, listener.gateway, "", "", status, 0.0)
-        if ctx.access_log is not None:
-            ctx.access_log.log(time.time(), b"", b"", b"", status, 0, 0, 0.0, None, b"",
-                               None, b"", None, None, flags, listener.name, reason)
+        self.ctx.access_refused(self.listener, status, flags, reason, self.remote)
 
     def on_protocol_error(self, err: ProtocolError) -> None:
         """Malformed input: answer (if no response is under way) and close."""
@@ -372,3 +436,27 @@ class DownstreamConn(DownstreamStream):
         self.closing = True
         if not self.queue:
             self.close()
+
+
+class _CountingWriter:
+    """The client's transport as a tunnel's backend side sees it: counts what it writes
+    (the access log line of a tunnel has the bytes each way)."""
+
+    __slots__ = ("transport", "written")
+
+    def __init__(self, transport: Any, written: int) -> None:
+        self.transport = transport
+        self.written = written
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self.transport.write(data)
+
+    def write_eof(self) -> None:
+        self.transport.write_eof()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()

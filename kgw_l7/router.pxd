@@ -56,6 +56,7 @@ cdef class CompiledBackend:
     cdef public object _rr
     cdef public object record
     cdef public object filters
+    cdef public bint h2
     cpdef pick(self)
     cpdef pick_untried(self, list tried)
 

@@ -21,8 +21,8 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl
 
 from kgw_l7.config import (
-    CORS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect, Route, Rule,
-    URLRewrite, VirtualHost,
+    CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
+    Route, Rule, URLRewrite, VirtualHost,
 )
 from kgw_l7.regex import compile_bytes, compile_text
 
@@ -224,7 +224,7 @@ class CompiledBackend:
     """A weighted destination: its endpoints (round robin) and its own filters."""
 
     __slots__ = ("name", "weight", "endpoints", "protocol", "tls", "error_status", "req_ops",
-                 "resp_ops", "_rr", "record", "filters")
+                 "resp_ops", "_rr", "record", "filters", "h2")
 
     def __init__(self, b: Backend,
                  compile_backend: "Callable[[Backend], CompiledBackend] | None" = None) -> None:
@@ -233,6 +233,9 @@ class CompiledBackend:
         self.weight = b.weight
         self.endpoints = tuple((e.address, e.port) for e in b.endpoints)
         self.protocol = b.protocol
+        #: Spoken to in HTTP/2 (config.HTTP2_PROTOCOLS): the one flag ``Pool`` reads to
+        #: choose the protocol.
+        self.h2 = b.protocol in HTTP2_PROTOCOLS
         self.tls = b.tls
         self.error_status = b.error_status
         f = b.filters or Filters()
@@ -359,8 +362,12 @@ class CompiledRule:
 
 def _head_suffix(rule: CompiledFilters, backend: CompiledBackend) -> bytes | None:
     """See CompiledRule.head_suffix_for: header lines to append, or None when the request
-    head must be rebuilt (a rewrite, or a header "set"/"remove")."""
+    head must be rebuilt (a rewrite, or a header "set"/"remove") or must be headers: an
+    HTTP/2 backend, or one of its mirrors (they share the exchange's ``OutRequest``)."""
     bf = backend.filters
+    if backend.h2 or any(m.h2 for m, _ in rule.mirrors) or (
+            bf is not None and any(m.h2 for m, _ in bf.mirrors)):
+        return None
     if rule.rewrite_host is not None or rule.rewrite_path is not None or (
             bf is not None and (bf.rewrite_host is not None or bf.rewrite_path is not None)):
         return None

@@ -16,15 +16,10 @@ cdef class WorkerStats:
     cdef public object rejected_connections
     cdef public object tls_refusals
     cdef public object upstream_overflows
+    cdef public object http2_errors
+    cdef public object http2_connections
     @cython.locals(h=list, buckets=tuple, n=Py_ssize_t, i=Py_ssize_t)
     cpdef request(self, listener, gateway, route, backend, code, double seconds)
-
-cdef class AccessLog:
-    cdef public object _out
-    cdef public object _fd
-    cdef public object _buf
-    cdef public object _size
-    cdef public object _owns
 
 cdef class LogLimiter:
     cdef public object _log

@@ -1,4 +1,4 @@
-"""Per-worker counters and the access log.
+"""Per-worker counters (the access log is ``kgw_l7.accesslog``).
 
 Workers count in plain dicts (a dict increment per request, no locks, no shared memory);
 the supervisor gathers ``WorkerStats.snapshot()`` from every worker and renders one
@@ -8,12 +8,9 @@ exact.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 #: Request duration buckets, seconds (Prometheus client defaults, extended downwards:
 #: a proxy's own latency is sub-millisecond).
@@ -24,7 +21,7 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class WorkerStats:
     __slots__ = ("_per", "connect_failures", "active_connections", "generation",
                  "connections_total", "rejected_connections", "tls_refusals",
-                 "upstream_overflows")
+                 "upstream_overflows", "http2_errors", "http2_connections")
 
     def __init__(self) -> None:
         #: (listener, gateway, route, backend, code) -> [count, bucket counts..., +Inf
@@ -42,6 +39,11 @@ class WorkerStats:
         #: (backend, reason) -> tries refused a new backend connection ("endpoint_limit":
         #: the per-endpoint limit, "descriptors": out of file descriptors).
         self.upstream_overflows: dict[tuple[str, str], int] = {}
+        #: reason -> HTTP/2 client connections and streams ended for breaking the
+        #: protocol or abusing it (kgw_l7.downstream_h2).
+        self.http2_errors: dict[str, int] = {}
+        #: Client connections served as HTTP/2.
+        self.http2_connections = 0
         self.generation = 0
 
     def request(self, listener: str, gateway: str, route: str, backend: str, code: int,
@@ -93,6 +95,12 @@ class WorkerStats:
         key = (backend, reason)
         self.upstream_overflows[key] = self.upstream_overflows.get(key, 0) + 1
 
+    def http2_error(self, reason: str) -> None:
+        self.http2_errors[reason] = self.http2_errors.get(reason, 0) + 1
+
+    def http2_connection(self) -> None:
+        self.http2_connections += 1
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
@@ -103,6 +111,8 @@ class WorkerStats:
             "rejected_connections": dict(self.rejected_connections),
             "tls_refusals": dict(self.tls_refusals),
             "upstream_overflows": dict(self.upstream_overflows),
+            "http2_errors": dict(self.http2_errors),
+            "http2_connections": self.http2_connections,
             "generation": self.generation,
         }
 
@@ -135,99 +145,3 @@ class LogLimiter:
             msg += " (%d more like this in the last %.0f s)"
             args = (*args, held, now - last if last is not None else self.interval)
         self._log.warning(msg, *args)
-
-
-class AccessLog:
-    """One JSON object per request, with Envoy's default field names.
-
-    Lines are buffered and written every ``flush_interval`` seconds (or when the buffer
-    is large), each write holding whole lines only, so lines from several workers
-    appending to one file never interleave.
-    """
-
-    __slots__ = ("_out", "_fd", "_buf", "_size", "_owns")
-
-    #: Largest single write: lines written with O_APPEND (or to a pipe, PIPE_BUF) in one
-    #: write(2) are not split by other writers.
-    WRITE_LIMIT = 4096
-
-    def __init__(self, target: str | None) -> None:
-        self._owns = False
-        if target is None:
-            self._out: TextIO | None = sys.stdout
-            self._fd = sys.stdout.fileno()
-        else:
-            self._fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self._out = None
-            self._owns = True
-        self._buf: list[bytes] = []
-        self._size = 0
-
-    def log(self, start: float, method: bytes, path: bytes, protocol: bytes, status: int,
-            received: int, sent: int, duration: float, upstream: str | None,
-            authority: bytes, route: str | None, request_id: bytes, xff: bytes | None,
-            user_agent: bytes | None, flags: str, listener: str = "",
-            details: str | None = None) -> None:
-        """One line. A request refused before its head was read (malformed, too large,
-        too slow) has no method, path or protocol: those are null, and ``details`` says
-        why (Envoy's %RESPONSE_CODE_DETAILS%); so do the upstream errors whose client
-        body is generic (the backend's address stays here and in the log)."""
-        line = json.dumps({
-            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start))
-                          + ".%03dZ" % int((start % 1) * 1000),
-            "method": method.decode("latin-1") if method else None,
-            "path": path.decode("latin-1") if path else None,
-            "protocol": "HTTP/" + protocol.decode("latin-1") if protocol else None,
-            "response_code": status,
-            "response_flags": flags or "-",
-            "response_code_details": details,
-            "listener": listener,
-            "bytes_received": received,
-            "bytes_sent": sent,
-            "duration": int(duration * 1000),
-            "upstream_host": upstream,
-            "x_forwarded_for": xff.decode("latin-1") if xff else None,
-            "user_agent": user_agent.decode("latin-1") if user_agent else None,
-            "request_id": request_id.decode("latin-1"),
-            "authority": authority.decode("latin-1"),
-            "route_name": route,
-        }, separators=(",", ":")).encode() + b"\n"
-        self._buf.append(line)
-        self._size += len(line)
-        if self._size >= 64 * 1024:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._buf:
-            return
-        buf, self._buf, self._size = self._buf, [], 0
-        if self._out is not None:
-            try:
-                self._out.flush()  # anything print()ed first
-            except (OSError, ValueError):
-                pass
-        chunk: list[bytes] = []
-        size = 0
-        for line in buf:
-            if chunk and size + len(line) > self.WRITE_LIMIT:
-                self._write(b"".join(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line)
-        if chunk:
-            self._write(b"".join(chunk))
-
-    def _write(self, data: bytes) -> None:
-        try:
-            while data:
-                n = os.write(self._fd, data)
-                data = data[n:]
-        except BlockingIOError:
-            pass  # a blocked log pipe must not stall proxying: lines are dropped
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.flush()
-        if self._owns:
-            os.close(self._fd)

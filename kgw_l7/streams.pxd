@@ -45,6 +45,7 @@ cdef class UpstreamStream:
 cdef class DownstreamStream:
     cdef public object listener
     cdef public bytes peer
+    cdef public bytes remote
     cdef public object ssl_context
     cdef public bytes forwarded
     cdef public bint closing

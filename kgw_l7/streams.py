@@ -153,6 +153,7 @@ class DownstreamStream:
     """The client side of an exchange: where its request came from and its response goes.
 
     ``listener`` (a ``kgw_l7.context.ListenerState``), ``peer`` (the client's address),
+    ``remote`` (its address and port, b"10.0.0.1:51234" or b"[::1]:51234", for the access log),
     ``ssl_context`` (the TLS context of the handshake, None in clear text) and
     ``forwarded`` (the X-Forwarded-For/-Proto lines its requests get when their head goes
     upstream as received) say where the request came from; ``closing``: the stream ends
@@ -160,7 +161,8 @@ class DownstreamStream:
     client does not take more bytes now (the exchange is told, ``on_downstream_pause``).
     """
 
-    __slots__ = ("listener", "peer", "ssl_context", "forwarded", "closing", "write_paused")
+    __slots__ = ("listener", "peer", "remote", "ssl_context", "forwarded", "closing",
+                 "write_paused")
 
     def send_response(self, status: int, headers: list[tuple[bytes, bytes]], body: str,
                       data: list[bytes], end: bool, trailers: tuple[tuple[bytes, bytes], ...],

@@ -19,7 +19,8 @@ the worker rebinds the listener (``worker._same_socket``), which also discards t
 session-ticket keys, so no ticket issued under the old settings can resume a session.
 
 A handshake whose server name (or its absence) selects no certificate fails with the
-``unrecognized_name`` alert, and the listener's ``on_refused`` hook counts and logs it.
+``unrecognized_name`` alert, and the listener's ``on_refused`` hook counts and logs it;
+its ``on_failed`` hook hears of every failed handshake (the access log, the counters).
 asyncio and uvloop close the socket as soon as a server handshake fails, before sending
 what OpenSSL wrote for the peer, so the alert would never leave: the dispatch context's
 ``_AlertingSSLObject`` holds the failure back for one turn, the event loop flushes the
@@ -46,6 +47,8 @@ CIPHERS_TLS12 = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 ALPN = ["http/1.1"]
+#: What listeners offer: HTTP/2 first (kgw_l7.downstream_h2), then HTTP/1.1.
+SERVER_ALPN = ["h2", "http/1.1"]
 
 
 def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
@@ -88,7 +91,7 @@ def server_context(cert_pem: str | None = None, key_pem: str | None = None,
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS_TLS12)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.set_alpn_protocols(ALPN)
+    ctx.set_alpn_protocols(SERVER_ALPN)
     if cert_pem is not None and key_pem is not None:
         _load_chain(ctx, cert_pem, key_pem)
     apply_client_validation(ctx, validation)
@@ -97,16 +100,21 @@ def server_context(cert_pem: str | None = None, key_pem: str | None = None,
 
 class CertStore:
     """One listener's certificates, selected by server name: exact, then the longest
-    wildcard, then ``*`` (and the first certificate when nothing else applies)."""
+    wildcard, then ``*`` (and the first certificate when nothing else applies).
+
+    Each Gateway listener's certificates are loaded into contexts of their own (the cache
+    key holds the server names), even when two listeners serve the same certificate: the
+    context a handshake's SNI chose then says which Gateway listener the connection
+    belongs to, which ``misdirected`` compares with the request's Host."""
 
     def __init__(self, certs: tuple[Certificate, ...],
-                 load: Callable[[str, str], ssl.SSLContext | None]) -> None:
+                 load: Callable[[Certificate], ssl.SSLContext | None]) -> None:
         self.exact: dict[str, ssl.SSLContext] = {}
         wild: list[tuple[str, ssl.SSLContext]] = []
         self.default: ssl.SSLContext | None = None
         self.count = 0
         for cert in certs:
-            ctx = load(cert.cert_pem, cert.key_pem)
+            ctx = load(cert)
             if ctx is None:
                 continue
             self.count += 1
@@ -133,15 +141,20 @@ class CertStore:
         return self.default
 
     def misdirected(self, ssl_context: ssl.SSLContext | None, host: bytes) -> bool:
-        """True when ``host`` would have picked another certificate than the one the
-        connection's SNI picked: the request belongs to another listener (421)."""
+        """True when ``host`` selects another Gateway listener (or none) than the one the
+        connection's SNI selected: a request sent on a connection made for another name
+        (HTTP/2 connection coalescing, a client reusing a connection), answered 421 so
+        that the client opens one for this name, whether or not the certificates are the
+        same (GatewayHTTPSListenerDetectMisdirectedRequests). One listener on the port:
+        nothing to confuse it with, the request is routed (404 when no route)."""
         if self.count < 2 or ssl_context is None:
             return False
         return self.select(host.decode("latin-1")) is not ssl_context
 
 
-#: Cache key of a serving context: (cert PEM, key PEM, client validation).
-ContextKey = tuple[str, str, ClientValidation | None]
+#: Cache key of a serving context: (cert PEM, key PEM, client validation, the server
+#: names of the Gateway listener it serves).
+ContextKey = tuple[str, str, ClientValidation | None, tuple[str, ...]]
 
 
 class TLSContexts:
@@ -149,11 +162,11 @@ class TLSContexts:
 
     def __init__(self) -> None:
         self._cache: dict[ContextKey, ssl.SSLContext | None] = {}
-        self._upstream: dict[UpstreamTLS, ssl.SSLContext | None] = {}
+        self._upstream: dict[tuple[UpstreamTLS, bool], ssl.SSLContext | None] = {}
 
-    def load(self, cert_pem: str, key_pem: str,
-             validation: ClientValidation | None = None) -> ssl.SSLContext | None:
-        key = (cert_pem, key_pem, validation)
+    def load(self, cert_pem: str, key_pem: str, validation: ClientValidation | None = None,
+             server_names: tuple[str, ...] = ()) -> ssl.SSLContext | None:
+        key = (cert_pem, key_pem, validation, server_names)
         if key in self._cache:
             return self._cache[key]
         try:
@@ -168,22 +181,26 @@ class TLSContexts:
               validation: ClientValidation | None = None) -> CertStore:
         """The certificates of one listener; with ``validation``, each context also
         checks client certificates (see the module docstring)."""
-        return CertStore(certs, lambda cert, key: self.load(cert, key, validation))
+        return CertStore(
+            certs, lambda c: self.load(c.cert_pem, c.key_pem, validation, c.server_names))
 
     def retain(self, used: set[ContextKey]) -> None:
         """Forget certificates no listener uses any more."""
         self._cache = {k: v for k, v in self._cache.items() if k in used}
 
-    def upstream(self, tls: UpstreamTLS) -> ssl.SSLContext | None:
-        """A client context for a backend (BackendTLSPolicy), or None if it cannot load."""
-        if tls in self._upstream:
-            return self._upstream[tls]
+    def upstream(self, tls: UpstreamTLS, h2: bool = False) -> ssl.SSLContext | None:
+        """A client context for a backend (BackendTLSPolicy), or None if it cannot load.
+        ``h2``: the backend's appProtocol asks for HTTP/2, offered first in ALPN (then
+        http/1.1, which the backend may pick instead)."""
+        key = (tls, h2)
+        if key in self._upstream:
+            return self._upstream[key]
         try:
             ctx: ssl.SSLContext | None = ssl.create_default_context(
                 cadata=tls.ca_pem or None)
             assert ctx is not None
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.set_alpn_protocols(ALPN)
+            ctx.set_alpn_protocols(["h2", *ALPN] if h2 else ALPN)
             if tls.subject_alt_names:
                 # Names besides ``hostname`` are accepted: check them ourselves after the
                 # handshake (see upstream.verify_san).
@@ -193,7 +210,7 @@ class TLSContexts:
         except (ssl.SSLError, ValueError, OSError) as exc:
             log.error("backend TLS settings for %s unusable: %s", tls.hostname, exc)
             ctx = None
-        self._upstream[tls] = ctx
+        self._upstream[key] = ctx
         return ctx
 
 
@@ -203,6 +220,10 @@ class _AlertingSSLObject(ssl.SSLObject):
     event loop sends what OpenSSL wrote (the alert); the next step raises the failure."""
 
     _failed: ssl.SSLError | None = None
+    #: Set by the SNI callback when it refused the handshake: the reason and the name.
+    _refused: tuple[str, str] | None = None
+    #: The listener's hook (``dispatch_context``'s ``on_failed``), on a subclass.
+    on_failed: Callable[[str, str], None] | None = None
 
     def do_handshake(self) -> None:
         failed = self._failed
@@ -214,26 +235,63 @@ class _AlertingSSLObject(ssl.SSLObject):
             raise
         except ssl.SSLError as exc:
             self._failed = exc
+            hook = type(self).on_failed
+            if hook is not None:
+                try:
+                    why = self._refused or (failure_reason(exc), exc.reason or str(exc))
+                    hook(*why)
+                except Exception:  # counting must never break a handshake
+                    log.exception("counting a failed TLS handshake failed")
             raise ssl.SSLWantReadError("handshake failed; sending the alert") from exc
+
+
+#: OpenSSL's reasons (``SSLError.reason``) -> what kgw counts a failed handshake as.
+_FAILURE_REASONS = {
+    "UNSUPPORTED_PROTOCOL": "protocol_version",
+    "WRONG_VERSION_NUMBER": "protocol_version",
+    "NO_PROTOCOLS_AVAILABLE": "protocol_version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol_version",
+    "VERSION_TOO_LOW": "protocol_version",
+    "HTTP_REQUEST": "not_tls",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client_certificate",
+    "CERTIFICATE_VERIFY_FAILED": "client_certificate",
+}
+
+
+def failure_reason(exc: ssl.SSLError) -> str:
+    """A failed server handshake's reason, as a metrics label: protocol_version,
+    client_certificate, not_tls, or handshake (anything else)."""
+    reason = exc.reason or ""
+    found = _FAILURE_REASONS.get(reason)
+    if found is not None:
+        return found
+    return "client_certificate" if "CERTIFICATE" in reason else "handshake"
 
 
 def dispatch_context(get_store: Callable[[], CertStore | None],
                      validation: ClientValidation | None = None,
-                     on_refused: Callable[[str | None], None] | None = None) -> ssl.SSLContext:
+                     on_refused: Callable[[str | None], None] | None = None,
+                     on_failed: Callable[[str, str], None] | None = None) -> ssl.SSLContext:
     """The context a listener's server socket is created with: it holds no certificate
     itself and hands each handshake to the context ``get_store()`` selects.
 
     ``validation`` must be the one the store's contexts were loaded with: it sets the
     verify mode every connection of this socket starts with. Raises ssl.SSLError when
     its CA bundle is unusable (the listener cannot be served safely). ``on_refused``
-    is told the server name (None: none sent) of each handshake refused for it."""
+    is told the server name (None: none sent) of each handshake refused for it;
+    ``on_failed`` is told every failed handshake (the refused ones included): its reason
+    (``failure_reason``, or unknown_server_name/no_server_name) and OpenSSL's."""
     ctx = server_context(validation=validation)
-    ctx.sslobject_class = _AlertingSSLObject
+    ctx.sslobject_class = _AlertingSSLObject if on_failed is None else type(
+        "_ListenerSSLObject", (_AlertingSSLObject,), {"on_failed": staticmethod(on_failed)})
 
     def on_sni(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
         store = get_store()
         chosen = store.select(name) if store is not None else None
         if chosen is None:
+            sslobj._refused = (  # type: ignore[attr-defined]
+                ("unknown_server_name", f"server name {name[:253]!r}") if name else
+                ("no_server_name", "no server name sent"))
             if on_refused is not None:
                 try:
                     on_refused(name)

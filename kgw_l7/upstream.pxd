@@ -8,6 +8,8 @@
 cimport cython
 from kgw_l7.h1 cimport ResponseReader
 from kgw_l7.streams cimport OutRequest, UpstreamOwner, UpstreamStream
+from kgw_l7.upstream_h2 cimport H2Conn, H2Stream
+from kgw_l7.router cimport CompiledBackend
 
 cdef double IDLE_TIMEOUT
 cdef Py_ssize_t MAX_IDLE_PER_ENDPOINT
@@ -42,7 +44,9 @@ cdef class Pool:
     cdef public Py_ssize_t open_total
     cdef public Py_ssize_t max_per_endpoint
     cdef public object room
-    @cython.locals(conn=UpstreamConn, idle=list)
-    cpdef take_idle(self, address, port, tls, now)
-    @cython.locals(conn=UpstreamConn, idle=list)
-    cpdef release(self, conn, now)
+    cdef public dict _h2
+    cdef public dict _h2_opening
+    @cython.locals(conn=UpstreamConn, idle=list, h=H2Conn, conns=list, tls=object)
+    cpdef take_idle(self, address, port, CompiledBackend backend, now)
+    @cython.locals(conn=UpstreamConn, idle=list, st=H2Stream)
+    cpdef release(self, up, now)

@@ -1,5 +1,12 @@
 """Connections to backends: a keep-alive pool per endpoint and the HTTP/1.1 client side.
 
+The ``Pool`` is the one place that chooses the protocol, from the backend's
+(``CompiledBackend.h2``, from the Service port's appProtocol): HTTP/1.1 connections
+(``UpstreamConn``, one request at a time, kept alive) or streams on a shared HTTP/2
+connection (``kgw_l7.upstream_h2``: one per endpoint, another when the backend's stream
+limit is reached). Over TLS an HTTP/2 backend is offered ALPN ``h2, http/1.1`` and served
+in whichever it picks.
+
 ``UpstreamConn`` only moves bytes: it is the ``UpstreamStream`` (``kgw_l7.streams``) of the
 request it carries, writes that request (chunked when its length is unknown), feeds a
 ``ResponseReader`` and hands the events to whoever currently owns the connection (an
@@ -26,6 +33,7 @@ from kgw_l7.config import UpstreamTLS
 from kgw_l7.h1 import ResponseReader, encode_chunk, encode_last_chunk, encode_request_head
 from kgw_l7.streams import OutRequest, UpstreamError, UpstreamOwner, UpstreamStream
 from kgw_l7.tls import TLSContexts
+from kgw_l7.upstream_h2 import H2Conn, H2Stream
 
 log = logging.getLogger("kgw.l7.upstream")
 
@@ -211,11 +219,51 @@ def _san_ok(cert: dict[str, Any], names: tuple[str, ...]) -> bool:
     return False
 
 
-class Pool:
-    """Idle keep-alive connections per (address, port, TLS settings), LIFO, and the
-    count of open connections per endpoint (see the module docstring)."""
+class _AlpnChoice:
+    """The protocol of a TLS connection to an HTTP/2 backend until its handshake is
+    done: then the backend's ALPN choice makes it an ``H2Conn`` (h2) or an
+    ``UpstreamConn`` (anything else), which takes the transport over."""
 
-    __slots__ = ("_idle", "_tls", "_open", "open_total", "max_per_endpoint", "room")
+    def __init__(self, key: tuple[Any, ...], pool: "Pool") -> None:
+        self.key = key
+        self.pool = pool
+        self.chosen: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        sslobj = transport.get_extra_info("ssl_object")
+        alpn = sslobj.selected_alpn_protocol() if sslobj is not None else None
+        if alpn == "h2":
+            conn: Any = H2Conn(self.key, self.pool, b"https")
+        else:
+            conn = UpstreamConn(self.key, self.pool)
+        self.chosen = conn
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.chosen is not None:
+            self.chosen.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:  # (never: set_protocol came first)
+        self.chosen.data_received(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+class Pool:
+    """Idle keep-alive connections per (address, port, TLS settings), LIFO, the HTTP/2
+    connections per endpoint, and the count of open connections per endpoint (see the
+    module docstring)."""
+
+    __slots__ = ("_idle", "_tls", "_open", "open_total", "max_per_endpoint", "room", "_h2",
+                 "_h2_opening")
 
     def __init__(self, tls: TLSContexts, max_per_endpoint: int,
                  room: Callable[[], bool] | None = None) -> None:
@@ -227,6 +275,12 @@ class Pool:
         self.max_per_endpoint = max_per_endpoint
         #: Is there a file descriptor to spare for one more connection? (the worker's)
         self.room = room
+        #: (address, port, TLS settings) -> HTTP/2 connections taking new streams (one
+        #: usually; more when one is at the backend's stream limit).
+        self._h2: dict[tuple[Any, ...], list[H2Conn]] = {}
+        #: The HTTP/2 connect in progress per key: concurrent requests wait for it
+        #: instead of each opening a connection.
+        self._h2_opening: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
 
     def count(self, key: tuple[Any, ...], delta: int) -> None:
         endpoint = (key[0], key[1])
@@ -237,9 +291,19 @@ class Pool:
             self._open.pop(endpoint, None)
         self.open_total += delta
 
-    def take_idle(self, address: str, port: int, tls: UpstreamTLS | None,
-                  now: float) -> UpstreamConn | None:
-        """An idle pooled connection to the endpoint, if there is one (no waiting)."""
+    def take_idle(self, address: str, port: int, backend: Any,
+                  now: float) -> UpstreamStream | None:
+        """An upstream stream to the endpoint without waiting, if there is one: a stream
+        on an HTTP/2 connection with room, or an idle pooled HTTP/1.1 connection."""
+        tls = backend.tls
+        if backend.h2:
+            conns = self._h2.get((address, port, tls))
+            if conns:
+                for h in conns:
+                    if h.has_room():
+                        return h.new_stream()
+            if tls is None:
+                return None  # (h2c: never HTTP/1.1)
         idle = self._idle.get((address, port, tls))
         while idle:
             conn = idle.pop()
@@ -249,19 +313,63 @@ class Pool:
             conn.close()
         return None
 
-    async def acquire(self, address: str, port: int, tls: UpstreamTLS | None,
-                      now: float) -> UpstreamConn:
-        conn = self.take_idle(address, port, tls, now)
-        if conn is not None:
-            return conn
+    async def acquire(self, address: str, port: int, backend: Any,
+                      now: float) -> UpstreamStream:
+        up = self.take_idle(address, port, backend, now)
+        if up is not None:
+            return up
+        tls = backend.tls
+        if backend.h2:
+            return await self.h2_stream((address, port, tls), address, port, tls)
         return await self.connect((address, port, tls), address, port, tls)
 
+    async def h2_stream(self, key: tuple[Any, ...], address: str, port: int,
+                        tls: UpstreamTLS | None) -> UpstreamStream:
+        """A stream on a new HTTP/2 connection (shared with the requests that wait for
+        it), or the HTTP/1.1 connection a TLS backend chose instead."""
+        for _ in range(3):
+            opening = self._h2_opening.get(key)
+            if opening is None:
+                break
+            conn = await asyncio.shield(opening)  # (bounded: CONNECT_TIMEOUT)
+            if type(conn) is H2Conn and conn.has_room():
+                return conn.new_stream()
+            for conn in self._h2.get(key, ()):
+                if conn.has_room():
+                    return conn.new_stream()
+        fut = self._h2_opening[key] = asyncio.get_running_loop().create_future()
+        try:
+            conn = await self.connect(key, address, port, tls, True)
+        except BaseException as exc:
+            if isinstance(exc, UpstreamError):  # the waiters' answer too
+                fut.set_exception(exc)
+                fut.exception()  # (retrieved: nobody may be waiting)
+            else:  # (this request was cancelled, not the others: they try again)
+                fut.set_result(None)
+            raise
+        finally:
+            if self._h2_opening.get(key) is fut:
+                del self._h2_opening[key]
+        fut.set_result(conn)
+        if type(conn) is not H2Conn:
+            return conn  # (ALPN: the backend speaks HTTP/1.1)
+        self._h2.setdefault(key, []).append(conn)
+        return conn.new_stream()
+
+    def forget_h2(self, conn: H2Conn) -> None:
+        """``conn`` takes no new stream (GOAWAY, lost, retired)."""
+        conns = self._h2.get(conn.key)
+        if conns and conn in conns:
+            conns.remove(conn)
+            if not conns:
+                del self._h2[conn.key]
+
     async def connect(self, key: tuple[Any, ...], address: str, port: int,
-                      tls: UpstreamTLS | None) -> UpstreamConn:
+                      tls: UpstreamTLS | None, h2: bool = False) -> Any:
         loop = asyncio.get_running_loop()
         ctx: ssl.SSLContext | None = None
         if tls is not None:
-            ctx = self._tls.upstream(tls)
+            ctx = self._tls.upstream(tls, h2)
             if ctx is None:
                 raise UpstreamError("backend TLS settings unusable", 502)
         if self._open.get((address, port), 0) >= self.max_per_endpoint:
@@ -271,11 +379,17 @@ class Pool:
         if self.room is not None and not self.room():
             raise UpstreamError(f"no file descriptor to spare for a connection to "
                                 f"{address}:{port}", 503, "descriptors")
+        if not h2:
+            factory: Callable[[], Any] = lambda: UpstreamConn(key, self)
+        elif tls is None:
+            factory = lambda: H2Conn(key, self)
+        else:
+            factory = lambda: _AlpnChoice(key, self)
         self.count(key, 1)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, conn = await loop.create_connection(
-                    lambda: UpstreamConn(key, self), address, port, ssl=ctx,
+                    factory, address, port, ssl=ctx,
                     server_hostname=tls.hostname if tls is not None else None)
         except BaseException as exc:
             self.count(key, -1)
@@ -288,6 +402,8 @@ class Pool:
                 raise UpstreamError(f"connect to {address}:{port} failed: {exc}",
                                     502) from None
             raise
+        if type(conn) is _AlpnChoice:
+            conn = conn.chosen
         # From here the connection gives its count back when it is lost; if that already
         # happened (before this coroutine resumed), give it back now.
         conn.counted = True
@@ -305,8 +421,15 @@ class Pool:
                 raise UpstreamError("backend certificate names do not match", 502)
         return conn
 
-    def release(self, conn: UpstreamConn, now: float) -> None:
-        """Give a connection back after a complete exchange (closed if not reusable)."""
+    def release(self, up: UpstreamStream, now: float) -> None:
+        """Give an upstream stream back after a complete exchange: an HTTP/1.1
+        connection is kept (closed if not reusable), an HTTP/2 stream is over."""
+        if type(up) is H2Stream:
+            st: H2Stream = up  # type: ignore[assignment]
+            st.owner = None
+            st.give_back(now)
+            return
+        conn: UpstreamConn = up  # type: ignore[assignment]
         conn.owner = None
         if not conn.reusable():
             conn.close()
@@ -337,19 +460,38 @@ class Pool:
                 self._idle[key] = keep
             else:
                 del self._idle[key]
+        for conns in list(self._h2.values()):
+            for h in list(conns):
+                if h.taken == 0 and now - h.idle_since > IDLE_TIMEOUT:
+                    self.forget_h2(h)
+                    h.close()
 
     def retain(self, endpoints: set[tuple[str, int]]) -> None:
-        """Close idle connections to endpoints no longer in the config."""
+        """Close idle connections to endpoints no longer in the config (HTTP/2 ones once
+        their streams are done)."""
         for key in list(self._idle):
             if (key[0], key[1]) not in endpoints:
                 for conn in self._idle.pop(key):
                     conn.close()
+        for key in list(self._h2):
+            if (key[0], key[1]) not in endpoints:
+                for h in self._h2.pop(key):
+                    h.goaway = True
+                    if h.taken == 0:
+                        h.close()
 
     def close(self) -> None:
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
         self._idle.clear()
+        for conns in list(self._h2.values()):
+            for h in conns:
+                # (as idle HTTP/1.1 connections: streams in flight finish first)
+                h.goaway = True
+                if h.taken == 0:
+                    h.close()
+        self._h2.clear()
 
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())

@@ -65,7 +65,7 @@ class Worker:
             if listener.protocol == "HTTPS":
                 validation = listener.client_validation
                 certs = ctx.tls.store(listener.certificates, validation)
-                used_certs.update((c.cert_pem, c.key_pem, validation)
+                used_certs.update((c.cert_pem, c.key_pem, validation, c.server_names)
                                   for c in listener.certificates)
                 if certs.count == 0:
                     log.error("listener %s: no usable certificate; TLS handshakes will fail",
@@ -115,7 +115,7 @@ class Worker:
             # Before the socket exists: an unusable client CA bundle raises ssl.SSLError
             # (an OSError), and the listener is reported, not served without validation.
             ssl_ctx = dispatch_context(lambda: st.certs, record.client_validation,
-                                       on_refused=lambda name: ctx.sni_refused(st.name, name))
+                                       on_failed=lambda why, detail: ctx.tls_failed(st, why, detail))
         family = socket.AF_INET6 if ":" in record.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -257,9 +257,8 @@ async def _serve(sock: socket.socket, options: WorkerOptions) -> None:
                 log.exception("applying config failed")
                 await reply(seq, ("error", ctx.stats.generation, {"*": str(exc)}))
         elif kind == "metrics":
-            if ctx.access_log is not None:
-                ctx.access_log.flush()
-            await reply(seq, ctx.stats.snapshot())
+            await ctx.access_log_written()
+            await reply(seq, ctx.snapshot())
         elif kind == "health":
             await reply(seq, ctx.health())
         elif kind == "drain":

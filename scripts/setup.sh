@@ -12,7 +12,7 @@ want=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools bpftool iproute
       ethtool kmod gcc python3-dev prometheus)
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 want+=("linux-headers-$arch")
-if [ "${1:-}" = bench ]; then want+=(nginx-light libnginx-mod-stream haproxy wrk iperf3); fi
+if [ "${1:-}" = bench ]; then want+=(nginx-light libnginx-mod-stream haproxy wrk iperf3 nghttp2-client); fi
 
 missing=()
 for p in "${want[@]}"; do

@@ -12,8 +12,8 @@ import yaml
 from conformance import requests as rq
 from conformance.backends import NAME_ALPHABET, backend_of_pod, echo_command, pod_names
 from conformance.features import SUPPORTED_FEATURES, missing_features, profile_supported
-from conformance.loader import (AddressBook, GATEWAY_CLASS_NAME, endpoint_slice, is_echo_deployment,
-                                read_manifest, rewrite_gateway)
+from conformance.loader import (UNUSABLE_ADDRESS, AddressBook, GATEWAY_CLASS_NAME, endpoint_slice,
+                                is_echo_deployment, read_manifest, rewrite_gateway)
 from conformance.replay import (TLS_CHECKS_CA, case_name, distribution_error,
                                 fill_route_placeholders, tcp_expectation, with_request_id)
 from conformance.report import FAILED, PASSED, SKIPPED, Report, TestResult
@@ -55,6 +55,19 @@ def test_gateway_with_its_own_addresses_is_left_alone() -> None:
     gw = {"kind": "Gateway", "metadata": {"name": "a", "namespace": "n"},
           "spec": {"addresses": [{"type": "IPAddress", "value": "10.0.0.1"}]}}
     assert rewrite_gateway(gw, AddressBook()) == gw
+
+
+def test_static_address_placeholders_are_overlaid_as_upstream() -> None:
+    """Upstream's applier: the invalid-type address kept first, then the unusable pool,
+    then the usable one (here the Gateway's own loopback address)."""
+    gw = {"kind": "Gateway", "metadata": {"name": "s", "namespace": "n"},
+          "spec": {"addresses": [{"type": "test/fake-invalid-type", "value": "fake"},
+                                 {"value": "PLACEHOLDER_UNUSABLE_ADDRS"},
+                                 {"value": "PLACEHOLDER_USABLE_ADDRS"}]}}
+    out = rewrite_gateway(gw, AddressBook())
+    assert out["spec"]["addresses"] == [{"type": "test/fake-invalid-type", "value": "fake"},
+                                        {"type": "IPAddress", "value": UNUSABLE_ADDRESS},
+                                        {"type": "IPAddress", "value": "127.1.0.1"}]
 
 
 def test_address_book_skips_broadcast_like_octets() -> None:
@@ -452,6 +465,13 @@ def test_response_headers_and_one_of_with_whitespace_rule() -> None:
     assert rq.compare(r, preflight, resp(204, {"access-control-allow-methods": ["GET"]}),
                       cors) is not None
     assert "path" in rq.compare(r, echo("/cors-1", method="OPTIONS"), resp(200), cors)
+    # upstream's IgnoreWhitespace covers single-value headers too, and only spaces
+    single = dict(cors, responseHeaders={"access-control-allow-headers": "x-a, x-b"})
+    del single["responseHeaderOneOf"]
+    assert rq.compare(r, preflight, resp(204, {"access-control-allow-headers": ["x-a,x-b"]}),
+                      single) is None
+    assert rq.compare(r, preflight, resp(204, {"access-control-allow-headers": ["x-a,\tx-b"]}),
+                      single) is not None
 
 
 def test_redirect_defaults_follow_upstream() -> None:

@@ -70,6 +70,34 @@ def test_a_serving_flag_the_planes_refuse_is_one_line(tmp_path: Path, flags: lis
     assert "Traceback" not in err.getvalue()
 
 
+@pytest.mark.parametrize("command", [["run", "-c", "dir"], ["agent"]])
+def test_access_log_flags(command: list[str]) -> None:
+    got = options(*command, "--access-log-format", "text:%RESPONSE_CODE% %REQ(:PATH)%",
+                  "--access-log-filter", "server-errors", "--access-log-sample", "0.5",
+                  "--access-log-redact", "Authorization,X-Api-Key")
+    assert (got.access_log_format, got.access_log_min_status, got.access_log_sample,
+            got.access_log_redact) == ("text:%RESPONSE_CODE% %REQ(:PATH)%", 500, 0.5,
+                                       ("authorization", "x-api-key"))
+    default = options(*command)
+    assert (default.access_log_format, default.access_log_min_status,
+            default.access_log_sample) == ("json", 0, 1.0)
+    assert "authorization" in default.access_log_redact and "cookie" in default.access_log_redact
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--access-log-format", "text:%START_TIME% %BOGUS%"],
+     "argument --access-log-format: access log format: unknown operator %BOGUS% at position 18"),
+    (["--access-log-filter", "warnings"], "argument --access-log-filter: access log filter"),
+    (["--access-log-sample", "2"], "argument --access-log-sample: access log sample '2'"),
+])
+def test_a_bad_access_log_flag_is_refused_at_start_up(flags: list[str], message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["run", "-c", "dir", *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 GATEWAY = """\
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass

@@ -11,9 +11,10 @@
   flood HOST PORT N        send up to N bytes to the echo and never read; prints {"sent",
                            "error"}: how far it got before the connection failed or a send
                            blocked for 5 s, and why.
-  sink HOST PORT N DELAY   send N bytes to port 9002's sink, which reads nothing for DELAY
-                           seconds, then everything, and answers with its count and hash;
-                           prints {"sent","received","ok","sent_unread"}.
+  sink HOST PORT N DELAY [PACE]  send N bytes to port 9002's sink, which reads nothing
+                           for DELAY seconds, then everything (with PACE, sleeping PACE
+                           seconds after each read: a slow reader), and answers with its
+                           count and hash; prints {"sent","received","ok","sent_unread"}.
   whoami HOST PORT N [SPORT0]  N sequential connections (fixed source ports from SPORT0
                            if given); prints the list of backends.
   uping HOST PORT FLOWS N  UDP: FLOWS sockets send N datagrams each to the UDP echo
@@ -97,18 +98,22 @@ def _listen(addr: str, port: int, handler) -> None:
 
 
 def _sink(c: socket.socket, addr: str) -> None:
-    """First line: "DELAY N": seconds to wait before reading, and how many bytes of
-    _pattern come; then read to EOF and answer {"received", "sha256"} and where the
-    bytes first differ from the pattern, if they do."""
+    """First line: "DELAY N [PACE]": seconds to wait before reading, how many bytes of
+    _pattern come, and seconds to sleep after each read; then read to EOF and answer
+    {"received", "sha256"} and where the bytes first differ from the pattern, if they
+    do."""
     try:
-        delay, size = _readline(c).split()
+        delay, size, *pace = _readline(c).split()
         want = _pattern(int(size))
+        nap = float(pace[0]) if pace else 0.0
         time.sleep(float(delay))
         got, n, first_difference = hashlib.sha256(), 0, None
         while d := c.recv(CHUNK):
             got.update(d)
             first_difference = first_difference or _differs(want, d, n)
             n += len(d)
+            if nap:
+                time.sleep(nap)
         c.sendall(json.dumps({"received": n, "sha256": got.hexdigest(),
                               "first_difference": first_difference}).encode())
     except OSError:
@@ -199,10 +204,10 @@ def flood(host: str, port: int, n: int) -> dict:
     return {"sent": sent, "error": error}
 
 
-def sink(host: str, port: int, n: int, delay: float) -> dict:
+def sink(host: str, port: int, n: int, delay: float, pace: float = 0.0) -> dict:
     data = _pattern(n)
     s = socket.create_connection((host, port), timeout=60 + delay)
-    s.sendall(f"{delay} {n}\n".encode())
+    s.sendall(f"{delay} {n} {pace}\n".encode())
     start = time.monotonic()
     sent, sent_unread = 0, None
     view = memoryview(data)
@@ -312,7 +317,8 @@ def main(argv: list[str]) -> None:
     elif cmd == "flood":
         print(json.dumps(flood(a[0], int(a[1]), int(a[2]))))
     elif cmd == "sink":
-        print(json.dumps(sink(a[0], int(a[1]), int(a[2]), float(a[3]))))
+        print(json.dumps(sink(a[0], int(a[1]), int(a[2]), float(a[3]),
+                              float(a[4]) if len(a) > 4 else 0.0)))
     elif cmd == "whoami":
         print(json.dumps(whoami(a[0], int(a[1]), int(a[2]), int(a[3]) if len(a) > 3 else None)))
     elif cmd == "uping":

@@ -207,11 +207,23 @@ def test_tcproute_spliced_shows_held_direction_in_inspect(lab, tmp_path: Path) -
         out, _ = p.communicate(timeout=60)
         res = json.loads(out.strip().splitlines()[-1])
         assert res["ok"] and res["received"] == 256 * MB, res
-        # /metrics in splice mode: the sockmap program's own counters (the splice
-        # frontends' are not kept yet)
+        # /metrics in splice mode: the sockmap program's own counters, and the same
+        # per-frontend and per-backend families as the other modes: one connection, and
+        # its bytes each way counted once whether the kernel redirected or the agent
+        # copied them (the sink's first line is "3.0 268435456 0.0\n")
+        fe = {"gateway": "l4/tcp-gw", "listener": "tcp", "route": "l4/split",
+              "frontend": f"{GW_CLIENT_ADDR}:8081/TCP"}
+        closed = wait_for(lambda: metrics(lab).get(("kgw_l4_frontend_active_flows", _key(fe))) == 0)
         fams = metrics(lab)
+        assert closed, {k: v for k, v in fams.items() if k[0].startswith("kgw_l4_frontend")}
         assert fams[("kgw_l4_mode", _key({"mode": "splice"}))] == 1
         assert fams[("kgw_l4_datapath_events_total", _key({"event": "splice_redirect"}))] > 0
+        assert fams[("kgw_l4_frontend_flows_total", _key(fe))] == 1
+        assert fams[("kgw_l4_frontend_bytes_total", _key(fe, direction="to_backend"))] == \
+            256 * MB + len("3.0 268435456 0.0\n")
+        assert fams[("kgw_l4_frontend_bytes_total", _key(fe, direction="to_client"))] > 0
+        backend_flows = {k: v for k, v in fams.items() if k[0] == "kgw_l4_backend_flows_total"}
+        assert sorted(backend_flows.values()) == [0, 0, 1], backend_flows
 
 
 @pytest.fixture

@@ -7,7 +7,13 @@ compared within a few percent where the end-to-end CPU per request moves by 20% 
 runs on a shared machine. Responses: the echo server's (no hop-by-hop field) and nginx's
 (Server, Date and ``Connection: keep-alive``).
 
-Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30]``; prints
+``--h2c``: the same requests to an HTTP/2 backend instead (``kgw_l7.upstream_h2``: a
+stream per request on one ``H2Conn``), answered with the echo's response as HTTP/2
+frames (HEADERS from the HPACK dynamic table, DATA with END_STREAM), made for each
+request's stream id before the batch is timed.
+
+Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30] [--h2c]
+[--access-log PATH [--access-log-format json|text...]]`` (default: no access log); prints
 the best microseconds per request of ``--repeat`` batches for each route and response.
 Pin it (``taskset -c 1``) for steadier figures. It measures whichever kgw_l7 is
 imported: compiled when the build is fresh (shown), else interpreted.
@@ -33,6 +39,7 @@ from kgw_l7.channel import WorkerOptions  # noqa: E402
 from kgw_l7.context import ListenerState, WorkerContext  # noqa: E402
 from kgw_l7.proxy import DownstreamConn  # noqa: E402
 from kgw_l7.upstream import UpstreamConn  # noqa: E402
+from kgw_l7.upstream_h2 import H2Conn  # noqa: E402
 
 BODY = (b'{"path": "/hdr", "host": "127.0.0.1:8080", "method": "GET", "proto": "HTTP/1.1", '
         b'"headers": {"X-Bench": ["yes"], "X-Request-Id": ["f558408e-a240-4df2-817f-'
@@ -72,14 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--h2c", action="store_true", help="an HTTP/2 backend (h2c)")
+    p.add_argument("--access-log", default="off", metavar="PATH",
+                   help="write the access log there (default off)")
+    p.add_argument("--access-log-format", default="json")
     args = p.parse_args(argv)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    ctx = WorkerContext(loop, WorkerOptions(access_log="off"))
-    config = bench_config(8080, 9)
+    ctx = WorkerContext(loop, WorkerOptions(access_log=args.access_log,
+                                            access_log_format=args.access_log_format))
+    config = bench_config(8080, 9, "h2c" if args.h2c else "http")
     listener = ListenerState("bench", config.listeners[0],
                              ctx.cache.build(config)["bench"], None)
     print(f"kgw_l7 {'compiled' if kgw_l7.extension_in_use('exchange') else 'interpreted'}")
+    if args.h2c:
+        return h2c(ctx, listener, args)
     for kind, response in RESPONSES.items():
         conn = DownstreamConn(ctx, listener)
         client = MemoryTransport()
@@ -108,6 +122,55 @@ def main(argv: list[str] | None = None) -> int:
                 best = min(best, (time.perf_counter() - t0) / args.requests)
             assert len(client.out) == args.requests
             print(f"{kind:5} response  /{route:5}  {best * 1e6:.2f} us/request", flush=True)
+    ctx.close()  # (the access log's last lines)
+    return 0
+
+
+def h2c(ctx: WorkerContext, listener: ListenerState, args: argparse.Namespace) -> int:
+    import hpack
+    from hyperframe.frame import DataFrame, HeadersFrame, SettingsFrame
+
+    conn = DownstreamConn(ctx, listener)
+    client = MemoryTransport()
+    conn.connection_made(client)  # type: ignore[arg-type]
+    key = ("127.0.0.1", 9, None)
+    up = H2Conn(key, ctx.pool)
+    backend = MemoryTransport()
+    up.connection_made(backend)
+    ctx.pool._h2[key] = [up]  # (the pool's HTTP/2 connection to the endpoint)
+    up.data_received(SettingsFrame(0).serialize())  # the backend's preface
+    headers = [(b":status", b"200"), (b"x-content-type-options", b"nosniff"),
+               (b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]
+    enc = hpack.Encoder()
+    blocks = [enc.encode(headers), enc.encode(headers)]  # then indexed only
+    assert enc.encode(headers) == blocks[1]
+
+    def response(sid: int) -> bytes:
+        block = blocks[0] if sid == 1 else blocks[1]
+        h = HeadersFrame(sid, block, flags=["END_HEADERS"])
+        return h.serialize() + DataFrame(sid, BODY, flags=["END_STREAM"]).serialize()
+
+    for route in ("plain", "hdr"):
+        request = (b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-Bench: yes\r\n\r\n"
+                   % route.encode())
+        conn.data_received(request)
+        up.data_received(response(up.h2.highest_outbound_stream_id))
+        assert client.out and client.out[-1].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert client.out[-1].endswith(BODY), client.out[-1]
+        best = float("inf")
+        for _ in range(args.repeat):
+            client.out.clear()
+            backend.out.clear()
+            first = up.h2.highest_outbound_stream_id + 2
+            frames = [response(first + 2 * i) for i in range(args.requests)]
+            t0 = time.perf_counter()
+            for i in range(args.requests):
+                conn.data_received(request)
+                up.data_received(frames[i])
+            best = min(best, (time.perf_counter() - t0) / args.requests)
+        assert len(client.out) == args.requests and client.out[-1].endswith(BODY)
+        assert up.taken == 0 and not up.streams
+        print(f"h2c   response  /{route:5}  {best * 1e6:.2f} us/request", flush=True)
     return 0
 
 

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from kgw_l7.config import (  # noqa: E402
-    Backend, Endpoint, Filters, HeaderMatch, HeaderModifier, L7Config, Listener, PathMatch,
-    Route, RouteMatch, Rule, VirtualHost,
+    Backend, BackendProtocol, Endpoint, Filters, HeaderMatch, HeaderModifier, L7Config, Listener,
+    PathMatch, Route, RouteMatch, Rule, VirtualHost,
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -136,14 +136,14 @@ def run_wrk(port: int, route: str, duration: int, connections: int, pid: int,
 
 # -- the proxies ------------------------------------------------------------------------------
 
-def bench_config(port: int, echo_port: int) -> L7Config:
+def bench_config(port: int, echo_port: int, protocol: BackendProtocol = "http") -> L7Config:
     """kgw's side of the two routes: /hdr (header match, a request header added), then
-    /plain (a prefix), both to the backend at ``echo_port``."""
+    /plain (a prefix), both to the backend at ``echo_port`` (spoken to in ``protocol``)."""
     ep = (Endpoint("127.0.0.1", echo_port),)
     plain = Rule("bench/plain/0", "bench/plain", "bench/gw",
-                 backends=(Backend("bench/echo:80", endpoints=ep),))
+                 backends=(Backend("bench/echo:80", endpoints=ep, protocol=protocol),))
     hdr = Rule("bench/hdr/0", "bench/hdr", "bench/gw",
-               backends=(Backend("bench/echo:80", endpoints=ep),),
+               backends=(Backend("bench/echo:80", endpoints=ep, protocol=protocol),),
                filters=Filters(request_headers=HeaderModifier(add=(("X-Added", "1"),))))
     routes = (
         Route(RouteMatch(path=PathMatch("PathPrefix", "/hdr"),
@@ -160,7 +160,8 @@ class Kgw:
 
     name = "kgw"
 
-    def __init__(self, port: int, echo_port: int, interpreted: bool = False) -> None:
+    def __init__(self, port: int, echo_port: int, interpreted: bool = False,
+                 access_log: str = "off") -> None:
         from kgw_l7.plane import L7Plane
 
         self.port = port
@@ -168,7 +169,7 @@ class Kgw:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.plane = L7Plane(workers=1, access_log="off")
+        self.plane = L7Plane(workers=1, access_log=access_log)  # (its default format)
         saved = os.environ.get("KGW_NO_EXTENSIONS")
         if interpreted:
             os.environ["KGW_NO_EXTENSIONS"] = "1"  # inherited by the worker it starts
@@ -209,7 +210,7 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off;
+  {access_log};
   client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
   fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
   upstream echo {{ server 127.0.0.1:{echo}; keepalive 128; }}
@@ -266,7 +267,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:{port}
-  option forwardfor
+{httplog}  option forwardfor
   http-request set-header X-Forwarded-Proto http
   unique-id-format %pid-%rt
   http-request set-header X-Request-Id %[unique-id] unless {{ req.hdr(x-request-id) -m found }}
@@ -285,10 +286,11 @@ backend none
 
 
 class External:
-    def __init__(self, name: str, cmd: list[str], port: int, pid_of_worker: Any) -> None:
+    def __init__(self, name: str, cmd: list[str], port: int, pid_of_worker: Any,
+                 stdout: Any = subprocess.DEVNULL) -> None:
         self.name = name
         self.port = port
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE)
         wait_port(port)
         self.pid = pid_of_worker(self.proc.pid)
 
@@ -310,17 +312,30 @@ def _only_child(pid: int) -> int:
     raise RuntimeError("nginx worker not found")
 
 
-def start_nginx(port: int, echo: int, tmp: Path) -> External:
+#: --access-logs: the combined format to a file, in 64 KiB writes (nginx's buffered log).
+NGINX_ACCESS_LOG = "access_log {tmp}/nginx-access.log combined buffer=64k flush=1s"
+#: --access-logs: haproxy's HTTP log format, written by haproxy itself to its stdout
+#: (a file here; it has no buffered file log of its own, syslog being the usual way).
+HAPROXY_HTTPLOG = "  option httplog\n  log stdout format raw local0 info\n"
+
+
+def start_nginx(port: int, echo: int, tmp: Path, access_logs: bool = False) -> External:
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, echo=echo,
-                                     forwarded=NGINX_FORWARDED))
+    conf.write_text(NGINX_CONF.format(
+        tmp=tmp, port=port, echo=echo, forwarded=NGINX_FORWARDED,
+        access_log=NGINX_ACCESS_LOG.format(tmp=tmp) if access_logs else "access_log off"))
     return External("nginx", ["nginx", "-c", str(conf), "-p", str(tmp)], port, _only_child)
 
 
-def start_haproxy(port: int, echo: int, tmp: Path) -> External:
+def start_haproxy(port: int, echo: int, tmp: Path, access_logs: bool = False) -> External:
     conf = tmp / "haproxy.cfg"
-    conf.write_text(HAPROXY_CONF.format(port=port, echo=echo))
-    return External("haproxy", ["haproxy", "-db", "-f", str(conf)], port, lambda pid: pid)
+    conf.write_text(HAPROXY_CONF.format(port=port, echo=echo,
+                                        httplog=HAPROXY_HTTPLOG if access_logs else ""))
+    out: Any = subprocess.DEVNULL
+    if access_logs:
+        out = open(tmp / "haproxy-access.log", "ab")  # (closed with the process's exit)
+    return External("haproxy", ["haproxy", "-db", "-f", str(conf)], port, lambda pid: pid,
+                    stdout=out)
 
 
 def start_backend(kind: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
@@ -349,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3,
                    help="rounds over every proxy, interleaved; the summary takes each "
                         "proxy's median (a shared machine drifts between runs)")
+    p.add_argument("--access-logs", action="store_true",
+                   help="every proxy writes an access log to a file: kgw its default "
+                        "(JSON), nginx combined with buffer=64k, haproxy option httplog")
     p.add_argument("--no-pin", action="store_true",
                    help="do not give the proxy a CPU of its own (it is pinned by default "
                         "on machines with 2 or more CPUs)")
@@ -372,11 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         echo = start_backend(args.backend, echo_port, tmp)
         try:
             wait_port(echo_port)
-            starters = [("kgw", lambda port: Kgw(port, echo_port)),
-                        ("kgw-interpreted", lambda port: Kgw(port, echo_port, True))]
+            log = str(tmp / "kgw-access.log") if args.access_logs else "off"
+            starters = [("kgw", lambda port: Kgw(port, echo_port, access_log=log)),
+                        ("kgw-interpreted", lambda port: Kgw(port, echo_port, True, log))]
             for name, fn in (("nginx", start_nginx), ("haproxy", start_haproxy)):
                 if shutil.which(name):
-                    starters.append((name, lambda port, fn=fn: fn(port, echo_port, tmp)))
+                    starters.append((name, lambda port, fn=fn: fn(port, echo_port, tmp,
+                                                                  args.access_logs)))
                 else:
                     skipped.append(name)
             wanted = set(args.proxies.split(","))
@@ -427,6 +447,7 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
         f"Command: `.venv/bin/python -m bench.l7.run --duration {args.duration} "
         f"--connections {args.connections} --rounds {args.rounds}"
         f"{' --backend nginx' if args.backend == 'nginx' else ''}"
+        f"{' --access-logs' if args.access_logs else ''}"
         f"{' --no-pin' if args.no_pin else ''}` "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs, loopback). kgw_l7 compiled by scripts/build_ext.py: "
@@ -439,7 +460,11 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
            "the backend is one nginx process answering a fixed JSON document (with the "
            "Server, Date and `Connection: keep-alive` fields nginx sends), shared by all "
            "runs; ")
-        + "access logs off everywhere. `/plain` is a prefix route; `/hdr` needs the header "
+        + ("access logs on everywhere, to a file: kgw's default (JSON lines, batched by "
+           "a thread), nginx `access_log ... combined buffer=64k flush=1s`, haproxy "
+           "`option httplog` written by haproxy to its stdout (a file). "
+           if args.access_logs else "access logs off everywhere. ")
+        + "`/plain` is a prefix route; `/hdr` needs the header "
         "`X-Bench: yes` and adds a request header. Every proxy forwards the same request "
         "fields: Host as the client sent it, X-Request-Id (the client's, else a new one "
         "from a counter), X-Forwarded-For and X-Forwarded-Proto. CPU is the proxy "

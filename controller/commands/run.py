@@ -11,4 +11,5 @@ from kgw_cli.env import Environment, ExitStatus
 
 def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     start_logging(args, env)
-    return run_serving(env, serve_planes(PlaneOptions.from_args(args), FileSource(args.config)))
+    return run_serving(env, serve_planes(PlaneOptions.from_args(args), FileSource(args.config),
+                                         node_view=True))

@@ -8,6 +8,7 @@ import argparse
 from controller.files import FileSource
 from controller.redact import redact
 from controller.store import Store
+from controller.gwaddress import offline_options
 from controller.translate import translate
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.output import dump
@@ -19,6 +20,6 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         env.err(f"error: {p}")
     store = Store()
     store.apply(batch.events)
-    t = translate(store)
+    t = translate(store, offline_options(store))
     env.out(dump(redact({"l7": t.l7.to_dict(), "l4": t.l4.to_dict()}), args.output))
     return ExitStatus.SUCCESS

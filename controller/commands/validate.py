@@ -9,6 +9,7 @@ from controller.files import FileSource
 from controller.status import StatusBook
 from controller.statusview import status_text, unhealthy_objects
 from controller.store import Store
+from controller.gwaddress import offline_options
 from controller.translate import translate
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.output import dump
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     store = Store()
     store.apply(batch.events)
     book = StatusBook(clock=lambda: None)  # offline: no transition times
-    t = translate(store)
+    t = translate(store, offline_options(store))
     book.update(t.statuses)
     problems = [*batch.problems, *located(source, t.problems)]
     statuses = book.as_list(store.get_key)

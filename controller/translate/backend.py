@@ -18,28 +18,34 @@ from controller.translate.util import as_dict, as_int, as_list, as_str, ref_grou
 from kgw_l4 import config as l4
 from kgw_l7 import config as l7
 
+#: Service port appProtocols (lower case) and how the proxy speaks to such a port.
+#: HTTP/2: ``kubernetes.io/h2c`` (Gateway API's, HTTPRouteBackendProtocolH2C) and the
+#: unprefixed names other implementations take for it (``h2c``; ``http2`` and ``grpc``
+#: as Istio and Envoy Gateway do: gRPC is HTTP/2). In clear text that is HTTP/2 with prior
+#: knowledge; with a BackendTLSPolicy on the port, TLS offering ALPN ``h2`` then
+#: ``http/1.1``, in whichever the backend picks (``ResolvedBackend.l7``).
 APP_PROTOCOLS: dict[str, l7.BackendProtocol] = {
     "kubernetes.io/h2c": "h2c",
+    "h2c": "h2c",
+    "http2": "h2c",
+    "grpc": "h2c",
     "kubernetes.io/ws": "ws",
     "kubernetes.io/wss": "wss",
 }
-#: Service port appProtocols (lower case) kgw cannot speak to a backend yet: HTTP/2 only.
-HTTP2_ONLY = frozenset({"kubernetes.io/h2c", "h2c", "http2", "grpc"})
-#: ... and those that mean TLS, which kgw speaks only when a BackendTLSPolicy says how to
-#: verify the backend (without one it would send clear text to a TLS port).
+#: Service port appProtocols (lower case) that mean TLS, which kgw speaks only when a
+#: BackendTLSPolicy says how to verify the backend (without one it would send clear text
+#: to a TLS port).
 TLS_ONLY = frozenset({"https", "kubernetes.io/wss", "wss"})
 
 
 def unsupported_protocol(app_protocol: str, has_policy: bool) -> str | None:
     """Why kgw cannot talk to a Service port with this appProtocol (None: it can).
 
-    kgw talks HTTP/1.1 to backends, in clear text or in TLS from a BackendTLSPolicy; a
-    WebSocket (kubernetes.io/ws) is an HTTP/1.1 Upgrade, relayed. Other values (none,
-    "http", a domain-prefixed name kgw does not know) are taken as HTTP/1.1."""
+    kgw talks HTTP/1.1 or HTTP/2 (``APP_PROTOCOLS``) to backends, in clear text or in TLS
+    from a BackendTLSPolicy; a WebSocket (kubernetes.io/ws) is an HTTP/1.1 Upgrade,
+    relayed. Other values (none, "http", a domain-prefixed name kgw does not know) are
+    taken as HTTP/1.1."""
     app = app_protocol.lower()
-    if app in HTTP2_ONLY:
-        return (f"appProtocol {app_protocol!r}: kgw speaks HTTP/1.1 to backends (no HTTP/2 yet); "
-                "requests routed here are answered 500")
     if app in TLS_ONLY and not has_policy:
         return (f"appProtocol {app_protocol!r} is TLS, and no BackendTLSPolicy targets this port: "
                 "kgw would send clear text; requests routed here are answered 500")
@@ -66,7 +72,7 @@ class ResolvedBackend:
             return l7.Backend(name=self.name, weight=self.weight, filters=filters, error_status=500)
         proto = self.protocol if self.protocol != "http" else default_protocol
         if self.tls is not None:
-            proto = "wss" if proto in ("ws", "wss") else "https"
+            proto = "wss" if proto in ("ws", "wss") else "h2" if proto == "h2c" else "https"
         return l7.Backend(
             name=self.name, weight=self.weight,
             endpoints=tuple(l7.Endpoint(a, p) for a, p in self.endpoints),
@@ -132,7 +138,7 @@ def resolve(
     if sp is None:
         return bad(c.R_BACKEND_NOT_FOUND, f"Service {ns}/{name} has no port {port}")
     port_name = as_str(sp.get("name"))
-    protocol = APP_PROTOCOLS.get(as_str(sp.get("appProtocol")), "http")
+    protocol = APP_PROTOCOLS.get(as_str(sp.get("appProtocol")).lower(), "http")
     if as_str(spec(svc).get("type")) == "ExternalName" and as_str(spec(svc).get("externalName")):
         endpoints: tuple[tuple[str, int], ...] = ((as_str(spec(svc).get("externalName")), port),)
     else:

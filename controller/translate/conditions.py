@@ -14,6 +14,7 @@ RESOLVED_REFS = "ResolvedRefs"
 CONFLICTED = "Conflicted"
 SUPPORTED_VERSION = "SupportedVersion"
 INSECURE_FRONTEND_VALIDATION_MODE = "InsecureFrontendValidationMode"
+OVERLAPPING_TLS_CONFIG = "OverlappingTLSConfig"
 
 # -- reasons ----------------------------------------------------------------------
 R_ACCEPTED = "Accepted"
@@ -45,6 +46,8 @@ R_INVALID_CA_CERTIFICATE_REF = "InvalidCACertificateRef"
 R_INVALID_CA_CERTIFICATE_KIND = "InvalidCACertificateKind"
 R_CONFIGURATION_CHANGED = "ConfigurationChanged"
 R_INVALID_CLIENT_CERTIFICATE_REF = "InvalidClientCertificateRef"
+R_OVERLAPPING_HOSTNAMES = "OverlappingHostnames"
+R_OVERLAPPING_CERTIFICATES = "OverlappingCertificates"
 
 
 def condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict:

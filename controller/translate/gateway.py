@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.translate import conditions as c
@@ -128,37 +128,72 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
     return out
 
 
+def _is_local(ip: str, local: tuple[str, ...] | None) -> bool:
+    """``local``: the node's local addresses and prefixes (the kernel's local table, e.g.
+    127.0.0.0/8); None takes every address as local (no view of the node)."""
+    addr = ipaddress.ip_address(ip)
+    if local is None or addr.is_unspecified:
+        return True
+    return any(addr in ipaddress.ip_network(n, strict=False) for n in local
+               if ipaddress.ip_network(n, strict=False).version == addr.version)
+
+
 def _addresses(
     gw: Obj, node_addresses: tuple[str, ...], local_addresses: tuple[str, ...] | None,
-    assigned: str | None = None,
+    assigned: str | None = None, resolved: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...], Cond | None, Cond | None]:
-    """(status addresses, bind addresses, Accepted problem, Programmed problem)."""
+    """(status addresses, bind addresses, Accepted problem, Programmed problem).
+
+    IPAddress values are served when the node owns them; Hostname values when they
+    resolved (``resolved``: what the controller's resolver answered, outside this pure
+    function) to addresses the node owns, which are then bound and the hostname is what
+    status reports. Any other type is UnsupportedAddress (Accepted=False); an address
+    the node cannot serve is AddressNotUsable (Programmed=False): nothing of the Gateway
+    is served until the spec names only addresses kgw can bind here."""
     requested = as_list(spec(gw).get("addresses"))
+    reported: list[str] = []
     ips: list[str] = []
     unsupported: list[str] = []
     unusable: list[str] = []
     for a in map(as_dict, requested):
         atype = as_str(a.get("type"), "IPAddress") or "IPAddress"
         value = as_str(a.get("value"))
-        if atype != "IPAddress":
-            unsupported.append(f"{atype} {value!r}")
-        elif not value:
-            continue  # "give me an address": the node's
-        elif not is_ip(value):
-            unsupported.append(f"IPAddress {value!r}")
-        else:
+        if atype == "IPAddress":
+            if not value:
+                continue  # "give me an address": the node's
+            if not is_ip(value):
+                unsupported.append(f"IPAddress {value!r}")
+                continue
             ip = str(ipaddress.ip_address(value))
-            if (local_addresses is not None and ip not in local_addresses
-                and not ipaddress.ip_address(ip).is_unspecified):
-                unusable.append(ip)
+            if not _is_local(ip, local_addresses):
+                unusable.append(f"{ip} is not an address of this node")
             elif ip not in ips:
                 ips.append(ip)
+                reported.append(ip)
+        elif atype == "Hostname" and value:
+            found = (resolved or {}).get(value.lower().rstrip("."))
+            if not found:
+                unusable.append(f"hostname {value} does not resolve")
+                continue
+            foreign = [ip for ip in found if not _is_local(ip, local_addresses)]
+            if foreign:
+                unusable.append(
+                    f"hostname {value} resolves to {', '.join(foreign)}, not an address of this "
+                    "node")
+                continue
+            if value not in reported:
+                reported.append(value)
+            ips.extend(ip for ip in found if ip not in ips)
+        else:
+            unsupported.append(f"{atype} {value!r}")
     acc = (Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_ADDRESS,
                 "unsupported addresses: " + ", ".join(unsupported)) if unsupported else None)
     prog = (Cond(c.PROGRAMMED, False, c.R_ADDRESS_NOT_USABLE,
-                 "addresses not on this node: " + ", ".join(unusable)) if unusable else None)
+                 "addresses not usable: " + "; ".join(unusable)) if unusable else None)
+    if acc or prog:
+        return (), (), acc, prog
     if ips:
-        return tuple(ips), tuple(ips), acc, prog
+        return tuple(reported), tuple(ips), acc, prog
     if assigned:
         return (assigned,), (assigned,), acc, prog
     return tuple(node_addresses), ("0.0.0.0",), acc, prog
@@ -199,9 +234,10 @@ def resolve_gateway(
     node_addresses: tuple[str, ...],
     local_addresses: tuple[str, ...] | None,
     assigned: str | None = None,
+    resolved: Mapping[str, tuple[str, ...]] | None = None,
 ) -> GatewayIR:
-    """``assigned``: the address to bind when spec.addresses names none
-    (Options.gateway_addresses)."""
+    """``assigned``: the address to bind when spec.addresses names none (Options.gateway_addresses);
+    ``resolved``: what Hostname addresses resolved to (Options.resolved_hostnames)."""
     key = ObjectKey.of(gw)
     g = gen(gw)
     frontend = FrontendTLS(reader, key, spec(gw))
@@ -209,7 +245,7 @@ def resolve_gateway(
                  for raw in as_list(spec(gw).get("listeners"))]
     listeners = apply_conflicts(listeners)
     status_addrs, binds, addr_acc, addr_prog = _addresses(gw, node_addresses, local_addresses,
-                                                          assigned)
+                                                          assigned, resolved)
 
     params_problem = None
     infra = as_dict(spec(gw).get("infrastructure"))
@@ -241,9 +277,12 @@ def resolve_gateway(
         accepted = Cond(c.ACCEPTED, True, c.R_ACCEPTED, "Gateway accepted")
     if not accepted.ok:
         programmed = Cond(c.PROGRAMMED, False, c.R_INVALID, accepted.message)
-        listeners = [_not_programmed(lis, accepted.message) for lis in listeners]
+        listeners = [_not_programmed(lis, "Gateway not accepted: " + accepted.message)
+                     for lis in listeners]
     elif addr_prog:
         programmed = addr_prog
+        listeners = [_not_programmed(lis, "Gateway not programmed: " + addr_prog.message)
+                     for lis in listeners]
     elif not any(lis.programmed for lis in listeners) and listeners:
         programmed = Cond(c.PROGRAMMED, False, c.R_INVALID, "no listener is programmed")
     else:
@@ -261,7 +300,7 @@ def resolve_gateway(
 def _not_programmed(lis: ListenerIR, message: str) -> ListenerIR:
     if not lis.programmed:
         return lis
-    conds = tuple(Cond(c.PROGRAMMED, False, c.R_INVALID, "Gateway not accepted: " + message)
+    conds = tuple(Cond(c.PROGRAMMED, False, c.R_INVALID, message)
                   if x.type == c.PROGRAMMED else x for x in lis.conditions)
     return dataclasses.replace(lis, conditions=conds, programmed=False)
 

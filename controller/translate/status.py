@@ -12,6 +12,7 @@ from typing import Any
 from controller.objects import GATEWAY_GROUP, ObjectKey
 from controller.translate.conditions import condition
 from controller.translate.ir import Cond, GatewayIR, RouteResult
+from controller.translate.util import is_ip
 
 
 def conds(items: Iterable[Cond], generation: int) -> list[dict]:
@@ -28,7 +29,8 @@ def gateway_status(g: GatewayIR, attached: Mapping[tuple[ObjectKey, str], int],
     """``attached_listener_sets``: reported when the Gateway admits ListenerSets at all.
     Listeners of ListenerSets are reported by their sets, not here."""
     out: dict[str, Any] = {
-        "addresses": [{"type": "IPAddress", "value": a} for a in g.addresses],
+        "addresses": [{"type": "IPAddress" if is_ip(a) else "Hostname", "value": a}
+                      for a in g.addresses],
         "conditions": conds(g.conditions, g.generation),
         "listeners": [
             {

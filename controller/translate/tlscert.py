@@ -99,6 +99,18 @@ def validity(cert_pem: str) -> tuple[float, float] | None:
 
 
 @lru_cache(maxsize=1024)
+def dns_names(cert_pem: str) -> tuple[str, ...]:
+    """The DNS names (subjectAltName) of the first certificate of a PEM chain, lower
+    case: the names a client may reuse a connection made with it for."""
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem.encode())[0]
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, IndexError, x509.ExtensionNotFound):
+        return ()
+    return tuple(sorted({n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)}))
+
+
+@lru_cache(maxsize=1024)
 def check_ca_bundle(pem: str) -> str | None:
     """None if ``pem`` holds at least one parseable certificate."""
     try:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import gc
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
 from controller.source import Problem
 from controller.store import Store
-from controller.translate import backendtls, emit_l4, listenerset, problems, status, tlscert
+from controller.translate import (backendtls, emit_l4, listenerset, problems, status, tlscert,
+                                  tlsoverlap)
 from controller.translate import conditions as c
 from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
@@ -35,9 +37,14 @@ class Options:
     #: Reported in Gateway status.addresses when spec.addresses asks for none.
     node_addresses: tuple[str, ...] = ("127.0.0.1",)
     controller_name: str = CONTROLLER_NAME
-    #: If set, the addresses this node owns: a Gateway asking for another IP gets
-    #: Programmed=False AddressNotUsable. None: every IP address is taken as usable.
+    #: If set, the addresses and prefixes this node owns (the kernel's local table): a
+    #: Gateway asking for another IP gets Programmed=False AddressNotUsable. None: every
+    #: IP address is taken as usable.
     local_addresses: tuple[str, ...] | None = None
+    #: (hostname, its addresses) for the Hostname addresses of Gateways, as the
+    #: controller's resolver answered (controller/gwaddress.py); a hostname not here
+    #: does not resolve.
+    resolved_hostnames: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: ("namespace/name", IP) pairs: the address a Gateway without spec.addresses binds
     #: and reports, instead of 0.0.0.0 + node_addresses (one address per Gateway, as a
     #: cloud load balancer would give; lets several Gateways use one port).
@@ -120,6 +127,7 @@ class Translator:
                 class_names.add(k.name)
         resolved = []
         assigned = dict(self.options.gateway_addresses)
+        hostnames = dict(self.options.resolved_hostnames)
         sets = listenerset.by_parent(store.list(listenerset.KIND))
         gw_problems: list[Problem] = []
         for gw in store.list("Gateway"):
@@ -129,8 +137,9 @@ class Translator:
                 k = ObjectKey.of(gw)
                 g = resolve_gateway(reader, gw, cname, self.options.node_addresses,
                                     self.options.local_addresses,
-                                    assigned.get(f"{k.namespace}/{k.name}"))
-                resolved.append(listenerset.attach_sets(reader, g, gw, sets.get(k, ())))
+                                    assigned.get(f"{k.namespace}/{k.name}"), hostnames)
+                g = listenerset.attach_sets(reader, g, gw, sets.get(k, ()))
+                resolved.append(tlsoverlap.mark_overlapping(g))
         self._gateway_problems = tuple(gw_problems)
         new = apply_port_sharing(resolved)
         for k, g in new.items():

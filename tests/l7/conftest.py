@@ -182,3 +182,29 @@ def self_signed(names: list[str]) -> tuple[str, str]:
             key.private_bytes(serialization.Encoding.PEM,
                               serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()).decode())
+
+
+class Client:
+    """``request`` over HTTP/1.1 or HTTP/2 (prior knowledge, the h2 library): the
+    ``send`` fixture runs a test whose protocol does not matter once with each."""
+
+    def __init__(self, proto: str) -> None:
+        self.proto = proto
+
+    def __call__(self, port: int, path: str, **kw: Any) -> Any:
+        if self.proto == "HTTP/2":
+            from .h2client import h2_request
+            return h2_request(port, path, **kw)
+        return request(port, path, **kw)
+
+    def connect(self, port: int, timeout: float = 10.0) -> Any:
+        """A connection for ``conn=``: several requests on one client connection."""
+        if self.proto == "HTTP/2":
+            from .h2client import H2Client
+            return H2Client(port, timeout=timeout)
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+
+@pytest.fixture(params=["HTTP/1.1", "HTTP/2"])
+def send(request: pytest.FixtureRequest) -> Client:
+    return Client(request.param)

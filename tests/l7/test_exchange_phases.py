@@ -24,7 +24,7 @@ from kgw_l7.exchange import (REQUEST_TRANSITIONS, RESPONSE_TRANSITIONS, Exchange
 from kgw_l7.streams import PAUSE_UPSTREAM, DownstreamStream
 from tests.helpers import ROOT
 
-from .test_flow_control import BACKEND, Transport, client_of, ctx, pooled_backend  # noqa: F401
+from .test_flow_control import BACKEND, PLAIN, Transport, client_of, ctx, pooled_backend  # noqa: F401
 
 Req, Resp = RequestPhase, ResponsePhase
 
@@ -159,7 +159,7 @@ def test_an_exchange_is_served_through_a_stream_that_is_not_http11(ctx):
     assert stream.sent == [("response", 200, [(b"x-a", b"1"), (b"content-length", b"2")],
                             "length", [b"ok"], True)]
     assert stream.done == [ex] and (ex.req, ex.resp) == (Req.RECEIVED, Resp.RELEASED)
-    assert ctx.pool.take_idle(*BACKEND, None, ctx.now) is up  # the backend stream is reused
+    assert ctx.pool.take_idle(*BACKEND, PLAIN, ctx.now) is up  # the backend stream is reused
 
 
 def test_a_request_body_of_unknown_length_streams_with_backpressure(ctx):
@@ -210,7 +210,7 @@ def test_a_client_gone_mid_response_ends_the_backend_stream(ctx):
     ex.on_client_lost()
     assert (ex.req, ex.resp) == (Req.LOST, Resp.RELEASED) and stream.done == [ex]
     assert backend.closed and ex.flags == "DC"
-    assert ctx.pool.take_idle(*BACKEND, None, ctx.now) is None
+    assert ctx.pool.take_idle(*BACKEND, PLAIN, ctx.now) is None
 
 
 def test_an_event_the_tables_do_not_allow_is_refused(ctx):

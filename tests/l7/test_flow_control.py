@@ -20,9 +20,12 @@ from kgw_l7.config import (Backend, Endpoint, L7Config, Listener, PathMatch, Rou
                            RouteMatch, Rule, VirtualHost)
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.proxy import DownstreamConn
+from kgw_l7.router import CompiledBackend
 from kgw_l7.upstream import UpstreamConn
 
 BACKEND = ("127.0.0.1", 9)
+#: What the pool is asked for: an HTTP/1.1 backend in clear text.
+PLAIN = CompiledBackend(Backend("t/b:80"))
 
 
 class Transport:
@@ -111,7 +114,7 @@ def test_backend_paused_by_a_full_client_reads_again_once_pooled(ctx):
     up.data_received(big)
     assert client.out[-1] == big and client.write_paused
     assert backend.reading, "a paused connection went back to the pool"
-    assert ctx.pool.take_idle(*BACKEND, None, ctx.now) is up
+    assert ctx.pool.take_idle(*BACKEND, PLAIN, ctx.now) is up
     ctx.pool.release(up, ctx.now)
     client.drained()
     conn.data_received(GET)

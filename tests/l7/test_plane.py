@@ -106,6 +106,45 @@ def test_https_sni_selection_421_and_cert_reload(echoes):
         runner.close()
 
 
+def test_421_between_listeners_sharing_one_certificate(echoes):
+    """Four Gateway listeners on one port serving the same certificate (upstream's
+    HTTPRouteHTTPSListenerDetectMisdirectedRequests): the listener the Host selects must
+    be the one the SNI selected, else 421; within it, no route is a 404."""
+    v1, v2, v3 = echoes["v1"], echoes["v2"], echoes["v1"]
+    cert = self_signed(["example.org", "*.example.org"])
+    port = free_port()
+    names = ("*", "second-example.org", "*.wildcard.org", "fourth-example.wildcard.org")
+    certs = tuple(Certificate((n,), *cert) for n in names)
+    vhosts = (simple_vhost("example.org", v1, tag="one"),
+              simple_vhost("second-example.org", v2, tag="two"),
+              simple_vhost("*.wildcard.org", v3, tag="three"),
+              simple_vhost("fourth-example.wildcard.org", v1, tag="four"))
+    runner = PlaneRunner(workers=1, access_log="off")
+    try:
+        runner.apply(L7Config((Listener("tls", "127.0.0.1", port, "HTTPS", certs, vhosts),), 1))
+        cases = [
+            ("example.org", "example.org", 200, "one"),
+            ("example.org", "second-example.org", 421, None),
+            ("example.org", "unknown-example.org", 404, None),
+            ("second-example.org", "second-example.org", 200, "two"),
+            ("second-example.org", "example.org", 421, None),
+            ("second-example.org", "unknown-example.org", 421, None),
+            ("third-example.wildcard.org", "fith-example.wildcard.org", 200, "three"),
+            ("third-example.wildcard.org", "fourth-example.wildcard.org", 421, None),
+            ("fourth-example.wildcard.org", "fourth-example.wildcard.org", 200, "four"),
+            ("fourth-example.wildcard.org", "fith-example.wildcard.org", 421, None),
+            ("unknown-example.org", "example.org", 200, "one"),
+            ("unknown-example.org", "unknown-example.org", 404, None),
+        ]
+        for sni, host, want, tag in cases:
+            status, body, _ = _tls_get(port, sni, host, "/detect-misdirected-requests")
+            assert status == want, (sni, host, status, body)
+            if tag:
+                assert json.loads(body)["headers"]["X-Tag"] == [tag], (sni, host)
+    finally:
+        runner.close()
+
+
 # -- hot reload -----------------------------------------------------------------------------
 
 def test_hot_reload_under_load_loses_nothing(echoes):

@@ -8,7 +8,7 @@ import pytest
 
 from kgw_l7.config import (
     CORS, Backend, Endpoint, Filters, HeaderMatch, HeaderModifier, L7Config, Listener,
-    PathMatch, PathModifier, QueryParamMatch, Redirect, Route, RouteMatch, Rule, URLRewrite,
+    Mirror, PathMatch, PathModifier, QueryParamMatch, Redirect, Route, RouteMatch, Rule, URLRewrite,
     VirtualHost,
 )
 from kgw_l7.router import (
@@ -235,6 +235,28 @@ def test_head_suffix_only_when_the_head_is_not_rewritten(filters, backend_filter
     r = Rule(name="r", route="r", gateway="gw", backends=(b,), filters=filters)
     _, routers = build([VirtualHost("*", (Route(RouteMatch(), r),))])
     compiled = routers["l"].vhost(b"x").routes[0].rule
+    assert compiled.head_suffix_for.get(compiled.backends[0]) == suffix
+
+
+@pytest.mark.parametrize("protocol, mirror, backend_mirror, suffix", [
+    ("http", None, None, b""),
+    ("h2c", None, None, None),  # an HTTP/2 backend gets headers, never a head as received
+    ("h2", None, None, None),
+    ("http", "h2c", None, None),  # ... and so do its mirrors (they share the OutRequest)
+    ("http", None, "h2c", None),
+    ("http", "http", None, b""),
+])
+def test_http2_backends_and_their_mirrors_get_no_head_as_received(protocol, mirror,
+                                                                  backend_mirror, suffix):
+    def be(name: str, proto: str, filters: Filters | None = None) -> Backend:
+        return Backend(name=name, endpoints=(Endpoint("10.0.0.1", 80),), protocol=proto,
+                       filters=filters)
+    bf = Filters(mirrors=(Mirror(be("bm", backend_mirror)),)) if backend_mirror else None
+    rf = Filters(mirrors=(Mirror(be("m", mirror)),)) if mirror else None
+    r = Rule(name="r", route="r", gateway="gw", backends=(be("b", protocol, bf),), filters=rf)
+    _, routers = build([VirtualHost("*", (Route(RouteMatch(), r),))])
+    compiled = routers["l"].vhost(b"x").routes[0].rule
+    assert compiled.backends[0].h2 == (protocol != "http")
     assert compiled.head_suffix_for.get(compiled.backends[0]) == suffix
 
 

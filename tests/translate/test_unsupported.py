@@ -69,21 +69,22 @@ POLICY = {"kind": "BackendTLSPolicy", "metadata": {"name": "p", "namespace": "de
                                   "wellKnownCACertificates": "System"}}}
 
 
-@pytest.mark.parametrize("app_protocol,policy,ok", [
-    (None, False, True),
-    ("http", False, True),
-    ("kubernetes.io/ws", False, True),  # WebSocket: an HTTP/1.1 Upgrade, relayed
-    ("kubernetes.io/h2c", False, False),  # HTTP/2 prior knowledge
-    ("kubernetes.io/h2c", True, False),
-    ("grpc", False, False),
-    ("HTTP2", False, False),
-    ("kubernetes.io/wss", False, False),  # TLS, and kgw would speak clear text
-    ("kubernetes.io/wss", True, True),  # TLS from the BackendTLSPolicy
-    ("HTTPS", False, False),
-    ("https", True, True),
-    ("example.com/custom", False, True),  # not a protocol kgw knows to differ from HTTP/1.1
+@pytest.mark.parametrize("app_protocol,policy,ok,protocol", [
+    (None, False, True, "http"),
+    ("http", False, True, "http"),
+    ("kubernetes.io/ws", False, True, "ws"),  # WebSocket: an HTTP/1.1 Upgrade, relayed
+    ("kubernetes.io/h2c", False, True, "h2c"),  # HTTP/2 prior knowledge
+    ("kubernetes.io/h2c", True, True, "h2"),  # TLS, ALPN h2 (http/1.1 if the backend picks it)
+    ("grpc", False, True, "h2c"),
+    ("HTTP2", False, True, "h2c"),
+    ("h2c", True, True, "h2"),
+    ("kubernetes.io/wss", False, False, None),  # TLS, and kgw would speak clear text
+    ("kubernetes.io/wss", True, True, "wss"),  # TLS from the BackendTLSPolicy
+    ("HTTPS", False, False, None),
+    ("https", True, True, "https"),
+    ("example.com/custom", False, True, "http"),  # not a protocol kgw knows to differ from HTTP/1.1
 ])
-def test_backend_app_protocol(app_protocol, policy, ok) -> None:
+def test_backend_app_protocol(app_protocol, policy, ok, protocol) -> None:
     port = {"name": "http", "port": 80}
     if app_protocol is not None:
         port["appProtocol"] = app_protocol
@@ -96,6 +97,7 @@ def test_backend_app_protocol(app_protocol, policy, ok) -> None:
         assert cond["status"] == "True", cond
         assert backends[0]["error_status"] is None and backends[0]["endpoints"]
         assert (backends[0]["tls"] is not None) == policy
+        assert backends[0]["protocol"] == protocol
     else:
         assert (cond["status"], cond["reason"]) == ("False", "UnsupportedProtocol"), cond
         assert f"appProtocol {app_protocol!r}" in cond["message"]
@@ -104,11 +106,12 @@ def test_backend_app_protocol(app_protocol, policy, ok) -> None:
 
 def test_mirror_to_an_unsupported_protocol_is_reported_and_not_mirrored() -> None:
     rules = [{"filters": [
-        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "h2", "port": 80}}}],
+        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "tls", "port": 80}}}],
               "backendRefs": [{"name": "svc", "port": 80}]}]
     objs = [CLASS, gateway("gw", [HTTP]), service("svc"), slice_("svc", ["10.0.0.1"]),
-            service("h2", ports=[{"name": "http", "port": 80, "appProtocol": "kubernetes.io/h2c"}]),
-            slice_("h2", ["10.0.0.2"]), http_route("r", P, rules)]
+            service("tls",
+                    ports=[{"name": "http", "port": 80, "appProtocol": "kubernetes.io/wss"}]),
+            slice_("tls", ["10.0.0.2"]), http_route("r", P, rules)]
     t = translate(store_of(objs))
     assert _parent(t, type_="ResolvedRefs")["reason"] == "UnsupportedProtocol"
     routes = [r for lst in t.l7.to_dict()["listeners"] for vh in lst["virtual_hosts"]
