@@ -697,11 +697,11 @@ def test_report_counts_levels_and_lists_first_failures() -> None:
     rep.add_test("B", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
     rep.add_test("C", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "HTTPRouteCORS"])
     rep.add_test("D", {"GATEWAY-HTTP": "extended"},
-                 ["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolH2C"])
+                 ["Gateway", "HTTPRoute", "GatewayInfrastructurePropagation"])
     rep.record(TestResult("A", PASSED))
     rep.record(TestResult("B", FAILED, "expected status code 200, got 404", "0 request to '/'"))
     rep.record(TestResult("C", PASSED))
-    rep.record(TestResult("D", SKIPPED, "unsupported features: HTTPRouteBackendProtocolH2C"))
+    rep.record(TestResult("D", SKIPPED, "unsupported features: GatewayInfrastructurePropagation"))
     assert rep.summary_lines(["GATEWAY-HTTP"]) == [
         "GATEWAY-HTTP core 1/2 extended 1/2  [failed: core 1, extended 0]"]
     doc = yaml.safe_load(
@@ -717,7 +717,7 @@ def test_report_counts_levels_and_lists_first_failures() -> None:
                                          "message": "expected status code 200, got 404"}]
     assert prof["extended"]["result"] == "partial"
     assert prof["extended"]["skippedTests"] == ["D"]
-    assert "HTTPRouteBackendProtocolH2C" in prof["extended"]["unsupportedFeatures"]
+    assert "GatewayInfrastructurePropagation" in prof["extended"]["unsupportedFeatures"]
     assert "HTTPRouteCORS" in prof["extended"]["supportedFeatures"]
 
 
@@ -1387,17 +1387,18 @@ def test_grpc_profile_is_skipped_until_claimed_and_claim_adds_features(tmp_path:
     suite = _suite(tmp_path, [
         {"name": "GRPCExactMethodMatching", "features": ["Gateway", "GRPCRoute"],
          "profiles": {"GATEWAY-GRPC": "core"}},
-        {"name": "HTTPRouteBackendProtocolH2C",
-         "features": ["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolH2C"],
+        {"name": "GatewayInfrastructurePropagation",
+         "features": ["Gateway", "HTTPRoute", "GatewayInfrastructurePropagation"],
          "profiles": {"GATEWAY-HTTP": "extended"}},
     ])
     p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
     assert not p.run and "GATEWAY-GRPC not supported" in p.skipped["GRPCExactMethodMatching"]
-    assert "HTTPRouteBackendProtocolH2C" in p.skipped["HTTPRouteBackendProtocolH2C"]
-    more = claimed(claim="GRPCRoute,HTTPRouteBackendProtocolH2C")
-    assert more == SUPPORTED_FEATURES | {"GRPCRoute", "HTTPRouteBackendProtocolH2C"}
+    assert "GatewayInfrastructurePropagation" in p.skipped["GatewayInfrastructurePropagation"]
+    more = claimed(claim="GRPCRoute,GatewayInfrastructurePropagation")
+    assert more == SUPPORTED_FEATURES | {"GRPCRoute", "GatewayInfrastructurePropagation"}
     p = plan(suite, Options(suite=tmp_path, supported=more))  # type: ignore[arg-type]
-    assert [t.name for t in p.run] == ["GRPCExactMethodMatching", "HTTPRouteBackendProtocolH2C"]
+    assert [t.name for t in p.run] == ["GRPCExactMethodMatching",
+                                       "GatewayInfrastructurePropagation"]
     assert claimed("Gateway,HTTPRoute", "GRPCRoute", "HTTPRoute") == {"Gateway", "GRPCRoute"}
 
 
