@@ -23,8 +23,11 @@ from conformance.status_checks import (CheckFailed, Fatal, HarnessGap, StatusChe
                                        fill_placeholders, find_condition, listeners_match, parents_match,
                                        route_has_condition, stale_conditions)
 
-# -- manifests ----------------------------------------------------------------------
+#: What kgw claimed before it served GRPCRoute: the claim and skip rules are tested with it.
+WITHOUT_GRPC = SUPPORTED_FEATURES - {"GRPCRoute", "HTTPRouteBackendProtocolH2C"}
 
+
+# -- manifests ----------------------------------------------------------------------
 
 def test_placeholders_become_kgw_class_and_controller(tmp_path: Path) -> None:
     f = tmp_path / "m.yaml"
@@ -140,7 +143,7 @@ def test_plan_skips_unclaimed_features_unsupported_profiles_and_unselected(tmp_p
         {"name": "C", "features": ["Gateway", "GRPCRoute"], "profiles": {"GATEWAY-GRPC": "core"}},
         {"name": "D", "features": ["Gateway"], "profiles": {"GATEWAY-HTTP": "core"}, "provisional": True},
     ])
-    p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
+    p = plan(suite, Options(suite=tmp_path, supported=WITHOUT_GRPC))  # type: ignore[arg-type]
     assert [t.name for t in p.run] == ["A", "D"]  # provisional tests run by default, as upstream
     assert "Nope" in p.skipped["B"] and "not supported" in p.skipped["C"]
     p = plan(suite, Options(suite=tmp_path, run=["A"], skip_provisional=True))  # type: ignore[arg-type]
@@ -631,11 +634,11 @@ def test_report_counts_levels_and_lists_first_failures() -> None:
     rep.add_test("A", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
     rep.add_test("B", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
     rep.add_test("C", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "HTTPRouteCORS"])
-    rep.add_test("D", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolH2C"])
+    rep.add_test("D", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "GatewayInfrastructurePropagation"])
     rep.record(TestResult("A", PASSED))
     rep.record(TestResult("B", FAILED, "expected status code 200, got 404", "0 request to '/'"))
     rep.record(TestResult("C", PASSED))
-    rep.record(TestResult("D", SKIPPED, "unsupported features: HTTPRouteBackendProtocolH2C"))
+    rep.record(TestResult("D", SKIPPED, "unsupported features: GatewayInfrastructurePropagation"))
     assert rep.summary_lines(["GATEWAY-HTTP"]) == ["GATEWAY-HTTP core 1/2 extended 1/2  [failed: core 1, extended 0]"]
     doc = yaml.safe_load(rep.to_yaml(["GATEWAY-HTTP"], version="0.1.0", date="2026-01-01T00:00:00Z"))
     assert doc["kind"] == "ConformanceReport" and doc["apiVersion"] == "gateway.networking.k8s.io/v1"
@@ -648,7 +651,7 @@ def test_report_counts_levels_and_lists_first_failures() -> None:
                                          "message": "expected status code 200, got 404"}]
     assert prof["extended"]["result"] == "partial"
     assert prof["extended"]["skippedTests"] == ["D"]
-    assert "HTTPRouteBackendProtocolH2C" in prof["extended"]["unsupportedFeatures"]
+    assert "GatewayInfrastructurePropagation" in prof["extended"]["unsupportedFeatures"]
     assert "HTTPRouteCORS" in prof["extended"]["supportedFeatures"]
 
 
@@ -1264,11 +1267,11 @@ def test_grpc_profile_is_skipped_until_claimed_and_claim_adds_features(tmp_path:
         {"name": "HTTPRouteBackendProtocolH2C", "features": ["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolH2C"],
          "profiles": {"GATEWAY-HTTP": "extended"}},
     ])
-    p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
+    p = plan(suite, Options(suite=tmp_path, supported=WITHOUT_GRPC))  # type: ignore[arg-type]
     assert not p.run and "GATEWAY-GRPC not supported" in p.skipped["GRPCExactMethodMatching"]
     assert "HTTPRouteBackendProtocolH2C" in p.skipped["HTTPRouteBackendProtocolH2C"]
-    more = claimed(claim="GRPCRoute,HTTPRouteBackendProtocolH2C")
-    assert more == SUPPORTED_FEATURES | {"GRPCRoute", "HTTPRouteBackendProtocolH2C"}
+    more = claimed(",".join(WITHOUT_GRPC), claim="GRPCRoute,HTTPRouteBackendProtocolH2C")
+    assert more == WITHOUT_GRPC | {"GRPCRoute", "HTTPRouteBackendProtocolH2C"} == SUPPORTED_FEATURES
     p = plan(suite, Options(suite=tmp_path, supported=more))  # type: ignore[arg-type]
     assert [t.name for t in p.run] == ["GRPCExactMethodMatching", "HTTPRouteBackendProtocolH2C"]
     assert claimed("Gateway,HTTPRoute", "GRPCRoute", "HTTPRoute") == {"Gateway", "GRPCRoute"}
@@ -1282,9 +1285,9 @@ def test_grpc_echo_pods_run_only_when_grpcroute_is_claimed() -> None:
     dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
         {"image": "echo-basic", "env": [{"name": "GRPC_ECHO_SERVER", "value": "1"}]}]}}}}
     assert Runner._wants_deployment(SimpleNamespace(opts=SimpleNamespace(  # type: ignore[arg-type]
-        supported=claimed(claim="GRPCRoute"))), dep) is True
+        supported=SUPPORTED_FEATURES)), dep) is True
     assert Runner._wants_deployment(SimpleNamespace(opts=SimpleNamespace(  # type: ignore[arg-type]
-        supported=SUPPORTED_FEATURES)), dep) is False
+        supported=WITHOUT_GRPC)), dep) is False
 
 
 @pytest.fixture(scope="module")
