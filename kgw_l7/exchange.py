@@ -1067,7 +1067,10 @@ class Exchange(UpstreamOwner):
             # Mid-response: the client cannot get a complete one any more.
             self.flags = "UT"
             self.detail = detail
-            up.abort()  # -> on_upstream_lost: the client is cut off
+            up.abort()
+            # The client is cut off (an HTTP/1.1 connection's abort reports the loss
+            # too, later, and finds the exchange over; an HTTP/2 stream's reports none).
+            self.on_upstream_lost(up)
             return
         if self.task is None:
             self.detach()
