@@ -1,6 +1,7 @@
 """`kgw run -c DIR` with every default serving GRPCRoutes to real grpcio servers
 (tests/grpcsvc.py): the four call types, a 16 MiB message, a call cancelled by its
-client, a backend killed mid-stream, weights, a header match, and the errors kgw itself
+client, a backend killed mid-stream, weights, a header match, header modifiers and a mirror,
+and the errors kgw itself
 gives gRPC clients (no route UNIMPLEMENTED, backend down UNAVAILABLE, grpc-timeout
 DEADLINE_EXCEEDED), and a silent stream that outlives the default response timeout.
 
@@ -63,6 +64,19 @@ spec:
   parentRefs: [{name: gw}]
   hostnames: [weights.example.com]
   rules: [{backendRefs: [{name: a, port: 80, weight: 3}, {name: b, port: 80, weight: 1}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: filters, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [filters.example.com]
+  rules:
+  - filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-set, value: by-kgw}]}}
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-resp, value: by-kgw}]}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: b, port: 80}}}
+    backendRefs: [{name: a, port: 80}]
 ---
 # gRPC through an HTTPRoute with a request timeout (GRPCRoute has none): the shorter of
 # it and the call's grpc-timeout applies.
@@ -240,6 +254,14 @@ def client_side(tmp: Path) -> None:
         servers = [w.unary(payload=b"w").reply.server for _ in range(200)]
         assert 0.6 < servers.count("a") / 200 < 0.9, servers.count("a")
         assert servers.count("a") + servers.count("b") == 200
+
+        # header modifiers both ways, and a mirror (its answer dropped)
+        f = GrpcTestClient(gw, authority="filters.example.com")
+        r = f.unary(payload=b"m", metadata=[("x-mirror-check", "1")])
+        assert r.ok and r.reply.server == "a" and ("x-set", "by-kgw") in [(m.key, m.value) for m in r.reply.metadata]
+        assert ("x-resp", "by-kgw") in r.initial_metadata, r.initial_metadata
+        (mirrored,) = b.wait_calls(lambda rec: rec.header("x-mirror-check") == ["1"])
+        assert mirrored.method == f"/{SVC}/Unary" and mirrored.outcome == "ok" and mirrored.received_bytes == 1
 
         # errors kgw gives gRPC clients
         nohost = GrpcTestClient(gw, authority="nothing.example.com")
