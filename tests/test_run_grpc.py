@@ -1,9 +1,9 @@
 """`kgw run -c DIR` with every default serving GRPCRoutes to real grpcio servers
 (tests/grpcsvc.py): the four call types, a 16 MiB message, a call cancelled by its
-client, a backend killed mid-stream, weights, a header match, header modifiers and a mirror,
-and the errors kgw itself
-gives gRPC clients (no route UNIMPLEMENTED, backend down UNAVAILABLE, grpc-timeout
-DEADLINE_EXCEEDED), and a silent stream that outlives the default response timeout.
+client, a backend killed mid-stream, weights, a header match, header modifiers and a
+mirror, the errors kgw itself gives gRPC clients (no route UNIMPLEMENTED, backend down
+UNAVAILABLE, grpc-timeout DEADLINE_EXCEEDED), and a silent stream that outlives the
+default response timeout.
 
 grpcio runs its own threads, which would not join the test host's network namespace
 (``Host.call`` moves one thread): the client side runs in a process started in the host
