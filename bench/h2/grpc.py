@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         body = tmp / "call.bin"
         body.write_bytes(BODY)
         backend = subprocess.Popen(
-            [sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(http_port),
-             "--grpc-port", str(backend_port), "--pod", "bench-grpc", "--quiet"],
+            [sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1",
+             "--port", str(http_port), "--grpc-port", str(backend_port), "--pod", "bench-grpc",
+             "--quiet"],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
             preexec_fn=l7._pin_load)
         try:

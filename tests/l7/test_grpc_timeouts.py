@@ -16,7 +16,9 @@ import time
 import grpc
 import pytest
 
-from kgw_l7.config import Backend, Endpoint, L7Config, Listener, PathMatch, Route, RouteMatch, Rule, VirtualHost
+from kgw_l7.config import (
+    Backend, Endpoint, L7Config, Listener, PathMatch, Route, RouteMatch, Rule, VirtualHost,
+)
 from tests.grpcsvc import SERVICE, GrpcTestClient, GrpcTestServer
 
 from .conftest import PlaneRunner, free_port
@@ -30,7 +32,8 @@ def setup():
     port = free_port()
     runner = PlaneRunner(workers=1, access_log="off", response_timeout=0.5)
     rule = Rule(name="infra/g/0", route="infra/g", gateway="infra/gw", backends=(
-        Backend(name="infra/s:80", endpoints=(Endpoint("127.0.0.1", server.port),), protocol="h2c"),))
+        Backend(name="infra/s:80", endpoints=(Endpoint("127.0.0.1", server.port),),
+                protocol="h2c"),))
     runner.apply(L7Config((Listener("main", "127.0.0.1", port, virtual_hosts=(
         VirtualHost("*", (Route(RouteMatch(path=PathMatch("PathPrefix", "/")), rule),)),)),), 1))
     yield server, port
@@ -63,4 +66,5 @@ def test_a_backend_silent_mid_response_to_a_non_grpc_request_is_cut(setup) -> No
     # the head and the first message came; then silence, and the connection was cut
     assert out.startswith(b"HTTP/1.1 200") and b"grpc-status" not in out, out
     assert time.monotonic() - t0 < 2.5
-    server.wait_calls(lambda rec: rec.method.endswith("/ServerStream") and rec.outcome == "cancelled")
+    server.wait_calls(lambda rec: rec.method.endswith("/ServerStream")
+                      and rec.outcome == "cancelled")
