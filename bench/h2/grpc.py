@@ -6,8 +6,8 @@ of the same ``kgw echo --grpc-port`` (grpcio, the conformance suite's GrpcEcho s
 ``EchoRequest`` in its 5-byte frame, ``content-type: application/grpc``, ``te:
 trailers``) for a fixed time per proxy; one grpcio call through each proxy first checks
 that it answers OK. Figures as bench/h2/run.py: requests/s, p50/p99 latency, the proxy
-worker's CPU time per request. The grpcio backend is slower than either proxy: req/s and
-latency are mostly the backend's; CPU per request is the comparison.
+worker's CPU time per request (the comparison: nginx's rate is bounded by the grpcio
+backend, kgw's by its own worker).
 
 Usage: ``.venv/bin/python -m bench.h2.grpc [--duration 5] [--rounds 3]
 [--out bench/results/h2-grpc.md]``. Needs ``h2load`` and ``nginx`` (``scripts/setup.sh
@@ -183,9 +183,10 @@ def write_report(path: Path, results: list[Result], args: argparse.Namespace) ->
         f"'te: trailers' http://...{METHOD}` (h2c prior knowledge; an empty EchoRequest) to "
         "each proxy with one worker (nginx 1.22 `listen ... http2` + `grpc_pass` with "
         "keepalive; kgw an HTTP listener and a rule to an h2c backend), in front of one "
-        "`kgw echo --grpc-port` (grpcio). The grpcio backend is the bottleneck: req/s and "
-        "latency are mostly its own; the proxy worker's CPU per request (utime+stime over "
-        "the run / requests) is the comparison. "
+        "`kgw echo --grpc-port` (grpcio). The proxy worker's CPU per request (utime+stime "
+        "over the run / requests) is the comparison: nginx's req/s is bounded by the grpcio "
+        "backend, kgw's by its own worker (HTTP/2 framing and HPACK in Python on both "
+        "sides, the h2 library). "
         + (f"The proxy is pinned to CPU {sorted(l7.PROXY_CPUS)}, h2load and the backend to "
            f"{sorted(l7.LOAD_CPUS)}. " if l7.PROXY_CPUS else "")
         + "**The machine was shared with other work (other builds and test suites) while "
