@@ -63,7 +63,8 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset({
     # TLSRoute on Terminate listeners (kgw_l4.tlsterm), and Passthrough + Terminate on one port
     "TLSRouteModeTerminate",
     "TLSRouteModeMixed",
-    # Not yet: GRPCRoute
+    # GRPCRoute: gRPC over HTTP/2 (h2c prior knowledge on HTTP listeners, ALPN h2 on HTTPS)
+    "GRPCRoute",
 })
 
 #: Tests upstream returns from at once when the named feature is claimed (they check

@@ -96,6 +96,8 @@ cdef class Exchange(UpstreamOwner):
     cdef public Py_ssize_t watch_reads
     cdef public double watch_since
     cdef public bint tunneled
+    cdef public bint grpc
+    cdef public double grpc_deadline
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)
@@ -119,6 +121,9 @@ cdef class Exchange(UpstreamOwner):
     cdef _release(self)
     @cython.locals(headers=list, data=list)
     cpdef respond(self, status, body=*, extra=*)
+    @cython.locals(headers=list)
+    cpdef respond_grpc(self, int status, bytes body, extra)
+    cpdef grpc_head(self)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter,
                    vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,

@@ -22,6 +22,17 @@ connection's SNI 421. Error bodies are generic: what failed in detail (the backe
 address, the system error) goes to the log and the access log's response_code_details,
 never to the client.
 
+gRPC calls (HTTP/2, ``content-type: application/grpc`` or ``application/grpc+...``) are
+told kgw's errors the way gRPC clients read them, as Envoy maps them: HTTP 200 with
+``grpc-status`` and ``grpc-message`` in a trailers-only response (no route 12
+UNIMPLEMENTED, no healthy backend or a failed connect 14 UNAVAILABLE, a timeout 4
+DEADLINE_EXCEEDED; ``_GRPC_STATUS``). A call's ``grpc-timeout`` is its request timeout
+(the shorter of it and the route's). Its deadline is what bounds a call: the worker's
+default response timeout and the client stream's idle timeout (``sweep``) do not apply
+to it, so a long-lived stream -- a watch that is silent for minutes, a bidi call whose
+client sends nothing -- lasts until its deadline, the route's timeouts, or either end
+ends it.
+
 Load balancing: the backend is chosen once per request (``CompiledRule.pick_backend``),
 the endpoint once per try; a retry prefers an endpoint the request has not tried yet.
 """
@@ -177,6 +188,28 @@ _REQUEST_SPECIAL = HOP_BY_HOP | {b"expect", b"content-length", b"x-forwarded-for
 _REBUILD_HEAD = _REQUEST_SPECIAL - {b"content-length"}
 
 
+#: kgw's error statuses as gRPC status codes for gRPC calls (Envoy's
+#: Grpc::Utility::httpToGrpcStatus, with a timeout DEADLINE_EXCEEDED); others UNKNOWN (2).
+_GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 4}
+#: grpc-timeout units in seconds (gRPC over HTTP/2: TimeoutValue TimeoutUnit).
+_GRPC_UNITS = {72: 3600.0, 77: 60.0, 83: 1.0, 109: 1e-3, 117: 1e-6, 110: 1e-9}  # H M S m u n
+
+
+def grpc_timeout(value: bytes) -> float | None:
+    """Seconds of a ``grpc-timeout`` value (at most 8 digits and a unit), None if it is
+    not one (ignored, as Envoy ignores it)."""
+    if not 2 <= len(value) <= 9 or not value[:-1].isdigit():
+        return None
+    unit = _GRPC_UNITS.get(value[-1])
+    return int(value[:-1]) * unit if unit is not None else None
+
+
+def grpc_message(text: bytes) -> bytes:
+    """``grpc-message``: percent-encoded outside printable ASCII (and '%' itself)."""
+    return b"".join(bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c
+                    for c in text)
+
+
 class _NoTimeout:
     """``async with`` that does nothing: cheaper than asyncio.timeout(None) on the hot
     path (no Timeout object, no loop bookkeeping)."""
@@ -264,7 +297,7 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since", "tunneled")
+                 "watch_since", "tunneled", "grpc", "grpc_deadline")
 
     def __init__(self, ctx: WorkerContext, down: DownstreamStream, head: RequestHead) -> None:
         # (The fields are read back below rather than the arguments: compiled, the
@@ -314,6 +347,9 @@ class Exchange(UpstreamOwner):
         self.watch_since = 0.0
         #: A 101 made the connection a tunnel: logged when it closes (``tunnel_closed``).
         self.tunneled = False
+        #: A gRPC call (``grpc_head``), and its grpc-timeout as a deadline (0: none).
+        self.grpc = False
+        self.grpc_deadline = 0.0
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -402,7 +438,9 @@ class Exchange(UpstreamOwner):
         The default response timeout (rules without timeouts of their own): the backend
         must make progress (a read) at least every ``response_timeout`` once the request
         is complete, except while the client is the one not keeping up (reading from the
-        backend paused)."""
+        backend paused). A gRPC call has neither: its deadline bounds it."""
+        if self.grpc:
+            return False
         if self.req != RECEIVED and client_idle > idle_timeout:
             self.on_client_lost()
             return True
@@ -436,13 +474,16 @@ class Exchange(UpstreamOwner):
             self.wall_start = time.time()
         endpoint = None
         try:
+            if self.head.version == b"2":
+                self.grpc_head()
             backend = self.route()
             if backend is None:
                 self.finish()
                 return
             rule = self.rule
             self._response_to(FORWARD)
-            if rule.no_deadline and not self.head.upgrade:  # type: ignore[union-attr]
+            if rule.no_deadline and not self.head.upgrade \
+                    and not self.grpc_deadline:
                 endpoint = backend.pick()
                 if endpoint is None:
                     self.respond(503, b"no healthy upstream\n")
@@ -463,6 +504,20 @@ class Exchange(UpstreamOwner):
         # The endpoint picked above (if any) is the first try's: picking again would
         # skew the round robin for every request that misses the pool.
         self.task = ctx.loop.create_task(self.run(endpoint))
+
+    def grpc_head(self) -> None:
+        """Is the request a gRPC call (``grpc``), with a deadline (``grpc_deadline``)?
+        Asked of HTTP/2 requests only: gRPC is HTTP/2."""
+        timeout = None
+        for n, v in self.head.headers:
+            if n == b"content-type":
+                v = v.lower()
+                self.grpc = v == b"application/grpc" or v.startswith(b"application/grpc+") \
+                    or v.startswith(b"application/grpc;")
+            elif n == b"grpc-timeout":
+                timeout = grpc_timeout(v)
+        if self.grpc and timeout is not None:
+            self.grpc_deadline = self.start_time + timeout
 
     async def run(self, endpoint: tuple[str, int] | None = None) -> None:
         try:
@@ -550,8 +605,11 @@ class Exchange(UpstreamOwner):
     # -- local responses ----------------------------------------------------------------
     def respond(self, status: int, body: bytes = b"",
                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        """A whole response of kgw's own."""
+        """A whole response of kgw's own (for a gRPC call, an error is a gRPC status)."""
         self._response_to(RESPOND)
+        if self.grpc and status >= 400 and status != 421:
+            self.respond_grpc(status, body, extra)
+            return
         self.status = status
         if self.req < RECEIVED and self.received + self.buf_size > BODY_HIGH_WATER:
             self.close_after = True  # don't read a large unwanted body
@@ -565,6 +623,25 @@ class Exchange(UpstreamOwner):
             self.sent += len(body)
         self.down.send_response(status, headers, "length" if body else "none", data, True,
                                 _EMPTY, self.close_after)
+
+    def respond_grpc(self, status: int, body: bytes,
+                     extra: list[tuple[bytes, bytes]] | None) -> None:
+        """kgw's error ``status`` as a gRPC call's: 200 and its grpc-status in a
+        trailers-only response (one HEADERS frame that ends the stream). The access log
+        has 200, and what kgw would have answered in its details."""
+        code = _GRPC_STATUS.get(status, 2)
+        if code == 4 and body == _CONNECT_TIMEOUT:
+            code = 14  # the backend could not be reached in time: UNAVAILABLE
+        text = body.strip() or b"HTTP %d" % status
+        self.status = 200
+        self.detail = "grpc-status %d (%d %s)%s" % (
+            code, status, text.decode("ascii", "replace"),
+            ": " + self.detail if self.detail else "")
+        headers = list(extra) if extra else []
+        headers.append((b"content-type", b"application/grpc"))
+        headers.append((b"grpc-status", b"%d" % code))
+        headers.append((b"grpc-message", grpc_message(text)))
+        self.down.send_response(200, headers, "none", [], True, _EMPTY, self.close_after)
 
     # -- the request --------------------------------------------------------------------
     def route(self) -> CompiledBackend | None:
@@ -658,6 +735,10 @@ class Exchange(UpstreamOwner):
                     out.append(h)
                 elif n == b"connection":
                     listed = True
+                elif n == b"te" and h[1].strip().lower() == b"trailers":
+                    # The one TE value that goes on: gRPC servers refuse calls without it
+                    # (and it says the client takes trailers, end to end).
+                    out.append((b"te", b"trailers"))
                 continue  # hop-by-hop, framing (rebuilt below), x-forwarded-proto
             out.append(h)
         if listed:  # headers named in Connection are hop-by-hop too
@@ -766,13 +847,17 @@ class Exchange(UpstreamOwner):
         deadline = None
         if rule.request_timeout:
             deadline = self.start_time + rule.request_timeout
+        if self.grpc_deadline and (deadline is None or self.grpc_deadline < deadline):
+            deadline = self.grpc_deadline
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 await self.tries(rule, self.backend, endpoint)  # type: ignore[arg-type]
         except TimeoutError:
             self.flags = self.flags or "UT"
             if self.resp < SENDING:
-                self.detail = "request timeout (%gs)" % rule.request_timeout
+                self.detail = "grpc-timeout (%gs)" % (deadline - self.start_time) \
+                    if deadline == self.grpc_deadline else \
+                    "request timeout (%gs)" % rule.request_timeout
                 self.respond(504, _TIMEOUT)
             else:
                 self.close_after = True
@@ -976,7 +1061,10 @@ class Exchange(UpstreamOwner):
             # Mid-response: the client cannot get a complete one any more.
             self.flags = "UT"
             self.detail = detail
-            up.abort()  # -> on_upstream_lost: the client is cut off
+            up.abort()
+            # The client is cut off (an HTTP/1.1 connection's abort reports the loss
+            # too, later, and finds the exchange over; an HTTP/2 stream's reports none).
+            self.on_upstream_lost(up)
             return
         if self.task is None:
             self.detach()

@@ -24,8 +24,11 @@ from conformance.status_checks import (CheckFailed, Fatal, HarnessGap, StatusChe
                                        fill_placeholders, find_condition, listeners_match,
                                        parents_match, route_has_condition, stale_conditions)
 
-# -- manifests ----------------------------------------------------------------------
+#: What kgw claimed before it served GRPCRoute: the claim and skip rules are tested with it.
+WITHOUT_GRPC = SUPPORTED_FEATURES - {"GRPCRoute", "HTTPRouteBackendProtocolH2C"}
 
+
+# -- manifests ----------------------------------------------------------------------
 
 def test_placeholders_become_kgw_class_and_controller(tmp_path: Path) -> None:
     f = tmp_path / "m.yaml"
@@ -153,7 +156,7 @@ def test_plan_skips_unclaimed_features_unsupported_profiles_and_unselected(tmp_p
         {"name": "D", "features": ["Gateway"], "profiles": {"GATEWAY-HTTP": "core"},
          "provisional": True},
     ])
-    p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
+    p = plan(suite, Options(suite=tmp_path, supported=WITHOUT_GRPC))  # type: ignore[arg-type]
     assert [t.name for t in p.run] == ["A", "D"]  # provisional tests run by default, as upstream
     assert "Nope" in p.skipped["B"] and "not supported" in p.skipped["C"]
     p = plan(suite, Options(suite=tmp_path, run=["A"], skip_provisional=True))  # type: ignore[arg-type]
@@ -1391,7 +1394,7 @@ def test_grpc_profile_is_skipped_until_claimed_and_claim_adds_features(tmp_path:
          "features": ["Gateway", "HTTPRoute", "GatewayInfrastructurePropagation"],
          "profiles": {"GATEWAY-HTTP": "extended"}},
     ])
-    p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
+    p = plan(suite, Options(suite=tmp_path, supported=WITHOUT_GRPC))  # type: ignore[arg-type]
     assert not p.run and "GATEWAY-GRPC not supported" in p.skipped["GRPCExactMethodMatching"]
     assert "GatewayInfrastructurePropagation" in p.skipped["GatewayInfrastructurePropagation"]
     more = claimed(claim="GRPCRoute,GatewayInfrastructurePropagation")
@@ -1410,9 +1413,9 @@ def test_grpc_echo_pods_run_only_when_grpcroute_is_claimed() -> None:
     dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
         {"image": "echo-basic", "env": [{"name": "GRPC_ECHO_SERVER", "value": "1"}]}]}}}}
     assert Runner._wants_deployment(SimpleNamespace(opts=SimpleNamespace(  # type: ignore[arg-type]
-        supported=claimed(claim="GRPCRoute"))), dep) is True
+        supported=SUPPORTED_FEATURES)), dep) is True
     assert Runner._wants_deployment(SimpleNamespace(opts=SimpleNamespace(  # type: ignore[arg-type]
-        supported=SUPPORTED_FEATURES)), dep) is False
+        supported=WITHOUT_GRPC)), dep) is False
 
 
 @pytest.fixture(scope="module")

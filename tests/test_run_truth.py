@@ -1,12 +1,14 @@
-"""`kgw run` with every default tells the truth about what it does not serve (issue: a
-GRPCRoute was Accepted while every call failed; an h2c backend was spoken to in HTTP/1.1
-and answered 502 "malformed response" -- it is now spoken to in HTTP/2 --;
-sessionPersistence was silently ignored)."""
+"""`kgw run` with every default tells the truth about what it does and does not serve
+(issue: a GRPCRoute was Accepted while every call failed -- it is now served, over HTTP/2,
+tests/test_run_grpc.py --; an h2c backend was spoken to in HTTP/1.1 and answered 502
+"malformed response" -- it is now spoken to in HTTP/2 --; sessionPersistence was
+silently ignored)."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import urllib.error
@@ -96,13 +98,15 @@ def test_status_says_what_is_not_served(host: Host, tmp_path: Path) -> None:
 
     st = eventually(lambda: find(status(), "GRPCRoute", "grpc", "demo") and status())
     gw = find(st, "Gateway", "demo", "demo")
-    assert [k["kind"] for k in gw["status"]["listeners"][0]["supportedKinds"]] == ["HTTPRoute"]
+    kinds = [k["kind"] for k in gw["status"]["listeners"][0]["supportedKinds"]]
+    assert kinds == ["HTTPRoute", "GRPCRoute"]
 
     def parent(kind: str, name: str, type_: str) -> dict:
         item = find(st, kind, name, "demo")
         return condition(item["status"]["parents"][0]["conditions"], type_)
 
-    assert parent("GRPCRoute", "grpc", "Accepted")["reason"] == "NotAllowedByListeners"
+    grpc = parent("GRPCRoute", "grpc", "Accepted")
+    assert (grpc["status"], grpc["reason"]) == ("True", "Accepted")
     h2 = parent("HTTPRoute", "h2", "ResolvedRefs")
     assert (h2["status"], h2["reason"]) == ("True", "ResolvedRefs")
     sticky = parent("HTTPRoute", "sticky", "Accepted")
@@ -116,7 +120,8 @@ def test_status_says_what_is_not_served(host: Host, tmp_path: Path) -> None:
     out = io.StringIO()
     assert main(["validate", "-c", str(conf), "-o", "table"],
                 Environment(stdout=out)) == ExitStatus.INVALID
-    assert "kgw does not serve GRPCRoute yet (no HTTP/2)" in out.getvalue()
+    assert re.search(r"GRPCRoute +demo +grpc +1 +parent demo/demo +Accepted=True "
+                     r"ResolvedRefs=True", out.getvalue())
     out = io.StringIO()
     assert host.call(main, ["status", "-o", "table"], Environment(stdout=out)) == ExitStatus.SUCCESS
     text = out.getvalue()

@@ -119,9 +119,11 @@ def start_nginx(port: int, echo: int, tmp: Path) -> l7.External:
 
 
 def run_h2load(port: int, duration: int, pid: int, proxy: str, rnd: int,
-               tmp: Path) -> Result:
-    url = f"https://127.0.0.1:{port}/hdr"
-    base = ["h2load", "-c16", "-m10", "-t1", "-H", "X-Bench: yes", url]
+               tmp: Path, base: list[str] | None = None) -> Result:
+    """``base``: the h2load command without -D and --log-file (default: /hdr over TLS)."""
+    if base is None:
+        base = ["h2load", "-c16", "-m10", "-t1", "-H", "X-Bench: yes",
+                f"https://127.0.0.1:{port}/hdr"]
     if l7.PROXY_CPUS:
         os.sched_setaffinity(pid, l7.PROXY_CPUS)
     subprocess.run(base + ["-D", "1"], capture_output=True, timeout=60, check=True,

@@ -15,6 +15,7 @@ from controller.translate import backend as be
 from controller.translate import conditions as c
 from controller.translate.filters import resolve_filters
 from controller.translate.ir import Cond
+from controller.translate.precedence import grpc_match_key
 from controller.translate.reader import Reader
 from controller.translate.util import as_dict, as_int, as_list, as_str, parse_duration, spec
 from kgw_l7 import config as l7
@@ -33,6 +34,9 @@ UNSUPPORTED_RULE_FIELDS = {
 class RulesResult:
     #: (rule index, rule with gateway "", matches)
     rules: list[tuple[int, l7.Rule, tuple[l7.RouteMatch, ...]]] = field(default_factory=list)
+    #: (rule index, match index) -> the match's precedence rank, for GRPCRoute matches
+    #: (precedence.grpc_match_key); HTTPRoute matches are ranked by what they compile to.
+    ranks: dict[tuple[int, int], tuple[int, int, int, int, int]] = field(default_factory=dict)
     problems: list[Cond] = field(default_factory=list)
     services: set[ObjectKey] = field(default_factory=set)
 
@@ -159,6 +163,10 @@ def resolve_rules(reader: Reader, route: Obj, key: ObjectKey) -> RulesResult:
                 p, message=f"spec.rules[{ri}].matches[{mi}].{p.message}")
                                 for p in found)
             if rm is not None:
+                if grpc:
+                    meth = as_dict(m.get("method"))
+                    res.ranks[(ri, len(matches))] = grpc_match_key(
+                        as_str(meth.get("service")), as_str(meth.get("method")), len(rm.headers))
                 matches.append(rm)
         for fld, why in UNSUPPORTED_RULE_FIELDS.items():
             if raw.get(fld) is not None:

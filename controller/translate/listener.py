@@ -18,8 +18,8 @@ from kgw_l7 import config as l7
 
 #: Route kinds each protocol accepts, in the order supportedKinds lists them.
 PROTOCOL_KINDS: dict[str, tuple[str, ...]] = {
-    "HTTP": ("HTTPRoute",),
-    "HTTPS": ("HTTPRoute",),
+    "HTTP": ("HTTPRoute", "GRPCRoute"),
+    "HTTPS": ("HTTPRoute", "GRPCRoute"),
     "TLS": ("TLSRoute",),
     "TCP": ("TCPRoute",),
     "UDP": ("UDPRoute",),
@@ -27,9 +27,7 @@ PROTOCOL_KINDS: dict[str, tuple[str, ...]] = {
 #: Route kinds of the API kgw reads but does not serve yet, and why: no listener lists
 #: them in supportedKinds, a listener asking for one has ResolvedRefs=False
 #: InvalidRouteKinds, and such a route is never Accepted.
-NOT_SERVED: dict[str, str] = {
-    "GRPCRoute": "kgw does not serve GRPCRoute yet (no HTTP/2)",
-}
+NOT_SERVED: dict[str, str] = {}
 
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"

@@ -261,8 +261,8 @@ def resolve_route(reader: Reader, route: Obj,
                     if client is not None:
                         rule = with_client_certificate(rule, client)
                     for mi, m in enumerate(matches):
-                        entries.append((sort_key(m, created, key.namespace, key.name, ri, mi),
-                                        l7.Route(m, rule)))
+                        entries.append((sort_key(m, created, key.namespace, key.name, ri, mi,
+                                                 rr.ranks.get((ri, mi))), l7.Route(m, rule)))
                 per_gw[p.gateway] = entries
             routes = tuple(per_gw[p.gateway])
             for addr in gateways[p.gateway].binds:

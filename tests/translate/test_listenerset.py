@@ -266,8 +266,8 @@ def test_supported_kinds_and_invalid_route_kinds() -> None:
     st = ls_status(t, "ls")
     assert cond(listener(st, "t")["conditions"], "ResolvedRefs") == ("False", "InvalidRouteKinds")
     assert listener(st, "t")["supportedKinds"] == []
-    # no GRPCRoute: no HTTP/2
-    assert listener(st, "h")["supportedKinds"] == [{"group": GW, "kind": "HTTPRoute"}]
+    assert listener(st, "h")["supportedKinds"] == [{"group": GW, "kind": "HTTPRoute"},
+                                                   {"group": GW, "kind": "GRPCRoute"}]
 
 
 # -- routes ----------------------------------------------------------------------------------------

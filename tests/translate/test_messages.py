@@ -81,7 +81,7 @@ def test_route_refused_by_a_conflicted_listener_names_it_and_the_conflict() -> N
     msg = _accepted(translate(store_of(objs)))["message"]
     assert "listener http is not accepted (ProtocolConflict: port 80 is also used by " \
            "listener(s) of another protocol: raw (TCP))" in msg
-    assert "listener other does not take HTTPRoute (it takes no route kind)" in msg
+    assert "listener other does not take HTTPRoute (it takes GRPCRoute)" in msg
     assert "namespace" not in msg
     # a namespace refusal names the namespace rule
     objs = [CLASS, gateway("gw", [HTTP]), service("svc", "shop"),

@@ -69,6 +69,26 @@ def test_routes_in_a_virtual_host_are_sorted_across_routes():
     ]
 
 
+def test_grpcroute_matches_rank_by_service_then_method_then_headers():
+    """GRPCRouteRule: characters in the service, then in the method, then header matches,
+    whatever path each compiles to (a service alone is a prefix, a method alone a regex)."""
+    gw = gateway("gw", [{"name": "http", "port": 80, "protocol": "HTTP"}])
+
+    def m(service=None, method=None, headers=0):
+        meth = {k: v for k, v in (("service", service), ("method", method)) if v}
+        return {"method": meth,
+                **({"headers": [{"name": f"h{i}", "value": "1"} for i in range(headers)]}
+                   if headers else {})}
+
+    rules = [{"matches": [m(method="Get")]}, {"matches": [m(service="a.B")]},
+             {"matches": [m(service="a.B", method="Get")]},
+             {"matches": [m(service="a.B", headers=1)]},
+             {"matches": [m(service="a.BB")]}, {"matches": [{}]}]
+    objs = [CLASS, gw, http_route("g", [{"name": "gw"}], rules, kind="GRPCRoute")]
+    vh = translate(store_of(objs)).l7.listeners[0].virtual_hosts[0]
+    assert [r.rule.name.rsplit("/", 1)[1] for r in vh.routes] == ["4", "2", "3", "1", "0", "5"]
+
+
 def test_more_specific_hostname_first_then_less_specific_routes_still_apply():
     gw = gateway("gw", [{"name": "http", "port": 80, "protocol": "HTTP"}])
     p = [{"name": "gw"}]

@@ -35,30 +35,48 @@ def _backends(t):
             for vh in lst["virtual_hosts"] for r in vh["routes"]]
 
 
-# -- GRPCRoute: no HTTP/2 -------------------------------------------------------------------
+# -- GRPCRoute: served over HTTP/2 (was reported not served before kgw spoke HTTP/2) ----------
 
-def test_http_listeners_do_not_claim_grpcroute() -> None:
-    t = translate(store_of([CLASS, gateway("gw", [HTTP]), service("svc")]))
-    assert _listener(t)["supportedKinds"] == [{"group": GW, "kind": "HTTPRoute"}]
+BOTH = [{"group": GW, "kind": "HTTPRoute"}, {"group": GW, "kind": "GRPCRoute"}]
 
 
-def test_grpcroute_is_not_accepted() -> None:
+def test_http_listeners_claim_grpcroute() -> None:
+    https = {"name": "https", "port": 443, "protocol": "HTTPS",
+             "tls": {"certificateRefs": [{"name": "cert"}]}}
+    t = translate(store_of([CLASS, gateway("gw", [HTTP, https]), service("svc")]))
+    assert _listener(t)["supportedKinds"] == BOTH
+    assert _listener(t, "https")["supportedKinds"] == BOTH
+
+
+def test_grpcroute_is_accepted_with_h2c_backends() -> None:
     grpc = http_route("r", P, kind="GRPCRoute")
-    t = translate(store_of([CLASS, gateway("gw", [HTTP]), service("svc"), grpc]))
+    t = translate(store_of([CLASS, gateway("gw", [HTTP]), service("svc"),
+                            slice_("svc", ["10.0.0.1"]), grpc]))
     cond = _parent(t, kind="GRPCRoute")
-    assert (cond["status"], cond["reason"]) == ("False", "NotAllowedByListeners")
-    assert "kgw does not serve GRPCRoute yet (no HTTP/2)" in cond["message"]
-    assert _backends(t) == [] and _listener(t)["attachedRoutes"] == 0
+    assert (cond["status"], cond["reason"]) == ("True", "Accepted"), cond
+    (backends,) = _backends(t)
+    assert backends[0]["protocol"] == "h2c" and backends[0]["endpoints"]
+    assert _listener(t)["attachedRoutes"] == 1
 
 
-def test_a_listener_asking_for_grpcroute_has_invalid_route_kinds() -> None:
-    lis = {**HTTP, "allowedRoutes": {"kinds": [{"kind": "HTTPRoute"}, {"kind": "GRPCRoute"}]}}
-    t = translate(store_of([CLASS, gateway("gw", [lis])]))
+def test_a_listener_asking_for_grpcroute_gets_it() -> None:
+    lis = {**HTTP, "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}
+    t = translate(store_of([CLASS, gateway("gw", [lis]), http_route("h", P),
+                            http_route("r", P, kind="GRPCRoute")]))
     status = _listener(t)
-    assert status["supportedKinds"] == [{"group": GW, "kind": "HTTPRoute"}]
-    cond = _cond(status["conditions"], "ResolvedRefs")
+    assert status["supportedKinds"] == [{"group": GW, "kind": "GRPCRoute"}]
+    assert _cond(status["conditions"], "ResolvedRefs")["status"] == "True"
+    assert _parent(t, kind="GRPCRoute")["status"] == "True"
+    assert _parent(t, "h")["reason"] == "NotAllowedByListeners"
+
+
+def test_a_tls_listener_does_not_take_grpcroute() -> None:
+    lis = {"name": "tls", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough"},
+           "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}
+    t = translate(store_of([CLASS, gateway("gw", [lis])]))
+    cond = _cond(_listener(t, "tls")["conditions"], "ResolvedRefs")
     assert (cond["status"], cond["reason"]) == ("False", "InvalidRouteKinds")
-    assert "GRPCRoute" in cond["message"] and "HTTP/2" in cond["message"]
+    assert "GRPCRoute" in cond["message"]
 
 
 # -- backend protocols (Service appProtocol) ------------------------------------------------
