@@ -155,7 +155,7 @@ def resolve_rules(reader: Reader, route: Obj, key: ObjectKey) -> RulesResult:
         rname = as_str(raw.get("name"))
         name = f"{key.namespace}/{key.name}/{rname or ri}"
         raw_matches = as_list(raw.get("matches")) or [{}]
-        matches = []
+        matches: list[l7.RouteMatch] = []
         for mi, m in enumerate(map(as_dict, raw_matches)):
             found: list[Cond] = []
             rm = (grpc_match if grpc else http_match)(m, found)
