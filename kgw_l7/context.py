@@ -20,7 +20,8 @@ import logging
 import os
 import resource
 import time
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 from kgw_l7.channel import WorkerOptions
 from kgw_l7.router import ListenerRouter, RouterCache

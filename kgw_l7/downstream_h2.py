@@ -61,11 +61,6 @@ from kgw_l7.events import RequestHead, request_head
 from kgw_l7.exchange import BODY_HIGH_WATER, Exchange
 from kgw_l7.streams import DownstreamStream, UpstreamStream
 
-try:
-    import cython
-except ImportError:
-    from kgw_l7 import _cython as cython
-
 log = logging.getLogger("kgw.l7.h2")
 
 #: Concurrent request streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
@@ -820,7 +815,7 @@ class H2Conn:
         self.ctx.limiter.warning(("h2", reason), "listener %s: HTTP/2 connection from %s "
                                  "closed: %s", self.listener.name, self.peer.decode(), msg)
         self.in_read = False
-        if not self.h2.state_machine.state == h2.connection.ConnectionState.CLOSED:
+        if self.h2.state_machine.state != h2.connection.ConnectionState.CLOSED:
             try:
                 self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
             except h2.exceptions.ProtocolError:

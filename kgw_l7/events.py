@@ -8,7 +8,8 @@ them on HTTP/1), values are bytes exactly as received.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
+from collections.abc import Iterable
 
 Headers = list[tuple[bytes, bytes]]
 

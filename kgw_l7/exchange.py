@@ -975,9 +975,7 @@ class Exchange(UpstreamOwner):
             return
         if self.task is None and self.resp == AWAITING:
             # The fast path: the head is committed as it arrives.
-            i = 0
-            for ev in events:
-                i += 1
+            for i, ev in enumerate(events, 1):
                 t = type(ev)
                 if t is ResponseHead:
                     self.early = events[i:]

@@ -25,7 +25,7 @@ HTTP/1.1 bytes it cannot parse.
 from __future__ import annotations
 
 import http
-from typing import Iterable
+from collections.abc import Iterable
 
 import httptools
 
@@ -517,9 +517,7 @@ class ResponseReader:
                     if name == b"transfer-encoding":
                         body = "chunked"
         self._cut = cut
-        if status in (204, 304, 101) or self._head_request:
-            body = "none"
-        elif body == "length" and length == 0:
+        if status in (204, 304, 101) or self._head_request or (body == "length" and length == 0):
             body = "none"
         self._length = length if body == "length" else 0
         self._plain = not hop and body != "close" and body != "chunked" and status != 101 \

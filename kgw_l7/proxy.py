@@ -6,8 +6,9 @@ order, and enforces the connection-level limits (header-read and idle timeouts, 
 pipeline depth, the worker's connection and file-descriptor limits). It is the
 ``DownstreamStream`` (``kgw_l7.streams``) of the exchange it is answering: it frames that
 exchange's response for HTTP/1.1 (chunked when the length is unknown, ``Connection``
-for HTTP/1.0 and when closing) and becomes a byte pipe after a 101. Malformed requests get 400 (431 for oversized headers, 501 for
-unknown transfer codings, an HTTP/2 GOAWAY for the HTTP/2 preface) and the connection
+for HTTP/1.0 and when closing) and becomes a byte pipe after a 101. Malformed requests get
+400 (431 for oversized headers, 501 for unknown transfer codings, an HTTP/2 GOAWAY for the
+HTTP/2 preface) and the connection
 is closed; like every request, each refusal is counted with its listener and written to
 the access log.
 

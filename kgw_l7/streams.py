@@ -14,8 +14,9 @@ An HTTP/2 implementation adds one stream object per HTTP/2 stream on each side a
 nothing in the exchange (docs/l7.md says how). Events flow into the exchange through its
 methods (``on_request_body``, ``on_request_end`` -- not for a request whose head says it
 has no body --, ``on_client_lost``, ``on_downstream_pause`` and ``sweep`` from the client
-side; ``UpstreamOwner``'s from the backend side), and out through the methods below. Nothing here blocks: a stream that cannot take more
-says so (``write_paused``, ``on_upstream_pause``) and the other side stops reading.
+side; ``UpstreamOwner``'s from the backend side), and out through the methods below.
+Nothing here blocks: a stream that cannot take more says so (``write_paused``,
+``on_upstream_pause``) and the other side stops reading.
 
 Compiled (``streams.pxd``), the interfaces are extension types whose methods are
 ``cpdef``: the implementations subclass them, and the exchange's calls through fields

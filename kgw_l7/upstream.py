@@ -27,7 +27,8 @@ import asyncio
 import errno
 import logging
 import ssl
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from kgw_l7.config import UpstreamTLS
 from kgw_l7.h1 import ResponseReader, encode_chunk, encode_last_chunk, encode_request_head
@@ -52,7 +53,7 @@ class UpstreamConn(UpstreamStream):
     __slots__ = ("transport", "reader", "key", "closed", "idle_since", "tunnel",
                  "write_paused", "pool", "counted", "chunked")
 
-    def __init__(self, key: tuple[Any, ...], pool: "Pool | None" = None) -> None:
+    def __init__(self, key: tuple[Any, ...], pool: Pool | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
         self.owner: UpstreamOwner | None = None
@@ -224,7 +225,7 @@ class _AlpnChoice:
     done: then the backend's ALPN choice makes it an ``H2Conn`` (h2) or an
     ``UpstreamConn`` (anything else), which takes the transport over."""
 
-    def __init__(self, key: tuple[Any, ...], pool: "Pool") -> None:
+    def __init__(self, key: tuple[Any, ...], pool: Pool) -> None:
         self.key = key
         self.pool = pool
         self.chosen: Any = None
@@ -379,17 +380,18 @@ class Pool:
         if self.room is not None and not self.room():
             raise UpstreamError(f"no file descriptor to spare for a connection to "
                                 f"{address}:{port}", 503, "descriptors")
+        conn_class: Callable[[tuple[Any, ...], Pool], Any]
         if not h2:
-            factory: Callable[[], Any] = lambda: UpstreamConn(key, self)
+            conn_class = UpstreamConn
         elif tls is None:
-            factory = lambda: H2Conn(key, self)
+            conn_class = H2Conn
         else:
-            factory = lambda: _AlpnChoice(key, self)
+            conn_class = _AlpnChoice
         self.count(key, 1)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, conn = await loop.create_connection(
-                    factory, address, port, ssl=ctx,
+                    lambda: conn_class(key, self), address, port, ssl=ctx,
                     server_hostname=tls.hostname if tls is not None else None)
         except BaseException as exc:
             self.count(key, -1)

@@ -114,8 +114,9 @@ class Worker:
         if record.protocol == "HTTPS":
             # Before the socket exists: an unusable client CA bundle raises ssl.SSLError
             # (an OSError), and the listener is reported, not served without validation.
-            ssl_ctx = dispatch_context(lambda: st.certs, record.client_validation,
-                                       on_failed=lambda why, detail: ctx.tls_failed(st, why, detail))
+            ssl_ctx = dispatch_context(
+                lambda: st.certs, record.client_validation,
+                on_failed=lambda why, detail: ctx.tls_failed(st, why, detail))
         family = socket.AF_INET6 if ":" in record.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:

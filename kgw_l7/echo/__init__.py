@@ -470,7 +470,8 @@ def echo_document(server: EchoServer, method: bytes, target: bytes, authority: b
 TCP_WELCOME = b"Gateway API Test TCP Server\n"
 #: bufio.Scanner's default limit: a longer line ends the connection, as in tcpserver.
 TCP_MAX_LINE = 64 * 1024
-_GO_TLS_VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
+_GO_TLS_VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2",
+                    "TLSv1.3": "TLS 1.3"}
 
 
 class TcpEchoServer:
