@@ -298,6 +298,8 @@ class Exchange(UpstreamOwner):
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
                  "watch_since", "tunneled", "grpc", "grpc_deadline")
+    req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
+    resp: int  # a ResponsePhase
 
     def __init__(self, ctx: WorkerContext, down: DownstreamStream, head: RequestHead) -> None:
         # (The fields are read back below rather than the arguments: compiled, the
@@ -480,7 +482,7 @@ class Exchange(UpstreamOwner):
             if backend is None:
                 self.finish()
                 return
-            rule = self.rule
+            rule: CompiledRule = self.rule  # type: ignore[assignment]  # route() set it
             self._response_to(FORWARD)
             if rule.no_deadline and not self.head.upgrade \
                     and not self.grpc_deadline:
@@ -857,7 +859,7 @@ class Exchange(UpstreamOwner):
             if self.resp < SENDING:
                 self.detail = "grpc-timeout (%gs)" % (deadline - self.start_time) \
                     if deadline == self.grpc_deadline else \
-                    "request timeout (%gs)" % rule.request_timeout
+                    "request timeout (%gs)" % rule.request_timeout  # type: ignore[str-format]
                 self.respond(504, _TIMEOUT)
             else:
                 self.close_after = True
@@ -941,7 +943,9 @@ class Exchange(UpstreamOwner):
         except TimeoutError:
             if self.resp >= SENDING:
                 raise
-            raise _Retry(504, "backend timeout (%gs)" % per_try, _TIMEOUT) from None
+            # (only per_try's deadline raises it here)
+            raise _Retry(504, "backend timeout (%gs)" % per_try,  # type: ignore[str-format]
+                         _TIMEOUT) from None
 
     def detach(self) -> UpstreamStream | None:
         """Let go of the current upstream stream (returned, for the caller to release or

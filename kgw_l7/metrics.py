@@ -74,7 +74,7 @@ def merge(snapshots: Iterable[dict[str, Any]],
 def render(snapshots: Iterable[dict[str, Any]],
            retired: dict[str, Any] | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(merge(snapshots, retired)))  # type: ignore[arg-type]
+    registry.register(_Collector(merge(snapshots, retired)))
     return generate_latest(registry)
 
 

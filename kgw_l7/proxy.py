@@ -154,8 +154,8 @@ class DownstreamConn(DownstreamStream):
                 elif n > MAX_PIPELINED:
                     self.pause(_PAUSE_PIPELINE)
             elif t is EndOfMessage:
-                ex = self.parsing
-                if ex is not None:
+                if self.parsing is not None:
+                    ex = self.parsing
                     self.parsing = None
                     ex.on_request_end(ev.trailers)  # type: ignore[union-attr]
             else:
@@ -188,6 +188,7 @@ class DownstreamConn(DownstreamStream):
             return True
         self.h2_sniff = False
         if data.startswith(PREFACE):
+            assert self.transport is not None  # (data arrives only while connected)
             H2Conn(self.ctx, self.listener).take_over(self, self.transport, data)
             return True
         if held:
@@ -200,8 +201,9 @@ class DownstreamConn(DownstreamStream):
         the connection is HTTP/2, the request its stream 1. Behind pipelined requests
         (no client does that: it waits for the 101) it is served as HTTP/1.1, last."""
         head = self.reader.h2c_head
+        assert head is not None  # (h2c_upgrade is set with it)
         if self.queue or self.closing:
-            ex = Exchange(self.ctx, self, head)  # type: ignore[arg-type]
+            ex = Exchange(self.ctx, self, head)
             ex.close_after = True
             self.queue.append(ex)
             if len(self.queue) == 1:
@@ -210,6 +212,7 @@ class DownstreamConn(DownstreamStream):
             return
         self.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                    b"Upgrade: h2c\r\n\r\n")
+        assert self.transport is not None  # (data arrives only while connected)
         H2Conn(self.ctx, self.listener).take_over(
             self, self.transport, data, upgraded_head(head), self.reader.h2c_settings)
 

@@ -372,7 +372,7 @@ def _head_suffix(rule: CompiledFilters, backend: CompiledBackend) -> bytes | Non
     if rule.rewrite_host is not None or rule.rewrite_path is not None or (
             bf is not None and (bf.rewrite_host is not None or bf.rewrite_path is not None)):
         return None
-    lines = []
+    lines: list[bytes] = []
     for ops in (rule.req_ops, backend.req_ops):
         if ops is not None:
             if ops.drop:
@@ -465,16 +465,16 @@ class CompiledRoute:
                 return False
         if self.query:
             params: dict[str, str] = {}
-            for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-                params.setdefault(k, v)  # the first occurrence counts
-            for name, want, is_re in self.query:
-                got = params.get(name)
-                if got is None:
+            for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                params.setdefault(key, value)  # the first occurrence counts
+            for key, want_value, is_re in self.query:
+                got_value = params.get(key)
+                if got_value is None:
                     return False
                 if is_re:
-                    if want.search(got) is None:  # type: ignore[union-attr]
+                    if want_value.search(got_value) is None:  # type: ignore[union-attr]
                         return False
-                elif got != want:
+                elif got_value != want_value:
                     return False
         return True
 

@@ -25,12 +25,15 @@ typed with the interface are C calls through the type's vtable.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import cython
 except ImportError:
     from kgw_l7 import _cython as cython
+
+if TYPE_CHECKING:
+    import ssl
 
 if not cython.compiled:  # (compiled, these are C constants: streams.pxd)
     #: Reasons the exchange pauses reading the request from its client (bits: reading
@@ -62,6 +65,11 @@ class OutRequest:
     ``headers`` by the first HTTP/1.1 upstream that sends it."""
 
     __slots__ = ("method", "target", "headers", "raw", "body")
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]] | None
+    raw: bytes | None
+    body: str
 
 
 def out_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None,
@@ -109,6 +117,10 @@ class UpstreamStream:
     ``reusable``), or ended with ``abort`` in any other state."""
 
     __slots__ = ("owner", "reused", "reads", "read_paused")
+    owner: UpstreamOwner | None
+    reused: bool
+    reads: int
+    read_paused: bool
 
     def send_request(self, owner: UpstreamOwner, out: OutRequest, chunks: list[bytes],
                      end: bool, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
@@ -164,6 +176,13 @@ class DownstreamStream:
 
     __slots__ = ("listener", "peer", "remote", "ssl_context", "forwarded", "closing",
                  "write_paused")
+    listener: Any  # a ListenerState: kgw_l7.context is a layer above this one
+    peer: bytes
+    remote: bytes
+    ssl_context: ssl.SSLContext | None
+    forwarded: bytes
+    closing: bool
+    write_paused: bool
 
     def send_response(self, status: int, headers: list[tuple[bytes, bytes]], body: str,
                       data: list[bytes], end: bool, trailers: tuple[tuple[bytes, bytes], ...],

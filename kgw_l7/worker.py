@@ -129,8 +129,13 @@ class Worker:
             sock.close()
             raise
         st.sock = sock
+
+        def protocol() -> asyncio.BaseProtocol:
+            # compiled, DownstreamConn is an extension type: it cannot subclass asyncio.Protocol
+            return DownstreamConn(ctx, st)  # type: ignore[return-value]
+
         st.server = await ctx.loop.create_server(
-            lambda: DownstreamConn(ctx, st), sock=sock, ssl=ssl_ctx, backlog=BACKLOG,
+            protocol, sock=sock, ssl=ssl_ctx, backlog=BACKLOG,
             ssl_handshake_timeout=ctx.options.header_timeout if ssl_ctx else None)
 
     def _remove_listener(self, st: ListenerState, deadline: float | None = None) -> None:
