@@ -96,6 +96,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public Py_ssize_t watch_reads
     cdef public double watch_since
     cdef public bint tunneled
+    cdef public object trace
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)
