@@ -135,6 +135,10 @@ class Tracer:
         self.batch = batch
         self.delay = delay
         self._queue: deque[tuple[Any, ...]] = deque()
+        #: Spans queued and taken by the export thread, ever: each written by one thread
+        #: only (their difference bounds the queue without a lock).
+        self._spans_in = 0
+        self._spans_out = 0
         self._wake = threading.Event()
         self._stop = False
         self.dropped = {"queue_full": 0, "export_failed": 0}
@@ -211,14 +215,16 @@ class Tracer:
         end = time.time_ns()
         if tr.tries and tr.tries[-1][2] == 0:
             self.end_try(tr, status, error if status >= 500 or not status else None)
-        q = self._queue
         n = 1 + len(tr.tries)  # type: ignore[arg-type]
-        if len(q) + n > self.max_queue:
+        queued = self._spans_in - self._spans_out
+        if queued + n > self.max_queue:
             self.dropped["queue_full"] += n
             return
+        self._spans_in += n
+        q = self._queue
         q.append((tr, end, method, target, route, status, client, host, scheme, version,
                   error))
-        if len(q) >= self.batch:
+        if len(q) == self.batch:  # (once per batch: Event.set takes a lock)
             self._wake.set()
 
     # -- the worker's side --------------------------------------------------------------
@@ -270,6 +276,7 @@ class Tracer:
                 return
 
     def _export(self, items: list[tuple[Any, ...]]) -> None:
+        self._spans_out += sum(1 + len(item[0].tries) for item in items)
         try:
             spans = [s for item in items for s in self._spans(item)]
         except Exception:
