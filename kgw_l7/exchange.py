@@ -541,7 +541,7 @@ class Exchange(UpstreamOwner):
                 self.wall_start, self.head, status, self.received, self.sent, duration,
                 self.upstream_host, rule.name if rule is not None else None,
                 self.request_id, self.flags, listener.name, self.detail, self.down.remote)
-        if self.trace is not None:
+        if self.trace is not None and self.trace.sampled:
             head = self.head
             ctx.tracer.end(self.trace, head.method, head.target,
                            rule.name if rule is not None else None, status, self.down.peer,

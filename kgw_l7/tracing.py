@@ -77,10 +77,15 @@ def parse_traceparent(value: bytes) -> tuple[int, int, bool] | None:
 
 
 def _new_id(bits: int) -> int:
-    n = 0
-    while n == 0:
-        n = random.getrandbits(bits)
-    return n
+    """A random non-zero id (an all-zero id is invalid)."""
+    return _getrandbits(bits) or 1
+
+
+_getrandbits = random.getrandbits
+_SAMPLED = b"00-%032x-%016x-01"
+_UNSAMPLED = b"00-%032x-%016x-00"
+#: Request fields that carry trace context.
+_CONTEXT = frozenset((b"traceparent", b"tracestate"))
 
 
 class Trace:
@@ -95,7 +100,8 @@ class Trace:
                  tracestate: bytes | None, had_context: bool) -> None:
         self.trace_id = trace_id
         self.parent_id = parent_id
-        self.span_id = _new_id(64)
+        #: The server span's id (an unsampled request has no span).
+        self.span_id = (_getrandbits(64) or 1) if sampled else 0
         self.sampled = sampled
         self.tracestate = tracestate
         #: The client sent traceparent or tracestate (its head must then be rebuilt).
@@ -104,13 +110,12 @@ class Trace:
         self.tries: list[list[Any]] | None = [] if sampled else None
         self.retries: list[tuple[int, int, str]] | None = None
         #: The span id backends are told is their parent: the next (or current) try's.
-        self.try_span = _new_id(64)
-        self.line = self.traceparent()
+        self.try_span = span = _getrandbits(64) or 1
+        self.line = (_SAMPLED if sampled else _UNSAMPLED) % (trace_id, span)
         self.ntries = 0
 
     def traceparent(self) -> bytes:
-        return b"00-%032x-%016x-%s" % (self.trace_id, self.try_span,
-                                       b"01" if self.sampled else b"00")
+        return (_SAMPLED if self.sampled else _UNSAMPLED) % (self.trace_id, self.try_span)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         out = [(b"traceparent", self.line)]
@@ -130,6 +135,11 @@ class Tracer:
         self.sampler = sampler
         self.ratio = ratio
         self._bound = int(ratio * (1 << 64))
+        #: A valid incoming context's sampled flag decides (parentbased_*).
+        self._follow = sampler.startswith("parentbased_")
+        #: The decision for new traces when it does not depend on the trace id.
+        self._always = True if sampler.endswith("always_on") else \
+            False if sampler.endswith("always_off") else None
         self.timeout = timeout
         self.max_queue = max_queue
         self.batch = batch
@@ -153,28 +163,32 @@ class Tracer:
         tp = None
         ts = None
         had = False
-        for n, v in headers:
-            if n == b"traceparent":
+        context = _CONTEXT
+        for h in headers:
+            if h[0] in context:  # (one set lookup per field on the common path)
                 had = True
-                tp = None if tp is not None else parse_traceparent(v)  # (two: invalid)
-            elif n == b"tracestate":
-                had = True
-                ts = v if ts is None else ts + b"," + v
-        if tp is not None:
+                if h[0] == b"traceparent":
+                    tp = False if tp is not None else parse_traceparent(h[1])  # (two: bad)
+                else:
+                    ts = h[1] if ts is None else ts + b"," + h[1]
+        if tp:
             trace_id, parent, flag = tp
-            return Trace(trace_id, parent, self._decide(trace_id, flag), ts, had)
-        trace_id = _new_id(128)
-        return Trace(trace_id, 0, self._decide(trace_id, None), None, had)
+            return Trace(trace_id, parent, flag if self._follow else self._new(trace_id),
+                         ts, had)
+        trace_id = _getrandbits(128) or 1
+        return Trace(trace_id, 0, self._new(trace_id), None, had)
+
+    def _new(self, trace_id: int) -> bool:
+        """Whether a trace kgw starts (or, not parent-based, any trace) is sampled."""
+        always = self._always
+        if always is not None:
+            return always
+        return (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound
 
     def _decide(self, trace_id: int, parent_sampled: bool | None) -> bool:
-        s = self.sampler
-        if parent_sampled is not None and s.startswith("parentbased_"):
+        if parent_sampled is not None and self._follow:
             return parent_sampled
-        if s.endswith("always_on"):
-            return True
-        if s.endswith("always_off"):
-            return False
-        return (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound
+        return self._new(trace_id)
 
     def begin_try(self, tr: Trace, host: str, port: int) -> bytes | None:
         """A try against an endpoint starts. Returns the traceparent value the request
@@ -192,11 +206,11 @@ class Tracer:
         tr.ntries += 1
         return changed
 
-    def end_try(self, tr: Trace, status: int, error: str | None) -> None:
+    def end_try(self, tr: Trace, status: int, error: str | None, now: int = 0) -> None:
         tries = tr.tries
         if tries and tries[-1][2] == 0:
             t = tries[-1]
-            t[2] = time.time_ns()
+            t[2] = now or time.time_ns()
             t[5] = status
             t[6] = error
 
@@ -214,7 +228,7 @@ class Tracer:
             return
         end = time.time_ns()
         if tr.tries and tr.tries[-1][2] == 0:
-            self.end_try(tr, status, error if status >= 500 or not status else None)
+            self.end_try(tr, status, error if status >= 500 or not status else None, end)
         n = 1 + len(tr.tries)  # type: ignore[arg-type]
         queued = self._spans_in - self._spans_out
         if queued + n > self.max_queue:
