@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SUITE ?= ../shared/conformance
 
-.PHONY: setup demo test unit vm-test bench conformance clean
+.PHONY: setup demo test unit lint vm-test bench conformance clean
 
 setup:
 	@scripts/setup.sh
@@ -15,6 +15,10 @@ test: setup
 
 unit: setup
 	@$(PY) -m pytest -q tests
+
+# What make test checks first (configured in pyproject.toml).
+lint: setup
+	@.venv/bin/ruff check && .venv/bin/mypy
 
 vm-test: setup
 	@$(PY) -m pytest -q vm_tests
@@ -33,4 +37,4 @@ bench:
 	@$(PY) -m bench.run_all
 
 clean:
-	rm -rf .venv .pytest_cache
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ gateway from a thread inside the host meanwhile (tests/test_run_reliability.py's
   worst latency, and the peak RSS of the supervisor and its children.
 * move: the directory is renamed away for 2 s and back.
 * sighup: five SIGHUPs, 0.5 s apart.
-"""
+"""  # noqa: E501 (command lines)
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def _objects() -> float:
 
 
 def _peak_mib(pid: int) -> int:
-    return int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) // 1024
+    return int(
+        re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) // 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with private_host() as host:
             for name, port in BACKENDS:
-                host.popen(kgw_argv("echo", "--port", str(port), "--pod", f"{name}-x", "--namespace", "demo"),
+                host.popen(kgw_argv("echo", "--port", str(port), "--pod", f"{name}-x",
+                                    "--namespace", "demo"),
                            stdout=subprocess.DEVNULL)
             kgw = host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL,
                              stderr=(tmp / "kgw.log").open("wb"))
@@ -83,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                 took = host.call(probe)
                 kids = [int(c) for t in Path(f"/proc/{kgw.pid}/task").iterdir()
                         for c in (t / "children").read_text().split()]
-                peaks = {Path(f"/proc/{k}/cmdline").read_bytes().split(b"\0")[2].decode(): _peak_mib(k) for k in kids}
-                print(f"bigfile: {MAX_FILE_BYTES} bytes cap; objects live after {took:.2f} s; /readyz: "
-                      f"{len(latencies)} probes, worst {max(latencies) * 1000:.0f} ms; peak RSS MiB: supervisor "
-                      f"{_peak_mib(kgw.pid)}, {peaks}")
+                peaks = {Path(f"/proc/{k}/cmdline").read_bytes().split(b"\0")[
+                    2].decode(): _peak_mib(k) for k in kids}
+                print(f"bigfile: {MAX_FILE_BYTES} bytes cap; objects live after {took:.2f} s; "
+                      "/readyz: "
+                      f"{len(latencies)} probes, worst {max(latencies) * 1000:.0f} ms; peak RSS "
+                      f"MiB: supervisor {_peak_mib(kgw.pid)}, {peaks}")
             elif args.what == "move":
                 conf.rename(tmp / "away")
                 time.sleep(2)
@@ -98,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.5)
                 time.sleep(1)
             load.stop()
-            print(f"{args.what}: {load.ok} requests ok, {len(load.failed)} failed {load.failed[:2]}; "
-                  f"kgw running: {kgw.poll() is None}")
+            print(f"{args.what}: {load.ok} requests ok, {len(load.failed)} failed "
+                  f"{load.failed[:2]}; kgw running: {kgw.poll() is None}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

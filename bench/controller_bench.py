@@ -64,7 +64,7 @@ spec:
     backendRefs: [{{name: svc-{i % 50}, port: {port}}}]
   - matches: [{{path: {{type: PathPrefix, value: /}}}}]
     backendRefs: [{{name: svc-{i % 50}, port: 80, weight: 9}}, {{name: svc-{(i + 1) % 50}, port: 80}}]
-"""
+"""  # noqa: E501 (data)
 
 
 def services_doc() -> str:
@@ -133,7 +133,8 @@ async def measure(n: int, changes: int) -> dict[str, float]:
             target = d / f"routes-{i // PER_FILE:04d}.yaml"
             ports[i] = 81 if ports.get(i, 80) == 80 else 80
             text = "---\n".join(route_doc(j, ports.get(j, 80))
-                                for j in range(i - i % PER_FILE, min(n, i - i % PER_FILE + PER_FILE)))
+                                for j in range(i - i % PER_FILE,
+                                               min(n, i - i % PER_FILE + PER_FILE)))
             gen = sup.generation
             start = time.perf_counter()
             target.write_text(text)
@@ -154,7 +155,8 @@ async def measure(n: int, changes: int) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--routes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--changes", type=int, default=20)
     args = parser.parse_args()

@@ -4,7 +4,7 @@
 
 Each benchmark is bounded in time and talks only to loopback or to network namespaces it
 creates; see the module docstrings and bench/results/*.md for what they measure.
-"""
+"""  # noqa: E501 (command lines)
 
 from __future__ import annotations
 

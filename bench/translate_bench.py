@@ -27,15 +27,18 @@ def objects(n: int, services: int = 100) -> list[dict]:
         {"kind": "GatewayClass", "metadata": {"name": "kgw", "generation": 1},
          "spec": {"controllerName": "kgw.dev/gateway-controller"}},
         {"kind": "Gateway", "metadata": {"name": "gw", "namespace": "default", "generation": 1},
-         "spec": {"gatewayClassName": "kgw", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}},
+         "spec": {"gatewayClassName": "kgw",
+                  "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}},
     ]
     for s in range(services):
         objs.append({"kind": "Service", "metadata": {"name": f"svc{s}", "namespace": "default"},
                      "spec": {"ports": [{"name": "http", "port": 8080}]}})
-        objs.append({"kind": "EndpointSlice", "metadata": {"name": f"svc{s}-a", "namespace": "default",
-                                                           "labels": {"kubernetes.io/service-name": f"svc{s}"}},
+        objs.append({"kind": "EndpointSlice",
+                     "metadata": {"name": f"svc{s}-a", "namespace": "default",
+                                  "labels": {"kubernetes.io/service-name": f"svc{s}"}},
                      "ports": [{"name": "http", "port": 8080}],
-                     "endpoints": [{"addresses": [f"10.0.{s // 250}.{s % 250 + 1}"], "conditions": {"ready": True}}]})
+                     "endpoints": [{"addresses": [f"10.0.{s // 250}.{s % 250 + 1}"],
+                                    "conditions": {"ready": True}}]})
     for i in range(n):
         objs.append(route(i, services))
     return objs
@@ -46,7 +49,8 @@ def route(i: int, services: int, version: int = 0) -> dict:
             "metadata": {"name": f"r{i}", "namespace": "default", "generation": 1 + version,
                          "creationTimestamp": "2026-01-01T00:00:00Z"},
             "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [f"h{i}.example.com"],
-                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": f"/v{version}"}}],
+                     "rules": [{"matches": [
+                         {"path": {"type": "PathPrefix", "value": f"/v{version}"}}],
                                 "backendRefs": [{"name": f"svc{i % services}", "port": 8080}]}]}}
 
 
@@ -76,16 +80,19 @@ def bench(n: int, repeat: int) -> list[str]:
     assert len(full.l7.listeners[0].virtual_hosts) == n
     # a Gateway change re-resolves every route attached to it
     gw = dict(st.get("Gateway", "default", "gw"))
-    gw["spec"] = {**gw["spec"], "listeners": gw["spec"]["listeners"] + [{"name": "alt", "port": 8080, "protocol": "HTTP"}]}
+    gw["spec"] = {**gw["spec"], "listeners": gw["spec"]["listeners"]
+                  + [{"name": "alt", "port": 8080, "protocol": "HTTP"}]}
     changed = st.apply([Event(EventType.MODIFIED, ObjectKey.of(gw), gw, "g", 2)])
     t0 = time.perf_counter()
     tr.update(st, changed)
     t_gw = time.perf_counter() - t0
     return [
-        f"routes={n}: full translate() {t_full * 1000:.0f} ms; Translator first update {t_first * 1000:.0f} ms",
+        f"routes={n}: full translate() {t_full * 1000:.0f} ms; Translator first update "
+        f"{t_first * 1000:.0f} ms",
         f"routes={n}: one-route update: median {statistics.median(times) * 1000:.1f} ms, "
         f"max {max(times) * 1000:.1f} ms over {repeat} changes",
-        f"routes={n}: Gateway change (adds a listener; all its routes re-resolved): {t_gw * 1000:.0f} ms",
+        f"routes={n}: Gateway change (adds a listener; all its routes re-resolved): "
+        f"{t_gw * 1000:.0f} ms",
     ]
 
 

@@ -32,28 +32,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"profile to report (repeatable; default all: {', '.join(PROFILES)})")
     p.add_argument("--report", type=Path, default=Path("conformance-report.yaml"), metavar="FILE",
                    help="where to write the report (default ./conformance-report.yaml)")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (config, logs) for debugging")
-    p.add_argument("--workdir", type=Path, default=None, metavar="DIR", help="work directory (default: a temporary one)")
-    p.add_argument("--skip-provisional", action="store_true", help="skip provisional tests (upstream runs them)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work directory (config, logs) for debugging")
+    p.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                   help="work directory (default: a temporary one)")
+    p.add_argument("--skip-provisional", action="store_true",
+                   help="skip provisional tests (upstream runs them)")
     p.add_argument("--status-timeout", type=float, default=30.0, metavar="S",
-                   help="cap on every status helper's timeout (0: upstream's own, up to 300 s; default 30)")
+                   help="cap on every status helper's timeout (0: upstream's own, up to 300 s; "
+                        "default 30)")
     p.add_argument("--workers", type=int, default=1, help="L7 workers for kgw run (default 1)")
     p.add_argument("--l4-mode", choices=("userspace", "splice"), default="userspace",
-                   help="kgw run's L4 data plane for TCP/TLS-passthrough listeners (default userspace: the "
-                        "kernel modes attach to non-loopback interfaces, and --isolate leaves only lo)")
+                   help="kgw run's L4 data plane for TCP/TLS-passthrough listeners (default "
+                        "userspace: the "
+                        "kernel modes attach to non-loopback interfaces, and --isolate leaves only "
+                        "lo)")
     p.add_argument("--supported-features", default="", metavar="F[,F]",
-                   help="claim exactly these features instead of conformance/features.py (as upstream's flag)")
+                   help="claim exactly these features instead of conformance/features.py (as "
+                        "upstream's flag)")
     p.add_argument("--exempt-features", default="", metavar="F[,F]",
                    help="drop these from the claimed features (as upstream's flag)")
     p.add_argument("--claim", default="", metavar="F[,F]",
-                   help="claim these features too, on top of the claim (to replay what kgw does not claim yet, "
-                        "e.g. --claim GRPCRoute for the GRPC profile, --claim HTTPRouteBackendProtocolH2C)")
+                   help="claim these features too, on top of the claim (to replay what kgw does "
+                        "not claim yet, "
+                        "e.g. --claim GRPCRoute for the GRPC profile, --claim "
+                        "HTTPRouteBackendProtocolH2C)")
     p.add_argument("--fail-on", choices=("any", "core", "none"), default="core",
                    help="which failures make the exit status non-zero (default core)")
     p.add_argument("--isolate", action="store_true",
-                   help="run in a network namespace of its own (unshare --net; needs root), so that "
-                        "nothing else on the machine can hold the Gateways' ports")
-    p.add_argument("-v", "--verbose", action="store_true", help="print every check and request group")
+                   help="run in a network namespace of its own (unshare --net; needs root), so "
+                        "that nothing else on the machine can hold the Gateways' ports")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print every check and request group")
     return p
 
 
@@ -68,11 +78,14 @@ def _reexec_isolated(argv: list[str]) -> None:
         [unshare or "unshare", "--net", "true"], capture_output=True).returncode == 0
     os.environ[ISOLATED_ENV] = "1"
     if not usable:
-        print("warning: --isolate: cannot create a network namespace here (needs root, unshare and ip); "
-              "running in the current one", file=sys.stderr)
+        print("warning: --isolate: cannot create a network namespace here (needs root, unshare and "
+              "ip); running in the current one", file=sys.stderr)
         return
+    assert unshare is not None and ip is not None
     cmd = [unshare, "--net", "--", "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
            sys.executable, "-m", "conformance", *argv]
+    assert unshare is not None and ip is not None
+    assert unshare is not None and ip is not None
     os.execv(unshare, cmd)
 
 
@@ -101,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(suite=args.suite, run=[n for n in args.run.split(",") if n], profiles=profiles,
                    report=args.report, keep=args.keep, verbose=args.verbose,
                    skip_provisional=args.skip_provisional,
-                   status_timeout=args.status_timeout or None, workers=args.workers, workdir=args.workdir,
-                   supported=supported, l4_mode=args.l4_mode)
+                   status_timeout=args.status_timeout or None, workers=args.workers,
+                   workdir=args.workdir, supported=supported, l4_mode=args.l4_mode)
     started = time.monotonic()
     runner = Runner(suite, opts, out=lambda m: print(m, flush=True))
     try:

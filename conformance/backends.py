@@ -29,9 +29,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -57,7 +58,8 @@ def pod_names(deployment: str, replicas: int, rng: random.Random) -> list[str]:
     template_hash = "".join(rng.choice(NAME_ALPHABET) for _ in range(10))
     names: list[str] = []
     while len(names) < replicas:
-        name = f"{deployment}-{template_hash}-{''.join(rng.choice(NAME_ALPHABET) for _ in range(5))}"
+        name = (
+            f"{deployment}-{template_hash}-{''.join(rng.choice(NAME_ALPHABET) for _ in range(5))}")
         if name not in names:
             names.append(name)
     return names
@@ -89,7 +91,8 @@ class _Running:
     dns: bool = False  # a DNS server on UDP (the coredns stand-in)
 
 
-def echo_command(env: dict[str, str], address: str, pod: str, namespace: str) -> tuple[list[str], tuple[int, ...]]:
+def echo_command(env: dict[str, str], address: str, pod: str,
+                 namespace: str) -> tuple[list[str], tuple[int, ...]]:
     """The ``kgw echo`` arguments for a container with environment ``env``, and the ports
     the pod will listen on. echo-basic serves HTTP unless ``TCP_ECHO_SERVER`` is set; then
     it serves its TCP line protocol on ``TCP_PORT`` (3000) and, with ``TLS_SERVER_CERT``
@@ -98,19 +101,22 @@ def echo_command(env: dict[str, str], address: str, pod: str, namespace: str) ->
     ``GRPC_ECHO_SERVER`` it serves the gRPC echo on ``HTTP_PORT`` (3000) and, with
     ``TLS_SERVER_CERT`` and ``TLS_SERVER_PRIV_KEY``, over TLS on ``HTTPS_PORT`` (8443).
     The HTTP echo also serves h2c on ``H2C_PORT`` (3001)."""
-    base = ["-m", "controller.cli", "echo", "--address", address, "--pod", pod, "--namespace", namespace]
+    base = ["-m", "controller.cli", "echo", "--address", address, "--pod", pod, "--namespace",
+            namespace]
     if env.get("UDP_ECHO_SERVER"):
         udp_port = _env_port(env, "UDP_PORT", ECHO_UDP_PORT)
         return base + ["--udp-port", str(udp_port)], (udp_port,)
     if env.get("GRPC_ECHO_SERVER"):
-        grpc_port, tls_port = _env_port(env, "HTTP_PORT", ECHO_HTTP_PORT), _env_port(env, "HTTPS_PORT", ECHO_HTTPS_PORT)
+        grpc_port, tls_port = _env_port(env, "HTTP_PORT", ECHO_HTTP_PORT), _env_port(
+            env, "HTTPS_PORT", ECHO_HTTPS_PORT)
         args = base + ["--grpc-port", str(grpc_port), "--tls-port", str(tls_port)]
         if env.get("TLS_SERVER_CERT") and env.get("TLS_SERVER_PRIV_KEY"):
             return args, (grpc_port, tls_port)
         return args, (grpc_port,)
     if not env.get("TCP_ECHO_SERVER"):
         h2c_port = _env_port(env, "H2C_PORT", ECHO_H2C_PORT)
-        return base + ["--port", str(ECHO_HTTP_PORT), "--h2c-port", str(h2c_port)], (ECHO_HTTP_PORT, h2c_port)
+        return base + ["--port", str(ECHO_HTTP_PORT), "--h2c-port", str(h2c_port)], (ECHO_HTTP_PORT,
+                                                                                     h2c_port)
     tcp_port, tls_port = _env_port(env, "TCP_PORT", 3000), _env_port(env, "TLS_PORT", 8443)
     args = base + ["--tcp-port", str(tcp_port), "--tls-port", str(tls_port)]
     if env.get("TLS_SERVER_CERT") and env.get("TLS_SERVER_PRIV_KEY"):
@@ -118,7 +124,8 @@ def echo_command(env: dict[str, str], address: str, pod: str, namespace: str) ->
     return args, (tcp_port,)
 
 
-def coredns_command(deployment: Obj, address: str, files: dict[str, Path]) -> tuple[list[str], tuple[int, ...]]:
+def coredns_command(deployment: Obj, address: str,
+                    files: dict[str, Path]) -> tuple[list[str], tuple[int, ...]]:
     """The ``conformance.dns_backend`` arguments for the suite's CoreDNS Deployment: its
     ``-conf`` path, mapped to where the ConfigMap volume was written (``files``: mount
     path -> directory), and the ports the Corefile's server blocks listen on."""
@@ -217,7 +224,8 @@ class EchoFleet:
             log_path = self.workdir / "logs" / f"{ns}.{pod_name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as out:
-                proc = subprocess.Popen([self.python, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                proc = subprocess.Popen([self.python, *args], env=env, stdout=out,
+                                        stderr=subprocess.STDOUT,
                                         cwd=self.cwd, start_new_session=True)
             self._running[(ns, pod_name)] = _Running(pod, proc, log_path, ports, udp, dns_pod)
             started.append(pod)
@@ -261,7 +269,9 @@ class EchoFleet:
         while time.monotonic() < deadline:
             if run.proc.poll() is not None:
                 tail = run.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} exited with {run.proc.returncode}: {tail}")
+                raise RuntimeError(
+                    f"echo pod {pod.namespace}/{pod.name} exited with {run.proc.returncode}: "
+                    f"{tail}")
             if run.dns:
                 if not _dns_answers(pod.address, waiting[0]):
                     time.sleep(0.05)
@@ -281,10 +291,12 @@ class EchoFleet:
             if not waiting and run.proc.poll() is None:
                 return
         raise RuntimeError(f"echo pod {pod.namespace}/{pod.name} did not listen on {pod.address}:"
-                           f"{waiting[0] if waiting else run.ports[-1]} within {START_TIMEOUT_S:.0f}s")
+                           f"{waiting[0] if waiting else run.ports[-1]} within "
+                           f"{START_TIMEOUT_S:.0f}s")
 
     def stop(self, pods: Iterable[Pod]) -> None:
-        runs = [self._running.pop((p.namespace, p.name)) for p in pods if (p.namespace, p.name) in self._running]
+        runs = [self._running.pop((p.namespace, p.name)) for p in pods
+                if (p.namespace, p.name) in self._running]
         for r in runs:
             if r.proc.poll() is None:
                 r.proc.send_signal(signal.SIGTERM)
@@ -343,7 +355,8 @@ def _ensure_free(address: str, port: int, *, udp: bool = False) -> None:
         try:
             s.bind((address, port))
         except OSError as exc:
-            raise RuntimeError(f"{address}:{port} is already in use ({exc.strerror}); is another conformance "
+            raise RuntimeError(f"{address}:{port} is already in use ({exc.strerror}); is another "
+                               "conformance "
                                "run using this network namespace? (use --isolate)") from exc
 
 

@@ -34,7 +34,8 @@ def _key() -> rsa.RSAPrivateKey:
 
 
 def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+    return key.private_bytes(serialization.Encoding.PEM,
+                             serialization.PrivateFormat.TraditionalOpenSSL,
                              serialization.NoEncryption())
 
 
@@ -52,7 +53,7 @@ def _sans(hosts: list[str]) -> x509.SubjectAlternativeName:
 
 
 def _builder(subject: str, issuer: x509.Name | None, public_key: Any) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme Co"),
                       x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
@@ -66,9 +67,12 @@ def self_signed(hosts: list[str]) -> KeyPair:
     key = _key()
     cert = (_builder(hosts[0] if hosts else "kgw-conformance", None, key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=True,
-                                         content_commitment=False, data_encipherment=False, key_agreement=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
+                                         key_cert_sign=True,
+                                         content_commitment=False, data_encipherment=False,
+                                         key_agreement=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False),
+                           critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(_sans(hosts), critical=False)
             .sign(key, hashes.SHA256()))
@@ -82,13 +86,16 @@ class CA:
     cert: x509.Certificate
 
     @classmethod
-    def new(cls, name: str) -> "CA":
+    def new(cls, name: str) -> CA:
         key = _key()
         cert = (_builder(name, None, key.public_key())
                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=True,
-                                             content_commitment=False, data_encipherment=False, key_agreement=False,
-                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
+                                             key_cert_sign=True,
+                                             content_commitment=False, data_encipherment=False,
+                                             key_agreement=False,
+                                             crl_sign=True, encipher_only=False,
+                                             decipher_only=False), critical=True)
                 .sign(key, hashes.SHA256()))
         return cls(KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)), key, cert)
 
@@ -112,7 +119,8 @@ def tls_secret(namespace: str, name: str, pair: KeyPair) -> dict[str, Any]:
 
 
 def ca_config_map(namespace: str, name: str, ca: CA) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
             "data": {"ca.crt": ca.pair.cert_pem.decode()}}
 
 
@@ -148,7 +156,8 @@ def generate() -> SuiteCertificates:
     cas = {(INFRA, "tls-checks-ca-certificate"): backend_ca.pair.cert_pem}
     secret(INFRA, "tls-checks-certificate", backend_ca.issue(
         ["abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"]))
-    secret(INFRA, "tls-checks-client-certificate", backend_ca.issue(["client.example.com"], client=True))
+    secret(INFRA, "tls-checks-client-certificate",
+           backend_ca.issue(["client.example.com"], client=True))
     # As upstream (suite.go): the TLS tcp-backend's and the Terminate listeners'
     # certificates are issued by that CA, which the TLSRoute tests trust (caString).
     secret(INFRA, "tls-passthrough-checks-certificate", backend_ca.issue(["abc.example.com"]))
@@ -161,5 +170,6 @@ def generate() -> SuiteCertificates:
     secret(INFRA, "tls-validity-checks-client-certificate", client_ca.issue([], client=True))
     per_port_ca = CA.new("tls-validity-checks-per-port-ca")
     objects.append(ca_config_map(INFRA, "tls-validity-checks-per-port-ca-certificate", per_port_ca))
-    secret(INFRA, "tls-validity-checks-per-port-client-certificate", per_port_ca.issue([], client=True))
+    secret(INFRA, "tls-validity-checks-per-port-client-certificate",
+           per_port_ca.issue([], client=True))
     return SuiteCertificates(objects, pairs, cas)

@@ -69,7 +69,8 @@ def parse_corefile(text: str) -> list[ServerBlock]:
                 keys.append(tokens[i])
             i += 1
         if i >= len(tokens) or tokens[i] != "{" or not keys:
-            raise CorefileError(f"expected 'ZONE {{' in the Corefile near {' '.join(keys) or tokens[i:i + 1]}")
+            raise CorefileError(
+                f"expected 'ZONE {{' in the Corefile near {' '.join(keys) or tokens[i:i + 1]}")
         i += 1
         plugins: list[str] = []
         depth, line_start = 1, True
@@ -133,10 +134,11 @@ class CoreDNSStandIn:
             reply.flags |= dns.flags.AA
             ip = ipaddress.ip_address(client[0])
             rtype = dns.rdatatype.A if ip.version == 4 else dns.rdatatype.AAAA
-            reply.additional.append(dns.rrset.from_text(question.name, 0, question.rdclass, rtype, str(ip)))
-            srv_name = dns.name.Name(("_udp".encode(),) + question.name.labels)
-            reply.additional.append(dns.rrset.from_text(srv_name, 0, question.rdclass, dns.rdatatype.SRV,
-                                                        f"0 0 {client[1]} ."))
+            reply.additional.append(
+                dns.rrset.from_text(question.name, 0, question.rdclass, rtype, str(ip)))
+            srv_name = dns.name.Name((b"_udp",) + question.name.labels)
+            reply.additional.append(dns.rrset.from_text(srv_name, 0, question.rdclass,
+                                                        dns.rdatatype.SRV, f"0 0 {client[1]} ."))
         else:  # forward to resolvers out of reach
             reply.set_rcode(dns.rcode.SERVFAIL)
         return reply.to_wire()
@@ -154,7 +156,8 @@ class _Protocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         out = self.server.answer(data, (addr[0], addr[1]))
         if self.log:
-            print(f"[INFO] {addr[0]}:{addr[1]} query of {len(data)} bytes answered: {out is not None}", flush=True)
+            print(f"[INFO] {addr[0]}:{addr[1]} query of {len(data)} bytes answered: "
+                  f"{out is not None}", flush=True)
         if out is not None and self.transport is not None:
             self.transport.sendto(out, addr)
 
@@ -180,7 +183,8 @@ async def serve(address: str, blocks: list[ServerBlock]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m conformance.dns_backend", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m conformance.dns_backend",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--address", default="0.0.0.0")
     p.add_argument("--conf", required=True, help="the Corefile (CoreDNS's -conf)")
     args = p.parse_args(argv)

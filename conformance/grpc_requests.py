@@ -66,7 +66,7 @@ class GrpcCase:
         return f"/{SERVICE}/{self.method}"
 
     @classmethod
-    def from_record(cls, case: dict[str, Any]) -> "GrpcCase":
+    def from_record(cls, case: dict[str, Any]) -> GrpcCase:
         req, exp = case.get("request") or {}, case.get("expect") or {}
         rpc = str(req.get("rpc") or "")
         service, _, method = rpc.lstrip("/").rpartition("/")
@@ -81,7 +81,8 @@ class GrpcCase:
             raise CaseError(f"gRPC case metadata is not a map: {metadata!r}")
         return cls(method=method, authority=str(req.get("authority") or ""),
                    metadata=tuple((str(k), str(v)) for k, v in metadata.items()), code=codes[raw],
-                   backend=str(exp.get("backendPodPrefix") or ""), namespace=str(exp.get("backendNamespace") or ""),
+                   backend=str(exp.get("backendPodPrefix") or ""),
+                   namespace=str(exp.get("backendNamespace") or ""),
                    name=str(case.get("name") or ""))
 
     def test_case_name(self, i: int) -> str:
@@ -100,7 +101,8 @@ class GrpcCase:
 
 def _code_name(code: grpc.StatusCode) -> str:
     """Go's codes.Code String(): CamelCase (Unimplemented, DeadlineExceeded, OK)."""
-    return "OK" if code is grpc.StatusCode.OK else "".join(p.capitalize() for p in code.name.split("_"))
+    return "OK" if code is grpc.StatusCode.OK else "".join(p.capitalize()
+                                                           for p in code.name.split("_"))
 
 
 @dataclass
@@ -147,16 +149,20 @@ class GrpcClient:
         metadata = tuple((k.lower(), v) for k, v in case.metadata + extra_metadata)
         call = getattr(stub, case.method)
         try:
-            response, rpc = call.with_call(self.pb.EchoRequest(), timeout=timeout, metadata=metadata or None)
+            response, rpc = call.with_call(self.pb.EchoRequest(), timeout=timeout,
+                                           metadata=metadata or None)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            out = GrpcResponse(code, exc.details() if hasattr(exc, "details") else str(exc),
-                               headers=tuple(exc.initial_metadata() or ()) if hasattr(exc, "initial_metadata") else (),
-                               trailers=tuple(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else ())
+            out = GrpcResponse(code, exc.details() if hasattr(exc, "details") else str(exc),  # type: ignore[arg-type]
+                               headers=tuple(exc.initial_metadata() or ())
+                               if hasattr(exc, "initial_metadata") else (),
+                               trailers=tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
+                               if hasattr(exc, "trailing_metadata") else ())
             if code is grpc.StatusCode.INTERNAL:
                 self.close()  # upstream: "Received code Internal. Resetting connection."
             return out
-        return GrpcResponse(grpc.StatusCode.OK, response=response, headers=tuple(rpc.initial_metadata() or ()),
+        return GrpcResponse(grpc.StatusCode.OK, response=response,
+                            headers=tuple(rpc.initial_metadata() or ()),
                             trailers=tuple(rpc.trailing_metadata() or ()))
 
     def close(self) -> None:
@@ -164,7 +170,7 @@ class GrpcClient:
             self._channel.close()
             self._channel = None
 
-    def __enter__(self) -> "GrpcClient":
+    def __enter__(self) -> GrpcClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,12 +180,17 @@ class GrpcClient:
 def compare(case: GrpcCase, resp: GrpcResponse) -> str | None:
     """Upstream compareResponse; ``None`` when the response is the expected one."""
     if case.code is not resp.code:
-        got = f"{_code_name(resp.code)} ({resp.code.value[0]})" + (f": {resp.details}" if resp.details else "")
-        return f"expected status code to be {_code_name(case.code)} ({case.code.value[0]}), but got {got}"
+        got = f"{_code_name(resp.code)} ({resp.code.value[0]})" + (f": {resp.details}"
+                                                                   if resp.details else "")
+        return (
+            f"expected status code to be {_code_name(case.code)} ({case.code.value[0]}), but got "
+            f"{got}")
     if resp.code is grpc.StatusCode.OK:
         assertions = resp.response.assertions
         if assertions.fully_qualified_method != case.fully_qualified_method:
-            return f"expected path to be {case.fully_qualified_method}, got {assertions.fully_qualified_method}"
+            return (
+                f"expected path to be {case.fully_qualified_method}, got "
+                f"{assertions.fully_qualified_method}")
         if case.namespace and case.namespace != assertions.context.namespace:
             return f"expected namespace to be {case.namespace}, got {assertions.context.namespace}"
         if not assertions.context.pod.startswith(case.backend):
@@ -187,17 +198,20 @@ def compare(case: GrpcCase, resp: GrpcResponse) -> str | None:
     return None
 
 
-def response_probe(client: GrpcClient, case: GrpcCase, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+def response_probe(client: GrpcClient, case: GrpcCase,
+                   timeout: float = REQUEST_TIMEOUT_S) -> str | None:
     """One attempt of MakeRequestAndExpectEventuallyConsistentResponse."""
     return compare(case, client.send(case, timeout))
 
 
-def failure_probe(client: GrpcClient, case: GrpcCase, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+def failure_probe(client: GrpcClient, case: GrpcCase,
+                  timeout: float = REQUEST_TIMEOUT_S) -> str | None:
     """One attempt of MakeRequestAndExpectEventuallyConsistentFailure: any code but OK
     passes; OK fails the case at once."""
     resp = client.send(case, timeout)
     if resp.code is grpc.StatusCode.OK:
-        raise WrongAnswer(f"Request should have failed, but got status OK (pod {resp.pod or 'unknown'})")
+        raise WrongAnswer(
+            f"Request should have failed, but got status OK (pod {resp.pod or 'unknown'})")
     return None
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
 
@@ -161,14 +162,17 @@ def rewrite_gateway(obj: Obj, book: AddressBook) -> Obj:
     out = copy.deepcopy(obj)
     spec = out.setdefault("spec", {})
     meta = out.get("metadata") or {}
-    own = {"type": "IPAddress", "value": book.address(meta.get("namespace") or "default", meta.get("name", ""))} \
+    own = {"type": "IPAddress",
+           "value": book.address(meta.get("namespace") or "default", meta.get("name", ""))} \
         if not spec.get("addresses") or _has_placeholders(spec["addresses"]) else None
     if not spec.get("addresses"):
         spec["addresses"] = [own]
     elif own is not None:
         addrs = spec["addresses"]
-        overlay = [a for a in addrs if isinstance(a, dict) and a.get("type") == INVALID_ADDRESS_TYPE]
-        if any(isinstance(a, dict) and a.get("value") == "PLACEHOLDER_UNUSABLE_ADDRS" for a in addrs):
+        overlay = [a for a in addrs if isinstance(a, dict)
+                   and a.get("type") == INVALID_ADDRESS_TYPE]
+        if any(isinstance(a, dict) and a.get("value") == "PLACEHOLDER_UNUSABLE_ADDRS"
+               for a in addrs):
             overlay.append({"type": "IPAddress", "value": UNUSABLE_ADDRESS})
         if any(isinstance(a, dict) and a.get("value") == "PLACEHOLDER_USABLE_ADDRS" for a in addrs):
             overlay.append(own)
@@ -178,15 +182,17 @@ def rewrite_gateway(obj: Obj, book: AddressBook) -> Obj:
 
 def _has_placeholders(addresses: Any) -> bool:
     return isinstance(addresses, list) and any(
-        isinstance(a, dict) and (a.get("value") in ("PLACEHOLDER_USABLE_ADDRS", "PLACEHOLDER_UNUSABLE_ADDRS")
-                                 or a.get("type") == INVALID_ADDRESS_TYPE) for a in addresses)
+        isinstance(a, dict)
+        and (a.get("value") in ("PLACEHOLDER_USABLE_ADDRS", "PLACEHOLDER_UNUSABLE_ADDRS")
+             or a.get("type") == INVALID_ADDRESS_TYPE) for a in addresses)
 
 
 def is_echo_deployment(obj: Obj) -> bool:
     """Deployments running the upstream echo image (not coredns, which serves UDP tests)."""
     if obj.get("kind") != "Deployment":
         return False
-    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec")
+                  or {}).get("containers") or []
     return any("echo-basic" in (c.get("image") or "") for c in containers)
 
 
@@ -194,7 +200,8 @@ def is_coredns_deployment(obj: Obj) -> bool:
     """The suite's CoreDNS Deployment (UDPRoute's DNS backend)."""
     if obj.get("kind") != "Deployment":
         return False
-    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec")
+                  or {}).get("containers") or []
     return any("coredns/coredns" in (c.get("image") or "") for c in containers)
 
 
@@ -205,11 +212,8 @@ def container_env(deployment: Obj) -> dict[str, str]:
 
 
 def pod_labels(deployment: Obj) -> dict[str, str]:
-    return dict(((deployment["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {})
-
-
-def selector_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    return dict(((deployment["spec"].get("template") or {}).get("metadata") or {}).get("labels")
+                or {})
 
 
 def endpoint_slice(service: Obj, endpoints: Iterable[tuple[str, str]]) -> Obj:
@@ -222,25 +226,24 @@ def endpoint_slice(service: Obj, endpoints: Iterable[tuple[str, str]]) -> Obj:
         target = p.get("targetPort", p.get("port"))
         if not isinstance(target, int):
             continue  # named target ports would need the container's port list
-        port: Obj = {"name": p.get("name", ""), "port": target, "protocol": p.get("protocol", "TCP")}
+        port: Obj = {"name": p.get("name", ""), "port": target,
+                     "protocol": p.get("protocol", "TCP")}
         if p.get("appProtocol"):
             port["appProtocol"] = p["appProtocol"]
         ports.append(port)
     return {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": f"{meta['name']}-kgwconf", "namespace": meta.get("namespace", "default"),
+        "metadata": {"name": f"{meta['name']}-kgwconf",
+                     "namespace": meta.get("namespace", "default"),
                      "labels": {"kubernetes.io/service-name": meta["name"]}},
         "addressType": "IPv4",
         "ports": ports,
         "endpoints": [{"addresses": [addr], "conditions": {"ready": True},
-                       "targetRef": {"kind": "Pod", "name": pod, "namespace": meta.get("namespace", "default")}}
+                       "targetRef": {"kind": "Pod", "name": pod,
+                                     "namespace": meta.get("namespace", "default")}}
                       for pod, addr in endpoints],
     }
 
 
 def dump_yaml(objs: Iterable[Obj]) -> str:
     return yaml.safe_dump_all(list(objs), sort_keys=False)
-
-
-def iter_kind(objs: Iterable[Obj], kind: str) -> Iterator[Obj]:
-    return (o for o in objs if o.get("kind") == kind)

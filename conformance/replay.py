@@ -14,8 +14,9 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from conformance import requests as rq
 from conformance.backends import backend_of_pod
@@ -45,7 +46,8 @@ class Target:
     use_tls: bool = False  # tcp: TLS first (TLS passthrough to a TLS-serving echo)
 
     def tcp(self) -> rq.TcpTarget:
-        return rq.TcpTarget(self.address, use_tls=self.use_tls, server_name=self.server_name, ca_pem=self.ca_pem)
+        return rq.TcpTarget(self.address, use_tls=self.use_tls, server_name=self.server_name,
+                            ca_pem=self.ca_pem)
 
 
 def _placeholder(value: Any) -> bool:
@@ -61,8 +63,10 @@ def tcp_expectation(case: Obj) -> rq.TcpExpectation:
             raise HarnessGap(f"cannot resolve {name} {value} of a tcp case")
     if not fields["Backend"]:
         raise HarnessGap(f"tcp case without a Backend: {case}")
-    return rq.TcpExpectation(backend=str(fields["Backend"]), namespace=str(fields["Namespace"] or ""),
-                             backend_is_tls=bool(case.get("BackendIsTLS")), hostname=str(fields["Hostname"]),
+    return rq.TcpExpectation(backend=str(fields["Backend"]),
+                             namespace=str(fields["Namespace"] or ""),
+                             backend_is_tls=bool(case.get("BackendIsTLS")),
+                             hostname=str(fields["Hostname"]),
                              tls_protocol=str(fields["TLSProtocol"]))
 
 
@@ -99,7 +103,8 @@ def fill_route_placeholders(group: Obj, objects: list[Obj]) -> Obj:
     def resolve(m: re.Match) -> str:
         suffix = m.group(1).lower()
         if suffix:
-            found = first_hostname(lambda o: suffix in str((o.get("metadata") or {}).get("name", "")))
+            found = first_hostname(
+                lambda o: suffix in str((o.get("metadata") or {}).get("name", "")))
         elif routes:
             want = (routes[0].get("Namespace") or "", routes[0].get("Name") or "")
             found = first_hostname(lambda o: ((o.get("metadata") or {}).get("namespace") or "",
@@ -111,7 +116,8 @@ def fill_route_placeholders(group: Obj, objects: list[Obj]) -> Obj:
     out = _replace_pattern(out, _HOSTNAMES, resolve)
     if out.get("trustedServerCert") == "<[]byte(caString)>":
         out["trustedServerCert"] = {"fn": "kubernetes.GetConfigMapData", "key": "ca.crt", "args": [
-            "<suite.Client>", "<suite.TimeoutConfig>", {"Name": TLS_CHECKS_CA, "Namespace": INFRA_NAMESPACE}]}
+            "<suite.Client>", "<suite.TimeoutConfig>",
+            {"Name": TLS_CHECKS_CA, "Namespace": INFRA_NAMESPACE}]}
     return out
 
 
@@ -152,10 +158,12 @@ def with_request_id(path: str, rid: str) -> str:
 
 
 class Replayer:
-    def __init__(self, checker: StatusChecker, *, secret_pair: Callable[[str, str], tuple[bytes, bytes]],
+    def __init__(self, checker: StatusChecker, *,
+                 secret_pair: Callable[[str, str], tuple[bytes, bytes]],
                  mirror_log_has: Callable[[str, str, str], bool],
                  mirror_log_count: Callable[[str, str, str], int],
-                 limit: float = rq.MAX_TIME_TO_CONSISTENCY_S, log: Callable[[str], None] = lambda m: None,
+                 limit: float = rq.MAX_TIME_TO_CONSISTENCY_S,
+                 log: Callable[[str], None] = lambda m: None,
                  ca_pem: Callable[[str, str], bytes] | None = None) -> None:
         self.checker = checker
         self.secret_pair = secret_pair
@@ -198,7 +206,8 @@ class Replayer:
             target.use_tls = True
             target.ca_pem = self._secret_from(ref)[0] if ref else b""
         if proto == "https":
-            target.ca_pem = self._secret_from(group.get("trustedServerCert"))[0] if group.get("trustedServerCert") else b""
+            target.ca_pem = self._secret_from(group["trustedServerCert"])[0] if group.get(
+                "trustedServerCert") else b""
             if group.get("clientCertificate"):
                 target.client_cert = self._secret_from(group["clientCertificate"])
         return target
@@ -208,7 +217,8 @@ class Replayer:
         ConfigMap's ca.crt gives (its certificate, b"")."""
         args = ref.get("args") or []
         nn = next((a for a in args if isinstance(a, dict)), None)
-        if ref.get("fn") == "kubernetes.GetConfigMapData" and nn is not None and ref.get("key") == "ca.crt":
+        if ref.get("fn") == "kubernetes.GetConfigMapData" and nn is not None and ref.get(
+            "key") == "ca.crt":
             try:
                 if self.ca_pem is None:
                     raise KeyError(nn["Name"])
@@ -237,7 +247,8 @@ class Replayer:
               on_certificate_request: Callable[[], None] | None = None) -> rq.Request:
         req = case.get("request") or {}
         if req.get("protocol") not in (None, "", "HTTP", "HTTPS", "H2", "H2C_PRIOR_KNOWLEDGE"):
-            raise HarnessGap(f"request protocol {req.get('protocol')} is not replayed by the harness")
+            raise HarnessGap(
+                f"request protocol {req.get('protocol')} is not replayed by the harness")
         headers = list((req.get("headers") or {}).items()) + list((extra_headers or {}).items())
         headers.append(("X-Echo-Set-Header", rq.echo_set_header(req.get("echoSetResponseHeaders"))))
         return rq.Request(
@@ -251,11 +262,13 @@ class Replayer:
 
     # -- groups --
 
-    def run_group(self, group: Obj, *, cases: list[Obj] | None = None, default_gateway: Obj | None = None) -> None:
+    def run_group(self, group: Obj, *, cases: list[Obj] | None = None,
+                  default_gateway: Obj | None = None) -> None:
         expect_kind = group.get("expect", "response")
         if expect_kind.startswith("response (custom loop"):
             if RETRY_LOOP not in (group.get("context") or []):
-                raise HarnessGap(f"custom request loop of {group.get('helper')} needs a test-specific replay")
+                raise HarnessGap(
+                    f"custom request loop of {group.get('helper')} needs a test-specific replay")
             # upstream assertConsistentRetryBehaviour: AwaitConvergence over one request
             # per probe, each with a fresh <uuid> (a fresh attempt counter in the echo)
             expect_kind = "response"
@@ -272,7 +285,7 @@ class Replayer:
         if target.scheme == "grpc":
             self.run_grpc_group(group, target, expect_kind, cases)
             return
-        for i, case in enumerate(group.get("cases") if cases is None else cases):
+        for i, case in enumerate(group["cases"] if cases is None else cases):
             name = case_name(i, case)
             try:
                 self.run_case(target, case, expect_kind)
@@ -298,7 +311,8 @@ class Replayer:
                 req_path = with_request_id(req_path, rid)
                 if exp.get("backendRequest"):
                     exp = copy.deepcopy(exp)
-                    exp["backendRequest"]["path"] = with_request_id(exp["backendRequest"]["path"], rid)
+                    exp["backendRequest"]["path"] = with_request_id(exp["backendRequest"]["path"],
+                                                                    rid)
             request = self.build(target, c, path=req_path, on_certificate_request=hook)
             sent_path[:] = [req_path]
             try:
@@ -311,7 +325,8 @@ class Replayer:
                 if rq.is_timeout_code(cres.status):
                     return f"timeout status {cres.status} (retried)"
                 if cres.status == 200:  # upstream: t.Fatalf at once, no retry
-                    raise rq.WrongAnswer("the request should fail, returned HTTP status OK (200) instead")
+                    raise rq.WrongAnswer(
+                        "the request should fail, returned HTTP status OK (200) instead")
                 return None
             sent = self.resolve_client_certs(dict(c["request"], path=req_path))
             return rq.compare(request, creq, cres, exp, sent=sent)
@@ -323,20 +338,22 @@ class Replayer:
         for m in mirrors:
             self.expect_mirrored(m["BackendRef"], sent_path[0])
 
-    def run_tcp_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+    def run_tcp_group(self, group: Obj, target: Target, expect_kind: str,
+                      cases: list[Obj] | None = None) -> None:
         """Upstream tcp.MakeTCPRequestAndExpectEventuallyValidResponse for each case: a new
         connection per attempt, each case eventually consistent."""
         if expect_kind != "response":
             raise HarnessGap(f"tcp requests expecting {expect_kind!r} need a test-specific replay")
-        for i, case in enumerate(group.get("cases") if cases is None else cases):
+        for i, case in enumerate(group["cases"] if cases is None else cases):
             expected = tcp_expectation(case)
             name = f"{i} tcp connection should reach {expected.namespace}/{expected.backend}"
             try:
-                rq.wait_consistent(lambda: rq.tcp_probe(target.tcp(), expected), limit=self.limit)
+                rq.wait_consistent(lambda: rq.tcp_probe(target.tcp(), expected), limit=self.limit)  # noqa: B023
             except (rq.NotConsistent, rq.WrongAnswer) as exc:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
 
-    def run_udp_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+    def run_udp_group(self, group: Obj, target: Target, expect_kind: str,
+                      cases: list[Obj] | None = None) -> None:
         """The udp helpers as recorded: ``response`` (ExpectEchoResponseFromBackend) wants
         each case's answer from a pod of its Service in its namespace; ``any-echo``
         (ExpectEchoResponse) wants an answer from any echo. A new socket (a new flow) per
@@ -349,27 +366,31 @@ class Replayer:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
             return
         if expect_kind != "response":
-            raise HarnessGap(f"udp requests expecting {expect_kind!r} are not replayed by the harness")
-        for i, case in enumerate(group.get("cases") if cases is None else cases):
+            raise HarnessGap(
+                f"udp requests expecting {expect_kind!r} are not replayed by the harness")
+        for i, case in enumerate(group["cases"] if cases is None else cases):
             service, namespace = case.get("Service"), case.get("Namespace")
             if not service or not namespace or _placeholder(service) or _placeholder(namespace):
                 raise HarnessGap(f"udp case without a Service and Namespace: {case}")
             name = f"{i} udp echo should reach {namespace}/{service}"
             try:
-                rq.wait_consistent(lambda: rq.udp_probe(target.address, service, namespace), limit=self.limit)
+                rq.wait_consistent(lambda: rq.udp_probe(target.address, service, namespace),  # noqa: B023
+                                   limit=self.limit)
             except rq.NotConsistent as exc:
                 raise CaseFailed(name, f"{name}: {exc}") from exc
 
-    def run_grpc_group(self, group: Obj, target: Target, expect_kind: str, cases: list[Obj] | None = None) -> None:
+    def run_grpc_group(self, group: Obj, target: Target, expect_kind: str,
+                       cases: list[Obj] | None = None) -> None:
         """Upstream grpc.MakeRequestAndExpectEventuallyConsistentResponse (``response``)
         and ...Failure (``failure``) for each case: one client per case (clear text, the
         case's authority), each case eventually consistent (``conformance.grpc_requests``)."""
         from conformance import grpc_requests as gq
 
         if expect_kind not in ("response", "failure"):
-            raise HarnessGap(f"grpc requests expecting {expect_kind!r} are not replayed by the harness")
+            raise HarnessGap(
+                f"grpc requests expecting {expect_kind!r} are not replayed by the harness")
         probe = gq.response_probe if expect_kind == "response" else gq.failure_probe
-        for i, raw in enumerate(group.get("cases") if cases is None else cases):
+        for i, raw in enumerate(group["cases"] if cases is None else cases):
             try:
                 case = gq.GrpcCase.from_record(raw)
             except gq.CaseError as exc:
@@ -377,7 +398,7 @@ class Replayer:
             name = case.test_case_name(i)
             with gq.GrpcClient(target.address, case.authority) as client:
                 try:
-                    rq.wait_consistent(lambda: probe(client, case), limit=self.limit)
+                    rq.wait_consistent(lambda: probe(client, case), limit=self.limit)  # noqa: B023
                 except (rq.NotConsistent, rq.WrongAnswer) as exc:
                     raise CaseFailed(name, f"{name}: {exc}") from exc
 
@@ -385,10 +406,12 @@ class Replayer:
         """Upstream tls.MakeTLSConnectionAndExpectEventuallyConnectionRejection: the
         handshake with the group's server name ends in EOF or a reset."""
         if expect_kind != "connection-rejected":
-            raise HarnessGap(f"tls requests expecting {expect_kind!r} are not replayed by the harness")
+            raise HarnessGap(
+                f"tls requests expecting {expect_kind!r} are not replayed by the harness")
         name = f"TLS connection with server name {target.server_name!r} should be rejected"
         try:
-            rq.wait_consistent(lambda: rq.tls_rejection_probe(target.address, target.server_name), limit=self.limit)
+            rq.wait_consistent(lambda: rq.tls_rejection_probe(target.address, target.server_name),
+                               limit=self.limit)
         except rq.NotConsistent as exc:
             raise CaseFailed(name, f"{name}: {exc}") from exc
 
@@ -426,22 +449,26 @@ class Replayer:
             jitter = {"X-Jitter": str(random.randrange(10000))} if random.randrange(2) else {}
             request = self.build(target, case, extra_headers=jitter)
             creq, cres = rq.round_trip(request)
-            why = rq.compare(request, creq, cres, case.get("expect") or {}, sent=case.get("request"))
+            why = rq.compare(request, creq, cres, case.get("expect") or {},
+                             sent=case.get("request"))
             if why:
                 raise CheckFailed(f"response expectation failed for request: {why}")
             return creq.pod
 
         return distribution_error(send, weights, total, concurrency, tolerance)
 
-    def tcp_weighted_distribution(self, target: Target, weights: dict[str, float], *, total: int = 500,
-                                  concurrency: int = 10, tolerance: float = 0.05, retries: int = 10) -> None:
+    def tcp_weighted_distribution(self, target: Target, weights: dict[str, float], *,
+                                  total: int = 500,
+                                  concurrency: int = 10, tolerance: float = 0.05,
+                                  retries: int = 10) -> None:
         """The TCP weighted test: ``total`` connections (``concurrency`` at a time), each
         attributed to the backend named by the pod in its TEST answer minus the pod's last
         two name parts (upstream EchoSendOnce), every backend within ``tolerance`` of its
         weight and weight 0 getting nothing; retried up to weight.MaxTestRetries times."""
         errors = []
         for attempt in range(retries):
-            err = distribution_error(lambda _: rq.tcp_echo_pod(target.address, rq.REQUEST_TIMEOUT_S), weights,
+            err = distribution_error(lambda _: rq.tcp_echo_pod(target.address,
+                                                               rq.REQUEST_TIMEOUT_S), weights,
                                      total, concurrency, tolerance)
             if err is None:
                 return
@@ -449,8 +476,10 @@ class Replayer:
             self.log(f"tcp weighted distribution attempt {attempt + 1}: {err}")
         raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
 
-    def udp_weighted_distribution(self, target: Target, weights: dict[str, float], *, total: int = 500,
-                                  concurrency: int = 10, tolerance: float = 0.05, retries: int = 10) -> None:
+    def udp_weighted_distribution(self, target: Target, weights: dict[str, float], *,
+                                  total: int = 500,
+                                  concurrency: int = 10, tolerance: float = 0.05,
+                                  retries: int = 10) -> None:
         """The UDP weighted test (upstream weight.TestWeightedDistribution over UDP echo):
         ``total`` exchanges, each on a new socket (so a new flow and a fresh pick),
         ``concurrency`` at a time, attributed to the pod name minus its last two parts;
@@ -458,7 +487,8 @@ class Replayer:
         retried up to weight.MaxTestRetries times."""
         errors = []
         for attempt in range(retries):
-            err = distribution_error(lambda _: rq.udp_echo_pod(target.address, UDP_WEIGHT_SEND_TIMEOUT_S),
+            err = distribution_error(lambda _: rq.udp_echo_pod(target.address,
+                                                               UDP_WEIGHT_SEND_TIMEOUT_S),
                                      weights, total, concurrency, tolerance)
             if err is None:
                 return
@@ -482,15 +512,16 @@ class Replayer:
         entropy = gq.Entropy()
         errors = []
         for attempt in range(retries):
-            err = distribution_error(lambda _: gq.echo_pod(target.address, grpc_case, entropy), weights, total,
-                                     concurrency, tolerance)
+            err = distribution_error(lambda _: gq.echo_pod(target.address, grpc_case, entropy),
+                                     weights, total, concurrency, tolerance)
             if err is None:
                 return
             errors.append(err)
             self.log(f"grpc weighted distribution attempt {attempt + 1}: {err}")
         raise CheckFailed(f"weighted distribution failed {retries} times; last: {errors[-1]}")
 
-    def header_per_backend(self, target: Target, case: Obj, *, total: int = 100, header: str = "Backend") -> None:
+    def header_per_backend(self, target: Target, case: Obj, *, total: int = 100,
+                           header: str = "Backend") -> None:
         """Upstream HTTPRouteRequestHeaderModifierBackendWeights' loop: ``total`` requests,
         each must round-trip, the echo must report exactly one ``Backend`` value (the
         header each backendRef's filter sets; the echo's map key, Go's canonical name) and
@@ -503,11 +534,11 @@ class Replayer:
                 raise CheckFailed(f"request {i}: failed to roundtrip request: {exc}") from exc
             values = creq.headers.get(header) or []
             if len(values) != 1:
-                raise CheckFailed(f"request {i}: expected a single {header!r} header to have been set, "
-                                  f"got {len(values)} (pod {creq.pod or 'unknown'})")
+                raise CheckFailed(f"request {i}: expected a single {header!r} header to have been "
+                                  f"set, got {len(values)} (pod {creq.pod or 'unknown'})")
             if not creq.pod.startswith(values[0]):
-                raise CheckFailed(f"request {i}: {header} header {values[0]!r} does not match pod {creq.pod!r} "
-                                  f"(backend {backend_of_pod(creq.pod)})")
+                raise CheckFailed(f"request {i}: {header} header {values[0]!r} does not match pod "
+                                  f"{creq.pod!r} (backend {backend_of_pod(creq.pod)})")
 
     def percentage_mirror(self, target: Target, case: Obj, *, rounds: int = 5, total: int = 500,
                           concurrency: int = 10) -> None:
@@ -529,12 +560,13 @@ class Replayer:
 
             def send(_: int) -> None:
                 def probe() -> str | None:
-                    request = self.build(target, case, path=path)
+                    request = self.build(target, case, path=path)  # noqa: B023
                     try:
                         creq, cres = rq.round_trip(request)
                     except rq.RequestError as exc:
                         return f"request failed: {exc}"
-                    return rq.compare(request, creq, cres, exp_r, sent=dict(case["request"], path=path))
+                    return rq.compare(request, creq, cres, exp_r,  # noqa: B023
+                                      sent=dict(case["request"], path=path))  # noqa: B023
                 rq.wait_consistent(probe, threshold=1, limit=self.limit)
 
             with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
@@ -571,8 +603,8 @@ class Replayer:
         return last
 
 
-def distribution_error(send: Callable[[int], str], weights: dict[str, float], total: int, concurrency: int,
-                       tolerance: float) -> str | None:
+def distribution_error(send: Callable[[int], str], weights: dict[str, float], total: int,
+                       concurrency: int, tolerance: float) -> str | None:
     """Upstream weight.TestWeightedDistribution: send ``total`` probes, ``concurrency``
     at a time (``send`` returns the pod that answered; RequestError or CheckFailed end
     the round), attribute each pod to the backend named by the pod name minus its last
@@ -584,7 +616,9 @@ def distribution_error(send: Callable[[int], str], weights: dict[str, float], to
             for pod in pool.map(send, range(total)):
                 backend = backend_of_pod(pod)
                 if backend not in weights:
-                    return f"request was handled by an unexpected pod {pod!r} (extracted backend: {backend!r})"
+                    return (
+                        f"request was handled by an unexpected pod {pod!r} (extracted backend: "
+                        f"{backend!r})")
                 seen[backend] = seen.get(backend, 0) + 1
         except (rq.RequestError, CheckFailed) as exc:
             return f"error while sending requests: {exc}"
@@ -598,6 +632,6 @@ def distribution_error(send: Callable[[int], str], weights: dict[str, float], to
             continue
         got = seen.get(backend, 0) / total
         if abs(got - want) > tolerance:
-            errs.append(f"backend {backend!r} weighted traffic of {got:g} not within tolerance {want:g} "
-                        f"(+/-{tolerance:f})")
+            errs.append(f"backend {backend!r} weighted traffic of {got:g} not within tolerance "
+                        f"{want:g} (+/-{tolerance:f})")
     return "; ".join(sorted(errs)) or None

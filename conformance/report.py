@@ -8,8 +8,9 @@ failing case and why) and ``skipReasons``, so a report alone says what to fix.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -33,7 +34,8 @@ class TestResult:
 @dataclass
 class Report:
     results: dict[str, TestResult] = field(default_factory=dict)
-    profiles: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # profile -> level -> tests
+    # profile -> level -> tests
+    profiles: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     features: dict[str, tuple[str, ...]] = field(default_factory=dict)  # test -> features
     supported: frozenset[str] = SUPPORTED_FEATURES
     api_version: str = "v1.6.1"
@@ -43,7 +45,8 @@ class Report:
     def add_test(self, name: str, profiles: dict[str, str], features: Iterable[str]) -> None:
         self.features[name] = tuple(features)
         for profile, level in profiles.items():
-            self.profiles.setdefault(profile, {"core": [], "extended": []}).setdefault(level, []).append(name)
+            self.profiles.setdefault(profile, {"core": [], "extended": []}).setdefault(
+                level, []).append(name)
 
     def record(self, result: TestResult) -> None:
         self.results[result.name] = result
@@ -81,16 +84,19 @@ class Report:
         else:
             result = "success"
         out: dict[str, Any] = {"result": result,
-                               "statistics": {"Passed": passed, "Failed": failed, "Skipped": skipped}}
+                               "statistics": {"Passed": passed, "Failed": failed,
+                                              "Skipped": skipped}}
         if level == "extended":
-            feats = sorted({f for n in names for f in self.features.get(n, ())} - PROFILE_CORE_FEATURES.get(profile, set()))
+            feats = sorted({f for n in names for f in self.features.get(
+                n, ())} - PROFILE_CORE_FEATURES.get(profile, set()))
             out["supportedFeatures"] = [f for f in feats if f in self.supported]
             out["unsupportedFeatures"] = [f for f in feats if f not in self.supported]
         failed_names = sorted(n for n in names if self._outcome(n, profile) == FAILED)
         skipped_names = sorted(n for n in names if self._outcome(n, profile) == SKIPPED)
         if failed_names:
             out["failedTests"] = failed_names
-            out["failures"] = [{"test": n, "case": self.results[n].case, "message": self.results[n].reason}
+            out["failures"] = [{"test": n, "case": self.results[n].case,
+                                "message": self.results[n].reason}
                                for n in failed_names]
         if skipped_names:
             out["skippedTests"] = skipped_names
@@ -109,16 +115,18 @@ class Report:
         r = self.results.get(name)
         return r.reason if r and r.outcome == SKIPPED else "not run"
 
-    def to_dict(self, profiles: Iterable[str], *, version: str, date: str | None = None) -> dict[str, Any]:
+    def to_dict(self, profiles: Iterable[str], *, version: str,
+                date: str | None = None) -> dict[str, Any]:
         profs = []
         for p in profiles:
             core, ext = self._level(p, "core"), self._level(p, "extended")
             profs.append({"name": p, "core": core, "extended": ext,
-                          "summary": f"Core tests {core['result']}; extended tests {ext['result']}."})
+                          "summary": f"Core tests {core['result']}; "
+                                     f"extended tests {ext['result']}."})
         doc: dict[str, Any] = {
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "ConformanceReport",
-            "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date": date or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "gatewayAPIVersion": self.api_version,
             "gatewayAPIChannel": self.channel,
             "implementation": {"organization": "kgw", "project": "kgw", "url": "https://kgw.dev",
@@ -133,4 +141,5 @@ class Report:
         return doc
 
     def to_yaml(self, profiles: Iterable[str], *, version: str, date: str | None = None) -> str:
-        return yaml.safe_dump(self.to_dict(profiles, version=version, date=date), sort_keys=False, width=200)
+        return yaml.safe_dump(self.to_dict(profiles, version=version, date=date), sort_keys=False,
+                              width=200)

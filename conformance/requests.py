@@ -36,8 +36,9 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, cast
 
 REQUEST_TIMEOUT_S = 10.0
 CONSECUTIVE_SUCCESSES = 3
@@ -66,7 +67,8 @@ class Request:
     unfollow_redirect: bool = False
     #: Called when the server asks for a client certificate during the handshake (Go's
     #: GetClientCertificate hook, which upstream's TLS helpers use to assert the ask).
-    on_certificate_request: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    on_certificate_request: Callable[[], None] | None = field(default=None, compare=False,
+                                                              repr=False)
 
     @property
     def authority(self) -> str:
@@ -180,12 +182,13 @@ def watch_certificate_request(ctx: ssl.SSLContext, hook: Callable[[], None]) -> 
         if direction == "read" and content_type == handshake and msg_type == request:
             hook()
 
-    ctx._msg_callback = on_message  # type: ignore[attr-defined]
+    ctx._msg_callback = on_message
 
 
 def _verify_name(sock: ssl.SSLSocket, name: str) -> None:
     cert = sock.getpeercert() or {}
-    sans = [v for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address")]
+    alt_names: Any = cert.get("subjectAltName", ())
+    sans = [v for k, v in alt_names if k in ("DNS", "IP Address")]
     if not any(go_match_hostname(s, name) or s == name for s in sans):
         raise RequestError(f"x509: certificate is valid for {sans}, not {name}")
 
@@ -233,7 +236,8 @@ def _request_headers(req: Request) -> list[tuple[str, str]]:
 def _transparent_gzip(req: Request, res: CapturedResponse) -> CapturedResponse:
     """Go's transport decompresses a gzip body it asked for and drops the headers that
     described the compressed form."""
-    asked = not any(k.lower() in ("accept-encoding", "range") for k, _ in req.headers) and req.method != "HEAD"
+    asked = not any(k.lower() in ("accept-encoding", "range")
+                    for k, _ in req.headers) and req.method != "HEAD"
     if asked and [v.lower() for v in res.headers.get("content-encoding", [])] == ["gzip"]:
         try:
             res.body = gzip.decompress(res.body)
@@ -246,7 +250,8 @@ def _transparent_gzip(req: Request, res: CapturedResponse) -> CapturedResponse:
 
 def _round_trip_h1(req: Request) -> CapturedResponse:
     sock = _dial(req)
-    conn = http.client.HTTPConnection(req.address.rpartition(":")[0].strip("[]"), timeout=REQUEST_TIMEOUT_S)
+    conn = http.client.HTTPConnection(req.address.rpartition(":")[0].strip("[]"),
+                                      timeout=REQUEST_TIMEOUT_S)
     conn.sock = sock
     try:
         conn.putrequest(req.method, req.request_uri, skip_host=True, skip_accept_encoding=True)
@@ -262,7 +267,8 @@ def _round_trip_h1(req: Request) -> CapturedResponse:
             headers.setdefault(k.lower(), []).append(v)
         out = CapturedResponse(resp.status, headers, body, protocol="HTTP/1.1")
     except (http.client.HTTPException, OSError) as exc:
-        raise RequestError(f"{req.method} {req.scheme}://{req.address}{req.request_uri}: {exc!r}") from exc
+        raise RequestError(
+            f"{req.method} {req.scheme}://{req.address}{req.request_uri}: {exc!r}") from exc
     finally:
         conn.close()
     return _with_redirect(req, _transparent_gzip(req, out))
@@ -277,22 +283,26 @@ def _round_trip_h2(req: Request) -> CapturedResponse:
     if isinstance(sock, ssl.SSLSocket) and sock.selected_alpn_protocol() != "h2":
         sock.close()
         raise RequestError(f"server did not negotiate h2 (ALPN {sock.selected_alpn_protocol()!r})")
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     try:
         conn.initiate_connection()
         sid = conn.get_next_available_stream_id()
-        hdrs = [(":method", req.method), (":scheme", req.scheme), (":authority", req.host or req.authority),
+        hdrs = [(":method", req.method), (":scheme", req.scheme),
+                (":authority", req.host or req.authority),
                 (":path", req.request_uri)] + [(k.lower(), v) for k, v in _request_headers(req)]
         conn.send_headers(sid, hdrs, end_stream=True)
         sock.sendall(conn.data_to_send())
-        status, headers, body, done = 0, {}, bytearray(), False
+        status, body, done = 0, bytearray(), False
+        headers: dict[str, list[str]] = {}
         while not done:
             data = sock.recv(65536)
             if not data:
                 raise RequestError("connection closed before the response completed")
             for ev in conn.receive_data(data):
                 if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
-                    for k, v in ev.headers:
+                    # header_encoding="utf-8": names and values are str
+                    for k, v in cast("list[tuple[str, str]]", ev.headers):
                         if k == ":status":
                             status = int(v)
                         else:
@@ -307,7 +317,8 @@ def _round_trip_h2(req: Request) -> CapturedResponse:
                 elif isinstance(ev, h2.events.ConnectionTerminated):
                     raise RequestError(f"GOAWAY: error code {ev.error_code}")
             sock.sendall(conn.data_to_send())
-        out = _transparent_gzip(req, CapturedResponse(status, headers, bytes(body), protocol="HTTP/2.0"))
+        out = _transparent_gzip(req,
+                                CapturedResponse(status, headers, bytes(body), protocol="HTTP/2.0"))
     except (OSError, ValueError) as exc:
         raise RequestError(f"h2 {req.method} {req.address}{req.request_uri}: {exc!r}") from exc
     except Exception as exc:  # h2 protocol errors have no common base worth naming here
@@ -330,7 +341,8 @@ def _with_redirect(req: Request, res: CapturedResponse) -> CapturedResponse:
     if not location:
         # upstream's roundtripper calls resp.Location() for every redirect status: an error
         raise RequestError(f"{res.status} response without a Location header")
-    res.redirect = parse_location(f"{req.scheme}://{req.host or req.authority}{req.request_uri}", location)
+    res.redirect = parse_location(f"{req.scheme}://{req.host or req.authority}{req.request_uri}",
+                                  location)
     if not req.unfollow_redirect and res.status in (301, 302, 303, 307, 308):
         # Go's client would follow it, dialling the Location's host: outside loopback.
         raise RequestError(f"unexpected {res.status} redirect to {location}")
@@ -363,9 +375,10 @@ def capture_request(req: Request, res: CapturedResponse) -> CapturedRequest:
         raise RequestError("echo response is not a JSON object")
     headers = doc.get("headers") or {}
     return CapturedRequest(
-        path=str(doc.get("path", "")), host=str(doc.get("host", "")), method=str(doc.get("method", "")),
-        protocol=str(doc.get("proto", "")),
-        headers={str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in headers.items()},
+        path=str(doc.get("path", "")), host=str(doc.get("host", "")),
+        method=str(doc.get("method", "")), protocol=str(doc.get("proto", "")),
+        headers={str(k): [str(x) for x in (v if isinstance(v, list) else [v])]
+                 for k, v in headers.items()},
         namespace=str(doc.get("namespace", "")), pod=str(doc.get("pod", "")),
         sni=str(doc.get("sni") or (doc.get("tls") or {}).get("serverName") or ""),
         peer_certificates=[str(c) for c in ((doc.get("tls") or {}).get("peerCertificates") or [])])
@@ -410,7 +423,9 @@ def compare(req: Request, creq: CapturedRequest, cres: CapturedResponse, expect:
         if method != creq.method:
             return f"expected method to be {method}, got {creq.method}"
         if expect.get("backendNamespace", "") != creq.namespace:
-            return f"expected namespace to be {expect.get('backendNamespace', '')}, got {creq.namespace}"
+            return (
+                f"expected namespace to be {expect.get('backendNamespace', '')}, got "
+                f"{creq.namespace}")
         lower_req = {k.lower(): v for k, v in creq.headers.items()}
         if er.get("headers"):
             if not creq.headers:
@@ -436,7 +451,8 @@ def compare(req: Request, creq: CapturedRequest, cres: CapturedResponse, expect:
         want_cert = sent.get("clientCert") if defaults_to_request else er.get("clientCert")
         if want_cert:
             if not isinstance(want_cert, str):
-                raise ValueError(f"client certificate to expect is not resolved to PEM: {want_cert!r}")
+                raise ValueError(
+                    f"client certificate to expect is not resolved to PEM: {want_cert!r}")
             if want_cert not in creq.peer_certificates:
                 return (f"expected client certificate was not captured (the backend saw "
                         f"{len(creq.peer_certificates)} peer certificate(s))")
@@ -459,7 +475,8 @@ def backend_sni(er: dict[str, Any], sent: dict[str, Any]) -> str:
 def _response_headers(cres: CapturedResponse, expect: dict[str, Any]) -> str | None:
     # upstream's IgnoreWhitespace removes spaces (only) from both sides, for the
     # single-value and the one-of expectations alike
-    squash = (lambda s: s.replace(" ", "")) if expect.get("ignoreWhitespaceInHeaderValues") else (lambda s: s)
+    squash = (lambda s: s.replace(" ", "")) if expect.get("ignoreWhitespaceInHeaderValues") else (
+        lambda s: s)
     for name, want in (expect.get("responseHeaders") or {}).items():
         got = cres.headers.get(name.lower())
         if got is None:
@@ -474,7 +491,8 @@ def _response_headers(cres: CapturedResponse, expect: dict[str, Any]) -> str | N
             return f"expected response header {name} to be one of {allowed}, got {_join(got)}"
     for name in expect.get("responseAbsentHeaders") or []:
         if name.lower() in cres.headers:
-            return f"expected response header {name} to not be set, got {cres.headers[name.lower()]}"
+            return (
+                f"expected response header {name} to not be set, got {cres.headers[name.lower()]}")
     return None
 
 
@@ -490,9 +508,11 @@ def _compare_redirect(req: Request, cres: CapturedResponse, want: dict[str, Any]
     port = str(want.get("port") or "")
     if not port:
         if got.scheme.lower() == "http" and got.port not in ("80", ""):
-            return f"for http scheme, expected redirected port to be 80 or not set, got {got.port!r}"
+            return (
+                f"for http scheme, expected redirected port to be 80 or not set, got {got.port!r}")
         if got.scheme.lower() == "https" and got.port not in ("443", ""):
-            return f"for https scheme, expected redirected port to be 443 or not set, got {got.port!r}"
+            return ("for https scheme, expected redirected port to be 443 or not set, "
+                    f"got {got.port!r}")
     elif port != got.port:
         return f"expected redirected port to be {port!r}, got {got.port!r}"
     if scheme != got.scheme:
@@ -527,8 +547,8 @@ def wait_consistent(probe: Callable[[], str | None], *, threshold: int = CONSECU
     last = "no attempt made"
     while True:
         if clock() - start > limit:
-            raise NotConsistent(f"timeout after {attempts} attempts ({successes}/{threshold} successes); "
-                                f"last: {last}")
+            raise NotConsistent(f"timeout after {attempts} attempts ({successes}/{threshold} "
+                                f"successes); last: {last}")
         why = probe()
         attempts += 1
         if why is None:
@@ -539,10 +559,6 @@ def wait_consistent(probe: Callable[[], str | None], *, threshold: int = CONSECU
         successes = 0
         last = why
         sleep(interval)
-
-
-def fill_uuid(text: str, value: str | None = None) -> str:
-    return text.replace("<uuid>", value or str(uuid.uuid4())) if "<uuid>" in text else text
 
 
 # -- TCP echo exchanges (conformance/utils/tcp, conformance/utils/tls) ---------------
@@ -596,7 +612,8 @@ def _tcp_dial(target: TcpTarget, timeout: float) -> socket.socket:
         return tls
     except (ssl.SSLError, OSError) as exc:
         sock.close()
-        raise RequestError(f"tls handshake with {target.address} (sni {target.server_name}): {exc}") from exc
+        raise RequestError(
+            f"tls handshake with {target.address} (sni {target.server_name}): {exc}") from exc
 
 
 class _LineReader:
@@ -615,7 +632,8 @@ class _LineReader:
         return line.decode("utf-8", "replace") + "\n"
 
 
-def tcp_probe(target: TcpTarget, expected: TcpExpectation, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+def tcp_probe(target: TcpTarget, expected: TcpExpectation,
+              timeout: float = REQUEST_TIMEOUT_S) -> str | None:
     """One attempt of upstream WaitForValidTCPResponse on a new connection: the welcome
     line, PING -> PONG, IS_TLS -> the expected flag, TEST -> JSON matching ``expected``.
     ``None`` when it all matches; the reason when the exchange did not complete (dial,
@@ -642,7 +660,8 @@ def tcp_probe(target: TcpTarget, expected: TcpExpectation, timeout: float = REQU
         sock.sendall(b"TEST\n")
         payload = json.loads(reader.line())
     except (RequestError, OSError, ValueError) as exc:
-        if wrong:  # upstream's assertion already failed the test; the read error only ends the attempt
+        # upstream's assertion already failed the test; the read error only ends the attempt
+        if wrong:
             raise WrongAnswer("; ".join(wrong)) from exc
         return f"an error occurred during assertion: {exc}"
     finally:
@@ -663,16 +682,23 @@ def validate_tcp_payload(payload: Any, expected: TcpExpectation) -> str | None:
     if ns != expected.namespace:
         return f"namespace does not match: got {ns!r}, want {expected.namespace!r}"
     if not pod.startswith(f"{expected.backend}-"):
-        return f"backend name does not match with pod prefix: pod={pod!r} backend={expected.backend!r}"
+        return (f"backend name does not match with pod prefix: pod={pod!r} "
+                f"backend={expected.backend!r}")
     tls = payload.get("tls")
     if expected.hostname:
         if not isinstance(tls, dict):
-            return f"TLS server name does not match: no TLS assertions received, want {expected.hostname!r}"
+            return (
+                "TLS server name does not match: no TLS assertions received, want "
+                f"{expected.hostname!r}")
         if tls.get("serverName", "") != expected.hostname:
-            return f"TLS server name does not match: got {tls.get('serverName', '')!r}, want {expected.hostname!r}"
+            return (
+                f"TLS server name does not match: got {tls.get('serverName', '')!r}, want "
+                f"{expected.hostname!r}")
     if expected.tls_protocol:
         if not isinstance(tls, dict):
-            return f"TLS protocol does not match: no TLS assertions received, want {expected.tls_protocol!r}"
+            return (
+                "TLS protocol does not match: no TLS assertions received, want "
+                f"{expected.tls_protocol!r}")
         if tls.get("negotiatedProtocol", "") != expected.tls_protocol:
             return (f"TLS protocol does not match: got {tls.get('negotiatedProtocol', '')!r}, "
                     f"want {expected.tls_protocol!r}")
@@ -723,7 +749,8 @@ def tcp_echo_probe(address: str, timeout: float = REQUEST_TIMEOUT_S) -> str | No
         return f"failed to receive a TCP echo response from {address}: {exc}"
 
 
-def tls_rejection_probe(address: str, server_name: str, timeout: float = REQUEST_TIMEOUT_S) -> str | None:
+def tls_rejection_probe(address: str, server_name: str,
+                        timeout: float = REQUEST_TIMEOUT_S) -> str | None:
     """One attempt of upstream MakeTLSConnectionAndExpectEventuallyConnectionRejection:
     dial and start a TLS handshake with ``server_name``; ``None`` when the connection is
     rejected (EOF or a reset during the handshake), else why not (a completed handshake,
@@ -778,7 +805,7 @@ def udp_exchange(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> dict
             sock.connect((host.strip("[]"), port_n))  # replies from elsewhere are filtered
             sock.send(message.encode())
             data = sock.recv(UDP_MAX_DATAGRAM)
-        except socket.timeout:
+        except TimeoutError:
             raise RequestError(f"no UDP answer from {address} within {timeout:g}s") from None
         except OSError as exc:
             raise RequestError(f"UDP exchange with {address}: {exc}") from exc
@@ -789,7 +816,8 @@ def udp_exchange(address: str, timeout: float = UDP_SEND_ONCE_TIMEOUT_S) -> dict
     if not isinstance(doc, dict):
         raise RequestError(f"UDP echo response is not an object: {data[:200]!r}")
     if doc.get("request") != message:
-        raise RequestError(f"UDP echo answered another datagram: {doc.get('request')!r}, sent {message!r}")
+        raise RequestError(
+            f"UDP echo answered another datagram: {doc.get('request')!r}, sent {message!r}")
     return doc
 
 
@@ -798,9 +826,13 @@ def validate_udp_payload(doc: dict[str, Any], service: str, namespace: str) -> s
     echo's SERVICE_NAME) and ``namespace`` equal the expected ones, when given."""
     got_service, ns = str(doc.get("service", "")), str(doc.get("namespace", ""))
     if service and got_service != service:
-        return f"UDP echo response service={got_service!r} did not match expected {service!r} (pod={doc.get('pod')!r})"
+        return (
+            f"UDP echo response service={got_service!r} did not match expected {service!r} "
+            f"(pod={doc.get('pod')!r})")
     if namespace and ns != namespace:
-        return f"UDP echo response namespace={ns!r} did not match expected {namespace!r} (pod={doc.get('pod')!r})"
+        return (
+            f"UDP echo response namespace={ns!r} did not match expected {namespace!r} "
+            f"(pod={doc.get('pod')!r})")
     return None
 
 
@@ -857,7 +889,8 @@ def dns_whoami_probe(address: str, qname: str = "foo.bar.com.",
         return f"DNS reply is not whoami's (authoritative, empty answer): {reply}"
     name = dns.name.from_text(qname)
     srv = dns.name.Name((b"_udp",) + name.labels)
-    have_addr = any(r.name == name and r.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for r in reply.additional)
+    have_addr = any(r.name == name and r.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+                    for r in reply.additional)
     have_srv = any(r.name == srv and r.rdtype == dns.rdatatype.SRV for r in reply.additional)
     if not (have_addr and have_srv):
         return f"DNS reply lacks whoami's address and _udp SRV records: {reply}"

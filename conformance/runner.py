@@ -17,15 +17,16 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from conformance import certs
 from conformance.backends import EchoFleet
-from conformance.features import ONLY_WITHOUT, PROFILES, SUPPORTED_FEATURES, missing_features, profile_supported
-from conformance.loader import (GATEWAY_CLASS_NAME, Suite, TestCase, container_env, is_coredns_deployment,
-                                read_manifest)
+from conformance.features import (ONLY_WITHOUT, PROFILES, SUPPORTED_FEATURES, missing_features,
+                                  profile_supported)
+from conformance.loader import (GATEWAY_CLASS_NAME, Suite, TestCase, container_env,
+                                is_coredns_deployment, read_manifest)
 from conformance.replay import Replayer
 from conformance.report import FAILED, PASSED, SKIPPED, Report, TestResult
 from conformance.scenarios import NOT_REPLAYABLE, StepFailed, TestRun, scenario_for
@@ -33,7 +34,8 @@ from conformance.status_checks import AdminClient, CheckFailed, HarnessGap, Stat
 from conformance.world import World
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE_NAMESPACES = ["gateway-conformance-infra", "gateway-conformance-app-backend", "gateway-conformance-web-backend"]
+BASE_NAMESPACES = ["gateway-conformance-infra", "gateway-conformance-app-backend",
+                   "gateway-conformance-web-backend"]
 CLEANUP_TIMEOUT_S = 10.0  # upstream DeleteTimeout
 READY_TIMEOUT_S = 60.0
 
@@ -78,14 +80,16 @@ def plan(suite: Suite, opts: Options) -> Plan:
         if wanted and t.name not in wanted:
             skipped[t.name] = "not selected (--run)"
         elif not any(profile_supported(p, opts.supported) for p in profiles):
-            skipped[t.name] = f"profile {'/'.join(profiles)} not supported (core features not all claimed)"
+            skipped[t.name] = (f"profile {'/'.join(profiles)} not supported "
+                               "(core features not all claimed)")
         elif missing := missing_features(t.features, opts.supported):
             skipped[t.name] = f"unsupported features: {', '.join(missing)}"
         elif t.provisional and opts.skip_provisional:
             skipped[t.name] = "provisional (--skip-provisional)"
         elif ONLY_WITHOUT.get(t.name, "") in opts.supported:
-            passed[t.name] = (f"{ONLY_WITHOUT[t.name]} is supported: upstream's test returns at once "
-                              "(a pass) and checks nothing")
+            passed[
+                t.name] = (f"{ONLY_WITHOUT[t.name]} is supported: upstream's test returns at once "
+                           "(a pass) and checks nothing")
         elif t.name in NOT_REPLAYABLE:
             skipped[t.name] = f"harness: {NOT_REPLAYABLE[t.name]}"
         else:
@@ -106,7 +110,8 @@ class Runner:
         self.out = out
         self.report = Report(supported=opts.supported)
         for t in suite.tests:
-            self.report.add_test(t.name, {p: lvl for p, lvl in t.profiles.items() if p in opts.profiles}, t.features)
+            self.report.add_test(
+                t.name, {p: lvl for p, lvl in t.profiles.items() if p in opts.profiles}, t.features)
         self.kgw: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
 
@@ -133,8 +138,10 @@ class Runner:
         world = World(self.workdir, fleet, secrets=generated.objects, wants=self._wants_deployment)
         admin_addr = f"127.0.0.1:{free_port()}"
         admin = AdminClient(admin_addr)
-        checker = StatusChecker(admin, Timeouts(self.opts.status_timeout), pods_ready=world.pods_ready,
-                                skip_readiness=world.skip_readiness, spec_listeners=world.gateway_listeners,
+        checker = StatusChecker(admin, Timeouts(self.opts.status_timeout),
+                                pods_ready=world.pods_ready,
+                                skip_readiness=world.skip_readiness,
+                                spec_listeners=world.gateway_listeners,
                                 exists=world.exists, gateways_in=world.gateways_in, log=self.log)
 
         def secret_pair(ns: str, name: str) -> tuple[bytes, bytes]:
@@ -150,8 +157,8 @@ class Runner:
             except (RuntimeError, OSError) as exc:
                 self.report.setup_problem = f"echo backends: {exc}"
                 for t in p.run:
-                    self.report.record(TestResult(t.name, FAILED, f"suite setup failed: {exc}", "setup",
-                                                  provisional=t.provisional))
+                    self.report.record(TestResult(t.name, FAILED, f"suite setup failed: {exc}",
+                                                  "setup", provisional=t.provisional))
                 return self.report
             self._start_kgw(world, admin_addr)
             self._setup_checks(admin, checker)
@@ -192,7 +199,8 @@ class Runner:
                "--access-log", "off", "--l4-mode", self.opts.l4_mode]
         self.log("starting: " + " ".join(cmd))
         with open(self.workdir / "kgw.log", "ab") as logf:
-            self.kgw = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+            self.kgw = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
 
     def _stop_kgw(self) -> None:
         if self.kgw is None or self.kgw.poll() is not None:
@@ -210,10 +218,12 @@ class Runner:
         tail = ""
         if self.workdir is not None:
             try:
-                tail = (self.workdir / "kgw.log").read_text(errors="replace").strip().splitlines()[-1]
+                tail = (self.workdir / "kgw.log").read_text(errors="replace").strip().splitlines()[
+                    -1]
             except (OSError, IndexError):
                 pass
-        return f"kgw run exited with status {self.kgw.returncode}" + (f" (last log line: {tail})" if tail else "")
+        return f"kgw run exited with status {self.kgw.returncode}" + (f" (last log line: {tail})"
+                                                                      if tail else "")
 
     def _kgw_errors(self, limit: int = 5) -> list[str]:
         """Distinct ERROR lines kgw logged during the run (the first few), to point at the
@@ -248,7 +258,8 @@ class Runner:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not admin.ready():
             if self._kgw_exit() or time.monotonic() > deadline:
-                self.report.setup_problem = self._kgw_exit() or f"/readyz not 200 within {READY_TIMEOUT_S:.0f}s"
+                self.report.setup_problem = (self._kgw_exit()
+                                             or f"/readyz not 200 within {READY_TIMEOUT_S:.0f}s")
                 self.out(f"setup: {self.report.setup_problem}")
                 return
             time.sleep(0.1)
@@ -259,7 +270,8 @@ class Runner:
             self.report.setup_problem = str(exc)
             self.out(f"setup: {exc}")
 
-    def _run_test(self, t: TestCase, world: World, checker: StatusChecker, replayer: Replayer) -> TestResult:
+    def _run_test(self, t: TestCase, world: World, checker: StatusChecker,
+                  replayer: Replayer) -> TestResult:
         started = time.monotonic()
         dead = self._kgw_exit()
         if dead:
@@ -269,7 +281,8 @@ class Runner:
             world.apply(t.name, docs)
         except (RuntimeError, OSError) as exc:
             world.remove(t.name)
-            return self._done(t, FAILED, f"could not set up the test's backends: {exc}", "setup", started)
+            return self._done(t, FAILED, f"could not set up the test's backends: {exc}", "setup",
+                              started)
         run = TestRun(t, world, checker, replayer, t.name, log=self.log)
         try:
             scenario_for(t)(run)
@@ -286,7 +299,8 @@ class Runner:
         if outcome == FAILED and (dead := self._kgw_exit()):
             reason = f"{reason} [{dead}]"
         if outcome == PASSED and self.report.setup_problem:
-            outcome, reason, step = FAILED, f"suite setup failed: {self.report.setup_problem}", "setup"
+            outcome, reason, step = (FAILED, f"suite setup failed: {self.report.setup_problem}",
+                                     "setup")
         self._cleanup(t, world, checker)
         return self._done(t, outcome, reason, step, started)
 
@@ -307,7 +321,8 @@ class Runner:
                 return
             time.sleep(0.05)
 
-    def _done(self, t: TestCase, outcome: str, reason: str, step: str, started: float) -> TestResult:
+    def _done(self, t: TestCase, outcome: str, reason: str, step: str,
+              started: float) -> TestResult:
         secs = time.monotonic() - started
         label = {PASSED: "PASS", FAILED: "FAIL", SKIPPED: "SKIP"}[outcome]
         self.out(f"{label} {t.name} ({secs:.1f}s)" + (f": {reason}" if reason else ""))

@@ -12,8 +12,9 @@ import copy
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from conformance import requests as rq
 from conformance.loader import TestCase, key_of
@@ -46,7 +47,8 @@ class TestRun:
     # -- status checks --
 
     def checks(self, context: str | None = None) -> list[Obj]:
-        return [c for c in self.test.status_checks if context is None or context in (c.get("context") or [])]
+        return [c for c in self.test.status_checks if context is None
+                or context in (c.get("context") or [])]
 
     def run_checks(self, checks: list[Obj]) -> None:
         names = [key_of(o)[2] for o in self.world.files[self.file].objects]
@@ -146,7 +148,8 @@ INFRA = "gateway-conformance-infra"
 
 
 def _observed_generation_bump(kind: str, namespace: str, name: str, change: Callable[[Obj], None],
-                              context: str = "observedGeneration should increment") -> Callable[[TestRun], None]:
+                              context: str = "observedGeneration should increment") -> Callable[
+                                  [TestRun], None]:
     """Upstream *ObservedGenerationBump: checks, a spec change, the same checks again,
     and the generation must have moved."""
     def scenario(run: TestRun) -> None:
@@ -163,7 +166,8 @@ def _observed_generation_bump(kind: str, namespace: str, name: str, change: Call
 def _add_alternate_listener(gw: Obj) -> None:
     """Upstream GatewayObservedGenerationBump's patch: an HTTP listener on port 80 for
     foo.com, routes from all namespaces."""
-    gw["spec"]["listeners"].append({"name": "alternate", "hostname": "foo.com", "port": 80, "protocol": "HTTP",
+    gw["spec"]["listeners"].append({"name": "alternate", "hostname": "foo.com", "port": 80,
+                                    "protocol": "HTTP",
                                     "allowedRoutes": {"namespaces": {"from": "All"}}})
 
 
@@ -178,7 +182,8 @@ def _new_description(gwc: Obj) -> None:
 def _add_http_listener(gw: Obj) -> None:
     """GatewayModifyListeners' first patch: an HTTP listener ``http`` on port 80 for
     data.test.com, routes from all namespaces."""
-    gw["spec"]["listeners"].append({"name": "http", "port": 80, "protocol": "HTTP", "hostname": "data.test.com",
+    gw["spec"]["listeners"].append({"name": "http", "port": 80, "protocol": "HTTP",
+                                    "hostname": "data.test.com",
                                     "allowedRoutes": {"namespaces": {"from": "All"}}})
 
 
@@ -196,19 +201,22 @@ def gateway_modify_listeners(run: TestRun) -> None:
     keep only the ``http`` listener of gateway-remove-listener; status must follow each
     change."""
     add_ctx = "should be able to add a listener that then becomes available for routing traffic"
-    remove_ctx = "should be able to remove listeners, which would then stop routing the relevant traffic"
+    remove_ctx = (
+        "should be able to remove listeners, which would then stop routing the relevant traffic")
     for ctx, gw, change in (
         (add_ctx, "gateway-add-listener", _add_http_listener),
         (remove_ctx, "gateway-remove-listener", _keep_only_http_listener),
     ):
         checks = run.checks(ctx)
-        sanity = [c for c in checks if c["helper"] in ("NamespacesMustBeReady", "GatewayMustHaveLatestConditions")]
+        sanity = [c for c in checks
+                  if c["helper"] in ("NamespacesMustBeReady", "GatewayMustHaveLatestConditions")]
         run.run_checks(sanity)
         before = run.generation("Gateway", INFRA, gw)
         run.update("Gateway", INFRA, gw, change)
         run.run_checks(checks)
         if run.generation("Gateway", INFRA, gw) == before:
-            raise StepFailed("generation", f"Gateway {gw}: generation should change after an update")
+            raise StepFailed("generation",
+                             f"Gateway {gw}: generation should change after an update")
 
 
 def httproute_reference_grant(run: TestRun) -> None:
@@ -216,7 +224,8 @@ def httproute_reference_grant(run: TestRun) -> None:
     exists, and gets a 500 once the grant is deleted."""
     groups = run.test.request_groups
     if len(groups) != 2:
-        raise HarnessGap("expected two request groups (before and after deleting the ReferenceGrant)")
+        raise HarnessGap(
+            "expected two request groups (before and after deleting the ReferenceGrant)")
     run.run_checks(run.checks())
     run.run_groups(groups[:1])
     run.delete("ReferenceGrant", "gateway-conformance-web-backend", "reference-grant")
@@ -249,10 +258,12 @@ def tcproute_multiple_routes_attachment(run: TestRun) -> None:
         try:
             pod = rq.tcp_echo_pod(target.address)
         except rq.RequestError as exc:
-            raise StepFailed("only the oldest route", f"TCP echo request {i + 1}/100 failed: {exc}") from exc
+            raise StepFailed("only the oldest route",
+                             f"TCP echo request {i + 1}/100 failed: {exc}") from exc
         if not pod.startswith("tcp-attach-backend-1-"):
-            raise StepFailed("only the oldest route", f"request {i + 1}/100 reached {pod!r}; only the oldest "
-                                                      "route (tcp-attach-backend-1) should be attached")
+            raise StepFailed("only the oldest route",
+                             f"request {i + 1}/100 reached {pod!r}; only the oldest "
+                             "route (tcp-attach-backend-1) should be attached")
 
 
 def tcproute_reference_grant(run: TestRun) -> None:
@@ -332,8 +343,9 @@ def udproute_multiple_routes_attachment(run: TestRun) -> None:
         except rq.RequestError as exc:
             raise StepFailed("only the oldest route", f"UDP echo {i + 1}/20 failed: {exc}") from exc
         if not pod.startswith("udp-attach-backend-1-"):
-            raise StepFailed("only the oldest route", f"UDP echo {i + 1}/20 reached {pod!r}; only the oldest "
-                                                      "route (udp-attach-backend-1) should be attached")
+            raise StepFailed("only the oldest route",
+                             f"UDP echo {i + 1}/20 reached {pod!r}; only the oldest "
+                             "route (udp-attach-backend-1) should be attached")
 
 
 def udproute_dns(run: TestRun) -> None:
@@ -383,14 +395,16 @@ def grpcroute_weight(run: TestRun) -> None:
     run.run_checks(run.checks())
     groups = run.test.request_groups
     dists = run.test.record.get("weightedDistribution") or []
-    if len(groups) != 1 or groups[0].get("protocol") != "grpc" or len(groups[0].get("cases") or []) != 1 \
+    if len(groups) != 1 or groups[0].get("protocol") != "grpc" or len(groups[0].get("cases")
+                                                                      or []) != 1 \
             or not dists:
         raise HarnessGap("gRPC weighted distribution without its call or weights")
     run.run_groups(groups)
     target = run.replayer.target(groups[0], run.default_gateway())
     for d in dists:
         try:
-            run.replayer.grpc_weighted_distribution(target, groups[0]["cases"][0], d["expectedWeights"])
+            run.replayer.grpc_weighted_distribution(target, groups[0]["cases"][0],
+                                                    d["expectedWeights"])
         except CheckFailed as exc:
             raise StepFailed("grpc weighted distribution", str(exc)) from exc
 
@@ -436,23 +450,26 @@ def percentage_mirror(run: TestRun) -> None:
     for g in run.test.request_groups:
         target = run.replayer.target(g)
         for i, case in enumerate(g.get("cases") or []):
-            run.replayer.run_group(g, cases=[dict(case, expect={k: v for k, v in case["expect"].items()
-                                                                 if k != "mirroredTo"})])
+            run.replayer.run_group(g,
+                                   cases=[dict(case, expect={k: v for k, v in case["expect"].items()
+                                                              if k != "mirroredTo"})])
             try:
                 run.replayer.percentage_mirror(target, case)
             except CheckFailed as exc:
                 raise StepFailed(f"case {i} {case['request'].get('path')}", str(exc)) from exc
 
 
-RECONCILE_CTX = ("Changing the content of a ConfigMap used by BackendTLSPolicy as CA certificate should be "
-                 "reconciled by the controller")
+RECONCILE_CTX = ("Changing the content of a ConfigMap used by BackendTLSPolicy as CA certificate "
+                 "should be reconciled by the controller")
 
 
-def _policy_condition(run: TestRun, policy: str, gw: str, type_: str, status: str, reason: str) -> None:
+def _policy_condition(run: TestRun, policy: str, gw: str, type_: str, status: str,
+                      reason: str) -> None:
     try:
         run.checker.BackendTLSPolicyMustHaveCondition({"Name": policy, "Namespace": INFRA},
                                                       {"Name": gw, "Namespace": INFRA},
-                                                      {"Type": type_, "Status": status, "Reason": reason})
+                                                      {"Type": type_, "Status": status,
+                                                       "Reason": reason})
     except CheckFailed as exc:
         raise StepFailed("BackendTLSPolicyMustHaveCondition", str(exc)) from exc
 
@@ -464,11 +481,14 @@ def backendtlspolicy(run: TestRun) -> None:
     InvalidCACertificateRef), the ConfigMap is created with tls-checks-ca-certificate's
     ca.crt (both True), emptied (both False), restored (both True), and the policy's
     references are restored."""
-    run.run_checks([c for c in run.test.status_checks if RECONCILE_CTX not in (c.get("context") or [])])
+    run.run_checks(
+        [c for c in run.test.status_checks if RECONCILE_CTX not in (c.get("context") or [])])
     run.run_groups(run.test.request_groups)
     valid = (("Accepted", "True", "Accepted"), ("ResolvedRefs", "True", "ResolvedRefs"))
-    invalid = (("Accepted", "False", "NoValidCACertificate"), ("ResolvedRefs", "False", "InvalidCACertificateRef"))
-    policy, gw, cm_name = "reconcile-test", "same-namespace", "tls-checks-ca-certificate-reconcile-test"
+    invalid = (("Accepted", "False", "NoValidCACertificate"),
+               ("ResolvedRefs", "False", "InvalidCACertificateRef"))
+    policy, gw, cm_name = ("reconcile-test", "same-namespace",
+                           "tls-checks-ca-certificate-reconcile-test")
 
     def expect(conds: tuple[tuple[str, str, str], ...]) -> None:
         for c in conds:
@@ -479,13 +499,15 @@ def backendtlspolicy(run: TestRun) -> None:
     if shared is None:
         raise StepFailed("get", f"ConfigMap {INFRA}/tls-checks-ca-certificate not found")
     original_ca = (shared.get("data") or {}).get("ca.crt", "")
-    original_refs = copy.deepcopy(run.object("BackendTLSPolicy", INFRA, policy)["spec"]["validation"]
+    original_refs = copy.deepcopy(run.object("BackendTLSPolicy", INFRA,
+                                             policy)["spec"]["validation"]
                                   ["caCertificateRefs"])
     run.update("BackendTLSPolicy", INFRA, policy, lambda o: o["spec"]["validation"].__setitem__(
         "caCertificateRefs", [{"group": "", "kind": "ConfigMap", "name": cm_name}]))
     expect(invalid)
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm_name, "namespace": INFRA},
-          "data": {"ca.crt": original_ca}}
+    cm: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": cm_name, "namespace": INFRA},
+                          "data": {"ca.crt": original_ca}}
     run.world.files[run.file].objects.append(cm)
     run.world.rewrite(run.file)
     expect(valid)
@@ -544,13 +566,15 @@ def gateway_static_addresses(run: TestRun) -> None:
     latest, not_accepted, accepted, not_programmed, programmed, listeners = checks
     addresses = run.object("Gateway", INFRA, gw)["spec"].get("addresses") or []
     if len(addresses) != 3:
-        raise StepFailed("addresses", f"expected 3 addresses on the Gateway, one invalid, one usable and one "
-                                      f"unusable. somehow got {len(addresses)}")
+        raise StepFailed("addresses",
+                         f"expected 3 addresses on the Gateway, one invalid, one usable and one "
+                         f"unusable. somehow got {len(addresses)}")
     invalid, unusable, usable = (dict(a) for a in addresses)
     try:  # the pool's unusable address must be one nothing here can bind
         with socket.socket(socket.AF_INET) as probe:
             probe.bind((unusable["value"], 0))
-        raise HarnessGap(f"the unusable address {unusable['value']} can be bound in this network namespace")
+        raise HarnessGap(
+            f"the unusable address {unusable['value']} can be bound in this network namespace")
     except OSError:
         pass
     run.run_checks([latest, not_accepted])
@@ -579,13 +603,16 @@ def gateway_static_addresses(run: TestRun) -> None:
     values = [a.get("value") for a in found]
     for bad, what in ((unusable, "the unusable address"), (invalid, "the invalid address")):
         if bad["value"] in values:
-            raise StepFailed("status.addresses", f"should not contain {what} {bad['value']}: {found}")
+            raise StepFailed("status.addresses",
+                             f"should not contain {what} {bad['value']}: {found}")
     if usable["value"] not in values:
-        raise StepFailed("status.addresses", f"should contain the usable address {usable['value']}: {found}")
+        raise StepFailed("status.addresses",
+                         f"should contain the usable address {usable['value']}: {found}")
     for a in found:
         if a.get("value") == usable["value"] and a.get("type") != usable.get("type", "IPAddress"):
-            raise StepFailed("status.addresses", f"expected address type {usable.get('type')} for the usable "
-                                                 f"address, got {a.get('type')}")
+            raise StepFailed("status.addresses",
+                             f"expected address type {usable.get('type')} for the usable "
+                             f"address, got {a.get('type')}")
 
 
 def httproute_backend_protocol_websocket(run: TestRun) -> None:
@@ -608,8 +635,10 @@ def httproute_backend_protocol_websocket(run: TestRun) -> None:
 #: applied) with the reason, whatever is claimed, rather than passed on a partial replay.
 NOT_REPLAYABLE: dict[str, str] = {
     "GatewayInfrastructure":
-        "its assertions read the cluster resources generated for the Gateway (labels and annotations "
-        "propagated); only the status checks are recorded, and standalone kgw generates no such resources",
+        "its assertions read the cluster resources generated for the Gateway (labels and "
+        "annotations "
+        "propagated); only the status checks are recorded, and standalone kgw generates no such "
+        "resources",
 }
 
 
@@ -645,4 +674,5 @@ def scenario_for(test: TestCase) -> Callable[[TestRun], None]:
     return SCENARIOS.get(test.name, default)
 
 
-__all__ = ["TestRun", "StepFailed", "scenario_for", "SCENARIOS", "NOT_REPLAYABLE", "Replayer", "StatusChecker"]
+__all__ = ["TestRun", "StepFailed", "scenario_for", "SCENARIOS", "NOT_REPLAYABLE", "Replayer",
+           "StatusChecker"]

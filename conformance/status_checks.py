@@ -22,8 +22,9 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from conformance.loader import CONTROLLER_NAME, GATEWAY_GROUP
 
@@ -48,7 +49,8 @@ class Fatal(str):
 
 
 class HarnessGap(Exception):
-    """The harness cannot replay this from the suite's data (the test is skipped, with this reason)."""
+    """The harness cannot replay this from the suite's data (the test is skipped, with this
+    reason)."""
 
 
 # -- pure comparisons ---------------------------------------------------------------
@@ -78,13 +80,15 @@ def stale_conditions(obj: Obj, conditions: Iterable[Obj]) -> str | None:
     return None
 
 
-def find_condition(conditions: Iterable[Obj], type_: str, status: str, reason: str = "") -> str | None:
+def find_condition(conditions: Iterable[Obj], type_: str, status: str,
+                   reason: str = "") -> str | None:
     """``None`` when a condition of ``type_`` has ``status`` and ``reason`` (an empty
     status or reason matches any, as upstream's findConditionInList)."""
     seen = []
     for c in conditions or []:
         if c.get("type") == type_:
-            if (not status or c.get("status") == status) and (not reason or c.get("reason") == reason):
+            if (not status or c.get("status") == status) and (not reason
+                                                              or c.get("reason") == reason):
                 return None
             seen.append(f"{type_}={c.get('status')}/{c.get('reason')}")
     want = f"{type_}={status}" + (f"/{reason}" if reason else "")
@@ -134,15 +138,19 @@ def _brief_parents(parents: list[Obj]) -> str:
     out = []
     for p in parents:
         ref = p.get("parentRef") or {}
-        conds = ",".join(f"{c.get('type')}={c.get('status')}/{c.get('reason')}" for c in p.get("conditions") or [])
-        out.append(f"{ref.get('namespace', '')}/{ref.get('name')}#{ref.get('sectionName', '')}[{conds}]")
+        conds = ",".join(f"{c.get('type')}={c.get('status')}/{c.get('reason')}"
+                         for c in p.get("conditions") or [])
+        out.append(
+            f"{ref.get('namespace', '')}/{ref.get('name')}#{ref.get('sectionName', '')}[{conds}]")
     return "; ".join(out) or "none"
 
 
 def listeners_match(expected: list[Obj], actual: list[Obj]) -> str | None:
     """Upstream listenersMatch (order-independent, supportedKinds as a superset)."""
     if len(expected) != len(actual):
-        return f"expected {len(expected)} listeners in status, got {len(actual)} ({[a.get('name') for a in actual]})"
+        return (
+            f"expected {len(expected)} listeners in status, got {len(actual)} "
+            f"({[a.get('name') for a in actual]})")
     by_name = {a.get("name"): a for a in actual}
     for e in expected:
         a = by_name.get(e["Name"])
@@ -154,10 +162,13 @@ def listeners_match(expected: list[Obj], actual: list[Obj]) -> str | None:
             return f"listener {e['Name']}: expected no supportedKinds, got {a_kinds}"
         for ek in e_kinds:
             eg = ek.get("Group") or GATEWAY_GROUP
-            if not any((ak.get("group") or GATEWAY_GROUP) == eg and ak.get("kind") == ek["Kind"] for ak in a_kinds):
+            if not any((ak.get("group") or GATEWAY_GROUP) == eg and ak.get("kind") == ek["Kind"]
+                       for ak in a_kinds):
                 return f"listener {e['Name']}: supportedKinds {a_kinds} lacks {eg}/{ek['Kind']}"
         if a.get("attachedRoutes") != e.get("AttachedRoutes", 0):
-            return f"listener {e['Name']}: attachedRoutes {a.get('attachedRoutes')}, want {e.get('AttachedRoutes', 0)}"
+            return (
+                f"listener {e['Name']}: attachedRoutes {a.get('attachedRoutes')}, want "
+                f"{e.get('AttachedRoutes', 0)}")
         why = conditions_match(e.get("Conditions") or [], a.get("conditions") or [])
         if why:
             return f"listener {e['Name']}: {why}"
@@ -248,7 +259,7 @@ class StatusChecker:
     def poll(self, what: str, upstream_timeout: float, fn: Callable[[dict], str | None]) -> None:
         """Call ``fn(statuses)`` until it returns None; raise CheckFailed with its last reason."""
         deadline = time.monotonic() + self.timeouts.of(upstream_timeout)
-        why = "not checked"
+        why: str | None = "not checked"
         while True:
             try:
                 why = fn(self.admin.statuses())
@@ -287,7 +298,8 @@ class StatusChecker:
         """Why an object is not in kgw's /status: not applied at all is a lookup error
         (upstream's client.Get fails: the poll ends at once); applied but not listed means
         kgw has not written its status (yet), which is polled like any other miss."""
-        kinds = {"Route": ROUTE_KINDS, "ListenerSet": ("ListenerSet", "XListenerSet")}.get(kind, (kind,))
+        kinds = {"Route": ROUTE_KINDS, "ListenerSet": ("ListenerSet", "XListenerSet")}.get(kind,
+                                                                                           (kind,))
         if not any(self.exists(k, nn[0], nn[1]) for k in kinds):
             return Fatal(f"{kind} {nn[0]}/{nn[1]} not found: no such object is applied")
         return f"{kind} {nn[0]}/{nn[1]} has no status"
@@ -318,10 +330,12 @@ class StatusChecker:
         def fn(st: dict) -> str | None:
             skip = self.skip_readiness()
             if self.gateways_in is not None:
-                keys = sorted(((o.get("metadata") or {}).get("namespace", "default"), o["metadata"]["name"])
+                keys = sorted(((o.get("metadata") or {}).get("namespace", "default"),
+                               o["metadata"]["name"])
                               for o in self.gateways_in(namespaces))
             else:
-                keys = sorted((ns, name) for (kind, ns, name) in st if kind == "Gateway" and ns in namespaces)
+                keys = sorted((ns, name) for (kind, ns, name) in st if kind == "Gateway"
+                              and ns in namespaces)
             for ns, name in keys:
                 if (ns, name) in skip:
                     continue
@@ -365,21 +379,26 @@ class StatusChecker:
                 p = ls[0].get("port")
             for a in status.get("addresses") or []:
                 if a.get("type"):
-                    result["addr"] = f"{a['value']}:{p}" if ":" not in a["value"] else f"[{a['value']}]:{p}"
+                    result["addr"] = f"{a['value']}:{p}" if ":" not in a[
+                        "value"] else f"[{a['value']}]:{p}"
                     return None
-            return f"Gateway {nn[0]}/{nn[1]} has no typed address in status: {status.get('addresses')}"
+            return (f"Gateway {nn[0]}/{nn[1]} has no typed address in status: "
+                    f"{status.get('addresses')}")
         self.poll(f"WaitForGatewayAddress({nn[0]}/{nn[1]})", T_GATEWAY_ADDRESS, fn)
         return result["addr"]
 
     def GatewayMustHaveLatestConditions(self, gw: Obj) -> None:
-        self._latest("Gateway", self._nn(gw), lambda o: (o.get("status") or {}).get("conditions") or [])
+        self._latest("Gateway", self._nn(gw),
+                     lambda o: (o.get("status") or {}).get("conditions") or [])
 
     def GatewayClassMustHaveLatestConditions(self, gwc: Obj) -> None:
-        self._latest("GatewayClass", ("", gwc["Name"]), lambda o: (o.get("status") or {}).get("conditions") or [])
+        self._latest("GatewayClass", ("", gwc["Name"]),
+                     lambda o: (o.get("status") or {}).get("conditions") or [])
 
     def HTTPRouteMustHaveLatestConditions(self, route: Obj) -> None:
         self._latest("HTTPRoute", self._nn(route),
-                     lambda o: [c for p in (o.get("status") or {}).get("parents") or [] for c in p.get("conditions") or []])
+                     lambda o: [c for p in (o.get("status") or {}).get("parents") or []
+                                for c in p.get("conditions") or []])
 
     def _latest(self, kind: str, nn: NN, conditions: Callable[[Obj], list[Obj]]) -> None:
         def fn(st: dict) -> str | None:
@@ -435,7 +454,8 @@ class StatusChecker:
                     or listeners_match(listeners, status.get("listeners") or []))
         self.poll(f"{kind}StatusMustHaveListeners({nn[0]}/{nn[1]})", timeout, fn)
 
-    def GatewayListenersMustHaveConditions(self, gw: Obj, conditions: list[Obj], listener: str = "") -> None:
+    def GatewayListenersMustHaveConditions(self, gw: Obj, conditions: list[Obj],
+                                           listener: str = "") -> None:
         nn = self._nn(gw)
 
         def fn(st: dict) -> str | None:
@@ -448,15 +468,18 @@ class StatusChecker:
                     continue
                 seen = True
                 for c in conditions:
-                    why = find_condition(lst.get("conditions") or [], c["Type"], c["Status"], c.get("Reason", ""))
+                    why = find_condition(lst.get("conditions") or [], c["Type"], c["Status"],
+                                         c.get("Reason", ""))
                     if why:
                         return f"listener {lst.get('name')}: {why}"
             if listener and not seen:
                 return f"listener {listener} missing from status"
             return None
-        self.poll(f"GatewayListenersMustHaveConditions({nn[0]}/{nn[1]})", T_LISTENERS_CONDITIONS, fn)
+        self.poll(f"GatewayListenersMustHaveConditions({nn[0]}/{nn[1]})", T_LISTENERS_CONDITIONS,
+                  fn)
 
-    def GatewayListenerMustHaveConditions(self, gw: Obj, listener: str, conditions: list[Obj]) -> None:
+    def GatewayListenerMustHaveConditions(self, gw: Obj, listener: str,
+                                          conditions: list[Obj]) -> None:
         nn = self._nn(gw)
 
         def fn(st: dict) -> str | None:
@@ -467,7 +490,8 @@ class StatusChecker:
                 if lst.get("name") == listener:
                     return conditions_match(conditions, lst.get("conditions") or [])
             return f"listener {listener} missing from status"
-        self.poll(f"GatewayListenerMustHaveConditions({nn[0]}/{nn[1]}#{listener})", T_LISTENERS_CONDITIONS, fn)
+        self.poll(f"GatewayListenerMustHaveConditions({nn[0]}/{nn[1]}#{listener})",
+                  T_LISTENERS_CONDITIONS, fn)
 
     def GatewayMustHaveZeroRoutes(self, gw: Obj) -> None:
         nn = self._nn(gw)
@@ -482,7 +506,9 @@ class StatusChecker:
             ls = (obj.get("status") or {}).get("listeners") or []
             if not ls or (len(ls) == 1 and ls[0].get("attachedRoutes") == 0):
                 return None
-            return f"want no listeners or one with 0 attachedRoutes, got {[(lst.get('name'), lst.get('attachedRoutes')) for lst in ls]}"
+            return (
+                "want no listeners or one with 0 attachedRoutes, got "
+                f"{[(lst.get('name'), lst.get('attachedRoutes')) for lst in ls]}")
         self.poll(f"GatewayMustHaveZeroRoutes({nn[0]}/{nn[1]})", T_GATEWAY_LISTENERS, fn)
 
     def GatewayMustHaveAttachedListeners(self, gw: Obj, count: int) -> None:
@@ -508,30 +534,36 @@ class StatusChecker:
             if obj is None:
                 return self._absent("ListenerSet", nn)
             conds = (obj.get("status") or {}).get("conditions") or []
-            return stale_conditions(obj, conds) or find_condition(conds, cond["Type"], cond["Status"],
+            return stale_conditions(obj, conds) or find_condition(conds, cond["Type"],
+                                                                  cond["Status"],
                                                                   cond.get("Reason", ""))
         self.poll(f"ListenerSetMustHaveCondition({nn[0]}/{nn[1]})", T_GATEWAY_CONDITION, fn)
 
-    def ListenerSetListenersMustHaveConditions(self, ls: Obj, conditions: list[Obj], *listeners: str) -> None:
-        self._listeners_conditions("ListenerSet", self._nn(ls), conditions, list(listeners), stale_fatal=True)
+    def ListenerSetListenersMustHaveConditions(self, ls: Obj, conditions: list[Obj],
+                                               *listeners: str) -> None:
+        self._listeners_conditions("ListenerSet", self._nn(ls), conditions, list(listeners),
+                                   stale_fatal=True)
 
     def ListenerSetStatusMustHaveListeners(self, ls: Obj, listeners: list[Obj]) -> None:
         self._status_has_listeners("ListenerSet", self._nn(ls), listeners, T_LISTENERS_CONDITIONS)
 
-    def RoutesAndParentMustBeAccepted(self, ref: Obj, _route_type: Any = None, *routes: Any) -> None:
+    def RoutesAndParentMustBeAccepted(self, ref: Obj, _route_type: Any = None,
+                                      *routes: Any) -> None:
         """Upstream RoutesAndParentMustBeAccepted for a Gateway or a ListenerSet parent."""
         gk, res = ref["groupKind"], ref["resource"]
         pnn = self._nn(res)
         listeners = ref.get("listeners") or [""]
         for r in _flatten_refs(routes):
             rnn = self._nn(r)
-            parents = [{"ParentRef": {"Group": gk.get("Group"), "Kind": gk.get("Kind"), "Name": pnn[1],
-                                      "Namespace": pnn[0], "SectionName": ln},
+            parents = [{"ParentRef": {"Group": gk.get("Group"), "Kind": gk.get("Kind"),
+                                      "Name": pnn[1], "Namespace": pnn[0], "SectionName": ln},
                         "ControllerName": CONTROLLER_NAME,
-                        "Conditions": [{"Type": "Accepted", "Status": "True", "Reason": "Accepted"}]}
+                        "Conditions": [
+                            {"Type": "Accepted", "Status": "True", "Reason": "Accepted"}]}
                        for ln in listeners]
             self._route_parents(rnn, parents, rnn[0] != pnn[0], None)
-        required = [{"Type": "ResolvedRefs", "Status": "True"}, {"Type": "Accepted", "Status": "True"},
+        required = [{"Type": "ResolvedRefs", "Status": "True"},
+                    {"Type": "Accepted", "Status": "True"},
                     {"Type": "Programmed", "Status": "True"}]
         if gk.get("Kind") == "ListenerSet":
             self._listeners_conditions("ListenerSet", pnn, required, [], stale_fatal=True)
@@ -553,7 +585,8 @@ class StatusChecker:
                 if names and lst.get("name") not in names:
                     continue
                 for c in conditions:
-                    why = find_condition(lst.get("conditions") or [], c["Type"], c["Status"], c.get("Reason", ""))
+                    why = find_condition(lst.get("conditions") or [], c["Type"], c["Status"],
+                                         c.get("Reason", ""))
                     if why:
                         return f"listener {lst.get('name')}: {why}"
                 missing.discard(lst.get("name"))
@@ -594,8 +627,8 @@ class StatusChecker:
     def GatewayAndHTTPRoutesMustBeAccepted(self, gwref: Obj, *routes: Any) -> str:
         return self._gateway_and_routes(gwref, _flatten_refs(routes), "HTTPRoute")
 
-    def GatewayAndRoutesMustBeAccepted(self, gwref: Obj, _route_type: Any = None, use_port: Any = True,
-                                       *routes: Any) -> str:
+    def GatewayAndRoutesMustBeAccepted(self, gwref: Obj, _route_type: Any = None,
+                                       use_port: Any = True, *routes: Any) -> str:
         addr = self._gateway_and_routes(gwref, _flatten_refs(routes), None)
         return addr if use_port else addr.rpartition(":")[0]
 
@@ -620,27 +653,34 @@ class StatusChecker:
             parents = [{"ParentRef": {"Group": GATEWAY_GROUP, "Kind": "Gateway", "Name": gnn[1],
                                       "Namespace": gnn[0], "SectionName": ln},
                         "ControllerName": CONTROLLER_NAME,
-                        "Conditions": [{"Type": "Accepted", "Status": "True", "Reason": "Accepted"}]}
+                        "Conditions": [
+                            {"Type": "Accepted", "Status": "True", "Reason": "Accepted"}]}
                        for ln in listeners]
             self._route_parents(rnn, parents, rnn[0] != gnn[0], kind)
-        required = [{"Type": "ResolvedRefs", "Status": "True"}, {"Type": "Accepted", "Status": "True"},
+        required = [{"Type": "ResolvedRefs", "Status": "True"},
+                    {"Type": "Accepted", "Status": "True"},
                     {"Type": "Programmed", "Status": "True"}]
         self.GatewayListenersMustHaveConditions(gwref["gateway"], required)
         return addr
 
-    def HTTPRouteMustHaveParents(self, route: Obj, parents: list[Obj], namespace_required: bool) -> None:
+    def HTTPRouteMustHaveParents(self, route: Obj, parents: list[Obj],
+                                 namespace_required: bool) -> None:
         self._route_parents(self._nn(route), parents, namespace_required, "HTTPRoute")
 
-    def TLSRouteMustHaveParents(self, route: Obj, parents: list[Obj], namespace_required: bool) -> None:
+    def TLSRouteMustHaveParents(self, route: Obj, parents: list[Obj],
+                                namespace_required: bool) -> None:
         self._route_parents(self._nn(route), parents, namespace_required, "TLSRoute")
 
-    def TCPRouteMustHaveParents(self, route: Obj, parents: list[Obj], namespace_required: bool) -> None:
+    def TCPRouteMustHaveParents(self, route: Obj, parents: list[Obj],
+                                namespace_required: bool) -> None:
         self._route_parents(self._nn(route), parents, namespace_required, "TCPRoute")
 
-    def UDPRouteMustHaveParents(self, route: Obj, parents: list[Obj], namespace_required: bool) -> None:
+    def UDPRouteMustHaveParents(self, route: Obj, parents: list[Obj],
+                                namespace_required: bool) -> None:
         self._route_parents(self._nn(route), parents, namespace_required, "UDPRoute")
 
-    def _route_parents(self, rnn: NN, parents: list[Obj], namespace_required: bool, kind: str | None) -> None:
+    def _route_parents(self, rnn: NN, parents: list[Obj], namespace_required: bool,
+                       kind: str | None) -> None:
         """Upstream RouteMustHaveParents; like upstream, the staleness check looks at the
         parents seen by the previous poll against the object's current generation."""
         previous: list[Obj] = []
@@ -684,7 +724,8 @@ class StatusChecker:
             if obj is None:
                 return self._absent(kind, rnn)
             return route_has_condition(obj, gnn, cond)
-        want = f"{cond['Type']}={cond['Status']}" + (f"/{cond['Reason']}" if cond.get("Reason") else "")
+        want = f"{cond['Type']}={cond['Status']}" + (f"/{cond['Reason']}" if cond.get("Reason")
+                                                     else "")
         self.poll(f"{kind}MustHaveCondition({rnn[0]}/{rnn[1]}, {want})", T_ROUTE_CONDITION, fn)
 
     def HTTPRouteMustHaveNoAcceptedParents(self, route: Obj) -> None:
@@ -715,7 +756,8 @@ class StatusChecker:
             stale = stale_conditions(obj or {}, parents[0].get("conditions") or [])
             if stale:
                 return stale
-            return conditions_match([{"Type": "Accepted", "Status": "False"}], parents[0].get("conditions") or [])
+            return conditions_match([{"Type": "Accepted", "Status": "False"}],
+                                    parents[0].get("conditions") or [])
         self.poll(f"{kind}MustHaveNoAcceptedParents({rnn[0]}/{rnn[1]})", T_ROUTE_NO_PARENTS, fn)
 
 
@@ -723,14 +765,15 @@ def route_has_condition(route: Obj, gnn: NN, cond: Obj) -> str | None:
     """Upstream HTTPRouteMustHaveCondition on one snapshot: all parents' conditions are at
     the route's generation, and the parent for the Gateway has the condition."""
     parents = (route.get("status") or {}).get("parents") or []
-    found = None
+    found: bool | str | None = None
     for p in parents:
         why = stale_conditions(route, p.get("conditions") or [])
         if why:
             return why
         ref = p.get("parentRef") or {}
         if ref.get("name") == gnn[1] and (ref.get("namespace") in (None, gnn[0])):
-            miss = find_condition(p.get("conditions") or [], cond["Type"], cond["Status"], cond.get("Reason", ""))
+            miss = find_condition(p.get("conditions") or [], cond["Type"], cond["Status"],
+                                  cond.get("Reason", ""))
             if miss is None:
                 found = True
             elif found is None:

@@ -11,9 +11,9 @@ import copy
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from conformance.backends import EchoFleet, Pod, services_selecting
 from conformance.loader import (AddressBook, Obj, dump_yaml, endpoint_slice, gateway_class,
@@ -23,7 +23,8 @@ from conformance.loader import (AddressBook, Obj, dump_yaml, endpoint_slice, gat
 log = logging.getLogger("conformance.world")
 
 #: Kinds whose objects get a status from kgw (what /status lists).
-STATUS_KINDS = frozenset({"GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute",
+STATUS_KINDS = frozenset({"GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute",
+                          "TCPRoute",
                           "UDPRoute", "BackendTLSPolicy", "ListenerSet", "XListenerSet"})
 SKIP_READINESS_ANNOTATION = "gateway-api/skip-this-for-readiness"
 
@@ -90,7 +91,8 @@ class World:
         out = set()
         for o in self.objects():
             meta = o.get("metadata") or {}
-            if o.get("kind") == "Gateway" and (meta.get("annotations") or {}).get(SKIP_READINESS_ANNOTATION) == "true":
+            if o.get("kind") == "Gateway" and (meta.get("annotations")
+                                               or {}).get(SKIP_READINESS_ANNOTATION) == "true":
                 out.add((meta.get("namespace") or "", meta.get("name", "")))
         return out
 
@@ -129,7 +131,8 @@ class World:
             else:
                 objects.append(copy.deepcopy(d))
         applied = Applied(name, objects, deployments=deployments)
-        if previous is not None and [key_of(d) for d in previous.deployments] == [key_of(d) for d in deployments]:
+        if previous is not None and [key_of(d) for d in previous.deployments] == [
+            key_of(d) for d in deployments]:
             applied.pods = previous.pods  # same Deployments: keep the pods running
         else:
             if previous is not None:
@@ -140,7 +143,8 @@ class World:
                 for dep in deployments:
                     applied.pods.extend(self.fleet.start(dep, secrets, configmaps))
             except BaseException:
-                self.fleet.stop(applied.pods)  # earlier Deployments of this file; start() cleans its own
+                # earlier Deployments of this file; start() cleans its own
+                self.fleet.stop(applied.pods)
                 raise
         self.files[name] = applied
         self._write(self._path(name), objects)
@@ -160,7 +164,8 @@ class World:
         return applied
 
     def _path(self, name: str) -> Path:
-        return self.config / f"{name}.yaml" if name.startswith("00-") else self.config / "tests" / f"{name}.yaml"
+        return self.config / f"{name}.yaml" if name.startswith(
+            "00-") else self.config / "tests" / f"{name}.yaml"
 
     def _write(self, path: Path, objects: list[Obj]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,9 +197,11 @@ class World:
         pods = self.fleet.pods_of(namespace, deployment)
         changed = False
         for o in applied.objects:
-            if o.get("kind") == "EndpointSlice" and o.get("addressType") == "IPv4" and not o.get("endpoints"):
+            if o.get("kind") == "EndpointSlice" and o.get("addressType") == "IPv4" and not o.get(
+                "endpoints"):
                 o["endpoints"] = [{"addresses": [p.address], "conditions": {"ready": True},
-                                   "targetRef": {"kind": "Pod", "name": p.name, "namespace": p.namespace}}
+                                   "targetRef": {"kind": "Pod", "name": p.name,
+                                                 "namespace": p.namespace}}
                                   for p in pods]
                 changed = True
         if changed:
@@ -206,7 +213,8 @@ class World:
 
     def status_keys(self, name: str) -> set[Key]:
         applied = self.files.get(name)
-        return {key_of(o) for o in applied.objects if o.get("kind") in STATUS_KINDS} if applied else set()
+        return {key_of(o) for o in applied.objects
+                if o.get("kind") in STATUS_KINDS} if applied else set()
 
     def close(self) -> None:
         self.fleet.stop_all()

@@ -18,8 +18,9 @@ import asyncio
 import ipaddress
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httptools
 
@@ -37,7 +38,8 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 
 
 def json_response(value: Any, status: int = 200) -> Response:
-    return status, "application/json", (json.dumps(value, indent=2, sort_keys=False) + "\n").encode()
+    return status, "application/json", (json.dumps(value, indent=2, sort_keys=False)
+                                        + "\n").encode()
 
 
 def text_response(text: str, status: int = 200) -> Response:
@@ -110,12 +112,14 @@ class AdminServer:
         sockname = writer.get_extra_info("sockname")
         local = sockname[0] if isinstance(sockname, tuple) else None
         try:
-            status, ctype, body, method = await asyncio.wait_for(self._handle(reader, local), READ_TIMEOUT)
-        except (asyncio.TimeoutError, ConnectionError):
+            status, ctype, body, method = await asyncio.wait_for(self._handle(reader, local),
+                                                                 READ_TIMEOUT)
+        except (TimeoutError, ConnectionError):
             writer.close()
             return
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n")
         try:
             writer.write(head.encode() + (b"" if method == b"HEAD" else body))
             await writer.drain()
@@ -124,7 +128,8 @@ class AdminServer:
         finally:
             writer.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, local: str | None) -> tuple[int, str, bytes, bytes]:
+    async def _handle(self, reader: asyncio.StreamReader, local: str | None) -> tuple[int, str,
+                                                                                      bytes, bytes]:
         req = _Request()
         parser = httptools.HttpRequestParser(req)
         total = 0
@@ -143,12 +148,14 @@ class AdminServer:
         if not host_allowed(req.host, local):
             log.warning("admin request refused: Host %r is not this server's address or localhost",
                         (req.host or b"")[:100])
-            return (*text_response("the admin API answers only requests for its own address or localhost "
+            return (*text_response("the admin API answers only requests for its own address or "
+                                   "localhost "
                                    "(Host header; DNS rebinding protection)\n", 421), method)
         path = httptools.parse_url(req.url).path.decode("latin-1")
         handler = self.routes.get(path.rstrip("/") or "/")
         if handler is None:
-            return (*text_response(f"not found; try: {', '.join(sorted(self.routes))}\n", 404), method)
+            return (*text_response(f"not found; try: {', '.join(sorted(self.routes))}\n", 404),
+                    method)
         if method not in (b"GET", b"HEAD"):
             return (*text_response("only GET\n", 405), method)
         try:

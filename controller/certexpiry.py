@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 import datetime
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -28,13 +29,14 @@ LABELS = ["gateway", "listener", "secret"]
 
 
 def _when(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def problem(cert: ServedCertificate, now: float) -> str | None:
     """Why a client will refuse this certificate now, or None while it is valid."""
     if now >= cert.not_after:
-        return (f"warning: the certificate in Secret {cert.secret} expired at {_when(cert.not_after)}; "
+        return (f"warning: the certificate in Secret {cert.secret} expired at "
+                f"{_when(cert.not_after)}; "
                 f"it is still served, and clients that check it refuse the connection")
     if now < cert.not_before:
         return (f"warning: the certificate in Secret {cert.secret} is not valid before "
@@ -43,7 +45,8 @@ def problem(cert: ServedCertificate, now: float) -> str | None:
     return None
 
 
-def warnings(certificates: Iterable[ServedCertificate], now: float) -> dict[tuple[ObjectKey, str], list[str]]:
+def warnings(certificates: Iterable[ServedCertificate], now: float) -> dict[tuple[ObjectKey, str],
+                                                                            list[str]]:
     """(status owner, listener name) -> the warnings of its certificates now."""
     out: dict[tuple[ObjectKey, str], list[str]] = {}
     for cert in certificates:
@@ -70,7 +73,8 @@ def overlay(statuses: Mapping[ObjectKey, dict[str, Any]], certificates: Iterable
                 continue
             for cond in listener.get("conditions") or []:
                 if cond.get("type") == "ResolvedRefs" and cond.get("status") == "True":
-                    cond["message"] = "; ".join([cond.get("message") or "references resolved", *msgs])
+                    cond["message"] = "; ".join(
+                        [cond.get("message") or "references resolved", *msgs])
         out[owner] = new
     return out
 
@@ -83,7 +87,7 @@ def next_change(certificates: Iterable[ServedCertificate], now: float) -> float 
 
 def render(certificates: Iterable[ServedCertificate]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(tuple(certificates)))  # type: ignore[arg-type]
+    registry.register(_Collector(tuple(certificates)))
     return generate_latest(registry)
 
 
@@ -101,9 +105,11 @@ class _Collector:
             if cur is None or c.not_after < cur.not_after:
                 by_labels[key] = c
         exp = GaugeMetricFamily("kgw_tls_certificate_expiry_timestamp_seconds",
-                                "When a served certificate expires (notAfter, Unix time)", labels=LABELS)
+                                "When a served certificate expires (notAfter, Unix time)",
+                                labels=LABELS)
         nb = GaugeMetricFamily("kgw_tls_certificate_not_before_timestamp_seconds",
-                               "When a served certificate becomes valid (notBefore, Unix time)", labels=LABELS)
+                               "When a served certificate becomes valid (notBefore, Unix time)",
+                               labels=LABELS)
         for key in sorted(by_labels):
             c = by_labels[key]
             exp.add_metric(list(key), c.not_after)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from kgw_cli.admin import ADMIN_ADDRESS
 from kgw_cli.commands import Arg, Command, add_commands, output_arg, parse
@@ -40,20 +41,22 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
     l7_defaults = WorkerOptions()
     # The L7 plane: its workers and what they log.
     l7_plane: tuple[Arg, ...] = (
-        (("--workers",), {"type": int, "default": None, "help": "L7 worker processes (default: one per CPU)"}),
+        (("--workers",),
+         {"type": int, "default": None, "help": "L7 worker processes (default: one per CPU)"}),
         (("--access-log",), {"default": None, "metavar": "PATH",
                              "help": "access log file ('off' to disable; default stdout)"}),
         (("--access-log-format",), {
             "default": l7_defaults.access_log_format, "metavar": "json|text|text:TEMPLATE",
             "type": _checked(lambda v: (parse_format(v), v)[1]),
             "help": "access log lines: JSON objects (default), or Envoy command operators "
-                    "('text:[%%START_TIME%%] %%REQ(:METHOD)%% %%RESPONSE_CODE%%...'; 'text': Envoy's "
-                    "default format)"}),
+                    "('text:[%%START_TIME%%] %%REQ(:METHOD)%% %%RESPONSE_CODE%%...'; 'text': "
+                    "Envoy's default format)"}),
         (("--access-log-filter",), {
             "default": 0, "metavar": "|".join(FILTERS), "type": _checked(parse_filter),
             "help": "log only errors (status >= 400) or server errors (>= 500); default all"}),
         (("--access-log-sample",), {
-            "default": l7_defaults.access_log_sample, "metavar": "RATIO", "type": _checked(parse_sample),
+            "default": l7_defaults.access_log_sample, "metavar": "RATIO",
+            "type": _checked(parse_sample),
             "help": "log this share of requests, 0 < RATIO <= 1 (after the filter; default 1)"}),
         (("--access-log-redact",), {
             "default": ",".join(DEFAULT_REDACT), "metavar": "HEADER[,HEADER]",
@@ -77,40 +80,47 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
                           "help": f"how TCPRoute/UDPRoute/TLS passthrough traffic is carried "
                                   f"(default {DEFAULT_MODE})"}),
         (("--l4-interfaces",), {"default": None, "metavar": "DEV[,DEV]",
-                                "help": "devices the kernel data plane attaches to (default: all up, non-loopback)"}),
+                                "help": "devices the kernel data plane attaches to (default: all "
+                                        "up, non-loopback)"}),
         (("--l4-pin-dir",), {"default": PIN_DIR, "metavar": "DIR",
-                             "help": "where the kernel data plane pins its maps and programs; a restart "
+                             "help": "where the kernel data plane pins its maps and programs; a "
+                                     "restart "
                                      f"with the same directory adopts them (default {PIN_DIR})"}),
         (("--l4-splice-backlog",), {
             "type": int, "default": SIZES["KGW_SPLICE_BACKLOG_MAX"], "metavar": "SKBS",
-            "help": "splice backpressure: hold a spliced direction once its peer has more than SKBS "
+            "help": "splice backpressure: hold a spliced direction once its peer has more than "
+                    "SKBS "
                     "skbs queued (default %(default)s; 1024 is about 64 MB; 0: off, the queue is "
                     "then unbounded)"}),
     )
     node_address: Arg = (("--node-address",), {
         "default": None, "metavar": "ADDR[,ADDR]",
         "help": f"addresses reported in Gateway status; the first IPv4 one that is not loopback is "
-                f"the SNAT source of every backend (default: {node_address_default}; SNAT then follows "
-                f"each backend's route)"})
-    log_level: Arg = (("--log-level",), {"default": "info", "choices": ("debug", "info", "warning", "error")})
+                f"the SNAT source of every backend (default: {node_address_default}; SNAT then "
+                f"follows each backend's route)"})
+    log_level: Arg = (("--log-level",),
+                      {"default": "info", "choices": ("debug", "info", "warning", "error")})
     # How the L7 proxy bounds what backends and clients can hold, and how it shuts down
     # (controller.signals: SIGTERM).
     lifecycle: tuple[Arg, ...] = (
         (("--drain-delay",), {"type": float, "default": DRAIN_DELAY, "metavar": "SECONDS",
-                              "help": "on SIGTERM, /readyz turns not ready and the listeners keep accepting "
-                                      "this long, so load balancers move away (default %(default)g; SIGINT "
-                                      "skips it)"}),
+                              "help": "on SIGTERM, /readyz turns not ready and the listeners keep "
+                                      "accepting "
+                                      "this long, so load balancers move away (default "
+                                      "%(default)g; SIGINT skips it)"}),
         (("--drain-timeout",), {"type": float, "default": DRAIN_TIMEOUT, "metavar": "SECONDS",
-                                "help": "then the listeners close and requests in flight get this long to "
-                                        "finish (default %(default)g)"}),
-        (("--response-timeout",), {"type": float, "default": l7_defaults.response_timeout, "metavar": "SECONDS",
-                                   "help": "a backend that sends nothing this long while a response is awaited "
-                                           "or relayed gets 504 (routes with timeouts use theirs; default "
-                                           "%(default)g, 0: none)"}),
+                                "help": "then the listeners close and requests in flight get this "
+                                        "long to finish (default %(default)g)"}),
+        (("--response-timeout",),
+         {"type": float, "default": l7_defaults.response_timeout, "metavar": "SECONDS",
+          "help": "a backend that sends nothing this long while a response is awaited "
+                  "or relayed gets 504 (routes with timeouts use theirs; default "
+                  "%(default)g, 0: none)"}),
         (("--ignore-client-abort",), {"action": "store_true",
-                                      "help": "keep serving a request whose client closed its side (FIN); by "
-                                              "default the request and its backend connection are abandoned, as "
-                                              "nginx does"}),
+                                      "help": "keep serving a request whose client closed its side "
+                                              "(FIN); by "
+                                              "default the request and its backend connection are "
+                                              "abandoned, as nginx does"}),
     )
     return (*l7_plane, *tracing, *l4_plane, node_address, log_level, *lifecycle)
 
@@ -127,29 +137,36 @@ def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 #: name -> the command, whose handler is a module under controller.commands
 COMMANDS: dict[str, Command[str]] = {
-    "run": Command("serve the Gateway API objects in a directory (standalone mode)", "run", lambda: (
-        _CONFIG, _ADMIN, *_serving("discovered"))),
+    "run": Command("serve the Gateway API objects in a directory (standalone mode)", "run",
+                   lambda: (_CONFIG, _ADMIN, *_serving("discovered"))),
     "agent": Command(
-        "run in a cluster (one per node): watch the API server, serve, write status as the Lease holder",
+        "run in a cluster (one per node): watch the API server, serve, write status as the Lease "
+        "holder",
         "agent", lambda: (
             (("--kubeconfig",), {"default": None, "metavar": "PATH",
-                                 "help": "kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)"}),
+                                 "help": "kubeconfig file (default: in-cluster, else $KUBECONFIG "
+                                         "or ~/.kube/config)"}),
             (("--namespace-selector",), {"default": "", "metavar": "SELECTOR",
-                                         "help": "read only namespaces matching this label selector (default: all)"}),
+                                         "help": "read only namespaces matching this label "
+                                                 "selector (default: all)"}),
             (("--lease-namespace",), {"default": None, "metavar": "NS",
-                                      "help": "namespace of the status-writer Lease (default: $POD_NAMESPACE)"}),
+                                      "help": "namespace of the status-writer Lease (default: "
+                                              "$POD_NAMESPACE)"}),
             (("--lease-name",), {"default": "kgw-status-writer", "metavar": "NAME",
-                                 "help": "name of the status-writer Lease (default kgw-status-writer)"}),
+                                 "help": "name of the status-writer Lease (default "
+                                         "kgw-status-writer)"}),
             (("--identity",), {"default": None, "metavar": "ID",
-                               "help": "this agent's Lease holder identity (default: $POD_NAME, else the hostname)"}),
+                               "help": "this agent's Lease holder identity (default: $POD_NAME, "
+                                       "else the hostname)"}),
             _ADMIN,
             (("--metrics-address",), {"default": None, "metavar": "HOST:PORT",
-                                      "help": "also serve /metrics, /healthz and /readyz (only those) here"}),
+                                      "help": "also serve /metrics, /healthz and /readyz (only "
+                                              "those) here"}),
             *_serving("$NODE_IP, else discovered"))),
-    "validate": Command("check a directory offline: every problem and the status each object would get",
-                        "validate", (_CONFIG, output_arg())),
-    "translate": Command("print the data-plane configurations a directory translates to", "translate", (
-        _CONFIG, output_arg(("json", "yaml"), "json"))),
+    "validate": Command("check a directory offline: every problem and the status each object would "
+                        "get", "validate", (_CONFIG, output_arg())),
+    "translate": Command("print the data-plane configurations a directory translates to",
+                         "translate", (_CONFIG, output_arg(("json", "yaml"), "json"))),
     "status": Command("show the running gateway's objects, conditions and reasons", "status",
                       (_ADMIN, output_arg())),
     "echo": Command("run the echo backend used by the demo, tests and conformance", "echo"),
@@ -159,7 +176,8 @@ COMMANDS: dict[str, Command[str]] = {
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole tree; with ``only``, the arguments of that command alone."""
     parser = argparse.ArgumentParser(prog="kgw", description="kgw: a Gateway API gateway")
-    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), COMMANDS, only)
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), COMMANDS,
+                 only)
     return parser
 
 

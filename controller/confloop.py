@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from controller.source import Batch, Problem, Source
 from controller.translate import Translator
@@ -31,7 +32,7 @@ log = logging.getLogger("kgw")
 SOURCE_RETRY = 1.0
 
 
-async def run(sup: "Supervisor") -> None:
+async def run(sup: Supervisor) -> None:
     """Apply every batch of ``sup.source``, surviving any error in one of them."""
     while True:
         try:
@@ -43,7 +44,7 @@ async def run(sup: "Supervisor") -> None:
             await asyncio.sleep(SOURCE_RETRY)
 
 
-async def apply_safely(sup: "Supervisor", batch: Batch) -> None:
+async def apply_safely(sup: Supervisor, batch: Batch) -> None:
     try:
         await sup.apply(batch)
     except Exception as exc:
@@ -59,14 +60,14 @@ async def apply_safely(sup: "Supervisor", batch: Batch) -> None:
             publish_problems(sup)
 
 
-def failed(sup: "Supervisor", what: str, exc: BaseException) -> None:
+def failed(sup: Supervisor, what: str, exc: BaseException) -> None:
     log.exception("%s failed; serving the last good configuration", what)
     sup.loop_error = Problem("kgw", f"{what} failed ({exc!r}); serving the last good configuration "
                                     f"(generation {sup.generation})")
     publish_problems(sup)
 
 
-def publish_problems(sup: "Supervisor") -> None:
+def publish_problems(sup: Supervisor) -> None:
     """``sup.problems``: the source's, translation's and the loop's; new ones are logged."""
     problems = list(sup._source_problems)
     if sup.translation is not None:
@@ -89,11 +90,12 @@ def _identity(p: Problem) -> tuple:
 
 def located(source: Source, problems: Iterable[Problem]) -> list[Problem]:
     """Translation's problems, each with where the source defines its object."""
-    return [Problem((source.origin(p.key) if p.key is not None else "") or p.origin, p.message, p.key, p.field)
+    return [Problem((source.origin(p.key) if p.key is not None else "") or p.origin, p.message,
+                    p.key, p.field)
             for p in problems]
 
 
-def trouble(sup: "Supervisor") -> str:
+def trouble(sup: Supervisor) -> str:
     """What is wrong with the configuration while the gateway serves the last good one
     (for ``/readyz``'s body): the source's health and a failed batch."""
     parts = [sup.source.health()]

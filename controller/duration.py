@@ -28,6 +28,7 @@ def parse_duration(s: str) -> float:
     Repeated units add up, as in Go ("1s1s" is 2 s); the pattern allows it.
     """
     if not is_duration(s):
-        raise ValueError(f"invalid duration {s!r}: must match {DURATION_PATTERN} (e.g. '10s', '1m30s', '500ms')")
+        raise ValueError(
+            f"invalid duration {s!r}: must match {DURATION_PATTERN} (e.g. '10s', '1m30s', '500ms')")
     # `ms` is tried before `m` so "5ms" is not read as 5 minutes followed by "s".
     return sum(int(num) * _UNIT_SECONDS[unit] for num, unit in _GROUP_RE.findall(s))

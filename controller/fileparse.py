@@ -25,14 +25,14 @@ import os
 import pickle
 import struct
 import sys
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Container, Iterator, Sequence
+from typing import Any, BinaryIO
 
-from controller.defaults import apply_defaults
 from controller.objects import KINDS, ObjectKey, parse_api_version
+from controller.schema import apply_defaults, validate
 from controller.source import Problem
-from controller.validation import validate
 from controller.yamlload import MAX_FILE_BYTES, DocumentError, load_documents
 
 log = logging.getLogger("kgw.files")
@@ -82,7 +82,8 @@ def digest(source: str) -> bytes:
 def check_document(data: Any) -> Checked:
     """Identify, default and validate one document. Never raises."""
     if not isinstance(data, dict):
-        return Checked(None, None, [Problem("", f"a document must be a mapping (an object), not {type(data).__name__}")])
+        return Checked(None, None, [
+            Problem("", f"a document must be a mapping (an object), not {type(data).__name__}")])
     kind_name, api = data.get("kind"), data.get("apiVersion")
     if not isinstance(kind_name, str) or not kind_name:
         return Checked(None, None, [Problem("", "required", field="kind")])
@@ -92,11 +93,13 @@ def check_document(data: Any) -> Checked:
     kind = KINDS.get(kind_name)
     if kind is None:
         known = ", ".join(sorted(KINDS))
-        return Checked(None, None, [Problem("", f"unknown kind {kind_name[:64]!r} (kgw reads: {known})", field="kind")])
+        return Checked(None, None, [
+            Problem("", f"unknown kind {kind_name[:64]!r} (kgw reads: {known})", field="kind")])
     group, version = parse_api_version(api)
     if group != kind.group or version not in kind.versions:
         served = ", ".join(f"{kind.group + '/' if kind.group else ''}{v}" for v in kind.versions)
-        return Checked(None, None, [Problem("", f"{api[:64]!r} is not served (served: {served})", anon, "apiVersion")])
+        return Checked(None, None, [
+            Problem("", f"{api[:64]!r} is not served (served: {served})", anon, "apiVersion")])
     meta = data.get("metadata")
     if not isinstance(meta, dict):
         return Checked(None, None, [Problem("", "must be an object with a name", anon, "metadata")])
@@ -108,7 +111,8 @@ def check_document(data: Any) -> Checked:
         if ns is None or ns == "":
             ns = "default"
         if not isinstance(ns, str):
-            return Checked(None, None, [Problem("", "must be a string", anon, "metadata.namespace")])
+            return Checked(None, None,
+                           [Problem("", "must be a string", anon, "metadata.namespace")])
     else:
         ns = ""
     key = ObjectKey(kind_name, ns, name)
@@ -208,8 +212,9 @@ def child_main(argv: Sequence[str]) -> int:
         except OSError as exc:
             _send(out, ("fail", Failure(0, f"cannot read: {exc.strerror or exc}")))
         except MemoryError:
-            _send(out, ("fail-exit", Failure(0, f"needs more than {limit // (1024 * 1024)} MiB of memory to "
-                                                "read; refused")))
+            _send(out, ("fail-exit",
+                        Failure(0, f"needs more than {limit // (1024 * 1024)} MiB of memory to "
+                                   "read; refused")))
             out.flush()
             return 1
         except RecursionError:
@@ -247,9 +252,11 @@ class ParserProcess:
             code = self._proc.returncode if self._proc is not None else None
             await self._kill()
             why = f"exit status {code}" if code is not None else repr(exc)
-            log.error("the file reader process failed reading %s (%s); starting a new one", path, why)
-            return Failure(0, f"the file reader process failed on this file ({why}); trying again at the "
-                              "next rescan", retry=True)
+            log.error("the file reader process failed reading %s (%s); starting a new one", path,
+                      why)
+            return Failure(0,
+                           f"the file reader process failed on this file ({why}); trying again at "
+                           "the next rescan", retry=True)
 
     async def _read(self, path: Path, skip: frozenset[bytes]) -> list[Doc] | Failure:
         proc = await self._start()
@@ -281,7 +288,7 @@ class ParserProcess:
                 pass
         try:
             await asyncio.wait_for(proc.wait(), 5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("the file reader process %s did not exit after SIGKILL", proc.pid)
 
     async def close(self) -> None:

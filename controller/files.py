@@ -23,12 +23,13 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from controller.fileparse import Checked, Doc, Failure, ParserProcess, read_file
-from controller.objects import Obj, ObjectKey
+from controller.objects import ObjectKey
 from controller.source import Batch, Event, EventType, Problem, Source
 
 log = logging.getLogger("kgw.files")
@@ -98,7 +99,7 @@ def _strip(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FileSource(Source):
@@ -134,12 +135,14 @@ class FileSource(Source):
     # -- public ----------------------------------------------------------------
 
     def load(self) -> Batch:
-        """Read the whole directory (in this process) and return what changed since the last read."""
+        """Read the whole directory (in this process) and return what changed since the last
+        read."""
         noticed = self._clock()
         plan = self._plan(None, force=False)
         if plan is None:
             return self._batch([], noticed)
-        reads = {path: read_file(path, self._skip(path)) for path, (what, _) in plan.items() if what == _READ}
+        reads = {path: read_file(path, self._skip(path)) for path, (what, _) in plan.items()
+                 if what == _READ}
         return self._apply(plan, reads, noticed)
 
     async def batches(self) -> AsyncIterator[Batch]:
@@ -157,8 +160,9 @@ class FileSource(Source):
             next_rescan = loop.time() + 0.5
             while not self._stop.is_set():
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), max(0.0, next_rescan - loop.time()))
-                except asyncio.TimeoutError:
+                    item = await asyncio.wait_for(self._queue.get(),
+                                                  max(0.0, next_rescan - loop.time()))
+                except TimeoutError:
                     item = (self._clock(), None, False)
                 if item is _STOP:
                     break
@@ -196,8 +200,9 @@ class FileSource(Source):
             return await self._process(paths, noticed, force)
         except Exception as exc:  # a bug, or MemoryError: keep every object, say so
             log.exception("reading %s failed; keeping the last good objects", self.directory)
-            self._loop_problem = Problem(str(self.directory), f"reading the directory failed ({exc!r}); "
-                                                              "serving the last good configuration")
+            self._loop_problem = Problem(str(self.directory),
+                                         f"reading the directory failed ({exc!r}); "
+                                         "serving the last good configuration")
             return self._batch([], noticed)
 
     async def _process(self, paths: set[Path] | None, noticed: float, force: bool) -> Batch:
@@ -209,7 +214,8 @@ class FileSource(Source):
             # `rm -rf` deletes the files before the directory: files that vanished may be
             # the directory going away. Withdraw their objects only if it is still here.
             await asyncio.sleep(DELETE_GRACE)
-            if _identity(self.directory) != ident:  # gone or replaced: the watcher reads it when back
+            # gone or replaced: the watcher reads it when back
+            if _identity(self.directory) != ident:
                 self._plan(set(), force)  # (says so if it is missing)
                 return self._batch([], noticed)
         reads: dict[Path, list[Doc] | Failure] = {}
@@ -221,7 +227,7 @@ class FileSource(Source):
         # answers meanwhile (only this task changes the source's state).
         return await asyncio.to_thread(self._apply, plan, reads, noticed)
 
-    async def _watch(self, queue: "asyncio.Queue[Any]") -> None:
+    async def _watch(self, queue: asyncio.Queue[Any]) -> None:
         """Watch the directory; when it goes away, wait for it and watch the new one."""
         import watchfiles  # imported here: only the watching mode needs it
 
@@ -250,7 +256,8 @@ class FileSource(Source):
                         # be there, even with the old inode number): watch it afresh.
                         gone.set()
                         break
-                    if any(not is_config_file(p) or not p.is_relative_to(self.directory) for p in paths or ()):
+                    if any(not is_config_file(p) or not p.is_relative_to(self.directory)
+                           for p in paths or ()):
                         paths = None  # a directory came or went, a rename, a path not ours: rescan
                     queue.put_nowait((self._clock(), paths, False))
             except (OSError, RuntimeError) as exc:  # the directory vanished, inotify limits…
@@ -258,7 +265,7 @@ class FileSource(Source):
                     log.warning("watching %s failed (%s); retrying in 1s", self.directory, exc)
                     try:
                         await asyncio.wait_for(self._stop.wait(), 1.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 queue.put_nowait((self._clock(), None, False))
             finally:
@@ -266,12 +273,13 @@ class FileSource(Source):
                 monitor.cancel()
                 await changes_of.aclose()
             if gone.is_set():
-                log.warning("%s was moved, deleted or replaced: keeping the last good objects until "
-                            "it is back", self.directory)
+                log.warning("%s was moved, deleted or replaced: keeping the last good objects "
+                            "until it is back", self.directory)
                 queue.put_nowait((self._clock(), None, False))  # reports a missing directory
                 await self._until_back()
 
-    async def _monitor(self, ident: tuple[int, int], gone: asyncio.Event, stop: asyncio.Event) -> None:
+    async def _monitor(self, ident: tuple[int, int], gone: asyncio.Event,
+                       stop: asyncio.Event) -> None:
         """Stop the watch when the directory is no longer the one watched: inotify keeps
         watching the old inode (moved or deleted) and says nothing more."""
         while not self._stop.is_set():
@@ -280,7 +288,7 @@ class FileSource(Source):
                 break
             try:
                 await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         stop.set()
 
@@ -290,7 +298,7 @@ class FileSource(Source):
         while not self._stop.is_set() and _identity(self.directory) is None:
             try:
                 await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         deadline = time.monotonic() + SETTLE_MAX
         before = None
@@ -301,7 +309,7 @@ class FileSource(Source):
             before = now
             try:
                 await asyncio.wait_for(self._stop.wait(), DIR_CHECK_INTERVAL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         log.info("%s is back: watching it again", self.directory)
 
@@ -319,7 +327,7 @@ class FileSource(Source):
         return tuple(out)
 
     _last_problems: tuple[Problem, ...] = ()
-    _queue: "asyncio.Queue[Any] | None" = None
+    _queue: asyncio.Queue[Any] | None = None
 
     async def close(self) -> None:
         self._stop.set()
@@ -360,11 +368,12 @@ class FileSource(Source):
         def onerror(exc: OSError) -> None:
             failed.append(exc)
 
-        found = []
+        found: list[Path] = []
         for root, dirs, files in os.walk(self.directory, onerror=onerror):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             found.extend(Path(root) / f for f in sorted(files) if is_config_file(Path(f)))
-        if any(getattr(e, "filename", None) in (str(self.directory), self.directory) for e in failed) \
+        if any(getattr(e, "filename", None) in (str(self.directory), self.directory)
+               for e in failed) \
                 or not self.directory.is_dir():
             return None
         return found
@@ -379,16 +388,19 @@ class FileSource(Source):
         if not self.directory.is_dir():
             if self._dir_missing_since is None:
                 self._dir_missing_since = self._clock()
-                log.error("%s is missing: serving the last good configuration until it is back", self.directory)
-            self._dir_problem = Problem(str(self.directory), "the configuration directory is missing (moved, "
-                                                             "deleted or not a directory); serving the last "
-                                                             "good configuration")
+                log.error("%s is missing: serving the last good configuration until it is back",
+                          self.directory)
+            self._dir_problem = Problem(str(self.directory),
+                                        "the configuration directory is missing (moved, "
+                                        "deleted or not a directory); serving the last "
+                                        "good configuration")
             return None
         if paths is None:
             scanned = self._scan()
             if scanned is None:
-                self._dir_problem = Problem(str(self.directory), "cannot list the configuration directory; "
-                                                                 "serving the last good configuration")
+                self._dir_problem = Problem(str(self.directory),
+                                            "cannot list the configuration directory; "
+                                            "serving the last good configuration")
                 return None
             paths = set(scanned) | set(self._files)
         if self._dir_missing_since is not None:
@@ -428,7 +440,8 @@ class FileSource(Source):
             seen.add(path)
             if retry:  # a duplicate elsewhere may now take over a freed name: its last read
                 state = self._files.get(path)
-                freed = self._merge(path, state, state.docs, touched) if state is not None else set()
+                freed = self._merge(path, state, state.docs,
+                                    touched) if state is not None else set()
             elif path in reads:
                 freed = self._read_into(path, plan[path][1], reads[path], touched)
             elif plan[path][0] == _GONE and path in self._files:
@@ -468,7 +481,8 @@ class FileSource(Source):
         for doc in result:
             checked = doc.checked if doc.checked is not None else previous.get(doc.digest)
             if checked is None:  # cannot happen: the reader skips only digests we sent
-                checked = Checked(None, None, [Problem("", "internal error: document result missing")])
+                checked = Checked(None, None,
+                                  [Problem("", "internal error: document result missing")])
             state.checked[doc.digest] = checked
             docs.append((doc.line, doc.digest))
         state.docs = docs
@@ -487,7 +501,8 @@ class FileSource(Source):
             key, obj = checked.key, checked.obj
             errs = [Problem(origin, e.message, e.key, e.field) for e in checked.errors]
             if key is not None and key in new:
-                errs = [Problem(origin, f"duplicate: already defined at {rel}:{new[key].line}", key)]
+                errs = [
+                    Problem(origin, f"duplicate: already defined at {rel}:{new[key].line}", key)]
             elif key is not None and self._owner.get(key, path) != path:
                 other = self._owner[key]
                 errs = [Problem(origin, f"duplicate: already defined in {self._rel(other)}", key)]
@@ -495,9 +510,11 @@ class FileSource(Source):
             if errs:
                 problems.extend(errs)
                 prev = state.objects.get(key) if key is not None else None
-                if prev is not None and key not in new and self._owner.get(key) == path:
+                if prev is not None and key is not None and key not in new \
+                        and self._owner.get(key) == path:
                     new[key] = prev  # keep serving the last good version
-                    problems[-1] = Problem(errs[-1].origin, errs[-1].message + " (previous version kept)",
+                    problems[-1] = Problem(errs[-1].origin,
+                                           errs[-1].message + " (previous version kept)",
                                            errs[-1].key, errs[-1].field)
                 continue
             assert key is not None and obj is not None
@@ -532,10 +549,11 @@ class FileSource(Source):
 
         events: list[Event] = []
         for key in sorted(k for k, v in wanted.items() if v is None and k in self._live):
-            live = self._live.pop(key)
+            old = self._live.pop(key)
             self._rv += 1
-            gone = {**live.obj, "metadata": {**live.obj["metadata"], "resourceVersion": str(self._rv)}}
-            events.append(Event(EventType.DELETED, key, gone, str(self._rv), live.generation))
+            gone = {**old.obj,
+                    "metadata": {**old.obj["metadata"], "resourceVersion": str(self._rv)}}
+            events.append(Event(EventType.DELETED, key, gone, str(self._rv), old.generation))
         for key in sorted(k for k, v in wanted.items() if v is not None):
             obj = wanted[key]
             assert obj is not None
@@ -543,7 +561,8 @@ class FileSource(Source):
             spec = _strip(obj)
             if live is not None:
                 old_meta = {k: v for k, v in live.obj["metadata"].items()
-                            if k not in ("resourceVersion", "generation", "creationTimestamp", "uid")}
+                            if k not in ("resourceVersion", "generation", "creationTimestamp",
+                                         "uid")}
                 if live.spec == spec and old_meta == obj["metadata"]:
                     continue
             self._rv += 1
@@ -580,7 +599,8 @@ class FileSource(Source):
             if obj is None:
                 owner = self._owner.get(key)
                 d = self._files[owner].objects.get(key) if owner in self._files else None
-                obj = d.obj if d is not None else {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+                obj = d.obj if d is not None else {"apiVersion": "v1", "kind": "Namespace",
+                                                   "metadata": {"name": ns}}
             labels = dict(obj["metadata"].get("labels") or {})
             if labels.get(NAMESPACE_NAME_LABEL) != ns:
                 labels[NAMESPACE_NAME_LABEL] = ns
@@ -589,13 +609,7 @@ class FileSource(Source):
 
     def _rel(self, path: Path) -> str:
         try:
-            return str(path.relative_to(self.directory.parent if self.directory.name else self.directory))
+            return str(
+                path.relative_to(self.directory.parent if self.directory.name else self.directory))
         except ValueError:
             return str(path)
-
-
-def load_directory(directory: str | os.PathLike[str]) -> tuple[list[Obj], tuple[Problem, ...]]:
-    """One-shot read (for ``kgw validate`` / ``kgw translate``)."""
-    src = FileSource(directory, watch=False)
-    batch = src.load()
-    return [e.obj for e in batch.events if e.type is not EventType.DELETED], batch.problems

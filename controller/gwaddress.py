@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import socket
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from controller.store import Store
 from controller.translate.translator import Options
@@ -103,7 +103,7 @@ class NodeView:
             try:
                 found = await asyncio.wait_for(asyncio.to_thread(self.resolver, name),
                                                RESOLVE_TIMEOUT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("Gateway address %s: no answer from the resolver within %.0fs", name,
                             RESOLVE_TIMEOUT_S)
                 found = ()

@@ -8,8 +8,9 @@ object is keyed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 CONTROLLER_NAME = "kgw.dev/gateway-controller"
@@ -37,7 +38,8 @@ KINDS: dict[str, Kind] = {
         Kind(GATEWAY_GROUP, "TLSRoute", True, ("v1", "v1alpha3", "v1alpha2"), "tlsroutes"),
         Kind(GATEWAY_GROUP, "TCPRoute", True, ("v1", "v1alpha2"), "tcproutes"),
         Kind(GATEWAY_GROUP, "UDPRoute", True, ("v1alpha2",), "udproutes"),
-        Kind(GATEWAY_GROUP, "ReferenceGrant", True, ("v1", "v1beta1", "v1alpha2"), "referencegrants"),
+        Kind(GATEWAY_GROUP, "ReferenceGrant", True, ("v1", "v1beta1", "v1alpha2"),
+             "referencegrants"),
         Kind(GATEWAY_GROUP, "BackendTLSPolicy", True, ("v1", "v1alpha3"), "backendtlspolicies"),
         Kind(GATEWAY_GROUP, "ListenerSet", True, ("v1",), "listenersets"),
         Kind("", "Namespace", False, ("v1",), "namespaces"),
@@ -70,10 +72,11 @@ class ObjectKey:
     def __str__(self) -> str:
         if not self.name:  # an object we could not name (e.g. metadata.name missing)
             return self.kind
-        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+        return (f"{self.kind} {self.namespace}/{self.name}" if self.namespace
+                else f"{self.kind} {self.name}")
 
     @classmethod
-    def of(cls, obj: Obj) -> "ObjectKey":
+    def of(cls, obj: Obj) -> ObjectKey:
         meta = obj.get("metadata") or {}
         return cls(obj.get("kind", ""), meta.get("namespace") or "", meta.get("name") or "")
 

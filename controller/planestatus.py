@@ -11,7 +11,8 @@ when they apply the configuration. Those failures become the affected listeners'
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from controller.objects import ObjectKey, Obj
 from kgw_l4.config import L4Config
@@ -20,14 +21,16 @@ from kgw_l7.config import L7Config
 WILDCARDS = ("0.0.0.0", "::")
 
 
-def _listener_failures(gateway: Obj, status: Mapping[str, Any], l7: L7Config, l7_errors: Mapping[str, str],
+def _listener_failures(gateway: Obj, status: Mapping[str, Any], l7: L7Config,
+                       l7_errors: Mapping[str, str],
                        l4_errors: Mapping[str, str], key: ObjectKey) -> dict[str, str]:
     """Gateway listener name -> why its data plane could not serve it."""
     out: dict[str, str] = {}
     spec = gateway.get("spec") or {}
     has_addresses = bool(spec.get("addresses"))
     addresses = {a.get("value") for a in status.get("addresses") or [] if isinstance(a, dict)}
-    failed_binds = {(lst.address, lst.port): l7_errors[lst.name] for lst in l7.listeners if lst.name in l7_errors}
+    failed_binds = {(lst.address, lst.port): l7_errors[lst.name] for lst in l7.listeners
+                    if lst.name in l7_errors}
     for listener in spec.get("listeners") or []:
         if not isinstance(listener, dict):
             continue
@@ -52,7 +55,8 @@ def l4_listener_failures(l4: L4Config, l4_errors: Mapping[str, str]) -> dict[str
 
 
 def overlay(statuses: Mapping[ObjectKey, dict[str, Any]], lookup: Any, l7: L7Config, l4: L4Config,
-            l7_errors: Mapping[str, str], l4_errors: Mapping[str, str]) -> dict[ObjectKey, dict[str, Any]]:
+            l7_errors: Mapping[str, str], l4_errors: Mapping[str, str]) -> dict[ObjectKey,
+                                                                                dict[str, Any]]:
     """Return ``statuses`` with data-plane failures applied (inputs are not modified).
 
     A frontend without any endpoint is not a listener failure: its route's backend refs
@@ -84,13 +88,16 @@ def overlay(statuses: Mapping[ObjectKey, dict[str, Any]], lookup: Any, l7: L7Con
                 programmed_left += 1
         if programmed_left == 0:
             _set(new.setdefault("conditions", []), "Programmed", "False", "Invalid",
-                 "no listener could be programmed: " + "; ".join(sorted(set(failures.values()))), generation)
+                 "no listener could be programmed: " + "; ".join(sorted(set(failures.values()))),
+                 generation)
         out[key] = new
     return out
 
 
-def _set(conds: list[dict[str, Any]], type_: str, status: str, reason: str, message: str, generation: int) -> None:
-    new = {"type": type_, "status": status, "reason": reason, "message": message, "observedGeneration": generation}
+def _set(conds: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+         generation: int) -> None:
+    new = {"type": type_, "status": status, "reason": reason, "message": message,
+           "observedGeneration": generation}
     for i, c in enumerate(conds):
         if c.get("type") == type_:
             conds[i] = new

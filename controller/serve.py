@@ -21,8 +21,9 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Coroutine, Protocol, Sequence
+from typing import Any, Protocol
 
 from controller import signals
 from controller.gwaddress import NodeView
@@ -79,15 +80,19 @@ class PlaneOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PlaneOptions:
-        return cls(admin_address=args.admin_address, workers=args.workers, access_log=args.access_log,
+        return cls(admin_address=args.admin_address, workers=args.workers,
+                   access_log=args.access_log,
                    l4_mode=args.l4_mode, l4_interfaces=split_list(args.l4_interfaces) or None,
                    l4_pin_dir=args.l4_pin_dir, l4_splice_backlog=args.l4_splice_backlog,
                    node_address=split_list(args.node_address),
                    drain_delay=args.drain_delay, drain_timeout=args.drain_timeout,
-                   response_timeout=args.response_timeout, ignore_client_abort=args.ignore_client_abort,
-                   access_log_format=args.access_log_format, access_log_min_status=args.access_log_filter,
+                   response_timeout=args.response_timeout,
+                   ignore_client_abort=args.ignore_client_abort,
+                   access_log_format=args.access_log_format,
+                   access_log_min_status=args.access_log_filter,
                    access_log_sample=args.access_log_sample,
-                   access_log_redact=tuple(h.strip().lower() for h in split_list(args.access_log_redact)),
+                   access_log_redact=tuple(h.strip().lower()
+                                           for h in split_list(args.access_log_redact)),
                    tracing_endpoint=args.tracing_endpoint, tracing_sample=args.tracing_sample)
 
 
@@ -143,18 +148,23 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
     # source of the route to it (kgw_l4.snat), unless --node-address names one for all.
     try:
         l4 = await open_plane(options.l4_mode, interfaces=options.l4_interfaces,
-                              node_address=fixed_source(options.node_address), pin_dir=options.l4_pin_dir,
+                              node_address=fixed_source(options.node_address),
+                              pin_dir=options.l4_pin_dir,
                               sizes=sizes_with_splice_backlog(options.l4_splice_backlog))
-    except (ValueError, BpfUnavailable) as exc:  # open_plane's word for a bad argument, a mode it cannot run
+    # open_plane's word for a bad argument, a mode it cannot run
+    except (ValueError, BpfUnavailable) as exc:
         raise CannotServe(str(exc)) from exc
     try:
         l7 = L7Plane(workers=options.workers, access_log=options.access_log,
                      access_log_format=options.access_log_format,
                      access_log_min_status=options.access_log_min_status,
-                     access_log_sample=options.access_log_sample, access_log_redact=options.access_log_redact,
-                     drain_timeout=options.drain_timeout, response_timeout=options.response_timeout,
+                     access_log_sample=options.access_log_sample,
+                     access_log_redact=options.access_log_redact,
+                     drain_timeout=options.drain_timeout,
+                     response_timeout=options.response_timeout,
                      ignore_client_abort=options.ignore_client_abort,
-                     tracing_endpoint=options.tracing_endpoint, tracing_sample=options.tracing_sample)
+                     tracing_endpoint=options.tracing_endpoint,
+                     tracing_sample=options.tracing_sample)
     except TracingConfigError as exc:  # a bad OTEL_* variable: one line, no worker started
         raise CannotServe(str(exc)) from exc
     await l7.start()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("kgw")
 
@@ -34,7 +34,8 @@ DRAIN_DELAY = 5.0
 DRAIN_TIMEOUT = 20.0
 
 
-def install(loop: asyncio.AbstractEventLoop, stop: Callable[[int], None], reread: Callable[[], bool]) -> None:
+def install(loop: asyncio.AbstractEventLoop, stop: Callable[[int], None],
+            reread: Callable[[], bool]) -> None:
     """``stop(signum)`` starts stopping; ``reread()`` re-reads the configuration, False when
     the source has nothing to re-read."""
     for sig in (signal.SIGINT, signal.SIGTERM):

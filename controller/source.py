@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from controller.objects import Obj, ObjectKey
 

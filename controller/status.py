@@ -10,7 +10,8 @@ which is what a writer to the API server needs (write only on change).
 from __future__ import annotations
 
 import datetime
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from controller.objects import KINDS, Obj, ObjectKey, api_version
 
@@ -19,7 +20,7 @@ _IDENTITY_FIELDS = ("name", "parentRef", "ancestorRef")
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _identity(item: Mapping[str, Any]) -> Any:
@@ -29,7 +30,7 @@ def _identity(item: Mapping[str, Any]) -> Any:
     return None
 
 
-def stamp(new: Any, old: Any, now: str) -> Any:
+def stamp(new: Any, old: Any, now: str | None) -> Any:
     """Copy ``new`` adding lastTransitionTime to its conditions, keeping ``old``'s where
     a condition's status did not change."""
     if isinstance(new, dict):
@@ -41,13 +42,14 @@ def stamp(new: Any, old: Any, now: str) -> Any:
     if isinstance(new, list):
         olds = {}
         if isinstance(old, list):
-            olds = {_identity(o): o for o in old if isinstance(o, dict) and _identity(o) is not None}
+            olds = {_identity(o): o for o in old if isinstance(o, dict)
+                    and _identity(o) is not None}
         return [stamp(item, olds.get(_identity(item)) if isinstance(item, dict) else None, now)
                 for item in new]
     return new
 
 
-def _stamp_conditions(conds: Any, old: Any, now: str) -> Any:
+def _stamp_conditions(conds: Any, old: Any, now: str | None) -> Any:
     if not isinstance(conds, list):
         return conds
     before = {c.get("type"): c for c in old if isinstance(c, dict)} if isinstance(old, list) else {}
@@ -55,7 +57,8 @@ def _stamp_conditions(conds: Any, old: Any, now: str) -> Any:
     for c in conds:
         c = dict(c)
         prev = before.get(c.get("type"))
-        if prev is not None and prev.get("status") == c.get("status") and "lastTransitionTime" in prev:
+        if prev is not None and prev.get("status") == c.get(
+            "status") and "lastTransitionTime" in prev:
             c["lastTransitionTime"] = prev["lastTransitionTime"]
         else:
             c.setdefault("lastTransitionTime", now)
@@ -64,7 +67,7 @@ def _stamp_conditions(conds: Any, old: Any, now: str) -> Any:
 
 
 class StatusBook:
-    def __init__(self, clock: Callable[[], str] = _now) -> None:
+    def __init__(self, clock: Callable[[], str | None] = _now) -> None:
         self._clock = clock
         self._status: dict[ObjectKey, dict[str, Any]] = {}
         self._unstamped: dict[ObjectKey, Any] = {}

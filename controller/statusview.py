@@ -30,7 +30,8 @@ def is_unhealthy(conditions: Any) -> bool:
         if not isinstance(c, dict):
             continue
         t, s = c.get("type"), c.get("status")
-        if (t in NEGATIVE_WHEN_TRUE and s == "True") or (t not in NEGATIVE_WHEN_TRUE and s == "False"):
+        if (t in NEGATIVE_WHEN_TRUE and s == "True") or (t not in NEGATIVE_WHEN_TRUE
+                                                         and s == "False"):
             return True
     return False
 
@@ -48,7 +49,8 @@ def status_rows(status_list: dict[str, Any]) -> list[list[str]]:
     """One row per object, plus one per Gateway listener and per route parent."""
     rows: list[list[str]] = []
     for item in status_list.get("items", []):
-        meta, status, kind = item.get("metadata", {}), item.get("status") or {}, item.get("kind", "")
+        meta, status, kind = item.get("metadata", {}), item.get("status") or {}, item.get("kind",
+                                                                                          "")
         gen = str(meta.get("generation", ""))
         name, ns = meta.get("name", ""), meta.get("namespace", "")
         if kind in ("GatewayClass", "Gateway") or "conditions" in status:
@@ -76,10 +78,12 @@ def unhealthy_objects(status_list: dict[str, Any]) -> list[str]:
     for item in status_list.get("items", []):
         status = item.get("status") or {}
         groups = [status.get("conditions")]
-        groups += [x.get("conditions") for k in ("listeners", "parents", "ancestors") for x in status.get(k) or []]
+        groups += [x.get("conditions") for k in ("listeners", "parents", "ancestors")
+                   for x in status.get(k) or []]
         if any(is_unhealthy(g) for g in groups):
             meta = item.get("metadata", {})
-            bad.append(f"{item.get('kind')} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}"
+            bad.append(f"{item.get('kind')} "
+                       f"{meta.get('namespace', '') + '/' if meta.get('namespace') else ''}"
                        f"{meta.get('name')}")
     return bad
 
@@ -91,9 +95,12 @@ def failing_conditions(status_list: dict[str, Any]) -> list[str]:
     lines = []
     for item in status_list.get("items", []):
         meta, status = item.get("metadata", {}), item.get("status") or {}
-        obj = f"{item.get('kind')} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta.get('name')}"
+        obj = (
+            f"{item.get('kind')} "
+            f"{meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta.get('name')}")
         groups: list[tuple[str, Any]] = [("", status.get("conditions"))]
-        groups += [(f"listener {x.get('name')}: ", x.get("conditions")) for x in status.get("listeners") or []]
+        groups += [(f"listener {x.get('name')}: ", x.get("conditions"))
+                   for x in status.get("listeners") or []]
         groups += [(f"parent {_ref_text(x.get('parentRef') or {})}: ", x.get("conditions"))
                    for x in status.get("parents") or []]
         groups += [(f"ancestor {_ref_text(x.get('ancestorRef') or {})}: ", x.get("conditions"))
@@ -101,8 +108,8 @@ def failing_conditions(status_list: dict[str, Any]) -> list[str]:
         for where, conds in groups:
             for c in conds or []:
                 if isinstance(c, dict) and is_unhealthy([c]):
-                    lines.append(f"{obj}: {where}{c.get('type')}={c.get('status')} ({c.get('reason')}): "
-                                 f"{c.get('message', '')}")
+                    lines.append(f"{obj}: {where}{c.get('type')}={c.get('status')} "
+                                 f"({c.get('reason')}): {c.get('message', '')}")
     return lines
 
 

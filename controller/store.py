@@ -7,8 +7,9 @@ translation; translation reads it and never writes it.
 
 from __future__ import annotations
 
+import builtins
 from collections import defaultdict
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from controller.objects import Obj, ObjectKey
 from controller.source import Event, EventType
@@ -78,7 +79,7 @@ class Store:
             return iter(sorted(self._objects))
         return iter(sorted(self._by_kind.get(kind, {})))
 
-    def endpoint_slices(self, namespace: str, service: str) -> list[Obj]:
+    def endpoint_slices(self, namespace: str, service: str) -> builtins.list[Obj]:
         """EndpointSlices labelled ``kubernetes.io/service-name: service``."""
         keys = sorted(self._slices.get((namespace, service), ()))
         return [self._objects[k] for k in keys]

@@ -60,16 +60,22 @@ class _Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.generation = Gauge("kgw_config_generation", "Generation of the configuration last published", registry=r)
+        self.generation = Gauge("kgw_config_generation",
+                                "Generation of the configuration last published", registry=r)
         self.objects = Gauge("kgw_source_objects", "Objects in the store", registry=r)
-        self.problems = Gauge("kgw_source_problems", "Objects or files the source refused", registry=r)
-        self.translate = Histogram("kgw_translate_seconds", "Time to translate a batch of changes", registry=r,
-                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.problems = Gauge("kgw_source_problems", "Objects or files the source refused",
+                              registry=r)
+        self.translate = Histogram("kgw_translate_seconds", "Time to translate a batch of changes",
+                                   registry=r,
+                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5,
+                                            5, 10))
         self.publish = Histogram(
             "kgw_config_publish_seconds",
-            "Time from the source noticing a change to the configuration being live in every data plane",
+            "Time from the source noticing a change to the configuration being live in every data "
+            "plane",
             registry=r, buckets=(.005, .01, .025, .05, .1, .2, .5, 1, 2.5, 5, 10))
-        self.errors = Counter("kgw_config_apply_errors_total", "Data plane apply failures", ["plane"], registry=r)
+        self.errors = Counter("kgw_config_apply_errors_total", "Data plane apply failures",
+                              ["plane"], registry=r)
 
 
 class Supervisor:
@@ -141,9 +147,11 @@ class Supervisor:
         self.generation += 1
         ok = True
         if self.l7 is not None and (previous is None or t.l7 != previous.l7):
-            ok &= await self._apply_plane("l7", self.l7.apply(_with_generation(t.l7, self.generation)))
+            ok &= await self._apply_plane("l7",
+                                          self.l7.apply(_with_generation(t.l7, self.generation)))
         if self.l4 is not None and (previous is None or t.l4 != previous.l4):
-            ok &= await self._apply_plane("l4", self.l4.apply(_with_generation(t.l4, self.generation)))
+            ok &= await self._apply_plane("l4",
+                                          self.l4.apply(_with_generation(t.l4, self.generation)))
         self.metrics.publish.observe(max(0.0, time.monotonic() - batch.noticed_at))
         self.metrics.generation.set(self.generation)
 
@@ -166,7 +174,8 @@ class Supervisor:
                 self.l7.listener_errors() if self.l7 is not None else {},
                 self.l4.errors() if self.l4 is not None else {})
             statuses = self._certificate_warnings(statuses, t)
-            status_changed = await asyncio.to_thread(self.status.update, statuses)  # (copy-on-write)
+            # (copy-on-write)
+            status_changed = await asyncio.to_thread(self.status.update, statuses)
             if self.status_writer is not None and status_changed:
                 try:
                     await self.status_writer.write(self.status, status_changed, self.store)
@@ -178,12 +187,14 @@ class Supervisor:
         each logged once; and a status refresh when the next one changes."""
         now = time.time()
         found = certexpiry.warnings(t.certificates, now)
-        for (owner, listener), msgs in sorted(found.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        for (owner, listener), msgs in sorted(found.items(),
+                                              key=lambda kv: (str(kv[0][0]), kv[0][1])):
             for msg in msgs:
                 key = f"{owner}/{listener}: {msg}"
                 if key not in self._cert_warned:
                     self._cert_warned.add(key)
-                    log.warning("listener %s of %s: %s", listener, owner, msg.removeprefix("warning: "))
+                    log.warning("listener %s of %s: %s", listener, owner,
+                                msg.removeprefix("warning: "))
         self._cert_warned &= {f"{o}/{lis}: {m}" for (o, lis), ms in found.items() for m in ms}
         if self._cert_timer is not None:
             self._cert_timer.cancel()
@@ -192,7 +203,8 @@ class Supervisor:
         if nxt is not None:
             # a day at most: call_later's clock is monotonic, the certificates' is not
             delay = min(nxt - now + 1.0, 86400.0)
-            self._cert_timer = asyncio.get_running_loop().call_later(delay, self._plane_errors_changed)
+            self._cert_timer = asyncio.get_running_loop().call_later(delay,
+                                                                     self._plane_errors_changed)
         return certexpiry.overlay(statuses, t.certificates, now) if found else statuses
 
     def _plane_errors_changed(self) -> None:
@@ -261,7 +273,8 @@ class Supervisor:
         serving = await self.l7.health() if self.l7 is not None and self.ready.is_set() else []
         if self.l4 is not None and self.translation is not None and self.ready.is_set():
             failures = planestatus.l4_listener_failures(self.translation.l4, self.l4.errors())
-            serving += [f"listener {name} not served: {msg}" for name, msg in sorted(failures.items())]
+            serving += [f"listener {name} not served: {msg}"
+                        for name, msg in sorted(failures.items())]
         if serving:
             return text_response(f"not ready: {'; '.join(serving)}\n", 503)
         if self.ready.is_set() and not self.not_ready_reason:
@@ -301,7 +314,8 @@ class Supervisor:
             return json_response({"mode": None, "error": "no L4 data plane"}, 404)
         t = self.translation
         return json_response({**self.l4.inspect(),
-                              "config": redact(_with_generation(t.l4, self.generation).to_dict()) if t else None})
+                              "config": redact(_with_generation(t.l4, self.generation).to_dict())
+                              if t else None})
 
     async def _metrics(self) -> Response:
         body = generate_latest(self.metrics.registry)

@@ -10,15 +10,16 @@ before anything walks the data, as are files over ``MAX_FILE_BYTES``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
 
 try:  # the C loader is ~10x faster; fall back where libyaml is missing
     _Loader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on the build
-    _Loader = yaml.SafeLoader  # type: ignore[misc]
+    _Loader = yaml.SafeLoader  # type: ignore[assignment, misc]
 
 #: Larger files are refused whole. Kubernetes caps an object at ~1.5 MiB (etcd's request
 #: limit); 8 MiB holds about 25,000 HTTPRoutes (reading them takes ~5 s): a configuration
@@ -57,7 +58,8 @@ def _check_size(root: yaml.Node) -> None:
             raise DocumentError(root.start_mark.line + 1,
                                 f"document expands to more than {MAX_NODES} nodes (alias bomb?)")
         if depth > MAX_DEPTH:  # also ends a recursive alias, which nests forever
-            raise DocumentError(node.start_mark.line + 1, f"document nests deeper than {MAX_DEPTH} levels")
+            raise DocumentError(node.start_mark.line + 1,
+                                f"document nests deeper than {MAX_DEPTH} levels")
         if isinstance(node, yaml.SequenceNode):
             children = node.value
         elif isinstance(node, yaml.MappingNode):
@@ -71,7 +73,7 @@ def _check_size(root: yaml.Node) -> None:
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
-def _unquote(m: "re.Match[str]") -> str:
+def _unquote(m: re.Match[str]) -> str:
     """Quoted text with a letter or digit in it is a piece of the file (a character, a tag,
     an escape): elided. Quoted punctuation is YAML's own syntax (',' or ']'): kept."""
     return "(…)" if re.search(r"\w", m.group()) else m.group()
@@ -91,7 +93,8 @@ def _yaml_error(exc: yaml.YAMLError, line: int) -> DocumentError:
     return DocumentError(mark.line + 1, f"invalid YAML at column {mark.column + 1}: {what}")
 
 
-def load_documents(text: str | bytes, skip: Callable[[str], bool] | None = None) -> Iterator[Document]:
+def load_documents(text: str | bytes,
+                   skip: Callable[[str], bool] | None = None) -> Iterator[Document]:
     """Yield each non-empty document. Raises DocumentError (with a line) on bad YAML.
 
     ``skip(source)`` may say that a document's data is not needed (the caller has the
@@ -106,7 +109,7 @@ def load_documents(text: str | bytes, skip: Callable[[str], bool] | None = None)
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = text[:exc.start].count(b"\n") + 1
+            line = exc.object[:exc.start].count(b"\n") + 1
             raise DocumentError(line, f"not UTF-8 text: {exc.reason}") from None
     # Aliases need an anchor ("&"); without one no document can expand, so the walk
     # (pure Python, slow on big files) is only needed when the text has one.

@@ -47,7 +47,7 @@ kgw is serving examples/ on {GATEWAY}. Try:
 
 Edit a file under examples/ and the change is live within a fraction of a second.
 Ctrl-C stops everything.
-"""
+"""  # noqa: E501 (data)
 
 
 def request(path: str, headers: dict[str, str]) -> tuple[int, Message, bytes]:
@@ -74,7 +74,8 @@ def check() -> list[str]:
         failures.append(f"/search: {code} {body[:200]!r}")
     code, _, body = request("/store", {**host, "x-canary": "always"})
     echoed = json.loads(body) if code == 200 else {}
-    if not echoed.get("pod", "").startswith("store-v2") or echoed["headers"].get("X-Routed-By") != ["kgw-canary-header"]:
+    if not echoed.get("pod", "").startswith("store-v2") or echoed["headers"].get("X-Routed-By") != [
+        "kgw-canary-header"]:
         failures.append(f"canary header: {code} {body[:300]!r}")
     pods = [json.loads(request("/store", host)[2])["pod"].split("-")[1] for _ in range(200)]
     share = pods.count("v2") / len(pods)
@@ -102,7 +103,8 @@ def wait_ready(timeout: float = 20.0) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="send the sample requests and exit")
     args = parser.parse_args()
     procs = []

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.output import FORMATS
@@ -16,7 +17,7 @@ from kgw_cli.output import FORMATS
 Arg = tuple[tuple[str, ...], dict[str, Any]]
 #: A command's arguments, or a function that gives them only when that command is parsed:
 #: defaults read from modules that are slow to import cost only the commands using them.
-Arguments = Union[tuple[Arg, ...], Callable[[], tuple[Arg, ...]]]
+Arguments = tuple[Arg, ...] | Callable[[], tuple[Arg, ...]]
 
 H = TypeVar("H")
 

@@ -4,7 +4,8 @@ kgw_l4 agent``): uvloop, for this loop only."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

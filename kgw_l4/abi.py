@@ -18,7 +18,7 @@ import ipaddress
 import socket
 import struct
 import sys
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 SIZES: dict[str, int] = {
     "KGW_MAX_FRONTENDS": 64,

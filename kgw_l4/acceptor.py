@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Mapping
+from collections.abc import Mapping
 
 Key = tuple[str, int]
 

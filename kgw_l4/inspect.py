@@ -27,8 +27,9 @@ import sys
 import time
 import urllib.error
 from collections import Counter as Tally
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kgw_cli.admin import ADMIN_ADDRESS, get_json
 from kgw_cli.commands import Command, add_commands, output_arg, parse
@@ -70,8 +71,8 @@ def _maps(env: Env, ns: argparse.Namespace) -> MapSet:
     if env.maps_factory is not None:
         return env.maps_factory(ns.pin_dir)
     if not os.path.exists(os.path.join(ns.pin_dir, "kgw_ct")):
-        raise InspectError(f"no kgw maps pinned under {ns.pin_dir}, and no kgw answers at {ns.admin}: "
-                           f"is kgw running (kgw-inspect --admin URL, --pin-dir DIR)?",
+        raise InspectError(f"no kgw maps pinned under {ns.pin_dir}, and no kgw answers at "
+                           f"{ns.admin}: is kgw running (kgw-inspect --admin URL, --pin-dir DIR)?",
                            ExitStatus.UNAVAILABLE)
     return PinnedMapSet(ns.pin_dir)
 
@@ -88,7 +89,8 @@ def _userspace(env: Env, ns: argparse.Namespace) -> dict | None:
     """The admin API's /l4 page when the running kgw's L4 plane keeps its frontends and
     flows outside kernel maps (ADMIN_MODES), else None: the maps are the truth."""
     page = _admin(env, ns, "/l4")
-    if isinstance(page, dict) and page.get("mode") in ADMIN_MODES and isinstance(page.get("stats"), dict):
+    if isinstance(page, dict) and page.get("mode") in ADMIN_MODES and isinstance(page.get("stats"),
+                                                                                 dict):
         return page
     return None
 
@@ -132,7 +134,8 @@ def cmd_frontends(env: Env, ns: argparse.Namespace) -> list[dict]:
             backends.append({"backend_id": bid, "endpoint": f"{a}:{p}", "snat": snat,
                              "maglev_share": round(n / size, 4), "flows": b.flows if b else 0,
                              "packets": _both(b, 0), "bytes": _both(b, 1)})
-        rows.append({"name": names.get((addr, port, proto), ""), "frontend": f"{addr}:{port}/{proto}",
+        rows.append({"name": names.get((addr, port, proto), ""),
+                     "frontend": f"{addr}:{port}/{proto}",
                      "fe_id": fe_id, "flows": c.flows, "packets": _both(c, 0), "bytes": _both(c, 1),
                      "drops": sum(p for p, _ in c.drops.values()), "backends": backends})
     return rows
@@ -151,7 +154,8 @@ def _parse_endpoint(s: str) -> tuple[str, int | None]:
         ipaddress.IPv4Address(host)
         return host, int(port) if port else None
     except ValueError:
-        raise InspectError(f"{s!r} is not ADDRESS[:PORT] with an IPv4 address", ExitStatus.INVALID) from None
+        raise InspectError(f"{s!r} is not ADDRESS[:PORT] with an IPv4 address",
+                           ExitStatus.INVALID) from None
 
 
 def cmd_flows(env: Env, ns: argparse.Namespace) -> list[dict]:
@@ -277,8 +281,8 @@ def _us_frontends(page: dict) -> list[dict]:
     for f in st.get("frontends", []):
         name, groups = names.get((f["frontend"], f["route"]), ("", ()))
         row = {"name": name, "frontend": f["frontend"], "route": f["route"], "flows": f["flows"],
-               "active": f["active"], **_ways("bytes", f["bytes"]), **_ways("packets", f["packets"]),
-               "drops": sum(f["drops"].values())}
+               "active": f["active"], **_ways("bytes", f["bytes"]),
+               **_ways("packets", f["packets"]), "drops": sum(f["drops"].values())}
         backends = []
         for g in groups:
             for ep in g.endpoints:
@@ -308,7 +312,8 @@ def _us_flows(page: dict, ns: argparse.Namespace, src: tuple[str, int | None] | 
         host, _, port = endpoint.split("/")[0].rpartition(":")
         return host == want[0] and (want[1] is None or int(port) == want[1])
 
-    rows = [f for f in page.get("flows", []) if match(f["client"], src) and match(f["frontend"], dst)]
+    rows = [f for f in page.get("flows", []) if match(f["client"], src)
+            and match(f["frontend"], dst)]
     rows.sort(key=lambda r: (r["frontend"], r["client"]))
     return rows[:ns.limit] if ns.limit else rows
 
@@ -318,11 +323,13 @@ def _us_counters(page: dict, ns: argparse.Namespace) -> list[dict]:
     proxies count connections (TCP) and datagrams (UDP), not packets."""
     st = page["stats"]
     rows = [{"counter": "NEW_FLOWS", "count": sum(f["flows"] for f in st.get("frontends", []))}]
-    rows += [{"counter": f"DROP_{reason.upper()}", "count": n} for reason, n in sorted(st.get("drops", {}).items())]
+    rows += [{"counter": f"DROP_{reason.upper()}", "count": n}
+             for reason, n in sorted(st.get("drops", {}).items())]
     return [r for r in rows if r["count"] or ns.all]
 
 
-def _us_flow(page: dict, ns: argparse.Namespace, src: tuple[str, int], dst: tuple[str, int]) -> list[dict]:
+def _us_flow(page: dict, ns: argparse.Namespace, src: tuple[str, int],
+             dst: tuple[str, int]) -> list[dict]:
     """Which backend the userspace proxy gives (or gave) this flow: an open flow's own, or
     its Maglev pick (kgw_l4.userspace.picker, the proxy's own code)."""
     proto = ns.proto.upper()
@@ -330,7 +337,8 @@ def _us_flow(page: dict, ns: argparse.Namespace, src: tuple[str, int], dst: tupl
     for f in page.get("flows", []):
         if f["client"] == f"{src[0]}:{src[1]}" and f["frontend"] in (
                 f"{dst[0]}:{dst[1]}/{proto}", f"0.0.0.0:{dst[1]}/{proto}"):
-            return [{"flow": flow, "source": f"open flow in the {page['mode']} proxy", "backend": f["backend"]}]
+            return [{"flow": flow, "source": f"open flow in the {page['mode']} proxy",
+                     "backend": f["backend"]}]
     cfg = configio.from_dict(page.get("config") or {})
     fes = [fe for fe in cfg.frontends if fe.port == dst[1] and fe.protocol == proto]
     fe = next((f for f in fes if f.address == dst[0]), None) or next(
@@ -405,7 +413,8 @@ def rows_table(rows: list[dict[str, Any]]) -> str:
         for k in r:
             if k not in cols:
                 cols.append(k)
-    return output.table([c.upper() for c in cols], ([r.get(c, "") for c in cols] for r in flat), gap=2)
+    return output.table([c.upper() for c in cols], ([r.get(c, "") for c in cols] for r in flat),
+                        gap=2)
 
 
 def main(argv: list[str] | None = None, env: Env | None = None) -> int:

@@ -116,7 +116,9 @@ def feature_cflags(got: dict[str, int]) -> tuple[tuple[str, ...], list[str]]:
         missing = [n for n in needs if n not in got]
         flags.append(f"-D{feature}={0 if missing else 1}")
         if missing:
-            warnings.append(f"kernel BTF lacks {', '.join(f'{WANTED[k][0]}.{WANTED[k][1]}' for k in missing)}: {loss}")
+            warnings.append(
+                f"kernel BTF lacks {', '.join(f'{WANTED[k][0]}.{WANTED[k][1]}' for k in missing)}: "
+                f"{loss}")
     return tuple(flags), warnings
 
 

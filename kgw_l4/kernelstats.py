@@ -9,7 +9,7 @@ and the L4Config they were written from (address -> names).
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from . import abi, loader as ld
 from .config import L4Config
@@ -48,13 +48,14 @@ def kernel_stats(mode: str, maps: MapSet, views: Iterable[FrontendView], config:
     groups = endpoint_groups(config.frontends)
     bes = []
     for bid, ep in sorted(endpoints.items()):
-        c = st.backends[bid]
+        bc = st.backends[bid]
         bes.append(BackendStats(ep, ",".join(sorted(groups.get(ep, ()))),
-                                bytes=(c.to_backend[1], c.to_client[1]),
-                                packets=(c.to_backend[0], c.to_client[0]), flows=c.flows))
+                                bytes=(bc.to_backend[1], bc.to_client[1]),
+                                packets=(bc.to_backend[0], bc.to_client[0]), flows=bc.flows))
     drops = {DROP_REASONS[abi.Counter[n]]: p for n, (p, _) in st.counters.items()
              if abi.Counter[n] in DROP_REASONS}
-    events = {n.lower(): p for n, (p, _) in st.counters.items() if abi.Counter[n] not in DROP_REASONS}
+    events = {n.lower(): p for n, (p, _) in st.counters.items()
+              if abi.Counter[n] not in DROP_REASONS}
     all_tables = dict(tables or {})
     if sweep is not None:
         for t, n in sweep.entries.items():

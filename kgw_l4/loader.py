@@ -19,9 +19,9 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
-from typing import Iterable, Iterator, Mapping
+from typing import Any
 
 from . import abi, kernel_btf, pinlock
 from .csource import program_source
@@ -34,7 +34,6 @@ BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_PROG_TYPE_XDP = 6
 BPF_PROG_TYPE_SK_SKB = 14
 BPF_SK_SKB_STREAM_VERDICT = 5  # enum bpf_attach_type
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 TC_INGRESS_PARENT = "ffff:fff2"
@@ -110,9 +109,11 @@ def expected_maps(sizes: Mapping[str, int] = abi.SIZES) -> dict[str, MapInfo]:
     return {
         "kgw_frontends": MapInfo(MAP_HASH, s(abi.FeKey), s(abi.FeVal), sizes["KGW_MAX_FRONTENDS"]),
         "kgw_backends": MapInfo(MAP_ARRAY, 4, s(abi.Backend), sizes["KGW_MAX_BACKENDS"]),
-        "kgw_maglev": MapInfo(MAP_ARRAY, 4, 4, sizes["KGW_MAX_FRONTENDS"] * sizes["KGW_MAGLEV_SIZE"]),
+        "kgw_maglev": MapInfo(MAP_ARRAY, 4, 4,
+                              sizes["KGW_MAX_FRONTENDS"] * sizes["KGW_MAGLEV_SIZE"]),
         "kgw_ct": MapInfo(MAP_LRU_HASH, s(abi.FlowKey), s(abi.CtEntry), sizes["KGW_CT_SIZE"]),
-        "kgw_ct_syn": MapInfo(MAP_LRU_HASH, s(abi.FlowKey), s(abi.CtEntry), sizes["KGW_CT_SYN_SIZE"]),
+        "kgw_ct_syn": MapInfo(MAP_LRU_HASH, s(abi.FlowKey), s(abi.CtEntry),
+                              sizes["KGW_CT_SYN_SIZE"]),
         "kgw_local_addrs": MapInfo(MAP_HASH, 4, 4, sizes["KGW_MAX_LOCAL_ADDRS"]),
         "kgw_settings": MapInfo(MAP_ARRAY, 4, s(abi.Settings), 1),
         "kgw_stats": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.CounterVal), abi.stats_size(sizes)),
@@ -151,7 +152,7 @@ class Loader:
     def __init__(self, pin_dir: str = abi.PIN_DIR, sizes: Mapping[str, int] = abi.SIZES):
         self.pin_dir = pin_dir
         self.sizes = dict(sizes)
-        self._bpf: dict[str, object] = {}  # program name -> bcc.BPF (keeps fds alive)
+        self._bpf: dict[str, Any] = {}  # program name -> bcc.BPF (keeps fds alive)
         self.prog_fds: dict[str, int] = {}
         self._maps: PinnedMapSet | None = None
 
@@ -238,7 +239,7 @@ class Loader:
         from bcc import libbcc
 
         b = self._bpf[prog]
-        fd = libbcc.lib.bpf_table_fd(b.module, table.encode())  # type: ignore[attr-defined]
+        fd = libbcc.lib.bpf_table_fd(b.module, table.encode())
         if fd < 0:
             raise KeyError(f"{prog} has no map {table}")
         return FdMap(fd, table, owned=False)
@@ -271,9 +272,9 @@ class Loader:
         cur = self.settings()
         defaults = dict(DEFAULT_TIMEOUTS, nat_port_min=DEFAULT_NAT_PORTS[0],
                         nat_port_max=DEFAULT_NAT_PORTS[1])
-        for field, default in defaults.items():
-            value = kw.get(field, getattr(cur, field) or default)
-            setattr(cur, field, value)
+        for name, default in defaults.items():
+            value = kw.get(name, getattr(cur, name) or default)
+            setattr(cur, name, value)
         self.maps().get("kgw_settings").update(abi.SETTINGS_KEY, bytes(cur))
 
     def settings(self) -> abi.Settings:
@@ -380,7 +381,7 @@ class Loader:
             self._maps = None
         for b in self._bpf.values():
             with contextlib.suppress(Exception):
-                b.cleanup()  # type: ignore[attr-defined]
+                b.cleanup()
         self._bpf.clear()
         self.prog_fds.clear()
 
@@ -452,22 +453,6 @@ def counter(maps: MapSet, c: abi.Counter, sizes: Mapping[str, int] = abi.SIZES) 
 
 def counters(maps: MapSet, sizes: Mapping[str, int] = abi.SIZES) -> dict[str, tuple[int, int]]:
     return {c.name: counter(maps, c, sizes) for c in abi.Counter}
-
-
-def frontend_counter(maps: MapSet, fe_id: int, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
-    """(packets, bytes) of a frontend's flows, both ways."""
-    base = abi.StatsLayout(sizes).fe_base + 2 * fe_id
-    return _both(_slot(maps, base), _slot(maps, base + 1))
-
-
-def backend_counter(maps: MapSet, backend_id: int, sizes: Mapping[str, int] = abi.SIZES) -> tuple[int, int]:
-    """(packets, bytes) of a backend's flows, both ways."""
-    base = abi.StatsLayout(sizes).backend_base + 2 * backend_id
-    return _both(_slot(maps, base), _slot(maps, base + 1))
-
-
-def _both(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
-    return a[0] + b[0], a[1] + b[1]
 
 
 def _slot(maps: MapSet, idx: int) -> tuple[int, int]:
@@ -572,7 +557,8 @@ def flows(maps: MapSet, tables: tuple[str, ...] = ("kgw_ct", "kgw_ct_syn")) -> l
 
 
 def fill_levels(maps: MapSet, names: tuple[str, ...] = ("kgw_frontends", "kgw_ct", "kgw_ct_syn",
-                                                          "kgw_local_addrs")) -> dict[str, tuple[int, int]]:
+                                                          "kgw_local_addrs")) -> dict[
+                                                              str, tuple[int, int]]:
     """(entries, capacity) of each hash map."""
     out = {}
     for n in names:
@@ -624,11 +610,6 @@ def sweep_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None)
                 flows[e.fe_id] = flows.get(e.fe_id, 0) + 1
         entries[t] = left
     return Sweep(n, entries, flows)
-
-
-def expire_flows(maps: MapSet, settings: abi.Settings, now_ns: int | None = None) -> int:
-    """``sweep_flows``; returns entries removed."""
-    return sweep_flows(maps, settings, now_ns).removed
 
 
 def remove_everything(pin_dir: str = abi.PIN_DIR, interfaces: list[str] | None = None) -> None:

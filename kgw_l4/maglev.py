@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 DEFAULT_SIZE = 16381  # a prime; katran and the paper use primes of this order
 NO_BACKEND = -1

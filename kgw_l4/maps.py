@@ -14,8 +14,10 @@ import ctypes
 import errno
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from pathlib import Path
+from typing import Protocol
 
 # enum bpf_map_type values used by kgw (include/uapi/linux/bpf.h)
 MAP_HASH = 1
@@ -62,7 +64,7 @@ class MapSet(Protocol):
 def possible_cpus() -> int:
     """Number of possible CPUs (per-CPU map values have one slot each)."""
     try:
-        text = open("/sys/devices/system/cpu/possible").read().strip()
+        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
     except OSError:
         return os.cpu_count() or 1
     n = 0
@@ -226,7 +228,7 @@ class FdMap:
             self._vsz = ((self.info.value_size + 7) // 8) * 8 * self._ncpus
 
     @classmethod
-    def open_pinned(cls, path: str) -> "FdMap":
+    def open_pinned(cls, path: str) -> FdMap:
         fd = _lib().bpf_obj_get(path.encode())
         if fd < 0:
             raise MapError(ctypes.get_errno() or errno.ENOENT, f"cannot open pinned map {path}")
@@ -239,7 +241,8 @@ class FdMap:
 
     def _kbuf(self, key: bytes) -> ctypes.Array:
         if len(key) != self.info.key_size:
-            raise MapError(errno.EINVAL, f"{self.name}: key size {len(key)} != {self.info.key_size}")
+            raise MapError(errno.EINVAL,
+                           f"{self.name}: key size {len(key)} != {self.info.key_size}")
         return ctypes.create_string_buffer(key, len(key))
 
     def _raw_lookup(self, key: bytes) -> bytes | None:
@@ -307,8 +310,10 @@ class FdMap:
         array gives each index's value once per possible CPU, padded to 8 bytes (the
         counters read at scrape time)."""
         info = self.info
-        if info.map_type not in _ARRAYS or info.key_size != 4 or start < 0 or start + count > info.max_entries:
-            raise MapError(errno.EINVAL, f"{self.name}: lookup_range needs an array and indexes in range")
+        if (info.map_type not in _ARRAYS or info.key_size != 4 or start < 0
+                or start + count > info.max_entries):
+            raise MapError(errno.EINVAL,
+                           f"{self.name}: lookup_range needs an array and indexes in range")
         if count == 0:
             return b""
         if self._batch_ok is not False:
@@ -322,13 +327,15 @@ class FdMap:
                                          ctypes.byref(out), keys, vals, ctypes.byref(n))
             if (rc == 0 or ctypes.get_errno() == errno.ENOENT) and n.value == count:
                 return vals.raw
-            if rc != 0 and ctypes.get_errno() in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            if rc != 0 and ctypes.get_errno() in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                                  errno.ENOSYS):
                 self._batch_ok = False
         parts = []
         for i in range(start, start + count):
             v = self._raw_lookup(i.to_bytes(4, sys.byteorder))
             if v is None:
-                raise MapError(ctypes.get_errno() or errno.EIO, f"{self.name}: lookup of index {i} failed")
+                raise MapError(ctypes.get_errno() or errno.EIO,
+                               f"{self.name}: lookup of index {i} failed")
             parts.append(v)
         return b"".join(parts)
 

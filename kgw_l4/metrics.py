@@ -16,8 +16,9 @@ connection the kernel splices has no bytes per route (``bytes`` None).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -105,7 +106,7 @@ def endpoint_groups(frontends: Iterable[Any]) -> dict[str, set[str]]:
     return out
 
 
-def sum_drops(frontends: Iterator[FrontendStats] | tuple[FrontendStats, ...],
+def sum_drops(frontends: Iterable[FrontendStats],
               extra: Mapping[str, int] | None = None) -> dict[str, int]:
     """The plane-wide drops of a userspace plane: its frontends' (plus ``extra``)."""
     out: dict[str, int] = dict(extra or {})
@@ -117,7 +118,7 @@ def sum_drops(frontends: Iterator[FrontendStats] | tuple[FrontendStats, ...],
 
 def render(stats: L4Stats) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats))  # type: ignore[arg-type]
+    registry.register(_Collector(stats))
     return generate_latest(registry)
 
 
@@ -137,8 +138,10 @@ class _Collector:
         fb = CounterMetricFamily("kgw_l4_frontend_bytes", "Bytes of a frontend's flows, each way "
                                  "(to_backend: from clients; to_client: from backends)",
                                  labels=[*fl, "direction"], unit="bytes")
-        fp = CounterMetricFamily("kgw_l4_frontend_packets", "Packets of a frontend's flows, each way "
-                                 "(kernel modes; UDP datagrams in userspace)", labels=[*fl, "direction"])
+        fp = CounterMetricFamily("kgw_l4_frontend_packets",
+                                 "Packets of a frontend's flows, each way "
+                                 "(kernel modes; UDP datagrams in userspace)",
+                                 labels=[*fl, "direction"])
         ff = CounterMetricFamily("kgw_l4_frontend_flows", "Flows (TCP connections, UDP client "
                                  "flows) a frontend gave a backend", labels=fl)
         fa = GaugeMetricFamily("kgw_l4_frontend_active_flows", "Flows open now (kernel modes: at "
@@ -158,7 +161,8 @@ class _Collector:
             for reason, n in sorted(f.drops.items()):
                 fd.add_metric([*labels, reason], n)
         yield from (fb, fp, ff, fa, fd)
-        bb = CounterMetricFamily("kgw_l4_backend_bytes", "Bytes of a backend endpoint's flows, each "
+        bb = CounterMetricFamily("kgw_l4_backend_bytes",
+                                 "Bytes of a backend endpoint's flows, each "
                                  "way", labels=[*BACKEND_LABELS, "direction"], unit="bytes")
         bp = CounterMetricFamily("kgw_l4_backend_packets", "Packets of a backend endpoint's flows, "
                                  "each way", labels=[*BACKEND_LABELS, "direction"])
@@ -173,19 +177,22 @@ class _Collector:
             bf.add_metric(labels, b.flows)
         yield from (bb, bp, bf)
         dr = CounterMetricFamily("kgw_l4_drops", "Everything the L4 plane dropped, by reason "
-                                 "(including packets no frontend can be named for)", labels=["reason"])
+                                 "(including packets no frontend can be named for)",
+                                 labels=["reason"])
         for reason, n in sorted(s.drops.items()):
             dr.add_metric([reason], n)
         yield dr
         if s.events:
-            ev = CounterMetricFamily("kgw_l4_datapath_events", "The kernel programs' other counters "
+            ev = CounterMetricFamily("kgw_l4_datapath_events",
+                                     "The kernel programs' other counters "
                                      "(packets or skbs), by name", labels=["event"])
             for name, n in sorted(s.events.items()):
                 ev.add_metric([name], n)
             yield ev
         me = GaugeMetricFamily("kgw_l4_map_entries", "Entries in an L4 table (kernel maps; the "
                                "userspace plane's flow tables)", labels=["map"])
-        mc = GaugeMetricFamily("kgw_l4_map_capacity", "Entries an L4 table can hold", labels=["map"])
+        mc = GaugeMetricFamily("kgw_l4_map_capacity", "Entries an L4 table can hold",
+                               labels=["map"])
         for name, (entries, capacity) in sorted(s.tables.items()):
             me.add_metric([name], entries)
             mc.add_metric([name], capacity)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -73,14 +73,6 @@ def routes_to(addrs: Iterable[str]) -> dict[str, Route | OSError]:
     return out
 
 
-def source_for(dst: str) -> str:
-    """The address this node uses to reach dst (the SNAT address for a backend)."""
-    r = routes_to([dst])[dst]
-    if isinstance(r, OSError):
-        raise OSError(f"{dst}: {r}")
-    return r.source
-
-
 class RouteChanges:
     """A netlink socket subscribed to the node's IPv4 route, address, rule and link
     changes. It becomes readable when any of them changes; the messages are only
@@ -89,7 +81,8 @@ class RouteChanges:
     GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+        self.sock = socket.socket(socket.AF_NETLINK,
+                                  socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                                   socket.NETLINK_ROUTE)
         try:
             self.sock.bind((0, self.GROUPS))

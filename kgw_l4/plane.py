@@ -35,7 +35,8 @@ import ipaddress
 import logging
 import os
 import time
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -48,6 +49,9 @@ from .snat import SnatSources
 from .tlspass import TLSPassthroughProxy
 from .udp import UdpProxy
 from .userspace import UserspaceProxy
+
+if TYPE_CHECKING:
+    from .splice import SpliceProxy, Splicer
 
 log = logging.getLogger("kgw.l4")
 
@@ -199,7 +203,8 @@ class PinUse:
         except (OSError, ld.BpfUnavailable) as e:
             msg = f"cannot use pin directory {self.pin_dir}: {e}"
         log.error("%s", msg)
-        return {x.name: msg for x in (*config.frontends, *config.tls_passthrough)}
+        return dict.fromkeys([*(f.name for f in config.frontends),
+                              *(t.name for t in config.tls_passthrough)], msg)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -213,7 +218,7 @@ class SplicePlane(L4Plane):
     def __init__(self, pin_dir: str, sizes: Mapping[str, int]):
         self.mode = "splice"
         self.loader = ld.Loader(pin_dir, sizes)
-        self.proxy = None
+        self.proxy: SpliceProxy | None = None
         self.tls: TLSPassthroughProxy | None = None
         self.pins = PinUse(pin_dir)
         self._busy_errors: dict[str, str] = {}
@@ -273,14 +278,18 @@ class _DriftMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.checks = Counter("kgw_l4_drift_checks_total",
-                              "Checks that the pinned BPF maps hold what kgw programmed", registry=r)
+                              "Checks that the pinned BPF maps hold what kgw programmed",
+                              registry=r)
         self.repairs = Counter("kgw_l4_drift_repairs_total",
-                               "Map entries found changed outside kgw and rewritten", ["map"], registry=r)
-        self.entries = Gauge("kgw_l4_drift_entries", "Map entries the last check found changed outside kgw",
-                             registry=r)
-        self.cpu = Gauge("kgw_l4_drift_check_cpu_seconds", "CPU time of the last drift check", registry=r)
+                               "Map entries found changed outside kgw and rewritten", ["map"],
+                               registry=r)
+        self.entries = Gauge("kgw_l4_drift_entries",
+                             "Map entries the last check found changed outside kgw", registry=r)
+        self.cpu = Gauge("kgw_l4_drift_check_cpu_seconds", "CPU time of the last drift check",
+                         registry=r)
         self.refreshes = Counter("kgw_l4_snat_refreshes_total",
-                                 "SNAT source lookups of every backend after a route or address change",
+                                 "SNAT source lookups of every backend after a route or address "
+                                 "change",
                                  registry=r)
 
 
@@ -314,7 +323,7 @@ class KernelPlane(L4Plane):
         self._config = L4Config()
         self._sweep: ld.Sweep | None = None
         self.tls: TLSPassthroughProxy | None = None
-        self._splicer = None
+        self._splicer: Splicer | None = None
         if self.pins.in_use():
             self.pins.take()  # PinDirBusy: another instance runs on these pins
             if self.loader.pinned() and self.loader.check_pins() is None:
@@ -532,12 +541,12 @@ class KernelPlane(L4Plane):
             tables = {"kgw_frontends": (len(prog.fe_ids), s["KGW_MAX_FRONTENDS"]),
                       "kgw_backends": (len(prog.be_ids), s["KGW_MAX_BACKENDS"]),
                       "kgw_local_addrs": (len(prog.local), s["KGW_MAX_LOCAL_ADDRS"])}
-            st = kernel_stats(self.mode, self.loader.maps(), list(prog.views.values()), self._config,
-                              s, self._sweep, tables)
+            st = kernel_stats(self.mode, self.loader.maps(), list(prog.views.values()),
+                              self._config, s, self._sweep, tables)
         if self.tls is not None:
             fes, bes = self.tls.stats()
-            st = dataclasses.replace(st, frontends=(*st.frontends, *fes), backends=(*st.backends, *bes),
-                                     drops=sum_drops(fes, st.drops))
+            st = dataclasses.replace(st, frontends=(*st.frontends, *fes),
+                                     backends=(*st.backends, *bes), drops=sum_drops(fes, st.drops))
         return st
 
     async def _gc_loop(self) -> None:
@@ -568,7 +577,8 @@ class KernelPlane(L4Plane):
             d["frontends"] = [
                 {"name": v.name, "address": v.address, "port": v.port, "protocol": v.protocol,
                  "fe_id": v.fe_id,
-                 "endpoints": [{"backend_id": b, "endpoint": e, "weight": w} for b, e, w in v.endpoints]}
+                 "endpoints": [{"backend_id": b, "endpoint": e, "weight": w}
+                               for b, e, w in v.endpoints]}
                 for v in self.programmer.views.values()]
         return d
 
@@ -627,7 +637,8 @@ async def open_plane(mode: str = DEFAULT_MODE, interfaces: Sequence[str] | None 
         ifs: list[str] = []
         if mode != "splice":
             # pyroute2 runs an event loop of its own: never on the caller's running loop
-            ifs = list(interfaces) if interfaces is not None else await asyncio.to_thread(netinfo.up_interfaces)
+            ifs = list(interfaces) if interfaces is not None else await asyncio.to_thread(
+                netinfo.up_interfaces)
             for i in ifs:
                 ld.ifindex(i)  # ValueError("unknown interface ...")
         # both raise PinDirBusy when pins exist and another instance holds them

@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
 
 from . import abi, loader as ld, maglev
 from .config import Endpoint, Frontend, L4Config
@@ -227,9 +227,11 @@ class Programmer:
                 if bid is None:
                     for fe, eps in wanted.values():
                         if ep in eps:
-                            errors[fe.name] = f"too many backends (the kernel table holds {self.max_be})"
+                            errors[fe.name] = ("too many backends "
+                                               f"(the kernel table holds {self.max_be})")
                     continue
                 self.be_ids[ep] = bid
+            assert bid is not None
             written += self._write_backend(bid, self._backend_value(ep, source_errors),
                                            fresh_counters=fresh)
             self.free_be.discard(bid)
@@ -322,7 +324,8 @@ class Programmer:
         """(slot, backend id) pairs of one frontend's Maglev row, in batches."""
         base = abi.maglev_index(fe_id, 0, self.ring_size)
         u32 = abi.u32
-        self.maps.get("kgw_maglev").update_many([(u32(base + slot), u32(bid)) for slot, bid in changes])
+        self.maps.get("kgw_maglev").update_many(
+            [(u32(base + slot), u32(bid)) for slot, bid in changes])
 
     def _backend_value(self, ep: BeIdent, source_errors: dict[BeIdent, str]) -> bytes:
         """The kgw_backends entry of an endpoint; a backend without a SNAT source is
@@ -410,7 +413,8 @@ class Programmer:
             if repair:
                 bem.update(abi.u32(bid), self.be_entries[bid])
         if wrong_be:
-            affected.update(v.name for v in self.views.values() if any(b in wrong_be for b, _, _ in v.endpoints))
+            affected.update(v.name for v in self.views.values()
+                            if any(b in wrong_be for b, _, _ in v.endpoints))
 
         ring = self.maps.get("kgw_maglev")
         n = self.ring_size

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from . import netinfo
 
@@ -94,8 +94,8 @@ class SnatSources:
             self._known[addr] = new
             if _same(old, new):
                 continue
-            what = (f"SNAT source {new.source} (route via {new.device})" if isinstance(new, netinfo.Route)
-                    else f"no SNAT source: {new}")
+            what = (f"SNAT source {new.source} (route via {new.device})"
+                    if isinstance(new, netinfo.Route) else f"no SNAT source: {new}")
             changed.setdefault(what, []).append(addr)
         for what, backends in changed.items():
             named = ", ".join(backends[:LOG_NAMES])

@@ -10,7 +10,7 @@ terminate it, hence this small reader.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import SNIRoute
 

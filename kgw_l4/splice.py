@@ -83,8 +83,8 @@ import select
 import socket
 import struct
 import termios
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import abi
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
@@ -674,7 +674,7 @@ class SpliceProxy(Acceptor):
             return
         try:
             b = await connect(be)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -23,6 +23,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from .acceptor import Acceptor
@@ -41,7 +42,12 @@ HELLO_TIMEOUT = 5.0
 async def _readable(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(sock.fileno(), ready)
     try:
         await fut
     finally:
@@ -85,7 +91,8 @@ class TLSPassthroughProxy(Acceptor):
         #: (port, route name, gateway, listener) of terminated routes (bytes counted here)
         self._terminated: set[tuple[tuple[str, int], str, str, str]] = set()
 
-    async def apply(self, config: L4Config, taken: set[tuple[str, int]] = frozenset()) -> None:
+    async def apply(self, config: L4Config,
+                    taken: AbstractSet[tuple[str, int]] = frozenset()) -> None:
         errors: dict[str, str] = {}
         wanted: dict[tuple[str, int], TLSPassthrough] = {}
         for t in config.tls_passthrough:
@@ -110,8 +117,8 @@ class TLSPassthroughProxy(Acceptor):
         self._pickers = {k: v for k, v in self._pickers.items() if k in used}
         routes = [r for t in wanted.values() for r in t.routes]
         self._groups = endpoint_groups(routes)
-        self._backends = {(ep.address, ep.port): self._backends.get((ep.address, ep.port)) or Tally()
-                          for r in routes for g in r.backends for ep in g.endpoints}
+        self._backends = {(ep.address, ep.port): self._backends.get((ep.address, ep.port))
+                          or Tally() for r in routes for g in r.backends for ep in g.endpoints}
 
     def _tally(self, key: tuple[str, int], route: SNIRoute | None) -> Tally:
         k = (key, route.name, route.gateway, route.listener) if route else (key, "", "", "")
@@ -122,7 +129,7 @@ class TLSPassthroughProxy(Acceptor):
         cfg = self._cfg.get(key)
         try:
             sni = await asyncio.wait_for(peek_sni(c), HELLO_TIMEOUT)
-        except (HelloError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, HelloError, OSError) as e:
             log.info("tls passthrough %s: dropping connection: %s", key, e)
             self._tally(key, None).drop("bad_client_hello")
             _reset(c)
@@ -140,6 +147,7 @@ class TLSPassthroughProxy(Acceptor):
             tally.drop("no_route" if route is None else "no_backend")
             _reset(c)
             return
+        assert route is not None  # be was picked from it
         be_tally = self._backends.get(be)
         if route.terminate is not None:
             fe = f"{key[0]}:{key[1]}/TLS"
@@ -147,7 +155,7 @@ class TLSPassthroughProxy(Acceptor):
             return
         try:
             b = await connect(be)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
             _reset(c)

@@ -66,7 +66,7 @@ class _Flow:
     __slots__ = ("frontend", "client", "backend", "sock", "last", "closed", "started", "tally",
                  "bytes")
 
-    def __init__(self, frontend: "UdpFrontend", client: Key, backend: Key, tally: Tally) -> None:
+    def __init__(self, frontend: UdpFrontend, client: Key, backend: Key, tally: Tally) -> None:
         self.frontend = frontend
         self.client = client
         self.backend = backend
@@ -234,7 +234,8 @@ class UdpFrontend(asyncio.DatagramProtocol):
 
     def stats(self) -> UdpStats:
         d = self.tally.drops
-        return UdpStats(len(self.flows), self.tally.flows, self.flows_expired, d.get("flow_limit", 0),
+        return UdpStats(len(self.flows), self.tally.flows, self.flows_expired,
+                        d.get("flow_limit", 0),
                         d.get("no_backend", 0), d.get("oversize", 0), d.get("send_error", 0))
 
     def frontend_stats(self) -> FrontendStats:
@@ -278,7 +279,9 @@ class UdpProxy:
             family = socket.AF_INET6 if ":" in fe.address else socket.AF_INET
             try:
                 # no SO_REUSEADDR: for UDP it would let two sockets share the port
-                await loop.create_datagram_endpoint(lambda p=proto: p, local_addr=key, family=family)
+                # the factory is called before this returns
+                await loop.create_datagram_endpoint(lambda: proto, local_addr=key,  # noqa: B023
+                                                    family=family)
             except OSError as e:
                 errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}/udp: {e.strerror or e}"
                 continue
@@ -313,7 +316,8 @@ class UdpProxy:
     def stats(self) -> dict[str, UdpStats]:
         return {fe.name: fe.stats() for fe in self.frontends.values()}
 
-    def l4_stats(self) -> tuple[list[FrontendStats], list[BackendStats], dict[str, tuple[int, int]]]:
+    def l4_stats(self) -> tuple[list[FrontendStats], list[BackendStats],
+                                dict[str, tuple[int, int]]]:
         """The frontends' and backend endpoints' counters (/metrics), and each frontend's
         flow table as (flows, capacity)."""
         fes = [fe.frontend_stats() for fe in self.frontends.values()]

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import maglev
 from .config import Frontend, L4Config
@@ -167,7 +168,8 @@ async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
 def kept_tally(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
     """A frontend's counters carry on while it keeps its labels (a new route, say, starts
     new series at 0)."""
-    if cur is not None and (cur[0].gateway, cur[0].listener, cur[0].route) == (fe.gateway, fe.listener, fe.route):
+    if cur is not None and (cur[0].gateway, cur[0].listener,
+                            cur[0].route) == (fe.gateway, fe.listener, fe.route):
         return cur[1]
     return Tally()
 
@@ -182,7 +184,8 @@ def frontend_stats(fe: Frontend, protocol: str, t: Tally, packets: bool = False)
 def backend_stats(ep: tuple[str, int], t: Tally, groups: dict[str, set[str]],
                   packets: bool = False) -> BackendStats:
     name = f"{ep[0]}:{ep[1]}"
-    return BackendStats(name, ",".join(sorted(groups.get(name, ()))), bytes=(t.bytes[0], t.bytes[1]),
+    return BackendStats(name, ",".join(sorted(groups.get(name, ()))),
+                        bytes=(t.bytes[0], t.bytes[1]),
                         packets=(t.packets[0], t.packets[1]) if packets else None, flows=t.flows)
 
 
@@ -246,7 +249,8 @@ class UserspaceProxy:
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
         self._picks.update(picks)
-        self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe)) for key, fe in wanted.items()}
+        self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
+                           for key, fe in wanted.items()}
         self._groups = endpoint_groups(wanted.values())
         self._backends = {ep: self._backends.get(ep) or Tally()
                           for p in picks.values() for ep in p.endpoints}
@@ -260,7 +264,7 @@ class UserspaceProxy:
                 continue
             try:
                 self._servers[key] = await asyncio.start_server(
-                    lambda r, w, k=key: self._accept(k, r, w), fe.address, fe.port,
+                    functools.partial(self._accept, key), fe.address, fe.port,
                     reuse_address=True, backlog=1024)
             except OSError as e:
                 errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}: {e.strerror or e}"
@@ -269,7 +273,8 @@ class UserspaceProxy:
         for name, err in errors.items():
             log.warning("frontend %s: %s", name, err)
 
-    def _accept(self, key: tuple[str, int], r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    def _accept(self, key: tuple[str, int], r: asyncio.StreamReader,
+                w: asyncio.StreamWriter) -> None:
         t = asyncio.get_running_loop().create_task(self._serve(key, r, w))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
@@ -287,7 +292,7 @@ class UserspaceProxy:
             return
         try:
             b = await connect(be)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
             cw.transport.abort()

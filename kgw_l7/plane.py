@@ -90,6 +90,9 @@ class _Worker:
 
     async def start(self) -> None:
         self.config = None  # a new process holds nothing
+        #: Until it says ready, its death is start()'s failure to report, not a crash for
+        #: the supervisor to restart (which would race the restart loop already running).
+        self.ready = False
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         options = encode_options(self.plane.options)

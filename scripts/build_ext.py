@@ -40,8 +40,8 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     exts = [Extension(f"kgw_l7.{m}", [f"kgw_l7/{m}.py"]) for m in names]
     try:
-        modules = cythonize(exts, language_level=3, quiet=True, force="--force" in argv, nthreads=os.cpu_count() or 1,
-                            compiler_directives={
+        modules = cythonize(exts, language_level=3, quiet=True, force="--force" in argv,
+                            nthreads=os.cpu_count() or 1, compiler_directives={
                                 # Annotations are for mypy and readers; typing C
                                 # variables from them would change str/bytes semantics.
                                 "annotation_typing": False,

@@ -51,7 +51,7 @@ stamp=.venv/.kgw-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test,speedups]'
+  .venv/bin/pip install -q -e '.[test,lint,speedups]'
   touch "$stamp"
 fi
 

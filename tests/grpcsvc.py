@@ -34,9 +34,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -94,7 +95,7 @@ class CallRecord:
 class _Call:
     """Server-side state of one call."""
 
-    def __init__(self, server: "GrpcTestServer", method: str, context: grpc.ServicerContext) -> None:
+    def __init__(self, server: GrpcTestServer, method: str, context: grpc.ServicerContext) -> None:
         self.server = server
         self.method = f"/{SERVICE}/{method}"
         self.context = context
@@ -116,8 +117,10 @@ class _Call:
     def reply(self, msg: Any, index: int) -> Any:
         pb = self.server.pb
         self.sent += 1
-        return pb.Reply(payload=pattern(msg.response_size) if msg.response_size else msg.payload, index=index,
-                        received=self.received, received_bytes=self.received_bytes, sha256=self.sha.hexdigest(),
+        return pb.Reply(payload=pattern(msg.response_size) if msg.response_size else msg.payload,
+                        index=index,
+                        received=self.received, received_bytes=self.received_bytes,
+                        sha256=self.sha.hexdigest(),
                         server=self.server.name, method=self.method, authority=self.authority,
                         metadata=[pb.Metadata(key=k, value=v) for k, v in self.metadata])
 
@@ -132,13 +135,15 @@ class _Call:
         if msg.hang:
             if self.ended.wait(HANG_LIMIT_S):
                 return False
-            self.finish(grpc.StatusCode.ABORTED, f"hung for {HANG_LIMIT_S:.0f}s and the call did not end")
+            self.finish(grpc.StatusCode.ABORTED,
+                        f"hung for {HANG_LIMIT_S:.0f}s and the call did not end")
         return True
 
     def count(self, msg: Any) -> int:
         return msg.count or (0 if msg.fail_code else 1)
 
-    def finish(self, code: grpc.StatusCode | None = None, details: str = "", trailers: Any = None) -> None:
+    def finish(self, code: grpc.StatusCode | None = None, details: str = "",
+               trailers: Any = None) -> None:
         """End the call: OK (``code`` None), or abort with ``code``."""
         if trailers:
             self.context.set_trailing_metadata(tuple(trailers.items()))
@@ -186,7 +191,7 @@ class GrpcTestServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "GrpcTestServer":
+    def start(self) -> GrpcTestServer:
         bind = f"{self.host}:{self.port}"
         try:
             if self.tls:
@@ -201,7 +206,8 @@ class GrpcTestServer:
         return self
 
     def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
         for service in ("", SERVICE):
             self.health.set(service, status)
 
@@ -209,7 +215,7 @@ class GrpcTestServer:
         """Stop serving; calls still running are cancelled after ``grace`` seconds."""
         self._server.stop(grace).wait(max(grace or 0, 0) + 5)
 
-    def __enter__(self) -> "GrpcTestServer":
+    def __enter__(self) -> GrpcTestServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -218,8 +224,8 @@ class GrpcTestServer:
     # -- what the server saw --
 
     def _record(self, call: _Call) -> None:
-        rec = CallRecord(call.method, call.authority, call.metadata, call.outcome or "cancelled", call.received,
-                         call.received_bytes, call.sent, self.name)
+        rec = CallRecord(call.method, call.authority, call.metadata, call.outcome or "cancelled",
+                         call.received, call.received_bytes, call.sent, self.name)
         with self._cond:
             self._records.append(rec)
             self._cond.notify_all()
@@ -239,8 +245,8 @@ class GrpcTestServer:
                     return found
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"grpcsvc {self.name}: {len(found)}/{n} matching calls after {timeout}s: "
-                                       f"{self._records}")
+                    raise TimeoutError(f"grpcsvc {self.name}: {len(found)}/{n} matching calls "
+                                       f"after {timeout}s: {self._records}")
                 self._cond.wait(left)
 
     # -- the service --
@@ -344,7 +350,8 @@ class GrpcTestClient:
         if root_certificates is not None:
             if server_name:
                 opts.append(("grpc.ssl_target_name_override", server_name))
-            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), options=opts)
+            self.channel = grpc.secure_channel(
+                address, grpc.ssl_channel_credentials(root_certificates), options=opts)
         else:
             self.channel = grpc.insecure_channel(address, options=opts)
         self.stub = services.TestStub(self.channel)
@@ -353,9 +360,10 @@ class GrpcTestClient:
     def call(self, **fields: Any) -> Any:
         return self.pb.Call(**fields)
 
-    def unary(self, msg: Any = None, metadata: Iterable[tuple[str, str]] = (), timeout: float = CALL_TIMEOUT_S,
-              **fields: Any) -> Result:
-        return self._unary_response(self.stub.Unary, msg if msg is not None else self.call(**fields), metadata,
+    def unary(self, msg: Any = None, metadata: Iterable[tuple[str, str]] = (),
+              timeout: float = CALL_TIMEOUT_S, **fields: Any) -> Result:
+        return self._unary_response(self.stub.Unary,
+                                    msg if msg is not None else self.call(**fields), metadata,
                                     timeout)
 
     def client_stream(self, msgs: Iterable[Any], metadata: Iterable[tuple[str, str]] = (),
@@ -365,17 +373,20 @@ class GrpcTestClient:
     def server_stream(self, msg: Any = None, metadata: Iterable[tuple[str, str]] = (),
                       timeout: float = CALL_TIMEOUT_S, **fields: Any) -> Result:
         return self._collect(self.stub.ServerStream(msg if msg is not None else self.call(**fields),
-                                                    metadata=tuple(metadata) or None, timeout=timeout))
+                                                    metadata=tuple(metadata) or None,
+                                                    timeout=timeout))
 
     def bidi(self, msgs: Iterable[Any], metadata: Iterable[tuple[str, str]] = (),
              timeout: float = CALL_TIMEOUT_S) -> Result:
-        return self._collect(self.stub.Bidi(iter(msgs), metadata=tuple(metadata) or None, timeout=timeout))
+        return self._collect(
+            self.stub.Bidi(iter(msgs), metadata=tuple(metadata) or None, timeout=timeout))
 
     def check(self, service: str = "", timeout: float = 5.0) -> str:
         """The health service's answer for ``service`` (SERVING, NOT_SERVING...), or the
         status code's name when the check itself fails."""
         try:
-            resp = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            resp = self.health.Check(health_pb2.HealthCheckRequest(service=service),
+                                     timeout=timeout)
         except grpc.RpcError as exc:
             return exc.code().name
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
@@ -383,16 +394,18 @@ class GrpcTestClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "GrpcTestClient":
+    def __enter__(self) -> GrpcTestClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @staticmethod
-    def _unary_response(method: Any, request: Any, metadata: Iterable[tuple[str, str]], timeout: float) -> Result:
+    def _unary_response(method: Any, request: Any, metadata: Iterable[tuple[str, str]],
+                        timeout: float) -> Result:
         try:
-            reply, call = method.with_call(request, metadata=tuple(metadata) or None, timeout=timeout)
+            reply, call = method.with_call(request, metadata=tuple(metadata) or None,
+                                           timeout=timeout)
         except grpc.RpcError as exc:
             return Result(exc.code(), exc.details() or "", [], tuple(exc.initial_metadata() or ()),
                           tuple(exc.trailing_metadata() or ()))
@@ -406,7 +419,8 @@ class GrpcTestClient:
             for reply in call:
                 replies.append(reply)
         except grpc.RpcError as exc:
-            return Result(exc.code(), exc.details() or "", replies, tuple(call.initial_metadata() or ()),
+            return Result(exc.code(), exc.details() or "", replies,
+                          tuple(call.initial_metadata() or ()),
                           tuple(call.trailing_metadata() or ()))
         return Result(grpc.StatusCode.OK, "", replies, tuple(call.initial_metadata() or ()),
                       tuple(call.trailing_metadata() or ()))
@@ -445,12 +459,15 @@ def spawn_server(log: Path, name: str = "grpcsvc", address: str = "127.0.0.1", p
         with socket.socket() as s:
             s.bind((address, 0))
             port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.grpcsvc", "--name", name, "--address", address,
-                             "--port", str(port)], cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.grpcsvc", "--name", name, "--address",
+                             address,
+                             "--port", str(port)], cwd=ROOT, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"grpcsvc {name} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"grpcsvc {name} exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             with socket.create_connection((address, port), timeout=0.5):
                 return SpawnedServer(proc, f"{address}:{port}", name)
@@ -458,7 +475,8 @@ def spawn_server(log: Path, name: str = "grpcsvc", address: str = "127.0.0.1", p
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait(5)
-                raise RuntimeError(f"grpcsvc {name} did not listen on {address}:{port} within {timeout:.0f}s")
+                raise RuntimeError(f"grpcsvc {name} did not listen on {address}:{port} "
+                                   f"within {timeout:.0f}s") from None
             time.sleep(0.05)
 
 

@@ -10,9 +10,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,8 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float 
 
 
 @contextmanager
-def running(cmd: list[str], env: dict[str, str] | None = None, **kwargs: Any) -> Iterator[subprocess.Popen]:
+def running(cmd: list[str], env: dict[str, str] | None = None,
+            **kwargs: Any) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, **kwargs)
     try:
         yield proc

@@ -22,9 +22,10 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from tests.helpers import ROOT
 
@@ -72,10 +73,11 @@ class Host:
 
     def run(self, *argv: str, check: bool = True, timeout: float = 30,
             beside: int | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.cmd(*argv, bpffs=False, beside=beside), check=check, capture_output=True,
-                              text=True, timeout=timeout, cwd=ROOT)
+        return subprocess.run(self.cmd(*argv, bpffs=False, beside=beside), check=check,
+                              capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
-    def popen(self, argv: list[str], beside: int | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
+    def popen(self, argv: list[str], beside: int | None = None,
+              **kwargs: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` in the host (its PID is the command's own: nsenter, unshare and sh
         all exec). Stopped by close() if still running."""
         kwargs.setdefault("cwd", ROOT)

@@ -30,8 +30,10 @@ async def test_routes_errors_and_limits() -> None:
     try:
         resp = await _exchange(port, b"GET /ok?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert resp.startswith(b"HTTP/1.1 200 OK") and resp.endswith(b'"a": 1\n}\n')
-        assert (await _exchange(port, b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")).startswith(b"HTTP/1.1 404")
-        assert (await _exchange(port, b"POST /ok HTTP/1.1\r\nContent-Length: 0\r\n\r\n")).startswith(b"HTTP/1.1 405")
+        assert (await _exchange(port, b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")).startswith(
+            b"HTTP/1.1 404")
+        assert (await _exchange(
+            port, b"POST /ok HTTP/1.1\r\nContent-Length: 0\r\n\r\n")).startswith(b"HTTP/1.1 405")
         assert (await _exchange(port, b"GET /broken HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 500")
         assert (await _exchange(port, b"\x00\x01garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
         huge = b"GET /ok HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
@@ -68,11 +70,14 @@ async def test_a_foreign_host_is_refused() -> None:
     server = AdminServer({"/config_dump": ok})
     _, port = await server.start("127.0.0.1", 0)
     try:
-        resp = await _exchange(port, b"GET /config_dump HTTP/1.1\r\nHost: rebind.example:%d\r\n\r\n" % port)
+        resp = await _exchange(
+            port, b"GET /config_dump HTTP/1.1\r\nHost: rebind.example:%d\r\n\r\n" % port)
         assert resp.startswith(b"HTTP/1.1 421") and b"config" not in resp.split(b"\r\n\r\n", 1)[1]
-        resp = await _exchange(port, b"GET /config_dump HTTP/1.1\r\nHost: a\r\nHost: 127.0.0.1\r\n\r\n")
+        resp = await _exchange(port,
+                               b"GET /config_dump HTTP/1.1\r\nHost: a\r\nHost: 127.0.0.1\r\n\r\n")
         assert resp.startswith(b"HTTP/1.1 421")
-        resp = await _exchange(port, b"GET /config_dump HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % port)
+        resp = await _exchange(port,
+                               b"GET /config_dump HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % port)
         assert resp.startswith(b"HTTP/1.1 200")
     finally:
         await server.close()

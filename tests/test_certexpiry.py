@@ -16,7 +16,7 @@ from controller.translate.tlscert import ServedCertificate
 from tests.translate.tlsgen import self_signed, tls_secret
 from tests.translate.worlds import CLASS, gateway, listener_set, store_of
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 GW = ObjectKey("Gateway", "default", "gw")
 T0 = datetime.datetime(2030, 6, 1, tzinfo=UTC)
 EXPIRED = self_signed("old.example.com", ("old.example.com",), T0 - datetime.timedelta(days=90),
@@ -28,7 +28,8 @@ GOOD = self_signed("ok.example.com", ("ok.example.com",), T0 - datetime.timedelt
 
 
 def https(name: str, secret: str, port: int = 443, hostname: str | None = None) -> dict:
-    lis: dict = {"name": name, "port": port, "protocol": "HTTPS", "hostname": hostname or f"{name}.example.com",
+    lis: dict = {"name": name, "port": port, "protocol": "HTTPS",
+                 "hostname": hostname or f"{name}.example.com",
                  "tls": {"certificateRefs": [{"name": secret}]}}
     return lis
 
@@ -36,8 +37,8 @@ def https(name: str, secret: str, port: int = 443, hostname: str | None = None) 
 def world() -> list[dict]:
     gw = gateway("gw", [https("old", "old"), https("new", "new"), https("ok", "ok")],
                  allowedListeners={"namespaces": {"from": "Same"}})
-    return [CLASS, gw, tls_secret("old", "default", *EXPIRED), tls_secret("new", "default", *FUTURE),
-            tls_secret("ok", "default", *GOOD),
+    return [CLASS, gw, tls_secret("old", "default", *EXPIRED),
+            tls_secret("new", "default", *FUTURE), tls_secret("ok", "default", *GOOD),
             listener_set("extra", "gw", [https("ls", "old", 8443)])]
 
 
@@ -70,14 +71,16 @@ def test_status_warns_about_expired_and_not_yet_valid_certificates():
     assert old["ResolvedRefs"]["status"] == "True" and old["Programmed"]["status"] == "True"
     msg = old["ResolvedRefs"]["message"]
     assert "Secret default/old expired at 2030-05-31T00:00:00Z" in msg and "still served" in msg
-    assert "not valid before 2030-06-03T00:00:00Z" in _listener(out, GW, "new")["ResolvedRefs"]["message"]
+    assert "not valid before 2030-06-03T00:00:00Z" in _listener(out, GW,
+                                                                "new")["ResolvedRefs"]["message"]
     assert "warning" not in _listener(out, GW, "ok")["ResolvedRefs"]["message"]
     ls = _listener(out, ObjectKey("ListenerSet", "default", "extra"), "ls")
     assert "expired" in ls["ResolvedRefs"]["message"]
     # the input is left alone
     assert "warning" not in _listener(t.statuses, GW, "old")["ResolvedRefs"]["message"]
     # the next change: FUTURE becomes valid
-    assert certexpiry.next_change(t.certificates, now) == (T0 + datetime.timedelta(days=2)).timestamp()
+    assert certexpiry.next_change(t.certificates,
+                                  now) == (T0 + datetime.timedelta(days=2)).timestamp()
     later = (T0 + datetime.timedelta(days=3)).timestamp()
     later_status = certexpiry.overlay(t.statuses, t.certificates, later)
     assert "warning" not in _listener(later_status, GW, "new")["ResolvedRefs"]["message"]
@@ -88,10 +91,11 @@ def test_expiry_gauges():
              ServedCertificate(GW, "default/gw", "https", "default/b", 50.0, 1000.0),
              # the same labels twice (a ListenerSet listener named like the Gateway's): the
              # sooner expiry is reported, once
-             ServedCertificate(ObjectKey("ListenerSet", "default", "x"), "default/gw", "https", "default/a",
-                               10.0, 1500.0))
+             ServedCertificate(ObjectKey("ListenerSet", "default", "x"), "default/gw", "https",
+                               "default/a", 10.0, 1500.0))
     fams = {f.name: f for f in text_string_to_metric_families(certexpiry.render(certs).decode())}
-    exp = {s.labels["secret"]: s.value for s in fams["kgw_tls_certificate_expiry_timestamp_seconds"].samples}
+    exp = {s.labels["secret"]: s.value
+           for s in fams["kgw_tls_certificate_expiry_timestamp_seconds"].samples}
     assert exp == {"default/a": 1500.0, "default/b": 1000.0}
     s = fams["kgw_tls_certificate_not_before_timestamp_seconds"].samples[0]
     assert s.labels == {"gateway": "default/gw", "listener": "https", "secret": "default/a"}

@@ -24,7 +24,8 @@ class Terminal(io.StringIO):
 
 def test_exit_codes_mean_the_same_in_both_clis() -> None:
     assert {s.name: int(s) for s in ExitStatus} == {
-        "SUCCESS": 0, "ERROR": 1, "INVALID": 2, "UNAVAILABLE": 3, "NOT_FOUND": 4, "INTERRUPTED": 130}
+        "SUCCESS": 0, "ERROR": 1, "INVALID": 2, "UNAVAILABLE": 3, "NOT_FOUND": 4,
+        "INTERRUPTED": 130}
     # kgw-inspect's names are the same codes, not others
     assert (ExitStatus.OK, ExitStatus.USAGE, ExitStatus.NO_STATE) == (
         ExitStatus.SUCCESS, ExitStatus.INVALID, ExitStatus.UNAVAILABLE)
@@ -77,14 +78,17 @@ def test_json_and_yaml_are_stable_and_plain() -> None:
         dump(value, "table")
 
 
-def test_command_table_builds_argparse_and_parsing_never_exits(capsys: pytest.CaptureFixture[str]) -> None:
-    commands = {"greet": Command("say hello", "greeter", ((("--name",), {"default": "you"}), output_arg()))}
+def test_command_table_builds_argparse_and_parsing_never_exits(
+    capsys: pytest.CaptureFixture[str]) -> None:
+    commands = {
+        "greet": Command("say hello", "greeter", ((("--name",), {"default": "you"}), output_arg()))}
     parser = argparse.ArgumentParser(prog="t")
     add_commands(parser.add_subparsers(dest="command", required=True), commands)
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdout=out, stderr=err)
     ns = parse(parser, ["greet", "-o", "yaml"], env)
-    assert isinstance(ns, argparse.Namespace) and (ns.command, ns.name, ns.output) == ("greet", "you", "yaml")
+    assert isinstance(ns, argparse.Namespace) and (ns.command, ns.name,
+                                                   ns.output) == ("greet", "you", "yaml")
     assert parse(parser, ["greet", "-o", "xml"], env) == ExitStatus.INVALID
     assert "invalid choice: 'xml'" in err.getvalue() and out.getvalue() == ""
     assert parse(parser, ["greet", "--help"], env) == ExitStatus.SUCCESS
@@ -92,11 +96,13 @@ def test_command_table_builds_argparse_and_parsing_never_exits(capsys: pytest.Ca
     assert capsys.readouterr() == ("", "")  # everything went to the environment's streams
 
 
-def test_kgw_usage_error_is_an_exit_status_on_its_streams(capsys: pytest.CaptureFixture[str]) -> None:
+def test_kgw_usage_error_is_an_exit_status_on_its_streams(
+    capsys: pytest.CaptureFixture[str]) -> None:
     """kgw parses through the layer: a bad command line is INVALID, said on env.stderr,
     instead of SystemExit with the message on the process's stderr."""
     err = io.StringIO()
-    assert kgw_main(["status", "--output", "xml"], Environment(stdout=io.StringIO(), stderr=err)) == ExitStatus.INVALID
+    assert kgw_main(["status", "--output", "xml"],
+                    Environment(stdout=io.StringIO(), stderr=err)) == ExitStatus.INVALID
     assert "invalid choice: 'xml'" in err.getvalue()
     out = io.StringIO()
     assert kgw_main(["--help"], Environment(stdout=out)) == ExitStatus.SUCCESS
@@ -123,11 +129,12 @@ def test_arguments_given_by_a_function_are_built_only_for_their_command() -> Non
         return ((("--port",), {"type": int, "default": 1}),)
 
     commands = {"serve": Command("serve", "s", slow), "show": Command("show", "t", (output_arg(),))}
-    for only, argv, expected in ((None, ["serve", "--port", "2"], ["serve"]), ("show", ["show"], []),
-                                 ("serve", ["serve"], ["serve"])):
+    for only, argv, expected in ((None, ["serve", "--port", "2"], ["serve"]),
+                                 ("show", ["show"], []), ("serve", ["serve"], ["serve"])):
         built.clear()
         parser = argparse.ArgumentParser(prog="t")
         add_commands(parser.add_subparsers(dest="command", required=True), commands, only)
         assert built == expected
-        assert isinstance(parse(parser, argv, Environment(stdout=io.StringIO(), stderr=io.StringIO())),
+        assert isinstance(parse(parser, argv,
+                                Environment(stdout=io.StringIO(), stderr=io.StringIO())),
                           argparse.Namespace)

@@ -90,9 +90,11 @@ async def test_a_failing_batch_is_reported_and_the_next_one_heals_it(monkeypatch
         await _settle(sup, lambda: sup.loop_error is not None)
         assert not runner.done() and l7.applied[-1] is good  # the last good configuration serves
         problems = json.loads((await sup._problems())[2])["problems"]
-        assert "applying a configuration change failed (MemoryError('translating'))" in problems[-1]["text"]
+        assert "applying a configuration change failed (MemoryError('translating'))" in problems[
+            -1]["text"]
         status, _, body = await sup._readyz()
-        assert status == 200 and b"serving the last good configuration" in body and b"MemoryError" in body
+        assert (status == 200 and b"serving the last good configuration" in body
+                and b"MemoryError" in body)
 
         # the next batch, even an unrelated empty one, translates the whole store again
         src.queue.put_nowait(Batch((), (), 0.0))
@@ -113,7 +115,8 @@ async def test_a_failing_source_is_read_again(monkeypatch) -> None:
     try:
         src.queue.put_nowait(RuntimeError("watch broke"))
         await _settle(sup, lambda: src.streams == 2)
-        assert "reading the configuration source failed (RuntimeError('watch broke'))" in sup.loop_error.message
+        assert ("reading the configuration source failed (RuntimeError('watch broke'))"
+                in sup.loop_error.message)
         src.queue.put_nowait(Batch((_added(CLASS, 1), _added(gateway("a", [HTTP]), 2)), (), 0.0))
         await _settle(sup, lambda: sup.loop_error is None and l7.applied)
     finally:

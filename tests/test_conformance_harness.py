@@ -12,24 +12,27 @@ import yaml
 from conformance import requests as rq
 from conformance.backends import NAME_ALPHABET, backend_of_pod, echo_command, pod_names
 from conformance.features import SUPPORTED_FEATURES, missing_features, profile_supported
-from conformance.loader import (UNUSABLE_ADDRESS, AddressBook, GATEWAY_CLASS_NAME, endpoint_slice, is_echo_deployment,
-                                read_manifest, rewrite_gateway)
-from conformance.replay import (TLS_CHECKS_CA, case_name, distribution_error, fill_route_placeholders,
-                                tcp_expectation, with_request_id)
+from conformance.loader import (UNUSABLE_ADDRESS, AddressBook, GATEWAY_CLASS_NAME, endpoint_slice,
+                                is_echo_deployment, read_manifest, rewrite_gateway)
+from conformance.replay import (TLS_CHECKS_CA, case_name, distribution_error,
+                                fill_route_placeholders, tcp_expectation, with_request_id)
 from conformance.report import FAILED, PASSED, SKIPPED, Report, TestResult
 from conformance.runner import Options, plan
 from conformance.scenarios import resolve_name_expressions
-from conformance.status_checks import (CheckFailed, Fatal, HarnessGap, StatusChecker, Timeouts, conditions_match,
-                                       fill_placeholders, find_condition, listeners_match, parents_match,
-                                       route_has_condition, stale_conditions)
+from conformance.status_checks import (CheckFailed, Fatal, HarnessGap, StatusChecker, Timeouts,
+                                       conditions_match,
+                                       fill_placeholders, find_condition, listeners_match,
+                                       parents_match, route_has_condition, stale_conditions)
 
 # -- manifests ----------------------------------------------------------------------
 
 
 def test_placeholders_become_kgw_class_and_controller(tmp_path: Path) -> None:
     f = tmp_path / "m.yaml"
-    f.write_text('kind: GatewayClass\nmetadata: {name: x}\nspec: {controllerName: "{GATEWAY_CONTROLLER_NAME}"}\n'
-                 '---\nkind: Gateway\nmetadata: {name: g, namespace: n}\nspec: {gatewayClassName: "{GATEWAY_CLASS_NAME}"}\n')
+    f.write_text('kind: GatewayClass\nmetadata: {name: x}\nspec: {controllerName: '
+                 '"{GATEWAY_CONTROLLER_NAME}"}\n'
+                 '---\nkind: Gateway\nmetadata: {name: g, namespace: n}\nspec: {gatewayClassName: '
+                 '"{GATEWAY_CLASS_NAME}"}\n')
     gwc, gw = read_manifest(f)
     assert gwc["spec"]["controllerName"] == "kgw.dev/gateway-controller"
     assert gw["spec"]["gatewayClassName"] == GATEWAY_CLASS_NAME
@@ -37,9 +40,12 @@ def test_placeholders_become_kgw_class_and_controller(tmp_path: Path) -> None:
 
 def test_each_gateway_gets_its_own_stable_loopback_address() -> None:
     book = AddressBook()
-    a = rewrite_gateway({"kind": "Gateway", "metadata": {"name": "a", "namespace": "n"}, "spec": {}}, book)
-    b = rewrite_gateway({"kind": "Gateway", "metadata": {"name": "b", "namespace": "n"}, "spec": {}}, book)
-    a2 = rewrite_gateway({"kind": "Gateway", "metadata": {"name": "a", "namespace": "n"}, "spec": {}}, book)
+    a = rewrite_gateway(
+        {"kind": "Gateway", "metadata": {"name": "a", "namespace": "n"}, "spec": {}}, book)
+    b = rewrite_gateway(
+        {"kind": "Gateway", "metadata": {"name": "b", "namespace": "n"}, "spec": {}}, book)
+    a2 = rewrite_gateway(
+        {"kind": "Gateway", "metadata": {"name": "a", "namespace": "n"}, "spec": {}}, book)
     assert a["spec"]["addresses"] == [{"type": "IPAddress", "value": "127.1.0.1"}]
     assert b["spec"]["addresses"][0]["value"] == "127.1.0.2"
     assert a2["spec"]["addresses"] == a["spec"]["addresses"]
@@ -56,7 +62,8 @@ def test_static_address_placeholders_are_overlaid_as_upstream() -> None:
     then the usable one (here the Gateway's own loopback address)."""
     gw = {"kind": "Gateway", "metadata": {"name": "s", "namespace": "n"},
           "spec": {"addresses": [{"type": "test/fake-invalid-type", "value": "fake"},
-                                 {"value": "PLACEHOLDER_UNUSABLE_ADDRS"}, {"value": "PLACEHOLDER_USABLE_ADDRS"}]}}
+                                 {"value": "PLACEHOLDER_UNUSABLE_ADDRS"},
+                                 {"value": "PLACEHOLDER_USABLE_ADDRS"}]}}
     out = rewrite_gateway(gw, AddressBook())
     assert out["spec"]["addresses"] == [{"type": "test/fake-invalid-type", "value": "fake"},
                                         {"type": "IPAddress", "value": UNUSABLE_ADDRESS},
@@ -86,7 +93,8 @@ def test_endpoint_slice_names_ports_like_the_service() -> None:
 
 def test_only_echo_deployments_become_pods() -> None:
     def dep(image: str) -> dict:
-        return {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"image": image}]}}}}
+        return {"kind": "Deployment",
+                "spec": {"template": {"spec": {"containers": [{"image": image}]}}}}
     assert is_echo_deployment(dep("registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0"))
     assert not is_echo_deployment(dep("registry.k8s.io/coredns/coredns:v1.14.6"))
 
@@ -103,7 +111,9 @@ def test_pod_names_look_like_kubernetes_and_map_back_to_the_backend() -> None:
 
 def test_name_expressions_resolve_against_the_tests_manifests() -> None:
     long = "gateway-name-maximum-length-" + "a" * (253 - 28)
-    expr = '<gatewayNameMaximumLengthPrefix + strings.Repeat("a", 253 - len(gatewayNameMaximumLengthPrefix))>'
+    expr = (
+        '<gatewayNameMaximumLengthPrefix + strings.Repeat("a", 253 - '
+        'len(gatewayNameMaximumLengthPrefix))>')
     args = [{"Name": expr, "Namespace": "ns"}]
     assert resolve_name_expressions(args, ["other", long]) == [{"Name": long, "Namespace": "ns"}]
     assert fill_placeholders("<suite.ControllerName>") == "kgw.dev/gateway-controller"
@@ -115,7 +125,8 @@ def test_name_expressions_resolve_against_the_tests_manifests() -> None:
 def test_profiles_and_features() -> None:
     assert profile_supported("GATEWAY-HTTP")
     assert not profile_supported("GATEWAY-TCP", frozenset({"Gateway", "ReferenceGrant"}))
-    assert missing_features(["Gateway", "HTTPRoute", "TLSRoute"], frozenset({"Gateway", "HTTPRoute"})) == ["TLSRoute"]
+    assert missing_features(["Gateway", "HTTPRoute", "TLSRoute"],
+                            frozenset({"Gateway", "HTTPRoute"})) == ["TLSRoute"]
     assert "HTTPRoute" in SUPPORTED_FEATURES
 
 
@@ -136,9 +147,11 @@ def _suite(tmp_path: Path, tests: list[dict]) -> object:
 def test_plan_skips_unclaimed_features_unsupported_profiles_and_unselected(tmp_path: Path) -> None:
     suite = _suite(tmp_path, [
         {"name": "A", "features": ["Gateway", "HTTPRoute"], "profiles": {"GATEWAY-HTTP": "core"}},
-        {"name": "B", "features": ["Gateway", "HTTPRoute", "Nope"], "profiles": {"GATEWAY-HTTP": "extended"}},
+        {"name": "B", "features": ["Gateway", "HTTPRoute", "Nope"],
+         "profiles": {"GATEWAY-HTTP": "extended"}},
         {"name": "C", "features": ["Gateway", "GRPCRoute"], "profiles": {"GATEWAY-GRPC": "core"}},
-        {"name": "D", "features": ["Gateway"], "profiles": {"GATEWAY-HTTP": "core"}, "provisional": True},
+        {"name": "D", "features": ["Gateway"], "profiles": {"GATEWAY-HTTP": "core"},
+         "provisional": True},
     ])
     p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
     assert [t.name for t in p.run] == ["A", "D"]  # provisional tests run by default, as upstream
@@ -150,9 +163,10 @@ def test_plan_skips_unclaimed_features_unsupported_profiles_and_unselected(tmp_p
 def test_plan_passes_tests_upstream_returns_from_when_a_feature_is_claimed(tmp_path: Path) -> None:
     tls = ["Gateway", "TLSRoute"]
     suite = _suite(tmp_path, [
-        {"name": "TLSRouteListenerTerminateNotSupported", "features": tls, "profiles": {"GATEWAY-TLS": "core"}},
-        {"name": "TLSRouteListenerMixedTerminationNotSupported", "features": [*tls, "TLSRouteModeTerminate"],
-         "profiles": {"GATEWAY-TLS": "extended"}},
+        {"name": "TLSRouteListenerTerminateNotSupported", "features": tls,
+         "profiles": {"GATEWAY-TLS": "core"}},
+        {"name": "TLSRouteListenerMixedTerminationNotSupported",
+         "features": [*tls, "TLSRouteModeTerminate"], "profiles": {"GATEWAY-TLS": "extended"}},
     ])
     core = frozenset({"Gateway", "ReferenceGrant", "TLSRoute"})
     p = plan(suite, Options(suite=tmp_path, supported=core))  # type: ignore[arg-type]
@@ -161,7 +175,8 @@ def test_plan_passes_tests_upstream_returns_from_when_a_feature_is_claimed(tmp_p
     assert [t.name for t in p.run] == ["TLSRouteListenerMixedTerminationNotSupported"]
     # as upstream: the test returns at once, a pass that checks nothing (said so)
     assert "returns at once" in p.passed["TLSRouteListenerTerminateNotSupported"]
-    p = plan(suite, Options(suite=tmp_path, supported=core | {"TLSRouteModeTerminate", "TLSRouteModeMixed"}))  # type: ignore[arg-type]
+    p = plan(suite, Options(suite=tmp_path, supported=core | {
+        "TLSRouteModeTerminate", "TLSRouteModeMixed"}))  # type: ignore[arg-type]
     assert p.run == [] and sorted(p.passed) == ["TLSRouteListenerMixedTerminationNotSupported",
                                                 "TLSRouteListenerTerminateNotSupported"]
 
@@ -185,7 +200,8 @@ def test_empty_reason_or_status_matches_any() -> None:
 def test_stale_conditions_name_the_lagging_ones() -> None:
     obj = {"metadata": {"generation": 2}}
     assert stale_conditions(obj, [cond("Accepted", "True", gen=2)]) is None
-    assert "Programmed" in stale_conditions(obj, [cond("Accepted", "True", gen=2), cond("Programmed", "True", gen=1)])
+    assert "Programmed" in stale_conditions(
+        obj, [cond("Accepted", "True", gen=2), cond("Programmed", "True", gen=1)])
     assert stale_conditions(obj, []) is None  # upstream: nothing to be stale
 
 
@@ -194,7 +210,8 @@ def test_conditions_match_needs_as_many_conditions_as_expected() -> None:
                             [cond("A", "True")]) is not None
 
 
-def parent(name: str, ns: str | None, conds: list[dict], group: str | None = "gateway.networking.k8s.io",
+def parent(name: str, ns: str | None, conds: list[dict],
+           group: str | None = "gateway.networking.k8s.io",
            kind: str | None = "Gateway", controller: str = "kgw.dev/gateway-controller") -> dict:
     ref = {"name": name}
     if group is not None:
@@ -215,13 +232,16 @@ EXPECTED = [{"ParentRef": {"Group": "gateway.networking.k8s.io", "Kind": "Gatewa
 def test_parents_need_explicit_group_and_kind_and_the_controller_name() -> None:
     ok = [parent("gw", "infra", [cond("Accepted", "True", "Accepted")])]
     assert parents_match(EXPECTED, ok, namespace_required=True) is None
-    assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Accepted")], group=None)],
+    assert parents_match(EXPECTED, [
+        parent("gw", "infra", [cond("Accepted", "True", "Accepted")], group=None)],
                          True) is not None
-    assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Accepted")], kind=None)],
+    assert parents_match(EXPECTED,
+                         [parent("gw", "infra", [cond("Accepted", "True", "Accepted")], kind=None)],
                          True) is not None
     assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Accepted")],
                                            controller="other")], True) is not None
-    assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Other")])], True) is not None
+    assert parents_match(EXPECTED, [parent("gw", "infra", [cond("Accepted", "True", "Other")])],
+                         True) is not None
 
 
 def test_parent_namespace_may_be_omitted_only_for_same_namespace_routes() -> None:
@@ -244,15 +264,19 @@ def test_route_condition_requires_latest_generation_on_every_parent() -> None:
         parent("gw", "infra", [cond("ResolvedRefs", "True", "ResolvedRefs", gen=2)]),
         parent("other", "infra", [cond("Accepted", "True", gen=1)])]}}
     assert "generation" in route_has_condition(route, ("infra", "gw"),
-                                               {"Type": "ResolvedRefs", "Status": "True", "Reason": "ResolvedRefs"})
+                                               {"Type": "ResolvedRefs", "Status": "True",
+                                                "Reason": "ResolvedRefs"})
     route["status"]["parents"][1]["conditions"][0]["observedGeneration"] = 2
     assert route_has_condition(route, ("infra", "gw"),
-                               {"Type": "ResolvedRefs", "Status": "True", "Reason": "ResolvedRefs"}) is None
-    assert route_has_condition(route, ("infra", "missing"), {"Type": "ResolvedRefs", "Status": "True"}) is not None
+                               {"Type": "ResolvedRefs", "Status": "True",
+                                "Reason": "ResolvedRefs"}) is None
+    assert route_has_condition(route, ("infra", "missing"),
+                               {"Type": "ResolvedRefs", "Status": "True"}) is not None
 
 
 def test_listeners_match_by_name_with_supported_kinds_as_superset() -> None:
-    expected = [{"Name": "http", "SupportedKinds": [{"Group": "gateway.networking.k8s.io", "Kind": "HTTPRoute"}],
+    expected = [{"Name": "http",
+                 "SupportedKinds": [{"Group": "gateway.networking.k8s.io", "Kind": "HTTPRoute"}],
                  "Conditions": [{"Type": "Accepted", "Status": "True"}], "AttachedRoutes": 1}]
     actual = [{"name": "http", "attachedRoutes": 1, "conditions": [cond("Accepted", "True")],
                "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
@@ -281,28 +305,34 @@ class FakeAdmin:
 
 def gw_status(gen: int, conds: list[dict], obs: int | None = None) -> dict:
     return {("Gateway", "infra", "gw"): {"metadata": {"generation": gen},
-                                         "status": {"conditions": [dict(c, observedGeneration=obs or gen) for c in conds],
-                                                    "addresses": [{"type": "IPAddress", "value": "127.1.0.3"}]}}}
+                                         "status": {"conditions": [
+                                             dict(c, observedGeneration=obs or gen) for c in conds],
+                                                    "addresses": [{"type": "IPAddress",
+                                                                   "value": "127.1.0.3"}]}}}
 
 
 def test_polling_waits_for_the_expectation_then_passes() -> None:
-    admin = FakeAdmin([{}, gw_status(1, [cond("Programmed", "False")]), gw_status(1, [cond("Programmed", "True")])])
+    admin = FakeAdmin([{}, gw_status(1, [cond("Programmed", "False")]),
+                       gw_status(1, [cond("Programmed", "True")])])
     chk = StatusChecker(admin, Timeouts(2.0), interval=0.001)  # type: ignore[arg-type]
-    chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"}, {"Type": "Programmed", "Status": "True"})
+    chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"},
+                                 {"Type": "Programmed", "Status": "True"})
 
 
 def test_polling_gives_up_with_the_last_reason() -> None:
     admin = FakeAdmin([gw_status(1, [cond("Programmed", "False", "Pending")])])
     chk = StatusChecker(admin, Timeouts(0.05), interval=0.001)  # type: ignore[arg-type]
     with pytest.raises(CheckFailed, match="Pending"):
-        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"}, {"Type": "Programmed", "Status": "True"})
+        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"},
+                                     {"Type": "Programmed", "Status": "True"})
 
 
 def test_gateway_condition_with_stale_generation_fails_at_once() -> None:
     admin = FakeAdmin([gw_status(2, [cond("Programmed", "True")], obs=1)])
     chk = StatusChecker(admin, Timeouts(60.0), interval=0.001)  # type: ignore[arg-type]
     with pytest.raises(CheckFailed, match="generation"):
-        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"}, {"Type": "Programmed", "Status": "True"})
+        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"},
+                                     {"Type": "Programmed", "Status": "True"})
     assert isinstance(Fatal("x"), str)
 
 
@@ -310,7 +340,8 @@ def test_gateway_address_uses_status_address_and_spec_port() -> None:
     admin = FakeAdmin([gw_status(1, [cond("Accepted", "True")])])
     listeners = [{"name": "http", "port": 80}, {"name": "alt", "port": 8080}]
     chk = StatusChecker(admin, Timeouts(1.0), interval=0.001, spec_listeners=lambda nn: listeners)  # type: ignore[arg-type]
-    assert chk.WaitForGatewayAddress({"gateway": {"Name": "gw", "Namespace": "infra"}}) == "127.1.0.3:80"
+    assert chk.WaitForGatewayAddress(
+        {"gateway": {"Name": "gw", "Namespace": "infra"}}) == "127.1.0.3:80"
     assert chk.WaitForGatewayAddress({"gateway": {"Name": "gw", "Namespace": "infra"},
                                       "listeners": ["alt"]}) == "127.1.0.3:8080"
 
@@ -339,12 +370,15 @@ def req(**kw: object) -> rq.Request:
     return rq.Request(**base)  # type: ignore[arg-type]
 
 
-def echo(path: str = "/", pod: str = "infra-backend-v1-abcdefghij-klmno", ns: str = "gateway-conformance-infra",
+def echo(path: str = "/", pod: str = "infra-backend-v1-abcdefghij-klmno",
+         ns: str = "gateway-conformance-infra",
          headers: dict | None = None, method: str = "GET", host: str = "") -> rq.CapturedRequest:
-    return rq.CapturedRequest(path=path, method=method, namespace=ns, pod=pod, headers=headers or {}, host=host)
+    return rq.CapturedRequest(path=path, method=method, namespace=ns, pod=pod,
+                              headers=headers or {}, host=host)
 
 
-def resp(status: int = 200, headers: dict | None = None, redirect: rq.Redirect | None = None) -> rq.CapturedResponse:
+def resp(status: int = 200, headers: dict | None = None,
+         redirect: rq.Redirect | None = None) -> rq.CapturedResponse:
     return rq.CapturedResponse(status, headers or {}, redirect=redirect)
 
 
@@ -374,7 +408,8 @@ def test_status_method_namespace_and_pod_prefix() -> None:
     assert "status code" in rq.compare(req(), echo(), resp(404), EXPECT)
     assert "method" in rq.compare(req(), echo(method="POST"), resp(), EXPECT)
     assert "namespace" in rq.compare(req(), echo(ns="other"), resp(), EXPECT)
-    assert "pod name" in rq.compare(req(), echo(pod="infra-backend-v2-abcdefghij-klmno"), resp(), EXPECT)
+    assert "pod name" in rq.compare(req(), echo(pod="infra-backend-v2-abcdefghij-klmno"), resp(),
+                                    EXPECT)
 
 
 def test_timeout_codes_are_interchangeable_and_end_the_comparison() -> None:
@@ -386,13 +421,15 @@ def test_timeout_codes_are_interchangeable_and_end_the_comparison() -> None:
 
 def test_headers_are_joined_with_commas_and_case_insensitive() -> None:
     e = dict(EXPECT, backendRequest={"path": "/", "method": "GET",
-                                     "headers": {"X-Header-Add-Append": "append-val-1,header-val-2"},
+                                     "headers": {
+                                         "X-Header-Add-Append": "append-val-1,header-val-2"},
                                      "absentHeaders": ["X-Header-Remove"]})
     ok = echo(headers={"X-Header-Add-Append": ["append-val-1", "header-val-2"]})
     assert rq.compare(req(), ok, resp(), e) is None
     spaced = echo(headers={"X-Header-Add-Append": ["append-val-1, header-val-2"]})
     assert "append-val-1, header-val-2" in rq.compare(req(), spaced, resp(), e)
-    present = echo(headers={"X-Header-Add-Append": ["append-val-1", "header-val-2"], "x-header-remove": ["v"]})
+    present = echo(
+        headers={"X-Header-Add-Append": ["append-val-1", "header-val-2"], "x-header-remove": ["v"]})
     assert "not be set" in rq.compare(req(), present, resp(), e)
 
 
@@ -404,9 +441,11 @@ def test_host_is_checked_only_when_given() -> None:
 
 
 def test_without_recorded_backend_request_the_sent_request_is_expected() -> None:
-    e = {"statusCodes": [200], "backendPodPrefix": "", "backendNamespace": "gateway-conformance-infra"}
+    e = {"statusCodes": [200], "backendPodPrefix": "",
+         "backendNamespace": "gateway-conformance-infra"}
     sent = {"method": "GET", "path": "/x", "headers": {"X-A": "1"}}
-    assert rq.compare(req(path="/x"), echo("/x", headers={"X-A": ["1"]}), resp(), e, sent=sent) is None
+    assert rq.compare(req(path="/x"), echo("/x", headers={"X-A": ["1"]}), resp(), e,
+                      sent=sent) is None
     assert rq.compare(req(path="/x"), echo("/x"), resp(), e, sent=sent) is not None
 
 
@@ -414,19 +453,25 @@ def test_response_headers_and_one_of_with_whitespace_rule() -> None:
     e = dict(EXPECT, responseHeaders={"X-Set": "v"}, responseAbsentHeaders=["X-Gone"])
     assert rq.compare(req(), echo(), resp(headers={"x-set": ["v"]}), e) is None
     assert "X-Gone" in rq.compare(req(), echo(), resp(headers={"x-set": ["v"], "x-gone": ["1"]}), e)
-    cors = {"statusCodes": [200, 204], "backendRequest": {"path": "", "method": "OPTIONS"}, "backendNamespace": "",
-            "responseHeaderOneOf": {"access-control-allow-methods": ["GET, OPTIONS", "OPTIONS, GET"]},
+    cors = {"statusCodes": [200, 204], "backendRequest": {"path": "", "method": "OPTIONS"},
+            "backendNamespace": "",
+            "responseHeaderOneOf": {
+                "access-control-allow-methods": ["GET, OPTIONS", "OPTIONS, GET"]},
             "ignoreWhitespaceInHeaderValues": True}
     preflight = rq.CapturedRequest(method="OPTIONS")  # gateway-generated: not the echo's JSON
     r = req(method="OPTIONS", path="/cors-1")
-    assert rq.compare(r, preflight, resp(204, {"access-control-allow-methods": ["OPTIONS,GET"]}), cors) is None
-    assert rq.compare(r, preflight, resp(204, {"access-control-allow-methods": ["GET"]}), cors) is not None
+    assert rq.compare(r, preflight, resp(204, {"access-control-allow-methods": ["OPTIONS,GET"]}),
+                      cors) is None
+    assert rq.compare(r, preflight, resp(204, {"access-control-allow-methods": ["GET"]}),
+                      cors) is not None
     assert "path" in rq.compare(r, echo("/cors-1", method="OPTIONS"), resp(200), cors)
     # upstream's IgnoreWhitespace covers single-value headers too, and only spaces
     single = dict(cors, responseHeaders={"access-control-allow-headers": "x-a, x-b"})
     del single["responseHeaderOneOf"]
-    assert rq.compare(r, preflight, resp(204, {"access-control-allow-headers": ["x-a,x-b"]}), single) is None
-    assert rq.compare(r, preflight, resp(204, {"access-control-allow-headers": ["x-a,\tx-b"]}), single) is not None
+    assert rq.compare(r, preflight, resp(204, {"access-control-allow-headers": ["x-a,x-b"]}),
+                      single) is None
+    assert rq.compare(r, preflight, resp(204, {"access-control-allow-headers": ["x-a,\tx-b"]}),
+                      single) is not None
 
 
 def test_redirect_defaults_follow_upstream() -> None:
@@ -434,12 +479,18 @@ def test_redirect_defaults_follow_upstream() -> None:
     r = req(path="/p?q=1")
     ok = rq.Redirect("https", "example.org", "", "/p")
     assert rq.compare(r, echo(), resp(302, redirect=ok), e) is None
-    assert "port" in rq.compare(r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "8443", "/p")), e)
-    assert rq.compare(r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "443", "/p")), e) is None
-    assert "path" in rq.compare(r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "", "/q")), e)
-    e8080 = {"statusCodes": [302], "redirect": {"scheme": "http", "host": "example.org", "port": "8080"}}
-    assert rq.compare(r, echo(), resp(302, redirect=rq.Redirect("http", "example.org", "8080", "/p")), e8080) is None
-    assert rq.compare(r, echo(), resp(302, redirect=rq.Redirect("http", "example.org", "", "/p")), e8080) is not None
+    assert "port" in rq.compare(
+        r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "8443", "/p")), e)
+    assert rq.compare(
+        r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "443", "/p")), e) is None
+    assert "path" in rq.compare(
+        r, echo(), resp(302, redirect=rq.Redirect("https", "example.org", "", "/q")), e)
+    e8080 = {"statusCodes": [302],
+             "redirect": {"scheme": "http", "host": "example.org", "port": "8080"}}
+    assert rq.compare(r, echo(), resp(
+        302, redirect=rq.Redirect("http", "example.org", "8080", "/p")), e8080) is None
+    assert rq.compare(r, echo(), resp(302, redirect=rq.Redirect("http", "example.org", "", "/p")),
+                      e8080) is not None
 
 
 def test_location_parsing_keeps_case_and_resolves_relative() -> None:
@@ -451,11 +502,14 @@ def test_location_parsing_keeps_case_and_resolves_relative() -> None:
 def test_only_exact_json_content_type_is_parsed() -> None:
     r = req()
     body = b'{"path": "/", "method": "GET", "namespace": "n", "pod": "p", "headers": {"A": ["1"]}}'
-    assert rq.capture_request(r, rq.CapturedResponse(200, {"content-type": ["application/json"]}, body)).pod == "p"
-    other = rq.capture_request(r, rq.CapturedResponse(200, {"content-type": ["application/json; charset=utf-8"]}, body))
+    assert rq.capture_request(
+        r, rq.CapturedResponse(200, {"content-type": ["application/json"]}, body)).pod == "p"
+    other = rq.capture_request(
+        r, rq.CapturedResponse(200, {"content-type": ["application/json; charset=utf-8"]}, body))
     assert other.pod == "" and other.path == "" and other.method == "GET"
     with pytest.raises(rq.RequestError):
-        rq.capture_request(r, rq.CapturedResponse(200, {"content-type": ["application/json"]}, b"{nope"))
+        rq.capture_request(
+            r, rq.CapturedResponse(200, {"content-type": ["application/json"]}, b"{nope"))
 
 
 def test_go_hostname_matching() -> None:
@@ -500,7 +554,8 @@ def test_consistency_gives_up_after_the_limit_with_the_last_reason() -> None:
 def test_case_names_and_request_ids() -> None:
     assert case_name(0, {"request": {"path": "/x"}, "expect": {"backendPodPrefix": "b"}}) == \
         "0 request to '/x' should go to b"
-    assert case_name(1, {"request": {"path": "/x", "host": "h"}, "expect": {"statusCodes": [404]}}) == \
+    assert case_name(
+        1, {"request": {"path": "/x", "host": "h"}, "expect": {"statusCodes": [404]}}) == \
         "1 request to 'h/x' should receive a 404"
     assert with_request_id("/m", "id") == "/m?gateway-api-conformance-request-id=id"
     assert with_request_id("/m?a=1", "id") == "/m?a=1&gateway-api-conformance-request-id=id"
@@ -513,11 +568,13 @@ def test_tcp_echo_containers_run_the_tcp_mode_on_their_ports() -> None:
     args, ports = echo_command({}, "127.2.1.1", "p-a-b", "ns")
     assert "--port" in args and "--tcp-port" not in args and ports == (3000, 3001)  # HTTP and h2c
     args, ports = echo_command({"TCP_ECHO_SERVER": "1"}, "127.2.1.1", "p-a-b", "ns")
-    assert args[args.index("--tcp-port") + 1] == "3000" and ports == (3000,)  # no certificate: plain only
+    # no certificate: plain only
+    assert args[args.index("--tcp-port") + 1] == "3000" and ports == (3000,)
     env = {"TCP_ECHO_SERVER": "1", "TCP_PORT": "4000", "TLS_PORT": "9443",
            "TLS_SERVER_CERT": "/p/crt", "TLS_SERVER_PRIV_KEY": "/p/key"}
     args, ports = echo_command(env, "127.2.1.1", "p-a-b", "ns")
-    assert args[args.index("--tcp-port") + 1] == "4000" and args[args.index("--tls-port") + 1] == "9443"
+    assert args[args.index("--tcp-port") + 1] == "4000" and args[args.index("--tls-port")
+                                                                 + 1] == "9443"
     assert ports == (4000, 9443)
     with pytest.raises(RuntimeError, match="TCP_PORT"):
         echo_command({"TCP_ECHO_SERVER": "1", "TCP_PORT": "x"}, "127.2.1.1", "p-a-b", "ns")
@@ -537,13 +594,15 @@ def test_tcp_payload_checks_namespace_and_backend_prefix_with_its_dash() -> None
 
 
 def test_tcp_payload_checks_server_name_and_alpn_only_when_expected() -> None:
-    exp = rq.TcpExpectation(backend="tcp-backend", namespace="infra", backend_is_tls=True, hostname="abc.example.com")
+    exp = rq.TcpExpectation(backend="tcp-backend", namespace="infra", backend_is_tls=True,
+                            hostname="abc.example.com")
     assert "no TLS assertions" in rq.validate_tcp_payload(_payload(), exp)
     assert "server name does not match" in rq.validate_tcp_payload(
         _payload(tls={"serverName": "other.example.com"}), exp)
     assert rq.validate_tcp_payload(_payload(tls={"serverName": "abc.example.com"}), exp) is None
     alpn = rq.TcpExpectation(backend="tcp-backend", namespace="infra", tls_protocol="h2")
-    assert "TLS protocol does not match" in rq.validate_tcp_payload(_payload(tls={"serverName": ""}), alpn)
+    assert "TLS protocol does not match" in rq.validate_tcp_payload(
+        _payload(tls={"serverName": ""}), alpn)
     assert rq.validate_tcp_payload(_payload(tls={"negotiatedProtocol": "h2"}), alpn) is None
 
 
@@ -552,7 +611,8 @@ def test_tcp_cases_become_expectations_and_unresolved_names_are_gaps() -> None:
                            "Hostname": "abc.example.com"})
     assert exp == rq.TcpExpectation("tcp-backend", "infra", True, "abc.example.com", "")
     with pytest.raises(HarnessGap):
-        tcp_expectation({"Backend": "tcp-backend", "Namespace": "infra", "Hostname": "<hostnamesPassthrough[0]>"})
+        tcp_expectation({"Backend": "tcp-backend", "Namespace": "infra",
+                         "Hostname": "<hostnamesPassthrough[0]>"})
     with pytest.raises(HarnessGap):
         tcp_expectation({"Namespace": "infra"})
 
@@ -571,13 +631,16 @@ def test_route_placeholders_resolve_from_the_tlsroutes_and_the_ca() -> None:
                 "spec": {"hostnames": ["abc.example.com", "x.example.com"]}},
                {"kind": "TLSRoute", "metadata": {"name": "r", "namespace": "other"},
                 "spec": {"hostnames": ["wrong.example.com"]}},
-               {"kind": "TLSRoute", "metadata": {"name": "mixed-terminateroute", "namespace": "infra"},
+               {"kind": "TLSRoute",
+                "metadata": {"name": "mixed-terminateroute", "namespace": "infra"},
                 "spec": {"hostnames": ["tls.example.com"]}}]
     g = fill_route_placeholders(_tls_group(), objects)
-    assert g["tlsServerName"] == "abc.example.com" and g["cases"][0]["Hostname"] == "abc.example.com"
+    assert g["tlsServerName"] == "abc.example.com" and g["cases"][0][
+        "Hostname"] == "abc.example.com"
     # caString: upstream's ca.crt of tls-checks-ca-certificate, passthrough or terminate alike
     assert g["trustedServerCert"]["fn"] == "kubernetes.GetConfigMapData"
-    assert g["trustedServerCert"]["args"][-1] == {"Name": TLS_CHECKS_CA, "Namespace": "gateway-conformance-infra"}
+    assert g["trustedServerCert"]["args"][-1] == {"Name": TLS_CHECKS_CA,
+                                                  "Namespace": "gateway-conformance-infra"}
     assert _tls_group()["tlsServerName"] == "<hostnames[0]>"  # the record is not changed
     # a Go variable named for a route (mixed mode's hostnamesTerminate)
     named = dict(_tls_group(), tlsServerName="<hostnamesTerminate[0]>")
@@ -609,8 +672,10 @@ def test_distribution_maps_pods_to_backends_by_exact_name() -> None:
     """Upstream extractBackendName: a pod of infra-backend-v1x (or of a Deployment whose
     name merely starts like a weighted backend's) is an unexpected pod, not v1's."""
     weights = {"tcp-backend-v1": 1.0}
-    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1x-abc-1", weights, 10, 2, 0.05)
-    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1-extra-abc-1", weights, 10, 2, 0.05)
+    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1x-abc-1", weights, 10, 2,
+                                                  0.05)
+    assert "unexpected pod" in distribution_error(lambda i: "tcp-backend-v1-extra-abc-1", weights,
+                                                  10, 2, 0.05)
     assert backend_of_pod("short-name") == "short-name"
 
 
@@ -631,14 +696,18 @@ def test_report_counts_levels_and_lists_first_failures() -> None:
     rep.add_test("A", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
     rep.add_test("B", {"GATEWAY-HTTP": "core"}, ["Gateway", "HTTPRoute"])
     rep.add_test("C", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "HTTPRouteCORS"])
-    rep.add_test("D", {"GATEWAY-HTTP": "extended"}, ["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolH2C"])
+    rep.add_test("D", {"GATEWAY-HTTP": "extended"},
+                 ["Gateway", "HTTPRoute", "GatewayInfrastructurePropagation"])
     rep.record(TestResult("A", PASSED))
     rep.record(TestResult("B", FAILED, "expected status code 200, got 404", "0 request to '/'"))
     rep.record(TestResult("C", PASSED))
-    rep.record(TestResult("D", SKIPPED, "unsupported features: HTTPRouteBackendProtocolH2C"))
-    assert rep.summary_lines(["GATEWAY-HTTP"]) == ["GATEWAY-HTTP core 1/2 extended 1/2  [failed: core 1, extended 0]"]
-    doc = yaml.safe_load(rep.to_yaml(["GATEWAY-HTTP"], version="0.1.0", date="2026-01-01T00:00:00Z"))
-    assert doc["kind"] == "ConformanceReport" and doc["apiVersion"] == "gateway.networking.k8s.io/v1"
+    rep.record(TestResult("D", SKIPPED, "unsupported features: GatewayInfrastructurePropagation"))
+    assert rep.summary_lines(["GATEWAY-HTTP"]) == [
+        "GATEWAY-HTTP core 1/2 extended 1/2  [failed: core 1, extended 0]"]
+    doc = yaml.safe_load(
+        rep.to_yaml(["GATEWAY-HTTP"], version="0.1.0", date="2026-01-01T00:00:00Z"))
+    assert doc["kind"] == "ConformanceReport" and doc[
+        "apiVersion"] == "gateway.networking.k8s.io/v1"
     prof = doc["profiles"][0]
     assert prof["name"] == "GATEWAY-HTTP"
     assert prof["core"]["result"] == "failure"
@@ -648,7 +717,7 @@ def test_report_counts_levels_and_lists_first_failures() -> None:
                                          "message": "expected status code 200, got 404"}]
     assert prof["extended"]["result"] == "partial"
     assert prof["extended"]["skippedTests"] == ["D"]
-    assert "HTTPRouteBackendProtocolH2C" in prof["extended"]["unsupportedFeatures"]
+    assert "GatewayInfrastructurePropagation" in prof["extended"]["unsupportedFeatures"]
     assert "HTTPRouteCORS" in prof["extended"]["supportedFeatures"]
 
 
@@ -674,8 +743,9 @@ def test_generic_tests_count_as_skipped_in_unsupported_profiles() -> None:
 def test_gzip_is_undone_like_gos_transport() -> None:
     import gzip
     body = gzip.compress(b'{"pod": "p"}')
-    res = rq.CapturedResponse(200, {"content-encoding": ["gzip"], "content-length": [str(len(body))],
-                                    "content-type": ["application/json"]}, body)
+    res = rq.CapturedResponse(200,
+                              {"content-encoding": ["gzip"], "content-length": [str(len(body))],
+                               "content-type": ["application/json"]}, body)
     out = rq._transparent_gzip(req(), res)
     assert out.body == b'{"pod": "p"}' and "content-encoding" not in out.headers
     asked_itself = req(headers=(("Accept-Encoding", "gzip"),))
@@ -701,19 +771,22 @@ def test_kgw_errors_are_summarised_with_the_exception_they_end_in(tmp_path: Path
 
 
 def test_backend_sni_is_checked_when_the_case_names_one() -> None:
-    defaulted = dict(EXPECT, backendRequest={"path": "/", "method": "GET", "_source": "defaults to Request (...)"})
+    defaulted = dict(EXPECT, backendRequest={"path": "/", "method": "GET",
+                                             "_source": "defaults to Request (...)"})
     sent = {"method": "GET", "path": "/", "sni": "abc.example.com"}
     seen = echo()
     seen.sni = "abc.example.com"
     assert rq.compare(req(), seen, resp(), defaulted, sent=sent) is None
     assert "SNI" in rq.compare(req(), echo(), resp(), defaulted, sent=sent)
     # an explicit expected request names the backend SNI itself; the request's sni was the client's
-    explicit = dict(EXPECT, backendRequest={"path": "/", "method": "GET", "tlsServerName": "abc.example.com",
+    explicit = dict(EXPECT, backendRequest={"path": "/", "method": "GET",
+                                            "tlsServerName": "abc.example.com",
                                             "_source": "ExpectedRequest"})
     client_sni = {"method": "GET", "path": "/", "sni": "https-listener.org"}
     assert rq.compare(req(), seen, resp(), explicit, sent=client_sni) is None
-    assert rq.compare(req(), echo(), resp(), dict(EXPECT, backendRequest={"path": "/", "method": "GET",
-                                                                          "_source": "ExpectedRequest"}),
+    assert rq.compare(req(), echo(), resp(),
+                      dict(EXPECT, backendRequest={"path": "/", "method": "GET",
+                                                   "_source": "ExpectedRequest"}),
                       sent=client_sni) is None
 
 
@@ -735,8 +808,8 @@ class FakeFleet:
 
     def start(self, deployment: dict, secrets: dict, configmaps: dict | None = None) -> list:
         meta = deployment["metadata"]
-        pods = [self.Pod(f"{meta['name']}-abcdefghij-k{i}", meta["namespace"], meta["name"], f"127.2.9.{i + 1}",
-                         deployment["spec"]["template"]["metadata"]["labels"])
+        pods = [self.Pod(f"{meta['name']}-abcdefghij-k{i}", meta["namespace"], meta["name"],
+                         f"127.2.9.{i + 1}", deployment["spec"]["template"]["metadata"]["labels"])
                 for i in range(deployment["spec"].get("replicas", 1))]
         self.running += pods
         return pods
@@ -759,14 +832,20 @@ class FakeFleet:
 
 MANIFEST = [
     {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-     "metadata": {"name": "gw", "namespace": "infra", "annotations": {"gateway-api/skip-this-for-readiness": "true"}},
-     "spec": {"gatewayClassName": "kgw", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}},
+     "metadata": {"name": "gw", "namespace": "infra",
+                  "annotations": {"gateway-api/skip-this-for-readiness": "true"}},
+     "spec": {"gatewayClassName": "kgw",
+              "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}},
     {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": "infra"},
-     "spec": {"selector": {"app": "echo"}, "ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}},
-    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo", "namespace": "infra"},
-     "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "echo"}}, "spec": {"containers": [
+     "spec": {"selector": {"app": "echo"},
+              "ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}},
+    {"apiVersion": "apps/v1", "kind": "Deployment",
+     "metadata": {"name": "echo", "namespace": "infra"},
+     "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "echo"}},
+                                          "spec": {"containers": [
          {"image": "registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0"}]}}}},
-    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dns", "namespace": "infra"},
+    {"apiVersion": "apps/v1", "kind": "Deployment",
+     "metadata": {"name": "dns", "namespace": "infra"},
      "spec": {"template": {"metadata": {"labels": {"app": "udp"}}, "spec": {"containers": [
          {"image": "registry.k8s.io/coredns/coredns:v1.14.6"}]}}}},
 ]
@@ -780,7 +859,8 @@ def test_world_writes_what_kgw_reads_and_endpoints_for_the_pods(tmp_path: Path) 
     assert [o["kind"] for o in written] == ["Gateway", "Service"]  # no Deployments
     assert written[0]["spec"]["addresses"] == [{"type": "IPAddress", "value": "127.1.0.1"}]
     slices = list(yaml.safe_load_all((tmp_path / "config" / "00-endpoints.yaml").read_text()))
-    assert len(slices) == 1 and slices[0]["metadata"]["labels"] == {"kubernetes.io/service-name": "echo"}
+    assert len(slices) == 1 and slices[0]["metadata"]["labels"] == {
+        "kubernetes.io/service-name": "echo"}
     assert sorted(e["addresses"][0] for e in slices[0]["endpoints"]) == ["127.2.9.1", "127.2.9.2"]
     assert world.skip_readiness() == {("infra", "gw")}
     assert world.status_keys("T") == {("Gateway", "infra", "gw")}
@@ -797,7 +877,8 @@ def test_udp_echo_containers_run_the_udp_mode_on_8080() -> None:
     args, ports = echo_command({"UDP_ECHO_SERVER": "1"}, "127.2.1.1", "p-a-b", "ns")
     assert args[args.index("--udp-port") + 1] == "8080" and ports == (8080,)
     assert "--port" not in args and "--tcp-port" not in args
-    args, ports = echo_command({"UDP_ECHO_SERVER": "1", "UDP_PORT": "5353"}, "127.2.1.1", "p-a-b", "ns")
+    args, ports = echo_command({"UDP_ECHO_SERVER": "1", "UDP_PORT": "5353"}, "127.2.1.1", "p-a-b",
+                               "ns")
     assert args[args.index("--udp-port") + 1] == "5353" and ports == (5353,)
     with pytest.raises(RuntimeError, match="UDP_PORT"):
         echo_command({"UDP_ECHO_SERVER": "1", "UDP_PORT": "x"}, "127.2.1.1", "p-a-b", "ns")
@@ -809,7 +890,8 @@ def test_udp_payload_checks_service_and_namespace_as_upstream() -> None:
     doc = {"pod": "udp-backend-v1-abc-def", "namespace": "infra", "service": "udp-backend-v1"}
     assert rq.validate_udp_payload(doc, "udp-backend-v1", "infra") is None
     assert "service" in rq.validate_udp_payload(doc, "udp-backend-v2", "infra")
-    assert rq.validate_udp_payload(dict(doc, service="udp-backend-v10"), "udp-backend-v1", "infra") is not None
+    assert rq.validate_udp_payload(dict(doc, service="udp-backend-v10"), "udp-backend-v1",
+                                   "infra") is not None
     assert "namespace" in rq.validate_udp_payload(doc, "udp-backend-v1", "other")
     assert rq.validate_udp_payload(doc, "", "") is None
 
@@ -826,7 +908,8 @@ def test_udp_groups_probe_each_case_until_consistent(monkeypatch: pytest.MonkeyP
 
     calls: list[tuple] = []
 
-    def probe(address: str, service: str = "", namespace: str = "", timeout: float = 0) -> str | None:
+    def probe(address: str, service: str = "", namespace: str = "",
+              timeout: float = 0) -> str | None:
         calls.append((address, service, namespace))
         return None if service != "missing" else "no UDP answer"
 
@@ -836,19 +919,22 @@ def test_udp_groups_probe_each_case_until_consistent(monkeypatch: pytest.MonkeyP
     group = {"protocol": "udp", "cases": [{"Service": "svc-a", "Namespace": "infra"},
                                           {"Service": "svc-b", "Namespace": "infra"}]}
     r.run_udp_group(group, target, "response")
-    assert calls == [("127.1.0.5:5310", "svc-a", "infra")] * 3 + [("127.1.0.5:5310", "svc-b", "infra")] * 3
+    assert calls == [("127.1.0.5:5310", "svc-a", "infra")] * 3 + [
+        ("127.1.0.5:5310", "svc-b", "infra")] * 3
     calls.clear()
     r.run_udp_group({"protocol": "udp"}, target, "any-echo")
     assert calls == [("127.1.0.5:5310", "", "")] * 3
     with pytest.raises(CaseFailed, match="missing"):
-        r.run_udp_group({"cases": [{"Service": "missing", "Namespace": "infra"}]}, target, "response")
+        r.run_udp_group({"cases": [{"Service": "missing", "Namespace": "infra"}]}, target,
+                        "response")
     with pytest.raises(HarnessGap):
         r.run_udp_group({"cases": [{"Namespace": "infra"}]}, target, "response")
     with pytest.raises(HarnessGap):
         r.run_udp_group({"cases": []}, target, "failure")
 
 
-def test_udp_weighted_distribution_attributes_pods_to_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_udp_weighted_distribution_attributes_pods_to_backends(
+    monkeypatch: pytest.MonkeyPatch) -> None:
     from conformance.replay import Target
 
     weights = {"udp-backend-v1": 0.7, "udp-backend-v2": 0.3, "udp-backend-v3": 0.0}
@@ -856,9 +942,11 @@ def test_udp_weighted_distribution_attributes_pods_to_backends(monkeypatch: pyte
     monkeypatch.setattr(rq, "udp_echo_pod", lambda address, timeout=0: next(pods))
     r = _udp_replayer()
     r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1, retries=1)
-    pods = iter(["udp-backend-v1-h-a"] * 349 + ["udp-backend-v3-h-c"] + ["udp-backend-v2-h-b"] * 150)
+    pods = iter(["udp-backend-v1-h-a"] * 349 + ["udp-backend-v3-h-c"]
+                + ["udp-backend-v2-h-b"] * 150)
     with pytest.raises(CheckFailed, match="expected 2 backends to receive traffic, but got 3"):
-        r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1, retries=1)
+        r.udp_weighted_distribution(Target("127.1.0.9:5300", "udp"), weights, concurrency=1,
+                                    retries=1)
 
 
 def test_udp_echo_pods_run_only_when_udproute_is_claimed() -> None:
@@ -902,8 +990,10 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def _spawn(tmp: Path, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TLS_", "TCP_", "UDP_", "HTTP"))}
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**clean, "PYTHONPATH": str(ROOT), **env},
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("TLS_", "TCP_", "UDP_", "HTTP"))}
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT,
+                            env={**clean, "PYTHONPATH": str(ROOT), **env},
                             stdout=open(tmp / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
 
 
@@ -937,7 +1027,8 @@ def echoes(tmp_path_factory: pytest.TempPathFactory):
     must). Certificates are the suite's (conformance.certs)."""
     tmp = tmp_path_factory.mktemp("echoes")
     g = certs.generate()
-    server, client = g.pair(INFRA, "tls-validity-checks-certificate"), g.pair(INFRA, "tls-validity-checks-client-certificate")
+    server, client = g.pair(INFRA, "tls-validity-checks-certificate"), g.pair(
+        INFRA, "tls-validity-checks-client-certificate")
     ca = next(o for o in g.objects if o["kind"] == "ConfigMap"
               and o["metadata"]["name"] == "tls-validity-checks-ca-certificate")["data"]["ca.crt"]
     for name, data in (("crt", server.cert_pem), ("key", server.key_pem), ("ca", ca.encode())):
@@ -946,10 +1037,13 @@ def echoes(tmp_path_factory: pytest.TempPathFactory):
     common = {"POD_NAME": "infra-backend-v1-abcdefghij-klmno", "NAMESPACE": INFRA,
               "TLS_SERVER_CERT": str(tmp / "crt"), "TLS_SERVER_PRIVKEY": str(tmp / "key")}
     procs = [
-        _spawn(tmp, "asks", ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(ports["http"]),
-                             "--tls-port", str(ports["asks"])], {**common, "TLS_CLIENT_CACERTS": str(tmp / "ca")}),
-        _spawn(tmp, "silent", ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(_free_port()),
-                               "--tls-port", str(ports["silent"])], common),
+        _spawn(tmp, "asks",
+               ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(ports["http"]),
+                "--tls-port", str(ports["asks"])],
+               {**common, "TLS_CLIENT_CACERTS": str(tmp / "ca")}),
+        _spawn(tmp, "silent",
+               ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(_free_port()),
+                "--tls-port", str(ports["silent"])], common),
     ]
     try:
         for p in ports.values():
@@ -965,20 +1059,23 @@ def _replayer(limit: float = 2.0) -> Replayer:
 
 
 CASE_200 = {"request": {"path": "/", "host": "example.org"},
-            "expect": {"statusCodes": [200], "backendPodPrefix": "infra-backend-v1", "backendNamespace": INFRA}}
+            "expect": {"statusCodes": [200], "backendPodPrefix": "infra-backend-v1",
+                       "backendNamespace": INFRA}}
 
 
 def test_a_listener_that_does_not_ask_for_the_client_certificate_fails(echoes) -> None:
     """Upstream's TLS helpers assert the server asked for the certificate they hold
     (GetClientCertificate hook); serving the request is not enough."""
     ports, server, client = echoes
-    target = Target(f"127.0.0.1:{ports['silent']}", "https", server_name="example.org", ca_pem=server.cert_pem,
-                    client_cert=(client.cert_pem, client.key_pem))
+    target = Target(f"127.0.0.1:{ports['silent']}", "https", server_name="example.org",
+                    ca_pem=server.cert_pem, client_cert=(client.cert_pem, client.key_pem))
     with pytest.raises(CheckFailed, match="client certificate was not presented"):
         _replayer().run_case(target, CASE_200)
     _replayer().run_case(Target(f"127.0.0.1:{ports['asks']}", "https", server_name="example.org",
-                                ca_pem=server.cert_pem, client_cert=(client.cert_pem, client.key_pem)), CASE_200)
-    # the same for a request that must fail (MakeTLSRequestAndExpectEventuallyConsistentFailureResponse)
+                                ca_pem=server.cert_pem,
+                                client_cert=(client.cert_pem, client.key_pem)), CASE_200)
+    # the same for a request that must fail
+    # (MakeTLSRequestAndExpectEventuallyConsistentFailureResponse)
     bad = Target(f"127.0.0.1:{ports['silent']}", "https", server_name="example.org", ca_pem=b"",
                  client_cert=(client.cert_pem, client.key_pem))
     with pytest.raises(CheckFailed, match="client certificate was not presented"):
@@ -991,9 +1088,11 @@ def test_a_backend_that_did_not_see_the_client_certificate_fails(echoes) -> None
     ports, server, client = echoes
     sent = {"path": "/", "host": "example.org", "clientCert": client.cert_pem.decode()}
     expect = dict(CASE_200["expect"], backendRequest={"path": "/", "method": "GET",
-                                                       "_source": "defaults to Request (host not checked)"})
+                                                       "_source": "defaults to Request (host not "
+                                                                  "checked)"})
     for port, ok in ((ports["silent"], False), (ports["asks"], True)):
-        request = rq.Request("GET", "https", f"127.0.0.1:{port}", "/", host="example.org", server_name="example.org",
+        request = rq.Request("GET", "https", f"127.0.0.1:{port}", "/", host="example.org",
+                             server_name="example.org",
                              ca_pem=server.cert_pem, client_cert=(client.cert_pem, client.key_pem))
         creq, cres = rq.round_trip(request)
         why = rq.compare(request, creq, cres, expect, sent=sent)
@@ -1005,13 +1104,16 @@ def test_a_backend_that_did_not_see_the_client_certificate_fails(echoes) -> None
 def test_the_backend_must_see_the_host_sent_when_no_request_is_expected() -> None:
     """http.go: ExpectedRequest defaults to the Request, Host included."""
     sent = {"path": "/", "host": "abc.example.com"}
-    defaulted = dict(EXPECT, backendRequest={"path": "/", "method": "GET", "_source": "defaults to Request (...)"})
+    defaulted = dict(EXPECT, backendRequest={"path": "/", "method": "GET",
+                                             "_source": "defaults to Request (...)"})
     assert rq.compare(req(), echo(host="abc.example.com"), resp(), defaulted, sent=sent) is None
-    assert "expected host to be abc.example.com" in rq.compare(req(), echo(host="rewritten.example.com"), resp(),
+    assert "expected host to be abc.example.com" in rq.compare(req(), echo(
+        host="rewritten.example.com"), resp(),
                                                               defaulted, sent=sent)
     assert "expected host" in rq.compare(req(), echo(host="other"), resp(), {"statusCodes": [200],
                                          "backendPodPrefix": "infra-backend-v1",
-                                         "backendNamespace": "gateway-conformance-infra"}, sent=sent)
+                                         "backendNamespace": "gateway-conformance-infra"},
+                                         sent=sent)
     # an explicit expected request without a host does not check it
     assert rq.compare(req(), echo(host="other"), resp(), EXPECT, sent=sent) is None
 
@@ -1021,7 +1123,8 @@ def test_a_200_where_the_request_must_fail_fails_at_once(echoes) -> None:
     ports, _, _ = echoes
     started = time.monotonic()
     with pytest.raises(rq.WrongAnswer, match=r"should fail, returned HTTP status OK \(200\)"):
-        _replayer(limit=30.0).run_case(Target(f"127.0.0.1:{ports['http']}", "http"), CASE_200, "failure-not-200")
+        _replayer(limit=30.0).run_case(Target(f"127.0.0.1:{ports['http']}", "http"), CASE_200,
+                                       "failure-not-200")
     assert time.monotonic() - started < 5.0
 
 
@@ -1029,17 +1132,21 @@ def test_a_wrong_tcp_answer_fails_at_once(tmp_path: Path) -> None:
     """WaitForValidTCPResponse: an exchange with a wrong answer fails the test (its
     assertions), it is not retried for 30 s."""
     port = _free_port()
-    proc = _spawn(tmp_path, "tcp", ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--pod", "tcp-backend-abc-12345",
-                                    "--namespace", "other-namespace"], {"TCP_ECHO_SERVER": "1", "TCP_PORT": str(port)})
+    proc = _spawn(tmp_path, "tcp",
+                  ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--pod", "tcp-backend-abc-12345",
+                   "--namespace", "other-namespace"],
+                  {"TCP_ECHO_SERVER": "1", "TCP_PORT": str(port)})
     try:
         _wait_tcp(port, proc)
         r = _replayer(limit=30.0)
         target = Target(f"127.0.0.1:{port}", "tcp")
         started = time.monotonic()
         with pytest.raises(CaseFailed, match="namespace does not match"):
-            r.run_tcp_group({"cases": [{"Backend": "tcp-backend", "Namespace": INFRA}]}, target, "response")
+            r.run_tcp_group({"cases": [{"Backend": "tcp-backend", "Namespace": INFRA}]}, target,
+                            "response")
         assert time.monotonic() - started < 5.0
-        r.run_tcp_group({"cases": [{"Backend": "tcp-backend", "Namespace": "other-namespace"}]}, target, "response")
+        r.run_tcp_group({"cases": [{"Backend": "tcp-backend", "Namespace": "other-namespace"}]},
+                        target, "response")
     finally:
         _stop_all([proc])
 
@@ -1057,7 +1164,8 @@ def test_udproute_needs_a_dns_answer_from_coredns_through_the_route(tmp_path: Pa
     try:
         deadline = time.monotonic() + 15
         while rq.dns_whoami_probe(f"127.0.0.1:{port}", timeout=0.3) is not None:
-            assert time.monotonic() < deadline and dns_proc.poll() is None, (tmp_path / "dns.log").read_text()
+            assert time.monotonic() < deadline and dns_proc.poll() is None, (
+                tmp_path / "dns.log").read_text()
         assert rq.dns_whoami_probe(f"127.0.0.1:{port}") is None
     finally:
         _stop_all([dns_proc])
@@ -1065,16 +1173,19 @@ def test_udproute_needs_a_dns_answer_from_coredns_through_the_route(tmp_path: Pa
     fwd = _spawn(tmp_path, "fwd", ["-m", "conformance.dns_backend", "--address", "127.0.0.1",
                                    "--conf", str(tmp_path / "Forward")], {})
     udp = _spawn(tmp_path, "udp", ["-m", "kgw_l7.echo", "--address", "127.0.0.1"],
-                 {"UDP_ECHO_SERVER": "1", "UDP_PORT": str(udp_port := _free_port(socket.SOCK_DGRAM))})
+                 {"UDP_ECHO_SERVER": "1",
+                  "UDP_PORT": str(udp_port := _free_port(socket.SOCK_DGRAM))})
     try:
         deadline = time.monotonic() + 15
-        while "failed to perform" in (rq.dns_whoami_probe(f"127.0.0.1:{port}", timeout=0.3) or "ok"):
+        while "failed to perform" in (rq.dns_whoami_probe(f"127.0.0.1:{port}", timeout=0.3)
+                                      or "ok"):
             assert time.monotonic() < deadline, (tmp_path / "fwd.log").read_text()
         assert "SERVFAIL" in rq.dns_whoami_probe(f"127.0.0.1:{port}")
         deadline = time.monotonic() + 15
         while rq.udp_probe(f"127.0.0.1:{udp_port}", timeout=0.3) is not None:
             assert time.monotonic() < deadline, (tmp_path / "udp.log").read_text()
-        assert "failed to perform a UDP query" in rq.dns_whoami_probe(f"127.0.0.1:{udp_port}", timeout=1.0)
+        assert "failed to perform a UDP query" in rq.dns_whoami_probe(f"127.0.0.1:{udp_port}",
+                                                                      timeout=1.0)
     finally:
         _stop_all([fwd, udp])
 
@@ -1086,7 +1197,8 @@ def test_an_object_that_is_not_applied_fails_at_once_and_an_unlisted_one_is_not_
                         exists=lambda kind, ns, name: False)
     started = time.monotonic()
     with pytest.raises(CheckFailed, match="not found"):
-        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"}, {"Type": "Programmed", "Status": "True"})
+        chk.GatewayMustHaveCondition({"Name": "gw", "Namespace": "infra"},
+                                     {"Type": "Programmed", "Status": "True"})
     with pytest.raises(CheckFailed, match="not found"):
         chk.HTTPRouteMustHaveNoAcceptedParents({"Name": "r", "Namespace": "infra"})
     assert time.monotonic() - started < 2.0
@@ -1094,9 +1206,10 @@ def test_an_object_that_is_not_applied_fails_at_once_and_an_unlisted_one_is_not_
                             exists=lambda kind, ns, name: True)
     with pytest.raises(CheckFailed, match="has no status"):
         applied.HTTPRouteMustHaveNoAcceptedParents({"Name": "r", "Namespace": "infra"})
-    listed = {("HTTPRoute", "infra", "r"): {"metadata": {"generation": 1}, "status": {"parents": []}}}
-    StatusChecker(FakeAdmin([listed]), Timeouts(3.0), interval=0.01).HTTPRouteMustHaveNoAcceptedParents(  # type: ignore[arg-type]
-        {"Name": "r", "Namespace": "infra"})
+    listed = {
+        ("HTTPRoute", "infra", "r"): {"metadata": {"generation": 1}, "status": {"parents": []}}}
+    checker = StatusChecker(FakeAdmin([listed]), Timeouts(3.0), interval=0.01)  # type: ignore[arg-type]
+    checker.HTTPRouteMustHaveNoAcceptedParents({"Name": "r", "Namespace": "infra"})
 
 
 def test_namespaces_must_be_ready_checks_every_applied_gateway() -> None:
@@ -1123,11 +1236,13 @@ def test_namespaces_without_pods_are_not_ready(tmp_path: Path) -> None:
 
 
 def test_mid_test_edits_are_upstreams() -> None:
-    from conformance.scenarios import StepFailed, _add_alternate_listener, _add_http_listener, _keep_only_http_listener
+    from conformance.scenarios import (StepFailed, _add_alternate_listener, _add_http_listener,
+                                       _keep_only_http_listener)
 
     gw = {"spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}
     _add_alternate_listener(gw)
-    assert gw["spec"]["listeners"][-1] == {"name": "alternate", "hostname": "foo.com", "port": 80, "protocol": "HTTP",
+    assert gw["spec"]["listeners"][-1] == {"name": "alternate", "hostname": "foo.com", "port": 80,
+                                           "protocol": "HTTP",
                                            "allowedRoutes": {"namespaces": {"from": "All"}}}
     gw = {"spec": {"listeners": [{"name": "https", "port": 443, "protocol": "HTTPS"}]}}
     _add_http_listener(gw)
@@ -1163,7 +1278,8 @@ def test_a_redirect_without_location_is_an_error() -> None:
                 conn, _ = srv.accept()
                 with conn:
                     conn.recv(65536)
-                    conn.sendall(b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    conn.sendall(
+                        b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
         t = threading.Thread(target=serve)
         t.start()
@@ -1181,18 +1297,20 @@ def test_a_redirect_without_location_is_an_error() -> None:
 
 import concurrent.futures  # noqa: E402
 import itertools  # noqa: E402
-from typing import Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 from conformance.__main__ import claimed  # noqa: E402
 
 GRPC_ECHO = "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/"
 
 
-def grpc_case(method: str, code: int = 0, backend: str = "", namespace: str = INFRA, **request: object) -> dict:
+def grpc_case(method: str, code: int = 0, backend: str = "", namespace: str = INFRA,
+              **request: object) -> dict:
     """A case as the records hold them (cases/GRPC*.json)."""
     expect: dict = {"grpcCode": code}
     if code == 0:
-        expect.update(backendNamespace=namespace, **({"backendPodPrefix": backend} if backend else {}))
+        expect.update(backendNamespace=namespace,
+                      **({"backendPodPrefix": backend} if backend else {}))
     return {"request": {"rpc": GRPC_ECHO + method, **request}, "expect": expect}
 
 
@@ -1201,18 +1319,22 @@ def test_grpc_cases_read_as_upstream_expected_responses() -> None:
 
     from conformance import grpc_requests as gq
 
-    c = gq.GrpcCase.from_record(grpc_case("EchoTwo", backend="grpc-infra-backend-v2", authority="foo.bar.com",
+    c = gq.GrpcCase.from_record(grpc_case("EchoTwo", backend="grpc-infra-backend-v2",
+                                          authority="foo.bar.com",
                                           metadata={"Version": "two", "Color": "orange"}))
     assert (c.method, c.authority, c.code, c.backend, c.namespace) == (
         "EchoTwo", "foo.bar.com", grpc.StatusCode.OK, "grpc-infra-backend-v2", INFRA)
     assert c.metadata == (("Version", "two"), ("Color", "orange"))
     # upstream GetTestCaseName
     assert c.test_case_name(3) == (f"3 request to 'foo.bar.com{GRPC_ECHO}EchoTwo' with headers "
-                                   "'{Color:orange,Version:two}' should go to grpc-infra-backend-v2")
+                                   "'{Color:orange,Version:two}' should go to "
+                                   "grpc-infra-backend-v2")
     three = gq.GrpcCase.from_record(grpc_case("EchoThree", code=12))
     assert three.code is grpc.StatusCode.UNIMPLEMENTED
-    assert three.test_case_name(2) == f"2 request to '{GRPC_ECHO}EchoThree' should receive a Unimplemented (12)"
-    assert gq.GrpcCase.from_record(dict(grpc_case("Echo"), name="Named")).test_case_name(0) == "Named"
+    assert three.test_case_name(
+        2) == f"2 request to '{GRPC_ECHO}EchoThree' should receive a Unimplemented (12)"
+    assert gq.GrpcCase.from_record(dict(grpc_case("Echo"), name="Named")).test_case_name(
+        0) == "Named"
     for bad in ({"request": {"rpc": "/other.Service/Echo"}, "expect": {}},
                 {"request": {"rpc": GRPC_ECHO + "EchoFour"}, "expect": {}},
                 {"request": {"rpc": GRPC_ECHO + "Echo"}, "expect": {"grpcCode": 99}}):
@@ -1230,8 +1352,10 @@ def test_grpc_comparison_is_upstreams_compare_response() -> None:
 
     pb, _ = gq.echo_modules()
 
-    def answer(method: str = "Echo", pod: str = "grpc-infra-backend-v1-abc-def", ns: str = INFRA) -> gq.GrpcResponse:
-        a = pb.Assertions(fully_qualified_method=GRPC_ECHO + method, context=pb.Context(namespace=ns, pod=pod))
+    def answer(method: str = "Echo", pod: str = "grpc-infra-backend-v1-abc-def",
+               ns: str = INFRA) -> gq.GrpcResponse:
+        a = pb.Assertions(fully_qualified_method=GRPC_ECHO + method,
+                          context=pb.Context(namespace=ns, pod=pod))
         return gq.GrpcResponse(grpc.StatusCode.OK, response=pb.EchoResponse(assertions=a))
 
     case = gq.GrpcCase.from_record(grpc_case("Echo", backend="grpc-infra-backend-v1"))
@@ -1250,7 +1374,8 @@ def test_grpc_comparison_is_upstreams_compare_response() -> None:
 
 def test_grpc_and_h2c_echo_containers_run_as_echo_basic() -> None:
     args, ports = echo_command({"GRPC_ECHO_SERVER": "1"}, "127.2.1.1", "grpc-a-b", "ns")
-    assert args[args.index("--grpc-port") + 1] == "3000" and ports == (3000,)  # no certificate: clear text only
+    # no certificate: clear text only
+    assert args[args.index("--grpc-port") + 1] == "3000" and ports == (3000,)
     env = {"GRPC_ECHO_SERVER": "1", "TLS_SERVER_CERT": "/p/crt", "TLS_SERVER_PRIV_KEY": "/p/key"}
     args, ports = echo_command(env, "127.2.1.1", "grpc-a-b", "ns")
     assert args[args.index("--tls-port") + 1] == "8443" and ports == (3000, 8443)
@@ -1260,17 +1385,20 @@ def test_grpc_and_h2c_echo_containers_run_as_echo_basic() -> None:
 
 def test_grpc_profile_is_skipped_until_claimed_and_claim_adds_features(tmp_path: Path) -> None:
     suite = _suite(tmp_path, [
-        {"name": "GRPCExactMethodMatching", "features": ["Gateway", "GRPCRoute"], "profiles": {"GATEWAY-GRPC": "core"}},
-        {"name": "HTTPRouteBackendProtocolH2C", "features": ["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolH2C"],
+        {"name": "GRPCExactMethodMatching", "features": ["Gateway", "GRPCRoute"],
+         "profiles": {"GATEWAY-GRPC": "core"}},
+        {"name": "GatewayInfrastructurePropagation",
+         "features": ["Gateway", "HTTPRoute", "GatewayInfrastructurePropagation"],
          "profiles": {"GATEWAY-HTTP": "extended"}},
     ])
     p = plan(suite, Options(suite=tmp_path))  # type: ignore[arg-type]
     assert not p.run and "GATEWAY-GRPC not supported" in p.skipped["GRPCExactMethodMatching"]
-    assert "HTTPRouteBackendProtocolH2C" in p.skipped["HTTPRouteBackendProtocolH2C"]
-    more = claimed(claim="GRPCRoute,HTTPRouteBackendProtocolH2C")
-    assert more == SUPPORTED_FEATURES | {"GRPCRoute", "HTTPRouteBackendProtocolH2C"}
+    assert "GatewayInfrastructurePropagation" in p.skipped["GatewayInfrastructurePropagation"]
+    more = claimed(claim="GRPCRoute,GatewayInfrastructurePropagation")
+    assert more == SUPPORTED_FEATURES | {"GRPCRoute", "GatewayInfrastructurePropagation"}
     p = plan(suite, Options(suite=tmp_path, supported=more))  # type: ignore[arg-type]
-    assert [t.name for t in p.run] == ["GRPCExactMethodMatching", "HTTPRouteBackendProtocolH2C"]
+    assert [t.name for t in p.run] == ["GRPCExactMethodMatching",
+                                       "GatewayInfrastructurePropagation"]
     assert claimed("Gateway,HTTPRoute", "GRPCRoute", "HTTPRoute") == {"Gateway", "GRPCRoute"}
 
 
@@ -1329,7 +1457,8 @@ class GrpcProxy:
                     context.abort(grpc.StatusCode.UNIMPLEMENTED, "no route")
                 ch = proxy.channels.setdefault(backend, grpc.insecure_channel(backend))
                 try:
-                    return ch.unary_unary(rewrite(method))(request, metadata=tuple(md.items()), timeout=5)
+                    return ch.unary_unary(rewrite(method))(request, metadata=tuple(md.items()),
+                                                           timeout=5)
                 except grpc.RpcError as exc:
                     context.abort(exc.code(), exc.details())
             return call
@@ -1367,21 +1496,28 @@ def test_grpc_replay_passes_the_right_routing_and_fails_wrong_ones(grpc_pods) ->
                  GRPC_ECHO + "EchoTwo": grpc_pods["grpc-infra-backend-v2"]}
     right = GrpcProxy(lambda m, a, md: by_method.get(m))
     one_backend = GrpcProxy(lambda m, a, md: grpc_pods["grpc-infra-backend-v1"])
-    renamed = GrpcProxy(lambda m, a, md: by_method.get(m), rewrite=lambda m: m.replace("EchoTwo", "Echo"))
+    renamed = GrpcProxy(lambda m, a, md: by_method.get(m),
+                        rewrite=lambda m: m.replace("EchoTwo", "Echo"))
     try:
         r = _replayer(limit=1.0)  # the wrong behaviours are retried until then, as upstream does
         r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(right.address, "grpc"), "response")
-        with pytest.raises(CaseFailed, match="1 request to .*EchoTwo' should go to grpc-infra-backend-v2: .*"
-                                             "expected pod name to start with grpc-infra-backend-v2"):
-            r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(one_backend.address, "grpc"), "response")
-        with pytest.raises(CaseFailed, match=f"expected path to be {GRPC_ECHO}EchoTwo, got {GRPC_ECHO}Echo"):
-            r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(renamed.address, "grpc"), "response")
+        with pytest.raises(CaseFailed,
+                           match="1 request to .*EchoTwo' should go to grpc-infra-backend-v2: .*"
+                                 "expected pod name to start with grpc-infra-backend-v2"):
+            r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(one_backend.address, "grpc"),
+                             "response")
+        with pytest.raises(CaseFailed,
+                           match=f"expected path to be {GRPC_ECHO}EchoTwo, got {GRPC_ECHO}Echo"):
+            r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES), Target(renamed.address, "grpc"),
+                             "response")
         # no route must be UNIMPLEMENTED: a proxy answering UNAVAILABLE fails EchoThree's case
         unavailable = GrpcProxy(lambda m, a, md: by_method.get(m) or "127.0.0.1:1")
         try:
-            with pytest.raises(CaseFailed, match=r"expected status code to be Unimplemented \(12\), but got "
+            with pytest.raises(CaseFailed,
+                               match=r"expected status code to be Unimplemented \(12\), but got "
                                                  r"Unavailable \(14\)"):
-                r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES[2:]), Target(unavailable.address, "grpc"), "response")
+                r.run_grpc_group(_grpc_group(EXACT_METHOD_CASES[2:]),
+                                 Target(unavailable.address, "grpc"), "response")
         finally:
             unavailable.close()
     finally:
@@ -1406,9 +1542,11 @@ def test_grpc_replay_sends_the_cases_authority_and_metadata(grpc_pods) -> None:
     right = GrpcProxy(right_route)
     blind = GrpcProxy(lambda m, a, md: None if a == "no.matching.host" else v1)
     try:
-        _replayer(limit=1.0).run_grpc_group(_grpc_group(cases), Target(right.address, "grpc"), "response")
+        _replayer(limit=1.0).run_grpc_group(_grpc_group(cases), Target(right.address, "grpc"),
+                                            "response")
         with pytest.raises(CaseFailed, match="'foo.bar.com.*should go to grpc-infra-backend-v2"):
-            _replayer(limit=1.0).run_grpc_group(_grpc_group(cases), Target(blind.address, "grpc"), "response")
+            _replayer(limit=1.0).run_grpc_group(_grpc_group(cases), Target(blind.address, "grpc"),
+                                                "response")
     finally:
         right.close()
         blind.close()
@@ -1417,15 +1555,16 @@ def test_grpc_replay_sends_the_cases_authority_and_metadata(grpc_pods) -> None:
 def test_grpc_failure_expectation_fails_at_once_on_ok(grpc_pods) -> None:
     """MakeRequestAndExpectEventuallyConsistentFailure (BackendTLSPolicyGRPCRoute): any
     code but OK passes, an OK fails the case at once (t.Fatalf), not after 30 s."""
-    failing = GrpcProxy(lambda m, a, md: "127.0.0.1:1")  # the backend cannot be reached: UNAVAILABLE
+    # the backend cannot be reached: UNAVAILABLE
+    failing = GrpcProxy(lambda m, a, md: "127.0.0.1:1")
     try:
         cases = [grpc_case("EchoTwo", authority="abc.example.com")]
         r = _replayer(limit=30.0)
         r.run_grpc_group(_grpc_group(cases, "failure"), Target(failing.address, "grpc"), "failure")
         started = time.monotonic()
         with pytest.raises(CaseFailed, match="should have failed, but got status OK"):
-            r.run_grpc_group(_grpc_group(cases, "failure"), Target(grpc_pods["grpc-infra-backend-v1"], "grpc"),
-                             "failure")
+            r.run_grpc_group(_grpc_group(cases, "failure"),
+                             Target(grpc_pods["grpc-infra-backend-v1"], "grpc"), "failure")
         assert time.monotonic() - started < 5.0
     finally:
         failing.close()
@@ -1435,7 +1574,8 @@ def test_grpc_weighted_distribution_right_and_wrong(grpc_pods) -> None:
     """GRPCRouteWeight: 70/30/0 over v1/v2/v3, each call on a new connection; a 50/50
     split fails, a call reaching v3 (weight 0) fails."""
     v1, v2, v3 = (grpc_pods[f"grpc-infra-backend-{v}"] for v in ("v1", "v2", "v3"))
-    weights = {"grpc-infra-backend-v1": 0.7, "grpc-infra-backend-v2": 0.3, "grpc-infra-backend-v3": 0.0}
+    weights = {"grpc-infra-backend-v1": 0.7, "grpc-infra-backend-v2": 0.3,
+               "grpc-infra-backend-v3": 0.0}
     case = grpc_case("Echo")
 
     def cycle(pattern: list[str]) -> Callable[[str, str, dict], str]:
@@ -1450,11 +1590,14 @@ def test_grpc_weighted_distribution_right_and_wrong(grpc_pods) -> None:
                "zero": GrpcProxy(cycle([v1] * 69 + [v3] + [v2] * 30))}
     try:
         r = _replayer()
-        r.grpc_weighted_distribution(Target(proxies["right"].address, "grpc"), case, weights, total=200, retries=1)
+        r.grpc_weighted_distribution(Target(proxies["right"].address, "grpc"), case, weights,
+                                     total=200, retries=1)
         with pytest.raises(CheckFailed, match="weighted traffic of 0.5 not within tolerance 0.7"):
-            r.grpc_weighted_distribution(Target(proxies["even"].address, "grpc"), case, weights, total=200, retries=1)
+            r.grpc_weighted_distribution(Target(proxies["even"].address, "grpc"), case, weights,
+                                         total=200, retries=1)
         with pytest.raises(CheckFailed, match="expected 2 backends to receive traffic, but got 3"):
-            r.grpc_weighted_distribution(Target(proxies["zero"].address, "grpc"), case, weights, total=200, retries=1)
+            r.grpc_weighted_distribution(Target(proxies["zero"].address, "grpc"), case, weights,
+                                         total=200, retries=1)
     finally:
         for p in proxies.values():
             p.close()

@@ -19,7 +19,8 @@ def test_dashboard_json_model() -> None:
     assert isinstance(dash["schemaVersion"], int) and dash["schemaVersion"] >= 36
     assert dash["uid"] and dash["title"] and dash["id"] is None  # importable anywhere
     variables = {v["name"]: v for v in dash["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"][
+        "query"] == "prometheus"
     panels = dash["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
@@ -27,7 +28,7 @@ def test_dashboard_json_model() -> None:
     for p in panels:
         g = p["gridPos"]
         assert all(isinstance(g[k], int) for k in ("h", "w", "x", "y")), p["title"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         for title, o in boxes:
             overlap = (g["x"] < o["x"] + o["w"] and o["x"] < g["x"] + g["w"]
                        and g["y"] < o["y"] + o["h"] and o["y"] < g["y"] + g["h"])

@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from controller.defaults import apply_defaults
+from controller.schema import apply_defaults
 
 GW = "gateway.networking.k8s.io"
 
@@ -48,7 +48,8 @@ CASES = [
     # HTTPRoute: rules, matches, paths
     ("httproute-no-rules", HTTPROUTE, "spec.rules",
      [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]),
-    ("httproute-rule-without-matches", HTTPROUTE + "  rules: [{backendRefs: [{name: s, port: 80}]}]\n",
+    ("httproute-rule-without-matches",
+     HTTPROUTE + "  rules: [{backendRefs: [{name: s, port: 80}]}]\n",
      "spec.rules[0].matches", [{"path": {"type": "PathPrefix", "value": "/"}}]),
     ("httproute-match-without-path", HTTPROUTE + "  rules: [{matches: [{method: GET}]}]\n",
      "spec.rules[0].matches[0]", {"method": "GET", "path": {"type": "PathPrefix", "value": "/"}}),
@@ -60,39 +61,54 @@ CASES = [
      "spec.rules[0].matches[0].path", {"type": "PathPrefix", "value": "/"}),
     ("httproute-empty-matches-stay-empty", HTTPROUTE + "  rules: [{matches: []}]\n",
      "spec.rules[0].matches", []),
-    ("httproute-header-match-type", HTTPROUTE + "  rules: [{matches: [{headers: [{name: a, value: b}]}]}]\n",
+    ("httproute-header-match-type",
+     HTTPROUTE + "  rules: [{matches: [{headers: [{name: a, value: b}]}]}]\n",
      "spec.rules[0].matches[0].headers[0]", {"name": "a", "value": "b", "type": "Exact"}),
-    ("httproute-query-match-type", HTTPROUTE + "  rules: [{matches: [{queryParams: [{name: a, value: b}]}]}]\n",
+    ("httproute-query-match-type",
+     HTTPROUTE + "  rules: [{matches: [{queryParams: [{name: a, value: b}]}]}]\n",
      "spec.rules[0].matches[0].queryParams[0].type", "Exact"),
     # references
-    ("parentref-group-kind", HTTPROUTE, "spec.parentRefs[0]", {"name": "gw", "group": GW, "kind": "Gateway"}),
-    ("parentref-explicit-empty-group-kept", HTTPROUTE.replace("{name: gw}", "{name: s, group: '', kind: Service}"),
+    ("parentref-group-kind", HTTPROUTE, "spec.parentRefs[0]",
+     {"name": "gw", "group": GW, "kind": "Gateway"}),
+    ("parentref-explicit-empty-group-kept",
+     HTTPROUTE.replace("{name: gw}", "{name: s, group: '', kind: Service}"),
      "spec.parentRefs[0]", {"name": "s", "group": "", "kind": "Service"}),
-    ("backendref-group-kind-weight", HTTPROUTE + "  rules: [{backendRefs: [{name: s, port: 80}]}]\n",
-     "spec.rules[0].backendRefs[0]", {"name": "s", "port": 80, "group": "", "kind": "Service", "weight": 1}),
-    ("backendref-weight-zero-kept", HTTPROUTE + "  rules: [{backendRefs: [{name: s, port: 80, weight: 0}]}]\n",
+    ("backendref-group-kind-weight",
+     HTTPROUTE + "  rules: [{backendRefs: [{name: s, port: 80}]}]\n",
+     "spec.rules[0].backendRefs[0]",
+     {"name": "s", "port": 80, "group": "", "kind": "Service", "weight": 1}),
+    ("backendref-weight-zero-kept",
+     HTTPROUTE + "  rules: [{backendRefs: [{name: s, port: 80, weight: 0}]}]\n",
      "spec.rules[0].backendRefs[0].weight", 0),
     # filters
-    ("redirect-status-code", HTTPROUTE + "  rules: [{filters: [{type: RequestRedirect, requestRedirect: {}}]}]\n",
+    ("redirect-status-code",
+     HTTPROUTE + "  rules: [{filters: [{type: RequestRedirect, requestRedirect: {}}]}]\n",
      "spec.rules[0].filters[0].requestRedirect", {"statusCode": 302}),
     ("mirror-backendref-and-fraction",
-     HTTPROUTE + "  rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80},"
+     HTTPROUTE
+     + "  rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80},"
                  " fraction: {numerator: 5}}}]}]\n",
      "spec.rules[0].filters[0].requestMirror",
      {"backendRef": {"name": "m", "port": 80, "group": "", "kind": "Service"},
       "fraction": {"numerator": 5, "denominator": 100}}),
     ("mirror-percent-has-no-default",
-     HTTPROUTE + "  rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}}}]}]\n",
-     "spec.rules[0].filters[0].requestMirror", {"backendRef": {"name": "m", "port": 80, "group": "", "kind": "Service"}}),
-    ("cors-max-age", HTTPROUTE + "  rules: [{filters: [{type: CORS, cors: {allowOrigins: ['*']}}]}]\n",
+     HTTPROUTE
+     + "  rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: "
+       "80}}}]}]\n",
+     "spec.rules[0].filters[0].requestMirror",
+     {"backendRef": {"name": "m", "port": 80, "group": "", "kind": "Service"}}),
+    ("cors-max-age",
+     HTTPROUTE + "  rules: [{filters: [{type: CORS, cors: {allowOrigins: ['*']}}]}]\n",
      "spec.rules[0].filters[0].cors", {"allowOrigins": ["*"], "maxAge": 5}),
     ("backendref-filters-defaulted",
      HTTPROUTE + "  rules: [{backendRefs: [{name: s, port: 80, filters: [{type: RequestRedirect, "
                  "requestRedirect: {scheme: https}}]}]}]\n",
-     "spec.rules[0].backendRefs[0].filters[0].requestRedirect", {"scheme": "https", "statusCode": 302}),
+     "spec.rules[0].backendRefs[0].filters[0].requestRedirect",
+     {"scheme": "https", "statusCode": 302}),
     ("session-persistence",
      HTTPROUTE + "  rules: [{sessionPersistence: {cookieConfig: {}}}]\n",
-     "spec.rules[0].sessionPersistence", {"type": "Cookie", "cookieConfig": {"lifetimeType": "Session"}}),
+     "spec.rules[0].sessionPersistence",
+     {"type": "Cookie", "cookieConfig": {"lifetimeType": "Session"}}),
     # Gateway
     ("listener-allowed-routes", """
 apiVersion: gateway.networking.k8s.io/v1
@@ -109,7 +125,8 @@ metadata: {name: g}
 spec:
   gatewayClassName: c
   listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}]
-""", "spec.listeners[0].allowedRoutes", {"kinds": [{"kind": "HTTPRoute", "group": GW}], "namespaces": {"from": "Same"}}),
+""", "spec.listeners[0].allowedRoutes",
+     {"kinds": [{"kind": "HTTPRoute", "group": GW}], "namespaces": {"from": "Same"}}),
     ("listener-namespaces-selector-only", """
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -117,7 +134,8 @@ metadata: {name: g}
 spec:
   gatewayClassName: c
   listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {selector: {matchLabels: {a: b}}}}}]
-""", "spec.listeners[0].allowedRoutes.namespaces", {"from": "Same", "selector": {"matchLabels": {"a": "b"}}}),
+""", "spec.listeners[0].allowedRoutes.namespaces",  # noqa: E501 (data)
+     {"from": "Same", "selector": {"matchLabels": {"a": "b"}}}),
     ("listener-tls-mode-and-cert-ref", """
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -125,7 +143,8 @@ metadata: {name: g}
 spec:
   gatewayClassName: c
   listeners: [{name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]
-""", "spec.listeners[0].tls", {"mode": "Terminate", "certificateRefs": [{"name": "cert", "group": "", "kind": "Secret"}]}),
+""", "spec.listeners[0].tls",
+     {"mode": "Terminate", "certificateRefs": [{"name": "cert", "group": "", "kind": "Secret"}]}),
     ("gateway-address-type", """
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -153,8 +172,9 @@ spec:
   tls: {frontend: {default: {validation: {caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}},
         backend: {clientCertificateRef: {name: client}}}
   listeners: [{name: http, port: 80, protocol: HTTP}]
-""", "spec.tls", {"frontend": {"default": {"validation": {
-        "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}], "mode": "AllowValidOnly"}}},
+""", "spec.tls", {"frontend": {"default": {"validation": {  # noqa: E501 (data)
+        "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}],
+        "mode": "AllowValidOnly"}}},
         "backend": {"clientCertificateRef": {"name": "client", "group": "", "kind": "Secret"}}}),
     ("gateway-status", """
 apiVersion: gateway.networking.k8s.io/v1beta1
@@ -164,12 +184,17 @@ spec:
   gatewayClassName: c
   listeners: [{name: http, port: 80, protocol: HTTP}]
 """, "status.conditions[1]", {"type": "Programmed", "status": "Unknown", "reason": "Pending",
-                              "message": "Waiting for controller", "lastTransitionTime": "1970-01-01T00:00:00Z"}),
+                              "message": "Waiting for controller",
+                              "lastTransitionTime": "1970-01-01T00:00:00Z"}),
     # ListenerSet
-    ("listenerset-parent-ref", LISTENER_SET, "spec.parentRef", {"name": "gw", "group": GW, "kind": "Gateway"}),
-    ("listenerset-allowed-routes", LISTENER_SET, "spec.listeners[0].allowedRoutes", {"namespaces": {"from": "Same"}}),
-    ("listenerset-tls-mode", LISTENER_SET.replace("protocol: HTTP}", "protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}"),
-     "spec.listeners[0].tls", {"mode": "Terminate", "certificateRefs": [{"name": "c", "group": "", "kind": "Secret"}]}),
+    ("listenerset-parent-ref", LISTENER_SET, "spec.parentRef",
+     {"name": "gw", "group": GW, "kind": "Gateway"}),
+    ("listenerset-allowed-routes", LISTENER_SET, "spec.listeners[0].allowedRoutes",
+     {"namespaces": {"from": "Same"}}),
+    ("listenerset-tls-mode", LISTENER_SET.replace(
+        "protocol: HTTP}", "protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}"),
+     "spec.listeners[0].tls",
+     {"mode": "Terminate", "certificateRefs": [{"name": "c", "group": "", "kind": "Secret"}]}),
     ("listenerset-status", LISTENER_SET, "status.conditions", [
         {"type": t, "status": "Unknown", "reason": "Pending", "message": "Waiting for controller",
          "lastTransitionTime": "1970-01-01T00:00:00Z"} for t in ("Accepted", "Programmed")]),
@@ -179,7 +204,8 @@ kind: GatewayClass
 metadata: {{name: c}}
 spec: {{controllerName: kgw.dev/gateway-controller}}
 """, "status.conditions", [{"type": "Accepted", "status": "Unknown", "reason": "Waiting",
-                             "message": "Waiting for controller", "lastTransitionTime": "1970-01-01T00:00:00Z"}]),
+                             "message": "Waiting for controller",
+                            "lastTransitionTime": "1970-01-01T00:00:00Z"}]),
     # GRPCRoute
     ("grpc-method-and-header-type", """
 apiVersion: gateway.networking.k8s.io/v1
@@ -190,7 +216,8 @@ spec:
            backendRefs: [{name: s, port: 50051}]}]
 """, "spec.rules[0]", {"matches": [{"method": {"type": "Exact", "service": "foo.Bar"},
                                      "headers": [{"name": "a", "value": "b", "type": "Exact"}]}],
-                        "backendRefs": [{"name": "s", "port": 50051, "group": "", "kind": "Service", "weight": 1}]}),
+                        "backendRefs": [{"name": "s", "port": 50051, "group": "", "kind": "Service",
+                                         "weight": 1}]}),
     ("grpc-no-rule-default", """
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
@@ -203,7 +230,8 @@ apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
 metadata: {name: t}
 spec: {rules: [{backendRefs: [{name: s, port: 9000}]}]}
-""", "spec.rules[0].backendRefs[0]", {"name": "s", "port": 9000, "group": "", "kind": "Service", "weight": 1}),
+""", "spec.rules[0].backendRefs[0]",
+     {"name": "s", "port": 9000, "group": "", "kind": "Service", "weight": 1}),
     ("tlsroute-parent", """
 apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
@@ -218,7 +246,8 @@ kind: Service
 metadata: {name: s}
 spec: {ports: [{port: 80}, {port: 443, targetPort: https, protocol: TCP}]}
 """, "spec", {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80},
-                                             {"port": 443, "targetPort": "https", "protocol": "TCP"}]}),
+                                             {"port": 443, "targetPort": "https",
+                                              "protocol": "TCP"}]}),
     ("secret-string-data", """
 apiVersion: v1
 kind: Secret
@@ -264,16 +293,20 @@ spec:
 
 
 def test_user_values_win_over_defaults() -> None:
-    out = apply_defaults(doc(HTTPROUTE + "  rules: [{matches: [{path: {type: RegularExpression, value: '/a.*'}}]}]\n"))
-    assert out["spec"]["rules"][0]["matches"][0]["path"] == {"type": "RegularExpression", "value": "/a.*"}
+    out = apply_defaults(doc(
+        HTTPROUTE + "  rules: [{matches: [{path: {type: RegularExpression, value: '/a.*'}}]}]\n"))
+    assert out["spec"]["rules"][0]["matches"][0]["path"] == {"type": "RegularExpression",
+                                                             "value": "/a.*"}
 
 
 @pytest.mark.parametrize("junk", [
     None, 42, "text", [], [1, 2], {"kind": 5},
     {"kind": "HTTPRoute", "apiVersion": "gateway.networking.k8s.io/v1", "spec": "oops"},
     {"kind": "HTTPRoute", "apiVersion": "gateway.networking.k8s.io/v1", "spec": {"rules": "oops"}},
-    {"kind": "HTTPRoute", "apiVersion": "gateway.networking.k8s.io/v1", "spec": {"rules": [None, 3, "x", []]}},
-    {"kind": "Gateway", "apiVersion": "gateway.networking.k8s.io/v1", "spec": {"listeners": [{"tls": 7}]}},
+    {"kind": "HTTPRoute", "apiVersion": "gateway.networking.k8s.io/v1",
+     "spec": {"rules": [None, 3, "x", []]}},
+    {"kind": "Gateway", "apiVersion": "gateway.networking.k8s.io/v1",
+     "spec": {"listeners": [{"tls": 7}]}},
     {"kind": "Service", "apiVersion": "v1", "spec": {"ports": [None, {"port": "x"}]}},
     {"kind": "Secret", "apiVersion": "v1", "stringData": {"a": 1}},
 ])
@@ -283,7 +316,8 @@ def test_wrong_types_are_left_for_validation(junk) -> None:
 
 
 def test_unknown_kind_is_copied_unchanged() -> None:
-    obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 1}}
+    obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+           "spec": {"replicas": 1}}
     assert apply_defaults(obj) == obj
 
 
@@ -294,6 +328,6 @@ def test_unserved_version_is_not_defaulted() -> None:
 
 def test_self_referencing_yaml_does_not_hang() -> None:
     loop = yaml.safe_load("a: &x [*x]")
-    obj = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "r"},
-           "spec": {"rules": loop["a"]}}
+    obj = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+           "metadata": {"name": "r"}, "spec": {"rules": loop["a"]}}
     assert isinstance(apply_defaults(obj), dict)

@@ -17,7 +17,8 @@ NS = "apiVersion: v1\nkind: Namespace\nmetadata: {name: small}\n"
 
 def routes(n: int) -> str:
     return "".join(
-        f"---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r{i}, namespace: big}}\n"
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: "
+        f"{{name: r{i}, namespace: big}}\n"
         f"spec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [h{i}.example.com]\n"
         f"  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]\n" for i in range(n))
 
@@ -73,7 +74,8 @@ async def test_a_file_over_the_memory_budget_is_refused(tmp_path: Path) -> None:
         await pp.close()
 
 
-async def test_a_file_over_the_time_budget_is_refused_and_the_loop_runs_meanwhile(tmp_path: Path) -> None:
+async def test_a_file_over_the_time_budget_is_refused_and_the_loop_runs_meanwhile(
+    tmp_path: Path) -> None:
     slow = tmp_path / "slow.yaml"
     slow.write_text(routes(4000))  # ~1 s to read
     gaps = []

@@ -76,7 +76,8 @@ def test_namespace_defaults_to_default(tmp_path: Path) -> None:
     ("kind: HTTPRoute\nmetadata: {name: x}\n", "a.yaml:1: HTTPRoute: apiVersion: required"),
     ("apiVersion: v1\nmetadata: {name: x}\n", "a.yaml:1: kind: required"),
 ])
-def test_bad_documents_are_reported_with_file_and_line(tmp_path: Path, text: str, expected: str) -> None:
+def test_bad_documents_are_reported_with_file_and_line(tmp_path: Path, text: str,
+                                                       expected: str) -> None:
     write(tmp_path, "a.yaml", text)
     write(tmp_path, "good.yaml", route("r1"))
     batch = FileSource(tmp_path, watch=False).load()
@@ -87,23 +88,28 @@ def test_bad_documents_are_reported_with_file_and_line(tmp_path: Path, text: str
 
 def test_schema_error_names_file_object_and_field(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", route("r1") + "---\n" + route("bad").replace(
-        "  - backendRefs: [{name: svc, port: 80}]", "  - matches: [{path: {type: Exact, value: nope}}]"))
+        "  - backendRefs: [{name: svc, port: 80}]",
+        "  - matches: [{path: {type: Exact, value: nope}}]"))
     batch = FileSource(tmp_path, watch=False).load()
     assert R1 in keys(batch)
     assert ObjectKey("HTTPRoute", "default", "bad") not in keys(batch)
     (problem,) = batch.problems
     text = str(problem)
-    assert text.startswith(f"{tmp_path.name}/a.yaml:9: HTTPRoute default/bad: spec.rules[0].matches[0].path")
+    assert text.startswith(
+        f"{tmp_path.name}/a.yaml:9: HTTPRoute default/bad: spec.rules[0].matches[0].path")
     assert problem.key == ObjectKey("HTTPRoute", "default", "bad")
 
 
 def test_wrong_types_never_crash(tmp_path: Path) -> None:
     junk = [
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: a}\nspec: 7\n",
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: b}\nspec: {rules: yes}\n",
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: c}\nspec: {listeners: [1, null]}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: b}\nspec: "
+        "{rules: yes}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: c}\nspec: "
+        "{listeners: [1, null]}\n",
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: [x]}\n",
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: d, namespace: 5}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: d, namespace: "
+        "5}\n",
         "apiVersion: v1\nkind: Service\nmetadata: {name: e}\nspec: {ports: [{port: banana}]}\n",
         "apiVersion: 3\nkind: 4\n",
     ]
@@ -120,7 +126,8 @@ def test_duplicates_keep_the_first_and_the_second_takes_over(tmp_path: Path) -> 
     batch = src.load()
     r1 = next(e for e in batch.events if e.key == R1)
     assert r1.obj["spec"]["rules"][0]["backendRefs"][0]["port"] == 80
-    assert any("duplicate: already defined in" in str(p) and "b.yaml" in p.origin for p in batch.problems)
+    assert any("duplicate: already defined in" in str(p) and "b.yaml" in p.origin
+               for p in batch.problems)
     (tmp_path / "a.yaml").unlink()
     batch = src.load()
     (ev,) = [e for e in batch.events if e.key == R1]
@@ -165,7 +172,8 @@ def test_generation_bumps_on_spec_change_only(tmp_path: Path) -> None:
     path = write(tmp_path, "a.yaml", route("r1"))
     src = FileSource(tmp_path, watch=False)
     first = next(e for e in src.load().events if e.key == R1)
-    path.write_text(route("r1").replace("namespace: default}", "namespace: default, labels: {a: b}}"))
+    path.write_text(
+        route("r1").replace("namespace: default}", "namespace: default, labels: {a: b}}"))
     (ev,) = src.load().events
     assert ev.type is EventType.MODIFIED and ev.generation == 1
     assert int(ev.resource_version) > int(first.resource_version)
@@ -182,7 +190,8 @@ def test_deleting_a_file_deletes_its_objects(tmp_path: Path) -> None:
     src.load()
     path.unlink()
     batch = src.load()
-    assert keys(batch, EventType.DELETED) == {ObjectKey("HTTPRoute", "gone", "r1"), ObjectKey("Namespace", "", "gone")}
+    assert keys(batch, EventType.DELETED) == {ObjectKey("HTTPRoute", "gone", "r1"),
+                                              ObjectKey("Namespace", "", "gone")}
 
 
 def test_status_in_files_is_ignored(tmp_path: Path) -> None:
@@ -194,7 +203,8 @@ def test_status_in_files_is_ignored(tmp_path: Path) -> None:
 def test_huge_file_and_alias_bomb_are_refused(tmp_path: Path) -> None:
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
     for i in range(1, 9):
-        bomb += f"{'abcdefghij'[i]}: &{'abcdefghij'[i]} [" + ", ".join([f"*{'abcdefghij'[i - 1]}"] * 10) + "]\n"
+        bomb += f"{'abcdefghij'[i]}: &{'abcdefghij'[i]} [" + ", ".join(
+            [f"*{'abcdefghij'[i - 1]}"] * 10) + "]\n"
     write(tmp_path, "bomb.yaml", bomb)
     big = tmp_path / "big.yaml"
     with big.open("wb") as f:
@@ -273,7 +283,8 @@ class Pump:
         await self.src.close()
         await asyncio.wait_for(self.task, 5)
 
-async def test_relative_directory_edits_go_live_without_duplicates(tmp_path: Path, monkeypatch) -> None:
+async def test_relative_directory_edits_go_live_without_duplicates(tmp_path: Path,
+                                                                   monkeypatch) -> None:
     """README's `kgw run -c examples/`: the watcher reports absolute paths, the scan took
     the relative ones; both must name the same file."""
     conf = tmp_path / "conf"
@@ -345,7 +356,8 @@ async def test_deleted_and_recreated_directory_is_watched_again(tmp_path: Path) 
             R1: EventType.MODIFIED, ObjectKey("HTTPRoute", "default", "r2"): EventType.DELETED}
         write(conf, "a.yaml", route("r1", port=82))
         batch = await it.until(lambda b: b.events, timeout=3)
-        assert [e.obj["spec"]["rules"][0]["backendRefs"][0]["port"] for e in batch.events if e.key == R1] == [82]
+        assert [e.obj["spec"]["rules"][0]["backendRefs"][0]["port"] for e in batch.events
+                if e.key == R1] == [82]
     finally:
         await it.close()
 
@@ -367,6 +379,7 @@ async def test_rescan_rereads_files_the_fingerprint_says_are_unchanged(tmp_path:
             await it.until(lambda b: b.events, timeout=1.0)
         assert src.rescan()
         batch = await it.until(lambda b: b.events)
-        assert [e.obj["spec"]["rules"][0]["backendRefs"][0]["port"] for e in batch.events if e.key == R1] == [82]
+        assert [e.obj["spec"]["rules"][0]["backendRefs"][0]["port"] for e in batch.events
+                if e.key == R1] == [82]
     finally:
         await it.close()

@@ -79,7 +79,8 @@ def test_static_addresses_with_kgw_run(host: Host, tmp_path: Path) -> None:
                                                 "{type: IPAddress, value: 127.0.0.7}]"))
     host.popen(kgw_argv("echo", "--port", "9101", "--pod", "echo-a", "--namespace", "default"),
                stdout=subprocess.DEVNULL)
-    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL)
 
     eventually(lambda: reason(host, "Programmed") == ("False", "AddressNotUsable"), timeout=30)
     assert reason(host, "Accepted") == ("True", "Accepted")
@@ -90,13 +91,16 @@ def test_static_addresses_with_kgw_run(host: Host, tmp_path: Path) -> None:
     gw_file.write_text(GATEWAY.format(addresses="[{type: IPAddress, value: 127.0.0.7}]"))
     eventually(lambda: reason(host, "Programmed") == ("True", "Programmed"), timeout=15)
     assert gateway_status(host)["addresses"] == [{"type": "IPAddress", "value": "127.0.0.7"}]
-    assert eventually(lambda: host.call(echoed_pod, "http://127.0.0.7:8080/"), timeout=10) == "echo-a"
+    assert eventually(lambda: host.call(echoed_pod, "http://127.0.0.7:8080/"),
+                      timeout=10) == "echo-a"
 
     gw_file.write_text(GATEWAY.format(addresses="[{type: Hostname, value: localhost}]"))
-    eventually(lambda: gateway_status(host).get("addresses") == [{"type": "Hostname", "value": "localhost"}],
+    eventually(lambda: gateway_status(host).get("addresses") == [
+        {"type": "Hostname", "value": "localhost"}],
                timeout=15)
     assert reason(host, "Programmed") == ("True", "Programmed")
-    assert eventually(lambda: host.call(echoed_pod, "http://127.0.0.1:8080/"), timeout=10) == "echo-a"
+    assert eventually(lambda: host.call(echoed_pod, "http://127.0.0.1:8080/"),
+                      timeout=10) == "echo-a"
 
     gw_file.write_text(GATEWAY.format(addresses="[{type: example.com/pool, value: a}]"))
     eventually(lambda: reason(host, "Accepted") == ("False", "UnsupportedAddress"), timeout=15)

@@ -13,7 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.grpcsvc import (MAX_MESSAGE, SERVICE, GrpcTestClient, GrpcTestServer, pattern, spawn_server)
+from tests.grpcsvc import (MAX_MESSAGE, SERVICE, GrpcTestClient, GrpcTestServer, pattern,
+                           spawn_server)
 
 MIB = 1 << 20
 
@@ -30,13 +31,15 @@ def client(server: GrpcTestServer):
         yield c
 
 
-def test_unary_echoes_and_reports_what_it_saw(server: GrpcTestServer, client: GrpcTestClient) -> None:
+def test_unary_echoes_and_reports_what_it_saw(server: GrpcTestServer,
+                                              client: GrpcTestClient) -> None:
     r = client.unary(payload=b"hello", metadata=[("x-trace", "t1")], trailers={"x-done": "yes"})
     assert r.ok, r.details
     reply = r.reply
     assert (reply.payload, reply.received, reply.received_bytes) == (b"hello", 1, 5)
     assert reply.sha256 == hashlib.sha256(b"hello").hexdigest()
-    assert (reply.server, reply.method, reply.authority) == ("alpha", f"/{SERVICE}/Unary", "svc.example.com")
+    assert (reply.server, reply.method, reply.authority) == ("alpha", f"/{SERVICE}/Unary",
+                                                             "svc.example.com")
     assert ("x-trace", "t1") in [(m.key, m.value) for m in reply.metadata]
     assert ("x-done", "yes") in r.trailing_metadata
     rec = server.wait_calls(lambda c: c.header("x-trace") == ["t1"])[0]
@@ -56,17 +59,20 @@ def test_sixteen_mib_both_ways(client: GrpcTestClient) -> None:
 
 def test_client_stream_counts_and_hashes_every_message(client: GrpcTestClient) -> None:
     parts = [os.urandom(n) for n in (1, 1000, 3 * MIB)]
-    r = client.client_stream([client.call(payload=p) for p in parts] + [client.call(response_size=10)])
+    r = client.client_stream([client.call(payload=p) for p in parts]
+                             + [client.call(response_size=10)])
     assert r.ok, r.details
     assert (r.reply.received, r.reply.received_bytes) == (4, sum(map(len, parts)))
-    assert r.reply.sha256 == hashlib.sha256(b"".join(parts)).hexdigest() and r.reply.payload == pattern(10)
+    assert r.reply.sha256 == hashlib.sha256(
+        b"".join(parts)).hexdigest() and r.reply.payload == pattern(10)
 
 
 def test_server_stream_sends_count_replies_interval_apart(client: GrpcTestClient) -> None:
     started = time.monotonic()
     r = client.server_stream(count=5, interval_ms=50, response_size=100)
     assert r.ok, r.details
-    assert [x.index for x in r.replies] == [0, 1, 2, 3, 4] and all(x.payload == pattern(100) for x in r.replies)
+    assert [x.index for x in r.replies] == [0, 1, 2, 3,
+                                            4] and all(x.payload == pattern(100) for x in r.replies)
     assert time.monotonic() - started >= 0.19
 
 
@@ -95,18 +101,22 @@ def test_bidi_answers_each_message_as_it_arrives(client: GrpcTestClient) -> None
 @pytest.mark.parametrize("kind", ["unary", "client_stream", "server_stream", "bidi"])
 def test_every_call_type_fails_with_the_status_asked(server: GrpcTestServer, client: GrpcTestClient,
                                                      kind: str) -> None:
-    msg = client.call(fail_code=grpc.StatusCode.PERMISSION_DENIED.value[0], fail_message=f"no {kind}",
-                      trailers={"x-why": kind})
+    msg = client.call(fail_code=grpc.StatusCode.PERMISSION_DENIED.value[0],
+                      fail_message=f"no {kind}", trailers={"x-why": kind})
     r = {"unary": lambda: client.unary(msg), "client_stream": lambda: client.client_stream([msg]),
-         "server_stream": lambda: client.server_stream(msg), "bidi": lambda: client.bidi([msg])}[kind]()
+         "server_stream": lambda: client.server_stream(msg),
+         "bidi": lambda: client.bidi([msg])}[kind]()
     assert (r.code, r.details, r.replies) == (grpc.StatusCode.PERMISSION_DENIED, f"no {kind}", [])
     assert ("x-why", kind) in r.trailing_metadata
-    assert server.wait_calls(lambda c: c.outcome == "failed:PERMISSION_DENIED" and c.method.endswith(
-        {"unary": "Unary", "client_stream": "ClientStream", "server_stream": "ServerStream", "bidi": "Bidi"}[kind]))
+    assert server.wait_calls(lambda c: c.outcome == "failed:PERMISSION_DENIED"
+                             and c.method.endswith(
+        {"unary": "Unary", "client_stream": "ClientStream", "server_stream": "ServerStream",
+         "bidi": "Bidi"}[kind]))
 
 
 def test_a_stream_can_fail_after_replies(client: GrpcTestClient) -> None:
-    r = client.server_stream(count=3, fail_code=grpc.StatusCode.DATA_LOSS.value[0], fail_message="cut")
+    r = client.server_stream(count=3, fail_code=grpc.StatusCode.DATA_LOSS.value[0],
+                             fail_message="cut")
     assert (r.code, len(r.replies)) == (grpc.StatusCode.DATA_LOSS, 3)
 
 
@@ -120,8 +130,8 @@ def test_a_hang_lasts_until_the_deadline_and_the_server_sees_it_end(server: Grpc
 
 def test_a_long_stream_cancelled_by_the_client_ends_on_the_server(server: GrpcTestServer,
                                                                    client: GrpcTestClient) -> None:
-    call = client.stub.ServerStream(client.call(count=100000, interval_ms=20), metadata=[("x-test", "long")],
-                                    timeout=60)
+    call = client.stub.ServerStream(client.call(count=100000, interval_ms=20),
+                                    metadata=[("x-test", "long")], timeout=60)
     first = [next(call) for _ in range(3)]
     assert [r.index for r in first] == [0, 1, 2]
     call.cancel()
@@ -157,7 +167,8 @@ def test_a_killed_server_ends_its_streams_unavailable(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError) as err:
                 for _ in call:
                     pass
-            assert err.value.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 5
+            assert (err.value.code() is grpc.StatusCode.UNAVAILABLE
+                    and time.monotonic() - started < 5)
             assert c.unary(timeout=2).code is grpc.StatusCode.UNAVAILABLE
     finally:
         spawned.stop()
@@ -168,8 +179,10 @@ def test_tls_server(tmp_path: Path) -> None:
 
     pair = self_signed(["backend.example.com"])
     with GrpcTestServer("tls", tls=(pair.cert_pem, pair.key_pem)) as s:
-        with GrpcTestClient(s.address, root_certificates=pair.cert_pem, server_name="backend.example.com") as c:
+        with GrpcTestClient(s.address, root_certificates=pair.cert_pem,
+                            server_name="backend.example.com") as c:
             r = c.unary(payload=b"secret")
-            assert r.ok and r.reply.payload == b"secret" and r.reply.authority == "backend.example.com"
+            assert (r.ok and r.reply.payload == b"secret"
+                    and r.reply.authority == "backend.example.com")
         with GrpcTestClient(s.address) as plain:  # clear text to a TLS port fails
             assert plain.unary(timeout=2).code is grpc.StatusCode.UNAVAILABLE

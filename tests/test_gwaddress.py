@@ -37,7 +37,8 @@ def test_resolve_localhost_and_nothing() -> None:
 
 
 def test_hostnames_of_gateways_normalised() -> None:
-    s = store_with({"type": "Hostname", "value": "GW.Example.com."}, {"type": "IPAddress", "value": "10.0.0.1"})
+    s = store_with({"type": "Hostname", "value": "GW.Example.com."},
+                   {"type": "IPAddress", "value": "10.0.0.1"})
     assert gateway_hostnames(s) == ["gw.example.com"]
 
 
@@ -50,10 +51,12 @@ def test_refresh_caches_answers_for_the_ttl() -> None:
         return ("127.0.0.9",) if name == "gw.example.com" else ()
 
     view = NodeView(read_local=lambda: ("127.0.0.0/8",), resolver=resolver, clock=lambda: now[0])
-    s = store_with({"type": "Hostname", "value": "gw.example.com"}, {"type": "Hostname", "value": "gone.test"})
+    s = store_with({"type": "Hostname", "value": "gw.example.com"},
+                   {"type": "Hostname", "value": "gone.test"})
     opts = asyncio.run(view.refresh(s, Options()))
     assert opts.local_addresses == ("127.0.0.0/8",)
-    assert opts.resolved_hostnames == (("gw.example.com", ("127.0.0.9",)),), "unresolved names are left out"
+    assert opts.resolved_hostnames == (("gw.example.com", ("127.0.0.9",)),
+                                       ), "unresolved names are left out"
     asyncio.run(view.refresh(s, opts))
     assert asked == ["gone.test", "gw.example.com"], "answers are kept for the TTL"
     now[0] += RESOLVE_TTL_S + 1
@@ -89,7 +92,8 @@ async def test_supervisor_looks_at_the_node_again_on_every_batch() -> None:
         assert [lis.address for lis in sup.translation.l7.listeners] == []
         local[0] = ("127.0.0.0/8", "192.0.2.50/32")
         src.queue.put_nowait(Batch((), (), 0.0))
-        await _settle(sup, lambda: [lis.address for lis in sup.translation.l7.listeners] == ["192.0.2.50"])
+        await _settle(
+            sup, lambda: [lis.address for lis in sup.translation.l7.listeners] == ["192.0.2.50"])
     finally:
         src.queue.put_nowait(None)
         await asyncio.wait_for(runner, 5)

@@ -1,6 +1,6 @@
 """One-way imports: the data planes never import ``controller``, and the CLI layer both
-share imports none of them, however a module is reached (at import time, or inside a
-function, as ``python -m kgw_l4 agent`` once reached ``controller.env``)."""
+share imports none of them, however a module is reached (at import time, or by an
+import inside a function, which only runs when that path is taken)."""
 
 from __future__ import annotations
 
@@ -57,5 +57,6 @@ def test_importing_every_module_loads_nothing_upward(package: str) -> None:
             f"    importlib.import_module(name)\n"
             f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})\n"
             f"assert not bad, bad\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0, r.stderr

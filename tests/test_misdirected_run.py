@@ -35,7 +35,8 @@ def route(name: str, section: str, port: int) -> list[dict]:
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
          "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}},
         {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": f"{name}-1", "namespace": "default", "labels": {"kubernetes.io/service-name": name}},
+         "metadata": {"name": f"{name}-1", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": name}},
          "addressType": "IPv4", "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
          "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]},
     ]
@@ -57,8 +58,8 @@ def tls_get(sni: str, host: str) -> tuple[int, bytes]:
 def test_misdirected_request_with_kgw_run(host: Host, tmp_path: Path) -> None:
     cert, key = self_signed("a.example.com", ("a.example.com", "b.example.com"))
     objs = [
-        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "kgw"},
-         "spec": {"controllerName": "kgw.dev/gateway-controller"}},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+         "metadata": {"name": "kgw"}, "spec": {"controllerName": "kgw.dev/gateway-controller"}},
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
          "metadata": {"name": "gw", "namespace": "default"},
          "spec": {"gatewayClassName": "kgw", "listeners": [listener("a", "a.example.com"),
@@ -70,12 +71,15 @@ def test_misdirected_request_with_kgw_run(host: Host, tmp_path: Path) -> None:
     conf.mkdir()
     (conf / "all.yaml").write_text(yaml.safe_dump_all(objs))
     for name, port in (("app-a", 9101), ("app-b", 9102)):
-        host.popen(kgw_argv("echo", "--port", str(port), "--pod", f"{name}-x", "--namespace", "default"),
+        host.popen(kgw_argv("echo", "--port", str(port), "--pod", f"{name}-x", "--namespace",
+                            "default"),
                    stdout=subprocess.DEVNULL)
-    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL)
     eventually(lambda: host.call(http_get, "http://127.0.0.1:9095/readyz")[0] == 200, timeout=30)
 
-    status, body = eventually(lambda: host.call(tls_get, "a.example.com", "a.example.com"), timeout=15)
+    status, body = eventually(lambda: host.call(tls_get, "a.example.com", "a.example.com"),
+                              timeout=15)
     assert status == 200 and json.loads(body)["pod"] == "app-a-x"
     status, body = host.call(tls_get, "b.example.com", "b.example.com")
     assert status == 200 and json.loads(body)["pod"] == "app-b-x"

@@ -28,7 +28,8 @@ def test_no_default_route_reports_every_address_never_loopback(host: Host) -> No
     _link(host, "d1", "10.9.2.1/24", "2001:db8::1/64")
     _link(host, "d2", "10.9.3.1/24", up=False)
     got = host.call(discover_addresses)
-    assert got[:2] == ("10.9.1.1", "10.9.2.1") and set(got) == {"10.9.1.1", "10.9.2.1", "2001:db8::1"}, got
+    assert got[:2] == ("10.9.1.1", "10.9.2.1") and set(got) == {"10.9.1.1", "10.9.2.1",
+                                                                "2001:db8::1"}, got
 
 
 def test_default_route_reports_its_interface(host: Host) -> None:

@@ -20,9 +20,10 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -118,7 +119,8 @@ def prometheus(host: Host, tmp_path: Path) -> Iterator[Callable[[str], list[dict
         pytest.skip("needs Prometheus (Debian's prometheus package; scripts/setup.sh installs it)")
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                   "scrape_configs:\n- job_name: kgw\n  static_configs: [{targets: ['127.0.0.1:9095']}]\n")
+                   "scrape_configs:\n- job_name: kgw\n  static_configs: [{targets: "
+                   "['127.0.0.1:9095']}]\n")
     log = (tmp_path / "prometheus.log").open("w")
     host.popen([exe, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                 "--web.listen-address=127.0.0.1:9090"], stdout=log, stderr=subprocess.STDOUT)
@@ -145,7 +147,8 @@ def exported(host: Host) -> set[str]:
     code, body = host.call(http_get, f"{ADMIN}/metrics")
     assert code == 200
     names = set()
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+    suffixes = {"counter": ("_total", "_created"),
+                "histogram": ("_bucket", "_sum", "_count", "_created"),
                 "summary": ("_sum", "_count", "_created")}
     for fam in text_string_to_metric_families(body.decode()):
         names.add(fam.name)
@@ -158,7 +161,8 @@ def dashboard_exprs() -> list[str]:
     return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
 
 
-def test_prometheus_counts_requests_per_route_and_runs_the_dashboard(host: Host, tmp_path: Path) -> None:
+def test_prometheus_counts_requests_per_route_and_runs_the_dashboard(host: Host,
+                                                                     tmp_path: Path) -> None:
     """`kgw run -c DIR`, every flag at its default; N requests on route test/web; Prometheus's
     PromQL says N. Then every expression of the Grafana dashboard names only metrics this
     kgw exports, and Prometheus evaluates it without error."""
@@ -193,7 +197,8 @@ def test_prometheus_counts_requests_per_route_and_runs_the_dashboard(host: Host,
             query(concrete)  # asserts Prometheus accepted and ran it
 
 
-def test_prometheus_counts_l4_frontend_flows_and_inspect_reads_userspace(host: Host, tmp_path: Path) -> None:
+def test_prometheus_counts_l4_frontend_flows_and_inspect_reads_userspace(host: Host,
+                                                                         tmp_path: Path) -> None:
     """`kgw run --l4-mode userspace` (what `auto` falls back to without root or bcc): M
     connections through a TCPRoute; Prometheus counts M flows and their bytes each way for
     that route, and kgw-inspect shows the frontend, its backend and an open flow (it used
@@ -239,7 +244,8 @@ def test_prometheus_counts_l4_frontend_flows_and_inspect_reads_userspace(host: H
             return json.loads(r.stdout)
 
         fe, = inspect("frontends")
-        assert (fe["name"], fe["frontend"], fe["route"], fe["flows"]) == ("test/l4/db", "0.0.0.0:5000/TCP",
+        assert (fe["name"], fe["frontend"], fe["route"], fe["flows"]) == ("test/l4/db",
+                                                                          "0.0.0.0:5000/TCP",
                                                                            "test/raw", m + 1)
         assert [b["endpoint"] for b in fe["backends"]] == ["127.0.0.1:9200"]
         client = "127.0.0.1:%d" % held.getsockname()[1]
@@ -273,19 +279,21 @@ spec:
   listeners:
   - {name: old, protocol: HTTPS, port: 8443, hostname: old.example.com, tls: {certificateRefs: [{name: old}]}}
   - {name: soon, protocol: HTTPS, port: 8443, hostname: soon.example.com, tls: {certificateRefs: [{name: soon}]}}
-""" + secret("old", old) + secret("soon", soon)
+""" + secret("old", old) + secret("soon", soon)  # noqa: E501 (data)
 
 
-def test_certificate_expiry_metrics_and_status_warning_while_still_served(host: Host, tmp_path: Path) -> None:
+def test_certificate_expiry_metrics_and_status_warning_while_still_served(host: Host,
+                                                                          tmp_path: Path) -> None:
     """An expired certificate: its expiry on /metrics, a warning in its listener's
     ResolvedRefs message, Programmed still True, and the TLS handshake still gets it.
     A certificate that expires while kgw runs gets the same warning then, with no change
     to the configuration."""
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     old = self_signed("old.example.com", ("old.example.com",), now - datetime.timedelta(days=30),
                       now - datetime.timedelta(days=1))
     soon_after = now + datetime.timedelta(seconds=8)
-    soon = self_signed("soon.example.com", ("soon.example.com",), now - datetime.timedelta(days=1), soon_after)
+    soon = self_signed("soon.example.com", ("soon.example.com",), now - datetime.timedelta(days=1),
+                       soon_after)
     start_kgw(host, tmp_path, https_config(old, soon))
 
     def listener(name: str) -> dict[str, dict]:
@@ -303,7 +311,8 @@ def test_certificate_expiry_metrics_and_status_warning_while_still_served(host: 
     code, body = host.call(http_get, f"{ADMIN}/metrics")
     expiry = {s.labels["listener"]: s.value for f in text_string_to_metric_families(body.decode())
               if f.name == "kgw_tls_certificate_expiry_timestamp_seconds" for s in f.samples}
-    assert expiry == {"old": (now - datetime.timedelta(days=1)).timestamp(), "soon": soon_after.timestamp()}
+    assert expiry == {"old": (now - datetime.timedelta(days=1)).timestamp(),
+                      "soon": soon_after.timestamp()}
 
     def served(name: str) -> bytes:
         ctx = ssl.create_default_context()
@@ -313,12 +322,13 @@ def test_certificate_expiry_metrics_and_status_warning_while_still_served(host: 
             with ctx.wrap_socket(raw, server_hostname=name) as tls:
                 return tls.getpeercert(binary_form=True) or b""
 
-    assert eventually(lambda: host.call(served, "old.example.com"), timeout=15) == ssl.PEM_cert_to_DER_cert(old[0])
+    assert eventually(lambda: host.call(served, "old.example.com"),
+                      timeout=15) == ssl.PEM_cert_to_DER_cert(old[0])
     # no configuration change: the warning comes when the certificate expires
     wait = soon_after.timestamp() - time.time()
     assert wait > 0, "kgw took too long to start for this test's certificate"
-    msg = eventually(lambda: (m := listener("soon")["ResolvedRefs"]["message"]) and "expired" in m and m,
-                     timeout=wait + 15)
+    msg = eventually(lambda: (m := listener("soon")["ResolvedRefs"]["message"]) and "expired" in m
+                     and m, timeout=wait + 15)
     assert "Secret test/soon expired at" in msg
     assert listener("soon")["Programmed"]["status"] == "True"
     assert host.call(served, "soon.example.com") == ssl.PEM_cert_to_DER_cert(soon[0])

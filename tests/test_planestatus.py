@@ -18,7 +18,8 @@ def gateway(addresses: list[str]) -> dict:
 
 
 def status(addresses: list[str]) -> dict:
-    ok = [{"type": "Programmed", "status": "True", "reason": "Programmed", "message": "", "observedGeneration": 2}]
+    ok = [{"type": "Programmed", "status": "True", "reason": "Programmed", "message": "",
+           "observedGeneration": 2}]
     return {"addresses": [{"type": "IPAddress", "value": a} for a in addresses],
             "conditions": [dict(ok[0])],
             "listeners": [{"name": n, "conditions": [dict(ok[0])]} for n in ("http", "tcp", "alt")]}
@@ -50,7 +51,8 @@ def test_gateway_not_programmed_when_no_listener_is() -> None:
     l7 = L7Config(listeners=(Listener(name="0.0.0.0:80", address="0.0.0.0", port=80),
                              Listener(name="0.0.0.0:8080", address="0.0.0.0", port=8080)))
     errs = {"0.0.0.0:80": "in use", "0.0.0.0:8080": "in use"}
-    out = overlay({GW: status(["192.0.2.1"])}, {GW: gateway([])}.get, l7, L4Config(), errs, {"ns/gw/tcp": "x"})
+    out = overlay({GW: status(["192.0.2.1"])}, {GW: gateway([])}.get, l7, L4Config(), errs,
+                  {"ns/gw/tcp": "x"})
     assert programmed(out[GW])["status"] == "False"
 
 
@@ -61,7 +63,9 @@ def test_nothing_to_do_without_errors() -> None:
 
 def test_frontend_without_endpoints_is_not_a_listener_failure() -> None:
     from kgw_l4.config import BackendGroup, Frontend
-    l4 = L4Config(frontends=(Frontend("ns/gw/tcp", "10.0.0.1", 9000, backends=(BackendGroup("ns/missing:80"),)),))
+    l4 = L4Config(frontends=(
+        Frontend("ns/gw/tcp", "10.0.0.1", 9000, backends=(BackendGroup("ns/missing:80"),)),))
     st = {GW: status(["10.0.0.1"])}
-    out = overlay(st, {GW: gateway(["10.0.0.1"])}.get, L7Config(), l4, {}, {"ns/gw/tcp": "no backends"})
+    out = overlay(st, {GW: gateway(["10.0.0.1"])}.get, L7Config(), l4, {},
+                  {"ns/gw/tcp": "no backends"})
     assert programmed(out[GW], "tcp")["status"] == "True"

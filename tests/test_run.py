@@ -87,7 +87,8 @@ def test_edits_under_a_running_gateway(tmp_path: Path) -> None:
         eventually(lambda: vhosts(admin) == {"b.example.com"})
 
         # a broken edit is reported; the previous version keeps serving
-        (tmp_path / "route.yaml").write_text(ROUTE.format(host="b.example.com").replace("port: 80", "port: 0"))
+        (tmp_path / "route.yaml").write_text(
+            ROUTE.format(host="b.example.com").replace("port: 80", "port: 0"))
         problems = eventually(lambda: admin_json(admin, "/problems")["problems"])
         assert "route.yaml" in problems[0]["text"] and "HTTPRoute test/web" in problems[0]["text"]
         assert vhosts(admin) == {"b.example.com"}
@@ -104,9 +105,11 @@ def test_edits_under_a_running_gateway(tmp_path: Path) -> None:
 
         # the CLI reads the same status
         out = io.StringIO()
-        assert main(["status", "--admin-address", admin, "-o", "table"], Environment(stdout=out)) == 0
+        assert main(["status", "--admin-address", admin, "-o", "table"],
+                    Environment(stdout=out)) == 0
         text = out.getvalue()
-        assert "HTTPRoute" in text and "parent test/gw" in text and "kind: unknown kind 'Pod'" in text
+        assert ("HTTPRoute" in text and "parent test/gw" in text
+                and "kind: unknown kind 'Pod'" in text)
 
         metrics = http_get(f"http://{admin}/metrics")[1].decode()
         assert "kgw_config_generation" in metrics and "kgw_config_publish_seconds_count" in metrics
@@ -120,7 +123,8 @@ def test_edits_under_a_running_gateway(tmp_path: Path) -> None:
 
 def test_status_without_a_gateway_is_a_clear_error() -> None:
     err = io.StringIO()
-    code = main(["status", "--admin-address", f"127.0.0.1:{free_port()}"], Environment(stdout=io.StringIO(), stderr=err))
+    code = main(["status", "--admin-address", f"127.0.0.1:{free_port()}"],
+                Environment(stdout=io.StringIO(), stderr=err))
     assert code == ExitStatus.UNAVAILABLE
     assert "cannot read the admin API" in err.getvalue()
 
@@ -129,7 +133,8 @@ def test_validate_and_translate(tmp_path: Path) -> None:
     (tmp_path / "gw.yaml").write_text(GATEWAY.format(port=8080, backend_port=9000))
     (tmp_path / "route.yaml").write_text(ROUTE.format(host="a.example.com"))
     out = io.StringIO()
-    assert main(["validate", "-c", str(tmp_path), "-o", "json"], Environment(stdout=out)) == ExitStatus.SUCCESS
+    assert main(["validate", "-c", str(tmp_path), "-o", "json"],
+                Environment(stdout=out)) == ExitStatus.SUCCESS
     report = json.loads(out.getvalue())
     assert report["problems"] == [] and report["unhealthy"] == []
 
@@ -142,7 +147,8 @@ def test_validate_and_translate(tmp_path: Path) -> None:
     assert backend["endpoints"] == [{"address": "127.0.0.1", "port": 9000}]
 
     # a route to a missing Service: validate says so, and exits non-zero
-    (tmp_path / "route.yaml").write_text(ROUTE.format(host="a.example.com").replace("name: svc", "name: nope"))
+    (tmp_path / "route.yaml").write_text(
+        ROUTE.format(host="a.example.com").replace("name: svc", "name: nope"))
     (tmp_path / "bad.yaml").write_text(textwrap.dedent("""\
         apiVersion: gateway.networking.k8s.io/v1
         kind: HTTPRoute
@@ -150,7 +156,8 @@ def test_validate_and_translate(tmp_path: Path) -> None:
         spec: {rules: [{matches: [{path: {type: Exact, value: relative}}]}]}
         """))
     out = io.StringIO()
-    assert main(["validate", "-c", str(tmp_path), "-o", "table"], Environment(stdout=out)) == ExitStatus.INVALID
+    assert main(["validate", "-c", str(tmp_path), "-o", "table"],
+                Environment(stdout=out)) == ExitStatus.INVALID
     text = out.getvalue()
     assert "bad.yaml:1: HTTPRoute test/bad: spec.rules[0].matches[0].path" in text
     assert "ResolvedRefs=False(BackendNotFound)" in text

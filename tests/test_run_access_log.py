@@ -97,7 +97,8 @@ def test_default_access_log_line(host: Host) -> None:
     assert line["user_agent"] == 'evil"agent\\\xff\xc3\xa9'  # (bytes as Latin-1)
     assert line["downstream_remote_address"] == f"{client[0]}:{client[1]}"
     assert (line["method"], line["protocol"], line["response_code"]) == ("GET", "HTTP/1.1", 200)
-    assert line["route_name"].startswith("demo/search") and line["upstream_host"] == "127.0.0.1:9103"
+    assert line["route_name"].startswith("demo/search") and line[
+        "upstream_host"] == "127.0.0.1:9103"
     assert line["listener"] and line["response_flags"] == "-" and line["bytes_sent"] > 0
     refused = [x for x in lines if x["response_code"] == 400]
     assert len(refused) == 1 and refused[0]["response_flags"] == "DPE", lines

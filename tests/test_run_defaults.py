@@ -23,15 +23,18 @@ BACKENDS = (("store-v1", 9101), ("store-v2", 9102), ("search", 9103))
 
 def test_readme_command_serves_examples(host: Host) -> None:
     for name, port in BACKENDS:
-        host.popen(kgw_argv("echo", "--port", str(port), "--pod", f"{name}-x", "--namespace", "demo"),
+        host.popen(kgw_argv("echo", "--port", str(port), "--pod", f"{name}-x", "--namespace",
+                            "demo"),
                    stdout=subprocess.DEVNULL)
-    kgw = host.popen(kgw_argv("run", "-c", "examples/"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    kgw = host.popen(kgw_argv("run", "-c", "examples/"), stdout=subprocess.PIPE,
+                     stderr=subprocess.DEVNULL)
     eventually(lambda: host.call(http_get, "http://127.0.0.1:9095/readyz")[0] == 200, timeout=30)
 
     def search() -> dict:
         import urllib.request
 
-        req = urllib.request.Request("http://127.0.0.1:8080/search", headers={"Host": "shop.example.com"})
+        req = urllib.request.Request("http://127.0.0.1:8080/search",
+                                     headers={"Host": "shop.example.com"})
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
@@ -42,4 +45,5 @@ def test_readme_command_serves_examples(host: Host) -> None:
     out, _ = kgw.communicate(timeout=20)
     # the default access log is stdout, one JSON line per request
     lines = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
-    assert any(line["path"] == "/search" and line["response_code"] == 200 for line in lines), out[-2000:]
+    assert any(line["path"] == "/search" and line["response_code"] == 200
+               for line in lines), out[-2000:]

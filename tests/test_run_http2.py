@@ -79,7 +79,7 @@ def test_curl_http2_against_kgw_run_defaults(host: Host, tmp_path: Path) -> None
         "h2c": ("--http2", "-H", "Host: shop.example.com", "http://127.0.0.1:8080/search"),
     }
     for name, args in checks.items():
-        version, echoed = eventually(lambda: curl(*args), timeout=10)
+        version, echoed = eventually(lambda: curl(*args), timeout=10)  # noqa: B023
         assert version == "2", name
         assert echoed["path"] == "/api/v1/search" and echoed["pod"] == "search-x", name
     metrics = host.call(http_get, "http://127.0.0.1:9095/metrics")[1]

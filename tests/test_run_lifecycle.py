@@ -134,7 +134,8 @@ def test_readyz_not_ready_while_a_listener_is_not_served(tmp_path: Path) -> None
         blocker.close()
 
 
-TCP_CONFIG = CONFIG.replace("protocol: HTTP", "protocol: TCP").split("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute")[0] + """\
+TCP_CONFIG = CONFIG.replace("protocol: HTTP", "protocol: TCP").split(
+    "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute")[0] + """\
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute

@@ -28,7 +28,8 @@ REWRITE = "replaceFullPath: /api/v1/search"
 
 
 def search(timeout: float = 5.0) -> dict:
-    req = urllib.request.Request("http://127.0.0.1:8080/search", headers={"Host": "shop.example.com"})
+    req = urllib.request.Request("http://127.0.0.1:8080/search",
+                                 headers={"Host": "shop.example.com"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
@@ -60,7 +61,8 @@ class Load:
 
 def _start(host: Host, tmp_path: Path, config: str, cwd: Path) -> tuple[subprocess.Popen, Path]:
     for name, port in BACKENDS:
-        host.popen(kgw_argv("echo", "--port", str(port), "--pod", f"{name}-x", "--namespace", "demo"),
+        host.popen(kgw_argv("echo", "--port", str(port), "--pod", f"{name}-x", "--namespace",
+                            "demo"),
                    stdout=subprocess.DEVNULL)
     log = tmp_path / "kgw.log"
     kgw = host.popen(kgw_argv("run", "-c", config), cwd=cwd, stdout=subprocess.DEVNULL,
@@ -90,7 +92,7 @@ def test_relative_config_path_goes_live_on_every_edit(host: Host, tmp_path: Path
     for i in range(2, 12):
         routes.write_text(text.replace(REWRITE, f"replaceFullPath: /api/v{i}/search"))  # in place
         started = time.monotonic()
-        eventually(lambda: _rewritten(host, f"v{i}"), timeout=10, interval=0.02)
+        eventually(lambda: _rewritten(host, f"v{i}"), timeout=10, interval=0.02)  # noqa: B023
         if time.monotonic() - started > 3:
             slow.append((i, round(time.monotonic() - started, 1)))
     assert slow == [], f"edits live after more than 3 s: {slow}"
@@ -106,7 +108,8 @@ def test_directory_moved_away_and_back_fails_no_request(host: Host, tmp_path: Pa
     try:
         time.sleep(0.5)
         conf.rename(tmp_path / "away")
-        missing = eventually(lambda: [p for p in _problems(host) if "directory is missing" in p["message"]])
+        missing = eventually(
+            lambda: [p for p in _problems(host) if "directory is missing" in p["message"]])
         assert missing[0]["origin"] == str(conf)
         code, body = host.call(http_get, f"{ADMIN}/readyz")
         assert code == 200 and b"serving the last good configuration" in body, body
@@ -167,7 +170,8 @@ def test_signals_stop_nothing_and_sighup_rereads(host: Host, tmp_path: Path) -> 
     finally:
         load.stop()
     for pid in everyone:
-        assert Path(f"/proc/{pid}").exists() and "(Z)" not in Path(f"/proc/{pid}/stat").read_text()[:64], pid
+        assert Path(f"/proc/{pid}").exists() and "(Z)" not in Path(f"/proc/{pid}/stat").read_text()[
+            :64], pid
     assert load.ok > 100 and load.failed == [], (load.ok, load.failed[:5])
     text = log.read_text()
     assert "SIGHUP: re-reading the configuration" in text and "SIGUSR1 received" in text
@@ -210,7 +214,8 @@ def test_admin_api_answers_while_a_maximum_size_file_is_read(host: Host, tmp_pat
     finally:
         load.stop()
     assert len(latencies) > 20 and max(latencies) < 1.0, \
-        f"/readyz took up to {max(latencies):.2f}s while the file was read ({len(latencies)} probes)"
+        f"/readyz took up to {max(latencies):.2f}s while the file was read " \
+        f"({len(latencies)} probes)"
     assert load.failed == [], load.failed[:5]
     assert _problems(host) == []
     assert kgw.poll() is None

@@ -121,7 +121,7 @@ spec:
   parentRefs: [{{name: gw, sectionName: passthrough}}]
   hostnames: [pass.example.com]
   rules: [{{backendRefs: [{{name: echo, port: 8443}}]}}]
-"""
+"""  # noqa: E501 (data)
 
 
 def exchange(sni: str, trusted: str) -> tuple[bytes, bytes, bytes]:
@@ -144,8 +144,10 @@ def test_terminate_and_mixed_with_kgw_run(host: Host, tmp_path: Path) -> None:
     bc, bk = tmp_path / "backend.crt", tmp_path / "backend.key"
     bc.write_text(BACKEND_CERT[0])
     bk.write_text(BACKEND_CERT[1])
-    host.popen(kgw_argv("echo", "--address", "127.0.0.1", "--tcp-port", str(TCP), "--tls-port", str(TLS),
-                        "--tls-cert", str(bc), "--tls-key", str(bk), "--pod", "echo-x", "--namespace", "test"),
+    host.popen(kgw_argv("echo", "--address", "127.0.0.1", "--tcp-port", str(TCP), "--tls-port",
+                        str(TLS),
+                        "--tls-cert", str(bc), "--tls-key", str(bk), "--pod", "echo-x",
+                        "--namespace", "test"),
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     conf = tmp_path / "conf"
     conf.mkdir()
@@ -156,7 +158,8 @@ def test_terminate_and_mixed_with_kgw_run(host: Host, tmp_path: Path) -> None:
     eventually(lambda: host.call(http_get, f"{ADMIN}/status")[0] == 200, timeout=30)
 
     # Terminated: kgw's certificate; the echo sees plain TCP.
-    welcome, pong, is_tls = eventually(lambda: host.call(exchange, "term.example.com", GATEWAY_CERT[0]),
+    welcome, pong, is_tls = eventually(lambda: host.call(exchange, "term.example.com",
+                                                         GATEWAY_CERT[0]),
                                        timeout=20)
     assert (welcome, pong, is_tls) == (b"Gateway API Test TCP Server\n", b"PONG\n", b"false\n")
     # Re-encrypted: kgw's certificate to the client, TLS (checked against the policy's CA

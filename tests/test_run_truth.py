@@ -82,9 +82,11 @@ def test_status_says_what_is_not_served(host: Host, tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "examples", conf)
     (conf / "extra.yaml").write_text(EXTRA)
-    host.popen(kgw_argv("echo", "--port", "9105", "--h2c-port", "9104", "--pod", "h2-x", "--namespace", "demo"),
+    host.popen(kgw_argv("echo", "--port", "9105", "--h2c-port", "9104", "--pod", "h2-x",
+                        "--namespace", "demo"),
                stdout=subprocess.DEVNULL)
-    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL)
     eventually(lambda: host.call(http_get, f"{ADMIN}/readyz")[0] == 200, timeout=30)
 
     def status() -> dict:
@@ -112,7 +114,8 @@ def test_status_says_what_is_not_served(host: Host, tmp_path: Path) -> None:
     assert host.call(_get, "sticky.example.com") == 404  # not served rather than served without it
     # and the CLI says why, offline and from the running gateway
     out = io.StringIO()
-    assert main(["validate", "-c", str(conf), "-o", "table"], Environment(stdout=out)) == ExitStatus.INVALID
+    assert main(["validate", "-c", str(conf), "-o", "table"],
+                Environment(stdout=out)) == ExitStatus.INVALID
     assert "kgw does not serve GRPCRoute yet (no HTTP/2)" in out.getvalue()
     out = io.StringIO()
     assert host.call(main, ["status", "-o", "table"], Environment(stdout=out)) == ExitStatus.SUCCESS

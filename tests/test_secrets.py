@@ -18,8 +18,8 @@ from controller.translate import translate
 from controller.store import Store
 from tests.translate.tlsgen import self_signed, tls_secret
 
-CLASS = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "kgw"},
-         "spec": {"controllerName": "kgw.dev/gateway-controller"}}
+CLASS = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+         "metadata": {"name": "kgw"}, "spec": {"controllerName": "kgw.dev/gateway-controller"}}
 GATEWAY = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
            "metadata": {"name": "gw", "namespace": "default"},
            "spec": {"gatewayClassName": "kgw",
@@ -28,13 +28,16 @@ GATEWAY = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
                                    "tls": {"certificateRefs": [{"name": "serving"}]}}]}}
 ROUTE = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
          "metadata": {"name": "r", "namespace": "default"},
-         "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "svc", "port": 443}]}]}}
-SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "default"},
+         "spec": {"parentRefs": [{"name": "gw"}],
+                  "rules": [{"backendRefs": [{"name": "svc", "port": 443}]}]}}
+SERVICE = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "svc", "namespace": "default"},
            "spec": {"ports": [{"name": "https", "port": 443}]}}
 POLICY = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
           "metadata": {"name": "p", "namespace": "default"},
           "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "svc"}],
-                   "validation": {"hostname": "svc.example.com", "wellKnownCACertificates": "System"}}}
+                   "validation": {"hostname": "svc.example.com",
+                                  "wellKnownCACertificates": "System"}}}
 SERVING = self_signed("serving.example.com", ("serving.example.com",))
 CLIENT = self_signed("client.example.com", ("client.example.com",))
 
@@ -80,7 +83,8 @@ def test_translate_command_redacts_keys(tmp_path: Path) -> None:
     _write(tmp_path)
     for fmt in ("json", "yaml"):
         out = io.StringIO()
-        assert main(["translate", "-c", str(tmp_path), "-o", fmt], Environment(stdout=out)) == ExitStatus.SUCCESS
+        assert main(["translate", "-c", str(tmp_path), "-o", fmt],
+                    Environment(stdout=out)) == ExitStatus.SUCCESS
         _assert_no_keys(out.getvalue())
         assert "[redacted: " in out.getvalue()
 
@@ -103,9 +107,12 @@ def test_yaml_errors_do_not_quote_the_file(tmp_path: Path) -> None:
     """A broken Secret: the message says where and what kind of error, never its text."""
     secret = "c2VjcmV0"  # what the user would not want in a log
     cases = {
-        "escape.yaml": f'apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{k: "{secret}\\q"}}\n',
-        "tab.yaml": f"apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata:\n  k: {secret}\n\t@x: 1\n",
-        "tag.yaml": f"apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata: {{k: !{secret} x}}\n",
+        "escape.yaml": f'apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: '
+                       f'{{k: "{secret}\\q"}}\n',
+        "tab.yaml": f"apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata:\n  k: "
+                    f"{secret}\n\t@x: 1\n",
+        "tag.yaml": f"apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata: "
+                    f"{{k: !{secret} x}}\n",
     }
     for name, text in cases.items():
         d = tmp_path / name.replace(".yaml", "")

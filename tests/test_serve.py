@@ -19,8 +19,10 @@ from kgw_l4 import abi, plane
 from kgw_l7.channel import WorkerOptions
 from tests.helpers import ROOT, admin_json, eventually, find, free_port, kgw_cmd, running
 
-SERVING = ["--admin-address", "127.0.0.1:1", "--workers", "2", "--access-log", "off", "--l4-mode", "splice",
-           "--l4-interfaces", "a0,b0", "--l4-pin-dir", "/sys/fs/bpf/other", "--l4-splice-backlog", "7",
+SERVING = ["--admin-address", "127.0.0.1:1", "--workers", "2", "--access-log", "off", "--l4-mode",
+           "splice",
+           "--l4-interfaces", "a0,b0", "--l4-pin-dir", "/sys/fs/bpf/other", "--l4-splice-backlog",
+           "7",
            "--node-address", "192.0.2.1,192.0.2.2", "--log-level", "debug", "--drain-delay", "1",
            "--drain-timeout", "2", "--response-timeout", "3", "--ignore-client-abort"]
 
@@ -30,10 +32,12 @@ def options(*argv: str) -> PlaneOptions:
 
 
 def test_run_and_agent_read_the_same_serving_flags() -> None:
-    expected = PlaneOptions(admin_address="127.0.0.1:1", workers=2, access_log="off", l4_mode="splice",
-                            l4_interfaces=("a0", "b0"), l4_pin_dir="/sys/fs/bpf/other", l4_splice_backlog=7,
-                            node_address=("192.0.2.1", "192.0.2.2"), drain_delay=1.0, drain_timeout=2.0,
-                            response_timeout=3.0, ignore_client_abort=True)
+    expected = PlaneOptions(admin_address="127.0.0.1:1", workers=2, access_log="off",
+                            l4_mode="splice",
+                            l4_interfaces=("a0", "b0"), l4_pin_dir="/sys/fs/bpf/other",
+                            l4_splice_backlog=7,
+                            node_address=("192.0.2.1", "192.0.2.2"), drain_delay=1.0,
+                            drain_timeout=2.0, response_timeout=3.0, ignore_client_abort=True)
     assert options("run", "-c", "dir", *SERVING) == expected
     assert options("agent", *SERVING) == expected
 
@@ -42,7 +46,8 @@ def test_run_and_agent_read_the_same_serving_flags() -> None:
 def test_serving_defaults_are_their_owners(command: list[str]) -> None:
     assert options(*command) == PlaneOptions(
         admin_address=ADMIN_ADDRESS, workers=None, access_log=None, l4_mode=plane.DEFAULT_MODE,
-        l4_interfaces=None, l4_pin_dir=abi.PIN_DIR, l4_splice_backlog=abi.SIZES["KGW_SPLICE_BACKLOG_MAX"],
+        l4_interfaces=None, l4_pin_dir=abi.PIN_DIR,
+        l4_splice_backlog=abi.SIZES["KGW_SPLICE_BACKLOG_MAX"],
         node_address=(), drain_delay=signals.DRAIN_DELAY, drain_timeout=signals.DRAIN_TIMEOUT,
         response_timeout=WorkerOptions().response_timeout, ignore_client_abort=False)
     for mode in plane.MODES:
@@ -51,9 +56,11 @@ def test_serving_defaults_are_their_owners(command: list[str]) -> None:
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--node-address", "nonsense"], "error: node address 'nonsense' is not an IPv4 address"),
-    (["--l4-splice-backlog", "-1"], "error: --l4-splice-backlog must be 0 (off) or a number of skbs, not -1"),
+    (["--l4-splice-backlog", "-1"],
+     "error: --l4-splice-backlog must be 0 (off) or a number of skbs, not -1"),
 ])
-def test_a_serving_flag_the_planes_refuse_is_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
+def test_a_serving_flag_the_planes_refuse_is_one_line(tmp_path: Path, flags: list[str],
+                                                      message: str) -> None:
     """Refused by the L4 plane before anything starts: one line and ERROR, no traceback."""
     err = io.StringIO()
     code = main(["run", "-c", str(tmp_path), "--admin-address", f"127.0.0.1:{free_port()}",
@@ -130,8 +137,9 @@ def test_only_serving_commands_import_the_planes_for_their_defaults() -> None:
             "from controller.cli import build_parser\n"
             "build_parser('status').parse_args(['status'])\n"
             "build_parser('validate').parse_args(['validate', '-c', 'x'])\n"
-            "assert not {'kgw_l4.plane', 'kgw_l7.channel', 'controller.signals'} & set(sys.modules)\n"
-            "build_parser('run').parse_args(['run', '-c', 'x'])\n"
+            "assert not {'kgw_l4.plane', 'kgw_l7.channel', 'controller.signals'} & "
+            "set(sys.modules)\nbuild_parser('run').parse_args(['run', '-c', 'x'])\n"
             "assert {'kgw_l4.plane', 'kgw_l7.channel'} <= set(sys.modules)\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0, r.stderr

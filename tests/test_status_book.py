@@ -7,17 +7,20 @@ GW = ObjectKey("Gateway", "ns", "gw")
 
 
 def cond(type_: str, status: str, reason: str = "R") -> dict:
-    return {"type": type_, "status": status, "reason": reason, "message": "", "observedGeneration": 1}
+    return {"type": type_, "status": status, "reason": reason, "message": "",
+            "observedGeneration": 1}
 
 
 def test_transition_time_kept_while_status_unchanged() -> None:
     times = iter(["t1", "t2", "t3"])
     book = StatusBook(clock=lambda: next(times))
     assert book.update({GW: {"conditions": [cond("Accepted", "True")],
-                             "listeners": [{"name": "http", "conditions": [cond("Programmed", "True")]}]}}) == {GW}
+                             "listeners": [{"name": "http",
+                                            "conditions": [cond("Programmed", "True")]}]}}) == {GW}
     # reason changes, status does not: time stays; listener condition flips: time moves
     assert book.update({GW: {"conditions": [cond("Accepted", "True", "Other")],
-                             "listeners": [{"name": "http", "conditions": [cond("Programmed", "False")]}]}}) == {GW}
+                             "listeners": [{"name": "http",
+                                            "conditions": [cond("Programmed", "False")]}]}}) == {GW}
     status = book.get(GW)
     assert status["conditions"][0]["lastTransitionTime"] == "t1"
     assert status["listeners"][0]["conditions"][0]["lastTransitionTime"] == "t2"

@@ -78,7 +78,8 @@ def test_websocket_through_ws_app_protocol_with_kgw_run(host: Host, tmp_path: Pa
     (conf / "all.yaml").write_text(CONFIG)
     host.popen(kgw_argv("echo", "--port", "9101", "--pod", "ws-x", "--namespace", "default"),
                stdout=subprocess.DEVNULL)
-    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL)
     eventually(lambda: host.call(http_get, "http://127.0.0.1:9095/readyz")[0] == 200, timeout=30)
 
     text, binary = eventually(lambda: host.call(exchange), timeout=15)
@@ -151,10 +152,13 @@ def test_websocket_through_wss_app_protocol_with_kgw_run(host: Host, tmp_path: P
     conf.mkdir()
     indented = "\n".join("    " + line for line in cert.strip().splitlines())
     (conf / "all.yaml").write_text(WSS_CONFIG % indented)
-    host.popen(kgw_argv("echo", "--port", "9101", "--tls-port", "9443", "--tls-cert", str(tmp_path / "tls.crt"),
-                        "--tls-key", str(tmp_path / "tls.key"), "--pod", "wss-x", "--namespace", "default"),
+    host.popen(kgw_argv("echo", "--port", "9101", "--tls-port", "9443", "--tls-cert",
+                        str(tmp_path / "tls.crt"),
+                        "--tls-key", str(tmp_path / "tls.key"), "--pod", "wss-x", "--namespace",
+                        "default"),
                stdout=subprocess.DEVNULL)
-    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL)
     eventually(lambda: host.call(http_get, "http://127.0.0.1:9095/readyz")[0] == 200, timeout=30)
 
     text, binary = eventually(lambda: host.call(exchange), timeout=15)

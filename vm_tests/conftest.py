@@ -11,8 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -112,8 +112,8 @@ class Agent:
         return PinnedMapSet(self.pin_dir)
 
 
-def frontend(name: str, port: int, groups: list[tuple[str, int, list[str]]], backend_port: int = 9000,
-             address: str = GW_CLIENT_ADDR) -> dict:
+def frontend(name: str, port: int, groups: list[tuple[str, int, list[str]]],
+             backend_port: int = 9000, address: str = GW_CLIENT_ADDR) -> dict:
     return {"name": name, "address": address, "port": port, "protocol": "TCP",
             "backends": [{"name": g, "weight": w,
                           "endpoints": [{"address": a, "port": backend_port} for a in addrs]}
@@ -148,7 +148,8 @@ class Lab:
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     def client_bg(self, *args: str) -> subprocess.Popen:
-        p = self.topo.popen(self.topo.client, SYSPY, NETAPP, *args, stdout=subprocess.PIPE, text=True)
+        p = self.topo.popen(self.topo.client, SYSPY, NETAPP, *args, stdout=subprocess.PIPE,
+                            text=True)
         self.procs.append(p)
         return p
 

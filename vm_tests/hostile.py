@@ -22,18 +22,21 @@ def build(kind: str, mac: str, dst: str, port: int, n: int) -> list:
     if kind == "fragment":
         out = []
         for s in sports:
-            out += [eth / f for f in fragment(IP(src=src, dst=dst) / TCP(sport=s, dport=port, flags="S")
-                                              / Raw(b"x" * 1000), fragsize=256)]
+            out += [eth / f
+                    for f in fragment(IP(src=src, dst=dst) / TCP(sport=s, dport=port, flags="S")
+                                      / Raw(b"x" * 1000), fragsize=256)]
         return out
     if kind == "truncated":
         out = []
         for s in sports:
             # TCP header cut at 8 bytes; and an IHL claiming 60 bytes of IP header
-            out.append(eth / IP(src=src, dst=dst, proto=6) / Raw(TCP(sport=s, dport=port, flags="S").build()[:8]))
+            out.append(eth / IP(src=src, dst=dst,
+                                proto=6) / Raw(TCP(sport=s, dport=port, flags="S").build()[:8]))
             out.append(eth / IP(src=src, dst=dst, ihl=15) / TCP(sport=s, dport=port, flags="S"))
         return out
     if kind == "ip_options":
-        return [eth / IP(src=src, dst=dst, options=[IPOption_RR()]) / TCP(sport=s, dport=port, flags="S")
+        return [eth / IP(src=src, dst=dst, options=[IPOption_RR()]) / TCP(sport=s, dport=port,
+                                                                          flags="S")
                 for s in sports]
     if kind == "syn_flood":
         return [eth / IP(src=src, dst=dst) / TCP(sport=s, dport=port, flags="S") for s in sports]

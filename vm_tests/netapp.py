@@ -148,7 +148,8 @@ def serve(addrs: list[str]) -> None:
 
 
 def transfer(host: str, port: int, n: int, read_delay: float = 0.0) -> dict:
-    s = socket.create_connection((host, port), timeout=float(__import__("os").environ.get("NETAPP_TIMEOUT", "20")))
+    s = socket.create_connection(
+        (host, port), timeout=float(__import__("os").environ.get("NETAPP_TIMEOUT", "20")))
     backend = _readline(s)
     data = _pattern(n)
     sent_hash = hashlib.sha256(data).hexdigest()
@@ -292,7 +293,7 @@ def uping(host: str, port: int, flows: int, per_flow: int) -> dict:
             s.sendto(msg, (host, port))
             try:
                 data, peer = s.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 lost += 1
                 continue
             who, _, echo = data.partition(b" ")

@@ -45,12 +45,14 @@ def _per_frontend_and_backend_counters(agent, flows: int, sent: int) -> None:
     fe, = st.frontends.values()
     assert fe.flows == flows == sum(b.flows for b in st.backends.values())
     for way in ("to_backend", "to_client"):
-        assert getattr(fe, way) == tuple(map(sum, zip(*(getattr(b, way) for b in st.backends.values())))), way
+        assert getattr(fe, way) == tuple(
+            map(sum, zip(*(getattr(b, way) for b in st.backends.values())))), way
     # the client's payload went to the backends (plus headers), replies came back
     assert fe.to_backend[1] > sent and fe.to_client[0] > 0
     # every packet of a known flow is counted on its frontend: the first of each flow
     # (NEW_FLOWS) and every connection-table hit
-    assert fe.to_backend[0] + fe.to_client[0] == st.counters["CT_HIT"][0] + st.counters["NEW_FLOWS"][0]
+    assert fe.to_backend[0] + fe.to_client[0] == (st.counters["CT_HIT"][0]
+                                                  + st.counters["NEW_FLOWS"][0])
     assert all(v == (0, 0) for v in fe.drops.values()), fe.drops
 
 
@@ -149,7 +151,8 @@ def test_maglev_stability_and_python_mirror(lab):
     size = agent.sizes["KGW_MAGLEV_SIZE"]
     eps = sorted(addrs)
     table = maglev.build_table([maglev.WeightedEndpoint(f"{x}:9001", 1) for x in eps], size)
-    predicted = [eps[table[maglev.flow_slot("10.201.1.2", sport0 + i, GW_CLIENT_ADDR, 8081, 6, size)]]
+    predicted = [eps[table[maglev.flow_slot("10.201.1.2", sport0 + i, GW_CLIENT_ADDR, 8081, 6,
+                                            size)]]
                  for i in range(n)]
     assert predicted == before
 
@@ -284,7 +287,8 @@ def test_fib_cache_follows_neighbour_and_route_changes(lab):
 
     # Neighbour change: the backend's interface gets a new MAC and the gateway learns it.
     new_mac = "02:6b:67:77:00:01"
-    topo.run(topo.gw, "ip", "neigh", "replace", a, "lladdr", new_mac, "dev", "gb", "nud", "reachable")
+    topo.run(topo.gw, "ip", "neigh", "replace", a, "lladdr", new_mac, "dev", "gb", "nud",
+             "reachable")
     topo.run(topo.backend, "ip", "link", "set", "b0", "address", new_mac)
     time.sleep(0.8)
 
@@ -334,7 +338,8 @@ def test_reused_tuple_is_rearmed_in_place(lab):
                 or (f.new_daddr, f.new_dport) == ("10.201.1.2", sport)]
 
     assert lab.client("whoami", GW_CLIENT_ADDR, "8081", "1", str(sport)) == [a]
-    assert wait_for(lambda: len(mine()) == 2 and all(f.flags & abi.CT_F_FIN for f in mine())), mine()
+    assert wait_for(lambda: len(mine()) == 2
+                    and all(f.flags & abi.CT_F_FIN for f in mine())), mine()
     first = {f.reply: f for f in mine()}
     before = loader.counters(m, agent.sizes)
 
@@ -354,16 +359,19 @@ def test_reused_tuple_is_rearmed_in_place(lab):
     out = io.StringIO()
     env = Env(stdout=out, stderr=io.StringIO(), sizes=agent.sizes, admin_get=lambda _u: None)
     assert main(["--pin-dir", agent.pin_dir, "-o", "json", "flows"], env) == 0
-    rows = [r for r in json.loads(out.getvalue()) if f"10.201.1.2:{sport}" in r["from"] + r["rewrite"]]
+    rows = [r for r in json.loads(out.getvalue())
+            if f"10.201.1.2:{sport}" in r["from"] + r["rewrite"]]
     assert sorted((r["dir"], r["table"]) for r in rows) == [("orig", "ct"), ("reply", "ct")], rows
 
     # A bare SYN on the tuple (the client's kernel answers the SYN-ACK with a reset).
-    mac = json.loads(lab.topo.run(lab.topo.gw, "ip", "-j", "link", "show", "gc").stdout)[0]["address"]
+    mac = json.loads(lab.topo.run(lab.topo.gw, "ip", "-j", "link", "show", "gc").stdout)[0][
+        "address"]
     assert wait_for(lambda: all(f.flags & abi.CT_F_FIN for f in mine()), timeout=5)
     lab.topo.run(lab.topo.client, PY, "-c",
                  "from scapy.all import Ether, IP, TCP, sendp; "
                  f"sendp(Ether(dst='{mac}')/IP(src='10.201.1.2', dst='{GW_CLIENT_ADDR}')/"
-                 f"TCP(sport={sport}, dport=8081, flags='S', seq=12345), iface='c0', verbose=False)")
+                 f"TCP(sport={sport}, dport=8081, flags='S', seq=12345), iface='c0', "
+                 "verbose=False)")
     armed = mine()
     assert sorted(f.table for f in armed) == ["ct", "ct"], armed
     assert all(f.flags & abi.CT_F_EMBRYO for f in armed), armed

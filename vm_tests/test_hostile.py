@@ -47,7 +47,8 @@ def test_hostile_packets(lab, kind):
     assert len(held) == 8
     before = loader.counters(m, SIZES)
 
-    mac = json.loads(lab.topo.run(lab.topo.gw, "ip", "-j", "link", "show", "gc").stdout)[0]["address"]
+    mac = json.loads(lab.topo.run(lab.topo.gw, "ip", "-j", "link", "show", "gc").stdout)[0][
+        "address"]
     r = lab.topo.run(lab.topo.client, PY, HOSTILE, kind, mac, GW_CLIENT_ADDR, "8080", str(n),
                      timeout=120)
     sent = int(r.stdout.strip())

@@ -7,8 +7,8 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -25,7 +25,8 @@ UNOWNED_CLIENT_ADDR = "10.201.1.99"
 def splice_peer_entries(pin_dir: str) -> int:
     """Entries in the agent's kgw_splice_peer map (not pinned: found through the pinned
     verdict program's map ids)."""
-    prog = json.loads(sh("bpftool", "-j", "prog", "show", "pinned", f"{pin_dir}/prog_sockmap").stdout)
+    prog = json.loads(
+        sh("bpftool", "-j", "prog", "show", "pinned", f"{pin_dir}/prog_sockmap").stdout)
     for map_id in prog["map_ids"]:
         if json.loads(sh("bpftool", "-j", "map", "show", "id", str(map_id)).stdout)["name"] \
                 == "kgw_splice_peer":
@@ -96,11 +97,12 @@ def test_splice_integrity_with_two_percent_loss_both_ways(lab):
     # few; a held direction sends fewer still): another 16 MB until both have resent,
     # each transfer checked whole.
     with lab.lossy(topo.gw, "gc", "gb") as loss:
-        for transfers in range(1, 4):
+        for transfers in range(1, 4):  # noqa: B007 (counted after the loop)
             res = lab.client("transfer", GW_CLIENT_ADDR, "8080", str(16 * MB), timeout=120)
             c = loader.counters(agent.maps(), agent.sizes)
             splice = {k: v for k, v in c.items() if k.startswith("SPLICE")}
-            retrans = {ns: topo.snmp(ns)["Tcp"]["RetransSegs"] for ns in (topo.client, topo.backend)}
+            retrans = {ns: topo.snmp(ns)["Tcp"]["RetransSegs"]
+                       for ns in (topo.client, topo.backend)}
             assert res["ok"], (res, retrans, splice)
             if all(n > 0 for n in retrans.values()):
                 break

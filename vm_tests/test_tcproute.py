@@ -16,15 +16,15 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from kgw_l4 import loader
 from vm_tests.conftest import NETAPP, ROOT, SYSPY, Lab, wait_for
-from vm_tests.topology import (CLIENT_ADDR, GW_BACKEND_ADDR, GW_CLIENT_ADDR, GW_OTHER_ADDR, OTHER_ADDR,
-                               Topology)
+from vm_tests.topology import (CLIENT_ADDR, GW_BACKEND_ADDR, GW_CLIENT_ADDR, GW_OTHER_ADDR,
+                               OTHER_ADDR, Topology)
 
 ADMIN = "127.0.0.1:9195"
 MB = 1024 * 1024
@@ -49,7 +49,7 @@ spec:
   parentRefs: [{{name: tcp-gw, sectionName: tcp}}]
   rules:
   - backendRefs: [{{name: one, port: {port}, weight: 1}}, {{name: two, port: {port}, weight: {two_weight}}}]
-{services}"""
+{services}"""  # noqa: E501 (data)
 
 SERVICE = """\
 ---
@@ -73,7 +73,9 @@ def endpoints(addrs: list[str]) -> str:
 
 
 def admin(lab, path: str) -> dict:
-    code = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    code = (
+        "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], "
+        "timeout=5).read().decode())")
     r = lab.topo.run(lab.topo.gw, SYSPY, "-c", code, f"http://{ADMIN}{path}", check=False)
     if r.returncode != 0:
         return {}
@@ -86,7 +88,8 @@ def condition(conds: list[dict], type_: str) -> str | None:
 
 @contextlib.contextmanager
 def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str,
-            node_address: str | None = GW_BACKEND_ADDR, gateway_address: str | None = GW_CLIENT_ADDR,
+            node_address: str | None = GW_BACKEND_ADDR,
+            gateway_address: str | None = GW_CLIENT_ADDR,
             two: list[str] | None = None, two_weight: int = 3) -> Iterator[subprocess.Popen]:
     """`kgw run` in the gw namespace on the TCPRoute above (backends on PORT), until its
     Gateway is Programmed and the route Accepted. Service "one" is the first backend
@@ -97,13 +100,15 @@ def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str,
                 + SERVICE.format(name="two", endpoints=endpoints(two or a[1:3]), port=port))
     conf = tmp_path / "conf"
     conf.mkdir()
-    addresses = f"  addresses: [{{type: IPAddress, value: {gateway_address}}}]\n" if gateway_address else ""
+    addresses = (f"  addresses: [{{type: IPAddress, value: {gateway_address}}}]\n"
+                 if gateway_address else "")
     (conf / "l4.yaml").write_text(CONFIG.format(addresses=addresses, services=services, port=port,
                                                 two_weight=two_weight))
     pin_dir = f"/sys/fs/bpf/kgw-run-{lab.topo.tag}"
     log = (tmp_path / "kgw.log").open("w")
     node = ["--node-address", node_address] if node_address else []
-    proc = lab.topo.popen(lab.topo.gw, sys.executable, "-m", "controller.cli", "run", "-c", str(conf),
+    proc = lab.topo.popen(lab.topo.gw, sys.executable, "-m", "controller.cli", "run", "-c",
+                          str(conf),
                           "--admin-address", ADMIN, "--workers", "1", "--access-log", "off",
                           "--l4-mode", mode, "--l4-interfaces", ",".join(lab.topo.gw_ifs),
                           "--l4-pin-dir", pin_dir, *node, *extra,
@@ -114,7 +119,8 @@ def kgw_run(lab, tmp_path: Path, mode: str, port: int, *extra: str,
             route = next((i for i in items if i["kind"] == "TCPRoute"), None)
             gw = next((i for i in items if i["kind"] == "Gateway"), None)
             return bool(route and gw
-                        and condition(route["status"]["parents"][0]["conditions"], "Accepted") == "True"
+                        and condition(route["status"]["parents"][0]["conditions"],
+                                      "Accepted") == "True"
                         and condition(gw["status"]["conditions"], "Programmed") == "True"
                         and gw["status"]["listeners"][0]["attachedRoutes"] == 1)
 
@@ -159,13 +165,16 @@ def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
             key = _key({"backend": backend, "endpoint": f"{addr}:9001"})
             assert fams[("kgw_l4_backend_flows_total", key)] == got[addr], (backend, addr)
         assert fams[("kgw_l4_mode", _key({"mode": "tc"}))] == 1
-        assert fams[("kgw_l4_map_capacity", _key({"map": "kgw_frontends"}))] == loader.abi.SIZES["KGW_MAX_FRONTENDS"]
+        assert fams[("kgw_l4_map_capacity", _key({"map": "kgw_frontends"}))] == loader.abi.SIZES[
+            "KGW_MAX_FRONTENDS"]
 
 
 def metrics(lab) -> dict[tuple[str, tuple], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    code = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    code = (
+        "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], "
+        "timeout=5).read().decode())")
     r = lab.topo.run(lab.topo.gw, SYSPY, "-c", code, f"http://{ADMIN}/metrics")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(r.stdout) for s in f.samples}
@@ -226,7 +235,8 @@ def router_lab(tmp_path):
     lab = Lab(topo, tmp_path)
     try:
         lab.serve()
-        p = topo.popen(topo.other, SYSPY, NETAPP, "serve", OTHER_ADDR, stdout=subprocess.PIPE, text=True)
+        p = topo.popen(topo.other, SYSPY, NETAPP, "serve", OTHER_ADDR, stdout=subprocess.PIPE,
+                       text=True)
         lab.procs.append(p)
         assert p.stdout and p.stdout.readline().strip() == "ready"
         yield lab

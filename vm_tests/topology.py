@@ -58,13 +58,14 @@ class Topology:
     def ns_cmd(self, ns: str, *cmd: str) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{ns}", *cmd]
 
-    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    def run(self, ns: str, *cmd: str, check: bool = True,
+            timeout: float = 30) -> subprocess.CompletedProcess:
         return sh(*self.ns_cmd(ns, *cmd), check=check, timeout=timeout)
 
     def popen(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
         return subprocess.Popen(self.ns_cmd(ns, *cmd), **kw)
 
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Topology:
         try:
             self.create()
         except BaseException:
@@ -87,7 +88,7 @@ class Topology:
         for ns, dev, addr in ((self.client, "c0", CLIENT_ADDR), (self.gw, "gc", GW_CLIENT_ADDR),
                               (self.gw, "gb", GW_BACKEND_ADDR)):
             self.run(ns, "ip", "addr", "add", f"{addr}/24", "dev", dev)
-        for i, a in enumerate(self.backend_addrs):
+        for a in self.backend_addrs:
             self.run(self.backend, "ip", "addr", "add", f"{a}/24", "dev", "b0")
         for ns, devs in ((self.client, ["lo", "c0"]), (self.gw, ["lo", "gc", "gb"]),
                          (self.backend, ["lo", "b0"])):

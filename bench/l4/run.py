@@ -41,9 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -175,7 +175,8 @@ def start_agent(topo: Topology, tmp: Path, mode: str, pin_dir: str) -> subproces
                    cwd=str(ROOT))
     line = p.stdout.readline() if p.stdout else ""
     if not line or json.loads(line)["errors"]:
-        raise RuntimeError(f"agent ({mode}) failed: {line} {(tmp / f'agent-{mode}.log').read_text()[-500:]}")
+        raise RuntimeError(
+            f"agent ({mode}) failed: {line} {(tmp / f'agent-{mode}.log').read_text()[-500:]}")
     return p
 
 
@@ -291,8 +292,10 @@ def run_topology(xdp: bool, modes: list[str], seconds: int, tmp: Path,
                     if mode.startswith("kgw-"):
                         loader.remove_everything(pin_dir, [])
                         for dev in ("gc", "gb"):
-                            topo.run(topo.gw, "tc", "qdisc", "del", "dev", dev, "clsact", check=False)
-                            topo.run(topo.gw, "ip", "link", "set", "dev", dev, "xdp", "off", check=False)
+                            topo.run(topo.gw, "tc", "qdisc", "del", "dev", dev, "clsact",
+                                     check=False)
+                            topo.run(topo.gw, "ip", "link", "set", "dev", dev, "xdp", "off",
+                                     check=False)
         finally:
             for p in procs:
                 stop(p)
@@ -314,7 +317,8 @@ def report(results: list[Result], seconds: int, repeat: int, cmd: str) -> str:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kernel {os.uname().release}, "
         f"{os.cpu_count()} CPUs (shared with other jobs: numbers are noisy).", "",
         "Topology: network namespaces client — veth — gw — veth — backend (vm_tests/topology.py). "
-        f"Each tool runs {repeat} times for {seconds} s (median reported): `iperf3 -c HOST -t {seconds} -J` (one stream) and "
+        f"Each tool runs {repeat} times for {seconds} s (median reported): `iperf3 -c HOST -t "
+        f"{seconds} -J` (one stream) and "
         f"`wrk -t2 -c32 -d{seconds}s -H 'Connection: close'` against nginx `return 200` "
         "(every request a new TCP connection). Each mode gets a fresh topology. "
         "Machine CPU per connection: busy CPU time of the whole machine during the wrk runs "
@@ -342,8 +346,10 @@ def report(results: list[Result], seconds: int, repeat: int, cmd: str) -> str:
     lines += [
         f"- TC throughput / routed: {ratio('kgw-tc', 'routed', 'gbps')} (target ≥ 0.8)",
         f"- TC throughput / haproxy: {ratio('kgw-tc', 'haproxy', 'gbps')} (target ≥ 2)",
-        f"- TC short-connection rate / routed: {ratio('kgw-tc', 'routed', 'conn_rate')} (target ≥ 0.9)",
-        f"- XDP throughput / routed on the XDP topology: {ratio('kgw-xdp', 'routed-xdp-topo', 'gbps')}",
+        f"- TC short-connection rate / routed: {ratio('kgw-tc', 'routed', 'conn_rate')} (target ≥ "
+        "0.9)",
+        "- XDP throughput / routed on the XDP topology: "
+        f"{ratio('kgw-xdp', 'routed-xdp-topo', 'gbps')}",
     ]
     sp, hp = by.get("kgw-splice"), by.get("haproxy")
     if sp and hp and sp.gw_cpu_s_per_gb is not None and hp.gw_cpu_s_per_gb:

@@ -12,8 +12,9 @@ for example::
     .venv/bin/python -m bench.l7.ab --old-tree /tmp/kgw-old [--rounds 5] [--backend nginx]
 
 Each kgw runs in its own process with its own tree first on sys.path (``--serve``), so
-each imports its own kgw_l7 and bench config. Prints per-round figures, medians, and the ratios new/old,
-new/nginx and old/nginx (of the medians, and the median of the per-round ratios).
+each imports its own kgw_l7 and bench config. Prints per-round figures, medians, and the
+ratios new/old, new/nginx and old/nginx (of the medians, and the median of the per-round
+ratios).
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ def abandoned(args: argparse.Namespace) -> None:
 
 
 def weights(args: argparse.Namespace) -> None:
-    port, admin, dead = free_port(), f"127.0.0.1:{free_port()}", free_port()
+    port, admin = free_port(), f"127.0.0.1:{free_port()}"
     a_port, b_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as d:
         # A Service's endpoints share its port: the dead one is another address.

@@ -28,10 +28,14 @@ PER_FILE = 100
 
 
 def route(i: int, extra_path: str | None, port: int) -> str:
-    rules = ["  - matches: [{path: {type: PathPrefix, value: /}}]\n    backendRefs: [{name: echo, port: 80}]"]
+    rules = [
+        "  - matches: [{path: {type: PathPrefix, value: /}}]\n    backendRefs: [{name: echo, port: "
+        "80}]"]
     if extra_path:  # the new rule answers with a redirect: observable on the wire
         rules.insert(0, f"  - matches: [{{path: {{type: Exact, value: {extra_path}}}}}]\n"
-                        f"    filters: [{{type: RequestRedirect, requestRedirect: {{hostname: moved.example.com}}}}]")
+                        "    filters: "
+                        "[{type: RequestRedirect, "
+                        "requestRedirect: {hostname: moved.example.com}}]")
     return (f"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
             f"metadata: {{name: r{i}, namespace: bench}}\nspec:\n  parentRefs: [{{name: gw}}]\n"
             f"  hostnames: [h{i}.example.com]\n  rules:\n" + "\n".join(rules) + "\n")
@@ -80,7 +84,8 @@ def status_of(conn: http.client.HTTPConnection, host: str, path: str) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--routes", type=int, default=10000)
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
@@ -92,7 +97,8 @@ def main() -> int:
         base(d, gw_port, echo_port)
         extra: dict[int, str] = {}
         write_files(d, args.routes, gw_port, echo_port, extra)
-        echo = kgw_cmd("echo", "--address", "127.0.0.1", "--port", str(echo_port), "--pod", "echo-1-1", "--quiet")
+        echo = kgw_cmd("echo", "--address", "127.0.0.1", "--port", str(echo_port), "--pod",
+                       "echo-1-1", "--quiet")
         run = kgw_cmd("run", "-c", str(d), "--admin-address", admin, "--workers", str(args.workers),
                       "--access-log", "off", "--l4-mode", "userspace", "--log-level", "warning")
         with running(echo, stdout=subprocess.DEVNULL), running(run):
@@ -117,7 +123,8 @@ def main() -> int:
                 extra[i] = path
                 f = i - i % PER_FILE
                 target = d / f"routes-{f // PER_FILE:04d}.yaml"
-                text = "---\n".join(route(j, extra.get(j), gw_port) for j in range(f, min(args.routes, f + PER_FILE)))
+                text = "---\n".join(route(j, extra.get(j), gw_port)
+                                    for j in range(f, min(args.routes, f + PER_FILE)))
                 host = f"h{i}.example.com"
                 assert status_of(conn, host, path) == 200  # before: the "/" rule serves it
                 t0 = time.perf_counter()
@@ -128,9 +135,11 @@ def main() -> int:
                     time.sleep(0.001)
                 latencies.append(time.perf_counter() - t0)
                 time.sleep(0.2)
-    print(f"# {' '.join([os.path.basename(sys.executable), '-m', 'bench.l7.reload'] + sys.argv[1:])}")
+    print(
+        f"# {' '.join([os.path.basename(sys.executable), '-m', 'bench.l7.reload'] + sys.argv[1:])}")
     print(f"routes={args.routes} workers={args.workers}: ready after {ready:.1f} s; "
-          f"change on disk -> traffic on the new rule: median {statistics.median(latencies) * 1000:.0f} ms, "
+          "change on disk -> traffic on the new rule: median "
+          f"{statistics.median(latencies) * 1000:.0f} ms, "
           f"max {max(latencies) * 1000:.0f} ms over {len(latencies)} changes")
     return 0
 

@@ -12,8 +12,8 @@ Usage: ``.venv/bin/python -m bench.l7.run [--duration 5] [--connections 16]
 [--backend echo|nginx] [--out bench/results/l7.md]``. The backend is ``kgw echo`` by
 default; ``--backend nginx`` puts a static nginx server there instead, which answers the
 way many production backends do (Server, Date and ``Connection: keep-alive`` fields) and
-costs less than the echo server per request. Needs ``wrk``, ``nginx`` and ``haproxy`` (``scripts/setup.sh
-bench``); a missing peer is skipped and reported.
+costs less than the echo server per request. Needs ``wrk``, ``nginx`` and ``haproxy``
+(``scripts/setup.sh bench``); a missing peer is skipped and reported.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ http {{
     }}
   }}
 }}
-"""
+"""  # noqa: E501 (data)
 
 HAPROXY_CONF = """
 global

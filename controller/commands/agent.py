@@ -58,7 +58,8 @@ class StatusLease:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, sup: Supervisor) -> None:
-        self._tasks = [asyncio.create_task(self.elector.run()), asyncio.create_task(self.writer.run())]
+        self._tasks = [asyncio.create_task(self.elector.run()),
+                       asyncio.create_task(self.writer.run())]
 
     async def stop(self) -> None:
         log.info("releasing the lease %s/%s", self.elector.namespace, self.elector.name)
@@ -118,5 +119,6 @@ async def _serve(args: argparse.Namespace, api: Any) -> ExitStatus:
     log.info("kgw agent %s: status written while holding the lease %s/%s", elector.identity,
              elector.namespace, elector.name)
     # Gateway status reports --node-address, else NODE_IP (the downward API's status.hostIP).
-    return await serve_planes(PlaneOptions.from_args(args), source, node_fallback=os.environ.get("NODE_IP"),
+    return await serve_planes(PlaneOptions.from_args(args), source,
+                              node_fallback=os.environ.get("NODE_IP"),
                               status_writer=writer, companions=companions)

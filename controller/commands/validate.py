@@ -32,7 +32,8 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if fmt == "table":
         env.out(status_text([str(p) for p in problems], statuses))
         env.out()
-        env.out(f"{len(store)} objects, {len(batch.problems)} refused, {len(problems) - len(batch.problems)} "
+        env.out(f"{len(store)} objects, {len(batch.problems)} refused, "
+                f"{len(problems) - len(batch.problems)} "
                 f"other problems, {len(bad)} with a failing condition")
     else:
         env.out(dump({"problems": [str(p) for p in problems], "status": statuses,

@@ -8,8 +8,8 @@ installed) without stopping the others.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from kubernetes import client
 
@@ -28,7 +28,8 @@ class Served:
 
     def collection(self, namespace: str = "") -> str:
         """The list/watch path: all namespaces (or cluster-scoped) unless ``namespace``."""
-        base = f"/apis/{self.kind.group}/{self.version}" if self.kind.group else f"/api/{self.version}"
+        base = (f"/apis/{self.kind.group}/{self.version}" if self.kind.group
+                else f"/api/{self.version}")
         ns = f"/namespaces/{namespace}" if namespace and self.kind.namespaced else ""
         return f"{base}{ns}/{self.kind.plural}"
 
@@ -40,7 +41,8 @@ def _group_version_path(group: str, version: str) -> str:
     return f"/apis/{group}/{version}" if group else f"/api/{version}"
 
 
-def discover(api: client.ApiClient, kinds: Iterable[Kind]) -> tuple[dict[str, Served], dict[str, str]]:
+def discover(api: client.ApiClient, kinds: Iterable[Kind]) -> tuple[dict[str, Served],
+                                                                    dict[str, str]]:
     """Return (kind name -> what serves it, kind name -> why it is not served).
 
     Raises on anything but "not served" (the server unreachable, forbidden…), so the
@@ -69,9 +71,11 @@ def discover(api: client.ApiClient, kinds: Iterable[Kind]) -> tuple[dict[str, Se
                 served[kind.kind] = Served(kind, version)
                 break
         else:
-            tried = ", ".join(_group_version_path(kind.group, v).removeprefix("/apis/").removeprefix("/api/")
+            tried = ", ".join(_group_version_path(kind.group,
+                                                  v).removeprefix("/apis/").removeprefix("/api/")
                               for v in kind.versions)
-            what = "the Gateway API CRD is not installed" if kind.group.endswith("gateway.networking.k8s.io") \
+            what = "the Gateway API CRD is not installed" if kind.group.endswith(
+                "gateway.networking.k8s.io") \
                 else "not served by this API server"
             missing[kind.kind] = f"{kind.kind} ({kind.plural}) is not served at {tried}: {what}; " \
                                  f"kgw works without it and looks again periodically"

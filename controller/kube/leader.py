@@ -21,7 +21,7 @@ import datetime
 import logging
 import random
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from kubernetes import client
 
@@ -33,7 +33,7 @@ Callback = Callable[[], Awaitable[None]]
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 class LeaderElector:
@@ -46,7 +46,8 @@ class LeaderElector:
             raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
         self.coordination = client.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
-        self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
+        self.lease_duration, self.renew_deadline = lease_duration, renew_deadline
+        self.retry_period = retry_period
         self.on_started, self.on_stopped = on_started, on_stopped
         # A Lease call never outlasts the renew deadline: a holder stuck on a slow API
         # server steps down (renew_deadline after its last renewal, plus one period)
@@ -72,12 +73,14 @@ class LeaderElector:
                 self._renewed_at = now
                 if not self.is_leader:
                     await self._become(True)
-            elif self.is_leader and (self.holder != self.identity or now - self._renewed_at > self.renew_deadline):
+            elif self.is_leader and (self.holder != self.identity
+                                     or now - self._renewed_at > self.renew_deadline):
                 await self._become(False)
-            period = self.retry_period if self.is_leader else self.retry_period * random.uniform(1.0, 1.2)
+            period = (self.retry_period if self.is_leader
+                      else self.retry_period * random.uniform(1.0, 1.2))
             try:
                 await asyncio.wait_for(self._stop.wait(), period)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def stop(self, release: bool = True) -> None:
@@ -89,7 +92,8 @@ class LeaderElector:
                 try:
                     await asyncio.to_thread(self._release)
                 except Exception as exc:
-                    log.warning("releasing lease %s/%s: %s", self.namespace, self.name, describe(exc))
+                    log.warning("releasing lease %s/%s: %s", self.namespace, self.name,
+                                describe(exc))
 
     async def _become(self, leader: bool) -> None:
         self.is_leader = leader
@@ -114,10 +118,12 @@ class LeaderElector:
                 raise
             body = client.V1Lease(
                 metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-                spec=client.V1LeaseSpec(holder_identity=self.identity, lease_duration_seconds=self.lease_duration,
+                spec=client.V1LeaseSpec(holder_identity=self.identity,
+                                        lease_duration_seconds=self.lease_duration,
                                         acquire_time=now, renew_time=now, lease_transitions=0))
             try:
-                self.coordination.create_namespaced_lease(self.namespace, body, _request_timeout=self._timeout)
+                self.coordination.create_namespaced_lease(self.namespace, body,
+                                                          _request_timeout=self._timeout)
             except Exception as create_exc:
                 if status_code(create_exc) == 409:  # someone else created it first
                     return False
@@ -127,7 +133,8 @@ class LeaderElector:
 
         spec = lease.spec or client.V1LeaseSpec()
         holder = spec.holder_identity or ""
-        record = (holder, spec.renew_time, spec.acquire_time, spec.lease_duration_seconds, spec.lease_transitions)
+        record = (holder, spec.renew_time, spec.acquire_time, spec.lease_duration_seconds,
+                  spec.lease_transitions)
         if record != self._observed:
             self._observed, self._observed_at = record, time.monotonic()
         self.holder = holder
@@ -152,10 +159,12 @@ class LeaderElector:
         return True
 
     def _release(self) -> None:
-        lease = self.coordination.read_namespaced_lease(self.name, self.namespace, _request_timeout=self._timeout)
+        lease = self.coordination.read_namespaced_lease(self.name, self.namespace,
+                                                        _request_timeout=self._timeout)
         if lease.spec is None or lease.spec.holder_identity != self.identity:
             return
         lease.spec.holder_identity = None
         lease.spec.lease_duration_seconds = 1
         lease.spec.renew_time = _now()
-        self.coordination.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=self._timeout)
+        self.coordination.replace_namespaced_lease(self.name, self.namespace, lease,
+                                                   _request_timeout=self._timeout)

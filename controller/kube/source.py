@@ -37,12 +37,14 @@ import logging
 import random
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 from kubernetes import client
 
-from controller.kube.client import REQUEST_TIMEOUT, describe, get_json, lines, open_request, status_code
+from controller.kube.client import (REQUEST_TIMEOUT, describe, get_json, lines, open_request,
+                                    status_code)
 from controller.kube.discovery import Served, discover
 from controller.objects import KINDS, Kind, ObjectKey, generation, resource_version
 from controller.source import Batch, Event, EventType, Problem, Source
@@ -149,7 +151,7 @@ class _Reflector(threading.Thread):
     """List, then watch one kind forever; post what it reads to the event loop."""
 
     def __init__(self, api: client.ApiClient, served: Served, options: KubeOptions,
-                 post: Callable[[Any], None], state: "_State", stop: threading.Event) -> None:
+                 post: Callable[[Any], None], state: _State, stop: threading.Event) -> None:
         super().__init__(name=f"kgw-watch-{served.kind.plural}", daemon=True)
         self.api, self.served, self.options = api, served, options
         self.post, self.state, self.stop_event = post, state, stop
@@ -212,7 +214,8 @@ class _Reflector(threading.Thread):
                     continue
                 if code in (403, 404):
                     raise _KindVanished(
-                        f"{self.kind}: listing {self.served.collection()} failed: {describe(exc)}") from exc
+                        f"{self.kind}: listing {self.served.collection()} failed: "
+                        f"{describe(exc)}") from exc
                 raise
             meta = doc.get("metadata") or {}
             for item in doc.get("items") or ():
@@ -238,7 +241,8 @@ class _Reflector(threading.Thread):
             if status_code(exc) == 410:
                 raise _Gone() from exc
             if status_code(exc) == 404:
-                raise _KindVanished(f"{self.kind}: {self.served.collection()} is no longer served") from exc
+                raise _KindVanished(
+                    f"{self.kind}: {self.served.collection()} is no longer served") from exc
             raise
         self._resp = resp
         self.state.ok(self.kind)
@@ -269,7 +273,8 @@ class _Reflector(threading.Thread):
         if etype == "ERROR":
             if obj.get("code") == 410:
                 raise _Gone()
-            raise RuntimeError(f"watch error: {obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
+            raise RuntimeError(
+                f"watch error: {obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
         rv = resource_version(obj)
         if etype == "BOOKMARK":
             if rv:
@@ -281,7 +286,8 @@ class _Reflector(threading.Thread):
             log.warning("%s: skipping a watch event of unknown type %r", self.kind, etype)
             return
         if _key(self.served.kind, obj) is None:
-            log.warning("%s: skipping a watch event without a usable metadata.name: %.200s", self.kind, line)
+            log.warning("%s: skipping a watch event without a usable metadata.name: %.200s",
+                        self.kind, line)
             return
         if rv:
             self.rv = rv
@@ -375,14 +381,15 @@ class KubeSource(Source):
                 pending.discard(msg.kind)
         await self._sync_secrets(force=True)
         self.synced = True
-        yield Batch(tuple(self._diff(set(self._cache) | set(self._published))), self._problem_list(), noticed)
+        yield Batch(tuple(self._diff(set(self._cache) | set(self._published))),
+                    self._problem_list(), noticed)
 
         last_discovery = time.monotonic()
         while not self._stop.is_set():
             timeout = self._next_timer(last_discovery)
             try:
                 msg = await asyncio.wait_for(self._queue.get(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 msg = False  # a timer
             if msg is None:
                 return
@@ -472,7 +479,8 @@ class KubeSource(Source):
             for item in msg.items:
                 key = _key(served.kind, item)
                 if key is None:
-                    log.warning("%s: skipping a listed object without a usable metadata.name", msg.kind)
+                    log.warning("%s: skipping a listed object without a usable metadata.name",
+                                msg.kind)
                     continue
                 self._cache[key] = clean(item, served)
             touched = old | {k for k in self._cache if k.kind == msg.kind}
@@ -517,13 +525,16 @@ class KubeSource(Source):
             want, have = self._visible(key), self._published.get(key)
             if want is None and have is not None:
                 del self._published[key]
-                events.append(Event(EventType.DELETED, key, have, resource_version(have), generation(have)))
+                events.append(
+                    Event(EventType.DELETED, key, have, resource_version(have), generation(have)))
             elif want is not None and have is None:
                 self._published[key] = want
-                events.append(Event(EventType.ADDED, key, want, resource_version(want), generation(want)))
+                events.append(
+                    Event(EventType.ADDED, key, want, resource_version(want), generation(want)))
             elif want is not None and have is not None and not _same(want, have):
                 self._published[key] = want
-                events.append(Event(EventType.MODIFIED, key, want, resource_version(want), generation(want)))
+                events.append(
+                    Event(EventType.MODIFIED, key, want, resource_version(want), generation(want)))
         return events
 
     def _problem_list(self) -> tuple[Problem, ...]:
@@ -570,7 +581,8 @@ class KubeSource(Source):
         if due:
             self._secrets_read_at = time.monotonic()
         if todo:
-            results = await asyncio.gather(*(asyncio.to_thread(self._read_secret, k) for k in sorted(todo)))
+            results = await asyncio.gather(
+                *(asyncio.to_thread(self._read_secret, k) for k in sorted(todo)))
             for key, (obj, problem) in zip(sorted(todo), results):
                 touched.add(key)
                 pkey = f"Secret {key.namespace}/{key.name}"
@@ -595,5 +607,6 @@ class KubeSource(Source):
             log.warning("reading %s: %s", key, why)
             return None, Problem(ORIGIN, f"cannot read a referenced Secret: {why}", key)
         if not isinstance(obj, dict) or _key(SECRET, obj) != key:
-            return None, Problem(ORIGIN, "the API server returned something that is not this Secret", key)
+            return None, Problem(ORIGIN,
+                                 "the API server returned something that is not this Secret", key)
         return clean(obj, served), None

@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 from kubernetes import client
 
 from controller.kube.client import REQUEST_TIMEOUT, describe, status_code
 from controller.kube.source import Backoff
-from controller.objects import CONTROLLER_NAME, GATEWAY_GROUP, KINDS, ObjectKey, generation, parse_api_version
+from controller.objects import (CONTROLLER_NAME, GATEWAY_GROUP, KINDS, ObjectKey, generation,
+                                parse_api_version)
 from controller.status import StatusBook, stamp
 from controller.store import Store
 
@@ -98,7 +100,8 @@ class KubeStatusWriter:
     async def write(self, book: StatusBook, changed: set[Any], store: Store) -> None:
         self._book, self._store = book, store
         if self.is_leader():
-            self._pending |= {k for k in changed if k.kind in KINDS and KINDS[k.kind].group == GATEWAY_GROUP}
+            self._pending |= {k for k in changed if k.kind in KINDS
+                              and KINDS[k.kind].group == GATEWAY_GROUP}
             self._wake.set()
 
     async def write_all(self) -> None:
@@ -180,15 +183,17 @@ class KubeStatusWriter:
 
     def _get(self, plural: str, version: str, key: ObjectKey) -> dict[str, Any]:
         if key.namespace:
-            return self.custom.get_namespaced_custom_object_status(
-                GATEWAY_GROUP, version, key.namespace, plural, key.name, _request_timeout=REQUEST_TIMEOUT)
-        return self.custom.get_cluster_custom_object_status(
-            GATEWAY_GROUP, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT)
+            return cast(dict[str, Any], self.custom.get_namespaced_custom_object_status(
+                GATEWAY_GROUP, version, key.namespace, plural, key.name,
+                _request_timeout=REQUEST_TIMEOUT))
+        return cast(dict[str, Any], self.custom.get_cluster_custom_object_status(
+            GATEWAY_GROUP, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT))
 
     def _put(self, plural: str, version: str, key: ObjectKey, body: dict[str, Any]) -> None:
         if key.namespace:
             self.custom.replace_namespaced_custom_object_status(
-                GATEWAY_GROUP, version, key.namespace, plural, key.name, body, _request_timeout=REQUEST_TIMEOUT)
+                GATEWAY_GROUP, version, key.namespace, plural, key.name, body,
+                _request_timeout=REQUEST_TIMEOUT)
         else:
             self.custom.replace_cluster_custom_object_status(
                 GATEWAY_GROUP, version, plural, key.name, body, _request_timeout=REQUEST_TIMEOUT)

@@ -22,7 +22,8 @@ accept the rest unchecked.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from controller.objects import KINDS
 from controller.schema.core import default_core
@@ -76,14 +77,16 @@ def _validate(obj: Any) -> list[FieldError]:
     if not isinstance(kind, str) or not kind:
         return [FieldError("kind", "required field is missing")]
     if kind not in KINDS:
-        return [FieldError("kind", f"unknown kind {kind[:64]!r}; known kinds: {', '.join(sorted(KINDS))}")]
+        return [FieldError("kind",
+                           f"unknown kind {kind[:64]!r}; known kinds: {', '.join(sorted(KINDS))}")]
     if not isinstance(api, str) or not api:
         return [FieldError("apiVersion", "required field is missing")]
     schema = schema_for(kind, api)
     if schema is None:
         k = KINDS[kind]
         served = ", ".join(f"{k.group}/{v}" if k.group else v for v in k.versions)
-        return [FieldError("apiVersion", f"{kind} is not served at {api[:64]!r}; served versions: {served}")]
+        return [FieldError("apiVersion",
+                           f"{kind} is not served at {api[:64]!r}; served versions: {served}")]
     value = _copy(dict(obj))
     prune_nulls(schema, value)
     return check(schema, value, "")

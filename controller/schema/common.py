@@ -6,7 +6,8 @@ modules compose them the way the Go structs do.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from controller.duration import DURATION_PATTERN
 from controller.schema.errors import FieldError
@@ -19,7 +20,8 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS_SUBDOMAIN_RE = rf"^{DNS_LABEL}(\.{DNS_LABEL})*$"
 HOSTNAME_RE = rf"^(\*\.)?{DNS_LABEL}(\.{DNS_LABEL})*$"
-QUALIFIED_NAME_RE = rf"^({DNS_LABEL}(\.{DNS_LABEL})*/)?([A-Za-z0-9][-A-Za-z0-9_.]{{0,61}})?[A-Za-z0-9]$"
+QUALIFIED_NAME_RE = (
+    rf"^({DNS_LABEL}(\.{DNS_LABEL})*/)?([A-Za-z0-9][-A-Za-z0-9_.]{{0,61}})?[A-Za-z0-9]$")
 HEADER_NAME_RE = r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$"
 #: Experimental channel only: printable US-ASCII, single tabs/spaces between. The CRD
 #: writes ``^[!-~]+([\t ]?[!-~]+)*$``; this is the same language without the optional
@@ -29,29 +31,40 @@ PATH_CHARS_RE = r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$"
 
 # -- scalar types ----------------------------------------------------------------------
 
-HOSTNAME = Str(1, 253, HOSTNAME_RE, pattern_hint="must be a lower-case RFC 1123 hostname, optionally prefixed by '*.'")
-PRECISE_HOSTNAME = Str(1, 253, DNS_SUBDOMAIN_RE, pattern_hint="must be a lower-case RFC 1123 hostname (no wildcard)")
-GROUP = Str(None, 253, rf"^$|{DNS_SUBDOMAIN_RE}", pattern_hint="must be empty or an RFC 1123 subdomain")
-KIND = Str(1, 63, r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$", pattern_hint="must be a Kind such as 'Service'")
+HOSTNAME = Str(1, 253, HOSTNAME_RE,
+               pattern_hint="must be a lower-case RFC 1123 hostname, optionally prefixed by '*.'")
+PRECISE_HOSTNAME = Str(1, 253, DNS_SUBDOMAIN_RE,
+                       pattern_hint="must be a lower-case RFC 1123 hostname (no wildcard)")
+GROUP = Str(None, 253, rf"^$|{DNS_SUBDOMAIN_RE}",
+            pattern_hint="must be empty or an RFC 1123 subdomain")
+KIND = Str(1, 63, r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$",
+           pattern_hint="must be a Kind such as 'Service'")
 OBJECT_NAME = Str(1, 253)
 NAMESPACE = Str(1, 63, rf"^{DNS_LABEL}$", pattern_hint="must be an RFC 1123 label")
-SECTION_NAME = Str(1, 253, DNS_SUBDOMAIN_RE, pattern_hint="must be an RFC 1123 subdomain (lower case, '-', '.')")
+SECTION_NAME = Str(1, 253, DNS_SUBDOMAIN_RE,
+                   pattern_hint="must be an RFC 1123 subdomain (lower case, '-', '.')")
 PORT = Int(1, 65535)
-HEADER_NAME = Str(1, 256, HEADER_NAME_RE, pattern_hint="must be an HTTP header name (RFC 7230 token)")
-DURATION = Str(pattern=DURATION_PATTERN, pattern_hint="must be a Gateway API duration such as '10s', '1m30s' or '500ms'")
+HEADER_NAME = Str(1, 256, HEADER_NAME_RE,
+                  pattern_hint="must be an HTTP header name (RFC 7230 token)")
+DURATION = Str(pattern=DURATION_PATTERN,
+               pattern_hint="must be a Gateway API duration such as '10s', '1m30s' or '500ms'")
 #: Keys of Gateway.spec.infrastructure labels/annotations, checked by CEL (the Go type's
 #: own pattern is not in the CRD: OpenAPI cannot constrain map keys).
 ANNOTATION_KEY = Str(1, None, QUALIFIED_NAME_RE,
-                     pattern_hint="Annotation keys must be in the form of an optional DNS subdomain prefix followed by "
+                     pattern_hint="Annotation keys must be in the form of an optional DNS "
+                                  "subdomain prefix followed by "
                                   "a required name segment of up to 63 characters.")
 ANNOTATION_VALUE = Str(0, 4096)
 LABEL_KEY = Str(1, None, QUALIFIED_NAME_RE,
-                pattern_hint="Label keys must be in the form of an optional DNS subdomain prefix followed by a "
-                             "required name segment of up to 63 characters.")
-LABEL_VALUE = Str(0, 63, r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", pattern_hint="must be a label value")
+                pattern_hint="Label keys must be in the form of an optional DNS subdomain prefix "
+                             "followed by a required name segment of up to 63 characters.")
+LABEL_VALUE = Str(0, 63, r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+                  pattern_hint="must be a label value")
 CONTROLLER_NAME = Str(1, 253, rf"^{DNS_LABEL}(\.{DNS_LABEL})*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$",
-                      pattern_hint="must be a domain-prefixed path such as 'example.com/controller'")
-ADDRESS_TYPE = Str(1, 253, rf"^Hostname|IPAddress|NamedAddress|{DNS_LABEL}(\.{DNS_LABEL})*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$",
+                      pattern_hint="must be a domain-prefixed path such as "
+                                   "'example.com/controller'")
+ADDRESS_TYPE = Str(1, 253,
+                   rf"^Hostname|IPAddress|NamedAddress|{DNS_LABEL}(\.{DNS_LABEL})*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$",
                    pattern_hint="must be 'IPAddress', 'Hostname' or a domain-prefixed type")
 ABSOLUTE_URI = Str(1, 253, r"^(([^:/?#]+):)(//([^/?#]*))([^?#]*)(\?([^#]*))?(#(.*))?",
                    pattern_hint="must be an absolute URI with a scheme and an authority")
@@ -66,11 +79,8 @@ def unset(value: Any) -> bool:
     return value is None or value == "" or value == 0
 
 
-def field_error(path: str, message: str) -> list[FieldError]:
-    return [FieldError(path, message)]
-
-
-def unique_by(key: Callable[[Any], Any], message: str) -> Callable[[list, str], Iterable[FieldError]]:
+def unique_by(key: Callable[[Any], Any], message: str) -> Callable[[list, str],
+                                                                   Iterable[FieldError]]:
     """A list rule: report each later entry whose key equals an earlier one's (None = skip)."""
 
     def rule(items: list, path: str) -> Iterable[FieldError]:
@@ -95,7 +105,8 @@ def rule_names_unique(rules: list, path: str) -> Iterable[FieldError]:
         if name is None:
             continue
         if name in seen:
-            yield FieldError(join(index(path, i), "name"), "Rule name must be unique within the route")
+            yield FieldError(join(index(path, i), "name"),
+                             "Rule name must be unique within the route")
         seen.add(name)
 
 
@@ -104,11 +115,13 @@ def rule_names_unique(rules: list, path: str) -> Iterable[FieldError]:
 
 def _service_needs_port(ref: dict, path: str) -> Iterable[FieldError]:
     """CEL on BackendObjectReference: "Must have port for Service reference"."""
-    if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service" and ref.get("port") is None:
+    if ref.get("group", "") == "" and ref.get("kind",
+                                              "Service") == "Service" and ref.get("port") is None:
         yield FieldError(join(path, "port"), "Must have port for Service reference")
 
 
-LOCAL_OBJECT_REFERENCE = obj({"group": GROUP, "kind": KIND, "name": OBJECT_NAME}, required=["kind", "name"])
+LOCAL_OBJECT_REFERENCE = obj({"group": GROUP, "kind": KIND, "name": OBJECT_NAME},
+                             required=["kind", "name"])
 
 SECRET_OBJECT_REFERENCE = obj({
     "group": with_default(GROUP, ""),
@@ -141,7 +154,8 @@ PARENT_REFERENCE = obj({
 
 
 def _parent_identity(p: dict) -> tuple:
-    return (p.get("group", GATEWAY_GROUP), p.get("kind", "Gateway"), p.get("name"), p.get("namespace") or "")
+    return (p.get("group", GATEWAY_GROUP), p.get("kind", "Gateway"), p.get("name"),
+            p.get("namespace") or "")
 
 
 def distinct_parent_refs(refs: list, path: str) -> Iterable[FieldError]:
@@ -158,13 +172,15 @@ def distinct_parent_refs(refs: list, path: str) -> Iterable[FieldError]:
                 continue
             if (unset(p1.get("sectionName")) != unset(p2.get("sectionName"))
                     or unset(p1.get("port")) != unset(p2.get("port"))):
-                yield FieldError(path, "sectionName or port must be specified when parentRefs includes 2 or more "
-                                       "references to the same parent")
+                yield FieldError(path,
+                                 "sectionName or port must be specified when parentRefs includes 2 "
+                                 "or more references to the same parent")
                 return
     keys = [(_parent_identity(p), p.get("sectionName") or "", p.get("port") or 0) for p in refs]
     for i, k in enumerate(keys):
         if k in keys[:i]:
-            yield FieldError(index(path, i), "sectionName or port must be unique when parentRefs includes 2 or more "
+            yield FieldError(index(
+                path, i), "sectionName or port must be unique when parentRefs includes 2 or more "
                                              "references to the same parent")
 
 
@@ -174,7 +190,8 @@ HOSTNAMES = ListOf(HOSTNAME, max_items=16)
 # -- header modifiers, mirror, session persistence (HTTPRoute and GRPCRoute) ---------------
 
 HTTP_HEADER = obj({"name": HEADER_NAME, "value": Str(1, 4096, HEADER_VALUE_RE,
-                                                     pattern_hint="must be printable US-ASCII, words separated "
+                                                     pattern_hint="must be printable US-ASCII, "
+                                                                  "words separated "
                                                                   "by single spaces or tabs")},
                   required=["name", "value"])
 
@@ -196,10 +213,12 @@ FRACTION = obj({"numerator": Int(0), "denominator": Int(1, default=100)}, requir
 
 def _percent_xor_fraction(m: dict, path: str) -> Iterable[FieldError]:
     if "percent" in m and "fraction" in m:
-        yield FieldError(path, "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter")
+        yield FieldError(
+            path, "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter")
 
 
-REQUEST_MIRROR = obj({"backendRef": BACKEND_OBJECT_REFERENCE, "percent": Int(0, 100), "fraction": FRACTION},
+REQUEST_MIRROR = obj({"backendRef": BACKEND_OBJECT_REFERENCE, "percent": Int(0, 100),
+                      "fraction": FRACTION},
                      required=["backendRef"], rules=[_percent_xor_fraction])
 
 
@@ -229,9 +248,11 @@ def filter_union(types: dict[str, str]) -> Callable[[dict, str], Iterable[FieldE
         ftype = f.get("type")
         for type_value, fld in types.items():
             if fld in f and ftype != type_value:
-                yield FieldError(join(path, fld), f"filter.{fld} must be nil if the filter.type is not {type_value}")
+                yield FieldError(join(path, fld),
+                                 f"filter.{fld} must be nil if the filter.type is not {type_value}")
             elif fld not in f and ftype == type_value:
-                yield FieldError(join(path, fld), f"filter.{fld} must be specified for {type_value} filter.type")
+                yield FieldError(join(path, fld),
+                                 f"filter.{fld} must be specified for {type_value} filter.type")
 
     rule.__name__ = "filter_union"
     return rule

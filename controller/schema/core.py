@@ -15,11 +15,13 @@ import base64
 import binascii
 import ipaddress
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from controller.schema.errors import FieldError
 from controller.schema.meta import dns1035_label, dns1123_label, dns1123_subdomain
-from controller.schema.nodes import Anything, Bool, Int, IntOrStr, ListOf, MapOf, Str, index, join, obj
+from controller.schema.nodes import (Anything, Bool, Int, IntOrStr, ListOf, MapOf, Str, index, join,
+                                     obj)
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 _IANA_SVC_NAME = re.compile(r"[-a-z0-9]+")
@@ -56,7 +58,8 @@ def _service_port_rules(port: dict, path: str) -> Iterable[FieldError]:
             yield FieldError(join(path, "name"), message)
     target = port.get("targetPort")
     if isinstance(target, int) and not 1 <= target <= 65535:
-        yield FieldError(join(path, "targetPort"), f"must be between 1 and 65535, inclusive (is {target})")
+        yield FieldError(join(path, "targetPort"),
+                         f"must be between 1 and 65535, inclusive (is {target})")
     if isinstance(target, str):
         for message in _iana_svc_name(target):
             yield FieldError(join(path, "targetPort"), f"named port {target[:64]!r} {message}")
@@ -77,11 +80,13 @@ def _service_spec_rules(spec: dict, path: str) -> Iterable[FieldError]:
     ports = spec.get("ports", [])
     headless = spec.get("clusterIP") == "None"
     if not ports and stype != "ExternalName" and not headless:
-        yield FieldError(join(path, "ports"), "required field is missing (a Service needs at least one port)")
+        yield FieldError(join(path, "ports"),
+                         "required field is missing (a Service needs at least one port)")
     if stype == "ExternalName":
         name = spec.get("externalName", "")
         if not name:
-            yield FieldError(join(path, "externalName"), "required for a Service of type ExternalName")
+            yield FieldError(join(path, "externalName"),
+                             "required for a Service of type ExternalName")
         else:
             for message in dns1123_subdomain(name.rstrip(".")):
                 yield FieldError(join(path, "externalName"), message)
@@ -103,7 +108,8 @@ def _service_spec_rules(spec: dict, path: str) -> Iterable[FieldError]:
 
 SERVICE_FIELDS = {
     "spec": obj({
-        "type": Str(enum=("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"), default="ClusterIP"),
+        "type": Str(enum=("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"),
+                    default="ClusterIP"),
         "ports": ListOf(SERVICE_PORT),
         "selector": MapOf(values=Str()),
         "clusterIP": Str(),
@@ -154,7 +160,8 @@ def _endpoint_slice_rules(eps: dict, path: str) -> Iterable[FieldError]:
         for j, address in enumerate(endpoint["addresses"]):
             problem = _address_ok(address_type, address)
             if problem:
-                yield FieldError(index(join(index(join(path, "endpoints"), i), "addresses"), j), problem)
+                yield FieldError(index(join(index(join(path, "endpoints"), i), "addresses"), j),
+                                 problem)
     names: set[str] = set()
     for i, port in enumerate(eps.get("ports", [])):
         at = join(index(join(path, "ports"), i), "name")
@@ -182,8 +189,9 @@ ENDPOINT_SLICE_RULES = (_endpoint_slice_rules,)
 def _config_keys(data: dict, path: str) -> Iterable[FieldError]:
     for key in data:
         if len(key) > 253 or not _CONFIG_KEY.fullmatch(key) or key in (".", ".."):
-            yield FieldError(index(path, key), "invalid key: must consist of alphanumeric characters, '-', '_' or "
-                                               "'.', at most 253 characters")
+            yield FieldError(index(path, key),
+                             "invalid key: must consist of alphanumeric characters, '-', '_' or "
+                             "'.', at most 253 characters")
 
 
 def _base64_values(data: dict, path: str) -> Iterable[FieldError]:
@@ -212,9 +220,11 @@ def _secret_rules(secret: dict, path: str) -> Iterable[FieldError]:
     if secret.get("type") == "kubernetes.io/tls":
         for key in TLS_SECRET_KEYS:
             if key not in data and key not in secret.get("stringData", {}):
-                yield FieldError(index(join(path, "data"), key), "required for a Secret of type kubernetes.io/tls")
+                yield FieldError(index(join(path, "data"), key),
+                                 "required for a Secret of type kubernetes.io/tls")
     if _decoded_size(data) > MAX_DATA_SIZE:
-        yield FieldError(join(path, "data"), f"Too long: may not be more than {MAX_DATA_SIZE} bytes")
+        yield FieldError(join(path, "data"),
+                         f"Too long: may not be more than {MAX_DATA_SIZE} bytes")
 
 
 SECRET_FIELDS = {
@@ -230,10 +240,12 @@ def _configmap_rules(cm: dict, path: str) -> Iterable[FieldError]:
     data, binary = cm.get("data", {}), cm.get("binaryData", {})
     for key in data:
         if key in binary:
-            yield FieldError(index(join(path, "binaryData"), key), "duplicate of key present in data")
+            yield FieldError(index(join(path, "binaryData"), key),
+                             "duplicate of key present in data")
     size = sum(len(v.encode()) for v in data.values()) + _decoded_size(binary)
     if size > MAX_DATA_SIZE:
-        yield FieldError(path, f"Too long: data may not be more than {MAX_DATA_SIZE} bytes in total")
+        yield FieldError(path,
+                         f"Too long: data may not be more than {MAX_DATA_SIZE} bytes in total")
 
 
 CONFIG_MAP_FIELDS = {

@@ -7,7 +7,8 @@ share a schema except where upstream's differ (TLSRoute).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from controller.objects import KINDS, api_version
 from controller.schema import core, gateway, policy, routes
@@ -29,7 +30,8 @@ def _crd(kind: str, spec: Node, status: Node = Anything()) -> Obj:
     return _root(kind, {"spec": spec, "status": status}, required=["spec"])
 
 
-_GATEWAY = _crd("Gateway", gateway.GATEWAY_SPEC, with_default(Anything(), gateway.GATEWAY_STATUS_DEFAULT))
+_GATEWAY = _crd("Gateway", gateway.GATEWAY_SPEC,
+                with_default(Anything(), gateway.GATEWAY_STATUS_DEFAULT))
 _GATEWAY_CLASS = _crd("GatewayClass", gateway.GATEWAY_CLASS_SPEC,
                       with_default(Anything(), gateway.GATEWAY_CLASS_STATUS_DEFAULT))
 _HTTP_ROUTE = _crd("HTTPRoute", routes.HTTP_ROUTE_SPEC)
@@ -59,10 +61,13 @@ SCHEMAS: dict[tuple[str, str], Obj] = {
     ("BackendTLSPolicy", "v1"): _BACKEND_TLS_POLICY,
     ("BackendTLSPolicy", "v1alpha3"): _BACKEND_TLS_POLICY,
     ("ListenerSet", "v1"): _LISTENER_SET,
-    ("Namespace", "v1"): _root("Namespace", core.NAMESPACE_FIELDS, name_check=core.NAME_CHECKS["Namespace"]),
-    ("Service", "v1"): _root("Service", core.SERVICE_FIELDS, name_check=core.NAME_CHECKS["Service"]),
+    ("Namespace", "v1"): _root("Namespace", core.NAMESPACE_FIELDS,
+                               name_check=core.NAME_CHECKS["Namespace"]),
+    ("Service", "v1"): _root("Service", core.SERVICE_FIELDS,
+                             name_check=core.NAME_CHECKS["Service"]),
     ("EndpointSlice", "v1"): _root("EndpointSlice", core.ENDPOINT_SLICE_FIELDS,
-                                   required=core.ENDPOINT_SLICE_REQUIRED, rules=core.ENDPOINT_SLICE_RULES),
+                                   required=core.ENDPOINT_SLICE_REQUIRED,
+                                   rules=core.ENDPOINT_SLICE_RULES),
     ("Secret", "v1"): _root("Secret", core.SECRET_FIELDS, rules=core.SECRET_RULES),
     ("ConfigMap", "v1"): _root("ConfigMap", core.CONFIG_MAP_FIELDS, rules=core.CONFIG_MAP_RULES),
 }

@@ -8,7 +8,7 @@ are qualified names; label values are short tokens; annotations together stay un
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from controller.schema.errors import FieldError
 from controller.schema.nodes import Anything, Int, ListOf, MapOf, Node, Str, index, join, obj
@@ -31,7 +31,8 @@ def dns1123_subdomain(value: str) -> list[str]:
     if len(value) > 253:
         return [f"must be no more than 253 characters (is {len(value)})"]
     if not _DNS1123_SUBDOMAIN.fullmatch(value):
-        return ["a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+        return ["a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                "characters, '-' or '.', "
                 "and must start and end with an alphanumeric character (e.g. 'example.com')"]
     return []
 
@@ -41,8 +42,8 @@ def dns1123_label(value: str) -> list[str]:
     if len(value) > 63:
         return [f"must be no more than 63 characters (is {len(value)})"]
     if not _DNS1123_LABEL.fullmatch(value):
-        return ["a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-                "start and end with an alphanumeric character (e.g. 'my-name')"]
+        return ["a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+                "'-', and must start and end with an alphanumeric character (e.g. 'my-name')"]
     return []
 
 
@@ -51,7 +52,8 @@ def dns1035_label(value: str) -> list[str]:
     if len(value) > 63:
         return [f"must be no more than 63 characters (is {len(value)})"]
     if not _DNS1035_LABEL.fullmatch(value):
-        return ["a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+        return ["a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
+                "with an "
                 "alphabetic character, and end with an alphanumeric character (e.g. 'my-name')"]
     return []
 
@@ -69,7 +71,8 @@ def qualified_name(value: str) -> list[str]:
     elif len(name) > 63:
         errors.append(f"name part must be no more than 63 characters (is {len(name)})")
     elif not _QUALIFIED_NAME_PART.fullmatch(name):
-        errors.append("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+        errors.append("name part must consist of alphanumeric characters, '-', '_' or '.', and "
+                      "must start and end "
                       "with an alphanumeric character (e.g. 'MyName', 'my.name', '123-abc')")
     return errors
 
@@ -78,8 +81,8 @@ def label_value(value: str) -> list[str]:
     if len(value) > 63:
         return [f"must be no more than 63 characters (is {len(value)})"]
     if not _LABEL_VALUE.fullmatch(value):
-        return ["a valid label value must be empty or consist of alphanumeric characters, '-', '_' or '.', and "
-                "must start and end with an alphanumeric character"]
+        return ["a valid label value must be empty or consist of alphanumeric characters, '-', '_' "
+                "or '.', and must start and end with an alphanumeric character"]
     return []
 
 
@@ -98,8 +101,9 @@ def _annotations_rule(annotations: dict, path: str) -> Iterable[FieldError]:
             yield FieldError(index(path, key), f"invalid annotation key: {message}")
         size += len(key.encode()) + len(value.encode())
     if size > ANNOTATIONS_SIZE_LIMIT:
-        yield FieldError(path, f"annotations may not exceed 256 KiB ({ANNOTATIONS_SIZE_LIMIT} bytes) in total "
-                               f"(are {size} bytes)")
+        yield FieldError(path,
+                         f"annotations may not exceed 256 KiB ({ANNOTATIONS_SIZE_LIMIT} bytes) in "
+                         f"total (are {size} bytes)")
 
 
 def _name_rule(check_name: NameCheck) -> Callable[[dict, str], Iterable[FieldError]]:

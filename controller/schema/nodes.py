@@ -24,8 +24,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from controller.schema.errors import FieldError
 
@@ -122,6 +123,7 @@ class Str(Node):
     enum: tuple[str, ...] | None = None
     #: Shown instead of the raw pattern when a value does not match.
     pattern_hint: str | None = None
+    _re: re.Pattern[str] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_re", go_regex(self.pattern) if self.pattern else None)
@@ -178,13 +180,15 @@ class MapOf(Node):
 def obj(fields: Mapping[str, Node], *, required: Iterable[str] = (), rules: Iterable[Rule] = (),
         default: Any = MISSING, open: bool = False) -> Obj:
     """Shorthand used by the schema modules: ``obj({...}, required=["name"])``."""
-    return Obj(fields=dict(fields), required=frozenset(required), rules=tuple(rules), default=default, open=open)
+    return Obj(fields=dict(fields), required=frozenset(required), rules=tuple(rules),
+               default=default, open=open)
 
 
 def extend(base: Obj, fields: Mapping[str, Node] | None = None, *, required: Iterable[str] = (),
            rules: Iterable[Rule] = ()) -> Obj:
     """A copy of ``base`` with more fields/rules (Go's inlined structs)."""
-    return Obj(fields={**base.fields, **(fields or {})}, required=base.required | frozenset(required),
+    return Obj(fields={**base.fields, **(fields or {})},
+               required=base.required | frozenset(required),
                rules=base.rules + tuple(rules), default=base.default, open=base.open)
 
 
@@ -259,7 +263,8 @@ def run_rules(rules: Iterable[Rule], value: Any, path: str) -> list[FieldError]:
         try:
             errors.extend(rule(value, path))
         except Exception as exc:  # a rule bug must not crash the caller; say where it was
-            errors.append(FieldError(path, f"could not be validated (internal error in {rule.__name__}: {exc!r})"))
+            errors.append(FieldError(
+                path, f"could not be validated (internal error in {rule.__name__}: {exc!r})"))
     return errors
 
 
@@ -268,14 +273,21 @@ def _check_str(node: Str, value: Any, path: str, depth: int) -> list[FieldError]
         return [FieldError(path, f"must be a string, not {type_name(value)}")]
     if node.enum is not None:
         if value not in node.enum:
-            return [FieldError(path, f"unsupported value {_show(value)}: must be one of {', '.join(map(repr, node.enum))}")]
+            return [
+                FieldError(path,
+                           f"unsupported value {_show(value)}: must be one of "
+                           f"{', '.join(map(repr, node.enum))}")]
         return []
     errors = []
     if node.min_len is not None and len(value) < node.min_len:
-        errors.append(FieldError(path, f"must be at least {node.min_len} character{'s' if node.min_len > 1 else ''} long"))
+        errors.append(
+            FieldError(path,
+                       f"must be at least {node.min_len} "
+                       f"character{'s' if node.min_len > 1 else ''} long"))
     if node.max_len is not None and len(value) > node.max_len:
-        errors.append(FieldError(path, f"must be at most {node.max_len} characters long (is {len(value)})"))
-    regex = getattr(node, "_re")
+        errors.append(
+            FieldError(path, f"must be at most {node.max_len} characters long (is {len(value)})"))
+    regex = node._re
     # Length first: an over-long value is not also run through the regex.
     if not errors and regex is not None and regex.search(value) is None:
         hint = node.pattern_hint or f"must match {node.pattern}"
@@ -290,7 +302,8 @@ def _check_int(node: Int, value: Any, path: str, depth: int) -> list[FieldError]
         else:
             return [FieldError(path, f"must be an integer, not {type_name(value)}")]
     if node.enum is not None and value not in node.enum:
-        return [FieldError(path, f"unsupported value {value}: must be one of {', '.join(map(str, node.enum))}")]
+        return [FieldError(
+            path, f"unsupported value {value}: must be one of {', '.join(map(str, node.enum))}")]
     if node.minimum is not None and value < node.minimum:
         return [FieldError(path, f"must be greater than or equal to {node.minimum} (is {value})")]
     if node.maximum is not None and value > node.maximum:
@@ -299,7 +312,8 @@ def _check_int(node: Int, value: Any, path: str, depth: int) -> list[FieldError]
 
 
 def _check_bool(node: Bool, value: Any, path: str, depth: int) -> list[FieldError]:
-    return [] if isinstance(value, bool) else [FieldError(path, f"must be a boolean, not {type_name(value)}")]
+    return [] if isinstance(value, bool) else [
+        FieldError(path, f"must be a boolean, not {type_name(value)}")]
 
 
 def _check_int_or_str(node: IntOrStr, value: Any, path: str, depth: int) -> list[FieldError]:
@@ -334,16 +348,20 @@ def _check_list(node: ListOf, value: Any, path: str, depth: int) -> list[FieldEr
         return [FieldError(path, f"must be a list, not {type_name(value)}")]
     errors: list[FieldError] = []
     if node.min_items is not None and len(value) < node.min_items:
-        errors.append(FieldError(path, f"must have at least {node.min_items} item{'s' if node.min_items > 1 else ''}"))
+        errors.append(FieldError(
+            path, f"must have at least {node.min_items} item{'s' if node.min_items > 1 else ''}"))
     if node.max_items is not None and len(value) > node.max_items:
         # Like the API server, do not descend into a list that is far too long.
-        return errors + [FieldError(path, f"must have at most {node.max_items} items (has {len(value)})")]
+        return errors + [
+            FieldError(path, f"must have at most {node.max_items} items (has {len(value)})")]
     for i, item in enumerate(value):
         errors.extend(check(node.items, item, index(path, i), depth + 1))
     if errors:
         return errors
     if node.map_keys is not None:
-        errors.extend(_duplicates(value, path, lambda item: tuple(_hashable(item.get(k)) for k in node.map_keys)))
+        keys = node.map_keys
+        errors.extend(_duplicates(
+            value, path, lambda item: tuple(_hashable(item.get(k)) for k in keys)))
     elif node.unique:
         errors.extend(_duplicates(value, path, _hashable))
     return errors

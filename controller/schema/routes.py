@@ -7,16 +7,21 @@ carries it in the CRD, with the CRD's message.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from controller.duration import parse_duration
-from controller.schema.common import (BACKEND_OBJECT_REFERENCE, BACKEND_REF, DURATION, HEADER_FILTER,
-                                      HEADER_NAME, HEADER_VALUE_RE, HOSTNAME, HOSTNAMES, LOCAL_OBJECT_REFERENCE,
-                                      PARENT_REFS, PATH_CHARS_RE, PORT, PRECISE_HOSTNAME, REQUEST_MIRROR,
+from controller.schema.common import (BACKEND_OBJECT_REFERENCE, BACKEND_REF, DURATION,
+                                      HEADER_FILTER,
+                                      HEADER_NAME, HEADER_VALUE_RE, HOSTNAME, HOSTNAMES,
+                                      LOCAL_OBJECT_REFERENCE,
+                                      PARENT_REFS, PATH_CHARS_RE, PORT, PRECISE_HOSTNAME,
+                                      REQUEST_MIRROR,
                                       SECTION_NAME, SESSION_PERSISTENCE, at_most_once, filter_union,
                                       rule_names_unique)
 from controller.schema.errors import FieldError
-from controller.schema.nodes import Bool, Int, ListOf, Str, extend, go_regex, index, join, obj, with_default
+from controller.schema.nodes import (Bool, Int, ListOf, Str, extend, go_regex, index, join, obj,
+                                     with_default)
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 DEFAULT_PATH = {"type": "PathPrefix", "value": "/"}
@@ -28,18 +33,21 @@ DEFAULT_RULES = [{"matches": DEFAULT_MATCHES}]
 _PATH_CHARS = go_regex(PATH_CHARS_RE)
 #: CEL on HTTPPathMatch for Exact/PathPrefix values: (test, message), in the CRD's order.
 _PATH_VALUE_RULES = (
-    (lambda v: v.startswith("/"), "value must be an absolute path and start with '/' when type one of ['Exact', 'PathPrefix']"),
+    (lambda v: v.startswith("/"),
+     "value must be an absolute path and start with '/' when type one of ['Exact', 'PathPrefix']"),
     (lambda v: "//" not in v, "must not contain '//' when type one of ['Exact', 'PathPrefix']"),
     (lambda v: "/./" not in v, "must not contain '/./' when type one of ['Exact', 'PathPrefix']"),
     (lambda v: "/../" not in v, "must not contain '/../' when type one of ['Exact', 'PathPrefix']"),
     (lambda v: "%2f" not in v, "must not contain '%2f' when type one of ['Exact', 'PathPrefix']"),
     (lambda v: "%2F" not in v, "must not contain '%2F' when type one of ['Exact', 'PathPrefix']"),
     (lambda v: "#" not in v, "must not contain '#' when type one of ['Exact', 'PathPrefix']"),
-    (lambda v: not v.endswith("/.."), "must not end with '/..' when type one of ['Exact', 'PathPrefix']"),
-    (lambda v: not v.endswith("/."), "must not end with '/.' when type one of ['Exact', 'PathPrefix']"),
+    (lambda v: not v.endswith("/.."),
+     "must not end with '/..' when type one of ['Exact', 'PathPrefix']"),
+    (lambda v: not v.endswith("/."),
+     "must not end with '/.' when type one of ['Exact', 'PathPrefix']"),
     (lambda v: _PATH_CHARS.search(v) is not None,
-     "must only contain valid characters (matching ^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) "
-     "for types ['Exact', 'PathPrefix']"),
+     "must only contain valid characters (matching "
+     "^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types ['Exact', 'PathPrefix']"),
 )
 
 
@@ -60,7 +68,8 @@ PATH_MATCH = obj({
 HEADER_MATCH = obj({
     "type": Str(enum=("Exact", "RegularExpression"), default="Exact"),
     "name": HEADER_NAME,
-    "value": Str(1, 4096, HEADER_VALUE_RE, pattern_hint="must be printable US-ASCII, words separated by single "
+    "value": Str(1, 4096, HEADER_VALUE_RE,
+                 pattern_hint="must be printable US-ASCII, words separated by single "
                                                         "spaces or tabs"),
 }, required=["name", "value"])
 
@@ -82,9 +91,11 @@ HTTP_ROUTE_MATCH = obj({
 
 def _path_modifier_rules(m: dict, path: str) -> Iterable[FieldError]:
     mtype = m.get("type")
-    for type_value, fld in (("ReplaceFullPath", "replaceFullPath"), ("ReplacePrefixMatch", "replacePrefixMatch")):
+    for type_value, fld in (("ReplaceFullPath", "replaceFullPath"),
+                            ("ReplacePrefixMatch", "replacePrefixMatch")):
         if mtype == type_value and fld not in m:
-            yield FieldError(join(path, fld), f"{fld} must be specified when type is set to '{type_value}'")
+            yield FieldError(join(path, fld),
+                             f"{fld} must be specified when type is set to '{type_value}'")
         if fld in m and mtype != type_value:
             yield FieldError(join(path, "type"), f"type must be '{type_value}' when {fld} is set")
 
@@ -119,7 +130,8 @@ CORS_ORIGIN = Str(1, 253, r"(^\*$)|(^([a-zA-Z][a-zA-Z0-9+\-.]+):\/\/([^:/?#]+)(:
                   pattern_hint="must be '*' or an origin '<scheme>://<host>[:<port>]'")
 
 CORS = obj({
-    "allowOrigins": ListOf(CORS_ORIGIN, max_items=64, unique=True, rules=(_wildcard_alone("AllowOrigins"),)),
+    "allowOrigins": ListOf(CORS_ORIGIN, max_items=64, unique=True,
+                           rules=(_wildcard_alone("AllowOrigins"),)),
     "allowCredentials": Bool(),
     "allowMethods": ListOf(Str(enum=HTTP_METHODS + ("*",)), max_items=9, unique=True,
                            rules=(_wildcard_alone("AllowMethods", "other methods"),)),
@@ -134,9 +146,11 @@ def _external_auth_union(a: dict, path: str) -> Iterable[FieldError]:
     proto = a.get("protocol")
     for proto_value, fld in (("GRPC", "grpc"), ("HTTP", "http")):
         if proto == proto_value and fld not in a:
-            yield FieldError(join(path, fld), f"{fld} must be specified when protocol is set to '{proto_value}'")
+            yield FieldError(join(path, fld),
+                             f"{fld} must be specified when protocol is set to '{proto_value}'")
         if fld in a and proto != proto_value:
-            yield FieldError(join(path, "protocol"), f"protocol must be '{proto_value}' when {fld} is set")
+            yield FieldError(join(path, "protocol"),
+                             f"protocol must be '{proto_value}' when {fld} is set")
 
 
 EXTERNAL_AUTH = obj({
@@ -163,8 +177,8 @@ HTTP_FILTER_FIELDS = {
 }
 
 HTTP_FILTER = obj({
-    "type": Str(enum=("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "RequestRedirect",
-                      "URLRewrite", "ExtensionRef", "CORS", "ExternalAuth")),
+    "type": Str(enum=("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror",
+                      "RequestRedirect", "URLRewrite", "ExtensionRef", "CORS", "ExternalAuth")),
     "requestHeaderModifier": HEADER_FILTER,
     "responseHeaderModifier": HEADER_FILTER,
     "requestMirror": REQUEST_MIRROR,
@@ -179,13 +193,15 @@ HTTP_FILTER = obj({
 def _redirect_xor_rewrite(filters: list, path: str) -> Iterable[FieldError]:
     types = {f.get("type") for f in filters}
     if "RequestRedirect" in types and "URLRewrite" in types:
-        yield FieldError(path, "May specify either httpRouteFilterRequestRedirect or httpRouteFilterRequestRewrite, "
-                               "but not both")
+        yield FieldError(path,
+                         "May specify either httpRouteFilterRequestRedirect or "
+                         "httpRouteFilterRequestRewrite, but not both")
 
 
 HTTP_FILTERS = ListOf(HTTP_FILTER, max_items=16, rules=(
     _redirect_xor_rewrite,
-    at_most_once("CORS", "RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"),
+    at_most_once("CORS", "RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect",
+                 "URLRewrite"),
 ))
 
 HTTP_BACKEND_REF = extend(BACKEND_REF, {"filters": HTTP_FILTERS})
@@ -197,7 +213,8 @@ def _timeouts_ordered(t: dict, path: str) -> Iterable[FieldError]:
     if "request" in t and "backendRequest" in t:
         request, backend = parse_duration(t["request"]), parse_duration(t["backendRequest"])
         if request != 0 and backend > request:
-            yield FieldError(join(path, "backendRequest"), "backendRequest timeout cannot be longer than request timeout")
+            yield FieldError(join(path, "backendRequest"),
+                             "backendRequest timeout cannot be longer than request timeout")
 
 
 TIMEOUTS = obj({"request": DURATION, "backendRequest": DURATION}, rules=[_timeouts_ordered])
@@ -216,7 +233,8 @@ def _replaces_prefix(f: dict, config: str) -> bool:
 
 def _single_prefix_match(rule: dict) -> bool:
     matches = rule.get("matches", DEFAULT_MATCHES)
-    return len(matches) == 1 and "path" in matches[0] and matches[0]["path"].get("type", "PathPrefix") == "PathPrefix"
+    return len(matches) == 1 and "path" in matches[0] and matches[0]["path"].get(
+        "type", "PathPrefix") == "PathPrefix"
 
 
 def _http_rule_rules(rule: dict, path: str) -> Iterable[FieldError]:
@@ -228,15 +246,18 @@ def _http_rule_rules(rule: dict, path: str) -> Iterable[FieldError]:
     single_prefix = _single_prefix_match(rule)
     for config, name in (("requestRedirect", "RequestRedirect"), ("urlRewrite", "URLRewrite")):
         if sum(_replaces_prefix(f, config) for f in filters) == 1 and not single_prefix:
-            yield FieldError(join(path, "matches"), f"When using {name} filter with path.replacePrefixMatch, "
-                                                    "exactly one PathPrefix match must be specified")
+            yield FieldError(join(path, "matches"),
+                             f"When using {name} filter with path.replacePrefixMatch, "
+                             "exactly one PathPrefix match must be specified")
         # CEL: exists_one backendRef whose filters have exists_one such filter.
-        in_backends = sum(sum(_replaces_prefix(f, config) for f in b.get("filters", [])) == 1 for b in backends)
+        in_backends = sum(sum(_replaces_prefix(f, config) for f in b.get("filters", [])) == 1
+                          for b in backends)
         if in_backends == 1 and not single_prefix:
             word = "when" if name == "RequestRedirect" else "When"
-            yield FieldError(join(path, "matches"), f"Within backendRefs, {word} using {name} filter with "
-                                                    "path.replacePrefixMatch, exactly one PathPrefix match must "
-                                                    "be specified")
+            yield FieldError(join(path, "matches"),
+                             f"Within backendRefs, {word} using {name} filter with "
+                             "path.replacePrefixMatch, exactly one PathPrefix match must "
+                             "be specified")
 
 
 HTTP_ROUTE_RULE = obj({
@@ -252,8 +273,9 @@ HTTP_ROUTE_RULE = obj({
 
 def _total_matches(rules: list, path: str) -> Iterable[FieldError]:
     if sum(len(r.get("matches", DEFAULT_MATCHES)) for r in rules) > 128:
-        yield FieldError(path, "While 16 rules and 64 matches per rule are allowed, the total number of matches "
-                               "across all rules in a route must be less than 128")
+        yield FieldError(path,
+                         "While 16 rules and 64 matches per rule are allowed, the total number of "
+                         "matches across all rules in a route must be less than 128")
 
 
 DEFAULT_GATEWAYS = Str(enum=("All", "None"))
@@ -279,10 +301,12 @@ def _grpc_method_rules(m: dict, path: str) -> Iterable[FieldError]:
         yield FieldError(path, "One or both of 'service' or 'method' must be specified")
     if mtype == "Exact" and "service" in m and not _GRPC_SERVICE.search(m["service"]):
         yield FieldError(join(path, "service"), "service must only contain valid characters "
-                                                "(matching ^(?i)\\.?[a-z_][a-z_0-9]*(\\.[a-z_][a-z_0-9]*)*$)")
+                                                "(matching "
+                                                "^(?i)\\.?[a-z_][a-z_0-9]*(\\.[a-z_][a-z_0-9]*)*$)")
     if mtype == "Exact" and "method" in m and not _GRPC_METHOD.search(m["method"]):
-        yield FieldError(join(path, "method"), "method must only contain valid characters (matching "
-                                               "^[A-Za-z_][A-Za-z_0-9]*$)")
+        yield FieldError(join(path, "method"),
+                         "method must only contain valid characters (matching "
+                         "^[A-Za-z_][A-Za-z_0-9]*$)")
 
 
 GRPC_METHOD_MATCH = obj({
@@ -310,7 +334,8 @@ GRPC_FILTER_FIELDS = {
 }
 
 GRPC_FILTER = obj({
-    "type": Str(enum=("ResponseHeaderModifier", "RequestHeaderModifier", "RequestMirror", "ExtensionRef")),
+    "type": Str(
+        enum=("ResponseHeaderModifier", "RequestHeaderModifier", "RequestMirror", "ExtensionRef")),
     "requestHeaderModifier": HEADER_FILTER,
     "responseHeaderModifier": HEADER_FILTER,
     "requestMirror": REQUEST_MIRROR,

@@ -47,8 +47,8 @@ def unsupported_protocol(app_protocol: str, has_policy: bool) -> str | None:
     taken as HTTP/1.1."""
     app = app_protocol.lower()
     if app in TLS_ONLY and not has_policy:
-        return (f"appProtocol {app_protocol!r} is TLS, and no BackendTLSPolicy targets this port: kgw would "
-                "send clear text; requests routed here are answered 500")
+        return (f"appProtocol {app_protocol!r} is TLS, and no BackendTLSPolicy targets this port: "
+                "kgw would send clear text; requests routed here are answered 500")
     return None
 
 
@@ -66,7 +66,8 @@ class ResolvedBackend:
     #: The Service port's name (a BackendTLSPolicy's sectionName names it).
     port_name: str = ""
 
-    def l7(self, filters: l7.Filters | None = None, default_protocol: l7.BackendProtocol = "http") -> l7.Backend:
+    def l7(self, filters: l7.Filters | None = None,
+           default_protocol: l7.BackendProtocol = "http") -> l7.Backend:
         if self.problem is not None or self.policy_error:
             return l7.Backend(name=self.name, weight=self.weight, filters=filters, error_status=500)
         proto = self.protocol if self.protocol != "http" else default_protocol
@@ -79,7 +80,8 @@ class ResolvedBackend:
         )
 
     def l4(self) -> l4.BackendGroup:
-        eps = () if self.problem is not None or self.policy_error else tuple(l4.Endpoint(a, p) for a, p in self.endpoints)
+        eps = () if self.problem is not None or self.policy_error else tuple(
+            l4.Endpoint(a, p) for a, p in self.endpoints)
         return l4.BackendGroup(name=self.name, weight=self.weight, endpoints=eps)
 
 
@@ -124,13 +126,15 @@ def resolve(
     if group != "" or kind != "Service":
         return bad(c.R_INVALID_KIND, f"backendRef kind {group or 'core'}/{kind} is not supported")
     if not refgrant.permitted(reader, GATEWAY_GROUP, from_kind, from_ns, "", "Service", ns, name):
-        return bad(c.R_REF_NOT_PERMITTED, f"Service {ns}/{name} is in another namespace and no ReferenceGrant allows it")
+        return bad(c.R_REF_NOT_PERMITTED,
+                   f"Service {ns}/{name} is in another namespace and no ReferenceGrant allows it")
     svc = reader.get("Service", ns, name)
     if svc is None:
         return bad(c.R_BACKEND_NOT_FOUND, f"Service {ns}/{name} not found")
     if port is None:
         return bad(c.R_BACKEND_NOT_FOUND, f"backendRef to Service {ns}/{name} needs a port")
-    sp = next((p for p in map(as_dict, as_list(spec(svc).get("ports"))) if as_int(p.get("port")) == port), None)
+    sp = next((p for p in map(as_dict, as_list(spec(svc).get("ports")))
+               if as_int(p.get("port")) == port), None)
     if sp is None:
         return bad(c.R_BACKEND_NOT_FOUND, f"Service {ns}/{name} has no port {port}")
     port_name = as_str(sp.get("name"))
@@ -151,7 +155,8 @@ def resolve(
         why = unsupported_protocol(as_str(sp.get("appProtocol")), pol is not None)
         if why is not None:
             return ResolvedBackend(label, weight, problem=Cond(
-                c.RESOLVED_REFS, False, c.R_UNSUPPORTED_PROTOCOL, f"Service {ns}/{name} port {port}: {why}"),
+                c.RESOLVED_REFS, False, c.R_UNSUPPORTED_PROTOCOL,
+                f"Service {ns}/{name} port {port}: {why}"),
                 service=ObjectKey("Service", ns, name))
     return ResolvedBackend(label, weight, endpoints, protocol, tls, None,
                            ObjectKey("Service", ns, name), policy_error, port_name)

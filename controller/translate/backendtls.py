@@ -55,7 +55,8 @@ def evaluate(reader: Reader, policy: Obj) -> PolicyResult:
         group, kind, name = ref_group(ref, ""), as_str(ref.get("kind")), as_str(ref.get("name"))
         if group != "" or kind != "ConfigMap":
             problem = problem or Cond(c.RESOLVED_REFS, False, c.R_INVALID_KIND,
-                                      f"caCertificateRef {group or 'core'}/{kind} is not a ConfigMap")
+                                      f"caCertificateRef {group or 'core'}/{kind} is not a "
+                                      "ConfigMap")
             continue
         cm = reader.get("ConfigMap", key.namespace, name)
         pem = as_str(as_dict(cm.get("data")).get("ca.crt")) if cm is not None else ""
@@ -72,18 +73,22 @@ def evaluate(reader: Reader, policy: Obj) -> PolicyResult:
                                   "neither caCertificateRefs nor wellKnownCACertificates: System")
     options = as_dict(spec(policy).get("options"))
     if options:  # kgw defines none: applying the policy without them would be a lie
-        return PolicyResult(key, None, problem or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, ""), Cond(
-            c.ACCEPTED, False, c.R_INVALID, "options: kgw defines no BackendTLSPolicy options ("
-            + ", ".join(sorted(map(str, options))) + "); requests to the Service port are answered 500"))
+        return PolicyResult(key, None,
+                            problem or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, ""), Cond(
+ c.ACCEPTED, False, c.R_INVALID, "options: kgw defines no BackendTLSPolicy options ("
+ + ", ".join(sorted(map(str, options))) + "); requests to the Service port are answered 500"))
     if not host:
         accepted = Cond(c.ACCEPTED, False, c.R_INVALID, "validation.hostname is required")
-        return PolicyResult(key, None, problem or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, ""), accepted)
+        return PolicyResult(key, None,
+                            problem or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, ""), accepted)
     if problem is not None:
         return PolicyResult(key, None, problem,
                             Cond(c.ACCEPTED, False, c.R_NO_VALID_CA_CERTIFICATE, problem.message))
-    tls = l7.UpstreamTLS(hostname=host, ca_pem="".join(p if p.endswith("\n") else p + "\n" for p in pems),
+    tls = l7.UpstreamTLS(hostname=host,
+                         ca_pem="".join(p if p.endswith("\n") else p + "\n" for p in pems),
                          subject_alt_names=tuple(sans))
-    return PolicyResult(key, tls, Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, "references resolved"),
+    return PolicyResult(key, tls,
+                        Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, "references resolved"),
                         Cond(c.ACCEPTED, True, c.R_ACCEPTED, "policy accepted"))
 
 
@@ -97,7 +102,8 @@ def winners(policies: list[Obj], service: str) -> dict[str | None, Obj]:
     return best
 
 
-def for_service_port(reader: Reader, namespace: str, service: str, port_name: str) -> PolicyResult | None:
+def for_service_port(reader: Reader, namespace: str, service: str,
+                     port_name: str) -> PolicyResult | None:
     """The policy (evaluated) that applies to one Service port, if any."""
     policies = reader.backend_tls_policies(namespace)
     if not policies:

@@ -10,7 +10,7 @@ TCPRouteMultipleRoutesAttachment).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.objects import ObjectKey
 from controller.translate.emit_l7 import owners
@@ -18,7 +18,8 @@ from controller.translate.ir import GatewayIR, L4Contribution, ListenerIR
 from kgw_l4 import config as l4
 
 
-def build(gateways: Mapping[ObjectKey, GatewayIR], contributions: Iterable[L4Contribution]) -> l4.L4Config:
+def build(gateways: Mapping[ObjectKey, GatewayIR],
+          contributions: Iterable[L4Contribution]) -> l4.L4Config:
     frontends: dict[tuple[str, int, str, tuple], tuple[ListenerIR, list[L4Contribution]]] = {}
     tls_binds: dict[tuple[str, int], list[ListenerIR]] = defaultdict(list)
     for gk in sorted(gateways):
@@ -70,7 +71,8 @@ def build(gateways: Mapping[ObjectKey, GatewayIR], contributions: Iterable[L4Con
             entry[0].update(hosts)
         routes = tuple(_sni_route(k, hosts, con) for (k, _), (hosts, con) in by_route.items())
         # (oldest first: it wins a shared SNI)
-        passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], routes=routes))
+        passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0],
+                                             port=bind[1], routes=routes))
     return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))
 
 

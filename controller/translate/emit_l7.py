@@ -20,7 +20,7 @@ every rule that applies to the hosts it stands for:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.objects import ObjectKey
 from controller.translate import hostname as hn
@@ -144,7 +144,8 @@ class L7Emitter:
                 hosts = tuple(sorted(self._hosts.get(bind, set()) | extra))
                 self._sorted_hosts[bind] = hosts
             vhosts = tuple(self._vhost((bind[0], bind[1], h), listeners) for h in hosts)
-            protocol = "HTTPS" if any(lis.protocol == "HTTPS" for lis in listeners) else "HTTP"
+            protocol: l7.ListenerProtocol = (
+                "HTTPS" if any(lis.protocol == "HTTPS" for lis in listeners) else "HTTP")
             certs = sorted(
                 {cert for lis in listeners if lis.protocol == "HTTPS" for cert in lis.certificates},
                 key=lambda cert: (cert.server_names, cert.cert_pem, cert.key_pem),

@@ -51,7 +51,8 @@ def path_modifier(raw: object) -> l7.PathModifier | None:
     if t == "ReplaceFullPath":
         return l7.PathModifier("ReplaceFullPath", as_str(r.get("replaceFullPath"), "/") or "/")
     if t == "ReplacePrefixMatch":
-        return l7.PathModifier("ReplacePrefixMatch", as_str(r.get("replacePrefixMatch"), "/") or "/")
+        return l7.PathModifier("ReplacePrefixMatch",
+                               as_str(r.get("replacePrefixMatch"), "/") or "/")
     return None
 
 
@@ -92,7 +93,8 @@ def resolve_filters(
             )
         elif t == "URLRewrite" and rewrite is None:
             r = as_dict(f.get("urlRewrite"))
-            rewrite = l7.URLRewrite(hostname=as_str(r.get("hostname")) or None, path=path_modifier(r.get("path")))
+            rewrite = l7.URLRewrite(hostname=as_str(r.get("hostname")) or None,
+                                    path=path_modifier(r.get("path")))
         elif t == "RequestMirror":
             r = as_dict(f.get("requestMirror"))
             rb = be.resolve(reader, as_dict(r.get("backendRef")), route_kind, route_ns)
@@ -103,12 +105,13 @@ def resolve_filters(
                 mirrors.append(l7.Mirror(rb.l7(default_protocol=default_protocol), _percent(r)))
         elif t == "CORS" and cors is None:
             r = as_dict(f.get("cors"))
-            strs = lambda k: tuple(x for x in as_list(r.get(k)) if isinstance(x, str))  # noqa: E731
+            strs = lambda k: tuple(x for x in as_list(r.get(k)) if isinstance(x, str))  # noqa: E731, B023
             age = as_int(r.get("maxAge"), 5)
             cors = l7.CORS(
                 allow_origins=strs("allowOrigins"), allow_methods=strs("allowMethods"),
                 allow_headers=strs("allowHeaders"), expose_headers=strs("exposeHeaders"),
-                allow_credentials=r.get("allowCredentials") is True, max_age=age if age is not None else 5,
+                allow_credentials=r.get("allowCredentials") is True,
+                max_age=age if age is not None else 5,
             )
         elif t == "ExtensionRef":
             e = as_dict(f.get("extensionRef"))
@@ -117,7 +120,8 @@ def resolve_filters(
                 c.RESOLVED_REFS, False, c.R_INVALID_KIND,
                 f"ExtensionRef filter {ref_group(e, '') or 'core'}/{as_str(e.get('kind'))} "
                 f"{as_str(e.get('name'))} is not a filter kgw supports"))
-        elif t in ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "CORS"):
+        elif t in ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect",
+                   "URLRewrite", "CORS"):
             continue  # repeated filter type: the API rejects it; keep the first
         else:
             res.problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
@@ -128,7 +132,3 @@ def resolve_filters(
         mirrors=tuple(mirrors), cors=cors,
     )
     return res
-
-
-def is_empty(f: l7.Filters) -> bool:
-    return f == l7.Filters()

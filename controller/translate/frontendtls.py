@@ -21,8 +21,8 @@ InsecureFrontendValidationMode=True (reason ConfigurationChanged), as the spec a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from controller.objects import GATEWAY_GROUP, ObjectKey
 from controller.translate import conditions as c

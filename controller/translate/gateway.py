@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.translate import conditions as c
 from controller.translate.ir import Cond, GatewayIR, ListenerIR
 from controller.translate import refgrant
@@ -28,7 +28,7 @@ FAMILY = {"HTTP": ("tcp", "http"), "HTTPS": ("tcp", "https"), "TLS": ("tcp", "tl
            "TCP": ("tcp", "tcp"), "UDP": ("udp", "udp")}
 
 
-def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
+def class_conditions(reader: Reader, gc: Obj) -> tuple[Cond, ...]:
     """Conditions of a GatewayClass of ours."""
     pref = spec(gc).get("parametersRef")
     bad = None
@@ -43,19 +43,22 @@ def class_conditions(reader: Reader, gc: dict) -> tuple[Cond, ...]:
         elif not ns or reader.get("ConfigMap", ns, name) is None:
             bad = f"parametersRef ConfigMap {ns}/{name} not found"
         else:
-            bad = _parameters_set(reader.get("ConfigMap", ns, name), f"parametersRef ConfigMap {ns}/{name}")
+            bad = _parameters_set(reader.get("ConfigMap", ns, name),
+                                  f"parametersRef ConfigMap {ns}/{name}")
     accepted = (Cond(c.ACCEPTED, False, c.R_INVALID_PARAMETERS, bad) if bad
                 else Cond(c.ACCEPTED, True, c.R_ACCEPTED, "GatewayClass accepted by kgw"))
     return (accepted, Cond(c.SUPPORTED_VERSION, True, c.R_SUPPORTED_VERSION,
                            "Gateway API version supported"))
 
 
-def _parameters_set(cm: dict | None, what: str) -> str | None:
+def _parameters_set(cm: Obj | None, what: str) -> str | None:
     """kgw reads no parameters: a ConfigMap that sets any would be ignored, so it is refused."""
-    keys = sorted(map(str, {**as_dict((cm or {}).get("data")), **as_dict((cm or {}).get("binaryData"))}))
+    keys = sorted(
+        map(str, {**as_dict((cm or {}).get("data")), **as_dict((cm or {}).get("binaryData"))}))
     if not keys:
         return None
-    return f"{what} sets {', '.join(keys)}: kgw reads no parameters (an empty ConfigMap is accepted)"
+    return (
+        f"{what} sets {', '.join(keys)}: kgw reads no parameters (an empty ConfigMap is accepted)")
 
 
 def mark_conflict(listener: ListenerIR, reason: str, message: str) -> ListenerIR:
@@ -84,7 +87,8 @@ def _mark_unavailable(listener: ListenerIR, message: str) -> ListenerIR:
 
 
 def _protocol_text(lis: ListenerIR) -> str:
-    return f"{lis.protocol} {lis.tls_mode}" if lis.protocol == "TLS" and lis.tls_mode else lis.protocol
+    return (f"{lis.protocol} {lis.tls_mode}" if lis.protocol == "TLS" and lis.tls_mode
+            else lis.protocol)
 
 
 def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
@@ -105,9 +109,11 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
         families = {FAMILY[out[i].protocol][1] for i in idx}
         if len(families) > 1:
             for i in idx:
-                others = ", ".join(f"{out[j].name} ({_protocol_text(out[j])})" for j in idx if j != i)
+                others = ", ".join(f"{out[j].name} ({_protocol_text(out[j])})" for j in idx
+                                   if j != i)
                 out[i] = mark_conflict(out[i], c.R_PROTOCOL_CONFLICT,
-                                        f"port {port} is also used by listener(s) of another protocol: {others}")
+                                        f"port {port} is also used by listener(s) of another "
+                                        f"protocol: {others}")
             continue
         seen: dict[str | None, list[int]] = defaultdict(list)
         for i in idx:
@@ -117,8 +123,8 @@ def apply_conflicts(listeners: list[ListenerIR]) -> list[ListenerIR]:
                 for i in same:
                     others = ", ".join(out[j].name for j in same if j != i)
                     out[i] = mark_conflict(out[i], c.R_HOSTNAME_CONFLICT,
-                                            f"port {port} and hostname {h or '(any)'} are also used by "
-                                            f"listener(s) {others}")
+                                            f"port {port} and hostname {h or '(any)'} are also "
+                                            f"used by listener(s) {others}")
     return out
 
 
@@ -133,7 +139,7 @@ def _is_local(ip: str, local: tuple[str, ...] | None) -> bool:
 
 
 def _addresses(
-    gw: dict, node_addresses: tuple[str, ...], local_addresses: tuple[str, ...] | None,
+    gw: Obj, node_addresses: tuple[str, ...], local_addresses: tuple[str, ...] | None,
     assigned: str | None = None, resolved: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...], Cond | None, Cond | None]:
     """(status addresses, bind addresses, Accepted problem, Programmed problem).
@@ -171,7 +177,9 @@ def _addresses(
                 continue
             foreign = [ip for ip in found if not _is_local(ip, local_addresses)]
             if foreign:
-                unusable.append(f"hostname {value} resolves to {', '.join(foreign)}, not an address of this node")
+                unusable.append(
+                    f"hostname {value} resolves to {', '.join(foreign)}, not an address of this "
+                    "node")
                 continue
             if value not in reported:
                 reported.append(value)
@@ -191,8 +199,10 @@ def _addresses(
     return tuple(node_addresses), ("0.0.0.0",), acc, prog
 
 
-def backend_client_certificate(reader: Reader, gw: dict, key: ObjectKey) -> tuple[tuple[str, str] | None, Cond | None]:
-    """spec.tls.backend.clientCertificateRef -> ((cert, key) | None, Gateway ResolvedRefs condition | None)."""
+def backend_client_certificate(reader: Reader, gw: Obj,
+                               key: ObjectKey) -> tuple[tuple[str, str] | None, Cond | None]:
+    """spec.tls.backend.clientCertificateRef -> ((cert, key) | None, Gateway ResolvedRefs
+    condition | None)."""
     ref = as_dict(as_dict(as_dict(spec(gw).get("tls")).get("backend")).get("clientCertificateRef"))
     if not ref:
         return None, None
@@ -200,22 +210,26 @@ def backend_client_certificate(reader: Reader, gw: dict, key: ObjectKey) -> tupl
     name, ns = as_str(ref.get("name")), as_str(ref.get("namespace")) or key.namespace
     bad = c.R_INVALID_CLIENT_CERTIFICATE_REF
     if group != "" or kind != "Secret":
-        return None, Cond(c.RESOLVED_REFS, False, bad, f"clientCertificateRef {group or 'core'}/{kind} is not a Secret")
-    if not refgrant.permitted(reader, GATEWAY_GROUP, "Gateway", key.namespace, "", "Secret", ns, name):
+        return None, Cond(c.RESOLVED_REFS, False, bad,
+                          f"clientCertificateRef {group or 'core'}/{kind} is not a Secret")
+    if not refgrant.permitted(reader, GATEWAY_GROUP, "Gateway", key.namespace, "", "Secret", ns,
+                              name):
         return None, Cond(c.RESOLVED_REFS, False, c.R_REF_NOT_PERMITTED,
-                          f"Secret {ns}/{name} is in another namespace and no ReferenceGrant allows it")
+                          f"Secret {ns}/{name} is in another namespace and no ReferenceGrant "
+                          "allows it")
     secret = reader.get("Secret", ns, name)
     if secret is None:
         return None, Cond(c.RESOLVED_REFS, False, bad, f"Secret {ns}/{name} not found")
     pair = tls_secret(secret)
     if isinstance(pair, str):
         return None, Cond(c.RESOLVED_REFS, False, bad, f"Secret {ns}/{name}: {pair}")
-    return pair, Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, "backend client certificate resolved")
+    return pair, Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS,
+                      "backend client certificate resolved")
 
 
 def resolve_gateway(
     reader: Reader,
-    gw: dict,
+    gw: Obj,
     class_name: str,
     node_addresses: tuple[str, ...],
     local_addresses: tuple[str, ...] | None,
@@ -230,7 +244,8 @@ def resolve_gateway(
     listeners = [frontend.apply(resolve_listener(reader, key, as_dict(raw)))
                  for raw in as_list(spec(gw).get("listeners"))]
     listeners = apply_conflicts(listeners)
-    status_addrs, binds, addr_acc, addr_prog = _addresses(gw, node_addresses, local_addresses, assigned, resolved)
+    status_addrs, binds, addr_acc, addr_prog = _addresses(gw, node_addresses, local_addresses,
+                                                          assigned, resolved)
 
     params_problem = None
     infra = as_dict(spec(gw).get("infrastructure"))
@@ -238,7 +253,8 @@ def resolve_gateway(
         pref = as_dict(infra.get("parametersRef"))
         group, kind, name = ref_group(pref, ""), as_str(pref.get("kind")), as_str(pref.get("name"))
         if group != "" or kind != "ConfigMap":
-            params_problem = f"infrastructure.parametersRef {group or 'core'}/{kind} is not supported"
+            params_problem = (
+                f"infrastructure.parametersRef {group or 'core'}/{kind} is not supported")
         elif reader.get("ConfigMap", key.namespace, name) is None:
             params_problem = f"infrastructure.parametersRef ConfigMap {name} not found"
         else:
@@ -261,10 +277,12 @@ def resolve_gateway(
         accepted = Cond(c.ACCEPTED, True, c.R_ACCEPTED, "Gateway accepted")
     if not accepted.ok:
         programmed = Cond(c.PROGRAMMED, False, c.R_INVALID, accepted.message)
-        listeners = [_not_programmed(lis, "Gateway not accepted: " + accepted.message) for lis in listeners]
+        listeners = [_not_programmed(lis, "Gateway not accepted: " + accepted.message)
+                     for lis in listeners]
     elif addr_prog:
         programmed = addr_prog
-        listeners = [_not_programmed(lis, "Gateway not programmed: " + addr_prog.message) for lis in listeners]
+        listeners = [_not_programmed(lis, "Gateway not programmed: " + addr_prog.message)
+                     for lis in listeners]
     elif not any(lis.programmed for lis in listeners) and listeners:
         programmed = Cond(c.PROGRAMMED, False, c.R_INVALID, "no listener is programmed")
     else:
@@ -274,7 +292,8 @@ def resolve_gateway(
         conditions=((accepted, programmed) + ((refs_cond,) if refs_cond else ())
                     + frontend.gateway_conditions(listeners)),
         listeners=tuple(listeners),
-        addresses=status_addrs, binds=binds, created=creation_timestamp(gw), backend_client_cert=client_cert,
+        addresses=status_addrs, binds=binds, created=creation_timestamp(gw),
+        backend_client_cert=client_cert,
     )
 
 
@@ -303,10 +322,12 @@ def apply_port_sharing(gateways: Iterable[GatewayIR]) -> dict[ObjectKey, Gateway
                 for addr in g.binds:
                     for bind in {addr, "0.0.0.0"} if addr != "0.0.0.0" else {"0.0.0.0"}:
                         prev = owner.get((transport, bind, lis.port))
-                        if prev and prev[1] != g.key and (prev[0] != family or family in ("tcp", "udp")):
+                        if prev and prev[1] != g.key and (prev[0] != family
+                                                          or family in ("tcp", "udp")):
                             taken = prev[1]
                 if taken is not None:
-                    lis = _mark_unavailable(lis, f"port {lis.port} is used by Gateway {taken.namespace}/{taken.name}")
+                    lis = _mark_unavailable(
+                        lis, f"port {lis.port} is used by Gateway {taken.namespace}/{taken.name}")
                     changed = True
                 else:
                     for addr in g.binds:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from controller.objects import ObjectKey
+from controller.objects import Obj, ObjectKey
 from controller.translate import backend as be
 from controller.translate import conditions as c
 from controller.translate.filters import resolve_filters
@@ -24,8 +24,8 @@ from kgw_l7.regex import compile_bytes, compile_text
 #: Rule fields the schema accepts and kgw does not implement: the route is not Accepted
 #: (UnsupportedValue), as the spec asks of an implementation that cannot honour a field.
 UNSUPPORTED_RULE_FIELDS = {
-    "sessionPersistence": "session persistence is not supported by kgw yet; the route is not served "
-                          "rather than served without it",
+    "sessionPersistence": "session persistence is not supported by kgw yet; the route is not "
+                          "served rather than served without it",
 }
 
 
@@ -42,7 +42,8 @@ def regex_error(value: str, compile_: Callable[[str], object]) -> str | None:
     try:
         compile_(value)
     except re.error as exc:
-        where = f" at position {exc.pos}" if exc.pos is not None and "position" not in exc.msg else ""
+        where = (f" at position {exc.pos}" if exc.pos is not None and "position" not in exc.msg
+                 else "")
         return f"{exc.msg}{where}"
     except (RecursionError, OverflowError, MemoryError) as exc:  # pathological nesting or repeats
         return f"cannot be compiled ({type(exc).__name__})"
@@ -65,7 +66,8 @@ def _value_matches(raw: object, cls: type, problems: list[Cond], what: str,
         why = regex_error(value, compile_) if t == "RegularExpression" else None
         if why is not None:
             problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
-                                 f"{what}[{i}] ({name}): invalid regular expression {value!r}: {why}"))
+                                 f"{what}[{i}] ({name}): invalid regular expression {value!r}: "
+                                 f"{why}"))
             continue
         out.append(cls(name=name, value=value, type=t))
     return tuple(out)
@@ -82,14 +84,16 @@ def http_match(raw: dict, problems: list[Cond]) -> l7.RouteMatch | None:
                                  f"path: invalid regular expression {pval!r}: {why}"))
             return None
     elif ptype not in ("Exact", "PathPrefix") or not pval.startswith("/"):
-        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"path: unsupported match {ptype} {pval!r}"))
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                             f"path: unsupported match {ptype} {pval!r}"))
         return None
     method = as_str(raw.get("method")) or None
     return l7.RouteMatch(
         path=l7.PathMatch(ptype, pval),  # type: ignore[arg-type]
-        headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems, "headers", compile_bytes),
-        query_params=_value_matches(raw.get("queryParams"), l7.QueryParamMatch, problems, "queryParams",
-                                    compile_text),
+        headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems, "headers",
+                               compile_bytes),
+        query_params=_value_matches(raw.get("queryParams"), l7.QueryParamMatch, problems,
+                                    "queryParams", compile_text),
         method=method.upper() if method else None,
     )
 
@@ -122,9 +126,11 @@ def grpc_match(raw: dict, problems: list[Cond]) -> l7.RouteMatch | None:
                                  f"method: invalid regular expression {path.value!r}: {why}"))
             return None
     else:
-        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"method: unsupported match type {t!r}"))
+        problems.append(
+            Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"method: unsupported match type {t!r}"))
         return None
-    return l7.RouteMatch(path=path, headers=_value_matches(raw.get("headers"), l7.HeaderMatch, problems, "headers",
+    return l7.RouteMatch(path=path, headers=_value_matches(raw.get("headers"), l7.HeaderMatch,
+                                                           problems, "headers",
                                                           compile_bytes))
 
 
@@ -136,7 +142,7 @@ def _timeout(value: object) -> float | None:
     return parse_duration(value) or 0.0
 
 
-def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
+def resolve_rules(reader: Reader, route: Obj, key: ObjectKey) -> RulesResult:
     grpc = key.kind == "GRPCRoute"
     default_proto: l7.BackendProtocol = "h2c" if grpc else "http"
     res = RulesResult()
@@ -149,13 +155,15 @@ def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
         for mi, m in enumerate(map(as_dict, raw_matches)):
             found: list[Cond] = []
             rm = (grpc_match if grpc else http_match)(m, found)
-            res.problems.extend(dataclasses.replace(p, message=f"spec.rules[{ri}].matches[{mi}].{p.message}")
+            res.problems.extend(dataclasses.replace(
+                p, message=f"spec.rules[{ri}].matches[{mi}].{p.message}")
                                 for p in found)
             if rm is not None:
                 matches.append(rm)
         for fld, why in UNSUPPORTED_RULE_FIELDS.items():
             if raw.get(fld) is not None:
-                res.problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE, f"spec.rules[{ri}].{fld}: {why}"))
+                res.problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                                         f"spec.rules[{ri}].{fld}: {why}"))
         fr = resolve_filters(reader, raw.get("filters"), key.kind, key.namespace, default_proto)
         res.problems.extend(fr.problems)
         res.services.update(b.service for b in fr.mirrors if b.service is not None)
@@ -169,7 +177,8 @@ def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
             bf = resolve_filters(reader, ref.get("filters"), key.kind, key.namespace, default_proto)
             res.problems.extend(bf.problems)
             res.services.update(b.service for b in bf.mirrors if b.service is not None)
-            b = rb.l7(filters=None if bf.filters == l7.Filters() else bf.filters, default_protocol=default_proto)
+            b = rb.l7(filters=None if bf.filters == l7.Filters() else bf.filters,
+                      default_protocol=default_proto)
             if bf.fail:
                 b = l7.Backend(name=b.name, weight=b.weight, filters=b.filters, error_status=500)
             backends.append(b)
@@ -185,15 +194,14 @@ def resolve_rules(reader: Reader, route: dict, key: ObjectKey) -> RulesResult:
             backends[backends.index(live[0])] = dataclasses.replace(
                 live[0], filters=None if rest == l7.Filters() else rest)
         direct = None
-        if fr.fail:
-            direct = 500
-        elif not backends and rule_filters.redirect is None:
+        if fr.fail or not backends and rule_filters.redirect is None:
             direct = 500
         timeouts = as_dict(raw.get("timeouts"))
         retry = None
         rraw = raw.get("retry")
         if isinstance(rraw, dict):
-            codes = tuple(sorted({x for x in (as_int(v) for v in as_list(rraw.get("codes"))) if x is not None}))
+            codes = tuple(sorted(
+                {x for x in (as_int(v) for v in as_list(rraw.get("codes"))) if x is not None}))
             attempts = as_int(rraw.get("attempts"), 1)
             retry = l7.Retry(attempts=attempts if attempts is not None and attempts >= 0 else 1,
                              codes=codes, backoff=parse_duration(rraw.get("backoff")))

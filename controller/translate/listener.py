@@ -88,11 +88,12 @@ def _route_kinds(protocol: str, allowed: dict) -> tuple[tuple[str, ...], list[st
 def _certificates(
     reader: Reader, gw: ObjectKey, tls: dict, server_names: tuple[str, ...]
 ) -> tuple[tuple[l7.Certificate, ...], tuple[str, ...], Cond | None]:
-    """The certificates of a terminating listener (HTTPS, or TLS Terminate), the Secret ("ns/name") each comes from, or
-    the ResolvedRefs problem."""
+    """The certificates of a terminating listener (HTTPS, or TLS Terminate), the Secret
+    ("ns/name") each comes from, or the ResolvedRefs problem."""
     refs = as_list(tls.get("certificateRefs"))
     if not refs:
-        return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, "no certificateRefs")
+        return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
+                            "no certificateRefs")
     certs: list[l7.Certificate] = []
     secrets: list[str] = []
     for ref in map(as_dict, refs):
@@ -104,15 +105,18 @@ def _certificates(
             return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
                                 f"unsupported certificateRef {group or 'core'}/{kind}")
         # gw is the declaring object: a Gateway, or a ListenerSet (whose grants are its own).
-        if not refgrant.permitted(reader, GATEWAY_GROUP, gw.kind, gw.namespace, "", "Secret", ns, name):
+        if not refgrant.permitted(reader, GATEWAY_GROUP, gw.kind, gw.namespace, "", "Secret", ns,
+                                  name):
             return (), (), Cond(c.RESOLVED_REFS, False, c.R_REF_NOT_PERMITTED,
                                 f"{where} is in another namespace and no ReferenceGrant allows it")
         secret = reader.get("Secret", ns, name)
         if secret is None:
-            return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, f"{where} not found")
+            return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
+                                f"{where} not found")
         pair = tls_secret(secret)
         if isinstance(pair, str):
-            return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF, f"{where}: {pair}")
+            return (), (), Cond(c.RESOLVED_REFS, False, c.R_INVALID_CERTIFICATE_REF,
+                                f"{where}: {pair}")
         certs.append(l7.Certificate(server_names, pair[0], pair[1]))
         secrets.append(f"{ns}/{name}")
     return tuple(certs), tuple(secrets), None
@@ -159,7 +163,8 @@ def resolve_listener(reader: Reader, gw: ObjectKey, raw: dict) -> ListenerIR:
     options = as_dict(tls.get("options"))
     if options and protocol in ("HTTPS", "TLS"):
         problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
-                             "tls.options: kgw defines no TLS options (" + ", ".join(sorted(map(str, options)))
+                             "tls.options: kgw defines no TLS options ("
+                             + ", ".join(sorted(map(str, options)))
                              + "); the listener is not served rather than served without them"))
     if protocol in ("HTTPS", "TLS") and tls_mode == "Terminate":
         certs, secrets, cond = _certificates(reader, gw, tls, (hostname or "*",))

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.translate import conditions as c
@@ -43,7 +43,8 @@ from controller.translate.ir import Cond, GatewayIR, ListenerIR, ListenerSetIR, 
 from controller.translate.listener import namespace_selected, parse_selector, resolve_listener
 from controller.translate.reader import Reader
 from controller.translate.status import conds
-from controller.translate.util import as_dict, as_list, as_str, creation_timestamp, gen, ref_group, spec
+from controller.translate.util import (as_dict, as_list, as_str, creation_timestamp, gen, ref_group,
+                                       spec)
 
 KIND = "ListenerSet"
 R_NOT_ALLOWED = "NotAllowed"
@@ -55,7 +56,8 @@ def parent_of(ls: Obj) -> ObjectKey | None:
     """The Gateway ``spec.parentRef`` names; None if it names another kind."""
     ref = as_dict(spec(ls).get("parentRef"))
     name = as_str(ref.get("name"))
-    if ref_group(ref) != GATEWAY_GROUP or (as_str(ref.get("kind"), "Gateway") or "Gateway") != "Gateway" or not name:
+    if ref_group(ref) != GATEWAY_GROUP or (as_str(ref.get("kind"), "Gateway")
+                                           or "Gateway") != "Gateway" or not name:
         return None
     return ObjectKey("Gateway", as_str(ref.get("namespace")) or ObjectKey.of(ls).namespace, name)
 
@@ -104,16 +106,19 @@ def _conflict(lis: ListenerIR, earlier: Iterable[ListenerIR]) -> tuple[str, str]
         return None
     transport, family = FAMILY[lis.protocol]
     for e in earlier:
-        if not e.accepted or e.protocol not in FAMILY or e.port != lis.port or FAMILY[e.protocol][0] != transport:
+        if not e.accepted or e.protocol not in FAMILY or e.port != lis.port or FAMILY[e.protocol][
+            0] != transport:
             continue
         # Name no sibling ListenerSet: it may be in a namespace this set's owner cannot see.
         where = ("a listener of the Gateway" if e.listener_set is None
                  else f"listener {e.name}" if e.listener_set == lis.listener_set
                  else "a listener of an older ListenerSet")
         if FAMILY[e.protocol][1] != family:  # TLS Passthrough and Terminate mix (by SNI)
-            return c.R_PROTOCOL_CONFLICT, f"port {lis.port} is used by {where} with another protocol"
+            return (c.R_PROTOCOL_CONFLICT,
+                    f"port {lis.port} is used by {where} with another protocol")
         if e.hostname == lis.hostname:
-            return c.R_HOSTNAME_CONFLICT, f"port {lis.port} and hostname {lis.hostname or '(any)'} are used by {where}"
+            return (c.R_HOSTNAME_CONFLICT,
+                    f"port {lis.port} and hostname {lis.hostname or '(any)'} are used by {where}")
     return None
 
 
@@ -132,12 +137,13 @@ def attach_sets(reader: Reader, g: GatewayIR, gw: Obj, sets: Iterable[Obj]) -> G
         if not _permitted(reader, frm, selector, g.key.namespace, key.namespace):
             irs.append(ListenerSetIR(key, gen(ls), Cond(
                 c.ACCEPTED, False, R_NOT_ALLOWED,
-                f"Gateway {g.key.namespace}/{g.key.name} does not allow ListenerSets from namespace {key.namespace} "
-                f"(allowedListeners.namespaces.from: {frm})")))
+                f"Gateway {g.key.namespace}/{g.key.name} does not allow ListenerSets from "
+                f"namespace {key.namespace} (allowedListeners.namespaces.from: {frm})")))
             continue
         if not g.accepted:
             irs.append(ListenerSetIR(key, gen(ls), Cond(
-                c.ACCEPTED, False, R_PARENT_NOT_ACCEPTED, f"Gateway {g.key.namespace}/{g.key.name} is not accepted")))
+                c.ACCEPTED, False, R_PARENT_NOT_ACCEPTED,
+                f"Gateway {g.key.namespace}/{g.key.name} is not accepted")))
             continue
         for raw in as_list(spec(ls).get("listeners")):
             lis = resolve_listener(reader, key, as_dict(raw))
@@ -165,7 +171,8 @@ def set_conditions(g: GatewayIR, ls: ListenerSetIR) -> tuple[Cond, Cond]:
     if ls.problem is not None:
         # NotAllowed is the Programmed reason too (conformance ListenerSetAllowedNamespace*);
         # a Gateway not accepted is not programmed either.
-        reason = R_PARENT_NOT_PROGRAMMED if ls.problem.reason == R_PARENT_NOT_ACCEPTED else ls.problem.reason
+        reason = (R_PARENT_NOT_PROGRAMMED if ls.problem.reason == R_PARENT_NOT_ACCEPTED
+                  else ls.problem.reason)
         return ls.problem, Cond(c.PROGRAMMED, False, reason, ls.problem.message)
     listeners = listeners_of(g, ls.key)
     invalid = sorted(lis.name for lis in listeners if not lis.programmed)
@@ -173,12 +180,14 @@ def set_conditions(g: GatewayIR, ls: ListenerSetIR) -> tuple[Cond, Cond]:
         why = "no listener is valid: " + ", ".join(invalid) if listeners else "no listeners"
         return (Cond(c.ACCEPTED, False, c.R_LISTENERS_NOT_VALID, why),
                 Cond(c.PROGRAMMED, False, c.R_LISTENERS_NOT_VALID, why))
-    accepted = (Cond(c.ACCEPTED, True, c.R_LISTENERS_NOT_VALID, "invalid listeners: " + ", ".join(invalid))
+    accepted = (Cond(c.ACCEPTED, True, c.R_LISTENERS_NOT_VALID,
+                     "invalid listeners: " + ", ".join(invalid))
                 if invalid else Cond(c.ACCEPTED, True, c.R_ACCEPTED, "ListenerSet accepted"))
     gw_programmed = next((x for x in g.conditions if x.type == c.PROGRAMMED), None)
     if gw_programmed is not None and not gw_programmed.ok:
         return accepted, Cond(c.PROGRAMMED, False, R_PARENT_NOT_PROGRAMMED,
-                              f"Gateway {g.key.namespace}/{g.key.name} is not programmed: {gw_programmed.message}")
+                              f"Gateway {g.key.namespace}/{g.key.name} is not programmed: "
+                              f"{gw_programmed.message}")
     return accepted, Cond(c.PROGRAMMED, True, c.R_PROGRAMMED, "ListenerSet programmed")
 
 
@@ -187,13 +196,15 @@ def attached_count(g: GatewayIR) -> int:
     return sum(1 for ls in g.listener_sets if set_conditions(g, ls)[0].ok)
 
 
-def listener_set_status(g: GatewayIR, ls: ListenerSetIR, attached: Mapping[tuple[ObjectKey, str], int]) -> dict:
+def listener_set_status(g: GatewayIR, ls: ListenerSetIR,
+                        attached: Mapping[tuple[ObjectKey, str], int]) -> dict:
     return {
         "conditions": conds(set_conditions(g, ls), ls.generation),
         "listeners": [
             {
                 "name": lis.name,
-                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": k} for k in lis.supported_kinds],
+                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": k}
+                                   for k in lis.supported_kinds],
                 "attachedRoutes": attached.get(lis.id, 0),
                 "conditions": conds(lis.conditions, ls.generation),
             }
@@ -202,5 +213,7 @@ def listener_set_status(g: GatewayIR, ls: ListenerSetIR, attached: Mapping[tuple
     }
 
 
-def statuses(gateways: Iterable[GatewayIR], attached: Mapping[tuple[ObjectKey, str], int]) -> dict[ObjectKey, dict]:
-    return {ls.key: listener_set_status(g, ls, attached) for g in gateways for ls in g.listener_sets}
+def statuses(gateways: Iterable[GatewayIR],
+             attached: Mapping[tuple[ObjectKey, str], int]) -> dict[ObjectKey, dict]:
+    return {ls.key: listener_set_status(g, ls, attached) for g in gateways
+            for ls in g.listener_sets}

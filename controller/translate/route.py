@@ -13,10 +13,10 @@ Gateway did not accept gives NoMatchingParent.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.translate import backend as be
 from controller.translate import backendtls
 from controller.translate import conditions as c
@@ -83,7 +83,8 @@ def not_allowed_message(reader: Reader, key: ObjectKey, listeners: list[Listener
             why.append(f"listener {lis.name} does not take {key.kind} (it takes {kinds})")
         elif not namespace_allowed(reader, lis, key.namespace):
             frm = {"Same": f"namespace {lis.owner.namespace} only", "None": "no namespace",
-                   "Selector": "namespaces matching its selector"}.get(lis.allowed_from, lis.allowed_from)
+                   "Selector": "namespaces matching its selector"}.get(lis.allowed_from,
+                                                                       lis.allowed_from)
             why.append(f"listener {lis.name} takes routes from {frm}, not from {key.namespace}")
     text = "; ".join(why) or f"no listener allows a {key.kind} from namespace {key.namespace}"
     return f"{NOT_SERVED[key.kind]}: {text}" if key.kind in NOT_SERVED else text
@@ -107,7 +108,8 @@ def attach(
     if listener_set is not None:
         ls = listenerset.find(gw, listener_set)
         if ls is None or ls.problem is not None:
-            why = ls.problem.message if ls is not None and ls.problem is not None else "not attached to the Gateway"
+            why = (ls.problem.message if ls is not None and ls.problem is not None
+                   else "not attached to the Gateway")
             return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_PARENT,
                                                     f"the ListenerSet is not accepted: {why}"))
     if not cands:
@@ -116,7 +118,8 @@ def attach(
         return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_PARENT,
                                                 f"no listener matches {what}"))
     allowed = [lis for lis in cands
-               if lis.accepted and key.kind in lis.supported_kinds and namespace_allowed(reader, lis, key.namespace)]
+               if lis.accepted and key.kind in lis.supported_kinds
+               and namespace_allowed(reader, lis, key.namespace)]
     if not allowed:
         return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NOT_ALLOWED_BY_LISTENERS,
                                                 not_allowed_message(reader, key, cands)))
@@ -129,9 +132,11 @@ def attach(
         if hosts:
             attached.append((lis, tuple(hosts)))
     if not attached:
-        return ParentResult(items, gw.key, Cond(c.ACCEPTED, False, c.R_NO_MATCHING_LISTENER_HOSTNAME,
-                                                "no listener hostname intersects the route's hostnames"))
-    return ParentResult(items, gw.key, Cond(c.ACCEPTED, True, c.R_ACCEPTED, "route accepted"), tuple(attached))
+        return ParentResult(items, gw.key,
+                            Cond(c.ACCEPTED, False, c.R_NO_MATCHING_LISTENER_HOSTNAME,
+                                 "no listener hostname intersects the route's hostnames"))
+    return ParentResult(items, gw.key, Cond(c.ACCEPTED, True, c.R_ACCEPTED, "route accepted"),
+                        tuple(attached))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +156,7 @@ def backend_tls(tls: l7.UpstreamTLS, client: tuple[str, str] | None) -> l4.Backe
                          client[0] if client else "", client[1] if client else "")
 
 
-def _l4_backends(reader: Reader, route: dict, key: ObjectKey, problems: list[Cond],
+def _l4_backends(reader: Reader, route: Obj, key: ObjectKey, problems: list[Cond],
                  services: set) -> L4Backends:
     groups: list[l4.BackendGroup] = []
     terminated: list[l4.BackendGroup] = []
@@ -182,14 +187,16 @@ def with_client_certificate(rule: l7.Rule, client: tuple[str, str]) -> l7.Rule:
     def fix(b: l7.Backend) -> l7.Backend:
         if b.tls is None:
             return b
-        return dataclasses.replace(b, tls=dataclasses.replace(b.tls, client_cert_pem=client[0], client_key_pem=client[1]))
+        return dataclasses.replace(
+            b, tls=dataclasses.replace(b.tls, client_cert_pem=client[0], client_key_pem=client[1]))
 
     mirrors = tuple(dataclasses.replace(m, backend=fix(m.backend)) for m in rule.filters.mirrors)
     return dataclasses.replace(rule, backends=tuple(fix(b) for b in rule.backends),
                                filters=dataclasses.replace(rule.filters, mirrors=mirrors))
 
 
-def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, GatewayIR]) -> RouteResult | None:
+def resolve_route(reader: Reader, route: Obj,
+                  gateways: Mapping[ObjectKey, GatewayIR]) -> RouteResult | None:
     """None when the route names no Gateway of ours (it gets no status from us)."""
     key = ObjectKey.of(route)
     s = spec(route)
@@ -204,7 +211,8 @@ def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, Gate
         name = as_str(ref.get("name"))
         ls_key: ObjectKey | None = None
         if kind == "Gateway":
-            gkey: ObjectKey | None = ObjectKey("Gateway", ns, name)
+            gkey: ObjectKey | None
+            gkey = ObjectKey("Gateway", ns, name)
             reader.deps.add(gkey)
         else:
             ls_key = ObjectKey(listenerset.KIND, ns, name)
@@ -253,7 +261,8 @@ def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, Gate
                     if client is not None:
                         rule = with_client_certificate(rule, client)
                     for mi, m in enumerate(matches):
-                        entries.append((sort_key(m, created, key.namespace, key.name, ri, mi), l7.Route(m, rule)))
+                        entries.append((sort_key(m, created, key.namespace, key.name, ri, mi),
+                                        l7.Route(m, rule)))
                 per_gw[p.gateway] = entries
             routes = tuple(per_gw[p.gateway])
             for addr in gateways[p.gateway].binds:
@@ -280,7 +289,8 @@ def resolve_route(reader: Reader, route: dict, gateways: Mapping[ObjectKey, Gate
     refs_bad = next((p for p in problems if p.type == c.RESOLVED_REFS and not p.ok), None)
     acc_bad = next((p for p in problems if p.type == c.ACCEPTED and not p.ok), None)
     if acc_bad is not None:
-        parents = [dataclasses.replace(p, accepted=acc_bad, listeners=()) if p.accepted.ok else p for p in parents]
+        parents = [dataclasses.replace(p, accepted=acc_bad, listeners=()) if p.accepted.ok else p
+                   for p in parents]
         l7c, l4c = [], []
     resolved = refs_bad or Cond(c.RESOLVED_REFS, True, c.R_RESOLVED_REFS, "all references resolved")
     gws = {p.gateway for p in parents if p.accepted.ok}

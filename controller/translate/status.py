@@ -6,7 +6,8 @@ Conditions are sorted by type and carry observedGeneration but no lastTransition
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from controller.objects import GATEWAY_GROUP, ObjectKey
 from controller.translate.conditions import condition
@@ -27,13 +28,15 @@ def gateway_status(g: GatewayIR, attached: Mapping[tuple[ObjectKey, str], int],
                    attached_listener_sets: int | None = None) -> dict:
     """``attached_listener_sets``: reported when the Gateway admits ListenerSets at all.
     Listeners of ListenerSets are reported by their sets, not here."""
-    out = {
-        "addresses": [{"type": "IPAddress" if is_ip(a) else "Hostname", "value": a} for a in g.addresses],
+    out: dict[str, Any] = {
+        "addresses": [{"type": "IPAddress" if is_ip(a) else "Hostname", "value": a}
+                      for a in g.addresses],
         "conditions": conds(g.conditions, g.generation),
         "listeners": [
             {
                 "name": lis.name,
-                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": k} for k in lis.supported_kinds],
+                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": k}
+                                   for k in lis.supported_kinds],
                 "attachedRoutes": attached.get(lis.id, 0),
                 "conditions": conds(lis.conditions, g.generation),
             }
@@ -61,7 +64,8 @@ def policy_status(ancestors: Iterable[ObjectKey], accepted: Cond, resolved: Cond
     return {
         "ancestors": [
             {
-                "ancestorRef": {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": g.namespace, "name": g.name},
+                "ancestorRef": {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": g.namespace,
+                                "name": g.name},
                 "controllerName": controller_name,
                 "conditions": conds((accepted, resolved), generation),
             }

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -48,8 +48,8 @@ def served(gateways: Iterable[GatewayIR]) -> tuple[ServedCertificate, ...]:
             for cert, secret in zip(lis.certificates, lis.certificate_secrets):
                 v = validity(cert.cert_pem)
                 if v is not None:
-                    out.append(ServedCertificate(lis.owner, f"{g.key.namespace}/{g.key.name}", lis.name,
-                                                 secret, *v))
+                    out.append(ServedCertificate(lis.owner, f"{g.key.namespace}/{g.key.name}",
+                                                 lis.name, secret, *v))
     return tuple(out)
 
 

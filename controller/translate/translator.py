@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import gc
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Iterator
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
 from controller.source import Problem
 from controller.store import Store
-from controller.translate import backendtls, emit_l4, listenerset, problems, status, tlscert, tlsoverlap
+from controller.translate import (backendtls, emit_l4, listenerset, problems, status, tlscert,
+                                  tlsoverlap)
 from controller.translate import conditions as c
 from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
@@ -114,7 +115,8 @@ class Translator:
                 eff.update(pseudo_keys(k, None))
         return eff
 
-    def _resolve_gateways(self, store: Store, eff: set[ObjectKey]) -> dict[ObjectKey, tuple[Cond, ...]]:
+    def _resolve_gateways(self, store: Store, eff: set[ObjectKey]) -> dict[ObjectKey,
+                                                                           tuple[Cond, ...]]:
         reader = Reader(store)
         classes: dict[ObjectKey, tuple[Cond, ...]] = {}
         class_names: set[str] = set()
@@ -133,7 +135,8 @@ class Translator:
             gw_problems.extend(problems.gateway_problems(reader, gw, cname in class_names))
             if cname in class_names:
                 k = ObjectKey.of(gw)
-                g = resolve_gateway(reader, gw, cname, self.options.node_addresses, self.options.local_addresses,
+                g = resolve_gateway(reader, gw, cname, self.options.node_addresses,
+                                    self.options.local_addresses,
                                     assigned.get(f"{k.namespace}/{k.name}"), hostnames)
                 g = listenerset.attach_sets(reader, g, gw, sets.get(k, ()))
                 resolved.append(tlsoverlap.mark_overlapping(g))
@@ -226,12 +229,14 @@ class Translator:
             statuses[k] = status.gateway_class_status(cs, gen(store.get_key(k) or {}))
         for k, g in self._gateways.items():
             statuses[k] = status.gateway_status(
-                g, self._attached, listenerset.attached_count(g) if g.allows_listener_sets else None)
+                g, self._attached,
+                listenerset.attached_count(g) if g.allows_listener_sets else None)
         statuses.update(listenerset.statuses(self._gateways.values(), self._attached))
         statuses.update(self._policy_statuses(store))
         found = self._gateway_problems + tuple(p for k in sorted(self._route_problems)
                                                for p in self._route_problems[k])
-        found += tuple(p for pol in store.list("BackendTLSPolicy") for p in problems.policy_problems(pol))
+        found += tuple(p for pol in store.list("BackendTLSPolicy")
+                       for p in problems.policy_problems(pol))
         found += tuple(sorted(set(self._policy_problems), key=lambda p: (p.key, p.message)))
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found,
                            certificates=tlscert.served(self._gateways.values()))
@@ -257,13 +262,17 @@ class Translator:
                         ancestors |= applies
                         if as_is:  # TCP/TLS passthrough bytes: kgw originates no TLS there
                             self._policy_problems.append(Problem(
-                                "", f"Service {ns}/{svc} is used by {rk.kind} {rk.namespace}/{rk.name}, whose "
-                                    "connections kgw forwards as they are: the policy does not apply to them",
+                                "",
+                                f"Service {ns}/{svc} is used by {rk.kind} "
+                                f"{rk.namespace}/{rk.name}, whose "
+                                "connections kgw forwards as they are: the policy does not apply "
+                                "to them",
                                 pk, "spec.targetRefs"))
                 if not ancestors:
                     continue
                 ev = backendtls.evaluate(reader, p)
-                accepted = (Cond(c.ACCEPTED, False, c.R_CONFLICTED, "another policy targets the same Service port")
+                accepted = (Cond(c.ACCEPTED, False, c.R_CONFLICTED,
+                                 "another policy targets the same Service port")
                             if pk in losing else ev.accepted)
                 out[pk] = status.policy_status(ancestors, accepted, ev.resolved_refs, gen(p),
                                                self.options.controller_name)

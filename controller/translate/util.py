@@ -63,10 +63,6 @@ def ref_group(ref: dict, default: str = GATEWAY_GROUP) -> str:
     return "" if g == "core" else g
 
 
-def ref_kind(ref: dict, default: str) -> str:
-    return as_str(ref.get("kind"), default) or default
-
-
 def parse_duration(value: Any) -> float | None:
     """Gateway API Duration ("1h2m3s", "500ms") in seconds; None if absent or invalid.
 

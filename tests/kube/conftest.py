@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -14,7 +15,8 @@ from controller.kube.source import KubeOptions, KubeSource
 from tests.kube.fake_apiserver import FakeAPIServer
 
 #: Fast timings for tests: quick backoff, short watches, frequent secret refresh.
-FAST = KubeOptions(watch_timeout=5, backoff_initial=0.05, backoff_max=0.3, secret_refresh=0.5, rediscover=0.3)
+FAST = KubeOptions(watch_timeout=5, backoff_initial=0.05, backoff_max=0.3, secret_refresh=0.5,
+                   rediscover=0.3)
 
 
 @pytest.fixture

@@ -52,7 +52,8 @@ class Resource:
 
 
 def default_resources(versions: dict[str, str | None] | None = None) -> list[Resource]:
-    """Every kind kgw reads at its newest version (``versions`` overrides; None: not served), and Leases."""
+    """Every kind kgw reads at its newest version (``versions`` overrides; None: not served),
+    and Leases."""
     versions = versions or {}
     out = []
     for k in KINDS.values():
@@ -191,7 +192,7 @@ class FakeAPIServer:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> "FakeAPIServer":
+    def start(self) -> FakeAPIServer:
         fake = self
 
         class Handler(_Handler):
@@ -233,7 +234,8 @@ class FakeAPIServer:
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         r = self.resource_for(obj["apiVersion"], obj["kind"])
-        code, out = self._create(r, obj["metadata"].get("namespace", "") if r.namespaced else "", obj)
+        code, out = self._create(r, obj["metadata"].get("namespace", "") if r.namespaced else "",
+                                 obj)
         assert code == 201, out
         return out
 
@@ -243,7 +245,8 @@ class FakeAPIServer:
         meta = obj["metadata"]
         body = copy.deepcopy(obj)
         body["metadata"].pop("resourceVersion", None)
-        code, out = self._update(r, meta.get("namespace", "") if r.namespaced else "", meta["name"], body, False)
+        code, out = self._update(r, meta.get("namespace", "") if r.namespaced else "", meta["name"],
+                                 body, False)
         assert code == 200, out
         return out
 
@@ -290,7 +293,8 @@ class FakeAPIServer:
         self.paused = False
 
     def status_writes(self) -> list[Request]:
-        return [q for q in self.requests if q.subresource == "status" and q.verb in ("update", "patch")]
+        return [q for q in self.requests if q.subresource == "status"
+                and q.verb in ("update", "patch")]
 
     # -- storage ------------------------------------------------------------------------------
 
@@ -298,13 +302,15 @@ class FakeAPIServer:
         self.rv += 1
         return self.rv
 
-    def _record(self, r: Resource, type_: str, obj: dict[str, Any], prev: dict[str, Any] | None) -> None:
+    def _record(self, r: Resource, type_: str, obj: dict[str, Any],
+                prev: dict[str, Any] | None) -> None:
         self.log.append(_Entry(self.rv, r.group, r.plural, type_, copy.deepcopy(obj),
                                copy.deepcopy(prev) if prev else None))
         self.cond.notify_all()
 
     def _create(self, r: Resource, ns: str, body: Any) -> tuple[int, dict[str, Any]]:
-        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict) or not body["metadata"].get("name"):
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"),
+                                                        dict) or not body["metadata"].get("name"):
             return 422, _status(422, "Invalid", "metadata.name: Required value")
         with self.cond:
             store = self.objects.setdefault((r.group, r.plural), {})
@@ -321,7 +327,7 @@ class FakeAPIServer:
             else:
                 meta.pop("namespace", None)
             meta.update(uid=str(uuid.uuid4()), generation=1, resourceVersion=str(self._next_rv()),
-                        creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                        creationTimestamp=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
             store[(ns, name)] = obj
             self._record(r, "ADDED", obj, None)
             return 201, copy.deepcopy(obj)
@@ -337,9 +343,10 @@ class FakeAPIServer:
                 return 400, _status(400, "BadRequest", "body must be an object")
             want_rv = (body.get("metadata") or {}).get("resourceVersion")
             if want_rv and want_rv != old["metadata"]["resourceVersion"]:
-                return 409, _status(409, "Conflict", f'Operation cannot be fulfilled on {r.plural} "{name}": '
-                                    "the object has been modified; please apply your changes to the latest "
-                                    "version and try again")
+                return 409, _status(409, "Conflict",
+                                    f'Operation cannot be fulfilled on {r.plural} "{name}": '
+                                    "the object has been modified; please apply your changes to "
+                                    "the latest version and try again")
             if patch:
                 body = merge_patch(old, body)
             new = copy.deepcopy(old)
@@ -366,7 +373,8 @@ class FakeAPIServer:
                     new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
             new["apiVersion"], new["kind"] = r.api_version, r.kind
             if new == old:
-                return 200, copy.deepcopy(old)  # a no-op update changes nothing, not even resourceVersion
+                # a no-op update changes nothing, not even resourceVersion
+                return 200, copy.deepcopy(old)
             new["metadata"]["resourceVersion"] = str(self._next_rv())
             store[(ns, name)] = new
             self._record(r, "MODIFIED", new, old)
@@ -437,7 +445,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         body = self._body() if method in ("POST", "PUT", "PATCH") else None
         if fake.paused:
-            self._send(503, _status(503, "ServiceUnavailable", "the server is currently unable to handle the request"))
+            self._send(503, _status(503, "ServiceUnavailable",
+                                    "the server is currently unable to handle the request"))
             return
         if self.headers.get("Authorization") != f"Bearer {fake.token}":
             self._send(401, _status(401, "Unauthorized", "Unauthorized"))
@@ -446,7 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
         # discovery
         if parts in (["api"], ["apis"]) or (parts[:1] == ["api"] and len(parts) == 2) or \
                 (parts[:1] == ["apis"] and len(parts) in (2, 3)):
-            self._request = Request(method, url.path, "", user_agent=self.headers.get("User-Agent", ""))
+            self._request = Request(method, url.path, "",
+                                    user_agent=self.headers.get("User-Agent", ""))
             fake.requests.append(self._request)
             self._discovery(parts)
             return
@@ -455,7 +465,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts[:1] == ["apis"]:
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
-            self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            self._send(404,
+                       _status(404, "NotFound", "the server could not find the requested resource"))
             return
         ns = ""
         if len(rest) >= 3 and rest[0] == "namespaces":
@@ -463,7 +474,8 @@ class _Handler(BaseHTTPRequestHandler):
         plural = rest[0]
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
-        r = next((r for r in fake.resources if r.group == group and r.version == version and r.plural == plural), None)
+        r = next((r for r in fake.resources if r.group == group and r.version == version
+                  and r.plural == plural), None)
         if method == "GET":
             verb = "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list")
         else:
@@ -472,7 +484,8 @@ class _Handler(BaseHTTPRequestHandler):
                                 self.headers.get("User-Agent", ""), url.query)
         fake.requests.append(self._request)
         if r is None or (sub and (sub != "status" or not r.status)):
-            self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            self._send(404,
+                       _status(404, "NotFound", "the server could not find the requested resource"))
             return
         if verb == "watch":
             self._watch(r, ns, query)
@@ -494,7 +507,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif verb == "patch":
             ctype = self.headers.get("Content-Type", "")
             if ctype != "application/merge-patch+json":
-                self._send(415, _status(415, "UnsupportedMediaType", f"the fake speaks merge-patch only, not {ctype}"))
+                self._send(415, _status(415, "UnsupportedMediaType",
+                                        f"the fake speaks merge-patch only, not {ctype}"))
                 return
             self._send(*fake._update(r, ns, name, body, status_only=sub == "status", patch=True))
         elif verb == "delete":
@@ -521,7 +535,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[0] == "apis" and len(parts) == 2:
             vs = groups.get(parts[1])
             if not vs:
-                self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+                self._send(404, _status(404, "NotFound",
+                                        "the server could not find the requested resource"))
                 return
             self._send(200, {"kind": "APIGroup", "apiVersion": "v1", "name": parts[1], "versions": [
                 {"groupVersion": f"{parts[1]}/{v}", "version": v} for v in vs]})
@@ -529,19 +544,25 @@ class _Handler(BaseHTTPRequestHandler):
         group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
         rs = [r for r in fake.resources if r.group == group and r.version == version]
         if not rs:
-            self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            self._send(404,
+                       _status(404, "NotFound", "the server could not find the requested resource"))
             return
         resources = []
         for r in rs:
-            resources.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
-                              "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+            resources.append({"name": r.plural, "singularName": r.kind.lower(),
+                              "namespaced": r.namespaced,
+                              "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch",
+                                                        "update", "watch"]})
             if r.status:
-                resources.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
+                resources.append({"name": f"{r.plural}/status", "singularName": "",
+                                  "namespaced": r.namespaced,
                                   "kind": r.kind, "verbs": ["get", "patch", "update"]})
         self._send(200, {"kind": "APIResourceList", "apiVersion": "v1",
-                         "groupVersion": f"{group}/{version}" if group else version, "resources": resources})
+                         "groupVersion": f"{group}/{version}" if group else version,
+                         "resources": resources})
 
-    def _visible(self, r: Resource, ns: str, query: dict[str, str], obj: dict[str, Any] | None) -> bool:
+    def _visible(self, r: Resource, ns: str, query: dict[str, str],
+                 obj: dict[str, Any] | None) -> bool:
         if obj is None:
             return False
         meta = obj.get("metadata") or {}
@@ -575,7 +596,8 @@ class _Handler(BaseHTTPRequestHandler):
         page = items[start:]
         if limit and len(page) > limit:
             page = page[:limit]
-            meta["continue"] = base64.b64encode(json.dumps({"rv": rv, "start": start + limit}).encode()).decode()
+            meta["continue"] = base64.b64encode(
+                json.dumps({"rv": rv, "start": start + limit}).encode()).decode()
         self._send(200, {"kind": f"{r.kind}List", "apiVersion": r.api_version, "metadata": meta,
                          "items": [self._out(r, o, True) for o in page]})
 
@@ -598,7 +620,8 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.cond:
             initial: list[bytes] = []
             if rv_q not in ("", "0") and int(rv_q) < fake.compacted:
-                gone = _status(410, "Expired", f"too old resource version: {rv_q} ({fake.compacted})")
+                gone = _status(410, "Expired",
+                               f"too old resource version: {rv_q} ({fake.compacted})")
                 initial.append(json.dumps({"type": "ERROR", "object": gone}).encode())
                 pos = None
             else:
@@ -607,10 +630,12 @@ class _Handler(BaseHTTPRequestHandler):
                     for o in sorted(fake.objects.get((r.group, r.plural), {}).values(),
                                     key=lambda o: o["metadata"]["resourceVersion"]):
                         if self._visible(r, ns, query, o):
-                            initial.append(json.dumps({"type": "ADDED", "object": self._out(r, o, False)}).encode())
+                            initial.append(json.dumps(
+                                {"type": "ADDED", "object": self._out(r, o, False)}).encode())
                 else:
                     start_rv = int(rv_q)
-                pos = next((i for i, e in enumerate(fake.log) if e.rv > start_rv and e.raw is None), len(fake.log))
+                pos = next((i for i, e in enumerate(fake.log) if e.rv > start_rv and e.raw is None),
+                           len(fake.log))
                 fake._watchers.append(watcher)
         try:
             for line in initial:
@@ -646,7 +671,8 @@ class _Handler(BaseHTTPRequestHandler):
                         type_ = ""
                     if type_:
                         assert e.obj is not None
-                        out.append(json.dumps({"type": type_, "object": self._out(r, e.obj, False)}).encode())
+                        out.append(json.dumps(
+                            {"type": type_, "object": self._out(r, e.obj, False)}).encode())
                 if not out and bookmarks:
                     out.append(json.dumps({"type": "BOOKMARK", "object": {
                         "kind": r.kind, "apiVersion": r.api_version,

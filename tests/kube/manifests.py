@@ -22,7 +22,8 @@ def kubectl() -> str:
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
-    out = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 

@@ -9,7 +9,8 @@ GW = "gateway.networking.k8s.io/v1"
 
 def namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}}}
+            "metadata": {"name": name,
+                         "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}}}
 
 
 def gateway_class(name: str = "kgw") -> dict[str, Any]:
@@ -17,16 +18,19 @@ def gateway_class(name: str = "kgw") -> dict[str, Any]:
             "spec": {"controllerName": "kgw.dev/gateway-controller"}}
 
 
-def gateway(port: int, ns: str = "test", name: str = "gw", tls_secret: str | None = None) -> dict[str, Any]:
+def gateway(port: int, ns: str = "test", name: str = "gw",
+            tls_secret: str | None = None) -> dict[str, Any]:
     listeners: list[dict[str, Any]] = [{"name": "http", "protocol": "HTTP", "port": port,
                                         "allowedRoutes": {"namespaces": {"from": "Same"}}}]
     if tls_secret:
         listeners.append({"name": "https", "protocol": "HTTPS", "port": port + 1,
                           "allowedRoutes": {"namespaces": {"from": "Same"}},
                           "tls": {"mode": "Terminate",
-                                  "certificateRefs": [{"group": "", "kind": "Secret", "name": tls_secret}]}})
+                                  "certificateRefs": [
+                                      {"group": "", "kind": "Secret", "name": tls_secret}]}})
     return {"apiVersion": GW, "kind": "Gateway", "metadata": {"name": name, "namespace": ns},
-            "spec": {"gatewayClassName": "kgw", "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+            "spec": {"gatewayClassName": "kgw",
+                     "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
                      "listeners": listeners}}
 
 
@@ -44,23 +48,26 @@ def endpoint_slice(port: int, ns: str = "test", service_name: str = "svc") -> di
             "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]}
 
 
-def http_route(host: str, ns: str = "test", name: str = "web", gateway_name: str = "gw") -> dict[str, Any]:
+def http_route(host: str, ns: str = "test", name: str = "web",
+               gateway_name: str = "gw") -> dict[str, Any]:
     return {"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": name, "namespace": ns},
             "spec": {"parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
                                      "name": gateway_name}],
                      "hostnames": [host],
                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                                "backendRefs": [{"group": "", "kind": "Service", "name": "svc", "port": 80,
-                                                 "weight": 1}]}]}}
+                                "backendRefs": [{"group": "", "kind": "Service", "name": "svc",
+                                                 "port": 80, "weight": 1}]}]}}
 
 
-def secret(name: str, ns: str = "test", cert: str = "Y2VydA==", key: str = "a2V5") -> dict[str, Any]:
+def secret(name: str, ns: str = "test", cert: str = "Y2VydA==", key: str = "a2V5") -> dict[str,
+                                                                                           Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
             "type": "kubernetes.io/tls", "data": {"tls.crt": cert, "tls.key": key}}
 
 
 def basic(port: int, backend_port: int, ns: str = "test") -> list[dict[str, Any]]:
-    return [namespace(ns), gateway_class(), gateway(port, ns), service(ns), endpoint_slice(backend_port, ns)]
+    return [namespace(ns), gateway_class(), gateway(port, ns), service(ns),
+            endpoint_slice(backend_port, ns)]
 
 
 def vhosts(translation: Any) -> set[str]:

@@ -30,19 +30,21 @@ def lease_holder(fake: FakeAPIServer) -> Any:
     return lease and lease["spec"].get("holderIdentity")
 
 
-def test_agent_serves_writes_status_and_shuts_down_cleanly(fake: FakeAPIServer, tmp_path: Path) -> None:
+def test_agent_serves_writes_status_and_shuts_down_cleanly(fake: FakeAPIServer,
+                                                           tmp_path: Path) -> None:
     gw_port, backend_port = free_port(), free_port()
     admin, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(fake.kubeconfig())
     fake.pause()  # the API server is down when the agent starts
-    cmd = kgw_cmd("agent", "--kubeconfig", str(kubeconfig), "--admin-address", admin, "--metrics-address", metrics,
+    cmd = kgw_cmd("agent", "--kubeconfig", str(kubeconfig), "--admin-address", admin,
+                  "--metrics-address", metrics,
                   "--identity", "node-1", "--lease-namespace", "kgw-system", "--workers", "1",
                   "--access-log", "off", "--l4-mode", "userspace", "--node-address", "127.0.0.1",
                   "--drain-timeout", "1")
     with running(kgw_cmd("echo", "--port", str(backend_port), "--quiet")), running(cmd) as agent:
-        code, body = eventually(lambda: (r := http_get(f"http://{admin}/readyz")) and r[0] == 503 and
-                                b"API server" in r[1] and r)
+        code, body = eventually(lambda: (r := http_get(f"http://{admin}/readyz")) and r[0] == 503
+                                and b"API server" in r[1] and r)
         assert b"not ready" in body
         for obj in o.basic(gw_port, backend_port):
             fake.create(obj)
@@ -51,7 +53,8 @@ def test_agent_serves_writes_status_and_shuts_down_cleanly(fake: FakeAPIServer, 
         eventually(lambda: http_get(f"http://{admin}/readyz")[0] == 200)
         eventually(lambda: get_via_gateway(gw_port, "a.example.com")[0] == 200)
         eventually(lambda: lease_holder(fake) == "node-1")
-        eventually(lambda: (fake.get(o.GW, "HTTPRoute", "test", "web").get("status") or {}).get("parents"))
+        eventually(
+            lambda: (fake.get(o.GW, "HTTPRoute", "test", "web").get("status") or {}).get("parents"))
         # The public listener serves only health and metrics.
         assert http_get(f"http://{metrics}/metrics")[0] == 200
         assert http_get(f"http://{metrics}/config_dump")[0] == 404
@@ -59,7 +62,8 @@ def test_agent_serves_writes_status_and_shuts_down_cleanly(fake: FakeAPIServer, 
 
         # The API server goes away: traffic keeps flowing, /readyz says why.
         fake.pause()
-        code, body = eventually(lambda: (r := http_get(f"http://{admin}/readyz")) and b"API server" in r[1] and r)
+        code, body = eventually(lambda: (r := http_get(f"http://{admin}/readyz"))
+                                and b"API server" in r[1] and r)
         assert code == 200 and b"last good configuration" in body
         assert get_via_gateway(gw_port, "a.example.com")[0] == 200
         fake.resume()

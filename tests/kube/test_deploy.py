@@ -19,8 +19,8 @@ from controller.objects import CONTROLLER_NAME
 from controller.schema import validate
 from tests.kube.manifests import DEPLOY, render
 
-_SCALARS = {"str": str, "int": int, "bool": bool, "float": (int, float), "datetime": str, "date": str,
-            "bytearray": str}
+_SCALARS = {"str": str, "int": int, "bool": bool, "float": (int, float), "datetime": str,
+            "date": str, "bytearray": str}
 
 
 def model_errors(value: Any, type_name: str, path: str) -> list[str]:
@@ -76,8 +76,8 @@ def test_model_walker_rejects_unknown_and_missing_fields() -> None:
 def test_base_renders_valid_objects() -> None:
     docs = render(DEPLOY / "base")
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
-                            "RoleBinding", "DaemonSet", "GatewayClass"])
+    assert kinds == sorted(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                            "Role", "RoleBinding", "DaemonSet", "GatewayClass"])
     for d in docs:
         assert object_errors(d) == [], d["kind"]
     ds = next(d for d in docs if d["kind"] == "DaemonSet")
@@ -88,8 +88,10 @@ def test_base_renders_valid_objects() -> None:
     # memory pressure, as node networking agents (kube-proxy, CNI daemons) are not.
     assert pod["priorityClassName"] == "system-node-critical"
     assert c["securityContext"]["privileged"] is False
-    assert {"BPF", "NET_ADMIN", "PERFMON", "SYS_RESOURCE"} <= set(c["securityContext"]["capabilities"]["add"])
-    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/sys/fs/bpf", "/usr/src", "/lib/modules"}
+    assert {"BPF", "NET_ADMIN", "PERFMON",
+            "SYS_RESOURCE"} <= set(c["securityContext"]["capabilities"]["add"])
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/sys/fs/bpf", "/usr/src",
+                                                           "/lib/modules"}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["resources"]["requests"]
@@ -100,7 +102,8 @@ def test_base_renders_valid_objects() -> None:
     assert gc["spec"]["controllerName"] == CONTROLLER_NAME and "namespace" not in gc["metadata"]
     # The args are the agent's own flags.
     from controller.cli import build_parser
-    args = [a.replace("$(NODE_IP)", "10.0.0.1").replace("$(POD_NAMESPACE)", "kgw-system") for a in c["args"]]
+    args = [a.replace("$(NODE_IP)", "10.0.0.1").replace("$(POD_NAMESPACE)", "kgw-system")
+            for a in c["args"]]
     parsed = build_parser().parse_args(args)
     assert parsed.command == "agent" and parsed.lease_namespace == "kgw-system"
 
@@ -110,7 +113,8 @@ def test_selected_namespaces_overlay() -> None:
     for d in docs:
         assert object_errors(d) == [], d["kind"]
     ds = next(d for d in docs if d["kind"] == "DaemonSet")
-    assert "--namespace-selector=kgw.dev/gateway=enabled" in ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace-selector=kgw.dev/gateway=enabled" in ds["spec"]["template"]["spec"][
+        "containers"][0]["args"]
 
 
 CRD = """\
@@ -131,7 +135,7 @@ spec:
       openAPIV3Schema:
         type: object
         x-kubernetes-preserve-unknown-fields: true
-"""
+"""  # noqa: E501 (data)
 
 
 def test_crd_overlay_with_a_local_bundle(tmp_path: Path) -> None:

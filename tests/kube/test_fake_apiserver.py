@@ -12,7 +12,8 @@ from tests.kube.fake_apiserver import FakeAPIServer, label_match
 GROUP = "gateway.networking.k8s.io"
 
 
-def test_status_subresource_put_patch_and_conflicts(fake: FakeAPIServer, api: client.ApiClient) -> None:
+def test_status_subresource_put_patch_and_conflicts(fake: FakeAPIServer,
+                                                    api: client.ApiClient) -> None:
     custom = client.CustomObjectsApi(api)
     fake.create(o.gateway_class())
     gc = custom.get_cluster_custom_object_status(GROUP, "v1", "gatewayclasses", "kgw")
@@ -25,11 +26,13 @@ def test_status_subresource_put_patch_and_conflicts(fake: FakeAPIServer, api: cl
         custom.replace_cluster_custom_object_status(GROUP, "v1", "gatewayclasses", "kgw", gc)
     assert err.value.status == 409
     patched = custom.patch_cluster_custom_object_status(
-        GROUP, "v1", "gatewayclasses", "kgw", {"status": {"supportedFeatures": [{"name": "HTTPRoute"}]}})
+        GROUP, "v1", "gatewayclasses", "kgw",
+        {"status": {"supportedFeatures": [{"name": "HTTPRoute"}]}})
     assert patched["status"]["conditions"] and patched["status"]["supportedFeatures"]
     with pytest.raises(ApiException) as err:
         custom.patch_cluster_custom_object_status(
-            GROUP, "v1", "gatewayclasses", "kgw", {"metadata": {"resourceVersion": "1"}, "status": {}})
+            GROUP, "v1", "gatewayclasses", "kgw",
+            {"metadata": {"resourceVersion": "1"}, "status": {}})
     assert err.value.status == 409
     spec = custom.get_cluster_custom_object(GROUP, "v1", "gatewayclasses", "kgw")
     spec["spec"]["description"] = "changed"
@@ -39,7 +42,8 @@ def test_status_subresource_put_patch_and_conflicts(fake: FakeAPIServer, api: cl
 
 def test_leases(fake: FakeAPIServer, api: client.ApiClient) -> None:
     coord = client.CoordinationV1Api(api)
-    body = client.V1Lease(metadata=client.V1ObjectMeta(name="l"), spec=client.V1LeaseSpec(holder_identity="a"))
+    body = client.V1Lease(metadata=client.V1ObjectMeta(name="l"),
+                          spec=client.V1LeaseSpec(holder_identity="a"))
     coord.create_namespaced_lease("ns", body)
     with pytest.raises(ApiException) as err:
         coord.create_namespaced_lease("ns", body)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -24,7 +25,8 @@ TIMING = {"lease_duration": 2, "renew_deadline": 1.0, "retry_period": 0.2}
 
 
 def lease(fake: FakeAPIServer) -> dict[str, Any]:
-    return (fake.get("coordination.k8s.io/v1", "Lease", "kgw-system", "kgw-status-writer") or {}).get("spec") or {}
+    return (fake.get("coordination.k8s.io/v1", "Lease", "kgw-system", "kgw-status-writer")
+            or {}).get("spec") or {}
 
 
 @dataclasses.dataclass
@@ -57,7 +59,8 @@ async def agents(fake: FakeAPIServer, tmp_path: Path) -> AsyncIterator[Callable[
         clients.append(api)
         box: list[KubeStatusWriter] = []
         elector = LeaderElector(api, "kgw-system", "kgw-status-writer", name, **TIMING,
-                                on_started=lambda: box[0].write_all(), on_stopped=lambda: box[0].drop())
+                                on_started=lambda: box[0].write_all(),
+                                on_stopped=lambda: box[0].drop())
         writer = KubeStatusWriter(api, is_leader=lambda: elector.is_leader, backoff_initial=0.05)
         box.append(writer)
         sup = Supervisor(KubeSource(api, FAST), status_writer=writer)
@@ -74,7 +77,8 @@ async def agents(fake: FakeAPIServer, tmp_path: Path) -> AsyncIterator[Callable[
         c.close()
 
 
-async def test_one_writer_and_takeover_on_expiry(fake: FakeAPIServer, agents: Callable[[str], Agent]) -> None:
+async def test_one_writer_and_takeover_on_expiry(fake: FakeAPIServer,
+                                                 agents: Callable[[str], Agent]) -> None:
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     fake.create(o.http_route("a.example.com"))
@@ -102,8 +106,8 @@ async def test_one_writer_and_takeover_on_expiry(fake: FakeAPIServer, agents: Ca
 
     def route_not_accepted() -> bool:
         parents = fake.get(o.GW, "HTTPRoute", "test", "web")["status"]["parents"]
-        return any(c["type"] == "Accepted" and c["status"] == "False" and c["observedGeneration"] == 2
-                   for p in parents for c in p["conditions"])
+        return any(c["type"] == "Accepted" and c["status"] == "False"
+                   and c["observedGeneration"] == 2 for p in parents for c in p["conditions"])
     await until(route_not_accepted)
     assert {q.user_agent for q in fake.status_writes()} == {"agent-a", "agent-b"}
     # The new leader looked at every current status once (and wrote only what differed).
@@ -112,7 +116,8 @@ async def test_one_writer_and_takeover_on_expiry(fake: FakeAPIServer, agents: Ca
     assert {("gatewayclasses", "kgw"), ("gateways", "gw"), ("httproutes", "web")} <= reads_b
 
 
-async def test_release_hands_over_at_once(fake: FakeAPIServer, agents: Callable[[str], Agent]) -> None:
+async def test_release_hands_over_at_once(fake: FakeAPIServer,
+                                          agents: Callable[[str], Agent]) -> None:
     a = agents("agent-a")
     await until(lambda: a.elector.is_leader)
     b = agents("agent-b")
@@ -125,7 +130,8 @@ async def test_release_hands_over_at_once(fake: FakeAPIServer, agents: Callable[
     assert lease(fake)["holderIdentity"] == "agent-b"
 
 
-async def test_leader_that_cannot_renew_stops_writing(fake: FakeAPIServer, agents: Callable[[str], Agent]) -> None:
+async def test_leader_that_cannot_renew_stops_writing(fake: FakeAPIServer,
+                                                      agents: Callable[[str], Agent]) -> None:
     a = agents("agent-a")
     await until(lambda: a.elector.is_leader)
     fake.pause()  # the API server is unreachable: a cannot renew

@@ -26,13 +26,13 @@ from tests.kube.conftest import FAST, until
 from tests.kube.fake_apiserver import FakeAPIServer, Request
 from tests.kube.manifests import base_documents
 
-GW_GROUP = "gateway.networking.k8s.io"
 #: Kinds with a status kgw writes.
-STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute",
-                "BackendTLSPolicy", "ListenerSet")
+STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute",
+                "UDPRoute", "BackendTLSPolicy", "ListenerSet")
 
 
-def rules(docs: list[dict[str, Any]], service_account: str = "kgw-agent") -> list[tuple[str, dict[str, Any]]]:
+def rules(docs: list[dict[str, Any]],
+          service_account: str = "kgw-agent") -> list[tuple[str, dict[str, Any]]]:
     """(namespace or "" for cluster-wide, rule) for every rule bound to the service account."""
     roles = {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d
              for d in docs if d["kind"] in ("ClusterRole", "Role")}
@@ -40,7 +40,8 @@ def rules(docs: list[dict[str, Any]], service_account: str = "kgw-agent") -> lis
     for b in docs:
         if b["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
             continue
-        if not any(s["kind"] == "ServiceAccount" and s["name"] == service_account for s in b["subjects"]):
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == service_account
+                   for s in b["subjects"]):
             continue
         ns = b["metadata"].get("namespace", "") if b["kind"] == "RoleBinding" else ""
         ref = b["roleRef"]
@@ -67,7 +68,8 @@ def some_object(kind: str) -> dict[str, Any]:
     return {"apiVersion": f"{k.group}/{k.versions[0]}", "kind": kind, "metadata": meta, "spec": {}}
 
 
-async def test_rbac_allows_exactly_what_the_code_calls(fake: FakeAPIServer, api: client.ApiClient) -> None:
+async def test_rbac_allows_exactly_what_the_code_calls(fake: FakeAPIServer,
+                                                       api: client.ApiClient) -> None:
     docs = base_documents()
     bound = rules(docs)
     assert bound, "no rules bound to the kgw-agent service account"
@@ -87,8 +89,8 @@ async def test_rbac_allows_exactly_what_the_code_calls(fake: FakeAPIServer, api:
     batches = source.batches()
     first = await asyncio.wait_for(batches.__anext__(), 10)
     assert ObjectKey("Secret", "test", "cert") in {e.key for e in first.events}
-    elector = LeaderElector(api, lease_ns, "kgw-status-writer", "me", lease_duration=2, renew_deadline=1,
-                            retry_period=0.2)
+    elector = LeaderElector(api, lease_ns, "kgw-status-writer", "me", lease_duration=2,
+                            renew_deadline=1, retry_period=0.2)
     run = asyncio.create_task(elector.run())
     await until(lambda: elector.is_leader)
     await asyncio.sleep(0.5)  # renew at least once

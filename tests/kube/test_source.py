@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -36,7 +37,8 @@ class Recorder:
             self.batches.append(b)
 
     def events(self, key: ObjectKey) -> list[tuple[EventType, str]]:
-        return [(e.type, e.resource_version) for b in self.batches for e in b.events if e.key == key]
+        return [(e.type, e.resource_version) for b in self.batches for e in b.events
+                if e.key == key]
 
     async def stop(self) -> None:
         await self.source.close()
@@ -66,8 +68,8 @@ def create_route(api: client.ApiClient, route: dict[str, Any]) -> dict[str, Any]
         GROUP, "v1", route["metadata"]["namespace"], "httproutes", route)
 
 
-async def test_initial_state_is_one_batch_of_added(fake: FakeAPIServer, make_source: Callable[..., KubeSource]
-                                                   ) -> None:
+async def test_initial_state_is_one_batch_of_added(fake: FakeAPIServer,
+                                                   make_source: Callable[..., KubeSource] ) -> None:
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     fake.create(o.http_route("a.example.com"))
@@ -77,7 +79,8 @@ async def test_initial_state_is_one_batch_of_added(fake: FakeAPIServer, make_sou
     keys = {e.key for e in first.events}
     assert keys == {ObjectKey("Namespace", "", "test"), ObjectKey("GatewayClass", "", "kgw"),
                     ObjectKey("Gateway", "test", "gw"), ObjectKey("Service", "test", "svc"),
-                    ObjectKey("EndpointSlice", "test", "svc-1"), ObjectKey("HTTPRoute", "test", "web")}
+                    ObjectKey("EndpointSlice", "test", "svc-1"),
+                    ObjectKey("HTTPRoute", "test", "web")}
     route = next(e for e in first.events if e.key.kind == "HTTPRoute")
     server = fake.get(o.GW, "HTTPRoute", "test", "web")
     assert route.resource_version == server["metadata"]["resourceVersion"]
@@ -125,7 +128,8 @@ async def test_create_change_delete_reach_the_data_plane_config(
     await until(lambda: backend_ports() == {port})
 
 
-async def test_watch_drop_and_410_lose_no_event(fake: FakeAPIServer, make_source: Callable[..., KubeSource]) -> None:
+async def test_watch_drop_and_410_lose_no_event(fake: FakeAPIServer,
+                                                make_source: Callable[..., KubeSource]) -> None:
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     fake.create(o.http_route("a.example.com", name="stays"))
@@ -133,7 +137,8 @@ async def test_watch_drop_and_410_lose_no_event(fake: FakeAPIServer, make_source
     rec = Recorder(make_source())
     await until(lambda: rec.batches)
     stays, goes = ObjectKey("HTTPRoute", "test", "stays"), ObjectKey("HTTPRoute", "test", "goes")
-    route_lists = lambda: [q for q in fake.requests if q.verb == "list" and q.resource == "httproutes"]  # noqa: E731
+    route_lists = lambda: [q for q in fake.requests  # noqa: E731
+                           if q.verb == "list" and q.resource == "httproutes"]
     assert len(route_lists()) == 1
 
     # 1. The stream is cut mid-way; changes made meanwhile arrive by resuming from the
@@ -141,7 +146,8 @@ async def test_watch_drop_and_410_lose_no_event(fake: FakeAPIServer, make_source
     fake.drop_watches()
     changed = o.http_route("b.example.com", name="stays")
     fake.update(changed)
-    await until(lambda: (EventType.MODIFIED, fake.get(o.GW, "HTTPRoute", "test", "stays")["metadata"]
+    await until(lambda: (EventType.MODIFIED,
+                         fake.get(o.GW, "HTTPRoute", "test", "stays")["metadata"]
                          ["resourceVersion"]) in rec.events(stays))
     assert len(route_lists()) == 1
     watches = [q for q in fake.requests if q.verb == "watch" and q.resource == "httproutes"]
@@ -168,16 +174,20 @@ async def test_watch_drop_and_410_lose_no_event(fake: FakeAPIServer, make_source
     await rec.stop()
 
 
-async def test_malformed_watch_events_are_skipped(fake: FakeAPIServer, make_source: Callable[..., KubeSource],
+async def test_malformed_watch_events_are_skipped(fake: FakeAPIServer,
+                                                  make_source: Callable[..., KubeSource],
                                                   caplog: pytest.LogCaptureFixture) -> None:
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     rec = Recorder(make_source())
     await until(lambda: rec.batches)
-    await until(lambda: any(q.verb == "watch" and q.resource == "httproutes" for q in fake.requests))
+    await until(
+        lambda: any(q.verb == "watch" and q.resource == "httproutes" for q in fake.requests))
     await asyncio.sleep(0.2)  # the watch is streaming
-    for line in (b"{not json", b'{"type": "ADDED"}', b'{"type": "ADDED", "object": {"metadata": {}}}',
-                 b'{"type": "ADDED", "object": []}', b'{"type": "SURPRISE", "object": {"metadata": {"name": "x"}}}',
+    for line in (b"{not json", b'{"type": "ADDED"}',
+                 b'{"type": "ADDED", "object": {"metadata": {}}}',
+                 b'{"type": "ADDED", "object": []}',
+                 b'{"type": "SURPRISE", "object": {"metadata": {"name": "x"}}}',
                  b'"just a string"'):
         fake.inject(o.GW, "HTTPRoute", line)
     fake.create(o.http_route("a.example.com"))
@@ -216,7 +226,8 @@ async def test_namespace_selector(fake: FakeAPIServer, running: Callable[..., Su
 
 async def test_missing_crd_is_reported_once_and_the_rest_works(
         tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
-    fake = FakeAPIServer(default_resources({"TCPRoute": None, "UDPRoute": None, "HTTPRoute": "v1beta1"}),
+    fake = FakeAPIServer(default_resources(
+        {"TCPRoute": None, "UDPRoute": None, "HTTPRoute": "v1beta1"}),
                          bookmark_interval=0.1).start()
     try:
         path = tmp_path / "kc2"
@@ -232,12 +243,14 @@ async def test_missing_crd_is_reported_once_and_the_rest_works(
         task = asyncio.create_task(sup.run())
         await until(lambda: o.vhosts(sup.translation) == {"a.example.com"})
         assert source.served["HTTPRoute"] == "gateway.networking.k8s.io/v1beta1"
-        assert sup.store.get_key(ObjectKey("HTTPRoute", "test", "web"))["apiVersion"].endswith("/v1beta1")
+        assert sup.store.get_key(ObjectKey("HTTPRoute", "test", "web"))["apiVersion"].endswith(
+            "/v1beta1")
         problems = [str(p) for p in sup.problems]
         assert any("TCPRoute" in p and "not installed" in p for p in problems), problems
         assert any("UDPRoute" in p for p in problems)
         await asyncio.sleep(1.0)  # several rediscovery rounds
-        warnings = [r for r in caplog.records if "TCPRoute" in r.getMessage() and r.levelname == "WARNING"]
+        warnings = [r for r in caplog.records if "TCPRoute" in r.getMessage()
+                    and r.levelname == "WARNING"]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         errors = [r for r in caplog.records if "TCPRoute" in r.getMessage() and r.name == "kgw"]
         assert len(errors) == 1  # the supervisor logs a problem once, when it appears
@@ -248,7 +261,8 @@ async def test_missing_crd_is_reported_once_and_the_rest_works(
         fake.stop()
 
 
-async def test_only_referenced_secrets_are_read(fake: FakeAPIServer, running: Callable[..., Supervisor]) -> None:
+async def test_only_referenced_secrets_are_read(fake: FakeAPIServer,
+                                                running: Callable[..., Supervisor]) -> None:
     port = free_port()
     for obj in o.basic(port, free_port()):
         fake.create(obj)
@@ -270,7 +284,8 @@ async def test_only_referenced_secrets_are_read(fake: FakeAPIServer, running: Ca
     assert secret_requests == {("get", "cert")}
 
 
-async def test_crd_removed_then_installed_again(fake: FakeAPIServer, running: Callable[..., Supervisor]) -> None:
+async def test_crd_removed_then_installed_again(fake: FakeAPIServer,
+                                                running: Callable[..., Supervisor]) -> None:
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     fake.create(o.http_route("a.example.com"))
@@ -292,16 +307,18 @@ async def test_crd_removed_then_installed_again(fake: FakeAPIServer, running: Ca
     assert not any("HTTPRoute" in str(p) for p in sup.problems)
 
 
-async def test_bookmarks_move_the_resume_point(fake: FakeAPIServer, make_source: Callable[..., KubeSource]) -> None:
-    """A quiet kind resumes from its last bookmark, not its last event: no relist after compaction."""
+async def test_bookmarks_move_the_resume_point(fake: FakeAPIServer,
+                                               make_source: Callable[..., KubeSource]) -> None:
+    """A quiet kind resumes from its last bookmark, not its last event: no relist after
+    compaction."""
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     fake.create(o.http_route("a.example.com"))
     rec = Recorder(make_source())
     await until(lambda: rec.batches)
     for i in range(5):  # other kinds move the global resourceVersion on
-        fake.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm{i}", "namespace": "test"},
-                     "data": {"k": "v"}})
+        fake.create({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": f"cm{i}", "namespace": "test"}, "data": {"k": "v"}})
     cm = ObjectKey("ConfigMap", "test", "cm4")
     await until(lambda: rec.events(cm))
     await asyncio.sleep(0.4)  # a few bookmark intervals: the HTTPRoute watch hears the new version

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -53,25 +54,30 @@ def accepted(fake: FakeAPIServer, name: str = "web") -> dict[str, Any] | None:
     return condition(ours[0]["conditions"], "Accepted") if ours else None
 
 
-async def test_status_written_once_per_change(fake: FakeAPIServer, agent: Callable[..., Any]) -> None:
+async def test_status_written_once_per_change(fake: FakeAPIServer,
+                                              agent: Callable[..., Any]) -> None:
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     fake.create(o.http_route("a.example.com"))
     sup, writer = agent()
     await until(lambda: accepted(fake) and (fake.get(o.GW, "Gateway", "test", "gw").get("status")
-                                            and fake.get(o.GW, "GatewayClass", "", "kgw").get("status")))
+                                            and fake.get(o.GW, "GatewayClass", "",
+                                                         "kgw").get("status")))
     await asyncio.sleep(0.5)  # let the writer's own status updates come back through the watch
     first = writes(fake)
-    assert first == {("gatewayclasses", "kgw"): 1, ("gateways", "gw"): 1, ("httproutes", "web"): 1}, first
+    assert first == {("gatewayclasses", "kgw"): 1, ("gateways", "gw"): 1,
+                     ("httproutes", "web"): 1}, first
     cond = accepted(fake)
-    assert cond["status"] == "True" and cond["observedGeneration"] == 1 and cond["lastTransitionTime"]
+    assert cond["status"] == "True" and cond["observedGeneration"] == 1 and cond[
+        "lastTransitionTime"]
     gw_conds = fake.get(o.GW, "Gateway", "test", "gw")["status"]["conditions"]
     assert condition(gw_conds, "Programmed") is not None
     gc = fake.get(o.GW, "GatewayClass", "", "kgw")["status"]["conditions"]
     assert condition(gc, "Accepted")["status"] == "True"
 
     # A resync (410 -> relist) changes nothing, so nothing is written.
-    route_lists = lambda: sum(q.verb == "list" and q.resource == "httproutes" for q in fake.requests)  # noqa: E731
+    route_lists = lambda: sum(  # noqa: E731
+        q.verb == "list" and q.resource == "httproutes" for q in fake.requests)
     fake.compact()
     fake.drop_watches()
     await until(lambda: route_lists() == 2)
@@ -97,9 +103,12 @@ async def test_conflict_is_retried_and_other_controllers_entries_kept(
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)
     created = fake.create(o.http_route("a.example.com"))
-    other = {"parentRef": {"name": "theirs", "namespace": "test"}, "controllerName": "example.com/other",
-             "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowed", "message": "",
-                             "observedGeneration": 1, "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
+    other = {"parentRef": {"name": "theirs", "namespace": "test"},
+             "controllerName": "example.com/other",
+             "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowed",
+                             "message": "",
+                             "observedGeneration": 1,
+                             "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
     fake._update(fake.resource_for(o.GW, "HTTPRoute"), "test", "web",
                  {**created, "status": {"parents": [other]}}, status_only=True)
 
@@ -124,7 +133,8 @@ async def test_conflict_is_retried_and_other_controllers_entries_kept(
 
 
 def test_merge_status_keeps_times_and_other_controllers() -> None:
-    mine = {"parents": [{"parentRef": {"name": "gw"}, "controllerName": "kgw.dev/gateway-controller",
+    mine = {"parents": [{"parentRef": {"name": "gw"},
+                         "controllerName": "kgw.dev/gateway-controller",
                          "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
                                          "lastTransitionTime": "2025-06-01T00:00:00Z"}]}]}
     server = {"parents": [
@@ -140,7 +150,8 @@ def test_merge_status_keeps_times_and_other_controllers() -> None:
     assert merge_status(server, None) == {"parents": [server["parents"][0]]}
 
 
-async def test_what_kgw_cannot_serve_becomes_a_condition(fake: FakeAPIServer, agent: Callable[..., Any]) -> None:
+async def test_what_kgw_cannot_serve_becomes_a_condition(fake: FakeAPIServer,
+                                                         agent: Callable[..., Any]) -> None:
     """The API server accepts a route to a Service that does not exist; kgw says so in status."""
     for obj in o.basic(free_port(), free_port()):
         fake.create(obj)

@@ -36,7 +36,8 @@ def _program() -> str:
     for c in abi.Counter:
         lines.append(f'printf("counter {c.name} %d\\n", (int)KGW_C_{c.name});')
     lines.append('printf("counter COUNT %d\\n", (int)KGW_C_COUNT);')
-    for m in ("KGW_CT_F_REPLY", "KGW_CT_F_FIN", "KGW_CT_F_RST", "KGW_CT_F_SYN_TBL", "KGW_CT_F_EMBRYO",
+    for m in ("KGW_CT_F_REPLY", "KGW_CT_F_FIN", "KGW_CT_F_RST", "KGW_CT_F_SYN_TBL",
+              "KGW_CT_F_EMBRYO",
               "KGW_NO_BACKEND", "KGW_HASH_SEED", "KGW_GLOBAL_BASE", "KGW_STATS_SIZE",
               "KGW_FE_BASE", "KGW_BACKEND_BASE", "KGW_FE_FLOWS_BASE", "KGW_BE_FLOWS_BASE",
               "KGW_FE_DROPS_BASE", "KGW_FE_DROP_FIRST", "KGW_FE_DROP_COUNT",
@@ -178,7 +179,8 @@ def test_decoders_undo_the_encoders():
         ("10.0.0.1", 8080, "UDP", 3)
     assert abi.fe_entry(bytes(abi.FeKey(proto=132)), abi.fe_val(0))[2] == "132"
     assert abi.fe_key("10.0.0.1", 1, "SCTP") == abi.fe_key("10.0.0.1", 1, "?")  # proto 0
-    assert abi.backend_of(abi.backend_val("10.1.0.1", 80, "10.9.0.1")) == ("10.1.0.1", 80, "10.9.0.1")
+    assert abi.backend_of(abi.backend_val("10.1.0.1", 80, "10.9.0.1")) == ("10.1.0.1", 80,
+                                                                           "10.9.0.1")
     table = (abi.backend_val("10.1.0.1", 80, "10.9.0.1") + bytes(12)
              + abi.backend_val("10.1.0.3", 81, "0.0.0.0"))
     assert {bid: abi.backend_of(v) for bid, v in abi.backends_of(table).items()} == \
@@ -189,7 +191,8 @@ def test_decoders_undo_the_encoders():
     assert abi.local_addr_of(abi.local_addr_key("10.1.2.3")) == "10.1.2.3"
     # a __be32 key is the address's own bytes, as the packet carries it
     assert abi.local_addr_key("10.1.2.3") == bytes([10, 1, 2, 3])
-    assert abi.counter_total([bytes(abi.CounterVal(2, 100)), bytes(abi.CounterVal(3, 50))]) == (5, 150)
+    assert abi.counter_total([bytes(abi.CounterVal(2, 100)), bytes(abi.CounterVal(3, 50))]) == (5,
+                                                                                                150)
     assert abi.SplicePeer.from_buffer_copy(abi.splice_peer_val(9)).peer == 9
 
 

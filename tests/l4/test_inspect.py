@@ -25,8 +25,8 @@ def maps():
         BackendGroup("a", 1, (Endpoint("10.1.0.1", 80),)),
         BackendGroup("b", 3, (Endpoint("10.1.0.2", 80),)),)),)))
     ct = m.get("kgw_ct")
-    k = abi.FlowKey(saddr=abi.ip_be("10.5.0.9"), daddr=abi.ip_be("10.0.0.1"), sport=abi.port_be(40000),
-                    dport=abi.port_be(8080), proto=6)
+    k = abi.FlowKey(saddr=abi.ip_be("10.5.0.9"), daddr=abi.ip_be("10.0.0.1"),
+                    sport=abi.port_be(40000), dport=abi.port_be(8080), proto=6)
     e = abi.CtEntry(new_saddr=abi.ip_be("10.9.0.1"), new_daddr=abi.ip_be("10.1.0.2"),
                     new_sport=abi.port_be(12345), new_dport=abi.port_be(80), fe_id=0, backend_id=1,
                     created_ns=1_000_000_000, last_seen_ns=4_000_000_000, packets=10, bytes=5000)
@@ -65,14 +65,19 @@ def test_frontends_json_has_shares_and_names(maps):
 def test_frontends_show_flows_and_drops_counted_per_frontend(maps):
     lay = abi.StatsLayout(SIZES)
     stats = maps.get("kgw_stats")
-    stats.set_percpu(abi.u32(lay.fe_flows_base), [bytes(abi.CounterVal(2, 0)), bytes(abi.CounterVal(1, 0))])
-    stats.set_percpu(abi.u32(lay.fe_drops_base + 1), [bytes(abi.CounterVal(5, 0)), bytes(abi.CounterVal(0, 0))])
-    stats.set_percpu(abi.u32(lay.fe_base + 1), [bytes(abi.CounterVal(4, 400)), bytes(abi.CounterVal(0, 0))])
-    stats.set_percpu(abi.u32(lay.be_flows_base + 1), [bytes(abi.CounterVal(3, 0)), bytes(abi.CounterVal(0, 0))])
+    stats.set_percpu(abi.u32(lay.fe_flows_base),
+                     [bytes(abi.CounterVal(2, 0)), bytes(abi.CounterVal(1, 0))])
+    stats.set_percpu(abi.u32(lay.fe_drops_base + 1),
+                     [bytes(abi.CounterVal(5, 0)), bytes(abi.CounterVal(0, 0))])
+    stats.set_percpu(abi.u32(lay.fe_base + 1),
+                     [bytes(abi.CounterVal(4, 400)), bytes(abi.CounterVal(0, 0))])
+    stats.set_percpu(abi.u32(lay.be_flows_base + 1),
+                     [bytes(abi.CounterVal(3, 0)), bytes(abi.CounterVal(0, 0))])
     _, out, _ = run(maps, "-o", "json", "frontends")
     fe = json.loads(out)[0]
     assert (fe["flows"], fe["drops"], fe["packets"], fe["bytes"]) == (3, 5, 4, 400)
-    assert {b["endpoint"]: b["flows"] for b in fe["backends"]} == {"10.1.0.1:80": 0, "10.1.0.2:80": 3}
+    assert {b["endpoint"]: b["flows"] for b in fe["backends"]} == {"10.1.0.1:80": 0,
+                                                                   "10.1.0.2:80": 3}
 
 
 def test_frontends_table_without_admin(maps):
@@ -110,10 +115,10 @@ def test_rearmed_entry_is_embryonic_and_swept_on_the_syn_timeout(maps):
                       ct_timeout_closing_ns=30_000_000_000)
     e.flags = 0
     ct.update(k, bytes(e))
-    assert loader.expire_flows(maps, st, now_ns=6_000_000_000) == 0  # idle 2 s < 1 h
+    assert loader.sweep_flows(maps, st, now_ns=6_000_000_000).removed == 0  # idle 2 s < 1 h
     e.flags = abi.CT_F_EMBRYO
     ct.update(k, bytes(e))
-    assert loader.expire_flows(maps, st, now_ns=6_000_000_000) == 1  # idle 2 s > 1 s
+    assert loader.sweep_flows(maps, st, now_ns=6_000_000_000).removed == 1  # idle 2 s > 1 s
     assert list(ct.keys()) == []
 
 
@@ -163,7 +168,8 @@ def test_usage_and_missing_state(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert main([], Env(stdout=out, stderr=err)) == ExitStatus.USAGE
     assert main(["bogus"], Env(stdout=out, stderr=err)) == ExitStatus.USAGE
-    code = main(["--pin-dir", str(tmp_path), "counters"], Env(stdout=out, stderr=err, admin_get=_refused))
+    code = main(["--pin-dir", str(tmp_path), "counters"],
+                Env(stdout=out, stderr=err, admin_get=_refused))
     assert code == ExitStatus.NO_STATE and "no kgw maps pinned" in err.getvalue()
     assert "no kgw answers at http://127.0.0.1:9095" in err.getvalue()
 
@@ -220,9 +226,11 @@ async def test_userspace_mode_answers_from_the_admin_api(tmp_path):
         code, out, err = run_us("-o", "json", "frontends")
         assert code == ExitStatus.OK, err
         fe, = json.loads(out)
-        assert (fe["name"], fe["frontend"], fe["route"]) == ("ns/gw/tcp", f"127.0.0.1:{port}/TCP", "ns/db")
+        assert (fe["name"], fe["frontend"], fe["route"]) == ("ns/gw/tcp", f"127.0.0.1:{port}/TCP",
+                                                             "ns/db")
         assert (fe["flows"], fe["active"], fe["bytes_to_backend"]) == (1, 1, 500)
-        assert fe["backends"] == [{"endpoint": f"127.0.0.1:{be_port}", "backend": "ns/db:5432", "weight": 2,
+        assert fe["backends"] == [{"endpoint": f"127.0.0.1:{be_port}", "backend": "ns/db:5432",
+                                   "weight": 2,
                                    "flows": 1, "bytes_to_backend": 500, "bytes_to_client": 500}]
         code, out, _ = run_us("-o", "json", "flows", "--src", client)
         flow, = json.loads(out)

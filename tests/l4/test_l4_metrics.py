@@ -67,7 +67,8 @@ def test_kernel_counters_become_labelled_families(kernel):
     stats.set_percpu(abi.u32(lay.fe_base + 2 * db.fe_id), cpus([(10, 1000), (5, 500)]))
     stats.set_percpu(abi.u32(lay.fe_base + 2 * db.fe_id + 1), cpus([(8, 8000), (0, 0)]))
     stats.set_percpu(abi.u32(lay.fe_flows_base + db.fe_id), cpus([(2, 0), (1, 0)]))
-    drop = lay.fe_drops_base + db.fe_id * len(abi.FE_DROPS) + abi.FE_DROPS.index(abi.Counter.DROP_NOT_SYN)
+    drop = lay.fe_drops_base + db.fe_id * len(abi.FE_DROPS) + abi.FE_DROPS.index(
+        abi.Counter.DROP_NOT_SYN)
     stats.set_percpu(abi.u32(drop), cpus([(4, 160), (0, 0)]))
     bid = be["10.1.0.2:5432"]
     stats.set_percpu(abi.u32(lay.backend_base + 2 * bid), cpus([(7, 700), (0, 0)]))
@@ -79,14 +80,18 @@ def test_kernel_counters_become_labelled_families(kernel):
 
     got = samples(render(kernel_stats("tc", maps, prog.views.values(), config, SIZES, sweep)))
     fe = fe_labels("10.0.0.1:5432/TCP")
-    assert got[("kgw_l4_frontend_packets_total", tuple(sorted((*fe, ("direction", "to_backend")))))] == 15
-    assert got[("kgw_l4_frontend_bytes_total", tuple(sorted((*fe, ("direction", "to_backend")))))] == 1500
-    assert got[("kgw_l4_frontend_bytes_total", tuple(sorted((*fe, ("direction", "to_client")))))] == 8000
+    assert got[
+        ("kgw_l4_frontend_packets_total", tuple(sorted((*fe, ("direction", "to_backend")))))] == 15
+    assert got[
+        ("kgw_l4_frontend_bytes_total", tuple(sorted((*fe, ("direction", "to_backend")))))] == 1500
+    assert got[
+        ("kgw_l4_frontend_bytes_total", tuple(sorted((*fe, ("direction", "to_client")))))] == 8000
     assert got[("kgw_l4_frontend_flows_total", fe)] == 3
     assert got[("kgw_l4_frontend_active_flows", fe)] == 3
     assert got[("kgw_l4_frontend_drops_total", tuple(sorted((*fe, ("reason", "not_syn")))))] == 4
     ep = (("backend", "ns/db:5432"), ("endpoint", "10.1.0.2:5432"))
-    assert got[("kgw_l4_backend_packets_total", tuple(sorted((*ep, ("direction", "to_backend")))))] == 7
+    assert got[
+        ("kgw_l4_backend_packets_total", tuple(sorted((*ep, ("direction", "to_backend")))))] == 7
     assert got[("kgw_l4_backend_flows_total", ep)] == 2
     assert got[("kgw_l4_drops_total", (("reason", "malformed"),))] == 3
     assert got[("kgw_l4_drops_total", (("reason", "not_syn"),))] == 4
@@ -125,7 +130,8 @@ def test_stats_reads_in_batches_up_to_the_highest_id(kernel):
     loader.stats(maps, [0, 1], [0, 2], SIZES)
     lay = abi.StatsLayout(SIZES)
     assert sorted(reads) == sorted([(lay.fe_base, 4), (lay.fe_flows_base, 2),
-                                    (lay.fe_drops_base, 2 * len(abi.FE_DROPS)), (lay.backend_base, 6),
+                                    (lay.fe_drops_base, 2 * len(abi.FE_DROPS)),
+                                    (lay.backend_base, 6),
                                     (lay.be_flows_base, 3), (lay.global_base, abi.COUNTER_COUNT)])
 
 
@@ -191,7 +197,8 @@ async def test_userspace_plane_counts_the_same_families():
         ct, cp = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", fe_udp))
         ct.sendto(b"y" * 100)
         assert await asyncio.wait_for(cp.got, 5) == b"y" * 100
-        ot, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=("127.0.0.1", fe_off))
+        ot, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                    remote_addr=("127.0.0.1", fe_off))
         ot.sendto(b"z")
         for _ in range(100):
             if plane.udp.frontends[("127.0.0.1", fe_off)].tally.drops:
@@ -201,21 +208,28 @@ async def test_userspace_plane_counts_the_same_families():
         flows = plane.flows()
         assert {f["proto"] for f in flows} == {"TCP", "UDP"}
         tcp_flow = next(f for f in flows if f["proto"] == "TCP")
-        assert tcp_flow["bytes_to_backend"] == 3000 and tcp_flow["backend"] == f"127.0.0.1:{tcp_port}"
+        assert tcp_flow["bytes_to_backend"] == 3000 and tcp_flow[
+            "backend"] == f"127.0.0.1:{tcp_port}"
 
         got = samples(plane.metrics())
         tcp = fe_labels(f"127.0.0.1:{fe_tcp}/TCP")
-        assert got[("kgw_l4_frontend_bytes_total", tuple(sorted((*tcp, ("direction", "to_backend")))))] == 3000
-        assert got[("kgw_l4_frontend_bytes_total", tuple(sorted((*tcp, ("direction", "to_client")))))] == 3000
+        assert got[("kgw_l4_frontend_bytes_total",
+                    tuple(sorted((*tcp, ("direction", "to_backend")))))] == 3000
+        assert got[("kgw_l4_frontend_bytes_total",
+                    tuple(sorted((*tcp, ("direction", "to_client")))))] == 3000
         assert got[("kgw_l4_frontend_flows_total", tcp)] == 1
         assert got[("kgw_l4_frontend_active_flows", tcp)] == 1
         # a stream proxy has no packets
-        assert not [k for k in got if k[0] == "kgw_l4_frontend_packets_total" and ("frontend", tcp[1][1]) in k[1]]
+        assert not [k for k in got if k[0] == "kgw_l4_frontend_packets_total"
+                    and ("frontend", tcp[1][1]) in k[1]]
         udp = fe_labels(f"127.0.0.1:{fe_udp}/UDP", "ns/dns", "udp")
-        assert got[("kgw_l4_frontend_packets_total", tuple(sorted((*udp, ("direction", "to_client")))))] == 1
-        assert got[("kgw_l4_frontend_bytes_total", tuple(sorted((*udp, ("direction", "to_backend")))))] == 100
+        assert got[("kgw_l4_frontend_packets_total",
+                    tuple(sorted((*udp, ("direction", "to_client")))))] == 1
+        assert got[("kgw_l4_frontend_bytes_total",
+                    tuple(sorted((*udp, ("direction", "to_backend")))))] == 100
         off = fe_labels(f"127.0.0.1:{fe_off}/UDP", "ns/off", "udp-off")
-        assert got[("kgw_l4_frontend_drops_total", tuple(sorted((*off, ("reason", "no_backend")))))] == 1
+        assert got[
+            ("kgw_l4_frontend_drops_total", tuple(sorted((*off, ("reason", "no_backend")))))] == 1
         assert got[("kgw_l4_drops_total", (("reason", "no_backend"),))] == 1
         ep = (("backend", "ns/db:5432"), ("endpoint", f"127.0.0.1:{tcp_port}"))
         assert got[("kgw_l4_backend_flows_total", ep)] == 1
@@ -245,7 +259,8 @@ async def test_tls_passthrough_counts_per_route_and_unknown_names():
     be_port = be.sockets[0].getsockname()[1]
     port = _free_port()
     config = L4Config(tls_passthrough=(TLSPassthrough("127.0.0.1:%d" % port, "127.0.0.1", port, (
-        SNIRoute("ns/web", ("a.example.com",), (BackendGroup("ns/web:443", 1, (Endpoint("127.0.0.1", be_port),)),),
+        SNIRoute("ns/web", ("a.example.com",),
+                 (BackendGroup("ns/web:443", 1, (Endpoint("127.0.0.1", be_port),)),),
                  gateway="ns/gw", listener="tls"),)),))
     plane = UserspacePlane()
     try:
@@ -264,7 +279,8 @@ async def test_tls_passthrough_counts_per_route_and_unknown_names():
         got = samples(plane.metrics())
         web = fe_labels(f"127.0.0.1:{port}/TLS", "ns/web", "tls")
         assert got[("kgw_l4_frontend_flows_total", web)] == 1
-        assert got[("kgw_l4_frontend_bytes_total", tuple(sorted((*web, ("direction", "to_backend")))))] >= len(hello)
+        assert got[("kgw_l4_frontend_bytes_total",
+                    tuple(sorted((*web, ("direction", "to_backend")))))] >= len(hello)
         none = tuple(sorted({"gateway": "", "listener": "", "route": "",
                              "frontend": f"127.0.0.1:{port}/TLS", "reason": "no_route"}.items()))
         assert got[("kgw_l4_frontend_drops_total", none)] == 1

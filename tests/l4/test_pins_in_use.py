@@ -121,7 +121,8 @@ def inspect_frontends(host: Host, beside: int) -> list[dict]:
 
 def metric(host: Host, name: str) -> float:
     text = host.call(http_get, f"{ADMIN}/metrics")[1].decode()
-    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+    return sum(float(v)
+               for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
 def private_mounts(pid: int) -> bool:
@@ -129,9 +130,11 @@ def private_mounts(pid: int) -> bool:
     return os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
 
 
-def test_second_instance_is_refused_and_kill9_releases_the_pins(host: Host, conf: Path, tmp_path: Path) -> None:
+def test_second_instance_is_refused_and_kill9_releases_the_pins(host: Host, conf: Path,
+                                                                tmp_path: Path) -> None:
     # holds the BPF filesystem the instances share; "ready" once it is mounted
-    keeper = host.popen(["sh", "-c", "echo ready; exec sleep 600"], stdout=subprocess.PIPE, text=True)
+    keeper = host.popen(["sh", "-c", "echo ready; exec sleep 600"], stdout=subprocess.PIPE,
+                        text=True)
     assert keeper.stdout is not None and keeper.stdout.readline().strip() == "ready"
     assert private_mounts(keeper.pid)
     first_log = (tmp_path / "first.log").open("w")
@@ -146,7 +149,8 @@ def test_second_instance_is_refused_and_kill9_releases_the_pins(host: Host, conf
     empty = tmp_path / "empty"
     empty.mkdir()
     second = host.popen(kgw_argv("run", "-c", str(empty), "--admin-address", "127.0.0.1:9096"),
-                        beside=keeper.pid, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                        beside=keeper.pid, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                        text=True)
     _, err = second.communicate(timeout=30)
     assert second.returncode == 1, err
     assert f"PID {first.pid}" in err and "/sys/fs/bpf/kgw" in err and "--l4-pin-dir" in err, err
@@ -154,7 +158,9 @@ def test_second_instance_is_refused_and_kill9_releases_the_pins(host: Host, conf
 
     # nor does kgw-inspect cleanup take the pins from under it
     r = host.run(sys.executable, "-m", "kgw_l4.inspect", "cleanup", beside=keeper.pid, check=False)
-    assert r.returncode == 1 and f"kgw (PID {first.pid}) is running with pin directory /sys/fs/bpf/kgw" in r.stderr, r
+    assert (r.returncode == 1
+            and f"kgw (PID {first.pid}) is running with pin directory /sys/fs/bpf/kgw"
+            in r.stderr), r
 
     # the first instance keeps its maps, its status and its service
     assert first.poll() is None
@@ -165,13 +171,15 @@ def test_second_instance_is_refused_and_kill9_releases_the_pins(host: Host, conf
     first.wait(10)
     third_log = tmp_path / "third.log"
     with third_log.open("w") as f:
-        host.popen(kgw_argv("run", "-c", str(conf)), beside=keeper.pid, stdout=subprocess.DEVNULL, stderr=f)
+        host.popen(kgw_argv("run", "-c", str(conf)), beside=keeper.pid, stdout=subprocess.DEVNULL,
+                   stderr=f)
     eventually(lambda: programmed(host), timeout=60)
     assert "adopted 1 frontends and 2 backends" in third_log.read_text()
     assert [len(f["backends"]) for f in inspect_frontends(host, keeper.pid)] == [2]
 
 
-def test_maps_changed_from_outside_are_repaired_and_reported(host: Host, conf: Path, tmp_path: Path) -> None:
+def test_maps_changed_from_outside_are_repaired_and_reported(host: Host, conf: Path,
+                                                             tmp_path: Path) -> None:
     log_path = tmp_path / "kgw.log"
     with log_path.open("w") as f:
         kgw = host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=f,
@@ -190,15 +198,19 @@ def test_maps_changed_from_outside_are_repaired_and_reported(host: Host, conf: P
     eventually(lambda: metric(host, "kgw_l4_drift_repairs_total") == 100, timeout=10)
     assert json.loads(host.run(sys.executable, "-c", MAGLEV, beside=kgw.pid).stdout) == row
     log = log_path.read_text()
-    assert "changed outside kgw (100 kgw_maglev entries wrong; frontends affected: l4/tcp/db): rewritten" in log, log
+    assert (
+        "changed outside kgw (100 kgw_maglev entries wrong; frontends affected: l4/tcp/db): "
+        "rewritten" in log), log
 
     # Programmed again once a check finds the maps intact
     eventually(lambda: listener(host)["Programmed"]["status"] == "True", timeout=10)
     assert "kernel maps intact again for l4/tcp/db" in log_path.read_text()
 
     # while something keeps writing, the listener is not Programmed and says why
-    fighter = host.popen([sys.executable, "-c", MAGLEV, "3", "4"], beside=kgw.pid, stdout=subprocess.DEVNULL)
-    cond = eventually(lambda: (c := listener(host)["Programmed"])["status"] == "False" and c, timeout=10)
+    fighter = host.popen([sys.executable, "-c", MAGLEV, "3", "4"], beside=kgw.pid,
+                         stdout=subprocess.DEVNULL)
+    cond = eventually(lambda: (c := listener(host)["Programmed"])["status"] == "False" and c,
+                      timeout=10)
     assert "kernel maps under /sys/fs/bpf/kgw were changed outside kgw" in cond["message"], cond
     assert "3 kgw_maglev entries wrong" in cond["message"], cond
     assert cond["reason"] == "Invalid", cond

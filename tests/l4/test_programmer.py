@@ -58,7 +58,8 @@ def test_adding_a_backend_writes_only_changed_slots(maps):
     p.apply(L4Config((fe(),)))
     before = ring(maps, 0)
     writes = maps.get("kgw_maglev").writes
-    r = p.apply(L4Config((fe(groups=[("g", 1, ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"])]),)))
+    r = p.apply(
+        L4Config((fe(groups=[("g", 1, ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"])]),)))
     after = ring(maps, 0)
     changed = sum(1 for a, b in zip(before, after) if a != b)
     assert r.slots_written == changed == maps.get("kgw_maglev").writes - writes
@@ -140,15 +141,16 @@ def test_adoption_writes_nothing_for_unchanged_config(maps):
     fresh = prog(maps)
     assert fresh.adopt() == 2
     r = fresh.apply(cfg)
-    assert (r.slots_written, r.backends_written, r.frontends_added, r.frontends_removed) == (0, 0, 0, 0)
+    assert (r.slots_written, r.backends_written, r.frontends_added, r.frontends_removed) == (0, 0,
+                                                                                             0, 0)
     assert {v.fe_id for v in fresh.views.values()} == {0, 1}
 
 
 def test_local_addresses_are_written_as_a_diff(maps):
     addrs = ["10.0.0.1", "10.0.0.2"]
-    p = Programmer(maps, snat_for=lambda _a: "10.9.9.9", local_addrs=lambda: list(addrs), sizes=SIZES)
+    p = Programmer(maps, snat_for=lambda _a: "10.9.9.9", local_addrs=lambda: list(addrs),
+                   sizes=SIZES)
     p.apply(L4Config((fe(address="0.0.0.0"),)))
-    lam = maps.get("kgw_local_addrs")
     assert loader.local_addrs(maps) == set(addrs)
     addrs.pop()
     p.apply(L4Config((fe(address="0.0.0.0"),)))
@@ -176,10 +178,11 @@ def test_counters_accessor_sums_cpus(maps):
 def test_expire_flows_uses_the_entry_state(maps):
     ct = maps.get("kgw_ct")
     s = abi.Settings(ct_timeout_syn_ns=10, ct_timeout_est_ns=100, ct_timeout_closing_ns=20)
-    for i, (flags, seen) in enumerate([(0, 950), (0, 850), (abi.CT_F_FIN, 985), (abi.CT_F_FIN, 960)]):
+    for i, (flags,
+            seen) in enumerate([(0, 950), (0, 850), (abi.CT_F_FIN, 985), (abi.CT_F_FIN, 960)]):
         k = abi.FlowKey(saddr=i + 1, proto=6)
         ct.update(bytes(k), bytes(abi.CtEntry(flags=flags, last_seen_ns=seen)))
-    assert loader.expire_flows(maps, s, now_ns=1000) == 2
+    assert loader.sweep_flows(maps, s, now_ns=1000).removed == 2
     left = {f.saddr for f in loader.flows(maps, ("kgw_ct",))}
     assert left == {abi.ip_str(1), abi.ip_str(3)}
 
@@ -217,7 +220,8 @@ def test_check_repairs_every_kind_of_change_and_names_the_frontends(maps):
     lam.update(abi.local_addr_key("10.0.0.77"), abi.LOCAL_ADDR_PRESENT)
 
     d = p.check()
-    assert d.entries == {"kgw_maglev": 5, "kgw_backends": 1, "kgw_frontends": 2, "kgw_local_addrs": 2}
+    assert d.entries == {"kgw_maglev": 5, "kgw_backends": 1, "kgw_frontends": 2,
+                         "kgw_local_addrs": 2}
     assert d.frontends == ("a", "b", "c")
     assert {name: dict(m._d) for name, m in maps.maps.items()} == before
     assert not p.check()

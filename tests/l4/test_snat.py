@@ -52,7 +52,8 @@ def test_looking_again_logs_only_what_changed(caplog):
 
 
 def test_a_loopback_source_is_refused():
-    s = SnatSources(lookup=Routes({"127.0.0.1": Route("127.0.0.1", "lo"), "10.0.0.1": Route("10.0.0.1", "lo")}))
+    s = SnatSources(
+        lookup=Routes({"127.0.0.1": Route("127.0.0.1", "lo"), "10.0.0.1": Route("10.0.0.1", "lo")}))
     with pytest.raises(OSError, match="never SNATs to a loopback address"):
         s("127.0.0.1")
     assert s("10.0.0.1") == "10.0.0.1"  # an address of this node, not loopback

@@ -24,7 +24,8 @@ def test_every_prefix_needs_more_or_parses():
     b"GET / HTTP/1.1\r\n\r\n",
     b"\x16\x03\x01\x00\x04\x02\x00\x00\x00",  # ServerHello, not ClientHello
     b"\x16\x03\x01\xff\xff",  # record too large
-    b"\x16\x03\x01\x00\x08\x01\x00\x00\x40" + b"\x03\x03" + b"\x00" * 2,  # hello claims more than the record
+    # hello claims more than the record
+    b"\x16\x03\x01\x00\x08\x01\x00\x00\x40" + b"\x03\x03" + b"\x00" * 2,
 ])
 def test_bad_input_is_an_error_not_a_crash(data):
     with pytest.raises(HelloError):

@@ -12,7 +12,8 @@ import ssl
 import pytest
 
 from kgw_l4.config import (
-    BackendGroup, BackendTLS, Endpoint, L4Config, ServingCert, SNIRoute, Termination, TLSPassthrough,
+    BackendGroup, BackendTLS, Endpoint, L4Config, ServingCert, SNIRoute, Termination,
+    TLSPassthrough,
 )
 from kgw_l4.plane import open_plane
 from kgw_l4.tlsterm import san_ok, select_certificate
@@ -43,7 +44,8 @@ def group(port: int, name: str = "g") -> tuple[BackendGroup, ...]:
     return (BackendGroup(name, 1, (Endpoint("127.0.0.1", port),)),)
 
 
-async def talk(port: int, sni: str, ca_pem: str | None, payload: bytes = b"ping\n") -> tuple[str, bytes, dict]:
+async def talk(port: int, sni: str, ca_pem: str | None,
+               payload: bytes = b"ping\n") -> tuple[str, bytes, dict]:
     """(first line, echo of payload, server certificate) over TLS verified against ca_pem."""
     if ca_pem is None:
         ctx = ssl.create_default_context()
@@ -51,7 +53,8 @@ async def talk(port: int, sni: str, ca_pem: str | None, payload: bytes = b"ping\
         ctx.verify_mode = ssl.CERT_NONE
     else:
         ctx = ssl.create_default_context(cadata=ca_pem)
-    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=sni), 10)
+    r, w = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=sni), 10)
     try:
         line = (await asyncio.wait_for(r.readline(), 10)).decode().strip()
         w.write(payload)
@@ -76,7 +79,8 @@ async def test_terminates_and_forwards_plain_tcp(tmp_path):
     port = free_port()
     route = SNIRoute("ns/app", ("app.example.com",), group(bport), "ns/gw", "tls",
                      terminate=Termination((cert,)))
-    plane = await plane_with(L4Config(tls_passthrough=(TLSPassthrough("t", "127.0.0.1", port, (route,)),)))
+    plane = await plane_with(
+        L4Config(tls_passthrough=(TLSPassthrough("t", "127.0.0.1", port, (route,)),)))
     try:
         line, echo, peer = await talk(port, "app.example.com", ca, b"x" * 200_000)
         assert line == "plain" and echo == b"x" * 200_000
@@ -121,7 +125,8 @@ async def test_reencrypts_with_backend_tls(tmp_path):
     def cfg(tls: BackendTLS) -> L4Config:
         g = group(tport, "ns/backend:8443")
         return L4Config(tls_passthrough=(TLSPassthrough("t", "127.0.0.1", port, (
-            SNIRoute("ns/app", ("app.example.com",), g, terminate=Termination((cert,), (("ns/backend:8443", tls),))),
+            SNIRoute("ns/app", ("app.example.com",), g,
+                     terminate=Termination((cert,), (("ns/backend:8443", tls),))),
         )),))
 
     plane = await plane_with(cfg(BackendTLS("backend.internal", backend_ca)))
@@ -155,10 +160,12 @@ async def test_tls_backend_without_policy_gets_cleartext(tmp_path):
     cert, ca = serving(tmp_path, "app.example.com")
     port = free_port()
     plane = await plane_with(L4Config(tls_passthrough=(TLSPassthrough("t", "127.0.0.1", port, (
-        SNIRoute("ns/app", ("app.example.com",), group(tport), terminate=Termination((cert,))),)),)))
+        SNIRoute("ns/app", ("app.example.com",), group(tport), terminate=Termination((cert,))),)),
+                                                       )))
     try:
         ctx = ssl.create_default_context(cadata=ca)
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="app.example.com")
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                             server_hostname="app.example.com")
         w.write(b"hello backend\n")
         assert await asyncio.wait_for(r.read(100), 10) == b""
         w.close()
@@ -171,7 +178,8 @@ async def test_unusable_certificate_is_a_counted_drop(tmp_path):
     srv, bport = await echo_server()
     cert, ca = serving(tmp_path, "app.example.com")
     _, other_key = serving(tmp_path, "other.example.com")
-    bad = ServingCert(("app.example.com",), cert.cert_pem, (tmp_path / "other.example.com.key").read_text())
+    bad = ServingCert(("app.example.com",), cert.cert_pem,
+                      (tmp_path / "other.example.com.key").read_text())
     port = free_port()
     plane = await plane_with(L4Config(tls_passthrough=(TLSPassthrough("t", "127.0.0.1", port, (
         SNIRoute("ns/app", ("app.example.com",), group(bport), terminate=Termination((bad,))),)),)))

@@ -29,7 +29,8 @@ async def echo_server(tag: bytes):
 
 def fe(port, groups, name="fe"):
     return Frontend(name, "127.0.0.1", port, "TCP", tuple(
-        BackendGroup(n, w, tuple(Endpoint("127.0.0.1", p) for p in ports)) for n, w, ports in groups))
+        BackendGroup(n, w, tuple(Endpoint("127.0.0.1", p) for p in ports))
+        for n, w, ports in groups))
 
 
 def free_port() -> int:
@@ -130,7 +131,8 @@ async def test_auto_falls_back_with_one_clear_line(monkeypatch, caplog):
     plane = await open_plane("auto")
     assert plane.mode == "userspace"
     lines = [r.message for r in caplog.records if "userspace L4 proxy" in r.message]
-    assert lines == ["kernel L4 data plane unavailable (not running as root): using the userspace L4 proxy"]
+    assert lines == [
+        "kernel L4 data plane unavailable (not running as root): using the userspace L4 proxy"]
     with pytest.raises(ld.BpfUnavailable, match="not running as root"):
         await open_plane("tc")
     await plane.close()
@@ -174,7 +176,8 @@ async def test_kernel_plane_refuses_a_loopback_node_address(monkeypatch, tmp_pat
 
     monkeypatch.setattr(ld, "unavailable_reason", lambda: None)
     with pytest.raises(ValueError, match="loopback address"):
-        await open_plane("tc", interfaces=["lo"], node_address="127.0.0.1", pin_dir=str(tmp_path / "pins"))
+        await open_plane("tc", interfaces=["lo"], node_address="127.0.0.1",
+                         pin_dir=str(tmp_path / "pins"))
     plane = await open_plane("userspace", node_address="127.0.0.1")  # nothing is NATed there
     await plane.close()
 
@@ -204,7 +207,8 @@ async def test_pins_are_locked_only_when_used(monkeypatch, tmp_path):
     await a.close()
     await b.close()
 
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(pins)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(pins)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         plane = await open_plane("tc", interfaces=["lo"], pin_dir=str(pins))  # nothing pinned yet

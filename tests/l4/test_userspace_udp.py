@@ -43,7 +43,8 @@ def free_udp_port() -> int:
 
 def ufe(port: int, groups, name: str = "udp") -> Frontend:
     return Frontend(name, "127.0.0.1", port, "UDP", tuple(
-        BackendGroup(n, w, tuple(Endpoint("127.0.0.1", p) for p in ports)) for n, w, ports in groups))
+        BackendGroup(n, w, tuple(Endpoint("127.0.0.1", p) for p in ports))
+        for n, w, ports in groups))
 
 
 class Client:
@@ -203,7 +204,8 @@ async def test_bad_input_port_clash_and_port_in_use():
             ufe(free_udp_port(), [], "empty"),
             ufe(pa, [("a", 1, [pa])], "taken"),  # the backend holds that UDP port
             # TCP on the same port number is no clash
-            Frontend("tcp", "127.0.0.1", port, "TCP", (BackendGroup("a", 1, (Endpoint("127.0.0.1", 1),)),)),
+            Frontend("tcp", "127.0.0.1", port, "TCP",
+                     (BackendGroup("a", 1, (Endpoint("127.0.0.1", 1),)),)),
         )))
         errs = plane.errors()
         assert "port clash" in errs["two"]

@@ -25,7 +25,8 @@ def head(method=b"GET", target=b"/a?b=1", version=b"1.1", headers=(), authority=
                        "none", None, False, False, None)
 
 
-def line(fmt: str, h=head(), status=200, received=0, sent=12, duration=0.0042,
+def line(fmt: str, h=head(), status=200,  # noqa: B008 (an immutable head)
+         received=0, sent=12, duration=0.0042,
          upstream=("10.0.0.7", 8080), route="default/web/0", request_id=b"rid-1", flags="",
          listener="default/gw/http", details=None, remote=b"192.0.2.1:40000",
          redact=logformat.DEFAULT_REDACT) -> bytes:
@@ -96,7 +97,8 @@ TEXT_CASES = [
     ("%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%", b"GET /a?b=1 HTTP/1.1"),
     ("%RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION%", b"200 - 4"),
     ("%BYTES_RECEIVED%/%BYTES_SENT%", b"0/12"),
-    ("%UPSTREAM_HOST% %ROUTE_NAME% %LISTENER_NAME%", b"10.0.0.7:8080 default/web/0 default/gw/http"),
+    ("%UPSTREAM_HOST% %ROUTE_NAME% %LISTENER_NAME%",
+     b"10.0.0.7:8080 default/web/0 default/gw/http"),
     ("%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
      b"192.0.2.1:40000 192.0.2.1"),
     ("%REQ(X-REQUEST-ID)% %REQ(:AUTHORITY)%", b"rid-1 example.com"),

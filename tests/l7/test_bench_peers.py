@@ -8,8 +8,9 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

@@ -13,8 +13,8 @@ import os
 import socket
 import ssl
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -48,10 +48,10 @@ class CA:
     key: ec.EllipticCurvePrivateKey
 
     @staticmethod
-    def new(name: str) -> "CA":
+    def new(name: str) -> CA:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(days=1))
@@ -70,7 +70,7 @@ class CA:
 
     def client(self, cn: str) -> tuple[str, str]:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
                 .issuer_name(self.cert.subject).public_key(key.public_key())
@@ -106,7 +106,8 @@ def material() -> Material:
 def _listener(name: str, port: int, m: Material, echo_port: int,
               validation: ClientValidation | None) -> Listener:
     rule = Rule(name=f"infra/{name}/0", route=f"infra/{name}", gateway="infra/gw",
-                backends=(Backend(name="infra/v1:8080", endpoints=(Endpoint("127.0.0.1", echo_port),)),))
+                backends=(
+                    Backend(name="infra/v1:8080", endpoints=(Endpoint("127.0.0.1", echo_port),)),))
     vhost = VirtualHost("*", (Route(RouteMatch(path=PathMatch("PathPrefix", "/")), rule),))
     certs = (Certificate(("a.example.com",), *m.server_named),
              Certificate(("*",), *m.server_default))
@@ -222,7 +223,8 @@ def test_insecure_fallback_asks_for_a_certificate_and_serves_every_client(runner
             for cert in (m.client_a, m.client_b, m.self_signed_client, None):
                 asked: list[bool] = []
                 assert _get(port, cert, sni=sni, version=version, asked=asked) == 200
-                assert asked, f"no certificate request (sni {sni}, {version.name}, cert {cert is not None})"
+                assert asked, (
+                    f"no certificate request (sni {sni}, {version.name}, cert {cert is not None})")
 
 
 def test_insecure_fallback_verify_callback_reports_and_accepts():

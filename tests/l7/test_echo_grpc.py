@@ -49,10 +49,11 @@ def grpc_echo_pod(tmp_path_factory: pytest.TempPathFactory):
     (tmp / "crt").write_bytes(pair.cert_pem)
     (tmp / "key").write_bytes(pair.key_pem)
     plain, tls = free_port(), free_port()
-    proc = _start(tmp, [], {"GRPC_ECHO_SERVER": "1", "HTTP_PORT": str(plain), "HTTPS_PORT": str(tls),
-                            "POD_NAME": "grpc-infra-backend-v1-abcdefghij-klmno", "NAMESPACE": "infra",
-                            "SERVICE_NAME": "grpc-infra-backend-v1", "TLS_SERVER_CERT": str(tmp / "crt"),
-                            "TLS_SERVER_PRIV_KEY": str(tmp / "key")})
+    proc = _start(tmp, [],
+                  {"GRPC_ECHO_SERVER": "1", "HTTP_PORT": str(plain), "HTTPS_PORT": str(tls),
+                   "POD_NAME": "grpc-infra-backend-v1-abcdefghij-klmno", "NAMESPACE": "infra",
+                   "SERVICE_NAME": "grpc-infra-backend-v1", "TLS_SERVER_CERT": str(tmp / "crt"),
+                   "TLS_SERVER_PRIV_KEY": str(tmp / "key")})
     try:
         wait_port("127.0.0.1", plain)
         wait_port("127.0.0.1", tls)
@@ -61,7 +62,8 @@ def grpc_echo_pod(tmp_path_factory: pytest.TempPathFactory):
         _stop(proc)
 
 
-def _case(method: str, authority: str = "", metadata: tuple[tuple[str, str], ...] = ()) -> gq.GrpcCase:
+def _case(method: str, authority: str = "",
+          metadata: tuple[tuple[str, str], ...] = ()) -> gq.GrpcCase:
     return gq.GrpcCase(method=method, authority=authority, metadata=metadata)
 
 
@@ -129,14 +131,16 @@ def test_each_call_is_logged(grpc_echo_pod) -> None:
 
 
 def test_grpc_mode_is_one_mode_and_says_what_is_missing(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "kgw_l7.echo", "--grpc-port", "1", "--udp-port", "2"],
+    proc = subprocess.run([sys.executable, "-m", "kgw_l7.echo", "--grpc-port", "1", "--udp-port",
+                           "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "different modes" in proc.stderr
     port = free_port()
     with socket.socket() as taken:  # a port in use is an error, not a shared port
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        proc = subprocess.run([sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1", "--grpc-port",
+        proc = subprocess.run([sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1",
+                               "--grpc-port",
                                str(port)], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "cannot listen" in proc.stderr
 
@@ -151,8 +155,8 @@ def test_proto_is_compiled_once_per_process_and_errors_name_the_file(tmp_path: P
         protoc.load(tmp_path / "absent.proto")
 
 
-def test_without_grpcio_tools_the_error_says_what_to_install(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_grpcio_tools_the_error_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "grpc_tools", None)  # as if not installed
     proto = tmp_path / "absent_tools_kgw.proto"
     proto.write_text('syntax = "proto3";\n')

@@ -33,10 +33,12 @@ def _lines(sock: socket.socket, n: int) -> list[bytes]:
     return [line + b"\n" for line in buf.split(b"\n")[:n]]
 
 
-def _start(tmp: Path, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _start(tmp: Path, args: list[str],
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(tmp / "echo.log", "wb")
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    for name in ("TCP_ECHO_SERVER", "TCP_PORT", "TLS_PORT", "TLS_SERVER_CERT", "TLS_SERVER_PRIV_KEY"):
+    for name in ("TCP_ECHO_SERVER", "TCP_PORT", "TLS_PORT", "TLS_SERVER_CERT",
+                 "TLS_SERVER_PRIV_KEY"):
         if env is None or name not in env:
             full_env.pop(name, None)
     return subprocess.Popen([sys.executable, "-m", "kgw_l7.echo", "--address", "127.0.0.1", *args],
@@ -84,8 +86,8 @@ def test_plain_connection_answers_welcome_ping_is_tls_and_test(tcp_echo):
         s.sendall(b"TEST\n")
         doc = json.loads(_lines(s, 1)[0])
     assert doc == {"namespace": "infra", "ingress": "", "service": "tcp-backend",
-                   "pod": "tcp-backend-abc-12345", "tcpport": str(tcp_port), "tlsport": str(tls_port),
-                   "isTLS": False}
+                   "pod": "tcp-backend-abc-12345", "tcpport": str(tcp_port),
+                   "tlsport": str(tls_port), "isTLS": False}
 
 
 def test_unknown_lines_are_ignored_and_pipelined_lines_answered_in_order(tcp_echo):
@@ -160,10 +162,14 @@ def test_harness_tcp_probe_passes_plain_and_tls_and_names_mismatches(tcp_echo):
         rq.tcp_probe(plain, rq.TcpExpectation("tcp-backend", "infra", True))
     with pytest.raises(rq.WrongAnswer, match="namespace"):
         rq.tcp_probe(plain, rq.TcpExpectation("tcp-backend", "web"))
-    tls = rq.TcpTarget(f"127.0.0.1:{tls_port}", use_tls=True, server_name="abc.example.com", ca_pem=cert_pem)
-    assert rq.tcp_probe(tls, rq.TcpExpectation("tcp-backend", "infra", True, "abc.example.com")) is None
-    wrong_name = rq.TcpTarget(f"127.0.0.1:{tls_port}", use_tls=True, server_name="x.example.com", ca_pem=cert_pem)
-    assert "could not connect" in rq.tcp_probe(wrong_name, rq.TcpExpectation("tcp-backend", "infra", True))
+    tls = rq.TcpTarget(f"127.0.0.1:{tls_port}", use_tls=True, server_name="abc.example.com",
+                       ca_pem=cert_pem)
+    assert rq.tcp_probe(tls,
+                        rq.TcpExpectation("tcp-backend", "infra", True, "abc.example.com")) is None
+    wrong_name = rq.TcpTarget(f"127.0.0.1:{tls_port}", use_tls=True, server_name="x.example.com",
+                              ca_pem=cert_pem)
+    assert "could not connect" in rq.tcp_probe(wrong_name,
+                                               rq.TcpExpectation("tcp-backend", "infra", True))
     assert rq.tcp_echo_pod(f"127.0.0.1:{tcp_port}") == "tcp-backend-abc-12345"
 
 
@@ -188,7 +194,8 @@ def test_harness_tls_rejection_means_eof_or_reset_not_a_handshake(tcp_echo):
     # a completed (or certificate-failed) handshake is not a rejection
     assert rq.tls_rejection_probe(f"127.0.0.1:{tls_port}", "abc.example.com") is not None
     # a refused dial is not a rejection either
-    assert "could not connect" in rq.tls_rejection_probe(f"127.0.0.1:{free_port()}", "abc.example.com")
+    assert "could not connect" in rq.tls_rejection_probe(f"127.0.0.1:{free_port()}",
+                                                         "abc.example.com")
     with socket.create_server(("127.0.0.1", 0)) as srv:
         port = srv.getsockname()[1]
 
@@ -210,16 +217,18 @@ def test_harness_trusts_a_ca_issued_leaf_as_an_anchor_like_go(tmp_path):
     (tmp_path / "crt").write_bytes(leaf.cert_pem)
     (tmp_path / "key").write_bytes(leaf.key_pem)
     tcp_port, tls_port = free_port(), free_port()
-    proc = _start(tmp_path, ["--tcp-port", str(tcp_port), "--tls-port", str(tls_port), "--pod", "b-x-y",
-                             "--namespace", "ns", "--tls-cert", str(tmp_path / "crt"),
-                             "--tls-key", str(tmp_path / "key")])
+    proc = _start(tmp_path,
+                  ["--tcp-port", str(tcp_port), "--tls-port", str(tls_port), "--pod", "b-x-y",
+                   "--namespace", "ns", "--tls-cert", str(tmp_path / "crt"),
+                   "--tls-key", str(tmp_path / "key")])
     try:
         wait_port("127.0.0.1", tls_port)
         target = rq.TcpTarget(f"127.0.0.1:{tls_port}", use_tls=True, server_name="abc.example.com",
                               ca_pem=leaf.cert_pem)
         assert rq.tcp_probe(target, rq.TcpExpectation("b", "ns", True, "abc.example.com")) is None
         other = CA.new("other-ca").issue(["abc.example.com"])
-        untrusted = rq.TcpTarget(target.address, use_tls=True, server_name="abc.example.com", ca_pem=other.cert_pem)
+        untrusted = rq.TcpTarget(target.address, use_tls=True, server_name="abc.example.com",
+                                 ca_pem=other.cert_pem)
         assert "could not connect" in rq.tcp_probe(untrusted, rq.TcpExpectation("b", "ns", True))
     finally:
         _stop(proc)

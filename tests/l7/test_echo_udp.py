@@ -87,7 +87,8 @@ def test_upstream_envelope_binary_and_large_datagrams(udp_echo):
         s.connect(("127.0.0.1", port))
         s.send(b"PING")
         assert json.loads(s.recv(65535)) == {"request": "PING", "namespace": "infra", "ingress": "",
-                                              "service": "udp-backend-v1", "pod": "udp-backend-v1-abcde12345-fghij"}
+                                              "service": "udp-backend-v1",
+                                             "pod": "udp-backend-v1-abcde12345-fghij"}
         s.send(b"\xff\x00abc")
         assert json.loads(s.recv(65535))["request"] == "\ufffd\x00abc"
         big = "x" * 60000

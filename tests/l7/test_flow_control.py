@@ -10,7 +10,8 @@ request (both hang until the client gives up).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

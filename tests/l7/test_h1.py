@@ -85,7 +85,8 @@ def test_upgrade():
     (b"GET /\x00 HTTP/1.1\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
     (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+     b"chunked\r\n\r\n", 400),
 ])
 def test_bad_requests_rejected(data, status):
     events = RequestReader().feed(data)
@@ -255,7 +256,8 @@ def test_response_whole_only_for_one_clean_message(data, whole):
 
 @pytest.mark.parametrize("data, relayed", [
     # nginx's spelling, last field
-    (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+    (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\n"
+     b"Connection: keep-alive\r\n\r\nhello",
      b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\n\r\nhello"),
     # Node.js: Connection and Keep-Alive, first fields
     (b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n"

@@ -155,7 +155,7 @@ def read_all(s: socket.socket, timeout: float = 5.0) -> bytes:
             if not chunk:
                 break
             out += chunk
-    except (socket.timeout, ConnectionResetError):
+    except (TimeoutError, ConnectionResetError):
         pass
     return out
 

@@ -115,22 +115,26 @@ def test_421_between_listeners_sharing_one_certificate(echoes):
     port = free_port()
     names = ("*", "second-example.org", "*.wildcard.org", "fourth-example.wildcard.org")
     certs = tuple(Certificate((n,), *cert) for n in names)
-    vhosts = (simple_vhost("example.org", v1, tag="one"), simple_vhost("second-example.org", v2, tag="two"),
+    vhosts = (simple_vhost("example.org", v1, tag="one"),
+              simple_vhost("second-example.org", v2, tag="two"),
               simple_vhost("*.wildcard.org", v3, tag="three"),
               simple_vhost("fourth-example.wildcard.org", v1, tag="four"))
     runner = PlaneRunner(workers=1, access_log="off")
     try:
         runner.apply(L7Config((Listener("tls", "127.0.0.1", port, "HTTPS", certs, vhosts),), 1))
         cases = [
-            ("example.org", "example.org", 200, "one"), ("example.org", "second-example.org", 421, None),
+            ("example.org", "example.org", 200, "one"),
+            ("example.org", "second-example.org", 421, None),
             ("example.org", "unknown-example.org", 404, None),
             ("second-example.org", "second-example.org", 200, "two"),
-            ("second-example.org", "example.org", 421, None), ("second-example.org", "unknown-example.org", 421, None),
+            ("second-example.org", "example.org", 421, None),
+            ("second-example.org", "unknown-example.org", 421, None),
             ("third-example.wildcard.org", "fith-example.wildcard.org", 200, "three"),
             ("third-example.wildcard.org", "fourth-example.wildcard.org", 421, None),
             ("fourth-example.wildcard.org", "fourth-example.wildcard.org", 200, "four"),
             ("fourth-example.wildcard.org", "fith-example.wildcard.org", 421, None),
-            ("unknown-example.org", "example.org", 200, "one"), ("unknown-example.org", "unknown-example.org", 404, None),
+            ("unknown-example.org", "example.org", 200, "one"),
+            ("unknown-example.org", "unknown-example.org", 404, None),
         ]
         for sni, host, want, tag in cases:
             status, body, _ = _tls_get(port, sni, host, "/detect-misdirected-requests")
@@ -515,8 +519,8 @@ def test_restart_delay_starts_over_after_a_healthy_period(echoes):
             pid = runner.plane.worker_pids()[0]
             time.sleep(0.4)  # healthy for longer than healthy_after
             os.kill(pid, signal.SIGKILL)
-            eventually(lambda: runner.plane.worker_pids() and
-                       runner.plane.worker_pids()[0] != pid, timeout=10)
+            eventually(lambda: worker.ready and runner.plane.worker_pids() and
+                       runner.plane.worker_pids()[0] != pid, timeout=10)  # noqa: B023
         assert worker.restarts == 1
     finally:
         runner.close()

@@ -7,12 +7,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -285,7 +283,7 @@ def test_502_body_does_not_name_the_backend(tmp_path):
 
 def test_retry_prefers_an_endpoint_not_tried(echoes):
     """With one of two endpoints dead and one retry, no request fails, under concurrency
-    (a retry used to be able to pick the endpoint that had just failed)."""
+    (a retry never picks the endpoint that has just failed)."""
     port, dead = free_port(), free_port()
     runner = PlaneRunner(workers=1, access_log="off")
     live = ("127.0.0.1", echoes["v1"].port)

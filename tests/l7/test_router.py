@@ -171,7 +171,8 @@ def test_round_robin_endpoints():
 
 def test_retry_picks_an_endpoint_not_tried_yet():
     eps = tuple(Endpoint(f"10.0.0.{i}", i) for i in (1, 2, 3))
-    _, routers = build([VirtualHost("*", (Route(RouteMatch(), rule("r", Backend("b", endpoints=eps))),))])
+    _, routers = build(
+        [VirtualHost("*", (Route(RouteMatch(), rule("r", Backend("b", endpoints=eps))),))])
     cb = routers["l"].vhost(b"x").routes[0].rule.backends[0]
     a, b, c = (("10.0.0.1", 1), ("10.0.0.2", 2), ("10.0.0.3", 3))
     assert cb.pick() == a

@@ -14,7 +14,8 @@ from kgw_l7.router import RouterCache
 
 def vhost(i: int, path_rules: int = 1) -> VirtualHost:
     rule = Rule(name=f"ns/r{i}/0", route=f"ns/r{i}", gateway="ns/gw")
-    return VirtualHost(f"h{i}.example.com", tuple(Route(RouteMatch(), rule) for _ in range(path_rules)))
+    return VirtualHost(f"h{i}.example.com",
+                       tuple(Route(RouteMatch(), rule) for _ in range(path_rules)))
 
 
 def config(vhosts: tuple[VirtualHost, ...], generation: int) -> L7Config:
@@ -33,7 +34,8 @@ def test_delta_carries_only_changed_hosts_and_round_trips() -> None:
     held = pickle.loads(pickle.dumps(old))
     rebuilt = snapshot.patch(held, pickle.loads(pickle.dumps(delta)))
     assert rebuilt == new
-    assert rebuilt.listeners[0].virtual_hosts[0] is held.listeners[0].virtual_hosts[0], "unchanged hosts are kept"
+    assert rebuilt.listeners[0].virtual_hosts[0] is held.listeners[0].virtual_hosts[
+        0], "unchanged hosts are kept"
     assert len(pickle.dumps(delta)) * 10 < len(pickle.dumps(new))
 
 

@@ -8,7 +8,8 @@ from controller.objects import GATEWAY_GROUP, ObjectKey
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
 #: Helpers about things translation does not decide (pods) -> not evaluated.
 SKIPPED_HELPERS = {"NamespacesMustBeReady", "BackendTLSPolicyMustHaveLatestConditions"}
-REQUIRED_LISTENER_CONDITIONS = [{"Type": "ResolvedRefs", "Status": "True"}, {"Type": "Accepted", "Status": "True"},
+REQUIRED_LISTENER_CONDITIONS = [{"Type": "ResolvedRefs", "Status": "True"},
+                                {"Type": "Accepted", "Status": "True"},
                                 {"Type": "Programmed", "Status": "True"}]
 
 
@@ -26,9 +27,7 @@ def _cond_ok(conds: list[dict], want: dict) -> bool:
             continue
         if want.get("Status") and c["status"] != want["Status"]:
             return False
-        if want.get("Reason") and c["reason"] != want["Reason"]:
-            return False
-        return True
+        return not (want.get("Reason") and c["reason"] != want["Reason"])
     return False
 
 
@@ -75,7 +74,9 @@ def _listeners_match(expected: list[dict], actual: list[dict]) -> None:
             if not _cond_ok(lis["conditions"], c):
                 raise CheckFailed(f"listener {want['Name']} lacks {c}: {lis['conditions']}")
         if "AttachedRoutes" in want and lis["attachedRoutes"] != want["AttachedRoutes"]:
-            raise CheckFailed(f"listener {want['Name']} attachedRoutes {lis['attachedRoutes']} != {want['AttachedRoutes']}")
+            raise CheckFailed(
+                f"listener {want['Name']} attachedRoutes {lis['attachedRoutes']} != "
+                f"{want['AttachedRoutes']}")
 
 
 def _gateway(statuses, nn: dict) -> dict:
@@ -129,12 +130,14 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
             p = _parent(st, gw)
             if not _cond_ok(p["conditions"], {"Type": "Accepted", "Status": "True"}):
                 raise CheckFailed(f"{nn} not accepted by {gw}: {p['conditions']}")
-            if p["controllerName"] != "kgw.dev/gateway-controller" or p["parentRef"]["group"] != GATEWAY_GROUP:
+            if p["controllerName"] != "kgw.dev/gateway-controller" or p["parentRef"][
+                "group"] != GATEWAY_GROUP:
                 raise CheckFailed(f"bad parent entry {p}")
         return
     if h.endswith("MustHaveResolvedRefsConditionsTrue"):
         _, st = _route_status(statuses, args[0], kind)
-        if not _cond_ok(_parent(st, args[1])["conditions"], {"Type": "ResolvedRefs", "Status": "True"}):
+        if not _cond_ok(_parent(st, args[1])["conditions"],
+                        {"Type": "ResolvedRefs", "Status": "True"}):
             raise CheckFailed(f"{args[0]} ResolvedRefs not True: {st}")
         return
     if kind and h.endswith("MustHaveCondition"):
@@ -159,10 +162,12 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
             raise CheckFailed(f"{args[0]}: want {len(want)} parents, have {st}")
         for w in want:
             ref = w["ParentRef"]
-            p = _parent(st, {"Name": ref["Name"], "Namespace": ref.get("Namespace") or args[0]["Namespace"]},
+            p = _parent(st, {"Name": ref["Name"],
+                             "Namespace": ref.get("Namespace") or args[0]["Namespace"]},
                         ref.get("Kind") or "Gateway")
             want_group = ref.get("Group") or GATEWAY_GROUP
-            if p["parentRef"]["group"] != (GATEWAY_GROUP if want_group.startswith("<") else want_group):
+            if p["parentRef"]["group"] != (GATEWAY_GROUP if want_group.startswith("<")
+                                           else want_group):
                 raise CheckFailed(f"group mismatch {p}")
             if ref.get("SectionName") and p["parentRef"].get("sectionName") != ref["SectionName"]:
                 raise CheckFailed(f"sectionName mismatch {p}")
@@ -171,14 +176,16 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
                     raise CheckFailed(f"{args[0]} lacks {c}: {p['conditions']}")
         return
     if h.endswith("MustHaveLatestConditions"):
-        what = {"GatewayMustHaveLatestConditions": "Gateway", "HTTPRouteMustHaveLatestConditions": "HTTPRoute",
+        what = {"GatewayMustHaveLatestConditions": "Gateway",
+                "HTTPRouteMustHaveLatestConditions": "HTTPRoute",
                 "GatewayClassMustHaveLatestConditions": "GatewayClass"}[h]
         key = _nn(args[0], what)
         st = statuses.get(key)
         if st is None:
             raise CheckFailed(f"no status for {key}")
         g = int(objects[key]["metadata"].get("generation", 1))
-        conds = st.get("conditions", []) + [c for p in st.get("parents", []) for c in p["conditions"]]
+        conds = st.get("conditions",
+                       []) + [c for p in st.get("parents", []) for c in p["conditions"]]
         if not conds or not _gen_ok(conds, g):
             raise CheckFailed(f"{key} conditions not at generation {g}")
         return
@@ -215,7 +222,8 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
             lis = _listener(lst, name)
             for c in args[1]:
                 if not _cond_ok(lis["conditions"], c):
-                    raise CheckFailed(f"listener {name} of {args[0]} lacks {c}: {lis['conditions']}")
+                    raise CheckFailed(
+                        f"listener {name} of {args[0]} lacks {c}: {lis['conditions']}")
         return
     if h == "ListenerSetStatusMustHaveListeners":
         _listeners_match(args[1], _listener_set(statuses, args[0])["listeners"])
@@ -225,15 +233,19 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
         for nn in _flatten_nns(args[2:]):
             _, st = _route_status(statuses, nn, None)
             p = _parent(st, res, gk["Kind"])
-            if not _cond_ok(p["conditions"], {"Type": "Accepted", "Status": "True", "Reason": "Accepted"}):
+            if not _cond_ok(p["conditions"],
+                            {"Type": "Accepted", "Status": "True", "Reason": "Accepted"}):
                 raise CheckFailed(f"{nn} not accepted by {res}: {p['conditions']}")
-            if p["controllerName"] != "kgw.dev/gateway-controller" or p["parentRef"]["group"] != gk["Group"]:
+            if p["controllerName"] != "kgw.dev/gateway-controller" or p["parentRef"]["group"] != gk[
+                "Group"]:
                 raise CheckFailed(f"bad parent entry {p}")
-        parent = _listener_set(statuses, res) if gk["Kind"] == "ListenerSet" else _gateway(statuses, res)
+        parent = _listener_set(statuses, res) if gk["Kind"] == "ListenerSet" else _gateway(statuses,
+                                                                                           res)
         for lis in parent["listeners"]:
             for c in REQUIRED_LISTENER_CONDITIONS:
                 if not _cond_ok(lis["conditions"], c):
-                    raise CheckFailed(f"listener {lis['name']} of {res} lacks {c}: {lis['conditions']}")
+                    raise CheckFailed(
+                        f"listener {lis['name']} of {res} lacks {c}: {lis['conditions']}")
         return
     if h == "GatewayListenerMustHaveConditions":
         lis = _listener(_gateway(statuses, args[0]), args[1])
@@ -253,7 +265,8 @@ def evaluate(check: dict, statuses, objects: dict[ObjectKey, dict]) -> None:
                 raise CheckFailed(f"listener {lis['name']} has {lis['attachedRoutes']} routes")
         return
     if h == "BackendTLSPolicyMustHaveAcceptedConditionTrue":
-        h, args = "BackendTLSPolicyMustHaveCondition", [args[0], args[1], {"Type": "Accepted", "Status": "True"}]
+        h, args = "BackendTLSPolicyMustHaveCondition", [args[0], args[1],
+                                                        {"Type": "Accepted", "Status": "True"}]
     if h == "BackendTLSPolicyMustHaveCondition":
         key = _nn(args[0], "BackendTLSPolicy")
         st = statuses.get(key)

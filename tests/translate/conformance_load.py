@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 
@@ -51,7 +50,8 @@ def suite_generated() -> list[dict]:
 
 def objects_for(case: dict, root: Path) -> list[dict]:
     objs = [{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-             "metadata": {"name": CLASS_NAME}, "spec": {"controllerName": "kgw.dev/gateway-controller"}}]
+             "metadata": {"name": CLASS_NAME},
+             "spec": {"controllerName": "kgw.dev/gateway-controller"}}]
     objs += load_yaml(root / "manifests" / "base" / "manifests.yaml")
     for m in case.get("manifests", []):
         p = root / "manifests" / "tests" / Path(m).name
@@ -68,14 +68,16 @@ def endpoint_slice_for(svc: dict, index: int) -> dict:
     ports = []
     for p in (svc.get("spec") or {}).get("ports") or []:
         target = p.get("targetPort", p.get("port"))
-        ports.append({"name": p.get("name", ""), "port": target if isinstance(target, int) else p.get("port"),
+        ports.append({"name": p.get("name", ""),
+                      "port": target if isinstance(target, int) else p.get("port"),
                       "protocol": p.get("protocol", "TCP")})
     return {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": meta["name"] + "-abc", "namespace": meta.get("namespace", "default"),
                      "labels": {SERVICE_NAME_LABEL: meta["name"]}, "generation": 1},
         "addressType": "IPv4", "ports": ports,
-        "endpoints": [{"addresses": [f"10.1.{index // 250}.{index % 250 + 1}"], "conditions": {"ready": True}}],
+        "endpoints": [{"addresses": [f"10.1.{index // 250}.{index % 250 + 1}"],
+                       "conditions": {"ready": True}}],
     }
 
 
@@ -105,8 +107,5 @@ def make_store(objs: list[dict], *, with_endpoints: bool = True) -> Store:
 
 def gateway_addresses(store: Store) -> tuple[tuple[str, str], ...]:
     """One loopback address per Gateway, as a cluster gives each Gateway its own."""
-    return tuple((f"{k.namespace}/{k.name}", f"127.0.10.{i + 1}") for i, k in enumerate(store.keys("Gateway")))
-
-
-def load_case(name: str, root: Path) -> dict:
-    return json.loads((root / "cases" / f"{name}.json").read_text())
+    return tuple((f"{k.namespace}/{k.name}", f"127.0.10.{i + 1}")
+                 for i, k in enumerate(store.keys("Gateway")))

@@ -17,14 +17,16 @@ import pytest
 from controller.objects import ObjectKey
 from controller.translate import Options, translate
 from kgw_l7.router import RouterCache, split_target
-from tests.translate.conformance_load import conformance_dir, gateway_addresses, make_store, objects_for
+from tests.translate.conformance_load import (conformance_dir, gateway_addresses, make_store,
+                                              objects_for)
 from tests.translate.test_conformance_status import MULTI_PHASE, _unsupported
 
 ROOT = conformance_dir()
 #: Tests whose HTTP expectations depend on something routing alone cannot show.
 NOT_ROUTING = {
     "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",
-    "HTTPRouteTimeoutRequest", "HTTPRouteTimeoutBackendRequest", "HTTPRouteRetry", "HTTPRouteRetryConnectionError",
+    "HTTPRouteTimeoutRequest", "HTTPRouteTimeoutBackendRequest", "HTTPRouteRetry",
+    "HTTPRouteRetryConnectionError",
     "HTTPRouteRetryWithTimeouts", "HTTPRouteWeight", "GRPCRouteWeight",
     "HTTPRouteHTTPSListenerDetectMisdirectedRequests",  # needs SNI vs Host (421) - the proxy's job
     "HTTPRouteServiceTypes",  # backend identity comes from hand-made EndpointSlices' pods
@@ -39,7 +41,8 @@ NOT_ROUTING = {
 
 def _cases() -> list:
     if ROOT is None:
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason="conformance data not found"))]
+        return [
+            pytest.param(None, None, marks=pytest.mark.skip(reason="conformance data not found"))]
     data = json.loads((ROOT / "route_cases.json").read_text())
     out = []
     for name, case in sorted(data.items()):
@@ -72,8 +75,10 @@ def _pods_of_services(objs: list[dict]) -> dict[str, set[str]]:
         sel = (svc.get("spec") or {}).get("selector") or {}
         names = {svc["metadata"]["name"]}
         for d in deployments:
-            labels = (((d.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
-            if sel and d["metadata"].get("namespace", "default") == ns and all(labels.get(k) == v for k, v in sel.items()):
+            labels = (((d.get("spec") or {}).get("template") or {}).get("metadata")
+                      or {}).get("labels") or {}
+            if sel and d["metadata"].get("namespace", "default") == ns and all(
+                labels.get(k) == v for k, v in sel.items()):
                 names.add(d["metadata"]["name"])
         out[f"{ns}/{svc['metadata']['name']}"] = names
     return out
@@ -109,10 +114,12 @@ def test_routing(case: dict, groups: list) -> None:
             if "<" in req.get("path", "/"):
                 continue  # placeholders filled by the Go suite at run time
             codes = exp.get("statusCodes") or [200]
-            what = f"{req.get('method', 'GET')} {req.get('host', '')}{req.get('path', '/')} -> {codes}"
+            what = (f"{req.get('method', 'GET')} {req.get('host', '')}{req.get('path', '/')} "
+                    f"-> {codes}")
             host = (req.get("host") or addr).split(":")[0].lower().encode()
             path, query = split_target(req.get("path", "/").encode())
-            headers = tuple((k.lower().encode(), str(v).encode()) for k, v in (req.get("headers") or {}).items())
+            headers = tuple((k.lower().encode(), str(v).encode())
+                            for k, v in (req.get("headers") or {}).items())
             vh = router.vhost(host) if router else None
             route = vh.find(path, req.get("method", "GET").encode(), headers, query) if vh else None
             if 404 in codes:
@@ -138,12 +145,14 @@ def test_routing(case: dict, groups: list) -> None:
                 continue
             if codes == [200] or 200 in codes:
                 if rule.direct_status is not None or rule.filters.redirect is not None:
-                    failures.append(f"{what}: {rule.name} answers {rule.direct_status or 'redirect'}")
+                    failures.append(
+                        f"{what}: {rule.name} answers {rule.direct_status or 'redirect'}")
                     continue
                 prefix, ns = exp.get("backendPodPrefix"), exp.get("backendNamespace")
                 if prefix:
                     names = [b.name for b in rule.backends if b.error_status is None]
                     services = [n.rsplit(":", 1)[0] for n in names]
-                    if not any(prefix in pods.get(svc, ()) and (not ns or svc.split("/")[0] == ns) for svc in services):
+                    if not any(prefix in pods.get(svc, ()) and (not ns or svc.split("/")[0] == ns)
+                               for svc in services):
                         failures.append(f"{what}: backends {names} do not lead to {ns}/{prefix}")
     assert not failures, "\n".join(failures)

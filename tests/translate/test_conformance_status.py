@@ -15,7 +15,8 @@ import pytest
 
 from controller.translate import Options, translate
 from tests.translate.conformance_checks import CheckFailed, evaluate
-from tests.translate.conformance_load import conformance_dir, gateway_addresses, make_store, objects_for
+from tests.translate.conformance_load import (conformance_dir, gateway_addresses, make_store,
+                                              objects_for)
 
 ROOT = conformance_dir()
 
@@ -27,7 +28,8 @@ UNSUPPORTED = {
 #: when it is claimed); kgw supports these.
 NOT_APPLICABLE = {
     "TLSRouteListenerTerminateNotSupported": "kgw supports TLS listeners in Terminate mode",
-    "TLSRouteListenerMixedTerminationNotSupported": "kgw supports Passthrough and Terminate on one port",
+    "TLSRouteListenerMixedTerminationNotSupported": "kgw supports Passthrough and Terminate on one "
+                                                    "port",
 }
 
 
@@ -39,8 +41,10 @@ def _unsupported(case: dict) -> str | None:
 #: Tests whose checks belong to several phases (the Go test edits objects in between);
 #: a single snapshot cannot satisfy them all. test_phases.py replays their phases.
 MULTI_PHASE = {
-    "GatewayModifyListeners", "GatewayStaticAddresses", "TCPRouteReferenceGrant", "UDPRouteReferenceGrant",
-    "TCPRouteMultipleRoutesAttachment", "UDPRouteMultipleRoutesAttachment", "GatewayNameMaximumLength",
+    "GatewayModifyListeners", "GatewayStaticAddresses", "TCPRouteReferenceGrant",
+    "UDPRouteReferenceGrant",
+    "TCPRouteMultipleRoutesAttachment", "UDPRouteMultipleRoutesAttachment",
+    "GatewayNameMaximumLength",
 }
 
 

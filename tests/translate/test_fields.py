@@ -20,7 +20,8 @@ def test_parse_duration(text, seconds):
     ({"service": "pkg.Svc"}, PathMatch("PathPrefix", "/pkg.Svc")),
     ({"method": "Do"}, PathMatch("RegularExpression", "/[^/]+/Do")),
     ({}, PathMatch()),
-    ({"type": "RegularExpression", "service": "pkg\\..*", "method": "Get.*"}, PathMatch("RegularExpression", "/pkg\\..*/Get.*")),
+    ({"type": "RegularExpression", "service": "pkg\\..*", "method": "Get.*"},
+     PathMatch("RegularExpression", "/pkg\\..*/Get.*")),
 ])
 def test_grpc_method_to_path(method, path):
     problems = []

@@ -12,7 +12,8 @@ from controller.source import Event, EventType
 from controller.translate import Options, Translator, translate
 from controller.translate.frontendtls import raw_validation
 from tests.translate.tlsgen import ca_configmap, self_signed, tls_secret
-from tests.translate.worlds import CLASS, gateway, grant, http_route, norm, service, slice_, store_of
+from tests.translate.worlds import (CLASS, gateway, grant, http_route, norm, service, slice_,
+                                    store_of)
 
 CA_A = self_signed("client-ca-a", ("client-ca-a",))[0]
 CA_B = self_signed("client-ca-b", ("client-ca-b",))[0]
@@ -69,7 +70,8 @@ def gateway_conds(t, gw: ObjectKey = GW) -> dict[str, dict]:
 
 def test_default_applies_to_https_ports_and_per_port_overrides():
     tls = frontend({"caCertificateRefs": [cm_ref("ca-a")]},
-                   {8443: {"caCertificateRefs": [cm_ref("ca-b")]}, 80: {"caCertificateRefs": [cm_ref("ca-b")]}})
+                   {8443: {"caCertificateRefs": [cm_ref("ca-b")]},
+                    80: {"caCertificateRefs": [cm_ref("ca-b")]}})
     t = translate(store_of(world([HTTP, https("a", 443), https("b", 8443, "b.example.com"),
                                   https("c", 8443, "c.example.com")], tls)))
     ports = l7_by_port(t)
@@ -79,7 +81,8 @@ def test_default_applies_to_https_ports_and_per_port_overrides():
     assert ports[8443].client_validation.ca_pem.strip() == CA_B.strip()
     for name in ("http", "a", "b", "c"):
         conds = listener_status(t, name)
-        assert all(conds[k]["status"] == "True" for k in ("Accepted", "ResolvedRefs", "Programmed")), name
+        assert all(conds[k]["status"] == "True"
+                   for k in ("Accepted", "ResolvedRefs", "Programmed")), name
     assert "InsecureFrontendValidationMode" not in gateway_conds(t)
     assert gateway_conds(t)["Accepted"]["reason"] == "Accepted"
 
@@ -102,7 +105,8 @@ def test_secret_and_several_refs_make_one_bundle():
     b64 = base64.b64encode(CA_B.encode()).decode()
     secret = {"kind": "Secret", "metadata": {"name": "ca-secret", "namespace": "default"},
               "type": "Opaque", "data": {"ca.crt": b64}}
-    tls = frontend({"caCertificateRefs": [cm_ref("ca-a"), {"group": "", "kind": "Secret", "name": "ca-secret"}]})
+    tls = frontend({"caCertificateRefs": [cm_ref("ca-a"),
+                                          {"group": "", "kind": "Secret", "name": "ca-secret"}]})
     t = translate(store_of(world([https("a", 443)], tls, secret)))
     pem = l7_by_port(t)[443].client_validation.ca_pem
     assert CA_A.strip() in pem and CA_B.strip() in pem
@@ -128,44 +132,54 @@ BAD_REFS = [
     ("no-ca.crt", cm_ref("empty"), "InvalidCACertificateRef"),
     ("not-pem", cm_ref("junk"), "InvalidCACertificateRef"),
     ("service", {"group": "", "kind": "Service", "name": "svc"}, "InvalidCACertificateKind"),
-    ("other-group", {"group": "example.com", "kind": "ConfigMap", "name": "ca-a"}, "InvalidCACertificateKind"),
+    ("other-group", {"group": "example.com", "kind": "ConfigMap", "name": "ca-a"},
+     "InvalidCACertificateKind"),
     ("no-kind", {"name": "ca-a"}, "InvalidCACertificateKind"),
     ("missing-secret", {"group": "", "kind": "Secret", "name": "nope"}, "InvalidCACertificateRef"),
     ("no-grant", cm_ref("ca-a", namespace="other"), "RefNotPermitted"),
 ]
-EXTRA = [{"kind": "ConfigMap", "metadata": {"name": "empty", "namespace": "default"}, "data": {"other": "x"}},
-         ca_configmap("junk", "default", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"),
+EXTRA = [{"kind": "ConfigMap", "metadata": {"name": "empty", "namespace": "default"},
+          "data": {"other": "x"}},
+         ca_configmap("junk", "default",
+                      "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"),
          ca_configmap("ca-a", "other", CA_A)]
 
 
-@pytest.mark.parametrize("ref,reason", [(r, why) for _, r, why in BAD_REFS], ids=[i for i, _, _ in BAD_REFS])
+@pytest.mark.parametrize("ref,reason", [(r, why) for _, r, why in BAD_REFS],
+                         ids=[i for i, _, _ in BAD_REFS])
 def test_invalid_ref_rejects_only_the_https_listeners_of_its_port(ref, reason):
     tls = frontend({"caCertificateRefs": [ref]}, {8443: {"caCertificateRefs": [cm_ref("ca-b")]}})
-    t = translate(store_of(world([HTTP, https("a", 443), https("b", 443, "b.example.com"), https("c", 8443)],
+    t = translate(store_of(world([HTTP, https("a", 443), https("b", 443, "b.example.com"),
+                                  https("c", 8443)],
                                  tls, *EXTRA)))
     for name in ("a", "b"):
         conds = listener_status(t, name)
-        assert (conds["ResolvedRefs"]["status"], conds["ResolvedRefs"]["reason"]) == ("False", reason)
-        assert (conds["Accepted"]["status"], conds["Accepted"]["reason"]) == ("False", "NoValidCACertificate")
+        assert (conds["ResolvedRefs"]["status"], conds["ResolvedRefs"]["reason"]) == ("False",
+                                                                                      reason)
+        assert (conds["Accepted"]["status"],
+                conds["Accepted"]["reason"]) == ("False", "NoValidCACertificate")
         assert conds["Programmed"]["status"] == "False"
         assert conds["ResolvedRefs"]["message"]
     for name in ("http", "c"):
         conds = listener_status(t, name)
-        assert all(conds[k]["status"] == "True" for k in ("Accepted", "ResolvedRefs", "Programmed")), name
+        assert all(conds[k]["status"] == "True"
+                   for k in ("Accepted", "ResolvedRefs", "Programmed")), name
     ports = l7_by_port(t)
     assert 443 not in ports  # never served without the validation it asks for
     assert ports[80].client_validation is None and ports[8443].client_validation is not None
     gw = gateway_conds(t)
     assert (gw["Accepted"]["status"], gw["Accepted"]["reason"]) == ("True", "ListenersNotValid")
     # The route still attaches to the listeners that serve.
-    assert t.statuses[ObjectKey("HTTPRoute", "default", "r")]["parents"][0]["conditions"][0]["status"] == "True"
+    assert t.statuses[ObjectKey("HTTPRoute", "default", "r")]["parents"][0]["conditions"][0][
+        "status"] == "True"
 
 
 def test_some_refs_valid_serves_with_those_and_reports_the_bad_one():
     tls = frontend({"caCertificateRefs": [cm_ref("nope"), cm_ref("ca-a")]})
     t = translate(store_of(world([https("a", 443)], tls)))
     conds = listener_status(t, "a")
-    assert (conds["ResolvedRefs"]["status"], conds["ResolvedRefs"]["reason"]) == ("False", "InvalidCACertificateRef")
+    assert (conds["ResolvedRefs"]["status"],
+            conds["ResolvedRefs"]["reason"]) == ("False", "InvalidCACertificateRef")
     assert "nope" in conds["ResolvedRefs"]["message"]
     assert conds["Accepted"]["status"] == "True" and conds["Programmed"]["status"] == "True"
     assert l7_by_port(t)[443].client_validation.ca_pem.strip() == CA_A.strip()
@@ -176,9 +190,11 @@ def test_no_refs_or_unsupported_mode_rejects_the_listener():
     conds = listener_status(t, "a")
     assert conds["ResolvedRefs"]["reason"] == "InvalidCACertificateRef"
     assert conds["Accepted"]["reason"] == "NoValidCACertificate"
-    t = translate(store_of(world([https("a", 443)], frontend({"mode": "Sometimes", "caCertificateRefs": [cm_ref("ca-a")]}))))
+    t = translate(store_of(world(
+        [https("a", 443)], frontend({"mode": "Sometimes", "caCertificateRefs": [cm_ref("ca-a")]}))))
     conds = listener_status(t, "a")
-    assert (conds["Accepted"]["status"], conds["Accepted"]["reason"]) == ("False", "UnsupportedValue")
+    assert (conds["Accepted"]["status"], conds["Accepted"]["reason"]) == ("False",
+                                                                          "UnsupportedValue")
     assert 443 not in l7_by_port(t)
 
 
@@ -208,10 +224,12 @@ def test_malformed_frontend_never_raises(tls):
 @pytest.mark.parametrize("tls,expected", [
     (frontend({"mode": "AllowInsecureFallback", "caCertificateRefs": [cm_ref("ca-a")]}), True),
     (frontend({"caCertificateRefs": [cm_ref("ca-a")]},
-              {8443: {"mode": "AllowInsecureFallback", "caCertificateRefs": [cm_ref("ca-b")]}}), True),
+              {8443: {"mode": "AllowInsecureFallback", "caCertificateRefs": [cm_ref("ca-b")]}}),
+     True),
     # A fallback port without an HTTPS listener changes nothing.
     (frontend({"caCertificateRefs": [cm_ref("ca-a")]},
-              {9443: {"mode": "AllowInsecureFallback", "caCertificateRefs": [cm_ref("ca-b")]}}), False),
+              {9443: {"mode": "AllowInsecureFallback", "caCertificateRefs": [cm_ref("ca-b")]}}),
+     False),
     (frontend({"mode": "AllowValidOnly", "caCertificateRefs": [cm_ref("ca-a")]}), False),
 ])
 def test_insecure_fallback_condition(tls, expected):
@@ -221,7 +239,8 @@ def test_insecure_fallback_condition(tls, expected):
         assert cond is None
         return
     assert (cond["status"], cond["reason"]) == ("True", "ConfigurationChanged")
-    modes = {p: lis.client_validation.mode for p, lis in l7_by_port(t).items() if lis.client_validation}
+    modes = {p: lis.client_validation.mode for p, lis in l7_by_port(t).items()
+             if lis.client_validation}
     assert "AllowInsecureFallback" in modes.values()
 
 
@@ -232,7 +251,8 @@ def test_gateways_sharing_a_port_get_the_strictest_validation():
                      tls=frontend({"caCertificateRefs": [cm_ref("ca-a")]}))
     loose = gateway("loose", [https("l", 443, "l.example.com")])
     fallback = gateway("fallback", [https("f", 443, "f.example.com")],
-                       tls=frontend({"mode": "AllowInsecureFallback", "caCertificateRefs": [cm_ref("ca-b")]}))
+                       tls=frontend({"mode": "AllowInsecureFallback",
+                                     "caCertificateRefs": [cm_ref("ca-b")]}))
     objs = [CLASS, tls_secret("cert", "default"), ca_configmap("ca-a", "default", CA_A),
             ca_configmap("ca-b", "default", CA_B)]
     t = translate(store_of(objs + [loose, fallback, strict]))
@@ -272,7 +292,8 @@ FRONTEND_CASES = ["GatewayFrontendClientCertificateValidation",
 @pytest.mark.parametrize("name", FRONTEND_CASES)
 def test_conformance_status_checks(name):
     from tests.translate.conformance_checks import CheckFailed, evaluate
-    from tests.translate.conformance_load import conformance_dir, gateway_addresses, make_store, objects_for
+    from tests.translate.conformance_load import (conformance_dir, gateway_addresses, make_store,
+                                                  objects_for)
 
     root = conformance_dir()
     if root is None:

@@ -30,21 +30,25 @@ def cond(st: dict, type_: str) -> tuple[str, str]:
 
 # addresses -> (Accepted, Programmed, status.addresses, bound listener addresses)
 CASES = [
-    ([ip("127.1.0.5")], ("True", "Accepted"), ("True", "Programmed"), [ip("127.1.0.5")], ["127.1.0.5"]),
+    ([ip("127.1.0.5")], ("True", "Accepted"), ("True", "Programmed"), [ip("127.1.0.5")],
+     ["127.1.0.5"]),
     ([ip("192.0.2.10"), ip("::1")], ("True", "Accepted"), ("True", "Programmed"),
      [ip("192.0.2.10"), ip("::1")], ["192.0.2.10", "::1"]),
-    ([host("gw.example.com")], ("True", "Accepted"), ("True", "Programmed"), [host("gw.example.com")],
-     ["192.0.2.10"]),
-    ([host("GW.example.com.")], ("True", "Accepted"), ("True", "Programmed"), [host("GW.example.com.")],
-     ["192.0.2.10"]),
+    ([host("gw.example.com")], ("True", "Accepted"), ("True", "Programmed"),
+     [host("gw.example.com")], ["192.0.2.10"]),
+    ([host("GW.example.com.")], ("True", "Accepted"), ("True", "Programmed"),
+     [host("GW.example.com.")], ["192.0.2.10"]),
     ([ip("198.51.100.1")], ("True", "Accepted"), ("False", "AddressNotUsable"), [], []),
-    ([ip("127.1.0.5"), ip("198.51.100.1")], ("True", "Accepted"), ("False", "AddressNotUsable"), [], []),
+    ([ip("127.1.0.5"), ip("198.51.100.1")], ("True", "Accepted"), ("False", "AddressNotUsable"), [],
+     []),
     ([host("far.example.com")], ("True", "Accepted"), ("False", "AddressNotUsable"), [], []),
     ([host("both.example.com")], ("True", "Accepted"), ("False", "AddressNotUsable"), [], []),
     ([host("nowhere.example.com")], ("True", "Accepted"), ("False", "AddressNotUsable"), [], []),
-    ([{"type": "test/fake-invalid-type", "value": "fake address teehee!"}, ip("198.51.100.1"), ip("127.1.0.5")],
+    ([{"type": "test/fake-invalid-type", "value": "fake address teehee!"}, ip("198.51.100.1"),
+      ip("127.1.0.5")],
      ("False", "UnsupportedAddress"), ("False", "Invalid"), [], []),
-    ([{"type": "NamedAddress", "value": "pool-a"}], ("False", "UnsupportedAddress"), ("False", "Invalid"), [], []),
+    ([{"type": "NamedAddress", "value": "pool-a"}], ("False", "UnsupportedAddress"),
+     ("False", "Invalid"), [], []),
     ([ip("not-an-ip")], ("False", "UnsupportedAddress"), ("False", "Invalid"), [], []),
 ]
 
@@ -60,17 +64,21 @@ def test_spec_addresses(addresses, accepted, programmed, reported, bound) -> Non
     assert st["addresses"] == reported
     assert sorted(lis.address for lis in t.l7.listeners) == sorted(bound)
     listener_programmed = cond(st["listeners"][0], "Programmed")[0]
-    assert listener_programmed == ("True" if bound else "False"), "a listener bound nowhere is not programmed"
+    assert listener_programmed == ("True" if bound
+                                   else "False"), "a listener bound nowhere is not programmed"
 
 
 def test_unusable_address_message_names_it() -> None:
-    t = translate(store_of([CLASS, gateway("gw", [HTTP], addresses=[ip("198.51.100.1"), host("nowhere.test")])]),
+    t = translate(store_of(
+        [CLASS, gateway("gw", [HTTP], addresses=[ip("198.51.100.1"), host("nowhere.test")])]),
                   Options(local_addresses=LOCAL))
     msg = next(c for c in t.statuses[GW]["conditions"] if c["type"] == "Programmed")["message"]
-    assert "198.51.100.1 is not an address of this node" in msg and "nowhere.test does not resolve" in msg
+    assert ("198.51.100.1 is not an address of this node" in msg
+            and "nowhere.test does not resolve" in msg)
 
 
 def test_without_a_view_of_the_node_every_ip_is_usable() -> None:
-    t = translate(store_of([CLASS, gateway("gw", [HTTP], addresses=[ip("198.51.100.1")])]), Options())
+    t = translate(store_of([CLASS, gateway("gw", [HTTP], addresses=[ip("198.51.100.1")])]),
+                  Options())
     assert cond(t.statuses[GW], "Programmed") == ("True", "Programmed")
     assert [lis.address for lis in t.l7.listeners] == ["198.51.100.1"]

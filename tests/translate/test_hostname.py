@@ -42,5 +42,6 @@ def test_intersect_all(listener, routes, want):
 
 
 def test_specificity_orders_exact_then_longer_wildcard_then_any():
-    order = sorted([None, "*.com", "*.example.com", "a.example.com"], key=hn.specificity, reverse=True)
+    order = sorted([None, "*.com", "*.example.com", "a.example.com"], key=hn.specificity,
+                   reverse=True)
     assert order == ["a.example.com", "*.example.com", "*.com", None]

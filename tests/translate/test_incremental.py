@@ -23,22 +23,27 @@ def _gateways(rng: random.Random) -> list[dict]:
     if frm == "Selector":
         allowed["namespaces"]["selector"] = {"matchLabels": {"team": rng.choice(["a", "b"])}}
     return [
-        gateway("web", allowedListeners={"namespaces": {"from": rng.choice(["All", "Same", "None"])}}, listeners=[
+        gateway("web",
+                allowedListeners={"namespaces": {"from": rng.choice(["All", "Same", "None"])}},
+                listeners=[
             {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": allowed},
-            {"name": "wild", "port": 80, "protocol": "HTTP", "hostname": rng.choice(["*.example.com", "*.test"]),
+            {"name": "wild", "port": 80, "protocol": "HTTP",
+             "hostname": rng.choice(["*.example.com", "*.test"]),
              "allowedRoutes": {"namespaces": {"from": "All"}}},
             {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "secure.example.com",
              "tls": {"certificateRefs": [{"name": rng.choice(["cert", "missing"])}]}},
         ]),
         gateway("l4", [
-            {"name": "tcp", "port": 9000, "protocol": "TCP", "allowedRoutes": {"namespaces": {"from": "All"}}},
+            {"name": "tcp", "port": 9000, "protocol": "TCP",
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
             {"name": "udp", "port": 9053, "protocol": "UDP"},
             {"name": "tls", "port": 8443, "protocol": "TLS", "tls": {"mode": "Passthrough"},
              "allowedRoutes": {"namespaces": {"from": "All"}}},
             # mixed mode: the SNI picks this listener for *.example.com (BackendTLSPolicy
             # mutations re-encrypt its routes' backends)
             {"name": "tls-term", "port": 8443, "protocol": "TLS", "hostname": "*.example.com",
-             "tls": {"mode": "Terminate", "certificateRefs": [{"name": rng.choice(["cert", "cert", "missing"])}]},
+             "tls": {"mode": "Terminate",
+                     "certificateRefs": [{"name": rng.choice(["cert", "cert", "missing"])}]},
              "allowedRoutes": {"namespaces": {"from": "All"}}},
         ]),
     ]
@@ -51,42 +56,52 @@ def _listener_sets(rng: random.Random) -> list[dict]:
               "allowedRoutes": {"namespaces": {"from": "All"}}}] if rng.random() < 0.5 else []
     return [
         listener_set("ls-a", "web", [
-            {"name": "http", "port": 80, "protocol": "HTTP", "hostname": rng.choice(["a.example.com", "ls.test"]),
-             "allowedRoutes": {"namespaces": {"from": rng.choice(["Same", "All"])}}}, *extra], ns="team-a"),
+            {"name": "http", "port": 80, "protocol": "HTTP",
+             "hostname": rng.choice(["a.example.com", "ls.test"]),
+             "allowedRoutes": {"namespaces": {"from": rng.choice(["Same", "All"])}}}, *extra],
+                     ns="team-a"),
         listener_set("ls-b", "web", [
-            {"name": "http", "port": 80, "protocol": "HTTP", "hostname": rng.choice(["ls.test", "b.example.com"]),
+            {"name": "http", "port": 80, "protocol": "HTTP",
+             "hostname": rng.choice(["ls.test", "b.example.com"]),
              "allowedRoutes": {"namespaces": {"from": "All"}}}], ns="default"),
     ]
 
 
-LS_PARENTS = [{"kind": "ListenerSet", "group": "gateway.networking.k8s.io", "name": "ls-a", "namespace": "team-a"},
-              {"kind": "ListenerSet", "group": "gateway.networking.k8s.io", "name": "ls-b", "namespace": "default",
-               "sectionName": "http"}]
+LS_PARENTS = [{"kind": "ListenerSet", "group": "gateway.networking.k8s.io", "name": "ls-a",
+               "namespace": "team-a"},
+              {"kind": "ListenerSet", "group": "gateway.networking.k8s.io", "name": "ls-b",
+               "namespace": "default", "sectionName": "http"}]
 
 
 def _route(rng: random.Random, i: int) -> dict:
-    kind = rng.choice(["HTTPRoute", "HTTPRoute", "HTTPRoute", "GRPCRoute", "TCPRoute", "UDPRoute", "TLSRoute"])
+    kind = rng.choice(
+        ["HTTPRoute", "HTTPRoute", "HTTPRoute", "GRPCRoute", "TCPRoute", "UDPRoute", "TLSRoute"])
     ns = rng.choice(NAMESPACES + ["default", "default"])
     if kind in ("HTTPRoute", "GRPCRoute"):
-        parents = [{"name": "web", "namespace": "default", **rng.choice([{}, {"sectionName": "http"}, {"sectionName": "wild"},
-                                                                      {"port": 443}, {"sectionName": "nope"}, {}])}]
+        parents = [{"name": "web", "namespace": "default",
+                    **rng.choice([{}, {"sectionName": "http"}, {"sectionName": "wild"},
+                               {"port": 443}, {"sectionName": "nope"}, {}])}]
         if rng.random() < 0.3:
             parents = rng.choice([parents, []]) + [rng.choice(LS_PARENTS)]
     elif kind == "TCPRoute" and rng.random() < 0.3:
         parents = [LS_PARENTS[0]]
     else:
         parents = [{"name": "l4", "namespace": "default"}]
-    backends = [{"name": rng.choice(SERVICES), "namespace": rng.choice(NAMESPACES + [ns, ns, ns]), "port": 80,
-                 "weight": rng.randint(0, 3)} for _ in range(rng.randint(0, 2))]
+    backends = [{"name": rng.choice(SERVICES), "namespace": rng.choice(NAMESPACES + [ns, ns, ns]),
+                 "port": 80, "weight": rng.randint(0, 3)} for _ in range(rng.randint(0, 2))]
     rule: dict = {"backendRefs": backends}
     if kind == "HTTPRoute":
-        rule["matches"] = [{"path": {"type": rng.choice(["Exact", "PathPrefix"]), "value": rng.choice(["/", "/a", "/a/b"])},
+        rule["matches"] = [{"path": {"type": rng.choice(["Exact", "PathPrefix"]),
+                                     "value": rng.choice(["/", "/a", "/a/b"])},
                             **({"method": "GET"} if rng.random() < 0.3 else {})}]
         if rng.random() < 0.2:
-            rule["filters"] = [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "svc1", "port": 80}, "percent": 50}}]
+            rule["filters"] = [{"type": "RequestMirror", "requestMirror": {
+                "backendRef": {"name": "svc1", "port": 80}, "percent": 50}}]
     if kind == "GRPCRoute":
-        rule["matches"] = [{"method": {"service": "echo.Echo", "method": rng.choice(["Say", ""]) or None}}]
-    hostnames = rng.choice([None, ["a.example.com"], ["b.example.com", "*.example.com"], ["x.test"], ["secure.example.com"]])
+        rule["matches"] = [
+            {"method": {"service": "echo.Echo", "method": rng.choice(["Say", ""]) or None}}]
+    hostnames = rng.choice([None, ["a.example.com"], ["b.example.com", "*.example.com"], ["x.test"],
+                            ["secure.example.com"]])
     if kind in ("TCPRoute", "UDPRoute"):
         hostnames = None
     return http_route(f"r{i}", parents, [rule], hostnames, ns=ns, kind=kind,
@@ -94,8 +109,8 @@ def _route(rng: random.Random, i: int) -> dict:
 
 
 def _world(rng: random.Random) -> list[dict]:
-    objs: list[dict] = [CLASS, namespace("default"), namespace("team-a", team="a"), namespace("team-b", team="b"),
-                        tls_secret("cert", "default")]
+    objs: list[dict] = [CLASS, namespace("default"), namespace("team-a", team="a"),
+                        namespace("team-b", team="b"), tls_secret("cert", "default")]
     objs += _gateways(rng)
     objs += _listener_sets(rng)
     for ns in NAMESPACES:
@@ -113,16 +128,19 @@ def _mutation(rng: random.Random, store: Store, step: int) -> list[Event]:
         o = _route(rng, rng.randrange(24))
         o = norm(o, step)
         key = ObjectKey.of(o)
-        # a route of another kind with the same name would be a different object; delete the old ones
+        # a route of another kind with the same name would be a different object; delete the old
+        # ones
         evs = [Event(EventType.DELETED, k, store.get_key(k), "x", 1) for k in
-               (ObjectKey(kd, key.namespace, key.name) for kd in ("HTTPRoute", "GRPCRoute", "TCPRoute", "UDPRoute", "TLSRoute"))
+               (ObjectKey(kd, key.namespace, key.name)
+                for kd in ("HTTPRoute", "GRPCRoute", "TCPRoute", "UDPRoute", "TLSRoute"))
                if k != key and k in store]
         if rng.random() < 0.2 and key in store:
             return evs + [Event(EventType.DELETED, key, store.get_key(key), "x", 1)]
         return evs + [Event(EventType.MODIFIED, key, o, "x", 1)]
     if choice == 3:
         ns, s = rng.choice(NAMESPACES), rng.choice(SERVICES)
-        o = norm(slice_(s, [f"10.9.{rng.randrange(3)}.{rng.randrange(3)}" for _ in range(rng.randint(0, 2))], ns=ns,
+        o = norm(slice_(s, [f"10.9.{rng.randrange(3)}.{rng.randrange(3)}"
+                            for _ in range(rng.randint(0, 2))], ns=ns,
                         ready=rng.choice([True, False, None])))
         if rng.random() < 0.3:
             return [Event(EventType.DELETED, ObjectKey.of(o), o, "x", 1)]
@@ -130,7 +148,8 @@ def _mutation(rng: random.Random, store: Store, step: int) -> list[Event]:
     if choice == 4:
         ns, s = rng.choice(NAMESPACES), rng.choice(SERVICES)
         o = norm(service(s, ns, ports=[{"name": "http", "port": 80,
-                                        **({"appProtocol": "kubernetes.io/h2c"} if rng.random() < 0.5 else {})}]))
+                                        **({"appProtocol": "kubernetes.io/h2c"}
+                                           if rng.random() < 0.5 else {})}]))
         if rng.random() < 0.3:
             return [Event(EventType.DELETED, ObjectKey.of(o), o, "x", 1)]
         return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
@@ -138,7 +157,8 @@ def _mutation(rng: random.Random, store: Store, step: int) -> list[Event]:
         g = norm(rng.choice(_gateways(rng)), step)
         return [Event(EventType.MODIFIED, ObjectKey.of(g), g, "x", 1)]
     if choice == 6:
-        o = norm(grant("allow", rng.choice(["team-a", "team-b"]), rng.choice(["HTTPRoute", "TCPRoute"]), "default"))
+        o = norm(grant("allow", rng.choice(["team-a", "team-b"]),
+                       rng.choice(["HTTPRoute", "TCPRoute"]), "default"))
         if rng.random() < 0.4:
             return [Event(EventType.DELETED, ObjectKey.of(o), o, "x", 1)]
         return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
@@ -152,14 +172,17 @@ def _mutation(rng: random.Random, store: Store, step: int) -> list[Event]:
         return [Event(EventType.MODIFIED, ObjectKey.of(o), o, "x", 1)]
     ns = rng.choice(NAMESPACES)
     pol = norm({"kind": "BackendTLSPolicy", "metadata": {"name": "p", "namespace": ns},
-                "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": rng.choice(SERVICES)}],
+                "spec": {"targetRefs": [
+                    {"group": "", "kind": "Service", "name": rng.choice(SERVICES)}],
                          "validation": {"hostname": "backend.example.com",
                                         "caCertificateRefs": [{"group": "", "kind": "ConfigMap",
-                                                               "name": rng.choice(["ca", "no-ca"])}]}}})
+                                                               "name": rng.choice(
+                                                                   ["ca", "no-ca"])}]}}})
     cm = norm(ca_configmap("ca", ns))
     if rng.random() < 0.3:
         return [Event(EventType.DELETED, ObjectKey.of(cm), cm, "x", 1)]
-    return [Event(EventType.MODIFIED, ObjectKey.of(pol), pol, "x", 1), Event(EventType.MODIFIED, ObjectKey.of(cm), cm, "x", 1)]
+    return [Event(EventType.MODIFIED, ObjectKey.of(pol), pol, "x", 1),
+            Event(EventType.MODIFIED, ObjectKey.of(cm), cm, "x", 1)]
 
 
 def test_update_equals_translate_after_random_changes() -> None:
@@ -175,7 +198,8 @@ def test_update_equals_translate_after_random_changes() -> None:
             want = translate(store, opts)
             assert got.l7 == want.l7, f"seed {seed} step {step}: L7 differs"
             assert got.l4 == want.l4, f"seed {seed} step {step}: L4 differs"
-            assert dict(got.statuses) == dict(want.statuses), f"seed {seed} step {step}: statuses differ"
+            assert dict(got.statuses) == dict(
+                want.statuses), f"seed {seed} step {step}: statuses differ"
 
 
 def test_world_is_not_trivial() -> None:
@@ -205,7 +229,8 @@ def test_worlds_exercise_listener_sets() -> None:
         t = translate(store_of(_world(random.Random(seed))))
         for k, st in t.statuses.items():
             if k.kind == "ListenerSet":
-                ok = next(c for c in st["conditions"] if c["type"] == "Accepted")["status"] == "True"
+                ok = next(c for c in st["conditions"]
+                          if c["type"] == "Accepted")["status"] == "True"
                 accepted += ok
                 refused += not ok
                 attached += sum(lis["attachedRoutes"] for lis in st["listeners"])

@@ -17,12 +17,14 @@ def tls_route(name: str, hostnames: list[str]) -> dict:
 
 
 def passthrough(name: str, hostname: str) -> dict:
-    return {"name": name, "port": 443, "protocol": "TLS", "hostname": hostname, "tls": {"mode": "Passthrough"}}
+    return {"name": name, "port": 443, "protocol": "TLS", "hostname": hostname,
+            "tls": {"mode": "Passthrough"}}
 
 
 def test_a_tls_route_through_two_listeners_is_one_sni_route_per_listener():
     t = translate(store_of([
-        CLASS, gateway("gw", [passthrough("a", "*.a.example.com"), passthrough("b", "*.b.example.com")]),
+        CLASS,
+        gateway("gw", [passthrough("a", "*.a.example.com"), passthrough("b", "*.b.example.com")]),
         service("svc"), slice_("svc", ["10.0.0.1"]),
         tls_route("both", ["x.a.example.com", "y.b.example.com"])]))
     tp, = t.l4.tls_passthrough
@@ -35,7 +37,9 @@ def test_tcp_frontend_records_gateway_listener_and_route():
     tcp = {"name": "db", "port": 5432, "protocol": "TCP"}
     route = {"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
              "metadata": {"name": "pg", "namespace": "default"},
-             "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}]}}
-    t = translate(store_of([CLASS, gateway("gw", [tcp]), service("svc"), slice_("svc", ["10.0.0.1"]), route]))
+             "spec": {"parentRefs": [{"name": "gw"}],
+                      "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}]}}
+    t = translate(
+        store_of([CLASS, gateway("gw", [tcp]), service("svc"), slice_("svc", ["10.0.0.1"]), route]))
     fe, = t.l4.frontends
     assert (fe.gateway, fe.listener, fe.route) == ("default/gw", "db", "default/pg")

@@ -36,11 +36,14 @@ def _accepted(t, name="r"):
 
 def test_parent_gateway_that_does_not_exist_is_a_problem() -> None:
     objs = [CLASS, gateway("gw", [HTTP]), service("svc"),
-            http_route("r", [{"name": "nope"}]), http_route("s", [{"name": "gw"}, {"name": "gone", "namespace": "x"}])]
+            http_route("r", [{"name": "nope"}]),
+            http_route("s", [{"name": "gw"}, {"name": "gone", "namespace": "x"}])]
     t = translate(store_of(objs))
     texts = {(p.key, p.field): p.message for p in t.problems}
-    assert texts[(R, "spec.parentRefs[0]")] == "Gateway default/nope does not exist: the route is not attached to it"
-    assert texts[(ObjectKey("HTTPRoute", "default", "s"), "spec.parentRefs[1]")].startswith("Gateway x/gone does not")
+    assert texts[(R, "spec.parentRefs[0]")] == ("Gateway default/nope does not exist: "
+                                                "the route is not attached to it")
+    assert texts[(ObjectKey("HTTPRoute", "default", "s"), "spec.parentRefs[1]")].startswith(
+        "Gateway x/gone does not")
     assert R not in t.statuses  # no parent of ours: no status (the spec), the problem says it
     assert _accepted(t, "s")["status"] == "True"
 
@@ -56,29 +59,34 @@ def test_the_problem_goes_when_the_gateway_comes() -> None:
 
 
 def test_gateway_of_a_class_that_does_not_exist_and_route_without_parents() -> None:
-    other_class = {**CLASS, "metadata": {"name": "theirs"}, "spec": {"controllerName": "example.com/other"}}
+    other_class = {**CLASS, "metadata": {"name": "theirs"},
+                   "spec": {"controllerName": "example.com/other"}}
     objs = [CLASS, other_class, gateway("typo", [HTTP], gatewayClassName="kwg"),
-            gateway("foreign", [HTTP], gatewayClassName="theirs"), service("svc"), http_route("r", [])]
+            gateway("foreign", [HTTP], gatewayClassName="theirs"), service("svc"),
+            http_route("r", [])]
     t = translate(store_of(objs))
     texts = {(p.key.name, p.field): p.message for p in t.problems}
     assert texts == {
-        ("typo", "spec.gatewayClassName"): "GatewayClass 'kwg' does not exist: nothing serves this Gateway",
+        ("typo",
+         "spec.gatewayClassName"): "GatewayClass 'kwg' does not exist: nothing serves this Gateway",
         ("r", "spec.parentRefs"): "the route has no parentRefs: it is attached to no Gateway",
     }  # another implementation's Gateway is not a problem
 
 
 def test_route_refused_by_a_conflicted_listener_names_it_and_the_conflict() -> None:
-    listeners = [HTTP, {"name": "raw", "port": 80, "protocol": "TCP"}, {"name": "other", "port": 81, "protocol": "HTTP",
-                                                                        "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}]
+    listeners = [HTTP, {"name": "raw", "port": 80, "protocol": "TCP"},
+                 {"name": "other", "port": 81, "protocol": "HTTP",
+                  "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}]
     objs = [CLASS, gateway("gw", listeners), service("svc"), http_route("r", P)]
     msg = _accepted(translate(store_of(objs)))["message"]
-    assert "listener http is not accepted (ProtocolConflict: port 80 is also used by listener(s) of another " \
-           "protocol: raw (TCP))" in msg
+    assert "listener http is not accepted (ProtocolConflict: port 80 is also used by " \
+           "listener(s) of another protocol: raw (TCP))" in msg
     assert "listener other does not take HTTPRoute (it takes no route kind)" in msg
     assert "namespace" not in msg
     # a namespace refusal names the namespace rule
-    objs = [CLASS, gateway("gw", [HTTP]), service("svc", "shop"), http_route("r", [{"name": "gw", "namespace": "default"}],
-                                                                               ns="shop")]
+    objs = [CLASS, gateway("gw", [HTTP]), service("svc", "shop"),
+            http_route("r", [{"name": "gw", "namespace": "default"}],
+                         ns="shop")]
     t = translate(store_of(objs))
     parent = t.statuses[ObjectKey("HTTPRoute", "shop", "r")]["parents"][0]
     msg = next(c for c in parent["conditions"] if c["type"] == "Accepted")["message"]
@@ -87,30 +95,36 @@ def test_route_refused_by_a_conflicted_listener_names_it_and_the_conflict() -> N
 
 @pytest.mark.parametrize("match,expected", [
     ({"path": {"type": "RegularExpression", "value": "/a(b"}},
-     "spec.rules[0].matches[1].path: invalid regular expression '/a(b': missing ), unterminated subpattern at "
-     "position 2"),
+     "spec.rules[0].matches[1].path: invalid regular expression '/a(b': missing ), unterminated "
+     "subpattern at position 2"),
     ({"path": {"type": "RegularExpression", "value": "/\\N{DIGIT ONE}"}},
-     "spec.rules[0].matches[1].path: invalid regular expression '/\\\\N{DIGIT ONE}': bad escape \\N at position 1"),
+     "spec.rules[0].matches[1].path: invalid regular expression '/\\\\N{DIGIT ONE}': bad escape "
+     "\\N at position 1"),
     ({"path": {"type": "RegularExpression", "value": "/caf\u20ac"}},
-     "spec.rules[0].matches[1].path: invalid regular expression '/caf\u20ac': character '\u20ac' cannot be matched: "
-     "paths and headers are matched as Latin-1 bytes at position 4"),
+     "spec.rules[0].matches[1].path: invalid regular expression '/caf\u20ac': character '\u20ac' "
+     "cannot be matched: paths and headers are matched as Latin-1 bytes at position 4"),
     ({"headers": [{"name": "x", "type": "RegularExpression", "value": "a**"}]},
-     "spec.rules[0].matches[1].headers[0] (x): invalid regular expression 'a**': multiple repeat at position 2"),
+     "spec.rules[0].matches[1].headers[0] (x): invalid regular expression 'a**': multiple repeat "
+     "at position 2"),
     ({"queryParams": [{"name": "q", "type": "RegularExpression", "value": "[a-"}]},
-     "spec.rules[0].matches[1].queryParams[0] (q): invalid regular expression '[a-': unterminated character set "
-     "at position 0"),
+     "spec.rules[0].matches[1].queryParams[0] (q): invalid regular expression '[a-': unterminated "
+     "character set at position 0"),
 ])
 def test_invalid_regex_shows_the_error_and_its_position(match, expected) -> None:
     rules = [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}, match],
               "backendRefs": [{"name": "svc", "port": 80}]}]
-    t = translate(store_of([CLASS, gateway("gw", [HTTP]), service("svc"), http_route("r", P, rules)]))
+    t = translate(
+        store_of([CLASS, gateway("gw", [HTTP]), service("svc"), http_route("r", P, rules)]))
     cond = _accepted(t)
-    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "UnsupportedValue", expected)
+    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "UnsupportedValue",
+                                                                 expected)
 
 
 @pytest.mark.parametrize("pattern", [
-    "/a(b", "/ok/[0-9]+", "/\\N{DIGIT ONE}", "/caf\u00e9", "/caf\u20ac", "(?u)x", "(?L)x", "(?a)x", "\\d+\\w*",
-    "[[:alpha:]]", "(?P<n>a)(?P=n)", "\\p{L}", "a{2,1}", "(?<!a)b", "x" * 5000, "(" * 200 + ")" * 200,
+    "/a(b", "/ok/[0-9]+", "/\\N{DIGIT ONE}", "/caf\u00e9", "/caf\u20ac", "(?u)x", "(?L)x", "(?a)x",
+    "\\d+\\w*",
+    "[[:alpha:]]", "(?P<n>a)(?P=n)", "\\p{L}", "a{2,1}", "(?<!a)b", "x" * 5000,
+    "(" * 200 + ")" * 200,
 ])
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # "[[:alpha:]]": a possible nested set
 def test_what_validation_accepts_the_router_compiles(pattern, caplog) -> None:
@@ -126,8 +140,9 @@ def test_what_validation_accepts_the_router_compiles(pattern, caplog) -> None:
 
 def _files(tmp_path: Path) -> Path:
     route = http_route("r", [{"name": "nope"}])
-    bad = http_route("bad", P, [{"matches": [{"path": {"type": "RegularExpression", "value": "/a(b"}}],
-                                "backendRefs": [{"name": "svc", "port": 80}]}])
+    bad = http_route("bad", P,
+                     [{"matches": [{"path": {"type": "RegularExpression", "value": "/a(b"}}],
+                      "backendRefs": [{"name": "svc", "port": 80}]}])
     docs = [{"apiVersion": "gateway.networking.k8s.io/v1", **CLASS},
             {"apiVersion": "gateway.networking.k8s.io/v1", **gateway("gw", [HTTP])},
             {"apiVersion": "v1", **service("svc")},
@@ -140,14 +155,17 @@ def _files(tmp_path: Path) -> Path:
 def test_validate_lists_them_where_they_are_defined(tmp_path: Path) -> None:
     _files(tmp_path)
     out = io.StringIO()
-    assert main(["validate", "-c", str(tmp_path), "-o", "table"], Environment(stdout=out)) == ExitStatus.INVALID
+    assert main(["validate", "-c", str(tmp_path), "-o", "table"],
+                Environment(stdout=out)) == ExitStatus.INVALID
     text = out.getvalue()
     line = next(x for x in text.splitlines() if "nope" in x)
     assert line.startswith("error: ") and "/all.yaml:" in line
-    assert line.endswith("HTTPRoute default/r: spec.parentRefs[0]: Gateway default/nope does not exist: "
-                         "the route is not attached to it")
-    assert ("HTTPRoute default/bad: parent default/gw: Accepted=False (UnsupportedValue): spec.rules[0].matches[0]"
-            ".path: invalid regular expression '/a(b': missing ), unterminated subpattern at position 2") in text
+    assert line.endswith("HTTPRoute default/r: spec.parentRefs[0]: Gateway default/nope does not "
+                         "exist: the route is not attached to it")
+    assert ("HTTPRoute default/bad: parent default/gw: Accepted=False (UnsupportedValue): "
+            "spec.rules[0].matches[0]"
+            ".path: invalid regular expression '/a(b': missing ), unterminated subpattern at "
+            "position 2") in text
 
 
 def test_problems_page_lists_them(tmp_path: Path) -> None:

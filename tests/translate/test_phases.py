@@ -9,7 +9,8 @@ from controller.objects import ObjectKey
 from controller.source import Event, EventType
 from controller.translate import Options, Translator, translate
 from tests.translate.tlsgen import ca_configmap
-from tests.translate.worlds import CLASS, gateway, grant, http_route, norm, service, slice_, store_of
+from tests.translate.worlds import (CLASS, gateway, grant, http_route, norm, service, slice_,
+                                    store_of)
 
 
 class Phases:
@@ -45,9 +46,11 @@ HTTP = {"name": "http", "port": 80, "protocol": "HTTP"}
 
 
 def test_reference_grant_removed_then_restored():
-    objs = [CLASS, gateway("gw", [HTTP]), service("web", "backend"), slice_("web", ["10.0.0.1"], ns="backend"),
+    objs = [CLASS, gateway("gw", [HTTP]), service("web", "backend"),
+            slice_("web", ["10.0.0.1"], ns="backend"),
             grant("g", "backend", "HTTPRoute", "default"),
-            http_route("r", [{"name": "gw"}], [{"backendRefs": [{"name": "web", "namespace": "backend", "port": 80}]}])]
+            http_route("r", [{"name": "gw"}],
+                       [{"backendRefs": [{"name": "web", "namespace": "backend", "port": 80}]}])]
     p = Phases(objs)
     rk = ObjectKey("HTTPRoute", "default", "r")
     assert p.cond(rk, "ResolvedRefs") == ("True", "ResolvedRefs")
@@ -61,26 +64,31 @@ def test_reference_grant_removed_then_restored():
 
 def test_tcp_reference_grant_and_multiple_routes_on_one_listener():
     tcp = {"name": "tcp", "port": 9000, "protocol": "TCP"}
-    objs = [CLASS, gateway("gw", [tcp]), service("a"), slice_("a", ["10.0.0.1"]), service("b", "other"),
+    objs = [CLASS, gateway("gw", [tcp]), service("a"), slice_("a", ["10.0.0.1"]),
+            service("b", "other"),
             slice_("b", ["10.0.0.2"], ns="other"), grant("g", "other", "TCPRoute", "default"),
-            http_route("older", [{"name": "gw", "sectionName": "tcp"}], [{"backendRefs": [{"name": "a", "port": 80}]}],
+            http_route("older", [{"name": "gw", "sectionName": "tcp"}],
+                       [{"backendRefs": [{"name": "a", "port": 80}]}],
                        kind="TCPRoute", creationTimestamp="2026-01-01T00:00:00Z")]
     p = Phases(objs)
     newer = norm(http_route("newer", [{"name": "gw", "sectionName": "tcp"}],
-                            [{"backendRefs": [{"name": "b", "namespace": "other", "port": 80}]}], kind="TCPRoute",
-                            creationTimestamp="2026-02-01T00:00:00Z"))
+                            [{"backendRefs": [{"name": "b", "namespace": "other", "port": 80}]}],
+                            kind="TCPRoute", creationTimestamp="2026-02-01T00:00:00Z"))
     p.put(newer)
     gw = p.t.statuses[ObjectKey("Gateway", "default", "gw")]
     assert gw["listeners"][0]["attachedRoutes"] == 2
     assert p.cond(ObjectKey("TCPRoute", "default", "newer"), "Accepted") == ("True", "Accepted")
-    assert p.cond(ObjectKey("TCPRoute", "default", "newer"), "ResolvedRefs") == ("True", "ResolvedRefs")
+    assert p.cond(ObjectKey("TCPRoute", "default", "newer"), "ResolvedRefs") == ("True",
+                                                                                 "ResolvedRefs")
     # only the oldest route carries traffic
     assert [b.name for b in p.t.l4.frontends[0].backends] == ["default/a:80"]
     p.delete("ReferenceGrant", "other", "g")
-    assert p.cond(ObjectKey("TCPRoute", "default", "newer"), "ResolvedRefs") == ("False", "RefNotPermitted")
+    assert p.cond(ObjectKey("TCPRoute", "default", "newer"), "ResolvedRefs") == ("False",
+                                                                                 "RefNotPermitted")
     p.delete("TCPRoute", "default", "older")
     fe = p.t.l4.frontends[0]
-    assert [(b.name, b.endpoints) for b in fe.backends] == [("other/b:80", ())]  # refused: no endpoints
+    # refused: no endpoints
+    assert [(b.name, b.endpoints) for b in fe.backends] == [("other/b:80", ())]
 
 
 def test_static_addresses_phases():
@@ -123,7 +131,8 @@ def test_backend_tls_policy_ca_changes_are_reconciled():
             {"kind": "BackendTLSPolicy", "metadata": {"name": "p"},
              "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "tls"}],
                       "validation": {"hostname": "abc.example.com",
-                                     "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}]}}},
+                                     "caCertificateRefs": [
+                                         {"group": "", "kind": "ConfigMap", "name": "ca"}]}}},
             http_route("r", [{"name": "gw"}], [{"backendRefs": [{"name": "tls", "port": 80}]}])]
     p = Phases(objs)
     pk = ObjectKey("BackendTLSPolicy", "default", "p")

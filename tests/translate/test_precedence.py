@@ -11,16 +11,21 @@ H = (HeaderMatch("a", "1"),)
 HH = (HeaderMatch("a", "1"), HeaderMatch("b", "2"))
 Q = (QueryParamMatch("q", "1"),)
 
-# (higher-precedence match + route identity, lower one), each (match, created, ns, name, rule, match idx)
+# (higher-precedence match + route identity, lower one), each (match, created, ns, name, rule, match
+# idx)
 BEATS = [
-    ("exact beats longer prefix", (RouteMatch(PathMatch("Exact", "/a")),), (RouteMatch(PathMatch("PathPrefix", "/a/b/c")),)),
-    ("longer prefix wins", (RouteMatch(PathMatch("PathPrefix", "/a/b")),), (RouteMatch(PathMatch("PathPrefix", "/a")),)),
-    ("regex between exact and prefix", (RouteMatch(PathMatch("RegularExpression", "/a.*")),), (RouteMatch(PathMatch("PathPrefix", "/a/b/c/d")),)),
+    ("exact beats longer prefix", (RouteMatch(PathMatch("Exact", "/a")),),
+     (RouteMatch(PathMatch("PathPrefix", "/a/b/c")),)),
+    ("longer prefix wins", (RouteMatch(PathMatch("PathPrefix", "/a/b")),),
+     (RouteMatch(PathMatch("PathPrefix", "/a")),)),
+    ("regex between exact and prefix", (RouteMatch(PathMatch("RegularExpression", "/a.*")),),
+     (RouteMatch(PathMatch("PathPrefix", "/a/b/c/d")),)),
     ("method beats headers", (RouteMatch(method="GET"),), (RouteMatch(headers=HH),)),
     ("more headers win", (RouteMatch(headers=HH),), (RouteMatch(headers=H),)),
     ("headers beat query params", (RouteMatch(headers=H),), (RouteMatch(query_params=Q),)),
     ("query params beat nothing", (RouteMatch(query_params=Q),), (RouteMatch(),)),
-    ("path beats method", (RouteMatch(PathMatch("PathPrefix", "/ab")),), (RouteMatch(PathMatch("PathPrefix", "/a"), method="GET"),)),
+    ("path beats method", (RouteMatch(PathMatch("PathPrefix", "/ab")),),
+     (RouteMatch(PathMatch("PathPrefix", "/a"), method="GET"),)),
 ]
 
 
@@ -31,7 +36,8 @@ def test_match_precedence(what, hi, lo):
 
 def test_tie_breakers_age_then_name_then_rule_then_match():
     m = RouteMatch()
-    assert sort_key(m, "2026-01-01T00:00:00Z", "z", "z", 5, 5) < sort_key(m, "2026-01-02T00:00:00Z", "a", "a", 0, 0)
+    assert sort_key(m, "2026-01-01T00:00:00Z", "z", "z", 5, 5) < sort_key(m, "2026-01-02T00:00:00Z",
+                                                                          "a", "a", 0, 0)
     assert sort_key(m, "t", "a", "z", 5, 5) < sort_key(m, "t", "b", "a", 0, 0)
     assert sort_key(m, "t", "a", "a", 5, 5) < sort_key(m, "t", "a", "b", 0, 0)
     assert sort_key(m, "t", "a", "a", 0, 5) < sort_key(m, "t", "a", "a", 1, 0)
@@ -46,7 +52,8 @@ def test_routes_in_a_virtual_host_are_sorted_across_routes():
         http_route("old", p, [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}],
                    creationTimestamp="2026-01-01T00:00:00Z"),
         http_route("new", p, [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]},
-                              {"matches": [{"path": {"type": "Exact", "value": "/x"}}, {"path": {"value": "/x/y"}}]}],
+                              {"matches": [{"path": {"type": "Exact", "value": "/x"}},
+                                           {"path": {"value": "/x/y"}}]}],
                    creationTimestamp="2026-01-02T00:00:00Z"),
         http_route("hdr", p, [{"matches": [{"headers": [{"name": "v", "value": "2"}]}]}],
                    creationTimestamp="2026-01-03T00:00:00Z"),

@@ -12,7 +12,8 @@ from controller.store import Store
 from controller.translate import Translator, translate
 from tests.translate.test_incremental import _world
 
-ODD = [None, 0, -1, 70000, "", "x", "*", "/", "**.a", [], [1, "a"], {}, {"a": None}, True, 1.5, "1h", "0s"]
+ODD = [None, 0, -1, 70000, "", "x", "*", "/", "**.a", [], [1, "a"], {}, {"a": None}, True, 1.5,
+       "1h", "0s"]
 
 
 def _corrupt(rng: random.Random, value, depth: int = 0):
@@ -54,5 +55,6 @@ def test_corrupted_objects_never_crash_translation():
         tr.update(store, set())
         # and incrementally: delete half the objects
         victims = [k for i, k in enumerate(store.keys()) if i % 2 == 0]
-        changed = store.apply(Event(EventType.DELETED, k, store.get_key(k), "2", 1) for k in victims)
+        changed = store.apply(Event(EventType.DELETED, k, store.get_key(k), "2", 1)
+                              for k in victims)
         assert tr.update(store, changed) == translate(store)

@@ -23,11 +23,13 @@ def _route_cond(t, kind, name, type_, ns="default"):
 
 
 def _gw_cond(t, type_, name="gw"):
-    return next(c for c in t.statuses[ObjectKey("Gateway", "default", name)]["conditions"] if c["type"] == type_)
+    return next(c for c in t.statuses[ObjectKey("Gateway", "default", name)]["conditions"]
+                if c["type"] == type_)
 
 
 def _lis_cond(t, listener, type_, name="gw"):
-    lis = next(x for x in t.statuses[ObjectKey("Gateway", "default", name)]["listeners"] if x["name"] == listener)
+    lis = next(x for x in t.statuses[ObjectKey("Gateway", "default", name)]["listeners"]
+               if x["name"] == listener)
     return next(c for c in lis["conditions"] if c["type"] == type_)
 
 
@@ -35,10 +37,12 @@ def _lis_cond(t, listener, type_, name="gw"):
 
 # (reason, objects, getter(translation) -> condition, expected status)
 CASES = [
-    ("NotAllowedByListeners", [_gw({**HTTP, "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}), service("svc"),
-                               http_route("r", P)],
+    ("NotAllowedByListeners",
+     [_gw({**HTTP, "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}), service("svc"),
+      http_route("r", P)],
      lambda t: _route_cond(t, "HTTPRoute", "r", "Accepted"), "False"),
-    ("NoMatchingParent", [_gw(), service("svc"), http_route("r", [{"name": "gw", "sectionName": "nope"}])],
+    ("NoMatchingParent",
+     [_gw(), service("svc"), http_route("r", [{"name": "gw", "sectionName": "nope"}])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "Accepted"), "False"),
     ("NoMatchingParent", [_gw(), service("svc"), http_route("r", [{"name": "gw", "port": 81}])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "Accepted"), "False"),
@@ -46,16 +50,21 @@ CASES = [
                                     http_route("r", P, hostnames=["b.example.com"])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "Accepted"), "False"),
     ("RefNotPermitted", [_gw(), service("svc", "other"),
-                         http_route("r", P, [{"backendRefs": [{"name": "svc", "namespace": "other", "port": 80}]}])],
+                         http_route("r", P, [{
+                             "backendRefs": [{"name": "svc", "namespace": "other", "port": 80}]}])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "ResolvedRefs"), "False"),
     ("BackendNotFound", [_gw(), http_route("r", P)],
      lambda t: _route_cond(t, "HTTPRoute", "r", "ResolvedRefs"), "False"),
-    ("BackendNotFound", [_gw(), service("svc"), http_route("r", P, [{"backendRefs": [{"name": "svc", "port": 81}]}])],
+    ("BackendNotFound",
+     [_gw(), service("svc"), http_route("r", P, [{"backendRefs": [{"name": "svc", "port": 81}]}])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "ResolvedRefs"), "False"),
-    ("InvalidKind", [_gw(), http_route("r", P, [{"backendRefs": [{"group": "example.com", "kind": "Thing", "name": "x", "port": 80}]}])],
+    ("InvalidKind", [_gw(), http_route("r", P, [
+        {"backendRefs": [{"group": "example.com", "kind": "Thing", "name": "x", "port": 80}]}])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "ResolvedRefs"), "False"),
-    ("InvalidKind", [_gw(), service("svc"), http_route("r", P, [{"filters": [{"type": "ExtensionRef", "extensionRef": {
-        "group": "example.com", "kind": "Filter", "name": "f"}}], "backendRefs": [{"name": "svc", "port": 80}]}])],
+    ("InvalidKind", [_gw(), service("svc"), http_route("r", P, [{"filters": [{
+        "type": "ExtensionRef", "extensionRef": {
+        "group": "example.com", "kind": "Filter", "name": "f"}}], "backendRefs": [
+            {"name": "svc", "port": 80}]}])],
      lambda t: _route_cond(t, "HTTPRoute", "r", "ResolvedRefs"), "False"),
     ("InvalidRouteKinds", [_gw({**HTTP, "allowedRoutes": {"kinds": [{"kind": "TCPRoute"}]}})],
      lambda t: _lis_cond(t, "http", "ResolvedRefs"), "False"),
@@ -64,18 +73,22 @@ CASES = [
      lambda t: _lis_cond(t, "https", "ResolvedRefs"), "False"),
     ("InvalidCertificateRef", [_gw({"name": "https", "port": 443, "protocol": "HTTPS",
                                     "tls": {"certificateRefs": [{"name": "bad"}]}}),
-                               {**tls_secret("bad", "default", self_signed()[0], self_signed("other.com", ("other.com",))[1])}],
+                               {**tls_secret("bad", "default", self_signed()[0],
+                                             self_signed("other.com", ("other.com",))[1])}],
      lambda t: _lis_cond(t, "https", "ResolvedRefs"), "False"),
     ("InvalidCertificateRef", [_gw({"name": "https", "port": 443, "protocol": "HTTPS",
-                                    "tls": {"certificateRefs": [{"group": "example.com", "kind": "Cert", "name": "c"}]}})],
+                                    "tls": {"certificateRefs": [
+                                        {"group": "example.com", "kind": "Cert", "name": "c"}]}})],
      lambda t: _lis_cond(t, "https", "ResolvedRefs"), "False"),
     ("RefNotPermitted", [_gw({"name": "https", "port": 443, "protocol": "HTTPS",
-                              "tls": {"certificateRefs": [{"name": "cert", "namespace": "other"}]}}),
+                              "tls": {
+                                  "certificateRefs": [{"name": "cert", "namespace": "other"}]}}),
                          tls_secret("cert", "other")],
      lambda t: _lis_cond(t, "https", "ResolvedRefs"), "False"),
     ("ResolvedRefs", [_gw({"name": "https", "port": 443, "protocol": "HTTPS",
                            "tls": {"certificateRefs": [{"name": "cert", "namespace": "other"}]}}),
-                      tls_secret("cert", "other"), grant("g", "other", "Gateway", "default", to_kind="Secret")],
+                      tls_secret("cert", "other"),
+                      grant("g", "other", "Gateway", "default", to_kind="Secret")],
      lambda t: _lis_cond(t, "https", "ResolvedRefs"), "True"),
     ("UnsupportedProtocol", [_gw(HTTP, {"name": "sctp", "port": 90, "protocol": "SCTP"})],
      lambda t: _lis_cond(t, "sctp", "Accepted"), "False"),
@@ -89,12 +102,15 @@ CASES = [
      lambda t: _lis_cond(t, "http", "Accepted"), "False"),
     ("HostnameConflict", [_gw(HTTP, {"name": "http2", "port": 80, "protocol": "HTTP"})],
      lambda t: _lis_cond(t, "http2", "Conflicted"), "True"),
-    ("NoConflicts", [_gw(HTTP, {"name": "http2", "port": 80, "protocol": "HTTP", "hostname": "a.example.com"})],
+    ("NoConflicts",
+     [_gw(HTTP, {"name": "http2", "port": 80, "protocol": "HTTP", "hostname": "a.example.com"})],
      lambda t: _lis_cond(t, "http2", "Conflicted"), "False"),
-    ("UnsupportedValue", [_gw({"name": "tls", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough",
-                                                                                      "options": {"x": "y"}}})],
+    ("UnsupportedValue",
+     [_gw({"name": "tls", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough",
+                                                                  "options": {"x": "y"}}})],
      lambda t: _lis_cond(t, "tls", "Accepted"), "False"),
-    ("InvalidParameters", [_gw(infrastructure={"parametersRef": {"group": "invalid.io", "kind": "X", "name": "y"}})],
+    ("InvalidParameters",
+     [_gw(infrastructure={"parametersRef": {"group": "invalid.io", "kind": "X", "name": "y"}})],
      lambda t: _gw_cond(t, "Accepted"), "False"),
     ("UnsupportedAddress", [_gw(addresses=[{"type": "test/fake", "value": "x"}])],
      lambda t: _gw_cond(t, "Accepted"), "False"),
@@ -105,7 +121,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("reason,objs,get,status", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("reason,objs,get,status", CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_reason(reason, objs, get, status):
     t = translate(store_of([CLASS, *objs]), Options(local_addresses=("127.0.0.1",)))
     cond = get(t)
@@ -114,12 +131,14 @@ def test_reason(reason, objs, get, status):
 
 
 def test_route_rejected_by_parent_still_reports_resolved_refs():
-    t = translate(store_of([CLASS, _gw(), service("svc"), http_route("r", [{"name": "gw", "sectionName": "x"}])]))
+    t = translate(store_of(
+        [CLASS, _gw(), service("svc"), http_route("r", [{"name": "gw", "sectionName": "x"}])]))
     assert _route_cond(t, "HTTPRoute", "r", "ResolvedRefs")["status"] == "True"
 
 
 def test_gateway_class_invalid_parameters():
-    gc = {**CLASS, "spec": {**CLASS["spec"], "parametersRef": {"group": "example.com", "kind": "Params", "name": "p"}}}
+    gc = {**CLASS, "spec": {
+        **CLASS["spec"], "parametersRef": {"group": "example.com", "kind": "Params", "name": "p"}}}
     t = translate(store_of([gc]))
     acc = t.statuses[ObjectKey("GatewayClass", "", "kgw")]["conditions"][0]
     assert (acc["type"], acc["status"], acc["reason"]) == ("Accepted", "False", "InvalidParameters")
@@ -142,14 +161,16 @@ def test_invalid_backend_answers_500_share_and_empty_rule_answers_500():
     routes = t.l7.listeners[0].virtual_hosts[0].routes
     by_rule = {r.rule.name: r.rule for r in routes}
     ok, missing = by_rule["default/r/0"].backends
-    assert (ok.weight, ok.error_status, [e.address for e in ok.endpoints]) == (3, None, ["10.0.0.1"])
+    assert (ok.weight, ok.error_status, [e.address for e in ok.endpoints]) == (3, None,
+                                                                               ["10.0.0.1"])
     assert (missing.weight, missing.error_status) == (1, 500)
     assert by_rule["default/r/1"].direct_status == 500
 
 
 def test_listener_reached_by_two_parent_refs_counts_and_serves_the_route_once():
     objs = [CLASS, _gw(), service("svc"),
-            http_route("r", [{"name": "gw"}, {"name": "gw", "sectionName": "http"}, {"name": "gw", "port": 80}])]
+            http_route("r", [{"name": "gw"}, {"name": "gw", "sectionName": "http"},
+                             {"name": "gw", "port": 80}])]
     t = translate(store_of(objs))
     assert len(t.statuses[ObjectKey("HTTPRoute", "default", "r")]["parents"]) == 3
     assert t.statuses[ObjectKey("Gateway", "default", "gw")]["listeners"][0]["attachedRoutes"] == 1

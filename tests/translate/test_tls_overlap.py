@@ -18,7 +18,8 @@ SECRETS = [tls_secret("foo", "default", *FOO), tls_secret("wild", "default", *WI
 
 
 def https(name: str, hostname: str | None, secret: str, port: int = 443) -> dict:
-    lis = {"name": name, "port": port, "protocol": "HTTPS", "tls": {"certificateRefs": [{"name": secret}]}}
+    lis = {"name": name, "port": port, "protocol": "HTTPS",
+           "tls": {"certificateRefs": [{"name": secret}]}}
     if hostname:
         lis["hostname"] = hostname
     return lis
@@ -45,7 +46,8 @@ CASES = [
     ([https("any", None, "other"), https("foo", "foo.example.com", "foo")],
      {"any": "OverlappingHostnames", "foo": "OverlappingHostnames"}),
     # disjoint hostnames, disjoint certificates: none
-    ([https("foo", "foo.example.com", "foo"), https("bar", "bar.test", "other")], {"foo": None, "bar": None}),
+    ([https("foo", "foo.example.com", "foo"), https("bar", "bar.test", "other")],
+     {"foo": None, "bar": None}),
     # disjoint hostnames, one wildcard certificate valid for both: a client may coalesce
     ([https("foo", "foo.example.com", "wild"), https("bar", "bar.example.com", "wild")],
      {"foo": "OverlappingCertificates", "bar": "OverlappingCertificates"}),
@@ -65,7 +67,9 @@ def test_overlapping_tls_config(listeners, want) -> None:
 
 def test_message_names_the_other_listener() -> None:
     t = translate(store_of([CLASS, *SECRETS, gateway("gw", [https("foo", "foo.example.com", "foo"),
-                                                            https("wild", "*.example.com", "wild")])]))
-    foo = next(x for x in t.statuses[ObjectKey("Gateway", "default", "gw")]["listeners"] if x["name"] == "foo")
+                                                            https("wild", "*.example.com",
+                                                                  "wild")])]))
+    foo = next(x for x in t.statuses[ObjectKey("Gateway", "default", "gw")]["listeners"]
+               if x["name"] == "foo")
     msg = next(x for x in foo["conditions"] if x["type"] == "OverlappingTLSConfig")["message"]
     assert "wild (*.example.com)" in msg and "421" in msg

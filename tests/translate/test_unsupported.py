@@ -26,12 +26,13 @@ def _parent(t, name="r", kind="HTTPRoute", type_="Accepted"):
 
 
 def _listener(t, name="http", gw="gw"):
-    return next(x for x in t.statuses[ObjectKey("Gateway", "default", gw)]["listeners"] if x["name"] == name)
+    return next(x for x in t.statuses[ObjectKey("Gateway", "default", gw)]["listeners"]
+                if x["name"] == name)
 
 
 def _backends(t):
-    return [r["rule"]["backends"] for lst in t.l7.to_dict()["listeners"] for vh in lst["virtual_hosts"]
-            for r in vh["routes"]]
+    return [r["rule"]["backends"] for lst in t.l7.to_dict()["listeners"]
+            for vh in lst["virtual_hosts"] for r in vh["routes"]]
 
 
 # -- GRPCRoute: no HTTP/2 -------------------------------------------------------------------
@@ -64,7 +65,8 @@ def test_a_listener_asking_for_grpcroute_has_invalid_route_kinds() -> None:
 
 POLICY = {"kind": "BackendTLSPolicy", "metadata": {"name": "p", "namespace": "default"},
           "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "svc"}],
-                   "validation": {"hostname": "svc.example.com", "wellKnownCACertificates": "System"}}}
+                   "validation": {"hostname": "svc.example.com",
+                                  "wellKnownCACertificates": "System"}}}
 
 
 @pytest.mark.parametrize("app_protocol,policy,ok,protocol", [
@@ -103,14 +105,17 @@ def test_backend_app_protocol(app_protocol, policy, ok, protocol) -> None:
 
 
 def test_mirror_to_an_unsupported_protocol_is_reported_and_not_mirrored() -> None:
-    rules = [{"filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "tls", "port": 80}}}],
+    rules = [{"filters": [
+        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "tls", "port": 80}}}],
               "backendRefs": [{"name": "svc", "port": 80}]}]
     objs = [CLASS, gateway("gw", [HTTP]), service("svc"), slice_("svc", ["10.0.0.1"]),
-            service("tls", ports=[{"name": "http", "port": 80, "appProtocol": "kubernetes.io/wss"}]),
+            service("tls",
+                    ports=[{"name": "http", "port": 80, "appProtocol": "kubernetes.io/wss"}]),
             slice_("tls", ["10.0.0.2"]), http_route("r", P, rules)]
     t = translate(store_of(objs))
     assert _parent(t, type_="ResolvedRefs")["reason"] == "UnsupportedProtocol"
-    routes = [r for lst in t.l7.to_dict()["listeners"] for vh in lst["virtual_hosts"] for r in vh["routes"]]
+    routes = [r for lst in t.l7.to_dict()["listeners"] for vh in lst["virtual_hosts"]
+              for r in vh["routes"]]
     assert routes[0]["rule"]["filters"]["mirrors"] == []
 
 
@@ -119,11 +124,14 @@ def test_mirror_to_an_unsupported_protocol_is_reported_and_not_mirrored() -> Non
 @pytest.mark.parametrize("kind", ["HTTPRoute"])
 def test_session_persistence_is_unsupported(kind) -> None:
     rules = [{"backendRefs": [{"name": "svc", "port": 80}]},
-             {"sessionPersistence": {"sessionName": "s", "type": "Cookie"}, "backendRefs": [{"name": "svc", "port": 80}]}]
-    t = translate(store_of([CLASS, gateway("gw", [HTTP]), service("svc"), http_route("r", P, rules, kind=kind)]))
+             {"sessionPersistence": {"sessionName": "s", "type": "Cookie"},
+              "backendRefs": [{"name": "svc", "port": 80}]}]
+    t = translate(store_of(
+        [CLASS, gateway("gw", [HTTP]), service("svc"), http_route("r", P, rules, kind=kind)]))
     cond = _parent(t, kind=kind)
     assert (cond["status"], cond["reason"]) == ("False", "UnsupportedValue")
-    assert cond["message"].startswith("spec.rules[1].sessionPersistence: session persistence is not supported")
+    assert cond["message"].startswith(
+        "spec.rules[1].sessionPersistence: session persistence is not supported")
     assert _backends(t) == []
 
 
@@ -133,34 +141,44 @@ def test_listener_tls_options_are_unsupported() -> None:
     from tests.translate.tlsgen import tls_secret
 
     https = {"name": "https", "port": 443, "protocol": "HTTPS",
-             "tls": {"certificateRefs": [{"name": "cert"}], "options": {"example.com/min-version": "1.3"}}}
+             "tls": {"certificateRefs": [{"name": "cert"}],
+                     "options": {"example.com/min-version": "1.3"}}}
     t = translate(store_of([CLASS, gateway("gw", [HTTP, https]), tls_secret("cert", "default")]))
     cond = _cond(_listener(t, "https")["conditions"], "Accepted")
     assert (cond["status"], cond["reason"]) == ("False", "UnsupportedValue")
     assert "tls.options" in cond["message"] and "example.com/min-version" in cond["message"]
     assert _cond(_listener(t, "https")["conditions"], "Programmed")["status"] == "False"
-    assert [lst.port for lst in t.l7.listeners] == [80]  # not served without the options it asks for
+    # not served without the options it asks for
+    assert [lst.port for lst in t.l7.listeners] == [80]
 
 
 def test_parameters_in_a_configmap_are_refused_an_empty_one_is_fine() -> None:
-    cm = {"kind": "ConfigMap", "metadata": {"name": "params", "namespace": "default"}, "data": {"replicas": "3"}}
+    cm = {"kind": "ConfigMap", "metadata": {"name": "params", "namespace": "default"},
+          "data": {"replicas": "3"}}
     empty = {"kind": "ConfigMap", "metadata": {"name": "empty", "namespace": "default"}}
     ref = {"group": "", "kind": "ConfigMap"}
-    klass = {**CLASS, "spec": {**CLASS["spec"], "parametersRef": {**ref, "name": "params", "namespace": "default"}}}
+    klass = {**CLASS, "spec": {**CLASS["spec"],
+                               "parametersRef": {**ref, "name": "params", "namespace": "default"}}}
     t = translate(store_of([klass, cm, gateway("gw", [HTTP])]))
     cond = _cond(t.statuses[ObjectKey("GatewayClass", "", "kgw")]["conditions"], "Accepted")
-    assert (cond["status"], cond["reason"]) == ("False", "InvalidParameters") and "replicas" in cond["message"]
-    t = translate(store_of([CLASS, cm, empty, gateway("gw", [HTTP], infrastructure={"parametersRef": {**ref, "name": "params"}}),
-                            gateway("ok", [{**HTTP, "port": 81}], infrastructure={"parametersRef": {**ref, "name": "empty"}})]))
+    assert (cond["status"],
+            cond["reason"]) == ("False", "InvalidParameters") and "replicas" in cond["message"]
+    t = translate(store_of([CLASS, cm, empty, gateway(
+        "gw", [HTTP], infrastructure={"parametersRef": {**ref, "name": "params"}}),
+                            gateway("ok", [{**HTTP, "port": 81}],
+                                    infrastructure={"parametersRef": {**ref, "name": "empty"}})]))
     cond = _cond(t.statuses[ObjectKey("Gateway", "default", "gw")]["conditions"], "Accepted")
-    assert (cond["status"], cond["reason"]) == ("False", "InvalidParameters") and "replicas" in cond["message"]
-    assert _cond(t.statuses[ObjectKey("Gateway", "default", "ok")]["conditions"], "Accepted")["status"] == "True"
+    assert (cond["status"],
+            cond["reason"]) == ("False", "InvalidParameters") and "replicas" in cond["message"]
+    assert _cond(t.statuses[ObjectKey("Gateway", "default", "ok")]["conditions"],
+                 "Accepted")["status"] == "True"
 
 
 def test_default_gateways_are_problems() -> None:
     route = http_route("r", P)
     route["spec"]["useDefaultGateways"] = "All"
-    t = translate(store_of([CLASS, gateway("gw", [HTTP], defaultScope="All"), service("svc"), route]))
+    t = translate(
+        store_of([CLASS, gateway("gw", [HTTP], defaultScope="All"), service("svc"), route]))
     assert {p.field for p in t.problems} == {"spec.useDefaultGateways", "spec.defaultScope"}
     assert _parent(t)["status"] == "True"  # where it is attached explicitly, it is served
 
@@ -169,11 +187,13 @@ def test_default_gateways_are_problems() -> None:
 
 def test_backend_tls_policy_options_are_unsupported() -> None:
     policy = {**POLICY, "spec": {**POLICY["spec"], "options": {"example.com/ciphers": "x"}}}
-    objs = [CLASS, gateway("gw", [HTTP]), service("svc"), slice_("svc", ["10.0.0.1"]), http_route("r", P), policy]
+    objs = [CLASS, gateway("gw", [HTTP]), service("svc"), slice_("svc", ["10.0.0.1"]),
+            http_route("r", P), policy]
     t = translate(store_of(objs))
     anc = t.statuses[ObjectKey("BackendTLSPolicy", "default", "p")]["ancestors"][0]
     cond = _cond(anc["conditions"], "Accepted")
-    assert (cond["status"], cond["reason"]) == ("False", "Invalid") and "example.com/ciphers" in cond["message"]
+    assert (cond["status"],
+            cond["reason"]) == ("False", "Invalid") and "example.com/ciphers" in cond["message"]
     (backends,) = _backends(t)
     assert backends[0]["error_status"] == 500  # not sent without the settings it asks for
 
@@ -191,7 +211,8 @@ def test_backend_tls_policy_does_not_claim_tcp_routes() -> None:
     so the policy gets no ancestor through it (it did: Accepted on the TCP Gateway)."""
     tcp = {"name": "tcp", "port": 9000, "protocol": "TCP"}
     route = http_route("t", [{"name": "tcpgw"}], kind="TCPRoute")
-    objs = [CLASS, gateway("tcpgw", [tcp]), service("svc"), slice_("svc", ["10.0.0.1"]), route, POLICY]
+    objs = [CLASS, gateway("tcpgw", [tcp]), service("svc"), slice_("svc", ["10.0.0.1"]), route,
+            POLICY]
     t = translate(store_of(objs))
     assert ObjectKey("BackendTLSPolicy", "default", "p") not in t.statuses
     (p,) = t.problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from functools import lru_cache
+from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -12,13 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-FROM = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+FROM = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-@lru_cache(maxsize=None)
+@cache
 def self_signed(cn: str = "example.com", sans: tuple[str, ...] = ("*.example.com", "example.com"),
                 not_before: datetime.datetime = FROM,
-                not_after: datetime.datetime = FROM + datetime.timedelta(days=3650)) -> tuple[str, str]:
+                not_after: datetime.datetime = FROM + datetime.timedelta(days=3650)) -> tuple[str,
+                                                                                              str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     cert = (
@@ -34,7 +35,8 @@ def self_signed(cn: str = "example.com", sans: tuple[str, ...] = ("*.example.com
     return cert_pem, key_pem
 
 
-def tls_secret(name: str, namespace: str, cert_pem: str | None = None, key_pem: str | None = None) -> dict:
+def tls_secret(name: str, namespace: str, cert_pem: str | None = None,
+               key_pem: str | None = None) -> dict:
     if cert_pem is None or key_pem is None:
         cert_pem, key_pem = self_signed()
     b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
@@ -44,5 +46,6 @@ def tls_secret(name: str, namespace: str, cert_pem: str | None = None, key_pem: 
 
 
 def ca_configmap(name: str, namespace: str, pem: str | None = None) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
             "data": {"ca.crt": pem if pem is not None else self_signed()[0]}}

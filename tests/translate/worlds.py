@@ -34,9 +34,11 @@ def gateway(name: str, listeners: list[dict], ns: str = "default", **spec) -> di
             "spec": {"gatewayClassName": "kgw", "listeners": listeners, **spec}}
 
 
-def http_route(name: str, parents: list[dict], rules: list[dict] | None = None, hostnames: list[str] | None = None,
+def http_route(name: str, parents: list[dict], rules: list[dict] | None = None,
+               hostnames: list[str] | None = None,
                ns: str = "default", kind: str = "HTTPRoute", **meta) -> dict:
-    spec: dict = {"parentRefs": parents, "rules": rules if rules is not None else [{"backendRefs": [{"name": "svc", "port": 80}]}]}
+    spec: dict = {"parentRefs": parents, "rules": rules if rules is not None
+                  else [{"backendRefs": [{"name": "svc", "port": 80}]}]}
     if hostnames is not None:
         spec["hostnames"] = hostnames
     return {"kind": kind, "metadata": {"name": name, "namespace": ns, **meta}, "spec": spec}
@@ -47,8 +49,8 @@ def service(name: str, ns: str = "default", ports: list[dict] | None = None, **s
             "spec": {"ports": ports or [{"name": "http", "port": 80}], **spec}}
 
 
-def slice_(svc: str, addrs: list[str], ns: str = "default", port: int = 8080, port_name: str = "http",
-           name: str | None = None, ready: bool | None = True) -> dict:
+def slice_(svc: str, addrs: list[str], ns: str = "default", port: int = 8080,
+           port_name: str = "http", name: str | None = None, ready: bool | None = True) -> dict:
     eps = []
     for a in addrs:
         ep: dict = {"addresses": [a]}
@@ -56,7 +58,8 @@ def slice_(svc: str, addrs: list[str], ns: str = "default", port: int = 8080, po
             ep["conditions"] = {"ready": ready}
         eps.append(ep)
     return {"kind": "EndpointSlice",
-            "metadata": {"name": name or f"{svc}-x", "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
+            "metadata": {"name": name or f"{svc}-x", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": svc}},
             "addressType": "IPv4", "ports": [{"name": port_name, "port": port}], "endpoints": eps}
 
 
@@ -64,13 +67,14 @@ def namespace(name: str, **labels: str) -> dict:
     return {"kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
 
 
-def grant(name: str, ns: str, from_kind: str, from_ns: str, to_kind: str = "Service", to_name: str | None = None,
-          from_group: str = "gateway.networking.k8s.io") -> dict:
+def grant(name: str, ns: str, from_kind: str, from_ns: str, to_kind: str = "Service",
+          to_name: str | None = None, from_group: str = "gateway.networking.k8s.io") -> dict:
     to: dict = {"group": "", "kind": to_kind}
     if to_name:
         to["name"] = to_name
     return {"kind": "ReferenceGrant", "metadata": {"name": name, "namespace": ns},
-            "spec": {"from": [{"group": from_group, "kind": from_kind, "namespace": from_ns}], "to": [to]}}
+            "spec": {"from": [{"group": from_group, "kind": from_kind, "namespace": from_ns}],
+                     "to": [to]}}
 
 
 def listener_set(name: str, gateway_name: str, listeners: list[dict], ns: str = "default",
