@@ -56,6 +56,7 @@ from kgw_l7.router import CompiledBackend, CompiledRoute, CompiledRule, split_ta
 from kgw_l7.streams import (
     DownstreamStream, OutRequest, UpstreamError, UpstreamOwner, UpstreamStream, out_request,
 )
+from kgw_l7.tracing import retraced, traced_headers
 
 try:
     import cython
@@ -297,7 +298,7 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since", "tunneled", "grpc", "grpc_deadline")
+                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -352,6 +353,8 @@ class Exchange(UpstreamOwner):
         #: A gRPC call (``grpc_head``), and its grpc-timeout as a deadline (0: none).
         self.grpc = False
         self.grpc_deadline = 0.0
+        #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
+        self.trace: Any = None
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -474,6 +477,8 @@ class Exchange(UpstreamOwner):
         self.start_time = ctx.clock()
         if ctx.access_log is not None:
             self.wall_start = time.time()
+        if ctx.tracer is not None:
+            self.trace = ctx.tracer.begin(self.head.headers)
         endpoint = None
         try:
             if self.head.version == b"2":
@@ -494,6 +499,9 @@ class Exchange(UpstreamOwner):
                 up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend, ctx.now)
                 if up is not None:
                     self.upstream_host = endpoint
+                    if self.trace is not None:
+                        ctx.tracer.begin_try(  # type: ignore[union-attr]  # (a trace: a tracer)
+                            self.trace, endpoint[0], endpoint[1])
                     self.send(up, True)
                     return
         except Exception:
@@ -591,6 +599,11 @@ class Exchange(UpstreamOwner):
                 self.wall_start, self.head, status, self.received, self.sent, duration,
                 self.upstream_host, rule.name if rule is not None else None,
                 self.request_id, self.flags, listener.name, self.detail, self.down.remote)
+        if self.trace is not None and self.trace.sampled:
+            head = self.head
+            ctx.tracer.end(self.trace, head.method, head.target,  # type: ignore[union-attr]
+                           rule.name if rule is not None else None, status, self.down.peer,
+                           head.host, listener.scheme, head.version, self.detail)
         if self.req < RECEIVED:
             self._request_to(DISCARD)
             if not self.close_after:
@@ -824,11 +837,17 @@ class Exchange(UpstreamOwner):
         else:
             same_target = True
         suffix = rule.head_suffix_for.get(backend) if same_target else None
+        trace = self.trace
+        if trace is not None and suffix is not None:
+            # traceparent to the backend: a line more, unless the client's must go.
+            suffix = None if trace.had_context else suffix + b"traceparent: " + trace.line \
+                + b"\r\n"
         raw = self.head_as_received(suffix) if suffix is not None else None
         if raw is None:
-            out = self.out = out_request(head.method, target,
-                                         self.upstream_headers(route, rule, backend), None,
-                                         head.body)
+            headers = self.upstream_headers(route, rule, backend)
+            if trace is not None:
+                headers = traced_headers(headers, trace)
+            out = self.out = out_request(head.method, target, headers, None, head.body)
         else:
             out = self.out = out_request(head.method, target, None, raw, head.body)
         self.resp_ops = rule.resp_ops_for.get(backend, _EMPTY)
@@ -888,10 +907,23 @@ class Exchange(UpstreamOwner):
             if endpoint is None:
                 self.respond(503, b"no healthy upstream\n")
                 return
+            trace = self.trace
+            if trace is not None:
+                # (a trace exists only with a tracer; out is prepared before the tries)
+                old = self.ctx.tracer.begin_try(  # type: ignore[union-attr]
+                    trace, endpoint[0], endpoint[1])
+                if old is not None:
+                    self.out = retraced(self.out, old, trace.line)  # type: ignore[arg-type]
             try:
                 await self.one_try(rule, backend, endpoint, first=attempt == 0)
             except _Retry as exc:
                 last = exc
+                if trace is not None:
+                    self.ctx.tracer.end_try(  # type: ignore[union-attr]
+                        trace, exc.status, str(exc))
+                    if attempt + 1 < attempts:
+                        self.ctx.tracer.retry(  # type: ignore[union-attr]
+                            trace, attempt + 1, str(exc))
                 up = self.detach()
                 if up is not None:
                     stale = up.stale() and not self.received and self.req == RECEIVED \
@@ -906,6 +938,8 @@ class Exchange(UpstreamOwner):
                 endpoint = None
                 attempt += 1
                 continue
+            if trace is not None:
+                self.ctx.tracer.end_try(trace, self.status, None)  # type: ignore[union-attr]
             return
         assert last is not None
         self.upstream_failed(last.status, str(last), last.body, last.flags)

@@ -41,6 +41,7 @@ from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_
 from kgw_l7.config import L7Config
 from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
+from kgw_l7.tracing_config import resolve as resolve_tracing
 
 log = logging.getLogger("kgw.l7.plane")
 
@@ -173,9 +174,15 @@ class L7Plane:
                  healthy_after: float = 60.0, restart_delay: float = 0.2,
                  access_log_format: str = "json", access_log_min_status: int = 0,
                  access_log_sample: float = 1.0,
-                 access_log_redact: tuple[str, ...] = DEFAULT_REDACT) -> None:
+                 access_log_redact: tuple[str, ...] = DEFAULT_REDACT,
+                 tracing_endpoint: str | None = None,
+                 tracing_sample: float | None = None) -> None:
         self.workers_wanted = workers or os.cpu_count() or 1
         parse_format(access_log_format, access_log_redact)  # (FormatError: before any worker)
+        tracing = resolve_tracing(tracing_endpoint, tracing_sample)  # (TracingConfigError too)
+        if tracing is not None:
+            log.info("tracing: spans to %s (sampler %s, ratio %g)", tracing.url,
+                     tracing.sampler, tracing.ratio)
         self.options = WorkerOptions(
             access_log=access_log, access_log_format=access_log_format,
             access_log_min_status=access_log_min_status, access_log_sample=access_log_sample,
@@ -183,7 +190,8 @@ class L7Plane:
             idle_timeout=idle_timeout, header_timeout=header_timeout,
             drain_timeout=drain_timeout, log_level=log_level,
             response_timeout=response_timeout, ignore_client_abort=ignore_client_abort,
-            max_upstream_connections=max_upstream_connections)
+            max_upstream_connections=max_upstream_connections,
+            tracing_endpoint=tracing_endpoint, tracing_sample=tracing_sample)
         #: A worker that ran this long before it died is restarted without delay growth.
         self.healthy_after = healthy_after
         #: The first restart delay (doubling with each crash, up to 5 s).
