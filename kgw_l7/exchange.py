@@ -876,6 +876,7 @@ class Exchange(UpstreamOwner):
         except TimeoutError:
             self.flags = self.flags or "UT"
             if self.resp < SENDING:
+                # (a deadline not gRPC's is request_timeout's: set, not None)
                 self.detail = "grpc-timeout (%gs)" % (deadline - self.start_time) \
                     if deadline == self.grpc_deadline else \
                     "request timeout (%gs)" % rule.request_timeout  # type: ignore[str-format]
