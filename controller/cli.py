@@ -36,6 +36,7 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
     from kgw_l4.plane import DEFAULT_MODE, MODES
     from kgw_l7.channel import WorkerOptions
     from kgw_l7.logformat import DEFAULT_REDACT, FILTERS, parse_filter, parse_format, parse_sample
+    from kgw_l7.tracing_config import parse_ratio
 
     l7_defaults = WorkerOptions()
     # The L7 plane: its workers and what they log.
@@ -61,6 +62,17 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
             "default": ",".join(DEFAULT_REDACT), "metavar": "HEADER[,HEADER]",
             "help": "request headers whose values are never logged, '[redacted]' instead "
                     "(default %(default)s)"}),
+    )
+    # Tracing (kgw_l7.tracing): off unless an endpoint is given here or in the OTEL_* variables.
+    tracing: tuple[Arg, ...] = (
+        (("--tracing-endpoint",), {
+            "default": None, "metavar": "URL",
+            "help": "OTLP/HTTP collector to export trace spans to, e.g. http://collector:4318 "
+                    "(default: OTEL_EXPORTER_OTLP_ENDPOINT; neither: tracing is off)"}),
+        (("--tracing-sample",), {
+            "default": None, "metavar": "RATIO", "type": _checked(parse_ratio),
+            "help": "share of new traces sampled, 0 <= RATIO <= 1; a client's sampled flag is "
+                    "followed (default: OTEL_TRACES_SAMPLER/_ARG, else all)"}),
     )
     # The L4 plane: how it carries TCP/UDP/TLS passthrough, where, and its kernel state.
     l4_plane: tuple[Arg, ...] = (
@@ -110,7 +122,7 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
                                               "default the request and its backend connection are "
                                               "abandoned, as nginx does"}),
     )
-    return (*l7_plane, *l4_plane, node_address, log_level, *lifecycle)
+    return (*l7_plane, *tracing, *l4_plane, node_address, log_level, *lifecycle)
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -34,6 +34,7 @@ from controller.translate import Options
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.eventloop import run_async
 from kgw_l7.logformat import DEFAULT_REDACT
+from kgw_l7.tracing_config import TracingConfigError
 
 log = logging.getLogger("kgw")
 
@@ -73,6 +74,9 @@ class PlaneOptions:
     access_log_min_status: int = 0
     access_log_sample: float = 1.0
     access_log_redact: tuple[str, ...] = DEFAULT_REDACT
+    #: Tracing (kgw_l7.tracing): the collector and the sampled share, else the OTEL_* variables.
+    tracing_endpoint: str | None = None
+    tracing_sample: float | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PlaneOptions:
@@ -88,7 +92,8 @@ class PlaneOptions:
                    access_log_min_status=args.access_log_filter,
                    access_log_sample=args.access_log_sample,
                    access_log_redact=tuple(h.strip().lower()
-                                           for h in split_list(args.access_log_redact)))
+                                           for h in split_list(args.access_log_redact)),
+                   tracing_endpoint=args.tracing_endpoint, tracing_sample=args.tracing_sample)
 
 
 class Companion(Protocol):
@@ -149,13 +154,19 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
     # open_plane's word for a bad argument, a mode it cannot run
     except (ValueError, BpfUnavailable) as exc:
         raise CannotServe(str(exc)) from exc
-    l7 = L7Plane(workers=options.workers, access_log=options.access_log,
-                 access_log_format=options.access_log_format,
-                 access_log_min_status=options.access_log_min_status,
-                 access_log_sample=options.access_log_sample,
-                 access_log_redact=options.access_log_redact,
-                 drain_timeout=options.drain_timeout, response_timeout=options.response_timeout,
-                 ignore_client_abort=options.ignore_client_abort)
+    try:
+        l7 = L7Plane(workers=options.workers, access_log=options.access_log,
+                     access_log_format=options.access_log_format,
+                     access_log_min_status=options.access_log_min_status,
+                     access_log_sample=options.access_log_sample,
+                     access_log_redact=options.access_log_redact,
+                     drain_timeout=options.drain_timeout,
+                     response_timeout=options.response_timeout,
+                     ignore_client_abort=options.ignore_client_abort,
+                     tracing_endpoint=options.tracing_endpoint,
+                     tracing_sample=options.tracing_sample)
+    except TracingConfigError as exc:  # a bad OTEL_* variable: one line, no worker started
+        raise CannotServe(str(exc)) from exc
     await l7.start()
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4,
                      status_writer=status_writer, node=NodeView() if node_view else None)

@@ -58,6 +58,12 @@ class WorkerOptions:
     access_log_sample: float = 1.0
     #: Request headers whose values are never logged (lower case).
     access_log_redact: tuple[str, ...] = DEFAULT_REDACT
+    #: --tracing-endpoint: the OTLP/HTTP collector (else OTEL_EXPORTER_OTLP_ENDPOINT;
+    #: neither: tracing is off). kgw_l7.tracing.
+    tracing_endpoint: str | None = None
+    #: --tracing-sample: the share of new traces sampled (parent-based; else
+    #: OTEL_TRACES_SAMPLER/_ARG).
+    tracing_sample: float | None = None
 
 
 def encode_options(options: WorkerOptions) -> str:

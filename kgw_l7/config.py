@@ -153,7 +153,7 @@ class Backend:
     endpoints: tuple[Endpoint, ...] = ()
     protocol: BackendProtocol = "http"
     tls: UpstreamTLS | None = None
-    filters: "Filters | None" = None
+    filters: Filters | None = None
     error_status: int | None = None
 
 
@@ -190,7 +190,7 @@ class Route:
     """
 
     match: RouteMatch
-    rule: "Rule"
+    rule: Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +280,8 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch", "HeaderModifier",
+    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
+    "HeaderModifier",
     "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
     "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
     "VirtualHost", "to_dict",

@@ -45,3 +45,4 @@ cdef class WorkerContext:
     cdef public double fd_short_at
     cdef public bint draining
     cdef public bint ignore_client_abort
+    cdef public object tracer

@@ -20,11 +20,13 @@ import logging
 import os
 import resource
 import time
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 from kgw_l7.channel import WorkerOptions
 from kgw_l7.router import ListenerRouter, RouterCache
 from kgw_l7.accesslog import AccessLog
+from kgw_l7.tracing import from_settings as tracing_from_settings
 from kgw_l7.logformat import parse_format
 from kgw_l7.stats import LogLimiter, WorkerStats
 from kgw_l7.tls import CertStore, TLSContexts
@@ -89,7 +91,7 @@ class WorkerContext:
     __slots__ = ("loop", "options", "stats", "tls", "pool", "access_log", "max_connections",
                  "conns", "listeners", "errors", "cache", "now", "stopping", "_tasks",
                  "_sweeper", "_interval", "clock", "limiter", "fd_limit", "fd_base",
-                 "fd_short_at", "draining", "ignore_client_abort")
+                 "fd_short_at", "draining", "ignore_client_abort", "tracer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: WorkerOptions) -> None:
         self.loop = loop
@@ -112,6 +114,10 @@ class WorkerContext:
             options.access_log, parse_format(options.access_log_format,
                                              options.access_log_redact),
             options.access_log_min_status, options.access_log_sample)
+        #: None: tracing is off (no endpoint configured).
+        self.tracer = tracing_from_settings(options.tracing_endpoint, options.tracing_sample)
+        if self.tracer is not None:
+            self.tracer.start()
         self.max_connections = options.max_connections
         self.conns: set[Any] = set()
         self.listeners: dict[str, ListenerState] = {}
@@ -242,6 +248,8 @@ class WorkerContext:
         if self.access_log is not None:
             self.access_log.flush()
             snap.update(self.access_log.counters())
+        if self.tracer is not None:
+            snap.update(self.tracer.counters())
         return snap
 
     async def access_log_written(self, timeout: float = 1.0) -> None:
@@ -271,6 +279,8 @@ class WorkerContext:
             self._sweeper.cancel()
         if self.access_log is not None:
             self.access_log.close()
+        if self.tracer is not None:
+            self.tracer.close()
 
 
 def _fd_limit() -> int:

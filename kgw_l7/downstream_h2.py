@@ -57,14 +57,9 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from kgw_l7.context import ListenerState, WorkerContext
-from kgw_l7.events import RequestHead, request_head
+from kgw_l7.events import BodyKind, RequestHead, request_head
 from kgw_l7.exchange import BODY_HIGH_WATER, Exchange
 from kgw_l7.streams import DownstreamStream, UpstreamStream
-
-try:
-    import cython
-except ImportError:
-    from kgw_l7 import _cython as cython
 
 log = logging.getLogger("kgw.l7.h2")
 
@@ -387,7 +382,8 @@ class H2Conn:
         ctx.conns.discard(old)
         self.listener.conns.discard(old)
         self.closing = old.closing
-        transport.set_protocol(self)  # type: ignore[attr-defined]
+        # compiled, H2Conn is an extension type: it cannot subclass asyncio.Protocol
+        transport.set_protocol(self)  # type: ignore[arg-type]
         self._attach(transport)
         self.start(upgrade, settings)
         if data:
@@ -433,7 +429,7 @@ class H2Conn:
             st = H2Stream(self, 1)
             st.request_open = False
             self.streams[1] = st
-            ex = st.ex = Exchange(self.ctx, st, upgrade)  # type: ignore[arg-type]
+            ex = st.ex = Exchange(self.ctx, st, upgrade)
             self.in_read = True
             try:
                 ex.start()
@@ -636,14 +632,14 @@ class H2Conn:
             if colon >= 0:
                 host_name = host_name[:colon]
         if ended:
-            body = "none"
+            body: BodyKind = "none"
         elif length is not None:
             body = "length"
         else:
             body = "chunked"
         head = request_head(method, path, b"2", tuple(fields), host_name.lower(), authority,
                             True, body, length, expect and body != "none", False, None)
-        ex = st.ex = Exchange(ctx, st, head)  # type: ignore[arg-type]
+        ex = st.ex = Exchange(ctx, st, head)
         ex.start()
 
     def _request_end(self, st: H2Stream, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
@@ -820,7 +816,7 @@ class H2Conn:
         self.ctx.limiter.warning(("h2", reason), "listener %s: HTTP/2 connection from %s "
                                  "closed: %s", self.listener.name, self.peer.decode(), msg)
         self.in_read = False
-        if not self.h2.state_machine.state == h2.connection.ConnectionState.CLOSED:
+        if self.h2.state_machine.state != h2.connection.ConnectionState.CLOSED:
             try:
                 self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
             except h2.exceptions.ProtocolError:

@@ -8,7 +8,8 @@ them on HTTP/1), values are bytes exactly as received.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
+from collections.abc import Iterable
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -44,13 +45,15 @@ class _Record:
     __slots__ = ()
 
     def _fields(self) -> tuple[Any, ...]:
-        return tuple([getattr(self, name) for name in type(self).__slots__])
+        slots: tuple[str, ...] = type(self).__slots__
+        return tuple([getattr(self, name) for name in slots])
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._fields() == other._fields()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self._fields() == other._fields()
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in type(self).__slots__)
+        slots: tuple[str, ...] = type(self).__slots__
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in slots)
         return f"{type(self).__name__}({args})"
 
 

@@ -98,6 +98,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public bint tunneled
     cdef public bint grpc
     cdef public double grpc_deadline
+    cdef public object trace
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)

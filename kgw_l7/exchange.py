@@ -56,6 +56,7 @@ from kgw_l7.router import CompiledBackend, CompiledRoute, CompiledRule, split_ta
 from kgw_l7.streams import (
     DownstreamStream, OutRequest, UpstreamError, UpstreamOwner, UpstreamStream, out_request,
 )
+from kgw_l7.tracing import retraced, traced_headers
 
 try:
     import cython
@@ -297,7 +298,9 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since", "tunneled", "grpc", "grpc_deadline")
+                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace")
+    req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
+    resp: int  # a ResponsePhase
 
     def __init__(self, ctx: WorkerContext, down: DownstreamStream, head: RequestHead) -> None:
         # (The fields are read back below rather than the arguments: compiled, the
@@ -350,6 +353,8 @@ class Exchange(UpstreamOwner):
         #: A gRPC call (``grpc_head``), and its grpc-timeout as a deadline (0: none).
         self.grpc = False
         self.grpc_deadline = 0.0
+        #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
+        self.trace: Any = None
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -472,6 +477,8 @@ class Exchange(UpstreamOwner):
         self.start_time = ctx.clock()
         if ctx.access_log is not None:
             self.wall_start = time.time()
+        if ctx.tracer is not None:
+            self.trace = ctx.tracer.begin(self.head.headers)
         endpoint = None
         try:
             if self.head.version == b"2":
@@ -480,7 +487,7 @@ class Exchange(UpstreamOwner):
             if backend is None:
                 self.finish()
                 return
-            rule = self.rule
+            rule: CompiledRule = self.rule  # type: ignore[assignment]  # route() set it
             self._response_to(FORWARD)
             if rule.no_deadline and not self.head.upgrade \
                     and not self.grpc_deadline:
@@ -492,6 +499,9 @@ class Exchange(UpstreamOwner):
                 up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend, ctx.now)
                 if up is not None:
                     self.upstream_host = endpoint
+                    if self.trace is not None:
+                        ctx.tracer.begin_try(  # type: ignore[union-attr]  # (a trace: a tracer)
+                            self.trace, endpoint[0], endpoint[1])
                     self.send(up, True)
                     return
         except Exception:
@@ -589,6 +599,11 @@ class Exchange(UpstreamOwner):
                 self.wall_start, self.head, status, self.received, self.sent, duration,
                 self.upstream_host, rule.name if rule is not None else None,
                 self.request_id, self.flags, listener.name, self.detail, self.down.remote)
+        if self.trace is not None and self.trace.sampled:
+            head = self.head
+            ctx.tracer.end(self.trace, head.method, head.target,  # type: ignore[union-attr]
+                           rule.name if rule is not None else None, status, self.down.peer,
+                           head.host, listener.scheme, head.version, self.detail)
         if self.req < RECEIVED:
             self._request_to(DISCARD)
             if not self.close_after:
@@ -822,11 +837,17 @@ class Exchange(UpstreamOwner):
         else:
             same_target = True
         suffix = rule.head_suffix_for.get(backend) if same_target else None
+        trace = self.trace
+        if trace is not None and suffix is not None:
+            # traceparent to the backend: a line more, unless the client's must go.
+            suffix = None if trace.had_context else suffix + b"traceparent: " + trace.line \
+                + b"\r\n"
         raw = self.head_as_received(suffix) if suffix is not None else None
         if raw is None:
-            out = self.out = out_request(head.method, target,
-                                         self.upstream_headers(route, rule, backend), None,
-                                         head.body)
+            headers = self.upstream_headers(route, rule, backend)
+            if trace is not None:
+                headers = traced_headers(headers, trace)
+            out = self.out = out_request(head.method, target, headers, None, head.body)
         else:
             out = self.out = out_request(head.method, target, None, raw, head.body)
         self.resp_ops = rule.resp_ops_for.get(backend, _EMPTY)
@@ -855,9 +876,10 @@ class Exchange(UpstreamOwner):
         except TimeoutError:
             self.flags = self.flags or "UT"
             if self.resp < SENDING:
+                # (a deadline not gRPC's is request_timeout's: set, not None)
                 self.detail = "grpc-timeout (%gs)" % (deadline - self.start_time) \
                     if deadline == self.grpc_deadline else \
-                    "request timeout (%gs)" % rule.request_timeout
+                    "request timeout (%gs)" % rule.request_timeout  # type: ignore[str-format]
                 self.respond(504, _TIMEOUT)
             else:
                 self.close_after = True
@@ -886,10 +908,23 @@ class Exchange(UpstreamOwner):
             if endpoint is None:
                 self.respond(503, b"no healthy upstream\n")
                 return
+            trace = self.trace
+            if trace is not None:
+                # (a trace exists only with a tracer; out is prepared before the tries)
+                old = self.ctx.tracer.begin_try(  # type: ignore[union-attr]
+                    trace, endpoint[0], endpoint[1])
+                if old is not None:
+                    self.out = retraced(self.out, old, trace.line)  # type: ignore[arg-type]
             try:
                 await self.one_try(rule, backend, endpoint, first=attempt == 0)
             except _Retry as exc:
                 last = exc
+                if trace is not None:
+                    self.ctx.tracer.end_try(  # type: ignore[union-attr]
+                        trace, exc.status, str(exc))
+                    if attempt + 1 < attempts:
+                        self.ctx.tracer.retry(  # type: ignore[union-attr]
+                            trace, attempt + 1, str(exc))
                 up = self.detach()
                 if up is not None:
                     stale = up.stale() and not self.received and self.req == RECEIVED \
@@ -904,6 +939,8 @@ class Exchange(UpstreamOwner):
                 endpoint = None
                 attempt += 1
                 continue
+            if trace is not None:
+                self.ctx.tracer.end_try(trace, self.status, None)  # type: ignore[union-attr]
             return
         assert last is not None
         self.upstream_failed(last.status, str(last), last.body, last.flags)
@@ -941,7 +978,9 @@ class Exchange(UpstreamOwner):
         except TimeoutError:
             if self.resp >= SENDING:
                 raise
-            raise _Retry(504, "backend timeout (%gs)" % per_try, _TIMEOUT) from None
+            # (only per_try's deadline raises it here)
+            raise _Retry(504, "backend timeout (%gs)" % per_try,  # type: ignore[str-format]
+                         _TIMEOUT) from None
 
     def detach(self) -> UpstreamStream | None:
         """Let go of the current upstream stream (returned, for the caller to release or
@@ -975,9 +1014,7 @@ class Exchange(UpstreamOwner):
             return
         if self.task is None and self.resp == AWAITING:
             # The fast path: the head is committed as it arrives.
-            i = 0
-            for ev in events:
-                i += 1
+            for i, ev in enumerate(events, 1):
                 t = type(ev)
                 if t is ResponseHead:
                     self.early = events[i:]

@@ -25,13 +25,13 @@ HTTP/1.1 bytes it cannot parse.
 from __future__ import annotations
 
 import http
-from typing import Iterable
+from collections.abc import Iterable
 
 import httptools
 
 from kgw_l7.events import (
-    HOP_BY_HOP, BodyKind, EndOfMessage, Event, ProtocolError, Rejected, Upgraded, body_event,
-    connection_tokens, request_head, response_head,
+    HOP_BY_HOP, BodyKind, EndOfMessage, Event, ProtocolError, Rejected, RequestHead, Upgraded,
+    body_event, connection_tokens, request_head, response_head,
 )
 
 #: Header block limits. nginx defaults to 8 KiB per line (large_client_header_buffers
@@ -114,7 +114,7 @@ class RequestReader:
         #: Report requests that can be upgraded to h2c (see the module docstring): the
         #: head (not reported as an event) and its HTTP2-Settings value.
         self.h2c_upgrade = h2c_upgrade
-        self.h2c_head: object = None
+        self.h2c_head: RequestHead | None = None
         self.h2c_settings: bytes | None = None
 
     @property
@@ -269,7 +269,7 @@ class RequestReader:
                 # Served as HTTP/1.1 (RFC 9113 §3.2): llhttp stops here all the same
                 # and skips the body, so its framing is kept for _parse.
                 upgrade = False
-                if body == "length":
+                if body == "length" and length is not None:
                     self._h2c = _H2C_BODY_HEAD + b"Content-Length: %d\r\n\r\n" % length
                 elif body == "chunked":
                     self._h2c = _H2C_BODY_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
@@ -517,11 +517,9 @@ class ResponseReader:
                     if name == b"transfer-encoding":
                         body = "chunked"
         self._cut = cut
-        if status in (204, 304, 101) or self._head_request:
+        if status in (204, 304, 101) or self._head_request or (body == "length" and length == 0):
             body = "none"
-        elif body == "length" and length == 0:
-            body = "none"
-        self._length = length if body == "length" else 0
+        self._length = length if body == "length" and length is not None else 0
         self._plain = not hop and body != "close" and body != "chunked" and status != 101 \
             and not self._head_request
         self._body = body

@@ -7,7 +7,8 @@ library's, not ours.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -18,9 +19,11 @@ from kgw_l7.stats import DURATION_BUCKETS
 
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
-            "upstream_overflows", "http2_errors", "access_log_dropped")
+            "upstream_overflows", "http2_errors", "access_log_dropped",
+            "tracing_spans_dropped")
 #: Plain numbers summed over workers.
-_SUMMED = ("connections_total", "http2_connections", "access_log_write_errors")
+_SUMMED = ("connections_total", "http2_connections", "access_log_write_errors",
+           "tracing_spans_exported")
 
 
 def _counters() -> dict[str, Any]:
@@ -73,7 +76,7 @@ def merge(snapshots: Iterable[dict[str, Any]],
 def render(snapshots: Iterable[dict[str, Any]],
            retired: dict[str, Any] | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(merge(snapshots, retired)))  # type: ignore[arg-type]
+    registry.register(_Collector(merge(snapshots, retired)))
     return generate_latest(registry)
 
 
@@ -158,6 +161,16 @@ class _Collector:
         yield CounterMetricFamily("kgw_access_log_write_errors",
                                   "Failed access log writes (each loses its batch of lines)",
                                   value=m["access_log_write_errors"])
+        spans = CounterMetricFamily(
+            "kgw_tracing_spans_dropped", "Trace spans not exported (queue_full: the export "
+            "queue was full; export_failed: the collector refused them, failed or did not "
+            "answer in time)", labels=["reason"])
+        for reason in ("queue_full", "export_failed"):
+            spans.add_metric([reason], m["tracing_spans_dropped"].get(reason, 0))
+        yield spans
+        yield CounterMetricFamily("kgw_tracing_spans_exported",
+                                  "Trace spans the collector accepted",
+                                  value=m["tracing_spans_exported"])
         gens = m["generations"]
         yield GaugeMetricFamily("kgw_l7_config_generation",
                                 "Config generation every worker serves (the oldest)",

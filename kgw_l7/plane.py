@@ -12,8 +12,9 @@ Usage (the controller's supervisor)::
 Workers are separate processes (``python -m kgw_l7 worker``: no fork of a supervisor
 that may run threads), each with its own uvloop, sharing listening ports through
 SO_REUSEPORT. Each worker is spoken to over a socketpair carrying pickled frozen config
-records (``kgw_l7.channel``: this module imports none of the per-request ones). A worker that dies is restarted and given the latest config, after a delay
-that doubles with each crash (0.2 s to 5 s) and starts over once a worker has run for
+records (``kgw_l7.channel``: this module imports none of the per-request ones). A worker
+that dies is restarted and given the latest config, after a delay that doubles with each
+crash (0.2 s to 5 s) and starts over once a worker has run for
 ``healthy_after`` seconds. Its counters are not lost with it: the plane collects every
 worker's counters every ``COLLECT_INTERVAL`` seconds (and on each scrape) and keeps
 those of the workers that exited, so the summed totals never go backwards.
@@ -40,6 +41,7 @@ from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_
 from kgw_l7.config import L7Config
 from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
+from kgw_l7.tracing_config import resolve as resolve_tracing
 
 log = logging.getLogger("kgw.l7.plane")
 
@@ -57,7 +59,7 @@ COLLECT_INTERVAL = 5.0
 class _Worker:
     """The supervisor's handle on one worker process: a request/response channel."""
 
-    def __init__(self, plane: "L7Plane", index: int) -> None:
+    def __init__(self, plane: L7Plane, index: int) -> None:
         self.plane = plane
         self.index = index
         self.process: asyncio.subprocess.Process | None = None
@@ -172,9 +174,15 @@ class L7Plane:
                  healthy_after: float = 60.0, restart_delay: float = 0.2,
                  access_log_format: str = "json", access_log_min_status: int = 0,
                  access_log_sample: float = 1.0,
-                 access_log_redact: tuple[str, ...] = DEFAULT_REDACT) -> None:
+                 access_log_redact: tuple[str, ...] = DEFAULT_REDACT,
+                 tracing_endpoint: str | None = None,
+                 tracing_sample: float | None = None) -> None:
         self.workers_wanted = workers or os.cpu_count() or 1
         parse_format(access_log_format, access_log_redact)  # (FormatError: before any worker)
+        tracing = resolve_tracing(tracing_endpoint, tracing_sample)  # (TracingConfigError too)
+        if tracing is not None:
+            log.info("tracing: spans to %s (sampler %s, ratio %g)", tracing.url,
+                     tracing.sampler, tracing.ratio)
         self.options = WorkerOptions(
             access_log=access_log, access_log_format=access_log_format,
             access_log_min_status=access_log_min_status, access_log_sample=access_log_sample,
@@ -182,7 +190,8 @@ class L7Plane:
             idle_timeout=idle_timeout, header_timeout=header_timeout,
             drain_timeout=drain_timeout, log_level=log_level,
             response_timeout=response_timeout, ignore_client_abort=ignore_client_abort,
-            max_upstream_connections=max_upstream_connections)
+            max_upstream_connections=max_upstream_connections,
+            tracing_endpoint=tracing_endpoint, tracing_sample=tracing_sample)
         #: A worker that ran this long before it died is restarted without delay growth.
         self.healthy_after = healthy_after
         #: The first restart delay (doubling with each crash, up to 5 s).
@@ -228,7 +237,8 @@ class L7Plane:
         for name in self._errors.keys() - errors.keys():
             log.info("L7 listener %s: no longer failing", name)
         self._errors = errors
-        self._serving = {(l.address, l.port) for l in config.listeners if l.name not in errors}
+        self._serving = {(lis.address, lis.port) for lis in config.listeners
+                         if lis.name not in errors}
 
     def _probe_new_listeners(self, config: L7Config) -> dict[str, str]:
         """Listeners whose address another process already listens on.
@@ -240,24 +250,24 @@ class L7Plane:
         without SO_REUSEPORT; "address in use" there means someone else has it.
         """
         refused: dict[str, str] = {}
-        for l in config.listeners:
-            if (l.address, l.port) in self._serving:
+        for lis in config.listeners:
+            if (lis.address, lis.port) in self._serving:
                 continue  # ours already
-            if any(port == l.port and (addr in _WILDCARDS or l.address in _WILDCARDS)
+            if any(port == lis.port and (addr in _WILDCARDS or lis.address in _WILDCARDS)
                    for addr, port in self._serving):
                 continue  # overlaps one of our own sockets: the probe cannot tell
-            family = socket.AF_INET6 if ":" in l.address else socket.AF_INET
+            family = socket.AF_INET6 if ":" in lis.address else socket.AF_INET
             try:
                 probe = socket.socket(family, socket.SOCK_STREAM)
             except OSError:
                 continue
             try:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind((l.address, l.port))
+                probe.bind((lis.address, lis.port))
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    refused[l.name] = (f"cannot listen on {l.address}:{l.port}: address "
-                                       f"already in use by another process")
+                    refused[lis.name] = (f"cannot listen on {lis.address}:{lis.port}: address "
+                                         f"already in use by another process")
             except (OverflowError, ValueError):
                 pass  # the workers report these with their own message
             finally:

@@ -63,7 +63,8 @@ def load(proto: str | Path) -> tuple[ModuleType, ModuleType]:
             rc = protoc.main(["grpc_tools.protoc", f"-I{path.parent}", f"-I{well_known}",
                               f"--python_out={out}", f"--grpc_python_out={out}", path.name])
             if rc != 0:
-                raise ProtoError(f"{path}: protoc failed (exit status {rc}; its messages are on stderr)")
+                raise ProtoError(f"{path}: protoc failed (exit status {rc}; its messages are "
+                                 f"on stderr)")
             modules = tuple(_import(name, Path(out) / f"{name}.py") for name in names)
         _LOADED[path] = modules  # type: ignore[assignment]
         return _LOADED[path]

@@ -6,8 +6,9 @@ order, and enforces the connection-level limits (header-read and idle timeouts, 
 pipeline depth, the worker's connection and file-descriptor limits). It is the
 ``DownstreamStream`` (``kgw_l7.streams``) of the exchange it is answering: it frames that
 exchange's response for HTTP/1.1 (chunked when the length is unknown, ``Connection``
-for HTTP/1.0 and when closing) and becomes a byte pipe after a 101. Malformed requests get 400 (431 for oversized headers, 501 for
-unknown transfer codings, an HTTP/2 GOAWAY for the HTTP/2 preface) and the connection
+for HTTP/1.0 and when closing) and becomes a byte pipe after a 101. Malformed requests get
+400 (431 for oversized headers, 501 for unknown transfer codings, an HTTP/2 GOAWAY for the
+HTTP/2 preface) and the connection
 is closed; like every request, each refusal is counted with its listener and written to
 the access log.
 
@@ -153,8 +154,8 @@ class DownstreamConn(DownstreamStream):
                 elif n > MAX_PIPELINED:
                     self.pause(_PAUSE_PIPELINE)
             elif t is EndOfMessage:
-                ex = self.parsing
-                if ex is not None:
+                if self.parsing is not None:
+                    ex = self.parsing
                     self.parsing = None
                     ex.on_request_end(ev.trailers)  # type: ignore[union-attr]
             else:
@@ -187,6 +188,7 @@ class DownstreamConn(DownstreamStream):
             return True
         self.h2_sniff = False
         if data.startswith(PREFACE):
+            assert self.transport is not None  # (data arrives only while connected)
             H2Conn(self.ctx, self.listener).take_over(self, self.transport, data)
             return True
         if held:
@@ -199,8 +201,9 @@ class DownstreamConn(DownstreamStream):
         the connection is HTTP/2, the request its stream 1. Behind pipelined requests
         (no client does that: it waits for the 101) it is served as HTTP/1.1, last."""
         head = self.reader.h2c_head
+        assert head is not None  # (h2c_upgrade is set with it)
         if self.queue or self.closing:
-            ex = Exchange(self.ctx, self, head)  # type: ignore[arg-type]
+            ex = Exchange(self.ctx, self, head)
             ex.close_after = True
             self.queue.append(ex)
             if len(self.queue) == 1:
@@ -209,6 +212,7 @@ class DownstreamConn(DownstreamStream):
             return
         self.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                    b"Upgrade: h2c\r\n\r\n")
+        assert self.transport is not None  # (data arrives only while connected)
         H2Conn(self.ctx, self.listener).take_over(
             self, self.transport, data, upgraded_head(head), self.reader.h2c_settings)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 
-def compile_bytes(pattern: str) -> "re.Pattern[bytes]":
+def compile_bytes(pattern: str) -> re.Pattern[bytes]:
     """A path or header-value pattern. Raises re.error (with ``pos``)."""
     try:
         data = pattern.encode("latin-1")
@@ -23,6 +23,6 @@ def compile_bytes(pattern: str) -> "re.Pattern[bytes]":
     return re.compile(data)
 
 
-def compile_text(pattern: str) -> "re.Pattern[str]":
+def compile_text(pattern: str) -> re.Pattern[str]:
     """A query parameter value pattern. Raises re.error (with ``pos``)."""
     return re.compile(pattern)

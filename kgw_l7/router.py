@@ -17,7 +17,8 @@ import logging
 import math
 import random
 import re
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from kgw_l7.config import (
@@ -207,7 +208,7 @@ class CompiledFilters:
     __slots__ = ("req_ops", "resp_ops", "redirect", "rewrite_host", "rewrite_path",
                  "mirrors", "cors")
 
-    def __init__(self, f: Filters | None, compile_backend: Callable[[Backend], "CompiledBackend"]
+    def __init__(self, f: Filters | None, compile_backend: Callable[[Backend], CompiledBackend]
                  ) -> None:
         f = f or Filters()
         self.req_ops = _ops(f.request_headers)
@@ -227,7 +228,7 @@ class CompiledBackend:
                  "resp_ops", "_rr", "record", "filters", "h2")
 
     def __init__(self, b: Backend,
-                 compile_backend: "Callable[[Backend], CompiledBackend] | None" = None) -> None:
+                 compile_backend: Callable[[Backend], CompiledBackend] | None = None) -> None:
         self.record = b
         self.name = b.name
         self.weight = b.weight
@@ -272,7 +273,7 @@ class CompiledBackend:
 MAX_SCHEDULE = 1000
 
 
-def smooth_schedule(backends: list["CompiledBackend"]) -> tuple["CompiledBackend", ...] | None:
+def smooth_schedule(backends: list[CompiledBackend]) -> tuple[CompiledBackend, ...] | None:
     """nginx's smooth weighted round robin, unrolled over one cycle (weights reduced by
     their gcd). None when the cycle would be longer than MAX_SCHEDULE."""
     weights = [b.weight for b in backends]
@@ -371,7 +372,7 @@ def _head_suffix(rule: CompiledFilters, backend: CompiledBackend) -> bytes | Non
     if rule.rewrite_host is not None or rule.rewrite_path is not None or (
             bf is not None and (bf.rewrite_host is not None or bf.rewrite_path is not None)):
         return None
-    lines = []
+    lines: list[bytes] = []
     for ops in (rule.req_ops, backend.req_ops):
         if ops is not None:
             if ops.drop:
@@ -389,7 +390,7 @@ _NEVER_B = re.compile(b"(?!)")
 _NEVER_S = re.compile("(?!)")
 
 
-def _regex(pattern: str, as_bytes: bool, rule: str) -> "re.Pattern[Any]":
+def _regex(pattern: str, as_bytes: bool, rule: str) -> re.Pattern[Any]:
     """Compile a user's regular expression (kgw_l7.regex: the controller validates with
     the same functions); a broken one makes its match never succeed (logged) instead of
     failing the whole config."""
@@ -429,7 +430,8 @@ class CompiledRoute:
              h.type == "RegularExpression")
             for h in m.headers)
         self.query = tuple(
-            (q.name, _regex(q.value, False, rule.name) if q.type == "RegularExpression" else q.value,
+            (q.name,
+             _regex(q.value, False, rule.name) if q.type == "RegularExpression" else q.value,
              q.type == "RegularExpression")
             for q in m.query_params)
         self.rule = rule
@@ -463,16 +465,16 @@ class CompiledRoute:
                 return False
         if self.query:
             params: dict[str, str] = {}
-            for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-                params.setdefault(k, v)  # the first occurrence counts
-            for name, want, is_re in self.query:
-                got = params.get(name)
-                if got is None:
+            for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                params.setdefault(key, value)  # the first occurrence counts
+            for key, want_value, is_re in self.query:
+                got_value = params.get(key)
+                if got_value is None:
                     return False
                 if is_re:
-                    if want.search(got) is None:  # type: ignore[union-attr]
+                    if want_value.search(got_value) is None:  # type: ignore[union-attr]
                         return False
-                elif got != want:
+                elif got_value != want_value:
                     return False
         return True
 
@@ -555,8 +557,8 @@ class RouterCache:
 
     def __init__(self) -> None:
         # id(vh) -> (vh, compiled, the rules and backends it compiled or reused)
-        self._vhosts: dict[int, tuple[VirtualHost, CompiledVirtualHost,
-                                      dict[Rule, CompiledRule], dict[Backend, CompiledBackend]]] = {}
+        self._vhosts: dict[int, tuple[VirtualHost, CompiledVirtualHost, dict[Rule, CompiledRule],
+                                      dict[Backend, CompiledBackend]]] = {}
         self._rules: dict[Rule, CompiledRule] = {}
         self._backends: dict[Backend, CompiledBackend] = {}
         self.compiled_vhosts = 0  # how many vhosts the last build compiled (tests)
@@ -611,8 +613,8 @@ class RouterCache:
             vhosts[id(vh)] = entry
             return entry[1]
 
-        out = {l.name: ListenerRouter(l, [vhost(vh) for vh in l.virtual_hosts])
-               for l in config.listeners}
+        out = {lis.name: ListenerRouter(lis, [vhost(vh) for vh in lis.virtual_hosts])
+               for lis in config.listeners}
         self._vhosts, self._rules, self._backends = vhosts, rules, backends
         return out
 

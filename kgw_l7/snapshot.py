@@ -50,7 +50,8 @@ def diff(previous: L7Config | None, config: L7Config) -> Delta:
         index = {id(vh): i for i, vh in enumerate(old.virtual_hosts)} if old is not None else {}
         vhs = tuple(index.get(id(vh), vh) for vh in lst.virtual_hosts)
         out.append(ListenerDelta(dataclasses.replace(lst, virtual_hosts=()), vhs))
-    return Delta(config.generation, previous.generation if previous is not None else None, tuple(out))
+    return Delta(config.generation, previous.generation if previous is not None else None,
+                 tuple(out))
 
 
 def patch(previous: L7Config | None, delta: Delta) -> L7Config:
@@ -66,7 +67,8 @@ def patch(previous: L7Config | None, delta: Delta) -> L7Config:
         for vh in ld.virtual_hosts:
             if isinstance(vh, int):
                 if old is None or not 0 <= vh < len(old.virtual_hosts):
-                    raise BaseMismatch(f"listener {ld.listener.name}: no virtual host #{vh} to reuse")
+                    raise BaseMismatch(f"listener {ld.listener.name}: no virtual host #{vh} "
+                                       f"to reuse")
                 vhs.append(old.virtual_hosts[vh])
             else:
                 vhs.append(vh)

@@ -14,8 +14,9 @@ An HTTP/2 implementation adds one stream object per HTTP/2 stream on each side a
 nothing in the exchange (docs/l7.md says how). Events flow into the exchange through its
 methods (``on_request_body``, ``on_request_end`` -- not for a request whose head says it
 has no body --, ``on_client_lost``, ``on_downstream_pause`` and ``sweep`` from the client
-side; ``UpstreamOwner``'s from the backend side), and out through the methods below. Nothing here blocks: a stream that cannot take more
-says so (``write_paused``, ``on_upstream_pause``) and the other side stops reading.
+side; ``UpstreamOwner``'s from the backend side), and out through the methods below.
+Nothing here blocks: a stream that cannot take more says so (``write_paused``,
+``on_upstream_pause``) and the other side stops reading.
 
 Compiled (``streams.pxd``), the interfaces are extension types whose methods are
 ``cpdef``: the implementations subclass them, and the exchange's calls through fields
@@ -24,12 +25,15 @@ typed with the interface are C calls through the type's vtable.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import cython
 except ImportError:
     from kgw_l7 import _cython as cython
+
+if TYPE_CHECKING:
+    import ssl
 
 if not cython.compiled:  # (compiled, these are C constants: streams.pxd)
     #: Reasons the exchange pauses reading the request from its client (bits: reading
@@ -61,6 +65,11 @@ class OutRequest:
     ``headers`` by the first HTTP/1.1 upstream that sends it."""
 
     __slots__ = ("method", "target", "headers", "raw", "body")
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]] | None
+    raw: bytes | None
+    body: str
 
 
 def out_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None,
@@ -108,6 +117,10 @@ class UpstreamStream:
     ``reusable``), or ended with ``abort`` in any other state."""
 
     __slots__ = ("owner", "reused", "reads", "read_paused")
+    owner: UpstreamOwner | None
+    reused: bool
+    reads: int
+    read_paused: bool
 
     def send_request(self, owner: UpstreamOwner, out: OutRequest, chunks: list[bytes],
                      end: bool, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
@@ -163,6 +176,13 @@ class DownstreamStream:
 
     __slots__ = ("listener", "peer", "remote", "ssl_context", "forwarded", "closing",
                  "write_paused")
+    listener: Any  # a ListenerState: kgw_l7.context is a layer above this one
+    peer: bytes
+    remote: bytes
+    ssl_context: ssl.SSLContext | None
+    forwarded: bytes
+    closing: bool
+    write_paused: bool
 
     def send_response(self, status: int, headers: list[tuple[bytes, bytes]], body: str,
                       data: list[bytes], end: bool, trailers: tuple[tuple[bytes, bytes], ...],

@@ -34,7 +34,7 @@ import logging
 import os
 import ssl
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 from kgw_l7 import tls_fallback
 from kgw_l7.config import Certificate, ClientValidation, UpstreamTLS

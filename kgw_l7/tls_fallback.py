@@ -96,8 +96,9 @@ def _on_verify(preverify_ok: int, store_ctx: int | None) -> int:
             err = _LIB.X509_STORE_CTX_get_error(store_ctx)
             depth = _LIB.X509_STORE_CTX_get_error_depth(store_ctx)
             reason = (_LIB.X509_verify_cert_error_string(err) or b"?").decode("ascii", "replace")
-            log.warning("client certificate failed verification (%s, at depth %d) on an AllowInsecureFallback "
-                        "listener; served anyway (%d such check(s) since the last report)",
+            log.warning("client certificate failed verification (%s, at depth %d) on an "
+                        "AllowInsecureFallback listener; served anyway (%d such check(s) since "
+                        "the last report)",
                         reason, depth, counters.unlogged)
             counters.last_logged, counters.unlogged = now, 0
     except Exception:  # never let a report break a handshake
@@ -112,7 +113,8 @@ def _ctx_pointer(ctx: ssl.SSLContext) -> int:
     """The ``SSL_CTX *`` of a CPython SSLContext: the first field after the object header."""
     value = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
     if not value:
-        raise ssl.SSLError("AllowInsecureFallback: cannot find the OpenSSL context of an SSLContext")
+        raise ssl.SSLError("AllowInsecureFallback: cannot find the OpenSSL context of an "
+                           "SSLContext")
     return value
 
 
@@ -125,13 +127,16 @@ def install(ctx: ssl.SSLContext) -> None:
     client certificate and accept the handshake whatever the verification says.
     Raises ssl.SSLError when this cannot be done here."""
     if _LIB is None:
-        raise ssl.SSLError("AllowInsecureFallback needs OpenSSL's verify callback, which this Python "
-                           f"({sys.implementation.name} {sys.version.split()[0]}) does not let kgw set")
+        raise ssl.SSLError("AllowInsecureFallback needs OpenSSL's verify callback, which this "
+                           f"Python ({sys.implementation.name} {sys.version.split()[0]}) does not "
+                           f"let kgw set")
     ctx.verify_mode = ssl.CERT_OPTIONAL
     ptr = _ctx_pointer(ctx)
     # the pointer must be the context's own: its options and verify mode read back
-    if _LIB.SSL_CTX_get_options(ptr) != int(ctx.options) or _LIB.SSL_CTX_get_verify_mode(ptr) != SSL_VERIFY_PEER:
-        raise ssl.SSLError("AllowInsecureFallback: the OpenSSL context does not match the SSLContext")
+    if (_LIB.SSL_CTX_get_options(ptr) != int(ctx.options)
+            or _LIB.SSL_CTX_get_verify_mode(ptr) != SSL_VERIFY_PEER):
+        raise ssl.SSLError("AllowInsecureFallback: the OpenSSL context does not match the "
+                           "SSLContext")
     _LIB.SSL_CTX_set_verify(ptr, SSL_VERIFY_PEER, _CALLBACK)
     if _LIB.SSL_CTX_get_verify_callback(ptr) != ctypes.cast(_CALLBACK, ctypes.c_void_p).value:
         raise ssl.SSLError("AllowInsecureFallback: the verify callback did not take")

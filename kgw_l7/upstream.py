@@ -27,13 +27,25 @@ import asyncio
 import errno
 import logging
 import ssl
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from kgw_l7.config import UpstreamTLS
 from kgw_l7.h1 import ResponseReader, encode_chunk, encode_last_chunk, encode_request_head
 from kgw_l7.streams import OutRequest, UpstreamError, UpstreamOwner, UpstreamStream
 from kgw_l7.tls import TLSContexts
 from kgw_l7.upstream_h2 import H2Conn, H2Stream
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class TunnelEnd(Protocol):
+        """Where a tunnel's backend bytes go: the client's transport, or what wraps it
+        (``kgw_l7.proxy``'s byte counter)."""
+
+        def write(self, data: bytes) -> None: ...
+        def write_eof(self) -> None: ...
+        def close(self) -> None: ...
 
 log = logging.getLogger("kgw.l7.upstream")
 
@@ -52,7 +64,7 @@ class UpstreamConn(UpstreamStream):
     __slots__ = ("transport", "reader", "key", "closed", "idle_since", "tunnel",
                  "write_paused", "pool", "counted", "chunked")
 
-    def __init__(self, key: tuple[Any, ...], pool: "Pool | None" = None) -> None:
+    def __init__(self, key: tuple[Any, ...], pool: Pool | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
         self.owner: UpstreamOwner | None = None
@@ -61,7 +73,7 @@ class UpstreamConn(UpstreamStream):
         self.idle_since = 0.0
         self.reused = False
         #: Set once a 101 response switched protocols: raw bytes go to this transport.
-        self.tunnel: asyncio.Transport | None = None
+        self.tunnel: TunnelEnd | None = None
         self.write_paused = False
         #: Reading was paused (the client cannot take more): see pause_reading.
         self.read_paused = False
@@ -85,7 +97,9 @@ class UpstreamConn(UpstreamStream):
         self.owner = owner
         head = out.raw
         if head is None:  # (encoded once, for every try and mirror)
-            head = out.raw = encode_request_head(out.method, out.target, out.headers)
+            # headers is None only in an OutRequest whose raw head is given
+            head = out.raw = encode_request_head(out.method, out.target,
+                                                 out.headers)  # type: ignore[arg-type]
         self.reader.expect(out.method == b"HEAD")
         chunked = self.chunked = out.body == "chunked"
         t = self.transport
@@ -224,7 +238,7 @@ class _AlpnChoice:
     done: then the backend's ALPN choice makes it an ``H2Conn`` (h2) or an
     ``UpstreamConn`` (anything else), which takes the transport over."""
 
-    def __init__(self, key: tuple[Any, ...], pool: "Pool") -> None:
+    def __init__(self, key: tuple[Any, ...], pool: Pool) -> None:
         self.key = key
         self.pool = pool
         self.chosen: Any = None
@@ -380,11 +394,14 @@ class Pool:
             raise UpstreamError(f"no file descriptor to spare for a connection to "
                                 f"{address}:{port}", 503, "descriptors")
         if not h2:
-            factory: Callable[[], Any] = lambda: UpstreamConn(key, self)
+            def factory() -> Any:
+                return UpstreamConn(key, self)
         elif tls is None:
-            factory = lambda: H2Conn(key, self)
+            def factory() -> Any:
+                return H2Conn(key, self)
         else:
-            factory = lambda: _AlpnChoice(key, self)
+            def factory() -> Any:
+                return _AlpnChoice(key, self)
         self.count(key, 1)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -425,7 +442,7 @@ class Pool:
         """Give an upstream stream back after a complete exchange: an HTTP/1.1
         connection is kept (closed if not reusable), an HTTP/2 stream is over."""
         if type(up) is H2Stream:
-            st: H2Stream = up  # type: ignore[assignment]
+            st: H2Stream = up
             st.owner = None
             st.give_back(now)
             return

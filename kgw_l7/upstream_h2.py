@@ -44,7 +44,7 @@ import logging
 from typing import Any
 
 
-from kgw_l7.events import HOP_BY_HOP, EndOfMessage, body_event, response_head
+from kgw_l7.events import HOP_BY_HOP, BodyKind, EndOfMessage, body_event, response_head
 from kgw_l7.streams import OutRequest, UpstreamOwner, UpstreamStream
 
 log = logging.getLogger("kgw.l7.upstream")
@@ -516,7 +516,7 @@ class H2Stream(UpstreamStream):
                     length = None
             fields.append((n, v))
         if ended:
-            body = "none"
+            body: BodyKind = "none"
             if length is None and not self.is_head and status != 204 and status != 304:
                 # An HTTP/1.1 client must be told there is no body (else it reads to
                 # the connection's close).

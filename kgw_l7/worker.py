@@ -114,8 +114,9 @@ class Worker:
         if record.protocol == "HTTPS":
             # Before the socket exists: an unusable client CA bundle raises ssl.SSLError
             # (an OSError), and the listener is reported, not served without validation.
-            ssl_ctx = dispatch_context(lambda: st.certs, record.client_validation,
-                                       on_failed=lambda why, detail: ctx.tls_failed(st, why, detail))
+            ssl_ctx = dispatch_context(
+                lambda: st.certs, record.client_validation,
+                on_failed=lambda why, detail: ctx.tls_failed(st, why, detail))
         family = socket.AF_INET6 if ":" in record.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -128,8 +129,13 @@ class Worker:
             sock.close()
             raise
         st.sock = sock
+
+        def protocol() -> asyncio.BaseProtocol:
+            # compiled, DownstreamConn is an extension type: it cannot subclass asyncio.Protocol
+            return DownstreamConn(ctx, st)  # type: ignore[return-value]
+
         st.server = await ctx.loop.create_server(
-            lambda: DownstreamConn(ctx, st), sock=sock, ssl=ssl_ctx, backlog=BACKLOG,
+            protocol, sock=sock, ssl=ssl_ctx, backlog=BACKLOG,
             ssl_handshake_timeout=ctx.options.header_timeout if ssl_ctx else None)
 
     def _remove_listener(self, st: ListenerState, deadline: float | None = None) -> None:

@@ -13,7 +13,10 @@ frames (HEADERS from the HPACK dynamic table, DATA with END_STREAM), made for ea
 request's stream id before the batch is timed.
 
 Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30] [--h2c]
-[--access-log PATH [--access-log-format json|text...]]`` (default: no access log); prints
+[--access-log PATH [--access-log-format json|text...]] [--tracing-sample RATIO]`` (default: no
+access log, no tracing; ``--tracing-sample``: tracing on, new traces sampled at RATIO, the
+request path only: the finished traces are queued, never exported, and the queue emptied
+between batches -- the export thread's cost is ``bench/l7/tracing_export.py``'s); prints
 the best microseconds per request of ``--repeat`` batches for each route and response.
 Pin it (``taskset -c 1``) for steadier figures. It measures whichever kgw_l7 is
 imported: compiled when the build is fresh (shown), else interpreted.
@@ -83,11 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--access-log", default="off", metavar="PATH",
                    help="write the access log there (default off)")
     p.add_argument("--access-log-format", default="json")
+    p.add_argument("--tracing-sample", type=float, default=None, metavar="RATIO",
+                   help="tracing on, this share of new traces sampled (default off)")
     args = p.parse_args(argv)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     ctx = WorkerContext(loop, WorkerOptions(access_log=args.access_log,
                                             access_log_format=args.access_log_format))
+    tracer = None
+    if args.tracing_sample is not None:
+        from kgw_l7.tracing import Tracer
+        # (not started: no export thread; a queue that never fills)
+        tracer = ctx.tracer = Tracer("http://127.0.0.1:9/v1/traces", "parentbased_traceidratio",
+                                     args.tracing_sample, 1.0, max_queue=1 << 40)
     config = bench_config(8080, 9, "h2c" if args.h2c else "http")
     listener = ListenerState("bench", config.listeners[0],
                              ctx.cache.build(config)["bench"], None)
@@ -115,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):
                 client.out.clear()
                 backend.out.clear()
+                if tracer is not None:
+                    tracer._queue.clear()
                 t0 = time.perf_counter()
                 for _ in range(args.requests):
                     conn.data_received(request)

@@ -85,7 +85,7 @@ import socket
 import ssl
 import struct
 import sys
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from kgw_l7.events import Body, EndOfMessage, Rejected, RequestHead, Upgraded
@@ -213,7 +213,7 @@ class EchoConn(asyncio.Protocol):
                     self._next()
             elif t is Upgraded:
                 if self.ws is not None:
-                    self._ws_feed(ev.data)  # type: ignore[union-attr]
+                    self._ws_feed(ev.data)
             elif t is Rejected:
                 if self.transport is not None:
                     self.transport.write(simple_response(ev.error.status, close=True))  # type: ignore[union-attr]
@@ -265,7 +265,8 @@ class EchoConn(asyncio.Protocol):
             return None
         params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
         if path.startswith(b"/bytes/"):
-            return self._bytes(path, params, close)
+            self._bytes(path, params, close)
+            return None
         if path.startswith(b"/retry") and "uuid" in params:
             key = params["uuid"]
             n = self.server.retries[key] = self.server.retries.get(key, 0) + 1
@@ -274,15 +275,15 @@ class EchoConn(asyncio.Protocol):
             except ValueError:
                 succeed_after = 0
             if n <= succeed_after:
-                code = params.get("responseCode")
+                response_code = params.get("responseCode")
                 delay = parse_duration(params.get("delayRetry", "0") or "0") \
                     if _valid_duration(params.get("delayRetry", "")) else 0.0
 
                 def fail() -> None:
                     self.server.log(target, self.peer)
-                    if code and code.isdigit():
+                    if response_code and response_code.isdigit():
                         body = json.dumps({"message": f"failing attempt {n}"}).encode()
-                        self._write(simple_response(int(code), body, close=close,
+                        self._write(simple_response(int(response_code), body, close=close,
                                                     content_type=b"application/json"), close)
                     else:
                         self._reset()
@@ -470,7 +471,8 @@ def echo_document(server: EchoServer, method: bytes, target: bytes, authority: b
 TCP_WELCOME = b"Gateway API Test TCP Server\n"
 #: bufio.Scanner's default limit: a longer line ends the connection, as in tcpserver.
 TCP_MAX_LINE = 64 * 1024
-_GO_TLS_VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
+_GO_TLS_VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2",
+                    "TLSv1.3": "TLS 1.3"}
 
 
 class TcpEchoServer:
@@ -500,7 +502,7 @@ class TcpEchoConn(asyncio.Protocol):
         self.tls: dict[str, str] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             cipher = sslobj.cipher()
@@ -617,7 +619,9 @@ def peer_certificates(sslobj: Any) -> list[str]:
     chain = getattr(sslobj, "get_unverified_chain", None)  # public from Python 3.13
     if chain is not None:
         certs = chain() or []
-        return [c.public_bytes(ssl.ENCODING_PEM) for c in certs if c is not None]
+        # (ssl.ENCODING_PEM is Python 3.13's, as is the chain: not in 3.11's stubs)
+        return [c.public_bytes(ssl.ENCODING_PEM)  # type: ignore[attr-defined]
+                for c in certs if c is not None]
     der = sslobj.getpeercert(binary_form=True)
     return [ssl.DER_cert_to_PEM_cert(der)] if der else []
 
@@ -652,8 +656,9 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     server = EchoServer(args.pod, args.namespace, args.service, args.ingress, args.port,
                         args.quiet)
-    servers = [await loop.create_server(lambda: EchoConn(server), args.address, args.port,
-                                        reuse_address=True, backlog=1024)]
+    servers: list[asyncio.AbstractServer] = [
+        await loop.create_server(lambda: EchoConn(server), args.address, args.port,
+                                 reuse_address=True, backlog=1024)]
     print(f"Starting server, listening on port {args.port} (http)", flush=True)
     if args.h2c_port is not None:
         from kgw_l7.echo.h2c import serve_h2c

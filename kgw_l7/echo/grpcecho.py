@@ -30,7 +30,8 @@ import concurrent.futures
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -71,9 +72,11 @@ def peer_port(peer: str) -> int | None:
 class GrpcEchoServer:
     """What every call reports, and the TLS facts of the piped TLS connections."""
 
-    def __init__(self, pod: str, namespace: str, service: str, ingress: str, quiet: bool = False) -> None:
+    def __init__(self, pod: str, namespace: str, service: str, ingress: str,
+                 quiet: bool = False) -> None:
         self.pb, self.services = load()
-        self.context = self.pb.Context(namespace=namespace, ingress=ingress, service_name=service, pod=pod)
+        self.context = self.pb.Context(namespace=namespace, ingress=ingress,
+                                       service_name=service, pod=pod)
         self.quiet = quiet
         self._lock = threading.Lock()
         #: source port of a piped connection -> the TLS facts of its client connection
@@ -95,19 +98,22 @@ class GrpcEchoServer:
     def answer(self, method: str, context: Any, tls: bool) -> Any:
         peer = context.peer()
         if not self.quiet:
-            print(f"Received over {'TLS' if tls else 'plaintext'}: /{SERVICE}/{method} ({peer})", flush=True)
+            print(f"Received over {'TLS' if tls else 'plaintext'}: /{SERVICE}/{method} ({peer})",
+                  flush=True)
         authority = authority_of(context)
         headers = [self.pb.Header(key=":authority", value=authority)] if authority else []
         for key, value in context.invocation_metadata() or ():
             if isinstance(value, bytes):
                 value = base64.b64encode(value).decode()
             headers.append(self.pb.Header(key=key, value=value))
-        assertions = self.pb.Assertions(fully_qualified_method=f"/{SERVICE}/{method}", headers=headers,
-                                        authority=authority, context=self.context)
+        assertions = self.pb.Assertions(fully_qualified_method=f"/{SERVICE}/{method}",
+                                        headers=headers, authority=authority,
+                                        context=self.context)
         if tls:
             facts = self.tls_of(peer)
             if facts is None:  # the pipe registers before it forwards a byte: cannot happen
-                context.abort(grpc.StatusCode.INTERNAL, f"no TLS facts for the piped connection {peer}")
+                context.abort(grpc.StatusCode.INTERNAL,
+                              f"no TLS facts for the piped connection {peer}")
             assertions.tls_assertions.CopyFrom(facts)
         return self.pb.EchoResponse(assertions=assertions, request=self.pb.EchoRequest())
 
@@ -122,8 +128,9 @@ def handler(server: GrpcEchoServer, tls: bool) -> Any:
     def method(name: str) -> Any:
         def call(request: Any, context: Any) -> Any:
             return server.answer(name, context, tls)
-        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=pb.EchoRequest.FromString,
-                                                   response_serializer=pb.EchoResponse.SerializeToString)
+        return grpc.unary_unary_rpc_method_handler(
+            call, request_deserializer=pb.EchoRequest.FromString,
+            response_serializer=pb.EchoResponse.SerializeToString)
 
     def unimplemented(request: Any, context: Any) -> Any:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "method EchoThree not implemented")
@@ -139,7 +146,8 @@ def grpc_server(server: GrpcEchoServer, address: str, tls: bool) -> tuple[Any, i
     """A started grpcio server for the service on ``address`` (port 0: any); the port."""
     # no SO_REUSEPORT (grpcio sets it by default): a second server on a port must fail,
     # not share it unseen
-    s = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS), options=[("grpc.so_reuseport", 0)])
+    s = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS),
+                    options=[("grpc.so_reuseport", 0)])
     s.add_generic_rpc_handlers((handler(server, tls),))
     try:
         port = s.add_insecure_port(address)
@@ -172,8 +180,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-def tls_front(server: GrpcEchoServer, inner: tuple[str, int],
-              log: Callable[[str], None]) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+def tls_front(server: GrpcEchoServer, inner: tuple[str, int], log: Callable[[str], None]
+              ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
     """The connection handler of the TLS port: check ALPN, connect to the private
     grpcio server, register the handshake's facts under the piped connection's source
     port, then pipe both ways until either side closes."""
@@ -182,13 +190,14 @@ def tls_front(server: GrpcEchoServer, inner: tuple[str, int],
         sslobj = writer.get_extra_info("ssl_object")
         peer = writer.get_extra_info("peername")
         if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
-            log(f"TLS connection from {peer} closed: ALPN {sslobj.selected_alpn_protocol() if sslobj else None!r} "
+            alpn = sslobj.selected_alpn_protocol() if sslobj else None
+            log(f"TLS connection from {peer} closed: ALPN {alpn!r} "
                 "is not h2 (gRPC over TLS needs it)")
             writer.close()
             return
         try:
             in_reader, in_writer = await asyncio.wait_for(asyncio.open_connection(*inner), 5.0)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log(f"TLS connection from {peer} closed: the gRPC server is unreachable: {exc}")
             writer.close()
             return
@@ -218,8 +227,9 @@ async def serve(args: argparse.Namespace) -> None:
             private, inner_port = grpc_server(server, "127.0.0.1:0", tls=True)
             servers.append(private)
             ctx = _tls_context(args.tls_cert, args.tls_key, ["h2"])
-            front = await asyncio.start_server(tls_front(server, ("127.0.0.1", inner_port), _log), args.address,
-                                               args.tls_port, ssl=ctx, reuse_address=True,
+            front = await asyncio.start_server(tls_front(server, ("127.0.0.1", inner_port), _log),
+                                               args.address, args.tls_port, ssl=ctx,
+                                               reuse_address=True,
                                                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
             print(f"secure server listening at {args.address}:{args.tls_port}", flush=True)
         if front is not None:

@@ -119,7 +119,8 @@ class H2cEchoConn(asyncio.Protocol):
         settings = next(v for n, v in head.headers if n == b"http2-settings")
         if self.transport is None:
             return
-        self.transport.write(encode_response_head(101, [(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]))
+        self.transport.write(encode_response_head(101, [(b"connection", b"Upgrade"),
+                                                        (b"upgrade", b"h2c")]))
         self._begin_h2(send_preface=False)
         assert self.h2 is not None
         try:
@@ -129,7 +130,8 @@ class H2cEchoConn(asyncio.Protocol):
             return
         self._send()
         hop = {b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"transfer-encoding"}
-        headers = [(b":method", head.method), (b":path", head.target), (b":authority", head.authority)]
+        headers = [(b":method", head.method), (b":path", head.target),
+                   (b":authority", head.authority)]
         headers += [(n, v) for n, v in head.headers if n not in hop and n != b"host"]
         stream = self.streams[1] = _Stream(headers)
         stream.length = self.upgrade_length
@@ -140,7 +142,8 @@ class H2cEchoConn(asyncio.Protocol):
     # -- HTTP/2 -------------------------------------------------------------------------
 
     def _begin_h2(self, send_preface: bool = True) -> None:
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None))
         if send_preface:
             self.h2.initiate_connection()
             self._send()
@@ -211,11 +214,12 @@ class H2cEchoConn(asyncio.Protocol):
         target = pseudo.get(b":path", b"/")
         self.server.log(target, self.peer)
         body, extra = echo_document(self.server, pseudo.get(b":method", b"GET"), target,
-                                    pseudo.get(b":authority", b""), "HTTP/2.0", stream.headers, "", None,
-                                    stream.length, stream.sha)
+                                    pseudo.get(b":authority", b""), "HTTP/2.0", stream.headers,
+                                    "", None, stream.length, stream.sha)
         self._respond(stream_id, 200, body, [(k.lower(), v) for k, v in extra])
 
-    def _respond(self, stream_id: int, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    def _respond(self, stream_id: int, status: int, body: bytes,
+                 extra: list[tuple[bytes, bytes]]) -> None:
         assert self.h2 is not None
         headers = [(b":status", b"%d" % status), (b"content-type", b"application/json"),
                    (b"content-length", b"%d" % len(body)), *extra]
@@ -236,7 +240,8 @@ class H2cEchoConn(asyncio.Protocol):
                 continue
             try:
                 while stream.pending:
-                    room = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
+                    room = min(self.h2.local_flow_control_window(sid),
+                               self.h2.max_outbound_frame_size)
                     if room <= 0:
                         break
                     self.h2.send_data(sid, stream.pending[:room])
@@ -266,6 +271,7 @@ def _delay(target: bytes) -> float | str:
 
 async def serve_h2c(server: EchoServer, address: str, port: int) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(lambda: H2cEchoConn(server), address, port, reuse_address=True, backlog=1024)
+    srv = await loop.create_server(lambda: H2cEchoConn(server), address, port, reuse_address=True,
+                                   backlog=1024)
     print(f"Starting server, listening on port {port} (h2c)", flush=True)
     return srv

@@ -1,0 +1,444 @@
+"""Tracing: W3C trace context to backends, and OpenTelemetry spans exported over OTLP/HTTP.
+
+Every request gets a trace context when tracing is on: the client's ``traceparent`` when
+it is valid (its sampled flag is followed: parent-based sampling), else a new trace
+(a malformed ``traceparent`` is ignored, and its ``tracestate`` with it, as W3C Trace
+Context says). Backends receive ``traceparent`` naming the try's client span as parent,
+sampled or not, so the traces of services behind kgw stay whole.
+
+A sampled request becomes a server span (OTel HTTP semantic conventions) with a client
+span per try against a backend endpoint; retries are events of the server span. The
+request path only records what the exchange already holds into a ``Trace`` (a few
+fields, no SDK object): building the SDK's ``ReadableSpan`` objects costs tens of
+microseconds each, so it is done in the export thread, which hands them to the SDK's
+OTLP/HTTP (protobuf) exporter in batches. The queue between the two is bounded; a span
+that finds it full is dropped and counted (``kgw_tracing_spans_dropped_total``), and so
+are the spans of a batch the collector did not take: a collector that is down, hangs or
+answers 500 costs the requests nothing, and is said once in the log (and once when it
+recovers), never per request.
+
+Configuration is the standard ``OTEL_*`` environment (the endpoint, sampler, service
+name, resource attributes, exporter timeout and headers), with ``--tracing-endpoint``
+and ``--tracing-sample`` taking precedence. No endpoint: tracing is off, nothing of the
+SDK is imported and the exchange's hooks are a None test.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from kgw_l7.streams import OutRequest, out_request
+from kgw_l7.tracing_config import resolve
+
+log = logging.getLogger("kgw.l7.tracing")
+
+#: Spans kept waiting for the export thread (OTEL_BSP_MAX_QUEUE_SIZE's default).
+MAX_QUEUE = 2048
+#: Spans per export request (OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default).
+BATCH = 512
+#: Seconds between exports (OTEL_BSP_SCHEDULE_DELAY's default, 5 s, is long for a proxy
+#: whose operators look at a request they just made).
+SCHEDULE_DELAY = 1.0
+
+_HEX = frozenset(b"0123456789abcdef")
+#: Methods the HTTP semantic conventions name; others are reported as "_OTHER".
+_KNOWN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT",
+                            b"OPTIONS", b"TRACE", b"PATCH"))
+
+
+def parse_traceparent(value: bytes) -> tuple[int, int, bool] | None:
+    """(trace id, parent span id, sampled) of a ``traceparent`` value, or None when it is
+    malformed (W3C Trace Context §3.2: version 00 is exactly 55 characters; a later
+    version may append fields after a dash; ff, all-zero ids and upper case are
+    invalid)."""
+    v = value.strip(b" \t")
+    if len(v) < 55 or v[2:3] != b"-" or v[35:36] != b"-" or v[52:53] != b"-":
+        return None
+    version = v[:2]
+    if version == b"00":
+        if len(v) != 55:
+            return None
+    elif version == b"ff" or (len(v) > 55 and v[55:56] != b"-"):
+        return None
+    if not (_HEX.issuperset(version) and _HEX.issuperset(v[3:35])
+            and _HEX.issuperset(v[36:52]) and _HEX.issuperset(v[53:55])):
+        return None
+    trace_id = int(v[3:35], 16)
+    span_id = int(v[36:52], 16)
+    if trace_id == 0 or span_id == 0:
+        return None
+    return trace_id, span_id, bool(int(v[53:55], 16) & 1)
+
+
+def _new_id(bits: int) -> int:
+    """A random non-zero id (an all-zero id is invalid)."""
+    return _getrandbits(bits) or 1
+
+
+_getrandbits = random.getrandbits
+_SAMPLED = b"00-%032x-%016x-01"
+_UNSAMPLED = b"00-%032x-%016x-00"
+#: Request fields that carry trace context.
+_CONTEXT = frozenset((b"traceparent", b"tracestate"))
+
+
+class Trace:
+    """One request's trace context and, when sampled, what its spans will say: times in
+    ns since the epoch, the tries as ``[span_id, start, end, host, port, status, error,
+    resend]`` lists, retries as ``(time, attempt, reason)``."""
+
+    __slots__ = ("trace_id", "parent_id", "span_id", "sampled", "tracestate", "had_context",
+                 "start", "tries", "retries", "try_span", "line", "ntries")
+
+    def __init__(self, trace_id: int, parent_id: int, sampled: bool,
+                 tracestate: bytes | None, had_context: bool) -> None:
+        self.trace_id = trace_id
+        self.parent_id = parent_id
+        #: The server span's id (an unsampled request has no span).
+        self.span_id = (_getrandbits(64) or 1) if sampled else 0
+        self.sampled = sampled
+        self.tracestate = tracestate
+        #: The client sent traceparent or tracestate (its head must then be rebuilt).
+        self.had_context = had_context
+        self.start = time.time_ns() if sampled else 0
+        self.tries: list[list[Any]] | None = [] if sampled else None
+        self.retries: list[tuple[int, int, str]] | None = None
+        #: The span id backends are told is their parent: the next (or current) try's.
+        self.try_span = span = _getrandbits(64) or 1
+        self.line = (_SAMPLED if sampled else _UNSAMPLED) % (trace_id, span)
+        self.ntries = 0
+
+    def traceparent(self) -> bytes:
+        return (_SAMPLED if self.sampled else _UNSAMPLED) % (self.trace_id, self.try_span)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        out = [(b"traceparent", self.line)]
+        if self.tracestate:
+            out.append((b"tracestate", self.tracestate))
+        return out
+
+
+class Tracer:
+    """A worker's tracing: trace contexts for requests, and the queue of finished ones
+    that the export thread turns into spans."""
+
+    def __init__(self, endpoint: str, sampler: str, ratio: float, timeout: float,
+                 max_queue: int = MAX_QUEUE, batch: int = BATCH,
+                 delay: float = SCHEDULE_DELAY) -> None:
+        self.endpoint = endpoint
+        self.sampler = sampler
+        self.ratio = ratio
+        self._bound = int(ratio * (1 << 64))
+        #: A valid incoming context's sampled flag decides (parentbased_*).
+        self._follow = sampler.startswith("parentbased_")
+        #: The decision for new traces when it does not depend on the trace id.
+        self._always = True if sampler.endswith("always_on") else \
+            False if sampler.endswith("always_off") else None
+        self.timeout = timeout
+        self.max_queue = max_queue
+        self.batch = batch
+        self.delay = delay
+        self._queue: deque[tuple[Any, ...]] = deque()
+        #: Spans queued and taken by the export thread, ever: each written by one thread
+        #: only (their difference bounds the queue without a lock).
+        self._spans_in = 0
+        self._spans_out = 0
+        self._wake = threading.Event()
+        self._stop = False
+        self.dropped = {"queue_full": 0, "export_failed": 0}
+        self.exported = 0
+        self._failing = False
+        self._thread: threading.Thread | None = None
+        self._exporter: Any = None
+
+    # -- the request path ---------------------------------------------------------------
+    def begin(self, headers: tuple[tuple[bytes, bytes], ...]) -> Trace:
+        """The request's trace context, from its traceparent/tracestate when valid."""
+        tp = None
+        ts = None
+        had = False
+        context = _CONTEXT
+        for h in headers:
+            if h[0] in context:  # (one set lookup per field on the common path)
+                had = True
+                if h[0] == b"traceparent":
+                    # (two: bad; False marks it, the "if tp" below takes only a tuple)
+                    tp = False if tp is not None else parse_traceparent(  # type: ignore[assignment]
+                        h[1])
+                else:
+                    ts = h[1] if ts is None else ts + b"," + h[1]
+        if tp:
+            trace_id, parent, flag = tp
+            return Trace(trace_id, parent, flag if self._follow else self._new(trace_id),
+                         ts, had)
+        trace_id = _getrandbits(128) or 1
+        return Trace(trace_id, 0, self._new(trace_id), None, had)
+
+    def _new(self, trace_id: int) -> bool:
+        """Whether a trace kgw starts (or, not parent-based, any trace) is sampled."""
+        always = self._always
+        if always is not None:
+            return always
+        return (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound
+
+    def _decide(self, trace_id: int, parent_sampled: bool | None) -> bool:
+        if parent_sampled is not None and self._follow:
+            return parent_sampled
+        return self._new(trace_id)
+
+    def begin_try(self, tr: Trace, host: str, port: int) -> bytes | None:
+        """A try against an endpoint starts. Returns the traceparent value the request
+        was prepared with when this try needs another (a second try: its own span)."""
+        changed = None
+        if tr.ntries:
+            changed = tr.line
+            tr.try_span = _new_id(64)
+            tr.line = tr.traceparent()
+        tries = tr.tries
+        if tries is not None:
+            if tries and tries[-1][2] == 0:
+                self.end_try(tr, 0, "superseded")
+            tries.append([tr.try_span, time.time_ns(), 0, host, port, 0, None, tr.ntries])
+        tr.ntries += 1
+        return changed
+
+    def end_try(self, tr: Trace, status: int, error: str | None, now: int = 0) -> None:
+        tries = tr.tries
+        if tries and tries[-1][2] == 0:
+            t = tries[-1]
+            t[2] = now or time.time_ns()
+            t[5] = status
+            t[6] = error
+
+    def retry(self, tr: Trace, attempt: int, reason: str) -> None:
+        if tr.sampled:
+            if tr.retries is None:
+                tr.retries = []
+            tr.retries.append((time.time_ns(), attempt, reason))
+
+    def end(self, tr: Trace, method: bytes, target: bytes, route: str | None, status: int,
+            client: bytes, host: bytes, scheme: bytes, version: bytes,
+            error: str | None) -> None:
+        """The request is over: its spans are queued for the export thread (sampled)."""
+        if not tr.sampled:
+            return
+        end = time.time_ns()
+        if tr.tries and tr.tries[-1][2] == 0:
+            self.end_try(tr, status, error if status >= 500 or not status else None, end)
+        n = 1 + len(tr.tries)  # type: ignore[arg-type]
+        queued = self._spans_in - self._spans_out
+        if queued + n > self.max_queue:
+            self.dropped["queue_full"] += n
+            return
+        self._spans_in += n
+        q = self._queue
+        q.append((tr, end, method, target, route, status, client, host, scheme, version,
+                  error))
+        if len(q) == self.batch:  # (once per batch: Event.set takes a lock)
+            self._wake.set()
+
+    # -- the worker's side --------------------------------------------------------------
+    def counters(self) -> dict[str, Any]:
+        return {"tracing_spans_dropped": dict(self.dropped),
+                "tracing_spans_exported": self.exported}
+
+    def start(self) -> None:
+        """Import the SDK and start the export thread (the worker's start)."""
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+
+        # The exporter logs every failed batch; kgw says it once (``_exported``).
+        logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
+            .setLevel(logging.CRITICAL)
+        logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
+        attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "kgw"}
+        self._resource = Resource.create(attrs)
+        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=self.timeout)
+        self._thread = threading.Thread(target=self._run, name="kgw-tracing", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Export what is queued (within ``timeout``) and stop the thread."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._exporter is not None:
+            try:
+                self._exporter.shutdown()
+            except Exception:
+                pass
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.delay)
+            self._wake.clear()
+            stop = self._stop
+            q = self._queue
+            while q:
+                items: list[tuple[Any, ...]] = []
+                while q and len(items) < self.batch:
+                    items.append(q.popleft())
+                self._export(items)
+                if self._stop and not stop:
+                    break
+            if stop:
+                return
+
+    def _export(self, items: list[tuple[Any, ...]]) -> None:
+        self._spans_out += sum(1 + len(item[0].tries) for item in items)
+        try:
+            spans = [s for item in items for s in self._spans(item)]
+        except Exception:
+            log.exception("tracing: could not build spans")
+            return
+        try:
+            from opentelemetry.sdk.trace.export import SpanExportResult
+            ok = self._exporter.export(spans) == SpanExportResult.SUCCESS
+            error = "the collector refused or did not answer"
+        except Exception as exc:
+            ok = False
+            error = str(exc)
+        if ok:
+            self.exported += len(spans)
+            if self._failing:
+                self._failing = False
+                log.warning("tracing: exporting to %s works again", self.endpoint)
+            return
+        self.dropped["export_failed"] += len(spans)
+        if not self._failing:
+            self._failing = True
+            log.warning("tracing: export to %s failed (%s); spans are dropped and counted "
+                        "in kgw_tracing_spans_dropped_total until it works again",
+                        self.endpoint, error)
+
+    def _spans(self, item: tuple[Any, ...]) -> list[Any]:
+        """The SDK spans of one finished request (the export thread)."""
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import (
+            SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState,
+        )
+
+        (tr, end, method, target, route, status, client, host, scheme, version,
+         error) = item
+        scope = InstrumentationScope("kgw")
+        flags = TraceFlags(TraceFlags.SAMPLED)
+        state = TraceState()
+        if tr.tracestate:
+            try:
+                state = TraceState.from_header([tr.tracestate.decode("latin-1")])
+            except Exception:
+                state = TraceState()
+        ctx = SpanContext(tr.trace_id, tr.span_id, False, flags, state)
+        parent = (SpanContext(tr.trace_id, tr.parent_id, True, flags, state)
+                  if tr.parent_id else None)
+        m = method.decode("latin-1")
+        known = method in _KNOWN_METHODS
+        path = target.split(b"?", 1)[0].decode("latin-1")
+        host_s = host.decode("latin-1")
+        port = None
+        if host_s.startswith("["):
+            h, _, rest = host_s[1:].partition("]")
+            host_s, port = h, rest[1:] or None
+        elif host_s.count(":") == 1:
+            host_s, port = host_s.split(":")
+        attrs: dict[str, Any] = {
+            "http.request.method": m if known else "_OTHER",
+            "url.path": path,
+            "url.scheme": scheme.decode("latin-1"),
+            "client.address": client.decode("latin-1"),
+            "network.protocol.version": version.decode("latin-1"),
+        }
+        if not known:
+            attrs["http.request.method_original"] = m
+        if host_s:
+            attrs["server.address"] = host_s
+        if port and port.isdigit():
+            attrs["server.port"] = int(port)
+        if route:
+            attrs["http.route"] = route
+        if status:
+            attrs["http.response.status_code"] = status
+        err_type = None
+        if status >= 500:
+            err_type = str(status)
+        elif not status:
+            err_type = "incomplete"
+        if err_type:
+            attrs["error.type"] = err_type
+        events = [Event("retry", {"http.request.resend_count": attempt, "kgw.retry.reason":
+                                  reason}, ts) for ts, attempt, reason in tr.retries or ()]
+        name = f"{m if known else 'HTTP'} {route}" if route else (m if known else "HTTP")
+        out = [ReadableSpan(
+            name=name, context=ctx, parent=parent, resource=self._resource,
+            attributes=attrs, events=events, kind=SpanKind.SERVER,
+            status=Status(StatusCode.ERROR, error) if err_type else Status(StatusCode.UNSET),
+            start_time=tr.start, end_time=end, instrumentation_scope=scope)]
+        for span_id, start, stop, ep_host, ep_port, t_status, t_error, resend in tr.tries:
+            a: dict[str, Any] = {"http.request.method": attrs["http.request.method"],
+                                 "server.address": ep_host, "server.port": ep_port,
+                                 "network.peer.address": ep_host, "url.path": path}
+            if resend:
+                a["http.request.resend_count"] = resend
+            answered, t_type = _try_outcome(t_status, t_error)
+            if answered:
+                a["http.response.status_code"] = t_status
+            if t_type:
+                a["error.type"] = t_type
+            out.append(ReadableSpan(
+                name=attrs["http.request.method"] if known else "HTTP",
+                context=SpanContext(tr.trace_id, span_id, False, flags, state), parent=ctx,
+                resource=self._resource, attributes=a, kind=SpanKind.CLIENT,
+                status=Status(StatusCode.ERROR, t_error) if t_type else Status(StatusCode.UNSET),
+                start_time=start, end_time=stop or end, instrumentation_scope=scope))
+        return out
+
+
+def _try_outcome(status: int, error: str | None) -> tuple[bool, str | None]:
+    """(the backend answered, error.type) of a try: its status when it answered (an
+    error from 400 on), else a low-cardinality word for why not (the detail goes to the
+    span status' description)."""
+    if error is None or error.startswith("retriable status"):
+        return bool(status), (str(status) if status >= 400 else None)
+    e = error.lower()
+    if "timeout" in e:
+        return False, "timeout"
+    if "connect" in e:
+        return False, "connect_error"
+    if "reset" in e:
+        return False, "connection_reset"
+    if e == "superseded":
+        return False, "superseded"
+    return False, "_OTHER"
+
+
+def from_settings(endpoint: str | None, sample: float | None) -> Tracer | None:
+    """The worker's tracer (kgw_l7.tracing_config.resolve); None: tracing is off."""
+    settings = resolve(endpoint, sample)
+    if settings is None:
+        return None
+    return Tracer(settings.url, settings.sampler, settings.ratio, settings.timeout)
+
+
+def traced_headers(headers: list[tuple[bytes, bytes]], tr: Trace) -> list[tuple[bytes, bytes]]:
+    """The upstream fields with the client's trace context replaced by the try's."""
+    out = [h for h in headers if h[0] != b"traceparent" and h[0] != b"tracestate"]
+    out.extend(tr.headers())
+    return out
+
+
+def retraced(out: OutRequest, old: bytes, new: bytes) -> OutRequest:
+    """The request for another try: the same, with that try's traceparent value (a new
+    ``OutRequest``: an HTTP/1.1 upstream keeps the head it encoded in ``raw``)."""
+    if out.headers is None:
+        return out_request(out.method, out.target, None,
+                           out.raw.replace(old, new, 1), out.body)  # type: ignore[union-attr]
+    headers = [(n, new) if n == b"traceparent" and v == old else (n, v) for n, v in out.headers]
+    return out_request(out.method, out.target, headers, None, out.body)

@@ -1,0 +1,106 @@
+"""A real OTLP/HTTP traces receiver for the tests: an HTTP server decoding each
+``ExportTraceServiceRequest`` (protobuf, opentelemetry-proto) into plain span records.
+It can also fail (500) or hang, as a broken collector does."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+)
+
+
+@dataclass
+class Span:
+    trace_id: str
+    span_id: str
+    parent: str
+    name: str
+    kind: int  # 2 SERVER, 3 CLIENT
+    attrs: dict[str, Any]
+    events: list[tuple[str, dict[str, Any]]]
+    status: int  # 0 UNSET, 2 ERROR
+    service: str
+    start: int
+    end: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else None
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+class Receiver:
+    """``mode``: "ok", "fail" (500 to every export) or "hang" (never answers in time)."""
+
+    def __init__(self, address: tuple[str, int], mode: str = "ok") -> None:
+        self.mode = mode
+        self.spans: list[Span] = []
+        self.requests = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.requests += 1
+                if receiver.mode == "hang":
+                    time.sleep(30)
+                    return
+                if receiver.mode == "fail" or self.path != "/v1/traces" or \
+                        self.headers.get("Content-Type") != "application/x-protobuf":
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                req = ExportTraceServiceRequest()
+                req.ParseFromString(body)
+                got = []
+                for rs in req.resource_spans:
+                    service = _attrs(rs.resource.attributes).get("service.name", "")
+                    for ss in rs.scope_spans:
+                        for s in ss.spans:
+                            got.append(Span(
+                                s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
+                                s.name, s.kind, _attrs(s.attributes),
+                                [(e.name, _attrs(e.attributes)) for e in s.events],
+                                s.status.code, service, s.start_time_unix_nano,
+                                s.end_time_unix_nano))
+                with receiver.lock:
+                    receiver.spans.extend(got)
+                data = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(address, Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def trace(self, trace_id: str) -> list[Span]:
+        with self.lock:
+            return [s for s in self.spans if s.trace_id == trace_id]
