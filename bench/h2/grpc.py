@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.h2.run import Result, run_h2load  # noqa: E402
+from bench.h2.run import Result, result_tables, run_h2load  # noqa: E402
 from bench.l7 import run as l7  # noqa: E402
 from kgw_l7.config import (  # noqa: E402
     Backend, Endpoint, L7Config, Listener, PathMatch, Route, RouteMatch, Rule, VirtualHost,
@@ -192,26 +191,8 @@ def write_report(path: Path, results: list[Result], args: argparse.Namespace) ->
         + "**The machine was shared with other work (other builds and test suites) while "
         "this ran: absolute figures are noisy.**",
         "",
-        "| round | proxy | req/s | p50 ms | p99 ms | CPU µs/req | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        lines.append(f"| {r.round} | {r.proxy} | {r.rps:.0f} | {r.p50_ms:.2f} | "
-                     f"{r.p99_ms:.2f} | {r.cpu_us_per_req:.1f} | {r.errors} |")
-    med = {}
-    for name in ("kgw", "nginx"):
-        rs = [r for r in results if r.proxy == name]
-        if rs:
-            med[name] = (statistics.median(r.cpu_us_per_req for r in rs),
-                         statistics.median(r.p99_ms for r in rs),
-                         statistics.median(r.rps for r in rs))
-    lines += ["", "Medians over the rounds:", "",
-              "| proxy | req/s | p99 ms | CPU µs/req |", "|---|---:|---:|---:|"]
-    for name, (cpu, p99, rps) in med.items():
-        lines.append(f"| {name} | {rps:.0f} | {p99:.2f} | {cpu:.1f} |")
-    if "kgw" in med and "nginx" in med and med["nginx"][0] > 0:
-        lines += ["", f"kgw / nginx CPU per request: {med['kgw'][0] / med['nginx'][0]:.2f}; "
-                  f"p99 ratio: {med['kgw'][1] / max(med['nginx'][1], 1e-9):.2f}."]
+    lines += result_tables(results)
     path.write_text("\n".join(lines) + "\n")
 
 

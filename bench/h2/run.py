@@ -199,6 +199,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+
+def result_tables(results: list[Result]) -> list[str]:
+    """The per-round table, the medians and the kgw/nginx ratios (markdown lines), shared by
+    the HTTP/2 and the gRPC reports."""
+    lines = ["| round | proxy | req/s | p50 ms | p99 ms | CPU µs/req | errors |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r.round} | {r.proxy} | {r.rps:.0f} | {r.p50_ms:.2f} | "
+                     f"{r.p99_ms:.2f} | {r.cpu_us_per_req:.1f} | {r.errors} |")
+    med = {}
+    for name in ("kgw", "nginx"):
+        rs = [r for r in results if r.proxy == name]
+        if rs:
+            med[name] = (statistics.median(r.cpu_us_per_req for r in rs),
+                         statistics.median(r.p99_ms for r in rs),
+                         statistics.median(r.rps for r in rs))
+    lines += ["", "Medians over the rounds:", "",
+              "| proxy | req/s | p99 ms | CPU µs/req |", "|---|---:|---:|---:|"]
+    for name, (cpu, p99, rps) in med.items():
+        lines.append(f"| {name} | {rps:.0f} | {p99:.2f} | {cpu:.1f} |")
+    if "kgw" in med and "nginx" in med and med["nginx"][0] > 0:
+        lines += ["", f"kgw / nginx CPU per request: {med['kgw'][0] / med['nginx'][0]:.2f}; "
+                  f"p99 ratio: {med['kgw'][1] / max(med['nginx'][1], 1e-9):.2f}."]
+    return lines
+
 def write_report(path: Path, results: list[Result], args: argparse.Namespace) -> None:
     import kgw_l7
 
@@ -220,26 +245,8 @@ def write_report(path: Path, results: list[Result], args: argparse.Namespace) ->
         + "**The machine was shared with other work while this ran: absolute figures are "
         "noisy; the CPU ratio is the comparison.**",
         "",
-        "| round | proxy | req/s | p50 ms | p99 ms | CPU µs/req | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        lines.append(f"| {r.round} | {r.proxy} | {r.rps:.0f} | {r.p50_ms:.2f} | "
-                     f"{r.p99_ms:.2f} | {r.cpu_us_per_req:.1f} | {r.errors} |")
-    med = {}
-    for name in ("kgw", "nginx"):
-        rs = [r for r in results if r.proxy == name]
-        if rs:
-            med[name] = (statistics.median(r.cpu_us_per_req for r in rs),
-                         statistics.median(r.p99_ms for r in rs),
-                         statistics.median(r.rps for r in rs))
-    lines += ["", "Medians over the rounds:", "",
-              "| proxy | req/s | p99 ms | CPU µs/req |", "|---|---:|---:|---:|"]
-    for name, (cpu, p99, rps) in med.items():
-        lines.append(f"| {name} | {rps:.0f} | {p99:.2f} | {cpu:.1f} |")
-    if "kgw" in med and "nginx" in med and med["nginx"][0] > 0:
-        lines += ["", f"kgw / nginx CPU per request: {med['kgw'][0] / med['nginx'][0]:.2f}; "
-                  f"p99 ratio: {med['kgw'][1] / max(med['nginx'][1], 1e-9):.2f}."]
+    lines += result_tables(results)
     path.write_text("\n".join(lines) + "\n")
 
 
