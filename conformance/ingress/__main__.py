@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ["KGW_INGRESS_SUITE"] = str(Path(args.suite).resolve())
     plugin = PerFeature()
-    rc = pytest.main(["-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestUnknownMarkWarning",
+    rc = pytest.main(["-q", "-p", "no:cacheprovider",
+                      "-W", "ignore::pytest.PytestUnknownMarkWarning",
                       str(HERE / "test_features.py"), *args.pytest_args], plugins=[plugin])
     print("\nIngress conformance: scenarios passed per feature")
     total = [0, 0]
