@@ -6,7 +6,7 @@ label, and the ``Server`` response header."""
 
 from __future__ import annotations
 
-import copy
+import json
 
 from controller.ingress.convert import GRANT_NAME, ROUTE_SEP, Conversion
 from controller.objects import Obj
@@ -18,7 +18,7 @@ CLASS = "kgw"
 def as_list(conv: Conversion) -> dict:
     items: list[Obj] = []
     for o in conv.objects:
-        o = copy.deepcopy(dict(o))
+        o = json.loads(json.dumps(o))  # no shared parts: YAML without anchors
         meta = o["metadata"]
         meta.pop("generation", None)
         meta.pop("creationTimestamp", None)
