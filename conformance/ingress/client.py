@@ -40,13 +40,14 @@ def round_trip(method: str, scheme: str, host: str, path: str, address: str,
                ports: dict[str, int], redirects: int = 0) -> Captured:
     port = ports[scheme]
     conn = http.client.HTTPConnection(address, port, timeout=TIMEOUT_S)
+    tls: ssl.SSLSocket | None = None
     if scheme == "https":
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         raw = socket.create_connection((address, port), timeout=TIMEOUT_S)
         # SNI is the host under test (Go sets ServerName), not the address dialled.
-        conn.sock = ctx.wrap_socket(raw, server_hostname=host or None)
+        conn.sock = tls = ctx.wrap_socket(raw, server_hostname=host or None)
     try:
         conn.putrequest(method, "/" + path.lstrip("/"), skip_host=True,
                         skip_accept_encoding=True)
@@ -61,8 +62,8 @@ def round_trip(method: str, scheme: str, host: str, path: str, address: str,
         for k, v in resp.getheaders():
             headers.setdefault(canonical(k), []).append(v)
         cert = None
-        if scheme == "https" and conn.sock is not None:
-            der = conn.sock.getpeercert(binary_form=True)
+        if tls is not None:
+            der = tls.getpeercert(binary_form=True)
             cert = x509.load_der_x509_certificate(der) if der else None
     finally:
         conn.close()

@@ -239,9 +239,9 @@ class _Converter:
             host = normalize_host(as_str(r.get("host")))
             rules = []
             for j, p in enumerate(map(as_dict, as_list(as_dict(r.get("http")).get("paths")))):
-                rule = self.path_rule(key, ann, host, p, f"spec.rules[{i}].http.paths[{j}]")
-                if rule is not None:
-                    rules.append(rule)
+                prule = self.path_rule(key, ann, host, p, f"spec.rules[{i}].http.paths[{j}]")
+                if prule is not None:
+                    rules.append(prule)
             if rules:
                 self.add_route(ing, n, host or None, rules)
             n += 1

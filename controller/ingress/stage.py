@@ -85,7 +85,7 @@ def results(conv: Conversion, statuses: dict[ObjectKey, dict],
            and k != ObjectKey("GatewayClass", "", GATEWAY_CLASS)}
     found: list[Problem] = list(conv.problems)
     for p in problems:
-        if p.key in conv.route_origin:
+        if p.key is not None and p.key in conv.route_origin:
             found.append(Problem(p.origin, p.message, conv.route_origin[p.key],
                                  f"(HTTPRoute {p.key.name}) {p.field}".strip()))
         elif p.key != GATEWAY:
