@@ -3,10 +3,12 @@ their precedence against each other and against an HTTPRoute on the same listene
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
 
+from conformance.ingress.world import self_signed
 from controller.ingress.convert import Listening
 from controller.objects import ObjectKey
 from controller.translate import Options, translate
@@ -39,7 +41,8 @@ SERVICES = ["exact", "prefix", "deep", "short", "wild", "default", "other", "rou
 def world(*objs: dict) -> list[dict]:
     out: list[dict] = [CLASS]
     for i, s in enumerate(SERVICES):
-        out += [service(s), slice_(s, [f"10.0.0.{i + 1}"])]
+        out += [service(s, ports=[{"name": "http", "port": 8080}]),
+                slice_(s, [f"10.0.0.{i + 1}"])]
     return [*out, *objs]
 
 
@@ -163,6 +166,7 @@ def test_bad_input_is_reported_and_the_rest_served() -> None:
               "data": {"tls.crt": "bm90IGEgY2VydA==", "tls.key": "bm90IGEga2V5"}}
     t, routers = serve(world(RULES, bad, newer, secret))
     found = "\n".join(problems_of(t))
+    assert "BackendNotFound" not in found.replace("nosuch", "").split("\n")[0]
     assert "path 'relative' is not absolute" in found
     assert "BackendNotFound" in found and "nosuch" in found
     assert "resource backend Bucket b" in found
@@ -171,4 +175,29 @@ def test_bad_input_is_reported_and_the_rest_served() -> None:
     assert "bad spec.tls: listener https-0: ResolvedRefs InvalidCertificateRef" in found
     assert pick(routers, 80, "b.example.com", "/ok") == "other"
     assert pick(routers, 80, "a.example.com", "/foo") == "exact"
-    assert pick(routers, 80, "b.example.com", "/missing") is None or True  # answered 500
+    http80 = next(r for r in routers.values() if r.listener.port == 80)
+    missing = http80.vhost(b"b.example.com").find(b"/missing", b"GET", (), b"")
+    # answered 500, as an HTTPRoute's missing backend
+    assert missing is not None
+    assert [(b.name, b.error_status) for b in missing.rule.backends] == [
+        ("default/nosuch:8080", 500)]
+
+
+def test_port_shared_with_a_gateway_or_reported() -> None:
+    """HTTP with HTTP shares port 80; an older Gateway with HTTPS on port 80 keeps it, and
+    the Ingress listener's conflict is reported (and no address is shown)."""
+    gwc = {"kind": "GatewayClass", "metadata": {"name": "kgw"},
+           "spec": {"controllerName": "kgw.dev/gateway-controller"}}
+    cert, key = self_signed(["a.example.com"])
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+              "metadata": {"name": "s", "namespace": "default"},
+              "data": {"tls.crt": base64.b64encode(cert).decode(),
+                       "tls.key": base64.b64encode(key).decode()}}
+    gw = gateway("gw", [{"name": "https", "port": 80, "protocol": "HTTPS",
+                         "tls": {"certificateRefs": [{"name": "s"}]}}])
+    gw["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+    t, _ = serve(world(RULES, gwc, gw, secret))
+    found = "\n".join(str(p) for p in t.problems)
+    assert "Gateway kgw.dev/ingress: listener http: Accepted PortUnavailable: port 80 is used " \
+           "by Gateway default/gw" in found, found
+    assert t.statuses[ObjectKey("Ingress", "default", "rules")] == {"loadBalancer": {}}
