@@ -150,6 +150,10 @@ class KubeStatusWriter:
         if obj is None:
             return  # deleted: its status went with it
         ours = self._book.get(key)
+        if ours is None and key.kind == "Ingress":
+            # kgw no longer serves it (another class now): its address must go. The
+            # Ingress's new controller writes its own.
+            ours = {"loadBalancer": {}}
         if ours is not None:
             ours = with_observed_generation(ours, generation(obj))
         await asyncio.to_thread(self._write_one, key, str(obj.get("apiVersion") or ""), ours)

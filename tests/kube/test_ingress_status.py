@@ -63,3 +63,9 @@ async def test_ingress_status_written_back(fake: FakeAPIServer, agent: Superviso
     await asyncio.sleep(0.3)
     assert lb(fake, "theirs") is None
     assert [q.name for q in fake.status_writes() if q.resource == "ingresses"] == ["web"]
+
+    # Another class now: kgw's address goes (status tells what kgw serves).
+    web = fake.get(NET, "Ingress", "test", "web")
+    web["spec"]["ingressClassName"] = "nginx"
+    fake.update(web)
+    await until(lambda: lb(fake, "web") == {})
