@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +15,35 @@ HERE = Path(__file__).resolve().parent
 
 
 class PerFeature:
-    """A pytest plugin counting pytest-bdd scenarios (outline examples each) per feature."""
+    """Counts scenarios (each example of an outline) passed per feature: pytest-bdd's
+    ``pytest_bdd_before_scenario`` hook names the feature of each test."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        self.failed: list[str] = []
+        self.feature: dict[str, str] = {}
+        self.outcome: dict[str, bool] = {}
+
+    def pytest_bdd_before_scenario(self, request: Any, feature: Any, scenario: Any) -> None:
+        self.feature[request.node.nodeid] = feature.name
 
     def pytest_runtest_logreport(self, report: Any) -> None:
-        feature = getattr(report, "scenario", {}).get("feature", {}).get("name")
-        if feature is None:
-            return
-        if report.when == "call" or (report.when == "setup" and not report.passed):
-            c = self.counts[feature]
+        if report.when == "call" or not report.passed:
+            self.outcome[report.nodeid] = self.outcome.get(report.nodeid, True) and report.passed
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        out: dict[str, list[int]] = {}
+        for nodeid, ok in self.outcome.items():
+            c = out.setdefault(self.feature.get(nodeid, "(not started)"), [0, 0])
+            c[0] += ok
             c[1] += 1
-            if report.passed:
-                c[0] += 1
-            else:
-                self.failed.append(report.nodeid)
+        return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m conformance.ingress")
     p.add_argument("--suite", default="../shared/ingress-conformance",
                    help="the suite kept as data (a directory with features/)")
-    p.add_argument("pytest_args", nargs="*", help="passed to pytest (e.g. -k wildcard)")
+    p.add_argument("pytest_args", nargs="*",
+                   help="passed to pytest (after --: -- -k wildcard)")
     args = p.parse_args(argv)
     if not (Path(args.suite) / "features").is_dir():
         print(f"no Ingress conformance suite in {args.suite} (a directory with features/)",
@@ -50,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     rc = pytest.main(["-q", "-p", "no:cacheprovider",
                       "-W", "ignore::pytest.PytestUnknownMarkWarning",
                       str(HERE / "test_features.py"), *args.pytest_args], plugins=[plugin])
+    counts = plugin.counts()
     print("\nIngress conformance: scenarios passed per feature")
     total = [0, 0]
-    for feature in sorted(plugin.counts):
-        ok, n = plugin.counts[feature]
+    for feature in sorted(counts):
+        ok, n = counts[feature]
         total[0] += ok
         total[1] += n
         print(f"  {feature:<20} {ok}/{n}")

@@ -175,7 +175,8 @@ def send_many(kgw: Kgw, result: dict, count: int, url: str) -> None:
     result["by_status"] = by_status
 
 
-# -- Then ----------------------------------------------------------------------------------
+# -- Then (each also a When: an "And" after a "When" is a When step, and host_rules.feature
+# asserts that way) ---------------------------------------------------------------------
 
 
 def _captured(result: dict) -> client.Captured:
@@ -185,39 +186,46 @@ def _captured(result: dict) -> client.Captured:
 
 
 @then(parsers.parse("the response status-code must be {code:d}"))
-@when(parsers.parse("the response status-code must be {code:d}"))  # "When ... And ..."
+@when(parsers.parse("the response status-code must be {code:d}"))
 def status_code(result: dict, code: int) -> None:
     assert _captured(result).status == code
 
 
 @then(parsers.parse('the response must be served by the "{name}" service'))
+@when(parsers.parse('the response must be served by the "{name}" service'))
 def served_by(result: dict, name: str) -> None:
     assert _captured(result).request.get("service") == name
 
 
 @then(parsers.parse('the response proto must be "{proto}"'))
+@when(parsers.parse('the response proto must be "{proto}"'))
 def response_proto(result: dict, proto: str) -> None:
     assert _captured(result).proto == proto
 
 
 @then(parsers.parse('the request method must be "{method}"'))
+@when(parsers.parse('the request method must be "{method}"'))
 def request_method(result: dict, method: str) -> None:
     assert _captured(result).request.get("method") == method
 
 
 @then(parsers.parse('the request path must be "{path}"'))
+@when(parsers.parse('the request path must be "{path}"'))
 @then('the request path must be ""')
+@when('the request path must be ""')
 def request_path(result: dict, path: str = "") -> None:
     want = path if path.startswith("/") else "/" + path
     assert _captured(result).request.get("path") == want
 
 
 @then(parsers.parse('the request proto must be "{proto}"'))
+@when(parsers.parse('the request proto must be "{proto}"'))
 def request_proto(result: dict, proto: str) -> None:
     assert _captured(result).request.get("proto") == proto
 
 
 @then(parsers.parse('the request host must be "{host}"'))
+@when(parsers.parse('the request host must be "{host}"'))
 def request_host(result: dict, host: str) -> None:
     assert _captured(result).request.get("host") == host
 
@@ -227,6 +235,7 @@ def _rows(datatable: list[list[str]]) -> list[tuple[str, str]]:
 
 
 @then("the response headers must contain <key> with matching <value>")
+@when("the response headers must contain <key> with matching <value>")
 def response_headers(result: dict, datatable: list[list[str]]) -> None:
     headers = _captured(result).headers
     for key, value in _rows(datatable):
@@ -235,6 +244,7 @@ def response_headers(result: dict, datatable: list[list[str]]) -> None:
 
 
 @then("the request headers must contain <key> with matching <value>")
+@when("the request headers must contain <key> with matching <value>")
 def request_headers(result: dict, datatable: list[list[str]]) -> None:
     headers = _captured(result).request.get("headers") or {}
     for key, value in _rows(datatable):
@@ -243,6 +253,7 @@ def request_headers(result: dict, datatable: list[list[str]]) -> None:
 
 
 @then(parsers.parse('the secure connection must verify the "{host}" hostname'))
+@when(parsers.parse('the secure connection must verify the "{host}" hostname'))
 def verifies_hostname(result: dict, host: str) -> None:
     c = _captured(result)
     assert c.tls_hostname == host
@@ -250,6 +261,8 @@ def verifies_hostname(result: dict, host: str) -> None:
 
 
 @then(parsers.parse("all the responses status-code must be {code:d} and the response body "
+                    "should contain the IP address of {pods:d} different Kubernetes pods"))
+@when(parsers.parse("all the responses status-code must be {code:d} and the response body "
                     "should contain the IP address of {pods:d} different Kubernetes pods"))
 def all_responses(result: dict, code: int, pods: int) -> None:
     got = result.get("by_status") or {}
