@@ -26,7 +26,7 @@ Where the two specs differ, the conversion says how kgw keeps the Ingress meanin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller.ingress.annotations import Annotations, rewrite
@@ -45,6 +45,10 @@ GW_API = f"{GATEWAY_GROUP}/v1"
 #: conformance suite checks a Server header is there whatever the backend sends.
 SERVER_HEADER = {"type": "ResponseHeaderModifier",
                  "responseHeaderModifier": {"set": [{"name": "Server", "value": "kgw"}]}}
+
+
+#: (namespace, name) -> the Service, or None (read only for ports given by name).
+ServiceLookup = Callable[[str, str], Obj | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +144,8 @@ def host_regex(host: str) -> str:
 
 
 class _Converter:
-    def __init__(self, services: Mapping[tuple[str, str], Obj], listening: Listening) -> None:
-        self.services = services
+    def __init__(self, service: ServiceLookup, listening: Listening) -> None:
+        self.service = service
         self.listening = listening
         self.problems: list[Problem] = []
         self.ignored: list[tuple[ObjectKey, str, str]] = []
@@ -181,7 +185,7 @@ class _Converter:
             ref["port"] = number
             return ref
         pname = as_str(port.get("name"))
-        obj = self.services.get((key.namespace, name))
+        obj = self.service(key.namespace, name)
         if obj is None:
             self.problem(key, f"{fld}.service",
                          f"Service {key.namespace}/{name} does not exist: requests for this "
@@ -442,14 +446,14 @@ class _Converter:
                                             route["metadata"]["name"])]
 
 
-def convert(ingresses: Iterable[Obj], classes: Iterable[Obj], services: Iterable[Obj],
+def convert(ingresses: Iterable[Obj], classes: Iterable[Obj], service: ServiceLookup,
             listening: Listening = Listening(), controller_name: str = "") -> Conversion:
     """The Gateway API objects serving the Ingresses of kgw's classes (pure)."""
     ours, default = our_classes(classes)
     mine = sorted((i for i in ingresses if is_ours(i, ours, default)), key=_age)
     if not mine:
         return Conversion()
-    conv = _Converter({(_key(s).namespace, _key(s).name): s for s in services}, listening)
+    conv = _Converter(service, listening)
     canaries = []
     for ing in mine:
         conv.ingress(ing)

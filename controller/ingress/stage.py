@@ -58,7 +58,8 @@ def listening(store: Store, flags: Listening) -> tuple[Listening, list[Problem]]
 
 def conversion(store: Store, flags: Listening, controller_name: str) -> Conversion:
     where, problems = listening(store, flags)
-    conv = convert(store.list("Ingress"), store.list("IngressClass"), store.list("Service"),
+    conv = convert(store.list("Ingress"), store.list("IngressClass"),
+                   lambda ns, name: store.get("Service", ns, name),
                    where, controller_name)
     if problems:
         conv = dataclasses.replace(conv, problems=conv.problems + tuple(problems))

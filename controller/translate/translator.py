@@ -253,7 +253,7 @@ class Translator:
         found += tuple(p for pol in store.list("BackendTLSPolicy")
                        for p in problems.policy_problems(pol))
         found += tuple(sorted(set(self._policy_problems), key=lambda p: (p.key, p.message)))
-        if conv.served:
+        if conv.served or conv.problems:
             statuses, found = ingress_stage.results(conv, statuses, found)
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found,
                            certificates=tlscert.served(self._gateways.values()), ingress=conv)
