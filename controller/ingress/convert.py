@@ -265,7 +265,8 @@ class _Converter:
             self.problem(key, f"{fld}.pathType",
                          f"pathType {ptype!r} is not Exact, Prefix or ImplementationSpecific")
             return None
-        claim = (host, "Exact" if ptype == "Exact" else "Prefix", path)
+        claim = (host, "Exact", path) if ptype == "Exact" else (
+            host, "Regex" if regex else "Prefix", path if regex else path.rstrip("/") or "/")
         owner = self.claimed.get(claim)
         if owner is not None and owner != key:
             self.problem(key, fld, f"host {host or '*'} path {path} ({ptype}) is already "
@@ -279,7 +280,8 @@ class _Converter:
         filters: list[dict] = []
         target = ann.get("rewrite-target")
         if target is not None:
-            got = rewrite(target, path, "Exact" if ptype == "Exact" else "Prefix")
+            # (a regular expression path is replaced whole, as nginx's rewrite does)
+            got = rewrite(target, path, "Exact" if ptype == "Exact" or regex else "Prefix")
             if isinstance(got, str):
                 self.problem(key, "metadata.annotations", got + "; the path is served without "
                                                            "rewriting")

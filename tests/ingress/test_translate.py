@@ -224,3 +224,14 @@ def test_incremental_translation_follows_ingress_changes() -> None:
     after = tr.update(store, gone)
     assert after.l7 == translate(store).l7 and not after.l7.listeners
     assert ObjectKey("Ingress", "default", "rules") not in after.statuses
+
+
+def test_same_prefix_with_trailing_slash_is_the_same_claim() -> None:
+    older = ingress("older", {"rules": [{"host": "c.example.com", "http": {"paths": [
+        path("/foo", "Prefix", "exact")]}}]}, ts="2024-01-01T00:00:00Z")
+    newer = ingress("newer", {"rules": [{"host": "c.example.com", "http": {"paths": [
+        path("/foo/", "Prefix", "other")]}}]}, ts="2024-06-01T00:00:00Z")
+    t, routers = serve(world(newer, older))
+    assert any("newer" == p.key.name and "already served by Ingress default/older" in p.message
+               for p in t.problems)
+    assert pick(routers, 80, "c.example.com", "/foo/x") == "exact"
