@@ -232,6 +232,6 @@ def test_same_prefix_with_trailing_slash_is_the_same_claim() -> None:
     newer = ingress("newer", {"rules": [{"host": "c.example.com", "http": {"paths": [
         path("/foo/", "Prefix", "other")]}}]}, ts="2024-06-01T00:00:00Z")
     t, routers = serve(world(newer, older))
-    assert any("newer" == p.key.name and "already served by Ingress default/older" in p.message
+    assert any(p.key.name == "newer" and "already served by Ingress default/older" in p.message
                for p in t.problems)
     assert pick(routers, 80, "c.example.com", "/foo/x") == "exact"
