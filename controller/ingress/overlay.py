@@ -35,6 +35,9 @@ class Overlay(Store):
     def generated(self, key: ObjectKey) -> bool:
         return key in self._objects
 
+    def generated_count(self) -> int:
+        return len(self._objects)
+
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.get_key(ObjectKey(kind, namespace, name))
 

@@ -221,8 +221,9 @@ class Translator:
         conv = ingress_stage.conversion(base, self.options.ingress, self.options.controller_name)
         if self._overlay is None or self._overlay.base is not base:
             self._overlay = Overlay(base)
-        store: Store = self._overlay
         changed = set(changed) | self._overlay.replace(conv.objects)
+        # (without Ingresses, the store itself: reads skip the overlay's indirection)
+        store: Store = self._overlay if self._overlay.generated_count() else base
         if not self._started:
             self._started = True
             changed = set(store.keys())
