@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SUITE ?= ../shared/conformance
 
-.PHONY: setup demo test unit lint vm-test bench conformance clean
+.PHONY: setup demo test unit lint vm-test bench conformance ingress-conformance clean
 
 setup:
 	@scripts/setup.sh
@@ -31,6 +31,12 @@ conformance: setup
 	  echo "  Pass the Gateway API suite kept as data (a directory with cases/ and manifests/):" >&2; \
 	  echo "  make conformance SUITE=/path/to/conformance" >&2; exit 2; fi
 	@$(PY) -m conformance --suite $(SUITE) $(CONFORMANCE_ARGS)
+
+# The upstream Ingress conformance features, replayed against a standalone kgw
+# (conformance/ingress/): scenarios passed per feature.
+INGRESS_SUITE ?= ../shared/ingress-conformance
+ingress-conformance: setup
+	@$(PY) -m conformance.ingress --suite $(INGRESS_SUITE)
 
 bench:
 	@scripts/setup.sh bench

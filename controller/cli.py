@@ -126,7 +126,17 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
                                               "default the request and its backend connection are "
                                               "abandoned, as nginx does"}),
     )
-    return (*l7_plane, *tracing, *l4_plane, node_address, log_level, *lifecycle)
+    # Where Ingresses of kgw's IngressClasses are served (an IngressClass's parameters
+    # ConfigMap, when it names one, says instead: docs/ingress.md).
+    ingress: tuple[Arg, ...] = (
+        (("--ingress-http-port",), {"type": int, "default": 80, "metavar": "PORT",
+                                    "help": "serve Ingresses over HTTP on this port of every "
+                                            "node address (default %(default)d; 0: not at all)"}),
+        (("--ingress-https-port",), {"type": int, "default": 443, "metavar": "PORT",
+                                     "help": "and over HTTPS (spec.tls) on this one (default "
+                                             "%(default)d; 0: not at all)"}),
+    )
+    return (*l7_plane, *tracing, *l4_plane, node_address, log_level, *lifecycle, *ingress)
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -170,7 +180,11 @@ COMMANDS: dict[str, Command[str]] = {
     "validate": Command("check a directory offline: every problem and the status each object would "
                         "get", "validate", (_CONFIG, output_arg())),
     "translate": Command("print the data-plane configurations a directory translates to",
-                         "translate", (_CONFIG, output_arg(("json", "yaml"), "json"))),
+                         "translate", (_CONFIG, output_arg(("json", "yaml"), "json"), (
+                             ("--to-gateway-api",),
+                             {"action": "store_true",
+                              "help": "print instead the Gateway and HTTPRoutes equivalent to "
+                                      "the directory's Ingresses, to migrate them"}))),
     "status": Command("show the running gateway's objects, conditions and reasons", "status",
                       (_ADMIN, output_arg())),
     "echo": Command("run the echo backend used by the demo, tests and conformance", "echo"),

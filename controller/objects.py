@@ -47,6 +47,8 @@ KINDS: dict[str, Kind] = {
         Kind("discovery.k8s.io", "EndpointSlice", True, ("v1",), "endpointslices"),
         Kind("", "Secret", True, ("v1",), "secrets"),
         Kind("", "ConfigMap", True, ("v1",), "configmaps"),
+        Kind("networking.k8s.io", "Ingress", True, ("v1",), "ingresses"),
+        Kind("networking.k8s.io", "IngressClass", False, ("v1",), "ingressclasses"),
     )
 }
 

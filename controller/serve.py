@@ -30,6 +30,7 @@ from controller.gwaddress import NodeView
 from controller.node import discover_addresses
 from controller.source import Source
 from controller.supervisor import StatusWriter, Supervisor, serve_admin
+from controller.ingress.convert import Listening
 from controller.translate import Options
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.eventloop import run_async
@@ -78,6 +79,8 @@ class PlaneOptions:
     #: Tracing (kgw_l7.tracing): the collector and the sampled share, else the OTEL_* variables.
     tracing_endpoint: str | None = None
     tracing_sample: float | None = None
+    #: Where Ingresses are served (--ingress-http-port, --ingress-https-port).
+    ingress_ports: tuple[int, int] = (80, 443)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PlaneOptions:
@@ -94,7 +97,8 @@ class PlaneOptions:
                    access_log_sample=args.access_log_sample,
                    access_log_redact=tuple(h.strip().lower()
                                            for h in split_list(args.access_log_redact)),
-                   tracing_endpoint=args.tracing_endpoint, tracing_sample=args.tracing_sample)
+                   tracing_endpoint=args.tracing_endpoint, tracing_sample=args.tracing_sample,
+                   ingress_ports=(args.ingress_http_port, args.ingress_https_port))
 
 
 class Companion(Protocol):
@@ -179,7 +183,9 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
         l4.set_flow_log(flow_log)
         flow_log.start()
     await l7.start()
-    sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4,
+    sup = Supervisor(source, options=Options(node_addresses=nodes,
+                                             ingress=Listening(*options.ingress_ports)),
+                     l7=l7, l4=l4,
                      status_writer=status_writer, node=NodeView() if node_view else None)
     admin = await serve_admin(sup, options.admin_address)
     for companion in companions:

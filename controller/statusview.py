@@ -56,6 +56,10 @@ def status_rows(status_list: dict[str, Any]) -> list[list[str]]:
         if kind in ("GatewayClass", "Gateway") or "conditions" in status:
             addrs = ",".join(a.get("value", "") for a in status.get("addresses") or [])
             rows.append([kind, ns, name, gen, addrs, conditions_text(status.get("conditions"))])
+        elif kind == "Ingress":  # no conditions: its addresses say whether it is served
+            lbs = (status.get("loadBalancer") or {}).get("ingress") or []
+            addrs = ",".join(a.get("ip") or a.get("hostname") or "" for a in lbs)
+            rows.append([kind, ns, name, gen, addrs, "served" if addrs else "not served"])
         for listener in status.get("listeners") or []:
             rows.append(["", "", f"  listener {listener.get('name')}", "",
                          f"routes={listener.get('attachedRoutes', 0)}",

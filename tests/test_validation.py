@@ -45,6 +45,8 @@ MINIMAL: dict[str, str] = {
     "EndpointSlice": "addressType: IPv4",
     "Secret": "{}",
     "ConfigMap": "{}",
+    "Ingress": "spec: {defaultBackend: {service: {name: s, port: {number: 80}}}}",
+    "IngressClass": "spec: {controller: kgw.dev/ingress-controller}",
 }
 
 

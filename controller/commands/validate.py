@@ -28,16 +28,25 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     for item in statuses["items"]:
         _drop_times(item)
     bad = unhealthy_objects(statuses)
+    # What a migrating user must know kgw does not do for an Ingress (not a problem: the
+    # rest of the Ingress is served).
+    ignored = [f"{source.origin(k) or k}: {k}: annotation {a} is not carried: {why}"
+               for k, a, why in t.ingress.ignored]
     fmt = env.default_format(args.output)
     if fmt == "table":
         env.out(status_text([str(p) for p in problems], statuses))
+        if ignored:
+            env.out()
+            env.out("ignored Ingress annotations:")
+            for line in ignored:
+                env.out(f"  {line}")
         env.out()
         env.out(f"{len(store)} objects, {len(batch.problems)} refused, "
                 f"{len(problems) - len(batch.problems)} "
                 f"other problems, {len(bad)} with a failing condition")
     else:
         env.out(dump({"problems": [str(p) for p in problems], "status": statuses,
-                      "unhealthy": bad}, fmt))
+                      "unhealthy": bad, "ignoredAnnotations": ignored}, fmt))
     return ExitStatus.INVALID if problems or bad else ExitStatus.SUCCESS
 
 

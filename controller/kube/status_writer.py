@@ -78,6 +78,11 @@ def merge_status(server: dict[str, Any] | None, ours: dict[str, Any] | None,
     return stamp(merged, server, "")
 
 
+#: Kinds whose status kgw writes: Gateway API kinds, and Ingresses (status.loadBalancer).
+STATUS_KINDS = frozenset(k.kind for k in KINDS.values()
+                         if k.group == GATEWAY_GROUP or k.kind == "Ingress")
+
+
 class KubeStatusWriter:
     """A ``controller.supervisor.StatusWriter`` for the Kubernetes API."""
 
@@ -100,8 +105,7 @@ class KubeStatusWriter:
     async def write(self, book: StatusBook, changed: set[Any], store: Store) -> None:
         self._book, self._store = book, store
         if self.is_leader():
-            self._pending |= {k for k in changed if k.kind in KINDS
-                              and KINDS[k.kind].group == GATEWAY_GROUP}
+            self._pending |= {k for k in changed if k.kind in STATUS_KINDS}
             self._wake.set()
 
     async def write_all(self) -> None:
@@ -146,6 +150,10 @@ class KubeStatusWriter:
         if obj is None:
             return  # deleted: its status went with it
         ours = self._book.get(key)
+        if ours is None and key.kind == "Ingress":
+            # kgw no longer serves it (another class now): its address must go. The
+            # Ingress's new controller writes its own.
+            ours = {"loadBalancer": {}}
         if ours is not None:
             ours = with_observed_generation(ours, generation(obj))
         await asyncio.to_thread(self._write_one, key, str(obj.get("apiVersion") or ""), ours)
@@ -158,7 +166,7 @@ class KubeStatusWriter:
             version = kind.versions[0]
         for _ in range(CONFLICT_RETRIES):
             try:
-                current = self._get(kind.plural, version, key)
+                current = self._get(kind.group, kind.plural, version, key)
             except Exception as exc:
                 if status_code(exc) == 404:
                     return False  # deleted meanwhile
@@ -168,7 +176,7 @@ class KubeStatusWriter:
                 return False
             body = {**current, "status": status}
             try:
-                self._put(kind.plural, version, key, body)
+                self._put(kind.group, kind.plural, version, key, body)
             except Exception as exc:
                 if status_code(exc) == 409:
                     log.debug("status of %s: conflict, reading again", key)
@@ -181,19 +189,20 @@ class KubeStatusWriter:
             return True
         raise RuntimeError(f"still conflicting after {CONFLICT_RETRIES} attempts")
 
-    def _get(self, plural: str, version: str, key: ObjectKey) -> dict[str, Any]:
+    def _get(self, group: str, plural: str, version: str, key: ObjectKey) -> dict[str, Any]:
         if key.namespace:
             return cast(dict[str, Any], self.custom.get_namespaced_custom_object_status(
-                GATEWAY_GROUP, version, key.namespace, plural, key.name,
+                group, version, key.namespace, plural, key.name,
                 _request_timeout=REQUEST_TIMEOUT))
         return cast(dict[str, Any], self.custom.get_cluster_custom_object_status(
-            GATEWAY_GROUP, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT))
+            group, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT))
 
-    def _put(self, plural: str, version: str, key: ObjectKey, body: dict[str, Any]) -> None:
+    def _put(self, group: str, plural: str, version: str, key: ObjectKey,
+             body: dict[str, Any]) -> None:
         if key.namespace:
             self.custom.replace_namespaced_custom_object_status(
-                GATEWAY_GROUP, version, key.namespace, plural, key.name, body,
+                group, version, key.namespace, plural, key.name, body,
                 _request_timeout=REQUEST_TIMEOUT)
         else:
             self.custom.replace_cluster_custom_object_status(
-                GATEWAY_GROUP, version, plural, key.name, body, _request_timeout=REQUEST_TIMEOUT)
+                group, version, plural, key.name, body, _request_timeout=REQUEST_TIMEOUT)

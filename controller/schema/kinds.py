@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from controller.objects import KINDS, api_version
-from controller.schema import core, gateway, policy, routes
+from controller.schema import core, gateway, ingress, policy, routes
 from controller.schema.meta import NameCheck, dns1123_subdomain, object_meta
 from controller.schema.nodes import Anything, Node, Obj, Rule, Str, obj, with_default
 
@@ -70,6 +70,8 @@ SCHEMAS: dict[tuple[str, str], Obj] = {
                                    rules=core.ENDPOINT_SLICE_RULES),
     ("Secret", "v1"): _root("Secret", core.SECRET_FIELDS, rules=core.SECRET_RULES),
     ("ConfigMap", "v1"): _root("ConfigMap", core.CONFIG_MAP_FIELDS, rules=core.CONFIG_MAP_RULES),
+    ("Ingress", "v1"): _root("Ingress", ingress.INGRESS_FIELDS),
+    ("IngressClass", "v1"): _root("IngressClass", ingress.INGRESS_CLASS_FIELDS),
 }
 
 

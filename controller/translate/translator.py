@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from controller.ingress import stage as ingress_stage
+from controller.ingress.convert import Conversion, Listening
+from controller.ingress.overlay import Overlay
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
 from controller.source import Problem
 from controller.store import Store
@@ -49,6 +52,8 @@ class Options:
     #: and reports, instead of 0.0.0.0 + node_addresses (one address per Gateway, as a
     #: cloud load balancer would give; lets several Gateways use one port).
     gateway_addresses: tuple[tuple[str, str], ...] = ()
+    #: Where Ingresses of kgw's IngressClasses are served (controller/ingress/).
+    ingress: Listening = Listening()
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class Translation:
     #: The certificates HTTPS listeners serve, with their validity (metrics, and the
     #: expiry warnings status gets at publish time: controller/certexpiry.py).
     certificates: tuple[tlscert.ServedCertificate, ...] = ()
+    #: The Ingresses served and the objects generated for them (controller/ingress/).
+    ingress: Conversion = Conversion()
 
 
 @contextmanager
@@ -98,6 +105,7 @@ class Translator:
             defaultdict(dict)
         self._route_problems: dict[ObjectKey, tuple[Problem, ...]] = {}
         self._gateway_problems: tuple[Problem, ...] = ()
+        self._overlay: Overlay | None = None
 
     # -- change bookkeeping --------------------------------------------------------
 
@@ -207,7 +215,15 @@ class Translator:
         with _gc_paused():
             return self._update(store, changed)
 
-    def _update(self, store: Store, changed: set[ObjectKey]) -> Translation:
+    def _update(self, base: Store, changed: set[ObjectKey]) -> Translation:
+        # Ingresses are translated as the Gateway API objects they become, read beside
+        # the user's (one router, one precedence); their results go back to them below.
+        conv = ingress_stage.conversion(base, self.options.ingress, self.options.controller_name)
+        if self._overlay is None or self._overlay.base is not base:
+            self._overlay = Overlay(base)
+        changed = set(changed) | self._overlay.replace(conv.objects)
+        # (without Ingresses, the store itself: reads skip the overlay's indirection)
+        store: Store = self._overlay if self._overlay.generated_count() else base
         if not self._started:
             self._started = True
             changed = set(store.keys())
@@ -238,8 +254,10 @@ class Translator:
         found += tuple(p for pol in store.list("BackendTLSPolicy")
                        for p in problems.policy_problems(pol))
         found += tuple(sorted(set(self._policy_problems), key=lambda p: (p.key, p.message)))
+        if conv.served or conv.problems:
+            statuses, found = ingress_stage.results(conv, statuses, found)
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found,
-                           certificates=tlscert.served(self._gateways.values()))
+                           certificates=tlscert.served(self._gateways.values()), ingress=conv)
 
     def _policy_statuses(self, store: Store) -> dict[ObjectKey, dict]:
         """Statuses of BackendTLSPolicies, with an ancestor per Gateway whose HTTP routes

@@ -78,7 +78,9 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import email.utils
 import json
+import time
 import os
 import re
 import socket
@@ -465,7 +467,21 @@ def echo_document(server: EchoServer, method: bytes, target: bytes, authority: b
         extra[k] = v if k not in extra else extra[k] + "," + v
     resp_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     resp_headers.append((b"x-content-type-options", b"nosniff"))
+    resp_headers.append((b"date", _http_date()))
     return body, resp_headers
+
+
+_DATE: tuple[int, bytes] = (0, b"")
+
+
+def _http_date() -> bytes:
+    """The Date header Go's net/http adds to echo-basic's answers (the Ingress
+    conformance suite checks for it), formatted once a second."""
+    global _DATE
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE = (now, email.utils.formatdate(now, usegmt=True).encode())
+    return _DATE[1]
 
 
 TCP_WELCOME = b"Gateway API Test TCP Server\n"

@@ -61,7 +61,7 @@ def default_resources(versions: dict[str, str | None] | None = None) -> list[Res
         if v is None:
             continue
         out.append(Resource(k.group, v, k.kind, k.plural, k.namespaced,
-                            k.group == "gateway.networking.k8s.io"))
+                            k.group == "gateway.networking.k8s.io" or k.kind == "Ingress"))
     out.append(Resource("coordination.k8s.io", "v1", "Lease", "leases", True, False))
     return out
 
