@@ -353,8 +353,19 @@ class Balancer:
         best = None
         best_score = math.inf
         ramp = self.slow_start
-        for _ in range(self.choices):
-            st = usable[random.randrange(n)]
+        # The first two samples are distinct (with two endpoints, both are compared);
+        # further ones (choice_count > 2) may repeat.
+        first = random.randrange(n)
+        for c in range(self.choices):
+            if c == 0:
+                i = first
+            elif c == 1:
+                i = random.randrange(n - 1)
+                if i >= first:
+                    i += 1
+            else:
+                i = random.randrange(n)
+            st = usable[i]
             weight = st.weight * (self._ramp(st, now) if ramp else 1.0)
             score = (st.in_flight + 1) / weight
             if score < best_score:
@@ -402,6 +413,8 @@ class Balancer:
         if outcome == OK:
             st.fails_5xx = st.fails_local = 0
             return False
+        if outcome < 0 or st.ejected(now):
+            return False  # (failures of tries begun before it was ejected count for nothing)
         if outcome == SERVER_ERROR:
             st.fails_5xx += 1
             hit = od.consecutive_5xx and st.fails_5xx >= od.consecutive_5xx
@@ -409,7 +422,7 @@ class Balancer:
             st.fails_local += 1
             hit = od.consecutive_local_failures and \
                 st.fails_local >= od.consecutive_local_failures
-        if not hit or st.ejected(now):
+        if not hit:
             return False
         return self.eject(st, now)
 

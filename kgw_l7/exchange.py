@@ -1067,7 +1067,7 @@ class Exchange(UpstreamOwner):
                          _TIMEOUT) from None
         finally:
             if st is not None and bal.end(st, outcome, loop.time()):  # type: ignore[union-attr]
-                ctx.stats.upstream_overflow(backend.name, "outlier_ejection")
+                ctx.stats.outlier_ejection(backend.name)
 
     async def acquire_within(self, breaker: Breaker, backend: CompiledBackend,
                              endpoint: tuple[str, int]) -> UpstreamStream:
