@@ -42,6 +42,7 @@ import math
 import random
 import time
 import zlib
+from random import random as _random
 from collections.abc import Callable, Sequence
 
 from kgw_l4.maglev import WeightedEndpoint, build_table
@@ -245,7 +246,7 @@ class Balancer:
 
     __slots__ = ("name", "endpoints", "states", "by_address", "algorithm", "choices",
                  "keys", "slow_start", "panic", "outlier", "book", "_rr", "_ver", "_until",
-                 "_usable", "_ok", "_table", "panicking", "tracks")
+                 "_usable", "_ok", "_table", "panicking", "tracks", "equal_weights")
 
     def __init__(self, name: str, endpoints: Sequence[Address], lb: LoadBalancer | None,
                  outlier: OutlierDetection | None, book: HealthBook) -> None:
@@ -255,6 +256,7 @@ class Balancer:
         self.book = book
         self.states = tuple(book.states(name, self.endpoints))
         self.by_address = {st.address: st for st in self.states}
+        self.equal_weights = len({st.weight for st in self.states}) <= 1
         self.algorithm = _ALGORITHMS[lb.algorithm]
         self.choices = max(2, lb.choice_count)
         self.keys = KeySource(lb.hash_on) if lb.hash_on is not None else None
@@ -333,12 +335,12 @@ class Balancer:
             return self._least_request(usable, n, now)
         for _ in range(SLOW_START_TRIES if self.slow_start else 1):
             if algorithm == _RANDOM:
-                st = usable[random.randrange(n)]
+                st = usable[int(_random() * n)]
             else:
                 i = self._rr
                 self._rr = i + 1
                 st = usable[i % n]
-            if not self.slow_start or random.random() < self._ramp(st, now):
+            if not self.slow_start or _random() < self._ramp(st, now):
                 break
         return st.address
 
@@ -350,21 +352,31 @@ class Balancer:
         return max(SLOW_START_MIN, age / self.slow_start)
 
     def _least_request(self, usable: tuple[EndpointState, ...], n: int, now: float) -> Address:
+        if self.choices == 2 and not self.slow_start and self.equal_weights:
+            # the common case, unrolled: two distinct endpoints, fewer in flight wins
+            i = int(_random() * n)
+            j = int(_random() * (n - 1))
+            if j >= i:
+                j += 1
+            a, b = usable[i], usable[j]
+            return a.address if a.in_flight <= b.in_flight else b.address
         best = None
         best_score = math.inf
         ramp = self.slow_start
         # The first two samples are distinct (with two endpoints, both are compared);
         # further ones (choice_count > 2) may repeat.
-        first = random.randrange(n)
+        # (int(random() * n): random.randrange costs several times more, and n is far
+        # below the 2**53 where the float's resolution would skew it)
+        first = int(_random() * n)
         for c in range(self.choices):
             if c == 0:
                 i = first
             elif c == 1:
-                i = random.randrange(n - 1)
+                i = int(_random() * (n - 1))
                 if i >= first:
                     i += 1
             else:
-                i = random.randrange(n)
+                i = int(_random() * n)
             st = usable[i]
             weight = st.weight * (self._ramp(st, now) if ramp else 1.0)
             score = (st.in_flight + 1) / weight
