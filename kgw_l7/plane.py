@@ -270,8 +270,20 @@ class L7Plane:
                 return
 
     def endpoint_health(self) -> list[dict[str, Any]]:
-        """The active health checks' verdicts (config dump, ``kgw status``)."""
+        """The active health checks' verdicts."""
         return self.checker.view()
+
+    async def endpoint_state(self) -> dict[str, Any]:
+        """Endpoint health for the admin API (``/endpoint_health``, the config dump,
+        ``kgw status``): the active checks' verdicts, and each worker's view (outlier
+        ejections, requests in flight)."""
+        live = [w for w in self._workers if w.alive]
+        views = await asyncio.gather(*(w.request("endpoint_state", timeout=HEALTH_TIMEOUT)
+                                       for w in live), return_exceptions=True)
+        return {"active": self.checker.view(),
+                "workers": [{"worker": w.index, "backends": v} if isinstance(v, dict) else
+                            {"worker": w.index, "error": str(v) or type(v).__name__}
+                            for w, v in zip(live, views)]}
 
     def _probe_new_listeners(self, config: L7Config) -> dict[str, str]:
         """Listeners whose address another process already listens on.

@@ -270,6 +270,8 @@ async def _serve(sock: socket.socket, options: WorkerOptions) -> None:
         elif kind == "endpoint_health":
             # the active checker's verdicts (kgw_l7.healthcheck): the unhealthy endpoints
             await reply(seq, ctx.cache.book.sync_active(msg[2]))
+        elif kind == "endpoint_state":
+            await reply(seq, ctx.cache.book.view())
         elif kind == "drain":
             ctx.drain()
             await reply(seq, "draining")

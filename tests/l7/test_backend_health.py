@@ -211,6 +211,11 @@ def test_failing_active_check_takes_the_endpoint_out_within_interval_x_threshold
         view = runner.plane.endpoint_health()
         assert {v["endpoint"]: v["healthy"] for v in view} == {
             f"127.0.0.1:{good.port}": True, f"127.0.0.1:{bad.port}": False}
+        state = runner.call(runner.plane.endpoint_state())
+        assert state["active"] == view and len(state["workers"]) == 2
+        for w in state["workers"]:  # every worker holds the verdict
+            got = {e["address"]: e["active_ok"] for e in w["backends"]["infra/svc:80"]}
+            assert got == {f"127.0.0.1:{good.port}": True, f"127.0.0.1:{bad.port}": False}
         bad.health = 200
         eventually(lambda: b"bad" in {get(port)[1] for _ in range(6)}, timeout=5)
     finally:
@@ -349,3 +354,4 @@ def test_consistent_hash_keeps_a_key_on_one_endpoint_and_falls_back_without_it()
         runner.close()
         for s in servers:
             s.stop()
+
