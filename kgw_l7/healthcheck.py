@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import resource
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,6 +305,145 @@ class _Response:
         self.complete = True
 
 
+class _HttpCheck(asyncio.Protocol):
+    """The HTTP check of one target without a task: a timer starts each check, the
+    response arrives in ``data_received`` (parsed by httptools), a timer bounds the wait.
+    A check on a kept connection is one write, one read and two timers -- what makes
+    1000 endpoints a second cheap (bench/l7/healthcheck_cost.py)."""
+
+    def __init__(self, checker: HealthChecker, target: Target) -> None:
+        self.checker = checker
+        self.target = target
+        hc = target.check
+        host = hc.host or (target.address if ":" not in target.address
+                           else f"[{target.address}]")
+        self.request = (f"GET {hc.path} HTTP/1.1\r\nHost: {host}\r\n"
+                        f"User-Agent: kgw-health-check\r\nAccept: */*\r\n\r\n"
+                        ).encode("latin-1")
+        self.transport: asyncio.Transport | None = None
+        self.parser: Any = None
+        self.complete = False
+        self.size = 0
+        #: A check in progress (its timeout armed), and the next one's timer.
+        self.deadline: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.stopped = False
+
+    # -- scheduling ---------------------------------------------------------------------
+    def schedule(self, delay: float) -> None:
+        if not self.stopped:
+            self.timer = asyncio.get_running_loop().call_later(delay, self.start)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.call_later(self.target.check.timeout, self.expire)
+        if self.transport is not None and not self.transport.is_closing():
+            try:
+                self._send()
+                return
+            except RuntimeError:  # (uvloop: closed by the peer, not yet told to us)
+                self.transport = None
+        self.connecting = loop.create_task(self._connect())
+
+    def stop(self) -> None:
+        self.stopped = True
+        for h in (self.timer, self.deadline):
+            if h is not None:
+                h.cancel()
+        if self.connecting is not None:
+            self.connecting.cancel()
+        self.close()
+
+    async def _connect(self) -> None:
+        t = self.target
+        ctx = None
+        if t.tls_hostname is not None:
+            ctx = ssl.create_default_context(cadata=t.tls_ca or None)
+        try:
+            await asyncio.get_running_loop().create_connection(
+                lambda: self, t.address, t.port, ssl=ctx, server_hostname=t.tls_hostname)
+        except (OSError, ssl.SSLError) as exc:
+            self.done(False, str(exc) or type(exc).__name__)
+            return
+        finally:
+            self.connecting = None
+        if self.deadline is not None:
+            try:
+                self._send()
+            except RuntimeError:
+                self.done(False, "connection closed at once")
+
+    def _send(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.complete = False
+        self.size = 0
+        self.transport.write(self.request)  # type: ignore[union-attr]
+
+    def expire(self) -> None:
+        self.deadline = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        self.close()
+        self.done(False, f"no answer within {self.target.check.timeout:g}s", armed=False)
+
+    def done(self, ok: bool, error: str = "", armed: bool = True) -> None:
+        if armed:
+            if self.deadline is None:
+                return  # (expired already)
+            self.deadline.cancel()
+            self.deadline = None
+        if not ok:
+            self.close()
+        self.checker.result(self.target, ok, error)
+        hc = self.target.check
+        self.schedule(hc.interval + (random.random() * hc.jitter if hc.jitter else 0.0))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    # -- asyncio.Protocol, httptools callbacks -----------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.deadline is None or self.parser is None:
+            self.close()  # (bytes nobody asked for)
+            return
+        self.size += len(data)
+        if self.size > MAX_RESPONSE:
+            self.done(False, f"response larger than {MAX_RESPONSE} bytes")
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.done(False, f"not an HTTP response: {exc}")
+            return
+        if not self.complete:
+            return
+        parser, self.parser = self.parser, None
+        status = parser.get_status_code()
+        if not parser.should_keep_alive():
+            self.close()
+        hc = self.target.check
+        for lo, hi in hc.expected_statuses:
+            if lo <= status <= hi:
+                self.done(True)
+                return
+        self.done(False, f"status {status}")
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.deadline is not None and self.connecting is None:
+            self.done(False, "connection closed before the response ended")
+
+
 class HealthChecker:
     """Checks every target of the current config; calls ``on_change`` whenever the set
     of unhealthy endpoints changes."""
@@ -311,17 +451,19 @@ class HealthChecker:
     def __init__(self, on_change: Callable[[], None]) -> None:
         self.on_change = on_change
         self._targets: dict[Key, Target] = {}
-        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        #: Per target: its task (TCP, GRPC) or its callback-driven check (HTTP).
+        self._tasks: dict[Key, asyncio.Task[None] | _HttpCheck] = {}
         self._verdicts: dict[Key, Verdict] = {}
 
     def update(self, config: L7Config) -> None:
         """Check what ``config`` asks for: new targets start, removed ones stop, a target
         whose check changed starts over (with its verdict kept)."""
         wanted = targets(config)
+        _room_for(len(wanted))
         changed = False
         for key in list(self._tasks):
             if wanted.get(key) != self._targets.get(key):
-                self._tasks.pop(key).cancel()
+                _stop(self._tasks.pop(key))
                 if key not in wanted:
                     self._targets.pop(key, None)
                     if not self._verdicts.pop(key).healthy:
@@ -331,7 +473,12 @@ class HealthChecker:
             if key not in self._tasks:
                 self._targets[key] = t
                 self._verdicts.setdefault(key, Verdict())
-                self._tasks[key] = loop.create_task(self._run(t))
+                if t.check.type == "HTTP":
+                    check = _HttpCheck(self, t)
+                    check.schedule(random.random() * t.check.interval)
+                    self._tasks[key] = check
+                else:
+                    self._tasks[key] = loop.create_task(self._run(t))
         if changed:
             self.on_change()
 
@@ -361,16 +508,31 @@ class HealthChecker:
         return "\n".join(lines) + "\n"
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
+        tasks = [t for t in self._tasks.values() if isinstance(t, asyncio.Task)]
+        for t in self._tasks.values():
+            _stop(t)
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
+    def result(self, t: Target, ok: bool, error: str) -> None:
+        """One check's result: the verdict, and the workers told when it changes."""
+        verdict = self._verdicts.get(t.key)
+        if verdict is None or self._targets.get(t.key) is not t:
+            return  # (a target no longer checked)
+        if verdict.record(ok, t.check, error):
+            hc = t.check
+            if ok:
+                log.info("backend %s: endpoint %s:%d passes its %s health check",
+                         t.backend, t.address, t.port, hc.type)
+            else:
+                log.warning("backend %s: endpoint %s:%d fails its %s health check "
+                            "(%s): unhealthy", t.backend, t.address, t.port, hc.type, error)
+            self.on_change()
+
     async def _run(self, t: Target) -> None:
+        """TCP and GRPC checks: a task per target."""
         hc = t.check
         probe = _Probe(t)
-        verdict = self._verdicts[t.key]
         try:
             await asyncio.sleep(random.random() * hc.interval)
             while True:
@@ -384,18 +546,31 @@ class HealthChecker:
                 except TimeoutError:
                     ok, error = False, f"no answer within {hc.timeout:g}s"
                     probe.close()
-                if verdict.record(ok, hc, error):
-                    if ok:
-                        log.info("backend %s: endpoint %s:%d passes its %s health check",
-                                 t.backend, t.address, t.port, hc.type)
-                    else:
-                        log.warning("backend %s: endpoint %s:%d fails its %s health check "
-                                    "(%s): unhealthy", t.backend, t.address, t.port, hc.type,
-                                    error)
-                    self.on_change()
+                self.result(t, ok, error)
                 await asyncio.sleep(hc.interval + random.random() * hc.jitter)
         finally:
             probe.close()
+
+
+def _room_for(connections: int) -> None:
+    """HTTP and gRPC checks keep a connection per endpoint, in the supervisor's process:
+    raise its soft RLIMIT_NOFILE towards the hard limit when they would not fit with
+    room to spare (the workers do the same for theirs)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 1024
+    if want > soft and soft != hard:
+        target = hard if hard == resource.RLIM_INFINITY else min(hard, max(want, soft))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("health checks: cannot raise RLIMIT_NOFILE to %d: %s", target, exc)
+
+
+def _stop(check: asyncio.Task[None] | _HttpCheck) -> None:
+    if isinstance(check, _HttpCheck):
+        check.stop()
+    else:
+        check.cancel()
 
 
 def _esc(value: str) -> str:
