@@ -227,6 +227,15 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """TrafficPolicy ``healthCheck``: active checks, passive checks (outlier detection),
+    or both."""
+
+    active: HealthCheck | None = None
+    passive: OutlierDetection | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     """One weighted destination of a rule.
 
@@ -374,8 +383,8 @@ def to_dict(value: Any) -> Any:
 
 __all__ = [
     "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation", "Endpoint",
-    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "LoadBalancer",
-    "OutlierDetection",
+    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "HealthPolicy",
+    "LoadBalancer", "OutlierDetection",
     "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
     "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
     "VirtualHost", "to_dict",
