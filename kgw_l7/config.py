@@ -302,6 +302,28 @@ class RulePolicy:
     section (controller/policy/registry.py), already merged by precedence."""
 
     request_limits: RequestLimits | None = None
+    #: TrafficPolicy ``loadBalancer``, ``healthCheck``, ``circuitBreaker``: they apply to
+    #: each backend of the rule (``with_rule_policy``).
+    load_balancer: LoadBalancer | None = None
+    health: HealthPolicy | None = None
+    circuit_breaker: CircuitBreaker | None = None
+
+
+def with_rule_policy(b: Backend, policy: RulePolicy | None) -> Backend:
+    """``b`` as its rule's policy makes it: the resilience sections on the rule apply to
+    every backend of the rule (the proxy's router and the active health checker both
+    read backends through this). A section the backend sets itself wins."""
+    if policy is None:
+        return b
+    lb, health, cb = policy.load_balancer, policy.health, policy.circuit_breaker
+    if lb is None and health is None and cb is None:
+        return b
+    return dataclasses.replace(
+        b, load_balancer=b.load_balancer or lb,
+        health_check=b.health_check or (health.active if health is not None else None),
+        outlier_detection=b.outlier_detection or (health.passive if health is not None
+                                                  else None),
+        circuit_breaker=b.circuit_breaker or cb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,5 +444,5 @@ __all__ = [
     "L7Config", "Listener", "ListenerPolicy", "LoadBalancer", "Mirror", "OutlierDetection",
     "PathMatch", "PathModifier", "QueryParamMatch", "Redirect", "RequestLimits", "Retry",
     "Route", "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost",
-    "to_dict",
+    "to_dict", "with_rule_policy",
 ]

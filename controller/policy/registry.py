@@ -6,13 +6,18 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 
 from __future__ import annotations
 
-from controller.policy import headertimeout, requestlimits
+from controller.policy import (
+    circuitbreaker, headertimeout, healthcheck, loadbalancer, requestlimits,
+)
 from controller.policy.section import Section
 
 SECTIONS: dict[str, tuple[Section, ...]] = {
     "TrafficPolicy": (
         requestlimits.SECTION,
         headertimeout.SECTION,
+        loadbalancer.SECTION,
+        healthcheck.SECTION,
+        circuitbreaker.SECTION,
     ),
     "SecurityPolicy": (
     ),
