@@ -15,7 +15,7 @@ ejected).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from controller.duration import is_duration, parse_duration
@@ -29,7 +29,7 @@ from kgw_l7.config import HealthCheck, HealthPolicy, OutlierDetection
 MIN_INTERVAL = 0.1
 
 
-def _at_least(seconds: float, what: str):  # type: ignore[no-untyped-def]
+def _at_least(seconds: float, what: str) -> Callable[[Any, str], Iterable[FieldError]]:
     def rule(value: Any, path: str) -> Iterable[FieldError]:
         if is_duration(value) and parse_duration(value) < seconds:
             yield FieldError(path, f"must be at least {what} (is {value!r})")
@@ -47,8 +47,8 @@ def _active_rule(value: dict, path: str) -> Iterable[FieldError]:
         if field in value and kind != owner:
             yield FieldError(f"{path}.{field}", f"only allowed when type is {owner}")
     timeout, interval = value.get("timeout"), value.get("interval")
-    if is_duration(timeout) and is_duration(interval) and \
-            parse_duration(timeout) > parse_duration(interval):
+    if isinstance(timeout, str) and isinstance(interval, str) and is_duration(timeout) \
+            and is_duration(interval) and parse_duration(timeout) > parse_duration(interval):
         yield FieldError(f"{path}.timeout", f"must not be longer than the interval ({interval})")
 
 

@@ -24,6 +24,7 @@ from kgw_l7.config import HashOn, LoadBalancer
 
 _NAME = obj({"name": Str(1, 256)}, required=["name"])
 _HASH_FIELDS = {"Header": "header", "Cookie": "cookie", "QueryParameter": "queryParameter"}
+_HASH_TYPES = {field: kind for kind, field in _HASH_FIELDS.items()}
 
 
 def _hash_rule(value: dict, path: str) -> Iterable[FieldError]:
@@ -33,8 +34,8 @@ def _hash_rule(value: dict, path: str) -> Iterable[FieldError]:
         yield FieldError(f"{path}.{field}", f"required when type is {kind}")
     for other in set(_HASH_FIELDS.values()) - {field}:
         if other in value:
-            yield FieldError(f"{path}.{other}", f"only allowed when type is "
-                                                f"{dict(map(reversed, _HASH_FIELDS.items()))[other]}")
+            yield FieldError(f"{path}.{other}",
+                             f"only allowed when type is {_HASH_TYPES[other]}")
 
 
 def _type_rule(value: dict, path: str) -> Iterable[FieldError]:
