@@ -171,7 +171,7 @@ class _Probe:
             f"GET {hc.path} HTTP/1.1\r\nHost: {host}\r\n"
             f"User-Agent: kgw-health-check\r\nAccept: */*\r\n\r\n".encode("latin-1"))
         result = _Response()
-        parser = httptools.HttpResponseParser(result)
+        parser = result.parser = httptools.HttpResponseParser(result)
         size = 0
         while not result.complete:
             data = await self.reader.read(65536)  # type: ignore[union-attr]
@@ -185,7 +185,7 @@ class _Probe:
             except httptools.HttpParserError as exc:
                 raise ProbeFailed(f"not an HTTP response: {exc}") from None
         status = parser.get_status_code()
-        if not parser.should_keep_alive():
+        if not result.keep_alive:
             self.close()
         if not any(lo <= status <= hi for lo, hi in hc.expected_statuses):
             raise ProbeFailed(f"status {status}")
@@ -294,12 +294,18 @@ def grpc_serving_status(body: bytes) -> int | None:
 
 
 class _Response:
-    """httptools callbacks: only the end of the message matters."""
+    """httptools callbacks: keep-alive (known once the head is parsed) and the end."""
 
-    __slots__ = ("complete",)
+    __slots__ = ("complete", "keep_alive", "parser")
 
     def __init__(self) -> None:
         self.complete = False
+        self.keep_alive = False
+        self.parser: Any = None
+
+    def on_headers_complete(self) -> None:
+        # (asked here: llhttp forgets it once the message is complete)
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -323,6 +329,7 @@ class _HttpCheck(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: Any = None
         self.complete = False
+        self.keep_alive = False
         self.size = 0
         #: A check in progress (its timeout armed), and the next one's timer.
         self.deadline: asyncio.TimerHandle | None = None
@@ -426,7 +433,7 @@ class _HttpCheck(asyncio.Protocol):
             return
         parser, self.parser = self.parser, None
         status = parser.get_status_code()
-        if not parser.should_keep_alive():
+        if not self.keep_alive:
             self.close()
         hc = self.target.check
         for lo, hi in hc.expected_statuses:
@@ -434,6 +441,10 @@ class _HttpCheck(asyncio.Protocol):
                 self.done(True)
                 return
         self.done(False, f"status {status}")
+
+    def on_headers_complete(self) -> None:
+        # (asked here: llhttp forgets it once the message is complete)
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_message_complete(self) -> None:
         self.complete = True

@@ -205,3 +205,54 @@ def test_checker_follows_the_config_and_reports_changes(http_server):
         await checker.close()
 
     asyncio.run(go())
+
+
+def test_http_checks_keep_their_connection():
+    """A keep-alive backend sees one connection for many checks (what makes checking
+    1000 endpoints a second cheap), and a new one after it closes the old."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    accepted = []
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            accepted.append(c)
+            threading.Thread(target=answer, args=(c,), daemon=True).start()
+
+    def answer(c: socket.socket) -> None:
+        n = 0
+        while data := c.recv(4096):
+            n += 1
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if n == 5:
+                c.close()  # the backend closes after 5 requests
+                return
+
+    threading.Thread(target=serve, daemon=True).start()
+    hc = HealthCheck(interval=0.02, timeout=0.5, unhealthy_threshold=1)
+    b = Backend("ns/a:80", endpoints=(Endpoint("127.0.0.1", port),), health_check=hc)
+    r = Rule("ns/r/0", "ns/r", "ns/gw", backends=(b,))
+    cfg = L7Config((Listener("l", "0.0.0.0", 80, virtual_hosts=(
+        VirtualHost("*", (Route(RouteMatch(PathMatch()), r),)),)),))
+
+    async def go() -> list[dict]:
+        checker = HealthChecker(lambda: None)
+        checker.update(cfg)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if checker.view()[0]["checks"] >= 8:
+                break
+        view = checker.view()
+        await checker.close()
+        return view
+
+    [v] = asyncio.run(go())
+    srv.close()
+    assert v["checks"] >= 8 and v["healthy"]
+    assert len(accepted) == 2  # five checks on the first connection, the rest on a second
