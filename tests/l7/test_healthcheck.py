@@ -227,7 +227,7 @@ def test_http_checks_keep_their_connection():
 
     def answer(c: socket.socket) -> None:
         n = 0
-        while data := c.recv(4096):
+        while c.recv(4096):
             n += 1
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             if n == 5:
