@@ -37,3 +37,13 @@ def test_retry_budget_grows_with_active_requests():
         b.enter(REQUESTS)
     assert b.limit(RETRIES) == 10
     assert b.view()["max_retries"] == {"limit": 1, "active": 0, "overflows": 0}
+
+
+@pytest.mark.parametrize("attempt,low,high", [(1, 0.1, 0.125), (2, 0.2, 0.25), (3, 0.4, 0.5),
+                                              (5, 1.0, 1.25), (9, 1.0, 1.25)])
+def test_retry_delay_doubles_up_to_ten_times_with_jitter(attempt, low, high):
+    from kgw_l7.exchange import retry_delay
+
+    got = [retry_delay(0.1, attempt) for _ in range(200)]
+    assert all(low <= d <= high for d in got)
+    assert len(set(got)) > 100  # jittered
