@@ -355,3 +355,27 @@ def test_consistent_hash_keeps_a_key_on_one_endpoint_and_falls_back_without_it()
         for s in servers:
             s.stop()
 
+
+
+def test_circuit_breaker_connection_limit():
+    """max_connections: a try that would open one more connection is refused (503 UO)
+    while one is busy; the pooled connection is reused once free."""
+    slow = Named("slow", delay=1.0)
+    port = free_port()
+    runner = PlaneRunner(workers=1, access_log="off")
+    try:
+        runner.apply(config(port, slow.endpoint, circuit_breaker=CircuitBreaker(
+            max_connections=1, max_pending_requests=1)))
+        held = socket.create_connection(("127.0.0.1", port), timeout=5)
+        held.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert get(port)[0] == 503  # the one connection is busy: no second one
+        assert time.monotonic() - t0 < 0.8
+        assert held.recv(100).startswith(b"HTTP/1.1 200")
+        held.close()
+        assert get(port) == (200, b"slow")  # the pooled connection, free again
+        assert 'reason="max_connections"' in runner.metrics()
+    finally:
+        runner.close()
+        slow.stop()
