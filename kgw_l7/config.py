@@ -256,10 +256,12 @@ class Backend:
     error_status: int | None = None
     #: Resilience (TrafficPolicy sections; None = round robin, no health checking, no
     #: circuit breaker: what every backend gets without a policy).
-    load_balancer: LoadBalancer | None = None
-    outlier_detection: OutlierDetection | None = None
-    circuit_breaker: CircuitBreaker | None = None
-    health_check: HealthCheck | None = None
+    load_balancer: LoadBalancer | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    outlier_detection: OutlierDetection | None = dataclasses.field(default=None,
+                                                                   metadata=OMIT_NONE)
+    circuit_breaker: CircuitBreaker | None = dataclasses.field(default=None,
+                                                               metadata=OMIT_NONE)
+    health_check: HealthCheck | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,9 +306,10 @@ class RulePolicy:
     request_limits: RequestLimits | None = None
     #: TrafficPolicy ``loadBalancer``, ``healthCheck``, ``circuitBreaker``: they apply to
     #: each backend of the rule (``with_rule_policy``).
-    load_balancer: LoadBalancer | None = None
-    health: HealthPolicy | None = None
-    circuit_breaker: CircuitBreaker | None = None
+    load_balancer: LoadBalancer | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    health: HealthPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    circuit_breaker: CircuitBreaker | None = dataclasses.field(default=None,
+                                                               metadata=OMIT_NONE)
 
 
 def with_rule_policy(b: Backend, policy: RulePolicy | None) -> Backend:
