@@ -667,9 +667,10 @@ class Exchange(UpstreamOwner):
         listener = self.down.listener
         if rule is not None:
             ctx.stats.request(listener.name, rule.gateway, rule.route, self.backend_name,
-                              status, duration)
+                              status, duration, self.received, self.sent)
         else:
-            ctx.stats.request(listener.name, listener.gateway, "", "", status, duration)
+            ctx.stats.request(listener.name, listener.gateway, "", "", status, duration,
+                              self.received, self.sent)
         if ctx.access_log is not None and not self.tunneled:
             # (A tunnel's line is written when it closes: ``tunnel_closed``.)
             ctx.access_log.log(
@@ -1032,6 +1033,7 @@ class Exchange(UpstreamOwner):
         tried: list[tuple[str, int]] = []
         retrying = False
         key = self.lb_key
+        again = False  # (a try failed and another follows: counted in kgw_l7_retries_total)
         while attempt < attempts:
             if retrying:
                 breaker.leave(RETRIES)  # type: ignore[union-attr]  # (set with a breaker)
@@ -1046,6 +1048,8 @@ class Exchange(UpstreamOwner):
                     retrying = True
                 if rule.retry_backoff:
                     await asyncio.sleep(retry_delay(rule.retry_backoff, attempt))
+            if again:
+                self.ctx.stats.retry(rule.gateway, rule.route)
             if endpoint is None:
                 endpoint = backend.pick_untried(tried, key) if tried else backend.pick(key)
             if endpoint is None:
@@ -1072,6 +1076,7 @@ class Exchange(UpstreamOwner):
                 return
             except _Retry as exc:
                 last = exc
+                again = True
                 if trace is not None:
                     self.ctx.tracer.end_try(  # type: ignore[union-attr]
                         trace, exc.status, str(exc))
