@@ -33,6 +33,9 @@ ListenerProtocol = Literal["HTTP", "HTTPS"]
 BackendProtocol = Literal["http", "h2c", "h2", "https", "ws", "wss"]
 #: The protocols spoken in HTTP/2 (``kgw_l7.upstream.Pool``).
 HTTP2_PROTOCOLS = frozenset({"h2c", "h2"})
+#: Field metadata: ``to_dict`` leaves the field out while it is None (fields most configs
+#: never set, such as policies: dumps and golden files stay as they were without them).
+OMIT_NONE = {"omit_none": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,102 @@ class UpstreamTLS:
     client_key_pem: str = dataclasses.field(default="", repr=False)
 
 
+LBAlgorithm = Literal["RoundRobin", "LeastRequest", "Random", "ConsistentHash"]
+
+
+@dataclass(frozen=True, slots=True)
+class HashOn:
+    """What a consistent-hash backend hashes: exactly one of these is set. A request
+    without it (no such header, cookie or query parameter) is balanced round robin."""
+
+    header: str | None = None  # compared case-insensitively
+    cookie: str | None = None
+    query: str | None = None
+    source_ip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    """How one backend's endpoints share its requests (kgw_l7.balance)."""
+
+    algorithm: LBAlgorithm = "RoundRobin"
+    #: LeastRequest: endpoints sampled per choice (2 = power of two choices).
+    choice_count: int = 2
+    #: ConsistentHash only.
+    hash_on: HashOn | None = None
+    #: A new endpoint's share grows linearly from 10% to 100% over this many seconds
+    #: (0: no slow start).
+    slow_start_window: float = 0.0
+    #: Below this percentage of usable (not ejected, not failing active checks)
+    #: endpoints, every endpoint is used (Envoy's healthy_panic_threshold).
+    panic_threshold: float = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    """Passive health: an endpoint that fails this many times in a row is ejected for
+    ``base_ejection_time`` x its ejection count (capped at ``max_ejection_time``).
+    A threshold of 0 turns that kind of failure off."""
+
+    #: 5xx answers (the backend's own) in a row.
+    consecutive_5xx: int = 5
+    #: Connection failures, resets before a response, and timeouts in a row.
+    consecutive_local_failures: int = 5
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    #: At most this percentage of the backend's endpoints ejected at once (at least one).
+    max_ejection_percent: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """Per backend limits, each enforced by every worker on its share (the limit
+    divided by the worker count, rounded up). A request over a limit is answered 503
+    with response flag ``UO`` (Envoy's upstream overflow)."""
+
+    max_connections: int = 1024
+    #: Requests waiting for a connection to open.
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+    max_retries: int = 3
+    #: When set, retries may also reach this percentage of active requests (whichever
+    #: of it and ``max_retries`` is larger; Envoy's retry budget).
+    retry_budget_percent: float | None = None
+
+
+HealthCheckType = Literal["HTTP", "TCP", "GRPC"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active health checking of every endpoint of a backend, once per node
+    (kgw_l7.healthcheck)."""
+
+    type: HealthCheckType = "HTTP"
+    interval: float = 5.0
+    timeout: float = 1.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 1
+    #: Up to this much extra delay before each check (spreads the checks over time).
+    jitter: float = 0.0
+    #: HTTP: the request's path and Host (the endpoint's address when empty), and the
+    #: statuses that pass, as inclusive ranges.
+    path: str = "/"
+    host: str = ""
+    expected_statuses: tuple[tuple[int, int], ...] = ((200, 299),)
+    #: GRPC: the service name asked of grpc.health.v1.Health/Check ("" = the server).
+    grpc_service: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """TrafficPolicy ``healthCheck``: active checks, passive checks (outlier detection),
+    or both."""
+
+    active: HealthCheck | None = None
+    passive: OutlierDetection | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Backend:
     """One weighted destination of a rule.
@@ -155,6 +254,14 @@ class Backend:
     tls: UpstreamTLS | None = None
     filters: Filters | None = None
     error_status: int | None = None
+    #: Resilience (TrafficPolicy sections; None = round robin, no health checking, no
+    #: circuit breaker: what every backend gets without a policy).
+    load_balancer: LoadBalancer | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    outlier_detection: OutlierDetection | None = dataclasses.field(default=None,
+                                                                   metadata=OMIT_NONE)
+    circuit_breaker: CircuitBreaker | None = dataclasses.field(default=None,
+                                                               metadata=OMIT_NONE)
+    health_check: HealthCheck | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +290,56 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """TrafficPolicy ``requestLimits``: a larger body is answered 413 (checked while it
+    streams), more header fields 431. None: no limit beyond the proxy's own."""
+
+    max_body_size: int | None = None
+    max_headers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RulePolicy:
+    """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
+    section (controller/policy/registry.py), already merged by precedence."""
+
+    request_limits: RequestLimits | None = None
+    #: TrafficPolicy ``loadBalancer``, ``healthCheck``, ``circuitBreaker``: they apply to
+    #: each backend of the rule (``with_rule_policy``).
+    load_balancer: LoadBalancer | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    health: HealthPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    circuit_breaker: CircuitBreaker | None = dataclasses.field(default=None,
+                                                               metadata=OMIT_NONE)
+
+
+def with_rule_policy(b: Backend, policy: RulePolicy | None) -> Backend:
+    """``b`` as its rule's policy makes it: the resilience sections on the rule apply to
+    every backend of the rule (the proxy's router and the active health checker both
+    read backends through this). A section the backend sets itself wins."""
+    if policy is None:
+        return b
+    lb, health, cb = policy.load_balancer, policy.health, policy.circuit_breaker
+    if lb is None and health is None and cb is None:
+        return b
+    return dataclasses.replace(
+        b, load_balancer=b.load_balancer or lb,
+        health_check=b.health_check or (health.active if health is not None else None),
+        outlier_detection=b.outlier_detection or (health.passive if health is not None
+                                                  else None),
+        circuit_breaker=b.circuit_breaker or cb)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPolicy:
+    """What kgw policies apply to a bound socket's connections before any routing
+    (sections a Gateway or listener target sets)."""
+
+    #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
+    #: this many seconds of its first byte (None: the worker's default).
+    request_header_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One (match, action) pair: a rule's match, with the rule's action.
 
@@ -208,6 +365,8 @@ class Rule:
     request_timeout: float | None = None
     backend_timeout: float | None = None
     retry: Retry | None = None
+    #: kgw policies on the rule (None: none).
+    policy: RulePolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +417,8 @@ class Listener:
     virtual_hosts: tuple[VirtualHost, ...] = ()
     #: HTTPS only: client certificates are requested and checked (mTLS); None = not.
     client_validation: ClientValidation | None = None
+    #: kgw policies on its connections (None: none).
+    policy: ListenerPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,16 +434,18 @@ class L7Config:
 def to_dict(value: Any) -> Any:
     """A JSON-ready view of a config record (stable key order, tuples as lists)."""
     if dataclasses.is_dataclass(value):
-        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_none") and getattr(value, f.name) is None)}
     if isinstance(value, (tuple, list)):
         return [to_dict(v) for v in value]
     return value
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
-    "HeaderModifier",
-    "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
-    "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
-    "VirtualHost", "to_dict",
+    "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation", "Endpoint",
+    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "HealthPolicy",
+    "L7Config", "Listener", "ListenerPolicy", "LoadBalancer", "Mirror", "OutlierDetection",
+    "PathMatch", "PathModifier", "QueryParamMatch", "Redirect", "RequestLimits", "Retry",
+    "Route", "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost",
+    "to_dict", "with_rule_policy",
 ]

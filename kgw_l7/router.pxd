@@ -57,8 +57,17 @@ cdef class CompiledBackend:
     cdef public object record
     cdef public object filters
     cdef public bint h2
-    cpdef pick(self)
-    cpdef pick_untried(self, list tried)
+    cdef public object balancer
+    cdef public object breaker
+    cdef public object keys
+    cdef public bint fast
+    cpdef pick(self, key=*)
+    cpdef usable(self, endpoint)
+    cpdef pick_untried(self, list tried, key=*)
+
+cdef class CompiledPolicy:
+    cdef public Py_ssize_t max_body_size
+    cdef public Py_ssize_t max_headers
 
 cdef class CompiledRule:
     cdef public dict head_suffix_for
@@ -81,6 +90,7 @@ cdef class CompiledRule:
     cdef public object _pos
     cdef public bint no_deadline
     cdef public bint default_timeout
+    cdef public CompiledPolicy policy
     cpdef pick_backend(self)
 
 cdef class CompiledRoute:

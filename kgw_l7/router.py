@@ -21,9 +21,11 @@ from typing import Any
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
+from kgw_l7.balance import Balancer, HealthBook, KeySource
+from kgw_l7.breaker import Breaker
 from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
-    Route, Rule, URLRewrite, VirtualHost,
+    Route, Rule, RulePolicy, URLRewrite, VirtualHost, with_rule_policy,
 )
 from kgw_l7.regex import compile_bytes, compile_text
 
@@ -222,13 +224,21 @@ class CompiledFilters:
 
 
 class CompiledBackend:
-    """A weighted destination: its endpoints (round robin) and its own filters."""
+    """A weighted destination: its endpoints and its own filters.
+
+    Endpoint choice: round robin over every endpoint (``_rr``) for a backend with no
+    resilience policy, the common case kept at its cost; a ``kgw_l7.balance.Balancer``
+    (``balancer``) for one with a load balancer, outlier detection or active health
+    checks. ``keys`` says where its consistent-hash key comes from (None: no hash).
+    """
 
     __slots__ = ("name", "weight", "endpoints", "protocol", "tls", "error_status", "req_ops",
-                 "resp_ops", "_rr", "record", "filters", "h2")
+                 "resp_ops", "_rr", "record", "filters", "h2", "balancer", "breaker", "keys",
+                 "fast")
 
     def __init__(self, b: Backend,
-                 compile_backend: Callable[[Backend], CompiledBackend] | None = None) -> None:
+                 compile_backend: Callable[[Backend], CompiledBackend] | None = None,
+                 book: HealthBook | None = None, workers: int = 1) -> None:
         self.record = b
         self.name = b.name
         self.weight = b.weight
@@ -248,17 +258,44 @@ class CompiledBackend:
         if f.redirect or f.rewrite or f.mirrors:
             self.filters = CompiledFilters(f, compile_backend or CompiledBackend)
         self._rr = itertools.cycle(range(len(self.endpoints))) if self.endpoints else None
+        self.balancer: Balancer | None = None
+        if b.load_balancer is not None or b.outlier_detection is not None \
+                or b.health_check is not None:
+            self.balancer = Balancer(b.name, self.endpoints, b.load_balancer,
+                                     b.outlier_detection, book or HealthBook())
+        self.keys: KeySource | None = self.balancer.keys if self.balancer is not None \
+            else None
+        self.breaker = Breaker(b.circuit_breaker, workers) \
+            if b.circuit_breaker is not None else None
+        #: No try of it needs reporting (kgw_l7.exchange's fast path may serve it).
+        self.fast = self.breaker is None and (self.balancer is None or
+                                              not self.balancer.tracks)
 
-    def pick(self) -> tuple[str, int] | None:
-        """The next endpoint in round-robin order, or None when none is ready."""
+    def pick(self, key: bytes | None = None) -> tuple[str, int] | None:
+        """The next endpoint (``key``: the request's consistent-hash key, if any), or
+        None when none is ready or usable."""
+        bal = self.balancer
+        if bal is not None:
+            return bal.pick(key)
         if self._rr is None:
             return None
         return self.endpoints[next(self._rr)]
 
-    def pick_untried(self, tried: list[tuple[str, int]]) -> tuple[str, int] | None:
-        """For a retry: the next endpoint in round-robin order that this request has not
-        tried yet, if there is one (Envoy's previous_hosts retry predicate); else the
-        next one."""
+    def usable(self, endpoint: tuple[str, int]) -> bool:
+        """May ``endpoint`` be chosen now (configured, and not held back by a health
+        check or an ejection)?"""
+        bal = self.balancer
+        if bal is not None:
+            return bal.usable(endpoint)
+        return endpoint in self.endpoints
+
+    def pick_untried(self, tried: list[tuple[str, int]],
+                     key: bytes | None = None) -> tuple[str, int] | None:
+        """For a retry: the next endpoint that this request has not tried yet, if there
+        is one (Envoy's previous_hosts retry predicate); else the next one."""
+        bal = self.balancer
+        if bal is not None:
+            return bal.pick_untried(tried, key)
         first = self.pick()
         if first is None or first not in tried:
             return first
@@ -295,18 +332,33 @@ def smooth_schedule(backends: list[CompiledBackend]) -> tuple[CompiledBackend, .
     return tuple(out)
 
 
+class CompiledPolicy:
+    """A rule's kgw policy (``config.RulePolicy``) as the exchange checks it per request
+    (``Exchange.police``); 0 means no limit."""
+
+    __slots__ = ("max_body_size", "max_headers")
+
+    def __init__(self, p: RulePolicy) -> None:
+        limits = p.request_limits
+        self.max_body_size = (limits.max_body_size or 0) if limits is not None else 0
+        self.max_headers = (limits.max_headers or 0) if limits is not None else 0
+
+
 class CompiledRule:
     __slots__ = ("name", "route", "gateway", "filters", "backends", "_cum", "_total",
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
-                 "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout")
+                 "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout",
+                 "policy")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend]) -> None:
         self.name = r.name
         self.route = r.route
         self.gateway = r.gateway
         self.filters = CompiledFilters(r.filters, compile_backend)
-        live = [compile_backend(b) for b in r.backends if b.weight > 0]
+        # (the rule's policy: its resilience sections apply to each of its backends)
+        live = [compile_backend(with_rule_policy(b, r.policy)) for b in r.backends
+                if b.weight > 0]
         self.backends = tuple(live)
         cum = list(itertools.accumulate(b.weight for b in live))
         self._cum = cum
@@ -341,6 +393,8 @@ class CompiledRule:
         #: backend's header "add"s), encoded. Absent when something rewrites the head.
         self.head_suffix_for = {b: s for b in live
                                 if (s := _head_suffix(self.filters, b)) is not None}
+        #: None: no kgw policy on the rule (the common case: one check per request).
+        self.policy = CompiledPolicy(r.policy) if r.policy is not None else None
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).
@@ -555,7 +609,11 @@ class RouterCache:
     objects (and round-robin state). Entries not used by the latest config are dropped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
+        #: Per-endpoint health and load of every backend (kgw_l7.balance).
+        self.book = HealthBook()
+        #: Worker processes sharing the circuit breakers' limits (kgw_l7.breaker).
+        self.workers = workers
         # id(vh) -> (vh, compiled, the rules and backends it compiled or reused)
         self._vhosts: dict[int, tuple[VirtualHost, CompiledVirtualHost, dict[Rule, CompiledRule],
                                       dict[Backend, CompiledBackend]]] = {}
@@ -573,7 +631,7 @@ class RouterCache:
         def backend(b: Backend) -> CompiledBackend:
             cb = backends.get(b) or self._backends.get(b)
             if cb is None:
-                cb = CompiledBackend(b, backend)
+                cb = CompiledBackend(b, backend, self.book, self.workers)
             backends[b] = cb
             return cb
 
@@ -583,7 +641,7 @@ class RouterCache:
                 cr = CompiledRule(r, backend)
             else:  # keep its backends alive in the new cache
                 for b in r.backends:
-                    backend(b)
+                    backend(with_rule_policy(b, r.policy))
                 for m in r.filters.mirrors:
                     backend(m.backend)
             rules[r] = cr
@@ -607,6 +665,7 @@ class RouterCache:
                     if r.rule in rules:
                         own_rules[r.rule] = rules[r.rule]
                     for b in r.rule.backends:
+                        b = with_rule_policy(b, r.rule.policy)
                         if b in backends:
                             own_backends[b] = backends[b]
                 entry = (vh, cv, own_rules, own_backends)
@@ -616,5 +675,11 @@ class RouterCache:
         out = {lis.name: ListenerRouter(lis, [vhost(vh) for vh in lis.virtual_hosts])
                for lis in config.listeners}
         self._vhosts, self._rules, self._backends = vhosts, rules, backends
+        self.book.retain({(cb.name, ep) for cb in backends.values()
+                          if cb.balancer is not None for ep in cb.endpoints})
         return out
+
+    def backends(self) -> list[CompiledBackend]:
+        """The compiled backends of the latest config."""
+        return list(self._backends.values())
 

@@ -27,7 +27,7 @@ from kubernetes import client
 
 from controller.kube.client import REQUEST_TIMEOUT, describe, status_code
 from controller.kube.source import Backoff
-from controller.objects import (CONTROLLER_NAME, GATEWAY_GROUP, KINDS, ObjectKey, generation,
+from controller.objects import (CONTROLLER_NAME, KINDS, STATUS_GROUPS, ObjectKey, generation,
                                 parse_api_version)
 from controller.status import StatusBook, stamp
 from controller.store import Store
@@ -78,9 +78,10 @@ def merge_status(server: dict[str, Any] | None, ours: dict[str, Any] | None,
     return stamp(merged, server, "")
 
 
-#: Kinds whose status kgw writes: Gateway API kinds, and Ingresses (status.loadBalancer).
+#: Kinds whose status kgw writes: Gateway API kinds, kgw's policies, and Ingresses
+#: (status.loadBalancer).
 STATUS_KINDS = frozenset(k.kind for k in KINDS.values()
-                         if k.group == GATEWAY_GROUP or k.kind == "Ingress")
+                         if k.group in STATUS_GROUPS or k.kind == "Ingress")
 
 
 class KubeStatusWriter:

@@ -28,7 +28,8 @@ from tests.kube.manifests import base_documents
 
 #: Kinds with a status kgw writes.
 STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute",
-                "UDPRoute", "BackendTLSPolicy", "ListenerSet", "Ingress")
+                "UDPRoute", "BackendTLSPolicy", "ListenerSet", "Ingress", "TrafficPolicy",
+                "SecurityPolicy")
 
 
 def rules(docs: list[dict[str, Any]],
