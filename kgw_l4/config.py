@@ -116,10 +116,27 @@ class TLSPassthrough:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionRateLimit:
+    """New TCP connections per second from one source address to a listening port,
+    enforced on the SYN by the kernel program before any socket sees it (bpf/synlimit.h).
+    Any port of the node: an L4 frontend's, or one an L7 or TLS listener serves."""
+
+    name: str  # e.g. "ns/gateway/listener"
+    address: str  # "0.0.0.0" = every address of the node
+    port: int
+    #: connections per second per source, and how many a source may open at once
+    per_second: float
+    burst: int
+    gateway: str = ""
+    listener: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class L4Config:
     frontends: tuple[Frontend, ...] = ()
     tls_passthrough: tuple[TLSPassthrough, ...] = ()
     generation: int = 0
+    connection_limits: tuple[ConnectionRateLimit, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
