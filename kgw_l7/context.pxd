@@ -46,3 +46,4 @@ cdef class WorkerContext:
     cdef public bint draining
     cdef public bint ignore_client_abort
     cdef public object tracer
+    cdef public object global_limiter

@@ -205,6 +205,10 @@ class GlobalLimiter:
             self.round_trips += 1
             return await server.client.eval(SCRIPT, 1, key, *args)
 
+    def servers(self) -> int:
+        """Redis addresses this limiter has used."""
+        return len(self._servers)
+
     def health(self) -> dict[str, str]:
         """address -> "" when the last call worked, else the last failure's reason."""
         return {a: s.last_error for a, s in self._servers.items()}

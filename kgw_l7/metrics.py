@@ -20,10 +20,10 @@ from kgw_l7.stats import DURATION_BUCKETS
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
             "upstream_overflows", "http2_errors", "access_log_dropped",
-            "tracing_spans_dropped")
+            "tracing_spans_dropped", "global_ratelimit_decisions", "global_ratelimit_errors")
 #: Plain numbers summed over workers.
 _SUMMED = ("connections_total", "http2_connections", "access_log_write_errors",
-           "tracing_spans_exported")
+           "tracing_spans_exported", "global_ratelimit_round_trips")
 
 
 def _counters() -> dict[str, Any]:
@@ -171,6 +171,25 @@ class _Collector:
         yield CounterMetricFamily("kgw_tracing_spans_exported",
                                   "Trace spans the collector accepted",
                                   value=m["tracing_spans_exported"])
+        grl = CounterMetricFamily(
+            "kgw_l7_global_ratelimit_decisions", "Requests checked against a global rate "
+            "limit (Redis), by limit and outcome (allowed, limited; fail_open, fail_closed: "
+            "Redis failed or was in its backoff, and the limit's failureMode decided)",
+            labels=["limit", "outcome"])
+        for (limit, outcome), n in sorted(m["global_ratelimit_decisions"].items()):
+            grl.add_metric([limit, outcome], n)
+        yield grl
+        gre = CounterMetricFamily(
+            "kgw_l7_global_ratelimit_redis_errors", "Failed global rate limit calls to Redis, "
+            "by address and reason (timeout, refused, closed, unresolvable, error)",
+            labels=["address", "reason"])
+        for (address, reason), n in sorted(m["global_ratelimit_errors"].items()):
+            gre.add_metric([address, reason], n)
+        yield gre
+        yield CounterMetricFamily("kgw_l7_global_ratelimit_redis_round_trips",
+                                  "Round trips to Redis for global rate limits (one per "
+                                  "checked request; two after Redis lost its script cache)",
+                                  value=m["global_ratelimit_round_trips"])
         gens = m["generations"]
         yield GaugeMetricFamily("kgw_l7_config_generation",
                                 "Config generation every worker serves (the oldest)",

@@ -127,3 +127,23 @@ async def test_unresolvable_address():
         assert lim.health() == {"redis.does-not-exist.invalid:6379": "unresolvable"}
     finally:
         await lim.close()
+
+
+async def test_counts_in_metrics(redis):
+    from kgw_l7 import metrics
+
+    lim = GlobalLimiter()
+    try:
+        for _ in range(3):
+            await check(lim, redis.address, max_tokens=2, per=2, interval=60)
+        await check(lim, "127.0.0.1:1", fail_open=False)  # nothing listens on port 1
+    finally:
+        await lim.close()
+    base = {"active_connections": 0, "generation": 1}
+    text = metrics.render([{**base, **lim.snapshot()}, {**base, **lim.snapshot()}]).decode()
+    assert ('kgw_l7_global_ratelimit_decisions_total{limit="ns/policy/route",outcome="allowed"} '
+            '4.0') in text
+    assert 'outcome="limited"} 2.0' in text and 'outcome="fail_closed"} 2.0' in text
+    assert ('kgw_l7_global_ratelimit_redis_errors_total{address="127.0.0.1:1",reason="refused"}'
+            ' 2.0') in text
+    assert "kgw_l7_global_ratelimit_redis_round_trips_total 10.0" in text  # 2 x (3 + 1 + EVAL)
