@@ -203,6 +203,14 @@ class RulePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionRateLimit:
+    """New TCP connections per second per client address to a socket, with a burst."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """What kgw policies apply to a bound socket's connections before any routing
     (sections a Gateway or listener target sets)."""
@@ -210,6 +218,9 @@ class ListenerPolicy:
     #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
     #: this many seconds of its first byte (None: the worker's default).
     request_header_timeout: float | None = None
+    #: TrafficPolicy ``connectionRateLimit``: enforced by the kernel program, not the
+    #: workers (the translation copies it into the L4 config's ``connection_limits``).
+    connection_rate_limit: ConnectionRateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +326,8 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
+    "Backend", "CORS", "Certificate", "ClientValidation", "ConnectionRateLimit", "Endpoint",
+    "Filters", "HeaderMatch",
     "HeaderModifier", "L7Config", "Listener", "ListenerPolicy", "Mirror", "PathMatch",
     "PathModifier", "QueryParamMatch", "Redirect", "RequestLimits", "Retry", "Route",
     "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",

@@ -6,13 +6,14 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 
 from __future__ import annotations
 
-from controller.policy import headertimeout, requestlimits
+from controller.policy import connectionlimit, headertimeout, requestlimits
 from controller.policy.section import Section
 
 SECTIONS: dict[str, tuple[Section, ...]] = {
     "TrafficPolicy": (
         requestlimits.SECTION,
         headertimeout.SECTION,
+        connectionlimit.SECTION,
     ),
     "SecurityPolicy": (
     ),
