@@ -28,13 +28,15 @@ from kgw_l7.globallimit import GlobalLimiter  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 
-def redis_calls(port: int) -> int:
-    """EVALSHA + EVAL calls Redis has served (INFO commandstats)."""
+def redis_calls(port: int) -> tuple[int, float]:
+    """EVALSHA + EVAL calls Redis has served, and the server CPU (µs) they took
+    (INFO commandstats)."""
     import redis
 
     with redis.Redis(port=port) as r:
         stats = r.info("commandstats")
-    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+    cmds = [stats.get(f"cmdstat_{c}", {}) for c in ("evalsha", "eval")]
+    return sum(c.get("calls", 0) for c in cmds), sum(c.get("usec", 0) for c in cmds)
 
 
 async def run(address: str, port: int, requests: int, concurrency: int) -> dict:
@@ -59,7 +61,8 @@ async def run(address: str, port: int, requests: int, concurrency: int) -> dict:
     t0 = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(concurrency)))
     wall = time.perf_counter() - t0
-    server_calls = redis_calls(port) - before
+    after = redis_calls(port)
+    server_calls, server_us = after[0] - before[0], after[1] - before[1]
     await lim.close()
     lat.sort()
 
@@ -70,7 +73,8 @@ async def run(address: str, port: int, requests: int, concurrency: int) -> dict:
             "p90_us": pct(0.90), "p99_us": pct(0.99), "max_us": lat[-1] * 1e6,
             "checks_per_s": len(lat) / wall,
             "client_round_trips_per_req": lim.round_trips / len(lat),
-            "redis_calls_per_req": server_calls / len(lat)}
+            "redis_calls_per_req": server_calls / len(lat),
+            "redis_cpu_us_per_call": server_us / max(1, server_calls)}
 
 
 def main(argv: list[str] | None = None) -> int:
