@@ -20,36 +20,53 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, bind: str = "127.0.0.1",
+                 wrap: list[str] | None = None) -> None:
+        """``wrap``: a command prefix (``nsenter --net=...``) to start it elsewhere."""
         if REDIS_SERVER is None:
             raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
         self.workdir = workdir
         self.port = port or free_port()
+        self.bind = bind
+        self.wrap = wrap or []
         self.proc: subprocess.Popen | None = None
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.bind}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         assert REDIS_SERVER is not None
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [*self.wrap, REDIS_SERVER, "--port", str(self.port), "--bind", self.bind,
+             "--protected-mode", "no", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir), "--logfile",
              str(self.workdir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
+                if self.ping():
+                    return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def ping(self) -> bool:
+        """PING answered (from this process's network namespace unless ``wrap`` set one:
+        then through redis-cli there)."""
+        if self.wrap:
+            r = subprocess.run([*self.wrap, "redis-cli", "-h", self.bind, "-p", str(self.port),
+                                "ping"], capture_output=True, text=True, timeout=5)
+            if r.stdout.strip() == "PONG":
+                return True
+            raise OSError(r.stderr or r.stdout)
+        with socket.create_connection((self.bind, self.port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
 
     def stop(self) -> None:
         """Kill it (SIGKILL: Redis dies as it would in a crash, its buckets with it)."""
