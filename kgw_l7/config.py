@@ -229,8 +229,8 @@ class RulePolicy:
     """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
     section (controller/policy/registry.py), already merged by precedence."""
 
-    request_limits: RequestLimits | None = None
-    rate_limit: RateLimit | None = None
+    request_limits: RequestLimits | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    rate_limit: RateLimit | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +240,7 @@ class ListenerPolicy:
 
     #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
     #: this many seconds of its first byte (None: the worker's default).
-    request_header_timeout: float | None = None
+    request_header_timeout: float | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
