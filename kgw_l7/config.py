@@ -194,12 +194,43 @@ class RequestLimits:
     max_headers: int | None = None
 
 
+LocalRateLimitKey = Literal["", "client_ip", "header"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRateLimit:
+    """A token bucket shared by every worker of the node (``kgw_l7.ratelimit``): up to
+    ``max_tokens`` requests at once, refilled with ``tokens_per_fill`` every
+    ``fill_interval`` seconds; a request finding it empty is answered 429."""
+
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval: float
+    #: One bucket for every request (""), one per client address ("client_ip"), or one
+    #: per value of ``header`` ("header"; requests without it share one).
+    key: LocalRateLimitKey = ""
+    header: str = ""
+    #: "client_ip": trusted proxies in front (the client is the ``trusted_hops``-th
+    #: X-Forwarded-For entry from the right; 0: the connection's peer).
+    trusted_hops: int = 0
+    #: Which policy on which target: the bucket's identity (with the key's value).
+    scope: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """TrafficPolicy ``rateLimit``."""
+
+    local: LocalRateLimit | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class RulePolicy:
     """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
     section (controller/policy/registry.py), already merged by precedence."""
 
-    request_limits: RequestLimits | None = None
+    request_limits: RequestLimits | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    rate_limit: RateLimit | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +248,11 @@ class ListenerPolicy:
 
     #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
     #: this many seconds of its first byte (None: the worker's default).
-    request_header_timeout: float | None = None
+    request_header_timeout: float | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     #: TrafficPolicy ``connectionRateLimit``: enforced by the kernel program, not the
     #: workers (the translation copies it into the L4 config's ``connection_limits``).
-    connection_rate_limit: ConnectionRateLimit | None = None
+    connection_rate_limit: ConnectionRateLimit | None = dataclasses.field(default=None,
+                                                                          metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,8 +359,8 @@ def to_dict(value: Any) -> Any:
 
 __all__ = [
     "Backend", "CORS", "Certificate", "ClientValidation", "ConnectionRateLimit", "Endpoint",
-    "Filters", "HeaderMatch",
-    "HeaderModifier", "L7Config", "Listener", "ListenerPolicy", "Mirror", "PathMatch",
-    "PathModifier", "QueryParamMatch", "Redirect", "RequestLimits", "Retry", "Route",
+    "Filters", "HeaderMatch", "HeaderModifier", "L7Config", "Listener", "ListenerPolicy",
+    "LocalRateLimit", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch", "RateLimit",
+    "Redirect", "RequestLimits", "Retry", "Route",
     "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",
 ]

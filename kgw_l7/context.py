@@ -24,6 +24,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from kgw_l7.channel import WorkerOptions
+from kgw_l7.ratelimit import table_full
 from kgw_l7.router import ListenerRouter, RouterCache
 from kgw_l7.accesslog import AccessLog
 from kgw_l7.globallimit import GlobalLimiter
@@ -266,6 +267,7 @@ class WorkerContext:
         """The worker's counters for the supervisor (kgw_l7.metrics); the access log's
         lines so far go to its writer first."""
         snap = self.stats.snapshot()
+        snap["rate_limit_table_full"] = table_full()
         if self.access_log is not None:
             self.access_log.flush()
             snap.update(self.access_log.counters())

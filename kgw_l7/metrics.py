@@ -20,10 +20,11 @@ from kgw_l7.stats import DURATION_BUCKETS
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
             "upstream_overflows", "http2_errors", "access_log_dropped",
-            "tracing_spans_dropped", "global_ratelimit_decisions", "global_ratelimit_errors")
+            "tracing_spans_dropped", "rate_limited", "global_ratelimit_decisions",
+            "global_ratelimit_errors")
 #: Plain numbers summed over workers.
 _SUMMED = ("connections_total", "http2_connections", "access_log_write_errors",
-           "tracing_spans_exported", "global_ratelimit_round_trips")
+           "tracing_spans_exported", "rate_limit_table_full", "global_ratelimit_round_trips")
 
 
 def _counters() -> dict[str, Any]:
@@ -151,6 +152,16 @@ class _Collector:
         for reason, n in sorted(m["http2_errors"].items()):
             h2e.add_metric([reason], n)
         yield h2e
+        rl = CounterMetricFamily(
+            "kgw_l7_rate_limited", "Requests a local rate limit (TrafficPolicy "
+            "rateLimit.local) answered 429, by route and policy", labels=["route", "policy"])
+        for (route, policy), n in sorted(m["rate_limited"].items()):
+            rl.add_metric([route, policy], n)
+        yield rl
+        yield CounterMetricFamily(
+            "kgw_l7_rate_limit_table_full", "Requests let through unlimited because the "
+            "node's rate limit table had no slot for their key",
+            value=m["rate_limit_table_full"])
         dropped = CounterMetricFamily(
             "kgw_access_log_dropped", "Access log lines lost (buffer_full: the writer could "
             "not keep up with a slow disk or a blocked pipe; write_error: a write failed)",

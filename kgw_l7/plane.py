@@ -41,6 +41,7 @@ from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_
 from kgw_l7.config import L7Config
 from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
+from kgw_l7.ratetable import create_table_fd
 from kgw_l7.tracing_config import resolve as resolve_tracing
 
 log = logging.getLogger("kgw.l7.plane")
@@ -100,10 +101,12 @@ class _Worker:
         ready = loop.create_future()
         self.pending = {"ready": ready}
         try:
+            table = self.plane.rate_table()
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "kgw_l7", "worker", "--fd", str(child.fileno()),
                 "--index", str(self.index), "--options", options,
-                pass_fds=(child.fileno(),), env=_worker_env())
+                "--rate-table-fd", str(table),
+                pass_fds=(child.fileno(), table), env=_worker_env())
         finally:
             child.close()
         reader, self.writer = await asyncio.open_connection(sock=parent)
@@ -207,6 +210,14 @@ class L7Plane:
         #: (address, port) our workers listen on; listeners refused by the probe.
         self._serving: set[tuple[str, int]] = set()
         self._refused: dict[str, str] = {}
+        #: The node's local rate limit buckets (kgw_l7.ratetable), shared by the workers
+        #: (a restarted worker finds them as they were).
+        self._rate_table = -1
+
+    def rate_table(self) -> int:
+        if self._rate_table < 0:
+            self._rate_table = create_table_fd()
+        return self._rate_table
 
     async def start(self) -> None:
         self._workers = [_Worker(self, i) for i in range(self.workers_wanted)]
@@ -334,6 +345,9 @@ class L7Plane:
                                for w in self._workers if w.alive), return_exceptions=True)
         await asyncio.gather(*(w.stop(5.0) for w in self._workers))
         self._workers = []
+        if self._rate_table >= 0:
+            os.close(self._rate_table)
+            self._rate_table = -1
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process is not None and w.alive]

@@ -25,6 +25,7 @@ from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
     Route, Rule, RulePolicy, URLRewrite, VirtualHost,
 )
+from kgw_l7.ratelimit import LocalLimit
 from kgw_l7.regex import compile_bytes, compile_text
 
 log = logging.getLogger("kgw.l7.router")
@@ -299,12 +300,15 @@ class CompiledPolicy:
     """A rule's kgw policy (``config.RulePolicy``) as the exchange checks it per request
     (``Exchange.police``); 0 means no limit."""
 
-    __slots__ = ("max_body_size", "max_headers")
+    __slots__ = ("max_body_size", "max_headers", "local_limit")
 
     def __init__(self, p: RulePolicy) -> None:
         limits = p.request_limits
         self.max_body_size = (limits.max_body_size or 0) if limits is not None else 0
         self.max_headers = (limits.max_headers or 0) if limits is not None else 0
+        rl = p.rate_limit
+        self.local_limit = LocalLimit(rl.local) if rl is not None and rl.local is not None \
+            else None
 
 
 class CompiledRule:

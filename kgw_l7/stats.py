@@ -21,7 +21,7 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class WorkerStats:
     __slots__ = ("_per", "connect_failures", "active_connections", "generation",
                  "connections_total", "rejected_connections", "tls_refusals",
-                 "upstream_overflows", "http2_errors", "http2_connections")
+                 "upstream_overflows", "http2_errors", "http2_connections", "rate_limited")
 
     def __init__(self) -> None:
         #: (listener, gateway, route, backend, code) -> [count, bucket counts..., +Inf
@@ -44,6 +44,8 @@ class WorkerStats:
         self.http2_errors: dict[str, int] = {}
         #: Client connections served as HTTP/2.
         self.http2_connections = 0
+        #: (route, policy) -> requests a local rate limit answered 429.
+        self.rate_limited: dict[tuple[str, str], int] = {}
         self.generation = 0
 
     def request(self, listener: str, gateway: str, route: str, backend: str, code: int,
@@ -98,6 +100,10 @@ class WorkerStats:
     def http2_error(self, reason: str) -> None:
         self.http2_errors[reason] = self.http2_errors.get(reason, 0) + 1
 
+    def rate_limited_request(self, route: str, policy: str) -> None:
+        key = (route, policy)
+        self.rate_limited[key] = self.rate_limited.get(key, 0) + 1
+
     def http2_connection(self) -> None:
         self.http2_connections += 1
 
@@ -113,6 +119,7 @@ class WorkerStats:
             "upstream_overflows": dict(self.upstream_overflows),
             "http2_errors": dict(self.http2_errors),
             "http2_connections": self.http2_connections,
+            "rate_limited": dict(self.rate_limited),
             "generation": self.generation,
         }
 

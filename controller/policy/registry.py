@@ -6,11 +6,12 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 
 from __future__ import annotations
 
-from controller.policy import connectionlimit, headertimeout, requestlimits
+from controller.policy import connectionlimit, headertimeout, ratelimit, requestlimits
 from controller.policy.section import Section
 
 SECTIONS: dict[str, tuple[Section, ...]] = {
     "TrafficPolicy": (
+        ratelimit.SECTION,
         requestlimits.SECTION,
         headertimeout.SECTION,
         connectionlimit.SECTION,
