@@ -218,10 +218,33 @@ class LocalRateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class GlobalRateLimit:
+    """A token bucket counted in Redis (``kgw_l7.globallimit``), shared by every node and
+    worker that has the same limit (``scope``): the same bucket and key as
+    ``LocalRateLimit``, one round trip per request."""
+
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval: float
+    key: LocalRateLimitKey = ""
+    header: str = ""
+    trusted_hops: int = 0
+    scope: str = ""
+    #: Redis "host:port"
+    address: str = ""
+    #: seconds a check may take; then (as when Redis fails) ``fail_open`` decides:
+    #: True lets the request through, False answers 429
+    timeout: float = 0.1
+    fail_open: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimit:
     """TrafficPolicy ``rateLimit``."""
 
     local: LocalRateLimit | None = None
+    #: ``rateLimit.global``
+    global_limit: GlobalRateLimit | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,8 +382,8 @@ def to_dict(value: Any) -> Any:
 
 __all__ = [
     "Backend", "CORS", "Certificate", "ClientValidation", "ConnectionRateLimit", "Endpoint",
-    "Filters", "HeaderMatch", "HeaderModifier", "L7Config", "Listener", "ListenerPolicy",
-    "LocalRateLimit", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch", "RateLimit",
-    "Redirect", "RequestLimits", "Retry", "Route",
+    "Filters", "GlobalRateLimit", "HeaderMatch", "HeaderModifier", "L7Config", "Listener",
+    "ListenerPolicy", "LocalRateLimit", "Mirror", "PathMatch", "PathModifier",
+    "QueryParamMatch", "RateLimit", "Redirect", "RequestLimits", "Retry", "Route",
     "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",
 ]

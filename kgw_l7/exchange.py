@@ -825,6 +825,22 @@ class Exchange(UpstreamOwner):
                 self.body_limit = limit
         return False
 
+    async def global_admitted(self, gl: Any) -> bool:
+        """The rule's global rate limit (``kgw_l7.globallimit``): one Redis round trip,
+        bounded by the limit's timeout. False when it answered the request (429): over
+        the limit, or Redis failed and the limit fails closed."""
+        d = await gl.check(self.ctx.global_limiter, self.head.headers, self.down.peer)
+        if d.allowed:
+            return True
+        if self.req == LOST:
+            return False
+        self.ctx.stats.rate_limited_request(self.rule.route, gl.name)  # type: ignore[union-attr]
+        self.detail = "global rate limit (%s)" % gl.name if d.source == "redis" else \
+            "global rate limit (%s): redis unavailable, failing closed" % gl.name
+        self.flags = "RL"
+        self.respond(429, b"rate limited\n", gl.refusal_headers(d.reset))
+        return False
+
     def upstream_headers(self, route: CompiledRoute, rule: CompiledRule,
                          backend: CompiledBackend) -> list[tuple[bytes, bytes]]:
         head = self.head
@@ -959,6 +975,10 @@ class Exchange(UpstreamOwner):
 
     async def forward(self, endpoint: tuple[str, int] | None) -> None:
         rule: CompiledRule = self.rule  # type: ignore[assignment]
+        policy = rule.policy
+        if policy is not None and policy.global_limit is not None \
+                and not await self.global_admitted(policy.global_limit):
+            return
         deadline = None
         if rule.request_timeout:
             deadline = self.start_time + rule.request_timeout

@@ -22,10 +22,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from kgw_l7.ratelimit import client_ip
 
 log = logging.getLogger("kgw.l7.globallimit")
 
@@ -225,3 +228,49 @@ class GlobalLimiter:
             except Exception:  # noqa: BLE001 — closing a dead connection may fail
                 pass
         self._servers.clear()
+
+
+class GlobalLimit:
+    """A ``config.GlobalRateLimit`` compiled: the bucket key per request and the 429's
+    headers prepared (as ``kgw_l7.ratelimit.LocalLimit`` for the local limit)."""
+
+    __slots__ = ("rl", "name", "key", "header", "hops", "interval", "policy_header")
+
+    def __init__(self, rl: Any) -> None:
+        self.rl = rl
+        self.name = rl.scope
+        self.key = rl.key
+        self.header = rl.header.lower().encode()
+        self.hops = rl.trusted_hops
+        if rl.fill_interval >= 1 and rl.fill_interval == int(rl.fill_interval):
+            q, w = rl.tokens_per_fill, int(rl.fill_interval)
+        else:
+            q, w = max(1, round(rl.tokens_per_fill / rl.fill_interval)), 1
+        self.policy_header = b'"global";q=%d;w=%d' % (q, w)
+
+    def descriptor(self, headers: tuple[tuple[bytes, bytes], ...], peer: bytes) -> str:
+        """The bucket's key within the limit: "" (one bucket), the client's address, or
+        the header's value (requests without it share the "" bucket)."""
+        key = self.key
+        if key == "client_ip":
+            return "ip:" + client_ip(headers, peer, self.hops).decode("latin-1")
+        if key == "header":
+            name = self.header
+            for n, v in headers:
+                if n == name:
+                    return "h:" + v.decode("latin-1")
+        return ""
+
+    def check(self, limiter: GlobalLimiter, headers: tuple[tuple[bytes, bytes], ...],
+              peer: bytes) -> Any:
+        rl = self.rl
+        return limiter.check(rl.address, self.name, self.descriptor(headers, peer),
+                             rl.max_tokens, rl.tokens_per_fill, rl.fill_interval, rl.timeout,
+                             rl.fail_open)
+
+    def refusal_headers(self, reset: float) -> list[tuple[bytes, bytes]]:
+        """Retry-After, and the IETF draft's RateLimit-Policy and RateLimit fields."""
+        seconds = max(1, math.ceil(reset))
+        return [(b"retry-after", b"%d" % seconds),
+                (b"ratelimit-policy", self.policy_header),
+                (b"ratelimit", b'"global";r=0;t=%d' % seconds)]

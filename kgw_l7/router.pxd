@@ -65,6 +65,7 @@ cdef class CompiledPolicy:
     cdef public Py_ssize_t max_body_size
     cdef public Py_ssize_t max_headers
     cdef public LocalLimit local_limit
+    cdef public object global_limit
 
 cdef class CompiledRule:
     cdef public dict head_suffix_for

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from controller.duration import is_duration, parse_duration
+from controller.policy import globalratelimit
 from controller.policy.section import Section
 from controller.schema.common import DURATION, HEADER_NAME
 from controller.schema.errors import FieldError
@@ -34,7 +35,7 @@ from kgw_l7.config import LocalRateLimit, LocalRateLimitKey, RateLimit
 #: The fastest refill a bucket can keep (its clock counts microseconds).
 MAX_RATE = 1_000_000
 #: The sub-fields of ``rateLimit`` that are a limit (one at least must be set).
-LIMIT_KINDS: tuple[str, ...] = ("local",)
+LIMIT_KINDS: tuple[str, ...] = ("local", "global")
 
 
 def _bucket_rules(value: dict, path: str) -> Iterable[FieldError]:
@@ -79,7 +80,8 @@ def _some_limit(value: dict, path: str) -> Iterable[FieldError]:
         yield FieldError(path, f"must set {' or '.join(LIMIT_KINDS)}")
 
 
-SCHEMA = obj({"local": LOCAL}, rules=[_some_limit])
+SCHEMA = obj({"local": LOCAL, "global": globalratelimit.schema(TOKEN_BUCKET, KEY)},
+             rules=[_some_limit])
 
 _KEYS: dict[str | None, LocalRateLimitKey] = {None: "", "ClientIP": "client_ip",
                                                "Header": "header"}
@@ -97,7 +99,10 @@ def compile_local(local: dict, scope: str) -> LocalRateLimit:
 
 def compile_rate_limit(value: dict, scope: str) -> RateLimit:
     local: Any = value.get("local")
-    return RateLimit(local=compile_local(local, scope) if local is not None else None)
+    glob: Any = value.get("global")
+    return RateLimit(local=compile_local(local, scope) if local is not None else None,
+                     global_limit=globalratelimit.compile_global(glob, scope)
+                     if glob is not None else None)
 
 
 SECTION = Section("rateLimit", SCHEMA, compile_rate_limit, "rate_limit")
