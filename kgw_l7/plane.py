@@ -41,6 +41,7 @@ from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_
 from kgw_l7.config import L7Config
 from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
+from kgw_l7.otlplogs import is_otlp, logs_url
 from kgw_l7.ratetable import create_table_fd
 from kgw_l7.tracing_config import resolve as resolve_tracing
 
@@ -183,6 +184,9 @@ class L7Plane:
         self.workers_wanted = workers or os.cpu_count() or 1
         parse_format(access_log_format, access_log_redact)  # (FormatError: before any worker)
         tracing = resolve_tracing(tracing_endpoint, tracing_sample)  # (TracingConfigError too)
+        if access_log is not None and is_otlp(access_log):
+            url = logs_url(access_log)  # (OtlpLogsError: before any worker)
+            log.info("access log: OTLP log records to %s", url)
         if tracing is not None:
             log.info("tracing: spans to %s (sampler %s, ratio %g)", tracing.url,
                      tracing.sampler, tracing.ratio)
@@ -201,6 +205,8 @@ class L7Plane:
         self.restart_delay = restart_delay
         #: Counters of the workers that exited (kgw_l7.metrics.retire).
         self._retired: dict[str, Any] | None = None
+        #: Workers started again after they exited unexpectedly (kgw_l7_worker_restarts).
+        self.worker_restarts = 0
         self._collector: asyncio.Task[None] | None = None
         self._workers: list[_Worker] = []
         self._config: L7Config | None = None
@@ -292,7 +298,7 @@ class L7Plane:
     async def metrics(self) -> bytes:
         await self._snapshots()
         return render([w.snapshot for w in self._workers if w.alive and w.snapshot],
-                      self._retired)
+                      self._retired, self.worker_restarts)
 
     async def _snapshots(self) -> None:
         live = [w for w in self._workers if w.alive]
@@ -377,6 +383,7 @@ class L7Plane:
             w.restarts += 1
             try:
                 await w.start()
+                self.worker_restarts += 1
                 if self._config is not None:
                     await w.apply(self._config, self._refused)
                 return
