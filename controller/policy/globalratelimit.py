@@ -27,7 +27,7 @@ from controller.duration import is_duration, parse_duration
 from controller.schema.common import DURATION
 from controller.schema.errors import FieldError
 from controller.schema.nodes import Node, Obj, Str, obj, with_default
-from kgw_l7.config import GlobalRateLimit
+from kgw_l7.config import GlobalRateLimit, LocalRateLimitKey
 from kgw_l7.globallimit import parse_address
 
 #: A check that takes longer is decided by the failure mode.
@@ -63,7 +63,8 @@ def schema(token_bucket: Node, key: Node) -> Obj:
         "failureMode": with_default(Str(enum=("Open", "Closed")), "Open"),
     }, required=["tokenBucket", "redis"])
 
-_KEYS = {None: "", "ClientIP": "client_ip", "Header": "header"}
+_KEYS: dict[str | None, LocalRateLimitKey] = {None: "", "ClientIP": "client_ip",
+                                               "Header": "header"}
 
 
 def compile_global(value: dict, scope: str) -> GlobalRateLimit:
