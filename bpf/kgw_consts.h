@@ -87,6 +87,15 @@
 #ifndef KGW_FIB_CACHE_NS
 #define KGW_FIB_CACHE_NS 100000000ULL
 #endif
+/* New-connection rate limits (listening ports with one, kgw_syn_limits) and the sources
+ * they track (an LRU: a flood from many addresses evicts the oldest sources, each of
+ * which starts again with a full bucket when it comes back). */
+#ifndef KGW_MAX_SYN_LIMITS
+#define KGW_MAX_SYN_LIMITS 64
+#endif
+#ifndef KGW_SYN_SOURCES
+#define KGW_SYN_SOURCES 65536
+#endif
 #ifndef KGW_PIN_DIR
 #define KGW_PIN_DIR "/sys/fs/bpf/kgw"
 #endif
@@ -98,6 +107,11 @@
 /* AF_INET for bpf_fib_lookup (linux/socket.h is not a UAPI header). */
 #define KGW_AF_INET 2
 #define KGW_NO_BACKEND 0xffffffffU
+
+/* kgw_settings.flags */
+/* The XDP program is attached (with the TC one behind it): SYNs are rate-limited at
+ * XDP only, so that one passed up to TC does not pay a second time. */
+#define KGW_SETTINGS_F_XDP (1U << 0)
 
 /* kgw_ct_entry.flags */
 #define KGW_CT_F_REPLY   (1U << 0) /* entry for the backend -> client direction */
@@ -129,7 +143,7 @@
  * A direction slot counts the packets and bytes of its frontend's (backend's) flows
  * that way; a flow slot counts flows in `packets` (bytes 0). Userspace reads the ranges
  * at scrape time (kgw_l4/loader.py, stats) and zeroes an id's slots before reusing it
- * (kgw_l4/programmer.py). Sizing: 3 * (FE + BE) + 6 * FE + 26 slots of 16 bytes per CPU,
+ * (kgw_l4/programmer.py). Sizing: 3 * (FE + BE) + 6 * FE + 27 slots of 16 bytes per CPU,
  * about 200 KB per CPU at the default sizes. */
 #define KGW_DIR_TO_BACKEND 0 /* client -> frontend -> backend: entries without KGW_CT_F_REPLY */
 #define KGW_DIR_TO_CLIENT 1  /* backend -> client: KGW_CT_F_REPLY entries */
@@ -172,6 +186,7 @@ enum kgw_counter {
 	KGW_C_SPLICE_HOLD,        /* sockmap: skbs held for userspace (backpressure, order) */
 	KGW_C_SPLICE_EVENT_LOST,  /* sockmap: hold events the ring buffer had no room for */
 	KGW_C_SPLICE_OVERFLOW,    /* sockmap: skbs dropped on a connection stuck both ways */
+	KGW_C_DROP_SYN_RATE,      /* SYNs over a listening port's per-source rate limit */
 	KGW_C_COUNT
 };
 

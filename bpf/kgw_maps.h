@@ -27,6 +27,12 @@ BPF_TABLE_PINNED("lru_hash", struct kgw_flow_key, struct kgw_ct_entry, kgw_ct_sy
 /* node addresses: frontends with address 0 match only these destinations */
 BPF_TABLE_PINNED("hash", __be32, u32, kgw_local_addrs, KGW_MAX_LOCAL_ADDRS,
 		 KGW_PIN(kgw_local_addrs));
+/* (addr, port, IPPROTO_TCP) -> new-connection rate limit (synlimit.h) */
+BPF_TABLE_PINNED("hash", struct kgw_fe_key, struct kgw_syn_limit, kgw_syn_limits,
+		 KGW_MAX_SYN_LIMITS, KGW_PIN(kgw_syn_limits));
+/* (source, limit) -> the source's bucket */
+BPF_TABLE_PINNED("lru_hash", struct kgw_syn_src_key, struct kgw_syn_src, kgw_syn_sources,
+		 KGW_SYN_SOURCES, KGW_PIN(kgw_syn_sources));
 BPF_TABLE_PINNED("array", u32, struct kgw_settings, kgw_settings, 1, KGW_PIN(kgw_settings));
 /* recent FIB results, per CPU (kgw_structs.h, struct kgw_fib_entry) */
 BPF_TABLE_PINNED("percpu_array", u32, struct kgw_fib_entry, kgw_fib_cache, KGW_FIB_CACHE_SIZE,

@@ -65,7 +65,31 @@ struct kgw_settings {
 	__u64 ct_timeout_closing_ns; /* after FIN or RST in the entry's direction */
 	__u16 nat_port_min;          /* SNAT port range, host order, inclusive */
 	__u16 nat_port_max;
-	__u32 flags;                 /* reserved, 0 */
+	__u32 flags;                 /* KGW_SETTINGS_F_* */
+};
+
+/* A new-connection rate limit on a listening port (kgw_syn_limits, keyed by struct
+ * kgw_fe_key; address 0 = every local address), enforced per source address as a
+ * GCRA token bucket (bpf/synlimit.h): a source may open `burst` connections at once and
+ * one more every interval_ns after that. Userspace computes both from the configured
+ * rate and burst, so the program never divides. */
+struct kgw_syn_limit {
+	__u64 interval_ns; /* 1e9 / connections per second */
+	__u64 tolerance_ns; /* (burst - 1) * interval_ns: how far ahead a source may run */
+	__u32 id;          /* the limit's number: part of the per-source key */
+	__u32 pad;
+};
+
+/* kgw_syn_sources key: one source address under one limit. */
+struct kgw_syn_src_key {
+	__be32 saddr;
+	__u32 limit_id;
+};
+
+/* kgw_syn_sources value: the source's theoretical arrival time (GCRA), on the coarse
+ * clock; a SYN arriving more than tolerance_ns before it is dropped. */
+struct kgw_syn_src {
+	__u64 tat_ns;
 };
 
 /* One per-CPU counter slot (kgw_stats). */

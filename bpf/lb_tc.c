@@ -153,7 +153,7 @@ int kgw_tc(struct __sk_buff *skb)
 	p.len = skb->len;
 
 	struct kgw_rewrite rw;
-	int act = kgw_decide(skb, &p, &rw);
+	int act = kgw_decide(skb, &p, &rw, 0);
 	if (act == KGW_ACT_PASS)
 		return TC_ACT_OK;
 	if (act == KGW_ACT_DROP)

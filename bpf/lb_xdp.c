@@ -86,7 +86,7 @@ int kgw_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	struct kgw_rewrite rw;
-	int act = kgw_decide(ctx, &p, &rw);
+	int act = kgw_decide(ctx, &p, &rw, 1);
 	if (act == KGW_ACT_PASS)
 		return XDP_PASS;
 	if (act == KGW_ACT_DROP)

@@ -30,6 +30,7 @@
 #include "parse.h"
 #include "maglev.h"
 #include "stats.h"
+#include "synlimit.h"
 
 struct kgw_rewrite {
 	__be32 saddr;
@@ -386,7 +387,9 @@ static __always_inline int kgw_new_flow(void *ctx, struct kgw_pkt *p, __u32 fe_i
 	return KGW_ACT_REWRITE;
 }
 
-static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_rewrite *rw)
+/* at_xdp: called by the XDP program (1) or the TC one (0); see KGW_SETTINGS_F_XDP. */
+static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_rewrite *rw,
+				      int at_xdp)
 {
 	struct kgw_flow_key *k = &p->key;
 	struct kgw_settings *s = kgw_get_settings();
@@ -398,6 +401,15 @@ static __always_inline int kgw_decide(void *ctx, struct kgw_pkt *p, struct kgw_r
 	__u64 now = bpf_ktime_get_coarse_ns();
 	p->now_ns = now;
 	int is_tcp = k->proto == IPPROTO_TCP;
+
+	/* A connection attempt to a port with a new-connection rate limit (synlimit.h),
+	 * before anything else: an excess SYN costs no table work. With XDP attached the
+	 * XDP program alone decides, or a SYN it passes up would pay twice at TC. */
+	if (is_tcp && (p->tcp_flags & (KGW_TCP_SYN | KGW_TCP_ACK)) == KGW_TCP_SYN &&
+	    (at_xdp || !(s->flags & KGW_SETTINGS_F_XDP)) && !kgw_syn_admit(k, now)) {
+		kgw_count(KGW_C_DROP_SYN_RATE, p->len);
+		return KGW_ACT_DROP;
+	}
 
 	struct kgw_ct_entry *e = kgw_ct.lookup(k);
 	if (!e)

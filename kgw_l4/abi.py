@@ -32,10 +32,15 @@ SIZES: dict[str, int] = {
     "KGW_SPLICE_OVERFLOW_MAX": 4096,
     "KGW_NAT_PROBES": 8,
     "KGW_FIB_CACHE_SIZE": 256,
+    "KGW_MAX_SYN_LIMITS": 64,  # listening ports with a new-connection rate limit
+    "KGW_SYN_SOURCES": 65536,  # sources those limits track (LRU)
 }
 
 PIN_DIR = "/sys/fs/bpf/kgw"
 NO_BACKEND = 0xFFFFFFFF
+
+#: kgw_settings.flags: the XDP program is attached, it alone rate-limits SYNs
+SETTINGS_F_XDP = 1 << 0
 
 CT_F_REPLY = 1 << 0
 CT_F_FIN = 1 << 1
@@ -75,6 +80,7 @@ class Counter(enum.IntEnum):
     SPLICE_HOLD = enum.auto()
     SPLICE_EVENT_LOST = enum.auto()
     SPLICE_OVERFLOW = enum.auto()
+    DROP_SYN_RATE = enum.auto()
 
 
 COUNTER_COUNT = len(Counter)
@@ -233,6 +239,19 @@ class FibEntry(ctypes.Structure):
     ]
 
 
+class SynLimit(ctypes.Structure):
+    _fields_ = [("interval_ns", ctypes.c_uint64), ("tolerance_ns", ctypes.c_uint64),
+                ("id", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class SynSrcKey(ctypes.Structure):
+    _fields_ = [("saddr", ctypes.c_uint32), ("limit_id", ctypes.c_uint32)]  # saddr: network order
+
+
+class SynSrc(ctypes.Structure):
+    _fields_ = [("tat_ns", ctypes.c_uint64)]
+
+
 #: C struct name -> ctypes mirror, for the ABI test.
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "kgw_fe_key": FeKey,
@@ -245,6 +264,9 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "kgw_fib_entry": FibEntry,
     "kgw_splice_peer": SplicePeer,
     "kgw_splice_event": SpliceEvent,
+    "kgw_syn_limit": SynLimit,
+    "kgw_syn_src_key": SynSrcKey,
+    "kgw_syn_src": SynSrc,
 }
 
 PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP}
@@ -323,6 +345,27 @@ def fe_entry(key: bytes, val: bytes) -> tuple[str, int, str, int]:
     its number)."""
     k, v = FeKey.from_buffer_copy(key), FeVal.from_buffer_copy(val)
     return ip_str(k.addr), port_host(k.port), PROTO_NAME.get(k.proto, str(k.proto)), v.fe_id
+
+
+def syn_limit_key(address: str, port: int) -> bytes:
+    """kgw_syn_limits key: a TCP listening port (address 0.0.0.0 = every local one)."""
+    return fe_key(address, port, "TCP")
+
+
+def syn_limit_val(per_second: float, burst: int, limit_id: int) -> bytes:
+    """kgw_syn_limits value for ``per_second`` new connections per source with bursts of
+    ``burst`` (GCRA, bpf/synlimit.h): the interval between connections and how far ahead
+    of it a source may run."""
+    interval = max(1, round(1e9 / per_second))
+    return bytes(SynLimit(interval_ns=interval, tolerance_ns=(max(burst, 1) - 1) * interval,
+                          id=limit_id))
+
+
+def syn_limit_of(key: bytes, val: bytes) -> tuple[str, int, float, int, int]:
+    """(address, port, per second, burst, id) of a kgw_syn_limits entry."""
+    k, v = FeKey.from_buffer_copy(key), SynLimit.from_buffer_copy(val)
+    return (ip_str(k.addr), port_host(k.port), 1e9 / v.interval_ns,
+            v.tolerance_ns // v.interval_ns + 1, v.id)
 
 
 def backend_val(address: str, port: int, snat_address: str) -> bytes:

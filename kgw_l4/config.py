@@ -116,10 +116,30 @@ class TLSPassthrough:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionRateLimit:
+    """New TCP connections per second from one source address to a listening port,
+    enforced on the SYN by the kernel program before any socket sees it (bpf/synlimit.h).
+    Any port of the node: an L4 frontend's, or one an L7 or TLS listener serves."""
+
+    name: str  # e.g. "ns/gateway/listener"
+    address: str  # "0.0.0.0" = every address of the node
+    port: int
+    #: connections per second per source, and how many a source may open at once
+    per_second: float
+    burst: int
+    gateway: str = ""
+    listener: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class L4Config:
     frontends: tuple[Frontend, ...] = ()
     tls_passthrough: tuple[TLSPassthrough, ...] = ()
     generation: int = 0
+    #: Left out of ``to_dict`` while empty (most configs have none: dumps and golden
+    #: files stay as they were without them).
+    connection_limits: tuple[ConnectionRateLimit, ...] = dataclasses.field(
+        default=(), metadata={"omit_empty": True})
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -128,7 +148,8 @@ class L4Config:
 def to_dict(value: Any) -> Any:
     """A JSON-ready view of a config record (stable key order, tuples as lists)."""
     if dataclasses.is_dataclass(value):
-        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_empty") and not getattr(value, f.name))}
     if isinstance(value, (tuple, list)):
         return [to_dict(v) for v in value]
     return value

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from .config import (
-    BackendGroup, BackendTLS, Endpoint, Frontend, L4Config, ServingCert, SNIRoute, Termination,
-    TLSPassthrough,
+    BackendGroup, BackendTLS, ConnectionRateLimit, Endpoint, Frontend, L4Config, ServingCert,
+    SNIRoute, Termination, TLSPassthrough,
 )
 
 
@@ -71,4 +71,14 @@ def from_dict(d: dict[str, Any]) -> L4Config:
                        for r in t.get("routes", []))
         tls.append(TLSPassthrough(_req(t, "name", str, w), _req(t, "address", str, w),
                                   _req(t, "port", int, w), routes))
-    return L4Config(tuple(fes), tuple(tls), d.get("generation", 0))
+    limits = []
+    for i, c in enumerate(d.get("connection_limits", [])):
+        w = f"connection_limits[{i}]"
+        rate = c.get("per_second")
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool):
+            raise ValueError(f"{w}.per_second: expected a number, got {type(rate).__name__}")
+        limits.append(ConnectionRateLimit(_req(c, "name", str, w), _req(c, "address", str, w),
+                                          _req(c, "port", int, w), float(rate),
+                                          _req(c, "burst", int, w), _opt(c, "gateway", w),
+                                          _opt(c, "listener", w)))
+    return L4Config(tuple(fes), tuple(tls), d.get("generation", 0), tuple(limits))

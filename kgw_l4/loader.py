@@ -116,6 +116,10 @@ def expected_maps(sizes: Mapping[str, int] = abi.SIZES) -> dict[str, MapInfo]:
                               sizes["KGW_CT_SYN_SIZE"]),
         "kgw_local_addrs": MapInfo(MAP_HASH, 4, 4, sizes["KGW_MAX_LOCAL_ADDRS"]),
         "kgw_settings": MapInfo(MAP_ARRAY, 4, s(abi.Settings), 1),
+        "kgw_syn_limits": MapInfo(MAP_HASH, s(abi.FeKey), s(abi.SynLimit),
+                                  sizes["KGW_MAX_SYN_LIMITS"]),
+        "kgw_syn_sources": MapInfo(MAP_LRU_HASH, s(abi.SynSrcKey), s(abi.SynSrc),
+                                   sizes["KGW_SYN_SOURCES"]),
         "kgw_stats": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.CounterVal), abi.stats_size(sizes)),
         "kgw_fib_cache": MapInfo(MAP_PERCPU_ARRAY, 4, s(abi.FibEntry), sizes["KGW_FIB_CACHE_SIZE"]),
     }
@@ -267,7 +271,7 @@ class Loader:
             self.set_settings()
 
     def set_settings(self, **kw: int) -> None:
-        """Write kgw_settings (timeouts in ns, nat_port_min/max); unspecified fields keep
+        """Write kgw_settings (timeouts in ns, nat_port_min/max, flags); unspecified fields keep
         their current value, or the default on a fresh map."""
         cur = self.settings()
         defaults = dict(DEFAULT_TIMEOUTS, nat_port_min=DEFAULT_NAT_PORTS[0],
@@ -275,6 +279,8 @@ class Loader:
         for name, default in defaults.items():
             value = kw.get(name, getattr(cur, name) or default)
             setattr(cur, name, value)
+        if "flags" in kw:
+            cur.flags = kw["flags"]
         self.maps().get("kgw_settings").update(abi.SETTINGS_KEY, bytes(cur))
 
     def settings(self) -> abi.Settings:

@@ -157,14 +157,21 @@ class UserspacePlane(L4Plane):
         self.proxy = UserspaceProxy(udp=True)
         self.udp = UdpProxy()
         self.tls = TLSPassthroughProxy(None)
+        self._limit_errors: dict[str, str] = {}
 
     async def apply(self, config: L4Config) -> None:
+        # Only the kernel program sees SYNs before a socket does: without it a
+        # connection rate limit is not enforced, and says so.
+        self._limit_errors = {lim.name: "connection rate limit not enforced: it needs the "
+                              "kernel data plane (L4 mode is userspace)"
+                              for lim in config.connection_limits}
         await self.proxy.apply(config)
         await self.udp.apply(config)
         await self.tls.apply(config, _frontend_ports(config))
 
     def errors(self) -> dict[str, str]:
-        return {**self.proxy.errors, **self.udp.errors, **self.tls.errors}
+        return {**self.proxy.errors, **self.udp.errors, **self.tls.errors,
+                **self._limit_errors}
 
     def config_dump(self) -> dict:
         d = super().config_dump()
@@ -222,7 +229,8 @@ class PinUse:
             msg = f"cannot use pin directory {self.pin_dir}: {e}"
         log.error("%s", msg)
         return dict.fromkeys([*(f.name for f in config.frontends),
-                              *(t.name for t in config.tls_passthrough)], msg)
+                              *(t.name for t in config.tls_passthrough),
+                              *(c.name for c in config.connection_limits)], msg)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -365,8 +373,9 @@ class KernelPlane(L4Plane):
         hooks = ["tc"] if self.mode == "tc" else ["tc", "xdp"]
         for hook in hooks:
             self.loader.load(hook)
-        if self.settings:
-            self.loader.set_settings(**self.settings)
+        # flags: with XDP attached, SYNs are rate-limited there only (bpf/nat.h).
+        self.loader.set_settings(**self.settings,
+                                 flags=abi.SETTINGS_F_XDP if "xdp" in hooks else 0)
         for hook in hooks:
             for ifname in self.interfaces:
                 self.loader.attach(ifname, hook)
@@ -382,7 +391,9 @@ class KernelPlane(L4Plane):
     async def _apply(self, config: L4Config) -> None:
         self._errors = {}
         self._config = config
-        if config.frontends or config.tls_passthrough:
+        # The programs run for frontends and for connection rate limits (on any port).
+        kernel = bool(config.frontends or config.connection_limits)
+        if kernel or config.tls_passthrough:
             busy = self.pins.take_for(config)
             if busy:
                 self._errors = busy
@@ -396,17 +407,18 @@ class KernelPlane(L4Plane):
                 self._wire_flow_log()
             await self.tls.apply(config, _frontend_ports(config))
             self._errors.update(self.tls.errors)
-        if config.frontends and not self._attached:
+        if kernel and not self._attached:
             try:
                 await asyncio.to_thread(self._start)
             except Exception as e:  # noqa: BLE001 — report, keep the supervisor alive
                 log.error("kernel L4 data plane failed to start: %s", e)
-                self._errors.update({fe.name: f"kernel data plane failed to start: {e}"
-                                     for fe in config.frontends})
+                self._errors.update({n: f"kernel data plane failed to start: {e}"
+                                     for n in [*(fe.name for fe in config.frontends),
+                                               *(c.name for c in config.connection_limits)]})
                 return
             self._gc = asyncio.get_running_loop().create_task(self._gc_loop())
         if self.programmer is None:
-            if config.frontends:
+            if kernel:
                 self._programmer()
             else:
                 return  # nothing programmed, nothing to remove: stay cheap

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import abi, loader as ld, maglev
-from .config import Endpoint, Frontend, L4Config
+from .config import ConnectionRateLimit, Endpoint, Frontend, L4Config
 from .maps import MapSet
 
 log = logging.getLogger("kgw.l4.programmer")
@@ -78,6 +78,19 @@ class FrontendView:
     endpoints: tuple[tuple[int, str, int], ...]
 
 
+def _syn_limit_error(lim: ConnectionRateLimit) -> str | None:
+    """What is wrong with a connection rate limit, or None."""
+    if not _valid_ipv4(lim.address):
+        return f"address {lim.address!r} is not an IPv4 address"
+    if not 1 <= lim.port <= 65535:
+        return f"port {lim.port} is out of range 1-65535"
+    if not lim.per_second > 0 or lim.per_second > 1e9:
+        return f"connection rate {lim.per_second} per second is not in (0, 1e9]"
+    if lim.burst < 1:
+        return f"burst {lim.burst} is less than 1"
+    return None
+
+
 def _valid_ipv4(s: str) -> bool:
     try:
         ipaddress.IPv4Address(s)
@@ -110,6 +123,8 @@ class Programmer:
         self._source_errors: dict[BeIdent, str] = {}  # backends without a SNAT source
         self._fe_endpoints: dict[str, set[BeIdent]] = {}  # frontend -> its endpoints
         self._row_cursor = 0  # where check() goes on reading Maglev rows
+        #: (address, port) -> (limit id, kgw_syn_limits value last written)
+        self.syn_limits: dict[BeIdent, tuple[int, bytes]] = {}
 
     # ------------------------------------------------------------------ adoption
 
@@ -124,6 +139,9 @@ class Programmer:
         for fe_id in self.fe_ids.values():
             self.rings[fe_id] = ld.maglev_row(self.maps, fe_id, self.sizes)
         self.local = ld.local_addrs(self.maps)
+        for key, val in self._syn_map().items():
+            addr, port, _, _, lid = abi.syn_limit_of(key, val)
+            self.syn_limits[(addr, port)] = (lid, val)
         log.info("adopted %d frontends and %d backends from pinned maps",
                  len(self.fe_ids), len(self.be_ids))
         return len(self.fe_ids)
@@ -199,6 +217,7 @@ class Programmer:
         backends_written = self._assign_backends(wanted, errors, source_errors)
         views, slots_written, added, removed = self._install_frontends(wanted)
         self._write_local()
+        self._write_syn_limits(config.connection_limits, errors)
         self._record(views, wanted, errors, source_errors)
         return ApplyResult(added, removed, backends_written, slots_written, dict(self.errors))
 
@@ -356,6 +375,57 @@ class Programmer:
             lam.delete(abi.local_addr_key(a))
         changed = len(local ^ self.local)
         self.local = local
+        return changed
+
+    # ------------------------------------------------------------------ connection limits
+
+    def _syn_map(self) -> dict[bytes, bytes]:
+        m = self.maps.get("kgw_syn_limits")
+        out = {}
+        for k in m.keys():
+            v = m.lookup(k)
+            if v is not None:
+                out[k] = v
+        return out
+
+    def _write_syn_limits(self, limits: tuple[ConnectionRateLimit, ...],
+                          errors: dict[str, str]) -> int:
+        """Bring kgw_syn_limits to the valid ``limits`` (one per listening port); a
+        port's limit keeps its id, and so its sources' buckets, across rate changes.
+        Returns the entries written or deleted."""
+        m = self.maps.get("kgw_syn_limits")
+        cap = self.sizes["KGW_MAX_SYN_LIMITS"]
+        want: dict[BeIdent, ConnectionRateLimit] = {}
+        for lim in limits:
+            err = _syn_limit_error(lim)
+            ident = (lim.address, lim.port)
+            if err is None and ident in want:
+                err = (f"port clash: {lim.address}:{lim.port} already has the connection rate "
+                       f"limit of {want[ident].name!r}")
+            if err is None and ident not in self.syn_limits and len(want) >= cap:
+                err = f"too many connection rate limits (the kernel table holds {cap})"
+            if err is not None:
+                errors[lim.name] = err
+                continue
+            want[ident] = lim
+        changed = 0
+        for ident in list(self.syn_limits):
+            if ident not in want:
+                m.delete(abi.syn_limit_key(*ident))
+                del self.syn_limits[ident]
+                changed += 1
+        for ident, lim in want.items():
+            old = self.syn_limits.get(ident)
+            if old is None:
+                used = {lid for lid, _ in self.syn_limits.values()}
+                lid = next(i for i in range(1, cap + len(used) + 2) if i not in used)
+            else:
+                lid = old[0]
+            val = abi.syn_limit_val(lim.per_second, lim.burst, lid)
+            if old != (lid, val):
+                m.update(abi.syn_limit_key(*ident), val)
+                self.syn_limits[ident] = (lid, val)
+                changed += 1
         return changed
 
     # ------------------------------------------------------------------ node changes

@@ -4,6 +4,8 @@ Modules, from the wire up (each imports only modules listed before it, and ``con
 ``regex``, ``snapshot``; docs/l7.md):
 
 * ``events`` -- kgw's HTTP event records; ``h1`` -- sans-IO HTTP/1.1 over httptools.
+* ``ratetable`` -- the node's rate limit table in shared memory (supervisor and workers);
+  ``ratelimit`` -- its token buckets, updated atomically by every worker.
 * ``router`` -- ``L7Config`` compiled into matchers and prebuilt filter operations.
 * ``stats`` -- counters; ``accesslog`` -- the access log; ``tls`` -- SNI certificates, backend TLS.
 * ``streams`` -- the interfaces an exchange talks to its client and backend through.
@@ -32,8 +34,9 @@ from pathlib import Path
 #: these same sources (declarations in the matching ``.pxd``), as aiohttp and uvloop ship
 #: compiled parsers: the code is read, tested and changed as Python; the build makes the
 #: struct-field attribute access that the hot path is mostly made of.
-COMPILED_MODULES = ("events", "h1", "router", "stats", "accesslog", "streams", "tracing",
-                    "upstream_h2", "upstream", "context", "exchange", "downstream_h2", "proxy")
+COMPILED_MODULES = ("events", "ratelimit", "h1", "router", "stats", "accesslog", "streams",
+                    "tracing", "upstream_h2", "upstream", "context", "exchange", "downstream_h2",
+                    "proxy")
 
 _HERE = Path(__file__).resolve().parent
 

@@ -298,12 +298,66 @@ class RequestLimits:
     max_headers: int | None = None
 
 
+LocalRateLimitKey = Literal["", "client_ip", "header"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRateLimit:
+    """A token bucket shared by every worker of the node (``kgw_l7.ratelimit``): up to
+    ``max_tokens`` requests at once, refilled with ``tokens_per_fill`` every
+    ``fill_interval`` seconds; a request finding it empty is answered 429."""
+
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval: float
+    #: One bucket for every request (""), one per client address ("client_ip"), or one
+    #: per value of ``header`` ("header"; requests without it share one).
+    key: LocalRateLimitKey = ""
+    header: str = ""
+    #: "client_ip": trusted proxies in front (the client is the ``trusted_hops``-th
+    #: X-Forwarded-For entry from the right; 0: the connection's peer).
+    trusted_hops: int = 0
+    #: Which policy on which target: the bucket's identity (with the key's value).
+    scope: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalRateLimit:
+    """A token bucket counted in Redis (``kgw_l7.globallimit``), shared by every node and
+    worker that has the same limit (``scope``): the same bucket and key as
+    ``LocalRateLimit``, one round trip per request."""
+
+    max_tokens: int
+    tokens_per_fill: int
+    fill_interval: float
+    key: LocalRateLimitKey = ""
+    header: str = ""
+    trusted_hops: int = 0
+    scope: str = ""
+    #: Redis "host:port"
+    address: str = ""
+    #: seconds a check may take; then (as when Redis fails) ``fail_open`` decides:
+    #: True lets the request through, False answers 429
+    timeout: float = 0.1
+    fail_open: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """TrafficPolicy ``rateLimit``."""
+
+    local: LocalRateLimit | None = None
+    #: ``rateLimit.global``
+    global_limit: GlobalRateLimit | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+
+
 @dataclass(frozen=True, slots=True)
 class RulePolicy:
     """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
     section (controller/policy/registry.py), already merged by precedence."""
 
-    request_limits: RequestLimits | None = None
+    request_limits: RequestLimits | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    rate_limit: RateLimit | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     #: TrafficPolicy ``loadBalancer``, ``healthCheck``, ``circuitBreaker``: they apply to
     #: each backend of the rule (``with_rule_policy``).
     load_balancer: LoadBalancer | None = dataclasses.field(default=None, metadata=OMIT_NONE)
@@ -330,13 +384,25 @@ def with_rule_policy(b: Backend, policy: RulePolicy | None) -> Backend:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionRateLimit:
+    """New TCP connections per second per client address to a socket, with a burst."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """What kgw policies apply to a bound socket's connections before any routing
     (sections a Gateway or listener target sets)."""
 
     #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
     #: this many seconds of its first byte (None: the worker's default).
-    request_header_timeout: float | None = None
+    request_header_timeout: float | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: TrafficPolicy ``connectionRateLimit``: enforced by the kernel program, not the
+    #: workers (the translation copies it into the L4 config's ``connection_limits``).
+    connection_rate_limit: ConnectionRateLimit | None = dataclasses.field(default=None,
+                                                                          metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,10 +508,11 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation", "Endpoint",
-    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "HealthPolicy",
-    "L7Config", "Listener", "ListenerPolicy", "LoadBalancer", "Mirror", "OutlierDetection",
-    "PathMatch", "PathModifier", "QueryParamMatch", "Redirect", "RequestLimits", "Retry",
+    "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation",
+    "ConnectionRateLimit", "Endpoint", "Filters", "GlobalRateLimit", "HashOn", "HeaderMatch",
+    "HeaderModifier", "HealthCheck", "HealthPolicy", "L7Config", "Listener", "ListenerPolicy",
+    "LoadBalancer", "LocalRateLimit", "Mirror", "OutlierDetection", "PathMatch",
+    "PathModifier", "QueryParamMatch", "RateLimit", "Redirect", "RequestLimits", "Retry",
     "Route", "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost",
     "to_dict", "with_rule_policy",
 ]

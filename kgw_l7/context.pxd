@@ -47,3 +47,4 @@ cdef class WorkerContext:
     cdef public bint draining
     cdef public bint ignore_client_abort
     cdef public object tracer
+    cdef public object global_limiter

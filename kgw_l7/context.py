@@ -24,8 +24,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from kgw_l7.channel import WorkerOptions
+from kgw_l7.ratelimit import table_full
 from kgw_l7.router import ListenerRouter, RouterCache
 from kgw_l7.accesslog import AccessLog
+from kgw_l7.globallimit import GlobalLimiter
 from kgw_l7.tracing import from_settings as tracing_from_settings
 from kgw_l7.logformat import parse_format
 from kgw_l7.stats import LogLimiter, WorkerStats
@@ -101,7 +103,7 @@ class WorkerContext:
     __slots__ = ("loop", "options", "stats", "tls", "pool", "access_log", "max_connections",
                  "conns", "listeners", "errors", "cache", "now", "stopping", "_tasks",
                  "_sweeper", "_interval", "clock", "limiter", "fd_limit", "fd_base",
-                 "fd_short_at", "draining", "ignore_client_abort", "tracer")
+                 "fd_short_at", "draining", "ignore_client_abort", "tracer", "global_limiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: WorkerOptions) -> None:
         self.loop = loop
@@ -129,6 +131,8 @@ class WorkerContext:
         self.tracer = tracing_from_settings(options.tracing_endpoint, options.tracing_sample)
         if self.tracer is not None:
             self.tracer.start()
+        #: The global rate limits' Redis connections and counters (idle until a rule has one).
+        self.global_limiter = GlobalLimiter()
         self.max_connections = options.max_connections
         self.conns: set[Any] = set()
         self.listeners: dict[str, ListenerState] = {}
@@ -264,12 +268,14 @@ class WorkerContext:
         """The worker's counters for the supervisor (kgw_l7.metrics); the access log's
         lines so far go to its writer first."""
         snap = self.stats.snapshot()
+        snap["rate_limit_table_full"] = table_full()
         snap["listener_connections"] = {name: len(st.conns) for name, st in self.listeners.items()}
         if self.access_log is not None:
             self.access_log.flush()
             snap.update(self.access_log.counters())
         if self.tracer is not None:
             snap.update(self.tracer.counters())
+        snap.update(self.global_limiter.snapshot())
         return snap
 
     async def access_log_written(self, timeout: float = 1.0) -> None:
@@ -301,6 +307,8 @@ class WorkerContext:
             self.access_log.close()
         if self.tracer is not None:
             self.tracer.close()
+        if self.global_limiter.servers() and self.loop.is_running():
+            self.spawn(self.global_limiter.close())
 
 
 def _fd_limit() -> int:

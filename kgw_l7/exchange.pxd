@@ -7,6 +7,8 @@
 # tests/l7/test_exchange_phases.py checks that the enums below match the .py's).
 
 cimport cython
+from libc.stdint cimport int64_t
+from kgw_l7.ratelimit cimport LocalLimit
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledPolicy, CompiledRoute,
@@ -134,7 +136,7 @@ cdef class Exchange(UpstreamOwner):
                    vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,
                    down=DownstreamStream)
     cpdef route(self)
-    @cython.locals(head=RequestHead, limit=Py_ssize_t)
+    @cython.locals(head=RequestHead, limit=Py_ssize_t, rl=LocalLimit, left=int64_t)
     cpdef bint police(self, CompiledPolicy policy) except -1
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    bf=CompiledFilters, ops=HeaderOps, out=list, h=tuple, head=RequestHead,

@@ -201,7 +201,9 @@ _REBUILD_HEAD = _REQUEST_SPECIAL - {b"content-length"}
 
 #: kgw's error statuses as gRPC status codes for gRPC calls (Envoy's
 #: Grpc::Utility::httpToGrpcStatus, with a timeout DEADLINE_EXCEEDED); others UNKNOWN (2).
-_GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 4}
+#: (kgw's own 429 is a rate limit of its policy: RESOURCE_EXHAUSTED, as Envoy's local
+#: rate limit answers gRPC; a backend's 429 is relayed as it is.)
+_GRPC_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 429: 8, 502: 14, 503: 14, 504: 4}
 #: grpc-timeout units in seconds (gRPC over HTTP/2: TimeoutValue TimeoutUnit).
 _GRPC_UNITS = {72: 3600.0, 77: 60.0, 83: 1.0, 109: 1e-3, 117: 1e-6, 110: 1e-9}  # H M S m u n
 
@@ -818,6 +820,16 @@ class Exchange(UpstreamOwner):
         """The checks of the rule's kgw policy (TrafficPolicy sections); True when one
         answered the request itself."""
         head = self.head
+        rl = policy.local_limit
+        if rl is not None:
+            left = rl.take(head.headers, self.down.peer)
+            if left < 0:
+                self.ctx.stats.rate_limited_request(
+                    self.rule.route, rl.name)  # type: ignore[union-attr]
+                self.detail = "local rate limit (%s)" % rl.name
+                self.flags = "RL"
+                self.respond(429, b"rate limited\n", rl.refusal_headers(-left))
+                return True
         if policy.max_headers and len(head.headers) > policy.max_headers:
             self.detail = "%d request header fields, more than %d " \
                 "(requestLimits.maxRequestHeaders)" % (len(head.headers), policy.max_headers)
@@ -836,6 +848,22 @@ class Exchange(UpstreamOwner):
                 return True
             if self.req < RECEIVED:
                 self.body_limit = limit
+        return False
+
+    async def global_admitted(self, gl: Any) -> bool:
+        """The rule's global rate limit (``kgw_l7.globallimit``): one Redis round trip,
+        bounded by the limit's timeout. False when it answered the request (429): over
+        the limit, or Redis failed and the limit fails closed."""
+        d = await gl.check(self.ctx.global_limiter, self.head.headers, self.down.peer)
+        if d.allowed:
+            return True
+        if self.req == LOST:
+            return False
+        self.ctx.stats.rate_limited_request(self.rule.route, gl.name)  # type: ignore[union-attr]
+        self.detail = "global rate limit (%s)" % gl.name if d.source == "redis" else \
+            "global rate limit (%s): redis unavailable, failing closed" % gl.name
+        self.flags = "RL"
+        self.respond(429, b"rate limited\n", gl.refusal_headers(d.reset))
         return False
 
     def upstream_headers(self, route: CompiledRoute, rule: CompiledRule,
@@ -972,6 +1000,10 @@ class Exchange(UpstreamOwner):
 
     async def forward(self, endpoint: tuple[str, int] | None) -> None:
         rule: CompiledRule = self.rule  # type: ignore[assignment]
+        policy = rule.policy
+        if policy is not None and policy.global_limit is not None \
+                and not await self.global_admitted(policy.global_limit):
+            return
         deadline = None
         if rule.request_timeout:
             deadline = self.start_time + rule.request_timeout

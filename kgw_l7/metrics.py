@@ -20,12 +20,13 @@ from kgw_l7.stats import CONNECT_BUCKETS, DURATION_BUCKETS
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
             "upstream_overflows", "outlier_ejections", "http2_errors", "access_log_dropped",
-            "tracing_spans_dropped", "retries")
+            "tracing_spans_dropped", "rate_limited", "global_ratelimit_decisions",
+            "global_ratelimit_errors", "retries")
 #: Lists summed element-wise (histograms, byte pairs).
 _LISTS = ("durations", "body_bytes", "connect_times")
 #: Plain numbers summed over workers.
 _SUMMED = ("connections_total", "http2_connections", "access_log_write_errors",
-           "tracing_spans_exported")
+           "tracing_spans_exported", "rate_limit_table_full", "global_ratelimit_round_trips")
 
 
 def _counters() -> dict[str, Any]:
@@ -197,6 +198,16 @@ class _Collector:
         for reason, n in sorted(m["http2_errors"].items()):
             h2e.add_metric([reason], n)
         yield h2e
+        rl = CounterMetricFamily(
+            "kgw_l7_rate_limited", "Requests a local rate limit (TrafficPolicy "
+            "rateLimit.local) answered 429, by route and policy", labels=["route", "policy"])
+        for (route, policy), n in sorted(m["rate_limited"].items()):
+            rl.add_metric([route, policy], n)
+        yield rl
+        yield CounterMetricFamily(
+            "kgw_l7_rate_limit_table_full", "Requests let through unlimited because the "
+            "node's rate limit table had no slot for their key",
+            value=m["rate_limit_table_full"])
         dropped = CounterMetricFamily(
             "kgw_access_log_dropped", "Access log lines lost (buffer_full: the writer could "
             "not keep up with a slow disk or a blocked pipe; write_error: a write failed)",
@@ -217,6 +228,25 @@ class _Collector:
         yield CounterMetricFamily("kgw_tracing_spans_exported",
                                   "Trace spans the collector accepted",
                                   value=m["tracing_spans_exported"])
+        grl = CounterMetricFamily(
+            "kgw_l7_global_ratelimit_decisions", "Requests checked against a global rate "
+            "limit (Redis), by limit and outcome (allowed, limited; fail_open, fail_closed: "
+            "Redis failed or was in its backoff, and the limit's failureMode decided)",
+            labels=["limit", "outcome"])
+        for (limit, outcome), n in sorted(m["global_ratelimit_decisions"].items()):
+            grl.add_metric([limit, outcome], n)
+        yield grl
+        gre = CounterMetricFamily(
+            "kgw_l7_global_ratelimit_redis_errors", "Failed global rate limit calls to Redis, "
+            "by address and reason (timeout, refused, closed, unresolvable, error)",
+            labels=["address", "reason"])
+        for (address, reason), n in sorted(m["global_ratelimit_errors"].items()):
+            gre.add_metric([address, reason], n)
+        yield gre
+        yield CounterMetricFamily("kgw_l7_global_ratelimit_redis_round_trips",
+                                  "Round trips to Redis for global rate limits (one per "
+                                  "checked request; two after Redis lost its script cache)",
+                                  value=m["global_ratelimit_round_trips"])
         gens = m["generations"]
         yield GaugeMetricFamily("kgw_l7_config_generation",
                                 "Config generation every worker serves (the oldest)",

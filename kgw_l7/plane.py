@@ -43,6 +43,7 @@ from kgw_l7.healthcheck import HealthChecker
 from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
 from kgw_l7.otlplogs import is_otlp, logs_url
+from kgw_l7.ratetable import create_table_fd
 from kgw_l7.tracing_config import resolve as resolve_tracing
 
 log = logging.getLogger("kgw.l7.plane")
@@ -102,10 +103,12 @@ class _Worker:
         ready = loop.create_future()
         self.pending = {"ready": ready}
         try:
+            table = self.plane.rate_table()
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "kgw_l7", "worker", "--fd", str(child.fileno()),
                 "--index", str(self.index), "--options", options,
-                pass_fds=(child.fileno(),), env=_worker_env())
+                "--rate-table-fd", str(table),
+                pass_fds=(child.fileno(), table), env=_worker_env())
         finally:
             child.close()
         reader, self.writer = await asyncio.open_connection(sock=parent)
@@ -219,6 +222,14 @@ class L7Plane:
         #: go to the workers as the set of unhealthy endpoints (``_push_health``).
         self.checker = HealthChecker(self._health_changed)
         self._pushing: asyncio.Task[None] | None = None
+        #: The node's local rate limit buckets (kgw_l7.ratetable), shared by the workers
+        #: (a restarted worker finds them as they were).
+        self._rate_table = -1
+
+    def rate_table(self) -> int:
+        if self._rate_table < 0:
+            self._rate_table = create_table_fd()
+        return self._rate_table
 
     async def start(self) -> None:
         self._workers = [_Worker(self, i) for i in range(self.workers_wanted)]
@@ -386,6 +397,9 @@ class L7Plane:
                                for w in self._workers if w.alive), return_exceptions=True)
         await asyncio.gather(*(w.stop(5.0) for w in self._workers))
         self._workers = []
+        if self._rate_table >= 0:
+            os.close(self._rate_table)
+            self._rate_table = -1
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process is not None and w.alive]

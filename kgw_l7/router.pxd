@@ -6,6 +6,7 @@
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
 cimport cython
+from kgw_l7.ratelimit cimport LocalLimit
 
 cdef class HeaderOps:
     cdef public object drop
@@ -68,6 +69,8 @@ cdef class CompiledBackend:
 cdef class CompiledPolicy:
     cdef public Py_ssize_t max_body_size
     cdef public Py_ssize_t max_headers
+    cdef public LocalLimit local_limit
+    cdef public object global_limit
 
 cdef class CompiledRule:
     cdef public dict head_suffix_for

@@ -27,6 +27,8 @@ from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
     Route, Rule, RulePolicy, URLRewrite, VirtualHost, with_rule_policy,
 )
+from kgw_l7.globallimit import GlobalLimit
+from kgw_l7.ratelimit import LocalLimit
 from kgw_l7.regex import compile_bytes, compile_text
 
 log = logging.getLogger("kgw.l7.router")
@@ -336,12 +338,18 @@ class CompiledPolicy:
     """A rule's kgw policy (``config.RulePolicy``) as the exchange checks it per request
     (``Exchange.police``); 0 means no limit."""
 
-    __slots__ = ("max_body_size", "max_headers")
+    __slots__ = ("max_body_size", "max_headers", "local_limit", "global_limit")
 
     def __init__(self, p: RulePolicy) -> None:
         limits = p.request_limits
         self.max_body_size = (limits.max_body_size or 0) if limits is not None else 0
         self.max_headers = (limits.max_headers or 0) if limits is not None else 0
+        rl = p.rate_limit
+        self.local_limit = LocalLimit(rl.local) if rl is not None and rl.local is not None \
+            else None
+        #: Checked in ``Exchange.forward`` (a Redis round trip: off the fast path).
+        self.global_limit = GlobalLimit(rl.global_limit) \
+            if rl is not None and rl.global_limit is not None else None
 
 
 class CompiledRule:
@@ -395,6 +403,10 @@ class CompiledRule:
                                 if (s := _head_suffix(self.filters, b)) is not None}
         #: None: no kgw policy on the rule (the common case: one check per request).
         self.policy = CompiledPolicy(r.policy) if r.policy is not None else None
+        if self.policy is not None and self.policy.global_limit is not None:
+            # The global limit's check awaits Redis: the request runs in a task
+            # (``Exchange.forward``), never on the fast path.
+            self.no_deadline = False
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).

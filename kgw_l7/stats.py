@@ -44,7 +44,7 @@ class WorkerStats:
     __slots__ = ("_per", "connect_failures", "active_connections", "generation",
                  "connections_total", "rejected_connections", "tls_refusals",
                  "upstream_overflows", "http2_errors", "http2_connections",
-                 "outlier_ejections", "retries", "connect_times")
+                 "outlier_ejections", "rate_limited", "retries", "connect_times")
 
     def __init__(self) -> None:
         #: (listener, gateway, route, backend, code) -> [count, bucket counts..., +Inf
@@ -75,6 +75,8 @@ class WorkerStats:
         self.http2_errors: dict[str, int] = {}
         #: Client connections served as HTTP/2.
         self.http2_connections = 0
+        #: (route, policy) -> requests a local rate limit answered 429.
+        self.rate_limited: dict[tuple[str, str], int] = {}
         self.generation = 0
 
     def request(self, listener: str, gateway: str, route: str, backend: str, code: int,
@@ -156,6 +158,10 @@ class WorkerStats:
     def http2_error(self, reason: str) -> None:
         self.http2_errors[reason] = self.http2_errors.get(reason, 0) + 1
 
+    def rate_limited_request(self, route: str, policy: str) -> None:
+        key = (route, policy)
+        self.rate_limited[key] = self.rate_limited.get(key, 0) + 1
+
     def http2_connection(self) -> None:
         self.http2_connections += 1
 
@@ -175,6 +181,7 @@ class WorkerStats:
             "outlier_ejections": dict(self.outlier_ejections),
             "http2_errors": dict(self.http2_errors),
             "http2_connections": self.http2_connections,
+            "rate_limited": dict(self.rate_limited),
             "generation": self.generation,
         }
 

@@ -29,7 +29,7 @@ import socket
 import sys
 from typing import Any
 
-from kgw_l7 import snapshot
+from kgw_l7 import ratelimit, snapshot
 from kgw_l7.channel import WorkerOptions, decode_options, encode_frame, read_frame
 from kgw_l7.config import L7Config, Listener
 from kgw_l7.context import ListenerState, WorkerContext
@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fd", type=int, required=True)
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--options", required=True, help="WorkerOptions (kgw_l7.channel)")
+    p.add_argument("--rate-table-fd", type=int, default=-1,
+                   help="the node's rate limit table (kgw_l7.ratetable); -1: a private one")
     args = p.parse_args(argv)
     options = decode_options(args.options)
     logging.basicConfig(
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     limit = raise_fd_limit()
     log.debug("worker %d: RLIMIT_NOFILE %d", args.index, limit)
     sock = socket.socket(fileno=args.fd)
+    if args.rate_table_fd >= 0:
+        ratelimit.attach(args.rate_table_fd)
     uvloop.run(_serve(sock, options))
     return 0
 

@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # prometheus: the scraper tests/test_observability.py runs against kgw (not a runtime need)
+# redis-server: the global rate limit's tests start their own (kgw_l7/globallimit.py)
 want=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools bpftool iproute2 curl
-      ethtool kmod gcc python3-dev prometheus)
+      ethtool kmod gcc python3-dev prometheus redis-server)
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 want+=("linux-headers-$arch")
 if [ "${1:-}" = bench ]; then want+=(nginx-light libnginx-mod-stream haproxy wrk iperf3 nghttp2-client); fi
@@ -29,11 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
       || apt-get install -y -qq --no-install-recommends \
            $(printf '%s\n' "${missing[@]}" | grep -v '^linux-headers') >/dev/null
-    # Debian starts the prometheus service it installs (on *:9090): the tests run their
-    # own, so a service this script brought in is stopped and left disabled.
-    if printf '%s\n' "${missing[@]}" | grep -qx prometheus && command -v systemctl >/dev/null; then
-      systemctl disable --now prometheus >/dev/null 2>&1 || true
-    fi
+    # Debian starts the prometheus and redis services it installs (on *:9090, :6379): the
+    # tests run their own, so a service this script brought in is stopped and left disabled.
+    for svc in prometheus redis-server; do
+      if printf '%s\n' "${missing[@]}" | grep -qx "$svc" && command -v systemctl >/dev/null; then
+        systemctl disable --now "$svc" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
 

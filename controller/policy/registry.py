@@ -7,17 +7,20 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 from __future__ import annotations
 
 from controller.policy import (
-    circuitbreaker, headertimeout, healthcheck, loadbalancer, requestlimits,
+    circuitbreaker, connectionlimit, headertimeout, healthcheck, loadbalancer, ratelimit,
+    requestlimits,
 )
 from controller.policy.section import Section
 
 SECTIONS: dict[str, tuple[Section, ...]] = {
     "TrafficPolicy": (
+        ratelimit.SECTION,
         requestlimits.SECTION,
         headertimeout.SECTION,
         loadbalancer.SECTION,
         healthcheck.SECTION,
         circuitbreaker.SECTION,
+        connectionlimit.SECTION,
     ),
     "SecurityPolicy": (
     ),

@@ -16,6 +16,7 @@ from controller.objects import ObjectKey
 from controller.translate.emit_l7 import owners
 from controller.translate.ir import GatewayIR, L4Contribution, ListenerIR
 from kgw_l4 import config as l4
+from kgw_l7 import config as l7
 
 
 def build(gateways: Mapping[ObjectKey, GatewayIR],
@@ -74,6 +75,22 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
         passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0],
                                              port=bind[1], routes=routes))
     return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))
+
+
+def connection_limits(l7cfg: l7.L7Config) -> tuple[l4.ConnectionRateLimit, ...]:
+    """The kernel's per-source connection rate limits: one per bound L7 socket whose
+    listener policy has a TrafficPolicy ``connectionRateLimit`` (listeners sharing the
+    socket were combined into one by the policy's section). Named after the socket, not a
+    Gateway listener: a limit the kernel cannot apply is the policy's problem, not a
+    reason to call the listener unprogrammed."""
+    out = []
+    for lis in l7cfg.listeners:
+        lim = lis.policy.connection_rate_limit if lis.policy is not None else None
+        if lim is not None:
+            out.append(l4.ConnectionRateLimit(name=f"connectionRateLimit {lis.name}",
+                                              address=lis.address, port=lis.port,
+                                              per_second=lim.per_second, burst=lim.burst))
+    return tuple(out)
 
 
 def _sni_route(key: ObjectKey, hosts: set[str], con: L4Contribution) -> l4.SNIRoute:

@@ -13,7 +13,7 @@ import gc
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.ingress import stage as ingress_stage
 from controller.ingress.convert import Conversion, Listening
@@ -246,6 +246,9 @@ class Translator:
 
         l7cfg = self._l7.build(self._gateways)
         l4cfg = emit_l4.build(self._gateways, (con for cons in self._l4.values() for con in cons))
+        limits = emit_l4.connection_limits(l7cfg)
+        if limits:
+            l4cfg = replace(l4cfg, connection_limits=limits)
 
         statuses: dict[ObjectKey, dict] = dict(self._route_status)
         for k, cs in classes.items():

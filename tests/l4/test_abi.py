@@ -43,7 +43,7 @@ def _program() -> str:
               "KGW_FE_DROPS_BASE", "KGW_FE_DROP_FIRST", "KGW_FE_DROP_COUNT",
               "KGW_DIR_TO_BACKEND", "KGW_DIR_TO_CLIENT",
               "KGW_SPLICE_F_SEQ", "KGW_SPLICE_F_OVERFLOW", "KGW_SPLICE_EVT_HOLD",
-              "KGW_SPLICE_EVT_OVERFLOW", *abi.SIZES):
+              "KGW_SPLICE_EVT_OVERFLOW", "KGW_SETTINGS_F_XDP", *abi.SIZES):
         lines.append(f'printf("macro {m} %llu\\n", (unsigned long long)({m}));')
     for i, (s, sp, d, dp, p) in enumerate(FLOWS):
         lines.append(f'{{ struct kgw_flow_key k = {{0}}; k.saddr = inet_addr("{s}"); '
@@ -123,6 +123,7 @@ def test_counters_and_macros(c_facts):
     assert c_facts["macro KGW_CT_F_RST"] == abi.CT_F_RST
     assert c_facts["macro KGW_CT_F_SYN_TBL"] == abi.CT_F_SYN_TBL
     assert c_facts["macro KGW_CT_F_EMBRYO"] == abi.CT_F_EMBRYO
+    assert c_facts["macro KGW_SETTINGS_F_XDP"] == abi.SETTINGS_F_XDP
     assert c_facts["macro KGW_NO_BACKEND"] == abi.NO_BACKEND
     assert c_facts["macro KGW_HASH_SEED"] == maglev.HASH_SEED
     assert c_facts["macro KGW_GLOBAL_BASE"] == abi.global_base()
@@ -163,6 +164,8 @@ def test_encoders_make_keys_and_values_of_the_maps_sizes():
         "kgw_ct_syn": (abi.flow_key("10.5.0.1", 40000, "10.0.0.1", 80, 6), bytes(abi.CtEntry())),
         "kgw_local_addrs": (abi.local_addr_key("10.0.0.1"), abi.LOCAL_ADDR_PRESENT),
         "kgw_settings": (abi.SETTINGS_KEY, bytes(abi.Settings())),
+        "kgw_syn_limits": (abi.syn_limit_key("0.0.0.0", 80), abi.syn_limit_val(10, 20, 1)),
+        "kgw_syn_sources": (bytes(abi.SynSrcKey()), bytes(abi.SynSrc())),
         "kgw_stats": (abi.u32(abi.global_base()), bytes(abi.CounterVal())),
         "kgw_fib_cache": (abi.u32(0), bytes(abi.FibEntry())),
         "kgw_sockhash": (abi.u64(2**64 - 1), abi.sockhash_val(5)),
@@ -175,6 +178,8 @@ def test_encoders_make_keys_and_values_of_the_maps_sizes():
 
 
 def test_decoders_undo_the_encoders():
+    assert abi.syn_limit_of(abi.syn_limit_key("10.0.0.1", 443), abi.syn_limit_val(20, 5, 3)) == \
+        ("10.0.0.1", 443, 20.0, 5, 3)
     assert abi.fe_entry(abi.fe_key("10.0.0.1", 8080, "UDP"), abi.fe_val(3)) == \
         ("10.0.0.1", 8080, "UDP", 3)
     assert abi.fe_entry(bytes(abi.FeKey(proto=132)), abi.fe_val(0))[2] == "132"

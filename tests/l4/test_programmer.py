@@ -272,3 +272,53 @@ def test_check_reads_maglev_rows_in_turn_within_a_budget(maps):
     found = [p.check(max_rows=1).frontends for _ in range(4)]
     assert sorted(found) == [(), (), (), ("f2",)]
     assert not any(p.check(max_rows=1) for _ in range(4))
+
+
+def syn_map(maps) -> dict:
+    m = maps.get("kgw_syn_limits")
+    return {abi.syn_limit_of(k, m.lookup(k))[:2]: abi.syn_limit_of(k, m.lookup(k))[2:]
+            for k in m.keys()}
+
+
+def test_connection_limits_written_kept_and_removed(maps):
+    from kgw_l4.config import ConnectionRateLimit as Limit
+
+    p = prog(maps)
+    http = Limit("ns/gw/http", "0.0.0.0", 80, 20, 40)
+    tls = Limit("ns/gw/tls", "10.0.0.1", 443, 5, 1)
+    assert not p.apply(L4Config(connection_limits=(http, tls))).errors
+    assert syn_map(maps) == {("0.0.0.0", 80): (20.0, 40, 1), ("10.0.0.1", 443): (5.0, 1, 2)}
+    # A new rate keeps the port's id (its sources' buckets); removed ports go.
+    p.apply(L4Config(connection_limits=(Limit("ns/gw/http", "0.0.0.0", 80, 100, 10),)))
+    assert syn_map(maps) == {("0.0.0.0", 80): (100.0, 10, 1)}
+    # A restarted agent adopts the ids and writes nothing when nothing changed.
+    again = prog(maps)
+    again.adopt()
+    writes = maps.get("kgw_syn_limits").writes
+    again.apply(L4Config(connection_limits=(Limit("ns/gw/http", "0.0.0.0", 80, 100, 10),)))
+    assert maps.get("kgw_syn_limits").writes == writes
+
+
+@pytest.mark.parametrize("limit, error", [
+    (("bad", "nope", 80, 1, 1), "not an IPv4 address"),
+    (("bad", "0.0.0.0", 0, 1, 1), "out of range"),
+    (("bad", "0.0.0.0", 80, 0, 1), "connection rate 0"),
+    (("bad", "0.0.0.0", 80, -3, 1), "connection rate -3"),
+    (("bad", "0.0.0.0", 80, 1, 0), "burst 0"),
+])
+def test_bad_connection_limits_are_reported_and_skipped(maps, limit, error):
+    from kgw_l4.config import ConnectionRateLimit as Limit
+
+    good = Limit("ns/gw/ok", "0.0.0.0", 8443, 1, 1)
+    r = prog(maps).apply(L4Config(connection_limits=(Limit(*limit), good)))
+    assert error in r.errors["bad"] and "ns/gw/ok" not in r.errors
+    assert list(syn_map(maps)) == [("0.0.0.0", 8443)]
+
+
+def test_two_limits_on_one_port_clash(maps):
+    from kgw_l4.config import ConnectionRateLimit as Limit
+
+    r = prog(maps).apply(L4Config(connection_limits=(Limit("a", "0.0.0.0", 80, 1, 1),
+                                                     Limit("b", "0.0.0.0", 80, 2, 2))))
+    assert "port clash" in r.errors["b"] and "a" not in r.errors
+    assert syn_map(maps) == {("0.0.0.0", 80): (1.0, 1, 1)}
