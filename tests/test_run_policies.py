@@ -142,3 +142,19 @@ def test_request_limits_and_header_timeout_with_defaults(host: Host, tmp_path: P
     text = out.getvalue()
     assert re.search(r"TrafficPolicy +demo +search-limits .*Accepted=True", text), text
     assert "spec.requestLimits.maxRequestHeaders" in text, text
+    (conf / "bad.yaml").unlink()
+
+    # A bad edit of a served policy is refused, said where, and the previous version
+    # keeps applying.
+    (conf / "policies.yaml").write_text(POLICIES.replace("maxRequestHeaders: 12",
+                                                         "maxRequestHeaders: -3"))
+
+    def refused() -> str:
+        out = io.StringIO()
+        host.call(main, ["status", "-o", "table"], Environment(stdout=out))
+        return out.getvalue() if "spec.requestLimits.maxRequestHeaders" in out.getvalue() \
+            else ""
+
+    assert "policies.yaml" in eventually(refused)
+    assert host.call(post, b"", b"".join(b"x-h%d: v\r\n" % i for i in range(10))) == 431
+    assert host.call(post, b"x" * 1025) == 413

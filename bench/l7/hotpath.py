@@ -13,10 +13,14 @@ frames (HEADERS from the HPACK dynamic table, DATA with END_STREAM), made for ea
 request's stream id before the batch is timed.
 
 Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30] [--h2c]
-[--access-log PATH [--access-log-format json|text...]] [--tracing-sample RATIO]`` (default: no
+[--access-log PATH [--access-log-format json|text...]] [--tracing-sample RATIO]
+[--policy none|local|local-ip|request-limits]`` (default: no
 access log, no tracing; ``--tracing-sample``: tracing on, new traces sampled at RATIO, the
 request path only: the finished traces are queued, never exported, and the queue emptied
-between batches -- the export thread's cost is ``bench/l7/tracing_export.py``'s); prints
+between batches -- the export thread's cost is ``bench/l7/tracing_export.py``'s;
+``--policy``: a TrafficPolicy section on every rule, with limits the bench never reaches --
+``local`` a route-wide local rate limit, ``local-ip`` one keyed by client address,
+``request-limits`` a body size and a header count; bench/results/ratelimit.md); prints
 the best microseconds per request of ``--repeat`` batches for each route and response.
 Pin it (``taskset -c 1``) for steadier figures. It measures whichever kgw_l7 is
 imported: compiled when the build is fresh (shown), else interpreted.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -39,6 +44,8 @@ import uvloop  # noqa: E402
 import kgw_l7  # noqa: E402
 from bench.l7.run import bench_config  # noqa: E402
 from kgw_l7.channel import WorkerOptions  # noqa: E402
+from kgw_l7.config import (L7Config, LocalRateLimit, RateLimit, RequestLimits,  # noqa: E402
+                           RulePolicy)
 from kgw_l7.context import ListenerState, WorkerContext  # noqa: E402
 from kgw_l7.proxy import DownstreamConn  # noqa: E402
 from kgw_l7.upstream import UpstreamConn  # noqa: E402
@@ -78,6 +85,32 @@ class MemoryTransport:
     def abort(self) -> None: ...
 
 
+#: Never reached by the bench: a burst of 10^9 refilled at 10^6 per second.
+_NEVER = LocalRateLimit(max_tokens=10**9, tokens_per_fill=10**6, fill_interval=1.0,
+                        scope="bench")
+POLICIES: dict[str, RulePolicy | None] = {
+    "none": None,
+    "local": RulePolicy(rate_limit=RateLimit(local=_NEVER)),
+    "local-ip": RulePolicy(rate_limit=RateLimit(local=dataclasses.replace(_NEVER,
+                                                                          key="client_ip"))),
+    "request-limits": RulePolicy(request_limits=RequestLimits(max_body_size=1 << 20,
+                                                              max_headers=100)),
+}
+
+
+def with_policy(config: L7Config, policy: RulePolicy | None) -> L7Config:
+    """``config`` with ``policy`` on every rule."""
+    if policy is None:
+        return config
+    return dataclasses.replace(config, listeners=tuple(
+        dataclasses.replace(lis, virtual_hosts=tuple(
+            dataclasses.replace(vh, routes=tuple(
+                dataclasses.replace(r, rule=dataclasses.replace(r.rule, policy=policy))
+                for r in vh.routes))
+            for vh in lis.virtual_hosts))
+        for lis in config.listeners))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=5000)
@@ -88,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--access-log-format", default="json")
     p.add_argument("--tracing-sample", type=float, default=None, metavar="RATIO",
                    help="tracing on, this share of new traces sampled (default off)")
+    p.add_argument("--policy", choices=sorted(POLICIES), default="none",
+                   help="a policy section on every rule, never triggered (default none)")
     args = p.parse_args(argv)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -99,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         # (not started: no export thread; a queue that never fills)
         tracer = ctx.tracer = Tracer("http://127.0.0.1:9/v1/traces", "parentbased_traceidratio",
                                      args.tracing_sample, 1.0, max_queue=1 << 40)
-    config = bench_config(8080, 9, "h2c" if args.h2c else "http")
+    config = with_policy(bench_config(8080, 9, "h2c" if args.h2c else "http"),
+                         POLICIES[args.policy])
     listener = ListenerState("bench", config.listeners[0],
                              ctx.cache.build(config)["bench"], None)
     print(f"kgw_l7 {'compiled' if kgw_l7.extension_in_use('exchange') else 'interpreted'}")
