@@ -234,6 +234,20 @@ class RulePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLogPolicy:
+    """A Gateway's access log settings (TrafficPolicy ``accessLog``); a None field keeps
+    the command line's value."""
+
+    disabled: bool = False
+    #: ``json``, ``text`` or ``text:TEMPLATE`` (checked by the controller).
+    format: str | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: The lowest status logged (0 all, 400 errors, 500 server errors).
+    min_status: int | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: The share of requests logged, 0 < sample <= 1.
+    sample: float | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """What kgw policies apply to a bound socket's connections before any routing
     (sections a Gateway or listener target sets)."""
@@ -241,6 +255,8 @@ class ListenerPolicy:
     #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
     #: this many seconds of its first byte (None: the worker's default).
     request_header_timeout: float | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: TrafficPolicy ``accessLog``: this socket's lines (None: the command line's).
+    access_log: AccessLogPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +362,8 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
+    "AccessLogPolicy", "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint",
+    "Filters", "HeaderMatch",
     "HeaderModifier", "L7Config", "Listener", "ListenerPolicy", "LocalRateLimit", "Mirror",
     "PathMatch", "PathModifier", "QueryParamMatch", "RateLimit", "Redirect", "RequestLimits",
     "Retry", "Route",

@@ -6,7 +6,7 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 
 from __future__ import annotations
 
-from controller.policy import headertimeout, ratelimit, requestlimits
+from controller.policy import accesslog, headertimeout, ratelimit, requestlimits
 from controller.policy.section import Section
 
 SECTIONS: dict[str, tuple[Section, ...]] = {
@@ -14,6 +14,7 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
         ratelimit.SECTION,
         requestlimits.SECTION,
         headertimeout.SECTION,
+        accesslog.SECTION,
     ),
     "SecurityPolicy": (
     ),
