@@ -65,6 +65,12 @@ cdef class Formatter:
                      Py_ssize_t sent, double duration, upstream, route, bytes request_id,
                      flags, listener, details, bytes remote)
 
+cdef class LogSettings:
+    cdef public Formatter formatter
+    cdef public int min_status
+    cdef public double sample
+    cdef public bint off
+
 cdef class AccessLog:
     cdef public Formatter formatter
     cdef public int min_status
@@ -88,10 +94,10 @@ cdef class AccessLog:
     cdef public object _sink
     cdef public str name
     cdef public str counter
-    @cython.locals(line=bytes)
+    @cython.locals(line=bytes, formatter=Formatter, min_status=int, sample=double)
     cpdef log(self, double start, RequestHead head, int status, Py_ssize_t received,
               Py_ssize_t sent, double duration, upstream, route, bytes request_id,
-              flags, listener, details, bytes remote)
+              flags, listener, details, bytes remote, LogSettings settings=*)
     cpdef append(self, bytes line)
     cpdef flush(self)
 

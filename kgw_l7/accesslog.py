@@ -299,6 +299,21 @@ class Formatter:
         return b"".join(parts)
 
 
+class LogSettings:
+    """One listener's own settings (a Gateway's TrafficPolicy ``accessLog``): the
+    formatter of its format, its filter and sampling, or ``off``. Lines still go to the
+    worker's one writer and sink."""
+
+    __slots__ = ("formatter", "min_status", "sample", "off")
+
+    def __init__(self, formatter: Formatter, min_status: int, sample: float,
+                 off: bool = False) -> None:
+        self.formatter = formatter
+        self.min_status = min_status
+        self.sample = sample
+        self.off = off
+
+
 class AccessLog:
     """The worker's access log (see the module docstring): ``log`` per request,
     ``flush`` from the periodic timer, ``close`` at shutdown."""
@@ -354,14 +369,25 @@ class AccessLog:
 
     def log(self, start: float, head: RequestHead | None, status: int, received: int,
             sent: int, duration: float, upstream: Any, route: Any, request_id: bytes,
-            flags: Any, listener: Any, details: Any, remote: bytes) -> None:
-        """One request (see ``Formatter.line``), unless filtered out or sampled away."""
-        if status < self.min_status:
+            flags: Any, listener: Any, details: Any, remote: bytes,
+            settings: LogSettings | None = None) -> None:
+        """One request (see ``Formatter.line``), unless filtered out or sampled away;
+        ``settings``: the listener's own (None: the worker's)."""
+        formatter = self.formatter
+        min_status = self.min_status
+        sample = self.sample
+        if settings is not None:
+            if settings.off:
+                return
+            formatter = settings.formatter
+            min_status = settings.min_status
+            sample = settings.sample
+        if status < min_status:
             return
-        if self.sample < 1.0 and random.random() >= self.sample:
+        if sample < 1.0 and random.random() >= sample:
             return
-        line = self.formatter.line(start, head, status, received, sent, duration, upstream,
-                                   route, request_id, flags, listener, details, remote)
+        line = formatter.line(start, head, status, received, sent, duration, upstream,
+                              route, request_id, flags, listener, details, remote)
         self._chunk.append(line)
         self._lines += 1
         self._size += len(line)

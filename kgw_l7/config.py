@@ -392,6 +392,20 @@ class ConnectionRateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLogPolicy:
+    """A Gateway's access log settings (TrafficPolicy ``accessLog``); a None field keeps
+    the command line's value."""
+
+    disabled: bool = False
+    #: ``json``, ``text`` or ``text:TEMPLATE`` (checked by the controller).
+    format: str | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: The lowest status logged (0 all, 400 errors, 500 server errors).
+    min_status: int | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: The share of requests logged, 0 < sample <= 1.
+    sample: float | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """What kgw policies apply to a bound socket's connections before any routing
     (sections a Gateway or listener target sets)."""
@@ -403,6 +417,8 @@ class ListenerPolicy:
     #: workers (the translation copies it into the L4 config's ``connection_limits``).
     connection_rate_limit: ConnectionRateLimit | None = dataclasses.field(default=None,
                                                                           metadata=OMIT_NONE)
+    #: TrafficPolicy ``accessLog``: this socket's lines (None: the command line's).
+    access_log: AccessLogPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,7 +524,7 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation",
+    "AccessLogPolicy", "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation",
     "ConnectionRateLimit", "Endpoint", "Filters", "GlobalRateLimit", "HashOn", "HeaderMatch",
     "HeaderModifier", "HealthCheck", "HealthPolicy", "L7Config", "Listener", "ListenerPolicy",
     "LoadBalancer", "LocalRateLimit", "Mirror", "OutlierDetection", "PathMatch",

@@ -5,7 +5,7 @@
 # hot path are ``cpdef`` (a C call between compiled modules); behaviour is the same
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
-from kgw_l7.accesslog cimport AccessLog
+from kgw_l7.accesslog cimport AccessLog, LogSettings
 from kgw_l7.stats cimport WorkerStats
 from kgw_l7.upstream cimport Pool
 
@@ -21,6 +21,7 @@ cdef class ListenerState:
     cdef public object sock
     cdef public object gateway
     cdef public double header_timeout
+    cdef public LogSettings log
 
 cdef class WorkerContext:
     cdef public object loop
@@ -48,3 +49,4 @@ cdef class WorkerContext:
     cdef public bint ignore_client_abort
     cdef public object tracer
     cdef public object global_limiter
+    cdef public dict _log_settings

@@ -26,7 +26,7 @@ from typing import Any
 from kgw_l7.channel import WorkerOptions
 from kgw_l7.ratelimit import table_full
 from kgw_l7.router import ListenerRouter, RouterCache
-from kgw_l7.accesslog import AccessLog
+from kgw_l7.accesslog import AccessLog, Formatter, LogSettings
 from kgw_l7.globallimit import GlobalLimiter
 from kgw_l7.tracing import from_settings as tracing_from_settings
 from kgw_l7.logformat import parse_format
@@ -48,7 +48,7 @@ class ListenerState:
     place by a new config, so open connections see the new routes on their next request."""
 
     __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
-                 "sock", "gateway", "header_timeout")
+                 "sock", "gateway", "header_timeout", "log")
 
     def __init__(self, name: str, record: Any, router: ListenerRouter,
                  certs: CertStore | None) -> None:
@@ -67,6 +67,9 @@ class ListenerState:
         self.sock: Any = None
         #: A TrafficPolicy's requestHeaderTimeout for this socket (0: the worker's).
         self.header_timeout = policy_header_timeout(record)
+        #: A TrafficPolicy's accessLog settings for this socket (None: the worker's);
+        #: set by the worker (WorkerContext.listener_log), which knows the defaults.
+        self.log: LogSettings | None = None
 
     def update(self, record: Any, router: ListenerRouter, certs: CertStore | None) -> None:
         """A new config for the same socket: open connections see it on their next
@@ -103,7 +106,8 @@ class WorkerContext:
     __slots__ = ("loop", "options", "stats", "tls", "pool", "access_log", "max_connections",
                  "conns", "listeners", "errors", "cache", "now", "stopping", "_tasks",
                  "_sweeper", "_interval", "clock", "limiter", "fd_limit", "fd_base",
-                 "fd_short_at", "draining", "ignore_client_abort", "tracer", "global_limiter")
+                 "fd_short_at", "draining", "ignore_client_abort", "tracer", "global_limiter",
+                 "_log_settings")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: WorkerOptions) -> None:
         self.loop = loop
@@ -127,6 +131,8 @@ class WorkerContext:
             options.access_log, parse_format(options.access_log_format,
                                              options.access_log_redact),
             options.access_log_min_status, options.access_log_sample)
+        #: AccessLogPolicy -> its LogSettings (listener_log).
+        self._log_settings: dict[Any, LogSettings] = {}
         #: None: tracing is off (no endpoint configured).
         self.tracer = tracing_from_settings(options.tracing_endpoint, options.tracing_sample)
         if self.tracer is not None:
@@ -214,7 +220,7 @@ class WorkerContext:
                                  "handshake failed (%s): %s", listener.name, reason, detail)
         if self.access_log is not None:
             self.access_log.log(time.time(), None, 0, 0, 0, 0.0, None, None, b"", "DTF",
-                                listener.name, f"tls {reason}: {detail}", b"")
+                                listener.name, f"tls {reason}: {detail}", b"", listener.log)
 
     def health(self) -> list[str]:
         """Why this worker does not serve all it should (empty: it does); /readyz."""
@@ -296,7 +302,29 @@ class WorkerContext:
         self.stats.request(listener.name, listener.gateway, "", "", status, 0.0)
         if self.access_log is not None:
             self.access_log.log(time.time(), None, status, 0, 0, 0.0, None, None, b"", flags,
-                                listener.name, details, remote)
+                                listener.name, details, remote, listener.log)
+
+    def listener_log(self, record: Any) -> LogSettings | None:
+        """A listener's own access log settings from its policy (None: the worker's, or
+        no access log). One formatter per distinct setting, reused across configs."""
+        policy = record.policy.access_log if record.policy is not None else None
+        if policy is None or self.access_log is None:
+            return None
+        settings = self._log_settings.get(policy)
+        if settings is None:
+            opts = self.options
+            base = self.access_log
+            formatter = base.formatter
+            if policy.format is not None and policy.format != opts.access_log_format:
+                formatter = Formatter(parse_format(policy.format, opts.access_log_redact))
+            if len(self._log_settings) > 256:  # (settings come from the config)
+                self._log_settings.clear()
+            settings = self._log_settings[policy] = LogSettings(
+                formatter,
+                policy.min_status if policy.min_status is not None else base.min_status,
+                policy.sample if policy.sample is not None else base.sample,
+                policy.disabled)
+        return settings
 
     def close(self) -> None:
         """The worker stops: idle backend connections, the timer and the access log."""

@@ -678,7 +678,8 @@ class Exchange(UpstreamOwner):
             ctx.access_log.log(
                 self.wall_start, self.head, status, self.received, self.sent, duration,
                 self.upstream_host, rule.name if rule is not None else None,
-                self.request_id, self.flags, listener.name, self.detail, self.down.remote)
+                self.request_id, self.flags, listener.name, self.detail, self.down.remote,
+                listener.log)
         if self.trace is not None and self.trace.sampled:
             head = self.head
             ctx.tracer.end(self.trace, head.method, head.target,  # type: ignore[union-attr]
@@ -1472,7 +1473,7 @@ class Exchange(UpstreamOwner):
         log.log(self.wall_start, self.head, self.status, self.received + from_client,
                 self.sent + to_client, ctx.clock() - self.start_time, self.upstream_host,
                 rule.name if rule is not None else None, self.request_id, self.flags,
-                self.down.listener.name, self.detail, self.down.remote)
+                self.down.listener.name, self.detail, self.down.remote, self.down.listener.log)
 
     # -- mirrors --------------------------------------------------------------------------
     async def mirror(self, backend: CompiledBackend, out: OutRequest) -> None:

@@ -73,6 +73,7 @@ class Worker:
             st = ctx.listeners.get(listener.name)
             if st is not None and _same_socket(st.record, listener):
                 st.update(listener, routers[listener.name], certs)
+                st.log = ctx.listener_log(listener)
                 continue
             if st is not None:
                 self._remove_listener(st)
@@ -81,6 +82,7 @@ class Worker:
                 errors[listener.name] = refused[listener.name]
                 continue
             st = ListenerState(listener.name, listener, routers[listener.name], certs)
+            st.log = ctx.listener_log(listener)
             try:
                 await self._bind(st)
             except (OSError, OverflowError, ValueError) as exc:

@@ -7,8 +7,8 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 from __future__ import annotations
 
 from controller.policy import (
-    circuitbreaker, connectionlimit, headertimeout, healthcheck, loadbalancer, ratelimit,
-    requestlimits,
+    accesslog, circuitbreaker, connectionlimit, headertimeout, healthcheck, loadbalancer,
+    ratelimit, requestlimits,
 )
 from controller.policy.section import Section
 
@@ -21,6 +21,7 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
         healthcheck.SECTION,
         circuitbreaker.SECTION,
         connectionlimit.SECTION,
+        accesslog.SECTION,
     ),
     "SecurityPolicy": (
     ),
