@@ -57,7 +57,7 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from kgw_l7.context import ListenerState, WorkerContext
-from kgw_l7.events import BodyKind, RequestHead, request_head
+from kgw_l7.events import BodyKind, RequestHead, h2_error_name, request_head
 from kgw_l7.exchange import BODY_HIGH_WATER, Exchange
 from kgw_l7.streams import DownstreamStream, UpstreamStream
 
@@ -513,9 +513,16 @@ class H2Conn:
         elif t is h2.events.StreamReset:
             st = self.streams.get(ev.stream_id)
             self.resets += 1
+            code = h2_error_name(ev.error_code)
+            self.ctx.stats.http2_reset("client", code)
             if self.resets > MAX_RESETS:
                 self.calm("rapid_reset")
             if st is not None:
+                ex = st.ex
+                if ex is not None and not st.done and not ex.flags:
+                    # Envoy's flag: the client reset the stream (DC: it went away).
+                    ex.flags = "DR"
+                    ex.detail = "client reset the stream (RST_STREAM %s)" % code
                 self._lost(st)
         elif t is h2.events.RemoteSettingsChanged:
             self.settings_frames += 1

@@ -1092,15 +1092,25 @@ class Exchange(UpstreamOwner):
         if up is not self.upstream:
             return
         resp = self.resp
+        why = up.lost_reason
+        if why[:11] == "RST_STREAM ":
+            self.ctx.stats.http2_reset("backend", why[11:])
         if resp == AWAITING:
+            detail = "upstream reset before response"
+            if why:
+                detail += " (" + why + ")"
             if self.task is None:
-                self._fast_failed(503, "upstream reset before response")
+                self._fast_failed(503, detail)
                 return
             fut = self.head_fut
             if fut is not None and not fut.done():
                 # Envoy: "upstream connect error or disconnect/reset before headers"
-                fut.set_exception(_Retry(503, "upstream reset before response"))
+                fut.set_exception(_Retry(503, detail))
         elif resp == SENDING:
+            if not self.flags:
+                self.flags = "UR"  # (Envoy's: upstream remote reset)
+                self.detail = "upstream reset after response started" + (
+                    " (" + why + ")" if why else "")
             self.close_after = True
             self.down.abort()
             self._done()

@@ -19,7 +19,7 @@ from kgw_l7.stats import DURATION_BUCKETS
 
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
-            "upstream_overflows", "http2_errors", "access_log_dropped",
+            "upstream_overflows", "http2_errors", "http2_resets", "access_log_dropped",
             "tracing_spans_dropped")
 #: Plain numbers summed over workers.
 _SUMMED = ("connections_total", "http2_connections", "access_log_write_errors",
@@ -151,6 +151,14 @@ class _Collector:
         for reason, n in sorted(m["http2_errors"].items()):
             h2e.add_metric([reason], n)
         yield h2e
+        resets = CounterMetricFamily(
+            "kgw_l7_http2_stream_resets", "RST_STREAM frames received from HTTP/2 clients "
+            "(peer=client) and from HTTP/2 backends on streams a request waited on "
+            "(peer=backend), by error code (cancel, refused_stream, internal_error...)",
+            labels=["peer", "code"])
+        for (peer, code), n in sorted(m["http2_resets"].items()):
+            resets.add_metric([peer, code], n)
+        yield resets
         dropped = CounterMetricFamily(
             "kgw_access_log_dropped", "Access log lines lost (buffer_full: the writer could "
             "not keep up with a slow disk or a blocked pipe; write_error: a write failed)",

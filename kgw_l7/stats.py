@@ -21,7 +21,7 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class WorkerStats:
     __slots__ = ("_per", "connect_failures", "active_connections", "generation",
                  "connections_total", "rejected_connections", "tls_refusals",
-                 "upstream_overflows", "http2_errors", "http2_connections")
+                 "upstream_overflows", "http2_errors", "http2_connections", "http2_resets")
 
     def __init__(self) -> None:
         #: (listener, gateway, route, backend, code) -> [count, bucket counts..., +Inf
@@ -44,6 +44,10 @@ class WorkerStats:
         self.http2_errors: dict[str, int] = {}
         #: Client connections served as HTTP/2.
         self.http2_connections = 0
+        #: (peer, code) -> RST_STREAM frames received: from clients (peer "client", any
+        #: stream) and from backends (peer "backend", streams a request was waiting on),
+        #: by error code name in lower case ("cancel", "refused_stream"...).
+        self.http2_resets: dict[tuple[str, str], int] = {}
         self.generation = 0
 
     def request(self, listener: str, gateway: str, route: str, backend: str, code: int,
@@ -98,6 +102,10 @@ class WorkerStats:
     def http2_error(self, reason: str) -> None:
         self.http2_errors[reason] = self.http2_errors.get(reason, 0) + 1
 
+    def http2_reset(self, peer: str, code: str) -> None:
+        key = (peer, code.lower())
+        self.http2_resets[key] = self.http2_resets.get(key, 0) + 1
+
     def http2_connection(self) -> None:
         self.http2_connections += 1
 
@@ -113,6 +121,7 @@ class WorkerStats:
             "upstream_overflows": dict(self.upstream_overflows),
             "http2_errors": dict(self.http2_errors),
             "http2_connections": self.http2_connections,
+            "http2_resets": dict(self.http2_resets),
             "generation": self.generation,
         }
 
