@@ -28,11 +28,11 @@ told kgw's errors the way gRPC clients read them, as Envoy maps them: HTTP 200 w
 UNIMPLEMENTED, no healthy backend or a failed connect 14 UNAVAILABLE, a timeout 4
 DEADLINE_EXCEEDED; ``_GRPC_STATUS``). A call's ``grpc-timeout`` is its request timeout
 (the shorter of it and the route's); one that passes after the response started ends the
-call with grpc-status 4 in its trailers (``deadline_trailers``). Its deadline is what bounds a call: the worker's
-default response timeout and the client stream's idle timeout (``sweep``) do not apply
-to it, so a long-lived stream -- a watch that is silent for minutes, a bidi call whose
-client sends nothing -- lasts until its deadline, the route's timeouts, or either end
-ends it.
+call with grpc-status 4 in its trailers (``deadline_trailers``). Its deadline is what
+bounds a call: the worker's default response timeout and the client stream's idle
+timeout (``sweep``) do not apply to it, so a long-lived stream -- a watch that is silent
+for minutes, a bidi call whose client sends nothing -- lasts until its deadline, the
+route's timeouts, or either end ends it.
 
 Load balancing: the backend is chosen once per request (``CompiledRule.pick_backend``),
 the endpoint once per try; a retry prefers an endpoint the request has not tried yet.
@@ -901,7 +901,7 @@ class Exchange(UpstreamOwner):
         up = self.detach()
         if up is not None:
             up.abort()
-        self.detail += " after the response started: grpc-status 4"
+        self.detail = (self.detail or "deadline") + " after the response started: grpc-status 4"
         self.down.send_end(_DEADLINE_TRAILERS)
 
     async def tries(self, rule: CompiledRule, backend: CompiledBackend,

@@ -51,7 +51,8 @@ def test_one_of_an_httproute_and_a_grpcroute_sharing_a_hostname_is_accepted(
         h_ts, h_hosts, g_ts, g_hosts, winner) -> None:
     # (names: "default/a-grpc" sorts before "default/b-http" when the ages are equal)
     objs = [CLASS, gateway("gw", [HTTP]), service("svc"),
-            _route("HTTPRoute", "b-http", h_ts, h_hosts), _route("GRPCRoute", "a-grpc", g_ts, g_hosts)]
+            _route("HTTPRoute", "b-http", h_ts, h_hosts),
+            _route("GRPCRoute", "a-grpc", g_ts, g_hosts)]
     t = translate(store_of(objs))
     http, grpc = _accepted(t, "HTTPRoute", "b-http"), _accepted(t, "GRPCRoute", "a-grpc")
     if winner == "both":
