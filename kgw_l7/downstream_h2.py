@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import h2.config
@@ -57,7 +58,7 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from kgw_l7.context import ListenerState, WorkerContext
-from kgw_l7.events import BodyKind, RequestHead, request_head
+from kgw_l7.events import BodyKind, RequestHead, h2_error_name, request_head
 from kgw_l7.exchange import BODY_HIGH_WATER, Exchange
 from kgw_l7.streams import DownstreamStream, UpstreamStream
 
@@ -94,6 +95,9 @@ CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connectio
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 #: Bytes never allowed in a field value (RFC 9113 §8.2.1).
 _BAD_VALUE = (b"\x00", b"\r", b"\n")
+#: Bytes never allowed in a field name (RFC 9113 §8.2.1: controls, space, DEL; a colon
+#: only as a pseudo-field's first byte, checked apart).
+_BAD_NAME_BYTE = re.compile(rb"[\x00-\x20\x7f]")
 
 
 def request_problem(headers: list[tuple[bytes, bytes]], trailers: bool = False) -> str | None:
@@ -122,9 +126,11 @@ def request_problem(headers: list[tuple[bytes, bytes]], trailers: bool = False) 
                 return "te_not_trailers"
         if name.lower() != name:
             return "uppercase_name"
-        for b in name:
-            if b <= 0x20 or b == 0x7F or (b == 0x3A and name[0] != 0x3A):
-                return "bad_name"
+        # (searches in C: a loop over the bytes here cost more than the rest of the
+        # request's checks)
+        if _BAD_NAME_BYTE.search(name) is not None \
+                or (name[0] != 0x3A and b":" in name):
+            return "bad_name"
         for bad in _BAD_VALUE:
             if bad in value:
                 return "bad_value"
@@ -330,8 +336,15 @@ class H2Conn:
         self.ctx = ctx
         self.listener = listener
         self.transport: Any = None
+        # Inbound fields are checked by ``request_problem`` (h2's check raises where a
+        # stream error is due); outbound ones are built here (``send_response``: lower-case
+        # names, no connection-specific field) from a response kgw parsed or made: h2's
+        # validation and normalisation of them again cost more than the rest of sending
+        # a response head (as upstream_h2 found for requests).
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                           validate_inbound_headers=False)
+                                           validate_inbound_headers=False,
+                                           validate_outbound_headers=False,
+                                           normalize_outbound_headers=False)
         self.h2 = ServerConnection(config)
         self.streams: dict[int, H2Stream] = {}
         self.peer = b""
@@ -513,9 +526,16 @@ class H2Conn:
         elif t is h2.events.StreamReset:
             st = self.streams.get(ev.stream_id)
             self.resets += 1
+            code = h2_error_name(ev.error_code)
+            self.ctx.stats.http2_reset("client", code)
             if self.resets > MAX_RESETS:
                 self.calm("rapid_reset")
             if st is not None:
+                ex = st.ex
+                if ex is not None and not st.done and not ex.flags:
+                    # Envoy's flag: the client reset the stream (DC: it went away).
+                    ex.flags = "DR"
+                    ex.detail = "client reset the stream (RST_STREAM %s)" % code
                 self._lost(st)
         elif t is h2.events.RemoteSettingsChanged:
             self.settings_frames += 1
@@ -718,9 +738,15 @@ class H2Conn:
                 chunk = pending[0]
                 conn.window_credit += 2
                 if len(chunk) <= room:
-                    conn.send_data(sid, chunk)
                     pending.pop(0)
                     st.pending_size -= len(chunk)
+                    if not pending and st.end_pending and not st.trailers:
+                        # The last DATA frame ends the stream (not an empty one more).
+                        conn.send_data(sid, chunk, end_stream=True)
+                        st.end_pending = False
+                        st.response_open = False
+                    else:
+                        conn.send_data(sid, chunk)
                 else:
                     conn.send_data(sid, chunk[:room])
                     pending[0] = chunk[room:]

@@ -22,6 +22,24 @@ HOP_BY_HOP = frozenset({
 })
 
 
+#: HTTP/2 error codes (RFC 9113 §7) by value: the names RST_STREAM and GOAWAY codes get in
+#: the access log's details and in the metrics' labels (lower-case there).
+H2_ERROR_NAMES = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
+                  "SETTINGS_TIMEOUT", "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM",
+                  "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM",
+                  "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED")
+
+
+def h2_error_name(code: int) -> str:
+    """An HTTP/2 error code's name; a code RFC 9113 does not define is named by its value
+    (a peer may send any 32-bit code: one label per unknown value would let it grow the
+    metrics without bound, so all unknown codes share one name)."""
+    code = int(code)
+    if 0 <= code < len(H2_ERROR_NAMES):
+        return H2_ERROR_NAMES[code]
+    return "UNKNOWN_CODE"
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
     """The lower-case names one Connection field lists."""
     tokens = {t.strip().lower() for t in value.split(b",")}

@@ -101,6 +101,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public bint tunneled
     cdef public bint grpc
     cdef public double grpc_deadline
+    cdef public bint resp_trailers
     cdef public object trace
     cdef public object lb_key
     cdef public Py_ssize_t body_limit
@@ -131,6 +132,7 @@ cdef class Exchange(UpstreamOwner):
     @cython.locals(headers=list)
     cpdef respond_grpc(self, int status, bytes body, extra)
     cpdef grpc_head(self)
+    cpdef deadline_trailers(self)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter,
                    vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,

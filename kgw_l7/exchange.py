@@ -27,11 +27,12 @@ told kgw's errors the way gRPC clients read them, as Envoy maps them: HTTP 200 w
 ``grpc-status`` and ``grpc-message`` in a trailers-only response (no route 12
 UNIMPLEMENTED, no healthy backend or a failed connect 14 UNAVAILABLE, a timeout 4
 DEADLINE_EXCEEDED; ``_GRPC_STATUS``). A call's ``grpc-timeout`` is its request timeout
-(the shorter of it and the route's). Its deadline is what bounds a call: the worker's
-default response timeout and the client stream's idle timeout (``sweep``) do not apply
-to it, so a long-lived stream -- a watch that is silent for minutes, a bidi call whose
-client sends nothing -- lasts until its deadline, the route's timeouts, or either end
-ends it.
+(the shorter of it and the route's); one that passes after the response started ends the
+call with grpc-status 4 in its trailers (``deadline_trailers``). Its deadline is what
+bounds a call: the worker's default response timeout and the client stream's idle
+timeout (``sweep``) do not apply to it, so a long-lived stream -- a watch that is silent
+for minutes, a bidi call whose client sends nothing -- lasts until its deadline, the
+route's timeouts, or either end ends it.
 
 Load balancing: the backend is chosen once per request (``CompiledRule.pick_backend``),
 the endpoint once per try (``CompiledBackend.pick``, with the request's consistent-hash
@@ -288,6 +289,8 @@ _CONNECT_TIMEOUT = b"upstream connect timeout\n"
 _OVERFLOW = b"upstream overflow\n"
 _BAD_RESPONSE = b"invalid upstream response\n"
 _TIMEOUT = b"upstream request timeout\n"
+#: How a gRPC call whose deadline passed mid-response ends (``deadline_trailers``).
+_DEADLINE_TRAILERS = ((b"grpc-status", b"4"), (b"grpc-message", b"Deadline Exceeded"))
 
 
 def retry_delay(base: float, attempt: int) -> float:
@@ -331,7 +334,7 @@ class Exchange(UpstreamOwner):
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
                  "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "lb_key",
-                 "body_limit", "refusal")
+                 "body_limit", "refusal", "resp_trailers")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -388,6 +391,9 @@ class Exchange(UpstreamOwner):
         self.grpc_deadline = 0.0
         #: The request's consistent-hash key for its backend (None: none, or not hashing).
         self.lb_key: bytes | None = None
+        #: The committed response can still end with trailers (its body is not framed by
+        #: a Content-Length): a gRPC deadline then ends it with grpc-status 4.
+        self.resp_trailers = False
         #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
         self.trace: Any = None
         #: A policy's limit on the request body, checked as it streams (0: none).
@@ -1021,15 +1027,28 @@ class Exchange(UpstreamOwner):
                 self.answer_refusal()
         except TimeoutError:
             self.flags = self.flags or "UT"
+            # (a deadline not gRPC's is request_timeout's: set, not None)
+            self.detail = "grpc-timeout (%gs)" % (deadline - self.start_time) \
+                if deadline == self.grpc_deadline else \
+                "request timeout (%gs)" % rule.request_timeout  # type: ignore[str-format]
             if self.resp < SENDING:
-                # (a deadline not gRPC's is request_timeout's: set, not None)
-                self.detail = "grpc-timeout (%gs)" % (deadline - self.start_time) \
-                    if deadline == self.grpc_deadline else \
-                    "request timeout (%gs)" % rule.request_timeout  # type: ignore[str-format]
                 self.respond(504, _TIMEOUT)
+            elif self.grpc and self.resp == SENDING and self.resp_trailers:
+                self.deadline_trailers()
             else:
                 self.close_after = True
                 self.down.abort()
+
+    def deadline_trailers(self) -> None:
+        """A gRPC call whose deadline passes after its response started ends as gRPC
+        says a deadline ends a call (grpc-status 4 DEADLINE_EXCEEDED in the trailers),
+        not with a reset, which a client reads as CANCELLED or INTERNAL. The backend's
+        stream is cancelled (``finish`` aborts it) and nothing more of it is relayed."""
+        up = self.detach()
+        if up is not None:
+            up.abort()
+        self.detail = (self.detail or "deadline") + " after the response started: grpc-status 4"
+        self.down.send_end(_DEADLINE_TRAILERS)
 
     async def tries(self, rule: CompiledRule, backend: CompiledBackend,
                     endpoint: tuple[str, int] | None) -> None:
@@ -1311,15 +1330,25 @@ class Exchange(UpstreamOwner):
         if up is not self.upstream:
             return
         resp = self.resp
+        why = up.lost_reason
+        if why[:11] == "RST_STREAM ":
+            self.ctx.stats.http2_reset("backend", why[11:])
         if resp == AWAITING:
+            detail = "upstream reset before response"
+            if why:
+                detail += " (" + why + ")"
             if self.task is None:
-                self._fast_failed(503, "upstream reset before response")
+                self._fast_failed(503, detail)
                 return
             fut = self.head_fut
             if fut is not None and not fut.done():
                 # Envoy: "upstream connect error or disconnect/reset before headers"
-                fut.set_exception(_Retry(503, "upstream reset before response"))
+                fut.set_exception(_Retry(503, detail))
         elif resp == SENDING:
+            if not self.flags:
+                self.flags = "UR"  # (Envoy's: upstream remote reset)
+                self.detail = "upstream reset after response started" + (
+                    " (" + why + ")" if why else "")
             self.close_after = True
             self.down.abort()
             self._done()
@@ -1430,6 +1459,7 @@ class Exchange(UpstreamOwner):
                 broken = True
         if resp.body == "none":
             end = True  # (no body: the head is the whole response)
+        self.resp_trailers = resp.body == "chunked"
         if self.down.send_response(resp.status, out, resp.body, data, end, trailers,
                                    self.close_after):
             self.close_after = True

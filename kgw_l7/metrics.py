@@ -19,9 +19,9 @@ from kgw_l7.stats import CONNECT_BUCKETS, DURATION_BUCKETS
 
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
-            "upstream_overflows", "outlier_ejections", "http2_errors", "access_log_dropped",
-            "tracing_spans_dropped", "rate_limited", "global_ratelimit_decisions",
-            "global_ratelimit_errors", "retries")
+            "upstream_overflows", "outlier_ejections", "http2_errors", "http2_resets",
+            "access_log_dropped", "tracing_spans_dropped", "rate_limited",
+            "global_ratelimit_decisions", "global_ratelimit_errors", "retries")
 #: Lists summed element-wise (histograms, byte pairs).
 _LISTS = ("durations", "body_bytes", "connect_times")
 #: Plain numbers summed over workers.
@@ -208,6 +208,14 @@ class _Collector:
             "kgw_l7_rate_limit_table_full", "Requests let through unlimited because the "
             "node's rate limit table had no slot for their key",
             value=m["rate_limit_table_full"])
+        resets = CounterMetricFamily(
+            "kgw_l7_http2_stream_resets", "RST_STREAM frames received from HTTP/2 clients "
+            "(peer=client) and from HTTP/2 backends on streams a request waited on "
+            "(peer=backend), by error code (cancel, refused_stream, internal_error...)",
+            labels=["peer", "code"])
+        for (peer, code), n in sorted(m["http2_resets"].items()):
+            resets.add_metric([peer, code], n)
+        yield resets
         dropped = CounterMetricFamily(
             "kgw_access_log_dropped", "Access log lines lost (buffer_full: the writer could "
             "not keep up with a slow disk or a blocked pipe; write_error: a write failed)",

@@ -20,6 +20,7 @@ cdef class WorkerStats:
     cdef public object http2_connections
     cdef public object outlier_ejections
     cdef public dict rate_limited
+    cdef public object http2_resets
     cdef public dict retries
     cdef public dict connect_times
     @cython.locals(h=list, buckets=tuple, n=Py_ssize_t, i=Py_ssize_t)

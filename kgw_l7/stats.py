@@ -43,7 +43,7 @@ def _histogram_add(h: list[float], buckets: tuple[float, ...], seconds: float) -
 class WorkerStats:
     __slots__ = ("_per", "connect_failures", "active_connections", "generation",
                  "connections_total", "rejected_connections", "tls_refusals",
-                 "upstream_overflows", "http2_errors", "http2_connections",
+                 "upstream_overflows", "http2_errors", "http2_connections", "http2_resets",
                  "outlier_ejections", "rate_limited", "retries", "connect_times")
 
     def __init__(self) -> None:
@@ -77,6 +77,10 @@ class WorkerStats:
         self.http2_connections = 0
         #: (route, policy) -> requests a local rate limit answered 429.
         self.rate_limited: dict[tuple[str, str], int] = {}
+        #: (peer, code) -> RST_STREAM frames received: from clients (peer "client", any
+        #: stream) and from backends (peer "backend", streams a request was waiting on),
+        #: by error code name in lower case ("cancel", "refused_stream"...).
+        self.http2_resets: dict[tuple[str, str], int] = {}
         self.generation = 0
 
     def request(self, listener: str, gateway: str, route: str, backend: str, code: int,
@@ -162,6 +166,10 @@ class WorkerStats:
         key = (route, policy)
         self.rate_limited[key] = self.rate_limited.get(key, 0) + 1
 
+    def http2_reset(self, peer: str, code: str) -> None:
+        key = (peer, code.lower())
+        self.http2_resets[key] = self.http2_resets.get(key, 0) + 1
+
     def http2_connection(self) -> None:
         self.http2_connections += 1
 
@@ -182,6 +190,7 @@ class WorkerStats:
             "http2_errors": dict(self.http2_errors),
             "http2_connections": self.http2_connections,
             "rate_limited": dict(self.rate_limited),
+            "http2_resets": dict(self.http2_resets),
             "generation": self.generation,
         }
 

@@ -31,6 +31,7 @@ cdef class UpstreamStream:
     cdef public bint reused
     cdef public Py_ssize_t reads
     cdef public bint read_paused
+    cdef public str lost_reason
     cpdef send_request(self, UpstreamOwner owner, OutRequest out, list chunks, bint end,
                        tuple trailers)
     cpdef send_body(self, bytes data)

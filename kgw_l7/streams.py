@@ -116,11 +116,15 @@ class UpstreamStream:
     Given back with ``Pool.release`` when its response is complete (kept when
     ``reusable``), or ended with ``abort`` in any other state."""
 
-    __slots__ = ("owner", "reused", "reads", "read_paused")
+    __slots__ = ("owner", "reused", "reads", "read_paused", "lost_reason")
     owner: UpstreamOwner | None
     reused: bool
     reads: int
     read_paused: bool
+    #: Why the stream was lost, when the protocol says (an HTTP/2 backend's RST_STREAM or
+    #: GOAWAY code: "RST_STREAM CANCEL"), for the access log; "" when the connection
+    #: just closed.
+    lost_reason: str
 
     def send_request(self, owner: UpstreamOwner, out: OutRequest, chunks: list[bytes],
                      end: bool, trailers: tuple[tuple[bytes, bytes], ...]) -> None:

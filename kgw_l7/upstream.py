@@ -69,6 +69,7 @@ class UpstreamConn(UpstreamStream):
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
         self.owner: UpstreamOwner | None = None
+        self.lost_reason = ""
         self.key = key
         self.closed = False
         self.idle_since = 0.0

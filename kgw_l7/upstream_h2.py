@@ -44,7 +44,9 @@ import logging
 from typing import Any
 
 
-from kgw_l7.events import HOP_BY_HOP, BodyKind, EndOfMessage, body_event, response_head
+from kgw_l7.events import (
+    HOP_BY_HOP, BodyKind, EndOfMessage, body_event, h2_error_name, response_head,
+)
 from kgw_l7.streams import OutRequest, UpstreamOwner, UpstreamStream
 
 log = logging.getLogger("kgw.l7.upstream")
@@ -266,6 +268,7 @@ class H2Conn:
                 st = streams.get(ev.stream_id)
                 if st is not None:
                     st.reset = True
+                    st.lost_reason = "RST_STREAM " + h2_error_name(ev.error_code)
                     if ev.error_code == ErrorCodes.REFUSED_STREAM:
                         st.refused = True
                     if not st.remote_done:
@@ -279,6 +282,7 @@ class H2Conn:
                 for sid, st in streams.items():
                     if sid > last:
                         st.refused = True
+                        st.lost_reason = "GOAWAY " + h2_error_name(ev.error_code or 0)
                         lost.append(st)
             elif t is h2.events.RemoteSettingsChanged:
                 window = True  # (a new initial window may let queued DATA out)
@@ -349,6 +353,7 @@ class H2Stream(UpstreamStream):
     def init(self, conn: H2Conn) -> None:
         self.conn = conn
         self.owner = None
+        self.lost_reason = ""
         self.reused = conn.served > 0
         conn.served += 1
         self.reads = 0

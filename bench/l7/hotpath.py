@@ -7,12 +7,17 @@ compared within a few percent where the end-to-end CPU per request moves by 20% 
 runs on a shared machine. Responses: the echo server's (no hop-by-hop field) and nginx's
 (Server, Date and ``Connection: keep-alive``).
 
+``--h2``: the same requests from an HTTP/2 client instead (``kgw_l7.downstream_h2``: one
+stream per request on one ``H2Conn``, the request HEADERS from the HPACK dynamic table
+as a client sends them after its first request), to the HTTP/1.1 backend, echo's
+response.
+
 ``--h2c``: the same requests to an HTTP/2 backend instead (``kgw_l7.upstream_h2``: a
 stream per request on one ``H2Conn``), answered with the echo's response as HTTP/2
 frames (HEADERS from the HPACK dynamic table, DATA with END_STREAM), made for each
 request's stream id before the batch is timed.
 
-Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30] [--h2c]
+Usage: ``.venv/bin/python -m bench.l7.hotpath [--requests 5000] [--repeat 30] [--h2|--h2c]
 [--access-log PATH [--access-log-format json|text...]] [--tracing-sample RATIO]
 [--policy none|local|local-ip|request-limits]`` (default: no
 access log, no tracing; ``--tracing-sample``: tracing on, new traces sampled at RATIO, the
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--h2c", action="store_true", help="an HTTP/2 backend (h2c)")
+    p.add_argument("--h2", action="store_true", help="an HTTP/2 client (h2c prior knowledge)")
     p.add_argument("--access-log", default="off", metavar="PATH",
                    help="write the access log there (default off)")
     p.add_argument("--access-log-format", default="json")
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kgw_l7 {'compiled' if kgw_l7.extension_in_use('exchange') else 'interpreted'}")
     if args.h2c:
         return h2c(ctx, listener, args)
+    if args.h2:
+        return h2(ctx, listener, args)
     for kind, response in RESPONSES.items():
         conn = DownstreamConn(ctx, listener)
         client = MemoryTransport()
@@ -220,6 +228,58 @@ def h2c(ctx: WorkerContext, listener: ListenerState, args: argparse.Namespace) -
         assert len(client.out) == args.requests and client.out[-1].endswith(BODY)
         assert up.taken == 0 and not up.streams
         print(f"h2c   response  /{route:5}  {best * 1e6:.2f} us/request", flush=True)
+    return 0
+
+
+def h2(ctx: WorkerContext, listener: ListenerState, args: argparse.Namespace) -> int:
+    import hpack
+    from hyperframe.frame import HeadersFrame, SettingsFrame, WindowUpdateFrame
+
+    from kgw_l7.downstream_h2 import PREFACE
+    from kgw_l7.downstream_h2 import H2Conn as ClientConn
+
+    conn = ClientConn(ctx, listener)
+    client = MemoryTransport()
+    conn.connection_made(client)  # type: ignore[arg-type]
+    # (as h2load opens its connection window: the responses never wait for it)
+    conn.data_received(PREFACE + SettingsFrame(0).serialize()
+                       + WindowUpdateFrame(0, window_increment=2**31 - 1 - 65535).serialize())
+    up = UpstreamConn(("127.0.0.1", 9, None))
+    backend = MemoryTransport()
+    up.connection_made(backend)  # type: ignore[arg-type]
+    ctx.pool.release(up, ctx.now)
+    enc = hpack.Encoder()
+    response = RESPONSES["echo"]
+    sid = 1
+    for route in ("plain", "hdr"):
+        fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/" + route.encode()),
+                  (b":authority", b"127.0.0.1:8080"), (b"x-bench", b"yes")]
+        first = enc.encode(fields)
+        block = enc.encode(fields)  # (a client's later requests: indexed, its dynamic table)
+
+        def request(sid: int, block: bytes = block) -> bytes:
+            return HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+
+        conn.data_received(request(sid, first))
+        sid += 2
+        up.data_received(response)
+        assert backend.out and backend.out[-1].startswith(b"GET /" + route.encode()), \
+            (backend.out, client.out)
+        assert client.out and BODY in client.out[-1], client.out[-1]
+        best = float("inf")
+        for _ in range(args.repeat):
+            client.out.clear()
+            backend.out.clear()
+            frames = [request(sid + 2 * i) for i in range(args.requests)]
+            sid += 2 * args.requests
+            t0 = time.perf_counter()
+            for i in range(args.requests):
+                conn.data_received(frames[i])
+                up.data_received(response)
+            best = min(best, (time.perf_counter() - t0) / args.requests)
+        assert len(backend.out) == args.requests and BODY in client.out[-1], client.out[-3:]
+        assert not conn.streams
+        print(f"h2    client    /{route:5}  {best * 1e6:.2f} us/request", flush=True)
     return 0
 
 

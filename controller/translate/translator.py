@@ -27,13 +27,14 @@ from controller.store import Store
 from controller.translate import (backendtls, emit_l4, listenerset, problems, status, tlscert,
                                   tlsoverlap)
 from controller.translate import conditions as c
+from controller.translate import kindconflict
 from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
 from controller.translate.kgwpolicy import rule_names, with_policies
 from controller.translate.ir import Cond, GatewayIR, L4Contribution, RouteResult
 from controller.translate.reader import Reader, pseudo_keys
 from controller.translate.route import L7_KINDS, resolve_route
-from controller.translate.util import as_str, gen, spec
+from controller.translate.util import as_str, creation_timestamp, gen, spec
 from kgw_l4.config import L4Config
 from kgw_l7.config import L7Config
 
@@ -111,6 +112,15 @@ class Translator:
         self._overlay: Overlay | None = None
         #: kgw policies (TrafficPolicy, SecurityPolicy), per namespace.
         self._book = PolicyBook()
+        #: What each route's status and contributions are made from: its RouteResult,
+        #: less the listeners where it gave way to a route of the other kind
+        #: (``kindconflict``; ``_lost`` says where and to which).
+        self._shown: dict[ObjectKey, RouteResult] = {}
+        self._lost: dict[ObjectKey, dict] = {}
+        #: listener id -> the HTTPRoutes and GRPCRoutes attached to it, and their creation
+        #: timestamps: the candidates of the HTTPRoute/GRPCRoute hostname rule.
+        self._l7_on: dict[tuple, set[ObjectKey]] = defaultdict(set)
+        self._created: dict[ObjectKey, str] = {}
 
     # -- change bookkeeping --------------------------------------------------------
 
@@ -177,10 +187,18 @@ class Translator:
         old = self._routes.pop(rk, None)
         if old is None:
             return
+        self._created.pop(rk, None)
+        for lid in {lis.id for p in old.parents for lis, _ in p.listeners}:
+            on = self._l7_on.get(lid)
+            if on is not None:
+                on.discard(rk)
+                if not on:
+                    del self._l7_on[lid]
         self._l7.set_route(rk, ())
         self._l4.pop(rk, None)
         self._route_status.pop(rk, None)
-        for lid in {lis.id for p in old.parents for lis, _ in p.listeners}:
+        shown = self._shown.pop(rk)
+        for lid in {lis.id for p in shown.parents for lis, _ in p.listeners}:
             self._attached[lid] -= 1
         for svc, _g in old.services:
             self._svc_users[svc].pop(rk, None)
@@ -201,18 +219,48 @@ class Translator:
         if res is None:
             return
         self._routes[rk] = res
-        self._l7.set_route(rk, res.l7)
+        if rk.kind in kindconflict.KINDS:
+            self._created[rk] = creation_timestamp(obj)
+            for lid in {lis.id for p in res.parents for lis, _ in p.listeners}:
+                self._l7_on[lid].add(rk)
         if res.l4:
             self._l4[rk] = res.l4
-        self._route_status[rk] = status.route_status(res, self.options.controller_name)
-        for lid in {lis.id for p in res.parents for lis, _ in p.listeners}:
-            self._attached[lid] += 1
+        self._show(rk, res)
         by_svc: dict[ObjectKey, set[ObjectKey]] = defaultdict(set)
         for svc, g in res.services:
             by_svc[svc].add(g)
         for svc, gws in by_svc.items():
             applies = gws if rk.kind in L7_KINDS else gws & res.terminating
             self._svc_users[svc][rk] = (frozenset(applies), frozenset(gws - applies))
+
+    def _show(self, rk: ObjectKey, shown: RouteResult) -> None:
+        """Make ``shown`` (the route's result, or it less the listeners it gave way on)
+        what its status and L7 contributions say."""
+        old = self._shown.get(rk)
+        if old is not None:
+            for lid in {lis.id for p in old.parents for lis, _ in p.listeners}:
+                self._attached[lid] -= 1
+        self._shown[rk] = shown
+        self._l7.set_route(rk, shown.l7)
+        self._route_status[rk] = status.route_status(shown, self.options.controller_name)
+        for lid in {lis.id for p in shown.parents for lis, _ in p.listeners}:
+            self._attached[lid] += 1
+
+    def _kind_conflicts(self, redone: set[ObjectKey]) -> None:
+        """Apply the HTTPRoute/GRPCRoute hostname rule on the listeners carrying both
+        kinds (rare: nothing to do on most updates). ``redone``: routes just resolved
+        again, shown whole so far."""
+        mixed = [lid for lid, rks in self._l7_on.items()
+                 if len({rk.kind for rk in rks}) > 1]
+        cands = {rk: self._routes[rk] for lid in mixed for rk in self._l7_on[lid]}
+        new = kindconflict.losers(cands, self._created, mixed)
+        for rk in set(new) | set(self._lost):
+            lost = new.get(rk)
+            if rk not in self._routes or (lost == self._lost.get(rk) and rk not in redone):
+                continue
+            res = self._routes[rk]
+            self._show(rk, kindconflict.without(res, lost) if lost else res)
+        self._lost = new
 
     # -- the entry point -------------------------------------------------------------
 
@@ -243,6 +291,7 @@ class Translator:
         for rk in sorted(todo):
             self._drop_route(rk)
             self._add_route(store, rk)
+        self._kind_conflicts(todo)
 
         l7cfg = self._l7.build(self._gateways)
         l4cfg = emit_l4.build(self._gateways, (con for cons in self._l4.values() for con in cons))

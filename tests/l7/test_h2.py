@@ -327,6 +327,43 @@ def test_access_log_and_metrics_say_http2(plane):
     assert "kgw_l7_http2_connections_total" in plane.metrics()
 
 
+def h2_resets(plane: PlaneRunner, peer: str, code: str) -> float:
+    for line in plane.metrics().splitlines():
+        if line.startswith("kgw_l7_http2_stream_resets_total{") \
+                and f'peer="{peer}"' in line and f'code="{code}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_client_reset_is_counted_and_logged_by_its_code(plane):
+    """A request whose client resets it (here mid-body, CANCEL) ends with Envoy's DR and
+    the code in its access log line; every RST_STREAM received is counted by code."""
+    before = h2_resets(plane, "client", "cancel")
+    before_refused = h2_resets(plane, "client", "refused_stream")
+    c = H2Client(plane.port)
+    try:
+        sid = c.start("POST", "/client-reset", "x", end=False)  # (no length: streamed)
+        c.send_body(sid, b"part")
+        time.sleep(0.2)  # (the exchange forwarded the head and waits for the body)
+        c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        sid2 = c.start("POST", "/client-reset-2", "x", end=False)
+        c.conn.reset_stream(sid2, h2.errors.ErrorCodes.REFUSED_STREAM)
+        c.flush()
+        assert c.request("GET", "/after-reset", "x").status == 200
+    finally:
+        c.close()
+
+    def logged() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in plane.access_log.read_text().splitlines()
+                if '"/client-reset"' in line]
+    eventually(lambda: logged(), timeout=5)
+    first = logged()[0]
+    assert first["response_flags"] == "DR", first
+    assert first["response_code_details"] == "client reset the stream (RST_STREAM CANCEL)"
+    assert h2_resets(plane, "client", "cancel") == before + 1
+    assert h2_resets(plane, "client", "refused_stream") == before_refused + 1
+
+
 # -- TLS ----------------------------------------------------------------------------------
 
 def test_tls_alpn_h2_and_http11(plane):

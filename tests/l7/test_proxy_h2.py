@@ -152,9 +152,20 @@ def test_goaway_mid_load_fails_no_request(plane):
     assert len({r.header("x-conn") for r in rs}) > 1
 
 
+def backend_resets(plane: PlaneRunner, code: str) -> float:
+    for line in plane.metrics().splitlines():
+        if line.startswith("kgw_l7_http2_stream_resets_total{") \
+                and 'peer="backend"' in line and f'code="{code}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_refused_stream_is_retried_on_a_connection(plane):
+    before = backend_resets(plane, "refused_stream")
     r = request(plane.port, "/refuse")
     assert r.status == 200
+    # (each connection refuses its first /refuse: one at least was reset)
+    assert backend_resets(plane, "refused_stream") > before
 
 
 def test_backend_cut_before_the_head_is_503_and_after_it_cuts_the_client(plane):

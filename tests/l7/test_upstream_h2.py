@@ -266,6 +266,9 @@ def test_refused_stream_is_stale_other_resets_are_not():
     p.to_client()
     assert (oa.lost, ob.lost) == (1, 1)
     assert a.stale() and not b.stale()
+    # The code goes to the owner (the exchange: access log and metrics).
+    assert (a.lost_reason, b.lost_reason) == ("RST_STREAM REFUSED_STREAM",
+                                              "RST_STREAM INTERNAL_ERROR")
     assert p.conn.has_room() and a.reusable()
 
 
