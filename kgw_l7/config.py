@@ -182,6 +182,26 @@ class Retry:
     backoff: float | None = None  # seconds
 
 
+SessionType = Literal["Cookie", "Header"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPersistence:
+    """A rule's session persistence (Gateway API ``sessionPersistence``; kgw_l7.session).
+
+    Requests bringing back the token a response gave go to the same endpoint while it is
+    ready and the session lives."""
+
+    #: Cookie or header name ("" = kgw_l7.session.DEFAULT_NAME).
+    name: str = ""
+    type: SessionType = "Cookie"
+    #: Seconds from the session's start / from its last request; None = no limit.
+    absolute_timeout: float | None = None
+    idle_timeout: float | None = None
+    #: Cookie lifetimeType Permanent: the cookie has a Max-Age (the absolute timeout).
+    permanent: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """One (match, action) pair: a rule's match, with the rule's action.
@@ -208,6 +228,7 @@ class Rule:
     request_timeout: float | None = None
     backend_timeout: float | None = None
     retry: Retry | None = None
+    session: SessionPersistence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +304,7 @@ __all__ = [
     "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
     "HeaderModifier",
     "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
-    "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
+    "Redirect", "Retry", "Route", "RouteMatch", "Rule", "SessionPersistence", "URLRewrite",
+    "UpstreamTLS",
     "VirtualHost", "to_dict",
 ]

@@ -98,6 +98,9 @@ cdef class Exchange(UpstreamOwner):
     cdef public bint tunneled
     cdef public bint grpc
     cdef public double grpc_deadline
+    cdef public object session
+    cdef public object pinned
+    cdef public bytes cookie_path
     cdef public object trace
     @cython.locals(after=int)
     cdef _request_to(self, int event)

@@ -298,7 +298,8 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace")
+                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "session",
+                 "pinned", "cookie_path")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -355,6 +356,12 @@ class Exchange(UpstreamOwner):
         self.grpc_deadline = 0.0
         #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
         self.trace: Any = None
+        #: Session persistence (a rule with it): the live session the request brought
+        #: (kgw_l7.session.Session), the endpoint it pins the first try to, and the
+        #: session cookie's Path (the matched route's).
+        self.session: Any = None
+        self.pinned: tuple[str, int] | None = None
+        self.cookie_path = b"/"
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -491,7 +498,7 @@ class Exchange(UpstreamOwner):
             self._response_to(FORWARD)
             if rule.no_deadline and not self.head.upgrade \
                     and not self.grpc_deadline:
-                endpoint = backend.pick()
+                endpoint = self.pinned if self.pinned is not None else backend.pick()
                 if endpoint is None:
                     self.respond(503, b"no healthy upstream\n")
                     self.finish()
@@ -513,7 +520,8 @@ class Exchange(UpstreamOwner):
             return
         # The endpoint picked above (if any) is the first try's: picking again would
         # skew the round robin for every request that misses the pool.
-        self.task = ctx.loop.create_task(self.run(endpoint))
+        self.task = ctx.loop.create_task(
+            self.run(endpoint if endpoint is not None else self.pinned))
 
     def grpc_head(self) -> None:
         """Is the request a gRPC call (``grpc``), with a deadline (``grpc_deadline``)?
@@ -709,7 +717,10 @@ class Exchange(UpstreamOwner):
         if rule.direct_status is not None:
             self.respond(rule.direct_status, b"")
             return None
-        backend = rule.pick_backend()
+        if rule.session is None:
+            backend = rule.pick_backend()
+        else:
+            backend = self.resume_session(rule, route)
         if backend is None:
             self.respond(500, b"no backend\n")
             return None
@@ -730,6 +741,26 @@ class Exchange(UpstreamOwner):
         self.backend = backend
         self.prepare(route, rule, backend, path, query)
         return backend
+
+    def resume_session(self, rule: CompiledRule, route: CompiledRoute
+                       ) -> CompiledBackend | None:
+        """A rule with session persistence: the backend of the session the request
+        brought (its endpoint pinned for the first try), else the next one by weight."""
+        self.cookie_path = route.cookie_path
+        found = rule.session.find(self.head.headers, time.time())
+        if found is None:
+            return rule.pick_backend()
+        self.session = found
+        self.pinned = found.endpoint
+        return found.backend  # type: ignore[no-any-return]
+
+    def session_field(self) -> None:
+        """The token for the endpoint that answered, when the client needs a new or
+        renewed one (kgw_l7.session.SessionPolicy.response_header)."""
+        field = self.rule.session.response_header(
+            self.session, self.backend, self.upstream_host, self.cookie_path, time.time())
+        if field is not None:
+            self.resp_extra = [*self.resp_extra, field] if self.resp_extra else [field]
 
     def upstream_headers(self, route: CompiledRoute, rule: CompiledRule,
                          backend: CompiledBackend) -> list[tuple[bytes, bytes]]:
@@ -1135,6 +1166,8 @@ class Exchange(UpstreamOwner):
         head = self.head
         self._response_to(COMMIT)
         self.status = resp.status
+        if self.rule.session is not None and self.upstream_host is not None:
+            self.session_field()
         up = self.upstream
         if self.task is None and not self.resp_ops and not self.resp_extra \
                 and not self.close_after and head.version == b"1.1":

@@ -26,6 +26,7 @@ from kgw_l7.config import (
     Route, Rule, URLRewrite, VirtualHost,
 )
 from kgw_l7.regex import compile_bytes, compile_text
+from kgw_l7.session import SessionPolicy, key_from_env
 
 log = logging.getLogger("kgw.l7.router")
 
@@ -299,9 +300,11 @@ class CompiledRule:
     __slots__ = ("name", "route", "gateway", "filters", "backends", "_cum", "_total",
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
-                 "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout")
+                 "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout",
+                 "session")
 
-    def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend]) -> None:
+    def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend],
+                 session_key: bytes = b"") -> None:
         self.name = r.name
         self.route = r.route
         self.gateway = r.gateway
@@ -341,6 +344,10 @@ class CompiledRule:
         #: backend's header "add"s), encoded. Absent when something rewrites the head.
         self.head_suffix_for = {b: s for b in live
                                 if (s := _head_suffix(self.filters, b)) is not None}
+        #: Session persistence (kgw_l7.session), None for a rule without it.
+        self.session = (SessionPolicy(r.session, r.name, self.backends,
+                                      session_key or key_from_env())
+                        if r.session is not None else None)
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).
@@ -406,7 +413,7 @@ class CompiledRoute:
     """One RouteMatch: path test first (cheapest), then method, headers, query."""
 
     __slots__ = ("path_kind", "path", "path_slash", "regex", "method", "headers", "query",
-                 "rule", "matched_prefix")
+                 "rule", "matched_prefix", "cookie_path")
 
     def __init__(self, route: Route, rule: CompiledRule) -> None:
         m = route.match
@@ -422,6 +429,9 @@ class CompiledRoute:
             self.matched_prefix = value or b"/"
         self.path = value
         self.path_slash = value + b"/"
+        #: A session cookie's Path: the path the match names (GEP-1619), "/" for a regex.
+        self.cookie_path = (self.matched_prefix if self.path_kind == _PREFIX
+                            else value if self.path_kind == _EXACT else b"/")
         self.regex = _regex(m.path.value, True, rule.name) if self.path_kind == _REGEX else None
         self.method = _b(m.method).upper() if m.method else None
         self.headers = tuple(
@@ -555,7 +565,10 @@ class RouterCache:
     objects (and round-robin state). Entries not used by the latest config are dropped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, session_key: bytes = b"") -> None:
+        #: Signs session persistence tokens (kgw_l7.session); one per worker process,
+        #: the same in every worker of a plane (KGW_SESSION_KEY).
+        self.session_key = session_key or key_from_env()
         # id(vh) -> (vh, compiled, the rules and backends it compiled or reused)
         self._vhosts: dict[int, tuple[VirtualHost, CompiledVirtualHost, dict[Rule, CompiledRule],
                                       dict[Backend, CompiledBackend]]] = {}
@@ -580,7 +593,7 @@ class RouterCache:
         def rule(r: Rule) -> CompiledRule:
             cr = rules.get(r) or self._rules.get(r)
             if cr is None:
-                cr = CompiledRule(r, backend)
+                cr = CompiledRule(r, backend, self.session_key)
             else:  # keep its backends alive in the new cache
                 for b in r.backends:
                     backend(b)

@@ -20,7 +20,7 @@ from tests.helpers import ROOT
 MODULES = sorted(m.name for m in pkgutil.iter_modules(kgw_l7.__path__))
 #: The modules in import order (docs/l7.md): each may import, or cimport in its .pxd,
 #: only modules listed before it.
-LAYERS = ["_cython", "config", "regex", "snapshot", "logformat", "tracing_config", "events",
+LAYERS = ["_cython", "config", "regex", "session", "proxyproto", "snapshot", "logformat", "tracing_config", "events",
           "h1", "router", "stats", "accesslog", "tls_fallback", "tls", "streams", "tracing",
           "upstream_h2", "upstream", "channel", "context", "exchange", "downstream_h2", "proxy",
           "worker", "__main__", "metrics", "plane", "protoc", "echo"]
