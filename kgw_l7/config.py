@@ -249,6 +249,15 @@ class Certificate:
     key_pem: str = dataclasses.field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ProxyProtocol:
+    """A listener's connections start with a PROXY protocol header (v1 or v2): its client
+    address is the connection's (TrafficPolicy ``proxyProtocol``; kgw_l7.proxyproto)."""
+
+    #: Connections without any header are served too (with their own address).
+    optional: bool = False
+
+
 ClientValidationMode = Literal["AllowValidOnly", "AllowInsecureFallback"]
 
 
@@ -304,7 +313,8 @@ __all__ = [
     "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
     "HeaderModifier",
     "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
-    "Redirect", "Retry", "Route", "RouteMatch", "Rule", "SessionPersistence", "URLRewrite",
+    "ProxyProtocol", "Redirect", "Retry", "Route", "RouteMatch", "Rule", "SessionPersistence",
+    "URLRewrite",
     "UpstreamTLS",
     "VirtualHost", "to_dict",
 ]

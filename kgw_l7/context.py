@@ -46,7 +46,7 @@ class ListenerState:
     place by a new config, so open connections see the new routes on their next request."""
 
     __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
-                 "sock", "gateway")
+                 "sock", "gateway", "proxy_mode")
 
     def __init__(self, name: str, record: Any, router: ListenerRouter,
                  certs: CertStore | None) -> None:
@@ -63,6 +63,9 @@ class ListenerState:
         self.conns: set[Any] = set()
         self.server: asyncio.AbstractServer | None = None
         self.sock: Any = None
+        #: 0, or connections start with a PROXY protocol header: 1 required, 2 optional
+        #: (kgw_l7.proxy.PROXY_REQUIRED / PROXY_OPTIONAL).
+        self.proxy_mode = proxy_mode(record)
 
     def update(self, record: Any, router: ListenerRouter, certs: CertStore | None) -> None:
         """A new config for the same socket: open connections see it on their next
@@ -71,6 +74,16 @@ class ListenerState:
         self.router = router
         self.certs = certs
         self.gateway = listener_gateway(record)
+        self.proxy_mode = proxy_mode(record)
+
+
+def proxy_mode(record: Any) -> int:
+    """The listener's PROXY protocol mode (ListenerState.proxy_mode) from its policy."""
+    policy = getattr(record, "policy", None)
+    pp = getattr(policy, "proxy_protocol", None)
+    if pp is None:
+        return 0
+    return 2 if pp.optional else 1
 
 
 def listener_gateway(record: Any) -> str:
