@@ -113,6 +113,26 @@ def failing_conditions(status_list: dict[str, Any]) -> list[str]:
     return lines
 
 
+def endpoint_health_text(health: dict[str, Any]) -> str:
+    """``kgw status``: the endpoints of backends with health checking that are out of
+    service (failing active checks, or ejected in some worker), after the status table;
+    empty when there are none."""
+    lines = []
+    for v in health.get("active", []):
+        if not v.get("healthy", True):
+            lines.append(f"  {v['backend']} {v['endpoint']}: fails its {v.get('type', '')} "
+                         f"health check ({v.get('last_error') or 'no detail'})")
+    for w in health.get("workers", []):
+        for backend, endpoints in sorted((w.get("backends") or {}).items()):
+            for e in endpoints:
+                if e.get("ejected"):
+                    lines.append(f"  {backend} {e['address']}: ejected by outlier detection "
+                                 f"in worker {w.get('worker')} (ejection {e.get('ejections')})")
+    if not lines:
+        return ""
+    return "\n\nBackend endpoints out of service:\n" + "\n".join(lines)
+
+
 def status_text(problems: list[str], status_list: dict[str, Any]) -> str:
     """The table form of ``kgw validate`` and ``kgw status``: the problems no status can
     show, one row per object, listener and parent, then each failing condition's message."""

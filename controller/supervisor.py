@@ -233,6 +233,7 @@ class Supervisor:
             "/status": self._status,
             "/problems": self._problems,
             "/config_dump": self._config_dump,
+            "/endpoint_health": self._endpoint_health,
             "/l4": self._l4,
             "/metrics": self._metrics,
         })
@@ -304,7 +305,26 @@ class Supervisor:
             "l7": _with_generation(t.l7, self.generation).to_dict() if t else None,
             "l4": l4,
             "l4_mode": getattr(self.l4, "mode", None),
+            "endpoint_health": await self.endpoint_state(),
         }))
+
+    async def endpoint_state(self) -> dict[str, Any] | None:
+        """Backend endpoint health (active checks, outlier ejections), None without an L7
+        plane that keeps it."""
+        get = getattr(self.l7, "endpoint_state", None)
+        if get is None:
+            return None
+        try:
+            return await get()
+        except Exception as exc:  # (the page must answer whatever the plane does)
+            log.warning("collecting endpoint health failed: %r", exc)
+            return {"error": str(exc) or type(exc).__name__}
+
+    async def _endpoint_health(self) -> Response:
+        state = await self.endpoint_state()
+        if state is None:
+            return json_response({"error": "no L7 data plane"}, 404)
+        return json_response(state)
 
     async def _l4(self) -> Response:
         """The L4 plane's counters and the flows a userspace path holds, with the L4

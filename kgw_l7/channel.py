@@ -64,6 +64,8 @@ class WorkerOptions:
     #: --tracing-sample: the share of new traces sampled (parent-based; else
     #: OTEL_TRACES_SAMPLER/_ARG).
     tracing_sample: float | None = None
+    #: How many workers the plane runs (circuit breaker limits are shared among them).
+    workers: int = 1
 
 
 def encode_options(options: WorkerOptions) -> str:

@@ -139,6 +139,93 @@ class UpstreamTLS:
     client_key_pem: str = dataclasses.field(default="", repr=False)
 
 
+LBAlgorithm = Literal["RoundRobin", "LeastRequest", "Random", "ConsistentHash"]
+
+
+@dataclass(frozen=True, slots=True)
+class HashOn:
+    """What a consistent-hash backend hashes: exactly one of these is set. A request
+    without it (no such header, cookie or query parameter) is balanced round robin."""
+
+    header: str | None = None  # compared case-insensitively
+    cookie: str | None = None
+    query: str | None = None
+    source_ip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    """How one backend's endpoints share its requests (kgw_l7.balance)."""
+
+    algorithm: LBAlgorithm = "RoundRobin"
+    #: LeastRequest: endpoints sampled per choice (2 = power of two choices).
+    choice_count: int = 2
+    #: ConsistentHash only.
+    hash_on: HashOn | None = None
+    #: A new endpoint's share grows linearly from 10% to 100% over this many seconds
+    #: (0: no slow start).
+    slow_start_window: float = 0.0
+    #: Below this percentage of usable (not ejected, not failing active checks)
+    #: endpoints, every endpoint is used (Envoy's healthy_panic_threshold).
+    panic_threshold: float = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    """Passive health: an endpoint that fails this many times in a row is ejected for
+    ``base_ejection_time`` x its ejection count (capped at ``max_ejection_time``).
+    A threshold of 0 turns that kind of failure off."""
+
+    #: 5xx answers (the backend's own) in a row.
+    consecutive_5xx: int = 5
+    #: Connection failures, resets before a response, and timeouts in a row.
+    consecutive_local_failures: int = 5
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    #: At most this percentage of the backend's endpoints ejected at once (at least one).
+    max_ejection_percent: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """Per backend limits, each enforced by every worker on its share (the limit
+    divided by the worker count, rounded up). A request over a limit is answered 503
+    with response flag ``UO`` (Envoy's upstream overflow)."""
+
+    max_connections: int = 1024
+    #: Requests waiting for a connection to open.
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+    max_retries: int = 3
+    #: When set, retries may also reach this percentage of active requests (whichever
+    #: of it and ``max_retries`` is larger; Envoy's retry budget).
+    retry_budget_percent: float | None = None
+
+
+HealthCheckType = Literal["HTTP", "TCP", "GRPC"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active health checking of every endpoint of a backend, once per node
+    (kgw_l7.healthcheck)."""
+
+    type: HealthCheckType = "HTTP"
+    interval: float = 5.0
+    timeout: float = 1.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 1
+    #: Up to this much extra delay before each check (spreads the checks over time).
+    jitter: float = 0.0
+    #: HTTP: the request's path and Host (the endpoint's address when empty), and the
+    #: statuses that pass, as inclusive ranges.
+    path: str = "/"
+    host: str = ""
+    expected_statuses: tuple[tuple[int, int], ...] = ((200, 299),)
+    #: GRPC: the service name asked of grpc.health.v1.Health/Check ("" = the server).
+    grpc_service: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Backend:
     """One weighted destination of a rule.
@@ -155,6 +242,12 @@ class Backend:
     tls: UpstreamTLS | None = None
     filters: Filters | None = None
     error_status: int | None = None
+    #: Resilience (TrafficPolicy sections; None = round robin, no health checking, no
+    #: circuit breaker: what every backend gets without a policy).
+    load_balancer: LoadBalancer | None = None
+    outlier_detection: OutlierDetection | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    health_check: HealthCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,8 +403,9 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
-    "HeaderModifier",
+    "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation", "Endpoint",
+    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "LoadBalancer",
+    "OutlierDetection",
     "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
     "ProxyProtocol", "Redirect", "Retry", "Route", "RouteMatch", "Rule", "SessionPersistence",
     "URLRewrite",

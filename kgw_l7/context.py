@@ -135,7 +135,7 @@ class WorkerContext:
         self.conns: set[Any] = set()
         self.listeners: dict[str, ListenerState] = {}
         self.errors: dict[str, str] = {}
-        self.cache = RouterCache()
+        self.cache = RouterCache(options.workers)
         self.now = loop.time()
         self.stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -102,6 +102,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public object pinned
     cdef public bytes cookie_path
     cdef public object trace
+    cdef public object lb_key
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)

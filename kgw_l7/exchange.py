@@ -34,7 +34,14 @@ client sends nothing -- lasts until its deadline, the route's timeouts, or eithe
 ends it.
 
 Load balancing: the backend is chosen once per request (``CompiledRule.pick_backend``),
-the endpoint once per try; a retry prefers an endpoint the request has not tried yet.
+the endpoint once per try (``CompiledBackend.pick``, with the request's consistent-hash
+key when the backend hashes); a retry prefers an endpoint the request has not tried yet.
+A backend whose balancer counts requests in flight or failures (least request, outlier
+detection), or that has a circuit breaker, does not take the fast path: each try reports
+its outcome (``one_try``). Over a circuit breaker's limit, a request is answered 503 with
+flag UO at once and not retried; a retry beyond the retry limit is not made. Retries
+wait ``Retry.backoff`` doubled per retry (at most 10 times it), plus up to a quarter of
+it at random, so that clients failed together do not retry together.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ import time
 import uuid
 from typing import Any
 
+from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
+from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
@@ -266,12 +275,22 @@ class _Retry(Exception):
         self.flags = flags or ("UT" if status == 504 else "UF" if status == 503 else "UR")
 
 
+class _Overflow(_Retry):
+    """A circuit breaker's limit: answered at once, never retried."""
+
+
 #: Client bodies of upstream failures, by UpstreamError.kind and status.
 _CONNECT_ERROR = b"upstream connect error\n"
 _CONNECT_TIMEOUT = b"upstream connect timeout\n"
 _OVERFLOW = b"upstream overflow\n"
 _BAD_RESPONSE = b"invalid upstream response\n"
 _TIMEOUT = b"upstream request timeout\n"
+
+
+def retry_delay(base: float, attempt: int) -> float:
+    """The wait before retry ``attempt`` (1, 2, ...): ``base`` doubled per retry, at most
+    10 x base (Envoy's default max interval), plus up to 25% jitter."""
+    return min(base * (1 << min(attempt - 1, 10)), 10 * base) * (1.0 + 0.25 * random.random())
 
 
 def _upstream_error(exc: UpstreamError) -> _Retry:
@@ -298,8 +317,8 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "session",
-                 "pinned", "cookie_path")
+                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "lb_key",
+                 "session", "pinned", "cookie_path")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -354,6 +373,8 @@ class Exchange(UpstreamOwner):
         #: A gRPC call (``grpc_head``), and its grpc-timeout as a deadline (0: none).
         self.grpc = False
         self.grpc_deadline = 0.0
+        #: The request's consistent-hash key for its backend (None: none, or not hashing).
+        self.lb_key: bytes | None = None
         #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
         self.trace: Any = None
         #: Session persistence (a rule with it): the live session the request brought
@@ -497,8 +518,8 @@ class Exchange(UpstreamOwner):
             rule: CompiledRule = self.rule  # type: ignore[assignment]  # route() set it
             self._response_to(FORWARD)
             if rule.no_deadline and not self.head.upgrade \
-                    and not self.grpc_deadline:
-                endpoint = self.pinned if self.pinned is not None else backend.pick()
+                    and not self.grpc_deadline and backend.fast:
+                endpoint = self.pinned if self.pinned is not None else backend.pick(self.lb_key)
                 if endpoint is None:
                     self.respond(503, b"no healthy upstream\n")
                     self.finish()
@@ -739,6 +760,9 @@ class Exchange(UpstreamOwner):
             self.respond(503, b"no healthy upstream\n")
             return None
         self.backend = backend
+        keys = backend.keys
+        if keys is not None:
+            self.lb_key = keys.key(head.headers, query, self.down.peer)
         self.prepare(route, rule, backend, path, query)
         return backend
 
@@ -920,6 +944,27 @@ class Exchange(UpstreamOwner):
                     endpoint: tuple[str, int] | None) -> None:
         """Up to 1 + retry attempts tries, each on one endpoint (``endpoint`` for the
         first when the caller picked it already)."""
+        breaker: Breaker | None = backend.breaker
+        if breaker is None:
+            await self._tries(rule, backend, endpoint, None)
+            return
+        if not breaker.enter(REQUESTS):
+            self.overflow(breaker, REQUESTS)
+            return
+        try:
+            await self._tries(rule, backend, endpoint, breaker)
+        finally:
+            breaker.leave(REQUESTS)
+
+    def overflow(self, breaker: Breaker, kind: int) -> None:
+        """Answer a request over a circuit breaker's limit."""
+        name = NAMES[kind]
+        self.ctx.stats.upstream_overflow(self.backend_name, name)
+        self.upstream_failed(503, "circuit breaker: %s (%d) reached" % (name, breaker.limit(kind)),
+                             _OVERFLOW, "UO")
+
+    async def _tries(self, rule: CompiledRule, backend: CompiledBackend,
+                     endpoint: tuple[str, int] | None, breaker: Breaker | None) -> None:
         attempts = 1 + rule.retry_attempts
         # Without a retry policy, one extra try is allowed when a pooled keep-alive
         # connection turns out to be closed by the backend before answering (the
@@ -928,15 +973,27 @@ class Exchange(UpstreamOwner):
         attempt = 0
         last: _Retry | None = None
         tried: list[tuple[str, int]] = []
+        retrying = False
+        key = self.lb_key
         while attempt < attempts:
+            if retrying:
+                breaker.leave(RETRIES)  # type: ignore[union-attr]  # (set with a breaker)
+                retrying = False
             if attempt > 0:
                 if self.received and (self.retained is None or self.req == LOST):
                     break  # the body cannot be replayed
+                if breaker is not None:
+                    if not breaker.enter(RETRIES):
+                        self.ctx.stats.upstream_overflow(backend.name, NAMES[RETRIES])
+                        break  # the retry limit: the last try's failure is the answer
+                    retrying = True
                 if rule.retry_backoff:
-                    await asyncio.sleep(rule.retry_backoff)
+                    await asyncio.sleep(retry_delay(rule.retry_backoff, attempt))
             if endpoint is None:
-                endpoint = backend.pick_untried(tried) if tried else backend.pick()
+                endpoint = backend.pick_untried(tried, key) if tried else backend.pick(key)
             if endpoint is None:
+                if retrying:
+                    breaker.leave(RETRIES)  # type: ignore[union-attr]
                 self.respond(503, b"no healthy upstream\n")
                 return
             trace = self.trace
@@ -947,7 +1004,15 @@ class Exchange(UpstreamOwner):
                 if old is not None:
                     self.out = retraced(self.out, old, trace.line)  # type: ignore[arg-type]
             try:
-                await self.one_try(rule, backend, endpoint, first=attempt == 0)
+                await self.one_try(rule, backend, endpoint, attempt == 0, breaker)
+            except _Overflow as exc:
+                if retrying:
+                    breaker.leave(RETRIES)  # type: ignore[union-attr]
+                up = self.detach()
+                if up is not None:
+                    up.abort()
+                self.upstream_failed(exc.status, str(exc), exc.body, exc.flags)
+                return
             except _Retry as exc:
                 last = exc
                 if trace is not None:
@@ -972,23 +1037,36 @@ class Exchange(UpstreamOwner):
                 continue
             if trace is not None:
                 self.ctx.tracer.end_try(trace, self.status, None)  # type: ignore[union-attr]
+            if retrying:
+                breaker.leave(RETRIES)  # type: ignore[union-attr]
             return
+        if retrying:
+            breaker.leave(RETRIES)  # type: ignore[union-attr]
         assert last is not None
         self.upstream_failed(last.status, str(last), last.body, last.flags)
 
     async def one_try(self, rule: CompiledRule, backend: CompiledBackend,
-                      endpoint: tuple[str, int], first: bool) -> None:
+                      endpoint: tuple[str, int], first: bool,
+                      breaker: Breaker | None = None) -> None:
         ctx = self.ctx
         loop = ctx.loop
         per_try = rule.backend_timeout
         deadline = loop.time() + per_try if per_try else None
         self.upstream_host = endpoint
+        bal = backend.balancer
+        st = bal.begin(endpoint) if bal is not None and bal.tracks else None
+        #: What outlier detection learns from this try (-1: nothing, e.g. cancelled).
+        outcome = -1
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 try:
-                    up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend, ctx.now)
+                    if breaker is None:
+                        up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend, ctx.now)
+                    else:
+                        up = await self.acquire_within(breaker, backend, endpoint)
                 except UpstreamError as exc:
                     if exc.kind == "connect":
+                        outcome = LOCAL_FAILURE
                         ctx.stats.connect_failure(backend.name)
                     else:
                         ctx.stats.upstream_overflow(backend.name, exc.kind)
@@ -1000,7 +1078,12 @@ class Exchange(UpstreamOwner):
                     raise asyncio.CancelledError()
                 fut = self.head_fut = loop.create_future()
                 self.send(up, first)
-                resp = await fut
+                try:
+                    resp = await fut
+                except _Retry:
+                    outcome = LOCAL_FAILURE  # reset, or not HTTP
+                    raise
+                outcome = SERVER_ERROR if resp.status >= 500 else OK
                 if resp.status in rule.retry_codes:
                     raise _Retry(resp.status, "retriable status %d" % resp.status)
                 self.commit(resp)
@@ -1009,9 +1092,35 @@ class Exchange(UpstreamOwner):
         except TimeoutError:
             if self.resp >= SENDING:
                 raise
+            outcome = LOCAL_FAILURE
             # (only per_try's deadline raises it here)
             raise _Retry(504, "backend timeout (%gs)" % per_try,  # type: ignore[str-format]
                          _TIMEOUT) from None
+        finally:
+            if st is not None and bal.end(st, outcome, loop.time()):  # type: ignore[union-attr]
+                ctx.stats.outlier_ejection(backend.name)
+
+    async def acquire_within(self, breaker: Breaker, backend: CompiledBackend,
+                             endpoint: tuple[str, int]) -> UpstreamStream:
+        """An upstream stream for a backend with a circuit breaker: a new connection only
+        within max_connections, and waiting for it only within max_pending_requests."""
+        pool = self.ctx.pool
+        up = pool.take_idle(endpoint[0], endpoint[1], backend, self.ctx.now)
+        if up is not None:
+            return up
+        if pool.open_to(backend.endpoints) >= breaker.limit(CONNECTIONS):
+            breaker.overflows[CONNECTIONS] += 1
+            self.ctx.stats.upstream_overflow(backend.name, NAMES[CONNECTIONS])
+            raise _Overflow(503, "circuit breaker: %s (%d) reached" % (
+                NAMES[CONNECTIONS], breaker.limit(CONNECTIONS)), _OVERFLOW, "UO")
+        if not breaker.enter(PENDING):
+            self.ctx.stats.upstream_overflow(backend.name, NAMES[PENDING])
+            raise _Overflow(503, "circuit breaker: %s (%d) reached" % (
+                NAMES[PENDING], breaker.limit(PENDING)), _OVERFLOW, "UO")
+        try:
+            return await pool.acquire(endpoint[0], endpoint[1], backend, self.ctx.now)
+        finally:
+            breaker.leave(PENDING)
 
     def detach(self) -> UpstreamStream | None:
         """Let go of the current upstream stream (returned, for the caller to release or

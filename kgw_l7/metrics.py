@@ -19,7 +19,7 @@ from kgw_l7.stats import DURATION_BUCKETS
 
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
-            "upstream_overflows", "http2_errors", "access_log_dropped",
+            "upstream_overflows", "outlier_ejections", "http2_errors", "access_log_dropped",
             "tracing_spans_dropped")
 #: Plain numbers summed over workers.
 _SUMMED = ("connections_total", "http2_connections", "access_log_write_errors",
@@ -135,11 +135,18 @@ class _Collector:
         yield tls
         ov = CounterMetricFamily(
             "kgw_l7_upstream_overflow", "Tries refused a backend connection at once "
-            "(endpoint_limit: connections per endpoint per worker; descriptors)",
+            "(endpoint_limit: connections per endpoint per worker; descriptors; a circuit "
+            "breaker's max_connections, max_pending_requests, max_requests, max_retries)",
             labels=["backend", "reason"])
         for (backend, reason), n in sorted(m["upstream_overflows"].items()):
             ov.add_metric([backend, reason], n)
         yield ov
+        ej = CounterMetricFamily(
+            "kgw_l7_outlier_ejections", "Endpoints ejected by outlier detection",
+            labels=["backend"])
+        for backend, n in sorted(m["outlier_ejections"].items()):
+            ej.add_metric([backend], n)
+        yield ej
         yield CounterMetricFamily("kgw_l7_http2_connections",
                                   "Client connections served as HTTP/2",
                                   value=m["http2_connections"])

@@ -40,6 +40,7 @@ from kgw_l7 import session, snapshot
 from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_frame,
                             encode_options, read_frame)
 from kgw_l7.config import L7Config
+from kgw_l7.healthcheck import HealthChecker
 from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
 from kgw_l7.tracing_config import resolve as resolve_tracing
@@ -195,7 +196,8 @@ class L7Plane:
             drain_timeout=drain_timeout, log_level=log_level,
             response_timeout=response_timeout, ignore_client_abort=ignore_client_abort,
             max_upstream_connections=max_upstream_connections,
-            tracing_endpoint=tracing_endpoint, tracing_sample=tracing_sample)
+            tracing_endpoint=tracing_endpoint, tracing_sample=tracing_sample,
+            workers=self.workers_wanted)
         #: Every worker signs session tokens with it, so a session survives a move to
         #: another worker (and another node or a restart when KGW_SESSION_KEY is set
         #: the same everywhere).
@@ -215,6 +217,10 @@ class L7Plane:
         #: (address, port) our workers listen on; listeners refused by the probe.
         self._serving: set[tuple[str, int]] = set()
         self._refused: dict[str, str] = {}
+        #: Active health checks, once for every worker (kgw_l7.healthcheck); the verdicts
+        #: go to the workers as the set of unhealthy endpoints (``_push_health``).
+        self.checker = HealthChecker(self._health_changed)
+        self._pushing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._workers = [_Worker(self, i) for i in range(self.workers_wanted)]
@@ -247,6 +253,45 @@ class L7Plane:
         self._errors = errors
         self._serving = {(lis.address, lis.port) for lis in config.listeners
                          if lis.name not in errors}
+        self.checker.update(config)
+
+    def _health_changed(self) -> None:
+        """A verdict changed: push the unhealthy set to the workers (one push at a time;
+        a change during a push is sent by the next)."""
+        if self._closing or (self._pushing is not None and not self._pushing.done()):
+            return
+        self._pushing = asyncio.get_running_loop().create_task(self._push_health())
+
+    async def _push_health(self, only: _Worker | None = None) -> None:
+        while not self._closing:
+            unhealthy = self.checker.unhealthy()
+            workers = [only] if only is not None else [w for w in self._workers if w.alive]
+            results = await asyncio.gather(*(w.request("endpoint_health", unhealthy)
+                                             for w in workers), return_exceptions=True)
+            for w, res in zip(workers, results):
+                if isinstance(res, BaseException):
+                    log.warning("L7 worker %d did not take the health verdicts: %s",
+                                w.index, res)
+            if only is not None:
+                return
+            if self.checker.unhealthy() == unhealthy:
+                return
+
+    def endpoint_health(self) -> list[dict[str, Any]]:
+        """The active health checks' verdicts."""
+        return self.checker.view()
+
+    async def endpoint_state(self) -> dict[str, Any]:
+        """Endpoint health for the admin API (``/endpoint_health``, the config dump,
+        ``kgw status``): the active checks' verdicts, and each worker's view (outlier
+        ejections, requests in flight)."""
+        live = [w for w in self._workers if w.alive]
+        views = await asyncio.gather(*(w.request("endpoint_state", timeout=HEALTH_TIMEOUT)
+                                       for w in live), return_exceptions=True)
+        return {"active": self.checker.view(),
+                "workers": [{"worker": w.index, "backends": v} if isinstance(v, dict) else
+                            {"worker": w.index, "error": str(v) or type(v).__name__}
+                            for w, v in zip(live, views)]}
 
     def _probe_new_listeners(self, config: L7Config) -> dict[str, str]:
         """Listeners whose address another process already listens on.
@@ -289,7 +334,7 @@ class L7Plane:
     async def metrics(self) -> bytes:
         await self._snapshots()
         return render([w.snapshot for w in self._workers if w.alive and w.snapshot],
-                      self._retired)
+                      self._retired) + self.checker.metrics().encode()
 
     async def _snapshots(self) -> None:
         live = [w for w in self._workers if w.alive]
@@ -334,6 +379,7 @@ class L7Plane:
 
     async def close(self, drain_timeout: float = 5.0) -> None:
         self._closing = True
+        await self.checker.close()
         if self._collector is not None:
             self._collector.cancel()
         for t in self._restarts:
@@ -373,6 +419,8 @@ class L7Plane:
                 await w.start()
                 if self._config is not None:
                     await w.apply(self._config, self._refused)
+                    if self.checker.unhealthy():
+                        await self._push_health(w)
                 return
             except (OSError, ConnectionError, TimeoutError) as exc:
                 log.error("restarting L7 worker %d failed: %s", w.index, exc)

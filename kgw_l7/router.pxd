@@ -57,8 +57,13 @@ cdef class CompiledBackend:
     cdef public object record
     cdef public object filters
     cdef public bint h2
-    cpdef pick(self)
-    cpdef pick_untried(self, list tried)
+    cdef public object balancer
+    cdef public object breaker
+    cdef public object keys
+    cdef public bint fast
+    cpdef pick(self, key=*)
+    cpdef usable(self, endpoint)
+    cpdef pick_untried(self, list tried, key=*)
 
 cdef class CompiledRule:
     cdef public dict head_suffix_for

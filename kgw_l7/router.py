@@ -21,6 +21,8 @@ from typing import Any
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
+from kgw_l7.balance import Balancer, HealthBook, KeySource
+from kgw_l7.breaker import Breaker
 from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
     Route, Rule, URLRewrite, VirtualHost,
@@ -223,13 +225,21 @@ class CompiledFilters:
 
 
 class CompiledBackend:
-    """A weighted destination: its endpoints (round robin) and its own filters."""
+    """A weighted destination: its endpoints and its own filters.
+
+    Endpoint choice: round robin over every endpoint (``_rr``) for a backend with no
+    resilience policy, the common case kept at its cost; a ``kgw_l7.balance.Balancer``
+    (``balancer``) for one with a load balancer, outlier detection or active health
+    checks. ``keys`` says where its consistent-hash key comes from (None: no hash).
+    """
 
     __slots__ = ("name", "weight", "endpoints", "protocol", "tls", "error_status", "req_ops",
-                 "resp_ops", "_rr", "record", "filters", "h2")
+                 "resp_ops", "_rr", "record", "filters", "h2", "balancer", "breaker", "keys",
+                 "fast")
 
     def __init__(self, b: Backend,
-                 compile_backend: Callable[[Backend], CompiledBackend] | None = None) -> None:
+                 compile_backend: Callable[[Backend], CompiledBackend] | None = None,
+                 book: HealthBook | None = None, workers: int = 1) -> None:
         self.record = b
         self.name = b.name
         self.weight = b.weight
@@ -249,17 +259,44 @@ class CompiledBackend:
         if f.redirect or f.rewrite or f.mirrors:
             self.filters = CompiledFilters(f, compile_backend or CompiledBackend)
         self._rr = itertools.cycle(range(len(self.endpoints))) if self.endpoints else None
+        self.balancer: Balancer | None = None
+        if b.load_balancer is not None or b.outlier_detection is not None \
+                or b.health_check is not None:
+            self.balancer = Balancer(b.name, self.endpoints, b.load_balancer,
+                                     b.outlier_detection, book or HealthBook())
+        self.keys: KeySource | None = self.balancer.keys if self.balancer is not None \
+            else None
+        self.breaker = Breaker(b.circuit_breaker, workers) \
+            if b.circuit_breaker is not None else None
+        #: No try of it needs reporting (kgw_l7.exchange's fast path may serve it).
+        self.fast = self.breaker is None and (self.balancer is None or
+                                              not self.balancer.tracks)
 
-    def pick(self) -> tuple[str, int] | None:
-        """The next endpoint in round-robin order, or None when none is ready."""
+    def pick(self, key: bytes | None = None) -> tuple[str, int] | None:
+        """The next endpoint (``key``: the request's consistent-hash key, if any), or
+        None when none is ready or usable."""
+        bal = self.balancer
+        if bal is not None:
+            return bal.pick(key)
         if self._rr is None:
             return None
         return self.endpoints[next(self._rr)]
 
-    def pick_untried(self, tried: list[tuple[str, int]]) -> tuple[str, int] | None:
-        """For a retry: the next endpoint in round-robin order that this request has not
-        tried yet, if there is one (Envoy's previous_hosts retry predicate); else the
-        next one."""
+    def usable(self, endpoint: tuple[str, int]) -> bool:
+        """May ``endpoint`` be chosen now (configured, and not held back by a health
+        check or an ejection)?"""
+        bal = self.balancer
+        if bal is not None:
+            return bal.usable(endpoint)
+        return endpoint in self.endpoints
+
+    def pick_untried(self, tried: list[tuple[str, int]],
+                     key: bytes | None = None) -> tuple[str, int] | None:
+        """For a retry: the next endpoint that this request has not tried yet, if there
+        is one (Envoy's previous_hosts retry predicate); else the next one."""
+        bal = self.balancer
+        if bal is not None:
+            return bal.pick_untried(tried, key)
         first = self.pick()
         if first is None or first not in tried:
             return first
@@ -565,7 +602,11 @@ class RouterCache:
     objects (and round-robin state). Entries not used by the latest config are dropped.
     """
 
-    def __init__(self, session_key: bytes = b"") -> None:
+    def __init__(self, workers: int = 1, session_key: bytes = b"") -> None:
+        #: Per-endpoint health and load of every backend (kgw_l7.balance).
+        self.book = HealthBook()
+        #: Worker processes sharing the circuit breakers' limits (kgw_l7.breaker).
+        self.workers = workers
         #: Signs session persistence tokens (kgw_l7.session); one per worker process,
         #: the same in every worker of a plane (KGW_SESSION_KEY).
         self.session_key = session_key or key_from_env()
@@ -586,7 +627,7 @@ class RouterCache:
         def backend(b: Backend) -> CompiledBackend:
             cb = backends.get(b) or self._backends.get(b)
             if cb is None:
-                cb = CompiledBackend(b, backend)
+                cb = CompiledBackend(b, backend, self.book, self.workers)
             backends[b] = cb
             return cb
 
@@ -629,5 +670,11 @@ class RouterCache:
         out = {lis.name: ListenerRouter(lis, [vhost(vh) for vh in lis.virtual_hosts])
                for lis in config.listeners}
         self._vhosts, self._rules, self._backends = vhosts, rules, backends
+        self.book.retain({(cb.name, ep) for cb in backends.values()
+                          if cb.balancer is not None for ep in cb.endpoints})
         return out
+
+    def backends(self) -> list[CompiledBackend]:
+        """The compiled backends of the latest config."""
+        return list(self._backends.values())
 

@@ -12,7 +12,8 @@ allows, nor tell it the backends' addresses. It is 44 characters of base64url ov
 
 The endpoint id is a keyed BLAKE2b of (rule, backend, address, port): it is looked up in
 the rule's own table, so an id from another rule, another backend or an endpoint that is
-gone finds nothing and the request is load balanced as usual (and given a new session,
+gone (or that the backend's balancer does not use now: ejected, failing its health
+check) finds nothing and the request is load balanced as usual (and given a new session,
 as the GEP asks when the session's backend is unavailable). The MAC, a keyed BLAKE2b of
 the rest, makes forging or extending a token (moving ``created`` or ``last use``)
 impossible without the key. Times are wall-clock seconds: tokens travel between worker
@@ -122,7 +123,8 @@ class SessionPolicy:
     """One rule's session persistence, compiled: its endpoint table and token rules.
 
     ``backends`` are the rule's compiled backends (``kgw_l7.router.CompiledBackend``:
-    ``name`` and ``endpoints``); the policy only reads them.
+    ``name``, ``endpoints`` and ``usable(endpoint)``, false for an endpoint its balancer
+    has ejected or found unhealthy); the policy only reads them.
     """
 
     __slots__ = ("key", "rule", "name", "cookie", "header", "absolute", "idle", "permanent",
@@ -167,8 +169,8 @@ class SessionPolicy:
         if not self.alive(created, last, now):
             return None
         target = self._by_id.get(eid)
-        if target is None:
-            return None
+        if target is None or not target[0].usable(target[1]):
+            return None  # (gone, or ejected / failing its health check: balanced anew)
         return Session(target[0], target[1], created, last)
 
     def alive(self, created: int, last: int, now: float) -> bool:

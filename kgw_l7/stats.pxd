@@ -18,6 +18,7 @@ cdef class WorkerStats:
     cdef public object upstream_overflows
     cdef public object http2_errors
     cdef public object http2_connections
+    cdef public object outlier_ejections
     @cython.locals(h=list, buckets=tuple, n=Py_ssize_t, i=Py_ssize_t)
     cpdef request(self, listener, gateway, route, backend, code, double seconds)
 

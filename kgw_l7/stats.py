@@ -21,7 +21,8 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class WorkerStats:
     __slots__ = ("_per", "connect_failures", "active_connections", "generation",
                  "connections_total", "rejected_connections", "tls_refusals",
-                 "upstream_overflows", "http2_errors", "http2_connections")
+                 "upstream_overflows", "http2_errors", "http2_connections",
+                 "outlier_ejections")
 
     def __init__(self) -> None:
         #: (listener, gateway, route, backend, code) -> [count, bucket counts..., +Inf
@@ -39,6 +40,8 @@ class WorkerStats:
         #: (backend, reason) -> tries refused a new backend connection ("endpoint_limit":
         #: the per-endpoint limit, "descriptors": out of file descriptors).
         self.upstream_overflows: dict[tuple[str, str], int] = {}
+        #: backend -> endpoints ejected by outlier detection (kgw_l7.balance).
+        self.outlier_ejections: dict[str, int] = {}
         #: reason -> HTTP/2 client connections and streams ended for breaking the
         #: protocol or abusing it (kgw_l7.downstream_h2).
         self.http2_errors: dict[str, int] = {}
@@ -95,6 +98,9 @@ class WorkerStats:
         key = (backend, reason)
         self.upstream_overflows[key] = self.upstream_overflows.get(key, 0) + 1
 
+    def outlier_ejection(self, backend: str) -> None:
+        self.outlier_ejections[backend] = self.outlier_ejections.get(backend, 0) + 1
+
     def http2_error(self, reason: str) -> None:
         self.http2_errors[reason] = self.http2_errors.get(reason, 0) + 1
 
@@ -111,6 +117,7 @@ class WorkerStats:
             "rejected_connections": dict(self.rejected_connections),
             "tls_refusals": dict(self.tls_refusals),
             "upstream_overflows": dict(self.upstream_overflows),
+            "outlier_ejections": dict(self.outlier_ejections),
             "http2_errors": dict(self.http2_errors),
             "http2_connections": self.http2_connections,
             "generation": self.generation,

@@ -305,6 +305,11 @@ class Pool:
             self._open.pop(endpoint, None)
         self.open_total += delta
 
+    def open_to(self, endpoints: tuple[tuple[str, int], ...]) -> int:
+        """Connections open or being opened to any of ``endpoints`` (a backend's)."""
+        opened = self._open
+        return sum(opened.get(ep, 0) for ep in endpoints)
+
     def take_idle(self, address: str, port: int, backend: Any,
                   now: float) -> UpstreamStream | None:
         """An upstream stream to the endpoint without waiting, if there is one: a stream

@@ -267,6 +267,11 @@ async def _serve(sock: socket.socket, options: WorkerOptions) -> None:
             await reply(seq, ctx.snapshot())
         elif kind == "health":
             await reply(seq, ctx.health())
+        elif kind == "endpoint_health":
+            # the active checker's verdicts (kgw_l7.healthcheck): the unhealthy endpoints
+            await reply(seq, ctx.cache.book.sync_active(msg[2]))
+        elif kind == "endpoint_state":
+            await reply(seq, ctx.cache.book.view())
         elif kind == "drain":
             ctx.drain()
             await reply(seq, "draining")

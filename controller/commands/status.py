@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import urllib.error
 
-from controller.statusview import status_text
+from controller.statusview import endpoint_health_text, status_text
 from kgw_cli.admin import get_json
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.output import dump
@@ -20,9 +20,17 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         env.err(f"error: cannot read the admin API at http://{args.admin_address}: {exc}")
         return ExitStatus.UNAVAILABLE
+    try:
+        health = get_json(f"http://{args.admin_address}/endpoint_health", TIMEOUT)
+    except (urllib.error.URLError, OSError, ValueError):
+        health = None  # (no L7 plane, or a kgw without the page)
     fmt = env.default_format(args.output)
     if fmt == "table":
-        env.out(status_text([p["text"] for p in problems], statuses))
+        text = status_text([p["text"] for p in problems], statuses)
+        if health:
+            text += endpoint_health_text(health)
+        env.out(text)
     else:
-        env.out(dump({"problems": problems, "status": statuses}, fmt))
+        env.out(dump({"problems": problems, "status": statuses,
+                      "endpoint_health": health}, fmt))
     return ExitStatus.SUCCESS

@@ -1,0 +1,106 @@
+"""What active health checking costs the node: one ``HealthChecker`` (as the L7 plane
+runs it) checking ``--endpoints`` endpoints every ``--interval`` seconds, CPU time of
+this process over wall time (issue 20: 1000 endpoints at 1 s within 5% of a core).
+
+The endpoints are distinct loopback addresses (127.0.x.y) on one port, all answered by
+one small uvloop HTTP server in a child process (``GET /healthz`` -> 200, keep-alive),
+whose CPU is not counted: what is measured is the checker's side only. Usage::
+
+    .venv/bin/python -m bench.l7.healthcheck_cost [--endpoints 1000] [--interval 1]
+        [--seconds 20] [--type HTTP|TCP]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import resource
+import socket
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import uvloop  # noqa: E402
+
+from kgw_l7.config import (  # noqa: E402
+    Backend, Endpoint, HealthCheck, L7Config, Listener, PathMatch, Route, RouteMatch, Rule,
+    VirtualHost,
+)
+from kgw_l7.healthcheck import HealthChecker  # noqa: E402
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class _Answer(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        for _ in range(data.count(b"\r\n\r\n")):
+            self.transport.write(RESPONSE)  # type: ignore[attr-defined]
+
+
+def _serve(sock: socket.socket) -> None:
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Answer, sock=sock)
+        await server.serve_forever()
+    uvloop.run(main())
+
+
+def addresses(n: int) -> list[str]:
+    return [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--endpoints", type=int, default=1000)
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--type", default="HTTP", choices=("HTTP", "TCP"))
+    args = p.parse_args(argv)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", 0))
+    sock.listen(4096)
+    port = sock.getsockname()[1]
+    server = multiprocessing.get_context("fork").Process(target=_serve, args=(sock,),
+                                                          daemon=True)
+    server.start()
+    hc = HealthCheck(type=args.type, interval=args.interval, timeout=1.0, path="/healthz")
+    backend = Backend("bench/svc:80", endpoints=tuple(Endpoint(a, port)
+                                                      for a in addresses(args.endpoints)),
+                      health_check=hc)
+    rule = Rule("bench/r/0", "bench/r", "bench/gw", backends=(backend,))
+    config = L7Config((Listener("l", "127.0.0.1", 1, virtual_hosts=(
+        VirtualHost("*", (Route(RouteMatch(PathMatch()), rule),)),)),))
+
+    async def run() -> tuple[float, float, int, int]:
+        checker = HealthChecker(lambda: None)
+        checker.update(config)
+        await asyncio.sleep(args.interval * 2)  # (every connection opened: steady state)
+        before = checker.view()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        await asyncio.sleep(args.seconds)
+        r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        after = checker.view()
+        await checker.close()
+        checks = sum(v["checks"] for v in after) - sum(v["checks"] for v in before)
+        failures = sum(v["failures"] for v in after)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        return cpu, t1 - t0, checks, failures
+
+    cpu, wall, checks, failures = uvloop.run(run())
+    server.kill()
+    print(f"{args.type} checks of {args.endpoints} endpoints every {args.interval:g}s: "
+          f"{checks} checks in {wall:.1f}s ({checks / wall:.0f}/s), {failures} failed; "
+          f"CPU {cpu:.2f}s = {100 * cpu / wall:.1f}% of one core, "
+          f"{1e6 * cpu / max(1, checks):.0f} us per check")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
