@@ -57,6 +57,7 @@ from typing import Any
 from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
 from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
 from kgw_l7.context import ListenerState, WorkerContext
+from kgw_l7.proxyproto import encode_v2
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
@@ -1060,7 +1061,10 @@ class Exchange(UpstreamOwner):
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 try:
-                    if breaker is None:
+                    if rule.proxy_send:
+                        up = await ctx.pool.acquire_proxied(endpoint[0], endpoint[1], backend,
+                                                            ctx.now, self.proxy_header())
+                    elif breaker is None:
                         up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend, ctx.now)
                     else:
                         up = await self.acquire_within(breaker, backend, endpoint)
@@ -1099,6 +1103,20 @@ class Exchange(UpstreamOwner):
         finally:
             if st is not None and bal.end(st, outcome, loop.time()):  # type: ignore[union-attr]
                 ctx.stats.outlier_ejection(backend.name)
+
+    def proxy_header(self) -> bytes:
+        """The PROXY protocol v2 header for this request's backend connection: the
+        client (as a PROXY header to kgw named it, or the socket's peer) and the address
+        it connected to."""
+        down = self.down
+        host, _, port = down.remote.rpartition(b":")
+        source = (host.strip(b"[]").decode(), int(port)) if host else None
+        transport = getattr(down, "transport", None)
+        if transport is None:
+            transport = down.conn.transport  # (an HTTP/2 stream: its connection's)
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        dest = (str(local[0]), int(local[1])) if local else None
+        return encode_v2(source, dest)
 
     async def acquire_within(self, breaker: Breaker, backend: CompiledBackend,
                              endpoint: tuple[str, int]) -> UpstreamStream:

@@ -87,6 +87,7 @@ cdef class CompiledRule:
     cdef public bint no_deadline
     cdef public bint default_timeout
     cdef public object session
+    cdef public bint proxy_send
     cpdef pick_backend(self)
 
 cdef class CompiledRoute:

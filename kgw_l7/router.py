@@ -338,7 +338,7 @@ class CompiledRule:
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
                  "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout",
-                 "session")
+                 "session", "proxy_send")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend],
                  session_key: bytes = b"") -> None:
@@ -364,8 +364,12 @@ class CompiledRule:
         self.retry_backoff = retry.backoff if retry else None
         #: No timeout and no retry: eligible for the exchange's synchronous fast path
         #: (precomputed: it is checked for every request).
+        #: Backend connections start with a PROXY protocol v2 header naming the client
+        #: (TrafficPolicy backendProxyProtocol): one connection per client connection.
+        policy = getattr(r, "policy", None)
+        self.proxy_send = getattr(policy, "backend_proxy_protocol", None) is not None
         self.no_deadline = (not self.request_timeout and not self.backend_timeout
-                            and not self.retry_attempts)
+                            and not self.retry_attempts and not self.proxy_send)
         #: Neither timeout is set: the worker's default response timeout applies
         #: (WorkerOptions.response_timeout, enforced by its periodic sweep). An explicit
         #: 0 (Gateway API "0s") is no timeout at all.

@@ -115,3 +115,55 @@ def test_encode_v2_without_addresses_is_local():
 def test_encode_v1_round_trips():
     assert parse(encode_v1(("192.0.2.1", 1), ("10.0.0.1", 2))) == ProxyHeader(
         1, 35, ("192.0.2.1", 1), ("10.0.0.1", 2))
+
+
+# -- sending: a backend connection that starts with the client's header --------------------
+
+@pytest.mark.parametrize("protocol", ["http", "h2c"])
+async def test_pool_sends_the_header_first_and_pools_per_client(protocol):
+    """Pool.acquire_proxied: the header is the connection's first bytes (before
+    HTTP/2's preface); the same client's next request reuses the connection, another
+    client's gets its own (a real socket; the peer records what it reads)."""
+    import asyncio
+
+    from kgw_l7.config import Backend, Endpoint
+    from kgw_l7.router import CompiledBackend
+    from kgw_l7.tls import TLSContexts
+    from kgw_l7.upstream import Pool
+
+    firsts: list[bytes] = []
+    writers = []
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        writers.append(w)
+        firsts.append(await r.read(28))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = CompiledBackend(Backend("b", endpoints=(Endpoint("127.0.0.1", port),),
+                                      protocol=protocol))
+    pool = Pool(TLSContexts(), 8)
+    one = encode_v2(("192.0.2.1", 1000), ("10.0.0.1", 80))
+    other = encode_v2(("192.0.2.2", 1000), ("10.0.0.1", 80))
+    try:
+        a = await pool.acquire_proxied("127.0.0.1", port, backend, 0.0, one)
+        if protocol == "http":
+            a.idle_since = 0.0  # idle after a response, as Pool.release leaves it
+            pool._idle.setdefault(a.key, []).append(a)
+        again = await pool.acquire_proxied("127.0.0.1", port, backend, 0.0, one)
+        b = await pool.acquire_proxied("127.0.0.1", port, backend, 0.0, other)
+        conn = (lambda s: s) if protocol == "http" else (lambda s: s.conn)
+        assert conn(again) is conn(a) and conn(b) is not conn(a)
+        assert pool.take_idle("127.0.0.1", port, backend, 0.0) is None  # never to others
+        for _ in range(100):
+            if len(firsts) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(firsts) == sorted([one, other])
+        assert parse(firsts[0]).source in {("192.0.2.1", 1000), ("192.0.2.2", 1000)}
+    finally:
+        pool.close()
+        for w in writers:
+            w.close()
+        server.close()
+        await server.wait_closed()
