@@ -58,6 +58,7 @@ from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
 from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.proxyproto import encode_v2
+from kgw_l7.session import SessionPolicy
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
@@ -739,10 +740,8 @@ class Exchange(UpstreamOwner):
         if rule.direct_status is not None:
             self.respond(rule.direct_status, b"")
             return None
-        if rule.session is None:
-            backend = rule.pick_backend()
-        else:
-            backend = self.resume_session(rule, route)
+        backend = (rule.pick_backend() if rule.session is None
+                   else self.resume_session(rule, route))
         if backend is None:
             self.respond(500, b"no backend\n")
             return None
@@ -771,19 +770,20 @@ class Exchange(UpstreamOwner):
                        ) -> CompiledBackend | None:
         """A rule with session persistence: the backend of the session the request
         brought (its endpoint pinned for the first try), else the next one by weight."""
-        self.cookie_path = route.cookie_path
-        found = rule.session.find(self.head.headers, time.time())
+        self.cookie_path = route.cookie_path or b"/"
+        policy: SessionPolicy = rule.session  # type: ignore[assignment]  # (the caller's test)
+        found = policy.find(self.head.headers, time.time())
         if found is None:
             return rule.pick_backend()
         self.session = found
         self.pinned = found.endpoint
-        return found.backend  # type: ignore[no-any-return]
+        return found.backend
 
-    def session_field(self) -> None:
+    def session_field(self, policy: SessionPolicy, endpoint: tuple[str, int]) -> None:
         """The token for the endpoint that answered, when the client needs a new or
         renewed one (kgw_l7.session.SessionPolicy.response_header)."""
-        field = self.rule.session.response_header(
-            self.session, self.backend, self.upstream_host, self.cookie_path, time.time())
+        field = policy.response_header(self.session, self.backend, endpoint, self.cookie_path,
+                                       time.time())
         if field is not None:
             self.resp_extra = [*self.resp_extra, field] if self.resp_extra else [field]
 
@@ -1112,8 +1112,8 @@ class Exchange(UpstreamOwner):
         host, _, port = down.remote.rpartition(b":")
         source = (host.strip(b"[]").decode(), int(port)) if host else None
         transport = getattr(down, "transport", None)
-        if transport is None:
-            transport = down.conn.transport  # (an HTTP/2 stream: its connection's)
+        if transport is None:  # (an HTTP/2 stream: its connection's)
+            transport = down.conn.transport  # type: ignore[attr-defined]
         local = transport.get_extra_info("sockname") if transport is not None else None
         dest = (str(local[0]), int(local[1])) if local else None
         return encode_v2(source, dest)
@@ -1293,8 +1293,9 @@ class Exchange(UpstreamOwner):
         head = self.head
         self._response_to(COMMIT)
         self.status = resp.status
-        if self.rule.session is not None and self.upstream_host is not None:
-            self.session_field()
+        rule = self.rule
+        if rule is not None and rule.session is not None and self.upstream_host is not None:
+            self.session_field(rule.session, self.upstream_host)
         up = self.upstream
         if self.task is None and not self.resp_ops and not self.resp_extra \
                 and not self.close_after and head.version == b"1.1":

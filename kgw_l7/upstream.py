@@ -371,7 +371,7 @@ class Pool:
         if backend.h2:
             for h in self._h2.get(key, ()):
                 if h.has_room():
-                    return h.new_stream()  # type: ignore[no-any-return]
+                    return h.new_stream()
             if tls is None:
                 return await self.h2_stream(key, address, port, tls, header)
         idle = self._idle.get(key)
@@ -383,7 +383,7 @@ class Pool:
             conn.close()
         if backend.h2:
             return await self.h2_stream(key, address, port, tls, header)
-        return await self.connect(key, address, port, tls, False, header)  # type: ignore[no-any-return]
+        return await self.connect(key, address, port, tls, False, header)
 
     async def h2_stream(self, key: tuple[Any, ...], address: str, port: int,
                         tls: UpstreamTLS | None, header: bytes = b"") -> UpstreamStream:
@@ -455,15 +455,14 @@ class Pool:
         self.count(key, 1)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                sock = None
+                hostname = tls.hostname if tls is not None else None
                 if header:
                     sock = await _connected(loop, address, port, header)
-                    address_, port_ = None, None
+                    _, conn = await loop.create_connection(factory, sock=sock, ssl=ctx,
+                                                           server_hostname=hostname)
                 else:
-                    address_, port_ = address, port
-                _, conn = await loop.create_connection(
-                    factory, address_, port_, ssl=ctx, sock=sock,
-                    server_hostname=tls.hostname if tls is not None else None)
+                    _, conn = await loop.create_connection(factory, address, port, ssl=ctx,
+                                                           server_hostname=hostname)
         except BaseException as exc:
             self.count(key, -1)
             if isinstance(exc, TimeoutError):

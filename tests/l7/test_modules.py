@@ -26,7 +26,8 @@ LAYERS = ["_cython", "config", "balance", "breaker", "regex", "session", "proxyp
           "upstream_h2", "upstream", "channel", "context", "exchange", "downstream_h2", "proxy",
           "worker", "__main__", "metrics", "healthcheck", "plane", "protoc", "echo"]
 #: What a worker runs per request (and the worker process itself).
-PER_REQUEST = {"balance", "breaker", "events", "h1", "router", "accesslog", "streams", "tracing", "upstream_h2",
+PER_REQUEST = {"balance", "breaker", "events", "h1", "router", "accesslog", "streams", "tracing",
+               "upstream_h2",
                "upstream", "context", "exchange", "downstream_h2", "proxy", "worker"}
 
 
