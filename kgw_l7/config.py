@@ -33,6 +33,9 @@ ListenerProtocol = Literal["HTTP", "HTTPS"]
 BackendProtocol = Literal["http", "h2c", "h2", "https", "ws", "wss"]
 #: The protocols spoken in HTTP/2 (``kgw_l7.upstream.Pool``).
 HTTP2_PROTOCOLS = frozenset({"h2c", "h2"})
+#: Field metadata: ``to_dict`` leaves the field out while it is None (fields most configs
+#: never set, such as policies: dumps and golden files stay as they were without them).
+OMIT_NONE = {"omit_none": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +299,38 @@ class SessionPersistence:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """TrafficPolicy ``requestLimits``: a larger body is answered 413 (checked while it
+    streams), more header fields 431. None: no limit beyond the proxy's own."""
+
+    max_body_size: int | None = None
+    max_headers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RulePolicy:
+    """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
+    section (controller/policy/registry.py), already merged by precedence."""
+
+    request_limits: RequestLimits | None = None
+    #: TrafficPolicy ``backendProxyProtocol``: connections to the rule's backends start
+    #: with a PROXY protocol header of this version (2) naming the client.
+    backend_proxy_protocol: int | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPolicy:
+    """What kgw policies apply to a bound socket's connections before any routing
+    (sections a Gateway or listener target sets)."""
+
+    #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
+    #: this many seconds of its first byte (None: the worker's default).
+    request_header_timeout: float | None = None
+    #: TrafficPolicy ``proxyProtocol``: connections start with a PROXY protocol header.
+    proxy_protocol: ProxyProtocol | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One (match, action) pair: a rule's match, with the rule's action.
 
@@ -322,6 +357,8 @@ class Rule:
     backend_timeout: float | None = None
     retry: Retry | None = None
     session: SessionPersistence | None = None
+    #: kgw policies on the rule (None: none).
+    policy: RulePolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +418,8 @@ class Listener:
     virtual_hosts: tuple[VirtualHost, ...] = ()
     #: HTTPS only: client certificates are requested and checked (mTLS); None = not.
     client_validation: ClientValidation | None = None
+    #: kgw policies on its connections (None: none).
+    policy: ListenerPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +435,8 @@ class L7Config:
 def to_dict(value: Any) -> Any:
     """A JSON-ready view of a config record (stable key order, tuples as lists)."""
     if dataclasses.is_dataclass(value):
-        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_none") and getattr(value, f.name) is None)}
     if isinstance(value, (tuple, list)):
         return [to_dict(v) for v in value]
     return value
@@ -404,11 +444,9 @@ def to_dict(value: Any) -> Any:
 
 __all__ = [
     "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation", "Endpoint",
-    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "LoadBalancer",
-    "OutlierDetection",
-    "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
-    "ProxyProtocol", "Redirect", "Retry", "Route", "RouteMatch", "Rule", "SessionPersistence",
-    "URLRewrite",
-    "UpstreamTLS",
+    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "L7Config", "Listener",
+    "ListenerPolicy", "LoadBalancer", "Mirror", "OutlierDetection", "PathMatch", "PathModifier",
+    "ProxyProtocol", "QueryParamMatch", "Redirect", "RequestLimits", "Retry", "Route",
+    "RouteMatch", "Rule", "RulePolicy", "SessionPersistence", "URLRewrite", "UpstreamTLS",
     "VirtualHost", "to_dict",
 ]

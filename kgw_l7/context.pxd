@@ -21,6 +21,7 @@ cdef class ListenerState:
     cdef public object sock
     cdef public object gateway
     cdef public int proxy_mode
+    cdef public double header_timeout
 
 cdef class WorkerContext:
     cdef public object loop

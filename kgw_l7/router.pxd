@@ -65,6 +65,10 @@ cdef class CompiledBackend:
     cpdef usable(self, endpoint)
     cpdef pick_untried(self, list tried, key=*)
 
+cdef class CompiledPolicy:
+    cdef public Py_ssize_t max_body_size
+    cdef public Py_ssize_t max_headers
+
 cdef class CompiledRule:
     cdef public dict head_suffix_for
     cdef public object name
@@ -88,6 +92,7 @@ cdef class CompiledRule:
     cdef public bint default_timeout
     cdef public object session
     cdef public bint proxy_send
+    cdef public CompiledPolicy policy
     cpdef pick_backend(self)
 
 cdef class CompiledRoute:

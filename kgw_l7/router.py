@@ -25,7 +25,7 @@ from kgw_l7.balance import Balancer, HealthBook, KeySource
 from kgw_l7.breaker import Breaker
 from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
-    Route, Rule, URLRewrite, VirtualHost,
+    Route, Rule, RulePolicy, URLRewrite, VirtualHost,
 )
 from kgw_l7.regex import compile_bytes, compile_text
 from kgw_l7.session import SessionPolicy, key_from_env
@@ -333,12 +333,24 @@ def smooth_schedule(backends: list[CompiledBackend]) -> tuple[CompiledBackend, .
     return tuple(out)
 
 
+class CompiledPolicy:
+    """A rule's kgw policy (``config.RulePolicy``) as the exchange checks it per request
+    (``Exchange.police``); 0 means no limit."""
+
+    __slots__ = ("max_body_size", "max_headers")
+
+    def __init__(self, p: RulePolicy) -> None:
+        limits = p.request_limits
+        self.max_body_size = (limits.max_body_size or 0) if limits is not None else 0
+        self.max_headers = (limits.max_headers or 0) if limits is not None else 0
+
+
 class CompiledRule:
     __slots__ = ("name", "route", "gateway", "filters", "backends", "_cum", "_total",
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
                  "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout",
-                 "session", "proxy_send")
+                 "session", "proxy_send", "policy")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend],
                  session_key: bytes = b"") -> None:
@@ -366,8 +378,7 @@ class CompiledRule:
         #: (precomputed: it is checked for every request).
         #: Backend connections start with a PROXY protocol v2 header naming the client
         #: (TrafficPolicy backendProxyProtocol): one connection per client connection.
-        policy = getattr(r, "policy", None)
-        self.proxy_send = getattr(policy, "backend_proxy_protocol", None) is not None
+        self.proxy_send = r.policy is not None and r.policy.backend_proxy_protocol is not None
         self.no_deadline = (not self.request_timeout and not self.backend_timeout
                             and not self.retry_attempts and not self.proxy_send)
         #: Neither timeout is set: the worker's default response timeout applies
@@ -389,6 +400,8 @@ class CompiledRule:
         self.session = (SessionPolicy(r.session, r.name, self.backends,
                                       session_key or key_from_env())
                         if r.session is not None else None)
+        #: None: no kgw policy on the rule (the common case: one check per request).
+        self.policy = CompiledPolicy(r.policy) if r.policy is not None else None
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).
