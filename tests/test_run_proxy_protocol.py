@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
-from kgw_l7.proxyproto import encode_v1, encode_v2
+from kgw_l7.proxyproto import encode_v1, encode_v2, parse
 from tests.helpers import condition, eventually, find, http_get
 from tests.netns import Host, kgw_argv
 
@@ -71,7 +72,36 @@ kind: HTTPRoute
 metadata: {name: app, namespace: demo}
 spec:
   parentRefs: [{name: gw}]
+  hostnames: [app.example.com]
   rules: [{backendRefs: [{name: app, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pp, namespace: demo}
+spec:
+  ports: [{name: http, port: 80, targetPort: 9301}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: pp-1, namespace: demo, labels: {kubernetes.io/service-name: pp}}
+addressType: IPv4
+ports: [{name: http, port: 9301}]
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: pp, namespace: demo}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [pp.example.com]
+  rules: [{backendRefs: [{name: pp, port: 80}]}]
+---
+apiVersion: gateway.kgw.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: to-backend, namespace: demo}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: pp}]
+  backendProxyProtocol: {version: V2}
 """
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"
@@ -85,6 +115,38 @@ def exchange(port: int, prefix: bytes, request: bytes = REQUEST) -> bytes:
         while chunk := s.recv(65536):
             out += chunk
         return out
+
+
+def listening(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(16)
+    return sock
+
+
+def proxied_backend(sock: socket.socket, seen: list[tuple[object, bytes]]) -> None:
+    """A backend that asks for the PROXY protocol: each connection's header (parsed) and
+    the request after it are recorded; each request is answered with the header's
+    source. Serves until the socket is closed."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            header = parse(data)
+            seen.append((header, data[header.size:] if header else data))
+            body = json.dumps(header.source if header else None).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n"
+                         b"\r\n%s" % (len(body), body))
 
 
 def forwarded_for(answer: bytes) -> str:
@@ -106,7 +168,7 @@ def test_proxy_protocol_through_kgw_run(host: Host, tmp_path: Path) -> None:
     eventually(lambda: host.call(exchange, 8082, b"").startswith(b"HTTP/1.1 200"), timeout=15)
 
     status = json.loads(host.call(http_get, f"{ADMIN}/status")[1])
-    for name in ("lb-required", "lb-optional"):
+    for name in ("lb-required", "lb-optional", "to-backend"):
         pol = find(status, "TrafficPolicy", name, "demo")
         accepted = condition(pol["status"]["ancestors"][0]["conditions"], "Accepted")
         assert accepted["status"] == "True", pol["status"]
@@ -134,6 +196,24 @@ def test_proxy_protocol_through_kgw_run(host: Host, tmp_path: Path) -> None:
 
     def addresses() -> set[str]:
         return {x.get("downstream_remote_address", "") for x in logged()}
+
+    # backendProxyProtocol: the backend's connection starts with a v2 header naming the
+    # client (here, as the PROXY header to kgw named it)
+    backend_sock = host.call(listening, 9301)
+    seen: list[tuple[object, bytes]] = []
+    threading.Thread(target=proxied_backend, args=(backend_sock, seen), daemon=True).start()
+    try:
+        pp = REQUEST.replace(b"app.example.com", b"pp.example.com")
+        answer = host.call(exchange, 8080, v1, pp)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == ["192.0.2.7", 40000]
+        answer = host.call(exchange, 8082, b"", pp)  # a client without a PROXY header
+        address, port = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert address == "127.0.0.1" and port > 0
+        assert [h.version for h, _ in seen] == [2, 2]  # type: ignore[attr-defined]
+        assert all(rest.startswith(b"GET /x HTTP/1.1\r\n") for _, rest in seen)
+    finally:
+        backend_sock.close()
 
     got = eventually(lambda: {"192.0.2.7:40000", "[2001:db8::7]:40001"} <= addresses()
                      and addresses())
