@@ -137,12 +137,13 @@ def proxied_backend(sock: socket.socket, seen: list[tuple[object, bytes]]) -> No
         with conn:
             conn.settimeout(5)
             data = b""
-            while b"\r\n\r\n" not in data:
+            header = None
+            while header is None or b"\r\n\r\n" not in data[header.size:]:
                 chunk = conn.recv(4096)
                 if not chunk:
                     break
                 data += chunk
-            header = parse(data)
+                header = header or parse(data)  # (v2's signature holds a CRLF CRLF)
             seen.append((header, data[header.size:] if header else data))
             body = json.dumps(header.source if header else None).encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n"
