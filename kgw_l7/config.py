@@ -230,6 +230,15 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """TrafficPolicy ``healthCheck``: active checks, passive checks (outlier detection),
+    or both."""
+
+    active: HealthCheck | None = None
+    passive: OutlierDetection | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     """One weighted destination of a rule.
 
@@ -313,9 +322,31 @@ class RulePolicy:
     section (controller/policy/registry.py), already merged by precedence."""
 
     request_limits: RequestLimits | None = None
+    #: TrafficPolicy ``loadBalancer``, ``healthCheck``, ``circuitBreaker``: they apply to
+    #: each backend of the rule (``with_rule_policy``).
+    load_balancer: LoadBalancer | None = None
+    health: HealthPolicy | None = None
+    circuit_breaker: CircuitBreaker | None = None
     #: TrafficPolicy ``backendProxyProtocol``: connections to the rule's backends start
     #: with a PROXY protocol header of this version (2) naming the client.
     backend_proxy_protocol: int | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+
+
+def with_rule_policy(b: Backend, policy: RulePolicy | None) -> Backend:
+    """``b`` as its rule's policy makes it: the resilience sections on the rule apply to
+    every backend of the rule (the proxy's router and the active health checker both
+    read backends through this). A section the backend sets itself wins."""
+    if policy is None:
+        return b
+    lb, health, cb = policy.load_balancer, policy.health, policy.circuit_breaker
+    if lb is None and health is None and cb is None:
+        return b
+    return dataclasses.replace(
+        b, load_balancer=b.load_balancer or lb,
+        health_check=b.health_check or (health.active if health is not None else None),
+        outlier_detection=b.outlier_detection or (health.passive if health is not None
+                                                  else None),
+        circuit_breaker=b.circuit_breaker or cb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +387,8 @@ class Rule:
     request_timeout: float | None = None
     backend_timeout: float | None = None
     retry: Retry | None = None
-    session: SessionPersistence | None = None
+    #: Session persistence (None: none; left out of dumps then, as most rules have none).
+    session: SessionPersistence | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     #: kgw policies on the rule (None: none).
     policy: RulePolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
@@ -444,9 +476,10 @@ def to_dict(value: Any) -> Any:
 
 __all__ = [
     "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation", "Endpoint",
-    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "L7Config", "Listener",
-    "ListenerPolicy", "LoadBalancer", "Mirror", "OutlierDetection", "PathMatch", "PathModifier",
-    "ProxyProtocol", "QueryParamMatch", "Redirect", "RequestLimits", "Retry", "Route",
-    "RouteMatch", "Rule", "RulePolicy", "SessionPersistence", "URLRewrite", "UpstreamTLS",
-    "VirtualHost", "to_dict",
+    "Filters", "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "HealthPolicy",
+    "L7Config", "Listener", "ListenerPolicy", "LoadBalancer", "Mirror", "OutlierDetection",
+    "PathMatch", "PathModifier", "ProxyProtocol", "QueryParamMatch", "Redirect",
+    "RequestLimits", "Retry", "Route", "RouteMatch", "Rule", "RulePolicy",
+    "SessionPersistence", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",
+    "with_rule_policy",
 ]

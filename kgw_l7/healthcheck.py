@@ -36,7 +36,7 @@ import h2.connection
 import h2.events
 import httptools
 
-from kgw_l7.config import Backend, HealthCheck, L7Config
+from kgw_l7.config import Backend, HealthCheck, L7Config, with_rule_policy
 
 log = logging.getLogger("kgw.l7.healthcheck")
 
@@ -84,7 +84,7 @@ def targets(config: L7Config) -> dict[Key, Target]:
         for vh in lis.virtual_hosts:
             for route in vh.routes:
                 for b in route.rule.backends:
-                    add(b)
+                    add(with_rule_policy(b, route.rule.policy))
     return out
 
 

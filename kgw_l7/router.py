@@ -25,7 +25,7 @@ from kgw_l7.balance import Balancer, HealthBook, KeySource
 from kgw_l7.breaker import Breaker
 from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
-    Route, Rule, RulePolicy, URLRewrite, VirtualHost,
+    Route, Rule, RulePolicy, URLRewrite, VirtualHost, with_rule_policy,
 )
 from kgw_l7.regex import compile_bytes, compile_text
 from kgw_l7.session import SessionPolicy, key_from_env
@@ -358,7 +358,9 @@ class CompiledRule:
         self.route = r.route
         self.gateway = r.gateway
         self.filters = CompiledFilters(r.filters, compile_backend)
-        live = [compile_backend(b) for b in r.backends if b.weight > 0]
+        # (the rule's policy: its resilience sections apply to each of its backends)
+        live = [compile_backend(with_rule_policy(b, r.policy)) for b in r.backends
+                if b.weight > 0]
         self.backends = tuple(live)
         cum = list(itertools.accumulate(b.weight for b in live))
         self._cum = cum
@@ -654,7 +656,7 @@ class RouterCache:
                 cr = CompiledRule(r, backend, self.session_key)
             else:  # keep its backends alive in the new cache
                 for b in r.backends:
-                    backend(b)
+                    backend(with_rule_policy(b, r.policy))
                 for m in r.filters.mirrors:
                     backend(m.backend)
             rules[r] = cr
@@ -678,6 +680,7 @@ class RouterCache:
                     if r.rule in rules:
                         own_rules[r.rule] = rules[r.rule]
                     for b in r.rule.backends:
+                        b = with_rule_policy(b, r.rule.policy)
                         if b in backends:
                             own_backends[b] = backends[b]
                 entry = (vh, cv, own_rules, own_backends)

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--type", default="HTTP", choices=("HTTP", "TCP"))
+    p.add_argument("--timeout", type=float, default=1.0,
+                   help="per check (raise it under valgrind, which slows everything)")
     args = p.parse_args(argv)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     server = multiprocessing.get_context("fork").Process(target=_serve, args=(sock,),
                                                           daemon=True)
     server.start()
-    hc = HealthCheck(type=args.type, interval=args.interval, timeout=1.0, path="/healthz")
+    hc = HealthCheck(type=args.type, interval=args.interval, timeout=args.timeout,
+                     path="/healthz")
     backend = Backend("bench/svc:80", endpoints=tuple(Endpoint(a, port)
                                                       for a in addresses(args.endpoints)),
                       health_check=hc)

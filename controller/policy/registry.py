@@ -6,14 +6,19 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 
 from __future__ import annotations
 
-from controller.policy import (backendproxyprotocol, headertimeout, proxyprotocol,
-                               requestlimits)
+from controller.policy import (
+    backendproxyprotocol, circuitbreaker, headertimeout, healthcheck, loadbalancer,
+    proxyprotocol, requestlimits,
+)
 from controller.policy.section import Section
 
 SECTIONS: dict[str, tuple[Section, ...]] = {
     "TrafficPolicy": (
         requestlimits.SECTION,
         headertimeout.SECTION,
+        loadbalancer.SECTION,
+        healthcheck.SECTION,
+        circuitbreaker.SECTION,
         proxyprotocol.SECTION,
         backendproxyprotocol.SECTION,
     ),

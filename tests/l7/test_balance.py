@@ -86,7 +86,7 @@ OD = OutlierDetection(consecutive_5xx=3, consecutive_local_failures=2, base_ejec
 def test_consecutive_failures_eject(outcome, needed):
     bal, _, clock = balancer(4, None, OD)
     st = bal.states[0]
-    for i in range(needed):
+    for _ in range(needed):
         assert not st.ejected(clock.t)
         bal.end(bal.begin(st.address), outcome, clock.t)
     assert st.ejected(clock.t)

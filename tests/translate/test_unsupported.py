@@ -152,7 +152,7 @@ def test_session_persistence_is_served(kind) -> None:
         [CLASS, gateway("gw", [HTTP]), service("svc"), http_route("r", P, rules, kind=kind)]))
     cond = _parent(t, kind=kind)
     assert (cond["status"], cond["reason"]) == ("True", "Accepted")
-    sessions = sorted((r["rule"]["name"], r["rule"]["session"])
+    sessions = sorted((r["rule"]["name"], r["rule"].get("session"))
                       for lst in t.l7.to_dict()["listeners"]
                       for vh in lst["virtual_hosts"] for r in vh["routes"])
     assert [s for _, s in sessions] == [
