@@ -162,3 +162,25 @@ def test_the_key_comes_from_the_environment(monkeypatch):
     assert s.key_from_env() == s.key_from_env()
     monkeypatch.delenv(s.KEY_ENV)
     assert s.key_from_env() != s.key_from_env()
+
+
+def test_an_endpoint_the_balancer_does_not_use_now_is_no_session():
+    """Ejected by outlier detection or failing its health check (CompiledBackend.usable
+    false): the request is balanced anew (and given a new token), as if it were gone."""
+
+    class Backend_:
+        name = "ns/a:80"
+        endpoints = (("10.0.0.1", 80), ("10.0.0.2", 80))
+        down: set[tuple[str, int]] = set()
+
+        def usable(self, endpoint: tuple[str, int]) -> bool:
+            return endpoint not in self.down
+
+    b = Backend_()
+    pol = s.SessionPolicy(SessionPersistence(), "ns/r/0", (b,), KEY)
+    field = pol.response_header(None, b, ("10.0.0.2", 80), b"/", T0)
+    assert pol.find(cookie(field), T0).endpoint == ("10.0.0.2", 80)
+    b.down = {("10.0.0.2", 80)}
+    assert pol.find(cookie(field), T0) is None
+    b.down = set()
+    assert pol.find(cookie(field), T0) is not None  # back: the token is good again
