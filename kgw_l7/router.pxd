@@ -105,6 +105,7 @@ cdef class CompiledRoute:
     cdef public object query
     cdef public object rule
     cdef public object matched_prefix
+    cdef public object cookie_path
     cpdef matches(self, path, method, headers, query)
 
 cdef class CompiledVirtualHost:
