@@ -289,6 +289,26 @@ class Retry:
     backoff: float | None = None  # seconds
 
 
+SessionType = Literal["Cookie", "Header"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPersistence:
+    """A rule's session persistence (Gateway API ``sessionPersistence``; kgw_l7.session).
+
+    Requests bringing back the token a response gave go to the same endpoint while it is
+    ready and the session lives."""
+
+    #: Cookie or header name ("" = kgw_l7.session.DEFAULT_NAME).
+    name: str = ""
+    type: SessionType = "Cookie"
+    #: Seconds from the session's start / from its last request; None = no limit.
+    absolute_timeout: float | None = None
+    idle_timeout: float | None = None
+    #: Cookie lifetimeType Permanent: the cookie has a Max-Age (the absolute timeout).
+    permanent: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class RequestLimits:
     """TrafficPolicy ``requestLimits``: a larger body is answered 413 (checked while it
@@ -364,6 +384,9 @@ class RulePolicy:
     health: HealthPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     circuit_breaker: CircuitBreaker | None = dataclasses.field(default=None,
                                                                metadata=OMIT_NONE)
+    #: TrafficPolicy ``backendProxyProtocol``: connections to the rule's backends start
+    #: with a PROXY protocol header of this version (2) naming the client.
+    backend_proxy_protocol: int | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 def with_rule_policy(b: Backend, policy: RulePolicy | None) -> Backend:
@@ -419,6 +442,8 @@ class ListenerPolicy:
                                                                           metadata=OMIT_NONE)
     #: TrafficPolicy ``accessLog``: this socket's lines (None: the command line's).
     access_log: AccessLogPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: TrafficPolicy ``proxyProtocol``: connections start with a PROXY protocol header.
+    proxy_protocol: ProxyProtocol | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +472,8 @@ class Rule:
     request_timeout: float | None = None
     backend_timeout: float | None = None
     retry: Retry | None = None
+    #: Session persistence (None: none; left out of dumps then, as most rules have none).
+    session: SessionPersistence | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     #: kgw policies on the rule (None: none).
     policy: RulePolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
@@ -467,6 +494,15 @@ class Certificate:
     cert_pem: str
     #: Not in the repr: a log line or a traceback that prints the record must not leak it.
     key_pem: str = dataclasses.field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyProtocol:
+    """A listener's connections start with a PROXY protocol header (v1 or v2): its client
+    address is the connection's (TrafficPolicy ``proxyProtocol``; kgw_l7.proxyproto)."""
+
+    #: Connections without any header are served too (with their own address).
+    optional: bool = False
 
 
 ClientValidationMode = Literal["AllowValidOnly", "AllowInsecureFallback"]
@@ -528,7 +564,8 @@ __all__ = [
     "ConnectionRateLimit", "Endpoint", "Filters", "GlobalRateLimit", "HashOn", "HeaderMatch",
     "HeaderModifier", "HealthCheck", "HealthPolicy", "L7Config", "Listener", "ListenerPolicy",
     "LoadBalancer", "LocalRateLimit", "Mirror", "OutlierDetection", "PathMatch",
-    "PathModifier", "QueryParamMatch", "RateLimit", "Redirect", "RequestLimits", "Retry",
-    "Route", "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost",
-    "to_dict", "with_rule_policy",
+    "PathModifier", "ProxyProtocol", "QueryParamMatch", "RateLimit", "Redirect",
+    "RequestLimits", "Retry", "Route", "RouteMatch", "Rule", "RulePolicy",
+    "SessionPersistence", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",
+    "with_rule_policy",
 ]

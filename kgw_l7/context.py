@@ -48,7 +48,7 @@ class ListenerState:
     place by a new config, so open connections see the new routes on their next request."""
 
     __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
-                 "sock", "gateway", "header_timeout", "log")
+                 "sock", "gateway", "header_timeout", "log", "proxy_mode")
 
     def __init__(self, name: str, record: Any, router: ListenerRouter,
                  certs: CertStore | None) -> None:
@@ -70,6 +70,9 @@ class ListenerState:
         #: A TrafficPolicy's accessLog settings for this socket (None: the worker's);
         #: set by the worker (WorkerContext.listener_log), which knows the defaults.
         self.log: LogSettings | None = None
+        #: 0, or connections start with a PROXY protocol header: 1 required, 2 optional
+        #: (kgw_l7.proxy.PROXY_REQUIRED / PROXY_OPTIONAL).
+        self.proxy_mode = proxy_mode(record)
 
     def update(self, record: Any, router: ListenerRouter, certs: CertStore | None) -> None:
         """A new config for the same socket: open connections see it on their next
@@ -79,12 +82,22 @@ class ListenerState:
         self.certs = certs
         self.gateway = listener_gateway(record)
         self.header_timeout = policy_header_timeout(record)
+        self.proxy_mode = proxy_mode(record)
 
 
 def policy_header_timeout(record: Any) -> float:
     policy = record.policy
     timeout = policy.request_header_timeout if policy is not None else None
     return float(timeout) if timeout else 0.0
+
+
+def proxy_mode(record: Any) -> int:
+    """The listener's PROXY protocol mode (ListenerState.proxy_mode) from its policy."""
+    policy = record.policy
+    pp = policy.proxy_protocol if policy is not None else None
+    if pp is None:
+        return 0
+    return 2 if pp.optional else 1
 
 
 def listener_gateway(record: Any) -> str:

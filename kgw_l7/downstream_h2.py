@@ -398,6 +398,10 @@ class H2Conn:
         # compiled, H2Conn is an extension type: it cannot subclass asyncio.Protocol
         transport.set_protocol(self)  # type: ignore[arg-type]
         self._attach(transport)
+        # The client as the HTTP/1.1 side knew it (a PROXY protocol header may have
+        # named it; the socket's peer is then the balancer).
+        self.peer = old.peer
+        self.remote = old.remote
         self.start(upgrade, settings)
         if data:
             self.data_received(data)

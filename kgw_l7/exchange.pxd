@@ -102,6 +102,9 @@ cdef class Exchange(UpstreamOwner):
     cdef public bint grpc
     cdef public double grpc_deadline
     cdef public bint resp_trailers
+    cdef public object session
+    cdef public object pinned
+    cdef public bytes cookie_path
     cdef public object trace
     cdef public object lb_key
     cdef public Py_ssize_t body_limit

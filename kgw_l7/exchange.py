@@ -58,6 +58,8 @@ from typing import Any
 from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
 from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
 from kgw_l7.context import ListenerState, WorkerContext
+from kgw_l7.proxyproto import encode_v2
+from kgw_l7.session import SessionPolicy
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
@@ -334,7 +336,7 @@ class Exchange(UpstreamOwner):
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
                  "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "lb_key",
-                 "body_limit", "refusal", "resp_trailers")
+                 "body_limit", "refusal", "resp_trailers", "session", "pinned", "cookie_path")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -396,6 +398,12 @@ class Exchange(UpstreamOwner):
         self.resp_trailers = False
         #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
         self.trace: Any = None
+        #: Session persistence (a rule with it): the live session the request brought
+        #: (kgw_l7.session.Session), the endpoint it pins the first try to, and the
+        #: session cookie's Path (the matched route's).
+        self.session: Any = None
+        self.pinned: tuple[str, int] | None = None
+        self.cookie_path = b"/"
         #: A policy's limit on the request body, checked as it streams (0: none).
         self.body_limit = 0
         #: Why the request is refused once forwarding began (the body grew past
@@ -576,7 +584,7 @@ class Exchange(UpstreamOwner):
             self._response_to(FORWARD)
             if rule.no_deadline and not self.head.upgrade \
                     and not self.grpc_deadline and backend.fast:
-                endpoint = backend.pick(self.lb_key)
+                endpoint = self.pinned if self.pinned is not None else backend.pick(self.lb_key)
                 if endpoint is None:
                     self.respond(503, b"no healthy upstream\n")
                     self.finish()
@@ -598,7 +606,8 @@ class Exchange(UpstreamOwner):
             return
         # The endpoint picked above (if any) is the first try's: picking again would
         # skew the round robin for every request that misses the pool.
-        self.task = ctx.loop.create_task(self.run(endpoint))
+        self.task = ctx.loop.create_task(
+            self.run(endpoint if endpoint is not None else self.pinned))
 
     def grpc_head(self) -> None:
         """Is the request a gRPC call (``grpc``), with a deadline (``grpc_deadline``)?
@@ -798,7 +807,8 @@ class Exchange(UpstreamOwner):
         if rule.direct_status is not None:
             self.respond(rule.direct_status, b"")
             return None
-        backend = rule.pick_backend()
+        backend = (rule.pick_backend() if rule.session is None
+                   else self.resume_session(rule, route))
         if backend is None:
             self.respond(500, b"no backend\n")
             return None
@@ -822,6 +832,27 @@ class Exchange(UpstreamOwner):
             self.lb_key = keys.key(head.headers, query, self.down.peer)
         self.prepare(route, rule, backend, path, query)
         return backend
+
+    def resume_session(self, rule: CompiledRule, route: CompiledRoute
+                       ) -> CompiledBackend | None:
+        """A rule with session persistence: the backend of the session the request
+        brought (its endpoint pinned for the first try), else the next one by weight."""
+        self.cookie_path = route.cookie_path or b"/"
+        policy: SessionPolicy = rule.session  # type: ignore[assignment]  # (the caller's test)
+        found = policy.find(self.head.headers, time.time())
+        if found is None:
+            return rule.pick_backend()
+        self.session = found
+        self.pinned = found.endpoint
+        return found.backend
+
+    def session_field(self, policy: SessionPolicy, endpoint: tuple[str, int]) -> None:
+        """The token for the endpoint that answered, when the client needs a new or
+        renewed one (kgw_l7.session.SessionPolicy.response_header)."""
+        field = policy.response_header(self.session, self.backend, endpoint, self.cookie_path,
+                                       time.time())
+        if field is not None:
+            self.resp_extra = [*self.resp_extra, field] if self.resp_extra else [field]
 
     def police(self, policy: CompiledPolicy) -> bool:
         """The checks of the rule's kgw policy (TrafficPolicy sections); True when one
@@ -1174,7 +1205,10 @@ class Exchange(UpstreamOwner):
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 try:
-                    if breaker is None:
+                    if rule.proxy_send:
+                        up = await ctx.pool.acquire_proxied(endpoint[0], endpoint[1], backend,
+                                                            ctx.now, self.proxy_header())
+                    elif breaker is None:
                         up = await ctx.pool.acquire(endpoint[0], endpoint[1], backend, ctx.now)
                     else:
                         up = await self.acquire_within(breaker, backend, endpoint)
@@ -1216,6 +1250,20 @@ class Exchange(UpstreamOwner):
         finally:
             if st is not None and bal.end(st, outcome, loop.time()):  # type: ignore[union-attr]
                 ctx.stats.outlier_ejection(backend.name)
+
+    def proxy_header(self) -> bytes:
+        """The PROXY protocol v2 header for this request's backend connection: the
+        client (as a PROXY header to kgw named it, or the socket's peer) and the address
+        it connected to."""
+        down = self.down
+        host, _, port = down.remote.rpartition(b":")
+        source = (host.strip(b"[]").decode(), int(port)) if host else None
+        transport = getattr(down, "transport", None)
+        if transport is None:  # (an HTTP/2 stream: its connection's)
+            transport = down.conn.transport  # type: ignore[attr-defined]
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        dest = (str(local[0]), int(local[1])) if local else None
+        return encode_v2(source, dest)
 
     async def acquire_within(self, breaker: Breaker, backend: CompiledBackend,
                              endpoint: tuple[str, int]) -> UpstreamStream:
@@ -1402,6 +1450,9 @@ class Exchange(UpstreamOwner):
         head = self.head
         self._response_to(COMMIT)
         self.status = resp.status
+        rule = self.rule
+        if rule is not None and rule.session is not None and self.upstream_host is not None:
+            self.session_field(rule.session, self.upstream_host)
         up = self.upstream
         if self.task is None and not self.resp_ops and not self.resp_extra \
                 and not self.close_after and head.version == b"1.1":

@@ -31,11 +31,12 @@ import errno
 import itertools
 import logging
 import os
+import secrets
 import socket
 import sys
 from typing import Any
 
-from kgw_l7 import snapshot
+from kgw_l7 import session, snapshot
 from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_frame,
                             encode_options, read_frame)
 from kgw_l7.config import L7Config
@@ -108,7 +109,7 @@ class _Worker:
                 sys.executable, "-m", "kgw_l7", "worker", "--fd", str(child.fileno()),
                 "--index", str(self.index), "--options", options,
                 "--rate-table-fd", str(table),
-                pass_fds=(child.fileno(), table), env=_worker_env())
+                pass_fds=(child.fileno(), table), env=_worker_env(self.plane.session_key))
         finally:
             child.close()
         reader, self.writer = await asyncio.open_connection(sock=parent)
@@ -160,9 +161,12 @@ class _Worker:
             self._reader_task.cancel()
 
 
-def _worker_env() -> dict[str, str]:
-    """The worker imports kgw_l7 the way this process did (source checkouts included)."""
+def _worker_env(session_key: str) -> dict[str, str]:
+    """The worker imports kgw_l7 the way this process did (source checkouts included), and
+    signs session persistence tokens with the plane's key (kgw_l7.session): in the
+    environment, not on the command line that every local user can read."""
     env = dict(os.environ)
+    env[session.KEY_ENV] = session_key
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = [here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -201,6 +205,10 @@ class L7Plane:
             max_upstream_connections=max_upstream_connections,
             tracing_endpoint=tracing_endpoint, tracing_sample=tracing_sample,
             workers=self.workers_wanted)
+        #: Every worker signs session tokens with it, so a session survives a move to
+        #: another worker (and another node or a restart when KGW_SESSION_KEY is set
+        #: the same everywhere).
+        self.session_key = os.environ.get(session.KEY_ENV) or secrets.token_hex(32)
         #: A worker that ran this long before it died is restarted without delay growth.
         self.healthy_after = healthy_after
         #: The first restart delay (doubling with each crash, up to 5 s).

@@ -35,6 +35,8 @@ cdef class DownstreamConn(DownstreamStream):
     cdef public Exchange tunnel_ex
     cdef public Py_ssize_t tunnel_in
     cdef public object tunnel_out
+    cdef public bint proxy_wait
+    cdef public bytes _proxy_buf
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
     @cython.locals(ex=Exchange, version=bytes, chunked=bint, head=bytes, parts=list)

@@ -29,6 +29,7 @@ from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.downstream_h2 import PREFACE, H2Conn, upgraded_head
 from kgw_l7.events import Body, EndOfMessage, Event, ProtocolError, Rejected, RequestHead, Upgraded
 from kgw_l7.exchange import Exchange
+from kgw_l7 import proxyproto
 from kgw_l7.h1 import (
     RequestReader, encode_chunk, encode_last_chunk, encode_response_head, http2_refusal,
     simple_response,
@@ -42,6 +43,10 @@ log = logging.getLogger("kgw.l7.proxy")
 MAX_PIPELINED = 16
 #: Why reading pauses when too many are (a bit beside the exchange's, kgw_l7.streams).
 _PAUSE_PIPELINE = 4
+#: ListenerState.proxy_mode: connections must start with a PROXY protocol header, or
+#: may (those without one are served with their own address).
+PROXY_REQUIRED = 1
+PROXY_OPTIONAL = 2
 
 
 class DownstreamConn(DownstreamStream):
@@ -52,7 +57,7 @@ class DownstreamConn(DownstreamStream):
     __slots__ = ("ctx", "transport", "reader", "queue", "parsing", "current", "paused",
                  "chunked", "last_activity", "head_started", "tunnel", "_pending_tunnel",
                  "_write", "_is_closing", "h2_sniff", "_sniffed", "tunnel_ex", "tunnel_in",
-                 "tunnel_out")
+                 "tunnel_out", "proxy_wait", "_proxy_buf")
 
     def __init__(self, ctx: WorkerContext, listener: ListenerState) -> None:
         self.ctx = ctx
@@ -89,6 +94,10 @@ class DownstreamConn(DownstreamStream):
         self.tunnel_ex: Exchange | None = None
         self.tunnel_in = 0
         self.tunnel_out: _CountingWriter | None = None
+        #: The listener takes the PROXY protocol and its header has yet to be read
+        #: (kgw_l7.proxyproto): the bytes read so far.
+        self.proxy_wait = False
+        self._proxy_buf = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -116,6 +125,10 @@ class DownstreamConn(DownstreamStream):
         self.forwarded = b"\r\nx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
             self.peer, listener.scheme)
         sslobj = transport.get_extra_info("ssl_object")
+        if listener.proxy_mode and sslobj is None:
+            # (Clear text only: on TLS the header would come before the handshake, which
+            # the transport does; the translation refuses the policy on HTTPS.)
+            self.proxy_wait = True
         if sslobj is not None:
             self.ssl_context = sslobj.context
             self.h2_sniff = False
@@ -125,6 +138,10 @@ class DownstreamConn(DownstreamStream):
         self.last_activity = self.head_started = ctx.now
 
     def data_received(self, data: bytes) -> None:
+        if self.proxy_wait:
+            data = self._proxy_header(data)
+            if not data:
+                return
         if self.tunnel is not None:
             self.tunnel_in += len(data)
             self.tunnel.transport.write(data)  # type: ignore[union-attr]
@@ -174,6 +191,41 @@ class DownstreamConn(DownstreamStream):
                 return
             # Bytes after an Upgrade request: held until the backend answers 101.
             self._pending_tunnel = [ev.data] if ev.data else []  # type: ignore[union-attr]
+
+    def _proxy_header(self, data: bytes) -> bytes:
+        """The PROXY protocol header first (its client address becomes the
+        connection's: X-Forwarded-For, access log, everything keyed on the client);
+        returns the bytes after it, b"" while it is incomplete or when the connection
+        was refused. Without a valid header the connection is closed, unless the
+        listener allows connections without one (then they are served as they are)."""
+        data = self._proxy_buf + data
+        try:
+            header = proxyproto.parse(data)
+        except proxyproto.ProxyProtocolError as exc:
+            self.proxy_wait = False
+            self._proxy_buf = b""
+            if self.listener.proxy_mode == PROXY_OPTIONAL and not (
+                    data.startswith(b"PROXY ") or data.startswith(b"\r\n\r\n")):
+                return data  # no header at all, which this listener allows
+            self.refused(400, f"PROXY protocol: {exc}", "DPE")
+            if self.transport is not None:
+                self.transport.abort()
+            self.closing = True
+            return b""
+        if header is None:
+            self._proxy_buf = data
+            return b""
+        self.proxy_wait = False
+        self._proxy_buf = b""
+        src = header.source
+        if src is not None:
+            host = self.peer = src[0].encode()
+            if ":" in src[0]:
+                host = b"[" + host + b"]"
+            self.remote = b"%s:%d" % (host, src[1])
+            self.forwarded = b"\r\nx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
+                self.peer, self.listener.scheme)
+        return data[header.size:]
 
     def _sniff(self, data: bytes) -> bool:
         """The first read of a clear-text connection: is it HTTP/2 with prior knowledge
@@ -423,7 +475,7 @@ class DownstreamConn(DownstreamStream):
                 self.close()
             return
         if not self.queue:
-            if self.reader.mid_head:
+            if self.reader.mid_head or self.proxy_wait:
                 if now - self.head_started > header_timeout:
                     self.refused(408, "request header timeout", "")
                     self.write(simple_response(408, b"request header timeout\n", close=True))

@@ -93,6 +93,8 @@ cdef class CompiledRule:
     cdef public object _pos
     cdef public bint no_deadline
     cdef public bint default_timeout
+    cdef public object session
+    cdef public bint proxy_send
     cdef public CompiledPolicy policy
     cpdef pick_backend(self)
 
@@ -106,6 +108,7 @@ cdef class CompiledRoute:
     cdef public object query
     cdef public object rule
     cdef public object matched_prefix
+    cdef public object cookie_path
     cpdef matches(self, path, method, headers, query)
 
 cdef class CompiledVirtualHost:

@@ -30,6 +30,7 @@ from kgw_l7.config import (
 from kgw_l7.globallimit import GlobalLimit
 from kgw_l7.ratelimit import LocalLimit
 from kgw_l7.regex import compile_bytes, compile_text
+from kgw_l7.session import SessionPolicy, key_from_env
 
 log = logging.getLogger("kgw.l7.router")
 
@@ -357,9 +358,10 @@ class CompiledRule:
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
                  "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout",
-                 "policy")
+                 "session", "proxy_send", "policy")
 
-    def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend]) -> None:
+    def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend],
+                 session_key: bytes = b"") -> None:
         self.name = r.name
         self.route = r.route
         self.gateway = r.gateway
@@ -384,8 +386,11 @@ class CompiledRule:
         self.retry_backoff = retry.backoff if retry else None
         #: No timeout and no retry: eligible for the exchange's synchronous fast path
         #: (precomputed: it is checked for every request).
+        #: Backend connections start with a PROXY protocol v2 header naming the client
+        #: (TrafficPolicy backendProxyProtocol): one connection per client connection.
+        self.proxy_send = r.policy is not None and r.policy.backend_proxy_protocol is not None
         self.no_deadline = (not self.request_timeout and not self.backend_timeout
-                            and not self.retry_attempts)
+                            and not self.retry_attempts and not self.proxy_send)
         #: Neither timeout is set: the worker's default response timeout applies
         #: (WorkerOptions.response_timeout, enforced by its periodic sweep). An explicit
         #: 0 (Gateway API "0s") is no timeout at all.
@@ -401,6 +406,10 @@ class CompiledRule:
         #: backend's header "add"s), encoded. Absent when something rewrites the head.
         self.head_suffix_for = {b: s for b in live
                                 if (s := _head_suffix(self.filters, b)) is not None}
+        #: Session persistence (kgw_l7.session), None for a rule without it.
+        self.session = (SessionPolicy(r.session, r.name, self.backends,
+                                      session_key or key_from_env())
+                        if r.session is not None else None)
         #: None: no kgw policy on the rule (the common case: one check per request).
         self.policy = CompiledPolicy(r.policy) if r.policy is not None else None
         if self.policy is not None and self.policy.global_limit is not None:
@@ -472,7 +481,7 @@ class CompiledRoute:
     """One RouteMatch: path test first (cheapest), then method, headers, query."""
 
     __slots__ = ("path_kind", "path", "path_slash", "regex", "method", "headers", "query",
-                 "rule", "matched_prefix")
+                 "rule", "matched_prefix", "cookie_path")
 
     def __init__(self, route: Route, rule: CompiledRule) -> None:
         m = route.match
@@ -488,6 +497,9 @@ class CompiledRoute:
             self.matched_prefix = value or b"/"
         self.path = value
         self.path_slash = value + b"/"
+        #: A session cookie's Path: the path the match names (GEP-1619), "/" for a regex.
+        self.cookie_path = (self.matched_prefix if self.path_kind == _PREFIX
+                            else value if self.path_kind == _EXACT else b"/")
         self.regex = _regex(m.path.value, True, rule.name) if self.path_kind == _REGEX else None
         self.method = _b(m.method).upper() if m.method else None
         self.headers = tuple(
@@ -621,11 +633,14 @@ class RouterCache:
     objects (and round-robin state). Entries not used by the latest config are dropped.
     """
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, session_key: bytes = b"") -> None:
         #: Per-endpoint health and load of every backend (kgw_l7.balance).
         self.book = HealthBook()
         #: Worker processes sharing the circuit breakers' limits (kgw_l7.breaker).
         self.workers = workers
+        #: Signs session persistence tokens (kgw_l7.session); one per worker process,
+        #: the same in every worker of a plane (KGW_SESSION_KEY).
+        self.session_key = session_key or key_from_env()
         # id(vh) -> (vh, compiled, the rules and backends it compiled or reused)
         self._vhosts: dict[int, tuple[VirtualHost, CompiledVirtualHost, dict[Rule, CompiledRule],
                                       dict[Backend, CompiledBackend]]] = {}
@@ -650,7 +665,7 @@ class RouterCache:
         def rule(r: Rule) -> CompiledRule:
             cr = rules.get(r) or self._rules.get(r)
             if cr is None:
-                cr = CompiledRule(r, backend)
+                cr = CompiledRule(r, backend, self.session_key)
             else:  # keep its backends alive in the new cache
                 for b in r.backends:
                     backend(with_rule_policy(b, r.policy))

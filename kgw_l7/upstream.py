@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -273,6 +274,23 @@ class _AlpnChoice:
         pass
 
 
+async def _connected(loop: asyncio.AbstractEventLoop, address: str, port: int,
+                     header: bytes) -> socket.socket:
+    """A socket connected to (address, port) that has sent ``header`` (a few dozen bytes:
+    they fit the fresh socket's send buffer at once)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                         socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (address, port))
+        await loop.sock_sendall(sock, header)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Pool:
     """Idle keep-alive connections per (address, port, TLS settings), LIFO, the HTTP/2
     connections per endpoint, and the count of open connections per endpoint (see the
@@ -351,8 +369,33 @@ class Pool:
             self.stats.connected(backend.name, time.monotonic() - began)
         return up
 
+    async def acquire_proxied(self, address: str, port: int, backend: Any, now: float,
+                              header: bytes) -> UpstreamStream:
+        """A stream on a connection that began with ``header`` (a PROXY protocol header
+        naming the client, kgw_l7.proxyproto): such a connection speaks for one client
+        only, so it is pooled (and, HTTP/2, shared between streams) under a key that
+        holds the header -- the same client connection's next requests reuse it."""
+        tls = backend.tls
+        key = (address, port, tls, header)
+        if backend.h2:
+            for h in self._h2.get(key, ()):
+                if h.has_room():
+                    return h.new_stream()
+            if tls is None:
+                return await self.h2_stream(key, address, port, tls, header)
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < IDLE_TIMEOUT:
+                conn.reused = True
+                return conn
+            conn.close()
+        if backend.h2:
+            return await self.h2_stream(key, address, port, tls, header)
+        return await self.connect(key, address, port, tls, False, header)
+
     async def h2_stream(self, key: tuple[Any, ...], address: str, port: int,
-                        tls: UpstreamTLS | None) -> UpstreamStream:
+                        tls: UpstreamTLS | None, header: bytes = b"") -> UpstreamStream:
         """A stream on a new HTTP/2 connection (shared with the requests that wait for
         it), or the HTTP/1.1 connection a TLS backend chose instead."""
         for _ in range(3):
@@ -367,7 +410,7 @@ class Pool:
                     return conn.new_stream()
         fut = self._h2_opening[key] = asyncio.get_running_loop().create_future()
         try:
-            conn = await self.connect(key, address, port, tls, True)
+            conn = await self.connect(key, address, port, tls, True, header)
         except BaseException as exc:
             if isinstance(exc, UpstreamError):  # the waiters' answer too
                 fut.set_exception(exc)
@@ -393,7 +436,9 @@ class Pool:
                 del self._h2[conn.key]
 
     async def connect(self, key: tuple[Any, ...], address: str, port: int,
-                      tls: UpstreamTLS | None, h2: bool = False) -> Any:
+                      tls: UpstreamTLS | None, h2: bool = False, header: bytes = b"") -> Any:
+        """A new connection (``header`` first, before TLS or HTTP/2's preface: a PROXY
+        protocol header)."""
         loop = asyncio.get_running_loop()
         ctx: ssl.SSLContext | None = None
         if tls is not None:
@@ -419,9 +464,14 @@ class Pool:
         self.count(key, 1)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                _, conn = await loop.create_connection(
-                    factory, address, port, ssl=ctx,
-                    server_hostname=tls.hostname if tls is not None else None)
+                hostname = tls.hostname if tls is not None else None
+                if header:
+                    sock = await _connected(loop, address, port, header)
+                    _, conn = await loop.create_connection(factory, sock=sock, ssl=ctx,
+                                                           server_hostname=hostname)
+                else:
+                    _, conn = await loop.create_connection(factory, address, port, ssl=ctx,
+                                                           server_hostname=hostname)
         except BaseException as exc:
             self.count(key, -1)
             if isinstance(exc, TimeoutError):

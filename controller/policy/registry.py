@@ -7,8 +7,8 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 from __future__ import annotations
 
 from controller.policy import (
-    accesslog, circuitbreaker, connectionlimit, headertimeout, healthcheck, loadbalancer,
-    ratelimit, requestlimits,
+    accesslog, backendproxyprotocol, circuitbreaker, connectionlimit, headertimeout,
+    healthcheck, loadbalancer, proxyprotocol, ratelimit, requestlimits,
 )
 from controller.policy.section import Section
 
@@ -22,6 +22,8 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
         circuitbreaker.SECTION,
         connectionlimit.SECTION,
         accesslog.SECTION,
+        proxyprotocol.SECTION,
+        backendproxyprotocol.SECTION,
     ),
     "SecurityPolicy": (
     ),

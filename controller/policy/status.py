@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from controller.objects import GATEWAY_GROUP, ObjectKey
+from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.policy.attach import (ACCEPTED, SEVERITY, TARGET_NOT_FOUND, NamespacePolicies,
                                       RefOutcome, Target)
 from controller.translate.conditions import condition
@@ -46,12 +46,21 @@ def _target_ref(o: RefOutcome, namespace: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(items.items()))
 
 
+#: (namespace, target, the policy as applied) -> None, or (reason, message) about what
+#: the target cannot take: INVALID when it takes none of it, ACCEPTED with a note when
+#: part of it does not apply there (say, a section on a listener that cannot serve it).
+Limits = Callable[[str, Target, Obj], tuple[str, str] | None]
+
+
 def policy_statuses(resolved: Iterable[NamespacePolicies], locate: Locate,
-                    controller_name: str) -> dict[ObjectKey, dict]:
+                    controller_name: str, limits: Limits | None = None
+                    ) -> dict[ObjectKey, dict]:
     out: dict[ObjectKey, dict] = {}
     for ns in resolved:
         for pol in ns.results:
             per_ancestor: dict[tuple, list[tuple[str, str]]] = {}
+            notes: list[str] = []
+            used = ns.valid.get(pol.key)
             for o in pol.refs:
                 found = locate(ns.namespace, o.target) if o.target is not None else Found()
                 if found is None:
@@ -59,6 +68,14 @@ def policy_statuses(resolved: Iterable[NamespacePolicies], locate: Locate,
                 reason, message = o.reason, o.message
                 if found.missing and SEVERITY[reason] < SEVERITY[TARGET_NOT_FOUND]:
                     reason, message = TARGET_NOT_FOUND, found.missing
+                elif (reason == ACCEPTED and limits is not None and used is not None
+                      and o.target is not None):
+                    limited = limits(ns.namespace, o.target, used)
+                    if limited is not None:
+                        if limited[0] == ACCEPTED:
+                            notes.append(limited[1])
+                        else:
+                            reason, message = limited
                 refs = ([_gateway_ref(g) for g in found.gateways] if found.gateways
                         else [_target_ref(o, ns.namespace)])
                 for r in refs:
@@ -70,7 +87,7 @@ def policy_statuses(resolved: Iterable[NamespacePolicies], locate: Locate,
                 outcomes = per_ancestor[ref]
                 worst = max((r for r, _ in outcomes), key=SEVERITY.__getitem__)
                 if worst == ACCEPTED:
-                    message = "the policy applies"
+                    message = "; ".join(["the policy applies", *dict.fromkeys(notes)])
                 else:
                     message = "; ".join(dict.fromkeys(m for r, m in outcomes if r != ACCEPTED))
                 ancestors.append({

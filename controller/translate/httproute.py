@@ -24,10 +24,33 @@ from kgw_l7.regex import compile_bytes, compile_text
 
 #: Rule fields the schema accepts and kgw does not implement: the route is not Accepted
 #: (UnsupportedValue), as the spec asks of an implementation that cannot honour a field.
-UNSUPPORTED_RULE_FIELDS = {
-    "sessionPersistence": "session persistence is not supported by kgw yet; the route is not "
-                          "served rather than served without it",
-}
+UNSUPPORTED_RULE_FIELDS: dict[str, str] = {}
+
+#: An HTTP token (RFC 9110 5.6.2): what a cookie name and a header field name are made of.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def session_persistence(raw: object, where: str,
+                        problems: list[Cond]) -> l7.SessionPersistence | None:
+    """A rule's ``sessionPersistence`` (GEP-1619) as the proxy's record; None when unset
+    or unusable (a problem naming the field: the route is then not Accepted, rather than
+    served without the persistence it asks for)."""
+    if not isinstance(raw, dict):
+        return None
+    name = as_str(raw.get("sessionName"))
+    if name and not _TOKEN.fullmatch(name):
+        problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                             f"{where}.sessionName: {name!r} is not a valid cookie or header "
+                             "name (letters, digits and !#$%&'*+-.^_`|~ only)"))
+        return None
+    kind = as_str(raw.get("type"), "Cookie") or "Cookie"
+    lifetime = as_str(as_dict(raw.get("cookieConfig")).get("lifetimeType"), "Session")
+    absolute = parse_duration(raw.get("absoluteTimeout")) or None
+    return l7.SessionPersistence(
+        name=name, type="Header" if kind == "Header" else "Cookie",
+        absolute_timeout=absolute,
+        idle_timeout=parse_duration(raw.get("idleTimeout")) or None,
+        permanent=kind == "Cookie" and lifetime == "Permanent" and absolute is not None)
 
 
 @dataclass
@@ -172,6 +195,8 @@ def resolve_rules(reader: Reader, route: Obj, key: ObjectKey) -> RulesResult:
             if raw.get(fld) is not None:
                 res.problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
                                          f"spec.rules[{ri}].{fld}: {why}"))
+        session = session_persistence(raw.get("sessionPersistence"),
+                                      f"spec.rules[{ri}].sessionPersistence", res.problems)
         fr = resolve_filters(reader, raw.get("filters"), key.kind, key.namespace, default_proto)
         res.problems.extend(fr.problems)
         res.services.update(b.service for b in fr.mirrors if b.service is not None)
@@ -218,7 +243,7 @@ def resolve_rules(reader: Reader, route: Obj, key: ObjectKey) -> RulesResult:
             filters=rule_filters, backends=tuple(backends), direct_status=direct,
             request_timeout=_timeout(timeouts.get("request")),
             backend_timeout=_timeout(timeouts.get("backendRequest")),
-            retry=retry,
+            retry=retry, session=session,
         )
         res.rules.append((ri, rule, tuple(matches)))
     return res

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from controller.ingress import stage as ingress_stage
 from controller.ingress.convert import Conversion, Listening
 from controller.ingress.overlay import Overlay
-from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
-from controller.policy.attach import Target
+from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, Obj, ObjectKey
+from controller.policy.attach import ACCEPTED, INVALID, Target
 from controller.policy.book import PolicyBook
 from controller.policy.status import Found, policy_statuses
 from controller.source import Problem
@@ -34,7 +34,7 @@ from controller.translate.kgwpolicy import rule_names, with_policies
 from controller.translate.ir import Cond, GatewayIR, L4Contribution, RouteResult
 from controller.translate.reader import Reader, pseudo_keys
 from controller.translate.route import L7_KINDS, resolve_route
-from controller.translate.util import as_str, creation_timestamp, gen, spec
+from controller.translate.util import as_dict, as_str, creation_timestamp, gen, spec
 from kgw_l4.config import L4Config
 from kgw_l7.config import L7Config
 
@@ -309,7 +309,7 @@ class Translator:
         statuses.update(listenerset.statuses(self._gateways.values(), self._attached))
         statuses.update(self._policy_statuses(store))
         statuses.update(policy_statuses(self._book.all(store), self._locator(store),
-                                        self.options.controller_name))
+                                        self.options.controller_name, self._policy_limits))
         found = self._gateway_problems + tuple(p for k in sorted(self._route_problems)
                                                for p in self._route_problems[k])
         found += tuple(p for pol in store.list("BackendTLSPolicy")
@@ -319,6 +319,26 @@ class Translator:
             statuses, found = ingress_stage.results(conv, statuses, found)
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found,
                            certificates=tlscert.served(self._gateways.values()), ingress=conv)
+
+    def _policy_limits(self, namespace: str, t: Target, policy: Obj) -> tuple[str, str] | None:
+        """What a Gateway target cannot take of ``policy``: ``proxyProtocol`` on a TLS
+        listener (the header precedes the handshake, which the worker does not read
+        before TLS; the section is ignored there). Every targeted listener TLS: Invalid;
+        some: Accepted, saying which do not apply it."""
+        if t.kind != "Gateway" or as_dict(spec(policy)).get("proxyProtocol") is None:
+            return None
+        g = self._gateways.get(ObjectKey("Gateway", namespace, t.name))
+        if g is None:
+            return None
+        targeted = [lis for lis in g.listeners if lis.listener_set is None
+                    and (not t.section or lis.name == t.section)]
+        tls = [lis.name for lis in targeted if lis.protocol in ("HTTPS", "TLS")]
+        if not tls:
+            return None
+        why = (f"spec.proxyProtocol: not applied on listener(s) {', '.join(tls)}: kgw reads "
+               f"a PROXY header on clear-text listeners only (on TLS it precedes the "
+               f"handshake)")
+        return (ACCEPTED if len(tls) < len(targeted) else INVALID), why
 
     def _locator(self, store: Store) -> Callable[[str, Target], Found | None]:
         """Where a kgw policy's target is: its Gateways, or why it is not there."""

@@ -137,19 +137,41 @@ def test_mirror_to_an_unsupported_protocol_is_reported_and_not_mirrored() -> Non
     assert routes[0]["rule"]["filters"]["mirrors"] == []
 
 
-# -- route fields kgw does not implement ----------------------------------------------------
+# -- session persistence: served (it was refused as unsupported before kgw_l7.session) -------
 
-@pytest.mark.parametrize("kind", ["HTTPRoute"])
-def test_session_persistence_is_unsupported(kind) -> None:
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute"])
+def test_session_persistence_is_served(kind) -> None:
     rules = [{"backendRefs": [{"name": "svc", "port": 80}]},
-             {"sessionPersistence": {"sessionName": "s", "type": "Cookie"},
+             {"sessionPersistence": {"sessionName": "s", "type": "Header",
+                                     "absoluteTimeout": "1h", "idleTimeout": "30m"},
+              "backendRefs": [{"name": "svc", "port": 80}]},
+             {"sessionPersistence": {"absoluteTimeout": "10s",
+                                     "cookieConfig": {"lifetimeType": "Permanent"}},
               "backendRefs": [{"name": "svc", "port": 80}]}]
     t = translate(store_of(
         [CLASS, gateway("gw", [HTTP]), service("svc"), http_route("r", P, rules, kind=kind)]))
     cond = _parent(t, kind=kind)
+    assert (cond["status"], cond["reason"]) == ("True", "Accepted")
+    sessions = sorted((r["rule"]["name"], r["rule"].get("session"))
+                      for lst in t.l7.to_dict()["listeners"]
+                      for vh in lst["virtual_hosts"] for r in vh["routes"])
+    assert [s for _, s in sessions] == [
+        None,
+        {"name": "s", "type": "Header", "absolute_timeout": 3600.0, "idle_timeout": 1800.0,
+         "permanent": False},
+        {"name": "", "type": "Cookie", "absolute_timeout": 10.0, "idle_timeout": None,
+         "permanent": True}]
+
+
+def test_a_session_name_that_cannot_be_a_cookie_name_is_refused() -> None:
+    rules = [{"sessionPersistence": {"sessionName": "a b"},
+              "backendRefs": [{"name": "svc", "port": 80}]}]
+    t = translate(store_of(
+        [CLASS, gateway("gw", [HTTP]), service("svc"), http_route("r", P, rules)]))
+    cond = _parent(t)
     assert (cond["status"], cond["reason"]) == ("False", "UnsupportedValue")
-    assert cond["message"].startswith(
-        "spec.rules[1].sessionPersistence: session persistence is not supported")
+    assert cond["message"].startswith("spec.rules[0].sessionPersistence.sessionName: 'a b' is "
+                                      "not a valid cookie or header name")
     assert _backends(t) == []
 
 
