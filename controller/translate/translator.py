@@ -90,6 +90,16 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: Listener sections (controller/policy) and the listener protocols that serve them.
+LISTENER_SECTION_PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
+    "proxyProtocol": (("HTTP",), "kgw reads a PROXY header on clear-text HTTP listeners "
+                                 "only (on TLS it precedes the handshake)"),
+    "connectionRateLimit": (("HTTP", "HTTPS"), "the kernel's per-source SYN limit is "
+                                               "programmed for HTTP and HTTPS listeners "
+                                               "only"),
+}
+
+
 class Translator:
     def __init__(self, options: Options = Options()) -> None:
         self.options = options
@@ -321,24 +331,27 @@ class Translator:
                            certificates=tlscert.served(self._gateways.values()), ingress=conv)
 
     def _policy_limits(self, namespace: str, t: Target, policy: Obj) -> tuple[str, str] | None:
-        """What a Gateway target cannot take of ``policy``: ``proxyProtocol`` on a TLS
-        listener (the header precedes the handshake, which the worker does not read
-        before TLS; the section is ignored there). Every targeted listener TLS: Invalid;
-        some: Accepted, saying which do not apply it."""
-        if t.kind != "Gateway" or as_dict(spec(policy)).get("proxyProtocol") is None:
+        """What a Gateway target cannot take of ``policy``: a listener section on a
+        listener whose protocol cannot serve it (LISTENER_SECTION_PROTOCOLS; the section
+        is ignored there). Every targeted listener such: Invalid; some: Accepted, saying
+        which do not apply it."""
+        if t.kind != "Gateway":
             return None
         g = self._gateways.get(ObjectKey("Gateway", namespace, t.name))
         if g is None:
             return None
         targeted = [lis for lis in g.listeners if lis.listener_set is None
                     and (not t.section or lis.name == t.section)]
-        tls = [lis.name for lis in targeted if lis.protocol in ("HTTPS", "TLS")]
-        if not tls:
-            return None
-        why = (f"spec.proxyProtocol: not applied on listener(s) {', '.join(tls)}: kgw reads "
-               f"a PROXY header on clear-text listeners only (on TLS it precedes the "
-               f"handshake)")
-        return (ACCEPTED if len(tls) < len(targeted) else INVALID), why
+        sections = as_dict(spec(policy))
+        for name, (served, why) in LISTENER_SECTION_PROTOCOLS.items():
+            if sections.get(name) is None:
+                continue
+            not_here = [lis.name for lis in targeted if lis.protocol not in served]
+            if not_here:
+                msg = (f"spec.{name}: not applied on listener(s) {', '.join(not_here)}: "
+                       f"{why}")
+                return (ACCEPTED if len(not_here) < len(targeted) else INVALID), msg
+        return None
 
     def _locator(self, store: Store) -> Callable[[str, Target], Found | None]:
         """Where a kgw policy's target is: its Gateways, or why it is not there."""

@@ -1,6 +1,6 @@
-"""``proxyProtocol`` on TLS listeners: the header would precede the TLS handshake, which
-the worker does not read before TLS, so the status says where it does not apply rather
-than Accepted."""
+"""Listener sections on listeners that cannot serve them (``proxyProtocol`` on TLS, whose
+handshake the header would precede; ``connectionRateLimit`` on TCP): the status says
+where they do not apply rather than Accepted."""
 
 from __future__ import annotations
 
@@ -31,3 +31,19 @@ def test_on_a_whole_gateway_it_is_accepted_saying_where_it_does_not_apply() -> N
 
 def test_on_a_clear_text_listener_it_applies() -> None:
     assert outcome("http") == [("Gateway/gw", "Accepted", "the policy applies")]
+
+
+def test_connection_rate_limit_on_a_tcp_listener_says_it_is_not_applied() -> None:
+    listeners = [{"name": "http", "port": 80, "protocol": "HTTP"},
+                 {"name": "tcp", "port": 9000, "protocol": "TCP"}]
+    limit = {"connectionsPerSecond": 10, "burst": 20}
+    objs = base(listeners) + [tp("tcp-only", [ref("Gateway", "gw", "tcp")],
+                                 connectionRateLimit=limit),
+                              tp("whole", [ref("Gateway", "gw")], connectionRateLimit=limit,
+                                 created="2026-01-01T00:00:00Z")]
+    t = run(objs)
+    [(_, reason, msg)] = ancestors(t, "tcp-only")
+    assert reason == "Invalid"
+    assert "spec.connectionRateLimit: not applied on listener(s) tcp" in msg
+    [(_, reason, msg)] = ancestors(t, "whole")
+    assert reason == "Accepted" and "not applied on listener(s) tcp" in msg
