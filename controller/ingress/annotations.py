@@ -26,7 +26,8 @@ MAPPED = frozenset({
 REASONS = {
     "proxy-read-timeout": "nginx times each read from the backend; kgw has no per-read "
                           "timeout (only a whole-request one, HTTPRoute timeouts)",
-    "proxy-body-size": "kgw has no request body size limit yet",
+    "proxy-body-size": "not carried yet: set a TrafficPolicy "
+                       "requestLimits.maxRequestBodySize on the route",
 }
 
 #: ingress-nginx's enable-cors defaults (docs: user-guide/nginx-configuration/annotations).
