@@ -99,6 +99,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public bint grpc
     cdef public double grpc_deadline
     cdef public object trace
+    cdef public object auth
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)
