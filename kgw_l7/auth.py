@@ -43,8 +43,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from kgw_l7.auth_config import (
     JWT, APIKeyAuth, Authorization, BasicAuth, ClaimRequirement, CredentialSource,
-    JWTProvider, RemoteJWKS, Security,
+    JWTProvider, RemoteJWKS,
 )
+from kgw_l7.config import RulePolicy
 
 log = logging.getLogger("kgw.l7.auth")
 
@@ -163,11 +164,12 @@ class AuthPipeline:
         self.checks = tuple(checks)
 
     @classmethod
-    def build(cls, security: Security | None) -> AuthPipeline | None:
-        if security is None:
+    def build(cls, policy: RulePolicy | None) -> AuthPipeline | None:
+        """The checks of a rule's policy, in ``CHECKS`` order (None: no auth section)."""
+        if policy is None:
             return None
         checks = [make(section) for field, make in CHECKS
-                  if (section := getattr(security, field, None)) is not None]
+                  if (section := getattr(policy, field, None)) is not None]
         return cls(checks) if checks else None
 
     def run(self, req: AuthRequest, start: int = 0) -> Denial | None | int:

@@ -2,8 +2,9 @@
 the L7 config (a SecurityPolicy's effective sections, resolved by the controller).
 
 Plain frozen records, like ``kgw_l7.config``: Secrets and ConfigMaps are already read
-(key material arrives as text), durations are seconds. ``kgw_l7.auth`` compiles a
-``Security`` into the ordered checks a request goes through (``AuthPipeline``).
+(key material arrives as text), durations are seconds. They are fields of
+``kgw_l7.config.RulePolicy``; ``kgw_l7.auth`` compiles them into the ordered checks a
+request goes through (``AuthPipeline``).
 
 Field names follow Envoy Gateway's SecurityPolicy where it has the feature.
 """
@@ -147,18 +148,8 @@ class Authorization:
     default_action: Action = "Deny"
 
 
-@dataclass(frozen=True, slots=True)
-class Security:
-    """A rule's security sections; the checks run in ``kgw_l7.auth.ORDER``."""
-
-    jwt: JWT | None = None
-    basic_auth: BasicAuth | None = None
-    api_key_auth: APIKeyAuth | None = None
-    authorization: Authorization | None = None
-
-
 __all__ = [
     "APIKeyAuth", "Action", "Authorization", "AuthorizationRule", "BEARER", "BasicAuth",
     "ClaimRequirement", "ClaimToHeader", "CredentialSource", "HeaderRequirement", "JWT",
-    "JWTProvider", "RemoteJWKS", "Security", "SourceKind",
+    "JWTProvider", "RemoteJWKS", "SourceKind",
 ]

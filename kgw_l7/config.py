@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kgw_l7.auth_config import Security
+from kgw_l7.auth_config import JWT, APIKeyAuth, Authorization, BasicAuth
 
 PathMatchType = Literal["Exact", "PathPrefix", "RegularExpression"]
 ValueMatchType = Literal["Exact", "RegularExpression"]
@@ -35,6 +35,9 @@ ListenerProtocol = Literal["HTTP", "HTTPS"]
 BackendProtocol = Literal["http", "h2c", "h2", "https", "ws", "wss"]
 #: The protocols spoken in HTTP/2 (``kgw_l7.upstream.Pool``).
 HTTP2_PROTOCOLS = frozenset({"h2c", "h2"})
+#: Field metadata: ``to_dict`` leaves the field out while it is None (fields most configs
+#: never set, such as policies: dumps and golden files stay as they were without them).
+OMIT_NONE = {"omit_none": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,38 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """TrafficPolicy ``requestLimits``: a larger body is answered 413 (checked while it
+    streams), more header fields 431. None: no limit beyond the proxy's own."""
+
+    max_body_size: int | None = None
+    max_headers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RulePolicy:
+    """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
+    section (controller/policy/registry.py), already merged by precedence."""
+
+    request_limits: RequestLimits | None = None
+    #: SecurityPolicy: the auth checks (kgw_l7.auth_config, compiled by kgw_l7.auth).
+    jwt: JWT | None = None
+    basic_auth: BasicAuth | None = None
+    api_key_auth: APIKeyAuth | None = None
+    authorization: Authorization | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPolicy:
+    """What kgw policies apply to a bound socket's connections before any routing
+    (sections a Gateway or listener target sets)."""
+
+    #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
+    #: this many seconds of its first byte (None: the worker's default).
+    request_header_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One (match, action) pair: a rule's match, with the rule's action.
 
@@ -210,8 +245,8 @@ class Rule:
     request_timeout: float | None = None
     backend_timeout: float | None = None
     retry: Retry | None = None
-    #: What a request must prove before it is forwarded (a SecurityPolicy's sections).
-    security: Security | None = None
+    #: kgw policies on the rule (None: none).
+    policy: RulePolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +297,8 @@ class Listener:
     virtual_hosts: tuple[VirtualHost, ...] = ()
     #: HTTPS only: client certificates are requested and checked (mTLS); None = not.
     client_validation: ClientValidation | None = None
+    #: kgw policies on its connections (None: none).
+    policy: ListenerPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +314,8 @@ class L7Config:
 def to_dict(value: Any) -> Any:
     """A JSON-ready view of a config record (stable key order, tuples as lists)."""
     if dataclasses.is_dataclass(value):
-        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_none") and getattr(value, f.name) is None)}
     if isinstance(value, (tuple, list)):
         return [to_dict(v) for v in value]
     return value
@@ -285,8 +323,7 @@ def to_dict(value: Any) -> Any:
 
 __all__ = [
     "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
-    "HeaderModifier",
-    "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
-    "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
-    "VirtualHost", "to_dict",
+    "HeaderModifier", "L7Config", "Listener", "ListenerPolicy", "Mirror", "PathMatch",
+    "PathModifier", "QueryParamMatch", "Redirect", "RequestLimits", "Retry", "Route",
+    "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",
 ]

@@ -53,7 +53,8 @@ from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
 )
-from kgw_l7.router import CompiledBackend, CompiledRoute, CompiledRule, split_target
+from kgw_l7.router import (CompiledBackend, CompiledPolicy, CompiledRoute, CompiledRule,
+                           split_target)
 from kgw_l7.streams import (
     DownstreamStream, OutRequest, UpstreamError, UpstreamOwner, UpstreamStream, out_request,
 )
@@ -281,6 +282,16 @@ def _upstream_error(exc: UpstreamError) -> _Retry:
     return _Retry(exc.status, str(exc), _CONNECT_TIMEOUT if exc.status == 504 else _CONNECT_ERROR)
 
 
+class _Refuse(Exception):
+    """A policy refuses the request after forwarding began (``Exchange.refusal``)."""
+
+    def __init__(self, status: int, body: bytes, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body = body
+        self.detail = detail
+
+
 class Exchange(UpstreamOwner):
     """One request and its response (the phases: see the tables above).
 
@@ -299,7 +310,8 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "auth")
+                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "body_limit",
+                 "refusal", "auth")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -356,6 +368,11 @@ class Exchange(UpstreamOwner):
         self.grpc_deadline = 0.0
         #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
         self.trace: Any = None
+        #: A policy's limit on the request body, checked as it streams (0: none).
+        self.body_limit = 0
+        #: Why the request is refused once forwarding began (the body grew past
+        #: ``body_limit``): the try raises it (``one_try``) and ``forward`` answers it.
+        self.refusal: _Refuse | None = None
         #: The auth checks' upstream header changes (an AuthRequest), or while a check
         #: waits, what ``authenticate`` resumes (a tuple); None: nothing.
         self.auth: Any = None
@@ -377,6 +394,9 @@ class Exchange(UpstreamOwner):
     def on_request_body(self, data: bytes) -> None:
         n = len(data)
         self.received += n
+        if self.body_limit and self.received > self.body_limit:
+            self.body_too_large()
+            return
         retained = self.retained
         if retained is not None:
             if self.received > RETAIN_LIMIT:
@@ -393,6 +413,42 @@ class Exchange(UpstreamOwner):
         self.buf_size += n
         if self.buf_size > BODY_HIGH_WATER:
             self.down.pause(PAUSE_BODY)
+
+    def body_too_large(self) -> None:
+        """The body crossed the rule's ``requestLimits.maxRequestBodySize`` while it
+        streamed: nothing more of it goes anywhere; the client gets 413 if its response
+        has not started, else its response is cut; the connection closes."""
+        if self.refusal is not None:
+            return
+        self.close_after = True
+        self.refusal = _Refuse(413, b"request body too large\n", "request body larger than "
+                               "%d bytes (requestLimits.maxRequestBodySize)" % self.body_limit)
+        resp = self.resp
+        if resp == QUEUED or resp > SENDING:
+            return  # not forwarded yet (``police`` checks then), or answered already
+        up = self.upstream
+        if resp == SENDING:
+            self.detail = self.refusal.detail
+            if up is not None:
+                up.abort()
+                self.on_upstream_lost(up)
+            return
+        if self.task is None:  # the fast path, waiting for the backend's head
+            up = self.detach()
+            if up is not None:
+                up.abort()
+            self.answer_refusal()
+            self.finish()
+            return
+        fut = self.head_fut
+        if fut is not None and not fut.done():
+            fut.set_exception(self.refusal)
+
+    def answer_refusal(self) -> None:
+        ref: _Refuse = self.refusal  # type: ignore[assignment]
+        self.detail = ref.detail
+        self.flags = self.flags or "RL"
+        self.respond(ref.status, ref.body)
 
     def on_request_end(self, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
         """The request's end. Never called for a request whose head says it has no body
@@ -727,6 +783,8 @@ class Exchange(UpstreamOwner):
             return None
         rule = route.rule
         self.rule = rule
+        if rule.policy is not None and self.police(rule.policy):
+            return None
         filters = rule.filters
         cors = filters.cors
         origin = None
@@ -797,6 +855,30 @@ class Exchange(UpstreamOwner):
         self.backend = backend
         self.prepare(route, rule, backend, path, query)
         return backend
+
+    def police(self, policy: CompiledPolicy) -> bool:
+        """The checks of the rule's kgw policy (TrafficPolicy sections); True when one
+        answered the request itself."""
+        head = self.head
+        if policy.max_headers and len(head.headers) > policy.max_headers:
+            self.detail = "%d request header fields, more than %d " \
+                "(requestLimits.maxRequestHeaders)" % (len(head.headers), policy.max_headers)
+            self.flags = "RL"
+            self.respond(431, b"too many request header fields\n")
+            return True
+        limit = policy.max_body_size
+        if limit:
+            length = head.content_length
+            if (length is not None and length > limit) or self.received > limit:
+                self.detail = "request body larger than %d bytes " \
+                    "(requestLimits.maxRequestBodySize)" % limit
+                self.flags = "RL"
+                self.close_after = True  # (the body is not read)
+                self.respond(413, b"request body too large\n")
+                return True
+            if self.req < RECEIVED:
+                self.body_limit = limit
+        return False
 
     def upstream_headers(self, route: CompiledRoute, rule: CompiledRule,
                          backend: CompiledBackend) -> list[tuple[bytes, bytes]]:
@@ -943,6 +1025,12 @@ class Exchange(UpstreamOwner):
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 await self.tries(rule, self.backend, endpoint)  # type: ignore[arg-type]
+        except _Refuse:
+            up = self.detach() if self.upstream is not None else None
+            if up is not None:
+                up.abort()
+            if self.resp < SENDING:
+                self.answer_refusal()
         except TimeoutError:
             self.flags = self.flags or "UT"
             if self.resp < SENDING:
@@ -1037,6 +1125,9 @@ class Exchange(UpstreamOwner):
                 if self.req == LOST:
                     up.abort()
                     raise asyncio.CancelledError()
+                if self.refusal is not None:
+                    ctx.pool.release(up, ctx.now)
+                    raise self.refusal
                 fut = self.head_fut = loop.create_future()
                 self.send(up, first)
                 resp = await fut

@@ -8,10 +8,13 @@ request a token never seen: parsed and its signature verified each time; tokens 
 signed before the batch is timed).
 
 Usage: ``.venv/bin/python -m bench.l7.auth [--requests 2000] [--repeat 10]
-[--mode none|repeated|fresh]`` (default: the three modes); prints the best microseconds
-per request of ``--repeat`` batches. For instruction counts (the machine's load does not
-change them): ``valgrind --tool=callgrind`` two runs of one mode with different
-``--requests`` and ``--repeat 1``, and take the difference per request.
+[--mode none|repeated|fresh] [--keys FILE]`` (default: the three modes); prints the best
+microseconds per request of ``--repeat`` batches. ``--keys FILE``: the signing key and
+enough signed tokens are read from FILE (written there first when it does not exist), so
+that no signature is made in the measured process. For instruction counts (the
+machine's load does not change them): ``valgrind --tool=callgrind`` two runs of one mode
+with different ``--requests``, ``--repeat 1`` and the same ``--keys``, and take the
+difference per request.
 """
 
 from __future__ import annotations
@@ -23,25 +26,29 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import jwt  # noqa: E402
 import uvloop  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 import kgw_l7  # noqa: E402
 from bench.l7.hotpath import RESPONSES, MemoryTransport  # noqa: E402
 from bench.l7.run import bench_config  # noqa: E402
-from kgw_l7.auth_config import JWT, JWTProvider, Security  # noqa: E402
+from kgw_l7.auth_config import JWT, JWTProvider  # noqa: E402
 from kgw_l7.channel import WorkerOptions  # noqa: E402
-from kgw_l7.config import L7Config  # noqa: E402
+from kgw_l7.config import L7Config, RulePolicy  # noqa: E402
 from kgw_l7.context import ListenerState, WorkerContext  # noqa: E402
 from kgw_l7.proxy import DownstreamConn  # noqa: E402
 from kgw_l7.upstream import UpstreamConn  # noqa: E402
 
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+KEY: Any = None
+#: Tokens signed ahead (``--keys``), taken in order by ``token``.
+SIGNED: list[str] = []
 
 
 def secured(config: L7Config) -> L7Config:
@@ -49,19 +56,21 @@ def secured(config: L7Config) -> L7Config:
     pub = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key()))
     provider = JWTProvider("bench", issuer="https://issuer.bench", audiences=("bench",),
                            local_jwks=json.dumps({"keys": [{**pub, "kid": "k1"}]}))
-    security = Security(jwt=JWT((provider,)))
+    security = RulePolicy(jwt=JWT((provider,)))
     listeners = []
     for lst in config.listeners:
         vhs = []
         for vh in lst.virtual_hosts:
             routes = tuple(dataclasses.replace(r, rule=dataclasses.replace(
-                r.rule, security=security)) for r in vh.routes)
+                r.rule, policy=security)) for r in vh.routes)
             vhs.append(dataclasses.replace(vh, routes=routes))
         listeners.append(dataclasses.replace(lst, virtual_hosts=tuple(vhs)))
     return dataclasses.replace(config, listeners=tuple(listeners))
 
 
 def token(n: int) -> str:
+    if n < len(SIGNED):
+        return SIGNED[n]
     return jwt.encode({"iss": "https://issuer.bench", "aud": "bench", "sub": f"user{n}",
                        "exp": int(time.time()) + 3600}, KEY, algorithm="RS256",
                       headers={"kid": "k1"})
@@ -115,7 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--mode", choices=("none", "repeated", "fresh"), action="append")
+    p.add_argument("--keys", type=Path, default=None)
     args = p.parse_args(argv)
+    global KEY
+    if args.keys is not None and args.keys.exists():
+        saved = json.loads(args.keys.read_text())
+        KEY = serialization.load_pem_private_key(saved["key"].encode(), None)
+        SIGNED[:] = saved["tokens"]
+    else:
+        KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if args.keys is not None:
+            SIGNED[:] = [token(n) for n in range(args.requests * args.repeat + 1)]
+            args.keys.write_text(json.dumps({"key": KEY.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()).decode(), "tokens": SIGNED}))
     print(f"kgw_l7 {'compiled' if kgw_l7.extension_in_use('exchange') else 'interpreted'}")
     for mode in args.mode or ("none", "repeated", "fresh"):
         best = run(mode, args.requests, args.repeat)

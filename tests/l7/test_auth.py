@@ -19,8 +19,9 @@ from kgw_l7 import auth
 from kgw_l7.auth import PENDING, AuthPipeline, AuthRequest, Denial, parse_jwks
 from kgw_l7.auth_config import (
     JWT, APIKeyAuth, Authorization, AuthorizationRule, BasicAuth, ClaimRequirement,
-    ClaimToHeader, CredentialSource, HeaderRequirement, JWTProvider, RemoteJWKS, Security,
+    ClaimToHeader, CredentialSource, HeaderRequirement, JWTProvider, RemoteJWKS,
 )
+from kgw_l7.config import RulePolicy
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA2 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -62,7 +63,7 @@ PROVIDER = JWTProvider("p", issuer="https://issuer.test", audiences=("api",),
 
 
 def pipeline(**sections):
-    p = AuthPipeline.build(Security(**sections))
+    p = AuthPipeline.build(RulePolicy(**sections))
     assert p is not None
     return p
 

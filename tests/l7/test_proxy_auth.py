@@ -12,9 +12,9 @@ import pytest
 
 from kgw_l7.auth_config import (
     JWT, APIKeyAuth, Authorization, AuthorizationRule, BasicAuth, ClaimRequirement,
-    ClaimToHeader, JWTProvider, RemoteJWKS, Security,
+    ClaimToHeader, JWTProvider, RemoteJWKS,
 )
-from kgw_l7.config import L7Config, Listener, VirtualHost
+from kgw_l7.config import L7Config, Listener, RulePolicy, VirtualHost
 
 from .conftest import PlaneRunner, free_port, request
 from .test_auth import RSA, RSA2, JwksServer, jwk, jwks, token
@@ -42,16 +42,16 @@ def proxy(echoes, jwks_server):
     remote = JWTProvider("remote", remote_jwks=RemoteJWKS(jwks_server.url, timeout=1.0),
                          **ISSUER)
     secured = [
-        prefix("/jwt", rule("jwt", v1, security=Security(jwt=JWT((inline,))))),
-        prefix("/scoped", rule("scoped", v1, security=Security(
+        prefix("/jwt", rule("jwt", v1, policy=RulePolicy(jwt=JWT((inline,))))),
+        prefix("/scoped", rule("scoped", v1, policy=RulePolicy(
             jwt=JWT((inline,), required_scopes=("orders:write",))))),
-        prefix("/remote", rule("remote", v1, security=Security(jwt=JWT((remote,))))),
-        prefix("/basic", rule("basic", v1, security=Security(basic_auth=BasicAuth(
+        prefix("/remote", rule("remote", v1, policy=RulePolicy(jwt=JWT((remote,))))),
+        prefix("/basic", rule("basic", v1, policy=RulePolicy(basic_auth=BasicAuth(
             (("ann", bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()),),
             forward_username_header="x-user")))),
-        prefix("/key", rule("key", v1, security=Security(api_key_auth=APIKeyAuth(
+        prefix("/key", rule("key", v1, policy=RulePolicy(api_key_auth=APIKeyAuth(
             (("mobile", "k-123"),), forward_client_id_header="x-client")))),
-        prefix("/admin", rule("admin", v1, security=Security(
+        prefix("/admin", rule("admin", v1, policy=RulePolicy(
             jwt=JWT((inline,)), authorization=Authorization(rules=(
                 AuthorizationRule("admins", "Allow",
                                   claims=(ClaimRequirement("role", ("admin",)),)),))))),
