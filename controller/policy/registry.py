@@ -6,7 +6,9 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 
 from __future__ import annotations
 
-from controller.policy import headertimeout, requestlimits
+from controller.policy import (
+    apikeyauth, authorization, basicauth, headertimeout, jwt, requestlimits,
+)
 from controller.policy.section import Section
 
 SECTIONS: dict[str, tuple[Section, ...]] = {
@@ -15,5 +17,9 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
         headertimeout.SECTION,
     ),
     "SecurityPolicy": (
+        jwt.SECTION,
+        basicauth.SECTION,
+        apikeyauth.SECTION,
+        authorization.SECTION,
     ),
 }

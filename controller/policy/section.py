@@ -39,3 +39,7 @@ class Section:
     #: listener_only: the value for one bound socket shared by several Gateway listeners
     #: with different values (say, ``min``). None: the first listener's (by name) applies.
     combine: Callable[[list[Any]], Any] | None = None
+    #: ``compile`` reads Secrets or ConfigMaps of the policy's namespace: it is called with
+    #: a third argument, a lookup (``controller.policy.authcommon.Refs``); the objects it
+    #: reads become dependencies (a change re-resolves the namespace's policies).
+    refs: bool = False
