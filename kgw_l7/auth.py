@@ -33,10 +33,11 @@ import re
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -215,7 +216,7 @@ def _query_param(query: bytes, name: bytes) -> bytes | None:
     for part in query.split(b"&"):
         k, sep, v = part.partition(b"=")
         if k == name and sep:
-            return urllib.request.unquote_to_bytes(v)
+            return urllib.parse.unquote_to_bytes(v)
     return None
 
 
@@ -312,15 +313,16 @@ class JwksKey:
     def __init__(self, kid: str | None, alg: str | None, key: Any) -> None:
         self.kid = kid
         self.alg = alg
-        self.key = key
+        self.key: Any = key
 
     def fits(self, alg: str) -> bool:
         if self.alg is not None and self.alg != alg:
             return False
-        if not isinstance(self.key, _KEY_TYPES[alg]):
+        key: Any = self.key
+        if not isinstance(key, _KEY_TYPES[alg]):
             return False
         curve = _CURVES.get(alg)
-        return curve is None or self.key.curve.name == curve
+        return curve is None or cast(Any, key).curve.name == curve  # (an EC key here)
 
 
 def parse_jwks(text: str | bytes) -> tuple[list[JwksKey], list[str]]:
@@ -381,7 +383,7 @@ class RemoteKeys:
         self.generation = 0
         self.etag: str | None = None
         self.last_attempt = -1e9
-        self.inflight: asyncio.Future[None] | None = None
+        self.inflight: asyncio.Future[float] | None = None
         self.task: asyncio.Task[None] | None = None
         self.reported: set[str] = set()
         self.failing = False
@@ -829,7 +831,7 @@ class BasicCheck(Check):
         self.verified.put(digest, user)
         return self._accept(req, user)
 
-    def _accept(self, req: AuthRequest, user: str) -> None:
+    def _accept(self, req: AuthRequest, user: str) -> Denial | None:
         req.principal = user
         if self.header is not None:
             req.set_header(self.header, user.encode())

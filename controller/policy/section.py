@@ -30,7 +30,7 @@ class Section:
     #: never raises). The scope names the policy and the target it came from
     #: ("TrafficPolicy ns/name on HTTPRoute ns/r"): state kept per attachment (a rate
     #: limit's buckets) is keyed by it.
-    compile: Callable[[Any, str], Any]
+    compile: Callable[..., Any]
     #: The RulePolicy / ListenerPolicy attribute it fills ("rate_limit").
     attr: str
     #: Applies to connections before any request is routed: only a Gateway or listener
