@@ -138,3 +138,31 @@ def test_authorization_compiles():
     assert (r.client_cidrs, r.scopes, r.methods, r.paths) == (
         ("10.0.0.0/8",), ("a",), ("GET",), ("/admin",))
     assert r.headers[0].name == "x-team" and r.claims[0].name == "role"
+
+
+def test_a_changed_secret_reaches_the_rules() -> None:
+    """The incremental translator: editing the Secret a section reads re-resolves the
+    namespace's policies and the rules they apply to."""
+    from controller.objects import ObjectKey
+    from controller.source import Event, EventType
+    from controller.translate import Translator
+    from tests.policy.worlds import base, ref, rule_policies, tp
+    from tests.translate.worlds import norm, store_of
+
+    def keys_secret(key: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "keys", "namespace": "default"},
+                "data": {"alice": base64.b64encode(key.encode()).decode()}}
+
+    pol = tp("p", [ref("HTTPRoute", "r")], kind="SecurityPolicy",
+             apiKeyAuth={"credentialRefs": [{"name": "keys"}]})
+    store = store_of(base() + [pol, keys_secret("one")])
+    tr = Translator()
+
+    def creds(t):
+        return rule_policies(t)["default/r/1"].api_key_auth.credentials
+
+    assert creds(tr.update(store, set())) == (("alice", "one"),)
+    edited = norm(keys_secret("two"))
+    store.apply([Event(EventType.MODIFIED, ObjectKey.of(edited), edited, "2", 2)])
+    assert creds(tr.update(store, {ObjectKey.of(edited)})) == (("alice", "two"),)
