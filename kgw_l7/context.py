@@ -110,7 +110,8 @@ class WorkerContext:
         self.options = options
         self.stats = WorkerStats()
         self.tls = TLSContexts()
-        self.pool = Pool(self.tls, options.max_upstream_connections, self.room_for_upstream)
+        self.pool = Pool(self.tls, options.max_upstream_connections, self.room_for_upstream,
+                         self.stats)
         self.limiter = LogLimiter(log)
         self.fd_limit = _fd_limit()
         #: Descriptors open before any connection (stdio, the loop, the access log...).
@@ -263,6 +264,7 @@ class WorkerContext:
         """The worker's counters for the supervisor (kgw_l7.metrics); the access log's
         lines so far go to its writer first."""
         snap = self.stats.snapshot()
+        snap["listener_connections"] = {name: len(st.conns) for name, st in self.listeners.items()}
         if self.access_log is not None:
             self.access_log.flush()
             snap.update(self.access_log.counters())

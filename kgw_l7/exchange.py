@@ -693,9 +693,10 @@ class Exchange(UpstreamOwner):
         listener = self.down.listener
         if rule is not None:
             ctx.stats.request(listener.name, rule.gateway, rule.route, self.backend_name,
-                              status, duration)
+                              status, duration, self.received, self.sent)
         else:
-            ctx.stats.request(listener.name, listener.gateway, "", "", status, duration)
+            ctx.stats.request(listener.name, listener.gateway, "", "", status, duration,
+                              self.received, self.sent)
         if ctx.access_log is not None and not self.tunneled:
             # (A tunnel's line is written when it closes: ``tunnel_closed``.)
             ctx.access_log.log(
@@ -1055,12 +1056,15 @@ class Exchange(UpstreamOwner):
         attempt = 0
         last: _Retry | None = None
         tried: list[tuple[str, int]] = []
+        again = False  # (a try failed and another follows: counted in kgw_l7_retries_total)
         while attempt < attempts:
             if attempt > 0:
                 if self.received and (self.retained is None or self.req == LOST):
                     break  # the body cannot be replayed
                 if rule.retry_backoff:
                     await asyncio.sleep(rule.retry_backoff)
+            if again:
+                self.ctx.stats.retry(rule.gateway, rule.route)
             if endpoint is None:
                 endpoint = backend.pick_untried(tried) if tried else backend.pick()
             if endpoint is None:
@@ -1077,6 +1081,7 @@ class Exchange(UpstreamOwner):
                 await self.one_try(rule, backend, endpoint, first=attempt == 0)
             except _Retry as exc:
                 last = exc
+                again = True
                 if trace is not None:
                     self.ctx.tracer.end_try(  # type: ignore[union-attr]
                         trace, exc.status, str(exc))

@@ -15,20 +15,21 @@ from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
 
-from kgw_l7.stats import DURATION_BUCKETS
+from kgw_l7.stats import CONNECT_BUCKETS, DURATION_BUCKETS
 
 
 _COUNTED = ("requests", "connect_failures", "rejected_connections", "tls_refusals",
             "upstream_overflows", "http2_errors", "access_log_dropped",
-            "tracing_spans_dropped")
+            "tracing_spans_dropped", "retries")
+#: Lists summed element-wise (histograms, byte pairs).
+_LISTS = ("durations", "body_bytes", "connect_times")
 #: Plain numbers summed over workers.
 _SUMMED = ("connections_total", "http2_connections", "access_log_write_errors",
            "tracing_spans_exported")
 
 
 def _counters() -> dict[str, Any]:
-    out: dict[str, Any] = {key: {} for key in _COUNTED}
-    out["durations"] = {}
+    out: dict[str, Any] = {key: {} for key in _COUNTED + _LISTS}
     for key in _SUMMED:
         out[key] = 0
     return out
@@ -40,10 +41,11 @@ def _accumulate(into: dict[str, Any], part: dict[str, Any]) -> None:
         counts = into[key]
         for k, v in part.get(key, {}).items():
             counts[k] = counts.get(k, 0) + v
-    durations = into["durations"]
-    for k, v in part.get("durations", {}).items():
-        cur = durations.get(k)
-        durations[k] = list(v) if cur is None else [a + b for a, b in zip(cur, v)]
+    for key in _LISTS:
+        lists = into[key]
+        for k, v in part.get(key, {}).items():
+            cur = lists.get(k)
+            lists[k] = list(v) if cur is None else [a + b for a, b in zip(cur, v)]
     for key in _SUMMED:
         into[key] += part.get(key, 0)
 
@@ -59,25 +61,47 @@ def retire(base: dict[str, Any] | None, snap: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge(snapshots: Iterable[dict[str, Any]],
-          retired: dict[str, Any] | None = None) -> dict[str, Any]:
+          retired: dict[str, Any] | None = None, worker_restarts: int = 0) -> dict[str, Any]:
     """The live workers' snapshots summed, plus the retired workers' counters."""
     total = _counters()
-    total.update({"active_connections": 0, "generations": [], "workers": 0})
+    total.update({"active_connections": 0, "generations": [], "workers": 0,
+                  "listener_connections": {}, "worker_restarts": worker_restarts})
     if retired is not None:
         _accumulate(total, retired)
+    per_listener = total["listener_connections"]
     for snap in snapshots:
         _accumulate(total, snap)
         total["workers"] += 1
         total["active_connections"] += snap["active_connections"]
         total["generations"].append(snap["generation"])
+        for name, n in snap.get("listener_connections", {}).items():
+            per_listener[name] = per_listener.get(name, 0) + n
     return total
 
 
 def render(snapshots: Iterable[dict[str, Any]],
-           retired: dict[str, Any] | None = None) -> bytes:
+           retired: dict[str, Any] | None = None, worker_restarts: int = 0) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(merge(snapshots, retired)))
+    registry.register(_Collector(merge(snapshots, retired, worker_restarts)))
     return generate_latest(registry)
+
+
+def _histogram(name: str, doc: str, label: str | tuple[str, ...], bounds: tuple[float, ...],
+               series: dict[Any, list[float]]) -> HistogramMetricFamily:
+    """``series``: label value(s) -> [bucket counts..., +Inf count, sum] (not cumulative)."""
+    labels = [label] if isinstance(label, str) else list(label)
+    hist = HistogramMetricFamily(name, doc, labels=labels)
+    for key, counts in sorted(series.items()):
+        buckets = []
+        acc = 0.0
+        for bound, n in zip(bounds, counts):
+            acc += n
+            buckets.append((repr(bound), acc))
+        acc += counts[len(bounds)]
+        buckets.append(("+Inf", acc))
+        hist.add_metric(list(key) if isinstance(key, tuple) else [key], buckets,
+                        counts[len(bounds) + 1])
+    return hist
 
 
 class _Collector:
@@ -94,20 +118,30 @@ class _Collector:
                 m["requests"].items(), key=lambda kv: tuple(map(str, kv[0]))):
             req.add_metric([lst, gw, route, backend, str(code)], n)
         yield req
-        hist = HistogramMetricFamily(
-            "kgw_l7_request_duration_seconds",
-            "Time from the request head to the end of the response",
+        yield _histogram("kgw_l7_request_duration_seconds",
+                         "Time from the request head to the end of the response",
+                         ("gateway", "route"), DURATION_BUCKETS, m["durations"])
+        received = CounterMetricFamily(
+            "kgw_l7_request_body_bytes", "Request body bytes received from clients",
             labels=["gateway", "route"])
-        for (gw, route), counts in sorted(m["durations"].items()):
-            buckets = []
-            acc = 0.0
-            for bound, n in zip(DURATION_BUCKETS, counts):
-                acc += n
-                buckets.append((repr(bound), acc))
-            acc += counts[len(DURATION_BUCKETS)]
-            buckets.append(("+Inf", acc))
-            hist.add_metric([gw, route], buckets, counts[-1])
-        yield hist
+        sent = CounterMetricFamily(
+            "kgw_l7_response_body_bytes", "Response body bytes sent to clients",
+            labels=["gateway", "route"])
+        for (gw, route), (rx, tx) in sorted(m["body_bytes"].items()):
+            received.add_metric([gw, route], rx)
+            sent.add_metric([gw, route], tx)
+        yield received
+        yield sent
+        retries = CounterMetricFamily(
+            "kgw_l7_retries", "Tries after the first (a route rule's retry policy, or a "
+            "pooled connection the backend had closed)", labels=["gateway", "route"])
+        for (gw, route), n in sorted(m["retries"].items()):
+            retries.add_metric([gw, route], n)
+        yield retries
+        yield _histogram("kgw_l7_upstream_connect_duration_seconds",
+                         "Time to open a new backend connection (TCP, and TLS when the "
+                         "backend has a BackendTLSPolicy)", "backend", CONNECT_BUCKETS,
+                         m["connect_times"])
         cf = CounterMetricFamily("kgw_l7_upstream_connect_failures",
                                  "Failed connection attempts to backend endpoints",
                                  labels=["backend"])
@@ -116,6 +150,11 @@ class _Collector:
         yield cf
         yield GaugeMetricFamily("kgw_l7_active_connections", "Open client connections",
                                 value=m["active_connections"])
+        per = GaugeMetricFamily("kgw_l7_listener_active_connections",
+                                "Open client connections per listener", labels=["listener"])
+        for name, n in sorted(m["listener_connections"].items()):
+            per.add_metric([name], n)
+        yield per
         yield CounterMetricFamily("kgw_l7_connections", "Accepted client connections",
                                   value=m["connections_total"])
         rc = CounterMetricFamily(
@@ -177,3 +216,6 @@ class _Collector:
                                 value=min(gens) if gens else 0)
         yield GaugeMetricFamily("kgw_l7_workers", "Running L7 worker processes",
                                 value=m["workers"])
+        yield CounterMetricFamily("kgw_l7_worker_restarts",
+                                  "L7 workers restarted after they exited unexpectedly",
+                                  value=m["worker_restarts"])

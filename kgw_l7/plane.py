@@ -202,6 +202,8 @@ class L7Plane:
         self.restart_delay = restart_delay
         #: Counters of the workers that exited (kgw_l7.metrics.retire).
         self._retired: dict[str, Any] | None = None
+        #: Workers started again after they exited unexpectedly (kgw_l7_worker_restarts).
+        self.worker_restarts = 0
         self._collector: asyncio.Task[None] | None = None
         self._workers: list[_Worker] = []
         self._config: L7Config | None = None
@@ -285,7 +287,7 @@ class L7Plane:
     async def metrics(self) -> bytes:
         await self._snapshots()
         return render([w.snapshot for w in self._workers if w.alive and w.snapshot],
-                      self._retired)
+                      self._retired, self.worker_restarts)
 
     async def _snapshots(self) -> None:
         live = [w for w in self._workers if w.alive]
@@ -367,6 +369,7 @@ class L7Plane:
             w.restarts += 1
             try:
                 await w.start()
+                self.worker_restarts += 1
                 if self._config is not None:
                     await w.apply(self._config, self._refused)
                 return

@@ -18,8 +18,11 @@ cdef class WorkerStats:
     cdef public object upstream_overflows
     cdef public object http2_errors
     cdef public object http2_connections
+    cdef public dict retries
+    cdef public dict connect_times
     @cython.locals(h=list, buckets=tuple, n=Py_ssize_t, i=Py_ssize_t)
-    cpdef request(self, listener, gateway, route, backend, code, double seconds)
+    cpdef request(self, listener, gateway, route, backend, code, double seconds,
+                  Py_ssize_t received=*, Py_ssize_t sent=*)
 
 cdef class LogLimiter:
     cdef public object _log

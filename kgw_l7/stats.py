@@ -18,16 +18,45 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
                     2.5, 5.0, 10.0)
 
 
+#: Upstream connect time buckets, seconds (a connect on loopback or in a cluster takes
+#: well under a millisecond; the timeout is 5 s).
+CONNECT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0)
+
+#: Where the per-key list holds what (``WorkerStats._per``).
+_N = len(DURATION_BUCKETS)
+_SUM = _N + 2
+_RECEIVED = _N + 3
+_SENT = _N + 4
+
+
+def _histogram_add(h: list[float], buckets: tuple[float, ...], seconds: float) -> None:
+    """``h``: [bucket counts..., +Inf count, sum] (not cumulative)."""
+    n = len(buckets)
+    i = 0
+    while i < n and buckets[i] < seconds:
+        i += 1
+    h[i] += 1
+    h[n + 1] += seconds
+
+
 class WorkerStats:
     __slots__ = ("_per", "connect_failures", "active_connections", "generation",
                  "connections_total", "rejected_connections", "tls_refusals",
-                 "upstream_overflows", "http2_errors", "http2_connections")
+                 "upstream_overflows", "http2_errors", "http2_connections", "retries",
+                 "connect_times")
 
     def __init__(self) -> None:
         #: (listener, gateway, route, backend, code) -> [count, bucket counts..., +Inf
-        #: count, sum]. One dict lookup per request; the request counters and the
-        #: per-route duration histograms are aggregated from it on scrape (``snapshot``).
+        #: count, sum, body bytes received, body bytes sent]. One dict lookup per request;
+        #: the request counters, the per-route duration histograms and byte counts are
+        #: aggregated from it on scrape (``snapshot``).
         self._per: dict[tuple[str, str, str, str, int], list[float]] = {}
+        #: (gateway, route) -> retries (tries after the first; counted on the retry path).
+        self.retries: dict[tuple[str, str], int] = {}
+        #: backend -> [bucket counts (CONNECT_BUCKETS)..., +Inf count, sum]: new upstream
+        #: connections' connect (and TLS handshake) time.
+        self.connect_times: dict[str, list[float]] = {}
         self.connect_failures: dict[str, int] = {}
         self.active_connections = 0
         self.connections_total = 0
@@ -47,11 +76,12 @@ class WorkerStats:
         self.generation = 0
 
     def request(self, listener: str, gateway: str, route: str, backend: str, code: int,
-                seconds: float) -> None:
+                seconds: float, received: int = 0, sent: int = 0) -> None:
+        """One request answered; ``received``, ``sent``: its body bytes each way."""
         key = (listener, gateway, route, backend, code)
         h = self._per.get(key)
         if h is None:
-            h = self._per[key] = [0] * (len(DURATION_BUCKETS) + 3)
+            h = self._per[key] = [0] * (len(DURATION_BUCKETS) + 5)
         h[0] += 1
         # bisect_left by hand: nearly every request falls in the first bucket or two,
         # and compiled this is a few comparisons instead of a call.
@@ -61,7 +91,22 @@ class WorkerStats:
         while i < n and buckets[i] < seconds:
             i += 1
         h[1 + i] += 1
-        h[-1] += seconds
+        h[n + 2] += seconds
+        h[n + 3] += received
+        h[n + 4] += sent
+
+    def retry(self, gateway: str, route: str) -> None:
+        key = (gateway, route)
+        self.retries[key] = self.retries.get(key, 0) + 1
+
+    def connected(self, backend: str, seconds: float) -> None:
+        """A new upstream connection took ``seconds`` to open (TLS included)."""
+        h = self.connect_times.get(backend)
+        if h is None:
+            if len(self.connect_times) > 10000:  # (backends come from the config)
+                self.connect_times.clear()
+            h = self.connect_times[backend] = [0.0] * (len(CONNECT_BUCKETS) + 2)
+        _histogram_add(h, CONNECT_BUCKETS, seconds)
 
     @property
     def requests(self) -> dict[tuple[str, str, str, str, int], int]:
@@ -71,13 +116,21 @@ class WorkerStats:
     @property
     def durations(self) -> dict[tuple[str, str], list[float]]:
         """(gateway, route) -> [bucket counts..., +Inf count, sum] (not cumulative)."""
+        return self._by_route(1, _SUM + 1)
+
+    @property
+    def body_bytes(self) -> dict[tuple[str, str], list[float]]:
+        """(gateway, route) -> [body bytes received, body bytes sent]."""
+        return self._by_route(_RECEIVED, _SENT + 1)
+
+    def _by_route(self, start: int, end: int) -> dict[tuple[str, str], list[float]]:
         out: dict[tuple[str, str], list[float]] = {}
         for (_, gateway, route, _, _), h in self._per.items():
             cur = out.get((gateway, route))
             if cur is None:
-                out[(gateway, route)] = [float(x) for x in h[1:]]
+                out[(gateway, route)] = [float(x) for x in h[start:end]]
             else:
-                for i, x in enumerate(h[1:]):
+                for i, x in enumerate(h[start:end]):
                     cur[i] += x
         return out
 
@@ -105,6 +158,9 @@ class WorkerStats:
         return {
             "requests": self.requests,
             "durations": self.durations,
+            "body_bytes": self.body_bytes,
+            "retries": dict(self.retries),
+            "connect_times": {k: list(v) for k, v in self.connect_times.items()},
             "connect_failures": dict(self.connect_failures),
             "active_connections": self.active_connections,
             "connections_total": self.connections_total,

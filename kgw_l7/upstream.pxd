@@ -46,6 +46,7 @@ cdef class Pool:
     cdef public object room
     cdef public dict _h2
     cdef public dict _h2_opening
+    cdef public object stats
     @cython.locals(conn=UpstreamConn, idle=list, h=H2Conn, conns=list, tls=object)
     cpdef take_idle(self, address, port, CompiledBackend backend, now)
     @cython.locals(conn=UpstreamConn, idle=list, st=H2Stream)

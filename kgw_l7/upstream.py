@@ -27,6 +27,7 @@ import asyncio
 import errno
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -277,10 +278,12 @@ class Pool:
     module docstring)."""
 
     __slots__ = ("_idle", "_tls", "_open", "open_total", "max_per_endpoint", "room", "_h2",
-                 "_h2_opening")
+                 "_h2_opening", "stats")
 
     def __init__(self, tls: TLSContexts, max_per_endpoint: int,
-                 room: Callable[[], bool] | None = None) -> None:
+                 room: Callable[[], bool] | None = None, stats: Any = None) -> None:
+        #: The worker's counters (kgw_l7.stats.WorkerStats): new connections' connect time.
+        self.stats = stats
         self._idle: dict[tuple[Any, ...], list[UpstreamConn]] = {}
         self._tls = tls
         #: (address, port) -> connections open or being opened.
@@ -333,9 +336,14 @@ class Pool:
         if up is not None:
             return up
         tls = backend.tls
+        began = time.monotonic()
         if backend.h2:
-            return await self.h2_stream((address, port, tls), address, port, tls)
-        return await self.connect((address, port, tls), address, port, tls)
+            up = await self.h2_stream((address, port, tls), address, port, tls)
+        else:
+            up = await self.connect((address, port, tls), address, port, tls)
+        if self.stats is not None:
+            self.stats.connected(backend.name, time.monotonic() - began)
+        return up
 
     async def h2_stream(self, key: tuple[Any, ...], address: str, port: int,
                         tls: UpstreamTLS | None) -> UpstreamStream:

@@ -286,7 +286,9 @@ def test_worker_restarted_after_crash(echoes):
         eventually(lambda: runner.plane.worker_pids() and runner.plane.worker_pids()[0] != pid,
                    timeout=10)
         eventually(lambda: request(port, "/").status == 200, timeout=10)
-        assert "kgw_l7_config_generation 7.0" in runner.metrics()
+        text = runner.metrics()
+        assert "kgw_l7_config_generation 7.0" in text
+        assert "kgw_l7_worker_restarts_total 1.0" in text
     finally:
         runner.close()
 

@@ -382,10 +382,23 @@ def test_timeouts_not_hit(proxy, send):
     assert send(proxy.port, "/request-timeout").status == 200
 
 
+def metric_sum(text: str, name: str, *having: str) -> float:
+    """The sum of ``name``'s samples whose labels hold every string of ``having``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, _, value = line.rpartition(" ")
+            if all(h in labels for h in having):
+                total += float(value)
+    return total
+
+
 def test_retry_on_codes(proxy, send):
+    before = metric_sum(proxy.metrics(), "kgw_l7_retries_total", "retry-codes")
     u = uuid.uuid4().hex
     r = send(proxy.port, f"/retry/codes?responseCode=500&succeedAfter=2&uuid={u}")
     assert r.status == 200  # 2 failures, 2 retries
+    assert metric_sum(proxy.metrics(), "kgw_l7_retries_total", "retry-codes") == before + 2
     u = uuid.uuid4().hex
     assert send(proxy.port,
                    f"/retry/codes?responseCode=500&succeedAfter=3&uuid={u}").status == 500
@@ -630,6 +643,20 @@ def test_idle_keepalive_connection_closed(proxy):
 def test_metrics_and_access_log(proxy):
     request(proxy.port, "/metrics-probe")
     text = proxy.metrics()
+    sent_before = metric_sum(text, "kgw_l7_response_body_bytes_total", 'route="infra/default"')
+    received_before = metric_sum(text, "kgw_l7_request_body_bytes_total",
+                                 'route="infra/default"')
+    r = request(proxy.port, "/metrics-probe", method="POST", body=b"x" * 1000)
+    assert r.status == 200
+    text = proxy.metrics()
+    assert metric_sum(text, "kgw_l7_request_body_bytes_total",
+                      'route="infra/default"') == received_before + 1000
+    assert metric_sum(text, "kgw_l7_response_body_bytes_total",
+                      'route="infra/default"') >= sent_before + len(r.body)
+    assert metric_sum(text, "kgw_l7_upstream_connect_duration_seconds_count",
+                      'backend="infra/v1:8080"') >= 1
+    assert 'kgw_l7_listener_active_connections{listener="main"}' in text
+    assert "kgw_l7_worker_restarts_total 0.0" in text
     assert ('kgw_l7_requests_total{backend="infra/v1:8080",code="200",gateway="infra/gw",'
             'listener="main",route="infra/default"}') in text
     assert "kgw_l7_request_duration_seconds_bucket" in text
