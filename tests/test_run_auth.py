@@ -153,7 +153,7 @@ def test_security_policies_with_kgw_run(host: Host, tmp_path: Path) -> None:
     log = (tmp_path / "kgw.log").open("w")
     host.popen(kgw_argv("run", "-c", str(conf)), stdout=subprocess.DEVNULL, stderr=log)
     eventually(lambda: host.call(http_get, f"{ADMIN}/status")[0] == 200, timeout=30)
-    eventually(lambda: host.call(get, "/")[0] == 200, timeout=20)
+    eventually(lambda: host.call(get, "/")[0] == 200, timeout=60)
 
     # JWT, inline keys
     code, _, body = host.call(get, "/jwt", bearer(token(RSA)))
