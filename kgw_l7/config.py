@@ -23,6 +23,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kgw_l7.auth_config import JWT, APIKeyAuth, Authorization, BasicAuth
+
 PathMatchType = Literal["Exact", "PathPrefix", "RegularExpression"]
 ValueMatchType = Literal["Exact", "RegularExpression"]
 PathModifierType = Literal["ReplaceFullPath", "ReplacePrefixMatch"]
@@ -387,6 +389,11 @@ class RulePolicy:
     #: TrafficPolicy ``backendProxyProtocol``: connections to the rule's backends start
     #: with a PROXY protocol header of this version (2) naming the client.
     backend_proxy_protocol: int | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: SecurityPolicy: the auth checks (kgw_l7.auth_config, compiled by kgw_l7.auth).
+    jwt: JWT | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    basic_auth: BasicAuth | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    api_key_auth: APIKeyAuth | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    authorization: Authorization | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 def with_rule_policy(b: Backend, policy: RulePolicy | None) -> Backend:

@@ -109,6 +109,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public object lb_key
     cdef public Py_ssize_t body_limit
     cdef public object refusal
+    cdef public object auth
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)

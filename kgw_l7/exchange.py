@@ -57,6 +57,7 @@ from typing import Any
 
 from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
 from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
+from kgw_l7.auth import AuthRequest, Denial
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.proxyproto import encode_v2
 from kgw_l7.session import SessionPolicy
@@ -336,7 +337,8 @@ class Exchange(UpstreamOwner):
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
                  "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "lb_key",
-                 "body_limit", "refusal", "resp_trailers", "session", "pinned", "cookie_path")
+                 "body_limit", "refusal", "resp_trailers", "session", "pinned", "cookie_path",
+                 "auth")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -409,6 +411,9 @@ class Exchange(UpstreamOwner):
         #: Why the request is refused once forwarding began (the body grew past
         #: ``body_limit``): the try raises it (``one_try``) and ``forward`` answers it.
         self.refusal: _Refuse | None = None
+        #: The auth checks' upstream header changes (an AuthRequest), or while a check
+        #: waits, what ``authenticate`` resumes (a tuple); None: nothing.
+        self.auth: Any = None
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -578,6 +583,9 @@ class Exchange(UpstreamOwner):
                 self.grpc_head()
             backend = self.route()
             if backend is None:
+                if type(self.auth) is tuple:
+                    self.task = ctx.loop.create_task(self.authenticate())
+                    return
                 self.finish()
                 return
             rule: CompiledRule = self.rule  # type: ignore[assignment]  # route() set it
@@ -637,6 +645,46 @@ class Exchange(UpstreamOwner):
                 self.close_after = True
         finally:
             self.finish()
+
+    async def authenticate(self) -> None:
+        """A request whose auth check had to wait (``route`` set ``auth`` to the pipeline,
+        the request, the waiting check's index and the route): finish the checks, then
+        route and forward it as ``start`` would have."""
+        try:
+            auth, areq, index, route, path, query = self.auth
+            self.auth = None
+            verdict = await auth.resume(areq, index)
+            if verdict is not None:
+                self.deny(verdict)
+                return
+            if areq.changes:
+                self.auth = areq
+            backend = self.routed(route, route.rule, path, query)
+            if backend is None:
+                return
+            self._response_to(FORWARD)
+            await self.forward(None)
+        except asyncio.CancelledError:
+            if self.req != LOST:
+                raise
+        except Exception:
+            log.exception("request failed")
+            if self.resp < SENDING:
+                self.respond(500, b"internal error\n")
+            else:
+                self.close_after = True
+        finally:
+            self.finish()
+
+    def deny(self, denial: Denial) -> None:
+        """Answer a request an auth check refused (CORS headers kept: a browser script
+        then sees the 401 rather than a CORS failure)."""
+        self.detail = denial.detail
+        self.flags = "UAEX"  # (Envoy's flag for a request its authorization denied)
+        extra = denial.headers
+        if self.resp_extra:
+            extra = extra + self.resp_extra
+        self.respond(denial.status, denial.body, extra)
 
     def _fast_failed(self, status: int, reason: str) -> None:
         """The fast path's upstream stream failed before a response started."""
@@ -798,6 +846,26 @@ class Exchange(UpstreamOwner):
                     return None
                 if allowed:
                     self.resp_extra = cors.response_headers(origin)
+        auth = rule.auth
+        if auth is not None:
+            areq = AuthRequest(head.method, path, query, head.headers, down.peer)
+            verdict = auth.run(areq)
+            if verdict is not None:
+                if isinstance(verdict, Denial):
+                    self.deny(verdict)
+                else:  # a check must wait: ``authenticate`` goes on in a task
+                    self.auth = (auth, areq, verdict, route, path, query)
+                return None
+            if areq.changes:
+                self.auth = areq
+        return self.routed(route, rule, path, query)
+
+    def routed(self, route: CompiledRoute, rule: CompiledRule, path: bytes,
+               query: bytes) -> CompiledBackend | None:
+        """The rest of ``route``, once the request passed the rule's auth checks."""
+        head = self.head
+        listener: ListenerState = self.down.listener
+        filters = rule.filters
         redirect = filters.redirect
         if redirect is not None:
             loc = redirect.location(listener.scheme, head.host, listener.port, path, query,
@@ -952,6 +1020,8 @@ class Exchange(UpstreamOwner):
         ops = backend.req_ops
         if ops is not None:
             out = ops.apply(out)
+        if self.auth is not None:  # what the auth checks establish wins over the filters
+            out = self.auth.upstream(out)
         host = rule.filters.rewrite_host
         bf = backend.filters
         if bf is not None and bf.rewrite_host is not None:
@@ -1009,7 +1079,8 @@ class Exchange(UpstreamOwner):
             target = path + b"?" + query if query else path  # absolute-form -> origin-form
         else:
             same_target = True
-        suffix = rule.head_suffix_for.get(backend) if same_target else None
+        suffix = rule.head_suffix_for.get(backend) if same_target and self.auth is None \
+            else None
         trace = self.trace
         if trace is not None and suffix is not None:
             # traceparent to the backend: a line more, unless the client's must go.

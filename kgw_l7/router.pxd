@@ -96,6 +96,7 @@ cdef class CompiledRule:
     cdef public object session
     cdef public bint proxy_send
     cdef public CompiledPolicy policy
+    cdef public object auth
     cpdef pick_backend(self)
 
 cdef class CompiledRoute:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from kgw_l7.balance import Balancer, HealthBook, KeySource
 from kgw_l7.breaker import Breaker
+from kgw_l7.auth import AuthPipeline
 from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
     Route, Rule, RulePolicy, URLRewrite, VirtualHost, with_rule_policy,
@@ -358,7 +359,7 @@ class CompiledRule:
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
                  "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout",
-                 "session", "proxy_send", "policy")
+                 "session", "proxy_send", "policy", "auth")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend],
                  session_key: bytes = b"") -> None:
@@ -416,6 +417,8 @@ class CompiledRule:
             # The global limit's check awaits Redis: the request runs in a task
             # (``Exchange.forward``), never on the fast path.
             self.no_deadline = False
+        #: The checks a request goes through before it is forwarded (None: none).
+        self.auth = AuthPipeline.build(r.policy)
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).

@@ -126,10 +126,12 @@ def _check_ref(ref: dict, i: int, namespace: str) -> tuple[Target | None, str]:
     return Target(kind, as_str(ref.get("name")), as_str(ref.get("sectionName"))), ""
 
 
-def compile_sections(kind: str, obj: Obj, scope: str) -> Sections:
-    """The policy's sections, compiled for ``scope`` (the policy and one target)."""
+def compile_sections(kind: str, obj: Obj, scope: str, refs: Any = None) -> Sections:
+    """The policy's sections, compiled for ``scope`` (the policy and one target); ``refs``
+    reads the namespace's Secrets and ConfigMaps for the sections that name some."""
     s = spec(obj)
-    return tuple((sec.field, sec.compile(s[sec.field], scope))
+    return tuple((sec.field, sec.compile(s[sec.field], scope, refs) if sec.refs
+                  else sec.compile(s[sec.field], scope))
                  for sec in SECTIONS[kind] if s.get(sec.field) is not None)
 
 
@@ -140,11 +142,14 @@ def _listener_only_fields(kind: str, obj: Obj) -> list[str]:
 
 
 def resolve_namespace(namespace: str, policies: Iterable[Obj],
-                      last_good: Mapping[ObjectKey, Obj] | None = None) -> NamespacePolicies:
+                      last_good: Mapping[ObjectKey, Obj] | None = None,
+                      lookup: Any = None) -> NamespacePolicies:
     """Everything the policies of ``namespace`` (any kgw policy kind) do, and why not.
 
     ``last_good``: for a policy that fails validation now, the version that last passed
     (it keeps applying); None or absent: it applies nowhere.
+    ``lookup``: reads the namespace's Secrets and ConfigMaps for the sections that name
+    some (``Section.refs``; ``controller.policy.book.StoreRefs``).
     """
     # 1. Validity: which version of each policy applies, and its error if any.
     candidates: list[tuple[str, ObjectKey, Obj, Obj, str]] = []  # (created, key, shown, used, err)
@@ -209,7 +214,8 @@ def resolve_namespace(namespace: str, policies: Iterable[Obj],
                 continue
             holder[slot] = key
             scope = f"{key.kind} {key.namespace}/{key.name} on {target.describe(key.namespace)}"
-            applied.setdefault(target, []).extend(compile_sections(key.kind, used, scope))
+            applied.setdefault(target, []).extend(compile_sections(key.kind, used, scope,
+                                                                       lookup))
             sources.setdefault(target, []).append(key)
             if not err:
                 outcomes.append(RefOutcome(i, _ref_items(ref), target, ACCEPTED,

@@ -7,8 +7,9 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 from __future__ import annotations
 
 from controller.policy import (
-    accesslog, backendproxyprotocol, circuitbreaker, connectionlimit, headertimeout,
-    healthcheck, loadbalancer, proxyprotocol, ratelimit, requestlimits,
+    accesslog, apikeyauth, authorization, backendproxyprotocol, basicauth, circuitbreaker,
+    connectionlimit, headertimeout, healthcheck, jwt, loadbalancer, proxyprotocol, ratelimit,
+    requestlimits,
 )
 from controller.policy.section import Section
 
@@ -26,5 +27,9 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
         backendproxyprotocol.SECTION,
     ),
     "SecurityPolicy": (
+        jwt.SECTION,
+        basicauth.SECTION,
+        apikeyauth.SECTION,
+        authorization.SECTION,
     ),
 }

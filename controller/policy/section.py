@@ -30,7 +30,7 @@ class Section:
     #: never raises). The scope names the policy and the target it came from
     #: ("TrafficPolicy ns/name on HTTPRoute ns/r"): state kept per attachment (a rate
     #: limit's buckets) is keyed by it.
-    compile: Callable[[Any, str], Any]
+    compile: Callable[..., Any]
     #: The RulePolicy / ListenerPolicy attribute it fills ("rate_limit").
     attr: str
     #: Applies to connections before any request is routed: only a Gateway or listener
@@ -39,3 +39,7 @@ class Section:
     #: listener_only: the value for one bound socket shared by several Gateway listeners
     #: with different values (say, ``min``). None: the first listener's (by name) applies.
     combine: Callable[[list[Any]], Any] | None = None
+    #: ``compile`` reads Secrets or ConfigMaps of the policy's namespace: it is called with
+    #: a third argument, a lookup (``controller.policy.authcommon.Refs``); the objects it
+    #: reads become dependencies (a change re-resolves the namespace's policies).
+    refs: bool = False

@@ -71,4 +71,6 @@ class Reader:
         self.deps.add(ObjectKey(KGW_POLICIES_IN, namespace, ""))
         if self.book is None:
             self.book = PolicyBook()
-        return self.book.namespace(self.store, namespace)
+        got = self.book.namespace(self.store, namespace)
+        self.deps.update(self.book.reads(namespace))  # (Secrets the sections read)
+        return got
