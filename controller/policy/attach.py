@@ -16,6 +16,9 @@ tests/policy/test_attach.py):
   if the caller kept one, keeps applying meanwhile.
 - A section that acts before routing (``listener_only``) cannot be set on a route
   target: that target is Invalid and gets nothing from the policy.
+- A SecurityPolicy that fails validation and has no previous good version fails closed:
+  its targets refuse every request (``FAIL_CLOSED``) until it is fixed, rather than
+  being served without the authentication it asked for.
 
 Whether a target exists, and which Gateways are its ancestors, is the translator's to
 say (it has the resolved Gateways and routes): see controller/policy/status.py.
@@ -32,6 +35,7 @@ from controller.policy.registry import SECTIONS
 from controller.schema import apply_defaults, validate
 from controller.schema.kgwpolicy import TARGET_KINDS
 from controller.translate.util import as_dict, as_list, as_str, creation_timestamp, spec
+from kgw_l7.auth_config import Authorization
 
 #: Outcome reasons (GEP-713 PolicyConditionReason), worst last.
 ACCEPTED = "Accepted"
@@ -181,11 +185,19 @@ def resolve_namespace(namespace: str, policies: Iterable[Obj],
         used_refs = [as_dict(r) for r in as_list(spec(used).get("targetRefs"))] if used else []
         if err:
             # Shown: the refs as written now (Invalid); applied: the last good version's.
+            closed = key.kind in FAIL_CLOSED and not used
             for i, ref in enumerate(refs):
                 target, why = _check_ref(ref, i, key.namespace)
                 outcomes.append(RefOutcome(i, _ref_items(ref), target, INVALID,
                                            f"{err}" + ("; the previous version keeps applying"
-                                                       if used else "")))
+                                                       if used else "") +
+                                           ("; until it is fixed, every request to its "
+                                            "target is refused (403)" if closed else "")))
+                if closed and target is not None and (key.kind, target) not in holder:
+                    # A broken security policy must not leave its target open.
+                    holder[(key.kind, target)] = key
+                    applied.setdefault(target, []).extend(FAIL_CLOSED[key.kind])
+                    sources.setdefault(target, []).append(key)
         for i, ref in enumerate(used_refs if used else []):
             target, why = _check_ref(ref, i, key.namespace)
             if target is None:
@@ -225,6 +237,13 @@ def resolve_namespace(namespace: str, policies: Iterable[Obj],
     results.sort(key=lambda r: r.key)
     return NamespacePolicies(namespace, {t: tuple(s) for t, s in applied.items()}, valid,
                              {t: tuple(k) for t, k in sources.items()}, tuple(results))
+
+
+#: Kinds whose invalid policy (with no previous good version) refuses every request to
+#: its targets rather than applying nowhere, and the sections that do it.
+FAIL_CLOSED: dict[str, Sections] = {
+    "SecurityPolicy": (("authorization", Authorization(rules=(), default_action="Deny")),),
+}
 
 
 def _generation(obj: Obj) -> int:
