@@ -19,16 +19,18 @@ MAPPED = frozenset({
     "canary", "canary-weight", "canary-weight-total", "canary-by-header",
     "canary-by-header-value",
     "enable-cors", "cors-allow-origin", "cors-allow-methods", "cors-allow-headers",
-    "cors-expose-headers", "cors-allow-credentials", "cors-max-age",
+    "cors-expose-headers", "cors-allow-credentials", "cors-max-age", "proxy-body-size",
 })
 
 #: Known annotations kgw cannot carry, and why.
 REASONS = {
     "proxy-read-timeout": "nginx times each read from the backend; kgw has no per-read "
                           "timeout (only a whole-request one, HTTPRoute timeouts)",
-    "proxy-body-size": "not carried yet: set a TrafficPolicy "
-                       "requestLimits.maxRequestBodySize on the route",
 }
+
+#: nginx's size syntax (client_max_body_size): a number, optionally k, m or g.
+_SIZE = re.compile(r"([0-9]{1,12})([kmg]?)")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 #: ingress-nginx's enable-cors defaults (docs: user-guide/nginx-configuration/annotations).
 CORS_DEFAULT_METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
@@ -67,6 +69,20 @@ class Annotations:
             if k not in MAPPED:
                 out.append((NGINX + k, REASONS.get(k, "not carried by kgw")))
         return out
+
+    def body_size(self) -> int | None:
+        """proxy-body-size in bytes (nginx's units: k, m, g, powers of 1024); None when
+        absent, 0 (nginx: no limit) or not a size (reported with ``bad_body_size``)."""
+        v = (self.get("proxy-body-size") or "").strip().lower()
+        m = _SIZE.fullmatch(v)
+        if not m:
+            return None
+        n = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+        return n or None
+
+    def bad_body_size(self) -> bool:
+        v = self.get("proxy-body-size")
+        return v is not None and not _SIZE.fullmatch(v.strip().lower())
 
     def cors(self) -> dict | None:
         """The HTTPRoute CORS filter enable-cors asks for, with nginx's defaults."""

@@ -29,8 +29,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from controller.ingress.annotations import Annotations, rewrite
-from controller.objects import CONTROLLER_NAME, GATEWAY_GROUP, Obj, ObjectKey
+from controller.ingress.annotations import NGINX, Annotations, rewrite
+from controller.objects import CONTROLLER_NAME, GATEWAY_GROUP, POLICY_GROUP, Obj, ObjectKey
 from controller.source import Problem
 
 INGRESS_CONTROLLER = "kgw.dev/ingress-controller"
@@ -149,6 +149,8 @@ class _Converter:
         self.listening = listening
         self.problems: list[Problem] = []
         self.ignored: list[tuple[ObjectKey, str, str]] = []
+        #: TrafficPolicies for the routes (proxy-body-size).
+        self.policies: list[dict] = []
         #: (host, path type, path) -> the Ingress that has it
         self.claimed: dict[tuple[str, str, str], ObjectKey] = {}
         self.default_owner: ObjectKey | None = None
@@ -207,6 +209,9 @@ class _Converter:
         s = as_dict(ing.get("spec"))
         ann = Annotations.of(meta(ing).get("annotations"))
         self.ignored.extend((key, a, why) for a, why in ann.ignored())
+        if ann.bad_body_size():
+            self.ignored.append((key, NGINX + "proxy-body-size",
+                                 "not a size (a number, optionally k, m or g)"))
         for i, t in enumerate(map(as_dict, as_list(s.get("tls")))):
             secret = as_str(t.get("secretName"))
             if not secret:
@@ -325,6 +330,20 @@ class _Converter:
                          "labels": {"kgw.dev/ingress": key.name}},
             "spec": spec})
         self.route_origin[ObjectKey("HTTPRoute", key.namespace, name)] = key
+        ann = Annotations.of(meta(ing).get("annotations"))
+        size = ann.body_size()
+        if size is not None:  # proxy-body-size: the route's request limit
+            # (a policy's name must be a DNS subdomain: not the route's "~" form)
+            pname = f"{key.name}.{n}.kgw-ingress"
+            self.policies.append({
+                "apiVersion": f"{POLICY_GROUP}/v1alpha1", "kind": "TrafficPolicy",
+                "metadata": {"name": pname, "namespace": key.namespace,
+                             "creationTimestamp": creation_timestamp(ing), "generation": 1,
+                             "labels": {"kgw.dev/ingress": key.name}},
+                "spec": {"targetRefs": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute",
+                                         "name": name}],
+                         "requestLimits": {"maxRequestBodySize": size}}})
+            self.route_origin[ObjectKey("TrafficPolicy", key.namespace, pname)] = key
 
     # -- canaries ------------------------------------------------------------------------
 
@@ -466,7 +485,7 @@ def convert(ingresses: Iterable[Obj], classes: Iterable[Obj], service: ServiceLo
     gwc = {"apiVersion": GW_API, "kind": "GatewayClass",
            "metadata": {"name": GATEWAY_CLASS, "generation": 1},
            "spec": {"controllerName": controller_name or CONTROLLER_NAME}}
-    objects = [gwc, *conv.gateway(creation_timestamp(mine[0])), *conv.routes]
+    objects = [gwc, *conv.gateway(creation_timestamp(mine[0])), *conv.routes, *conv.policies]
     return Conversion(objects=tuple(sorted(objects, key=_key)),
                       served=frozenset(_key(i) for i in mine),
                       route_origin=dict(conv.route_origin), problems=tuple(conv.problems),

@@ -34,5 +34,9 @@ def as_list(conv: Conversion) -> dict:
             meta["name"] = meta["name"].replace(ROUTE_SEP, "-")
             for ref in o["spec"]["parentRefs"]:
                 ref["namespace"] = NAMESPACE
+        elif o["kind"] == "TrafficPolicy":  # (named as the route it limits)
+            for ref in o["spec"]["targetRefs"]:
+                ref["name"] = ref["name"].replace(ROUTE_SEP, "-")
+            meta["name"] = o["spec"]["targetRefs"][0]["name"]
         items.append(o)
     return {"apiVersion": "v1", "kind": "List", "items": items}

@@ -235,3 +235,26 @@ def test_same_prefix_with_trailing_slash_is_the_same_claim() -> None:
     assert any(p.key.name == "newer" and "already served by Ingress default/older" in p.message
                for p in t.problems)
     assert pick(routers, 80, "c.example.com", "/foo/x") == "exact"
+
+
+def test_proxy_body_size_becomes_the_routes_request_limit() -> None:
+    limited = ingress("limited", {"rules": [{"host": "l.example.com", "http": {"paths": [
+        path("/", "Prefix", "other")]}}]},
+        annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "8m"})
+    bad = ingress("bad-size", {"rules": [{"host": "b.example.com", "http": {"paths": [
+        path("/", "Prefix", "other")]}}]},
+        annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "lots"})
+    t, _ = serve(world(limited, bad))
+    policies = {}
+    for lis in t.l7.listeners:
+        for vh in lis.virtual_hosts:
+            for r in vh.routes:
+                policies[r.rule.route] = r.rule.policy
+    limited_route = next(k for k in policies if k.startswith("default/limited"))
+    assert policies[limited_route].request_limits.max_body_size == 8 * 1024 * 1024
+    bad_route = next(k for k in policies if k.startswith("default/bad-size"))
+    assert policies[bad_route] is None
+    # the generated policy's status is not reported as an object of the user's
+    assert not any(k.kind == "TrafficPolicy" for k in t.statuses)
+    assert ("nginx.ingress.kubernetes.io/proxy-body-size", "not a size (a number, "
+            "optionally k, m or g)") in [(a, why) for _k, a, why in t.ingress.ignored]
