@@ -164,6 +164,38 @@ class Mirror:
     percent: float = 100.0
 
 
+ExtAuthProtocol = Literal["HTTP", "GRPC"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtAuth:
+    """Ask an authorization service before forwarding (Gateway API ExternalAuth filter,
+    SecurityPolicy ``extAuth``; the protocols as Envoy's ext_authz: ``kgw_l7.extauth``).
+
+    Every failure to get an answer (timeout, service down, garbage) denies unless
+    ``fail_open``; answers are never cached (each request asks, whatever its credentials).
+    """
+
+    protocol: ExtAuthProtocol
+    #: The authorization service (for GRPC, spoken to in HTTP/2: h2c or h2).
+    backend: Backend
+    #: HTTP: prefix added to the request's path in the check request.
+    path_prefix: str = ""
+    #: Lower-case request header names sent to the service. HTTP: in addition to Host,
+    #: Method, Path, Content-Length and Authorization (always sent). GRPC: empty = all.
+    allowed_headers: tuple[str, ...] = ()
+    #: HTTP: lower-case names of the service's response headers copied into the request to
+    #: the backend on allow; empty = all of them (but Host and framing fields).
+    allowed_response_headers: tuple[str, ...] = ()
+    #: Request body bytes sent along (0: none); a longer body is cut to this size.
+    max_body: int = 0
+    #: Seconds to wait for the answer (then: denied, or allowed when ``fail_open``).
+    timeout: float = 2.0
+    fail_open: bool = False
+    #: The status of a request denied because the service gave no answer.
+    status_on_error: int = 403
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     request_headers: HeaderModifier | None = None
@@ -172,6 +204,7 @@ class Filters:
     rewrite: URLRewrite | None = None
     mirrors: tuple[Mirror, ...] = ()
     cors: CORS | None = None
+    ext_auth: ExtAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +313,8 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "Filters", "HeaderMatch",
-    "HeaderModifier",
+    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "ExtAuth", "Filters",
+    "HeaderMatch", "HeaderModifier",
     "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
     "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
     "VirtualHost", "to_dict",

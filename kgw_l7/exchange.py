@@ -47,11 +47,13 @@ import time
 import uuid
 from typing import Any
 
+from kgw_l7 import authcall
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
 )
+from kgw_l7.extauth import Request as AuthRequest
 from kgw_l7.router import CompiledBackend, CompiledRoute, CompiledRule, split_target
 from kgw_l7.streams import (
     DownstreamStream, OutRequest, UpstreamError, UpstreamOwner, UpstreamStream, out_request,
@@ -298,7 +300,8 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace")
+                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "auth_wait",
+                 "auth_ops", "body_limit", "continued")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -355,6 +358,14 @@ class Exchange(UpstreamOwner):
         self.grpc_deadline = 0.0
         #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
         self.trace: Any = None
+        #: External authorization: (route, path, query) of a request routed but not yet
+        #: prepared (``authorize`` asks first), and the allowing answer's header changes.
+        self.auth_wait: tuple[CompiledRoute, bytes, bytes] | None = None
+        self.auth_ops: Any = None
+        #: Wake ``body_waiters`` once this many body bytes are buffered (0: at the end).
+        self.body_limit = 0
+        #: 100 Continue was sent already (to get a body for the authorization service).
+        self.continued = False
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -389,6 +400,9 @@ class Exchange(UpstreamOwner):
         self.buf_size += n
         if self.buf_size > BODY_HIGH_WATER:
             self.down.pause(PAUSE_BODY)
+        if self.body_limit and self.buf_size >= self.body_limit:
+            self.body_limit = 0
+            self._wake_body_waiters()
 
     def on_request_end(self, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
         """The request's end. Never called for a request whose head says it has no body
@@ -398,14 +412,17 @@ class Exchange(UpstreamOwner):
         self._request_to(END)
         if streaming:
             self.upstream.send_end(trailers)  # type: ignore[union-attr]
+        self._wake_body_waiters()
+        if self.resp == DONE:
+            # The response went out before the body was read to its end.
+            self._release()
+
+    def _wake_body_waiters(self) -> None:
         waiters, self.body_waiters = self.body_waiters, None
         if waiters:
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
-        if self.resp == DONE:
-            # The response went out before the body was read to its end.
-            self._release()
 
     def on_client_lost(self) -> None:
         self._request_to(LOSE)
@@ -531,6 +548,8 @@ class Exchange(UpstreamOwner):
 
     async def run(self, endpoint: tuple[str, int] | None = None) -> None:
         try:
+            if self.auth_wait is not None and not await self.authorize():
+                return
             await self.forward(endpoint)
         except asyncio.CancelledError:
             if self.req != LOST:
@@ -629,7 +648,7 @@ class Exchange(UpstreamOwner):
         if self.req < RECEIVED and self.received + self.buf_size > BODY_HIGH_WATER:
             self.close_after = True  # don't read a large unwanted body
         headers = list(extra) if extra else []
-        if body:
+        if body and (not extra or all(h[0] != b"content-type" for h in extra)):
             headers.append((b"content-type", b"text/plain"))
         headers.append((b"content-length", b"%d" % len(body)))
         data = []
@@ -728,8 +747,56 @@ class Exchange(UpstreamOwner):
             self.respond(503, b"no healthy upstream\n")
             return None
         self.backend = backend
+        if filters.ext_auth is not None:
+            self.auth_wait = (route, path, query)  # prepared once the service allows it
+            return backend
         self.prepare(route, rule, backend, path, query)
         return backend
+
+    async def authorize(self) -> bool:
+        """Ask the rule's authorization service (kgw_l7.extauth); True: allowed (the request
+        is prepared), False: answered with the denial. Mirrors start, and the backend hears
+        of the request, only once it is allowed."""
+        route, path, query = self.auth_wait  # type: ignore[misc]
+        self.auth_wait = None
+        rule: CompiledRule = self.rule  # type: ignore[assignment]
+        s = rule.filters.ext_auth
+        head = self.head
+        down = self.down
+        body = b""
+        if s.max_body and self.req < RECEIVED:
+            if head.expect_continue and self.received == 0:
+                down.send_continue()
+                self.continued = True
+            if self.buf_size < s.max_body:
+                fut = self.ctx.loop.create_future()
+                if self.body_waiters is None:
+                    self.body_waiters = []
+                self.body_waiters.append(fut)
+                self.body_limit = s.max_body
+                await fut
+                self.body_limit = 0
+        if s.max_body and self.body_buf:
+            body = b"".join(self.body_buf)[:s.max_body]
+        size = head.content_length if head.body == "length" else \
+            0 if head.body == "none" else None
+        decision = await authcall.check(self.ctx, s, AuthRequest(
+            head.method, head.target, head.authority, head.headers, body, size, down.remote,
+            down.listener.scheme, head.version, _header(head.headers, b"x-request-id") or b""))
+        if decision.failed:
+            self.ctx.limiter.warning(("extauth", s.name), "rule %s: %s", rule.name,
+                                     decision.reason)
+        if decision.allowed:
+            if decision.reason:
+                self.detail = decision.reason  # (failed open)
+            if decision.changes:
+                self.auth_ops = decision
+            self.prepare(route, rule, self.backend, path, query)  # type: ignore[arg-type]
+            return True
+        self.flags = "UAEX"  # (Envoy's flag: denied by the external authorization service)
+        self.detail = decision.reason
+        self.respond(decision.status, decision.body, list(decision.headers) or None)
+        return False
 
     def upstream_headers(self, route: CompiledRoute, rule: CompiledRule,
                          backend: CompiledBackend) -> list[tuple[bytes, bytes]]:
@@ -779,6 +846,9 @@ class Exchange(UpstreamOwner):
         ops = backend.req_ops
         if ops is not None:
             out = ops.apply(out)
+        auth = self.auth_ops
+        if auth is not None:
+            out = auth.apply(out)
         host = rule.filters.rewrite_host
         bf = backend.filters
         if bf is not None and bf.rewrite_host is not None:
@@ -860,7 +930,8 @@ class Exchange(UpstreamOwner):
             for mb, percent in mirrors:
                 if percent >= 100 or random.random() * 100 < percent:
                     ctx.spawn(self.mirror(mb, out))
-        if head.expect_continue and self.received == 0 and self.req < RECEIVED:
+        if head.expect_continue and self.received == 0 and self.req < RECEIVED \
+                and not self.continued:
             self.down.send_continue()
 
     async def forward(self, endpoint: tuple[str, int] | None) -> None:

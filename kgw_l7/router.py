@@ -25,6 +25,7 @@ from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
     Route, Rule, URLRewrite, VirtualHost,
 )
+from kgw_l7.extauth import Settings as ExtAuthSettings
 from kgw_l7.regex import compile_bytes, compile_text
 
 log = logging.getLogger("kgw.l7.router")
@@ -206,7 +207,7 @@ class CorsPolicy:
 
 class CompiledFilters:
     __slots__ = ("req_ops", "resp_ops", "redirect", "rewrite_host", "rewrite_path",
-                 "mirrors", "cors")
+                 "mirrors", "cors", "ext_auth")
 
     def __init__(self, f: Filters | None, compile_backend: Callable[[Backend], CompiledBackend]
                  ) -> None:
@@ -219,6 +220,9 @@ class CompiledFilters:
         self.rewrite_path = PathAction(rw.path.type, rw.path.value) if rw and rw.path else None
         self.mirrors = tuple((compile_backend(m.backend), m.percent) for m in f.mirrors)
         self.cors = CorsPolicy(f.cors) if f.cors else None
+        #: External authorization asked before forwarding (kgw_l7.extauth), or None.
+        self.ext_auth = ExtAuthSettings(f.ext_auth, compile_backend(f.ext_auth.backend)) \
+            if f.ext_auth else None
 
 
 class CompiledBackend:
@@ -325,7 +329,7 @@ class CompiledRule:
         #: No timeout and no retry: eligible for the exchange's synchronous fast path
         #: (precomputed: it is checked for every request).
         self.no_deadline = (not self.request_timeout and not self.backend_timeout
-                            and not self.retry_attempts)
+                            and not self.retry_attempts and self.filters.ext_auth is None)
         #: Neither timeout is set: the worker's default response timeout applies
         #: (WorkerOptions.response_timeout, enforced by its periodic sweep). An explicit
         #: 0 (Gateway API "0s") is no timeout at all.
@@ -369,6 +373,8 @@ def _head_suffix(rule: CompiledFilters, backend: CompiledBackend) -> bytes | Non
     if backend.h2 or any(m.h2 for m, _ in rule.mirrors) or (
             bf is not None and any(m.h2 for m, _ in bf.mirrors)):
         return None
+    if rule.ext_auth is not None:
+        return None  # an allowing answer may change the request's headers
     if rule.rewrite_host is not None or rule.rewrite_path is not None or (
             bf is not None and (bf.rewrite_host is not None or bf.rewrite_path is not None)):
         return None
@@ -586,6 +592,8 @@ class RouterCache:
                     backend(b)
                 for m in r.filters.mirrors:
                     backend(m.backend)
+                if r.filters.ext_auth is not None:
+                    backend(r.filters.ext_auth.backend)
             rules[r] = cr
             return cr
 

@@ -191,8 +191,12 @@ def with_client_certificate(rule: l7.Rule, client: tuple[str, str]) -> l7.Rule:
             b, tls=dataclasses.replace(b.tls, client_cert_pem=client[0], client_key_pem=client[1]))
 
     mirrors = tuple(dataclasses.replace(m, backend=fix(m.backend)) for m in rule.filters.mirrors)
+    ea = rule.filters.ext_auth
+    if ea is not None:
+        ea = dataclasses.replace(ea, backend=fix(ea.backend))
     return dataclasses.replace(rule, backends=tuple(fix(b) for b in rule.backends),
-                               filters=dataclasses.replace(rule.filters, mirrors=mirrors))
+                               filters=dataclasses.replace(rule.filters, mirrors=mirrors,
+                                                           ext_auth=ea))
 
 
 def resolve_route(reader: Reader, route: Obj,
