@@ -73,16 +73,16 @@ async def check(ctx: Any, s: Settings, r: Request) -> Decision:
         async with asyncio.timeout(s.timeout):
             return await _call(ctx, s, r)
     except TimeoutError:
-        return s.on_error("timeout (%gs)" % s.timeout)
+        return s.on_error("%s: timeout (%gs)" % (s.name, s.timeout))
     except (AuthError, UpstreamError, OSError) as exc:
-        return s.on_error(str(exc) or type(exc).__name__)
+        return s.on_error("%s: %s" % (s.name, str(exc) or type(exc).__name__))
 
 
 async def _call(ctx: Any, s: Settings, r: Request) -> Decision:
     backend = s.backend
     endpoint = backend.pick()
     if endpoint is None:
-        raise AuthError("service %s has no ready endpoint" % s.name)
+        raise AuthError("no ready endpoint")
     if s.grpc:
         message = grpc_check(s, r)
         headers = [(b"host", r.authority or b"authz"), (b"content-type", b"application/grpc"),
@@ -106,7 +106,7 @@ async def _call(ctx: Any, s: Settings, r: Request) -> Decision:
             up.abort()  # (also when cancelled or timed out: the call is over)
     head = answer.head
     if not ok or head is None:
-        raise AuthError("%s: %s" % (s.name, answer.error))
+        raise AuthError(answer.error)
     data = b"".join(answer.chunks)
     if s.grpc:
         return grpc_decision(s, head.status, head.headers, data, answer.trailers)

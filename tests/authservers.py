@@ -61,14 +61,21 @@ class HTTPAuth:
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(out)
+                    try:
+                        self.wfile.write(out)
+                    except OSError:
+                        pass  # (the proxy gave up waiting: the point of "slow")
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _any
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a peer that gave up (timed out) is not a failure of the test
+
+        self.server = Server((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
