@@ -23,6 +23,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kgw_l7.auth_config import Security
+
 PathMatchType = Literal["Exact", "PathPrefix", "RegularExpression"]
 ValueMatchType = Literal["Exact", "RegularExpression"]
 PathModifierType = Literal["ReplaceFullPath", "ReplacePrefixMatch"]
@@ -241,6 +243,8 @@ class Rule:
     request_timeout: float | None = None
     backend_timeout: float | None = None
     retry: Retry | None = None
+    #: What a request must prove before it is forwarded (a SecurityPolicy's sections).
+    security: Security | None = None
 
 
 @dataclass(frozen=True, slots=True)

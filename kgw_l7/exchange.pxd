@@ -99,6 +99,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public bint grpc
     cdef public double grpc_deadline
     cdef public object trace
+    cdef public object auth
     cdef public object auth_wait
     cdef public object auth_ops
     cdef public Py_ssize_t body_limit

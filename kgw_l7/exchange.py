@@ -48,12 +48,13 @@ import uuid
 from typing import Any
 
 from kgw_l7 import authcall
+from kgw_l7.auth import AuthRequest, Denial
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
 )
-from kgw_l7.extauth import Request as AuthRequest
+from kgw_l7.extauth import Request as ExtAuthRequest
 from kgw_l7.router import CompiledBackend, CompiledRoute, CompiledRule, split_target
 from kgw_l7.streams import (
     DownstreamStream, OutRequest, UpstreamError, UpstreamOwner, UpstreamStream, out_request,
@@ -300,8 +301,8 @@ class Exchange(UpstreamOwner):
                  "backend", "head_fut", "done_fut", "early", "close_after", "status", "sent",
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
-                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "auth_wait",
-                 "auth_ops", "body_limit", "continued")
+                 "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "auth",
+                 "auth_wait", "auth_ops", "body_limit", "continued")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -358,6 +359,9 @@ class Exchange(UpstreamOwner):
         self.grpc_deadline = 0.0
         #: The request's trace context (kgw_l7.tracing.Trace; None: tracing is off).
         self.trace: Any = None
+        #: The auth checks' upstream header changes (an AuthRequest), or while a check
+        #: waits, what ``authenticate`` resumes (a tuple); None: nothing.
+        self.auth: Any = None
         #: External authorization: (route, path, query) of a request routed but not yet
         #: prepared (``authorize`` asks first), and the allowing answer's header changes.
         self.auth_wait: tuple[CompiledRoute, bytes, bytes] | None = None
@@ -502,6 +506,9 @@ class Exchange(UpstreamOwner):
                 self.grpc_head()
             backend = self.route()
             if backend is None:
+                if type(self.auth) is tuple:
+                    self.task = ctx.loop.create_task(self.authenticate())
+                    return
                 self.finish()
                 return
             rule: CompiledRule = self.rule  # type: ignore[assignment]  # route() set it
@@ -562,6 +569,48 @@ class Exchange(UpstreamOwner):
                 self.close_after = True
         finally:
             self.finish()
+
+    async def authenticate(self) -> None:
+        """A request whose auth check had to wait (``route`` set ``auth`` to the pipeline,
+        the request, the waiting check's index and the route): finish the checks, then
+        route and forward it as ``start`` would have."""
+        try:
+            auth, areq, index, route, path, query = self.auth
+            self.auth = None
+            verdict = await auth.resume(areq, index)
+            if verdict is not None:
+                self.deny(verdict)
+                return
+            if areq.changes:
+                self.auth = areq
+            backend = self.routed(route, route.rule, path, query)
+            if backend is None:
+                return
+            self._response_to(FORWARD)
+            if self.auth_wait is not None and not await self.authorize():
+                return
+            await self.forward(None)
+        except asyncio.CancelledError:
+            if self.req != LOST:
+                raise
+        except Exception:
+            log.exception("request failed")
+            if self.resp < SENDING:
+                self.respond(500, b"internal error\n")
+            else:
+                self.close_after = True
+        finally:
+            self.finish()
+
+    def deny(self, denial: Denial) -> None:
+        """Answer a request an auth check refused (CORS headers kept: a browser script
+        then sees the 401 rather than a CORS failure)."""
+        self.detail = denial.detail
+        self.flags = "UAEX"  # (Envoy's flag for a request its authorization denied)
+        extra = denial.headers
+        if self.resp_extra:
+            extra = extra + self.resp_extra
+        self.respond(denial.status, denial.body, extra)
 
     def _fast_failed(self, status: int, reason: str) -> None:
         """The fast path's upstream stream failed before a response started."""
@@ -719,6 +768,26 @@ class Exchange(UpstreamOwner):
                     return None
                 if allowed:
                     self.resp_extra = cors.response_headers(origin)
+        auth = rule.auth
+        if auth is not None:
+            areq = AuthRequest(head.method, path, query, head.headers, down.peer)
+            verdict = auth.run(areq)
+            if verdict is not None:
+                if isinstance(verdict, Denial):
+                    self.deny(verdict)
+                else:  # a check must wait: ``authenticate`` goes on in a task
+                    self.auth = (auth, areq, verdict, route, path, query)
+                return None
+            if areq.changes:
+                self.auth = areq
+        return self.routed(route, rule, path, query)
+
+    def routed(self, route: CompiledRoute, rule: CompiledRule, path: bytes,
+               query: bytes) -> CompiledBackend | None:
+        """The rest of ``route``, once the request passed the rule's auth checks."""
+        head = self.head
+        listener: ListenerState = self.down.listener
+        filters = rule.filters
         redirect = filters.redirect
         if redirect is not None:
             loc = redirect.location(listener.scheme, head.host, listener.port, path, query,
@@ -780,7 +849,7 @@ class Exchange(UpstreamOwner):
             body = b"".join(self.body_buf)[:s.max_body]
         size = head.content_length if head.body == "length" else \
             0 if head.body == "none" else None
-        decision = await authcall.check(self.ctx, s, AuthRequest(
+        decision = await authcall.check(self.ctx, s, ExtAuthRequest(
             head.method, head.target, head.authority, head.headers, body, size, down.remote,
             down.listener.scheme, head.version, _header(head.headers, b"x-request-id") or b""))
         if decision.failed:
@@ -795,7 +864,10 @@ class Exchange(UpstreamOwner):
             return True
         self.flags = "UAEX"  # (Envoy's flag: denied by the external authorization service)
         self.detail = decision.reason
-        self.respond(decision.status, decision.body, list(decision.headers) or None)
+        extra = list(decision.headers)
+        if self.resp_extra:
+            extra.extend(self.resp_extra)  # (CORS: a browser script sees the denial)
+        self.respond(decision.status, decision.body, extra or None)
         return False
 
     def upstream_headers(self, route: CompiledRoute, rule: CompiledRule,
@@ -846,6 +918,8 @@ class Exchange(UpstreamOwner):
         ops = backend.req_ops
         if ops is not None:
             out = ops.apply(out)
+        if self.auth is not None:  # what the auth checks establish wins over the filters
+            out = self.auth.upstream(out)
         auth = self.auth_ops
         if auth is not None:
             out = auth.apply(out)
@@ -906,7 +980,8 @@ class Exchange(UpstreamOwner):
             target = path + b"?" + query if query else path  # absolute-form -> origin-form
         else:
             same_target = True
-        suffix = rule.head_suffix_for.get(backend) if same_target else None
+        suffix = rule.head_suffix_for.get(backend) if same_target and self.auth is None \
+            else None
         trace = self.trace
         if trace is not None and suffix is not None:
             # traceparent to the backend: a line more, unless the client's must go.

@@ -82,6 +82,7 @@ cdef class CompiledRule:
     cdef public object _pos
     cdef public bint no_deadline
     cdef public bint default_timeout
+    cdef public object auth
     cpdef pick_backend(self)
 
 cdef class CompiledRoute:

@@ -21,6 +21,7 @@ from typing import Any
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
+from kgw_l7.auth import AuthPipeline
 from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
     Route, Rule, URLRewrite, VirtualHost,
@@ -303,7 +304,8 @@ class CompiledRule:
     __slots__ = ("name", "route", "gateway", "filters", "backends", "_cum", "_total",
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
-                 "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout")
+                 "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout",
+                 "auth")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend]) -> None:
         self.name = r.name
@@ -345,6 +347,8 @@ class CompiledRule:
         #: backend's header "add"s), encoded. Absent when something rewrites the head.
         self.head_suffix_for = {b: s for b in live
                                 if (s := _head_suffix(self.filters, b)) is not None}
+        #: The checks a request goes through before it is forwarded (None: none).
+        self.auth = AuthPipeline.build(r.security)
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).

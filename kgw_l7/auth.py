@@ -1,0 +1,946 @@
+"""The per-request auth step: a rule's security sections compiled, at config time, into one
+ordered list of checks (``AuthPipeline``) that the exchange runs after routing and before
+anything is forwarded.
+
+Every check answers synchronously when it can -- ``None`` (pass: go on), a ``Denial``
+(the request is answered with it) -- or ``PENDING`` when it must wait for something
+(a JWKS refetch for an unknown ``kid``, a bcrypt hash computed off the event loop, an
+external auth service). The exchange then leaves its synchronous path and awaits
+``AuthPipeline.resume``, which completes that check and runs the rest. A request no
+check stopped carries what the checks want changed upstream (``AuthRequest.set_headers``,
+``remove``): claims copied into headers, a token removed.
+
+Checks run in ``ORDER``: authentication first, then authorization, which sees what
+authentication established (the JWT's claims). Adding a kind of check is one class here
+and one line in ``CHECKS``.
+
+Every failure is a 401, 403 or 503 with a generic body and a ``detail`` for the access
+log: never an exception out of a check (``AuthPipeline.run`` turns one into a 503 and
+logs it), never a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import jwt as pyjwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from kgw_l7.auth_config import (
+    JWT, APIKeyAuth, Authorization, BasicAuth, ClaimRequirement, CredentialSource,
+    JWTProvider, RemoteJWKS, Security,
+)
+
+log = logging.getLogger("kgw.l7.auth")
+
+#: A check that must wait (see the module's docstring).
+PENDING: Any = object()
+
+#: Credentials longer than this are refused before any parsing (a JWT with a few dozen
+#: claims is well under 2 KiB; Envoy's default header limit is 60 KiB for all of them).
+MAX_CREDENTIAL = 8192
+#: Verified tokens (and basic-auth credentials) remembered per check, least recently used
+#: out first: a client that repeats its token pays a dict lookup, not a signature check.
+CACHE_SIZE = 1024
+#: A verified token is re-verified at least this often (its key may have been removed).
+CACHE_TTL = 300.0
+#: Largest JWKS document read from a remote URI.
+MAX_JWKS = 1 << 20
+#: Unknown ``kid``: the remote JWKS is refetched at most this often (a flood of made-up
+#: kids costs one fetch per interval, not one per request).
+REFETCH_INTERVAL = 2.0
+#: A failed remote JWKS fetch is retried after this long (the last good keys are kept).
+RETRY_INTERVAL = 10.0
+#: bcrypt verifications waiting for or running in a thread; beyond it: 503.
+MAX_HASHING = 32
+
+_UNAUTHORIZED = b"unauthorized\n"
+_FORBIDDEN = b"forbidden\n"
+_UNAVAILABLE = b"authentication unavailable\n"
+
+
+class Denial:
+    """The answer to a request a check refused."""
+
+    __slots__ = ("status", "headers", "body", "detail")
+
+    def __init__(self, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None,
+                 body: bytes | None = None) -> None:
+        self.status = status
+        self.headers = headers or []
+        self.body = body if body is not None else (
+            _UNAUTHORIZED if status == 401 else _FORBIDDEN if status == 403 else _UNAVAILABLE)
+        #: Why, for the access log and the log (never sent to the client).
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"Denial({self.status}, {self.detail!r})"
+
+
+class AuthRequest:
+    """What the checks see of a request, and what they establish about it."""
+
+    __slots__ = ("method", "path", "query", "headers", "peer", "claims", "principal",
+                 "set_headers", "remove", "pending", "retried")
+
+    def __init__(self, method: bytes, path: bytes, query: bytes,
+                 headers: tuple[tuple[bytes, bytes], ...], peer: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.peer = peer
+        #: The verified JWT's payload (None: no JWT was verified).
+        self.claims: dict[str, Any] | None = None
+        #: Who authentication says the client is (user, client id, ``sub``), for the log.
+        self.principal: str | None = None
+        #: Upstream header changes: these names removed, then these lines added.
+        self.set_headers: list[tuple[bytes, bytes]] = []
+        self.remove: set[bytes] = set()
+        #: What the pending check needs to finish (its own business).
+        self.pending: Any = None
+        #: The pending check already waited once (a second PENDING is a denial).
+        self.retried = False
+
+    def header(self, name: bytes) -> bytes | None:
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def set_header(self, name: bytes, value: bytes) -> None:
+        """``name: value`` to the backend, whatever the client sent under that name."""
+        self.remove.add(name)
+        self.set_headers.append((name, value))
+
+    def upstream(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """``headers`` with this request's changes applied."""
+        if self.remove:
+            remove = self.remove
+            headers = [h for h in headers if h[0] not in remove]
+        return headers + self.set_headers if self.set_headers else headers
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.remove or self.set_headers)
+
+
+class Check:
+    """One step of the pipeline."""
+
+    __slots__ = ()
+    name = ""
+
+    def check(self, req: AuthRequest) -> Denial | None:
+        raise NotImplementedError
+
+    async def resume(self, req: AuthRequest) -> Denial | None:
+        """Finish a check that answered PENDING (``req.pending`` says what it waits for)."""
+        raise NotImplementedError
+
+
+class AuthPipeline:
+    """A rule's checks, in order."""
+
+    __slots__ = ("checks",)
+
+    def __init__(self, checks: list[Check]) -> None:
+        self.checks = tuple(checks)
+
+    @classmethod
+    def build(cls, security: Security | None) -> AuthPipeline | None:
+        if security is None:
+            return None
+        checks = [make(section) for field, make in CHECKS
+                  if (section := getattr(security, field, None)) is not None]
+        return cls(checks) if checks else None
+
+    def run(self, req: AuthRequest, start: int = 0) -> Denial | None | int:
+        """Run the checks from ``start``: None (all passed), a Denial, or the index of the
+        check that is PENDING (finish with ``resume``)."""
+        checks = self.checks
+        for i in range(start, len(checks)):
+            try:
+                verdict = checks[i].check(req)
+            except Exception:
+                log.exception("auth check %s failed", checks[i].name)
+                return Denial(503, f"{checks[i].name}: internal error")
+            if verdict is PENDING:
+                return i
+            if verdict is not None:
+                return verdict
+        return None
+
+    async def resume(self, req: AuthRequest, index: int) -> Denial | None:
+        """Finish the PENDING check at ``index``, then run the rest (awaiting any other)."""
+        while True:
+            check = self.checks[index]
+            try:
+                verdict = await check.resume(req)
+            except Exception:
+                log.exception("auth check %s failed", check.name)
+                return Denial(503, f"{check.name}: internal error")
+            req.pending = None
+            req.retried = False
+            if verdict is not None:
+                return verdict
+            after = self.run(req, index + 1)
+            if not isinstance(after, int):
+                return after
+            index = after
+
+
+# ---------------------------------------------------------------------------------------
+# Credentials
+# ---------------------------------------------------------------------------------------
+
+def _query_param(query: bytes, name: bytes) -> bytes | None:
+    for part in query.split(b"&"):
+        k, sep, v = part.partition(b"=")
+        if k == name and sep:
+            return urllib.request.unquote_to_bytes(v)
+    return None
+
+
+def _cookie(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n == b"cookie":
+            for part in v.split(b";"):
+                k, sep, val = part.strip().partition(b"=")
+                if k == name and sep:
+                    return val.strip(b'"')
+    return None
+
+
+class _Source:
+    """A CredentialSource compiled: ``take(req)`` -> the credential or None."""
+
+    __slots__ = ("kind", "name", "prefix")
+
+    def __init__(self, src: CredentialSource) -> None:
+        self.kind = src.kind
+        self.name = src.name.lower().encode() if src.kind == "header" else src.name.encode()
+        self.prefix = src.prefix.lower().encode()
+
+    def take(self, req: AuthRequest) -> bytes | None:
+        if self.kind == "header":
+            v = req.header(self.name)
+            if v is None:
+                return None
+            if self.prefix:
+                if v[:len(self.prefix)].lower() != self.prefix:
+                    return None
+                v = v[len(self.prefix):]
+            return v.strip()
+        if self.kind == "query":
+            return _query_param(req.query, self.name) if req.query else None
+        return _cookie(req.headers, self.name)
+
+
+def _first(sources: tuple[_Source, ...], req: AuthRequest) -> tuple[bytes, _Source] | None:
+    for s in sources:
+        v = s.take(req)
+        if v:
+            return v, s
+    return None
+
+
+class _LRU:
+    """A bounded mapping, least recently used out first."""
+
+    __slots__ = ("data", "size")
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.data: OrderedDict[Any, Any] = OrderedDict()
+        self.size = size
+
+    def get(self, key: Any) -> Any:
+        v = self.data.get(key)
+        if v is not None:
+            self.data.move_to_end(key)
+        return v
+
+    def put(self, key: Any, value: Any) -> None:
+        self.data[key] = value
+        self.data.move_to_end(key)
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+
+    def pop(self, key: Any) -> None:
+        self.data.pop(key, None)
+
+
+# ---------------------------------------------------------------------------------------
+# JWT
+# ---------------------------------------------------------------------------------------
+
+#: Algorithms a token may use, and the public key type that verifies each. HS* are added
+#: per provider only when it has an explicit secret.
+_KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "RS256": (rsa.RSAPublicKey,), "RS384": (rsa.RSAPublicKey,), "RS512": (rsa.RSAPublicKey,),
+    "PS256": (rsa.RSAPublicKey,), "PS384": (rsa.RSAPublicKey,), "PS512": (rsa.RSAPublicKey,),
+    "ES256": (ec.EllipticCurvePublicKey,), "ES384": (ec.EllipticCurvePublicKey,),
+    "ES512": (ec.EllipticCurvePublicKey,),
+    "EdDSA": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
+}
+_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+_HMAC = ("HS256", "HS384", "HS512")
+
+
+class JwksKey:
+    """One usable key of a JWKS."""
+
+    __slots__ = ("kid", "alg", "key")
+
+    def __init__(self, kid: str | None, alg: str | None, key: Any) -> None:
+        self.kid = kid
+        self.alg = alg
+        self.key = key
+
+    def fits(self, alg: str) -> bool:
+        if self.alg is not None and self.alg != alg:
+            return False
+        if not isinstance(self.key, _KEY_TYPES[alg]):
+            return False
+        curve = _CURVES.get(alg)
+        return curve is None or self.key.curve.name == curve
+
+
+def parse_jwks(text: str | bytes) -> tuple[list[JwksKey], list[str]]:
+    """A JWKS document's usable verification keys, and what was skipped (and why).
+
+    Raises ValueError when the document is not a JWKS at all."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise ValueError('not a JWKS: no "keys" list')
+    keys: list[JwksKey] = []
+    skipped: list[str] = []
+    for i, jwk in enumerate(doc["keys"]):
+        label = f"keys[{i}]"
+        if not isinstance(jwk, dict):
+            skipped.append(f"{label}: not an object")
+            continue
+        kid = jwk.get("kid")
+        if isinstance(kid, str):
+            label += f" (kid {kid!r})"
+        else:
+            kid = None
+        if jwk.get("use", "sig") != "sig":
+            skipped.append(f"{label}: use {jwk.get('use')!r}")
+            continue
+        alg = jwk.get("alg")
+        if alg is not None and alg not in _KEY_TYPES:
+            skipped.append(f"{label}: unsupported alg {alg!r}")
+            continue
+        if jwk.get("kty") not in ("RSA", "EC", "OKP"):
+            skipped.append(f"{label}: unsupported kty {jwk.get('kty')!r}")
+            continue
+        if "d" in jwk:
+            skipped.append(f"{label}: a private key")
+            continue
+        try:
+            key = pyjwt.PyJWK(jwk).key
+        except Exception as e:  # PyJWKError, InvalidKeyError, ValueError from cryptography
+            skipped.append(f"{label}: {e}")
+            continue
+        keys.append(JwksKey(kid, alg, key))
+    return keys, skipped
+
+
+class RemoteKeys:
+    """A remote JWKS as a worker knows it: fetched in the background (``Cache-Control:
+    max-age`` or the refresh interval, ``ETag`` revalidation), refetched early when a token
+    names an unknown key, the last good keys kept while the URI fails."""
+
+    def __init__(self, cfg: RemoteJWKS) -> None:
+        self.cfg = cfg
+        self.keys: list[JwksKey] = []
+        #: A fetch has succeeded at least once.
+        self.loaded = False
+        #: Bumped whenever the keys change (verified-token caches compare it).
+        self.generation = 0
+        self.etag: str | None = None
+        self.last_attempt = -1e9
+        self.inflight: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.reported: set[str] = set()
+        self.failing = False
+        self.wake: asyncio.Event | None = None
+
+    def start(self) -> None:
+        """Start the background refresh (in a running loop; idempotent)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self.task is not None and self.task.get_loop() is loop and not self.task.done():
+            return
+        self.inflight = None  # (a previous loop's, in tests)
+        self.wake = asyncio.Event()
+        self.task = loop.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        while True:
+            ttl = await self.fetch()
+            try:
+                await asyncio.wait_for(self.wake.wait(), ttl)  # type: ignore[union-attr]
+            except TimeoutError:
+                pass
+
+    def fetch(self) -> asyncio.Future[Any]:
+        """One fetch, shared by whoever asks while it runs; resolves to the seconds until
+        the next regular one."""
+        if self.inflight is None or self.inflight.done():
+            self.last_attempt = time.monotonic()
+            self.inflight = asyncio.ensure_future(self._fetch())
+        return asyncio.shield(self.inflight)
+
+    async def refetch(self) -> None:
+        """Fetch now unless one ran less than REFETCH_INTERVAL ago; wait for it (bounded
+        by the fetch's own timeout)."""
+        self.start()
+        running = self.inflight is not None and not self.inflight.done()
+        if running or not self.loaded or \
+                time.monotonic() - self.last_attempt >= REFETCH_INTERVAL:
+            await self.fetch()
+
+    async def _fetch(self) -> float:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        try:
+            status, body, headers = await asyncio.wait_for(
+                loop.run_in_executor(None, self._get), cfg.timeout)
+            if status == 304 and self.loaded:
+                ttl = _max_age(headers.get("cache-control", "")) or cfg.refresh_interval
+                self.failing = False
+                return ttl
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
+            if len(body) > MAX_JWKS:
+                raise ValueError(f"document larger than {MAX_JWKS} bytes")
+            keys, skipped = parse_jwks(body)
+            for s in skipped:
+                if s not in self.reported:  # reported once per key
+                    self.reported.add(s)
+                    log.warning("JWKS %s: key skipped: %s", cfg.uri, s)
+            self.keys = keys
+            self.loaded = True
+            self.generation += 1
+            self.etag = headers.get("etag")
+            if self.failing:
+                log.warning("JWKS %s: fetched again (%d keys)", cfg.uri, len(keys))
+            self.failing = False
+            ttl = _max_age(headers.get("cache-control", ""))
+            return min(ttl, cfg.refresh_interval) if ttl else cfg.refresh_interval
+        except Exception as e:
+            if not self.failing:
+                log.warning("JWKS %s: fetch failed (%s); %s", cfg.uri,
+                            "timed out" if isinstance(e, TimeoutError) else e,
+                            "keeping the last good keys" if self.loaded else "no keys yet")
+            self.failing = True
+            return min(RETRY_INTERVAL, self.cfg.refresh_interval)
+
+    def _get(self) -> tuple[int, bytes, dict[str, str]]:
+        """The HTTP GET (in a thread: urllib blocks)."""
+        cfg = self.cfg
+        req = urllib.request.Request(cfg.uri, headers={"accept": "application/json"})
+        if self.etag and self.loaded:
+            req.add_header("if-none-match", self.etag)
+        ctx = None
+        if cfg.uri.startswith("https:"):
+            ctx = ssl.create_default_context(cadata=cfg.ca_pem or None)
+        try:
+            with urllib.request.urlopen(req, timeout=cfg.timeout, context=ctx) as resp:
+                body = resp.read(MAX_JWKS + 1)
+                return resp.status, body, {k.lower(): v for k, v in resp.headers.items()}
+        except urllib.error.HTTPError as e:
+            return e.code, b"", {k.lower(): v for k, v in e.headers.items()}
+
+
+def _max_age(cache_control: str) -> float:
+    for part in cache_control.split(","):
+        k, _, v = part.strip().partition("=")
+        if k.lower() == "max-age":
+            try:
+                return max(1.0, min(float(int(v)), 86400.0))
+            except ValueError:
+                return 0.0
+        if k.lower() in ("no-cache", "no-store"):
+            return 1.0
+    return 0.0
+
+
+#: One RemoteKeys per remote JWKS config in the worker: rules sharing a provider share
+#: its keys and its fetches.
+_REMOTE: dict[RemoteJWKS, RemoteKeys] = {}
+
+
+def remote_keys(cfg: RemoteJWKS) -> RemoteKeys:
+    rk = _REMOTE.get(cfg)
+    if rk is None:
+        rk = _REMOTE[cfg] = RemoteKeys(cfg)
+    rk.start()
+    return rk
+
+
+class _Provider:
+    __slots__ = ("cfg", "name", "local", "remote", "algorithms", "claim_headers", "audience",
+                 "hmac_secret")
+
+    def __init__(self, p: JWTProvider) -> None:
+        self.cfg = p
+        self.name = p.name
+        self.local: list[JwksKey] = []
+        if p.local_jwks:
+            self.local, skipped = parse_jwks(p.local_jwks)  # (the controller checked it)
+            for s in skipped:
+                log.warning("JWT provider %s: JWKS key skipped: %s", p.name, s)
+        self.remote = remote_keys(p.remote_jwks) if p.remote_jwks is not None else None
+        self.hmac_secret = p.hmac_secret
+        self.algorithms = set(_KEY_TYPES) | (set(_HMAC) if p.hmac_secret else set())
+        self.claim_headers = tuple((c.claim.split("."), c.header.lower().encode())
+                                   for c in p.claim_to_headers)
+        self.audience = list(p.audiences) or None
+
+    def generation(self) -> int:
+        return self.remote.generation if self.remote is not None else 0
+
+    def keys_for(self, kid: str | None, alg: str) -> list[Any]:
+        if alg in _HMAC:
+            return [self.hmac_secret]
+        keys = self.local + self.remote.keys if self.remote is not None else self.local
+        return [k.key for k in keys if (kid is None or k.kid == kid) and k.fits(alg)]
+
+
+def _claim(claims: dict[str, Any], path: list[str]) -> Any:
+    v: Any = claims
+    for p in path:
+        if not isinstance(v, dict) or p not in v:
+            return None
+        v = v[p]
+    return v
+
+
+def _as_texts(v: Any) -> list[str]:
+    items = v if isinstance(v, list) else [v]
+    out = []
+    for x in items:
+        if isinstance(x, bool):
+            out.append("true" if x else "false")
+        elif isinstance(x, (str, int, float)):
+            out.append(str(x))
+    return out
+
+
+def claim_holds(claims: dict[str, Any], req: ClaimRequirement) -> bool:
+    v = _claim(claims, req.name.split("."))
+    if v is None:
+        return False
+    if not req.values:
+        return True
+    have = _as_texts(v)
+    return any(x in have for x in req.values)
+
+
+def token_scopes(claims: dict[str, Any]) -> set[str]:
+    """``scope`` (RFC 8693: space-separated) or ``scp`` (a list or a string)."""
+    out: set[str] = set()
+    for name in ("scope", "scp"):
+        v = claims.get(name)
+        if isinstance(v, str):
+            out.update(v.split())
+        elif isinstance(v, list):
+            out.update(x for x in v if isinstance(x, str))
+    return out
+
+
+def _header_value(v: Any) -> bytes | None:
+    text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+    if any(c in text for c in "\r\n\0"):
+        return None
+    return text.encode("utf-8", "replace")
+
+
+def _bearer(error: str | None, description: str | None = None, scope: str | None = None
+            ) -> list[tuple[bytes, bytes]]:
+    """RFC 6750 section 3: the challenge, with an error code when credentials were sent."""
+    parts = ['Bearer realm="kgw"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append('error_description="%s"' % description.replace('"', "'"))
+    if scope:
+        parts.append(f'scope="{scope}"')
+    return [(b"www-authenticate", ", ".join(parts).encode())]
+
+
+def _invalid(detail: str, description: str) -> Denial:
+    return Denial(401, detail, _bearer("invalid_token", description))
+
+
+_B64URL = re.compile(rb"[A-Za-z0-9_-]+")
+
+
+def jose_header(token: bytes) -> dict[str, Any] | None:
+    """A compact JWS's protected header (RFC 7515 section 7.1), or None when ``token`` is
+    not three base64url segments or its header is not a JSON object. Read here rather than
+    by PyJWT, which would decode and check the whole token a second time."""
+    if token.count(b".") != 2:
+        return None
+    head, payload, sig = token.split(b".")
+    if len(head) > 1024 or not _B64URL.fullmatch(head) or not _B64URL.fullmatch(payload) \
+            or (sig and not _B64URL.fullmatch(sig)):
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + b"=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+class _Verified:
+    __slots__ = ("claims", "provider", "generation", "until")
+
+    def __init__(self, claims: dict[str, Any], provider: _Provider, generation: int,
+                 until: float) -> None:
+        self.claims = claims
+        self.provider = provider
+        self.generation = generation
+        self.until = until
+
+
+class JwtCheck(Check):
+    """RFC 7519 tokens verified against the providers' keys (RFC 7515 signatures by PyJWT
+    and cryptography); scopes and claims required; claims to headers."""
+
+    __slots__ = ("providers", "sources", "scopes", "claims", "cache", "clock")
+    name = "jwt"
+
+    def __init__(self, cfg: JWT, clock: Callable[[], float] = time.time) -> None:
+        self.providers = tuple(_Provider(p) for p in cfg.providers)
+        seen: dict[CredentialSource, _Source] = {}
+        for p in cfg.providers:
+            for s in p.extract_from:
+                seen.setdefault(s, _Source(s))
+        self.sources = tuple(seen.values())
+        self.scopes = cfg.required_scopes
+        self.claims = cfg.required_claims
+        self.cache = _LRU()
+        self.clock = clock
+
+    def check(self, req: AuthRequest) -> Denial | None:
+        found = _first(self.sources, req)
+        if found is None:
+            return Denial(401, "jwt: no token", _bearer(None))
+        token, source = found
+        if len(token) > MAX_CREDENTIAL:
+            return _invalid("jwt: token too large", "token too large")
+        now = self.clock()
+        hit = self.cache.get(token)
+        if hit is not None:
+            if hit.until > now and hit.generation == hit.provider.generation():
+                return self._accept(req, hit.claims, hit.provider, source)
+            self.cache.pop(token)
+        header = jose_header(token)
+        if header is None:
+            return _invalid("jwt: malformed token", "malformed token")
+        text = token.decode("ascii")  # (jose_header checked it is base64url and dots)
+        alg = header.get("alg")
+        kid = header.get("kid")
+        if not isinstance(kid, (str, type(None))):
+            return _invalid("jwt: kid is not a string", "malformed token")
+        provider = self._provider(text)
+        if provider is None:
+            return _invalid("jwt: no provider for this issuer", "unknown issuer")
+        if not isinstance(alg, str) or alg not in provider.algorithms:
+            return _invalid(f"jwt: algorithm {alg!r} not allowed", "algorithm not allowed")
+        keys = provider.keys_for(kid, alg)
+        if not keys:
+            remote = provider.remote
+            if remote is not None and not req.retried:
+                req.pending = remote
+                return PENDING
+            if remote is not None and not remote.loaded:
+                return Denial(503, f"jwt: provider {provider.name}: no keys (JWKS not fetched)")
+            return _invalid(f"jwt: no key for kid {kid!r}, alg {alg}", "unknown key")
+        generation = provider.generation()
+        error = None
+        for key in keys:  # (without a kid, every key of the algorithm's type is tried)
+            try:
+                claims = pyjwt.decode(
+                    text, key, algorithms=[alg], audience=provider.audience,
+                    issuer=provider.cfg.issuer, leeway=provider.cfg.clock_skew,
+                    options={"verify_aud": provider.audience is not None})
+                break
+            except pyjwt.InvalidSignatureError as e:
+                error = e
+            except pyjwt.ExpiredSignatureError:
+                return _invalid("jwt: expired", "token expired")
+            except pyjwt.ImmatureSignatureError:
+                return _invalid("jwt: not yet valid", "token not yet valid")
+            except pyjwt.InvalidAudienceError:
+                return _invalid("jwt: audience not allowed", "audience not allowed")
+            except pyjwt.InvalidIssuerError:
+                return _invalid("jwt: issuer not allowed", "issuer not allowed")
+            except pyjwt.PyJWTError as e:
+                return _invalid(f"jwt: invalid ({e})", "invalid token")
+        else:
+            return _invalid(f"jwt: bad signature ({error})", "signature verification failed")
+        exp = claims.get("exp")
+        until = now + CACHE_TTL
+        if isinstance(exp, (int, float)):
+            until = min(until, exp + provider.cfg.clock_skew)
+        self.cache.put(token, _Verified(claims, provider, generation, until))
+        return self._accept(req, claims, provider, source)
+
+    async def resume(self, req: AuthRequest) -> Denial | None:
+        remote: RemoteKeys = req.pending
+        await remote.refetch()
+        req.retried = True
+        return self.check(req)
+
+    def _provider(self, text: str) -> _Provider | None:
+        providers = self.providers
+        if len(providers) == 1:
+            return providers[0]
+        try:
+            iss = pyjwt.decode(text, options={"verify_signature": False}).get("iss")
+        except pyjwt.PyJWTError:
+            iss = None
+        for p in providers:
+            if p.cfg.issuer is None or p.cfg.issuer == iss:
+                return p
+        return None
+
+    def _accept(self, req: AuthRequest, claims: dict[str, Any], provider: _Provider,
+                source: _Source) -> Denial | None:
+        if self.scopes:
+            have = token_scopes(claims)
+            missing = [s for s in self.scopes if s not in have]
+            if missing:
+                return Denial(403, "jwt: missing scopes " + " ".join(missing), _bearer(
+                    "insufficient_scope", "missing scope", " ".join(self.scopes)))
+        for c in self.claims:
+            if not claim_holds(claims, c):
+                return Denial(403, f"jwt: claim {c.name} not satisfied",
+                              _bearer("insufficient_scope", f"claim {c.name} required"))
+        req.claims = claims
+        sub = claims.get("sub")
+        req.principal = sub if isinstance(sub, str) else req.principal
+        for path, header in provider.claim_headers:
+            v = _claim(claims, path)
+            if v is not None and (value := _header_value(v)) is not None:
+                req.set_header(header, value)
+            else:
+                req.remove.add(header)  # never the client's own value under that name
+        if not provider.cfg.forward and source.kind == "header":
+            req.remove.add(source.name)
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Basic auth and API keys
+# ---------------------------------------------------------------------------------------
+
+def _basic_challenge(realm: str) -> list[tuple[bytes, bytes]]:
+    return [(b"www-authenticate", b'Basic realm="%s"' % realm.encode())]
+
+
+class BasicCheck(Check):
+    """RFC 7617 credentials against htpasswd entries. bcrypt hashes are checked in a
+    thread (a few milliseconds each, by design); a verified pair is remembered (by its
+    SHA-256) so a client pays that once."""
+
+    __slots__ = ("users", "header", "challenge", "verified", "hashing")
+    name = "basicAuth"
+
+    def __init__(self, cfg: BasicAuth) -> None:
+        self.users = dict(cfg.users)
+        self.header = cfg.forward_username_header.lower().encode() \
+            if cfg.forward_username_header else None
+        self.challenge = _basic_challenge(cfg.realm)
+        self.verified = _LRU()
+        self.hashing = 0
+
+    def check(self, req: AuthRequest) -> Denial | None:
+        v = req.header(b"authorization")
+        if v is None or v[:6].lower() != b"basic ":
+            return Denial(401, "basicAuth: no credentials", self.challenge)
+        if len(v) > MAX_CREDENTIAL:
+            return Denial(401, "basicAuth: credentials too large", self.challenge)
+        try:
+            user_b, sep, password = base64.b64decode(v[6:].strip(), validate=True).partition(
+                b":")
+            user = user_b.decode("utf-8")
+        except (binascii.Error, ValueError):
+            return Denial(401, "basicAuth: malformed credentials", self.challenge)
+        if not sep:
+            return Denial(401, "basicAuth: malformed credentials", self.challenge)
+        stored = self.users.get(user)
+        if stored is None:
+            return Denial(401, "basicAuth: unknown user", self.challenge)
+        digest = hashlib.sha256(v).digest()
+        if self.verified.get(digest) is not None:
+            return self._accept(req, user)
+        if stored.startswith("{SHA}"):
+            sha = base64.b64encode(hashlib.sha1(password).digest()).decode()
+            if hmac.compare_digest(sha, stored[5:]):
+                self.verified.put(digest, user)
+                return self._accept(req, user)
+            return Denial(401, "basicAuth: wrong password", self.challenge)
+        if self.hashing >= MAX_HASHING:
+            return Denial(503, "basicAuth: too many password checks at once")
+        req.pending = (user, password, stored.encode(), digest)
+        return PENDING
+
+    async def resume(self, req: AuthRequest) -> Denial | None:
+        import bcrypt  # (imported only where bcrypt hashes are used)
+        user, password, stored, digest = req.pending
+        self.hashing += 1
+        try:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, bcrypt.checkpw, password, stored)
+        except ValueError:
+            ok = False
+        finally:
+            self.hashing -= 1
+        if not ok:
+            return Denial(401, "basicAuth: wrong password", self.challenge)
+        self.verified.put(digest, user)
+        return self._accept(req, user)
+
+    def _accept(self, req: AuthRequest, user: str) -> None:
+        req.principal = user
+        if self.header is not None:
+            req.set_header(self.header, user.encode())
+        return None
+
+
+class ApiKeyCheck(Check):
+    """A key from a header, query parameter or cookie, looked up by its SHA-256 (a dict
+    lookup on a digest: no timing difference an attacker can steer by prefix)."""
+
+    __slots__ = ("clients", "sources", "header", "sanitize")
+    name = "apiKeyAuth"
+
+    def __init__(self, cfg: APIKeyAuth) -> None:
+        self.clients = {hashlib.sha256(key.encode()).digest(): client
+                        for client, key in cfg.credentials}
+        self.sources = tuple(_Source(s) for s in cfg.extract_from)
+        self.header = cfg.forward_client_id_header.lower().encode() \
+            if cfg.forward_client_id_header else None
+        self.sanitize = cfg.sanitize
+
+    def check(self, req: AuthRequest) -> Denial | None:
+        challenge = [(b"www-authenticate", b'ApiKey realm="kgw"')]
+        found = _first(self.sources, req)
+        if found is None:
+            return Denial(401, "apiKeyAuth: no key", challenge)
+        key, source = found
+        if len(key) > MAX_CREDENTIAL:
+            return Denial(401, "apiKeyAuth: key too large", challenge)
+        client = self.clients.get(hashlib.sha256(key).digest())
+        if client is None:
+            return Denial(401, "apiKeyAuth: unknown key", challenge)
+        req.principal = client
+        if self.header is not None:
+            req.set_header(self.header, client.encode())
+        if self.sanitize and source.kind == "header":
+            req.remove.add(source.name)
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Authorization rules
+# ---------------------------------------------------------------------------------------
+
+class _Rule:
+    __slots__ = ("name", "allow", "nets", "claims", "scopes", "headers", "methods", "paths")
+
+    def __init__(self, r: Any) -> None:
+        self.name = r.name
+        self.allow = r.action == "Allow"
+        self.nets = tuple(ipaddress.ip_network(c, strict=False) for c in r.client_cidrs)
+        self.claims = r.claims
+        self.scopes = r.scopes
+        self.headers = tuple((h.name.lower().encode(), tuple(v.encode() for v in h.values))
+                             for h in r.headers)
+        self.methods = frozenset(m.upper().encode() for m in r.methods)
+        self.paths = tuple(p.rstrip("/").encode() for p in r.paths)
+
+    def matches(self, req: AuthRequest, addr: Any) -> bool:
+        if self.methods and req.method not in self.methods:
+            return False
+        if self.paths and not any(req.path == p or req.path.startswith(p + b"/") or not p
+                                  for p in self.paths):
+            return False
+        if self.nets and (addr is None or not any(addr in n for n in self.nets)):
+            return False
+        for name, values in self.headers:
+            got = [v for n, v in req.headers if n == name]
+            if not got or (values and not any(v in values for v in got)):
+                return False
+        if self.claims or self.scopes:
+            claims = req.claims
+            if claims is None:
+                return False
+            if not all(claim_holds(claims, c) for c in self.claims):
+                return False
+            if self.scopes and not set(self.scopes) <= token_scopes(claims):
+                return False
+        return True
+
+
+def _address(peer: bytes) -> Any:
+    try:
+        addr = ipaddress.ip_address(peer.decode())
+    except ValueError:
+        return None
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return mapped or addr
+
+
+class AuthorizationCheck(Check):
+    __slots__ = ("rules", "default_allow", "needs_addr")
+    name = "authorization"
+
+    def __init__(self, cfg: Authorization) -> None:
+        self.rules = tuple(_Rule(r) for r in cfg.rules)
+        self.default_allow = cfg.default_action == "Allow"
+        self.needs_addr = any(r.nets for r in self.rules)
+
+    def check(self, req: AuthRequest) -> Denial | None:
+        addr = _address(req.peer) if self.needs_addr else None
+        for r in self.rules:
+            if r.matches(req, addr):
+                return None if r.allow else Denial(403, f"authorization: rule {r.name} denies")
+        return None if self.default_allow else Denial(403, "authorization: no rule allows")
+
+
+#: Which section becomes which check, in the order they run: authentication, then
+#: authorization (which reads what authentication established).
+CHECKS: tuple[tuple[str, Callable[[Any], Check]], ...] = (
+    ("jwt", JwtCheck),
+    ("basic_auth", BasicCheck),
+    ("api_key_auth", ApiKeyCheck),
+    ("authorization", AuthorizationCheck),
+)
+ORDER = tuple(name for name, _ in CHECKS)

@@ -1,0 +1,143 @@
+"""The auth checks through the proxy: a plane in front of ``kgw echo`` with rules that
+require a JWT (inline keys, and a remote JWKS that rotates and then hangs), basic auth, an
+API key and authorization rules; real HTTP/1.1 and HTTP/2 clients."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import bcrypt
+import pytest
+
+from kgw_l7.auth_config import (
+    JWT, APIKeyAuth, Authorization, AuthorizationRule, BasicAuth, ClaimRequirement,
+    ClaimToHeader, JWTProvider, RemoteJWKS, Security,
+)
+from kgw_l7.config import L7Config, Listener, VirtualHost
+
+from .conftest import PlaneRunner, free_port, request
+from .test_auth import RSA, RSA2, JwksServer, jwk, jwks, token
+from .test_proxy import backend, prefix, rule
+
+pytestmark = pytest.mark.slow
+
+ISSUER = dict(issuer="https://issuer.test", audiences=("api",))
+
+
+@pytest.fixture(scope="module")
+def jwks_server():
+    s = JwksServer()
+    s.doc = jwks(jwk(RSA, "k1"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(echoes, jwks_server):
+    port = free_port()
+    v1 = backend(echoes["v1"])
+    inline = JWTProvider("inline", local_jwks=jwks(jwk(RSA, "k1")), **ISSUER,
+                         claim_to_headers=(ClaimToHeader("sub", "x-user"),))
+    remote = JWTProvider("remote", remote_jwks=RemoteJWKS(jwks_server.url, timeout=1.0),
+                         **ISSUER)
+    secured = [
+        prefix("/jwt", rule("jwt", v1, security=Security(jwt=JWT((inline,))))),
+        prefix("/scoped", rule("scoped", v1, security=Security(
+            jwt=JWT((inline,), required_scopes=("orders:write",))))),
+        prefix("/remote", rule("remote", v1, security=Security(jwt=JWT((remote,))))),
+        prefix("/basic", rule("basic", v1, security=Security(basic_auth=BasicAuth(
+            (("ann", bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()),),
+            forward_username_header="x-user")))),
+        prefix("/key", rule("key", v1, security=Security(api_key_auth=APIKeyAuth(
+            (("mobile", "k-123"),), forward_client_id_header="x-client")))),
+        prefix("/admin", rule("admin", v1, security=Security(
+            jwt=JWT((inline,)), authorization=Authorization(rules=(
+                AuthorizationRule("admins", "Allow",
+                                  claims=(ClaimRequirement("role", ("admin",)),)),))))),
+        prefix("/", rule("open", v1)),
+    ]
+    cfg = L7Config(listeners=(Listener("main", "127.0.0.1", port, virtual_hosts=(
+        VirtualHost("*", tuple(secured)),)),), generation=1)
+    runner = PlaneRunner(workers=1)
+    runner.apply(cfg)
+    runner.port = port  # type: ignore[attr-defined]
+    yield runner
+    runner.close()
+
+
+def hdr(resp, name):
+    return resp.json()["headers"].get(name)
+
+
+def test_jwt_end_to_end(proxy, send):
+    p = proxy.port
+    ok = send(p, "/jwt", headers={"authorization": "Bearer " + token(RSA)})
+    assert ok.status == 200
+    assert hdr(ok, "X-User") == ["alice"]
+    assert hdr(ok, "Authorization") is None  # removed before forwarding
+    for bad in (token(RSA, exp=int(time.time()) - 3600), token(RSA, aud="other"),
+                token(RSA2), token(RSA)[:-6] + "xxxxxx", "e30.e30.", "%%%.%%%.%%%"):
+        r = send(p, "/jwt", headers={"authorization": "Bearer " + bad})
+        assert r.status == 401, bad
+        assert 'error="invalid_token"' in r.header("www-authenticate")
+    r = send(p, "/jwt")
+    assert (r.status, r.header("www-authenticate")) == (401, 'Bearer realm="kgw"')
+    r = send(p, "/jwt", headers={"authorization": "Bearer " + "a" * 9000})
+    assert r.status == 401
+    assert send(p, "/open").status == 200
+
+
+def test_scopes_403(proxy, send):
+    p = proxy.port
+    r = send(p, "/scoped", headers={"authorization": "Bearer " + token(RSA, scope="orders:read")})
+    assert r.status == 403 and "insufficient_scope" in r.header("www-authenticate")
+    r = send(p, "/scoped", headers={"authorization": "Bearer " + token(
+        RSA, scope="orders:read orders:write")})
+    assert r.status == 200
+
+
+def test_basic_and_api_key(proxy, send):
+    p = proxy.port
+    good = "Basic " + base64.b64encode(b"ann:secret").decode()
+    r = send(p, "/basic", headers={"authorization": good})
+    assert r.status == 200 and hdr(r, "X-User") == ["ann"]
+    for bad in ("Basic " + base64.b64encode(b"ann:wrong").decode(), "Basic !!notbase64", None):
+        r = send(p, "/basic", headers={"authorization": bad} if bad else None)
+        assert r.status == 401 and r.header("www-authenticate") == 'Basic realm="kgw"'
+    r = send(p, "/key", headers={"x-api-key": "k-123", "x-client": "spoofed"})
+    assert r.status == 200 and hdr(r, "X-Client") == ["mobile"]
+    assert hdr(r, "X-Api-Key") is None
+    assert send(p, "/key", headers={"x-api-key": "nope"}).status == 401
+
+
+def test_authorization_rules(proxy, send):
+    p = proxy.port
+    r = send(p, "/admin", headers={"authorization": "Bearer " + token(RSA, role="admin")})
+    assert r.status == 200
+    r = send(p, "/admin", headers={"authorization": "Bearer " + token(RSA, role="dev")})
+    assert r.status == 403
+    assert send(p, "/admin").status == 401
+
+
+def test_remote_jwks_rotation_and_hang(proxy, jwks_server):
+    p = proxy.port
+    send = request  # (once: the JWKS server's state moves on)
+    assert send(p, "/remote", headers={"authorization": "Bearer " + token(RSA, "k1")}
+                ).status == 200
+    jwks_server.doc = jwks(jwk(RSA2, "k2"))
+    time.sleep(2.2)  # (auth.REFETCH_INTERVAL)
+    assert send(p, "/remote", headers={"authorization": "Bearer " + token(RSA2, "k2")}
+                ).status == 200
+    jwks_server.hang.set()
+    try:
+        # the last good keys keep serving while the URI hangs
+        assert send(p, "/remote", headers={"authorization": "Bearer " + token(
+            RSA2, "k2", jti="again")}).status == 200
+        time.sleep(2.2)
+        t0 = time.monotonic()
+        r = send(p, "/remote", headers={"authorization": "Bearer " + token(RSA2, "k9")})
+        assert r.status == 401
+        assert time.monotonic() - t0 < 5
+    finally:
+        jwks_server.hang.clear()
