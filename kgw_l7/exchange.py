@@ -697,7 +697,7 @@ class Exchange(UpstreamOwner):
         if self.req < RECEIVED and self.received + self.buf_size > BODY_HIGH_WATER:
             self.close_after = True  # don't read a large unwanted body
         headers = list(extra) if extra else []
-        if body and (not extra or all(h[0] != b"content-type" for h in extra)):
+        if body and (not extra or _header(tuple(extra), b"content-type") is None):
             headers.append((b"content-type", b"text/plain"))
         headers.append((b"content-length", b"%d" % len(body)))
         data = []
@@ -830,6 +830,8 @@ class Exchange(UpstreamOwner):
         self.auth_wait = None
         rule: CompiledRule = self.rule  # type: ignore[assignment]
         s = rule.filters.ext_auth
+        if s is None:  # (routed() waits only for a rule that has one)
+            raise RuntimeError("authorize: the rule has no ext auth")
         head = self.head
         down = self.down
         body = b""
