@@ -14,6 +14,8 @@ from typing import Any
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 CONTROLLER_NAME = "kgw.dev/gateway-controller"
+#: kgw's own policy kinds (controller/policy): TrafficPolicy, SecurityPolicy.
+POLICY_GROUP = "gateway.kgw.dev"
 
 Obj = Mapping[str, Any]
 
@@ -42,6 +44,8 @@ KINDS: dict[str, Kind] = {
              "referencegrants"),
         Kind(GATEWAY_GROUP, "BackendTLSPolicy", True, ("v1", "v1alpha3"), "backendtlspolicies"),
         Kind(GATEWAY_GROUP, "ListenerSet", True, ("v1",), "listenersets"),
+        Kind(POLICY_GROUP, "TrafficPolicy", True, ("v1alpha1",), "trafficpolicies"),
+        Kind(POLICY_GROUP, "SecurityPolicy", True, ("v1alpha1",), "securitypolicies"),
         Kind("", "Namespace", False, ("v1",), "namespaces"),
         Kind("", "Service", True, ("v1",), "services"),
         Kind("discovery.k8s.io", "EndpointSlice", True, ("v1",), "endpointslices"),
@@ -51,6 +55,9 @@ KINDS: dict[str, Kind] = {
 }
 
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
+POLICY_KINDS = ("TrafficPolicy", "SecurityPolicy")
+#: The groups whose objects kgw writes status to.
+STATUS_GROUPS = (GATEWAY_GROUP, POLICY_GROUP)
 
 
 def api_version(kind: Kind, version: str) -> str:

@@ -35,6 +35,9 @@ ListenerProtocol = Literal["HTTP", "HTTPS"]
 BackendProtocol = Literal["http", "h2c", "h2", "https", "ws", "wss"]
 #: The protocols spoken in HTTP/2 (``kgw_l7.upstream.Pool``).
 HTTP2_PROTOCOLS = frozenset({"h2c", "h2"})
+#: Field metadata: ``to_dict`` leaves the field out while it is None (fields most configs
+#: never set, such as policies: dumps and golden files stay as they were without them).
+OMIT_NONE = {"omit_none": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +209,7 @@ class Filters:
     rewrite: URLRewrite | None = None
     mirrors: tuple[Mirror, ...] = ()
     cors: CORS | None = None
-    ext_auth: ExtAuth | None = None
+    ext_auth: ExtAuth | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,33 @@ class Retry:
     #: Response codes that trigger a retry; connection errors always do.
     codes: tuple[int, ...] = ()
     backoff: float | None = None  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """TrafficPolicy ``requestLimits``: a larger body is answered 413 (checked while it
+    streams), more header fields 431. None: no limit beyond the proxy's own."""
+
+    max_body_size: int | None = None
+    max_headers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RulePolicy:
+    """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
+    section (controller/policy/registry.py), already merged by precedence."""
+
+    request_limits: RequestLimits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPolicy:
+    """What kgw policies apply to a bound socket's connections before any routing
+    (sections a Gateway or listener target sets)."""
+
+    #: TrafficPolicy ``requestHeaderTimeout``: a request head must arrive whole within
+    #: this many seconds of its first byte (None: the worker's default).
+    request_header_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +274,9 @@ class Rule:
     backend_timeout: float | None = None
     retry: Retry | None = None
     #: What a request must prove before it is forwarded (a SecurityPolicy's sections).
-    security: Security | None = None
+    security: Security | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: kgw policies on the rule (None: none).
+    policy: RulePolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +327,8 @@ class Listener:
     virtual_hosts: tuple[VirtualHost, ...] = ()
     #: HTTPS only: client certificates are requested and checked (mTLS); None = not.
     client_validation: ClientValidation | None = None
+    #: kgw policies on its connections (None: none).
+    policy: ListenerPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +344,8 @@ class L7Config:
 def to_dict(value: Any) -> Any:
     """A JSON-ready view of a config record (stable key order, tuples as lists)."""
     if dataclasses.is_dataclass(value):
-        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_none") and getattr(value, f.name) is None)}
     if isinstance(value, (tuple, list)):
         return [to_dict(v) for v in value]
     return value
@@ -318,8 +353,8 @@ def to_dict(value: Any) -> Any:
 
 __all__ = [
     "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "ExtAuth", "Filters",
-    "HeaderMatch", "HeaderModifier",
-    "L7Config", "Listener", "Mirror", "PathMatch", "PathModifier", "QueryParamMatch",
-    "Redirect", "Retry", "Route", "RouteMatch", "Rule", "URLRewrite", "UpstreamTLS",
-    "VirtualHost", "to_dict",
+    "HeaderMatch", "HeaderModifier", "L7Config", "Listener", "ListenerPolicy", "Mirror",
+    "PathMatch", "PathModifier", "QueryParamMatch", "Redirect", "RequestLimits", "Retry",
+    "Route", "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost",
+    "to_dict",
 ]

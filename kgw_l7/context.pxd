@@ -20,6 +20,7 @@ cdef class ListenerState:
     cdef public object server
     cdef public object sock
     cdef public object gateway
+    cdef public double header_timeout
 
 cdef class WorkerContext:
     cdef public object loop

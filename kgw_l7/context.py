@@ -46,7 +46,7 @@ class ListenerState:
     place by a new config, so open connections see the new routes on their next request."""
 
     __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
-                 "sock", "gateway")
+                 "sock", "gateway", "header_timeout")
 
     def __init__(self, name: str, record: Any, router: ListenerRouter,
                  certs: CertStore | None) -> None:
@@ -63,6 +63,8 @@ class ListenerState:
         self.conns: set[Any] = set()
         self.server: asyncio.AbstractServer | None = None
         self.sock: Any = None
+        #: A TrafficPolicy's requestHeaderTimeout for this socket (0: the worker's).
+        self.header_timeout = policy_header_timeout(record)
 
     def update(self, record: Any, router: ListenerRouter, certs: CertStore | None) -> None:
         """A new config for the same socket: open connections see it on their next
@@ -71,6 +73,13 @@ class ListenerState:
         self.router = router
         self.certs = certs
         self.gateway = listener_gateway(record)
+        self.header_timeout = policy_header_timeout(record)
+
+
+def policy_header_timeout(record: Any) -> float:
+    policy = record.policy
+    timeout = policy.request_header_timeout if policy is not None else None
+    return float(timeout) if timeout else 0.0
 
 
 def listener_gateway(record: Any) -> str:
@@ -85,7 +94,8 @@ class WorkerContext:
 
     ``conns`` holds the client connections; the periodic sweep calls their
     ``sweep(now, idle_timeout, header_timeout, response_timeout)`` (and ``close()`` if
-    that fails), ``drain`` sets their ``closing``.
+    that fails) with their ``listener``'s header timeout if a policy set one, ``drain``
+    sets their ``closing``.
     """
 
     __slots__ = ("loop", "options", "stats", "tls", "pool", "access_log", "max_connections",
@@ -127,10 +137,17 @@ class WorkerContext:
         self.stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
-        self._interval = max(0.05, min(1.0, options.header_timeout / 4,
-                                       options.idle_timeout / 4,
-                                       options.response_timeout / 4 or 1.0))
+        self._interval = self.sweep_interval()
         self._sweep()
+
+    def sweep_interval(self) -> float:
+        """How often the periodic timer runs: a quarter of the shortest timeout it checks
+        (a listener's policy may shorten the header timeout), between 50 ms and 1 s."""
+        options = self.options
+        header = min([options.header_timeout] + [st.header_timeout for st in
+                                                 self.listeners.values() if st.header_timeout])
+        return max(0.05, min(1.0, header / 4, options.idle_timeout / 4,
+                             options.response_timeout / 4 or 1.0))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a fire-and-forget task (mirrors, drains), keeping a reference to it."""
@@ -222,7 +239,8 @@ class WorkerContext:
         try:
             for conn in list(self.conns):
                 try:
-                    conn.sweep(now, opts.idle_timeout, opts.header_timeout,
+                    conn.sweep(now, opts.idle_timeout,
+                               conn.listener.header_timeout or opts.header_timeout,
                                opts.response_timeout)
                 except Exception:  # one connection's failure stays its own
                     log.exception("timeout check failed for a connection")

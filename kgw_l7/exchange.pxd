@@ -9,7 +9,8 @@
 cimport cython
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
-from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledRoute, CompiledRule,
+from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledPolicy, CompiledRoute,
+                            CompiledRule,
                             CompiledVirtualHost, HeaderOps, ListenerRouter, split_target)
 from kgw_l7.streams cimport (PAUSE_BODY, PAUSE_UPSTREAM, DownstreamStream, OutRequest,
                              UpstreamOwner, UpstreamStream, out_request)
@@ -102,8 +103,10 @@ cdef class Exchange(UpstreamOwner):
     cdef public object auth
     cdef public object auth_wait
     cdef public object auth_ops
-    cdef public Py_ssize_t body_limit
+    cdef public Py_ssize_t auth_body
     cdef public bint continued
+    cdef public Py_ssize_t body_limit
+    cdef public object refusal
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)
@@ -136,6 +139,8 @@ cdef class Exchange(UpstreamOwner):
                    vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,
                    down=DownstreamStream)
     cpdef route(self)
+    @cython.locals(head=RequestHead, limit=Py_ssize_t)
+    cpdef bint police(self, CompiledPolicy policy) except -1
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    bf=CompiledFilters, ops=HeaderOps, out=list, h=tuple, head=RequestHead,
                    down=DownstreamStream, listener=ListenerState)

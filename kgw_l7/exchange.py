@@ -55,7 +55,8 @@ from kgw_l7.events import (
     parse_connection_tokens,
 )
 from kgw_l7.extauth import Request as ExtAuthRequest
-from kgw_l7.router import CompiledBackend, CompiledRoute, CompiledRule, split_target
+from kgw_l7.router import (CompiledBackend, CompiledPolicy, CompiledRoute, CompiledRule,
+                           split_target)
 from kgw_l7.streams import (
     DownstreamStream, OutRequest, UpstreamError, UpstreamOwner, UpstreamStream, out_request,
 )
@@ -283,6 +284,16 @@ def _upstream_error(exc: UpstreamError) -> _Retry:
     return _Retry(exc.status, str(exc), _CONNECT_TIMEOUT if exc.status == 504 else _CONNECT_ERROR)
 
 
+class _Refuse(Exception):
+    """A policy refuses the request after forwarding began (``Exchange.refusal``)."""
+
+    def __init__(self, status: int, body: bytes, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body = body
+        self.detail = detail
+
+
 class Exchange(UpstreamOwner):
     """One request and its response (the phases: see the tables above).
 
@@ -302,7 +313,7 @@ class Exchange(UpstreamOwner):
                  "rule", "backend_name", "upstream_host", "flags", "resp_extra", "resp_ops",
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
                  "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "auth",
-                 "auth_wait", "auth_ops", "body_limit", "continued")
+                 "auth_wait", "auth_ops", "auth_body", "continued", "body_limit", "refusal")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -367,9 +378,14 @@ class Exchange(UpstreamOwner):
         self.auth_wait: tuple[CompiledRoute, bytes, bytes] | None = None
         self.auth_ops: Any = None
         #: Wake ``body_waiters`` once this many body bytes are buffered (0: at the end).
-        self.body_limit = 0
+        self.auth_body = 0
         #: 100 Continue was sent already (to get a body for the authorization service).
         self.continued = False
+        #: A policy's limit on the request body, checked as it streams (0: none).
+        self.body_limit = 0
+        #: Why the request is refused once forwarding began (the body grew past
+        #: ``body_limit``): the try raises it (``one_try``) and ``forward`` answers it.
+        self.refusal: _Refuse | None = None
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -388,6 +404,9 @@ class Exchange(UpstreamOwner):
     def on_request_body(self, data: bytes) -> None:
         n = len(data)
         self.received += n
+        if self.body_limit and self.received > self.body_limit:
+            self.body_too_large()
+            return
         retained = self.retained
         if retained is not None:
             if self.received > RETAIN_LIMIT:
@@ -404,9 +423,45 @@ class Exchange(UpstreamOwner):
         self.buf_size += n
         if self.buf_size > BODY_HIGH_WATER:
             self.down.pause(PAUSE_BODY)
-        if self.body_limit and self.buf_size >= self.body_limit:
-            self.body_limit = 0
+        if self.auth_body and self.buf_size >= self.auth_body:
+            self.auth_body = 0
             self._wake_body_waiters()
+
+    def body_too_large(self) -> None:
+        """The body crossed the rule's ``requestLimits.maxRequestBodySize`` while it
+        streamed: nothing more of it goes anywhere; the client gets 413 if its response
+        has not started, else its response is cut; the connection closes."""
+        if self.refusal is not None:
+            return
+        self.close_after = True
+        self.refusal = _Refuse(413, b"request body too large\n", "request body larger than "
+                               "%d bytes (requestLimits.maxRequestBodySize)" % self.body_limit)
+        resp = self.resp
+        if resp == QUEUED or resp > SENDING:
+            return  # not forwarded yet (``police`` checks then), or answered already
+        up = self.upstream
+        if resp == SENDING:
+            self.detail = self.refusal.detail
+            if up is not None:
+                up.abort()
+                self.on_upstream_lost(up)
+            return
+        if self.task is None:  # the fast path, waiting for the backend's head
+            up = self.detach()
+            if up is not None:
+                up.abort()
+            self.answer_refusal()
+            self.finish()
+            return
+        fut = self.head_fut
+        if fut is not None and not fut.done():
+            fut.set_exception(self.refusal)
+
+    def answer_refusal(self) -> None:
+        ref: _Refuse = self.refusal  # type: ignore[assignment]
+        self.detail = ref.detail
+        self.flags = self.flags or "RL"
+        self.respond(ref.status, ref.body)
 
     def on_request_end(self, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
         """The request's end. Never called for a request whose head says it has no body
@@ -748,6 +803,8 @@ class Exchange(UpstreamOwner):
             return None
         rule = route.rule
         self.rule = rule
+        if rule.policy is not None and self.police(rule.policy):
+            return None
         filters = rule.filters
         cors = filters.cors
         origin = None
@@ -844,9 +901,12 @@ class Exchange(UpstreamOwner):
                 if self.body_waiters is None:
                     self.body_waiters = []
                 self.body_waiters.append(fut)
-                self.body_limit = s.max_body
+                self.auth_body = s.max_body
                 await fut
-                self.body_limit = 0
+                self.auth_body = 0
+            if self.refusal is not None:  # (a policy's body limit crossed meanwhile)
+                self.answer_refusal()
+                return False
         if s.max_body and self.body_buf:
             body = b"".join(self.body_buf)[:s.max_body]
         size = head.content_length if head.body == "length" else \
@@ -870,6 +930,30 @@ class Exchange(UpstreamOwner):
         if self.resp_extra:
             extra.extend(self.resp_extra)  # (CORS: a browser script sees the denial)
         self.respond(decision.status, decision.body, extra or None)
+        return False
+
+    def police(self, policy: CompiledPolicy) -> bool:
+        """The checks of the rule's kgw policy (TrafficPolicy sections); True when one
+        answered the request itself."""
+        head = self.head
+        if policy.max_headers and len(head.headers) > policy.max_headers:
+            self.detail = "%d request header fields, more than %d " \
+                "(requestLimits.maxRequestHeaders)" % (len(head.headers), policy.max_headers)
+            self.flags = "RL"
+            self.respond(431, b"too many request header fields\n")
+            return True
+        limit = policy.max_body_size
+        if limit:
+            length = head.content_length
+            if (length is not None and length > limit) or self.received > limit:
+                self.detail = "request body larger than %d bytes " \
+                    "(requestLimits.maxRequestBodySize)" % limit
+                self.flags = "RL"
+                self.close_after = True  # (the body is not read)
+                self.respond(413, b"request body too large\n")
+                return True
+            if self.req < RECEIVED:
+                self.body_limit = limit
         return False
 
     def upstream_headers(self, route: CompiledRoute, rule: CompiledRule,
@@ -1021,6 +1105,12 @@ class Exchange(UpstreamOwner):
         try:
             async with asyncio.timeout_at(deadline) if deadline else _NO_TIMEOUT:
                 await self.tries(rule, self.backend, endpoint)  # type: ignore[arg-type]
+        except _Refuse:
+            up = self.detach() if self.upstream is not None else None
+            if up is not None:
+                up.abort()
+            if self.resp < SENDING:
+                self.answer_refusal()
         except TimeoutError:
             self.flags = self.flags or "UT"
             if self.resp < SENDING:
@@ -1115,6 +1205,9 @@ class Exchange(UpstreamOwner):
                 if self.req == LOST:
                     up.abort()
                     raise asyncio.CancelledError()
+                if self.refusal is not None:
+                    ctx.pool.release(up, ctx.now)
+                    raise self.refusal
                 fut = self.head_fut = loop.create_future()
                 self.send(up, first)
                 resp = await fut

@@ -61,6 +61,10 @@ cdef class CompiledBackend:
     cpdef pick(self)
     cpdef pick_untried(self, list tried)
 
+cdef class CompiledPolicy:
+    cdef public Py_ssize_t max_body_size
+    cdef public Py_ssize_t max_headers
+
 cdef class CompiledRule:
     cdef public dict head_suffix_for
     cdef public object name
@@ -83,6 +87,7 @@ cdef class CompiledRule:
     cdef public bint no_deadline
     cdef public bint default_timeout
     cdef public object auth
+    cdef public CompiledPolicy policy
     cpdef pick_backend(self)
 
 cdef class CompiledRoute:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 from kgw_l7.auth import AuthPipeline
 from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
-    Route, Rule, URLRewrite, VirtualHost,
+    Route, Rule, RulePolicy, URLRewrite, VirtualHost,
 )
 from kgw_l7.extauth import Settings as ExtAuthSettings
 from kgw_l7.regex import compile_bytes, compile_text
@@ -300,12 +300,24 @@ def smooth_schedule(backends: list[CompiledBackend]) -> tuple[CompiledBackend, .
     return tuple(out)
 
 
+class CompiledPolicy:
+    """A rule's kgw policy (``config.RulePolicy``) as the exchange checks it per request
+    (``Exchange.police``); 0 means no limit."""
+
+    __slots__ = ("max_body_size", "max_headers")
+
+    def __init__(self, p: RulePolicy) -> None:
+        limits = p.request_limits
+        self.max_body_size = (limits.max_body_size or 0) if limits is not None else 0
+        self.max_headers = (limits.max_headers or 0) if limits is not None else 0
+
+
 class CompiledRule:
     __slots__ = ("name", "route", "gateway", "filters", "backends", "_cum", "_total",
                  "direct_status", "request_timeout", "backend_timeout", "retry_attempts",
                  "retry_codes", "retry_backoff", "needs_body_copy", "resp_ops_for",
                  "_schedule", "_pos", "no_deadline", "head_suffix_for", "default_timeout",
-                 "auth")
+                 "auth", "policy")
 
     def __init__(self, r: Rule, compile_backend: Callable[[Backend], CompiledBackend]) -> None:
         self.name = r.name
@@ -349,6 +361,8 @@ class CompiledRule:
                                 if (s := _head_suffix(self.filters, b)) is not None}
         #: The checks a request goes through before it is forwarded (None: none).
         self.auth = AuthPipeline.build(r.security)
+        #: None: no kgw policy on the rule (the common case: one check per request).
+        self.policy = CompiledPolicy(r.policy) if r.policy is not None else None
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).

@@ -94,6 +94,7 @@ class Worker:
         for name in list(ctx.listeners):
             if name not in seen:
                 self._remove_listener(ctx.listeners.pop(name))
+        ctx._interval = ctx.sweep_interval()
         for listener in config.listeners:
             for vh in listener.virtual_hosts:
                 for route in vh.routes:

@@ -40,6 +40,10 @@ MINIMAL: dict[str, str] = {
                         " validation: {wellKnownCACertificates: System, hostname: s.example.com}}",
     "ListenerSet": "spec: {parentRef: {name: gw}, listeners: [{name: http, port: 80, protocol: "
                    "HTTP}]}",
+    "TrafficPolicy": "spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, "
+                     "name: r}]}",
+    "SecurityPolicy": "spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, "
+                      "name: gw}]}",
     "Namespace": "{}",
     "Service": "spec: {ports: [{port: 80}]}",
     "EndpointSlice": "addressType: IPv4",

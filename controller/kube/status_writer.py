@@ -27,7 +27,7 @@ from kubernetes import client
 
 from controller.kube.client import REQUEST_TIMEOUT, describe, status_code
 from controller.kube.source import Backoff
-from controller.objects import (CONTROLLER_NAME, GATEWAY_GROUP, KINDS, ObjectKey, generation,
+from controller.objects import (CONTROLLER_NAME, KINDS, STATUS_GROUPS, ObjectKey, generation,
                                 parse_api_version)
 from controller.status import StatusBook, stamp
 from controller.store import Store
@@ -101,7 +101,7 @@ class KubeStatusWriter:
         self._book, self._store = book, store
         if self.is_leader():
             self._pending |= {k for k in changed if k.kind in KINDS
-                              and KINDS[k.kind].group == GATEWAY_GROUP}
+                              and KINDS[k.kind].group in STATUS_GROUPS}
             self._wake.set()
 
     async def write_all(self) -> None:
@@ -158,7 +158,7 @@ class KubeStatusWriter:
             version = kind.versions[0]
         for _ in range(CONFLICT_RETRIES):
             try:
-                current = self._get(kind.plural, version, key)
+                current = self._get(kind.group, kind.plural, version, key)
             except Exception as exc:
                 if status_code(exc) == 404:
                     return False  # deleted meanwhile
@@ -168,7 +168,7 @@ class KubeStatusWriter:
                 return False
             body = {**current, "status": status}
             try:
-                self._put(kind.plural, version, key, body)
+                self._put(kind.group, kind.plural, version, key, body)
             except Exception as exc:
                 if status_code(exc) == 409:
                     log.debug("status of %s: conflict, reading again", key)
@@ -181,19 +181,20 @@ class KubeStatusWriter:
             return True
         raise RuntimeError(f"still conflicting after {CONFLICT_RETRIES} attempts")
 
-    def _get(self, plural: str, version: str, key: ObjectKey) -> dict[str, Any]:
+    def _get(self, group: str, plural: str, version: str, key: ObjectKey) -> dict[str, Any]:
         if key.namespace:
             return cast(dict[str, Any], self.custom.get_namespaced_custom_object_status(
-                GATEWAY_GROUP, version, key.namespace, plural, key.name,
+                group, version, key.namespace, plural, key.name,
                 _request_timeout=REQUEST_TIMEOUT))
         return cast(dict[str, Any], self.custom.get_cluster_custom_object_status(
-            GATEWAY_GROUP, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT))
+            group, version, plural, key.name, _request_timeout=REQUEST_TIMEOUT))
 
-    def _put(self, plural: str, version: str, key: ObjectKey, body: dict[str, Any]) -> None:
+    def _put(self, group: str, plural: str, version: str, key: ObjectKey,
+             body: dict[str, Any]) -> None:
         if key.namespace:
             self.custom.replace_namespaced_custom_object_status(
-                GATEWAY_GROUP, version, key.namespace, plural, key.name, body,
+                group, version, key.namespace, plural, key.name, body,
                 _request_timeout=REQUEST_TIMEOUT)
         else:
             self.custom.replace_cluster_custom_object_status(
-                GATEWAY_GROUP, version, plural, key.name, body, _request_timeout=REQUEST_TIMEOUT)
+                group, version, plural, key.name, body, _request_timeout=REQUEST_TIMEOUT)

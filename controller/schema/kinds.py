@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from controller.objects import KINDS, api_version
-from controller.schema import core, gateway, policy, routes
+from controller.schema import core, gateway, kgwpolicy, policy, routes
 from controller.schema.meta import NameCheck, dns1123_subdomain, object_meta
 from controller.schema.nodes import Anything, Node, Obj, Rule, Str, obj, with_default
 
@@ -61,6 +61,9 @@ SCHEMAS: dict[tuple[str, str], Obj] = {
     ("BackendTLSPolicy", "v1"): _BACKEND_TLS_POLICY,
     ("BackendTLSPolicy", "v1alpha3"): _BACKEND_TLS_POLICY,
     ("ListenerSet", "v1"): _LISTENER_SET,
+    ("TrafficPolicy", "v1alpha1"): _crd("TrafficPolicy", kgwpolicy.spec_schema("TrafficPolicy")),
+    ("SecurityPolicy", "v1alpha1"): _crd("SecurityPolicy",
+                                         kgwpolicy.spec_schema("SecurityPolicy")),
     ("Namespace", "v1"): _root("Namespace", core.NAMESPACE_FIELDS,
                                name_check=core.NAME_CHECKS["Namespace"]),
     ("Service", "v1"): _root("Service", core.SERVICE_FIELDS,

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from controller.objects import ObjectKey
+from controller.policy.land import listener_policy
 from controller.translate import hostname as hn
 from controller.translate.frontendtls import bind_validation
 from controller.translate.ir import GatewayIR, L7Contribution, ListenerIR
@@ -154,6 +155,8 @@ class L7Emitter:
                 name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], protocol=protocol,
                 certificates=tuple(certs), virtual_hosts=vhosts,
                 client_validation=bind_validation(listeners) if protocol == "HTTPS" else None,
+                policy=listener_policy(lis.policy for lis in sorted(listeners,
+                                                                    key=lambda x: x.id)),
             ))
         for bind in set(self._bind_sig) - set(binds):
             del self._bind_sig[bind]

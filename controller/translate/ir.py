@@ -80,6 +80,9 @@ class ListenerIR:
     listener_set: ObjectKey | None = None
     #: The Secret ("ns/name") each of ``certificates`` comes from.
     certificate_secrets: tuple[str, ...] = ()
+    #: kgw policy sections in effect here (Gateway, then listener targets), by field:
+    #: ((field, compiled value), ...), sorted. Routes attached here start from these.
+    policy: tuple[tuple[str, object], ...] = ()
 
     @property
     def owner(self) -> ObjectKey:

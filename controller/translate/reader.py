@@ -8,12 +8,19 @@ are recorded as pseudo keys, which the Translator derives from changed real keys
 
 from __future__ import annotations
 
-from controller.objects import Obj, ObjectKey
+from typing import TYPE_CHECKING
+
+from controller.objects import POLICY_KINDS, Obj, ObjectKey
 from controller.store import SERVICE_NAME_LABEL, Store
+
+if TYPE_CHECKING:
+    from controller.policy.attach import NamespacePolicies
+    from controller.policy.book import PolicyBook
 
 SLICES_OF = "EndpointSlice@service"  # ObjectKey(SLICES_OF, ns, service)
 GRANTS_IN = "ReferenceGrant@namespace"  # ObjectKey(GRANTS_IN, ns, "")
 POLICIES_IN = "BackendTLSPolicy@namespace"  # ObjectKey(POLICIES_IN, ns, "")
+KGW_POLICIES_IN = "kgw-policy@namespace"  # ObjectKey(KGW_POLICIES_IN, ns, ""): both kinds
 
 
 def pseudo_keys(key: ObjectKey, obj: Obj | None) -> list[ObjectKey]:
@@ -26,15 +33,20 @@ def pseudo_keys(key: ObjectKey, obj: Obj | None) -> list[ObjectKey]:
         return [ObjectKey(GRANTS_IN, key.namespace, "")]
     elif key.kind == "BackendTLSPolicy":
         return [ObjectKey(POLICIES_IN, key.namespace, "")]
+    elif key.kind in POLICY_KINDS:
+        return [ObjectKey(KGW_POLICIES_IN, key.namespace, "")]
     return []
 
 
 class Reader:
-    __slots__ = ("store", "deps")
+    __slots__ = ("store", "deps", "book")
 
-    def __init__(self, store: Store, deps: set[ObjectKey] | None = None) -> None:
+    def __init__(self, store: Store, deps: set[ObjectKey] | None = None,
+                 book: PolicyBook | None = None) -> None:
         self.store = store
         self.deps: set[ObjectKey] = deps if deps is not None else set()
+        #: The translator's kgw policies (None: resolved afresh on each read).
+        self.book = book
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         key = ObjectKey(kind, namespace, name)
@@ -52,3 +64,11 @@ class Reader:
     def backend_tls_policies(self, namespace: str) -> list[Obj]:
         self.deps.add(ObjectKey(POLICIES_IN, namespace, ""))
         return self.store.list("BackendTLSPolicy", namespace)
+
+    def kgw_policies(self, namespace: str) -> NamespacePolicies:
+        """TrafficPolicies and SecurityPolicies of a namespace, resolved."""
+        from controller.policy.book import PolicyBook
+        self.deps.add(ObjectKey(KGW_POLICIES_IN, namespace, ""))
+        if self.book is None:
+            self.book = PolicyBook()
+        return self.book.namespace(self.store, namespace)

@@ -22,6 +22,8 @@ from controller.translate import backendtls
 from controller.translate import conditions as c
 from controller.translate import hostname as hn
 from controller.translate.httproute import resolve_rules
+from controller.translate.kgwpolicy import apply as apply_policy
+from controller.translate.kgwpolicy import route_layers
 from controller.translate import listenerset
 from controller.translate.listener import NOT_SERVED, namespace_selected
 from controller.translate.ir import (
@@ -252,11 +254,14 @@ def resolve_route(reader: Reader, route: Obj,
         rr = resolve_rules(reader, route, key)
         problems.extend(rr.problems)
         services |= rr.services
-        per_gw: dict[ObjectKey, list] = {}
+        layers = route_layers(reader, key, route)
+        # The compiled rules differ per Gateway, and per listener policy.
+        per_gw: dict[tuple[ObjectKey, tuple], list] = {}
         for p, lis, hosts in attached:
             if not lis.programmed:
                 continue
-            if p.gateway not in per_gw:
+            gk = (p.gateway, lis.policy)
+            if gk not in per_gw:
                 gname = f"{p.gateway.namespace}/{p.gateway.name}"
                 client = gateways[p.gateway].backend_client_cert
                 entries = []
@@ -264,11 +269,13 @@ def resolve_route(reader: Reader, route: Obj,
                     rule = dataclasses.replace(rule, gateway=gname)
                     if client is not None:
                         rule = with_client_certificate(rule, client)
+                    if lis.policy or layers:
+                        rule = apply_policy(rule, lis.policy, layers, ri)
                     for mi, m in enumerate(matches):
                         entries.append((sort_key(m, created, key.namespace, key.name, ri, mi,
                                                  rr.ranks.get((ri, mi))), l7.Route(m, rule)))
-                per_gw[p.gateway] = entries
-            routes = tuple(per_gw[p.gateway])
+                per_gw[gk] = entries
+            routes = tuple(per_gw[gk])
             for addr in gateways[p.gateway].binds:
                 for h in hosts:
                     l7c.append(L7Contribution((addr, lis.port), h, lis, routes))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import gc
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, ObjectKey
+from controller.policy.attach import Target
+from controller.policy.book import PolicyBook
+from controller.policy.status import Found, policy_statuses
 from controller.source import Problem
 from controller.store import Store
 from controller.translate import (backendtls, emit_l4, listenerset, problems, status, tlscert,
@@ -24,6 +26,7 @@ from controller.translate import (backendtls, emit_l4, listenerset, problems, st
 from controller.translate import conditions as c
 from controller.translate.emit_l7 import L7Emitter
 from controller.translate.gateway import apply_port_sharing, class_conditions, resolve_gateway
+from controller.translate.kgwpolicy import rule_names, with_policies
 from controller.translate.ir import Cond, GatewayIR, L4Contribution, RouteResult
 from controller.translate.reader import Reader, pseudo_keys
 from controller.translate.route import L7_KINDS, resolve_route
@@ -98,6 +101,8 @@ class Translator:
             defaultdict(dict)
         self._route_problems: dict[ObjectKey, tuple[Problem, ...]] = {}
         self._gateway_problems: tuple[Problem, ...] = ()
+        #: kgw policies (TrafficPolicy, SecurityPolicy), per namespace.
+        self._book = PolicyBook()
 
     # -- change bookkeeping --------------------------------------------------------
 
@@ -117,7 +122,7 @@ class Translator:
 
     def _resolve_gateways(self, store: Store, eff: set[ObjectKey]) -> dict[ObjectKey,
                                                                            tuple[Cond, ...]]:
-        reader = Reader(store)
+        reader = Reader(store, book=self._book)
         classes: dict[ObjectKey, tuple[Cond, ...]] = {}
         class_names: set[str] = set()
         for gwc in store.list("GatewayClass"):
@@ -139,6 +144,7 @@ class Translator:
                                     self.options.local_addresses,
                                     assigned.get(f"{k.namespace}/{k.name}"), hostnames)
                 g = listenerset.attach_sets(reader, g, gw, sets.get(k, ()))
+                g = with_policies(reader, g)
                 resolved.append(tlsoverlap.mark_overlapping(g))
         self._gateway_problems = tuple(gw_problems)
         new = apply_port_sharing(resolved)
@@ -175,7 +181,7 @@ class Translator:
         obj = store.get_key(rk)
         if obj is None:
             return
-        reader = Reader(store)
+        reader = Reader(store, book=self._book)
         found = problems.route_problems(reader, obj)
         if found:
             self._route_problems[rk] = found
@@ -211,6 +217,7 @@ class Translator:
         if not self._started:
             self._started = True
             changed = set(store.keys())
+        self._book.changed(store, changed)
         eff = self._expand(store, set(changed))
         classes = self._resolve_gateways(store, eff)
 
@@ -233,6 +240,8 @@ class Translator:
                 listenerset.attached_count(g) if g.allows_listener_sets else None)
         statuses.update(listenerset.statuses(self._gateways.values(), self._attached))
         statuses.update(self._policy_statuses(store))
+        statuses.update(policy_statuses(self._book.all(store), self._locator(store),
+                                        self.options.controller_name))
         found = self._gateway_problems + tuple(p for k in sorted(self._route_problems)
                                                for p in self._route_problems[k])
         found += tuple(p for pol in store.list("BackendTLSPolicy")
@@ -240,6 +249,34 @@ class Translator:
         found += tuple(sorted(set(self._policy_problems), key=lambda p: (p.key, p.message)))
         return Translation(l7=l7cfg, l4=l4cfg, statuses=statuses, problems=found,
                            certificates=tlscert.served(self._gateways.values()))
+
+    def _locator(self, store: Store) -> Callable[[str, Target], Found | None]:
+        """Where a kgw policy's target is: its Gateways, or why it is not there."""
+        def locate(namespace: str, t: Target) -> Found | None:
+            key = ObjectKey(t.kind, namespace, t.name)
+            what = t.describe(namespace)
+            if t.kind == "Gateway":
+                g = self._gateways.get(key)
+                if g is None:
+                    return None if key in store else Found(missing=f"{what} does not exist")
+                if t.section and not any(lis.name == t.section and lis.listener_set is None
+                                         for lis in g.listeners):
+                    return Found((key,), missing=f"Gateway {namespace}/{t.name} has no "
+                                                 f"listener {t.section!r}")
+                return Found((key,))
+            obj = store.get_key(key)
+            if obj is None:
+                return Found(missing=f"{what} does not exist")
+            res = self._routes.get(key)
+            if res is None:
+                return None  # not attached to a Gateway of ours
+            gws = tuple(sorted({p.gateway for p in res.parents if p.accepted.ok} or {
+                p.gateway for p in res.parents}))
+            if t.section and t.section not in rule_names(obj):
+                return Found(gws, missing=f"{t.kind} {namespace}/{t.name} has no rule named "
+                                          f"{t.section!r}")
+            return Found(gws)
+        return locate
 
     def _policy_statuses(self, store: Store) -> dict[ObjectKey, dict]:
         """Statuses of BackendTLSPolicies, with an ancestor per Gateway whose HTTP routes

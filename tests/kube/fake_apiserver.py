@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from controller.objects import KINDS
+from controller.objects import KINDS, STATUS_GROUPS
 
 TOKEN = "kgw-test-token"
 
@@ -61,7 +61,7 @@ def default_resources(versions: dict[str, str | None] | None = None) -> list[Res
         if v is None:
             continue
         out.append(Resource(k.group, v, k.kind, k.plural, k.namespaced,
-                            k.group == "gateway.networking.k8s.io"))
+                            k.group in STATUS_GROUPS))
     out.append(Resource("coordination.k8s.io", "v1", "Lease", "leases", True, False))
     return out
 

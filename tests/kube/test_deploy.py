@@ -77,7 +77,8 @@ def test_base_renders_valid_objects() -> None:
     docs = render(DEPLOY / "base")
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                            "Role", "RoleBinding", "DaemonSet", "GatewayClass"])
+                            "Role", "RoleBinding", "DaemonSet", "GatewayClass",
+                            "CustomResourceDefinition", "CustomResourceDefinition"])
     for d in docs:
         assert object_errors(d) == [], d["kind"]
     ds = next(d for d in docs if d["kind"] == "DaemonSet")

@@ -28,7 +28,7 @@ from tests.kube.manifests import base_documents
 
 #: Kinds with a status kgw writes.
 STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute",
-                "UDPRoute", "BackendTLSPolicy", "ListenerSet")
+                "UDPRoute", "BackendTLSPolicy", "ListenerSet", "TrafficPolicy", "SecurityPolicy")
 
 
 def rules(docs: list[dict[str, Any]],
