@@ -230,11 +230,23 @@ class RequestLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtAuthSpec:
+    """SecurityPolicy ``extAuth`` as validated (JSON), and the policy's namespace: the
+    controller resolves its backendRef per route rule into ``Filters.ext_auth``, which is
+    what the proxy applies (controller/policy/extauth.py says why it lands this way)."""
+
+    namespace: str
+    spec: str
+
+
+@dataclass(frozen=True, slots=True)
 class RulePolicy:
     """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
     section (controller/policy/registry.py), already merged by precedence."""
 
     request_limits: RequestLimits | None = None
+    #: SecurityPolicy ``extAuth`` (applied as the rule's ``Filters.ext_auth``).
+    ext_auth: ExtAuthSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,8 +364,8 @@ def to_dict(value: Any) -> Any:
 
 
 __all__ = [
-    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "ExtAuth", "Filters",
-    "HeaderMatch", "HeaderModifier", "L7Config", "Listener", "ListenerPolicy", "Mirror",
+    "Backend", "CORS", "Certificate", "ClientValidation", "Endpoint", "ExtAuth", "ExtAuthSpec",
+    "Filters", "HeaderMatch", "HeaderModifier", "L7Config", "Listener", "ListenerPolicy", "Mirror",
     "PathMatch", "PathModifier", "QueryParamMatch", "Redirect", "RequestLimits", "Retry",
     "Route", "RouteMatch", "Rule", "RulePolicy", "URLRewrite", "UpstreamTLS", "VirtualHost",
     "to_dict",

@@ -6,7 +6,7 @@ line here. The order is the order of the fields in the CRD and in ``kgw translat
 
 from __future__ import annotations
 
-from controller.policy import headertimeout, requestlimits
+from controller.policy import extauth, headertimeout, requestlimits
 from controller.policy.section import Section
 
 SECTIONS: dict[str, tuple[Section, ...]] = {
@@ -15,5 +15,6 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
         headertimeout.SECTION,
     ),
     "SecurityPolicy": (
+        extauth.SECTION,
     ),
 }

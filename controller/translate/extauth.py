@@ -13,9 +13,13 @@ does not resolve cannot be asked: the rule must not be served unchecked, so it a
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
+from controller.objects import ObjectKey
 from controller.translate import backend as be
+from controller.translate import conditions as c
+from controller.translate.ir import Cond
 from controller.translate.reader import Reader
 from controller.translate.util import as_dict, as_int, as_list, as_str, parse_duration
 from kgw_l7 import config as l7
@@ -69,3 +73,36 @@ def resolve_ext_auth(reader: Reader, raw: object, from_kind: str, from_ns: str) 
         fail_open=r.get("failOpen") is True,
         status_on_error=status if 200 <= status <= 599 else 403,
     ), rb)
+
+
+@dataclass
+class PolicyExtAuth:
+    rule: l7.Rule
+    #: Why the policy's service cannot be asked (the rule then answers 500).
+    problem: Cond | None = None
+    #: The service's Service (a dependency: its endpoints change the rule).
+    service: ObjectKey | None = None
+
+
+def with_policy_ext_auth(reader: Reader, rule: l7.Rule) -> PolicyExtAuth:
+    """``rule`` with its SecurityPolicy ``extAuth`` (``rule.policy.ext_auth``, the
+    validated section) resolved into ``filters.ext_auth``; the route's own ExternalAuth
+    filter, more specific, wins. An unusable service: the rule answers 500 (never serves
+    unchecked) and ``problem`` says why."""
+    pol = rule.policy
+    spec = pol.ext_auth if pol is not None else None
+    if spec is None or rule.filters.ext_auth is not None:
+        return PolicyExtAuth(rule)
+    ea = resolve_ext_auth(reader, json.loads(spec.spec), "SecurityPolicy", spec.namespace)
+    service = ea.backend.service if ea.backend is not None else None
+    if ea.ext_auth is None:
+        problem = ea.backend.problem if ea.backend is not None else None
+        return PolicyExtAuth(
+            dataclasses.replace(rule, direct_status=500),
+            Cond(c.RESOLVED_REFS, False, problem.reason if problem else c.R_BACKEND_NOT_FOUND,
+                 f"SecurityPolicy extAuth (rule {rule.name}): "
+                 + (problem.message if problem else "the authorization service is unusable")
+                 + " (the rule answers 500)"),
+            service)
+    return PolicyExtAuth(dataclasses.replace(
+        rule, filters=dataclasses.replace(rule.filters, ext_auth=ea.ext_auth)), None, service)
