@@ -2,7 +2,9 @@
 ``ExternalAuth`` filter against a real HTTP ext-auth service and a real grpcio one
 (tests/authservers.py, in the private host), allowing (the service's header reaches the
 backend), denying (status, header and body passed through), timing out (the default 2 s)
-and being down (fail closed); the access log says why."""
+and being down (fail closed); the same through SecurityPolicy extAuth on an HTTPRoute (its
+own timeout and error status) and on a GRPCRoute (gRPC clients get gRPC statuses); the
+access log says why."""
 
 from __future__ import annotations
 
@@ -67,6 +69,46 @@ spec:
         grpc: {}
     backendRefs: [{name: echo, port: 80}]
 ---
+# SecurityPolicy extAuth on a route (gRPC service, kgw's own timeout and error status)
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secured, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [secured.example.com]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.kgw.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: secured, namespace: app}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: secured}]
+  extAuth:
+    protocol: GRPC
+    backendRef: {name: authz-grpc-local, port: 9000}
+    grpc: {}
+    timeout: 500ms
+    statusOnError: 503
+---
+# ... and on a GRPCRoute (HTTP service): its gRPC clients get gRPC statuses
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: calls, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.example.com]
+  rules: [{backendRefs: [{name: authz-grpc-local, port: 9000}]}]
+---
+apiVersion: gateway.kgw.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: calls, namespace: app}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: GRPCRoute, name: calls}]
+  extAuth:
+    protocol: HTTP
+    backendRef: {name: authz-http-local, port: 80}
+    http: {}
+---
 apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
 metadata: {name: routes, namespace: auth}
@@ -90,11 +132,11 @@ endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
 """
 
 
-def _get(path: str, token: str | None, body: bytes | None = None
-         ) -> tuple[int, dict[str, str], bytes]:
+def _get(path: str, token: str | None, body: bytes | None = None,
+         host: str = "shop.example.com") -> tuple[int, dict[str, str], bytes]:
     c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=15)
     try:
-        headers = {"Host": "shop.example.com", "X-User": "mallory"}
+        headers = {"Host": host, "X-User": "mallory"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         c.request("POST" if body else "GET", path, body=body, headers=headers)
@@ -109,7 +151,9 @@ def test_external_auth_through_kgw_run(host: Host, tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()
     services = [("echo", "app", 80, ECHO), ("authz-http", "auth", 80, HTTP_AUTH),
-                ("authz-grpc", "auth", 9000, GRPC_AUTH), ("authz-dead", "auth", 9000, DEAD)]
+                ("authz-grpc", "auth", 9000, GRPC_AUTH), ("authz-dead", "auth", 9000, DEAD),
+                ("authz-grpc-local", "app", 9000, GRPC_AUTH),
+                ("authz-http-local", "app", 80, HTTP_AUTH)]
     (conf / "gateway.yaml").write_text(CONF + "".join(
         SERVICE.format(name=n, ns=ns, port=p, target=t) for n, ns, p, t in services))
     host.popen(kgw_argv("echo", "--port", str(ECHO), "--pod", "echo-x", "--namespace", "app"),
@@ -143,14 +187,43 @@ def test_external_auth_through_kgw_run(host: Host, tmp_path: Path) -> None:
     assert 1.5 < time.monotonic() - t0 < 4.5
     assert host.call(_get, "/down/a", "good")[0] == 403
 
+    # SecurityPolicy on an HTTPRoute: allowed, denied, kgw's 500ms timeout -> 503
+    sec = "secured.example.com"
+    status, _, body = eventually(lambda: _ok(host.call(_get, "/x", "good", None, sec)),
+                                 timeout=15)
+    assert json.loads(body)["headers"]["X-User"] == ["alice"]
+    assert host.call(_get, "/x", "wrong", None, sec)[0] == 401
+    t0 = time.monotonic()
+    assert host.call(_get, "/slow", "slow", None, sec)[0] == 503
+    assert time.monotonic() - t0 < 2.5
+
+    # SecurityPolicy on a GRPCRoute: a denied call is UNAUTHENTICATED (16), an allowed one
+    # reaches the service (here the gRPC auth service itself: its Check answers)
+    from envoy.service.auth.v3 import external_auth_pb2 as pb
+
+    from tests.test_run_grpc import _frame, _raw_call
+    msg = pb.CheckRequest()
+    msg.attributes.request.http.headers["authorization"] = "Bearer good"
+    call = ("grpc.example.com", "/envoy.service.auth.v3.Authorization/Check",
+            _frame(msg.SerializeToString()))
+
+    def grpc_call(token: str) -> dict[bytes, bytes]:
+        _, fields, _ = _raw_call(call[0].encode(), call[1].encode(),
+                                 [(b"authorization", f"Bearer {token}".encode())], call[2])
+        return fields
+
+    assert host.call(grpc_call, "wrong")[b"grpc-status"] == b"16"
+    assert host.call(grpc_call, "good")[b"grpc-status"] == b"0"
+
     kgw.terminate()
     out, _ = kgw.communicate(timeout=20)
     auth.kill()
     lines = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
-    denied = [line for line in lines if line["response_code"] in (401, 403, 418)]
+    denied = [line for line in lines if line["response_code"] in (401, 403, 418, 503)]
     assert denied and all(line["response_flags"] == "UAEX" for line in denied), denied
     details = {line["path"]: line["response_code_details"] for line in denied}
     assert "timeout" in details["/http/slow"] and "authz-dead" in details["/down/a"], details
+    assert "timeout (0.5s)" in details["/slow"], details
     log = (tmp_path / "kgw.log").read_text(errors="replace")
     assert "Traceback" not in log, log[-4000:]
 
