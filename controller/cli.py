@@ -43,8 +43,12 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
     l7_plane: tuple[Arg, ...] = (
         (("--workers",),
          {"type": int, "default": None, "help": "L7 worker processes (default: one per CPU)"}),
-        (("--access-log",), {"default": None, "metavar": "PATH",
-                             "help": "access log file ('off' to disable; default stdout)"}),
+        (("--access-log",), {"default": None, "metavar": "PATH|otlp[:URL]|off",
+                             "help": "access log file; 'otlp' or 'otlp:URL' exports the lines "
+                                     "as OTLP log records (URL: the collector, e.g. "
+                                     "http://collector:4318; 'otlp': "
+                                     "OTEL_EXPORTER_OTLP_[LOGS_]ENDPOINT); 'off' disables it; "
+                                     "default stdout"}),
         (("--access-log-format",), {
             "default": l7_defaults.access_log_format, "metavar": "json|text|text:TEMPLATE",
             "type": _checked(lambda v: (parse_format(v), v)[1]),

@@ -34,6 +34,7 @@ from controller.translate import Options
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.eventloop import run_async
 from kgw_l7.logformat import DEFAULT_REDACT
+from kgw_l7.otlplogs import OtlpLogsError
 from kgw_l7.tracing_config import TracingConfigError
 
 log = logging.getLogger("kgw")
@@ -165,8 +166,18 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
                      ignore_client_abort=options.ignore_client_abort,
                      tracing_endpoint=options.tracing_endpoint,
                      tracing_sample=options.tracing_sample)
-    except TracingConfigError as exc:  # a bad OTEL_* variable: one line, no worker started
+    # a bad OTEL_* variable or OTLP access log endpoint: one line, no worker started
+    except (TracingConfigError, OtlpLogsError) as exc:
         raise CannotServe(str(exc)) from exc
+    flow_log = None
+    if options.access_log != "off":  # L4 flow events: the same log, format and filters
+        from kgw_l4.flowlog import FlowLog
+
+        flow_log = FlowLog(options.access_log, options.access_log_format,
+                           options.access_log_redact, options.access_log_min_status,
+                           options.access_log_sample)
+        l4.set_flow_log(flow_log)
+        flow_log.start()
     await l7.start()
     sup = Supervisor(source, options=Options(node_addresses=nodes), l7=l7, l4=l4,
                      status_writer=status_writer, node=NodeView() if node_view else None)
@@ -203,4 +214,6 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
     for companion in companions:
         await companion.close()
     await l4.close()
+    if flow_log is not None:
+        await flow_log.close()
     return status

@@ -51,6 +51,7 @@ from .udp import UdpProxy
 from .userspace import UserspaceProxy
 
 if TYPE_CHECKING:
+    from .flowlog import FlowLog
     from .splice import SpliceProxy, Splicer
 
 log = logging.getLogger("kgw.l4")
@@ -106,7 +107,10 @@ class L4Plane:
                 self._stats_logged = now
                 log.warning("reading the L4 counters failed: %s", e)
             stats = L4Stats(self.mode)
-        return render(stats)
+        text = render(stats)
+        if self.flow_log is not None:
+            text += self.flow_log.metrics()
+        return text
 
     def flows(self) -> list[dict]:
         """The flows a userspace path holds (kgw-inspect flows); the kernel's are in its
@@ -124,6 +128,20 @@ class L4Plane:
     #: called (on the event loop) when errors() changed outside apply(): the supervisor
     #: sets it to recompute status
     on_errors_changed: Callable[[], None] | None = None
+
+    #: The access log's flow events (kgw_l4.flowlog), written by the userspace paths.
+    flow_log: FlowLog | None = None
+
+    def set_flow_log(self, flow_log: FlowLog | None) -> None:
+        self.flow_log = flow_log
+        self._wire_flow_log()
+
+    def _wire_flow_log(self) -> None:
+        """Give the flow log to the proxies made so far (some are made on first use)."""
+        for name in ("proxy", "udp", "tls"):
+            proxy = getattr(self, name, None)
+            if proxy is not None:
+                proxy.flow_log = self.flow_log
 
 
 def _frontend_ports(config: L4Config) -> set[tuple[str, int]]:
@@ -238,6 +256,7 @@ class SplicePlane(L4Plane):
             splicer = await asyncio.to_thread(Splicer, self.loader)
             self.proxy = SpliceProxy(splicer)
             self.tls = TLSPassthroughProxy(splicer)
+            self._wire_flow_log()
         await self.proxy.apply(config)
         await self.tls.apply(config, _frontend_ports(config))  # type: ignore[union-attr]
 
@@ -374,6 +393,7 @@ class KernelPlane(L4Plane):
 
                 self._splicer = await asyncio.to_thread(Splicer, self.loader)
                 self.tls = TLSPassthroughProxy(self._splicer)
+                self._wire_flow_log()
             await self.tls.apply(config, _frontend_ports(config))
             self._errors.update(self.tls.errors)
         if config.frontends and not self._attached:

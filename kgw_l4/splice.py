@@ -78,6 +78,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import select
 import socket
@@ -85,6 +86,7 @@ import struct
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import abi
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
@@ -92,6 +94,9 @@ from .acceptor import Acceptor
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .userspace import backend_stats, connect, frontend_stats, kept_tally, select_frontends
+
+if TYPE_CHECKING:
+    from .flowlog import FlowLog
 
 log = logging.getLogger("kgw.l4.splice")
 
@@ -250,6 +255,8 @@ class _Conn:
     #: the frontend's and the backend endpoint's counters (SpliceProxy), if any: the
     #: connection's bytes are added to them when it closes, read live until then
     tallies: tuple[Tally | None, Tally | None] = (None, None)
+    #: told (client to backend, backend to client) bytes when the connection closes
+    on_close: Callable[[int, int], None] | None = None
 
     def other(self, fd: int) -> socket.socket:
         return self.b if fd == self.a.fileno() else self.a
@@ -317,17 +324,19 @@ class Splicer:
     # -------------------------------------------------------------- splice
 
     async def splice(self, a: socket.socket, b: socket.socket, fe: Tally | None = None,
-                     be: Tally | None = None) -> None:
+                     be: Tally | None = None,
+                     on_close: Callable[[int, int], None] | None = None) -> None:
         """Hand two connected sockets to the kernel. Returns at once; the sockets are
         closed by the splicer when both directions are done. ``fe``/``be``: counters of
-        the frontend and backend endpoint (bytes each way and connections open)."""
+        the frontend and backend endpoint (bytes each way and connections open);
+        ``on_close``: told the bytes each way when it closes (the flow log)."""
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
             loop.add_reader(self._ep.fileno(), self._on_events)
             loop.add_reader(self._events_fd, self._consume_events)
         ka, kb = sock_cookie(a), sock_cookie(b)
-        conn = _Conn(a, b, (ka, kb), tallies=(fe, be))
+        conn = _Conn(a, b, (ka, kb), tallies=(fe, be), on_close=on_close)
         conn.ways = {a.fileno(): _Way(a, b, ka), b.fileno(): _Way(b, a, kb)}
         for s in (a, b):
             _tune(s)
@@ -574,8 +583,13 @@ class Splicer:
         if not abort:
             self._check_delivery(conn)
         fe, be = conn.tallies
-        if fe is not None or be is not None:
+        if fe is not None or be is not None or conn.on_close is not None:
             up, down = self._bytes(conn)
+            if conn.on_close is not None:
+                try:
+                    conn.on_close(up, down)
+                except Exception:  # noqa: BLE001 — a log line must not leak the sockets
+                    log.exception("splice: flow close callback failed")
             for t in (fe, be):
                 if t is not None:
                     t.bytes[0] += up
@@ -651,6 +665,8 @@ class SpliceProxy(Acceptor):
         #: backend endpoint -> its counters; endpoint -> its backendRef groups
         self._backends: dict[tuple[str, int], Tally] = {}
         self._groups: dict[str, set[str]] = {}
+        #: Flow events (kgw_l4.flowlog), when the access log is on.
+        self.flow_log: FlowLog | None = None
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config,
@@ -666,10 +682,15 @@ class SpliceProxy(Acceptor):
 
     async def serve(self, key: tuple[str, int], c: socket.socket) -> None:
         pick = self._picks.get(key)
-        _, tally = self._frontends.get(key) or (None, Tally())
-        be = pick.choose(c.getpeername()[:2], c.getsockname()[:2]) if pick else None  # type: ignore[attr-defined]
+        fe, tally = self._frontends.get(key) or (None, Tally())
+        peer = c.getpeername()[:2]
+        be = pick.choose(peer, c.getsockname()[:2]) if pick else None  # type: ignore[attr-defined]
+        flog = self.flow_log
+        name, route = (fe.name, fe.route) if fe is not None else (f"{key[0]}:{key[1]}", "")
         if be is None:
             tally.drop("no_backend")
+            if flog is not None:
+                flog.refused(name, route, peer, "UH")
             c.close()
             return
         try:
@@ -677,14 +698,21 @@ class SpliceProxy(Acceptor):
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
+            if flog is not None:
+                flog.refused(name, route, peer, "UF", be)
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
             return
         be_tally = self._backends.get(be)
+        on_close = None
+        if flog is not None:
+            on_close = functools.partial(flog.closed, flog.opened(name, route, peer, be))
         try:
-            await self.splicer.splice(c, b, tally, be_tally)
+            await self.splicer.splice(c, b, tally, be_tally, on_close)
         except OSError as e:
             log.warning("splice failed: %s", e)
+            if on_close is not None:
+                on_close(0, 0)
             tally.drop("splice_failed")
             c.close()
             b.close()

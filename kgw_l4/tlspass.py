@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import dataclasses
 import logging
 import socket
 import struct
 import time
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
@@ -33,6 +34,9 @@ from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer
 from .tlsterm import Terminator
 from .userspace import Conn, backend_stats, connect, picker, splice_streams
+
+if TYPE_CHECKING:
+    from .flowlog import FlowLog
 
 log = logging.getLogger("kgw.l4.tls")
 
@@ -85,6 +89,8 @@ class TLSPassthroughProxy(Acceptor):
         self._groups: dict[str, set[str]] = {}
         self.conns: set[Conn] = set()
         self.terminator = Terminator()
+        #: Flow events (kgw_l4.flowlog), when the access log is on.
+        self.flow_log: FlowLog | None = None
         #: a route's backends -> its Maglev picker, built on first use (a table costs
         #: milliseconds: once per config, not per connection)
         self._pickers: dict[tuple[BackendGroup, ...], Any] = {}
@@ -127,15 +133,24 @@ class TLSPassthroughProxy(Acceptor):
 
     async def serve(self, key: tuple[str, int], c: socket.socket) -> None:
         cfg = self._cfg.get(key)
+        flog = self.flow_log
+        try:
+            peer: tuple[str, int] | None = c.getpeername()[:2]
+        except OSError:  # (reset already)
+            peer = None
+        port_name = cfg.name if cfg else f"{key[0]}:{key[1]}"
         try:
             sni = await asyncio.wait_for(peek_sni(c), HELLO_TIMEOUT)
         except (TimeoutError, HelloError, OSError) as e:
             log.info("tls passthrough %s: dropping connection: %s", key, e)
             self._tally(key, None).drop("bad_client_hello")
+            if flog is not None:
+                flog.refused(port_name, "", peer, "DPE")
             _reset(c)
             return
         route = match_route(cfg.routes, sni) if cfg else None
         tally = self._tally(key, route)
+        listener = f"{route.gateway}/{route.listener}" if route is not None else port_name
         be = None
         if route is not None:
             pick = self._pickers.get(route.backends)
@@ -145,27 +160,37 @@ class TLSPassthroughProxy(Acceptor):
         if be is None:
             log.info("tls passthrough %s: no route for SNI %r", key, sni)
             tally.drop("no_route" if route is None else "no_backend")
+            if flog is not None:
+                flog.refused(listener, route.name if route else "", peer,
+                             "NR" if route is None else "UH")
             _reset(c)
             return
         assert route is not None  # be was picked from it
         be_tally = self._backends.get(be)
         if route.terminate is not None:
             fe = f"{key[0]}:{key[1]}/TLS"
-            await self.terminator.serve(c, sni, route, be, tally, be_tally, fe, self.conns)
+            await self.terminator.serve(c, sni, route, be, tally, be_tally, fe, self.conns,
+                                        flog, listener)
             return
         try:
             b = await connect(be)
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
+            if flog is not None:
+                flog.refused(listener, route.name, peer, "UF", be)
             _reset(c)
             return
         tally.flows += 1
         if be_tally is not None:
             be_tally.flows += 1
+        flow = (flog.opened(listener, route.name, c.getpeername()[:2], be)
+                if flog is not None else None)
         if self.splicer is not None:
+            on_close = (functools.partial(flog.closed, flow)
+                        if flog is not None and flow is not None else None)
             try:
-                await self.splicer.splice(c, b)
+                await self.splicer.splice(c, b, on_close=on_close)
                 return
             except OSError as e:
                 log.warning("splice failed (%s): copying in userspace", e)
@@ -179,6 +204,8 @@ class TLSPassthroughProxy(Acceptor):
         finally:
             tally.active -= 1
             self.conns.discard(conn)
+            if flog is not None and flow is not None:
+                flog.closed(flow, conn.bytes[0], conn.bytes[1])
 
     def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
         """Per port and route; bytes and connections open only when copied here (no

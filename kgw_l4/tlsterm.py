@@ -29,13 +29,16 @@ import os
 import socket
 import ssl
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kgw_l7.tls import CIPHERS_TLS12
 
 from .config import BackendTLS, L4Config, ServingCert, SNIRoute
 from .metrics import Tally
 from .userspace import CHUNK, Conn, connect, pipe
+
+if TYPE_CHECKING:
+    from .flowlog import FlowLog
 
 log = logging.getLogger("kgw.l4.tlsterm")
 
@@ -225,22 +228,28 @@ class Terminator:
         self.contexts.retain(config)
 
     async def serve(self, c: socket.socket, sni: str | None, route: SNIRoute, be: tuple[str, int],
-                    tally: Tally, be_tally: Tally | None, frontend: str, conns: set[Conn]) -> None:
-        """Terminate ``c``'s TLS, connect to ``be`` and copy both ways. Owns ``c``."""
+                    tally: Tally, be_tally: Tally | None, frontend: str, conns: set[Conn],
+                    flog: FlowLog | None = None, listener: str = "") -> None:
+        """Terminate ``c``'s TLS, connect to ``be`` and copy both ways. Owns ``c``.
+        ``flog``: the flow log, ``listener`` the name its lines carry."""
         assert route.terminate is not None
+        peer = c.getpeername()
         cert = select_certificate(route.terminate.certificates, sni)
         ctx = self.contexts.server(cert) if cert is not None else None
         if ctx is None:
             tally.drop("bad_certificate")
+            if flog is not None:
+                flog.refused(listener, route.name, peer[:2], "DTF")
             c.close()
             return
-        peer = c.getpeername()
         try:
             cr, cw = await accept_tls(c, ctx)
         except (ssl.SSLError, OSError, TimeoutError) as e:
             log.info("TLS terminate %s: handshake with %s:%d failed: %s",
                      frontend, peer[0], peer[1], e)
             tally.drop("tls_handshake")
+            if flog is not None:
+                flog.refused(listener, route.name, peer[:2], "DTF")
             c.close()
             return
         tls = backend_tls(route, be)
@@ -249,6 +258,8 @@ class Terminator:
         except (OSError, TimeoutError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
+            if flog is not None:
+                flog.refused(listener, route.name, peer[:2], "UF", be)
             cw.transport.abort()
             return
         try:
@@ -262,6 +273,8 @@ class Terminator:
         except (ssl.SSLError, OSError, TimeoutError) as e:
             log.info("TLS terminate %s: TLS to backend %s:%d failed: %s", frontend, be[0], be[1], e)
             tally.drop("backend_tls")
+            if flog is not None:
+                flog.refused(listener, route.name, peer[:2], "UF", be)
             b.close()
             cw.transport.abort()
             return
@@ -271,8 +284,11 @@ class Terminator:
         conn = Conn(frontend, peer, be, tally, be_tally)
         tally.active += 1
         conns.add(conn)
+        flow = flog.opened(listener, route.name, peer[:2], be) if flog is not None else None
         try:
             await relay(cr, cw, br, bw, conn)
         finally:
             tally.active -= 1
             conns.discard(conn)
+            if flog is not None and flow is not None:
+                flog.closed(flow, conn.bytes[0], conn.bytes[1])

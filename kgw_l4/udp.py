@@ -26,10 +26,14 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .userspace import backend_stats, frontend_stats, select_frontends
+
+if TYPE_CHECKING:
+    from .flowlog import Flow, FlowLog
 
 log = logging.getLogger("kgw.l4.udp")
 
@@ -64,7 +68,7 @@ class _Flow:
     """One client's flow: a connected UDP socket to its backend, replies relayed back."""
 
     __slots__ = ("frontend", "client", "backend", "sock", "last", "closed", "started", "tally",
-                 "bytes")
+                 "bytes", "logged")
 
     def __init__(self, frontend: UdpFrontend, client: Key, backend: Key, tally: Tally) -> None:
         self.frontend = frontend
@@ -72,6 +76,8 @@ class _Flow:
         self.backend = backend
         self.tally = tally  # the backend endpoint's
         self.bytes = [0, 0]
+        #: its open line in the flow log (kgw_l4.flowlog), if the log is on
+        self.logged: Flow | None = None
         family = socket.AF_INET6 if ":" in backend[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.closed = False
@@ -130,6 +136,9 @@ class _Flow:
         with contextlib.suppress(Exception):
             self.frontend.loop.remove_reader(self.sock.fileno())
         self.sock.close()
+        flog = self.frontend.flow_log
+        if self.logged is not None and flog is not None:
+            flog.closed(self.logged, self.bytes[0], self.bytes[1])
 
 
 class UdpFrontend(asyncio.DatagramProtocol):
@@ -153,6 +162,8 @@ class UdpFrontend(asyncio.DatagramProtocol):
         self.tally = Tally()
         #: backend endpoint -> its counters (shared with the proxy's other frontends)
         self.backends: dict[Key, Tally] = {}
+        #: Flow events (kgw_l4.flowlog), when the access log is on.
+        self.flow_log: FlowLog | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -169,8 +180,12 @@ class UdpFrontend(asyncio.DatagramProtocol):
                 self.tally.drop("flow_limit")
                 return
             backend = self.pick.choose(client, self.local, socket.IPPROTO_UDP)
+            flog = self.flow_log
+            route = self.config.route if self.config is not None else ""
             if backend is None:
                 self.tally.drop("no_backend")
+                if flog is not None:
+                    flog.refused(self.name, route, client, "UH")
                 return
             be_tally = self.backends.get(backend)
             if be_tally is None:
@@ -180,7 +195,11 @@ class UdpFrontend(asyncio.DatagramProtocol):
             except OSError as e:
                 log.info("frontend %s: cannot open a flow to %s:%d: %s", self.name, *backend, e)
                 self.tally.drop("send_error")
+                if flog is not None:
+                    flog.refused(self.name, route, client, "UF", backend)
                 return
+            if flog is not None:
+                flow.logged = flog.opened(self.name, route, client, backend)
             self.flows[client] = flow
             self.tally.flows += 1
             be_tally.flows += 1
@@ -259,6 +278,8 @@ class UdpProxy:
         #: backend endpoint -> its counters, shared by every frontend; endpoint -> groups
         self._backends: dict[Key, Tally] = {}
         self._groups: dict[str, set[str]] = {}
+        #: Flow events (kgw_l4.flowlog), when the access log is on.
+        self.flow_log: FlowLog | None = None
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, "UDP", keep_drained=True)
@@ -276,6 +297,7 @@ class UdpProxy:
             proto = UdpFrontend(fe.name, key, picks[key], idle_timeout=self.idle_timeout,
                                 max_flows=self.max_flows, config=fe)
             proto.backends = self._backends
+            proto.flow_log = self.flow_log
             family = socket.AF_INET6 if ":" in fe.address else socket.AF_INET
             try:
                 # no SO_REUSEADDR: for UDP it would let two sockets share the port

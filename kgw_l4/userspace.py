@@ -22,10 +22,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import maglev
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
+
+if TYPE_CHECKING:
+    from .flowlog import FlowLog
 
 log = logging.getLogger("kgw.l4.userspace")
 
@@ -245,6 +249,8 @@ class UserspaceProxy:
         self._backends: dict[tuple[str, int], Tally] = {}
         self._groups: dict[str, set[str]] = {}
         self.conns: set[Conn] = set()
+        #: Flow events (kgw_l4.flowlog), when the access log is on.
+        self.flow_log: FlowLog | None = None
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
@@ -286,8 +292,12 @@ class UserspaceProxy:
         peer = cw.get_extra_info("peername")
         local = cw.get_extra_info("sockname")
         be = pick.choose(peer[:2], local[:2]) if pick else None
+        flog = self.flow_log
+        name, route = (fe.name, fe.route) if fe is not None else (f"{key[0]}:{key[1]}", "")
         if be is None:
             tally.drop("no_backend")
+            if flog is not None:
+                flog.refused(name, route, peer, "UH")
             cw.transport.abort()
             return
         try:
@@ -295,6 +305,8 @@ class UserspaceProxy:
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
+            if flog is not None:
+                flog.refused(name, route, peer, "UF", be)
             cw.transport.abort()
             return
         be_tally = self._backends.get(be)
@@ -304,12 +316,15 @@ class UserspaceProxy:
         if be_tally is not None:
             be_tally.flows += 1
         self.conns.add(conn)
+        flow = flog.opened(name, route, peer, be) if flog is not None else None
         try:
             br, bw = await asyncio.open_connection(sock=b)
             await splice_streams(cr, cw, br, bw, conn)
         finally:
             tally.active -= 1
             self.conns.discard(conn)
+            if flow is not None and flog is not None:
+                flog.closed(flow, conn.bytes[0], conn.bytes[1])
 
     def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
         """The counters of the frontends served now and of their backend endpoints."""

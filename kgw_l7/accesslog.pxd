@@ -85,10 +85,14 @@ cdef class AccessLog:
     cdef public Py_ssize_t write_errors
     cdef public Py_ssize_t lines
     cdef public bint _full
+    cdef public object _sink
+    cdef public str name
+    cdef public str counter
     @cython.locals(line=bytes)
     cpdef log(self, double start, RequestHead head, int status, Py_ssize_t received,
               Py_ssize_t sent, double duration, upstream, route, bytes request_id,
               flags, listener, details, bytes remote)
+    cpdef append(self, bytes line)
     cpdef flush(self)
 
 cpdef bytes _number(long long n)

@@ -39,6 +39,7 @@ from typing import Any
 
 from kgw_l7.events import RequestHead
 from kgw_l7.logformat import LogFormat
+from kgw_l7.otlplogs import OtlpLogSink, is_otlp, logs_url
 
 try:
     import cython
@@ -304,15 +305,28 @@ class AccessLog:
 
     __slots__ = ("formatter", "min_status", "sample", "target", "_chunk", "_lines",
                  "_size", "_pending", "_pending_bytes", "_cond", "_thread", "_closed",
-                 "_fd", "_pipe", "_failing", "dropped", "write_errors", "lines", "_full")
+                 "_fd", "_pipe", "_failing", "dropped", "write_errors", "lines", "_full",
+                 "_sink", "name", "counter")
 
     def __init__(self, target: str | None, fmt: LogFormat, min_status: int = 0,
-                 sample: float = 1.0) -> None:
+                 sample: float = 1.0, name: str = "access log",
+                 counter: str = "kgw_access_log_dropped_total", open_now: bool = True) -> None:
+        """``name``, ``counter``: what its messages call it and where they say its lost
+        lines are counted; ``open_now`` False: the target is opened by the first write
+        (a writer that may never write says nothing about it until then)."""
+        self.name = name
+        self.counter = counter
         self.formatter = Formatter(fmt)
         self.min_status = min_status
         self.sample = sample
-        #: None: stdout; else a file path (opened by the writer, retried after errors).
+        #: None: stdout; "otlp[:URL]": a collector (kgw_l7.otlplogs); else a file path
+        #: (opened by the writer, retried after errors).
         self.target = target
+        #: The OTLP sink, when ``target`` names one (built here: a bad endpoint raises
+        #: OtlpLogsError before the worker serves).
+        self._sink: Any = None
+        if target is not None and is_otlp(target):
+            self._sink = OtlpLogSink(logs_url(target), fmt.kind == "json")
         self._chunk: list[bytes] = []
         self._lines = 0
         self._size = 0
@@ -330,10 +344,11 @@ class AccessLog:
         self.write_errors = 0
         #: Lines written.
         self.lines = 0
-        try:  # now, so that a path that cannot be written is said at start-up
-            self._open()
-        except OSError as exc:
-            self._failed(exc)
+        if open_now:
+            try:  # now, so that a path that cannot be written is said at start-up
+                self._open()
+            except OSError as exc:
+                self._failed(exc)
         self._thread = threading.Thread(target=self._run, name="kgw-access-log", daemon=True)
         self._thread.start()
 
@@ -353,6 +368,15 @@ class AccessLog:
         if self._size >= CHUNK:
             self.flush()
 
+    def append(self, line: bytes) -> None:
+        """A line formatted elsewhere (the L4 plane's flow events, ``kgw_l4.flowlog``),
+        past any filter."""
+        self._chunk.append(line)
+        self._lines += 1
+        self._size += len(line)
+        if self._size >= CHUNK:
+            self.flush()
+
     def flush(self) -> None:
         """Hand the lines so far to the writer (never waits for it)."""
         if not self._chunk:
@@ -364,10 +388,10 @@ class AccessLog:
                 self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + lines
                 if not self._full:
                     self._full = True
-                    log.warning("access log: the writer is behind by %d bytes (a slow disk "
+                    log.warning("%s: the writer is behind by %d bytes (a slow disk "
                                 "or a blocked pipe); lines are dropped and counted in "
-                                "kgw_access_log_dropped_total until it catches up",
-                                self._pending_bytes)
+                                "%s until it catches up",
+                                self.name, self._pending_bytes, self.counter)
                 return
             self._pending.append((chunk, lines, size))
             self._pending_bytes += size
@@ -381,8 +405,8 @@ class AccessLog:
             self._cond.notify()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.warning("access log: %d bytes not written within %.0f s at shutdown",
-                        self._pending_bytes, timeout)
+            log.warning("%s: %d bytes not written within %.0f s at shutdown",
+                        self.name, self._pending_bytes, timeout)
 
     def unwritten(self) -> int:
         """Bytes handed to the writer and not written (nor failed) yet."""
@@ -406,7 +430,7 @@ class AccessLog:
                 self._write(chunk)
                 self.lines += lines
                 if self._failing:
-                    log.warning("access log: writing again (after: %s)", self._failing)
+                    log.warning("%s: writing again (after: %s)", self.name, self._failing)
                     self._failing = ""
             except OSError as exc:
                 self.write_errors += 1
@@ -419,7 +443,9 @@ class AccessLog:
                 self._pending_bytes -= size
                 if self._full and self._pending_bytes < MAX_PENDING // 2:
                     self._full = False
-        if self.target is not None and self._fd >= 0:
+        if self._sink is not None:
+            self._sink.close()
+        elif self.target is not None and self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
@@ -427,9 +453,9 @@ class AccessLog:
         """Said once, until a write succeeds again."""
         if not self._failing:
             self._failing = str(exc)
-            log.error("access log: cannot write to %s: %s; lines are dropped and counted "
-                      "(kgw_access_log_dropped_total) until writes succeed",
-                      self.target or "stdout", exc)
+            log.error("%s: cannot write to %s: %s; lines are dropped and counted "
+                      "(%s) until writes succeed",
+                      self.name, self.target or "stdout", exc, self.counter)
 
     def _reopen_later(self) -> None:
         try:
@@ -439,6 +465,8 @@ class AccessLog:
         self._fd = -1
 
     def _open(self) -> int:
+        if self._sink is not None:
+            return -1
         if self._fd < 0:
             if self.target is None:
                 try:
@@ -455,7 +483,10 @@ class AccessLog:
 
     def _write(self, chunk: list[bytes]) -> None:
         """The lines with writev (no join of the chunk): to a file at most IOV_MAX lines
-        a call, to a pipe at most PIPE_WRITE bytes a call."""
+        a call, to a pipe at most PIPE_WRITE bytes a call; to a collector, one export."""
+        if self._sink is not None:
+            self._sink.write(chunk)
+            return
         fd = self._open()
         part: list[bytes] = []
         size = 0

@@ -41,6 +41,7 @@ from kgw_l7.channel import (MAX_CONNECTIONS_PER_ENDPOINT, WorkerOptions, encode_
 from kgw_l7.config import L7Config
 from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
+from kgw_l7.otlplogs import is_otlp, logs_url
 from kgw_l7.tracing_config import resolve as resolve_tracing
 
 log = logging.getLogger("kgw.l7.plane")
@@ -180,6 +181,9 @@ class L7Plane:
         self.workers_wanted = workers or os.cpu_count() or 1
         parse_format(access_log_format, access_log_redact)  # (FormatError: before any worker)
         tracing = resolve_tracing(tracing_endpoint, tracing_sample)  # (TracingConfigError too)
+        if access_log is not None and is_otlp(access_log):
+            url = logs_url(access_log)  # (OtlpLogsError: before any worker)
+            log.info("access log: OTLP log records to %s", url)
         if tracing is not None:
             log.info("tracing: spans to %s (sampler %s, ratio %g)", tracing.url,
                      tracing.sampler, tracing.ratio)

@@ -1,6 +1,7 @@
-"""A real OTLP/HTTP traces receiver for the tests: an HTTP server decoding each
-``ExportTraceServiceRequest`` (protobuf, opentelemetry-proto) into plain span records.
-It can also fail (500) or hang, as a broken collector does."""
+"""A real OTLP/HTTP receiver for the tests: an HTTP server decoding each
+``ExportTraceServiceRequest`` (``/v1/traces``) into plain span records and each
+``ExportLogsServiceRequest`` (``/v1/logs``) into log records (protobuf,
+opentelemetry-proto). It can also fail (500) or hang, as a broken collector does."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 )
@@ -31,8 +35,20 @@ class Span:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class LogRecord:
+    body: Any  # a str, or a dict for a map body
+    severity: str
+    service: str
+    timestamp: int
+
+
 def _value(v: Any) -> Any:
     kind = v.WhichOneof("value")
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
     return getattr(v, kind) if kind else None
 
 
@@ -46,6 +62,7 @@ class Receiver:
     def __init__(self, address: tuple[str, int], mode: str = "ok") -> None:
         self.mode = mode
         self.spans: list[Span] = []
+        self.logs: list[LogRecord] = []
         self.requests = 0
         self.lock = threading.Lock()
         receiver = self
@@ -58,11 +75,14 @@ class Receiver:
                 if receiver.mode == "hang":
                     time.sleep(30)
                     return
-                if receiver.mode == "fail" or self.path != "/v1/traces" or \
+                if receiver.mode == "fail" or self.path not in ("/v1/traces", "/v1/logs") or \
                         self.headers.get("Content-Type") != "application/x-protobuf":
                     self.send_response(500)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if self.path == "/v1/logs":
+                    self._logs(body)
                     return
                 req = ExportTraceServiceRequest()
                 req.ParseFromString(body)
@@ -80,6 +100,27 @@ class Receiver:
                 with receiver.lock:
                     receiver.spans.extend(got)
                 data = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _logs(self, body: bytes) -> None:
+                req = ExportLogsServiceRequest()
+                req.ParseFromString(body)
+                got = []
+                for rl in req.resource_logs:
+                    service = _attrs(rl.resource.attributes).get("service.name", "")
+                    for sl in rl.scope_logs:
+                        for r in sl.log_records:
+                            got.append(LogRecord(_value(r.body), r.severity_text, service,
+                                                 r.time_unix_nano))
+                with receiver.lock:
+                    receiver.logs.extend(got)
+                self._answer(ExportLogsServiceResponse().SerializeToString())
+
+            def _answer(self, data: bytes) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(data)))
