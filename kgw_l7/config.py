@@ -273,6 +273,38 @@ class Mirror:
     percent: float = 100.0
 
 
+ExtAuthProtocol = Literal["HTTP", "GRPC"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtAuth:
+    """Ask an authorization service before forwarding (Gateway API ExternalAuth filter,
+    SecurityPolicy ``extAuth``; the protocols as Envoy's ext_authz: ``kgw_l7.extauth``).
+
+    Every failure to get an answer (timeout, service down, garbage) denies unless
+    ``fail_open``; answers are never cached (each request asks, whatever its credentials).
+    """
+
+    protocol: ExtAuthProtocol
+    #: The authorization service (for GRPC, spoken to in HTTP/2: h2c or h2).
+    backend: Backend
+    #: HTTP: prefix added to the request's path in the check request.
+    path_prefix: str = ""
+    #: Lower-case request header names sent to the service. HTTP: in addition to Host,
+    #: Method, Path, Content-Length and Authorization (always sent). GRPC: empty = all.
+    allowed_headers: tuple[str, ...] = ()
+    #: HTTP: lower-case names of the service's response headers copied into the request to
+    #: the backend on allow; empty = all of them (but Host and framing fields).
+    allowed_response_headers: tuple[str, ...] = ()
+    #: Request body bytes sent along (0: none); a longer body is cut to this size.
+    max_body: int = 0
+    #: Seconds to wait for the answer (then: denied, or allowed when ``fail_open``).
+    timeout: float = 2.0
+    fail_open: bool = False
+    #: The status of a request denied because the service gave no answer.
+    status_on_error: int = 403
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     request_headers: HeaderModifier | None = None
@@ -281,6 +313,7 @@ class Filters:
     rewrite: URLRewrite | None = None
     mirrors: tuple[Mirror, ...] = ()
     cors: CORS | None = None
+    ext_auth: ExtAuth | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +407,16 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtAuthSpec:
+    """SecurityPolicy ``extAuth`` as validated (JSON), and the policy's namespace: the
+    controller resolves its backendRef per route rule into ``Filters.ext_auth``, which is
+    what the proxy applies (controller/policy/extauth.py says why it lands this way)."""
+
+    namespace: str
+    spec: str
+
+
+@dataclass(frozen=True, slots=True)
 class RulePolicy:
     """What kgw policies (TrafficPolicy, SecurityPolicy) apply to a rule, one field per
     section (controller/policy/registry.py), already merged by precedence."""
@@ -394,6 +437,8 @@ class RulePolicy:
     basic_auth: BasicAuth | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     api_key_auth: APIKeyAuth | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     authorization: Authorization | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: SecurityPolicy ``extAuth`` (applied as the rule's ``Filters.ext_auth``).
+    ext_auth: ExtAuthSpec | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
 
 def with_rule_policy(b: Backend, policy: RulePolicy | None) -> Backend:
@@ -568,11 +613,11 @@ def to_dict(value: Any) -> Any:
 
 __all__ = [
     "AccessLogPolicy", "Backend", "CORS", "Certificate", "CircuitBreaker", "ClientValidation",
-    "ConnectionRateLimit", "Endpoint", "Filters", "GlobalRateLimit", "HashOn", "HeaderMatch",
-    "HeaderModifier", "HealthCheck", "HealthPolicy", "L7Config", "Listener", "ListenerPolicy",
-    "LoadBalancer", "LocalRateLimit", "Mirror", "OutlierDetection", "PathMatch",
-    "PathModifier", "ProxyProtocol", "QueryParamMatch", "RateLimit", "Redirect",
-    "RequestLimits", "Retry", "Route", "RouteMatch", "Rule", "RulePolicy",
-    "SessionPersistence", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",
+    "ConnectionRateLimit", "Endpoint", "ExtAuth", "ExtAuthSpec", "Filters", "GlobalRateLimit",
+    "HashOn", "HeaderMatch", "HeaderModifier", "HealthCheck", "HealthPolicy", "L7Config",
+    "Listener", "ListenerPolicy", "LoadBalancer", "LocalRateLimit", "Mirror",
+    "OutlierDetection", "PathMatch", "PathModifier", "ProxyProtocol", "QueryParamMatch",
+    "RateLimit", "Redirect", "RequestLimits", "Retry", "Route", "RouteMatch", "Rule",
+    "RulePolicy", "SessionPersistence", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",
     "with_rule_policy",
 ]

@@ -110,6 +110,10 @@ cdef class Exchange(UpstreamOwner):
     cdef public Py_ssize_t body_limit
     cdef public object refusal
     cdef public object auth
+    cdef public object auth_wait
+    cdef public object auth_ops
+    cdef public Py_ssize_t auth_body
+    cdef public bint continued
     @cython.locals(after=int)
     cdef _request_to(self, int event)
     @cython.locals(after=int)
@@ -118,6 +122,7 @@ cdef class Exchange(UpstreamOwner):
     cpdef on_request_body(self, data)
     @cython.locals(streaming=bint)
     cpdef on_request_end(self, trailers)
+    cdef _wake_body_waiters(self)
     cpdef on_client_lost(self)
     cpdef on_downstream_pause(self, bint paused)
     @cython.locals(up=UpstreamStream)

@@ -57,6 +57,7 @@ from typing import Any
 
 from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
 from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
+from kgw_l7 import authcall
 from kgw_l7.auth import AuthRequest, Denial
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.proxyproto import encode_v2
@@ -65,6 +66,7 @@ from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
 )
+from kgw_l7.extauth import Request as ExtAuthRequest
 from kgw_l7.router import (CompiledBackend, CompiledPolicy, CompiledRoute, CompiledRule,
                            split_target)
 from kgw_l7.streams import (
@@ -338,7 +340,7 @@ class Exchange(UpstreamOwner):
                  "task", "request_id", "body_waiters", "detail", "watch_up", "watch_reads",
                  "watch_since", "tunneled", "grpc", "grpc_deadline", "trace", "lb_key",
                  "body_limit", "refusal", "resp_trailers", "session", "pinned", "cookie_path",
-                 "auth")
+                 "auth", "auth_wait", "auth_ops", "auth_body", "continued")
     req: int  # a RequestPhase (compiled, a C int: exchange.pxd)
     resp: int  # a ResponsePhase
 
@@ -406,14 +408,22 @@ class Exchange(UpstreamOwner):
         self.session: Any = None
         self.pinned: tuple[str, int] | None = None
         self.cookie_path = b"/"
+        #: The auth checks' upstream header changes (an AuthRequest), or while a check
+        #: waits, what ``authenticate`` resumes (a tuple); None: nothing.
+        self.auth: Any = None
+        #: External authorization: (route, path, query) of a request routed but not yet
+        #: prepared (``authorize`` asks first), and the allowing answer's header changes.
+        self.auth_wait: tuple[CompiledRoute, bytes, bytes] | None = None
+        self.auth_ops: Any = None
+        #: Wake ``body_waiters`` once this many body bytes are buffered (0: at the end).
+        self.auth_body = 0
+        #: 100 Continue was sent already (to get a body for the authorization service).
+        self.continued = False
         #: A policy's limit on the request body, checked as it streams (0: none).
         self.body_limit = 0
         #: Why the request is refused once forwarding began (the body grew past
         #: ``body_limit``): the try raises it (``one_try``) and ``forward`` answers it.
         self.refusal: _Refuse | None = None
-        #: The auth checks' upstream header changes (an AuthRequest), or while a check
-        #: waits, what ``authenticate`` resumes (a tuple); None: nothing.
-        self.auth: Any = None
 
     # -- the phase tables ---------------------------------------------------------------
     def _request_to(self, event: int) -> None:
@@ -451,6 +461,9 @@ class Exchange(UpstreamOwner):
         self.buf_size += n
         if self.buf_size > BODY_HIGH_WATER:
             self.down.pause(PAUSE_BODY)
+        if self.auth_body and self.buf_size >= self.auth_body:
+            self.auth_body = 0
+            self._wake_body_waiters()
 
     def body_too_large(self) -> None:
         """The body crossed the rule's ``requestLimits.maxRequestBodySize`` while it
@@ -496,14 +509,17 @@ class Exchange(UpstreamOwner):
         self._request_to(END)
         if streaming:
             self.upstream.send_end(trailers)  # type: ignore[union-attr]
+        self._wake_body_waiters()
+        if self.resp == DONE:
+            # The response went out before the body was read to its end.
+            self._release()
+
+    def _wake_body_waiters(self) -> None:
         waiters, self.body_waiters = self.body_waiters, None
         if waiters:
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
-        if self.resp == DONE:
-            # The response went out before the body was read to its end.
-            self._release()
 
     def on_client_lost(self) -> None:
         self._request_to(LOSE)
@@ -633,6 +649,8 @@ class Exchange(UpstreamOwner):
 
     async def run(self, endpoint: tuple[str, int] | None = None) -> None:
         try:
+            if self.auth_wait is not None and not await self.authorize():
+                return
             await self.forward(endpoint)
         except asyncio.CancelledError:
             if self.req != LOST:
@@ -663,6 +681,8 @@ class Exchange(UpstreamOwner):
             if backend is None:
                 return
             self._response_to(FORWARD)
+            if self.auth_wait is not None and not await self.authorize():
+                return
             await self.forward(None)
         except asyncio.CancelledError:
             if self.req != LOST:
@@ -773,7 +793,7 @@ class Exchange(UpstreamOwner):
         if self.req < RECEIVED and self.received + self.buf_size > BODY_HIGH_WATER:
             self.close_after = True  # don't read a large unwanted body
         headers = list(extra) if extra else []
-        if body:
+        if body and (not extra or _header(tuple(extra), b"content-type") is None):
             headers.append((b"content-type", b"text/plain"))
         headers.append((b"content-length", b"%d" % len(body)))
         data = []
@@ -898,6 +918,9 @@ class Exchange(UpstreamOwner):
         keys = backend.keys
         if keys is not None:
             self.lb_key = keys.key(head.headers, query, self.down.peer)
+        if filters.ext_auth is not None:
+            self.auth_wait = (route, path, query)  # prepared once the service allows it
+            return backend
         self.prepare(route, rule, backend, path, query)
         return backend
 
@@ -921,6 +944,59 @@ class Exchange(UpstreamOwner):
                                        time.time())
         if field is not None:
             self.resp_extra = [*self.resp_extra, field] if self.resp_extra else [field]
+
+    async def authorize(self) -> bool:
+        """Ask the rule's authorization service (kgw_l7.extauth); True: allowed (the request
+        is prepared), False: answered with the denial. Mirrors start, and the backend hears
+        of the request, only once it is allowed."""
+        route, path, query = self.auth_wait  # type: ignore[misc]
+        self.auth_wait = None
+        rule: CompiledRule = self.rule  # type: ignore[assignment]
+        s = rule.filters.ext_auth
+        if s is None:  # (routed() waits only for a rule that has one)
+            raise RuntimeError("authorize: the rule has no ext auth")
+        head = self.head
+        down = self.down
+        body = b""
+        if s.max_body and self.req < RECEIVED:
+            if head.expect_continue and self.received == 0:
+                down.send_continue()
+                self.continued = True
+            if self.buf_size < s.max_body:
+                fut = self.ctx.loop.create_future()
+                if self.body_waiters is None:
+                    self.body_waiters = []
+                self.body_waiters.append(fut)
+                self.auth_body = s.max_body
+                await fut
+                self.auth_body = 0
+            if self.refusal is not None:  # (a policy's body limit crossed meanwhile)
+                self.answer_refusal()
+                return False
+        if s.max_body and self.body_buf:
+            body = b"".join(self.body_buf)[:s.max_body]
+        size = head.content_length if head.body == "length" else \
+            0 if head.body == "none" else None
+        decision = await authcall.check(self.ctx, s, ExtAuthRequest(
+            head.method, head.target, head.authority, head.headers, body, size, down.remote,
+            down.listener.scheme, head.version, _header(head.headers, b"x-request-id") or b""))
+        if decision.failed:
+            self.ctx.limiter.warning(("extauth", s.name), "rule %s: %s", rule.name,
+                                     decision.reason)
+        if decision.allowed:
+            if decision.reason:
+                self.detail = decision.reason  # (failed open)
+            if decision.changes:
+                self.auth_ops = decision
+            self.prepare(route, rule, self.backend, path, query)  # type: ignore[arg-type]
+            return True
+        self.flags = "UAEX"  # (Envoy's flag: denied by the external authorization service)
+        self.detail = decision.reason
+        extra = list(decision.headers)
+        if self.resp_extra:
+            extra.extend(self.resp_extra)  # (CORS: a browser script sees the denial)
+        self.respond(decision.status, decision.body, extra or None)
+        return False
 
     def police(self, policy: CompiledPolicy) -> bool:
         """The checks of the rule's kgw policy (TrafficPolicy sections); True when one
@@ -1022,6 +1098,9 @@ class Exchange(UpstreamOwner):
             out = ops.apply(out)
         if self.auth is not None:  # what the auth checks establish wins over the filters
             out = self.auth.upstream(out)
+        auth = self.auth_ops
+        if auth is not None:
+            out = auth.apply(out)
         host = rule.filters.rewrite_host
         bf = backend.filters
         if bf is not None and bf.rewrite_host is not None:
@@ -1104,7 +1183,8 @@ class Exchange(UpstreamOwner):
             for mb, percent in mirrors:
                 if percent >= 100 or random.random() * 100 < percent:
                     ctx.spawn(self.mirror(mb, out))
-        if head.expect_continue and self.received == 0 and self.req < RECEIVED:
+        if head.expect_continue and self.received == 0 and self.req < RECEIVED \
+                and not self.continued:
             self.down.send_continue()
 
     async def forward(self, endpoint: tuple[str, int] | None) -> None:

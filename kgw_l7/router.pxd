@@ -44,6 +44,7 @@ cdef class CompiledFilters:
     cdef public object rewrite_path
     cdef public object mirrors
     cdef public object cors
+    cdef public object ext_auth
 
 cdef class CompiledBackend:
     cdef public object name

@@ -30,6 +30,7 @@ from kgw_l7.config import (
 )
 from kgw_l7.globallimit import GlobalLimit
 from kgw_l7.ratelimit import LocalLimit
+from kgw_l7.extauth import Settings as ExtAuthSettings
 from kgw_l7.regex import compile_bytes, compile_text
 from kgw_l7.session import SessionPolicy, key_from_env
 
@@ -212,7 +213,7 @@ class CorsPolicy:
 
 class CompiledFilters:
     __slots__ = ("req_ops", "resp_ops", "redirect", "rewrite_host", "rewrite_path",
-                 "mirrors", "cors")
+                 "mirrors", "cors", "ext_auth")
 
     def __init__(self, f: Filters | None, compile_backend: Callable[[Backend], CompiledBackend]
                  ) -> None:
@@ -225,6 +226,9 @@ class CompiledFilters:
         self.rewrite_path = PathAction(rw.path.type, rw.path.value) if rw and rw.path else None
         self.mirrors = tuple((compile_backend(m.backend), m.percent) for m in f.mirrors)
         self.cors = CorsPolicy(f.cors) if f.cors else None
+        #: External authorization asked before forwarding (kgw_l7.extauth), or None.
+        self.ext_auth = ExtAuthSettings(f.ext_auth, compile_backend(f.ext_auth.backend)) \
+            if f.ext_auth else None
 
 
 class CompiledBackend:
@@ -391,7 +395,8 @@ class CompiledRule:
         #: (TrafficPolicy backendProxyProtocol): one connection per client connection.
         self.proxy_send = r.policy is not None and r.policy.backend_proxy_protocol is not None
         self.no_deadline = (not self.request_timeout and not self.backend_timeout
-                            and not self.retry_attempts and not self.proxy_send)
+                            and not self.retry_attempts and not self.proxy_send
+                            and self.filters.ext_auth is None)
         #: Neither timeout is set: the worker's default response timeout applies
         #: (WorkerOptions.response_timeout, enforced by its periodic sweep). An explicit
         #: 0 (Gateway API "0s") is no timeout at all.
@@ -447,6 +452,8 @@ def _head_suffix(rule: CompiledFilters, backend: CompiledBackend) -> bytes | Non
     if backend.h2 or any(m.h2 for m, _ in rule.mirrors) or (
             bf is not None and any(m.h2 for m, _ in bf.mirrors)):
         return None
+    if rule.ext_auth is not None:
+        return None  # an allowing answer may change the request's headers
     if rule.rewrite_host is not None or rule.rewrite_path is not None or (
             bf is not None and (bf.rewrite_host is not None or bf.rewrite_path is not None)):
         return None
@@ -674,6 +681,8 @@ class RouterCache:
                     backend(with_rule_policy(b, r.policy))
                 for m in r.filters.mirrors:
                     backend(m.backend)
+                if r.filters.ext_auth is not None:
+                    backend(r.filters.ext_auth.backend)
             rules[r] = cr
             return cr
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from controller.policy import (
     accesslog, apikeyauth, authorization, backendproxyprotocol, basicauth, circuitbreaker,
-    connectionlimit, headertimeout, healthcheck, jwt, loadbalancer, proxyprotocol, ratelimit,
-    requestlimits,
+    connectionlimit, extauth, headertimeout, healthcheck, jwt, loadbalancer, proxyprotocol,
+    ratelimit, requestlimits,
 )
 from controller.policy.section import Section
 
@@ -31,5 +31,6 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
         basicauth.SECTION,
         apikeyauth.SECTION,
         authorization.SECTION,
+        extauth.SECTION,
     ),
 }

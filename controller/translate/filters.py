@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from controller.translate import backend as be
 from controller.translate import conditions as c
+from controller.translate.extauth import resolve_ext_auth
 from controller.translate.ir import Cond
 from controller.translate.reader import Reader
 from controller.translate.util import as_dict, as_int, as_list, as_str, ref_group
@@ -70,10 +71,14 @@ def _percent(raw: dict) -> float:
 
 def resolve_filters(
     reader: Reader, raw_filters: object, route_kind: str, route_ns: str,
-    default_protocol: l7.BackendProtocol = "http",
+    default_protocol: l7.BackendProtocol = "http", on_backend: bool = False,
 ) -> FilterResult:
+    """``on_backend``: the filters of a backendRef (ExternalAuth is a rule's filter only:
+    one on a backendRef cannot be honoured, so that backend answers 500 rather than
+    serve requests unchecked)."""
     req = resp = None
     redirect = rewrite = cors = None
+    ext_auth = None
     mirrors: list[l7.Mirror] = []
     res = FilterResult(l7.Filters())
     for f in map(as_dict, as_list(raw_filters)):
@@ -113,6 +118,26 @@ def resolve_filters(
                 allow_credentials=r.get("allowCredentials") is True,
                 max_age=age if age is not None else 5,
             )
+        elif t == "ExternalAuth" and on_backend:
+            res.fail = True
+            res.problems.append(Cond(
+                c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
+                "ExternalAuth filter on a backendRef is not supported (set it on the rule): "
+                "that backend answers 500"))
+        elif t == "ExternalAuth" and ext_auth is None:
+            ea = resolve_ext_auth(reader, f.get("externalAuth"), route_kind, route_ns)
+            if ea.backend is not None:
+                res.mirrors.append(ea.backend)  # (its Service is a dependency too)
+            if ea.ext_auth is None:
+                res.fail = True
+                problem = ea.backend.problem if ea.backend is not None else None
+                res.problems.append(Cond(
+                    c.RESOLVED_REFS, False, problem.reason if problem else c.R_BACKEND_NOT_FOUND,
+                    "ExternalAuth filter: " + (problem.message if problem else
+                                               "the authorization service is unusable")
+                    + " (the rule answers 500)"))
+            else:
+                ext_auth = ea.ext_auth
         elif t == "ExtensionRef":
             e = as_dict(f.get("extensionRef"))
             res.fail = True
@@ -121,7 +146,7 @@ def resolve_filters(
                 f"ExtensionRef filter {ref_group(e, '') or 'core'}/{as_str(e.get('kind'))} "
                 f"{as_str(e.get('name'))} is not a filter kgw supports"))
         elif t in ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect",
-                   "URLRewrite", "CORS"):
+                   "URLRewrite", "CORS", "ExternalAuth"):
             continue  # repeated filter type: the API rejects it; keep the first
         else:
             res.problems.append(Cond(c.ACCEPTED, False, c.R_UNSUPPORTED_VALUE,
@@ -129,6 +154,6 @@ def resolve_filters(
             res.fail = True
     res.filters = l7.Filters(
         request_headers=req, response_headers=resp, redirect=redirect, rewrite=rewrite,
-        mirrors=tuple(mirrors), cors=cors,
+        mirrors=tuple(mirrors), cors=cors, ext_auth=ext_auth,
     )
     return res

@@ -207,7 +207,8 @@ def resolve_rules(reader: Reader, route: Obj, key: ObjectKey) -> RulesResult:
                 res.problems.append(rb.problem)
             if rb.service is not None:
                 res.services.add(rb.service)
-            bf = resolve_filters(reader, ref.get("filters"), key.kind, key.namespace, default_proto)
+            bf = resolve_filters(reader, ref.get("filters"), key.kind, key.namespace,
+                                 default_proto, on_backend=True)
             res.problems.extend(bf.problems)
             res.services.update(b.service for b in bf.mirrors if b.service is not None)
             b = rb.l7(filters=None if bf.filters == l7.Filters() else bf.filters,

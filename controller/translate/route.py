@@ -21,6 +21,7 @@ from controller.translate import backend as be
 from controller.translate import backendtls
 from controller.translate import conditions as c
 from controller.translate import hostname as hn
+from controller.translate.extauth import with_policy_ext_auth
 from controller.translate.httproute import resolve_rules
 from controller.translate.kgwpolicy import apply as apply_policy
 from controller.translate.kgwpolicy import route_layers
@@ -193,8 +194,12 @@ def with_client_certificate(rule: l7.Rule, client: tuple[str, str]) -> l7.Rule:
             b, tls=dataclasses.replace(b.tls, client_cert_pem=client[0], client_key_pem=client[1]))
 
     mirrors = tuple(dataclasses.replace(m, backend=fix(m.backend)) for m in rule.filters.mirrors)
+    ea = rule.filters.ext_auth
+    if ea is not None:
+        ea = dataclasses.replace(ea, backend=fix(ea.backend))
     return dataclasses.replace(rule, backends=tuple(fix(b) for b in rule.backends),
-                               filters=dataclasses.replace(rule.filters, mirrors=mirrors))
+                               filters=dataclasses.replace(rule.filters, mirrors=mirrors,
+                                                           ext_auth=ea))
 
 
 def resolve_route(reader: Reader, route: Obj,
@@ -263,10 +268,16 @@ def resolve_route(reader: Reader, route: Obj,
                 entries = []
                 for ri, rule, matches in rr.rules:
                     rule = dataclasses.replace(rule, gateway=gname)
-                    if client is not None:
-                        rule = with_client_certificate(rule, client)
                     if lis.policy or layers:
                         rule = apply_policy(rule, lis.policy, layers, ri)
+                        pea = with_policy_ext_auth(reader, rule)
+                        rule = pea.rule
+                        if pea.problem is not None and pea.problem not in problems:
+                            problems.append(pea.problem)
+                        if pea.service is not None:
+                            services.add(pea.service)
+                    if client is not None:
+                        rule = with_client_certificate(rule, client)
                     for mi, m in enumerate(matches):
                         entries.append((sort_key(m, created, key.namespace, key.name, ri, mi,
                                                  rr.ranks.get((ri, mi))), l7.Route(m, rule)))
