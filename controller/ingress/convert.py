@@ -382,15 +382,22 @@ class _Converter:
 
     def add_canary(self, key: ObjectKey, ann: Annotations, main: dict, ref: dict) -> None:
         header = ann.get("canary-by-header")
+        custom = ann.get("canary-by-header-value")
         if header:
-            value = ann.get("canary-by-header-value") or "always"
-            match = dict(main["matches"][0])
-            match["headers"] = [*match.get("headers", ()),
-                                {"type": "Exact", "name": header, "value": value}]
-            extra = {k: v for k, v in main.items() if k not in ("matches", "backendRefs")}
-            rule = {"matches": [match], "backendRefs": [ref], **extra}
+            # ingress-nginx: the header's value "always" (or canary-by-header-value) sends
+            # the request to the canary, "never" (without a custom value) keeps it off the
+            # canary whatever its weight; any other value falls through to the weight.
             route = next(r for r in self.routes if main in r["spec"]["rules"])
-            route["spec"]["rules"].insert(route["spec"]["rules"].index(main), rule)
+            extra = {k: v for k, v in main.items() if k not in ("matches", "backendRefs")}
+            picks = [(custom or "always", ref)]
+            if not custom and ann.get("canary-weight") is not None:
+                picks.append(("never", main["backendRefs"][0]))
+            for value, backend in picks:
+                match = dict(main["matches"][0])
+                match["headers"] = [*match.get("headers", ()),
+                                    {"type": "Exact", "name": header, "value": value}]
+                rule = {"matches": [match], "backendRefs": [dict(backend)], **extra}
+                route["spec"]["rules"].insert(route["spec"]["rules"].index(main), rule)
         weight = ann.get("canary-weight")
         if weight is not None:
             total = as_int((ann.get("canary-weight-total") or "100").strip(), 100) or 100

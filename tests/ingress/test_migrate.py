@@ -45,10 +45,14 @@ def test_annotations_mapped_and_ignored(tmp_path: Path) -> None:
     redirect = routes["shop-0-redirect"]["spec"]["rules"][0]["filters"][0]
     assert redirect == {"type": "RequestRedirect",
                         "requestRedirect": {"scheme": "https", "statusCode": 308}}
-    # canary: by header first, then by weight
-    canary, exact, main_rule = shop["rules"][0], shop["rules"][2], shop["rules"][1]
+    # canary: by header first ("always" to the canary, "never" off it), then by weight
+    canary, never, main_rule, exact = shop["rules"][:4]
     assert canary["matches"][0]["headers"][-1] == {"type": "Exact", "name": "X-Canary",
                                                    "value": "always"}
+    assert [b["name"] for b in canary["backendRefs"]] == ["app-next"]
+    assert never["matches"][0]["headers"][-1] == {"type": "Exact", "name": "X-Canary",
+                                                  "value": "never"}
+    assert [(b["name"], b.get("weight")) for b in never["backendRefs"]] == [("app", None)]
     assert [(b["name"], b.get("weight")) for b in main_rule["backendRefs"]] == [
         ("app", 90), ("app-next", 10)]
     assert exact["matches"][0]["path"] == {"type": "Exact", "value": "/cart"}
