@@ -55,6 +55,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e '.[test,lint,speedups]'
+  # xds-protos (the ext_authz protos) ships its own, older copy of the
+  # opentelemetry/proto modules over opentelemetry-proto's (the OTLP exporters then fail to
+  # import): put opentelemetry-proto's own files back, whichever was installed last.
+  otel_proto=$(.venv/bin/pip show opentelemetry-proto 2>/dev/null | awk '/^Version:/ {print $2}')
+  if [ -n "$otel_proto" ]; then
+    .venv/bin/pip install -q --force-reinstall --no-deps "opentelemetry-proto==$otel_proto"
+  fi
   touch "$stamp"
 fi
 

@@ -42,6 +42,9 @@ kind: HTTPRoute
 metadata: {name: shop, namespace: app}
 spec:
   parentRefs: [{name: gw}]
+  # (a hostname of its own: an HTTPRoute whose hostnames meet the GRPCRoute's on the same
+  # listener would give way to the older one, as the GRPCRoute spec says)
+  hostnames: [shop.example.com]
   rules:
   - matches: [{path: {type: PathPrefix, value: /http}}]
     filters:
