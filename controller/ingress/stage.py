@@ -27,7 +27,7 @@ def listening(store: Store, flags: Listening) -> tuple[Listening, list[Problem]]
                      and as_dict(c.get("spec")).get("parameters") is not None),
                     key=lambda c: (as_str(as_dict(c.get("metadata")).get("name")) not in default,
                                    ObjectKey.of(c)))
-    for c in chosen:
+    for n, c in enumerate(chosen):
         key = ObjectKey.of(c)
         p = as_dict(as_dict(c.get("spec")).get("parameters"))
         if as_str(p.get("apiGroup")) or as_str(p.get("kind")) != "ConfigMap":
@@ -51,6 +51,11 @@ def listening(store: Store, flags: Listening) -> tuple[Listening, list[Problem]]
                                             ObjectKey.of(cm), f"data.{k}"))
                 else:
                     ports[k] = v
+        for other in chosen[n + 1:]:  # (one set of ports serves every class: say so)
+            problems.append(Problem("", f"parameters not used: the Ingresses of every kgw "
+                                        f"class are served on one set of ports, those of "
+                                        f"IngressClass {key.name}", ObjectKey.of(other),
+                                    "spec.parameters"))
         return (Listening(ports.get(PARAM_HTTP_PORT, flags.http_port),
                           ports.get(PARAM_HTTPS_PORT, flags.https_port)), problems)
     return flags, problems

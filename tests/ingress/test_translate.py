@@ -258,3 +258,27 @@ def test_proxy_body_size_becomes_the_routes_request_limit() -> None:
     assert not any(k.kind == "TrafficPolicy" for k in t.statuses)
     assert ("nginx.ingress.kubernetes.io/proxy-body-size", "not a size (a number, "
             "optionally k, m or g)") in [(a, why) for _k, a, why in t.ingress.ignored]
+
+
+def test_one_set_of_ports_the_default_classs_and_other_parameters_are_reported() -> None:
+    def klass(name: str, cm: str, default: bool = False) -> dict:
+        meta: dict[str, Any] = {"name": name}
+        if default:
+            meta["annotations"] = {"ingressclass.kubernetes.io/is-default-class": "true"}
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": meta,
+                "spec": {"controller": "kgw.dev/ingress-controller",
+                         "parameters": {"kind": "ConfigMap", "namespace": "default",
+                                        "name": cm}}}
+
+    def config(name: str, port: int) -> dict:
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "default"},
+                "data": {"httpPort": str(port), "httpsPort": "0"}}
+
+    objs = [o for o in world(RULES) if o is not CLASS]
+    objs += [klass("kgw", "ports-a", default=True), klass("kgw-b", "ports-b"),
+             config("ports-a", 8081), config("ports-b", 8082)]
+    t, routers = serve(objs)
+    assert [r.listener.port for r in routers.values()] == [8081]
+    assert ("kgw-b spec.parameters: parameters not used: the Ingresses of every kgw class "
+            "are served on one set of ports, those of IngressClass kgw") in problems_of(t)
