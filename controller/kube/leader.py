@@ -17,6 +17,7 @@ works only with the global client configuration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import random
@@ -59,15 +60,20 @@ class LeaderElector:
         self._observed_at = 0.0
         self._renewed_at = 0.0
         self._stop = asyncio.Event()
+        #: The acquire/renew round trip in flight (``run``), awaited by ``stop``.
+        self._attempt: asyncio.Future[bool] | None = None
 
     async def run(self) -> None:
         """Acquire, renew, and re-acquire after a loss, until ``stop``."""
         while not self._stop.is_set():
+            self._attempt = asyncio.ensure_future(asyncio.to_thread(self._try_acquire_or_renew))
             try:
-                held = await asyncio.to_thread(self._try_acquire_or_renew)
+                held = await self._attempt
             except Exception as exc:  # the API server is unreachable: keep trying
                 log.warning("lease %s/%s: %s", self.namespace, self.name, describe(exc))
                 held = False
+            if self._stop.is_set():
+                break  # (``stop`` decides what the last attempt means)
             now = time.monotonic()
             if held:
                 self._renewed_at = now
@@ -86,14 +92,23 @@ class LeaderElector:
     async def stop(self, release: bool = True) -> None:
         """Stop taking part; if leading and ``release``, hand the Lease back at once."""
         self._stop.set()
+        holds = False  # (the API's Lease names us, though we never led on it)
+        attempt = self._attempt
+        if attempt is not None and not attempt.done():
+            # A renewal in flight would write the Lease after the release below (and a
+            # new holder would wait out the lease): let it land first. Bounded by the
+            # request timeout.
+            with contextlib.suppress(Exception):
+                holds = bool(await asyncio.shield(attempt))
         if self.is_leader:
+            holds = True
             await self._become(False)
-            if release:
-                try:
-                    await asyncio.to_thread(self._release)
-                except Exception as exc:
-                    log.warning("releasing lease %s/%s: %s", self.namespace, self.name,
-                                describe(exc))
+        if holds and release:
+            try:
+                await asyncio.to_thread(self._release)
+            except Exception as exc:
+                log.warning("releasing lease %s/%s: %s", self.namespace, self.name,
+                            describe(exc))
 
     async def _become(self, leader: bool) -> None:
         self.is_leader = leader
