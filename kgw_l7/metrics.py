@@ -105,6 +105,14 @@ def _histogram(name: str, doc: str, label: str | tuple[str, ...], bounds: tuple[
     return hist
 
 
+def _filled(family: CounterMetricFamily, counts: dict[Any, Any]) -> CounterMetricFamily:
+    """``family`` with one sample per entry of ``counts``: label values (a tuple, or one
+    value) -> count, in label order."""
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family
+
+
 class _Collector:
     def __init__(self, merged: dict[str, Any]) -> None:
         self.m = merged
@@ -133,22 +141,16 @@ class _Collector:
             sent.add_metric([gw, route], tx)
         yield received
         yield sent
-        retries = CounterMetricFamily(
+        yield _filled(CounterMetricFamily(
             "kgw_l7_retries", "Tries after the first (a route rule's retry policy, or a "
-            "pooled connection the backend had closed)", labels=["gateway", "route"])
-        for (gw, route), n in sorted(m["retries"].items()):
-            retries.add_metric([gw, route], n)
-        yield retries
+            "pooled connection the backend had closed)", labels=["gateway", "route"]), m["retries"])
         yield _histogram("kgw_l7_upstream_connect_duration_seconds",
                          "Time to open a new backend connection (TCP, and TLS when the "
                          "backend has a BackendTLSPolicy)", "backend", CONNECT_BUCKETS,
                          m["connect_times"])
-        cf = CounterMetricFamily("kgw_l7_upstream_connect_failures",
-                                 "Failed connection attempts to backend endpoints",
-                                 labels=["backend"])
-        for backend, n in sorted(m["connect_failures"].items()):
-            cf.add_metric([backend], n)
-        yield cf
+        yield _filled(CounterMetricFamily(
+            "kgw_l7_upstream_connect_failures", "Failed connection attempts to backend "
+            "endpoints", labels=["backend"]), m["connect_failures"])
         yield GaugeMetricFamily("kgw_l7_active_connections", "Open client connections",
                                 value=m["active_connections"])
         per = GaugeMetricFamily("kgw_l7_listener_active_connections",
@@ -158,64 +160,44 @@ class _Collector:
         yield per
         yield CounterMetricFamily("kgw_l7_connections", "Accepted client connections",
                                   value=m["connections_total"])
-        rc = CounterMetricFamily(
+        yield _filled(CounterMetricFamily(
             "kgw_l7_rejected_connections", "Connections closed as soon as accepted, by reason "
             "(limit: the worker's connection limit; descriptors: out of file descriptors; "
-            "shutting_down)", labels=["reason"])
-        for reason, n in sorted(m["rejected_connections"].items()):
-            rc.add_metric([reason], n)
-        yield rc
-        tls = CounterMetricFamily(
+            "shutting_down)", labels=["reason"]), m["rejected_connections"])
+        yield _filled(CounterMetricFamily(
             "kgw_l7_tls_handshake_refusals", "TLS handshakes refused or failed, by reason "
             "(unknown_server_name, no_server_name: refused with the unrecognized_name alert; "
             "protocol_version, client_certificate, not_tls, handshake)",
-            labels=["listener", "reason"])
-        for (lst, reason), n in sorted(m["tls_refusals"].items()):
-            tls.add_metric([lst, reason], n)
-        yield tls
-        ov = CounterMetricFamily(
+            labels=["listener", "reason"]), m["tls_refusals"])
+        yield _filled(CounterMetricFamily(
             "kgw_l7_upstream_overflow", "Tries refused a backend connection at once "
             "(endpoint_limit: connections per endpoint per worker; descriptors; a circuit "
             "breaker's max_connections, max_pending_requests, max_requests, max_retries)",
-            labels=["backend", "reason"])
-        for (backend, reason), n in sorted(m["upstream_overflows"].items()):
-            ov.add_metric([backend, reason], n)
-        yield ov
-        ej = CounterMetricFamily(
+            labels=["backend", "reason"]), m["upstream_overflows"])
+        yield _filled(CounterMetricFamily(
             "kgw_l7_outlier_ejections", "Endpoints ejected by outlier detection",
-            labels=["backend"])
-        for backend, n in sorted(m["outlier_ejections"].items()):
-            ej.add_metric([backend], n)
-        yield ej
+            labels=["backend"]), m["outlier_ejections"])
         yield CounterMetricFamily("kgw_l7_http2_connections",
                                   "Client connections served as HTTP/2",
                                   value=m["http2_connections"])
-        h2e = CounterMetricFamily(
+        yield _filled(CounterMetricFamily(
             "kgw_l7_http2_errors", "HTTP/2 client connections (GOAWAY) and streams (reset, "
             "or refused with a status) ended for breaking the protocol or abusing it, by "
             "reason (rapid_reset, ping_flood, hpack_bomb, malformed_*...)",
-            labels=["reason"])
-        for reason, n in sorted(m["http2_errors"].items()):
-            h2e.add_metric([reason], n)
-        yield h2e
-        rl = CounterMetricFamily(
+            labels=["reason"]), m["http2_errors"])
+        yield _filled(CounterMetricFamily(
             "kgw_l7_rate_limited", "Requests a local rate limit (TrafficPolicy "
-            "rateLimit.local) answered 429, by route and policy", labels=["route", "policy"])
-        for (route, policy), n in sorted(m["rate_limited"].items()):
-            rl.add_metric([route, policy], n)
-        yield rl
+            "rateLimit.local) answered 429, by route and policy",
+            labels=["route", "policy"]), m["rate_limited"])
         yield CounterMetricFamily(
             "kgw_l7_rate_limit_table_full", "Requests let through unlimited because the "
             "node's rate limit table had no slot for their key",
             value=m["rate_limit_table_full"])
-        resets = CounterMetricFamily(
+        yield _filled(CounterMetricFamily(
             "kgw_l7_http2_stream_resets", "RST_STREAM frames received from HTTP/2 clients "
             "(peer=client) and from HTTP/2 backends on streams a request waited on "
             "(peer=backend), by error code (cancel, refused_stream, internal_error...)",
-            labels=["peer", "code"])
-        for (peer, code), n in sorted(m["http2_resets"].items()):
-            resets.add_metric([peer, code], n)
-        yield resets
+            labels=["peer", "code"]), m["http2_resets"])
         dropped = CounterMetricFamily(
             "kgw_access_log_dropped", "Access log lines lost (buffer_full: the writer could "
             "not keep up with a slow disk or a blocked pipe; write_error: a write failed)",
@@ -236,21 +218,15 @@ class _Collector:
         yield CounterMetricFamily("kgw_tracing_spans_exported",
                                   "Trace spans the collector accepted",
                                   value=m["tracing_spans_exported"])
-        grl = CounterMetricFamily(
+        yield _filled(CounterMetricFamily(
             "kgw_l7_global_ratelimit_decisions", "Requests checked against a global rate "
             "limit (Redis), by limit and outcome (allowed, limited; fail_open, fail_closed: "
             "Redis failed or was in its backoff, and the limit's failureMode decided)",
-            labels=["limit", "outcome"])
-        for (limit, outcome), n in sorted(m["global_ratelimit_decisions"].items()):
-            grl.add_metric([limit, outcome], n)
-        yield grl
-        gre = CounterMetricFamily(
+            labels=["limit", "outcome"]), m["global_ratelimit_decisions"])
+        yield _filled(CounterMetricFamily(
             "kgw_l7_global_ratelimit_redis_errors", "Failed global rate limit calls to Redis, "
             "by address and reason (timeout, refused, closed, unresolvable, error)",
-            labels=["address", "reason"])
-        for (address, reason), n in sorted(m["global_ratelimit_errors"].items()):
-            gre.add_metric([address, reason], n)
-        yield gre
+            labels=["address", "reason"]), m["global_ratelimit_errors"])
         yield CounterMetricFamily("kgw_l7_global_ratelimit_redis_round_trips",
                                   "Round trips to Redis for global rate limits (one per "
                                   "checked request; two after Redis lost its script cache)",
