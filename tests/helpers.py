@@ -24,6 +24,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_tcp_and_udp_port(host: str = "127.0.0.1") -> int:
+    """A port number free for both TCP and UDP on HOST right now (the kernel hands out
+    ephemeral ports per protocol, so a free UDP port may be a busy TCP one)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
 def kgw_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "controller.cli", *args]
 

@@ -363,22 +363,31 @@ def test_reused_tuple_is_rearmed_in_place(lab):
             if f"10.201.1.2:{sport}" in r["from"] + r["rewrite"]]
     assert sorted((r["dir"], r["table"]) for r in rows) == [("orig", "ct"), ("reply", "ct")], rows
 
-    # A bare SYN on the tuple (the client's kernel answers the SYN-ACK with a reset).
+    # A bare SYN on the tuple, then the client's reset. Scapy sends both: the client's
+    # kernel must not answer the SYN-ACK itself, because what it answers depends on a race
+    # (a TIME_WAIT socket left by the last connection answers with an ACK, which completes
+    # the handshake; without one it resets). A blackhole route to the gateway silences it.
     mac = json.loads(lab.topo.run(lab.topo.gw, "ip", "-j", "link", "show", "gc").stdout)[0][
         "address"]
     assert wait_for(lambda: all(f.flags & abi.CT_F_FIN for f in mine()), timeout=5)
-    lab.topo.run(lab.topo.client, PY, "-c",
-                 "from scapy.all import Ether, IP, TCP, sendp; "
-                 f"sendp(Ether(dst='{mac}')/IP(src='10.201.1.2', dst='{GW_CLIENT_ADDR}')/"
-                 f"TCP(sport={sport}, dport=8081, flags='S', seq=12345), iface='c0', "
-                 "verbose=False)")
-    armed = mine()
-    assert sorted(f.table for f in armed) == ["ct", "ct"], armed
-    assert all(f.flags & abi.CT_F_EMBRYO for f in armed), armed
-    # The reply entry expires on the SYN timeout; the forward one saw the client's reset
-    # and has the closing timeout, as an embryonic entry in kgw_ct_syn would.
-    assert wait_for(lambda: [f.reply for f in mine()] == [False], timeout=8), mine()
-    assert mine()[0].flags & abi.CT_F_RST
+    lab.topo.run(lab.topo.client, "ip", "route", "add", "blackhole", f"{GW_CLIENT_ADDR}/32")
+    try:
+        lab.topo.run(lab.topo.client, PY, "-c",
+                     "import time; from scapy.all import Ether, IP, TCP, sendp; "
+                     f"p = Ether(dst='{mac}')/IP(src='10.201.1.2', dst='{GW_CLIENT_ADDR}'); "
+                     f"sendp(p/TCP(sport={sport}, dport=8081, flags='S', seq=12345), "
+                     "iface='c0', verbose=False); time.sleep(0.2); "
+                     f"sendp(p/TCP(sport={sport}, dport=8081, flags='R', seq=12346), "
+                     "iface='c0', verbose=False)")
+        armed = mine()
+        assert sorted(f.table for f in armed) == ["ct", "ct"], armed
+        assert all(f.flags & abi.CT_F_EMBRYO for f in armed), armed
+        # The reply entry expires on the SYN timeout; the forward one saw the client's
+        # reset and has the closing timeout, as an embryonic entry in kgw_ct_syn would.
+        assert wait_for(lambda: [f.reply for f in mine()] == [False], timeout=8), mine()
+        assert mine()[0].flags & abi.CT_F_RST
+    finally:
+        lab.topo.run(lab.topo.client, "ip", "route", "del", "blackhole", f"{GW_CLIENT_ADDR}/32")
     assert lab.client("whoami", GW_CLIENT_ADDR, "8081", "1", str(sport)) == [a]
     assert wait_for(lambda: len(mine()) == 2), mine()
     assert not any(f.flags & abi.CT_F_EMBRYONIC for f in mine()), mine()

@@ -12,6 +12,7 @@ import pytest
 from kgw_l4.config import BackendGroup, Endpoint, Frontend, L4Config
 from kgw_l4.plane import UserspacePlane
 from kgw_l4.udp import UdpProxy
+from tests.helpers import free_tcp_and_udp_port
 
 
 class _Echo(asyncio.DatagramProtocol):
@@ -194,7 +195,7 @@ async def test_flow_limit_is_counted():
 
 async def test_bad_input_port_clash_and_port_in_use():
     a, pa = await udp_echo(b"a")
-    port = free_udp_port()
+    port = free_tcp_and_udp_port()  # "tcp" below listens on the same number
     plane = UserspacePlane()
     try:
         with pytest.raises(ValueError):
