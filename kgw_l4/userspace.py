@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -84,7 +84,10 @@ class _Pick:
         return None if idx < 0 else self.endpoints[idx]
 
 
-def picker(fe: Frontend) -> _Pick:
+def picker(fe: Frontend, down: Collection[tuple[str, str, int]] = frozenset()) -> _Pick:
+    """The frontend's Maglev table; endpoints ``down`` (group, address, port: failing
+    their health check, kgw_l4.health) lose their slots as in the kernel plane
+    (``maglev.without_down``: only theirs move; all down keeps all)."""
     eps: dict[tuple[str, int], int] = {}
     groups = [(g.weight, len(g.endpoints)) for g in fe.backends]
     for g, w in zip(fe.backends, maglev.group_weights(groups)):
@@ -93,8 +96,11 @@ def picker(fe: Frontend) -> _Pick:
     order = tuple(sorted(eps))
     if not any(eps.values()):
         return _Pick(order, ())
-    table = maglev.build_table([maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
-                               TABLE_SIZE)
+    gone = {(ep.address, ep.port) for g in fe.backends for ep in g.endpoints
+            if (g.name, ep.address, ep.port) in down} if down else set()
+    table, _ = maglev.without_down(
+        [maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
+        [i for i, ep in enumerate(order) if ep in gone], TABLE_SIZE)
     return _Pick(order, tuple(table))
 
 
@@ -194,7 +200,8 @@ def backend_stats(ep: tuple[str, int], t: Tally, groups: dict[str, set[str]],
 
 
 def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: str | None = None,
-                     keep_drained: bool = False) -> tuple[
+                     keep_drained: bool = False,
+                     down: Collection[tuple[str, str, int]] = frozenset()) -> tuple[
         dict[tuple[str, int], Frontend], dict[tuple[str, int], _Pick], dict[str, str]]:
     """The ``protocol`` frontends a userspace proxy can serve, their pickers, and why the
     others cannot be served (port clash, no backends, all weights 0).
@@ -219,7 +226,7 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
             errors[fe.name] = (f"port clash: {fe.address}:{fe.port}/{protocol.lower()} is already "
                                f"used by frontend {wanted[key].name!r}")
             continue
-        p = picker(fe)
+        p = picker(fe, down)
         if not p.endpoints:
             errors[fe.name] = "no backends"
             continue
@@ -230,6 +237,14 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
         wanted[key] = fe
         picks[key] = p
     return wanted, picks, errors
+
+
+def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, Tally]],
+           down: Collection[tuple[str, str, int]]) -> None:
+    """Rebuild the pickers of the frontends served (``picks`` in place) for ``down``."""
+    for key, (fe, _) in frontends.items():
+        if key in picks:
+            picks[key] = picker(fe, down)
 
 
 class UserspaceProxy:
@@ -251,9 +266,17 @@ class UserspaceProxy:
         self.conns: set[Conn] = set()
         #: Flow events (kgw_l4.flowlog), when the access log is on.
         self.flow_log: FlowLog | None = None
+        #: endpoints failing their health check (kgw_l4.health)
+        self.down: frozenset[tuple[str, str, int]] = frozenset()
+
+    def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+        """New connections avoid the endpoints ``down`` from now on."""
+        self.down = down
+        repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
+        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported,
+                                                 down=self.down)
         self._picks.update(picks)
         self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
                            for key, fe in wanted.items()}
