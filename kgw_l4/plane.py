@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -90,7 +90,7 @@ class L4Plane:
         raise NotImplementedError
 
     def config_dump(self) -> dict:
-        d = {"mode": self.mode, "errors": self.errors()}
+        d: dict[str, Any] = {"mode": self.mode, "errors": self.errors()}
         if self.health is not None:
             d["health"] = self.health.view()
         return d

@@ -74,6 +74,8 @@ async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> so
 class _Pick:
     endpoints: tuple[tuple[str, int], ...]
     table: tuple[int, ...]
+    #: every endpoint with weight fails its health check: all are kept
+    panic: bool = False
 
     def choose(self, peer: tuple[str, int], local: tuple[str, int],
                proto: int = socket.IPPROTO_TCP) -> tuple[str, int] | None:
@@ -98,10 +100,10 @@ def picker(fe: Frontend, down: Collection[tuple[str, str, int]] = frozenset()) -
         return _Pick(order, ())
     gone = {(ep.address, ep.port) for g in fe.backends for ep in g.endpoints
             if (g.name, ep.address, ep.port) in down} if down else set()
-    table, _ = maglev.without_down(
+    table, panic = maglev.without_down(
         [maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
         [i for i, ep in enumerate(order) if ep in gone], TABLE_SIZE)
-    return _Pick(order, tuple(table))
+    return _Pick(order, tuple(table), panic)
 
 
 class Conn:
@@ -244,7 +246,11 @@ def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, Tally]]
     """Rebuild the pickers of the frontends served (``picks`` in place) for ``down``."""
     for key, (fe, _) in frontends.items():
         if key in picks:
-            picks[key] = picker(fe, down)
+            was = picks[key].panic
+            picks[key] = p = picker(fe, down)
+            if p.panic and not was:
+                log.warning("frontend %s: every endpoint fails its health check: all are kept "
+                            "(panic)", fe.name)
 
 
 class UserspaceProxy:

@@ -288,7 +288,7 @@ def resolve_route(reader: Reader, route: Obj,
                     l7c.append(L7Contribution((addr, lis.port), h, lis, routes))
     else:
         bk = _l4_backends(reader, route, key, problems, services)
-        layers = route_layers(reader, key, route) if key.kind == "TCPRoute" else None
+        l4_layers = route_layers(reader, key, route) if key.kind == "TCPRoute" else None
         for p, lis, hosts in attached:
             if not lis.programmed:
                 continue
@@ -296,8 +296,8 @@ def resolve_route(reader: Reader, route: Obj,
             if lis.protocol != proto:
                 continue
             groups = bk.groups
-            if layers is not None and (lis.policy or layers):
-                groups = with_health(groups, lis.policy, layers)
+            if l4_layers is not None and (lis.policy or l4_layers):
+                groups = with_health(groups, lis.policy, l4_layers)
             terminated: tuple[l4.BackendGroup, ...] = ()
             btls: tuple[tuple[str, l4.BackendTLS], ...] = ()
             if lis.protocol == "TLS" and lis.tls_mode == "Terminate":

@@ -123,6 +123,7 @@ async def test_every_endpoint_down_keeps_them_all():
             await asyncio.sleep(0.02)
         # panic: the only endpoint keeps its slots, connections are still tried
         pick = plane.proxy._picks[("127.0.0.1", port)]
+        assert pick.panic
         assert pick.choose(("127.0.0.1", 1), ("127.0.0.1", port)) == ("127.0.0.1", dead)
     finally:
         await plane.close()
