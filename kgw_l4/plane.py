@@ -107,8 +107,24 @@ class L4Plane:
         self.health.update(config)
 
     def _health_changed(self, down: frozenset) -> None:
-        """(On the event loop.) The endpoints failing their checks are now ``down``."""
+        """(On the event loop.) The endpoints failing their checks are now ``down``: the
+        forwarding follows in a task (kept until done, cancelled by close())."""
+        t = asyncio.get_running_loop().create_task(self._set_health(down))
+        self._health_tasks.add(t)
+        t.add_done_callback(self._health_tasks.discard)
+
+    async def _set_health(self, down: frozenset) -> None:
         raise NotImplementedError
+
+    async def _close_health(self) -> None:
+        if self.health is not None:
+            await self.health.close()
+        for t in list(self._health_tasks):
+            t.cancel()
+        await asyncio.gather(*self._health_tasks, return_exceptions=True)
+
+    #: verdict changes being written (_health_changed; each plane makes its own set)
+    _health_tasks: set[asyncio.Task]
 
     def stats(self) -> L4Stats:
         """The plane's counters now (kgw_l4.metrics): what /metrics and /l4 report."""
@@ -180,6 +196,7 @@ class UserspacePlane(L4Plane):
         self.udp = UdpProxy()
         self.tls = TLSPassthroughProxy(None)
         self._limit_errors: dict[str, str] = {}
+        self._health_tasks = set()
 
     async def apply(self, config: L4Config) -> None:
         # Only the kernel program sees SYNs before a socket does: without it a
@@ -194,8 +211,8 @@ class UserspacePlane(L4Plane):
         await self.udp.apply(config)
         await self.tls.apply(config, _frontend_ports(config))
 
-    def _health_changed(self, down: frozenset) -> None:
-        self.proxy.set_health(down)
+    async def _set_health(self, down: frozenset) -> None:
+        await self.proxy.set_health(down)
 
     def errors(self) -> dict[str, str]:
         return {**self.proxy.errors, **self.udp.errors, **self.tls.errors,
@@ -218,8 +235,7 @@ class UserspacePlane(L4Plane):
         return [*self.proxy.flows(), *self.udp.flows(), *self.tls.flows()]
 
     async def close(self) -> None:
-        if self.health is not None:
-            await self.health.close()
+        await self._close_health()
         await self.proxy.close()
         await self.udp.close()
         await self.tls.close()
@@ -278,6 +294,7 @@ class SplicePlane(L4Plane):
         self.tls: TLSPassthroughProxy | None = None
         self.pins = PinUse(pin_dir)
         self._busy_errors: dict[str, str] = {}
+        self._health_tasks = set()
         if self.pins.in_use():
             self.pins.take()
 
@@ -301,9 +318,9 @@ class SplicePlane(L4Plane):
         await self.proxy.apply(config)
         await self.tls.apply(config, _frontend_ports(config))  # type: ignore[union-attr]
 
-    def _health_changed(self, down: frozenset) -> None:
+    async def _set_health(self, down: frozenset) -> None:
         if self.proxy is not None:
-            self.proxy.set_health(down)
+            await self.proxy.set_health(down)
 
     def errors(self) -> dict[str, str]:
         if not self.proxy:
@@ -329,8 +346,7 @@ class SplicePlane(L4Plane):
                                    drops=sum_drops(fes, st.drops))
 
     async def close(self) -> None:
-        if self.health is not None:
-            await self.health.close()
+        await self._close_health()
         if self.proxy is not None:
             await self.proxy.close()
             if self.tls is not None:
@@ -390,7 +406,7 @@ class KernelPlane(L4Plane):
         self._sweep: ld.Sweep | None = None
         self.tls: TLSPassthroughProxy | None = None
         self._splicer: Splicer | None = None
-        self._health_tasks: set[asyncio.Task] = set()
+        self._health_tasks = set()
         if self.pins.in_use():
             self.pins.take()  # PinDirBusy: another instance runs on these pins
             if self.loader.pinned() and self.loader.check_pins() is None:
@@ -466,11 +482,6 @@ class KernelPlane(L4Plane):
         result = await asyncio.to_thread(self._program, config)
         self.last_apply = result
         self._program_errors = dict(result.errors)
-
-    def _health_changed(self, down: frozenset) -> None:
-        t = asyncio.get_running_loop().create_task(self._set_health(down))
-        self._health_tasks.add(t)
-        t.add_done_callback(self._health_tasks.discard)
 
     async def _set_health(self, down: frozenset) -> None:
         """Move the Maglev slots of the endpoints whose verdict changed (after any apply
@@ -690,10 +701,7 @@ class KernelPlane(L4Plane):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._watchers.clear()
-        if self.health is not None:
-            await self.health.close()
-        for task in list(self._health_tasks):
-            task.cancel()
+        await self._close_health()
         if self.tls is not None:
             await self.tls.close()
         if self._splicer is not None:

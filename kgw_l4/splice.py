@@ -672,10 +672,10 @@ class SpliceProxy(Acceptor):
         #: endpoints failing their health check (kgw_l4.health)
         self.down: frozenset[tuple[str, str, int]] = frozenset()
 
-    def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
         """New connections avoid the endpoints ``down`` from now on."""
         self.down = down
-        repick(self._picks, self._frontends, down)
+        await repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config,

@@ -241,16 +241,22 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
     return wanted, picks, errors
 
 
-def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, Tally]],
-           down: Collection[tuple[str, str, int]]) -> None:
-    """Rebuild the pickers of the frontends served (``picks`` in place) for ``down``."""
-    for key, (fe, _) in frontends.items():
-        if key in picks:
-            was = picks[key].panic
-            picks[key] = p = picker(fe, down)
-            if p.panic and not was:
-                log.warning("frontend %s: every endpoint fails its health check: all are kept "
-                            "(panic)", fe.name)
+async def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, Tally]],
+                 down: Collection[tuple[str, str, int]]) -> None:
+    """Rebuild the pickers of the frontends served (``picks`` in place) for ``down``: in a
+    thread (a table costs tens of ms of CPU), then swapped in on the loop for the
+    frontends still served with the same configuration."""
+    todo = {key: fe for key, (fe, _) in frontends.items() if key in picks}
+    new = await asyncio.to_thread(lambda: {key: picker(fe, down) for key, fe in todo.items()})
+    for key, p in new.items():
+        cur = frontends.get(key)
+        if key not in picks or cur is None or cur[0] != todo[key]:
+            continue  # (an apply meanwhile built it with the same ``down``)
+        was = picks[key].panic
+        picks[key] = p
+        if p.panic and not was:
+            log.warning("frontend %s: every endpoint fails its health check: all are kept "
+                        "(panic)", todo[key].name)
 
 
 class UserspaceProxy:
@@ -275,10 +281,10 @@ class UserspaceProxy:
         #: endpoints failing their health check (kgw_l4.health)
         self.down: frozenset[tuple[str, str, int]] = frozenset()
 
-    def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
         """New connections avoid the endpoints ``down`` from now on."""
         self.down = down
-        repick(self._picks, self._frontends, down)
+        await repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config, unsupported=self._unsupported,
