@@ -93,7 +93,9 @@ from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
-from .userspace import backend_stats, connect, frontend_stats, kept_tally, select_frontends
+from .userspace import (
+    backend_stats, connect, frontend_stats, kept_tally, repick, select_frontends,
+)
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -667,10 +669,18 @@ class SpliceProxy(Acceptor):
         self._groups: dict[str, set[str]] = {}
         #: Flow events (kgw_l4.flowlog), when the access log is on.
         self.flow_log: FlowLog | None = None
+        #: endpoints failing their health check (kgw_l4.health)
+        self.down: frozenset[tuple[str, str, int]] = frozenset()
+
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+        """New connections avoid the endpoints ``down`` from now on."""
+        self.down = down
+        await repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config,
-                                                 unsupported="cannot be spliced (use tc or xdp)")
+                                                 unsupported="cannot be spliced (use tc or xdp)",
+                                                 down=self.down)
         self._picks.update(picks)
         self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
                            for key, fe in wanted.items()}
