@@ -804,7 +804,8 @@ class SpliceProxy(Acceptor):
         if flog is not None:
             on_close = functools.partial(flog.closed, flog.opened(name, route, peer, be))
         try:
-            await self.splicer.splice(c, b, tally, be_tally, on_close)
+            # (neither socket was read or written here)
+            self.splicer.splice_now(c, b, tally, be_tally, on_close, untouched=True)
         except OSError as e:
             log.warning("splice failed: %s", e)
             if on_close is not None:
