@@ -9,7 +9,9 @@ gateway. Both gateways pick the backend by SNI among two names (one route each; 
 bench's SNI, ``bench.example``, is the second, so a linear scan would not be free).
 
 Per mode: connections/s (median of --repeat runs of --seconds), the gateway process's CPU
-per connection (utime+stime of the agent or haproxy over the wrk runs), and the whole
+per connection (utime+stime of the agent or haproxy over the wrk runs), every kworker
+thread's CPU and the machine's softirq time per connection (kgw's spliced bytes are sent
+by kworkers, haproxy's by itself; other jobs' share is in both columns), and the whole
 machine's busy CPU per connection (client, backend and gateway: TLS handshakes dominate;
 the busy CPUs of the idle second before each run are reported next to it, since the
 machine is shared). With --profile the kgw agent runs under cProfile and the top
@@ -53,6 +55,8 @@ class Result:
     rates: tuple[float, ...] = ()
     errors: int = 0
     gw_cpu_us: float | None = None  # gateway process CPU per connection
+    kworker_cpu_us: float = 0.0  # every kworker thread's CPU per connection
+    softirq_us: float = 0.0  # the machine's softirq time per connection
     machine_cpu_us: float = 0.0
     bg_cpus: float = 0.0
     note: str = ""
@@ -151,6 +155,30 @@ backend bench
     return p
 
 
+def kworker_cpu() -> float:
+    """CPU seconds of every kworker thread so far: the kernel's workqueues run the
+    sockmap redirects (a redirected skb is sent by the peer psock's work item), which
+    the agent's own CPU does not include; other jobs' kworker time is in it too."""
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        if name.startswith("kworker/"):
+            f = stat.rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+    return total / CLK
+
+
+def softirq_seconds() -> float:
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[7]) / CLK
+
+
 def wrk_tls(topo: Topology, hosts: Path, seconds: int, connections: int
             ) -> tuple[float, int, int]:
     """(requests/s, errors, requests) of https with ``Connection: close`` through the
@@ -175,22 +203,24 @@ def measure(topo: Topology, hosts: Path, mode: str, gw_pid: int, seconds: int,
             repeat: int, connections: int) -> Result:
     rates: list[float] = []
     conns = errors = jiffies = bg = 0
-    cpu = 0.0
+    cpu = kw = sirq = 0.0
     for _ in range(repeat):
         b0 = busy_jiffies()
         time.sleep(1)
         bg += busy_jiffies() - b0
-        c0, j0 = proc_cpu(gw_pid), busy_jiffies()
+        c0, j0, k0, s0 = proc_cpu(gw_pid), busy_jiffies(), kworker_cpu(), softirq_seconds()
         rate, errs, total = wrk_tls(topo, hosts, seconds, connections)
         cpu += proc_cpu(gw_pid) - c0
+        kw += kworker_cpu() - k0
+        sirq += softirq_seconds() - s0
         jiffies += busy_jiffies() - j0
         rates.append(rate)
         conns += total
         errors += errs
     n = max(conns, 1)
     return Result(mode, round(statistics.median(rates)), tuple(round(r) for r in rates), errors,
-                  round(cpu / n * 1e6, 1), round(jiffies / CLK / n * 1e6, 1),
-                  round(bg / CLK / repeat, 2))
+                  round(cpu / n * 1e6, 1), round(kw / n * 1e6, 1), round(sirq / n * 1e6, 1),
+                  round(jiffies / CLK / n * 1e6, 1), round(bg / CLK / repeat, 2))
 
 
 def run_mode(mode: str, seconds: int, repeat: int, connections: int, tmp: Path,
@@ -237,11 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_mode(m, ns.seconds, ns.repeat, ns.connections, tmp, ns.profile)
                for m in wanted]
     print("| mode | conns/s (median) | runs | errors | gw process CPU µs/conn "
-          "| machine CPU µs/conn | background CPUs | note |")
-    print("|---|---:|---|---:|---:|---:|---:|---|")
+          "| kworker CPU µs/conn | softirq µs/conn | machine CPU µs/conn | background CPUs "
+          "| note |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         print(f"| {r.mode} | {r.conn_rate:.0f} | {', '.join(map(str, r.rates))} | {r.errors} "
-              f"| {r.gw_cpu_us} | {r.machine_cpu_us} | {r.bg_cpus} | {r.note} |")
+              f"| {r.gw_cpu_us} | {r.kworker_cpu_us} | {r.softirq_us} | {r.machine_cpu_us} "
+              f"| {r.bg_cpus} | {r.note} |")
     by = {r.mode: r for r in results}
     if len(by) == 2 and by["haproxy-sni"].conn_rate:
         k, h = by["kgw-tlspass"], by["haproxy-sni"]
