@@ -18,7 +18,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, \
     PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
-from hpack import HeaderTuple, NeverIndexedHeaderTuple
+from hpack import Decoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, \
     OversizedHeaderListError
 
@@ -56,6 +56,10 @@ cdef extern from "nghttp2/nghttp2.h":
                                       size_t inlen, int in_final)
     int nghttp2_hd_inflate_end_headers(nghttp2_hd_inflater *inflater)
     size_t nghttp2_hd_inflate_get_dynamic_table_size(nghttp2_hd_inflater *inflater)
+    size_t nghttp2_hd_inflate_get_max_dynamic_table_size(nghttp2_hd_inflater *inflater)
+    size_t nghttp2_hd_inflate_get_num_table_entries(nghttp2_hd_inflater *inflater)
+    const nghttp2_nv *nghttp2_hd_inflate_get_table_entry(nghttp2_hd_inflater *inflater,
+                                                         size_t idx)
     size_t nghttp2_hd_deflate_get_dynamic_table_size(nghttp2_hd_deflater *deflater)
     const char *nghttp2_strerror(int lib_error_code)
 
@@ -64,6 +68,12 @@ cdef extern from "nghttp2/nghttp2.h":
 DEFAULT_TABLE_SIZE = 4096
 #: hpack's default bound on a decoded header list (h2 sets its own).
 DEFAULT_MAX_HEADER_LIST_SIZE = 2 ** 16
+#: Header blocks from this size on are decoded by hpack (``Inflater.decode``): nghttp2
+#: refuses any field longer than 64 KiB (NGHTTP2_HD_MAX_NV) as a compression error, which
+#: ends the connection, where kgw answers a large but bounded header list with 431. A
+#: shorter block cannot carry such a field (Huffman codes are 5 bits at least, names
+#: taken from the 4 KiB table).
+LARGE_BLOCK = 32 * 1024
 
 
 cdef bytes _as_bytes(object s):
@@ -160,6 +170,9 @@ cdef class Inflater:
     cdef nghttp2_hd_inflater *ctx
     cdef public Py_ssize_t max_header_list_size
     cdef size_t allowed_table_size
+    #: hpack's decoder, with nghttp2's dynamic table copied, from the first block of
+    #: ``LARGE_BLOCK`` bytes on (the connection's decoding stays with it).
+    cdef object fallback
 
     def __cinit__(self, max_header_list_size=DEFAULT_MAX_HEADER_LIST_SIZE):
         if nghttp2_hd_inflate_new(&self.ctx) != 0:
@@ -184,16 +197,41 @@ cdef class Inflater:
         if rv != 0:
             raise InvalidTableSizeError(nghttp2_strerror(rv).decode())
         self.allowed_table_size = value
+        if self.fallback is not None:
+            self.fallback.max_allowed_table_size = value
 
     @property
     def header_table_size(self):
         """The dynamic table's current size in bytes (entries + 32 each)."""
+        if self.fallback is not None:
+            return self.fallback.header_table._current_size
         return nghttp2_hd_inflate_get_dynamic_table_size(self.ctx)
+
+    def _hand_over(self):
+        """hpack's decoder in the state nghttp2's is in: the same table size limits and
+        dynamic table entries (added oldest first)."""
+        cdef size_t idx
+        cdef const nghttp2_nv *nv
+        dec = Decoder(self.max_header_list_size)
+        dec.max_allowed_table_size = self.allowed_table_size
+        dec.header_table_size = nghttp2_hd_inflate_get_max_dynamic_table_size(self.ctx)
+        idx = nghttp2_hd_inflate_get_num_table_entries(self.ctx)
+        while idx > 61:
+            nv = nghttp2_hd_inflate_get_table_entry(self.ctx, idx)
+            dec.header_table.add(PyBytes_FromStringAndSize(<char *>nv.name, nv.namelen),
+                                 PyBytes_FromStringAndSize(<char *>nv.value, nv.valuelen))
+            idx -= 1
+        self.fallback = dec
 
     def decode(self, data, raw=True):
         """``raw`` False decodes names and values as UTF-8 (hpack's default); h2 passes
         True."""
         cdef bytes block = _as_bytes(data)
+        if self.fallback is None and PyBytes_GET_SIZE(block) >= LARGE_BLOCK:
+            self._hand_over()
+        if self.fallback is not None:
+            self.fallback.max_header_list_size = self.max_header_list_size
+            return self.fallback.decode(block, raw=raw)
         cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(block)
         cdef size_t left = <size_t>PyBytes_GET_SIZE(block)
         cdef nghttp2_nv nv

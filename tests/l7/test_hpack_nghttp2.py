@@ -34,7 +34,7 @@ SEQUENCES = {
     "empty_and_binary": [[(b"x-empty", b""), (b"x-bin", bytes(range(1, 256)).replace(
         b"\r", b"").replace(b"\n", b"")), (b"x-utf8", "grüße".encode())]] * 2,
     "long_values": [[(b"cookie", b"a=" + b"x" * 5000), (b"x-long", b"y" * 20000)],
-                    [(b"cookie", b"a=" + b"x" * 5000)]],
+                    [(b"cookie", b"a=" + b"x" * 5000)], [(b"x-huge", b"q" * 100000)]],
     "many_fields": [[(b"x-f%d" % i, b"v%d" % i) for i in range(200)]] * 2,
     "evicting": [[(b"x-evict-%d" % i, b"z" * 900)] for i in range(12)] * 2,
 }
@@ -82,6 +82,26 @@ def test_rfc7541_example_c4_decodes():
     for block, headers in zip(blocks, lists, strict=True):
         assert dec.decode(bytes.fromhex(block)) == headers
     assert dec.header_table_size == 164  # as the RFC's table after C.4.3
+
+
+def test_large_blocks_go_on_with_hpack_and_the_same_table():
+    """nghttp2 refuses fields over 64 KiB; a block that may hold one is decoded by hpack,
+    with nghttp2's dynamic table carried over, and so is every later block."""
+    enc, dec = hpack.Encoder(), _nghttp2.Inflater(1 << 20)
+    for headers in SEQUENCES["requests"] + SEQUENCES["evicting"][:6]:
+        assert dec.decode(enc.encode(headers)) == headers
+    before = dec.header_table_size
+    assert before > 0
+    # a 70 kB literal, never indexed: the tables keep what nghttp2's had
+    big = [NeverIndexedHeaderTuple(b"x-big", b"a" * 70000)]
+    assert dec.decode(enc.encode(big, huffman=False)) == big
+    assert dec.header_table_size == before
+    for headers in SEQUENCES["evicting"][:6] + SEQUENCES["requests"]:  # indexed ones
+        assert dec.decode(enc.encode(headers)) == headers
+    dec.max_allowed_table_size = 100
+    enc.header_table_size = 200
+    with pytest.raises(HPACKDecodingError):
+        dec.decode(enc.encode(REQUEST))
 
 
 def test_huffman_shortens_literals():

@@ -85,7 +85,8 @@ def kgw_l7_imports(path: Path) -> set[str]:
 
 
 def test_imports_go_one_way():
-    assert sorted(LAYERS) == sorted([*MODULES, PYX]), "place a new module in LAYERS (and docs/l7.md)"
+    assert sorted(LAYERS) == sorted([*MODULES, PYX]), \
+        "place a new module in LAYERS (and docs/l7.md)"
     package = Path(kgw_l7.__file__).parent
     upward = {}
     for name in MODULES:
