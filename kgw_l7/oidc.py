@@ -143,17 +143,17 @@ def parse_discovery(body: bytes, cfg: OIDC) -> Endpoints:
     if doc.get("issuer") != cfg.issuer:  # section 4.3: must be identical
         raise ValueError(f"discovery document's issuer {doc.get('issuer')!r} is not "
                          f"{cfg.issuer!r}")
-    out = {}
+    out: dict[str, str] = {}
     for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
         v = doc.get(name)
-        if not _is_url(v):
+        if not isinstance(v, str) or not _is_url(v):
             raise ValueError(f"discovery document's {name} is missing or not an http(s) URL")
         out[name] = v
     end = doc.get("end_session_endpoint")
     methods = doc.get("token_endpoint_auth_methods_supported")
     return Endpoints(cfg.authorization_endpoint or out["authorization_endpoint"],
                      cfg.token_endpoint or out["token_endpoint"], out["jwks_uri"],
-                     end if _is_url(end) else "",
+                     end if isinstance(end, str) and _is_url(end) else "",
                      tuple(m for m in methods if isinstance(m, str))
                      if isinstance(methods, list) else ())
 
@@ -513,7 +513,7 @@ class OidcCheck(Check):
     def _state_name(self, state: str) -> bytes:
         return (self.cfg.state_cookie + "-" + state[:8]).encode()
 
-    def _accept(self, req: AuthRequest, session: dict[str, Any]) -> None:
+    def _accept(self, req: AuthRequest, session: dict[str, Any]) -> Denial | None:
         claims = _payload(session["it"])
         req.claims = claims
         sub = claims.get("sub")
@@ -588,8 +588,8 @@ class OidcCheck(Check):
         sealed = self._seal_session(tokens, None)
         if sealed is None:
             return Denial(503, "oidc: the tokens do not fit in a cookie")
-        back = login.get("u") if isinstance(login.get("u"), str) else "/"
-        if not back.startswith("/") or back.startswith("//"):
+        back = login.get("u")
+        if not isinstance(back, str) or not back.startswith("/") or back.startswith("//"):
             back = "/"  # (only a path on this site: never an open redirect)
         return Denial(302, "oidc: logged in", [
             (b"location", back.encode("latin-1")), self._cookie(self.session, sealed[0]),

@@ -6,7 +6,7 @@ feature, kgw's own for the session cookie).
 
     oidc:
       provider:
-        issuer: https://id.example.com          # discovery: <issuer>/.well-known/openid-configuration
+        issuer: https://id.example.com          # <issuer>/.well-known/openid-configuration
         authorizationEndpoint: https://...      # optional: overrides discovery's
         tokenEndpoint: https://...              # optional
         caCertificateRef: {name: op-ca}         # optional: Secret entry "ca.crt" (https OP)

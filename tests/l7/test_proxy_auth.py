@@ -11,8 +11,8 @@ import bcrypt
 import pytest
 
 from kgw_l7.auth_config import (
-    JWT, APIKeyAuth, CredentialSource, Authorization, AuthorizationRule, BasicAuth, ClaimRequirement,
-    ClaimToHeader, JWTProvider, RemoteJWKS,
+    JWT, APIKeyAuth, Authorization, AuthorizationRule, BasicAuth, ClaimRequirement,
+    ClaimToHeader, CredentialSource, JWTProvider, RemoteJWKS,
 )
 from kgw_l7.config import L7Config, Listener, RulePolicy, VirtualHost
 
