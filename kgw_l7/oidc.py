@@ -238,7 +238,8 @@ class ProviderDown(Exception):
 
 class OpState:
     """One OpenID Provider in a worker: its endpoints (discovered in the background, the
-    last good ones kept), its ID token keys, and whether it answers."""
+    last good ones kept), its ID token keys, and whether it answers. Shared by the rules
+    naming the same provider, whatever their clients (each call is given its client)."""
 
     def __init__(self, cfg: OIDC) -> None:
         self.cfg = cfg
@@ -286,7 +287,7 @@ class OpState:
                 self.first.set_result(None)
         if self.keys is None or self.endpoints is None or self.endpoints.jwks_uri != ep.jwks_uri:
             self.keys = Provider(JWTProvider(
-                f"oidc {cfg.issuer}", issuer=cfg.issuer, audiences=(cfg.client_id,),
+                f"oidc {cfg.issuer}", issuer=cfg.issuer,
                 remote_jwks=RemoteJWKS(ep.jwks_uri, timeout=cfg.timeout, ca_pem=cfg.ca_pem),
                 clock_skew=cfg.clock_skew))
         self.endpoints = ep
@@ -331,9 +332,9 @@ class OpState:
                 pass
         return self.endpoints
 
-    async def token(self, ep: Endpoints, form: dict[str, str]) -> tuple[int, bytes]:
-        """A token request, the client authenticated as configured (RFC 6749 2.3.1)."""
-        cfg = self.cfg
+    async def token(self, cfg: OIDC, ep: Endpoints, form: dict[str, str]) -> tuple[int, bytes]:
+        """A token request by the client ``cfg`` names, authenticated as it says (RFC 6749
+        section 2.3.1)."""
         headers = {"content-type": "application/x-www-form-urlencoded",
                    "accept": "application/json"}
         method = cfg.token_endpoint_auth
@@ -359,9 +360,10 @@ class OpState:
         self.up()
         return status, body
 
-    async def verify_id_token(self, token: str, nonce: str | None) -> dict[str, Any]:
+    async def verify_id_token(self, cfg: OIDC, token: str, nonce: str | None
+                              ) -> dict[str, Any]:
         """OIDC Core 3.1.3.7: signature by the provider's keys, ``iss``, ``aud`` (the
-        client), ``exp``, and the login's ``nonce``. Raises ValueError."""
+        client ``cfg`` names), ``exp``, and the login's ``nonce``. Raises ValueError."""
         keys_of = self.keys
         if keys_of is None:
             raise ValueError("no provider keys")
@@ -379,7 +381,6 @@ class OpState:
             keys = keys_of.keys_for(kid, alg)
         if not keys:
             raise ValueError(f"no provider key for kid {kid!r}")
-        cfg = self.cfg
         error: Exception | None = None
         for key in keys:
             try:
@@ -408,7 +409,6 @@ def op_state(cfg: OIDC) -> OpState:
     op = _OPS.get(key)
     if op is None:
         op = _OPS[key] = OpState(cfg)
-    op.cfg = cfg  # (client settings may differ per rule; the provider is the same)
     return op
 
 
@@ -574,7 +574,7 @@ class OidcCheck(Check):
             return Denial(401, "oidc: callback without a matching login (state)")
         if login.get("exp", 0) < time.time():
             return Denial(401, "oidc: login took too long")
-        status, body = await self.op.token(ep, {
+        status, body = await self.op.token(self.cfg, ep, {
             "grant_type": "authorization_code", "code": code,
             "redirect_uri": self.redirect_uri, "code_verifier": login["v"]})
         if status != 200:
@@ -582,7 +582,7 @@ class OidcCheck(Check):
                                f"{token_error(body)})")
         try:
             tokens = parse_tokens(body, need_id_token=True)
-            await self.op.verify_id_token(tokens["id_token"], login["n"])
+            await self.op.verify_id_token(self.cfg, tokens["id_token"], login["n"])
         except ValueError as e:
             return Denial(401, f"oidc: {e}")
         sealed = self._seal_session(tokens, None)
@@ -597,7 +597,7 @@ class OidcCheck(Check):
 
     async def _refresh(self, req: AuthRequest, ep: Endpoints,
                        session: dict[str, Any]) -> Denial | None:
-        status, body = await self.op.token(ep, {"grant_type": "refresh_token",
+        status, body = await self.op.token(self.cfg, ep, {"grant_type": "refresh_token",
                                                 "refresh_token": session["rt"]})
         if status != 200:
             log.info("oidc: refresh refused (HTTP %d %s): logging in again", status,
@@ -606,7 +606,7 @@ class OidcCheck(Check):
         try:
             tokens = parse_tokens(body, need_id_token=False)
             if isinstance(tokens.get("id_token"), str):
-                await self.op.verify_id_token(tokens["id_token"], None)
+                await self.op.verify_id_token(self.cfg, tokens["id_token"], None)
         except ValueError as e:
             return Denial(401, f"oidc: refresh: {e}")
         sealed = self._seal_session(tokens, session)
