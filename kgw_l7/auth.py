@@ -300,7 +300,7 @@ def _first(sources: tuple[_Source, ...], req: AuthRequest) -> tuple[bytes, _Sour
     return None
 
 
-class _LRU:
+class LRU:
     """A bounded mapping, least recently used out first."""
 
     __slots__ = ("data", "size")
@@ -687,7 +687,7 @@ class JwtCheck(Check):
         self.sources = tuple(seen.values())
         self.scopes = cfg.required_scopes
         self.claims = cfg.required_claims
-        self.cache = _LRU()
+        self.cache = LRU()
         self.clock = clock
 
     def check(self, req: AuthRequest) -> Denial | None:
@@ -821,7 +821,7 @@ class BasicCheck(Check):
         self.header = cfg.forward_username_header.lower().encode() \
             if cfg.forward_username_header else None
         self.challenge = _basic_challenge(cfg.realm)
-        self.verified = _LRU()
+        self.verified = LRU()
         self.hashing = 0
 
     def check(self, req: AuthRequest) -> Denial | None:
