@@ -98,7 +98,7 @@ class AuthRequest:
     """What the checks see of a request, and what they establish about it."""
 
     __slots__ = ("method", "path", "query", "headers", "peer", "claims", "principal",
-                 "set_headers", "remove", "pending", "retried")
+                 "set_headers", "remove", "new_query", "reply", "pending", "retried")
 
     def __init__(self, method: bytes, path: bytes, query: bytes,
                  headers: tuple[tuple[bytes, bytes], ...], peer: bytes) -> None:
@@ -114,6 +114,11 @@ class AuthRequest:
         #: Upstream header changes: these names removed, then these lines added.
         self.set_headers: list[tuple[bytes, bytes]] = []
         self.remove: set[bytes] = set()
+        #: The query the backend gets instead of the client's (a credential taken out of
+        #: it); None: the client's.
+        self.new_query: bytes | None = None
+        #: Header lines added to the response the client gets (a renewed session cookie).
+        self.reply: list[tuple[bytes, bytes]] = []
         #: What the pending check needs to finish (its own business).
         self.pending: Any = None
         #: The pending check already waited once (a second PENDING is a denial).
@@ -137,9 +142,25 @@ class AuthRequest:
             headers = [h for h in headers if h[0] not in remove]
         return headers + self.set_headers if self.set_headers else headers
 
+    def drop_cookie(self, name: bytes) -> None:
+        """The backend gets the client's cookies but ``name`` (all Cookie fields folded
+        into one, RFC 6265 section 5.4; none left: no Cookie field)."""
+        kept = [part for part in _cookie_pairs(self.upstream(list(self.headers)))
+                if part.partition(b"=")[0] != name]
+        self.remove.add(b"cookie")
+        self.set_headers = [h for h in self.set_headers if h[0] != b"cookie"]
+        if kept:
+            self.set_headers.append((b"cookie", b"; ".join(kept)))
+
+    def drop_param(self, name: bytes) -> None:
+        """The backend gets the query without the parameter ``name``."""
+        query = self.new_query if self.new_query is not None else self.query
+        self.new_query = b"&".join(p for p in query.split(b"&")
+                                   if p and p.partition(b"=")[0] != name)
+
     @property
     def changes(self) -> bool:
-        return bool(self.remove or self.set_headers)
+        return bool(self.remove or self.set_headers or self.new_query is not None)
 
 
 class Check:
@@ -165,11 +186,12 @@ class AuthPipeline:
         self.checks = tuple(checks)
 
     @classmethod
-    def build(cls, policy: RulePolicy | None) -> AuthPipeline | None:
-        """The checks of a rule's policy, in ``CHECKS`` order (None: no auth section)."""
+    def build(cls, policy: RulePolicy | None, table: Any = None) -> AuthPipeline | None:
+        """The checks of a rule's policy, in the order of ``table`` (default ``CHECKS``;
+        the router passes kgw_l7.oidc.CHECKS), None: no auth section."""
         if policy is None:
             return None
-        checks = [make(section) for field, make in CHECKS
+        checks = [make(section) for field, make in table or CHECKS
                   if (section := getattr(policy, field, None)) is not None]
         return cls(checks) if checks else None
 
@@ -220,7 +242,7 @@ def _query_param(query: bytes, name: bytes) -> bytes | None:
     return None
 
 
-def _cookie(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:
+def cookie_value(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:
     for n, v in headers:
         if n == b"cookie":
             for part in v.split(b";"):
@@ -228,6 +250,12 @@ def _cookie(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | No
                 if k == name and sep:
                     return val.strip(b'"')
     return None
+
+
+def _cookie_pairs(headers: Any) -> list[bytes]:
+    """The ``name=value`` pairs of every Cookie field, in order."""
+    return [p.strip() for n, v in headers if n == b"cookie" for p in v.split(b";")
+            if p.strip()]
 
 
 class _Source:
@@ -252,7 +280,16 @@ class _Source:
             return v.strip()
         if self.kind == "query":
             return _query_param(req.query, self.name) if req.query else None
-        return _cookie(req.headers, self.name)
+        return cookie_value(req.headers, self.name)
+
+    def drop(self, req: AuthRequest) -> None:
+        """The credential is not forwarded: its header, query parameter or cookie goes."""
+        if self.kind == "header":
+            req.remove.add(self.name)
+        elif self.kind == "query":
+            req.drop_param(self.name)
+        else:
+            req.drop_cookie(self.name)
 
 
 def _first(sources: tuple[_Source, ...], req: AuthRequest) -> tuple[bytes, _Source] | None:
@@ -263,7 +300,7 @@ def _first(sources: tuple[_Source, ...], req: AuthRequest) -> tuple[bytes, _Sour
     return None
 
 
-class _LRU:
+class LRU:
     """A bounded mapping, least recently used out first."""
 
     __slots__ = ("data", "size")
@@ -505,7 +542,10 @@ def remote_keys(cfg: RemoteJWKS) -> RemoteKeys:
     return rk
 
 
-class _Provider:
+class Provider:
+    """A JWT issuer's keys (local, remote, HMAC) as the checks use them; also the OIDC
+    login's ID token keys (kgw_l7.oidc)."""
+
     __slots__ = ("cfg", "name", "local", "remote", "algorithms", "claim_headers", "audience",
                  "hmac_secret")
 
@@ -623,7 +663,7 @@ def jose_header(token: bytes) -> dict[str, Any] | None:
 class _Verified:
     __slots__ = ("claims", "provider", "generation", "until")
 
-    def __init__(self, claims: dict[str, Any], provider: _Provider, generation: int,
+    def __init__(self, claims: dict[str, Any], provider: Provider, generation: int,
                  until: float) -> None:
         self.claims = claims
         self.provider = provider
@@ -639,7 +679,7 @@ class JwtCheck(Check):
     name = "jwt"
 
     def __init__(self, cfg: JWT, clock: Callable[[], float] = time.time) -> None:
-        self.providers = tuple(_Provider(p) for p in cfg.providers)
+        self.providers = tuple(Provider(p) for p in cfg.providers)
         seen: dict[CredentialSource, _Source] = {}
         for p in cfg.providers:
             for s in p.extract_from:
@@ -647,7 +687,7 @@ class JwtCheck(Check):
         self.sources = tuple(seen.values())
         self.scopes = cfg.required_scopes
         self.claims = cfg.required_claims
-        self.cache = _LRU()
+        self.cache = LRU()
         self.clock = clock
 
     def check(self, req: AuthRequest) -> Denial | None:
@@ -721,7 +761,7 @@ class JwtCheck(Check):
         req.retried = True
         return self.check(req)
 
-    def _provider(self, text: str) -> _Provider | None:
+    def _provider(self, text: str) -> Provider | None:
         providers = self.providers
         if len(providers) == 1:
             return providers[0]
@@ -734,7 +774,7 @@ class JwtCheck(Check):
                 return p
         return None
 
-    def _accept(self, req: AuthRequest, claims: dict[str, Any], provider: _Provider,
+    def _accept(self, req: AuthRequest, claims: dict[str, Any], provider: Provider,
                 source: _Source) -> Denial | None:
         if self.scopes:
             have = token_scopes(claims)
@@ -755,8 +795,8 @@ class JwtCheck(Check):
                 req.set_header(header, value)
             else:
                 req.remove.add(header)  # never the client's own value under that name
-        if not provider.cfg.forward and source.kind == "header":
-            req.remove.add(source.name)
+        if not provider.cfg.forward:
+            source.drop(req)
         return None
 
 
@@ -781,7 +821,7 @@ class BasicCheck(Check):
         self.header = cfg.forward_username_header.lower().encode() \
             if cfg.forward_username_header else None
         self.challenge = _basic_challenge(cfg.realm)
-        self.verified = _LRU()
+        self.verified = LRU()
         self.hashing = 0
 
     def check(self, req: AuthRequest) -> Denial | None:
@@ -867,8 +907,8 @@ class ApiKeyCheck(Check):
         req.principal = client
         if self.header is not None:
             req.set_header(self.header, client.encode())
-        if self.sanitize and source.kind == "header":
-            req.remove.add(source.name)
+        if self.sanitize:
+            source.drop(req)
         return None
 
 
@@ -947,4 +987,5 @@ CHECKS: tuple[tuple[str, Callable[[Any], Check]], ...] = (
     ("api_key_auth", ApiKeyCheck),
     ("authorization", AuthorizationCheck),
 )
+#: (kgw_l7.oidc.CHECKS is this list with the OIDC login, which builds on this module.)
 ORDER = tuple(name for name, _ in CHECKS)

@@ -95,6 +95,45 @@ class JWT:
 
 
 @dataclass(frozen=True, slots=True)
+class OIDC:
+    """OpenID Connect login for browsers (authorization code flow with PKCE); the session
+    lives in an encrypted cookie (``kgw_l7.oidc``)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str = dataclasses.field(repr=False)
+    #: Where the provider sends the browser back (its path is served by kgw).
+    redirect_url: str
+    #: AES-256 keys of the session cookie, newest first: the first seals, any opens.
+    cookie_keys: tuple[bytes, ...] = dataclasses.field(repr=False)
+    #: Endpoints that override the discovery document's ("": the document's).
+    authorization_endpoint: str = ""
+    token_endpoint: str = ""
+    scopes: tuple[str, ...] = ("openid",)
+    #: A request to this path ends the session ("": no logout path).
+    logout_path: str = ""
+    #: The access token goes to the backend as ``Authorization: Bearer``.
+    forward_access_token: bool = False
+    #: The ID token goes to the backend in this header (None: not sent).
+    forward_id_token_header: str | None = None
+    session_cookie: str = "kgw-oidc-session"
+    #: The state cookie of a login in progress is this name, "-", its state's first chars.
+    state_cookie: str = "kgw-oidc-state"
+    cookie_domain: str | None = None
+    #: Renew expired access tokens with the refresh token (else: log in again).
+    refresh_token: bool = True
+    #: "client_secret_basic" or "client_secret_post" (RFC 6749 section 2.3.1).
+    token_endpoint_auth: str = "client_secret_basic"
+    #: Lifetime of an access token whose response has no ``expires_in``.
+    default_token_ttl: float = 3600.0
+    #: One call to the provider (discovery, token, JWKS), seconds.
+    timeout: float = 5.0
+    clock_skew: float = 60.0
+    #: PEM bundle of the CAs trusted for an https provider; empty: the system's store.
+    ca_pem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class BasicAuth:
     #: (user, hash) from an htpasswd file: bcrypt (``$2y$``/``$2b$``/``$2a$``) or
     #: ``{SHA}`` (base64 SHA-1).
@@ -151,5 +190,5 @@ class Authorization:
 __all__ = [
     "APIKeyAuth", "Action", "Authorization", "AuthorizationRule", "BEARER", "BasicAuth",
     "ClaimRequirement", "ClaimToHeader", "CredentialSource", "HeaderRequirement", "JWT",
-    "JWTProvider", "RemoteJWKS", "SourceKind",
+    "JWTProvider", "OIDC", "RemoteJWKS", "SourceKind",
 ]

@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kgw_l7.auth_config import JWT, APIKeyAuth, Authorization, BasicAuth
+from kgw_l7.auth_config import JWT, OIDC, APIKeyAuth, Authorization, BasicAuth
 
 PathMatchType = Literal["Exact", "PathPrefix", "RegularExpression"]
 ValueMatchType = Literal["Exact", "RegularExpression"]
@@ -434,6 +434,7 @@ class RulePolicy:
     backend_proxy_protocol: int | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     #: SecurityPolicy: the auth checks (kgw_l7.auth_config, compiled by kgw_l7.auth).
     jwt: JWT | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    oidc: OIDC | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     basic_auth: BasicAuth | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     api_key_auth: APIKeyAuth | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     authorization: Authorization | None = dataclasses.field(default=None, metadata=OMIT_NONE)

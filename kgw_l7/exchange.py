@@ -677,6 +677,9 @@ class Exchange(UpstreamOwner):
                 return
             if areq.changes:
                 self.auth = areq
+            if areq.reply:  # (a renewed session cookie: on the response the client gets)
+                self.resp_extra = [*self.resp_extra, *areq.reply] if self.resp_extra \
+                    else areq.reply
             backend = self.routed(route, route.rule, path, query)
             if backend is None:
                 return
@@ -878,6 +881,9 @@ class Exchange(UpstreamOwner):
                 return None
             if areq.changes:
                 self.auth = areq
+            if areq.reply:
+                self.resp_extra = [*self.resp_extra, *areq.reply] if self.resp_extra \
+                    else areq.reply
         return self.routed(route, rule, path, query)
 
     def routed(self, route: CompiledRoute, rule: CompiledRule, path: bytes,
@@ -1151,10 +1157,13 @@ class Exchange(UpstreamOwner):
         if bf is not None and bf.rewrite_path is not None:
             rewrite = bf.rewrite_path  # the BackendRef's own rewrite is the more specific
         same_target = False
+        auth_query = self.auth.new_query if self.auth is not None else None
+        if auth_query is not None:
+            query = auth_query  # (a credential taken out of it)
         if rewrite is not None:
             new_path = rewrite.apply(path, route.matched_prefix)
             target = new_path + b"?" + query if query else new_path
-        elif target[:1] != b"/" and target != b"*":
+        elif auth_query is not None or (target[:1] != b"/" and target != b"*"):
             target = path + b"?" + query if query else path  # absolute-form -> origin-form
         else:
             same_target = True

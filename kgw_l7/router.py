@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 from kgw_l7.balance import Balancer, HealthBook, KeySource
 from kgw_l7.breaker import Breaker
 from kgw_l7.auth import AuthPipeline
+from kgw_l7.oidc import CHECKS as AUTH_CHECKS
 from kgw_l7.config import (
     CORS, HTTP2_PROTOCOLS, Backend, Filters, HeaderModifier, L7Config, Listener, Redirect,
     Route, Rule, RulePolicy, URLRewrite, VirtualHost, with_rule_policy,
@@ -423,7 +424,7 @@ class CompiledRule:
             # (``Exchange.forward``), never on the fast path.
             self.no_deadline = False
         #: The checks a request goes through before it is forwarded (None: none).
-        self.auth = AuthPipeline.build(r.policy)
+        self.auth = AuthPipeline.build(r.policy, AUTH_CHECKS)
 
     def pick_backend(self) -> CompiledBackend | None:
         """The next backend by weight; None when every weight is zero (answer 500).

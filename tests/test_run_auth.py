@@ -93,7 +93,8 @@ kind: Secret
 metadata: {{name: api-keys, namespace: test}}
 data: {{mobile: {_b64("k-123")}}}
 {route("jwt", "/jwt")}{route("remote", "/remote")}{route("basic", "/basic")}\
-{route("key", "/key")}{route("admin", "/admin")}{route("open", "/")}\
+{route("key", "/key")}{route("admin", "/admin")}{route("elsewhere", "/elsewhere")}\
+{route("open", "/")}\
 {policy("jwt", "jwt", f'''  jwt:
     providers:
     - name: inline
@@ -101,6 +102,12 @@ data: {{mobile: {_b64("k-123")}}}
       audiences: [api]
       localJWKS: {{type: Inline, inline: '{inline}'}}
       claimToHeaders: [{{claim: sub, header: x-user}}]
+''')}\
+{policy("elsewhere", "elsewhere", f'''  jwt:
+    providers:
+    - name: inline
+      localJWKS: {{type: Inline, inline: '{inline}'}}
+      extractFrom: {{params: [access_token], cookies: [tok]}}
 ''')}\
 {policy("remote", "remote", f'''  jwt:
     providers:
@@ -166,6 +173,13 @@ def test_security_policies_with_kgw_run(host: Host, tmp_path: Path) -> None:
         code, headers, _ = host.call(get, "/jwt", bearer(bad))
         assert code == 401 and 'error="invalid_token"' in headers["www-authenticate"], bad
 
+    # JWT from a query parameter or a cookie: removed before forwarding, the rest kept
+    code, _, body = host.call(get, f"/elsewhere/x?a=1&access_token={token(RSA)}&b=2")
+    assert code == 200 and json.loads(body)["path"] == "/elsewhere/x?a=1&b=2"
+    code, _, body = host.call(get, "/elsewhere/y", {"cookie": f"a=1; tok={token(RSA)}"})
+    assert code == 200 and json.loads(body)["headers"]["Cookie"] == ["a=1"]
+    assert host.call(get, "/elsewhere/y", {"cookie": "tok=forged"})[0] == 401
+
     # JWT, remote JWKS: rotated, then hanging (the last good keys keep serving)
     assert host.call(get, "/remote", bearer(token(RSA, "k1")))[0] == 200
     server.doc = jwks(jwk(RSA2, "k2"))
@@ -202,7 +216,7 @@ def test_security_policies_with_kgw_run(host: Host, tmp_path: Path) -> None:
     assert host.call(get, "/open")[0] == 200
 
     status = json.loads(host.call(http_get, f"{ADMIN}/status")[1])
-    for name in ("jwt", "remote", "basic", "key", "admin"):
+    for name in ("jwt", "remote", "basic", "key", "admin", "elsewhere"):
         pol = find(status, "SecurityPolicy", name, "test")
         assert pol is not None, name
         cond = condition(pol["status"]["ancestors"][0]["conditions"], "Accepted")

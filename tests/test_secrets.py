@@ -123,3 +123,22 @@ def test_yaml_errors_do_not_quote_the_file(tmp_path: Path) -> None:
         for p in problems:
             assert secret not in str(p), (name, str(p))
             assert "invalid YAML" in p.message and f"{name}:" in p.origin, str(p)
+
+
+def test_security_policy_secrets_are_redacted() -> None:
+    """An OIDC client secret and cookie keys, a JWT HMAC secret: fingerprints in what
+    kgw renders (the cookie keys are bytes: rendered at all only so)."""
+    import json
+
+    from controller.redact import redact
+    from kgw_l7.auth_config import JWT, OIDC, JWTProvider
+    from kgw_l7.config import RulePolicy, to_dict
+
+    policy = RulePolicy(
+        jwt=JWT((JWTProvider("p", hmac_secret=b"hmac-secret-value"),)),
+        oidc=OIDC("https://op", "kgw", "client-secret-value", "https://app/cb",
+                  (b"k" * 32, b"j" * 32)))
+    shown = json.dumps(redact(to_dict(policy)))
+    for secret in ("hmac-secret-value", "client-secret-value", "kkkk", "jjjj"):
+        assert secret not in shown
+    assert shown.count("[redacted: ") == 4

@@ -5,10 +5,12 @@ JWT (RS256, 2048-bit key, inline JWKS).
 Modes: ``none`` (no check: the baseline), ``repeated`` (every request carries the same
 token: after the first, the worker's verified-token cache answers), ``fresh`` (every
 request a token never seen: parsed and its signature verified each time; tokens are
-signed before the batch is timed).
+signed before the batch is timed), ``oidc`` (the route requires an OIDC login and every
+request carries a session cookie: opened (AES-256-GCM), its ID token's claims read, the
+access token forwarded, the cookie removed; no provider is called).
 
 Usage: ``.venv/bin/python -m bench.l7.auth [--requests 2000] [--repeat 10]
-[--mode none|repeated|fresh] [--keys FILE]`` (default: the three modes); prints the best
+[--mode none|repeated|fresh|oidc] [--keys FILE]`` (default: the three modes); prints the best
 microseconds per request of ``--repeat`` batches. ``--keys FILE``: the signing key and
 enough signed tokens are read from FILE (written there first when it does not exist), so
 that no signature is made in the measured process. For instruction counts (the
@@ -39,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 import kgw_l7  # noqa: E402
 from bench.l7.hotpath import RESPONSES, MemoryTransport  # noqa: E402
 from bench.l7.run import bench_config  # noqa: E402
-from kgw_l7.auth_config import JWT, JWTProvider  # noqa: E402
+from kgw_l7.auth_config import JWT, OIDC, JWTProvider  # noqa: E402
 from kgw_l7.channel import WorkerOptions  # noqa: E402
 from kgw_l7.config import L7Config, RulePolicy  # noqa: E402
 from kgw_l7.context import ListenerState, WorkerContext  # noqa: E402
@@ -51,12 +53,28 @@ KEY: Any = None
 SIGNED: list[str] = []
 
 
-def secured(config: L7Config) -> L7Config:
-    """``config`` with every rule requiring a JWT signed by KEY."""
+#: The OIDC mode's cookie key and session (an ID token as a provider signs one: the check
+#: reads its claims, it verified the signature when the session was made).
+COOKIE_KEY = bytes(range(32))
+OIDC_POLICY = RulePolicy(oidc=OIDC(
+    issuer="http://127.0.0.1:9/op", client_id="bench", client_secret="s",
+    redirect_url="http://127.0.0.1:8080/callback", cookie_keys=(COOKIE_KEY,),
+    forward_access_token=True))
+
+
+def session_cookie() -> bytes:
+    from kgw_l7.oidc import Sealer
+    id_token = token(0)
+    return b"kgw-oidc-session=" + Sealer((COOKIE_KEY,)).seal(b"kgw-oidc-session", {
+        "at": "a" * 43, "it": id_token, "rt": "r" * 43, "exp": time.time() + 3600})
+
+
+def secured(config: L7Config, mode: str = "repeated") -> L7Config:
+    """``config`` with every rule requiring a JWT signed by KEY (or, mode oidc, a login)."""
     pub = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key()))
     provider = JWTProvider("bench", issuer="https://issuer.bench", audiences=("bench",),
                            local_jwks=json.dumps({"keys": [{**pub, "kid": "k1"}]}))
-    security = RulePolicy(jwt=JWT((provider,)))
+    security = RulePolicy(jwt=JWT((provider,))) if mode != "oidc" else OIDC_POLICY
     listeners = []
     for lst in config.listeners:
         vhs = []
@@ -82,7 +100,7 @@ def run(mode: str, requests: int, repeat: int) -> float:
     ctx = WorkerContext(loop, WorkerOptions(access_log="off"))
     config = bench_config(8080, 9)
     if mode != "none":
-        config = secured(config)
+        config = secured(config, mode)
     listener = ListenerState("bench", config.listeners[0], ctx.cache.build(config)["bench"],
                              None)
     conn = DownstreamConn(ctx, listener)
@@ -98,7 +116,10 @@ def run(mode: str, requests: int, repeat: int) -> float:
         auth = b"Authorization: Bearer %s\r\n" % tok.encode() if tok else b""
         return b"GET /plain HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n%s\r\n" % auth
 
-    same = req(token(0) if mode != "none" else None)
+    same = req(token(0) if mode not in ("none", "oidc") else None)
+    if mode == "oidc":
+        same = b"GET /plain HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nCookie: %s\r\n\r\n" \
+            % session_cookie()
     conn.data_received(same)
     up.data_received(response)
     assert client.out[-1].startswith(b"HTTP/1.1 200 OK\r\n"), client.out[-1][:200]
@@ -123,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--repeat", type=int, default=10)
-    p.add_argument("--mode", choices=("none", "repeated", "fresh"), action="append")
+    p.add_argument("--mode", choices=("none", "repeated", "fresh", "oidc"), action="append")
     p.add_argument("--keys", type=Path, default=None)
     args = p.parse_args(argv)
     global KEY

@@ -6,7 +6,7 @@
       credentialRefs: [{name: api-keys}]     # Secrets: each entry is client-id: key
       extractFrom: [{headers: [x-api-key]}, {params: [key]}]   # default: header x-api-key
       forwardClientIDHeader: x-client-id     # optional: the client id to the backend
-      sanitize: true                         # remove the key header before forwarding
+      sanitize: true                         # remove the key (header, parameter, cookie)
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any
 from controller.objects import GATEWAY_GROUP, Obj, ObjectKey
 from controller.policy.registry import SECTIONS
 from controller.schema import apply_defaults, validate
+from controller.schema.errors import FieldError
 from controller.schema.kgwpolicy import TARGET_KINDS
 from controller.translate.util import as_dict, as_list, as_str, creation_timestamp, spec
 from kgw_l7.auth_config import Authorization
@@ -139,6 +140,15 @@ def compile_sections(kind: str, obj: Obj, scope: str, refs: Any = None) -> Secti
                  for sec in SECTIONS[kind] if s.get(sec.field) is not None)
 
 
+def refs_errors(kind: str, obj: Obj, lookup: Any) -> list[FieldError]:
+    """What is wrong with the Secrets and ConfigMaps the policy's sections read
+    (``Section.check_refs``)."""
+    s = spec(obj)
+    return [e for sec in SECTIONS.get(kind, ()) if sec.check_refs is not None
+            and s.get(sec.field) is not None
+            for e in sec.check_refs(s[sec.field], "spec." + sec.field, lookup)]
+
+
 def _listener_only_fields(kind: str, obj: Obj) -> list[str]:
     s = spec(obj)
     return [sec.field for sec in SECTIONS[kind]
@@ -162,6 +172,8 @@ def resolve_namespace(namespace: str, policies: Iterable[Obj],
         key = ObjectKey.of(raw)
         obj = apply_defaults(raw)  # (a cluster's CRD may hold fewer defaults than kgw's)
         errors = validate(obj)
+        if not errors and lookup is not None:
+            errors = refs_errors(key.kind, obj, lookup)
         used: Obj | None = obj
         err = ""
         if not errors:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from controller.policy import (
     accesslog, apikeyauth, authorization, backendproxyprotocol, basicauth, circuitbreaker,
-    connectionlimit, extauth, headertimeout, healthcheck, jwt, loadbalancer, proxyprotocol,
+    connectionlimit, extauth, headertimeout, healthcheck, jwt, loadbalancer, oidc, proxyprotocol,
     ratelimit, requestlimits,
 )
 from controller.policy.section import Section
@@ -28,6 +28,7 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
     ),
     "SecurityPolicy": (
         jwt.SECTION,
+        oidc.SECTION,
         basicauth.SECTION,
         apikeyauth.SECTION,
         authorization.SECTION,

@@ -14,10 +14,11 @@ section, whole (values of one section are never mixed across policies).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from controller.schema.errors import FieldError
 from controller.schema.nodes import Node
 
 
@@ -43,3 +44,7 @@ class Section:
     #: a third argument, a lookup (``controller.policy.authcommon.Refs``); the objects it
     #: reads become dependencies (a change re-resolves the namespace's policies).
     refs: bool = False
+    #: (value, its field path, a Refs lookup) -> what is wrong with the objects the section
+    #: reads (a Secret missing or unusable): the policy is then Invalid, naming the field,
+    #: as for a schema error. None: nothing to check.
+    check_refs: Callable[..., Iterable[FieldError]] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import hashlib
 import http.server
@@ -371,3 +372,25 @@ def test_remote_jwks_never_fetched_is_503(jwks_server):
 
 def test_pending_marker_is_not_a_verdict():
     assert PENDING is not None and not isinstance(PENDING, Denial)
+
+
+def test_a_token_from_a_parameter_or_a_cookie_is_removed():
+    """Not forwarded: the parameter goes from the query, the cookie from the Cookie fields
+    (HTTP/2 sends one field per cookie: they are folded into one, RFC 6265 5.4)."""
+    prov = JWTProvider("p", local_jwks=PROVIDER.local_jwks, extract_from=(
+        CredentialSource("query", "t"), CredentialSource("cookie", "tok")))
+    p = pipeline(jwt=JWT((prov,)))
+    tok = token(RSA)
+    req = request(query=f"a=1&t={tok}&b=&c".encode())
+    assert p.run(req) is None
+    assert req.new_query == b"a=1&b=&c" and req.changes
+    req = request([("cookie", "a=1"), ("cookie", f"tok={tok}"), ("cookie", "b=2; c=3")])
+    assert p.run(req) is None
+    assert [v for n, v in req.upstream(list(req.headers)) if n == b"cookie"] == [
+        b"a=1; b=2; c=3"]
+    req = request([("cookie", f"tok={tok}")])
+    assert p.run(req) is None
+    assert [n for n, _ in req.upstream(list(req.headers))] == []
+    kept = pipeline(jwt=JWT((dataclasses.replace(prov, forward=True),)))
+    req = request(query=f"t={tok}".encode())
+    assert kept.run(req) is None and req.new_query is None and not req.changes

@@ -12,7 +12,7 @@ import pytest
 
 from kgw_l7.auth_config import (
     JWT, APIKeyAuth, Authorization, AuthorizationRule, BasicAuth, ClaimRequirement,
-    ClaimToHeader, JWTProvider, RemoteJWKS,
+    ClaimToHeader, CredentialSource, JWTProvider, RemoteJWKS,
 )
 from kgw_l7.config import L7Config, Listener, RulePolicy, VirtualHost
 
@@ -41,7 +41,11 @@ def proxy(echoes, jwks_server):
                          claim_to_headers=(ClaimToHeader("sub", "x-user"),))
     remote = JWTProvider("remote", remote_jwks=RemoteJWKS(jwks_server.url, timeout=1.0),
                          **ISSUER)
+    elsewhere = JWTProvider("elsewhere", local_jwks=jwks(jwk(RSA, "k1")), **ISSUER,
+                            extract_from=(CredentialSource("query", "access_token"),
+                                          CredentialSource("cookie", "tok")))
     secured = [
+        prefix("/elsewhere", rule("elsewhere", v1, policy=RulePolicy(jwt=JWT((elsewhere,))))),
         prefix("/jwt", rule("jwt", v1, policy=RulePolicy(jwt=JWT((inline,))))),
         prefix("/scoped", rule("scoped", v1, policy=RulePolicy(
             jwt=JWT((inline,), required_scopes=("orders:write",))))),
@@ -86,6 +90,23 @@ def test_jwt_end_to_end(proxy, send):
     r = send(p, "/jwt", headers={"authorization": "Bearer " + "a" * 9000})
     assert r.status == 401
     assert send(p, "/open").status == 200
+
+
+def test_token_from_query_or_cookie_removed(proxy, send):
+    """A token read from a query parameter or a cookie does not reach the backend (the
+    other parameters and cookies do)."""
+    p, tok = proxy.port, token(RSA)
+    r = send(p, f"/elsewhere/x?a=1&access_token={tok}&b=2")
+    assert r.status == 200
+    assert r.json()["path"] == "/elsewhere/x?a=1&b=2"
+    r = send(p, f"/elsewhere/x?access_token={tok}")
+    assert (r.status, r.json()["path"]) == (200, "/elsewhere/x")
+    r = send(p, "/elsewhere/y", headers={"cookie": f"a=1; tok={tok}; b=2"})
+    assert r.status == 200
+    assert hdr(r, "Cookie") == ["a=1; b=2"]
+    r = send(p, "/elsewhere/y", headers={"cookie": f"tok={tok}"})
+    assert (r.status, hdr(r, "Cookie")) == (200, None)
+    assert send(p, "/elsewhere/y", headers={"cookie": "tok=forged"}).status == 401
 
 
 def test_scopes_403(proxy, send):

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from controller.policy import apikeyauth, authorization, basicauth
+from controller.policy import oidc as oidc_section
 from controller.policy import jwt as jwt_section
 from controller.schema.nodes import check
 from kgw_l7.auth_config import BEARER, CredentialSource
@@ -166,3 +167,64 @@ def test_a_changed_secret_reaches_the_rules() -> None:
     edited = norm(keys_secret("two"))
     store.apply([Event(EventType.MODIFIED, ObjectKey.of(edited), edited, "2", 2)])
     assert creds(tr.update(store, {ObjectKey.of(edited)})) == (("alice", "two"),)
+
+
+OIDC_VALUE = {"provider": {"issuer": "https://id.example.com"}, "clientID": "kgw",
+              "clientSecret": {"name": "oidc-client"},
+              "redirectURL": "https://app.example.com/oauth2/callback",
+              "cookieSecret": {"name": "oidc-cookie"}}
+COOKIE_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+@pytest.mark.parametrize("value,field", [
+    ({**OIDC_VALUE, "redirectURL": "app/callback"}, "spec.oidc.redirectURL"),
+    ({**OIDC_VALUE, "provider": {"issuer": "ftp://id"}}, "spec.oidc.provider.issuer"),
+    ({k: v for k, v in OIDC_VALUE.items() if k != "clientSecret"}, "spec.oidc"),
+    ({**OIDC_VALUE, "logoutPath": "logout"}, "spec.oidc.logoutPath"),
+    ({**OIDC_VALUE, "timeout": "0s"}, "spec.oidc.timeout"),
+    ({**OIDC_VALUE, "tokenEndpointAuthMethod": "private_key_jwt"},
+     "spec.oidc.tokenEndpointAuthMethod"),
+    ({**OIDC_VALUE, "cookieNames": {"session": "a b"}}, "spec.oidc.cookieNames.session"),
+])
+def test_oidc_schema_errors_name_the_field(value, field):
+    errs = errors(oidc_section, value)
+    assert any(e.startswith((field + ":", field + "[", field + ".")) for e in errs), errs
+
+
+def test_oidc_secrets_are_checked_and_compiled():
+    good = Refs(**{"Secret/oidc-client": secret(**{"client-secret": "s3cret"}),
+                   "Secret/oidc-cookie": secret(keys=f"# newest first\n{COOKIE_KEY}\n"
+                                                     + base64.b64encode(b"k" * 32).decode())})
+    assert list(oidc_section.check_refs(OIDC_VALUE, "spec.oidc", good)) == []
+    rec = oidc_section.compile_oidc({**OIDC_VALUE, "scopes": ["email"],
+                                     "forwardIDTokenHeader": "X-ID-Token",
+                                     "defaultTokenTTL": "10m"}, "s", good)
+    assert (rec.client_secret, rec.cookie_keys) == ("s3cret", (bytes(range(32)), b"k" * 32))
+    assert (rec.scopes, rec.forward_id_token_header, rec.default_token_ttl) == (
+        ("email",), "x-id-token", 600.0)
+    assert rec.token_endpoint_auth == "client_secret_basic" and rec.refresh_token
+
+    def problems(**objs):
+        return [f"{e.path}: {e.message}" for e in
+                oidc_section.check_refs(OIDC_VALUE, "spec.oidc", Refs(**objs))]
+
+    assert problems() == [
+        "spec.oidc.clientSecret: Secret 'oidc-client' with an entry 'client-secret' not found",
+        "spec.oidc.cookieSecret: Secret 'oidc-cookie' with an entry 'keys' not found"]
+    short = problems(**{"Secret/oidc-client": secret(**{"client-secret": "s"}),
+                        "Secret/oidc-cookie": secret(keys="c2hvcnQ=\n###")})
+    assert short == ["spec.oidc.cookieSecret: Secret 'oidc-cookie' entry 'keys': line 1: 5 "
+                     "bytes, an AES-256 key is 32"]
+
+
+def test_an_oidc_policy_without_its_secret_is_invalid_and_fails_closed() -> None:
+    from kgw_l7.auth_config import Authorization
+    from tests.policy.worlds import ancestors, base, ref, rule_policies, run, tp
+
+    t = run(base() + [tp("login", [ref("HTTPRoute", "r")], kind="SecurityPolicy",
+                         oidc=OIDC_VALUE)])
+    [(anc, reason, msg)] = ancestors(t, "login", kind="SecurityPolicy")
+    assert (anc, reason) == ("Gateway/gw", "Invalid")
+    assert msg.startswith("spec.oidc.clientSecret: Secret 'oidc-client'"), msg
+    assert all(p is not None and p.authorization == Authorization() and p.oidc is None
+               for p in rule_policies(t).values())
