@@ -14,3 +14,4 @@ cdef class Trace:
     cdef public object try_span
     cdef public object line
     cdef public Py_ssize_t ntries
+    cdef public object tracer

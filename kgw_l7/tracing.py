@@ -94,7 +94,7 @@ class Trace:
     resend]`` lists, retries as ``(time, attempt, reason)``."""
 
     __slots__ = ("trace_id", "parent_id", "span_id", "sampled", "tracestate", "had_context",
-                 "start", "tries", "retries", "try_span", "line", "ntries")
+                 "start", "tries", "retries", "try_span", "line", "ntries", "tracer")
 
     def __init__(self, trace_id: int, parent_id: int, sampled: bool,
                  tracestate: bytes | None, had_context: bool) -> None:
@@ -113,6 +113,8 @@ class Trace:
         self.try_span = span = _getrandbits(64) or 1
         self.line = (_SAMPLED if sampled else _UNSAMPLED) % (trace_id, span)
         self.ntries = 0
+        #: The Tracer it began with (the listener's: a Gateway policy's or the default).
+        self.tracer: Any = None
 
     def traceparent(self) -> bytes:
         return (_SAMPLED if self.sampled else _UNSAMPLED) % (self.trace_id, self.try_span)
@@ -124,13 +126,127 @@ class Trace:
         return out
 
 
+class SpanExport:
+    """The export side of tracing for one collector endpoint: the bounded queue of finished
+    requests, the thread that turns them into SDK spans and the OTLP/HTTP exporter that
+    sends them in batches. Every tracer exporting to the same endpoint (the command line's
+    and each Gateway policy's naming it) shares one."""
+
+    def __init__(self, endpoint: str, timeout: float, max_queue: int = MAX_QUEUE,
+                 batch: int = BATCH, delay: float = SCHEDULE_DELAY) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.max_queue = max_queue
+        self.batch = batch
+        self.delay = delay
+        self.queue: deque[tuple[Any, ...]] = deque()
+        #: Spans queued and taken by the export thread, ever: each written by one thread
+        #: only (their difference bounds the queue without a lock).
+        self.spans_in = 0
+        self.spans_out = 0
+        self._wake = threading.Event()
+        self._stop = False
+        self.dropped = {"queue_full": 0, "export_failed": 0}
+        self.exported = 0
+        self._failing = False
+        self._thread: threading.Thread | None = None
+        self._exporter: Any = None
+
+    def put(self, n: int, item: tuple[Any, ...]) -> None:
+        """Queue a finished request's ``n`` spans (dropped and counted when full)."""
+        if self.spans_in - self.spans_out + n > self.max_queue:
+            self.dropped["queue_full"] += n
+            return
+        self.spans_in += n
+        q = self.queue
+        q.append(item)
+        if len(q) == self.batch:  # (once per batch: Event.set takes a lock)
+            self._wake.set()
+
+    def counters(self) -> dict[str, Any]:
+        return {"tracing_spans_dropped": dict(self.dropped),
+                "tracing_spans_exported": self.exported}
+
+    def start(self) -> None:
+        """Import the SDK and start the export thread (once)."""
+        if self._thread is not None:
+            return
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        # The exporter logs every failed batch; kgw says it once (``_export``).
+        logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
+            .setLevel(logging.CRITICAL)
+        logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
+        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=self.timeout)
+        self._thread = threading.Thread(target=self._run, name="kgw-tracing", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Export what is queued (within ``timeout``) and stop the thread."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._exporter is not None:
+            try:
+                self._exporter.shutdown()
+            except Exception:
+                pass
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.delay)
+            self._wake.clear()
+            stop = self._stop
+            q = self.queue
+            while q:
+                items: list[tuple[Any, ...]] = []
+                while q and len(items) < self.batch:
+                    items.append(q.popleft())
+                self._export(items)
+                if self._stop and not stop:
+                    break
+            if stop:
+                return
+
+    def _export(self, items: list[tuple[Any, ...]]) -> None:
+        self.spans_out += sum(1 + len(item[1].tries) for item in items)
+        try:
+            spans = [s for item in items for s in item[0]._spans(item[1:])]
+        except Exception:
+            log.exception("tracing: could not build spans")
+            return
+        try:
+            from opentelemetry.sdk.trace.export import SpanExportResult
+            ok = self._exporter.export(spans) == SpanExportResult.SUCCESS
+            error = "the collector refused or did not answer"
+        except Exception as exc:
+            ok = False
+            error = str(exc)
+        if ok:
+            self.exported += len(spans)
+            if self._failing:
+                self._failing = False
+                log.warning("tracing: exporting to %s works again", self.endpoint)
+            return
+        self.dropped["export_failed"] += len(spans)
+        if not self._failing:
+            self._failing = True
+            log.warning("tracing: export to %s failed (%s); spans are dropped and counted "
+                        "in kgw_tracing_spans_dropped_total until it works again",
+                        self.endpoint, error)
+
+
 class Tracer:
-    """A worker's tracing: trace contexts for requests, and the queue of finished ones
-    that the export thread turns into spans."""
+    """Trace contexts for one set of settings (the command line's, or a Gateway policy's):
+    the sampler, the resource its spans are exported under, the span attributes taken from
+    requests, and the ``SpanExport`` its finished requests are queued to."""
 
     def __init__(self, endpoint: str, sampler: str, ratio: float, timeout: float,
                  max_queue: int = MAX_QUEUE, batch: int = BATCH,
-                 delay: float = SCHEDULE_DELAY) -> None:
+                 delay: float = SCHEDULE_DELAY, *, service_name: str | None = None,
+                 resource: tuple[tuple[str, str], ...] = (), tags: tuple[Any, ...] = (),
+                 export: SpanExport | None = None) -> None:
         self.endpoint = endpoint
         self.sampler = sampler
         self.ratio = ratio
@@ -140,22 +256,14 @@ class Tracer:
         #: The decision for new traces when it does not depend on the trace id.
         self._always = True if sampler.endswith("always_on") else \
             False if sampler.endswith("always_off") else None
-        self.timeout = timeout
-        self.max_queue = max_queue
-        self.batch = batch
-        self.delay = delay
-        self._queue: deque[tuple[Any, ...]] = deque()
-        #: Spans queued and taken by the export thread, ever: each written by one thread
-        #: only (their difference bounds the queue without a lock).
-        self._spans_in = 0
-        self._spans_out = 0
-        self._wake = threading.Event()
-        self._stop = False
-        self.dropped = {"queue_full": 0, "export_failed": 0}
-        self.exported = 0
-        self._failing = False
-        self._thread: threading.Thread | None = None
-        self._exporter: Any = None
+        self.export = export if export is not None else SpanExport(endpoint, timeout,
+                                                                   max_queue, batch, delay)
+        self._queue = self.export.queue
+        self.service_name = service_name
+        self.resource_attrs = resource
+        #: kgw_l7.config.SpanTag records: attributes of the server span.
+        self.tags = tags
+        self._resource: Any = None
 
     # -- the request path ---------------------------------------------------------------
     def begin(self, headers: tuple[tuple[bytes, bytes], ...]) -> Trace:
@@ -175,10 +283,12 @@ class Tracer:
                     ts = h[1] if ts is None else ts + b"," + h[1]
         if tp:
             trace_id, parent, flag = tp
-            return Trace(trace_id, parent, flag if self._follow else self._new(trace_id),
-                         ts, had)
-        trace_id = _getrandbits(128) or 1
-        return Trace(trace_id, 0, self._new(trace_id), None, had)
+            tr = Trace(trace_id, parent, flag if self._follow else self._new(trace_id), ts, had)
+        else:
+            trace_id = _getrandbits(128) or 1
+            tr = Trace(trace_id, 0, self._new(trace_id), None, had)
+        tr.tracer = self
+        return tr
 
     def _new(self, trace_id: int) -> bool:
         """Whether a trace kgw starts (or, not parent-based, any trace) is sampled."""
@@ -224,99 +334,55 @@ class Tracer:
 
     def end(self, tr: Trace, method: bytes, target: bytes, route: str | None, status: int,
             client: bytes, host: bytes, scheme: bytes, version: bytes,
-            error: str | None) -> None:
+            error: str | None, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         """The request is over: its spans are queued for the export thread (sampled)."""
         if not tr.sampled:
             return
         end = time.time_ns()
         if tr.tries and tr.tries[-1][2] == 0:
             self.end_try(tr, status, error if status >= 500 or not status else None, end)
-        n = 1 + len(tr.tries)  # type: ignore[arg-type]
-        queued = self._spans_in - self._spans_out
-        if queued + n > self.max_queue:
-            self.dropped["queue_full"] += n
-            return
-        self._spans_in += n
-        q = self._queue
-        q.append((tr, end, method, target, route, status, client, host, scheme, version,
-                  error))
-        if len(q) == self.batch:  # (once per batch: Event.set takes a lock)
-            self._wake.set()
+        tags = self._tag_values(headers) if self.tags else None
+        self.export.put(1 + len(tr.tries),  # type: ignore[arg-type]
+                        (self, tr, end, method, target, route, status, client, host, scheme,
+                         version, error, tags))
+
+    def _tag_values(self, headers: tuple[tuple[bytes, bytes], ...]) -> dict[str, str]:
+        """The custom span attributes of a sampled request (first field of a name)."""
+        out: dict[str, str] = {}
+        for tag in self.tags:
+            if tag.header is None:
+                if tag.value is not None:
+                    out[tag.name] = tag.value
+                continue
+            name = tag.header.encode("latin-1")
+            for h in headers:
+                if h[0] == name:
+                    out[tag.name] = h[1].decode("latin-1")
+                    break
+            else:
+                if tag.value is not None:
+                    out[tag.name] = tag.value
+        return out
 
     # -- the worker's side --------------------------------------------------------------
     def counters(self) -> dict[str, Any]:
-        return {"tracing_spans_dropped": dict(self.dropped),
-                "tracing_spans_exported": self.exported}
+        return self.export.counters()
 
     def start(self) -> None:
-        """Import the SDK and start the export thread (the worker's start)."""
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        """Import the SDK, build the resource and start the export thread (once)."""
         from opentelemetry.sdk.resources import Resource
 
-        # The exporter logs every failed batch; kgw says it once (``_exported``).
-        logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
-            .setLevel(logging.CRITICAL)
-        logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
-        attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "kgw"}
+        attrs: dict[str, Any] = dict(self.resource_attrs)
+        if self.service_name:
+            attrs["service.name"] = self.service_name
+        elif not os.environ.get("OTEL_SERVICE_NAME"):
+            attrs.setdefault("service.name", "kgw")
         self._resource = Resource.create(attrs)
-        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=self.timeout)
-        self._thread = threading.Thread(target=self._run, name="kgw-tracing", daemon=True)
-        self._thread.start()
+        self.export.start()
 
     def close(self, timeout: float = 1.0) -> None:
         """Export what is queued (within ``timeout``) and stop the thread."""
-        self._stop = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._exporter is not None:
-            try:
-                self._exporter.shutdown()
-            except Exception:
-                pass
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.delay)
-            self._wake.clear()
-            stop = self._stop
-            q = self._queue
-            while q:
-                items: list[tuple[Any, ...]] = []
-                while q and len(items) < self.batch:
-                    items.append(q.popleft())
-                self._export(items)
-                if self._stop and not stop:
-                    break
-            if stop:
-                return
-
-    def _export(self, items: list[tuple[Any, ...]]) -> None:
-        self._spans_out += sum(1 + len(item[0].tries) for item in items)
-        try:
-            spans = [s for item in items for s in self._spans(item)]
-        except Exception:
-            log.exception("tracing: could not build spans")
-            return
-        try:
-            from opentelemetry.sdk.trace.export import SpanExportResult
-            ok = self._exporter.export(spans) == SpanExportResult.SUCCESS
-            error = "the collector refused or did not answer"
-        except Exception as exc:
-            ok = False
-            error = str(exc)
-        if ok:
-            self.exported += len(spans)
-            if self._failing:
-                self._failing = False
-                log.warning("tracing: exporting to %s works again", self.endpoint)
-            return
-        self.dropped["export_failed"] += len(spans)
-        if not self._failing:
-            self._failing = True
-            log.warning("tracing: export to %s failed (%s); spans are dropped and counted "
-                        "in kgw_tracing_spans_dropped_total until it works again",
-                        self.endpoint, error)
+        self.export.close(timeout)
 
     def _spans(self, item: tuple[Any, ...]) -> list[Any]:
         """The SDK spans of one finished request (the export thread)."""
@@ -327,7 +393,7 @@ class Tracer:
         )
 
         (tr, end, method, target, route, status, client, host, scheme, version,
-         error) = item
+         error, tags) = item
         scope = InstrumentationScope("kgw")
         flags = TraceFlags(TraceFlags.SAMPLED)
         state = TraceState()
@@ -373,6 +439,8 @@ class Tracer:
             err_type = "incomplete"
         if err_type:
             attrs["error.type"] = err_type
+        for k, v in (tags or {}).items():  # (never in place of a convention's attribute)
+            attrs.setdefault(k, v)
         events = [Event("retry", {"http.request.resend_count": attempt, "kgw.retry.reason":
                                   reason}, ts) for ts, attempt, reason in tr.retries or ()]
         name = f"{m if known else 'HTTP'} {route}" if route else (m if known else "HTTP")
