@@ -591,7 +591,8 @@ class Exchange(UpstreamOwner):
         self.start_time = ctx.clock()
         if ctx.access_log is not None:
             self.wall_start = time.time()
-        tracer = self.down.listener.tracer
+        listener = self.down.listener
+        tracer = listener.tracer  # (a C field: listener is a ListenerState, compiled)
         if tracer is not None:
             self.trace = tracer.begin(self.head.headers)
         endpoint = None
@@ -617,8 +618,13 @@ class Exchange(UpstreamOwner):
                 up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend, ctx.now)
                 if up is not None:
                     self.upstream_host = endpoint
-                    if self.trace is not None:
-                        self.trace.tracer.begin_try(self.trace, endpoint[0], endpoint[1])
+                    trace = self.trace
+                    if trace is not None:
+                        if trace.tries is None and not trace.ntries:
+                            # (begin_try's only effect on an unsampled first try, uncalled)
+                            trace.ntries = 1
+                        else:
+                            trace.tracer.begin_try(trace, endpoint[0], endpoint[1])
                     self.send(up, True)
                     return
         except Exception:

@@ -85,12 +85,9 @@ def _span_id() -> bytes:
 
 def _ids() -> bytes:
     """A new trace id and span id in hex (48 characters: the 32 of the trace id, then the
-    16 of the span id; neither all zeros): one random number, converted in C (a ``%x``
-    format of the two costs five times as much)."""
-    n = _getrandbits(192)
-    if not n & _LOW128 or not n >> 128:
-        n |= 1 | (1 << 128)
-    return _hexlify(n.to_bytes(24, "little"))
+    16 of the span id): one random number, converted in C (a ``%x`` format of the two
+    costs five times as much). The caller checks for all-zero ids (invalid)."""
+    return _hexlify(_getrandbits(192).to_bytes(24, "little"))
 
 
 def line(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
@@ -100,7 +97,6 @@ def line(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
 
 _getrandbits = random.getrandbits
 _hexlify = binascii.hexlify
-_LOW128 = (1 << 128) - 1
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 #: Request fields that carry trace context.
@@ -315,7 +311,14 @@ class Tracer:
                          had, _span_id(), self)
         ids = _ids()
         trace_id = ids[:32]
-        return Trace(trace_id, b"", self._new(trace_id), None, had, ids[32:], self)
+        span = ids[32:]
+        if trace_id == _ZERO_TRACE or span == _ZERO_SPAN:  # (all zeros: invalid)
+            return self.begin(headers)
+        # (the decision of _new, inline: a method call costs more than the rest of it)
+        sampled = self._always
+        if sampled is None:
+            sampled = trace_id[16:] < self._bound
+        return Trace(trace_id, b"", sampled, None, had, span, self)
 
     def _new(self, trace_id: bytes) -> bool:
         """Whether a trace kgw starts (or, not parent-based, any trace) is sampled."""

@@ -84,8 +84,11 @@ def test_new_ids_and_the_sampled_share(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0.23 < share < 0.27, share
     assert all((tr.tries is not None) == tr.sampled for tr in traces)
     import kgw_l7.tracing as tracing
-    monkeypatch.setattr(tracing, "_getrandbits", lambda bits: 0)
+    real = tracing._getrandbits
+    zeros = iter([0])
+    monkeypatch.setattr(tracing, "_getrandbits", lambda bits: next(zeros, None) or real(bits))
     tr = t.begin(())  # (all-zero ids are invalid: never sent)
+    assert next(zeros, None) is None
     assert int(tr.trace_id, 16) != 0 and int(tr.try_span, 16) != 0
 
 
