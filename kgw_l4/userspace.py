@@ -13,18 +13,16 @@ same families /metrics reports for the kernel plane.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import maglev
+from . import maglev, relay
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 
@@ -68,6 +66,29 @@ async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> so
         s.close()
         raise
     return s
+
+
+async def copy(client: relay.Side | socket.socket, b: socket.socket,
+               conn: Conn | None = None) -> None:
+    """Relay the accepted ``client`` (its side, or its socket) and the connected backend
+    socket ``b`` both ways (kgw_l4.relay) until both ends are done; ``conn`` counts the
+    bytes. Owns both."""
+    loop = asyncio.get_running_loop()
+    backend = relay.Side()
+    try:
+        if isinstance(client, socket.socket):
+            c, client = client, relay.Side()
+            await loop.connect_accepted_socket(lambda: client, sock=c)
+        await loop.create_connection(lambda: backend, sock=b)
+    except BaseException:
+        b.close()
+        if isinstance(client, relay.Side):
+            client.abort()
+        raise
+    if conn is not None:
+        client.count, backend.count = conn.to_backend, conn.to_client
+    relay.link(client, backend)
+    await relay.run(client, backend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,42 +152,6 @@ class Conn:
         return {"proto": "TCP", "frontend": self.frontend, "client": "%s:%d" % self.client[:2],
                 "backend": "%s:%d" % self.backend[:2], "age_s": round(now - self.started, 1),
                 "bytes_to_backend": self.bytes[0], "bytes_to_client": self.bytes[1]}
-
-
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-               count: Callable[[int], None] | None = None) -> int:
-    """Copy until EOF, then shut down the write side. Returns bytes copied; ``count`` is
-    told each chunk's size as it is written."""
-    n = 0
-    try:
-        while True:
-            data = await reader.read(CHUNK)
-            if not data:
-                break
-            writer.write(data)
-            n += len(data)
-            if count is not None:
-                count(len(data))
-            await writer.drain()
-        if not writer.is_closing() and writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError, RuntimeError):  # RuntimeError: uvloop, transport closed
-        writer.transport.abort()
-    return n
-
-
-async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
-                         br: asyncio.StreamReader, bw: asyncio.StreamWriter,
-                         conn: Conn | None = None) -> None:
-    try:
-        await asyncio.gather(pipe(cr, bw, conn.to_backend if conn else None),
-                             pipe(br, cw, conn.to_client if conn else None))
-    finally:
-        for w in (cw, bw):
-            w.close()
-        for w in (cw, bw):
-            with contextlib.suppress(Exception):
-                await w.wait_closed()
 
 
 def kept_tally(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
@@ -269,9 +254,9 @@ class UserspaceProxy:
             if key in self._servers:
                 continue
             try:
-                self._servers[key] = await asyncio.start_server(
-                    functools.partial(self._accept, key), fe.address, fe.port,
-                    reuse_address=True, backlog=1024)
+                self._servers[key] = await asyncio.get_running_loop().create_server(
+                    functools.partial(relay.Side, on_made=functools.partial(self._accept, key)),
+                    fe.address, fe.port, reuse_address=True, backlog=1024)
             except OSError as e:
                 errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}: {e.strerror or e}"
                 self._picks.pop(key, None)
@@ -279,18 +264,18 @@ class UserspaceProxy:
         for name, err in errors.items():
             log.warning("frontend %s: %s", name, err)
 
-    def _accept(self, key: tuple[str, int], r: asyncio.StreamReader,
-                w: asyncio.StreamWriter) -> None:
-        t = asyncio.get_running_loop().create_task(self._serve(key, r, w))
+    def _accept(self, key: tuple[str, int], client: relay.Side) -> None:
+        t = asyncio.get_running_loop().create_task(self._serve(key, client))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, key: tuple[str, int], cr: asyncio.StreamReader,
-                     cw: asyncio.StreamWriter) -> None:
+    async def _serve(self, key: tuple[str, int], client: relay.Side) -> None:
+        """Connect the accepted ``client`` (paused until linked) to a backend and relay."""
         pick = self._picks.get(key)
         fe, tally = self._frontends.get(key) or (None, Tally())
-        peer = cw.get_extra_info("peername")
-        local = cw.get_extra_info("sockname")
+        assert client.transport is not None
+        peer = client.transport.get_extra_info("peername")
+        local = client.transport.get_extra_info("sockname")
         be = pick.choose(peer[:2], local[:2]) if pick else None
         flog = self.flow_log
         name, route = (fe.name, fe.route) if fe is not None else (f"{key[0]}:{key[1]}", "")
@@ -298,7 +283,7 @@ class UserspaceProxy:
             tally.drop("no_backend")
             if flog is not None:
                 flog.refused(name, route, peer, "UH")
-            cw.transport.abort()
+            client.abort()
             return
         try:
             b = await connect(be)
@@ -307,7 +292,7 @@ class UserspaceProxy:
             tally.drop("backend_unreachable")
             if flog is not None:
                 flog.refused(name, route, peer, "UF", be)
-            cw.transport.abort()
+            client.abort()
             return
         be_tally = self._backends.get(be)
         conn = Conn(f"{key[0]}:{key[1]}/TCP", peer, be, tally, be_tally)
@@ -318,8 +303,7 @@ class UserspaceProxy:
         self.conns.add(conn)
         flow = flog.opened(name, route, peer, be) if flog is not None else None
         try:
-            br, bw = await asyncio.open_connection(sock=b)
-            await splice_streams(cr, cw, br, bw, conn)
+            await copy(client, b, conn)
         finally:
             tally.active -= 1
             self.conns.discard(conn)
