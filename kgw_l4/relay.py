@@ -59,28 +59,32 @@ class Side(asyncio.Protocol):
         if peer is None or peer.transport is None:
             self.early.append(data)
             return
+        out = _usable(peer)
+        if out is None:
+            return  # the peer is gone: the pair is ending, and this side closes with it
         if self.count is not None:
             self.count(len(data))
-        peer.transport.write(data)
+        out.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True
-        peer = self.peer
-        assert self.transport is not None
-        if peer is not None and peer.transport is not None and not peer.eof \
-                and self.transport.can_write_eof() and peer.transport.can_write_eof():
-            peer.transport.write_eof()
+        mine, out = _usable(self), _usable(self.peer)
+        if mine is not None and out is not None and self.peer is not None and not self.peer.eof \
+                and mine.can_write_eof() and out.can_write_eof():
+            out.write_eof()
             return True  # our own write side stays open for the other direction
         self.close()
         return False
 
     def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
+        out = _usable(self.peer)
+        if out is not None:
+            out.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
+        out = _usable(self.peer)
+        if out is not None:
+            out.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -93,13 +97,22 @@ class Side(asyncio.Protocol):
     def close(self) -> None:
         """Close both sides (each flushes what it holds first)."""
         for side in (self, self.peer):
-            if side is not None and side.transport is not None and not side.transport.is_closing():
-                side.transport.close()
+            t = _usable(side)
+            if t is not None:
+                t.close()
 
     def abort(self) -> None:
         for side in (self, self.peer):
-            if side is not None and side.transport is not None:
+            if side is not None and side.transport is not None and not side.lost.done():
                 side.transport.abort()
+
+
+def _usable(side: Side | None) -> asyncio.Transport | None:
+    """``side``'s transport while it can be written to, paused or closed: not before it
+    is made nor once it is closing or lost (uvloop raises RuntimeError on a closed one)."""
+    if side is None or side.transport is None or side.lost.done() or side.transport.is_closing():
+        return None
+    return side.transport
 
 
 def link(a: Side, b: Side) -> None:
@@ -107,22 +120,24 @@ def link(a: Side, b: Side) -> None:
     and reading starts."""
     a.peer, b.peer = b, a
     for src, dst in ((a, b), (b, a)):
-        assert dst.transport is not None
-        for chunk in src.early:
-            if src.count is not None:
-                src.count(len(chunk))
-            dst.transport.write(chunk)
+        out = _usable(dst)
+        if out is not None:
+            for chunk in src.early:
+                if src.count is not None:
+                    src.count(len(chunk))
+                out.write(chunk)
         src.early.clear()
     for side in (a, b):
-        assert side.transport is not None
+        if side.lost.done():
+            side.connection_lost(None)  # lost before the link: end the pair
+            continue
         if side.eof:  # its EOF came before the link: pass it on now
             side.eof = False
             if side.eof_received():
                 continue
-        elif not side.transport.is_closing():
-            side.transport.resume_reading()
-        if side.lost.done():
-            side.connection_lost(None)
+        t = _usable(side)
+        if t is not None:
+            t.resume_reading()
 
 
 async def run(a: Side, b: Side) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -95,17 +96,24 @@ async def copy(client: relay.Side | socket.socket, b: socket.socket,
 class _Pick:
     endpoints: tuple[tuple[str, int], ...]
     table: tuple[int, ...]
+    #: every endpoint with weight fails its health check: all are kept
+    panic: bool = False
 
     def choose(self, peer: tuple[str, int], local: tuple[str, int],
                proto: int = socket.IPPROTO_TCP) -> tuple[str, int] | None:
         if not self.table:
             return None
+        if len(self.endpoints) == 1:
+            return self.endpoints[0]  # (a table of one endpoint has no empty slot)
         idx = self.table[maglev.flow_slot(peer[0], peer[1], local[0], local[1],
                                           proto, len(self.table))]
         return None if idx < 0 else self.endpoints[idx]
 
 
-def picker(fe: Frontend) -> _Pick:
+def picker(fe: Frontend, down: Collection[tuple[str, str, int]] = frozenset()) -> _Pick:
+    """The frontend's Maglev table; endpoints ``down`` (group, address, port: failing
+    their health check, kgw_l4.health) lose their slots as in the kernel plane
+    (``maglev.without_down``: only theirs move; all down keeps all)."""
     eps: dict[tuple[str, int], int] = {}
     groups = [(g.weight, len(g.endpoints)) for g in fe.backends]
     for g, w in zip(fe.backends, maglev.group_weights(groups)):
@@ -114,9 +122,12 @@ def picker(fe: Frontend) -> _Pick:
     order = tuple(sorted(eps))
     if not any(eps.values()):
         return _Pick(order, ())
-    table = maglev.build_table([maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
-                               TABLE_SIZE)
-    return _Pick(order, tuple(table))
+    gone = {(ep.address, ep.port) for g in fe.backends for ep in g.endpoints
+            if (g.name, ep.address, ep.port) in down} if down else set()
+    table, panic = maglev.without_down(
+        [maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
+        [i for i, ep in enumerate(order) if ep in gone], TABLE_SIZE)
+    return _Pick(order, tuple(table), panic)
 
 
 class Conn:
@@ -179,7 +190,8 @@ def backend_stats(ep: tuple[str, int], t: Tally, groups: dict[str, set[str]],
 
 
 def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: str | None = None,
-                     keep_drained: bool = False) -> tuple[
+                     keep_drained: bool = False,
+                     down: Collection[tuple[str, str, int]] = frozenset()) -> tuple[
         dict[tuple[str, int], Frontend], dict[tuple[str, int], _Pick], dict[str, str]]:
     """The ``protocol`` frontends a userspace proxy can serve, their pickers, and why the
     others cannot be served (port clash, no backends, all weights 0).
@@ -204,7 +216,7 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
             errors[fe.name] = (f"port clash: {fe.address}:{fe.port}/{protocol.lower()} is already "
                                f"used by frontend {wanted[key].name!r}")
             continue
-        p = picker(fe)
+        p = picker(fe, down)
         if not p.endpoints:
             errors[fe.name] = "no backends"
             continue
@@ -215,6 +227,24 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
         wanted[key] = fe
         picks[key] = p
     return wanted, picks, errors
+
+
+async def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, Tally]],
+                 down: Collection[tuple[str, str, int]]) -> None:
+    """Rebuild the pickers of the frontends served (``picks`` in place) for ``down``: in a
+    thread (a table costs tens of ms of CPU), then swapped in on the loop for the
+    frontends still served with the same configuration."""
+    todo = {key: fe for key, (fe, _) in frontends.items() if key in picks}
+    new = await asyncio.to_thread(lambda: {key: picker(fe, down) for key, fe in todo.items()})
+    for key, p in new.items():
+        cur = frontends.get(key)
+        if key not in picks or cur is None or cur[0] != todo[key]:
+            continue  # (an apply meanwhile built it with the same ``down``)
+        was = picks[key].panic
+        picks[key] = p
+        if p.panic and not was:
+            log.warning("frontend %s: every endpoint fails its health check: all are kept "
+                        "(panic)", todo[key].name)
 
 
 class UserspaceProxy:
@@ -236,9 +266,17 @@ class UserspaceProxy:
         self.conns: set[Conn] = set()
         #: Flow events (kgw_l4.flowlog), when the access log is on.
         self.flow_log: FlowLog | None = None
+        #: endpoints failing their health check (kgw_l4.health)
+        self.down: frozenset[tuple[str, str, int]] = frozenset()
+
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+        """New connections avoid the endpoints ``down`` from now on."""
+        self.down = down
+        await repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
+        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported,
+                                                 down=self.down)
         self._picks.update(picks)
         self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
                            for key, fe in wanted.items()}

@@ -7,8 +7,11 @@ cancellation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 import ssl
+import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -177,4 +180,64 @@ def test_cancelled_relay_aborts_both_sides(loop):
         assert await asyncio.wait_for(br.read(), 5) == b""
         cw.close()
         bw.close()
+    on(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_peer_that_resets_mid_stream_ends_the_pair_quietly(loop, caplog):
+    """The backend resets while the client is still sending: what arrives for it is
+    dropped (no write to its closed transport, which uvloop refuses with an error), and
+    the pair ends."""
+    async def main():
+        c_relay, c_test = socket.socketpair()
+        b_relay = socket.create_server(("127.0.0.1", 0))
+        b_test = socket.create_connection(b_relay.getsockname())
+        b_accepted, _ = b_relay.accept()
+        b_relay.close()
+        c, b = await side(c_relay, []), await side(b_accepted, [])
+        relay.link(c, b)
+        done = asyncio.ensure_future(relay.run(c, b))
+        cr, cw = await peer(c_test)
+
+        async def send():
+            with contextlib.suppress(ConnectionError):
+                for _ in range(2000):
+                    cw.write(b"z" * 65536)
+                    await cw.drain()
+
+        sender = asyncio.ensure_future(send())
+        await asyncio.to_thread(b_test.recv, 65536)
+        b_test.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        b_test.close()  # a reset
+        await asyncio.wait_for(done, 10)
+        sender.cancel()
+        cw.close()
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        on(loop, main())
+    assert not [r for r in caplog.records if "Fatal error" in r.getMessage()], caplog.text
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_nothing_is_done_to_a_peer_transport_already_closed(loop):
+    """Between a transport's close (an error, an abort) and its connection_lost callback,
+    the other side may still read, fill or drain: what it reads is dropped and nothing is
+    asked of the closed transport (uvloop raises RuntimeError on one; asyncio would write
+    into the void)."""
+    async def main():
+        c_relay, c_test = socket.socketpair()
+        b_relay, b_test = socket.socketpair()
+        up: list[int] = []
+        c, b = await side(c_relay, up), await side(b_relay, [])
+        relay.link(c, b)
+        done = asyncio.ensure_future(relay.run(c, b))
+        assert b.transport is not None
+        b.transport.abort()  # closed now; its connection_lost comes on a later loop turn
+        c.data_received(b"for a closed peer")
+        c.pause_writing()
+        c.resume_writing()
+        assert c.eof_received() is False  # nowhere to pass the EOF: the pair ends
+        assert up == []
+        await asyncio.wait_for(done, 5)
+        c_test.close()
+        b_test.close()
     on(loop, main())
