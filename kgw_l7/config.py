@@ -482,6 +482,32 @@ class AccessLogPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class SpanTag:
+    """A span attribute a Gateway's tracing adds (TrafficPolicy ``customTags``): a request
+    header's value (``header``, lower case), or ``value`` when the request has none or
+    the tag is a literal (``header`` None)."""
+
+    name: str
+    header: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TracingPolicy:
+    """A Gateway's tracing (TrafficPolicy ``tracing``): its requests' spans go to
+    ``endpoint`` (an OTLP/HTTP traces URL), ``ratio`` of new traces sampled (parent-based),
+    under a resource named ``service_name`` (None: OTEL_SERVICE_NAME or "kgw") with
+    ``resource``'s attributes; ``disabled``: no tracing for it at all."""
+
+    disabled: bool = False
+    endpoint: str | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    ratio: float = 1.0
+    service_name: str | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    resource: tuple[tuple[str, str], ...] = ()
+    tags: tuple[SpanTag, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """What kgw policies apply to a bound socket's connections before any routing
     (sections a Gateway or listener target sets)."""
@@ -495,6 +521,8 @@ class ListenerPolicy:
                                                                           metadata=OMIT_NONE)
     #: TrafficPolicy ``accessLog``: this socket's lines (None: the command line's).
     access_log: AccessLogPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
+    #: TrafficPolicy ``tracing``: this socket's requests' tracing (None: the command line's).
+    tracing: TracingPolicy | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     #: TrafficPolicy ``proxyProtocol``: connections start with a PROXY protocol header.
     proxy_protocol: ProxyProtocol | None = dataclasses.field(default=None, metadata=OMIT_NONE)
 
@@ -619,6 +647,6 @@ __all__ = [
     "Listener", "ListenerPolicy", "LoadBalancer", "LocalRateLimit", "Mirror",
     "OutlierDetection", "PathMatch", "PathModifier", "ProxyProtocol", "QueryParamMatch",
     "RateLimit", "Redirect", "RequestLimits", "Retry", "Route", "RouteMatch", "Rule",
-    "RulePolicy", "SessionPersistence", "URLRewrite", "UpstreamTLS", "VirtualHost", "to_dict",
-    "with_rule_policy",
+    "RulePolicy", "SessionPersistence", "SpanTag", "TracingPolicy", "URLRewrite", "UpstreamTLS",
+    "VirtualHost", "to_dict", "with_rule_policy",
 ]

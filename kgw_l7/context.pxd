@@ -23,6 +23,7 @@ cdef class ListenerState:
     cdef public int proxy_mode
     cdef public double header_timeout
     cdef public LogSettings log
+    cdef public object tracer
 
 cdef class WorkerContext:
     cdef public object loop
@@ -51,3 +52,5 @@ cdef class WorkerContext:
     cdef public object tracer
     cdef public object global_limiter
     cdef public dict _log_settings
+    cdef public dict _tracers
+    cdef public dict _exports

@@ -28,6 +28,7 @@ from kgw_l7.ratelimit import table_full
 from kgw_l7.router import ListenerRouter, RouterCache
 from kgw_l7.accesslog import AccessLog, Formatter, LogSettings
 from kgw_l7.globallimit import GlobalLimiter
+from kgw_l7.tracing import SpanExport, Tracer
 from kgw_l7.tracing import from_settings as tracing_from_settings
 from kgw_l7.logformat import parse_format
 from kgw_l7.stats import LogLimiter, WorkerStats
@@ -48,7 +49,7 @@ class ListenerState:
     place by a new config, so open connections see the new routes on their next request."""
 
     __slots__ = ("name", "record", "router", "scheme", "port", "certs", "conns", "server",
-                 "sock", "gateway", "header_timeout", "log", "proxy_mode")
+                 "sock", "gateway", "header_timeout", "log", "proxy_mode", "tracer")
 
     def __init__(self, name: str, record: Any, router: ListenerRouter,
                  certs: CertStore | None) -> None:
@@ -70,6 +71,9 @@ class ListenerState:
         #: A TrafficPolicy's accessLog settings for this socket (None: the worker's);
         #: set by the worker (WorkerContext.listener_log), which knows the defaults.
         self.log: LogSettings | None = None
+        #: The Tracer of its requests: a TrafficPolicy's tracing or the worker's default
+        #: (None: no tracing); set by the worker (WorkerContext.listener_tracer).
+        self.tracer: Tracer | None = None
         #: 0, or connections start with a PROXY protocol header: 1 required, 2 optional
         #: (kgw_l7.proxy.PROXY_REQUIRED / PROXY_OPTIONAL).
         self.proxy_mode = proxy_mode(record)
@@ -120,7 +124,7 @@ class WorkerContext:
                  "conns", "listeners", "errors", "cache", "now", "stopping", "_tasks",
                  "_sweeper", "_interval", "clock", "limiter", "fd_limit", "fd_base",
                  "fd_short_at", "draining", "ignore_client_abort", "tracer", "global_limiter",
-                 "_log_settings")
+                 "_log_settings", "_tracers", "_exports")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: WorkerOptions) -> None:
         self.loop = loop
@@ -148,8 +152,13 @@ class WorkerContext:
         self._log_settings: dict[Any, LogSettings] = {}
         #: None: tracing is off (no endpoint configured).
         self.tracer = tracing_from_settings(options.tracing_endpoint, options.tracing_sample)
+        #: TracingPolicy -> its Tracer; OTLP traces URL -> its SpanExport (one per
+        #: distinct endpoint, shared by the default tracer and the policies naming it).
+        self._tracers: dict[Any, Tracer] = {}
+        self._exports: dict[str, SpanExport] = {}
         if self.tracer is not None:
             self.tracer.start()
+            self._exports[self.tracer.endpoint] = self.tracer.export
         #: The global rate limits' Redis connections and counters (idle until a rule has one).
         self.global_limiter = GlobalLimiter()
         self.max_connections = options.max_connections
@@ -292,8 +301,15 @@ class WorkerContext:
         if self.access_log is not None:
             self.access_log.flush()
             snap.update(self.access_log.counters())
-        if self.tracer is not None:
-            snap.update(self.tracer.counters())
+        if self._exports:
+            dropped: dict[str, int] = {}
+            exported = 0
+            for export in self._exports.values():
+                for reason, n in export.dropped.items():
+                    dropped[reason] = dropped.get(reason, 0) + n
+                exported += export.exported
+            snap["tracing_spans_dropped"] = dropped
+            snap["tracing_spans_exported"] = exported
         snap.update(self.global_limiter.snapshot())
         return snap
 
@@ -339,6 +355,41 @@ class WorkerContext:
                 policy.disabled)
         return settings
 
+    def listener_tracer(self, record: Any) -> Tracer | None:
+        """The Tracer of a listener's requests: its TrafficPolicy ``tracing`` (one Tracer
+        per distinct setting, reused across configs; ``disabled``: None), else the
+        worker's default (the command line's; None when tracing is off)."""
+        policy = record.policy.tracing if record.policy is not None else None
+        if policy is None:
+            return self.tracer
+        if policy.disabled or not policy.endpoint:
+            return None
+        tracer = self._tracers.get(policy)
+        if tracer is None:
+            export = self._exports.get(policy.endpoint)
+            if export is None:
+                timeout = self.tracer.export.timeout if self.tracer is not None else 10.0
+                export = self._exports[policy.endpoint] = SpanExport(policy.endpoint, timeout)
+            tracer = self._tracers[policy] = Tracer(
+                policy.endpoint, "parentbased_traceidratio", policy.ratio, export.timeout,
+                service_name=policy.service_name, resource=policy.resource, tags=policy.tags,
+                export=export)
+            tracer.start()
+        return tracer
+
+    def retain_tracers(self) -> None:
+        """After a config: forget the tracers no listener uses, and stop the exports no
+        tracer uses (their queued spans are sent first, within a second)."""
+        used = {st.tracer for st in self.listeners.values() if st.tracer is not None}
+        self._tracers = {p: t for p, t in self._tracers.items() if t in used}
+        keep = {t.export for t in used}
+        if self.tracer is not None:
+            keep.add(self.tracer.export)
+        for url, export in list(self._exports.items()):
+            if export not in keep:
+                del self._exports[url]
+                export.close(0.0)
+
     def close(self) -> None:
         """The worker stops: idle backend connections, the timer and the access log."""
         self.pool.close()
@@ -346,8 +397,8 @@ class WorkerContext:
             self._sweeper.cancel()
         if self.access_log is not None:
             self.access_log.close()
-        if self.tracer is not None:
-            self.tracer.close()
+        for export in self._exports.values():
+            export.close()
         if self.global_limiter.servers() and self.loop.is_running():
             self.spawn(self.global_limiter.close())
 

@@ -11,6 +11,7 @@ from libc.stdint cimport int64_t
 from kgw_l7.ratelimit cimport LocalLimit
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
+from kgw_l7.tracing cimport Trace
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledPolicy, CompiledRoute,
                             CompiledRule,
                             CompiledVirtualHost, HeaderOps, ListenerRouter, split_target)
@@ -105,7 +106,7 @@ cdef class Exchange(UpstreamOwner):
     cdef public object session
     cdef public object pinned
     cdef public bytes cookie_path
-    cdef public object trace
+    cdef public Trace trace
     cdef public object lb_key
     cdef public Py_ssize_t body_limit
     cdef public object refusal
@@ -128,7 +129,8 @@ cdef class Exchange(UpstreamOwner):
     @cython.locals(up=UpstreamStream)
     cpdef bint sweep(self, double now, double client_idle, double idle_timeout,
                      double response_timeout) except -1
-    @cython.locals(rule=CompiledRule, backend=CompiledBackend, up=UpstreamStream)
+    @cython.locals(rule=CompiledRule, backend=CompiledBackend, up=UpstreamStream,
+                   listener=ListenerState)
     cpdef start(self)
     @cython.locals(up=UpstreamStream)
     cpdef _fast_failed(self, status, reason)

@@ -591,8 +591,10 @@ class Exchange(UpstreamOwner):
         self.start_time = ctx.clock()
         if ctx.access_log is not None:
             self.wall_start = time.time()
-        if ctx.tracer is not None:
-            self.trace = ctx.tracer.begin(self.head.headers)
+        listener = self.down.listener
+        tracer = listener.tracer  # (a C field: listener is a ListenerState, compiled)
+        if tracer is not None:
+            self.trace = tracer.begin(self.head.headers)
         endpoint = None
         try:
             if self.head.version == b"2":
@@ -616,9 +618,13 @@ class Exchange(UpstreamOwner):
                 up = ctx.pool.take_idle(endpoint[0], endpoint[1], backend, ctx.now)
                 if up is not None:
                     self.upstream_host = endpoint
-                    if self.trace is not None:
-                        ctx.tracer.begin_try(  # type: ignore[union-attr]  # (a trace: a tracer)
-                            self.trace, endpoint[0], endpoint[1])
+                    trace = self.trace
+                    if trace is not None:
+                        if trace.tries is None and not trace.ntries:
+                            # (begin_try's only effect on an unsampled first try, uncalled)
+                            trace.ntries = 1
+                        else:
+                            trace.tracer.begin_try(trace, endpoint[0], endpoint[1])
                     self.send(up, True)
                     return
         except Exception:
@@ -768,9 +774,10 @@ class Exchange(UpstreamOwner):
                 listener.log)
         if self.trace is not None and self.trace.sampled:
             head = self.head
-            ctx.tracer.end(self.trace, head.method, head.target,  # type: ignore[union-attr]
-                           rule.name if rule is not None else None, status, self.down.peer,
-                           head.host, listener.scheme, head.version, self.detail)
+            self.trace.tracer.end(self.trace, head.method, head.target,
+                                  rule.name if rule is not None else None, status,
+                                  self.down.peer, head.host, listener.scheme, head.version,
+                                  self.detail, head.headers)
         if self.req < RECEIVED:
             self._request_to(DISCARD)
             if not self.close_after:
@@ -1303,8 +1310,7 @@ class Exchange(UpstreamOwner):
             trace = self.trace
             if trace is not None:
                 # (a trace exists only with a tracer; out is prepared before the tries)
-                old = self.ctx.tracer.begin_try(  # type: ignore[union-attr]
-                    trace, endpoint[0], endpoint[1])
+                old = trace.tracer.begin_try(trace, endpoint[0], endpoint[1])
                 if old is not None:
                     self.out = retraced(self.out, old, trace.line)  # type: ignore[arg-type]
             try:
@@ -1321,11 +1327,9 @@ class Exchange(UpstreamOwner):
                 last = exc
                 again = True
                 if trace is not None:
-                    self.ctx.tracer.end_try(  # type: ignore[union-attr]
-                        trace, exc.status, str(exc))
+                    trace.tracer.end_try(trace, exc.status, str(exc))
                     if attempt + 1 < attempts:
-                        self.ctx.tracer.retry(  # type: ignore[union-attr]
-                            trace, attempt + 1, str(exc))
+                        trace.tracer.retry(trace, attempt + 1, str(exc))
                 up = self.detach()
                 if up is not None:
                     stale = up.stale() and not self.received and self.req == RECEIVED \
@@ -1341,7 +1345,7 @@ class Exchange(UpstreamOwner):
                 attempt += 1
                 continue
             if trace is not None:
-                self.ctx.tracer.end_try(trace, self.status, None)  # type: ignore[union-attr]
+                trace.tracer.end_try(trace, self.status, None)
             if retrying:
                 breaker.leave(RETRIES)  # type: ignore[union-attr]
             return

@@ -1,3 +1,6 @@
+cdef bytes _ids()
+cdef bytes _span_id()
+
 # The request path's record of a trace as C fields (kgw_l7/tracing.py says what they hold):
 # attribute sets on a Python object cost more than the rest of an unsampled trace.
 
@@ -14,3 +17,4 @@ cdef class Trace:
     cdef public object try_span
     cdef public object line
     cdef public Py_ssize_t ntries
+    cdef public object tracer

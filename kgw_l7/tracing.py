@@ -25,6 +25,7 @@ SDK is imported and the exchange's hooks are a None test.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import os
 import random
@@ -52,8 +53,9 @@ _KNOWN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNE
                             b"OPTIONS", b"TRACE", b"PATCH"))
 
 
-def parse_traceparent(value: bytes) -> tuple[int, int, bool] | None:
-    """(trace id, parent span id, sampled) of a ``traceparent`` value, or None when it is
+def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bool] | None:
+    """(trace id, parent span id, sampled) of a ``traceparent`` value, the ids in lower case
+    hex as they appear in it (32 and 16 characters), or None when it is
     malformed (W3C Trace Context §3.2: version 00 is exactly 55 characters; a later
     version may append fields after a dash; ff, all-zero ids and upper case are
     invalid)."""
@@ -69,39 +71,56 @@ def parse_traceparent(value: bytes) -> tuple[int, int, bool] | None:
     if not (_HEX.issuperset(version) and _HEX.issuperset(v[3:35])
             and _HEX.issuperset(v[36:52]) and _HEX.issuperset(v[53:55])):
         return None
-    trace_id = int(v[3:35], 16)
-    span_id = int(v[36:52], 16)
-    if trace_id == 0 or span_id == 0:
+    trace_id = v[3:35]
+    span_id = v[36:52]
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     return trace_id, span_id, bool(int(v[53:55], 16) & 1)
 
 
-def _new_id(bits: int) -> int:
-    """A random non-zero id (an all-zero id is invalid)."""
-    return _getrandbits(bits) or 1
+def _span_id() -> bytes:
+    """A random non-zero span id in hex (an all-zero id is invalid)."""
+    return _hexlify((_getrandbits(64) or 1).to_bytes(8, "little"))
+
+
+def _ids() -> bytes:
+    """A new trace id and span id in hex (48 characters: the 32 of the trace id, then the
+    16 of the span id): one random number, converted in C (a ``%x`` format of the two
+    costs five times as much). The caller checks for all-zero ids (invalid)."""
+    return _hexlify(_getrandbits(192).to_bytes(24, "little"))
+
+
+def line(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
+    """The ``traceparent`` value naming ``span_id`` as the parent."""
+    return b"".join((b"00-", trace_id, b"-", span_id, b"-01" if sampled else b"-00"))
 
 
 _getrandbits = random.getrandbits
-_SAMPLED = b"00-%032x-%016x-01"
-_UNSAMPLED = b"00-%032x-%016x-00"
+_hexlify = binascii.hexlify
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
 #: Request fields that carry trace context.
 _CONTEXT = frozenset((b"traceparent", b"tracestate"))
 
 
 class Trace:
-    """One request's trace context and, when sampled, what its spans will say: times in
-    ns since the epoch, the tries as ``[span_id, start, end, host, port, status, error,
-    resend]`` lists, retries as ``(time, attempt, reason)``."""
+    """One request's trace context and, when sampled, what its spans will say: the ids
+    as lower case hex (what ``traceparent`` carries: the request path never converts
+    them; the export thread does), times in ns since the epoch, the tries as
+    ``[span_id, start, end, host, port, status, error, resend]`` lists, retries as
+    ``(time, attempt, reason)``."""
 
     __slots__ = ("trace_id", "parent_id", "span_id", "sampled", "tracestate", "had_context",
-                 "start", "tries", "retries", "try_span", "line", "ntries")
+                 "start", "tries", "retries", "try_span", "line", "ntries", "tracer")
 
-    def __init__(self, trace_id: int, parent_id: int, sampled: bool,
-                 tracestate: bytes | None, had_context: bool) -> None:
+    def __init__(self, trace_id: bytes, parent_id: bytes, sampled: bool,
+                 tracestate: bytes | None, had_context: bool, try_span: bytes,
+                 tracer: Any) -> None:
         self.trace_id = trace_id
+        #: The client's span (b"": kgw started the trace).
         self.parent_id = parent_id
         #: The server span's id (an unsampled request has no span).
-        self.span_id = (_getrandbits(64) or 1) if sampled else 0
+        self.span_id = _span_id() if sampled else b""
         self.sampled = sampled
         self.tracestate = tracestate
         #: The client sent traceparent or tracestate (its head must then be rebuilt).
@@ -110,12 +129,15 @@ class Trace:
         self.tries: list[list[Any]] | None = [] if sampled else None
         self.retries: list[tuple[int, int, str]] | None = None
         #: The span id backends are told is their parent: the next (or current) try's.
-        self.try_span = span = _getrandbits(64) or 1
-        self.line = (_SAMPLED if sampled else _UNSAMPLED) % (trace_id, span)
+        self.try_span = try_span
+        self.line = b"".join((b"00-", trace_id, b"-", try_span,
+                              b"-01" if sampled else b"-00"))
         self.ntries = 0
+        #: The Tracer it began with (the listener's: a Gateway policy's or the default).
+        self.tracer = tracer
 
     def traceparent(self) -> bytes:
-        return (_SAMPLED if self.sampled else _UNSAMPLED) % (self.trace_id, self.try_span)
+        return line(self.trace_id, self.try_span, self.sampled)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         out = [(b"traceparent", self.line)]
@@ -124,31 +146,24 @@ class Trace:
         return out
 
 
-class Tracer:
-    """A worker's tracing: trace contexts for requests, and the queue of finished ones
-    that the export thread turns into spans."""
+class SpanExport:
+    """The export side of tracing for one collector endpoint: the bounded queue of finished
+    requests, the thread that turns them into SDK spans and the OTLP/HTTP exporter that
+    sends them in batches. Every tracer exporting to the same endpoint (the command line's
+    and each Gateway policy's naming it) shares one."""
 
-    def __init__(self, endpoint: str, sampler: str, ratio: float, timeout: float,
-                 max_queue: int = MAX_QUEUE, batch: int = BATCH,
-                 delay: float = SCHEDULE_DELAY) -> None:
+    def __init__(self, endpoint: str, timeout: float, max_queue: int = MAX_QUEUE,
+                 batch: int = BATCH, delay: float = SCHEDULE_DELAY) -> None:
         self.endpoint = endpoint
-        self.sampler = sampler
-        self.ratio = ratio
-        self._bound = int(ratio * (1 << 64))
-        #: A valid incoming context's sampled flag decides (parentbased_*).
-        self._follow = sampler.startswith("parentbased_")
-        #: The decision for new traces when it does not depend on the trace id.
-        self._always = True if sampler.endswith("always_on") else \
-            False if sampler.endswith("always_off") else None
         self.timeout = timeout
         self.max_queue = max_queue
         self.batch = batch
         self.delay = delay
-        self._queue: deque[tuple[Any, ...]] = deque()
+        self.queue: deque[tuple[Any, ...]] = deque()
         #: Spans queued and taken by the export thread, ever: each written by one thread
         #: only (their difference bounds the queue without a lock).
-        self._spans_in = 0
-        self._spans_out = 0
+        self.spans_in = 0
+        self.spans_out = 0
         self._wake = threading.Event()
         self._stop = False
         self.dropped = {"queue_full": 0, "export_failed": 0}
@@ -156,6 +171,123 @@ class Tracer:
         self._failing = False
         self._thread: threading.Thread | None = None
         self._exporter: Any = None
+
+    def put(self, n: int, item: tuple[Any, ...]) -> None:
+        """Queue a finished request's ``n`` spans (dropped and counted when full)."""
+        if self.spans_in - self.spans_out + n > self.max_queue:
+            self.dropped["queue_full"] += n
+            return
+        self.spans_in += n
+        q = self.queue
+        q.append(item)
+        if len(q) == self.batch:  # (once per batch: Event.set takes a lock)
+            self._wake.set()
+
+    def counters(self) -> dict[str, Any]:
+        return {"tracing_spans_dropped": dict(self.dropped),
+                "tracing_spans_exported": self.exported}
+
+    def start(self) -> None:
+        """Import the SDK and start the export thread (once)."""
+        if self._thread is not None:
+            return
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        # The exporter logs every failed batch; kgw says it once (``_export``).
+        logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
+            .setLevel(logging.CRITICAL)
+        logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
+        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=self.timeout)
+        self._thread = threading.Thread(target=self._run, name="kgw-tracing", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Export what is queued (within ``timeout``) and stop the thread."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._exporter is not None:
+            try:
+                self._exporter.shutdown()
+            except Exception:
+                pass
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.delay)
+            self._wake.clear()
+            stop = self._stop
+            q = self.queue
+            while q:
+                items: list[tuple[Any, ...]] = []
+                while q and len(items) < self.batch:
+                    items.append(q.popleft())
+                self._export(items)
+                if self._stop and not stop:
+                    break
+            if stop:
+                return
+
+    def _export(self, items: list[tuple[Any, ...]]) -> None:
+        self.spans_out += sum(1 + len(item[1].tries) for item in items)
+        try:
+            spans = [s for item in items for s in item[0]._spans(item[1:])]
+        except Exception:
+            log.exception("tracing: could not build spans")
+            return
+        try:
+            from opentelemetry.sdk.trace.export import SpanExportResult
+            ok = self._exporter.export(spans) == SpanExportResult.SUCCESS
+            error = "the collector refused or did not answer"
+        except Exception as exc:
+            ok = False
+            error = str(exc)
+        if ok:
+            self.exported += len(spans)
+            if self._failing:
+                self._failing = False
+                log.warning("tracing: exporting to %s works again", self.endpoint)
+            return
+        self.dropped["export_failed"] += len(spans)
+        if not self._failing:
+            self._failing = True
+            log.warning("tracing: export to %s failed (%s); spans are dropped and counted "
+                        "in kgw_tracing_spans_dropped_total until it works again",
+                        self.endpoint, error)
+
+
+class Tracer:
+    """Trace contexts for one set of settings (the command line's, or a Gateway policy's):
+    the sampler, the resource its spans are exported under, the span attributes taken from
+    requests, and the ``SpanExport`` its finished requests are queued to."""
+
+    def __init__(self, endpoint: str, sampler: str, ratio: float, timeout: float,
+                 max_queue: int = MAX_QUEUE, batch: int = BATCH,
+                 delay: float = SCHEDULE_DELAY, *, service_name: str | None = None,
+                 resource: tuple[tuple[str, str], ...] = (), tags: tuple[Any, ...] = (),
+                 export: SpanExport | None = None) -> None:
+        self.endpoint = endpoint
+        self.sampler = sampler
+        self.ratio = ratio
+        #: A trace is sampled when the low 64 bits of its id are below ratio * 2**64:
+        #: compared as 16 lower case hex digits (the order of the numbers).
+        self._bound = b"%016x" % min(int(ratio * (1 << 64)), (1 << 64) - 1)
+        #: A valid incoming context's sampled flag decides (parentbased_*).
+        self._follow = sampler.startswith("parentbased_")
+        #: The decision for new traces when it does not depend on the trace id.
+        self._always = True if sampler.endswith("always_on") else \
+            False if sampler.endswith("always_off") else None
+        if self._always is None and (ratio >= 1.0 or ratio <= 0.0):
+            self._always = ratio >= 1.0
+        self.export = export if export is not None else SpanExport(endpoint, timeout,
+                                                                   max_queue, batch, delay)
+        self._queue = self.export.queue
+        self.service_name = service_name
+        self.resource_attrs = resource
+        #: kgw_l7.config.SpanTag records: attributes of the server span.
+        self.tags = tags
+        self._resource: Any = None
 
     # -- the request path ---------------------------------------------------------------
     def begin(self, headers: tuple[tuple[bytes, bytes], ...]) -> Trace:
@@ -175,19 +307,27 @@ class Tracer:
                     ts = h[1] if ts is None else ts + b"," + h[1]
         if tp:
             trace_id, parent, flag = tp
-            return Trace(trace_id, parent, flag if self._follow else self._new(trace_id),
-                         ts, had)
-        trace_id = _getrandbits(128) or 1
-        return Trace(trace_id, 0, self._new(trace_id), None, had)
+            return Trace(trace_id, parent, flag if self._follow else self._new(trace_id), ts,
+                         had, _span_id(), self)
+        ids = _ids()
+        trace_id = ids[:32]
+        span = ids[32:]
+        if trace_id == _ZERO_TRACE or span == _ZERO_SPAN:  # (all zeros: invalid)
+            return self.begin(headers)
+        # (the decision of _new, inline: a method call costs more than the rest of it)
+        sampled = self._always
+        if sampled is None:
+            sampled = trace_id[16:] < self._bound
+        return Trace(trace_id, b"", sampled, None, had, span, self)
 
-    def _new(self, trace_id: int) -> bool:
+    def _new(self, trace_id: bytes) -> bool:
         """Whether a trace kgw starts (or, not parent-based, any trace) is sampled."""
         always = self._always
         if always is not None:
             return always
-        return (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound
+        return trace_id[16:] < self._bound
 
-    def _decide(self, trace_id: int, parent_sampled: bool | None) -> bool:
+    def _decide(self, trace_id: bytes, parent_sampled: bool | None) -> bool:
         if parent_sampled is not None and self._follow:
             return parent_sampled
         return self._new(trace_id)
@@ -198,7 +338,7 @@ class Tracer:
         changed = None
         if tr.ntries:
             changed = tr.line
-            tr.try_span = _new_id(64)
+            tr.try_span = _span_id()
             tr.line = tr.traceparent()
         tries = tr.tries
         if tries is not None:
@@ -224,99 +364,55 @@ class Tracer:
 
     def end(self, tr: Trace, method: bytes, target: bytes, route: str | None, status: int,
             client: bytes, host: bytes, scheme: bytes, version: bytes,
-            error: str | None) -> None:
+            error: str | None, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         """The request is over: its spans are queued for the export thread (sampled)."""
         if not tr.sampled:
             return
         end = time.time_ns()
         if tr.tries and tr.tries[-1][2] == 0:
             self.end_try(tr, status, error if status >= 500 or not status else None, end)
-        n = 1 + len(tr.tries)  # type: ignore[arg-type]
-        queued = self._spans_in - self._spans_out
-        if queued + n > self.max_queue:
-            self.dropped["queue_full"] += n
-            return
-        self._spans_in += n
-        q = self._queue
-        q.append((tr, end, method, target, route, status, client, host, scheme, version,
-                  error))
-        if len(q) == self.batch:  # (once per batch: Event.set takes a lock)
-            self._wake.set()
+        tags = self._tag_values(headers) if self.tags else None
+        self.export.put(1 + len(tr.tries),  # type: ignore[arg-type]
+                        (self, tr, end, method, target, route, status, client, host, scheme,
+                         version, error, tags))
+
+    def _tag_values(self, headers: tuple[tuple[bytes, bytes], ...]) -> dict[str, str]:
+        """The custom span attributes of a sampled request (first field of a name)."""
+        out: dict[str, str] = {}
+        for tag in self.tags:
+            if tag.header is None:
+                if tag.value is not None:
+                    out[tag.name] = tag.value
+                continue
+            name = tag.header.encode("latin-1")
+            for h in headers:
+                if h[0] == name:
+                    out[tag.name] = h[1].decode("latin-1")
+                    break
+            else:
+                if tag.value is not None:
+                    out[tag.name] = tag.value
+        return out
 
     # -- the worker's side --------------------------------------------------------------
     def counters(self) -> dict[str, Any]:
-        return {"tracing_spans_dropped": dict(self.dropped),
-                "tracing_spans_exported": self.exported}
+        return self.export.counters()
 
     def start(self) -> None:
-        """Import the SDK and start the export thread (the worker's start)."""
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        """Import the SDK, build the resource and start the export thread (once)."""
         from opentelemetry.sdk.resources import Resource
 
-        # The exporter logs every failed batch; kgw says it once (``_exported``).
-        logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
-            .setLevel(logging.CRITICAL)
-        logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
-        attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "kgw"}
+        attrs: dict[str, Any] = dict(self.resource_attrs)
+        if self.service_name:
+            attrs["service.name"] = self.service_name
+        elif not os.environ.get("OTEL_SERVICE_NAME"):
+            attrs.setdefault("service.name", "kgw")
         self._resource = Resource.create(attrs)
-        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=self.timeout)
-        self._thread = threading.Thread(target=self._run, name="kgw-tracing", daemon=True)
-        self._thread.start()
+        self.export.start()
 
     def close(self, timeout: float = 1.0) -> None:
         """Export what is queued (within ``timeout``) and stop the thread."""
-        self._stop = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._exporter is not None:
-            try:
-                self._exporter.shutdown()
-            except Exception:
-                pass
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.delay)
-            self._wake.clear()
-            stop = self._stop
-            q = self._queue
-            while q:
-                items: list[tuple[Any, ...]] = []
-                while q and len(items) < self.batch:
-                    items.append(q.popleft())
-                self._export(items)
-                if self._stop and not stop:
-                    break
-            if stop:
-                return
-
-    def _export(self, items: list[tuple[Any, ...]]) -> None:
-        self._spans_out += sum(1 + len(item[0].tries) for item in items)
-        try:
-            spans = [s for item in items for s in self._spans(item)]
-        except Exception:
-            log.exception("tracing: could not build spans")
-            return
-        try:
-            from opentelemetry.sdk.trace.export import SpanExportResult
-            ok = self._exporter.export(spans) == SpanExportResult.SUCCESS
-            error = "the collector refused or did not answer"
-        except Exception as exc:
-            ok = False
-            error = str(exc)
-        if ok:
-            self.exported += len(spans)
-            if self._failing:
-                self._failing = False
-                log.warning("tracing: exporting to %s works again", self.endpoint)
-            return
-        self.dropped["export_failed"] += len(spans)
-        if not self._failing:
-            self._failing = True
-            log.warning("tracing: export to %s failed (%s); spans are dropped and counted "
-                        "in kgw_tracing_spans_dropped_total until it works again",
-                        self.endpoint, error)
+        self.export.close(timeout)
 
     def _spans(self, item: tuple[Any, ...]) -> list[Any]:
         """The SDK spans of one finished request (the export thread)."""
@@ -327,7 +423,7 @@ class Tracer:
         )
 
         (tr, end, method, target, route, status, client, host, scheme, version,
-         error) = item
+         error, tags) = item
         scope = InstrumentationScope("kgw")
         flags = TraceFlags(TraceFlags.SAMPLED)
         state = TraceState()
@@ -336,8 +432,9 @@ class Tracer:
                 state = TraceState.from_header([tr.tracestate.decode("latin-1")])
             except Exception:
                 state = TraceState()
-        ctx = SpanContext(tr.trace_id, tr.span_id, False, flags, state)
-        parent = (SpanContext(tr.trace_id, tr.parent_id, True, flags, state)
+        trace_id = int(tr.trace_id, 16)
+        ctx = SpanContext(trace_id, int(tr.span_id, 16), False, flags, state)
+        parent = (SpanContext(trace_id, int(tr.parent_id, 16), True, flags, state)
                   if tr.parent_id else None)
         m = method.decode("latin-1")
         known = method in _KNOWN_METHODS
@@ -373,6 +470,8 @@ class Tracer:
             err_type = "incomplete"
         if err_type:
             attrs["error.type"] = err_type
+        for k, v in (tags or {}).items():  # (never in place of a convention's attribute)
+            attrs.setdefault(k, v)
         events = [Event("retry", {"http.request.resend_count": attempt, "kgw.retry.reason":
                                   reason}, ts) for ts, attempt, reason in tr.retries or ()]
         name = f"{m if known else 'HTTP'} {route}" if route else (m if known else "HTTP")
@@ -394,7 +493,8 @@ class Tracer:
                 a["error.type"] = t_type
             out.append(ReadableSpan(
                 name=attrs["http.request.method"] if known else "HTTP",
-                context=SpanContext(tr.trace_id, span_id, False, flags, state), parent=ctx,
+                context=SpanContext(trace_id, int(span_id, 16), False, flags, state),
+                parent=ctx,
                 resource=self._resource, attributes=a, kind=SpanKind.CLIENT,
                 status=Status(StatusCode.ERROR, t_error) if t_type else Status(StatusCode.UNSET),
                 start_time=start, end_time=stop or end, instrumentation_scope=scope))

@@ -74,6 +74,7 @@ class Worker:
             if st is not None and _same_socket(st.record, listener):
                 st.update(listener, routers[listener.name], certs)
                 st.log = ctx.listener_log(listener)
+                st.tracer = ctx.listener_tracer(listener)
                 continue
             if st is not None:
                 self._remove_listener(st)
@@ -83,6 +84,7 @@ class Worker:
                 continue
             st = ListenerState(listener.name, listener, routers[listener.name], certs)
             st.log = ctx.listener_log(listener)
+            st.tracer = ctx.listener_tracer(listener)
             try:
                 await self._bind(st)
             except (OSError, OverflowError, ValueError) as exc:
@@ -97,6 +99,7 @@ class Worker:
             if name not in seen:
                 self._remove_listener(ctx.listeners.pop(name))
         ctx._interval = ctx.sweep_interval()
+        ctx.retain_tracers()
         for listener in config.listeners:
             for vh in listener.virtual_hosts:
                 for route in vh.routes:

@@ -138,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.tracing_sample is not None:
         from kgw_l7.tracing import Tracer
         # (not started: no export thread; a queue that never fills)
-        tracer = ctx.tracer = Tracer("http://127.0.0.1:9/v1/traces", "parentbased_traceidratio",
-                                     args.tracing_sample, 1.0, max_queue=1 << 40)
+        tracer = Tracer("http://127.0.0.1:9/v1/traces", "parentbased_traceidratio",
+                        args.tracing_sample, 1.0, max_queue=1 << 40)
     config = with_policy(bench_config(8080, 9, "h2c" if args.h2c else "http"),
                          POLICIES[args.policy])
     listener = ListenerState("bench", config.listeners[0],
                              ctx.cache.build(config)["bench"], None)
+    listener.tracer = tracer
     print(f"kgw_l7 {'compiled' if kgw_l7.extension_in_use('exchange') else 'interpreted'}")
     if args.h2c:
         return h2c(ctx, listener, args)

@@ -32,7 +32,7 @@ def records(tracer: Tracer, n: int) -> list[tuple]:
         tracer.begin_try(tr, "127.0.0.1", 9)
         tracer.end(tr, b"GET", b"/hdr?x=1", "bench/bench/rule-0", 200, b"127.0.0.1",
                    b"127.0.0.1:8080", b"http", b"1.1", None)
-        out.append(tracer._queue.popleft())
+        out.append(tracer._queue.popleft()[1:])  # (without the tracer)
     return out
 
 

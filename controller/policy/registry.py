@@ -9,7 +9,7 @@ from __future__ import annotations
 from controller.policy import (
     accesslog, apikeyauth, authorization, backendproxyprotocol, basicauth, circuitbreaker,
     connectionlimit, extauth, headertimeout, healthcheck, jwt, loadbalancer, oidc, proxyprotocol,
-    ratelimit, requestlimits,
+    ratelimit, requestlimits, tracing,
 )
 from controller.policy.section import Section
 
@@ -23,6 +23,7 @@ SECTIONS: dict[str, tuple[Section, ...]] = {
         circuitbreaker.SECTION,
         connectionlimit.SECTION,
         accesslog.SECTION,
+        tracing.SECTION,
         proxyprotocol.SECTION,
         backendproxyprotocol.SECTION,
     ),

@@ -98,6 +98,8 @@ LISTENER_SECTION_PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "connectionRateLimit": (("HTTP", "HTTPS"), "the kernel's per-source SYN limit is "
                                                "programmed for HTTP and HTTPS listeners "
                                                "only"),
+    "tracing": (("HTTP", "HTTPS"), "spans are made for HTTP requests (a TLS passthrough, "
+                                   "TCP or UDP listener carries none)"),
 }
 
 

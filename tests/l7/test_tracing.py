@@ -4,6 +4,8 @@ settings from flags and OTEL_* variables, the per-try traceparent of a retried r
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kgw_l7.streams import out_request
@@ -12,14 +14,15 @@ from kgw_l7.tracing_config import TracingConfigError, resolve
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PID = "00f067aa0ba902b7"
+TP = re.compile(rb"^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$")
 
 
 @pytest.mark.parametrize("value, expected", [
-    (f"00-{TID}-{PID}-01", (int(TID, 16), int(PID, 16), True)),
-    (f"00-{TID}-{PID}-00", (int(TID, 16), int(PID, 16), False)),
-    (f"00-{TID}-{PID}-03", (int(TID, 16), int(PID, 16), True)),  # (other flag bits)
-    (f" 00-{TID}-{PID}-01 ", (int(TID, 16), int(PID, 16), True)),  # (OWS)
-    (f"01-{TID}-{PID}-01-future", (int(TID, 16), int(PID, 16), True)),  # later version
+    (f"00-{TID}-{PID}-01", (TID.encode(), PID.encode(), True)),
+    (f"00-{TID}-{PID}-00", (TID.encode(), PID.encode(), False)),
+    (f"00-{TID}-{PID}-03", (TID.encode(), PID.encode(), True)),  # (other flag bits)
+    (f" 00-{TID}-{PID}-01 ", (TID.encode(), PID.encode(), True)),  # (OWS)
+    (f"01-{TID}-{PID}-01-future", (TID.encode(), PID.encode(), True)),  # later version
     (f"00-{TID}-{PID}-01-extra", None),  # version 00 is exactly 55 characters
     (f"01-{TID}-{PID}-01x", None),
     (f"ff-{TID}-{PID}-01", None),
@@ -43,15 +46,17 @@ def test_incoming_context_is_followed_or_replaced() -> None:
     t = tracer("parentbased_traceidratio", 0.0)  # (no new trace would be sampled)
     tr = t.begin(((b"traceparent", f"00-{TID}-{PID}-01".encode()), (b"tracestate", b"a=1")))
     assert (tr.trace_id, tr.parent_id, tr.sampled, tr.tracestate) == \
-        (int(TID, 16), int(PID, 16), True, b"a=1")
-    assert tr.line == b"00-%s-%016x-01" % (TID.encode(), tr.try_span)
+        (TID.encode(), PID.encode(), True, b"a=1")
+    assert tr.line == b"00-%s-%s-01" % (TID.encode(), tr.try_span)
+    assert len(tr.try_span) == 16 and int(tr.try_span, 16) != 0 and tr.tracer is t
     tr = t.begin(((b"traceparent", f"00-{TID}-{PID}-00".encode()),))
     assert not tr.sampled and tr.line.endswith(b"-00") and tr.tries is None
     bad = t.begin(((b"traceparent", b"00-zz"), (b"tracestate", b"a=1")))
-    assert bad.trace_id != int(TID, 16) and bad.parent_id == 0 and bad.tracestate is None
+    assert bad.trace_id != TID.encode() and bad.parent_id == b"" and bad.tracestate is None
+    assert len(bad.trace_id) == 32 and int(bad.trace_id, 16) != 0
     assert bad.had_context  # (its head is rebuilt: the client's fields must not go on)
     two = t.begin(((b"traceparent", f"00-{TID}-{PID}-01".encode()),) * 2)
-    assert two.parent_id == 0  # (two traceparent fields: invalid)
+    assert two.parent_id == b""  # (two traceparent fields: invalid)
 
 
 @pytest.mark.parametrize("sampler, ratio, low_bits, expected", [
@@ -61,9 +66,30 @@ def test_incoming_context_is_followed_or_replaced() -> None:
     ("traceidratio", 0.5, 1 << 63, False),
     ("traceidratio", 0.0, 0, False),
     ("parentbased_traceidratio", 1.0, (1 << 64) - 1, True),
+    ("traceidratio", 0.01, int(0.01 * (1 << 64)) - 1, True),
+    ("traceidratio", 0.01, int(0.01 * (1 << 64)), False),
+    ("traceidratio", 0.01, 0xF << 60, False),
 ])
 def test_new_trace_sampling(sampler: str, ratio: float, low_bits: int, expected: bool) -> None:
-    assert tracer(sampler, ratio)._decide((7 << 64) | low_bits, None) is expected
+    trace_id = b"%032x" % ((7 << 64) | low_bits)
+    assert tracer(sampler, ratio)._decide(trace_id, None) is expected
+
+
+def test_new_ids_and_the_sampled_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = tracer("parentbased_traceidratio", 0.25)
+    traces = [t.begin(()) for _ in range(20000)]
+    assert all(TP.match(tr.line) and tr.line[3:35] == tr.trace_id for tr in traces)
+    assert len({tr.trace_id for tr in traces}) == len(traces)
+    share = sum(tr.sampled for tr in traces) / len(traces)
+    assert 0.23 < share < 0.27, share
+    assert all((tr.tries is not None) == tr.sampled for tr in traces)
+    import kgw_l7.tracing as tracing
+    real = tracing._getrandbits
+    zeros = iter([0])
+    monkeypatch.setattr(tracing, "_getrandbits", lambda bits: next(zeros, None) or real(bits))
+    tr = t.begin(())  # (all-zero ids are invalid: never sent)
+    assert next(zeros, None) is None
+    assert int(tr.trace_id, 16) != 0 and int(tr.try_span, 16) != 0
 
 
 def test_a_retry_gets_its_own_client_span_in_traceparent() -> None:
@@ -81,7 +107,7 @@ def test_a_retry_gets_its_own_client_span_in_traceparent() -> None:
     raw = b"GET / HTTP/1.1\r\ntraceparent: " + first + b"\r\n\r\n"
     out = retraced(out_request(b"GET", b"/", None, raw, "none"), first, tr.line)
     assert out.raw == raw.replace(first, tr.line)
-    assert [x[0] for x in tr.tries] == [int(first[36:52], 16), int(tr.line[36:52], 16)]
+    assert [x[0] for x in tr.tries] == [first[36:52], tr.line[36:52]]
     assert tr.tries[0][6] == "superseded"
 
 
