@@ -93,7 +93,9 @@ from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
-from .userspace import backend_stats, connect, frontend_stats, kept_tally, select_frontends
+from .userspace import (
+    backend_stats, connect, frontend_stats, kept_tally, select_frontends, send_proxy_header,
+)
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -695,6 +697,12 @@ class SpliceProxy(Acceptor):
             return
         try:
             b = await connect(be)
+            if fe is not None and fe.backend_proxy_protocol:
+                try:
+                    send_proxy_header(b, peer, c.getsockname()[:2])
+                except OSError:
+                    b.close()
+                    raise
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")

@@ -4,11 +4,16 @@ connects and splices (kgw_l4.splice) — or, with no sockmap, copies in userspac
 terminated route's connection goes to kgw_l4.tlsterm. One port may hold both.
 
 The hello stays in the client socket: spliced, the kernel forwards it first; copied,
-it is simply the first bytes read.
+it is simply the first bytes read. A port whose connections start with a PROXY
+protocol header (TrafficPolicy ``proxyProtocol``) has it taken out of the socket first
+(kgw_l7.proxyaccept), leaving the hello; the header's client is then the connection's
+(flow log, kgw-inspect, the PROXY header a route's backends may ask for:
+``backendProxyProtocol``, written before the first byte of the client's).
 
 Counters (/metrics, kgw-inspect) per port and SNIRoute: connections given a backend,
 drops by reason (``bad_client_hello``, ``no_route``, ``no_backend``,
-``backend_unreachable``; terminated: ``bad_certificate``, ``tls_handshake``,
+``backend_unreachable``, ``bad_proxy_header``; terminated: ``bad_certificate``,
+``tls_handshake``,
 ``backend_tls``) under the route they matched ("" when none), and, when copied here
 (always for a terminated route), bytes each way and the connections open. A spliced
 connection's bytes are the kernel's (not counted per route).
@@ -27,13 +32,18 @@ import time
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
+from kgw_l7.proxyaccept import read_header
+from kgw_l7.proxyproto import ProxyProtocolError
+
 from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer
 from .tlsterm import Terminator
-from .userspace import Conn, backend_stats, connect, picker, splice_streams
+from .userspace import (
+    Conn, backend_stats, connect, picker, send_proxy_header, splice_streams,
+)
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -96,6 +106,9 @@ class TLSPassthroughProxy(Acceptor):
         self._pickers: dict[tuple[BackendGroup, ...], Any] = {}
         #: (port, route name, gateway, listener) of terminated routes (bytes counted here)
         self._terminated: set[tuple[tuple[str, int], str, str, str]] = set()
+        #: (port, reason) of refused PROXY headers already logged at warning level (a
+        #: few reasons per port: the log says it once, the counter counts each)
+        self._proxy_logged: set[tuple[tuple[str, int], str]] = set()
 
     async def apply(self, config: L4Config,
                     taken: AbstractSet[tuple[str, int]] = frozenset()) -> None:
@@ -139,6 +152,19 @@ class TLSPassthroughProxy(Acceptor):
         except OSError:  # (reset already)
             peer = None
         port_name = cfg.name if cfg else f"{key[0]}:{key[1]}"
+        local: tuple[str, int] | None = None
+        if cfg is not None and cfg.proxy_protocol:
+            try:
+                header = await asyncio.wait_for(
+                    read_header(c, cfg.proxy_protocol == "optional"), HELLO_TIMEOUT)
+            except (TimeoutError, ProxyProtocolError, OSError) as e:
+                self._proxy_refused(key, e)
+                if flog is not None:
+                    flog.refused(port_name, "", peer, "DPE")
+                _reset(c)
+                return
+            if header is not None and header.source is not None:
+                peer, local = header.source, header.destination
         try:
             sni = await asyncio.wait_for(peek_sni(c), HELLO_TIMEOUT)
         except (TimeoutError, HelloError, OSError) as e:
@@ -167,13 +193,25 @@ class TLSPassthroughProxy(Acceptor):
             return
         assert route is not None  # be was picked from it
         be_tally = self._backends.get(be)
+        try:
+            client = peer or c.getpeername()[:2]
+            local = local or c.getsockname()[:2]
+        except OSError:  # (reset meanwhile)
+            _reset(c)
+            return
         if route.terminate is not None:
             fe = f"{key[0]}:{key[1]}/TLS"
             await self.terminator.serve(c, sni, route, be, tally, be_tally, fe, self.conns,
-                                        flog, listener)
+                                        flog, listener, client, local)
             return
         try:
             b = await connect(be)
+            if route.backend_proxy_protocol:
+                try:
+                    send_proxy_header(b, client, local)
+                except OSError:
+                    b.close()
+                    raise
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
@@ -184,8 +222,7 @@ class TLSPassthroughProxy(Acceptor):
         tally.flows += 1
         if be_tally is not None:
             be_tally.flows += 1
-        flow = (flog.opened(listener, route.name, c.getpeername()[:2], be)
-                if flog is not None else None)
+        flow = flog.opened(listener, route.name, client, be) if flog is not None else None
         if self.splicer is not None:
             on_close = (functools.partial(flog.closed, flow)
                         if flog is not None and flow is not None else None)
@@ -194,7 +231,7 @@ class TLSPassthroughProxy(Acceptor):
                 return
             except OSError as e:
                 log.warning("splice failed (%s): copying in userspace", e)
-        conn = Conn(f"{key[0]}:{key[1]}/TLS", c.getpeername(), be, tally, be_tally)
+        conn = Conn(f"{key[0]}:{key[1]}/TLS", client, be, tally, be_tally)
         tally.active += 1
         self.conns.add(conn)
         try:
@@ -206,6 +243,22 @@ class TLSPassthroughProxy(Acceptor):
             self.conns.discard(conn)
             if flog is not None and flow is not None:
                 flog.closed(flow, conn.bytes[0], conn.bytes[1])
+
+    def _proxy_refused(self, key: tuple[str, int], e: BaseException) -> None:
+        """A connection closed for its PROXY header: counted (``bad_proxy_header``, under
+        no route), logged at warning once per port and reason, then at debug."""
+        self._tally(key, None).drop("bad_proxy_header")
+        if isinstance(e, TimeoutError):
+            reason, why = "timeout", f"no complete PROXY protocol header within {HELLO_TIMEOUT:g}s"
+        else:
+            why = str(e) or type(e).__name__
+            reason = "missing" if why.startswith("no PROXY") else type(e).__name__
+        if (key, reason) in self._proxy_logged or len(self._proxy_logged) > 1024:
+            log.debug("tls port %s:%d: connection closed: %s", key[0], key[1], why)
+            return
+        self._proxy_logged.add((key, reason))
+        log.warning("tls port %s:%d: connection closed: %s (said once per port and reason; "
+                    "each is counted as bad_proxy_header)", key[0], key[1], why)
 
     def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
         """Per port and route; bytes and connections open only when copied here (no

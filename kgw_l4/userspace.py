@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kgw_l7.proxyproto import encode_v2
+
 from . import maglev
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
@@ -68,6 +70,18 @@ async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> so
         s.close()
         raise
     return s
+
+
+def send_proxy_header(b: socket.socket, client: tuple[str, int],
+                      destination: tuple[str, int]) -> None:
+    """Start backend connection ``b`` with a PROXY protocol v2 header naming ``client``
+    and the address it connected to (TrafficPolicy ``backendProxyProtocol``), before any
+    byte of the client's is forwarded. The connection is new, its send buffer empty: the
+    header (at most 52 bytes) goes out whole in one send."""
+    header = encode_v2(client, destination)
+    if b.send(header) != len(header):
+        raise OSError(errno.EAGAIN, "the PROXY protocol header did not fit in the new "
+                                    "connection's send buffer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +316,12 @@ class UserspaceProxy:
             return
         try:
             b = await connect(be)
+            if fe is not None and fe.backend_proxy_protocol:
+                try:
+                    send_proxy_header(b, peer[:2], local[:2])
+                except OSError:
+                    b.close()
+                    raise
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")

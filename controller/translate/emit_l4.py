@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from controller.objects import ObjectKey
+from controller.policy.land import listener_policy
 from controller.translate.emit_l7 import owners
 from controller.translate.ir import GatewayIR, L4Contribution, ListenerIR
 from kgw_l4 import config as l4
@@ -52,7 +53,8 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
         fes.append(l4.Frontend(name=f"{lid[0].namespace}/{lid[0].name}/{lis.name}", address=addr,
                                port=port, protocol=proto, backends=backends,  # type: ignore[arg-type]
                                gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
-                               listener=lis.name, route=route))
+                               listener=lis.name, route=route,
+                               backend_proxy_protocol=_backend_proxy(lis)))
     fes.sort(key=lambda f: (f.port, f.protocol, f.address, f.name))
 
     passthrough = []
@@ -72,8 +74,11 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
             entry[0].update(hosts)
         routes = tuple(_sni_route(k, hosts, con) for (k, _), (hosts, con) in by_route.items())
         # (oldest first: it wins a shared SNI)
-        passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0],
-                                             port=bind[1], routes=routes))
+        policy = listener_policy(lis.policy for lis in sorted(listeners, key=lambda x: x.id))
+        pp = policy.proxy_protocol if policy is not None else None
+        passthrough.append(l4.TLSPassthrough(
+            name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], routes=routes,
+            proxy_protocol="" if pp is None else "optional" if pp.optional else "required"))
     return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))
 
 
@@ -104,4 +109,12 @@ def _sni_route(key: ObjectKey, hosts: set[str], con: L4Contribution) -> l4.SNIRo
         backends = con.terminated
     return l4.SNIRoute(name=f"{key.namespace}/{key.name}", hostnames=tuple(sorted(hosts)),
                        backends=backends, gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
-                       listener=lis.name, terminate=terminate)
+                       listener=lis.name, terminate=terminate,
+                       backend_proxy_protocol=_backend_proxy(lis))
+
+
+def _backend_proxy(lis: ListenerIR) -> int:
+    """A TrafficPolicy ``backendProxyProtocol`` on a TCP or TLS listener (or its Gateway):
+    the PROXY protocol version its routes' backends get (0: none). L4 routes are not
+    policy targets; their listener is."""
+    return int(dict(lis.policy).get("backendProxyProtocol") or 0)  # type: ignore[call-overload]

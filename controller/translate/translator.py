@@ -92,8 +92,8 @@ def _gc_paused() -> Iterator[None]:
 
 #: Listener sections (controller/policy) and the listener protocols that serve them.
 LISTENER_SECTION_PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
-    "proxyProtocol": (("HTTP", "HTTPS"), "kgw reads a PROXY header on HTTP and HTTPS "
-                                         "listeners only"),
+    "proxyProtocol": (("HTTP", "HTTPS", "TLS"), "kgw reads a PROXY header on HTTP, HTTPS "
+                                                "and TLS listeners only"),
     "connectionRateLimit": (("HTTP", "HTTPS"), "the kernel's per-source SYN limit is "
                                                "programmed for HTTP and HTTPS listeners "
                                                "only"),
