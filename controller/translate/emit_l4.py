@@ -54,7 +54,8 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
                                port=port, protocol=proto, backends=backends,  # type: ignore[arg-type]
                                gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
                                listener=lis.name, route=route,
-                               backend_proxy_protocol=_backend_proxy(lis)))
+                               backend_proxy_protocol=_backend_proxy(lis) if proto == "TCP"
+                               else 0))
     fes.sort(key=lambda f: (f.port, f.protocol, f.address, f.name))
 
     passthrough = []

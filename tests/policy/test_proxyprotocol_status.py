@@ -59,3 +59,15 @@ def test_connection_rate_limit_on_a_tcp_listener_says_it_is_not_applied() -> Non
     assert "spec.connectionRateLimit: not applied on listener(s) tcp" in msg
     [(_, reason, msg)] = ancestors(t, "whole")
     assert reason == "Accepted" and "not applied on listener(s) tcp" in msg
+
+
+def test_backend_proxy_protocol_is_not_applied_on_udp() -> None:
+    listeners = [{"name": "tcp", "port": 9000, "protocol": "TCP"},
+                 {"name": "udp", "port": 9001, "protocol": "UDP"}]
+    t = run(base(listeners) + [tp("to-be", [ref("Gateway", "gw")],
+                                  backendProxyProtocol={"version": "V2"})])
+    [(_, reason, msg)] = ancestors(t, "to-be")
+    assert reason == "Accepted" and "spec.backendProxyProtocol: not applied on listener(s) " \
+                                    "udp" in msg
+    assert {(f.protocol, f.backend_proxy_protocol) for f in t.l4.frontends} == {
+        ("TCP", 2), ("UDP", 0)}
