@@ -24,8 +24,8 @@ LAYERS = ["_cython", "auth_config", "config", "balance", "breaker", "regex", "se
           "proxyproto", "proxyaccept", "snapshot", "logformat", "tracing_config", "otlplogs",
           "ratetable", "events", "extauth", "ratelimit", "globallimit", "h1", "auth", "router",
           "stats", "accesslog", "tls_fallback", "tls", "streams", "tracing", "upstream_h2",
-          "upstream", "channel", "context", "authcall", "exchange", "downstream_h2", "proxy", "worker",
-          "__main__", "metrics", "healthcheck", "plane", "protoc", "echo"]
+          "upstream", "channel", "context", "authcall", "exchange", "downstream_h2", "proxy",
+          "worker", "__main__", "metrics", "healthcheck", "plane", "protoc", "echo"]
 #: What a worker runs per request (and the worker process itself).
 PER_REQUEST = {"balance", "breaker", "events", "extauth", "authcall", "ratelimit",
                "globallimit", "h1", "auth", "router", "accesslog", "streams", "tracing",
