@@ -58,6 +58,10 @@ class Frontend:
     #: 2, TrafficPolicy ``backendProxyProtocol`` on the listener). The userspace modes
     #: write it; the kernel NAT modes cannot, and refuse such a frontend.
     backend_proxy_protocol: int = dataclasses.field(default=0, metadata=_OMIT)
+    #: TCP: connections start with a PROXY protocol header (TrafficPolicy
+    #: ``proxyProtocol``), taken off before the bytes are forwarded. Userspace modes only,
+    #: as ``backend_proxy_protocol``.
+    proxy_protocol: ProxyMode = dataclasses.field(default="", metadata=_OMIT)
 
 
 @dataclass(frozen=True, slots=True)

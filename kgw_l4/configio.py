@@ -77,7 +77,8 @@ def from_dict(d: dict[str, Any]) -> L4Config:
         fes.append(Frontend(_req(f, "name", str, w), _req(f, "address", str, w),
                             _req(f, "port", int, w), f.get("protocol", "TCP"),
                             _groups(f.get("backends", []), w), _opt(f, "gateway", w),
-                            _opt(f, "listener", w), _opt(f, "route", w), _version(f, w)))
+                            _opt(f, "listener", w), _opt(f, "route", w), _version(f, w),
+                            _proxy_mode(f, w)))
     tls = []
     for i, t in enumerate(d.get("tls_passthrough", [])):
         w = f"tls_passthrough[{i}]"

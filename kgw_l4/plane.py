@@ -147,16 +147,20 @@ class L4Plane:
 def without_proxied_frontends(config: L4Config, mode: str) -> tuple[L4Config, dict[str, str]]:
     """The kernel NAT modes forward a TCP frontend's packets as they come: no byte can go
     to the backend ahead of the client's, so a PROXY header for the backends
-    (``backend_proxy_protocol``) cannot be sent. Such a frontend is left out, with why
-    (its listener's status says it), rather than served without the header its backends
-    wait for."""
+    (``backend_proxy_protocol``) cannot be sent, nor can the client's header be taken off
+    (``proxy_protocol``). Such a frontend is left out, with why (its listener's status
+    says it), rather than served without what it asks for."""
     refused = {fe.name: f"backendProxyProtocol: the {mode} mode forwards packets in the "
                         "kernel and cannot write a PROXY header ahead of the client's bytes "
                         "(the splice and userspace L4 modes can: --l4-mode)"
                for fe in config.frontends if fe.backend_proxy_protocol}
+    refused.update({fe.name: f"proxyProtocol: the {mode} mode forwards packets in the kernel "
+                             "and cannot take a PROXY header off the client's bytes (the "
+                             "splice and userspace L4 modes can: --l4-mode)"
+                    for fe in config.frontends if fe.proxy_protocol})
     if not refused:
         return config, {}
-    kept = tuple(fe for fe in config.frontends if not fe.backend_proxy_protocol)
+    kept = tuple(fe for fe in config.frontends if fe.name not in refused)
     return dataclasses.replace(config, frontends=kept), refused
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kgw_l7.proxyproto import encode_v2
+from kgw_l7.proxyproto import MAX_HEADER, ProxyHeader, ProxyProtocolError, encode_v2, parse
 
 from . import maglev
 from .config import Frontend, L4Config
@@ -37,6 +37,8 @@ log = logging.getLogger("kgw.l4.userspace")
 
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT = 5.0
+#: How long a connection may take to send its PROXY protocol header.
+PROXY_HEADER_TIMEOUT = 5.0
 TABLE_SIZE = 4099  # prime; a per-listener table needs no kernel-sized ring
 
 
@@ -82,6 +84,29 @@ def send_proxy_header(b: socket.socket, client: tuple[str, int],
     if b.send(header) != len(header):
         raise OSError(errno.EAGAIN, "the PROXY protocol header did not fit in the new "
                                     "connection's send buffer")
+
+
+async def read_stream_header(r: asyncio.StreamReader,
+                             optional: bool) -> tuple[ProxyHeader | None, bytes]:
+    """The PROXY protocol header at the start of stream ``r``, and the bytes read past
+    it (the client's first, to forward). (None, the bytes read): ``optional`` and the
+    stream does not start with one. Raises ProxyProtocolError naming what is wrong; the
+    caller bounds the wait. At most ``MAX_HEADER`` bytes are held for it."""
+    data = b""
+    while True:
+        chunk = await r.read(MAX_HEADER - len(data))
+        if not chunk:
+            raise ProxyProtocolError("connection closed before the PROXY protocol header "
+                                     "was complete")
+        data += chunk
+        try:
+            header = parse(data)
+        except ProxyProtocolError:
+            if optional and not (data.startswith(b"PROXY ") or data.startswith(b"\r\n\r\n")):
+                return None, data
+            raise
+        if header is not None:
+            return header, data[header.size:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +206,26 @@ async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
         for w in (cw, bw):
             with contextlib.suppress(Exception):
                 await w.wait_closed()
+
+
+_proxy_logged: set[tuple[str, str]] = set()
+
+
+def proxy_refused(tally: Tally, name: str, e: BaseException) -> None:
+    """A connection closed for its PROXY header: counted (``bad_proxy_header``), logged at
+    warning once per frontend and reason, then at debug (the counter counts each)."""
+    tally.drop("bad_proxy_header")
+    if isinstance(e, TimeoutError):
+        reason, why = "timeout", "no complete PROXY protocol header in time"
+    else:
+        why = str(e) or type(e).__name__
+        reason = "missing" if why.startswith("no PROXY") else type(e).__name__
+    if (name, reason) in _proxy_logged or len(_proxy_logged) > 1024:
+        log.debug("frontend %s: connection closed: %s", name, why)
+        return
+    _proxy_logged.add((name, reason))
+    log.warning("frontend %s: connection closed: %s (said once per frontend and reason; "
+                "each is counted as bad_proxy_header)", name, why)
 
 
 def kept_tally(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
@@ -308,6 +353,20 @@ class UserspaceProxy:
         be = pick.choose(peer[:2], local[:2]) if pick else None
         flog = self.flow_log
         name, route = (fe.name, fe.route) if fe is not None else (f"{key[0]}:{key[1]}", "")
+        early = b""  # the client's bytes read with its PROXY header
+        if fe is not None and fe.proxy_protocol:
+            try:
+                header, early = await asyncio.wait_for(
+                    read_stream_header(cr, fe.proxy_protocol == "optional"),
+                    PROXY_HEADER_TIMEOUT)
+            except (TimeoutError, ProxyProtocolError, OSError) as e:
+                proxy_refused(tally, name, e)
+                if flog is not None:
+                    flog.refused(name, route, peer[:2], "DPE")
+                cw.transport.abort()
+                return
+            if header is not None and header.source is not None:
+                peer, local = header.source, header.destination or local
         if be is None:
             tally.drop("no_backend")
             if flog is not None:
@@ -339,6 +398,9 @@ class UserspaceProxy:
         flow = flog.opened(name, route, peer, be) if flog is not None else None
         try:
             br, bw = await asyncio.open_connection(sock=b)
+            if early:
+                bw.write(early)
+                conn.to_backend(len(early))
             await splice_streams(cr, cw, br, bw, conn)
         finally:
             tally.active -= 1

@@ -55,7 +55,8 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
                                gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
                                listener=lis.name, route=route,
                                backend_proxy_protocol=_backend_proxy(lis) if proto == "TCP"
-                               else 0))
+                               else 0,
+                               proxy_protocol=_proxy_mode([lis]) if proto == "TCP" else ""))
     fes.sort(key=lambda f: (f.port, f.protocol, f.address, f.name))
 
     passthrough = []
@@ -75,11 +76,9 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
             entry[0].update(hosts)
         routes = tuple(_sni_route(k, hosts, con) for (k, _), (hosts, con) in by_route.items())
         # (oldest first: it wins a shared SNI)
-        policy = listener_policy(lis.policy for lis in sorted(listeners, key=lambda x: x.id))
-        pp = policy.proxy_protocol if policy is not None else None
         passthrough.append(l4.TLSPassthrough(
             name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], routes=routes,
-            proxy_protocol="" if pp is None else "optional" if pp.optional else "required"))
+            proxy_protocol=_proxy_mode(listeners)))
     return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))
 
 
@@ -112,6 +111,14 @@ def _sni_route(key: ObjectKey, hosts: set[str], con: L4Contribution) -> l4.SNIRo
                        backends=backends, gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
                        listener=lis.name, terminate=terminate,
                        backend_proxy_protocol=_backend_proxy(lis))
+
+
+def _proxy_mode(listeners: list[ListenerIR]) -> l4.ProxyMode:
+    """A TrafficPolicy ``proxyProtocol`` on the listeners of one bound socket (the
+    strictest of theirs, as on L7 sockets)."""
+    policy = listener_policy(lis.policy for lis in sorted(listeners, key=lambda x: x.id))
+    pp = policy.proxy_protocol if policy is not None else None
+    return "" if pp is None else "optional" if pp.optional else "required"
 
 
 def _backend_proxy(lis: ListenerIR) -> int:

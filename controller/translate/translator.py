@@ -92,8 +92,8 @@ def _gc_paused() -> Iterator[None]:
 
 #: Listener sections (controller/policy) and the listener protocols that serve them.
 LISTENER_SECTION_PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
-    "proxyProtocol": (("HTTP", "HTTPS", "TLS"), "kgw reads a PROXY header on HTTP, HTTPS "
-                                                "and TLS listeners only"),
+    "proxyProtocol": (("HTTP", "HTTPS", "TLS", "TCP"), "kgw reads a PROXY header on HTTP, "
+                                                       "HTTPS, TLS and TCP listeners only"),
     "backendProxyProtocol": (("HTTP", "HTTPS", "TLS", "TCP"), "kgw sends a PROXY header to "
                              "the backends of HTTP, HTTPS, TLS and TCP listeners only"),
     "connectionRateLimit": (("HTTP", "HTTPS"), "the kernel's per-source SYN limit is "
