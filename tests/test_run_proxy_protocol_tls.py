@@ -225,6 +225,7 @@ spec:
   targetRefs:
   - {{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: pass}}
   - {{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: term}}
+  - {{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: tcp}}
   proxyProtocol: {{}}
 ---
 apiVersion: gateway.kgw.dev/v1alpha1
@@ -324,11 +325,14 @@ def tls_line(port: int, prefix: bytes, sni: str, ca: str) -> list:
             return json.loads(s.makefile("rb").readline())  # type: ignore[no-any-return]
 
 
-def tcp_line(port: int) -> tuple[list, tuple[str, int]]:
-    """(the answer's JSON, our own address) through a TCP frontend."""
+def tcp_line(port: int, prefix: bytes) -> list:
+    """The answer's JSON through a TCP frontend, ``prefix`` sent first."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"ping\n")
-        return json.loads(s.makefile("rb").readline()), s.getsockname()
+        s.sendall(prefix + b"ping\n")
+        line = s.makefile("rb").readline()
+        if not line:
+            raise ConnectionError("closed by the gateway")
+        return json.loads(line)  # type: ignore[no-any-return]
 
 
 def backends(host: Host) -> list[socket.socket]:
@@ -389,11 +393,12 @@ def test_proxy_protocol_on_tls_ports(host: Host, tmp_path: Path) -> None:
         mode = json.loads(host.call(http_get, f"{ADMIN}/config_dump")[1])["l4_mode"]
         programmed = listener_condition(status, "tcp", "Programmed")
         if mode in ("userspace", "splice"):
-            answer, me = host.call(tcp_line, TCP_PORT)
-            assert answer == list(me)
-        else:  # the kernel forwards the packets: no header can go ahead of them
+            assert host.call(tcp_line, TCP_PORT, v1) == ["192.0.2.7", 40000]
+        else:  # the kernel forwards the packets: no header can go ahead of them, or be
+            # taken off them
             assert programmed["status"] == "False", programmed
-            assert "cannot write a PROXY header" in programmed["message"], programmed
+            assert "the tc mode forwards packets in the kernel and cannot take a PROXY " \
+                   "header off" in programmed["message"], programmed
         assert listener_condition(status, "pass", "Programmed")["status"] == "True"
 
         def flows() -> list[dict]:
@@ -409,8 +414,9 @@ def test_proxy_protocol_on_tls_ports(host: Host, tmp_path: Path) -> None:
 
 
 def test_a_tcp_route_sends_v2_in_userspace_mode(host: Host, tmp_path: Path) -> None:
-    """The TCP frontend's backends get a v2 header naming the client, ahead of its
-    bytes, when the L4 plane runs in userspace (the mode this capability needs)."""
+    """The TCP frontend takes the client's PROXY header off, and its backends get a v2
+    header naming that client ahead of its bytes, when the L4 plane runs in userspace
+    (a mode this capability needs)."""
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "gateway.yaml").write_text(l4_config())
@@ -419,8 +425,12 @@ def test_a_tcp_route_sends_v2_in_userspace_mode(host: Host, tmp_path: Path) -> N
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         eventually(lambda: host.call(http_get, f"{ADMIN}/readyz")[0] == 200, timeout=30)
-        answer, me = eventually(lambda: host.call(tcp_line, TCP_PORT), timeout=15)
-        assert answer == list(me)
+        # the client's header taken off, the backend's written before the client's bytes
+        v2 = encode_v2(("2001:db8::7", 40001), ("2001:db8::1", TCP_PORT))
+        assert eventually(lambda: host.call(tcp_line, TCP_PORT, v2), timeout=15) == [
+            "2001:db8::7", 40001]
+        with pytest.raises(OSError):  # required: no header, no connection
+            host.call(tcp_line, TCP_PORT, b"")
         status = json.loads(host.call(http_get, f"{ADMIN}/status")[1])
         assert listener_condition(status, "tcp", "Programmed")["status"] == "True"
     finally:

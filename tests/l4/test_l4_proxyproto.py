@@ -1,8 +1,9 @@
 """The PROXY protocol in the L4 plane (userspace mode), on loopback: a TLS port takes a
-client's header before the ClientHello (passthrough and terminated routes), and a route
-or TCP frontend that asks for it starts its backend connections with a v2 header naming
-the client, ahead of the client's first byte. The kernel NAT modes refuse a TCP
-frontend that asks for one (they forward packets: nothing can go ahead of them)."""
+client's header before the ClientHello (passthrough and terminated routes), a TCP
+frontend before forwarding its bytes, and a route or TCP frontend that asks for it
+starts its backend connections with a v2 header naming the client, ahead of the
+client's first byte. The kernel NAT modes refuse a TCP frontend that asks for either
+(they forward packets: nothing can go ahead of them or be taken off)."""
 
 from __future__ import annotations
 
@@ -187,12 +188,46 @@ async def test_a_tcp_frontend_sends_v2_in_userspace_mode():
         srv.close()
 
 
+async def test_a_tcp_frontend_takes_the_client_s_header():
+    rec = Recorder(len(b"hello"))
+    srv, bport = await rec.start()
+    port = free_port()
+    fe = Frontend("ns/gw/tcp", "127.0.0.1", port, "TCP", group(bport), backend_proxy_protocol=2,
+                  proxy_protocol="required")
+    plane = await open_plane("userspace")
+    await plane.apply(L4Config(frontends=(fe,)))
+    try:
+        assert plane.errors() == {}
+        v1 = encode_v1(CLIENT, ("198.51.100.1", 9000))
+        for split in (False, True):  # the header and bytes in one write, or in two
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(v1[:7] if split else v1 + b"hello")
+            await w.drain()
+            if split:
+                await asyncio.sleep(0.05)
+                w.write(v1[7:] + b"hello")
+            got, rest = await asyncio.wait_for(rec.seen.get(), 5)
+            assert got is not None and got.source == CLIENT
+            assert got.destination == ("198.51.100.1", 9000)
+            assert rest == b"hello"  # the client's header is not forwarded, its bytes are
+            w.close()
+        assert await send(port, b"hello") == b""  # required: no header, no connection
+        [st] = plane.stats().frontends
+        assert st.drops == {"bad_proxy_header": 1}
+    finally:
+        await plane.close()
+        srv.close()
+
+
 def test_the_kernel_modes_leave_out_a_frontend_that_asks_for_a_header():
     asks = Frontend("ns/gw/pp", "0.0.0.0", 9000, "TCP", backend_proxy_protocol=2)
+    takes = Frontend("ns/gw/in", "0.0.0.0", 9002, "TCP", proxy_protocol="optional")
     plain = Frontend("ns/gw/plain", "0.0.0.0", 9001, "TCP")
-    config, refused = without_proxied_frontends(L4Config(frontends=(asks, plain)), "tc")
+    config, refused = without_proxied_frontends(L4Config(frontends=(asks, takes, plain)), "tc")
     assert config.frontends == (plain,)
-    assert list(refused) == ["ns/gw/pp"]
+    assert sorted(refused) == ["ns/gw/in", "ns/gw/pp"]
     assert refused["ns/gw/pp"].startswith("backendProxyProtocol: the tc mode forwards "
                                           "packets in the kernel")
+    assert refused["ns/gw/in"].startswith("proxyProtocol: the tc mode forwards packets in "
+                                          "the kernel and cannot take a PROXY header off")
     assert without_proxied_frontends(L4Config(frontends=(plain,)), "tc")[1] == {}

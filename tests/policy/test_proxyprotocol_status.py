@@ -1,7 +1,8 @@
-"""Listener sections on listeners that cannot serve them (``proxyProtocol`` on TCP, whose
-bytes the kernel forwards unread; ``connectionRateLimit`` on TCP): the status says where
-they do not apply rather than Accepted. On HTTPS the header is read before the TLS
-handshake (kgw_l7.proxyaccept): the policy applies there."""
+"""Listener sections on listeners that cannot serve them (``proxyProtocol`` on UDP;
+``connectionRateLimit`` on TCP): the status says where they do not apply rather than
+Accepted. On HTTPS and TLS the header is read before the TLS handshake
+(kgw_l7.proxyaccept), on TCP before the bytes are forwarded (the userspace L4 modes; the
+kernel modes refuse the listener, saying why): the policy applies there."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from tests.translate.tlsgen import tls_secret
 LISTENERS = [{"name": "http", "port": 80, "protocol": "HTTP"},
              {"name": "secure", "port": 443, "protocol": "HTTPS",
               "tls": {"certificateRefs": [{"name": "cert"}]}},
-             {"name": "tcp", "port": 9000, "protocol": "TCP"}]
+             {"name": "tcp", "port": 9000, "protocol": "TCP"},
+             {"name": "udp", "port": 9001, "protocol": "UDP"}]
 
 
 def outcome(section: str = "") -> list[tuple[str, str, str]]:
@@ -19,17 +21,25 @@ def outcome(section: str = "") -> list[tuple[str, str, str]]:
     return ancestors(run(objs), "pp")
 
 
-def test_on_a_tcp_listener_it_is_invalid() -> None:
-    [(anc, reason, msg)] = outcome("tcp")
+def test_on_a_udp_listener_it_is_invalid() -> None:
+    [(anc, reason, msg)] = outcome("udp")
     assert (anc, reason) == ("Gateway/gw", "Invalid")
-    assert msg.startswith("spec.proxyProtocol: not applied on listener(s) tcp")
+    assert msg.startswith("spec.proxyProtocol: not applied on listener(s) udp")
+
+
+def test_on_a_tcp_listener_it_reaches_the_frontend() -> None:
+    objs = base(LISTENERS) + [tp("pp", [ref("Gateway", "gw", "tcp")], proxyProtocol={})]
+    t = run(objs)
+    assert ancestors(t, "pp") == [("Gateway/gw", "Accepted", "the policy applies")]
+    assert {(f.protocol, f.proxy_protocol) for f in t.l4.frontends} == {
+        ("TCP", "required"), ("UDP", "")}
 
 
 def test_on_a_whole_gateway_it_is_accepted_saying_where_it_does_not_apply() -> None:
     [(anc, reason, msg)] = outcome()
     assert (anc, reason) == ("Gateway/gw", "Accepted")
     assert msg.startswith("the policy applies; spec.proxyProtocol: not applied on "
-                          "listener(s) tcp")
+                          "listener(s) udp")
 
 
 def test_on_a_clear_text_listener_it_applies() -> None:
