@@ -37,6 +37,8 @@ MAX_PENDING = 1024
 #: Connections accepted per readiness of the listening socket before the loop is let
 #: run something else (as asyncio's own accept loop does: its backlog argument).
 ACCEPT_BATCH = 64
+#: How long accepting pauses after accept() failed (out of descriptors, say).
+ACCEPT_PAUSE = 1.0
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -132,8 +134,12 @@ class PreTLSServer:
                 conn, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and the like: the next readiness tries again
-                log.warning("accept failed: %s", exc)
+            except OSError as exc:
+                # EMFILE and the like: the socket stays readable, so accepting pauses
+                # for a while rather than spin (asyncio's own accept loop does the same)
+                log.warning("accept failed: %s; accepting again in %gs", exc, ACCEPT_PAUSE)
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.call_later(ACCEPT_PAUSE, self._resume)
                 return
             conn.setblocking(False)
             if len(self.pending) >= MAX_PENDING:
@@ -145,6 +151,10 @@ class PreTLSServer:
             t = self.loop.create_task(self._serve(conn, addr))
             self.pending.add(t)
             t.add_done_callback(self.pending.discard)
+
+    def _resume(self) -> None:
+        if self._serving:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
 
     async def _serve(self, conn: socket.socket, addr: Any) -> None:
         timeout = self.timeout()

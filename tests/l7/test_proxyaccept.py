@@ -80,3 +80,70 @@ def test_a_connection_closed_mid_header() -> None:
         finally:
             a.close()
     asyncio.run(run())
+
+
+class _Answer(asyncio.Protocol):
+    """Answers the first bytes with the PROXY source it was built with, and closes."""
+
+    def __init__(self, source: object) -> None:
+        self.source = source
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(repr(self.source).encode())
+        self.transport.close()
+
+
+def test_pre_tls_server_reads_the_header_then_does_tls(tmp_path) -> None:
+    import ssl
+
+    from kgw_l7.proxyaccept import PreTLSServer
+    from tests.l4.tlshelp import make_cert
+
+    cert, key = make_cert(tmp_path, "app.example.com")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+
+    async def run() -> tuple[list[bytes], list[tuple[str, str]]]:
+        loop = asyncio.get_running_loop()
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        lsock.setblocking(False)
+        port = lsock.getsockname()[1]
+        refused: list[tuple[str, str]] = []
+        server = PreTLSServer(
+            loop, lsock, lambda h: _Answer(h.source if h else None), server_ctx,
+            timeout=lambda: 2.0, optional=lambda: False,
+            refused=lambda why, detail, peer: refused.append((why, detail)))
+
+        async def client(prefix: bytes) -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port))
+            raw.sendall(prefix)
+            raw.setblocking(False)
+            try:
+                r, w = await asyncio.open_connection(sock=raw, ssl=client_ctx,
+                                                     server_hostname="app.example.com")
+            except (OSError, ssl.SSLError):
+                return b""
+            w.write(b"hi")
+            out = await asyncio.wait_for(r.read(), 5)
+            w.close()
+            return out
+
+        try:
+            answers = [await client(V1), await client(V2), await client(b"")]
+            assert server.is_serving()
+        finally:
+            server.close()
+        assert not server.is_serving()
+        return answers, refused
+
+    answers, refused = asyncio.run(run())
+    assert answers == [b"('192.0.2.7', 40000)", b"('2001:db8::7', 40001)", b""]
+    assert [why for why, _ in refused] == ["missing"]
