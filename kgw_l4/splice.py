@@ -98,7 +98,7 @@ from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .userspace import (
     PROXY_HEADER_TIMEOUT, backend_stats, connect, frontend_stats, kept_tally, proxy_refused,
-    select_frontends, send_proxy_header,
+    repick, select_frontends, send_proxy_header,
 )
 
 if TYPE_CHECKING:
@@ -673,10 +673,18 @@ class SpliceProxy(Acceptor):
         self._groups: dict[str, set[str]] = {}
         #: Flow events (kgw_l4.flowlog), when the access log is on.
         self.flow_log: FlowLog | None = None
+        #: endpoints failing their health check (kgw_l4.health)
+        self.down: frozenset[tuple[str, str, int]] = frozenset()
+
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+        """New connections avoid the endpoints ``down`` from now on."""
+        self.down = down
+        await repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config,
-                                                 unsupported="cannot be spliced (use tc or xdp)")
+                                                 unsupported="cannot be spliced (use tc or xdp)",
+                                                 down=self.down)
         self._picks.update(picks)
         self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
                            for key, fe in wanted.items()}

@@ -41,9 +41,7 @@ from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer
 from .tlsterm import Terminator
-from .userspace import (
-    Conn, backend_stats, connect, picker, send_proxy_header, splice_streams,
-)
+from .userspace import Conn, backend_stats, connect, copy, picker, send_proxy_header
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -235,9 +233,7 @@ class TLSPassthroughProxy(Acceptor):
         tally.active += 1
         self.conns.add(conn)
         try:
-            cr, cw = await asyncio.open_connection(sock=c)
-            br, bw = await asyncio.open_connection(sock=b)
-            await splice_streams(cr, cw, br, bw, conn)
+            await copy(c, b, conn)
         finally:
             tally.active -= 1
             self.conns.discard(conn)

@@ -13,20 +13,19 @@ same families /metrics reports for the kernel plane.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kgw_l7.proxyproto import MAX_HEADER, ProxyHeader, ProxyProtocolError, encode_v2, parse
 
-from . import maglev
+from . import maglev, relay
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 
@@ -37,8 +36,6 @@ log = logging.getLogger("kgw.l4.userspace")
 
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT = 5.0
-#: How long a connection may take to send its PROXY protocol header.
-PROXY_HEADER_TIMEOUT = 5.0
 TABLE_SIZE = 4099  # prime; a per-listener table needs no kernel-sized ring
 
 
@@ -86,33 +83,92 @@ def send_proxy_header(b: socket.socket, client: tuple[str, int],
                                     "connection's send buffer")
 
 
-async def read_stream_header(r: asyncio.StreamReader,
-                             optional: bool) -> tuple[ProxyHeader | None, bytes]:
-    """The PROXY protocol header at the start of stream ``r``, and the bytes read past
-    it (the client's first, to forward). (None, the bytes read): ``optional`` and the
-    stream does not start with one. Raises ProxyProtocolError naming what is wrong; the
-    caller bounds the wait. At most ``MAX_HEADER`` bytes are held for it."""
-    data = b""
-    while True:
-        chunk = await r.read(MAX_HEADER - len(data))
-        if not chunk:
-            raise ProxyProtocolError("connection closed before the PROXY protocol header "
-                                     "was complete")
-        data += chunk
-        try:
-            header = parse(data)
-        except ProxyProtocolError:
-            if optional and not (data.startswith(b"PROXY ") or data.startswith(b"\r\n\r\n")):
-                return None, data
-            raise
-        if header is not None:
-            return header, data[header.size:]
+#: How long a connection may take to send its PROXY protocol header; how often a
+#: header still incomplete is looked at again (the relay side keeps what it reads
+#: before it is linked: kgw_l4.relay).
+PROXY_HEADER_TIMEOUT = 5.0
+_HEADER_POLL = 0.005
+
+
+async def side_header(client: relay.Side, optional: bool) -> ProxyHeader | None:
+    """The PROXY protocol header at the start of the accepted, not yet linked ``client``;
+    the bytes after it stay in ``client.early`` (forwarded first when linked). None:
+    ``optional`` and the connection does not start with one. Raises ProxyProtocolError
+    naming what is wrong; the caller bounds the wait. At most ``MAX_HEADER`` bytes are
+    looked at."""
+    t = client.transport
+    assert t is not None
+    t.resume_reading()
+    try:
+        while True:
+            data = b"".join(client.early)
+            try:
+                header = parse(data[:MAX_HEADER])
+            except ProxyProtocolError:
+                if optional and not (data.startswith(b"PROXY ") or data.startswith(b"\r\n\r\n")):
+                    return None
+                raise
+            if header is not None:
+                client.early[:] = [data[header.size:]] if len(data) > header.size else []
+                return header
+            if client.eof or client.lost.done():
+                raise ProxyProtocolError("connection closed before the PROXY protocol header "
+                                         "was complete")
+            await asyncio.sleep(_HEADER_POLL)
+    finally:
+        if not client.lost.done() and not t.is_closing():
+            t.pause_reading()
+
+
+_proxy_logged: set[tuple[str, str]] = set()
+
+
+def proxy_refused(tally: Tally, name: str, e: BaseException) -> None:
+    """A connection closed for its PROXY header: counted (``bad_proxy_header``), logged at
+    warning once per frontend and reason, then at debug (the counter counts each)."""
+    tally.drop("bad_proxy_header")
+    if isinstance(e, TimeoutError):
+        reason, why = "timeout", "no complete PROXY protocol header in time"
+    else:
+        why = str(e) or type(e).__name__
+        reason = "missing" if why.startswith("no PROXY") else type(e).__name__
+    if (name, reason) in _proxy_logged or len(_proxy_logged) > 1024:
+        log.debug("frontend %s: connection closed: %s", name, why)
+        return
+    _proxy_logged.add((name, reason))
+    log.warning("frontend %s: connection closed: %s (said once per frontend and reason; "
+                "each is counted as bad_proxy_header)", name, why)
+
+
+async def copy(client: relay.Side | socket.socket, b: socket.socket,
+               conn: Conn | None = None) -> None:
+    """Relay the accepted ``client`` (its side, or its socket) and the connected backend
+    socket ``b`` both ways (kgw_l4.relay) until both ends are done; ``conn`` counts the
+    bytes. Owns both."""
+    loop = asyncio.get_running_loop()
+    backend = relay.Side()
+    try:
+        if isinstance(client, socket.socket):
+            c, client = client, relay.Side()
+            await loop.connect_accepted_socket(lambda: client, sock=c)
+        await loop.create_connection(lambda: backend, sock=b)
+    except BaseException:
+        b.close()
+        if isinstance(client, relay.Side):
+            client.abort()
+        raise
+    if conn is not None:
+        client.count, backend.count = conn.to_backend, conn.to_client
+    relay.link(client, backend)
+    await relay.run(client, backend)
 
 
 @dataclass(frozen=True, slots=True)
 class _Pick:
     endpoints: tuple[tuple[str, int], ...]
     table: tuple[int, ...]
+    #: every endpoint with weight fails its health check: all are kept
+    panic: bool = False
 
     def choose(self, peer: tuple[str, int], local: tuple[str, int],
                proto: int = socket.IPPROTO_TCP) -> tuple[str, int] | None:
@@ -123,7 +179,10 @@ class _Pick:
         return None if idx < 0 else self.endpoints[idx]
 
 
-def picker(fe: Frontend) -> _Pick:
+def picker(fe: Frontend, down: Collection[tuple[str, str, int]] = frozenset()) -> _Pick:
+    """The frontend's Maglev table; endpoints ``down`` (group, address, port: failing
+    their health check, kgw_l4.health) lose their slots as in the kernel plane
+    (``maglev.without_down``: only theirs move; all down keeps all)."""
     eps: dict[tuple[str, int], int] = {}
     groups = [(g.weight, len(g.endpoints)) for g in fe.backends]
     for g, w in zip(fe.backends, maglev.group_weights(groups)):
@@ -132,9 +191,12 @@ def picker(fe: Frontend) -> _Pick:
     order = tuple(sorted(eps))
     if not any(eps.values()):
         return _Pick(order, ())
-    table = maglev.build_table([maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
-                               TABLE_SIZE)
-    return _Pick(order, tuple(table))
+    gone = {(ep.address, ep.port) for g in fe.backends for ep in g.endpoints
+            if (g.name, ep.address, ep.port) in down} if down else set()
+    table, panic = maglev.without_down(
+        [maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
+        [i for i, ep in enumerate(order) if ep in gone], TABLE_SIZE)
+    return _Pick(order, tuple(table), panic)
 
 
 class Conn:
@@ -172,62 +234,6 @@ class Conn:
                 "bytes_to_backend": self.bytes[0], "bytes_to_client": self.bytes[1]}
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-               count: Callable[[int], None] | None = None) -> int:
-    """Copy until EOF, then shut down the write side. Returns bytes copied; ``count`` is
-    told each chunk's size as it is written."""
-    n = 0
-    try:
-        while True:
-            data = await reader.read(CHUNK)
-            if not data:
-                break
-            writer.write(data)
-            n += len(data)
-            if count is not None:
-                count(len(data))
-            await writer.drain()
-        if not writer.is_closing() and writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError, RuntimeError):  # RuntimeError: uvloop, transport closed
-        writer.transport.abort()
-    return n
-
-
-async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
-                         br: asyncio.StreamReader, bw: asyncio.StreamWriter,
-                         conn: Conn | None = None) -> None:
-    try:
-        await asyncio.gather(pipe(cr, bw, conn.to_backend if conn else None),
-                             pipe(br, cw, conn.to_client if conn else None))
-    finally:
-        for w in (cw, bw):
-            w.close()
-        for w in (cw, bw):
-            with contextlib.suppress(Exception):
-                await w.wait_closed()
-
-
-_proxy_logged: set[tuple[str, str]] = set()
-
-
-def proxy_refused(tally: Tally, name: str, e: BaseException) -> None:
-    """A connection closed for its PROXY header: counted (``bad_proxy_header``), logged at
-    warning once per frontend and reason, then at debug (the counter counts each)."""
-    tally.drop("bad_proxy_header")
-    if isinstance(e, TimeoutError):
-        reason, why = "timeout", "no complete PROXY protocol header in time"
-    else:
-        why = str(e) or type(e).__name__
-        reason = "missing" if why.startswith("no PROXY") else type(e).__name__
-    if (name, reason) in _proxy_logged or len(_proxy_logged) > 1024:
-        log.debug("frontend %s: connection closed: %s", name, why)
-        return
-    _proxy_logged.add((name, reason))
-    log.warning("frontend %s: connection closed: %s (said once per frontend and reason; "
-                "each is counted as bad_proxy_header)", name, why)
-
-
 def kept_tally(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
     """A frontend's counters carry on while it keeps its labels (a new route, say, starts
     new series at 0)."""
@@ -253,7 +259,8 @@ def backend_stats(ep: tuple[str, int], t: Tally, groups: dict[str, set[str]],
 
 
 def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: str | None = None,
-                     keep_drained: bool = False) -> tuple[
+                     keep_drained: bool = False,
+                     down: Collection[tuple[str, str, int]] = frozenset()) -> tuple[
         dict[tuple[str, int], Frontend], dict[tuple[str, int], _Pick], dict[str, str]]:
     """The ``protocol`` frontends a userspace proxy can serve, their pickers, and why the
     others cannot be served (port clash, no backends, all weights 0).
@@ -278,7 +285,7 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
             errors[fe.name] = (f"port clash: {fe.address}:{fe.port}/{protocol.lower()} is already "
                                f"used by frontend {wanted[key].name!r}")
             continue
-        p = picker(fe)
+        p = picker(fe, down)
         if not p.endpoints:
             errors[fe.name] = "no backends"
             continue
@@ -289,6 +296,24 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
         wanted[key] = fe
         picks[key] = p
     return wanted, picks, errors
+
+
+async def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, Tally]],
+                 down: Collection[tuple[str, str, int]]) -> None:
+    """Rebuild the pickers of the frontends served (``picks`` in place) for ``down``: in a
+    thread (a table costs tens of ms of CPU), then swapped in on the loop for the
+    frontends still served with the same configuration."""
+    todo = {key: fe for key, (fe, _) in frontends.items() if key in picks}
+    new = await asyncio.to_thread(lambda: {key: picker(fe, down) for key, fe in todo.items()})
+    for key, p in new.items():
+        cur = frontends.get(key)
+        if key not in picks or cur is None or cur[0] != todo[key]:
+            continue  # (an apply meanwhile built it with the same ``down``)
+        was = picks[key].panic
+        picks[key] = p
+        if p.panic and not was:
+            log.warning("frontend %s: every endpoint fails its health check: all are kept "
+                        "(panic)", todo[key].name)
 
 
 class UserspaceProxy:
@@ -310,9 +335,17 @@ class UserspaceProxy:
         self.conns: set[Conn] = set()
         #: Flow events (kgw_l4.flowlog), when the access log is on.
         self.flow_log: FlowLog | None = None
+        #: endpoints failing their health check (kgw_l4.health)
+        self.down: frozenset[tuple[str, str, int]] = frozenset()
+
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+        """New connections avoid the endpoints ``down`` from now on."""
+        self.down = down
+        await repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
+        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported,
+                                                 down=self.down)
         self._picks.update(picks)
         self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
                            for key, fe in wanted.items()}
@@ -328,9 +361,9 @@ class UserspaceProxy:
             if key in self._servers:
                 continue
             try:
-                self._servers[key] = await asyncio.start_server(
-                    functools.partial(self._accept, key), fe.address, fe.port,
-                    reuse_address=True, backlog=1024)
+                self._servers[key] = await asyncio.get_running_loop().create_server(
+                    functools.partial(relay.Side, on_made=functools.partial(self._accept, key)),
+                    fe.address, fe.port, reuse_address=True, backlog=1024)
             except OSError as e:
                 errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}: {e.strerror or e}"
                 self._picks.pop(key, None)
@@ -338,40 +371,38 @@ class UserspaceProxy:
         for name, err in errors.items():
             log.warning("frontend %s: %s", name, err)
 
-    def _accept(self, key: tuple[str, int], r: asyncio.StreamReader,
-                w: asyncio.StreamWriter) -> None:
-        t = asyncio.get_running_loop().create_task(self._serve(key, r, w))
+    def _accept(self, key: tuple[str, int], client: relay.Side) -> None:
+        t = asyncio.get_running_loop().create_task(self._serve(key, client))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, key: tuple[str, int], cr: asyncio.StreamReader,
-                     cw: asyncio.StreamWriter) -> None:
+    async def _serve(self, key: tuple[str, int], client: relay.Side) -> None:
+        """Connect the accepted ``client`` (paused until linked) to a backend and relay."""
         pick = self._picks.get(key)
         fe, tally = self._frontends.get(key) or (None, Tally())
-        peer = cw.get_extra_info("peername")
-        local = cw.get_extra_info("sockname")
+        assert client.transport is not None
+        peer = client.transport.get_extra_info("peername")
+        local = client.transport.get_extra_info("sockname")
         be = pick.choose(peer[:2], local[:2]) if pick else None
         flog = self.flow_log
         name, route = (fe.name, fe.route) if fe is not None else (f"{key[0]}:{key[1]}", "")
-        early = b""  # the client's bytes read with its PROXY header
         if fe is not None and fe.proxy_protocol:
             try:
-                header, early = await asyncio.wait_for(
-                    read_stream_header(cr, fe.proxy_protocol == "optional"),
-                    PROXY_HEADER_TIMEOUT)
+                header = await asyncio.wait_for(
+                    side_header(client, fe.proxy_protocol == "optional"), PROXY_HEADER_TIMEOUT)
             except (TimeoutError, ProxyProtocolError, OSError) as e:
                 proxy_refused(tally, name, e)
                 if flog is not None:
                     flog.refused(name, route, peer[:2], "DPE")
-                cw.transport.abort()
+                client.abort()
                 return
             if header is not None and header.source is not None:
-                peer, local = header.source, header.destination or local
+                peer, local = header.source, header.destination or local[:2]
         if be is None:
             tally.drop("no_backend")
             if flog is not None:
                 flog.refused(name, route, peer, "UH")
-            cw.transport.abort()
+            client.abort()
             return
         try:
             b = await connect(be)
@@ -386,7 +417,7 @@ class UserspaceProxy:
             tally.drop("backend_unreachable")
             if flog is not None:
                 flog.refused(name, route, peer, "UF", be)
-            cw.transport.abort()
+            client.abort()
             return
         be_tally = self._backends.get(be)
         conn = Conn(f"{key[0]}:{key[1]}/TCP", peer, be, tally, be_tally)
@@ -397,11 +428,7 @@ class UserspaceProxy:
         self.conns.add(conn)
         flow = flog.opened(name, route, peer, be) if flog is not None else None
         try:
-            br, bw = await asyncio.open_connection(sock=b)
-            if early:
-                bw.write(early)
-                conn.to_backend(len(early))
-            await splice_streams(cr, cw, br, bw, conn)
+            await copy(client, b, conn)
         finally:
             tally.active -= 1
             self.conns.discard(conn)
