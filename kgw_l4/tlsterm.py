@@ -206,14 +206,15 @@ class Terminator:
     async def serve(self, c: socket.socket, sni: str | None, route: SNIRoute, be: tuple[str, int],
                     tally: Tally, be_tally: Tally | None, frontend: str, conns: set[Conn],
                     flog: FlowLog | None = None, listener: str = "",
-                    client: tuple[str, int] | None = None,
+                    source: tuple[str, int] | None = None,
                     local: tuple[str, int] | None = None) -> None:
         """Terminate ``c``'s TLS, connect to ``be`` and copy both ways. Owns ``c``.
-        ``flog``: the flow log, ``listener`` the name its lines carry; ``client`` and
+        ``flog``: the flow log, ``listener`` the name its lines carry; ``source`` and
         ``local``: the connection's ends as a PROXY header named them (else the
         socket's), for the flow log and the header the backend may ask for."""
         assert route.terminate is not None
-        peer = client or c.getpeername()[:2]
+        peer = source or c.getpeername()[:2]
+        local = local or c.getsockname()[:2]
         cert = select_certificate(route.terminate.certificates, sni)
         ctx = self.contexts.server(cert) if cert is not None else None
         if ctx is None:
@@ -240,7 +241,7 @@ class Terminator:
             if route.backend_proxy_protocol:
                 try:
                     # (in clear, ahead of the backend's TLS if it has a BackendTLSPolicy)
-                    send_proxy_header(b, peer, local or cw.get_extra_info("sockname")[:2])
+                    send_proxy_header(b, peer, local)
                 except OSError:
                     b.close()
                     raise
