@@ -8,8 +8,8 @@ between the old and the new table (``changed_slots``).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import math
+import socket
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -133,8 +133,9 @@ def jhash_3words(a: int, b: int, c: int, initval: int) -> int:
 def flow_hash(saddr: str, sport: int, daddr: str, dport: int, proto: int) -> int:
     """The hash bpf/maglev.h (kgw_flow_hash) computes for a new flow."""
     ports = ((sport & 0xFFFF) << 16) | (dport & 0xFFFF)
-    return jhash_3words(int(ipaddress.IPv4Address(saddr)), int(ipaddress.IPv4Address(daddr)),
-                        ports, HASH_SEED ^ proto)
+    # (inet_aton: a tenth of ipaddress.IPv4Address's cost, per new connection)
+    return jhash_3words(int.from_bytes(socket.inet_aton(saddr), "big"),
+                        int.from_bytes(socket.inet_aton(daddr), "big"), ports, HASH_SEED ^ proto)
 
 
 def flow_slot(saddr: str, sport: int, daddr: str, dport: int, proto: int,

@@ -174,6 +174,8 @@ class _Pick:
                proto: int = socket.IPPROTO_TCP) -> tuple[str, int] | None:
         if not self.table:
             return None
+        if len(self.endpoints) == 1:
+            return self.endpoints[0]  # (a table of one endpoint has no empty slot)
         idx = self.table[maglev.flow_slot(peer[0], peer[1], local[0], local[1],
                                           proto, len(self.table))]
         return None if idx < 0 else self.endpoints[idx]
