@@ -15,6 +15,12 @@ from typing import Any, Literal
 from kgw_l7.config import HealthCheck
 
 Protocol = Literal["TCP", "UDP"]
+#: A TLS port's PROXY protocol (TrafficPolicy ``proxyProtocol``): connections start
+#: with a header naming the client, which must ("required") or may ("optional") be there.
+ProxyMode = Literal["", "required", "optional"]
+#: Left out of ``to_dict`` while unset (dumps and golden files of configs without it
+#: stay as they were).
+_OMIT = {"omit_empty": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,14 @@ class Frontend:
     gateway: str = ""
     listener: str = ""
     route: str = ""
+    #: PROXY protocol version sent to the backends ahead of the client's bytes (0: none;
+    #: 2, TrafficPolicy ``backendProxyProtocol`` on the listener). The userspace modes
+    #: write it; the kernel NAT modes cannot, and refuse such a frontend.
+    backend_proxy_protocol: int = dataclasses.field(default=0, metadata=_OMIT)
+    #: TCP: connections start with a PROXY protocol header (TrafficPolicy
+    #: ``proxyProtocol``), taken off before the bytes are forwarded. Userspace modes only,
+    #: as ``backend_proxy_protocol``.
+    proxy_protocol: ProxyMode = dataclasses.field(default="", metadata=_OMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +121,8 @@ class SNIRoute:
     gateway: str = ""
     listener: str = ""
     terminate: Termination | None = None
+    #: PROXY protocol version sent to the backends ahead of the stream (0: none; 2).
+    backend_proxy_protocol: int = dataclasses.field(default=0, metadata=_OMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +135,8 @@ class TLSPassthrough:
     address: str
     port: int
     routes: tuple[SNIRoute, ...] = ()
+    #: Connections start with a PROXY protocol header (read before the ClientHello).
+    proxy_protocol: ProxyMode = dataclasses.field(default="", metadata=_OMIT)
 
 
 @dataclass(frozen=True, slots=True)

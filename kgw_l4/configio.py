@@ -69,6 +69,22 @@ def _termination(t: Any, where: str) -> Termination | None:
     return Termination(certs, tuple(btls))
 
 
+def _version(d: dict, where: str) -> int:
+    """``backend_proxy_protocol``: 0 (absent) or 2."""
+    v = _req(d, "backend_proxy_protocol", int, where) if "backend_proxy_protocol" in d else 0
+    if v not in (0, 2):
+        raise ValueError(f"{where}.backend_proxy_protocol: {v} is not a version kgw sends "
+                         "(2, or 0 for none)")
+    return v
+
+
+def _proxy_mode(d: dict, where: str) -> Any:
+    v = _opt(d, "proxy_protocol", where)
+    if v not in ("", "required", "optional"):
+        raise ValueError(f"{where}.proxy_protocol: {v!r} is not required or optional")
+    return v
+
+
 def from_dict(d: dict[str, Any]) -> L4Config:
     fes = []
     for i, f in enumerate(d.get("frontends", [])):
@@ -76,16 +92,18 @@ def from_dict(d: dict[str, Any]) -> L4Config:
         fes.append(Frontend(_req(f, "name", str, w), _req(f, "address", str, w),
                             _req(f, "port", int, w), f.get("protocol", "TCP"),
                             _groups(f.get("backends", []), w), _opt(f, "gateway", w),
-                            _opt(f, "listener", w), _opt(f, "route", w)))
+                            _opt(f, "listener", w), _opt(f, "route", w), _version(f, w),
+                            _proxy_mode(f, w)))
     tls = []
     for i, t in enumerate(d.get("tls_passthrough", [])):
         w = f"tls_passthrough[{i}]"
         routes = tuple(SNIRoute(_req(r, "name", str, w), tuple(r.get("hostnames", [])),
                                 _groups(r.get("backends", []), w), _opt(r, "gateway", w),
-                                _opt(r, "listener", w), _termination(r.get("terminate"), w))
+                                _opt(r, "listener", w), _termination(r.get("terminate"), w),
+                                _version(r, w))
                        for r in t.get("routes", []))
         tls.append(TLSPassthrough(_req(t, "name", str, w), _req(t, "address", str, w),
-                                  _req(t, "port", int, w), routes))
+                                  _req(t, "port", int, w), routes, _proxy_mode(t, w)))
     limits = []
     for i, c in enumerate(d.get("connection_limits", [])):
         w = f"connection_limits[{i}]"

@@ -17,7 +17,8 @@ the client, ``upstream_host`` the backend endpoint, ``bytes_received`` the bytes
 client and ``bytes_sent`` those to it; ``response_flags`` as Envoy's TCP proxy sets
 them: ``UH`` no backend endpoint, ``NR`` no route (an SNI no TLS route matches), ``UF``
 the backend could not be reached, ``DTF`` the client's TLS handshake failed (a
-terminating TLS listener), ``-`` otherwise.
+terminating TLS listener), ``DPE`` the connection's PROXY protocol header was missing
+or malformed (a TLS port that takes one), ``-`` otherwise.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class FlowLog:
 
     def refused(self, listener: str, route: str, client: Addr | None, flags: str,
                 backend: Addr | None = None) -> None:
-        """A flow that never had a backend (``flags``: UH, NR, UF, DTF)."""
+        """A flow that never had a backend (``flags``: UH, NR, UF, DTF, DPE)."""
         self._line(time.time(), 0, 0, 0.0, backend, route or None, flags, listener,
                    "flow_refused", client)
 

@@ -182,6 +182,26 @@ class L4Plane:
                 proxy.flow_log = self.flow_log
 
 
+def without_proxied_frontends(config: L4Config, mode: str) -> tuple[L4Config, dict[str, str]]:
+    """The kernel NAT modes forward a TCP frontend's packets as they come: no byte can go
+    to the backend ahead of the client's, so a PROXY header for the backends
+    (``backend_proxy_protocol``) cannot be sent, nor can the client's header be taken off
+    (``proxy_protocol``). Such a frontend is left out, with why (its listener's status
+    says it), rather than served without what it asks for."""
+    refused = {fe.name: f"backendProxyProtocol: the {mode} mode forwards packets in the "
+                        "kernel and cannot write a PROXY header ahead of the client's bytes "
+                        "(the splice and userspace L4 modes can: --l4-mode)"
+               for fe in config.frontends if fe.backend_proxy_protocol}
+    refused.update({fe.name: f"proxyProtocol: the {mode} mode forwards packets in the kernel "
+                             "and cannot take a PROXY header off the client's bytes (the "
+                             "splice and userspace L4 modes can: --l4-mode)"
+                    for fe in config.frontends if fe.proxy_protocol})
+    if not refused:
+        return config, {}
+    kept = tuple(fe for fe in config.frontends if fe.name not in refused)
+    return dataclasses.replace(config, frontends=kept), refused
+
+
 def _frontend_ports(config: L4Config) -> set[tuple[str, int]]:
     return {(f.address, f.port) for f in config.frontends if f.protocol == "TCP"}
 
@@ -445,6 +465,7 @@ class KernelPlane(L4Plane):
             await self._apply(config)
 
     async def _apply(self, config: L4Config) -> None:
+        config, refused = without_proxied_frontends(config, self.mode)
         self._errors = {}
         self._config = config
         # The programs run for frontends and for connection rate limits (on any port).
@@ -454,6 +475,7 @@ class KernelPlane(L4Plane):
             if busy:
                 self._errors = busy
                 return
+        self._errors.update(refused)
         if config.tls_passthrough or self.tls is not None:
             if self.tls is None:
                 from .splice import Splicer

@@ -88,13 +88,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kgw_l7.proxyaccept import read_header
+from kgw_l7.proxyproto import ProxyProtocolError
+
 from . import abi
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .userspace import (
-    backend_stats, connect, frontend_stats, kept_tally, repick, select_frontends,
+    PROXY_HEADER_TIMEOUT, backend_stats, connect, frontend_stats, kept_tally, proxy_refused,
+    repick, select_frontends, send_proxy_header,
 )
 
 if TYPE_CHECKING:
@@ -790,9 +794,23 @@ class SpliceProxy(Acceptor):
         pick = self._picks.get(key)
         fe, tally = self._frontends.get(key) or (None, Tally())
         peer = c.getpeername()[:2]
-        be = pick.choose(peer, c.getsockname()[:2]) if pick else None  # type: ignore[attr-defined]
+        local = c.getsockname()[:2]
+        be = pick.choose(peer, local) if pick else None  # type: ignore[attr-defined]
         flog = self.flow_log
         name, route = (fe.name, fe.route) if fe is not None else (f"{key[0]}:{key[1]}", "")
+        if fe is not None and fe.proxy_protocol:
+            # (taken off the socket, peeked: what follows stays for the kernel to forward)
+            try:
+                header = await asyncio.wait_for(
+                    read_header(c, fe.proxy_protocol == "optional"), PROXY_HEADER_TIMEOUT)
+            except (TimeoutError, ProxyProtocolError, OSError) as e:
+                proxy_refused(tally, name, e)
+                if flog is not None:
+                    flog.refused(name, route, peer, "DPE")
+                c.close()
+                return
+            if header is not None and header.source is not None:
+                peer, local = header.source, header.destination or local
         if be is None:
             tally.drop("no_backend")
             if flog is not None:
@@ -801,6 +819,12 @@ class SpliceProxy(Acceptor):
             return
         try:
             b = await connect(be)
+            if fe is not None and fe.backend_proxy_protocol:
+                try:
+                    send_proxy_header(b, peer, local)
+                except OSError:
+                    b.close()
+                    raise
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")

@@ -4,7 +4,11 @@ connects and splices (kgw_l4.splice) — or, with no sockmap, copies in userspac
 terminated route's connection goes to kgw_l4.tlsterm. One port may hold both.
 
 The hello stays in the client socket: spliced, the kernel forwards it first; copied,
-it is simply the first bytes read.
+it is simply the first bytes read. A port whose connections start with a PROXY
+protocol header (TrafficPolicy ``proxyProtocol``) has it taken out of the socket first
+(kgw_l7.proxyaccept, in a task), leaving the hello; the header's client is then the
+connection's (flow log, kgw-inspect, the PROXY header a route's backends may ask for:
+``backendProxyProtocol``, written before the first byte of the client's).
 
 The per-connection path is short because it runs for every connection (issue 21,
 bench/results/l4.md "TLS passthrough"): the listener has TCP_DEFER_ACCEPT (the client
@@ -18,7 +22,8 @@ as tasks as before.
 
 Counters (/metrics, kgw-inspect) per port and SNIRoute: connections given a backend,
 drops by reason (``bad_client_hello``, ``no_route``, ``no_backend``,
-``backend_unreachable``; terminated: ``bad_certificate``, ``tls_handshake``,
+``backend_unreachable``, ``bad_proxy_header``; terminated: ``bad_certificate``,
+``tls_handshake``,
 ``backend_tls``) under the route they matched ("" when none), and, when copied here
 (always for a terminated route), bytes each way and the connections open. A spliced
 connection's bytes are the kernel's (not counted per route).
@@ -39,13 +44,18 @@ import time
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
+from kgw_l7.proxyaccept import read_header
+from kgw_l7.proxyproto import ProxyProtocolError
+
 from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer, tune
 from .tlsterm import Terminator
-from .userspace import CONNECT_TIMEOUT, Conn, backend_stats, connect, copy, picker
+from .userspace import (
+    CONNECT_TIMEOUT, Conn, backend_stats, connect, copy, picker, send_proxy_header,
+)
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -118,6 +128,8 @@ class _Pending:
     tally: Tally
     listener: str
     deadline: float
+    #: The address the client connected to, as its PROXY header named it (else None).
+    local: tuple[str, int] | None = None
 
 
 class TLSPassthroughProxy(Acceptor):
@@ -140,6 +152,9 @@ class TLSPassthroughProxy(Acceptor):
         self._pickers: dict[tuple[BackendGroup, ...], Any] = {}
         #: (port, route name, gateway, listener) of terminated routes (bytes counted here)
         self._terminated: set[tuple[tuple[str, int], str, str, str]] = set()
+        #: (port, reason) of refused PROXY headers already logged at warning level (a
+        #: few reasons per port: the log says it once, the counter counts each)
+        self._proxy_logged: set[tuple[tuple[str, int], str]] = set()
         #: port -> SNI -> the route it matched (None: none); emptied by apply
         self._route_cache: dict[tuple[str, int], dict[str | None, SNIRoute | None]] = {}
         #: backend socket fd -> its connect in progress; the sweep's timer while any
@@ -206,6 +221,10 @@ class TLSPassthroughProxy(Acceptor):
         return route
 
     def accepted(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int]) -> None:
+        cfg = self._cfg.get(key)
+        if cfg is not None and cfg.proxy_protocol:
+            self.spawn(self._proxied(key, c, peer, cfg.proxy_protocol == "optional"))
+            return
         try:
             sni = peek_hello(c)
         except (HelloError, OSError) as e:
@@ -233,6 +252,47 @@ class TLSPassthroughProxy(Acceptor):
             return
         self._dispatch(key, c, peer, sni)
 
+    async def _proxied(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int],
+                       optional: bool) -> None:
+        """A port whose connections start with a PROXY header: it is taken off the socket
+        (the hello stays), then the hello is waited for as in ``serve``. (The socket's
+        blocking mode is left as accepted: both reads follow a readiness.)"""
+        local = None
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                header = await read_header(c, optional)
+        except (TimeoutError, ProxyProtocolError, OSError) as e:
+            self._proxy_refused(key, e)
+            if self.flow_log is not None:
+                self.flow_log.refused(self._port_name(key), "", peer or None, "DPE")
+            _reset(c)
+            return
+        if header is not None and header.source is not None:
+            peer, local = header.source, header.destination
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                sni = await peek_sni(c)
+        except (TimeoutError, HelloError, OSError) as e:
+            self._bad_hello(key, c, peer, e)
+            return
+        self._dispatch(key, c, peer, sni, local)
+
+    def _proxy_refused(self, key: tuple[str, int], e: BaseException) -> None:
+        """A connection closed for its PROXY header: counted (``bad_proxy_header``, under
+        no route), logged at warning once per port and reason, then at debug."""
+        self._tally(key, None).drop("bad_proxy_header")
+        if isinstance(e, TimeoutError):
+            reason, why = "timeout", f"no complete PROXY protocol header within {HELLO_TIMEOUT:g}s"
+        else:
+            why = str(e) or type(e).__name__
+            reason = "missing" if why.startswith("no PROXY") else type(e).__name__
+        if (key, reason) in self._proxy_logged or len(self._proxy_logged) > 1024:
+            log.debug("tls port %s:%d: connection closed: %s", key[0], key[1], why)
+            return
+        self._proxy_logged.add((key, reason))
+        log.warning("tls port %s:%d: connection closed: %s (said once per port and reason; "
+                    "each is counted as bad_proxy_header)", key[0], key[1], why)
+
     def _port_name(self, key: tuple[str, int]) -> str:
         cfg = self._cfg.get(key)
         return cfg.name if cfg else f"{key[0]}:{key[1]}"
@@ -246,8 +306,9 @@ class TLSPassthroughProxy(Acceptor):
         _reset(c)
 
     def _dispatch(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int],
-                  sni: str | None) -> None:
-        """Route a connection by its SNI and start what serves it."""
+                  sni: str | None, dest: tuple[str, int] | None = None) -> None:
+        """Route a connection by its SNI and start what serves it. ``dest``: the address
+        the client connected to, as its PROXY header named it (None: the socket's)."""
         flog = self.flow_log
         route = self._match(key, sni)
         tally = self._tally(key, route)
@@ -274,7 +335,7 @@ class TLSPassthroughProxy(Acceptor):
         assert route is not None  # be was picked from it
         if route.terminate is not None or self.splicer is None:
             c.setblocking(False)
-            self.spawn(self._serve_task(key, c, peer, sni, route, be, tally, listener))
+            self.spawn(self._serve_task(key, c, peer, sni, route, be, tally, listener, dest))
             return
         b = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
@@ -282,7 +343,7 @@ class TLSPassthroughProxy(Acceptor):
             err = b.connect_ex(be)
         except OSError as e:
             err = e.errno or errno.EIO
-        p = _Pending(key, c, peer, b, be, route, tally, listener, 0.0)
+        p = _Pending(key, c, peer, b, be, route, tally, listener, 0.0, dest)
         if err == errno.EINPROGRESS:
             assert self._loop is not None
             p.deadline = self._loop.time() + CONNECT_TIMEOUT
@@ -336,6 +397,12 @@ class TLSPassthroughProxy(Acceptor):
     def _spliced(self, p: _Pending) -> None:
         """The backend is connected: count the connection and splice it (or, if the
         splice fails, copy it in userspace)."""
+        if p.route.backend_proxy_protocol:
+            try:
+                send_proxy_header(p.b, p.peer, p.local or p.c.getsockname()[:2])
+            except OSError as e:
+                self._unreachable(p, e)
+                return
         p.tally.flows += 1
         be_tally = self._backends.get(p.be)
         if be_tally is not None:
@@ -351,21 +418,33 @@ class TLSPassthroughProxy(Acceptor):
         except OSError as e:
             log.warning("splice failed (%s): copying in userspace", e)
         p.c.setblocking(False)
-        self.spawn(self._copy(p.key, p.c, p.b, p.be, p.tally, be_tally, flow))
+        self.spawn(self._copy(p.key, p.c, p.b, p.be, p.tally, be_tally, flow, p.peer))
 
     async def _serve_task(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int],
                           sni: str | None, route: SNIRoute, be: tuple[str, int], tally: Tally,
-                          listener: str) -> None:
-        """A terminated route, or passthrough without a splicer (copied here)."""
+                          listener: str, local: tuple[str, int] | None = None) -> None:
+        """A terminated route, or passthrough without a splicer (copied here). ``peer``
+        and ``local``: the connection's ends as a PROXY header named them, if it had one."""
         flog = self.flow_log
         be_tally = self._backends.get(be)
+        try:
+            local = local or c.getsockname()[:2]
+        except OSError:  # (reset meanwhile)
+            _reset(c)
+            return
         if route.terminate is not None:
             fe = f"{key[0]}:{key[1]}/TLS"
             await self.terminator.serve(c, sni, route, be, tally, be_tally, fe, self.conns,
-                                        flog, listener)
+                                        flog, listener, peer, local)
             return
         try:
             b = await connect(be)
+            if route.backend_proxy_protocol:
+                try:
+                    send_proxy_header(b, peer, local)
+                except OSError:
+                    b.close()
+                    raise
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
@@ -377,13 +456,13 @@ class TLSPassthroughProxy(Acceptor):
         if be_tally is not None:
             be_tally.flows += 1
         flow = flog.opened(listener, route.name, peer, be) if flog is not None else None
-        await self._copy(key, c, b, be, tally, be_tally, flow)
+        await self._copy(key, c, b, be, tally, be_tally, flow, peer)
 
     async def _copy(self, key: tuple[str, int], c: socket.socket, b: socket.socket,
                     be: tuple[str, int], tally: Tally, be_tally: Tally | None,
-                    flow: Any) -> None:
+                    flow: Any, client: tuple[str, int] | None = None) -> None:
         flog = self.flow_log
-        conn = Conn(f"{key[0]}:{key[1]}/TLS", c.getpeername(), be, tally, be_tally)
+        conn = Conn(f"{key[0]}:{key[1]}/TLS", client or c.getpeername(), be, tally, be_tally)
         tally.active += 1
         self.conns.add(conn)
         try:

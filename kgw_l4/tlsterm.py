@@ -36,7 +36,7 @@ from kgw_l7.tls import CIPHERS_TLS12
 from .config import BackendTLS, L4Config, ServingCert, SNIRoute
 from .metrics import Tally
 from . import relay
-from .userspace import Conn, connect
+from .userspace import Conn, connect, send_proxy_header
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -205,11 +205,16 @@ class Terminator:
 
     async def serve(self, c: socket.socket, sni: str | None, route: SNIRoute, be: tuple[str, int],
                     tally: Tally, be_tally: Tally | None, frontend: str, conns: set[Conn],
-                    flog: FlowLog | None = None, listener: str = "") -> None:
+                    flog: FlowLog | None = None, listener: str = "",
+                    source: tuple[str, int] | None = None,
+                    local: tuple[str, int] | None = None) -> None:
         """Terminate ``c``'s TLS, connect to ``be`` and copy both ways. Owns ``c``.
-        ``flog``: the flow log, ``listener`` the name its lines carry."""
+        ``flog``: the flow log, ``listener`` the name its lines carry; ``source`` and
+        ``local``: the connection's ends as a PROXY header named them (else the
+        socket's), for the flow log and the header the backend may ask for."""
         assert route.terminate is not None
-        peer = c.getpeername()
+        peer = source or c.getpeername()[:2]
+        local = local or c.getsockname()[:2]
         cert = select_certificate(route.terminate.certificates, sni)
         ctx = self.contexts.server(cert) if cert is not None else None
         if ctx is None:
@@ -233,6 +238,13 @@ class Terminator:
         tls = backend_tls(route, be)
         try:
             b = await connect(be)
+            if route.backend_proxy_protocol:
+                try:
+                    # (in clear, ahead of the backend's TLS if it has a BackendTLSPolicy)
+                    send_proxy_header(b, peer, local)
+                except OSError:
+                    b.close()
+                    raise
         except (OSError, TimeoutError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")

@@ -23,6 +23,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kgw_l7.proxyproto import MAX_HEADER, ProxyHeader, ProxyProtocolError, encode_v2, parse
+
 from . import maglev, relay
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
@@ -67,6 +69,75 @@ async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> so
         s.close()
         raise
     return s
+
+
+def send_proxy_header(b: socket.socket, client: tuple[str, int],
+                      destination: tuple[str, int]) -> None:
+    """Start backend connection ``b`` with a PROXY protocol v2 header naming ``client``
+    and the address it connected to (TrafficPolicy ``backendProxyProtocol``), before any
+    byte of the client's is forwarded. The connection is new, its send buffer empty: the
+    header (at most 52 bytes) goes out whole in one send."""
+    header = encode_v2(client, destination)
+    if b.send(header) != len(header):
+        raise OSError(errno.EAGAIN, "the PROXY protocol header did not fit in the new "
+                                    "connection's send buffer")
+
+
+#: How long a connection may take to send its PROXY protocol header; how often a
+#: header still incomplete is looked at again (the relay side keeps what it reads
+#: before it is linked: kgw_l4.relay).
+PROXY_HEADER_TIMEOUT = 5.0
+_HEADER_POLL = 0.005
+
+
+async def side_header(client: relay.Side, optional: bool) -> ProxyHeader | None:
+    """The PROXY protocol header at the start of the accepted, not yet linked ``client``;
+    the bytes after it stay in ``client.early`` (forwarded first when linked). None:
+    ``optional`` and the connection does not start with one. Raises ProxyProtocolError
+    naming what is wrong; the caller bounds the wait. At most ``MAX_HEADER`` bytes are
+    looked at."""
+    t = client.transport
+    assert t is not None
+    t.resume_reading()
+    try:
+        while True:
+            data = b"".join(client.early)
+            try:
+                header = parse(data[:MAX_HEADER])
+            except ProxyProtocolError:
+                if optional and not (data.startswith(b"PROXY ") or data.startswith(b"\r\n\r\n")):
+                    return None
+                raise
+            if header is not None:
+                client.early[:] = [data[header.size:]] if len(data) > header.size else []
+                return header
+            if client.eof or client.lost.done():
+                raise ProxyProtocolError("connection closed before the PROXY protocol header "
+                                         "was complete")
+            await asyncio.sleep(_HEADER_POLL)
+    finally:
+        if not client.lost.done() and not t.is_closing():
+            t.pause_reading()
+
+
+_proxy_logged: set[tuple[str, str]] = set()
+
+
+def proxy_refused(tally: Tally, name: str, e: BaseException) -> None:
+    """A connection closed for its PROXY header: counted (``bad_proxy_header``), logged at
+    warning once per frontend and reason, then at debug (the counter counts each)."""
+    tally.drop("bad_proxy_header")
+    if isinstance(e, TimeoutError):
+        reason, why = "timeout", "no complete PROXY protocol header in time"
+    else:
+        why = str(e) or type(e).__name__
+        reason = "missing" if why.startswith("no PROXY") else type(e).__name__
+    if (name, reason) in _proxy_logged or len(_proxy_logged) > 1024:
+        log.debug("frontend %s: connection closed: %s", name, why)
+        return
+    _proxy_logged.add((name, reason))
+    log.warning("frontend %s: connection closed: %s (said once per frontend and reason; "
+                "each is counted as bad_proxy_header)", name, why)
 
 
 async def copy(client: relay.Side | socket.socket, b: socket.socket,
@@ -317,6 +388,18 @@ class UserspaceProxy:
         be = pick.choose(peer[:2], local[:2]) if pick else None
         flog = self.flow_log
         name, route = (fe.name, fe.route) if fe is not None else (f"{key[0]}:{key[1]}", "")
+        if fe is not None and fe.proxy_protocol:
+            try:
+                header = await asyncio.wait_for(
+                    side_header(client, fe.proxy_protocol == "optional"), PROXY_HEADER_TIMEOUT)
+            except (TimeoutError, ProxyProtocolError, OSError) as e:
+                proxy_refused(tally, name, e)
+                if flog is not None:
+                    flog.refused(name, route, peer[:2], "DPE")
+                client.abort()
+                return
+            if header is not None and header.source is not None:
+                peer, local = header.source, header.destination or local[:2]
         if be is None:
             tally.drop("no_backend")
             if flog is not None:
@@ -325,6 +408,12 @@ class UserspaceProxy:
             return
         try:
             b = await connect(be)
+            if fe is not None and fe.backend_proxy_protocol:
+                try:
+                    send_proxy_header(b, peer[:2], local[:2])
+                except OSError:
+                    b.close()
+                    raise
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")

@@ -37,6 +37,7 @@ cdef class DownstreamConn(DownstreamStream):
     cdef public object tunnel_out
     cdef public bint proxy_wait
     cdef public bytes _proxy_buf
+    cdef public object proxy_source
     @cython.locals(ex=Exchange, n=Py_ssize_t, now=double)
     cpdef data_received(self, data)
     @cython.locals(ex=Exchange, version=bytes, chunked=bint, head=bytes, parts=list)

@@ -57,7 +57,7 @@ class DownstreamConn(DownstreamStream):
     __slots__ = ("ctx", "transport", "reader", "queue", "parsing", "current", "paused",
                  "chunked", "last_activity", "head_started", "tunnel", "_pending_tunnel",
                  "_write", "_is_closing", "h2_sniff", "_sniffed", "tunnel_ex", "tunnel_in",
-                 "tunnel_out", "proxy_wait", "_proxy_buf")
+                 "tunnel_out", "proxy_wait", "_proxy_buf", "proxy_source")
 
     def __init__(self, ctx: WorkerContext, listener: ListenerState) -> None:
         self.ctx = ctx
@@ -98,6 +98,9 @@ class DownstreamConn(DownstreamStream):
         #: (kgw_l7.proxyproto): the bytes read so far.
         self.proxy_wait = False
         self._proxy_buf = b""
+        #: The client a PROXY header read before TLS named (kgw_l7.proxyaccept): set
+        #: before the connection is made, it stands for the socket's peer.
+        self.proxy_source: tuple[str, int] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -124,10 +127,12 @@ class DownstreamConn(DownstreamStream):
             self.remote = b"%s:%d" % (host, peer[1])
         self.forwarded = b"\r\nx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
             self.peer, listener.scheme)
+        if self.proxy_source is not None:
+            self._client(self.proxy_source)
         sslobj = transport.get_extra_info("ssl_object")
         if listener.proxy_mode and sslobj is None:
-            # (Clear text only: on TLS the header would come before the handshake, which
-            # the transport does; the translation refuses the policy on HTTPS.)
+            # (Clear text: on TLS the header came before the handshake and was read by
+            # the listener's accept loop, kgw_l7.proxyaccept, as proxy_source.)
             self.proxy_wait = True
         if sslobj is not None:
             self.ssl_context = sslobj.context
@@ -217,15 +222,18 @@ class DownstreamConn(DownstreamStream):
             return b""
         self.proxy_wait = False
         self._proxy_buf = b""
-        src = header.source
-        if src is not None:
-            host = self.peer = src[0].encode()
-            if ":" in src[0]:
-                host = b"[" + host + b"]"
-            self.remote = b"%s:%d" % (host, src[1])
-            self.forwarded = b"\r\nx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
-                self.peer, self.listener.scheme)
+        if header.source is not None:
+            self._client(header.source)
         return data[header.size:]
+
+    def _client(self, src: tuple[str, int]) -> None:
+        """The client a PROXY header named becomes the connection's peer."""
+        host = self.peer = src[0].encode()
+        if ":" in src[0]:
+            host = b"[" + host + b"]"
+        self.remote = b"%s:%d" % (host, src[1])
+        self.forwarded = b"\r\nx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
+            self.peer, self.listener.scheme)
 
     def _sniff(self, data: bytes) -> bool:
         """The first read of a clear-text connection: is it HTTP/2 with prior knowledge

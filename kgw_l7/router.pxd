@@ -6,6 +6,7 @@
 # compiled or not, which `make test` checks by running tests/l7 both ways.
 
 cimport cython
+from kgw_l7.balance cimport Balancer, KeySource
 from kgw_l7.ratelimit cimport LocalLimit
 
 cdef class HeaderOps:
@@ -59,10 +60,11 @@ cdef class CompiledBackend:
     cdef public object record
     cdef public object filters
     cdef public bint h2
-    cdef public object balancer
+    cdef public Balancer balancer
     cdef public object breaker
-    cdef public object keys
+    cdef public KeySource keys
     cdef public bint fast
+    @cython.locals(bal=Balancer)
     cpdef pick(self, key=*)
     cpdef usable(self, endpoint)
     cpdef pick_untried(self, list tried, key=*)

@@ -32,8 +32,10 @@ from typing import Any
 from kgw_l7 import ratelimit, snapshot
 from kgw_l7.channel import WorkerOptions, decode_options, encode_frame, read_frame
 from kgw_l7.config import L7Config, Listener
-from kgw_l7.context import ListenerState, WorkerContext
-from kgw_l7.proxy import DownstreamConn
+from kgw_l7.context import ListenerState, WorkerContext, proxy_mode
+from kgw_l7.proxy import PROXY_OPTIONAL, DownstreamConn
+from kgw_l7.proxyaccept import PreTLSServer
+from kgw_l7.proxyproto import ProxyHeader
 from kgw_l7.tls import ContextKey, dispatch_context
 
 log = logging.getLogger("kgw.l7.worker")
@@ -140,9 +142,38 @@ class Worker:
             # compiled, DownstreamConn is an extension type: it cannot subclass asyncio.Protocol
             return DownstreamConn(ctx, st)  # type: ignore[return-value]
 
+        if ssl_ctx is not None and st.proxy_mode:
+            st.server = self._pre_tls_server(st, sock, ssl_ctx)  # type: ignore[assignment]
+            return
         st.server = await ctx.loop.create_server(
             protocol, sock=sock, ssl=ssl_ctx, backlog=BACKLOG,
             ssl_handshake_timeout=ctx.options.header_timeout if ssl_ctx else None)
+
+    def _pre_tls_server(self, st: ListenerState, sock: socket.socket,
+                        ssl_ctx: Any) -> PreTLSServer:
+        """An HTTPS listener whose connections start with a PROXY protocol header: it is
+        read before the TLS handshake (kgw_l7.proxyaccept), its client becomes the
+        connection's. A connection refused for its header is counted and written to the
+        access log like a malformed request (400, flag DPE) and logged once in a while
+        per listener and reason."""
+        ctx = self.ctx
+
+        def protocol(header: ProxyHeader | None) -> DownstreamConn:
+            conn = DownstreamConn(ctx, st)
+            if header is not None and header.source is not None:
+                conn.proxy_source = header.source
+            return conn
+
+        def refused(reason: str, detail: str, peer: Any) -> None:
+            remote = b"%s:%d" % (str(peer[0]).encode(), peer[1]) if peer else b""
+            ctx.access_refused(st, 400, "DPE", detail, remote)
+            ctx.limiter.warning(("proxy", st.name, reason), "listener %s: connection closed: "
+                                "%s", st.name, detail)
+
+        return PreTLSServer(
+            ctx.loop, sock, protocol, ssl_ctx,
+            timeout=lambda: st.header_timeout or ctx.options.header_timeout,
+            optional=lambda: st.proxy_mode == PROXY_OPTIONAL, refused=refused)
 
     def _remove_listener(self, st: ListenerState, deadline: float | None = None) -> None:
         if st.server is not None:
@@ -191,9 +222,12 @@ def raise_fd_limit() -> int:
 
 def _same_socket(a: Listener, b: Listener) -> bool:
     """A listener keeps its socket unless its address, protocol or client validation
-    changed (validation is fixed in the socket's dispatch TLS context, see kgw_l7.tls)."""
+    changed (validation is fixed in the socket's dispatch TLS context, see kgw_l7.tls),
+    or an HTTPS listener starts or stops taking a PROXY protocol header (read by another
+    accept loop: kgw_l7.proxyaccept)."""
     return ((a.address, a.port, a.protocol, a.client_validation)
-            == (b.address, b.port, b.protocol, b.client_validation))
+            == (b.address, b.port, b.protocol, b.client_validation)) and (
+        a.protocol != "HTTPS" or bool(proxy_mode(a)) == bool(proxy_mode(b)))
 
 
 # -- the worker process ---------------------------------------------------------------------

@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.picks:
         best = min(_timed(b, args.picks) for _ in range(args.repeat))
         print(f"{args.algorithm}: {best * 1e9 / args.picks:.0f} ns per pick "
-              f"({'compiled' if kgw_l7.build_is_fresh() else 'interpreted'} router, "
-              f"balance interpreted)")
+              f"(router and balance {'compiled' if kgw_l7.build_is_fresh() else 'interpreted'})")
     return 0
 
 

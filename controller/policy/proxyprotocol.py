@@ -9,9 +9,10 @@ any header through with their own address (a malformed header is still refused).
 
 It acts before any request is read, so only a Gateway or one of its listeners can set it.
 Several Gateway listeners bound to one socket share its connections: the strictest
-applies there (required if any of them requires it). Clear-text (HTTP) listeners only:
-on an HTTPS listener the header comes before the TLS handshake, which kgw does not read
-yet -- the policy is then reported Invalid for that target, never Accepted and ignored.
+applies there (required if any of them requires it). On HTTPS listeners the header comes
+before the TLS handshake: it is read off the socket first (kgw_l7.proxyaccept). Where
+kgw cannot read it (translator.LISTENER_SECTION_PROTOCOLS) the policy is reported
+Invalid for that target, never Accepted and ignored.
 """
 
 from __future__ import annotations

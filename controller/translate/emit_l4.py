@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from controller.objects import ObjectKey
+from controller.policy.land import listener_policy
 from controller.translate.emit_l7 import owners
 from controller.translate.ir import GatewayIR, L4Contribution, ListenerIR
 from kgw_l4 import config as l4
@@ -52,7 +53,10 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
         fes.append(l4.Frontend(name=f"{lid[0].namespace}/{lid[0].name}/{lis.name}", address=addr,
                                port=port, protocol=proto, backends=backends,  # type: ignore[arg-type]
                                gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
-                               listener=lis.name, route=route))
+                               listener=lis.name, route=route,
+                               backend_proxy_protocol=_backend_proxy(lis) if proto == "TCP"
+                               else 0,
+                               proxy_protocol=_proxy_mode([lis]) if proto == "TCP" else ""))
     fes.sort(key=lambda f: (f.port, f.protocol, f.address, f.name))
 
     passthrough = []
@@ -72,8 +76,9 @@ def build(gateways: Mapping[ObjectKey, GatewayIR],
             entry[0].update(hosts)
         routes = tuple(_sni_route(k, hosts, con) for (k, _), (hosts, con) in by_route.items())
         # (oldest first: it wins a shared SNI)
-        passthrough.append(l4.TLSPassthrough(name=f"{bind[0]}:{bind[1]}", address=bind[0],
-                                             port=bind[1], routes=routes))
+        passthrough.append(l4.TLSPassthrough(
+            name=f"{bind[0]}:{bind[1]}", address=bind[0], port=bind[1], routes=routes,
+            proxy_protocol=_proxy_mode(listeners)))
     return l4.L4Config(frontends=tuple(fes), tls_passthrough=tuple(passthrough))
 
 
@@ -104,4 +109,20 @@ def _sni_route(key: ObjectKey, hosts: set[str], con: L4Contribution) -> l4.SNIRo
         backends = con.terminated
     return l4.SNIRoute(name=f"{key.namespace}/{key.name}", hostnames=tuple(sorted(hosts)),
                        backends=backends, gateway=f"{lis.gateway.namespace}/{lis.gateway.name}",
-                       listener=lis.name, terminate=terminate)
+                       listener=lis.name, terminate=terminate,
+                       backend_proxy_protocol=_backend_proxy(lis))
+
+
+def _proxy_mode(listeners: list[ListenerIR]) -> l4.ProxyMode:
+    """A TrafficPolicy ``proxyProtocol`` on the listeners of one bound socket (the
+    strictest of theirs, as on L7 sockets)."""
+    policy = listener_policy(lis.policy for lis in sorted(listeners, key=lambda x: x.id))
+    pp = policy.proxy_protocol if policy is not None else None
+    return "" if pp is None else "optional" if pp.optional else "required"
+
+
+def _backend_proxy(lis: ListenerIR) -> int:
+    """A TrafficPolicy ``backendProxyProtocol`` on a TCP or TLS listener (or its Gateway):
+    the PROXY protocol version its routes' backends get (0: none). L4 routes are not
+    policy targets; their listener is."""
+    return int(dict(lis.policy).get("backendProxyProtocol") or 0)  # type: ignore[call-overload]

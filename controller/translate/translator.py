@@ -93,8 +93,10 @@ def _gc_paused() -> Iterator[None]:
 
 #: Listener sections (controller/policy) and the listener protocols that serve them.
 LISTENER_SECTION_PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
-    "proxyProtocol": (("HTTP",), "kgw reads a PROXY header on clear-text HTTP listeners "
-                                 "only (on TLS it precedes the handshake)"),
+    "proxyProtocol": (("HTTP", "HTTPS", "TLS", "TCP"), "kgw reads a PROXY header on HTTP, "
+                                                       "HTTPS, TLS and TCP listeners only"),
+    "backendProxyProtocol": (("HTTP", "HTTPS", "TLS", "TCP"), "kgw sends a PROXY header to "
+                             "the backends of HTTP, HTTPS, TLS and TCP listeners only"),
     "connectionRateLimit": (("HTTP", "HTTPS"), "the kernel's per-source SYN limit is "
                                                "programmed for HTTP and HTTPS listeners "
                                                "only"),
