@@ -47,6 +47,7 @@ from kgw_l7.auth_config import (
     JWTProvider, RemoteJWKS,
 )
 from kgw_l7.config import RulePolicy
+from kgw_l7.problems import PROBLEMS
 
 log = logging.getLogger("kgw.l7.auth")
 
@@ -435,6 +436,7 @@ class RemoteKeys:
             if status == 304 and self.loaded:
                 ttl = _max_age(headers.get("cache-control", "")) or cfg.refresh_interval
                 self.failing = False
+                PROBLEMS.ok("jwks", cfg.uri)
                 return ttl
             if status != 200:
                 raise ValueError(f"HTTP {status}")
@@ -452,6 +454,7 @@ class RemoteKeys:
             if self.failing:
                 log.warning("JWKS %s: fetched again (%d keys)", cfg.uri, len(keys))
             self.failing = False
+            PROBLEMS.ok("jwks", cfg.uri)
             ttl = _max_age(headers.get("cache-control", ""))
             return min(ttl, cfg.refresh_interval) if ttl else cfg.refresh_interval
         except Exception as e:
@@ -460,6 +463,8 @@ class RemoteKeys:
                             "timed out" if isinstance(e, TimeoutError) else e,
                             "keeping the last good keys" if self.loaded else "no keys yet")
             self.failing = True
+            PROBLEMS.fail("jwks", cfg.uri, "fetch failed: " + (
+                "timed out" if isinstance(e, TimeoutError) else str(e) or type(e).__name__))
             return min(RETRY_INTERVAL, self.cfg.refresh_interval)
 
     def _get(self) -> tuple[int, bytes, dict[str, str]]:

@@ -60,6 +60,7 @@ from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Break
 from kgw_l7 import authcall
 from kgw_l7.auth import AuthRequest, Denial
 from kgw_l7.context import ListenerState, WorkerContext
+from kgw_l7.problems import PROBLEMS
 from kgw_l7.proxyproto import encode_v2
 from kgw_l7.session import SessionPolicy
 from kgw_l7.events import (
@@ -983,6 +984,9 @@ class Exchange(UpstreamOwner):
         if decision.failed:
             self.ctx.limiter.warning(("extauth", s.name), "rule %s: %s", rule.name,
                                      decision.reason)
+            PROBLEMS.fail("extauth", s.name, decision.reason)
+        else:
+            PROBLEMS.ok("extauth", s.name)
         if decision.allowed:
             if decision.reason:
                 self.detail = decision.reason  # (failed open)

@@ -22,6 +22,7 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(kgw_l7.__path__))
 #: only modules listed before it.
 LAYERS = ["_cython", "auth_config", "config", "balance", "breaker", "regex", "session",
           "proxyproto", "snapshot", "logformat", "tracing_config", "otlplogs", "ratetable",
+          "problems",
           "events", "extauth", "ratelimit", "globallimit", "h1", "auth", "router", "stats",
           "accesslog", "tls_fallback", "tls", "streams", "tracing", "upstream_h2", "upstream",
           "channel", "context", "authcall", "exchange", "downstream_h2", "proxy", "worker",
