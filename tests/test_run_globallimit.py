@@ -188,6 +188,10 @@ def test_redis_failures_show_in_the_policy_status_until_fixed(host: Host,
     assert cond["message"].startswith("spec.rateLimit.global.redis.address " + bad), cond
     assert "unresolvable" in cond["message"], cond
     assert policy_conditions(host)["Accepted"]["status"] == "True"
+    out = host.run(*kgw_argv("status", "-o", "table"), check=False)  # what a user runs
+    assert "TrafficPolicy demo/search-global" in out.stdout, out
+    assert "ResolvedRefs=False (Unreachable): spec.rateLimit.global.redis.address " + bad \
+        in out.stdout, out
 
     redis = RedisServer(tmp_path / "redis", wrap=host.cmd(bpffs=False))
     redis.start()
