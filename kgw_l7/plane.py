@@ -114,7 +114,8 @@ class _Worker:
                 sys.executable, "-m", "kgw_l7", "worker", "--fd", str(child.fileno()),
                 "--index", str(self.index), "--options", options,
                 "--rate-table-fd", str(table),
-                pass_fds=(child.fileno(), table), env=_worker_env(self.plane.session_key))
+                pass_fds=(child.fileno(), table),
+                env=_worker_env(self.plane.session_key, self.plane.hash_seed))
         finally:
             child.close()
         reader, self.writer = await asyncio.open_connection(sock=parent)
@@ -166,12 +167,15 @@ class _Worker:
             self._reader_task.cancel()
 
 
-def _worker_env(session_key: str) -> dict[str, str]:
-    """The worker imports kgw_l7 the way this process did (source checkouts included), and
-    signs session persistence tokens with the plane's key (kgw_l7.session): in the
-    environment, not on the command line that every local user can read."""
+def _worker_env(session_key: str, hash_seed: str) -> dict[str, str]:
+    """The worker imports kgw_l7 the way this process did (source checkouts included),
+    signs session persistence tokens with the plane's key (kgw_l7.session), and hashes
+    with the plane's ``PYTHONHASHSEED``, so a rate limit key finds its bucket in the same
+    slot of the shared table from every worker (kgw_l7.ratelimit): in the environment,
+    not on the command line that every local user can read."""
     env = dict(os.environ)
     env[session.KEY_ENV] = session_key
+    env["PYTHONHASHSEED"] = hash_seed
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = [here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -214,6 +218,10 @@ class L7Plane:
         #: another worker (and another node or a restart when KGW_SESSION_KEY is set
         #: the same everywhere).
         self.session_key = os.environ.get(session.KEY_ENV) or secrets.token_hex(32)
+        #: One hash secret for every worker (a random one unless this process was given
+        #: a fixed one: a benchmark's ``PYTHONHASHSEED=0``).
+        seed = os.environ.get("PYTHONHASHSEED", "")
+        self.hash_seed = seed if seed.isdigit() else str(1 + secrets.randbelow(4294967295))
         #: A worker that ran this long before it died is restarted without delay growth.
         self.healthy_after = healthy_after
         #: The first restart delay (doubling with each crash, up to 5 s).
