@@ -170,7 +170,7 @@ cdef class Exchange(UpstreamOwner):
     cpdef on_upstream_timeout(self, timeout)
     cpdef on_upstream_pause(self, bint paused)
     cpdef _done(self)
-    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead, block=bytes)
+    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead, block=bytes, cut=object)
     cpdef head_as_received(self, suffix, remove=*)
     @cython.locals(head=RequestHead, up=UpstreamStream, data=list, end=bint, broken=bint)
     cpdef bint commit(self, ResponseHead resp) except -1

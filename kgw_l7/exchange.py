@@ -1142,9 +1142,10 @@ class Exchange(UpstreamOwner):
             return None
         block = raw[:end + 2]
         if remove:
-            block = _without_fields(block, head.headers, remove)
-            if block is None:
+            cut = _without_fields(block, head.headers, remove)
+            if cut is None:
                 return None
+            block = cut
         self.request_id = rid = _REQUEST_IDS.next()
         return b"".join((block, b"x-request-id: ", rid, self.down.forwarded, suffix, b"\r\n"))
 
