@@ -9,6 +9,7 @@ FROM debian:bookworm-slim
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-bpfcc ca-certificates \
+    libnghttp2-14 \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/kgw
@@ -21,15 +22,16 @@ RUN python3 -m venv --system-site-packages /opt/kgw/venv \
  && /opt/kgw/venv/bin/pip install --no-cache-dir -e /opt/kgw \
  && /opt/kgw/venv/bin/python -c "import bcc, kubernetes, controller.commands.agent"
 # The L7 hot path compiled with Cython (README "HTTP traffic"); the compiler and Cython
-# leave the image again. Without them kgw_l7 would run the same modules interpreted.
+# leave the image again (libnghttp2 stays: kgw_l7._nghttp2 links it). Without them
+# kgw_l7 would run the same modules interpreted.
 COPY scripts/build_ext.py scripts/
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc python3-dev \
+ && apt-get install -y --no-install-recommends gcc python3-dev libnghttp2-dev \
  && /opt/kgw/venv/bin/pip install --no-cache-dir 'Cython>=3.0,<3.2' \
  && /opt/kgw/venv/bin/python scripts/build_ext.py \
  && /opt/kgw/venv/bin/python -c "import kgw_l7, sys; sys.exit(not kgw_l7.build_is_fresh())" \
  && /opt/kgw/venv/bin/pip uninstall -y Cython \
- && apt-get purge -y gcc python3-dev && apt-get autoremove -y \
+ && apt-get purge -y gcc python3-dev libnghttp2-dev && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/* build kgw_l7/*.c
 
 ENV PATH=/opt/kgw/venv/bin:$PATH PYTHONUNBUFFERED=1

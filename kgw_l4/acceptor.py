@@ -1,42 +1,74 @@
 """Listening sockets for the L4 proxies that accept connections themselves.
 
 The splice proxy and the TLS passthrough proxy both keep one listening socket per
-(address, port), opened and closed as the configuration changes, with an accept loop
-handing each connection to ``serve``. Closing a listener leaves the connections it
-accepted alone: they finish on their own.
+(address, port), opened and closed as the configuration changes. Each listener is
+watched by one reader callback that accepts up to ACCEPT_BATCH connections per wakeup
+(one loop turn for a burst instead of one per connection, and no registration churn:
+``loop.sock_accept`` adds and removes the reader for every connection) and hands each to
+``accepted``; the default runs ``serve`` in a task. The batch bound keeps a flood on one
+port from starving the other callbacks of the loop: what is left waits for the next turn
+(the listener is still readable). Closing a listener leaves the connections it accepted
+alone: they finish on their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Mapping
 
 Key = tuple[str, int]
 
+log = logging.getLogger("kgw.l4.accept")
+
+#: connections accepted per wakeup of a listener, at most
+ACCEPT_BATCH = 64
+#: after an accept error other than "none waiting" (e.g. EMFILE: the connection stays
+#: queued, so the listener stays readable), the listener is left alone this long
+ACCEPT_RETRY = 0.1
+
 
 class Acceptor:
     def __init__(self) -> None:
-        self._listeners: dict[Key, tuple[socket.socket, asyncio.Task]] = {}
+        self._listeners: dict[Key, socket.socket] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, key: Key, conn: socket.socket) -> None:
         raise NotImplementedError
 
+    def accepted(self, key: Key, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """A new connection (a blocking socket: set it non-blocking before handing it
+        to asyncio streams). Called from the accept callback: must not block."""
+        self.spawn(self.serve(key, conn))
+
+    def listening(self, ls: socket.socket) -> None:
+        """Options for a new listening socket (before listen()); accepted sockets
+        inherit most of them."""
+
+    def spawn(self, coro) -> asyncio.Task:
+        assert self._loop is not None
+        t = self._loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
     def listen(self, wanted: Mapping[Key, str]) -> dict[str, str]:
         """Listen on exactly ``wanted`` (address, port) -> name; return name -> error."""
         errors: dict[str, str] = {}
+        loop = self._loop = asyncio.get_running_loop()
         for key in [k for k in self._listeners if k not in wanted]:
-            ls, task = self._listeners.pop(key)
-            task.cancel()
+            ls = self._listeners.pop(key)
+            loop.remove_reader(ls.fileno())
             ls.close()
-        loop = asyncio.get_running_loop()
         for key, name in wanted.items():
             if key in self._listeners:
                 continue
             ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.listening(ls)
                 ls.bind(key)
                 ls.listen(1024)
                 ls.setblocking(False)
@@ -44,20 +76,41 @@ class Acceptor:
                 ls.close()
                 errors[name] = f"cannot listen on {key[0]}:{key[1]}: {e.strerror or e}"
                 continue
-            self._listeners[key] = (ls, loop.create_task(self._accept_loop(key, ls)))
+            self._listeners[key] = ls
+            loop.add_reader(ls.fileno(), self._accept_batch, key, ls)
         return errors
 
-    async def _accept_loop(self, key: Key, ls: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            c, _ = await loop.sock_accept(ls)
-            t = loop.create_task(self.serve(key, c))
-            self._tasks.add(t)
-            t.add_done_callback(self._tasks.discard)
+    def _accept_batch(self, key: Key, ls: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                c, peer = ls.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept on %s:%d failed: %s", key[0], key[1], e)
+                self._pause(key, ls)
+                return
+            try:
+                self.accepted(key, c, peer)
+            except Exception:  # noqa: BLE001 — one connection's failure, not the listener's
+                log.exception("connection on %s:%d: setup failed", key[0], key[1])
+                c.close()
+
+    def _pause(self, key: Key, ls: socket.socket) -> None:
+        """Stop watching ``ls`` for ACCEPT_RETRY seconds (it would wake every turn)."""
+        assert self._loop is not None
+        self._loop.remove_reader(ls.fileno())
+
+        def resume() -> None:
+            if self._listeners.get(key) is ls:
+                self._loop.add_reader(ls.fileno(), self._accept_batch, key, ls)  # type: ignore[union-attr]
+
+        self._loop.call_later(ACCEPT_RETRY, resume)
 
     def close_listeners(self) -> None:
-        for ls, task in self._listeners.values():
-            task.cancel()
+        for ls in self._listeners.values():
+            if self._loop is not None:
+                self._loop.remove_reader(ls.fileno())
             ls.close()
         self._listeners.clear()
         for t in list(self._tasks):

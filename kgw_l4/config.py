@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kgw_l7.config import HealthCheck
+
 Protocol = Literal["TCP", "UDP"]
 
 
@@ -32,6 +34,10 @@ class BackendGroup:
     name: str  # e.g. "ns/service:port"
     weight: int = 1
     endpoints: tuple[Endpoint, ...] = ()
+    #: Probe each endpoint (kgw_l4.health, once per node): one failing it loses its
+    #: Maglev slots until it passes again. Left out of ``to_dict`` when None.
+    health_check: HealthCheck | None = dataclasses.field(
+        default=None, metadata={"omit_empty": True})
 
 
 @dataclass(frozen=True, slots=True)

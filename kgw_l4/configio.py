@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kgw_l7.config import HealthCheck
+
 from .config import (
     BackendGroup, BackendTLS, ConnectionRateLimit, Endpoint, Frontend, L4Config, ServingCert,
     SNIRoute, Termination, TLSPassthrough,
@@ -26,13 +28,26 @@ def _opt(d: dict, key: str, where: str) -> str:
     return _req(d, key, str, where) if key in d else ""
 
 
+def _health(h: Any, where: str) -> HealthCheck | None:
+    if h is None:
+        return None
+    if not isinstance(h, dict):
+        raise ValueError(f"{where}.health_check: expected dict, got {type(h).__name__}")
+    try:
+        statuses = tuple((int(lo), int(hi)) for lo, hi in h.get("expected_statuses", ((200, 299),)))
+        return HealthCheck(**{**h, "expected_statuses": statuses})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}.health_check: {e}") from None
+
+
 def _groups(items: list, where: str) -> tuple[BackendGroup, ...]:
     out = []
     for i, g in enumerate(items):
         w = f"{where}.backends[{i}]"
         eps = tuple(Endpoint(_req(e, "address", str, w), _req(e, "port", int, w))
                     for e in g.get("endpoints", []))
-        out.append(BackendGroup(_req(g, "name", str, w), g.get("weight", 1), eps))
+        out.append(BackendGroup(_req(g, "name", str, w), g.get("weight", 1), eps,
+                                _health(g.get("health_check"), w)))
     return tuple(out)
 
 

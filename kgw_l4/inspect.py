@@ -1,6 +1,7 @@
 """kgw-inspect: what the L4 plane is doing, from its pinned maps and the admin API.
 
-  kgw-inspect frontends            frontends, backends, weights, Maglev share, counters
+  kgw-inspect frontends            frontends, backends, weights, Maglev share, counters,
+                                   each endpoint's health (healthy/unhealthy/unknown, since)
   kgw-inspect flows [filters]      connection-table entries with age and counters
   kgw-inspect counters             global counters (drops by reason, new flows, ...)
   kgw-inspect maps                 fill level of every table
@@ -16,6 +17,10 @@ counters and flow tables; ``flow`` asks the userspace proxy's own Maglev picker)
 json`` and ``-o yaml`` are stable and uncoloured for scripts; table output is the
 default. The CLI itself (exit codes, streams, rendering, the command table) is kgw_cli's,
 as for ``kgw``.
+
+Endpoint health (active checks, kgw_l4.health) is not in the maps: it comes from the
+admin API (``/config_dump`` or ``/l4``); without it every endpoint reads ``unknown``. A
+down endpoint holds no Maglev slot (share 0) but is still listed.
 """
 
 from __future__ import annotations
@@ -99,6 +104,33 @@ def _http_get(url: str) -> dict:
     return get_json(url, ADMIN_TIMEOUT)
 
 
+def _health_of(entries: Any) -> dict[tuple[str, str], dict]:
+    """The active health checks' states (kgw_l4.health.L4Health.view) by (backend group,
+    endpoint), and by ("", endpoint) for a caller that does not know the group."""
+    out: dict[tuple[str, str], dict] = {}
+    for e in entries if isinstance(entries, list) else []:
+        if isinstance(e, dict) and {"backend", "endpoint", "health"} <= e.keys():
+            out[(e["backend"], e["endpoint"])] = e
+            prev = out.get(("", e["endpoint"]))
+            if prev is None or e["health"] == "unhealthy":
+                out[("", e["endpoint"])] = e
+    return out
+
+
+def _split(endpoint: str) -> tuple[str, int]:
+    addr, _, port = endpoint.rpartition(":")
+    return addr, int(port)
+
+
+def _health_cols(health: dict[tuple[str, str], dict], group: str, endpoint: str) -> dict:
+    """An endpoint's health columns: healthy / unhealthy / unknown (no verdict yet, or not
+    checked at all), and since when (ISO 8601; "" when not checked)."""
+    e = health.get((group, endpoint))
+    if e is None:
+        return {"health": "unknown", "health_since": ""}
+    return {"health": e["health"], "health_since": e.get("since", "")}
+
+
 def _l4_names(admin: dict | None) -> dict[tuple[str, int, str], str]:
     names: dict[tuple[str, int, str], str] = {}
     l4 = (admin or {}).get("l4") or {}
@@ -116,7 +148,11 @@ def cmd_frontends(env: Env, ns: argparse.Namespace) -> list[dict]:
     if page is not None:
         return _us_frontends(page)
     maps = _maps(env, ns)
-    names = _l4_names(_admin(env, ns))
+    admin = _admin(env, ns)
+    names = _l4_names(admin)
+    l4 = (admin or {}).get("l4") or {}
+    health = _health_of(l4.get("health") if isinstance(l4, dict) else None)
+    programmed = _programmed_endpoints(l4)
     bes = ld.backends(maps, env.sizes)
     size = env.sizes["KGW_MAGLEV_SIZE"]
     rows = []
@@ -126,19 +162,36 @@ def cmd_frontends(env: Env, ns: argparse.Namespace) -> list[dict]:
         shares = Tally(ld.maglev_row(maps, fe_id, env.sizes))
         c = st.frontends[fe_id]
         backends = []
-        for bid, n in sorted(shares.items()):
+        # the endpoints programmed (a down one has no slot, but is listed) and any other
+        # backend the row holds
+        ids = set(programmed.get((addr, port, proto), ())) | set(shares)
+        for bid in sorted(ids):
             if bid == abi.NO_BACKEND:
                 continue
             a, p, snat = bes.get(bid, ("?", 0, "?"))
             b = st.backends.get(bid)
             backends.append({"backend_id": bid, "endpoint": f"{a}:{p}", "snat": snat,
-                             "maglev_share": round(n / size, 4), "flows": b.flows if b else 0,
-                             "packets": _both(b, 0), "bytes": _both(b, 1)})
+                             "maglev_share": round(shares.get(bid, 0) / size, 4),
+                             "flows": b.flows if b else 0,
+                             "packets": _both(b, 0), "bytes": _both(b, 1),
+                             **_health_cols(health, "", f"{a}:{p}")})
         rows.append({"name": names.get((addr, port, proto), ""),
                      "frontend": f"{addr}:{port}/{proto}",
                      "fe_id": fe_id, "flows": c.flows, "packets": _both(c, 0), "bytes": _both(c, 1),
                      "drops": sum(p for p, _ in c.drops.values()), "backends": backends})
     return rows
+
+
+def _programmed_endpoints(l4: Any) -> dict[tuple[str, int, str], list[int]]:
+    """(address, port, protocol) -> the backend ids programmed for it (the admin API's
+    config dump: the programmer's views)."""
+    out: dict[tuple[str, int, str], list[int]] = {}
+    for fe in l4.get("frontends", []) if isinstance(l4, dict) else []:
+        if isinstance(fe, dict) and {"address", "port"} <= fe.keys():
+            out[(fe["address"], fe["port"], fe.get("protocol", "TCP"))] = [
+                e["backend_id"] for e in fe.get("endpoints", [])
+                if isinstance(e, dict) and isinstance(e.get("backend_id"), int)]
+    return out
 
 
 def _both(c: ld.FrontendCounts | ld.BackendCounts | None, i: int) -> int:
@@ -277,6 +330,7 @@ def _us_frontends(page: dict) -> list[dict]:
         for r in t.routes:
             names[(f"{t.address}:{t.port}/TLS", r.name)] = (t.name, r.backends)
     bes = {b["endpoint"]: b for b in st.get("backends", [])}
+    health = _health_of(page.get("health"))
     rows = []
     for f in st.get("frontends", []):
         name, groups = names.get((f["frontend"], f["route"]), ("", ()))
@@ -289,7 +343,8 @@ def _us_frontends(page: dict) -> list[dict]:
                 b = bes.get(f"{ep.address}:{ep.port}", {})
                 backends.append({"endpoint": f"{ep.address}:{ep.port}", "backend": g.name,
                                  "weight": g.weight, "flows": b.get("flows", 0),
-                                 **_ways("bytes", b.get("bytes"))})
+                                 **_ways("bytes", b.get("bytes")),
+                                 **_health_cols(health, g.name, f"{ep.address}:{ep.port}")})
         row["backends"] = backends
         rows.append(row)
     return rows
@@ -345,7 +400,9 @@ def _us_flow(page: dict, ns: argparse.Namespace, src: tuple[str, int],
         (f for f in fes if f.address == "0.0.0.0"), None)
     if fe is None:
         raise InspectError(f"no frontend matches {dst[0]}:{dst[1]}/{proto}", ExitStatus.NOT_FOUND)
-    be = picker(fe).choose(src, dst, abi.PROTO[proto])
+    down = {(g, *_split(e)) for (g, e), st in _health_of(page.get("health")).items()
+            if g and st["health"] == "unhealthy"}
+    be = picker(fe, down).choose(src, dst, abi.PROTO[proto])
     return [{"flow": flow, "source": f"new flow: the {page['mode']} proxy's Maglev pick "
                                      f"(kgw_l4.userspace.picker)", "frontend": fe.name,
              "backend": f"{be[0]}:{be[1]}" if be else "none (no backend with weight > 0: refused)"}]

@@ -36,12 +36,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from . import abi, loader as ld, netinfo, pinlock
 from .config import L4Config
+from .health import L4Health
 from .kernelstats import kernel_stats
 from .metrics import L4Stats, render, sum_drops
 from .programmer import ApplyResult, Drift, Programmer
@@ -89,7 +90,41 @@ class L4Plane:
         raise NotImplementedError
 
     def config_dump(self) -> dict:
-        return {"mode": self.mode, "errors": self.errors()}
+        d: dict[str, Any] = {"mode": self.mode, "errors": self.errors()}
+        if self.health is not None:
+            d["health"] = self.health.view()
+        return d
+
+    #: The active health checks of L4 backends (kgw_l4.health), made on the first config.
+    health: L4Health | None = None
+
+    def _health_for(self, config: L4Config) -> None:
+        """Probe what ``config`` asks for; verdicts go to ``_health_changed``."""
+        if self.health is None:
+            if not any(g.health_check for fe in config.frontends for g in fe.backends):
+                return
+            self.health = L4Health(self._health_changed)
+        self.health.update(config)
+
+    def _health_changed(self, down: frozenset) -> None:
+        """(On the event loop.) The endpoints failing their checks are now ``down``: the
+        forwarding follows in a task (kept until done, cancelled by close())."""
+        t = asyncio.get_running_loop().create_task(self._set_health(down))
+        self._health_tasks.add(t)
+        t.add_done_callback(self._health_tasks.discard)
+
+    async def _set_health(self, down: frozenset) -> None:
+        raise NotImplementedError
+
+    async def _close_health(self) -> None:
+        if self.health is not None:
+            await self.health.close()
+        for t in list(self._health_tasks):
+            t.cancel()
+        await asyncio.gather(*self._health_tasks, return_exceptions=True)
+
+    #: verdict changes being written (_health_changed; each plane makes its own set)
+    _health_tasks: set[asyncio.Task]
 
     def stats(self) -> L4Stats:
         """The plane's counters now (kgw_l4.metrics): what /metrics and /l4 report."""
@@ -110,6 +145,8 @@ class L4Plane:
         text = render(stats)
         if self.flow_log is not None:
             text += self.flow_log.metrics()
+        if self.health is not None:
+            text += self.health.metrics().encode()
         return text
 
     def flows(self) -> list[dict]:
@@ -123,7 +160,8 @@ class L4Plane:
         flows = self.flows()
         return {"mode": self.mode, "stats": self.stats().to_dict(),
                 "flows": flows[:INSPECT_FLOWS_MAX],
-                "flows_truncated": max(0, len(flows) - INSPECT_FLOWS_MAX)}
+                "flows_truncated": max(0, len(flows) - INSPECT_FLOWS_MAX),
+                "health": self.health.view() if self.health is not None else []}
 
     #: called (on the event loop) when errors() changed outside apply(): the supervisor
     #: sets it to recompute status
@@ -158,6 +196,7 @@ class UserspacePlane(L4Plane):
         self.udp = UdpProxy()
         self.tls = TLSPassthroughProxy(None)
         self._limit_errors: dict[str, str] = {}
+        self._health_tasks = set()
 
     async def apply(self, config: L4Config) -> None:
         # Only the kernel program sees SYNs before a socket does: without it a
@@ -165,9 +204,15 @@ class UserspacePlane(L4Plane):
         self._limit_errors = {lim.name: "connection rate limit not enforced: it needs the "
                               "kernel data plane (L4 mode is userspace)"
                               for lim in config.connection_limits}
+        self._health_for(config)
+        if self.health is not None:
+            self.proxy.down = self.health.down()
         await self.proxy.apply(config)
         await self.udp.apply(config)
         await self.tls.apply(config, _frontend_ports(config))
+
+    async def _set_health(self, down: frozenset) -> None:
+        await self.proxy.set_health(down)
 
     def errors(self) -> dict[str, str]:
         return {**self.proxy.errors, **self.udp.errors, **self.tls.errors,
@@ -190,6 +235,7 @@ class UserspacePlane(L4Plane):
         return [*self.proxy.flows(), *self.udp.flows(), *self.tls.flows()]
 
     async def close(self) -> None:
+        await self._close_health()
         await self.proxy.close()
         await self.udp.close()
         await self.tls.close()
@@ -248,6 +294,7 @@ class SplicePlane(L4Plane):
         self.tls: TLSPassthroughProxy | None = None
         self.pins = PinUse(pin_dir)
         self._busy_errors: dict[str, str] = {}
+        self._health_tasks = set()
         if self.pins.in_use():
             self.pins.take()
 
@@ -265,8 +312,15 @@ class SplicePlane(L4Plane):
             self.proxy = SpliceProxy(splicer)
             self.tls = TLSPassthroughProxy(splicer)
             self._wire_flow_log()
+        self._health_for(config)
+        if self.health is not None:
+            self.proxy.down = self.health.down()
         await self.proxy.apply(config)
         await self.tls.apply(config, _frontend_ports(config))  # type: ignore[union-attr]
+
+    async def _set_health(self, down: frozenset) -> None:
+        if self.proxy is not None:
+            await self.proxy.set_health(down)
 
     def errors(self) -> dict[str, str]:
         if not self.proxy:
@@ -292,6 +346,7 @@ class SplicePlane(L4Plane):
                                    drops=sum_drops(fes, st.drops))
 
     async def close(self) -> None:
+        await self._close_health()
         if self.proxy is not None:
             await self.proxy.close()
             if self.tls is not None:
@@ -351,6 +406,7 @@ class KernelPlane(L4Plane):
         self._sweep: ld.Sweep | None = None
         self.tls: TLSPassthroughProxy | None = None
         self._splicer: Splicer | None = None
+        self._health_tasks = set()
         if self.pins.in_use():
             self.pins.take()  # PinDirBusy: another instance runs on these pins
             if self.loader.pinned() and self.loader.check_pins() is None:
@@ -422,9 +478,27 @@ class KernelPlane(L4Plane):
                 self._programmer()
             else:
                 return  # nothing programmed, nothing to remove: stay cheap
+        self._health_for(config)
         result = await asyncio.to_thread(self._program, config)
         self.last_apply = result
         self._program_errors = dict(result.errors)
+
+    async def _set_health(self, down: frozenset) -> None:
+        """Move the Maglev slots of the endpoints whose verdict changed (after any apply
+        in progress: the maps take one writer at a time)."""
+        async with self._busy:
+            prog = self.programmer
+            if prog is None or self.health is None:
+                return
+            down = self.health.down()  # the latest, should verdicts have changed meanwhile
+            try:
+                n = await asyncio.to_thread(prog.set_health, down)
+            except Exception as e:  # noqa: BLE001 — a failed write is retried by check()
+                log.error("writing health verdicts to the Maglev rows failed: %s", e)
+                return
+            if n:
+                log.info("health verdicts: %d Maglev slots rewritten (%d endpoints down)",
+                         n, len(down))
 
     def _program(self, config: L4Config) -> ApplyResult:
         """(In a thread.) Look up the SNAT sources of new backends, then write the diff."""
@@ -437,6 +511,8 @@ class KernelPlane(L4Plane):
                             addrs.add(ep.address)
         self.sources.resolve(addrs)
         self.sources.keep_only(addrs)
+        if self.health is not None:
+            self.programmer.down = self.health.down()  # type: ignore[union-attr]
         return self.programmer.apply(config)  # type: ignore[union-attr]
 
     # ---------------------------------------------------------------- while running
@@ -608,7 +684,7 @@ class KernelPlane(L4Plane):
         if self.programmer is not None:
             d["frontends"] = [
                 {"name": v.name, "address": v.address, "port": v.port, "protocol": v.protocol,
-                 "fe_id": v.fe_id,
+                 "fe_id": v.fe_id, "unhealthy": list(v.down), "panic": v.panic,
                  "endpoints": [{"backend_id": b, "endpoint": e, "weight": w}
                                for b, e, w in v.endpoints]}
                 for v in self.programmer.views.values()]
@@ -625,6 +701,7 @@ class KernelPlane(L4Plane):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._watchers.clear()
+        await self._close_health()
         if self.tls is not None:
             await self.tls.close()
         if self._splicer is not None:

@@ -9,6 +9,11 @@ entries hold the full rewrite, so its established flows carry on.
 On restart ``adopt()`` reads the ids and rows back from the pinned maps, so the first
 apply of a restarted agent writes nothing when the config did not change.
 
+``set_health()`` takes the endpoints that fail their active health check (kgw_l4.health)
+and rewrites only their slots (``maglev.without_down``): flows to healthy backends keep
+their slots, a recovered endpoint gets its own back. When every endpoint of a frontend is
+down, all are kept (panic), and the view says so.
+
 ``refresh_node()`` rewrites what depends on the node rather than the configuration (each
 backend's SNAT source, the local addresses) after the node's routes or addresses changed.
 ``check()`` reads the maps back and compares them with what was written: anything else
@@ -32,6 +37,8 @@ log = logging.getLogger("kgw.l4.programmer")
 
 FeIdent = tuple[str, int, str]  # (address, port, protocol)
 BeIdent = tuple[str, int]  # (address, port)
+#: an endpoint as health checking knows it: (backend group name, address, port)
+HealthKey = tuple[str, str, int]
 #: what apply() is asked for: frontend -> (the frontend, its endpoints' weights)
 Wanted = dict[FeIdent, tuple[Frontend, dict[BeIdent, int]]]
 
@@ -76,6 +83,11 @@ class FrontendView:
     fe_id: int
     #: (backend_id, "addr:port", weight) for every endpoint, weight 0 included
     endpoints: tuple[tuple[int, str, int], ...]
+    #: "addr:port" of the endpoints failing their health check (their slots moved, unless
+    #: ``panic``)
+    down: tuple[str, ...] = ()
+    #: every endpoint with weight is down: all are kept in the Maglev row
+    panic: bool = False
 
 
 def _syn_limit_error(lim: ConnectionRateLimit) -> str | None:
@@ -125,6 +137,9 @@ class Programmer:
         self._row_cursor = 0  # where check() goes on reading Maglev rows
         #: (address, port) -> (limit id, kgw_syn_limits value last written)
         self.syn_limits: dict[BeIdent, tuple[int, bytes]] = {}
+        #: endpoints failing their health check (set_health)
+        self.down: frozenset[HealthKey] = frozenset()
+        self._wanted_last: Wanted = {}
 
     # ------------------------------------------------------------------ adoption
 
@@ -276,16 +291,14 @@ class Programmer:
                 fe_id = next(i for i in range(self.max_fe) if i not in used)
                 self.fe_ids[ident] = fe_id
                 self._zero_counters(self.layout.frontend_slots(fe_id))
-            slots_written += self._write_row(fe_id, live)
+            views[fe.name], written = self._program_row(fe, eps, fe_id, live)
+            slots_written += written
             key, val = abi.fe_key(*ident), abi.fe_val(fe_id)
             if fem.lookup(key) != val:
                 fem.update(key, val)
                 added += 1
-            views[fe.name] = FrontendView(
-                fe.name, fe.address, fe.port, fe.protocol, fe_id,
-                tuple((self.be_ids[ep], f"{ep[0]}:{ep[1]}", w) for ep, w in sorted(eps.items())
-                      if ep in self.be_ids))
         installed = {(v.address, v.port, v.protocol) for v in views.values()}
+        self._wanted_last = wanted
         for ident in list(self.fe_ids):
             if ident not in installed:
                 fem.delete(abi.fe_key(*ident))
@@ -324,20 +337,62 @@ class Programmer:
         zero = bytes(abi.CounterVal())
         self.maps.get("kgw_stats").update_many([(abi.u32(i), zero) for i in slots])
 
-    def _write_row(self, fe_id: int, live: dict[BeIdent, int]) -> int:
-        """Build a frontend's Maglev row from its live backends and write the slots that
-        differ from the row last written (all of them for a new frontend)."""
+    def _down_of(self, fe: Frontend) -> set[BeIdent]:
+        """The endpoints of ``fe`` whose group's health check finds them down."""
+        if not self.down:
+            return set()
+        return {(ep.address, ep.port) for g in fe.backends for ep in g.endpoints
+                if (g.name, ep.address, ep.port) in self.down}
+
+    def _program_row(self, fe: Frontend, eps: dict[BeIdent, int], fe_id: int,
+                     live: dict[BeIdent, int]) -> tuple[FrontendView, int]:
+        """Write a frontend's Maglev row (health included); its view and slots written."""
+        down = self._down_of(fe) & live.keys()
+        written, panic = self._write_row(fe_id, live, down)
+        if panic and not (self.views.get(fe.name) or FrontendView("", "", 0, "", 0, ())).panic:
+            log.warning("frontend %s: every endpoint fails its health check: all are kept "
+                        "(panic)", fe.name)
+        view = FrontendView(
+            fe.name, fe.address, fe.port, fe.protocol, fe_id,
+            tuple((self.be_ids[ep], f"{ep[0]}:{ep[1]}", w) for ep, w in sorted(eps.items())
+                  if ep in self.be_ids),
+            tuple(f"{a}:{p}" for a, p in sorted(down)), panic)
+        return view, written
+
+    def _write_row(self, fe_id: int, live: dict[BeIdent, int],
+                   down: set[BeIdent] | frozenset[BeIdent] = frozenset()) -> tuple[int, bool]:
+        """Build a frontend's Maglev row from its live backends (the ``down`` ones' slots
+        given to the others) and write the slots that differ from the row last written
+        (all of them for a new frontend). Returns (slots written, panic)."""
         order = sorted(live)
-        table = maglev.build_table(
+        table, panic = maglev.without_down(
             [maglev.WeightedEndpoint(f"{a}:{p}", live[(a, p)]) for a, p in order],
-            self.ring_size)
+            [i for i, ep in enumerate(order) if ep in down], self.ring_size)
         new_row = [self.be_ids[order[i]] if i >= 0 else abi.NO_BACKEND for i in table]
         old_row = self.rings.get(fe_id)
         changes = (maglev.changed_slots(old_row, new_row) if old_row is not None
                    else list(enumerate(new_row)))
         self._write_slots(fe_id, changes)
         self.rings[fe_id] = new_row
-        return len(changes)
+        return len(changes), panic
+
+    def set_health(self, down: frozenset[HealthKey]) -> int:
+        """The endpoints failing their health check are now ``down``: rewrite the Maglev
+        slots that this moves (only theirs, or theirs given back). Returns slots written."""
+        if down == self.down:
+            return 0
+        self.down = down
+        written = 0
+        for ident, (fe, eps) in self._wanted_last.items():
+            fe_id = self.fe_ids.get(ident)
+            if fe_id is None or fe.name not in self.views:
+                continue
+            live = {ep: w for ep, w in eps.items() if w > 0 and ep in self.be_ids}
+            if not live:
+                continue
+            self.views[fe.name], n = self._program_row(fe, eps, fe_id, live)
+            written += n
+        return written
 
     def _write_slots(self, fe_id: int, changes: list[tuple[int, int]]) -> None:
         """(slot, backend id) pairs of one frontend's Maglev row, in batches."""

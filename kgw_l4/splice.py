@@ -93,7 +93,9 @@ from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import Acceptor
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
-from .userspace import backend_stats, connect, frontend_stats, kept_tally, select_frontends
+from .userspace import (
+    backend_stats, connect, frontend_stats, kept_tally, repick, select_frontends,
+)
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -123,11 +125,19 @@ RELAY_CHUNK = 1024 * 1024
 
 def tcp_bytes(sock: socket.socket) -> tuple[int, int]:
     """(bytes_acked, bytes_received) from TCP_INFO."""
+    return tcp_info(sock)[1:]
+
+
+_BYTES = struct.Struct("<QQ")
+assert _OFF_BYTES_RECEIVED == _OFF_BYTES_ACKED + 8
+
+
+def tcp_info(sock: socket.socket) -> tuple[int, int, int]:
+    """(TCP state, bytes_acked, bytes_received) from one TCP_INFO read."""
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
     if len(raw) < _OFF_BYTES_RECEIVED + 8:
         raise OSError(errno.ENOTSUP, "TCP_INFO without bytes_acked/bytes_received")
-    return (struct.unpack_from("<Q", raw, _OFF_BYTES_ACKED)[0],
-            struct.unpack_from("<Q", raw, _OFF_BYTES_RECEIVED)[0])
+    return (raw[0], *_BYTES.unpack_from(raw, _OFF_BYTES_ACKED))
 
 
 TCP_CLOSE = 7
@@ -203,7 +213,7 @@ def _drain(sock: socket.socket) -> bytes:
     return b"".join(out)
 
 
-def _tune(sock: socket.socket) -> None:
+def tune(sock: socket.socket) -> None:
     """Send buffer for the backlog worker (see SPLICE_SNDBUF); SO_SNDBUFFORCE needs
     CAP_NET_ADMIN, which loading BPF already implies; else wmem_max caps it."""
     try:
@@ -211,6 +221,9 @@ def _tune(sock: socket.socket) -> None:
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SPLICE_SNDBUF)
 
+
+#: socket errors that mean the peer has gone (reset the connection, or stopped reading)
+_PEER_ENDED = (errno.ECONNRESET, errno.EPIPE)
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)  # Linux's value; Python 3.11 has no name for it
 
@@ -233,6 +246,7 @@ class _Way:
     #: redirected byte (``_drained``)
     drained: int = 0
     relay: asyncio.Task | None = None  # copying a held direction (module docstring)
+    released: bool = False  # kgw_splice_hold has an entry for src (``_release``)
 
 
 @dataclass(eq=False)
@@ -326,29 +340,53 @@ class Splicer:
     async def splice(self, a: socket.socket, b: socket.socket, fe: Tally | None = None,
                      be: Tally | None = None,
                      on_close: Callable[[int, int], None] | None = None) -> None:
-        """Hand two connected sockets to the kernel. Returns at once; the sockets are
-        closed by the splicer when both directions are done. ``fe``/``be``: counters of
-        the frontend and backend endpoint (bytes each way and connections open);
-        ``on_close``: told the bytes each way when it closes (the flow log)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
+        """``splice_now`` from a coroutine."""
+        self.splice_now(a, b, fe, be, on_close)
+
+    def splice_now(self, a: socket.socket, b: socket.socket, fe: Tally | None = None,
+                   be: Tally | None = None,
+                   on_close: Callable[[int, int], None] | None = None, *,
+                   untouched: bool = False, tuned: bool = False) -> None:
+        """Hand two connected sockets to the kernel (a: the client's, b: the backend's),
+        from the event loop's thread. Returns at once; the sockets are closed by the
+        splicer when both directions are done. ``fe``/``be``: counters of the frontend
+        and backend endpoint (bytes each way and connections open); ``on_close``: told
+        the bytes each way when it closes (the flow log). ``untouched``: the caller has
+        read nothing from either socket (peeking is not reading) and written nothing
+        into them, so the bytes taken before the splice are known without asking (see
+        below); ``tuned``: both already have the splice send buffer (``tune``; an
+        accepted socket inherits its listener's)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
             loop.add_reader(self._ep.fileno(), self._on_events)
             loop.add_reader(self._events_fd, self._consume_events)
         ka, kb = sock_cookie(a), sock_cookie(b)
         conn = _Conn(a, b, (ka, kb), tallies=(fe, be), on_close=on_close)
         conn.ways = {a.fileno(): _Way(a, b, ka), b.fileno(): _Way(b, a, kb)}
+        if not tuned:
+            for s in (a, b):
+                tune(s)
         for s in (a, b):
-            _tune(s)
-        for s in (a, b):
-            conn.base_taken[s.fileno()] = taken_in(s)
-            conn.base_received[s.fileno()] = received_before(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, INSERT_RCVLOWAT)
+            if untouched:
+                # Nothing written: nothing queued to send, so what it has taken in is
+                # what was acknowledged (the SYN's sequence number, as it happens);
+                # nothing read: every byte received is still queued for the verdict.
+                conn.base_taken[s.fileno()] = tcp_bytes(s)[0]
+                conn.base_received[s.fileno()] = 0
+            else:
+                conn.base_taken[s.fileno()] = taken_in(s)
+                conn.base_received[s.fileno()] = received_before(s)
+        # b goes into the sockhash first: bytes arriving on a socket in the sockhash
+        # whose peer is not yet there would be dropped by the verdict, so b's are held
+        # back meanwhile (below its SO_RCVLOWAT no data_ready, hence no verdict) and a,
+        # inserted last, needs no such care.
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, INSERT_RCVLOWAT)
         try:
             self.peers.update(abi.u64(ka), abi.splice_peer_val(kb))
             self.peers.update(abi.u64(kb), abi.splice_peer_val(ka))
-            self.sockhash.update(abi.u64(ka), abi.sockhash_val(a.fileno()))
             self.sockhash.update(abi.u64(kb), abi.sockhash_val(b.fileno()))
+            self.sockhash.update(abi.u64(ka), abi.sockhash_val(a.fileno()))
         except OSError:
             for k in (ka, kb):
                 self._forget(k)
@@ -358,9 +396,9 @@ class Splicer:
             way = conn.ways[s.fileno()]
             self._by_cookie[way.cookie] = (conn, way)
             self._ep.register(s.fileno(), select.EPOLLRDHUP)
-            # Bytes queued before the insert (or held back by INSERT_RCVLOWAT during
-            # it) reach the verdict program only on the next data_ready; setting
-            # SO_RCVLOWAT runs it now (tcp_set_rcvlowat).
+            # Bytes queued before the insert (the peeked ClientHello, or b's held back
+            # by INSERT_RCVLOWAT during it) reach the verdict program only on the next
+            # data_ready; setting SO_RCVLOWAT runs it now (tcp_set_rcvlowat).
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
         if fe is not None:
             fe.active += 1
@@ -388,7 +426,8 @@ class Splicer:
         return out
 
     def _spawn(self, coro) -> asyncio.Task:
-        t = asyncio.get_running_loop().create_task(coro)
+        assert self._loop is not None  # (set by the first splice)
+        t = self._loop.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         return t
@@ -401,15 +440,20 @@ class Splicer:
             if ev & select.EPOLLERR:
                 sock = conn.a if fd == conn.a.fileno() else conn.b
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                log.info("splice: socket error on %s side: %s", "client" if sock is conn.a else
-                         "backend", errno.errorcode.get(err, err))
+                # A peer's reset is how many clients end (TLS ones with the server's
+                # close_notify unread): not worth a line per connection.
+                log.log(logging.DEBUG if err in _PEER_ENDED else logging.INFO,
+                        "splice: socket error on %s side: %s",
+                        "client" if sock is conn.a else "backend", errno.errorcode.get(err, err))
                 self._close(conn, abort=True)
                 continue
             if ev & select.EPOLLRDHUP and fd not in conn.eof:
                 conn.eof.add(fd)
                 with contextlib.suppress(OSError):
                     self._ep.modify(fd, 0)  # only ERR/HUP from now on
-                self._spawn(self._half_close(conn, fd))
+                self._half_close_soon(conn, fd, ACK_POLL, -1, 0.0)
+                if conn.closed:
+                    continue
             if ev & select.EPOLLHUP:
                 # Both directions of this socket are shut: nothing more to hear from
                 # it (HUP is level-triggered; staying registered would spin).
@@ -485,6 +529,7 @@ class Splicer:
         while the bytes it held are more); True if that is all of them, so the
         direction is the kernel's again, False if more were held meanwhile."""
         self.taken.update(abi.u64(way.cookie), abi.u64(way.written))
+        way.released = True
         tcp_bytes(way.src)  # takes src's lock: a verdict running on it has finished
         return self._counts(way.cookie).passed == way.read
 
@@ -526,7 +571,8 @@ class Splicer:
         """A future done when sock is readable (writable). Registered with the event loop
         until then; ``_close`` unregisters what is left before it closes the fds (a
         later removal could hit a new socket that reuses the number) and cancels it."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         fd = sock.fileno()
         fut = loop.create_future()
         add, remove = (loop.add_writer, loop.remove_writer) if writing else \
@@ -543,6 +589,49 @@ class Splicer:
         return fut
 
     # -------------------------------------------------------------- ends
+
+    def _half_close_soon(self, conn: _Conn, fd: int, delay: float, last: int,
+                         still: float) -> None:
+        """``_half_close`` without a task while nothing but acknowledgements is awaited
+        (no held bytes to copy, src not closed under us): the usual end of a short
+        connection. Until dst has acknowledged every byte src received it checks again
+        from a timer, backing off like ``_wait`` (``last``: the count seen before,
+        ``still``: for how long it has not moved); anything else goes to the task."""
+        if conn.closed:
+            return
+        way = conn.ways[fd]
+        if way.relay is not None:
+            self._spawn(self._half_close(conn, fd))
+            return
+        src, dst = way.src, way.dst
+        try:
+            state, _, received = tcp_info(src)
+            if state == TCP_CLOSE:
+                self._spawn(self._half_close(conn, fd))
+                return
+            acked = tcp_bytes(dst)[0] - conn.base_taken[dst.fileno()]
+            if acked >= received - 1 - conn.base_received[fd] and self.holds and \
+                    self._counts(way.cookie).passed > way.read:
+                self._spawn(self._half_close(conn, fd))  # held bytes to copy first
+                return
+            if acked < received - 1 - conn.base_received[fd]:  # (the FIN counts one)
+                if acked != last:
+                    last, still, delay = acked, 0.0, ACK_POLL
+                elif still > STALL_MAX:
+                    raise TimeoutError(f"acknowledgements: no progress for {STALL_MAX:.0f}s")
+                assert self._loop is not None
+                self._loop.call_later(delay, self._half_close_soon, conn, fd,
+                                      min(delay * 2, POLL_MAX), last, still + delay)
+                return
+            dst.shutdown(socket.SHUT_WR)
+        except (OSError, TimeoutError) as e:
+            if getattr(e, "errno", None) not in _PEER_ENDED + (errno.ENOTCONN,):
+                log.warning("splice half-close failed: %s", e)
+            self._close(conn, abort=True)
+            return
+        conn.shut.add(dst.fileno())
+        if len(conn.shut) == 2:
+            self._close(conn)
 
     async def _half_close(self, conn: _Conn, fd: int) -> None:
         """src sent FIN: forward it to dst once every byte src received is acked there.
@@ -605,12 +694,17 @@ class Splicer:
                 (self._loop.remove_writer if writing else self._loop.remove_reader)(fd)
                 fut.cancel()
             conn.watched.clear()
+        # Closing a socket takes it out of the epoll set (the kernel does it when the
+        # last reference goes); kgw_splice_hold has an entry only for a direction that
+        # was ever held.
         for s, cookie in zip((conn.a, conn.b), conn.cookies):
             fd = s.fileno()
-            self._forget(cookie)
+            key = abi.u64(cookie)
+            self.sockhash.delete(key)
+            self.peers.delete(key)
+            if conn.ways[fd].released:
+                self.taken.delete(key)
             self._by_cookie.pop(cookie, None)
-            with contextlib.suppress(OSError, ValueError):
-                self._ep.unregister(fd)
             self._conns.pop(fd, None)
             if abort:
                 with contextlib.suppress(OSError):
@@ -621,11 +715,15 @@ class Splicer:
         """After a clean end: each side must have sent exactly what arrived on the other.
         More means the kernel delivered some bytes twice (module docstring,
         "Retransmissions"): say so, since the peers' data is then corrupt."""
+        try:
+            info = {s: tcp_info(s) for s in (conn.a, conn.b)}
+        except OSError:
+            return
         for src, dst in ((conn.a, conn.b), (conn.b, conn.a)):
             try:
-                arrived = tcp_bytes(src)[1] - conn.base_received[src.fileno()]
-                delivered = tcp_bytes(dst)[0] - conn.base_taken[dst.fileno()]
-            except (OSError, KeyError):
+                arrived = info[src][2] - conn.base_received[src.fileno()]
+                delivered = info[dst][1] - conn.base_taken[dst.fileno()]
+            except KeyError:
                 continue
             extra = duplicated_bytes(arrived, delivered)
             if extra:
@@ -667,10 +765,18 @@ class SpliceProxy(Acceptor):
         self._groups: dict[str, set[str]] = {}
         #: Flow events (kgw_l4.flowlog), when the access log is on.
         self.flow_log: FlowLog | None = None
+        #: endpoints failing their health check (kgw_l4.health)
+        self.down: frozenset[tuple[str, str, int]] = frozenset()
+
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+        """New connections avoid the endpoints ``down`` from now on."""
+        self.down = down
+        await repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
         wanted, picks, errors = select_frontends(config,
-                                                 unsupported="cannot be spliced (use tc or xdp)")
+                                                 unsupported="cannot be spliced (use tc or xdp)",
+                                                 down=self.down)
         self._picks.update(picks)
         self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
                            for key, fe in wanted.items()}
@@ -708,7 +814,8 @@ class SpliceProxy(Acceptor):
         if flog is not None:
             on_close = functools.partial(flog.closed, flog.opened(name, route, peer, be))
         try:
-            await self.splicer.splice(c, b, tally, be_tally, on_close)
+            # (neither socket was read or written here)
+            self.splicer.splice_now(c, b, tally, be_tally, on_close, untouched=True)
         except OSError as e:
             log.warning("splice failed: %s", e)
             if on_close is not None:

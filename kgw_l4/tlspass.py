@@ -6,6 +6,16 @@ terminated route's connection goes to kgw_l4.tlsterm. One port may hold both.
 The hello stays in the client socket: spliced, the kernel forwards it first; copied,
 it is simply the first bytes read.
 
+The per-connection path is short because it runs for every connection (issue 21,
+bench/results/l4.md "TLS passthrough"): the listener has TCP_DEFER_ACCEPT (the client
+speaks first), so a connection is accepted with its ClientHello already queued, and the
+accept callback peeks it, routes it (a per-port cache of SNI -> route), and starts the
+backend connect, all without a task; the connect's completion splices from a writer
+callback. Only a hello that is not complete yet (or not there: the deferral expired)
+takes a task, which waits for it at most HELLO_TIMEOUT; a connect in progress is given
+up after CONNECT_TIMEOUT by a sweep. A terminated route, and the userspace copy, run
+as tasks as before.
+
 Counters (/metrics, kgw-inspect) per port and SNIRoute: connections given a backend,
 drops by reason (``bad_client_hello``, ``no_route``, ``no_backend``,
 ``backend_unreachable``; terminated: ``bad_certificate``, ``tls_handshake``,
@@ -18,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import dataclasses
+import errno
+import functools
 import logging
+import select
 import socket
 import struct
 import time
@@ -31,9 +43,9 @@ from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
-from .splice import Splicer
+from .splice import Splicer, tune
 from .tlsterm import Terminator
-from .userspace import Conn, backend_stats, connect, picker, splice_streams
+from .userspace import CONNECT_TIMEOUT, Conn, backend_stats, connect, copy, picker
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -41,6 +53,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("kgw.l4.tls")
 
 HELLO_TIMEOUT = 5.0
+#: TCP_DEFER_ACCEPT of a TLS listener, seconds: the kernel accepts a connection once
+#: its first data (the ClientHello) arrived, or after this long without (then the
+#: hello wait, HELLO_TIMEOUT, applies as usual)
+DEFER_ACCEPT = 1
+#: SNIs remembered per port with the route they matched; the cache starts over when full
+ROUTE_CACHE_MAX = 4096
+#: connects in progress are checked against their deadline this often
+SWEEP_INTERVAL = 0.25
 
 
 async def _readable(sock: socket.socket) -> None:
@@ -58,22 +78,46 @@ async def _readable(sock: socket.socket) -> None:
         loop.remove_reader(sock.fileno())
 
 
+def peek_hello(sock: socket.socket) -> str | None | object:
+    """The SNI of the ClientHello queued on sock (peeked, not read), NEED_MORE while it
+    is incomplete or nothing is queued yet. Does not block."""
+    try:
+        data = sock.recv(MAX_HELLO, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return NEED_MORE
+    if not data:
+        raise HelloError("connection closed before the ClientHello")
+    res = parse_sni(data)
+    if res is NEED_MORE and len(data) >= MAX_HELLO:
+        raise HelloError("ClientHello larger than one record")
+    return res
+
+
 async def peek_sni(sock: socket.socket) -> str | None:
     """SNI of the ClientHello waiting in sock (peeked, not read)."""
     while True:
-        await _readable(sock)
-        data = sock.recv(MAX_HELLO, socket.MSG_PEEK)
-        if not data:
-            raise HelloError("connection closed before the ClientHello")
-        res = parse_sni(data)
+        res = peek_hello(sock)
         if res is not NEED_MORE:
             return res  # type: ignore[return-value]
-        if len(data) >= MAX_HELLO:
-            raise HelloError("ClientHello larger than one record")
+        await _readable(sock)
 
 
 def _route_picker(groups: tuple[BackendGroup, ...], name: str):
     return picker(Frontend(name, "0.0.0.0", 1, "TCP", groups))
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Pending:
+    """A passthrough connection whose backend connect is in progress."""
+    key: tuple[str, int]
+    c: socket.socket
+    peer: tuple[str, int]
+    b: socket.socket
+    be: tuple[str, int]
+    route: SNIRoute
+    tally: Tally
+    listener: str
+    deadline: float
 
 
 class TLSPassthroughProxy(Acceptor):
@@ -96,6 +140,15 @@ class TLSPassthroughProxy(Acceptor):
         self._pickers: dict[tuple[BackendGroup, ...], Any] = {}
         #: (port, route name, gateway, listener) of terminated routes (bytes counted here)
         self._terminated: set[tuple[tuple[str, int], str, str, str]] = set()
+        #: port -> SNI -> the route it matched (None: none); emptied by apply
+        self._route_cache: dict[tuple[str, int], dict[str | None, SNIRoute | None]] = {}
+        #: backend socket fd -> its connect in progress; the sweep's timer while any
+        self._pending: dict[int, _Pending] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+        #: the connects in progress, EPOLLOUT one-shot: one epoll_ctl per connect (the
+        #: event loop's add_writer/remove_writer made four); a socket leaves the set
+        #: when it is closed
+        self._connecting: select.epoll | None = None
 
     async def apply(self, config: L4Config,
                     taken: AbstractSet[tuple[str, int]] = frozenset()) -> None:
@@ -112,6 +165,7 @@ class TLSPassthroughProxy(Acceptor):
             wanted[key] = t
         errors.update(self.listen({key: t.name for key, t in wanted.items()}))
         self._cfg.update(wanted)
+        self._route_cache = {}
         self.errors = errors
         keep = {(key, r.name, r.gateway, r.listener) for key, t in wanted.items() for r in t.routes}
         keep |= {(key, "", "", "") for key in wanted}
@@ -126,37 +180,89 @@ class TLSPassthroughProxy(Acceptor):
         self._backends = {(ep.address, ep.port): self._backends.get((ep.address, ep.port))
                           or Tally() for r in routes for g in r.backends for ep in g.endpoints}
 
+    def listening(self, ls: socket.socket) -> None:
+        ls.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT)
+        if self.splicer is not None:
+            tune(ls)  # accepted sockets inherit the splice send buffer
+
     def _tally(self, key: tuple[str, int], route: SNIRoute | None) -> Tally:
         k = (key, route.name, route.gateway, route.listener) if route else (key, "", "", "")
         t = self._tallies.get(k)
         return t if t is not None else Tally()  # (a port or route removed meanwhile)
 
-    async def serve(self, key: tuple[str, int], c: socket.socket) -> None:
+    def _match(self, key: tuple[str, int], sni: str | None) -> SNIRoute | None:
+        cache = self._route_cache.get(key)
+        if cache is None:
+            cache = self._route_cache[key] = {}
+        try:
+            return cache[sni]
+        except KeyError:
+            pass
         cfg = self._cfg.get(key)
-        flog = self.flow_log
-        try:
-            peer: tuple[str, int] | None = c.getpeername()[:2]
-        except OSError:  # (reset already)
-            peer = None
-        port_name = cfg.name if cfg else f"{key[0]}:{key[1]}"
-        try:
-            sni = await asyncio.wait_for(peek_sni(c), HELLO_TIMEOUT)
-        except (TimeoutError, HelloError, OSError) as e:
-            log.info("tls passthrough %s: dropping connection: %s", key, e)
-            self._tally(key, None).drop("bad_client_hello")
-            if flog is not None:
-                flog.refused(port_name, "", peer, "DPE")
-            _reset(c)
-            return
         route = match_route(cfg.routes, sni) if cfg else None
+        if len(cache) >= ROUTE_CACHE_MAX:
+            cache.clear()
+        cache[sni] = route
+        return route
+
+    def accepted(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            sni = peek_hello(c)
+        except (HelloError, OSError) as e:
+            self._bad_hello(key, c, peer, e)
+            return
+        if sni is NEED_MORE:
+            self.spawn(self.serve(key, c, peer))
+        else:
+            self._dispatch(key, c, peer, sni)  # type: ignore[arg-type]
+
+    async def serve(self, key: tuple[str, int], c: socket.socket,
+                    peer: tuple[str, int] | None = None) -> None:
+        """A connection whose ClientHello is not all there yet: wait for it (at most
+        HELLO_TIMEOUT), then as ``accepted``."""
+        if peer is None:
+            try:
+                peer = c.getpeername()[:2]
+            except OSError:  # (reset already)
+                peer = ("", 0)
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                sni = await peek_sni(c)
+        except (TimeoutError, HelloError, OSError) as e:
+            self._bad_hello(key, c, peer, e)
+            return
+        self._dispatch(key, c, peer, sni)
+
+    def _port_name(self, key: tuple[str, int]) -> str:
+        cfg = self._cfg.get(key)
+        return cfg.name if cfg else f"{key[0]}:{key[1]}"
+
+    def _bad_hello(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int],
+                   e: Exception) -> None:
+        log.info("tls passthrough %s: dropping connection: %s", key, e or "no ClientHello")
+        self._tally(key, None).drop("bad_client_hello")
+        if self.flow_log is not None:
+            self.flow_log.refused(self._port_name(key), "", peer or None, "DPE")
+        _reset(c)
+
+    def _dispatch(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int],
+                  sni: str | None) -> None:
+        """Route a connection by its SNI and start what serves it."""
+        flog = self.flow_log
+        route = self._match(key, sni)
         tally = self._tally(key, route)
-        listener = f"{route.gateway}/{route.listener}" if route is not None else port_name
+        listener = (f"{route.gateway}/{route.listener}" if route is not None
+                    else self._port_name(key))
         be = None
         if route is not None:
             pick = self._pickers.get(route.backends)
             if pick is None:
                 pick = self._pickers[route.backends] = _route_picker(route.backends, route.name)
-            be = pick.choose(c.getpeername()[:2], c.getsockname()[:2])
+            try:
+                local = key if key[0] != "0.0.0.0" else c.getsockname()[:2]
+            except OSError:
+                local = key
+            be = pick.choose(peer, local)
         if be is None:
             log.info("tls passthrough %s: no route for SNI %r", key, sni)
             tally.drop("no_route" if route is None else "no_backend")
@@ -166,6 +272,92 @@ class TLSPassthroughProxy(Acceptor):
             _reset(c)
             return
         assert route is not None  # be was picked from it
+        if route.terminate is not None or self.splicer is None:
+            c.setblocking(False)
+            self.spawn(self._serve_task(key, c, peer, sni, route, be, tally, listener))
+            return
+        b = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            tune(b)
+            err = b.connect_ex(be)
+        except OSError as e:
+            err = e.errno or errno.EIO
+        p = _Pending(key, c, peer, b, be, route, tally, listener, 0.0)
+        if err == errno.EINPROGRESS:
+            assert self._loop is not None
+            p.deadline = self._loop.time() + CONNECT_TIMEOUT
+            if self._connecting is None:
+                self._connecting = select.epoll()
+                self._loop.add_reader(self._connecting.fileno(), self._connects_ready)
+            self._connecting.register(b.fileno(), select.EPOLLOUT | select.EPOLLONESHOT)
+            self._pending[b.fileno()] = p
+            if self._sweep is None:
+                self._sweep = self._loop.call_later(SWEEP_INTERVAL, self._sweep_connects)
+        elif err:
+            self._unreachable(p, os_error(err))
+        else:
+            self._spliced(p)
+
+    def _connects_ready(self) -> None:
+        assert self._connecting is not None
+        for fd, _ in self._connecting.poll(0):
+            p = self._pending.pop(fd, None)
+            if p is not None:
+                self._connect_done(p)
+
+    def _connect_done(self, p: _Pending) -> None:
+        try:
+            err = p.b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as e:
+            err = e.errno or errno.EIO
+        if err:
+            self._unreachable(p, os_error(err))
+        else:
+            self._spliced(p)
+
+    def _sweep_connects(self) -> None:
+        """Give up the connects past their deadline; again later while any remain."""
+        assert self._loop is not None
+        now = self._loop.time()
+        for fd, p in [(fd, p) for fd, p in self._pending.items() if p.deadline <= now]:
+            del self._pending[fd]
+            self._unreachable(p, TimeoutError("connect timed out"))
+        self._sweep = (self._loop.call_later(SWEEP_INTERVAL, self._sweep_connects)
+                       if self._pending else None)
+
+    def _unreachable(self, p: _Pending, e: Exception) -> None:
+        log.info("backend %s:%d unreachable: %s", p.be[0], p.be[1], e)
+        p.b.close()
+        p.tally.drop("backend_unreachable")
+        if self.flow_log is not None:
+            self.flow_log.refused(p.listener, p.route.name, p.peer, "UF", p.be)
+        _reset(p.c)
+
+    def _spliced(self, p: _Pending) -> None:
+        """The backend is connected: count the connection and splice it (or, if the
+        splice fails, copy it in userspace)."""
+        p.tally.flows += 1
+        be_tally = self._backends.get(p.be)
+        if be_tally is not None:
+            be_tally.flows += 1
+        flog = self.flow_log
+        flow = flog.opened(p.listener, p.route.name, p.peer, p.be) if flog is not None else None
+        on_close = (functools.partial(flog.closed, flow)
+                    if flog is not None and flow is not None else None)
+        assert self.splicer is not None
+        try:
+            self.splicer.splice_now(p.c, p.b, on_close=on_close, untouched=True, tuned=True)
+            return
+        except OSError as e:
+            log.warning("splice failed (%s): copying in userspace", e)
+        p.c.setblocking(False)
+        self.spawn(self._copy(p.key, p.c, p.b, p.be, p.tally, be_tally, flow))
+
+    async def _serve_task(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int],
+                          sni: str | None, route: SNIRoute, be: tuple[str, int], tally: Tally,
+                          listener: str) -> None:
+        """A terminated route, or passthrough without a splicer (copied here)."""
+        flog = self.flow_log
         be_tally = self._backends.get(be)
         if route.terminate is not None:
             fe = f"{key[0]}:{key[1]}/TLS"
@@ -184,23 +376,18 @@ class TLSPassthroughProxy(Acceptor):
         tally.flows += 1
         if be_tally is not None:
             be_tally.flows += 1
-        flow = (flog.opened(listener, route.name, c.getpeername()[:2], be)
-                if flog is not None else None)
-        if self.splicer is not None:
-            on_close = (functools.partial(flog.closed, flow)
-                        if flog is not None and flow is not None else None)
-            try:
-                await self.splicer.splice(c, b, on_close=on_close)
-                return
-            except OSError as e:
-                log.warning("splice failed (%s): copying in userspace", e)
+        flow = flog.opened(listener, route.name, peer, be) if flog is not None else None
+        await self._copy(key, c, b, be, tally, be_tally, flow)
+
+    async def _copy(self, key: tuple[str, int], c: socket.socket, b: socket.socket,
+                    be: tuple[str, int], tally: Tally, be_tally: Tally | None,
+                    flow: Any) -> None:
+        flog = self.flow_log
         conn = Conn(f"{key[0]}:{key[1]}/TLS", c.getpeername(), be, tally, be_tally)
         tally.active += 1
         self.conns.add(conn)
         try:
-            cr, cw = await asyncio.open_connection(sock=c)
-            br, bw = await asyncio.open_connection(sock=b)
-            await splice_streams(cr, cw, br, bw, conn)
+            await copy(c, b, conn)
         finally:
             tally.active -= 1
             self.conns.discard(conn)
@@ -230,6 +417,22 @@ class TLSPassthroughProxy(Acceptor):
 
     async def close(self) -> None:
         self.close_listeners()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for p in self._pending.values():
+            p.b.close()
+            p.c.close()
+        self._pending.clear()
+        if self._connecting is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._connecting.fileno())
+            self._connecting.close()
+            self._connecting = None
+
+
+def os_error(err: int) -> OSError:
+    return OSError(err, errno.errorcode.get(err, str(err)))
 
 
 def _reset(c: socket.socket) -> None:

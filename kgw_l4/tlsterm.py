@@ -8,8 +8,9 @@ by the ClientHello's SNI before any TLS is spoken, and one port may hold passthr
 terminated routes (mixed mode); the SNI reader and its listener are the L4 plane's, in
 every L4 mode. The hello is still unread in the socket when this module takes it over.
 
-The TLS runs in asyncio's TLS transport (OpenSSL, through ``ssl`` memory BIOs), so each
-byte is decrypted into userspace and copied to the backend socket. Kernel TLS (kTLS)
+The TLS runs in the event loop's TLS transport (OpenSSL, through ``ssl`` memory BIOs), so
+each byte is decrypted into userspace and written to the backend socket, chunk by chunk
+from the transports' callbacks (kgw_l4.relay). Kernel TLS (kTLS)
 would let the kernel decrypt and splice; it needs the kernel's ``tls`` module, which the
 hosts kgw was measured on lack (bench/results/tlsterm.md), so there is no kTLS path.
 
@@ -23,7 +24,6 @@ route using them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -35,7 +35,8 @@ from kgw_l7.tls import CIPHERS_TLS12
 
 from .config import BackendTLS, L4Config, ServingCert, SNIRoute
 from .metrics import Tally
-from .userspace import CHUNK, Conn, connect, pipe
+from . import relay
+from .userspace import Conn, connect
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -164,58 +165,33 @@ def backend_tls(route: SNIRoute, be: tuple[str, int]) -> BackendTLS | None:
     return None
 
 
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-async def accept_tls(c: socket.socket, ctx: ssl.SSLContext) -> Streams:
+async def accept_tls(c: socket.socket, ctx: ssl.SSLContext, side: relay.Side) -> None:
     """The server side of the TLS handshake on accepted socket ``c`` (its ClientHello
-    still unread), as a stream pair. Raises on a failed or timed-out handshake."""
+    still unread), its transport given to ``side``. Raises on a failed or timed-out
+    handshake."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=CHUNK, loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     async with asyncio.timeout(HANDSHAKE_TIMEOUT + 1):
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: protocol, sock=c, ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+        await loop.connect_accepted_socket(lambda: side, sock=c, ssl=ctx,
+                                           ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
 
 
-async def connect_tls(b: socket.socket, ctx: ssl.SSLContext, tls: BackendTLS) -> Streams:
+async def connect_tls(b: socket.socket, ctx: ssl.SSLContext, tls: BackendTLS,
+                      side: relay.Side) -> None:
     """The client side of TLS to a backend on connected socket ``b``, its certificate
-    checked against the policy's CAs and hostname (or subjectAltNames)."""
+    checked against the policy's CAs and hostname (or subjectAltNames), its transport
+    given to ``side``."""
+    loop = asyncio.get_running_loop()
     async with asyncio.timeout(HANDSHAKE_TIMEOUT + 1):
-        br, bw = await asyncio.open_connection(sock=b, ssl=ctx, server_hostname=tls.hostname,
-                                               ssl_handshake_timeout=HANDSHAKE_TIMEOUT, limit=CHUNK)
+        transport, _ = await loop.create_connection(
+            lambda: side, sock=b, ssl=ctx, server_hostname=tls.hostname,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
     if tls.subject_alt_names:
-        sslobj = bw.get_extra_info("ssl_object")
+        sslobj = transport.get_extra_info("ssl_object")
         cert = sslobj.getpeercert() if sslobj is not None else None
         if not cert or not san_ok(cert, tls.subject_alt_names):
-            bw.transport.abort()
+            transport.abort()
             names = ", ".join(tls.subject_alt_names)
             raise ssl.SSLError(f"backend certificate carries none of {names}")
-    return br, bw
-
-
-async def relay(cr: asyncio.StreamReader, cw: asyncio.StreamWriter, br: asyncio.StreamReader,
-                bw: asyncio.StreamWriter, conn: Conn) -> None:
-    """Copy both ways until both ends are done. asyncio's TLS transport cannot half-close
-    (no write_eof): when the side that ended cannot pass its EOF on through TLS, the
-    whole connection ends (as TLS proxies do); through plain TCP the EOF is passed on
-    (a shutdown) and the other direction keeps flowing."""
-    up = asyncio.ensure_future(pipe(cr, bw, conn.to_backend))
-    down = asyncio.ensure_future(pipe(br, cw, conn.to_client))
-    try:
-        done, _ = await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
-        passed_on = bw.can_write_eof() if up in done else cw.can_write_eof()
-        if passed_on:
-            await asyncio.wait((up, down))
-    finally:
-        for t in (up, down):
-            t.cancel()
-        for w in (cw, bw):
-            w.close()
-        for w in (cw, bw):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(w.wait_closed(), HANDSHAKE_TIMEOUT)
 
 
 class Terminator:
@@ -242,14 +218,16 @@ class Terminator:
                 flog.refused(listener, route.name, peer[:2], "DTF")
             c.close()
             return
+        client = relay.Side()
         try:
-            cr, cw = await accept_tls(c, ctx)
+            await accept_tls(c, ctx, client)
         except (ssl.SSLError, OSError, TimeoutError) as e:
             log.info("TLS terminate %s: handshake with %s:%d failed: %s",
                      frontend, peer[0], peer[1], e)
             tally.drop("tls_handshake")
             if flog is not None:
                 flog.refused(listener, route.name, peer[:2], "DTF")
+            client.abort()
             c.close()
             return
         tls = backend_tls(route, be)
@@ -260,33 +238,37 @@ class Terminator:
             tally.drop("backend_unreachable")
             if flog is not None:
                 flog.refused(listener, route.name, peer[:2], "UF", be)
-            cw.transport.abort()
+            client.abort()
             return
+        backend = relay.Side()
         try:
             if tls is None:
-                br, bw = await asyncio.open_connection(sock=b, limit=CHUNK)
+                await asyncio.get_running_loop().create_connection(lambda: backend, sock=b)
             else:
                 cctx = self.contexts.client(tls)
                 if cctx is None:
                     raise ssl.SSLError("backend TLS settings unusable")
-                br, bw = await connect_tls(b, cctx, tls)
+                await connect_tls(b, cctx, tls, backend)
         except (ssl.SSLError, OSError, TimeoutError) as e:
             log.info("TLS terminate %s: TLS to backend %s:%d failed: %s", frontend, be[0], be[1], e)
             tally.drop("backend_tls")
             if flog is not None:
                 flog.refused(listener, route.name, peer[:2], "UF", be)
+            backend.abort()
             b.close()
-            cw.transport.abort()
+            client.abort()
             return
         tally.flows += 1
         if be_tally is not None:
             be_tally.flows += 1
         conn = Conn(frontend, peer, be, tally, be_tally)
+        client.count, backend.count = conn.to_backend, conn.to_client
         tally.active += 1
         conns.add(conn)
         flow = flog.opened(listener, route.name, peer[:2], be) if flog is not None else None
         try:
-            await relay(cr, cw, br, bw, conn)
+            relay.link(client, backend)
+            await relay.run(client, backend)
         finally:
             tally.active -= 1
             conns.discard(conn)

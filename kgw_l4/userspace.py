@@ -13,18 +13,17 @@ same families /metrics reports for the kernel plane.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import maglev
+from . import maglev, relay
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 
@@ -70,21 +69,51 @@ async def connect(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT) -> so
     return s
 
 
+async def copy(client: relay.Side | socket.socket, b: socket.socket,
+               conn: Conn | None = None) -> None:
+    """Relay the accepted ``client`` (its side, or its socket) and the connected backend
+    socket ``b`` both ways (kgw_l4.relay) until both ends are done; ``conn`` counts the
+    bytes. Owns both."""
+    loop = asyncio.get_running_loop()
+    backend = relay.Side()
+    try:
+        if isinstance(client, socket.socket):
+            c, client = client, relay.Side()
+            await loop.connect_accepted_socket(lambda: client, sock=c)
+        await loop.create_connection(lambda: backend, sock=b)
+    except BaseException:
+        b.close()
+        if isinstance(client, relay.Side):
+            client.abort()
+        raise
+    if conn is not None:
+        client.count, backend.count = conn.to_backend, conn.to_client
+    relay.link(client, backend)
+    await relay.run(client, backend)
+
+
 @dataclass(frozen=True, slots=True)
 class _Pick:
     endpoints: tuple[tuple[str, int], ...]
     table: tuple[int, ...]
+    #: every endpoint with weight fails its health check: all are kept
+    panic: bool = False
 
     def choose(self, peer: tuple[str, int], local: tuple[str, int],
                proto: int = socket.IPPROTO_TCP) -> tuple[str, int] | None:
         if not self.table:
             return None
+        if len(self.endpoints) == 1:
+            return self.endpoints[0]  # (a table of one endpoint has no empty slot)
         idx = self.table[maglev.flow_slot(peer[0], peer[1], local[0], local[1],
                                           proto, len(self.table))]
         return None if idx < 0 else self.endpoints[idx]
 
 
-def picker(fe: Frontend) -> _Pick:
+def picker(fe: Frontend, down: Collection[tuple[str, str, int]] = frozenset()) -> _Pick:
+    """The frontend's Maglev table; endpoints ``down`` (group, address, port: failing
+    their health check, kgw_l4.health) lose their slots as in the kernel plane
+    (``maglev.without_down``: only theirs move; all down keeps all)."""
     eps: dict[tuple[str, int], int] = {}
     groups = [(g.weight, len(g.endpoints)) for g in fe.backends]
     for g, w in zip(fe.backends, maglev.group_weights(groups)):
@@ -93,9 +122,12 @@ def picker(fe: Frontend) -> _Pick:
     order = tuple(sorted(eps))
     if not any(eps.values()):
         return _Pick(order, ())
-    table = maglev.build_table([maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
-                               TABLE_SIZE)
-    return _Pick(order, tuple(table))
+    gone = {(ep.address, ep.port) for g in fe.backends for ep in g.endpoints
+            if (g.name, ep.address, ep.port) in down} if down else set()
+    table, panic = maglev.without_down(
+        [maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
+        [i for i, ep in enumerate(order) if ep in gone], TABLE_SIZE)
+    return _Pick(order, tuple(table), panic)
 
 
 class Conn:
@@ -133,42 +165,6 @@ class Conn:
                 "bytes_to_backend": self.bytes[0], "bytes_to_client": self.bytes[1]}
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-               count: Callable[[int], None] | None = None) -> int:
-    """Copy until EOF, then shut down the write side. Returns bytes copied; ``count`` is
-    told each chunk's size as it is written."""
-    n = 0
-    try:
-        while True:
-            data = await reader.read(CHUNK)
-            if not data:
-                break
-            writer.write(data)
-            n += len(data)
-            if count is not None:
-                count(len(data))
-            await writer.drain()
-        if not writer.is_closing() and writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError, RuntimeError):  # RuntimeError: uvloop, transport closed
-        writer.transport.abort()
-    return n
-
-
-async def splice_streams(cr: asyncio.StreamReader, cw: asyncio.StreamWriter,
-                         br: asyncio.StreamReader, bw: asyncio.StreamWriter,
-                         conn: Conn | None = None) -> None:
-    try:
-        await asyncio.gather(pipe(cr, bw, conn.to_backend if conn else None),
-                             pipe(br, cw, conn.to_client if conn else None))
-    finally:
-        for w in (cw, bw):
-            w.close()
-        for w in (cw, bw):
-            with contextlib.suppress(Exception):
-                await w.wait_closed()
-
-
 def kept_tally(cur: tuple[Frontend, Tally] | None, fe: Frontend) -> Tally:
     """A frontend's counters carry on while it keeps its labels (a new route, say, starts
     new series at 0)."""
@@ -194,7 +190,8 @@ def backend_stats(ep: tuple[str, int], t: Tally, groups: dict[str, set[str]],
 
 
 def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: str | None = None,
-                     keep_drained: bool = False) -> tuple[
+                     keep_drained: bool = False,
+                     down: Collection[tuple[str, str, int]] = frozenset()) -> tuple[
         dict[tuple[str, int], Frontend], dict[tuple[str, int], _Pick], dict[str, str]]:
     """The ``protocol`` frontends a userspace proxy can serve, their pickers, and why the
     others cannot be served (port clash, no backends, all weights 0).
@@ -219,7 +216,7 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
             errors[fe.name] = (f"port clash: {fe.address}:{fe.port}/{protocol.lower()} is already "
                                f"used by frontend {wanted[key].name!r}")
             continue
-        p = picker(fe)
+        p = picker(fe, down)
         if not p.endpoints:
             errors[fe.name] = "no backends"
             continue
@@ -230,6 +227,24 @@ def select_frontends(config: L4Config, protocol: str = "TCP", *, unsupported: st
         wanted[key] = fe
         picks[key] = p
     return wanted, picks, errors
+
+
+async def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, Tally]],
+                 down: Collection[tuple[str, str, int]]) -> None:
+    """Rebuild the pickers of the frontends served (``picks`` in place) for ``down``: in a
+    thread (a table costs tens of ms of CPU), then swapped in on the loop for the
+    frontends still served with the same configuration."""
+    todo = {key: fe for key, (fe, _) in frontends.items() if key in picks}
+    new = await asyncio.to_thread(lambda: {key: picker(fe, down) for key, fe in todo.items()})
+    for key, p in new.items():
+        cur = frontends.get(key)
+        if key not in picks or cur is None or cur[0] != todo[key]:
+            continue  # (an apply meanwhile built it with the same ``down``)
+        was = picks[key].panic
+        picks[key] = p
+        if p.panic and not was:
+            log.warning("frontend %s: every endpoint fails its health check: all are kept "
+                        "(panic)", todo[key].name)
 
 
 class UserspaceProxy:
@@ -251,9 +266,17 @@ class UserspaceProxy:
         self.conns: set[Conn] = set()
         #: Flow events (kgw_l4.flowlog), when the access log is on.
         self.flow_log: FlowLog | None = None
+        #: endpoints failing their health check (kgw_l4.health)
+        self.down: frozenset[tuple[str, str, int]] = frozenset()
+
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+        """New connections avoid the endpoints ``down`` from now on."""
+        self.down = down
+        await repick(self._picks, self._frontends, down)
 
     async def apply(self, config: L4Config) -> None:
-        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported)
+        wanted, picks, errors = select_frontends(config, unsupported=self._unsupported,
+                                                 down=self.down)
         self._picks.update(picks)
         self._frontends = {key: (fe, kept_tally(self._frontends.get(key), fe))
                            for key, fe in wanted.items()}
@@ -269,9 +292,9 @@ class UserspaceProxy:
             if key in self._servers:
                 continue
             try:
-                self._servers[key] = await asyncio.start_server(
-                    functools.partial(self._accept, key), fe.address, fe.port,
-                    reuse_address=True, backlog=1024)
+                self._servers[key] = await asyncio.get_running_loop().create_server(
+                    functools.partial(relay.Side, on_made=functools.partial(self._accept, key)),
+                    fe.address, fe.port, reuse_address=True, backlog=1024)
             except OSError as e:
                 errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}: {e.strerror or e}"
                 self._picks.pop(key, None)
@@ -279,18 +302,18 @@ class UserspaceProxy:
         for name, err in errors.items():
             log.warning("frontend %s: %s", name, err)
 
-    def _accept(self, key: tuple[str, int], r: asyncio.StreamReader,
-                w: asyncio.StreamWriter) -> None:
-        t = asyncio.get_running_loop().create_task(self._serve(key, r, w))
+    def _accept(self, key: tuple[str, int], client: relay.Side) -> None:
+        t = asyncio.get_running_loop().create_task(self._serve(key, client))
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, key: tuple[str, int], cr: asyncio.StreamReader,
-                     cw: asyncio.StreamWriter) -> None:
+    async def _serve(self, key: tuple[str, int], client: relay.Side) -> None:
+        """Connect the accepted ``client`` (paused until linked) to a backend and relay."""
         pick = self._picks.get(key)
         fe, tally = self._frontends.get(key) or (None, Tally())
-        peer = cw.get_extra_info("peername")
-        local = cw.get_extra_info("sockname")
+        assert client.transport is not None
+        peer = client.transport.get_extra_info("peername")
+        local = client.transport.get_extra_info("sockname")
         be = pick.choose(peer[:2], local[:2]) if pick else None
         flog = self.flow_log
         name, route = (fe.name, fe.route) if fe is not None else (f"{key[0]}:{key[1]}", "")
@@ -298,7 +321,7 @@ class UserspaceProxy:
             tally.drop("no_backend")
             if flog is not None:
                 flog.refused(name, route, peer, "UH")
-            cw.transport.abort()
+            client.abort()
             return
         try:
             b = await connect(be)
@@ -307,7 +330,7 @@ class UserspaceProxy:
             tally.drop("backend_unreachable")
             if flog is not None:
                 flog.refused(name, route, peer, "UF", be)
-            cw.transport.abort()
+            client.abort()
             return
         be_tally = self._backends.get(be)
         conn = Conn(f"{key[0]}:{key[1]}/TCP", peer, be, tally, be_tally)
@@ -318,8 +341,7 @@ class UserspaceProxy:
         self.conns.add(conn)
         flow = flog.opened(name, route, peer, be) if flog is not None else None
         try:
-            br, bw = await asyncio.open_connection(sock=b)
-            await splice_streams(cr, cw, br, bw, conn)
+            await copy(client, b, conn)
         finally:
             tally.active -= 1
             self.conns.discard(conn)

@@ -60,6 +60,7 @@ from hyperframe.frame import GoAwayFrame
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import BodyKind, RequestHead, h2_error_name, request_head
 from kgw_l7.exchange import BODY_HIGH_WATER, Exchange
+from kgw_l7.hpack_codec import use_fast_codec
 from kgw_l7.streams import DownstreamStream, UpstreamStream
 
 log = logging.getLogger("kgw.l7.h2")
@@ -346,6 +347,7 @@ class H2Conn:
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
         self.h2 = ServerConnection(config)
+        use_fast_codec(self.h2)  # (nghttp2's HPACK when compiled: kgw_l7.hpack_codec)
         self.streams: dict[int, H2Stream] = {}
         self.peer = b""
         self.remote = b""

@@ -467,9 +467,13 @@ class HealthChecker:
         self._verdicts: dict[Key, Verdict] = {}
 
     def update(self, config: L7Config) -> None:
-        """Check what ``config`` asks for: new targets start, removed ones stop, a target
-        whose check changed starts over (with its verdict kept)."""
-        wanted = targets(config)
+        """Check what ``config`` asks for (``set_targets``)."""
+        self.set_targets(targets(config))
+
+    def set_targets(self, wanted: dict[Key, Target]) -> None:
+        """Check ``wanted``: new targets start, removed ones stop, a target whose check
+        changed starts over (with its verdict kept). The L4 plane (kgw_l4.health) gives
+        its own targets here: one prober for both planes."""
         _room_for(len(wanted))
         changed = False
         for key in list(self._tasks):

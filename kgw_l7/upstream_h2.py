@@ -47,6 +47,7 @@ from typing import Any
 from kgw_l7.events import (
     HOP_BY_HOP, BodyKind, EndOfMessage, body_event, h2_error_name, response_head,
 )
+from kgw_l7.hpack_codec import use_fast_codec
 from kgw_l7.streams import OutRequest, UpstreamOwner, UpstreamStream
 
 log = logging.getLogger("kgw.l7.upstream")
@@ -127,6 +128,7 @@ class H2Conn:
         self.transport: asyncio.Transport | None = None
         _load_h2()
         self.h2 = _Connection(config=_CONFIG)
+        use_fast_codec(self.h2)  # (nghttp2's HPACK when compiled: kgw_l7.hpack_codec)
         self.key = key
         #: The pool counting this connection against its endpoint's limit (as
         #: ``UpstreamConn.pool``); ``counted`` once it does.

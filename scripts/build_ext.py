@@ -6,6 +6,11 @@ headers or Cython, nothing is built and kgw runs the same code interpreted
 (``kgw_l7.extension_in_use`` tells which). Run by ``scripts/setup.sh``; rebuilds (all
 of them) when a .py or .pxd changed. ``KGW_NO_EXTENSIONS=1`` skips it.
 
+``kgw_l7/_nghttp2.pyx`` (HPACK from libnghttp2, ``kgw_l7.hpack_codec``) is a Cython source
+of its own, linked with ``-lnghttp2``: built after the others, and when libnghttp2's headers
+(Debian ``libnghttp2-dev``) are missing only it is left out (HTTP/2 then uses the hpack
+package's codec).
+
 Usage: ``.venv/bin/python scripts/build_ext.py [--force]``
 """
 
@@ -26,7 +31,7 @@ def main(argv: list[str]) -> int:
     import kgw_l7
 
     if "--force" not in argv and kgw_l7.build_is_fresh():
-        return 0
+        return build_nghttp2("--force" in argv)
     # All or nothing: the .pxd files cimport each other, so one changed declaration
     # changes the layout other modules were compiled against.
     names = list(kgw_l7.COMPILED_MODULES)
@@ -66,7 +71,49 @@ def main(argv: list[str]) -> int:
         so = kgw_l7.extension_path(m)
         if so is not None:
             os.utime(so)
-    _remove_strays(set(names))
+    _remove_strays(set(names) | {NGHTTP2})
+    return build_nghttp2(True)
+
+
+#: The Cython extension wrapping libnghttp2 (a .pyx: its source is Cython, not Python).
+NGHTTP2 = "_nghttp2"
+
+
+def build_nghttp2(force: bool) -> int:
+    """Build ``kgw_l7._nghttp2`` when it is missing or older than its source; any
+    failure leaves it out (and says why), never the rest."""
+    import kgw_l7
+
+    pyx = ROOT / "kgw_l7" / f"{NGHTTP2}.pyx"
+    so = kgw_l7.extension_path(NGHTTP2)
+    if not force and so is not None and so.stat().st_mtime >= pyx.stat().st_mtime:
+        return 0
+    try:
+        from Cython.Build import cythonize
+        from setuptools import Distribution, Extension
+    except ImportError as exc:
+        print(f"build_ext: {exc}; HTTP/2 uses the hpack package", file=sys.stderr)
+        return 0
+    print(f"build_ext: compiling kgw_l7.{NGHTTP2} (libnghttp2's HPACK) with Cython")
+    os.chdir(ROOT)
+    ext = Extension(f"kgw_l7.{NGHTTP2}", [f"kgw_l7/{NGHTTP2}.pyx"], libraries=["nghttp2"])
+    try:
+        modules = cythonize([ext], language_level=3, quiet=True, force=force)
+        cmd = Distribution({"name": "kgw-nghttp2", "ext_modules": modules}) \
+            .get_command_obj("build_ext")
+        cmd.inplace = True
+        cmd.build_temp = "build/ext"
+        cmd.ensure_finalized()
+        cmd.run()
+    except (Exception, SystemExit) as exc:
+        print(f"build_ext: kgw_l7.{NGHTTP2} not built ({exc}; is libnghttp2-dev "
+              "installed?); HTTP/2 uses the hpack package", file=sys.stderr)
+        for stale in (ROOT / "kgw_l7").glob(f"{NGHTTP2}.*.so"):
+            stale.unlink()
+        return 0
+    so = kgw_l7.extension_path(NGHTTP2)
+    if so is not None:
+        os.utime(so)
     return 0
 
 

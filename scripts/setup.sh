@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 # prometheus: the scraper tests/test_observability.py runs against kgw (not a runtime need)
 # redis-server: the global rate limit's tests start their own (kgw_l7/globallimit.py)
+# libnghttp2-dev: the C HPACK codec of the compiled HTTP/2 path (kgw_l7/_nghttp2.pyx)
 want=(python3 python3-venv python3-pip python3-bpfcc bpfcc-tools bpftool iproute2 curl
-      ethtool kmod gcc python3-dev prometheus redis-server)
+      ethtool kmod gcc python3-dev libnghttp2-dev prometheus redis-server)
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 want+=("linux-headers-$arch")
 if [ "${1:-}" = bench ]; then want+=(nginx-light libnginx-mod-stream haproxy wrk iperf3 nghttp2-client); fi

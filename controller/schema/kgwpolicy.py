@@ -17,7 +17,8 @@ from controller.schema.nodes import ListOf, Obj, obj
 from controller.schema.policy import _distinct_targets
 
 #: The kinds a policy may target, by group.
-TARGET_KINDS = {"gateway.networking.k8s.io": ("Gateway", "HTTPRoute", "GRPCRoute")}
+TARGET_KINDS = {"gateway.networking.k8s.io": ("Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute",
+                                              "UDPRoute", "TLSRoute")}
 
 POLICY_TARGET_REF = obj({"group": GROUP, "kind": KIND, "name": OBJECT_NAME,
                          "sectionName": SECTION_NAME, "namespace": NAMESPACE},

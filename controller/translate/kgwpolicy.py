@@ -13,6 +13,7 @@ from controller.policy.land import merged, rule_policy
 from controller.translate.ir import GatewayIR
 from controller.translate.reader import Reader
 from controller.translate.util import as_dict, as_list, as_str, spec
+from kgw_l4 import config as l4
 from kgw_l7 import config as l7
 
 
@@ -62,3 +63,16 @@ def apply(rule: l7.Rule, listener: Sections, layers: RouteLayers, index: int) ->
                                  layers.rules[index] if index < len(layers.rules) else ())
     policy = rule_policy(stack)
     return rule if policy is None else dataclasses.replace(rule, policy=policy)
+
+
+def with_health(groups: tuple[l4.BackendGroup, ...], listener: Sections,
+                layers: RouteLayers) -> tuple[l4.BackendGroup, ...]:
+    """A TCPRoute's backend groups with the active health check in effect through a
+    listener (precedence as for HTTP routes; its first rule stands for the route's
+    rules, which an L4 frontend cannot tell apart). Only ``healthCheck.active`` is
+    served on an L4 route (controller.policy.l4targets says so in status)."""
+    policy = rule_policy((listener, layers.route, layers.rules[0] if layers.rules else ()))
+    hc = policy.health.active if policy is not None and policy.health is not None else None
+    if hc is None:
+        return groups
+    return tuple(dataclasses.replace(g, health_check=hc) for g in groups)

@@ -24,7 +24,7 @@ from controller.translate import hostname as hn
 from controller.translate.extauth import with_policy_ext_auth
 from controller.translate.httproute import resolve_rules
 from controller.translate.kgwpolicy import apply as apply_policy
-from controller.translate.kgwpolicy import route_layers
+from controller.translate.kgwpolicy import route_layers, with_health
 from controller.translate import listenerset
 from controller.translate.listener import NOT_SERVED, namespace_selected
 from controller.translate.ir import (
@@ -288,12 +288,16 @@ def resolve_route(reader: Reader, route: Obj,
                     l7c.append(L7Contribution((addr, lis.port), h, lis, routes))
     else:
         bk = _l4_backends(reader, route, key, problems, services)
+        l4_layers = route_layers(reader, key, route) if key.kind == "TCPRoute" else None
         for p, lis, hosts in attached:
             if not lis.programmed:
                 continue
             proto = {"TCPRoute": "TCP", "UDPRoute": "UDP", "TLSRoute": "TLS"}[key.kind]
             if lis.protocol != proto:
                 continue
+            groups = bk.groups
+            if l4_layers is not None and (lis.policy or l4_layers):
+                groups = with_health(groups, lis.policy, l4_layers)
             terminated: tuple[l4.BackendGroup, ...] = ()
             btls: tuple[tuple[str, l4.BackendTLS], ...] = ()
             if lis.protocol == "TLS" and lis.tls_mode == "Terminate":
@@ -301,7 +305,7 @@ def resolve_route(reader: Reader, route: Obj,
                 terminated = bk.terminated
                 btls = tuple((name, backend_tls(t, client)) for name, t in bk.policies)
             for addr in gateways[p.gateway].binds:
-                l4c.append(L4Contribution((addr, lis.port), proto, lis, key, created, bk.groups,
+                l4c.append(L4Contribution((addr, lis.port), proto, lis, key, created, groups,
                                           hosts, terminated, btls))
 
     refs_bad = next((p for p in problems if p.type == c.RESOLVED_REFS and not p.ok), None)

@@ -19,6 +19,7 @@ from controller.ingress import stage as ingress_stage
 from controller.ingress.convert import Conversion, Listening
 from controller.ingress.overlay import Overlay
 from controller.objects import CONTROLLER_NAME, ROUTE_KINDS, Obj, ObjectKey
+from controller.policy import l4targets
 from controller.policy.attach import ACCEPTED, INVALID, Target
 from controller.policy.book import PolicyBook
 from controller.policy.status import Found, policy_statuses
@@ -331,10 +332,14 @@ class Translator:
                            certificates=tlscert.served(self._gateways.values()), ingress=conv)
 
     def _policy_limits(self, namespace: str, t: Target, policy: Obj) -> tuple[str, str] | None:
-        """What a Gateway target cannot take of ``policy``: a listener section on a
+        """What a target cannot take of ``policy``: on an L4 route, all but an active health
+        check on a TCPRoute (controller.policy.l4targets); on a Gateway, a listener section on a
         listener whose protocol cannot serve it (LISTENER_SECTION_PROTOCOLS; the section
         is ignored there). Every targeted listener such: Invalid; some: Accepted, saying
         which do not apply it."""
+        if t.kind in l4targets.L4_ROUTE_KINDS:
+            lim = l4targets.limits(t.kind, as_dict(spec(policy)))
+            return None if lim is None else (ACCEPTED if lim[0] else INVALID, lim[1])
         if t.kind != "Gateway":
             return None
         g = self._gateways.get(ObjectKey("Gateway", namespace, t.name))

@@ -87,6 +87,37 @@ def test_frontends_table_without_admin(maps):
     assert "10.1.0.2:80" in out and "backend" in out
 
 
+def test_frontends_show_health_and_list_a_down_endpoint_without_slots():
+    """A down endpoint's slots went to the other (Programmer.set_health): it is listed
+    with share 0 from the admin API's programmed endpoints, its health from the same page."""
+    m = FakeMapSet(loader.expected_maps(SIZES))
+    p = Programmer(m, snat_for=lambda _a: "10.9.0.1", sizes=SIZES)
+    p.apply(L4Config((Frontend("ns/gw/tcp", "10.0.0.1", 8080, "TCP", (
+        BackendGroup("g", 1, (Endpoint("10.1.0.1", 80), Endpoint("10.1.0.2", 80))),)),)))
+    p.set_health(frozenset({("g", "10.1.0.2", 80)}))
+    v = p.views["ns/gw/tcp"]
+    admin = {"l4": {
+        "frontends": [{"name": v.name, "address": v.address, "port": v.port, "protocol": "TCP",
+                       "endpoints": [{"backend_id": b, "endpoint": e, "weight": w}
+                                     for b, e, w in v.endpoints]}],
+        "health": [{"backend": "g", "endpoint": "10.1.0.1:80", "health": "healthy",
+                    "since": "2026-12-07T05:00:00+00:00"},
+                   {"backend": "g", "endpoint": "10.1.0.2:80", "health": "unhealthy",
+                    "since": "2026-12-07T05:01:00+00:00"}]}}
+    code, out, _ = run(m, "-o", "json", "frontends", admin=admin)
+    assert code == ExitStatus.OK
+    got = {b["endpoint"]: (b["maglev_share"], b["health"], b["health_since"])
+           for b in json.loads(out)[0]["backends"]}
+    assert got == {"10.1.0.1:80": (1.0, "healthy", "2026-12-07T05:00:00+00:00"),
+                   "10.1.0.2:80": (0.0, "unhealthy", "2026-12-07T05:01:00+00:00")}
+    code, out, _ = run(m, "frontends", admin=admin)
+    assert "HEALTH" in out and "unhealthy" in out
+    # without the admin API: what the maps hold, health unknown
+    code, out, _ = run(m, "-o", "json", "frontends")
+    assert [(b["endpoint"], b["health"]) for b in json.loads(out)[0]["backends"]] == [
+        ("10.1.0.1:80", "unknown")]
+
+
 def test_flows_filters_and_age(maps):
     code, out, _ = run(maps, "-o", "json", "flows", "--src", "10.5.0.9")
     rows = json.loads(out)
@@ -231,7 +262,8 @@ async def test_userspace_mode_answers_from_the_admin_api(tmp_path):
         assert (fe["flows"], fe["active"], fe["bytes_to_backend"]) == (1, 1, 500)
         assert fe["backends"] == [{"endpoint": f"127.0.0.1:{be_port}", "backend": "ns/db:5432",
                                    "weight": 2,
-                                   "flows": 1, "bytes_to_backend": 500, "bytes_to_client": 500}]
+                                   "flows": 1, "bytes_to_backend": 500, "bytes_to_client": 500,
+                                   "health": "unknown", "health_since": ""}]
         code, out, _ = run_us("-o", "json", "flows", "--src", client)
         flow, = json.loads(out)
         assert flow["backend"] == f"127.0.0.1:{be_port}" and flow["bytes_to_client"] == 500
