@@ -115,6 +115,9 @@ class Supervisor:
             # the kernel plane finds problems between configurations (maps changed
             # behind its back, a backend that lost its route): status follows
             l4.on_errors_changed = self._plane_errors_changed
+        if l7 is not None and hasattr(l7, "on_problems_changed"):
+            # what serving finds broken (a Redis, a JWKS URL): the policies' status follows
+            l7.on_problems_changed = self._plane_errors_changed
 
     # -- the loop ----------------------------------------------------------------
 
@@ -172,7 +175,8 @@ class Supervisor:
             statuses = planestatus.overlay(
                 t.statuses, self.store.get_key, t.l7, t.l4,
                 self.l7.listener_errors() if self.l7 is not None else {},
-                self.l4.errors() if self.l4 is not None else {})
+                self.l4.errors() if self.l4 is not None else {},
+                self._l7_problems())
             statuses = self._certificate_warnings(statuses, t)
             # (copy-on-write)
             status_changed = await asyncio.to_thread(self.status.update, statuses)
@@ -181,6 +185,10 @@ class Supervisor:
                     await self.status_writer.write(self.status, status_changed, self.store)
                 except Exception:  # a writer failure must not stop serving
                     log.exception("status write failed")
+
+    def _l7_problems(self) -> dict[Any, str]:
+        get = getattr(self.l7, "runtime_problems", None)
+        return get() if get is not None else {}
 
     def _certificate_warnings(self, statuses: dict, t: Translation) -> dict:
         """Expired and not-yet-valid certificates in their listeners' status (certexpiry),

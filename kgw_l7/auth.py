@@ -47,6 +47,7 @@ from kgw_l7.auth_config import (
     JWTProvider, RemoteJWKS,
 )
 from kgw_l7.config import RulePolicy
+from kgw_l7.problems import PROBLEMS
 
 log = logging.getLogger("kgw.l7.auth")
 
@@ -161,6 +162,20 @@ class AuthRequest:
     @property
     def changes(self) -> bool:
         return bool(self.remove or self.set_headers or self.new_query is not None)
+
+    def head_suffix(self, suffix: bytes) -> bytes | None:
+        """``suffix`` (the rule's header lines after the head as received) with this
+        request's lines added, for a head forwarded as received minus the removed fields
+        (``Exchange.head_as_received``); None when a removed name is one of the suffix's
+        own lines (the head is rebuilt then)."""
+        if self.remove and suffix:
+            lines = b"\r\n" + suffix.lower()
+            for name in self.remove:
+                if b"\r\n" + name + b":" in lines:
+                    return None
+        if self.set_headers:
+            return suffix + b"".join([b"%s: %s\r\n" % nv for nv in self.set_headers])
+        return suffix
 
 
 class Check:
@@ -472,6 +487,7 @@ class RemoteKeys:
             if status == 304 and self.loaded:
                 ttl = _max_age(headers.get("cache-control", "")) or cfg.refresh_interval
                 self.failing = False
+                PROBLEMS.ok("jwks", cfg.uri)
                 return ttl
             if status != 200:
                 raise ValueError(f"HTTP {status}")
@@ -489,6 +505,7 @@ class RemoteKeys:
             if self.failing:
                 log.warning("JWKS %s: fetched again (%d keys)", cfg.uri, len(keys))
             self.failing = False
+            PROBLEMS.ok("jwks", cfg.uri)
             ttl = _max_age(headers.get("cache-control", ""))
             return min(ttl, cfg.refresh_interval) if ttl else cfg.refresh_interval
         except Exception as e:
@@ -497,6 +514,8 @@ class RemoteKeys:
                             "timed out" if isinstance(e, TimeoutError) else e,
                             "keeping the last good keys" if self.loaded else "no keys yet")
             self.failing = True
+            PROBLEMS.fail("jwks", cfg.uri, "fetch failed: " + (
+                "timed out" if isinstance(e, TimeoutError) else str(e) or type(e).__name__))
             return min(RETRY_INTERVAL, self.cfg.refresh_interval)
 
     def _get(self) -> tuple[int, bytes, dict[str, str]]:
@@ -660,15 +679,46 @@ def jose_header(token: bytes) -> dict[str, Any] | None:
     return header if isinstance(header, dict) else None
 
 
+class _Grant:
+    """What an accepted token does to its request (the same every time for one token,
+    provider and source: cached with it, so a repeated token costs a lookup)."""
+
+    __slots__ = ("claims", "principal", "set_headers", "remove", "drop")
+
+    def __init__(self, claims: dict[str, Any], principal: str | None,
+                 set_headers: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes],
+                 drop: _Source | None = None) -> None:
+        self.claims = claims
+        self.principal = principal
+        self.set_headers = set_headers
+        self.remove = remove
+        self.drop = drop  # a token's query parameter or cookie to take out
+
+    def apply(self, req: AuthRequest) -> None:
+        req.claims = self.claims
+        if self.principal is not None:
+            req.principal = self.principal
+        if self.set_headers:
+            req.set_headers.extend(self.set_headers)
+        if self.remove:
+            req.remove.update(self.remove)
+        if self.drop is not None:
+            self.drop.drop(req)
+
+
 class _Verified:
-    __slots__ = ("claims", "provider", "generation", "until")
+    __slots__ = ("claims", "provider", "generation", "until", "source", "grant")
 
     def __init__(self, claims: dict[str, Any], provider: Provider, generation: int,
                  until: float) -> None:
         self.claims = claims
         self.provider = provider
         self.generation = generation
+        #: never past the token's ``exp`` (plus the provider's clock skew)
         self.until = until
+        #: the source the token came from last, and what accepting it did (None: denied)
+        self.source: _Source | None = None
+        self.grant: _Grant | None = None
 
 
 class JwtCheck(Check):
@@ -701,7 +751,11 @@ class JwtCheck(Check):
         hit = self.cache.get(token)
         if hit is not None:
             if hit.until > now and hit.generation == hit.provider.generation():
-                return self._accept(req, hit.claims, hit.provider, source)
+                grant = hit.grant
+                if grant is not None and hit.source is source:
+                    grant.apply(req)
+                    return None
+                return self._accept(req, hit, source)
             self.cache.pop(token)
         header = jose_header(token)
         if header is None:
@@ -752,8 +806,9 @@ class JwtCheck(Check):
         until = now + CACHE_TTL
         if isinstance(exp, (int, float)):
             until = min(until, exp + provider.cfg.clock_skew)
-        self.cache.put(token, _Verified(claims, provider, generation, until))
-        return self._accept(req, claims, provider, source)
+        verified = _Verified(claims, provider, generation, until)
+        self.cache.put(token, verified)
+        return self._accept(req, verified, source)
 
     async def resume(self, req: AuthRequest) -> Denial | None:
         remote: RemoteKeys = req.pending
@@ -774,8 +829,11 @@ class JwtCheck(Check):
                 return p
         return None
 
-    def _accept(self, req: AuthRequest, claims: dict[str, Any], provider: Provider,
-                source: _Source) -> Denial | None:
+    def _accept(self, req: AuthRequest, verified: _Verified, source: _Source
+                ) -> Denial | None:
+        """The required scopes and claims, then the request's changes (remembered with
+        the token for its next request from the same source)."""
+        claims, provider = verified.claims, verified.provider
         if self.scopes:
             have = token_scopes(claims)
             missing = [s for s in self.scopes if s not in have]
@@ -786,17 +844,24 @@ class JwtCheck(Check):
             if not claim_holds(claims, c):
                 return Denial(403, f"jwt: claim {c.name} not satisfied",
                               _bearer("insufficient_scope", f"claim {c.name} required"))
-        req.claims = claims
         sub = claims.get("sub")
-        req.principal = sub if isinstance(sub, str) else req.principal
+        set_headers: list[tuple[bytes, bytes]] = []
+        remove: set[bytes] = set()
         for path, header in provider.claim_headers:
             v = _claim(claims, path)
             if v is not None and (value := _header_value(v)) is not None:
-                req.set_header(header, value)
-            else:
-                req.remove.add(header)  # never the client's own value under that name
+                set_headers.append((header, value))
+            remove.add(header)  # never the client's own value under that name
+        drop: _Source | None = None
         if not provider.cfg.forward:
-            source.drop(req)
+            if source.kind == "header":
+                remove.add(source.name)
+            else:
+                drop = source  # a query parameter or cookie: edited per request
+        grant = _Grant(claims, sub if isinstance(sub, str) else None, tuple(set_headers),
+                       frozenset(remove), drop)
+        verified.source, verified.grant = source, grant
+        grant.apply(req)
         return None
 
 

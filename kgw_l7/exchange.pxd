@@ -172,8 +172,8 @@ cdef class Exchange(UpstreamOwner):
     cpdef on_upstream_timeout(self, timeout)
     cpdef on_upstream_pause(self, bint paused)
     cpdef _done(self)
-    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead)
-    cpdef head_as_received(self, suffix)
+    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead, block=bytes, cut=object)
+    cpdef head_as_received(self, suffix, remove=*)
     @cython.locals(head=RequestHead, up=UpstreamStream, data=list, end=bint, broken=bint)
     cpdef bint commit(self, ResponseHead resp) except -1
     cpdef start_tunnel(self, UpstreamStream up, data)
@@ -182,3 +182,7 @@ cdef class Exchange(UpstreamOwner):
 
 cdef class _Discard(UpstreamOwner):
     cdef public object done
+
+@cython.locals(at=Py_ssize_t, size=Py_ssize_t, pos=Py_ssize_t, start=Py_ssize_t,
+               end=Py_ssize_t, colon=Py_ssize_t, n=bytes, v=bytes, key=bytes)
+cpdef object _without_fields(bytes block, tuple headers, object names)

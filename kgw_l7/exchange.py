@@ -60,6 +60,7 @@ from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Break
 from kgw_l7 import authcall
 from kgw_l7.auth import AuthRequest, Denial
 from kgw_l7.context import ListenerState, WorkerContext
+from kgw_l7.problems import PROBLEMS
 from kgw_l7.proxyproto import encode_v2
 from kgw_l7.session import SessionPolicy
 from kgw_l7.events import (
@@ -996,6 +997,9 @@ class Exchange(UpstreamOwner):
         if decision.failed:
             self.ctx.limiter.warning(("extauth", s.name), "rule %s: %s", rule.name,
                                      decision.reason)
+            PROBLEMS.fail("extauth", s.name, decision.reason)
+        else:
+            PROBLEMS.ok("extauth", s.name)
         if decision.allowed:
             if decision.reason:
                 self.detail = decision.reason  # (failed open)
@@ -1131,12 +1135,13 @@ class Exchange(UpstreamOwner):
             out.append((b"transfer-encoding", b"chunked"))
         return out
 
-    def head_as_received(self, suffix: bytes) -> bytes | None:
+    def head_as_received(self, suffix: bytes, remove: Any = None) -> bytes | None:
         """The client's own request line and header block plus the proxy's lines
         (X-Request-Id, X-Forwarded-For/-Proto, then ``suffix``), when nothing in it needs
         rebuilding: same fields as upstream_headers() would send, in the client's order and
-        case (as nginx forwards them). None when the head must be rebuilt (or the request
-        did not come as HTTP/1.1 bytes: ``raw`` is None)."""
+        case (as nginx forwards them), less the fields named in ``remove`` (an auth check's
+        removals: the token not forwarded). None when the head must be rebuilt (or the
+        request did not come as HTTP/1.1 bytes: ``raw`` is None)."""
         head = self.head
         raw = head.raw
         if raw is None or head.version != b"1.1" or not head.authority \
@@ -1148,9 +1153,14 @@ class Exchange(UpstreamOwner):
         end = raw.find(b"\r\n\r\n")
         if end < 0:
             return None
+        block = raw[:end + 2]
+        if remove:
+            cut = _without_fields(block, head.headers, remove)
+            if cut is None:
+                return None
+            block = cut
         self.request_id = rid = _REQUEST_IDS.next()
-        return b"".join((raw[:end + 2], b"x-request-id: ", rid, self.down.forwarded, suffix,
-                         b"\r\n"))
+        return b"".join((block, b"x-request-id: ", rid, self.down.forwarded, suffix, b"\r\n"))
 
     def prepare(self, route: CompiledRoute, rule: CompiledRule, backend: CompiledBackend,
                 path: bytes, query: bytes) -> None:
@@ -1174,14 +1184,17 @@ class Exchange(UpstreamOwner):
             target = path + b"?" + query if query else path  # absolute-form -> origin-form
         else:
             same_target = True
-        suffix = rule.head_suffix_for.get(backend) if same_target and self.auth is None \
-            else None
+        suffix = rule.head_suffix_for.get(backend) if same_target else None
+        auth = self.auth
+        if suffix is not None and auth is not None:
+            suffix = auth.head_suffix(suffix)
         trace = self.trace
         if trace is not None and suffix is not None:
             # traceparent to the backend: a line more, unless the client's must go.
             suffix = None if trace.had_context else suffix + b"traceparent: " + trace.line \
                 + b"\r\n"
-        raw = self.head_as_received(suffix) if suffix is not None else None
+        raw = self.head_as_received(suffix, auth.remove if auth is not None else None) \
+            if suffix is not None else None
         if raw is None:
             headers = self.upstream_headers(route, rule, backend)
             if trace is not None:
@@ -1790,6 +1803,45 @@ def _without_h2c(upgrade: bytes) -> bytes:
         if token and token.lower() != b"h2c":
             out.append(token)
     return b", ".join(out)
+
+
+def _without_fields(block: bytes, headers: tuple[tuple[bytes, bytes], ...],
+                    names: Any) -> bytes | None:
+    """``block`` (a request line and header lines, each ending CRLF) without the lines of
+    the ``headers`` (as parsed, in the block's order) named in ``names``; None when one
+    cannot be cut cleanly (an empty value, an obsolete continuation line after it): the
+    head is rebuilt from the parsed fields then.
+
+    Each line is found by the start of its value (a search in C with a short needle and
+    no copy of the block, which a token is most of: a search for the whole token costs
+    more than the rest of the request), then checked to be that field's whole line."""
+    at = 0
+    for n, v in headers:
+        if n not in names:
+            continue
+        if not v:
+            return None
+        size = len(n)
+        key = v[:16]
+        pos = block.find(key, at)
+        while True:
+            if pos < 0:
+                return None
+            start = block.rfind(b"\r\n", at, pos)
+            end = block.find(b"\r\n", pos + len(v))
+            colon = start + 2 + size
+            if start >= 0 and end >= 0 and block.startswith(v, pos) \
+                    and block[start + 2:colon].lower() == n \
+                    and block[colon:colon + 1] == b":" \
+                    and not block[colon + 1:pos].strip(b" \t") \
+                    and not block[pos + len(v):end].strip(b" \t"):
+                break
+            pos = block.find(key, pos + 1)
+        if block[end + 2:end + 3] in (b" ", b"\t"):
+            return None
+        block = block[:start] + block[end:]
+        at = start
+    return block
 
 
 def _header(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kgw_l7.problems import PROBLEMS
 from kgw_l7.ratelimit import client_ip
 
 log = logging.getLogger("kgw.l7.globallimit")
@@ -181,12 +182,14 @@ class GlobalLimiter:
             if server.up or server.last_error != reason:
                 log.warning("global rate limit: redis %s failed (%s: %s); failing %s for %.1fs",
                             address, reason, e, "open" if fail_open else "closed", BACKOFF)
+            PROBLEMS.fail("redis", address, f"{reason} ({e})" if str(e) else reason)
             server.up = False
             server.last_error = reason
             server.down_until = time.monotonic() + BACKOFF
             return self._failed(limit, fail_open)
         if not server.up:
             log.info("global rate limit: redis %s is back", address)
+            PROBLEMS.ok("redis", address)
             server.up = True
             server.last_error = ""
         allowed, remaining, reset_ms = (int(v) for v in reply)

@@ -34,6 +34,7 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from kgw_l7 import session, snapshot
@@ -44,6 +45,7 @@ from kgw_l7.healthcheck import HealthChecker
 from kgw_l7.logformat import DEFAULT_REDACT, parse_format
 from kgw_l7.metrics import render, retire
 from kgw_l7.otlplogs import is_otlp, logs_url
+from kgw_l7.problems import Key, merge
 from kgw_l7.ratetable import create_table_fd
 from kgw_l7.tracing_config import resolve as resolve_tracing
 
@@ -58,6 +60,9 @@ REQUEST_TIMEOUT = 30.0
 HEALTH_TIMEOUT = 1.0
 #: How often the workers' counters are collected (what a worker that dies loses at most).
 COLLECT_INTERVAL = 5.0
+#: How often the workers are asked for their runtime problems (kgw_l7.problems): how long
+#: a policy's status may lag behind a Redis or JWKS URL going bad or coming back.
+PROBLEMS_INTERVAL = 1.0
 
 
 class _Worker:
@@ -109,7 +114,8 @@ class _Worker:
                 sys.executable, "-m", "kgw_l7", "worker", "--fd", str(child.fileno()),
                 "--index", str(self.index), "--options", options,
                 "--rate-table-fd", str(table),
-                pass_fds=(child.fileno(), table), env=_worker_env(self.plane.session_key))
+                pass_fds=(child.fileno(), table),
+                env=_worker_env(self.plane.session_key, self.plane.hash_seed))
         finally:
             child.close()
         reader, self.writer = await asyncio.open_connection(sock=parent)
@@ -161,12 +167,15 @@ class _Worker:
             self._reader_task.cancel()
 
 
-def _worker_env(session_key: str) -> dict[str, str]:
-    """The worker imports kgw_l7 the way this process did (source checkouts included), and
-    signs session persistence tokens with the plane's key (kgw_l7.session): in the
-    environment, not on the command line that every local user can read."""
+def _worker_env(session_key: str, hash_seed: str) -> dict[str, str]:
+    """The worker imports kgw_l7 the way this process did (source checkouts included),
+    signs session persistence tokens with the plane's key (kgw_l7.session), and hashes
+    with the plane's ``PYTHONHASHSEED``, so a rate limit key finds its bucket in the same
+    slot of the shared table from every worker (kgw_l7.ratelimit): in the environment,
+    not on the command line that every local user can read."""
     env = dict(os.environ)
     env[session.KEY_ENV] = session_key
+    env["PYTHONHASHSEED"] = hash_seed
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = [here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -209,6 +218,10 @@ class L7Plane:
         #: another worker (and another node or a restart when KGW_SESSION_KEY is set
         #: the same everywhere).
         self.session_key = os.environ.get(session.KEY_ENV) or secrets.token_hex(32)
+        #: One hash secret for every worker (a random one unless this process was given
+        #: a fixed one: a benchmark's ``PYTHONHASHSEED=0``).
+        seed = os.environ.get("PYTHONHASHSEED", "")
+        self.hash_seed = seed if seed.isdigit() else str(1 + secrets.randbelow(4294967295))
         #: A worker that ran this long before it died is restarted without delay growth.
         self.healthy_after = healthy_after
         #: The first restart delay (doubling with each crash, up to 5 s).
@@ -218,6 +231,11 @@ class L7Plane:
         #: Workers started again after they exited unexpectedly (kgw_l7_worker_restarts).
         self.worker_restarts = 0
         self._collector: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        #: The workers' runtime problems merged, and who hears when they change (the
+        #: supervisor: a status refresh).
+        self._problems: dict[Key, str] = {}
+        self.on_problems_changed: Callable[[], None] | None = None
         self._workers: list[_Worker] = []
         self._config: L7Config | None = None
         self._errors: dict[str, str] = {}
@@ -243,6 +261,7 @@ class L7Plane:
         self._workers = [_Worker(self, i) for i in range(self.workers_wanted)]
         await asyncio.gather(*(w.start() for w in self._workers))
         self._collector = asyncio.get_running_loop().create_task(self._collect())
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_problems())
         log.info("L7 plane started with %d worker(s)", len(self._workers))
 
     async def apply(self, config: L7Config) -> None:
@@ -369,6 +388,37 @@ class L7Plane:
             except Exception:  # collecting must never stop
                 log.exception("collecting L7 worker counters failed")
 
+    def runtime_problems(self) -> dict[Key, str]:
+        """What the workers last reported failing with what policies name:
+        (kind, name) -> message (kgw_l7.problems)."""
+        return dict(self._problems)
+
+    async def _watch_problems(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(PROBLEMS_INTERVAL)
+            try:
+                await self._poll_problems()
+            except Exception:  # watching must never stop
+                log.exception("asking the L7 workers for their problems failed")
+
+    async def _poll_problems(self) -> None:
+        """One round: the workers' sets merged; the supervisor told when it changed."""
+        live = [w for w in self._workers if w.alive]
+        answers = await asyncio.gather(*(w.request("problems", timeout=HEALTH_TIMEOUT)
+                                         for w in live), return_exceptions=True)
+        if any(not isinstance(a, dict) for a in answers):
+            return  # a worker too busy or gone: judge on the next round
+        problems = merge([a for a in answers if isinstance(a, dict)])
+        if problems == self._problems:
+            return
+        for key in sorted(problems.keys() - self._problems.keys()):
+            log.warning("%s %s failing: %s", key[0], key[1], problems[key])
+        for key in sorted(self._problems.keys() - problems.keys()):
+            log.info("%s %s: no longer failing", key[0], key[1])
+        self._problems = problems
+        if self.on_problems_changed is not None:
+            self.on_problems_changed()
+
     async def health(self) -> list[str]:
         """Why a configured listener is not (fully) served, one line each; empty when
         every listener is served by every worker."""
@@ -399,6 +449,8 @@ class L7Plane:
         await self.checker.close()
         if self._collector is not None:
             self._collector.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         for t in self._restarts:
             t.cancel()
         await asyncio.gather(*(w.request("close", drain_timeout, timeout=drain_timeout + 5)

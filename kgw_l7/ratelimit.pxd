@@ -31,6 +31,7 @@ cdef extern from *:
 
 cdef int _TAG_SHIFT
 cdef uint64_t _TAT_MASK
+cdef object _HASH_MASK
 
 cdef class SharedBuckets:
     cdef public object mm
@@ -38,10 +39,12 @@ cdef class SharedBuckets:
     cdef public uint64_t mask
     cdef public uint64_t base
     cdef public bytes secret
+    cdef public object salt
     cdef public int fd
     cdef public Py_ssize_t full
     cdef public object _view
-    cpdef key_hash(self, bytes key)
+    cpdef uint64_t key_hash(self, bytes key, object salt=*) except? 0
+    cpdef object scope_salt(self, bytes scope)
     cpdef int64_t take(self, uint64_t h, int64_t emission, int64_t tau) except? -1
     @cython.locals(addr=size_t, mask=uint64_t, tag=uint64_t, start=uint64_t, now=int64_t,
                    slot=int64_t, free=int64_t, old=uint64_t, w=uint64_t, i=uint64_t,
@@ -55,6 +58,7 @@ cdef class LocalLimit:
     cdef public bytes header
     cdef public int hops
     cdef public bytes scope
+    cdef public object salt
     cdef public uint64_t fixed
     cdef public bytes policy_header
     cdef public object name

@@ -20,8 +20,14 @@ A word is ``tag << 48 | TAT``: TAT in microseconds since the table's base time
 (CLOCK_MONOTONIC, the same clock in every process of the host; 48 bits last 8.9 years),
 tag the top 16 bits of the key's hash (never 0: 0 is an empty slot). A bucket whose TAT
 has passed is full, the same as no bucket, so its slot may be taken by any other key
-(one CAS on the whole word: no torn state). Keys are hashed with keyed BLAKE2b (the
-secret is per table), so clients cannot choose values that collide. Two keys share a
+(one CAS on the whole word: no torn state). A key is hashed as the tuple (a salt of the
+table and the limit's scope, the value) by Python's own ``hash``: the bytes in it by SipHash
+keyed with the interpreter's hash secret, which the plane makes one random
+``PYTHONHASHSEED`` for all its workers (``kgw_l7.plane``), so every worker finds a
+client's bucket in the same slot, and clients, not knowing the secret, cannot choose
+values that collide. (It replaced a keyed BLAKE2b: Python builds a hash object per call,
+~8.7k instructions per request; ``hash`` of a value already hashed, the connection's
+peer address, is a cached read; bench/results/ratelimit.md.) Two keys share a
 bucket only if they hash to the same slot neighbourhood *and* tag (about 1 in 2^16 per
 pair of live keys in one neighbourhood); a race between two first requests of one key
 may create it twice (one extra burst, once). When all ``PROBES`` slots of a key are
@@ -38,7 +44,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import hashlib
 import math
 import os
 import time
@@ -53,6 +58,7 @@ except ImportError:
 
 _TAG_SHIFT = 48
 _TAT_MASK = (1 << 48) - 1
+_HASH_MASK = (1 << 64) - 1
 
 if not cython.compiled:  # (compiled: C functions from ratelimit.pxd, the same names)
     def kgw_load(addr: int, i: int) -> int:
@@ -74,7 +80,7 @@ class SharedBuckets:
     """The token buckets of one node (or of one process: ``fd`` -1, for tests and for a
     worker started without a table)."""
 
-    __slots__ = ("mm", "addr", "mask", "base", "secret", "fd", "full", "_view")
+    __slots__ = ("mm", "addr", "mask", "base", "secret", "salt", "fd", "full", "_view")
 
     def __init__(self, fd: int = -1) -> None:
         owned = fd < 0
@@ -87,6 +93,8 @@ class SharedBuckets:
         self.mask = m.nslots - 1
         self.base = m.base
         self.secret = m.secret
+        #: Per table: another table (another plane) puts a key elsewhere.
+        self.salt = int.from_bytes(m.secret[:8], "little")
         #: The descriptor locked interpreted; -1 when this process owns a private table.
         self.fd = -1 if owned else fd
         if owned:
@@ -94,9 +102,15 @@ class SharedBuckets:
         #: Requests let through because their key found no slot.
         self.full = 0
 
-    def key_hash(self, key: bytes) -> int:
-        return int.from_bytes(hashlib.blake2b(key, digest_size=8, key=self.secret).digest(),
-                              "little")
+    def key_hash(self, key: bytes, salt: Any = None) -> int:
+        """The bucket of ``key`` (``salt``: the limit's, ``scope_salt``): the same in every
+        process of the node that has the same ``PYTHONHASHSEED`` (the module's docstring
+        says why)."""
+        return hash((self.salt if salt is None else salt, key)) & _HASH_MASK
+
+    def scope_salt(self, scope: bytes) -> int:
+        """A limit's own salt: its keys' buckets differ from every other limit's."""
+        return hash((self.salt, scope))
 
     def take(self, h: int, emission: int, tau: int) -> int:
         """One request against bucket ``h`` (a ``key_hash``): >= 0, allowed, with that
@@ -183,8 +197,8 @@ class LocalLimit:
     """A ``config.LocalRateLimit`` compiled: what ``take`` needs per request, and the
     429's headers prepared."""
 
-    __slots__ = ("emission", "tau", "key", "header", "hops", "scope", "fixed", "policy_header",
-                 "name", "table")
+    __slots__ = ("emission", "tau", "key", "header", "hops", "scope", "salt", "fixed",
+                 "policy_header", "name", "table")
 
     def __init__(self, rl: Any) -> None:
         self.table = table()
@@ -194,10 +208,11 @@ class LocalLimit:
         self.key = _KEY_KINDS[rl.key]
         self.header = rl.header.lower().encode()
         self.hops = rl.trusted_hops
-        self.scope = rl.scope.encode() + b"\x00"
+        self.scope = rl.scope.encode()
         self.name = rl.scope
+        self.salt = self.table.scope_salt(self.scope)
         #: The bucket of a limit without a key.
-        self.fixed = self.table.key_hash(self.scope)
+        self.fixed = self.table.key_hash(b"", self.salt)
         if rl.fill_interval >= 1 and rl.fill_interval == int(rl.fill_interval):
             q, w = rl.tokens_per_fill, int(rl.fill_interval)
         else:
@@ -217,7 +232,7 @@ class LocalLimit:
                 if n == name:
                     value = v
                     break
-        return self.table.key_hash(self.scope + value)
+        return self.table.key_hash(value, self.salt)
 
     def take(self, headers: tuple[tuple[bytes, bytes], ...], peer: bytes) -> int:
         """``SharedBuckets.take`` for this request's bucket."""

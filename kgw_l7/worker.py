@@ -33,6 +33,7 @@ from kgw_l7 import ratelimit, snapshot
 from kgw_l7.channel import WorkerOptions, decode_options, encode_frame, read_frame
 from kgw_l7.config import L7Config, Listener
 from kgw_l7.context import ListenerState, WorkerContext, proxy_mode
+from kgw_l7.problems import PROBLEMS
 from kgw_l7.proxy import PROXY_OPTIONAL, DownstreamConn
 from kgw_l7.proxyaccept import PreTLSServer
 from kgw_l7.proxyproto import ProxyHeader
@@ -311,6 +312,8 @@ async def _serve(sock: socket.socket, options: WorkerOptions) -> None:
             await reply(seq, ctx.snapshot())
         elif kind == "health":
             await reply(seq, ctx.health())
+        elif kind == "problems":
+            await reply(seq, PROBLEMS.view())
         elif kind == "endpoint_health":
             # the active checker's verdicts (kgw_l7.healthcheck): the unhealthy endpoints
             await reply(seq, ctx.cache.book.sync_active(msg[2]))

@@ -69,3 +69,58 @@ def test_frontend_without_endpoints_is_not_a_listener_failure() -> None:
     out = overlay(st, {GW: gateway(["10.0.0.1"])}.get, L7Config(), l4, {},
                   {"ns/gw/tcp": "no backends"})
     assert programmed(out[GW], "tcp")["status"] == "True"
+
+
+TP = ObjectKey("TrafficPolicy", "ns", "limit")
+SP = ObjectKey("SecurityPolicy", "ns", "auth")
+
+
+def policy_status(*accepted: bool) -> dict:
+    return {"ancestors": [{"ancestorRef": {"name": f"gw{i}"}, "conditions": [
+        {"type": "Accepted", "status": "True" if ok else "False",
+         "reason": "Accepted" if ok else "Conflicted", "message": "", "observedGeneration": 3}]}
+        for i, ok in enumerate(accepted)]}
+
+
+POLICIES = {
+    TP: {"metadata": {"name": "limit", "namespace": "ns", "generation": 3},
+         "spec": {"rateLimit": {"global": {"redis": {"address": "redis.invalid:6379"}}}}},
+    SP: {"metadata": {"name": "auth", "namespace": "ns", "generation": 3},
+         "spec": {"jwt": {"providers": [{"name": "a", "localJWKS": {"type": "Inline"}},
+                                        {"name": "b", "remoteJWKS": {"uri": "https://i/jwks"}}]},
+                  "extAuth": {"protocol": "HTTP", "backendRef": {"name": "authz", "port": 9000}}}},
+}
+
+
+def test_runtime_problems_mark_the_policies_naming_them() -> None:
+    """Accepted ancestors get ResolvedRefs=False naming the field, the address and the
+    error; a not-accepted ancestor and policies naming nothing failing are left alone."""
+    st = {TP: policy_status(True, False), SP: policy_status(True),
+          ObjectKey("TrafficPolicy", "ns", "other"): policy_status(True)}
+    lookup = {**POLICIES, ObjectKey("TrafficPolicy", "ns", "other"): {
+        "metadata": {"name": "other", "namespace": "ns"},
+        "spec": {"rateLimit": {"global": {"redis": {"address": "fine:6379"}}}}}}.get
+    problems = {("redis", "redis.invalid:6379"): "unresolvable (Name or service not known)",
+                ("jwks", "https://i/jwks"): "fetch failed: HTTP 500",
+                ("extauth", "ns/authz:9000"): "ns/authz:9000: timeout (2s)",
+                ("redis", "unused:6379"): "refused"}
+    out = overlay(st, lookup, L7Config(), L4Config(), {}, {}, problems)
+    accepted, conflicted = (a["conditions"] for a in out[TP]["ancestors"])
+    assert accepted[0]["status"] == "True", "the policy still applies"
+    assert accepted[1] == {
+        "type": "ResolvedRefs", "status": "False", "reason": "Unreachable",
+        "message": "spec.rateLimit.global.redis.address redis.invalid:6379: unresolvable "
+                   "(Name or service not known)", "observedGeneration": 3}
+    assert [c["type"] for c in conflicted] == ["Accepted"]
+    (sec,) = (a["conditions"] for a in out[SP]["ancestors"])
+    assert sec[1]["message"] == (
+        "spec.jwt.providers[1].remoteJWKS.uri https://i/jwks: fetch failed: HTTP 500; "
+        "spec.extAuth.backendRef ns/authz:9000: ns/authz:9000: timeout (2s)")
+    assert out[ObjectKey("TrafficPolicy", "ns", "other")] is st[
+        ObjectKey("TrafficPolicy", "ns", "other")]
+    assert len(st[TP]["ancestors"][0]["conditions"]) == 1, "the input is not modified"
+
+
+def test_recovered_problem_leaves_the_policy_as_translated() -> None:
+    st = {TP: policy_status(True)}
+    assert overlay(st, POLICIES.get, L7Config(), L4Config(), {}, {}, {}) == st

@@ -7,6 +7,7 @@ unresolvable Redis address fails open, counted, and kgw keeps serving."""
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import shutil
 import subprocess
@@ -152,3 +153,60 @@ def test_unresolvable_redis_fails_open_and_kgw_keeps_serving(host: Host, tmp_pat
                   reason="unresolvable") >= 1
     assert re.search(r"kgw_l7_global_ratelimit_decisions_total\{.*outcome=\"fail_open\"",
                      host.call(http_get, f"{ADMIN}/metrics")[1].decode())
+
+
+def policy_conditions(host: Host) -> dict[str, dict]:
+    """The TrafficPolicy's conditions (of its one ancestor) by type, from ``/status``."""
+    code, body = host.call(http_get, f"{ADMIN}/status")
+    assert code == 200
+    for item in json.loads(body)["items"]:
+        if item["kind"] == "TrafficPolicy" and item["metadata"]["name"] == "search-global":
+            (ancestor,) = item["status"]["ancestors"]
+            return {c["type"]: c for c in ancestor["conditions"]}
+    raise AssertionError("no status for the TrafficPolicy")
+
+
+def redis_unreachable(host: Host, needle: str) -> dict | None:
+    """Requests (the checks that find Redis failing), then the policy's ResolvedRefs=False
+    condition if its message holds ``needle``."""
+    load([host], 0.3)
+    cond = policy_conditions(host).get("ResolvedRefs")
+    return cond if cond is not None and needle in cond["message"] else None
+
+
+def test_redis_failures_show_in_the_policy_status_until_fixed(host: Host,
+                                                              tmp_path: Path) -> None:
+    """What only serving finds (the Redis address does not resolve; Redis refuses) is in
+    the policy's status: Accepted stays True (the policy is valid and applies, failing
+    open), ResolvedRefs=False names the field, the address and the error; fixing it (a new
+    address, Redis started again) clears it."""
+    bad = "redis.does-not-exist.invalid:6379"
+    start_kgw(host, tmp_path, POLICY.format(address=bad, mode="Open"))
+    assert "ResolvedRefs" not in policy_conditions(host)  # nothing tried yet
+    cond = eventually(lambda: redis_unreachable(host, bad), timeout=30)
+    assert cond["status"] == "False" and cond["reason"] == "Unreachable", cond
+    assert cond["message"].startswith("spec.rateLimit.global.redis.address " + bad), cond
+    assert "unresolvable" in cond["message"], cond
+    assert policy_conditions(host)["Accepted"]["status"] == "True"
+    out = host.run(*kgw_argv("status", "-o", "table"), check=False)  # what a user runs
+    assert "TrafficPolicy demo/search-global" in out.stdout, out
+    assert "ResolvedRefs=False (Unreachable): spec.rateLimit.global.redis.address " + bad \
+        in out.stdout, out
+
+    redis = RedisServer(tmp_path / "redis", wrap=host.cmd(bpffs=False))
+    redis.start()
+    try:
+        policy = tmp_path / f"conf-{host.name}" / "policy.yaml"
+        policy.write_text(POLICY.format(address=redis.address, mode="Open"))  # the fix
+        eventually(lambda: load([host], 0.3) and "ResolvedRefs" not in policy_conditions(host),
+                   timeout=30)
+        assert metric(host, "kgw_l7_global_ratelimit_decisions_total", outcome="allowed") > 0
+
+        redis.stop()  # down: refused, in the status
+        eventually(lambda: redis_unreachable(host, f"{redis.address}: refused"), timeout=30)
+        redis.start()  # back: cleared
+        eventually(lambda: load([host], 0.3) and "ResolvedRefs" not in policy_conditions(host),
+                   timeout=30)
+        assert policy_conditions(host)["Accepted"]["status"] == "True"
+    finally:
+        redis.stop()

@@ -23,6 +23,7 @@ from kgw_l7.auth_config import (
     ClaimToHeader, CredentialSource, HeaderRequirement, JWTProvider, RemoteJWKS,
 )
 from kgw_l7.config import RulePolicy
+from kgw_l7.problems import PROBLEMS
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA2 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -366,6 +367,12 @@ def test_remote_jwks_never_fetched_is_503(jwks_server):
         assert p.run(req) == 0
         v = await p.resume(req, 0)
         assert isinstance(v, Denial) and v.status == 503
+        # what the policy's status shows (kgw_l7.problems), until a fetch works
+        assert PROBLEMS.view()[("jwks", jwks_server.url)] == "fetch failed: timed out"
+        jwks_server.hang.clear()
+        jwks_server.doc = jwks(jwk(RSA, "k1"))
+        await auth.remote_keys(prov.remote_jwks).refetch()
+        assert ("jwks", jwks_server.url) not in PROBLEMS.view()
 
     asyncio.run(scenario())
 

@@ -11,6 +11,7 @@ import pytest
 
 from kgw_l7 import globallimit
 from kgw_l7.globallimit import GlobalLimiter, parse_address
+from kgw_l7.problems import MAX_PROBLEMS, PROBLEMS, Problems, merge
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed")
@@ -96,11 +97,14 @@ async def test_redis_killed_then_back(redis, fail_open, monkeypatch):
         assert (await check(lim, redis.address, fail_open=fail_open)).source == outcome
         assert lim.health() == {redis.address: "refused"}
         assert lim.errors[(redis.address, "refused")] >= 1
+        # what the policy's status shows (kgw_l7.problems)
+        assert PROBLEMS.view()[("redis", redis.address)].startswith("refused (")
         redis.start()  # same port, empty: no script cached, a full bucket
         await asyncio.sleep(0.25)
         back = await check(lim, redis.address, fail_open=fail_open)
         assert (back.source, back.allowed) == ("redis", True)
         assert lim.health() == {redis.address: ""}
+        assert ("redis", redis.address) not in PROBLEMS.view()
     finally:
         await lim.close()
 
@@ -125,6 +129,8 @@ async def test_unresolvable_address():
         d = await check(lim, "redis.does-not-exist.invalid:6379", timeout=5)
         assert (d.allowed, d.source) == (True, "fail_open")
         assert lim.health() == {"redis.does-not-exist.invalid:6379": "unresolvable"}
+        assert PROBLEMS.view()[("redis", "redis.does-not-exist.invalid:6379")].startswith(
+            "unresolvable (")
     finally:
         await lim.close()
 
@@ -147,3 +153,19 @@ async def test_counts_in_metrics(redis):
     assert ('kgw_l7_global_ratelimit_redis_errors_total{address="127.0.0.1:1",reason="refused"}'
             ' 2.0') in text
     assert "kgw_l7_global_ratelimit_redis_round_trips_total 10.0" in text  # 2 x (3 + 1 + EVAL)
+
+
+def test_problems_are_bounded_deduplicated_and_cleared():
+    p = Problems()
+    p.fail("redis", "a:1", "refused")
+    p.fail("redis", "a:1", "timeout " + "x" * 1000)  # the latest message, cut
+    assert list(p.view()) == [("redis", "a:1")]
+    assert len(p.view()[("redis", "a:1")]) == 300
+    for i in range(MAX_PROBLEMS + 5):
+        p.fail("jwks", f"https://{i}", "HTTP 500")
+    assert len(p.view()) == MAX_PROBLEMS and p.dropped == 6
+    p.ok("redis", "a:1")
+    assert ("redis", "a:1") not in p.view()
+    merged = merge([{("redis", "b:1"): "refused"}, {("redis", "b:1"): "closed",
+                                                    ("jwks", "u"): "x"}])
+    assert merged == {("redis", "b:1"): "refused", ("jwks", "u"): "x"}

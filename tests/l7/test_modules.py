@@ -25,9 +25,9 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(kgw_l7.__path__) if m.name
 #: only modules listed before it.
 LAYERS = ["_cython", "auth_config", "config", "balance", "breaker", "regex", "session",
           "proxyproto", "proxyaccept", "snapshot", "logformat", "tracing_config", "otlplogs",
-          "ratetable", "events", "extauth", "ratelimit", "globallimit", "h1", "auth", "oidc",
-          "router", "stats", "accesslog", "tls_fallback", "tls", "streams", "tracing", "_nghttp2",
-          "hpack_codec", "upstream_h2", "upstream", "channel", "context", "authcall",
+          "ratetable", "problems", "events", "extauth", "ratelimit", "globallimit", "h1", "auth",
+          "oidc", "router", "stats", "accesslog", "tls_fallback", "tls", "streams", "tracing",
+          "_nghttp2", "hpack_codec", "upstream_h2", "upstream", "channel", "context", "authcall",
           "exchange", "downstream_h2", "proxy", "worker", "__main__", "metrics", "healthcheck",
           "plane", "protoc", "echo"]
 #: What a worker runs per request (and the worker process itself).

@@ -74,6 +74,20 @@ def hdr(resp, name):
     return resp.json()["headers"].get(name)
 
 
+def test_a_repeated_token_is_removed_and_its_claims_forwarded(proxy, send):
+    """The same token again (the worker's verified-token cache: one worker here) gets the
+    same treatment: the head forwarded as received less the token and the client's own
+    X-User, plus the claim's X-User."""
+    bearer = "Bearer " + token(RSA, jti="repeated")
+    for i in range(3):
+        r = send(proxy.port, "/jwt", headers={"x-keep": str(i), "authorization": bearer,
+                                              "x-user": "mallory"})
+        assert r.status == 200
+        assert hdr(r, "X-User") == ["alice"], i
+        assert hdr(r, "Authorization") is None, i
+        assert hdr(r, "X-Keep") == [str(i)]
+
+
 def test_jwt_end_to_end(proxy, send):
     p = proxy.port
     ok = send(p, "/jwt", headers={"authorization": "Bearer " + token(RSA)})

@@ -16,6 +16,7 @@ from kgw_l7.config import (
     RouteMatch, Rule, VirtualHost,
 )
 from tests.authservers import DENY_BODY, GRPCAuth, HTTPAuth
+from tests.helpers import eventually
 
 from .conftest import Echo, PlaneRunner, free_port, raw
 
@@ -93,7 +94,7 @@ def setup(echoes: dict[str, Echo], tmp_path_factory: pytest.TempPathFactory
         VirtualHost("*", routes),)),), generation=1))
     try:
         yield {"port": port, "http": http_auth, "grpc": grpc_auth, "mirror": mirror,
-               "log": log}
+               "log": log, "runner": runner}
     finally:
         runner.close()
         http_auth.close()
@@ -154,6 +155,17 @@ def test_a_service_that_times_out_denies(setup, send, kind):
 def test_a_service_down_or_answering_garbage_denies(setup, send, path, status):
     r = send(setup["port"], path, headers={"authorization": "Bearer good"})
     assert r.status == status
+
+
+def test_a_service_down_is_a_runtime_problem_of_the_plane(setup, send):
+    """What the policy's status shows (controller/planestatus.py): the plane's merged
+    runtime problems name the service and why (kgw_l7.problems)."""
+    assert send(setup["port"], "/down-http").status == 403
+    plane = setup["runner"].plane
+    key = ("extauth", "auth/dead:80")
+    problems = eventually(lambda: key in plane.runtime_problems() and
+                          plane.runtime_problems(), timeout=10)
+    assert problems[key].startswith("ext auth: auth/dead:80: "), problems
 
 
 def test_fail_open_lets_the_request_through(setup, send):

@@ -119,7 +119,9 @@ def test_processes_sharing_the_table_share_one_limit(compiled: bool) -> None:
     if compiled and not kgw_l7.build_is_fresh():
         pytest.skip("no fresh compiled build (scripts/build_ext.py)")
     fd = create_table_fd()
-    env = {**os.environ, "KGW_NO_EXTENSIONS": "0" if compiled else "1"}
+    # (one hash secret, as the plane gives its workers: kgw_l7.plane._worker_env)
+    env = {**os.environ, "KGW_NO_EXTENSIONS": "0" if compiled else "1",
+           "PYTHONHASHSEED": "12345"}
     start, seconds = time.time() + 1.5, 2.0
     code = HAMMER.replace("{compiled}", "__import__('kgw_l7.ratelimit').ratelimit.__file__")
     try:
@@ -134,3 +136,36 @@ def test_processes_sharing_the_table_share_one_limit(compiled: bool) -> None:
     total = sum(int(o[0]) for o in outs)
     expected = 500 + seconds * 500
     assert expected * 0.9 <= total <= expected + 2, (total, [o[0] for o in outs])
+
+
+KEYS = """
+import sys
+from kgw_l7.ratelimit import SharedBuckets
+t = SharedBuckets(int(sys.argv[1]))
+print(t.key_hash(b"10.0.0.1"), t.key_hash(b"10.0.0.1", t.scope_salt(b"limit")),
+      __import__('kgw_l7.ratelimit').ratelimit.__file__)
+"""
+
+
+def test_a_key_has_one_bucket_in_every_worker_with_the_planes_hash_seed() -> None:
+    """The bucket of a key is the same in every process given the plane's one
+    PYTHONHASHSEED (compiled or interpreted: a worker restarted on a stale build), and
+    another seed (another plane's secret) puts it elsewhere."""
+    from kgw_l7.plane import _worker_env
+
+    fd = create_table_fd()
+    try:
+        def keys(seed: str, compiled: bool) -> tuple[str, ...]:
+            env = {**_worker_env("k", seed), "KGW_NO_EXTENSIONS": "0" if compiled else "1"}
+            out = subprocess.run([sys.executable, "-c", KEYS, str(fd)], pass_fds=(fd,),
+                                 cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=60, check=True).stdout.split()
+            return out[0], out[1]
+        first = keys("4242", True)
+        assert keys("4242", False) == first
+        assert keys("4242", True) == first
+        other = keys("4243", True)
+        assert other[0] != first[0] and other[1] != first[1]
+        assert first[0] != first[1]  # the limit's scope: its own buckets
+    finally:
+        os.close(fd)
