@@ -44,6 +44,7 @@ class Side(asyncio.Protocol):
         self.early: list[bytes] = []
         self.eof = False
         self.lost = asyncio.get_running_loop().create_future()
+        self._waiter: asyncio.Future[None] | None = None
 
     # asyncio.Protocol
 
@@ -58,6 +59,7 @@ class Side(asyncio.Protocol):
         peer = self.peer
         if peer is None or peer.transport is None:
             self.early.append(data)
+            self._wake()
             return
         out = _usable(peer)
         if out is None:
@@ -68,6 +70,7 @@ class Side(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        self._wake()
         mine, out = _usable(self), _usable(self.peer)
         if mine is not None and out is not None and self.peer is not None and not self.peer.eof \
                 and mine.can_write_eof() and out.can_write_eof():
@@ -89,8 +92,28 @@ class Side(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_result(None)
+        self._wake()
         if self.peer is not None:
             self.peer.close()
+
+    # before the link
+
+    async def arrived(self) -> None:
+        """Until this side, not linked yet and reading, has kept more bytes in ``early``,
+        seen its EOF or been lost (a reader of what comes first, such as a PROXY protocol
+        header; the caller bounds the wait)."""
+        if self.eof or self.lost.done():
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     # the pair
 

@@ -83,11 +83,8 @@ def send_proxy_header(b: socket.socket, client: tuple[str, int],
                                     "connection's send buffer")
 
 
-#: How long a connection may take to send its PROXY protocol header; how often a
-#: header still incomplete is looked at again (the relay side keeps what it reads
-#: before it is linked: kgw_l4.relay).
+#: How long a connection may take to send its PROXY protocol header.
 PROXY_HEADER_TIMEOUT = 5.0
-_HEADER_POLL = 0.005
 
 
 async def side_header(client: relay.Side, optional: bool) -> ProxyHeader | None:
@@ -114,7 +111,7 @@ async def side_header(client: relay.Side, optional: bool) -> ProxyHeader | None:
             if client.eof or client.lost.done():
                 raise ProxyProtocolError("connection closed before the PROXY protocol header "
                                          "was complete")
-            await asyncio.sleep(_HEADER_POLL)
+            await client.arrived()  # the relay side keeps what it reads until linked
     finally:
         if not client.lost.done() and not t.is_closing():
             t.pause_reading()

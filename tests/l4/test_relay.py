@@ -241,3 +241,25 @@ def test_nothing_is_done_to_a_peer_transport_already_closed(loop):
         c_test.close()
         b_test.close()
     on(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_unlinked_side_wakes_its_reader_on_each_arrival_and_at_the_end(loop):
+    async def main():
+        c_relay, c_test = socket.socketpair()
+        c = await side(c_relay)
+        assert c.transport is not None
+        c.transport.resume_reading()  # a reader of what comes first (a PROXY header)
+        for part in (b"PROXY ", b"TCP4 "):
+            waiting = asyncio.ensure_future(c.arrived())
+            await asyncio.sleep(0.02)
+            assert not waiting.done()  # nothing new: no busy wait, no early return
+            c_test.sendall(part)
+            await asyncio.wait_for(waiting, 5)
+        assert b"".join(c.early) == b"PROXY TCP4 "
+        waiting = asyncio.ensure_future(c.arrived())
+        c_test.close()
+        await asyncio.wait_for(waiting, 5)
+        assert c.eof or c.lost.done()
+        await asyncio.wait_for(c.arrived(), 5)  # at the end it returns at once
+    on(loop, main())

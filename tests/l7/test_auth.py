@@ -388,13 +388,15 @@ def test_a_token_from_a_parameter_or_a_cookie_is_removed():
         CredentialSource("query", "t"), CredentialSource("cookie", "tok")))
     p = pipeline(jwt=JWT((prov,)))
     tok = token(RSA)
-    req = request(query=f"a=1&t={tok}&b=&c".encode())
-    assert p.run(req) is None
-    assert req.new_query == b"a=1&b=&c" and req.changes
-    req = request([("cookie", "a=1"), ("cookie", f"tok={tok}"), ("cookie", "b=2; c=3")])
-    assert p.run(req) is None
-    assert [v for n, v in req.upstream(list(req.headers)) if n == b"cookie"] == [
-        b"a=1; b=2; c=3"]
+    for _ in range(2):  # the second time from the verified-token cache, edits and all
+        req = request(query=f"a=1&t={tok}&b=&c".encode())
+        assert p.run(req) is None
+        assert req.new_query == b"a=1&b=&c" and req.changes
+    for _ in range(2):
+        req = request([("cookie", "a=1"), ("cookie", f"tok={tok}"), ("cookie", "b=2; c=3")])
+        assert p.run(req) is None
+        assert [v for n, v in req.upstream(list(req.headers)) if n == b"cookie"] == [
+            b"a=1; b=2; c=3"]
     req = request([("cookie", f"tok={tok}")])
     assert p.run(req) is None
     assert [n for n, _ in req.upstream(list(req.headers))] == []
