@@ -635,11 +635,26 @@ def token_scopes(claims: dict[str, Any]) -> set[str]:
     return out
 
 
+def _claim_text(v: Any) -> str:
+    """A claim's value as text: a string as it is, anything else as compact JSON."""
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+
 def _header_value(v: Any) -> bytes | None:
-    text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+    text = _claim_text(v)
     if any(c in text for c in "\r\n\0"):
         return None
     return text.encode("utf-8", "replace")
+
+
+def claim_key(claims: dict[str, Any] | None, path: list[str]) -> bytes:
+    """The value of the claim at ``path`` in a verified token's ``claims`` as a rate limit's
+    key (kgw_l7.ratelimit, key "claim"): the text ``claimToHeaders`` would send; b"" when
+    no token was verified or it lacks the claim (those requests share one bucket)."""
+    if claims is None:
+        return b""
+    v = _claim(claims, path)
+    return b"" if v is None else _claim_text(v).encode("utf-8", "replace")
 
 
 def _bearer(error: str | None, description: str | None = None, scope: str | None = None

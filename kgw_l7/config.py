@@ -353,7 +353,7 @@ class RequestLimits:
     max_headers: int | None = None
 
 
-LocalRateLimitKey = Literal["", "client_ip", "header"]
+LocalRateLimitKey = Literal["", "client_ip", "header", "claim"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,8 +365,9 @@ class LocalRateLimit:
     max_tokens: int
     tokens_per_fill: int
     fill_interval: float
-    #: One bucket for every request (""), one per client address ("client_ip"), or one
-    #: per value of ``header`` ("header"; requests without it share one).
+    #: One bucket for every request (""), one per client address ("client_ip"), one per
+    #: value of ``header`` ("header"; requests without it share one), or one per value of
+    #: the JWT ``claim`` ("claim").
     key: LocalRateLimitKey = ""
     header: str = ""
     #: "client_ip": trusted proxies in front (the client is the ``trusted_hops``-th
@@ -374,6 +375,9 @@ class LocalRateLimit:
     trusted_hops: int = 0
     #: Which policy on which target: the bucket's identity (with the key's value).
     scope: str = ""
+    #: "claim": the verified JWT's claim (a dotted path) whose value is the key; requests
+    #: without one share a bucket.
+    claim: str = ""
 
 
 @dataclass(frozen=True, slots=True)

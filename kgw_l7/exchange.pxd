@@ -149,8 +149,9 @@ cdef class Exchange(UpstreamOwner):
                    vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,
                    down=DownstreamStream)
     cpdef route(self)
-    @cython.locals(head=RequestHead, limit=Py_ssize_t, rl=LocalLimit, left=int64_t)
+    @cython.locals(head=RequestHead, limit=Py_ssize_t, rl=LocalLimit)
     cpdef bint police(self, CompiledPolicy policy) except -1
+    cpdef bint limited(self, LocalLimit rl, int64_t left) except -1
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    bf=CompiledFilters, ops=HeaderOps, out=list, h=tuple, head=RequestHead,
                    down=DownstreamStream, listener=ListenerState)

@@ -58,10 +58,11 @@ from typing import Any
 from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
 from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
 from kgw_l7 import authcall
-from kgw_l7.auth import AuthRequest, Denial
+from kgw_l7.auth import AuthRequest, Denial, claim_key
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.problems import PROBLEMS
 from kgw_l7.proxyproto import encode_v2
+from kgw_l7.ratelimit import LocalLimit
 from kgw_l7.session import SessionPolicy
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
@@ -687,7 +688,7 @@ class Exchange(UpstreamOwner):
             if areq.reply:  # (a renewed session cookie: on the response the client gets)
                 self.resp_extra = [*self.resp_extra, *areq.reply] if self.resp_extra \
                     else areq.reply
-            backend = self.routed(route, route.rule, path, query)
+            backend = self.routed(route, route.rule, path, query, areq.claims)
             if backend is None:
                 return
             self._response_to(FORWARD)
@@ -878,6 +879,7 @@ class Exchange(UpstreamOwner):
                 if allowed:
                     self.resp_extra = cors.response_headers(origin)
         auth = rule.auth
+        claims = None
         if auth is not None:
             areq = AuthRequest(head.method, path, query, head.headers, down.peer)
             verdict = auth.run(areq)
@@ -892,11 +894,19 @@ class Exchange(UpstreamOwner):
             if areq.reply:
                 self.resp_extra = [*self.resp_extra, *areq.reply] if self.resp_extra \
                     else areq.reply
-        return self.routed(route, rule, path, query)
+            claims = areq.claims
+        return self.routed(route, rule, path, query, claims)
 
     def routed(self, route: CompiledRoute, rule: CompiledRule, path: bytes,
-               query: bytes) -> CompiledBackend | None:
-        """The rest of ``route``, once the request passed the rule's auth checks."""
+               query: bytes, claims: dict[str, Any] | None) -> CompiledBackend | None:
+        """The rest of ``route``, once the request passed the rule's auth checks
+        (``claims``: the verified JWT's, for a limit keyed by a claim)."""
+        policy = rule.policy
+        if policy is not None:
+            rl = policy.local_limit
+            if rl is not None and rl.after_auth and self.limited(
+                    rl, rl.take_value(claim_key(claims, rl.claim))):
+                return None
         head = self.head
         listener: ListenerState = self.down.listener
         filters = rule.filters
@@ -1020,15 +1030,9 @@ class Exchange(UpstreamOwner):
         answered the request itself."""
         head = self.head
         rl = policy.local_limit
-        if rl is not None:
-            left = rl.take(head.headers, self.down.peer)
-            if left < 0:
-                self.ctx.stats.rate_limited_request(
-                    self.rule.route, rl.name)  # type: ignore[union-attr]
-                self.detail = "local rate limit (%s)" % rl.name
-                self.flags = "RL"
-                self.respond(429, b"rate limited\n", rl.refusal_headers(-left))
-                return True
+        if rl is not None and not rl.after_auth and self.limited(
+                rl, rl.take(head.headers, self.down.peer)):
+            return True
         if policy.max_headers and len(head.headers) > policy.max_headers:
             self.detail = "%d request header fields, more than %d " \
                 "(requestLimits.maxRequestHeaders)" % (len(head.headers), policy.max_headers)
@@ -1048,6 +1052,16 @@ class Exchange(UpstreamOwner):
             if self.req < RECEIVED:
                 self.body_limit = limit
         return False
+
+    def limited(self, rl: LocalLimit, left: int) -> bool:
+        """True when ``left`` (``LocalLimit.take``'s) refuses the request: answered 429."""
+        if left >= 0:
+            return False
+        self.ctx.stats.rate_limited_request(self.rule.route, rl.name)  # type: ignore[union-attr]
+        self.detail = "local rate limit (%s)" % rl.name
+        self.flags = "RL"
+        self.respond(429, b"rate limited\n", rl.refusal_headers(-left))
+        return True
 
     async def global_admitted(self, gl: Any) -> bool:
         """The rule's global rate limit (``kgw_l7.globallimit``): one Redis round trip,

@@ -63,8 +63,11 @@ cdef class LocalLimit:
     cdef public bytes policy_header
     cdef public object name
     cdef public SharedBuckets table
+    cdef public list claim
+    cdef public bint after_auth
     cpdef uint64_t bucket(self, tuple headers, bytes peer) except? 0
     cpdef int64_t take(self, tuple headers, bytes peer) except? -1
+    cpdef int64_t take_value(self, bytes value) except? -1
     cpdef list refusal_headers(self, int64_t wait_us)
 
 cpdef bytes client_ip(tuple headers, bytes peer, int hops)

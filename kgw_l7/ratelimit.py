@@ -189,8 +189,9 @@ def table_full() -> int:
     return _TABLE.full if _TABLE is not None else 0
 
 
-KEY_NONE, KEY_CLIENT_IP, KEY_HEADER = 0, 1, 2
-_KEY_KINDS = {"": KEY_NONE, "client_ip": KEY_CLIENT_IP, "header": KEY_HEADER}
+KEY_NONE, KEY_CLIENT_IP, KEY_HEADER, KEY_CLAIM = 0, 1, 2, 3
+_KEY_KINDS = {"": KEY_NONE, "client_ip": KEY_CLIENT_IP, "header": KEY_HEADER,
+              "claim": KEY_CLAIM}
 
 
 class LocalLimit:
@@ -198,7 +199,7 @@ class LocalLimit:
     429's headers prepared."""
 
     __slots__ = ("emission", "tau", "key", "header", "hops", "scope", "salt", "fixed",
-                 "policy_header", "name", "table")
+                 "policy_header", "name", "table", "claim", "after_auth")
 
     def __init__(self, rl: Any) -> None:
         self.table = table()
@@ -208,6 +209,11 @@ class LocalLimit:
         self.key = _KEY_KINDS[rl.key]
         self.header = rl.header.lower().encode()
         self.hops = rl.trusted_hops
+        #: key "claim": the claim's path in the verified JWT; the limit is taken once the
+        #: rule's auth checks ran (``after_auth``), with ``take_value`` (the exchange looks
+        #: the value up with auth's own claim lookup, ``kgw_l7.auth.claim_key``).
+        self.claim = rl.claim.split(".") if rl.claim else []
+        self.after_auth = self.key == KEY_CLAIM
         self.scope = rl.scope.encode()
         self.name = rl.scope
         self.salt = self.table.scope_salt(self.scope)
@@ -225,6 +231,8 @@ class LocalLimit:
             return self.fixed
         if key == KEY_CLIENT_IP:
             value = client_ip(headers, peer, self.hops)
+        elif key == KEY_CLAIM:
+            return self.fixed  # (the no-claim bucket: the claims are ``take_value``'s)
         else:
             value = b""
             name = self.header
@@ -237,6 +245,11 @@ class LocalLimit:
     def take(self, headers: tuple[tuple[bytes, bytes], ...], peer: bytes) -> int:
         """``SharedBuckets.take`` for this request's bucket."""
         return self.table.take(self.bucket(headers, peer), self.emission, self.tau)
+
+    def take_value(self, value: bytes) -> int:
+        """``take`` for the bucket of a key's value found elsewhere (a JWT claim's; b"":
+        the bucket of the requests without one, the same as ``fixed``)."""
+        return self.table.take(self.table.key_hash(value, self.salt), self.emission, self.tau)
 
     def refusal_headers(self, wait_us: int) -> list[tuple[bytes, bytes]]:
         """Retry-After, and the IETF draft's RateLimit-Policy and RateLimit fields."""

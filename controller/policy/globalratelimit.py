@@ -54,7 +54,8 @@ REDIS = obj({"address": Str(1, 261, rules=(_address_rule,))}, required=["address
 
 def schema(token_bucket: Node, key: Node) -> Obj:
     """``rateLimit.global``, with the local limit's ``tokenBucket`` and ``key`` nodes
-    (controller/policy/ratelimit.py passes them: one definition of each)."""
+    (controller/policy/ratelimit.py passes them: one definition of each; its ``key``
+    without the Claim type)."""
     return obj({
         "tokenBucket": token_bucket,
         "key": key,

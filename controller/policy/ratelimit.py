@@ -11,8 +11,13 @@ field names, so its users' YAML moves over with a group change::
 address its own (with ``numTrustedHops`` proxies in front, read from X-Forwarded-For as
 Envoy's ``xff_num_trusted_hops``); ``Header`` one per value of a request header
 (requests without it share one bucket: leaving the header out does not escape the
-limit). The buckets belong to the attachment: a policy on a Gateway is one limit for all
-its routes together, on a route one for its rules together, on a named rule that rule's.
+limit); ``Claim`` one per value of a claim (a name or a dotted path, ``org.id``) of the
+request's verified JWT (SecurityPolicy ``jwt``): the limit is then taken after
+authentication, and requests without a verified token or without the claim share one
+bucket, as for a missing header (no SecurityPolicy jwt on the target is not an error:
+every request then shares that bucket). The buckets belong to the attachment: a policy
+on a Gateway is one limit for all its routes together, on a route one for its rules
+together, on a named rule that rule's.
 They hold for the whole node (kgw_l7.ratelimit: shared memory across the workers).
 
 ``rateLimit`` is open for more kinds of limit (``global``, counted in Redis, is another
@@ -58,6 +63,14 @@ TOKEN_BUCKET = obj({
 
 
 def _key_rules(value: dict, path: str) -> Iterable[FieldError]:
+    claim = value.get("claim")
+    if value["type"] == "Claim" and not claim:
+        yield FieldError(join(path, "claim"), "required when type is Claim")
+    if value["type"] != "Claim" and claim:
+        yield FieldError(join(path, "claim"), "allowed only when type is Claim")
+    if claim and "" in claim.split("."):
+        yield FieldError(join(path, "claim"),
+                         f"an empty name in the dotted path {claim!r} (e.g. 'sub', 'org.id')")
     if value["type"] == "Header" and not value.get("header"):
         yield FieldError(join(path, "header"), "required when type is Header")
     if value["type"] != "Header" and value.get("header"):
@@ -66,11 +79,12 @@ def _key_rules(value: dict, path: str) -> Iterable[FieldError]:
         yield FieldError(join(path, "numTrustedHops"), "allowed only when type is ClientIP")
 
 
-KEY = obj({
-    "type": Str(enum=("ClientIP", "Header")),
-    "header": HEADER_NAME,
-    "numTrustedHops": Int(0, 16),
-}, required=["type"], rules=[_key_rules])
+_KEY_FIELDS = {"header": HEADER_NAME, "numTrustedHops": Int(0, 16)}
+KEY = obj({"type": Str(enum=("ClientIP", "Header", "Claim")), **_KEY_FIELDS,
+           "claim": Str(1, 256)}, required=["type"], rules=[_key_rules])
+#: ``rateLimit.global``'s key: no ``Claim`` (its check runs where the claims are not kept).
+GLOBAL_KEY = obj({"type": Str(enum=("ClientIP", "Header")), **_KEY_FIELDS},
+                 required=["type"], rules=[_key_rules])
 
 LOCAL = obj({"tokenBucket": TOKEN_BUCKET, "key": KEY}, required=["tokenBucket"])
 
@@ -80,11 +94,11 @@ def _some_limit(value: dict, path: str) -> Iterable[FieldError]:
         yield FieldError(path, f"must set {' or '.join(LIMIT_KINDS)}")
 
 
-SCHEMA = obj({"local": LOCAL, "global": globalratelimit.schema(TOKEN_BUCKET, KEY)},
+SCHEMA = obj({"local": LOCAL, "global": globalratelimit.schema(TOKEN_BUCKET, GLOBAL_KEY)},
              rules=[_some_limit])
 
 _KEYS: dict[str | None, LocalRateLimitKey] = {None: "", "ClientIP": "client_ip",
-                                               "Header": "header"}
+                                               "Header": "header", "Claim": "claim"}
 
 
 def compile_local(local: dict, scope: str) -> LocalRateLimit:
@@ -94,7 +108,7 @@ def compile_local(local: dict, scope: str) -> LocalRateLimit:
         max_tokens=bucket["maxTokens"], tokens_per_fill=bucket.get("tokensPerFill", 1),
         fill_interval=parse_duration(bucket["fillInterval"]), key=_KEYS[key.get("type")],
         header=(key.get("header") or "").lower(), trusted_hops=key.get("numTrustedHops", 0),
-        scope=scope)
+        scope=scope, claim=key.get("claim") or "")
 
 
 def compile_rate_limit(value: dict, scope: str) -> RateLimit:

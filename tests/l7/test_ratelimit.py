@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import kgw_l7
+from kgw_l7.auth import claim_key
 from kgw_l7.config import LocalRateLimit
 from kgw_l7.ratelimit import LocalLimit, SharedBuckets, client_ip
 from kgw_l7.ratetable import PROBES, create_table_fd
@@ -93,6 +94,19 @@ def test_local_limit_keys_and_refusal_headers() -> None:
     assert fields[b"ratelimit"] == b'"local";r=0;t=2'
     half = LocalLimit(LocalRateLimit(10, 5, 0.5, scope="s3"))
     assert half.policy_header == b'"local";q=10;w=1'
+
+
+def test_claim_key_is_taken_after_auth_with_the_claims_value() -> None:
+    by_claim = LocalLimit(LocalRateLimit(1, 1, 60.0, key="claim", claim="org.id", scope="c"))
+    assert by_claim.after_auth and by_claim.claim == ["org", "id"]
+    assert not LocalLimit(LocalRateLimit(1, 1, 60.0, key="header", header="x")).after_auth
+    acme = claim_key({"sub": "a", "org": {"id": "acme"}}, by_claim.claim)
+    assert acme == b"acme" and claim_key({"org": {"id": 7}}, by_claim.claim) == b"7"
+    assert claim_key(None, by_claim.claim) == claim_key({"org": "flat"}, by_claim.claim) == b""
+    assert by_claim.take_value(acme) == 0 and by_claim.take_value(acme) < 0
+    assert by_claim.take_value(b"init") == 0
+    assert by_claim.take_value(b"") == 0
+    assert by_claim.take((), b"1.1.1.1") < 0  # (without claims: the no-claim bucket)
 
 
 HAMMER = """

@@ -48,7 +48,7 @@ def test_translate_shows_effective_sections(tmp_path: Path) -> None:
     assert rules["demo/search"] == {"rate_limit": {"local": {
         "max_tokens": 5, "tokens_per_fill": 5, "fill_interval": 1.0, "key": "client_ip",
         "header": "", "trusted_hops": 0,
-        "scope": "TrafficPolicy demo/search-rate on HTTPRoute demo/search"}}}
+        "scope": "TrafficPolicy demo/search-rate on HTTPRoute demo/search", "claim": ""}}}
 
 
 def test_validate_names_the_field_of_a_bad_policy(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ def test_local_and_global_together() -> None:
     ({"rateLimit": {"global": {"tokenBucket": {**BUCKET, "maxTokens": 0},
                                "redis": {"address": "redis"}}}},
      "spec.rateLimit.global.tokenBucket.maxTokens"),
+    (glob(key={"type": "Claim", "claim": "sub"}), "spec.rateLimit.global.key.type"),
 ])
 def test_bad_input_is_invalid_naming_the_field(spec, field) -> None:
     t = run(base() + [tp("p", [ROUTE], **spec)])

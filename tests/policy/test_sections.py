@@ -40,6 +40,18 @@ BAD = [
     (dict(rateLimit={"local": {**bucket()["local"],
                                "key": {"type": "Header", "header": "x", "numTrustedHops": 1}}}),
      "spec.rateLimit.local.key.numTrustedHops"),
+    (dict(rateLimit={"local": {**bucket()["local"], "key": {"type": "Claim"}}}),
+     "spec.rateLimit.local.key.claim"),
+    (dict(rateLimit={"local": {**bucket()["local"], "key": {"type": "Claim", "claim": "a..b"}}}),
+     "spec.rateLimit.local.key.claim"),
+    (dict(rateLimit={"local": {**bucket()["local"], "key": {"type": "Claim", "claim": ""}}}),
+     "spec.rateLimit.local.key.claim"),
+    (dict(rateLimit={"local": {**bucket()["local"],
+                               "key": {"type": "Header", "header": "x", "claim": "sub"}}}),
+     "spec.rateLimit.local.key.claim"),
+    (dict(rateLimit={"local": {**bucket()["local"],
+                               "key": {"type": "Claim", "claim": "sub", "numTrustedHops": 1}}}),
+     "spec.rateLimit.local.key.numTrustedHops"),
     (dict(requestLimits={}), "spec.requestLimits"),
     (dict(requestLimits={"maxRequestBodySize": 0}), "spec.requestLimits.maxRequestBodySize"),
     (dict(requestLimits={"maxRequestBodySize": "1.5Mi"}),
@@ -74,3 +86,12 @@ def test_defaults_and_compiled_records() -> None:
         "key": {"type": "Header", "header": "X-Api-Key"}}}))
     (_, rl), = compile_sections("TrafficPolicy", header, "s")
     assert rl.local == LocalRateLimit(1, 5, 2.0, "header", "x-api-key", 0, "s")
+
+
+def test_a_claim_key_compiles_with_its_path() -> None:
+    obj = apply_defaults(tp("p", ROUTE, rateLimit={"local": {
+        "tokenBucket": {"maxTokens": 3, "fillInterval": "1m"},
+        "key": {"type": "Claim", "claim": "org.id"}}}))
+    assert validate(obj) == []
+    (_, rl), = compile_sections("TrafficPolicy", obj, "s")
+    assert rl.local == LocalRateLimit(3, 1, 60.0, "claim", "", 0, "s", claim="org.id")
