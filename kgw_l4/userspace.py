@@ -310,9 +310,17 @@ async def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, T
         cur = frontends.get(key)
         if key not in picks or cur is None or cur[0] != todo[key]:
             continue  # (an apply meanwhile built it with the same ``down``)
-        was = picks[key].panic
+        was = picks[key]
         picks[key] = p
-        if p.panic and not was:
+        moved = sum(a != b for a, b in zip(was.table, p.table)) \
+            if was.endpoints == p.endpoints else len(p.table)
+        if moved:
+            fe = todo[key]
+            n = sum(1 for g in fe.backends if g.health_check is not None for ep in g.endpoints
+                    if (g.name, ep.address, ep.port) in down)
+            log.info("frontend %s: health verdicts moved %d of %d Maglev slots (%d endpoints "
+                     "down)", fe.name, moved, len(p.table), n)
+        if p.panic and not was.panic:
             log.warning("frontend %s: every endpoint fails its health check: all are kept "
                         "(panic)", todo[key].name)
 
