@@ -141,12 +141,12 @@ class _Server:
         conn = self.conn
         if conn is None:
             return None
+        if conn.retired:  # given up on after a timeout (closed by kgw once drained)
+            self.conn = None
+            return None
         if conn.broken is not None:
             self.conn = None
             raise ConnectionError(str(conn.broken))
-        if conn.retired:
-            self.conn = None
-            return None
         return conn
 
     async def connect(self) -> Connection:
