@@ -111,7 +111,8 @@ class Arm:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     queued: int = 0
-    cpu_s: float = 0.0
+    user_s: float = 0.0
+    sys_s: float = 0.0
     redis_calls: int = 0
     redis_us: float = 0.0
 
@@ -198,13 +199,15 @@ def workers(kgw_pid: int) -> list[int]:
     return [int(p) for p in out]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """The processes' user and system CPU seconds."""
+    user = system = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (after pid and comm)
-    return total / CLK_TCK
+        user += int(fields[11])  # utime, stime (fields 14, 15: after pid and comm)
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def redis_calls(port: int) -> tuple[int, float]:
@@ -248,7 +251,10 @@ def report(arm: Arm, decided: dict[str, float]) -> str:
     n = len(lat) + arm.errors
     fields = {"arm": arm.name, "requests": n, "errors": arm.errors, "queued": arm.queued,
               "p50_us": pct(lat, 0.50), "p90_us": pct(lat, 0.90), "p99_us": pct(lat, 0.99),
-              "max_us": lat[-1] * 1e6, "cpu_us_per_req": arm.cpu_s * 1e6 / max(1, n),
+              "max_us": lat[-1] * 1e6,
+              "cpu_us_per_req": (arm.user_s + arm.sys_s) * 1e6 / max(1, n),
+              "user_us_per_req": arm.user_s * 1e6 / max(1, n),
+              "sys_us_per_req": arm.sys_s * 1e6 / max(1, n),
               "redis_calls_per_req": arm.redis_calls / max(1, n),
               "redis_cpu_us_per_call": arm.redis_us / max(1, arm.redis_calls)}
     if arm.name == "limited":
@@ -294,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                         cpu0, (calls0, us0) = cpu_seconds(pids), redis_calls(redis.port)
                         uvloop.run(load(port, arm, args.rate, args.seconds, args.connections))
                         calls1, us1 = redis_calls(redis.port)
-                        arm.cpu_s += cpu_seconds(pids) - cpu0
+                        user1, sys1 = cpu_seconds(pids)
+                        arm.user_s += user1 - cpu0[0]
+                        arm.sys_s += sys1 - cpu0[1]
                         arm.redis_calls += calls1 - calls0
                         arm.redis_us += us1 - us0
                 end = decisions(admin)
