@@ -211,12 +211,25 @@ class GlobalLimiter:
         key = f"kgw:rl:{limit}:{descriptor}"
         args = (max_tokens, tokens_per_fill, max(1, round(fill_interval * 1000)))
         self.round_trips += 1  # tried, as a connect refused is one too
+        loop = asyncio.get_running_loop()
         try:
             conn = server.connection()
             if conn is None:
                 conn = await asyncio.wait_for(server.connect(), timeout)
                 timeout -= time.monotonic() - now
-            reply = await self._eval(conn, key, args, timeout)
+            # (the EVALSHA inline, not in a coroutine of its own: it is the request path)
+            deadline = loop.time() + timeout
+            fut = conn.send(b"EVALSHA", SCRIPT_SHA, 1, key, *args)
+            timer = loop.call_at(deadline, _expire, fut, conn)
+            try:
+                reply = await fut
+            except ReplyError as e:
+                if not str(e).startswith("NOSCRIPT"):
+                    raise
+                reply = await self._eval_script(conn, key, args, deadline)
+            finally:
+                timer.cancel()
+            allowed, remaining, reset_ms = reply
         except Exception as e:  # noqa: BLE001 — any failure is decided by the failure mode
             return self._failure(server, limit, fail_open, e)
         if not server.up:
@@ -224,7 +237,6 @@ class GlobalLimiter:
             PROBLEMS.ok("redis", address)
             server.up = True
             server.last_error = ""
-        allowed, remaining, reset_ms = reply
         if allowed:
             self._count(limit, "allowed")
         else:
@@ -255,24 +267,13 @@ class GlobalLimiter:
         self._count(limit, outcome)
         return Decision(fail_open, 0, BACKOFF, outcome)
 
-    async def _eval(self, conn: Connection, key: str, args: tuple[int, int, int],
-                    timeout: float) -> Any:
-        """EVALSHA (EVAL after NOSCRIPT), within ``timeout`` seconds in all."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        fut = conn.send(b"EVALSHA", SCRIPT_SHA, 1, key, *args)
-        timer = loop.call_at(deadline, _expire, fut, conn)
-        try:
-            return await fut
-        except ReplyError as e:
-            if not str(e).startswith("NOSCRIPT"):
-                raise
-        finally:
-            timer.cancel()
-        # Redis lost its script cache (a restart): the script itself, which caches it again
+    async def _eval_script(self, conn: Connection, key: str, args: tuple[int, int, int],
+                           deadline: float) -> Any:
+        """Redis lost its script cache (a restart): the script itself (EVAL), which caches
+        it again, by the same deadline."""
         self.round_trips += 1
         fut = conn.send(b"EVAL", SCRIPT, 1, key, *args)
-        timer = loop.call_at(deadline, _expire, fut, conn)
+        timer = asyncio.get_running_loop().call_at(deadline, _expire, fut, conn)
         try:
             return await fut
         finally:

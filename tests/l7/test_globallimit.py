@@ -271,3 +271,23 @@ async def test_too_many_waiting_is_busy_not_down(redis, monkeypatch):
         assert (await check(lim, redis.address, "after")).source == "redis"
     finally:
         await lim.close()
+
+
+async def test_a_reply_not_the_scripts_is_an_error_not_an_exception():
+    """Something that speaks RESP but is not our script's Redis (a proxy answering +OK):
+    decided by the failure mode, counted as an error; nothing raises into the request."""
+    async def serve(reader, writer):
+        while await reader.read(4096):
+            writer.write(b"+OK\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    address = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+    lim = GlobalLimiter()
+    try:
+        d = await check(lim, address, fail_open=False)
+        assert (d.allowed, d.source) == (False, "fail_closed")
+        assert lim.errors == {(address, "error"): 1}
+    finally:
+        await lim.close()
+        server.close()
