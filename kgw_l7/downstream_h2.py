@@ -60,7 +60,7 @@ from hyperframe.frame import GoAwayFrame
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import BodyKind, RequestHead, h2_error_name, request_head
 from kgw_l7.exchange import BODY_HIGH_WATER, Exchange
-from kgw_l7.hpack_codec import use_fast_codec
+from kgw_l7.hpack_codec import server_session, use_fast_codec
 from kgw_l7.streams import DownstreamStream, UpstreamStream
 
 log = logging.getLogger("kgw.l7.h2")
@@ -87,6 +87,13 @@ MAX_CONTROL = 5000
 
 #: What an HTTP/2 client sends first (RFC 9113 §3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: What kgw announces in its SETTINGS.
+SETTINGS = {
+    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+    h2.settings.SettingCodes.ENABLE_PUSH: 0,
+}
 
 _EMPTY: tuple[Any, ...] = ()
 #: Fields that only describe an HTTP/1.1 connection (RFC 9113 §8.2.2): a request
@@ -168,13 +175,58 @@ class ServerConnection(h2.connection.H2Connection):
     DATA without END_STREAM, and any frame on a stream already closed (h2 answers each
     of those itself: its events do not show them)."""
 
-    def __init__(self, config: h2.config.H2Configuration) -> None:
-        super().__init__(config)
+    def __init__(self) -> None:
+        # Inbound fields are checked by ``request_problem`` (h2's check raises where a
+        # stream error is due); outbound ones are built here (``send_response``: lower-case
+        # names, no connection-specific field) from a response kgw parsed or made: h2's
+        # validation and normalisation of them again cost more than the rest of sending
+        # a response head (as upstream_h2 found for requests).
+        super().__init__(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=False,
+            validate_outbound_headers=False, normalize_outbound_headers=False))
+        use_fast_codec(self)  # (nghttp2's HPACK when compiled: kgw_l7.hpack_codec)
         self.control_frames = 0
         self.closed_stream_frames = 0
         #: WINDOW_UPDATEs the DATA frames sent have earned (one for the stream, one for
         #: the connection each): a client with small windows sends many, and rightly.
         self.window_credit = 0
+        #: (nghttp2's session sets it when it stopped at its bound on queued ACKs)
+        self.flooded = False
+
+    # -- the part of the session interface that is not h2's (see ``new_session``) --
+    def start(self, settings: dict[int, int], connection_window: int,
+              upgrade_settings: bytes | None) -> None:
+        self.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        if upgrade_settings is not None:
+            self.initiate_upgrade_connection(upgrade_settings)
+        else:
+            self.initiate_connection()
+        self.increment_flow_control_window(connection_window - 65535)
+        # (h2 applies the limit once the client acknowledges the SETTINGS; a request
+        # may come before that.)
+        self.decoder.max_header_list_size = settings[
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE]
+
+    def header_block_open(self) -> bool:
+        return bool(self.incoming_buffer._headers_buffer)
+
+    def closed(self) -> bool:
+        return bool(self.state_machine.state == h2.connection.ConnectionState.CLOSED)
+
+    def error_reason(self, exc: Exception) -> str:
+        """The metric reason for the ProtocolError h2 raised."""
+        msg = str(exc)
+        if isinstance(exc, h2.exceptions.DenialOfServiceError):
+            if "Oversized header block" in msg:
+                return "hpack_bomb"
+            return "header_list_too_large" if "header" in msg.lower() else "denial_of_service"
+        if "continuation" in msg.lower():
+            return "continuation_flood"
+        if "preamble" in msg.lower():
+            return "invalid_preface"
+        if isinstance(exc, h2.exceptions.FlowControlError):
+            return "flow_control"
+        return "protocol_error"
 
     def _receive_frame(self, frame: Any) -> list[Any]:
         t = frame.type
@@ -193,6 +245,20 @@ class ServerConnection(h2.connection.H2Connection):
         if counted:
             self.control_frames += 1
         return super()._receive_frame(frame)
+
+
+def new_session() -> Any:
+    """The sans-IO HTTP/2 server connection an ``H2Conn`` drives: libnghttp2's
+    (``kgw_l7._nghttp2.ServerSession``, C) in the compiled build, h2's
+    (``ServerConnection``, pure Python) otherwise; ``kgw_l7.hpack_codec`` decides, as it
+    does for HPACK. Both take h2's calls and return h2's events; beyond h2's interface
+    they have ``start``, ``header_block_open``, ``closed``, ``error_reason``, the frame
+    counters and ``flooded``."""
+    session = server_session()
+    if session is None:
+        return ServerConnection()
+    session.max_header_list = MAX_HEADER_LIST
+    return session
 
 
 class H2Stream(DownstreamStream):
@@ -337,17 +403,7 @@ class H2Conn:
         self.ctx = ctx
         self.listener = listener
         self.transport: Any = None
-        # Inbound fields are checked by ``request_problem`` (h2's check raises where a
-        # stream error is due); outbound ones are built here (``send_response``: lower-case
-        # names, no connection-specific field) from a response kgw parsed or made: h2's
-        # validation and normalisation of them again cost more than the rest of sending
-        # a response head (as upstream_h2 found for requests).
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                           validate_inbound_headers=False,
-                                           validate_outbound_headers=False,
-                                           normalize_outbound_headers=False)
-        self.h2 = ServerConnection(config)
-        use_fast_codec(self.h2)  # (nghttp2's HPACK when compiled: kgw_l7.hpack_codec)
+        self.h2 = new_session()
         self.streams: dict[int, H2Stream] = {}
         self.peer = b""
         self.remote = b""
@@ -427,21 +483,7 @@ class H2Conn:
         self.last_activity = self.started = ctx.now
 
     def start(self, upgrade: RequestHead | None, settings: bytes | None = None) -> None:
-        conn = self.h2
-        conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        })
-        if upgrade is not None:
-            conn.initiate_upgrade_connection(settings)
-        else:
-            conn.initiate_connection()
-        conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        # (h2 applies the limit once the client acknowledges the SETTINGS; a request
-        # may come before that.)
-        conn.decoder.max_header_list_size = MAX_HEADER_LIST
+        self.h2.start(SETTINGS, CONNECTION_WINDOW, settings if upgrade is not None else None)
         if upgrade is not None:
             # Stream 1 is the upgrade request, half-closed: its response goes out on it.
             self.preface_done = False
@@ -477,10 +519,10 @@ class H2Conn:
                 self._event(ev)
                 if self.transport is None or self.transport.is_closing():
                     return
-            if self.h2.control_frames > MAX_CONTROL:
+            if self.h2.control_frames > MAX_CONTROL or self.h2.flooded:
                 self.calm(self._flood_kind())
                 return
-            if self.h2.incoming_buffer._headers_buffer:
+            if self.h2.header_block_open():
                 if not self.head_since:
                     self.head_since = now
             else:
@@ -832,23 +874,12 @@ class H2Conn:
         """h2 found the connection broken (it queued a GOAWAY): counted by kind, sent,
         and the connection closed."""
         msg = str(exc)
-        if isinstance(exc, h2.exceptions.DenialOfServiceError):
-            reason = "header_list_too_large" if "header" in msg.lower() else "denial_of_service"
-            if "Oversized header block" in msg:
-                reason = "hpack_bomb"
-        elif "continuation" in msg.lower():
-            reason = "continuation_flood"
-        elif "preamble" in msg.lower():
-            reason = "invalid_preface"
-        elif isinstance(exc, h2.exceptions.FlowControlError):
-            reason = "flow_control"
-        else:
-            reason = "protocol_error"
+        reason = self.h2.error_reason(exc)
         self.ctx.stats.http2_error(reason)
         self.ctx.limiter.warning(("h2", reason), "listener %s: HTTP/2 connection from %s "
                                  "closed: %s", self.listener.name, self.peer.decode(), msg)
         self.in_read = False
-        if self.h2.state_machine.state != h2.connection.ConnectionState.CLOSED:
+        if not self.h2.closed():
             try:
                 self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
             except h2.exceptions.ProtocolError:

@@ -26,6 +26,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from kgw_l7.hpack_codec import server_implementation
 from kgw_l7.config import (
     Backend, Certificate, Endpoint, L7Config, Listener, PathMatch, Route, RouteMatch, Rule,
     VirtualHost,
@@ -305,11 +306,32 @@ def test_oversized_header_list_is_431(plane):
     # machine, and the server rightly closes a connection idle that long.)
     c.conn.encoder.encode = functools.partial(c.conn.encoder.encode, huffman=False)
     try:
-        r = c.request("GET", "/big", "x", headers={"x-big": "a" * 70000})
+        # (70 kB in ten fields: more than HTTP/1.1's 60 KiB, each under nghttp2's bound)
+        r = c.request("GET", "/big", "x", headers={f"x-big-{i}": "a" * 7000 for i in range(10)})
         assert r.status == 431
         assert c.request("GET", "/good", "x").status == 200
     finally:
         c.close()
+
+
+def test_one_field_over_64k(plane):
+    """h2 decodes it (431, the connection goes on); nghttp2 refuses any field over 64 KiB
+    as a compression error, which ends the connection (counted; the worker goes on)."""
+    before = h2_errors(plane, "header_compression")
+    c = H2Client(plane.port)
+    c.conn.encoder.encode = functools.partial(c.conn.encoder.encode, huffman=False)
+    try:
+        if server_implementation() == "h2":
+            assert c.request("GET", "/big", "x", headers={"x-big": "a" * 70000}).status == 431
+            return
+        with pytest.raises(ConnectionError):
+            c.request("GET", "/big", "x", headers={"x-big": "a" * 70000})
+        assert c.goaway is not None
+        assert c.goaway.error_code == h2.errors.ErrorCodes.COMPRESSION_ERROR
+    finally:
+        c.close()
+    assert h2_errors(plane, "header_compression") == before + 1
+    still_serves(plane)
 
 
 def test_access_log_and_metrics_say_http2(plane):
