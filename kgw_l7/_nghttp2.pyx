@@ -1,6 +1,8 @@
 # cython: language_level=3
 """HPACK (RFC 7541) from libnghttp2: ``Deflater`` and ``Inflater``, drop-in replacements
-for the ``hpack`` package's ``Encoder`` and ``Decoder`` as the ``h2`` library uses them.
+for the ``hpack`` package's ``Encoder`` and ``Decoder`` as the ``h2`` library uses them;
+and ``ServerSession``, a whole HTTP/2 server connection (nghttp2_session) with the
+interface of h2's ``H2Connection`` as ``kgw_l7.downstream_h2`` uses it (below).
 
 Why: hpack is pure Python, and encoding a response head and decoding a request head were
 a large part of the instructions an HTTP/2 request cost kgw (bench/results/h2.md). nghttp2

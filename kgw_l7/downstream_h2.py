@@ -1,10 +1,12 @@
 """HTTP/2 from clients: ``H2Conn`` (one client connection) and ``H2Stream`` (one request
 on it, the ``DownstreamStream`` of its exchange).
 
-``H2Conn`` is an asyncio protocol around one sans-IO ``h2.connection.H2Connection``: it
-feeds it what the socket brings, turns its events into exchanges (one per request
-stream, started at once: streams are concurrent) and writes what h2 has to send once
-per read, so the frames a read causes go out in one write. Routing, filters, tries,
+``H2Conn`` is an asyncio protocol around one sans-IO HTTP/2 server session
+(``new_session``: libnghttp2's in the compiled build, h2's ``H2Connection`` otherwise,
+with the same calls and events): it feeds it what the socket brings, turns its events
+into exchanges (one per request stream, started at once: streams are concurrent) and
+writes what the session has to send once per read, so the frames a read causes go out
+in one write. Routing, filters, tries,
 timeouts and metrics are the exchange's (``kgw_l7.exchange``), the same as for
 HTTP/1.1; this module only moves a request in and its response out.
 
@@ -194,7 +196,7 @@ class ServerConnection(h2.connection.H2Connection):
         self.flooded = False
 
     # -- the part of the session interface that is not h2's (see ``new_session``) --
-    def start(self, settings: dict[int, int], connection_window: int,
+    def start(self, settings: dict[h2.settings.SettingCodes, int], connection_window: int,
               upgrade_settings: bytes | None) -> None:
         self.local_settings = h2.settings.Settings(client=False, initial_values=settings)
         if upgrade_settings is not None:
@@ -541,7 +543,15 @@ class H2Conn:
                     self.h2.acknowledge_received_data(n, ev.stream_id)
                 return
             st.last_activity = self.ctx.now
-            st.ex.on_request_body(ev.data)
+            ex = st.ex
+            length = ex.head.content_length
+            if length is not None and ex.received + len(ev.data) > length:
+                # (RFC 9113 §8.1.1; h2 ends the connection itself, nghttp2 with its HTTP
+                # checks off does not check)
+                self._malformed(st, "content_length_mismatch")
+                self.h2.acknowledge_received_data(n, ev.stream_id)
+                return
+            ex.on_request_body(ev.data)
             if n:
                 if st.paused:
                     st.held += n
@@ -713,9 +723,14 @@ class H2Conn:
     def _request_end(self, st: H2Stream, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
         if not st.request_open:
             return
+        ex = st.ex
+        if ex is not None and ex.head.content_length is not None \
+                and ex.received != ex.head.content_length and not st.done:
+            st.request_open = False
+            self._malformed(st, "content_length_mismatch")
+            return
         st.request_open = False
         self.release_held(st)
-        ex = st.ex
         if ex is not None and ex.head.body != "none":
             ex.on_request_end(trailers)
         self.settle(st)

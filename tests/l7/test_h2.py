@@ -300,6 +300,42 @@ def test_malformed_requests_get_a_stream_reset(plane, fields, reason):
     assert h2_errors(plane, f"malformed_{reason}") == before + 1
 
 
+def rst_code(data: bytes, sid: int) -> int | None:
+    """The error code of the first RST_STREAM on stream ``sid`` in ``data``."""
+    i = 0
+    while i + 9 <= len(data):
+        length = int.from_bytes(data[i:i + 3], "big")
+        if data[i + 3] == 0x3 and int.from_bytes(data[i + 5:i + 9], "big") == sid:
+            return int.from_bytes(data[i + 9:i + 13], "big")
+        i += 9 + length
+    return None
+
+
+@pytest.mark.parametrize("body", [b"12345", b"1"])
+def test_content_length_mismatch_is_malformed(plane, body):
+    """RFC 9113 §8.1.1: DATA adding up to more or less than Content-Length. nghttp2
+    (HTTP checks off) resets the stream, counted; h2 ends the connection. Either way
+    the backend never gets a body longer than the length it was told."""
+    before = h2_errors(plane, "malformed_content_length_mismatch")
+    s = raw_conn(plane)
+    try:
+        block = hpack.Encoder().encode([(b":method", b"POST"), (b":scheme", b"http"),
+                                        (b":path", b"/upload"), (b":authority", b"x"),
+                                        (b"content-length", b"3")])
+        s.sendall(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize()
+                  + DataFrame(1, body, flags=["END_STREAM"]).serialize())
+        data = read_all(s, timeout=1.5)
+        if server_implementation() == "h2":
+            assert goaway_code(data) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        else:
+            assert rst_code(data, 1) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    finally:
+        s.close()
+    if server_implementation() != "h2":
+        assert h2_errors(plane, "malformed_content_length_mismatch") == before + 1
+    still_serves(plane)
+
+
 def test_oversized_header_list_is_431(plane):
     c = H2Client(plane.port)
     # (Huffman-coding 70 kB in Python can take longer than the idle timeout on a loaded
