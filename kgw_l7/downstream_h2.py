@@ -541,15 +541,14 @@ class H2Conn:
                     self.h2.acknowledge_received_data(n, ev.stream_id)
                 return
             st.last_activity = self.ctx.now
-            ex = st.ex
-            length = ex.head.content_length
-            if length is not None and ex.received + len(ev.data) > length:
+            length = st.ex.head.content_length
+            if length is not None and st.ex.received + len(ev.data) > length:
                 # (RFC 9113 §8.1.1; h2 ends the connection itself, nghttp2 with its HTTP
                 # checks off does not check)
                 self._malformed(st, "content_length_mismatch")
                 self.h2.acknowledge_received_data(n, ev.stream_id)
                 return
-            ex.on_request_body(ev.data)
+            st.ex.on_request_body(ev.data)
             if n:
                 if st.paused:
                     st.held += n
