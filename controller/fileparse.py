@@ -198,6 +198,8 @@ def child_main(argv: Sequence[str]) -> int:
     sys.stdout = sys.stderr  # frames only on our copy of stdout
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s kgw-fileparse %(levelname)s %(name)s: %(message)s")
+    _send(out, ("ready", None))  # imports done: the parent's time budget starts per file
+    out.flush()
     while True:
         try:
             path, skip = _recv(inp)
@@ -222,6 +224,12 @@ def child_main(argv: Sequence[str]) -> int:
         out.flush()
 
 
+async def _read_frame(stream: asyncio.StreamReader) -> tuple[str, Any]:
+    """One (what, value) frame the child sent."""
+    (n,) = _LEN.unpack(await stream.readexactly(_LEN.size))
+    return pickle.loads(await stream.readexactly(n))
+
+
 class ParserProcess:
     """The supervisor's side: one child at a time, started when first needed."""
 
@@ -232,19 +240,33 @@ class ParserProcess:
         self.started = 0  # children started (tests, and /metrics some day)
 
     async def _start(self) -> asyncio.subprocess.Process:
+        """The running child, or a new one once it said it is ready: starting an
+        interpreter (slow under load) is bounded by START_TIMEOUT, not by a file's budget."""
         if self._proc is None or self._proc.returncode is not None:
             self._proc = await asyncio.wait_for(asyncio.create_subprocess_exec(
                 sys.executable, "-m", "controller.fileparse", str(self.memory),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 limit=1024 * 1024), START_TIMEOUT)
             self.started += 1
+            assert self._proc.stdout is not None
+            what, _ = await asyncio.wait_for(_read_frame(self._proc.stdout), START_TIMEOUT)
+            if what != "ready":
+                raise RuntimeError(f"the file reader process said {what!r} before 'ready'")
         return self._proc
 
     async def read(self, path: Path, skip: frozenset[bytes]) -> list[Doc] | Failure:
-        """Read ``path`` in the child; never raises, never waits past the time budget."""
+        """Read ``path`` in the child; never raises, never waits past the time budget (once
+        the child is running)."""
+        try:
+            proc = await self._start()
+        except Exception as exc:  # did not start, or not in time: again at the next rescan
+            await self._kill()
+            log.error("the file reader process did not start (%r); trying again", exc)
+            return Failure(0, f"the file reader process did not start ({exc!r}); trying again "
+                              "at the next rescan", retry=True)
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._read(path, skip)
+                return await self._read(proc, path, skip)
         except TimeoutError:
             await self._kill()
             return Failure(0, f"reading took longer than {self.timeout:g}s; refused")
@@ -258,16 +280,15 @@ class ParserProcess:
                            f"the file reader process failed on this file ({why}); trying again at "
                            "the next rescan", retry=True)
 
-    async def _read(self, path: Path, skip: frozenset[bytes]) -> list[Doc] | Failure:
-        proc = await self._start()
+    async def _read(self, proc: asyncio.subprocess.Process, path: Path,
+                    skip: frozenset[bytes]) -> list[Doc] | Failure:
         assert proc.stdin is not None and proc.stdout is not None
         data = pickle.dumps((str(path), skip), protocol=pickle.HIGHEST_PROTOCOL)
         proc.stdin.write(_LEN.pack(len(data)) + data)
         await proc.stdin.drain()
         docs: list[Doc] = []
         while True:
-            (n,) = _LEN.unpack(await proc.stdout.readexactly(_LEN.size))
-            what, value = pickle.loads(await proc.stdout.readexactly(n))
+            what, value = await _read_frame(proc.stdout)
             if what == "doc":
                 docs.append(value)
             elif what == "end":

@@ -120,3 +120,20 @@ async def test_a_refused_file_keeps_its_previous_objects(tmp_path: Path) -> None
         assert "keeping this file's previous objects" in str(problem)
     finally:
         await src.close()
+
+
+async def test_a_child_starting_slowly_does_not_spend_a_files_budget(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """The interpreter's start (slow under load) is bounded by START_TIMEOUT, not by the
+    per-file budget; a child that is not ready in time is a retry, not a refused file."""
+    import controller.fileparse as fileparse
+
+    f = tmp_path / "ns.yaml"
+    f.write_text(NS)
+    monkeypatch.setattr(fileparse, "START_TIMEOUT", 0.001)
+    pp = ParserProcess(timeout=30)
+    try:
+        got = await pp.read(f, frozenset())
+        assert isinstance(got, Failure) and got.retry and "did not start" in got.message, got
+    finally:
+        await pp.close()
