@@ -889,11 +889,49 @@ class _Verified:
         self.grant: _Grant | None = None
 
 
+class LastToken:
+    """The field value that carried the last token a check accepted, with what accepting
+    it did: the next request carrying the same bytes in the same field (a client repeating
+    its token) is matched by one comparison, without the prefix cut, the hash and the LRU
+    move of the verified-token cache. Equal bytes are the same credential; the entry's
+    expiry and key generation are checked as the cache's are."""
+
+    __slots__ = ("field", "raw", "verified", "grant")
+
+    def __init__(self, field: bytes | None) -> None:
+        #: The header of the check's first source (None: its first source is not a
+        #: header, and nothing is remembered).
+        self.field = field
+        self.raw: bytes | None = None
+        self.verified: _Verified | None = None
+        self.grant: _Grant | None = None
+
+    def repeated(self, req: AuthRequest, now: float) -> bool:
+        """``req`` carries the remembered field value, still valid: its grant is applied."""
+        if self.raw is None:
+            return False
+        value = req.header(self.field)  # type: ignore[arg-type]  # (raw: field is set)
+        if value is None or value != self.raw:
+            return False
+        verified = cast(_Verified, self.verified)
+        if verified.until > now and verified.generation == verified.provider.generation():
+            cast(_Grant, self.grant).apply(req)
+            return True
+        self.raw = None
+        return False
+
+    def remember(self, req: AuthRequest, verified: _Verified, grant: _Grant) -> None:
+        if self.field is not None:
+            self.raw = req.header(self.field)
+            self.verified = verified
+            self.grant = grant
+
+
 class JwtCheck(Check):
     """RFC 7519 tokens verified against the providers' keys (RFC 7515 signatures by PyJWT
     and cryptography); scopes and claims required; claims to headers."""
 
-    __slots__ = ("providers", "sources", "scopes", "claims", "cache", "clock")
+    __slots__ = ("providers", "sources", "scopes", "claims", "cache", "last", "clock")
     name = "jwt"
 
     def __init__(self, cfg: JWT, clock: Callable[[], float] = time.time) -> None:
@@ -906,22 +944,29 @@ class JwtCheck(Check):
         self.scopes = cfg.required_scopes
         self.claims = cfg.required_claims
         self.cache = LRU()
+        first = self.sources[0] if self.sources else None
+        self.last = LastToken(first.name if first is not None and first.kind == "header"
+                              else None)
         self.clock = clock
 
     def check(self, req: AuthRequest) -> Denial | None:
+        now = self.clock()
+        if self.last.repeated(req, now):
+            return None
         found = _first(self.sources, req)
         if found is None:
             return Denial(401, "jwt: no token", _bearer(None))
         token, source = found
         if len(token) > MAX_CREDENTIAL:
             return _invalid("jwt: token too large", "token too large")
-        now = self.clock()
         hit = self.cache.get(token)
         if hit is not None:
             if hit.until > now and hit.generation == hit.provider.generation():
                 grant = hit.grant
                 if grant is not None and hit.source is source:
                     grant.apply(req)
+                    if source is self.sources[0]:
+                        self.last.remember(req, hit, grant)
                     return None
                 return self._accept(req, hit, source)
             self.cache.pop(token)
@@ -1077,6 +1122,8 @@ class JwtCheck(Check):
                        frozenset(remove), drop)
         verified.source, verified.grant = source, grant
         grant.apply(req)
+        if source is self.sources[0]:
+            self.last.remember(req, verified, grant)
         return None
 
 

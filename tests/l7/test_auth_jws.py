@@ -324,3 +324,61 @@ def test_plain_form_reads_the_signed_bytes():
     assert signature == base64.urlsafe_b64decode(sig + b"=" * (-len(sig) % 4))
     assert claims == jwt.decode(tok, options={"verify_signature": False})
     assert plain_jws(tok, {**parts[0], "crit": []}, *parts[1:]) is None
+
+
+# The last accepted token's field value (``LastToken``): a repeated token is matched by
+# comparing bytes, never across different credentials.
+
+def claims_of(check, field_value: bytes, name=b"authorization"):
+    req = AuthRequest(b"GET", b"/", b"", ((name, field_value),), b"10.0.0.1")
+    v = check.check(req)
+    return v if v is not None else req.claims
+
+
+def test_the_last_token_is_matched_by_its_bytes_only():
+    check = auth.JwtCheck(JWT(PROVIDERS["one"]))
+    alice, bob = signed(sub="alice"), signed(sub="bob")
+    assert claims_of(check, b"Bearer " + alice)["sub"] == "alice"
+    assert check.last.raw == b"Bearer " + alice
+    assert claims_of(check, b"Bearer " + alice)["sub"] == "alice"
+    assert claims_of(check, b"Bearer " + bob)["sub"] == "bob"  # not alice's answer
+    assert claims_of(check, b"Bearer " + alice)["sub"] == "alice"
+    forged = with_segment(alice, 1, lambda s: b64(json.dumps(
+        {"iss": ISS, "aud": AUD, "sub": "root", "exp": NOW + 600}).encode()))
+    v = claims_of(check, b"Bearer " + forged)
+    assert isinstance(v, Denial) and "bad signature" in v.detail
+    v = claims_of(check, b"Bearer " + alice[:-1])
+    assert isinstance(v, Denial)
+    assert claims_of(check, b"bearer  " + alice)["sub"] == "alice"  # (same token, the LRU)
+
+
+def test_the_last_token_expires_with_the_token():
+    now = [float(NOW)]
+    check = auth.JwtCheck(JWT(PROVIDERS["one"]), clock=lambda: now[0])
+    tok = signed(exp=NOW + 10)
+    assert claims_of(check, b"Bearer " + tok)["sub"] == "alice"
+    first = check.last.verified
+    now[0] += 60 + 5  # within exp + the 60 s skew: still remembered
+    assert claims_of(check, b"Bearer " + tok)["sub"] == "alice"
+    assert check.last.verified is first
+    now[0] += 10  # past it: verified again (and PyJWT, on the real clock, accepts it)
+    assert claims_of(check, b"Bearer " + tok)["sub"] == "alice"
+    assert check.last.verified is not first
+    now[0] = NOW + auth.CACHE_TTL + 1000.0
+    tok2 = signed(sub="carol")
+    assert claims_of(check, b"Bearer " + tok2)["sub"] == "carol"
+
+
+def test_the_last_token_is_not_used_for_another_source_or_a_refusal():
+    prov = JWTProvider("p", local_jwks=JWKS, extract_from=(
+        auth.CredentialSource("header", "x-token"), auth.CredentialSource("query", "t")))
+    check = auth.JwtCheck(JWT((prov,), required_scopes=("read",)))
+    ok, no_scope = signed(scope="read"), signed(scope="write")
+    assert claims_of(check, ok, b"x-token")["scope"] == "read"
+    req = AuthRequest(b"GET", b"/", b"t=" + ok, (), b"10.0.0.1")
+    assert check.check(req) is None and req.new_query == b""  # the query source's grant
+    assert claims_of(check, ok, b"x-token")["scope"] == "read"
+    assert claims_of(check, ok, b"x-token2").status == 401
+    assert claims_of(check, no_scope, b"x-token").status == 403
+    assert check.last.raw == ok
+    assert claims_of(check, no_scope, b"x-token").status == 403  # refusals not remembered
