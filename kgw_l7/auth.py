@@ -898,8 +898,8 @@ class LastToken:
 
     __slots__ = ("field", "raw", "verified", "grant")
 
-    def __init__(self, field: bytes | None) -> None:
-        #: The header of the check's first source (None: its first source is not a
+    def __init__(self, field: bytes) -> None:
+        #: The header of the check's first source (b"": its first source is not a
         #: header, and nothing is remembered).
         self.field = field
         self.raw: bytes | None = None
@@ -908,21 +908,19 @@ class LastToken:
 
     def repeated(self, req: AuthRequest, now: float) -> bool:
         """``req`` carries the remembered field value, still valid: its grant is applied."""
-        if self.raw is None:
+        verified, grant = self.verified, self.grant
+        if verified is None or grant is None or req.header(self.field) != self.raw:
             return False
-        value = req.header(self.field)  # type: ignore[arg-type]  # (raw: field is set)
-        if value is None or value != self.raw:
-            return False
-        verified = cast(_Verified, self.verified)
         if verified.until > now and verified.generation == verified.provider.generation():
-            cast(_Grant, self.grant).apply(req)
+            grant.apply(req)
             return True
-        self.raw = None
+        self.verified = self.grant = self.raw = None
         return False
 
     def remember(self, req: AuthRequest, verified: _Verified, grant: _Grant) -> None:
-        if self.field is not None:
-            self.raw = req.header(self.field)
+        field = self.field
+        if field:
+            self.raw = req.header(field)
             self.verified = verified
             self.grant = grant
 
@@ -946,7 +944,7 @@ class JwtCheck(Check):
         self.cache = LRU()
         first = self.sources[0] if self.sources else None
         self.last = LastToken(first.name if first is not None and first.kind == "header"
-                              else None)
+                              else b"")
         self.clock = clock
 
     def check(self, req: AuthRequest) -> Denial | None:
