@@ -382,3 +382,23 @@ def test_the_last_token_is_not_used_for_another_source_or_a_refusal():
     assert claims_of(check, no_scope, b"x-token").status == 403
     assert check.last.raw == ok
     assert claims_of(check, no_scope, b"x-token").status == 403  # refusals not remembered
+
+
+JSON_CASES = [
+    b'{"a":1}', b'{"a": [1, 2.5, null, true], "b": {"c": "d"}}', b'{}', b'{"a":1} ', b' {"a":1}',
+    b'{"a":1}\n', b'{"a":', b'{"a":1}{', b'{"a":1}x', b'\xef\xbb\xbf{"a":1}', b'{\x00"\x00a\x00',
+    '{"a":1}'.encode("utf-16"), '{"a":1}'.encode("utf-16-le"), '{"a":1}'.encode("utf-32"),
+    b'{"a":"\xff"}', b'{"a":"\xed\xa0\x80"}', b'{"a":"\\ud800"}', b'{"a":NaN}',
+    b'{"a":1e400}', b'{"a":"\x01"}', b'{"a" "b"}', b'{', b'{"a":' + b"[" * 5000 + b"]" * 5000
+    + b"}", b"[1]", b'"s"', b"", b"{\xff",
+]
+
+
+@pytest.mark.parametrize("data", JSON_CASES)
+def test_json_object_is_json_loads(data):
+    def outcome(read):
+        try:
+            return "ok", repr(read(data))
+        except (ValueError, RecursionError) as e:
+            return type(e).__name__, str(e)
+    assert outcome(auth.json_object) == outcome(json.loads)
