@@ -26,7 +26,13 @@ EC = ec.generate_private_key(ec.SECP256R1())
 EC384 = ec.generate_private_key(ec.SECP384R1())
 ED = ed25519.Ed25519PrivateKey.generate()
 ISS, AUD = "https://issuer.test", "api"
-NOW = int(time.time())
+
+
+def now() -> int:
+    """The time tokens are made at: when the test runs (not at import, minutes earlier in a
+    whole suite)."""
+    return int(time.time())
+
 PEM = RSA.public_key().public_bytes(serialization.Encoding.PEM,
                                     serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -56,7 +62,7 @@ def b64(data: bytes) -> bytes:
 
 
 def signed(alg="RS256", headers=None, key=None, **claims) -> bytes:
-    payload = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": NOW + 600, **claims}
+    payload = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": now() + 600, **claims}
     payload = {k: v for k, v in payload.items() if v is not ...}  # (... : left out)
     head = {"kid": KIDS.get(alg, "r"), **(headers or {})}
     return jwt.encode(payload, key or SIGNERS[alg], algorithm=alg, headers=head).encode()
@@ -96,7 +102,7 @@ def with_segment(token: bytes, i: int, change) -> bytes:
 def resigned_hs256(secret: bytes, header=None, **claims) -> bytes:
     """An HS256 token with ``secret`` as the HMAC key, whatever it is (PyJWT refuses to
     make one with a PEM key)."""
-    payload = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": NOW + 600, **claims}
+    payload = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": now() + 600, **claims}
     signing_input = raw({"alg": "HS256", "typ": "JWT", **(header or {})}, payload, b"")
     return signing_input + b64(hmac.new(secret, signing_input[:-1], hashlib.sha256).digest())
 
@@ -113,18 +119,18 @@ TOKENS = {
     # accepted, one per algorithm
     **{f"ok {alg}": (lambda alg=alg: signed(alg)) for alg in SIGNERS},
     "ok no kid (every RS256 key tried)": lambda: jwt.encode(
-        {"iss": ISS, "aud": AUD, "exp": NOW + 600}, RSA, algorithm="RS256").encode(),
+        {"iss": ISS, "aud": AUD, "exp": now() + 600}, RSA, algorithm="RS256").encode(),
     "ok aud list": lambda: signed(aud=["x", AUD]),
-    "ok float exp (PyJWT decides)": lambda: signed(exp=NOW + 600.5),
+    "ok float exp (PyJWT decides)": lambda: signed(exp=now() + 600.5),
     "ok bool iat (PyJWT decides)": lambda: signed(iat=True),
-    "ok iat and nbf": lambda: signed(iat=NOW - 10, nbf=NOW - 10),
+    "ok iat and nbf": lambda: signed(iat=now() - 10, nbf=now() - 10),
     "ok typ and cty headers": lambda: signed(headers={"typ": "at+jwt", "cty": "x"}),
     "ok no exp": lambda: signed(exp=...),
-    "ok within skew": lambda: signed(exp=NOW - 30),
+    "ok within skew": lambda: signed(exp=now() - 30),
     # the signature
     "tampered signature": lambda: with_segment(signed(), 2, lambda s: s[:-6] + b"AAAAAA"),
     "tampered payload": lambda: with_segment(signed(), 1, lambda s: b64(json.dumps(
-        {"iss": ISS, "aud": AUD, "sub": "mallory", "exp": NOW + 600}).encode())),
+        {"iss": ISS, "aud": AUD, "sub": "mallory", "exp": now() + 600}).encode())),
     "signed by another key": lambda: signed(key=OTHER),
     "empty signature": lambda: with_segment(signed(), 2, lambda s: b""),
     "ES256 signature of the wrong size": lambda: with_segment(
@@ -169,13 +175,13 @@ TOKENS = {
                                      "crit": ["b64"]}, b""),
     "huge token": lambda: signed(pad="x" * auth.MAX_CREDENTIAL),
     # the claims
-    "expired": lambda: signed(exp=NOW - 3600),
+    "expired": lambda: signed(exp=now() - 3600),
     "exp not a number": lambda: signed(exp="soon"),
     "exp null": lambda: signed(exp=None),
-    "exp a float in the past": lambda: signed(exp=NOW - 3600.5),
-    "nbf ahead": lambda: signed(nbf=NOW + 3600),
+    "exp a float in the past": lambda: signed(exp=now() - 3600.5),
+    "nbf ahead": lambda: signed(nbf=now() + 3600),
     "nbf not a number": lambda: signed(nbf="x"),
-    "iat ahead": lambda: signed(iat=NOW + 3600),
+    "iat ahead": lambda: signed(iat=now() + 3600),
     "iat not a number": lambda: signed(iat=[1]),
     "wrong issuer": lambda: signed(iss="https://evil.test"),
     "issuer missing": lambda: signed(iss=...),
@@ -284,10 +290,11 @@ def test_b64url_decode_accepts_what_pyjwt_accepts(segment):
     assert b64url_decode(segment) == theirs
 
 
+#: Payloads, times as offsets from when the test runs ("now+5": now() + 5).
 CLAIMS = [
-    {}, {"exp": NOW + 5}, {"exp": NOW - 5}, {"exp": NOW - 100}, {"exp": NOW + 0.5},
-    {"exp": "1"}, {"exp": None}, {"exp": True}, {"nbf": NOW + 5}, {"nbf": NOW + 100},
-    {"iat": NOW}, {"iat": NOW + 100}, {"iat": 1.5}, {"iss": ISS}, {"iss": "x"}, {"iss": 1},
+    {}, {"exp": "now+5"}, {"exp": "now-5"}, {"exp": "now-100"}, {"exp": "now+0.5"},
+    {"exp": "1"}, {"exp": None}, {"exp": True}, {"nbf": "now+5"}, {"nbf": "now+100"},
+    {"iat": "now+0"}, {"iat": "now+100"}, {"iat": 1.5}, {"iss": ISS}, {"iss": "x"}, {"iss": 1},
     {"iss": ISS, "aud": AUD}, {"iss": ISS, "aud": [AUD]}, {"iss": ISS, "aud": ["x"]},
     {"iss": ISS, "aud": ""}, {"iss": ISS, "aud": []}, {"iss": ISS, "aud": [AUD, None]},
     {"iss": ISS, "aud": {"a": AUD}}, {"iss": ISS, "aud": AUD, "sub": 1},
@@ -295,9 +302,19 @@ CLAIMS = [
 ]
 
 
+def at_now(claims: dict) -> dict:
+    def value(v):
+        if isinstance(v, str) and v.startswith("now"):
+            offset = float(v[3:])
+            return now() + (int(offset) if offset == int(offset) else offset)
+        return v
+    return {k: value(v) for k, v in claims.items()}
+
+
 @pytest.mark.parametrize("claims", CLAIMS, ids=[json.dumps(c) for c in CLAIMS])
 @pytest.mark.parametrize("issuer,audience", [(None, None), (ISS, None), (ISS, [AUD, "b"])])
 def test_claims_pass_only_when_pyjwt_passes(claims, issuer, audience):
+    claims = at_now(claims)
     tok = raw({"alg": "HS256"}, claims, b"")
     try:
         jwt.decode(tok, audience=audience, issuer=issuer, leeway=10, options={
@@ -344,7 +361,7 @@ def test_the_last_token_is_matched_by_its_bytes_only():
     assert claims_of(check, b"Bearer " + bob)["sub"] == "bob"  # not alice's answer
     assert claims_of(check, b"Bearer " + alice)["sub"] == "alice"
     forged = with_segment(alice, 1, lambda s: b64(json.dumps(
-        {"iss": ISS, "aud": AUD, "sub": "root", "exp": NOW + 600}).encode()))
+        {"iss": ISS, "aud": AUD, "sub": "root", "exp": now() + 600}).encode()))
     v = claims_of(check, b"Bearer " + forged)
     assert isinstance(v, Denial) and "bad signature" in v.detail
     v = claims_of(check, b"Bearer " + alice[:-1])
@@ -353,18 +370,19 @@ def test_the_last_token_is_matched_by_its_bytes_only():
 
 
 def test_the_last_token_expires_with_the_token():
-    now = [float(NOW)]
-    check = auth.JwtCheck(JWT(PROVIDERS["one"]), clock=lambda: now[0])
-    tok = signed(exp=NOW + 10)
+    t0 = now()
+    clock = [float(t0)]
+    check = auth.JwtCheck(JWT(PROVIDERS["one"]), clock=lambda: clock[0])
+    tok = signed(exp=t0 + 10)
     assert claims_of(check, b"Bearer " + tok)["sub"] == "alice"
     first = check.last.verified
-    now[0] += 60 + 5  # within exp + the 60 s skew: still remembered
+    clock[0] += 60 + 5  # within exp + the 60 s skew: still remembered
     assert claims_of(check, b"Bearer " + tok)["sub"] == "alice"
     assert check.last.verified is first
-    now[0] += 10  # past it: verified again (and PyJWT, on the real clock, accepts it)
+    clock[0] += 10  # past it: verified again (and PyJWT, on the real clock, accepts it)
     assert claims_of(check, b"Bearer " + tok)["sub"] == "alice"
     assert check.last.verified is not first
-    now[0] = NOW + auth.CACHE_TTL + 1000.0
+    clock[0] = t0 + auth.CACHE_TTL + 1000.0
     tok2 = signed(sub="carol")
     assert claims_of(check, b"Bearer " + tok2)["sub"] == "carol"
 
