@@ -34,7 +34,7 @@ from pathlib import Path
 #: these same sources (declarations in the matching ``.pxd``), as aiohttp and uvloop ship
 #: compiled parsers: the code is read, tested and changed as Python; the build makes the
 #: struct-field attribute access that the hot path is mostly made of.
-COMPILED_MODULES = ("balance", "events", "ratelimit", "h1", "router", "stats", "accesslog",
+COMPILED_MODULES = ("balance", "events", "ratelimit", "h1", "auth", "router", "stats", "accesslog",
                     "streams", "tracing", "upstream_h2", "upstream", "context", "exchange",
                     "downstream_h2", "proxy")
 

@@ -40,7 +40,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import jwt as pyjwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from kgw_l7.auth_config import (
     JWT, APIKeyAuth, Authorization, BasicAuth, ClaimRequirement, CredentialSource,
@@ -675,23 +678,195 @@ def _invalid(detail: str, description: str) -> Denial:
 
 
 _B64URL = re.compile(rb"[A-Za-z0-9_-]+")
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: Each base64url character's 6-bit value, for the check of a segment's last character.
+_B64URL_VALUE = {c: i for i, c in enumerate(_B64URL_ALPHABET)}
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 
 
-def jose_header(token: bytes) -> dict[str, Any] | None:
-    """A compact JWS's protected header (RFC 7515 section 7.1), or None when ``token`` is
-    not three base64url segments or its header is not a JSON object. Read here rather than
-    by PyJWT, which would decode and check the whole token a second time."""
+#: The C scanner json.loads ends in, with json.loads's settings.
+_SCAN_JSON: Callable[[str, int], tuple[Any, int]] = \
+    json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def json_object(data: bytes) -> Any:
+    """``json.loads(data)``, shorter for what a JOSE header or a JWT payload usually is: a
+    JSON object in UTF-8 with nothing around it, read by one call of json's C scanner
+    (json.loads's own steps before and after it are Python code, which cost more than the
+    scan itself). Anything else goes to json.loads: same value, same errors."""
+    if data[:1] == b"{" and data[1:2] != b"\x00":  # (json.detect_encoding: UTF-8)
+        try:
+            text = data.decode("utf-8", "surrogatepass")  # (as json.loads decodes it)
+            value, end = _SCAN_JSON(text, 0)
+            if end == len(text):
+                return value
+        except (StopIteration, ValueError, RecursionError):
+            pass
+    return json.loads(data)
+
+
+def split_jws(token: bytes) -> tuple[dict[str, Any], bytes, bytes, bytes] | None:
+    """A compact JWS's protected header (RFC 7515 section 7.1) and its three segments, or
+    None when ``token`` is not three base64url segments or its header is not a JSON
+    object."""
     if token.count(b".") != 2:
         return None
     head, payload, sig = token.split(b".")
     if len(head) > 1024 or not _B64URL.fullmatch(head) or not _B64URL.fullmatch(payload) \
             or (sig and not _B64URL.fullmatch(sig)):
         return None
-    try:
-        header = json.loads(base64.urlsafe_b64decode(head + b"=" * (-len(head) % 4)))
-    except (ValueError, binascii.Error):
+    try:  # (what base64.urlsafe_b64decode does, without its Python-level steps)
+        header = json_object(binascii.a2b_base64(
+            head.translate(_URL_TO_STD) + b"=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
         return None
-    return header if isinstance(header, dict) else None
+    return (header, head, payload, sig) if isinstance(header, dict) else None
+
+
+def jose_header(token: bytes) -> dict[str, Any] | None:
+    """A compact JWS's protected header, or None (``split_jws``). Read here rather than by
+    PyJWT, which would decode and check the whole token a second time."""
+    parts = split_jws(token)
+    return parts[0] if parts is not None else None
+
+
+def b64url_decode(segment: bytes) -> bytes | None:
+    """What a segment of base64url characters without padding encodes, None unless it is
+    the canonical encoding (its length not 1 mod 4, the last character's unused bits
+    zero): PyJWT refuses the others, and a token must mean the same bytes here as there."""
+    rem = len(segment) & 3
+    if rem:
+        if rem == 1 or _B64URL_VALUE[segment[-1]] & (0x0F if rem == 2 else 0x03):
+            return None
+        segment += b"==" if rem == 2 else b"="
+    return binascii.a2b_base64(segment.translate(_URL_TO_STD))
+
+
+def plain_jws(token: bytes, header: dict[str, Any], head: bytes, payload: bytes,
+              sig: bytes) -> tuple[dict[str, Any], bytes, bytes] | None:
+    """(claims, signing input, signature) of a token in the common form: every segment in
+    canonical base64url, a JSON object as payload, no ``crit`` or ``b64`` header (RFC 7515
+    section 4.1.11, RFC 7797). None: anything else, which PyJWT then reads, refuses and
+    says why (a token is read here, by kgw, only where that reading is PyJWT's)."""
+    if "crit" in header or "b64" in header or b64url_decode(head) is None:
+        return None
+    body = b64url_decode(payload)
+    signature = b64url_decode(sig)
+    if body is None or signature is None:
+        return None
+    try:
+        claims = json_object(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    return claims, token[:len(head) + 1 + len(payload)], signature
+
+
+def _pkcs1(hash_alg: hashes.HashAlgorithm) -> Callable[[Any, bytes, bytes], None]:
+    pad = padding.PKCS1v15()
+
+    def verify(key: Any, sig: bytes, msg: bytes) -> None:
+        key.verify(sig, msg, pad, hash_alg)
+    return verify
+
+
+def _pss(hash_alg: hashes.HashAlgorithm) -> Callable[[Any, bytes, bytes], None]:
+    pad = padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size)
+
+    def verify(key: Any, sig: bytes, msg: bytes) -> None:
+        key.verify(sig, msg, pad, hash_alg)
+    return verify
+
+
+def _ecdsa(hash_alg: hashes.HashAlgorithm) -> Callable[[Any, bytes, bytes], None]:
+    algorithm = ec.ECDSA(hash_alg)
+
+    def verify(key: Any, sig: bytes, msg: bytes) -> None:
+        # RFC 7518 section 3.4: R and S as two fixed-size big-endian integers, not DER.
+        size = (key.curve.key_size + 7) // 8
+        if len(sig) != 2 * size:
+            raise InvalidSignature()
+        key.verify(encode_dss_signature(int.from_bytes(sig[:size], "big"),
+                                        int.from_bytes(sig[size:], "big")), msg, algorithm)
+    return verify
+
+
+def _eddsa(key: Any, sig: bytes, msg: bytes) -> None:
+    key.verify(sig, msg)
+
+
+#: How a signature of each asymmetric algorithm (RFC 7518 section 3, RFC 8037) is checked:
+#: cryptography's verify, which raises InvalidSignature. HS* tokens are left to PyJWT.
+_VERIFY: dict[str, Callable[[Any, bytes, bytes], None]] = {
+    "RS256": _pkcs1(hashes.SHA256()), "RS384": _pkcs1(hashes.SHA384()),
+    "RS512": _pkcs1(hashes.SHA512()),
+    "PS256": _pss(hashes.SHA256()), "PS384": _pss(hashes.SHA384()),
+    "PS512": _pss(hashes.SHA512()),
+    "ES256": _ecdsa(hashes.SHA256()), "ES384": _ecdsa(hashes.SHA384()),
+    "ES512": _ecdsa(hashes.SHA512()),
+    "EdDSA": _eddsa,
+}
+
+
+def signed_by(alg: str, key: Any, signature: bytes, signing_input: bytes) -> bool:
+    try:
+        _VERIFY[alg](key, signature, signing_input)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def claims_pass(claims: dict[str, Any], issuer: str | None, audience: list[str] | None,
+                leeway: float, now: float) -> bool:
+    """Do the registered claims certainly pass the checks PyJWT makes of them (RFC 7519
+    section 4.1: ``iat``/``nbf`` not ahead of ``now`` and ``exp`` not behind it, by
+    ``leeway``; ``iss`` equal to ``issuer``; one of ``audience`` in ``aud``; ``sub`` and
+    ``jti`` strings)? False means "not certainly": PyJWT then decides, and says why (a
+    float time, a ``bool``, an empty ``aud``... are rare enough to leave to it)."""
+    for name in ("iat", "nbf"):
+        if name in claims:
+            v = claims[name]
+            if type(v) is not int or v > now + leeway:
+                return False
+    if "exp" in claims:
+        v = claims["exp"]
+        if type(v) is not int or v <= now - leeway:
+            return False
+    if issuer is not None:
+        iss = claims.get("iss")
+        if type(iss) is not str or iss != issuer:
+            return False
+    if audience is not None:
+        aud = claims.get("aud")
+        if type(aud) is str:
+            if not aud or aud not in audience:
+                return False
+        elif type(aud) is list and aud:
+            for a in aud:
+                if type(a) is not str:
+                    return False
+            if not any(a in aud for a in audience):
+                return False
+        else:
+            return False
+    sub, jti = claims.get("sub", ""), claims.get("jti", "")
+    return type(sub) is str and type(jti) is str
+
+
+def _refusal(e: pyjwt.PyJWTError) -> Denial:
+    """The answer to a token PyJWT refused, by why."""
+    if isinstance(e, pyjwt.InvalidSignatureError):
+        return _invalid(f"jwt: bad signature ({e})", "signature verification failed")
+    if isinstance(e, pyjwt.ExpiredSignatureError):
+        return _invalid("jwt: expired", "token expired")
+    if isinstance(e, pyjwt.ImmatureSignatureError):
+        return _invalid("jwt: not yet valid", "token not yet valid")
+    if isinstance(e, pyjwt.InvalidAudienceError):
+        return _invalid("jwt: audience not allowed", "audience not allowed")
+    if isinstance(e, pyjwt.InvalidIssuerError):
+        return _invalid("jwt: issuer not allowed", "issuer not allowed")
+    return _invalid(f"jwt: invalid ({e})", "invalid token")
 
 
 class _Grant:
@@ -736,11 +911,47 @@ class _Verified:
         self.grant: _Grant | None = None
 
 
+class LastToken:
+    """The field value that carried the last token a check accepted, with what accepting
+    it did: the next request carrying the same bytes in the same field (a client repeating
+    its token) is matched by one comparison, without the prefix cut, the hash and the LRU
+    move of the verified-token cache. Equal bytes are the same credential; the entry's
+    expiry and key generation are checked as the cache's are."""
+
+    __slots__ = ("field", "raw", "verified", "grant")
+
+    def __init__(self, field: bytes) -> None:
+        #: The header of the check's first source (b"": its first source is not a
+        #: header, and nothing is remembered).
+        self.field = field
+        self.raw: bytes | None = None
+        self.verified: _Verified | None = None
+        self.grant: _Grant | None = None
+
+    def repeated(self, req: AuthRequest, now: float) -> bool:
+        """``req`` carries the remembered field value, still valid: its grant is applied."""
+        verified, grant = self.verified, self.grant
+        if verified is None or grant is None or req.header(self.field) != self.raw:
+            return False
+        if verified.until > now and verified.generation == verified.provider.generation():
+            grant.apply(req)
+            return True
+        self.verified = self.grant = self.raw = None
+        return False
+
+    def remember(self, req: AuthRequest, verified: _Verified, grant: _Grant) -> None:
+        field = self.field
+        if field:
+            self.raw = req.header(field)
+            self.verified = verified
+            self.grant = grant
+
+
 class JwtCheck(Check):
     """RFC 7519 tokens verified against the providers' keys (RFC 7515 signatures by PyJWT
     and cryptography); scopes and claims required; claims to headers."""
 
-    __slots__ = ("providers", "sources", "scopes", "claims", "cache", "clock")
+    __slots__ = ("providers", "sources", "scopes", "claims", "cache", "last", "clock")
     name = "jwt"
 
     def __init__(self, cfg: JWT, clock: Callable[[], float] = time.time) -> None:
@@ -753,34 +964,42 @@ class JwtCheck(Check):
         self.scopes = cfg.required_scopes
         self.claims = cfg.required_claims
         self.cache = LRU()
+        first = self.sources[0] if self.sources else None
+        self.last = LastToken(first.name if first is not None and first.kind == "header"
+                              else b"")
         self.clock = clock
 
     def check(self, req: AuthRequest) -> Denial | None:
+        now = self.clock()
+        if self.last.repeated(req, now):
+            return None
         found = _first(self.sources, req)
         if found is None:
             return Denial(401, "jwt: no token", _bearer(None))
         token, source = found
         if len(token) > MAX_CREDENTIAL:
             return _invalid("jwt: token too large", "token too large")
-        now = self.clock()
         hit = self.cache.get(token)
         if hit is not None:
             if hit.until > now and hit.generation == hit.provider.generation():
                 grant = hit.grant
                 if grant is not None and hit.source is source:
                     grant.apply(req)
+                    if source is self.sources[0]:
+                        self.last.remember(req, hit, grant)
                     return None
                 return self._accept(req, hit, source)
             self.cache.pop(token)
-        header = jose_header(token)
-        if header is None:
+        parts = split_jws(token)
+        if parts is None:
             return _invalid("jwt: malformed token", "malformed token")
-        text = token.decode("ascii")  # (jose_header checked it is base64url and dots)
+        header = parts[0]
         alg = header.get("alg")
         kid = header.get("kid")
         if not isinstance(kid, (str, type(None))):
             return _invalid("jwt: kid is not a string", "malformed token")
-        provider = self._provider(text)
+        plain = plain_jws(token, *parts)
+        provider = self._provider(token, plain)
         if provider is None:
             return _invalid("jwt: no provider for this issuer", "unknown issuer")
         if not isinstance(alg, str) or alg not in provider.algorithms:
@@ -795,28 +1014,9 @@ class JwtCheck(Check):
                 return Denial(503, f"jwt: provider {provider.name}: no keys (JWKS not fetched)")
             return _invalid(f"jwt: no key for kid {kid!r}, alg {alg}", "unknown key")
         generation = provider.generation()
-        error = None
-        for key in keys:  # (without a kid, every key of the algorithm's type is tried)
-            try:
-                claims = pyjwt.decode(
-                    text, key, algorithms=[alg], audience=provider.audience,
-                    issuer=provider.cfg.issuer, leeway=provider.cfg.clock_skew,
-                    options={"verify_aud": provider.audience is not None})
-                break
-            except pyjwt.InvalidSignatureError as e:
-                error = e
-            except pyjwt.ExpiredSignatureError:
-                return _invalid("jwt: expired", "token expired")
-            except pyjwt.ImmatureSignatureError:
-                return _invalid("jwt: not yet valid", "token not yet valid")
-            except pyjwt.InvalidAudienceError:
-                return _invalid("jwt: audience not allowed", "audience not allowed")
-            except pyjwt.InvalidIssuerError:
-                return _invalid("jwt: issuer not allowed", "issuer not allowed")
-            except pyjwt.PyJWTError as e:
-                return _invalid(f"jwt: invalid ({e})", "invalid token")
-        else:
-            return _invalid(f"jwt: bad signature ({error})", "signature verification failed")
+        claims = self._verify(token, provider, alg, keys, plain)
+        if isinstance(claims, Denial):
+            return claims
         exp = claims.get("exp")
         until = now + CACHE_TTL
         if isinstance(exp, (int, float)):
@@ -825,20 +1025,85 @@ class JwtCheck(Check):
         self.cache.put(token, verified)
         return self._accept(req, verified, source)
 
+    def _verify(self, token: bytes, provider: Provider, alg: str, keys: list[Any],
+                plain: tuple[dict[str, Any], bytes, bytes] | None) -> dict[str, Any] | Denial:
+        """The token's claims once its signature (by one of ``keys``) and registered claims
+        are verified, or why it is refused. A token in the plain form is checked here:
+        cryptography's verify on the segments ``plain_jws`` decoded, then the claims
+        (PyJWT's reading is asked only of claims ``claims_pass`` is not sure of); any
+        other by PyJWT."""
+        if plain is None or alg not in _VERIFY:
+            return self._decode(token, provider, alg, keys)
+        claims, signing_input, signature = plain
+        for key in keys:  # (without a kid, every key of the algorithm's type is tried)
+            if signed_by(alg, key, signature, signing_input):
+                break
+        else:
+            return _invalid("jwt: bad signature (Signature verification failed)",
+                            "signature verification failed")
+        if not claims_pass(claims, provider.cfg.issuer, provider.audience,
+                           provider.cfg.clock_skew, time.time()):
+            refused = self._claims_refused(token, provider)
+            if refused is not None:
+                return refused
+        return claims
+
+    @staticmethod
+    def _decode(token: bytes, provider: Provider, alg: str, keys: list[Any]
+                ) -> dict[str, Any] | Denial:
+        """The token read and verified by PyJWT (HS*, and any token not in the plain form
+        ``plain_jws`` reads): its claims, or why it is refused."""
+        text = token.decode("ascii")  # (split_jws checked it is base64url and dots)
+        error = None
+        for key in keys:  # (without a kid, every key of the algorithm's type is tried)
+            try:
+                return pyjwt.decode(
+                    text, key, algorithms=[alg], audience=provider.audience,
+                    issuer=provider.cfg.issuer, leeway=provider.cfg.clock_skew,
+                    options={"verify_aud": provider.audience is not None})
+            except pyjwt.InvalidSignatureError as e:
+                error = e
+            except pyjwt.PyJWTError as e:
+                return _refusal(e)
+        return _refusal(cast(pyjwt.InvalidSignatureError, error))
+
+    @staticmethod
+    def _claims_refused(token: bytes, provider: Provider) -> Denial | None:
+        """PyJWT's verdict on the claims of a token whose signature was verified (what
+        ``claims_pass`` was not sure of): why they are refused, None if they pass."""
+        audience = provider.audience
+        try:
+            pyjwt.decode(token.decode("ascii"), audience=audience, issuer=provider.cfg.issuer,
+                         leeway=provider.cfg.clock_skew, options={
+                             "verify_signature": False, "verify_exp": True,
+                             "verify_nbf": True, "verify_iat": True,
+                             "verify_aud": audience is not None, "verify_iss": True,
+                             "verify_sub": True, "verify_jti": True})
+        except pyjwt.PyJWTError as e:
+            return _refusal(e)
+        return None
+
     async def resume(self, req: AuthRequest) -> Denial | None:
         remote: RemoteKeys = req.pending
         await remote.refetch()
         req.retried = True
         return self.check(req)
 
-    def _provider(self, text: str) -> Provider | None:
+    def _provider(self, token: bytes, plain: tuple[dict[str, Any], bytes, bytes] | None
+                  ) -> Provider | None:
+        """The provider whose ``issuer`` is the token's ``iss`` (not verified yet: it says
+        which keys to verify it with); the one provider there is."""
         providers = self.providers
         if len(providers) == 1:
             return providers[0]
-        try:
-            iss = pyjwt.decode(text, options={"verify_signature": False}).get("iss")
-        except pyjwt.PyJWTError:
-            iss = None
+        if plain is not None:
+            iss = plain[0].get("iss")
+        else:
+            try:
+                iss = pyjwt.decode(token.decode("ascii"),
+                                   options={"verify_signature": False}).get("iss")
+            except pyjwt.PyJWTError:
+                iss = None
         for p in providers:
             if p.cfg.issuer is None or p.cfg.issuer == iss:
                 return p
@@ -877,6 +1142,8 @@ class JwtCheck(Check):
                        frozenset(remove), drop)
         verified.source, verified.grant = source, grant
         grant.apply(req)
+        if source is self.sources[0]:
+            self.last.remember(req, verified, grant)
         return None
 
 
