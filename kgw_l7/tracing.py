@@ -1,4 +1,5 @@
-"""Tracing: W3C trace context to backends, and OpenTelemetry spans exported over OTLP/HTTP.
+"""Tracing: W3C trace context to backends, and OpenTelemetry spans exported over OTLP
+(HTTP/protobuf or gRPC).
 
 Every request gets a trace context when tracing is on: the client's ``traceparent`` when
 it is valid (its sampled flag is followed: parent-based sampling), else a new trace
@@ -11,14 +12,14 @@ span per try against a backend endpoint; retries are events of the server span. 
 request path only records what the exchange already holds into a ``Trace`` (a few
 fields, no SDK object): building the SDK's ``ReadableSpan`` objects costs tens of
 microseconds each, so it is done in the export thread, which hands them to the SDK's
-OTLP/HTTP (protobuf) exporter in batches. The queue between the two is bounded; a span
+OTLP exporter (HTTP/protobuf or gRPC) in batches. The queue between the two is bounded; a span
 that finds it full is dropped and counted (``kgw_tracing_spans_dropped_total``), and so
 are the spans of a batch the collector did not take: a collector that is down, hangs or
 answers 500 costs the requests nothing, and is said once in the log (and once when it
 recovers), never per request.
 
-Configuration is the standard ``OTEL_*`` environment (the endpoint, sampler, service
-name, resource attributes, exporter timeout and headers), with ``--tracing-endpoint``
+Configuration is the standard ``OTEL_*`` environment (the endpoint, protocol, sampler,
+service name, resource attributes, exporter timeout and headers), with ``--tracing-endpoint``
 and ``--tracing-sample`` taking precedence. No endpoint: tracing is off, nothing of the
 SDK is imported and the exchange's hooks are a None test.
 """
@@ -35,7 +36,7 @@ from collections import deque
 from typing import Any
 
 from kgw_l7.streams import OutRequest, out_request
-from kgw_l7.tracing_config import resolve
+from kgw_l7.tracing_config import GRPC, HTTP_PROTOBUF, resolve
 
 log = logging.getLogger("kgw.l7.tracing")
 
@@ -148,14 +149,17 @@ class Trace:
 
 class SpanExport:
     """The export side of tracing for one collector endpoint: the bounded queue of finished
-    requests, the thread that turns them into SDK spans and the OTLP/HTTP exporter that
-    sends them in batches. Every tracer exporting to the same endpoint (the command line's
-    and each Gateway policy's naming it) shares one."""
+    requests, the thread that turns them into SDK spans and the SDK's OTLP exporter that
+    sends them in batches (``protocol``: "http/protobuf" or "grpc"). Every tracer exporting
+    to the same endpoint with the same protocol (the command line's and each Gateway
+    policy's naming it) shares one."""
 
     def __init__(self, endpoint: str, timeout: float, max_queue: int = MAX_QUEUE,
-                 batch: int = BATCH, delay: float = SCHEDULE_DELAY) -> None:
+                 batch: int = BATCH, delay: float = SCHEDULE_DELAY,
+                 protocol: str = HTTP_PROTOBUF) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.protocol = protocol
         self.max_queue = max_queue
         self.batch = batch
         self.delay = delay
@@ -191,13 +195,7 @@ class SpanExport:
         """Import the SDK and start the export thread (once)."""
         if self._thread is not None:
             return
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        # The exporter logs every failed batch; kgw says it once (``_export``).
-        logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
-            .setLevel(logging.CRITICAL)
-        logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
-        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=self.timeout)
+        self._exporter = _exporter(self.protocol, self.endpoint, self.timeout)
         self._thread = threading.Thread(target=self._run, name="kgw-tracing", daemon=True)
         self._thread.start()
 
@@ -257,6 +255,30 @@ class SpanExport:
                         self.endpoint, error)
 
 
+def _exporter(protocol: str, endpoint: str, timeout: float) -> Any:
+    """The SDK's OTLP span exporter for ``protocol``. Over gRPC an http:// address is a
+    plaintext channel, https:// TLS with the system's CA certificates (the exporter's own
+    reading of the scheme); its retries of an unavailable collector stay within
+    ``timeout``, in the export thread."""
+    # The exporters log every failed batch; kgw says it once (``SpanExport._export``).
+    if protocol == GRPC:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        for name in ("opentelemetry.exporter.otlp.proto.grpc.exporter",
+                     "opentelemetry.exporter.otlp.proto.grpc"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"),
+                            timeout=timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
+        .setLevel(logging.CRITICAL)
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
+    return OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
+
+
 class Tracer:
     """Trace contexts for one set of settings (the command line's, or a Gateway policy's):
     the sampler, the resource its spans are exported under, the span attributes taken from
@@ -266,7 +288,7 @@ class Tracer:
                  max_queue: int = MAX_QUEUE, batch: int = BATCH,
                  delay: float = SCHEDULE_DELAY, *, service_name: str | None = None,
                  resource: tuple[tuple[str, str], ...] = (), tags: tuple[Any, ...] = (),
-                 export: SpanExport | None = None) -> None:
+                 export: SpanExport | None = None, protocol: str = HTTP_PROTOBUF) -> None:
         self.endpoint = endpoint
         self.sampler = sampler
         self.ratio = ratio
@@ -280,8 +302,8 @@ class Tracer:
             False if sampler.endswith("always_off") else None
         if self._always is None and (ratio >= 1.0 or ratio <= 0.0):
             self._always = ratio >= 1.0
-        self.export = export if export is not None else SpanExport(endpoint, timeout,
-                                                                   max_queue, batch, delay)
+        self.export = export if export is not None else SpanExport(
+            endpoint, timeout, max_queue, batch, delay, protocol)
         self._queue = self.export.queue
         self.service_name = service_name
         self.resource_attrs = resource
@@ -524,7 +546,8 @@ def from_settings(endpoint: str | None, sample: float | None) -> Tracer | None:
     settings = resolve(endpoint, sample)
     if settings is None:
         return None
-    return Tracer(settings.url, settings.sampler, settings.ratio, settings.timeout)
+    return Tracer(settings.url, settings.sampler, settings.ratio, settings.timeout,
+                  protocol=settings.protocol)
 
 
 def traced_headers(headers: list[tuple[bytes, bytes]], tr: Trace) -> list[tuple[bytes, bytes]]:

@@ -152,3 +152,36 @@ def test_settings(endpoint: str | None, sample: float | None, env: dict, expecte
 def test_bad_settings_say_what(endpoint: str | None, env: dict, message: str) -> None:
     with pytest.raises(TracingConfigError, match=message.replace("(", r"\(")):
         resolve(endpoint, None, env)
+
+
+@pytest.mark.parametrize("endpoint, env, expected", [
+    ("http://c:4318", {}, ("http/protobuf", "http://c:4318/v1/traces")),
+    ("http://c:4317", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ("grpc", "http://c:4317")),
+    (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL":
+            "GRPC"}, ("grpc", "https://c:4317")),
+    (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317/",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ("grpc", "http://c:4317/")),
+    (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ("http/protobuf", "http://c:4318/v1/traces")),
+    (None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ("grpc", "http://c:4317")),
+])
+def test_the_otlp_protocol(endpoint: str | None, env: dict, expected: object) -> None:
+    got = resolve(endpoint, None, env)
+    assert got is not None and (got.protocol, got.url) == expected
+
+
+@pytest.mark.parametrize("endpoint, env, message", [
+    ("http://c:4318", {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+     "OTEL_EXPORTER_OTLP_PROTOCOL='http/json': kgw exports traces with http/protobuf or grpc"),
+    ("http://c:4318", {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
+     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='udp'"),
+    ("http://c:4317/v1/traces", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+     "a gRPC collector's address has no path"),
+    ("c:4317", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "not an http:// or https:// URL"),
+])
+def test_bad_protocol_settings_say_what(endpoint: str | None, env: dict, message: str) -> None:
+    with pytest.raises(TracingConfigError, match=message.replace("(", r"\(")):
+        resolve(endpoint, None, env)
