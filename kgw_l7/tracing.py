@@ -38,6 +38,11 @@ from typing import Any
 from kgw_l7.streams import OutRequest, out_request
 from kgw_l7.tracing_config import GRPC, HTTP_PROTOBUF, resolve
 
+try:
+    import cython
+except ImportError:
+    from kgw_l7 import _cython as cython
+
 log = logging.getLogger("kgw.l7.tracing")
 
 #: Spans kept waiting for the export thread (OTEL_BSP_MAX_QUEUE_SIZE's default).
@@ -84,11 +89,53 @@ def _span_id() -> bytes:
     return _hexlify((_getrandbits(64) or 1).to_bytes(8, "little"))
 
 
-def _ids() -> bytes:
-    """A new trace id and span id in hex (48 characters: the 32 of the trace id, then the
-    16 of the span id): one random number, converted in C (a ``%x`` format of the two
-    costs five times as much). The caller checks for all-zero ids (invalid)."""
-    return _hexlify(_getrandbits(192).to_bytes(24, "little"))
+if not cython.compiled:  # (compiled: a C function filling the 55 bytes, tracing.pxd)
+    def _traceparent(hi: int, lo: int, span: int, sampled: bool) -> bytes:
+        """The ``traceparent`` value of a trace id (``hi``, ``lo``: its two 64-bit
+        halves) and a parent span id, as numbers."""
+        return b"00-%016x%016x-%016x-%s" % (hi, lo, span, b"01" if sampled else b"00")
+
+
+def _new_trace(tracer: Tracer, had: bool) -> Trace:
+    """A trace kgw starts: three random 64-bit numbers (no all-zero id: invalid), the
+    sampling decision a compare of the trace id's low half with the tracer's bound, and
+    the ``traceparent`` line formatted once, the ids sliced from it. (Compiled, the
+    numbers are C integers and the line is written by a C function: a per-request cost
+    that every request pays, sampled or not.)"""
+    hi = _getrandbits(64)
+    lo = _getrandbits(64)
+    span = _getrandbits(64)
+    while (hi == 0 and lo == 0) or span == 0:
+        hi = _getrandbits(64)
+        lo = _getrandbits(64)
+        span = _getrandbits(64)
+    sampled = tracer._always
+    if sampled is None:
+        bound = tracer._bound_int
+        sampled = lo < bound
+    tp = _traceparent(hi, lo, span, sampled)
+    return _make(tp[3:35], b"", sampled, None, had, tp[36:52], tracer, tp)
+
+
+def _make(trace_id: bytes, parent_id: bytes, sampled: bool, tracestate: bytes | None,
+          had: bool, try_span: bytes, tracer: Any, tp: bytes) -> Trace:
+    """``Trace(...)`` without the Python-level constructor call, ``tp`` its line made
+    already (what ``Trace.__init__`` sets, field for field)."""
+    tr = Trace.__new__(Trace)
+    tr.trace_id = trace_id
+    tr.parent_id = parent_id
+    tr.span_id = _span_id() if sampled else b""
+    tr.sampled = sampled
+    tr.tracestate = tracestate
+    tr.had_context = had
+    tr.start = time.time_ns() if sampled else 0
+    tr.tries = [] if sampled else None
+    tr.retries = None
+    tr.try_span = try_span
+    tr.line = tp
+    tr.ntries = 0
+    tr.tracer = tracer
+    return tr
 
 
 def line(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
@@ -294,7 +341,8 @@ class Tracer:
         self.ratio = ratio
         #: A trace is sampled when the low 64 bits of its id are below ratio * 2**64:
         #: compared as 16 lower case hex digits (the order of the numbers).
-        self._bound = b"%016x" % min(int(ratio * (1 << 64)), (1 << 64) - 1)
+        self._bound_int = min(int(ratio * (1 << 64)), (1 << 64) - 1)
+        self._bound = b"%016x" % self._bound_int
         #: A valid incoming context's sampled flag decides (parentbased_*).
         self._follow = sampler.startswith("parentbased_")
         #: The decision for new traces when it does not depend on the trace id.
@@ -331,16 +379,7 @@ class Tracer:
             trace_id, parent, flag = tp
             return Trace(trace_id, parent, flag if self._follow else self._new(trace_id), ts,
                          had, _span_id(), self)
-        ids = _ids()
-        trace_id = ids[:32]
-        span = ids[32:]
-        if trace_id == _ZERO_TRACE or span == _ZERO_SPAN:  # (all zeros: invalid)
-            return self.begin(headers)
-        # (the decision of _new, inline: a method call costs more than the rest of it)
-        sampled = self._always
-        if sampled is None:
-            sampled = trace_id[16:] < self._bound
-        return Trace(trace_id, b"", sampled, None, had, span, self)
+        return _new_trace(self, had)
 
     def _new(self, trace_id: bytes) -> bool:
         """Whether a trace kgw starts (or, not parent-based, any trace) is sampled."""
