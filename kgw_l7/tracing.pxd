@@ -1,7 +1,20 @@
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
+@cython.locals(v=cython.ulonglong)
 cdef bytes _span_id()
+
+# The id generator (SplitMix64) on C integers: its state and constants.
+cdef unsigned long long _M64
+cdef unsigned long long _GOLDEN
+cdef unsigned long long _MIX1
+cdef unsigned long long _MIX2
+cdef unsigned long long _state
+
+@cython.locals(z=cython.ulonglong)
+cdef unsigned long long _random64() noexcept
+
+cpdef bint valid_ids(unsigned long long hi, unsigned long long lo, unsigned long long span)
 
 
 # The traceparent value written straight into its 55 bytes (the interpreted form: a %x
@@ -12,6 +25,12 @@ cdef inline void _hex64(char *p, unsigned long long v) noexcept:
     for i in range(15, -1, -1):
         p[i] = digits[v & 15]
         v >>= 4
+
+
+cdef inline bytes _hex16(unsigned long long v):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 16)
+    _hex64(PyBytes_AS_STRING(out), v)
+    return out
 
 
 cdef inline bytes _traceparent(unsigned long long hi, unsigned long long lo,

@@ -26,10 +26,8 @@ SDK is imported and the exchange's hooks are a None test.
 
 from __future__ import annotations
 
-import binascii
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -86,29 +84,73 @@ def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bool] | None:
 
 def _span_id() -> bytes:
     """A random non-zero span id in hex (an all-zero id is invalid)."""
-    return _hexlify((_getrandbits(64) or 1).to_bytes(8, "little"))
+    v = _random64()
+    while v == 0:
+        v = _random64()
+    return _hex16(v)
 
 
-if not cython.compiled:  # (compiled: a C function filling the 55 bytes, tracing.pxd)
+if not cython.compiled:  # (compiled: C functions filling the bytes, tracing.pxd)
+    def _hex16(v: int) -> bytes:
+        """A 64-bit id in lower case hex (16 characters)."""
+        return b"%016x" % v
+
     def _traceparent(hi: int, lo: int, span: int, sampled: bool) -> bytes:
         """The ``traceparent`` value of a trace id (``hi``, ``lo``: its two 64-bit
         halves) and a parent span id, as numbers."""
         return b"00-%016x%016x-%016x-%s" % (hi, lo, span, b"01" if sampled else b"00")
 
 
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+_state = 0
+
+
+def _reseed() -> None:
+    """The id generator's state from the system's random source: at import, and in a
+    forked child (workers must not share a sequence)."""
+    global _state
+    _state = int.from_bytes(os.urandom(8), "little")
+
+
+def _random64() -> int:
+    """The next id from the worker's generator (SplitMix64: every 64-bit value once per
+    2**64 calls; seeded from os.urandom). Compiled, C integer arithmetic: three of these
+    cost less than one call of ``random.getrandbits``. Ids need to be unique and
+    unguessable by chance, not secret (the W3C trace context's ids are sent in the clear);
+    Python's Mersenne Twister, used before, was no less predictable."""
+    global _state
+    _state = (_state + _GOLDEN) & _M64
+    z = _state
+    z = ((z ^ (z >> 30)) * _MIX1) & _M64
+    z = ((z ^ (z >> 27)) * _MIX2) & _M64
+    return z ^ (z >> 31)
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
+def valid_ids(hi: int, lo: int, span: int) -> bool:
+    """Not all zeros (W3C Trace Context: an all-zero trace id or span id is invalid)."""
+    return (hi != 0 or lo != 0) and span != 0
+
+
 def _new_trace(tracer: Tracer, had: bool) -> Trace:
-    """A trace kgw starts: three random 64-bit numbers (no all-zero id: invalid), the
-    sampling decision a compare of the trace id's low half with the tracer's bound, and
-    the ``traceparent`` line formatted once, the ids sliced from it. (Compiled, the
-    numbers are C integers and the line is written by a C function: a per-request cost
-    that every request pays, sampled or not.)"""
-    hi = _getrandbits(64)
-    lo = _getrandbits(64)
-    span = _getrandbits(64)
-    while (hi == 0 and lo == 0) or span == 0:
-        hi = _getrandbits(64)
-        lo = _getrandbits(64)
-        span = _getrandbits(64)
+    """A trace kgw starts: three random 64-bit numbers (no all-zero id), the sampling
+    decision a compare of the trace id's low half with the tracer's bound, and the
+    ``traceparent`` line formatted once, the ids sliced from it. (Compiled, the numbers
+    are C integers and the line is written by a C function: a per-request cost that
+    every request pays, sampled or not.)"""
+    hi = _random64()
+    lo = _random64()
+    span = _random64()
+    while not valid_ids(hi, lo, span):
+        hi = _random64()
+        lo = _random64()
+        span = _random64()
     sampled = tracer._always
     if sampled is None:
         bound = tracer._bound_int
@@ -143,8 +185,6 @@ def line(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
     return b"".join((b"00-", trace_id, b"-", span_id, b"-01" if sampled else b"-00"))
 
 
-_getrandbits = random.getrandbits
-_hexlify = binascii.hexlify
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 #: Request fields that carry trace context.

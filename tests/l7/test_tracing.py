@@ -75,7 +75,7 @@ def test_new_trace_sampling(sampler: str, ratio: float, low_bits: int, expected:
     assert tracer(sampler, ratio)._decide(trace_id, None) is expected
 
 
-def test_new_ids_and_the_sampled_share(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_ids_and_the_sampled_share() -> None:
     t = tracer("parentbased_traceidratio", 0.25)
     traces = [t.begin(()) for _ in range(20000)]
     assert all(TP.match(tr.line) and tr.line[3:35] == tr.trace_id for tr in traces)
@@ -84,12 +84,26 @@ def test_new_ids_and_the_sampled_share(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0.23 < share < 0.27, share
     assert all((tr.tries is not None) == tr.sampled for tr in traces)
     import kgw_l7.tracing as tracing
-    real = tracing._getrandbits
-    zeros = iter([0])
-    monkeypatch.setattr(tracing, "_getrandbits", lambda bits: next(zeros, None) or real(bits))
-    tr = t.begin(())  # (all-zero ids are invalid: never sent)
-    assert next(zeros, None) is None
-    assert int(tr.trace_id, 16) != 0 and int(tr.try_span, 16) != 0
+
+    # (all-zero ids are invalid: never sent; a half of the trace id may be zero)
+    assert not tracing.valid_ids(0, 0, 5) and not tracing.valid_ids(1, 2, 0)
+    assert tracing.valid_ids(0, 1, 1) and tracing.valid_ids(1, 0, 1)
+
+
+def test_workers_forked_from_one_process_make_different_ids() -> None:
+    import os
+
+    t = tracer()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # (the child: its first trace id, then exit at once)
+        os.write(w, t.begin(()).trace_id)
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 64)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child != t.begin(()).trace_id
 
 
 def test_a_retry_gets_its_own_client_span_in_traceparent() -> None:
