@@ -137,6 +137,58 @@ def endpoint_health_text(health: dict[str, Any]) -> str:
     return "\n\nBackend endpoints out of service:\n" + "\n".join(lines)
 
 
+L4_HEALTH_HEADERS = ("FRONTEND", "ROUTE", "BACKEND", "ENDPOINT", "HEALTH", "SINCE", "LAST ERROR")
+#: kgw_l4.health's states as ``kgw status`` says them
+_L4_WORDS = {"healthy": "up", "unhealthy": "down", "unknown": "unknown"}
+
+
+def l4_health_rows(page: dict[str, Any]) -> list[dict[str, str]]:
+    """``kgw status``: each probed endpoint of each L4 frontend and TLS route (a TCP
+    frontend, a TLS port's route) with its health (up / down / unknown: not probed yet)
+    and since when, from the admin API's /l4 page (its ``config`` and ``health``, what
+    ``kgw-inspect frontends`` reads too). Only groups with a health check are listed."""
+    states = {(e.get("backend"), e.get("endpoint")): e for e in page.get("health") or []
+              if isinstance(e, dict)}
+    cfg = page.get("config") or {}
+    places: list[tuple[str, str, list[dict]]] = [
+        (f"{fe.get('name', '')} ({fe.get('address')}:{fe.get('port')}/{fe.get('protocol')})",
+         fe.get("route", ""), fe.get("backends") or []) for fe in cfg.get("frontends") or []]
+    places += [(f"{_listener(r) or t.get('name', '')} ({t.get('address')}:{t.get('port')}/TLS)",
+                r.get("name", ""), r.get("backends") or [])
+               for t in cfg.get("tls_passthrough") or [] for r in t.get("routes") or []]
+    rows = []
+    for frontend, route, groups in places:
+        for g in groups:
+            if not g.get("health_check"):
+                continue
+            for ep in g.get("endpoints") or []:
+                endpoint = f"{ep.get('address')}:{ep.get('port')}"
+                st = states.get((g.get("name"), endpoint), {})
+                health = st.get("health", "unknown")
+                rows.append({"frontend": frontend, "route": route or "-",
+                             "backend": g.get("name", ""), "endpoint": endpoint,
+                             "health": _L4_WORDS.get(health, health),
+                             "since": st.get("since") or "-",
+                             "last_error": (st.get("last_error") or "-")
+                             if health == "unhealthy" else "-"})
+    return rows
+
+
+def _listener(route: dict[str, Any]) -> str:
+    """A TLS route's Gateway listener ("ns/gateway/listener"; "" when not known)."""
+    gw, lis = route.get("gateway"), route.get("listener")
+    return f"{gw}/{lis}" if gw and lis else ""
+
+
+def l4_health_text(rows: list[dict[str, str]]) -> str:
+    """The table of ``l4_health_rows`` after the status table; empty when none."""
+    if not rows:
+        return ""
+    return "\n\nL4 backend endpoints (active health checks):\n" + table(
+        L4_HEALTH_HEADERS, ([r["frontend"], r["route"], r["backend"], r["endpoint"], r["health"],
+                             r["since"], r["last_error"]] for r in rows))
+
+
 def status_text(problems: list[str], status_list: dict[str, Any]) -> str:
     """The table form of ``kgw validate`` and ``kgw status``: the problems no status can
     show, one row per object, listener and parent, then each failing condition's message."""

@@ -1,9 +1,10 @@
 """Active health checks of L4 backends, once per node: the endpoints of every TCP
-frontend's backend group that has a ``health_check`` are probed by the L7 plane's prober
-(kgw_l7.healthcheck.HealthChecker: one prober for both planes, same thresholds, jitter
-and logging), and the set of failing ones goes to whoever programs the forwarding: the
-kernel plane's programmer (their Maglev slots move, kgw_l4.programmer.set_health) or the
-userspace proxy (its picker tables, the same rule). Both modes, one mechanism.
+frontend's and every TLS route's (passed through or terminated) backend group that has a
+``health_check`` are probed by the L7 plane's prober (kgw_l7.healthcheck.HealthChecker:
+one prober for both planes, same thresholds, jitter and logging), and the set of failing
+ones goes to whoever picks the backends: the kernel plane's programmer (their Maglev
+slots move, kgw_l4.programmer.set_health), the userspace proxy and the TLS ports
+(kgw_l4.tlspass: their picker tables, the same rule). Every mode, one mechanism.
 
 UDP frontends are not probed: a UDP backend gives no answer a generic probe can judge
 (no handshake; silence is what a healthy one sends too), so the controller refuses a
@@ -18,27 +19,34 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kgw_l7.healthcheck import HealthChecker, Key, Target
 
-from .config import L4Config
+from .config import BackendGroup, L4Config
+
+
+def checked_groups(config: L4Config) -> Iterator[BackendGroup]:
+    """The backend groups of ``config`` whose endpoints are probed: those with a health
+    check, of TCP frontends and of TLS routes."""
+    for fe in config.frontends:
+        if fe.protocol == "TCP":
+            yield from (g for g in fe.backends if g.health_check is not None)
+    for t in config.tls_passthrough:
+        for r in t.routes:
+            yield from (g for g in r.backends if g.health_check is not None)
 
 
 def targets(config: L4Config) -> dict[Key, Target]:
-    """Every endpoint of every TCP frontend's group with a health check, keyed
-    (group name, address, port): a group shared by frontends is probed once."""
+    """Every endpoint of every group with a health check (``checked_groups``), keyed
+    (group name, address, port): a group shared by frontends or routes is probed once."""
     out: dict[Key, Target] = {}
-    for fe in config.frontends:
-        if fe.protocol != "TCP":
-            continue
-        for g in fe.backends:
-            if g.health_check is None:
-                continue
-            for ep in g.endpoints:
-                t = Target(g.name, ep.address, ep.port, g.health_check)
-                out.setdefault(t.key, t)
+    for g in checked_groups(config):
+        assert g.health_check is not None
+        for ep in g.endpoints:
+            t = Target(g.name, ep.address, ep.port, g.health_check)
+            out.setdefault(t.key, t)
     return out
 
 

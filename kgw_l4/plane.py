@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from . import abi, loader as ld, netinfo, pinlock
 from .config import L4Config
-from .health import L4Health
+from .health import L4Health, checked_groups
 from .kernelstats import kernel_stats
 from .metrics import L4Stats, render, sum_drops
 from .programmer import ApplyResult, Drift, Programmer
@@ -101,7 +101,7 @@ class L4Plane:
     def _health_for(self, config: L4Config) -> None:
         """Probe what ``config`` asks for; verdicts go to ``_health_changed``."""
         if self.health is None:
-            if not any(g.health_check for fe in config.frontends for g in fe.backends):
+            if next(checked_groups(config), None) is None:
                 return
             self.health = L4Health(self._health_changed)
         self.health.update(config)
@@ -226,13 +226,14 @@ class UserspacePlane(L4Plane):
                               for lim in config.connection_limits}
         self._health_for(config)
         if self.health is not None:
-            self.proxy.down = self.health.down()
+            self.proxy.down = self.tls.down = self.health.down()
         await self.proxy.apply(config)
         await self.udp.apply(config)
         await self.tls.apply(config, _frontend_ports(config))
 
     async def _set_health(self, down: frozenset) -> None:
         await self.proxy.set_health(down)
+        await self.tls.set_health(down)
 
     def errors(self) -> dict[str, str]:
         return {**self.proxy.errors, **self.udp.errors, **self.tls.errors,
@@ -334,13 +335,15 @@ class SplicePlane(L4Plane):
             self._wire_flow_log()
         self._health_for(config)
         if self.health is not None:
-            self.proxy.down = self.health.down()
+            self.proxy.down = self.tls.down = self.health.down()  # type: ignore[union-attr]
         await self.proxy.apply(config)
         await self.tls.apply(config, _frontend_ports(config))  # type: ignore[union-attr]
 
     async def _set_health(self, down: frozenset) -> None:
         if self.proxy is not None:
             await self.proxy.set_health(down)
+        if self.tls is not None:
+            await self.tls.set_health(down)
 
     def errors(self) -> dict[str, str]:
         if not self.proxy:
@@ -476,6 +479,7 @@ class KernelPlane(L4Plane):
                 self._errors = busy
                 return
         self._errors.update(refused)
+        self._health_for(config)
         if config.tls_passthrough or self.tls is not None:
             if self.tls is None:
                 from .splice import Splicer
@@ -483,6 +487,8 @@ class KernelPlane(L4Plane):
                 self._splicer = await asyncio.to_thread(Splicer, self.loader)
                 self.tls = TLSPassthroughProxy(self._splicer)
                 self._wire_flow_log()
+            if self.health is not None:
+                self.tls.down = self.health.down()
             await self.tls.apply(config, _frontend_ports(config))
             self._errors.update(self.tls.errors)
         if kernel and not self._attached:
@@ -500,14 +506,15 @@ class KernelPlane(L4Plane):
                 self._programmer()
             else:
                 return  # nothing programmed, nothing to remove: stay cheap
-        self._health_for(config)
         result = await asyncio.to_thread(self._program, config)
         self.last_apply = result
         self._program_errors = dict(result.errors)
 
     async def _set_health(self, down: frozenset) -> None:
-        """Move the Maglev slots of the endpoints whose verdict changed (after any apply
-        in progress: the maps take one writer at a time)."""
+        """The TLS ports' pickers, then the Maglev slots of the endpoints whose verdict
+        changed (after any apply in progress: the maps take one writer at a time)."""
+        if self.tls is not None:
+            await self.tls.set_health(down)
         async with self._busy:
             prog = self.programmer
             if prog is None or self.health is None:

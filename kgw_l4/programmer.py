@@ -338,11 +338,12 @@ class Programmer:
         self.maps.get("kgw_stats").update_many([(abi.u32(i), zero) for i in slots])
 
     def _down_of(self, fe: Frontend) -> set[BeIdent]:
-        """The endpoints of ``fe`` whose group's health check finds them down."""
+        """The endpoints of ``fe`` whose group's health check finds them down (a group of
+        the same name without a check, through another listener, takes no verdict)."""
         if not self.down:
             return set()
-        return {(ep.address, ep.port) for g in fe.backends for ep in g.endpoints
-                if (g.name, ep.address, ep.port) in self.down}
+        return {(ep.address, ep.port) for g in fe.backends if g.health_check is not None
+                for ep in g.endpoints if (g.name, ep.address, ep.port) in self.down}
 
     def _program_row(self, fe: Frontend, eps: dict[BeIdent, int], fe_id: int,
                      live: dict[BeIdent, int]) -> tuple[FrontendView, int]:

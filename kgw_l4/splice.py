@@ -97,8 +97,8 @@ from .acceptor import Acceptor
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .userspace import (
-    PROXY_HEADER_TIMEOUT, backend_stats, connect, frontend_stats, kept_tally, proxy_refused,
-    repick, select_frontends, send_proxy_header,
+    PROXY_HEADER_TIMEOUT, Conn, backend_stats, connect, copy, frontend_stats, kept_tally,
+    proxy_refused, repick, select_frontends, send_proxy_header,
 )
 
 if TYPE_CHECKING:
@@ -394,6 +394,8 @@ class Splicer:
         except OSError:
             for k in (ka, kb):
                 self._forget(k)
+            with contextlib.suppress(OSError):  # (the caller may copy it in userspace)
+                b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
             raise
         for s in (a, b):
             self._conns[s.fileno()] = conn
@@ -837,20 +839,29 @@ class SpliceProxy(Acceptor):
         on_close = None
         if flog is not None:
             on_close = functools.partial(flog.closed, flog.opened(name, route, peer, be))
-        try:
-            # (neither socket was read or written here)
-            self.splicer.splice_now(c, b, tally, be_tally, on_close, untouched=True)
-        except OSError as e:
-            log.warning("splice failed: %s", e)
-            if on_close is not None:
-                on_close(0, 0)
-            tally.drop("splice_failed")
-            c.close()
-            b.close()
-            return
         tally.flows += 1
         if be_tally is not None:
             be_tally.flows += 1
+        try:
+            # (neither socket was read or written here)
+            self.splicer.splice_now(c, b, tally, be_tally, on_close, untouched=True)
+            return
+        except OSError as e:
+            # The sockmap takes only ESTABLISHED sockets: a backend that spoke and closed
+            # before this point (a greeting, an error message) is no longer one. Its bytes
+            # are queued on b all the same: copy this connection here.
+            log.info("splice refused (%s): copying in userspace", e)
+        conn = Conn(f"{key[0]}:{key[1]}/TCP", peer, be, tally, be_tally)
+        tally.active += 1
+        try:
+            c.setblocking(False)
+            await copy(c, b, conn)
+        except OSError as e:
+            log.info("copy %s -> %s:%d ended: %s", name, be[0], be[1], e)
+        finally:
+            tally.active -= 1
+            if on_close is not None:
+                on_close(conn.bytes[0], conn.bytes[1])
 
     def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
         """The counters of the frontends served now and of their backend endpoints, with

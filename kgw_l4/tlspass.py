@@ -27,6 +27,13 @@ drops by reason (``bad_client_hello``, ``no_route``, ``no_backend``,
 ``backend_tls``) under the route they matched ("" when none), and, when copied here
 (always for a terminated route), bytes each way and the connections open. A spliced
 connection's bytes are the kernel's (not counted per route).
+
+Health (a TrafficPolicy ``healthCheck`` on the TLSRoute or its listener, probed once per
+node by kgw_l4.health): the endpoints failing their check lose their slots in the route's
+Maglev picker as in every L4 mode (``maglev.without_down``: only theirs move; every
+endpoint down keeps them all, logged). Passthrough and terminated routes alike: the
+backend is chosen here for both. The pickers are rebuilt in a thread when the verdicts
+change (``set_health``), not on the connection path.
 """
 
 from __future__ import annotations
@@ -112,8 +119,9 @@ async def peek_sni(sock: socket.socket) -> str | None:
         await _readable(sock)
 
 
-def _route_picker(groups: tuple[BackendGroup, ...], name: str):
-    return picker(Frontend(name, "0.0.0.0", 1, "TCP", groups))
+def _route_picker(groups: tuple[BackendGroup, ...], name: str,
+                  down: AbstractSet[tuple[str, str, int]] = frozenset()):
+    return picker(Frontend(name, "0.0.0.0", 1, "TCP", groups), down)
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -164,6 +172,26 @@ class TLSPassthroughProxy(Acceptor):
         #: event loop's add_writer/remove_writer made four); a socket leaves the set
         #: when it is closed
         self._connecting: select.epoll | None = None
+        #: endpoints failing their health check (kgw_l4.health): (group, address, port)
+        self.down: frozenset[tuple[str, str, int]] = frozenset()
+
+    async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
+        """New connections avoid the endpoints ``down`` from now on: the pickers in use are
+        rebuilt in a thread (a table costs milliseconds) and swapped in; one made meanwhile
+        for a new config with other verdicts is rebuilt on its first use."""
+        self.down = down
+        todo = {r.backends: r.name for t in self._cfg.values() for r in t.routes}
+        new = await asyncio.to_thread(
+            lambda: {k: _route_picker(k, name, down) for k, name in todo.items()})
+        if self.down != down:
+            return  # (newer verdicts came meanwhile: their own call swaps theirs in)
+        was = {k for k, p in self._pickers.items() if p.panic}
+        used = {r.backends for t in self._cfg.values() for r in t.routes}
+        self._pickers = {k: p for k, p in new.items() if k in used}
+        for k, p in new.items():
+            if p.panic and k not in was:
+                log.warning("tls route %s: every endpoint fails its health check: all are "
+                            "kept (panic)", todo[k])
 
     async def apply(self, config: L4Config,
                     taken: AbstractSet[tuple[str, int]] = frozenset()) -> None:
@@ -318,7 +346,8 @@ class TLSPassthroughProxy(Acceptor):
         if route is not None:
             pick = self._pickers.get(route.backends)
             if pick is None:
-                pick = self._pickers[route.backends] = _route_picker(route.backends, route.name)
+                pick = self._pickers[route.backends] = _route_picker(route.backends, route.name,
+                                                                     self.down)
             try:
                 local = key if key[0] != "0.0.0.0" else c.getsockname()[:2]
             except OSError:

@@ -181,7 +181,9 @@ class _Pick:
 def picker(fe: Frontend, down: Collection[tuple[str, str, int]] = frozenset()) -> _Pick:
     """The frontend's Maglev table; endpoints ``down`` (group, address, port: failing
     their health check, kgw_l4.health) lose their slots as in the kernel plane
-    (``maglev.without_down``: only theirs move; all down keeps all)."""
+    (``maglev.without_down``: only theirs move; all down keeps all). Only a group with a
+    health check takes verdicts (one of the same name through another listener may have
+    none)."""
     eps: dict[tuple[str, int], int] = {}
     groups = [(g.weight, len(g.endpoints)) for g in fe.backends]
     for g, w in zip(fe.backends, maglev.group_weights(groups)):
@@ -190,8 +192,8 @@ def picker(fe: Frontend, down: Collection[tuple[str, str, int]] = frozenset()) -
     order = tuple(sorted(eps))
     if not any(eps.values()):
         return _Pick(order, ())
-    gone = {(ep.address, ep.port) for g in fe.backends for ep in g.endpoints
-            if (g.name, ep.address, ep.port) in down} if down else set()
+    gone = {(ep.address, ep.port) for g in fe.backends if g.health_check is not None
+            for ep in g.endpoints if (g.name, ep.address, ep.port) in down} if down else set()
     table, panic = maglev.without_down(
         [maglev.WeightedEndpoint(f"{a}:{p}", eps[(a, p)]) for a, p in order],
         [i for i, ep in enumerate(order) if ep in gone], TABLE_SIZE)
@@ -308,9 +310,17 @@ async def repick(picks: dict, frontends: dict[tuple[str, int], tuple[Frontend, T
         cur = frontends.get(key)
         if key not in picks or cur is None or cur[0] != todo[key]:
             continue  # (an apply meanwhile built it with the same ``down``)
-        was = picks[key].panic
+        was = picks[key]
         picks[key] = p
-        if p.panic and not was:
+        moved = sum(a != b for a, b in zip(was.table, p.table)) \
+            if was.endpoints == p.endpoints else len(p.table)
+        if moved:
+            fe = todo[key]
+            n = sum(1 for g in fe.backends if g.health_check is not None for ep in g.endpoints
+                    if (g.name, ep.address, ep.port) in down)
+            log.info("frontend %s: health verdicts moved %d of %d Maglev slots (%d endpoints "
+                     "down)", fe.name, moved, len(p.table), n)
+        if p.panic and not was.panic:
             log.warning("frontend %s: every endpoint fails its health check: all are kept "
                         "(panic)", todo[key].name)
 

@@ -1,6 +1,8 @@
 # cython: language_level=3
 """HPACK (RFC 7541) from libnghttp2: ``Deflater`` and ``Inflater``, drop-in replacements
-for the ``hpack`` package's ``Encoder`` and ``Decoder`` as the ``h2`` library uses them.
+for the ``hpack`` package's ``Encoder`` and ``Decoder`` as the ``h2`` library uses them;
+and ``ServerSession``, a whole HTTP/2 server connection (nghttp2_session) with the
+interface of h2's ``H2Connection`` as ``kgw_l7.downstream_h2`` uses it (below).
 
 Why: hpack is pure Python, and encoding a response head and decoding a request head were
 a large part of the instructions an HTTP/2 request cost kgw (bench/results/h2.md). nghttp2
@@ -13,11 +15,16 @@ which h2 turns into a connection error).
 Built by scripts/build_ext.py (``-lnghttp2``, Debian ``libnghttp2-dev``).
 """
 
-from libc.stdint cimport uint8_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, \
     PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
+import base64
+
+import h2.events
+import h2.exceptions
 from hpack import Decoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, \
     OversizedHeaderListError
@@ -272,3 +279,748 @@ cdef class Inflater:
             if used == 0 and not flags & NGHTTP2_HD_INFLATE_EMIT:
                 raise HPACKDecodingError("nghttp2 HPACK: header block not finished")
         return headers
+
+
+# -- the server session ------------------------------------------------------------------
+# ``ServerSession``: an HTTP/2 server connection's framing, stream states and flow control
+# from ``nghttp2_session`` (sans-IO: mem_recv/mem_send), with the interface
+# ``kgw_l7.downstream_h2.H2Conn`` uses of h2's ``H2Connection`` (``ServerConnection``
+# there), so one H2Conn serves both; ``kgw_l7.hpack_codec.server_session`` picks.
+
+cdef extern from "nghttp2/nghttp2.h":
+    ctypedef struct nghttp2_session:
+        pass
+    ctypedef struct nghttp2_session_callbacks:
+        pass
+    ctypedef struct nghttp2_option:
+        pass
+    ctypedef struct nghttp2_frame_hd:
+        size_t length
+        int32_t stream_id
+        uint8_t type
+        uint8_t flags
+    ctypedef enum nghttp2_headers_category:
+        NGHTTP2_HCAT_REQUEST
+        NGHTTP2_HCAT_RESPONSE
+        NGHTTP2_HCAT_PUSH_RESPONSE
+        NGHTTP2_HCAT_HEADERS
+    ctypedef struct nghttp2_headers:
+        nghttp2_frame_hd hd
+        nghttp2_headers_category cat
+    ctypedef struct nghttp2_rst_stream:
+        nghttp2_frame_hd hd
+        uint32_t error_code
+    ctypedef struct nghttp2_settings_entry:
+        int32_t settings_id
+        uint32_t value
+    ctypedef struct nghttp2_settings:
+        nghttp2_frame_hd hd
+        size_t niv
+        nghttp2_settings_entry *iv
+    ctypedef struct nghttp2_goaway:
+        nghttp2_frame_hd hd
+        int32_t last_stream_id
+        uint32_t error_code
+    ctypedef union nghttp2_frame:
+        nghttp2_frame_hd hd
+        nghttp2_headers headers
+        nghttp2_rst_stream rst_stream
+        nghttp2_settings settings
+        nghttp2_goaway goaway
+    ctypedef union nghttp2_data_source:
+        int fd
+        void *ptr
+    ctypedef Py_ssize_t (*nghttp2_data_source_read_callback)(
+        nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+        uint32_t *data_flags, nghttp2_data_source *source, void *user_data) noexcept
+    ctypedef struct nghttp2_data_provider:
+        nghttp2_data_source source
+        nghttp2_data_source_read_callback read_callback
+    enum:
+        NGHTTP2_DATA
+        NGHTTP2_HEADERS
+        NGHTTP2_PRIORITY
+        NGHTTP2_RST_STREAM
+        NGHTTP2_SETTINGS
+        NGHTTP2_PUSH_PROMISE
+        NGHTTP2_PING
+        NGHTTP2_GOAWAY
+        NGHTTP2_WINDOW_UPDATE
+        NGHTTP2_CONTINUATION
+        NGHTTP2_FLAG_NONE
+        NGHTTP2_FLAG_END_STREAM
+        NGHTTP2_FLAG_END_HEADERS
+        NGHTTP2_FLAG_ACK
+        NGHTTP2_DATA_FLAG_EOF
+        NGHTTP2_DATA_FLAG_NO_END_STREAM
+        NGHTTP2_ERR_DEFERRED
+        NGHTTP2_ERR_CALLBACK_FAILURE
+        NGHTTP2_ERR_BAD_CLIENT_MAGIC
+        NGHTTP2_ERR_FLOODED
+        NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+        NGHTTP2_ERR_FLOW_CONTROL
+        NGHTTP2_ERR_HEADER_COMP
+        NGHTTP2_SETTINGS_MAX_FRAME_SIZE
+    int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
+    void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
+    void nghttp2_session_callbacks_set_on_begin_frame_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame_hd *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_begin_headers_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_header_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, const uint8_t *, size_t,
+                  const uint8_t *, size_t, uint8_t, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_frame_recv_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, uint8_t, int32_t, const uint8_t *, size_t,
+                  void *) noexcept)
+    void nghttp2_session_callbacks_set_on_stream_close_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, int32_t, uint32_t, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_frame_send_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, int, void *) noexcept)
+    void nghttp2_session_callbacks_set_error_callback2(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, int, const char *, size_t, void *) noexcept)
+    int nghttp2_option_new(nghttp2_option **option_ptr)
+    void nghttp2_option_del(nghttp2_option *option)
+    void nghttp2_option_set_no_auto_window_update(nghttp2_option *option, int val)
+    void nghttp2_option_set_no_http_messaging(nghttp2_option *option, int val)
+    int nghttp2_session_server_new2(nghttp2_session **session_ptr,
+                                    const nghttp2_session_callbacks *callbacks,
+                                    void *user_data, const nghttp2_option *option)
+    void nghttp2_session_del(nghttp2_session *session)
+    Py_ssize_t nghttp2_session_mem_recv(nghttp2_session *session, const uint8_t *data,
+                                        size_t inlen)
+    Py_ssize_t nghttp2_session_mem_send(nghttp2_session *session, const uint8_t **data_ptr)
+    int nghttp2_session_want_read(nghttp2_session *session)
+    int nghttp2_submit_settings(nghttp2_session *session, uint8_t flags,
+                                const nghttp2_settings_entry *iv, size_t niv)
+    int nghttp2_session_set_local_window_size(nghttp2_session *session, uint8_t flags,
+                                              int32_t stream_id, int32_t window_size)
+    int nghttp2_session_upgrade2(nghttp2_session *session, const uint8_t *settings_payload,
+                                 size_t settings_payloadlen, int head_request,
+                                 void *stream_user_data)
+    int nghttp2_submit_response(nghttp2_session *session, int32_t stream_id,
+                                const nghttp2_nv *nva, size_t nvlen,
+                                const nghttp2_data_provider *data_prd)
+    int nghttp2_submit_headers(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                               const void *pri_spec, const nghttp2_nv *nva, size_t nvlen,
+                               void *stream_user_data)
+    int nghttp2_submit_data(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                            const nghttp2_data_provider *data_prd)
+    int nghttp2_submit_trailer(nghttp2_session *session, int32_t stream_id,
+                               const nghttp2_nv *nva, size_t nvlen)
+    int nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags,
+                                  int32_t stream_id, uint32_t error_code)
+    int nghttp2_session_terminate_session(nghttp2_session *session, uint32_t error_code)
+    int nghttp2_session_resume_data(nghttp2_session *session, int32_t stream_id)
+    int nghttp2_session_consume(nghttp2_session *session, int32_t stream_id, size_t size)
+    int32_t nghttp2_session_get_stream_remote_window_size(nghttp2_session *session,
+                                                          int32_t stream_id)
+    int32_t nghttp2_session_get_remote_window_size(nghttp2_session *session)
+    uint32_t nghttp2_session_get_remote_settings(nghttp2_session *session, int id)
+    int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
+
+#: The most DATA payload nghttp2 puts in one frame without a length callback.
+cdef Py_ssize_t DATA_PAYLOAD = 16384
+
+cdef object _DataReceived = h2.events.DataReceived
+cdef object _RequestReceived = h2.events.RequestReceived
+cdef object _TrailersReceived = h2.events.TrailersReceived
+cdef object _StreamEnded = h2.events.StreamEnded
+cdef object _WindowUpdated = h2.events.WindowUpdated
+cdef object _StreamReset = h2.events.StreamReset
+cdef object _RemoteSettingsChanged = h2.events.RemoteSettingsChanged
+cdef object _PingReceived = h2.events.PingReceived
+cdef object _ConnectionTerminated = h2.events.ConnectionTerminated
+cdef object _ProtocolError = h2.exceptions.ProtocolError
+cdef object _StreamClosedError = h2.exceptions.StreamClosedError
+
+
+class NgProtocolError(h2.exceptions.ProtocolError):
+    """The client broke the connection (nghttp2 ended it, or a kgw bound in a callback
+    did); ``reason`` is kgw_l7_http2_errors_total's label."""
+
+    def __init__(self, reason, msg):
+        super().__init__(msg)
+        self.reason = reason
+
+
+cdef class _Outbox:
+    """A stream's response DATA handed to nghttp2 and not yet framed (its data provider
+    reads it while mem_send runs), then its end and trailers."""
+    cdef list chunks
+    cdef Py_ssize_t offset  # (bytes of chunks[0] already framed)
+    cdef Py_ssize_t size
+    cdef bint end
+    cdef list trailers
+    cdef bint deferred
+
+    def __cinit__(self):
+        self.chunks = []
+
+
+cdef inline object _Event(object cls):
+    return cls.__new__(cls)
+
+
+cdef int _on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd,
+                         void *ud) noexcept:
+    """The frames that cost the server work but bring no request (the same rule as
+    downstream_h2.ServerConnection._receive_frame)."""
+    cdef ServerSession self = <ServerSession>ud
+    cdef uint8_t t = hd.type
+    cdef bint counted
+    if t == NGHTTP2_HEADERS:
+        self.block_open = not (hd.flags & NGHTTP2_FLAG_END_HEADERS)
+        return 0
+    if t == NGHTTP2_WINDOW_UPDATE and self.window_credit > 0:
+        self.window_credit -= 1
+        return 0
+    counted = t != NGHTTP2_DATA or (hd.length == 0 and not hd.flags & NGHTTP2_FLAG_END_STREAM)
+    if hd.stream_id and t != NGHTTP2_PRIORITY \
+            and hd.stream_id <= nghttp2_session_get_last_proc_stream_id(s) \
+            and hd.stream_id not in self.open_streams:
+        self.closed_stream_frames += 1
+        counted = True
+    if counted:
+        self.control_frames += 1
+    return 0
+
+
+cdef int _on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame,
+                           void *ud) noexcept:
+    cdef ServerSession self = <ServerSession>ud
+    try:
+        self.fields = []
+        self.fields_size = 0
+        if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+            self.open_streams.add(frame.hd.stream_id)
+    except BaseException:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
+                    size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                    void *ud) noexcept:
+    cdef ServerSession self = <ServerSession>ud
+    self.fields_size += <Py_ssize_t>(namelen + valuelen + 32)
+    if self.fields_size > self.max_header_list:
+        # (decoding goes on through the whole block: a bound per field is not enough)
+        self.failure = ("hpack_bomb", "Oversized header block: more than %d bytes "
+                        "decoded" % self.max_header_list)
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    try:
+        self.fields.append((PyBytes_FromStringAndSize(<char *>name, namelen),
+                            PyBytes_FromStringAndSize(<char *>value, valuelen)))
+    except BaseException:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
+                        size_t length, void *ud) noexcept:
+    cdef ServerSession self = <ServerSession>ud
+    try:
+        ev = _Event(_DataReceived)
+        ev.stream_id = sid
+        ev.data = PyBytes_FromStringAndSize(<char *>data, length)
+        ev.flow_controlled_length = length
+        ev.stream_ended = None
+        self.events.append(ev)
+    except BaseException:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud) noexcept:
+    cdef ServerSession self = <ServerSession>ud
+    cdef uint8_t t = frame.hd.type
+    cdef int32_t sid = frame.hd.stream_id
+    cdef bint ended = frame.hd.flags & NGHTTP2_FLAG_END_STREAM
+    cdef size_t i
+    try:
+        events = self.events
+        if t == NGHTTP2_HEADERS:
+            self.block_open = False
+            fields, self.fields = self.fields, None
+            if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+                ev = _Event(_RequestReceived)
+                ev.stream_id = sid
+                ev.headers = fields
+                ev.stream_ended = True if ended else None
+                ev.priority_updated = None
+                events.append(ev)
+                return 0
+            ev = _Event(_TrailersReceived)
+            ev.stream_id = sid
+            ev.headers = fields
+            ev.stream_ended = None
+            ev.priority_updated = None
+            events.append(ev)
+        elif t == NGHTTP2_DATA:
+            pass
+        elif t == NGHTTP2_WINDOW_UPDATE:
+            ev = _Event(_WindowUpdated)
+            ev.stream_id = sid
+            ev.delta = None
+            events.append(ev)
+            return 0
+        elif t == NGHTTP2_RST_STREAM:
+            ev = _Event(_StreamReset)
+            ev.stream_id = sid
+            ev.error_code = frame.rst_stream.error_code
+            ev.remote_reset = True
+            events.append(ev)
+            return 0
+        elif t == NGHTTP2_SETTINGS:
+            if frame.hd.flags & NGHTTP2_FLAG_ACK:
+                return 0
+            changed = {}
+            for i in range(frame.settings.niv):
+                changed[frame.settings.iv[i].settings_id] = frame.settings.iv[i].value
+            ev = _Event(_RemoteSettingsChanged)
+            ev.changed_settings = changed
+            events.append(ev)
+            return 0
+        elif t == NGHTTP2_PING:
+            if not frame.hd.flags & NGHTTP2_FLAG_ACK:
+                ev = _Event(_PingReceived)
+                ev.ping_data = None
+                events.append(ev)
+            return 0
+        elif t == NGHTTP2_GOAWAY:
+            self.peer_goaway = True
+            ev = _Event(_ConnectionTerminated)
+            ev.error_code = frame.goaway.error_code
+            ev.last_stream_id = frame.goaway.last_stream_id
+            ev.additional_data = None
+            events.append(ev)
+            return 0
+        else:
+            return 0
+        if ended:
+            ev = _Event(_StreamEnded)
+            ev.stream_id = sid
+            events.append(ev)
+    except BaseException:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void *ud) noexcept:
+    cdef ServerSession self = <ServerSession>ud
+    cdef _Outbox out
+    try:
+        self.open_streams.discard(sid)
+        out = self.outboxes.pop(sid, None)
+        if out is not None:
+            self.queued -= out.size
+    except BaseException:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud) noexcept:
+    cdef ServerSession self = <ServerSession>ud
+    if frame.hd.type == NGHTTP2_GOAWAY:
+        self.goaway_sent = <int>frame.goaway.error_code
+    return 0
+
+
+cdef int _on_invalid_frame(nghttp2_session *s, const nghttp2_frame *frame, int code,
+                           void *ud) noexcept:
+    cdef ServerSession self = <ServerSession>ud
+    self.last_lib_error = code
+    return 0
+
+
+cdef int _on_error(nghttp2_session *s, int code, const char *msg, size_t length,
+                   void *ud) noexcept:
+    cdef ServerSession self = <ServerSession>ud
+    self.last_lib_error = code
+    try:
+        self.last_message = PyBytes_FromStringAndSize(msg, length).decode("ascii", "replace")
+    except BaseException:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef Py_ssize_t _read_data(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t length,
+                           uint32_t *data_flags, nghttp2_data_source *source,
+                           void *ud) noexcept:
+    """nghttp2 frames DATA: up to ``length`` bytes of the stream's outbox, then its end
+    (with trailers: the END_STREAM goes on them)."""
+    cdef ServerSession self = <ServerSession>ud
+    cdef _Outbox out = self.outboxes.get(sid)
+    cdef Py_ssize_t room = <Py_ssize_t>length
+    cdef Py_ssize_t n, done = 0
+    cdef bytes chunk
+    if out is None:
+        data_flags[0] |= NGHTTP2_DATA_FLAG_EOF
+        return 0
+    try:
+        while out.chunks and room > 0:
+            chunk = <bytes>out.chunks[0]
+            n = PyBytes_GET_SIZE(chunk) - out.offset
+            if n > room:
+                n = room
+            memcpy(buf + done, PyBytes_AS_STRING(chunk) + out.offset, n)
+            done += n
+            room -= n
+            out.offset += n
+            if out.offset == PyBytes_GET_SIZE(chunk):
+                del out.chunks[0]
+                out.offset = 0
+        out.size -= done
+        self.queued -= done
+        if not out.chunks:
+            if out.end:
+                data_flags[0] |= NGHTTP2_DATA_FLAG_EOF
+                if out.trailers is not None:
+                    data_flags[0] |= NGHTTP2_DATA_FLAG_NO_END_STREAM
+                    if self._submit(sid, out.trailers, 2) != 0:
+                        return NGHTTP2_ERR_CALLBACK_FAILURE
+                del self.outboxes[sid]
+            elif done == 0:
+                out.deferred = True
+                return NGHTTP2_ERR_DEFERRED
+    except BaseException:
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return done
+
+
+cdef class ServerSession:
+    """The server side of one HTTP/2 connection in nghttp2: ``receive_data`` returns h2's
+    events, ``data_to_send`` the bytes to write, and the ``send_*`` calls queue frames
+    as h2's do (``local_flow_control_window`` counts what is queued and not framed).
+
+    nghttp2's own HTTP checks are off (kgw's ``request_problem`` counts each malformed
+    request by reason) and so is its automatic WINDOW_UPDATE (``acknowledge_received_data``
+    reopens windows as the exchange reads). What nghttp2 1.52 does not bound, kgw does
+    here: the decoded header list (``max_header_list``: HPACK bombs) and the frames
+    counted in ``control_frames`` / ``closed_stream_frames`` (floods: ``H2Conn`` decides).
+    nghttp2 bounds the CONTINUATION frames of one header block (8, Debian's backport of
+    CVE-2024-28182) and the ACKs a client makes it queue (``flooded``)."""
+
+    cdef nghttp2_session *session
+    cdef public Py_ssize_t control_frames
+    cdef public Py_ssize_t closed_stream_frames
+    cdef public Py_ssize_t window_credit
+    cdef public bint flooded
+    cdef public Py_ssize_t max_header_list
+    cdef list events
+    cdef list fields
+    cdef Py_ssize_t fields_size
+    cdef set open_streams
+    cdef dict outboxes
+    cdef Py_ssize_t queued
+    cdef bint block_open
+    cdef bint peer_goaway
+    cdef bint terminated
+    cdef object failure
+    cdef int last_lib_error
+    #: The error code of the GOAWAY sent (-1: none yet).
+    cdef int goaway_sent
+    #: Frames nghttp2 made while reading (sent first by ``data_to_send``).
+    cdef list out
+    cdef str last_message
+
+    def __cinit__(self):
+        cdef nghttp2_session_callbacks *cbs
+        cdef nghttp2_option *opt
+        if nghttp2_session_callbacks_new(&cbs) != 0:
+            raise MemoryError()
+        if nghttp2_option_new(&opt) != 0:
+            nghttp2_session_callbacks_del(cbs)
+            raise MemoryError()
+        nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, _on_begin_frame)
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
+        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, _on_invalid_frame)
+        nghttp2_session_callbacks_set_error_callback2(cbs, _on_error)
+        nghttp2_option_set_no_auto_window_update(opt, 1)
+        nghttp2_option_set_no_http_messaging(opt, 1)
+        rv = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
+        nghttp2_session_callbacks_del(cbs)
+        nghttp2_option_del(opt)
+        if rv != 0:
+            raise MemoryError()
+        self.events = []
+        self.open_streams = set()
+        self.outboxes = {}
+        self.max_header_list = DEFAULT_MAX_HEADER_LIST_SIZE
+        self.last_message = ""
+        self.goaway_sent = -1
+        self.out = []
+
+    def __dealloc__(self):
+        if self.session is not NULL:
+            nghttp2_session_del(self.session)
+            self.session = NULL
+
+    # -- starting -------------------------------------------------------------------------
+    def start(self, dict settings, int connection_window, object upgrade_settings=None):
+        """Queue this side's SETTINGS (``{SettingCodes: value}``) and open the connection
+        window to ``connection_window``; ``upgrade_settings`` is an h2c upgrade's
+        HTTP2-Settings value (stream 1 is then the upgraded request, half-closed)."""
+        cdef nghttp2_settings_entry iv[8]
+        cdef size_t n = 0
+        cdef bytes payload
+        for k, v in settings.items():
+            if n == 8:
+                raise ValueError("too many settings")
+            iv[n].settings_id = int(k)
+            iv[n].value = v
+            n += 1
+        self._check(nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, n))
+        self._check(nghttp2_session_set_local_window_size(self.session, NGHTTP2_FLAG_NONE, 0,
+                                                          connection_window))
+        if upgrade_settings is not None:
+            value = _as_bytes(upgrade_settings).strip()
+            payload = base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4))
+            self._check(nghttp2_session_upgrade2(self.session, <uint8_t *>payload,
+                                                 PyBytes_GET_SIZE(payload), 0, NULL))
+            self.open_streams.add(1)
+
+    cdef _check(self, int rv):
+        if rv != 0:
+            raise _ProtocolError("nghttp2: " + nghttp2_strerror(rv).decode())
+
+    # -- receiving ------------------------------------------------------------------------
+    def receive_data(self, bytes data):
+        """The events ``data`` brings (h2's classes and fields). Raises ``NgProtocolError``
+        (an h2 ProtocolError) when the connection must end; a GOAWAY is then queued."""
+        cdef Py_ssize_t rv
+        self.events = []
+        rv = nghttp2_session_mem_recv(self.session, <const uint8_t *>PyBytes_AS_STRING(data),
+                                      PyBytes_GET_SIZE(data))
+        events, self.events = self.events, []
+        if rv < 0:
+            if rv == NGHTTP2_ERR_FLOODED:
+                # (nghttp2 stops at 1000 queued ACKs: a PING or SETTINGS flood within
+                # one read; H2Conn answers it as any flood)
+                self.flooded = True
+                return events
+            raise self._error(<int>rv)
+        # (the frames the read caused, now: a GOAWAY among them means nghttp2 found a
+        # connection error, which H2Conn must hear of)
+        self._send_into(self.out)
+        if self.goaway_sent >= 0 and not self.terminated:
+            raise self._error(0)
+        return events
+
+    cdef object _error(self, int code):
+        self.terminated = True
+        if code == 0:  # (nghttp2 sent a GOAWAY of its own)
+            code = self.last_lib_error
+            if self.goaway_sent == 9:
+                code = NGHTTP2_ERR_HEADER_COMP
+            elif self.goaway_sent == 3:
+                code = NGHTTP2_ERR_FLOW_CONTROL
+        if code == NGHTTP2_ERR_CALLBACK_FAILURE and self.failure is not None:
+            reason, msg = self.failure
+        elif code == NGHTTP2_ERR_BAD_CLIENT_MAGIC:
+            reason, msg = "invalid_preface", "invalid connection preamble"
+        elif code == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+            reason, msg = "continuation_flood", "too many CONTINUATION frames"
+        elif code == NGHTTP2_ERR_FLOW_CONTROL:
+            reason, msg = "flow_control", "flow control error"
+        elif code == NGHTTP2_ERR_HEADER_COMP:
+            # (a field over nghttp2's 64 KiB among them)
+            reason, msg = "header_compression", "header block not decodable"
+        else:
+            reason, msg = "protocol_error", "protocol error"
+        if self.last_message:
+            msg += " (nghttp2: %s)" % self.last_message
+        if code < 0:  # (a GOAWAY of nghttp2's own, if queued, goes first)
+            nghttp2_session_terminate_session(self.session, 1)  # PROTOCOL_ERROR
+        return NgProtocolError(reason, msg)
+
+    def header_block_open(self):
+        """Is a request's header block incomplete (CONTINUATION awaited)?"""
+        return self.block_open
+
+    @property
+    def highest_inbound_stream_id(self):
+        return nghttp2_session_get_last_proc_stream_id(self.session)
+
+    def acknowledge_received_data(self, Py_ssize_t n, int32_t sid):
+        nghttp2_session_consume(self.session, sid, n)
+
+    # -- sending --------------------------------------------------------------------------
+    cdef int _submit(self, int32_t sid, list fields, int how) except -2:
+        """HEADERS on stream ``sid``: how 0 a response head with a data provider (the
+        stream's outbox), 1 a response head ending the stream, 2 trailers, 3 an interim
+        (1xx) head."""
+        cdef Py_ssize_t n = len(fields), i
+        cdef nghttp2_nv *nva = <nghttp2_nv *>PyMem_Malloc(max(n, 1) * sizeof(nghttp2_nv))
+        cdef nghttp2_data_provider prd
+        cdef bytes name, value
+        cdef int rv
+        if nva is NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                name = <bytes>fields[i][0]
+                value = <bytes>fields[i][1]
+                nva[i].name = <uint8_t *>PyBytes_AS_STRING(name)
+                nva[i].namelen = PyBytes_GET_SIZE(name)
+                nva[i].value = <uint8_t *>PyBytes_AS_STRING(value)
+                nva[i].valuelen = PyBytes_GET_SIZE(value)
+                nva[i].flags = NGHTTP2_NV_FLAG_NONE
+            if how == 0:
+                prd.source.ptr = NULL
+                prd.read_callback = _read_data
+                rv = nghttp2_submit_response(self.session, sid, nva, n, &prd)
+            elif how == 1:
+                rv = nghttp2_submit_response(self.session, sid, nva, n, NULL)
+            elif how == 2:
+                rv = nghttp2_submit_trailer(self.session, sid, nva, n)
+            else:
+                rv = nghttp2_submit_headers(self.session, NGHTTP2_FLAG_NONE, sid, NULL, nva, n,
+                                            NULL)
+        finally:
+            PyMem_Free(nva)
+        return rv
+
+    def send_headers(self, int32_t sid, list fields, bint end_stream=False):
+        """A response head (interim when its status is 1xx), or trailers once the
+        response's DATA has begun."""
+        cdef _Outbox out = self.outboxes.get(sid)
+        cdef int rv
+        if sid not in self.open_streams:
+            raise _StreamClosedError(sid)
+        if out is not None:
+            out.trailers = fields
+            out.end = True
+            self._wake(sid, out)
+            return
+        status = fields[0][1] if fields and fields[0][0] == b":status" else b""
+        if status[:1] == b"1" and len(status) == 3:
+            rv = self._submit(sid, fields, 3)
+        elif end_stream:
+            rv = self._submit(sid, fields, 1)
+        else:
+            out = _Outbox()
+            out.deferred = False
+            self.outboxes[sid] = out
+            rv = self._submit(sid, fields, 0)
+            if rv != 0:
+                del self.outboxes[sid]
+        if rv != 0:
+            raise _ProtocolError("nghttp2: " + nghttp2_strerror(rv).decode())
+
+    cdef _Outbox _outbox(self, int32_t sid):
+        cdef _Outbox out = self.outboxes.get(sid)
+        cdef nghttp2_data_provider prd
+        cdef int rv
+        if out is not None:
+            return out
+        if sid not in self.open_streams:
+            raise _StreamClosedError(sid)
+        out = _Outbox()
+        self.outboxes[sid] = out
+        prd.source.ptr = NULL
+        prd.read_callback = _read_data
+        rv = nghttp2_submit_data(self.session, NGHTTP2_FLAG_END_STREAM, sid, &prd)
+        if rv != 0:
+            del self.outboxes[sid]
+            raise _ProtocolError("nghttp2: " + nghttp2_strerror(rv).decode())
+        return out
+
+    cdef _wake(self, int32_t sid, _Outbox out):
+        if out.deferred:
+            out.deferred = False
+            nghttp2_session_resume_data(self.session, sid)
+
+    def send_data(self, int32_t sid, bytes data, bint end_stream=False):
+        cdef _Outbox out = self._outbox(sid)
+        if PyBytes_GET_SIZE(data):
+            out.chunks.append(data)
+            out.size += PyBytes_GET_SIZE(data)
+            self.queued += PyBytes_GET_SIZE(data)
+        if end_stream:
+            out.end = True
+        self._wake(sid, out)
+
+    def end_stream(self, int32_t sid):
+        cdef _Outbox out = self._outbox(sid)
+        out.end = True
+        self._wake(sid, out)
+
+    def local_flow_control_window(self, int32_t sid):
+        """What stream ``sid`` may still send: both windows, less what is queued."""
+        cdef _Outbox out = self.outboxes.get(sid)
+        cdef Py_ssize_t stream = nghttp2_session_get_stream_remote_window_size(self.session, sid)
+        cdef Py_ssize_t conn = nghttp2_session_get_remote_window_size(self.session)
+        if stream < 0 or sid not in self.open_streams:
+            raise _StreamClosedError(sid)
+        if out is not None:
+            stream -= out.size
+        conn -= self.queued
+        return stream if stream < conn else conn
+
+    @property
+    def max_outbound_frame_size(self):
+        cdef Py_ssize_t size = nghttp2_session_get_remote_settings(
+            self.session, NGHTTP2_SETTINGS_MAX_FRAME_SIZE)
+        return size if size < DATA_PAYLOAD else DATA_PAYLOAD
+
+    def reset_stream(self, int32_t sid, uint32_t code):
+        cdef _Outbox out = self.outboxes.pop(sid, None)
+        if out is not None:
+            self.queued -= out.size
+        if sid not in self.open_streams:
+            raise _StreamClosedError(sid)
+        self._check(nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, sid, code))
+
+    def close_connection(self, uint32_t code, additional_data=None):
+        """GOAWAY ``code`` naming the last stream processed; nothing is read after it."""
+        self.terminated = True
+        nghttp2_session_terminate_session(self.session, code)
+
+    def closed(self):
+        """Has the connection been ended (a GOAWAY sent for an error)?"""
+        return self.terminated
+
+    cdef _send_into(self, list parts):
+        cdef const uint8_t *p
+        cdef Py_ssize_t n
+        while True:
+            n = nghttp2_session_mem_send(self.session, &p)
+            if n <= 0:
+                if n < 0:
+                    self.terminated = True
+                return
+            parts.append(PyBytes_FromStringAndSize(<char *>p, n))
+
+    def data_to_send(self):
+        """Everything queued, as one bytes (one write)."""
+        cdef list parts = self.out
+        self._send_into(parts)
+        if not parts:
+            return b""
+        self.out = []
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def error_reason(self, exc):
+        return getattr(exc, "reason", "protocol_error")

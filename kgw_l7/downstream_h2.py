@@ -1,10 +1,12 @@
 """HTTP/2 from clients: ``H2Conn`` (one client connection) and ``H2Stream`` (one request
 on it, the ``DownstreamStream`` of its exchange).
 
-``H2Conn`` is an asyncio protocol around one sans-IO ``h2.connection.H2Connection``: it
-feeds it what the socket brings, turns its events into exchanges (one per request
-stream, started at once: streams are concurrent) and writes what h2 has to send once
-per read, so the frames a read causes go out in one write. Routing, filters, tries,
+``H2Conn`` is an asyncio protocol around one sans-IO HTTP/2 server session
+(``new_session``: libnghttp2's in the compiled build, h2's ``H2Connection`` otherwise,
+with the same calls and events): it feeds it what the socket brings, turns its events
+into exchanges (one per request stream, started at once: streams are concurrent) and
+writes what the session has to send once per read, so the frames a read causes go out
+in one write. Routing, filters, tries,
 timeouts and metrics are the exchange's (``kgw_l7.exchange``), the same as for
 HTTP/1.1; this module only moves a request in and its response out.
 
@@ -60,7 +62,7 @@ from hyperframe.frame import GoAwayFrame
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.events import BodyKind, RequestHead, h2_error_name, request_head
 from kgw_l7.exchange import BODY_HIGH_WATER, Exchange
-from kgw_l7.hpack_codec import use_fast_codec
+from kgw_l7.hpack_codec import server_session, use_fast_codec
 from kgw_l7.streams import DownstreamStream, UpstreamStream
 
 log = logging.getLogger("kgw.l7.h2")
@@ -87,6 +89,13 @@ MAX_CONTROL = 5000
 
 #: What an HTTP/2 client sends first (RFC 9113 §3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: What kgw announces in its SETTINGS.
+SETTINGS = {
+    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+    h2.settings.SettingCodes.ENABLE_PUSH: 0,
+}
 
 _EMPTY: tuple[Any, ...] = ()
 #: Fields that only describe an HTTP/1.1 connection (RFC 9113 §8.2.2): a request
@@ -94,11 +103,12 @@ _EMPTY: tuple[Any, ...] = ()
 CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                                  b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
-#: Bytes never allowed in a field value (RFC 9113 §8.2.1).
-_BAD_VALUE = (b"\x00", b"\r", b"\n")
+#: What a field value never has (RFC 9113 §8.2.1): NUL, CR, LF, or white space first
+#: or last.
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 #: Bytes never allowed in a field name (RFC 9113 §8.2.1: controls, space, DEL; a colon
-#: only as a pseudo-field's first byte, checked apart).
-_BAD_NAME_BYTE = re.compile(rb"[\x00-\x20\x7f]")
+#: only as a pseudo-field's first byte: searched from the second).
+_BAD_NAME_BYTE = re.compile(rb"[\x00-\x20\x7f:]")
 
 
 def request_problem(headers: list[tuple[bytes, bytes]], trailers: bool = False) -> str | None:
@@ -127,15 +137,12 @@ def request_problem(headers: list[tuple[bytes, bytes]], trailers: bool = False) 
                 return "te_not_trailers"
         if name.lower() != name:
             return "uppercase_name"
-        # (searches in C: a loop over the bytes here cost more than the rest of the
-        # request's checks)
-        if _BAD_NAME_BYTE.search(name) is not None \
-                or (name[0] != 0x3A and b":" in name):
+        # (regular expressions, searching in C: a loop over the bytes here cost more than
+        # the rest of the request's checks, and ``bytes in bytes`` first tries its operand
+        # as an int, raising and clearing a TypeError each time)
+        if _BAD_NAME_BYTE.search(name, 1 if name[0] == 0x3A else 0) is not None:
             return "bad_name"
-        for bad in _BAD_VALUE:
-            if bad in value:
-                return "bad_value"
-        if value and (value[0] in (0x20, 0x09) or value[-1] in (0x20, 0x09)):
+        if _BAD_VALUE.search(value) is not None:
             return "bad_value"
     if trailers:
         return None
@@ -168,13 +175,58 @@ class ServerConnection(h2.connection.H2Connection):
     DATA without END_STREAM, and any frame on a stream already closed (h2 answers each
     of those itself: its events do not show them)."""
 
-    def __init__(self, config: h2.config.H2Configuration) -> None:
-        super().__init__(config)
+    def __init__(self) -> None:
+        # Inbound fields are checked by ``request_problem`` (h2's check raises where a
+        # stream error is due); outbound ones are built here (``send_response``: lower-case
+        # names, no connection-specific field) from a response kgw parsed or made: h2's
+        # validation and normalisation of them again cost more than the rest of sending
+        # a response head (as upstream_h2 found for requests).
+        super().__init__(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=False,
+            validate_outbound_headers=False, normalize_outbound_headers=False))
+        use_fast_codec(self)  # (nghttp2's HPACK when compiled: kgw_l7.hpack_codec)
         self.control_frames = 0
         self.closed_stream_frames = 0
         #: WINDOW_UPDATEs the DATA frames sent have earned (one for the stream, one for
         #: the connection each): a client with small windows sends many, and rightly.
         self.window_credit = 0
+        #: (nghttp2's session sets it when it stopped at its bound on queued ACKs)
+        self.flooded = False
+
+    # -- the part of the session interface that is not h2's (see ``new_session``) --
+    def start(self, settings: dict[h2.settings.SettingCodes, int], connection_window: int,
+              upgrade_settings: bytes | None) -> None:
+        self.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        if upgrade_settings is not None:
+            self.initiate_upgrade_connection(upgrade_settings)
+        else:
+            self.initiate_connection()
+        self.increment_flow_control_window(connection_window - 65535)
+        # (h2 applies the limit once the client acknowledges the SETTINGS; a request
+        # may come before that.)
+        self.decoder.max_header_list_size = settings[
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE]
+
+    def header_block_open(self) -> bool:
+        return bool(self.incoming_buffer._headers_buffer)
+
+    def closed(self) -> bool:
+        return bool(self.state_machine.state == h2.connection.ConnectionState.CLOSED)
+
+    def error_reason(self, exc: Exception) -> str:
+        """The metric reason for the ProtocolError h2 raised."""
+        msg = str(exc)
+        if isinstance(exc, h2.exceptions.DenialOfServiceError):
+            if "Oversized header block" in msg:
+                return "hpack_bomb"
+            return "header_list_too_large" if "header" in msg.lower() else "denial_of_service"
+        if "continuation" in msg.lower():
+            return "continuation_flood"
+        if "preamble" in msg.lower():
+            return "invalid_preface"
+        if isinstance(exc, h2.exceptions.FlowControlError):
+            return "flow_control"
+        return "protocol_error"
 
     def _receive_frame(self, frame: Any) -> list[Any]:
         t = frame.type
@@ -193,6 +245,20 @@ class ServerConnection(h2.connection.H2Connection):
         if counted:
             self.control_frames += 1
         return super()._receive_frame(frame)
+
+
+def new_session() -> Any:
+    """The sans-IO HTTP/2 server connection an ``H2Conn`` drives: libnghttp2's
+    (``kgw_l7._nghttp2.ServerSession``, C) in the compiled build, h2's
+    (``ServerConnection``, pure Python) otherwise; ``kgw_l7.hpack_codec`` decides, as it
+    does for HPACK. Both take h2's calls and return h2's events; beyond h2's interface
+    they have ``start``, ``header_block_open``, ``closed``, ``error_reason``, the frame
+    counters and ``flooded``."""
+    session = server_session()
+    if session is None:
+        return ServerConnection()
+    session.max_header_list = MAX_HEADER_LIST
+    return session
 
 
 class H2Stream(DownstreamStream):
@@ -337,17 +403,7 @@ class H2Conn:
         self.ctx = ctx
         self.listener = listener
         self.transport: Any = None
-        # Inbound fields are checked by ``request_problem`` (h2's check raises where a
-        # stream error is due); outbound ones are built here (``send_response``: lower-case
-        # names, no connection-specific field) from a response kgw parsed or made: h2's
-        # validation and normalisation of them again cost more than the rest of sending
-        # a response head (as upstream_h2 found for requests).
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                           validate_inbound_headers=False,
-                                           validate_outbound_headers=False,
-                                           normalize_outbound_headers=False)
-        self.h2 = ServerConnection(config)
-        use_fast_codec(self.h2)  # (nghttp2's HPACK when compiled: kgw_l7.hpack_codec)
+        self.h2 = new_session()
         self.streams: dict[int, H2Stream] = {}
         self.peer = b""
         self.remote = b""
@@ -427,21 +483,7 @@ class H2Conn:
         self.last_activity = self.started = ctx.now
 
     def start(self, upgrade: RequestHead | None, settings: bytes | None = None) -> None:
-        conn = self.h2
-        conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        })
-        if upgrade is not None:
-            conn.initiate_upgrade_connection(settings)
-        else:
-            conn.initiate_connection()
-        conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        # (h2 applies the limit once the client acknowledges the SETTINGS; a request
-        # may come before that.)
-        conn.decoder.max_header_list_size = MAX_HEADER_LIST
+        self.h2.start(SETTINGS, CONNECTION_WINDOW, settings if upgrade is not None else None)
         if upgrade is not None:
             # Stream 1 is the upgrade request, half-closed: its response goes out on it.
             self.preface_done = False
@@ -477,10 +519,10 @@ class H2Conn:
                 self._event(ev)
                 if self.transport is None or self.transport.is_closing():
                     return
-            if self.h2.control_frames > MAX_CONTROL:
+            if self.h2.control_frames > MAX_CONTROL or self.h2.flooded:
                 self.calm(self._flood_kind())
                 return
-            if self.h2.incoming_buffer._headers_buffer:
+            if self.h2.header_block_open():
                 if not self.head_since:
                     self.head_since = now
             else:
@@ -499,6 +541,13 @@ class H2Conn:
                     self.h2.acknowledge_received_data(n, ev.stream_id)
                 return
             st.last_activity = self.ctx.now
+            length = st.ex.head.content_length
+            if length is not None and st.ex.received + len(ev.data) > length:
+                # (RFC 9113 §8.1.1; h2 ends the connection itself, nghttp2 with its HTTP
+                # checks off does not check)
+                self._malformed(st, "content_length_mismatch")
+                self.h2.acknowledge_received_data(n, ev.stream_id)
+                return
             st.ex.on_request_body(ev.data)
             if n:
                 if st.paused:
@@ -671,9 +720,14 @@ class H2Conn:
     def _request_end(self, st: H2Stream, trailers: tuple[tuple[bytes, bytes], ...]) -> None:
         if not st.request_open:
             return
+        ex = st.ex
+        if ex is not None and ex.head.content_length is not None \
+                and ex.received != ex.head.content_length and not st.done:
+            st.request_open = False
+            self._malformed(st, "content_length_mismatch")
+            return
         st.request_open = False
         self.release_held(st)
-        ex = st.ex
         if ex is not None and ex.head.body != "none":
             ex.on_request_end(trailers)
         self.settle(st)
@@ -832,23 +886,12 @@ class H2Conn:
         """h2 found the connection broken (it queued a GOAWAY): counted by kind, sent,
         and the connection closed."""
         msg = str(exc)
-        if isinstance(exc, h2.exceptions.DenialOfServiceError):
-            reason = "header_list_too_large" if "header" in msg.lower() else "denial_of_service"
-            if "Oversized header block" in msg:
-                reason = "hpack_bomb"
-        elif "continuation" in msg.lower():
-            reason = "continuation_flood"
-        elif "preamble" in msg.lower():
-            reason = "invalid_preface"
-        elif isinstance(exc, h2.exceptions.FlowControlError):
-            reason = "flow_control"
-        else:
-            reason = "protocol_error"
+        reason = self.h2.error_reason(exc)
         self.ctx.stats.http2_error(reason)
         self.ctx.limiter.warning(("h2", reason), "listener %s: HTTP/2 connection from %s "
                                  "closed: %s", self.listener.name, self.peer.decode(), msg)
         self.in_read = False
-        if self.h2.state_machine.state != h2.connection.ConnectionState.CLOSED:
+        if not self.h2.closed():
             try:
                 self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
             except h2.exceptions.ProtocolError:

@@ -13,8 +13,10 @@ failure the address is not tried again for ``BACKOFF`` seconds, so a dead Redis 
 the requests meanwhile nothing but the decision; the first request after that tries
 again, which is how the limiter recovers when Redis comes back.
 
-Each worker has its own connections (a bounded pool per address); the counters are the
-worker's and are summed over workers by ``kgw_l7.metrics``.
+Each worker has its own connection per address (``kgw_l7.redisconn``): the checks of one
+loop iteration go out in one write, each still one round trip, each with its own
+deadline. The counters are the worker's and are summed over workers by
+``kgw_l7.metrics``.
 """
 
 from __future__ import annotations
@@ -30,14 +32,12 @@ from typing import Any
 
 from kgw_l7.problems import PROBLEMS
 from kgw_l7.ratelimit import client_ip
+from kgw_l7.redisconn import Busy, Connection, ReplyError, connect
 
 log = logging.getLogger("kgw.l7.globallimit")
 
 #: Seconds an address that failed is left alone (decided by the failure mode meanwhile).
 BACKOFF = 0.5
-#: Connections per Redis address per worker: concurrent checks beyond it wait for one
-#: (within the limit's timeout).
-POOL_SIZE = 32
 
 #: KEYS[1] the bucket; ARGV max tokens, tokens per fill, fill interval (ms).
 #: Returns {allowed (0/1), tokens left, ms until the next fill}.
@@ -118,26 +118,63 @@ def failure_reason(e: BaseException) -> str:
 
 
 class _Server:
-    """One Redis address: its client (a bounded pool) and its health."""
+    """One Redis address: its connection (``kgw_l7.redisconn``) and its health."""
 
-    __slots__ = ("address", "client", "down_until", "last_error", "up")
+    __slots__ = ("address", "host", "port", "conn", "connecting", "down_until", "last_error",
+                 "up")
 
     def __init__(self, address: str) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        host, port = parse_address(address)
         self.address = address
-        # No retries inside the client: one request, one try, decided by the failure
-        # mode when it fails (the backoff, not the client, paces the next try).
-        once = Retry(NoBackoff(), 0)
-        pool = aioredis.BlockingConnectionPool(host=host, port=port, max_connections=POOL_SIZE,
-                                               timeout=None, socket_keepalive=True, retry=once)
-        self.client = aioredis.Redis(connection_pool=pool, retry=once)
+        self.host, self.port = parse_address(address)
+        self.conn: Connection | None = None
+        #: the connect in progress, shared by the checks that arrive meanwhile
+        self.connecting: asyncio.Future[Connection] | None = None
         self.down_until = 0.0
         self.last_error = ""
         self.up = True
+
+    def connection(self) -> Connection | None:
+        """The connection to send on, or None when one must be opened. A connection Redis
+        closed is reported once (``ConnectionError``: "closed") to the check that finds
+        it, which the failure mode decides and which starts the backoff, rather than a
+        reconnect on a request's time to a server that just went away."""
+        conn = self.conn
+        if conn is None:
+            return None
+        if conn.retired:  # given up on after a timeout (closed by kgw once drained)
+            self.conn = None
+            return None
+        if conn.broken is not None:
+            self.conn = None
+            raise ConnectionError(str(conn.broken))
+        return conn
+
+    async def connect(self) -> Connection:
+        fut = self.connecting
+        if fut is None:
+            fut = self.connecting = asyncio.ensure_future(connect(self.host, self.port))
+            fut.add_done_callback(self._connected)
+        # shielded: one check's timeout does not cancel the connect the others wait on
+        return await asyncio.shield(fut)
+
+    def _connected(self, fut: asyncio.Future[Connection]) -> None:
+        self.connecting = None
+        if not fut.cancelled() and fut.exception() is None:
+            self.conn = fut.result()
+
+    def close(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _expire(fut: asyncio.Future[Any], conn: Connection) -> None:
+    """A check's deadline: its wait ends, and its connection takes no new commands."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+        conn.retire()
 
 
 class GlobalLimiter:
@@ -173,43 +210,74 @@ class GlobalLimiter:
             return self._failed(limit, fail_open)
         key = f"kgw:rl:{limit}:{descriptor}"
         args = (max_tokens, tokens_per_fill, max(1, round(fill_interval * 1000)))
+        self.round_trips += 1  # tried, as a connect refused is one too
+        loop = asyncio.get_running_loop()
         try:
-            reply = await asyncio.wait_for(self._eval(server, key, args), timeout)
+            conn = server.connection()
+            if conn is None:
+                conn = await asyncio.wait_for(server.connect(), timeout)
+                timeout -= time.monotonic() - now
+            # (the EVALSHA inline, not in a coroutine of its own: it is the request path)
+            deadline = loop.time() + timeout
+            fut = conn.send(b"EVALSHA", SCRIPT_SHA, 1, key, *args)
+            timer = loop.call_at(deadline, _expire, fut, conn)
+            try:
+                reply = await fut
+            except ReplyError as e:
+                if not str(e).startswith("NOSCRIPT"):
+                    raise
+                reply = await self._eval_script(conn, key, args, deadline)
+            finally:
+                timer.cancel()
+            allowed, remaining, reset_ms = reply
         except Exception as e:  # noqa: BLE001 — any failure is decided by the failure mode
-            reason = failure_reason(e)
-            k = (address, reason)
-            self.errors[k] = self.errors.get(k, 0) + 1
-            if server.up or server.last_error != reason:
-                log.warning("global rate limit: redis %s failed (%s: %s); failing %s for %.1fs",
-                            address, reason, e, "open" if fail_open else "closed", BACKOFF)
-            PROBLEMS.fail("redis", address, f"{reason} ({e})" if str(e) else reason)
-            server.up = False
-            server.last_error = reason
-            server.down_until = time.monotonic() + BACKOFF
-            return self._failed(limit, fail_open)
+            return self._failure(server, limit, fail_open, e)
         if not server.up:
             log.info("global rate limit: redis %s is back", address)
             PROBLEMS.ok("redis", address)
             server.up = True
             server.last_error = ""
-        allowed, remaining, reset_ms = (int(v) for v in reply)
-        self._count(limit, "allowed" if allowed else "limited")
+        if allowed:
+            self._count(limit, "allowed")
+        else:
+            self._count(limit, "limited")
         return Decision(bool(allowed), max(0, remaining), max(0, reset_ms) / 1000, "redis")
+
+    def _failure(self, server: _Server, limit: str, fail_open: bool,
+                 e: BaseException) -> Decision:
+        address = server.address
+        reason = "busy" if isinstance(e, Busy) else failure_reason(e)
+        k = (address, reason)
+        self.errors[k] = self.errors.get(k, 0) + 1
+        if reason == "busy":  # this worker's own backlog, not Redis's health
+            return self._failed(limit, fail_open)
+        if server.conn is not None and server.conn.broken is not None:
+            server.conn = None  # reported now: the next try after the backoff reconnects
+        if server.up or server.last_error != reason:
+            log.warning("global rate limit: redis %s failed (%s: %s); failing %s for %.1fs",
+                        address, reason, e, "open" if fail_open else "closed", BACKOFF)
+        PROBLEMS.fail("redis", address, f"{reason} ({e})" if str(e) else reason)
+        server.up = False
+        server.last_error = reason
+        server.down_until = time.monotonic() + BACKOFF
+        return self._failed(limit, fail_open)
 
     def _failed(self, limit: str, fail_open: bool) -> Decision:
         outcome = "fail_open" if fail_open else "fail_closed"
         self._count(limit, outcome)
         return Decision(fail_open, 0, BACKOFF, outcome)
 
-    async def _eval(self, server: _Server, key: str, args: tuple[int, int, int]) -> Any:
-        from redis.exceptions import NoScriptError
-
+    async def _eval_script(self, conn: Connection, key: str, args: tuple[int, int, int],
+                           deadline: float) -> Any:
+        """Redis lost its script cache (a restart): the script itself (EVAL), which caches
+        it again, by the same deadline."""
         self.round_trips += 1
+        fut = conn.send(b"EVAL", SCRIPT, 1, key, *args)
+        timer = asyncio.get_running_loop().call_at(deadline, _expire, fut, conn)
         try:
-            return await server.client.evalsha(SCRIPT_SHA, 1, key, *args)
-        except NoScriptError:
-            self.round_trips += 1
-            return await server.client.eval(SCRIPT, 1, key, *args)
+            return await fut
+        finally:
+            timer.cancel()
 
     def servers(self) -> int:
         """Redis addresses this limiter has used."""
@@ -219,6 +287,10 @@ class GlobalLimiter:
         """address -> "" when the last call worked, else the last failure's reason."""
         return {a: s.last_error for a, s in self._servers.items()}
 
+    def writes(self) -> int:
+        """Writes to Redis (batches of coalesced commands) on the open connections."""
+        return sum(s.conn.writes for s in self._servers.values() if s.conn is not None)
+
     def snapshot(self) -> dict[str, Any]:
         return {"global_ratelimit_decisions": dict(self.decisions),
                 "global_ratelimit_errors": dict(self.errors),
@@ -226,10 +298,7 @@ class GlobalLimiter:
 
     async def close(self) -> None:
         for s in self._servers.values():
-            try:
-                await s.client.aclose()
-            except Exception:  # noqa: BLE001 — closing a dead connection may fail
-                pass
+            s.close()
         self._servers.clear()
 
 

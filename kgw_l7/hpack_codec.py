@@ -1,5 +1,7 @@
 """The HPACK codec kgw's HTTP/2 connections use: libnghttp2's (``kgw_l7._nghttp2``, C)
-in the compiled build, the ``hpack`` package's (pure Python, what h2 brings) otherwise.
+in the compiled build, the ``hpack`` package's (pure Python, what h2 brings) otherwise;
+and with it the server side's whole HTTP/2 session (``server_session``: nghttp2's, or
+None for h2's).
 
 Both have hpack's interface, so ``use_fast_codec`` only swaps the encoder and decoder of an
 ``h2.connection.H2Connection`` before its first frame; h2 keeps the framing, the stream
@@ -55,3 +57,17 @@ def use_fast_codec(conn: Any) -> None:
     bound = conn.decoder.max_header_list_size
     conn.encoder = _codec.Deflater()
     conn.decoder = _codec.Inflater(bound)
+
+
+def server_session() -> Any:
+    """A new ``kgw_l7._nghttp2.ServerSession`` (libnghttp2's HTTP/2 server connection) when
+    the C codec is in use, else None (``kgw_l7.downstream_h2.new_session`` then takes h2's):
+    the one selection point for both, so HPACK and framing come from the same library."""
+    if codec() == "hpack":
+        return None
+    return _codec.ServerSession()
+
+
+def server_implementation() -> str:
+    """What serves HTTP/2 clients: "nghttp2" or "h2" (the test of the build asks)."""
+    return "h2" if codec() == "hpack" else "nghttp2"

@@ -225,7 +225,8 @@ class _Collector:
             labels=["limit", "outcome"]), m["global_ratelimit_decisions"])
         yield _filled(CounterMetricFamily(
             "kgw_l7_global_ratelimit_redis_errors", "Failed global rate limit calls to Redis, "
-            "by address and reason (timeout, refused, closed, unresolvable, error)",
+            "by address and reason (timeout, refused, closed, unresolvable, error; busy: the "
+            "worker's connection had too many checks waiting)",
             labels=["address", "reason"]), m["global_ratelimit_errors"])
         yield CounterMetricFamily("kgw_l7_global_ratelimit_redis_round_trips",
                                   "Round trips to Redis for global rate limits (one per "

@@ -308,3 +308,15 @@ def test_tcproute_multihomed_backends_behind_another_interface(router_lab, tmp_p
         assert not [k for k in got if k.startswith("error")], got
         assert got[a[0]] > 0 and got[OTHER_ADDR] > 0, got
         assert snat_by_backend(lab) == {a[0]: GW_BACKEND_ADDR, OTHER_ADDR: GW_OTHER_ADDR}
+
+
+@pytest.mark.parametrize("mode", ["splice", "userspace"])
+def test_tcproute_backend_that_speaks_first_and_closes(lab, tmp_path: Path, mode: str) -> None:
+    """Port 9001 sends its address and closes at once, often before kgw has the socket in
+    hand: the socket is then no longer ESTABLISHED and the sockmap refuses it. Every client
+    must still get the greeting (the splice mode copies such a connection in userspace)."""
+    a = lab.topo.backend_addrs
+    with kgw_run(lab, tmp_path, mode, 9001):
+        n = 60
+        got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", str(n)))
+        assert sum(got[x] for x in a[:3]) == n, got

@@ -6,7 +6,8 @@ A real redis-server on loopback (its own, on a free port); one worker's limiter 
 runs ``--requests`` checks, ``--concurrency`` at a time (as that many requests in flight
 on one worker), on a limit high enough never to refuse. Round trips are counted twice:
 by the limiter, and by Redis itself (``INFO commandstats``: EVALSHA and EVAL calls), so
-"one per request" does not rest on the client's word.
+"one per request" does not rest on the client's word. Checks per write: how many checks
+the limiter's connection coalesced into one write (``kgw_l7.redisconn``).
 
 Usage: ``.venv/bin/python -m bench.l7.globallimit [--requests 20000] [--concurrency 1,16]``;
 prints, per concurrency, the check's latency percentiles (µs) and the round trips per
@@ -45,6 +46,7 @@ async def run(address: str, port: int, requests: int, concurrency: int) -> dict:
                  fail_open=False)
     await lim.check(address, "bench", "warm-up", **limit)  # connection and script cache
     lim.round_trips = 0
+    writes = lim.writes()
     before = redis_calls(port)
     lat: list[float] = []
     left = requests
@@ -62,6 +64,7 @@ async def run(address: str, port: int, requests: int, concurrency: int) -> dict:
     await asyncio.gather(*(client(i) for i in range(concurrency)))
     wall = time.perf_counter() - t0
     after = redis_calls(port)
+    writes = lim.writes() - writes
     server_calls, server_us = after[0] - before[0], after[1] - before[1]
     await lim.close()
     lat.sort()
@@ -74,6 +77,7 @@ async def run(address: str, port: int, requests: int, concurrency: int) -> dict:
             "checks_per_s": len(lat) / wall,
             "client_round_trips_per_req": lim.round_trips / len(lat),
             "redis_calls_per_req": server_calls / len(lat),
+            "checks_per_write": len(lat) / max(1, writes),
             "redis_cpu_us_per_call": server_us / max(1, server_calls)}
 
 

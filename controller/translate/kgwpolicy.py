@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from controller.objects import Obj, ObjectKey
+from controller.policy import l4targets
 from controller.policy.attach import Sections, Target
 from controller.policy.land import merged, rule_policy
 from controller.translate.ir import GatewayIR
@@ -66,13 +67,14 @@ def apply(rule: l7.Rule, listener: Sections, layers: RouteLayers, index: int) ->
 
 
 def with_health(groups: tuple[l4.BackendGroup, ...], listener: Sections,
-                layers: RouteLayers) -> tuple[l4.BackendGroup, ...]:
-    """A TCPRoute's backend groups with the active health check in effect through a
-    listener (precedence as for HTTP routes; its first rule stands for the route's
-    rules, which an L4 frontend cannot tell apart). Only ``healthCheck.active`` is
-    served on an L4 route (controller.policy.l4targets says so in status)."""
+                layers: RouteLayers, kind: str = "TCPRoute") -> tuple[l4.BackendGroup, ...]:
+    """A TCPRoute's or TLSRoute's backend groups with the active health check in effect
+    through a listener (precedence as for HTTP routes; its first rule stands for the
+    route's rules, which an L4 frontend cannot tell apart). Only ``healthCheck.active`` is
+    served on an L4 route, and on a TLSRoute only a TCP probe (controller.policy.l4targets
+    says so in status; one from the listener or Gateway of another type is not applied)."""
     policy = rule_policy((listener, layers.route, layers.rules[0] if layers.rules else ()))
     hc = policy.health.active if policy is not None and policy.health is not None else None
-    if hc is None:
+    if hc is None or not l4targets.probe_served(kind, {"type": hc.type}):
         return groups
     return tuple(dataclasses.replace(g, health_check=hc) for g in groups)

@@ -288,7 +288,8 @@ def resolve_route(reader: Reader, route: Obj,
                     l7c.append(L7Contribution((addr, lis.port), h, lis, routes))
     else:
         bk = _l4_backends(reader, route, key, problems, services)
-        l4_layers = route_layers(reader, key, route) if key.kind == "TCPRoute" else None
+        l4_layers = (route_layers(reader, key, route) if key.kind in ("TCPRoute", "TLSRoute")
+                     else None)
         for p, lis, hosts in attached:
             if not lis.programmed:
                 continue
@@ -296,13 +297,16 @@ def resolve_route(reader: Reader, route: Obj,
             if lis.protocol != proto:
                 continue
             groups = bk.groups
-            if l4_layers is not None and (lis.policy or l4_layers):
-                groups = with_health(groups, lis.policy, l4_layers)
+            checked = l4_layers if l4_layers is not None and (lis.policy or l4_layers) else None
+            if checked is not None:
+                groups = with_health(groups, lis.policy, checked, key.kind)
             terminated: tuple[l4.BackendGroup, ...] = ()
             btls: tuple[tuple[str, l4.BackendTLS], ...] = ()
             if lis.protocol == "TLS" and lis.tls_mode == "Terminate":
                 client = gateways[p.gateway].backend_client_cert
                 terminated = bk.terminated
+                if checked is not None:
+                    terminated = with_health(terminated, lis.policy, checked, key.kind)
                 btls = tuple((name, backend_tls(t, client)) for name, t in bk.policies)
             for addr in gateways[p.gateway].binds:
                 l4c.append(L4Contribution((addr, lis.port), proto, lis, key, created, groups,

@@ -13,6 +13,7 @@ from kgw_l4.config import BackendGroup, Endpoint, Frontend, L4Config
 from kgw_l4.maglev import WeightedEndpoint as W
 from kgw_l4.maps import FakeMapSet
 from kgw_l4.programmer import Programmer
+from kgw_l7.config import HealthCheck
 
 SIZE = maglev.DEFAULT_SIZE
 SIZES = dict(abi.SIZES, KGW_MAX_FRONTENDS=4, KGW_MAX_BACKENDS=16, KGW_MAGLEV_SIZE=1021,
@@ -71,9 +72,24 @@ def test_a_down_endpoint_without_weight_changes_nothing():
 
 # ---------------------------------------------------------------- through the programmer
 
-def frontend(name="fe", port=8080, addrs=("10.1.0.1", "10.1.0.2", "10.1.0.3")):
+CHECK = HealthCheck(type="TCP")
+
+
+def frontend(name="fe", port=8080, addrs=("10.1.0.1", "10.1.0.2", "10.1.0.3"),
+             check: HealthCheck | None = CHECK):
     return Frontend(name, "10.0.0.1", port, "TCP",
-                    (BackendGroup("ns/svc:80", 1, tuple(Endpoint(a, 80) for a in addrs)),))
+                    (BackendGroup("ns/svc:80", 1, tuple(Endpoint(a, 80) for a in addrs),
+                                  check),))
+
+
+def test_a_group_without_a_check_takes_no_verdict(maps):
+    """The same group name through another listener, without a health check there: the
+    verdicts of the checked one do not move its slots."""
+    p = prog(maps)
+    p.apply(L4Config((frontend(check=None),)))
+    before = ring(maps, 0)
+    assert p.set_health(frozenset({("ns/svc:80", "10.1.0.2", 80)})) == 0
+    assert ring(maps, 0) == before
 
 
 @pytest.fixture

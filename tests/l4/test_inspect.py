@@ -12,6 +12,7 @@ from kgw_l4.config import BackendGroup, Endpoint, Frontend, L4Config
 from kgw_l4.inspect import Env, ExitStatus, main
 from kgw_l4.maps import FakeMapSet
 from kgw_l4.programmer import Programmer
+from kgw_l7.config import HealthCheck
 
 SIZES = dict(abi.SIZES, KGW_MAX_FRONTENDS=4, KGW_MAX_BACKENDS=16, KGW_MAGLEV_SIZE=251,
              KGW_CT_SIZE=64, KGW_CT_SYN_SIZE=64)
@@ -93,7 +94,8 @@ def test_frontends_show_health_and_list_a_down_endpoint_without_slots():
     m = FakeMapSet(loader.expected_maps(SIZES))
     p = Programmer(m, snat_for=lambda _a: "10.9.0.1", sizes=SIZES)
     p.apply(L4Config((Frontend("ns/gw/tcp", "10.0.0.1", 8080, "TCP", (
-        BackendGroup("g", 1, (Endpoint("10.1.0.1", 80), Endpoint("10.1.0.2", 80))),)),)))
+        BackendGroup("g", 1, (Endpoint("10.1.0.1", 80), Endpoint("10.1.0.2", 80)),
+                     HealthCheck(type="TCP")),)),)))
     p.set_health(frozenset({("g", "10.1.0.2", 80)}))
     v = p.views["ns/gw/tcp"]
     admin = {"l4": {

@@ -169,3 +169,125 @@ def test_problems_are_bounded_deduplicated_and_cleared():
     merged = merge([{("redis", "b:1"): "refused"}, {("redis", "b:1"): "closed",
                                                     ("jwks", "u"): "x"}])
     assert merged == {("redis", "b:1"): "refused", ("jwks", "u"): "x"}
+
+
+def redis_calls(port: int) -> dict[str, int]:
+    """EVALSHA / EVAL calls Redis served (INFO commandstats)."""
+    import redis as redis_client
+
+    with redis_client.Redis(port=port) as r:
+        stats = r.info("commandstats")
+    return {c: stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval")}
+
+
+async def test_concurrent_checks_one_write_each_its_own_reply(redis):
+    """Checks of one loop iteration go out as one write; each is still one EVALSHA, and
+    each gets its own bucket's answer (max_tokens differs per check: so does remaining)."""
+    lim = GlobalLimiter()
+    try:
+        assert (await check(lim, redis.address, "warm-up")).source == "redis"
+        writes, before = lim.writes(), redis_calls(redis.port)
+        lim.round_trips = 0
+        got = await asyncio.gather(*(check(lim, redis.address, f"d{i}", max_tokens=10 + i)
+                                     for i in range(60)))
+        assert [d.remaining for d in got] == [9 + i for i in range(60)]
+        assert lim.writes() - writes == 1
+        assert lim.round_trips == 60
+        after = redis_calls(redis.port)
+        assert after["evalsha"] - before["evalsha"] == 60 and after["eval"] == before["eval"]
+    finally:
+        await lim.close()
+
+
+async def test_one_checks_timeout_fails_no_other_before_its_deadline(redis):
+    """Redis stalls with a short- and a long-deadline check in one write: the short one is
+    decided by its failure mode at its deadline; the long one gets Redis's answer when it
+    comes, before its own deadline. Then the limiter moves to a fresh connection."""
+    lim = GlobalLimiter()
+    try:
+        assert (await check(lim, redis.address, "warm-up")).source == "redis"
+        redis.proc.send_signal(19)  # SIGSTOP
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        short = asyncio.ensure_future(check(lim, redis.address, "a", timeout=0.1,
+                                            fail_open=False))
+        long = asyncio.ensure_future(check(lim, redis.address, "b", max_tokens=7,
+                                           timeout=3.0, fail_open=False))
+        d = await short
+        assert (d.allowed, d.source) == (False, "fail_closed")
+        assert 0.08 < loop.time() - started < 1.5
+        assert not long.done()
+        loop.call_later(0.2, redis.proc.send_signal, 18)  # SIGCONT
+        d = await long
+        assert (d.allowed, d.source, d.remaining) == (True, "redis", 6)  # its own reply
+        assert lim.errors == {(redis.address, "timeout"): 1}
+        await asyncio.sleep(globallimit.BACKOFF)
+        assert (await check(lim, redis.address, "c")).source == "redis"  # a new connection
+    finally:
+        redis.proc.send_signal(18)
+        await lim.close()
+
+
+async def test_noscript_inside_a_batch(redis):
+    """Redis lost its scripts (SCRIPT FLUSH) under a batch of checks: each gets NOSCRIPT,
+    sends the script itself (EVAL, coalesced again) and is answered; nothing fails."""
+    import redis as redis_client
+
+    lim = GlobalLimiter()
+    try:
+        assert (await check(lim, redis.address, "warm-up")).source == "redis"
+        with redis_client.Redis(port=redis.port) as r:
+            r.script_flush()
+        before = redis_calls(redis.port)
+        lim.round_trips = 0
+        writes = lim.writes()
+        got = await asyncio.gather(*(check(lim, redis.address, f"d{i}", max_tokens=5 + i)
+                                     for i in range(20)))
+        assert [(d.source, d.remaining) for d in got] == [("redis", 4 + i) for i in range(20)]
+        assert lim.round_trips == 40 and not lim.errors
+        assert lim.writes() - writes == 2  # the EVALSHAs, then the EVALs
+        after = redis_calls(redis.port)
+        assert after["eval"] - before["eval"] == 20
+        assert (await check(lim, redis.address, "again")).source == "redis"
+        assert redis_calls(redis.port)["evalsha"] - after["evalsha"] == 1  # cached again
+    finally:
+        await lim.close()
+
+
+async def test_too_many_waiting_is_busy_not_down(redis, monkeypatch):
+    """Past the connection's bound the check is decided by the failure mode (counted as
+    busy) without the backoff: Redis itself is fine."""
+    from kgw_l7 import redisconn
+
+    lim = GlobalLimiter()
+    try:
+        assert (await check(lim, redis.address, "warm-up")).source == "redis"
+        monkeypatch.setattr(redisconn, "MAX_PENDING", 5)
+        got = await asyncio.gather(*(check(lim, redis.address, f"d{i}", fail_open=False)
+                                     for i in range(8)))
+        assert [d.source for d in got] == ["redis"] * 5 + ["fail_closed"] * 3
+        assert lim.errors == {(redis.address, "busy"): 3}
+        assert lim.health() == {redis.address: ""}
+        assert (await check(lim, redis.address, "after")).source == "redis"
+    finally:
+        await lim.close()
+
+
+async def test_a_reply_not_the_scripts_is_an_error_not_an_exception():
+    """Something that speaks RESP but is not our script's Redis (a proxy answering +OK):
+    decided by the failure mode, counted as an error; nothing raises into the request."""
+    async def serve(reader, writer):
+        while await reader.read(4096):
+            writer.write(b"+OK\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    address = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+    lim = GlobalLimiter()
+    try:
+        d = await check(lim, address, fail_open=False)
+        assert (d.allowed, d.source) == (False, "fail_closed")
+        assert lim.errors == {(address, "error"): 1}
+    finally:
+        await lim.close()
+        server.close()

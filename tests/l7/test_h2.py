@@ -26,6 +26,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from kgw_l7.hpack_codec import server_implementation
 from kgw_l7.config import (
     Backend, Certificate, Endpoint, L7Config, Listener, PathMatch, Route, RouteMatch, Rule,
     VirtualHost,
@@ -299,17 +300,74 @@ def test_malformed_requests_get_a_stream_reset(plane, fields, reason):
     assert h2_errors(plane, f"malformed_{reason}") == before + 1
 
 
+def rst_code(data: bytes, sid: int) -> int | None:
+    """The error code of the first RST_STREAM on stream ``sid`` in ``data``."""
+    i = 0
+    while i + 9 <= len(data):
+        length = int.from_bytes(data[i:i + 3], "big")
+        if data[i + 3] == 0x3 and int.from_bytes(data[i + 5:i + 9], "big") == sid:
+            return int.from_bytes(data[i + 9:i + 13], "big")
+        i += 9 + length
+    return None
+
+
+@pytest.mark.parametrize("body", [b"12345", b"1"])
+def test_content_length_mismatch_is_malformed(plane, body):
+    """RFC 9113 §8.1.1: DATA adding up to more or less than Content-Length. nghttp2
+    (HTTP checks off) resets the stream, counted; h2 ends the connection. Either way
+    the backend never gets a body longer than the length it was told."""
+    before = h2_errors(plane, "malformed_content_length_mismatch")
+    s = raw_conn(plane)
+    try:
+        block = hpack.Encoder().encode([(b":method", b"POST"), (b":scheme", b"http"),
+                                        (b":path", b"/upload"), (b":authority", b"x"),
+                                        (b"content-length", b"3")])
+        s.sendall(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize()
+                  + DataFrame(1, body, flags=["END_STREAM"]).serialize())
+        data = read_all(s, timeout=1.5)
+        if server_implementation() == "h2":
+            assert goaway_code(data) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        else:
+            assert rst_code(data, 1) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    finally:
+        s.close()
+    if server_implementation() != "h2":
+        assert h2_errors(plane, "malformed_content_length_mismatch") == before + 1
+    still_serves(plane)
+
+
 def test_oversized_header_list_is_431(plane):
     c = H2Client(plane.port)
     # (Huffman-coding 70 kB in Python can take longer than the idle timeout on a loaded
     # machine, and the server rightly closes a connection idle that long.)
     c.conn.encoder.encode = functools.partial(c.conn.encoder.encode, huffman=False)
     try:
-        r = c.request("GET", "/big", "x", headers={"x-big": "a" * 70000})
+        # (70 kB in ten fields: more than HTTP/1.1's 60 KiB, each under nghttp2's bound)
+        r = c.request("GET", "/big", "x", headers={f"x-big-{i}": "a" * 7000 for i in range(10)})
         assert r.status == 431
         assert c.request("GET", "/good", "x").status == 200
     finally:
         c.close()
+
+
+def test_one_field_over_64k(plane):
+    """h2 decodes it (431, the connection goes on); nghttp2 refuses any field over 64 KiB
+    as a compression error, which ends the connection (counted; the worker goes on)."""
+    before = h2_errors(plane, "header_compression")
+    c = H2Client(plane.port)
+    c.conn.encoder.encode = functools.partial(c.conn.encoder.encode, huffman=False)
+    try:
+        if server_implementation() == "h2":
+            assert c.request("GET", "/big", "x", headers={"x-big": "a" * 70000}).status == 431
+            return
+        with pytest.raises(ConnectionError):
+            c.request("GET", "/big", "x", headers={"x-big": "a" * 70000})
+        assert c.goaway is not None
+        assert c.goaway.error_code == h2.errors.ErrorCodes.COMPRESSION_ERROR
+    finally:
+        c.close()
+    assert h2_errors(plane, "header_compression") == before + 1
+    still_serves(plane)
 
 
 def test_access_log_and_metrics_say_http2(plane):

@@ -25,16 +25,16 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(kgw_l7.__path__) if m.name
 #: only modules listed before it.
 LAYERS = ["_cython", "auth_config", "config", "balance", "breaker", "regex", "session",
           "proxyproto", "proxyaccept", "snapshot", "logformat", "tracing_config", "otlplogs",
-          "ratetable", "problems", "events", "extauth", "ratelimit", "globallimit", "h1", "auth",
-          "oidc", "router", "stats", "accesslog", "tls_fallback", "tls", "streams", "tracing",
-          "_nghttp2", "hpack_codec", "upstream_h2", "upstream", "channel", "context", "authcall",
-          "exchange", "downstream_h2", "proxy", "worker", "__main__", "metrics", "healthcheck",
-          "plane", "protoc", "echo"]
+          "ratetable", "problems", "events", "extauth", "ratelimit", "redisconn", "globallimit",
+          "h1", "auth", "oidc", "router", "stats", "accesslog", "tls_fallback", "tls", "streams",
+          "tracing", "_nghttp2", "hpack_codec", "upstream_h2", "upstream", "channel", "context",
+          "authcall", "exchange", "downstream_h2", "proxy", "worker", "__main__", "metrics",
+          "healthcheck", "plane", "protoc", "echo"]
 #: What a worker runs per request (and the worker process itself).
 PER_REQUEST = {"balance", "breaker", "events", "extauth", "authcall", "ratelimit",
-               "globallimit", "h1", "auth", "oidc", "router", "accesslog", "streams", "tracing",
-               "hpack_codec", "upstream_h2", "upstream", "context", "exchange",
-               "downstream_h2", "proxy", "proxyaccept", "worker"}
+               "redisconn", "globallimit", "h1", "auth", "oidc", "router", "accesslog",
+               "streams", "tracing", "hpack_codec", "upstream_h2", "upstream", "context",
+               "exchange", "downstream_h2", "proxy", "proxyaccept", "worker"}
 
 
 def run(code: str, compiled: bool) -> subprocess.Popen[str]:
