@@ -71,8 +71,9 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
     tracing: tuple[Arg, ...] = (
         (("--tracing-endpoint",), {
             "default": None, "metavar": "URL",
-            "help": "OTLP/HTTP collector to export trace spans to, e.g. http://collector:4318 "
-                    "(default: OTEL_EXPORTER_OTLP_ENDPOINT; neither: tracing is off)"}),
+            "help": "OTLP collector to export trace spans to, e.g. http://collector:4318 "
+                    "(default: OTEL_EXPORTER_OTLP_ENDPOINT; neither: tracing is off); over "
+                    "gRPC (http://collector:4317) when OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}),
         (("--tracing-sample",), {
             "default": None, "metavar": "RATIO", "type": _checked(parse_ratio),
             "help": "share of new traces sampled, 0 <= RATIO <= 1; a client's sampled flag is "

@@ -3,6 +3,9 @@
 # bytes; AccessLog.log is a C call from the exchange (context.pxd types the field).
 
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcpy
+
 from kgw_l7.events cimport RequestHead
 
 # kgw_l7.logformat's operator codes (the same names and values; tests/l7/test_accesslog.py).
@@ -28,17 +31,39 @@ cdef enum LogOp:
     HEADER = 18
     REDACTED = 19
 
+# The line's parts into one bytes object: their sizes summed, one allocation, a memcpy
+# each (bytes.join, for a list of ~37 short parts, costs ~100 instructions a part).
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline bytes _join(list parts, Py_ssize_t n):
+    cdef Py_ssize_t i, size, total
+    cdef bytes part, out
+    cdef char *dst
+    total = PyBytes_GET_SIZE(<bytes>parts[0])  # (n >= 1: a line ends with its newline)
+    for i in range(1, n):
+        total += PyBytes_GET_SIZE(<bytes>parts[i])
+    out = PyBytes_FromStringAndSize(NULL, total)
+    dst = PyBytes_AS_STRING(out)
+    for i in range(n):
+        part = <bytes>parts[i]
+        size = PyBytes_GET_SIZE(part)
+        memcpy(dst, PyBytes_AS_STRING(part), size)
+        dst += size
+    return out
+
 cdef tuple _NUMBERS
 cdef tuple _MILLIS
 cdef tuple _HEX
 
-@cython.locals(c=cython.uchar)
+cdef bytes _CLEAN
+
+@cython.locals(c=cython.uchar, t=cython.p_uchar)
 cpdef bint json_clean(bytes v)
 
 @cython.locals(c=cython.uchar, out=bytearray)
 cpdef bytes json_escape(bytes v)
 
-@cython.locals(c=cython.uchar)
+@cython.locals(c=cython.uchar, t=cython.p_uchar)
 cpdef bint text_clean(bytes v)
 
 @cython.locals(c=cython.uchar, out=bytearray)

@@ -499,9 +499,10 @@ class SpanTag:
 @dataclass(frozen=True, slots=True)
 class TracingPolicy:
     """A Gateway's tracing (TrafficPolicy ``tracing``): its requests' spans go to
-    ``endpoint`` (an OTLP/HTTP traces URL), ``ratio`` of new traces sampled (parent-based),
-    under a resource named ``service_name`` (None: OTEL_SERVICE_NAME or "kgw") with
-    ``resource``'s attributes; ``disabled``: no tracing for it at all."""
+    ``endpoint`` (an OTLP/HTTP traces URL, or with ``protocol`` "grpc" a gRPC collector's
+    address), ``ratio`` of new traces sampled (parent-based), under a resource named
+    ``service_name`` (None: OTEL_SERVICE_NAME or "kgw") with ``resource``'s attributes;
+    ``disabled``: no tracing for it at all."""
 
     disabled: bool = False
     endpoint: str | None = dataclasses.field(default=None, metadata=OMIT_NONE)
@@ -509,6 +510,8 @@ class TracingPolicy:
     service_name: str | None = dataclasses.field(default=None, metadata=OMIT_NONE)
     resource: tuple[tuple[str, str], ...] = ()
     tags: tuple[SpanTag, ...] = ()
+    #: "http/protobuf" or "grpc" (kgw_l7.tracing_config.PROTOCOLS).
+    protocol: str = "http/protobuf"
 
 
 @dataclass(frozen=True, slots=True)

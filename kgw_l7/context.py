@@ -152,13 +152,14 @@ class WorkerContext:
         self._log_settings: dict[Any, LogSettings] = {}
         #: None: tracing is off (no endpoint configured).
         self.tracer = tracing_from_settings(options.tracing_endpoint, options.tracing_sample)
-        #: TracingPolicy -> its Tracer; OTLP traces URL -> its SpanExport (one per
-        #: distinct endpoint, shared by the default tracer and the policies naming it).
+        #: TracingPolicy -> its Tracer; (OTLP protocol, traces URL) -> its SpanExport (one
+        #: per distinct endpoint, shared by the default tracer and the policies naming it).
         self._tracers: dict[Any, Tracer] = {}
-        self._exports: dict[str, SpanExport] = {}
+        self._exports: dict[tuple[str, str], SpanExport] = {}
         if self.tracer is not None:
             self.tracer.start()
-            self._exports[self.tracer.endpoint] = self.tracer.export
+            export = self.tracer.export
+            self._exports[(export.protocol, export.endpoint)] = export
         #: The global rate limits' Redis connections and counters (idle until a rule has one).
         self.global_limiter = GlobalLimiter()
         self.max_connections = options.max_connections
@@ -366,10 +367,12 @@ class WorkerContext:
             return None
         tracer = self._tracers.get(policy)
         if tracer is None:
-            export = self._exports.get(policy.endpoint)
+            key = (policy.protocol, policy.endpoint)
+            export = self._exports.get(key)
             if export is None:
                 timeout = self.tracer.export.timeout if self.tracer is not None else 10.0
-                export = self._exports[policy.endpoint] = SpanExport(policy.endpoint, timeout)
+                export = self._exports[key] = SpanExport(policy.endpoint, timeout,
+                                                         protocol=policy.protocol)
             tracer = self._tracers[policy] = Tracer(
                 policy.endpoint, "parentbased_traceidratio", policy.ratio, export.timeout,
                 service_name=policy.service_name, resource=policy.resource, tags=policy.tags,

@@ -202,8 +202,8 @@ class L7Plane:
             url = logs_url(access_log)  # (OtlpLogsError: before any worker)
             log.info("access log: OTLP log records to %s", url)
         if tracing is not None:
-            log.info("tracing: spans to %s (sampler %s, ratio %g)", tracing.url,
-                     tracing.sampler, tracing.ratio)
+            log.info("tracing: spans to %s over %s (sampler %s, ratio %g)", tracing.url,
+                     tracing.protocol, tracing.sampler, tracing.ratio)
         self.options = WorkerOptions(
             access_log=access_log, access_log_format=access_log_format,
             access_log_min_status=access_log_min_status, access_log_sample=access_log_sample,

@@ -1,4 +1,5 @@
-"""Tracing: W3C trace context to backends, and OpenTelemetry spans exported over OTLP/HTTP.
+"""Tracing: W3C trace context to backends, and OpenTelemetry spans exported over OTLP
+(HTTP/protobuf or gRPC).
 
 Every request gets a trace context when tracing is on: the client's ``traceparent`` when
 it is valid (its sampled flag is followed: parent-based sampling), else a new trace
@@ -11,31 +12,34 @@ span per try against a backend endpoint; retries are events of the server span. 
 request path only records what the exchange already holds into a ``Trace`` (a few
 fields, no SDK object): building the SDK's ``ReadableSpan`` objects costs tens of
 microseconds each, so it is done in the export thread, which hands them to the SDK's
-OTLP/HTTP (protobuf) exporter in batches. The queue between the two is bounded; a span
+OTLP exporter (HTTP/protobuf or gRPC) in batches. The queue between the two is bounded; a span
 that finds it full is dropped and counted (``kgw_tracing_spans_dropped_total``), and so
 are the spans of a batch the collector did not take: a collector that is down, hangs or
 answers 500 costs the requests nothing, and is said once in the log (and once when it
 recovers), never per request.
 
-Configuration is the standard ``OTEL_*`` environment (the endpoint, sampler, service
-name, resource attributes, exporter timeout and headers), with ``--tracing-endpoint``
+Configuration is the standard ``OTEL_*`` environment (the endpoint, protocol, sampler,
+service name, resource attributes, exporter timeout and headers), with ``--tracing-endpoint``
 and ``--tracing-sample`` taking precedence. No endpoint: tracing is off, nothing of the
 SDK is imported and the exchange's hooks are a None test.
 """
 
 from __future__ import annotations
 
-import binascii
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
 from typing import Any
 
 from kgw_l7.streams import OutRequest, out_request
-from kgw_l7.tracing_config import resolve
+from kgw_l7.tracing_config import GRPC, HTTP_PROTOBUF, resolve
+
+try:
+    import cython
+except ImportError:
+    from kgw_l7 import _cython as cython
 
 log = logging.getLogger("kgw.l7.tracing")
 
@@ -80,14 +84,100 @@ def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bool] | None:
 
 def _span_id() -> bytes:
     """A random non-zero span id in hex (an all-zero id is invalid)."""
-    return _hexlify((_getrandbits(64) or 1).to_bytes(8, "little"))
+    v = _random64()
+    while v == 0:
+        v = _random64()
+    return _hex16(v)
 
 
-def _ids() -> bytes:
-    """A new trace id and span id in hex (48 characters: the 32 of the trace id, then the
-    16 of the span id): one random number, converted in C (a ``%x`` format of the two
-    costs five times as much). The caller checks for all-zero ids (invalid)."""
-    return _hexlify(_getrandbits(192).to_bytes(24, "little"))
+if not cython.compiled:  # (compiled: C functions filling the bytes, tracing.pxd)
+    def _hex16(v: int) -> bytes:
+        """A 64-bit id in lower case hex (16 characters)."""
+        return b"%016x" % v
+
+    def _traceparent(hi: int, lo: int, span: int, sampled: bool) -> bytes:
+        """The ``traceparent`` value of a trace id (``hi``, ``lo``: its two 64-bit
+        halves) and a parent span id, as numbers."""
+        return b"00-%016x%016x-%016x-%s" % (hi, lo, span, b"01" if sampled else b"00")
+
+
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+_state = 0
+
+
+def _reseed() -> None:
+    """The id generator's state from the system's random source: at import, and in a
+    forked child (workers must not share a sequence)."""
+    global _state
+    _state = int.from_bytes(os.urandom(8), "little")
+
+
+def _random64() -> int:
+    """The next id from the worker's generator (SplitMix64: every 64-bit value once per
+    2**64 calls; seeded from os.urandom). Compiled, C integer arithmetic: three of these
+    cost less than one call of ``random.getrandbits``. Ids need to be unique and
+    unguessable by chance, not secret (the W3C trace context's ids are sent in the clear);
+    Python's Mersenne Twister, used before, was no less predictable."""
+    global _state
+    _state = (_state + _GOLDEN) & _M64
+    z = _state
+    z = ((z ^ (z >> 30)) * _MIX1) & _M64
+    z = ((z ^ (z >> 27)) * _MIX2) & _M64
+    return z ^ (z >> 31)
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
+def valid_ids(hi: int, lo: int, span: int) -> bool:
+    """Not all zeros (W3C Trace Context: an all-zero trace id or span id is invalid)."""
+    return (hi != 0 or lo != 0) and span != 0
+
+
+def _new_trace(tracer: Tracer, had: bool) -> Trace:
+    """A trace kgw starts: three random 64-bit numbers (no all-zero id), the sampling
+    decision a compare of the trace id's low half with the tracer's bound, and the
+    ``traceparent`` line formatted once, the ids sliced from it. (Compiled, the numbers
+    are C integers and the line is written by a C function: a per-request cost that
+    every request pays, sampled or not.)"""
+    hi = _random64()
+    lo = _random64()
+    span = _random64()
+    while not valid_ids(hi, lo, span):
+        hi = _random64()
+        lo = _random64()
+        span = _random64()
+    sampled = tracer._always
+    if sampled is None:
+        bound = tracer._bound_int
+        sampled = lo < bound
+    tp = _traceparent(hi, lo, span, sampled)
+    return _make(tp[3:35], b"", sampled, None, had, tp[36:52], tracer, tp)
+
+
+def _make(trace_id: bytes, parent_id: bytes, sampled: bool, tracestate: bytes | None,
+          had: bool, try_span: bytes, tracer: Any, tp: bytes) -> Trace:
+    """``Trace(...)`` without the Python-level constructor call, ``tp`` its line made
+    already (what ``Trace.__init__`` sets, field for field)."""
+    tr = Trace.__new__(Trace)
+    tr.trace_id = trace_id
+    tr.parent_id = parent_id
+    tr.span_id = _span_id() if sampled else b""
+    tr.sampled = sampled
+    tr.tracestate = tracestate
+    tr.had_context = had
+    tr.start = time.time_ns() if sampled else 0
+    tr.tries = [] if sampled else None
+    tr.retries = None
+    tr.try_span = try_span
+    tr.line = tp
+    tr.ntries = 0
+    tr.tracer = tracer
+    return tr
 
 
 def line(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
@@ -95,8 +185,6 @@ def line(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
     return b"".join((b"00-", trace_id, b"-", span_id, b"-01" if sampled else b"-00"))
 
 
-_getrandbits = random.getrandbits
-_hexlify = binascii.hexlify
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 #: Request fields that carry trace context.
@@ -148,14 +236,17 @@ class Trace:
 
 class SpanExport:
     """The export side of tracing for one collector endpoint: the bounded queue of finished
-    requests, the thread that turns them into SDK spans and the OTLP/HTTP exporter that
-    sends them in batches. Every tracer exporting to the same endpoint (the command line's
-    and each Gateway policy's naming it) shares one."""
+    requests, the thread that turns them into SDK spans and the SDK's OTLP exporter that
+    sends them in batches (``protocol``: "http/protobuf" or "grpc"). Every tracer exporting
+    to the same endpoint with the same protocol (the command line's and each Gateway
+    policy's naming it) shares one."""
 
     def __init__(self, endpoint: str, timeout: float, max_queue: int = MAX_QUEUE,
-                 batch: int = BATCH, delay: float = SCHEDULE_DELAY) -> None:
+                 batch: int = BATCH, delay: float = SCHEDULE_DELAY,
+                 protocol: str = HTTP_PROTOBUF) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.protocol = protocol
         self.max_queue = max_queue
         self.batch = batch
         self.delay = delay
@@ -191,13 +282,7 @@ class SpanExport:
         """Import the SDK and start the export thread (once)."""
         if self._thread is not None:
             return
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        # The exporter logs every failed batch; kgw says it once (``_export``).
-        logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
-            .setLevel(logging.CRITICAL)
-        logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
-        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=self.timeout)
+        self._exporter = _exporter(self.protocol, self.endpoint, self.timeout)
         self._thread = threading.Thread(target=self._run, name="kgw-tracing", daemon=True)
         self._thread.start()
 
@@ -257,6 +342,30 @@ class SpanExport:
                         self.endpoint, error)
 
 
+def _exporter(protocol: str, endpoint: str, timeout: float) -> Any:
+    """The SDK's OTLP span exporter for ``protocol``. Over gRPC an http:// address is a
+    plaintext channel, https:// TLS with the system's CA certificates (the exporter's own
+    reading of the scheme); its retries of an unavailable collector stay within
+    ``timeout``, in the export thread."""
+    # The exporters log every failed batch; kgw says it once (``SpanExport._export``).
+    if protocol == GRPC:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        for name in ("opentelemetry.exporter.otlp.proto.grpc.exporter",
+                     "opentelemetry.exporter.otlp.proto.grpc"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"),
+                            timeout=timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter") \
+        .setLevel(logging.CRITICAL)
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
+    return OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
+
+
 class Tracer:
     """Trace contexts for one set of settings (the command line's, or a Gateway policy's):
     the sampler, the resource its spans are exported under, the span attributes taken from
@@ -266,13 +375,14 @@ class Tracer:
                  max_queue: int = MAX_QUEUE, batch: int = BATCH,
                  delay: float = SCHEDULE_DELAY, *, service_name: str | None = None,
                  resource: tuple[tuple[str, str], ...] = (), tags: tuple[Any, ...] = (),
-                 export: SpanExport | None = None) -> None:
+                 export: SpanExport | None = None, protocol: str = HTTP_PROTOBUF) -> None:
         self.endpoint = endpoint
         self.sampler = sampler
         self.ratio = ratio
         #: A trace is sampled when the low 64 bits of its id are below ratio * 2**64:
         #: compared as 16 lower case hex digits (the order of the numbers).
-        self._bound = b"%016x" % min(int(ratio * (1 << 64)), (1 << 64) - 1)
+        self._bound_int = min(int(ratio * (1 << 64)), (1 << 64) - 1)
+        self._bound = b"%016x" % self._bound_int
         #: A valid incoming context's sampled flag decides (parentbased_*).
         self._follow = sampler.startswith("parentbased_")
         #: The decision for new traces when it does not depend on the trace id.
@@ -280,8 +390,8 @@ class Tracer:
             False if sampler.endswith("always_off") else None
         if self._always is None and (ratio >= 1.0 or ratio <= 0.0):
             self._always = ratio >= 1.0
-        self.export = export if export is not None else SpanExport(endpoint, timeout,
-                                                                   max_queue, batch, delay)
+        self.export = export if export is not None else SpanExport(
+            endpoint, timeout, max_queue, batch, delay, protocol)
         self._queue = self.export.queue
         self.service_name = service_name
         self.resource_attrs = resource
@@ -309,16 +419,7 @@ class Tracer:
             trace_id, parent, flag = tp
             return Trace(trace_id, parent, flag if self._follow else self._new(trace_id), ts,
                          had, _span_id(), self)
-        ids = _ids()
-        trace_id = ids[:32]
-        span = ids[32:]
-        if trace_id == _ZERO_TRACE or span == _ZERO_SPAN:  # (all zeros: invalid)
-            return self.begin(headers)
-        # (the decision of _new, inline: a method call costs more than the rest of it)
-        sampled = self._always
-        if sampled is None:
-            sampled = trace_id[16:] < self._bound
-        return Trace(trace_id, b"", sampled, None, had, span, self)
+        return _new_trace(self, had)
 
     def _new(self, trace_id: bytes) -> bool:
         """Whether a trace kgw starts (or, not parent-based, any trace) is sampled."""
@@ -524,7 +625,8 @@ def from_settings(endpoint: str | None, sample: float | None) -> Tracer | None:
     settings = resolve(endpoint, sample)
     if settings is None:
         return None
-    return Tracer(settings.url, settings.sampler, settings.ratio, settings.timeout)
+    return Tracer(settings.url, settings.sampler, settings.ratio, settings.timeout,
+                  protocol=settings.protocol)
 
 
 def traced_headers(headers: list[tuple[bytes, bytes]], tr: Trace) -> list[tuple[bytes, bytes]]:

@@ -8,6 +8,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+#: OTEL_EXPORTER_OTLP_PROTOCOL values kgw exports with (http/json it does not).
+PROTOCOLS = ("http/protobuf", "grpc")
+HTTP_PROTOBUF = "http/protobuf"
+GRPC = "grpc"
 
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
             "parentbased_always_off", "parentbased_traceidratio")
@@ -20,13 +26,17 @@ class TracingConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TracingSettings:
-    #: The OTLP/HTTP traces URL (ending in /v1/traces unless given whole by
-    #: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).
+    #: http/protobuf: the OTLP/HTTP traces URL (ending in /v1/traces unless given whole by
+    #: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); grpc: the collector's http:// (plaintext) or
+    #: https:// (TLS) address, as given.
     url: str
     sampler: str
     ratio: float
     #: Seconds an export may take (OTEL_EXPORTER_OTLP_TIMEOUT, in ms; default 10 s).
     timeout: float
+    #: "http/protobuf" (the specification's default) or "grpc"
+    #: (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL).
+    protocol: str = HTTP_PROTOBUF
 
 
 def resolve(endpoint: str | None, sample: float | None,
@@ -38,6 +48,7 @@ def resolve(endpoint: str | None, sample: float | None,
         return None
     if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
         return None
+    protocol = parse_protocol(env)
     url = endpoint
     if not url:
         url = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()  # (as given)
@@ -45,11 +56,14 @@ def resolve(endpoint: str | None, sample: float | None,
             base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
             if not base:
                 return None
-            url = base.rstrip("/") + "/v1/traces"
-    elif not url.rstrip("/").endswith("/v1/traces"):
-        url = url.rstrip("/") + "/v1/traces"
+            url = traces_url(base, protocol)
+    else:
+        url = traces_url(url, protocol)
     if not url.startswith(("http://", "https://")):
         raise TracingConfigError(f"tracing endpoint {url!r}: not an http:// or https:// URL")
+    if protocol == GRPC and urlsplit(url).path not in ("", "/"):
+        raise TracingConfigError(f"tracing endpoint {url!r}: a gRPC collector's address has "
+                                 f"no path (OTLP over gRPC: scheme, host and port)")
     if sample is not None:
         sampler, ratio = "parentbased_traceidratio", sample
     else:
@@ -69,7 +83,29 @@ def resolve(endpoint: str | None, sample: float | None,
         except ValueError:
             raise TracingConfigError(f"OTEL_EXPORTER_OTLP_TIMEOUT={t!r}: not a number "
                                      f"of milliseconds") from None
-    return TracingSettings(url, sampler, ratio, timeout)
+    return TracingSettings(url, sampler, ratio, timeout, protocol)
+
+
+def parse_protocol(env: Mapping[str, str]) -> str:
+    """The OTLP protocol of trace exports: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else
+    OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf (the specification's default)."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(name, "").strip().lower()
+        if value:
+            if value not in PROTOCOLS:
+                raise TracingConfigError(f"{name}={value!r}: kgw exports traces with "
+                                         f"{' or '.join(PROTOCOLS)}")
+            return value
+    return HTTP_PROTOBUF
+
+
+def traces_url(endpoint: str, protocol: str = HTTP_PROTOBUF) -> str:
+    """Where a collector at ``endpoint`` takes traces: over OTLP/HTTP its ``/v1/traces``
+    (added unless given, as for OTEL_EXPORTER_OTLP_ENDPOINT); over gRPC the address itself
+    (the service and method name the path)."""
+    if protocol == GRPC or endpoint.rstrip("/").endswith("/v1/traces"):
+        return endpoint
+    return endpoint.rstrip("/") + "/v1/traces"
 
 
 def parse_ratio(value: str, what: str = "--tracing-sample") -> float:

@@ -1,7 +1,9 @@
-"""A real OTLP/HTTP receiver for the tests: an HTTP server decoding each
+"""Real OTLP receivers for the tests: an HTTP server decoding each
 ``ExportTraceServiceRequest`` (``/v1/traces``) into plain span records and each
 ``ExportLogsServiceRequest`` (``/v1/logs``) into log records (protobuf,
-opentelemetry-proto). It can also fail (500) or hang, as a broken collector does."""
+opentelemetry-proto), and a gRPC server implementing the collector's TraceService
+(``GrpcReceiver``). Either can also fail (500, or gRPC INTERNAL) or hang, as a broken
+collector does."""
 
 from __future__ import annotations
 
@@ -56,6 +58,21 @@ def _attrs(kvs: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in kvs}
 
 
+def _spans(req: ExportTraceServiceRequest) -> list[Span]:
+    got = []
+    for rs in req.resource_spans:
+        service = _attrs(rs.resource.attributes).get("service.name", "")
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                got.append(Span(
+                    s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
+                    s.name, s.kind, _attrs(s.attributes),
+                    [(e.name, _attrs(e.attributes)) for e in s.events],
+                    s.status.code, service, s.start_time_unix_nano,
+                    s.end_time_unix_nano))
+    return got
+
+
 class Receiver:
     """``mode``: "ok", "fail" (500 to every export) or "hang" (never answers in time)."""
 
@@ -86,17 +103,7 @@ class Receiver:
                     return
                 req = ExportTraceServiceRequest()
                 req.ParseFromString(body)
-                got = []
-                for rs in req.resource_spans:
-                    service = _attrs(rs.resource.attributes).get("service.name", "")
-                    for ss in rs.scope_spans:
-                        for s in ss.spans:
-                            got.append(Span(
-                                s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
-                                s.name, s.kind, _attrs(s.attributes),
-                                [(e.name, _attrs(e.attributes)) for e in s.events],
-                                s.status.code, service, s.start_time_unix_nano,
-                                s.end_time_unix_nano))
+                got = _spans(req)
                 with receiver.lock:
                     receiver.spans.extend(got)
                 data = ExportTraceServiceResponse().SerializeToString()
@@ -141,6 +148,60 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def trace(self, trace_id: str) -> list[Span]:
+        with self.lock:
+            return [s for s in self.spans if s.trace_id == trace_id]
+
+
+class GrpcReceiver:
+    """The OTLP/gRPC trace receiver: a grpcio server with opentelemetry-proto's
+    ``TraceService`` (``Export``), its requests decoded as ``Receiver``'s. ``mode`` as
+    ``Receiver``'s ("fail": INTERNAL to every export, which the exporter does not retry)."""
+
+    def __init__(self, address: tuple[str, int], mode: str = "ok") -> None:
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        self.mode = mode
+        self.spans: list[Span] = []
+        self.requests = 0
+        self.metadata: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        self._released = threading.Event()
+        receiver = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: ExportTraceServiceRequest,  # noqa: N802 (the proto's)
+                       context: Any) -> ExportTraceServiceResponse:
+                with receiver.lock:
+                    receiver.requests += 1
+                    receiver.metadata.append(dict(context.invocation_metadata()))
+                if receiver.mode == "hang":
+                    receiver._released.wait(30)
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "hung")
+                if receiver.mode == "fail":
+                    context.abort(grpc.StatusCode.INTERNAL, "refused")
+                got = _spans(request)
+                with receiver.lock:
+                    receiver.spans.extend(got)
+                return ExportTraceServiceResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        self.port = self.server.add_insecure_port(f"{address[0]}:{address[1]}")
+        if not self.port:
+            raise OSError(f"cannot listen on {address[0]}:{address[1]}")
+
+    def start(self) -> GrpcReceiver:
+        self.server.start()
+        return self
+
+    def close(self) -> None:
+        self._released.set()
+        self.server.stop(grace=0).wait(5)
 
     def trace(self, trace_id: str) -> list[Span]:
         with self.lock:

@@ -3,8 +3,10 @@
 The names are Envoy Gateway's where it has them: ``samplingRate`` (a percentage, 0-100)
 or ``samplingFraction`` (``numerator``/``denominator``, for less than 1%), ``customTags``
 (span attributes: a ``Literal`` value or a ``RequestHeader``'s, with a ``defaultValue``
-when the request has none); ``provider.endpoint`` is the OTLP/HTTP (protobuf) collector
-URL (``/v1/traces`` is added unless given), ``serviceName`` and ``resourceAttributes``
+when the request has none); ``provider.endpoint`` is the collector: with
+``provider.protocol`` ``http/protobuf`` (the default) its OTLP/HTTP URL (``/v1/traces`` is
+added unless given), with ``grpc`` its OTLP/gRPC address (``http://`` plaintext,
+``https://`` TLS, no path); ``serviceName`` and ``resourceAttributes``
 the resource its spans are exported under. ``disabled: true`` turns tracing off for the
 target when the command line turned it on.
 
@@ -23,6 +25,7 @@ from controller.policy.section import Section
 from controller.schema.errors import FieldError
 from controller.schema.nodes import Bool, Int, MapOf, Str, join, obj
 from kgw_l7.config import SpanTag, TracingPolicy
+from kgw_l7.tracing_config import GRPC, HTTP_PROTOBUF, PROTOCOLS, traces_url
 
 #: A header name as HTTP/2 sends it (lower case token characters).
 _HEADER = r"^[a-z0-9!#$%&'*+.^_`|~-]+$"
@@ -38,8 +41,9 @@ def _endpoint_rule(value: str, path: str) -> Iterable[FieldError]:
         yield FieldError(path, f"not a URL: {exc}")
         return
     if url.scheme not in ("http", "https") or not url.hostname:
-        yield FieldError(path, "must be an http:// or https:// URL naming a host (the OTLP/"
-                               "HTTP collector, e.g. http://otel-collector:4318)")
+        yield FieldError(path, "must be an http:// or https:// URL naming a host (the OTLP "
+                               "collector, e.g. http://otel-collector:4318, or with protocol "
+                               "grpc http://otel-collector:4317)")
     elif url.query or url.fragment:
         yield FieldError(path, "must not have a query or a fragment")
 
@@ -52,6 +56,19 @@ def _tag_rule(value: dict, path: str) -> Iterable[FieldError]:
             yield FieldError(join(path, field), f"required when type is {k}")
         elif k != kind and field in value:
             yield FieldError(join(path, field), f"only allowed when type is {k}")
+
+
+def _provider_rule(value: dict, path: str) -> Iterable[FieldError]:
+    endpoint = value.get("endpoint")
+    if value.get("protocol") == GRPC and isinstance(endpoint, str):
+        try:
+            has_path = urlsplit(endpoint).path not in ("", "/")
+        except ValueError:
+            return  # (said by the endpoint's own rule)
+        if has_path:
+            yield FieldError(join(path, "endpoint"), "with protocol grpc, the collector's "
+                             "address has no path (scheme, host and port, e.g. "
+                             "http://otel-collector:4317)")
 
 
 def _tracing_rule(value: dict, path: str) -> Iterable[FieldError]:
@@ -77,8 +94,9 @@ TAG = obj({
 
 SCHEMA = obj({
     "disabled": Bool(),
-    "provider": obj({"endpoint": Str(min_len=1, max_len=2048, rules=(_endpoint_rule,))},
-                    required=["endpoint"]),
+    "provider": obj({"endpoint": Str(min_len=1, max_len=2048, rules=(_endpoint_rule,)),
+                     "protocol": Str(enum=PROTOCOLS)},
+                    required=["endpoint"], rules=[_provider_rule]),
     "samplingRate": Int(0, 100),
     "samplingFraction": obj({"numerator": Int(0), "denominator": Int(1)},
                             required=["numerator", "denominator"]),
@@ -88,13 +106,6 @@ SCHEMA = obj({
                                 max_props=32),
     "customTags": MapOf(TAG, keys=Str(min_len=1, max_len=256, pattern=_KEY), max_props=32),
 }, rules=[_tracing_rule])
-
-
-def traces_url(endpoint: str) -> str:
-    """The OTLP/HTTP traces URL of a collector address (as OTEL_EXPORTER_OTLP_ENDPOINT)."""
-    if endpoint.rstrip("/").endswith("/v1/traces"):
-        return endpoint
-    return endpoint.rstrip("/") + "/v1/traces"
 
 
 def compile_tracing(value: dict, scope: str) -> TracingPolicy:
@@ -112,11 +123,12 @@ def compile_tracing(value: dict, scope: str) -> TracingPolicy:
         else:
             h = tag["requestHeader"]
             tags.append(SpanTag(name, h["name"], h.get("defaultValue")))
+    protocol = value["provider"].get("protocol", HTTP_PROTOBUF)
     return TracingPolicy(
-        endpoint=traces_url(value["provider"]["endpoint"]), ratio=ratio,
+        endpoint=traces_url(value["provider"]["endpoint"], protocol), ratio=ratio,
         service_name=value.get("serviceName"),
         resource=tuple(sorted(value.get("resourceAttributes", {}).items())),
-        tags=tuple(tags))
+        tags=tuple(tags), protocol=protocol)
 
 
 SECTION = Section("tracing", SCHEMA, compile_tracing, "tracing", listener_only=True)

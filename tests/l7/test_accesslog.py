@@ -92,6 +92,61 @@ def test_text_escapes_as_nginx(value, expected):
     assert out == expected + b"\n"
 
 
+# The escaping's fast path (a value every byte of which goes as it is) against the slow
+# one: which bytes take it, and what the others become, byte for byte.
+CLEAN_CASES = [
+    # value, json_clean/text_clean, json_escape, text_escape
+    (b"", True, b"", b""),
+    (b"/plain/path?x=1&y=%20 ~!@#$^*()", True, b"/plain/path?x=1&y=%20 ~!@#$^*()",
+     b"/plain/path?x=1&y=%20 ~!@#$^*()"),
+    (b" ", True, b" ", b" "),
+    (b"~", True, b"~", b"~"),
+    (b"\x00", False, b"\\u0000", b"\\x00"),
+    (b"\x1f", False, b"\\u001f", b"\\x1f"),
+    (b"\t\n\r\x08\x0c", False, b"\\t\\n\\r\\b\\f", b"\\x09\\x0a\\x0d\\x08\\x0c"),
+    (b'a"b', False, b'a\\"b', b'a\\"b'),
+    (b"a\\b", False, b"a\\\\b", b"a\\\\b"),
+    (b"\x7f", False, b"\\u007f", b"\\x7f"),
+    (b"caf\xc3\xa9", False, b"caf\\u00c3\\u00a9", b"caf\\xc3\\xa9"),
+    (b"\xff", False, b"\\u00ff", b"\\xff"),
+    # a lone surrogate as a client may send it (UTF-8 of U+D800: not valid UTF-8)
+    (b"\xed\xa0\x80", False, b"\\u00ed\\u00a0\\u0080", b"\\xed\\xa0\\x80"),
+    (b"clean then \x80", False, b"clean then \\u0080", b"clean then \\x80"),
+]
+
+
+@pytest.mark.parametrize("value, clean, as_json, as_text", CLEAN_CASES)
+def test_escaping_fast_path_table(value, clean, as_json, as_text):
+    assert accesslog.json_clean(value) is clean and accesslog.text_clean(value) is clean
+    assert json_escape(value) == as_json and text_escape(value) == as_text
+    if clean:  # (the fast path hands the value itself on: no copy)
+        assert json_escape(value) is value and text_escape(value) is value
+    assert json.loads(b'"' + as_json + b'"').encode("latin-1") == value
+
+
+def test_every_byte_takes_the_fast_path_exactly_when_it_needs_no_escape():
+    for c in range(256):
+        b = bytes((c,))
+        printable = 0x20 <= c < 0x7F and c not in (0x22, 0x5C)
+        assert accesslog.json_clean(b) is printable, c
+        assert accesslog.text_clean(b) is printable, c
+        assert (json_escape(b) == b) is printable and (text_escape(b) == b) is printable, c
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("default/web/0", b"default/web/0"),
+    ('q"uote', b'q\\"uote'),
+    ("caf\u00e9", b"caf\\u00c3\\u00a9"),  # (a name's UTF-8 bytes, each as Latin-1)
+    ("lone \ud800 surrogate", b"lone ? surrogate"),  # (not encodable: replaced)
+])
+def test_names_from_the_config_are_escaped_once_and_lone_surrogates_replaced(name, expected):
+    rec = line("json", route=name, details=name, listener=name)
+    assert rec.isascii() and rec.count(b"\n") == 1
+    for field in (b'"route_name":"', b'"listener":"', b'"response_code_details":"'):
+        assert field + expected + b'"' in rec
+    assert json.loads(rec)["route_name"] == json.loads(b'"' + expected + b'"')
+
+
 TEXT_CASES = [
     ("%START_TIME%", b"2025-12-06T23:15:20.123Z"),
     ("%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%", b"GET /a?b=1 HTTP/1.1"),

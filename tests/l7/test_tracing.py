@@ -75,7 +75,7 @@ def test_new_trace_sampling(sampler: str, ratio: float, low_bits: int, expected:
     assert tracer(sampler, ratio)._decide(trace_id, None) is expected
 
 
-def test_new_ids_and_the_sampled_share(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_ids_and_the_sampled_share() -> None:
     t = tracer("parentbased_traceidratio", 0.25)
     traces = [t.begin(()) for _ in range(20000)]
     assert all(TP.match(tr.line) and tr.line[3:35] == tr.trace_id for tr in traces)
@@ -84,12 +84,26 @@ def test_new_ids_and_the_sampled_share(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0.23 < share < 0.27, share
     assert all((tr.tries is not None) == tr.sampled for tr in traces)
     import kgw_l7.tracing as tracing
-    real = tracing._getrandbits
-    zeros = iter([0])
-    monkeypatch.setattr(tracing, "_getrandbits", lambda bits: next(zeros, None) or real(bits))
-    tr = t.begin(())  # (all-zero ids are invalid: never sent)
-    assert next(zeros, None) is None
-    assert int(tr.trace_id, 16) != 0 and int(tr.try_span, 16) != 0
+
+    # (all-zero ids are invalid: never sent; a half of the trace id may be zero)
+    assert not tracing.valid_ids(0, 0, 5) and not tracing.valid_ids(1, 2, 0)
+    assert tracing.valid_ids(0, 1, 1) and tracing.valid_ids(1, 0, 1)
+
+
+def test_workers_forked_from_one_process_make_different_ids() -> None:
+    import os
+
+    t = tracer()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # (the child: its first trace id, then exit at once)
+        os.write(w, t.begin(()).trace_id)
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 64)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child != t.begin(()).trace_id
 
 
 def test_a_retry_gets_its_own_client_span_in_traceparent() -> None:
@@ -150,5 +164,38 @@ def test_settings(endpoint: str | None, sample: float | None, env: dict, expecte
      "OTEL_EXPORTER_OTLP_TIMEOUT='soon'"),
 ])
 def test_bad_settings_say_what(endpoint: str | None, env: dict, message: str) -> None:
+    with pytest.raises(TracingConfigError, match=message.replace("(", r"\(")):
+        resolve(endpoint, None, env)
+
+
+@pytest.mark.parametrize("endpoint, env, expected", [
+    ("http://c:4318", {}, ("http/protobuf", "http://c:4318/v1/traces")),
+    ("http://c:4317", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ("grpc", "http://c:4317")),
+    (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL":
+            "GRPC"}, ("grpc", "https://c:4317")),
+    (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317/",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ("grpc", "http://c:4317/")),
+    (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ("http/protobuf", "http://c:4318/v1/traces")),
+    (None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ("grpc", "http://c:4317")),
+])
+def test_the_otlp_protocol(endpoint: str | None, env: dict, expected: object) -> None:
+    got = resolve(endpoint, None, env)
+    assert got is not None and (got.protocol, got.url) == expected
+
+
+@pytest.mark.parametrize("endpoint, env, message", [
+    ("http://c:4318", {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+     "OTEL_EXPORTER_OTLP_PROTOCOL='http/json': kgw exports traces with http/protobuf or grpc"),
+    ("http://c:4318", {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
+     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='udp'"),
+    ("http://c:4317/v1/traces", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+     "a gRPC collector's address has no path"),
+    ("c:4317", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "not an http:// or https:// URL"),
+])
+def test_bad_protocol_settings_say_what(endpoint: str | None, env: dict, message: str) -> None:
     with pytest.raises(TracingConfigError, match=message.replace("(", r"\(")):
         resolve(endpoint, None, env)

@@ -48,6 +48,11 @@ def errors(value: dict, target: str = "Gateway", name: str = "gw") -> list[tuple
     ({"provider": EP, "customTags": {"t": {"type": "Environment"}}},
      "spec.tracing.customTags[t].type", "unsupported value"),
     ({"provider": EP, "serviceName": ""}, "spec.tracing.serviceName", "at least 1"),
+    ({"provider": {**EP, "protocol": "http/json"}}, "spec.tracing.provider.protocol",
+     "unsupported value"),
+    ({"provider": {"endpoint": "http://c:4317/v1/traces", "protocol": "grpc"}},
+     "spec.tracing.provider.endpoint", "with protocol grpc, the collector's address has no "
+                                       "path"),
 ])
 def test_bad_values_name_the_field(value: dict, path: str, said: str) -> None:
     got = errors(value)
@@ -63,6 +68,8 @@ def test_good_values_pass() -> None:
                                   "team": {"type": "Literal", "literal": {"value": "a"}}}}) \
         == []
     assert errors({"disabled": True}) == []
+    assert errors({"provider": {"endpoint": "https://c:4317/", "protocol": "grpc"}}) == []
+    assert errors({"provider": {**EP, "protocol": "http/protobuf"}}) == []
 
 
 def test_compiled_record() -> None:
@@ -79,6 +86,8 @@ def test_compiled_record() -> None:
     assert compile_tracing({"provider": {"endpoint": "https://c/otlp/v1/traces"}}, "s") == \
         TracingPolicy(endpoint="https://c/otlp/v1/traces", ratio=1.0)
     assert compile_tracing({"provider": EP, "samplingRate": 25}, "s").ratio == 0.25
+    assert compile_tracing({"provider": {"endpoint": "http://c:4317", "protocol": "grpc"}},
+                           "s") == TracingPolicy(endpoint="http://c:4317", protocol="grpc")
     assert compile_tracing({"disabled": True, "provider": EP}, "s") == \
         TracingPolicy(disabled=True)
 
@@ -122,7 +131,7 @@ def test_worker_tracers_from_the_policies() -> None:
     default = Tracer("http://a:4318/v1/traces", "parentbased_always_on", 1.0, 2.0)
     ctx.tracer = default
     ctx._tracers = {}
-    ctx._exports = {default.endpoint: default.export}
+    ctx._exports = {("http/protobuf", default.endpoint): default.export}
 
     def lis(policy: TracingPolicy | None) -> Listener:
         return Listener("l", "127.0.0.1", 1, policy=ListenerPolicy(tracing=policy))
@@ -143,7 +152,13 @@ def test_worker_tracers_from_the_policies() -> None:
         assert t2 is not None and t2.export is not default.export
         assert t2.export.timeout == 2.0  # (the command line's exporter timeout)
         assert t2._resource.attributes["k"] == "v"
-        assert set(ctx._exports) == {"http://a:4318/v1/traces", "http://b:4318/v1/traces"}
+        assert set(ctx._exports) == {("http/protobuf", "http://a:4318/v1/traces"),
+                                     ("http/protobuf", "http://b:4318/v1/traces")}
+        # The same address over gRPC: an export of its own, with the gRPC exporter.
+        t3 = ctx.listener_tracer(lis(TracingPolicy(endpoint="http://a:4318", protocol="grpc")))
+        assert t3 is not None and t3.export is not default.export
+        assert t3.export.protocol == "grpc" and ("grpc", "http://a:4318") in ctx._exports
+        assert type(t3.export._exporter).__module__.endswith("proto.grpc.trace_exporter")
         tr = t2.begin(((b"x-t", b"gold"),))
         assert tr.tracer is t2
         assert t2._tag_values(((b"x-t", b"gold"),)) == {"t": "gold"}
