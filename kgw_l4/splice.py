@@ -97,8 +97,8 @@ from .acceptor import Acceptor
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .userspace import (
-    PROXY_HEADER_TIMEOUT, Conn, backend_stats, connect, copy, frontend_stats, kept_tally,
-    proxy_refused, repick, select_frontends, send_proxy_header,
+    PROXY_HEADER_TIMEOUT, Conn, backend_stats, connect_backend, copy, frontend_stats,
+    kept_tally, proxy_refused, repick, select_frontends,
 )
 
 if TYPE_CHECKING:
@@ -820,13 +820,8 @@ class SpliceProxy(Acceptor):
             c.close()
             return
         try:
-            b = await connect(be)
-            if fe is not None and fe.backend_proxy_protocol:
-                try:
-                    send_proxy_header(b, peer, local)
-                except OSError:
-                    b.close()
-                    raise
+            b = await connect_backend(
+                be, (peer, local) if fe is not None and fe.backend_proxy_protocol else None)
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")

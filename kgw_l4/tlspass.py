@@ -61,7 +61,7 @@ from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer, tune
 from .tlsterm import Terminator
 from .userspace import (
-    CONNECT_TIMEOUT, Conn, backend_stats, connect, copy, picker, send_proxy_header,
+    CONNECT_TIMEOUT, Conn, backend_stats, connect_backend, copy, picker, send_proxy_header,
 )
 
 if TYPE_CHECKING:
@@ -467,13 +467,8 @@ class TLSPassthroughProxy(Acceptor):
                                         flog, listener, peer, local)
             return
         try:
-            b = await connect(be)
-            if route.backend_proxy_protocol:
-                try:
-                    send_proxy_header(b, peer, local)
-                except OSError:
-                    b.close()
-                    raise
+            b = await connect_backend(be, (peer, local) if route.backend_proxy_protocol
+                                      else None)
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")

@@ -36,7 +36,7 @@ from kgw_l7.tls import CIPHERS_TLS12
 from .config import BackendTLS, L4Config, ServingCert, SNIRoute
 from .metrics import Tally
 from . import relay
-from .userspace import Conn, connect, send_proxy_header
+from .userspace import Conn, connect_backend
 
 if TYPE_CHECKING:
     from .flowlog import FlowLog
@@ -237,14 +237,10 @@ class Terminator:
             return
         tls = backend_tls(route, be)
         try:
-            b = await connect(be)
-            if route.backend_proxy_protocol:
-                try:
-                    # (in clear, ahead of the backend's TLS if it has a BackendTLSPolicy)
-                    send_proxy_header(b, peer, local)
-                except OSError:
-                    b.close()
-                    raise
+            # (the PROXY header in clear, ahead of the backend's TLS if it has a
+            # BackendTLSPolicy)
+            b = await connect_backend(be, (peer, local) if route.backend_proxy_protocol
+                                      else None)
         except (OSError, TimeoutError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")

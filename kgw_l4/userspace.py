@@ -87,6 +87,22 @@ def send_proxy_header(b: socket.socket, client: tuple[str, int],
 PROXY_HEADER_TIMEOUT = 5.0
 
 
+async def connect_backend(be: tuple[str, int],
+                          proxy_from: tuple[tuple[str, int], tuple[str, int]] | None = None,
+                          ) -> socket.socket:
+    """``connect(be)``, then, when ``proxy_from`` (client, local) is given, the PROXY v2
+    header naming them (the route asked for ``backendProxyProtocol``); the socket is
+    closed if the header cannot be written. Raises OSError/TimeoutError as ``connect``."""
+    b = await connect(be)
+    if proxy_from is not None:
+        try:
+            send_proxy_header(b, *proxy_from)
+        except OSError:
+            b.close()
+            raise
+    return b
+
+
 async def side_header(client: relay.Side, optional: bool) -> ProxyHeader | None:
     """The PROXY protocol header at the start of the accepted, not yet linked ``client``;
     the bytes after it stay in ``client.early`` (forwarded first when linked). None:
@@ -414,13 +430,9 @@ class UserspaceProxy:
             client.abort()
             return
         try:
-            b = await connect(be)
-            if fe is not None and fe.backend_proxy_protocol:
-                try:
-                    send_proxy_header(b, peer[:2], local[:2])
-                except OSError:
-                    b.close()
-                    raise
+            b = await connect_backend(
+                be, (peer[:2], local[:2]) if fe is not None and fe.backend_proxy_protocol
+                else None)
         except (TimeoutError, OSError) as e:
             log.info("backend %s:%d unreachable: %s", be[0], be[1], e)
             tally.drop("backend_unreachable")
