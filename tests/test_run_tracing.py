@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import eventually, free_port, http_get, kgw_cmd, running
 from tests.netns import Host, kgw_argv
-from tests.otlp_receiver import Receiver, Span
+from tests.otlp_receiver import GrpcReceiver, Receiver, Span
 
 pytestmark = pytest.mark.slow
 
@@ -221,17 +221,26 @@ def test_two_kgw_hops_one_trace(host: Host, tmp_path: Path) -> None:
         rx.close()
 
 
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 @pytest.mark.parametrize("mode", ["down", "fail", "hang"])
-def test_a_broken_collector_never_slows_requests(tmp_path: Path, mode: str) -> None:
-    """Nothing listening, 500 to every export, or no answer: every request is served as
-    fast as without tracing, the failure is said once, the lost spans are counted."""
+def test_a_broken_collector_never_slows_requests(tmp_path: Path, mode: str,
+                                                 protocol: str) -> None:
+    """Nothing listening, an error to every export (HTTP 500, gRPC INTERNAL), or no
+    answer: every request is served as fast as without tracing, the failure is said once,
+    the lost spans are counted. Over OTLP/HTTP (``--tracing-endpoint``) and OTLP/gRPC
+    (nothing but the standard environment)."""
     port, admin, otlp, backend = free_port(), f"127.0.0.1:{free_port()}", free_port(), free_port()
-    rx = None if mode == "down" else Receiver(("127.0.0.1", otlp), mode).start()
+    kind = GrpcReceiver if protocol == "grpc" else Receiver
+    rx = None if mode == "down" else kind(("127.0.0.1", otlp), mode).start()
     conf = write_conf(tmp_path / "conf", port, backend)
     cmd = kgw_cmd("run", "-c", str(conf), "--admin-address", admin, "--workers", "1",
-                  "--l4-mode", "userspace", "--drain-delay", "0",
-                  "--tracing-endpoint", f"http://127.0.0.1:{otlp}")
+                  "--l4-mode", "userspace", "--drain-delay", "0")
     env = {"OTEL_EXPORTER_OTLP_TIMEOUT": "1000"}
+    if protocol == "grpc":
+        env.update(OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                   OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp}")
+    else:
+        cmd += ["--tracing-endpoint", f"http://127.0.0.1:{otlp}"]
     try:
         with running(kgw_cmd("echo", "--port", str(backend)), stdout=subprocess.DEVNULL), \
                 running(cmd, env=env, stderr=subprocess.PIPE, text=True) as proc:
