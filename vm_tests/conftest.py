@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -215,3 +216,13 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.1):
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def share_ok(count: int, n: int, expected: float, sigmas: float = 4.5) -> bool:
+    """Whether `count` of `n` flows is a plausible draw for a backend owning `expected` of
+    the Maglev table. Source ports are random, so the count is binomial: a fixed tolerance
+    such as +-0.05 at n=400 is only 2.3 sigma and fails about one run in fifty. 4.5 sigma
+    (plus one percent for the table's own rounding) fails about once in 150 000 runs while
+    still catching a wrong weight (0.25 vs 0.5 is 11 sigma apart at n=400)."""
+    sd = math.sqrt(expected * (1 - expected) / n)
+    return abs(count / n - expected) <= sigmas * sd + 0.01

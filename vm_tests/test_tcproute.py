@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from kgw_l4 import loader
-from vm_tests.conftest import NETAPP, ROOT, SYSPY, Lab, wait_for
+from vm_tests.conftest import NETAPP, ROOT, SYSPY, Lab, share_ok, wait_for
 from vm_tests.topology import (CLIENT_ADDR, GW_BACKEND_ADDR, GW_CLIENT_ADDR, GW_OTHER_ADDR,
                                OTHER_ADDR, Topology)
 
@@ -148,8 +148,7 @@ def test_tcproute_weighted_through_tc(lab, tmp_path: Path) -> None:
         n = 400
         got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", str(n)))
         assert not [k for k in got if k.startswith("error")], got
-        share_one = got[a[0]] / n
-        assert abs(share_one - 0.25) <= 0.05, got  # weight 1 of 4
+        assert share_ok(got[a[0]], n, 0.25), got  # weight 1 of 4
         assert got[a[1]] > 0 and got[a[2]] > 0, "a backendRef's weight is shared by its endpoints"
 
         # /metrics: the kernel's per-frontend and per-backend counters, labelled from the
