@@ -60,3 +60,23 @@ def test_importing_every_module_loads_nothing_upward(package: str) -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_every_controller_module_imports_first() -> None:
+    """Any module of ``controller`` can be the first one a program imports: no import
+    cycle that only works in one order (``controller.policy.attach`` before
+    ``controller.translate`` was one)."""
+    names = modules("controller")
+    code = (f"import importlib, sys\n"
+            f"failed = []\n"
+            f"for name in {names!r}:\n"
+            f"    for m in [m for m in sys.modules if m.split('.')[0] == 'controller']:\n"
+            f"        del sys.modules[m]\n"
+            f"    try:\n"
+            f"        importlib.import_module(name)\n"
+            f"    except ImportError as e:\n"
+            f"        failed.append((name, str(e)))\n"
+            f"assert not failed, failed\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]

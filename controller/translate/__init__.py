@@ -26,8 +26,8 @@ Choices where the spec leaves room (or kgw cannot do something yet):
 
 * An ExtensionRef filter can never be resolved (kgw has no custom filters): the rule
   answers 500 and the route gets ResolvedRefs=False, reason InvalidKind.
-* TLS listeners in Terminate mode: neither data plane can terminate TLS for TLSRoutes;
-  the listener gets Accepted=False, reason UnsupportedValue.
+* TLS listeners in Terminate mode: the L4 plane terminates TLS with the listener's
+  certificates and forwards the decrypted stream to the TLSRoute's backends (emit_l4.py).
 * Several TCPRoutes/UDPRoutes on one listener: all Accepted; the oldest carries traffic.
 * RegularExpression paths rank between Exact and PathPrefix (like Envoy Gateway).
 * Gateways share sockets: without spec.addresses (or Options.gateway_addresses) every
@@ -37,6 +37,19 @@ Choices where the spec leaves room (or kgw cannot do something yet):
 The configs carry ``generation`` 0; the publisher numbers the configs it sends.
 """
 
-from controller.translate.translator import Options, Translation, Translator, translate
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from controller.translate.translator import Options, Translation, Translator, translate
 
 __all__ = ["Options", "Translation", "Translator", "translate"]
+
+
+def __getattr__(name: str) -> Any:
+    """The driver's names, imported on first use: the hop modules (``util`` above all) are
+    imported by ``controller.policy`` too, and an eager import of the driver here made
+    ``import controller.policy.attach`` circular when it came first."""
+    if name in __all__:
+        from controller.translate import translator
+        return getattr(translator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
