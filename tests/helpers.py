@@ -18,8 +18,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port number the kernel says is free for KIND (TCP by default) on HOST now."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 

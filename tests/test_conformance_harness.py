@@ -981,15 +981,10 @@ import time  # noqa: E402
 
 from conformance import certs  # noqa: E402
 from conformance.replay import CaseFailed, Replayer, Target  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = "gateway-conformance-infra"
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _spawn(tmp: Path, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -1036,7 +1031,7 @@ def echoes(tmp_path_factory: pytest.TempPathFactory):
               and o["metadata"]["name"] == "tls-validity-checks-ca-certificate")["data"]["ca.crt"]
     for name, data in (("crt", server.cert_pem), ("key", server.key_pem), ("ca", ca.encode())):
         (tmp / name).write_bytes(data)
-    ports = {"http": _free_port(), "asks": _free_port(), "silent": _free_port()}
+    ports = {"http": free_port(), "asks": free_port(), "silent": free_port()}
     common = {"POD_NAME": "infra-backend-v1-abcdefghij-klmno", "NAMESPACE": INFRA,
               "TLS_SERVER_CERT": str(tmp / "crt"), "TLS_SERVER_PRIVKEY": str(tmp / "key")}
     procs = [
@@ -1045,7 +1040,7 @@ def echoes(tmp_path_factory: pytest.TempPathFactory):
                 "--tls-port", str(ports["asks"])],
                {**common, "TLS_CLIENT_CACERTS": str(tmp / "ca")}),
         _spawn(tmp, "silent",
-               ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(_free_port()),
+               ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--port", str(free_port()),
                 "--tls-port", str(ports["silent"])], common),
     ]
     try:
@@ -1134,7 +1129,7 @@ def test_a_200_where_the_request_must_fail_fails_at_once(echoes) -> None:
 def test_a_wrong_tcp_answer_fails_at_once(tmp_path: Path) -> None:
     """WaitForValidTCPResponse: an exchange with a wrong answer fails the test (its
     assertions), it is not retried for 30 s."""
-    port = _free_port()
+    port = free_port()
     proc = _spawn(tmp_path, "tcp",
                   ["-m", "kgw_l7.echo", "--address", "127.0.0.1", "--pod", "tcp-backend-abc-12345",
                    "--namespace", "other-namespace"],
@@ -1158,7 +1153,7 @@ def test_udproute_needs_a_dns_answer_from_coredns_through_the_route(tmp_path: Pa
     """UDPRoute: the DNS query for foo.bar.com. must be answered as CoreDNS's whoami
     would; an echo that answers something else, silence, or a server without that zone
     (SERVFAIL from forward) fail."""
-    port = _free_port(socket.SOCK_DGRAM)
+    port = free_port(kind=socket.SOCK_DGRAM)
     (tmp_path / "Corefile").write_text(f".:{port} {{\n    forward . 8.8.8.8 9.9.9.9\n    log\n}}\n"
                                        f"foo.bar.com:{port} {{\n  whoami\n}}\n")
     (tmp_path / "Forward").write_text(f".:{port} {{\n    forward . 8.8.8.8\n}}\n")
@@ -1177,7 +1172,7 @@ def test_udproute_needs_a_dns_answer_from_coredns_through_the_route(tmp_path: Pa
                                    "--conf", str(tmp_path / "Forward")], {})
     udp = _spawn(tmp_path, "udp", ["-m", "kgw_l7.echo", "--address", "127.0.0.1"],
                  {"UDP_ECHO_SERVER": "1",
-                  "UDP_PORT": str(udp_port := _free_port(socket.SOCK_DGRAM))})
+                  "UDP_PORT": str(udp_port := free_port(kind=socket.SOCK_DGRAM))})
     try:
         deadline = time.monotonic() + 15
         while "failed to perform" in (rq.dns_whoami_probe(f"127.0.0.1:{port}", timeout=0.3)
@@ -1425,7 +1420,7 @@ def grpc_pods(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("grpcpods")
     pods, procs = {}, []
     for v in ("v1", "v2", "v3"):
-        port = _free_port()
+        port = free_port()
         procs.append(_spawn(tmp, v, ["-m", "kgw_l7.echo", "--address", "127.0.0.1"], {
             "GRPC_ECHO_SERVER": "1", "HTTP_PORT": str(port), "NAMESPACE": INFRA,
             "POD_NAME": f"grpc-infra-backend-{v}-{v}bcdfghjk-{v}mnp"}))

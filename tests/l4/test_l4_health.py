@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import time
 
 from kgw_l4 import health as l4health
@@ -17,14 +16,9 @@ from kgw_l4.configio import from_dict
 from kgw_l4.inspect import Env, ExitStatus, main
 from kgw_l4.plane import UserspacePlane
 from kgw_l7.config import HealthCheck
+from tests.helpers import free_port
 
 CHECK = HealthCheck(type="TCP", interval=0.1, timeout=0.1, unhealthy_threshold=2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _named(name: bytes, port: int) -> asyncio.Server:
@@ -69,7 +63,7 @@ def test_health_check_round_trips_through_the_config_json():
 
 
 async def test_userspace_plane_takes_a_dead_endpoint_out_and_back():
-    be_port, port = _free_port(), _free_port()
+    be_port, port = free_port(), free_port()
     one = await _named(b"b1", be_port)
     group = BackendGroup("ns/db:5432", 1, (Endpoint("127.0.0.1", be_port),
                                            Endpoint("127.0.0.2", be_port)), CHECK)
@@ -120,7 +114,7 @@ async def test_userspace_plane_takes_a_dead_endpoint_out_and_back():
 
 
 async def test_every_endpoint_down_keeps_them_all():
-    port, dead = _free_port(), _free_port()
+    port, dead = free_port(), free_port()
     config = L4Config((Frontend("f", "127.0.0.1", port, "TCP", (BackendGroup(
         "g", 1, (Endpoint("127.0.0.1", dead),), CHECK),)),))
     plane = UserspacePlane()

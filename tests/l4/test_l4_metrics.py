@@ -17,6 +17,7 @@ from kgw_l4.maps import FakeMapSet
 from kgw_l4.metrics import render
 from kgw_l4.plane import UserspacePlane
 from kgw_l4.programmer import Programmer
+from tests.helpers import free_port
 
 SIZES = dict(abi.SIZES, KGW_MAX_FRONTENDS=4, KGW_MAX_BACKENDS=16, KGW_MAGLEV_SIZE=251,
              KGW_CT_SIZE=64, KGW_CT_SYN_SIZE=64)
@@ -145,12 +146,6 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _UdpEcho(asyncio.DatagramProtocol):
     def connection_made(self, transport):  # type: ignore[override]
         self.t = transport
@@ -165,7 +160,7 @@ async def test_userspace_plane_counts_the_same_families():
     tcp_port = tcp_be.sockets[0].getsockname()[1]
     udp_be, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
     udp_port = udp_be.get_extra_info("sockname")[1]
-    fe_tcp, fe_udp, fe_off = _free_port(), _free_port(socket.SOCK_DGRAM), _free_port()
+    fe_tcp, fe_udp, fe_off = free_port(), free_port(kind=socket.SOCK_DGRAM), free_port()
     config = L4Config((
         Frontend("ns/gw/tcp", "127.0.0.1", fe_tcp, "TCP",
                  (BackendGroup("ns/db:5432", 1, (Endpoint("127.0.0.1", tcp_port),)),),
@@ -257,7 +252,7 @@ async def test_tls_passthrough_counts_per_route_and_unknown_names():
     loop = asyncio.get_running_loop()
     be = await asyncio.start_server(_echo, "127.0.0.1", 0)
     be_port = be.sockets[0].getsockname()[1]
-    port = _free_port()
+    port = free_port()
     config = L4Config(tls_passthrough=(TLSPassthrough("127.0.0.1:%d" % port, "127.0.0.1", port, (
         SNIRoute("ns/web", ("a.example.com",),
                  (BackendGroup("ns/web:443", 1, (Endpoint("127.0.0.1", be_port),)),),

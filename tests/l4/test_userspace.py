@@ -11,6 +11,7 @@ import pytest
 from kgw_l4.config import BackendGroup, Endpoint, Frontend, L4Config
 from kgw_l4.plane import open_plane
 from kgw_l4.userspace import UserspaceProxy
+from tests.helpers import free_port
 
 
 async def echo_server(tag: bytes):
@@ -31,16 +32,6 @@ def fe(port, groups, name="fe"):
     return Frontend(name, "127.0.0.1", port, "TCP", tuple(
         BackendGroup(n, w, tuple(Endpoint("127.0.0.1", p) for p in ports))
         for n, w, ports in groups))
-
-
-def free_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 async def test_integrity_and_half_close():
