@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.report import save
+
 ROOT = Path(__file__).resolve().parents[1]
 CLK = os.sysconf("SC_CLK_TCK")
 CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
@@ -401,7 +403,7 @@ def main() -> int:
     text = render(rows, args)
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        save(args.out, text)
     return 0
 
 

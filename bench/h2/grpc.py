@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import save  # noqa: E402
 from bench.h2.run import Result, result_tables, run_h2load  # noqa: E402
 from bench.l7 import run as l7  # noqa: E402
 from kgw_l7.config import (  # noqa: E402
@@ -193,7 +194,7 @@ def write_report(path: Path, results: list[Result], args: argparse.Namespace) ->
         "",
     ]
     lines += result_tables(results)
-    path.write_text("\n".join(lines) + "\n")
+    save(path, "\n".join(lines))
 
 
 if __name__ == "__main__":

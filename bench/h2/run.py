@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import save  # noqa: E402
 from bench.l7 import run as l7  # noqa: E402
 from kgw_l7.config import Certificate, L7Config, Listener  # noqa: E402
 
@@ -247,7 +248,7 @@ def write_report(path: Path, results: list[Result], args: argparse.Namespace) ->
         "",
     ]
     lines += result_tables(results)
-    path.write_text("\n".join(lines) + "\n")
+    save(path, "\n".join(lines))
 
 
 if __name__ == "__main__":

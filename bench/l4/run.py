@@ -48,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import save  # noqa: E402
 from kgw_l4 import loader  # noqa: E402
 from vm_tests.topology import GW_CLIENT_ADDR, Topology  # noqa: E402
 
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     if set(wanted) != {m for _, m in ALL_MODES}:
         cmd += f" --modes {','.join(wanted)}"
     text = report(results, ns.seconds, ns.repeat, cmd)
-    Path(ns.out).write_text(text)
+    save(ns.out, text)
     print(text)
     return 0
 

@@ -37,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import save  # noqa: E402
 from kgw_l7.config import (  # noqa: E402
     Backend, BackendProtocol, Endpoint, Filters, HeaderMatch, HeaderModifier, L7Config, Listener,
     PathMatch, Route, RouteMatch, Rule, VirtualHost,
@@ -518,7 +519,7 @@ def write_report(path: Path, results: list[Result], skipped: list[str],
         lines.append(f"- Not run (not installed): {', '.join(skipped)}.")
     lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    save(path, "\n".join(lines))
     print(f"wrote {path}")
 
 
