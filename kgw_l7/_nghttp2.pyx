@@ -991,6 +991,11 @@ cdef class _Session:
         return stream if stream < conn else conn
 
     @property
+    def outbound_flow_control_window(self):
+        """The connection's send window (h2's name), less what is queued."""
+        return nghttp2_session_get_remote_window_size(self.session) - self.queued
+
+    @property
     def max_outbound_frame_size(self):
         cdef Py_ssize_t size = nghttp2_session_get_remote_settings(
             self.session, NGHTTP2_SETTINGS_MAX_FRAME_SIZE)
