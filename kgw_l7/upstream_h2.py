@@ -154,7 +154,7 @@ class H2Conn:
 
     __slots__ = ("transport", "h2", "key", "pool", "counted", "closed", "goaway",
                  "last_stream_id", "streams", "taken", "idle_since", "write_paused",
-                 "scheme", "served")
+                 "scheme", "served", "held")
 
     def __init__(self, key: tuple[Any, ...], pool: Any = None, scheme: bytes = b"http") -> None:
         self.transport: asyncio.Transport | None = None
@@ -176,6 +176,8 @@ class H2Conn:
         #: Streams opened so far (a stream on a connection that served others is
         #: ``reused``, as a kept-alive HTTP/1.1 connection is).
         self.served = 0
+        #: In the pool's ``held`` list: its write waits for ``Pool.uncork``.
+        self.held = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -247,7 +249,17 @@ class H2Conn:
                 self.close()
 
     def flush(self) -> None:
-        """Write what h2 has queued (every frame of this turn) in one write."""
+        """Write what the session has queued in one write: now, or, while the pool is
+        corked (a client's HTTP/2 read is being handled), once that read is done."""
+        pool = self.pool
+        if pool is not None and pool.corked:
+            if not self.held:
+                self.held = True
+                pool.held.append(self)
+            return
+        self.write_out()
+
+    def write_out(self) -> None:
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -342,7 +354,7 @@ class H2Conn:
                 self.h2.close_connection()
             except h2.exceptions.ProtocolError:
                 pass
-            self.flush()
+            self.write_out()  # (now: the transport closes next)
             self.closed = True
             self.transport.close()
         self.closed = True

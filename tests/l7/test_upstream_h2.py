@@ -396,3 +396,65 @@ async def test_pool_opens_one_connection_for_requests_arriving_together():
             w.close()
         server.close()
         await server.wait_closed()
+
+
+class ClientTransport(Transport):
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+def test_the_requests_of_one_client_read_go_to_the_backend_in_one_write():
+    """An HTTP/2 client's read with several requests (h2load's, gRPC clients'): the pool
+    is corked while it is handled, so their HEADERS leave in one write to the backend
+    connection, not one write each."""
+    from kgw_l7.channel import WorkerOptions
+    from kgw_l7.config import (Backend, Endpoint, L7Config, Listener, PathMatch, Route,
+                               RouteMatch, Rule, VirtualHost)
+    from kgw_l7.context import ListenerState, WorkerContext
+    from kgw_l7.downstream_h2 import H2Conn as ClientConn
+
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = WorkerContext(loop, WorkerOptions(access_log="off"))
+        rule = Rule("t/r/0", "t/r", "t/gw", backends=(
+            Backend("t/b:80", endpoints=(Endpoint("127.0.0.1", 9),), protocol="h2c"),))
+        config = L7Config((Listener("l", "127.0.0.1", 8080, virtual_hosts=(VirtualHost(
+            "*", (Route(RouteMatch(path=PathMatch("PathPrefix", "/")), rule),)),)),), 1)
+        listener = ListenerState("l", config.listeners[0], ctx.cache.build(config)["l"], None)
+        key = ("127.0.0.1", 9, None)
+        up = H2Conn(key, ctx.pool)
+        backend = Transport()
+        up.connection_made(backend)
+        ctx.pool._h2[key] = [up]
+        server = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None))
+        server.initiate_connection()
+        server.receive_data(backend.take())
+        up.data_received(server.data_to_send())
+        server.receive_data(backend.take())
+
+        conn = ClientConn(ctx, listener)
+        client_t = ClientTransport()
+        conn.connection_made(client_t)
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        conn.data_received(client.data_to_send())
+        fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/x"),
+                  (b":authority", b"a.example")]
+        for sid in (1, 3, 5):
+            client.send_headers(sid, fields, end_stream=True)
+        conn.data_received(client.data_to_send())
+        assert len(backend.writes) == 1
+        got = server.receive_data(backend.take())
+        assert [e.stream_id for e in got if isinstance(e, h2.events.RequestReceived)] \
+            == [1, 3, 5]
+        assert not ctx.pool.corked and not ctx.pool.held
+    finally:
+        loop.close()
