@@ -1,8 +1,9 @@
 # cython: language_level=3
 """HPACK (RFC 7541) from libnghttp2: ``Deflater`` and ``Inflater``, drop-in replacements
 for the ``hpack`` package's ``Encoder`` and ``Decoder`` as the ``h2`` library uses them;
-and ``ServerSession``, a whole HTTP/2 server connection (nghttp2_session) with the
-interface of h2's ``H2Connection`` as ``kgw_l7.downstream_h2`` uses it (below).
+and ``ServerSession`` / ``ClientSession``, a whole HTTP/2 connection (nghttp2_session)
+with the interface of h2's ``H2Connection`` as ``kgw_l7.downstream_h2`` (clients) and
+``kgw_l7.upstream_h2`` (backends) use it (below).
 
 Why: hpack is pure Python, and encoding a response head and decoding a request head were
 a large part of the instructions an HTTP/2 request cost kgw (bench/results/h2.md). nghttp2
@@ -282,10 +283,12 @@ cdef class Inflater:
 
 
 # -- the server session ------------------------------------------------------------------
-# ``ServerSession``: an HTTP/2 server connection's framing, stream states and flow control
-# from ``nghttp2_session`` (sans-IO: mem_recv/mem_send), with the interface
-# ``kgw_l7.downstream_h2.H2Conn`` uses of h2's ``H2Connection`` (``ServerConnection``
-# there), so one H2Conn serves both; ``kgw_l7.hpack_codec.server_session`` picks.
+# ``ServerSession`` and ``ClientSession``: an HTTP/2 connection's framing, stream states and
+# flow control from ``nghttp2_session`` (sans-IO: mem_recv/mem_send), with the interface
+# ``kgw_l7.downstream_h2.H2Conn`` / ``kgw_l7.upstream_h2.H2Conn`` use of h2's
+# ``H2Connection``, so each H2Conn drives either; ``kgw_l7.hpack_codec.server_session`` /
+# ``client_session`` pick. Both are a ``_Session``: the callbacks, the header conversion
+# (``_submit``), the outboxes DATA is framed from and the flow control are theirs.
 
 cdef extern from "nghttp2/nghttp2.h":
     ctypedef struct nghttp2_session:
@@ -361,6 +364,8 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_ERR_FLOW_CONTROL
         NGHTTP2_ERR_HEADER_COMP
         NGHTTP2_SETTINGS_MAX_FRAME_SIZE
+        NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
+        NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
     int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
     void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
     void nghttp2_session_callbacks_set_on_begin_frame_callback(
@@ -399,6 +404,13 @@ cdef extern from "nghttp2/nghttp2.h":
     int nghttp2_session_server_new2(nghttp2_session **session_ptr,
                                     const nghttp2_session_callbacks *callbacks,
                                     void *user_data, const nghttp2_option *option)
+    int nghttp2_session_client_new2(nghttp2_session **session_ptr,
+                                    const nghttp2_session_callbacks *callbacks,
+                                    void *user_data, const nghttp2_option *option)
+    int32_t nghttp2_submit_request(nghttp2_session *session, const void *pri_spec,
+                                   const nghttp2_nv *nva, size_t nvlen,
+                                   const nghttp2_data_provider *data_prd,
+                                   void *stream_user_data)
     void nghttp2_session_del(nghttp2_session *session)
     Py_ssize_t nghttp2_session_mem_recv(nghttp2_session *session, const uint8_t *data,
                                         size_t inlen)
@@ -431,12 +443,14 @@ cdef extern from "nghttp2/nghttp2.h":
     int32_t nghttp2_session_get_remote_window_size(nghttp2_session *session)
     uint32_t nghttp2_session_get_remote_settings(nghttp2_session *session, int id)
     int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
+    uint32_t nghttp2_session_get_next_stream_id(nghttp2_session *session)
 
 #: The most DATA payload nghttp2 puts in one frame without a length callback.
 cdef Py_ssize_t DATA_PAYLOAD = 16384
 
 cdef object _DataReceived = h2.events.DataReceived
 cdef object _RequestReceived = h2.events.RequestReceived
+cdef object _ResponseReceived = h2.events.ResponseReceived
 cdef object _TrailersReceived = h2.events.TrailersReceived
 cdef object _StreamEnded = h2.events.StreamEnded
 cdef object _WindowUpdated = h2.events.WindowUpdated
@@ -446,6 +460,7 @@ cdef object _PingReceived = h2.events.PingReceived
 cdef object _ConnectionTerminated = h2.events.ConnectionTerminated
 cdef object _ProtocolError = h2.exceptions.ProtocolError
 cdef object _StreamClosedError = h2.exceptions.StreamClosedError
+cdef object _TooManyStreamsError = h2.exceptions.TooManyStreamsError
 
 
 class NgProtocolError(h2.exceptions.ProtocolError):
@@ -501,7 +516,7 @@ cdef int _on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd,
 
 cdef int _on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame,
                            void *ud) noexcept:
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     try:
         self.fields = []
         self.fields_size = 0
@@ -515,7 +530,7 @@ cdef int _on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame,
 cdef int _on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                     void *ud) noexcept:
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     self.fields_size += <Py_ssize_t>(namelen + valuelen + 32)
     if self.fields_size > self.max_header_list:
         # (decoding goes on through the whole block: a bound per field is not enough)
@@ -532,7 +547,7 @@ cdef int _on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_
 
 cdef int _on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
                         size_t length, void *ud) noexcept:
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     try:
         ev = _Event(_DataReceived)
         ev.stream_id = sid
@@ -546,7 +561,7 @@ cdef int _on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const ui
 
 
 cdef int _on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud) noexcept:
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     cdef uint8_t t = frame.hd.type
     cdef int32_t sid = frame.hd.stream_id
     cdef bint ended = frame.hd.flags & NGHTTP2_FLAG_END_STREAM
@@ -564,6 +579,22 @@ cdef int _on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud
                 ev.priority_updated = None
                 events.append(ev)
                 return 0
+            if self.live.get(sid) == 0:  # (a client's stream awaiting its response head)
+                if _interim(fields):
+                    return 0  # (dropped, as H2Conn drops h2's InformationalResponseReceived)
+                self.live[sid] = 1
+                ev = _Event(_ResponseReceived)
+                ev.stream_id = sid
+                ev.headers = fields
+                ev.stream_ended = True if ended else None
+                ev.priority_updated = None
+                events.append(ev)
+                if ended:
+                    del self.live[sid]
+                    ev = _Event(_StreamEnded)
+                    ev.stream_id = sid
+                    events.append(ev)
+                return 0
             ev = _Event(_TrailersReceived)
             ev.stream_id = sid
             ev.headers = fields
@@ -579,6 +610,7 @@ cdef int _on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud
             events.append(ev)
             return 0
         elif t == NGHTTP2_RST_STREAM:
+            self.live.pop(sid, None)
             ev = _Event(_StreamReset)
             ev.stream_id = sid
             ev.error_code = frame.rst_stream.error_code
@@ -603,6 +635,10 @@ cdef int _on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud
             return 0
         elif t == NGHTTP2_GOAWAY:
             self.peer_goaway = True
+            # (nghttp2 closes the streams above last_stream_id next: refused, which the
+            # GOAWAY says, not reset)
+            for k in [k for k in self.live if k > frame.goaway.last_stream_id]:
+                del self.live[k]
             ev = _Event(_ConnectionTerminated)
             ev.error_code = frame.goaway.error_code
             ev.last_stream_id = frame.goaway.last_stream_id
@@ -612,6 +648,7 @@ cdef int _on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud
         else:
             return 0
         if ended:
+            self.live.pop(sid, None)
             ev = _Event(_StreamEnded)
             ev.stream_id = sid
             events.append(ev)
@@ -620,21 +657,40 @@ cdef int _on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud
     return 0
 
 
+cdef bint _interim(list fields):
+    """Is this response head a 1xx (``:status`` comes first; nghttp2 checks it is there)?"""
+    cdef bytes status
+    for n, v in fields:
+        if n == b":status":
+            status = <bytes>v
+            return len(status) == 3 and status[:1] == b"1"
+    return False
+
+
 cdef int _on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void *ud) noexcept:
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     cdef _Outbox out
     try:
         self.open_streams.discard(sid)
         out = self.outboxes.pop(sid, None)
         if out is not None:
             self.queued -= out.size
+        if self.live.pop(sid, -1) >= 0:
+            # A client's stream closed before its response ended, and not by the
+            # backend's RST_STREAM: nghttp2 reset it (a malformed response: PROTOCOL_ERROR)
+            # or could not send its HEADERS. Its owner must hear of it as of a reset.
+            ev = _Event(_StreamReset)
+            ev.stream_id = sid
+            ev.error_code = code if code else 2  # (INTERNAL_ERROR)
+            ev.remote_reset = False
+            self.events.append(ev)
     except BaseException:
         return NGHTTP2_ERR_CALLBACK_FAILURE
     return 0
 
 
 cdef int _on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud) noexcept:
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     if frame.hd.type == NGHTTP2_GOAWAY:
         self.goaway_sent = <int>frame.goaway.error_code
     return 0
@@ -642,14 +698,14 @@ cdef int _on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud
 
 cdef int _on_invalid_frame(nghttp2_session *s, const nghttp2_frame *frame, int code,
                            void *ud) noexcept:
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     self.last_lib_error = code
     return 0
 
 
 cdef int _on_error(nghttp2_session *s, int code, const char *msg, size_t length,
                    void *ud) noexcept:
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     self.last_lib_error = code
     try:
         self.last_message = PyBytes_FromStringAndSize(msg, length).decode("ascii", "replace")
@@ -663,7 +719,7 @@ cdef Py_ssize_t _read_data(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t
                            void *ud) noexcept:
     """nghttp2 frames DATA: up to ``length`` bytes of the stream's outbox, then its end
     (with trailers: the END_STREAM goes on them)."""
-    cdef ServerSession self = <ServerSession>ud
+    cdef _Session self = <_Session>ud
     cdef _Outbox out = self.outboxes.get(sid)
     cdef Py_ssize_t room = <Py_ssize_t>length
     cdef Py_ssize_t n, done = 0
@@ -702,29 +758,24 @@ cdef Py_ssize_t _read_data(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t
     return done
 
 
-cdef class ServerSession:
-    """The server side of one HTTP/2 connection in nghttp2: ``receive_data`` returns h2's
+cdef class _Session:
+    """One HTTP/2 connection in nghttp2, either side: ``receive_data`` returns h2's
     events, ``data_to_send`` the bytes to write, and the ``send_*`` calls queue frames
     as h2's do (``local_flow_control_window`` counts what is queued and not framed).
+    Subclasses make the ``nghttp2_session`` (``__cinit__``) with the callbacks above.
 
-    nghttp2's own HTTP checks are off (kgw's ``request_problem`` counts each malformed
-    request by reason) and so is its automatic WINDOW_UPDATE (``acknowledge_received_data``
-    reopens windows as the exchange reads). What nghttp2 1.52 does not bound, kgw does
-    here: the decoded header list (``max_header_list``: HPACK bombs) and the frames
-    counted in ``control_frames`` / ``closed_stream_frames`` (floods: ``H2Conn`` decides).
-    nghttp2 bounds the CONTINUATION frames of one header block (8, Debian's backport of
-    CVE-2024-28182) and the ACKs a client makes it queue (``flooded``)."""
+    nghttp2's automatic WINDOW_UPDATE is off: ``acknowledge_received_data`` reopens
+    windows as the exchange reads, so a slow reader holds at most a window per stream."""
 
     cdef nghttp2_session *session
-    cdef public Py_ssize_t control_frames
-    cdef public Py_ssize_t closed_stream_frames
-    cdef public Py_ssize_t window_credit
-    cdef public bint flooded
     cdef public Py_ssize_t max_header_list
     cdef list events
     cdef list fields
     cdef Py_ssize_t fields_size
     cdef set open_streams
+    #: A client's streams whose response has not ended: 0 before its final head, 1
+    #: after (always empty on a server).
+    cdef dict live
     cdef dict outboxes
     cdef Py_ssize_t queued
     cdef bint block_open
@@ -737,33 +788,13 @@ cdef class ServerSession:
     #: Frames nghttp2 made while reading (sent first by ``data_to_send``).
     cdef list out
     cdef str last_message
+    cdef bint client
+    cdef public bint flooded
 
-    def __cinit__(self):
-        cdef nghttp2_session_callbacks *cbs
-        cdef nghttp2_option *opt
-        if nghttp2_session_callbacks_new(&cbs) != 0:
-            raise MemoryError()
-        if nghttp2_option_new(&opt) != 0:
-            nghttp2_session_callbacks_del(cbs)
-            raise MemoryError()
-        nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, _on_begin_frame)
-        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
-        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
-        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
-        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
-        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
-        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, _on_invalid_frame)
-        nghttp2_session_callbacks_set_error_callback2(cbs, _on_error)
-        nghttp2_option_set_no_auto_window_update(opt, 1)
-        nghttp2_option_set_no_http_messaging(opt, 1)
-        rv = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
-        nghttp2_session_callbacks_del(cbs)
-        nghttp2_option_del(opt)
-        if rv != 0:
-            raise MemoryError()
+    def __cinit__(self, *args, **kwargs):
         self.events = []
         self.open_streams = set()
+        self.live = {}
         self.outboxes = {}
         self.max_header_list = DEFAULT_MAX_HEADER_LIST_SIZE
         self.last_message = ""
@@ -778,8 +809,9 @@ cdef class ServerSession:
     # -- starting -------------------------------------------------------------------------
     def start(self, dict settings, int connection_window, object upgrade_settings=None):
         """Queue this side's SETTINGS (``{SettingCodes: value}``) and open the connection
-        window to ``connection_window``; ``upgrade_settings`` is an h2c upgrade's
-        HTTP2-Settings value (stream 1 is then the upgraded request, half-closed)."""
+        window to ``connection_window``; ``upgrade_settings`` (a server's) is an h2c
+        upgrade's HTTP2-Settings value (stream 1 is then the upgraded request,
+        half-closed)."""
         cdef nghttp2_settings_entry iv[8]
         cdef size_t n = 0
         cdef bytes payload
@@ -805,23 +837,25 @@ cdef class ServerSession:
 
     # -- receiving ------------------------------------------------------------------------
     def receive_data(self, bytes data):
-        """The events ``data`` brings (h2's classes and fields). Raises ``NgProtocolError``
+        """The events ``data`` brings (h2's classes and fields; with any a ``data_to_send``
+        caused: a stream nghttp2 closed). Raises ``NgProtocolError``
         (an h2 ProtocolError) when the connection must end; a GOAWAY is then queued."""
         cdef Py_ssize_t rv
-        self.events = []
         rv = nghttp2_session_mem_recv(self.session, <const uint8_t *>PyBytes_AS_STRING(data),
                                       PyBytes_GET_SIZE(data))
-        events, self.events = self.events, []
         if rv < 0:
-            if rv == NGHTTP2_ERR_FLOODED:
+            events, self.events = self.events, []
+            if rv == NGHTTP2_ERR_FLOODED and not self.client:
                 # (nghttp2 stops at 1000 queued ACKs: a PING or SETTINGS flood within
                 # one read; H2Conn answers it as any flood)
                 self.flooded = True
                 return events
             raise self._error(<int>rv)
         # (the frames the read caused, now: a GOAWAY among them means nghttp2 found a
-        # connection error, which H2Conn must hear of)
+        # connection error, which H2Conn must hear of; a stream it reset closes once its
+        # RST_STREAM is out, and a client's owner must hear of that too)
         self._send_into(self.out)
+        events, self.events = self.events, []
         if self.goaway_sent >= 0 and not self.terminated:
             raise self._error(0)
         return events
@@ -853,14 +887,6 @@ cdef class ServerSession:
             nghttp2_session_terminate_session(self.session, 1)  # PROTOCOL_ERROR
         return NgProtocolError(reason, msg)
 
-    def header_block_open(self):
-        """Is a request's header block incomplete (CONTINUATION awaited)?"""
-        return self.block_open
-
-    @property
-    def highest_inbound_stream_id(self):
-        return nghttp2_session_get_last_proc_stream_id(self.session)
-
     def acknowledge_received_data(self, Py_ssize_t n, int32_t sid):
         nghttp2_session_consume(self.session, sid, n)
 
@@ -868,7 +894,8 @@ cdef class ServerSession:
     cdef int _submit(self, int32_t sid, list fields, int how) except -2:
         """HEADERS on stream ``sid``: how 0 a response head with a data provider (the
         stream's outbox), 1 a response head ending the stream, 2 trailers, 3 an interim
-        (1xx) head."""
+        (1xx) head; 4 a request head with a data provider, 5 a request head ending the
+        stream (``sid`` unused: the stream id nghttp2 gives it is returned)."""
         cdef Py_ssize_t n = len(fields), i
         cdef nghttp2_nv *nva = <nghttp2_nv *>PyMem_Malloc(max(n, 1) * sizeof(nghttp2_nv))
         cdef nghttp2_data_provider prd
@@ -893,39 +920,18 @@ cdef class ServerSession:
                 rv = nghttp2_submit_response(self.session, sid, nva, n, NULL)
             elif how == 2:
                 rv = nghttp2_submit_trailer(self.session, sid, nva, n)
+            elif how == 4:
+                prd.source.ptr = NULL
+                prd.read_callback = _read_data
+                rv = nghttp2_submit_request(self.session, NULL, nva, n, &prd, NULL)
+            elif how == 5:
+                rv = nghttp2_submit_request(self.session, NULL, nva, n, NULL, NULL)
             else:
                 rv = nghttp2_submit_headers(self.session, NGHTTP2_FLAG_NONE, sid, NULL, nva, n,
                                             NULL)
         finally:
             PyMem_Free(nva)
         return rv
-
-    def send_headers(self, int32_t sid, list fields, bint end_stream=False):
-        """A response head (interim when its status is 1xx), or trailers once the
-        response's DATA has begun."""
-        cdef _Outbox out = self.outboxes.get(sid)
-        cdef int rv
-        if sid not in self.open_streams:
-            raise _StreamClosedError(sid)
-        if out is not None:
-            out.trailers = fields
-            out.end = True
-            self._wake(sid, out)
-            return
-        status = fields[0][1] if fields and fields[0][0] == b":status" else b""
-        if status[:1] == b"1" and len(status) == 3:
-            rv = self._submit(sid, fields, 3)
-        elif end_stream:
-            rv = self._submit(sid, fields, 1)
-        else:
-            out = _Outbox()
-            out.deferred = False
-            self.outboxes[sid] = out
-            rv = self._submit(sid, fields, 0)
-            if rv != 0:
-                del self.outboxes[sid]
-        if rv != 0:
-            raise _ProtocolError("nghttp2: " + nghttp2_strerror(rv).decode())
 
     cdef _Outbox _outbox(self, int32_t sid):
         cdef _Outbox out = self.outboxes.get(sid)
@@ -970,12 +976,24 @@ cdef class ServerSession:
         cdef _Outbox out = self.outboxes.get(sid)
         cdef Py_ssize_t stream = nghttp2_session_get_stream_remote_window_size(self.session, sid)
         cdef Py_ssize_t conn = nghttp2_session_get_remote_window_size(self.session)
-        if stream < 0 or sid not in self.open_streams:
+        if sid not in self.open_streams:
             raise _StreamClosedError(sid)
+        if stream < 0:
+            if not self.client:
+                raise _StreamClosedError(sid)
+            # (a request whose HEADERS are still queued: nghttp2 makes its stream when it
+            # sends them, with the backend's initial window)
+            stream = nghttp2_session_get_remote_settings(self.session,
+                                                         NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE)
         if out is not None:
             stream -= out.size
         conn -= self.queued
         return stream if stream < conn else conn
+
+    @property
+    def outbound_flow_control_window(self):
+        """The connection's send window (h2's name), less what is queued."""
+        return nghttp2_session_get_remote_window_size(self.session) - self.queued
 
     @property
     def max_outbound_frame_size(self):
@@ -989,9 +1007,10 @@ cdef class ServerSession:
             self.queued -= out.size
         if sid not in self.open_streams:
             raise _StreamClosedError(sid)
+        self.live.pop(sid, None)  # (its owner is gone: no event when it closes)
         self._check(nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, sid, code))
 
-    def close_connection(self, uint32_t code, additional_data=None):
+    def close_connection(self, uint32_t code=0, additional_data=None):
         """GOAWAY ``code`` naming the last stream processed; nothing is read after it."""
         self.terminated = True
         nghttp2_session_terminate_session(self.session, code)
@@ -1024,3 +1043,157 @@ cdef class ServerSession:
 
     def error_reason(self, exc):
         return getattr(exc, "reason", "protocol_error")
+
+
+cdef class ServerSession(_Session):
+    """The server side of one HTTP/2 connection in nghttp2 (kgw_l7.downstream_h2).
+
+    nghttp2's own HTTP checks are off (kgw's ``request_problem`` counts each malformed
+    request by reason) and so is its automatic WINDOW_UPDATE (``acknowledge_received_data``
+    reopens windows as the exchange reads). What nghttp2 1.52 does not bound, kgw does
+    here: the decoded header list (``max_header_list``: HPACK bombs) and the frames
+    counted in ``control_frames`` / ``closed_stream_frames`` (floods: ``H2Conn`` decides).
+    nghttp2 bounds the CONTINUATION frames of one header block (8, Debian's backport of
+    CVE-2024-28182) and the ACKs a client makes it queue (``flooded``)."""
+
+    cdef public Py_ssize_t control_frames
+    cdef public Py_ssize_t closed_stream_frames
+    cdef public Py_ssize_t window_credit
+
+    def __cinit__(self):
+        cdef nghttp2_session_callbacks *cbs
+        cdef nghttp2_option *opt
+        if nghttp2_session_callbacks_new(&cbs) != 0:
+            raise MemoryError()
+        if nghttp2_option_new(&opt) != 0:
+            nghttp2_session_callbacks_del(cbs)
+            raise MemoryError()
+        nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, _on_begin_frame)
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
+        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, _on_invalid_frame)
+        nghttp2_session_callbacks_set_error_callback2(cbs, _on_error)
+        nghttp2_option_set_no_auto_window_update(opt, 1)
+        nghttp2_option_set_no_http_messaging(opt, 1)
+        rv = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
+        nghttp2_session_callbacks_del(cbs)
+        nghttp2_option_del(opt)
+        if rv != 0:
+            raise MemoryError()
+
+    def header_block_open(self):
+        """Is a request's header block incomplete (CONTINUATION awaited)?"""
+        return self.block_open
+
+    @property
+    def highest_inbound_stream_id(self):
+        return nghttp2_session_get_last_proc_stream_id(self.session)
+
+    def send_headers(self, int32_t sid, list fields, bint end_stream=False):
+        """A response head (interim when its status is 1xx), or trailers once the
+        response's DATA has begun."""
+        cdef _Outbox out = self.outboxes.get(sid)
+        cdef int rv
+        if sid not in self.open_streams:
+            raise _StreamClosedError(sid)
+        if out is not None:
+            out.trailers = fields
+            out.end = True
+            self._wake(sid, out)
+            return
+        status = fields[0][1] if fields and fields[0][0] == b":status" else b""
+        if status[:1] == b"1" and len(status) == 3:
+            rv = self._submit(sid, fields, 3)
+        elif end_stream:
+            rv = self._submit(sid, fields, 1)
+        else:
+            out = _Outbox()
+            out.deferred = False
+            self.outboxes[sid] = out
+            rv = self._submit(sid, fields, 0)
+            if rv != 0:
+                del self.outboxes[sid]
+        if rv != 0:
+            raise _ProtocolError("nghttp2: " + nghttp2_strerror(rv).decode())
+
+
+cdef class ClientSession(_Session):
+    """The client side of one HTTP/2 connection in nghttp2: kgw to a backend
+    (kgw_l7.upstream_h2). ``open_stream`` sends a request's HEADERS and gives its stream
+    id; its body goes out of the stream's outbox (``send_data``, ``end_stream``,
+    ``send_headers`` for trailers) within the windows, as on the server side.
+
+    nghttp2's HTTP checks are on here: a backend's response is validated as h2 did
+    (``:status``, connection-specific fields, content-length against the DATA, a 1xx
+    then the final head), a malformed one resets its stream (PROTOCOL_ERROR), which the
+    stream's owner hears of as a ``StreamReset``. Interim (1xx) heads are dropped."""
+
+    def __cinit__(self):
+        cdef nghttp2_session_callbacks *cbs
+        cdef nghttp2_option *opt
+        if nghttp2_session_callbacks_new(&cbs) != 0:
+            raise MemoryError()
+        if nghttp2_option_new(&opt) != 0:
+            nghttp2_session_callbacks_del(cbs)
+            raise MemoryError()
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
+        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, _on_invalid_frame)
+        nghttp2_session_callbacks_set_error_callback2(cbs, _on_error)
+        nghttp2_option_set_no_auto_window_update(opt, 1)
+        rv = nghttp2_session_client_new2(&self.session, cbs, <void *>self, opt)
+        nghttp2_session_callbacks_del(cbs)
+        nghttp2_option_del(opt)
+        if rv != 0:
+            raise MemoryError()
+        self.client = True
+
+    def stream_limit(self):
+        """The backend's SETTINGS_MAX_CONCURRENT_STREAMS (nghttp2 assumes 100 until its
+        SETTINGS arrive)."""
+        return nghttp2_session_get_remote_settings(self.session,
+                                                   NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+
+    @property
+    def highest_outbound_stream_id(self):
+        """The id of the last stream opened (0: none), as h2's."""
+        cdef uint32_t nxt = nghttp2_session_get_next_stream_id(self.session)
+        return nxt - 2 if nxt > 1 else 0
+
+    def open_stream(self, list fields, bint end_stream):
+        """Queue a request's HEADERS (``fields``: pseudo-fields first); the new stream's
+        id. Raises ``TooManyStreamsError`` when the backend's stream limit is reached
+        (it may lower it at any time) and ``ProtocolError`` once the connection ends."""
+        cdef int32_t sid
+        cdef _Outbox out
+        if self.terminated or self.peer_goaway:
+            raise _ProtocolError("the connection is closing")
+        if len(self.open_streams) >= <Py_ssize_t>nghttp2_session_get_remote_settings(
+                self.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS):
+            raise _TooManyStreamsError("the backend's stream limit is reached")
+        sid = self._submit(0, fields, 5 if end_stream else 4)
+        if sid < 0:
+            raise _ProtocolError("nghttp2: " + nghttp2_strerror(sid).decode())
+        if not end_stream:
+            out = _Outbox()
+            self.outboxes[sid] = out
+        self.open_streams.add(sid)
+        self.live[sid] = 0
+        return sid
+
+    def send_headers(self, int32_t sid, list fields, bint end_stream=True):
+        """Trailers, ending the request (its head went with ``open_stream``)."""
+        cdef _Outbox out = self.outboxes.get(sid)
+        if out is None or sid not in self.open_streams:
+            raise _StreamClosedError(sid)
+        out.trailers = fields
+        out.end = True
+        self._wake(sid, out)

@@ -509,6 +509,8 @@ class H2Conn:
             self.pings = self.settings_frames = self.window_updates = 0
             self.h2.control_frames = self.h2.closed_stream_frames = 0
         self.in_read = True
+        pool = ctx.pool
+        corked = pool.cork()  # (the requests of this read go to each backend in one write)
         try:
             try:
                 events = self.h2.receive_data(data)
@@ -529,6 +531,8 @@ class H2Conn:
                 self.head_since = 0.0
         finally:
             self.in_read = False
+            if corked:
+                pool.uncork()
         self.flush()
 
     def _event(self, ev: Any) -> None:

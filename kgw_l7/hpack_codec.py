@@ -1,14 +1,15 @@
 """The HPACK codec kgw's HTTP/2 connections use: libnghttp2's (``kgw_l7._nghttp2``, C)
 in the compiled build, the ``hpack`` package's (pure Python, what h2 brings) otherwise;
-and with it the server side's whole HTTP/2 session (``server_session``: nghttp2's, or
-None for h2's).
+and with it the whole HTTP/2 sessions (``server_session`` for clients,
+``client_session`` for backends: nghttp2's, or None for h2's).
 
 Both have hpack's interface, so ``use_fast_codec`` only swaps the encoder and decoder of an
 ``h2.connection.H2Connection`` before its first frame; h2 keeps the framing, the stream
 states and flow control. The C codec is used when the rest of kgw_l7 runs compiled (the
 build is used whole or not at all: ``KGW_NO_EXTENSIONS=1`` or a stale build means pure
 Python everywhere, which the tests run too) and ``_nghttp2`` was built newer than its
-source.
+source. The backend side's session (``client_session``: nghttp2's, or None for h2's) is
+picked the same way.
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def server_session() -> Any:
     if codec() == "hpack":
         return None
     return _codec.ServerSession()
+
+
+def client_session() -> Any:
+    """A new ``kgw_l7._nghttp2.ClientSession`` (libnghttp2's HTTP/2 client connection, to a
+    backend) when the C codec is in use, else None (``kgw_l7.upstream_h2.new_session``
+    then takes h2's)."""
+    if codec() == "hpack":
+        return None
+    return _codec.ClientSession()
 
 
 def server_implementation() -> str:

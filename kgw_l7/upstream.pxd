@@ -47,6 +47,11 @@ cdef class Pool:
     cdef public dict _h2
     cdef public dict _h2_opening
     cdef public object stats
+    cdef public bint corked
+    cdef public list held
+    cpdef bint cork(self) except -1
+    @cython.locals(conn=H2Conn, held=list)
+    cpdef uncork(self)
     @cython.locals(conn=UpstreamConn, idle=list, h=H2Conn, conns=list, tls=object)
     cpdef take_idle(self, address, port, CompiledBackend backend, now)
     @cython.locals(conn=UpstreamConn, idle=list, st=H2Stream)

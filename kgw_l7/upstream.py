@@ -297,7 +297,7 @@ class Pool:
     module docstring)."""
 
     __slots__ = ("_idle", "_tls", "_open", "open_total", "max_per_endpoint", "room", "_h2",
-                 "_h2_opening", "stats")
+                 "_h2_opening", "stats", "corked", "held")
 
     def __init__(self, tls: TLSContexts, max_per_endpoint: int,
                  room: Callable[[], bool] | None = None, stats: Any = None) -> None:
@@ -317,6 +317,28 @@ class Pool:
         #: The HTTP/2 connect in progress per key: concurrent requests wait for it
         #: instead of each opening a connection.
         self._h2_opening: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+        #: A client's HTTP/2 read is being handled (``cork``): the HTTP/2 backend
+        #: connections it sends requests on write once it is done (``held``), so the
+        #: requests of one read go to a backend in one write, not one each.
+        self.corked = False
+        self.held: list[H2Conn] = []
+
+    def cork(self) -> bool:
+        """Hold HTTP/2 backend writes until ``uncork``; False if already held (the caller
+        then does not uncork)."""
+        if self.corked:
+            return False
+        self.corked = True
+        return True
+
+    def uncork(self) -> None:
+        """Write what the connections held."""
+        self.corked = False
+        if self.held:
+            held, self.held = self.held, []
+            for conn in held:
+                conn.held = False
+                conn.write_out()
 
     def count(self, key: tuple[Any, ...], delta: int) -> None:
         endpoint = (key[0], key[1])

@@ -22,11 +22,13 @@ cdef class H2Conn:
     cdef public bint write_paused
     cdef public bytes scheme
     cdef public Py_ssize_t served
+    cdef public bint held
     cpdef bint has_room(self) except -1
     @cython.locals(st=H2Stream)
     cpdef H2Stream new_stream(self)
     cpdef stream_done(self, H2Stream st, double now)
     cpdef flush(self)
+    cpdef write_out(self)
     @cython.locals(st=H2Stream, batches=dict, lost=list, streams=dict, evs=list)
     cpdef handle(self, list events)
     cpdef close(self)

@@ -1,13 +1,15 @@
 """HTTP/2 to backends: one multiplexed connection per endpoint, one ``UpstreamStream`` per
 request on it.
 
-``H2Conn`` is the asyncio protocol of one backend connection: it feeds the bytes to an
-``h2`` client ``H2Connection``, turns its events into kgw's (``kgw_l7.events``) for each
-stream and writes what ``h2`` has to send once per read or send (frames of a batch go
-out in one ``write``). ``H2Stream`` is one request on it, with the same interface as an
-HTTP/1.1 connection (``kgw_l7.streams.UpstreamStream``), so the exchange, its retries,
-timeouts and mirrors do not know which protocol the backend speaks. The ``Pool``
-(``kgw_l7.upstream``) owns the connections and decides which backends get HTTP/2.
+``H2Conn`` is the asyncio protocol of one backend connection: it feeds the bytes to a
+client session -- libnghttp2's (``kgw_l7._nghttp2.ClientSession``) in the compiled build,
+``h2``'s ``H2Connection`` otherwise (``new_session``) --, turns its events (h2's, from
+either) into kgw's (``kgw_l7.events``) for each stream and writes what the session has
+to send once per read or send (frames of a batch go out in one ``write``). ``H2Stream``
+is one request on it, with the same interface as an HTTP/1.1 connection
+(``kgw_l7.streams.UpstreamStream``), so the exchange, its retries, timeouts and mirrors
+do not know which protocol the backend speaks. The ``Pool`` (``kgw_l7.upstream``) owns
+the connections and decides which backends get HTTP/2.
 
 Flow control, both ways, never buffering more than a window:
 
@@ -47,7 +49,7 @@ from typing import Any
 from kgw_l7.events import (
     HOP_BY_HOP, BodyKind, EndOfMessage, body_event, h2_error_name, response_head,
 )
-from kgw_l7.hpack_codec import use_fast_codec
+from kgw_l7.hpack_codec import client_session, use_fast_codec
 from kgw_l7.streams import OutRequest, UpstreamOwner, UpstreamStream
 
 log = logging.getLogger("kgw.l7.upstream")
@@ -101,6 +103,20 @@ def _load_h2() -> None:
                 self.state_machine.state = was
             return result
 
+        # -- the part of the session interface that is not h2's (see ``new_session``) --
+        def start(self, settings: dict[Any, int], connection_window: int) -> None:
+            self.local_settings = h2.settings.Settings(client=True, initial_values=settings)
+            self.initiate_connection()
+            self.increment_flow_control_window(connection_window - 65535)
+
+        def stream_limit(self) -> int:
+            return int(self.remote_settings.max_concurrent_streams)
+
+        def open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> int:
+            sid: int = self.get_next_available_stream_id()
+            self.send_headers(sid, headers, end_stream=end_stream)
+            return sid
+
     # Outbound fields are not validated or normalised again by h2: ``request_headers``
     # builds them from a request kgw parsed (lower-case names, no connection-specific
     # field); that check costs more than the rest of sending a request. What a backend
@@ -109,6 +125,22 @@ def _load_h2() -> None:
                                         validate_outbound_headers=False,
                                         normalize_outbound_headers=False)
     _Connection = Connection
+
+
+def new_session() -> Any:
+    """The sans-IO HTTP/2 client connection an ``H2Conn`` drives: libnghttp2's
+    (``kgw_l7._nghttp2.ClientSession``, C) in the compiled build, h2's (``Connection``
+    above, pure Python) otherwise; ``kgw_l7.hpack_codec`` decides, as for the server side.
+    Both take h2's calls and return h2's events; beyond h2's interface they have
+    ``start``, ``stream_limit`` and ``open_stream`` (nghttp2 numbers a stream when it
+    queues its HEADERS)."""
+    _load_h2()
+    session = client_session()
+    if session is not None:
+        return session
+    conn = _Connection(config=_CONFIG)
+    use_fast_codec(conn)  # (nghttp2's HPACK when compiled: kgw_l7.hpack_codec)
+    return conn
 
 
 class H2Conn:
@@ -122,13 +154,11 @@ class H2Conn:
 
     __slots__ = ("transport", "h2", "key", "pool", "counted", "closed", "goaway",
                  "last_stream_id", "streams", "taken", "idle_since", "write_paused",
-                 "scheme", "served")
+                 "scheme", "served", "held")
 
     def __init__(self, key: tuple[Any, ...], pool: Any = None, scheme: bytes = b"http") -> None:
         self.transport: asyncio.Transport | None = None
-        _load_h2()
-        self.h2 = _Connection(config=_CONFIG)
-        use_fast_codec(self.h2)  # (nghttp2's HPACK when compiled: kgw_l7.hpack_codec)
+        self.h2 = new_session()
         self.key = key
         #: The pool counting this connection against its endpoint's limit (as
         #: ``UpstreamConn.pool``); ``counted`` once it does.
@@ -146,17 +176,14 @@ class H2Conn:
         #: Streams opened so far (a stream on a connection that served others is
         #: ``reused``, as a kept-alive HTTP/1.1 connection is).
         self.served = 0
+        #: In the pool's ``held`` list: its write waits for ``Pool.uncork``.
+        self.held = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        h = self.h2
-        h.local_settings = h2.settings.Settings(client=True, initial_values={
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        })
-        h.initiate_connection()
-        h.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.h2.start({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                       h2.settings.SettingCodes.ENABLE_PUSH: 0}, CONNECTION_WINDOW)
         self.flush()
 
     def data_received(self, data: bytes) -> None:
@@ -201,7 +228,7 @@ class H2Conn:
         """Can this connection take one more stream now?"""
         if self.closed or self.goaway:
             return False
-        limit = self.h2.remote_settings.max_concurrent_streams
+        limit = self.h2.stream_limit()
         return self.taken < (limit if limit < MAX_STREAMS else MAX_STREAMS)
 
     def new_stream(self) -> H2Stream:
@@ -222,7 +249,17 @@ class H2Conn:
                 self.close()
 
     def flush(self) -> None:
-        """Write what h2 has queued (every frame of this turn) in one write."""
+        """Write what the session has queued in one write: now, or, while the pool is
+        corked (a client's HTTP/2 read is being handled), once that read is done."""
+        pool = self.pool
+        if pool is not None and pool.corked:
+            if not self.held:
+                self.held = True
+                pool.held.append(self)
+            return
+        self.write_out()
+
+    def write_out(self) -> None:
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -317,7 +354,7 @@ class H2Conn:
                 self.h2.close_connection()
             except h2.exceptions.ProtocolError:
                 pass
-            self.flush()
+            self.write_out()  # (now: the transport closes next)
             self.closed = True
             self.transport.close()
         self.closed = True
@@ -391,13 +428,13 @@ class H2Stream(UpstreamStream):
         headers = request_headers(out, conn.scheme)
         data = [c for c in chunks if c]
         try:
-            sid = self.sid = h.get_next_available_stream_id()
-            conn.streams[sid] = self
             if end and not data and not trailers:
-                h.send_headers(sid, headers, end_stream=True)
+                sid = self.sid = h.open_stream(headers, True)
+                conn.streams[sid] = self
                 self.local_done = True
             else:
-                h.send_headers(sid, headers)
+                sid = self.sid = h.open_stream(headers, False)
+                conn.streams[sid] = self
                 self.pending = data
                 if end:
                     self.end_pending = True

@@ -185,8 +185,8 @@ def write_report(path: Path, results: list[Result], args: argparse.Namespace) ->
         "keepalive; kgw an HTTP listener and a rule to an h2c backend), in front of one "
         "`kgw echo --grpc-port` (grpcio). The proxy worker's CPU per request (utime+stime "
         "over the run / requests) is the comparison: nginx's req/s is bounded by the grpcio "
-        "backend, kgw's by its own worker (HTTP/2 framing and HPACK in Python on both "
-        "sides, the h2 library). "
+        "backend, kgw's by its own worker (HTTP/2 on libnghttp2's sessions on both sides "
+        "in the compiled build, the h2 library otherwise). "
         + (f"The proxy is pinned to CPU {sorted(l7.PROXY_CPUS)}, h2load and the backend to "
            f"{sorted(l7.LOAD_CPUS)}. " if l7.PROXY_CPUS else "")
         + "**The machine was shared with other work (other builds and test suites) while "

@@ -1,9 +1,12 @@
 """kgw_l7.upstream_h2 without sockets: an ``H2Conn`` wired to a real ``h2`` server
-connection in memory (frames both ways), a recording owner in place of an exchange."""
+connection in memory (frames both ways), a recording owner in place of an exchange. The
+H2Conn drives libnghttp2's client session in the compiled build, h2's otherwise: the same
+tests for both."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import h2.config
@@ -14,6 +17,8 @@ import pytest
 from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 
+import kgw_l7
+from kgw_l7 import upstream_h2
 from kgw_l7.events import Body, EndOfMessage, ResponseHead
 from kgw_l7.streams import UpstreamOwner, out_request
 from kgw_l7.upstream_h2 import (CONNECTION_WINDOW, MAX_STREAMS, STREAM_WINDOW, H2Conn,
@@ -91,6 +96,17 @@ def GET(headers=((b"host", b"h.example"), (b"x-a", b"1"))):
     return out_request(b"GET", b"/p?q", list(headers), None, "none")
 
 
+def test_the_compiled_build_talks_to_http2_backends_with_nghttp2():
+    session = upstream_h2.new_session()
+    if not kgw_l7.extension_in_use("upstream_h2"):
+        assert isinstance(session, h2.connection.H2Connection)
+        return
+    if not os.path.exists("/usr/include/nghttp2/nghttp2.h"):
+        pytest.skip("libnghttp2-dev not installed: h2's session is the right choice")
+    assert type(session).__module__ == "kgw_l7._nghttp2", type(session)
+    assert type(session).__name__ == "ClientSession"
+
+
 def test_request_headers_are_pseudo_fields_then_fields_without_connection_ones():
     out = out_request(b"POST", b"/x", [
         (b"host", b"a.example:8080"), (b"connection", b"keep-alive, x-drop"),
@@ -142,6 +158,62 @@ def test_a_response_ended_with_its_headers_says_its_length_is_zero():
     head, end = owner.events
     assert head.body == "none" and head.headers == ((b"content-length", b"0"),)
     assert end == EndOfMessage(())
+
+
+def test_interim_heads_are_dropped_and_the_final_one_delivered():
+    p = Pair()
+    st = p.conn.new_stream()
+    owner = Owner()
+    st.send_request(owner, GET(), [], True, ())
+    sid = [e for e in p.to_server() if isinstance(e, h2.events.RequestReceived)][0].stream_id
+    p.server.send_headers(sid, [(b":status", b"103"), (b"link", b"</s.css>")])
+    p.server.send_headers(sid, [(b":status", b"200"), (b"content-length", b"2")])
+    p.server.send_data(sid, b"ok", end_stream=True)
+    p.to_client()
+    head, body, end = owner.events
+    assert (head.status, head.headers) == (200, ((b"content-length", b"2"),))
+    assert (body, end) == (Body(b"ok"), EndOfMessage(()))
+
+
+def test_a_malformed_response_loses_its_stream_and_is_never_relayed():
+    """A connection-specific field in a response (RFC 9113 8.2.2): nghttp2 resets that
+    stream, h2 cuts the connection; either way its owner gets no head, only the loss
+    (a 502), and nghttp2's other streams go on."""
+    p = Pair()
+    p.server.config.validate_outbound_headers = False
+    p.server.config.normalize_outbound_headers = False
+    a, b = p.conn.new_stream(), p.conn.new_stream()
+    oa, ob = Owner(), Owner()
+    a.send_request(oa, GET(), [], True, ())
+    b.send_request(ob, GET(), [], True, ())
+    p.to_server()
+    p.server.send_headers(a.sid, [(b":status", b"200"), (b"connection", b"close")],
+                          end_stream=True)
+    p.to_client()
+    if p.t.closed:  # (h2: the transport's connection_lost follows its abort)
+        p.conn.connection_lost(None)
+        assert (oa.lost, ob.lost) == (1, 1)
+        return
+    assert oa.lost == 1 and oa.events == [] and a.lost_reason == "RST_STREAM PROTOCOL_ERROR"
+    p.server.send_headers(b.sid, [(b":status", b"204")], end_stream=True)
+    p.to_client()
+    assert ob.lost == 0 and ob.events[0].status == 204
+
+
+@pytest.mark.asyncio
+async def test_a_stream_past_a_lowered_stream_limit_is_refused_not_queued():
+    """The backend lowered SETTINGS_MAX_CONCURRENT_STREAMS after the stream was handed
+    out: it is lost at once and stale (the exchange retries it elsewhere), where nghttp2
+    alone would hold its HEADERS until a stream closes."""
+    p = Pair({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
+    first, late = p.conn.new_stream(), p.conn.new_stream()
+    o1, o2 = Owner(), Owner()
+    first.send_request(o1, GET(), [], True, ())
+    late.send_request(o2, GET(), [], True, ())
+    await asyncio.sleep(0)
+    assert (o1.lost, o2.lost) == (0, 1) and late.stale()
+    assert [e.stream_id for e in p.to_server() if isinstance(e, h2.events.RequestReceived)] \
+        == [1]
 
 
 def test_request_body_goes_out_within_the_window_and_pauses_the_owner():
@@ -324,3 +396,65 @@ async def test_pool_opens_one_connection_for_requests_arriving_together():
             w.close()
         server.close()
         await server.wait_closed()
+
+
+class ClientTransport(Transport):
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+def test_the_requests_of_one_client_read_go_to_the_backend_in_one_write():
+    """An HTTP/2 client's read with several requests (h2load's, gRPC clients'): the pool
+    is corked while it is handled, so their HEADERS leave in one write to the backend
+    connection, not one write each."""
+    from kgw_l7.channel import WorkerOptions
+    from kgw_l7.config import (Backend, Endpoint, L7Config, Listener, PathMatch, Route,
+                               RouteMatch, Rule, VirtualHost)
+    from kgw_l7.context import ListenerState, WorkerContext
+    from kgw_l7.downstream_h2 import H2Conn as ClientConn
+
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = WorkerContext(loop, WorkerOptions(access_log="off"))
+        rule = Rule("t/r/0", "t/r", "t/gw", backends=(
+            Backend("t/b:80", endpoints=(Endpoint("127.0.0.1", 9),), protocol="h2c"),))
+        config = L7Config((Listener("l", "127.0.0.1", 8080, virtual_hosts=(VirtualHost(
+            "*", (Route(RouteMatch(path=PathMatch("PathPrefix", "/")), rule),)),)),), 1)
+        listener = ListenerState("l", config.listeners[0], ctx.cache.build(config)["l"], None)
+        key = ("127.0.0.1", 9, None)
+        up = H2Conn(key, ctx.pool)
+        backend = Transport()
+        up.connection_made(backend)
+        ctx.pool._h2[key] = [up]
+        server = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None))
+        server.initiate_connection()
+        server.receive_data(backend.take())
+        up.data_received(server.data_to_send())
+        server.receive_data(backend.take())
+
+        conn = ClientConn(ctx, listener)
+        client_t = ClientTransport()
+        conn.connection_made(client_t)
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        conn.data_received(client.data_to_send())
+        fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/x"),
+                  (b":authority", b"a.example")]
+        for sid in (1, 3, 5):
+            client.send_headers(sid, fields, end_stream=True)
+        conn.data_received(client.data_to_send())
+        assert len(backend.writes) == 1
+        got = server.receive_data(backend.take())
+        assert [e.stream_id for e in got if isinstance(e, h2.events.RequestReceived)] \
+            == [1, 3, 5]
+        assert not ctx.pool.corked and not ctx.pool.held
+    finally:
+        loop.close()
