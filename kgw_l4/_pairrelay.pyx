@@ -304,10 +304,12 @@ cdef class PairRelay:
         self.dead = p
         self.live -= 1
         for side in range(2):
-            epoll_ctl(self.ep, EPOLL_CTL_DEL, p.fd[side], NULL)
+            if kind == K_HANDOVER:
+                epoll_ctl(self.ep, EPOLL_CTL_DEL, p.fd[side], NULL)
+                continue
             if kind == K_RESET:
                 lg.l_onoff = 1
                 lg.l_linger = 0
                 setsockopt(p.fd[side], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
-            if kind != K_HANDOVER:
-                close(p.fd[side])
+            close(p.fd[side])  # (which takes it out of the epoll set: no other fd refers
+            #                     to the socket)

@@ -377,7 +377,8 @@ class TLSPassthroughProxy(Acceptor):
             return
         b = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            tune(b)
+            if self._relay_cls is None:  # (else tuned if it is ever spliced)
+                tune(b)
             err = b.connect_ex(be)
         except OSError as e:
             err = e.errno or errno.EIO
@@ -454,6 +455,7 @@ class TLSPassthroughProxy(Acceptor):
             if self.copier.add(p.c, p.b, functools.partial(self._relay_ended, p, be_tally,
                                                            flow)):
                 return
+            tune(p.b)  # (the relay is full)
         on_close = (functools.partial(flog.closed, flow)
                     if flog is not None and flow is not None else None)
         assert self.splicer is not None
@@ -482,6 +484,7 @@ class TLSPassthroughProxy(Acceptor):
             def on_close(up: int, down: int) -> None:
                 flog.closed(flow, end.a_to_b + up, end.b_to_a + down)
         try:  # (bytes were read and written: the splice asks the sockets what they took)
+            tune(end.b)
             self.splicer.splice_now(end.a, end.b, on_close=on_close, tuned=True)
             return
         except OSError as e:
