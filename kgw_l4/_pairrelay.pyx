@@ -183,6 +183,15 @@ cdef class PairRelay:
                     self._serve(p, side, self.events[i].events)
         return self._collect()
 
+    def moved(self) -> dict:
+        """token -> (bytes a->b, bytes b->a) of every pair still here."""
+        cdef Pair *p = self.alive
+        out = {}
+        while p != NULL:
+            out[p.token] = (p.moved[0], p.moved[1])
+            p = p.next
+        return out
+
     def abort_all(self) -> list:
         """Reset every pair still here (shutdown: the drain's time is up)."""
         with nogil:

@@ -23,6 +23,7 @@ import importlib.machinery
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,8 @@ class PairCopier:
                  handover: int = HANDOVER_BYTES, capacity: int = CAPACITY) -> None:
         self._relay = relay_cls(capacity, BUFSIZE, handover)
         self._loop = loop
-        self._ends: dict[int, Callable[[Ended], None]] = {}
+        #: token -> (told how the pair ended, its row for ``pairs``, when it came)
+        self._ends: dict[int, tuple[Callable[[Ended], None], dict, float]] = {}
         self._next = 0
         self._closed = False
         self._idle: asyncio.Future[None] | None = None
@@ -96,10 +98,10 @@ class PairCopier:
         return len(self._ends)
 
     def add(self, a: socket.socket, b: socket.socket,
-            on_end: Callable[[Ended], None]) -> bool:
+            on_end: Callable[[Ended], None], row: dict | None = None) -> bool:
         """Copy connected sockets ``a`` and ``b`` both ways; they are the relay's from
         now on (their socket objects are detached). False: closing or full, nothing
-        taken (the caller serves them otherwise)."""
+        taken (the caller serves them otherwise). ``row``: what ``pairs`` says of it."""
         if self._closed:
             return False
         token = self._next
@@ -108,15 +110,25 @@ class PairCopier:
         self._next += 1
         a.detach()
         b.detach()
-        self._ends[token] = on_end
+        self._ends[token] = (on_end, row or {}, time.monotonic())
         return True
+
+    def pairs(self) -> list[dict]:
+        """The pairs copied now (kgw-inspect): each one's row, its age and its bytes each
+        way (``a_to_b``, ``b_to_a``) so far."""
+        now = time.monotonic()
+        moved = self._relay.moved()
+        return [{**row, "age_s": round(now - since, 1), "a_to_b": moved[token][0],
+                 "b_to_a": moved[token][1]}
+                for token, (_, row, since) in list(self._ends.items()) if token in moved]
 
     def _ready(self) -> None:
         self._ended(self._relay.process())
 
     def _ended(self, records: list[tuple[int, int, int, int, int, int]]) -> None:
         for token, kind, up, down, fa, fb in records:
-            on_end = self._ends.pop(token, None)
+            entry = self._ends.pop(token, None)
+            on_end = entry[0] if entry is not None else None
             if kind == HANDOVER:
                 a, b = socket.socket(fileno=fa), socket.socket(fileno=fb)
                 if on_end is None:  # (cannot happen: every token has its callback)

@@ -151,12 +151,16 @@ async def test_a_hello_already_queued_is_copied_by_the_pair_relay_without_a_task
         assert got == hello + b"after"
         assert not proxy._tasks and entries(ld, "kgw_sockhash") == {}
         assert proxy.copier is not None and len(proxy.copier) == 1
+        (row,) = proxy.relayed()  # (kgw-inspect's view, in the admin API's config dump)
+        assert (row["route"], row["backend"], row["bytes_to_backend"], row["bytes_to_client"]) \
+            == ("a", "127.0.0.1:%d" % backend.getsockname()[1], len(hello) + 5, 0)
         far.sendall(b"server flight")
         far.shutdown(socket.SHUT_WR)
         assert await asyncio.to_thread(client.recv, 100) == b"server flight"
         client.shutdown(socket.SHUT_WR)
         assert await asyncio.to_thread(far.recv, 100) == b""
         await until(lambda: closed == [(len(hello) + 5, 13)])
+        assert proxy.relayed() == []
         fes, _ = proxy.stats()
         assert [f.flows for f in fes if f.route == "a"] == [1]
         await proxy.close()
