@@ -6,6 +6,8 @@ One epoll set holds both sockets of every pair; the event loop watches its fd an
 ``process`` when it is readable, which handles the ready sockets without the GIL: a read
 from one socket is written to the other at once; what the other cannot take yet stays
 in that direction's buffer (its source is not read meanwhile: backpressure is TCP's own).
+Reads go to one scratch buffer; a direction holds memory only for what its destination
+did not take (a handshake flight usually goes out whole: a pair costs no buffer then).
 A socket's end of stream is passed on as ``shutdown(SHUT_WR)`` of the other once the
 direction's buffer is empty; a pair is finished when both directions are, or at the first
 error (then both are reset). Once a pair has moved ``handover`` bytes with both buffers
@@ -19,7 +21,7 @@ ended, sockets closed), RESET (an error or a reset, sockets reset and closed), H
 """
 
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from libc.errno cimport errno, EAGAIN, EINTR
 from posix.unistd cimport close
 
@@ -74,7 +76,7 @@ DEF MAX_EVENTS = 256
 
 cdef struct Pair:
     int fd[2]
-    char *buf[2]          # buf[i]: read from fd[i], to be written to fd[1 - i]
+    char *buf[2]          # buf[i]: read from fd[i], not taken by fd[1 - i] yet (or NULL)
     size_t off[2]
     size_t length[2]
     int eof[2]            # fd[i] sent its end of stream
@@ -94,11 +96,12 @@ cdef inline void *_tag(Pair *p, int side) noexcept nogil:
 
 cdef class PairRelay:
     """Pairs of connected non-blocking sockets copied both ways (module docstring).
-    ``capacity``: pairs at most (``add`` refuses more); ``bufsize``: bytes buffered per
-    direction; ``handover``: bytes after which a pair is given back (0: never)."""
+    ``capacity``: pairs at most (``add`` refuses more); ``bufsize``: bytes read at once
+    (and so at most left over per direction); ``handover``: bytes after which a pair is given back (0: never)."""
 
     cdef int ep
     cdef size_t bufsize
+    cdef char *scratch
     cdef unsigned long long handover
     cdef public int capacity
     cdef public int live
@@ -113,6 +116,9 @@ cdef class PairRelay:
             raise OSError(errno, "epoll_create1")
         self.capacity = capacity
         self.bufsize = bufsize
+        self.scratch = <char *>malloc(bufsize)
+        if self.scratch == NULL:
+            raise MemoryError()
         self.handover = handover
         self.live = 0
         self.alive = NULL
@@ -130,6 +136,7 @@ cdef class PairRelay:
             p = q
         if self.ep >= 0:
             close(self.ep)
+        free(self.scratch)
 
     def fileno(self) -> int:
         return self.ep
@@ -145,11 +152,6 @@ cdef class PairRelay:
         if p == NULL:
             return False
         memset(p, 0, sizeof(Pair))
-        p.buf[0] = <char *>malloc(self.bufsize)
-        p.buf[1] = <char *>malloc(self.bufsize)
-        if p.buf[0] == NULL or p.buf[1] == NULL:
-            free(p.buf[0]); free(p.buf[1]); free(p)
-            return False
         p.fd[0] = a
         p.fd[1] = b
         p.token = token
@@ -161,7 +163,7 @@ cdef class PairRelay:
                 err = errno
                 if side == 1:
                     epoll_ctl(self.ep, EPOLL_CTL_DEL, p.fd[0], NULL)
-                free(p.buf[0]); free(p.buf[1]); free(p)
+                free(p)
                 raise OSError(err, "epoll_ctl")
         p.next = self.alive
         if self.alive != NULL:
@@ -239,9 +241,10 @@ cdef class PairRelay:
     cdef int _pump(self, Pair *p, int side, unsigned int ending) noexcept nogil:
         """Read fd[side] and write it to the other until it would block (or, ``ending``,
         to its end of stream); -1 on error."""
-        cdef ssize_t n
+        cdef ssize_t n, m
+        cdef size_t sent
         while True:
-            n = recv(p.fd[side], p.buf[side], self.bufsize, MSG_DONTWAIT)
+            n = recv(p.fd[side], self.scratch, self.bufsize, MSG_DONTWAIT)
             if n < 0:
                 if errno == EAGAIN or errno == EINTR:
                     return 0
@@ -250,12 +253,24 @@ cdef class PairRelay:
                 p.eof[side] = 1
                 return self._eof_out(p, side)
             p.moved[side] += <unsigned long long>n
-            p.off[side] = 0
-            p.length[side] = <size_t>n
-            if self._flush(p, side) < 0:
-                return -1
-            if p.length[side] != p.off[side]:
-                return 0  # the other is full
+            sent = 0
+            while sent < <size_t>n:
+                m = send(p.fd[1 - side], self.scratch + sent, <size_t>n - sent,
+                         MSG_NOSIGNAL | MSG_DONTWAIT)
+                if m < 0:
+                    if errno == EINTR:
+                        continue
+                    if errno != EAGAIN:
+                        return -1
+                    # the other is full: keep the rest until it is writable
+                    p.buf[side] = <char *>malloc(<size_t>n - sent)
+                    if p.buf[side] == NULL:
+                        return -1
+                    memcpy(p.buf[side], self.scratch + sent, <size_t>n - sent)
+                    p.off[side] = 0
+                    p.length[side] = <size_t>n - sent
+                    return 0
+                sent += <size_t>m
             if <size_t>n < self.bufsize and not ending:
                 return 0  # this read emptied the queue
 
@@ -272,6 +287,8 @@ cdef class PairRelay:
                 return -1
             p.off[side] += <size_t>n
         p.off[side] = p.length[side] = 0
+        free(p.buf[side])
+        p.buf[side] = NULL
         if p.eof[side]:
             return self._eof_out(p, side)
         return 0

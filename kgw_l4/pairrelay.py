@@ -34,7 +34,8 @@ log = logging.getLogger("kgw.l4.pairrelay")
 #: bytes (both ways together) after which a pair goes to the splice: a TLS handshake
 #: and a few requests stay here, a bulk transfer moves on after ~1 ms of copying
 HANDOVER_BYTES = 256 * 1024
-#: bytes buffered per direction of a pair
+#: bytes read at once (one scratch buffer; a direction keeps only what its destination did
+#: not take)
 BUFSIZE = 64 * 1024
 #: pairs at most; past it new connections are spliced from the start
 CAPACITY = 65536

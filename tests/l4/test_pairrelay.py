@@ -122,6 +122,33 @@ async def test_backend_half_closes_first_and_the_client_keeps_sending():
     await copier.close()
 
 
+async def test_a_destination_that_does_not_read_holds_the_source_back_and_loses_nothing():
+    """The backend reads nothing for a while: the relay keeps what it could not write,
+    stops reading the client (whose send then blocks: TCP's backpressure, not a growing
+    buffer here), and once the backend reads, every byte arrives in order."""
+    loop = asyncio.get_running_loop()
+    copier = PairCopier(RelayCls, loop, handover=0)
+    n = 32 << 20
+    payload = os.urandom(n)
+    with ExitStack() as stack:
+        client, a, b, backend = connected(stack)
+        ends = Ends()
+        assert copier.add(a, b, ends)
+        sending = asyncio.create_task(loop.sock_sendall(client, payload))
+        await asyncio.sleep(0.5)
+        assert not sending.done()  # held back: the backend has not read
+        (row,) = copier.pairs()
+        assert row["a_to_b"] < n
+        got = await recv_exactly(backend, n, 30)
+        await sending
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        client.shutdown(socket.SHUT_WR)
+        backend.shutdown(socket.SHUT_WR)
+        end = await ends.wait()
+        assert (end.kind, end.a_to_b, end.b_to_a) == (FINISHED, n, 0)
+    await copier.close()
+
+
 @pytest.mark.parametrize("who", ["client", "backend"])
 async def test_a_reset_from_either_end_resets_the_other(who):
     loop = asyncio.get_running_loop()
