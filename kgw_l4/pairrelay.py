@@ -88,8 +88,8 @@ class PairCopier:
                  handover: int = HANDOVER_BYTES, capacity: int = CAPACITY) -> None:
         self._relay = relay_cls(capacity, BUFSIZE, handover)
         self._loop = loop
-        #: token -> (told how the pair ended, its row for ``pairs``, when it came)
-        self._ends: dict[int, tuple[Callable[[Ended], None], dict, float]] = {}
+        #: token -> (told how the pair ended, the caller's ``about`` it, when it came)
+        self._ends: dict[int, tuple[Callable[[Ended], None], Any, float]] = {}
         self._next = 0
         self._closed = False
         self._idle: asyncio.Future[None] | None = None
@@ -99,10 +99,11 @@ class PairCopier:
         return len(self._ends)
 
     def add(self, a: socket.socket, b: socket.socket,
-            on_end: Callable[[Ended], None], row: dict | None = None) -> bool:
+            on_end: Callable[[Ended], None], about: Any = None) -> bool:
         """Copy connected sockets ``a`` and ``b`` both ways; they are the relay's from
         now on (their socket objects are detached). False: closing or full, nothing
-        taken (the caller serves them otherwise). ``row``: what ``pairs`` says of it."""
+        taken (the caller serves them otherwise). ``about``: returned by ``pairs`` (kept
+        as given: the caller formats it only when asked)."""
         if self._closed:
             return False
         token = self._next
@@ -111,17 +112,16 @@ class PairCopier:
         self._next += 1
         a.detach()
         b.detach()
-        self._ends[token] = (on_end, row or {}, time.monotonic())
+        self._ends[token] = (on_end, about, time.monotonic())
         return True
 
-    def pairs(self) -> list[dict]:
-        """The pairs copied now (kgw-inspect): each one's row, its age and its bytes each
-        way (``a_to_b``, ``b_to_a``) so far."""
+    def pairs(self) -> list[tuple[Any, float, int, int]]:
+        """The pairs copied now (kgw-inspect): each one's ``about``, age in seconds and
+        bytes a->b and b->a so far."""
         now = time.monotonic()
         moved = self._relay.moved()
-        return [{**row, "age_s": round(now - since, 1), "a_to_b": moved[token][0],
-                 "b_to_a": moved[token][1]}
-                for token, (_, row, since) in list(self._ends.items()) if token in moved]
+        return [(about, now - since, *moved[token])
+                for token, (_, about, since) in list(self._ends.items()) if token in moved]
 
     def _ready(self) -> None:
         self._ended(self._relay.process())

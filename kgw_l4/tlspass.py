@@ -453,8 +453,7 @@ class TLSPassthroughProxy(Acceptor):
                 assert self._loop is not None
                 self.copier = PairCopier(self._relay_cls, self._loop)
             if self.copier.add(p.c, p.b, functools.partial(self._relay_ended, p, be_tally, flow),
-                               {"listener": p.listener, "route": p.route.name,
-                                "client": "%s:%d" % p.peer[:2], "backend": "%s:%d" % p.be}):
+                               p):
                 return
             tune(p.b)  # (the relay is full)
         on_close = (functools.partial(flog.closed, flow)
@@ -567,9 +566,9 @@ class TLSPassthroughProxy(Acceptor):
         inspect: listener, route, client, backend, age and bytes each way."""
         if self.copier is None:
             return []
-        return [{**{k: v for k, v in r.items() if k not in ("a_to_b", "b_to_a")},
-                 "bytes_to_backend": r["a_to_b"], "bytes_to_client": r["b_to_a"]}
-                for r in self.copier.pairs()]
+        return [{"listener": p.listener, "route": p.route.name, "client": "%s:%d" % p.peer[:2],
+                 "backend": "%s:%d" % p.be, "age_s": round(age, 1), "bytes_to_backend": up,
+                 "bytes_to_client": down} for p, age, up, down in self.copier.pairs()]
 
     async def close(self) -> None:
         self.close_listeners()
