@@ -51,7 +51,10 @@ PORT = 8443
 #: kgw-tlspass-splice: the same agent with KGW_NO_EXTENSIONS=1 (no pair relay: spliced
 #: from the first byte, as before it); kgw-tlspass-copy: the agent with --mode userspace
 #: (the interpreted relay copies the bytes: no kworker sends, more agent CPU)
-MODES = ("kgw-tlspass", "haproxy-sni", "kgw-tlspass-copy", "kgw-tlspass-splice")
+#: haproxy-sni-1t: haproxy with ``nbthread 1`` (its default here is one thread per CPU;
+#: kgw's passthrough path runs on one event loop thread)
+MODES = ("kgw-tlspass", "haproxy-sni", "kgw-tlspass-copy", "kgw-tlspass-splice",
+         "haproxy-sni-1t")
 
 
 @dataclass
@@ -132,12 +135,13 @@ def start_agent(topo: Topology, tmp: Path, pin_dir: str, profile: str | None,
     return p
 
 
-def start_haproxy(topo: Topology, tmp: Path) -> subprocess.Popen:
+def start_haproxy(topo: Topology, tmp: Path, threads: int | None = None) -> subprocess.Popen:
     conf = tmp / "haproxy-sni.cfg"
+    nbthread = f"  nbthread {threads}\n" if threads else ""
     conf.write_text(f"""
 global
   maxconn 4000
-defaults
+{nbthread}defaults
   mode tcp
   timeout connect 5s
   timeout client 60s
@@ -243,6 +247,7 @@ def run_mode(mode: str, seconds: int, repeat: int, connections: int, tmp: Path,
                   if mode == "kgw-tlspass-copy"
                   else start_agent(topo, tmp, pin_dir, profile, env={"KGW_NO_EXTENSIONS": "1"})
                   if mode == "kgw-tlspass-splice"
+                  else start_haproxy(topo, tmp, 1) if mode == "haproxy-sni-1t"
                   else start_haproxy(topo, tmp))
             return measure(topo, hosts, mode, gw.pid, seconds, repeat, connections)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
