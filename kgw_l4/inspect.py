@@ -6,6 +6,8 @@
   kgw-inspect counters             global counters (drops by reason, new flows, ...)
   kgw-inspect maps                 fill level of every table
   kgw-inspect spliced              connections spliced by the sockmap program
+  kgw-inspect relayed              TLS passthrough connections the pair relay copies (not
+                                   spliced yet: the handshake and short exchanges)
   kgw-inspect flow SRC:PORT DST:PORT   which backend this flow gets
   kgw-inspect cleanup              detach kgw's programs and remove its pins
 
@@ -26,6 +28,7 @@ down endpoint holds no Maglev slot (share 0) but is still listed.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import os
 import sys
@@ -261,13 +264,14 @@ def cmd_maps(env: Env, ns: argparse.Namespace) -> list[dict]:
             for n, (e, c) in levels.items()]
 
 
-def cmd_spliced(env: Env, ns: argparse.Namespace) -> list[dict]:
+def cmd_spliced(env: Env, ns: argparse.Namespace, what: str = "spliced") -> list[dict]:
+    """The agent's list ``what`` (``spliced``, ``relayed``) from the admin API."""
     admin = _admin(env, ns)
     if admin is None:
-        raise InspectError(f"admin API at {ns.admin} unreachable: spliced connections live in "
+        raise InspectError(f"admin API at {ns.admin} unreachable: {what} connections live in "
                            f"the agent, not in pinned maps")
     l4 = admin.get("l4") or {}
-    return list(l4.get("spliced", [])) if isinstance(l4, dict) else []
+    return list(l4.get(what, [])) if isinstance(l4, dict) else []
 
 
 def cmd_flow(env: Env, ns: argparse.Namespace) -> list[dict]:
@@ -433,6 +437,8 @@ COMMANDS: dict[str, Command[Handler]] = {
         (("--all",), {"action": "store_true", "help": "include counters at zero"}),)),
     "maps": Command("fill level of every table", cmd_maps),
     "spliced": Command("connections spliced by sockmap (from the admin API)", cmd_spliced),
+    "relayed": Command("TLS passthrough connections copied by the pair relay, not spliced yet "
+                       "(from the admin API)", functools.partial(cmd_spliced, what="relayed")),
     "flow": Command("which backend a flow gets", cmd_flow, (
         (("src",), {"metavar": "SRC:PORT"}), (("dst",), {"metavar": "DST:PORT"}),
         (("--proto",), {"default": "tcp", "choices": ["tcp", "udp", "TCP", "UDP"]}))),

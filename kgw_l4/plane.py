@@ -354,6 +354,8 @@ class SplicePlane(L4Plane):
         d = super().config_dump()
         if self.proxy is not None:
             d["spliced"] = self.proxy.splicer.spliced()
+        if self.tls is not None:
+            d["relayed"] = self.tls.relayed()
         return d
 
     def stats(self) -> L4Stats:
@@ -710,6 +712,8 @@ class KernelPlane(L4Plane):
         d["drift_check"] = {"interval_seconds": DRIFT_INTERVAL, "last": self.last_drift}
         if self._splicer is not None:
             d["spliced"] = self._splicer.spliced()
+        if self.tls is not None:
+            d["relayed"] = self.tls.relayed()
         if self.programmer is not None:
             d["frontends"] = [
                 {"name": v.name, "address": v.address, "port": v.port, "protocol": v.protocol,

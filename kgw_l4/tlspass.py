@@ -57,6 +57,7 @@ from kgw_l7.proxyproto import ProxyProtocolError
 from .acceptor import Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
+from .pairrelay import FINISHED, HANDOVER, Ended, PairCopier, native
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer, tune
 from .tlsterm import Terminator
@@ -141,7 +142,11 @@ class _Pending:
 
 
 class TLSPassthroughProxy(Acceptor):
-    def __init__(self, splicer: Splicer | None) -> None:
+    """``pair_relay``: with a splicer, copy each connection in the compiled pair relay
+    until it is a long stream (kgw_l4.pairrelay), when built; False: splice from the
+    start."""
+
+    def __init__(self, splicer: Splicer | None, *, pair_relay: bool = True) -> None:
         super().__init__()
         self.splicer = splicer
         self._cfg: dict[tuple[str, int], TLSPassthrough] = {}
@@ -174,6 +179,10 @@ class TLSPassthroughProxy(Acceptor):
         self._connecting: select.epoll | None = None
         #: endpoints failing their health check (kgw_l4.health): (group, address, port)
         self.down: frozenset[tuple[str, str, int]] = frozenset()
+        #: the compiled copy of short connections (kgw_l4.pairrelay; with a splicer, when
+        #: built), made on first use; None: every connection is spliced from the start
+        self._relay_cls = native() if splicer is not None and pair_relay else None
+        self.copier: PairCopier | None = None
 
     async def set_health(self, down: frozenset[tuple[str, str, int]]) -> None:
         """New connections avoid the endpoints ``down`` from now on: the pickers in use are
@@ -368,7 +377,8 @@ class TLSPassthroughProxy(Acceptor):
             return
         b = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            tune(b)
+            if self._relay_cls is None:  # (else tuned if it is ever spliced)
+                tune(b)
             err = b.connect_ex(be)
         except OSError as e:
             err = e.errno or errno.EIO
@@ -438,6 +448,14 @@ class TLSPassthroughProxy(Acceptor):
             be_tally.flows += 1
         flog = self.flow_log
         flow = flog.opened(p.listener, p.route.name, p.peer, p.be) if flog is not None else None
+        if self._relay_cls is not None:
+            if self.copier is None:
+                assert self._loop is not None
+                self.copier = PairCopier(self._relay_cls, self._loop)
+            if self.copier.add(p.c, p.b, functools.partial(self._relay_ended, p, be_tally, flow),
+                               p):
+                return
+            tune(p.b)  # (the relay is full)
         on_close = (functools.partial(flog.closed, flow)
                     if flog is not None and flow is not None else None)
         assert self.splicer is not None
@@ -448,6 +466,31 @@ class TLSPassthroughProxy(Acceptor):
             log.warning("splice failed (%s): copying in userspace", e)
         p.c.setblocking(False)
         self.spawn(self._copy(p.key, p.c, p.b, p.be, p.tally, be_tally, flow, p.peer))
+
+    def _relay_ended(self, p: _Pending, be_tally: Tally | None, flow: Any, end: Ended) -> None:
+        """A connection the pair relay copied has ended, or has become a long stream
+        (HANDOVER: its sockets are back, both directions idle) and is spliced now; the
+        flow log is told the bytes of both parts."""
+        flog = self.flow_log
+        if end.kind != HANDOVER:
+            if end.kind != FINISHED:
+                log.debug("tls passthrough %s: connection reset", p.key)
+            if flog is not None and flow is not None:
+                flog.closed(flow, end.a_to_b, end.b_to_a)
+            return
+        assert end.a is not None and end.b is not None and self.splicer is not None
+        on_close = None
+        if flog is not None and flow is not None:
+            def on_close(up: int, down: int) -> None:
+                flog.closed(flow, end.a_to_b + up, end.b_to_a + down)
+        try:  # (bytes were read and written: the splice asks the sockets what they took)
+            tune(end.b)
+            self.splicer.splice_now(end.a, end.b, on_close=on_close, tuned=True)
+            return
+        except OSError as e:
+            log.warning("splice failed (%s): copying in userspace", e)
+        end.a.setblocking(False)
+        self.spawn(self._copy(p.key, end.a, end.b, p.be, p.tally, be_tally, flow, p.peer))
 
     async def _serve_task(self, key: tuple[str, int], c: socket.socket, peer: tuple[str, int],
                           sni: str | None, route: SNIRoute, be: tuple[str, int], tally: Tally,
@@ -518,8 +561,19 @@ class TLSPassthroughProxy(Acceptor):
         now = time.monotonic()
         return [c.row(now) for c in list(self.conns)]
 
+    def relayed(self) -> list[dict]:
+        """The passthrough connections the pair relay copies now (not spliced yet), for
+        inspect: listener, route, client, backend, age and bytes each way."""
+        if self.copier is None:
+            return []
+        return [{"listener": p.listener, "route": p.route.name, "client": "%s:%d" % p.peer[:2],
+                 "backend": "%s:%d" % p.be, "age_s": round(age, 1), "bytes_to_backend": up,
+                 "bytes_to_client": down} for p, age, up, down in self.copier.pairs()]
+
     async def close(self) -> None:
         self.close_listeners()
+        if self.copier is not None:
+            await self.copier.close()
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None

@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     import kgw_l7
 
     if "--force" not in argv and kgw_l7.build_is_fresh():
-        return build_nghttp2("--force" in argv)
+        return build_pyx("--force" in argv)
     # All or nothing: the .pxd files cimport each other, so one changed declaration
     # changes the layout other modules were compiled against.
     names = list(kgw_l7.COMPILED_MODULES)
@@ -72,49 +72,70 @@ def main(argv: list[str]) -> int:
         if so is not None:
             os.utime(so)
     _remove_strays(set(names) | {NGHTTP2})
-    return build_nghttp2(True)
+    return build_pyx(True)
 
 
 #: The Cython extension wrapping libnghttp2 (a .pyx: its source is Cython, not Python).
 NGHTTP2 = "_nghttp2"
 
+#: Extensions written in Cython (.pyx), each built on its own: (package, module,
+#: libraries, what kgw does without it).
+PYX_EXTENSIONS = (
+    ("kgw_l7", NGHTTP2, ["nghttp2"], "HTTP/2 uses the hpack package (is libnghttp2-dev "
+                                     "installed?)"),
+    ("kgw_l4", "_pairrelay", [], "TLS passthrough splices every connection from the start"),
+)
 
-def build_nghttp2(force: bool) -> int:
-    """Build ``kgw_l7._nghttp2`` when it is missing or older than its source; any
-    failure leaves it out (and says why), never the rest."""
-    import kgw_l7
 
-    pyx = ROOT / "kgw_l7" / f"{NGHTTP2}.pyx"
-    so = kgw_l7.extension_path(NGHTTP2)
+def build_pyx(force: bool) -> int:
+    """Build each of PYX_EXTENSIONS when it is missing or older than its source; any
+    failure leaves that one out (and says why), never the rest."""
+    for package, name, libraries, without in PYX_EXTENSIONS:
+        _build_one_pyx(package, name, libraries, without, force)
+    return 0
+
+
+def _extension_file(package: str, name: str) -> Path | None:
+    import importlib.machinery
+
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = ROOT / package / f"{name}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def _build_one_pyx(package: str, name: str, libraries: list[str], without: str,
+                   force: bool) -> None:
+    pyx = ROOT / package / f"{name}.pyx"
+    so = _extension_file(package, name)
     if not force and so is not None and so.stat().st_mtime >= pyx.stat().st_mtime:
-        return 0
+        return
     try:
         from Cython.Build import cythonize
         from setuptools import Distribution, Extension
     except ImportError as exc:
-        print(f"build_ext: {exc}; HTTP/2 uses the hpack package", file=sys.stderr)
-        return 0
-    print(f"build_ext: compiling kgw_l7.{NGHTTP2} (libnghttp2's HPACK) with Cython")
+        print(f"build_ext: {exc}; {without}", file=sys.stderr)
+        return
+    print(f"build_ext: compiling {package}.{name} with Cython")
     os.chdir(ROOT)
-    ext = Extension(f"kgw_l7.{NGHTTP2}", [f"kgw_l7/{NGHTTP2}.pyx"], libraries=["nghttp2"])
+    ext = Extension(f"{package}.{name}", [f"{package}/{name}.pyx"], libraries=libraries)
     try:
         modules = cythonize([ext], language_level=3, quiet=True, force=force)
-        cmd = Distribution({"name": "kgw-nghttp2", "ext_modules": modules}) \
+        cmd = Distribution({"name": f"kgw-{name.strip('_')}", "ext_modules": modules}) \
             .get_command_obj("build_ext")
         cmd.inplace = True
         cmd.build_temp = "build/ext"
         cmd.ensure_finalized()
         cmd.run()
     except (Exception, SystemExit) as exc:
-        print(f"build_ext: kgw_l7.{NGHTTP2} not built ({exc}; is libnghttp2-dev "
-              "installed?); HTTP/2 uses the hpack package", file=sys.stderr)
-        for stale in (ROOT / "kgw_l7").glob(f"{NGHTTP2}.*.so"):
+        print(f"build_ext: {package}.{name} not built ({exc}); {without}", file=sys.stderr)
+        for stale in (ROOT / package).glob(f"{name}.*.so"):
             stale.unlink()
-        return 0
-    so = kgw_l7.extension_path(NGHTTP2)
+        return
+    so = _extension_file(package, name)
     if so is not None:
         os.utime(so)
-    return 0
 
 
 def _remove_strays(compiled: set[str]) -> None:

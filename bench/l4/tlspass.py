@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -45,9 +46,15 @@ from vm_tests.topology import GW_CLIENT_ADDR, Topology  # noqa: E402
 BACKEND = "10.201.2.11"
 SNI = "bench.example"
 PORT = 8443
-#: kgw-tlspass: the default plane's passthrough (sockmap splice); kgw-tlspass-copy: the
-#: agent with --mode userspace (it copies the bytes: no kworker sends, more agent CPU)
-MODES = ("kgw-tlspass", "haproxy-sni", "kgw-tlspass-copy")
+#: kgw-tlspass: the default plane's passthrough (the compiled pair relay copies each
+#: connection until it is a long stream, then sockmap splice: kgw_l4.pairrelay);
+#: kgw-tlspass-splice: the same agent with KGW_NO_EXTENSIONS=1 (no pair relay: spliced
+#: from the first byte, as before it); kgw-tlspass-copy: the agent with --mode userspace
+#: (the interpreted relay copies the bytes: no kworker sends, more agent CPU)
+#: haproxy-sni-1t: haproxy with ``nbthread 1`` (its default here is one thread per CPU;
+#: kgw's passthrough path runs on one event loop thread)
+MODES = ("kgw-tlspass", "haproxy-sni", "kgw-tlspass-copy", "kgw-tlspass-splice",
+         "haproxy-sni-1t")
 
 
 @dataclass
@@ -113,14 +120,14 @@ def agent_config() -> dict:
 
 
 def start_agent(topo: Topology, tmp: Path, pin_dir: str, profile: str | None,
-                plane: str = "splice") -> subprocess.Popen:
+                plane: str = "splice", env: dict[str, str] | None = None) -> subprocess.Popen:
     cfg = tmp / "l4-tlspass.json"
     cfg.write_text(json.dumps(agent_config()))
     prof = ["-m", "bench.l4.cpuprofile", profile] if profile else []
     p = topo.popen(topo.gw, sys.executable, *prof, "-m", "kgw_l4", "agent", "--config",
                    str(cfg), "--mode", plane, "--interfaces", "gc,gb", "--pin-dir", pin_dir,
                    stdout=subprocess.PIPE, stderr=open(tmp / "agent-tlspass.log", "w"),
-                   text=True, cwd=str(ROOT))
+                   text=True, cwd=str(ROOT), env={**os.environ, **(env or {})})
     line = p.stdout.readline() if p.stdout else ""
     if not line or json.loads(line)["errors"]:
         raise RuntimeError(f"agent failed: {line} "
@@ -128,12 +135,13 @@ def start_agent(topo: Topology, tmp: Path, pin_dir: str, profile: str | None,
     return p
 
 
-def start_haproxy(topo: Topology, tmp: Path) -> subprocess.Popen:
+def start_haproxy(topo: Topology, tmp: Path, threads: int | None = None) -> subprocess.Popen:
     conf = tmp / "haproxy-sni.cfg"
+    nbthread = f"  nbthread {threads}\n" if threads else ""
     conf.write_text(f"""
 global
   maxconn 4000
-defaults
+{nbthread}defaults
   mode tcp
   timeout connect 5s
   timeout client 60s
@@ -237,6 +245,9 @@ def run_mode(mode: str, seconds: int, repeat: int, connections: int, tmp: Path,
             gw = (start_agent(topo, tmp, pin_dir, profile) if mode == "kgw-tlspass"
                   else start_agent(topo, tmp, pin_dir, profile, "userspace")
                   if mode == "kgw-tlspass-copy"
+                  else start_agent(topo, tmp, pin_dir, profile, env={"KGW_NO_EXTENSIONS": "1"})
+                  if mode == "kgw-tlspass-splice"
+                  else start_haproxy(topo, tmp, 1) if mode == "haproxy-sni-1t"
                   else start_haproxy(topo, tmp))
             return measure(topo, hosts, mode, gw.pid, seconds, repeat, connections)
         except (RuntimeError, subprocess.TimeoutExpired) as e:

@@ -193,6 +193,16 @@ def test_spliced_needs_admin(maps):
     assert json.loads(out) == admin["l4"]["spliced"]
 
 
+def test_relayed_from_admin(maps):
+    code, _, err = run(maps, "relayed")
+    assert code == ExitStatus.ERROR and "unreachable" in err
+    rows = [{"listener": "ns/gw/tls", "route": "a", "client": "10.0.0.5:1",
+             "backend": "10.1.0.1:443", "age_s": 0.2, "bytes_to_backend": 517,
+             "bytes_to_client": 0}]
+    code, out, _ = run(maps, "-o", "json", "relayed", admin={"l4": {"relayed": rows}})
+    assert code == 0 and json.loads(out) == rows
+
+
 def _refused(_url):
     raise OSError("connection refused")
 

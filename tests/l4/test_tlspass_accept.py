@@ -9,7 +9,9 @@ import asyncio
 import socket
 from contextlib import ExitStack
 
-from kgw_l4 import abi, acceptor, tlspass
+import pytest
+
+from kgw_l4 import abi, acceptor, pairrelay, tlspass
 from kgw_l4.acceptor import Acceptor
 from kgw_l4.config import BackendGroup, Endpoint, L4Config, SNIRoute, TLSPassthrough
 from kgw_l4.splice import Splicer, sock_cookie
@@ -79,7 +81,7 @@ def _config(port: int, backend_port: int) -> L4Config:
 async def test_a_hello_already_queued_is_routed_connected_and_spliced_without_a_task():
     ld = FakeLoader()
     sp = Splicer(ld)
-    proxy = tlspass.TLSPassthroughProxy(sp)
+    proxy = tlspass.TLSPassthroughProxy(sp, pair_relay=False)
     port = free_port()
     with ExitStack() as stack:
         backend = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
@@ -108,10 +110,68 @@ async def test_a_hello_already_queued_is_routed_connected_and_spliced_without_a_
     ld.close()
 
 
-async def test_a_slow_client_hello_does_not_hold_up_the_next_connections(monkeypatch):
+@pytest.mark.skipif(pairrelay.native() is None, reason="kgw_l4._pairrelay not built")
+async def test_a_hello_already_queued_is_copied_by_the_pair_relay_without_a_task():
+    """With the pair relay the connection is copied by it (nothing in the sockhash): the
+    peeked hello reaches the backend first, then bytes flow both ways; the flow log is
+    told the bytes when it ends."""
     ld = FakeLoader()
     sp = Splicer(ld)
     proxy = tlspass.TLSPassthroughProxy(sp)
+    closed: list[tuple[int, int]] = []
+
+    class FlowLog:
+        def opened(self, *args):
+            return "flow"
+
+        def closed(self, flow, up, down):
+            closed.append((up, down))
+
+        def refused(self, *args):
+            raise AssertionError(args)
+
+    proxy.flow_log = FlowLog()  # type: ignore[assignment]
+    port = free_port()
+    with ExitStack() as stack:
+        backend = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        await proxy.apply(_config(port, backend.getsockname()[1]))
+        hello = client_hello("a.example.com")
+        client = stack.enter_context(socket.create_connection(("127.0.0.1", port)))
+        client.sendall(hello)
+        backend.settimeout(5)
+        far, _ = await asyncio.to_thread(backend.accept)
+        stack.enter_context(far)
+        far.settimeout(5)
+        client.settimeout(5)
+        got = b""
+        while len(got) < len(hello) + 5:
+            if len(got) == len(hello):
+                client.sendall(b"after")
+            got += await asyncio.to_thread(far.recv, 65536)
+        assert got == hello + b"after"
+        assert not proxy._tasks and entries(ld, "kgw_sockhash") == {}
+        assert proxy.copier is not None and len(proxy.copier) == 1
+        (row,) = proxy.relayed()  # (kgw-inspect's view, in the admin API's config dump)
+        assert (row["route"], row["backend"], row["bytes_to_backend"], row["bytes_to_client"]) \
+            == ("a", "127.0.0.1:%d" % backend.getsockname()[1], len(hello) + 5, 0)
+        far.sendall(b"server flight")
+        far.shutdown(socket.SHUT_WR)
+        assert await asyncio.to_thread(client.recv, 100) == b"server flight"
+        client.shutdown(socket.SHUT_WR)
+        assert await asyncio.to_thread(far.recv, 100) == b""
+        await until(lambda: closed == [(len(hello) + 5, 13)])
+        assert proxy.relayed() == []
+        fes, _ = proxy.stats()
+        assert [f.flows for f in fes if f.route == "a"] == [1]
+        await proxy.close()
+        await sp.close()
+    ld.close()
+
+
+async def test_a_slow_client_hello_does_not_hold_up_the_next_connections(monkeypatch):
+    ld = FakeLoader()
+    sp = Splicer(ld)
+    proxy = tlspass.TLSPassthroughProxy(sp, pair_relay=False)
     port = free_port()
     with ExitStack() as stack:
         backend = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
