@@ -228,11 +228,12 @@ async def test_userspace_mode_answers_from_the_admin_api(tmp_path):
     import dataclasses
 
     from kgw_l4.plane import UserspacePlane
-    from tests.l4.test_l4_metrics import _echo, _free_port
+    from tests.helpers import free_port
+    from tests.l4.test_l4_metrics import _echo
 
     be = await asyncio.start_server(_echo, "127.0.0.1", 0)
     be_port = be.sockets[0].getsockname()[1]
-    port = _free_port()
+    port = free_port()
     config = L4Config((Frontend("ns/gw/tcp", "127.0.0.1", port, "TCP", (
         BackendGroup("ns/db:5432", 2, (Endpoint("127.0.0.1", be_port),)),), gateway="ns/gw",
         listener="tcp", route="ns/db"),))
