@@ -437,7 +437,10 @@ class _Ticker:
             expired.append(check)
         for check in expired:
             del group[check]
-            check.expire()
+            try:
+                check.expire()
+            except Exception:  # (the other expired checks still expire)
+                log.exception("health check timeout failed")
 
 
 class _ConnectPoller:
