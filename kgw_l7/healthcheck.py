@@ -528,8 +528,13 @@ class _TcpCheck:
             sock.close()
             self._next(True)
         elif err == errno.EINPROGRESS:
+            try:
+                self.checker.poller.watch(sock.fileno(), self)
+            except OSError as exc:  # (epoll_ctl: out of memory or watches)
+                sock.close()
+                self._next(False, str(exc))
+                return
             self.sock = sock
-            self.checker.poller.watch(sock.fileno(), self)
             self.checker.ticker.watch(self, self.target.check.timeout)
         else:
             sock.close()
