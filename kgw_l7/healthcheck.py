@@ -6,7 +6,10 @@ independent of the worker count.
 
 Probes (``HealthCheck.type``):
 
-* TCP -- a connection opens within the timeout.
+* TCP -- a connection opens within the timeout: a bare non-blocking socket whose connect
+  is watched by the checker's own epoll (one loop wake-up for every probe ready at once),
+  then closed (a FIN, not an RST: see ``_TcpCheck``). Towards a hostname or over TLS, a
+  task per target opens the connection with asyncio instead.
 * HTTP -- ``GET path`` with the configured Host answers an expected status (parsed with
   httptools); the connection is kept alive between checks, so a check usually costs one
   write and one read, not a handshake.
@@ -17,15 +20,26 @@ Thresholds (``Verdict``): an endpoint starts healthy (a new endpoint is not held
 while nothing is known of it); ``unhealthy_threshold`` failures in a row make it
 unhealthy, ``healthy_threshold`` successes in a row healthy again. Each check waits
 ``interval`` plus up to ``jitter`` at random, and the first one is spread over one
-interval, so a thousand endpoints are not probed in one burst.
+interval, so a thousand endpoints are not probed in one burst. Starts and timeouts are
+kept by one ``_Ticker`` per checker (a heap and one loop timer, rounded up to ``TICK``), not
+a timer per check: the checks due in the same ``TICK`` start in one wake-up, each up to
+``TICK`` later than its exact time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
+import heapq
+import ipaddress
 import logging
+import math
+import os
 import random
 import resource
+import select
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +61,8 @@ Key = tuple[str, str, int]
 MAX_RESPONSE = 64 * 1024
 #: grpc.health.v1 HealthCheckResponse.ServingStatus SERVING.
 GRPC_SERVING = 1
+#: Granularity of check starts and timeouts (seconds): what batches the due checks.
+TICK = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,10 +327,261 @@ class _Response:
         self.complete = True
 
 
+class _Ticker:
+    """Every check's next start and timeout, on one loop timer.
+
+    Starts go in slots of ``TICK`` (a dict of slot -> callbacks, a heap of the slot
+    numbers; a start is never early, up to ``TICK`` late): the checks due in one slot run
+    in one wake-up. Timeouts are kept per timeout value in a dict in order of deadline
+    (a check started later ends later): starting a check is an insert, finishing it a
+    delete, and one sweep per timeout value is due at the earliest deadline. A timer per
+    check cost a loop wake-up, a TimerHandle and a cancel for each start and each timeout
+    -- most of a check's CPU."""
+
+    __slots__ = ("_loop", "_slots", "_heap", "_handle", "_armed", "_firing", "_deadlines",
+                 "_sweeps")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._slots: dict[int, list[Callable[[], None]]] = {}
+        self._heap: list[int] = []
+        self._handle: asyncio.TimerHandle | None = None
+        #: The slot the timer is armed for (None: not armed).
+        self._armed: int | None = None
+        #: The slot being run (0: none): what is added meanwhile goes to a later one.
+        self._firing = 0
+        #: timeout -> {check in flight: its deadline}, earliest first
+        self._deadlines: dict[float, dict[Any, float]] = {}
+        #: timeout -> its sweep, when one is due
+        self._sweeps: dict[float, Callable[[], None]] = {}
+
+    def after(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` ``delay`` seconds from now (up to ``TICK`` later). Not
+        cancellable: a stopped check's start returns at once."""
+        self._at(math.ceil((self._loop.time() + delay) / TICK), callback)
+
+    def _at(self, slot: int, callback: Callable[[], None]) -> None:
+        slot = max(slot, self._firing + 1)
+        callbacks = self._slots.get(slot)
+        if callbacks is not None:
+            callbacks.append(callback)
+            return
+        self._slots[slot] = [callback]
+        heapq.heappush(self._heap, slot)
+        if not self._firing and (self._armed is None or slot < self._armed):
+            self._arm(slot)
+
+    def watch(self, check: Any, timeout: float) -> None:
+        """``check.expire()`` in ``timeout`` seconds (up to ``TICK`` later) unless it is
+        ``forget``-ten first."""
+        group = self._deadlines.get(timeout)
+        if group is None:
+            group = self._deadlines[timeout] = {}
+        group[check] = self._loop.time() + timeout
+        if timeout not in self._sweeps:
+            self._sweeps[timeout] = sweep = functools.partial(self._sweep, timeout)
+            self.after(timeout, sweep)
+
+    def forget(self, check: Any, timeout: float) -> bool:
+        """Stop the timeout of ``check``; False when none was running (it expired)."""
+        group = self._deadlines.get(timeout)
+        return group is not None and group.pop(check, None) is not None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._armed = None
+        self._slots.clear()
+        self._heap.clear()
+        self._deadlines.clear()
+        self._sweeps.clear()
+
+    def _arm(self, slot: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = slot
+        self._handle = self._loop.call_at(slot * TICK, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        # (the loop's timer may fire a little before the slot's time: the slot is due)
+        limit = max(self._armed or 0, math.floor(self._loop.time() / TICK))
+        self._armed = None
+        heap, slots = self._heap, self._slots
+        try:
+            while heap and heap[0] <= limit:
+                self._firing = heapq.heappop(heap)
+                for callback in slots.pop(self._firing):
+                    try:
+                        callback()
+                    except Exception:  # (one check's bug must not stop the others)
+                        log.exception("health check callback failed")
+        finally:
+            self._firing = 0
+        if heap:
+            self._arm(heap[0])
+
+    def _sweep(self, timeout: float) -> None:
+        del self._sweeps[timeout]
+        group = self._deadlines.get(timeout)
+        if not group:
+            return
+        # (run in slot ``_firing``: what that slot rounds up to is due)
+        cutoff = self._firing * TICK
+        expired = []
+        for check, deadline in group.items():
+            if deadline > cutoff:
+                self._sweeps[timeout] = sweep = functools.partial(self._sweep, timeout)
+                self._at(math.ceil(deadline / TICK), sweep)
+                break
+            expired.append(check)
+        for check in expired:
+            del group[check]
+            try:
+                check.expire()
+            except Exception:  # (the other expired checks still expire)
+                log.exception("health check timeout failed")
+
+
+class _ConnectPoller:
+    """The TCP probes' connects in flight, watched by an epoll of the checker's own whose
+    descriptor is one reader on the loop: every probe that connected (or failed) since
+    the last wake-up is handled in one callback, and a probe costs one ``epoll_ctl`` --
+    no transport, protocol, future or loop watcher per probe."""
+
+    __slots__ = ("_loop", "_epoll", "_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll = select.epoll()
+        self._waiting: dict[int, _TcpCheck] = {}
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    def watch(self, fd: int, check: _TcpCheck) -> None:
+        self._epoll.register(fd, select.EPOLLOUT)
+        self._waiting[fd] = check
+
+    def forget(self, fd: int) -> None:
+        """Stop watching ``fd`` (before it is closed: closing removes it from the epoll)."""
+        self._waiting.pop(fd, None)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+        self._waiting.clear()
+
+    def _ready(self) -> None:
+        for fd, events in self._epoll.poll(0):
+            check = self._waiting.pop(fd, None)
+            if check is not None:
+                check.connected(events & _FAILED)
+
+
+#: epoll events of a connect that failed (its error is then asked for with SO_ERROR).
+_FAILED = select.EPOLLERR | select.EPOLLHUP
+
+
+def _sockaddr(address: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]] | None:
+    """The family and socket address of an IP literal; None for a hostname."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip.version == 6:
+        return socket.AF_INET6, (address, port, 0, 0)
+    return socket.AF_INET, (address, port)
+
+
+class _TcpCheck:
+    """The TCP check of one target, without a task: the ticker starts it and bounds its
+    wait, a non-blocking connect is watched by the checker's ``_ConnectPoller``, and a
+    connected probe is closed at once. Closed with a FIN, as before, not an RST
+    (SO_LINGER {1, 0}): a backend that accepts and writes gets ECONNRESET from an RST'd
+    probe, and the prober's CPU measured the same either way (bench/results/resilience.md)."""
+
+    __slots__ = ("checker", "target", "family", "sockaddr", "sock", "stopped")
+
+    def __init__(self, checker: HealthChecker, target: Target,
+                 family: socket.AddressFamily, sockaddr: tuple[Any, ...]) -> None:
+        self.checker = checker
+        self.target = target
+        self.family = family
+        self.sockaddr = sockaddr
+        #: The probe in flight, if any (its timeout watched by the ticker).
+        self.sock: socket.socket | None = None
+        self.stopped = False
+
+    def schedule(self, delay: float) -> None:
+        if not self.stopped:
+            self.checker.ticker.after(delay, self.start)
+
+    def start(self) -> None:
+        if self.stopped:
+            return
+        try:
+            sock = socket.socket(self.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            self._next(False, str(exc))
+            return
+        err = sock.connect_ex(self.sockaddr)
+        if err == 0:
+            sock.close()
+            self._next(True)
+        elif err == errno.EINPROGRESS:
+            try:
+                self.checker.poller.watch(sock.fileno(), self)
+            except OSError as exc:  # (epoll_ctl: out of memory or watches)
+                sock.close()
+                self._next(False, str(exc))
+                return
+            self.sock = sock
+            self.checker.ticker.watch(self, self.target.check.timeout)
+        else:
+            sock.close()
+            self._next(False, f"[Errno {err}] {os.strerror(err)}")
+
+    def connected(self, failed: int) -> None:
+        """The connect finished: the poller saw the socket writable (``failed`` 0) or an
+        error (only then is SO_ERROR asked for: one system call less per probe)."""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        self.checker.ticker.forget(self, self.target.check.timeout)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if failed else 0
+        sock.close()
+        if err or failed:
+            err = err or errno.ECONNRESET
+            self._next(False, f"[Errno {err}] {os.strerror(err)}")
+        else:
+            self._next(True)
+
+    def expire(self) -> None:
+        """The ticker's timeout (it forgot this check already)."""
+        self._abandon()
+        self._next(False, f"no answer within {self.target.check.timeout:g}s")
+
+    def _next(self, ok: bool, error: str = "") -> None:
+        self.checker.result(self.target, ok, error)
+        hc = self.target.check
+        self.schedule(hc.interval + (random.random() * hc.jitter if hc.jitter else 0.0))
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.checker.ticker.forget(self, self.target.check.timeout)
+        self._abandon()
+
+    def _abandon(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            self.checker.poller.forget(sock.fileno())
+            sock.close()
+
+
 class _HttpCheck(asyncio.Protocol):
-    """The HTTP check of one target without a task: a timer starts each check, the
-    response arrives in ``data_received`` (parsed by httptools), a timer bounds the wait.
-    A check on a kept connection is one write, one read and two timers -- what makes
+    """The HTTP check of one target without a task: the checker's ticker starts each
+    check and bounds its wait, the response arrives in ``data_received`` (parsed by
+    httptools, one parser per connection). A check on a kept connection is one write of
+    the request formatted once, one read, a slot entry and a deadline entry -- what makes
     1000 endpoints a second cheap (bench/l7/healthcheck_cost.py)."""
 
     def __init__(self, checker: HealthChecker, target: Target) -> None:
@@ -331,33 +598,34 @@ class _HttpCheck(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.size = 0
-        #: A check in progress (its timeout armed), and the next one's timer.
-        self.deadline: asyncio.TimerHandle | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        #: A check in progress (its timeout watched by the ticker).
+        self.busy = False
         self.connecting: asyncio.Task[None] | None = None
         self.stopped = False
 
     # -- scheduling ---------------------------------------------------------------------
     def schedule(self, delay: float) -> None:
         if not self.stopped:
-            self.timer = asyncio.get_running_loop().call_later(delay, self.start)
+            self.checker.ticker.after(delay, self.start)
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.deadline = loop.call_later(self.target.check.timeout, self.expire)
+        if self.stopped:
+            return
+        self.busy = True
+        self.checker.ticker.watch(self, self.target.check.timeout)
         if self.transport is not None and not self.transport.is_closing():
             try:
                 self._send()
                 return
             except RuntimeError:  # (uvloop: closed by the peer, not yet told to us)
-                self.transport = None
-        self.connecting = loop.create_task(self._connect())
+                self.close()
+        self.connecting = asyncio.get_running_loop().create_task(self._connect())
 
     def stop(self) -> None:
         self.stopped = True
-        for h in (self.timer, self.deadline):
-            if h is not None:
-                h.cancel()
+        if self.busy:
+            self.busy = False
+            self.checker.ticker.forget(self, self.target.check.timeout)
         if self.connecting is not None:
             self.connecting.cancel()
         self.close()
@@ -375,34 +643,36 @@ class _HttpCheck(asyncio.Protocol):
             return
         finally:
             self.connecting = None
-        if self.deadline is not None:
+        if self.busy:
             try:
                 self._send()
             except RuntimeError:
                 self.done(False, "connection closed at once")
 
     def _send(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
         self.complete = False
         self.size = 0
         self.transport.write(self.request)  # type: ignore[union-attr]
 
     def expire(self) -> None:
-        self.deadline = None
+        """The ticker's timeout (it forgot this check already)."""
+        self.busy = False
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
         self.close()
-        self.done(False, f"no answer within {self.target.check.timeout:g}s", armed=False)
+        self._next(False, f"no answer within {self.target.check.timeout:g}s")
 
-    def done(self, ok: bool, error: str = "", armed: bool = True) -> None:
-        if armed:
-            if self.deadline is None:
-                return  # (expired already)
-            self.deadline.cancel()
-            self.deadline = None
+    def done(self, ok: bool, error: str = "") -> None:
+        if not self.busy:
+            return  # (expired already)
+        self.busy = False
+        self.checker.ticker.forget(self, self.target.check.timeout)
         if not ok:
             self.close()
+        self._next(ok, error)
+
+    def _next(self, ok: bool, error: str) -> None:
         self.checker.result(self.target, ok, error)
         hc = self.target.check
         self.schedule(hc.interval + (random.random() * hc.jitter if hc.jitter else 0.0))
@@ -411,13 +681,15 @@ class _HttpCheck(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        self.parser = None
 
     # -- asyncio.Protocol, httptools callbacks -----------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.deadline is None or self.parser is None:
+        if not self.busy or self.parser is None:
             self.close()  # (bytes nobody asked for)
             return
         self.size += len(data)
@@ -431,12 +703,10 @@ class _HttpCheck(asyncio.Protocol):
             return
         if not self.complete:
             return
-        parser, self.parser = self.parser, None
-        status = parser.get_status_code()
+        status = self.parser.get_status_code()
         if not self.keep_alive:
             self.close()
-        hc = self.target.check
-        for lo, hi in hc.expected_statuses:
+        for lo, hi in self.target.check.expected_statuses:
             if lo <= status <= hi:
                 self.done(True)
                 return
@@ -451,7 +721,8 @@ class _HttpCheck(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self.deadline is not None and self.connecting is None:
+        self.parser = None
+        if self.busy and self.connecting is None:
             self.done(False, "connection closed before the response ended")
 
 
@@ -462,9 +733,26 @@ class HealthChecker:
     def __init__(self, on_change: Callable[[], None]) -> None:
         self.on_change = on_change
         self._targets: dict[Key, Target] = {}
-        #: Per target: its task (TCP, GRPC) or its callback-driven check (HTTP).
-        self._tasks: dict[Key, asyncio.Task[None] | _HttpCheck] = {}
+        #: Per target: its callback-driven check (HTTP; TCP to an IP address without TLS)
+        #: or its task (GRPC, and TCP to a hostname or over TLS).
+        self._tasks: dict[Key, asyncio.Task[None] | _HttpCheck | _TcpCheck] = {}
         self._verdicts: dict[Key, Verdict] = {}
+        #: The callback-driven checks' starts and timeouts, and TCP connects in flight
+        #: (made on the event loop that first needs them).
+        self._ticker: _Ticker | None = None
+        self._poller: _ConnectPoller | None = None
+
+    @property
+    def ticker(self) -> _Ticker:
+        if self._ticker is None:
+            self._ticker = _Ticker(asyncio.get_running_loop())
+        return self._ticker
+
+    @property
+    def poller(self) -> _ConnectPoller:
+        if self._poller is None:
+            self._poller = _ConnectPoller(asyncio.get_running_loop())
+        return self._poller
 
     def update(self, config: L7Config) -> None:
         """Check what ``config`` asks for (``set_targets``)."""
@@ -488,14 +776,24 @@ class HealthChecker:
             if key not in self._tasks:
                 self._targets[key] = t
                 self._verdicts.setdefault(key, Verdict())
-                if t.check.type == "HTTP":
-                    check = _HttpCheck(self, t)
+                check = self._check(t)
+                if check is None:
+                    self._tasks[key] = loop.create_task(self._run(t))
+                else:
                     check.schedule(random.random() * t.check.interval)
                     self._tasks[key] = check
-                else:
-                    self._tasks[key] = loop.create_task(self._run(t))
         if changed:
             self.on_change()
+
+    def _check(self, t: Target) -> _HttpCheck | _TcpCheck | None:
+        """The callback-driven check of ``t``, or None when it needs a task (``_run``)."""
+        if t.check.type == "HTTP":
+            return _HttpCheck(self, t)
+        if t.check.type == "TCP" and t.tls_hostname is None:
+            where = _sockaddr(t.address, t.port)
+            if where is not None:
+                return _TcpCheck(self, t, *where)
+        return None
 
     def unhealthy(self) -> frozenset[Key]:
         return frozenset(k for k, v in self._verdicts.items() if not v.healthy)
@@ -528,6 +826,12 @@ class HealthChecker:
             _stop(t)
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._ticker is not None:
+            self._ticker.close()
+            self._ticker = None
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
 
     def result(self, t: Target, ok: bool, error: str) -> None:
         """One check's result: the verdict, and the workers told when it changes."""
@@ -545,7 +849,7 @@ class HealthChecker:
             self.on_change()
 
     async def _run(self, t: Target) -> None:
-        """TCP and GRPC checks: a task per target."""
+        """GRPC checks, and TCP checks to a hostname or over TLS: a task per target."""
         hc = t.check
         probe = _Probe(t)
         try:
@@ -581,11 +885,11 @@ def _room_for(connections: int) -> None:
             log.warning("health checks: cannot raise RLIMIT_NOFILE to %d: %s", target, exc)
 
 
-def _stop(check: asyncio.Task[None] | _HttpCheck) -> None:
-    if isinstance(check, _HttpCheck):
-        check.stop()
-    else:
+def _stop(check: asyncio.Task[None] | _HttpCheck | _TcpCheck) -> None:
+    if isinstance(check, asyncio.Task):
         check.cancel()
+    else:
+        check.stop()
 
 
 def _esc(value: str) -> str:

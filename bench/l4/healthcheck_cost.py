@@ -3,7 +3,8 @@
 it, given an L4Config whose backend groups carry a TCP check -- ``--endpoints``
 endpoints spread over ``--frontends`` TCP frontends, or over as many TLS routes
 (``--kind tls``: the same probes, reached through ``tls_passthrough``) -- and CPU time of
-this process over wall time in the steady state (every endpoint healthy).
+this process over wall time in the steady state (every endpoint healthy), and how often
+the event loop went to sleep per check (voluntary context switches: a wake-up each).
 
 A TCP check is a connect and a close per probe (no connection is kept), unlike the L7
 plane's HTTP checks (bench/l7/healthcheck_cost.py, kept-alive). The endpoints are
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     def changed(_down: frozenset) -> None:
         changes[0] += 1
 
-    async def run() -> tuple[float, float, float, int, int]:
+    async def run() -> tuple[float, float, float, int, int, int]:
         health = L4Health(changed)
         health.update(cfg)
         await asyncio.sleep(args.interval * 2)  # (every endpoint probed: steady state)
@@ -106,16 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         checks = sum(v["checks"] for v in after) - sum(v["checks"] for v in before)
         failures = sum(v["failures"] for v in after)
         user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-        return user, system, t1 - t0, checks, failures
+        return user, system, t1 - t0, checks, failures, r1.ru_nvcsw - r0.ru_nvcsw
 
-    user, system, wall, checks, failures = uvloop.run(run())
+    user, system, wall, checks, failures, sleeps = uvloop.run(run())
     cpu = user + system
     server.kill()
     print(f"L4 TCP checks ({args.kind}) of {args.endpoints} endpoints in {args.frontends} "
           f"groups every {args.interval:g}s: {checks} checks in {wall:.1f}s "
           f"({checks / wall:.0f}/s), {failures} failed, {changes[0]} verdict changes; "
           f"CPU {cpu:.2f}s (user {user:.2f}s, system {system:.2f}s) = "
-          f"{100 * cpu / wall:.1f}% of one core, {1e6 * cpu / max(1, checks):.0f} us per check")
+          f"{100 * cpu / wall:.1f}% of one core, {1e6 * cpu / max(1, checks):.0f} us per check; "
+          f"{sleeps / max(1, checks):.2f} loop sleeps (voluntary context switches) per check")
     return 0
 
 
