@@ -180,7 +180,8 @@ enum kgw_counter {
 	KGW_C_FWD_XDP,            /* packets rewritten and redirected by the XDP program */
 	KGW_C_SPLICE_REDIRECT,    /* sockmap: skbs redirected to the peer socket */
 	KGW_C_SPLICE_PASS,        /* sockmap: skbs passed (FIN, no peer) */
-	KGW_C_SPLICE_DROP,        /* sockmap: peer not in the sockhash, skb dropped */
+	KGW_C_SPLICE_DROP,        /* sockmap: peer not in the sockhash, skb dropped (not held:
+	                           * no holds built in, or the hold event lost) */
 	KGW_C_SPLICE_TRIM,        /* sockmap: old (already delivered) head bytes popped */
 	KGW_C_SPLICE_TRIM_FAIL,   /* sockmap: old head bytes that could not be popped */
 	KGW_C_SPLICE_HOLD,        /* sockmap: skbs held for userspace (backpressure, order) */

@@ -14,7 +14,9 @@
  * Sharp edges (DESIGN.md): a zero-length skb carries a bare FIN — free it (below);
  * userspace sees EOF (EPOLLRDHUP) from the TCP state and forwards the half-close
  * itself, after the redirected bytes are acknowledged. A socket without a peer entry
- * passes.
+ * passes. An skb whose peer is not in the sockhash yet (the agent inserts the two
+ * sockets one after the other, and a FIN runs this program at once) is held like one
+ * the peer cannot take (below), or dropped where holds are not built in.
  *
  * Retransmitted bytes (6.x): tcp_read_skb() hands over whole receive-queue skbs and
  * never looks at their sequence numbers, but TCP queues a retransmission that is partly
@@ -227,12 +229,22 @@ int kgw_sk_verdict(struct __sk_buff *skb)
 		 * owed, so redirecting keeps the order; the next skb tries again */
 	}
 #endif
-	int verdict = kgw_sockhash.sk_redirect_hash(skb, &pk, 0);
-	if (verdict == SK_PASS) {
+	if (kgw_sockhash.sk_redirect_hash(skb, &pk, 0) == SK_PASS) {
 		__sync_fetch_and_add(&sp->redirected, skb->len);
 		kgw_count(KGW_C_SPLICE_REDIRECT, skb->len);
-	} else {
-		kgw_count(KGW_C_SPLICE_DROP, skb->len);
+		return SK_PASS;
 	}
-	return verdict;
+#if KGW_SPLICE_BACKPRESSURE && KGW_SPLICE_BACKLOG_MAX > 0
+	/* The peer is not in the sockhash (yet): the agent inserts the two sockets one
+	 * after the other, and a FIN on the first one runs this program at once
+	 * (SO_RCVLOWAT holds back data_ready for bytes, not for a FIN). Hold the skb,
+	 * like one the peer cannot take yet: the agent copies it once it hears, and every
+	 * skb after it is held until then (kgw_owes), so none overtakes it. Nothing is
+	 * owed here (an owed skb was held above), so this hold is a first one. */
+	int held = kgw_hold(skb, cookie, sp, 1);
+	if (held >= 0)
+		return held;
+#endif
+	kgw_count(KGW_C_SPLICE_DROP, skb->len);
+	return SK_DROP;
 }

@@ -60,6 +60,14 @@ the verdict drops and asks for a reset (SPLICE_EVT_OVERFLOW), and the connection
 reset with a log line. Without the psock offsets in the kernel's BTF the program is
 built without holds and warns (kgw_l4/kernel_btf.py).
 
+The same hold covers a FIN that comes while the two sockets are being inserted
+(``splice_now``): the verdict runs on the backend socket before the client socket is in
+the sockhash, and its bytes (a greeting) can only be held; the half-close then copies
+them before it passes the FIN on (``_half_close_soon`` looks for held bytes before it
+waits for acknowledgements, which held bytes never get). Without holds (no BTF offsets,
+or ``--l4-splice-backlog 0``) they are dropped (counter SPLICE_DROP) and that client
+times out.
+
 Retransmissions (6.x kernels): TCP queues a segment that repeats bytes the socket
 already has, but also carries new ones, whole (tcp_data_queue's "partial packet",
 tcp_ofo_queue), and leaves readers to skip to copied_seq; tcp_read_skb(), which feeds the
@@ -113,7 +121,8 @@ SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 #: retries. 8 MB measured 10-12 Gbit/s instead of ~4.5 on the bench topology.
 SPLICE_SNDBUF = 8 * 1024 * 1024
 #: SO_RCVLOWAT while the two sockets are being inserted: bytes arriving in between
-#: must not reach the verdict before the peer is in the sockhash (it would drop them).
+#: should not reach the verdict before the peer is in the sockhash (it would have to
+#: hold them for the agent to copy). A FIN still does (``splice_now``).
 INSERT_RCVLOWAT = 16 * 1024
 _TCP_INFO_LEN = 232
 _OFF_BYTES_ACKED = 120
@@ -382,9 +391,13 @@ class Splicer:
                 conn.base_taken[s.fileno()] = taken_in(s)
                 conn.base_received[s.fileno()] = received_before(s)
         # b goes into the sockhash first: bytes arriving on a socket in the sockhash
-        # whose peer is not yet there would be dropped by the verdict, so b's are held
-        # back meanwhile (below its SO_RCVLOWAT no data_ready, hence no verdict) and a,
-        # inserted last, needs no such care.
+        # whose peer is not yet there cannot be redirected, so b's are held back
+        # meanwhile (below its SO_RCVLOWAT no data_ready, hence no verdict) and a,
+        # inserted last, needs no such care. A FIN is not held back (tcp_data_ready
+        # calls data_ready once the socket is done, whatever its SO_RCVLOWAT): a
+        # backend that speaks and closes at once can run the verdict on b with its
+        # greeting before a is in (1 connection in a few hundred of vm_tests' "whoami").
+        # The verdict holds such skbs; the agent copies them like any held bytes.
         b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, INSERT_RCVLOWAT)
         try:
             self.peers.update(abi.u64(ka), abi.splice_peer_val(kb))
@@ -615,11 +628,11 @@ class Splicer:
             if state == TCP_CLOSE:
                 self._spawn(self._half_close(conn, fd))
                 return
-            acked = tcp_bytes(dst)[0] - conn.base_taken[dst.fileno()]
-            if acked >= received - 1 - conn.base_received[fd] and self.holds and \
-                    self._counts(way.cookie).passed > way.read:
-                self._spawn(self._half_close(conn, fd))  # held bytes to copy first
+            if self.holds and self._counts(way.cookie).passed > way.read:
+                # Held bytes to copy first; until they are, dst cannot acknowledge them.
+                self._spawn(self._half_close(conn, fd))
                 return
+            acked = tcp_bytes(dst)[0] - conn.base_taken[dst.fileno()]
             if acked < received - 1 - conn.base_received[fd]:  # (the FIN counts one)
                 if acked != last:
                     last, still, delay = acked, 0.0, ACK_POLL

@@ -314,17 +314,13 @@ def test_tcproute_backend_that_speaks_first_and_closes(lab, tmp_path: Path, mode
     """Port 9001 sends its address and closes at once, often before kgw has the socket in
     hand: the socket is then no longer ESTABLISHED and the sockmap refuses it. No client
     may get an empty stream (the splice mode copies such a connection in userspace; it
-    used to drop it: half the clients got nothing).
-
-    Known defect left open (splice mode only): now and then (about 1 connection in 100
-    here, 5 in 840) a spliced connection whose backend closes right after the splice never passes
-    the close on, and the client times out. Until that is found, splice mode allows
-    3 timeouts in 60; anything else fails."""
+    used to drop it: half the clients got nothing). Nor may one time out: in splice mode
+    about 1 connection in 150 (5 in 840) had its greeting and FIN reach the verdict program
+    while the client socket was not in the sockhash yet, and lost them (bpf/sockmap.c holds them
+    now; vm_tests/test_splice.py runs a few thousand such connections)."""
     a = lab.topo.backend_addrs
     with kgw_run(lab, tmp_path, mode, 9001):
         n = 60
         got = Counter(lab.client("whoami", GW_CLIENT_ADDR, "8081", str(n)))
         served = sum(got[x] for x in a[:3])
-        timeouts = got["error:TimeoutError"]
-        assert served + timeouts == n and got[""] == 0, got
-        assert timeouts <= (3 if mode == "splice" else 0), got
+        assert served == n and got[""] == 0, got

@@ -13,6 +13,8 @@ import asyncio
 import socket
 from contextlib import ExitStack
 
+import pytest
+
 from kgw_l4 import abi
 from kgw_l4.splice import Splicer, sock_cookie
 from tests.l4.test_splice_maps import FakeLoader
@@ -110,6 +112,37 @@ async def test_bytes_held_after_a_redirect_wait_for_it_whatever_the_release_chec
             way = sp._conns[a.fileno()].ways[a.fileno()]
             await asyncio.wait_for(way.relay, 5)  # caught up: the direction is the kernel's
             assert abi.u64_of(hold_map.lookup(abi.u64(v.ka))) == 2 * PIECE == v.passed
+            await sp.close()
+    finally:
+        ld.close()
+
+
+@pytest.mark.parametrize("event_first", [False, True], ids=["eof-first", "event-first"])
+async def test_bytes_held_before_the_peer_was_spliced_reach_it_before_the_fin(event_first):
+    """A backend that speaks and closes at once: its greeting and FIN can reach the
+    verdict while the client socket is not in the sockhash yet (the two are inserted one
+    after the other), and the verdict holds them (bpf/sockmap.c). The agent then hears of
+    the EOF and of the hold in either order; either way it must copy the greeting to the
+    client and then pass the FIN on. (With the EOF first it used to wait for the client
+    socket to acknowledge the held bytes, which only copying them can bring about: the
+    client timed out.)"""
+    ld = FakeLoader()
+    sp = Splicer(ld)
+    greeting = b"10.201.2.11\n"
+    try:
+        with ExitStack() as stack:
+            client, a, b, backend = connected(stack)
+            await sp.splice(a, b)
+            ka, kb = sock_cookie(a), sock_cookie(b)
+            ld.maps.get("kgw_splice_peer").update(abi.u64(kb), bytes(abi.SplicePeer(
+                peer=ka, passed=len(greeting))))
+            if event_first:
+                ld.on_record(bytes(abi.SpliceEvent(cookie=kb, kind=abi.SPLICE_EVT_HOLD)))
+            backend.sendall(greeting)
+            backend.shutdown(socket.SHUT_WR)
+            assert await read_exactly(client, len(greeting)) == greeting
+            eof = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(client, 1), 5)
+            assert eof == b"", "the FIN did not follow"
             await sp.close()
     finally:
         ld.close()
