@@ -6,6 +6,8 @@
 
 cimport cython
 
+cdef class LastToken
+
 cdef class Denial:
     cdef public object status
     cdef public object headers
@@ -33,7 +35,8 @@ cdef class AuthRequest:
 
 cdef class AuthPipeline:
     cdef public tuple checks
-    @cython.locals(i=Py_ssize_t)
+    cdef public tuple memos
+    @cython.locals(i=Py_ssize_t, memo=LastToken)
     cpdef object run(self, AuthRequest req, Py_ssize_t start=*)
 
 cdef class _Source:
@@ -86,6 +89,7 @@ cdef class _Verified:
 
 cdef class LastToken:
     cdef public bytes field
+    cdef public object clock
     cdef public bytes raw
     cdef public _Verified verified
     cdef public _Grant grant

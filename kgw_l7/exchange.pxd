@@ -12,6 +12,8 @@ from kgw_l7.ratelimit cimport LocalLimit
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
 from kgw_l7.tracing cimport Trace
+from kgw_l7.auth cimport AuthPipeline, AuthRequest
+from kgw_l7.h1 cimport usual_spelling
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledPolicy, CompiledRoute,
                             CompiledRule,
                             CompiledVirtualHost, HeaderOps, ListenerRouter, split_target)
@@ -147,7 +149,7 @@ cdef class Exchange(UpstreamOwner):
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter,
                    vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,
-                   down=DownstreamStream)
+                   down=DownstreamStream, auth=AuthPipeline, areq=AuthRequest)
     cpdef route(self)
     @cython.locals(head=RequestHead, limit=Py_ssize_t, rl=LocalLimit)
     cpdef bint police(self, CompiledPolicy policy) except -1
@@ -158,7 +160,7 @@ cdef class Exchange(UpstreamOwner):
     cpdef upstream_headers(self, route, rule, backend)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, head=RequestHead,
-                   out=OutRequest)
+                   out=OutRequest, auth=AuthRequest)
     cpdef prepare(self, route, rule, backend, path, query)
     @cython.locals(up=UpstreamStream)
     cpdef UpstreamStream detach(self)
@@ -173,7 +175,9 @@ cdef class Exchange(UpstreamOwner):
     cpdef on_upstream_timeout(self, timeout)
     cpdef on_upstream_pause(self, bint paused)
     cpdef _done(self)
-    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead, block=bytes, cut=object)
+    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead, block=bytes,
+                   size=Py_ssize_t, found=tuple, count=Py_ssize_t, n=bytes, at=Py_ssize_t,
+                   headers=tuple)
     cpdef head_as_received(self, suffix, remove=*)
     @cython.locals(head=RequestHead, up=UpstreamStream, data=list, end=bint, broken=bint)
     cpdef bint commit(self, ResponseHead resp) except -1
@@ -187,3 +191,7 @@ cdef class _Discard(UpstreamOwner):
 @cython.locals(at=Py_ssize_t, size=Py_ssize_t, pos=Py_ssize_t, start=Py_ssize_t,
                end=Py_ssize_t, colon=Py_ssize_t, n=bytes, v=bytes, key=bytes)
 cpdef object _without_fields(bytes block, tuple headers, object names)
+
+@cython.locals(n=bytes, v=bytes, spelled=bytes, at=Py_ssize_t, pos=Py_ssize_t,
+               end=Py_ssize_t, c=int)
+cpdef object _field_cut(bytes raw, Py_ssize_t size, tuple field, Py_ssize_t guess=*)

@@ -64,6 +64,7 @@ from kgw_l7.problems import PROBLEMS
 from kgw_l7.proxyproto import encode_v2
 from kgw_l7.ratelimit import LocalLimit
 from kgw_l7.session import SessionPolicy
+from kgw_l7.h1 import usual_spelling
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
@@ -1161,18 +1162,40 @@ class Exchange(UpstreamOwner):
         if raw is None or head.version != b"1.1" or not head.authority \
                 or not raw.startswith(head.method):  # (llhttp skips empty lines before it)
             return None
-        for h in head.headers:
-            if h[0] in _REBUILD_HEAD:
+        # One pass over the fields: none that needs a rebuild; the one to remove, if one
+        # field is (a token's, the usual case), and where its line starts when every line
+        # is "Name: value" as clients write them (_field_cut's first guess); what the
+        # header lines take written so, less one byte a line at least (no space after the
+        # colon), where the search for the blank line can start (not through a token).
+        headers = head.headers
+        size = 0
+        found = None
+        count = 0
+        at = 0
+        for h in headers:
+            n = h[0]
+            if n in _REBUILD_HEAD:
                 return None
-        end = raw.find(b"\r\n\r\n")
+            if remove and n in remove:
+                found = h
+                count += 1
+                at = size
+            size += len(n) + len(h[1]) + 4
+        size -= len(headers) + 2
+        end = raw.find(b"\r\n\r\n", size if size > 0 else 0)
         if end < 0:
             return None
-        block = raw[:end + 2]
-        if remove:
-            cut = _without_fields(block, head.headers, remove)
-            if cut is None:
-                return None
-            block = cut
+        block = None
+        if count == 1 and found is not None:
+            # (the request line: method SP target SP HTTP/1.1 CRLF)
+            block = _field_cut(raw, end + 2, found,
+                               len(head.method) + len(head.target) + 10 + at)
+        if block is None:
+            block = raw[:end + 2]
+            if count:
+                block = _without_fields(block, headers, remove)
+                if block is None:
+                    return None
         self.request_id = rid = _REQUEST_IDS.next()
         return b"".join((block, b"x-request-id: ", rid, self.down.forwarded, suffix, b"\r\n"))
 
@@ -1817,6 +1840,49 @@ def _without_h2c(upgrade: bytes) -> bytes:
         if token and token.lower() != b"h2c":
             out.append(token)
     return b", ".join(out)
+
+
+def _field_cut(raw: bytes, size: int, field: tuple[bytes, bytes], guess: int = 0
+               ) -> bytes | None:
+    """``raw[:size]`` (a request line and header lines, each ending CRLF, as llhttp
+    accepted them) without the line of ``field``, the only field of its name; None when it
+    is not in its name's usual spelling (``_without_fields`` then looks for it).
+
+    The line starts with "CRLF Authorization:" (the name's usual spelling): no value holds
+    a CR or LF (llhttp refuses them), so wherever that is found is the field's own line.
+    It is looked for at ``guess`` first (where it is when every line before it is
+    "Name: value", as clients write them: one comparison), else searched for (no copy of
+    the head, which a token is most of); where the line ends its value says, compared in
+    place (no search through the token for the CRLF). A line that is not exactly the
+    field's is left to ``_without_fields``."""
+    n, v = field
+    if not v:
+        return None
+    spelled = usual_spelling(n)
+    at = guess
+    if at <= 0 or at >= size or not raw.startswith(spelled, at):
+        at = raw.find(spelled, 0, size)
+        if at < 0:
+            return None
+    pos = at + len(spelled)
+    while pos < size:
+        c = raw[pos]
+        if c != 32 and c != 9:  # SP, HTAB
+            break
+        pos += 1
+    if not raw.startswith(v, pos):
+        return None
+    end = pos + len(v)
+    while end < size:
+        c = raw[end]
+        if c != 32 and c != 9:
+            break
+        end += 1
+    if end + 2 > size or not raw.startswith(b"\r\n", end):
+        return None
+    if end + 2 < size and (raw[end + 2] == 32 or raw[end + 2] == 9):  # obs-fold after it
+        return None
+    return raw[:at] + raw[end:size]
 
 
 def _without_fields(block: bytes, headers: tuple[tuple[bytes, bytes], ...],
