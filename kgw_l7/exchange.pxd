@@ -176,7 +176,6 @@ cdef class Exchange(UpstreamOwner):
     cpdef on_upstream_pause(self, bint paused)
     cpdef _done(self)
     @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead, block=bytes,
-                   size=Py_ssize_t, found=tuple, count=Py_ssize_t, n=bytes, at=Py_ssize_t,
                    headers=tuple)
     cpdef head_as_received(self, suffix, remove=*)
     @cython.locals(head=RequestHead, up=UpstreamStream, data=list, end=bint, broken=bint)
@@ -192,6 +191,9 @@ cdef class _Discard(UpstreamOwner):
                end=Py_ssize_t, colon=Py_ssize_t, n=bytes, v=bytes, key=bytes)
 cpdef object _without_fields(bytes block, tuple headers, object names)
 
+@cython.locals(headers=tuple, size=Py_ssize_t, found=tuple, count=Py_ssize_t, at=Py_ssize_t,
+               h=tuple, n=bytes, end=Py_ssize_t, block=bytes)
+cpdef object _head_without(bytes raw, RequestHead head, object remove)
 @cython.locals(n=bytes, v=bytes, spelled=bytes, at=Py_ssize_t, pos=Py_ssize_t,
                end=Py_ssize_t, c=int)
 cpdef object _field_cut(bytes raw, Py_ssize_t size, tuple field, Py_ssize_t guess=*)

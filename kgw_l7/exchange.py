@@ -1162,40 +1162,20 @@ class Exchange(UpstreamOwner):
         if raw is None or head.version != b"1.1" or not head.authority \
                 or not raw.startswith(head.method):  # (llhttp skips empty lines before it)
             return None
-        # One pass over the fields: none that needs a rebuild; the one to remove, if one
-        # field is (a token's, the usual case), and where its line starts when every line
-        # is "Name: value" as clients write them (_field_cut's first guess); what the
-        # header lines take written so, less one byte a line at least (no space after the
-        # colon), where the search for the blank line can start (not through a token).
         headers = head.headers
-        size = 0
-        found = None
-        count = 0
-        at = 0
-        for h in headers:
-            n = h[0]
-            if n in _REBUILD_HEAD:
-                return None
-            if remove and n in remove:
-                found = h
-                count += 1
-                at = size
-            size += len(n) + len(h[1]) + 4
-        size -= len(headers) + 2
-        end = raw.find(b"\r\n\r\n", size if size > 0 else 0)
-        if end < 0:
-            return None
-        block = None
-        if count == 1 and found is not None:
-            # (the request line: method SP target SP HTTP/1.1 CRLF)
-            block = _field_cut(raw, end + 2, found,
-                               len(head.method) + len(head.target) + 10 + at)
-        if block is None:
-            block = raw[:end + 2]
-            if count:
-                block = _without_fields(block, headers, remove)
-                if block is None:
+        if not remove:  # (the plain path)
+            for h in headers:
+                if h[0] in _REBUILD_HEAD:
                     return None
+            end = raw.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            block = raw[:end + 2]
+        else:
+            cut = _head_without(raw, head, remove)
+            if cut is None:
+                return None
+            block = cut
         self.request_id = rid = _REQUEST_IDS.next()
         return b"".join((block, b"x-request-id: ", rid, self.down.forwarded, suffix, b"\r\n"))
 
@@ -1840,6 +1820,42 @@ def _without_h2c(upgrade: bytes) -> bytes:
         if token and token.lower() != b"h2c":
             out.append(token)
     return b", ".join(out)
+
+
+def _head_without(raw: bytes, head: RequestHead, remove: Any) -> bytes | None:
+    """``head_as_received``'s request line and header block less the fields named in
+    ``remove``; None when the head must be rebuilt.
+
+    One pass over the fields: none that needs a rebuild; the one to remove if one is (a
+    token's, the usual case), and where its line starts when every line is "Name: value"
+    as clients write them (_field_cut's first guess); what the header lines take written
+    so, less one byte a line at least (no space after the colon), where the search for
+    the blank line can start (not through a token)."""
+    headers = head.headers
+    size = 0
+    found = None
+    count = 0
+    at = 0
+    for h in headers:
+        n = h[0]
+        if n in _REBUILD_HEAD:
+            return None
+        if n in remove:
+            found = h
+            count += 1
+            at = size
+        size += len(n) + len(h[1]) + 4
+    size -= len(headers) + 2
+    end = raw.find(b"\r\n\r\n", size if size > 0 else 0)
+    if end < 0:
+        return None
+    if count == 1 and found is not None:
+        # (the request line: method SP target SP HTTP/1.1 CRLF)
+        block = _field_cut(raw, end + 2, found, len(head.method) + len(head.target) + 10 + at)
+        if block is not None:
+            return block
+    block = raw[:end + 2]
+    return _without_fields(block, headers, remove) if count else block
 
 
 def _field_cut(raw: bytes, size: int, field: tuple[bytes, bytes], guess: int = 0

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from kgw_l7.exchange import _field_cut, _without_fields
+from kgw_l7.exchange import _field_cut, _head_without, _without_fields
+from kgw_l7.h1 import RequestReader
 
 TOKEN = b"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln"
 LINE = b"GET /a?Bearer HTTP/1.1\r\n"
@@ -98,3 +99,31 @@ def test_a_field_after_the_head_is_not_cut() -> None:
 def test_the_guessed_line_start_is_checked(guess) -> None:
     assert _field_cut(HEAD + b"\r\n", len(HEAD), (b"authorization", TOKEN), guess) \
         == LINE + b"Host: a\r\nX-Keep: 1\r\n"
+
+
+@pytest.mark.parametrize("fields, names, kept", [
+    # one field, "Name: value" lines: cut where the guess says
+    (b"Host: a\r\nAuthorization: " + TOKEN + b"\r\nX-Keep: 1\r\n", {b"authorization"},
+     b"Host: a\r\nX-Keep: 1\r\n"),
+    # lines without a space, or with more: the guess misses, the search finds it
+    (b"Host:a\r\nX:1\r\nAuthorization:  " + TOKEN + b"\r\nX-Keep: 1\r\n",
+     {b"authorization", b"x-user"}, b"Host:a\r\nX:1\r\nX-Keep: 1\r\n"),
+    # another spelling, or two fields to cut: _without_fields
+    (b"Host: a\r\nauthorization: " + TOKEN + b"\r\n", {b"authorization"}, b"Host: a\r\n"),
+    (b"X-User: eve\r\nHost: a\r\nAuthorization: " + TOKEN + b"\r\n",
+     {b"authorization", b"x-user"}, b"Host: a\r\n"),
+    # nothing to cut
+    (b"Host: a\r\n", {b"authorization"}, b"Host: a\r\n"),
+])
+def test_the_received_head_less_the_fields(fields, names, kept) -> None:
+    """As parsed by llhttp (h1.RequestReader), a body after the head."""
+    data = LINE + fields + b"Content-Length: 4\r\n\r\nbody"
+    head = RequestReader().feed(data)[0]
+    assert head.raw == data
+    assert _head_without(head.raw, head, names) == LINE + kept + b"Content-Length: 4\r\n"
+
+
+def test_a_field_that_needs_a_rebuild_refuses_the_received_head() -> None:
+    data = LINE + b"Host: a\r\nConnection: close\r\nAuthorization: " + TOKEN + b"\r\n\r\n"
+    head = RequestReader().feed(data)[0]
+    assert _head_without(head.raw, head, {b"authorization"}) is None
