@@ -7,7 +7,9 @@
 # tests/l7/test_exchange_phases.py checks that the enums below match the .py's).
 
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
+from libc.string cimport memcmp, memcpy
 from kgw_l7.ratelimit cimport LocalLimit
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
@@ -187,6 +189,44 @@ cdef class Exchange(UpstreamOwner):
 cdef class _Discard(UpstreamOwner):
     cdef public object done
 
+cdef extern from "<string.h>" nogil:
+    # (glibc: Python.h defines _GNU_SOURCE before string.h is first included)
+    void *memmem(const void *haystack, size_t haystacklen, const void *needle,
+                 size_t needlelen)
+
+# The cut of a token's line works on the received head's bytes in C: a bytes method
+# call (find, startswith, a slice) costs ~1k instructions of argument parsing and
+# object handling, more than the search or comparison it makes.
+
+# raw.find(needle, start, end) for 0 <= start.
+cdef inline Py_ssize_t _find(bytes raw, bytes needle, Py_ssize_t start, Py_ssize_t end):
+    cdef const char *base = PyBytes_AS_STRING(raw)
+    cdef const char *p
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(needle)
+    if end > PyBytes_GET_SIZE(raw):
+        end = PyBytes_GET_SIZE(raw)
+    if end - start < n:
+        return -1
+    p = <const char *>memmem(base + start, <size_t>(end - start), PyBytes_AS_STRING(needle),
+                             <size_t>n)
+    return -1 if p == NULL else p - base
+
+# raw.startswith(needle, at) for 0 <= at.
+cdef inline bint _starts(bytes raw, bytes needle, Py_ssize_t at):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(needle)
+    if at + n > PyBytes_GET_SIZE(raw):
+        return False
+    return memcmp(PyBytes_AS_STRING(raw) + at, PyBytes_AS_STRING(needle), <size_t>n) == 0
+
+# raw[:at] + raw[end:size] for 0 <= at <= end <= size <= len(raw): one allocation.
+cdef inline bytes _cut(bytes raw, Py_ssize_t at, Py_ssize_t end, Py_ssize_t size):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, at + size - end)
+    cdef char *dst = PyBytes_AS_STRING(out)
+    cdef const char *src = PyBytes_AS_STRING(raw)
+    memcpy(dst, src, <size_t>at)
+    memcpy(dst + at, src + end, <size_t>(size - end))
+    return out
+
 @cython.locals(at=Py_ssize_t, size=Py_ssize_t, pos=Py_ssize_t, start=Py_ssize_t,
                end=Py_ssize_t, colon=Py_ssize_t, n=bytes, v=bytes, key=bytes)
 cpdef object _without_fields(bytes block, tuple headers, object names)
@@ -195,5 +235,5 @@ cpdef object _without_fields(bytes block, tuple headers, object names)
                h=tuple, n=bytes, end=Py_ssize_t, block=bytes)
 cpdef object _head_without(bytes raw, RequestHead head, object remove)
 @cython.locals(n=bytes, v=bytes, spelled=bytes, at=Py_ssize_t, pos=Py_ssize_t,
-               end=Py_ssize_t, c=int)
+               end=Py_ssize_t, c=cython.uchar, p=cython.p_uchar)
 cpdef object _field_cut(bytes raw, Py_ssize_t size, tuple field, Py_ssize_t guess=*)

@@ -1822,6 +1822,20 @@ def _without_h2c(upgrade: bytes) -> bytes:
     return b", ".join(out)
 
 
+if not cython.compiled:  # (compiled: C functions on the bytes' buffers, exchange.pxd)
+    def _find(raw: bytes, needle: bytes, start: int, end: int) -> int:
+        """``raw.find(needle, start, end)`` (0 <= start)."""
+        return raw.find(needle, start, end)
+
+    def _starts(raw: bytes, needle: bytes, at: int) -> bool:
+        """``raw.startswith(needle, at)`` (0 <= at)."""
+        return raw.startswith(needle, at)
+
+    def _cut(raw: bytes, at: int, end: int, size: int) -> bytes:
+        """``raw[:at] + raw[end:size]``."""
+        return raw[:at] + raw[end:size]
+
+
 def _head_without(raw: bytes, head: RequestHead, remove: Any) -> bytes | None:
     """``head_as_received``'s request line and header block less the fields named in
     ``remove``; None when the head must be rebuilt.
@@ -1846,7 +1860,7 @@ def _head_without(raw: bytes, head: RequestHead, remove: Any) -> bytes | None:
             at = size
         size += len(n) + len(h[1]) + 4
     size -= len(headers) + 2
-    end = raw.find(b"\r\n\r\n", size if size > 0 else 0)
+    end = _find(raw, b"\r\n\r\n", size if size > 0 else 0, len(raw))
     if end < 0:
         return None
     if count == 1 and found is not None:
@@ -1876,29 +1890,30 @@ def _field_cut(raw: bytes, size: int, field: tuple[bytes, bytes], guess: int = 0
         return None
     spelled = usual_spelling(n)
     at = guess
-    if at <= 0 or at >= size or not raw.startswith(spelled, at):
-        at = raw.find(spelled, 0, size)
+    if at <= 0 or at >= size or not _starts(raw, spelled, at):
+        at = _find(raw, spelled, 0, size)
         if at < 0:
             return None
+    p = raw  # (compiled: a pointer to its bytes, read in place)
     pos = at + len(spelled)
     while pos < size:
-        c = raw[pos]
+        c = p[pos]
         if c != 32 and c != 9:  # SP, HTAB
             break
         pos += 1
-    if not raw.startswith(v, pos):
+    if pos + len(v) > size or not _starts(raw, v, pos):
         return None
     end = pos + len(v)
     while end < size:
-        c = raw[end]
+        c = p[end]
         if c != 32 and c != 9:
             break
         end += 1
-    if end + 2 > size or not raw.startswith(b"\r\n", end):
+    if end + 2 > size or p[end] != 13 or p[end + 1] != 10:  # CRLF
         return None
-    if end + 2 < size and (raw[end + 2] == 32 or raw[end + 2] == 9):  # obs-fold after it
+    if end + 2 < size and (p[end + 2] == 32 or p[end + 2] == 9):  # obs-fold after it
         return None
-    return raw[:at] + raw[end:size]
+    return _cut(raw, at, end, size)
 
 
 def _without_fields(block: bytes, headers: tuple[tuple[bytes, bytes], ...],
