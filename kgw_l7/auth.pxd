@@ -28,7 +28,8 @@ cdef class AuthRequest:
     cdef public list reply
     cdef public object pending
     cdef public bint retried
-    cpdef object header(self, object name)
+    @cython.locals(n=bytes)
+    cpdef object header(self, bytes name)
     cpdef set_header(self, bytes name, bytes value)
     cpdef list upstream(self, list headers)
     cpdef object head_suffix(self, bytes suffix)

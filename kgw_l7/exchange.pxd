@@ -153,6 +153,10 @@ cdef class Exchange(UpstreamOwner):
                    vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,
                    down=DownstreamStream, auth=AuthPipeline, areq=AuthRequest)
     cpdef route(self)
+    @cython.locals(policy=CompiledPolicy, rl=LocalLimit, head=RequestHead,
+                   listener=ListenerState, filters=CompiledFilters, backend=CompiledBackend,
+                   bf=CompiledFilters)
+    cpdef routed(self, CompiledRoute route, CompiledRule rule, path, query, claims)
     @cython.locals(head=RequestHead, limit=Py_ssize_t, rl=LocalLimit)
     cpdef bint police(self, CompiledPolicy policy) except -1
     cpdef bint limited(self, LocalLimit rl, int64_t left) except -1
@@ -188,6 +192,9 @@ cdef class Exchange(UpstreamOwner):
 
 cdef class _Discard(UpstreamOwner):
     cdef public object done
+
+# (a C global: ``in`` is a set lookup in C, not a module-dict lookup and a generic call)
+cdef frozenset _REBUILD_HEAD
 
 cdef extern from "<string.h>" nogil:
     # (glibc: Python.h defines _GNU_SOURCE before string.h is first included)

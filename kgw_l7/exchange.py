@@ -1167,7 +1167,7 @@ class Exchange(UpstreamOwner):
             for h in headers:
                 if h[0] in _REBUILD_HEAD:
                     return None
-            end = raw.find(b"\r\n\r\n")
+            end = _find(raw, b"\r\n\r\n", 0, len(raw))
             if end < 0:
                 return None
             block = raw[:end + 2]
