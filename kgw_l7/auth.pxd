@@ -28,11 +28,15 @@ cdef class AuthRequest:
     cdef public list reply
     cdef public object pending
     cdef public bint retried
+    cpdef fill(self, method, path, query, tuple headers, peer)
     @cython.locals(n=bytes)
     cpdef object header(self, bytes name)
     cpdef set_header(self, bytes name, bytes value)
     cpdef list upstream(self, list headers)
     cpdef object head_suffix(self, bytes suffix)
+
+@cython.locals(req=AuthRequest)
+cpdef AuthRequest new_request(method, path, query, tuple headers, peer)
 
 cdef class AuthPipeline:
     cdef public tuple checks

@@ -106,6 +106,12 @@ class AuthRequest:
 
     def __init__(self, method: bytes, path: bytes, query: bytes,
                  headers: tuple[tuple[bytes, bytes], ...], peer: bytes) -> None:
+        self.fill(method, path, query, headers, peer)
+
+    def fill(self, method: bytes, path: bytes, query: bytes,
+             headers: tuple[tuple[bytes, bytes], ...], peer: bytes) -> None:
+        """The request's own fields set, what the checks establish empty (``__init__``,
+        and ``new_request`` on an object it allocated itself)."""
         self.method = method
         self.path = path
         self.query = query
@@ -199,6 +205,16 @@ class Check:
     async def resume(self, req: AuthRequest) -> Denial | None:
         """Finish a check that answered PENDING (``req.pending`` says what it waits for)."""
         raise NotImplementedError
+
+
+def new_request(method: bytes, path: bytes, query: bytes,
+                headers: tuple[tuple[bytes, bytes], ...], peer: bytes) -> AuthRequest:
+    """``AuthRequest(method, path, query, headers, peer)`` for the exchange, once a
+    request: compiled, the object is allocated and filled by C calls, without the type
+    call's argument tuple and ``__init__``'s argument parsing (~0.4k instructions)."""
+    req = AuthRequest.__new__(AuthRequest)
+    req.fill(method, path, query, headers, peer)
+    return req
 
 
 class AuthPipeline:

@@ -14,7 +14,7 @@ from kgw_l7.ratelimit cimport LocalLimit
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
 from kgw_l7.tracing cimport Trace
-from kgw_l7.auth cimport AuthPipeline, AuthRequest
+from kgw_l7.auth cimport AuthPipeline, AuthRequest, new_request
 from kgw_l7.h1 cimport usual_spelling
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledPolicy, CompiledRoute,
                             CompiledRule,

@@ -58,7 +58,7 @@ from typing import Any
 from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
 from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
 from kgw_l7 import authcall
-from kgw_l7.auth import AuthRequest, Denial, claim_key
+from kgw_l7.auth import Denial, claim_key, new_request
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.problems import PROBLEMS
 from kgw_l7.proxyproto import encode_v2
@@ -882,7 +882,7 @@ class Exchange(UpstreamOwner):
         auth = rule.auth
         claims = None
         if auth is not None:
-            areq = AuthRequest(head.method, path, query, head.headers, down.peer)
+            areq = new_request(head.method, path, query, head.headers, down.peer)
             verdict = auth.run(areq)
             if verdict is not None:
                 if isinstance(verdict, Denial):
