@@ -6,6 +6,8 @@
 
 cimport cython
 
+cdef class LastToken
+
 cdef class Denial:
     cdef public object status
     cdef public object headers
@@ -26,14 +28,20 @@ cdef class AuthRequest:
     cdef public list reply
     cdef public object pending
     cdef public bint retried
-    cpdef object header(self, object name)
+    cpdef fill(self, method, path, query, tuple headers, peer)
+    @cython.locals(n=bytes)
+    cpdef object header(self, bytes name)
     cpdef set_header(self, bytes name, bytes value)
     cpdef list upstream(self, list headers)
     cpdef object head_suffix(self, bytes suffix)
 
+@cython.locals(req=AuthRequest)
+cpdef AuthRequest new_request(method, path, query, tuple headers, peer)
+
 cdef class AuthPipeline:
     cdef public tuple checks
-    @cython.locals(i=Py_ssize_t)
+    cdef public tuple memos
+    @cython.locals(i=Py_ssize_t, memo=LastToken)
     cpdef object run(self, AuthRequest req, Py_ssize_t start=*)
 
 cdef class _Source:
@@ -86,6 +94,7 @@ cdef class _Verified:
 
 cdef class LastToken:
     cdef public bytes field
+    cdef public object clock
     cdef public bytes raw
     cdef public _Verified verified
     cdef public _Grant grant

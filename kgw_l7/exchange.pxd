@@ -7,11 +7,15 @@
 # tests/l7/test_exchange_phases.py checks that the enums below match the .py's).
 
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
+from libc.string cimport memcmp, memcpy
 from kgw_l7.ratelimit cimport LocalLimit
 from kgw_l7.context cimport ListenerState, WorkerContext
 from kgw_l7.events cimport RequestHead, ResponseHead
 from kgw_l7.tracing cimport Trace
+from kgw_l7.auth cimport AuthPipeline, AuthRequest, new_request
+from kgw_l7.h1 cimport usual_spelling
 from kgw_l7.router cimport (CompiledBackend, CompiledFilters, CompiledPolicy, CompiledRoute,
                             CompiledRule,
                             CompiledVirtualHost, HeaderOps, ListenerRouter, split_target)
@@ -147,8 +151,12 @@ cdef class Exchange(UpstreamOwner):
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, router=ListenerRouter,
                    vhost=CompiledVirtualHost, listener=ListenerState, head=RequestHead,
-                   down=DownstreamStream)
+                   down=DownstreamStream, auth=AuthPipeline, areq=AuthRequest)
     cpdef route(self)
+    @cython.locals(policy=CompiledPolicy, rl=LocalLimit, head=RequestHead,
+                   listener=ListenerState, filters=CompiledFilters, backend=CompiledBackend,
+                   bf=CompiledFilters)
+    cpdef routed(self, CompiledRoute route, CompiledRule rule, path, query, claims)
     @cython.locals(head=RequestHead, limit=Py_ssize_t, rl=LocalLimit)
     cpdef bint police(self, CompiledPolicy policy) except -1
     cpdef bint limited(self, LocalLimit rl, int64_t left) except -1
@@ -158,7 +166,7 @@ cdef class Exchange(UpstreamOwner):
     cpdef upstream_headers(self, route, rule, backend)
     @cython.locals(rule=CompiledRule, backend=CompiledBackend, route=CompiledRoute,
                    filters=CompiledFilters, bf=CompiledFilters, head=RequestHead,
-                   out=OutRequest)
+                   out=OutRequest, auth=AuthRequest)
     cpdef prepare(self, route, rule, backend, path, query)
     @cython.locals(up=UpstreamStream)
     cpdef UpstreamStream detach(self)
@@ -173,7 +181,8 @@ cdef class Exchange(UpstreamOwner):
     cpdef on_upstream_timeout(self, timeout)
     cpdef on_upstream_pause(self, bint paused)
     cpdef _done(self)
-    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead, block=bytes, cut=object)
+    @cython.locals(raw=bytes, end=Py_ssize_t, h=tuple, head=RequestHead, block=bytes,
+                   headers=tuple)
     cpdef head_as_received(self, suffix, remove=*)
     @cython.locals(head=RequestHead, up=UpstreamStream, data=list, end=bint, broken=bint)
     cpdef bint commit(self, ResponseHead resp) except -1
@@ -184,6 +193,54 @@ cdef class Exchange(UpstreamOwner):
 cdef class _Discard(UpstreamOwner):
     cdef public object done
 
+# (a C global: ``in`` is a set lookup in C, not a module-dict lookup and a generic call)
+cdef frozenset _REBUILD_HEAD
+
+cdef extern from "<string.h>" nogil:
+    # (glibc: Python.h defines _GNU_SOURCE before string.h is first included)
+    void *memmem(const void *haystack, size_t haystacklen, const void *needle,
+                 size_t needlelen)
+
+# The cut of a token's line works on the received head's bytes in C: a bytes method
+# call (find, startswith, a slice) costs ~1k instructions of argument parsing and
+# object handling, more than the search or comparison it makes.
+
+# raw.find(needle, start, end) for 0 <= start.
+cdef inline Py_ssize_t _find(bytes raw, bytes needle, Py_ssize_t start, Py_ssize_t end):
+    cdef const char *base = PyBytes_AS_STRING(raw)
+    cdef const char *p
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(needle)
+    if end > PyBytes_GET_SIZE(raw):
+        end = PyBytes_GET_SIZE(raw)
+    if end - start < n:
+        return -1
+    p = <const char *>memmem(base + start, <size_t>(end - start), PyBytes_AS_STRING(needle),
+                             <size_t>n)
+    return -1 if p == NULL else p - base
+
+# raw.startswith(needle, at) for 0 <= at.
+cdef inline bint _starts(bytes raw, bytes needle, Py_ssize_t at):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(needle)
+    if at + n > PyBytes_GET_SIZE(raw):
+        return False
+    return memcmp(PyBytes_AS_STRING(raw) + at, PyBytes_AS_STRING(needle), <size_t>n) == 0
+
+# raw[:at] + raw[end:size] for 0 <= at <= end <= size <= len(raw): one allocation.
+cdef inline bytes _cut(bytes raw, Py_ssize_t at, Py_ssize_t end, Py_ssize_t size):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, at + size - end)
+    cdef char *dst = PyBytes_AS_STRING(out)
+    cdef const char *src = PyBytes_AS_STRING(raw)
+    memcpy(dst, src, <size_t>at)
+    memcpy(dst + at, src + end, <size_t>(size - end))
+    return out
+
 @cython.locals(at=Py_ssize_t, size=Py_ssize_t, pos=Py_ssize_t, start=Py_ssize_t,
                end=Py_ssize_t, colon=Py_ssize_t, n=bytes, v=bytes, key=bytes)
 cpdef object _without_fields(bytes block, tuple headers, object names)
+
+@cython.locals(headers=tuple, size=Py_ssize_t, found=tuple, count=Py_ssize_t, at=Py_ssize_t,
+               h=tuple, n=bytes, end=Py_ssize_t, block=bytes)
+cpdef object _head_without(bytes raw, RequestHead head, object remove)
+@cython.locals(n=bytes, v=bytes, spelled=bytes, at=Py_ssize_t, pos=Py_ssize_t,
+               end=Py_ssize_t, c=cython.uchar, p=cython.p_uchar)
+cpdef object _field_cut(bytes raw, Py_ssize_t size, tuple field, Py_ssize_t guess=*)

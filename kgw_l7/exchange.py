@@ -58,12 +58,13 @@ from typing import Any
 from kgw_l7.balance import LOCAL_FAILURE, OK, SERVER_ERROR
 from kgw_l7.breaker import CONNECTIONS, NAMES, PENDING, REQUESTS, RETRIES, Breaker
 from kgw_l7 import authcall
-from kgw_l7.auth import AuthRequest, Denial, claim_key
+from kgw_l7.auth import Denial, claim_key, new_request
 from kgw_l7.context import ListenerState, WorkerContext
 from kgw_l7.problems import PROBLEMS
 from kgw_l7.proxyproto import encode_v2
 from kgw_l7.ratelimit import LocalLimit
 from kgw_l7.session import SessionPolicy
+from kgw_l7.h1 import usual_spelling
 from kgw_l7.events import (
     HOP_BY_HOP, Body, EndOfMessage, Event, Rejected, RequestHead, ResponseHead, Upgraded,
     parse_connection_tokens,
@@ -881,7 +882,7 @@ class Exchange(UpstreamOwner):
         auth = rule.auth
         claims = None
         if auth is not None:
-            areq = AuthRequest(head.method, path, query, head.headers, down.peer)
+            areq = new_request(head.method, path, query, head.headers, down.peer)
             verdict = auth.run(areq)
             if verdict is not None:
                 if isinstance(verdict, Denial):
@@ -1161,15 +1162,17 @@ class Exchange(UpstreamOwner):
         if raw is None or head.version != b"1.1" or not head.authority \
                 or not raw.startswith(head.method):  # (llhttp skips empty lines before it)
             return None
-        for h in head.headers:
-            if h[0] in _REBUILD_HEAD:
+        headers = head.headers
+        if not remove:  # (the plain path)
+            for h in headers:
+                if h[0] in _REBUILD_HEAD:
+                    return None
+            end = _find(raw, b"\r\n\r\n", 0, len(raw))
+            if end < 0:
                 return None
-        end = raw.find(b"\r\n\r\n")
-        if end < 0:
-            return None
-        block = raw[:end + 2]
-        if remove:
-            cut = _without_fields(block, head.headers, remove)
+            block = raw[:end + 2]
+        else:
+            cut = _head_without(raw, head, remove)
             if cut is None:
                 return None
             block = cut
@@ -1817,6 +1820,100 @@ def _without_h2c(upgrade: bytes) -> bytes:
         if token and token.lower() != b"h2c":
             out.append(token)
     return b", ".join(out)
+
+
+if not cython.compiled:  # (compiled: C functions on the bytes' buffers, exchange.pxd)
+    def _find(raw: bytes, needle: bytes, start: int, end: int) -> int:
+        """``raw.find(needle, start, end)`` (0 <= start)."""
+        return raw.find(needle, start, end)
+
+    def _starts(raw: bytes, needle: bytes, at: int) -> bool:
+        """``raw.startswith(needle, at)`` (0 <= at)."""
+        return raw.startswith(needle, at)
+
+    def _cut(raw: bytes, at: int, end: int, size: int) -> bytes:
+        """``raw[:at] + raw[end:size]``."""
+        return raw[:at] + raw[end:size]
+
+
+def _head_without(raw: bytes, head: RequestHead, remove: Any) -> bytes | None:
+    """``head_as_received``'s request line and header block less the fields named in
+    ``remove``; None when the head must be rebuilt.
+
+    One pass over the fields: none that needs a rebuild; the one to remove if one is (a
+    token's, the usual case), and where its line starts when every line is "Name: value"
+    as clients write them (_field_cut's first guess); what the header lines take written
+    so, less one byte a line at least (no space after the colon), where the search for
+    the blank line can start (not through a token)."""
+    headers = head.headers
+    size = 0
+    found = None
+    count = 0
+    at = 0
+    for h in headers:
+        n = h[0]
+        if n in _REBUILD_HEAD:
+            return None
+        if n in remove:
+            found = h
+            count += 1
+            at = size
+        size += len(n) + len(h[1]) + 4
+    size -= len(headers) + 2
+    end = _find(raw, b"\r\n\r\n", size if size > 0 else 0, len(raw))
+    if end < 0:
+        return None
+    if count == 1 and found is not None:
+        # (the request line: method SP target SP HTTP/1.1 CRLF)
+        block = _field_cut(raw, end + 2, found, len(head.method) + len(head.target) + 10 + at)
+        if block is not None:
+            return block
+    block = raw[:end + 2]
+    return _without_fields(block, headers, remove) if count else block
+
+
+def _field_cut(raw: bytes, size: int, field: tuple[bytes, bytes], guess: int = 0
+               ) -> bytes | None:
+    """``raw[:size]`` (a request line and header lines, each ending CRLF, as llhttp
+    accepted them) without the line of ``field``, the only field of its name; None when it
+    is not in its name's usual spelling (``_without_fields`` then looks for it).
+
+    The line starts with "CRLF Authorization:" (the name's usual spelling): no value holds
+    a CR or LF (llhttp refuses them), so wherever that is found is the field's own line.
+    It is looked for at ``guess`` first (where it is when every line before it is
+    "Name: value", as clients write them: one comparison), else searched for (no copy of
+    the head, which a token is most of); where the line ends its value says, compared in
+    place (no search through the token for the CRLF). A line that is not exactly the
+    field's is left to ``_without_fields``."""
+    n, v = field
+    if not v:
+        return None
+    spelled = usual_spelling(n)
+    at = guess
+    if at <= 0 or at >= size or not _starts(raw, spelled, at):
+        at = _find(raw, spelled, 0, size)
+        if at < 0:
+            return None
+    p = raw  # (compiled: a pointer to its bytes, read in place)
+    pos = at + len(spelled)
+    while pos < size:
+        c = p[pos]
+        if c != 32 and c != 9:  # SP, HTAB
+            break
+        pos += 1
+    if pos + len(v) > size or not _starts(raw, v, pos):
+        return None
+    end = pos + len(v)
+    while end < size:
+        c = p[end]
+        if c != 32 and c != 9:
+            break
+        end += 1
+    if end + 2 > size or p[end] != 13 or p[end + 1] != 10:  # CRLF
+        return None
+    if end + 2 < size and (p[end + 2] == 32 or p[end + 2] == 9):  # obs-fold after it
+        return None
+    return _cut(raw, at, end, size)
 
 
 def _without_fields(block: bytes, headers: tuple[tuple[bytes, bytes], ...],

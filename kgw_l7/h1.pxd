@@ -16,6 +16,9 @@ cdef frozenset _PLAIN_CONNECTION_VALUES
 
 cpdef bint _plain_connection(bytes value)
 cdef dict _USUAL_SPELLING
+cdef Py_ssize_t _SPELLINGS_KEPT
+@cython.locals(spelled=bytes)
+cpdef bytes usual_spelling(bytes name)
 @cython.locals(at=Py_ssize_t, stop=Py_ssize_t, pos=Py_ssize_t, low=bytes, spans=list,
                parts=list, pattern=bytes)
 cpdef bytes without_fields(bytes data, list names, Py_ssize_t head_size)

@@ -54,9 +54,12 @@ _CUTTABLE = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 #: The usual whole values of such a Connection field (no split needed).
 _PLAIN_CONNECTION_VALUES = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
-#: How backends spell the _CUTTABLE fields, as the line that starts each.
+#: How fields are usually spelled, as the line that starts each (see usual_spelling).
 _USUAL_SPELLING = {b"connection": b"\r\nConnection:", b"keep-alive": b"\r\nKeep-Alive:",
                    b"proxy-connection": b"\r\nProxy-Connection:"}
+#: Bound of the spellings remembered (names come from the configuration, but a config
+#: changes: the table is emptied rather than let grow).
+_SPELLINGS_KEPT = 256
 
 #: Request header names that on_headers_complete looks at: one set lookup skips the rest.
 _REQUEST_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect",
@@ -560,6 +563,18 @@ def _plain_connection(value: bytes) -> bool:
     return value in _PLAIN_CONNECTION_VALUES or connection_tokens(value) <= _PLAIN_CONNECTION
 
 
+def usual_spelling(name: bytes) -> bytes:
+    """``CRLF Name:`` for a lower-case field name, as clients usually spell it (each
+    hyphen-separated word capitalized): the needle that finds the field's line in a head
+    llhttp accepted, without a lower-case copy of the head."""
+    spelled = _USUAL_SPELLING.get(name)
+    if spelled is None:
+        if len(_USUAL_SPELLING) >= _SPELLINGS_KEPT:
+            _USUAL_SPELLING.clear()
+        spelled = _USUAL_SPELLING[name] = b"\r\n" + name.title() + b":"
+    return spelled
+
+
 def without_fields(data: bytes, names: list[bytes], head_size: int) -> bytes:
     """``data``, a message whose head (its first ``head_size`` bytes) llhttp accepted,
     without the header fields ``names`` (lower-case, one entry per field). Accepted means
@@ -568,7 +583,7 @@ def without_fields(data: bytes, names: list[bytes], head_size: int) -> bytes:
     if len(names) == 1:
         # One field, looked for with its usual spelling first: no lower-case copy. It is
         # the only field of that name, so a match inside the head is that field.
-        at = data.find(_USUAL_SPELLING[names[0]], 0, head_size)
+        at = data.find(usual_spelling(names[0]), 0, head_size)
         if at >= 0:
             return data[:at] + data[data.find(b"\r\n", at + 2):]
     low = data[:head_size].lower()

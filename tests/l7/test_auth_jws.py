@@ -387,6 +387,39 @@ def test_the_last_token_expires_with_the_token():
     assert claims_of(check, b"Bearer " + tok2)["sub"] == "carol"
 
 
+def test_the_pipeline_asks_the_memo_before_the_check(monkeypatch):
+    """A pipeline answers a repeated token from the check's memo (LastToken) without
+    calling ``check``; another token, a refused one, or the remembered one once its exp
+    passed on the check's clock, goes to ``check`` (verified anew)."""
+    t0 = now()
+    clock = [float(t0)]
+    check = auth.JwtCheck(JWT(PROVIDERS["no-iss-no-aud"]), clock=lambda: clock[0])
+    pipeline = auth.AuthPipeline([check])
+    calls = []
+    original = auth.JwtCheck.check
+    monkeypatch.setattr(auth.JwtCheck, "check",
+                        lambda self, req: calls.append(1) or original(self, req))
+
+    def run(field_value):
+        req = AuthRequest(b"GET", b"/", b"", ((b"authorization", field_value),), b"10.0.0.1")
+        v = pipeline.run(req)
+        return v if v is not None else req.claims["sub"]
+
+    alice, bob = b"Bearer " + signed(sub="alice", exp=t0 + 30), b"Bearer " + signed(sub="bob")
+    assert (run(alice), len(calls)) == ("alice", 1)
+    assert (run(alice), len(calls)) == ("alice", 1)  # the memo: no call
+    assert (run(bob), len(calls)) == ("bob", 2)
+    assert (run(alice), len(calls)) == ("alice", 3)  # (the LRU, then remembered again)
+    assert (run(alice), len(calls)) == ("alice", 3)
+    forged = alice[:-4] + (b"AAAA" if not alice.endswith(b"AAAA") else b"BBBB")
+    assert run(forged).status == 401 and len(calls) == 4
+    assert (run(alice), len(calls)) == ("alice", 4)  # (a refusal is not remembered)
+    clock[0] = t0 + 31.0  # past exp on the check's clock: the memo does not answer
+    first = check.last.verified
+    assert (run(alice), len(calls)) == ("alice", 5)  # (verified again: PyJWT's real clock)
+    assert check.last.verified is not first
+
+
 def test_the_last_token_is_not_used_for_another_source_or_a_refusal():
     prov = JWTProvider("p", local_jwks=JWKS, extract_from=(
         auth.CredentialSource("header", "x-token"), auth.CredentialSource("query", "t")))

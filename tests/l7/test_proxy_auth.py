@@ -5,6 +5,7 @@ API key and authorization rules; real HTTP/1.1 and HTTP/2 clients."""
 from __future__ import annotations
 
 import base64
+import http.client
 import time
 
 import bcrypt
@@ -44,7 +45,10 @@ def proxy(echoes, jwks_server):
     elsewhere = JWTProvider("elsewhere", local_jwks=jwks(jwk(RSA, "k1")), **ISSUER,
                             extract_from=(CredentialSource("query", "access_token"),
                                           CredentialSource("cookie", "tok")))
+    short = JWTProvider("short", local_jwks=jwks(jwk(RSA, "k1")), **ISSUER, clock_skew=0.0,
+                        claim_to_headers=(ClaimToHeader("sub", "x-user"),))
     secured = [
+        prefix("/short", rule("short", v1, policy=RulePolicy(jwt=JWT((short,))))),
         prefix("/elsewhere", rule("elsewhere", v1, policy=RulePolicy(jwt=JWT((elsewhere,))))),
         prefix("/jwt", rule("jwt", v1, policy=RulePolicy(jwt=JWT((inline,))))),
         prefix("/scoped", rule("scoped", v1, policy=RulePolicy(
@@ -86,6 +90,38 @@ def test_a_repeated_token_is_removed_and_its_claims_forwarded(proxy, send):
         assert hdr(r, "X-User") == ["alice"], i
         assert hdr(r, "Authorization") is None, i
         assert hdr(r, "X-Keep") == [str(i)]
+
+
+def test_the_remembered_token_on_one_connection(proxy):
+    """One HTTP/1.1 connection, the token in its usual spelling (its line cut from the
+    received head): a repeated token keeps its claims, another token (or a forged one) is
+    verified anew, and a remembered token whose exp passes is refused (no clock skew on
+    this provider)."""
+    exp = int(time.time()) + 2
+    alice = "Bearer " + token(RSA, exp=exp)
+    bob = "Bearer " + token(RSA, sub="bob")
+    forged = alice[:-6] + ("AAAAAA" if not alice.endswith("AAAAAA") else "BBBBBB")
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        def user(bearer, keep="1"):
+            r = request(proxy.port, "/short", conn=conn,
+                        headers=[("Authorization", bearer), ("X-Keep", keep)])
+            if r.status != 200:
+                return r.status
+            assert hdr(r, "Authorization") is None and hdr(r, "X-Keep") == [keep]
+            return hdr(r, "X-User")
+
+        assert user(alice) == ["alice"]
+        assert user(alice, "2") == ["alice"]
+        assert user(bob) == ["bob"]
+        assert user(alice) == ["alice"]
+        assert user(forged) == 401
+        assert user(alice) == ["alice"]
+        time.sleep(max(0.0, exp + 0.5 - time.time()))
+        assert user(alice) == 401
+        assert user(bob) == ["bob"]
+    finally:
+        conn.close()
 
 
 def test_jwt_end_to_end(proxy, send):
