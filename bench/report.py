@@ -9,8 +9,12 @@ of the run, and its own headings move one level down.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+
+#: The machine's load average when the bench started (this module is imported first).
+LOAD_AT_START = os.getloadavg()
 
 
 def as_section(text: str, when: float | None = None) -> str:
@@ -38,3 +42,11 @@ def save(path: str | Path, text: str) -> None:
         path.write_text(text.rstrip("\n") + "\n")
         return
     path.write_text(old.rstrip("\n") + "\n\n" + as_section(text))
+
+
+def load_note() -> str:
+    """What the reader needs to judge timed figures: the load before the bench ran, not a
+    fixed sentence that says the machine was shared whether it was or not."""
+    one, five, _ = LOAD_AT_START
+    return (f"Load average when the run started: {one:.2f} (1 min), {five:.2f} (5 min) on "
+            f"{os.cpu_count()} CPUs; timed figures are noisy when it is above ~0.5.")

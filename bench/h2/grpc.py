@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import save  # noqa: E402
+from bench.report import load_note, save  # noqa: E402
 from bench.h2.run import Result, result_tables, run_h2load  # noqa: E402
 from bench.l7 import run as l7  # noqa: E402
 from kgw_l7.config import (  # noqa: E402
@@ -189,8 +189,7 @@ def write_report(path: Path, results: list[Result], args: argparse.Namespace) ->
         "in the compiled build, the h2 library otherwise). "
         + (f"The proxy is pinned to CPU {sorted(l7.PROXY_CPUS)}, h2load and the backend to "
            f"{sorted(l7.LOAD_CPUS)}. " if l7.PROXY_CPUS else "")
-        + "**The machine was shared with other work (other builds and test suites) while "
-        "this ran: absolute figures are noisy.**",
+        + load_note() + " The CPU ratio is the comparison.",
         "",
     ]
     lines += result_tables(results)

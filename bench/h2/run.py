@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import save  # noqa: E402
+from bench.report import load_note, save  # noqa: E402
 from bench.l7 import run as l7  # noqa: E402
 from kgw_l7.config import Certificate, L7Config, Listener  # noqa: E402
 
@@ -243,8 +243,7 @@ def write_report(path: Path, results: list[Result], args: argparse.Namespace) ->
         "the requests; p50/p99 from h2load's per-request log. "
         + (f"The proxy is pinned to CPU {sorted(l7.PROXY_CPUS)}, h2load and the backend to "
            f"{sorted(l7.LOAD_CPUS)}. " if l7.PROXY_CPUS else "")
-        + "**The machine was shared with other work while this ran: absolute figures are "
-        "noisy; the CPU ratio is the comparison.**",
+        + load_note() + " The CPU ratio is the comparison.",
         "",
     ]
     lines += result_tables(results)
