@@ -806,6 +806,42 @@ cdef class _Session:
             nghttp2_session_del(self.session)
             self.session = NULL
 
+    cdef int _open(self, bint client) except -1:
+        """Make the ``nghttp2_session`` of one side with the callbacks above. A server
+        also counts frames as they begin (``_on_begin_frame``: the flood bounds) and
+        leaves HTTP messaging checks to kgw (RFC 9113 §8.2 in ``H2Conn``, with its
+        counters); a client keeps nghttp2's checks on a backend's responses."""
+        cdef nghttp2_session_callbacks *cbs
+        cdef nghttp2_option *opt
+        cdef int rv
+        if nghttp2_session_callbacks_new(&cbs) != 0:
+            raise MemoryError()
+        if nghttp2_option_new(&opt) != 0:
+            nghttp2_session_callbacks_del(cbs)
+            raise MemoryError()
+        if not client:
+            nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, _on_begin_frame)
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
+        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, _on_invalid_frame)
+        nghttp2_session_callbacks_set_error_callback2(cbs, _on_error)
+        nghttp2_option_set_no_auto_window_update(opt, 1)
+        if client:
+            rv = nghttp2_session_client_new2(&self.session, cbs, <void *>self, opt)
+        else:
+            nghttp2_option_set_no_http_messaging(opt, 1)
+            rv = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
+        nghttp2_session_callbacks_del(cbs)
+        nghttp2_option_del(opt)
+        if rv != 0:
+            raise MemoryError()
+        self.client = client
+        return 0
+
     # -- starting -------------------------------------------------------------------------
     def start(self, dict settings, int connection_window, object upgrade_settings=None):
         """Queue this side's SETTINGS (``{SettingCodes: value}``) and open the connection
@@ -1061,29 +1097,7 @@ cdef class ServerSession(_Session):
     cdef public Py_ssize_t window_credit
 
     def __cinit__(self):
-        cdef nghttp2_session_callbacks *cbs
-        cdef nghttp2_option *opt
-        if nghttp2_session_callbacks_new(&cbs) != 0:
-            raise MemoryError()
-        if nghttp2_option_new(&opt) != 0:
-            nghttp2_session_callbacks_del(cbs)
-            raise MemoryError()
-        nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, _on_begin_frame)
-        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
-        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
-        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
-        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
-        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
-        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, _on_invalid_frame)
-        nghttp2_session_callbacks_set_error_callback2(cbs, _on_error)
-        nghttp2_option_set_no_auto_window_update(opt, 1)
-        nghttp2_option_set_no_http_messaging(opt, 1)
-        rv = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
-        nghttp2_session_callbacks_del(cbs)
-        nghttp2_option_del(opt)
-        if rv != 0:
-            raise MemoryError()
+        self._open(False)
 
     def header_block_open(self):
         """Is a request's header block incomplete (CONTINUATION awaited)?"""
@@ -1133,28 +1147,7 @@ cdef class ClientSession(_Session):
     stream's owner hears of as a ``StreamReset``. Interim (1xx) heads are dropped."""
 
     def __cinit__(self):
-        cdef nghttp2_session_callbacks *cbs
-        cdef nghttp2_option *opt
-        if nghttp2_session_callbacks_new(&cbs) != 0:
-            raise MemoryError()
-        if nghttp2_option_new(&opt) != 0:
-            nghttp2_session_callbacks_del(cbs)
-            raise MemoryError()
-        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
-        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
-        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
-        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
-        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
-        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, _on_invalid_frame)
-        nghttp2_session_callbacks_set_error_callback2(cbs, _on_error)
-        nghttp2_option_set_no_auto_window_update(opt, 1)
-        rv = nghttp2_session_client_new2(&self.session, cbs, <void *>self, opt)
-        nghttp2_session_callbacks_del(cbs)
-        nghttp2_option_del(opt)
-        if rv != 0:
-            raise MemoryError()
-        self.client = True
+        self._open(True)
 
     def stream_limit(self):
         """The backend's SETTINGS_MAX_CONCURRENT_STREAMS (nghttp2 assumes 100 until its
