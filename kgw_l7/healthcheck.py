@@ -492,7 +492,35 @@ def _sockaddr(address: str, port: int) -> tuple[socket.AddressFamily, tuple[Any,
     return socket.AF_INET, (address, port)
 
 
-class _TcpCheck:
+def next_delay(hc: HealthCheck) -> float:
+    """Seconds from one check's result to the next check: the interval plus up to
+    ``jitter`` at random."""
+    return hc.interval + (random.random() * hc.jitter if hc.jitter else 0.0)
+
+
+class _Scheduled:
+    """What the ticker-driven checks share: start on the ticker, report a result and
+    schedule the next check (subclasses set ``checker``, ``target`` and ``stopped`` and
+    define ``start``)."""
+
+    __slots__ = ()
+    checker: HealthChecker
+    target: Target
+    stopped: bool
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def schedule(self, delay: float) -> None:
+        if not self.stopped:
+            self.checker.ticker.after(delay, self.start)
+
+    def _next(self, ok: bool, error: str = "") -> None:
+        self.checker.result(self.target, ok, error)
+        self.schedule(next_delay(self.target.check))
+
+
+class _TcpCheck(_Scheduled):
     """The TCP check of one target, without a task: the ticker starts it and bounds its
     wait, a non-blocking connect is watched by the checker's ``_ConnectPoller``, and a
     connected probe is closed at once. Closed with a FIN, as before, not an RST
@@ -510,10 +538,6 @@ class _TcpCheck:
         #: The probe in flight, if any (its timeout watched by the ticker).
         self.sock: socket.socket | None = None
         self.stopped = False
-
-    def schedule(self, delay: float) -> None:
-        if not self.stopped:
-            self.checker.ticker.after(delay, self.start)
 
     def start(self) -> None:
         if self.stopped:
@@ -560,11 +584,6 @@ class _TcpCheck:
         self._abandon()
         self._next(False, f"no answer within {self.target.check.timeout:g}s")
 
-    def _next(self, ok: bool, error: str = "") -> None:
-        self.checker.result(self.target, ok, error)
-        hc = self.target.check
-        self.schedule(hc.interval + (random.random() * hc.jitter if hc.jitter else 0.0))
-
     def stop(self) -> None:
         self.stopped = True
         self.checker.ticker.forget(self, self.target.check.timeout)
@@ -577,7 +596,7 @@ class _TcpCheck:
             sock.close()
 
 
-class _HttpCheck(asyncio.Protocol):
+class _HttpCheck(_Scheduled, asyncio.Protocol):
     """The HTTP check of one target without a task: the checker's ticker starts each
     check and bounds its wait, the response arrives in ``data_received`` (parsed by
     httptools, one parser per connection). A check on a kept connection is one write of
@@ -604,9 +623,6 @@ class _HttpCheck(asyncio.Protocol):
         self.stopped = False
 
     # -- scheduling ---------------------------------------------------------------------
-    def schedule(self, delay: float) -> None:
-        if not self.stopped:
-            self.checker.ticker.after(delay, self.start)
 
     def start(self) -> None:
         if self.stopped:
@@ -671,11 +687,6 @@ class _HttpCheck(asyncio.Protocol):
         if not ok:
             self.close()
         self._next(ok, error)
-
-    def _next(self, ok: bool, error: str) -> None:
-        self.checker.result(self.target, ok, error)
-        hc = self.target.check
-        self.schedule(hc.interval + (random.random() * hc.jitter if hc.jitter else 0.0))
 
     def close(self) -> None:
         if self.transport is not None:
@@ -866,7 +877,7 @@ class HealthChecker:
                     ok, error = False, f"no answer within {hc.timeout:g}s"
                     probe.close()
                 self.result(t, ok, error)
-                await asyncio.sleep(hc.interval + random.random() * hc.jitter)
+                await asyncio.sleep(next_delay(hc))
         finally:
             probe.close()
 
