@@ -22,7 +22,7 @@ ended, sockets closed), RESET (an error or a reset, sockets reset and closed), H
 
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-from libc.errno cimport errno, EAGAIN, EINTR
+from libc.errno cimport errno, EAGAIN, EINTR, ECONNRESET, EPIPE
 from posix.unistd cimport close
 
 cdef extern from "<sys/epoll.h>" nogil:
@@ -81,6 +81,7 @@ cdef struct Pair:
     size_t length[2]
     int eof[2]            # fd[i] sent its end of stream
     int shut[2]           # fd[i]'s write side was shut down by us
+    int gone[2]           # fd[i]'s peer reset it (closing it needs no SO_LINGER to reset)
     unsigned int interest[2]
     unsigned long long moved[2]
     long long token
@@ -88,6 +89,13 @@ cdef struct Pair:
     int kind              # how it ended (once dead)
     Pair *prev            # the live pairs' list (abort_all), then the dead ones' (next)
     Pair *next
+
+
+cdef inline void _note_gone(Pair *p, int side) noexcept nogil:
+    """After a failed recv/send on fd[side]: a reset or broken pipe means its peer is
+    gone already."""
+    if errno == ECONNRESET or errno == EPIPE:
+        p.gone[side] = 1
 
 
 cdef inline void *_tag(Pair *p, int side) noexcept nogil:
@@ -216,6 +224,7 @@ cdef class PairRelay:
     cdef void _serve(self, Pair *p, int side, unsigned int ev) noexcept nogil:
         cdef int other = 1 - side
         if ev & EPOLLERR:
+            p.gone[side] = 1
             self._end(p, K_RESET)
             return
         if (ev & EPOLLOUT) and p.length[other] > p.off[other]:
@@ -248,6 +257,7 @@ cdef class PairRelay:
             if n < 0:
                 if errno == EAGAIN or errno == EINTR:
                     return 0
+                _note_gone(p, side)
                 return -1
             if n == 0:
                 p.eof[side] = 1
@@ -261,6 +271,7 @@ cdef class PairRelay:
                     if errno == EINTR:
                         continue
                     if errno != EAGAIN:
+                        _note_gone(p, 1 - side)
                         return -1
                     # the other is full: keep the rest until it is writable
                     p.buf[side] = <char *>malloc(<size_t>n - sent)
@@ -284,6 +295,7 @@ cdef class PairRelay:
             if n < 0:
                 if errno == EAGAIN or errno == EINTR:
                     return 0
+                _note_gone(p, 1 - side)
                 return -1
             p.off[side] += <size_t>n
         p.off[side] = p.length[side] = 0
@@ -333,7 +345,7 @@ cdef class PairRelay:
             if kind == K_HANDOVER:
                 epoll_ctl(self.ep, EPOLL_CTL_DEL, p.fd[side], NULL)
                 continue
-            if kind == K_RESET:
+            if kind == K_RESET and not p.gone[side]:
                 lg.l_onoff = 1
                 lg.l_linger = 0
                 setsockopt(p.fd[side], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))

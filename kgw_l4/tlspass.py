@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from kgw_l7.proxyaccept import read_header
 from kgw_l7.proxyproto import ProxyProtocolError
 
-from .acceptor import Acceptor
+from .acceptor import KEEPALIVE_IDLE, Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .pairrelay import FINISHED, HANDOVER, Ended, PairCopier, native
@@ -146,8 +146,9 @@ class TLSPassthroughProxy(Acceptor):
     until it is a long stream (kgw_l4.pairrelay), when built; False: splice from the
     start."""
 
-    def __init__(self, splicer: Splicer | None, *, pair_relay: bool = True) -> None:
-        super().__init__()
+    def __init__(self, splicer: Splicer | None, *, pair_relay: bool = True,
+                 keepalive: int = KEEPALIVE_IDLE) -> None:
+        super().__init__(keepalive=keepalive)
         self.splicer = splicer
         self._cfg: dict[tuple[str, int], TLSPassthrough] = {}
         self.errors: dict[str, str] = {}
@@ -357,10 +358,12 @@ class TLSPassthroughProxy(Acceptor):
             if pick is None:
                 pick = self._pickers[route.backends] = _route_picker(route.backends, route.name,
                                                                      self.down)
-            try:
-                local = key if key[0] != "0.0.0.0" else c.getsockname()[:2]
-            except OSError:
-                local = key
+            local = key
+            if key[0] == "0.0.0.0" and len(pick.endpoints) > 1:  # (the flow hash needs it)
+                try:
+                    local = c.getsockname()[:2]
+                except OSError:
+                    pass
             be = pick.choose(peer, local)
         if be is None:
             log.info("tls passthrough %s: no route for SNI %r", key, sni)
