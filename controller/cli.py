@@ -19,6 +19,7 @@ from kgw_cli.admin import ADMIN_ADDRESS
 from kgw_cli.commands import Arg, Command, add_commands, output_arg, parse
 from kgw_cli.env import Environment, ExitStatus
 from kgw_l4.abi import PIN_DIR, SIZES  # (plain data: no bcc, nothing loaded)
+from kgw_l4.acceptor import KEEPALIVE_IDLE  # (plain data: no sockets made)
 
 _CONFIG: Arg = (("-c", "--config"), {"required": True, "metavar": "DIR",
                                      "help": "directory of Gateway API YAML files"})
@@ -97,6 +98,12 @@ def _serving(node_address_default: str) -> tuple[Arg, ...]:
                     "SKBS "
                     "skbs queued (default %(default)s; 1024 is about 64 MB; 0: off, the queue is "
                     "then unbounded)"}),
+        (("--l4-tcp-keepalive",), {
+            "type": int, "default": KEEPALIVE_IDLE, "metavar": "SECONDS",
+            "help": "TCP keepalive of the connections the L4 proxies accept (TCPRoute in splice "
+                    "or userspace mode, TLS passthrough): the first probe after SECONDS of "
+                    "silence; after 5 unanswered ones SECONDS/10 apart, a client that vanished "
+                    "is dropped with its backend connection (default %(default)s; 0: off)"}),
     )
     node_address: Arg = (("--node-address",), {
         "default": None, "metavar": "ADDR[,ADDR]",

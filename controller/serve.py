@@ -34,6 +34,7 @@ from controller.ingress.convert import Listening
 from controller.translate import Options
 from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.eventloop import run_async
+from kgw_l4.acceptor import KEEPALIVE_IDLE
 from kgw_l7.logformat import DEFAULT_REDACT
 from kgw_l7.otlplogs import OtlpLogsError
 from kgw_l7.tracing_config import TracingConfigError
@@ -81,6 +82,8 @@ class PlaneOptions:
     tracing_sample: float | None = None
     #: Where Ingresses are served (--ingress-http-port, --ingress-https-port).
     ingress_ports: tuple[int, int] = (80, 443)
+    #: --l4-tcp-keepalive (kgw_l4.acceptor.set_keepalive)
+    l4_tcp_keepalive: int = KEEPALIVE_IDLE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PlaneOptions:
@@ -88,6 +91,7 @@ class PlaneOptions:
                    access_log=args.access_log,
                    l4_mode=args.l4_mode, l4_interfaces=split_list(args.l4_interfaces) or None,
                    l4_pin_dir=args.l4_pin_dir, l4_splice_backlog=args.l4_splice_backlog,
+                   l4_tcp_keepalive=args.l4_tcp_keepalive,
                    node_address=split_list(args.node_address),
                    drain_delay=args.drain_delay, drain_timeout=args.drain_timeout,
                    response_timeout=args.response_timeout,
@@ -155,7 +159,8 @@ async def serve_planes(options: PlaneOptions, source: Source, *, node_fallback: 
         l4 = await open_plane(options.l4_mode, interfaces=options.l4_interfaces,
                               node_address=fixed_source(options.node_address),
                               pin_dir=options.l4_pin_dir,
-                              sizes=sizes_with_splice_backlog(options.l4_splice_backlog))
+                              sizes=sizes_with_splice_backlog(options.l4_splice_backlog),
+                              keepalive=options.l4_tcp_keepalive)
     # open_plane's word for a bad argument, a mode it cannot run
     except (ValueError, BpfUnavailable) as exc:
         raise CannotServe(str(exc)) from exc

@@ -18,6 +18,7 @@ from kgw_cli.env import Environment, ExitStatus
 from kgw_cli.eventloop import run_async
 
 from . import abi, configio
+from .acceptor import KEEPALIVE_IDLE
 from . import plane as plane_mod
 from .plane import DEFAULT_MODE, MODES, open_plane
 
@@ -33,6 +34,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a.add_argument("--pin-dir", default=abi.PIN_DIR)
     a.add_argument("--sizes", default="{}", help="JSON overrides of kgw_l4.abi.SIZES")
     a.add_argument("--settings", default="{}", help="JSON kgw_settings fields")
+    a.add_argument("--tcp-keepalive", type=int, default=KEEPALIVE_IDLE, metavar="SECONDS",
+                   help="TCP keepalive of accepted connections: first probe after SECONDS "
+                        "of silence (default %(default)s; 0: off)")
     a.add_argument("--gc-interval", type=float, default=None,
                    help="seconds between connection-table sweeps")
     return p.parse_args(argv)
@@ -42,7 +46,8 @@ async def _agent(ns: argparse.Namespace, env: Environment) -> ExitStatus:
     sizes = dict(abi.SIZES, **json.loads(ns.sizes))
     ifs = ns.interfaces.split(",") if ns.interfaces else None
     plane = await open_plane(ns.mode, ifs, ns.node_address, pin_dir=ns.pin_dir, sizes=sizes,
-                             settings=json.loads(ns.settings) or None)
+                             settings=json.loads(ns.settings) or None,
+                             keepalive=ns.tcp_keepalive)
     if ns.gc_interval is not None:
         plane_mod.GC_INTERVAL = ns.gc_interval
     loop = asyncio.get_running_loop()

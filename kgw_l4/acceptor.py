@@ -27,10 +27,33 @@ ACCEPT_BATCH = 64
 #: after an accept error other than "none waiting" (e.g. EMFILE: the connection stays
 #: queued, so the listener stays readable), the listener is left alone this long
 ACCEPT_RETRY = 0.1
+#: TCP keepalive of accepted connections, seconds of silence before the first probe
+#: (``--l4-tcp-keepalive``; 0: off). A client that vanishes without a FIN or a reset
+#: (power lost, its route gone) would otherwise hold its relayed, spliced or copied
+#: connection, both sockets and the backend's, for ever: nothing is sent to it while the
+#: connection is idle. The options are set on the listener and inherited by every
+#: accepted socket, so they cost nothing per connection.
+KEEPALIVE_IDLE = 300
+#: unanswered probes, KEEPALIVE_IDLE / 10 s apart, after which the connection is dead
+KEEPALIVE_PROBES = 5
+
+
+def set_keepalive(ls: socket.socket, idle: int) -> None:
+    """TCP keepalive on listener ``ls`` for the connections it accepts: the first probe
+    after ``idle`` seconds of silence (0: off), then KEEPALIVE_PROBES probes ``idle``/10
+    seconds apart (at least 1) before the kernel fails the connection (ETIMEDOUT), which
+    ends it in whichever of kgw's relays carries it."""
+    if idle <= 0:
+        return
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    ls.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    ls.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 10))
+    ls.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
 
 
 class Acceptor:
-    def __init__(self) -> None:
+    def __init__(self, *, keepalive: int = KEEPALIVE_IDLE) -> None:
+        self.keepalive = keepalive
         self._listeners: dict[Key, socket.socket] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,6 +91,7 @@ class Acceptor:
             ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                set_keepalive(ls, self.keepalive)
                 self.listening(ls)
                 ls.bind(key)
                 ls.listen(1024)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from . import abi, loader as ld, netinfo, pinlock
+from .acceptor import KEEPALIVE_IDLE
 from .config import L4Config
 from .health import L4Health, checked_groups
 from .kernelstats import kernel_stats
@@ -210,11 +211,11 @@ class UserspacePlane(L4Plane):
     """TCP frontends in kgw_l4.userspace, UDP frontends in kgw_l4.udp (flows per client),
     TLS passthrough in kgw_l4.tlspass."""
 
-    def __init__(self) -> None:
+    def __init__(self, keepalive: int = KEEPALIVE_IDLE) -> None:
         self.mode = "userspace"
-        self.proxy = UserspaceProxy(udp=True)
+        self.proxy = UserspaceProxy(udp=True, keepalive=keepalive)
         self.udp = UdpProxy()
-        self.tls = TLSPassthroughProxy(None)
+        self.tls = TLSPassthroughProxy(None, keepalive=keepalive)
         self._limit_errors: dict[str, str] = {}
         self._health_tasks = set()
 
@@ -308,8 +309,10 @@ class PinUse:
 class SplicePlane(L4Plane):
     """Frontends served by the sockmap splice acceptor (kgw_l4.splice)."""
 
-    def __init__(self, pin_dir: str, sizes: Mapping[str, int]):
+    def __init__(self, pin_dir: str, sizes: Mapping[str, int],
+                 keepalive: int = KEEPALIVE_IDLE):
         self.mode = "splice"
+        self.keepalive = keepalive
         self.loader = ld.Loader(pin_dir, sizes)
         self.proxy: SpliceProxy | None = None
         self.tls: TLSPassthroughProxy | None = None
@@ -330,8 +333,8 @@ class SplicePlane(L4Plane):
             from .splice import SpliceProxy, Splicer
 
             splicer = await asyncio.to_thread(Splicer, self.loader)
-            self.proxy = SpliceProxy(splicer)
-            self.tls = TLSPassthroughProxy(splicer)
+            self.proxy = SpliceProxy(splicer, keepalive=self.keepalive)
+            self.tls = TLSPassthroughProxy(splicer, keepalive=self.keepalive)
             self._wire_flow_log()
         self._health_for(config)
         if self.health is not None:
@@ -402,8 +405,10 @@ class _DriftMetrics:
 
 class KernelPlane(L4Plane):
     def __init__(self, mode: str, interfaces: list[str], node_address: str | None,
-                 pin_dir: str, sizes: Mapping[str, int], settings: Mapping[str, int] | None):
+                 pin_dir: str, sizes: Mapping[str, int], settings: Mapping[str, int] | None,
+                 keepalive: int = KEEPALIVE_IDLE):
         self.mode = mode
+        self.keepalive = keepalive
         self.interfaces = interfaces
         self.loader = ld.Loader(pin_dir, sizes)
         self.sizes = dict(sizes)
@@ -487,7 +492,7 @@ class KernelPlane(L4Plane):
                 from .splice import Splicer
 
                 self._splicer = await asyncio.to_thread(Splicer, self.loader)
-                self.tls = TLSPassthroughProxy(self._splicer)
+                self.tls = TLSPassthroughProxy(self._splicer, keepalive=self.keepalive)
                 self._wire_flow_log()
             if self.health is not None:
                 self.tls.down = self.health.down()
@@ -753,12 +758,17 @@ def sizes_with_splice_backlog(skbs: int) -> dict[str, int]:
 async def open_plane(mode: str = DEFAULT_MODE, interfaces: Sequence[str] | None = None,
                      node_address: str | None = None, *, pin_dir: str = abi.PIN_DIR,
                      sizes: Mapping[str, int] = abi.SIZES,
-                     settings: Mapping[str, int] | None = None) -> L4Plane:
+                     settings: Mapping[str, int] | None = None,
+                     keepalive: int = KEEPALIVE_IDLE) -> L4Plane:
     """Open the L4 data plane. Raises ValueError for bad arguments (unknown mode or
-    interface, bad node address) and loader.BpfUnavailable when tc/xdp is asked for
-    explicitly and cannot run. ``settings``: kgw_settings fields (timeouts in ns)."""
+    interface, bad node address, negative keepalive) and loader.BpfUnavailable when tc/xdp
+    is asked for explicitly and cannot run. ``settings``: kgw_settings fields (timeouts in
+    ns); ``keepalive``: seconds of silence before the TCP keepalive probes of accepted
+    connections start (kgw_l4.acceptor.set_keepalive; 0: off)."""
     if mode not in MODES:
         raise ValueError(f"unknown L4 mode {mode!r} (choose from {', '.join(MODES)})")
+    if keepalive < 0:
+        raise ValueError(f"--l4-tcp-keepalive must be 0 (off) or seconds, not {keepalive}")
     if node_address is not None:
         try:
             abi.ip_be(node_address)
@@ -771,7 +781,7 @@ async def open_plane(mode: str = DEFAULT_MODE, interfaces: Sequence[str] | None 
                 raise ld.BpfUnavailable(f"L4 mode {mode} unavailable: {reason}")
             log.warning("kernel L4 data plane unavailable (%s): using the userspace L4 proxy",
                         reason)
-            return UserspacePlane()
+            return UserspacePlane(keepalive)
         if mode == "auto":
             mode = "tc"
         if mode != "splice" and node_address is not None:
@@ -786,11 +796,11 @@ async def open_plane(mode: str = DEFAULT_MODE, interfaces: Sequence[str] | None 
         # both raise PinDirBusy when pins exist and another instance holds them
         if mode == "splice":
             log.info("L4 data plane: splice mode (accept, connect, sockmap)")
-            return SplicePlane(pin_dir, sizes)
+            return SplicePlane(pin_dir, sizes, keepalive)
         log.info("L4 data plane: %s mode on %s", mode, ", ".join(ifs) or "no interfaces")
-        return KernelPlane(mode, ifs, node_address, pin_dir, sizes, settings)
+        return KernelPlane(mode, ifs, node_address, pin_dir, sizes, settings, keepalive)
     log.info("L4 data plane: userspace proxy (asked for)")
-    return UserspacePlane()
+    return UserspacePlane(keepalive)
 
 
 def cleanup(pin_dir: str = abi.PIN_DIR, interfaces: Sequence[str] | None = None) -> None:

@@ -101,7 +101,7 @@ from kgw_l7.proxyproto import ProxyProtocolError
 
 from . import abi
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
-from .acceptor import Acceptor
+from .acceptor import KEEPALIVE_IDLE, Acceptor
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 from .userspace import (
@@ -772,8 +772,8 @@ class SpliceProxy(Acceptor):
     open ones at scrape time, so the bytes cost nothing per packet. No packet counts:
     the bytes move as skbs of any size."""
 
-    def __init__(self, splicer: Splicer) -> None:
-        super().__init__()
+    def __init__(self, splicer: Splicer, *, keepalive: int = KEEPALIVE_IDLE) -> None:
+        super().__init__(keepalive=keepalive)
         self.splicer = splicer
         self._picks: dict[tuple[str, int], object] = {}
         self.errors: dict[str, str] = {}

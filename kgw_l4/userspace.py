@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from kgw_l7.proxyproto import MAX_HEADER, ProxyHeader, ProxyProtocolError, encode_v2, parse
 
 from . import maglev, relay
+from .acceptor import KEEPALIVE_IDLE, set_keepalive
 from .config import Frontend, L4Config
 from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
 
@@ -345,7 +346,8 @@ class UserspaceProxy:
     """TCP frontends, accepted and copied in asyncio. ``udp=True``: UDP frontends are
     left to kgw_l4.udp.UdpProxy (no error here); otherwise they are reported."""
 
-    def __init__(self, *, udp: bool = False) -> None:
+    def __init__(self, *, udp: bool = False, keepalive: int = KEEPALIVE_IDLE) -> None:
+        self.keepalive = keepalive  # (kgw_l4.acceptor.set_keepalive)
         # with udp=True, kgw_l4.udp serves the UDP frontends: nothing to report here
         self._unsupported = None if udp else "need the kernel data plane"
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
@@ -386,9 +388,12 @@ class UserspaceProxy:
             if key in self._servers:
                 continue
             try:
-                self._servers[key] = await asyncio.get_running_loop().create_server(
+                srv = await asyncio.get_running_loop().create_server(
                     functools.partial(relay.Side, on_made=functools.partial(self._accept, key)),
                     fe.address, fe.port, reuse_address=True, backlog=1024)
+                for ls in srv.sockets:  # (accepted sockets inherit the options)
+                    set_keepalive(ls, self.keepalive)
+                self._servers[key] = srv
             except OSError as e:
                 errors[fe.name] = f"cannot listen on {fe.address}:{fe.port}: {e.strerror or e}"
                 self._picks.pop(key, None)

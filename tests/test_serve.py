@@ -15,7 +15,7 @@ from controller.cli import build_parser, main
 from controller.serve import PlaneOptions
 from kgw_cli.admin import ADMIN_ADDRESS
 from kgw_cli.env import Environment, ExitStatus
-from kgw_l4 import abi, plane
+from kgw_l4 import abi, acceptor, plane
 from kgw_l7.channel import WorkerOptions
 from tests.helpers import ROOT, admin_json, eventually, find, free_port, kgw_cmd, running
 
@@ -24,7 +24,8 @@ SERVING = ["--admin-address", "127.0.0.1:1", "--workers", "2", "--access-log", "
            "--l4-interfaces", "a0,b0", "--l4-pin-dir", "/sys/fs/bpf/other", "--l4-splice-backlog",
            "7",
            "--node-address", "192.0.2.1,192.0.2.2", "--log-level", "debug", "--drain-delay", "1",
-           "--drain-timeout", "2", "--response-timeout", "3", "--ignore-client-abort"]
+           "--drain-timeout", "2", "--response-timeout", "3", "--ignore-client-abort",
+           "--l4-tcp-keepalive", "9"]
 
 
 def options(*argv: str) -> PlaneOptions:
@@ -37,7 +38,8 @@ def test_run_and_agent_read_the_same_serving_flags() -> None:
                             l4_interfaces=("a0", "b0"), l4_pin_dir="/sys/fs/bpf/other",
                             l4_splice_backlog=7,
                             node_address=("192.0.2.1", "192.0.2.2"), drain_delay=1.0,
-                            drain_timeout=2.0, response_timeout=3.0, ignore_client_abort=True)
+                            drain_timeout=2.0, response_timeout=3.0, ignore_client_abort=True,
+                            l4_tcp_keepalive=9)
     assert options("run", "-c", "dir", *SERVING) == expected
     assert options("agent", *SERVING) == expected
 
@@ -49,7 +51,8 @@ def test_serving_defaults_are_their_owners(command: list[str]) -> None:
         l4_interfaces=None, l4_pin_dir=abi.PIN_DIR,
         l4_splice_backlog=abi.SIZES["KGW_SPLICE_BACKLOG_MAX"],
         node_address=(), drain_delay=signals.DRAIN_DELAY, drain_timeout=signals.DRAIN_TIMEOUT,
-        response_timeout=WorkerOptions().response_timeout, ignore_client_abort=False)
+        response_timeout=WorkerOptions().response_timeout, ignore_client_abort=False,
+        l4_tcp_keepalive=acceptor.KEEPALIVE_IDLE)
     for mode in plane.MODES:
         assert options(*command, "--l4-mode", mode).l4_mode == mode
 
@@ -58,6 +61,7 @@ def test_serving_defaults_are_their_owners(command: list[str]) -> None:
     (["--node-address", "nonsense"], "error: node address 'nonsense' is not an IPv4 address"),
     (["--l4-splice-backlog", "-1"],
      "error: --l4-splice-backlog must be 0 (off) or a number of skbs, not -1"),
+    (["--l4-tcp-keepalive", "-5"], "error: --l4-tcp-keepalive must be 0 (off) or seconds, not -5"),
 ])
 def test_a_serving_flag_the_planes_refuse_is_one_line(tmp_path: Path, flags: list[str],
                                                       message: str) -> None:
