@@ -17,8 +17,8 @@ the busy CPUs of the idle second before each run are reported next to it, since 
 machine is shared). With --profile the kgw agent runs under cProfile and the top
 functions by own time are printed (for the breakdown in bench/results/l4.md).
 
-  sudo .venv/bin/python -m bench.l4.tlspass [--seconds 3] [--repeat 3] [--modes a,b]
-                                            [--connections 32] [--profile FILE]
+  sudo .venv/bin/python -m bench.l4.tlspass [--seconds 3] [--repeat 3] [--rounds 1]
+                                            [--modes a,b] [--connections 32] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import re
 import shutil
 import statistics
@@ -68,7 +69,32 @@ class Result:
     softirq_us: float = 0.0  # the machine's softirq time per connection
     machine_cpu_us: float = 0.0
     bg_cpus: float = 0.0
+    client_cpu_us: float = 0.0  # wrk's CPU per connection
+    backend_cpu_us: float = 0.0  # nginx's (master and workers) per connection
+    gw_segs: float = 0.0  # TCP segments in + out of the gateway's namespace per connection
+    ctxt: float = 0.0  # the machine's context switches per connection
+    conns: int = 0
     note: str = ""
+
+
+#: the per-connection figures of Result, merged over rounds weighted by connections
+PER_CONN = ("gw_cpu_us", "kworker_cpu_us", "softirq_us", "machine_cpu_us", "client_cpu_us",
+            "backend_cpu_us", "gw_segs", "ctxt")
+
+
+def merge(runs: list[Result]) -> Result:
+    """One mode's rounds as one Result: every run's rate, figures weighted by connections."""
+    ok = [r for r in runs if not r.note]
+    if not ok:
+        return runs[0]
+    n = max(1, sum(r.conns for r in ok))
+    rates = tuple(x for r in ok for x in r.rates)
+    out = Result(ok[0].mode, round(statistics.median(rates)), rates, sum(r.errors for r in ok),
+                 bg_cpus=max(r.bg_cpus for r in ok), conns=n,
+                 note="; ".join(r.note for r in runs if r.note))
+    for f in PER_CONN:
+        setattr(out, f, round(sum((getattr(r, f) or 0) * r.conns for r in ok) / n, 1))
+    return out
 
 
 def make_cert(tmp: Path) -> tuple[Path, Path]:
@@ -189,6 +215,33 @@ def softirq_seconds() -> float:
         return int(f.readline().split()[7]) / CLK
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and every process below it (nginx's master and workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += proc_cpu(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:
+                pass
+    return total
+
+
+def tcp_segments(pid: int) -> int:
+    """TCP segments received plus sent in the network namespace of ``pid``."""
+    lines = [ln.split() for ln in Path(f"/proc/{pid}/net/snmp").read_text().splitlines()
+             if ln.startswith("Tcp:")]
+    row = dict(zip(lines[0][1:], lines[1][1:]))
+    return int(row["InSegs"]) + int(row["OutSegs"])
+
+
+def context_switches() -> int:
+    with open("/proc/stat") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("ctxt "))
+
+
 def wrk_tls(topo: Topology, hosts: Path, seconds: int, connections: int
             ) -> tuple[float, int, int]:
     """(requests/s, errors, requests) of https with ``Connection: close`` through the
@@ -209,28 +262,37 @@ def wrk_tls(topo: Topology, hosts: Path, seconds: int, connections: int
             int(total.group(1)) if total else 0)
 
 
-def measure(topo: Topology, hosts: Path, mode: str, gw_pid: int, seconds: int,
-            repeat: int, connections: int) -> Result:
+def measure(topo: Topology, hosts: Path, mode: str, gw_pid: int, backend_pid: int,
+            seconds: int, repeat: int, connections: int) -> Result:
     rates: list[float] = []
-    conns = errors = jiffies = bg = 0
-    cpu = kw = sirq = 0.0
+    conns = errors = jiffies = bg = segs = ctxt = 0
+    cpu = kw = sirq = client = backend = 0.0
     for _ in range(repeat):
         b0 = busy_jiffies()
         time.sleep(1)
         bg += busy_jiffies() - b0
         c0, j0, k0, s0 = proc_cpu(gw_pid), busy_jiffies(), kworker_cpu(), softirq_seconds()
+        w0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        n0, g0, x0 = tree_cpu(backend_pid), tcp_segments(gw_pid), context_switches()
         rate, errs, total = wrk_tls(topo, hosts, seconds, connections)
         cpu += proc_cpu(gw_pid) - c0
         kw += kworker_cpu() - k0
         sirq += softirq_seconds() - s0
         jiffies += busy_jiffies() - j0
+        w1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client += w1.ru_utime + w1.ru_stime - w0.ru_utime - w0.ru_stime
+        backend += tree_cpu(backend_pid) - n0
+        segs += tcp_segments(gw_pid) - g0
+        ctxt += context_switches() - x0
         rates.append(rate)
         conns += total
         errors += errs
     n = max(conns, 1)
     return Result(mode, round(statistics.median(rates)), tuple(round(r) for r in rates), errors,
                   round(cpu / n * 1e6, 1), round(kw / n * 1e6, 1), round(sirq / n * 1e6, 1),
-                  round(jiffies / CLK / n * 1e6, 1), round(bg / CLK / repeat, 2))
+                  round(jiffies / CLK / n * 1e6, 1), round(bg / CLK / repeat, 2),
+                  round(client / n * 1e6, 1), round(backend / n * 1e6, 1),
+                  round(segs / n, 1), round(ctxt / n, 1), conns)
 
 
 def run_mode(mode: str, seconds: int, repeat: int, connections: int, tmp: Path,
@@ -249,7 +311,8 @@ def run_mode(mode: str, seconds: int, repeat: int, connections: int, tmp: Path,
                   if mode == "kgw-tlspass-splice"
                   else start_haproxy(topo, tmp, 1) if mode == "haproxy-sni-1t"
                   else start_haproxy(topo, tmp))
-            return measure(topo, hosts, mode, gw.pid, seconds, repeat, connections)
+            return measure(topo, hosts, mode, gw.pid, backend.pid, seconds, repeat,
+                           connections)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             return Result(mode, note=f"failed: {e}")
         finally:
@@ -264,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.l4.tlspass")
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the modes in turn this many times (each --repeat runs), so "
+                         "drift of the machine falls on every mode alike")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--modes", default=",".join(MODES[:2]))
     ap.add_argument("--profile", default=None,
@@ -279,21 +345,37 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="kgw-bench-tls-"))
-    results = [run_mode(m, ns.seconds, ns.repeat, ns.connections, tmp, ns.profile)
-               for m in wanted]
+    print(f"load average at the start: {os.getloadavg()[0]:.2f}")
+    rounds: list[list[Result]] = []
+    for i in range(ns.rounds):
+        rounds.append([run_mode(m, ns.seconds, ns.repeat, ns.connections, tmp, ns.profile)
+                       for m in wanted])
+        for r in rounds[-1]:
+            print(f"round {i + 1} {r.mode}: {r.conn_rate:.0f} conns/s, CPU µs/conn gw "
+                  f"{r.gw_cpu_us} client {r.client_cpu_us} backend {r.backend_cpu_us} "
+                  f"machine {r.machine_cpu_us}, {r.gw_segs} segments, {r.ctxt} switches "
+                  f"{r.note}", flush=True)
+    results = [merge([rnd[i] for rnd in rounds]) for i in range(len(wanted))]
     print("| mode | conns/s (median) | runs | errors | gw process CPU µs/conn "
-          "| kworker CPU µs/conn | softirq µs/conn | machine CPU µs/conn | background CPUs "
-          "| note |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
+          "| kworker CPU µs/conn | softirq µs/conn | client CPU µs/conn "
+          "| backend CPU µs/conn | machine CPU µs/conn | gw TCP segments/conn "
+          "| context switches/conn | background CPUs | note |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         print(f"| {r.mode} | {r.conn_rate:.0f} | {', '.join(map(str, r.rates))} | {r.errors} "
-              f"| {r.gw_cpu_us} | {r.kworker_cpu_us} | {r.softirq_us} | {r.machine_cpu_us} "
+              f"| {r.gw_cpu_us} | {r.kworker_cpu_us} | {r.softirq_us} | {r.client_cpu_us} "
+              f"| {r.backend_cpu_us} | {r.machine_cpu_us} | {r.gw_segs} | {r.ctxt} "
               f"| {r.bg_cpus} | {r.note} |")
     by = {r.mode: r for r in results}
     if {"kgw-tlspass", "haproxy-sni"} <= set(by) and by["haproxy-sni"].conn_rate:
         k, h = by["kgw-tlspass"], by["haproxy-sni"]
-        print(f"\nkgw/haproxy connection rate: {k.conn_rate / h.conn_rate:.2f}; "
-              f"gateway CPU per connection: {(k.gw_cpu_us or 0) / (h.gw_cpu_us or 1):.2f}")
+        ki, hi = wanted.index("kgw-tlspass"), wanted.index("haproxy-sni")
+        paired = [rnd[ki].conn_rate / rnd[hi].conn_rate for rnd in rounds
+                  if rnd[hi].conn_rate and rnd[ki].conn_rate]
+        print(f"\nkgw/haproxy connection rate: {k.conn_rate / h.conn_rate:.2f} (medians); "
+              f"per round: {', '.join(f'{x:.2f}' for x in paired)}"
+              + (f", median {statistics.median(paired):.2f}" if len(paired) > 1 else "")
+              + f"; gateway CPU per connection: {(k.gw_cpu_us or 0) / (h.gw_cpu_us or 1):.2f}")
     return 0
 
 
