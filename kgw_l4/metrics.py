@@ -16,7 +16,7 @@ connection the kernel splices has no bytes per route (``bytes`` None).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,30 @@ class Tally:
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
+
+
+def live_view(open_bytes: Iterable[tuple[Tally | None, Tally | None, int, int]]
+              ) -> Callable[[Tally], Tally]:
+    """``(frontend tally, backend tally, bytes up, bytes down)`` of each open connection
+    (read at scrape time: nothing is counted per packet or per read) -> a function giving
+    a tally as scraped: its closed connections' bytes plus the open ones' so far."""
+    live: dict[int, list[int]] = {}
+    for fe, be, up, down in open_bytes:
+        for t in (fe, be):
+            if t is not None:
+                acc = live.setdefault(id(t), [0, 0])
+                acc[0] += up
+                acc[1] += down
+
+    def plus(t: Tally) -> Tally:
+        extra = live.get(id(t))
+        if extra is None:
+            return t
+        out = Tally()
+        out.bytes = [t.bytes[0] + extra[0], t.bytes[1] + extra[1]]
+        out.flows, out.active, out.drops = t.flows, t.active, t.drops
+        return out
+    return plus
 
 
 def endpoint_groups(frontends: Iterable[Any]) -> dict[str, set[str]]:

@@ -103,7 +103,7 @@ from . import abi
 from .abi import SPLICE_EVT_HOLD, SPLICE_EVT_OVERFLOW, SpliceEvent, SplicePeer
 from .acceptor import KEEPALIVE_IDLE, Acceptor
 from .config import Frontend, L4Config
-from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
+from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups, live_view
 from .userspace import (
     PROXY_HEADER_TIMEOUT, Conn, backend_stats, connect_backend, copy, frontend_stats,
     kept_tally, proxy_refused, repick, select_frontends,
@@ -874,23 +874,7 @@ class SpliceProxy(Acceptor):
     def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
         """The counters of the frontends served now and of their backend endpoints, with
         the open connections' bytes so far."""
-        live: dict[int, list[int]] = {}
-        for fe, be, up, down in self.splicer.open_bytes():
-            for t in (fe, be):
-                if t is not None:
-                    acc = live.setdefault(id(t), [0, 0])
-                    acc[0] += up
-                    acc[1] += down
-
-        def plus(t: Tally) -> Tally:
-            extra = live.get(id(t))
-            if extra is None:
-                return t
-            out = Tally()
-            out.bytes = [t.bytes[0] + extra[0], t.bytes[1] + extra[1]]
-            out.flows, out.active, out.drops = t.flows, t.active, t.drops
-            return out
-
+        plus = live_view(self.splicer.open_bytes())
         fes = [frontend_stats(fe, "TCP", plus(t)) for fe, t in self._frontends.values()]
         bes = [backend_stats(ep, plus(t), self._groups) for ep, t in self._backends.items()]
         return fes, bes

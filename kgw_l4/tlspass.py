@@ -24,9 +24,9 @@ Counters (/metrics, kgw-inspect) per port and SNIRoute: connections given a back
 drops by reason (``bad_client_hello``, ``no_route``, ``no_backend``,
 ``backend_unreachable``, ``bad_proxy_header``; terminated: ``bad_certificate``,
 ``tls_handshake``,
-``backend_tls``) under the route they matched ("" when none), and, when copied here
-(always for a terminated route), bytes each way and the connections open. A spliced
-connection's bytes are the kernel's (not counted per route).
+``backend_tls``) under the route they matched ("" when none), bytes each way and the
+connections open, however a connection is carried: a spliced one's bytes are read from
+the splice maps, a relayed one's from the pair relay, at scrape time for the open ones.
 
 Health (a TrafficPolicy ``healthCheck`` on the TLSRoute or its listener, probed once per
 node by kgw_l4.health): the endpoints failing their check lose their slots in the route's
@@ -56,7 +56,7 @@ from kgw_l7.proxyproto import ProxyProtocolError
 
 from .acceptor import KEEPALIVE_IDLE, Acceptor
 from .config import BackendGroup, Frontend, L4Config, SNIRoute, TLSPassthrough
-from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups
+from .metrics import BackendStats, FrontendStats, Tally, endpoint_groups, live_view
 from .pairrelay import FINISHED, HANDOVER, Ended, PairCopier, native
 from .sni import MAX_HELLO, NEED_MORE, HelloError, match_route, parse_sni
 from .splice import Splicer, tune
@@ -164,8 +164,6 @@ class TLSPassthroughProxy(Acceptor):
         #: a route's backends -> its Maglev picker, built on first use (a table costs
         #: milliseconds: once per config, not per connection)
         self._pickers: dict[tuple[BackendGroup, ...], Any] = {}
-        #: (port, route name, gateway, listener) of terminated routes (bytes counted here)
-        self._terminated: set[tuple[tuple[str, int], str, str, str]] = set()
         #: (port, reason) of refused PROXY headers already logged at warning level (a
         #: few reasons per port: the log says it once, the counter counts each)
         self._proxy_logged: set[tuple[tuple[str, int], str]] = set()
@@ -223,8 +221,6 @@ class TLSPassthroughProxy(Acceptor):
         keep = {(key, r.name, r.gateway, r.listener) for key, t in wanted.items() for r in t.routes}
         keep |= {(key, "", "", "") for key in wanted}
         self._tallies = {k: self._tallies.get(k) or Tally() for k in keep}
-        self._terminated = {(key, r.name, r.gateway, r.listener) for key, t in wanted.items()
-                            for r in t.routes if r.terminate is not None}
         self.terminator.apply(config)
         used = {r.backends for t in wanted.values() for r in t.routes}
         self._pickers = {k: v for k, v in self._pickers.items() if k in used}
@@ -457,13 +453,15 @@ class TLSPassthroughProxy(Acceptor):
                 self.copier = PairCopier(self._relay_cls, self._loop)
             if self.copier.add(p.c, p.b, functools.partial(self._relay_ended, p, be_tally, flow),
                                p):
+                p.tally.active += 1
                 return
             tune(p.b)  # (the relay is full)
         on_close = (functools.partial(flog.closed, flow)
                     if flog is not None and flow is not None else None)
         assert self.splicer is not None
         try:
-            self.splicer.splice_now(p.c, p.b, on_close=on_close, untouched=True, tuned=True)
+            self.splicer.splice_now(p.c, p.b, p.tally, be_tally, on_close=on_close,
+                                    untouched=True, tuned=True)
             return
         except OSError as e:
             log.warning("splice failed (%s): copying in userspace", e)
@@ -473,8 +471,14 @@ class TLSPassthroughProxy(Acceptor):
     def _relay_ended(self, p: _Pending, be_tally: Tally | None, flow: Any, end: Ended) -> None:
         """A connection the pair relay copied has ended, or has become a long stream
         (HANDOVER: its sockets are back, both directions idle) and is spliced now; the
-        flow log is told the bytes of both parts."""
+        flow log is told the bytes of both parts, the counters the relay's (the splice
+        adds its own)."""
         flog = self.flow_log
+        for t in (p.tally, be_tally):
+            if t is not None:
+                t.bytes[0] += end.a_to_b
+                t.bytes[1] += end.b_to_a
+        p.tally.active -= 1
         if end.kind != HANDOVER:
             if end.kind != FINISHED:
                 log.debug("tls passthrough %s: connection reset", p.key)
@@ -488,7 +492,8 @@ class TLSPassthroughProxy(Acceptor):
                 flog.closed(flow, end.a_to_b + up, end.b_to_a + down)
         try:  # (bytes were read and written: the splice asks the sockets what they took)
             tune(end.b)
-            self.splicer.splice_now(end.a, end.b, on_close=on_close, tuned=True)
+            self.splicer.splice_now(end.a, end.b, p.tally, be_tally, on_close=on_close,
+                                    tuned=True)
             return
         except OSError as e:
             log.warning("splice failed (%s): copying in userspace", e)
@@ -544,20 +549,23 @@ class TLSPassthroughProxy(Acceptor):
                 flog.closed(flow, conn.bytes[0], conn.bytes[1])
 
     def stats(self) -> tuple[list[FrontendStats], list[BackendStats]]:
-        """Per port and route; bytes and connections open only when copied here (no
-        splicer, or a terminated route), since a spliced connection's bytes are the
-        kernel's. (A backend's bytes, shared by both kinds of route, likewise.)"""
-        copied = self.splicer is None
+        """Per port and route, and per backend endpoint: the closed connections' bytes
+        plus, read now, the open ones' so far, however each is carried (copied here, by
+        the pair relay, or spliced: the splice maps count what the kernel redirected)."""
+        open_bytes: list[tuple[Tally | None, Tally | None, int, int]] = []
+        if self.copier is not None:
+            open_bytes += [(p.tally, self._backends.get(p.be), up, down)
+                           for p, _, up, down in self.copier.pairs()]
+        if self.splicer is not None:
+            open_bytes += self.splicer.open_bytes()
+        plus = live_view(open_bytes)
         fes = []
-        for k, t in self._tallies.items():
-            key, route, gw, listener = k
-            here = copied or k in self._terminated
+        for (key, route, gw, listener), t in self._tallies.items():
+            t = plus(t)
             fes.append(FrontendStats(f"{key[0]}:{key[1]}/TLS", gw, listener, route,
-                                     bytes=(t.bytes[0], t.bytes[1]) if here else None,
-                                     flows=t.flows, active=t.active if here else None,
-                                     drops=dict(t.drops)))
-        bes = [dataclasses.replace(backend_stats(ep, t, self._groups), bytes=None) if not copied
-               else backend_stats(ep, t, self._groups) for ep, t in self._backends.items()]
+                                     bytes=(t.bytes[0], t.bytes[1]), flows=t.flows,
+                                     active=t.active, drops=dict(t.drops)))
+        bes = [backend_stats(ep, plus(t), self._groups) for ep, t in self._backends.items()]
         return fes, bes
 
     def flows(self) -> list[dict]:

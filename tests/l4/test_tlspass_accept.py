@@ -104,7 +104,8 @@ async def test_a_hello_already_queued_is_routed_connected_and_spliced_without_a_
         assert conn.base_received == {conn.a.fileno(): 0, conn.b.fileno(): 0}
         fes, _ = proxy.stats()
         (fe,) = [f for f in fes if f.route == "a"]
-        assert fe.flows == 1
+        assert (fe.flows, fe.active) == (1, 1)
+        assert fe.bytes is not None  # (the splice maps' count: nothing redirected yet here)
         await proxy.close()
         await sp.close()
     ld.close()
@@ -154,6 +155,11 @@ async def test_a_hello_already_queued_is_copied_by_the_pair_relay_without_a_task
         (row,) = proxy.relayed()  # (kgw-inspect's view, in the admin API's config dump)
         assert (row["route"], row["backend"], row["bytes_to_backend"], row["bytes_to_client"]) \
             == ("a", "127.0.0.1:%d" % backend.getsockname()[1], len(hello) + 5, 0)
+        # /metrics while it is open: the relay's bytes so far, per route and per endpoint
+        fes, bes = proxy.stats()
+        (fe,) = [f for f in fes if f.route == "a"]
+        assert (fe.bytes, fe.active, fe.flows) == ((len(hello) + 5, 0), 1, 1)
+        assert [b.bytes for b in bes] == [(len(hello) + 5, 0)]
         far.sendall(b"server flight")
         far.shutdown(socket.SHUT_WR)
         assert await asyncio.to_thread(client.recv, 100) == b"server flight"
@@ -161,8 +167,10 @@ async def test_a_hello_already_queued_is_copied_by_the_pair_relay_without_a_task
         assert await asyncio.to_thread(far.recv, 100) == b""
         await until(lambda: closed == [(len(hello) + 5, 13)])
         assert proxy.relayed() == []
-        fes, _ = proxy.stats()
-        assert [f.flows for f in fes if f.route == "a"] == [1]
+        fes, bes = proxy.stats()
+        (fe,) = [f for f in fes if f.route == "a"]
+        assert (fe.bytes, fe.active, fe.flows) == ((len(hello) + 5, 13), 0, 1)
+        assert [b.bytes for b in bes] == [(len(hello) + 5, 13)]
         await proxy.close()
         await sp.close()
     ld.close()
