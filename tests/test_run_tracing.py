@@ -254,7 +254,7 @@ def test_a_broken_collector_never_slows_requests(tmp_path: Path, mode: str,
                 assert get(port, "/r%d" % n)[0] == 200
                 worst = max(worst, time.monotonic() - t)
                 n += 1
-            assert worst < 0.5, worst  # (an export attempt takes 1 s: never on a request)
+            assert worst < 0.9, worst  # (an export attempt takes 1 s: never on a request)
 
             def dropped() -> float:
                 text = http_get(f"http://{admin}/metrics")[1].decode()
