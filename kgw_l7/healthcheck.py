@@ -460,11 +460,14 @@ class _ConnectPoller:
         loop.add_reader(self._epoll.fileno(), self._ready)
 
     def watch(self, fd: int, check: _TcpCheck) -> None:
-        """Watch a target's socket for good (edge-triggered: an idle, dissolved socket
-        is writable and hung up, which a level-triggered epoll would report on every
-        wake-up); each probe's connect then costs no ``epoll_ctl``."""
-        self._epoll.register(fd, select.EPOLLOUT | select.EPOLLET)
-        self._waiting[fd] = check
+        """Report the end of ``fd``'s connect in progress, once (EPOLLONESHOT: the
+        socket's dissolve and its idle, hung-up state are not reported -- one event
+        per probe); registered on its first probe, re-armed on the next."""
+        if fd in self._waiting:
+            self._epoll.modify(fd, _ONCE)
+        else:
+            self._epoll.register(fd, _ONCE)
+            self._waiting[fd] = check
 
     def forget(self, fd: int) -> None:
         """Stop watching ``fd`` (before it is closed: closing removes it from the epoll)."""
@@ -485,6 +488,7 @@ class _ConnectPoller:
 
 #: epoll events of a connect that failed (its error is then asked for with SO_ERROR).
 _FAILED = select.EPOLLERR | select.EPOLLHUP
+_ONCE = select.EPOLLOUT | select.EPOLLONESHOT
 
 
 def _sockaddr(address: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]] | None:
@@ -532,13 +536,13 @@ class _TcpCheck(_Scheduled):
     connected probe is dissolved at once with ``connect(AF_UNSPEC)`` (``_disconnect``).
 
     One socket per target for its lifetime, registered once with the poller: a probe is
-    ``connect``, ``connect(AF_UNSPEC)`` and ``getsockopt(SO_ERROR)`` (the disconnect
-    leaves ECONNRESET pending, which would fail the next probe at once), not ``socket``,
-    ``epoll_ctl`` and ``close`` with a socket, a file and an epoll entry made and freed
-    each time. Dissolving a connection sends an RST, as haproxy's TCP checks do: no
-    TIME_WAIT on either side, no ephemeral ports held for a minute; a backend that reads
-    or writes the probe's connection sees ECONNRESET, as from haproxy's checks
-    (bench/results/resilience.md has the measurements)."""
+    ``connect``, an ``epoll_ctl`` re-arming it, ``connect(AF_UNSPEC)`` and
+    ``getsockopt(SO_ERROR)`` (the disconnect leaves ECONNRESET pending, which would fail
+    the next probe at once), not ``socket``, ``epoll_ctl`` and ``close`` with a socket, a
+    file and an epoll entry made and freed each time. Dissolving a connection sends an
+    RST, as haproxy's TCP checks do: no TIME_WAIT on either side, no ephemeral ports held
+    for a minute; a backend that reads or writes the probe's connection sees ECONNRESET,
+    as from haproxy's checks (bench/results/resilience.md has the measurements)."""
 
     __slots__ = ("checker", "target", "family", "sockaddr", "sock", "busy", "stopped")
 
@@ -560,29 +564,29 @@ class _TcpCheck(_Scheduled):
         sock = self.sock
         if sock is None:
             try:
-                sock = socket.socket(self.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                sock = self.sock = socket.socket(self.family,
+                                                 socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             except OSError as exc:
                 self._next(False, str(exc))
                 return
-            try:
-                self.checker.poller.watch(sock.fileno(), self)
-            except OSError as exc:  # (epoll_ctl: out of memory or watches)
-                sock.close()
-                self._next(False, str(exc))
-                return
-            self.sock = sock
         err = sock.connect_ex(self.sockaddr)
-        if err == errno.EINPROGRESS:
-            self.busy = True
-            self.checker.ticker.watch(self, self.target.check.timeout)
-        else:
+        if err != errno.EINPROGRESS:
             self._end(err)
+            return
+        try:
+            self.checker.poller.watch(sock.fileno(), self)
+        except OSError as exc:  # (epoll_ctl: out of memory or watches)
+            self._abandon()
+            self._next(False, str(exc))
+            return
+        self.busy = True
+        self.checker.ticker.watch(self, self.target.check.timeout)
 
     def connected(self, failed: int) -> None:
         """The connect finished: the poller saw the socket writable (``failed`` 0) or an
         error (only then is SO_ERROR asked for)."""
         if not self.busy:
-            return  # (the edge of a dissolved connection, or a probe expired)
+            return  # (a probe that expired or was stopped meanwhile)
         self.busy = False
         self.checker.ticker.forget(self, self.target.check.timeout)
         err = 0
