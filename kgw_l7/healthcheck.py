@@ -8,9 +8,9 @@ Probes (``HealthCheck.type``):
 
 * TCP -- a connection opens within the timeout: a bare non-blocking connect of the
   target's own socket, watched by the checker's own epoll (one loop wake-up for every
-  probe ready at once), then dissolved with an RST and the socket kept for the next
-  probe (``_TcpCheck``). Towards a hostname or over TLS, a task per target opens the
-  connection with asyncio instead (and closes it).
+  probe ready at once), answered (SYN-ACK), then reset before the handshake's last ACK,
+  and the socket kept for the next probe (``_TcpCheck``). Towards a hostname or over
+  TLS, a task per target opens the connection with asyncio instead (and closes it).
 * HTTP -- ``GET path`` with the configured Host answers an expected status (parsed with
   httptools); the connection is kept alive between checks, so a check usually costs one
   write and one read, not a handshake.
@@ -535,14 +535,19 @@ class _TcpCheck(_Scheduled):
     wait, a non-blocking connect is watched by the checker's ``_ConnectPoller``, and a
     connected probe is dissolved at once with ``connect(AF_UNSPEC)`` (``_disconnect``).
 
+    On the wire a probe is SYN, SYN-ACK, RST, as haproxy's plain TCP checks: the socket
+    has TCP_DEFER_ACCEPT, which makes Linux delay the handshake's last ACK (as when
+    data is about to follow), and the dissolve resets the connection before that ACK
+    is due. The SYN-ACK is the answer that counts (a listener whose accept queue is full
+    drops the SYN: the probe times out); the backend's kernel never makes a connection
+    of it, its application never accepts one, and neither side keeps a TIME_WAIT.
+
     One socket per target for its lifetime, registered once with the poller: a probe is
     ``connect``, an ``epoll_ctl`` re-arming it, ``connect(AF_UNSPEC)`` and
     ``getsockopt(SO_ERROR)`` (the disconnect leaves ECONNRESET pending, which would fail
     the next probe at once), not ``socket``, ``epoll_ctl`` and ``close`` with a socket, a
-    file and an epoll entry made and freed each time. Dissolving a connection sends an
-    RST, as haproxy's TCP checks do: no TIME_WAIT on either side, no ephemeral ports held
-    for a minute; a backend that reads or writes the probe's connection sees ECONNRESET,
-    as from haproxy's checks (bench/results/resilience.md has the measurements)."""
+    file and an epoll entry made and freed each time (bench/results/resilience.md has the
+    measurements)."""
 
     __slots__ = ("checker", "target", "family", "sockaddr", "sock", "busy", "stopped")
 
@@ -566,7 +571,10 @@ class _TcpCheck(_Scheduled):
             try:
                 sock = self.sock = socket.socket(self.family,
                                                  socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                # (a deferred handshake ACK: see the class's docstring)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             except OSError as exc:
+                self._abandon()
                 self._next(False, str(exc))
                 return
         err = sock.connect_ex(self.sockaddr)
