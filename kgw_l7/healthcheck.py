@@ -537,12 +537,13 @@ class _TcpCheck(_Scheduled):
     wait, a non-blocking connect is watched by the checker's ``_ConnectPoller``, and a
     connected probe is dissolved at once with ``connect(AF_UNSPEC)`` (``_disconnect``).
 
-    On the wire a probe is SYN, SYN-ACK, RST, as haproxy's plain TCP checks: the socket
-    has TCP_DEFER_ACCEPT, which makes Linux delay the handshake's last ACK (as when
-    data is about to follow), and the dissolve resets the connection before that ACK
-    is due. The SYN-ACK is the answer that counts (a listener whose accept queue is full
-    drops the SYN: the probe times out); the backend's kernel never makes a connection
-    of it, its application never accepts one, and neither side keeps a TIME_WAIT.
+    On the wire a probe is SYN, SYN-ACK, RST (haproxy too ends its checks with an RST,
+    and tcp-shaker checks just this way): the socket has TCP_DEFER_ACCEPT, which makes
+    Linux delay the handshake's last ACK (as when data is about to follow), and the
+    dissolve resets the connection before that ACK is due. The SYN-ACK is the answer
+    that counts (a listener whose accept queue is full drops the SYN: the probe times
+    out); the backend's kernel never makes a connection of it, its application never
+    accepts one, and neither side keeps a TIME_WAIT.
 
     One socket per target for its lifetime, registered once with the poller: a probe is
     ``connect``, an ``epoll_ctl`` re-arming it, ``connect(AF_UNSPEC)`` and
