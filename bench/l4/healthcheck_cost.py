@@ -135,6 +135,17 @@ class VethTopology:
         return out
 
 
+def check_topology(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what ``--topology veth`` cannot do, before anything is built."""
+    if args.topology != "veth":
+        return
+    if os.geteuid() != 0:
+        p.error("--topology veth needs root (it makes network namespaces)")
+    if args.endpoints > VethTopology.ENDPOINTS.num_addresses - 2:
+        p.error(f"--topology veth: at most {VethTopology.ENDPOINTS.num_addresses - 2} "
+                "endpoints")
+
+
 def _sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=30)
 
@@ -203,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topology", default="loopback", choices=("loopback", "veth"),
                    help="where the endpoints are (see the module's docstring)")
     args = p.parse_args(argv)
-    if args.endpoints >= VethTopology.ENDPOINTS.num_addresses - 1:
-        p.error(f"at most {VethTopology.ENDPOINTS.num_addresses - 2} endpoints")
+    check_topology(p, args)
     with placed(args.topology) as (sock, napi, remote):
         port = sock.getsockname()[1]
         server = multiprocessing.get_context("fork").Process(target=_serve, args=(sock,),

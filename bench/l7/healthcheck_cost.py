@@ -34,7 +34,9 @@ from kgw_l7.config import (  # noqa: E402
     Backend, Endpoint, HealthCheck, L7Config, Listener, PathMatch, Route, RouteMatch, Rule,
     VirtualHost,
 )
-from bench.l4.healthcheck_cost import addresses, placed, thread_cpu  # noqa: E402
+from bench.l4.healthcheck_cost import (  # noqa: E402
+    addresses, check_topology, placed, thread_cpu,
+)
 from kgw_l7.healthcheck import HealthChecker  # noqa: E402
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="per check (raise it under valgrind, which slows everything)")
     p.add_argument("--topology", default="loopback", choices=("loopback", "veth"))
     args = p.parse_args(argv)
+    check_topology(p, args)
     with placed(args.topology) as (sock, napi, _remote):
         port = sock.getsockname()[1]
         server = multiprocessing.get_context("fork").Process(target=_serve, args=(sock,),
