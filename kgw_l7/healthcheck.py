@@ -6,10 +6,11 @@ independent of the worker count.
 
 Probes (``HealthCheck.type``):
 
-* TCP -- a connection opens within the timeout: a bare non-blocking socket whose connect
-  is watched by the checker's own epoll (one loop wake-up for every probe ready at once),
-  then closed (a FIN, not an RST: see ``_TcpCheck``). Towards a hostname or over TLS, a
-  task per target opens the connection with asyncio instead.
+* TCP -- a connection opens within the timeout: a bare non-blocking connect of the
+  target's own socket, watched by the checker's own epoll (one loop wake-up for every
+  probe ready at once), answered (SYN-ACK), then reset before the handshake's last ACK,
+  and the socket kept for the next probe (``_TcpCheck``). Towards a hostname or over
+  TLS, a task per target opens the connection with asyncio instead (and closes it).
 * HTTP -- ``GET path`` with the configured Host answers an expected status (parsed with
   httptools); the connection is kept alive between checks, so a check usually costs one
   write and one read, not a handshake.
@@ -29,6 +30,7 @@ a timer per check: the checks due in the same ``TICK`` start in one wake-up, eac
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import functools
 import heapq
@@ -61,8 +63,10 @@ Key = tuple[str, str, int]
 MAX_RESPONSE = 64 * 1024
 #: grpc.health.v1 HealthCheckResponse.ServingStatus SERVING.
 GRPC_SERVING = 1
-#: Granularity of check starts and timeouts (seconds): what batches the due checks.
-TICK = 0.01
+#: Granularity of check starts and timeouts (seconds): what batches the due checks. 20 ms:
+#: a wake-up per slot is most of what a TCP check costs beyond its system calls, and a
+#: check every second or so does not mind starting up to 20 ms late.
+TICK = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,10 +448,10 @@ class _Ticker:
 
 
 class _ConnectPoller:
-    """The TCP probes' connects in flight, watched by an epoll of the checker's own whose
-    descriptor is one reader on the loop: every probe that connected (or failed) since
-    the last wake-up is handled in one callback, and a probe costs one ``epoll_ctl`` --
-    no transport, protocol, future or loop watcher per probe."""
+    """The TCP checks' sockets, watched by an epoll of the checker's own whose descriptor
+    is one reader on the loop: every probe that connected (or failed) since the last
+    wake-up is handled in one callback, and a socket is registered once, for all its
+    probes -- no transport, protocol, future or loop watcher per probe."""
 
     __slots__ = ("_loop", "_epoll", "_waiting")
 
@@ -458,8 +462,14 @@ class _ConnectPoller:
         loop.add_reader(self._epoll.fileno(), self._ready)
 
     def watch(self, fd: int, check: _TcpCheck) -> None:
-        self._epoll.register(fd, select.EPOLLOUT)
-        self._waiting[fd] = check
+        """Report the end of ``fd``'s connect in progress, once (EPOLLONESHOT: the
+        socket's dissolve and its idle, hung-up state are not reported -- one event
+        per probe); registered on its first probe, re-armed on the next."""
+        if fd in self._waiting:
+            self._epoll.modify(fd, _ONCE)
+        else:
+            self._epoll.register(fd, _ONCE)
+            self._waiting[fd] = check
 
     def forget(self, fd: int) -> None:
         """Stop watching ``fd`` (before it is closed: closing removes it from the epoll)."""
@@ -471,14 +481,16 @@ class _ConnectPoller:
         self._waiting.clear()
 
     def _ready(self) -> None:
+        waiting = self._waiting
         for fd, events in self._epoll.poll(0):
-            check = self._waiting.pop(fd, None)
+            check = waiting.get(fd)
             if check is not None:
                 check.connected(events & _FAILED)
 
 
 #: epoll events of a connect that failed (its error is then asked for with SO_ERROR).
 _FAILED = select.EPOLLERR | select.EPOLLHUP
+_ONCE = select.EPOLLOUT | select.EPOLLONESHOT
 
 
 def _sockaddr(address: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]] | None:
@@ -523,11 +535,24 @@ class _Scheduled:
 class _TcpCheck(_Scheduled):
     """The TCP check of one target, without a task: the ticker starts it and bounds its
     wait, a non-blocking connect is watched by the checker's ``_ConnectPoller``, and a
-    connected probe is closed at once. Closed with a FIN, as before, not an RST
-    (SO_LINGER {1, 0}): a backend that accepts and writes gets ECONNRESET from an RST'd
-    probe, and the prober's CPU measured the same either way (bench/results/resilience.md)."""
+    connected probe is dissolved at once with ``connect(AF_UNSPEC)`` (``_disconnect``).
 
-    __slots__ = ("checker", "target", "family", "sockaddr", "sock", "stopped")
+    On the wire a probe is SYN, SYN-ACK, RST (haproxy too ends its checks with an RST,
+    and tcp-shaker checks just this way): the socket has TCP_DEFER_ACCEPT, which makes
+    Linux delay the handshake's last ACK (as when data is about to follow), and the
+    dissolve resets the connection before that ACK is due. The SYN-ACK is the answer
+    that counts (a listener whose accept queue is full drops the SYN: the probe times
+    out); the backend's kernel never makes a connection of it, its application never
+    accepts one, and neither side keeps a TIME_WAIT.
+
+    One socket per target for its lifetime, registered once with the poller: a probe is
+    ``connect``, an ``epoll_ctl`` re-arming it, ``connect(AF_UNSPEC)`` and
+    ``getsockopt(SO_ERROR)`` (the disconnect leaves ECONNRESET pending, which would fail
+    the next probe at once), not ``socket``, ``epoll_ctl`` and ``close`` with a socket, a
+    file and an epoll entry made and freed each time (bench/results/resilience.md has the
+    measurements)."""
+
+    __slots__ = ("checker", "target", "family", "sockaddr", "sock", "busy", "stopped")
 
     def __init__(self, checker: HealthChecker, target: Target,
                  family: socket.AddressFamily, sockaddr: tuple[Any, ...]) -> None:
@@ -535,58 +560,74 @@ class _TcpCheck(_Scheduled):
         self.target = target
         self.family = family
         self.sockaddr = sockaddr
-        #: The probe in flight, if any (its timeout watched by the ticker).
+        #: The target's socket, once a probe has run (registered with the poller).
         self.sock: socket.socket | None = None
+        #: A probe in flight (its timeout watched by the ticker).
+        self.busy = False
         self.stopped = False
 
     def start(self) -> None:
         if self.stopped:
             return
-        try:
-            sock = socket.socket(self.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        except OSError as exc:
-            self._next(False, str(exc))
-            return
-        err = sock.connect_ex(self.sockaddr)
-        if err == 0:
-            sock.close()
-            self._next(True)
-        elif err == errno.EINPROGRESS:
+        sock = self.sock
+        if sock is None:
             try:
-                self.checker.poller.watch(sock.fileno(), self)
-            except OSError as exc:  # (epoll_ctl: out of memory or watches)
-                sock.close()
+                sock = self.sock = socket.socket(self.family,
+                                                 socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                # (a deferred handshake ACK: see the class's docstring)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+            except OSError as exc:
+                self._abandon()
                 self._next(False, str(exc))
                 return
-            self.sock = sock
-            self.checker.ticker.watch(self, self.target.check.timeout)
-        else:
-            sock.close()
-            self._next(False, f"[Errno {err}] {os.strerror(err)}")
+        err = sock.connect_ex(self.sockaddr)
+        if err != errno.EINPROGRESS:
+            self._end(err)
+            return
+        try:
+            self.checker.poller.watch(sock.fileno(), self)
+        except OSError as exc:  # (epoll_ctl: out of memory or watches)
+            self._abandon()
+            self._next(False, str(exc))
+            return
+        self.busy = True
+        self.checker.ticker.watch(self, self.target.check.timeout)
 
     def connected(self, failed: int) -> None:
         """The connect finished: the poller saw the socket writable (``failed`` 0) or an
-        error (only then is SO_ERROR asked for: one system call less per probe)."""
-        sock, self.sock = self.sock, None
-        if sock is None:
-            return
+        error (only then is SO_ERROR asked for)."""
+        if not self.busy:
+            return  # (a probe that expired or was stopped meanwhile)
+        self.busy = False
         self.checker.ticker.forget(self, self.target.check.timeout)
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if failed else 0
-        sock.close()
-        if err or failed:
-            err = err or errno.ECONNRESET
-            self._next(False, f"[Errno {err}] {os.strerror(err)}")
-        else:
-            self._next(True)
+        err = 0
+        if failed:
+            err = self.sock.getsockopt(  # type: ignore[union-attr]
+                socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNRESET
+        self._end(err)
 
     def expire(self) -> None:
         """The ticker's timeout (it forgot this check already)."""
-        self._abandon()
-        self._next(False, f"no answer within {self.target.check.timeout:g}s")
+        self.busy = False
+        self._end(-1)
+
+    def _end(self, err: int) -> None:
+        """Dissolve the probe's connection and report it: ``err`` 0 (connected), an
+        errno, or -1 (no answer in time)."""
+        if not _disconnect(self.sock):  # (then a new socket for the next probe)
+            self._abandon()
+        if err == 0:
+            self._next(True)
+        elif err < 0:
+            self._next(False, f"no answer within {self.target.check.timeout:g}s")
+        else:
+            self._next(False, f"[Errno {err}] {os.strerror(err)}")
 
     def stop(self) -> None:
         self.stopped = True
-        self.checker.ticker.forget(self, self.target.check.timeout)
+        if self.busy:
+            self.busy = False
+            self.checker.ticker.forget(self, self.target.check.timeout)
         self._abandon()
 
     def _abandon(self) -> None:
@@ -594,6 +635,27 @@ class _TcpCheck(_Scheduled):
         if sock is not None:
             self.checker.poller.forget(sock.fileno())
             sock.close()
+
+
+#: libc's ``connect``, called with an int and a buffer: no argtypes, no errno kept (a
+#: failed dissolve only drops the socket) -- the cheapest ctypes call.
+_connect = ctypes.CDLL(None).connect
+#: A ``struct sockaddr`` of family AF_UNSPEC (0), which ``connect`` takes as "dissolve";
+#: Python's ``socket.connect`` only takes addresses of the socket's own family.
+_UNSPEC = ctypes.create_string_buffer(16)
+
+
+def _disconnect(sock: socket.socket | None) -> bool:
+    """Dissolve ``sock``'s connection (an RST if it was established, nothing on the
+    wire if it was still connecting) and clear the error that leaves pending, so the
+    socket can connect again; False when it cannot be reused."""
+    if sock is None or _connect(sock.fileno(), _UNSPEC, 16) != 0:
+        return False
+    try:
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError:
+        return False
+    return True
 
 
 class _HttpCheck(_Scheduled, asyncio.Protocol):

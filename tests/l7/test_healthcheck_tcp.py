@@ -1,17 +1,21 @@
 """kgw_l7.healthcheck's TCP checks as the checker runs them (a bare non-blocking connect
-watched by the checker's epoll, started and timed out by its ticker), against real
-sockets on loopback: a port with no listener fails (RST), a listener that never accepts
-times out, a backend that accepts and closes at once is healthy, IPv6 works, and a target
-removed with its connect in flight leaves nothing behind. And the ticker itself: starts
-are never early and those due in one slot run in one wake-up; timeouts fire unless
-forgotten."""
+watched by the checker's epoll, started and timed out by its ticker, dissolved with
+connect(AF_UNSPEC)), against real sockets on loopback: a port with no listener fails
+(RST), a listener that never accepts times out, a backend that accepts and closes at once
+is healthy, IPv6 works, and a target removed with its connect in flight leaves nothing
+behind. One socket serves every probe of a target: after a success (SYN, SYN-ACK, RST:
+the backend's application never sees it), after a refused probe and after a timed-out
+one, on IPv4 and IPv6. And the ticker itself: starts are never early and those due in
+one slot run in one wake-up; timeouts fire unless forgotten."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
 import socket
 import threading
+from collections.abc import Callable
 
 import pytest
 import uvloop
@@ -169,6 +173,140 @@ def test_removing_a_target_mid_connect_leaves_nothing(run):
             c.close()
         s.close()
     assert results == []  # (stopped before its timeout: no result, no next start)
+
+
+def _probe_sockets(run, target: Target, phases: list[Callable[[dict], bool]],
+                   between: Callable[[], None] | None = None, seconds: float = 5.0
+                   ) -> tuple[list[dict], int]:
+    """Check ``target`` until each of ``phases`` holds in turn (calling ``between``
+    after the first); the view row at the end of each phase, and how many sockets the
+    check used (each kept referenced, so no id is reused)."""
+    async def go() -> tuple[list[dict], int]:
+        checker = HealthChecker(lambda: None)
+        checker.set_targets({target.key: target})
+        check = checker._tasks[target.key]
+        assert isinstance(check, _TcpCheck)
+        used: dict[int, socket.socket] = {}
+        rows = []
+        try:
+            for i, done in enumerate(phases):
+                if i == 1 and between is not None:
+                    between()
+                for _ in range(int(seconds / 0.01)):
+                    await asyncio.sleep(0.01)
+                    if check.sock is not None:
+                        used[id(check.sock)] = check.sock
+                    [row] = checker.view()
+                    if done(row):
+                        break
+                else:
+                    raise AssertionError(f"phase {i} not done in {seconds}s: {row}")
+                rows.append(row)
+        finally:
+            await checker.close()
+        assert check.sock is None  # (closed with the checker)
+        return rows, len(used)
+    return run(go())
+
+
+def test_one_socket_serves_every_probe_and_the_backend_application_sees_none(run):
+    """A probe is SYN, SYN-ACK, RST: the handshake's last ACK is deferred
+    (TCP_DEFER_ACCEPT) and the connection dissolved first, so the backend's kernel
+    answers it but never queues a connection for the application to accept; and the
+    same socket connects again next time."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    s.settimeout(0.05)
+    port = s.getsockname()[1]
+    accepted: list[object] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, peer = s.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(peer)
+            c.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        [row], used = _probe_sockets(run, Target("b", "127.0.0.1", port, FAST),
+                                     [lambda r: r["checks"] >= 5])
+        stop.set()
+        thread.join(5)
+    finally:
+        s.close()
+    assert row["healthy"] and row["failures"] == 0, row
+    assert used == 1, used
+    assert accepted == [], accepted
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_socket_is_reused_after_a_refused_probe(run, host):
+    try:
+        port = _free_port(host)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    def listen() -> None:
+        s.bind((host, port))
+        s.listen(64)
+
+    try:
+        (down, up), used = _probe_sockets(
+            run, Target("b", host, port, FAST),
+            [lambda r: r["failures"] >= 2, lambda r: r["healthy"] and r["checks"] >= 8],
+            between=listen)
+    finally:
+        s.close()
+    assert not down["healthy"] and "Connection refused" in down["last_error"], down
+    assert up["failures"] == down["failures"], (down, up)  # (no stale error after)
+    assert used == 1, used
+
+
+def test_the_socket_is_reused_after_a_timed_out_probe(run):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    port = s.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        assert c.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS)
+        fillers.append(c)
+
+    def drain() -> None:
+        """Empty the accept queue and keep it empty: the next probe gets through."""
+        for c in fillers:
+            c.close()
+
+        def serve() -> None:
+            while True:
+                try:
+                    c, _ = s.accept()
+                except OSError:
+                    return
+                c.close()
+        threading.Thread(target=serve, daemon=True).start()
+
+    try:
+        (down, up), used = _probe_sockets(
+            run, Target("b", "127.0.0.1", port, FAST),
+            [lambda r: r["failures"] >= 1, lambda r: r["healthy"] and r["checks"] >= 5],
+            between=drain)
+    finally:
+        s.close()
+    assert not down["healthy"] and down["last_error"] == "no answer within 0.3s", down
+    assert used == 1, used
 
 
 class _CountingTicker(_Ticker):
