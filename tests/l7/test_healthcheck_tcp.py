@@ -86,12 +86,8 @@ def test_a_listener_that_never_accepts_times_out(run):
         s.close()
 
 
-def test_a_backend_that_accepts_and_closes_is_healthy(run):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(64)
-    port = s.getsockname()[1]
-
+def _accept_and_close(s: socket.socket) -> None:
+    """In a thread until ``s`` is closed: accept each connection and close it."""
     def serve() -> None:
         while True:
             try:
@@ -101,6 +97,14 @@ def test_a_backend_that_accepts_and_closes_is_healthy(run):
             c.close()
 
     threading.Thread(target=serve, daemon=True).start()
+
+
+def test_a_backend_that_accepts_and_closes_is_healthy(run):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    port = s.getsockname()[1]
+    _accept_and_close(s)
     try:
         row = _check_until(run, Target("b", "127.0.0.1", port, FAST), lambda r: r["checks"] >= 5)
         assert row["healthy"] and row["failures"] == 0, row
@@ -288,15 +292,7 @@ def test_the_socket_is_reused_after_a_timed_out_probe(run):
         """Empty the accept queue and keep it empty: the next probe gets through."""
         for c in fillers:
             c.close()
-
-        def serve() -> None:
-            while True:
-                try:
-                    c, _ = s.accept()
-                except OSError:
-                    return
-                c.close()
-        threading.Thread(target=serve, daemon=True).start()
+        _accept_and_close(s)
 
     try:
         (down, up), used = _probe_sockets(
