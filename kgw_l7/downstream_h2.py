@@ -86,6 +86,13 @@ MAX_HEADERS = 100
 ABUSE_WINDOW = 1.0
 MAX_RESETS = 200
 MAX_CONTROL = 5000
+#: After the GOAWAY of an error (a protocol error, a flood) on a cleartext connection, it
+#: is shut for writing and what the client still sends is read and dropped for at most
+#: this long, so that the GOAWAY reaches it: closing with input unread resets the
+#: connection, and the kernel then drops what it still had to send (a client flooding
+#: while it reads nothing keeps the GOAWAY queued behind its full window). TLS closes
+#: with its close_notify, as before (a TLS transport has no write_eof).
+LINGER_S = 1.0
 
 #: What an HTTP/2 client sends first (RFC 9113 §3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -397,7 +404,7 @@ class H2Conn:
                  "ssl_context", "closing", "write_paused", "last_activity", "started", "in_read",
                  "goaway_id", "window_start", "resets", "pings", "settings_frames",
                  "window_updates", "preface_done",
-                 "head_since", "counted")
+                 "head_since", "counted", "lingering")
 
     def __init__(self, ctx: WorkerContext, listener: ListenerState) -> None:
         self.ctx = ctx
@@ -428,6 +435,8 @@ class H2Conn:
         self.head_since = 0.0
         #: Counted in the worker's connections (by this protocol or the one before it).
         self.counted = False
+        #: Shut for writing after an error's GOAWAY; input is dropped until LINGER_S.
+        self.lingering = False
 
     # -- starting -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -500,6 +509,8 @@ class H2Conn:
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # (dropped: see LINGER_S)
         ctx = self.ctx
         now = ctx.now
         self.last_activity = now
@@ -614,6 +625,8 @@ class H2Conn:
 
     def eof_received(self) -> bool:
         self.closing = True
+        if self.lingering:
+            return False  # (the transport closes: the client has read the GOAWAY)
         if not self.ctx.ignore_client_abort:
             for st in list(self.streams.values()):
                 self._lost(st)
@@ -879,7 +892,7 @@ class H2Conn:
         self._maybe_close()
 
     def flush(self) -> None:
-        if self.in_read:
+        if self.in_read or self.lingering:
             return
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
@@ -901,7 +914,7 @@ class H2Conn:
             except h2.exceptions.ProtocolError:
                 pass
         self.flush()
-        self.close()
+        self._close_after_goaway()
 
     def _flood_kind(self) -> str:
         """Which control frames made most of a flood (the metric's reason)."""
@@ -927,13 +940,28 @@ class H2Conn:
         except h2.exceptions.ProtocolError:
             pass
         self.flush()
-        self.close()
+        self._close_after_goaway()
+
+    def _close_after_goaway(self) -> None:
+        """End the connection after the GOAWAY of an error: shut for writing (the GOAWAY
+        and all before it go out, then a FIN) and lingering for at most LINGER_S, or
+        closed at once over TLS. (See LINGER_S.)"""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        self.closing = True
+        if not t.can_write_eof():
+            t.close()
+            return
+        self.lingering = True
+        t.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_S, self.abort)
 
     def goaway(self) -> None:
         """Graceful: GOAWAY NO_ERROR naming the last stream taken. Built here rather
         than by h2's close_connection, which would end the connection's state and with
         it the streams that are to finish."""
-        if self.goaway_id >= 0 or self.transport is None:
+        if self.goaway_id >= 0 or self.transport is None or self.lingering:
             return
         self.goaway_id = self.h2.highest_inbound_stream_id
         was, self.in_read = self.in_read, False
@@ -968,7 +996,7 @@ class H2Conn:
     def sweep(self, now: float, idle_timeout: float, header_timeout: float,
               response_timeout: float) -> None:
         """Per-connection and per-stream timeouts, from the worker's periodic timer."""
-        if self.transport is None:
+        if self.transport is None or self.lingering:
             return
         if self.closing and self.goaway_id < 0:
             self.goaway()  # (the worker drains: ctx.drain set closing)

@@ -573,6 +573,28 @@ def test_control_frame_floods(plane, kind):
     still_serves(plane)
 
 
+def test_a_flooding_client_that_reads_nothing_still_gets_the_goaway(plane):
+    """A client with a small receive buffer floods PINGs and reads only once it has sent
+    them all: the PING ACKs sent before the flood was found fill its window, and the
+    GOAWAY queues behind them. The gateway shuts the connection for writing and drops
+    what still comes (LINGER_S) instead of closing with input unread, which would reset
+    the connection and drop the GOAWAY with it."""
+    before = h2_errors(plane, "ping_flood")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", plane.port))
+    try:
+        s.sendall(PREFACE + SettingsFrame(0).serialize())
+        s.sendall(PingFrame(0, b"12345678").serialize() * 20000)  # (the gateway reads it all)
+        data = read_all(s)
+        assert goaway_code(data) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, len(data)
+    finally:
+        s.close()
+    assert h2_errors(plane, "ping_flood") == before + 1
+    still_serves(plane)
+
+
 def test_frames_on_closed_streams_flood(plane):
     before = h2_errors(plane, "closed_stream_flood")
     s = raw_conn(plane)
