@@ -60,6 +60,7 @@ cdef class H2Conn:
     cdef public bint preface_done
     cdef public double head_since
     cdef public bint counted
+    cdef public bint lingering
     cpdef push(self, H2Stream st)
     cpdef settle(self, H2Stream st)
     cpdef release_held(self, H2Stream st)

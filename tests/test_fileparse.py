@@ -77,7 +77,7 @@ async def test_a_file_over_the_memory_budget_is_refused(tmp_path: Path) -> None:
 async def test_a_file_over_the_time_budget_is_refused_and_the_loop_runs_meanwhile(
     tmp_path: Path) -> None:
     slow = tmp_path / "slow.yaml"
-    slow.write_text(routes(4000))  # ~1 s to read
+    slow.write_text(routes(8000))  # ~2 s to read: in the loop's thread it would stall it that long
     gaps = []
 
     async def ticker() -> None:
@@ -95,7 +95,7 @@ async def test_a_file_over_the_time_budget_is_refused_and_the_loop_runs_meanwhil
         got = await pp.read(slow, frozenset())
         assert isinstance(got, Failure) and "took longer than 0.3s" in got.message, got
         assert time.monotonic() - started < 5  # the budget, plus starting and killing the child
-        assert max(gaps) < 0.25, max(gaps)
+        assert max(gaps) < 0.5, max(gaps)  # (not the parse's seconds: a loaded machine's jitter)
         small = tmp_path / "small.yaml"
         small.write_text(NS)
         assert len(await pp.read(small, frozenset())) == 1
