@@ -164,7 +164,8 @@ async def test_watch_drop_and_410_lose_no_event(fake: FakeAPIServer,
     fake.resume()
     new = ObjectKey("HTTPRoute", "test", "new")
     await until(lambda: rec.events(new) and rec.events(goes)[-1][0] is EventType.DELETED)
-    assert len(route_lists()) == 2
+    # (a relist; on a loaded machine one full run in three saw a second one after the 410)
+    assert len(route_lists()) >= 2
     await until(lambda: rec.source.health() == "")
     # Nothing was lost: what was published is what the server has.
     published = {e.key for b in rec.batches for e in b.events if e.key.kind == "HTTPRoute"
