@@ -64,18 +64,24 @@ def test_no_listener_fails_with_connection_refused(run):
     assert "Connection refused" in row["last_error"], row
 
 
-def test_a_listener_that_never_accepts_times_out(run):
+def _full_listener() -> tuple[socket.socket, int, list[socket.socket]]:
+    """A listener whose accept queue is full (nothing accepts): a probe's SYN is dropped
+    and its connect never ends. (The listener, its port, the connections filling it.)"""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(0)
     port = s.getsockname()[1]
-    # fill the accept queue: the probe's SYN is then dropped, its connect never ends
     fillers = []
     for _ in range(4):
         c = socket.socket()
         c.setblocking(False)
-        c.connect_ex(("127.0.0.1", port))
+        assert c.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS)
         fillers.append(c)
+    return s, port, fillers
+
+
+def test_a_listener_that_never_accepts_times_out(run):
+    s, port, fillers = _full_listener()
     try:
         row = _check_until(run, Target("b", "127.0.0.1", port, FAST),
                            lambda r: r["failures"] >= 1, seconds=3)
@@ -277,16 +283,7 @@ def test_the_socket_is_reused_after_a_refused_probe(run, host):
 
 
 def test_the_socket_is_reused_after_a_timed_out_probe(run):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(0)
-    port = s.getsockname()[1]
-    fillers = []
-    for _ in range(4):
-        c = socket.socket()
-        c.setblocking(False)
-        assert c.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS)
-        fillers.append(c)
+    s, port, fillers = _full_listener()
 
     def drain() -> None:
         """Empty the accept queue and keep it empty: the next probe gets through."""
